@@ -1,0 +1,220 @@
+//! Message entries inside `Publish`, `Deliver` and `GetOk`, ack ranges, and
+//! the incremental batch writer.
+//!
+//! Entry: `flags u8` (bit 0 redelivered, bit 1 has properties),
+//! `[props_len u16, props]` when bit 1 is set, `body_len u32`, `body`.
+
+use super::error::DecodeError;
+use super::header::{FrameHeader, HEADER_BYTES};
+use super::wire::{put_str8, Cursor};
+use bytes::{BufMut, BytesMut};
+use zerocopy::IntoBytes;
+
+pub const ENTRY_REDELIVERED: u8 = 0x01;
+pub const ENTRY_HAS_PROPS: u8 = 0x02;
+const ENTRY_KNOWN: u8 = ENTRY_REDELIVERED | ENTRY_HAS_PROPS;
+
+/// One message as it sits in a frame; borrowed from the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub flags: u8,
+    pub props: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl Entry<'_> {
+    pub fn redelivered(&self) -> bool {
+        self.flags & ENTRY_REDELIVERED != 0
+    }
+
+    /// Bytes this entry takes on the wire.
+    pub fn wire_len(props: usize, body: usize) -> usize {
+        1 + if props > 0 { 2 + props } else { 0 } + 4 + body
+    }
+}
+
+/// A validated run of `count` entries. Iterating cannot fail: `parse`
+/// checked every length against the body before the frame was returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entries<'a> {
+    raw: &'a [u8],
+    count: u32,
+}
+
+impl<'a> Entries<'a> {
+    pub fn parse(raw: &'a [u8], count: u32) -> Result<Self, DecodeError> {
+        let mut c = Cursor::new(raw, "message entry");
+        for _ in 0..count {
+            read_entry(&mut c)?;
+        }
+        c.finish()?;
+        Ok(Self { raw, count })
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn iter(&self) -> EntryIter<'a> {
+        EntryIter { c: Cursor::new(self.raw, "message entry"), left: self.count }
+    }
+}
+
+fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, DecodeError> {
+    let flags = c.u8()?;
+    if flags & !ENTRY_KNOWN != 0 {
+        return Err(DecodeError::Malformed { what: "message entry", why: "unknown entry flags" });
+    }
+    let props = if flags & ENTRY_HAS_PROPS != 0 {
+        let n = c.u16()? as usize;
+        c.bytes(n)?
+    } else {
+        &[]
+    };
+    let n = c.u32()? as usize;
+    let body = c.bytes(n)?;
+    Ok(Entry { flags, props, body })
+}
+
+pub struct EntryIter<'a> {
+    c: Cursor<'a>,
+    left: u32,
+}
+
+impl<'a> Iterator for EntryIter<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Validated in `Entries::parse`; a failure here is a codec bug.
+        let e = read_entry(&mut self.c);
+        debug_assert!(e.is_ok());
+        e.ok()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+/// Inclusive delivery-tag ranges `(first, last)` in an `Ack` or `Nack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranges<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Ranges<'a> {
+    pub fn parse(raw: &'a [u8], count: u32) -> Result<Self, DecodeError> {
+        let bad = |why| DecodeError::Malformed { what: "tag ranges", why };
+        if raw.len() as u64 != u64::from(count) * 16 {
+            return Err(bad("range count does not match body length"));
+        }
+        let r = Self { raw };
+        if r.iter().any(|(a, b)| a > b || a == 0) {
+            return Err(bad("a range is empty, reversed or starts at tag 0"));
+        }
+        Ok(r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.raw.len() / 16
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + 'a {
+        self.raw.chunks_exact(16).map(|c| {
+            let mut a = [0u8; 8];
+            let mut b = [0u8; 8];
+            a.copy_from_slice(&c[..8]);
+            b.copy_from_slice(&c[8..]);
+            (u64::from_le_bytes(a), u64::from_le_bytes(b))
+        })
+    }
+}
+
+pub fn put_entry(buf: &mut BytesMut, flags: u8, props: &[u8], body: &[u8]) {
+    debug_assert!(props.len() <= u16::MAX as usize);
+    debug_assert!(body.len() <= u32::MAX as usize);
+    let has = if props.is_empty() { 0 } else { ENTRY_HAS_PROPS };
+    buf.put_u8((flags & ENTRY_REDELIVERED) | has);
+    if has != 0 {
+        buf.put_u16_le(props.len() as u16);
+        buf.put_slice(props);
+    }
+    buf.put_u32_le(body.len() as u32);
+    buf.put_slice(body);
+}
+
+/// Builds a `Publish` or `Deliver` frame in place: entries are appended
+/// straight into the output buffer, then the header's length and the entry
+/// count are patched. No intermediate allocation.
+pub struct BatchWriter {
+    start: usize,
+    count_at: usize,
+    count: u32,
+}
+
+impl BatchWriter {
+    pub fn begin_publish(buf: &mut BytesMut, request_id: u64, flags: u8, queue: &str) -> Self {
+        let start = Self::header(buf, super::op::PUBLISH, flags, request_id);
+        put_str8(buf, queue);
+        Self::counted(buf, start)
+    }
+
+    pub fn begin_deliver(buf: &mut BytesMut, consumer_id: u32, first_tag: u64) -> Self {
+        let start = Self::header(buf, super::op::DELIVER, 0, 0);
+        buf.put_u32_le(consumer_id);
+        buf.put_u64_le(first_tag);
+        Self::counted(buf, start)
+    }
+
+    fn header(buf: &mut BytesMut, op: u8, flags: u8, request_id: u64) -> usize {
+        let start = buf.len();
+        buf.put_slice(FrameHeader::new(op, flags, request_id, 0).as_bytes());
+        start
+    }
+
+    fn counted(buf: &mut BytesMut, start: usize) -> Self {
+        let count_at = buf.len();
+        buf.put_u32_le(0);
+        Self { start, count_at, count: 0 }
+    }
+
+    pub fn push(&mut self, buf: &mut BytesMut, flags: u8, props: &[u8], body: &[u8]) {
+        put_entry(buf, flags, props, body);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Bytes the frame takes so far, header included.
+    pub fn frame_len(&self, buf: &BytesMut) -> usize {
+        buf.len() - self.start
+    }
+
+    pub fn finish(self, buf: &mut BytesMut) {
+        let body_len = (buf.len() - self.start - HEADER_BYTES) as u32;
+        buf[self.start..self.start + 4].copy_from_slice(&body_len.to_le_bytes());
+        buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+    }
+}

@@ -1,0 +1,107 @@
+//! Stable numeric error codes (never renumber) and the codec's error type.
+
+/// Error codes carried by `Error` frames. Values are part of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    BadFrame = 1,
+    FrameTooLarge = 2,
+    TruncatedFrame = 3,
+    HandshakeRequired = 4,
+    AlreadyHandshaken = 5,
+    AuthFailed = 6,
+    VersionUnsupported = 7,
+    FrameTimeout = 8,
+    QueueNotFound = 10,
+    QueueMismatch = 11,
+    QueueLimit = 12,
+    QueueFull = 13,
+    MessageTooLarge = 14,
+    BadQueueName = 15,
+    UnknownConsumer = 20,
+    UnknownDeliveryTag = 21,
+    ConsumerExists = 22,
+    PrefetchTooLarge = 23,
+    ConsumerLimit = 24,
+    ConnectionLimit = 30,
+    ShardUnavailable = 31,
+    ShuttingDown = 32,
+    StoragePoisoned = 40,
+    Internal = 50,
+}
+
+impl ErrorCode {
+    pub fn from_u16(v: u16) -> Option<Self> {
+        use ErrorCode::*;
+        Some(match v {
+            1 => BadFrame,
+            2 => FrameTooLarge,
+            3 => TruncatedFrame,
+            4 => HandshakeRequired,
+            5 => AlreadyHandshaken,
+            6 => AuthFailed,
+            7 => VersionUnsupported,
+            8 => FrameTimeout,
+            10 => QueueNotFound,
+            11 => QueueMismatch,
+            12 => QueueLimit,
+            13 => QueueFull,
+            14 => MessageTooLarge,
+            15 => BadQueueName,
+            20 => UnknownConsumer,
+            21 => UnknownDeliveryTag,
+            22 => ConsumerExists,
+            23 => PrefetchTooLarge,
+            24 => ConsumerLimit,
+            30 => ConnectionLimit,
+            31 => ShardUnavailable,
+            32 => ShuttingDown,
+            40 => StoragePoisoned,
+            50 => Internal,
+            _ => return None,
+        })
+    }
+
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// Whether the stream can no longer be trusted after this error, so
+    /// the connection is closed once the error frame is written.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadFrame
+                | ErrorCode::FrameTooLarge
+                | ErrorCode::TruncatedFrame
+                | ErrorCode::HandshakeRequired
+                | ErrorCode::AuthFailed
+                | ErrorCode::VersionUnsupported
+                | ErrorCode::FrameTimeout
+                | ErrorCode::ConnectionLimit
+                | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+/// What the decoder found wrong with the bytes it was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {len} bytes exceeds frame_bytes_max {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("unknown opcode 0x{0:02x}")]
+    UnknownOpcode(u8),
+    #[error("reserved header bits set (0x{0:04x}): not a ringmq stream")]
+    Reserved(u16),
+    #[error("malformed {what}: {why}")]
+    Malformed { what: &'static str, why: &'static str },
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            _ => ErrorCode::BadFrame,
+        }
+    }
+}

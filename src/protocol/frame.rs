@@ -1,0 +1,315 @@
+//! Frames: decode from a byte slice, encode into a `BytesMut`. Sans-IO.
+
+use super::batch::{put_entry, Entries, Entry, Ranges};
+use super::error::DecodeError;
+use super::header::{FrameHeader, HEADER_BYTES};
+use super::op;
+use super::wire::{put_str16, put_str8, Cursor};
+use bytes::{BufMut, BytesMut};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Protocol magic sent in `Hello`.
+pub const MAGIC: [u8; 4] = *b"RGMQ";
+/// Protocol version this build speaks.
+pub const VERSION: u16 = 1;
+
+/// A decoded frame: its request id and its command. Borrows the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub request_id: u64,
+    pub cmd: Cmd<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd<'a> {
+    Hello { version: u16, user: &'a str, password: &'a str },
+    HelloOk(HelloOk<'a>),
+    Ok { value: u64 },
+    Error { fatal: bool, code: u16, message: &'a str },
+    Ping,
+    Pong,
+    Declare { flags: u8, queue: &'a str },
+    Delete { flags: u8, queue: &'a str },
+    Purge { queue: &'a str },
+    Publish { flags: u8, queue: &'a str, entries: Entries<'a> },
+    Confirm { count: u32 },
+    Subscribe { consumer_id: u32, prefetch: u32, queue: &'a str },
+    Unsubscribe { consumer_id: u32 },
+    Deliver { consumer_id: u32, first_tag: u64, entries: Entries<'a> },
+    Ack { consumer_id: u32, ranges: Ranges<'a> },
+    Nack { requeue: bool, consumer_id: u32, ranges: Ranges<'a> },
+    Get { no_ack: bool, consumer_id: u32, queue: &'a str },
+    GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: Entry<'a> },
+    GetEmpty,
+}
+
+/// The handshake reply: who the client is talking to and where every
+/// shard listens, so it can send each queue's traffic to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloOk<'a> {
+    pub version: u16,
+    pub shard_id: u16,
+    pub hash_id: u8,
+    pub frame_bytes_max: u32,
+    pub message_bytes_max: u32,
+    pub prefetch_max: u32,
+    pub shard_addrs: Vec<&'a str>,
+}
+
+pub enum Decoded<'a> {
+    /// Not a whole frame yet: read more bytes.
+    Incomplete,
+    /// A frame and the number of bytes it used.
+    Frame(Frame<'a>, usize),
+}
+
+/// Decodes one frame from the front of `buf`. Checks `frame_bytes_max`
+/// from the header alone, before anything is buffered or allocated.
+pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Result<Decoded<'_>, DecodeError> {
+    let Ok((h, _)) = FrameHeader::read_from_prefix(buf) else {
+        return Ok(Decoded::Incomplete);
+    };
+    if h.reserved.get() != 0 {
+        return Err(DecodeError::Reserved(h.reserved.get()));
+    }
+    if !op::is_known(h.opcode) {
+        return Err(DecodeError::UnknownOpcode(h.opcode));
+    }
+    let len = HEADER_BYTES + h.body_len.get() as usize;
+    if len > frame_bytes_max {
+        return Err(DecodeError::TooLarge { len, max: frame_bytes_max });
+    }
+    if buf.len() < len {
+        return Ok(Decoded::Incomplete);
+    }
+    let body = &buf[HEADER_BYTES..len];
+    let cmd = decode_body(h.opcode, h.flags, body)?;
+    Ok(Decoded::Frame(Frame { request_id: h.request_id.get(), cmd }, len))
+}
+
+fn no_flags(flags: u8, what: &'static str) -> Result<(), DecodeError> {
+    if flags != 0 {
+        return Err(DecodeError::Malformed { what, why: "unknown flags set" });
+    }
+    Ok(())
+}
+
+fn known_flags(flags: u8, known: u8, what: &'static str) -> Result<u8, DecodeError> {
+    no_flags(flags & !known, what)?;
+    Ok(flags)
+}
+
+fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeError> {
+    let what = op::name(opcode);
+    let mut c = Cursor::new(body, what);
+    let cmd = match opcode {
+        op::HELLO => {
+            no_flags(flags, what)?;
+            if c.bytes(4)? != MAGIC {
+                return Err(DecodeError::Malformed { what, why: "bad magic: not a ringmq client" });
+            }
+            Cmd::Hello { version: c.u16()?, user: c.str16()?, password: c.str16()? }
+        }
+        op::HELLO_OK => {
+            let version = c.u16()?;
+            let shard_id = c.u16()?;
+            let shard_count = c.u16()?;
+            let hash_id = c.u8()?;
+            let frame_bytes_max = c.u32()?;
+            let message_bytes_max = c.u32()?;
+            let prefetch_max = c.u32()?;
+            // Each address takes at least its 2-byte length: bound the Vec
+            // by the body before allocating it.
+            if usize::from(shard_count) * 2 > c.remaining() || shard_count == 0 {
+                return Err(DecodeError::Malformed { what, why: "bad shard count" });
+            }
+            let mut shard_addrs = Vec::with_capacity(shard_count.into());
+            for _ in 0..shard_count {
+                shard_addrs.push(c.str16()?);
+            }
+            Cmd::HelloOk(HelloOk {
+                version,
+                shard_id,
+                hash_id,
+                frame_bytes_max,
+                message_bytes_max,
+                prefetch_max,
+                shard_addrs,
+            })
+        }
+        op::OK => Cmd::Ok { value: c.u64()? },
+        op::ERROR => {
+            let fatal = known_flags(flags, op::FLAG_FATAL, what)? != 0;
+            Cmd::Error { fatal, code: c.u16()?, message: c.str16()? }
+        }
+        op::PING => Cmd::Ping,
+        op::PONG => Cmd::Pong,
+        op::DECLARE => Cmd::Declare { flags: known_flags(flags, op::DECLARE_KNOWN, what)?, queue: c.str8()? },
+        op::DELETE => Cmd::Delete { flags: known_flags(flags, op::DELETE_KNOWN, what)?, queue: c.str8()? },
+        op::PURGE => {
+            no_flags(flags, what)?;
+            Cmd::Purge { queue: c.str8()? }
+        }
+        op::PUBLISH => {
+            let flags = known_flags(flags, op::PUBLISH_KNOWN, what)?;
+            let queue = c.str8()?;
+            let count = c.u32()?;
+            Cmd::Publish { flags, queue, entries: Entries::parse(c.rest(), count)? }
+        }
+        op::CONFIRM => Cmd::Confirm { count: c.u32()? },
+        op::SUBSCRIBE => Cmd::Subscribe { consumer_id: c.u32()?, prefetch: c.u32()?, queue: c.str8()? },
+        op::UNSUBSCRIBE => Cmd::Unsubscribe { consumer_id: c.u32()? },
+        op::DELIVER => {
+            let consumer_id = c.u32()?;
+            let first_tag = c.u64()?;
+            let count = c.u32()?;
+            Cmd::Deliver { consumer_id, first_tag, entries: Entries::parse(c.rest(), count)? }
+        }
+        op::ACK => {
+            no_flags(flags, what)?;
+            let consumer_id = c.u32()?;
+            let count = c.u32()?;
+            Cmd::Ack { consumer_id, ranges: Ranges::parse(c.rest(), count)? }
+        }
+        op::NACK => {
+            let requeue = known_flags(flags, op::NACK_REQUEUE, what)? != 0;
+            let consumer_id = c.u32()?;
+            let count = c.u32()?;
+            Cmd::Nack { requeue, consumer_id, ranges: Ranges::parse(c.rest(), count)? }
+        }
+        op::GET => {
+            let no_ack = known_flags(flags, op::GET_NO_ACK, what)? != 0;
+            Cmd::Get { no_ack, consumer_id: c.u32()?, queue: c.str8()? }
+        }
+        op::GET_OK => {
+            let consumer_id = c.u32()?;
+            let tag = c.u64()?;
+            let remaining = c.u32()?;
+            let entries = Entries::parse(c.rest(), 1)?;
+            let entry = entries.iter().next().ok_or(DecodeError::Malformed { what, why: "no entry" })?;
+            Cmd::GetOk { consumer_id, tag, remaining, entry }
+        }
+        op::GET_EMPTY => Cmd::GetEmpty,
+        other => return Err(DecodeError::UnknownOpcode(other)),
+    };
+    c.finish()?;
+    Ok(cmd)
+}
+
+impl Frame<'_> {
+    /// Appends the encoded frame to `buf`.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let start = buf.len();
+        let (opcode, flags) = self.cmd.opcode_flags();
+        buf.put_slice(FrameHeader::new(opcode, flags, self.request_id, 0).as_bytes());
+        self.cmd.encode_body(buf);
+        let body_len = (buf.len() - start - HEADER_BYTES) as u32;
+        buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    }
+}
+
+impl Cmd<'_> {
+    fn opcode_flags(&self) -> (u8, u8) {
+        match self {
+            Cmd::Hello { .. } => (op::HELLO, 0),
+            Cmd::HelloOk(_) => (op::HELLO_OK, 0),
+            Cmd::Ok { .. } => (op::OK, 0),
+            Cmd::Error { fatal, .. } => (op::ERROR, if *fatal { op::FLAG_FATAL } else { 0 }),
+            Cmd::Ping => (op::PING, 0),
+            Cmd::Pong => (op::PONG, 0),
+            Cmd::Declare { flags, .. } => (op::DECLARE, *flags),
+            Cmd::Delete { flags, .. } => (op::DELETE, *flags),
+            Cmd::Purge { .. } => (op::PURGE, 0),
+            Cmd::Publish { flags, .. } => (op::PUBLISH, *flags),
+            Cmd::Confirm { .. } => (op::CONFIRM, 0),
+            Cmd::Subscribe { .. } => (op::SUBSCRIBE, 0),
+            Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
+            Cmd::Deliver { .. } => (op::DELIVER, 0),
+            Cmd::Ack { .. } => (op::ACK, 0),
+            Cmd::Nack { requeue, .. } => (op::NACK, if *requeue { op::NACK_REQUEUE } else { 0 }),
+            Cmd::Get { no_ack, .. } => (op::GET, if *no_ack { op::GET_NO_ACK } else { 0 }),
+            Cmd::GetOk { .. } => (op::GET_OK, 0),
+            Cmd::GetEmpty => (op::GET_EMPTY, 0),
+        }
+    }
+
+    fn encode_body(&self, buf: &mut BytesMut) {
+        match self {
+            Cmd::Hello { version, user, password } => {
+                buf.put_slice(&MAGIC);
+                buf.put_u16_le(*version);
+                put_str16(buf, user);
+                put_str16(buf, password);
+            }
+            Cmd::HelloOk(h) => {
+                buf.put_u16_le(h.version);
+                buf.put_u16_le(h.shard_id);
+                buf.put_u16_le(h.shard_addrs.len() as u16);
+                buf.put_u8(h.hash_id);
+                buf.put_u32_le(h.frame_bytes_max);
+                buf.put_u32_le(h.message_bytes_max);
+                buf.put_u32_le(h.prefetch_max);
+                for a in &h.shard_addrs {
+                    put_str16(buf, a);
+                }
+            }
+            Cmd::Ok { value } => buf.put_u64_le(*value),
+            Cmd::Error { code, message, .. } => {
+                buf.put_u16_le(*code);
+                put_str16(buf, message);
+            }
+            Cmd::Ping | Cmd::Pong | Cmd::GetEmpty => {}
+            Cmd::Declare { queue, .. } | Cmd::Delete { queue, .. } | Cmd::Purge { queue } => put_str8(buf, queue),
+            Cmd::Publish { queue, entries, .. } => {
+                put_str8(buf, queue);
+                buf.put_u32_le(entries.len());
+                buf.put_slice(entries.raw());
+            }
+            Cmd::Confirm { count } => buf.put_u32_le(*count),
+            Cmd::Subscribe { consumer_id, prefetch, queue } => {
+                buf.put_u32_le(*consumer_id);
+                buf.put_u32_le(*prefetch);
+                put_str8(buf, queue);
+            }
+            Cmd::Unsubscribe { consumer_id } => buf.put_u32_le(*consumer_id),
+            Cmd::Deliver { consumer_id, first_tag, entries } => {
+                buf.put_u32_le(*consumer_id);
+                buf.put_u64_le(*first_tag);
+                buf.put_u32_le(entries.len());
+                buf.put_slice(entries.raw());
+            }
+            Cmd::Ack { consumer_id, ranges } | Cmd::Nack { consumer_id, ranges, .. } => {
+                buf.put_u32_le(*consumer_id);
+                buf.put_u32_le(ranges.len() as u32);
+                buf.put_slice(ranges.raw());
+            }
+            Cmd::Get { consumer_id, queue, .. } => {
+                buf.put_u32_le(*consumer_id);
+                put_str8(buf, queue);
+            }
+            Cmd::GetOk { consumer_id, tag, remaining, entry } => {
+                buf.put_u32_le(*consumer_id);
+                buf.put_u64_le(*tag);
+                buf.put_u32_le(*remaining);
+                put_entry(buf, entry.flags, entry.props, entry.body);
+            }
+        }
+    }
+}
+
+/// Appends an ack or nack frame for `ranges` without building a `Ranges`.
+pub fn encode_ack(buf: &mut BytesMut, request_id: u64, nack: Option<bool>, consumer_id: u32, ranges: &[(u64, u64)]) {
+    let (opcode, flags) = match nack {
+        None => (op::ACK, 0),
+        Some(requeue) => (op::NACK, if requeue { op::NACK_REQUEUE } else { 0 }),
+    };
+    let body_len = 8 + 16 * ranges.len();
+    buf.reserve(HEADER_BYTES + body_len);
+    buf.put_slice(FrameHeader::new(opcode, flags, request_id, body_len as u32).as_bytes());
+    buf.put_u32_le(consumer_id);
+    buf.put_u32_le(ranges.len() as u32);
+    for (a, b) in ranges {
+        buf.put_u64_le(*a);
+        buf.put_u64_le(*b);
+    }
+}

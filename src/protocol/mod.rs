@@ -1,0 +1,18 @@
+//! The native protocol: a sans-IO codec shared by the broker and the client.
+//! `decode(&[u8])` returns `Incomplete` or a borrowed frame and its length;
+//! encoding appends to a `BytesMut`. No sockets in here. The byte layout is
+//! documented in `docs/protocol.md`.
+
+pub mod batch;
+pub mod error;
+pub mod frame;
+pub mod header;
+pub mod op;
+pub mod shard_hash;
+pub mod wire;
+
+pub use batch::{BatchWriter, Entries, Entry, Ranges, ENTRY_REDELIVERED};
+pub use error::{DecodeError, ErrorCode};
+pub use frame::{decode, encode_ack, Cmd, Decoded, Frame, HelloOk, MAGIC, VERSION};
+pub use header::{FrameHeader, HEADER_BYTES};
+pub use shard_hash::{shard_for, HASH_ID};

@@ -1,0 +1,70 @@
+//! Opcodes and per-opcode header flags. Values are part of the protocol.
+
+pub const HELLO: u8 = 0x01;
+pub const HELLO_OK: u8 = 0x02;
+pub const OK: u8 = 0x03;
+pub const ERROR: u8 = 0x04;
+pub const PING: u8 = 0x05;
+pub const PONG: u8 = 0x06;
+pub const DECLARE: u8 = 0x10;
+pub const DELETE: u8 = 0x11;
+pub const PURGE: u8 = 0x12;
+pub const PUBLISH: u8 = 0x20;
+pub const CONFIRM: u8 = 0x21;
+pub const SUBSCRIBE: u8 = 0x30;
+pub const UNSUBSCRIBE: u8 = 0x31;
+pub const DELIVER: u8 = 0x32;
+pub const ACK: u8 = 0x40;
+pub const NACK: u8 = 0x41;
+pub const GET: u8 = 0x42;
+pub const GET_OK: u8 = 0x43;
+pub const GET_EMPTY: u8 = 0x44;
+
+/// `Error`: the server closes the connection after this frame.
+pub const FLAG_FATAL: u8 = 0x01;
+/// `Declare`: the queue is durable (kept across restarts once storage lands).
+pub const DECLARE_DURABLE: u8 = 0x01;
+/// `Declare`: only check that the queue exists.
+pub const DECLARE_PASSIVE: u8 = 0x02;
+pub const DECLARE_KNOWN: u8 = DECLARE_DURABLE | DECLARE_PASSIVE;
+/// `Delete`: refuse when the queue holds messages.
+pub const DELETE_IF_EMPTY: u8 = 0x01;
+pub const DELETE_KNOWN: u8 = DELETE_IF_EMPTY;
+/// `Publish`: messages are persistent.
+pub const PUBLISH_PERSISTENT: u8 = 0x01;
+/// `Publish`: reply with `Confirm` once the batch is safe.
+pub const PUBLISH_CONFIRM: u8 = 0x02;
+pub const PUBLISH_KNOWN: u8 = PUBLISH_PERSISTENT | PUBLISH_CONFIRM;
+/// `Nack`: put the messages back at the head of the queue.
+pub const NACK_REQUEUE: u8 = 0x01;
+/// `Get`: the message counts as acked once sent.
+pub const GET_NO_ACK: u8 = 0x01;
+
+pub fn is_known(opcode: u8) -> bool {
+    name(opcode) != "unknown"
+}
+
+pub fn name(opcode: u8) -> &'static str {
+    match opcode {
+        HELLO => "Hello",
+        HELLO_OK => "HelloOk",
+        OK => "Ok",
+        ERROR => "Error",
+        PING => "Ping",
+        PONG => "Pong",
+        DECLARE => "Declare",
+        DELETE => "Delete",
+        PURGE => "Purge",
+        PUBLISH => "Publish",
+        CONFIRM => "Confirm",
+        SUBSCRIBE => "Subscribe",
+        UNSUBSCRIBE => "Unsubscribe",
+        DELIVER => "Deliver",
+        ACK => "Ack",
+        NACK => "Nack",
+        GET => "Get",
+        GET_OK => "GetOk",
+        GET_EMPTY => "GetEmpty",
+        _ => "unknown",
+    }
+}

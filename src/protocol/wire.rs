@@ -1,0 +1,100 @@
+//! Little-endian cursor for reading frame bodies, and the matching writers.
+//! Every read is bounds-checked and returns `Malformed` instead of panicking.
+
+use super::error::DecodeError;
+use bytes::{BufMut, BytesMut};
+
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Self { buf, what }
+    }
+
+    fn bad(&self, why: &'static str) -> DecodeError {
+        DecodeError::Malformed { what: self.what, why }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(self.bad("body shorter than its fields"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.bytes(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn utf8(&self, b: &'a [u8]) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(b).map_err(|_| self.bad("string is not UTF-8"))
+    }
+
+    /// A string with a one-byte length (queue names: at most 255 bytes).
+    pub fn str8(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.u8()? as usize;
+        let b = self.bytes(n)?;
+        self.utf8(b)
+    }
+
+    pub fn str16(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.u16()? as usize;
+        let b = self.bytes(n)?;
+        self.utf8(b)
+    }
+
+    /// The rest of the body; used for batches validated separately.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.bad("trailing bytes after the last field"))
+        }
+    }
+}
+
+/// Writes a string with a one-byte length. Callers validate lengths first;
+/// an over-long string here is a bug, so it is cut rather than mis-framed.
+pub fn put_str8(buf: &mut BytesMut, s: &str) {
+    let n = s.len().min(u8::MAX as usize);
+    debug_assert_eq!(n, s.len(), "str8 over 255 bytes");
+    buf.put_u8(n as u8);
+    buf.put_slice(&s.as_bytes()[..n]);
+}
+
+pub fn put_str16(buf: &mut BytesMut, s: &str) {
+    let n = s.len().min(u16::MAX as usize);
+    debug_assert_eq!(n, s.len(), "str16 over 65535 bytes");
+    buf.put_u16_le(n as u16);
+    buf.put_slice(&s.as_bytes()[..n]);
+}
