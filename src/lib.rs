@@ -18,5 +18,8 @@ pub mod protocol;
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "client")]
+pub mod rt;
+
 #[cfg(feature = "server")]
 pub mod server;

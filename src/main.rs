@@ -1,1 +1,33 @@
-fn main(){}
+//! The `ringmq` command: `serve` runs the broker; `pub` and `sub` are the
+//! command-line producer and consumer.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ringmq", version, about = "A thread-per-core message broker")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(cli::serve::ServeArgs),
+    /// Publish messages to a queue.
+    Pub(cli::publish::PubArgs),
+    /// Receive messages from a queue, acking each.
+    Sub(cli::subscribe::SubArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Command::Serve(a) => cli::serve::run(a),
+        Command::Pub(a) => cli::publish::run(a),
+        Command::Sub(a) => cli::subscribe::run(a),
+    }
+}

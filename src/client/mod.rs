@@ -1,1 +1,228 @@
+//! The ringmq client: shard-aware, batch-first.
+//!
+//! - [`Client`]: async on glommio. One connection per shard it uses; each
+//!   queue's traffic goes straight to its owner ([`crate::protocol::shard_for`]).
+//! - [`Producer`]: batches messages (`batch_max`, `linger`); `send` resolves
+//!   when the broker confirms.
+//! - [`Consumer`]: a `Stream` of deliveries under prefetch, with `ack`/`nack`.
+//! - [`blocking`]: the same over std sockets, for programs without a runtime.
 
+pub mod blocking;
+mod conn;
+mod consumer;
+mod producer;
+
+pub use conn::Conn;
+pub use consumer::{Consumer, Delivery};
+pub use producer::{Confirmation, Producer, ProducerOptions};
+
+use crate::protocol::{self, ErrorCode};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad url {0:?}: expected ringmq://HOST:PORT")]
+    BadUrl(String),
+    #[error("i/o error: {0}")]
+    Io(String),
+    #[error("broker error {code}: {message}")]
+    Server { code: u16, message: String },
+    #[error("connection closed: {0}")]
+    Closed(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// The broker's error code, when the broker refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => ErrorCode::from_u16(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// Send each queue's traffic to the shard that owns it. Off: everything
+    /// goes over the first connection and the broker forwards it.
+    pub shard_aware: bool,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            url: "ringmq://127.0.0.1:5680".into(),
+            user: "guest".into(),
+            password: "guest".into(),
+            shard_aware: true,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Parses `ringmq://HOST:PORT` (the scheme may be left out).
+pub fn parse_url(url: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let rest = url.strip_prefix("ringmq://").unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(ClientError::BadUrl(url.into()));
+    }
+    rest.to_socket_addrs()
+        .map_err(|_| ClientError::BadUrl(url.into()))?
+        .next()
+        .ok_or_else(|| ClientError::BadUrl(url.into()))
+}
+
+/// What the handshake told us.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub shard_id: u16,
+    pub frame_bytes_max: u32,
+    pub message_bytes_max: u32,
+    pub prefetch_max: u32,
+    pub shard_addrs: Vec<SocketAddr>,
+}
+
+impl ServerInfo {
+    pub fn shard_count(&self) -> u32 {
+        self.shard_addrs.len() as u32
+    }
+
+    pub fn owner_of(&self, queue: &str) -> u16 {
+        protocol::shard_for(queue, self.shard_count()) as u16
+    }
+
+    /// Turns a `HelloOk` into addresses we can dial; an unspecified IP
+    /// (a broker listening on 0.0.0.0) becomes the host we reached it on.
+    pub(crate) fn from_hello(h: &protocol::HelloOk<'_>, via: SocketAddr) -> Result<Self> {
+        if h.hash_id != protocol::HASH_ID {
+            return Err(ClientError::Protocol(format!("broker uses shard hash {}, this client knows {}", h.hash_id, protocol::HASH_ID)));
+        }
+        let mut shard_addrs = Vec::with_capacity(h.shard_addrs.len());
+        for a in &h.shard_addrs {
+            let mut addr: SocketAddr = a.parse().map_err(|_| ClientError::Protocol(format!("bad shard address {a:?}")))?;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(via.ip());
+            }
+            shard_addrs.push(addr);
+        }
+        Ok(Self {
+            shard_id: h.shard_id,
+            frame_bytes_max: h.frame_bytes_max,
+            message_bytes_max: h.message_bytes_max,
+            prefetch_max: h.prefetch_max,
+            shard_addrs,
+        })
+    }
+}
+
+/// An async client on glommio. Not `Send`: use it on the executor that
+/// created it.
+pub struct Client {
+    opts: ClientOptions,
+    info: ServerInfo,
+    first: Rc<Conn>,
+    by_shard: RefCell<Vec<Option<Rc<Conn>>>>,
+    next_consumer_id: Cell<u32>,
+}
+
+impl Client {
+    pub async fn connect(opts: ClientOptions) -> Result<Client> {
+        let addr = parse_url(&opts.url)?;
+        let first = Conn::connect(addr, &opts).await?;
+        let info = first.info().clone();
+        let mut by_shard = vec![None; info.shard_addrs.len()];
+        by_shard[usize::from(info.shard_id)] = Some(first.clone());
+        Ok(Client { opts, info, first, by_shard: RefCell::new(by_shard), next_consumer_id: Cell::new(1) })
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// The connection that carries `queue`'s traffic: the owner's, opened
+    /// on first use, when shard-aware.
+    pub async fn conn_for(&self, queue: &str) -> Result<Rc<Conn>> {
+        if !self.opts.shard_aware {
+            return Ok(self.first.clone());
+        }
+        let owner = usize::from(self.info.owner_of(queue));
+        if let Some(c) = self.by_shard.borrow()[owner].clone().filter(|c| !c.is_closed()) {
+            return Ok(c);
+        }
+        let c = Conn::connect(self.info.shard_addrs[owner], &self.opts).await?;
+        if usize::from(c.info().shard_id) != owner {
+            return Err(ClientError::Protocol(format!("dialled shard {owner}, reached shard {}", c.info().shard_id)));
+        }
+        self.by_shard.borrow_mut()[owner] = Some(c.clone());
+        Ok(c)
+    }
+
+    pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
+        let flags = if durable { protocol::op::DECLARE_DURABLE } else { 0 };
+        self.conn_for(queue).await?.declare(queue, flags).await
+    }
+
+    /// Checks that a queue exists; returns its ready count.
+    pub async fn declare_passive(&self, queue: &str) -> Result<u64> {
+        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE).await
+    }
+
+    pub async fn delete(&self, queue: &str) -> Result<u64> {
+        self.conn_for(queue).await?.simple(protocol::Cmd::Delete { flags: 0, queue }).await
+    }
+
+    pub async fn purge(&self, queue: &str) -> Result<u64> {
+        self.conn_for(queue).await?.simple(protocol::Cmd::Purge { queue }).await
+    }
+
+    pub async fn producer(&self, queue: &str, opts: ProducerOptions) -> Result<Producer> {
+        Producer::new(self.conn_for(queue).await?, queue, opts)
+    }
+
+    pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {
+        let id = self.next_id();
+        Consumer::subscribe(self.conn_for(queue).await?, queue, id, prefetch).await
+    }
+
+    /// Pulls one message; it stays unacked until acked through the
+    /// returned delivery's consumer id (see [`Client::ack_get`]).
+    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
+        let id = self.next_id();
+        self.conn_for(queue).await?.get(queue, id, no_ack).await
+    }
+
+    /// Acks a message obtained with [`Client::get`].
+    pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
+        self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
+    }
+
+    fn next_id(&self) -> u32 {
+        let id = self.next_consumer_id.get();
+        self.next_consumer_id.set(id.wrapping_add(1).max(1));
+        id
+    }
+
+    /// Closes every connection after flushing what is queued on them.
+    pub async fn close(&self) {
+        let conns: Vec<Rc<Conn>> = self.by_shard.borrow().iter().flatten().cloned().collect();
+        self.first.close().await;
+        for c in conns {
+            c.close().await;
+        }
+    }
+}

@@ -75,6 +75,11 @@ fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, DecodeError> {
     }
     let props = if flags & ENTRY_HAS_PROPS != 0 {
         let n = c.u16()? as usize;
+        if n == 0 {
+            // `put_entry` never writes this; accepting it would give an
+            // entry two encodings and break `GetOk` round trips.
+            return Err(DecodeError::Malformed { what: "message entry", why: "properties flag with empty properties" });
+        }
         c.bytes(n)?
     } else {
         &[]
@@ -107,6 +112,8 @@ impl<'a> Iterator for EntryIter<'a> {
         (self.left as usize, Some(self.left as usize))
     }
 }
+
+impl ExactSizeIterator for EntryIter<'_> {}
 
 /// Inclusive delivery-tag ranges `(first, last)` in an `Ack` or `Nack`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +208,12 @@ impl BatchWriter {
     pub fn push(&mut self, buf: &mut BytesMut, flags: u8, props: &[u8], body: &[u8]) {
         put_entry(buf, flags, props, body);
         self.count += 1;
+    }
+
+    /// Appends `count` entries already encoded with [`put_entry`].
+    pub fn push_raw(&mut self, buf: &mut BytesMut, entries: &[u8], count: u32) {
+        buf.put_slice(entries);
+        self.count += count;
     }
 
     pub fn count(&self) -> u32 {

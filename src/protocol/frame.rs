@@ -66,19 +66,9 @@ pub enum Decoded<'a> {
 /// Decodes one frame from the front of `buf`. Checks `frame_bytes_max`
 /// from the header alone, before anything is buffered or allocated.
 pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Result<Decoded<'_>, DecodeError> {
-    let Ok((h, _)) = FrameHeader::read_from_prefix(buf) else {
+    let Some((h, len)) = peek(buf, frame_bytes_max)? else {
         return Ok(Decoded::Incomplete);
     };
-    if h.reserved.get() != 0 {
-        return Err(DecodeError::Reserved(h.reserved.get()));
-    }
-    if !op::is_known(h.opcode) {
-        return Err(DecodeError::UnknownOpcode(h.opcode));
-    }
-    let len = HEADER_BYTES + h.body_len.get() as usize;
-    if len > frame_bytes_max {
-        return Err(DecodeError::TooLarge { len, max: frame_bytes_max });
-    }
     if buf.len() < len {
         return Ok(Decoded::Incomplete);
     }
@@ -87,24 +77,47 @@ pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Result<Decoded<'_>, DecodeE
     Ok(Decoded::Frame(Frame { request_id: h.request_id.get(), cmd }, len))
 }
 
-fn no_flags(flags: u8, what: &'static str) -> Result<(), DecodeError> {
-    if flags != 0 {
-        return Err(DecodeError::Malformed { what, why: "unknown flags set" });
+/// Length of the frame at the front of `buf` once its header has arrived,
+/// after checking the header and the size limit; `None` before that. Lets a
+/// reader size its buffer for a frame before the body arrives.
+pub fn peek_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, DecodeError> {
+    Ok(peek(buf, frame_bytes_max)?.map(|(_, len)| len))
+}
+
+fn peek(buf: &[u8], frame_bytes_max: usize) -> Result<Option<(FrameHeader, usize)>, DecodeError> {
+    let Ok((h, _)) = FrameHeader::read_from_prefix(buf) else {
+        return Ok(None);
+    };
+    if h.reserved.get() != 0 {
+        return Err(DecodeError::Reserved(h.reserved.get()));
     }
-    Ok(())
+    if !op::is_known(h.opcode) {
+        return Err(DecodeError::UnknownOpcode(h.opcode));
+    }
+    // In u64: `HEADER_BYTES + body_len` must not wrap where usize is 32 bits.
+    let len = HEADER_BYTES as u64 + u64::from(h.body_len.get());
+    if len > frame_bytes_max as u64 {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        return Err(DecodeError::TooLarge { len, max: frame_bytes_max });
+    }
+    Ok(Some((h, len as usize)))
 }
 
 fn known_flags(flags: u8, known: u8, what: &'static str) -> Result<u8, DecodeError> {
-    no_flags(flags & !known, what)?;
+    if flags & !known != 0 {
+        return Err(DecodeError::Malformed { what, why: "unknown flags set" });
+    }
     Ok(flags)
 }
 
 fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeError> {
     let what = op::name(opcode);
     let mut c = Cursor::new(body, what);
+    // Every opcode rejects flags it does not define, so a frame has exactly
+    // one encoding and a future flag is never silently ignored.
+    let flags = known_flags(flags, op::known_flags(opcode), what)?;
     let cmd = match opcode {
         op::HELLO => {
-            no_flags(flags, what)?;
             if c.bytes(4)? != MAGIC {
                 return Err(DecodeError::Malformed { what, why: "bad magic: not a ringmq client" });
             }
@@ -123,6 +136,9 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
             if usize::from(shard_count) * 2 > c.remaining() || shard_count == 0 {
                 return Err(DecodeError::Malformed { what, why: "bad shard count" });
             }
+            if shard_id >= shard_count {
+                return Err(DecodeError::Malformed { what, why: "shard id outside the shard map" });
+            }
             let mut shard_addrs = Vec::with_capacity(shard_count.into());
             for _ in 0..shard_count {
                 shard_addrs.push(c.str16()?);
@@ -139,19 +155,15 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
         }
         op::OK => Cmd::Ok { value: c.u64()? },
         op::ERROR => {
-            let fatal = known_flags(flags, op::FLAG_FATAL, what)? != 0;
+            let fatal = flags & op::FLAG_FATAL != 0;
             Cmd::Error { fatal, code: c.u16()?, message: c.str16()? }
         }
         op::PING => Cmd::Ping,
         op::PONG => Cmd::Pong,
-        op::DECLARE => Cmd::Declare { flags: known_flags(flags, op::DECLARE_KNOWN, what)?, queue: c.str8()? },
-        op::DELETE => Cmd::Delete { flags: known_flags(flags, op::DELETE_KNOWN, what)?, queue: c.str8()? },
-        op::PURGE => {
-            no_flags(flags, what)?;
-            Cmd::Purge { queue: c.str8()? }
-        }
+        op::DECLARE => Cmd::Declare { flags, queue: c.str8()? },
+        op::DELETE => Cmd::Delete { flags, queue: c.str8()? },
+        op::PURGE => Cmd::Purge { queue: c.str8()? },
         op::PUBLISH => {
-            let flags = known_flags(flags, op::PUBLISH_KNOWN, what)?;
             let queue = c.str8()?;
             let count = c.u32()?;
             Cmd::Publish { flags, queue, entries: Entries::parse(c.rest(), count)? }
@@ -166,19 +178,18 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
             Cmd::Deliver { consumer_id, first_tag, entries: Entries::parse(c.rest(), count)? }
         }
         op::ACK => {
-            no_flags(flags, what)?;
             let consumer_id = c.u32()?;
             let count = c.u32()?;
             Cmd::Ack { consumer_id, ranges: Ranges::parse(c.rest(), count)? }
         }
         op::NACK => {
-            let requeue = known_flags(flags, op::NACK_REQUEUE, what)? != 0;
+            let requeue = flags & op::NACK_REQUEUE != 0;
             let consumer_id = c.u32()?;
             let count = c.u32()?;
             Cmd::Nack { requeue, consumer_id, ranges: Ranges::parse(c.rest(), count)? }
         }
         op::GET => {
-            let no_ack = known_flags(flags, op::GET_NO_ACK, what)? != 0;
+            let no_ack = flags & op::GET_NO_ACK != 0;
             Cmd::Get { no_ack, consumer_id: c.u32()?, queue: c.str8()? }
         }
         op::GET_OK => {
@@ -209,6 +220,10 @@ impl Frame<'_> {
 }
 
 impl Cmd<'_> {
+    pub fn name(&self) -> &'static str {
+        op::name(self.opcode_flags().0)
+    }
+
     fn opcode_flags(&self) -> (u8, u8) {
         match self {
             Cmd::Hello { .. } => (op::HELLO, 0),
@@ -311,5 +326,106 @@ pub fn encode_ack(buf: &mut BytesMut, request_id: u64, nack: Option<bool>, consu
     for (a, b) in ranges {
         buf.put_u64_le(*a);
         buf.put_u64_le(*b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(opcode: u8, flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = FrameHeader::new(opcode, flags, 7, body.len() as u32).as_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn decoded(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
+        match decode(buf, 1 << 20)? {
+            Decoded::Frame(f, n) => {
+                assert_eq!(n, buf.len());
+                Ok(f)
+            }
+            Decoded::Incomplete => panic!("incomplete"),
+        }
+    }
+
+    #[test]
+    fn undefined_flags_rejected_on_every_opcode() {
+        // Bug fixed: Ping, Confirm, Deliver, Subscribe... ignored their
+        // flags, so two byte strings decoded to the same frame.
+        assert!(decoded(&frame(op::PING, 0, &[])).is_ok());
+        for (opcode, body) in [
+            (op::PING, &[][..]),
+            (op::PONG, &[]),
+            (op::GET_EMPTY, &[]),
+            (op::CONFIRM, &[1, 0, 0, 0]),
+            (op::UNSUBSCRIBE, &[1, 0, 0, 0]),
+            (op::OK, &[0; 8]),
+        ] {
+            let e = decoded(&frame(opcode, 0x80, body)).unwrap_err();
+            assert_eq!(e, DecodeError::Malformed { what: op::name(opcode), why: "unknown flags set" });
+        }
+        assert!(decoded(&frame(op::NACK, op::NACK_REQUEUE, &[1, 0, 0, 0, 0, 0, 0, 0])).is_ok());
+        assert!(decoded(&frame(op::NACK, 0x02, &[1, 0, 0, 0, 0, 0, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn empty_props_with_props_flag_rejected() {
+        // Bug fixed: flag 0x02 with props_len 0 decoded, but `put_entry`
+        // re-encodes it without the flag, so a GetOk did not round-trip.
+        let mut body = vec![1, 0, 0, 0]; // consumer
+        body.extend_from_slice(&5u64.to_le_bytes()); // tag
+        body.extend_from_slice(&0u32.to_le_bytes()); // remaining
+        body.extend_from_slice(&[0x02, 0, 0, 1, 0, 0, 0, b'x']);
+        let e = decoded(&frame(op::GET_OK, 0, &body)).unwrap_err();
+        assert_eq!(e, DecodeError::Malformed { what: "message entry", why: "properties flag with empty properties" });
+    }
+
+    #[test]
+    fn get_ok_round_trips() {
+        let f = Frame {
+            request_id: 3,
+            cmd: Cmd::GetOk {
+                consumer_id: 1,
+                tag: 9,
+                remaining: 4,
+                entry: Entry { flags: 0x03, props: b"p", body: b"body" },
+            },
+        };
+        let mut buf = BytesMut::new();
+        f.encode(&mut buf);
+        assert_eq!(decoded(&buf).unwrap(), f);
+    }
+
+    #[test]
+    fn hello_ok_shard_id_must_be_in_map() {
+        let h = |shard_id| {
+            let f = Frame {
+                request_id: 1,
+                cmd: Cmd::HelloOk(HelloOk {
+                    version: VERSION,
+                    shard_id,
+                    hash_id: 1,
+                    frame_bytes_max: 1 << 20,
+                    message_bytes_max: 1 << 16,
+                    prefetch_max: 1000,
+                    shard_addrs: vec!["127.0.0.1:5556", "127.0.0.1:5557"],
+                }),
+            };
+            let mut buf = BytesMut::new();
+            f.encode(&mut buf);
+            buf
+        };
+        assert!(decoded(&h(1)).is_ok());
+        let e = decoded(&h(2)).unwrap_err();
+        assert_eq!(e, DecodeError::Malformed { what: "HelloOk", why: "shard id outside the shard map" });
+    }
+
+    #[test]
+    fn too_large_checked_from_header_alone() {
+        let hdr = FrameHeader::new(op::PUBLISH, 0, 1, u32::MAX);
+        let e = decode(hdr.as_bytes(), 1 << 20).err().unwrap();
+        assert_eq!(e, DecodeError::TooLarge { len: HEADER_BYTES + u32::MAX as usize, max: 1 << 20 });
+        assert_eq!(e.code(), crate::protocol::ErrorCode::FrameTooLarge);
     }
 }

@@ -8,6 +8,8 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod op;
+#[cfg(test)]
+mod proptests;
 pub mod shard_hash;
 pub mod wire;
 

@@ -40,6 +40,20 @@ pub const NACK_REQUEUE: u8 = 0x01;
 /// `Get`: the message counts as acked once sent.
 pub const GET_NO_ACK: u8 = 0x01;
 
+/// The header flags `opcode` defines; any other bit set is a malformed
+/// frame. Opcodes not listed define none.
+pub fn known_flags(opcode: u8) -> u8 {
+    match opcode {
+        ERROR => FLAG_FATAL,
+        DECLARE => DECLARE_KNOWN,
+        DELETE => DELETE_KNOWN,
+        PUBLISH => PUBLISH_KNOWN,
+        NACK => NACK_REQUEUE,
+        GET => GET_NO_ACK,
+        _ => 0,
+    }
+}
+
 pub fn is_known(opcode: u8) -> bool {
     name(opcode) != "unknown"
 }

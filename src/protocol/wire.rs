@@ -83,18 +83,45 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary, so a cut string is still UTF-8 the decoder accepts.
+fn cut(s: &str, max: usize) -> &[u8] {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s.as_bytes()[..n]
+}
+
 /// Writes a string with a one-byte length. Callers validate lengths first;
-/// an over-long string here is a bug, so it is cut rather than mis-framed.
+/// an over-long string here is a bug, so it is cut (at a char boundary)
+/// rather than mis-framed.
 pub fn put_str8(buf: &mut BytesMut, s: &str) {
-    let n = s.len().min(u8::MAX as usize);
-    debug_assert_eq!(n, s.len(), "str8 over 255 bytes");
-    buf.put_u8(n as u8);
-    buf.put_slice(&s.as_bytes()[..n]);
+    debug_assert!(s.len() <= u8::MAX as usize, "str8 over 255 bytes");
+    let b = cut(s, u8::MAX as usize);
+    buf.put_u8(b.len() as u8);
+    buf.put_slice(b);
 }
 
 pub fn put_str16(buf: &mut BytesMut, s: &str) {
-    let n = s.len().min(u16::MAX as usize);
-    debug_assert_eq!(n, s.len(), "str16 over 65535 bytes");
-    buf.put_u16_le(n as u16);
-    buf.put_slice(&s.as_bytes()[..n]);
+    debug_assert!(s.len() <= u16::MAX as usize, "str16 over 65535 bytes");
+    let b = cut(s, u16::MAX as usize);
+    buf.put_u16_le(b.len() as u16);
+    buf.put_slice(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_utf8() {
+        // 254 ASCII bytes then a 2-byte char: a byte cut at 255 would split it.
+        let s = format!("{}é", "a".repeat(254));
+        let b = cut(&s, 255);
+        assert_eq!(b.len(), 254);
+        assert!(std::str::from_utf8(b).is_ok());
+        assert_eq!(cut("é", 1), b"");
+        assert_eq!(cut("abc", 255), b"abc");
+    }
 }

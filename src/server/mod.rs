@@ -1,1 +1,207 @@
+//! The broker: N shards, each a glommio executor pinned to a core, owning
+//! the queues that hash to it.
 
+pub mod config;
+pub mod connection;
+pub mod listener;
+pub mod mesh;
+pub mod queue;
+pub mod shard;
+pub mod system;
+pub mod types;
+
+use config::Config;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use listener::BoundSocket;
+use mesh::{Batch, Mesh};
+use shard::Shard;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("glommio could not start shard {shard}: {message}. {hint}")]
+    Executor { shard: usize, message: String, hint: String },
+}
+
+/// A running broker. Dropping it without `stop` leaves the shards running.
+pub struct Broker {
+    /// The shared native address every shard accepts on.
+    pub native_addr: SocketAddr,
+    /// Shard i's own native address.
+    pub shard_addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+struct ShardStart {
+    id: usize,
+    count: usize,
+    config: Arc<Config>,
+    shared: BoundSocket,
+    own: BoundSocket,
+    addrs: Vec<String>,
+    mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<usize>,
+}
+
+impl Broker {
+    /// Validates the config, binds every listener, starts the shards and
+    /// returns once all of them accept connections.
+    pub fn start(config: Config) -> Result<Broker, StartError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        let n = config.shard_count();
+        let memlock = system::raise_memlock();
+        let bind = |addr| BoundSocket::bind(addr).map_err(|source| StartError::Bind { addr, source });
+        let (first, native_addr) = bind(config.listen)?;
+        let mut shared = vec![first];
+        for _ in 1..n {
+            shared.push(bind(native_addr)?.0);
+        }
+        let mut own = Vec::new();
+        let mut shard_addrs = Vec::new();
+        for i in 0..n {
+            let mut a = native_addr;
+            if config.listen.port() != 0 {
+                a.set_port(config.listen.port() + 1 + i as u16);
+            } else {
+                a.set_port(0);
+            }
+            let (s, addr) = bind(a)?;
+            own.push(s);
+            shard_addrs.push(addr);
+        }
+        let config = Arc::new(config);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mesh = MeshBuilder::full(n, config.mesh_capacity as usize);
+        let addrs: Vec<String> = shard_addrs.iter().map(ToString::to_string).collect();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+        for (id, (shared, own)) in shared.into_iter().zip(own).enumerate() {
+            let start = ShardStart {
+                id,
+                count: n,
+                config: config.clone(),
+                shared,
+                own,
+                addrs: addrs.clone(),
+                mesh: mesh.clone(),
+                stop: stop.clone(),
+                ready: ready_tx.clone(),
+            };
+            let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
+            let h = LocalExecutorBuilder::new(placement)
+                .name(&format!("ringmq-shard-{id}"))
+                .spawn(move || run_shard(start))
+                .map_err(|e| executor_error(id, e.to_string(), memlock))?;
+            threads.push(h);
+        }
+        drop(ready_tx);
+        let broker = Broker { native_addr, shard_addrs, stop, threads };
+        for _ in 0..n {
+            if ready_rx.recv().is_err() {
+                // A shard ended before it was ready: its join says why.
+                return Err(broker.failed_start(memlock));
+            }
+        }
+        Ok(broker)
+    }
+
+    fn failed_start(self, memlock: system::Memlock) -> StartError {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut first = None;
+        for (id, h) in self.threads.into_iter().enumerate() {
+            if let Err(e) = h.join() {
+                first.get_or_insert((id, e.to_string()));
+            }
+        }
+        let (shard, message) = first.unwrap_or((0, "a shard stopped during start".into()));
+        executor_error(shard, message, memlock)
+    }
+
+    /// Asks every shard to stop and waits until they have.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.threads {
+            if let Err(e) = h.join() {
+                tracing::error!(error = %e, "shard ended with an error");
+            }
+        }
+    }
+
+    /// A handle that stops the broker from another thread (signal handler).
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Waits for the shards to end (after `stopper()` is set).
+    pub fn join(self) {
+        self.stop()
+    }
+}
+
+fn executor_error(shard: usize, message: String, memlock: system::Memlock) -> StartError {
+    StartError::Executor { shard, message, hint: memlock.hint() }
+}
+
+/// Ticks between checks of the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+async fn run_shard(s: ShardStart) {
+    let Ok((senders, mut receivers)) = s.mesh.join().await else {
+        tracing::error!(shard = s.id, "could not join the shard mesh");
+        return;
+    };
+    if senders.peer_id() != s.id {
+        tracing::error!(shard = s.id, peer = senders.peer_id(), "mesh peer order does not match shard order");
+        return;
+    }
+    let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
+    let shard = Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh));
+    let mut tasks = Vec::new();
+    for (peer, rx) in receivers.streams() {
+        let sh = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(batch) = rx.recv().await {
+                for msg in batch {
+                    sh.on_mesh(msg);
+                }
+            }
+            tracing::debug!(shard = sh.id, peer, "mesh receiver closed");
+        }));
+    }
+    for peer in (0..s.count).filter(|p| *p != s.id) {
+        let sh = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let sh2 = sh.clone();
+            sh.mesh.flush_loop(peer as u16, move |b| sh2.on_mesh_failure(peer as u16, b)).await
+        }));
+    }
+    for sock in [s.shared, s.own] {
+        tasks.push(glommio::spawn_local(listener::accept_loop(shard.clone(), sock.into_listener())));
+    }
+    tracing::info!(shard = s.id, "shard ready");
+    let _ = s.ready.send(s.id);
+    while !s.stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    shard.shut_down_connections("the broker is shutting down");
+    // Let writers flush the goodbye frames; tasks are dropped with the executor.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    tracing::info!(shard = s.id, "shard stopped");
+    drop(tasks);
+}

@@ -1,0 +1,26 @@
+pub mod publish;
+pub mod serve;
+pub mod subscribe;
+
+use std::future::Future;
+
+/// Runs a tool's async body on one glommio executor.
+pub fn run_local<T, F>(name: &str, f: impl FnOnce() -> F + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + 'static,
+{
+    let _ = ringmq::server::system::raise_memlock();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name(name)
+        .spawn(f)
+        .map_err(|e| format!("cannot start the I/O executor: {e}"))?
+        .join()
+        .map_err(|e| format!("executor failed: {e}"))
+}
+
+/// Logs to stderr for the client tools (warnings only unless RUST_LOG says).
+pub fn init_tool_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,150 @@
+//! `ringmq pub`: publish one message or N generated ones; always ends with
+//! `published N confirmed M`.
+
+use super::{init_tool_logging, run_local};
+use clap::Args;
+use ringmq::client::{Client, ClientError, ClientOptions, Confirmation, ProducerOptions};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+#[derive(Args, Debug, Clone)]
+pub struct PubArgs {
+    #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
+    url: String,
+    #[arg(long)]
+    queue: String,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Size of each generated message (its sequence number, padded with '.').
+    #[arg(long)]
+    size: Option<usize>,
+    /// Persistent messages into a durable queue.
+    #[arg(long)]
+    persistent: bool,
+    /// Wait for the broker's confirms; only confirmed messages count as confirmed.
+    #[arg(long)]
+    confirm: bool,
+    /// Messages per Publish frame.
+    #[arg(long, default_value_t = 256)]
+    batch: u32,
+    /// Send everything to the shard you connect to (the broker forwards).
+    #[arg(long)]
+    no_shard_aware: bool,
+    #[arg(long, default_value = "guest")]
+    user: String,
+    #[arg(long, default_value = "guest")]
+    password: String,
+    /// The message; without it, messages are generated.
+    message: Option<String>,
+}
+
+/// Fills `buf` with message `seq`: its decimal sequence number padded to `size`.
+fn generate(buf: &mut Vec<u8>, seq: u64, size: usize) {
+    use std::io::Write;
+    buf.clear();
+    let _ = write!(buf, "{seq}");
+    if buf.len() < size {
+        buf.resize(size, b'.');
+    }
+}
+
+struct Counts {
+    published: Cell<u64>,
+    confirmed: Cell<u64>,
+}
+
+async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
+    let opts = ClientOptions { url: a.url.clone(), user: a.user.clone(), password: a.password.clone(), shard_aware: !a.no_shard_aware, ..Default::default() };
+    let client = Client::connect(opts).await?;
+    client.declare(&a.queue, a.persistent).await?;
+    let popts = ProducerOptions { batch_max: a.batch.max(1), persistent: a.persistent, confirm: a.confirm, ..Default::default() };
+    let producer = client.producer(&a.queue, popts).await?;
+    // One entry per batch: its confirmation and how many messages it holds.
+    let mut waiting: VecDeque<(Confirmation, u64)> = VecDeque::new();
+    let mut body = Vec::new();
+    let mut result = Ok(());
+    for seq in 0..a.count {
+        match &a.message {
+            Some(m) => {
+                body.clear();
+                body.extend_from_slice(m.as_bytes());
+            }
+            None => generate(&mut body, seq, a.size.unwrap_or(16)),
+        }
+        let conf = match producer.publish(&body).await {
+            Ok(c) => c,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        counts.published.set(counts.published.get() + 1);
+        match waiting.back_mut() {
+            Some((last, n)) if last.batch() == conf.batch() => *n += 1,
+            _ => waiting.push_back((conf, 1)),
+        }
+        // Settle batches that are done, without waiting.
+        while waiting.len() > 1 {
+            let (c, n) = waiting.pop_front().expect("len > 1");
+            settle(c, n, &counts, &mut result).await;
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = producer.flush();
+    while let Some((c, n)) = waiting.pop_front() {
+        settle(c, n, &counts, &mut result).await;
+    }
+    drop(producer);
+    client.close().await;
+    result
+}
+
+async fn settle(c: Confirmation, n: u64, counts: &Counts, result: &mut Result<(), ClientError>) {
+    match c.await {
+        Ok(()) => counts.confirmed.set(counts.confirmed.get() + n),
+        Err(e) => {
+            if result.is_ok() {
+                *result = Err(e);
+            }
+        }
+    }
+}
+
+pub fn run(a: PubArgs) -> ExitCode {
+    init_tool_logging();
+    if a.message.is_some() && a.size.is_some() {
+        eprintln!("ringmq pub: give MESSAGE or --size, not both");
+        println!("published 0 confirmed 0");
+        return ExitCode::from(2);
+    }
+    let confirm = a.confirm;
+    let r = run_local("ringmq-pub", move || async move {
+        let counts = Rc::new(Counts { published: Cell::new(0), confirmed: Cell::new(0) });
+        let r = publish(a, counts.clone()).await;
+        let confirmed = if confirm { counts.confirmed.get() } else { 0 };
+        (r.map_err(|e| e.to_string()), counts.published.get(), confirmed)
+    });
+    match r {
+        Ok((r, published, confirmed)) => {
+            if let Err(e) = &r {
+                eprintln!("ringmq pub: {e}");
+            }
+            println!("published {published} confirmed {confirmed}");
+            if r.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("ringmq pub: {e}");
+            println!("published 0 confirmed 0");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `ringmq serve`: config from defaults, then `--config FILE`, then flags.
+
+use clap::Args;
+use ringmq::server::config::{Config, LogFormat};
+use ringmq::server::Broker;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are these flags in snake_case.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Shards (one per core); 0 = every online core.
+    #[arg(long)]
+    cores: Option<usize>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Native protocol address (shard i also listens on port + 1 + i).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[arg(long)]
+    amqp_listen: Option<SocketAddr>,
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// text or json
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Do not pin shards to cores.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+fn load(a: &ServeArgs) -> Result<Config, String> {
+    let mut c = match &a.config {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.cores {
+        c.cores = v;
+    }
+    if let Some(v) = &a.data_dir {
+        c.data_dir = v.clone();
+    }
+    if let Some(v) = a.listen {
+        c.listen = v;
+    }
+    if let Some(v) = a.amqp_listen {
+        c.amqp_listen = v;
+    }
+    if let Some(v) = a.metrics_listen {
+        c.metrics_listen = v;
+    }
+    if let Some(v) = &a.log_format {
+        c.log_format = match v.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(format!("--log-format: expected text or json, got {other:?}")),
+        };
+    }
+    if a.no_pin {
+        c.pin_cores = false;
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn init_logging(c: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.log_filter));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match c.log_format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+pub fn run(a: ServeArgs) -> ExitCode {
+    let config = match load(&a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringmq: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shards = config.shard_count();
+    let (amqp, metrics) = (config.amqp_listen, config.metrics_listen);
+    let broker = match Broker::start(config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ringmq: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let own: Vec<String> = broker.shard_addrs.iter().map(ToString::to_string).collect();
+    tracing::info!(shards, native = %broker.native_addr, shard_addrs = ?own, "ringmq ready");
+    tracing::info!(%amqp, %metrics, "AMQP and metrics listeners are not part of this build yet");
+    // A machine-readable line for scripts and tests.
+    println!("ringmq ready native={} shards={}", broker.native_addr, own.join(","));
+    let stop = broker.stopper();
+    let mut signals = signals;
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "stopping");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    broker.join();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

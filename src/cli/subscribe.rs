@@ -1,0 +1,113 @@
+//! `ringmq sub`: receive and ack; ends with `received N`.
+
+use super::{init_tool_logging, run_local};
+use clap::Args;
+use futures_lite::StreamExt;
+use ringmq::client::{Client, ClientError, ClientOptions};
+use std::cell::Cell;
+use std::io::Write;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct SubArgs {
+    #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
+    url: String,
+    #[arg(long)]
+    queue: String,
+    /// Exit 0 after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give up (exit 1) when no message arrives for this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Only count; print nothing per message.
+    #[arg(long)]
+    quiet: bool,
+    /// Unacked messages the broker may push ahead.
+    #[arg(long, default_value_t = 8192)]
+    prefetch: u32,
+    /// Receive through the shard you connect to (the broker forwards).
+    #[arg(long)]
+    no_shard_aware: bool,
+    #[arg(long, default_value = "guest")]
+    user: String,
+    #[arg(long, default_value = "guest")]
+    password: String,
+}
+
+enum End {
+    Done,
+    TimedOut,
+}
+
+async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError> {
+    let opts = ClientOptions { url: a.url.clone(), user: a.user.clone(), password: a.password.clone(), shard_aware: !a.no_shard_aware, ..Default::default() };
+    let client = Client::connect(opts).await?;
+    client.declare(&a.queue, false).await.or_else(|e| {
+        // A durable queue declared by `pub --persistent` is fine too.
+        if e.code() == Some(ringmq::protocol::ErrorCode::QueueMismatch) {
+            Ok(0)
+        } else {
+            Err(e)
+        }
+    })?;
+    let mut consumer = client.subscribe(&a.queue, a.prefetch).await?;
+    let idle = a.timeout.map(Duration::from_secs_f64);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let end = loop {
+        if a.count.is_some_and(|n| received.get() >= n) {
+            break End::Done;
+        }
+        let next = match idle {
+            None => consumer.next().await,
+            Some(t) => match glommio::timer::timeout(t, async { Ok(consumer.next().await) }).await {
+                Ok(n) => n,
+                Err(_) => break End::TimedOut,
+            },
+        };
+        let d = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e),
+            None => return Err(ClientError::Closed("subscription ended".into())),
+        };
+        consumer.ack(d.tag);
+        received.set(received.get() + 1);
+        if !a.quiet {
+            let redelivered = if d.redelivered { " (redelivered)" } else { "" };
+            let _ = writeln!(out, "{}{redelivered}", String::from_utf8_lossy(&d.body));
+        }
+    };
+    let _ = out.flush();
+    drop(out);
+    drop(consumer);
+    client.close().await;
+    Ok(end)
+}
+
+pub fn run(a: SubArgs) -> ExitCode {
+    init_tool_logging();
+    let r = run_local("ringmq-sub", move || async move {
+        let received = Rc::new(Cell::new(0));
+        let r = receive(a, received.clone()).await;
+        (r.map_err(|e| e.to_string()), received.get())
+    });
+    let (r, n) = match r {
+        Ok(v) => v,
+        Err(e) => (Err(e), 0),
+    };
+    let code = match &r {
+        Ok(End::Done) => ExitCode::SUCCESS,
+        Ok(End::TimedOut) => {
+            eprintln!("ringmq sub: timed out waiting for messages");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("ringmq sub: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    println!("received {n}");
+    code
+}

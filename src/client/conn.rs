@@ -1,0 +1,325 @@
+//! One client connection to one shard: a writer task draining an outbox,
+//! a reader task matching replies to requests by request id and handing
+//! deliveries to their consumers.
+
+use super::consumer::{ConsumerState, Delivery};
+use super::{ClientError, ClientOptions, Result, ServerInfo};
+use crate::protocol::{self, encode_ack, Cmd, Frame};
+use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
+use crate::rt::{Notify, Outbox, Slot};
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{split, ReadHalf};
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// A reply as the waiting request sees it.
+#[derive(Debug, Clone)]
+pub enum Response {
+    Ok(u64),
+    Confirm(u32),
+    Get(Option<Delivery>),
+}
+
+type Waiter = Box<dyn FnOnce(Result<Response>)>;
+
+/// The largest frame a client accepts from the broker, before the
+/// handshake says what the broker's limit is.
+const HANDSHAKE_FRAME_MAX: usize = 1 << 20;
+
+pub struct Conn {
+    info: ServerInfo,
+    outbox: Outbox,
+    next_request_id: Cell<u64>,
+    pending: RefCell<HashMap<u64, Waiter>>,
+    consumers: RefCell<HashMap<u32, Rc<ConsumerState>>>,
+    /// Consumers with acks waiting to be sent.
+    ack_dirty: RefCell<Vec<u32>>,
+    ack_kick: Notify,
+    closed: RefCell<Option<ClientError>>,
+    /// An error for a request nobody waits on (an unconfirmed publish).
+    last_error: RefCell<Option<ClientError>>,
+}
+
+fn io_err(e: std::io::Error) -> ClientError {
+    ClientError::Io(e.to_string())
+}
+
+impl Conn {
+    pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
+        let stream = TcpStream::connect_timeout(addr, opts.connect_timeout).await.map_err(|e| ClientError::Io(format!("connect {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (mut r, mut w) = split(stream);
+        let mut hello = BytesMut::new();
+        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password };
+        Frame { request_id: 0, cmd }.encode(&mut hello);
+        w.write_all(&hello).await.map_err(io_err)?;
+        let mut reader = FrameReader::new(HANDSHAKE_FRAME_MAX);
+        let chunk = reader.fill(&mut r, |_| Some(opts.connect_timeout)).await.map_err(read_error)?;
+        let mut info = None;
+        let used = for_each_frame(&chunk, HANDSHAKE_FRAME_MAX, |f| {
+            if info.is_some() {
+                return Err(ClientError::Protocol("a frame arrived before the handshake finished".into()));
+            }
+            info = Some(match f.cmd {
+                Cmd::HelloOk(h) => ServerInfo::from_hello(&h, addr)?,
+                Cmd::Error { code, message, .. } => return Err(ClientError::Server { code, message: message.into() }),
+                other => return Err(ClientError::Protocol(format!("expected HelloOk, got {}", other.name()))),
+            });
+            Ok(())
+        })
+        .map_err(|e| e.unwrap_or_else(|d| ClientError::Protocol(d.to_string())))?;
+        let info = info.ok_or_else(|| ClientError::Protocol("no handshake reply".into()))?;
+        reader.keep(&chunk, used);
+        let reader = FrameReader::new(info.frame_bytes_max as usize);
+        let conn = Rc::new(Conn {
+            info,
+            outbox: Outbox::default(),
+            next_request_id: Cell::new(1),
+            pending: RefCell::new(HashMap::new()),
+            consumers: RefCell::new(HashMap::new()),
+            ack_dirty: RefCell::new(Vec::new()),
+            ack_kick: Notify::default(),
+            closed: RefCell::new(None),
+            last_error: RefCell::new(None),
+        });
+        let c = conn.clone();
+        glommio::spawn_local(async move { c.outbox.write_loop(w).await }).detach();
+        let c = conn.clone();
+        glommio::spawn_local(async move { c.read_loop(r, reader).await }).detach();
+        let c = conn.clone();
+        glommio::spawn_local(async move { c.ack_loop().await }).detach();
+        Ok(conn)
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.borrow().is_some() || self.outbox.is_closing()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if let Some(e) = self.closed.borrow().clone() {
+            return Err(e);
+        }
+        if self.outbox.is_closing() {
+            return Err(ClientError::Closed("connection closed by this client".into()));
+        }
+        Ok(())
+    }
+
+    /// Takes the error of a request that had no waiter, if any.
+    pub fn take_error(&self) -> Option<ClientError> {
+        self.last_error.borrow_mut().take()
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        id
+    }
+
+    /// Queues bytes for the writer. `waiter`, when given, receives the
+    /// reply to `request_id`.
+    pub(crate) fn send_raw(&self, request_id: u64, waiter: Option<Waiter>, encode: impl FnOnce(&mut BytesMut)) -> Result<()> {
+        if let Err(e) = self.check_open() {
+            if let Some(w) = waiter {
+                w(Err(e.clone()));
+            }
+            return Err(e);
+        }
+        if let Some(w) = waiter {
+            self.pending.borrow_mut().insert(request_id, w);
+        }
+        self.outbox.push(encode);
+        Ok(())
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn request(&self, cmd: Cmd<'_>) -> Result<Response> {
+        let rid = self.next_request_id();
+        let slot = Slot::new();
+        let s = slot.clone();
+        self.send_raw(rid, Some(Box::new(move |r| s.set(r))), |b| Frame { request_id: rid, cmd }.encode(b))?;
+        slot.wait().await
+    }
+
+    pub async fn simple(&self, cmd: Cmd<'_>) -> Result<u64> {
+        match self.request(cmd).await? {
+            Response::Ok(v) => Ok(v),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub async fn declare(&self, queue: &str, flags: u8) -> Result<u64> {
+        self.simple(Cmd::Declare { flags, queue }).await
+    }
+
+    pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
+        match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
+            Response::Get(d) => Ok(d),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Acks (or nacks) one tag right away and waits until it is written.
+    pub async fn ack_now(&self, consumer_id: u32, tag: u64, nack: Option<bool>) -> Result<()> {
+        let rid = self.next_request_id();
+        self.send_raw(rid, None, |b| encode_ack(b, rid, nack, consumer_id, &[(tag, tag)]))?;
+        self.outbox.wait_below(0).await;
+        self.check_open()
+    }
+
+    pub(crate) fn add_consumer(&self, id: u32, state: Rc<ConsumerState>) {
+        self.consumers.borrow_mut().insert(id, state);
+    }
+
+    pub(crate) fn remove_consumer(&self, id: u32) {
+        self.consumers.borrow_mut().remove(&id);
+    }
+
+    /// Marks a consumer as having acks to send; they go out together once
+    /// the current task yields.
+    pub(crate) fn acks_pending(&self, id: u32) {
+        let mut d = self.ack_dirty.borrow_mut();
+        if !d.contains(&id) {
+            d.push(id);
+        }
+        self.ack_kick.notify();
+    }
+
+    async fn ack_loop(&self) {
+        loop {
+            let n = self.ack_kick.notified();
+            let dirty = std::mem::take(&mut *self.ack_dirty.borrow_mut());
+            if dirty.is_empty() {
+                if self.is_closed() {
+                    return;
+                }
+                n.await;
+                continue;
+            }
+            for id in dirty {
+                let state = self.consumers.borrow().get(&id).cloned();
+                if let Some(s) = state {
+                    let (acks, nacks) = s.take_acks();
+                    let rid = self.next_request_id();
+                    let _ = self.send_raw(rid, None, |b| {
+                        if !acks.is_empty() {
+                            encode_ack(b, rid, None, id, &acks);
+                        }
+                        for (requeue, ranges) in &nacks {
+                            encode_ack(b, rid, Some(*requeue), id, ranges);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends the acks collected so far and waits until they are written.
+    pub(crate) async fn close_acks_first(&self) {
+        self.ack_kick.notify();
+        glommio::yield_if_needed().await;
+        glommio::executor().yield_now().await;
+        self.outbox.wait_below(0).await;
+    }
+
+    /// Flushes what is queued, then closes the socket.
+    pub async fn close(&self) {
+        self.close_acks_first().await;
+        self.outbox.close();
+        self.outbox.wait_below(0).await;
+    }
+
+    async fn read_loop(&self, mut r: ReadHalf<TcpStream>, mut reader: FrameReader) {
+        let err = loop {
+            let chunk = match reader.fill(&mut r, |_| None).await {
+                Ok(c) => c,
+                Err(e) => break read_error(e),
+            };
+            match for_each_frame(&chunk, reader.frame_bytes_max(), |f| self.on_frame(&chunk, f)) {
+                Ok(used) => reader.keep(&chunk, used),
+                Err(Ok(e)) => break e,
+                Err(Err(d)) => break ClientError::Protocol(d.to_string()),
+            }
+        };
+        self.fail(err);
+    }
+
+    /// Ends the connection: every waiter and consumer hears why.
+    fn fail(&self, err: ClientError) {
+        self.closed.borrow_mut().get_or_insert(err.clone());
+        let waiters: Vec<Waiter> = self.pending.borrow_mut().drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            w(Err(err.clone()));
+        }
+        let consumers: Vec<Rc<ConsumerState>> = self.consumers.borrow().values().cloned().collect();
+        for c in consumers {
+            c.close(err.clone());
+        }
+        self.outbox.close();
+        self.ack_kick.notify();
+    }
+
+    fn complete(&self, request_id: u64, r: Result<Response>) {
+        let w = self.pending.borrow_mut().remove(&request_id);
+        match (w, r) {
+            (Some(w), r) => w(r),
+            (None, Err(e)) => {
+                tracing::debug!(request_id, error = %e, "error for a request with no waiter");
+                *self.last_error.borrow_mut() = Some(e);
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+
+    fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
+        let rid = f.request_id;
+        match f.cmd {
+            Cmd::Ok { value } => self.complete(rid, Ok(Response::Ok(value))),
+            Cmd::Confirm { count } => self.complete(rid, Ok(Response::Confirm(count))),
+            Cmd::GetEmpty => self.complete(rid, Ok(Response::Get(None))),
+            Cmd::GetOk { consumer_id, tag, entry, .. } => {
+                let d = Delivery::from_entry(chunk, consumer_id, tag, &entry);
+                self.complete(rid, Ok(Response::Get(Some(d))));
+            }
+            Cmd::Error { fatal, code, message } => {
+                let e = ClientError::Server { code, message: message.into() };
+                if fatal || rid == 0 {
+                    return Err(e);
+                }
+                self.complete(rid, Err(e));
+            }
+            Cmd::Deliver { consumer_id, first_tag, entries } => {
+                let state = self.consumers.borrow().get(&consumer_id).cloned();
+                let Some(state) = state else {
+                    tracing::debug!(consumer_id, "delivery for a consumer this client dropped");
+                    return Ok(());
+                };
+                state.push_batch(entries.iter().enumerate().map(|(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e)));
+            }
+            Cmd::Ping => {
+                let _ = self.send_raw(rid, None, |b| Frame { request_id: rid, cmd: Cmd::Pong }.encode(b));
+            }
+            Cmd::Pong => {}
+            other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
+        }
+        Ok(())
+    }
+}
+
+fn read_error(e: ReadError) -> ClientError {
+    match e {
+        ReadError::Eof => ClientError::Closed("the broker closed the connection".into()),
+        ReadError::Truncated { buffered } => ClientError::Closed(format!("the broker closed inside a frame ({buffered} bytes)")),
+        ReadError::Timeout { after, .. } => ClientError::Io(format!("no reply within {} ms", after.as_millis())),
+        ReadError::Decode(d) => ClientError::Protocol(d.to_string()),
+        ReadError::Io(e) => io_err(e),
+    }
+}

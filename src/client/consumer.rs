@@ -1,0 +1,169 @@
+//! A consumer: a stream of deliveries under prefetch. Acks are collected
+//! into ranges and sent together when the task yields.
+
+use super::conn::Conn;
+use super::{ClientError, Result};
+use crate::protocol::{Cmd, Entry};
+use bytes::Bytes;
+use futures_lite::Stream;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub consumer_id: u32,
+    /// Tag to ack; 0 for a `get` with `no_ack`.
+    pub tag: u64,
+    pub redelivered: bool,
+    pub props: Bytes,
+    pub body: Bytes,
+}
+
+impl Delivery {
+    pub(crate) fn from_entry(chunk: &Bytes, consumer_id: u32, tag: u64, e: &Entry<'_>) -> Self {
+        let slice = |p: &[u8]| if p.is_empty() { Bytes::new() } else { chunk.slice_ref(p) };
+        Self { consumer_id, tag, redelivered: e.redelivered(), props: slice(e.props), body: slice(e.body) }
+    }
+}
+
+type Ranges = Vec<(u64, u64)>;
+
+#[derive(Default)]
+pub(crate) struct ConsumerState {
+    ready: RefCell<VecDeque<Delivery>>,
+    waker: RefCell<Option<Waker>>,
+    closed: RefCell<Option<ClientError>>,
+    error_reported: Cell<bool>,
+    acks: RefCell<Ranges>,
+    nacks: RefCell<Vec<(bool, Ranges)>>,
+}
+
+/// Adds a tag to a list of ranges, extending the last range when the tag
+/// follows it (the common case: acking in order).
+fn add_tag(ranges: &mut Ranges, tag: u64) {
+    if let Some(last) = ranges.last_mut() {
+        if last.1 + 1 == tag {
+            last.1 = tag;
+            return;
+        }
+    }
+    ranges.push((tag, tag));
+}
+
+impl ConsumerState {
+    pub(crate) fn push_batch(&self, ds: impl Iterator<Item = Delivery>) {
+        self.ready.borrow_mut().extend(ds);
+        self.wake();
+    }
+
+    pub(crate) fn close(&self, e: ClientError) {
+        self.closed.borrow_mut().get_or_insert(e);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn take_acks(&self) -> (Ranges, Vec<(bool, Ranges)>) {
+        (std::mem::take(&mut *self.acks.borrow_mut()), std::mem::take(&mut *self.nacks.borrow_mut()))
+    }
+}
+
+pub struct Consumer {
+    conn: Rc<Conn>,
+    id: u32,
+    state: Rc<ConsumerState>,
+}
+
+impl Consumer {
+    pub(crate) async fn subscribe(conn: Rc<Conn>, queue: &str, id: u32, prefetch: u32) -> Result<Consumer> {
+        let state = Rc::new(ConsumerState::default());
+        // Registered first: the first delivery may follow the reply at once.
+        conn.add_consumer(id, state.clone());
+        if let Err(e) = conn.simple(Cmd::Subscribe { consumer_id: id, prefetch, queue }).await {
+            conn.remove_consumer(id);
+            return Err(e);
+        }
+        Ok(Consumer { conn, id, state })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Acks one delivery. Sent with the other acks of this turn.
+    pub fn ack(&self, tag: u64) {
+        add_tag(&mut self.state.acks.borrow_mut(), tag);
+        self.conn.acks_pending(self.id);
+    }
+
+    /// Rejects one delivery; `requeue` puts it back at the queue's head.
+    pub fn nack(&self, tag: u64, requeue: bool) {
+        {
+            let mut nacks = self.state.nacks.borrow_mut();
+            match nacks.last_mut() {
+                Some((r, ranges)) if *r == requeue => add_tag(ranges, tag),
+                _ => nacks.push((requeue, vec![(tag, tag)])),
+            }
+        }
+        self.conn.acks_pending(self.id);
+    }
+
+    /// Deliveries received and not yet taken from the stream.
+    pub fn buffered(&self) -> usize {
+        self.state.ready.borrow().len()
+    }
+
+    /// Stops the subscription; the broker requeues what was not acked.
+    pub async fn cancel(self) -> Result<()> {
+        self.conn.close_acks_first().await;
+        let r = self.conn.simple(Cmd::Unsubscribe { consumer_id: self.id }).await;
+        self.conn.remove_consumer(self.id);
+        r.map(|_| ())
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let s = &self.state;
+        if let Some(d) = s.ready.borrow_mut().pop_front() {
+            return Poll::Ready(Some(Ok(d)));
+        }
+        if let Some(e) = s.closed.borrow().clone() {
+            if s.error_reported.replace(true) {
+                return Poll::Ready(None);
+            }
+            return Poll::Ready(Some(Err(e)));
+        }
+        *s.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.conn.remove_consumer(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_coalesce() {
+        let mut r = Vec::new();
+        for t in [1, 2, 3, 5, 6, 9] {
+            add_tag(&mut r, t);
+        }
+        assert_eq!(r, vec![(1, 3), (5, 6), (9, 9)]);
+    }
+}

@@ -1,0 +1,253 @@
+//! A producer: messages for one queue gathered into batches (`batch_max`
+//! messages, or `linger` after the first), each sent as one `Publish`
+//! frame. A message's confirmation resolves when its batch is confirmed.
+
+use super::conn::{Conn, Response};
+use super::{ClientError, Result};
+use crate::protocol::{batch::put_entry, op, BatchWriter, Entry};
+use crate::rt::{Notify, Slot, SlotWait};
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    /// Messages in one Publish frame.
+    pub batch_max: u32,
+    /// How long the first message of a batch may wait for company.
+    pub linger: Duration,
+    pub persistent: bool,
+    /// Ask the broker to confirm each batch.
+    pub confirm: bool,
+    /// Batches sent and not yet confirmed before `publish` waits.
+    pub in_flight_max: u32,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        Self { batch_max: 256, linger: Duration::from_micros(200), persistent: false, confirm: true, in_flight_max: 64 }
+    }
+}
+
+type Outcome = Result<()>;
+
+struct Open {
+    id: u64,
+    entries: BytesMut,
+    count: u32,
+    done: Rc<Slot<Outcome>>,
+}
+
+impl Open {
+    fn new(id: u64) -> Self {
+        Self { id, entries: BytesMut::new(), count: 0, done: Slot::new() }
+    }
+}
+
+struct Inner {
+    conn: Rc<Conn>,
+    queue: String,
+    opts: ProducerOptions,
+    open: RefCell<Open>,
+    kick: Rc<Notify>,
+    in_flight: Cell<u32>,
+    space: Notify,
+    /// Bytes of entries that still fit one frame.
+    entries_bytes_max: usize,
+}
+
+pub struct Producer {
+    inner: Rc<Inner>,
+}
+
+/// Resolves when the message's batch is confirmed (or, without confirms,
+/// handed to the socket).
+pub struct Confirmation {
+    wait: SlotWait<Outcome>,
+    batch: u64,
+}
+
+impl Confirmation {
+    /// The batch the message went out in: messages of one batch are
+    /// confirmed or refused together.
+    pub fn batch(&self) -> u64 {
+        self.batch
+    }
+}
+
+impl Future for Confirmation {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        Pin::new(&mut self.wait).poll(cx)
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(conn: Rc<Conn>, queue: &str, opts: ProducerOptions) -> Result<Producer> {
+        if opts.batch_max == 0 || opts.in_flight_max == 0 {
+            return Err(ClientError::Invalid("batch_max and in_flight_max must be at least 1".into()));
+        }
+        if queue.is_empty() || queue.len() > 255 {
+            return Err(ClientError::Invalid(format!("queue name must be 1 to 255 bytes, got {}", queue.len())));
+        }
+        // Header, queue name and count take at most 16 + 256 + 4 bytes.
+        let entries_bytes_max = (conn.info().frame_bytes_max as usize).saturating_sub(16 + 256 + 4);
+        let inner = Rc::new(Inner {
+            conn,
+            queue: queue.into(),
+            opts,
+            open: RefCell::new(Open::new(1)),
+            kick: Rc::default(),
+            in_flight: Cell::new(0),
+            space: Notify::default(),
+            entries_bytes_max,
+        });
+        let weak = Rc::downgrade(&inner);
+        glommio::spawn_local(linger_loop(weak)).detach();
+        Ok(Producer { inner })
+    }
+
+    /// Adds a message to the open batch. Waits only while `in_flight_max`
+    /// batches are unconfirmed.
+    pub async fn publish(&self, body: &[u8]) -> Result<Confirmation> {
+        self.publish_with(&[], body).await
+    }
+
+    pub async fn publish_with(&self, props: &[u8], body: &[u8]) -> Result<Confirmation> {
+        let i = &self.inner;
+        let max = i.conn.info().message_bytes_max as usize;
+        if props.len() + body.len() > max || props.len() > u16::MAX as usize {
+            return Err(ClientError::Invalid(format!("message of {} bytes exceeds the broker's message_bytes_max {max}", props.len() + body.len())));
+        }
+        while i.opts.confirm && i.in_flight.get() >= i.opts.in_flight_max {
+            let n = i.space.notified();
+            if i.in_flight.get() < i.opts.in_flight_max {
+                break;
+            }
+            n.await;
+        }
+        if let Some(e) = i.conn.take_error() {
+            return Err(e);
+        }
+        let wire = Entry::wire_len(props.len(), body.len());
+        if i.open.borrow().entries.len() + wire > i.entries_bytes_max {
+            i.flush()?;
+        }
+        let (first, full, done, batch) = {
+            let mut open = i.open.borrow_mut();
+            put_entry(&mut open.entries, 0, props, body);
+            open.count += 1;
+            (open.count == 1, open.count >= i.opts.batch_max, open.done.clone(), open.id)
+        };
+        if full {
+            i.flush()?;
+        } else if first {
+            i.kick.notify();
+        }
+        Ok(Confirmation { wait: done.wait(), batch })
+    }
+
+    /// Publishes and waits for the confirm.
+    pub async fn send(&self, body: &[u8]) -> Result<()> {
+        self.publish(body).await?.await
+    }
+
+    /// Sends the open batch now.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Batches sent and not yet confirmed.
+    pub fn in_flight(&self) -> u32 {
+        self.inner.in_flight.get()
+    }
+
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let _ = self.inner.flush();
+        // Wakes the linger task so it sees the producer is gone.
+        self.inner.kick.notify();
+    }
+}
+
+impl Inner {
+    fn flush(self: &Rc<Self>) -> Result<()> {
+        let mut slot = self.open.borrow_mut();
+        if slot.count == 0 {
+            return Ok(());
+        }
+        let next = Open::new(slot.id + 1);
+        let open = std::mem::replace(&mut *slot, next);
+        drop(slot);
+        let mut flags = 0;
+        if self.opts.persistent {
+            flags |= op::PUBLISH_PERSISTENT;
+        }
+        if self.opts.confirm {
+            flags |= op::PUBLISH_CONFIRM;
+        }
+        let rid = self.conn.next_request_id();
+        let done = open.done.clone();
+        let waiter = if self.opts.confirm {
+            self.in_flight.set(self.in_flight.get() + 1);
+            let me = Rc::downgrade(self);
+            let d = done.clone();
+            let expect = open.count;
+            Some(Box::new(move |r: Result<Response>| {
+                if let Some(me) = me.upgrade() {
+                    me.in_flight.set(me.in_flight.get() - 1);
+                    me.space.notify();
+                }
+                d.set(match r {
+                    Ok(Response::Confirm(n)) if n == expect => Ok(()),
+                    Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
+                    Err(e) => Err(e),
+                });
+            }) as Box<dyn FnOnce(Result<Response>)>)
+        } else {
+            None
+        };
+        let queue = &self.queue;
+        let r = self.conn.send_raw(rid, waiter, |b| {
+            let mut w = BatchWriter::begin_publish(b, rid, flags, queue);
+            w.push_raw(b, &open.entries, open.count);
+            w.finish(b);
+        });
+        if !self.opts.confirm {
+            done.set(r.clone());
+        }
+        r
+    }
+}
+
+async fn linger_loop(weak: Weak<Inner>) {
+    let Some(kick) = weak.upgrade().map(|i| i.kick.clone()) else { return };
+    loop {
+        let n = kick.notified();
+        let Some(linger) = weak.upgrade().map(|i| (i.open.borrow().count > 0).then_some(i.opts.linger)) else {
+            return;
+        };
+        let Some(linger) = linger else {
+            n.await;
+            continue;
+        };
+        if linger.is_zero() {
+            glommio::executor().yield_now().await;
+        } else {
+            glommio::timer::sleep(linger).await;
+        }
+        match weak.upgrade() {
+            Some(inner) => {
+                let _ = inner.flush();
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Property tests for the codec: round trips for every command, no panics on
+//! arbitrary input, incremental decoding, the size limit, and `BatchWriter`.
+
+use super::batch::{put_entry, BatchWriter, Entries, Entry, Ranges, ENTRY_HAS_PROPS, ENTRY_REDELIVERED};
+use super::error::{DecodeError, ErrorCode};
+use super::frame::{decode, encode_ack, peek_len, Cmd, Decoded, Frame, HelloOk};
+use super::header::{FrameHeader, HEADER_BYTES};
+use super::op;
+use bytes::BytesMut;
+use proptest::prelude::*;
+use zerocopy::IntoBytes;
+
+const MAX: usize = 1 << 20;
+
+/// A message entry as generated: (redelivered, props, body).
+type OwnedEntry = (bool, Vec<u8>, Vec<u8>);
+
+/// An owned mirror of `Cmd`, so proptest can generate it; `with_frame`
+/// builds the borrowed `Frame` from it.
+#[derive(Debug, Clone)]
+enum O {
+    Hello { version: u16, user: String, password: String },
+    HelloOk { version: u16, shard_id: u16, hash_id: u8, limits: (u32, u32, u32), addrs: Vec<String> },
+    Ok { value: u64 },
+    Error { fatal: bool, code: u16, message: String },
+    Ping,
+    Pong,
+    Declare { flags: u8, queue: String },
+    Delete { flags: u8, queue: String },
+    Purge { queue: String },
+    Publish { flags: u8, queue: String, entries: Vec<OwnedEntry> },
+    Confirm { count: u32 },
+    Subscribe { consumer_id: u32, prefetch: u32, queue: String },
+    Unsubscribe { consumer_id: u32 },
+    Deliver { consumer_id: u32, first_tag: u64, entries: Vec<OwnedEntry> },
+    Ack { consumer_id: u32, ranges: Vec<(u64, u64)> },
+    Nack { requeue: bool, consumer_id: u32, ranges: Vec<(u64, u64)> },
+    Get { no_ack: bool, consumer_id: u32, queue: String },
+    GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: OwnedEntry },
+    GetEmpty,
+}
+
+fn queue() -> impl Strategy<Value = String> {
+    // At most 255 bytes: 60 chars of up to 4 bytes, or a full-length name.
+    prop_oneof![4 => "\\PC{0,60}", 1 => "[a-z.]{250,255}"]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,80}"
+}
+
+fn entry() -> impl Strategy<Value = OwnedEntry> {
+    (any::<bool>(), prop::collection::vec(any::<u8>(), 0..24), prop::collection::vec(any::<u8>(), 0..96))
+}
+
+fn entries() -> impl Strategy<Value = Vec<OwnedEntry>> {
+    prop::collection::vec(entry(), 0..24)
+}
+
+fn ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    prop::collection::vec((1..u64::MAX, any::<u64>()), 0..16)
+        .prop_map(|v| v.into_iter().map(|(a, len)| (a, a.saturating_add(len % 1000))).collect())
+}
+
+fn owned_cmd() -> impl Strategy<Value = O> {
+    prop_oneof![
+        (any::<u16>(), text(), text()).prop_map(|(version, user, password)| O::Hello { version, user, password }),
+        (any::<u16>(), any::<u8>(), any::<(u32, u32, u32)>(), prop::collection::vec(text(), 1..8), any::<u16>())
+            .prop_map(|(version, hash_id, limits, addrs, s)| O::HelloOk {
+                version,
+                shard_id: s % addrs.len() as u16,
+                hash_id,
+                limits,
+                addrs
+            }),
+        any::<u64>().prop_map(|value| O::Ok { value }),
+        (any::<bool>(), any::<u16>(), text()).prop_map(|(fatal, code, message)| O::Error { fatal, code, message }),
+        Just(O::Ping),
+        Just(O::Pong),
+        (0..=op::DECLARE_KNOWN, queue()).prop_map(|(flags, queue)| O::Declare { flags, queue }),
+        (0..=op::DELETE_KNOWN, queue()).prop_map(|(flags, queue)| O::Delete { flags, queue }),
+        queue().prop_map(|queue| O::Purge { queue }),
+        (0..=op::PUBLISH_KNOWN, queue(), entries()).prop_map(|(flags, queue, entries)| O::Publish {
+            flags,
+            queue,
+            entries
+        }),
+        any::<u32>().prop_map(|count| O::Confirm { count }),
+        (any::<u32>(), any::<u32>(), queue()).prop_map(|(consumer_id, prefetch, queue)| O::Subscribe {
+            consumer_id,
+            prefetch,
+            queue
+        }),
+        any::<u32>().prop_map(|consumer_id| O::Unsubscribe { consumer_id }),
+        (any::<u32>(), any::<u64>(), entries()).prop_map(|(consumer_id, first_tag, entries)| O::Deliver {
+            consumer_id,
+            first_tag,
+            entries
+        }),
+        (any::<u32>(), ranges()).prop_map(|(consumer_id, ranges)| O::Ack { consumer_id, ranges }),
+        (any::<bool>(), any::<u32>(), ranges()).prop_map(|(requeue, consumer_id, ranges)| O::Nack {
+            requeue,
+            consumer_id,
+            ranges
+        }),
+        (any::<bool>(), any::<u32>(), queue()).prop_map(|(no_ack, consumer_id, queue)| O::Get {
+            no_ack,
+            consumer_id,
+            queue
+        }),
+        (any::<u32>(), any::<u64>(), any::<u32>(), entry()).prop_map(|(consumer_id, tag, remaining, entry)| {
+            O::GetOk { consumer_id, tag, remaining, entry }
+        }),
+        Just(O::GetEmpty),
+    ]
+}
+
+/// The flags byte `put_entry` writes and the decoder reports.
+fn entry_flags(e: &OwnedEntry) -> u8 {
+    (if e.0 { ENTRY_REDELIVERED } else { 0 }) | if e.1.is_empty() { 0 } else { ENTRY_HAS_PROPS }
+}
+
+fn entries_raw(es: &[OwnedEntry]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for e in es {
+        put_entry(&mut b, entry_flags(e), &e.1, &e.2);
+    }
+    b
+}
+
+fn ranges_raw(rs: &[(u64, u64)]) -> Vec<u8> {
+    rs.iter().flat_map(|(a, b)| a.to_le_bytes().into_iter().chain(b.to_le_bytes())).collect()
+}
+
+/// Builds the borrowed `Frame` for `o` and hands it to `f`.
+fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
+    let raw_entries = match o {
+        O::Publish { entries, .. } | O::Deliver { entries, .. } => entries_raw(entries),
+        _ => BytesMut::new(),
+    };
+    let raw_ranges = match o {
+        O::Ack { ranges, .. } | O::Nack { ranges, .. } => ranges_raw(ranges),
+        _ => Vec::new(),
+    };
+    let es = |n: usize| Entries::parse(&raw_entries, n as u32).expect("generated entries are valid");
+    let rs = |n: usize| Ranges::parse(&raw_ranges, n as u32).expect("generated ranges are valid");
+    let cmd = match o {
+        O::Hello { version, user, password } => Cmd::Hello { version: *version, user, password },
+        O::HelloOk { version, shard_id, hash_id, limits, addrs } => Cmd::HelloOk(HelloOk {
+            version: *version,
+            shard_id: *shard_id,
+            hash_id: *hash_id,
+            frame_bytes_max: limits.0,
+            message_bytes_max: limits.1,
+            prefetch_max: limits.2,
+            shard_addrs: addrs.iter().map(String::as_str).collect(),
+        }),
+        O::Ok { value } => Cmd::Ok { value: *value },
+        O::Error { fatal, code, message } => Cmd::Error { fatal: *fatal, code: *code, message },
+        O::Ping => Cmd::Ping,
+        O::Pong => Cmd::Pong,
+        O::Declare { flags, queue } => Cmd::Declare { flags: *flags, queue },
+        O::Delete { flags, queue } => Cmd::Delete { flags: *flags, queue },
+        O::Purge { queue } => Cmd::Purge { queue },
+        O::Publish { flags, queue, entries } => Cmd::Publish { flags: *flags, queue, entries: es(entries.len()) },
+        O::Confirm { count } => Cmd::Confirm { count: *count },
+        O::Subscribe { consumer_id, prefetch, queue } => {
+            Cmd::Subscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue }
+        }
+        O::Unsubscribe { consumer_id } => Cmd::Unsubscribe { consumer_id: *consumer_id },
+        O::Deliver { consumer_id, first_tag, entries } => {
+            Cmd::Deliver { consumer_id: *consumer_id, first_tag: *first_tag, entries: es(entries.len()) }
+        }
+        O::Ack { consumer_id, ranges } => Cmd::Ack { consumer_id: *consumer_id, ranges: rs(ranges.len()) },
+        O::Nack { requeue, consumer_id, ranges } => {
+            Cmd::Nack { requeue: *requeue, consumer_id: *consumer_id, ranges: rs(ranges.len()) }
+        }
+        O::Get { no_ack, consumer_id, queue } => Cmd::Get { no_ack: *no_ack, consumer_id: *consumer_id, queue },
+        O::GetOk { consumer_id, tag, remaining, entry } => Cmd::GetOk {
+            consumer_id: *consumer_id,
+            tag: *tag,
+            remaining: *remaining,
+            entry: Entry { flags: entry_flags(entry), props: &entry.1, body: &entry.2 },
+        },
+        O::GetEmpty => Cmd::GetEmpty,
+    };
+    f(&Frame { request_id, cmd })
+}
+
+fn encoded(request_id: u64, o: &O) -> BytesMut {
+    with_frame(request_id, o, |f| {
+        let mut b = BytesMut::new();
+        f.encode(&mut b);
+        b
+    })
+}
+
+/// Decodes exactly one whole frame from `buf`, or fails the test.
+fn decode_whole(buf: &[u8]) -> Result<Frame<'_>, TestCaseError> {
+    match decode(buf, MAX) {
+        Ok(Decoded::Frame(f, n)) => {
+            prop_assert_eq!(n, buf.len(), "consumed length");
+            Ok(f)
+        }
+        Ok(Decoded::Incomplete) => Err(TestCaseError::fail("whole frame decoded as Incomplete")),
+        Err(e) => Err(TestCaseError::fail(format!("valid frame rejected: {e}"))),
+    }
+}
+
+/// The error a frame's header alone earns, if any (`None`: header valid).
+fn header_error(buf: &[u8], max: usize) -> Option<DecodeError> {
+    let hdr = &buf[..HEADER_BYTES];
+    let reserved = u16::from_le_bytes([hdr[6], hdr[7]]);
+    let body_len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+    if reserved != 0 {
+        Some(DecodeError::Reserved(reserved))
+    } else if !op::is_known(hdr[4]) {
+        Some(DecodeError::UnknownOpcode(hdr[4]))
+    } else if HEADER_BYTES + body_len > max {
+        Some(DecodeError::TooLarge { len: HEADER_BYTES + body_len, max })
+    } else {
+        None
+    }
+}
+
+const OPCODES: [u8; 19] = [
+    op::HELLO,
+    op::HELLO_OK,
+    op::OK,
+    op::ERROR,
+    op::PING,
+    op::PONG,
+    op::DECLARE,
+    op::DELETE,
+    op::PURGE,
+    op::PUBLISH,
+    op::CONFIRM,
+    op::SUBSCRIBE,
+    op::UNSUBSCRIBE,
+    op::DELIVER,
+    op::ACK,
+    op::NACK,
+    op::GET,
+    op::GET_OK,
+    op::GET_EMPTY,
+];
+
+/// A well-formed header (known opcode, any flags) over an arbitrary body:
+/// reaches the body decoders far more often than uniform random bytes.
+fn framed_garbage() -> impl Strategy<Value = Vec<u8>> {
+    (prop::sample::select(&OPCODES[..]), any::<u8>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..300))
+        .prop_map(|(opcode, flags, rid, body)| {
+            let mut v = FrameHeader::new(opcode, flags, rid, body.len() as u32).as_bytes().to_vec();
+            v.extend_from_slice(&body);
+            v
+        })
+}
+
+#[test]
+fn error_codes_are_stable_and_round_trip() {
+    let mut known = Vec::new();
+    for v in 0..=u16::MAX {
+        if let Some(c) = ErrorCode::from_u16(v) {
+            assert_eq!(c.as_u16(), v);
+            known.push(v);
+        }
+    }
+    // Pinned: codes are never renumbered (append new ones only).
+    for v in [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24, 30, 31, 32, 40, 50] {
+        assert!(known.contains(&v), "error code {v} vanished");
+    }
+    assert_eq!(DecodeError::TooLarge { len: 1, max: 0 }.code(), ErrorCode::FrameTooLarge);
+    assert!(DecodeError::UnknownOpcode(0xff).code().is_fatal());
+}
+
+/// The table in `docs/protocol.md`, so other-language clients can check
+/// their implementation against it.
+#[test]
+fn shard_hash_vectors_in_the_docs() {
+    use super::shard_hash::{fnv1a64, shard_for};
+    let table: [(&str, u64, [u32; 6]); 6] = [
+        ("", 0xcbf2_9ce4_8422_2325, [0, 1, 1, 1, 1, 13]),
+        ("a", 0xaf63_dc4c_8601_ec8c, [0, 1, 2, 2, 2, 12]),
+        ("hello", 0xa430_d846_80aa_bd0b, [0, 1, 2, 2, 2, 2]),
+        ("q0", 0x08d2_1207_b572_d2e4, [0, 0, 0, 0, 0, 0]),
+        ("q1", 0x08d2_1307_b572_d497, [0, 0, 0, 0, 7, 9]),
+        ("orders", 0x0012_5d92_50be_8b4c, [0, 0, 0, 3, 7, 10]),
+    ];
+    for (q, h, shards) in table {
+        assert_eq!(fnv1a64(q.as_bytes()), h, "fnv1a64({q:?})");
+        for (n, want) in [1, 2, 3, 4, 8, 16].into_iter().zip(shards) {
+            assert_eq!(shard_for(q, n), want, "shard_for({q:?}, {n})");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_cmd_round_trips(rid in any::<u64>(), o in owned_cmd()) {
+        let buf = encoded(rid, &o);
+        let back = decode_whole(&buf)?;
+        with_frame(rid, &o, |f| -> Result<(), TestCaseError> {
+            prop_assert_eq!(&back, f);
+            Ok(())
+        })?;
+        // And the encoding is canonical: re-encoding gives the same bytes.
+        let mut again = BytesMut::new();
+        back.encode(&mut again);
+        prop_assert_eq!(&again[..], &buf[..]);
+    }
+
+    #[test]
+    fn pipelined_frames_decode_in_order(frames in prop::collection::vec((any::<u64>(), owned_cmd()), 1..6)) {
+        let mut stream = BytesMut::new();
+        for (rid, o) in &frames {
+            stream.extend_from_slice(&encoded(*rid, o));
+        }
+        let mut at = 0;
+        for (rid, o) in &frames {
+            let Ok(Decoded::Frame(f, n)) = decode(&stream[at..], MAX) else {
+                return Err(TestCaseError::fail("frame in a stream did not decode"));
+            };
+            with_frame(*rid, o, |want| -> Result<(), TestCaseError> {
+                prop_assert_eq!(&f, want);
+                Ok(())
+            })?;
+            at += n;
+        }
+        prop_assert_eq!(at, stream.len());
+        prop_assert!(matches!(decode(&stream[at..], MAX), Ok(Decoded::Incomplete)));
+    }
+
+    #[test]
+    fn strict_prefixes_are_incomplete(rid in any::<u64>(), o in owned_cmd()) {
+        let buf = encoded(rid, &o);
+        for n in 0..buf.len() {
+            prop_assert!(
+                matches!(decode(&buf[..n], MAX), Ok(Decoded::Incomplete)),
+                "prefix of {} of {} bytes", n, buf.len()
+            );
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(&buf, MAX);
+        let _ = decode(&buf, 64);
+    }
+
+    #[test]
+    fn framed_garbage_never_panics_and_round_trips(buf in framed_garbage()) {
+        // `peek_len` agrees with `decode` on the frame's length.
+        prop_assert_eq!(peek_len(&buf, MAX).ok().flatten(), Some(buf.len()));
+        if let Ok(Decoded::Frame(f, n)) = decode(&buf, MAX) {
+            prop_assert_eq!(n, buf.len());
+            let mut again = BytesMut::new();
+            f.encode(&mut again);
+            prop_assert_eq!(&again[..], &buf[..], "accepted frame is not canonical");
+        }
+    }
+
+    /// Any prefix is Incomplete or fails on its header: a decoder never
+    /// reports a body error before the whole body is there.
+    #[test]
+    fn prefixes_of_arbitrary_input(
+        buf in prop_oneof![framed_garbage(), prop::collection::vec(any::<u8>(), 0..128)],
+        max in prop_oneof![Just(MAX), 16usize..400],
+    ) {
+        for n in 0..=buf.len() {
+            let r = decode(&buf[..n], max);
+            if n < HEADER_BYTES {
+                prop_assert!(matches!(r, Ok(Decoded::Incomplete)));
+                continue;
+            }
+            let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            match header_error(&buf, max) {
+                Some(e) => prop_assert_eq!(r.err(), Some(e)),
+                None if n < HEADER_BYTES + body_len => prop_assert!(matches!(r, Ok(Decoded::Incomplete))),
+                None => {
+                    if let Ok(Decoded::Frame(_, used)) = r {
+                        prop_assert_eq!(used, HEADER_BYTES + body_len);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_large_rejected_before_the_body(
+        opcode in prop::sample::select(&OPCODES[..]),
+        max in HEADER_BYTES..(1usize << 24),
+        excess in 1u64..(1 << 32),
+        sent in 0usize..64,
+    ) {
+        let body_len = (max - HEADER_BYTES) as u64 + excess;
+        prop_assume!(body_len <= u64::from(u32::MAX));
+        let mut buf = FrameHeader::new(opcode, 0, 1, body_len as u32).as_bytes().to_vec();
+        buf.resize(HEADER_BYTES + sent, 0); // only part of the body has arrived
+        let len = HEADER_BYTES + body_len as usize;
+        prop_assert_eq!(decode(&buf, max).err(), Some(DecodeError::TooLarge { len, max }));
+    }
+
+    #[test]
+    fn batch_writer_publish_decodes_to_its_entries(
+        rid in any::<u64>(),
+        flags in 0..=op::PUBLISH_KNOWN,
+        queue in queue(),
+        es in entries(),
+        prefix in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        // A non-empty buffer first: the writer must patch its own frame only.
+        let mut buf = BytesMut::from(&prefix[..]);
+        let mut w = BatchWriter::begin_publish(&mut buf, rid, flags, &queue);
+        for e in &es {
+            w.push(&mut buf, if e.0 { ENTRY_REDELIVERED } else { 0 }, &e.1, &e.2);
+        }
+        prop_assert_eq!(w.count() as usize, es.len());
+        prop_assert_eq!(w.frame_len(&buf), buf.len() - prefix.len());
+        w.finish(&mut buf);
+        prop_assert_eq!(&buf[..prefix.len()], &prefix[..]);
+        let f = decode_whole(&buf[prefix.len()..])?;
+        prop_assert_eq!(f.request_id, rid);
+        let Cmd::Publish { flags: got_flags, queue: got_queue, entries } = f.cmd else {
+            return Err(TestCaseError::fail("not a Publish"));
+        };
+        prop_assert_eq!(got_flags, flags);
+        prop_assert_eq!(got_queue, &queue[..]);
+        prop_assert_eq!(entries.len() as usize, es.len());
+        let got: Vec<OwnedEntry> =
+            entries.iter().map(|e| (e.redelivered(), e.props.to_vec(), e.body.to_vec())).collect();
+        prop_assert_eq!(got, es);
+    }
+
+    #[test]
+    fn batch_writer_deliver_decodes_to_its_entries(consumer_id in any::<u32>(), first_tag in 1..u64::MAX, es in entries()) {
+        let mut buf = BytesMut::new();
+        let mut w = BatchWriter::begin_deliver(&mut buf, consumer_id, first_tag);
+        for e in &es {
+            w.push(&mut buf, if e.0 { ENTRY_REDELIVERED } else { 0 }, &e.1, &e.2);
+        }
+        w.finish(&mut buf);
+        let f = decode_whole(&buf)?;
+        let want = O::Deliver { consumer_id, first_tag, entries: es };
+        with_frame(0, &want, |w| -> Result<(), TestCaseError> {
+            prop_assert_eq!(&f, w);
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn encode_ack_matches_frame_encode(rid in any::<u64>(), consumer_id in any::<u32>(), rs in ranges(), nack in any::<Option<bool>>()) {
+        let mut buf = BytesMut::new();
+        encode_ack(&mut buf, rid, nack, consumer_id, &rs);
+        let o = match nack {
+            None => O::Ack { consumer_id, ranges: rs },
+            Some(requeue) => O::Nack { requeue, consumer_id, ranges: rs },
+        };
+        prop_assert_eq!(&buf[..], &encoded(rid, &o)[..]);
+        decode_whole(&buf)?;
+    }
+}

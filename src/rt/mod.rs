@@ -1,0 +1,68 @@
+//! Small single-threaded async pieces shared by the broker and the client:
+//! a wake-up signal, a one-shot result slot, and the batched socket writer.
+
+pub mod notify;
+pub mod outbox;
+pub mod reader;
+
+pub use notify::Notify;
+pub use outbox::Outbox;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// A value set once and awaited by any number of futures on one thread.
+pub struct Slot<T> {
+    value: RefCell<Option<T>>,
+    notify: Notify,
+}
+
+impl<T: Clone> Slot<T> {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self { value: RefCell::new(None), notify: Notify::default() })
+    }
+
+    /// Sets the value unless it is already set.
+    pub fn set(&self, v: T) {
+        let mut slot = self.value.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(v);
+            drop(slot);
+            self.notify.notify();
+        }
+    }
+
+    pub fn get(&self) -> Option<T> {
+        self.value.borrow().clone()
+    }
+
+    pub fn wait(self: &Rc<Self>) -> SlotWait<T> {
+        SlotWait { slot: self.clone() }
+    }
+}
+
+pub struct SlotWait<T> {
+    slot: Rc<Slot<T>>,
+}
+
+impl<T: Clone> Future for SlotWait<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if let Some(v) = self.slot.get() {
+            return Poll::Ready(v);
+        }
+        let n = self.slot.notify.notified();
+        futures_lite::pin!(n);
+        // Registers the waker; the epoch check inside cannot fire here
+        // because nothing ran between `get` and `notified`.
+        let _ = n.poll(cx);
+        match self.slot.get() {
+            Some(v) => Poll::Ready(v),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Reads a socket into whole frames. Bytes land in one buffer that is
+//! frozen into a shared chunk once it holds whole frames, so message bodies
+//! can be sliced out of it without a copy. A frame's size is known from its
+//! header, so the buffer grows once to fit it, and the size limit is
+//! checked before any of the body is read.
+
+use crate::protocol::{self, DecodeError, Decoded, Frame};
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncReadExt};
+use std::time::Duration;
+
+const READ_BYTES: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed between frames.
+    Eof,
+    /// The peer closed inside a frame.
+    Truncated { buffered: usize },
+    /// No bytes within the allowed time.
+    Timeout { buffered: usize, after: Duration },
+    Decode(DecodeError),
+    Io(std::io::Error),
+}
+
+pub struct FrameReader {
+    buf: BytesMut,
+    frame_bytes_max: usize,
+}
+
+impl FrameReader {
+    pub fn new(frame_bytes_max: usize) -> Self {
+        Self { buf: BytesMut::with_capacity(READ_BYTES), frame_bytes_max }
+    }
+
+    pub fn frame_bytes_max(&self) -> usize {
+        self.frame_bytes_max
+    }
+
+    /// Reads until at least one whole frame is buffered and returns the
+    /// buffered bytes as a chunk. Hand back what was not used with
+    /// [`FrameReader::keep`]. `timeout(buffered)` bounds each read.
+    pub async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        timeout: impl Fn(bool) -> Option<Duration>,
+    ) -> Result<Bytes, ReadError> {
+        loop {
+            let need = protocol::frame::peek_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)?;
+            if let Some(n) = need {
+                if self.buf.len() >= n {
+                    return Ok(self.buf.split().freeze());
+                }
+            }
+            let want = need.unwrap_or(0).saturating_sub(self.buf.len()).max(READ_BYTES);
+            let n = self.read_some(r, want, timeout(!self.buf.is_empty())).await?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() { ReadError::Eof } else { ReadError::Truncated { buffered: self.buf.len() } });
+            }
+        }
+    }
+
+    /// Returns the unused tail of a chunk (a partial frame) to the buffer.
+    pub fn keep(&mut self, chunk: &Bytes, used: usize) {
+        debug_assert!(self.buf.is_empty(), "keep follows fill");
+        self.buf.extend_from_slice(&chunk[used..]);
+    }
+
+    async fn read_some<R: AsyncRead + Unpin>(&mut self, r: &mut R, want: usize, t: Option<Duration>) -> Result<usize, ReadError> {
+        let start = self.buf.len();
+        self.buf.resize(start + want, 0);
+        let dst = &mut self.buf[start..];
+        let res = match t {
+            None => r.read(dst).await,
+            Some(t) => match glommio::timer::timeout(t, async { Ok(r.read(dst).await) }).await {
+                Ok(res) => res,
+                Err(_) => {
+                    self.buf.truncate(start);
+                    return Err(ReadError::Timeout { buffered: start, after: t });
+                }
+            },
+        };
+        match res {
+            Ok(n) => {
+                self.buf.truncate(start + n);
+                Ok(n)
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                Err(ReadError::Io(e))
+            }
+        }
+    }
+}
+
+/// Calls `f` on every whole frame at the front of `chunk`; returns the
+/// bytes used. Stops at the first decode error or error from `f`.
+pub fn for_each_frame<E>(
+    chunk: &Bytes,
+    frame_bytes_max: usize,
+    mut f: impl FnMut(Frame<'_>) -> Result<(), E>,
+) -> Result<usize, Result<E, DecodeError>> {
+    let mut off = 0;
+    loop {
+        match protocol::decode(&chunk[off..], frame_bytes_max) {
+            Ok(Decoded::Incomplete) => return Ok(off),
+            Ok(Decoded::Frame(frame, len)) => {
+                f(frame).map_err(Ok)?;
+                off += len;
+            }
+            Err(e) => return Err(Err(e)),
+        }
+    }
+}

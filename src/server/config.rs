@@ -1,0 +1,196 @@
+//! Broker configuration: every limit lives here, with its unit in its name,
+//! and is validated before any shard starts. TOML keys are the snake_case
+//! forms of the `serve` flags (`--data-dir` is `data_dir`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Shards to run, one per core; 0 means every online core.
+    pub cores: usize,
+    /// Pin shard i to CPU i (modulo the CPU count).
+    pub pin_cores: bool,
+    pub data_dir: PathBuf,
+    /// Native protocol: every shard listens here (SO_REUSEPORT), and shard i
+    /// also on port + 1 + i (an ephemeral port when this port is 0).
+    pub listen: SocketAddr,
+    pub amqp_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub users: Vec<User>,
+    pub log_format: LogFormat,
+    /// A `RUST_LOG`-style filter, used when `RUST_LOG` is not set.
+    pub log_filter: String,
+
+    /// Largest frame, header included.
+    pub frame_bytes_max: u32,
+    /// Largest message body plus properties.
+    pub message_bytes_max: u32,
+    /// Open connections per shard.
+    pub connections_per_shard_max: u32,
+    /// Queues owned by one shard.
+    pub queues_per_shard_max: u32,
+    /// Ready messages one queue may hold; publishes beyond it are refused.
+    pub queue_messages_max: u64,
+    /// Highest prefetch (unacked messages) a consumer may ask for.
+    pub prefetch_max: u32,
+    /// Consumers (push and pull) one connection may hold.
+    pub consumers_per_connection_max: u32,
+    /// Messages in one Deliver frame.
+    pub deliver_batch_max: u32,
+    /// Batches in flight on each mesh channel between two shards.
+    pub mesh_capacity: u32,
+    /// Forwarded requests a shard may queue for one peer before the
+    /// connections producing them wait.
+    pub mesh_pending_max: u32,
+    /// Time a new connection has to complete its handshake.
+    pub handshake_timeout_ms: u64,
+    /// Time a started frame has to arrive whole.
+    pub frame_timeout_ms: u64,
+    /// Bytes buffered for one connection's socket before its reader waits.
+    pub outbox_bytes_max: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cores: 0,
+            pin_cores: true,
+            data_dir: PathBuf::from("./ringmq-data"),
+            listen: "127.0.0.1:5680".parse().expect("literal"),
+            amqp_listen: "127.0.0.1:5672".parse().expect("literal"),
+            metrics_listen: "127.0.0.1:15692".parse().expect("literal"),
+            users: vec![User { name: "guest".into(), password: "guest".into() }],
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+            frame_bytes_max: 4 << 20,
+            message_bytes_max: 1 << 20,
+            connections_per_shard_max: 10_000,
+            queues_per_shard_max: 100_000,
+            queue_messages_max: 100_000_000,
+            prefetch_max: 65_535,
+            consumers_per_connection_max: 1_024,
+            deliver_batch_max: 256,
+            mesh_capacity: 1_024,
+            mesh_pending_max: 65_536,
+            handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
+            outbox_bytes_max: 8 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+fn check(ok: bool, key: &'static str, why: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid { key, why: why() })
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Shards to run, once `cores = 0` is resolved to the online CPUs.
+    pub fn shard_count(&self) -> usize {
+        if self.cores == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.cores
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(self.cores <= 1024, "cores", || format!("{} is over 1024", self.cores))?;
+        check(!self.users.is_empty(), "users", || "at least one user is needed".into())?;
+        for u in &self.users {
+            check(!u.name.is_empty() && u.name.len() <= 255, "users", || "a user name must be 1 to 255 bytes".into())?;
+        }
+        let f = self.frame_bytes_max;
+        check((1024..=256 << 20).contains(&f), "frame_bytes_max", || format!("{f} is outside 1024..=268435456"))?;
+        let m = self.message_bytes_max;
+        // A Publish carrying one message of the largest size must fit a frame.
+        check(m >= 1 && u64::from(m) + 1024 <= u64::from(f), "message_bytes_max", || {
+            format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
+        })?;
+        let positive: [(&'static str, u64); 9] = [
+            ("connections_per_shard_max", self.connections_per_shard_max.into()),
+            ("queues_per_shard_max", self.queues_per_shard_max.into()),
+            ("queue_messages_max", self.queue_messages_max),
+            ("prefetch_max", self.prefetch_max.into()),
+            ("consumers_per_connection_max", self.consumers_per_connection_max.into()),
+            ("deliver_batch_max", self.deliver_batch_max.into()),
+            ("mesh_capacity", self.mesh_capacity.into()),
+            ("mesh_pending_max", self.mesh_pending_max.into()),
+            ("outbox_bytes_max", self.outbox_bytes_max.into()),
+        ];
+        for (key, v) in positive {
+            check(v > 0, key, || "must be greater than 0".into())?;
+        }
+        check(self.handshake_timeout_ms > 0, "handshake_timeout_ms", || "must be greater than 0".into())?;
+        check(self.frame_timeout_ms > 0, "frame_timeout_ms", || "must be greater than 0".into())?;
+        check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
+            format!("must be at least frame_bytes_max ({f})")
+        })?;
+        check(self.listen.port() == 0 || usize::from(self.listen.port()) + self.shard_count() < 65_536, "listen", || {
+            "per-shard ports (port + 1 + shard) run past 65535".into()
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("frame_bytes_maxx = 10").unwrap_err();
+        assert!(e.contains("frame_bytes_maxx"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let c = Config::from_toml("message_bytes_max = 9000000\nframe_bytes_max = 4096").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("message_bytes_max"), "{e}");
+    }
+}

@@ -1,0 +1,395 @@
+//! A native-protocol connection: read, decode, check, and hand each request
+//! to the shard that owns its queue (here, or over the mesh).
+
+use crate::rt::Outbox;
+use super::shard::{ConnSink, Shard};
+use super::types::{ConnRef, Incoming, Reply, Request};
+use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
+use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
+use bytes::{Bytes, BytesMut};
+use futures_lite::AsyncRead;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Why the read loop ended with an error the client should hear about.
+struct Fatal {
+    request_id: u64,
+    code: ErrorCode,
+    message: String,
+}
+
+impl Fatal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { request_id: 0, code, message: message.into() }
+    }
+}
+
+/// A consumer id this connection has opened, and where its queue lives.
+struct ConsumerRoute {
+    queue: String,
+    owner: u16,
+    pull: bool,
+}
+
+pub struct NativeConn {
+    shard: Rc<Shard>,
+    me: Cell<Option<ConnRef>>,
+    peer: String,
+    pub outbox: Outbox,
+    handshaken: Cell<bool>,
+    consumers: RefCell<HashMap<u32, ConsumerRoute>>,
+    /// Subscribe requests in flight, so a refused one frees its id.
+    pending_subscribes: RefCell<HashMap<u64, u32>>,
+}
+
+impl ConnSink for NativeConn {
+    fn send(&self, reply: Reply) {
+        if let Reply::Error { request_id, .. } = &reply {
+            if let Some(id) = self.pending_subscribes.borrow_mut().remove(request_id) {
+                self.consumers.borrow_mut().remove(&id);
+            }
+        } else if let Reply::Ok { request_id, .. } = &reply {
+            self.pending_subscribes.borrow_mut().remove(request_id);
+        }
+        self.outbox.push(|buf| encode_reply(buf, &reply));
+    }
+
+    fn shut_down(&self, why: &str) {
+        self.send_error(0, ErrorCode::ShuttingDown, why);
+        self.outbox.close();
+    }
+}
+
+/// Appends the native encoding of a reply.
+pub fn encode_reply(buf: &mut BytesMut, reply: &Reply) {
+    match reply {
+        Reply::Deliver { consumer_id, first_tag, msgs } => {
+            let mut w = BatchWriter::begin_deliver(buf, *consumer_id, *first_tag);
+            for m in msgs {
+                let flags = if m.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
+                w.push(buf, flags, &m.props, &m.body);
+            }
+            w.finish(buf);
+        }
+        Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
+        Reply::Error { request_id, code, message } => frame(
+            buf,
+            *request_id,
+            Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) },
+        ),
+        Reply::Confirm { request_id, count } => frame(buf, *request_id, Cmd::Confirm { count: *count }),
+        Reply::GetOk { request_id, consumer_id, tag, remaining, msg } => {
+            let flags = if msg.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
+            let entry = Entry { flags, props: &msg.props, body: &msg.body };
+            frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
+        }
+        Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
+    }
+}
+
+fn frame(buf: &mut BytesMut, request_id: u64, cmd: Cmd<'_>) {
+    Frame { request_id, cmd }.encode(buf);
+}
+
+/// Error texts are bounded so an error frame always fits.
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(1024);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn check_queue_name(q: &str) -> Result<(), Fatal> {
+    if q.is_empty() || q.chars().any(char::is_control) {
+        return Err(Fatal::new(ErrorCode::BadQueueName, format!("bad queue name {q:?}: empty or has control characters")));
+    }
+    Ok(())
+}
+
+impl NativeConn {
+    pub fn new(shard: Rc<Shard>, peer: String) -> Self {
+        Self {
+            shard,
+            me: Cell::new(None),
+            peer,
+            outbox: Outbox::default(),
+            handshaken: Cell::new(false),
+            consumers: RefCell::new(HashMap::new()),
+            pending_subscribes: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn set_ref(&self, me: ConnRef) {
+        self.me.set(Some(me));
+    }
+
+    fn me(&self) -> ConnRef {
+        self.me.get().expect("connection registered before reading")
+    }
+
+    fn send_error(&self, request_id: u64, code: ErrorCode, message: &str) {
+        self.outbox.push(|buf| encode_reply(buf, &Reply::error(request_id, code, message)));
+    }
+
+    /// Reads and handles frames until the peer closes, the stream breaks,
+    /// or a fatal error; then releases the connection's consumers.
+    pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
+        let result = self.read_frames(&mut r).await;
+        if let Err(f) = result {
+            let level_warn = f.code != ErrorCode::ShuttingDown;
+            if level_warn {
+                tracing::warn!(peer = %self.peer, code = f.code.as_u16(), "closing connection: {}", f.message);
+            }
+            self.send_error(f.request_id, f.code, &f.message);
+        }
+        self.release();
+        self.outbox.close();
+    }
+
+    fn release(&self) {
+        let me = self.me();
+        self.shard.unregister(me);
+        let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
+        for (_, c) in self.consumers.borrow_mut().drain() {
+            let qs = by_owner.entry(c.owner).or_default();
+            if !qs.contains(&c.queue) {
+                qs.push(c.queue);
+            }
+        }
+        for (owner, queues) in by_owner {
+            self.shard.submit(me, 0, owner, Request::ConnClosed { queues });
+        }
+    }
+
+    fn timeout(&self, buffered: bool) -> Option<Duration> {
+        let c = &self.shard.config;
+        if !self.handshaken.get() {
+            Some(Duration::from_millis(c.handshake_timeout_ms))
+        } else if buffered {
+            Some(Duration::from_millis(c.frame_timeout_ms))
+        } else {
+            None
+        }
+    }
+
+    async fn read_frames<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<(), Fatal> {
+        let mut reader = FrameReader::new(self.shard.config.frame_bytes_max as usize);
+        loop {
+            let chunk = match reader.fill(r, |b| self.timeout(b)).await {
+                Ok(c) => c,
+                Err(e) => return self.read_failed(e),
+            };
+            let used = for_each_frame(&chunk, reader.frame_bytes_max(), |f| {
+                let rid = f.request_id;
+                match self.on_frame(&chunk, f) {
+                    Err(e) if !e.code.is_fatal() => {
+                        tracing::info!(peer = %self.peer, code = e.code.as_u16(), "request refused: {}", e.message);
+                        self.send_error(rid, e.code, &e.message);
+                        Ok(())
+                    }
+                    other => other,
+                }
+            });
+            match used {
+                Ok(n) => reader.keep(&chunk, n),
+                Err(Ok(fatal)) => return Err(fatal),
+                Err(Err(e)) => return Err(Fatal::new(e.code(), e.to_string())),
+            }
+            self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
+            self.shard.mesh.wait_for_space().await;
+            if self.outbox.is_closing() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn read_failed(&self, e: ReadError) -> Result<(), Fatal> {
+        match e {
+            ReadError::Eof => Ok(()),
+            ReadError::Io(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "read failed");
+                Ok(())
+            }
+            ReadError::Truncated { buffered } => Err(Fatal::new(
+                ErrorCode::TruncatedFrame,
+                format!("peer closed with {buffered} bytes of an unfinished frame"),
+            )),
+            ReadError::Timeout { after, .. } => {
+                let what = if self.handshaken.get() { "a frame did not arrive whole" } else { "no handshake" };
+                Err(Fatal::new(ErrorCode::FrameTimeout, format!("{what} within {} ms", after.as_millis())))
+            }
+            ReadError::Decode(e) => Err(Fatal::new(e.code(), e.to_string())),
+        }
+    }
+
+    fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<(), Fatal> {
+        let rid = f.request_id;
+        if !self.handshaken.get() {
+            return match f.cmd {
+                Cmd::Hello { version, user, password } => self.hello(rid, version, user, password),
+                other => Err(Fatal::new(ErrorCode::HandshakeRequired, format!("expected Hello, got {}", other.name()))),
+            };
+        }
+        let shard = &self.shard;
+        let me = self.me();
+        match f.cmd {
+            Cmd::Hello { .. } => return Err(Fatal::new(ErrorCode::AlreadyHandshaken, "a second Hello on one connection")),
+            Cmd::Ping => self.outbox.push(|b| frame(b, rid, Cmd::Pong)),
+            Cmd::Pong => {}
+            Cmd::Declare { flags, queue } => {
+                check_queue_name(queue)?;
+                let req = Request::Declare {
+                    durable: flags & op::DECLARE_DURABLE != 0,
+                    passive: flags & op::DECLARE_PASSIVE != 0,
+                    queue: queue.into(),
+                };
+                shard.submit(me, rid, shard.owner_of(queue), req);
+            }
+            Cmd::Delete { flags, queue } => {
+                let req = Request::Delete { if_empty: flags & op::DELETE_IF_EMPTY != 0, queue: queue.into() };
+                shard.submit(me, rid, shard.owner_of(queue), req);
+            }
+            Cmd::Purge { queue } => shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() }),
+            Cmd::Publish { flags, queue, entries } => self.publish(chunk, rid, flags, queue, entries)?,
+            Cmd::Subscribe { consumer_id, prefetch, queue } => self.subscribe(rid, consumer_id, prefetch, queue)?,
+            Cmd::Unsubscribe { consumer_id } => {
+                let c = self.consumers.borrow_mut().remove(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
+                shard.submit(me, rid, c.owner, Request::Unsubscribe { consumer_id, queue: c.queue });
+            }
+            Cmd::Ack { consumer_id, ranges } => {
+                let (owner, queue) = self.route(consumer_id)?;
+                shard.submit(me, rid, owner, Request::Ack { consumer_id, queue, ranges: ranges.iter().collect() });
+            }
+            Cmd::Nack { requeue, consumer_id, ranges } => {
+                let (owner, queue) = self.route(consumer_id)?;
+                let req = Request::Nack { consumer_id, queue, requeue, ranges: ranges.iter().collect() };
+                shard.submit(me, rid, owner, req);
+            }
+            Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
+            other => {
+                return Err(Fatal {
+                    request_id: rid,
+                    code: ErrorCode::BadFrame,
+                    message: format!("{} is sent by the server, not the client", other.name()),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn hello(&self, rid: u64, version: u16, user: &str, password: &str) -> Result<(), Fatal> {
+        if version != protocol::VERSION {
+            return Err(Fatal::new(
+                ErrorCode::VersionUnsupported,
+                format!("protocol version {version} is not supported; this broker speaks {}", protocol::VERSION),
+            ));
+        }
+        let c = &self.shard.config;
+        if !c.users.iter().any(|u| u.name == user && u.password == password) {
+            return Err(Fatal::new(ErrorCode::AuthFailed, format!("bad user name or password for '{}'", clip(user))));
+        }
+        self.handshaken.set(true);
+        let hello = HelloOk {
+            version: protocol::VERSION,
+            shard_id: self.shard.id,
+            hash_id: protocol::HASH_ID,
+            frame_bytes_max: c.frame_bytes_max,
+            message_bytes_max: c.message_bytes_max,
+            prefetch_max: c.prefetch_max,
+            shard_addrs: self.shard.shard_addrs.iter().map(String::as_str).collect(),
+        };
+        self.outbox.push(|b| frame(b, rid, Cmd::HelloOk(hello)));
+        tracing::debug!(peer = %self.peer, user, "handshake done");
+        Ok(())
+    }
+
+    fn publish(&self, chunk: &Bytes, rid: u64, flags: u8, queue: &str, entries: protocol::Entries<'_>) -> Result<(), Fatal> {
+        let max = self.shard.config.message_bytes_max as usize;
+        if let Some(e) = entries.iter().find(|e| e.props.len() + e.body.len() > max) {
+            return Err(Fatal {
+                request_id: rid,
+                code: ErrorCode::MessageTooLarge,
+                message: format!("a message of {} bytes exceeds message_bytes_max {max}", e.props.len() + e.body.len()),
+            });
+        }
+        let persistent = flags & op::PUBLISH_PERSISTENT != 0;
+        let confirm = flags & op::PUBLISH_CONFIRM != 0;
+        let owner = self.shard.owner_of(queue);
+        let msgs = entries.iter().map(|e| Incoming { props: slice(chunk, e.props), body: chunk.slice_ref(e.body) });
+        if owner == self.shard.id {
+            self.shard.publish(self.me(), rid, persistent, confirm, queue, msgs);
+        } else {
+            let req = Request::Publish { persistent, confirm, queue: queue.into(), msgs: msgs.collect() };
+            self.shard.submit(self.me(), rid, owner, req);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, rid: u64, consumer_id: u32, prefetch: u32, queue: &str) -> Result<(), Fatal> {
+        let c = &self.shard.config;
+        if prefetch == 0 || prefetch > c.prefetch_max {
+            return Err(Fatal {
+                request_id: rid,
+                code: ErrorCode::PrefetchOutOfRange,
+                message: format!("prefetch {prefetch} is outside 1..={}", c.prefetch_max),
+            });
+        }
+        check_queue_name(queue)?;
+        let owner = self.add_consumer(consumer_id, queue, false)?;
+        self.pending_subscribes.borrow_mut().insert(rid, consumer_id);
+        self.shard.submit(self.me(), rid, owner, Request::Subscribe { consumer_id, prefetch, queue: queue.into() });
+        Ok(())
+    }
+
+    fn get(&self, rid: u64, no_ack: bool, consumer_id: u32, queue: &str) -> Result<(), Fatal> {
+        check_queue_name(queue)?;
+        let known = self.consumers.borrow().get(&consumer_id).map(|c| c.pull && c.queue == queue);
+        let owner = match known {
+            Some(true) => self.shard.owner_of(queue),
+            Some(false) => {
+                return Err(Fatal::new(ErrorCode::ConsumerExists, format!("consumer id {consumer_id} is in use for something else")))
+            }
+            None if no_ack => self.shard.owner_of(queue),
+            None => self.add_consumer(consumer_id, queue, true)?,
+        };
+        self.shard.submit(self.me(), rid, owner, Request::Get { consumer_id, no_ack, queue: queue.into() });
+        Ok(())
+    }
+
+    fn add_consumer(&self, consumer_id: u32, queue: &str, pull: bool) -> Result<u16, Fatal> {
+        let mut consumers = self.consumers.borrow_mut();
+        if consumers.contains_key(&consumer_id) {
+            return Err(Fatal::new(ErrorCode::ConsumerExists, format!("consumer id {consumer_id} is already in use")));
+        }
+        let max = self.shard.config.consumers_per_connection_max;
+        if consumers.len() >= max as usize {
+            return Err(Fatal::new(ErrorCode::ConsumerLimit, format!("consumers_per_connection_max = {max} reached")));
+        }
+        let owner = self.shard.owner_of(queue);
+        consumers.insert(consumer_id, ConsumerRoute { queue: queue.into(), owner, pull });
+        Ok(owner)
+    }
+
+    fn route(&self, consumer_id: u32) -> Result<(u16, String), Fatal> {
+        let consumers = self.consumers.borrow();
+        let c = consumers.get(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
+        Ok((c.owner, c.queue.clone()))
+    }
+}
+
+fn slice(chunk: &Bytes, part: &[u8]) -> Bytes {
+    if part.is_empty() {
+        Bytes::new()
+    } else {
+        chunk.slice_ref(part)
+    }
+}
+
+fn unknown_consumer(id: u32) -> Fatal {
+    Fatal::new(ErrorCode::UnknownConsumer, format!("no consumer {id} on this connection"))
+}
+
+

@@ -1,0 +1,88 @@
+//! Sockets: bound on the main thread before the shards start (so a port 0
+//! resolves once and every shard shares it), accepted on each shard.
+
+use super::connection::NativeConn;
+use super::shard::{ConnSink, Shard};
+use crate::protocol::ErrorCode;
+use futures_lite::io::split;
+use glommio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+
+/// A listening socket in transit from the main thread to its shard.
+pub struct BoundSocket(RawFd);
+
+impl BoundSocket {
+    /// Binds with SO_REUSEPORT so every shard can share one address.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<(Self, SocketAddr)> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        let local = s.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("not an inet socket"))?;
+        Ok((Self(s.into_raw_fd()), local))
+    }
+
+    /// Becomes a glommio listener on the shard that calls this.
+    pub fn into_listener(self) -> TcpListener {
+        let fd = self.0;
+        std::mem::forget(self);
+        // SAFETY: the fd came from `into_raw_fd` above and is owned only here.
+        unsafe { TcpListener::from_raw_fd(fd) }
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        // SAFETY: still owned (not handed to a listener).
+        drop(unsafe { Socket::from_raw_fd(self.0) });
+    }
+}
+
+/// Accepts until the task is dropped at shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                // Out of fds or similar: back off instead of spinning.
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let _ = stream.set_nodelay(true);
+    let conn = Rc::new(NativeConn::new(shard.clone(), peer.clone()));
+    let registered = shard.register(conn.clone() as Rc<dyn ConnSink>);
+    let (reader, writer) = split(stream);
+    let Some(me) = registered else {
+        let max = shard.config.connections_per_shard_max;
+        tracing::warn!(shard = shard.id, %peer, "refusing connection: connections_per_shard_max = {max} reached");
+        conn.outbox.push(|b| {
+            super::connection::encode_reply(
+                b,
+                &super::types::Reply::error(0, ErrorCode::ConnectionLimit, format!("connections_per_shard_max = {max} reached")),
+            )
+        });
+        conn.outbox.close();
+        conn.outbox.write_loop(writer).await;
+        return;
+    };
+    conn.set_ref(me);
+    tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection open");
+    let w = conn.clone();
+    let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
+    conn.read_loop(reader).await;
+    writer_task.await;
+    tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection closed");
+}

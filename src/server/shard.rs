@@ -1,0 +1,312 @@
+//! One shard: the queues it owns, the connections it holds, and the request
+//! handler that every path (direct or forwarded) ends in.
+
+use super::config::Config;
+use super::mesh::{Batch, Mesh, MeshMsg};
+use super::queue::{Queue, QueueLimits};
+use super::types::{ConnRef, Incoming, QueueError, Reply, Request};
+use crate::protocol::{shard_for, ErrorCode};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// What a connection must offer the shard: a place to put replies.
+pub trait ConnSink {
+    fn send(&self, reply: Reply);
+    /// Ends the connection after flushing what is queued (broker shutdown).
+    fn shut_down(&self, why: &str);
+}
+
+/// Per-shard counters: plain cells, summed across shards when read.
+#[derive(Default)]
+pub struct Counters {
+    pub published: Cell<u64>,
+    pub delivered: Cell<u64>,
+    pub acked: Cell<u64>,
+    pub redelivered: Cell<u64>,
+    pub confirmed: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+pub struct Shard {
+    pub id: u16,
+    pub count: u16,
+    pub config: Arc<Config>,
+    pub shard_addrs: Vec<String>,
+    pub mesh: Mesh,
+    pub counters: Counters,
+    queues: RefCell<HashMap<String, Queue, ahash::RandomState>>,
+    conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
+    next_conn_id: Cell<u64>,
+}
+
+impl Shard {
+    pub fn new(id: u16, count: u16, config: Arc<Config>, shard_addrs: Vec<String>, mesh: Mesh) -> Self {
+        Self {
+            id,
+            count,
+            config,
+            shard_addrs,
+            mesh,
+            counters: Counters::default(),
+            queues: RefCell::new(HashMap::default()),
+            conns: RefCell::new(HashMap::new()),
+            next_conn_id: Cell::new(1),
+        }
+    }
+
+    pub fn owner_of(&self, queue: &str) -> u16 {
+        shard_for(queue, u32::from(self.count)) as u16
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Registers a connection; `None` when the shard is at its limit.
+    pub fn register(&self, sink: Rc<dyn ConnSink>) -> Option<ConnRef> {
+        if self.conns.borrow().len() >= self.config.connections_per_shard_max as usize {
+            return None;
+        }
+        let me = ConnRef { shard: self.id, conn_id: self.next_conn_id.get() };
+        self.next_conn_id.set(me.conn_id + 1);
+        self.conns.borrow_mut().insert(me.conn_id, sink);
+        Some(me)
+    }
+
+    pub fn unregister(&self, me: ConnRef) {
+        self.conns.borrow_mut().remove(&me.conn_id);
+    }
+
+    pub fn shut_down_connections(&self, why: &str) {
+        let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.shut_down(why);
+        }
+    }
+
+    /// Sends a reply to a connection, wherever it lives.
+    pub fn route_reply(&self, to: ConnRef, reply: Reply) {
+        if to.shard == self.id {
+            self.reply_local(to.conn_id, reply);
+        } else {
+            self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
+        }
+    }
+
+    fn reply_local(&self, conn_id: u64, reply: Reply) {
+        let sink = self.conns.borrow().get(&conn_id).cloned();
+        match sink {
+            Some(s) => s.send(reply),
+            // The connection closed while its reply was in flight; its
+            // ConnClosed has requeued (or will requeue) any delivery here.
+            None => tracing::debug!(conn_id, "reply for a closed connection discarded"),
+        }
+    }
+
+    /// Sends a request to the owner of `queue`: handled here when this
+    /// shard owns it, forwarded over the mesh otherwise.
+    pub fn submit(&self, from: ConnRef, request_id: u64, owner: u16, req: Request) {
+        if owner == self.id {
+            self.handle(from, request_id, req);
+        } else {
+            self.mesh.forward(owner, MeshMsg::Request { from, request_id, req });
+        }
+    }
+
+    pub fn on_mesh(&self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Request { from, request_id, req } => self.handle(from, request_id, req),
+            MeshMsg::Reply { conn_id, reply } => self.reply_local(conn_id, reply),
+        }
+    }
+
+    /// A batch the mesh could not deliver because its peer has stopped:
+    /// each request gets an error back; replies have nobody left to read them.
+    pub fn on_mesh_failure(&self, peer: u16, batch: Batch) {
+        let mut lost_replies = 0;
+        for msg in batch {
+            match msg {
+                MeshMsg::Request { from, request_id, .. } => self.route_reply(
+                    from,
+                    Reply::error(request_id, ErrorCode::ShardUnavailable, format!("shard {peer} is not running")),
+                ),
+                MeshMsg::Reply { .. } => lost_replies += 1,
+            }
+        }
+        tracing::warn!(peer, lost_replies, "mesh peer stopped");
+    }
+
+    fn limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages_max: self.config.queue_messages_max,
+            deliver_batch_max: self.config.deliver_batch_max,
+        }
+    }
+
+    /// The owner's side of every request. Runs on this shard's thread only.
+    pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
+        let result = match req {
+            Request::Publish { persistent, confirm, queue, msgs } => {
+                self.publish(from, request_id, persistent, confirm, &queue, msgs.into_iter());
+                return;
+            }
+            Request::ConnClosed { queues } => {
+                self.connection_closed(from, &queues);
+                return;
+            }
+            Request::Get { consumer_id, no_ack, queue } => {
+                self.get(from, request_id, consumer_id, no_ack, &queue);
+                return;
+            }
+            Request::Declare { durable, passive, queue } => self.declare(durable, passive, queue),
+            Request::Delete { if_empty, queue } => self.delete(if_empty, &queue),
+            Request::Purge { queue } => self.with_queue(&queue, |q| Ok(q.purge() as u64)),
+            Request::Subscribe { consumer_id, prefetch, queue } => {
+                self.with_queue(&queue, |q| q.subscribe(from, consumer_id, prefetch).map(|()| 0))
+            }
+            Request::Unsubscribe { consumer_id, queue } => {
+                self.with_queue(&queue, |q| q.unsubscribe(from, consumer_id).map(|()| 0))
+            }
+            Request::Ack { consumer_id, queue, ranges } => {
+                let r = self.with_queue(&queue, |q| q.ack(from, consumer_id, &ranges).map(|n| n as u64));
+                match r {
+                    Ok(n) => {
+                        bump(&self.counters.acked, n);
+                        return;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Nack { consumer_id, queue, requeue, ranges } => {
+                match self.with_queue(&queue, |q| q.nack(from, consumer_id, requeue, &ranges).map(|n| n as u64)) {
+                    Ok(_) => return,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let reply = match result {
+            Ok(value) => Reply::Ok { request_id, value },
+            Err(e) => Reply::Error { request_id, code: e.code, message: e.message },
+        };
+        self.route_reply(from, reply);
+    }
+
+    /// Runs `f` on a queue this shard owns, then dispatches whatever `f`
+    /// made deliverable.
+    fn with_queue<T>(&self, name: &str, f: impl FnOnce(&mut Queue) -> Result<T, QueueError>) -> Result<T, QueueError> {
+        let mut queues = self.queues.borrow_mut();
+        let q = queues.get_mut(name).ok_or_else(|| not_found(name))?;
+        let r = f(q);
+        self.dispatch(q);
+        r
+    }
+
+    fn dispatch(&self, q: &mut Queue) {
+        let n = q.dispatch(&mut |to, reply| self.route_reply(to, reply));
+        bump(&self.counters.delivered, n as u64);
+    }
+
+    fn declare(&self, durable: bool, passive: bool, name: String) -> Result<u64, QueueError> {
+        let mut queues = self.queues.borrow_mut();
+        if let Some(q) = queues.get(&name) {
+            if !passive && q.durable != durable {
+                return Err(QueueError::new(
+                    ErrorCode::QueueMismatch,
+                    format!("queue '{name}' exists with durable={}; declared with durable={durable}", q.durable),
+                ));
+            }
+            return Ok(q.ready_len() as u64);
+        }
+        if passive {
+            return Err(not_found(&name));
+        }
+        if queues.len() >= self.config.queues_per_shard_max as usize {
+            return Err(QueueError::new(
+                ErrorCode::QueueLimit,
+                format!("shard {} holds queues_per_shard_max = {} queues", self.id, self.config.queues_per_shard_max),
+            ));
+        }
+        tracing::debug!(queue = %name, durable, "queue declared");
+        queues.insert(name.clone(), Queue::new(name, durable, self.limits()));
+        Ok(0)
+    }
+
+    fn delete(&self, if_empty: bool, name: &str) -> Result<u64, QueueError> {
+        let mut queues = self.queues.borrow_mut();
+        let q = queues.get(name).ok_or_else(|| not_found(name))?;
+        if if_empty && q.ready_len() + q.unacked_len() > 0 {
+            return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
+        }
+        let n = q.ready_len() as u64;
+        queues.remove(name);
+        tracing::debug!(queue = %name, "queue deleted");
+        Ok(n)
+    }
+
+    /// Appends a batch; used by the direct path with borrowed entries and by
+    /// the forwarded path with owned ones.
+    pub fn publish(
+        &self,
+        from: ConnRef,
+        request_id: u64,
+        persistent: bool,
+        confirm: bool,
+        queue: &str,
+        msgs: impl ExactSizeIterator<Item = Incoming>,
+    ) {
+        let result = if persistent {
+            Err(QueueError::new(
+                ErrorCode::PersistenceUnavailable,
+                "persistent messages need the storage engine, which this build does not have yet; publish transient messages",
+            ))
+        } else {
+            self.with_queue(queue, |q| q.publish(persistent, msgs))
+        };
+        match result {
+            Ok(n) => {
+                bump(&self.counters.published, u64::from(n));
+                if confirm {
+                    bump(&self.counters.confirmed, u64::from(n));
+                    self.route_reply(from, Reply::Confirm { request_id, count: n });
+                }
+            }
+            Err(e) => {
+                tracing::debug!(queue, code = ?e.code, "publish refused: {}", e.message);
+                self.route_reply(from, Reply::Error { request_id, code: e.code, message: e.message });
+            }
+        }
+    }
+
+    fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
+        let r = self.with_queue(queue, |q| Ok((q.get(from, consumer_id, no_ack)?, q.ready_len())));
+        let reply = match r {
+            Ok((Some((tag, msg)), remaining)) => {
+                bump(&self.counters.delivered, 1);
+                Reply::GetOk { request_id, consumer_id, tag, remaining: remaining.min(u32::MAX as usize) as u32, msg }
+            }
+            Ok((None, _)) => Reply::GetEmpty { request_id },
+            Err(e) => Reply::Error { request_id, code: e.code, message: e.message },
+        };
+        self.route_reply(from, reply);
+    }
+
+    fn connection_closed(&self, from: ConnRef, names: &[String]) {
+        let mut queues = self.queues.borrow_mut();
+        for name in names {
+            if let Some(q) = queues.get_mut(name) {
+                let n = q.connection_closed(from);
+                bump(&self.counters.redelivered, n as u64);
+                self.dispatch(q);
+            }
+        }
+    }
+}
+
+fn not_found(name: &str) -> QueueError {
+    QueueError::new(ErrorCode::QueueNotFound, format!("no queue '{name}'"))
+}

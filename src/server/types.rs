@@ -1,0 +1,96 @@
+//! The values that cross between a connection and a queue's owner, locally
+//! or over the mesh. All are `Send`: the same types serve both paths.
+
+use crate::protocol::ErrorCode;
+use bytes::Bytes;
+
+/// A connection, named by the shard that holds its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    pub shard: u16,
+    pub conn_id: u64,
+}
+
+/// A message as a queue holds it. Bodies are slices of the buffer they
+/// were read into: no copy between the socket and the consumer.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub seq: u64,
+    pub props: Bytes,
+    pub body: Bytes,
+    pub persistent: bool,
+    pub redelivered: bool,
+}
+
+impl Message {
+    pub fn bytes(&self) -> usize {
+        self.props.len() + self.body.len()
+    }
+}
+
+/// A message on its way in: what a publisher sent.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub props: Bytes,
+    pub body: Bytes,
+}
+
+/// A message on its way out to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub redelivered: bool,
+    pub props: Bytes,
+    pub body: Bytes,
+}
+
+impl From<&Message> for Delivered {
+    fn from(m: &Message) -> Self {
+        Self { redelivered: m.redelivered, props: m.props.clone(), body: m.body.clone() }
+    }
+}
+
+#[derive(Debug)]
+pub enum Request {
+    Declare { durable: bool, passive: bool, queue: String },
+    Delete { if_empty: bool, queue: String },
+    Purge { queue: String },
+    Publish { persistent: bool, confirm: bool, queue: String, msgs: Vec<Incoming> },
+    Subscribe { consumer_id: u32, prefetch: u32, queue: String },
+    Unsubscribe { consumer_id: u32, queue: String },
+    Ack { consumer_id: u32, queue: String, ranges: Vec<(u64, u64)> },
+    Nack { consumer_id: u32, queue: String, requeue: bool, ranges: Vec<(u64, u64)> },
+    Get { consumer_id: u32, no_ack: bool, queue: String },
+    /// The connection is gone: drop its consumers on these queues and
+    /// requeue what they had not acked.
+    ConnClosed { queues: Vec<String> },
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Ok { request_id: u64, value: u64 },
+    Error { request_id: u64, code: ErrorCode, message: String },
+    Confirm { request_id: u64, count: u32 },
+    Deliver { consumer_id: u32, first_tag: u64, msgs: Vec<Delivered> },
+    GetOk { request_id: u64, consumer_id: u32, tag: u64, remaining: u32, msg: Delivered },
+    GetEmpty { request_id: u64 },
+}
+
+impl Reply {
+    pub fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Reply::Error { request_id, code, message: message.into() }
+    }
+}
+
+/// A queue-level failure: its code goes on the wire, its text to the
+/// client and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl QueueError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
