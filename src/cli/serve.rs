@@ -85,7 +85,8 @@ pub fn run(a: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
-    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringmq: cannot install signal handlers: {e}");

@@ -43,7 +43,13 @@ enum End {
 }
 
 async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError> {
-    let opts = ClientOptions { url: a.url.clone(), user: a.user.clone(), password: a.password.clone(), shard_aware: !a.no_shard_aware, ..Default::default() };
+    let opts = ClientOptions {
+        url: a.url.clone(),
+        user: a.user.clone(),
+        password: a.password.clone(),
+        shard_aware: !a.no_shard_aware,
+        ..Default::default()
+    };
     let client = Client::connect(opts).await?;
     client.declare(&a.queue, false).await.or_else(|e| {
         // A durable queue declared by `pub --persistent` is fine too.

@@ -30,6 +30,9 @@ type Waiter = Box<dyn FnOnce(Result<Response>)>;
 /// handshake says what the broker's limit is.
 const HANDSHAKE_FRAME_MAX: usize = 1 << 20;
 
+/// Bytes queued for the socket before senders wait for the writer.
+const OUTBOX_HIGH_BYTES: usize = 4 << 20;
+
 pub struct Conn {
     info: ServerInfo,
     outbox: Outbox,
@@ -50,7 +53,9 @@ fn io_err(e: std::io::Error) -> ClientError {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
-        let stream = TcpStream::connect_timeout(addr, opts.connect_timeout).await.map_err(|e| ClientError::Io(format!("connect {addr}: {e}")))?;
+        let stream = TcpStream::connect_timeout(addr, opts.connect_timeout)
+            .await
+            .map_err(|e| ClientError::Io(format!("connect {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (mut r, mut w) = split(stream);
         let mut hello = BytesMut::new();
@@ -113,6 +118,13 @@ impl Conn {
         Ok(())
     }
 
+    /// Waits while the socket has more than `OUTBOX_HIGH_BYTES` queued.
+    pub async fn wait_writable(&self) {
+        if self.outbox.queued_bytes() > OUTBOX_HIGH_BYTES {
+            self.outbox.wait_below(OUTBOX_HIGH_BYTES / 2).await;
+        }
+    }
+
     /// Takes the error of a request that had no waiter, if any.
     pub fn take_error(&self) -> Option<ClientError> {
         self.last_error.borrow_mut().take()
@@ -126,7 +138,12 @@ impl Conn {
 
     /// Queues bytes for the writer. `waiter`, when given, receives the
     /// reply to `request_id`.
-    pub(crate) fn send_raw(&self, request_id: u64, waiter: Option<Waiter>, encode: impl FnOnce(&mut BytesMut)) -> Result<()> {
+    pub(crate) fn send_raw(
+        &self,
+        request_id: u64,
+        waiter: Option<Waiter>,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<()> {
         if let Err(e) = self.check_open() {
             if let Some(w) = waiter {
                 w(Err(e.clone()));
@@ -234,7 +251,7 @@ impl Conn {
     pub async fn close(&self) {
         self.close_acks_first().await;
         self.outbox.close();
-        self.outbox.wait_below(0).await;
+        self.outbox.wait_finished().await;
     }
 
     async fn read_loop(&self, mut r: ReadHalf<TcpStream>, mut reader: FrameReader) {
@@ -302,7 +319,12 @@ impl Conn {
                     tracing::debug!(consumer_id, "delivery for a consumer this client dropped");
                     return Ok(());
                 };
-                state.push_batch(entries.iter().enumerate().map(|(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e)));
+                state.push_batch(
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e)),
+                );
             }
             Cmd::Ping => {
                 let _ = self.send_raw(rid, None, |b| Frame { request_id: rid, cmd: Cmd::Pong }.encode(b));
@@ -317,7 +339,9 @@ impl Conn {
 fn read_error(e: ReadError) -> ClientError {
     match e {
         ReadError::Eof => ClientError::Closed("the broker closed the connection".into()),
-        ReadError::Truncated { buffered } => ClientError::Closed(format!("the broker closed inside a frame ({buffered} bytes)")),
+        ReadError::Truncated { buffered } => {
+            ClientError::Closed(format!("the broker closed inside a frame ({buffered} bytes)"))
+        }
         ReadError::Timeout { after, .. } => ClientError::Io(format!("no reply within {} ms", after.as_millis())),
         ReadError::Decode(d) => ClientError::Protocol(d.to_string()),
         ReadError::Io(e) => io_err(e),

@@ -110,11 +110,16 @@ impl ServerInfo {
     /// (a broker listening on 0.0.0.0) becomes the host we reached it on.
     pub(crate) fn from_hello(h: &protocol::HelloOk<'_>, via: SocketAddr) -> Result<Self> {
         if h.hash_id != protocol::HASH_ID {
-            return Err(ClientError::Protocol(format!("broker uses shard hash {}, this client knows {}", h.hash_id, protocol::HASH_ID)));
+            return Err(ClientError::Protocol(format!(
+                "broker uses shard hash {}, this client knows {}",
+                h.hash_id,
+                protocol::HASH_ID
+            )));
         }
         let mut shard_addrs = Vec::with_capacity(h.shard_addrs.len());
         for a in &h.shard_addrs {
-            let mut addr: SocketAddr = a.parse().map_err(|_| ClientError::Protocol(format!("bad shard address {a:?}")))?;
+            let mut addr: SocketAddr =
+                a.parse().map_err(|_| ClientError::Protocol(format!("bad shard address {a:?}")))?;
             if addr.ip().is_unspecified() {
                 addr.set_ip(via.ip());
             }

@@ -77,6 +77,11 @@ impl Confirmation {
     pub fn batch(&self) -> u64 {
         self.batch
     }
+
+    /// The outcome, if the batch has been settled; never waits.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.wait.peek()
+    }
 }
 
 impl Future for Confirmation {
@@ -122,20 +127,19 @@ impl Producer {
         let i = &self.inner;
         let max = i.conn.info().message_bytes_max as usize;
         if props.len() + body.len() > max || props.len() > u16::MAX as usize {
-            return Err(ClientError::Invalid(format!("message of {} bytes exceeds the broker's message_bytes_max {max}", props.len() + body.len())));
+            return Err(ClientError::Invalid(format!(
+                "message of {} bytes exceeds the broker's message_bytes_max {max}",
+                props.len() + body.len()
+            )));
         }
-        while i.opts.confirm && i.in_flight.get() >= i.opts.in_flight_max {
-            let n = i.space.notified();
-            if i.in_flight.get() < i.opts.in_flight_max {
-                break;
-            }
-            n.await;
-        }
+        // Back pressure from the socket: the writer drains before we add more.
+        i.conn.wait_writable().await;
         if let Some(e) = i.conn.take_error() {
             return Err(e);
         }
         let wire = Entry::wire_len(props.len(), body.len());
         if i.open.borrow().entries.len() + wire > i.entries_bytes_max {
+            i.wait_window().await;
             i.flush()?;
         }
         let (first, full, done, batch) = {
@@ -145,6 +149,7 @@ impl Producer {
             (open.count == 1, open.count >= i.opts.batch_max, open.done.clone(), open.id)
         };
         if full {
+            i.wait_window().await;
             i.flush()?;
         } else if first {
             i.kick.notify();
@@ -166,7 +171,6 @@ impl Producer {
     pub fn in_flight(&self) -> u32 {
         self.inner.in_flight.get()
     }
-
 }
 
 impl Drop for Producer {
@@ -178,6 +182,18 @@ impl Drop for Producer {
 }
 
 impl Inner {
+    /// Waits while `in_flight_max` batches await their confirms. The open
+    /// batch keeps filling meanwhile, so a slow broker gets bigger batches.
+    async fn wait_window(&self) {
+        while self.opts.confirm && self.in_flight.get() >= self.opts.in_flight_max {
+            let n = self.space.notified();
+            if self.in_flight.get() < self.opts.in_flight_max || self.conn.is_closed() {
+                return;
+            }
+            n.await;
+        }
+    }
+
     fn flush(self: &Rc<Self>) -> Result<()> {
         let mut slot = self.open.borrow_mut();
         if slot.count == 0 {
@@ -243,11 +259,8 @@ async fn linger_loop(weak: Weak<Inner>) {
         } else {
             glommio::timer::sleep(linger).await;
         }
-        match weak.upgrade() {
-            Some(inner) => {
-                let _ = inner.flush();
-            }
-            None => return,
-        }
+        let Some(inner) = weak.upgrade() else { return };
+        inner.wait_window().await;
+        let _ = inner.flush();
     }
 }

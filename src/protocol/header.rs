@@ -23,12 +23,6 @@ const _: () = assert!(core::mem::size_of::<FrameHeader>() == HEADER_BYTES);
 
 impl FrameHeader {
     pub fn new(opcode: u8, flags: u8, request_id: u64, body_len: u32) -> Self {
-        Self {
-            body_len: U32::new(body_len),
-            opcode,
-            flags,
-            reserved: U16::new(0),
-            request_id: U64::new(request_id),
-        }
+        Self { body_len: U32::new(body_len), opcode, flags, reserved: U16::new(0), request_id: U64::new(request_id) }
     }
 }

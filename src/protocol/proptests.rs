@@ -108,9 +108,8 @@ fn owned_cmd() -> impl Strategy<Value = O> {
             consumer_id,
             queue
         }),
-        (any::<u32>(), any::<u64>(), any::<u32>(), entry()).prop_map(|(consumer_id, tag, remaining, entry)| {
-            O::GetOk { consumer_id, tag, remaining, entry }
-        }),
+        (any::<u32>(), any::<u64>(), any::<u32>(), entry())
+            .prop_map(|(consumer_id, tag, remaining, entry)| { O::GetOk { consumer_id, tag, remaining, entry } }),
         Just(O::GetEmpty),
     ]
 }
@@ -271,6 +270,22 @@ fn error_codes_are_stable_and_round_trip() {
     }
     assert_eq!(DecodeError::TooLarge { len: 1, max: 0 }.code(), ErrorCode::FrameTooLarge);
     assert!(DecodeError::UnknownOpcode(0xff).code().is_fatal());
+}
+
+/// The Publish example in `docs/protocol.md`, byte for byte.
+#[test]
+fn publish_example_in_the_docs() {
+    let mut buf = BytesMut::new();
+    let mut w = BatchWriter::begin_publish(&mut buf, 7, op::PUBLISH_CONFIRM, "q");
+    w.push(&mut buf, 0, &[], b"hi");
+    w.finish(&mut buf);
+    let want: [u8; 29] = [
+        0x0d, 0, 0, 0, 0x20, 0x02, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, // header
+        0x01, b'q', // queue
+        1, 0, 0, 0, // count
+        0, 2, 0, 0, 0, b'h', b'i', // entry
+    ];
+    assert_eq!(&buf[..], &want[..]);
 }
 
 /// The table in `docs/protocol.md`, so other-language clients can check

@@ -48,6 +48,12 @@ pub struct SlotWait<T> {
     slot: Rc<Slot<T>>,
 }
 
+impl<T: Clone> SlotWait<T> {
+    pub fn peek(&self) -> Option<T> {
+        self.slot.get()
+    }
+}
+
 impl<T: Clone> Future for SlotWait<T> {
     type Output = T;
 

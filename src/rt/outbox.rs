@@ -14,6 +14,7 @@ pub struct Outbox {
     drained: Notify,
     closing: Cell<bool>,
     broken: Cell<bool>,
+    finished: Cell<bool>,
 }
 
 impl Outbox {
@@ -45,6 +46,17 @@ impl Outbox {
         self.broken.get()
     }
 
+    /// Waits until the writer has flushed and closed (or failed).
+    pub async fn wait_finished(&self) {
+        loop {
+            let n = self.drained.notified();
+            if self.finished.get() {
+                return;
+            }
+            n.await;
+        }
+    }
+
     /// Waits until at most `max` bytes are queued (reader back pressure).
     pub async fn wait_below(&self, max: usize) {
         loop {
@@ -57,7 +69,13 @@ impl Outbox {
     }
 
     /// The writer task: runs until closed and flushed, or the socket fails.
-    pub async fn write_loop<W: AsyncWrite + Unpin>(&self, mut w: W) {
+    pub async fn write_loop<W: AsyncWrite + Unpin>(&self, w: W) {
+        self.write_all_queued(w).await;
+        self.finished.set(true);
+        self.drained.notify();
+    }
+
+    async fn write_all_queued<W: AsyncWrite + Unpin>(&self, mut w: W) {
         let mut spare = BytesMut::new();
         loop {
             let n = self.wake_writer.notified();

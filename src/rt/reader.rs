@@ -16,9 +16,14 @@ pub enum ReadError {
     /// The peer closed between frames.
     Eof,
     /// The peer closed inside a frame.
-    Truncated { buffered: usize },
+    Truncated {
+        buffered: usize,
+    },
     /// No bytes within the allowed time.
-    Timeout { buffered: usize, after: Duration },
+    Timeout {
+        buffered: usize,
+        after: Duration,
+    },
     Decode(DecodeError),
     Io(std::io::Error),
 }
@@ -55,7 +60,11 @@ impl FrameReader {
             let want = need.unwrap_or(0).saturating_sub(self.buf.len()).max(READ_BYTES);
             let n = self.read_some(r, want, timeout(!self.buf.is_empty())).await?;
             if n == 0 {
-                return Err(if self.buf.is_empty() { ReadError::Eof } else { ReadError::Truncated { buffered: self.buf.len() } });
+                return Err(if self.buf.is_empty() {
+                    ReadError::Eof
+                } else {
+                    ReadError::Truncated { buffered: self.buf.len() }
+                });
             }
         }
     }
@@ -66,7 +75,12 @@ impl FrameReader {
         self.buf.extend_from_slice(&chunk[used..]);
     }
 
-    async fn read_some<R: AsyncRead + Unpin>(&mut self, r: &mut R, want: usize, t: Option<Duration>) -> Result<usize, ReadError> {
+    async fn read_some<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        want: usize,
+        t: Option<Duration>,
+    ) -> Result<usize, ReadError> {
         let start = self.buf.len();
         self.buf.resize(start + want, 0);
         let dst = &mut self.buf[start..];

@@ -165,9 +165,11 @@ impl Config {
         check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
             format!("must be at least frame_bytes_max ({f})")
         })?;
-        check(self.listen.port() == 0 || usize::from(self.listen.port()) + self.shard_count() < 65_536, "listen", || {
-            "per-shard ports (port + 1 + shard) run past 65535".into()
-        })?;
+        check(
+            self.listen.port() == 0 || usize::from(self.listen.port()) + self.shard_count() < 65_536,
+            "listen",
+            || "per-shard ports (port + 1 + shard) run past 65535".into(),
+        )?;
         Ok(())
     }
 }

@@ -1,11 +1,11 @@
 //! A native-protocol connection: read, decode, check, and hand each request
 //! to the shard that owns its queue (here, or over the mesh).
 
-use crate::rt::Outbox;
 use super::shard::{ConnSink, Shard};
 use super::types::{ConnRef, Incoming, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
 use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
+use crate::rt::Outbox;
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
@@ -74,11 +74,9 @@ pub fn encode_reply(buf: &mut BytesMut, reply: &Reply) {
             w.finish(buf);
         }
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
-        Reply::Error { request_id, code, message } => frame(
-            buf,
-            *request_id,
-            Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) },
-        ),
+        Reply::Error { request_id, code, message } => {
+            frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
+        }
         Reply::Confirm { request_id, count } => frame(buf, *request_id, Cmd::Confirm { count: *count }),
         Reply::GetOk { request_id, consumer_id, tag, remaining, msg } => {
             let flags = if msg.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
@@ -104,7 +102,10 @@ fn clip(s: &str) -> &str {
 
 fn check_queue_name(q: &str) -> Result<(), Fatal> {
     if q.is_empty() || q.chars().any(char::is_control) {
-        return Err(Fatal::new(ErrorCode::BadQueueName, format!("bad queue name {q:?}: empty or has control characters")));
+        return Err(Fatal::new(
+            ErrorCode::BadQueueName,
+            format!("bad queue name {q:?}: empty or has control characters"),
+        ));
     }
     Ok(())
 }
@@ -236,7 +237,9 @@ impl NativeConn {
         let shard = &self.shard;
         let me = self.me();
         match f.cmd {
-            Cmd::Hello { .. } => return Err(Fatal::new(ErrorCode::AlreadyHandshaken, "a second Hello on one connection")),
+            Cmd::Hello { .. } => {
+                return Err(Fatal::new(ErrorCode::AlreadyHandshaken, "a second Hello on one connection"))
+            }
             Cmd::Ping => self.outbox.push(|b| frame(b, rid, Cmd::Pong)),
             Cmd::Pong => {}
             Cmd::Declare { flags, queue } => {
@@ -252,11 +255,14 @@ impl NativeConn {
                 let req = Request::Delete { if_empty: flags & op::DELETE_IF_EMPTY != 0, queue: queue.into() };
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
-            Cmd::Purge { queue } => shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() }),
+            Cmd::Purge { queue } => {
+                shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() })
+            }
             Cmd::Publish { flags, queue, entries } => self.publish(chunk, rid, flags, queue, entries)?,
             Cmd::Subscribe { consumer_id, prefetch, queue } => self.subscribe(rid, consumer_id, prefetch, queue)?,
             Cmd::Unsubscribe { consumer_id } => {
-                let c = self.consumers.borrow_mut().remove(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
+                let c =
+                    self.consumers.borrow_mut().remove(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
                 shard.submit(me, rid, c.owner, Request::Unsubscribe { consumer_id, queue: c.queue });
             }
             Cmd::Ack { consumer_id, ranges } => {
@@ -306,7 +312,14 @@ impl NativeConn {
         Ok(())
     }
 
-    fn publish(&self, chunk: &Bytes, rid: u64, flags: u8, queue: &str, entries: protocol::Entries<'_>) -> Result<(), Fatal> {
+    fn publish(
+        &self,
+        chunk: &Bytes,
+        rid: u64,
+        flags: u8,
+        queue: &str,
+        entries: protocol::Entries<'_>,
+    ) -> Result<(), Fatal> {
         let max = self.shard.config.message_bytes_max as usize;
         if let Some(e) = entries.iter().find(|e| e.props.len() + e.body.len() > max) {
             return Err(Fatal {
@@ -350,7 +363,10 @@ impl NativeConn {
         let owner = match known {
             Some(true) => self.shard.owner_of(queue),
             Some(false) => {
-                return Err(Fatal::new(ErrorCode::ConsumerExists, format!("consumer id {consumer_id} is in use for something else")))
+                return Err(Fatal::new(
+                    ErrorCode::ConsumerExists,
+                    format!("consumer id {consumer_id} is in use for something else"),
+                ))
             }
             None if no_ack => self.shard.owner_of(queue),
             None => self.add_consumer(consumer_id, queue, true)?,
@@ -391,5 +407,3 @@ fn slice(chunk: &Bytes, part: &[u8]) -> Bytes {
 fn unknown_consumer(id: u32) -> Fatal {
     Fatal::new(ErrorCode::UnknownConsumer, format!("no consumer {id} on this connection"))
 }
-
-

@@ -71,7 +71,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         conn.outbox.push(|b| {
             super::connection::encode_reply(
                 b,
-                &super::types::Reply::error(0, ErrorCode::ConnectionLimit, format!("connections_per_shard_max = {max} reached")),
+                &super::types::Reply::error(
+                    0,
+                    ErrorCode::ConnectionLimit,
+                    format!("connections_per_shard_max = {max} reached"),
+                ),
             )
         });
         conn.outbox.close();

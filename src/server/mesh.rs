@@ -2,8 +2,8 @@
 //! channel mesh. Messages for a peer are queued and sent as one batch per
 //! channel send, so a forwarded publish costs a fraction of a hop.
 
-use crate::rt::Notify;
 use super::types::{ConnRef, Reply, Request};
+use crate::rt::Notify;
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use std::cell::{Cell, RefCell};

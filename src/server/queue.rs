@@ -143,12 +143,22 @@ impl Queue {
 
     /// Appends a batch, all or nothing: a batch that would pass the length
     /// limit is refused whole, so a confirm always covers every message.
-    pub fn publish(&mut self, persistent: bool, msgs: impl ExactSizeIterator<Item = Incoming>) -> Result<u32, QueueError> {
+    pub fn publish(
+        &mut self,
+        persistent: bool,
+        msgs: impl ExactSizeIterator<Item = Incoming>,
+    ) -> Result<u32, QueueError> {
         let n = msgs.len() as u64;
         if self.ready.len() as u64 + n > self.limits.messages_max {
             return Err(QueueError::new(
                 ErrorCode::QueueFull,
-                format!("queue '{}' holds {} messages; {} more would pass queue_messages_max {}", self.name, self.ready.len(), n, self.limits.messages_max),
+                format!(
+                    "queue '{}' holds {} messages; {} more would pass queue_messages_max {}",
+                    self.name,
+                    self.ready.len(),
+                    n,
+                    self.limits.messages_max
+                ),
             ));
         }
         for m in msgs {
@@ -185,7 +195,10 @@ impl Queue {
 
     pub fn subscribe(&mut self, owner: ConnRef, id: u32, prefetch: u32) -> Result<(), QueueError> {
         if self.consumer_index(owner, id).is_some() {
-            return Err(QueueError::new(ErrorCode::ConsumerExists, format!("consumer {id} already exists on this connection")));
+            return Err(QueueError::new(
+                ErrorCode::ConsumerExists,
+                format!("consumer {id} already exists on this connection"),
+            ));
         }
         self.consumers.push(Consumer::new(owner, id, prefetch, false));
         Ok(())
@@ -251,7 +264,10 @@ impl Queue {
     pub fn get(&mut self, owner: ConnRef, id: u32, no_ack: bool) -> Result<Option<(u64, Delivered)>, QueueError> {
         let i = match self.consumer_index(owner, id) {
             Some(i) if !self.consumers[i].pull => {
-                return Err(QueueError::new(ErrorCode::ConsumerExists, format!("consumer {id} is a subscription; use another id for get")));
+                return Err(QueueError::new(
+                    ErrorCode::ConsumerExists,
+                    format!("consumer {id} is a subscription; use another id for get"),
+                ));
             }
             Some(i) => Some(i),
             None => None,
@@ -344,7 +360,11 @@ mod tests {
         let mut v = Vec::new();
         q.dispatch(&mut |_, r| {
             if let Reply::Deliver { consumer_id, first_tag, msgs } = r {
-                v.push((consumer_id, first_tag, msgs.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect()));
+                v.push((
+                    consumer_id,
+                    first_tag,
+                    msgs.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect(),
+                ));
             }
         });
         v
@@ -382,8 +402,9 @@ mod tests {
         q.subscribe(C, 1, 2).unwrap();
         collect(&mut q);
         assert_eq!(q.connection_closed(C), 2);
-        let order: Vec<(String, bool)> =
-            std::iter::from_fn(|| q.pop_ready()).map(|m| (String::from_utf8(m.body.to_vec()).unwrap(), m.redelivered)).collect();
+        let order: Vec<(String, bool)> = std::iter::from_fn(|| q.pop_ready())
+            .map(|m| (String::from_utf8(m.body.to_vec()).unwrap(), m.redelivered))
+            .collect();
         assert_eq!(order, vec![("0".into(), true), ("1".into(), true), ("2".into(), false)]);
     }
 

@@ -142,10 +142,7 @@ impl Shard {
     }
 
     fn limits(&self) -> QueueLimits {
-        QueueLimits {
-            messages_max: self.config.queue_messages_max,
-            deliver_batch_max: self.config.deliver_batch_max,
-        }
+        QueueLimits { messages_max: self.config.queue_messages_max, deliver_batch_max: self.config.deliver_batch_max }
     }
 
     /// The owner's side of every request. Runs on this shard's thread only.

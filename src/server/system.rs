@@ -9,7 +9,11 @@ pub struct Memlock {
 
 impl Memlock {
     pub fn hint(&self) -> String {
-        let limit = if self.soft == libc::RLIM_INFINITY { "unlimited".to_string() } else { format!("{} KiB", self.soft / 1024) };
+        let limit = if self.soft == libc::RLIM_INFINITY {
+            "unlimited".to_string()
+        } else {
+            format!("{} KiB", self.soft / 1024)
+        };
         format!(
             "io_uring needs locked memory (glommio registers about 10 MiB of buffers per shard); RLIMIT_MEMLOCK is {limit}{}. \
              Raise it (`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit), run with CAP_IPC_LOCK, \

@@ -51,18 +51,54 @@ impl From<&Message> for Delivered {
 
 #[derive(Debug)]
 pub enum Request {
-    Declare { durable: bool, passive: bool, queue: String },
-    Delete { if_empty: bool, queue: String },
-    Purge { queue: String },
-    Publish { persistent: bool, confirm: bool, queue: String, msgs: Vec<Incoming> },
-    Subscribe { consumer_id: u32, prefetch: u32, queue: String },
-    Unsubscribe { consumer_id: u32, queue: String },
-    Ack { consumer_id: u32, queue: String, ranges: Vec<(u64, u64)> },
-    Nack { consumer_id: u32, queue: String, requeue: bool, ranges: Vec<(u64, u64)> },
-    Get { consumer_id: u32, no_ack: bool, queue: String },
+    Declare {
+        durable: bool,
+        passive: bool,
+        queue: String,
+    },
+    Delete {
+        if_empty: bool,
+        queue: String,
+    },
+    Purge {
+        queue: String,
+    },
+    Publish {
+        persistent: bool,
+        confirm: bool,
+        queue: String,
+        msgs: Vec<Incoming>,
+    },
+    Subscribe {
+        consumer_id: u32,
+        prefetch: u32,
+        queue: String,
+    },
+    Unsubscribe {
+        consumer_id: u32,
+        queue: String,
+    },
+    Ack {
+        consumer_id: u32,
+        queue: String,
+        ranges: Vec<(u64, u64)>,
+    },
+    Nack {
+        consumer_id: u32,
+        queue: String,
+        requeue: bool,
+        ranges: Vec<(u64, u64)>,
+    },
+    Get {
+        consumer_id: u32,
+        no_ack: bool,
+        queue: String,
+    },
     /// The connection is gone: drop its consumers on these queues and
     /// requeue what they had not acked.
-    ConnClosed { queues: Vec<String> },
+    ConnClosed {
+        queues: Vec<String>,
+    },
 }
 
 #[derive(Debug)]

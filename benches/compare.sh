@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Runs the same workloads against RabbitMQ and ringmq with ringmq-loadgen,
+# prints a table with ratios and writes overlaid latency plots.
+#
+#   benches/compare.sh [OUT_DIR]          (default: target/compare)
+#
+# Environment:
+#   DURATION=10 WARMUP=2   seconds per run (measured, warmup)
+#   RATE=5000              msg/s of the fixed-rate latency run
+#   CORES=                 loadgen --cores (default: all)
+#   RINGMQ_AMQP=1          also run the workloads against ringmq's AMQP front end
+#   SKIP_RINGMQ=1 / SKIP_RABBITMQ=1
+#
+# Needs root (or the rabbitmq user) for RabbitMQ, which is installed from
+# Debian's packages when missing and started without systemd on spare
+# loopback ports, with its data and logs under a temporary directory. Both
+# brokers are stopped on exit. Only loopback addresses are used.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$ROOT/target/compare}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+RATE=${RATE:-5000}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+TMP=$(mktemp -d /tmp/ringmq-compare.XXXXXX)
+mkdir -p "$OUT"
+LOG=$OUT/compare.log
+: >"$LOG"
+
+say() { echo "compare: $*" >&2; }
+
+RABBIT_NODE=rabbit-bench-$$@localhost
+RABBIT_STARTED=0
+RINGMQ_PID=
+
+cleanup() {
+    set +eu
+    if [ -n "$RINGMQ_PID" ]; then
+        kill "$RINGMQ_PID" 2>/dev/null
+        wait "$RINGMQ_PID" 2>/dev/null
+    fi
+    if [ "$RABBIT_STARTED" = 1 ]; then
+        rabbit_env
+        rabbitmqctl -n "$RABBIT_NODE" stop >>"$LOG" 2>&1
+        # The epmd this RabbitMQ started on its private port.
+        local epmd
+        epmd=$(ss -ltnpH "sport = :$EPMD_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+        [ -n "$epmd" ] && kill "$epmd" 2>/dev/null
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port with `count` free ports from it on, on 127.0.0.1.
+free_ports() {
+    local count=$1 base p ok
+    for _ in $(seq 1 200); do
+        base=$((20000 + RANDOM % 30000))
+        ok=1
+        for p in $(seq "$base" $((base + count - 1))); do
+            if ss -ltnH "sport = :$p" | grep -q .; then ok=0; break; fi
+        done
+        if [ $ok = 1 ]; then echo "$base"; return; fi
+    done
+    echo "no free ports" >&2
+    exit 1
+}
+
+wait_port() { # port seconds
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- build
+say "building ringmq-loadgen (release)"
+NATIVE=1
+if ! (cd "$ROOT" && cargo build --release -p ringmq-loadgen --features native) >>"$LOG" 2>&1; then
+    say "the native driver does not build yet (see $LOG); building without it: ringmq rows will be skipped"
+    NATIVE=0
+    (cd "$ROOT" && cargo build --release -p ringmq-loadgen) >>"$LOG" 2>&1 || {
+        say "ringmq-loadgen does not build; see $LOG"
+        exit 1
+    }
+fi
+LOADGEN=$TARGET/release/ringmq-loadgen
+
+# ---------------------------------------------------------------- RabbitMQ
+rabbit_env() {
+    export RABBITMQ_NODENAME=$RABBIT_NODE RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT=$RABBIT_PORT RABBITMQ_DIST_PORT=$DIST_PORT ERL_EPMD_PORT=$EPMD_PORT
+    export ERL_EPMD_ADDRESS=127.0.0.1
+    export RABBITMQ_MNESIA_BASE=$TMP/rabbit/mnesia RABBITMQ_LOG_BASE=$TMP/rabbit/log
+    export RABBITMQ_ENABLED_PLUGINS_FILE=$TMP/rabbit/enabled_plugins RABBITMQ_PID_FILE=$TMP/rabbit/pid
+    export RABBITMQ_CONFIG_FILE=$TMP/rabbit/rabbitmq RABBITMQ_ADVANCED_CONFIG_FILE=$TMP/rabbit/advanced.config
+    export RABBITMQ_PLUGINS_EXPAND_DIR=$TMP/rabbit/plugins-expand
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+start_rabbitmq() {
+    if ! command -v rabbitmq-server >/dev/null; then
+        say "installing rabbitmq-server from Debian's packages"
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server; } >>"$LOG" 2>&1
+        # The package may have started a system instance; this script uses its own.
+    fi
+    local base
+    base=$(free_ports 3)
+    RABBIT_PORT=$base DIST_PORT=$((base + 1)) EPMD_PORT=$((base + 2))
+    mkdir -p "$TMP/rabbit"
+    echo "[]." >"$TMP/rabbit/enabled_plugins"
+    cat >"$TMP/rabbit/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = warning
+EOF
+    id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$TMP/rabbit"
+    chmod 755 "$TMP"
+    rabbit_env
+    say "starting RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) on 127.0.0.1:$RABBIT_PORT"
+    nohup rabbitmq-server >"$TMP/rabbit/stdout.log" 2>&1 &
+    RABBIT_STARTED=1
+    wait_port "$RABBIT_PORT" 60 || true
+    if ! rabbitmqctl -n "$RABBIT_NODE" await_startup --timeout 60 >>"$LOG" 2>&1; then
+        say "RabbitMQ did not start; see $TMP/rabbit and $LOG"
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------- ringmq
+start_ringmq() {
+    if ! (cd "$ROOT" && cargo build --release --bin ringmq) >>"$LOG" 2>&1; then
+        say "ringmq does not build (see $LOG): skipping ringmq rows"
+        return 1
+    fi
+    local base
+    base=$(free_ports 24)
+    RINGMQ_PORT=$base
+    RINGMQ_AMQP_PORT=$((base + 20))
+    mkdir -p "$TMP/ringmq"
+    say "starting ringmq on 127.0.0.1:$RINGMQ_PORT"
+    "$TARGET/release/ringmq" serve --data-dir "$TMP/ringmq" --listen "127.0.0.1:$RINGMQ_PORT" \
+        --amqp-listen "127.0.0.1:$RINGMQ_AMQP_PORT" --metrics-listen "127.0.0.1:$((base + 21))" \
+        >"$OUT/ringmq.log" 2>&1 &
+    RINGMQ_PID=$!
+    if ! wait_port "$RINGMQ_PORT" 20 || ! kill -0 "$RINGMQ_PID" 2>/dev/null; then
+        say "ringmq did not start (see $OUT/ringmq.log): skipping ringmq rows"
+        kill "$RINGMQ_PID" 2>/dev/null || true
+        RINGMQ_PID=
+        return 1
+    fi
+}
+
+BROKERS=()
+if [ "${SKIP_RABBITMQ:-0}" != 1 ] && start_rabbitmq; then
+    BROKERS+=("rabbitmq=amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f")
+fi
+if [ "${SKIP_RINGMQ:-0}" != 1 ]; then
+    if [ "$NATIVE" = 1 ] || [ "${RINGMQ_AMQP:-0}" = 1 ]; then
+        if start_ringmq; then
+            if [ "$NATIVE" = 1 ]; then
+                BROKERS+=("ringmq=ringmq://127.0.0.1:$RINGMQ_PORT")
+            fi
+            if [ "${RINGMQ_AMQP:-0}" = 1 ]; then
+                BROKERS+=("ringmq-amqp=amqp://guest:guest@127.0.0.1:$RINGMQ_AMQP_PORT/%2f")
+            fi
+        fi
+    else
+        say "native driver not compiled: skipping ringmq rows"
+    fi
+fi
+if [ ${#BROKERS[@]} = 0 ]; then
+    say "no broker to measure"
+    exit 1
+fi
+
+# ---------------------------------------------------------------- workloads
+WORKLOADS=(
+    "16b|16 B transient, 1p 1c|--size 16"
+    "1k|1 KiB transient, 1p 1c|--size 1024"
+    "1k-persist|1 KiB persistent + confirms, 1p 1c|--size 1024 --persistent --confirm"
+    "4x4|1 KiB transient, 4p 4c 4q|--size 1024 --producers 4 --consumers 4 --queues 4"
+    "rate|1 KiB at $RATE msg/s + confirms (latency)|--size 1024 --rate $RATE --confirm"
+)
+
+CORE_ARGS=()
+[ -n "${CORES:-}" ] && CORE_ARGS=(--cores "$CORES")
+
+for wl in "${WORKLOADS[@]}"; do
+    IFS='|' read -r key title args <<<"$wl"
+    for b in "${BROKERS[@]}"; do
+        name=${b%%=*} url=${b#*=}
+        say "$name: $title"
+        # shellcheck disable=SC2086
+        if ! "$LOADGEN" --url "$url" $args --duration "$DURATION" --warmup "$WARMUP" \
+            "${CORE_ARGS[@]}" --quiet --label "$name: $title" \
+            --json "$OUT/$name-$key.json" --hgrm "$OUT/$name-$key.hgrm" \
+            >"$OUT/$name-$key.txt" 2>&1; then
+            say "  failed: $(tail -1 "$OUT/$name-$key.txt")"
+            rm -f "$OUT/$name-$key.json"
+        fi
+    done
+done
+
+# ---------------------------------------------------------------- table and plots
+NAMES=()
+for b in "${BROKERS[@]}"; do NAMES+=("${b%%=*}"); done
+python3 - "$OUT" "${NAMES[*]}" "${WORKLOADS[@]}" <<'EOF' | tee "$OUT/table.md"
+import json, os, sys
+out, names, workloads = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+def load(n, k):
+    p = os.path.join(out, f"{n}-{k}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+base = names[0]
+cols = ["workload"]
+for n in names:
+    cols += [f"{n} msg/s", f"{n} p50 us", f"{n} p99 us"]
+for n in names[1:]:
+    cols += [f"{n}/{base} msg/s", f"{n}/{base} p99"]
+print("| " + " | ".join(cols) + " |")
+print("|" + "---|" * len(cols))
+for wl in workloads:
+    key, title, _ = wl.split("|", 2)
+    row = [title]
+    res = {n: load(n, key) for n in names}
+    for n in names:
+        r = res[n]
+        if r is None:
+            row += ["failed", "", ""]
+        else:
+            lat = r["latency_us"]
+            flag = " (lost %d)" % r["lost"] if r["lost"] else ""
+            row += [f"{r['msgs_per_s']:,.0f}{flag}", f"{lat['p50']:,.0f}", f"{lat['p99']:,.0f}"]
+    for n in names[1:]:
+        a, b = res[base], res[n]
+        if a and b and a["msgs_per_s"] > 0 and a["latency_us"]["p99"] > 0:
+            row += [f"{b['msgs_per_s'] / a['msgs_per_s']:.2f}x",
+                    f"{b['latency_us']['p99'] / a['latency_us']['p99']:.2f}x"]
+        else:
+            row += ["-", "-"]
+    print("| " + " | ".join(row) + " |")
+EOF
+
+plot() { # out.svg title key...
+    local svg=$1 title=$2 files=()
+    shift 2
+    for k in "$@"; do
+        for n in "${NAMES[@]}"; do
+            [ -f "$OUT/$n-$k.json" ] && files+=("$OUT/$n-$k.json")
+        done
+    done
+    if [ ${#files[@]} -gt 0 ]; then
+        "$LOADGEN" plot "$svg" "${files[@]}" --title "$title" --log-y 2>>"$LOG"
+    fi
+}
+plot "$OUT/latency-fixed-rate.svg" "End-to-end latency at $RATE msg/s, 1 KiB, confirms" rate
+plot "$OUT/latency-all.svg" "End-to-end latency by percentile, all workloads" 16b 1k 1k-persist 4x4 rate
+say "results in $OUT (table.md, *.json, *.hgrm, latency-*.svg)"
