@@ -1,1 +1,326 @@
-fn main(){}
+//! ringmq-loadgen: a thread-per-core load generator for ringmq and AMQP 0-9-1
+//! brokers, with open-loop (coordinated-omission-free) latency measurement.
+//! See docs/loadgen.md.
+
+mod amqp;
+mod checker;
+mod driver;
+mod header;
+#[cfg(feature = "native")]
+mod native;
+mod plot;
+mod runner;
+mod schedule;
+mod stats;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringmq-loadgen",
+    version,
+    about = "Thread-per-core load generator for ringmq (ringmq://) and AMQP 0-9-1 (amqp://) brokers",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Draws latency by percentile (log scale) of one or more runs into an SVG.
+    Plot {
+        /// Output SVG file.
+        out: PathBuf,
+        /// Runs: `--json` or `--hgrm` files of ringmq-loadgen (or any HdrHistogram .hgrm).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Title of the plot.
+        #[arg(long, default_value = "End-to-end latency by percentile")]
+        title: String,
+        /// Logarithmic latency axis (default: linear, like HdrHistogram's plotter).
+        #[arg(long)]
+        log_y: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Broker: amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT.
+    #[arg(long)]
+    url: Option<String>,
+    /// Producers (each publishes to queue `id % queues`).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Consumers (each consumes from queue `id % queues`).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Number of queues.
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
+    /// Message size in bytes, at least 16 (the header).
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Measured seconds (after the warmup).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of warmup, sent and checked but not measured.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Total publish rate, messages a second, open loop. Default: as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Most messages a producer writes at once (one syscall / one native batch).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Persistent messages in durable queues.
+    #[arg(long)]
+    persistent: bool,
+    /// Publisher confirms; measures publish-to-confirm latency.
+    #[arg(long)]
+    confirm: bool,
+    /// Unconfirmed publishes a producer may have in flight (with --confirm).
+    #[arg(long, default_value_t = 4096)]
+    inflight: usize,
+    /// Consumer prefetch (unacked deliveries per consumer).
+    #[arg(long, default_value_t = 1000)]
+    prefetch: u16,
+    /// Ack (with `multiple`) every N deliveries; default prefetch/4.
+    #[arg(long)]
+    ack_every: Option<u64>,
+    /// Worker cores, e.g. `0,1` or `0-3`; default all online cores.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Seconds consumers wait after the run for messages still in flight.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Queue name prefix; queues are PREFIX-0, PREFIX-1, ...
+    /// Default `loadgen-transient` or `loadgen-durable`.
+    #[arg(long)]
+    queue_prefix: Option<String>,
+    /// Do not purge the queues before the run.
+    #[arg(long)]
+    no_purge: bool,
+    /// Name of this run in the table, JSON and plots.
+    #[arg(long)]
+    label: Option<String>,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the end-to-end latency histogram in HdrHistogram's .hgrm format (us).
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_cores(s: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse()?, b.parse()?);
+                if a > b {
+                    bail!("bad core range {part}");
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse()?),
+        }
+    }
+    if out.is_empty() {
+        bail!("no cores in {s:?}");
+    }
+    Ok(out)
+}
+
+fn online_cores() -> Vec<usize> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..n).collect()
+}
+
+fn redact(url: &str) -> String {
+    // amqp://user:pass@host -> amqp://user:***@host
+    if let (Some(s), Some(at)) = (url.find("://"), url.rfind('@')) {
+        if let Some(c) = url[s + 3..at].find(':') {
+            return format!("{}:***{}", &url[..s + 3 + c], &url[at..]);
+        }
+    }
+    url.to_string()
+}
+
+fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<PathBuf>)> {
+    let Some(url) = a.url else {
+        bail!("--url is required (amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT)");
+    };
+    if a.size < header::HEADER_LEN {
+        bail!("--size must be at least {} bytes (the message header)", header::HEADER_LEN);
+    }
+    if a.producers > header::MAX_PRODUCERS {
+        bail!("at most {} producers", header::MAX_PRODUCERS);
+    }
+    if a.producers + a.consumers == 0 {
+        bail!("nothing to do: no producers and no consumers");
+    }
+    if a.queues == 0 {
+        bail!("--queues must be at least 1");
+    }
+    if a.duration.is_nan() || a.duration <= 0.0 || a.warmup < 0.0 || a.drain < 0.0 {
+        bail!("--duration must be positive; --warmup and --drain not negative");
+    }
+    if let Some(r) = a.rate {
+        if r.is_nan() || r <= 0.0 {
+            bail!("--rate must be positive");
+        }
+    }
+    let cores = match &a.cores {
+        Some(s) => parse_cores(s).context("--cores")?,
+        None => online_cores(),
+    };
+    // No more workers than clients.
+    let cores: Vec<usize> = cores.into_iter().take((a.producers + a.consumers).max(1)).collect();
+    let prefix =
+        a.queue_prefix.unwrap_or_else(
+            || {
+                if a.persistent {
+                    "loadgen-durable".into()
+                } else {
+                    "loadgen-transient".into()
+                }
+            },
+        );
+    let prefetch = a.prefetch.max(1);
+    let ack_every = a.ack_every.unwrap_or((prefetch as u64 / 4).max(1)).clamp(1, prefetch as u64);
+    let label = a.label.unwrap_or_else(|| {
+        let mode = match a.rate {
+            Some(r) => format!("{r} msg/s"),
+            None => "max rate".into(),
+        };
+        format!(
+            "{} {}B {}p{}c{}q {}{}{}",
+            url.split("://").next().unwrap_or("?"),
+            a.size,
+            a.producers,
+            a.consumers,
+            a.queues,
+            mode,
+            if a.persistent { " persistent" } else { "" },
+            if a.confirm { " confirm" } else { "" }
+        )
+    });
+    let w = runner::Workload {
+        url: url.clone(),
+        label,
+        producers: a.producers,
+        consumers: a.consumers,
+        queues: (0..a.queues).map(|i| format!("{prefix}-{i}")).collect(),
+        size: a.size,
+        duration_s: a.duration,
+        warmup_s: a.warmup,
+        drain_s: a.drain,
+        rate: a.rate,
+        batch: a.batch.max(1),
+        persistent: a.persistent,
+        confirm: a.confirm,
+        max_inflight: a.inflight.max(1),
+        prefetch,
+        ack_every,
+        cores,
+        purge: !a.no_purge,
+        progress: !a.quiet,
+    };
+    Ok((w, a.json, a.hgrm))
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("ringmq-loadgen: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Plot { out, runs, title, log_y }) => {
+            let svg = plot::plot_files(&runs, &title, log_y)?;
+            std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        None => {
+            let (mut w, json, hgrm) = workload(cli.run)?;
+            let real_url = w.url.clone();
+            let summary = {
+                let s = runner::run(w.clone())?;
+                w.url = redact(&real_url);
+                let mut s = s;
+                s.url = w.url.clone();
+                if let Some(c) = s.config.get_mut("url") {
+                    *c = serde_json::Value::String(w.url.clone());
+                }
+                s
+            };
+            print!("{}", summary.table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&summary)?;
+                std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = hgrm {
+                std::fs::write(&path, &summary.hgrm).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if summary.lost > 0 || summary.duplicates > 0 {
+                eprintln!("warning: {} lost and {} duplicated messages", summary.lost, summary.duplicates);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_list() {
+        assert_eq!(parse_cores("0,2-4, 7").unwrap(), vec![0, 2, 3, 4, 7]);
+        assert!(parse_cores("3-1").is_err());
+        assert!(parse_cores("").is_err());
+    }
+
+    #[test]
+    fn password_is_redacted() {
+        assert_eq!(redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("ringmq://127.0.0.1:5555"), "ringmq://127.0.0.1:5555");
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "ringmq-loadgen",
+            "--url",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "--producers",
+            "4",
+            "--rate",
+            "1000",
+            "--confirm",
+        ])
+        .unwrap();
+        let (w, _, _) = workload(cli.run).unwrap();
+        assert_eq!(w.producers, 4);
+        assert_eq!(w.rate, Some(1000.0));
+        assert!(w.confirm);
+        assert_eq!(w.ack_every, 250);
+        let cli = Cli::try_parse_from(["ringmq-loadgen", "plot", "o.svg", "a.json"]).unwrap();
+        assert!(matches!(cli.cmd, Some(Cmd::Plot { .. })));
+        let cli = Cli::try_parse_from(["x", "--url", "amqp://h", "--size", "8"]).unwrap();
+        assert!(workload(cli.run).is_err());
+    }
+}

@@ -66,7 +66,10 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
         if a.count.is_some_and(|n| received.get() >= n) {
             break End::Done;
         }
+        // A timer per message costs more than the message: time only the
+        // waits, when nothing is buffered.
         let next = match idle {
+            Some(_) if consumer.buffered() > 0 => consumer.next().await,
             None => consumer.next().await,
             Some(t) => match glommio::timer::timeout(t, async { Ok(consumer.next().await) }).await {
                 Ok(n) => n,

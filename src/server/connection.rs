@@ -1,6 +1,7 @@
 //! A native-protocol connection: read, decode, check, and hand each request
 //! to the shard that owns its queue (here, or over the mesh).
 
+use super::queue::Deliveries;
 use super::shard::{ConnSink, Shard};
 use super::types::{ConnRef, Incoming, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
@@ -53,7 +54,21 @@ impl ConnSink for NativeConn {
         } else if let Reply::Ok { request_id, .. } = &reply {
             self.pending_subscribes.borrow_mut().remove(request_id);
         }
-        self.outbox.push(|buf| encode_reply(buf, &reply));
+        let limits = self.limits();
+        self.outbox.push(|buf| encode_reply(buf, &limits, &reply));
+    }
+
+    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
+        let limits = self.limits();
+        self.outbox.push(|buf| {
+            encode_deliveries(
+                buf,
+                &limits,
+                consumer_id,
+                first_tag,
+                msgs.map(|m| (m.redelivered, &m.props[..], &m.body[..])),
+            )
+        });
     }
 
     fn shut_down(&self, why: &str) {
@@ -62,17 +77,51 @@ impl ConnSink for NativeConn {
     }
 }
 
-/// Appends the native encoding of a reply.
-pub fn encode_reply(buf: &mut BytesMut, reply: &Reply) {
-    match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs } => {
-            let mut w = BatchWriter::begin_deliver(buf, *consumer_id, *first_tag);
-            for m in msgs {
-                let flags = if m.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
-                w.push(buf, flags, &m.props, &m.body);
+/// How deliveries are cut into frames.
+pub struct DeliverLimits {
+    pub count_max: usize,
+    pub frame_bytes_max: usize,
+}
+
+/// Appends Deliver frames, each within the message count and frame size
+/// limits (a single message always fits: message_bytes_max is validated
+/// to leave room for framing).
+fn encode_deliveries<'a>(
+    buf: &mut BytesMut,
+    limits: &DeliverLimits,
+    consumer_id: u32,
+    first_tag: u64,
+    msgs: impl Iterator<Item = (bool, &'a [u8], &'a [u8])>,
+) {
+    let mut w: Option<BatchWriter> = None;
+    for (tag, (redelivered, props, body)) in (first_tag..).zip(msgs) {
+        let wire = Entry::wire_len(props.len(), body.len());
+        if let Some(open) = &w {
+            if open.count() as usize >= limits.count_max || open.frame_len(buf) + wire > limits.frame_bytes_max {
+                if let Some(done) = w.take() {
+                    done.finish(buf);
+                }
             }
-            w.finish(buf);
         }
+        let writer = w.get_or_insert_with(|| BatchWriter::begin_deliver(buf, consumer_id, tag));
+        let flags = if redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
+        writer.push(buf, flags, props, body);
+    }
+    if let Some(done) = w {
+        done.finish(buf);
+    }
+}
+
+/// Appends the native encoding of a reply.
+pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
+    match reply {
+        Reply::Deliver { consumer_id, first_tag, msgs } => encode_deliveries(
+            buf,
+            limits,
+            *consumer_id,
+            *first_tag,
+            msgs.iter().map(|m| (m.redelivered, &m.props[..], &m.body[..])),
+        ),
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
         Reply::Error { request_id, code, message } => {
             frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
@@ -127,12 +176,18 @@ impl NativeConn {
         self.me.set(Some(me));
     }
 
+    fn limits(&self) -> DeliverLimits {
+        let c = &self.shard.config;
+        DeliverLimits { count_max: c.deliver_batch_max as usize, frame_bytes_max: c.frame_bytes_max as usize }
+    }
+
     fn me(&self) -> ConnRef {
         self.me.get().expect("connection registered before reading")
     }
 
     fn send_error(&self, request_id: u64, code: ErrorCode, message: &str) {
-        self.outbox.push(|buf| encode_reply(buf, &Reply::error(request_id, code, message)));
+        let limits = self.limits();
+        self.outbox.push(|buf| encode_reply(buf, &limits, &Reply::error(request_id, code, message)));
     }
 
     /// Reads and handles frames until the peer closes, the stream breaks,

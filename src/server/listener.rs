@@ -3,6 +3,7 @@
 
 use super::connection::NativeConn;
 use super::shard::{ConnSink, Shard};
+use super::types::Reply;
 use crate::protocol::ErrorCode;
 use futures_lite::io::split;
 use glommio::net::{TcpListener, TcpStream};
@@ -68,16 +69,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Some(me) = registered else {
         let max = shard.config.connections_per_shard_max;
         tracing::warn!(shard = shard.id, %peer, "refusing connection: connections_per_shard_max = {max} reached");
-        conn.outbox.push(|b| {
-            super::connection::encode_reply(
-                b,
-                &super::types::Reply::error(
-                    0,
-                    ErrorCode::ConnectionLimit,
-                    format!("connections_per_shard_max = {max} reached"),
-                ),
-            )
-        });
+        conn.send(Reply::error(0, ErrorCode::ConnectionLimit, format!("connections_per_shard_max = {max} reached")));
         conn.outbox.close();
         conn.outbox.write_loop(writer).await;
         return;

@@ -2,7 +2,7 @@
 //! with credit (prefetch), unacked messages per consumer, round-robin
 //! dispatch, ack / nack / requeue. No I/O: replies go to `out`.
 
-use super::types::{ConnRef, Delivered, Incoming, Message, QueueError, Reply};
+use super::types::{ConnRef, Delivered, Incoming, Message, QueueError};
 use crate::protocol::ErrorCode;
 use std::collections::VecDeque;
 
@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
     pub messages_max: u64,
-    pub deliver_batch_max: u32,
 }
 
 pub struct Consumer {
@@ -109,7 +108,8 @@ pub struct Queue {
     limits: QueueLimits,
 }
 
-pub type Out<'a> = &'a mut dyn FnMut(ConnRef, Reply);
+/// Where dispatch hands each consumer's share: owner, consumer id, first tag.
+pub type Out<'a> = &'a mut dyn FnMut(ConnRef, u32, u64, Deliveries<'_>);
 
 impl Queue {
     pub fn new(name: String, durable: bool, limits: QueueLimits) -> Self {
@@ -291,54 +291,73 @@ impl Queue {
         n
     }
 
-    /// Pushes ready messages to consumers with credit, one message per
-    /// consumer per round (round-robin), in Deliver batches of at most
-    /// `deliver_batch_max`.
+    /// Pushes ready messages to consumers with credit, round-robin one
+    /// message per consumer per round. Each consumer's share is handed to
+    /// `out` once, straight from its unacked store: no copies, no clones.
+    /// Returns how many messages went out.
     pub fn dispatch(&mut self, out: Out<'_>) -> usize {
         if self.ready.is_empty() || self.consumers.is_empty() {
             return 0;
         }
-        let batch_max = self.limits.deliver_batch_max as usize;
         let n = self.consumers.len();
-        let mut batches: Vec<(u64, Vec<Delivered>)> = (0..n).map(|_| (0, Vec::new())).collect();
+        // Tag of the first message each consumer gets in this pass.
+        let firsts: Vec<u64> = self.consumers.iter().map(Consumer::next_tag).collect();
         let mut sent = 0;
-        'rounds: loop {
-            let mut progressed = false;
-            for k in 0..n {
-                let i = (self.rr + k) % n;
-                if self.consumers[i].credit() == 0 {
-                    continue;
-                }
-                let Some(m) = self.pop_ready() else { break 'rounds };
-                let c = &mut self.consumers[i];
-                let d = Delivered::from(&m);
-                let tag = c.track(m);
-                let b = &mut batches[i];
-                if b.1.is_empty() {
-                    b.0 = tag;
-                }
-                b.1.push(d);
-                if b.1.len() >= batch_max {
-                    let msgs = std::mem::take(&mut b.1);
-                    out(c.owner, Reply::Deliver { consumer_id: c.id, first_tag: b.0, msgs });
-                }
-                sent += 1;
-                progressed = true;
+        if n == 1 {
+            let take = (self.consumers[0].credit() as usize).min(self.ready.len());
+            for _ in 0..take {
+                let Some(m) = self.pop_ready() else { break };
+                self.consumers[0].track(m);
             }
-            if !progressed {
-                break;
+            sent = take;
+        } else {
+            'rounds: loop {
+                let mut progressed = false;
+                for k in 0..n {
+                    let i = (self.rr + k) % n;
+                    if self.consumers[i].credit() == 0 {
+                        continue;
+                    }
+                    let Some(m) = self.pop_ready() else { break 'rounds };
+                    self.consumers[i].track(m);
+                    sent += 1;
+                    progressed = true;
+                }
+                if !progressed {
+                    break;
+                }
             }
+            self.rr = (self.rr + 1) % n;
         }
-        self.rr = (self.rr + 1) % n;
-        for (i, (first_tag, msgs)) in batches.into_iter().enumerate() {
-            if !msgs.is_empty() {
-                let c = &self.consumers[i];
-                out(c.owner, Reply::Deliver { consumer_id: c.id, first_tag, msgs });
+        for (c, first) in self.consumers.iter().zip(firsts) {
+            let count = c.next_tag() - first;
+            if count > 0 {
+                let lo = (first - c.base_tag) as usize;
+                out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + count as usize)));
             }
         }
         sent
     }
 }
+
+/// Messages just handed to one consumer, in tag order, borrowed from its
+/// unacked store.
+pub struct Deliveries<'a>(std::collections::vec_deque::Iter<'a, Option<Message>>);
+
+impl<'a> Iterator for Deliveries<'a> {
+    type Item = &'a Message;
+
+    fn next(&mut self) -> Option<&'a Message> {
+        // Just tracked, so never acked yet: every slot is `Some`.
+        self.0.next().and_then(Option::as_ref)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Deliveries<'_> {}
 
 fn unknown_consumer(id: u32, queue: &str) -> QueueError {
     QueueError::new(ErrorCode::UnknownConsumer, format!("no consumer {id} on queue '{queue}' for this connection"))
@@ -350,7 +369,7 @@ mod tests {
     use bytes::Bytes;
 
     const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };
-    const LIMITS: QueueLimits = QueueLimits { messages_max: 100, deliver_batch_max: 4 };
+    const LIMITS: QueueLimits = QueueLimits { messages_max: 100 };
 
     fn msgs(r: std::ops::Range<u32>) -> Vec<Incoming> {
         r.map(|i| Incoming { props: Bytes::new(), body: Bytes::from(i.to_string()) }).collect()
@@ -358,14 +377,8 @@ mod tests {
 
     fn collect(q: &mut Queue) -> Vec<(u32, u64, Vec<String>)> {
         let mut v = Vec::new();
-        q.dispatch(&mut |_, r| {
-            if let Reply::Deliver { consumer_id, first_tag, msgs } = r {
-                v.push((
-                    consumer_id,
-                    first_tag,
-                    msgs.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect(),
-                ));
-            }
+        q.dispatch(&mut |_, consumer_id, first_tag, msgs| {
+            v.push((consumer_id, first_tag, msgs.map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect()));
         });
         v
     }
@@ -420,7 +433,7 @@ mod tests {
 
     #[test]
     fn length_limit_refuses_whole_batch() {
-        let mut q = Queue::new("q".into(), false, QueueLimits { messages_max: 3, deliver_batch_max: 4 });
+        let mut q = Queue::new("q".into(), false, QueueLimits { messages_max: 3 });
         q.publish(false, msgs(0..2).into_iter()).unwrap();
         assert_eq!(q.publish(false, msgs(0..2).into_iter()).unwrap_err().code, ErrorCode::QueueFull);
         assert_eq!(q.ready_len(), 2);

@@ -3,8 +3,8 @@
 
 use super::config::Config;
 use super::mesh::{Batch, Mesh, MeshMsg};
-use super::queue::{Queue, QueueLimits};
-use super::types::{ConnRef, Incoming, QueueError, Reply, Request};
+use super::queue::{Deliveries, Queue, QueueLimits};
+use super::types::{ConnRef, Delivered, Incoming, QueueError, Reply, Request};
 use crate::protocol::{shard_for, ErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ use std::sync::Arc;
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
     fn send(&self, reply: Reply);
+    /// Encodes deliveries straight from the queue's unacked store.
+    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>);
     /// Ends the connection after flushing what is queued (broker shutdown).
     fn shut_down(&self, why: &str);
 }
@@ -142,7 +144,7 @@ impl Shard {
     }
 
     fn limits(&self) -> QueueLimits {
-        QueueLimits { messages_max: self.config.queue_messages_max, deliver_batch_max: self.config.deliver_batch_max }
+        QueueLimits { messages_max: self.config.queue_messages_max }
     }
 
     /// The owner's side of every request. Runs on this shard's thread only.
@@ -204,8 +206,24 @@ impl Shard {
     }
 
     fn dispatch(&self, q: &mut Queue) {
-        let n = q.dispatch(&mut |to, reply| self.route_reply(to, reply));
+        let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs));
         bump(&self.counters.delivered, n as u64);
+    }
+
+    /// Local consumers get their batch encoded in place; remote ones get
+    /// an owned copy (reference-counted bodies) over the mesh.
+    fn deliver(&self, to: ConnRef, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
+        if to.shard == self.id {
+            let sink = self.conns.borrow().get(&to.conn_id).cloned();
+            match sink {
+                Some(s) => s.deliver(consumer_id, first_tag, msgs),
+                None => tracing::debug!(conn_id = to.conn_id, "delivery for a closed connection discarded"),
+            }
+        } else {
+            let msgs = msgs.map(Delivered::from).collect();
+            let reply = Reply::Deliver { consumer_id, first_tag, msgs };
+            self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
+        }
     }
 
     fn declare(&self, durable: bool, passive: bool, name: String) -> Result<u64, QueueError> {

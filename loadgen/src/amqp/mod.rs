@@ -1,0 +1,630 @@
+//! A minimal, pipelined AMQP 0-9-1 client on glommio, for load generation.
+//!
+//! One connection per producer or consumer, one channel (1) each. Publishes
+//! are stamped from a template into one buffer and written with one syscall
+//! per batch; confirms (`basic.ack`/`basic.nack`, with `multiple`) are read by
+//! a separate task on the same executor; consumers ack with `multiple` every
+//! `ack_every` deliveries.
+
+pub mod codec;
+
+use crate::header::{now_ns, HEADER_LEN};
+use anyhow::{anyhow, bail, Context, Result};
+use codec::*;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+const CHANNEL: u16 = 1;
+const FRAME_MAX: u32 = 131072;
+
+/// `amqp://user:pass@host:port/vhost`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmqpUrl {
+    pub addr: String,
+    pub user: String,
+    pub pass: String,
+    pub vhost: String,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl AmqpUrl {
+    pub fn parse(url: &str) -> Result<AmqpUrl> {
+        let rest = url.strip_prefix("amqp://").ok_or_else(|| anyhow!("not an amqp:// URL: {url}"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (user, pass) = match userinfo {
+            Some(ui) => match ui.find(':') {
+                Some(i) => (percent_decode(&ui[..i]), percent_decode(&ui[i + 1..])),
+                None => (percent_decode(ui), String::new()),
+            },
+            None => ("guest".into(), "guest".into()),
+        };
+        let hostport = if hostport.is_empty() { "127.0.0.1" } else { hostport };
+        let addr = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:5672")
+        };
+        let vhost = match path {
+            None | Some("") => "/".to_string(),
+            Some(p) => percent_decode(p),
+        };
+        Ok(AmqpUrl { addr, user, pass, vhost })
+    }
+}
+
+/// Buffered frame reader over any async reader.
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    frame_max: usize,
+}
+
+impl FrameReader {
+    fn new() -> Self {
+        FrameReader { buf: vec![0; 256 * 1024], start: 0, end: 0, frame_max: FRAME_MAX as usize }
+    }
+
+    /// Reads more bytes; Ok(false) at end of stream.
+    async fn fill<R: futures_lite::AsyncRead + Unpin>(&mut self, r: &mut R) -> std::io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let n = self.buf.len() * 2;
+                self.buf.resize(n, 0);
+            }
+        }
+        let n = r.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    /// The next complete frame, if buffered.
+    fn next(&mut self) -> Result<Option<Frame<'_>>> {
+        match decode_frame(&self.buf[self.start..self.end], self.frame_max)? {
+            Decoded::Incomplete => Ok(None),
+            Decoded::Frame(f, n) => {
+                self.start += n;
+                Ok(Some(f))
+            }
+        }
+    }
+
+    /// Reads until a whole frame is buffered; returns an owned copy.
+    async fn read_frame<R: futures_lite::AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<(u8, u16, Vec<u8>)> {
+        loop {
+            if let Some(f) = self.next()? {
+                return Ok((f.kind, f.channel, f.payload.to_vec()));
+            }
+            if !self.fill(r).await? {
+                bail!("connection closed by the broker");
+            }
+        }
+    }
+}
+
+fn close_error(what: &str, args: &[u8]) -> anyhow::Error {
+    match parse_close(args) {
+        Ok((code, text, class, method)) => {
+            anyhow!("broker closed the {what}: {code} {text} (in method {class}.{method})")
+        }
+        Err(e) => anyhow!("broker closed the {what}: {e}"),
+    }
+}
+
+/// A connection with channel 1 open, in the request/response phase.
+pub struct Connection {
+    stream: TcpStream,
+    reader: FrameReader,
+    wbuf: Vec<u8>,
+    frame_max: usize,
+}
+
+impl Connection {
+    pub async fn open(url: &AmqpUrl) -> Result<Connection> {
+        let stream =
+            TcpStream::connect(url.addr.as_str()).await.map_err(|e| anyhow!("connecting to {}: {e}", url.addr))?;
+        stream.set_nodelay(true).map_err(|e| anyhow!("TCP_NODELAY: {e}"))?;
+        let mut c = Connection {
+            stream,
+            reader: FrameReader::new(),
+            wbuf: Vec::with_capacity(4096),
+            frame_max: FRAME_MAX as usize,
+        };
+        c.stream.write_all(PROTOCOL_HEADER).await?;
+        c.expect(CONNECTION_START).await?;
+        let mut response = Vec::new();
+        response.push(0);
+        response.extend_from_slice(url.user.as_bytes());
+        response.push(0);
+        response.extend_from_slice(url.pass.as_bytes());
+        method(&mut c.wbuf, 0, CONNECTION_START_OK, |a| {
+            // client-properties: {capabilities: {publisher_confirms: true, ...}}
+            let mut caps = Vec::new();
+            Args(&mut caps).bool_table(&[
+                ("publisher_confirms", true),
+                ("basic.nack", true),
+                ("consumer_cancel_notify", true),
+            ]);
+            let mut props = Vec::new();
+            Args(&mut props).shortstr("product").u8(b'S').longstr(b"ringmq-loadgen").shortstr("capabilities").u8(b'F');
+            props.extend_from_slice(&caps);
+            a.longstr(&props).shortstr("PLAIN").longstr(&response).shortstr("en_US");
+        });
+        c.flush().await?;
+        let tune = c.expect(CONNECTION_TUNE).await?;
+        let (channel_max, frame_max, _heartbeat) = parse_tune(&tune)?;
+        let frame_max = if frame_max == 0 { FRAME_MAX } else { frame_max.min(FRAME_MAX) };
+        c.frame_max = frame_max as usize;
+        c.reader.frame_max = c.frame_max;
+        method(&mut c.wbuf, 0, CONNECTION_TUNE_OK, |a| {
+            // Heartbeats off: runs are short and both ends are on loopback.
+            a.u16(channel_max.min(16)).u32(frame_max).u16(0);
+        });
+        let vhost = url.vhost.clone();
+        method(&mut c.wbuf, 0, CONNECTION_OPEN, |a| {
+            a.shortstr(&vhost).shortstr("").bits(&[false]);
+        });
+        c.flush().await?;
+        c.expect(CONNECTION_OPEN_OK).await?;
+        c.rpc(CHANNEL_OPEN, CHANNEL_OPEN_OK, |a| {
+            a.shortstr("");
+        })
+        .await?;
+        Ok(c)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.stream.write_all(&self.wbuf).await?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Waits for method `id`, skipping heartbeats; fails on a close.
+    async fn expect(&mut self, id: (u16, u16)) -> Result<Vec<u8>> {
+        loop {
+            let (kind, _ch, payload) = self.reader.read_frame(&mut self.stream).await?;
+            if kind != FRAME_METHOD {
+                continue;
+            }
+            let (got, args) = method_id(&payload)?;
+            if got == id {
+                return Ok(args.to_vec());
+            }
+            match got {
+                CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                _ => {} // e.g. a stray basic.ack during setup
+            }
+        }
+    }
+
+    async fn rpc(&mut self, id: (u16, u16), reply: (u16, u16), args: impl FnOnce(&mut Args)) -> Result<Vec<u8>> {
+        let ch = if id.0 == 10 { 0 } else { CHANNEL };
+        method(&mut self.wbuf, ch, id, args);
+        self.flush().await?;
+        self.expect(reply).await
+    }
+
+    pub async fn declare(&mut self, queue: &str, durable: bool) -> Result<()> {
+        self.rpc(QUEUE_DECLARE, QUEUE_DECLARE_OK, |a| {
+            // passive, durable, exclusive, auto-delete, no-wait
+            a.u16(0).shortstr(queue).bits(&[false, durable, false, false, false]).empty_table();
+        })
+        .await
+        .with_context(|| format!("declaring queue {queue}"))?;
+        Ok(())
+    }
+
+    pub async fn purge(&mut self, queue: &str) -> Result<u32> {
+        let ok = self
+            .rpc(QUEUE_PURGE, QUEUE_PURGE_OK, |a| {
+                a.u16(0).shortstr(queue).bits(&[false]);
+            })
+            .await?;
+        Ok(Reader::new(&ok).u32()?)
+    }
+
+    /// connection.close, waiting for close-ok (up to 2 s).
+    pub async fn close(mut self) -> Result<()> {
+        method(&mut self.wbuf, 0, CONNECTION_CLOSE, |a| {
+            a.u16(200).shortstr("bye").u16(0).u16(0);
+        });
+        self.flush().await?;
+        let wait = self.expect(CONNECTION_CLOSE_OK);
+        let timeout = async {
+            glommio::timer::sleep(Duration::from_secs(2)).await;
+            Ok(Vec::new())
+        };
+        futures_lite::future::or(wait, timeout).await?;
+        Ok(())
+    }
+
+    /// Turns this connection into a publisher on `queue`.
+    pub async fn into_producer(
+        mut self,
+        queue: &str,
+        size: usize,
+        persistent: bool,
+        confirm: Option<ConfirmSink>,
+        max_inflight: usize,
+    ) -> Result<Producer> {
+        if confirm.is_some() {
+            self.rpc(CONFIRM_SELECT, CONFIRM_SELECT_OK, |a| {
+                a.bits(&[false]);
+            })
+            .await?;
+        }
+        let template = PublishTemplate::new(CHANNEL, queue, size, persistent, self.frame_max);
+        let Connection { stream, reader, .. } = self;
+        let (rd, wr) = futures_lite::io::split(stream);
+        let state = Rc::new(ConfirmState {
+            pending: RefCell::new(VecDeque::new()),
+            front_tag: Cell::new(1),
+            sem: Semaphore::new(max_inflight as u64),
+            confirm: confirm.is_some(),
+            sink: RefCell::new(confirm),
+            closed: Cell::new(false),
+        });
+        let reader_task = glommio::spawn_local(producer_reader(rd, reader, state.clone())).detach();
+        Ok(Producer { wr, template, wbuf: Vec::with_capacity(64 * 1024), state, reader_task, max_inflight })
+    }
+
+    /// Turns this connection into a consumer of `queue`.
+    pub async fn into_consumer(mut self, queue: &str, prefetch: u16, ack_every: u64) -> Result<Consumer> {
+        self.rpc(BASIC_QOS, BASIC_QOS_OK, |a| {
+            a.u32(0).u16(prefetch).bits(&[false]);
+        })
+        .await?;
+        self.rpc(BASIC_CONSUME, BASIC_CONSUME_OK, |a| {
+            // no-local, no-ack, exclusive, no-wait
+            a.u16(0).shortstr(queue).shortstr("").bits(&[false, false, false, false]).empty_table();
+        })
+        .await?;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| anyhow!("setting the read timeout: {e}"))?;
+        Ok(Consumer { conn: self, ack_every: ack_every.max(1) })
+    }
+}
+
+/// Where confirm results go: called with (intended send time, acked?).
+pub type ConfirmSink = Box<dyn FnMut(u64, bool)>;
+
+struct ConfirmState {
+    /// Intended send time of each unconfirmed publish, and whether it has
+    /// been confirmed out of order already.
+    pending: RefCell<VecDeque<(u64, bool)>>,
+    /// Delivery tag of `pending[0]`.
+    front_tag: Cell<u64>,
+    sem: Semaphore,
+    sink: RefCell<Option<ConfirmSink>>,
+    confirm: bool,
+    closed: Cell<bool>,
+}
+
+impl ConfirmState {
+    fn settle(&self, tag: u64, multiple: bool, ack: bool) {
+        let mut pending = self.pending.borrow_mut();
+        let front = self.front_tag.get();
+        if tag < front {
+            return;
+        }
+        let idx = (tag - front) as usize;
+        if idx >= pending.len() {
+            return;
+        }
+        let mut sink = self.sink.borrow_mut();
+        let mut mark = |slot: &mut (u64, bool)| {
+            if !slot.1 {
+                slot.1 = true;
+                if let Some(s) = sink.as_mut() {
+                    s(slot.0, ack);
+                }
+            }
+        };
+        if multiple {
+            for slot in pending.iter_mut().take(idx + 1) {
+                mark(slot);
+            }
+        } else {
+            mark(&mut pending[idx]);
+        }
+        let mut popped = 0;
+        while pending.front().is_some_and(|s| s.1) {
+            pending.pop_front();
+            popped += 1;
+        }
+        self.front_tag.set(front + popped);
+        if popped > 0 {
+            self.sem.signal(popped);
+        }
+    }
+}
+
+async fn producer_reader(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, state: Rc<ConfirmState>) -> Result<()> {
+    let result = async {
+        loop {
+            while let Some(f) = reader.next()? {
+                if f.kind != FRAME_METHOD {
+                    continue;
+                }
+                let (id, args) = method_id(f.payload)?;
+                match id {
+                    BASIC_ACK => {
+                        let (tag, multiple) = parse_ack(args)?;
+                        state.settle(tag, multiple, true);
+                    }
+                    BASIC_NACK => {
+                        let (tag, multiple) = parse_ack(args)?;
+                        state.settle(tag, multiple, false);
+                    }
+                    CONNECTION_CLOSE_OK => return Ok(()),
+                    CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                    CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                    _ => {}
+                }
+            }
+            if !reader.fill(&mut rd).await? {
+                bail!("connection closed by the broker");
+            }
+        }
+    }
+    .await;
+    state.closed.set(true);
+    state.sem.close();
+    if let Err(e) = &result {
+        eprintln!("amqp producer: {e:#}");
+    }
+    result
+}
+
+pub struct Producer {
+    wr: WriteHalf<TcpStream>,
+    template: PublishTemplate,
+    wbuf: Vec<u8>,
+    state: Rc<ConfirmState>,
+    reader_task: glommio::task::JoinHandle<Result<()>>,
+    max_inflight: usize,
+}
+
+impl Producer {
+    /// Publishes one message per `(header bytes, intended time)`, in one write.
+    /// With confirms, first waits until they fit in the in-flight window.
+    pub async fn publish(&mut self, msgs: &[([u8; HEADER_LEN], u64)]) -> Result<()> {
+        if self.state.confirm {
+            self.state.sem.acquire(msgs.len() as u64).await.map_err(|_| anyhow!("connection lost"))?;
+            let mut pending = self.state.pending.borrow_mut();
+            for (_, intended) in msgs {
+                pending.push_back((*intended, false));
+            }
+        } else if self.state.closed.get() {
+            bail!("connection lost");
+        }
+        self.wbuf.clear();
+        for (hdr, _) in msgs {
+            self.template.stamp(&mut self.wbuf, hdr);
+        }
+        self.wr.write_all(&self.wbuf).await?;
+        Ok(())
+    }
+
+    /// Waits (up to `timeout`) for outstanding confirms, then closes.
+    pub async fn finish(mut self, timeout: Duration) -> Result<()> {
+        if self.state.confirm {
+            let all = self.max_inflight as u64;
+            let wait = async { self.state.sem.acquire(all).await.is_ok() };
+            let time = async {
+                glommio::timer::sleep(timeout).await;
+                false
+            };
+            if !futures_lite::future::or(wait, time).await && !self.state.closed.get() {
+                eprintln!(
+                    "amqp producer: {} publishes still unconfirmed after {:?}",
+                    self.state.pending.borrow().len(),
+                    timeout
+                );
+            }
+        }
+        self.wbuf.clear();
+        method(&mut self.wbuf, 0, CONNECTION_CLOSE, |a| {
+            a.u16(200).shortstr("bye").u16(0).u16(0);
+        });
+        let _ = self.wr.write_all(&self.wbuf).await;
+        let _ = self.wr.flush().await;
+        let reader = async {
+            let _ = (&mut self.reader_task).await;
+        };
+        futures_lite::future::or(reader, glommio::timer::sleep(Duration::from_secs(2))).await;
+        Ok(())
+    }
+}
+
+/// What a consumer does with each delivery.
+pub trait Sink {
+    /// One message; `prefix` is the start of its body (up to the header length).
+    fn deliver(&mut self, prefix: &[u8], now_ns: u64);
+    /// After every batch of deliveries read with one syscall.
+    fn flush(&mut self);
+    /// Polled after every batch and at least every 100 ms.
+    fn should_stop(&mut self, now_ns: u64) -> bool;
+}
+
+pub struct Consumer {
+    conn: Connection,
+    ack_every: u64,
+}
+
+enum Expect {
+    Method,
+    Header { tag: u64 },
+    Body { tag: u64, left: u64 },
+}
+
+impl Consumer {
+    pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
+        let mut expect = Expect::Method;
+        let mut prefix = [0u8; HEADER_LEN];
+        let mut have = 0usize;
+        let mut last_tag = 0u64;
+        let mut unacked = 0u64;
+        loop {
+            let mut any = false;
+            while let Some(f) = self.conn.reader.next()? {
+                match (f.kind, &mut expect) {
+                    (FRAME_METHOD, Expect::Method) => {
+                        let (id, args) = method_id(f.payload)?;
+                        match id {
+                            BASIC_DELIVER => {
+                                let (tag, _redelivered) = parse_deliver(args)?;
+                                expect = Expect::Header { tag };
+                            }
+                            CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                            CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                            _ => {}
+                        }
+                    }
+                    (FRAME_HEADER, Expect::Header { tag }) => {
+                        let size = parse_content_header(f.payload)?;
+                        have = 0;
+                        if size == 0 {
+                            sink.deliver(&[], now_ns());
+                            last_tag = *tag;
+                            unacked += 1;
+                            any = true;
+                            expect = Expect::Method;
+                        } else {
+                            expect = Expect::Body { tag: *tag, left: size };
+                        }
+                    }
+                    (FRAME_BODY, Expect::Body { tag, left }) => {
+                        let take = f.payload.len().min(HEADER_LEN - have);
+                        prefix[have..have + take].copy_from_slice(&f.payload[..take]);
+                        have += take;
+                        *left = left.saturating_sub(f.payload.len() as u64);
+                        if *left == 0 {
+                            sink.deliver(&prefix[..have], now_ns());
+                            last_tag = *tag;
+                            unacked += 1;
+                            any = true;
+                            expect = Expect::Method;
+                        }
+                    }
+                    (FRAME_HEARTBEAT, _) => {
+                        heartbeat(&mut self.conn.wbuf);
+                    }
+                    (kind, _) => bail!("unexpected frame type {kind} in a delivery"),
+                }
+            }
+            if unacked >= self.ack_every {
+                basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
+                unacked = 0;
+            }
+            if !self.conn.wbuf.is_empty() {
+                self.conn.flush().await?;
+            }
+            if any {
+                sink.flush();
+            }
+            if sink.should_stop(now_ns()) {
+                break;
+            }
+            match self.conn.reader.fill(&mut self.conn.stream).await {
+                Ok(true) => {}
+                Ok(false) => bail!("connection closed by the broker"),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    // Idle: ack what we have so a slow trickle is not held back.
+                    if unacked > 0 {
+                        basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
+                        unacked = 0;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if unacked > 0 {
+            basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
+            self.conn.flush().await?;
+        }
+        self.conn.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parsing() {
+        let u = AmqpUrl::parse("amqp://bob:s%40cret@127.0.0.1:5673/%2f").unwrap();
+        assert_eq!(
+            u,
+            AmqpUrl { addr: "127.0.0.1:5673".into(), user: "bob".into(), pass: "s@cret".into(), vhost: "/".into() }
+        );
+        let u = AmqpUrl::parse("amqp://localhost").unwrap();
+        assert_eq!(u.addr, "localhost:5672");
+        assert_eq!((u.user.as_str(), u.vhost.as_str()), ("guest", "/"));
+        let u = AmqpUrl::parse("amqp://u:p@h:1/vh").unwrap();
+        assert_eq!(u.vhost, "vh");
+        assert!(AmqpUrl::parse("http://x").is_err());
+    }
+
+    #[test]
+    fn confirms_in_and_out_of_order() {
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        let state = ConfirmState {
+            pending: RefCell::new((0..5).map(|i| (100 + i, false)).collect()),
+            front_tag: Cell::new(1),
+            sem: Semaphore::new(0),
+            sink: RefCell::new(Some(Box::new(move |t, ok| g.borrow_mut().push((t, ok))))),
+            confirm: true,
+            closed: Cell::new(false),
+        };
+        state.settle(3, false, false); // nack of tag 3 alone
+        assert_eq!(state.front_tag.get(), 1);
+        state.settle(2, true, true); // tags 1, 2
+        assert_eq!(state.front_tag.get(), 4);
+        state.settle(5, true, true); // tags 4, 5 (3 already settled)
+        assert_eq!(state.front_tag.get(), 6);
+        assert_eq!(state.sem.available(), 5);
+        assert_eq!(*got.borrow(), vec![(102, false), (100, true), (101, true), (103, true), (104, true)]);
+        state.settle(1, true, true); // stale: ignored
+        assert_eq!(got.borrow().len(), 5);
+    }
+}

@@ -1,0 +1,188 @@
+//! The native ringmq driver, on the project's client library
+//! (`ringmq::client`, shard-aware, batch-first).
+//!
+//! Behind the `native` cargo feature until the client's async API settles;
+//! the API it expects is listed in docs/loadgen.md.
+//!
+//! - One `Client` per producer or consumer (like the AMQP driver's one
+//!   connection each); the client itself opens the connection to the shard
+//!   that owns the queue.
+//! - A producer publishes through `ringmq::client::Producer`, which gathers
+//!   `--batch` messages into one `Publish` frame; with `--confirm` the
+//!   confirmations of one `publish` call are awaited by one local task, in
+//!   order, and recorded from the intended send time.
+//! - A consumer reads the delivery stream and acks every delivery; the
+//!   client coalesces the acks of one turn into ranges (`--ack-every` is an
+//!   AMQP-only knob).
+
+use crate::amqp::{ConfirmSink, Sink};
+use crate::driver::ClientSpec;
+use crate::header::{now_ns, HEADER_LEN};
+use anyhow::{anyhow, Result};
+use futures_lite::StreamExt;
+use ringmq::client::{Client, ClientOptions, ProducerOptions};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+thread_local! {
+    /// Whether this thread has printed a refused publish yet (printed once).
+    static NACK_REPORTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("ringmq: {e}")
+}
+
+async fn connect(url: &str) -> Result<Client> {
+    Client::connect(ClientOptions { url: url.to_string(), ..Default::default() }).await.map_err(err)
+}
+
+pub async fn setup(url: &str, queues: &[String], durable: bool, purge: bool) -> Result<u64> {
+    let c = connect(url).await?;
+    let mut purged = 0;
+    for q in queues {
+        c.declare(q, durable).await.map_err(err)?;
+        if purge {
+            purged += c.purge(q).await.map_err(err)?;
+        }
+    }
+    c.close().await;
+    Ok(purged)
+}
+
+pub struct Producer {
+    client: Client,
+    producer: ringmq::client::Producer,
+    body: Vec<u8>,
+    confirm: bool,
+    sink: Rc<RefCell<ConfirmSink>>,
+    /// Confirmation-waiting tasks still running.
+    waiting: Rc<Cell<usize>>,
+}
+
+impl Producer {
+    pub async fn connect(url: &str, queue: &str, spec: &ClientSpec, sink: ConfirmSink) -> Result<Producer> {
+        let client = connect(url).await?;
+        let opts = ProducerOptions {
+            batch_max: spec.batch.clamp(1, u32::MAX as usize) as u32,
+            linger: Duration::from_micros(200),
+            persistent: spec.persistent,
+            confirm: spec.confirm,
+            // Batches in flight: enough for `max_inflight` messages.
+            in_flight_max: spec.max_inflight.div_ceil(spec.batch.max(1)).max(1) as u32,
+        };
+        let producer = client.producer(queue, opts).await.map_err(err)?;
+        Ok(Producer {
+            client,
+            producer,
+            body: vec![0; spec.size],
+            confirm: spec.confirm,
+            sink: Rc::new(RefCell::new(sink)),
+            waiting: Rc::new(Cell::new(0)),
+        })
+    }
+
+    pub async fn publish(&mut self, msgs: &[([u8; HEADER_LEN], u64)]) -> Result<()> {
+        let mut confs = Vec::with_capacity(if self.confirm { msgs.len() } else { 0 });
+        let mut last = None;
+        for (hdr, intended) in msgs {
+            self.body[..HEADER_LEN].copy_from_slice(hdr);
+            let c = self.producer.publish(&self.body).await.map_err(err)?;
+            if self.confirm {
+                confs.push((c, *intended));
+            } else {
+                last = Some(c);
+            }
+        }
+        self.producer.flush().map_err(err)?;
+        // Without confirms the client never makes `publish` wait; waiting
+        // until the batch is handed to the socket gives backpressure, so a
+        // max-rate run measures the broker, not a growing client buffer.
+        if let Some(c) = last {
+            c.await.map_err(err)?;
+        }
+        if !confs.is_empty() {
+            let (sink, waiting) = (self.sink.clone(), self.waiting.clone());
+            waiting.set(waiting.get() + 1);
+            glommio::spawn_local(async move {
+                for (c, intended) in confs {
+                    let r = c.await;
+                    if let Err(e) = &r {
+                        if !NACK_REPORTED.replace(true) {
+                            eprintln!("ringmq producer: publish refused: {e}");
+                        }
+                    }
+                    (sink.borrow_mut())(intended, r.is_ok());
+                }
+                waiting.set(waiting.get() - 1);
+            })
+            .detach();
+        }
+        Ok(())
+    }
+
+    pub async fn finish(self, timeout: Duration) -> Result<()> {
+        let _ = self.producer.flush();
+        let deadline = now_ns() + timeout.as_nanos() as u64;
+        while self.waiting.get() > 0 && now_ns() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        if self.waiting.get() > 0 {
+            eprintln!("ringmq producer: confirms still outstanding after {timeout:?}");
+        }
+        drop(self.producer);
+        self.client.close().await;
+        Ok(())
+    }
+}
+
+pub struct Consumer {
+    client: Client,
+    consumer: ringmq::client::Consumer,
+}
+
+impl Consumer {
+    pub async fn connect(url: &str, queue: &str, spec: &ClientSpec) -> Result<Consumer> {
+        let client = connect(url).await?;
+        let consumer = client.subscribe(queue, u32::from(spec.prefetch)).await.map_err(err)?;
+        Ok(Consumer { client, consumer })
+    }
+
+    pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
+        loop {
+            // Only when nothing is buffered: flush counters, check for the
+            // end, and wait with a timeout so the check happens when idle.
+            let next = if self.consumer.buffered() == 0 {
+                sink.flush();
+                if sink.should_stop(now_ns()) {
+                    break;
+                }
+                let next = async { Some(self.consumer.next().await) };
+                let idle = async {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    None
+                };
+                match futures_lite::future::or(next, idle).await {
+                    Some(n) => n,
+                    None => continue,
+                }
+            } else {
+                self.consumer.next().await
+            };
+            match next {
+                Some(Ok(d)) => {
+                    let n = d.body.len().min(HEADER_LEN);
+                    sink.deliver(&d.body[..n], now_ns());
+                    self.consumer.ack(d.tag);
+                }
+                Some(Err(e)) => return Err(err(e)),
+                None => return Err(anyhow!("ringmq: delivery stream ended")),
+            }
+        }
+        sink.flush();
+        self.consumer.cancel().await.map_err(err)?;
+        self.client.close().await;
+        Ok(())
+    }
+}
