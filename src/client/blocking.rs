@@ -1,1 +1,312 @@
-//! Placeholder replaced below.
+//! A blocking client over std sockets, for programs without an async
+//! runtime. Same codec, same shard-aware routing as the async client; each
+//! call writes its request and reads until its reply, buffering any
+//! deliveries that arrive meanwhile.
+
+use super::{parse_url, ClientError, ClientOptions, Delivery, Result, ServerInfo};
+use crate::protocol::{self, encode_ack, op, BatchWriter, Cmd, Frame};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A reply, owned.
+enum Reply {
+    Ok(u64),
+    Confirm(u32),
+    Get(Option<Delivery>),
+    HelloOk(ServerInfo),
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    frame_bytes_max: usize,
+    next_request_id: u64,
+    deliveries: HashMap<u32, VecDeque<Delivery>>,
+    /// Errors for requests that had no reply to wait for (acks).
+    stray_error: Option<ClientError>,
+}
+
+fn io(e: std::io::Error) -> ClientError {
+    ClientError::Io(e.to_string())
+}
+
+impl Conn {
+    fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, ServerInfo)> {
+        let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
+            .map_err(|e| ClientError::Io(format!("connect {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut c = Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::new(),
+            frame_bytes_max: 1 << 20,
+            next_request_id: 1,
+            deliveries: HashMap::new(),
+            stray_error: None,
+        };
+        let rid = c.rid();
+        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password };
+        Frame { request_id: rid, cmd }.encode(&mut c.wbuf);
+        c.flush()?;
+        let deadline = Instant::now() + opts.connect_timeout;
+        let info = loop {
+            match c.read_reply(Some(deadline), addr)? {
+                Some((_, Ok(Reply::HelloOk(info)))) => break info,
+                Some((_, Err(e))) => return Err(e),
+                Some(_) => return Err(ClientError::Protocol("expected HelloOk".into())),
+                None => return Err(ClientError::Io("no handshake reply in time".into())),
+            }
+        };
+        c.frame_bytes_max = info.frame_bytes_max as usize;
+        Ok((c, info))
+    }
+
+    fn rid(&mut self) -> u64 {
+        self.next_request_id += 1;
+        self.next_request_id - 1
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.stream.write_all(&self.wbuf).map_err(io)?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Reads one frame, with a deadline. Deliveries are buffered and
+    /// reported as `Some((0, Ok(Reply::Ok(0))))` so callers loop on.
+    #[allow(clippy::type_complexity)]
+    fn read_reply(&mut self, deadline: Option<Instant>, via: SocketAddr) -> Result<Option<(u64, Result<Reply>)>> {
+        loop {
+            if let Some(len) = protocol::frame::peek_len(&self.rbuf, self.frame_bytes_max)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                if self.rbuf.len() >= len {
+                    let chunk = self.rbuf.split_to(len).freeze();
+                    return self.on_frame(&chunk, via).map(Some);
+                }
+            }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(w) if !w.is_zero() => Some(w),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            self.stream.set_read_timeout(wait).map_err(io)?;
+            let mut tmp = [0u8; 64 * 1024];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return Err(ClientError::Closed("the broker closed the connection".into())),
+                Ok(n) => self.rbuf.extend_from_slice(&tmp[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(None),
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+
+    fn on_frame(&mut self, chunk: &Bytes, via: SocketAddr) -> Result<(u64, Result<Reply>)> {
+        let f = match protocol::decode(chunk, self.frame_bytes_max) {
+            Ok(protocol::Decoded::Frame(f, _)) => f,
+            Ok(protocol::Decoded::Incomplete) => return Err(ClientError::Protocol("short frame".into())),
+            Err(e) => return Err(ClientError::Protocol(e.to_string())),
+        };
+        let rid = f.request_id;
+        let r = match f.cmd {
+            Cmd::HelloOk(h) => Ok(Reply::HelloOk(ServerInfo::from_hello(&h, via)?)),
+            Cmd::Ok { value } => Ok(Reply::Ok(value)),
+            Cmd::Confirm { count } => Ok(Reply::Confirm(count)),
+            Cmd::GetEmpty => Ok(Reply::Get(None)),
+            Cmd::GetOk { consumer_id, tag, entry, .. } => {
+                Ok(Reply::Get(Some(Delivery::from_entry(chunk, consumer_id, tag, &entry))))
+            }
+            Cmd::Error { fatal, code, message } => {
+                let e = ClientError::Server { code, message: message.into() };
+                // A fatal error ends the connection: it fails the call itself.
+                if fatal || rid == 0 {
+                    return Err(e);
+                }
+                Err(e)
+            }
+            Cmd::Deliver { consumer_id, first_tag, entries } => {
+                let q = self.deliveries.entry(consumer_id).or_default();
+                for (i, e) in entries.iter().enumerate() {
+                    q.push_back(Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e));
+                }
+                return Ok((0, Ok(Reply::Ok(0))));
+            }
+            Cmd::Ping | Cmd::Pong => return Ok((0, Ok(Reply::Ok(0)))),
+            other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
+        };
+        Ok((rid, r))
+    }
+
+    /// Sends a request and reads until its reply.
+    fn request(&mut self, via: SocketAddr, encode: impl FnOnce(u64, &mut BytesMut)) -> Result<Reply> {
+        let rid = self.rid();
+        encode(rid, &mut self.wbuf);
+        self.flush()?;
+        loop {
+            match self.read_reply(None, via)? {
+                Some((r, reply)) if r == rid => return reply,
+                Some((0, _)) | None => {}
+                Some((_, Err(e))) => self.stray_error = Some(e),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// A subscription made with [`Client::subscribe`].
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub consumer_id: u32,
+    shard: usize,
+}
+
+/// The blocking client. One connection per shard it uses.
+pub struct Client {
+    opts: ClientOptions,
+    info: ServerInfo,
+    first: usize,
+    conns: Vec<Option<(Conn, SocketAddr)>>,
+    next_consumer_id: u32,
+}
+
+impl Client {
+    pub fn connect(opts: ClientOptions) -> Result<Client> {
+        let addr = parse_url(&opts.url)?;
+        let (conn, info) = Conn::connect(addr, &opts)?;
+        let first = usize::from(info.shard_id);
+        let mut conns: Vec<Option<(Conn, SocketAddr)>> = (0..info.shard_addrs.len()).map(|_| None).collect();
+        conns[first] = Some((conn, addr));
+        Ok(Client { opts, info, first, conns, next_consumer_id: 1 })
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    fn conn(&mut self, queue: &str) -> Result<usize> {
+        let i = if self.opts.shard_aware { usize::from(self.info.owner_of(queue)) } else { self.first };
+        if self.conns[i].is_none() {
+            let addr = self.info.shard_addrs[i];
+            let (c, info) = Conn::connect(addr, &self.opts)?;
+            if usize::from(info.shard_id) != i {
+                return Err(ClientError::Protocol(format!("dialled shard {i}, reached shard {}", info.shard_id)));
+            }
+            self.conns[i] = Some((c, addr));
+        }
+        Ok(i)
+    }
+
+    fn request(&mut self, i: usize, encode: impl FnOnce(u64, &mut BytesMut)) -> Result<Reply> {
+        let (c, via) = self.conns[i].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
+        c.request(*via, encode)
+    }
+
+    fn simple(&mut self, queue: &str, cmd: impl FnOnce(&str) -> Cmd<'_>) -> Result<u64> {
+        let i = self.conn(queue)?;
+        match self.request(i, |rid, b| Frame { request_id: rid, cmd: cmd(queue) }.encode(b))? {
+            Reply::Ok(v) => Ok(v),
+            _ => Err(ClientError::Protocol("unexpected reply".into())),
+        }
+    }
+
+    pub fn declare(&mut self, queue: &str, durable: bool) -> Result<u64> {
+        let flags = if durable { op::DECLARE_DURABLE } else { 0 };
+        self.simple(queue, |queue| Cmd::Declare { flags, queue })
+    }
+
+    pub fn delete(&mut self, queue: &str) -> Result<u64> {
+        self.simple(queue, |queue| Cmd::Delete { flags: 0, queue })
+    }
+
+    pub fn purge(&mut self, queue: &str) -> Result<u64> {
+        self.simple(queue, |queue| Cmd::Purge { queue })
+    }
+
+    /// Publishes a batch as one frame and waits for its confirm.
+    pub fn publish(&mut self, queue: &str, bodies: &[&[u8]], persistent: bool) -> Result<()> {
+        let i = self.conn(queue)?;
+        let flags = op::PUBLISH_CONFIRM | if persistent { op::PUBLISH_PERSISTENT } else { 0 };
+        let reply = self.request(i, |rid, b| {
+            let mut w = BatchWriter::begin_publish(b, rid, flags, queue);
+            for body in bodies {
+                w.push(b, 0, &[], body);
+            }
+            w.finish(b);
+        })?;
+        match reply {
+            Reply::Confirm(n) if n as usize == bodies.len() => Ok(()),
+            _ => Err(ClientError::Protocol("publish not confirmed in full".into())),
+        }
+    }
+
+    pub fn subscribe(&mut self, queue: &str, prefetch: u32) -> Result<Subscription> {
+        let consumer_id = self.next_consumer_id;
+        self.next_consumer_id += 1;
+        let i = self.conn(queue)?;
+        match self.request(i, |rid, b| {
+            Frame { request_id: rid, cmd: Cmd::Subscribe { consumer_id, prefetch, queue } }.encode(b)
+        })? {
+            Reply::Ok(_) => Ok(Subscription { consumer_id, shard: i }),
+            _ => Err(ClientError::Protocol("unexpected reply".into())),
+        }
+    }
+
+    /// The next delivery for `sub`, waiting at most `timeout`.
+    pub fn recv(&mut self, sub: &Subscription, timeout: Duration) -> Result<Option<Delivery>> {
+        let deadline = Instant::now() + timeout;
+        let (c, via) = self.conns[sub.shard].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
+        loop {
+            if let Some(d) = c.deliveries.get_mut(&sub.consumer_id).and_then(VecDeque::pop_front) {
+                return Ok(Some(d));
+            }
+            match c.read_reply(Some(deadline), *via)? {
+                None => return Ok(None),
+                Some((_, Err(e))) => c.stray_error = Some(e),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn send_ack(&mut self, sub: &Subscription, tag: u64, nack: Option<bool>) -> Result<()> {
+        let (c, _) = self.conns[sub.shard].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
+        if let Some(e) = c.stray_error.take() {
+            return Err(e);
+        }
+        let rid = c.rid();
+        encode_ack(&mut c.wbuf, rid, nack, sub.consumer_id, &[(tag, tag)]);
+        c.flush()
+    }
+
+    pub fn ack(&mut self, sub: &Subscription, tag: u64) -> Result<()> {
+        self.send_ack(sub, tag, None)
+    }
+
+    pub fn nack(&mut self, sub: &Subscription, tag: u64, requeue: bool) -> Result<()> {
+        self.send_ack(sub, tag, Some(requeue))
+    }
+
+    /// Pulls one message; with `no_ack` it is removed at once.
+    pub fn get(&mut self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
+        let consumer_id = self.next_consumer_id;
+        self.next_consumer_id += 1;
+        let i = self.conn(queue)?;
+        match self
+            .request(i, |rid, b| Frame { request_id: rid, cmd: Cmd::Get { no_ack, consumer_id, queue } }.encode(b))?
+        {
+            Reply::Get(d) => Ok(d),
+            _ => Err(ClientError::Protocol("unexpected reply".into())),
+        }
+    }
+
+    /// Acks a message from [`Client::get`].
+    pub fn ack_get(&mut self, queue: &str, d: &Delivery) -> Result<()> {
+        let i = self.conn(queue)?;
+        self.send_ack(&Subscription { consumer_id: d.consumer_id, shard: i }, d.tag, None)
+    }
+}
