@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
 pub struct SubArgs {
@@ -62,6 +62,7 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
     let mut consumer = client.subscribe(&a.queue, a.prefetch).await?;
     let idle = a.timeout.map(Duration::from_secs_f64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first_at = None;
     let end = loop {
         if a.count.is_some_and(|n| received.get() >= n) {
             break End::Done;
@@ -82,6 +83,9 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
             None => return Err(ClientError::Closed("subscription ended".into())),
         };
         consumer.ack(d.tag);
+        if received.get() == 0 {
+            first_at = Some(Instant::now());
+        }
         received.set(received.get() + 1);
         if !a.quiet {
             let redelivered = if d.redelivered { " (redelivered)" } else { "" };
@@ -90,6 +94,11 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
     };
     let _ = out.flush();
     drop(out);
+    if let Some(t) = first_at.filter(|_| a.quiet && received.get() > 1) {
+        let secs = t.elapsed().as_secs_f64();
+        let n = received.get();
+        eprintln!("ringmq sub: {n} messages in {secs:.3} s from the first: {:.0} msg/s", (n - 1) as f64 / secs);
+    }
     drop(consumer);
     client.close().await;
     Ok(end)

@@ -66,6 +66,26 @@ impl<'a> Entries<'a> {
     pub fn iter(&self) -> EntryIter<'a> {
         EntryIter { c: Cursor::new(self.raw, "message entry"), left: self.count }
     }
+
+    /// Each entry's bytes exactly as on the wire, flags byte first: what a
+    /// broker stores and copies out again on delivery.
+    pub fn raw_iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let mut rest = self.raw;
+        self.iter().map(move |e| {
+            let n = Entry::wire_len(e.props.len(), e.body.len());
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        })
+    }
+}
+
+/// Splits one raw entry (as yielded by [`Entries::raw_iter`]) into its parts.
+pub fn parse_entry(raw: &[u8]) -> Result<Entry<'_>, DecodeError> {
+    let mut c = Cursor::new(raw, "message entry");
+    let e = read_entry(&mut c)?;
+    c.finish()?;
+    Ok(e)
 }
 
 fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, DecodeError> {
@@ -207,6 +227,15 @@ impl BatchWriter {
 
     pub fn push(&mut self, buf: &mut BytesMut, flags: u8, props: &[u8], body: &[u8]) {
         put_entry(buf, flags, props, body);
+        self.count += 1;
+    }
+
+    /// Appends one raw entry, setting or clearing its redelivered flag.
+    pub fn push_raw_entry(&mut self, buf: &mut BytesMut, redelivered: bool, raw: &[u8]) {
+        debug_assert!(!raw.is_empty());
+        let flags = (raw[0] & !ENTRY_REDELIVERED) | if redelivered { ENTRY_REDELIVERED } else { 0 };
+        buf.put_u8(flags);
+        buf.put_slice(&raw[1..]);
         self.count += 1;
     }
 

@@ -48,6 +48,9 @@ pub struct Config {
     pub queues_per_shard_max: u32,
     /// Ready messages one queue may hold; publishes beyond it are refused.
     pub queue_messages_max: u64,
+    /// Ready messages in a queue with consumers above which publishers on
+    /// the owning shard stop being read until it drains to half.
+    pub publish_pause_messages: u64,
     /// Highest prefetch (unacked messages) a consumer may ask for.
     pub prefetch_max: u32,
     /// Consumers (push and pull) one connection may hold.
@@ -84,6 +87,7 @@ impl Default for Config {
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
             queue_messages_max: 100_000_000,
+            publish_pause_messages: 1_000_000,
             prefetch_max: 65_535,
             consumers_per_connection_max: 1_024,
             deliver_batch_max: 256,
@@ -146,7 +150,8 @@ impl Config {
         check(m >= 1 && u64::from(m) + 1024 <= u64::from(f), "message_bytes_max", || {
             format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
         })?;
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
+            ("publish_pause_messages", self.publish_pause_messages),
             ("connections_per_shard_max", self.connections_per_shard_max.into()),
             ("queues_per_shard_max", self.queues_per_shard_max.into()),
             ("queue_messages_max", self.queue_messages_max),

@@ -3,7 +3,7 @@
 
 use super::queue::Deliveries;
 use super::shard::{ConnSink, Shard};
-use super::types::{ConnRef, Incoming, Reply, Request};
+use super::types::{ConnRef, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
 use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
 use crate::rt::Outbox;
@@ -41,6 +41,9 @@ pub struct NativeConn {
     pub outbox: Outbox,
     handshaken: Cell<bool>,
     consumers: RefCell<HashMap<u32, ConsumerRoute>>,
+    /// A queue on this shard whose backlog passed `publish_pause_messages`
+    /// in the last chunk: reading waits until it drains.
+    paused_on: RefCell<Option<String>>,
     /// Subscribe requests in flight, so a refused one frees its id.
     pending_subscribes: RefCell<HashMap<u64, u32>>,
 }
@@ -61,13 +64,7 @@ impl ConnSink for NativeConn {
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
         let limits = self.limits();
         self.outbox.push(|buf| {
-            encode_deliveries(
-                buf,
-                &limits,
-                consumer_id,
-                first_tag,
-                msgs.map(|m| (m.redelivered, &m.props[..], &m.body[..])),
-            )
+            encode_deliveries(buf, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry[..])))
         });
     }
 
@@ -91,11 +88,11 @@ fn encode_deliveries<'a>(
     limits: &DeliverLimits,
     consumer_id: u32,
     first_tag: u64,
-    msgs: impl Iterator<Item = (bool, &'a [u8], &'a [u8])>,
+    msgs: impl Iterator<Item = (bool, &'a [u8])>,
 ) {
     let mut w: Option<BatchWriter> = None;
-    for (tag, (redelivered, props, body)) in (first_tag..).zip(msgs) {
-        let wire = Entry::wire_len(props.len(), body.len());
+    for (tag, (redelivered, entry)) in (first_tag..).zip(msgs) {
+        let wire = entry.len();
         if let Some(open) = &w {
             if open.count() as usize >= limits.count_max || open.frame_len(buf) + wire > limits.frame_bytes_max {
                 if let Some(done) = w.take() {
@@ -104,8 +101,7 @@ fn encode_deliveries<'a>(
             }
         }
         let writer = w.get_or_insert_with(|| BatchWriter::begin_deliver(buf, consumer_id, tag));
-        let flags = if redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
-        writer.push(buf, flags, props, body);
+        writer.push_raw_entry(buf, redelivered, entry);
     }
     if let Some(done) = w {
         done.finish(buf);
@@ -115,21 +111,22 @@ fn encode_deliveries<'a>(
 /// Appends the native encoding of a reply.
 pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
     match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs } => encode_deliveries(
-            buf,
-            limits,
-            *consumer_id,
-            *first_tag,
-            msgs.iter().map(|m| (m.redelivered, &m.props[..], &m.body[..])),
-        ),
+        Reply::Deliver { consumer_id, first_tag, msgs } => {
+            encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
+        }
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
         Reply::Error { request_id, code, message } => {
             frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
         }
         Reply::Confirm { request_id, count } => frame(buf, *request_id, Cmd::Confirm { count: *count }),
         Reply::GetOk { request_id, consumer_id, tag, remaining, msg } => {
+            // Stored entries were validated on the way in.
+            let Ok(stored) = protocol::batch::parse_entry(&msg.entry) else {
+                tracing::error!("stored entry failed to parse (bug)");
+                return;
+            };
             let flags = if msg.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
-            let entry = Entry { flags, props: &msg.props, body: &msg.body };
+            let entry = Entry { flags, ..stored };
             frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
         }
         Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
@@ -169,6 +166,7 @@ impl NativeConn {
             handshaken: Cell::new(false),
             consumers: RefCell::new(HashMap::new()),
             pending_subscribes: RefCell::new(HashMap::new()),
+            paused_on: RefCell::new(None),
         }
     }
 
@@ -256,6 +254,10 @@ impl NativeConn {
             }
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
+            let paused = self.paused_on.borrow_mut().take();
+            if let Some(q) = paused {
+                self.shard.wait_publish_resume(&q).await;
+            }
             if self.outbox.is_closing() {
                 return Ok(());
             }
@@ -386,11 +388,22 @@ impl NativeConn {
         let persistent = flags & op::PUBLISH_PERSISTENT != 0;
         let confirm = flags & op::PUBLISH_CONFIRM != 0;
         let owner = self.shard.owner_of(queue);
-        let msgs = entries.iter().map(|e| Incoming { props: slice(chunk, e.props), body: chunk.slice_ref(e.body) });
         if owner == self.shard.id {
+            let msgs = entries.raw_iter().map(|raw| chunk.slice_ref(raw));
             self.shard.publish(self.me(), rid, persistent, confirm, queue, msgs);
+            // A connection that also consumes is never paused: its acks
+            // are what drains the queue.
+            if self.consumers.borrow().is_empty() && self.shard.over_publish_pause(queue) {
+                *self.paused_on.borrow_mut() = Some(queue.into());
+            }
         } else {
-            let req = Request::Publish { persistent, confirm, queue: queue.into(), msgs: msgs.collect() };
+            let req = Request::Publish {
+                persistent,
+                confirm,
+                queue: queue.into(),
+                entries: slice(chunk, entries.raw()),
+                count: entries.len(),
+            };
             self.shard.submit(self.me(), rid, owner, req);
         }
         Ok(())

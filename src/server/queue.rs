@@ -2,8 +2,9 @@
 //! with credit (prefetch), unacked messages per consumer, round-robin
 //! dispatch, ack / nack / requeue. No I/O: replies go to `out`.
 
-use super::types::{ConnRef, Delivered, Incoming, Message, QueueError};
+use super::types::{ConnRef, Delivered, Message, QueueError};
 use crate::protocol::ErrorCode;
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// Limits a queue enforces, from the broker config.
@@ -146,9 +147,9 @@ impl Queue {
     pub fn publish(
         &mut self,
         persistent: bool,
-        msgs: impl ExactSizeIterator<Item = Incoming>,
+        entries: impl ExactSizeIterator<Item = Bytes>,
     ) -> Result<u32, QueueError> {
-        let n = msgs.len() as u64;
+        let n = entries.len() as u64;
         if self.ready.len() as u64 + n > self.limits.messages_max {
             return Err(QueueError::new(
                 ErrorCode::QueueFull,
@@ -161,8 +162,9 @@ impl Queue {
                 ),
             ));
         }
-        for m in msgs {
-            let msg = Message { seq: self.next_seq, props: m.props, body: m.body, persistent, redelivered: false };
+        self.ready.reserve(entries.len());
+        for entry in entries {
+            let msg = Message { seq: self.next_seq, entry, persistent, redelivered: false };
             self.next_seq += 1;
             self.ready_bytes += msg.bytes() as u64;
             self.ready.push_back(msg);
@@ -371,14 +373,23 @@ mod tests {
     const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };
     const LIMITS: QueueLimits = QueueLimits { messages_max: 100 };
 
-    fn msgs(r: std::ops::Range<u32>) -> Vec<Incoming> {
-        r.map(|i| Incoming { props: Bytes::new(), body: Bytes::from(i.to_string()) }).collect()
+    fn msgs(r: std::ops::Range<u32>) -> Vec<Bytes> {
+        r.map(|i| {
+            let mut b = bytes::BytesMut::new();
+            crate::protocol::batch::put_entry(&mut b, 0, &[], i.to_string().as_bytes());
+            b.freeze()
+        })
+        .collect()
+    }
+
+    fn body(m: &Message) -> String {
+        String::from_utf8(crate::protocol::batch::parse_entry(&m.entry).unwrap().body.to_vec()).unwrap()
     }
 
     fn collect(q: &mut Queue) -> Vec<(u32, u64, Vec<String>)> {
         let mut v = Vec::new();
         q.dispatch(&mut |_, consumer_id, first_tag, msgs| {
-            v.push((consumer_id, first_tag, msgs.map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect()));
+            v.push((consumer_id, first_tag, msgs.map(body).collect()));
         });
         v
     }
@@ -415,9 +426,8 @@ mod tests {
         q.subscribe(C, 1, 2).unwrap();
         collect(&mut q);
         assert_eq!(q.connection_closed(C), 2);
-        let order: Vec<(String, bool)> = std::iter::from_fn(|| q.pop_ready())
-            .map(|m| (String::from_utf8(m.body.to_vec()).unwrap(), m.redelivered))
-            .collect();
+        let order: Vec<(String, bool)> =
+            std::iter::from_fn(|| q.pop_ready()).map(|m| (body(&m), m.redelivered)).collect();
         assert_eq!(order, vec![("0".into(), true), ("1".into(), true), ("2".into(), false)]);
     }
 

@@ -4,8 +4,10 @@
 use super::config::Config;
 use super::mesh::{Batch, Mesh, MeshMsg};
 use super::queue::{Deliveries, Queue, QueueLimits};
-use super::types::{ConnRef, Delivered, Incoming, QueueError, Reply, Request};
-use crate::protocol::{shard_for, ErrorCode};
+use super::types::{ConnRef, Delivered, QueueError, Reply, Request};
+use crate::protocol::{shard_for, Entries, ErrorCode};
+use crate::rt::Notify;
+use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -42,6 +44,9 @@ pub struct Shard {
     pub mesh: Mesh,
     pub counters: Counters,
     queues: RefCell<HashMap<String, Queue, ahash::RandomState>>,
+    /// Signalled when a queue's backlog falls back under half of
+    /// `publish_pause_messages`, for publishers that paused on it.
+    publish_resume: Notify,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
     next_conn_id: Cell<u64>,
 }
@@ -56,6 +61,7 @@ impl Shard {
             mesh,
             counters: Counters::default(),
             queues: RefCell::new(HashMap::default()),
+            publish_resume: Notify::default(),
             conns: RefCell::new(HashMap::new()),
             next_conn_id: Cell::new(1),
         }
@@ -150,8 +156,22 @@ impl Shard {
     /// The owner's side of every request. Runs on this shard's thread only.
     pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
         let result = match req {
-            Request::Publish { persistent, confirm, queue, msgs } => {
-                self.publish(from, request_id, persistent, confirm, &queue, msgs.into_iter());
+            Request::Publish { persistent, confirm, queue, entries, count } => {
+                // The sending shard validated these bytes; checked again
+                // because they crossed a boundary.
+                match Entries::parse(&entries, count) {
+                    Ok(parsed) => {
+                        let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
+                        self.publish(from, request_id, persistent, confirm, &queue, msgs);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "forwarded publish failed validation (bug)");
+                        self.route_reply(
+                            from,
+                            Reply::error(request_id, ErrorCode::Internal, "forwarded batch was corrupt"),
+                        );
+                    }
+                }
                 return;
             }
             Request::ConnClosed { queues } => {
@@ -208,6 +228,35 @@ impl Shard {
     fn dispatch(&self, q: &mut Queue) {
         let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs));
         bump(&self.counters.delivered, n as u64);
+        if n > 0 && q.ready_len() as u64 <= self.config.publish_pause_messages / 2 {
+            self.publish_resume.notify();
+        }
+    }
+
+    /// Whether publishers to this (local) queue should stop reading: its
+    /// backlog is past `publish_pause_messages` and it has consumers that
+    /// will drain it. Without consumers the queue simply fills up to its
+    /// limit; pausing would only stall the connection.
+    pub fn over_publish_pause(&self, queue: &str) -> bool {
+        self.queues
+            .borrow()
+            .get(queue)
+            .is_some_and(|q| q.ready_len() as u64 > self.config.publish_pause_messages && q.consumer_count() > 0)
+    }
+
+    /// Waits until `queue` has drained to half of `publish_pause_messages`,
+    /// lost its consumers, or gone away.
+    pub async fn wait_publish_resume(&self, queue: &str) {
+        loop {
+            let n = self.publish_resume.notified();
+            let go_on = self.queues.borrow().get(queue).is_none_or(|q| {
+                q.ready_len() as u64 <= self.config.publish_pause_messages / 2 || q.consumer_count() == 0
+            });
+            if go_on {
+                return;
+            }
+            n.await;
+        }
     }
 
     /// Local consumers get their batch encoded in place; remote ones get
@@ -272,7 +321,7 @@ impl Shard {
         persistent: bool,
         confirm: bool,
         queue: &str,
-        msgs: impl ExactSizeIterator<Item = Incoming>,
+        entries: impl ExactSizeIterator<Item = Bytes>,
     ) {
         let result = if persistent {
             Err(QueueError::new(
@@ -280,7 +329,7 @@ impl Shard {
                 "persistent messages need the storage engine, which this build does not have yet; publish transient messages",
             ))
         } else {
-            self.with_queue(queue, |q| q.publish(persistent, msgs))
+            self.with_queue(queue, |q| q.publish(persistent, entries))
         };
         match result {
             Ok(n) => {

@@ -11,41 +11,34 @@ pub struct ConnRef {
     pub conn_id: u64,
 }
 
-/// A message as a queue holds it. Bodies are slices of the buffer they
-/// were read into: no copy between the socket and the consumer.
+/// A message as a queue holds it: its entry exactly as it came off the
+/// wire (flags, properties, body), a slice of the buffer it was read into.
+/// No copy between the socket and the consumer's frame, and one reference
+/// count per message.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub seq: u64,
-    pub props: Bytes,
-    pub body: Bytes,
+    pub entry: Bytes,
     pub persistent: bool,
     pub redelivered: bool,
 }
 
 impl Message {
     pub fn bytes(&self) -> usize {
-        self.props.len() + self.body.len()
+        self.entry.len()
     }
 }
 
-/// A message on its way in: what a publisher sent.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub props: Bytes,
-    pub body: Bytes,
-}
-
-/// A message on its way out to a consumer.
+/// A message on its way out to a consumer on another shard.
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub redelivered: bool,
-    pub props: Bytes,
-    pub body: Bytes,
+    pub entry: Bytes,
 }
 
 impl From<&Message> for Delivered {
     fn from(m: &Message) -> Self {
-        Self { redelivered: m.redelivered, props: m.props.clone(), body: m.body.clone() }
+        Self { redelivered: m.redelivered, entry: m.entry.clone() }
     }
 }
 
@@ -63,11 +56,13 @@ pub enum Request {
     Purge {
         queue: String,
     },
+    /// `entries` holds `count` validated message entries back to back.
     Publish {
         persistent: bool,
         confirm: bool,
         queue: String,
-        msgs: Vec<Incoming>,
+        entries: Bytes,
+        count: u32,
     },
     Subscribe {
         consumer_id: u32,
