@@ -53,13 +53,11 @@ impl Conn {
         Frame { request_id: rid, cmd }.encode(&mut c.wbuf);
         c.flush()?;
         let deadline = Instant::now() + opts.connect_timeout;
-        let info = loop {
-            match c.read_reply(Some(deadline), addr)? {
-                Some((_, Ok(Reply::HelloOk(info)))) => break info,
-                Some((_, Err(e))) => return Err(e),
-                Some(_) => return Err(ClientError::Protocol("expected HelloOk".into())),
-                None => return Err(ClientError::Io("no handshake reply in time".into())),
-            }
+        let info = match c.read_reply(Some(deadline), addr)? {
+            Some((_, Ok(Reply::HelloOk(info)))) => info,
+            Some((_, Err(e))) => return Err(e),
+            Some(_) => return Err(ClientError::Protocol("expected HelloOk".into())),
+            None => return Err(ClientError::Io("no handshake reply in time".into())),
         };
         c.frame_bytes_max = info.frame_bytes_max as usize;
         Ok((c, info))
@@ -173,6 +171,8 @@ pub struct Client {
     first: usize,
     conns: Vec<Option<(Conn, SocketAddr)>>,
     next_consumer_id: u32,
+    /// The pull-consumer id used for `get` on each queue.
+    pull_ids: HashMap<String, u32>,
 }
 
 impl Client {
@@ -182,7 +182,7 @@ impl Client {
         let first = usize::from(info.shard_id);
         let mut conns: Vec<Option<(Conn, SocketAddr)>> = (0..info.shard_addrs.len()).map(|_| None).collect();
         conns[first] = Some((conn, addr));
-        Ok(Client { opts, info, first, conns, next_consumer_id: 1 })
+        Ok(Client { opts, info, first, conns, next_consumer_id: 1, pull_ids: HashMap::new() })
     }
 
     pub fn info(&self) -> &ServerInfo {
@@ -293,8 +293,17 @@ impl Client {
 
     /// Pulls one message; with `no_ack` it is removed at once.
     pub fn get(&mut self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
-        let consumer_id = self.next_consumer_id;
-        self.next_consumer_id += 1;
+        let consumer_id = match self.pull_ids.get(queue) {
+            Some(id) => *id,
+            None => {
+                self.next_consumer_id += 1;
+                let id = self.next_consumer_id - 1;
+                if !no_ack {
+                    self.pull_ids.insert(queue.to_string(), id);
+                }
+                id
+            }
+        };
         let i = self.conn(queue)?;
         match self
             .request(i, |rid, b| Frame { request_id: rid, cmd: Cmd::Get { no_ack, consumer_id, queue } }.encode(b))?

@@ -224,19 +224,27 @@ impl Conn {
             for id in dirty {
                 let state = self.consumers.borrow().get(&id).cloned();
                 if let Some(s) = state {
-                    let (acks, nacks) = s.take_acks();
-                    let rid = self.next_request_id();
-                    let _ = self.send_raw(rid, None, |b| {
-                        if !acks.is_empty() {
-                            encode_ack(b, rid, None, id, &acks);
-                        }
-                        for (requeue, ranges) in &nacks {
-                            encode_ack(b, rid, Some(*requeue), id, ranges);
-                        }
-                    });
+                    self.send_acks(id, &s);
                 }
             }
         }
+    }
+
+    /// Queues a consumer's collected acks and nacks for the writer now.
+    pub(crate) fn send_acks(&self, id: u32, state: &ConsumerState) {
+        let (acks, nacks) = state.take_acks();
+        if acks.is_empty() && nacks.is_empty() {
+            return;
+        }
+        let rid = self.next_request_id();
+        let _ = self.send_raw(rid, None, |b| {
+            if !acks.is_empty() {
+                encode_ack(b, rid, None, id, &acks);
+            }
+            for (requeue, ranges) in &nacks {
+                encode_ack(b, rid, Some(*requeue), id, ranges);
+            }
+        });
     }
 
     /// Sends the acks collected so far and waits until they are written.

@@ -122,7 +122,7 @@ impl Consumer {
 
     /// Stops the subscription; the broker requeues what was not acked.
     pub async fn cancel(self) -> Result<()> {
-        self.conn.close_acks_first().await;
+        self.conn.send_acks(self.id, &self.state);
         let r = self.conn.simple(Cmd::Unsubscribe { consumer_id: self.id }).await;
         self.conn.remove_consumer(self.id);
         r.map(|_| ())
@@ -150,6 +150,9 @@ impl Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // Acks taken so far must reach the broker even if the task never
+        // yielded to the ack sender; closing the client flushes them.
+        self.conn.send_acks(self.id, &self.state);
         self.conn.remove_consumer(self.id);
     }
 }

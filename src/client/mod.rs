@@ -18,6 +18,7 @@ pub use producer::{Confirmation, Producer, ProducerOptions};
 
 use crate::protocol::{self, ErrorCode};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -143,6 +144,8 @@ pub struct Client {
     first: Rc<Conn>,
     by_shard: RefCell<Vec<Option<Rc<Conn>>>>,
     next_consumer_id: Cell<u32>,
+    /// The pull-consumer id used for `get` on each queue.
+    pull_ids: RefCell<HashMap<String, u32>>,
 }
 
 impl Client {
@@ -152,7 +155,14 @@ impl Client {
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
-        Ok(Client { opts, info, first, by_shard: RefCell::new(by_shard), next_consumer_id: Cell::new(1) })
+        Ok(Client {
+            opts,
+            info,
+            first,
+            by_shard: RefCell::new(by_shard),
+            next_consumer_id: Cell::new(1),
+            pull_ids: RefCell::default(),
+        })
     }
 
     pub fn info(&self) -> &ServerInfo {
@@ -207,8 +217,14 @@ impl Client {
     /// Pulls one message; it stays unacked until acked through the
     /// returned delivery's consumer id (see [`Client::ack_get`]).
     pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
-        let id = self.next_id();
-        self.conn_for(queue).await?.get(queue, id, no_ack).await
+        // One pull consumer per queue: the broker keeps its unacked gets.
+        let known = self.pull_ids.borrow().get(queue).copied();
+        let id = known.unwrap_or_else(|| self.next_id());
+        let r = self.conn_for(queue).await?.get(queue, id, no_ack).await;
+        if known.is_none() && r.is_ok() && !no_ack {
+            self.pull_ids.borrow_mut().insert(queue.to_string(), id);
+        }
+        r
     }
 
     /// Acks a message obtained with [`Client::get`].

@@ -44,18 +44,25 @@ pub struct NativeConn {
     /// A queue on this shard whose backlog passed `publish_pause_messages`
     /// in the last chunk: reading waits until it drains.
     paused_on: RefCell<Option<String>>,
-    /// Subscribe requests in flight, so a refused one frees its id.
-    pending_subscribes: RefCell<HashMap<u64, u32>>,
+    /// Subscribe and first-Get requests in flight, so a refused one frees
+    /// the consumer id it claimed.
+    pending_routes: RefCell<HashMap<u64, u32>>,
 }
 
 impl ConnSink for NativeConn {
     fn send(&self, reply: Reply) {
-        if let Reply::Error { request_id, .. } = &reply {
-            if let Some(id) = self.pending_subscribes.borrow_mut().remove(request_id) {
+        let settled = match &reply {
+            Reply::Error { request_id, .. } => Some((*request_id, true)),
+            Reply::Ok { request_id, .. } | Reply::GetOk { request_id, .. } | Reply::GetEmpty { request_id } => {
+                Some((*request_id, false))
+            }
+            _ => None,
+        };
+        if let Some((rid, refused)) = settled {
+            let claimed = self.pending_routes.borrow_mut().remove(&rid);
+            if let (Some(id), true) = (claimed, refused) {
                 self.consumers.borrow_mut().remove(&id);
             }
-        } else if let Reply::Ok { request_id, .. } = &reply {
-            self.pending_subscribes.borrow_mut().remove(request_id);
         }
         let limits = self.limits();
         self.outbox.push(|buf| encode_reply(buf, &limits, &reply));
@@ -165,7 +172,7 @@ impl NativeConn {
             outbox: Outbox::default(),
             handshaken: Cell::new(false),
             consumers: RefCell::new(HashMap::new()),
-            pending_subscribes: RefCell::new(HashMap::new()),
+            pending_routes: RefCell::new(HashMap::new()),
             paused_on: RefCell::new(None),
         }
     }
@@ -420,7 +427,7 @@ impl NativeConn {
         }
         check_queue_name(queue)?;
         let owner = self.add_consumer(consumer_id, queue, false)?;
-        self.pending_subscribes.borrow_mut().insert(rid, consumer_id);
+        self.pending_routes.borrow_mut().insert(rid, consumer_id);
         self.shard.submit(self.me(), rid, owner, Request::Subscribe { consumer_id, prefetch, queue: queue.into() });
         Ok(())
     }
@@ -437,7 +444,11 @@ impl NativeConn {
                 ))
             }
             None if no_ack => self.shard.owner_of(queue),
-            None => self.add_consumer(consumer_id, queue, true)?,
+            None => {
+                let owner = self.add_consumer(consumer_id, queue, true)?;
+                self.pending_routes.borrow_mut().insert(rid, consumer_id);
+                owner
+            }
         };
         self.shard.submit(self.me(), rid, owner, Request::Get { consumer_id, no_ack, queue: queue.into() });
         Ok(())

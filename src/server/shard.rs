@@ -186,7 +186,21 @@ impl Shard {
             Request::Delete { if_empty, queue } => self.delete(if_empty, &queue),
             Request::Purge { queue } => self.with_queue(&queue, |q| Ok(q.purge() as u64)),
             Request::Subscribe { consumer_id, prefetch, queue } => {
-                self.with_queue(&queue, |q| q.subscribe(from, consumer_id, prefetch).map(|()| 0))
+                // The Ok goes out before the first Deliver of this consumer.
+                let r = self
+                    .queues
+                    .borrow_mut()
+                    .get_mut(&queue)
+                    .ok_or_else(|| not_found(&queue))
+                    .and_then(|q| q.subscribe(from, consumer_id, prefetch));
+                let ok = r.is_ok();
+                self.reply_result(from, request_id, r.map(|()| 0));
+                if ok {
+                    if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+                        self.dispatch(q);
+                    }
+                }
+                return;
             }
             Request::Unsubscribe { consumer_id, queue } => {
                 self.with_queue(&queue, |q| q.unsubscribe(from, consumer_id).map(|()| 0))
@@ -208,11 +222,15 @@ impl Shard {
                 }
             }
         };
+        self.reply_result(from, request_id, result);
+    }
+
+    fn reply_result(&self, to: ConnRef, request_id: u64, result: Result<u64, QueueError>) {
         let reply = match result {
             Ok(value) => Reply::Ok { request_id, value },
             Err(e) => Reply::Error { request_id, code: e.code, message: e.message },
         };
-        self.route_reply(from, reply);
+        self.route_reply(to, reply);
     }
 
     /// Runs `f` on a queue this shard owns, then dispatches whatever `f`

@@ -1,0 +1,249 @@
+//! The `ringmq` binary: `serve` as a child process, `pub` and `sub` against
+//! it, and SIGTERM. Every child is killed if the test fails, and every wait
+//! is bounded.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringmq");
+
+/// Kills the child when dropped unless it has already been waited for.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Waits up to `d` for the child to exit.
+    fn wait_for(&mut self, d: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + d;
+        loop {
+            let child = self.0.as_mut().expect("running");
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                self.0 = None;
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `ringmq serve` child with 2 shards on ephemeral ports.
+struct Server {
+    child: ChildGuard,
+    native: String,
+    shards: Vec<String>,
+    /// Lines of stdout after the ready line.
+    _stdout: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--no-pin", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ringmq serve");
+    let mut child = ChildGuard(Some(child));
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(l) => l,
+        Err(e) => {
+            let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+            panic!("no ready line from ringmq serve ({e:?}); its log:\n{log}");
+        }
+    };
+    let (native, shards) = parse_ready(&line);
+    assert_eq!(shards.len(), 2, "{line}");
+    Server { child, native, shards, _stdout: rx, _dir: dir }
+}
+
+/// `ringmq ready native=ADDR shards=A,B`
+fn parse_ready(line: &str) -> (String, Vec<String>) {
+    let rest = line.strip_prefix("ringmq ready ").unwrap_or_else(|| panic!("not the ready line: {line:?}"));
+    let mut native = None;
+    let mut shards = None;
+    for part in rest.split_whitespace() {
+        if let Some(v) = part.strip_prefix("native=") {
+            native = Some(v.to_string());
+        } else if let Some(v) = part.strip_prefix("shards=") {
+            shards = Some(v.split(',').map(str::to_string).collect::<Vec<_>>());
+        }
+    }
+    let native = native.unwrap_or_else(|| panic!("no native= in {line:?}"));
+    let shards = shards.unwrap_or_else(|| panic!("no shards= in {line:?}"));
+    for a in std::iter::once(&native).chain(&shards) {
+        a.parse::<std::net::SocketAddr>().unwrap_or_else(|e| panic!("{a:?} is not an address: {e}"));
+    }
+    (native, shards)
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+}
+
+/// Runs the binary with `args`; kills it and fails after `limit`.
+fn run(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringmq");
+    let mut g = ChildGuard(Some(child));
+    let read = |r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut r = r;
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(g.0.as_mut().unwrap().stdout.take().unwrap()));
+    let err = read(Box::new(g.0.as_mut().unwrap().stderr.take().unwrap()));
+    let status =
+        g.wait_for(limit).unwrap_or_else(|| panic!("`ringmq {}` did not finish within {limit:?}", args.join(" ")));
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+fn url(addr: &str) -> String {
+    format!("ringmq://{addr}")
+}
+
+#[test]
+fn pub_then_sub_through_the_binary() {
+    let s = start_server();
+    let u = url(&s.native);
+    let p = run(
+        &["pub", "--url", &u, "--queue", "q", "--count", "1000", "--size", "32", "--confirm"],
+        Duration::from_secs(30),
+    );
+    assert!(p.status.success(), "pub failed: {:?}\n{}", p.status, p.stderr);
+    assert_eq!(p.last_line(), "published 1000 confirmed 1000", "stdout:\n{}", p.stdout);
+
+    let r = run(
+        &["sub", "--url", &u, "--queue", "q", "--count", "1000", "--quiet", "--timeout", "5"],
+        Duration::from_secs(30),
+    );
+    assert!(r.status.success(), "sub failed: {:?}\n{}", r.status, r.stderr);
+    assert_eq!(r.last_line(), "received 1000", "stdout:\n{}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), 1, "--quiet prints only the count:\n{}", r.stdout);
+
+    // The queue was drained and acked: nothing left.
+    let r = run(&["sub", "--url", &u, "--queue", "q", "--timeout", "1", "--quiet"], Duration::from_secs(15));
+    assert!(!r.status.success(), "sub must fail on timeout");
+    assert_eq!(r.last_line(), "received 0", "messages acked by the first `ringmq sub` came back:\n{}", r.stdout);
+}
+
+#[test]
+fn sub_prints_messages_and_pub_without_shard_awareness() {
+    let s = start_server();
+    // Publish through each shard's own address, not shard-aware, so one of
+    // the two is forwarded whichever shard owns the queue.
+    for (i, addr) in s.shards.iter().enumerate() {
+        let msg = format!("hello-{i}");
+        let p = run(
+            &["pub", "--url", &url(addr), "--queue", "greetings", "--no-shard-aware", "--confirm", &msg],
+            Duration::from_secs(15),
+        );
+        assert!(p.status.success(), "{:?}\n{}", p.status, p.stderr);
+        assert_eq!(p.last_line(), "published 1 confirmed 1");
+    }
+    let r = run(
+        &["sub", "--url", &url(&s.native), "--queue", "greetings", "--count", "2", "--timeout", "5"],
+        Duration::from_secs(15),
+    );
+    assert!(r.status.success(), "{:?}\n{}", r.status, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines, ["hello-0", "hello-1", "received 2"], "stdout:\n{}", r.stdout);
+}
+
+#[test]
+fn sub_times_out_on_an_empty_queue() {
+    let s = start_server();
+    let started = Instant::now();
+    let r = run(
+        &["sub", "--url", &url(&s.native), "--queue", "empty", "--timeout", "1", "--quiet"],
+        Duration::from_secs(15),
+    );
+    assert!(!r.status.success(), "a timeout is a failure: {:?}", r.status);
+    assert_eq!(r.last_line(), "received 0", "stdout:\n{}", r.stdout);
+    assert!(started.elapsed() >= Duration::from_millis(900), "gave up after {:?}", started.elapsed());
+}
+
+#[test]
+fn pub_without_a_broker_fails_but_reports() {
+    // A port nobody listens on: bound (so no other test can take it) but
+    // not listening, so a connect is refused.
+    let hold = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    hold.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let port = hold.local_addr().unwrap().as_socket().unwrap().port();
+    let u = format!("ringmq://127.0.0.1:{port}");
+    let p = run(&["pub", "--url", &u, "--queue", "q", "--count", "10", "--confirm"], Duration::from_secs(15));
+    assert!(!p.status.success(), "pub must fail: {:?}", p.status);
+    assert_eq!(p.last_line(), "published 0 confirmed 0", "stdout:\n{}", p.stdout);
+    assert!(!p.stderr.is_empty(), "it says why on stderr");
+
+    let r = run(&["sub", "--url", &u, "--queue", "q", "--timeout", "1"], Duration::from_secs(15));
+    assert!(!r.status.success());
+    assert_eq!(r.last_line(), "received 0", "stdout:\n{}", r.stdout);
+    drop(hold);
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut s = start_server();
+    // It serves before the signal.
+    let p = run(&["pub", "--url", &url(&s.native), "--queue", "t", "--confirm", "x"], Duration::from_secs(15));
+    assert_eq!(p.last_line(), "published 1 confirmed 1", "{}", p.stderr);
+    // A connected client hears that the broker is going away.
+    let (mut conn, _) = common::Raw::hello(s.native.parse().unwrap());
+    let pid = s.child.pid() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let st = s.child.wait_for(Duration::from_secs(5)).expect("ringmq serve stops within 5 s of SIGTERM");
+    assert!(st.success(), "exit status after SIGTERM: {st:?}");
+    conn.expect_error(ringmq::protocol::ErrorCode::ShuttingDown);
+    conn.expect_closed();
+}
