@@ -72,7 +72,7 @@ impl Target {
             }
             #[cfg(feature = "native")]
             Target::Native(url) => {
-                Ok(Producer::Native(crate::native::Producer::connect(url, queue, spec, sink).await?))
+                Ok(Producer::Native(Box::new(crate::native::Producer::connect(url, queue, spec, sink).await?)))
             }
         }
     }
@@ -92,7 +92,7 @@ impl Target {
 pub enum Producer {
     Amqp(amqp::Producer),
     #[cfg(feature = "native")]
-    Native(crate::native::Producer),
+    Native(Box<crate::native::Producer>),
 }
 
 impl Producer {
