@@ -4,14 +4,22 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | accept a connection on the shard's own listener | [`server::listener`] |
+//! | start shards, bind listeners, raise RLIMIT_MEMLOCK | [`server`], [`server::system`], [`server::config`] |
+//! | accept a connection on a shard (shared port or the shard's own) | [`server::listener`] |
+//! | read whole frames into a shared buffer | [`rt::reader`] |
 //! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
-//! | route each request to the shard that owns its queue | [`server::connection`], [`server::mesh`] |
+//! | check limits, route each request to the shard that owns its queue | [`server::connection`] |
+//! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
-//! | deliver, ack, redeliver, reclaim | [`server::queue`] |
-//! | the client side: shard-aware producer and consumer | [`client`] |
+//! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`server::connection`] |
+//! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
+//! | write replies, one syscall per turn | [`rt::outbox`] |
+//! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
+//! | AMQP 0-9-1 front end: framing, methods, channels, same queues | [`amqp`] (`docs/amqp.md`) |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
+//! The `ringmq` binary (`src/main.rs`, `src/cli/`) wraps this as `serve`,
+//! `pub` and `sub`.
 
 pub mod protocol;
 

@@ -1,0 +1,102 @@
+//! A short loadgen run against a real ringmq broker: the JSON summary's
+//! counts must match and nothing may be lost, duplicated or reordered.
+
+use ringmq::server::config::Config;
+use ringmq::server::Broker;
+use std::process::Command;
+
+fn start_broker(dir: &std::path::Path) -> Broker {
+    let config = Config {
+        cores: 2,
+        pin_cores: false,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        ..Config::default()
+    };
+    Broker::start(config).expect("broker starts")
+}
+
+fn run_loadgen(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let hgrm = dir.path().join("run.hgrm");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq-loadgen"))
+        .args(args)
+        .args(["--json", json.to_str().unwrap(), "--hgrm", hgrm.to_str().unwrap(), "--quiet"])
+        .output()
+        .expect("loadgen runs");
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hist = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(hist.contains("Value     Percentile"), "hgrm file has the percentile table");
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+fn count(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn check_clean(v: &serde_json::Value, confirmed: bool) {
+    let sent = count(v, "sent");
+    assert!(sent > 0, "something was sent: {v}");
+    assert_eq!(count(v, "received"), sent, "every sent message arrived: {v}");
+    if confirmed {
+        assert_eq!(count(v, "confirmed"), sent, "every sent message was confirmed: {v}");
+    }
+    assert_eq!(count(v, "lost"), 0, "{v}");
+    assert_eq!(count(v, "duplicates"), 0, "{v}");
+    assert_eq!(count(v, "reordered"), 0, "{v}");
+    for key in ["latency_us", "confirm_latency_us"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(v[key][p].is_number(), "{key}.{p} in {v}");
+        }
+    }
+    assert!(v["msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["bytes_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn max_rate_run_with_confirms_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let url = format!("ringmq://{}", broker.native_addr);
+    let v =
+        run_loadgen(&["--url", &url, "--size", "64", "--duration", "2", "--warmup", "1", "--confirm", "--cores", "0"]);
+    check_clean(&v, true);
+    broker.stop();
+}
+
+#[test]
+fn fixed_rate_run_across_shards_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let url = format!("ringmq://{}", broker.native_addr);
+    let v = run_loadgen(&[
+        "--url",
+        &url,
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--queues",
+        "2",
+        "--rate",
+        "20000",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--confirm",
+        "--cores",
+        "0",
+    ]);
+    check_clean(&v, true);
+    let sent = count(&v, "sent");
+    // 3 s at 20k msg/s: the schedule holds within a generous margin.
+    assert!(sent > 30_000 && sent <= 61_000, "sent {sent} at --rate 20000 over 3 s");
+    broker.stop();
+}
