@@ -7,7 +7,8 @@
 # Environment:
 #   DURATION=10 WARMUP=2   seconds per run (measured, warmup)
 #   RATE=5000              msg/s of the fixed-rate latency run
-#   CORES=                 loadgen --cores (default: all)
+#   CORES=                 loadgen --cores (default: 0 on machines with 2 cores or
+#                          fewer, so the generator leaves the brokers a core; else all)
 #   RINGMQ_AMQP=1          also run the workloads against ringmq's AMQP front end
 #   SKIP_RINGMQ=1 / SKIP_RABBITMQ=1
 #
@@ -189,6 +190,7 @@ WORKLOADS=(
 )
 
 CORE_ARGS=()
+if [ -z "${CORES:-}" ] && [ "$(nproc)" -le 2 ]; then CORES=0; fi
 [ -n "${CORES:-}" ] && CORE_ARGS=(--cores "$CORES")
 
 for wl in "${WORKLOADS[@]}"; do

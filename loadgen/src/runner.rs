@@ -429,6 +429,9 @@ pub fn run(w: Workload) -> Result<Summary> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("loadgen-{wi}"))
             .spin_before_park(Duration::from_micros(0))
+            // Producers at max rate must not keep consumers on the same
+            // worker from running for glommio's default 100 ms quantum.
+            .preempt_timer(Duration::from_micros(500))
             .spawn(move || async move {
                 let r = worker(wi, sh.clone()).await;
                 sh.workers_done.fetch_add(1, Relaxed);

@@ -2,7 +2,35 @@ pub mod publish;
 pub mod serve;
 pub mod subscribe;
 
+use clap::Args;
+use ringmq::client::ClientOptions;
 use std::future::Future;
+
+/// How the client tools reach the broker.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
+    pub url: String,
+    #[arg(long, default_value = "guest")]
+    pub user: String,
+    #[arg(long, default_value = "guest")]
+    pub password: String,
+    /// Talk only to the shard you connect to (the broker forwards).
+    #[arg(long)]
+    pub no_shard_aware: bool,
+}
+
+impl ConnArgs {
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            shard_aware: !self.no_shard_aware,
+            ..Default::default()
+        }
+    }
+}
 
 /// Runs a tool's async body on one glommio executor.
 pub fn run_local<T, F>(name: &str, f: impl FnOnce() -> F + Send + 'static) -> Result<T, String>

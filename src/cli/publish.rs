@@ -3,7 +3,7 @@
 
 use super::{init_tool_logging, run_local};
 use clap::Args;
-use ringmq::client::{Client, ClientError, ClientOptions, Confirmation, ProducerOptions};
+use ringmq::client::{Client, ClientError, Confirmation, ProducerOptions};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::process::ExitCode;
@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 #[derive(Args, Debug, Clone)]
 pub struct PubArgs {
-    #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
-    url: String,
+    #[command(flatten)]
+    conn: super::ConnArgs,
     #[arg(long)]
     queue: String,
     /// Messages to publish.
@@ -30,13 +30,6 @@ pub struct PubArgs {
     /// Messages per Publish frame.
     #[arg(long, default_value_t = 256)]
     batch: u32,
-    /// Send everything to the shard you connect to (the broker forwards).
-    #[arg(long)]
-    no_shard_aware: bool,
-    #[arg(long, default_value = "guest")]
-    user: String,
-    #[arg(long, default_value = "guest")]
-    password: String,
     /// The message; without it, messages are generated.
     message: Option<String>,
 }
@@ -60,14 +53,7 @@ struct Counts {
 }
 
 async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
-    let opts = ClientOptions {
-        url: a.url.clone(),
-        user: a.user.clone(),
-        password: a.password.clone(),
-        shard_aware: !a.no_shard_aware,
-        ..Default::default()
-    };
-    let client = Client::connect(opts).await?;
+    let client = Client::connect(a.conn.options()).await?;
     client.declare(&a.queue, a.persistent).await?;
     let popts = ProducerOptions {
         batch_max: a.batch.max(1),

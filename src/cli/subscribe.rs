@@ -3,7 +3,7 @@
 use super::{init_tool_logging, run_local};
 use clap::Args;
 use futures_lite::StreamExt;
-use ringmq::client::{Client, ClientError, ClientOptions};
+use ringmq::client::{Client, ClientError};
 use std::cell::Cell;
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
 pub struct SubArgs {
-    #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
-    url: String,
+    #[command(flatten)]
+    conn: super::ConnArgs,
     #[arg(long)]
     queue: String,
     /// Exit 0 after this many messages.
@@ -28,13 +28,6 @@ pub struct SubArgs {
     /// Unacked messages the broker may push ahead.
     #[arg(long, default_value_t = 8192)]
     prefetch: u32,
-    /// Receive through the shard you connect to (the broker forwards).
-    #[arg(long)]
-    no_shard_aware: bool,
-    #[arg(long, default_value = "guest")]
-    user: String,
-    #[arg(long, default_value = "guest")]
-    password: String,
 }
 
 enum End {
@@ -43,14 +36,7 @@ enum End {
 }
 
 async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError> {
-    let opts = ClientOptions {
-        url: a.url.clone(),
-        user: a.user.clone(),
-        password: a.password.clone(),
-        shard_aware: !a.no_shard_aware,
-        ..Default::default()
-    };
-    let client = Client::connect(opts).await?;
+    let client = Client::connect(a.conn.options()).await?;
     client.declare(&a.queue, false).await.or_else(|e| {
         // A durable queue declared by `pub --persistent` is fine too.
         if e.code() == Some(ringmq::protocol::ErrorCode::QueueMismatch) {

@@ -134,6 +134,9 @@ impl Producer {
         }
         // Back pressure from the socket: the writer drains before we add more.
         i.conn.wait_writable().await;
+        // A max-rate publisher would otherwise keep the executor from its
+        // other tasks (readers, consumers) until the socket fills.
+        glommio::yield_if_needed().await;
         if let Some(e) = i.conn.take_error() {
             return Err(e);
         }

@@ -51,6 +51,8 @@ pub struct Config {
     /// Ready messages in a queue with consumers above which publishers on
     /// the owning shard stop being read until it drains to half.
     pub publish_pause_messages: u64,
+    /// The same in bytes of ready messages.
+    pub publish_pause_bytes: u64,
     /// Highest prefetch (unacked messages) a consumer may ask for.
     pub prefetch_max: u32,
     /// Consumers (push and pull) one connection may hold.
@@ -88,6 +90,7 @@ impl Default for Config {
             queues_per_shard_max: 100_000,
             queue_messages_max: 100_000_000,
             publish_pause_messages: 1_000_000,
+            publish_pause_bytes: 64 << 20,
             prefetch_max: 65_535,
             consumers_per_connection_max: 1_024,
             deliver_batch_max: 256,
@@ -150,8 +153,9 @@ impl Config {
         check(m >= 1 && u64::from(m) + 1024 <= u64::from(f), "message_bytes_max", || {
             format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
         })?;
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
             ("publish_pause_messages", self.publish_pause_messages),
+            ("publish_pause_bytes", self.publish_pause_bytes),
             ("connections_per_shard_max", self.connections_per_shard_max.into()),
             ("queues_per_shard_max", self.queues_per_shard_max.into()),
             ("queue_messages_max", self.queue_messages_max),

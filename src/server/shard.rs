@@ -246,7 +246,7 @@ impl Shard {
     fn dispatch(&self, q: &mut Queue) {
         let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs));
         bump(&self.counters.delivered, n as u64);
-        if n > 0 && q.ready_len() as u64 <= self.config.publish_pause_messages / 2 {
+        if n > 0 && !self.over_half_pause(q) {
             self.publish_resume.notify();
         }
     }
@@ -256,10 +256,16 @@ impl Shard {
     /// will drain it. Without consumers the queue simply fills up to its
     /// limit; pausing would only stall the connection.
     pub fn over_publish_pause(&self, queue: &str) -> bool {
-        self.queues
-            .borrow()
-            .get(queue)
-            .is_some_and(|q| q.ready_len() as u64 > self.config.publish_pause_messages && q.consumer_count() > 0)
+        let c = &self.config;
+        self.queues.borrow().get(queue).is_some_and(|q| {
+            (q.ready_len() as u64 > c.publish_pause_messages || q.ready_bytes() > c.publish_pause_bytes)
+                && q.consumer_count() > 0
+        })
+    }
+
+    fn over_half_pause(&self, q: &Queue) -> bool {
+        let c = &self.config;
+        q.ready_len() as u64 > c.publish_pause_messages / 2 || q.ready_bytes() > c.publish_pause_bytes / 2
     }
 
     /// Waits until `queue` has drained to half of `publish_pause_messages`,
@@ -267,9 +273,8 @@ impl Shard {
     pub async fn wait_publish_resume(&self, queue: &str) {
         loop {
             let n = self.publish_resume.notified();
-            let go_on = self.queues.borrow().get(queue).is_none_or(|q| {
-                q.ready_len() as u64 <= self.config.publish_pause_messages / 2 || q.consumer_count() == 0
-            });
+            let go_on =
+                self.queues.borrow().get(queue).is_none_or(|q| !self.over_half_pause(q) || q.consumer_count() == 0);
             if go_on {
                 return;
             }
