@@ -5,13 +5,16 @@
 #   benches/e2e.sh [COUNT] [SIZE] [RUNS]      (default 20000000 16 3)
 #
 # Prints the consumer's rate (first to last message) for each run and the
-# median. Extra `pub` flags can be given in PUB_FLAGS (e.g. "--confirm").
+# median. Extra `pub` flags can be given in PUB_FLAGS (e.g. "--confirm"); with
+# "--persistent" the consumer declares the queue durable too.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${1:-20000000}
 SIZE=${2:-16}
 RUNS=${3:-3}
 PUB_FLAGS=${PUB_FLAGS:-}
+SUB_FLAGS=
+case "$PUB_FLAGS" in *--persistent*) SUB_FLAGS=--durable ;; esac
 cd "$ROOT"
 cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringmq
@@ -26,7 +29,8 @@ URL=ringmq://$ADDR
 rates=()
 for i in $(seq 1 "$RUNS"); do
   q=e2e-$i
-  "$BIN" sub --url "$URL" --queue "$q" --count "$COUNT" --quiet --timeout 30 2>"$DATA/sub.err" >"$DATA/sub.out" &
+  # shellcheck disable=SC2086
+  "$BIN" sub --url "$URL" --queue "$q" --count "$COUNT" --quiet --timeout 30 $SUB_FLAGS 2>"$DATA/sub.err" >"$DATA/sub.out" &
   SUB=$!
   sleep 0.3
   # shellcheck disable=SC2086

@@ -31,3 +31,9 @@ pub mod rt;
 
 #[cfg(feature = "server")]
 pub mod server;
+
+#[cfg(feature = "server")]
+pub mod amqp;
+
+#[cfg(feature = "server")]
+pub mod storage;

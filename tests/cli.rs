@@ -62,6 +62,7 @@ fn start_server() -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--no-pin", "--data-dir"])
         .arg(&data)
+        .args(["--amqp-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -105,7 +105,9 @@ pub fn run(a: ServeArgs) -> ExitCode {
     };
     let own: Vec<String> = broker.shard_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(shards, native = %broker.native_addr, shard_addrs = ?own, "ringmq ready");
-    tracing::info!(%amqp, %metrics, "AMQP and metrics listeners are not part of this build yet");
+    let _ = amqp;
+    tracing::info!(amqp = %broker.amqp_addr, "AMQP 0-9-1 listener ready");
+    tracing::info!(%metrics, "the metrics listener is not part of this build yet");
     // A machine-readable line for scripts and tests.
     println!("ringmq ready native={} shards={}", broker.native_addr, own.join(","));
     let stop = broker.stopper();

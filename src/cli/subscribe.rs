@@ -25,6 +25,10 @@ pub struct SubArgs {
     /// Only count; print nothing per message.
     #[arg(long)]
     quiet: bool,
+    /// Declare the queue durable if it does not exist yet (as `pub
+    /// --persistent` does).
+    #[arg(long)]
+    durable: bool,
     /// Unacked messages the broker may push ahead.
     #[arg(long, default_value_t = 8192)]
     prefetch: u32,
@@ -37,8 +41,8 @@ enum End {
 
 async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError> {
     let client = Client::connect(a.conn.options()).await?;
-    client.declare(&a.queue, false).await.or_else(|e| {
-        // A durable queue declared by `pub --persistent` is fine too.
+    client.declare(&a.queue, a.durable).await.or_else(|e| {
+        // A queue that exists with the other durability is fine too.
         if e.code() == Some(ringmq::protocol::ErrorCode::QueueMismatch) {
             Ok(0)
         } else {

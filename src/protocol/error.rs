@@ -18,6 +18,8 @@ pub enum ErrorCode {
     QueueFull = 13,
     MessageTooLarge = 14,
     BadQueueName = 15,
+    /// The queue is exclusive to another connection (AMQP 405).
+    QueueLocked = 16,
     UnknownConsumer = 20,
     UnknownDeliveryTag = 21,
     ConsumerExists = 22,
@@ -49,6 +51,7 @@ impl ErrorCode {
             13 => QueueFull,
             14 => MessageTooLarge,
             15 => BadQueueName,
+            16 => QueueLocked,
             20 => UnknownConsumer,
             21 => UnknownDeliveryTag,
             22 => ConsumerExists,

@@ -70,6 +70,22 @@ pub struct Config {
     pub frame_timeout_ms: u64,
     /// Bytes buffered for one connection's socket before its reader waits.
     pub outbox_bytes_max: u32,
+
+    /// Storage (`docs/storage.md`): a log segment is sealed and a new one
+    /// started once it holds this many bytes (65536 ..= 4 GiB).
+    pub segment_bytes: u64,
+    /// When the log is fdatasync'ed: `always` (default: a confirm means
+    /// fdatasync'ed), `interval` (confirm after the O_DIRECT write, sync
+    /// every `fsync_interval_ms`: a power loss can lose that window) or
+    /// `never` (only at clean shutdown: a power loss can lose anything
+    /// since the start; a process crash loses nothing written).
+    pub fsync: crate::storage::FsyncPolicy,
+    /// Period of the fdatasync under `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// At recovery, skip a corrupt record in a sealed segment (losing the
+    /// rest of that segment, reported in the log) instead of refusing to
+    /// start.
+    pub storage_skip_corrupt: bool,
 }
 
 impl Default for Config {
@@ -99,6 +115,10 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             frame_timeout_ms: 30_000,
             outbox_bytes_max: 8 << 20,
+            segment_bytes: 64 << 20,
+            fsync: crate::storage::FsyncPolicy::Always,
+            fsync_interval_ms: 10,
+            storage_skip_corrupt: false,
         }
     }
 }
@@ -171,6 +191,9 @@ impl Config {
         }
         check(self.handshake_timeout_ms > 0, "handshake_timeout_ms", || "must be greater than 0".into())?;
         check(self.frame_timeout_ms > 0, "frame_timeout_ms", || "must be greater than 0".into())?;
+        let sb = self.segment_bytes;
+        check((65_536..=4 << 30).contains(&sb), "segment_bytes", || format!("{sb} is outside 65536..=4294967296"))?;
+        check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;
         check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
             format!("must be at least frame_bytes_max ({f})")
         })?;

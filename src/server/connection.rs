@@ -137,6 +137,8 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
             frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
         }
         Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
+        // The native protocol has no cancel notice yet.
+        Reply::ConsumerGone { .. } => {}
     }
 }
 
@@ -312,6 +314,9 @@ impl NativeConn {
                     durable: flags & op::DECLARE_DURABLE != 0,
                     passive: flags & op::DECLARE_PASSIVE != 0,
                     queue: queue.into(),
+                    exclusive: false,
+                    auto_delete: false,
+                    amqp: false,
                 };
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }

@@ -30,6 +30,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot create data dir {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("storage: {0}")]
+    Storage(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
     Executor { shard: usize, message: String, hint: String },
 }
@@ -40,6 +42,8 @@ pub struct Broker {
     pub native_addr: SocketAddr,
     /// Shard i's own native address.
     pub shard_addrs: Vec<SocketAddr>,
+    /// The AMQP 0-9-1 address every shard accepts on.
+    pub amqp_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -50,10 +54,12 @@ struct ShardStart {
     config: Arc<Config>,
     shared: BoundSocket,
     own: BoundSocket,
+    amqp: BoundSocket,
     addrs: Vec<String>,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
-    ready: mpsc::Sender<usize>,
+    /// `Err` carries why the shard could not start (storage recovery).
+    ready: mpsc::Sender<Result<usize, String>>,
 }
 
 impl Broker {
@@ -63,6 +69,7 @@ impl Broker {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count()).map_err(StartError::Storage)?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
         let bind = |addr| BoundSocket::bind(addr).map_err(|source| StartError::Bind { addr, source });
@@ -70,6 +77,11 @@ impl Broker {
         let mut shared = vec![first];
         for _ in 1..n {
             shared.push(bind(native_addr)?.0);
+        }
+        let (first, amqp_addr) = bind(config.amqp_listen)?;
+        let mut amqp = vec![first];
+        for _ in 1..n {
+            amqp.push(bind(amqp_addr)?.0);
         }
         let mut own = Vec::new();
         let mut shard_addrs = Vec::new();
@@ -91,13 +103,14 @@ impl Broker {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::new();
         let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-        for (id, (shared, own)) in shared.into_iter().zip(own).enumerate() {
+        for (id, ((shared, own), amqp)) in shared.into_iter().zip(own).zip(amqp).enumerate() {
             let start = ShardStart {
                 id,
                 count: n,
                 config: config.clone(),
                 shared,
                 own,
+                amqp,
                 addrs: addrs.clone(),
                 mesh: mesh.clone(),
                 stop: stop.clone(),
@@ -111,11 +124,19 @@ impl Broker {
             threads.push(h);
         }
         drop(ready_tx);
-        let broker = Broker { native_addr, shard_addrs, stop, threads };
+        let broker = Broker { native_addr, shard_addrs, amqp_addr, stop, threads };
         for _ in 0..n {
-            if ready_rx.recv().is_err() {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(message)) => {
+                    broker.stop.store(true, Ordering::SeqCst);
+                    for h in broker.threads {
+                        let _ = h.join();
+                    }
+                    return Err(StartError::Storage(message));
+                }
                 // A shard ended before it was ready: its join says why.
-                return Err(broker.failed_start(memlock));
+                Err(_) => return Err(broker.failed_start(memlock)),
             }
         }
         Ok(broker)
@@ -194,12 +215,21 @@ async fn run_shard(s: ShardStart) {
     for sock in [s.shared, s.own] {
         tasks.push(glommio::spawn_local(listener::accept_loop(shard.clone(), sock.into_listener())));
     }
+    tasks.push(glommio::spawn_local(crate::amqp::accept_loop(shard.clone(), s.amqp.into_listener())));
+    // Recovery before the first connection; then the group-commit task.
+    if let Err(e) = shard.open_storage().await {
+        tracing::error!(shard = s.id, "{e}");
+        let _ = s.ready.send(Err(format!("shard {}: {e}", s.id)));
+        return;
+    }
+    tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
     tracing::info!(shard = s.id, "shard ready");
-    let _ = s.ready.send(s.id);
+    let _ = s.ready.send(Ok(s.id));
     while !s.stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_POLL).await;
     }
     shard.shut_down_connections("the broker is shutting down");
+    shard.close_storage().await;
     // Let writers flush the goodbye frames; tasks are dropped with the executor.
     glommio::timer::sleep(Duration::from_millis(50)).await;
     tracing::info!(shard = s.id, "shard stopped");

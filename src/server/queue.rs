@@ -100,6 +100,11 @@ fn unknown_tag(first: u64, last: u64) -> QueueError {
 pub struct Queue {
     pub name: String,
     pub durable: bool,
+    /// Set for exclusive queues: the one connection that may use it.
+    pub exclusive_owner: Option<ConnRef>,
+    /// Deleted when its last push consumer goes, once it has had one.
+    pub auto_delete: bool,
+    had_consumers: bool,
     ready: VecDeque<Message>,
     ready_bytes: u64,
     next_seq: u64,
@@ -117,6 +122,9 @@ impl Queue {
         Self {
             name,
             durable,
+            exclusive_owner: None,
+            auto_delete: false,
+            had_consumers: false,
             ready: VecDeque::new(),
             ready_bytes: 0,
             next_seq: 0,
@@ -128,6 +136,25 @@ impl Queue {
 
     pub fn ready_len(&self) -> usize {
         self.ready.len()
+    }
+
+    /// The sequence number the next published message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Recovery: a persistent message from the log, in sequence order,
+    /// marked redelivered (it may have been delivered before the restart).
+    pub fn restore(&mut self, seq: u64, entry: Bytes) {
+        let msg = Message { seq, entry, persistent: true, redelivered: true };
+        self.ready_bytes += msg.bytes() as u64;
+        self.ready.push_back(msg);
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// Recovery: sequence numbers continue past every logged one.
+    pub fn set_next_seq(&mut self, next: u64) {
+        self.next_seq = self.next_seq.max(next);
     }
 
     pub fn ready_bytes(&self) -> u64 {
@@ -203,7 +230,26 @@ impl Queue {
             ));
         }
         self.consumers.push(Consumer::new(owner, id, prefetch, false));
+        self.had_consumers = true;
         Ok(())
+    }
+
+    /// Stops pushing to a consumer; its unacked messages stay with it until
+    /// acked, nacked or its connection closes.
+    pub fn cancel(&mut self, owner: ConnRef, id: u32) -> Result<(), QueueError> {
+        let i = self.consumer_index(owner, id).ok_or_else(|| unknown_consumer(id, &self.name))?;
+        self.consumers[i].pull = true;
+        Ok(())
+    }
+
+    /// Whether an auto-delete queue has lost its last push consumer.
+    pub fn auto_delete_due(&self) -> bool {
+        self.auto_delete && self.had_consumers && self.consumer_count() == 0
+    }
+
+    /// The push consumers: (connection, consumer id).
+    pub fn push_consumers(&self) -> impl Iterator<Item = (ConnRef, u32)> + '_ {
+        self.consumers.iter().filter(|c| !c.pull).map(|c| (c.owner, c.id))
     }
 
     /// Removes a consumer and requeues what it had not acked.
@@ -240,15 +286,42 @@ impl Queue {
     }
 
     pub fn ack(&mut self, owner: ConnRef, id: u32, ranges: &[(u64, u64)]) -> Result<usize, QueueError> {
+        self.ack_each(owner, id, ranges, |_| {})
+    }
+
+    /// `ack`, handing each acked message to `each` (the storage logs the
+    /// persistent ones).
+    pub fn ack_each(
+        &mut self,
+        owner: ConnRef,
+        id: u32,
+        ranges: &[(u64, u64)],
+        mut each: impl FnMut(&Message),
+    ) -> Result<usize, QueueError> {
         let i = self.consumer_index(owner, id).ok_or_else(|| unknown_consumer(id, &self.name))?;
         let c = &mut self.consumers[i];
         c.check_ranges(ranges)?;
         let mut n = 0;
-        c.take_ranges(ranges, |_| n += 1);
+        c.take_ranges(ranges, |m| {
+            each(&m);
+            n += 1
+        });
         Ok(n)
     }
 
     pub fn nack(&mut self, owner: ConnRef, id: u32, requeue: bool, ranges: &[(u64, u64)]) -> Result<usize, QueueError> {
+        self.nack_each(owner, id, requeue, ranges, |_| {})
+    }
+
+    /// `nack`; without requeue, each dropped message goes to `dropped`.
+    pub fn nack_each(
+        &mut self,
+        owner: ConnRef,
+        id: u32,
+        requeue: bool,
+        ranges: &[(u64, u64)],
+        mut dropped: impl FnMut(&Message),
+    ) -> Result<usize, QueueError> {
         let i = self.consumer_index(owner, id).ok_or_else(|| unknown_consumer(id, &self.name))?;
         let c = &mut self.consumers[i];
         c.check_ranges(ranges)?;
@@ -257,6 +330,8 @@ impl Queue {
         let n = back.len();
         if requeue {
             self.requeue(back);
+        } else {
+            back.iter().for_each(&mut dropped);
         }
         Ok(n)
     }
@@ -264,6 +339,17 @@ impl Queue {
     /// Pulls one message. Unless `no_ack`, it stays unacked under a pull
     /// consumer `id` of this connection until acked or nacked.
     pub fn get(&mut self, owner: ConnRef, id: u32, no_ack: bool) -> Result<Option<(u64, Delivered)>, QueueError> {
+        self.get_each(owner, id, no_ack, |_| {})
+    }
+
+    /// `get`; with `no_ack`, the message (gone at once) goes to `dropped`.
+    pub fn get_each(
+        &mut self,
+        owner: ConnRef,
+        id: u32,
+        no_ack: bool,
+        dropped: impl FnOnce(&Message),
+    ) -> Result<Option<(u64, Delivered)>, QueueError> {
         let i = match self.consumer_index(owner, id) {
             Some(i) if !self.consumers[i].pull => {
                 return Err(QueueError::new(
@@ -277,6 +363,7 @@ impl Queue {
         let Some(m) = self.pop_ready() else { return Ok(None) };
         let d = Delivered::from(&m);
         if no_ack {
+            dropped(&m);
             return Ok(Some((0, d)));
         }
         let i = i.unwrap_or_else(|| {
@@ -287,6 +374,12 @@ impl Queue {
     }
 
     pub fn purge(&mut self) -> usize {
+        self.purge_each(|_| {})
+    }
+
+    /// `purge`, handing each removed message to `each`.
+    pub fn purge_each(&mut self, each: impl FnMut(&Message)) -> usize {
+        self.ready.iter().for_each(each);
         let n = self.ready.len();
         self.ready.clear();
         self.ready_bytes = 0;

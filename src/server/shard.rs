@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod durable;
+
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
     fn send(&self, reply: Reply);
@@ -49,6 +51,10 @@ pub struct Shard {
     publish_resume: Notify,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
     next_conn_id: Cell<u64>,
+    /// The shard's log (`None` until `open_storage`).
+    durable: RefCell<Option<Rc<durable::Durable>>>,
+    /// Set when the request being handled logged queue metadata.
+    meta_logged: Cell<bool>,
 }
 
 impl Shard {
@@ -64,6 +70,8 @@ impl Shard {
             publish_resume: Notify::default(),
             conns: RefCell::new(HashMap::new()),
             next_conn_id: Cell::new(1),
+            durable: RefCell::new(None),
+            meta_logged: Cell::new(false),
         }
     }
 
@@ -182,17 +190,20 @@ impl Shard {
                 self.get(from, request_id, consumer_id, no_ack, &queue);
                 return;
             }
-            Request::Declare { durable, passive, queue } => self.declare(durable, passive, queue),
-            Request::Delete { if_empty, queue } => self.delete(if_empty, &queue),
-            Request::Purge { queue } => self.with_queue(&queue, |q| Ok(q.purge() as u64)),
+            Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp } => {
+                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp })
+            }
+            Request::Delete { if_empty, queue } => self.delete_from(from, if_empty, &queue),
+            Request::Purge { queue } => self.with_queue(&queue, |q| {
+                check_lock(q, from)?;
+                Ok(self.purge_logged(q) as u64)
+            }),
             Request::Subscribe { consumer_id, prefetch, queue } => {
                 // The Ok goes out before the first Deliver of this consumer.
-                let r = self
-                    .queues
-                    .borrow_mut()
-                    .get_mut(&queue)
-                    .ok_or_else(|| not_found(&queue))
-                    .and_then(|q| q.subscribe(from, consumer_id, prefetch));
+                let r = self.queues.borrow_mut().get_mut(&queue).ok_or_else(|| not_found(&queue)).and_then(|q| {
+                    check_lock(q, from)?;
+                    q.subscribe(from, consumer_id, prefetch)
+                });
                 let ok = r.is_ok();
                 self.reply_result(from, request_id, r.map(|()| 0));
                 if ok {
@@ -203,10 +214,20 @@ impl Shard {
                 return;
             }
             Request::Unsubscribe { consumer_id, queue } => {
-                self.with_queue(&queue, |q| q.unsubscribe(from, consumer_id).map(|()| 0))
+                let r = self.with_queue(&queue, |q| q.unsubscribe(from, consumer_id).map(|()| 0));
+                self.auto_delete_check(&queue);
+                r
+            }
+            Request::Cancel { consumer_id, queue } => {
+                let r = self.with_queue(&queue, |q| q.cancel(from, consumer_id));
+                self.auto_delete_check(&queue);
+                match r {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
             }
             Request::Ack { consumer_id, queue, ranges } => {
-                let r = self.with_queue(&queue, |q| q.ack(from, consumer_id, &ranges).map(|n| n as u64));
+                let r = self.with_queue(&queue, |q| self.ack_logged(q, from, consumer_id, &ranges).map(|n| n as u64));
                 match r {
                     Ok(n) => {
                         bump(&self.counters.acked, n);
@@ -216,13 +237,15 @@ impl Shard {
                 }
             }
             Request::Nack { consumer_id, queue, requeue, ranges } => {
-                match self.with_queue(&queue, |q| q.nack(from, consumer_id, requeue, &ranges).map(|n| n as u64)) {
+                match self
+                    .with_queue(&queue, |q| self.nack_logged(q, from, consumer_id, requeue, &ranges).map(|n| n as u64))
+                {
                     Ok(_) => return,
                     Err(e) => Err(e),
                 }
             }
         };
-        self.reply_result(from, request_id, result);
+        self.reply_after_log(from, request_id, result);
     }
 
     fn reply_result(&self, to: ConnRef, request_id: u64, result: Result<u64, QueueError>) {
@@ -318,6 +341,7 @@ impl Shard {
                 format!("shard {} holds queues_per_shard_max = {} queues", self.id, self.config.queues_per_shard_max),
             ));
         }
+        self.log_declare(&name, durable)?;
         tracing::debug!(queue = %name, durable, "queue declared");
         queues.insert(name.clone(), Queue::new(name, durable, self.limits()));
         Ok(0)
@@ -331,6 +355,7 @@ impl Shard {
         }
         let n = q.ready_len() as u64;
         queues.remove(name);
+        self.log_delete(name);
         tracing::debug!(queue = %name, "queue deleted");
         Ok(n)
     }
@@ -346,18 +371,32 @@ impl Shard {
         queue: &str,
         entries: impl ExactSizeIterator<Item = Bytes>,
     ) {
-        let result = if persistent {
-            Err(QueueError::new(
-                ErrorCode::PersistenceUnavailable,
-                "persistent messages need the storage engine, which this build does not have yet; publish transient messages",
-            ))
-        } else {
-            self.with_queue(queue, |q| q.publish(persistent, entries))
+        // Persistent messages into a durable queue are logged, and their
+        // confirm waits for the flush; everything else stays in memory.
+        let (result, log) = match self.log_target(persistent, queue) {
+            Err(e) => (Err(e), None),
+            Ok(None) => (self.with_queue(queue, |q| q.publish(persistent, entries)), None),
+            Ok(Some((d, id))) => {
+                let r = self.with_queue(queue, |q| {
+                    let mut seq = q.next_seq();
+                    q.publish(
+                        persistent,
+                        entries.inspect(|e| {
+                            // Not poisoned: checked by log_target, just now.
+                            let _ = d.log.publish(id, seq, e);
+                            seq += 1;
+                        }),
+                    )
+                });
+                (r, Some(d))
+            }
         };
         match result {
             Ok(n) => {
                 bump(&self.counters.published, u64::from(n));
-                if confirm {
+                if let (true, Some(d)) = (confirm, &log) {
+                    self.confirm_after_log(d, from, request_id, n);
+                } else if confirm {
                     bump(&self.counters.confirmed, u64::from(n));
                     self.route_reply(from, Reply::Confirm { request_id, count: n });
                 }
@@ -370,7 +409,10 @@ impl Shard {
     }
 
     fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
-        let r = self.with_queue(queue, |q| Ok((q.get(from, consumer_id, no_ack)?, q.ready_len())));
+        let r = self.with_queue(queue, |q| {
+            check_lock(q, from)?;
+            Ok((self.get_logged(q, from, consumer_id, no_ack)?, q.ready_len()))
+        });
         let reply = match r {
             Ok((Some((tag, msg)), remaining)) => {
                 bump(&self.counters.delivered, 1);
@@ -389,8 +431,110 @@ impl Shard {
                 let n = q.connection_closed(from);
                 bump(&self.counters.redelivered, n as u64);
                 self.dispatch(q);
+                if q.exclusive_owner == Some(from) || q.auto_delete_due() {
+                    self.remove_queue(&mut queues, name);
+                }
+                self.publish_resume.notify();
             }
         }
+    }
+}
+
+/// Flags of a declare beyond the native protocol's (AMQP).
+struct DeclareOpts {
+    exclusive: bool,
+    auto_delete: bool,
+    amqp: bool,
+}
+
+impl Shard {
+    /// `declare` plus the exclusive and auto-delete flags and their checks.
+    fn declare_with(
+        &self,
+        from: ConnRef,
+        durable: bool,
+        passive: bool,
+        name: String,
+        o: DeclareOpts,
+    ) -> Result<u64, QueueError> {
+        let existed = match self.queues.borrow().get(&name) {
+            Some(q) => {
+                check_lock(q, from)?;
+                if o.amqp && !passive && (q.exclusive_owner.is_some() != o.exclusive || q.auto_delete != o.auto_delete)
+                {
+                    return Err(QueueError::new(
+                        ErrorCode::QueueMismatch,
+                        format!(
+                            "queue '{name}' exists with exclusive={} auto_delete={}",
+                            q.exclusive_owner.is_some(),
+                            q.auto_delete
+                        ),
+                    ));
+                }
+                true
+            }
+            None => false,
+        };
+        let ready = self.declare(durable, passive, name.clone())?;
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&name) else { return Ok(ready) };
+        if !existed {
+            q.exclusive_owner = o.exclusive.then_some(from);
+            q.auto_delete = o.auto_delete;
+        }
+        if o.amqp {
+            return Ok((q.consumer_count() as u64) << 32 | ready.min(u64::from(u32::MAX)));
+        }
+        Ok(ready)
+    }
+
+    /// `delete` after the exclusive check; push consumers hear that their
+    /// queue is gone.
+    fn delete_from(&self, from: ConnRef, if_empty: bool, name: &str) -> Result<u64, QueueError> {
+        let consumers: Vec<(ConnRef, u32)> = {
+            let queues = self.queues.borrow();
+            let q = queues.get(name).ok_or_else(|| not_found(name))?;
+            check_lock(q, from)?;
+            q.push_consumers().collect()
+        };
+        let n = self.delete(if_empty, name)?;
+        self.publish_resume.notify();
+        for (to, consumer_id) in consumers {
+            self.route_reply(to, Reply::ConsumerGone { consumer_id });
+        }
+        Ok(n)
+    }
+
+    /// Deletes an auto-delete queue that has lost its last consumer. Also
+    /// wakes publishers paused on a queue that may have lost its consumers
+    /// (they resume when it has none).
+    fn auto_delete_check(&self, name: &str) {
+        self.publish_resume.notify();
+        let mut queues = self.queues.borrow_mut();
+        if queues.get(name).is_some_and(Queue::auto_delete_due) {
+            self.remove_queue(&mut queues, name);
+        }
+    }
+
+    fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
+        if let Some(q) = queues.remove(name) {
+            self.log_delete(name);
+            for (to, consumer_id) in q.push_consumers() {
+                self.route_reply(to, Reply::ConsumerGone { consumer_id });
+            }
+            tracing::debug!(queue = %name, "queue deleted (exclusive owner closed or auto-delete)");
+        }
+    }
+}
+
+/// Exclusive queues serve only the connection that declared them.
+fn check_lock(q: &Queue, from: ConnRef) -> Result<(), QueueError> {
+    match q.exclusive_owner {
+        Some(owner) if owner != from => Err(QueueError::new(
+            ErrorCode::QueueLocked,
+            format!("queue '{}' is exclusive to another connection", q.name),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -48,6 +48,14 @@ pub enum Request {
         durable: bool,
         passive: bool,
         queue: String,
+        /// Owned by the declaring connection: others get `QueueLocked`, and
+        /// the queue goes when that connection closes.
+        exclusive: bool,
+        /// Deleted when its last consumer goes (after it had one).
+        auto_delete: bool,
+        /// AMQP semantics: a redeclare must match every flag, and the Ok
+        /// value packs `consumers << 32 | ready` (ready capped at u32::MAX).
+        amqp: bool,
     },
     Delete {
         if_empty: bool,
@@ -70,6 +78,12 @@ pub enum Request {
         queue: String,
     },
     Unsubscribe {
+        consumer_id: u32,
+        queue: String,
+    },
+    /// Stops pushing to a consumer but keeps its unacked messages, which
+    /// can still be acked or nacked (AMQP basic.cancel). No reply.
+    Cancel {
         consumer_id: u32,
         queue: String,
     },
@@ -96,6 +110,8 @@ pub enum Request {
     },
 }
 
+/// What goes back to a connection. `ConsumerGone`: the consumer's queue
+/// was deleted, nothing more will come (AMQP sends basic.cancel).
 #[derive(Debug)]
 pub enum Reply {
     Ok { request_id: u64, value: u64 },
@@ -104,6 +120,7 @@ pub enum Reply {
     Deliver { consumer_id: u32, first_tag: u64, msgs: Vec<Delivered> },
     GetOk { request_id: u64, consumer_id: u32, tag: u64, remaining: u32, msg: Delivered },
     GetEmpty { request_id: u64 },
+    ConsumerGone { consumer_id: u32 },
 }
 
 impl Reply {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod pika;
+
 use bytes::BytesMut;
 use ringmq::protocol::{self, BatchWriter, Cmd, Decoded, ErrorCode, Frame};
 use ringmq::server::config::Config;
@@ -31,6 +33,8 @@ pub struct TestBroker {
     broker: Option<Broker>,
     pub native: SocketAddr,
     pub shards: Vec<SocketAddr>,
+    /// The AMQP 0-9-1 listener.
+    pub amqp: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -41,6 +45,7 @@ impl TestBroker {
         let mut config = Config {
             cores,
             listen: "127.0.0.1:0".parse().unwrap(),
+            amqp_listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             pin_cores: false,
             ..Default::default()
@@ -50,7 +55,8 @@ impl TestBroker {
         assert_eq!(broker.shard_addrs.len(), cores, "one address per shard");
         let native = broker.native_addr;
         let shards = broker.shard_addrs.clone();
-        Self { broker: Some(broker), native, shards, _dir: dir }
+        let amqp = broker.amqp_addr;
+        Self { broker: Some(broker), native, shards, amqp, _dir: dir }
     }
 
     /// Two shards, default limits.

@@ -1,0 +1,284 @@
+//! Per-channel state: the message being published, the publish batch
+//! being built, publisher confirms in tag order, the map from the channel's
+//! delivery tags to (consumer, queue-level tag), deliveries held back by
+//! prefetch or flow, and the synchronous methods awaiting their replies.
+
+use crate::server::types::Reply;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
+/// A basic.publish whose header or body frames are still arriving.
+pub struct Content {
+    pub persistent: bool,
+    pub mandatory: bool,
+    pub body_len: usize,
+    /// True once the content header has arrived.
+    pub have_header: bool,
+}
+
+/// Consecutive complete messages for one queue, back to back in `arena`.
+pub struct PubBatch {
+    pub persistent: bool,
+    pub mandatory: bool,
+    pub count: u32,
+    /// Bytes of `arena` the batch occupies.
+    pub len: usize,
+    /// Channel publish sequence of the first message.
+    pub first_seq: u64,
+}
+
+/// A publish batch sent with `confirm` set, awaiting the owner's answer.
+pub struct Outstanding {
+    pub first_seq: u64,
+    pub count: u32,
+    /// Whether the client asked for confirms on this channel.
+    pub confirm: bool,
+    /// For mandatory batches: the queue, entries and their count, to
+    /// return if unroutable.
+    pub returns: Option<(String, Bytes, u32)>,
+    pub result: Option<Settled>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Ack,
+    /// Unroutable: returned if mandatory, then acked (RabbitMQ's behaviour).
+    NoRoute,
+    Nack,
+}
+
+/// What a synchronous method waits for.
+pub enum OpKind {
+    Declare { queue: String, exclusive: bool, no_wait: bool },
+    Purge { no_wait: bool },
+    Delete { no_wait: bool },
+    Consume { consumer_id: u32, no_wait: bool },
+    Get { consumer_id: u32, no_ack: bool, queue: String },
+}
+
+pub struct Op {
+    pub seq: u64,
+    pub kind: OpKind,
+    pub result: Option<Reply>,
+}
+
+/// A delivery that arrived while it could not go out yet.
+pub struct Held {
+    pub consumer_id: u32,
+    pub qtag: u64,
+    pub redelivered: bool,
+    pub entry: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChState {
+    Open,
+    /// The server sent channel.close and waits for close-ok.
+    Closing,
+}
+
+pub struct Channel {
+    pub state: ChState,
+    /// channel.flow from the client: false stops deliveries.
+    pub flow: bool,
+    pub confirm: bool,
+    /// Publishes on this channel so far; confirm tags are `seq - confirm_base`.
+    pub pub_seq: u64,
+    pub confirm_base: u64,
+    pub outstanding: VecDeque<Outstanding>,
+    pub content: Option<Content>,
+    /// Routing key (queue) of the message being published.
+    pub content_queue: String,
+    pub content_props: Vec<u8>,
+    /// Body of a message that spans several body frames.
+    pub content_body: BytesMut,
+    pub arena: BytesMut,
+    pub batch: Option<PubBatch>,
+    pub batch_queue: String,
+    pub prefetch_consumer: u16,
+    pub prefetch_channel: u16,
+    /// Delivery tag of `tags[0]`; tags count from 1.
+    pub tag_base: u64,
+    pub tags: VecDeque<Option<(u32, u64)>>,
+    /// `Some` entries in `tags`: unacked deliveries on the channel.
+    pub unacked: u32,
+    pub held: VecDeque<Held>,
+    pub ops: VecDeque<Op>,
+    pub next_op: u64,
+    /// Consumer ids opened on this channel (push, cancelled and pull).
+    pub consumers: Vec<u32>,
+    /// Pull consumers used by basic.get, one per queue.
+    pub getters: Vec<(String, u32)>,
+}
+
+impl Channel {
+    pub fn new() -> Self {
+        Self {
+            state: ChState::Open,
+            flow: true,
+            confirm: false,
+            pub_seq: 0,
+            confirm_base: 0,
+            outstanding: VecDeque::new(),
+            content: None,
+            content_queue: String::new(),
+            content_props: Vec::new(),
+            content_body: BytesMut::new(),
+            arena: BytesMut::new(),
+            batch: None,
+            batch_queue: String::new(),
+            prefetch_consumer: 0,
+            prefetch_channel: 0,
+            tag_base: 1,
+            tags: VecDeque::new(),
+            unacked: 0,
+            held: VecDeque::new(),
+            ops: VecDeque::new(),
+            next_op: 1,
+            consumers: Vec::new(),
+            getters: Vec::new(),
+        }
+    }
+
+    pub fn next_tag(&self) -> u64 {
+        self.tag_base + self.tags.len() as u64
+    }
+
+    /// Gives the next delivery tag to a message; `track` is `None` for
+    /// no-ack deliveries, which are never acked by the client.
+    pub fn assign_tag(&mut self, track: Option<(u32, u64)>) -> u64 {
+        let tag = self.next_tag();
+        if track.is_none() && self.tags.is_empty() {
+            self.tag_base += 1;
+            return tag;
+        }
+        if track.is_some() {
+            self.unacked += 1;
+        }
+        self.tags.push_back(track);
+        tag
+    }
+
+    /// Whether the channel-wide prefetch leaves room for one more.
+    pub fn has_credit(&self) -> bool {
+        self.prefetch_channel == 0 || self.unacked < u32::from(self.prefetch_channel)
+    }
+
+    /// Takes the tags an ack or nack covers; `None` if `tag` is not an
+    /// unacked delivery of this channel (and nothing is taken).
+    /// `tag == 0` with `multiple` means every unacked delivery.
+    pub fn take_tags(&mut self, tag: u64, multiple: bool, mut each: impl FnMut(u32, u64)) -> Option<usize> {
+        let hi = if tag == 0 && multiple {
+            if self.tags.is_empty() {
+                return Some(0);
+            }
+            self.tags.len() - 1
+        } else {
+            let i = tag.checked_sub(self.tag_base)? as usize;
+            self.tags.get(i)?.as_ref()?;
+            i
+        };
+        let lo = if multiple { 0 } else { hi };
+        let mut n = 0;
+        for slot in self.tags.range_mut(lo..=hi) {
+            if let Some((cid, qtag)) = slot.take() {
+                each(cid, qtag);
+                n += 1;
+            }
+        }
+        self.unacked -= n as u32;
+        while let Some(None) = self.tags.front() {
+            self.tags.pop_front();
+            self.tag_base += 1;
+        }
+        Some(n)
+    }
+
+    /// Forgets every unacked delivery of `consumer_id` (its queue is gone
+    /// or requeued them).
+    pub fn forget_consumer(&mut self, consumer_id: u32) {
+        for slot in self.tags.iter_mut() {
+            if matches!(slot, Some((c, _)) if *c == consumer_id) {
+                *slot = None;
+                self.unacked -= 1;
+            }
+        }
+        while let Some(None) = self.tags.front() {
+            self.tags.pop_front();
+            self.tag_base += 1;
+        }
+        self.held.retain(|h| h.consumer_id != consumer_id);
+    }
+
+    pub fn push_op(&mut self, kind: OpKind) -> u64 {
+        let seq = self.next_op;
+        self.next_op += 1;
+        self.ops.push_back(Op { seq, kind, result: None });
+        seq
+    }
+
+    /// Records the answer to a publish batch.
+    pub fn settle(&mut self, first_seq: u64, how: Settled) {
+        if let Some(o) = self.outstanding.iter_mut().find(|o| o.first_seq == first_seq) {
+            o.result.get_or_insert(how);
+        }
+    }
+
+    /// Pops settled batches in order. For each: the client tag range to
+    /// confirm (if confirms are on), how, and what to return.
+    #[allow(clippy::type_complexity)]
+    pub fn pop_settled(&mut self) -> Option<(Option<(u64, u64)>, Settled, Option<(String, Bytes, u32)>)> {
+        let how = self.outstanding.front()?.result?;
+        let o = self.outstanding.pop_front()?;
+        let tags = o.confirm.then(|| {
+            let first = o.first_seq - self.confirm_base;
+            (first, first + u64::from(o.count) - 1)
+        });
+        let returns = if how == Settled::NoRoute { o.returns } else { None };
+        Some((tags, how, returns))
+    }
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_span_consumers_and_compact() {
+        let mut c = Channel::new();
+        assert_eq!(c.assign_tag(Some((1, 1))), 1);
+        assert_eq!(c.assign_tag(Some((2, 1))), 2);
+        assert_eq!(c.assign_tag(None), 3);
+        assert_eq!(c.assign_tag(Some((1, 2))), 4);
+        assert_eq!(c.unacked, 3);
+        let mut got = Vec::new();
+        assert_eq!(c.take_tags(2, false, |a, b| got.push((a, b))), Some(1));
+        assert_eq!(c.take_tags(2, false, |_, _| ()), None, "acked twice");
+        assert_eq!(c.take_tags(3, false, |_, _| ()), None, "no-ack tag");
+        assert_eq!(c.take_tags(4, true, |a, b| got.push((a, b))), Some(2));
+        assert_eq!(got, vec![(2, 1), (1, 1), (1, 2)]);
+        assert!(c.tags.is_empty());
+        assert_eq!(c.next_tag(), 5);
+        assert_eq!(c.take_tags(0, true, |_, _| ()), Some(0));
+        assert_eq!(c.take_tags(9, false, |_, _| ()), None);
+    }
+
+    #[test]
+    fn confirms_settle_in_order() {
+        let mut c = Channel::new();
+        for first_seq in [1, 3] {
+            c.outstanding.push_back(Outstanding { first_seq, count: 2, confirm: true, returns: None, result: None });
+        }
+        c.settle(3, Settled::Ack);
+        assert!(c.pop_settled().is_none(), "the first batch is not settled yet");
+        c.settle(1, Settled::Nack);
+        assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((1, 2)), Settled::Nack)));
+        assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((3, 4)), Settled::Ack)));
+    }
+}

@@ -1,0 +1,581 @@
+//! One AMQP connection: protocol header, SASL PLAIN, tune, open; the read
+//! loop with heartbeat-based dead-peer detection; connection.close; and the
+//! jobs (requests to queue owners) that handlers queue up.
+//!
+//! Rule: no `RefCell` borrow of the connection's state is held while a
+//! request goes to the shard, because the shard may call back into this
+//! connection (`ConnSink`) before `submit` returns. Handlers queue `Job`s;
+//! `run_jobs` submits them with nothing borrowed.
+
+use super::channel::{ChState, Channel};
+use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
+use super::method::{self, code, id, Method, MethodId};
+use super::wire::{self, put_longstr, put_shortstr, TableWriter};
+use crate::protocol::Entries;
+use crate::rt::{Notify, Outbox};
+use crate::server::shard::Shard;
+use crate::server::types::{ConnRef, Request};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncReadExt};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Request id layout: kind (4 bits), channel (16), sequence (44).
+pub const KIND_PUB: u64 = 1;
+pub const KIND_OP: u64 = 2;
+pub const KIND_IGNORE: u64 = 3;
+const SEQ_MASK: u64 = (1 << 44) - 1;
+
+pub fn rid(kind: u64, channel: u16, seq: u64) -> u64 {
+    kind << 60 | u64::from(channel) << 44 | (seq & SEQ_MASK)
+}
+
+pub fn split_rid(rid: u64) -> (u64, u16, u64) {
+    (rid >> 60, (rid >> 44) as u16, rid & SEQ_MASK)
+}
+
+/// Sequence numbers of each new channel start here, so replies meant for
+/// a closed channel never match a reopened one.
+const GENERATION: u64 = 1 << 30;
+
+const READ_BYTES: usize = 64 * 1024;
+const CHANNEL_MAX: u16 = 2047;
+const FRAME_MAX: u32 = 128 * 1024;
+const HEARTBEAT_S: u16 = 60;
+/// How long a closing connection waits for the client's close-ok.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// The server sent connection.close.
+    Closing,
+    Done,
+}
+
+/// An error that ends a channel or the connection.
+#[derive(Debug)]
+pub enum Fault {
+    Conn { code: u16, text: String, cause: MethodId },
+    Channel { channel: u16, code: u16, text: String, cause: MethodId },
+}
+
+pub fn conn_fault(code: u16, text: impl Into<String>, cause: MethodId) -> Fault {
+    Fault::Conn { code, text: text.into(), cause }
+}
+
+/// A request to submit once no borrow is held.
+pub enum Job {
+    Submit { owner: u16, rid: u64, req: Request },
+    Publish { owner: u16, rid: u64, persistent: bool, confirm: bool, queue: String, entries: Bytes, count: u32 },
+}
+
+pub struct ConsumerInfo {
+    pub channel: u16,
+    pub tag: String,
+    pub queue: String,
+    pub owner: u16,
+    pub no_ack: bool,
+    /// consume-ok has gone out: deliveries may follow.
+    pub live: bool,
+    /// basic.cancel (or its queue went): no more deliveries; its unacked
+    /// can still be acked.
+    pub cancelled: bool,
+}
+
+pub struct State {
+    pub phase: Phase,
+    pub frame_max: usize,
+    pub channel_max: u16,
+    pub heartbeat: u16,
+    pub cancel_notify: bool,
+    pub blocked_cap: bool,
+    pub channels: HashMap<u16, Channel>,
+    pub consumers: HashMap<u32, ConsumerInfo>,
+    pub next_consumer: u32,
+    pub next_generation: u64,
+    pub next_name: u64,
+    /// Exclusive queues this connection declared: (name, owner shard).
+    pub exclusive: Vec<(String, u16)>,
+}
+
+pub struct AmqpConn {
+    pub shard: Rc<Shard>,
+    me: Cell<Option<ConnRef>>,
+    pub peer: Option<SocketAddr>,
+    pub outbox: Outbox,
+    pub st: RefCell<State>,
+    pub jobs: RefCell<Vec<Job>>,
+    /// Acks to send to queue owners: (consumer id, first, last queue tag).
+    pub acks: RefCell<Vec<(u32, u64, u64)>>,
+    pub kick: Notify,
+    done: Cell<bool>,
+    /// A local queue whose backlog passed `publish_pause_messages` in the
+    /// last read: reading waits (connection.blocked) until it drains.
+    paused_on: RefCell<Option<String>>,
+}
+
+impl AmqpConn {
+    pub fn new(shard: Rc<Shard>, peer: Option<SocketAddr>) -> Self {
+        let frame_max = (shard.config.frame_bytes_max).clamp(FRAME_MIN_SIZE as u32, FRAME_MAX) as usize;
+        Self {
+            shard,
+            me: Cell::new(None),
+            peer,
+            outbox: Outbox::default(),
+            st: RefCell::new(State {
+                phase: Phase::StartOk,
+                frame_max,
+                channel_max: CHANNEL_MAX,
+                heartbeat: 0,
+                cancel_notify: false,
+                blocked_cap: false,
+                channels: HashMap::new(),
+                consumers: HashMap::new(),
+                next_consumer: 1,
+                next_generation: 1,
+                next_name: 1,
+                exclusive: Vec::new(),
+            }),
+            jobs: RefCell::new(Vec::new()),
+            acks: RefCell::new(Vec::new()),
+            kick: Notify::default(),
+            done: Cell::new(false),
+            paused_on: RefCell::new(None),
+        }
+    }
+
+    pub fn set_ref(&self, me: ConnRef) {
+        self.me.set(Some(me));
+    }
+
+    pub fn me(&self) -> ConnRef {
+        self.me.get().expect("connection registered before reading")
+    }
+
+    /// Sends heartbeats every half interval and flushes work queued from
+    /// callbacks (auto-acks, requeues), until the connection ends.
+    pub async fn tick_loop(&self) {
+        let mut last_beat = Instant::now();
+        while !self.done.get() {
+            let hb = self.st.borrow().heartbeat;
+            let every = if hb == 0 { Duration::from_secs(3600) } else { Duration::from_millis(u64::from(hb) * 500) };
+            let n = self.kick.notified();
+            let _ = glommio::timer::timeout(every, async {
+                n.await;
+                Ok(())
+            })
+            .await;
+            self.flush_acks();
+            self.run_jobs();
+            if hb > 0 && last_beat.elapsed() >= every {
+                self.outbox.push(frame::put_heartbeat);
+                last_beat = Instant::now();
+            }
+        }
+    }
+
+    pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
+        let mut buf = BytesMut::with_capacity(READ_BYTES);
+        if let Err(why) = self.read_all(&mut r, &mut buf).await {
+            tracing::debug!(peer = ?self.peer, "AMQP connection ends: {why}");
+        }
+        self.release();
+        self.done.set(true);
+        self.kick.notify();
+        self.outbox.close();
+    }
+
+    fn read_timeout(&self) -> Option<Duration> {
+        let st = self.st.borrow();
+        match st.phase {
+            Phase::StartOk | Phase::TuneOk | Phase::Open => {
+                Some(Duration::from_millis(self.shard.config.handshake_timeout_ms))
+            }
+            Phase::Closing => Some(CLOSE_WAIT),
+            // Two missed heartbeats: the peer is dead.
+            _ if st.heartbeat > 0 => Some(Duration::from_secs(u64::from(st.heartbeat) * 2)),
+            _ => None,
+        }
+    }
+
+    async fn read_more<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), String> {
+        let start = buf.len();
+        buf.resize(start + READ_BYTES, 0);
+        let t = self.read_timeout();
+        let res = match t {
+            None => r.read(&mut buf[start..]).await,
+            Some(t) => match glommio::timer::timeout(t, async { Ok(r.read(&mut buf[start..]).await) }).await {
+                Ok(res) => res,
+                Err(_) => {
+                    buf.truncate(start);
+                    return Err(format!("no bytes from the peer within {} ms", t.as_millis()));
+                }
+            },
+        };
+        match res {
+            Ok(0) => {
+                buf.truncate(start);
+                Err("peer closed".into())
+            }
+            Ok(n) => {
+                buf.truncate(start + n);
+                Ok(())
+            }
+            Err(e) => {
+                buf.truncate(start);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), String> {
+        while buf.len() < 8 {
+            self.read_more(r, buf).await?;
+        }
+        if &buf[..8] != frame::PROTOCOL_HEADER {
+            // Spec 4.2.2: answer with the header we speak, then close.
+            self.outbox.push(|b| b.put_slice(frame::PROTOCOL_HEADER));
+            return Err("not an AMQP 0-9-1 protocol header".into());
+        }
+        buf.advance(8);
+        self.outbox.push(|b| self.put_start(b));
+        loop {
+            let mut used = 0;
+            loop {
+                let frame_max = self.st.borrow().frame_max.max(FRAME_MIN_SIZE);
+                match frame::decode(&buf[used..], frame_max) {
+                    Ok(Decoded::Incomplete) => break,
+                    Ok(Decoded::Frame(f, n)) => {
+                        used += n;
+                        if let Err(fault) = self.on_frame(f) {
+                            self.fail(fault);
+                        }
+                        self.run_jobs();
+                    }
+                    Err(e) => {
+                        self.fail(conn_fault(code::FRAME_ERROR, e.to_string(), (0, 0)));
+                        used = buf.len();
+                        break;
+                    }
+                }
+                if self.st.borrow().phase == Phase::Done {
+                    return Ok(());
+                }
+            }
+            buf.advance(used);
+            self.end_of_chunk();
+            if self.st.borrow().phase == Phase::Done || self.outbox.is_broken() {
+                return Ok(());
+            }
+            self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
+            self.shard.mesh.wait_for_space().await;
+            let paused = self.paused_on.borrow_mut().take();
+            if let Some(q) = paused {
+                let tell = self.st.borrow().blocked_cap;
+                if tell {
+                    let why = format!("queue '{q}' is over publish_pause_messages");
+                    self.outbox.push(|b| method::put(b, 0, id::CONNECTION_BLOCKED, |b| put_shortstr(b, &why)));
+                }
+                self.shard.wait_publish_resume(&q).await;
+                if tell {
+                    self.outbox.push(|b| method::put(b, 0, id::CONNECTION_UNBLOCKED, |_| ()));
+                }
+            }
+            self.read_more(r, buf).await?;
+        }
+    }
+
+    /// Flushes publish batches and acks gathered from one read.
+    fn end_of_chunk(&self) {
+        {
+            let mut st = self.st.borrow_mut();
+            let mut jobs = self.jobs.borrow_mut();
+            for (&ch, c) in st.channels.iter_mut() {
+                super::publish::flush_batch(&self.shard, ch, c, &mut jobs);
+            }
+        }
+        self.flush_acks();
+        self.run_jobs();
+    }
+
+    /// Submits queued jobs, in order, with no borrow held.
+    pub fn run_jobs(&self) {
+        loop {
+            let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
+            if jobs.is_empty() {
+                return;
+            }
+            for job in jobs {
+                self.run_job(job);
+            }
+        }
+    }
+
+    fn run_job(&self, job: Job) {
+        let me = self.me();
+        match job {
+            Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
+            Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
+                if owner == self.shard.id {
+                    let Ok(parsed) = Entries::parse(&entries, count) else {
+                        tracing::error!("AMQP publish batch failed validation (bug)");
+                        return;
+                    };
+                    let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
+                    self.shard.publish(me, rid, persistent, confirm, &queue, msgs);
+                    // A connection that also consumes is never paused: its
+                    // acks may be what drains the queue.
+                    if self.st.borrow().consumers.is_empty() && self.shard.over_publish_pause(&queue) {
+                        *self.paused_on.borrow_mut() = Some(queue);
+                    }
+                } else {
+                    let req = Request::Publish { persistent, confirm, queue, entries, count };
+                    self.shard.submit(me, rid, owner, req);
+                }
+            }
+        }
+    }
+
+    /// Sends gathered acks, merged into ranges per consumer.
+    pub fn flush_acks(&self) {
+        let acks = std::mem::take(&mut *self.acks.borrow_mut());
+        if acks.is_empty() {
+            return;
+        }
+        let mut by: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for (cid, first, last) in acks {
+            let v = by.entry(cid).or_default();
+            match v.last_mut() {
+                Some(l) if l.1 + 1 == first => l.1 = last,
+                _ => v.push((first, last)),
+            }
+        }
+        let st = self.st.borrow();
+        let mut jobs = self.jobs.borrow_mut();
+        for (consumer_id, ranges) in by {
+            if let Some(c) = st.consumers.get(&consumer_id) {
+                let req = Request::Ack { consumer_id, queue: c.queue.clone(), ranges };
+                jobs.push(Job::Submit { owner: c.owner, rid: rid(KIND_IGNORE, 0, 0), req });
+            }
+        }
+    }
+
+    /// Sends the close for a fault and applies its consequences.
+    pub fn fail(&self, fault: Fault) {
+        match fault {
+            Fault::Conn { code, text, cause } => {
+                tracing::info!(peer = ?self.peer, code, "closing AMQP connection: {text}");
+                let mut st = self.st.borrow_mut();
+                if matches!(st.phase, Phase::Closing | Phase::Done) {
+                    return;
+                }
+                // Before open-ok, there is nothing to wait for: just close.
+                let handshaking = matches!(st.phase, Phase::StartOk | Phase::TuneOk | Phase::Open);
+                st.phase = if handshaking { Phase::Done } else { Phase::Closing };
+                self.outbox.push(|b| method::put_close(b, 0, id::CONNECTION_CLOSE, code, &text, cause));
+            }
+            Fault::Channel { channel, code, text, cause } => {
+                tracing::debug!(peer = ?self.peer, channel, code, "closing AMQP channel: {text}");
+                let mut st = self.st.borrow_mut();
+                let mut jobs = self.jobs.borrow_mut();
+                super::handlers::release_channel(&self.shard, &mut st, channel, &mut jobs, &self.acks);
+                if let Some(ch) = st.channels.get_mut(&channel) {
+                    ch.state = ChState::Closing;
+                }
+                self.outbox.push(|b| method::put_close(b, channel, id::CHANNEL_CLOSE, code, &text, cause));
+            }
+        }
+    }
+
+    fn on_frame(&self, f: Frame<'_>) -> Result<(), Fault> {
+        let phase = self.st.borrow().phase;
+        if f.kind == frame::HEARTBEAT {
+            return if f.channel == 0 {
+                Ok(())
+            } else {
+                Err(conn_fault(code::FRAME_ERROR, "heartbeat on a channel other than 0", (0, 0)))
+            };
+        }
+        if phase == Phase::Closing {
+            // Only the close handshake matters now.
+            if f.kind == frame::METHOD && f.channel == 0 {
+                match method::parse(f.payload) {
+                    Ok((id::CONNECTION_CLOSE_OK, _)) => self.st.borrow_mut().phase = Phase::Done,
+                    Ok((id::CONNECTION_CLOSE, _)) => {
+                        self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
+                        self.st.borrow_mut().phase = Phase::Done;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if f.channel != 0 {
+            if phase != Phase::Running {
+                return Err(conn_fault(code::CHANNEL_ERROR, "channel frame before connection.open", (0, 0)));
+            }
+            return super::handlers::on_channel_frame(self, f);
+        }
+        if f.kind != frame::METHOD {
+            return Err(conn_fault(code::UNEXPECTED_FRAME, "content frame on channel 0", (0, 0)));
+        }
+        let (mid, m) = method::parse(f.payload).map_err(|e| conn_fault(code::SYNTAX_ERROR, e.0, (0, 0)))?;
+        if mid.0 != 10 {
+            return Err(conn_fault(code::COMMAND_INVALID, format!("method {mid:?} on channel 0"), mid));
+        }
+        match (phase, m) {
+            (Phase::StartOk, Method::StartOk { client_props, mechanism, response }) => {
+                self.start_ok(client_props, mechanism, response)
+            }
+            (Phase::TuneOk, Method::TuneOk { channel_max, frame_max, heartbeat }) => {
+                let mut st = self.st.borrow_mut();
+                if channel_max > 0 {
+                    st.channel_max = channel_max.min(CHANNEL_MAX);
+                }
+                if frame_max > 0 {
+                    if (frame_max as usize) < FRAME_MIN_SIZE {
+                        return Err(conn_fault(code::NOT_ALLOWED, "frame_max below 4096", mid));
+                    }
+                    st.frame_max = st.frame_max.min(frame_max as usize);
+                }
+                st.heartbeat = heartbeat;
+                st.phase = Phase::Open;
+                drop(st);
+                self.kick.notify();
+                Ok(())
+            }
+            (Phase::Open, Method::Open { vhost }) => {
+                if vhost != "/" {
+                    return Err(conn_fault(code::NOT_ALLOWED, format!("vhost '{vhost}' does not exist; use '/'"), mid));
+                }
+                self.st.borrow_mut().phase = Phase::Running;
+                self.outbox.push(|b| method::put(b, 0, id::CONNECTION_OPEN_OK, |b| put_shortstr(b, "")));
+                Ok(())
+            }
+            (Phase::Running, Method::Close { code, text }) => {
+                tracing::debug!(peer = ?self.peer, code, "client closes the connection: {text}");
+                self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
+                // The client closes the socket once it has read close-ok;
+                // closing first could reset the connection under its read.
+                self.st.borrow_mut().phase = Phase::Closing;
+                Ok(())
+            }
+            (Phase::Running, Method::Other(id::CONNECTION_BLOCKED | id::CONNECTION_UNBLOCKED)) => Ok(()),
+            (Phase::Running, Method::Other(other)) if other.0 == 10 => {
+                Err(conn_fault(code::NOT_IMPLEMENTED, format!("connection method {other:?} is not implemented"), other))
+            }
+            _ => Err(conn_fault(code::UNEXPECTED_FRAME, format!("method {mid:?} is not expected now"), mid)),
+        }
+    }
+
+    fn put_start(&self, b: &mut BytesMut) {
+        method::put(b, 0, id::CONNECTION_START, |b| {
+            b.put_u8(0);
+            b.put_u8(9);
+            let t = TableWriter::begin(b);
+            t.str(b, "product", "ringmq");
+            t.str(b, "version", env!("CARGO_PKG_VERSION"));
+            t.str(b, "platform", "Rust");
+            t.str(b, "information", "https://github.com/ringmq (AMQP 0-9-1 front end, see docs/amqp.md)");
+            let caps = t.table(b, "capabilities");
+            caps.bool(b, "publisher_confirms", true);
+            caps.bool(b, "basic.nack", true);
+            caps.bool(b, "consumer_cancel_notify", true);
+            caps.bool(b, "exchange_exchange_bindings", false);
+            caps.bool(b, "connection.blocked", true);
+            caps.bool(b, "authentication_failure_close", true);
+            caps.bool(b, "per_consumer_qos", true);
+            caps.bool(b, "direct_reply_to", false);
+            caps.finish(b);
+            t.finish(b);
+            put_longstr(b, b"PLAIN");
+            put_longstr(b, b"en_US");
+        });
+    }
+
+    fn start_ok(&self, client_props: &[u8], mechanism: &str, response: &[u8]) -> Result<(), Fault> {
+        let cause = id::CONNECTION_START_OK;
+        if mechanism != "PLAIN" {
+            return Err(conn_fault(
+                code::ACCESS_REFUSED,
+                format!("mechanism {mechanism} is not supported; use PLAIN"),
+                cause,
+            ));
+        }
+        // PLAIN: [authzid] NUL authcid NUL passwd
+        let mut parts = response.split(|b| *b == 0);
+        let (_authz, user, pass) = (parts.next(), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+        let user = String::from_utf8_lossy(user);
+        let ok = self.shard.config.users.iter().any(|u| u.name == user && u.password.as_bytes() == pass);
+        if !ok {
+            return Err(conn_fault(
+                code::ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN (user '{user}')"),
+                cause,
+            ));
+        }
+        if user == "guest" && !self.peer.is_some_and(|p| p.ip().is_loopback()) {
+            return Err(conn_fault(
+                code::ACCESS_REFUSED,
+                "ACCESS_REFUSED - user 'guest' can only connect via localhost",
+                cause,
+            ));
+        }
+        let mut st = self.st.borrow_mut();
+        st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");
+        st.blocked_cap = wire::has_capability(client_props, "connection.blocked");
+        st.phase = Phase::TuneOk;
+        let (channel_max, frame_max) = (st.channel_max, st.frame_max as u32);
+        self.outbox.push(|b| {
+            method::put(b, 0, id::CONNECTION_TUNE, |b| {
+                b.put_u16(channel_max);
+                b.put_u32(frame_max);
+                b.put_u16(HEARTBEAT_S);
+            })
+        });
+        tracing::debug!(peer = ?self.peer, %user, "AMQP login");
+        Ok(())
+    }
+
+    /// Gives the connection's consumers and exclusive queues back to their
+    /// owners: unacked messages are requeued, exclusive queues deleted.
+    fn release(&self) {
+        self.end_of_chunk();
+        let me = self.me();
+        let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
+        {
+            let mut st = self.st.borrow_mut();
+            for (_, c) in st.consumers.drain() {
+                let qs = by_owner.entry(c.owner).or_default();
+                if !qs.contains(&c.queue) {
+                    qs.push(c.queue);
+                }
+            }
+            for (q, owner) in st.exclusive.drain(..) {
+                let qs = by_owner.entry(owner).or_default();
+                if !qs.contains(&q) {
+                    qs.push(q);
+                }
+            }
+            st.channels.clear();
+        }
+        self.shard.unregister(me);
+        for (owner, queues) in by_owner {
+            self.shard.submit(me, rid(KIND_IGNORE, 0, 0), owner, Request::ConnClosed { queues });
+        }
+    }
+
+    /// Allocates a consumer id and a sequence base for a new channel.
+    pub fn new_generation(st: &mut State) -> u64 {
+        let g = st.next_generation;
+        st.next_generation += 1;
+        (g * GENERATION) & SEQ_MASK
+    }
+}

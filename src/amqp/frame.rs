@@ -1,0 +1,178 @@
+//! AMQP 0-9-1 framing, sans-IO: `decode` takes bytes and returns a frame
+//! borrowed from them (or `Incomplete`); the `put_*` functions append whole
+//! frames to a `BytesMut`.
+//!
+//! Frame: `type u8, channel u16, size u32, payload[size], 0xCE`.
+
+use bytes::{BufMut, BytesMut};
+
+pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+pub const METHOD: u8 = 1;
+pub const HEADER: u8 = 2;
+pub const BODY: u8 = 3;
+pub const HEARTBEAT: u8 = 8;
+pub const FRAME_END: u8 = 0xCE;
+
+/// Type, channel and size in front of the payload, plus the end octet.
+pub const OVERHEAD: usize = 8;
+/// The smallest frame_max a peer may negotiate (spec 4.2.3).
+pub const FRAME_MIN_SIZE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub kind: u8,
+    pub channel: u16,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    Incomplete,
+    /// A frame and the bytes it used.
+    Frame(Frame<'a>, usize),
+}
+
+/// Framing errors close the connection with 501 FRAME_ERROR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    TooLarge { size: usize, max: usize },
+    BadEnd(u8),
+    UnknownType(u8),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { size, max } => write!(f, "frame of {size} bytes exceeds frame_max {max}"),
+            FrameError::BadEnd(b) => write!(f, "frame end octet is {b:#04x}, not 0xce"),
+            FrameError::UnknownType(t) => write!(f, "unknown frame type {t}"),
+        }
+    }
+}
+
+/// Decodes one frame from the front of `buf`. `frame_max` bounds the whole
+/// frame (overhead included) and is checked before the payload is awaited.
+pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
+    if buf.len() < 7 {
+        return Ok(Decoded::Incomplete);
+    }
+    let kind = buf[0];
+    if !matches!(kind, METHOD | HEADER | BODY | HEARTBEAT) {
+        return Err(FrameError::UnknownType(kind));
+    }
+    let channel = u16::from_be_bytes([buf[1], buf[2]]);
+    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+    if size + OVERHEAD > frame_max {
+        return Err(FrameError::TooLarge { size: size + OVERHEAD, max: frame_max });
+    }
+    let total = 7 + size + 1;
+    if buf.len() < total {
+        return Ok(Decoded::Incomplete);
+    }
+    if buf[total - 1] != FRAME_END {
+        return Err(FrameError::BadEnd(buf[total - 1]));
+    }
+    Ok(Decoded::Frame(Frame { kind, channel, payload: &buf[7..7 + size] }, total))
+}
+
+/// Bytes a frame will need once its payload is known, from a prefix of at
+/// least 7 bytes; used to size reads.
+pub fn peek_total(buf: &[u8]) -> Option<usize> {
+    (buf.len() >= 7).then(|| 7 + u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize + 1)
+}
+
+/// An open frame whose size is patched in by `finish`.
+#[must_use]
+pub struct FrameWriter {
+    at: usize,
+}
+
+impl FrameWriter {
+    pub fn begin(b: &mut BytesMut, kind: u8, channel: u16) -> Self {
+        let at = b.len();
+        b.put_u8(kind);
+        b.put_u16(channel);
+        b.put_u32(0);
+        Self { at }
+    }
+
+    /// Starts a method frame with its class and method ids.
+    pub fn method(b: &mut BytesMut, channel: u16, (class, method): (u16, u16)) -> Self {
+        let w = Self::begin(b, METHOD, channel);
+        b.put_u16(class);
+        b.put_u16(method);
+        w
+    }
+
+    pub fn finish(self, b: &mut BytesMut) {
+        let size = (b.len() - self.at - 7) as u32;
+        b[self.at + 3..self.at + 7].copy_from_slice(&size.to_be_bytes());
+        b.put_u8(FRAME_END);
+    }
+}
+
+/// A content header frame: class, weight 0, body size, then the property
+/// flags and list exactly as stored (`props` empty means no properties).
+pub fn put_content_header(b: &mut BytesMut, channel: u16, class: u16, body_len: u64, props: &[u8]) {
+    let w = FrameWriter::begin(b, HEADER, channel);
+    b.put_u16(class);
+    b.put_u16(0);
+    b.put_u64(body_len);
+    if props.is_empty() {
+        b.put_u16(0);
+    } else {
+        b.put_slice(props);
+    }
+    w.finish(b);
+}
+
+/// Body frames, each at most `frame_max` bytes whole.
+pub fn put_body(b: &mut BytesMut, channel: u16, body: &[u8], frame_max: usize) {
+    let chunk = frame_max.max(FRAME_MIN_SIZE) - OVERHEAD;
+    for part in body.chunks(chunk) {
+        b.put_u8(BODY);
+        b.put_u16(channel);
+        b.put_u32(part.len() as u32);
+        b.put_slice(part);
+        b.put_u8(FRAME_END);
+    }
+}
+
+pub fn put_heartbeat(b: &mut BytesMut) {
+    b.put_slice(&[HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_incomplete() {
+        let mut b = BytesMut::new();
+        let w = FrameWriter::method(&mut b, 3, (60, 80));
+        b.put_u64(9);
+        b.put_u8(0);
+        w.finish(&mut b);
+        put_heartbeat(&mut b);
+        for cut in 0..b.len() - 8 {
+            assert_eq!(decode(&b[..cut], 4096), Ok(Decoded::Incomplete), "cut at {cut}");
+        }
+        let Ok(Decoded::Frame(f, n)) = decode(&b, 4096) else { panic!("no frame") };
+        assert_eq!((f.kind, f.channel, f.payload.len(), n), (METHOD, 3, 13, 21));
+        assert_eq!(peek_total(&b), Some(21));
+        let Ok(Decoded::Frame(h, 8)) = decode(&b[n..], 4096) else { panic!("no heartbeat") };
+        assert_eq!(h.kind, HEARTBEAT);
+    }
+
+    #[test]
+    fn limits_and_bad_bytes() {
+        let mut b = BytesMut::new();
+        put_body(&mut b, 1, &[7; 5000], 4096);
+        assert!(matches!(decode(&b, 4096), Ok(Decoded::Frame(f, 4096)) if f.payload.len() == 4088));
+        assert_eq!(decode(&b, 100), Err(FrameError::TooLarge { size: 4096, max: 100 }));
+        b[4095] = 0;
+        assert_eq!(decode(&b, 4096), Err(FrameError::BadEnd(0)));
+        assert_eq!(decode(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096), Err(FrameError::UnknownType(9)));
+    }
+}

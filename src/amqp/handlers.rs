@@ -1,0 +1,471 @@
+//! Channel methods: what a client sends on channels 1..=channel_max. Each
+//! handler works on the borrowed state and queues `Job`s; the connection
+//! submits them once the borrow is released.
+
+use super::channel::{ChState, Channel, Content, OpKind};
+use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KIND_IGNORE, KIND_OP};
+use super::frame::{self, Frame};
+use super::method::{self, code, id, Method, MethodId, QueueDeclare};
+use super::wire::{self, put_shortstr};
+use crate::server::shard::Shard;
+use crate::server::types::Request;
+use bytes::{BufMut, BytesMut};
+use std::cell::RefCell;
+
+fn ch_fault(channel: u16, code: u16, text: impl Into<String>, cause: MethodId) -> Fault {
+    Fault::Channel { channel, code, text: text.into(), cause }
+}
+
+pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
+    let n = f.channel;
+    let mut st = c.st.borrow_mut();
+    if n > st.channel_max {
+        return Err(conn_fault(code::CHANNEL_ERROR, format!("channel {n} is above channel_max"), (20, 10)));
+    }
+    let mut jobs = c.jobs.borrow_mut();
+    if f.kind != frame::METHOD {
+        let Some(ch) = st.channels.get_mut(&n) else {
+            return Err(conn_fault(code::CHANNEL_ERROR, format!("content on channel {n}, which is not open"), (0, 0)));
+        };
+        if ch.state == ChState::Closing {
+            return Ok(());
+        }
+        let max = c.shard.config.message_bytes_max as usize;
+        return super::publish::on_content(&c.shard, n, ch, f, max, &mut jobs);
+    }
+    let (mid, m) = method::parse(f.payload).map_err(|e| conn_fault(code::SYNTAX_ERROR, e.0, (0, 0)))?;
+    let Some(ch) = st.channels.get_mut(&n) else {
+        return match m {
+            Method::ChannelOpen => {
+                let mut ch = Channel::new();
+                let g = AmqpConn::new_generation(&mut st);
+                (ch.pub_seq, ch.confirm_base, ch.next_op) = (g, g, g + 1);
+                st.channels.insert(n, ch);
+                c.outbox.push(|b| method::put(b, n, id::CHANNEL_OPEN_OK, |b| b.put_u32(0)));
+                Ok(())
+            }
+            // A close-ok after our close, or a late frame: nothing to do.
+            Method::ChannelCloseOk => Ok(()),
+            _ => Err(conn_fault(code::CHANNEL_ERROR, format!("channel {n} is not open"), mid)),
+        };
+    };
+    if ch.state == ChState::Closing {
+        match m {
+            Method::ChannelCloseOk => {
+                st.channels.remove(&n);
+            }
+            Method::ChannelClose { .. } => {
+                st.channels.remove(&n);
+                c.outbox.push(|b| method::put(b, n, id::CHANNEL_CLOSE_OK, |_| ()));
+            }
+            _ => {}
+        }
+        return Ok(());
+    }
+    if ch.content.is_some() {
+        return Err(conn_fault(code::UNEXPECTED_FRAME, "a method arrived inside a message's content frames", mid));
+    }
+    if let Method::Publish { exchange, routing_key, mandatory, immediate } = m {
+        if immediate {
+            return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.publish immediate=true is not implemented", mid));
+        }
+        if !exchange.is_empty() {
+            return Err(ch_fault(
+                n,
+                code::NOT_FOUND,
+                format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
+                mid,
+            ));
+        }
+        ch.content = Some(Content { persistent: false, mandatory, body_len: 0, have_header: false });
+        ch.content_queue.clear();
+        ch.content_queue.push_str(routing_key);
+        return Ok(());
+    }
+    // Anything else is ordered after this channel's publishes so far.
+    super::publish::flush_batch(&c.shard, n, ch, &mut jobs);
+    drop(jobs);
+    let r = on_method(c, &mut st, n, mid, m);
+    drop(st);
+    c.flush_acks();
+    r
+}
+
+fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>) -> Result<(), Fault> {
+    let shard = &c.shard;
+    let jobs = &mut *c.jobs.borrow_mut();
+    let ok = |f: &dyn Fn(&mut BytesMut), mid: MethodId| c.outbox.push(|b| method::put(b, n, mid, f));
+    match m {
+        Method::ChannelOpen => Err(conn_fault(code::CHANNEL_ERROR, format!("channel {n} is already open"), mid)),
+        Method::ChannelClose { .. } => {
+            release_channel(shard, st, n, jobs, &c.acks);
+            st.channels.remove(&n);
+            ok(&|_| (), id::CHANNEL_CLOSE_OK);
+            Ok(())
+        }
+        Method::ChannelCloseOk => Ok(()),
+        Method::Flow { active } => {
+            let ch = channel(st, n);
+            ch.flow = active;
+            ok(&|b| wire::put_bits(b, &[active]), id::CHANNEL_FLOW_OK);
+            if active {
+                super::out::drain_held(c, st, n);
+            }
+            Ok(())
+        }
+        Method::FlowOk => Ok(()),
+        Method::ExchangeDeclare { exchange, kind, passive, no_wait } => {
+            if exchange.is_empty() || exchange == "amq.default" {
+                if !no_wait {
+                    ok(&|_| (), id::EXCHANGE_DECLARE_OK);
+                }
+                return Ok(());
+            }
+            if passive {
+                return Err(ch_fault(
+                    n,
+                    code::NOT_FOUND,
+                    format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
+                    mid,
+                ));
+            }
+            Err(conn_fault(
+                code::NOT_IMPLEMENTED,
+                format!("NOT_IMPLEMENTED - exchange.declare of '{exchange}' (type {kind}): only the default exchange exists in this build; exchanges come with routing"),
+                mid,
+            ))
+        }
+        Method::ExchangeDelete { exchange, .. } => {
+            if exchange.is_empty() || exchange.starts_with("amq.") {
+                return Err(ch_fault(
+                    n,
+                    code::ACCESS_REFUSED,
+                    format!("ACCESS_REFUSED - exchange '{exchange}' cannot be deleted"),
+                    mid,
+                ));
+            }
+            Err(ch_fault(n, code::NOT_FOUND, format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"), mid))
+        }
+        Method::QueueBind { queue, exchange, no_wait, unbind } => {
+            if exchange.is_empty() {
+                return Err(ch_fault(
+                    n,
+                    code::ACCESS_REFUSED,
+                    format!("ACCESS_REFUSED - operation not permitted on the default exchange (queue '{queue}' is bound to it implicitly)"),
+                    mid,
+                ));
+            }
+            if unbind && no_wait {
+                return Ok(());
+            }
+            Err(ch_fault(n, code::NOT_FOUND, format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"), mid))
+        }
+        Method::QueueDeclare(d) => declare(c, st, n, mid, d, jobs),
+        Method::QueuePurge { queue, no_wait } => {
+            let queue = check_name(n, queue, mid)?;
+            let seq = channel(st, n).push_op(OpKind::Purge { no_wait });
+            let req = Request::Purge { queue: queue.into() };
+            jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
+            Ok(())
+        }
+        Method::QueueDelete { queue, if_unused, if_empty, no_wait } => {
+            if if_unused {
+                return Err(conn_fault(code::NOT_IMPLEMENTED, "queue.delete if-unused is not implemented", mid));
+            }
+            let queue = check_name(n, queue, mid)?;
+            let seq = channel(st, n).push_op(OpKind::Delete { no_wait });
+            let req = Request::Delete { if_empty, queue: queue.into() };
+            jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
+            Ok(())
+        }
+        Method::Qos { prefetch_size, prefetch_count, global } => {
+            if prefetch_size != 0 {
+                return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.qos prefetch_size is not implemented", mid));
+            }
+            let ch = channel(st, n);
+            if global {
+                ch.prefetch_channel = prefetch_count;
+            } else {
+                ch.prefetch_consumer = prefetch_count;
+            }
+            ok(&|_| (), id::BASIC_QOS_OK);
+            super::out::drain_held(c, st, n);
+            Ok(())
+        }
+        Method::Consume { queue, tag, no_ack, exclusive, no_wait, args } => {
+            if exclusive {
+                return Err(conn_fault(code::NOT_IMPLEMENTED, "exclusive consumers are not implemented", mid));
+            }
+            if !args.is_empty() {
+                return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.consume arguments are not implemented", mid));
+            }
+            let queue = check_name(n, queue, mid)?;
+            if st.consumers.values().any(|k| k.channel == n && k.tag == tag && !tag.is_empty()) {
+                return Err(conn_fault(
+                    code::NOT_ALLOWED,
+                    format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"),
+                    mid,
+                ));
+            }
+            if st.consumers.len() >= shard.config.consumers_per_connection_max as usize {
+                return Err(conn_fault(code::RESOURCE_ERROR, "consumers_per_connection_max reached", mid));
+            }
+            let cid = st.next_consumer;
+            st.next_consumer += 1;
+            let tag =
+                if tag.is_empty() { format!("amq.ctag-{}.{}.{cid}", shard.id, c.me().conn_id) } else { tag.into() };
+            let per_consumer = channel(st, n).prefetch_consumer;
+            let per_channel = channel(st, n).prefetch_channel;
+            let max = shard.config.prefetch_max;
+            let prefetch = match (no_ack, per_consumer, per_channel) {
+                (true, _, _) | (false, 0, 0) => max,
+                (false, 0, p) | (false, p, 0) => u32::from(p).min(max),
+                (false, a, b) => u32::from(a.min(b)).min(max),
+            };
+            let owner = shard.owner_of(queue);
+            st.consumers.insert(
+                cid,
+                ConsumerInfo { channel: n, tag, queue: queue.into(), owner, no_ack, live: false, cancelled: false },
+            );
+            let ch = channel(st, n);
+            ch.consumers.push(cid);
+            let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
+            let req = Request::Subscribe { consumer_id: cid, prefetch, queue: queue.into() };
+            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+            Ok(())
+        }
+        Method::Cancel { tag, no_wait } => {
+            let found = st.consumers.iter_mut().find(|(_, k)| k.channel == n && k.tag == tag && !k.cancelled);
+            if let Some((&cid, k)) = found {
+                k.cancelled = true;
+                let req = Request::Cancel { consumer_id: cid, queue: k.queue.clone() };
+                let owner = k.owner;
+                // Held deliveries never reached the client: back to the queue.
+                let ch = channel(st, n);
+                let mut ranges = Vec::new();
+                ch.held.retain(|h| {
+                    if h.consumer_id == cid {
+                        ranges.push((h.qtag, h.qtag));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
+                if !ranges.is_empty() {
+                    let queue = st.consumers[&cid].queue.clone();
+                    let req = Request::Nack { consumer_id: cid, queue, requeue: true, ranges };
+                    jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
+                }
+            }
+            if !no_wait {
+                c.outbox.push(|b| method::put(b, n, id::BASIC_CANCEL_OK, |b| put_shortstr(b, tag)));
+            }
+            Ok(())
+        }
+        Method::Get { queue, no_ack } => {
+            let queue = check_name(n, queue, mid)?;
+            let owner = shard.owner_of(queue);
+            let cid = if no_ack {
+                0
+            } else if let Some((_, cid)) = channel(st, n).getters.iter().find(|(q, _)| q == queue) {
+                *cid
+            } else {
+                let cid = st.next_consumer;
+                st.next_consumer += 1;
+                let info = ConsumerInfo {
+                    channel: n,
+                    tag: String::new(),
+                    queue: queue.into(),
+                    owner,
+                    no_ack: false,
+                    live: false,
+                    cancelled: true,
+                };
+                st.consumers.insert(cid, info);
+                let ch = channel(st, n);
+                ch.getters.push((queue.into(), cid));
+                ch.consumers.push(cid);
+                cid
+            };
+            let seq = channel(st, n).push_op(OpKind::Get { consumer_id: cid, no_ack, queue: queue.into() });
+            let req = Request::Get { consumer_id: cid, no_ack, queue: queue.into() };
+            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+            Ok(())
+        }
+        Method::Ack { tag, multiple } => {
+            let mut acks = c.acks.borrow_mut();
+            let ch = channel(st, n);
+            let taken = ch.take_tags(tag, multiple, |cid, q| match acks.last_mut() {
+                Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
+                _ => acks.push((cid, q, q)),
+            });
+            drop(acks);
+            if taken.is_none() {
+                return Err(ch_fault(
+                    n,
+                    code::PRECONDITION_FAILED,
+                    format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+                    mid,
+                ));
+            }
+            super::out::drain_held(c, st, n);
+            Ok(())
+        }
+        Method::Nack { tag, multiple, requeue } => {
+            let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
+            let ch = channel(st, n);
+            let taken = ch.take_tags(tag, multiple, |cid, q| match ranges.last_mut() {
+                Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
+                _ => ranges.push((cid, q, q)),
+            });
+            if taken.is_none() {
+                return Err(ch_fault(
+                    n,
+                    code::PRECONDITION_FAILED,
+                    format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+                    mid,
+                ));
+            }
+            nack_jobs(st, ranges, requeue, jobs);
+            super::out::drain_held(c, st, n);
+            Ok(())
+        }
+        Method::Recover { requeue } => {
+            if !requeue {
+                return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.recover requeue=false is not implemented", mid));
+            }
+            let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
+            channel(st, n).take_tags(0, true, |cid, q| ranges.push((cid, q, q)));
+            nack_jobs(st, ranges, true, jobs);
+            if mid == id::BASIC_RECOVER {
+                ok(&|_| (), id::BASIC_RECOVER_OK);
+            }
+            super::out::drain_held(c, st, n);
+            Ok(())
+        }
+        Method::ConfirmSelect { no_wait } => {
+            let ch = channel(st, n);
+            if !ch.confirm {
+                ch.confirm = true;
+                ch.confirm_base = ch.pub_seq;
+            }
+            if !no_wait {
+                ok(&|_| (), id::CONFIRM_SELECT_OK);
+            }
+            Ok(())
+        }
+        Method::Other(other) => Err(conn_fault(
+            code::NOT_IMPLEMENTED,
+            format!("NOT_IMPLEMENTED - method {}.{} is not implemented by ringmq", other.0, other.1),
+            other,
+        )),
+        _ => Err(conn_fault(code::COMMAND_INVALID, format!("method {mid:?} is not valid on a channel"), mid)),
+    }
+}
+
+fn channel(st: &mut State, n: u16) -> &mut Channel {
+    st.channels.get_mut(&n).expect("the channel was checked open")
+}
+
+fn check_name(n: u16, q: &str, mid: MethodId) -> Result<&str, Fault> {
+    if q.is_empty() || q.chars().any(char::is_control) {
+        return Err(ch_fault(n, code::PRECONDITION_FAILED, format!("bad queue name {q:?}"), mid));
+    }
+    Ok(q)
+}
+
+fn nack_jobs(st: &State, ranges: Vec<(u32, u64, u64)>, requeue: bool, jobs: &mut Vec<Job>) {
+    for (cid, first, last) in ranges {
+        if let Some(k) = st.consumers.get(&cid) {
+            let req = Request::Nack { consumer_id: cid, queue: k.queue.clone(), requeue, ranges: vec![(first, last)] };
+            jobs.push(Job::Submit { owner: k.owner, rid: rid(KIND_IGNORE, 0, 0), req });
+        }
+    }
+}
+
+fn declare(
+    c: &AmqpConn,
+    st: &mut State,
+    n: u16,
+    mid: MethodId,
+    d: QueueDeclare<'_>,
+    jobs: &mut Vec<Job>,
+) -> Result<(), Fault> {
+    for (key, kind, v) in wire::table_entries(d.args) {
+        let classic = key == b"x-queue-type" && kind == b'S' && v == b"classic";
+        if !classic {
+            return Err(conn_fault(
+                code::NOT_IMPLEMENTED,
+                format!("NOT_IMPLEMENTED - queue argument '{}' is not implemented", String::from_utf8_lossy(key)),
+                mid,
+            ));
+        }
+    }
+    let name = if d.queue.is_empty() {
+        if d.passive {
+            return Err(ch_fault(n, code::NOT_FOUND, "NOT_FOUND - passive declare needs a queue name", mid));
+        }
+        let k = st.next_name;
+        st.next_name += 1;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        format!("amq.gen-{}.{}.{k}.{nanos:08x}", c.shard.id, c.me().conn_id)
+    } else {
+        if d.queue.starts_with("amq.") && !d.passive {
+            return Err(ch_fault(
+                n,
+                code::ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - queue name '{}' contains reserved prefix 'amq.*'", d.queue),
+                mid,
+            ));
+        }
+        check_name(n, d.queue, mid)?.to_string()
+    };
+    let owner = c.shard.owner_of(&name);
+    let exclusive = d.exclusive && !d.passive;
+    let seq = channel(st, n).push_op(OpKind::Declare { queue: name.clone(), exclusive, no_wait: d.no_wait });
+    let req = Request::Declare {
+        durable: d.durable,
+        passive: d.passive,
+        queue: name,
+        exclusive,
+        auto_delete: d.auto_delete,
+        amqp: true,
+    };
+    jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+    Ok(())
+}
+
+/// Gives a channel's consumers back to their queues (unacked messages are
+/// requeued) and forgets them. The channel itself stays for the caller.
+pub fn release_channel(
+    shard: &Shard,
+    st: &mut State,
+    n: u16,
+    jobs: &mut Vec<Job>,
+    acks: &RefCell<Vec<(u32, u64, u64)>>,
+) {
+    let Some(ch) = st.channels.get_mut(&n) else { return };
+    super::publish::flush_batch(shard, n, ch, jobs);
+    ch.content = None;
+    ch.held.clear();
+    ch.ops.clear();
+    ch.outstanding.clear();
+    ch.tags.clear();
+    ch.unacked = 0;
+    let cids = std::mem::take(&mut ch.consumers);
+    // Acks already taken from the client go first, so they are not requeued.
+    let pending = std::mem::take(&mut *acks.borrow_mut());
+    for (cid, first, last) in pending {
+        if let Some(k) = st.consumers.get(&cid) {
+            let req = Request::Ack { consumer_id: cid, queue: k.queue.clone(), ranges: vec![(first, last)] };
+            jobs.push(Job::Submit { owner: k.owner, rid: rid(KIND_IGNORE, 0, 0), req });
+        }
+    }
+    for cid in cids {
+        if let Some(k) = st.consumers.remove(&cid) {
+            let req = Request::Unsubscribe { consumer_id: cid, queue: k.queue };
+            jobs.push(Job::Submit { owner: k.owner, rid: rid(KIND_IGNORE, n, 0), req });
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The methods a client sends, parsed over the frame's bytes (strings are
+//! borrowed), and builders for the ones the server sends. Class and method
+//! ids and reply codes are from the AMQP 0-9-1 spec.
+
+use super::frame::FrameWriter;
+use super::wire::{put_bits, put_shortstr, Reader, Result, Syntax};
+use bytes::{BufMut, BytesMut};
+
+pub type MethodId = (u16, u16);
+
+pub mod id {
+    use super::MethodId;
+    pub const CONNECTION_START: MethodId = (10, 10);
+    pub const CONNECTION_START_OK: MethodId = (10, 11);
+    pub const CONNECTION_SECURE_OK: MethodId = (10, 21);
+    pub const CONNECTION_TUNE: MethodId = (10, 30);
+    pub const CONNECTION_TUNE_OK: MethodId = (10, 31);
+    pub const CONNECTION_OPEN: MethodId = (10, 40);
+    pub const CONNECTION_OPEN_OK: MethodId = (10, 41);
+    pub const CONNECTION_CLOSE: MethodId = (10, 50);
+    pub const CONNECTION_CLOSE_OK: MethodId = (10, 51);
+    pub const CONNECTION_BLOCKED: MethodId = (10, 60);
+    pub const CONNECTION_UNBLOCKED: MethodId = (10, 61);
+    pub const CHANNEL_OPEN: MethodId = (20, 10);
+    pub const CHANNEL_OPEN_OK: MethodId = (20, 11);
+    pub const CHANNEL_FLOW: MethodId = (20, 20);
+    pub const CHANNEL_FLOW_OK: MethodId = (20, 21);
+    pub const CHANNEL_CLOSE: MethodId = (20, 40);
+    pub const CHANNEL_CLOSE_OK: MethodId = (20, 41);
+    pub const EXCHANGE_DECLARE: MethodId = (40, 10);
+    pub const EXCHANGE_DECLARE_OK: MethodId = (40, 11);
+    pub const EXCHANGE_DELETE: MethodId = (40, 20);
+    pub const EXCHANGE_BIND: MethodId = (40, 30);
+    pub const EXCHANGE_UNBIND: MethodId = (40, 40);
+    pub const QUEUE_DECLARE: MethodId = (50, 10);
+    pub const QUEUE_DECLARE_OK: MethodId = (50, 11);
+    pub const QUEUE_BIND: MethodId = (50, 20);
+    pub const QUEUE_PURGE: MethodId = (50, 30);
+    pub const QUEUE_PURGE_OK: MethodId = (50, 31);
+    pub const QUEUE_DELETE: MethodId = (50, 40);
+    pub const QUEUE_DELETE_OK: MethodId = (50, 41);
+    pub const QUEUE_UNBIND: MethodId = (50, 50);
+    pub const BASIC_QOS: MethodId = (60, 10);
+    pub const BASIC_QOS_OK: MethodId = (60, 11);
+    pub const BASIC_CONSUME: MethodId = (60, 20);
+    pub const BASIC_CONSUME_OK: MethodId = (60, 21);
+    pub const BASIC_CANCEL: MethodId = (60, 30);
+    pub const BASIC_CANCEL_OK: MethodId = (60, 31);
+    pub const BASIC_PUBLISH: MethodId = (60, 40);
+    pub const BASIC_RETURN: MethodId = (60, 50);
+    pub const BASIC_DELIVER: MethodId = (60, 60);
+    pub const BASIC_GET: MethodId = (60, 70);
+    pub const BASIC_GET_OK: MethodId = (60, 71);
+    pub const BASIC_GET_EMPTY: MethodId = (60, 72);
+    pub const BASIC_ACK: MethodId = (60, 80);
+    pub const BASIC_REJECT: MethodId = (60, 90);
+    pub const BASIC_RECOVER_ASYNC: MethodId = (60, 100);
+    pub const BASIC_RECOVER: MethodId = (60, 110);
+    pub const BASIC_RECOVER_OK: MethodId = (60, 111);
+    pub const BASIC_NACK: MethodId = (60, 120);
+    pub const CONFIRM_SELECT: MethodId = (85, 10);
+    pub const CONFIRM_SELECT_OK: MethodId = (85, 11);
+}
+
+/// Reply codes (spec 1.1, "Constants").
+pub mod code {
+    pub const REPLY_SUCCESS: u16 = 200;
+    pub const CONTENT_TOO_LARGE: u16 = 311;
+    pub const NO_ROUTE: u16 = 312;
+    pub const CONNECTION_FORCED: u16 = 320;
+    pub const INVALID_PATH: u16 = 402;
+    pub const ACCESS_REFUSED: u16 = 403;
+    pub const NOT_FOUND: u16 = 404;
+    pub const RESOURCE_LOCKED: u16 = 405;
+    pub const PRECONDITION_FAILED: u16 = 406;
+    pub const FRAME_ERROR: u16 = 501;
+    pub const SYNTAX_ERROR: u16 = 502;
+    pub const COMMAND_INVALID: u16 = 503;
+    pub const CHANNEL_ERROR: u16 = 504;
+    pub const UNEXPECTED_FRAME: u16 = 505;
+    pub const RESOURCE_ERROR: u16 = 506;
+    pub const NOT_ALLOWED: u16 = 530;
+    pub const NOT_IMPLEMENTED: u16 = 540;
+    pub const INTERNAL_ERROR: u16 = 541;
+}
+
+/// A client method, fields borrowed from the frame.
+#[derive(Debug)]
+pub enum Method<'a> {
+    StartOk {
+        client_props: &'a [u8],
+        mechanism: &'a str,
+        response: &'a [u8],
+    },
+    TuneOk {
+        channel_max: u16,
+        frame_max: u32,
+        heartbeat: u16,
+    },
+    Open {
+        vhost: &'a str,
+    },
+    Close {
+        code: u16,
+        text: &'a str,
+    },
+    CloseOk,
+    ChannelOpen,
+    Flow {
+        active: bool,
+    },
+    FlowOk,
+    ChannelClose {
+        code: u16,
+        text: &'a str,
+    },
+    ChannelCloseOk,
+    ExchangeDeclare {
+        exchange: &'a str,
+        kind: &'a str,
+        passive: bool,
+        no_wait: bool,
+    },
+    ExchangeDelete {
+        exchange: &'a str,
+        no_wait: bool,
+    },
+    QueueDeclare(QueueDeclare<'a>),
+    QueueBind {
+        queue: &'a str,
+        exchange: &'a str,
+        no_wait: bool,
+        unbind: bool,
+    },
+    QueuePurge {
+        queue: &'a str,
+        no_wait: bool,
+    },
+    QueueDelete {
+        queue: &'a str,
+        if_unused: bool,
+        if_empty: bool,
+        no_wait: bool,
+    },
+    Qos {
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    },
+    Consume {
+        queue: &'a str,
+        tag: &'a str,
+        no_ack: bool,
+        exclusive: bool,
+        no_wait: bool,
+        args: &'a [u8],
+    },
+    Cancel {
+        tag: &'a str,
+        no_wait: bool,
+    },
+    Publish {
+        exchange: &'a str,
+        routing_key: &'a str,
+        mandatory: bool,
+        immediate: bool,
+    },
+    Get {
+        queue: &'a str,
+        no_ack: bool,
+    },
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    /// basic.reject is a nack of one tag.
+    Nack {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+    Recover {
+        requeue: bool,
+    },
+    ConfirmSelect {
+        no_wait: bool,
+    },
+    /// A method this server does not implement (or a server-only one).
+    Other(MethodId),
+}
+
+#[derive(Debug)]
+pub struct QueueDeclare<'a> {
+    pub queue: &'a str,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub no_wait: bool,
+    pub args: &'a [u8],
+}
+
+/// Parses a method frame's payload into its id and fields.
+pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
+    let mut r = Reader::new(payload);
+    let mid = (r.u16()?, r.u16()?);
+    let m = match mid {
+        id::CONNECTION_START_OK => {
+            let client_props = r.table()?;
+            let mechanism = r.shortstr()?;
+            let response = r.longstr()?;
+            r.shortstr()?;
+            Method::StartOk { client_props, mechanism, response }
+        }
+        id::CONNECTION_TUNE_OK => Method::TuneOk { channel_max: r.u16()?, frame_max: r.u32()?, heartbeat: r.u16()? },
+        id::CONNECTION_OPEN => Method::Open { vhost: r.shortstr()? },
+        id::CONNECTION_CLOSE => Method::Close { code: r.u16()?, text: r.shortstr()? },
+        id::CONNECTION_CLOSE_OK => Method::CloseOk,
+        id::CHANNEL_OPEN => Method::ChannelOpen,
+        id::CHANNEL_FLOW => Method::Flow { active: r.bit()? },
+        id::CHANNEL_FLOW_OK => Method::FlowOk,
+        id::CHANNEL_CLOSE => Method::ChannelClose { code: r.u16()?, text: r.shortstr()? },
+        id::CHANNEL_CLOSE_OK => Method::ChannelCloseOk,
+        id::EXCHANGE_DECLARE => {
+            r.u16()?;
+            let exchange = r.shortstr()?;
+            let kind = r.shortstr()?;
+            let passive = r.bit()?;
+            let (_durable, _auto_delete, _internal) = (r.bit()?, r.bit()?, r.bit()?);
+            let no_wait = r.bit()?;
+            r.table()?;
+            Method::ExchangeDeclare { exchange, kind, passive, no_wait }
+        }
+        id::EXCHANGE_DELETE => {
+            r.u16()?;
+            let exchange = r.shortstr()?;
+            let _if_unused = r.bit()?;
+            Method::ExchangeDelete { exchange, no_wait: r.bit()? }
+        }
+        id::QUEUE_DECLARE => {
+            r.u16()?;
+            let queue = r.shortstr()?;
+            let (passive, durable, exclusive, auto_delete, no_wait) =
+                (r.bit()?, r.bit()?, r.bit()?, r.bit()?, r.bit()?);
+            let args = r.table()?;
+            Method::QueueDeclare(QueueDeclare { queue, passive, durable, exclusive, auto_delete, no_wait, args })
+        }
+        id::QUEUE_BIND | id::QUEUE_UNBIND => {
+            r.u16()?;
+            let queue = r.shortstr()?;
+            let exchange = r.shortstr()?;
+            r.shortstr()?;
+            let unbind = mid == id::QUEUE_UNBIND;
+            let no_wait = if unbind { false } else { r.bit()? };
+            r.table()?;
+            Method::QueueBind { queue, exchange, no_wait, unbind }
+        }
+        id::QUEUE_PURGE => {
+            r.u16()?;
+            Method::QueuePurge { queue: r.shortstr()?, no_wait: r.bit()? }
+        }
+        id::QUEUE_DELETE => {
+            r.u16()?;
+            let queue = r.shortstr()?;
+            Method::QueueDelete { queue, if_unused: r.bit()?, if_empty: r.bit()?, no_wait: r.bit()? }
+        }
+        id::BASIC_QOS => Method::Qos { prefetch_size: r.u32()?, prefetch_count: r.u16()?, global: r.bit()? },
+        id::BASIC_CONSUME => {
+            r.u16()?;
+            let queue = r.shortstr()?;
+            let tag = r.shortstr()?;
+            let (_no_local, no_ack, exclusive, no_wait) = (r.bit()?, r.bit()?, r.bit()?, r.bit()?);
+            let args = r.table()?;
+            Method::Consume { queue, tag, no_ack, exclusive, no_wait, args }
+        }
+        id::BASIC_CANCEL => Method::Cancel { tag: r.shortstr()?, no_wait: r.bit()? },
+        id::BASIC_PUBLISH => {
+            r.u16()?;
+            let exchange = r.shortstr()?;
+            let routing_key = r.shortstr()?;
+            Method::Publish { exchange, routing_key, mandatory: r.bit()?, immediate: r.bit()? }
+        }
+        id::BASIC_GET => {
+            r.u16()?;
+            Method::Get { queue: r.shortstr()?, no_ack: r.bit()? }
+        }
+        id::BASIC_ACK => Method::Ack { tag: r.u64()?, multiple: r.bit()? },
+        id::BASIC_REJECT => Method::Nack { tag: r.u64()?, multiple: false, requeue: r.bit()? },
+        id::BASIC_NACK => Method::Nack { tag: r.u64()?, multiple: r.bit()?, requeue: r.bit()? },
+        id::BASIC_RECOVER | id::BASIC_RECOVER_ASYNC => Method::Recover { requeue: r.bit()? },
+        id::CONFIRM_SELECT => Method::ConfirmSelect { no_wait: r.bit()? },
+        other => Method::Other(other),
+    };
+    Ok((mid, m))
+}
+
+/// Appends a method frame whose arguments `f` writes.
+pub fn put(b: &mut BytesMut, channel: u16, mid: MethodId, f: impl FnOnce(&mut BytesMut)) {
+    let w = FrameWriter::method(b, channel, mid);
+    f(b);
+    w.finish(b);
+}
+
+/// connection.close or channel.close (`mid` picks which).
+pub fn put_close(b: &mut BytesMut, channel: u16, mid: MethodId, code: u16, text: &str, cause: MethodId) {
+    put(b, channel, mid, |b| {
+        b.put_u16(code);
+        put_shortstr(b, text);
+        b.put_u16(cause.0);
+        b.put_u16(cause.1);
+    });
+}
+
+/// basic.deliver: the hot path out.
+pub fn put_deliver(b: &mut BytesMut, channel: u16, consumer_tag: &str, tag: u64, redelivered: bool, routing_key: &str) {
+    put(b, channel, id::BASIC_DELIVER, |b| {
+        put_shortstr(b, consumer_tag);
+        b.put_u64(tag);
+        put_bits(b, &[redelivered]);
+        put_shortstr(b, "");
+        put_shortstr(b, routing_key);
+    });
+}
+
+/// basic.ack / basic.nack from the server (publisher confirms).
+pub fn put_confirm(b: &mut BytesMut, channel: u16, ack: bool, tag: u64, multiple: bool) {
+    if ack {
+        put(b, channel, id::BASIC_ACK, |b| {
+            b.put_u64(tag);
+            put_bits(b, &[multiple]);
+        });
+    } else {
+        put(b, channel, id::BASIC_NACK, |b| {
+            b.put_u64(tag);
+            put_bits(b, &[multiple, false]);
+        });
+    }
+}
+
+/// Finds `delivery_mode` in a content header's property flags and list;
+/// 2 means persistent.
+pub fn delivery_mode(props: &[u8]) -> Result<u8> {
+    let mut r = Reader::new(props);
+    let flags = r.u16()?;
+    if flags & 1 != 0 {
+        return Err(Syntax("property flags continuation is not supported"));
+    }
+    if flags & (1 << 15) != 0 {
+        r.shortstr_bytes()?;
+    }
+    if flags & (1 << 14) != 0 {
+        r.shortstr_bytes()?;
+    }
+    if flags & (1 << 13) != 0 {
+        r.table()?;
+    }
+    if flags & (1 << 12) != 0 {
+        return r.u8();
+    }
+    Ok(0)
+}
+
+/// Whether stored properties are a well-formed AMQP property list (a
+/// message published over the native protocol may carry anything).
+pub fn props_are_amqp(props: &[u8]) -> bool {
+    let mut r = Reader::new(props);
+    let Ok(flags) = r.u16() else { return false };
+    if flags & 1 != 0 {
+        return false;
+    }
+    // content-type .. cluster-id, in flag order.
+    const KINDS: [u8; 14] = [b's', b's', b'F', b'o', b'o', b's', b's', b's', b's', b'T', b's', b's', b's', b's'];
+    for (i, kind) in KINDS.iter().enumerate() {
+        if flags & (1 << (15 - i)) == 0 {
+            continue;
+        }
+        let ok = match kind {
+            b's' => r.shortstr_bytes().is_ok(),
+            b'F' => r.table().is_ok(),
+            b'o' => r.u8().is_ok(),
+            _ => r.u64().is_ok(),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    r.rest().is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_publish_and_nack() {
+        let mut b = BytesMut::new();
+        b.put_u16(60);
+        b.put_u16(40);
+        b.put_u16(0);
+        put_shortstr(&mut b, "");
+        put_shortstr(&mut b, "hello");
+        put_bits(&mut b, &[true, false]);
+        let (mid, m) = parse(&b).unwrap();
+        assert_eq!(mid, id::BASIC_PUBLISH);
+        assert!(matches!(m, Method::Publish { exchange: "", routing_key: "hello", mandatory: true, immediate: false }));
+        let mut n = BytesMut::new();
+        n.put_u16(60);
+        n.put_u16(120);
+        n.put_u64(5);
+        put_bits(&mut n, &[true, true]);
+        assert!(matches!(parse(&n).unwrap().1, Method::Nack { tag: 5, multiple: true, requeue: true }));
+        assert!(parse(&n[..8]).is_err());
+    }
+
+    #[test]
+    fn properties() {
+        // content-type "t", delivery-mode 2.
+        let p = [0x90, 0x00, 1, b't', 2];
+        assert_eq!(delivery_mode(&p), Ok(2));
+        assert!(props_are_amqp(&p));
+        assert!(!props_are_amqp(&p[..4]));
+        assert!(!props_are_amqp(b"native stuff"));
+        assert_eq!(delivery_mode(&[0, 0]), Ok(0));
+    }
+}

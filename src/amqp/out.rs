@@ -1,0 +1,387 @@
+//! What comes back from the queues: replies to synchronous methods (sent
+//! in the order the methods came), publisher confirms and returns, and
+//! deliveries (encoded straight into the outbox, or held while prefetch or
+//! flow stops them). Called by the shard: never calls back into it.
+
+use super::channel::{ChState, Held, OpKind, Settled};
+use super::conn::{split_rid, AmqpConn, ConsumerInfo, Fault, State, KIND_OP, KIND_PUB};
+use super::frame;
+use super::method::{self, code, id, MethodId};
+use super::wire::{put_bits, put_shortstr};
+use crate::protocol::batch::parse_entry;
+use crate::protocol::{Entries, ErrorCode};
+use crate::server::queue::Deliveries;
+use crate::server::shard::ConnSink;
+use crate::server::types::Reply;
+use bytes::{BufMut, Bytes, BytesMut};
+
+impl ConnSink for AmqpConn {
+    fn send(&self, reply: Reply) {
+        if let Reply::Deliver { consumer_id, first_tag, msgs } = reply {
+            self.on_deliveries(consumer_id, first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry)));
+            return;
+        }
+        if let Reply::ConsumerGone { consumer_id } = reply {
+            self.consumer_gone(consumer_id);
+            return;
+        }
+        let r = match &reply {
+            Reply::Ok { request_id, .. }
+            | Reply::Error { request_id, .. }
+            | Reply::Confirm { request_id, .. }
+            | Reply::GetOk { request_id, .. }
+            | Reply::GetEmpty { request_id } => *request_id,
+            _ => return,
+        };
+        let (kind, n, seq) = split_rid(r);
+        let fault = {
+            let mut st = self.st.borrow_mut();
+            match kind {
+                KIND_OP => {
+                    if let Some(op) = st.channels.get_mut(&n).and_then(|ch| ch.ops.iter_mut().find(|o| o.seq == seq)) {
+                        op.result = Some(reply);
+                    }
+                    self.drain_ops(&mut st, n)
+                }
+                KIND_PUB => self.on_publish_reply(&mut st, n, seq, reply),
+                _ => {
+                    if let Reply::Error { code, message, .. } = reply {
+                        tracing::debug!(code = ?code, "AMQP background request refused: {message}");
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(f) = fault {
+            self.fail(f);
+            self.kick.notify();
+        }
+    }
+
+    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
+        self.on_deliveries(consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry)));
+    }
+
+    fn shut_down(&self, why: &str) {
+        self.fail(Fault::Conn {
+            code: code::CONNECTION_FORCED,
+            text: format!("CONNECTION_FORCED - {why}"),
+            cause: (0, 0),
+        });
+        self.outbox.close();
+    }
+}
+
+/// Maps a queue owner's refusal to an AMQP channel or connection error.
+fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault {
+    let (amqp, hard) = match code {
+        ErrorCode::QueueNotFound => (code::NOT_FOUND, false),
+        ErrorCode::QueueLocked => (code::RESOURCE_LOCKED, false),
+        ErrorCode::QueueMismatch | ErrorCode::BadQueueName | ErrorCode::UnknownDeliveryTag => {
+            (code::PRECONDITION_FAILED, false)
+        }
+        ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
+        ErrorCode::QueueLimit | ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
+        ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
+        ErrorCode::PersistenceUnavailable => (code::NOT_IMPLEMENTED, true),
+        _ => (code::INTERNAL_ERROR, true),
+    };
+    let prefix = match amqp {
+        code::NOT_FOUND => "NOT_FOUND - ",
+        code::RESOURCE_LOCKED => "RESOURCE_LOCKED - ",
+        code::PRECONDITION_FAILED => "PRECONDITION_FAILED - ",
+        _ => "",
+    };
+    let text = format!("{prefix}{message}");
+    if hard {
+        Fault::Conn { code: amqp, text, cause }
+    } else {
+        Fault::Channel { channel: n, code: amqp, text, cause }
+    }
+}
+
+impl AmqpConn {
+    /// Emits the replies of a channel's synchronous methods, in order.
+    fn drain_ops(&self, st: &mut State, n: u16) -> Option<Fault> {
+        loop {
+            let ch = st.channels.get_mut(&n)?;
+            if ch.state != ChState::Open || ch.ops.front().is_none_or(|o| o.result.is_none()) {
+                return None;
+            }
+            let op = ch.ops.pop_front()?;
+            let reply = op.result?;
+            let cause: MethodId = match &op.kind {
+                OpKind::Declare { .. } => id::QUEUE_DECLARE,
+                OpKind::Purge { .. } => id::QUEUE_PURGE,
+                OpKind::Delete { .. } => id::QUEUE_DELETE,
+                OpKind::Consume { .. } => id::BASIC_CONSUME,
+                OpKind::Get { .. } => id::BASIC_GET,
+            };
+            if let Reply::Error { code, message, .. } = reply {
+                if let OpKind::Consume { consumer_id, .. } = op.kind {
+                    st.consumers.remove(&consumer_id);
+                }
+                return Some(fault_for(n, code, message, cause));
+            }
+            let frame_max = st.frame_max;
+            match (op.kind, reply) {
+                (OpKind::Declare { queue, exclusive, no_wait }, Reply::Ok { value, .. }) => {
+                    if exclusive && !st.exclusive.iter().any(|(q, _)| *q == queue) {
+                        st.exclusive.push((queue.clone(), self.shard.owner_of(&queue)));
+                    }
+                    if !no_wait {
+                        self.outbox.push(|b| {
+                            method::put(b, n, id::QUEUE_DECLARE_OK, |b| {
+                                put_shortstr(b, &queue);
+                                b.put_u32(value as u32);
+                                b.put_u32((value >> 32) as u32);
+                            })
+                        });
+                    }
+                }
+                (OpKind::Purge { no_wait: false }, Reply::Ok { value, .. }) => {
+                    self.outbox.push(|b| method::put(b, n, id::QUEUE_PURGE_OK, |b| b.put_u32(value as u32)))
+                }
+                (OpKind::Delete { no_wait: false }, Reply::Ok { value, .. }) => {
+                    self.outbox.push(|b| method::put(b, n, id::QUEUE_DELETE_OK, |b| b.put_u32(value as u32)))
+                }
+                (OpKind::Consume { consumer_id, no_wait }, Reply::Ok { .. }) => {
+                    if let Some(k) = st.consumers.get_mut(&consumer_id) {
+                        k.live = true;
+                        if !no_wait {
+                            let tag = &k.tag;
+                            self.outbox.push(|b| method::put(b, n, id::BASIC_CONSUME_OK, |b| put_shortstr(b, tag)));
+                        }
+                    }
+                    drain_held(self, st, n);
+                }
+                (OpKind::Get { consumer_id, no_ack, queue }, Reply::GetOk { tag: qtag, remaining, msg, .. }) => {
+                    let ch = st.channels.get_mut(&n)?;
+                    let tag = ch.assign_tag((!no_ack).then_some((consumer_id, qtag)));
+                    let Ok(e) = parse_entry(&msg.entry) else { continue };
+                    self.outbox.push(|b| {
+                        method::put(b, n, id::BASIC_GET_OK, |b| {
+                            b.put_u64(tag);
+                            put_bits(b, &[msg.redelivered]);
+                            put_shortstr(b, "");
+                            put_shortstr(b, &queue);
+                            b.put_u32(remaining);
+                        });
+                        put_content(b, n, e.props, e.body, frame_max);
+                    });
+                }
+                (OpKind::Get { .. }, Reply::GetEmpty { .. }) => {
+                    self.outbox.push(|b| method::put(b, n, id::BASIC_GET_EMPTY, |b| put_shortstr(b, "")))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_publish_reply(&self, st: &mut State, n: u16, seq: u64, reply: Reply) -> Option<Fault> {
+        let frame_max = st.frame_max;
+        let ch = st.channels.get_mut(&n)?;
+        let tracked = ch.outstanding.iter().any(|o| o.first_seq == seq);
+        match reply {
+            Reply::Confirm { .. } => ch.settle(seq, Settled::Ack),
+            Reply::Error { code: ErrorCode::QueueNotFound, .. } => ch.settle(seq, Settled::NoRoute),
+            Reply::Error { code, message, .. } => {
+                // Without confirms there is no other way to say it.
+                if !tracked && code == ErrorCode::PersistenceUnavailable {
+                    return Some(Fault::Channel {
+                        channel: n,
+                        code: code::NOT_IMPLEMENTED,
+                        text: format!("NOT_IMPLEMENTED - {message} (use publisher confirms to get basic.nack instead)"),
+                        cause: id::BASIC_PUBLISH,
+                    });
+                }
+                if !tracked && code == ErrorCode::StoragePoisoned {
+                    return Some(Fault::Conn {
+                        code: code::INTERNAL_ERROR,
+                        text: format!("INTERNAL_ERROR - {message}"),
+                        cause: id::BASIC_PUBLISH,
+                    });
+                }
+                tracing::debug!(?code, "AMQP publish refused: {message}");
+                ch.settle(seq, Settled::Nack);
+            }
+            _ => {}
+        }
+        while let Some((tags, how, returns)) = ch.pop_settled() {
+            if let Some((queue, entries, count)) = returns {
+                if let Ok(parsed) = Entries::parse(&entries, count) {
+                    self.outbox.push(|b| {
+                        for e in parsed.iter() {
+                            super::publish::put_return(b, n, &queue, e.props, e.body, frame_max);
+                        }
+                    });
+                }
+            }
+            if let Some((first, last)) = tags {
+                let ack = how != Settled::Nack;
+                self.outbox.push(|b| method::put_confirm(b, n, ack, last, last > first));
+            }
+        }
+        None
+    }
+
+    fn consumer_gone(&self, cid: u32) {
+        let mut st = self.st.borrow_mut();
+        let notify = st.cancel_notify;
+        let Some(k) = st.consumers.get_mut(&cid) else { return };
+        if k.cancelled {
+            return;
+        }
+        k.cancelled = true;
+        let n = k.channel;
+        let tag = k.tag.clone();
+        if let Some(ch) = st.channels.get_mut(&n) {
+            ch.held.retain(|h| h.consumer_id != cid);
+            if notify && ch.state == ChState::Open {
+                self.outbox.push(|b| {
+                    method::put(b, n, id::BASIC_CANCEL, |b| {
+                        put_shortstr(b, &tag);
+                        put_bits(b, &[true]);
+                    })
+                });
+            }
+        }
+    }
+
+    /// Sends (or holds) a batch of deliveries for one consumer.
+    fn on_deliveries<'a>(&self, cid: u32, first_qtag: u64, msgs: impl Iterator<Item = (bool, &'a Bytes)>) {
+        let mut st = self.st.borrow_mut();
+        let frame_max = st.frame_max;
+        let State { consumers, channels, .. } = &mut *st;
+        // Unknown: its channel closed and its Unsubscribe requeues these.
+        let Some(k) = consumers.get(&cid) else { return };
+        let Some(ch) = channels.get_mut(&k.channel) else { return };
+        let n = k.channel;
+        let mut acks = self.acks.borrow_mut();
+        if k.cancelled {
+            // Cancelled while these were on their way: back to the queue.
+            let count = msgs.count() as u64;
+            if count > 0 {
+                drop(acks);
+                let req = crate::server::types::Request::Nack {
+                    consumer_id: cid,
+                    queue: k.queue.clone(),
+                    requeue: true,
+                    ranges: vec![(first_qtag, first_qtag + count - 1)],
+                };
+                let rid = super::conn::rid(super::conn::KIND_IGNORE, n, 0);
+                self.jobs.borrow_mut().push(super::conn::Job::Submit { owner: k.owner, rid, req });
+                self.kick.notify();
+            }
+            return;
+        }
+        self.outbox.push(|b| {
+            for ((redelivered, entry), qtag) in msgs.zip(first_qtag..) {
+                let can = ch.state == ChState::Open
+                    && ch.flow
+                    && ch.held.is_empty()
+                    && k.live
+                    && (k.no_ack || ch.has_credit());
+                if !can {
+                    ch.held.push_back(Held { consumer_id: cid, qtag, redelivered, entry: entry.clone() });
+                    continue;
+                }
+                write_delivery(b, ch, k, cid, qtag, redelivered, entry, frame_max);
+                if k.no_ack {
+                    push_ack(&mut acks, cid, qtag);
+                }
+            }
+        });
+        if k.no_ack && !acks.is_empty() {
+            self.kick.notify();
+        }
+    }
+}
+
+fn push_ack(acks: &mut Vec<(u32, u64, u64)>, cid: u32, qtag: u64) {
+    match acks.last_mut() {
+        Some(l) if l.0 == cid && l.2 + 1 == qtag => l.2 = qtag,
+        _ => acks.push((cid, qtag, qtag)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_delivery(
+    b: &mut BytesMut,
+    ch: &mut super::channel::Channel,
+    k: &ConsumerInfo,
+    cid: u32,
+    qtag: u64,
+    redelivered: bool,
+    entry: &Bytes,
+    frame_max: usize,
+) {
+    let Ok(e) = parse_entry(entry) else {
+        tracing::error!("stored entry failed to parse (bug)");
+        return;
+    };
+    let tag = ch.assign_tag((!k.no_ack).then_some((cid, qtag)));
+    method::put_deliver(b, k.channel, &k.tag, tag, redelivered, &k.queue);
+    put_content(b, k.channel, e.props, e.body, frame_max);
+}
+
+/// Content header and body; properties that are not an AMQP property list
+/// (a native publisher's) are left out.
+fn put_content(b: &mut BytesMut, n: u16, props: &[u8], body: &[u8], frame_max: usize) {
+    let props = if props.is_empty() || method::props_are_amqp(props) { props } else { &[] };
+    frame::put_content_header(b, n, 60, body.len() as u64, props);
+    frame::put_body(b, n, body, frame_max);
+}
+
+/// Sends held deliveries that may go now (credit freed, flow on, consumer
+/// confirmed).
+pub fn drain_held(c: &AmqpConn, st: &mut State, n: u16) {
+    let frame_max = st.frame_max;
+    let State { consumers, channels, .. } = st;
+    let Some(ch) = channels.get_mut(&n) else { return };
+    if ch.held.is_empty() {
+        return;
+    }
+    let mut acks = c.acks.borrow_mut();
+    let mut any_ack = false;
+    c.outbox.push(|b| {
+        while let Some(h) = ch.held.front() {
+            let Some(k) = consumers.get(&h.consumer_id).filter(|k| !k.cancelled) else {
+                ch.held.pop_front();
+                continue;
+            };
+            if !(ch.state == ChState::Open && ch.flow && k.live && (k.no_ack || ch.has_credit())) {
+                break;
+            }
+            let Some(h) = ch.held.pop_front() else { break };
+            write_delivery(b, ch, k, h.consumer_id, h.qtag, h.redelivered, &h.entry, frame_max);
+            if k.no_ack {
+                push_ack(&mut acks, h.consumer_id, h.qtag);
+                any_ack = true;
+            }
+        }
+    });
+    if any_ack {
+        c.kick.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_amqp_codes() {
+        let f = fault_for(1, ErrorCode::QueueNotFound, "no queue 'x'".into(), id::QUEUE_DECLARE);
+        assert!(matches!(f, Fault::Channel { code: 404, ref text, .. } if text.starts_with("NOT_FOUND")));
+        assert!(matches!(
+            fault_for(1, ErrorCode::QueueLocked, String::new(), (0, 0)),
+            Fault::Channel { code: 405, .. }
+        ));
+        assert!(matches!(
+            fault_for(1, ErrorCode::QueueMismatch, String::new(), (0, 0)),
+            Fault::Channel { code: 406, .. }
+        ));
+        assert!(matches!(fault_for(1, ErrorCode::Internal, String::new(), (0, 0)), Fault::Conn { code: 541, .. }));
+    }
+}

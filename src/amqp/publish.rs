@@ -1,0 +1,156 @@
+//! The hot path in: basic.publish's content header and body frames become
+//! one stored entry (`protocol::batch::put_entry`, the AMQP property bytes
+//! as its props), appended to the channel's batch for its queue; a batch
+//! goes to the queue's owner as one request.
+
+use super::channel::{Channel, Outstanding, PubBatch, Settled};
+use super::conn::{conn_fault, rid, Fault, Job, KIND_PUB};
+use super::frame::{self, Frame};
+use super::method::{self, code, id};
+use super::wire::{put_shortstr, Reader};
+use crate::protocol::batch::put_entry;
+use crate::server::shard::Shard;
+use bytes::{BufMut, BytesMut};
+
+fn ch_fault(channel: u16, code: u16, text: impl Into<String>) -> Fault {
+    Fault::Channel { channel, code, text: text.into(), cause: id::BASIC_PUBLISH }
+}
+
+/// Header and body frames of a basic.publish.
+pub fn on_content(
+    shard: &Shard,
+    n: u16,
+    ch: &mut Channel,
+    f: Frame<'_>,
+    max: usize,
+    jobs: &mut Vec<Job>,
+) -> Result<(), Fault> {
+    let Some(content) = ch.content.as_mut() else {
+        return Err(conn_fault(code::UNEXPECTED_FRAME, "content frame without basic.publish", (0, 0)));
+    };
+    let cause = id::BASIC_PUBLISH;
+    if f.kind == frame::HEADER {
+        if content.have_header {
+            return Err(conn_fault(code::UNEXPECTED_FRAME, "a second content header", cause));
+        }
+        let mut r = Reader::new(f.payload);
+        let head = (r.u16(), r.u16(), r.u64());
+        let (Ok(class), Ok(_weight), Ok(body_len)) = head else {
+            return Err(conn_fault(code::FRAME_ERROR, "short content header", cause));
+        };
+        if class != 60 {
+            return Err(conn_fault(code::FRAME_ERROR, "content header class is not basic", cause));
+        }
+        let props = r.rest();
+        let mode = method::delivery_mode(props).map_err(|e| conn_fault(code::SYNTAX_ERROR, e.0, cause))?;
+        if body_len as usize + props.len() > max || props.len() > usize::from(u16::MAX) {
+            ch.content = None;
+            return Err(ch_fault(
+                n,
+                code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - message of {body_len} bytes is larger than message_bytes_max {max}"),
+            ));
+        }
+        content.have_header = true;
+        content.persistent = mode == 2;
+        content.body_len = body_len as usize;
+        ch.content_props.clear();
+        // No properties at all: store none, so native consumers see none.
+        if props != [0, 0] {
+            ch.content_props.extend_from_slice(props);
+        }
+        ch.content_body.clear();
+        if body_len == 0 {
+            complete(shard, n, ch, None, jobs);
+        }
+        return Ok(());
+    }
+    // BODY
+    if !content.have_header {
+        return Err(conn_fault(code::UNEXPECTED_FRAME, "body frame before the content header", cause));
+    }
+    let have = ch.content_body.len() + f.payload.len();
+    if have > content.body_len {
+        return Err(conn_fault(code::FRAME_ERROR, "body frames exceed the declared body size", cause));
+    }
+    if have == content.body_len {
+        if ch.content_body.is_empty() {
+            complete(shard, n, ch, Some(f.payload), jobs);
+        } else {
+            ch.content_body.extend_from_slice(f.payload);
+            complete(shard, n, ch, None, jobs);
+        }
+    } else {
+        ch.content_body.extend_from_slice(f.payload);
+    }
+    Ok(())
+}
+
+/// A whole message: appended to the channel's batch for its queue.
+fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) {
+    let Some(content) = ch.content.take() else { return };
+    let same = ch.batch.as_ref().is_some_and(|b| {
+        b.persistent == content.persistent && b.mandatory == content.mandatory && ch.batch_queue == ch.content_queue
+    });
+    if !same {
+        flush_batch(shard, n, ch, jobs);
+        ch.batch_queue.clear();
+        ch.batch_queue.push_str(&ch.content_queue);
+        ch.batch = Some(PubBatch {
+            persistent: content.persistent,
+            mandatory: content.mandatory,
+            count: 0,
+            len: 0,
+            first_seq: ch.pub_seq + 1,
+        });
+    }
+    ch.pub_seq += 1;
+    let body = body.unwrap_or(&ch.content_body);
+    if ch.arena.capacity() - ch.arena.len() < 16 + ch.content_props.len() + body.len() {
+        ch.arena.reserve((64 * 1024).max(16 + ch.content_props.len() + body.len()));
+    }
+    put_entry(&mut ch.arena, 0, &ch.content_props, body);
+    if let Some(b) = ch.batch.as_mut() {
+        b.count += 1;
+        b.len = ch.arena.len();
+    }
+}
+
+/// Sends the channel's publish batch, if any, as one request.
+pub fn flush_batch(shard: &Shard, n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
+    let Some(b) = ch.batch.take() else { return };
+    let entries = ch.arena.split_to(b.len).freeze();
+    let queue = std::mem::take(&mut ch.batch_queue);
+    let valid = !queue.is_empty() && !queue.chars().any(char::is_control);
+    let confirm = ch.confirm || b.mandatory;
+    if confirm {
+        let returns = b.mandatory.then(|| (queue.clone(), entries.clone(), b.count));
+        ch.outstanding.push_back(Outstanding {
+            first_seq: b.first_seq,
+            count: b.count,
+            confirm: ch.confirm,
+            returns,
+            result: None,
+        });
+    }
+    if !valid {
+        // No queue can have this name: unroutable without asking anyone.
+        ch.settle(b.first_seq, Settled::NoRoute);
+        return;
+    }
+    let owner = shard.owner_of(&queue);
+    let rid = rid(KIND_PUB, n, b.first_seq);
+    jobs.push(Job::Publish { owner, rid, persistent: b.persistent, confirm, queue, entries, count: b.count });
+}
+
+/// Builds a basic.return with the message's content.
+pub fn put_return(b: &mut BytesMut, n: u16, queue: &str, props: &[u8], body: &[u8], frame_max: usize) {
+    method::put(b, n, id::BASIC_RETURN, |b| {
+        b.put_u16(code::NO_ROUTE);
+        put_shortstr(b, "NO_ROUTE");
+        put_shortstr(b, "");
+        put_shortstr(b, queue);
+    });
+    frame::put_content_header(b, n, 60, body.len() as u64, props);
+    frame::put_body(b, n, body, frame_max);
+}

@@ -1,0 +1,258 @@
+//! The shard's side of storage: recovery into queues at start, the
+//! flusher task that releases deferred confirms after each group commit,
+//! and the hooks the request handlers call for durable queues.
+//!
+//! What is logged: persistent messages published into durable queues,
+//! their acks (and drops), and declare / delete / purge of durable queues.
+//! Transient messages, and anything in a transient queue, never are.
+
+use super::super::queue::Queue;
+use super::super::types::{ConnRef, Delivered, Message, QueueError, Reply};
+use super::{bump, Shard};
+use crate::protocol::ErrorCode;
+use crate::storage::io::{DmaIo, LogIo};
+use crate::storage::{Storage, StorageOptions};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A reply held until the flush that covers it is done.
+pub struct Waiter {
+    to: ConnRef,
+    request_id: u64,
+    reply: Reply,
+    /// Messages a deferred Confirm covers (for the counter).
+    confirms: u32,
+}
+
+pub struct Durable {
+    pub log: Storage<Waiter>,
+    /// Durable queue name → log id.
+    ids: RefCell<HashMap<String, u32>>,
+}
+
+fn poisoned(why: &str) -> QueueError {
+    QueueError::new(
+        ErrorCode::StoragePoisoned,
+        format!("this shard's storage failed ({why}); persistent messages are refused until the broker is restarted"),
+    )
+}
+
+impl Shard {
+    pub(super) fn durable(&self) -> Option<Rc<Durable>> {
+        self.durable.borrow().clone()
+    }
+
+    /// Recovers `data_dir/shard-N` and rebuilds its durable queues. Runs
+    /// before the shard accepts connections.
+    pub async fn open_storage(&self) -> Result<(), String> {
+        self.open_storage_with(Rc::new(DmaIo)).await
+    }
+
+    pub async fn open_storage_with(&self, io: Rc<dyn LogIo>) -> Result<(), String> {
+        let c = &self.config;
+        let opts = StorageOptions {
+            dir: c.data_dir.join(format!("shard-{}", self.id)),
+            shard: self.id,
+            shard_count: self.count,
+            segment_bytes: c.segment_bytes,
+            fsync: c.fsync,
+            fsync_interval_ms: c.fsync_interval_ms,
+            skip_corrupt: c.storage_skip_corrupt,
+        };
+        let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
+        let mut ids = HashMap::new();
+        let mut queues = self.queues.borrow_mut();
+        let mut messages = 0usize;
+        for rq in rec.queues {
+            let mut q = Queue::new(rq.name.clone(), true, self.limits());
+            q.set_next_seq(rq.next_seq);
+            messages += rq.messages.len();
+            for (seq, _, entry) in rq.messages {
+                q.restore(seq, entry);
+            }
+            ids.insert(rq.name.clone(), rq.id);
+            queues.insert(rq.name, q);
+        }
+        let r = &rec.report;
+        tracing::info!(
+            shard = self.id,
+            queues = ids.len(),
+            messages,
+            segments = r.segments,
+            records = r.records,
+            bytes_read = r.bytes_read,
+            torn_tail_cut_bytes = r.truncated_bytes,
+            skipped_corrupt = r.skipped.len(),
+            elapsed_ms = r.elapsed.as_secs_f64() * 1e3,
+            "storage recovered"
+        );
+        drop(queues);
+        *self.durable.borrow_mut() = Some(Rc::new(Durable { log, ids: RefCell::new(ids) }));
+        Ok(())
+    }
+
+    /// The group-commit loop: waits for appends, flushes them (one write,
+    /// one fdatasync), then releases what waited on them.
+    pub async fn run_flusher(self: Rc<Self>) {
+        let Some(d) = self.durable() else { return };
+        loop {
+            d.log.wait_work().await;
+            let f = d.log.flush().await;
+            self.release(f);
+        }
+    }
+
+    fn release(&self, f: crate::storage::Flushed<Waiter>) {
+        for w in f.waiters {
+            match &f.result {
+                Ok(()) => {
+                    bump(&self.counters.confirmed, u64::from(w.confirms));
+                    self.route_reply(w.to, w.reply);
+                }
+                Err(why) => {
+                    let e = poisoned(why);
+                    self.route_reply(w.to, Reply::error(w.request_id, e.code, e.message));
+                }
+            }
+        }
+    }
+
+    /// Clean shutdown: everything appended is written and synced.
+    pub async fn close_storage(&self) {
+        if let Some(d) = self.durable() {
+            let f = d.log.close().await;
+            if let Err(e) = &f.result {
+                tracing::error!(shard = self.id, error = %e, "storage could not be flushed at shutdown");
+            }
+            self.release(f);
+        }
+    }
+
+    /// The log and id of `queue` when a persistent publish to it must be
+    /// logged; an error when the storage is poisoned.
+    pub(super) fn log_target(&self, persistent: bool, queue: &str) -> Result<Option<(Rc<Durable>, u32)>, QueueError> {
+        if !persistent {
+            return Ok(None);
+        }
+        let Some(d) = self.durable() else { return Ok(None) };
+        let Some(id) = d.ids.borrow().get(queue).copied() else { return Ok(None) };
+        if let Some(why) = d.log.poisoned() {
+            tracing::warn!(shard = self.id, queue, "persistent publish refused: storage poisoned");
+            return Err(poisoned(&why));
+        }
+        Ok(Some((d, id)))
+    }
+
+    /// Holds a confirm until its messages are stored.
+    pub(super) fn confirm_after_log(&self, d: &Durable, to: ConnRef, request_id: u64, count: u32) {
+        d.log.defer(Waiter { to, request_id, reply: Reply::Confirm { request_id, count }, confirms: count });
+    }
+
+    /// A durable queue was created: log it (before the Ok goes out).
+    pub(super) fn log_declare(&self, name: &str, durable: bool) -> Result<(), QueueError> {
+        let Some(d) = self.durable().filter(|_| durable) else { return Ok(()) };
+        let id = d.log.declare(name).map_err(|e| poisoned(&e.to_string()))?;
+        d.ids.borrow_mut().insert(name.to_owned(), id);
+        self.meta_logged.set(true);
+        Ok(())
+    }
+
+    /// A queue went away (delete, exclusive owner gone, auto-delete).
+    pub(super) fn log_delete(&self, name: &str) {
+        let Some(d) = self.durable() else { return };
+        let Some(id) = d.ids.borrow_mut().remove(name) else { return };
+        if d.log.delete(id).is_ok() {
+            self.meta_logged.set(true);
+        }
+    }
+
+    fn durable_id(&self, q: &Queue) -> Option<(Rc<Durable>, u32)> {
+        if !q.durable {
+            return None;
+        }
+        let d = self.durable()?;
+        let id = d.ids.borrow().get(&q.name).copied()?;
+        Some((d, id))
+    }
+
+    fn log_gone(&self, q: &Queue, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        if let Some((d, id)) = self.durable_id(q) {
+            for s in seqs {
+                d.log.ack(id, s);
+            }
+        }
+    }
+
+    pub(super) fn ack_logged(
+        &self,
+        q: &mut Queue,
+        from: ConnRef,
+        consumer_id: u32,
+        ranges: &[(u64, u64)],
+    ) -> Result<usize, QueueError> {
+        let mut seqs = Vec::new();
+        let n = q.ack_each(from, consumer_id, ranges, |m| persistent_seq(m, &mut seqs))?;
+        self.log_gone(q, seqs);
+        Ok(n)
+    }
+
+    pub(super) fn nack_logged(
+        &self,
+        q: &mut Queue,
+        from: ConnRef,
+        consumer_id: u32,
+        requeue: bool,
+        ranges: &[(u64, u64)],
+    ) -> Result<usize, QueueError> {
+        let mut seqs = Vec::new();
+        let n = q.nack_each(from, consumer_id, requeue, ranges, |m| persistent_seq(m, &mut seqs))?;
+        self.log_gone(q, seqs);
+        Ok(n)
+    }
+
+    pub(super) fn get_logged(
+        &self,
+        q: &mut Queue,
+        from: ConnRef,
+        consumer_id: u32,
+        no_ack: bool,
+    ) -> Result<Option<(u64, Delivered)>, QueueError> {
+        let mut seqs = Vec::new();
+        let r = q.get_each(from, consumer_id, no_ack, |m| persistent_seq(m, &mut seqs))?;
+        self.log_gone(q, seqs);
+        Ok(r)
+    }
+
+    pub(super) fn purge_logged(&self, q: &mut Queue) -> usize {
+        let mut seqs = Vec::new();
+        let n = q.purge_each(|m| persistent_seq(m, &mut seqs));
+        if let Some((d, id)) = self.durable_id(q) {
+            if d.log.purge(id, seqs).is_ok() {
+                self.meta_logged.set(true);
+            }
+        }
+        n
+    }
+
+    /// Replies to a request that may have logged metadata (declare,
+    /// delete, purge of a durable queue): then the Ok waits for the flush.
+    pub(super) fn reply_after_log(&self, to: ConnRef, request_id: u64, result: Result<u64, QueueError>) {
+        let logged = self.meta_logged.replace(false);
+        match (logged, &result, self.durable()) {
+            (true, Ok(value), Some(d)) => {
+                d.log.defer(Waiter { to, request_id, reply: Reply::Ok { request_id, value: *value }, confirms: 0 })
+            }
+            _ => self.reply_result(to, request_id, result),
+        }
+    }
+}
+
+fn persistent_seq(m: &Message, seqs: &mut Vec<u64>) {
+    if m.persistent {
+        seqs.push(m.seq);
+    }
+}

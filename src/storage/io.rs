@@ -1,0 +1,239 @@
+//! File I/O behind a small trait, so tests can inject failing writes and
+//! fsyncs. The real implementation uses glommio DMA files (O_DIRECT).
+
+use super::record::BLOCK;
+use glommio::io::{DmaFile, OpenOptions};
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+
+pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
+
+/// One open segment file.
+pub trait SegmentFile {
+    /// Writes `data` (a whole number of `BLOCK`s) at `pos` (block aligned).
+    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> IoFuture<'a, ()>;
+    fn fdatasync(&self) -> IoFuture<'_, ()>;
+    /// The whole file.
+    fn read_all(&self) -> IoFuture<'_, Vec<u8>>;
+    /// Cuts the file to `len` bytes and syncs it.
+    fn truncate(&self, len: u64) -> IoFuture<'_, ()>;
+}
+
+/// The directory of one shard's segments.
+pub trait LogIo {
+    fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>>;
+    fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+fn glommio_err(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn to_io<T>(r: glommio::Result<T, ()>) -> io::Result<T> {
+    r.map_err(|e| match e {
+        glommio::GlommioError::IoError(e) => e,
+        other => glommio_err(other),
+    })
+}
+
+/// glommio DMA files: O_DIRECT writes from aligned buffers.
+pub struct DmaIo;
+
+struct DmaSegment(DmaFile);
+
+impl SegmentFile for DmaSegment {
+    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            debug_assert_eq!(data.len() % BLOCK, 0);
+            let mut done = 0;
+            while done < data.len() {
+                let mut buf = self.0.alloc_dma_buffer(data.len() - done);
+                buf.as_bytes_mut().copy_from_slice(&data[done..]);
+                let n = to_io(self.0.write_at(buf, pos + done as u64).await)?;
+                if n == 0 || n % BLOCK != 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write of {n} bytes")));
+                }
+                done += n;
+            }
+            Ok(())
+        })
+    }
+
+    fn fdatasync(&self) -> IoFuture<'_, ()> {
+        Box::pin(async move { to_io(self.0.fdatasync().await) })
+    }
+
+    fn read_all(&self) -> IoFuture<'_, Vec<u8>> {
+        Box::pin(async move {
+            let size = to_io(self.0.file_size().await)? as usize;
+            let mut out = Vec::with_capacity(size);
+            const CHUNK: usize = 8 << 20;
+            while out.len() < size {
+                let want = (size - out.len()).min(CHUNK);
+                let r = to_io(self.0.read_at(out.len() as u64, want).await)?;
+                if r.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&r);
+            }
+            Ok(out)
+        })
+    }
+
+    fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
+        Box::pin(async move {
+            to_io(self.0.truncate(len).await)?;
+            to_io(self.0.fdatasync().await)
+        })
+    }
+}
+
+impl LogIo for DmaIo {
+    fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let f = OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await;
+            Ok(Rc::new(DmaSegment(to_io(f)?)) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let f = OpenOptions::new().read(true).write(true).dma_open(path).await;
+            Ok(Rc::new(DmaSegment(to_io(f)?)) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// Which operation a `FaultyIo` fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    Write,
+    Fsync,
+}
+
+/// Wraps another `LogIo` and fails the `nth` write or fsync (counted over
+/// every file it opened), and every one of that kind after it: a disk
+/// that went bad stays bad.
+pub struct FaultyIo<I> {
+    inner: I,
+    plan: Rc<FaultPlan>,
+}
+
+pub struct FaultPlan {
+    pub op: FaultOp,
+    pub nth: u64,
+    seen: Cell<u64>,
+    pub fired: Cell<bool>,
+}
+
+impl FaultPlan {
+    pub fn new(op: FaultOp, nth: u64) -> Rc<Self> {
+        Rc::new(Self { op, nth, seen: Cell::new(0), fired: Cell::new(false) })
+    }
+
+    fn check(&self, op: FaultOp) -> io::Result<()> {
+        if op != self.op {
+            return Ok(());
+        }
+        let n = self.seen.get();
+        self.seen.set(n + 1);
+        if n >= self.nth {
+            self.fired.set(true);
+            return Err(io::Error::other(format!("injected {op:?} failure (operation {n})")));
+        }
+        Ok(())
+    }
+}
+
+impl<I> FaultyIo<I> {
+    pub fn new(inner: I, plan: Rc<FaultPlan>) -> Self {
+        Self { inner, plan }
+    }
+}
+
+struct FaultySegment {
+    inner: Rc<dyn SegmentFile>,
+    plan: Rc<FaultPlan>,
+}
+
+impl SegmentFile for FaultySegment {
+    fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            self.plan.check(FaultOp::Write)?;
+            self.inner.write_at(data, pos).await
+        })
+    }
+
+    fn fdatasync(&self) -> IoFuture<'_, ()> {
+        Box::pin(async move {
+            self.plan.check(FaultOp::Fsync)?;
+            self.inner.fdatasync().await
+        })
+    }
+
+    fn read_all(&self) -> IoFuture<'_, Vec<u8>> {
+        self.inner.read_all()
+    }
+
+    fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
+        self.inner.truncate(len)
+    }
+}
+
+impl<I: LogIo> LogIo for FaultyIo<I> {
+    fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let inner = self.inner.create(path).await?;
+            Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let inner = self.inner.open(path).await?;
+            Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+/// `dir/NNNNNNNNNNNNNNNN.seg`: segment numbers, zero-padded so names sort.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016}.seg"))
+}
+
+/// The segment numbers in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+            v.push(n);
+        }
+    }
+    v.sort_unstable();
+    Ok(v)
+}

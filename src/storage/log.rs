@@ -1,0 +1,473 @@
+//! The running log of one shard: appends go into a pending buffer; the
+//! shard's flusher task writes everything pending in one O_DIRECT write per
+//! segment touched, fdatasyncs once (policy permitting), then hands back
+//! the waiters (deferred confirms) of that flush. Also tracks which
+//! segments still hold live messages, and deletes the dead ones.
+
+use super::io::{segment_path, LogIo, SegmentFile};
+use super::record::{align_block, encode, encode_publish, to_ranges, Record, FORMAT_VERSION};
+use super::recovery::{recover, Recovered};
+use super::{FsyncPolicy, StorageError, StorageOptions};
+use crate::rt::Notify;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A contiguous stretch of one queue's sequence numbers logged in one
+/// segment (transient messages of a durable queue may sit in the gaps).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first: u64,
+    last: u64,
+    seg: u64,
+}
+
+struct QState {
+    name: String,
+    /// Past every persistent sequence number logged for this queue.
+    next_seq: u64,
+    runs: Vec<Run>,
+    /// Live (unacked) persistent messages of this queue per segment.
+    by_seg: HashMap<u64, u64>,
+    /// Acked since the last flush; logged as ranges by the next one.
+    acks: Vec<u64>,
+}
+
+impl QState {
+    fn new(name: String, next_seq: u64) -> Self {
+        Self { name, next_seq, runs: Vec::new(), by_seg: HashMap::new(), acks: Vec::new() }
+    }
+
+    fn add(&mut self, seq: u64, seg: u64) {
+        match self.runs.last_mut() {
+            Some(r) if r.seg == seg && seq > r.last => r.last = seq,
+            _ => self.runs.push(Run { first: seq, last: seq, seg }),
+        }
+        *self.by_seg.entry(seg).or_default() += 1;
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// The segment holding `seq`, with its count taken down by one.
+    fn remove(&mut self, seq: u64) -> Option<u64> {
+        let i = self.runs.partition_point(|r| r.last < seq);
+        let r = self.runs.get(i).filter(|r| r.first <= seq)?;
+        let seg = r.seg;
+        let n = self.by_seg.get_mut(&seg)?;
+        *n -= 1;
+        if *n == 0 {
+            self.by_seg.remove(&seg);
+        }
+        Some(seg)
+    }
+}
+
+struct Chunk {
+    seg: u64,
+    bytes: Vec<u8>,
+}
+
+struct State<W> {
+    poisoned: Option<String>,
+    queues: HashMap<u32, QState>,
+    next_queue_id: u32,
+    /// The segment appends go to, and roughly how much it holds.
+    tail_seg: u64,
+    tail_bytes: u64,
+    chunks: Vec<Chunk>,
+    waiters: Vec<W>,
+    acks_pending: bool,
+    /// Every segment on disk (or about to be) with its live messages.
+    live: BTreeMap<u64, u64>,
+    /// Written since the last fdatasync.
+    dirty: bool,
+    last_sync: Instant,
+}
+
+/// What a flush hands back: its waiters, and whether what they wait on
+/// is stored (`Err` carries the reason the shard is now poisoned).
+pub struct Flushed<W> {
+    pub waiters: Vec<W>,
+    pub result: Result<(), String>,
+}
+
+struct Writer {
+    file: Option<(u64, Rc<dyn SegmentFile>)>,
+    pos: u64,
+}
+
+pub struct Storage<W> {
+    io: Rc<dyn LogIo>,
+    opts: StorageOptions,
+    st: RefCell<State<W>>,
+    writer: RefCell<Writer>,
+    kick: Notify,
+    lock: glommio::sync::Semaphore,
+}
+
+impl<W> Storage<W> {
+    /// Recovers the shard's log, then starts a new segment for appends
+    /// (written and synced before this returns).
+    pub async fn open(io: Rc<dyn LogIo>, opts: StorageOptions) -> Result<(Self, Recovered), StorageError> {
+        let mut rec = recover(&*io, &opts).await?;
+        let mut live: BTreeMap<u64, u64> = rec.segments.iter().map(|&s| (s, 0)).collect();
+        let mut queues = HashMap::new();
+        for q in &rec.queues {
+            let mut qs = QState::new(q.name.clone(), q.next_seq);
+            for &(seq, seg, _) in &q.messages {
+                qs.add(seq, seg);
+                *live.entry(seg).or_default() += 1;
+            }
+            queues.insert(q.id, qs);
+        }
+        let tail_seg = rec.segments.last().map_or(1, |s| s + 1);
+        live.insert(tail_seg, 0);
+        let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
+        rec.next_queue_id = next_queue_id;
+        let st = State {
+            poisoned: None,
+            queues,
+            next_queue_id,
+            tail_seg,
+            tail_bytes: 0,
+            chunks: Vec::new(),
+            waiters: Vec::new(),
+            acks_pending: false,
+            live,
+            dirty: false,
+            last_sync: Instant::now(),
+        };
+        let s = Self {
+            io,
+            opts,
+            st: RefCell::new(st),
+            writer: RefCell::new(Writer { file: None, pos: 0 }),
+            kick: Notify::default(),
+            lock: glommio::sync::Semaphore::new(1),
+        };
+        s.start_segment(&mut s.st.borrow_mut(), tail_seg);
+        let f = s.close().await;
+        if let Err(e) = f.result {
+            return Err(StorageError::Poisoned(e));
+        }
+        Ok((s, rec))
+    }
+
+    fn start_segment(&self, st: &mut State<W>, seg: u64) {
+        let mut bytes = Vec::with_capacity(64 << 10);
+        encode(
+            &mut bytes,
+            &Record::Segment {
+                version: FORMAT_VERSION,
+                shard: self.opts.shard,
+                shard_count: self.opts.shard_count,
+                segment: seg,
+                next_queue_id: st.next_queue_id,
+            },
+        );
+        let mut ids: Vec<u32> = st.queues.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let q = &st.queues[&id];
+            encode(&mut bytes, &Record::Declare { queue: id, next_seq: q.next_seq, name: q.name.as_bytes() });
+        }
+        st.tail_seg = seg;
+        st.tail_bytes = bytes.len() as u64;
+        st.live.entry(seg).or_insert(0);
+        st.chunks.push(Chunk { seg, bytes });
+    }
+
+    /// The buffer for the next record, rolling to a new segment first when
+    /// the tail one is full.
+    fn tail<'a>(&self, st: &'a mut State<W>) -> &'a mut Vec<u8> {
+        if st.tail_bytes >= self.opts.segment_bytes {
+            let next = st.tail_seg + 1;
+            self.start_segment(st, next);
+        } else if st.chunks.last().is_none_or(|c| c.seg != st.tail_seg) {
+            let seg = st.tail_seg;
+            st.chunks.push(Chunk { seg, bytes: Vec::with_capacity(64 << 10) });
+        }
+        &mut st.chunks.last_mut().expect("a tail chunk").bytes
+    }
+
+    fn append(&self, f: impl FnOnce(&mut State<W>, &mut Vec<u8>)) -> Result<(), StorageError> {
+        let mut st = self.st.borrow_mut();
+        if let Some(p) = &st.poisoned {
+            return Err(StorageError::Poisoned(p.clone()));
+        }
+        let buf = self.tail(&mut st);
+        let mut b = std::mem::take(buf);
+        let before = b.len();
+        f(&mut st, &mut b);
+        st.tail_bytes += (b.len() - before) as u64;
+        *self.tail_buf(&mut st) = b;
+        drop(st);
+        self.kick.notify();
+        Ok(())
+    }
+
+    fn tail_buf<'a>(&self, st: &'a mut State<W>) -> &'a mut Vec<u8> {
+        &mut st.chunks.last_mut().expect("a tail chunk").bytes
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.st.borrow().poisoned.clone()
+    }
+
+    /// Logs a new durable queue; returns its id (never reused).
+    pub fn declare(&self, name: &str) -> Result<u32, StorageError> {
+        let mut id = 0;
+        self.append(|st, b| {
+            id = st.next_queue_id;
+            st.next_queue_id += 1;
+            st.queues.insert(id, QState::new(name.to_owned(), 0));
+            encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
+        })?;
+        Ok(id)
+    }
+
+    /// Logs a queue's deletion; its messages stop pinning segments.
+    pub fn delete(&self, queue: u32) -> Result<(), StorageError> {
+        self.append(|st, b| {
+            if let Some(q) = st.queues.remove(&queue) {
+                for (seg, n) in q.by_seg {
+                    if let Some(l) = st.live.get_mut(&seg) {
+                        *l -= n;
+                    }
+                }
+            }
+            encode(b, &Record::Delete { queue });
+        })
+    }
+
+    /// Logs a purge of the given persistent messages.
+    pub fn purge(&self, queue: u32, mut seqs: Vec<u64>) -> Result<(), StorageError> {
+        self.append(|st, b| {
+            for &s in &seqs {
+                forget(st, queue, s);
+            }
+            encode(b, &Record::Purge { queue, ranges: to_ranges(&mut seqs) });
+        })
+    }
+
+    /// Logs one persistent message of a durable queue.
+    pub fn publish(&self, queue: u32, seq: u64, entry: &[u8]) -> Result<(), StorageError> {
+        self.append(|st, b| {
+            let seg = st.tail_seg;
+            if let Some(q) = st.queues.get_mut(&queue) {
+                q.add(seq, seg);
+                *st.live.entry(seg).or_default() += 1;
+            }
+            encode_publish(b, queue, seq, entry);
+        })
+    }
+
+    /// Records an ack (or a drop) of a persistent message; logged in
+    /// ranges with the next flush. Lost acks only mean redelivery.
+    pub fn ack(&self, queue: u32, seq: u64) {
+        let mut st = self.st.borrow_mut();
+        if st.poisoned.is_some() {
+            return;
+        }
+        forget(&mut st, queue, seq);
+        if let Some(q) = st.queues.get_mut(&queue) {
+            q.acks.push(seq);
+            st.acks_pending = true;
+        }
+        drop(st);
+        self.kick.notify();
+    }
+
+    /// Holds `w` until everything appended so far is stored.
+    pub fn defer(&self, w: W) {
+        self.st.borrow_mut().waiters.push(w);
+        self.kick.notify();
+    }
+
+    /// Whether anything waits for a flush.
+    pub fn has_work(&self) -> bool {
+        let st = self.st.borrow();
+        !st.chunks.is_empty() || !st.waiters.is_empty() || st.acks_pending
+    }
+
+    /// Waits until there is something to flush (or, under the interval
+    /// policy, until an fdatasync is due).
+    pub async fn wait_work(&self) {
+        loop {
+            let n = self.kick.notified();
+            if self.has_work() {
+                return;
+            }
+            let due = {
+                let st = self.st.borrow();
+                (st.dirty && self.opts.fsync == FsyncPolicy::Interval)
+                    .then(|| self.interval().saturating_sub(st.last_sync.elapsed()))
+            };
+            match due {
+                Some(d) if d.is_zero() => return,
+                Some(d) => {
+                    futures_lite::future::or(n, async {
+                        glommio::timer::sleep(d).await;
+                    })
+                    .await
+                }
+                None => n.await,
+            }
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.opts.fsync_interval_ms)
+    }
+
+    /// Writes and (per policy) syncs everything pending, then reclaims
+    /// dead segments. One flush at a time.
+    pub async fn flush(&self) -> Flushed<W> {
+        let _permit = self.lock.acquire_permit(1).await.expect("the flush lock is never closed");
+        let (chunks, waiters, dead) = {
+            let mut st = self.st.borrow_mut();
+            let st = &mut *st;
+            if st.acks_pending && st.poisoned.is_none() {
+                st.acks_pending = false;
+                let mut ids: Vec<u32> = st.queues.keys().copied().collect();
+                ids.sort_unstable();
+                for id in ids {
+                    let mut acks = std::mem::take(&mut st.queues.get_mut(&id).expect("listed").acks);
+                    if !acks.is_empty() {
+                        let ranges = to_ranges(&mut acks);
+                        let b = self.tail(st);
+                        let before = b.len();
+                        encode(b, &Record::Ack { queue: id, ranges });
+                        let n = b.len() - before;
+                        st.tail_bytes += n as u64;
+                    }
+                }
+            }
+            let chunks = std::mem::take(&mut st.chunks);
+            if let Some(c) = chunks.last() {
+                st.tail_bytes += (align_block(c.bytes.len()) - c.bytes.len()) as u64;
+            }
+            let dead: Vec<u64> =
+                st.live.iter().take_while(|(s, n)| **s < st.tail_seg && **n == 0).map(|(s, _)| *s).collect();
+            (chunks, std::mem::take(&mut st.waiters), dead)
+        };
+        if let Some(p) = self.poisoned() {
+            return Flushed { waiters, result: Err(p) };
+        }
+        let sync_due = {
+            let st = self.st.borrow();
+            match self.opts.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval => st.last_sync.elapsed() >= self.interval(),
+                FsyncPolicy::Never => false,
+            }
+        };
+        if let Err(e) = self.write_chunks(chunks, sync_due).await {
+            let msg = e.to_string();
+            tracing::error!(shard = self.opts.shard, error = %msg, "storage write or fdatasync failed: shard poisoned, persistent publishes refused from now on");
+            let mut st = self.st.borrow_mut();
+            st.poisoned = Some(msg.clone());
+            st.chunks.clear();
+            return Flushed { waiters, result: Err(msg) };
+        }
+        self.reclaim(dead);
+        Flushed { waiters, result: Ok(()) }
+    }
+
+    async fn write_chunks(&self, chunks: Vec<Chunk>, sync_due: bool) -> Result<(), StorageError> {
+        for mut c in chunks {
+            let current = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
+            if current != Some(c.seg) {
+                let old = self.writer.borrow_mut().file.take();
+                if let Some((seg, old)) = old {
+                    // Sealed: make it whole before anything lands after it.
+                    old.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+                }
+                let path = segment_path(&self.opts.dir, c.seg);
+                let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
+                self.io.sync_dir(&self.opts.dir).map_err(|e| StorageError::io(&self.opts.dir, e))?;
+                *self.writer.borrow_mut() = Writer { file: Some((c.seg, f)), pos: 0 };
+            }
+            let (file, pos) = {
+                let w = self.writer.borrow();
+                (w.file.as_ref().expect("opened above").1.clone(), w.pos)
+            };
+            let len = align_block(c.bytes.len());
+            c.bytes.resize(len, 0);
+            let path = || segment_path(&self.opts.dir, c.seg);
+            file.write_at(&c.bytes, pos).await.map_err(|e| StorageError::io(path(), e))?;
+            self.writer.borrow_mut().pos = pos + len as u64;
+            self.st.borrow_mut().dirty = true;
+        }
+        let dirty = self.st.borrow().dirty;
+        let file = self.writer.borrow().file.clone();
+        if let (true, true, Some((seg, file))) = (dirty, sync_due, file) {
+            file.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+            let mut st = self.st.borrow_mut();
+            st.dirty = false;
+            st.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn reclaim(&self, dead: Vec<u64>) {
+        let open = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
+        let mut removed = Vec::new();
+        for seg in dead {
+            if Some(seg) == open {
+                break;
+            }
+            let path = segment_path(&self.opts.dir, seg);
+            match self.io.remove(&path) {
+                Ok(()) => removed.push(seg),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete a dead segment");
+                    break;
+                }
+            }
+        }
+        if removed.is_empty() {
+            return;
+        }
+        if let Err(e) = self.io.sync_dir(&self.opts.dir) {
+            tracing::warn!(error = %e, "could not sync the log directory after deleting segments");
+        }
+        let mut st = self.st.borrow_mut();
+        for seg in &removed {
+            st.live.remove(seg);
+        }
+        for q in st.queues.values_mut() {
+            q.runs.retain(|r| !removed.contains(&r.seg));
+        }
+        tracing::debug!(shard = self.opts.shard, segments = ?removed, "dead segments deleted");
+    }
+
+    /// Clean shutdown: flushes and syncs everything, whatever the policy.
+    pub async fn close(&self) -> Flushed<W> {
+        let f = self.flush().await;
+        if f.result.is_ok() && self.st.borrow().dirty {
+            let file = self.writer.borrow().file.clone();
+            if let Some((_, file)) = file {
+                if let Err(e) = file.fdatasync().await {
+                    tracing::error!(error = %e, "final fdatasync failed");
+                    return Flushed { waiters: f.waiters, result: Err(e.to_string()) };
+                }
+            }
+            self.st.borrow_mut().dirty = false;
+        }
+        f
+    }
+
+    /// Segments on disk (for tests and metrics).
+    pub fn segments(&self) -> Vec<u64> {
+        self.st.borrow().live.keys().copied().collect()
+    }
+}
+
+fn forget<W>(st: &mut State<W>, queue: u32, seq: u64) {
+    if let Some(seg) = st.queues.get_mut(&queue).and_then(|q| q.remove(seq)) {
+        if let Some(l) = st.live.get_mut(&seg) {
+            *l = l.saturating_sub(1);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The AMQP 0-9-1 front end through pika, the seed's client: the seed's
+//! own programs, then one script per feature (tests/pika/*.py). Each test
+//! starts its own broker (2 shards, ephemeral ports).
+
+mod common;
+
+use common::pika::{finish, run, spawn};
+use common::TestBroker;
+use std::time::Duration;
+
+const SCRIPT: Duration = Duration::from_secs(60);
+
+fn script_test(name: &str) {
+    let b = TestBroker::start();
+    run(name, b.amqp, &[], SCRIPT).assert_ok(name);
+}
+
+/// The seed's scenario with the seed's code: the producer publishes
+/// 'Hello World!' to 'hello', the consumer (which consumes forever) receives
+/// it. The seed's callback then calls `time.sleep(body.count('.'))`, which
+/// raises TypeError on Python 3 (bytes.count needs bytes): that is a bug of
+/// the seed program, after the message was received, and is checked here
+/// so it stays visible.
+#[test]
+fn seed_hello_world() {
+    let b = TestBroker::start();
+    let send = run("seed_send.py", b.amqp, &[], SCRIPT);
+    send.assert_ok("seed producer");
+    assert!(send.stdout.contains(" [x] Sent 'Hello World!'"), "{}", send.stdout);
+    let consumer = spawn("seed_receive.py", b.amqp, &[]);
+    let out = finish(consumer, Duration::from_secs(10));
+    assert!(
+        out.stdout.contains(" [x] Received b'Hello World!'"),
+        "the seed consumer did not receive the message\n--- stdout\n{}\n--- stderr\n{}",
+        out.stdout,
+        out.stderr
+    );
+    // The seed's own Python 3 bug, not the broker's.
+    assert!(out.stderr.contains("TypeError"), "expected the seed's TypeError from body.count('.'): {}", out.stderr);
+}
+
+/// The seed's consumer started first, waiting, then the producer: the
+/// message is pushed to the waiting consumer.
+#[test]
+fn seed_consumer_first() {
+    let b = TestBroker::start();
+    let consumer = spawn("seed_receive.py", b.amqp, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    run("seed_send.py", b.amqp, &[], SCRIPT).assert_ok("seed producer");
+    let out = finish(consumer, Duration::from_secs(5));
+    assert!(out.stdout.contains(" [x] Received b'Hello World!'"), "{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn pika_publisher_confirms() {
+    script_test("confirms.py");
+}
+
+#[test]
+fn pika_properties_intact() {
+    script_test("properties.py");
+}
+
+#[test]
+fn pika_qos_and_prefetch() {
+    script_test("qos.py");
+}
+
+#[test]
+fn pika_nack_reject_recover() {
+    script_test("nack.py");
+}
+
+#[test]
+fn pika_get() {
+    script_test("get.py");
+}
+
+#[test]
+fn pika_exclusive_auto_delete_server_named() {
+    script_test("exclusive.py");
+}
+
+#[test]
+fn pika_redelivery_after_consumer_dies() {
+    script_test("redelivery.py");
+}
+
+#[test]
+fn pika_error_codes() {
+    script_test("errors.py");
+}
+
+/// One shard, so the publisher's connection is on its queue's owner (the
+/// pause applies to local queues, like the native protocol's).
+#[test]
+fn pika_connection_blocked_and_unblocked() {
+    let b = TestBroker::start_with(1, |c| c.publish_pause_messages = 100);
+    run("blocked.py", b.amqp, &[], SCRIPT).assert_ok("blocked.py");
+}
+
+#[test]
+fn pika_bulk_auto_and_manual_ack() {
+    script_test("bulk.py");
+}

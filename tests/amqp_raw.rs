@@ -1,0 +1,226 @@
+//! The AMQP front end byte by byte, over std sockets: protocol header
+//! mismatch, heartbeats both ways and dead-peer detection, framing errors.
+
+mod common;
+
+use bytes::{BufMut, BytesMut};
+use common::TestBroker;
+use ringmq::amqp::frame::{self, Decoded, FrameWriter};
+use ringmq::amqp::method::{self, id};
+use ringmq::amqp::wire::{put_longstr, put_shortstr, Reader};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What arrived: a frame (kind, channel, payload) or the end of the stream.
+#[derive(Debug)]
+enum Got {
+    Frame(u8, u16, Vec<u8>),
+    Closed,
+    Timeout,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        Raw { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).expect("write");
+    }
+
+    fn next(&mut self, within: Duration) -> Got {
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(Decoded::Frame(f, n)) = frame::decode(&self.buf, 1 << 20) {
+                let got = Got::Frame(f.kind, f.channel, f.payload.to_vec());
+                self.buf.drain(..n);
+                return got;
+            }
+            if Instant::now() >= end {
+                return Got::Timeout;
+            }
+            let mut tmp = [0u8; 4096];
+            match self.s.read(&mut tmp) {
+                Ok(0) => return Got::Closed,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return Got::Closed,
+            }
+        }
+    }
+
+    /// The next method frame (skipping heartbeats): its id and arguments.
+    fn method(&mut self) -> ((u16, u16), Vec<u8>) {
+        loop {
+            match self.next(Duration::from_secs(5)) {
+                Got::Frame(frame::METHOD, _, p) => {
+                    let mut r = Reader::new(&p);
+                    let mid = (r.u16().unwrap(), r.u16().unwrap());
+                    return (mid, r.rest().to_vec());
+                }
+                Got::Frame(frame::HEARTBEAT, _, _) => continue,
+                other => panic!("expected a method, got {other:?}"),
+            }
+        }
+    }
+
+    fn put_method(&mut self, channel: u16, mid: (u16, u16), f: impl FnOnce(&mut BytesMut)) {
+        let mut b = BytesMut::new();
+        method::put(&mut b, channel, mid, f);
+        self.send(&b);
+    }
+
+    /// Header, start-ok (guest), tune-ok with `heartbeat`, open.
+    fn handshake(addr: SocketAddr, heartbeat: u16) -> Raw {
+        let mut c = Raw::connect(addr);
+        c.send(frame::PROTOCOL_HEADER);
+        assert_eq!(c.method().0, id::CONNECTION_START);
+        c.put_method(0, id::CONNECTION_START_OK, |b| {
+            b.put_u32(0);
+            put_shortstr(b, "PLAIN");
+            put_longstr(b, b"\0guest\0guest");
+            put_shortstr(b, "en_US");
+        });
+        let (mid, args) = c.method();
+        assert_eq!(mid, id::CONNECTION_TUNE);
+        let mut r = Reader::new(&args);
+        let (_ch_max, frame_max, hb) = (r.u16().unwrap(), r.u32().unwrap(), r.u16().unwrap());
+        assert!(frame_max >= 4096 && hb > 0, "tune proposes a frame_max and a heartbeat");
+        c.put_method(0, id::CONNECTION_TUNE_OK, |b| {
+            b.put_u16(0);
+            b.put_u32(frame_max);
+            b.put_u16(heartbeat);
+        });
+        c.put_method(0, id::CONNECTION_OPEN, |b| {
+            put_shortstr(b, "/");
+            put_shortstr(b, "");
+            b.put_u8(0);
+        });
+        assert_eq!(c.method().0, id::CONNECTION_OPEN_OK);
+        c
+    }
+}
+
+#[test]
+fn wrong_protocol_header_gets_ours_and_a_close() {
+    let b = TestBroker::start();
+    let mut c = Raw::connect(b.amqp);
+    c.send(b"AMQP\x00\x00\x08\x00");
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        let mut tmp = [0u8; 64];
+        match c.s.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(got, frame::PROTOCOL_HEADER, "the broker answers with the version it speaks, then closes");
+}
+
+#[test]
+fn heartbeats_both_ways_and_dead_peer_detected() {
+    let b = TestBroker::start();
+    // A live peer that sends heartbeats stays connected past 2 intervals.
+    let mut live = Raw::handshake(b.amqp, 1);
+    let start = Instant::now();
+    let mut beats = 0;
+    while start.elapsed() < Duration::from_millis(3500) {
+        match live.next(Duration::from_millis(400)) {
+            Got::Frame(frame::HEARTBEAT, 0, _) => beats += 1,
+            Got::Timeout => {}
+            other => panic!("live peer: unexpected {other:?}"),
+        }
+        let mut hb = BytesMut::new();
+        frame::put_heartbeat(&mut hb);
+        live.send(&hb);
+    }
+    assert!(beats >= 3, "the broker sends heartbeats (every half interval): {beats} in 3.5 s");
+
+    // A silent peer is closed after two missed intervals.
+    let mut dead = Raw::handshake(b.amqp, 1);
+    let start = Instant::now();
+    loop {
+        match dead.next(Duration::from_secs(6)) {
+            Got::Frame(frame::HEARTBEAT, ..) => continue,
+            Got::Closed => break,
+            other => panic!("silent peer: expected a close, got {other:?}"),
+        }
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "closed after {took:?}");
+}
+
+#[test]
+fn framing_errors_close_the_connection() {
+    let b = TestBroker::start();
+    // Bad frame end octet: 501.
+    let mut c = Raw::handshake(b.amqp, 0);
+    let mut f = BytesMut::new();
+    let w = FrameWriter::method(&mut f, 1, id::CHANNEL_OPEN);
+    put_shortstr(&mut f, "");
+    w.finish(&mut f);
+    let last = f.len() - 1;
+    f[last] = 0;
+    c.send(&f);
+    let (mid, args) = c.method();
+    assert_eq!(mid, id::CONNECTION_CLOSE);
+    assert_eq!(Reader::new(&args).u16().unwrap(), 501);
+
+    // A channel method before channel.open: 504.
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(3, id::BASIC_QOS, |b| {
+        b.put_u32(0);
+        b.put_u16(1);
+        b.put_u8(0);
+    });
+    let (mid, args) = c.method();
+    assert_eq!(mid, id::CONNECTION_CLOSE);
+    assert_eq!(Reader::new(&args).u16().unwrap(), 504);
+    c.put_method(0, id::CONNECTION_CLOSE_OK, |_| ());
+    assert!(matches!(c.next(Duration::from_secs(3)), Got::Closed));
+
+    // A channel method on channel 0: 503.
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(0, id::BASIC_QOS, |b| {
+        b.put_u32(0);
+        b.put_u16(1);
+        b.put_u8(0);
+    });
+    let (mid, args) = c.method();
+    assert_eq!(mid, id::CONNECTION_CLOSE);
+    assert_eq!(Reader::new(&args).u16().unwrap(), 503);
+
+    // A method whose arguments are cut short: 502.
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
+    c.put_method(1, id::QUEUE_DECLARE, |b| {
+        b.put_u16(0);
+        b.put_u8(200); // a short string of 200 bytes that is not there
+    });
+    let (mid, args) = c.method();
+    assert_eq!(mid, id::CONNECTION_CLOSE);
+    assert_eq!(Reader::new(&args).u16().unwrap(), 502);
+
+    // A body frame without basic.publish: 505.
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
+    let mut f = BytesMut::new();
+    frame::put_body(&mut f, 1, b"stray", 4096);
+    c.send(&f);
+    let (mid, args) = c.method();
+    assert_eq!(mid, id::CONNECTION_CLOSE);
+    assert_eq!(Reader::new(&args).u16().unwrap(), 505);
+}

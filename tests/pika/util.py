@@ -1,0 +1,64 @@
+"""Helpers shared by the pika test scripts: connect to the broker under
+test (port from AMQP_PORT) and check the error a broker sends."""
+import os
+import sys
+
+import pika
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
+
+PORT = int(os.environ["AMQP_PORT"])
+
+
+def params(**kw):
+    kw.setdefault("blocked_connection_timeout", 10)
+    kw.setdefault("socket_timeout", 5)
+    return pika.ConnectionParameters("localhost", PORT, **kw)
+
+
+def connect(**kw):
+    return pika.BlockingConnection(params(**kw))
+
+
+def unique(prefix):
+    return "%s-%d-%s" % (prefix, os.getpid(), os.urandom(4).hex())
+
+
+def expect_channel_close(conn, code, fn):
+    """Runs fn(channel) on a new channel and checks the broker closes the
+    channel with `code`; returns the reply text."""
+    ch = conn.channel()
+    try:
+        fn(ch)
+    except ChannelClosedByBroker as e:
+        assert e.reply_code == code, "expected channel close %d, got %d %s" % (code, e.reply_code, e.reply_text)
+        print("channel closed as expected: %d %s" % (e.reply_code, e.reply_text))
+        return e.reply_text
+    raise AssertionError("expected channel close %d, nothing happened" % code)
+
+
+def expect_connection_close(code, fn, **kw):
+    conn = connect(**kw)
+    try:
+        fn(conn.channel())
+        conn.process_data_events(time_limit=1)
+    except ConnectionClosedByBroker as e:
+        assert e.reply_code == code, "expected connection close %d, got %d %s" % (code, e.reply_code, e.reply_text)
+        print("connection closed as expected: %d %s" % (e.reply_code, e.reply_text))
+        return e.reply_text
+    raise AssertionError("expected connection close %d, nothing happened" % code)
+
+
+def done():
+    print("OK")
+    sys.exit(0)
+
+
+def wait_until(conn, pred, timeout=10.0, settle=0.3):
+    """Processes events until pred() holds (or timeout), then a little
+    longer so that anything extra that would arrive does."""
+    import time
+
+    end = time.time() + timeout
+    while not pred() and time.time() < end:
+        conn.process_data_events(time_limit=0.05)
+    conn.process_data_events(time_limit=settle)
