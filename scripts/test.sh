@@ -21,17 +21,11 @@ if ! .venv/bin/python -c "import pika" >/dev/null 2>&1; then
     .venv/bin/pip install -q pika
   else
     # Debian without python3-venv has no ensurepip: make the venv without
-    # pip and unpack pika's pure-Python wheel from PyPI into it.
+    # pip and let the system's pip install pika into it.
     rm -rf .venv
     python3 -m venv --without-pip .venv
-    .venv/bin/python - <<'PY'
-import io, json, sysconfig, urllib.parse, urllib.request, zipfile
-index = "https://pypi.org/pypi/pika/json"
-meta = json.load(urllib.request.urlopen(index, timeout=60))
-url = next(f["url"] for f in meta["urls"] if f["filename"].endswith("-py3-none-any.whl"))
-url = urllib.parse.urljoin(index, url)
-zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(url, timeout=60).read())).extractall(sysconfig.get_paths()["purelib"])
-PY
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    python3 -m pip install -q --target "$site" pika
   fi
   .venv/bin/python -c "import pika" || { echo "could not install pika into .venv" >&2; exit 1; }
 fi

@@ -21,6 +21,9 @@ enum Command {
     Pub(cli::publish::PubArgs),
     /// Receive messages from a queue, acking each.
     Sub(cli::subscribe::SubArgs),
+    /// Operator commands: list queues, connections and shards; purge and
+    /// delete queues; close connections.
+    Ctl(cli::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,5 +32,6 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(a),
         Command::Pub(a) => cli::publish::run(a),
         Command::Sub(a) => cli::subscribe::run(a),
+        Command::Ctl(a) => cli::ctl::run(a),
     }
 }

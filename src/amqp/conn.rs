@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 pub const KIND_PUB: u64 = 1;
 pub const KIND_OP: u64 = 2;
 pub const KIND_IGNORE: u64 = 3;
+/// Deletes of exclusive queues that connection.close-ok waits for.
+pub const KIND_CLOSE: u64 = 4;
 const SEQ_MASK: u64 = (1 << 44) - 1;
 
 pub fn rid(kind: u64, channel: u16, seq: u64) -> u64 {
@@ -103,6 +105,8 @@ pub struct State {
     pub next_name: u64,
     /// Exclusive queues this connection declared: (name, owner shard).
     pub exclusive: Vec<(String, u16)>,
+    /// Exclusive-queue deletes still unanswered after the client's close.
+    pub close_waits: u32,
 }
 
 pub struct AmqpConn {
@@ -142,6 +146,7 @@ impl AmqpConn {
                 next_generation: 1,
                 next_name: 1,
                 exclusive: Vec::new(),
+                close_waits: 0,
             }),
             jobs: RefCell::new(Vec::new()),
             acks: RefCell::new(Vec::new()),
@@ -294,15 +299,26 @@ impl AmqpConn {
 
     /// Flushes publish batches and acks gathered from one read.
     fn end_of_chunk(&self) {
-        {
-            let mut st = self.st.borrow_mut();
-            let mut jobs = self.jobs.borrow_mut();
-            for (&ch, c) in st.channels.iter_mut() {
-                super::publish::flush_batch(&self.shard, ch, c, &mut jobs);
-            }
-        }
+        self.flush_batches();
         self.flush_acks();
         self.run_jobs();
+    }
+
+    fn flush_batches(&self) {
+        let mut st = self.st.borrow_mut();
+        let mut jobs = self.jobs.borrow_mut();
+        for (&ch, c) in st.channels.iter_mut() {
+            super::publish::flush_batch(&self.shard, ch, c, &mut jobs);
+        }
+    }
+
+    /// An exclusive queue's delete after the client's close was answered.
+    pub fn close_wait_done(&self) {
+        let mut st = self.st.borrow_mut();
+        st.close_waits = st.close_waits.saturating_sub(1);
+        if st.close_waits == 0 && st.phase == Phase::Closing {
+            self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
+        }
     }
 
     /// Submits queued jobs, in order, with no borrow held.
@@ -461,10 +477,23 @@ impl AmqpConn {
             }
             (Phase::Running, Method::Close { code, text }) => {
                 tracing::debug!(peer = ?self.peer, code, "client closes the connection: {text}");
-                self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
+                // Exclusive queues are gone by the time close-ok goes out
+                // (after this connection's publishes to them).
+                self.flush_batches();
+                let mut st = self.st.borrow_mut();
                 // The client closes the socket once it has read close-ok;
                 // closing first could reset the connection under its read.
-                self.st.borrow_mut().phase = Phase::Closing;
+                st.phase = Phase::Closing;
+                let exclusive = std::mem::take(&mut st.exclusive);
+                st.close_waits = exclusive.len() as u32;
+                if exclusive.is_empty() {
+                    self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
+                }
+                let mut jobs = self.jobs.borrow_mut();
+                for (queue, owner) in exclusive {
+                    let req = Request::Delete { if_empty: false, queue };
+                    jobs.push(Job::Submit { owner, rid: rid(KIND_CLOSE, 0, 0), req });
+                }
                 Ok(())
             }
             (Phase::Running, Method::Other(id::CONNECTION_BLOCKED | id::CONNECTION_UNBLOCKED)) => Ok(()),

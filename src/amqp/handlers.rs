@@ -85,10 +85,8 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
     // Anything else is ordered after this channel's publishes so far.
     super::publish::flush_batch(&c.shard, n, ch, &mut jobs);
     drop(jobs);
-    let r = on_method(c, &mut st, n, mid, m);
-    drop(st);
-    c.flush_acks();
-    r
+    // Acks gathered here go out at the end of the read, merged into ranges.
+    on_method(c, &mut st, n, mid, m)
 }
 
 fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>) -> Result<(), Fault> {

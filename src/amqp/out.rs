@@ -4,7 +4,7 @@
 //! flow stops them). Called by the shard: never calls back into it.
 
 use super::channel::{ChState, Held, OpKind, Settled};
-use super::conn::{split_rid, AmqpConn, ConsumerInfo, Fault, State, KIND_OP, KIND_PUB};
+use super::conn::{split_rid, AmqpConn, ConsumerInfo, Fault, Phase, State, KIND_CLOSE, KIND_OP, KIND_PUB};
 use super::frame;
 use super::method::{self, code, id, MethodId};
 use super::wire::{put_bits, put_shortstr};
@@ -34,6 +34,10 @@ impl ConnSink for AmqpConn {
             _ => return,
         };
         let (kind, n, seq) = split_rid(r);
+        if kind == KIND_CLOSE {
+            self.close_wait_done();
+            return;
+        }
         let fault = {
             let mut st = self.st.borrow_mut();
             match kind {
@@ -69,6 +73,10 @@ impl ConnSink for AmqpConn {
             cause: (0, 0),
         });
         self.outbox.close();
+    }
+
+    fn describe(&self) -> (&'static str, String) {
+        ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }
 }
 
@@ -227,7 +235,8 @@ impl AmqpConn {
 
     fn consumer_gone(&self, cid: u32) {
         let mut st = self.st.borrow_mut();
-        let notify = st.cancel_notify;
+        // After the client's connection.close, only close-ok may go out.
+        let notify = st.cancel_notify && st.phase == Phase::Running;
         let Some(k) = st.consumers.get_mut(&cid) else { return };
         if k.cancelled {
             return;

@@ -1,3 +1,4 @@
+pub mod ctl;
 pub mod publish;
 pub mod serve;
 pub mod subscribe;

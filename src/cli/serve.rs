@@ -94,7 +94,6 @@ pub fn run(a: ServeArgs) -> ExitCode {
         }
     };
     let shards = config.shard_count();
-    let (amqp, metrics) = (config.amqp_listen, config.metrics_listen);
     let broker = match Broker::start(config) {
         Ok(b) => b,
         Err(e) => {
@@ -105,11 +104,16 @@ pub fn run(a: ServeArgs) -> ExitCode {
     };
     let own: Vec<String> = broker.shard_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(shards, native = %broker.native_addr, shard_addrs = ?own, "ringmq ready");
-    let _ = amqp;
     tracing::info!(amqp = %broker.amqp_addr, "AMQP 0-9-1 listener ready");
-    tracing::info!(%metrics, "the metrics listener is not part of this build yet");
+    tracing::info!(metrics = %broker.metrics_addr, "metrics and HTTP management listener ready");
     // A machine-readable line for scripts and tests.
-    println!("ringmq ready native={} shards={}", broker.native_addr, own.join(","));
+    println!(
+        "ringmq ready native={} shards={} amqp={} metrics={}",
+        broker.native_addr,
+        own.join(","),
+        broker.amqp_addr,
+        broker.metrics_addr
+    );
     let stop = broker.stopper();
     let mut signals = signals;
     if let Some(sig) = signals.forever().next() {

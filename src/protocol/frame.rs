@@ -20,6 +20,9 @@ pub struct Frame<'a> {
     pub cmd: Cmd<'a>,
 }
 
+/// `Admin`: an operator command (`op::ADMIN_*`) and its argument (a queue
+/// or connection name; empty for the listings). `AdminOk`: its answer, a
+/// UTF-8 JSON document, the rest of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd<'a> {
     Hello { version: u16, user: &'a str, password: &'a str },
@@ -41,6 +44,8 @@ pub enum Cmd<'a> {
     Get { no_ack: bool, consumer_id: u32, queue: &'a str },
     GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: Entry<'a> },
     GetEmpty,
+    Admin { command: u8, arg: &'a str },
+    AdminOk { json: &'a str },
 }
 
 /// The handshake reply: who the client is talking to and where every
@@ -201,6 +206,17 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
             Cmd::GetOk { consumer_id, tag, remaining, entry }
         }
         op::GET_EMPTY => Cmd::GetEmpty,
+        op::ADMIN => {
+            let command = c.u8()?;
+            if command == 0 || command > op::ADMIN_COMMAND_MAX {
+                return Err(DecodeError::Malformed { what, why: "unknown admin command" });
+            }
+            Cmd::Admin { command, arg: c.str16()? }
+        }
+        op::ADMIN_OK => {
+            let json = std::str::from_utf8(c.rest()).map_err(|_| DecodeError::Malformed { what, why: "not UTF-8" })?;
+            Cmd::AdminOk { json }
+        }
         other => return Err(DecodeError::UnknownOpcode(other)),
     };
     c.finish()?;
@@ -245,6 +261,8 @@ impl Cmd<'_> {
             Cmd::Get { no_ack, .. } => (op::GET, if *no_ack { op::GET_NO_ACK } else { 0 }),
             Cmd::GetOk { .. } => (op::GET_OK, 0),
             Cmd::GetEmpty => (op::GET_EMPTY, 0),
+            Cmd::Admin { .. } => (op::ADMIN, 0),
+            Cmd::AdminOk { .. } => (op::ADMIN_OK, 0),
         }
     }
 
@@ -308,6 +326,11 @@ impl Cmd<'_> {
                 buf.put_u32_le(*remaining);
                 put_entry(buf, entry.flags, entry.props, entry.body);
             }
+            Cmd::Admin { command, arg } => {
+                buf.put_u8(*command);
+                put_str16(buf, arg);
+            }
+            Cmd::AdminOk { json } => buf.put_slice(json.as_bytes()),
         }
     }
 }

@@ -19,6 +19,19 @@ pub const NACK: u8 = 0x41;
 pub const GET: u8 = 0x42;
 pub const GET_OK: u8 = 0x43;
 pub const GET_EMPTY: u8 = 0x44;
+/// Operator commands (`ringmq ctl`), answered with `AdminOk` or `Error`.
+pub const ADMIN: u8 = 0x50;
+pub const ADMIN_OK: u8 = 0x51;
+
+/// `Admin` commands (the body's first byte).
+pub const ADMIN_LIST_QUEUES: u8 = 0x01;
+pub const ADMIN_LIST_CONNECTIONS: u8 = 0x02;
+pub const ADMIN_SHARDS: u8 = 0x03;
+pub const ADMIN_PURGE_QUEUE: u8 = 0x04;
+pub const ADMIN_DELETE_QUEUE: u8 = 0x05;
+pub const ADMIN_CLOSE_CONNECTION: u8 = 0x06;
+/// The highest defined `Admin` command.
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_CLOSE_CONNECTION;
 
 /// `Error`: the server closes the connection after this frame.
 pub const FLAG_FATAL: u8 = 0x01;
@@ -79,6 +92,8 @@ pub fn name(opcode: u8) -> &'static str {
         GET => "Get",
         GET_OK => "GetOk",
         GET_EMPTY => "GetEmpty",
+        ADMIN => "Admin",
+        ADMIN_OK => "AdminOk",
         _ => "unknown",
     }
 }

@@ -38,6 +38,8 @@ enum O {
     Get { no_ack: bool, consumer_id: u32, queue: String },
     GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: OwnedEntry },
     GetEmpty,
+    Admin { command: u8, arg: String },
+    AdminOk { json: String },
 }
 
 fn queue() -> impl Strategy<Value = String> {
@@ -111,6 +113,8 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         (any::<u32>(), any::<u64>(), any::<u32>(), entry())
             .prop_map(|(consumer_id, tag, remaining, entry)| { O::GetOk { consumer_id, tag, remaining, entry } }),
         Just(O::GetEmpty),
+        (1..=op::ADMIN_COMMAND_MAX, queue()).prop_map(|(command, arg)| O::Admin { command, arg }),
+        "\\PC{0,200}".prop_map(|json| O::AdminOk { json }),
     ]
 }
 
@@ -182,6 +186,8 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
             entry: Entry { flags: entry_flags(entry), props: &entry.1, body: &entry.2 },
         },
         O::GetEmpty => Cmd::GetEmpty,
+        O::Admin { command, arg } => Cmd::Admin { command: *command, arg },
+        O::AdminOk { json } => Cmd::AdminOk { json },
     };
     f(&Frame { request_id, cmd })
 }
@@ -222,7 +228,7 @@ fn header_error(buf: &[u8], max: usize) -> Option<DecodeError> {
     }
 }
 
-const OPCODES: [u8; 19] = [
+const OPCODES: [u8; 21] = [
     op::HELLO,
     op::HELLO_OK,
     op::OK,
@@ -242,6 +248,8 @@ const OPCODES: [u8; 19] = [
     op::GET,
     op::GET_OK,
     op::GET_EMPTY,
+    op::ADMIN,
+    op::ADMIN_OK,
 ];
 
 /// A well-formed header (known opcode, any flags) over an arbitrary body:
@@ -475,4 +483,22 @@ proptest! {
         prop_assert_eq!(&buf[..], &encoded(rid, &o)[..]);
         decode_whole(&buf)?;
     }
+
+    #[test]
+    fn admin_unknown_command_rejected(command in prop_oneof![Just(0u8), op::ADMIN_COMMAND_MAX + 1..=u8::MAX], arg in queue()) {
+        let mut body = vec![command];
+        body.extend_from_slice(&(arg.len() as u16).to_le_bytes());
+        body.extend_from_slice(arg.as_bytes());
+        let mut v = FrameHeader::new(op::ADMIN, 0, 1, body.len() as u32).as_bytes().to_vec();
+        v.extend_from_slice(&body);
+        prop_assert_eq!(decode(&v, MAX).err(), Some(DecodeError::Malformed { what: "Admin", why: "unknown admin command" }));
+    }
+}
+
+#[test]
+fn admin_example_in_the_docs() {
+    let mut buf = BytesMut::new();
+    Frame { request_id: 2, cmd: Cmd::Admin { command: op::ADMIN_LIST_QUEUES, arg: "" } }.encode(&mut buf);
+    let want = [3, 0, 0, 0, 0x50, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0];
+    assert_eq!(&buf[..], &want[..]);
 }

@@ -79,6 +79,10 @@ impl ConnSink for NativeConn {
         self.send_error(0, ErrorCode::ShuttingDown, why);
         self.outbox.close();
     }
+
+    fn describe(&self) -> (&'static str, String) {
+        ("native", self.peer.clone())
+    }
 }
 
 /// How deliveries are cut into frames.
@@ -139,6 +143,7 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
         Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
         // The native protocol has no cancel notice yet.
         Reply::ConsumerGone { .. } => {}
+        Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),
     }
 }
 
@@ -344,6 +349,15 @@ impl NativeConn {
                 shard.submit(me, rid, owner, req);
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
+            Cmd::Admin { command, arg } => {
+                // Gathers from every shard: runs as its own task.
+                let (sh, arg) = (shard.clone(), arg.to_string());
+                glommio::spawn_local(async move {
+                    let json = super::admin::run(&sh, command, &arg).await;
+                    sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
+                })
+                .detach();
+            }
             other => {
                 return Err(Fatal {
                     request_id: rid,

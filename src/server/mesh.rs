@@ -2,6 +2,7 @@
 //! channel mesh. Messages for a peer are queued and sent as one batch per
 //! channel send, so a forwarded publish costs a fraction of a hop.
 
+use super::stats::{AdminReply, AdminReq};
 use super::types::{ConnRef, Reply, Request};
 use crate::rt::Notify;
 use glommio::channels::channel_mesh::Senders;
@@ -16,6 +17,11 @@ pub enum MeshMsg {
     Request { from: ConnRef, request_id: u64, req: Request },
     /// A reply (or delivery) for a connection on the receiving shard.
     Reply { conn_id: u64, reply: Reply },
+    /// An operator's request (metrics, HTTP API, `ringmq ctl`) from shard
+    /// `from`, which waits for the `AdminReply` with the same token.
+    Admin { from: u16, token: u64, req: AdminReq },
+    /// The answer from `shard`.
+    AdminReply { shard: u16, token: u64, reply: AdminReply },
 }
 
 pub type Batch = Vec<MeshMsg>;

@@ -1,12 +1,15 @@
 //! The broker: N shards, each a glommio executor pinned to a core, owning
 //! the queues that hash to it.
 
+pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod listener;
 pub mod mesh;
 pub mod queue;
 pub mod shard;
+pub mod stats;
 pub mod system;
 pub mod types;
 
@@ -44,6 +47,8 @@ pub struct Broker {
     pub shard_addrs: Vec<SocketAddr>,
     /// The AMQP 0-9-1 address every shard accepts on.
     pub amqp_addr: SocketAddr,
+    /// Prometheus `/metrics` and the HTTP management API (served by shard 0).
+    pub metrics_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -55,6 +60,8 @@ struct ShardStart {
     shared: BoundSocket,
     own: BoundSocket,
     amqp: BoundSocket,
+    /// The metrics / management listener: shard 0 only.
+    metrics: Option<BoundSocket>,
     addrs: Vec<String>,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
@@ -83,6 +90,8 @@ impl Broker {
         for _ in 1..n {
             amqp.push(bind(amqp_addr)?.0);
         }
+        let (metrics, metrics_addr) = bind(config.metrics_listen)?;
+        let mut metrics = Some(metrics);
         let mut own = Vec::new();
         let mut shard_addrs = Vec::new();
         for i in 0..n {
@@ -111,6 +120,7 @@ impl Broker {
                 shared,
                 own,
                 amqp,
+                metrics: metrics.take(),
                 addrs: addrs.clone(),
                 mesh: mesh.clone(),
                 stop: stop.clone(),
@@ -124,7 +134,7 @@ impl Broker {
             threads.push(h);
         }
         drop(ready_tx);
-        let broker = Broker { native_addr, shard_addrs, amqp_addr, stop, threads };
+        let broker = Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads };
         for _ in 0..n {
             match ready_rx.recv() {
                 Ok(Ok(_)) => {}
@@ -223,6 +233,9 @@ async fn run_shard(s: ShardStart) {
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    if let Some(m) = s.metrics {
+        tasks.push(glommio::spawn_local(http::accept_loop(shard.clone(), m.into_listener())));
+    }
     tracing::info!(shard = s.id, "shard ready");
     let _ = s.ready.send(Ok(s.id));
     while !s.stop.load(Ordering::SeqCst) {

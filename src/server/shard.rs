@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod admin;
 mod durable;
 
 /// What a connection must offer the shard: a place to put replies.
@@ -22,6 +23,10 @@ pub trait ConnSink {
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>);
     /// Ends the connection after flushing what is queued (broker shutdown).
     fn shut_down(&self, why: &str);
+    /// The protocol (`native`, `amqp`) and peer address, for operators.
+    fn describe(&self) -> (&'static str, String) {
+        ("native", String::new())
+    }
 }
 
 /// Per-shard counters: plain cells, summed across shards when read.
@@ -32,6 +37,8 @@ pub struct Counters {
     pub acked: Cell<u64>,
     pub redelivered: Cell<u64>,
     pub confirmed: Cell<u64>,
+    /// Publish handled to confirm sent (`ringmq_publish_confirm_latency_seconds`).
+    pub confirm_latency: super::stats::LatencyHistogram,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -138,6 +145,8 @@ impl Shard {
         match msg {
             MeshMsg::Request { from, request_id, req } => self.handle(from, request_id, req),
             MeshMsg::Reply { conn_id, reply } => self.reply_local(conn_id, reply),
+            MeshMsg::Admin { from, token, req } => self.on_admin(from, token, req),
+            MeshMsg::AdminReply { shard, token, reply } => self.on_admin_reply(shard, token, reply),
         }
     }
 
@@ -151,7 +160,12 @@ impl Shard {
                     from,
                     Reply::error(request_id, ErrorCode::ShardUnavailable, format!("shard {peer} is not running")),
                 ),
-                MeshMsg::Reply { .. } => lost_replies += 1,
+                MeshMsg::Reply { .. } | MeshMsg::AdminReply { .. } => lost_replies += 1,
+                MeshMsg::Admin { token, .. } => self.on_admin_reply(
+                    peer,
+                    token,
+                    super::stats::AdminReply::Done(Err(format!("shard {peer} is not running"))),
+                ),
             }
         }
         tracing::warn!(peer, lost_replies, "mesh peer stopped");
@@ -398,6 +412,7 @@ impl Shard {
                     self.confirm_after_log(d, from, request_id, n);
                 } else if confirm {
                     bump(&self.counters.confirmed, u64::from(n));
+                    self.counters.confirm_latency.observe(std::time::Duration::ZERO, u64::from(n));
                     self.route_reply(from, Reply::Confirm { request_id, count: n });
                 }
             }

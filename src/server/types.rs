@@ -112,6 +112,7 @@ pub enum Request {
 
 /// What goes back to a connection. `ConsumerGone`: the consumer's queue
 /// was deleted, nothing more will come (AMQP sends basic.cancel).
+/// `AdminOk`: the answer to a native `Admin` frame (`ringmq ctl`).
 #[derive(Debug)]
 pub enum Reply {
     Ok { request_id: u64, value: u64 },
@@ -121,6 +122,7 @@ pub enum Reply {
     GetOk { request_id: u64, consumer_id: u32, tag: u64, remaining: u32, msg: Delivered },
     GetEmpty { request_id: u64 },
     ConsumerGone { consumer_id: u32 },
+    AdminOk { request_id: u64, json: String },
 }
 
 impl Reply {

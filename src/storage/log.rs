@@ -103,6 +103,8 @@ pub struct Storage<W> {
     writer: RefCell<Writer>,
     kick: Notify,
     lock: glommio::sync::Semaphore,
+    /// fdatasync calls and the nanoseconds they took (for metrics).
+    syncs: std::cell::Cell<(u64, u64)>,
 }
 
 impl<W> Storage<W> {
@@ -144,6 +146,7 @@ impl<W> Storage<W> {
             writer: RefCell::new(Writer { file: None, pos: 0 }),
             kick: Notify::default(),
             lock: glommio::sync::Semaphore::new(1),
+            syncs: std::cell::Cell::new((0, 0)),
         };
         s.start_segment(&mut s.st.borrow_mut(), tail_seg);
         let f = s.close().await;
@@ -208,6 +211,16 @@ impl<W> Storage<W> {
 
     fn tail_buf<'a>(&self, st: &'a mut State<W>) -> &'a mut Vec<u8> {
         &mut st.chunks.last_mut().expect("a tail chunk").bytes
+    }
+
+    /// fdatasync calls so far and the total nanoseconds they took.
+    pub fn sync_stats(&self) -> (u64, u64) {
+        self.syncs.get()
+    }
+
+    fn count_sync(&self, since: Instant) {
+        let (n, t) = self.syncs.get();
+        self.syncs.set((n + 1, t + since.elapsed().as_nanos() as u64));
     }
 
     pub fn poisoned(&self) -> Option<String> {
@@ -381,7 +394,9 @@ impl<W> Storage<W> {
                 let old = self.writer.borrow_mut().file.take();
                 if let Some((seg, old)) = old {
                     // Sealed: make it whole before anything lands after it.
+                    let t = Instant::now();
                     old.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+                    self.count_sync(t);
                 }
                 let path = segment_path(&self.opts.dir, c.seg);
                 let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
@@ -402,7 +417,9 @@ impl<W> Storage<W> {
         let dirty = self.st.borrow().dirty;
         let file = self.writer.borrow().file.clone();
         if let (true, true, Some((seg, file))) = (dirty, sync_due, file) {
+            let t = Instant::now();
             file.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+            self.count_sync(t);
             let mut st = self.st.borrow_mut();
             st.dirty = false;
             st.last_sync = Instant::now();

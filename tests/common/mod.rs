@@ -35,6 +35,8 @@ pub struct TestBroker {
     pub shards: Vec<SocketAddr>,
     /// The AMQP 0-9-1 listener.
     pub amqp: SocketAddr,
+    /// Prometheus `/metrics` and the HTTP management API.
+    pub metrics: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -46,6 +48,7 @@ impl TestBroker {
             cores,
             listen: "127.0.0.1:0".parse().unwrap(),
             amqp_listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             pin_cores: false,
             ..Default::default()
@@ -56,7 +59,8 @@ impl TestBroker {
         let native = broker.native_addr;
         let shards = broker.shard_addrs.clone();
         let amqp = broker.amqp_addr;
-        Self { broker: Some(broker), native, shards, amqp, _dir: dir }
+        let metrics = broker.metrics_addr;
+        Self { broker: Some(broker), native, shards, amqp, metrics, _dir: dir }
     }
 
     /// Two shards, default limits.

@@ -1,7 +1,7 @@
 """Exclusive queues (405 for other connections, deleted with their
 connection), auto-delete queues (deleted with their last consumer), and
 server-named queues."""
-from util import connect, done, expect_channel_close, unique
+from util import connect, done, expect_channel_close, unique, wait_until
 
 a = connect()
 b = connect()
@@ -35,5 +35,18 @@ assert ch.queue_declare(queue=ad, passive=True).method.consumer_count == 1
 ch.basic_cancel(tag)
 expect_channel_close(b, 404, lambda c: c.queue_declare(queue=ad, passive=True))
 print("auto-delete queue goes with its last consumer")
+
+# consumer_cancel_notify: deleting a queue cancels its consumers.
+cq = unique("cancelled")
+ch.queue_declare(queue=cq)
+cancelled = []
+ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+tag = ch.basic_consume(cq, lambda *x: None)
+other = connect()
+other.channel().queue_delete(cq)
+other.close()
+wait_until(b, lambda: cancelled)
+assert cancelled == [tag], cancelled
+print("basic.cancel sent when the queue was deleted")
 b.close()
 done()

@@ -10,7 +10,7 @@ PORT = int(os.environ["AMQP_PORT"])
 
 
 def params(**kw):
-    kw.setdefault("blocked_connection_timeout", 10)
+    kw.setdefault("blocked_connection_timeout", 30)
     kw.setdefault("socket_timeout", 5)
     return pika.ConnectionParameters("localhost", PORT, **kw)
 

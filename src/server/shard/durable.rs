@@ -23,6 +23,8 @@ pub struct Waiter {
     reply: Reply,
     /// Messages a deferred Confirm covers (for the counter).
     confirms: u32,
+    /// When it was deferred (for the publish-to-confirm histogram).
+    since: std::time::Instant,
 }
 
 pub struct Durable {
@@ -108,6 +110,9 @@ impl Shard {
             match &f.result {
                 Ok(()) => {
                     bump(&self.counters.confirmed, u64::from(w.confirms));
+                    if w.confirms > 0 {
+                        self.counters.confirm_latency.observe(w.since.elapsed(), u64::from(w.confirms));
+                    }
                     self.route_reply(w.to, w.reply);
                 }
                 Err(why) => {
@@ -146,7 +151,13 @@ impl Shard {
 
     /// Holds a confirm until its messages are stored.
     pub(super) fn confirm_after_log(&self, d: &Durable, to: ConnRef, request_id: u64, count: u32) {
-        d.log.defer(Waiter { to, request_id, reply: Reply::Confirm { request_id, count }, confirms: count });
+        d.log.defer(Waiter {
+            to,
+            request_id,
+            reply: Reply::Confirm { request_id, count },
+            confirms: count,
+            since: std::time::Instant::now(),
+        });
     }
 
     /// A durable queue was created: log it (before the Ok goes out).
@@ -243,9 +254,13 @@ impl Shard {
     pub(super) fn reply_after_log(&self, to: ConnRef, request_id: u64, result: Result<u64, QueueError>) {
         let logged = self.meta_logged.replace(false);
         match (logged, &result, self.durable()) {
-            (true, Ok(value), Some(d)) => {
-                d.log.defer(Waiter { to, request_id, reply: Reply::Ok { request_id, value: *value }, confirms: 0 })
-            }
+            (true, Ok(value), Some(d)) => d.log.defer(Waiter {
+                to,
+                request_id,
+                reply: Reply::Ok { request_id, value: *value },
+                confirms: 0,
+                since: std::time::Instant::now(),
+            }),
             _ => self.reply_result(to, request_id, result),
         }
     }

@@ -1,0 +1,172 @@
+//! `ringmq ctl`: operator commands over the native protocol's `Admin`
+//! frame. One blocking connection (std sockets, no executor): Hello, one
+//! `Admin`, its `AdminOk` JSON, printed as an aligned table or as is
+//! with `--json`.
+
+use super::ConnArgs;
+use bytes::BytesMut;
+use clap::{Args, Subcommand};
+use ringmq::protocol::{decode, op, Cmd, Decoded, Frame, VERSION};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print the broker's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Queues: name, shard, ready, unacked, consumers, ready bytes.
+    ListQueues,
+    /// Open connections (native and AMQP) on every shard.
+    ListConnections,
+    /// Per-shard load: queues, messages, connections, counters.
+    Shards,
+    /// Drop a queue's ready messages.
+    PurgeQueue { queue: String },
+    /// Delete a queue (its consumers are told).
+    DeleteQueue { queue: String },
+    /// Close a connection, named `shard:id` as `list-connections` shows.
+    CloseConnection { name: String },
+}
+
+pub fn run(a: CtlArgs) -> ExitCode {
+    let (command, arg) = match &a.cmd {
+        CtlCommand::ListQueues => (op::ADMIN_LIST_QUEUES, ""),
+        CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
+        CtlCommand::Shards => (op::ADMIN_SHARDS, ""),
+        CtlCommand::PurgeQueue { queue } => (op::ADMIN_PURGE_QUEUE, queue.as_str()),
+        CtlCommand::DeleteQueue { queue } => (op::ADMIN_DELETE_QUEUE, queue.as_str()),
+        CtlCommand::CloseConnection { name } => (op::ADMIN_CLOSE_CONNECTION, name.as_str()),
+    };
+    let json = match request(&a.conn, command, arg) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("ringmq ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let v: Value = match serde_json::from_str(&json) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ringmq ctl: the broker answered with bad JSON: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        eprintln!("ringmq ctl: {e}");
+        return ExitCode::FAILURE;
+    }
+    if a.json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    let cols: &[&str] = match a.cmd {
+        CtlCommand::ListQueues => &["name", "shard", "ready", "unacked", "consumers", "ready_bytes", "durable"],
+        CtlCommand::ListConnections => &["name", "shard", "protocol", "peer"],
+        CtlCommand::Shards => &[
+            "shard",
+            "queues",
+            "ready",
+            "unacked",
+            "consumers",
+            "connections",
+            "published",
+            "delivered",
+            "acked",
+            "forwarded",
+            "fsyncs",
+            "disk_bytes",
+        ],
+        CtlCommand::PurgeQueue { .. } | CtlCommand::DeleteQueue { .. } => &["queue", "messages"],
+        CtlCommand::CloseConnection { .. } => &["connection", "closed"],
+    };
+    let rows: Vec<Value> = match v {
+        Value::Array(rows) => rows,
+        other => vec![other],
+    };
+    print!("{}", table(cols, &rows));
+    ExitCode::SUCCESS
+}
+
+/// An aligned table: strings left, numbers right.
+pub fn table(cols: &[&str], rows: &[Value]) -> String {
+    let cell = |r: &Value, c: &str| match &r[c] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| cell(r, c)).collect()).collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0))
+        .collect();
+    let numeric: Vec<bool> = (0..cols.len())
+        .map(|i| !rows.is_empty() && rows.iter().all(|r| r[cols[i]].is_number() || r[cols[i]].is_null()))
+        .collect();
+    let line = |vals: &[String]| {
+        let parts: Vec<String> = vals
+            .iter()
+            .enumerate()
+            .map(
+                |(i, v)| if numeric[i] { format!("{v:>w$}", w = widths[i]) } else { format!("{v:<w$}", w = widths[i]) },
+            )
+            .collect();
+        format!("{}\n", parts.join("  ").trim_end())
+    };
+    let mut out = line(&cols.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    for r in &cells {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+/// Hello, then one `Admin` frame; the `AdminOk` JSON.
+fn request(c: &ConnArgs, command: u8, arg: &str) -> Result<String, String> {
+    let addr = ringmq::client::parse_url(&c.url).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::new();
+    Frame { request_id: 1, cmd: Cmd::Hello { version: VERSION, user: &c.user, password: &c.password } }
+        .encode(&mut out);
+    Frame { request_id: 2, cmd: Cmd::Admin { command, arg } }.encode(&mut out);
+    s.write_all(&out).map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        // Frames from the buffer's front until the answer to request 2.
+        loop {
+            let (answer, used) = match decode(&buf, 1 << 30).map_err(|e| format!("bad frame from the broker: {e}"))? {
+                Decoded::Incomplete => break,
+                Decoded::Frame(f, n) => (
+                    match f.cmd {
+                        Cmd::AdminOk { json } => Some(Ok(json.to_string())),
+                        Cmd::Error { code, message, .. } => Some(Err(format!("broker error {code}: {message}"))),
+                        _ => None,
+                    },
+                    n,
+                ),
+            };
+            if let Some(a) = answer {
+                return a;
+            }
+            buf.drain(..used);
+        }
+        let n = s.read(&mut chunk).map_err(|e| format!("{addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,344 @@
+//! The metrics and management listener: hyper's HTTP/1 server on glommio
+//! sockets, served by shard 0. Each request gathers a snapshot from every
+//! shard over the mesh ([`Shard::gather_stats`]), so no counter is shared
+//! between cores.
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text; per-queue series only while there are at most [`PER_QUEUE_SERIES_MAX`] queues |
+//! | `GET /metrics/per-object` | the same with every per-queue series |
+//! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
+//! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
+
+use super::shard::Shard;
+use super::stats::{prometheus, AdminReply, AdminReq, ConnStats, QueueStats, ShardStats, PER_QUEUE_SERIES_MAX};
+use base64::Engine;
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{header, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// hyper's I/O traits over a glommio socket (hyper needs no runtime for an
+/// HTTP/1 server connection: no executor, and no timer unless one of its
+/// timeouts is configured).
+struct Io(TcpStream);
+
+impl hyper::rt::Read for Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // Read into initialised memory, then copy: no unsafe, and these
+        // are small requests.
+        let mut tmp = [0u8; 4096];
+        let want = tmp.len().min(buf.remaining());
+        match Pin::new(&mut self.0).poll_read(cx, &mut tmp[..want]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&tmp[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Write for Io {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// Accepts until the task is dropped at shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let svc = hyper::service::service_fn(move |req| {
+        let shard = shard.clone();
+        async move { Ok::<_, Infallible>(handle(&shard, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(Io(stream), svc).await
+    {
+        tracing::debug!(error = %e, "HTTP connection ended");
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_str(content_type).expect("ascii"));
+    r
+}
+
+fn json_resp(status: StatusCode, v: &Value) -> Resp {
+    text(status, "application/json", v.to_string())
+}
+
+fn error(status: StatusCode, reason: &str) -> Resp {
+    json_resp(status, &json!({ "error": status.canonical_reason().unwrap_or("error"), "reason": reason }))
+}
+
+fn no_content() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// Whether the request carries basic credentials of a configured user.
+fn authorised(shard: &Shard, req: &Request<Incoming>) -> bool {
+    let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
+    let Ok(raw) = String::from_utf8(raw) else {
+        return false;
+    };
+    let Some((user, password)) = raw.split_once(':') else {
+        return false;
+    };
+    shard.config.users.iter().any(|u| u.name == user && u.password == password)
+}
+
+/// Decodes `%XX` escapes (vhost `/` arrives as `%2F`).
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if path == "/metrics" || path == "/metrics/per-object" {
+        if method != Method::GET {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        return metrics(shard, path == "/metrics/per-object").await;
+    }
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if !authorised(shard, &req) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ringmq\""));
+        return r;
+    }
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let decoded: Option<Vec<String>> = parts.iter().map(|p| percent_decode(p)).collect();
+    let Some(parts) = decoded else {
+        return error(StatusCode::BAD_REQUEST, "bad percent-encoding in the path");
+    };
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["overview"]) => overview(shard).await,
+        (&Method::GET, ["queues"]) | (&Method::GET, ["queues", "/"]) => {
+            let stats = shard.gather_stats(true).await;
+            json_resp(StatusCode::OK, &Value::Array(queues(&stats).map(queue_json).collect()))
+        }
+        (&Method::GET, ["queues", vhost, name]) => {
+            if *vhost != "/" {
+                return error(StatusCode::NOT_FOUND, "no such vhost (only / exists)");
+            }
+            let stats = shard.gather_stats(true).await;
+            let found = queues(&stats).find(|q| q.name == *name).map(queue_json);
+            match found {
+                Some(q) => json_resp(StatusCode::OK, &q),
+                None => error(StatusCode::NOT_FOUND, "no such queue"),
+            }
+        }
+        (&Method::DELETE, ["queues", vhost, name]) => {
+            if *vhost != "/" {
+                return error(StatusCode::NOT_FOUND, "no such vhost (only / exists)");
+            }
+            match admin_on_owner(shard, AdminReq::Delete { queue: name.to_string() }, name).await {
+                Ok(_) => no_content(),
+                Err(e) => error(StatusCode::NOT_FOUND, &e),
+            }
+        }
+        (&Method::GET, ["connections"]) => {
+            let stats = shard.gather_stats(false).await;
+            json_resp(StatusCode::OK, &Value::Array(conns(&stats).map(conn_json).collect()))
+        }
+        (&Method::DELETE, ["connections", name]) => match close_connection(shard, name).await {
+            Ok(_) => no_content(),
+            Err(e) => error(StatusCode::NOT_FOUND, &e),
+        },
+        (&Method::GET, ["exchanges"]) | (&Method::GET, ["exchanges", "/"]) => json_resp(
+            StatusCode::OK,
+            &json!([{ "name": "", "vhost": "/", "type": "direct", "durable": true, "auto_delete": false,
+                      "internal": false, "arguments": {} }]),
+        ),
+        (&Method::GET, ["vhosts"]) => {
+            let stats = shard.gather_stats(false).await;
+            let ready: u64 = stats.iter().map(|s| s.messages_ready).sum();
+            let unacked: u64 = stats.iter().map(|s| s.messages_unacked).sum();
+            json_resp(
+                StatusCode::OK,
+                &json!([{ "name": "/", "tracing": false, "messages": ready + unacked,
+                          "messages_ready": ready, "messages_unacknowledged": unacked }]),
+            )
+        }
+        (_, ["overview" | "queues" | "connections" | "exchanges" | "vhosts", ..]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
+    let mut stats = shard.gather_stats(per_object).await;
+    let total: u64 = stats.iter().map(|s| s.queue_count).sum();
+    let per_queue = per_object || total <= PER_QUEUE_SERIES_MAX;
+    if per_queue && !per_object {
+        stats = shard.gather_stats(true).await;
+    }
+    text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", prometheus(&stats, per_queue))
+}
+
+fn queues(stats: &[ShardStats]) -> impl Iterator<Item = &QueueStats> {
+    stats.iter().flat_map(|s| &s.queues)
+}
+
+fn conns(stats: &[ShardStats]) -> impl Iterator<Item = &ConnStats> {
+    stats.iter().flat_map(|s| &s.conns)
+}
+
+fn queue_json(q: &QueueStats) -> Value {
+    json!({
+        "name": q.name,
+        "vhost": "/",
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive,
+        "arguments": {},
+        "node": format!("shard-{}", q.shard),
+        "shard": q.shard,
+        "state": "running",
+        "type": "classic",
+        "messages": q.ready + q.unacked,
+        "messages_ready": q.ready,
+        "messages_unacknowledged": q.unacked,
+        "message_bytes_ready": q.ready_bytes,
+        "consumers": q.consumers,
+    })
+}
+
+fn conn_json(c: &ConnStats) -> Value {
+    let (host, port) = c.peer.rsplit_once(':').map_or((c.peer.as_str(), 0), |(h, p)| (h, p.parse().unwrap_or(0)));
+    json!({
+        "name": c.name,
+        "node": format!("shard-{}", c.shard),
+        "shard": c.shard,
+        "protocol": if c.protocol == "amqp" { "AMQP 0-9-1" } else { "ringmq" },
+        "peer_host": host,
+        "peer_port": port,
+        "vhost": "/",
+        "state": "running",
+    })
+}
+
+async fn overview(shard: &Rc<Shard>) -> Resp {
+    let stats = shard.gather_stats(false).await;
+    let sum = |f: fn(&ShardStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let ready = sum(|s| s.messages_ready);
+    let unacked = sum(|s| s.messages_unacked);
+    json_resp(
+        StatusCode::OK,
+        &json!({
+            "product_name": "ringmq",
+            "product_version": env!("CARGO_PKG_VERSION"),
+            "management_version": env!("CARGO_PKG_VERSION"),
+            "node": "ringmq",
+            "shards": shard.count,
+            "message_stats": {
+                "publish": sum(|s| s.published),
+                "deliver_get": sum(|s| s.delivered),
+                "ack": sum(|s| s.acked),
+                "redeliver": sum(|s| s.redelivered),
+                "confirm": sum(|s| s.confirmed),
+            },
+            "queue_totals": {
+                "messages": ready + unacked,
+                "messages_ready": ready,
+                "messages_unacknowledged": unacked,
+            },
+            "object_totals": {
+                "queues": sum(|s| s.queue_count),
+                "connections": sum(|s| s.connections),
+                "consumers": sum(|s| s.consumers),
+                "exchanges": 1,
+                "channels": 0,
+            },
+        }),
+    )
+}
+
+/// Runs a queue request on the queue's owning shard.
+pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Result<u64, String> {
+    let owner = shard.owner_of(queue);
+    let mut req = Some(req);
+    let r = shard.admin(&[owner], |_| req.take().expect("one target")).await;
+    done(r)
+}
+
+/// Closes the connection named `shard:conn_id`.
+pub async fn close_connection(shard: &Rc<Shard>, name: &str) -> Result<u64, String> {
+    let parsed = name.split_once(':').and_then(|(s, c)| Some((s.parse::<u16>().ok()?, c.parse::<u64>().ok()?)));
+    let Some((s, conn_id)) = parsed.filter(|(s, _)| *s < shard.count) else {
+        return Err(format!("no connection '{name}' (names are shard:id)"));
+    };
+    done(shard.admin(&[s], |_| AdminReq::CloseConn { conn_id }).await)
+}
+
+fn done(r: Vec<(u16, AdminReply)>) -> Result<u64, String> {
+    match r.into_iter().next() {
+        Some((_, AdminReply::Done(r))) => r,
+        _ => Err("unexpected reply".into()),
+    }
+}

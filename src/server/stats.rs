@@ -1,0 +1,244 @@
+//! What a shard reports about itself to an operator: a snapshot taken on
+//! the shard's own thread (plain reads of its cells and queues), sent over
+//! the mesh to the shard serving the request, and summed there. Nothing
+//! here is touched on the hot path except [`LatencyHistogram::observe`],
+//! a handful of `Cell` writes per confirm.
+
+use serde::Serialize;
+use std::cell::Cell;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the publish-to-confirm histogram buckets.
+pub const CONFIRM_BUCKETS_SECONDS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// A fixed-bucket latency histogram, one per shard, no atomics.
+#[derive(Default)]
+pub struct LatencyHistogram {
+    /// Non-cumulative counts; the last one is `+Inf`.
+    buckets: [Cell<u64>; CONFIRM_BUCKETS_SECONDS.len() + 1],
+    sum_nanos: Cell<u64>,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration, count: u64) {
+        let s = d.as_secs_f64();
+        let i = CONFIRM_BUCKETS_SECONDS.iter().position(|b| s <= *b).unwrap_or(CONFIRM_BUCKETS_SECONDS.len());
+        self.buckets[i].set(self.buckets[i].get() + count);
+        self.sum_nanos.set(self.sum_nanos.get() + d.as_nanos() as u64 * count);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot { buckets: self.buckets.iter().map(Cell::get).collect(), sum_nanos: self.sum_nanos.get() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistogramSnapshot {
+    /// Non-cumulative, one per bound in `CONFIRM_BUCKETS_SECONDS` plus `+Inf`.
+    pub buckets: Vec<u64>,
+    pub sum_nanos: u64,
+}
+
+impl HistogramSnapshot {
+    pub fn add(&mut self, o: &HistogramSnapshot) {
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize(o.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum_nanos += o.sum_nanos;
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    pub name: String,
+    pub shard: u16,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u64,
+    pub ready_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnStats {
+    /// `shard:conn_id`: what `close-connection` and the HTTP API take.
+    pub name: String,
+    pub shard: u16,
+    pub protocol: &'static str,
+    pub peer: String,
+}
+
+/// One shard's report. Counters are totals since the shard started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShardStats {
+    pub shard: u16,
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub confirmed: u64,
+    pub forwarded: u64,
+    pub queue_count: u64,
+    pub messages_ready: u64,
+    pub messages_unacked: u64,
+    pub consumers: u64,
+    pub connections: u64,
+    pub fsyncs: u64,
+    pub fsync_nanos: u64,
+    pub disk_bytes: u64,
+    pub confirm_latency: HistogramSnapshot,
+    /// Filled only when the request asked for per-object detail.
+    pub queues: Vec<QueueStats>,
+    pub conns: Vec<ConnStats>,
+}
+
+/// How connections are counted per protocol (label values).
+pub const PROTOCOLS: [&str; 2] = ["native", "amqp"];
+
+/// `/metrics` leaves out per-queue series when the broker holds more
+/// queues than this; `/metrics/per-object` always has them.
+pub const PER_QUEUE_SERIES_MAX: u64 = 100;
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition (format 0.0.4) of every shard's report.
+pub fn prometheus(shards: &[ShardStats], per_queue: bool) -> String {
+    use std::fmt::Write;
+    let mut o = String::with_capacity(4096);
+    let sum = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
+    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    };
+    counter(&mut o, "ringmq_messages_published_total", "Messages published into queues.", sum(|s| s.published));
+    counter(
+        &mut o,
+        "ringmq_messages_delivered_total",
+        "Messages delivered to consumers (push and get).",
+        sum(|s| s.delivered),
+    );
+    counter(&mut o, "ringmq_messages_acked_total", "Messages acknowledged by consumers.", sum(|s| s.acked));
+    counter(
+        &mut o,
+        "ringmq_messages_redelivered_total",
+        "Messages requeued for redelivery after their consumer's connection closed.",
+        sum(|s| s.redelivered),
+    );
+    counter(
+        &mut o,
+        "ringmq_messages_confirmed_total",
+        "Published messages confirmed to publishers.",
+        sum(|s| s.confirmed),
+    );
+    counter(
+        &mut o,
+        "ringmq_messages_dead_lettered_total",
+        "Messages dead-lettered. Always 0: ringmq has no dead-lettering yet.",
+        0,
+    );
+    counter(
+        &mut o,
+        "ringmq_forwarded_requests_total",
+        "Requests and replies sent from one shard to another over the mesh.",
+        sum(|s| s.forwarded),
+    );
+    counter(&mut o, "ringmq_storage_fsyncs_total", "fdatasync calls on the storage logs.", sum(|s| s.fsyncs));
+    counter_f(
+        &mut o,
+        "ringmq_storage_fsync_seconds_total",
+        "Time spent in fdatasync.",
+        sum(|s| s.fsync_nanos) as f64 / 1e9,
+    );
+    gauge_header(&mut o, "ringmq_storage_disk_bytes", "Bytes of storage log segments on disk.");
+    let _ = writeln!(o, "ringmq_storage_disk_bytes {}", sum(|s| s.disk_bytes));
+    gauge_header(&mut o, "ringmq_connections", "Open client connections, by protocol.");
+    for p in PROTOCOLS {
+        let n: u64 = shards.iter().flat_map(|s| &s.conns).filter(|c| c.protocol == p).count() as u64;
+        let _ = writeln!(o, "ringmq_connections{{protocol=\"{p}\"}} {n}");
+    }
+    gauge_header(&mut o, "ringmq_queues", "Queues.");
+    let _ = writeln!(o, "ringmq_queues {}", sum(|s| s.queue_count));
+    gauge_header(&mut o, "ringmq_shard_queues", "Queues owned by each shard.");
+    for s in shards {
+        let _ = writeln!(o, "ringmq_shard_queues{{shard=\"{}\"}} {}", s.shard, s.queue_count);
+    }
+    gauge_header(&mut o, "ringmq_messages_ready", "Ready messages in all queues.");
+    let _ = writeln!(o, "ringmq_messages_ready {}", sum(|s| s.messages_ready));
+    gauge_header(&mut o, "ringmq_messages_unacked", "Delivered, unacknowledged messages in all queues.");
+    let _ = writeln!(o, "ringmq_messages_unacked {}", sum(|s| s.messages_unacked));
+    let mut h = HistogramSnapshot::default();
+    for s in shards {
+        h.add(&s.confirm_latency);
+    }
+    let name = "ringmq_publish_confirm_latency_seconds";
+    let _ = write!(
+        o,
+        "# HELP {name} Time from a publish being handled to its confirm going out (the log flush for durable messages).\n# TYPE {name} histogram\n"
+    );
+    let mut acc = 0;
+    for (i, n) in h.buckets.iter().enumerate() {
+        acc += n;
+        let le = CONFIRM_BUCKETS_SECONDS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+        let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {acc}");
+    }
+    let _ = writeln!(o, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
+    let _ = writeln!(o, "{name}_count {acc}");
+    if per_queue {
+        let queues = || shards.iter().flat_map(|s| &s.queues);
+        let series: [PerQueue; 3] = [
+            ("ringmq_queue_messages_ready", "Ready messages, per queue.", |q| q.ready),
+            ("ringmq_queue_messages_unacked", "Delivered, unacknowledged messages, per queue.", |q| q.unacked),
+            ("ringmq_queue_consumers", "Consumers, per queue.", |q| q.consumers),
+        ];
+        for (name, help, f) in series {
+            gauge_header(&mut o, name, help);
+            for q in queues() {
+                let _ = writeln!(o, "{name}{{queue=\"{}\",vhost=\"/\"}} {}", escape(&q.name), f(q));
+            }
+        }
+    }
+    o
+}
+
+/// A per-queue series: name, help, value.
+type PerQueue = (&'static str, &'static str, fn(&QueueStats) -> u64);
+
+fn gauge_header(o: &mut String, name: &str, help: &str) {
+    o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+}
+
+fn counter_f(o: &mut String, name: &str, help: &str, v: f64) {
+    o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+}
+
+/// An operator's request to one shard, over the mesh or handled locally.
+#[derive(Debug)]
+pub enum AdminReq {
+    /// `detail`: include every queue and connection.
+    Stats {
+        detail: bool,
+    },
+    Purge {
+        queue: String,
+    },
+    Delete {
+        queue: String,
+    },
+    CloseConn {
+        conn_id: u64,
+    },
+}
+
+#[derive(Debug)]
+pub enum AdminReply {
+    Stats(Box<ShardStats>),
+    /// A count (messages purged or deleted) or why it failed.
+    Done(Result<u64, String>),
+}

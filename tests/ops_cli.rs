@@ -1,0 +1,106 @@
+//! `ringmq ctl` against a live broker, and `ringmq serve --config` with a
+//! bad key.
+
+mod common;
+
+use common::{queue_on, Raw, TestBroker};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringmq");
+
+fn ctl(b: &TestBroker, args: &[&str]) -> Output {
+    let url = b.url();
+    Command::new(BIN).args(["ctl", "--url", &url]).args(args).output().expect("run ringmq ctl")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "ctl failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn ctl_lists_purges_deletes_and_closes() {
+    let b = TestBroker::start();
+    let (q0, q1) = (queue_on(0, 2, "ops-ctl"), queue_on(1, 2, "ops-ctl"));
+    let (mut raw, _) = Raw::hello(b.native);
+    raw.declare(&q0);
+    raw.declare(&q1);
+    raw.publish_confirmed(&q0, &[b"1", b"2", b"3"]);
+    raw.publish_confirmed(&q1, &[b"4"]);
+
+    // The table: a header, one aligned row per queue.
+    let table = ok(ctl(&b, &["list-queues"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["name", "shard", "ready", "unacked", "consumers", "ready_bytes", "durable"]);
+    let row0: Vec<&str> = lines.iter().find(|l| l.starts_with(&q0)).unwrap().split_whitespace().collect();
+    assert_eq!(&row0[..5], [q0.as_str(), "0", "3", "0", "0"], "{table}");
+    let row1: Vec<&str> = lines.iter().find(|l| l.starts_with(&q1)).unwrap().split_whitespace().collect();
+    assert_eq!(&row1[..5], [q1.as_str(), "1", "1", "0", "0"], "{table}");
+    // Right-aligned numbers end in the same column.
+    let ready_end = lines[0].find("ready").unwrap() + "ready".len();
+    for l in &lines[1..] {
+        assert!(l[..ready_end].ends_with(|c: char| c.is_ascii_digit()), "ready is right-aligned: {table}");
+    }
+
+    let json = ok(ctl(&b, &["--json", "list-queues"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+
+    let shards: serde_json::Value = serde_json::from_str(&ok(ctl(&b, &["shards", "--json"]))).unwrap();
+    assert_eq!(shards.as_array().unwrap().len(), 2);
+    assert_eq!(shards[0]["queues"], 1);
+    assert_eq!(shards[0]["ready"], 3);
+    assert_eq!(shards[1]["ready"], 1);
+    let shards_table = ok(ctl(&b, &["shards"]));
+    assert_eq!(shards_table.lines().count(), 3, "{shards_table}");
+
+    let purged = ok(ctl(&b, &["purge-queue", &q0]));
+    assert!(purged.lines().nth(1).unwrap().split_whitespace().eq([q0.as_str(), "3"]), "{purged}");
+    let deleted = ok(ctl(&b, &["delete-queue", &q1]));
+    assert!(deleted.lines().nth(1).unwrap().split_whitespace().eq([q1.as_str(), "1"]), "{deleted}");
+    let missing = ctl(&b, &["delete-queue", &q1]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains(&q1));
+    let after = ok(ctl(&b, &["list-queues"]));
+    assert_eq!(after.lines().count(), 2, "{after}");
+    assert!(after.lines().nth(1).unwrap().split_whitespace().take(3).eq([q0.as_str(), "0", "0"]), "{after}");
+
+    // Our raw connection and the ctl's own show up; close the raw one.
+    let conns: serde_json::Value = serde_json::from_str(&ok(ctl(&b, &["list-connections", "--json"]))).unwrap();
+    let conns = conns.as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    let raw_addr = raw.s.local_addr().unwrap();
+    let mine = conns.iter().find(|c| c["peer"] == raw_addr.to_string()).expect("the raw connection is listed");
+    let name = mine["name"].as_str().unwrap();
+    ok(ctl(&b, &["close-connection", name]));
+    raw.expect_error(ringmq::protocol::ErrorCode::ShuttingDown);
+    let bad = ctl(&b, &["close-connection", "7:7"]);
+    assert!(!bad.status.success());
+
+    // Bad credentials: the handshake fails, ctl says so.
+    let url = b.url();
+    let out = Command::new(BIN).args(["ctl", "--url", &url, "--password", "nope", "shards"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn serve_with_a_bad_config_key_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ringmq.toml");
+    std::fs::write(&path, "cores = 1\nqueue_messages_maxx = 5\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("queue_messages_maxx"), "{err}");
+    assert!(err.contains("ringmq.toml"), "{err}");
+
+    std::fs::write(&path, "segment_bytes = 10\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("segment_bytes"), "{err}");
+}

@@ -1,0 +1,184 @@
+//! Prometheus `/metrics` and the HTTP management API against a real broker.
+
+mod common;
+
+use common::{queue_on, Raw, TestBroker};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// `guest:guest`, base64.
+const GUEST: &str = "Z3Vlc3Q6Z3Vlc3Q=";
+
+/// One HTTP/1.1 request over a fresh socket: (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = auth.map(|a| format!("Authorization: Basic {a}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("a whole response");
+    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{raw}"));
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled (or exactly labelled) sample.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Scrapes until `check` holds (acks land asynchronously), or panics.
+fn scrape_until(addr: SocketAddr, path: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http(addr, "GET", path, None);
+        assert_eq!(status, 200, "{body}");
+        if check(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_count_what_the_test_did() {
+    let b = TestBroker::start();
+    let (q0, q1) = (queue_on(0, 2, "ops-m"), queue_on(1, 2, "ops-m"));
+    let (mut raw, _) = Raw::hello(b.native);
+    raw.declare(&q0);
+    raw.declare(&q1);
+    raw.publish_confirmed(&q0, &[b"a", b"b", b"c", b"d"]);
+    raw.publish_confirmed(&q1, &[b"e", b"f", b"g"]);
+    // 4 delivered from q0, 3 of them acked; q1 keeps its 3 ready.
+    let (cid, mut got) = raw.subscribe(&q0, 10);
+    let rest = 4 - got.len();
+    got.extend(raw.expect_deliveries(cid, rest));
+    raw.ack(cid, &[(1, 3)]);
+    raw.ping();
+
+    let want = [
+        ("ringmq_messages_published_total", 7.0),
+        ("ringmq_messages_confirmed_total", 7.0),
+        ("ringmq_messages_delivered_total", 4.0),
+        ("ringmq_messages_acked_total", 3.0),
+        ("ringmq_messages_redelivered_total", 0.0),
+        ("ringmq_messages_dead_lettered_total", 0.0),
+        ("ringmq_messages_ready", 3.0),
+        ("ringmq_messages_unacked", 1.0),
+        ("ringmq_queues", 2.0),
+        ("ringmq_connections{protocol=\"native\"}", 1.0),
+        ("ringmq_connections{protocol=\"amqp\"}", 0.0),
+        ("ringmq_publish_confirm_latency_seconds_count", 7.0),
+    ];
+    let body = scrape_until(b.metrics, "/metrics", |t| want.iter().all(|(s, v)| sample(t, s) == Some(*v)));
+    for q in [&q0, &q1] {
+        let ready = if *q == q0 { 0.0 } else { 3.0 };
+        let s = format!("ringmq_queue_messages_ready{{queue=\"{q}\",vhost=\"/\"}}");
+        assert_eq!(sample(&body, &s), Some(ready), "{s} in\n{body}");
+    }
+    let s = format!("ringmq_queue_messages_unacked{{queue=\"{q0}\",vhost=\"/\"}}");
+    assert_eq!(sample(&body, &s), Some(1.0));
+    let s = format!("ringmq_queue_consumers{{queue=\"{q0}\",vhost=\"/\"}}");
+    assert_eq!(sample(&body, &s), Some(1.0));
+    // Queue 1 lives on shard 1: publishes to it crossed the mesh unless the
+    // connection landed there; either way the counter is present.
+    assert!(sample(&body, "ringmq_forwarded_requests_total").is_some());
+    assert!(body.contains("# TYPE ringmq_publish_confirm_latency_seconds histogram"));
+    assert!(body.contains("ringmq_storage_fsyncs_total"));
+    assert!(body.contains("ringmq_storage_disk_bytes"));
+    let per_object = scrape_until(b.metrics, "/metrics/per-object", |_| true);
+    assert!(per_object.contains(&format!("queue=\"{q1}\"")));
+
+    // An AMQP socket counts under its own protocol from its accept on.
+    let amqp = TcpStream::connect(b.amqp).unwrap();
+    scrape_until(b.metrics, "/metrics", |t| {
+        sample(t, "ringmq_connections{protocol=\"amqp\"}") == Some(1.0)
+            && sample(t, "ringmq_connections{protocol=\"native\"}") == Some(1.0)
+    });
+    drop(amqp);
+}
+
+#[test]
+fn many_queues_keep_per_queue_series_out_of_metrics() {
+    let b = TestBroker::start();
+    let (mut raw, _) = Raw::hello(b.native);
+    for i in 0..=ringmq::server::stats::PER_QUEUE_SERIES_MAX {
+        raw.declare(&format!("ops-many-{i}"));
+    }
+    let (status, body) = http(b.metrics, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(!body.contains("ringmq_queue_messages_ready{"), "per-queue series in /metrics");
+    assert_eq!(sample(&body, "ringmq_queues"), Some(ringmq::server::stats::PER_QUEUE_SERIES_MAX as f64 + 1.0));
+    let (_, detail) = http(b.metrics, "GET", "/metrics/per-object", None);
+    assert!(detail.contains("ringmq_queue_messages_ready{queue=\"ops-many-0\",vhost=\"/\"} 0"));
+}
+
+#[test]
+fn management_api() {
+    let b = TestBroker::start();
+    let (q0, q1) = (queue_on(0, 2, "ops-api"), queue_on(1, 2, "ops-api"));
+    let (mut raw, _) = Raw::hello(b.native);
+    raw.declare(&q0);
+    raw.declare(&q1);
+    raw.publish_confirmed(&q1, &[b"x", b"y"]);
+
+    // Bad or missing credentials: 401 with a challenge.
+    let bad = "Z3Vlc3Q6d3Jvbmc="; // guest:wrong
+    for auth in [None, Some(bad), Some("not-base64!")] {
+        let (status, body) = http(b.metrics, "GET", "/api/overview", auth);
+        assert_eq!(status, 401, "{auth:?}: {body}");
+    }
+
+    let json = |path: &str| {
+        let (status, body) = http(b.metrics, "GET", path, Some(GUEST));
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    };
+    let o = json("/api/overview");
+    assert_eq!(o["product_name"], "ringmq");
+    assert_eq!(o["queue_totals"]["messages_ready"], 2);
+    assert_eq!(o["object_totals"]["queues"], 2);
+    assert_eq!(o["message_stats"]["publish"], 2);
+
+    let qs = json("/api/queues");
+    let names: Vec<&str> = qs.as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&q0.as_str()) && names.contains(&q1.as_str()), "{qs}");
+    let q = json(&format!("/api/queues/%2F/{q1}"));
+    assert_eq!(q["name"], q1.as_str());
+    assert_eq!(q["vhost"], "/");
+    assert_eq!(q["messages"], 2);
+    assert_eq!(q["messages_ready"], 2);
+    assert_eq!(q["messages_unacknowledged"], 0);
+    assert_eq!(q["consumers"], 0);
+    assert_eq!(q["durable"], false);
+    let (status, _) = http(b.metrics, "GET", "/api/queues/%2F/no-such-queue", Some(GUEST));
+    assert_eq!(status, 404);
+
+    let ex = json("/api/exchanges");
+    assert_eq!(ex[0]["name"], "");
+    assert_eq!(json("/api/vhosts")[0]["name"], "/");
+
+    let conns = json("/api/connections");
+    let conns = conns.as_array().unwrap();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert_eq!(conns[0]["protocol"], "ringmq");
+
+    // Deleting: the queue goes, a second delete is a 404.
+    let (status, body) = http(b.metrics, "DELETE", &format!("/api/queues/%2F/{q1}"), Some(GUEST));
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = http(b.metrics, "DELETE", &format!("/api/queues/%2F/{q1}"), Some(GUEST));
+    assert_eq!(status, 404);
+    assert_eq!(json("/api/overview")["object_totals"]["queues"], 1);
+    let (status, _) = http(b.metrics, "DELETE", &format!("/api/queues/%2F/{q1}"), Some(bad));
+    assert_eq!(status, 401);
+
+    // Closing the connection: the client sees the broker's goodbye.
+    let name = conns[0]["name"].as_str().unwrap().to_string();
+    let (status, body) = http(b.metrics, "DELETE", &format!("/api/connections/{name}"), Some(GUEST));
+    assert_eq!(status, 204, "{body}");
+    raw.expect_error(ringmq::protocol::ErrorCode::ShuttingDown);
+    let (status, _) = http(b.metrics, "DELETE", "/api/connections/9:9", Some(GUEST));
+    assert_eq!(status, 404);
+}
