@@ -1,5 +1,6 @@
-//! A short loadgen run against a real ringmq broker: the JSON summary's
-//! counts must match and nothing may be lost, duplicated or reordered.
+//! Short loadgen runs against a real ringmq broker, over the native protocol
+//! and over ringmq's AMQP front end: the JSON summary's counts must match and
+//! nothing may be lost, duplicated or reordered.
 
 use ringmq::server::config::Config;
 use ringmq::server::Broker;
@@ -10,6 +11,8 @@ fn start_broker(dir: &std::path::Path) -> Broker {
         cores: 2,
         pin_cores: false,
         listen: "127.0.0.1:0".parse().unwrap(),
+        amqp_listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
         ..Config::default()
     };
@@ -98,5 +101,16 @@ fn fixed_rate_run_across_shards_loses_nothing() {
     let sent = count(&v, "sent");
     // 3 s at 20k msg/s: the schedule holds within a generous margin.
     assert!(sent > 30_000 && sent <= 61_000, "sent {sent} at --rate 20000 over 3 s");
+    broker.stop();
+}
+
+#[test]
+fn amqp_mode_against_ringmq_amqp_front_end_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let url = format!("amqp://guest:guest@{}/%2f", broker.amqp_addr);
+    let v =
+        run_loadgen(&["--url", &url, "--size", "64", "--duration", "2", "--warmup", "1", "--confirm", "--cores", "0"]);
+    check_clean(&v, true);
     broker.stop();
 }
