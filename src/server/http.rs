@@ -67,17 +67,7 @@ impl hyper::rt::Write for Io {
 
 /// Accepts until the task is dropped at shutdown.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve(shard.clone(), stream)).detach();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
+    super::listener::accept_each(shard, listener, "metrics", serve).await
 }
 
 async fn serve(shard: Rc<Shard>, stream: TcpStream) {

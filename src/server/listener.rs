@@ -44,15 +44,25 @@ impl Drop for BoundSocket {
     }
 }
 
-/// Accepts until the task is dropped at shutdown.
+/// Accepts native-protocol connections until the task is dropped at shutdown.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    accept_each(shard, listener, "native", serve).await
+}
+
+/// Accepts until the task is dropped at shutdown, serving each connection
+/// in a task of its own; `what` names the listener in the log.
+pub async fn accept_each<F, Fut>(shard: Rc<Shard>, listener: TcpListener, what: &'static str, serve: F)
+where
+    F: Fn(Rc<Shard>, TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 glommio::spawn_local(serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                tracing::warn!(shard = shard.id, listener = what, error = %e, "accept failed");
                 // Out of fds or similar: back off instead of spinning.
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
