@@ -30,11 +30,14 @@ fn ctl_lists_purges_deletes_and_closes() {
     raw.publish_confirmed(&q1, &[b"4"]);
 
     // The table: a header, one aligned row per queue.
-    let table = ok(ctl(&b, &["list-queues"]));
+    let table = ok(ctl(&b, &["list-queues", "--interval", "0.1"]));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["name", "shard", "ready", "unacked", "consumers", "ready_bytes", "durable"]);
+    assert_eq!(
+        header,
+        ["name", "shard", "ready", "unacked", "consumers", "publish_rate", "deliver_rate", "ready_bytes", "durable"]
+    );
     let row0: Vec<&str> = lines.iter().find(|l| l.starts_with(&q0)).unwrap().split_whitespace().collect();
     assert_eq!(&row0[..5], [q0.as_str(), "0", "3", "0", "0"], "{table}");
     let row1: Vec<&str> = lines.iter().find(|l| l.starts_with(&q1)).unwrap().split_whitespace().collect();
@@ -45,20 +48,33 @@ fn ctl_lists_purges_deletes_and_closes() {
         assert!(l[..ready_end].ends_with(|c: char| c.is_ascii_digit()), "ready is right-aligned: {table}");
     }
 
-    let json = ok(ctl(&b, &["--json", "list-queues"]));
+    // Rates: 40 messages published between the two snapshots of a
+    // 2-second interval show as 20 per second; nothing was delivered.
+    let url = b.url();
+    let sampler = std::thread::spawn(move || {
+        Command::new(BIN).args(["ctl", "--url", &url, "--json", "list-queues", "--interval", "2"]).output().unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let forty: Vec<&[u8]> = (0..40).map(|_| &b"r"[..]).collect();
+    raw.publish_confirmed(&q0, &forty);
+    let json = ok(sampler.join().unwrap());
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
+    let rates = v.as_array().unwrap().iter().find(|q| q["name"] == q0.as_str()).unwrap();
+    assert_eq!(rates["publish_rate"], 20.0, "{json}");
+    assert_eq!(rates["deliver_rate"], 0.0, "{json}");
+    assert_eq!(rates["ready"], 43, "{json}");
 
     let shards: serde_json::Value = serde_json::from_str(&ok(ctl(&b, &["shards", "--json"]))).unwrap();
     assert_eq!(shards.as_array().unwrap().len(), 2);
     assert_eq!(shards[0]["queues"], 1);
-    assert_eq!(shards[0]["ready"], 3);
+    assert_eq!(shards[0]["ready"], 43);
     assert_eq!(shards[1]["ready"], 1);
     let shards_table = ok(ctl(&b, &["shards"]));
     assert_eq!(shards_table.lines().count(), 3, "{shards_table}");
 
     let purged = ok(ctl(&b, &["purge-queue", &q0]));
-    assert!(purged.lines().nth(1).unwrap().split_whitespace().eq([q0.as_str(), "3"]), "{purged}");
+    assert!(purged.lines().nth(1).unwrap().split_whitespace().eq([q0.as_str(), "43"]), "{purged}");
     let deleted = ok(ctl(&b, &["delete-queue", &q1]));
     assert!(deleted.lines().nth(1).unwrap().split_whitespace().eq([q1.as_str(), "1"]), "{deleted}");
     let missing = ctl(&b, &["delete-queue", &q1]);

@@ -26,8 +26,12 @@ pub struct CtlArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum CtlCommand {
-    /// Queues: name, shard, ready, unacked, consumers, ready bytes.
-    ListQueues,
+    /// Queues: name, shard, ready, unacked, consumers, publish and deliver
+    /// rates (measured over `--interval` seconds), ready bytes.
+    ListQueues {
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Open connections (native and AMQP) on every shard.
     ListConnections,
     /// Per-shard load: queues, messages, connections, counters.
@@ -42,7 +46,7 @@ pub enum CtlCommand {
 
 pub fn run(a: CtlArgs) -> ExitCode {
     let (command, arg) = match &a.cmd {
-        CtlCommand::ListQueues => (op::ADMIN_LIST_QUEUES, ""),
+        CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
         CtlCommand::Shards => (op::ADMIN_SHARDS, ""),
         CtlCommand::PurgeQueue { queue } => (op::ADMIN_PURGE_QUEUE, queue.as_str()),
@@ -56,13 +60,22 @@ pub fn run(a: CtlArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let v: Value = match serde_json::from_str(&json) {
+    let mut v: Value = match serde_json::from_str(&json) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("ringmq ctl: the broker answered with bad JSON: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let CtlCommand::ListQueues { interval } = a.cmd {
+        match with_rates(&a.conn, v, interval) {
+            Ok(with) => v = with,
+            Err(e) => {
+                eprintln!("ringmq ctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         eprintln!("ringmq ctl: {e}");
         return ExitCode::FAILURE;
@@ -72,7 +85,17 @@ pub fn run(a: CtlArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cols: &[&str] = match a.cmd {
-        CtlCommand::ListQueues => &["name", "shard", "ready", "unacked", "consumers", "ready_bytes", "durable"],
+        CtlCommand::ListQueues { .. } => &[
+            "name",
+            "shard",
+            "ready",
+            "unacked",
+            "consumers",
+            "publish_rate",
+            "deliver_rate",
+            "ready_bytes",
+            "durable",
+        ],
         CtlCommand::ListConnections => &["name", "shard", "protocol", "peer"],
         CtlCommand::Shards => &[
             "shard",
@@ -97,6 +120,36 @@ pub fn run(a: CtlArgs) -> ExitCode {
     };
     print!("{}", table(cols, &rows));
     ExitCode::SUCCESS
+}
+
+/// Takes a second snapshot `interval` seconds after `first` and adds each
+/// queue's publish and deliver rates (messages per second) to it.
+fn with_rates(conn: &ConnArgs, first: Value, interval: f64) -> Result<Value, String> {
+    if !(interval > 0.0 && interval <= 3600.0) {
+        return Err(format!("--interval must be above 0 and at most 3600 seconds, got {interval}"));
+    }
+    if first.get("error").is_some() {
+        return Ok(first);
+    }
+    std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+    let json = request(conn, op::ADMIN_LIST_QUEUES, "")?;
+    let mut second: Value =
+        serde_json::from_str(&json).map_err(|e| format!("the broker answered with bad JSON: {e}"))?;
+    let before: std::collections::HashMap<String, (u64, u64)> = first
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| Some((q["name"].as_str()?.to_string(), (q["published"].as_u64()?, q["delivered"].as_u64()?))))
+        .collect();
+    for q in second.as_array_mut().into_iter().flatten() {
+        let name = q["name"].as_str().unwrap_or_default().to_string();
+        let (p0, d0) = before.get(&name).copied().unwrap_or((0, 0));
+        let rate = |now: &Value, then: u64| (now.as_u64().unwrap_or(0).saturating_sub(then) as f64 / interval).round();
+        let (p, d) = (rate(&q["published"], p0), rate(&q["delivered"], d0));
+        q["publish_rate"] = p.into();
+        q["deliver_rate"] = d.into();
+    }
+    Ok(second)
 }
 
 /// An aligned table: strings left, numbers right.

@@ -22,7 +22,7 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
                     json!({
                         "name": q.name, "shard": q.shard, "durable": q.durable,
                         "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
-                        "ready_bytes": q.ready_bytes,
+                        "ready_bytes": q.ready_bytes, "published": q.published, "delivered": q.delivered,
                     })
                 })
                 .collect();

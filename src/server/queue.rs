@@ -108,6 +108,10 @@ pub struct Queue {
     ready: VecDeque<Message>,
     ready_bytes: u64,
     next_seq: u64,
+    /// Messages published into and delivered from this queue since it was
+    /// created here: what `ctl list-queues` turns into rates.
+    pub published_total: u64,
+    pub delivered_total: u64,
     consumers: Vec<Consumer>,
     /// Round-robin cursor into `consumers`.
     rr: usize,
@@ -128,6 +132,8 @@ impl Queue {
             ready: VecDeque::new(),
             ready_bytes: 0,
             next_seq: 0,
+            published_total: 0,
+            delivered_total: 0,
             consumers: Vec::new(),
             rr: 0,
             limits,
@@ -196,6 +202,7 @@ impl Queue {
             self.ready_bytes += msg.bytes() as u64;
             self.ready.push_back(msg);
         }
+        self.published_total += n;
         Ok(n as u32)
     }
 
@@ -361,6 +368,7 @@ impl Queue {
             None => None,
         };
         let Some(m) = self.pop_ready() else { return Ok(None) };
+        self.delivered_total += 1;
         let d = Delivered::from(&m);
         if no_ack {
             dropped(&m);
@@ -431,6 +439,7 @@ impl Queue {
                 out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + count as usize)));
             }
         }
+        self.delivered_total += sent as u64;
         sent
     }
 }

@@ -63,6 +63,9 @@ pub struct QueueStats {
     pub unacked: u64,
     pub consumers: u64,
     pub ready_bytes: u64,
+    /// Totals since the queue was created on this run of its shard.
+    pub published: u64,
+    pub delivered: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

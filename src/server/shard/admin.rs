@@ -151,6 +151,8 @@ impl Shard {
                     unacked: q.unacked_len() as u64,
                     consumers: q.consumer_count() as u64,
                     ready_bytes: q.ready_bytes(),
+                    published: q.published_total,
+                    delivered: q.delivered_total,
                 });
             }
         }
