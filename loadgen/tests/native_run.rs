@@ -23,17 +23,37 @@ fn run_loadgen(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let hgrm = dir.path().join("run.hgrm");
-    let out = Command::new(env!("CARGO_BIN_EXE_ringmq-loadgen"))
+    // Output goes to files and the run has a deadline: a hang fails the
+    // test with what the generator printed, instead of stalling CI.
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq-loadgen"))
         .args(args)
         .args(["--json", json.to_str().unwrap(), "--hgrm", hgrm.to_str().unwrap(), "--quiet"])
-        .output()
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .expect("loadgen runs");
-    assert!(
-        out.status.success(),
-        "loadgen failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let printed = || {
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(&out_path).unwrap_or_default(),
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    };
+    let status = status.unwrap_or_else(|| panic!("loadgen still running after 90 s: {}", printed()));
+    assert!(status.success(), "loadgen failed: {}", printed());
     let hist = std::fs::read_to_string(&hgrm).unwrap();
     assert!(hist.contains("Value     Percentile"), "hgrm file has the percentile table");
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
