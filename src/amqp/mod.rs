@@ -33,17 +33,7 @@ use std::rc::Rc;
 
 /// Accepts AMQP connections until the task is dropped at shutdown.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve(shard.clone(), stream)).detach();
-            }
-            Err(e) => {
-                tracing::warn!(shard = shard.id, error = %e, "AMQP accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
+    crate::server::listener::accept_each(shard, listener, "amqp", serve).await
 }
 
 async fn serve(shard: Rc<Shard>, stream: TcpStream) {
