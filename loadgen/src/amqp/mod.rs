@@ -155,8 +155,21 @@ pub struct Connection {
     frame_max: usize,
 }
 
+/// How long connecting and the AMQP handshake may take.
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Connection {
+    /// Connects, authenticates and opens channel 1, within `OPEN_TIMEOUT`:
+    /// a broker that accepts the socket but never finishes the handshake
+    /// (a RabbitMQ still starting, say) must not hang the run.
     pub async fn open(url: &AmqpUrl) -> Result<Connection> {
+        match glommio::timer::timeout(OPEN_TIMEOUT, async { Ok(Self::open_unbounded(url).await) }).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow!("no AMQP handshake with {} within {OPEN_TIMEOUT:?}", url.addr)),
+        }
+    }
+
+    async fn open_unbounded(url: &AmqpUrl) -> Result<Connection> {
         let stream =
             TcpStream::connect(url.addr.as_str()).await.map_err(|e| anyhow!("connecting to {}: {e}", url.addr))?;
         stream.set_nodelay(true).map_err(|e| anyhow!("TCP_NODELAY: {e}"))?;
