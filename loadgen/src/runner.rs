@@ -95,6 +95,7 @@ impl Window {
 }
 
 /// One worker's statistics, owned by its thread.
+/// A worker's statistics; handed back whole when the worker ends.
 struct WorkerStats {
     latency: Histogram<u64>,
     confirm_latency: Histogram<u64>,
@@ -103,18 +104,6 @@ struct WorkerStats {
     /// Deliveries received inside the measurement window.
     window_received: u64,
     /// Messages whose intended send time is inside the window.
-    window_sent: u64,
-    sent_by_producer: Vec<(usize, u64)>,
-    confirmed: u64,
-    nacked: u64,
-}
-
-/// What a worker thread hands back.
-struct WorkerResult {
-    latency: Histogram<u64>,
-    confirm_latency: Histogram<u64>,
-    checker: Checker,
-    window_received: u64,
     window_sent: u64,
     sent_by_producer: Vec<(usize, u64)>,
     confirmed: u64,
@@ -273,7 +262,7 @@ async fn run_producer(
 
 /// Body of worker thread `wi`: connects its clients, waits for the start,
 /// runs them, returns its statistics.
-async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerResult> {
+async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
     let w = &shared.w;
     let spec = w.spec();
     let stats = Rc::new(RefCell::new(WorkerStats {
@@ -379,16 +368,7 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerResult> {
         return Err(e);
     }
     let st = Rc::try_unwrap(stats).map_err(|_| anyhow!("worker statistics still shared"))?.into_inner();
-    Ok(WorkerResult {
-        latency: st.latency,
-        confirm_latency: st.confirm_latency,
-        checker: st.checker,
-        window_received: st.window_received,
-        window_sent: st.window_sent,
-        sent_by_producer: st.sent_by_producer,
-        confirmed: st.confirmed,
-        nacked: st.nacked,
-    })
+    Ok(st)
 }
 
 /// Declares (and purges) the queues from a short-lived executor.
@@ -521,7 +501,7 @@ fn progress_loop(shared: &Shared, win: Window, workers: usize) {
     }
 }
 
-fn summarize(w: &Workload, results: Vec<WorkerResult>) -> Summary {
+fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
     let latency = stats::merge(results.iter().map(|r| &r.latency));
     let confirm = stats::merge(results.iter().map(|r| &r.confirm_latency));
     let mut checker = Checker::new(w.producers);
