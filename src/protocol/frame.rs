@@ -35,6 +35,13 @@ pub enum Cmd<'a> {
     Delete { flags: u8, queue: &'a str },
     Purge { queue: &'a str },
     Publish { flags: u8, queue: &'a str, entries: Entries<'a> },
+    /// `args`: an AMQP 0-9-1 field table (without its length prefix),
+    /// opaque to the codec; the broker parses it.
+    ExchangeDeclare { flags: u8, exchange: &'a str, kind: &'a str, args: &'a [u8] },
+    ExchangeDelete { flags: u8, exchange: &'a str },
+    Bind { flags: u8, source: &'a str, destination: &'a str, routing_key: &'a str, args: &'a [u8] },
+    Unbind { flags: u8, source: &'a str, destination: &'a str, routing_key: &'a str, args: &'a [u8] },
+    PublishTo { flags: u8, exchange: &'a str, routing_key: &'a str, entries: Entries<'a> },
     Confirm { count: u32 },
     Subscribe { consumer_id: u32, prefetch: u32, queue: &'a str },
     Unsubscribe { consumer_id: u32 },
@@ -173,6 +180,24 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
             let count = c.u32()?;
             Cmd::Publish { flags, queue, entries: Entries::parse(c.rest(), count)? }
         }
+        op::EXCHANGE_DECLARE => {
+            Cmd::ExchangeDeclare { flags, exchange: c.str8()?, kind: c.str8()?, args: table32(&mut c)? }
+        }
+        op::EXCHANGE_DELETE => Cmd::ExchangeDelete { flags, exchange: c.str8()? },
+        op::BIND | op::UNBIND => {
+            let (source, destination, routing_key) = (c.str8()?, c.str8()?, c.str8()?);
+            let args = table32(&mut c)?;
+            if opcode == op::BIND {
+                Cmd::Bind { flags, source, destination, routing_key, args }
+            } else {
+                Cmd::Unbind { flags, source, destination, routing_key, args }
+            }
+        }
+        op::PUBLISH_TO => {
+            let (exchange, routing_key) = (c.str8()?, c.str8()?);
+            let count = c.u32()?;
+            Cmd::PublishTo { flags, exchange, routing_key, entries: Entries::parse(c.rest(), count)? }
+        }
         op::CONFIRM => Cmd::Confirm { count: c.u32()? },
         op::SUBSCRIBE => Cmd::Subscribe { consumer_id: c.u32()?, prefetch: c.u32()?, queue: c.str8()? },
         op::UNSUBSCRIBE => Cmd::Unsubscribe { consumer_id: c.u32()? },
@@ -223,6 +248,17 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
     Ok(cmd)
 }
 
+/// A `u32`-length-prefixed block (argument tables).
+fn table32<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
+    let n = c.u32()? as usize;
+    c.bytes(n)
+}
+
+fn put_table32(buf: &mut BytesMut, t: &[u8]) {
+    buf.put_u32_le(t.len() as u32);
+    buf.put_slice(t);
+}
+
 impl Frame<'_> {
     /// Appends the encoded frame to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
@@ -252,6 +288,11 @@ impl Cmd<'_> {
             Cmd::Delete { flags, .. } => (op::DELETE, *flags),
             Cmd::Purge { .. } => (op::PURGE, 0),
             Cmd::Publish { flags, .. } => (op::PUBLISH, *flags),
+            Cmd::ExchangeDeclare { flags, .. } => (op::EXCHANGE_DECLARE, *flags),
+            Cmd::ExchangeDelete { flags, .. } => (op::EXCHANGE_DELETE, *flags),
+            Cmd::Bind { flags, .. } => (op::BIND, *flags),
+            Cmd::Unbind { flags, .. } => (op::UNBIND, *flags),
+            Cmd::PublishTo { flags, .. } => (op::PUBLISH_TO, *flags),
             Cmd::Confirm { .. } => (op::CONFIRM, 0),
             Cmd::Subscribe { .. } => (op::SUBSCRIBE, 0),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
@@ -295,6 +336,25 @@ impl Cmd<'_> {
             Cmd::Declare { queue, .. } | Cmd::Delete { queue, .. } | Cmd::Purge { queue } => put_str8(buf, queue),
             Cmd::Publish { queue, entries, .. } => {
                 put_str8(buf, queue);
+                buf.put_u32_le(entries.len());
+                buf.put_slice(entries.raw());
+            }
+            Cmd::ExchangeDeclare { exchange, kind, args, .. } => {
+                put_str8(buf, exchange);
+                put_str8(buf, kind);
+                put_table32(buf, args);
+            }
+            Cmd::ExchangeDelete { exchange, .. } => put_str8(buf, exchange),
+            Cmd::Bind { source, destination, routing_key, args, .. }
+            | Cmd::Unbind { source, destination, routing_key, args, .. } => {
+                put_str8(buf, source);
+                put_str8(buf, destination);
+                put_str8(buf, routing_key);
+                put_table32(buf, args);
+            }
+            Cmd::PublishTo { exchange, routing_key, entries, .. } => {
+                put_str8(buf, exchange);
+                put_str8(buf, routing_key);
                 buf.put_u32_le(entries.len());
                 buf.put_slice(entries.raw());
             }

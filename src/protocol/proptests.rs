@@ -29,6 +29,10 @@ enum O {
     Delete { flags: u8, queue: String },
     Purge { queue: String },
     Publish { flags: u8, queue: String, entries: Vec<OwnedEntry> },
+    ExchangeDeclare { flags: u8, exchange: String, kind: String, args: Vec<u8> },
+    ExchangeDelete { flags: u8, exchange: String },
+    Bind { unbind: bool, flags: u8, source: String, destination: String, key: String, args: Vec<u8> },
+    PublishTo { flags: u8, exchange: String, key: String, entries: Vec<OwnedEntry> },
     Confirm { count: u32 },
     Subscribe { consumer_id: u32, prefetch: u32, queue: String },
     Unsubscribe { consumer_id: u32 },
@@ -49,6 +53,10 @@ fn queue() -> impl Strategy<Value = String> {
 
 fn text() -> impl Strategy<Value = String> {
     "\\PC{0,80}"
+}
+
+fn args() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..40)
 }
 
 fn entry() -> impl Strategy<Value = OwnedEntry> {
@@ -86,6 +94,16 @@ fn owned_cmd() -> impl Strategy<Value = O> {
             flags,
             queue,
             entries
+        }),
+        (0..=op::EXCHANGE_DECLARE_KNOWN, queue(), queue(), args()).prop_map(|(flags, exchange, kind, args)| {
+            O::ExchangeDeclare { flags, exchange, kind, args }
+        }),
+        (0..=op::EXCHANGE_IF_UNUSED, queue()).prop_map(|(flags, exchange)| O::ExchangeDelete { flags, exchange }),
+        (any::<bool>(), 0..=op::BIND_TO_EXCHANGE, queue(), queue(), queue(), args()).prop_map(
+            |(unbind, flags, source, destination, key, args)| O::Bind { unbind, flags, source, destination, key, args }
+        ),
+        (0..=op::PUBLISH_TO_KNOWN, queue(), queue(), entries()).prop_map(|(flags, exchange, key, entries)| {
+            O::PublishTo { flags, exchange, key, entries }
         }),
         any::<u32>().prop_map(|count| O::Confirm { count }),
         (any::<u32>(), any::<u32>(), queue()).prop_map(|(consumer_id, prefetch, queue)| O::Subscribe {
@@ -138,7 +156,9 @@ fn ranges_raw(rs: &[(u64, u64)]) -> Vec<u8> {
 /// Builds the borrowed `Frame` for `o` and hands it to `f`.
 fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
     let raw_entries = match o {
-        O::Publish { entries, .. } | O::Deliver { entries, .. } => entries_raw(entries),
+        O::Publish { entries, .. } | O::Deliver { entries, .. } | O::PublishTo { entries, .. } => {
+            entries_raw(entries)
+        }
         _ => BytesMut::new(),
     };
     let raw_ranges = match o {
@@ -166,6 +186,19 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         O::Delete { flags, queue } => Cmd::Delete { flags: *flags, queue },
         O::Purge { queue } => Cmd::Purge { queue },
         O::Publish { flags, queue, entries } => Cmd::Publish { flags: *flags, queue, entries: es(entries.len()) },
+        O::ExchangeDeclare { flags, exchange, kind, args } => {
+            Cmd::ExchangeDeclare { flags: *flags, exchange, kind, args }
+        }
+        O::ExchangeDelete { flags, exchange } => Cmd::ExchangeDelete { flags: *flags, exchange },
+        O::Bind { unbind: false, flags, source, destination, key, args } => {
+            Cmd::Bind { flags: *flags, source, destination, routing_key: key, args }
+        }
+        O::Bind { unbind: true, flags, source, destination, key, args } => {
+            Cmd::Unbind { flags: *flags, source, destination, routing_key: key, args }
+        }
+        O::PublishTo { flags, exchange, key, entries } => {
+            Cmd::PublishTo { flags: *flags, exchange, routing_key: key, entries: es(entries.len()) }
+        }
         O::Confirm { count } => Cmd::Confirm { count: *count },
         O::Subscribe { consumer_id, prefetch, queue } => {
             Cmd::Subscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue }
