@@ -39,4 +39,7 @@ pub mod server;
 pub mod amqp;
 
 #[cfg(feature = "server")]
+pub mod routing;
+
+#[cfg(feature = "server")]
 pub mod storage;

@@ -103,3 +103,11 @@ fn pika_connection_blocked_and_unblocked() {
 fn pika_bulk_auto_and_manual_ack() {
     script_test("bulk.py");
 }
+
+/// Fanout, direct, topic and headers exchanges, exchange-to-exchange
+/// bindings, the alternate exchange and mandatory returns, as RabbitMQ's
+/// tutorials use them.
+#[test]
+fn pika_exchanges() {
+    script_test("routing.py");
+}

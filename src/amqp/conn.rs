@@ -12,7 +12,9 @@ use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use super::method::{self, code, id, Method, MethodId};
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
 use crate::protocol::Entries;
+use crate::routing::{BindingDef, ExchangeDef};
 use crate::rt::{Notify, Outbox};
+use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
 use crate::server::types::{ConnRef, Request};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -75,6 +77,11 @@ pub fn conn_fault(code: u16, text: impl Into<String>, cause: MethodId) -> Fault 
 /// A request to submit once no borrow is held.
 pub enum Job {
     Submit { owner: u16, rid: u64, req: Request },
+    PublishTo { rid: u64, opts: PubOpts, exchange: String, key: String, entries: Bytes, count: u32 },
+    DeclareExchange { rid: u64, def: ExchangeDef },
+    CheckExchange { rid: u64, name: String },
+    DeleteExchange { rid: u64, name: String, if_unused: bool },
+    Bind { rid: u64, binding: BindingDef, unbind: bool },
     Publish { owner: u16, rid: u64, persistent: bool, confirm: bool, queue: String, entries: Bytes, count: u32 },
 }
 
@@ -338,6 +345,13 @@ impl AmqpConn {
         let me = self.me();
         match job {
             Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
+            Job::PublishTo { rid, opts, exchange, key, entries, count } => {
+                self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count)
+            }
+            Job::DeclareExchange { rid, def } => self.shard.declare_exchange(me, rid, def),
+            Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &name),
+            Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
+            Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
             Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
                 if owner == self.shard.id {
                     let Ok(parsed) = Entries::parse(&entries, count) else {
@@ -517,7 +531,7 @@ impl AmqpConn {
             caps.bool(b, "publisher_confirms", true);
             caps.bool(b, "basic.nack", true);
             caps.bool(b, "consumer_cancel_notify", true);
-            caps.bool(b, "exchange_exchange_bindings", false);
+            caps.bool(b, "exchange_exchange_bindings", true);
             caps.bool(b, "connection.blocked", true);
             caps.bool(b, "authentication_failure_close", true);
             caps.bool(b, "per_consumer_qos", true);

@@ -83,7 +83,9 @@ impl ConnSink for AmqpConn {
 /// Maps a queue owner's refusal to an AMQP channel or connection error.
 fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault {
     let (amqp, hard) = match code {
-        ErrorCode::QueueNotFound => (code::NOT_FOUND, false),
+        ErrorCode::QueueNotFound | ErrorCode::ExchangeNotFound => (code::NOT_FOUND, false),
+        ErrorCode::AccessRefused => (code::ACCESS_REFUSED, false),
+        ErrorCode::ExchangeMismatch | ErrorCode::BadArgument => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueLocked => (code::RESOURCE_LOCKED, false),
         ErrorCode::QueueMismatch | ErrorCode::BadQueueName | ErrorCode::UnknownDeliveryTag => {
             (code::PRECONDITION_FAILED, false)
@@ -98,6 +100,7 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         code::NOT_FOUND => "NOT_FOUND - ",
         code::RESOURCE_LOCKED => "RESOURCE_LOCKED - ",
         code::PRECONDITION_FAILED => "PRECONDITION_FAILED - ",
+        code::ACCESS_REFUSED => "ACCESS_REFUSED - ",
         _ => "",
     };
     let text = format!("{prefix}{message}");
@@ -124,6 +127,7 @@ impl AmqpConn {
                 OpKind::Delete { .. } => id::QUEUE_DELETE,
                 OpKind::Consume { .. } => id::BASIC_CONSUME,
                 OpKind::Get { .. } => id::BASIC_GET,
+                OpKind::Simple { cause, .. } => *cause,
             };
             if let Reply::Error { code, message, .. } = reply {
                 if let OpKind::Consume { consumer_id, .. } = op.kind {
@@ -178,6 +182,9 @@ impl AmqpConn {
                         put_content(b, n, e.props, e.body, frame_max);
                     });
                 }
+                (OpKind::Simple { ok, no_wait: false, .. }, Reply::Ok { .. }) => {
+                    self.outbox.push(|b| method::put(b, n, ok, |_| ()))
+                }
                 (OpKind::Get { .. }, Reply::GetEmpty { .. }) => {
                     self.outbox.push(|b| method::put(b, n, id::BASIC_GET_EMPTY, |b| put_shortstr(b, "")))
                 }
@@ -192,7 +199,13 @@ impl AmqpConn {
         let tracked = ch.outstanding.iter().any(|o| o.first_seq == seq);
         match reply {
             Reply::Confirm { .. } => ch.settle(seq, Settled::Ack),
-            Reply::Error { code: ErrorCode::QueueNotFound, .. } => ch.settle(seq, Settled::NoRoute),
+            Reply::Error { code: ErrorCode::QueueNotFound | ErrorCode::NoRoute, .. } => {
+                ch.settle(seq, Settled::NoRoute)
+            }
+            // The exchange went between the publish and its routing.
+            Reply::Error { code: ErrorCode::ExchangeNotFound, message, .. } => {
+                return Some(fault_for(n, ErrorCode::ExchangeNotFound, message, id::BASIC_PUBLISH))
+            }
             Reply::Error { code, message, .. } => {
                 // Without confirms there is no other way to say it.
                 if !tracked && code == ErrorCode::PersistenceUnavailable {
@@ -216,11 +229,11 @@ impl AmqpConn {
             _ => {}
         }
         while let Some((tags, how, returns)) = ch.pop_settled() {
-            if let Some((queue, entries, count)) = returns {
-                if let Ok(parsed) = Entries::parse(&entries, count) {
+            if let Some(r) = returns {
+                if let Ok(parsed) = Entries::parse(&r.entries, r.count) {
                     self.outbox.push(|b| {
                         for e in parsed.iter() {
-                            super::publish::put_return(b, n, &queue, e.props, e.body, frame_max);
+                            super::publish::put_return(b, n, &r, e.props, e.body, frame_max);
                         }
                     });
                 }

@@ -206,6 +206,14 @@ impl BatchWriter {
         Self::counted(buf, start)
     }
 
+    /// A `PublishTo`: through `exchange` with `routing_key`.
+    pub fn begin_publish_to(buf: &mut BytesMut, request_id: u64, flags: u8, exchange: &str, routing_key: &str) -> Self {
+        let start = Self::header(buf, super::op::PUBLISH_TO, flags, request_id);
+        put_str8(buf, exchange);
+        put_str8(buf, routing_key);
+        Self::counted(buf, start)
+    }
+
     pub fn begin_deliver(buf: &mut BytesMut, consumer_id: u32, first_tag: u64) -> Self {
         let start = Self::header(buf, super::op::DELIVER, 0, 0);
         buf.put_u32_le(consumer_id);

@@ -25,34 +25,114 @@ pub struct Frame<'a> {
 /// UTF-8 JSON document, the rest of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd<'a> {
-    Hello { version: u16, user: &'a str, password: &'a str },
+    Hello {
+        version: u16,
+        user: &'a str,
+        password: &'a str,
+    },
     HelloOk(HelloOk<'a>),
-    Ok { value: u64 },
-    Error { fatal: bool, code: u16, message: &'a str },
+    Ok {
+        value: u64,
+    },
+    Error {
+        fatal: bool,
+        code: u16,
+        message: &'a str,
+    },
     Ping,
     Pong,
-    Declare { flags: u8, queue: &'a str },
-    Delete { flags: u8, queue: &'a str },
-    Purge { queue: &'a str },
-    Publish { flags: u8, queue: &'a str, entries: Entries<'a> },
+    Declare {
+        flags: u8,
+        queue: &'a str,
+    },
+    Delete {
+        flags: u8,
+        queue: &'a str,
+    },
+    Purge {
+        queue: &'a str,
+    },
+    Publish {
+        flags: u8,
+        queue: &'a str,
+        entries: Entries<'a>,
+    },
     /// `args`: an AMQP 0-9-1 field table (without its length prefix),
     /// opaque to the codec; the broker parses it.
-    ExchangeDeclare { flags: u8, exchange: &'a str, kind: &'a str, args: &'a [u8] },
-    ExchangeDelete { flags: u8, exchange: &'a str },
-    Bind { flags: u8, source: &'a str, destination: &'a str, routing_key: &'a str, args: &'a [u8] },
-    Unbind { flags: u8, source: &'a str, destination: &'a str, routing_key: &'a str, args: &'a [u8] },
-    PublishTo { flags: u8, exchange: &'a str, routing_key: &'a str, entries: Entries<'a> },
-    Confirm { count: u32 },
-    Subscribe { consumer_id: u32, prefetch: u32, queue: &'a str },
-    Unsubscribe { consumer_id: u32 },
-    Deliver { consumer_id: u32, first_tag: u64, entries: Entries<'a> },
-    Ack { consumer_id: u32, ranges: Ranges<'a> },
-    Nack { requeue: bool, consumer_id: u32, ranges: Ranges<'a> },
-    Get { no_ack: bool, consumer_id: u32, queue: &'a str },
-    GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: Entry<'a> },
+    ExchangeDeclare {
+        flags: u8,
+        exchange: &'a str,
+        kind: &'a str,
+        args: &'a [u8],
+    },
+    ExchangeDelete {
+        flags: u8,
+        exchange: &'a str,
+    },
+    Bind {
+        flags: u8,
+        source: &'a str,
+        destination: &'a str,
+        routing_key: &'a str,
+        args: &'a [u8],
+    },
+    Unbind {
+        flags: u8,
+        source: &'a str,
+        destination: &'a str,
+        routing_key: &'a str,
+        args: &'a [u8],
+    },
+    PublishTo {
+        flags: u8,
+        exchange: &'a str,
+        routing_key: &'a str,
+        entries: Entries<'a>,
+    },
+    Confirm {
+        count: u32,
+    },
+    Subscribe {
+        consumer_id: u32,
+        prefetch: u32,
+        queue: &'a str,
+    },
+    Unsubscribe {
+        consumer_id: u32,
+    },
+    Deliver {
+        consumer_id: u32,
+        first_tag: u64,
+        entries: Entries<'a>,
+    },
+    Ack {
+        consumer_id: u32,
+        ranges: Ranges<'a>,
+    },
+    Nack {
+        requeue: bool,
+        consumer_id: u32,
+        ranges: Ranges<'a>,
+    },
+    Get {
+        no_ack: bool,
+        consumer_id: u32,
+        queue: &'a str,
+    },
+    GetOk {
+        consumer_id: u32,
+        tag: u64,
+        remaining: u32,
+        entry: Entry<'a>,
+    },
     GetEmpty,
-    Admin { command: u8, arg: &'a str },
-    AdminOk { json: &'a str },
+    Admin {
+        command: u8,
+        arg: &'a str,
+    },
+    AdminOk {
+        json: &'a str,
+    },
 }
 
 /// The handshake reply: who the client is talking to and where every

@@ -95,16 +95,14 @@ fn owned_cmd() -> impl Strategy<Value = O> {
             queue,
             entries
         }),
-        (0..=op::EXCHANGE_DECLARE_KNOWN, queue(), queue(), args()).prop_map(|(flags, exchange, kind, args)| {
-            O::ExchangeDeclare { flags, exchange, kind, args }
-        }),
+        (0..=op::EXCHANGE_DECLARE_KNOWN, queue(), queue(), args())
+            .prop_map(|(flags, exchange, kind, args)| { O::ExchangeDeclare { flags, exchange, kind, args } }),
         (0..=op::EXCHANGE_IF_UNUSED, queue()).prop_map(|(flags, exchange)| O::ExchangeDelete { flags, exchange }),
         (any::<bool>(), 0..=op::BIND_TO_EXCHANGE, queue(), queue(), queue(), args()).prop_map(
             |(unbind, flags, source, destination, key, args)| O::Bind { unbind, flags, source, destination, key, args }
         ),
-        (0..=op::PUBLISH_TO_KNOWN, queue(), queue(), entries()).prop_map(|(flags, exchange, key, entries)| {
-            O::PublishTo { flags, exchange, key, entries }
-        }),
+        (0..=op::PUBLISH_TO_KNOWN, queue(), queue(), entries())
+            .prop_map(|(flags, exchange, key, entries)| { O::PublishTo { flags, exchange, key, entries } }),
         any::<u32>().prop_map(|count| O::Confirm { count }),
         (any::<u32>(), any::<u32>(), queue()).prop_map(|(consumer_id, prefetch, queue)| O::Subscribe {
             consumer_id,
@@ -156,9 +154,7 @@ fn ranges_raw(rs: &[(u64, u64)]) -> Vec<u8> {
 /// Builds the borrowed `Frame` for `o` and hands it to `f`.
 fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
     let raw_entries = match o {
-        O::Publish { entries, .. } | O::Deliver { entries, .. } | O::PublishTo { entries, .. } => {
-            entries_raw(entries)
-        }
+        O::Publish { entries, .. } | O::Deliver { entries, .. } | O::PublishTo { entries, .. } => entries_raw(entries),
         _ => BytesMut::new(),
     };
     let raw_ranges = match o {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod admin;
 mod durable;
+pub mod routing;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
@@ -62,6 +63,8 @@ pub struct Shard {
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// Set when the request being handled logged queue metadata.
     meta_logged: Cell<bool>,
+    /// This shard's copy of the routing table, and its fan-ins.
+    pub routing: routing::Routing,
 }
 
 impl Shard {
@@ -79,6 +82,7 @@ impl Shard {
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
+            routing: routing::Routing::default(),
         }
     }
 
@@ -122,6 +126,7 @@ impl Shard {
     }
 
     fn reply_local(&self, conn_id: u64, reply: Reply) {
+        let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
         let sink = self.conns.borrow().get(&conn_id).cloned();
         match sink {
             Some(s) => s.send(reply),
@@ -147,6 +152,9 @@ impl Shard {
             MeshMsg::Reply { conn_id, reply } => self.reply_local(conn_id, reply),
             MeshMsg::Admin { from, token, req } => self.on_admin(from, token, req),
             MeshMsg::AdminReply { shard, token, reply } => self.on_admin_reply(shard, token, reply),
+            MeshMsg::MetaApply { version, change } => self.on_meta_apply(version, change),
+            MeshMsg::MetaApplied { shard, version } => self.on_meta_applied(shard, version),
+            MeshMsg::MetaReady => self.set_routing_ready(),
         }
     }
 
@@ -161,6 +169,10 @@ impl Shard {
                     Reply::error(request_id, ErrorCode::ShardUnavailable, format!("shard {peer} is not running")),
                 ),
                 MeshMsg::Reply { .. } | MeshMsg::AdminReply { .. } => lost_replies += 1,
+                MeshMsg::MetaApply { .. } | MeshMsg::MetaReady | MeshMsg::MetaApplied { .. } => {
+                    tracing::error!(peer, "routing change not delivered: peer stopped");
+                    self.on_meta_applied(peer, u64::MAX);
+                }
                 MeshMsg::Admin { token, .. } => self.on_admin_reply(
                     peer,
                     token,
@@ -196,6 +208,14 @@ impl Shard {
                 }
                 return;
             }
+            Request::PublishMany { persistent, confirm, mandatory, targets, count } => {
+                let o = routing::PubOpts { persistent, confirm, mandatory };
+                return self.publish_many(from, request_id, o, targets, count);
+            }
+            Request::Meta { change, durable_dest, if_unused } => {
+                return self.on_meta(from, request_id, change, durable_dest, if_unused)
+            }
+            Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
                 self.connection_closed(from, &queues);
                 return;
@@ -370,6 +390,7 @@ impl Shard {
         let n = q.ready_len() as u64;
         queues.remove(name);
         self.log_delete(name);
+        self.queue_gone(name);
         tracing::debug!(queue = %name, "queue deleted");
         Ok(n)
     }
@@ -385,13 +406,46 @@ impl Shard {
         queue: &str,
         entries: impl ExactSizeIterator<Item = Bytes>,
     ) {
-        // Persistent messages into a durable queue are logged, and their
-        // confirm waits for the flush; everything else stays in memory.
-        let (result, log) = match self.log_target(persistent, queue) {
-            Err(e) => (Err(e), None),
-            Ok(None) => (self.with_queue(queue, |q| q.publish(persistent, entries)), None),
-            Ok(Some((d, id))) => {
-                let r = self.with_queue(queue, |q| {
+        match self.enqueue(persistent, queue, entries) {
+            Ok((n, log)) => {
+                bump(&self.counters.published, u64::from(n));
+                if confirm {
+                    self.confirm(from, request_id, n, log.as_deref());
+                }
+            }
+            Err(e) => {
+                tracing::debug!(queue, code = ?e.code, "publish refused: {}", e.message);
+                self.route_reply(from, Reply::Error { request_id, code: e.code, message: e.message });
+            }
+        }
+    }
+
+    /// Confirms `count` messages: after the log's next flush when some were
+    /// logged, now otherwise.
+    fn confirm(&self, to: ConnRef, request_id: u64, count: u32, log: Option<&durable::Durable>) {
+        match log {
+            Some(d) => self.confirm_after_log(d, to, request_id, count),
+            None => {
+                bump(&self.counters.confirmed, u64::from(count));
+                self.counters.confirm_latency.observe(std::time::Duration::ZERO, u64::from(count));
+                self.route_reply(to, Reply::Confirm { request_id, count });
+            }
+        }
+    }
+
+    /// Appends a batch to one queue. Persistent messages into a durable
+    /// queue are logged, and the log is returned: their confirm must wait
+    /// for its flush. Everything else stays in memory.
+    fn enqueue(
+        &self,
+        persistent: bool,
+        queue: &str,
+        entries: impl ExactSizeIterator<Item = Bytes>,
+    ) -> Result<(u32, Option<Rc<durable::Durable>>), QueueError> {
+        match self.log_target(persistent, queue)? {
+            None => Ok((self.with_queue(queue, |q| q.publish(persistent, entries))?, None)),
+            Some((d, id)) => {
+                let n = self.with_queue(queue, |q| {
                     let mut seq = q.next_seq();
                     q.publish(
                         persistent,
@@ -401,24 +455,8 @@ impl Shard {
                             seq += 1;
                         }),
                     )
-                });
-                (r, Some(d))
-            }
-        };
-        match result {
-            Ok(n) => {
-                bump(&self.counters.published, u64::from(n));
-                if let (true, Some(d)) = (confirm, &log) {
-                    self.confirm_after_log(d, from, request_id, n);
-                } else if confirm {
-                    bump(&self.counters.confirmed, u64::from(n));
-                    self.counters.confirm_latency.observe(std::time::Duration::ZERO, u64::from(n));
-                    self.route_reply(from, Reply::Confirm { request_id, count: n });
-                }
-            }
-            Err(e) => {
-                tracing::debug!(queue, code = ?e.code, "publish refused: {}", e.message);
-                self.route_reply(from, Reply::Error { request_id, code: e.code, message: e.message });
+                })?;
+                Ok((n, Some(d)))
             }
         }
     }
@@ -534,6 +572,7 @@ impl Shard {
     fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
         if let Some(q) = queues.remove(name) {
             self.log_delete(name);
+            self.queue_gone(name);
             for (to, consumer_id) in q.push_consumers() {
                 self.route_reply(to, Reply::ConsumerGone { consumer_id });
             }

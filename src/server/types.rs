@@ -2,7 +2,16 @@
 //! or over the mesh. All are `Send`: the same types serve both paths.
 
 use crate::protocol::ErrorCode;
+use crate::routing::{BindingDef, Change};
 use bytes::Bytes;
+
+/// One queue's share of a routed batch.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub queue: String,
+    pub entries: Bytes,
+    pub count: u32,
+}
 
 /// A connection, named by the shard that holds its socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +72,32 @@ pub enum Request {
     },
     Purge {
         queue: String,
+    },
+    /// Messages routed through an exchange to queues of one owner: each
+    /// target's entries go to its queue; one reply (confirm or error) for
+    /// the whole request, `count` being the size of the original batch.
+    PublishMany {
+        persistent: bool,
+        confirm: bool,
+        mandatory: bool,
+        targets: Vec<Target>,
+        count: u32,
+    },
+    /// A change to the routing table, handled by shard 0 (the metadata
+    /// owner), which applies it, stores it if durable, and broadcasts it.
+    Meta {
+        change: Change,
+        /// The binding's destination is durable (known by the queue's
+        /// owner, which forwards the request).
+        durable_dest: bool,
+        /// `DeleteExchange` only: refuse while it is the source of bindings.
+        if_unused: bool,
+    },
+    /// A queue binding, sent first to the queue's owner, which checks the
+    /// queue and forwards it to shard 0 as `Meta`.
+    BindQueue {
+        binding: BindingDef,
+        unbind: bool,
     },
     /// `entries` holds `count` validated message entries back to back.
     Publish {

@@ -11,10 +11,12 @@
 //! | [`recovery`] | replaying segments into queues at shard start |
 //! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
 //! | [`meta`] | the data dir's shard count |
+//! | [`definitions`] | durable exchanges and bindings (shard 0 writes them) |
 //!
 //! Nothing here knows about connections: the shard hands in opaque
 //! waiters (its deferred confirms) and gets them back after a flush.
 
+pub mod definitions;
 pub mod io;
 pub mod log;
 pub mod meta;
