@@ -36,8 +36,10 @@ pub const ADMIN_SHARDS: u8 = 0x03;
 pub const ADMIN_PURGE_QUEUE: u8 = 0x04;
 pub const ADMIN_DELETE_QUEUE: u8 = 0x05;
 pub const ADMIN_CLOSE_CONNECTION: u8 = 0x06;
+pub const ADMIN_LIST_EXCHANGES: u8 = 0x07;
+pub const ADMIN_LIST_BINDINGS: u8 = 0x08;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_CLOSE_CONNECTION;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_LIST_BINDINGS;
 
 /// `Error`: the server closes the connection after this frame.
 pub const FLAG_FATAL: u8 = 0x01;
