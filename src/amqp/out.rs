@@ -85,9 +85,10 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
     let (amqp, hard) = match code {
         ErrorCode::QueueNotFound => (code::NOT_FOUND, false),
         ErrorCode::QueueLocked => (code::RESOURCE_LOCKED, false),
-        ErrorCode::QueueMismatch | ErrorCode::BadQueueName | ErrorCode::UnknownDeliveryTag => {
-            (code::PRECONDITION_FAILED, false)
-        }
+        ErrorCode::QueueMismatch
+        | ErrorCode::BadQueueName
+        | ErrorCode::UnknownDeliveryTag
+        | ErrorCode::InvalidArgument => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueLimit | ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
@@ -191,7 +192,7 @@ impl AmqpConn {
         let ch = st.channels.get_mut(&n)?;
         let tracked = ch.outstanding.iter().any(|o| o.first_seq == seq);
         match reply {
-            Reply::Confirm { .. } => ch.settle(seq, Settled::Ack),
+            Reply::Confirm { count, .. } => ch.settle_count(seq, count),
             Reply::Error { code: ErrorCode::QueueNotFound, .. } => ch.settle(seq, Settled::NoRoute),
             Reply::Error { code, message, .. } => {
                 // Without confirms there is no other way to say it.

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     BadQueueName = 15,
     /// The queue is exclusive to another connection (AMQP 405).
     QueueLocked = 16,
+    /// A Declare argument has the wrong type or is out of range (AMQP 406).
+    InvalidArgument = 17,
     UnknownConsumer = 20,
     UnknownDeliveryTag = 21,
     ConsumerExists = 22,
@@ -52,6 +54,7 @@ impl ErrorCode {
             14 => MessageTooLarge,
             15 => BadQueueName,
             16 => QueueLocked,
+            17 => InvalidArgument,
             20 => UnknownConsumer,
             21 => UnknownDeliveryTag,
             22 => ConsumerExists,

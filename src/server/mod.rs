@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod deadletter;
 pub mod http;
 pub mod listener;
 pub mod mesh;
+pub mod policy;
 pub mod queue;
 pub mod shard;
 pub mod stats;
@@ -233,6 +235,8 @@ async fn run_shard(s: ShardStart) {
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    // TTL and x-expires: one timer task per shard.
+    tasks.push(glommio::spawn_local(shard.clone().run_timers()));
     if let Some(m) = s.metrics {
         tasks.push(glommio::spawn_local(http::accept_loop(shard.clone(), m.into_listener())));
     }

@@ -367,7 +367,7 @@ impl Raw {
     }
 
     pub fn declare(&mut self, queue: &str) -> u64 {
-        let rid = self.send(Cmd::Declare { flags: 0, queue });
+        let rid = self.send(Cmd::Declare { flags: 0, queue, args: &[] });
         self.expect_ok(rid)
     }
 
