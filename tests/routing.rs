@@ -215,7 +215,7 @@ fn refusals_have_their_codes_and_queue_deletion_drops_bindings() {
         );
         assert_eq!(
             e(c.declare_exchange("bad", "nonsense", ExchangeOptions::default()).await),
-            Some(ErrorCode::BadArgument)
+            Some(ErrorCode::InvalidArgument)
         );
         assert_eq!(
             e(c.declare_exchange("amq.mine", "direct", ExchangeOptions::default()).await),
@@ -286,4 +286,44 @@ fn durable_exchanges_and_bindings_survive_a_restart() {
         c.close().await;
     });
     b.stop();
+}
+
+/// A rejected message goes through its queue's dead-letter exchange (a
+/// topic exchange here) with the dead-letter routing key, to a queue on
+/// the other shard, with an `x-death` that names the exchange and routing
+/// key it was first published with.
+#[test]
+fn dead_letters_route_through_an_exchange() {
+    use ringmq::protocol::props::Props;
+    use ringmq::protocol::table::{TableBuilder, Value};
+    let b = TestBroker::start();
+    let url = b.url();
+    run_local(TEST_DEADLINE, move || async move {
+        let c = connect(url).await;
+        let (work, dead) = (queue_on(0, 2, "work"), queue_on(1, 2, "dead"));
+        c.declare_exchange("dlx", "topic", ExchangeOptions::default()).await.unwrap();
+        c.declare_exchange("in", "direct", ExchangeOptions::default()).await.unwrap();
+        c.declare(&dead, false).await.unwrap();
+        c.bind_queue(&dead, "dlx", "failed.#", &[]).await.unwrap();
+        let args =
+            TableBuilder::new().str("x-dead-letter-exchange", "dlx").str("x-dead-letter-routing-key", "failed.jobs");
+        c.declare_with(&work, false, &args.build()).await.unwrap();
+        c.bind_queue(&work, "in", "job", &[]).await.unwrap();
+        publish(&c, "in", "job", &["j1"], false).await.unwrap();
+        let mut sub = c.subscribe(&work, 10).await.unwrap();
+        let d = within("delivery", STEP, sub.next()).await.unwrap().unwrap();
+        sub.nack(d.tag, false);
+        let mut dsub = c.subscribe(&dead, 10).await.unwrap();
+        let d = within("dead letter", STEP, dsub.next()).await.unwrap().unwrap();
+        assert_eq!(&d.body[..], b"j1");
+        let props = Props::parse(&d.props).unwrap();
+        let Some(Value::Array(deaths)) = props.headers.and_then(|h| h.get("x-death").cloned()) else {
+            panic!("no x-death")
+        };
+        let Value::Table(t) = &deaths[0] else { panic!("x-death entry is not a table") };
+        assert_eq!(t.get("reason").and_then(Value::as_str), Some("rejected"));
+        assert_eq!(t.get("queue").and_then(Value::as_str), Some(work.as_str()));
+        assert_eq!(t.get("exchange").and_then(Value::as_str), Some("in"));
+        dsub.ack(d.tag);
+    });
 }

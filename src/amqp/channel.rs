@@ -96,6 +96,7 @@ pub struct Held {
     pub qtag: u64,
     pub redelivered: bool,
     pub entry: Bytes,
+    pub origin: Option<std::sync::Arc<crate::server::types::Origin>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +257,29 @@ impl Channel {
         }
     }
 
+    /// Records a confirm for `count` messages of a batch: fewer than the
+    /// batch means the queue's `x-overflow` refused the rest, which are
+    /// nacked (split off as their own entry, in order).
+    pub fn settle_count(&mut self, first_seq: u64, count: u32) {
+        let Some(i) = self.outstanding.iter().position(|o| o.first_seq == first_seq) else { return };
+        let o = &mut self.outstanding[i];
+        if count >= o.count {
+            o.result.get_or_insert(Settled::Ack);
+            return;
+        }
+        let rest = Outstanding {
+            first_seq: first_seq + u64::from(count),
+            count: o.count - count,
+            confirm: o.confirm,
+            returns: None,
+            result: Some(Settled::Nack),
+        };
+        o.count = count;
+        o.returns = None;
+        o.result = Some(if count == 0 { Settled::Nack } else { Settled::Ack });
+        self.outstanding.insert(i + 1, rest);
+    }
+
     /// Pops settled batches in order. For each: the client tag range to
     /// confirm (if confirms are on), how, and what to return.
     #[allow(clippy::type_complexity)]
@@ -312,5 +336,15 @@ mod tests {
         c.settle(1, Settled::Nack);
         assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((1, 2)), Settled::Nack)));
         assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((3, 4)), Settled::Ack)));
+    }
+
+    #[test]
+    fn a_partial_confirm_acks_the_stored_and_nacks_the_rest() {
+        let mut c = Channel::new();
+        c.outstanding.push_back(Outstanding { first_seq: 1, count: 5, confirm: true, returns: None, result: None });
+        c.settle_count(1, 2);
+        assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((1, 2)), Settled::Ack)));
+        assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((3, 5)), Settled::Nack)));
+        assert!(c.pop_settled().is_none());
     }
 }

@@ -359,14 +359,17 @@ impl AmqpConn {
                         return;
                     };
                     let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
-                    self.shard.publish(me, rid, persistent, confirm, &queue, msgs);
+                    // Per-message semantics: a queue's reject-publish
+                    // refuses only the messages that find it full.
+                    let mode = crate::server::types::PublishMode { persistent, confirm, partial: true };
+                    self.shard.publish(me, rid, mode, &queue, msgs);
                     // A connection that also consumes is never paused: its
                     // acks may be what drains the queue.
                     if self.st.borrow().consumers.is_empty() && self.shard.over_publish_pause(&queue) {
                         *self.paused_on.borrow_mut() = Some(queue);
                     }
                 } else {
-                    let req = Request::Publish { persistent, confirm, queue, entries, count };
+                    let req = Request::Publish { persistent, confirm, partial: true, queue, entries, count };
                     self.shard.submit(me, rid, owner, req);
                 }
             }

@@ -7,6 +7,7 @@ use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KI
 use super::frame::{self, Frame};
 use super::method::{self, code, id, Method, MethodId, QueueDeclare};
 use super::wire::{self, put_shortstr};
+use crate::server::policy::QueueArgs;
 use crate::server::shard::Shard;
 use crate::server::types::Request;
 use bytes::{BufMut, BytesMut};
@@ -370,16 +371,6 @@ fn declare(
     d: QueueDeclare<'_>,
     jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
-    for (key, kind, v) in wire::table_entries(d.args) {
-        let classic = key == b"x-queue-type" && kind == b'S' && v == b"classic";
-        if !classic {
-            return Err(conn_fault(
-                code::NOT_IMPLEMENTED,
-                format!("NOT_IMPLEMENTED - queue argument '{}' is not implemented", String::from_utf8_lossy(key)),
-                mid,
-            ));
-        }
-    }
     let name = if d.queue.is_empty() {
         if d.passive {
             return Err(ch_fault(n, code::NOT_FOUND, "NOT_FOUND - passive declare needs a queue name", mid));
@@ -399,6 +390,15 @@ fn declare(
         }
         check_name(n, d.queue, mid)?.to_string()
     };
+    // A passive declare only checks existence: RabbitMQ ignores its arguments.
+    let args = if d.passive { Ok(QueueArgs::default()) } else { QueueArgs::parse(d.args, &name) };
+    let args = args.map_err(|e| {
+        if e.unsupported {
+            conn_fault(code::NOT_IMPLEMENTED, format!("NOT_IMPLEMENTED - {}", e.message), mid)
+        } else {
+            ch_fault(n, code::PRECONDITION_FAILED, format!("PRECONDITION_FAILED - {}", e.message), mid)
+        }
+    })?;
     let owner = c.shard.owner_of(&name);
     let exclusive = d.exclusive && !d.passive;
     let seq = channel(st, n).push_op(OpKind::Declare { queue: name.clone(), exclusive, no_wait: d.no_wait });
@@ -409,6 +409,7 @@ fn declare(
         exclusive,
         auto_delete: d.auto_delete,
         amqp: true,
+        args: Box::new(args),
     };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
     Ok(())

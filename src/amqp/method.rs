@@ -348,12 +348,20 @@ pub fn put_close(b: &mut BytesMut, channel: u16, mid: MethodId, code: u16, text:
 }
 
 /// basic.deliver: the hot path out.
-pub fn put_deliver(b: &mut BytesMut, channel: u16, consumer_tag: &str, tag: u64, redelivered: bool, routing_key: &str) {
+pub fn put_deliver(
+    b: &mut BytesMut,
+    channel: u16,
+    consumer_tag: &str,
+    tag: u64,
+    redelivered: bool,
+    exchange: &str,
+    routing_key: &str,
+) {
     put(b, channel, id::BASIC_DELIVER, |b| {
         put_shortstr(b, consumer_tag);
         b.put_u64(tag);
         put_bits(b, &[redelivered]);
-        put_shortstr(b, "");
+        put_shortstr(b, exchange);
         put_shortstr(b, routing_key);
     });
 }

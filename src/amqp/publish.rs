@@ -52,6 +52,14 @@ pub fn on_content(
                 format!("PRECONDITION_FAILED - message of {body_len} bytes is larger than message_bytes_max {max}"),
             ));
         }
+        if let Some(bad) = bad_expiration(props) {
+            ch.content = None;
+            return Err(ch_fault(
+                n,
+                code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - invalid expiration {bad:?}"),
+            ));
+        }
         content.have_header = true;
         content.persistent = mode == 2;
         content.body_len = body_len as usize;
@@ -85,6 +93,21 @@ pub fn on_content(
         ch.content_body.extend_from_slice(f.payload);
     }
     Ok(())
+}
+
+/// The `expiration` property when it is not a number of milliseconds
+/// (RabbitMQ refuses the publish); cheap when the property is absent.
+fn bad_expiration(props: &[u8]) -> Option<String> {
+    const EXPIRATION_BIT: u16 = 1 << (15 - crate::protocol::props::EXPIRATION);
+    let flags = u16::from_be_bytes([*props.first()?, *props.get(1)?]);
+    if flags & EXPIRATION_BIT == 0 {
+        return None;
+    }
+    let text = crate::protocol::props::scan(props)?.expiration?;
+    match crate::protocol::props::expiration_ms(text) {
+        Some(_) => None,
+        None => Some(String::from_utf8_lossy(text).into_owned()),
+    }
 }
 
 /// A whole message: appended to the channel's batch for its queue.

@@ -40,6 +40,10 @@ pub struct PubArgs {
     /// Wait for the broker's confirms; only confirmed messages count as confirmed.
     #[arg(long)]
     confirm: bool,
+    /// A queue argument for the declare, KEY=VALUE (repeatable), e.g.
+    /// `--queue-arg x-max-length=100`; integers are sent as integers.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    queue_arg: Vec<String>,
     /// Messages per Publish frame.
     #[arg(long, default_value_t = 256)]
     batch: u32,
@@ -66,6 +70,7 @@ struct Counts {
 }
 
 async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
+    let args = super::queue_args(&a.queue_arg).map_err(ClientError::Invalid)?;
     let client = Client::connect(a.conn.options()).await?;
     let popts = ProducerOptions {
         batch_max: a.batch.max(1),
@@ -76,7 +81,7 @@ async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
     };
     let producer = match (&a.queue, &a.exchange) {
         (Some(queue), _) => {
-            client.declare(queue, a.persistent).await?;
+            client.declare_with(queue, a.persistent, &args).await?;
             client.producer(queue, popts).await?
         }
         (None, Some(exchange)) => {

@@ -36,6 +36,10 @@ pub struct SubArgs {
     /// Declare the `--bind` exchanges with this type if they do not exist.
     #[arg(long)]
     exchange_type: Option<String>,
+    /// A queue argument for the declare, KEY=VALUE (repeatable), as for
+    /// `ringmq pub`.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    queue_arg: Vec<String>,
     /// Unacked messages the broker may push ahead.
     #[arg(long, default_value_t = 8192)]
     prefetch: u32,
@@ -47,8 +51,9 @@ enum End {
 }
 
 async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError> {
+    let args = super::queue_args(&a.queue_arg).map_err(ClientError::Invalid)?;
     let client = Client::connect(a.conn.options()).await?;
-    client.declare(&a.queue, a.durable).await.or_else(|e| {
+    client.declare_with(&a.queue, a.durable, &args).await.or_else(|e| {
         // A queue that exists with the other durability is fine too.
         if e.code() == Some(ringmq::protocol::ErrorCode::QueueMismatch) {
             Ok(0)

@@ -198,13 +198,20 @@ impl Client {
     }
 
     pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
+        self.declare_with(queue, durable, &[]).await
+    }
+
+    /// Declares with queue arguments (policies: TTL, length limits,
+    /// dead-lettering, priorities...), a raw AMQP field table as built by
+    /// [`protocol::table::TableBuilder`]. A redeclare must repeat them.
+    pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
         let flags = if durable { protocol::op::DECLARE_DURABLE } else { 0 };
-        self.conn_for(queue).await?.declare(queue, flags).await
+        self.conn_for(queue).await?.declare(queue, flags, args).await
     }
 
     /// Checks that a queue exists; returns its ready count.
     pub async fn declare_passive(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE).await
+        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE, &[]).await
     }
 
     pub async fn delete(&self, queue: &str) -> Result<u64> {

@@ -41,9 +41,13 @@ pub enum Cmd<'a> {
     },
     Ping,
     Pong,
+    /// `args`: a raw AMQP field table (queue arguments), empty for none.
+    /// The `DECLARE_HAS_ARGS` header flag is set exactly when it is not
+    /// empty: `encode` sets it, `decode` reports it in `flags`.
     Declare {
         flags: u8,
         queue: &'a str,
+        args: &'a [u8],
     },
     Delete {
         flags: u8,
@@ -202,6 +206,25 @@ fn known_flags(flags: u8, known: u8, what: &'static str) -> Result<u8, DecodeErr
     Ok(flags)
 }
 
+/// The arguments block of a Declare: `u32` length, then a non-empty AMQP
+/// field table of at most `DECLARE_ARGS_BYTES_MAX` bytes, checked here so
+/// the broker only ever sees a well-formed table.
+fn declare_args<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
+    let what = "Declare";
+    let n = c.u32()? as usize;
+    if n == 0 {
+        return Err(DecodeError::Malformed { what, why: "arguments flag with empty arguments" });
+    }
+    if n > op::DECLARE_ARGS_BYTES_MAX {
+        return Err(DecodeError::Malformed { what, why: "arguments larger than 65535 bytes" });
+    }
+    let args = c.bytes(n)?;
+    if super::table::Table::parse(args).is_err() {
+        return Err(DecodeError::Malformed { what, why: "arguments are not an AMQP field table" });
+    }
+    Ok(args)
+}
+
 fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeError> {
     let what = op::name(opcode);
     let mut c = Cursor::new(body, what);
@@ -252,7 +275,11 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
         }
         op::PING => Cmd::Ping,
         op::PONG => Cmd::Pong,
-        op::DECLARE => Cmd::Declare { flags, queue: c.str8()? },
+        op::DECLARE => {
+            let queue = c.str8()?;
+            let args = if flags & op::DECLARE_HAS_ARGS != 0 { declare_args(&mut c)? } else { &[] };
+            Cmd::Declare { flags, queue, args }
+        }
         op::DELETE => Cmd::Delete { flags, queue: c.str8()? },
         op::PURGE => Cmd::Purge { queue: c.str8()? },
         op::PUBLISH => {
@@ -364,7 +391,10 @@ impl Cmd<'_> {
             Cmd::Error { fatal, .. } => (op::ERROR, if *fatal { op::FLAG_FATAL } else { 0 }),
             Cmd::Ping => (op::PING, 0),
             Cmd::Pong => (op::PONG, 0),
-            Cmd::Declare { flags, .. } => (op::DECLARE, *flags),
+            Cmd::Declare { flags, args, .. } => {
+                let has = if args.is_empty() { 0 } else { op::DECLARE_HAS_ARGS };
+                (op::DECLARE, (*flags & !op::DECLARE_HAS_ARGS) | has)
+            }
             Cmd::Delete { flags, .. } => (op::DELETE, *flags),
             Cmd::Purge { .. } => (op::PURGE, 0),
             Cmd::Publish { flags, .. } => (op::PUBLISH, *flags),
@@ -413,7 +443,14 @@ impl Cmd<'_> {
                 put_str16(buf, message);
             }
             Cmd::Ping | Cmd::Pong | Cmd::GetEmpty => {}
-            Cmd::Declare { queue, .. } | Cmd::Delete { queue, .. } | Cmd::Purge { queue } => put_str8(buf, queue),
+            Cmd::Declare { queue, args, .. } => {
+                put_str8(buf, queue);
+                if !args.is_empty() {
+                    buf.put_u32_le(args.len() as u32);
+                    buf.put_slice(args);
+                }
+            }
+            Cmd::Delete { queue, .. } | Cmd::Purge { queue } => put_str8(buf, queue),
             Cmd::Publish { queue, entries, .. } => {
                 put_str8(buf, queue);
                 buf.put_u32_le(entries.len());

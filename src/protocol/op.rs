@@ -47,7 +47,12 @@ pub const FLAG_FATAL: u8 = 0x01;
 pub const DECLARE_DURABLE: u8 = 0x01;
 /// `Declare`: only check that the queue exists.
 pub const DECLARE_PASSIVE: u8 = 0x02;
-pub const DECLARE_KNOWN: u8 = DECLARE_DURABLE | DECLARE_PASSIVE;
+/// `Declare`: an arguments block (`u32` length + AMQP field table) follows
+/// the queue name.
+pub const DECLARE_HAS_ARGS: u8 = 0x04;
+pub const DECLARE_KNOWN: u8 = DECLARE_DURABLE | DECLARE_PASSIVE | DECLARE_HAS_ARGS;
+/// The largest arguments block a Declare may carry.
+pub const DECLARE_ARGS_BYTES_MAX: usize = 65_535;
 /// `Delete`: refuse when the queue holds messages.
 pub const DELETE_IF_EMPTY: u8 = 0x01;
 pub const DELETE_KNOWN: u8 = DELETE_IF_EMPTY;

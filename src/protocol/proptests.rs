@@ -19,31 +19,115 @@ type OwnedEntry = (bool, Vec<u8>, Vec<u8>);
 /// builds the borrowed `Frame` from it.
 #[derive(Debug, Clone)]
 enum O {
-    Hello { version: u16, user: String, password: String },
-    HelloOk { version: u16, shard_id: u16, hash_id: u8, limits: (u32, u32, u32), addrs: Vec<String> },
-    Ok { value: u64 },
-    Error { fatal: bool, code: u16, message: String },
+    Hello {
+        version: u16,
+        user: String,
+        password: String,
+    },
+    HelloOk {
+        version: u16,
+        shard_id: u16,
+        hash_id: u8,
+        limits: (u32, u32, u32),
+        addrs: Vec<String>,
+    },
+    Ok {
+        value: u64,
+    },
+    Error {
+        fatal: bool,
+        code: u16,
+        message: String,
+    },
     Ping,
     Pong,
-    Declare { flags: u8, queue: String },
-    Delete { flags: u8, queue: String },
-    Purge { queue: String },
-    Publish { flags: u8, queue: String, entries: Vec<OwnedEntry> },
-    ExchangeDeclare { flags: u8, exchange: String, kind: String, args: Vec<u8> },
-    ExchangeDelete { flags: u8, exchange: String },
-    Bind { unbind: bool, flags: u8, source: String, destination: String, key: String, args: Vec<u8> },
-    PublishTo { flags: u8, exchange: String, key: String, entries: Vec<OwnedEntry> },
-    Confirm { count: u32 },
-    Subscribe { consumer_id: u32, prefetch: u32, queue: String },
-    Unsubscribe { consumer_id: u32 },
-    Deliver { consumer_id: u32, first_tag: u64, entries: Vec<OwnedEntry> },
-    Ack { consumer_id: u32, ranges: Vec<(u64, u64)> },
-    Nack { requeue: bool, consumer_id: u32, ranges: Vec<(u64, u64)> },
-    Get { no_ack: bool, consumer_id: u32, queue: String },
-    GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: OwnedEntry },
+    /// `args`: a raw field table, empty for none; `flags` carries
+    /// `DECLARE_HAS_ARGS` exactly when it is not empty.
+    Declare {
+        flags: u8,
+        queue: String,
+        args: Vec<u8>,
+    },
+    Delete {
+        flags: u8,
+        queue: String,
+    },
+    Purge {
+        queue: String,
+    },
+    Publish {
+        flags: u8,
+        queue: String,
+        entries: Vec<OwnedEntry>,
+    },
+    ExchangeDeclare {
+        flags: u8,
+        exchange: String,
+        kind: String,
+        args: Vec<u8>,
+    },
+    ExchangeDelete {
+        flags: u8,
+        exchange: String,
+    },
+    Bind {
+        unbind: bool,
+        flags: u8,
+        source: String,
+        destination: String,
+        key: String,
+        args: Vec<u8>,
+    },
+    PublishTo {
+        flags: u8,
+        exchange: String,
+        key: String,
+        entries: Vec<OwnedEntry>,
+    },
+    Confirm {
+        count: u32,
+    },
+    Subscribe {
+        consumer_id: u32,
+        prefetch: u32,
+        queue: String,
+    },
+    Unsubscribe {
+        consumer_id: u32,
+    },
+    Deliver {
+        consumer_id: u32,
+        first_tag: u64,
+        entries: Vec<OwnedEntry>,
+    },
+    Ack {
+        consumer_id: u32,
+        ranges: Vec<(u64, u64)>,
+    },
+    Nack {
+        requeue: bool,
+        consumer_id: u32,
+        ranges: Vec<(u64, u64)>,
+    },
+    Get {
+        no_ack: bool,
+        consumer_id: u32,
+        queue: String,
+    },
+    GetOk {
+        consumer_id: u32,
+        tag: u64,
+        remaining: u32,
+        entry: OwnedEntry,
+    },
     GetEmpty,
-    Admin { command: u8, arg: String },
-    AdminOk { json: String },
+    Admin {
+        command: u8,
+        arg: String,
+    },
+    AdminOk {
+        json: String,
+    },
 }
 
 fn queue() -> impl Strategy<Value = String> {
@@ -72,6 +156,26 @@ fn ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
         .prop_map(|v| v.into_iter().map(|(a, len)| (a, a.saturating_add(len % 1000))).collect())
 }
 
+/// Queue arguments: none, or a table of integers, strings and booleans
+/// (the types queue arguments use), nested one level.
+fn declare_args() -> impl Strategy<Value = Vec<u8>> {
+    use crate::protocol::table::{Table, Value};
+    let value = prop_oneof![
+        any::<i64>().prop_map(Value::I64),
+        any::<i32>().prop_map(Value::I32),
+        any::<bool>().prop_map(Value::Bool),
+        "\\PC{0,20}".prop_map(|s| Value::str(&s)),
+    ];
+    let entry = ("[a-z-]{1,20}", value);
+    let table = prop::collection::vec(entry, 0..6).prop_map(|v| Table(v.into_iter().collect()));
+    (table.clone(), prop::option::of(table)).prop_map(|(mut t, inner)| {
+        if let Some(inner) = inner {
+            t.0.push(("nested".into(), Value::Table(inner)));
+        }
+        t.encode()
+    })
+}
+
 fn owned_cmd() -> impl Strategy<Value = O> {
     prop_oneof![
         (any::<u16>(), text(), text()).prop_map(|(version, user, password)| O::Hello { version, user, password }),
@@ -87,7 +191,10 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         (any::<bool>(), any::<u16>(), text()).prop_map(|(fatal, code, message)| O::Error { fatal, code, message }),
         Just(O::Ping),
         Just(O::Pong),
-        (0..=op::DECLARE_KNOWN, queue()).prop_map(|(flags, queue)| O::Declare { flags, queue }),
+        (0..=(op::DECLARE_DURABLE | op::DECLARE_PASSIVE), queue(), declare_args()).prop_map(|(flags, queue, args)| {
+            let flags = if args.is_empty() { flags } else { flags | op::DECLARE_HAS_ARGS };
+            O::Declare { flags, queue, args }
+        }),
         (0..=op::DELETE_KNOWN, queue()).prop_map(|(flags, queue)| O::Delete { flags, queue }),
         queue().prop_map(|queue| O::Purge { queue }),
         (0..=op::PUBLISH_KNOWN, queue(), entries()).prop_map(|(flags, queue, entries)| O::Publish {
@@ -178,7 +285,7 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         O::Error { fatal, code, message } => Cmd::Error { fatal: *fatal, code: *code, message },
         O::Ping => Cmd::Ping,
         O::Pong => Cmd::Pong,
-        O::Declare { flags, queue } => Cmd::Declare { flags: *flags, queue },
+        O::Declare { flags, queue, args } => Cmd::Declare { flags: *flags, queue, args },
         O::Delete { flags, queue } => Cmd::Delete { flags: *flags, queue },
         O::Purge { queue } => Cmd::Purge { queue },
         O::Publish { flags, queue, entries } => Cmd::Publish { flags: *flags, queue, entries: es(entries.len()) },
@@ -302,7 +409,7 @@ fn error_codes_are_stable_and_round_trip() {
         }
     }
     // Pinned: codes are never renumbered (append new ones only).
-    for v in [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24, 30, 31, 32, 40, 50] {
+    for v in [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 30, 31, 32, 40, 50] {
         assert!(known.contains(&v), "error code {v} vanished");
     }
     assert_eq!(DecodeError::TooLarge { len: 1, max: 0 }.code(), ErrorCode::FrameTooLarge);

@@ -1,10 +1,11 @@
 //! A native-protocol connection: read, decode, check, and hand each request
 //! to the shard that owns its queue (here, or over the mesh).
 
+use super::policy::QueueArgs;
 use super::queue::Deliveries;
 use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
 use super::shard::{ConnSink, Shard};
-use super::types::{ConnRef, QueueError, Reply, Request};
+use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
 use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
@@ -315,8 +316,13 @@ impl NativeConn {
             }
             Cmd::Ping => self.outbox.push(|b| frame(b, rid, Cmd::Pong)),
             Cmd::Pong => {}
-            Cmd::Declare { flags, queue } => {
+            Cmd::Declare { flags, queue, args } => {
                 check_queue_name(queue)?;
+                let args = QueueArgs::parse(args, queue).map_err(|e| Fatal {
+                    request_id: rid,
+                    code: e.code,
+                    message: e.message,
+                })?;
                 let req = Request::Declare {
                     durable: flags & op::DECLARE_DURABLE != 0,
                     passive: flags & op::DECLARE_PASSIVE != 0,
@@ -324,6 +330,7 @@ impl NativeConn {
                     exclusive: false,
                     auto_delete: false,
                     amqp: false,
+                    args: Box::new(args),
                 };
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
@@ -485,7 +492,9 @@ impl NativeConn {
         let owner = self.shard.owner_of(queue);
         if owner == self.shard.id {
             let msgs = entries.raw_iter().map(|raw| chunk.slice_ref(raw));
-            self.shard.publish(self.me(), rid, persistent, confirm, queue, msgs);
+            // Native batches are all or nothing: one Confirm covers them.
+            let mode = PublishMode { persistent, confirm, partial: false };
+            self.shard.publish(self.me(), rid, mode, queue, msgs);
             // A connection that also consumes is never paused: its acks
             // are what drains the queue.
             if self.consumers.borrow().is_empty() && self.shard.over_publish_pause(queue) {
@@ -495,6 +504,7 @@ impl NativeConn {
             let req = Request::Publish {
                 persistent,
                 confirm,
+                partial: false,
                 queue: queue.into(),
                 entries: slice(chunk, entries.raw()),
                 count: entries.len(),

@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod deadletter;
 pub mod http;
 pub mod listener;
 pub mod mesh;
+pub mod policy;
 pub mod queue;
 pub mod shard;
 pub mod stats;
@@ -230,6 +232,8 @@ async fn run_shard(s: ShardStart) {
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    // TTL and x-expires: one timer task per shard.
+    tasks.push(glommio::spawn_local(shard.clone().run_timers()));
     if shard.id == shard::routing::METADATA_SHARD {
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");

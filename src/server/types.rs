@@ -1,9 +1,11 @@
 //! The values that cross between a connection and a queue's owner, locally
 //! or over the mesh. All are `Send`: the same types serve both paths.
 
+use super::policy::QueueArgs;
 use crate::protocol::ErrorCode;
 use crate::routing::{BindingDef, Change};
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// One queue's share of a routed batch.
 #[derive(Debug, Clone)]
@@ -30,12 +32,52 @@ pub struct Message {
     pub entry: Bytes,
     pub persistent: bool,
     pub redelivered: bool,
+    /// Its priority level (0 unless the queue has `x-max-priority`).
+    pub prio: u8,
+    /// When it expires, in the shard's milliseconds (`u64::MAX`: never).
+    pub deadline: u64,
+    /// The exchange and routing key it was published with, when they are
+    /// not the default exchange and the queue's name (dead-lettering
+    /// reports them in `x-death`). Routing sets it; `None` costs nothing.
+    pub origin: Option<Arc<Origin>>,
+}
+
+/// Where a message was published to (see `Message::origin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub exchange: String,
+    pub routing_key: String,
 }
 
 impl Message {
+    /// A message as published: no priority, no deadline, default exchange.
+    pub fn new(seq: u64, entry: Bytes, persistent: bool) -> Self {
+        Self { seq, entry, persistent, redelivered: false, prio: 0, deadline: u64::MAX, origin: None }
+    }
+
     pub fn bytes(&self) -> usize {
         self.entry.len()
     }
+
+    /// Bytes of the body alone (`x-max-length-bytes` counts these), read
+    /// from the entry's header: flags, [props_len, props], body_len.
+    pub fn body_bytes(&self) -> u64 {
+        let e = &self.entry[..];
+        let at = if e.first().is_some_and(|f| f & crate::protocol::batch::ENTRY_HAS_PROPS != 0) {
+            e.get(1..3).map_or(0, |p| 3 + usize::from(u16::from_le_bytes([p[0], p[1]])))
+        } else {
+            1
+        };
+        e.get(at..at + 4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    }
+}
+
+/// How a publish batch is taken (see `Request::Publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishMode {
+    pub persistent: bool,
+    pub confirm: bool,
+    pub partial: bool,
 }
 
 /// A message on its way out to a consumer on another shard.
@@ -43,11 +85,12 @@ impl Message {
 pub struct Delivered {
     pub redelivered: bool,
     pub entry: Bytes,
+    pub origin: Option<Arc<Origin>>,
 }
 
 impl From<&Message> for Delivered {
     fn from(m: &Message) -> Self {
-        Self { redelivered: m.redelivered, entry: m.entry.clone() }
+        Self { redelivered: m.redelivered, entry: m.entry.clone(), origin: m.origin.clone() }
     }
 }
 
@@ -65,6 +108,9 @@ pub enum Request {
         /// AMQP semantics: a redeclare must match every flag, and the Ok
         /// value packs `consumers << 32 | ready` (ready capped at u32::MAX).
         amqp: bool,
+        /// Policies (checked by the receiving connection). A redeclare
+        /// must match them.
+        args: Box<QueueArgs>,
     },
     Delete {
         if_empty: bool,
@@ -82,6 +128,8 @@ pub enum Request {
         mandatory: bool,
         targets: Vec<Target>,
         count: u32,
+        /// The exchange and routing key, for deliveries and `x-death`.
+        origin: Option<Arc<Origin>>,
     },
     /// A change to the routing table, handled by shard 0 (the metadata
     /// owner), which applies it, stores it if durable, and broadcasts it.
@@ -100,9 +148,13 @@ pub enum Request {
         unbind: bool,
     },
     /// `entries` holds `count` validated message entries back to back.
+    /// `partial`: a queue whose `x-overflow` refuses part of the batch
+    /// stores the rest and confirms only those (`Confirm.count` < count;
+    /// AMQP nacks the others). Without it the whole batch is refused.
     Publish {
         persistent: bool,
         confirm: bool,
+        partial: bool,
         queue: String,
         entries: Bytes,
         count: u32,

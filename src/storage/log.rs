@@ -25,6 +25,8 @@ struct Run {
 
 struct QState {
     name: String,
+    /// Declare arguments, re-logged at the start of every segment.
+    args: Vec<u8>,
     /// Past every persistent sequence number logged for this queue.
     next_seq: u64,
     runs: Vec<Run>,
@@ -35,8 +37,8 @@ struct QState {
 }
 
 impl QState {
-    fn new(name: String, next_seq: u64) -> Self {
-        Self { name, next_seq, runs: Vec::new(), by_seg: HashMap::new(), acks: Vec::new() }
+    fn new(name: String, args: Vec<u8>, next_seq: u64) -> Self {
+        Self { name, args, next_seq, runs: Vec::new(), by_seg: HashMap::new(), acks: Vec::new() }
     }
 
     fn add(&mut self, seq: u64, seg: u64) {
@@ -115,7 +117,7 @@ impl<W> Storage<W> {
         let mut live: BTreeMap<u64, u64> = rec.segments.iter().map(|&s| (s, 0)).collect();
         let mut queues = HashMap::new();
         for q in &rec.queues {
-            let mut qs = QState::new(q.name.clone(), q.next_seq);
+            let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             for &(seq, seg, _) in &q.messages {
                 qs.add(seq, seg);
                 *live.entry(seg).or_default() += 1;
@@ -173,6 +175,9 @@ impl<W> Storage<W> {
         for id in ids {
             let q = &st.queues[&id];
             encode(&mut bytes, &Record::Declare { queue: id, next_seq: q.next_seq, name: q.name.as_bytes() });
+            if !q.args.is_empty() {
+                encode(&mut bytes, &Record::QueueArgs { queue: id, args: &q.args });
+            }
         }
         st.tail_seg = seg;
         st.tail_bytes = bytes.len() as u64;
@@ -227,14 +232,18 @@ impl<W> Storage<W> {
         self.st.borrow().poisoned.clone()
     }
 
-    /// Logs a new durable queue; returns its id (never reused).
-    pub fn declare(&self, name: &str) -> Result<u32, StorageError> {
+    /// Logs a new durable queue and its arguments (a raw field table,
+    /// empty for none); returns its id (never reused).
+    pub fn declare(&self, name: &str, args: &[u8]) -> Result<u32, StorageError> {
         let mut id = 0;
         self.append(|st, b| {
             id = st.next_queue_id;
             st.next_queue_id += 1;
-            st.queues.insert(id, QState::new(name.to_owned(), 0));
+            st.queues.insert(id, QState::new(name.to_owned(), args.to_vec(), 0));
             encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
+            if !args.is_empty() {
+                encode(b, &Record::QueueArgs { queue: id, args });
+            }
         })?;
         Ok(id)
     }

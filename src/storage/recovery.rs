@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct RecoveredQueue {
     pub id: u32,
     pub name: String,
+    /// Its declare arguments (raw field table; empty for none).
+    pub args: Vec<u8>,
     /// The next sequence number to hand out: past every one ever logged.
     pub next_seq: u64,
     /// Unacked persistent messages in sequence order: (seq, segment, entry).
@@ -46,6 +48,7 @@ pub struct Recovered {
 
 struct Replay {
     name: String,
+    args: Vec<u8>,
     next_seq: u64,
     msgs: BTreeMap<u64, (u64, Bytes)>,
 }
@@ -114,6 +117,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                     let name = String::from_utf8_lossy(name).into_owned();
                     let q = queues.entry(queue).or_insert_with(|| Replay {
                         name: name.clone(),
+                        args: Vec::new(),
                         next_seq: 0,
                         msgs: BTreeMap::new(),
                     });
@@ -122,6 +126,11 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                 }
                 Record::Delete { queue } => {
                     queues.remove(&queue);
+                }
+                Record::QueueArgs { queue, args } => {
+                    if let Some(q) = queues.get_mut(&queue) {
+                        q.args = args.to_vec();
+                    }
                 }
                 Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
                     if let Some(q) = queues.get_mut(&queue) {
@@ -185,6 +194,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         .map(|(id, q)| RecoveredQueue {
             id,
             name: q.name,
+            args: q.args,
             next_seq: q.next_seq,
             messages: q.msgs.into_iter().map(|(seq, (seg, e))| (seq, seg, e)).collect(),
         })

@@ -61,7 +61,6 @@ other.close()
 
 # 540 NOT_IMPLEMENTED (connection)
 expect_connection_close(540, lambda ch: ch.tx_select())
-expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("ttl"), arguments={"x-message-ttl": 1000}))
 
 # 530 NOT_ALLOWED: a vhost that does not exist
 try:

@@ -6,6 +6,7 @@
 //! their acks (and drops), and declare / delete / purge of durable queues.
 //! Transient messages, and anything in a transient queue, never are.
 
+use super::super::policy::QueueArgs;
 use super::super::queue::Queue;
 use super::super::types::{ConnRef, Delivered, Message, QueueError, Reply};
 use super::{bump, Shard};
@@ -66,12 +67,19 @@ impl Shard {
         let mut ids = HashMap::new();
         let mut queues = self.queues.borrow_mut();
         let mut messages = 0usize;
+        let now = self.now_ms();
         for rq in rec.queues {
-            let mut q = Queue::new(rq.name.clone(), true, self.limits());
+            let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
+                // Checked when declared: only a changed rule gets here.
+                tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
+                QueueArgs::default()
+            });
+            let mut q = Queue::new(rq.name.clone(), true, self.limits(), args);
             q.set_next_seq(rq.next_seq);
+            q.touch(now);
             messages += rq.messages.len();
             for (seq, _, entry) in rq.messages {
-                q.restore(seq, entry);
+                q.restore(seq, entry, now);
             }
             ids.insert(rq.name.clone(), rq.id);
             queues.insert(rq.name, q);
@@ -160,10 +168,11 @@ impl Shard {
         });
     }
 
-    /// A durable queue was created: log it (before the Ok goes out).
-    pub(super) fn log_declare(&self, name: &str, durable: bool) -> Result<(), QueueError> {
+    /// A durable queue was created: log it and its arguments (before the
+    /// Ok goes out).
+    pub(super) fn log_declare(&self, name: &str, durable: bool, args: &[u8]) -> Result<(), QueueError> {
         let Some(d) = self.durable().filter(|_| durable) else { return Ok(()) };
-        let id = d.log.declare(name).map_err(|e| poisoned(&e.to_string()))?;
+        let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string()))?;
         d.ids.borrow_mut().insert(name.to_owned(), id);
         self.meta_logged.set(true);
         Ok(())
@@ -187,7 +196,9 @@ impl Shard {
         Some((d, id))
     }
 
-    fn log_gone(&self, q: &Queue, seqs: Vec<u64>) {
+    /// Persistent messages of `q` gone without a delivery to ack them
+    /// (acks use this too).
+    pub(super) fn log_gone(&self, q: &Queue, seqs: Vec<u64>) {
         if seqs.is_empty() {
             return;
         }
@@ -219,10 +230,9 @@ impl Shard {
         requeue: bool,
         ranges: &[(u64, u64)],
     ) -> Result<usize, QueueError> {
-        let mut seqs = Vec::new();
-        let n = q.nack_each(from, consumer_id, requeue, ranges, |m| persistent_seq(m, &mut seqs))?;
-        self.log_gone(q, seqs);
-        Ok(n)
+        // Without requeue the messages go to the queue's dead list, which
+        // the settle step logs gone (and dead-letters).
+        q.nack(from, consumer_id, requeue, ranges)
     }
 
     pub(super) fn get_logged(
@@ -231,9 +241,10 @@ impl Shard {
         from: ConnRef,
         consumer_id: u32,
         no_ack: bool,
+        now: u64,
     ) -> Result<Option<(u64, Delivered)>, QueueError> {
         let mut seqs = Vec::new();
-        let r = q.get_each(from, consumer_id, no_ack, |m| persistent_seq(m, &mut seqs))?;
+        let r = q.get_each(from, consumer_id, no_ack, now, |m| persistent_seq(m, &mut seqs))?;
         self.log_gone(q, seqs);
         Ok(r)
     }

@@ -8,10 +8,11 @@ use crate::protocol::{Entries, ErrorCode};
 use crate::routing::{headers_of, BindingDef, Change, Dest, ExchangeDef, ExchangeKind, RouteError, RoutingTable};
 use crate::rt::Notify;
 use crate::server::mesh::MeshMsg;
-use crate::server::types::{ConnRef, QueueError, Reply, Request, Target};
+use crate::server::types::{ConnRef, Origin, QueueError, Reply, Request, Target};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The shard that owns the routing table: every change goes through it.
 pub const METADATA_SHARD: u16 = 0;
@@ -87,7 +88,7 @@ pub fn route_error(e: &RouteError) -> QueueError {
         RouteError::NotFound(_) => ErrorCode::ExchangeNotFound,
         RouteError::Mismatch(_) => ErrorCode::ExchangeMismatch,
         RouteError::AccessRefused(_) => ErrorCode::AccessRefused,
-        RouteError::BadArgument(_) | RouteError::UnknownKind(_) => ErrorCode::BadArgument,
+        RouteError::BadArgument(_) | RouteError::UnknownKind(_) => ErrorCode::InvalidArgument,
     };
     QueueError::new(code, e.to_string())
 }
@@ -121,7 +122,7 @@ pub fn check_exchange_name(name: &str) -> Result<(), QueueError> {
         Ok(())
     } else {
         Err(QueueError::new(
-            ErrorCode::BadArgument,
+            ErrorCode::InvalidArgument,
             format!("bad exchange name {name:?}: use letters, digits, '-', '_', '.', ':' (at most 255)"),
         ))
     }
@@ -132,10 +133,9 @@ pub fn check_table(args: &[u8]) -> Result<(), QueueError> {
     let mut framed = Vec::with_capacity(4 + args.len());
     framed.extend_from_slice(&(args.len() as u32).to_be_bytes());
     framed.extend_from_slice(args);
-    crate::amqp::wire::Reader::new(&framed)
-        .table()
-        .map(|_| ())
-        .map_err(|e| QueueError::new(ErrorCode::BadArgument, format!("arguments are not a valid field table: {}", e.0)))
+    crate::amqp::wire::Reader::new(&framed).table().map(|_| ()).map_err(|e| {
+        QueueError::new(ErrorCode::InvalidArgument, format!("arguments are not a valid field table: {}", e.0))
+    })
 }
 
 fn alternate_of(args: &[u8]) -> Result<Option<&str>, QueueError> {
@@ -143,8 +143,8 @@ fn alternate_of(args: &[u8]) -> Result<Option<&str>, QueueError> {
         None => Ok(None),
         Some((b'S', v)) => std::str::from_utf8(v)
             .map(Some)
-            .map_err(|_| QueueError::new(ErrorCode::BadArgument, "alternate-exchange is not UTF-8")),
-        Some(_) => Err(QueueError::new(ErrorCode::BadArgument, "alternate-exchange must be a string")),
+            .map_err(|_| QueueError::new(ErrorCode::InvalidArgument, "alternate-exchange is not UTF-8")),
+        Some(_) => Err(QueueError::new(ErrorCode::InvalidArgument, "alternate-exchange must be a string")),
     }
 }
 
@@ -260,7 +260,8 @@ impl Shard {
             Ok(t) => t,
             Err(e) => return self.route_reply(from, Reply::error(request_id, e.code, e.message)),
         };
-        self.send_routed(from, request_id, o, targets, count);
+        let origin = Arc::new(Origin { exchange: exchange.to_owned(), routing_key: key.to_owned() });
+        self.send_routed(from, request_id, o, targets, count, Some(origin));
     }
 
     fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {
@@ -306,7 +307,15 @@ impl Shard {
 
     /// Sends each owner its targets in one request. With confirms and more
     /// than one owner, the answers meet in a fan-in here first.
-    fn send_routed(&self, from: ConnRef, request_id: u64, o: PubOpts, targets: Vec<Target>, count: u32) {
+    fn send_routed(
+        &self,
+        from: ConnRef,
+        request_id: u64,
+        o: PubOpts,
+        targets: Vec<Target>,
+        count: u32,
+        origin: Option<Arc<Origin>>,
+    ) {
         if targets.is_empty() {
             return self.unroutable(from, request_id, o, count);
         }
@@ -331,7 +340,8 @@ impl Shard {
             mandatory = true;
         }
         for (owner, targets) in groups {
-            let req = Request::PublishMany { persistent: o.persistent, confirm: o.confirm, mandatory, targets, count };
+            let (persistent, confirm, origin) = (o.persistent, o.confirm, origin.clone());
+            let req = Request::PublishMany { persistent, confirm, mandatory, targets, count, origin };
             self.submit(via, request_id, owner, req);
         }
     }
@@ -381,7 +391,16 @@ impl Shard {
 
     /// The owner's side of a routed publish: every target queue here gets
     /// its share; one reply for the request.
-    pub(super) fn publish_many(&self, from: ConnRef, request_id: u64, o: PubOpts, targets: Vec<Target>, count: u32) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publish_many(
+        &self,
+        from: ConnRef,
+        request_id: u64,
+        o: PubOpts,
+        targets: Vec<Target>,
+        count: u32,
+        origin: Option<Arc<Origin>>,
+    ) {
         let mut routed = false;
         let mut log = None;
         for t in targets {
@@ -394,7 +413,7 @@ impl Shard {
                 }
             };
             let msgs = parsed.raw_iter().map(|raw| t.entries.slice_ref(raw));
-            match self.enqueue(o.persistent, &t.queue, msgs) {
+            match self.enqueue(o.persistent, false, &t.queue, msgs, origin.as_ref()) {
                 Ok((n, l)) => {
                     bump(&self.counters.published, u64::from(n));
                     routed = true;
@@ -408,6 +427,8 @@ impl Shard {
                 }
             }
         }
+        // Length limits may have dropped heads (drop-head): republish them.
+        self.flush_dead_letters();
         if !routed {
             return self.unroutable(from, request_id, o, count);
         }
