@@ -350,7 +350,11 @@ impl NativeConn {
                     mandatory: flags & op::PUBLISH_MANDATORY != 0,
                 };
                 let raw = slice(chunk, entries.raw());
-                shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
+                let full = shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
+                // As for Publish: a connection that also consumes is never paused.
+                if full.is_some() && self.consumers.borrow().is_empty() {
+                    *self.paused_on.borrow_mut() = full;
+                }
             }
             Cmd::ExchangeDeclare { flags, exchange, kind, args } => {
                 if flags & op::EXCHANGE_PASSIVE != 0 {

@@ -245,6 +245,8 @@ impl Shard {
 
     /// Publishes a batch through `exchange`: routed here, from this shard's
     /// copy of the table, then sent once to each owner of a target queue.
+    /// Returns a local target queue whose backlog is past
+    /// `publish_pause_messages`, for the connection to pause on.
     #[allow(clippy::too_many_arguments)]
     pub fn publish_to(
         &self,
@@ -255,13 +257,16 @@ impl Shard {
         key: &str,
         entries: Bytes,
         count: u32,
-    ) {
+    ) -> Option<String> {
         let targets = match self.route_batch(exchange, key, &entries, count) {
             Ok(t) => t,
-            Err(e) => return self.route_reply(from, Reply::error(request_id, e.code, e.message)),
+            Err(e) => {
+                self.route_reply(from, Reply::error(request_id, e.code, e.message));
+                return None;
+            }
         };
         let origin = Arc::new(Origin { exchange: exchange.to_owned(), routing_key: key.to_owned() });
-        self.send_routed(from, request_id, o, targets, count, Some(origin));
+        self.send_routed(from, request_id, o, targets, count, Some(origin))
     }
 
     fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {
@@ -315,9 +320,10 @@ impl Shard {
         targets: Vec<Target>,
         count: u32,
         origin: Option<Arc<Origin>>,
-    ) {
+    ) -> Option<String> {
         if targets.is_empty() {
-            return self.unroutable(from, request_id, o, count);
+            self.unroutable(from, request_id, o, count);
+            return None;
         }
         let mut groups: Vec<(u16, Vec<Target>)> = Vec::new();
         for t in targets {
@@ -339,11 +345,16 @@ impl Shard {
             // fan-in decides whether the batch as a whole was routed.
             mandatory = true;
         }
+        let mut local: Vec<String> = Vec::new();
         for (owner, targets) in groups {
+            if owner == self.id {
+                local.extend(targets.iter().map(|t| t.queue.clone()));
+            }
             let (persistent, confirm, origin) = (o.persistent, o.confirm, origin.clone());
             let req = Request::PublishMany { persistent, confirm, mandatory, targets, count, origin };
             self.submit(via, request_id, owner, req);
         }
+        local.into_iter().find(|q| self.over_publish_pause(q))
     }
 
     fn unroutable(&self, to: ConnRef, request_id: u64, o: PubOpts, count: u32) {
