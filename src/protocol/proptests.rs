@@ -383,6 +383,33 @@ fn publish_example_in_the_docs() {
     assert_eq!(&buf[..], &want[..]);
 }
 
+/// The Declare-with-arguments example in `docs/protocol.md`, byte for byte.
+#[test]
+fn declare_args_example_in_the_docs() {
+    let args = super::table::TableBuilder::new().int("x-max-length", 10).build();
+    let mut buf = BytesMut::new();
+    Frame { request_id: 3, cmd: Cmd::Declare { flags: 0, queue: "q", args: &args } }.encode(&mut buf);
+    let mut want = vec![0x1c, 0, 0, 0, 0x10, 0x04, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]; // header
+    want.extend_from_slice(&[0x01, b'q']); // queue
+    want.extend_from_slice(&[0x16, 0, 0, 0]); // args_len 22
+    want.push(0x0c);
+    want.extend_from_slice(b"x-max-length");
+    want.extend_from_slice(&[b'l', 0, 0, 0, 0, 0, 0, 0, 0x0a]);
+    assert_eq!(&buf[..], &want[..]);
+    match decode(&buf, MAX) {
+        Ok(Decoded::Frame(Frame { cmd: Cmd::Declare { flags, args: a, .. }, .. }, _)) => {
+            assert_eq!((flags, a), (op::DECLARE_HAS_ARGS, &args[..]))
+        }
+        _ => panic!("the example does not decode"),
+    }
+    // The flag without arguments, or arguments that are not a table, are malformed.
+    let mut bad = buf.to_vec();
+    bad[18] = 0x15;
+    bad[0] = 0x1b;
+    bad.pop();
+    assert!(decode(&bad, MAX).is_err());
+}
+
 /// The table in `docs/protocol.md`, so other-language clients can check
 /// their implementation against it.
 #[test]
