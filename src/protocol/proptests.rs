@@ -486,6 +486,26 @@ proptest! {
         let _ = decode(&buf, 64);
     }
 
+    /// Field tables and property lists from arbitrary bytes: no panic;
+    /// what parses re-encodes to something that parses the same (bytes
+    /// compared: floats may be NaN).
+    #[test]
+    fn tables_and_properties_never_panic_and_reparse(buf in prop::collection::vec(any::<u8>(), 0..256)) {
+        use super::{props, table::Table};
+        if let Ok(t) = Table::parse(&buf) {
+            let raw = t.encode();
+            prop_assert_eq!(Table::parse(&raw).map(|x| x.encode()).ok(), Some(raw));
+        }
+        let _ = props::scan(&buf);
+        if let Ok(p) = props::Props::parse(&buf) {
+            let h = p.headers.clone().unwrap_or_default();
+            let out = props::rewrite(&buf, &h, true).expect("a parsed property list rewrites");
+            let again = props::Props::parse(&out).expect("a rewritten property list parses");
+            prop_assert_eq!(again.headers.as_ref().map(|t| t.encode()), Some(h.encode()));
+            prop_assert!(!again.is_set(props::EXPIRATION));
+        }
+    }
+
     #[test]
     fn framed_garbage_never_panics_and_round_trips(buf in framed_garbage()) {
         // `peek_len` agrees with `decode` on the frame's length.
