@@ -61,6 +61,7 @@ other.close()
 
 # 540 NOT_IMPLEMENTED (connection)
 expect_connection_close(540, lambda ch: ch.tx_select())
+expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("qt"), arguments={"x-queue-type": "stream"}))
 
 # 530 NOT_ALLOWED: a vhost that does not exist
 try:

@@ -85,11 +85,8 @@ impl Queue {
     }
 
     /// How many of `entries` fit before the queue is full, counting the
-    /// ones just accepted (only with a `reject-publish` overflow).
+    /// ones just accepted.
     fn fitting(&self, entries: &[Bytes]) -> usize {
-        if self.args.overflow == Overflow::DropHead {
-            return entries.len();
-        }
         let (mut len, mut body) = (self.ready.len() as u64, self.ready.body_bytes());
         for (i, e) in entries.iter().enumerate() {
             if self.full(len, body) {
@@ -99,6 +96,13 @@ impl Queue {
             body += Message::new(0, e.clone(), false).body_bytes();
         }
         entries.len()
+    }
+
+    /// Whether a publish may be refused in part (`reject-publish(-dlx)`
+    /// with a limit set).
+    fn rejects(&self) -> bool {
+        self.args.overflow != Overflow::DropHead
+            && (self.args.max_length.is_some() || self.args.max_length_bytes.is_some())
     }
 
     /// Appends a batch. The `queue_messages_max` cap refuses a whole batch.
@@ -114,22 +118,20 @@ impl Queue {
         now: u64,
         entries: impl ExactSizeIterator<Item = Bytes>,
         origin: Option<&Arc<Origin>>,
-        mut stored: impl FnMut(u64, &Bytes),
+        stored: impl FnMut(u64, &Bytes),
     ) -> Result<Published, QueueError> {
         let n = entries.len();
         self.hard_cap(n as u64)?;
+        if !self.rejects() {
+            // The hot path: no refusals possible, no intermediate Vec.
+            self.append(persistent, now, entries, origin, stored);
+            return Ok(Published { accepted: n as u32, rejected: 0 });
+        }
         let entries: Vec<Bytes> = entries.collect();
         let fit = self.fitting(&entries);
         let take = if fit < n && !partial { 0 } else { fit };
-        self.ready.reserve(take);
         let mut rest = entries.into_iter();
-        for entry in rest.by_ref().take(take) {
-            stored(self.next_seq, &entry);
-            let msg = self.incoming(self.next_seq, entry, persistent, now, origin.cloned());
-            self.next_seq += 1;
-            self.ready.push_back(msg);
-        }
-        self.published_total += take as u64;
+        self.append(persistent, now, rest.by_ref().take(take), origin, stored);
         let rejected = (n - take) as u32;
         if self.args.overflow == Overflow::RejectPublishDlx {
             for entry in rest {
@@ -141,6 +143,24 @@ impl Queue {
             return Err(self.full_error(rejected));
         }
         Ok(Published { accepted: take as u32, rejected })
+    }
+
+    fn append(
+        &mut self,
+        persistent: bool,
+        now: u64,
+        entries: impl ExactSizeIterator<Item = Bytes>,
+        origin: Option<&Arc<Origin>>,
+        mut stored: impl FnMut(u64, &Bytes),
+    ) {
+        self.ready.reserve(entries.len());
+        self.published_total += entries.len() as u64;
+        for entry in entries {
+            stored(self.next_seq, &entry);
+            let msg = self.incoming(self.next_seq, entry, persistent, now, origin.cloned());
+            self.next_seq += 1;
+            self.ready.push_back(msg);
+        }
     }
 
     fn full_error(&self, n: u32) -> QueueError {
