@@ -250,6 +250,10 @@ pub enum AdminReq {
     Stats {
         detail: bool,
     },
+    /// One queue's row, from its owner.
+    Queue {
+        queue: String,
+    },
     Purge {
         queue: String,
     },
@@ -264,6 +268,8 @@ pub enum AdminReq {
 #[derive(Debug)]
 pub enum AdminReply {
     Stats(Box<ShardStats>),
+    /// The row of the queue asked for; `None` when there is no such queue.
+    Queue(Option<Box<QueueStats>>),
     /// A count (messages purged or deleted) or why it failed.
     Done(Result<u64, String>),
 }

@@ -131,11 +131,13 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
             if *vhost != "/" {
                 return error(StatusCode::NOT_FOUND, "no such vhost (only / exists)");
             }
-            let stats = shard.gather_stats(true).await;
-            let found = queues(&stats).find(|q| q.name == *name).map(queue_json);
-            match found {
-                Some(q) => json_resp(StatusCode::OK, &q),
-                None => error(StatusCode::NOT_FOUND, "no such queue"),
+            // Its owner alone is asked, for its row alone.
+            let owner = shard.owner_of(name);
+            let reply = shard.admin(&[owner], |_| AdminReq::Queue { queue: name.to_string() }).await;
+            match reply.into_iter().next() {
+                Some((_, AdminReply::Queue(Some(q)))) => json_resp(StatusCode::OK, &queue_json(&q)),
+                Some((_, AdminReply::Queue(None))) => error(StatusCode::NOT_FOUND, "no such queue"),
+                _ => error(StatusCode::SERVICE_UNAVAILABLE, &format!("shard {owner} did not answer")),
             }
         }
         (&Method::DELETE, ["queues", vhost, name]) => {

@@ -9,6 +9,7 @@
 //! the traffic of the shards it asks.
 
 use super::super::mesh::MeshMsg;
+use super::super::queue::Queue;
 use super::super::stats::{AdminReply, AdminReq, ConnStats, QueueStats, ShardStats, PROTOCOLS};
 use super::Shard;
 use crate::rt::Notify;
@@ -86,7 +87,7 @@ impl Shard {
             .into_iter()
             .filter_map(|(_, r)| match r {
                 AdminReply::Stats(s) => Some(*s),
-                AdminReply::Done(_) => None,
+                AdminReply::Done(_) | AdminReply::Queue(_) => None,
             })
             .collect()
     }
@@ -127,6 +128,10 @@ impl Shard {
                 let names: Vec<String> = self.queues.borrow().keys().cloned().collect();
                 self.add_queue_rows(&mut s, &mut names.into_iter(), usize::MAX);
                 AdminReply::Stats(Box::new(s))
+            }
+            AdminReq::Queue { queue } => {
+                let row = self.queues.borrow().get(&queue).map(|q| Box::new(self.queue_row(queue.clone(), q)));
+                AdminReply::Queue(row)
             }
             AdminReq::Purge { queue } => {
                 let r = self.with_queue(&queue, |q| Ok(self.purge_logged(q) as u64));
@@ -189,24 +194,28 @@ impl Shard {
         let queues = self.queues.borrow();
         for name in names.by_ref().take(n) {
             let Some(q) = queues.get(&name) else { continue };
-            let (ready, unacked, consumers) = (q.ready_len() as u64, q.unacked_len() as u64, q.consumer_count() as u64);
+            let row = self.queue_row(name, q);
             s.queue_count += 1;
-            s.messages_ready += ready;
-            s.messages_unacked += unacked;
-            s.consumers += consumers;
-            s.queues.push(QueueStats {
-                name,
-                shard: self.id,
-                durable: q.durable,
-                exclusive: q.exclusive_owner.is_some(),
-                auto_delete: q.auto_delete,
-                ready,
-                unacked,
-                consumers,
-                ready_bytes: q.ready_bytes(),
-                published: q.published_total,
-                delivered: q.delivered_total,
-            });
+            s.messages_ready += row.ready;
+            s.messages_unacked += row.unacked;
+            s.consumers += row.consumers;
+            s.queues.push(row);
+        }
+    }
+
+    fn queue_row(&self, name: String, q: &Queue) -> QueueStats {
+        QueueStats {
+            name,
+            shard: self.id,
+            durable: q.durable,
+            exclusive: q.exclusive_owner.is_some(),
+            auto_delete: q.auto_delete,
+            ready: q.ready_len() as u64,
+            unacked: q.unacked_len() as u64,
+            consumers: q.consumer_count() as u64,
+            ready_bytes: q.ready_bytes(),
+            published: q.published_total,
+            delivered: q.delivered_total,
         }
     }
 
