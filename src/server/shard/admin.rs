@@ -47,16 +47,16 @@ impl Shard {
         });
         let g = Rc::new(Gather::default());
         PENDING.with(|p| p.borrow_mut().insert(token, g.clone()));
-        for &s in targets {
-            if s == self.id {
-                let r = match make(s) {
-                    AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
-                    req => self.admin_local(req),
-                };
-                g.replies.borrow_mut().push((s, r));
-            } else {
-                self.mesh.forward(s, MeshMsg::Admin { from: self.id, token, req: make(s) });
-            }
+        // The peers first, so that they work while this shard does its part.
+        for &s in targets.iter().filter(|s| **s != self.id) {
+            self.mesh.forward(s, MeshMsg::Admin { from: self.id, token, req: make(s) });
+        }
+        if targets.contains(&self.id) {
+            let r = match make(self.id) {
+                AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
+                req => self.admin_local(req),
+            };
+            g.replies.borrow_mut().push((self.id, r));
         }
         let wait = async {
             loop {
