@@ -202,6 +202,21 @@ func main() {
 	_, err = ch.QueueDelete(q2, false, false, false)
 	must(err, "delete "+q2)
 
+	step("mandatory publish to a missing queue: basic.return 312 NO_ROUTE, and still confirmed")
+	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
+	missing := "go-nowhere-" + suffix
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", missing, true, false, amqp.Publishing{Body: []byte("lost")})
+	cancel()
+	must(err, "mandatory publish")
+	select {
+	case r := <-returns:
+		check(r.ReplyCode == 312 && r.RoutingKey == missing && string(r.Body) == "lost", "return %+v", r)
+	case <-time.After(5 * time.Second):
+		check(false, "no basic.return")
+	}
+	check(dc.Wait(), "the returned message was nacked")
+
 	step("server-named exclusive queue")
 	anon, err := ch.QueueDeclare("", false, true, true, false, nil)
 	must(err, "server-named declare")

@@ -203,6 +203,14 @@ public class Scenario {
             check(conn.isOpen() && ch.queueDeclarePassive(q2).getMessageCount() == 0, "after idling");
             ch.queueDelete(q2);
 
+            step("mandatory publish to a missing queue: basic.return 312 NO_ROUTE, and still confirmed");
+            BlockingQueue<Integer> returns = new LinkedBlockingQueue<>();
+            ch.addReturnListener((code, text, exchange, key, props, body) -> returns.add(code));
+            ch.basicPublish("", "java-nowhere-" + suffix, true, null, utf8("lost"));
+            ch.waitForConfirmsOrDie(5000);
+            Integer code = returns.poll(5, TimeUnit.SECONDS);
+            check(code != null && code == 312, "basic.return code " + code);
+
             step("server-named exclusive queue");
             String anon = ch.queueDeclare().getQueue();
             check(anon.startsWith("amq.gen-"), "server-named queue " + anon);

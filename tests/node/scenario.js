@@ -153,6 +153,21 @@ async function main() {
   await sleep(2500);
   assert.equal((await ch.checkQueue(Q2)).messageCount, 0);
 
+  step('mandatory publish to a missing queue: basic.return 312 NO_ROUTE, and still confirmed');
+  {
+    const missing = `node-nowhere-${suffix}`;
+    const returned = new Promise((resolve) => ch.once('return', resolve));
+    let confirmed = false;
+    ch.publish('', missing, Buffer.from('lost'), { mandatory: true }, (err) => { confirmed = !err; });
+    const r = await Promise.race([returned, sleep(5000).then(() => null)]);
+    assert.ok(r, 'no basic.return');
+    assert.equal(r.fields.replyCode, 312);
+    assert.equal(r.fields.routingKey, missing);
+    assert.equal(r.content.toString(), 'lost');
+    await ch.waitForConfirms();
+    assert.ok(confirmed, 'the returned message was not acked');
+  }
+
   step('server-named exclusive queue');
   const anon = await ch.assertQueue('', { exclusive: true });
   assert.match(anon.queue, /^amq\.gen-/);
