@@ -169,7 +169,7 @@ impl Shard {
         }
     }
 
-    pub fn on_mesh(&self, msg: MeshMsg) {
+    pub fn on_mesh(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
             MeshMsg::Request { from, request_id, req } => self.handle(from, request_id, req),
             MeshMsg::Reply { conn_id, reply } => self.reply_local(conn_id, reply),
