@@ -257,7 +257,7 @@ impl Shard {
             Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp, args } => {
                 self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp, args })
             }
-            Request::Delete { if_empty, queue } => self.delete_from(from, if_empty, &queue),
+            Request::Delete { if_empty, if_unused, queue } => self.delete_from(from, (if_empty, if_unused), &queue),
             Request::Purge { queue } => self.with_queue(&queue, |q| {
                 check_lock(q, from)?;
                 Ok(self.purge_logged(q) as u64)
