@@ -264,6 +264,43 @@ impl Connection {
         Ok(())
     }
 
+    /// exchange.declare of `kind` (direct, fanout, topic, ...).
+    pub async fn declare_exchange(&mut self, exchange: &str, kind: &str, durable: bool) -> Result<()> {
+        self.rpc(EXCHANGE_DECLARE, EXCHANGE_DECLARE_OK, |a| {
+            // passive, durable, auto-delete, internal, no-wait
+            a.u16(0).shortstr(exchange).shortstr(kind).bits(&[false, durable, false, false, false]).empty_table();
+        })
+        .await
+        .with_context(|| format!("declaring {kind} exchange {exchange}"))?;
+        Ok(())
+    }
+
+    /// queue.bind of `queue` to `exchange` with `key`.
+    pub async fn bind(&mut self, queue: &str, exchange: &str, key: &str) -> Result<()> {
+        self.rpc(QUEUE_BIND, QUEUE_BIND_OK, |a| {
+            a.u16(0).shortstr(queue).shortstr(exchange).shortstr(key).bits(&[false]).empty_table();
+        })
+        .await
+        .with_context(|| format!("binding queue {queue} to exchange {exchange} with key {key:?}"))?;
+        Ok(())
+    }
+
+    /// exchange.delete, then closes the connection. An exchange that does
+    /// not exist is no error (brokers that close the channel for it get
+    /// their channel.close-ok).
+    pub async fn delete_exchange(mut self, exchange: &str) {
+        let r = self
+            .rpc(EXCHANGE_DELETE, EXCHANGE_DELETE_OK, |a| {
+                // if-unused, no-wait
+                a.u16(0).shortstr(exchange).bits(&[false, false]);
+            })
+            .await;
+        if r.is_err() {
+            method(&mut self.wbuf, CHANNEL, CHANNEL_CLOSE_OK, |_| {});
+        }
+        let _ = self.close().await;
+    }
+
     pub async fn purge(&mut self, queue: &str) -> Result<u32> {
         let ok = self
             .rpc(QUEUE_PURGE, QUEUE_PURGE_OK, |a| {
@@ -288,10 +325,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Turns this connection into a publisher on `queue`.
+    /// Turns this connection into a publisher to `exchange` with
+    /// `routing_key` (exchange "": straight into the queue named by the key).
     pub async fn into_producer(
         mut self,
-        queue: &str,
+        exchange: &str,
+        routing_key: &str,
         size: usize,
         persistent: bool,
         confirm: Option<ConfirmSink>,
@@ -303,7 +342,7 @@ impl Connection {
             })
             .await?;
         }
-        let template = PublishTemplate::new(CHANNEL, queue, size, persistent, self.frame_max);
+        let template = PublishTemplate::new(CHANNEL, exchange, routing_key, size, persistent, self.frame_max);
         let Connection { stream, reader, .. } = self;
         let (rd, wr) = futures_lite::io::split(stream);
         let state = Rc::new(ConfirmState {
