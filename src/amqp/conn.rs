@@ -346,7 +346,10 @@ impl AmqpConn {
         match job {
             Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
             Job::PublishTo { rid, opts, exchange, key, entries, count } => {
-                self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count)
+                let over = self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count);
+                if let Some(q) = over.filter(|_| self.st.borrow().consumers.is_empty()) {
+                    *self.paused_on.borrow_mut() = Some(q);
+                }
             }
             Job::DeclareExchange { rid, def } => self.shard.declare_exchange(me, rid, def),
             Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &name),

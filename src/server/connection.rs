@@ -343,7 +343,13 @@ impl NativeConn {
                     mandatory: flags & op::PUBLISH_MANDATORY != 0,
                 };
                 let raw = slice(chunk, entries.raw());
-                shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
+                let over = shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
+                // As for a direct publish: pause on a local target queue
+                // that is over its backlog limit, unless this connection
+                // also consumes.
+                if let Some(q) = over.filter(|_| self.consumers.borrow().is_empty()) {
+                    *self.paused_on.borrow_mut() = Some(q);
+                }
             }
             Cmd::ExchangeDeclare { flags, exchange, kind, args } => {
                 if flags & op::EXCHANGE_PASSIVE != 0 {

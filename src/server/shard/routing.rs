@@ -245,6 +245,9 @@ impl Shard {
 
     /// Publishes a batch through `exchange`: routed here, from this shard's
     /// copy of the table, then sent once to each owner of a target queue.
+    /// Returns a target queue of this shard whose backlog is now over
+    /// `publish_pause_messages` (see [`Shard::over_publish_pause`]): the
+    /// connection pauses on it like a direct publisher would.
     #[allow(clippy::too_many_arguments)]
     pub fn publish_to(
         &self,
@@ -255,12 +258,18 @@ impl Shard {
         key: &str,
         entries: Bytes,
         count: u32,
-    ) {
+    ) -> Option<String> {
         let targets = match self.route_batch(exchange, key, &entries, count) {
             Ok(t) => t,
-            Err(e) => return self.route_reply(from, Reply::error(request_id, e.code, e.message)),
+            Err(e) => {
+                self.route_reply(from, Reply::error(request_id, e.code, e.message));
+                return None;
+            }
         };
+        let local: Vec<String> =
+            targets.iter().filter(|t| self.owner_of(&t.queue) == self.id).map(|t| t.queue.clone()).collect();
         self.send_routed(from, request_id, o, targets, count);
+        local.into_iter().find(|q| self.over_publish_pause(q))
     }
 
     fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {
