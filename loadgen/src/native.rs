@@ -17,7 +17,7 @@
 
 use crate::amqp::{ConfirmSink, Sink};
 use crate::driver::ClientSpec;
-use crate::header::{now_ns, HEADER_LEN};
+use crate::header::{now_ns, BatchClock, HEADER_LEN};
 use crate::workload::{Route, Workload};
 use anyhow::{anyhow, Result};
 use futures_lite::StreamExt;
@@ -180,6 +180,7 @@ impl Consumer {
     }
 
     pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
+        let mut clock = BatchClock::default();
         loop {
             // Only when nothing is buffered: flush counters, check for the
             // end, and wait with a timeout so the check happens when idle.
@@ -193,6 +194,7 @@ impl Consumer {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                     None
                 };
+                clock.new_batch();
                 match futures_lite::future::or(next, idle).await {
                     Some(n) => n,
                     None => continue,
@@ -203,7 +205,7 @@ impl Consumer {
             match next {
                 Some(Ok(d)) => {
                     let n = d.body.len().min(HEADER_LEN);
-                    sink.deliver(&d.body[..n], now_ns());
+                    sink.deliver(&d.body[..n], clock.now());
                     self.consumer.ack(d.tag);
                 }
                 Some(Err(e)) => return Err(err(e)),

@@ -8,7 +8,7 @@
 
 pub mod codec;
 
-use crate::header::{now_ns, HEADER_LEN};
+use crate::header::{now_ns, BatchClock, HEADER_LEN};
 use anyhow::{anyhow, bail, Context, Result};
 use codec::*;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -555,8 +555,10 @@ impl Consumer {
         let mut have = 0usize;
         let mut last_tag = 0u64;
         let mut unacked = 0u64;
+        let mut clock = BatchClock::default();
         loop {
             let mut any = false;
+            clock.new_batch();
             while let Some(f) = self.conn.reader.next()? {
                 match (f.kind, &mut expect) {
                     (FRAME_METHOD, Expect::Method) => {
@@ -575,7 +577,7 @@ impl Consumer {
                         let size = parse_content_header(f.payload)?;
                         have = 0;
                         if size == 0 {
-                            sink.deliver(&[], now_ns());
+                            sink.deliver(&[], clock.now());
                             last_tag = *tag;
                             unacked += 1;
                             any = true;
@@ -590,7 +592,7 @@ impl Consumer {
                         have += take;
                         *left = left.saturating_sub(f.payload.len() as u64);
                         if *left == 0 {
-                            sink.deliver(&prefix[..have], now_ns());
+                            sink.deliver(&prefix[..have], clock.now());
                             last_tag = *tag;
                             unacked += 1;
                             any = true;
