@@ -11,6 +11,8 @@
 #                          fewer, so the generator leaves the brokers a core; else all)
 #   RINGMQ_AMQP=1          also run the workloads against ringmq's AMQP front end
 #   SKIP_RINGMQ=1 / SKIP_RABBITMQ=1
+#   ONLY=16b,fanout        run only these workloads (keys: 16b 1k 1k-persist 4x4
+#                          rate fanout; default all)
 #
 # Needs root (or the rabbitmq user) for RabbitMQ, which is installed from
 # Debian's packages when missing and started without systemd on spare
@@ -187,7 +189,16 @@ WORKLOADS=(
     "1k-persist|1 KiB persistent + confirms, 1p 1c|--size 1024 --persistent --confirm"
     "4x4|1 KiB transient, 4p 4c 4q|--size 1024 --producers 4 --consumers 4 --queues 4"
     "rate|1 KiB at $RATE msg/s + confirms (latency)|--size 1024 --rate $RATE --confirm"
+    "fanout|16 B fanout to 10 queues, 1p 10c (deliveries/s)|--size 16 --exchange loadgen-fanout --queues 10 --consumers 10"
 )
+if [ -n "${ONLY:-}" ]; then
+    KEEP=()
+    for wl in "${WORKLOADS[@]}"; do
+        case ",$ONLY," in *",${wl%%|*},"*) KEEP+=("$wl") ;; esac
+    done
+    [ ${#KEEP[@]} -gt 0 ] || { say "ONLY=$ONLY matches no workload"; exit 1; }
+    WORKLOADS=("${KEEP[@]}")
+fi
 
 CORE_ARGS=()
 if [ -z "${CORES:-}" ] && [ "$(nproc)" -le 2 ]; then CORES=0; fi
@@ -261,5 +272,5 @@ plot() { # out.svg title key...
     fi
 }
 plot "$OUT/latency-fixed-rate.svg" "End-to-end latency at $RATE msg/s, 1 KiB, confirms" rate
-plot "$OUT/latency-all.svg" "End-to-end latency by percentile, all workloads" 16b 1k 1k-persist 4x4 rate
+plot "$OUT/latency-all.svg" "End-to-end latency by percentile, all workloads" 16b 1k 1k-persist 4x4 rate fanout
 say "results in $OUT (table.md, *.json, *.hgrm, latency-*.svg)"

@@ -6,10 +6,11 @@
 
 mod common;
 
-use common::{maybe_within, queue_on, run_local, within, TestBroker, QUIET, STEP, TEST_DEADLINE};
+use bytes::BytesMut;
+use common::{maybe_within, queue_on, run_local, within, Raw, TestBroker, QUIET, STEP, TEST_DEADLINE};
 use futures_lite::StreamExt;
 use ringmq::client::{Client, ClientError, ClientOptions, Consumer, ExchangeOptions, ProducerOptions};
-use ringmq::protocol::ErrorCode;
+use ringmq::protocol::{op, BatchWriter, Cmd, ErrorCode};
 use ringmq::server::config::Config;
 use ringmq::server::Broker;
 
@@ -326,4 +327,50 @@ fn dead_letters_route_through_an_exchange() {
         assert_eq!(t.get("exchange").and_then(Value::as_str), Some("in"));
         dsub.ack(d.tag);
     });
+}
+
+/// Sends one PublishTo frame with CONFIRM carrying `n` small messages.
+fn publish_to(r: &mut Raw, exchange: &str, n: usize) -> u64 {
+    let rid = r.rid();
+    let mut b = BytesMut::new();
+    let mut w = BatchWriter::begin_publish_to(&mut b, rid, op::PUBLISH_CONFIRM, exchange, "");
+    for i in 0..n {
+        w.push(&mut b, 0, &[], format!("m{i}").as_bytes());
+    }
+    w.finish(&mut b);
+    r.write(&b);
+    rid
+}
+
+/// A routed publisher pauses, like a direct one, while a queue of its shard
+/// that it routes to is over `publish_pause_messages` and has a consumer,
+/// and resumes once the queue has drained to half.
+#[test]
+fn routed_publisher_pauses_on_a_deep_local_queue() {
+    let b = TestBroker::start_with(2, |c| c.publish_pause_messages = 100);
+    let (local, remote) = (queue_on(0, 2, "pause-l"), queue_on(1, 2, "pause-r"));
+    let (mut p, shard) = Raw::hello(b.shards[0]);
+    assert_eq!(shard, 0);
+    for q in [&local, &remote] {
+        p.declare(q);
+    }
+    let rid = p.send(Cmd::ExchangeDeclare { flags: 0, exchange: "pause-x", kind: "fanout", args: &[] });
+    p.expect_ok(rid);
+    for q in [&local, &remote] {
+        let rid = p.send(Cmd::Bind { flags: 0, source: "pause-x", destination: q, routing_key: "", args: &[] });
+        p.expect_ok(rid);
+    }
+    // A consumer that takes one message and never acks: the queue stays deep.
+    let (mut slow, _) = Raw::hello(b.shards[0]);
+    slow.subscribe(&local, 1);
+    let first = publish_to(&mut p, "pause-x", 300);
+    p.expect_confirm(first, 300);
+    // Over the limit: the next batch is not even read.
+    let second = publish_to(&mut p, "pause-x", 10);
+    p.expect_silence();
+    // A consumer that drains the queue lets the publisher go on.
+    let (mut fast, _) = Raw::hello(b.shards[0]);
+    let (cid, mut got) = fast.subscribe(&local, 1000);
+    got.extend(fast.expect_deliveries(cid, 299 - got.len()));
+    p.expect_confirm(second, 10);
 }

@@ -1,15 +1,19 @@
 //! Loss, duplicate and reorder accounting.
 //!
-//! Every consumed message carries (producer id, sequence). Each worker keeps,
-//! per producer, a bitmap of the sequence numbers it has seen (one bit a
-//! message, so 12 M messages of one producer cost 1.5 MB). At the end the
-//! workers' bitmaps are OR-ed together; a bit set in two workers is a
-//! duplicate delivered to consumers on different workers.
+//! Every consumed message carries (producer id, sequence). A *stream* is
+//! what one producer sends into one queue: without an exchange each
+//! producer has one stream, through a fanout exchange one per queue. Each
+//! worker keeps, per stream, a bitmap of the sequence numbers its consumers
+//! of that queue have seen (one bit a message, so 12 M messages cost
+//! 1.5 MB). At the end the workers' bitmaps are OR-ed together; a bit set in
+//! two workers is a duplicate delivered to consumers on different workers.
 //!
-//! - **duplicates**: deliveries of a (producer, seq) already seen, in any
-//!   consumer.
-//! - **lost**: messages a producer sent that no consumer received
-//!   (`sent - distinct received`, per producer), after the drain period.
+//! - **duplicates**: deliveries of a (queue, producer, seq) already seen, in
+//!   any consumer of that queue. The same message in two queues (fan-out)
+//!   is two deliveries, not a duplicate.
+//! - **lost**: per stream that should arrive (the producer's messages reach
+//!   the queue and the queue has a consumer), messages the producer sent
+//!   that no consumer of the queue received, after the drain period.
 //! - **reordered**: counted per consumer and per producer: a first delivery
 //!   whose sequence is lower than the highest sequence that *same consumer*
 //!   already received from that producer. A queue's messages are split among
@@ -77,6 +81,8 @@ impl BitSet {
 /// What one worker (or, after merging, the whole run) has seen.
 #[derive(Default, Clone, Debug)]
 pub struct Checker {
+    /// Producers per queue: stream (q, p) is `seen[q * producers + p]`.
+    producers: usize,
     seen: Vec<BitSet>,
     /// Deliveries, duplicates included.
     pub deliveries: u64,
@@ -102,19 +108,21 @@ pub enum Seen {
 }
 
 impl Checker {
-    pub fn new(producers: usize) -> Checker {
-        Checker { seen: vec![BitSet::default(); producers], ..Default::default() }
+    pub fn new(queues: usize, producers: usize) -> Checker {
+        Checker { producers, seen: vec![BitSet::default(); queues * producers], ..Default::default() }
     }
 
-    /// Records one delivery of `(producer, seq)` to the consumer owning `order`.
-    pub fn record(&mut self, order: &mut OrderTrack, producer: u32, seq: u64) -> Seen {
+    /// Records one delivery of `(producer, seq)` from queue `queue` to the
+    /// consumer owning `order` (a consumer reads one queue).
+    pub fn record(&mut self, order: &mut OrderTrack, queue: usize, producer: u32, seq: u64) -> Seen {
         let p = producer as usize;
-        if p >= self.seen.len() {
+        let stream = queue * self.producers + p;
+        if p >= self.producers || stream >= self.seen.len() {
             self.malformed += 1;
             return Seen::Duplicate;
         }
         self.deliveries += 1;
-        if !self.seen[p].insert(seq) {
+        if !self.seen[stream].insert(seq) {
             self.duplicates += 1;
             return Seen::Duplicate;
         }
@@ -136,6 +144,7 @@ impl Checker {
 
     /// Merges another worker's checker; cross-worker repeats become duplicates.
     pub fn merge(&mut self, other: &Checker) {
+        debug_assert!(other.seen.is_empty() || other.producers == self.producers);
         if other.seen.len() > self.seen.len() {
             self.seen.resize(other.seen.len(), BitSet::default());
         }
@@ -149,19 +158,21 @@ impl Checker {
         self.malformed += other.malformed;
     }
 
-    /// Distinct messages received from `producer`.
+    /// Distinct messages received from `producer` through `queue`.
     #[cfg(test)]
-    pub fn distinct(&self, producer: usize) -> u64 {
-        self.seen.get(producer).map_or(0, BitSet::count)
+    pub fn distinct(&self, queue: usize, producer: usize) -> u64 {
+        self.seen.get(queue * self.producers + producer).map_or(0, BitSet::count)
     }
 
-    /// Lost messages given what each producer sent (`sent[p]` = messages 0..sent[p]).
-    pub fn lost(&self, sent: &[u64]) -> u64 {
-        sent.iter()
-            .enumerate()
-            .map(|(p, &n)| {
+    /// Lost messages given what each producer sent (`sent[p]` = messages
+    /// 0..sent[p]), over the (queue, producer) streams that should arrive.
+    pub fn lost(&self, sent: &[u64], streams: impl IntoIterator<Item = (usize, usize)>) -> u64 {
+        streams
+            .into_iter()
+            .map(|(q, p)| {
+                let n = sent.get(p).copied().unwrap_or(0);
                 // Count only sequences the producer reports as sent.
-                let got = self.seen.get(p).map_or(0, |s| s.count_below(n));
+                let got = self.seen.get(q * self.producers + p).map_or(0, |s| s.count_below(n));
                 n - got
             })
             .sum()
@@ -174,65 +185,98 @@ mod tests {
 
     #[test]
     fn in_order_stream_is_clean() {
-        let mut c = Checker::new(2);
+        let mut c = Checker::new(1, 2);
         let mut o = OrderTrack::default();
         for seq in 0..1000 {
-            assert_eq!(c.record(&mut o, 0, seq), Seen::New);
-            assert_eq!(c.record(&mut o, 1, seq), Seen::New);
+            assert_eq!(c.record(&mut o, 0, 0, seq), Seen::New);
+            assert_eq!(c.record(&mut o, 0, 1, seq), Seen::New);
         }
         assert_eq!((c.duplicates, c.reordered), (0, 0));
-        assert_eq!(c.lost(&[1000, 1000]), 0);
+        assert_eq!(c.lost(&[1000, 1000], [(0, 0), (0, 1)]), 0);
         assert_eq!(c.deliveries, 2000);
     }
 
     #[test]
     fn gaps_dups_and_reorders() {
-        let mut c = Checker::new(1);
+        let mut c = Checker::new(1, 1);
         let mut o = OrderTrack::default();
         for seq in [0, 1, 3, 2, 3, 5, 5, 9] {
-            c.record(&mut o, 0, seq);
+            c.record(&mut o, 0, 0, seq);
         }
         // 2 arrived after 3: one reorder; 3 and 5 twice: two duplicates.
         assert_eq!(c.reordered, 1);
         assert_eq!(c.duplicates, 2);
         // Sent 0..10: missing 4, 6, 7, 8.
-        assert_eq!(c.lost(&[10]), 4);
-        assert_eq!(c.distinct(0), 6);
+        assert_eq!(c.lost(&[10], [(0, 0)]), 4);
+        assert_eq!(c.distinct(0, 0), 6);
     }
 
     #[test]
     fn split_across_consumers_is_not_reordering() {
         // One producer, one queue, two consumers getting alternate messages
         // (round robin), processed in an arbitrary interleaving.
-        let mut c = Checker::new(1);
+        let mut c = Checker::new(1, 1);
         let (mut a, mut b) = (OrderTrack::default(), OrderTrack::default());
         for seq in (1..100).step_by(2) {
-            c.record(&mut b, 0, seq);
+            c.record(&mut b, 0, 0, seq);
         }
         for seq in (0..100).step_by(2) {
-            c.record(&mut a, 0, seq);
+            c.record(&mut a, 0, 0, seq);
         }
         assert_eq!((c.reordered, c.duplicates), (0, 0));
-        assert_eq!(c.lost(&[100]), 0);
+        assert_eq!(c.lost(&[100], [(0, 0)]), 0);
     }
 
     #[test]
     fn merge_finds_cross_worker_duplicates() {
-        let mut w1 = Checker::new(2);
-        let mut w2 = Checker::new(2);
+        let mut w1 = Checker::new(1, 2);
+        let mut w2 = Checker::new(1, 2);
         let mut o = OrderTrack::default();
         for seq in 0..500 {
-            w1.record(&mut o, 0, seq);
+            w1.record(&mut o, 0, 0, seq);
         }
         let mut o2 = OrderTrack::default();
         for seq in 400..1000 {
-            w2.record(&mut o2, 0, seq); // 400..500 also seen by w1
+            w2.record(&mut o2, 0, 0, seq); // 400..500 also seen by w1
         }
-        w2.record(&mut o2, 1, 0);
+        w2.record(&mut o2, 0, 1, 0);
         w1.merge(&w2);
         assert_eq!(w1.duplicates, 100);
         assert_eq!(w1.deliveries, 1101);
-        assert_eq!(w1.lost(&[1000, 3]), 2);
+        assert_eq!(w1.lost(&[1000, 3], [(0, 0), (0, 1)]), 2);
+    }
+
+    #[test]
+    fn fanout_streams_are_checked_per_queue() {
+        // One producer into three queues through a fanout exchange; a
+        // consumer per queue, on two workers.
+        let (mut w1, mut w2) = (Checker::new(3, 1), Checker::new(3, 1));
+        let mut orders: Vec<OrderTrack> = (0..3).map(|_| OrderTrack::default()).collect();
+        for seq in 0..100 {
+            // The same message in every queue: not a duplicate.
+            assert_eq!(w1.record(&mut orders[0], 0, 0, seq), Seen::New);
+            assert_eq!(w2.record(&mut orders[1], 1, 0, seq), Seen::New);
+            if seq != 42 {
+                assert_eq!(w1.record(&mut orders[2], 2, 0, seq), Seen::New);
+            }
+        }
+        // Queue 1 delivers 7 twice; queue 2 delivers 3 after 99.
+        assert_eq!(w2.record(&mut orders[1], 1, 0, 7), Seen::Duplicate);
+        w1.merge(&w2);
+        assert_eq!(w1.deliveries, 300);
+        assert_eq!((w1.duplicates, w1.reordered), (1, 0));
+        let streams = [(0, 0), (1, 0), (2, 0)];
+        assert_eq!(w1.lost(&[100], streams), 1);
+        assert_eq!(w1.distinct(2, 0), 99);
+        // Another consumer of queue 2 gets 42 late: in order for it.
+        let mut late = OrderTrack::default();
+        assert_eq!(w1.record(&mut late, 2, 0, 42), Seen::New);
+        assert_eq!(w1.lost(&[100], streams), 0);
+        // Order is per consumer: one consumer of queue 0 going backwards.
+        let mut c = Checker::new(2, 1);
+        let mut o = OrderTrack::default();
+        c.record(&mut o, 1, 0, 5);
+        assert_eq!(c.record(&mut o, 1, 0, 3), Seen::Reordered);
     }
 
     #[test]
@@ -249,10 +293,11 @@ mod tests {
 
     #[test]
     fn unknown_producer_is_malformed() {
-        let mut c = Checker::new(1);
+        let mut c = Checker::new(1, 1);
         let mut o = OrderTrack::default();
-        c.record(&mut o, 5, 0);
-        assert_eq!(c.malformed, 1);
+        c.record(&mut o, 0, 5, 0);
+        c.record(&mut o, 3, 0, 0);
+        assert_eq!(c.malformed, 2);
         assert_eq!(c.deliveries, 0);
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::amqp::{self, AmqpUrl, ConfirmSink, Sink};
 use crate::header::HEADER_LEN;
+use crate::workload::{Route, Workload};
 use anyhow::{bail, Result};
 use std::time::Duration;
 
@@ -43,36 +44,58 @@ impl Target {
         bail!("unsupported URL {url}: use amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT")
     }
 
-    /// Declares every queue (durable if `durable`) and, if asked, purges it.
-    pub async fn setup(&self, queues: &[String], durable: bool, purge: bool) -> Result<u64> {
+    /// Declares every queue (durable with `--persistent`) and, unless
+    /// `--no-purge`, purges it; returns the messages purged. With
+    /// `--exchange`, then declares the exchange (durable with
+    /// `--persistent`) and binds every queue to it. Unless `--no-purge`,
+    /// an exchange of that name is deleted first, so bindings left by an
+    /// earlier run (to queues this run does not consume) go with it.
+    pub async fn setup(&self, w: &Workload) -> Result<u64> {
+        let durable = w.persistent;
         match self {
             Target::Amqp(url) => {
+                if let (Some(x), true) = (&w.exchange, w.purge) {
+                    // Deleting a missing exchange closes the channel on
+                    // some brokers: on a connection of its own.
+                    amqp::Connection::open(url).await?.delete_exchange(&x.name).await;
+                }
                 let mut c = amqp::Connection::open(url).await?;
                 let mut purged = 0;
-                for q in queues {
+                for q in &w.queues {
                     c.declare(q, durable).await?;
-                    if purge {
+                    if w.purge {
                         purged += c.purge(q).await? as u64;
+                    }
+                }
+                if let Some(x) = &w.exchange {
+                    c.declare_exchange(&x.name, x.kind.as_str(), durable).await?;
+                    for q in &w.queues {
+                        c.bind(q, &x.name, &x.binding_key(q)).await?;
                     }
                 }
                 c.close().await?;
                 Ok(purged)
             }
             #[cfg(feature = "native")]
-            Target::Native(url) => crate::native::setup(url, queues, durable, purge).await,
+            Target::Native(url) => crate::native::setup(url, w).await,
         }
     }
 
-    pub async fn producer(&self, queue: &str, spec: &ClientSpec, sink: ConfirmSink) -> Result<Producer> {
+    pub async fn producer(&self, route: &Route, spec: &ClientSpec, sink: ConfirmSink) -> Result<Producer> {
         match self {
             Target::Amqp(url) => {
                 let c = amqp::Connection::open(url).await?;
                 let sink = spec.confirm.then_some(sink);
-                Ok(Producer::Amqp(c.into_producer(queue, spec.size, spec.persistent, sink, spec.max_inflight).await?))
+                let (exchange, key) = match route {
+                    Route::Queue(q) => ("", q.as_str()),
+                    Route::Exchange { exchange, key } => (exchange.as_str(), key.as_str()),
+                };
+                let p = c.into_producer(exchange, key, spec.size, spec.persistent, sink, spec.max_inflight).await?;
+                Ok(Producer::Amqp(p))
             }
             #[cfg(feature = "native")]
             Target::Native(url) => {
-                Ok(Producer::Native(Box::new(crate::native::Producer::connect(url, queue, spec, sink).await?)))
+                Ok(Producer::Native(Box::new(crate::native::Producer::connect(url, route, spec, sink).await?)))
             }
         }
     }

@@ -60,6 +60,36 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A consumer's receive clock: read once when a read brings new deliveries
+/// and again every [`BatchClock::EVERY`] deliveries while they are
+/// processed. Reading `CLOCK_MONOTONIC` for every delivery cost about 15%
+/// of the generator's time at 3 M deliveries/s; the receive times this
+/// gives are early by at most the time `EVERY` deliveries take (a few µs).
+#[derive(Debug, Default)]
+pub struct BatchClock {
+    now: u64,
+    left: u32,
+}
+
+impl BatchClock {
+    pub const EVERY: u32 = 32;
+
+    /// New deliveries arrived: the next [`BatchClock::now`] reads the clock.
+    pub fn new_batch(&mut self) {
+        self.left = 0;
+    }
+
+    /// The receive time of one delivery.
+    pub fn now(&mut self) -> u64 {
+        if self.left == 0 {
+            self.now = now_ns();
+            self.left = Self::EVERY;
+        }
+        self.left -= 1;
+        self.now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +104,22 @@ mod tests {
         let mut long = vec![0u8; 64];
         long[..16].copy_from_slice(&h.to_bytes());
         assert_eq!(Header::read(&long), Some(h));
+    }
+
+    #[test]
+    fn batch_clock_reads_per_batch_and_every_32() {
+        let mut c = BatchClock::default();
+        let a = c.now();
+        for _ in 1..BatchClock::EVERY {
+            assert_eq!(c.now(), a);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let b = c.now();
+        assert!(b > a);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert_eq!(c.now(), b);
+        c.new_batch();
+        assert!(c.now() > b);
     }
 
     #[test]

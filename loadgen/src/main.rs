@@ -12,6 +12,7 @@ mod plot;
 mod runner;
 mod schedule;
 mod stats;
+mod workload;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -63,6 +64,15 @@ struct RunArgs {
     /// Number of queues.
     #[arg(long, default_value_t = 1)]
     queues: usize,
+    /// Publish through this exchange (declared by the run; every queue is
+    /// bound to it) instead of straight into the queues.
+    #[arg(long)]
+    exchange: Option<String>,
+    /// Type of --exchange: fanout (every queue gets every message), direct
+    /// (bound and routed by queue name) or topic (bound with `<queue>.#`,
+    /// routed with `<queue>.x`).
+    #[arg(long, value_enum, requires = "exchange", default_value = "fanout")]
+    exchange_type: workload::ExchangeKind,
     /// Message size in bytes, at least 16 (the header).
     #[arg(long, default_value_t = 16)]
     size: usize,
@@ -197,18 +207,23 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
         );
     let prefetch = a.prefetch.max(1);
     let ack_every = a.ack_every.unwrap_or((prefetch as u64 / 4).max(1)).clamp(1, prefetch as u64);
+    if a.exchange.as_deref() == Some("") {
+        bail!("--exchange needs a name; without --exchange, producers publish straight into the queues");
+    }
+    let exchange = a.exchange.map(|name| workload::Exchange { name, kind: a.exchange_type });
     let label = a.label.unwrap_or_else(|| {
         let mode = match a.rate {
             Some(r) => format!("{r} msg/s"),
             None => "max rate".into(),
         };
         format!(
-            "{} {}B {}p{}c{}q {}{}{}",
+            "{} {}B {}p{}c{}q{} {}{}{}",
             url.split("://").next().unwrap_or("?"),
             a.size,
             a.producers,
             a.consumers,
             a.queues,
+            exchange.as_ref().map_or(String::new(), |x| format!(" {}", x.kind.as_str())),
             mode,
             if a.persistent { " persistent" } else { "" },
             if a.confirm { " confirm" } else { "" }
@@ -220,6 +235,7 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
         producers: a.producers,
         consumers: a.consumers,
         queues: (0..a.queues).map(|i| format!("{prefix}-{i}")).collect(),
+        exchange,
         size: a.size,
         duration_s: a.duration,
         warmup_s: a.warmup,
@@ -322,5 +338,21 @@ mod tests {
         assert!(matches!(cli.cmd, Some(Cmd::Plot { .. })));
         let cli = Cli::try_parse_from(["x", "--url", "amqp://h", "--size", "8"]).unwrap();
         assert!(workload(cli.run).is_err());
+    }
+
+    #[test]
+    fn exchange_flags() {
+        let cli = Cli::try_parse_from(["x", "--url", "ringmq://h:1", "--exchange", "bench", "--queues", "3"]).unwrap();
+        let (w, _, _) = workload(cli.run).unwrap();
+        let x = w.exchange.as_ref().unwrap();
+        assert_eq!((x.name.as_str(), x.kind), ("bench", workload::ExchangeKind::Fanout));
+        assert!(w.label.contains("3q fanout"), "{}", w.label);
+        let cli = Cli::try_parse_from(["x", "--url", "ringmq://h:1", "--exchange", "b", "--exchange-type", "topic"]);
+        assert_eq!(workload(cli.unwrap().run).unwrap().0.exchange.unwrap().kind, workload::ExchangeKind::Topic);
+        // A type without an exchange is refused, and so is an unknown type.
+        assert!(Cli::try_parse_from(["x", "--url", "ringmq://h:1", "--exchange-type", "direct"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--url", "u", "--exchange", "b", "--exchange-type", "headers"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--url", "ringmq://h:1"]).unwrap();
+        assert!(workload(cli.run).unwrap().0.exchange.is_none());
     }
 }

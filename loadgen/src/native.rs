@@ -17,10 +17,11 @@
 
 use crate::amqp::{ConfirmSink, Sink};
 use crate::driver::ClientSpec;
-use crate::header::{now_ns, HEADER_LEN};
+use crate::header::{now_ns, BatchClock, HEADER_LEN};
+use crate::workload::{Route, Workload};
 use anyhow::{anyhow, Result};
 use futures_lite::StreamExt;
-use ringmq::client::{Client, ClientOptions, ProducerOptions};
+use ringmq::client::{Client, ClientOptions, ExchangeOptions, ProducerOptions};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -38,13 +39,35 @@ async fn connect(url: &str) -> Result<Client> {
     Client::connect(ClientOptions { url: url.to_string(), ..Default::default() }).await.map_err(err)
 }
 
-pub async fn setup(url: &str, queues: &[String], durable: bool, purge: bool) -> Result<u64> {
+/// See [`crate::driver::Target::setup`].
+pub async fn setup(url: &str, w: &Workload) -> Result<u64> {
     let c = connect(url).await?;
+    let durable = w.persistent;
+    if let (Some(x), true) = (&w.exchange, w.purge) {
+        match c.delete_exchange(&x.name, false).await {
+            Err(e) if e.code() != Some(ringmq::protocol::ErrorCode::ExchangeNotFound) => {
+                return Err(anyhow!("ringmq: deleting exchange {}: {e}", x.name))
+            }
+            _ => {}
+        }
+    }
     let mut purged = 0;
-    for q in queues {
+    for q in &w.queues {
         c.declare(q, durable).await.map_err(err)?;
-        if purge {
+        if w.purge {
             purged += c.purge(q).await.map_err(err)?;
+        }
+    }
+    if let Some(x) = &w.exchange {
+        let opts = ExchangeOptions { durable, ..Default::default() };
+        c.declare_exchange(&x.name, x.kind.as_str(), opts)
+            .await
+            .map_err(|e| anyhow!("ringmq: declaring {} exchange {}: {e}", x.kind.as_str(), x.name))?;
+        for q in &w.queues {
+            let key = x.binding_key(q);
+            c.bind_queue(q, &x.name, &key, &[])
+                .await
+                .map_err(|e| anyhow!("ringmq: binding {q} to {} with key {key:?}: {e}", x.name))?;
         }
     }
     c.close().await;
@@ -62,7 +85,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub async fn connect(url: &str, queue: &str, spec: &ClientSpec, sink: ConfirmSink) -> Result<Producer> {
+    pub async fn connect(url: &str, route: &Route, spec: &ClientSpec, sink: ConfirmSink) -> Result<Producer> {
         let client = connect(url).await?;
         let opts = ProducerOptions {
             batch_max: spec.batch.clamp(1, u32::MAX as usize) as u32,
@@ -73,7 +96,13 @@ impl Producer {
             in_flight_max: spec.max_inflight.div_ceil(spec.batch.max(1)).max(1) as u32,
             mandatory: false,
         };
-        let producer = client.producer(queue, opts).await.map_err(err)?;
+        let producer = match route {
+            Route::Queue(queue) => client.producer(queue, opts).await,
+            // The client sends the batches to the shard that owns the queue
+            // named like the key; the broker routes them there.
+            Route::Exchange { exchange, key } => client.exchange_producer(exchange, key, opts).await,
+        }
+        .map_err(err)?;
         Ok(Producer {
             client,
             producer,
@@ -151,6 +180,7 @@ impl Consumer {
     }
 
     pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
+        let mut clock = BatchClock::default();
         loop {
             // Only when nothing is buffered: flush counters, check for the
             // end, and wait with a timeout so the check happens when idle.
@@ -164,6 +194,7 @@ impl Consumer {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                     None
                 };
+                clock.new_batch();
                 match futures_lite::future::or(next, idle).await {
                     Some(n) => n,
                     None => continue,
@@ -174,7 +205,7 @@ impl Consumer {
             match next {
                 Some(Ok(d)) => {
                     let n = d.body.len().min(HEADER_LEN);
-                    sink.deliver(&d.body[..n], now_ns());
+                    sink.deliver(&d.body[..n], clock.now());
                     self.consumer.ack(d.tag);
                 }
                 Some(Err(e)) => return Err(err(e)),

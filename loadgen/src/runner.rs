@@ -3,7 +3,7 @@
 
 use crate::amqp::Sink;
 use crate::checker::{Checker, OrderTrack};
-use crate::driver::{ClientSpec, Target};
+use crate::driver::Target;
 use crate::header::{now_ns, Header, HEADER_LEN};
 use crate::schedule::Schedule;
 use crate::stats::{self, Percentiles, Summary};
@@ -17,48 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A fully resolved workload.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Workload {
-    pub url: String,
-    pub label: String,
-    pub producers: usize,
-    pub consumers: usize,
-    pub queues: Vec<String>,
-    pub size: usize,
-    pub duration_s: f64,
-    pub warmup_s: f64,
-    pub drain_s: f64,
-    pub rate: Option<f64>,
-    pub batch: usize,
-    pub persistent: bool,
-    pub confirm: bool,
-    pub max_inflight: usize,
-    pub prefetch: u16,
-    pub ack_every: u64,
-    pub cores: Vec<usize>,
-    pub purge: bool,
-    pub progress: bool,
-}
-
-impl Workload {
-    fn spec(&self) -> ClientSpec {
-        ClientSpec {
-            size: self.size,
-            persistent: self.persistent,
-            confirm: self.confirm,
-            batch: self.batch,
-            max_inflight: self.max_inflight,
-            prefetch: self.prefetch,
-            ack_every: self.ack_every,
-        }
-    }
-
-    /// Worker that runs client `k` (producers first, then consumers).
-    fn worker_of(&self, k: usize) -> usize {
-        k % self.cores.len()
-    }
-}
+pub use crate::workload::Workload;
 
 /// State shared by all workers (atomics only; touched a few times per batch).
 struct Shared {
@@ -71,6 +30,8 @@ struct Shared {
     sent: AtomicU64,
     confirmed: AtomicU64,
     received: AtomicU64,
+    /// Deliveries the messages sent so far should make (sent × fan-out).
+    expected: AtomicU64,
     producers_done: AtomicUsize,
     workers_done: AtomicUsize,
     /// Latencies of the last progress interval, one per worker.
@@ -108,11 +69,15 @@ struct WorkerStats {
     sent_by_producer: Vec<(usize, u64)>,
     confirmed: u64,
     nacked: u64,
+    /// Deliveries the nacked messages would have made.
+    nacked_expected: u64,
 }
 
 struct ConsumerSink {
     stats: Rc<RefCell<WorkerStats>>,
     shared: Arc<Shared>,
+    /// The queue this consumer reads.
+    queue: usize,
     order: OrderTrack,
     window: Option<Window>,
     new: u64,
@@ -142,7 +107,7 @@ impl Sink for ConsumerSink {
             st.checker.foreign += 1;
             return;
         };
-        let seen = st.checker.record(&mut self.order, h.producer, h.seq);
+        let seen = st.checker.record(&mut self.order, self.queue, h.producer, h.seq);
         if seen == crate::checker::Seen::Duplicate {
             return;
         }
@@ -179,7 +144,7 @@ impl Sink for ConsumerSink {
             return true;
         }
         s.w.producers == 0
-            || (s.producers_done.load(Relaxed) == s.w.producers && s.received.load(Relaxed) >= s.sent.load(Relaxed))
+            || (s.producers_done.load(Relaxed) == s.w.producers && s.received.load(Relaxed) >= s.expected.load(Relaxed))
     }
 }
 
@@ -213,6 +178,7 @@ async fn run_producer(
     let sched = w.rate.map(|r| Schedule::new(t0, r, w.producers, p));
     let total = sched.as_ref().map(|s| s.count_before(win.end));
     let batch = if w.confirm { w.batch.min(w.max_inflight) } else { w.batch }.max(1);
+    let per_message = w.expected_per_message(p);
     let mut msgs: Vec<([u8; HEADER_LEN], u64)> = Vec::with_capacity(batch);
     let mut seq = 0u64;
     let header = |i: u64, t: u64| {
@@ -249,6 +215,7 @@ async fn run_producer(
             let n = msgs.len() as u64;
             seq += n;
             shared.sent.fetch_add(n, Relaxed);
+            shared.expected.fetch_add(n * per_message, Relaxed);
             stats.borrow_mut().window_sent += in_window;
         }
         Ok::<(), anyhow::Error>(())
@@ -269,26 +236,29 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
         latency: stats::new_histogram(),
         confirm_latency: stats::new_histogram(),
         interval: stats::new_histogram(),
-        checker: Checker::new(w.producers),
+        checker: Checker::new(w.queues.len(), w.producers),
         window_received: 0,
         window_sent: 0,
         sent_by_producer: Vec::new(),
         confirmed: 0,
         nacked: 0,
+        nacked_expected: 0,
     }));
     let setup = async {
         let mut producers = Vec::new();
         let mut consumers = Vec::new();
         for c in 0..w.consumers {
             if w.worker_of(w.producers + c) == wi {
-                let q = &w.queues[c % w.queues.len()];
+                let qi = w.consumer_queue(c);
+                let q = &w.queues[qi];
                 let cons = shared.target.consumer(q, &spec).await.with_context(|| format!("consumer {c} on {q}"))?;
-                consumers.push(cons);
+                consumers.push((qi, cons));
             }
         }
         for p in 0..w.producers {
             if w.worker_of(p) == wi {
-                let q = &w.queues[p % w.queues.len()];
+                let route = w.route(p);
+                let per_message = w.expected_per_message(p);
                 let (st, sh) = (stats.clone(), shared.clone());
                 let mut win: Option<Window> = None;
                 let sink: crate::amqp::ConfirmSink = Box::new(move |intended, ack| {
@@ -296,6 +266,7 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
                     let mut st = st.borrow_mut();
                     if !ack {
                         st.nacked += 1;
+                        st.nacked_expected += per_message;
                         return;
                     }
                     st.confirmed += 1;
@@ -305,8 +276,11 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
                         stats::record(&mut st.confirm_latency, now.saturating_sub(intended));
                     }
                 });
-                let prod =
-                    shared.target.producer(q, &spec, sink).await.with_context(|| format!("producer {p} on {q}"))?;
+                let prod = shared
+                    .target
+                    .producer(&route, &spec, sink)
+                    .await
+                    .with_context(|| format!("producer {p} to {route}"))?;
                 producers.push((p, prod));
             }
         }
@@ -323,10 +297,11 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
     let _ = wait_for_start(&shared).await;
 
     let mut tasks = Vec::new();
-    for cons in consumers {
+    for (queue, cons) in consumers {
         let mut sink = ConsumerSink {
             stats: stats.clone(),
             shared: shared.clone(),
+            queue,
             order: OrderTrack::default(),
             window: None,
             new: 0,
@@ -371,12 +346,13 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
     Ok(st)
 }
 
-/// Declares (and purges) the queues from a short-lived executor.
+/// Declares (and purges) the queues, and the exchange with its bindings,
+/// from a short-lived executor.
 fn setup_queues(target: &Target, w: &Workload) -> Result<u64> {
-    let (target, queues, durable, purge) = (target.clone(), w.queues.clone(), w.persistent, w.purge);
+    let (target, w) = (target.clone(), w.clone());
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("loadgen-setup")
-        .spawn(move || async move { target.setup(&queues, durable, purge).await })
+        .spawn(move || async move { target.setup(&w).await })
         .map_err(|e| anyhow!("starting the setup executor: {e}"))?
         .join()
         .map_err(|e| anyhow!("setup executor: {e}"))?
@@ -399,6 +375,7 @@ pub fn run(w: Workload) -> Result<Summary> {
         sent: AtomicU64::new(0),
         confirmed: AtomicU64::new(0),
         received: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
         producers_done: AtomicUsize::new(0),
         workers_done: AtomicUsize::new(0),
         interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
@@ -504,9 +481,10 @@ fn progress_loop(shared: &Shared, win: Window, workers: usize) {
 fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
     let latency = stats::merge(results.iter().map(|r| &r.latency));
     let confirm = stats::merge(results.iter().map(|r| &r.confirm_latency));
-    let mut checker = Checker::new(w.producers);
+    let mut checker = Checker::new(w.queues.len(), w.producers);
     let mut sent = vec![0u64; w.producers];
     let (mut window_received, mut window_sent, mut confirmed, mut nacked) = (0, 0, 0, 0);
+    let mut nacked_expected = 0;
     for r in &results {
         checker.merge(&r.checker);
         for &(p, n) in &r.sent_by_producer {
@@ -516,13 +494,24 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         window_sent += r.window_sent;
         confirmed += r.confirmed;
         nacked += r.nacked;
+        nacked_expected += r.nacked_expected;
     }
     let rate_of = |n: u64| n as f64 / w.duration_s;
-    let msgs_per_s = if w.consumers > 0 { rate_of(window_received) } else { rate_of(window_sent) };
+    let delivered_per_s = rate_of(window_received);
+    let msgs_per_s = if w.consumers > 0 { delivered_per_s } else { rate_of(window_sent) };
     // Publishes the broker refused (nacked) were never accepted: not lost.
-    let lost = if w.consumers > 0 { checker.lost(&sent).saturating_sub(nacked) } else { 0 };
+    let lost = if w.consumers > 0 { checker.lost(&sent, w.streams()).saturating_sub(nacked_expected) } else { 0 };
+    let total_sent: u64 = sent.iter().sum();
+    let expected = sent.iter().enumerate().map(|(p, &n)| n * w.expected_per_message(p)).sum();
+    let fanout = if w.producers == 0 {
+        0.0
+    } else if total_sent == 0 {
+        (0..w.producers).map(|p| w.fanout(p)).sum::<usize>() as f64 / w.producers as f64
+    } else {
+        sent.iter().enumerate().map(|(p, &n)| (n * w.fanout(p) as u64) as f64).sum::<f64>() / total_sent as f64
+    };
     Summary {
-        sent: sent.iter().sum(),
+        sent: total_sent,
         confirmed,
         received: checker.deliveries,
         msgs_per_s,
@@ -535,6 +524,9 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         label: w.label.clone(),
         url: w.url.clone(),
         send_msgs_per_s: rate_of(window_sent),
+        delivered_per_s,
+        fanout,
+        expected,
         nacked,
         foreign: checker.foreign,
         config: serde_json::to_value(w).unwrap_or_default(),

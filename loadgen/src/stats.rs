@@ -71,6 +71,18 @@ pub struct Summary {
     pub label: String,
     pub url: String,
     pub send_msgs_per_s: f64,
+    /// Deliveries to consumers a second in the measured window (the same as
+    /// `msgs_per_s` when there are consumers; 0 without).
+    #[serde(default)]
+    pub delivered_per_s: f64,
+    /// Queues each published message reaches: 1 without an exchange, the
+    /// number of queues through a fanout exchange.
+    #[serde(default)]
+    pub fanout: f64,
+    /// Deliveries the consumers should get in all: for every producer,
+    /// messages sent × the consumed queues they reach.
+    #[serde(default)]
+    pub expected: u64,
     pub nacked: u64,
     pub foreign: u64,
     pub config: serde_json::Value,
@@ -132,8 +144,8 @@ impl Summary {
         let _ = writeln!(s, "run            {}", self.label);
         let _ = writeln!(
             s,
-            "messages       sent {}  confirmed {}  nacked {}  received {}",
-            self.sent, self.confirmed, self.nacked, self.received
+            "messages       sent {}  confirmed {}  nacked {}  received {} (expected {}, fan-out {})",
+            self.sent, self.confirmed, self.nacked, self.received, self.expected, self.fanout
         );
         let _ = writeln!(
             s,
@@ -149,10 +161,11 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "throughput     {:.0} msg/s  {:.2} MB/s  (publish {:.0} msg/s)",
+            "throughput     {:.0} msg/s  {:.2} MB/s  (publish {:.0} msg/s, deliver {:.0} msg/s)",
             self.msgs_per_s,
             self.bytes_per_s / 1e6,
-            self.send_msgs_per_s
+            self.send_msgs_per_s,
+            self.delivered_per_s
         );
         let _ = writeln!(
             s,

@@ -134,3 +134,97 @@ fn amqp_mode_against_ringmq_amqp_front_end_loses_nothing() {
     check_clean(&v, true);
     broker.stop();
 }
+
+/// A queue prefix whose queues `PREFIX-0..n` are spread over both shards.
+fn prefix_over_two_shards(n: usize) -> String {
+    (0..100)
+        .map(|i| format!("fanout-{i}"))
+        .find(|p| {
+            let shards: std::collections::HashSet<u32> =
+                (0..n).map(|q| ringmq::protocol::shard_for(&format!("{p}-{q}"), 2)).collect();
+            shards.len() == 2
+        })
+        .expect("some prefix spreads the queues")
+}
+
+/// Checks a routed run: every published message reached `fanout` queues,
+/// and each (queue, producer) stream arrived whole, once, in order.
+fn check_routed(v: &serde_json::Value, fanout: u64) {
+    let sent = count(v, "sent");
+    assert!(sent > 0, "something was sent: {v}");
+    assert_eq!(v["fanout"].as_f64(), Some(fanout as f64), "{v}");
+    assert_eq!(count(v, "expected"), fanout * sent, "{v}");
+    assert_eq!(count(v, "received"), fanout * sent, "every queue got every message: {v}");
+    assert_eq!(count(v, "confirmed"), sent, "every publish was confirmed: {v}");
+    assert_eq!(count(v, "lost"), 0, "{v}");
+    assert_eq!(count(v, "duplicates"), 0, "{v}");
+    assert_eq!(count(v, "reordered"), 0, "{v}");
+    let (published, delivered) = (v["send_msgs_per_s"].as_f64().unwrap(), v["delivered_per_s"].as_f64().unwrap());
+    assert!(published > 0.0 && delivered > 0.0, "{v}");
+    assert_eq!(v["msgs_per_s"].as_f64(), Some(delivered), "{v}");
+}
+
+#[test]
+fn fanout_run_over_two_shards_delivers_every_message_to_every_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let url = format!("ringmq://{}", broker.native_addr);
+    let prefix = prefix_over_two_shards(3);
+    let v = run_loadgen(&[
+        "--url",
+        &url,
+        "--exchange",
+        "lg-fanout",
+        "--queues",
+        "3",
+        "--consumers",
+        "3",
+        "--queue-prefix",
+        &prefix,
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--confirm",
+        "--cores",
+        "0",
+    ]);
+    check_routed(&v, 3);
+    assert_eq!(v["config"]["exchange"]["kind"], "fanout", "{v}");
+    broker.stop();
+}
+
+#[test]
+fn topic_run_over_amqp_routes_each_producer_to_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let url = format!("amqp://guest:guest@{}/%2f", broker.amqp_addr);
+    let prefix = prefix_over_two_shards(2);
+    let v = run_loadgen(&[
+        "--url",
+        &url,
+        "--exchange",
+        "lg-topic",
+        "--exchange-type",
+        "topic",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--queues",
+        "2",
+        "--queue-prefix",
+        &prefix,
+        "--rate",
+        "20000",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--confirm",
+        "--cores",
+        "0",
+    ]);
+    check_routed(&v, 1);
+    broker.stop();
+}

@@ -27,8 +27,15 @@ pub const CONNECTION_CLOSE_OK: (u16, u16) = (10, 51);
 pub const CHANNEL_OPEN: (u16, u16) = (20, 10);
 pub const CHANNEL_OPEN_OK: (u16, u16) = (20, 11);
 pub const CHANNEL_CLOSE: (u16, u16) = (20, 40);
+pub const CHANNEL_CLOSE_OK: (u16, u16) = (20, 41);
+pub const EXCHANGE_DECLARE: (u16, u16) = (40, 10);
+pub const EXCHANGE_DECLARE_OK: (u16, u16) = (40, 11);
+pub const EXCHANGE_DELETE: (u16, u16) = (40, 20);
+pub const EXCHANGE_DELETE_OK: (u16, u16) = (40, 21);
 pub const QUEUE_DECLARE: (u16, u16) = (50, 10);
 pub const QUEUE_DECLARE_OK: (u16, u16) = (50, 11);
+pub const QUEUE_BIND: (u16, u16) = (50, 20);
+pub const QUEUE_BIND_OK: (u16, u16) = (50, 21);
 pub const QUEUE_PURGE: (u16, u16) = (50, 30);
 pub const QUEUE_PURGE_OK: (u16, u16) = (50, 31);
 pub const BASIC_QOS: (u16, u16) = (60, 10);
@@ -190,10 +197,18 @@ pub struct PublishTemplate {
 }
 
 impl PublishTemplate {
-    pub fn new(channel: u16, routing_key: &str, size: usize, persistent: bool, frame_max: usize) -> Self {
+    /// `exchange` "" is the default exchange: `routing_key` names the queue.
+    pub fn new(
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        size: usize,
+        persistent: bool,
+        frame_max: usize,
+    ) -> Self {
         let mut out = Vec::with_capacity(size + 128);
         method(&mut out, channel, BASIC_PUBLISH, |a| {
-            a.u16(0).shortstr("").shortstr(routing_key).bits(&[false, false]);
+            a.u16(0).shortstr(exchange).shortstr(routing_key).bits(&[false, false]);
         });
         // Content header: class, weight, body size, property flags, properties.
         let at = begin_frame(&mut out, FRAME_HEADER, channel);
@@ -382,7 +397,7 @@ mod tests {
 
     #[test]
     fn publish_template_layout() {
-        let t = PublishTemplate::new(1, "q1", 40, true, 131072);
+        let t = PublishTemplate::new(1, "", "q1", 40, true, 131072);
         let mut out = Vec::new();
         t.stamp(&mut out, b"HEADER");
         t.stamp(&mut out, b"second");
@@ -415,7 +430,7 @@ mod tests {
 
     #[test]
     fn large_bodies_are_split_at_frame_max() {
-        let t = PublishTemplate::new(1, "q", 10_000, false, 4096);
+        let t = PublishTemplate::new(1, "x", "q", 10_000, false, 4096);
         let mut out = Vec::new();
         t.stamp(&mut out, b"x");
         let mut rest = &out[..];
@@ -427,6 +442,11 @@ mod tests {
             rest = &rest[n..];
         }
         assert_eq!(bodies, vec![4088, 4088, 1824]);
+        let (id, args) = method_id(&out[7..]).unwrap();
+        assert_eq!(id, BASIC_PUBLISH);
+        let mut r = Reader::new(args);
+        r.u16().unwrap();
+        assert_eq!((r.shortstr().unwrap(), r.shortstr().unwrap()), (&b"x"[..], &b"q"[..]));
     }
 
     #[test]

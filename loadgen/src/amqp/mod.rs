@@ -7,8 +7,10 @@
 //! `ack_every` deliveries.
 
 pub mod codec;
+mod consumer;
+mod url;
 
-use crate::header::{now_ns, HEADER_LEN};
+use crate::header::HEADER_LEN;
 use anyhow::{anyhow, bail, Context, Result};
 use codec::*;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -19,67 +21,11 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+pub use consumer::Consumer;
+pub use url::AmqpUrl;
+
 const CHANNEL: u16 = 1;
 const FRAME_MAX: u32 = 131072;
-
-/// `amqp://user:pass@host:port/vhost`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AmqpUrl {
-    pub addr: String,
-    pub user: String,
-    pub pass: String,
-    pub vhost: String,
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl AmqpUrl {
-    pub fn parse(url: &str) -> Result<AmqpUrl> {
-        let rest = url.strip_prefix("amqp://").ok_or_else(|| anyhow!("not an amqp:// URL: {url}"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-            None => (rest, None),
-        };
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
-        };
-        let (user, pass) = match userinfo {
-            Some(ui) => match ui.find(':') {
-                Some(i) => (percent_decode(&ui[..i]), percent_decode(&ui[i + 1..])),
-                None => (percent_decode(ui), String::new()),
-            },
-            None => ("guest".into(), "guest".into()),
-        };
-        let hostport = if hostport.is_empty() { "127.0.0.1" } else { hostport };
-        let addr = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:5672")
-        };
-        let vhost = match path {
-            None | Some("") => "/".to_string(),
-            Some(p) => percent_decode(p),
-        };
-        Ok(AmqpUrl { addr, user, pass, vhost })
-    }
-}
 
 /// Buffered frame reader over any async reader.
 struct FrameReader {
@@ -264,6 +210,43 @@ impl Connection {
         Ok(())
     }
 
+    /// exchange.declare of `kind` (direct, fanout, topic, ...).
+    pub async fn declare_exchange(&mut self, exchange: &str, kind: &str, durable: bool) -> Result<()> {
+        self.rpc(EXCHANGE_DECLARE, EXCHANGE_DECLARE_OK, |a| {
+            // passive, durable, auto-delete, internal, no-wait
+            a.u16(0).shortstr(exchange).shortstr(kind).bits(&[false, durable, false, false, false]).empty_table();
+        })
+        .await
+        .with_context(|| format!("declaring {kind} exchange {exchange}"))?;
+        Ok(())
+    }
+
+    /// queue.bind of `queue` to `exchange` with `key`.
+    pub async fn bind(&mut self, queue: &str, exchange: &str, key: &str) -> Result<()> {
+        self.rpc(QUEUE_BIND, QUEUE_BIND_OK, |a| {
+            a.u16(0).shortstr(queue).shortstr(exchange).shortstr(key).bits(&[false]).empty_table();
+        })
+        .await
+        .with_context(|| format!("binding queue {queue} to exchange {exchange} with key {key:?}"))?;
+        Ok(())
+    }
+
+    /// exchange.delete, then closes the connection. An exchange that does
+    /// not exist is no error (brokers that close the channel for it get
+    /// their channel.close-ok).
+    pub async fn delete_exchange(mut self, exchange: &str) {
+        let r = self
+            .rpc(EXCHANGE_DELETE, EXCHANGE_DELETE_OK, |a| {
+                // if-unused, no-wait
+                a.u16(0).shortstr(exchange).bits(&[false, false]);
+            })
+            .await;
+        if r.is_err() {
+            method(&mut self.wbuf, CHANNEL, CHANNEL_CLOSE_OK, |_| {});
+        }
+        let _ = self.close().await;
+    }
+
     pub async fn purge(&mut self, queue: &str) -> Result<u32> {
         let ok = self
             .rpc(QUEUE_PURGE, QUEUE_PURGE_OK, |a| {
@@ -288,10 +271,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Turns this connection into a publisher on `queue`.
+    /// Turns this connection into a publisher to `exchange` with
+    /// `routing_key` (exchange "": straight into the queue named by the key).
     pub async fn into_producer(
         mut self,
-        queue: &str,
+        exchange: &str,
+        routing_key: &str,
         size: usize,
         persistent: bool,
         confirm: Option<ConfirmSink>,
@@ -303,7 +288,7 @@ impl Connection {
             })
             .await?;
         }
-        let template = PublishTemplate::new(CHANNEL, queue, size, persistent, self.frame_max);
+        let template = PublishTemplate::new(CHANNEL, exchange, routing_key, size, persistent, self.frame_max);
         let Connection { stream, reader, .. } = self;
         let (rd, wr) = futures_lite::io::split(stream);
         let state = Rc::new(ConfirmState {
@@ -498,124 +483,9 @@ pub trait Sink {
     fn should_stop(&mut self, now_ns: u64) -> bool;
 }
 
-pub struct Consumer {
-    conn: Connection,
-    ack_every: u64,
-}
-
-enum Expect {
-    Method,
-    Header { tag: u64 },
-    Body { tag: u64, left: u64 },
-}
-
-impl Consumer {
-    pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
-        let mut expect = Expect::Method;
-        let mut prefix = [0u8; HEADER_LEN];
-        let mut have = 0usize;
-        let mut last_tag = 0u64;
-        let mut unacked = 0u64;
-        loop {
-            let mut any = false;
-            while let Some(f) = self.conn.reader.next()? {
-                match (f.kind, &mut expect) {
-                    (FRAME_METHOD, Expect::Method) => {
-                        let (id, args) = method_id(f.payload)?;
-                        match id {
-                            BASIC_DELIVER => {
-                                let (tag, _redelivered) = parse_deliver(args)?;
-                                expect = Expect::Header { tag };
-                            }
-                            CONNECTION_CLOSE => return Err(close_error("connection", args)),
-                            CHANNEL_CLOSE => return Err(close_error("channel", args)),
-                            _ => {}
-                        }
-                    }
-                    (FRAME_HEADER, Expect::Header { tag }) => {
-                        let size = parse_content_header(f.payload)?;
-                        have = 0;
-                        if size == 0 {
-                            sink.deliver(&[], now_ns());
-                            last_tag = *tag;
-                            unacked += 1;
-                            any = true;
-                            expect = Expect::Method;
-                        } else {
-                            expect = Expect::Body { tag: *tag, left: size };
-                        }
-                    }
-                    (FRAME_BODY, Expect::Body { tag, left }) => {
-                        let take = f.payload.len().min(HEADER_LEN - have);
-                        prefix[have..have + take].copy_from_slice(&f.payload[..take]);
-                        have += take;
-                        *left = left.saturating_sub(f.payload.len() as u64);
-                        if *left == 0 {
-                            sink.deliver(&prefix[..have], now_ns());
-                            last_tag = *tag;
-                            unacked += 1;
-                            any = true;
-                            expect = Expect::Method;
-                        }
-                    }
-                    (FRAME_HEARTBEAT, _) => {
-                        heartbeat(&mut self.conn.wbuf);
-                    }
-                    (kind, _) => bail!("unexpected frame type {kind} in a delivery"),
-                }
-            }
-            if unacked >= self.ack_every {
-                basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
-                unacked = 0;
-            }
-            if !self.conn.wbuf.is_empty() {
-                self.conn.flush().await?;
-            }
-            if any {
-                sink.flush();
-            }
-            if sink.should_stop(now_ns()) {
-                break;
-            }
-            match self.conn.reader.fill(&mut self.conn.stream).await {
-                Ok(true) => {}
-                Ok(false) => bail!("connection closed by the broker"),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    // Idle: ack what we have so a slow trickle is not held back.
-                    if unacked > 0 {
-                        basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
-                        unacked = 0;
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if unacked > 0 {
-            basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
-            self.conn.flush().await?;
-        }
-        self.conn.close().await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_parsing() {
-        let u = AmqpUrl::parse("amqp://bob:s%40cret@127.0.0.1:5673/%2f").unwrap();
-        assert_eq!(
-            u,
-            AmqpUrl { addr: "127.0.0.1:5673".into(), user: "bob".into(), pass: "s@cret".into(), vhost: "/".into() }
-        );
-        let u = AmqpUrl::parse("amqp://localhost").unwrap();
-        assert_eq!(u.addr, "localhost:5672");
-        assert_eq!((u.user.as_str(), u.vhost.as_str()), ("guest", "/"));
-        let u = AmqpUrl::parse("amqp://u:p@h:1/vh").unwrap();
-        assert_eq!(u.vhost, "vh");
-        assert!(AmqpUrl::parse("http://x").is_err());
-    }
 
     #[test]
     fn confirms_in_and_out_of_order() {
