@@ -229,6 +229,33 @@ pub fn scan<'a>(buf: &'a [u8], mut each: impl FnMut(usize, Record<'a>)) -> ScanE
     }
 }
 
+/// Bytes a publish record of an `entry_len`-byte entry takes in a
+/// segment (padding to 8 included): the unit of live-bytes accounting.
+pub fn publish_bytes(entry_len: usize) -> u64 {
+    align8(HEADER_BYTES + 8 + entry_len) as u64
+}
+
+/// Verifies one publish record read back on its own (`rec` is exactly the
+/// record, without padding): its length, checksum and type. Returns its
+/// queue id, sequence number and where the entry is in `rec`.
+pub fn verify_publish(rec: &[u8]) -> Result<(u32, u64, std::ops::Range<usize>), &'static str> {
+    if rec.len() < HEADER_BYTES + 8 || u32_at(rec, 0) as usize != rec.len() {
+        return Err("record length mismatch");
+    }
+    if checksum(rec) != u32_at(rec, 4) {
+        return Err("checksum mismatch");
+    }
+    if rec[8] != T_PUBLISH {
+        return Err("not a publish record");
+    }
+    Ok((u32_at(rec, 12), u64_at(rec, HEADER_BYTES), HEADER_BYTES + 8..rec.len()))
+}
+
+/// The `len` field of a record header at the start of `b`, if there is one.
+pub fn len_at(b: &[u8]) -> Option<usize> {
+    (b.len() >= 4).then(|| u32_at(b, 0) as usize)
+}
+
 /// A whole entry copied out of the segment buffer.
 pub fn owned(entry: &[u8]) -> Bytes {
     Bytes::copy_from_slice(entry)
@@ -308,6 +335,19 @@ mod tests {
                 assert!(v.len() < good.len());
             }
         }
+    }
+
+    #[test]
+    fn publish_verifies_alone() {
+        let mut b = Vec::new();
+        encode_publish(&mut b, 3, 42, b"hello");
+        let n = HEADER_BYTES + 8 + 5;
+        assert_eq!(publish_bytes(5), b.len() as u64);
+        let (q, seq, r) = verify_publish(&b[..n]).unwrap();
+        assert_eq!((q, seq, &b[r]), (3, 42, &b"hello"[..]));
+        b[n - 1] ^= 1;
+        assert_eq!(verify_publish(&b[..n]), Err("checksum mismatch"));
+        assert!(verify_publish(&b[..n - 1]).is_err());
     }
 
     #[test]

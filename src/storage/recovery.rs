@@ -1,10 +1,17 @@
 //! Recovery at shard start: replay every segment in order, verify every
 //! checksum, cut a torn tail off the last segment, and rebuild each
 //! durable queue as published minus acked.
+//!
+//! A message may appear in more than one segment (compaction re-appends
+//! live records; a crash between the copy and the deletion of the old
+//! segment leaves both): replay keeps one per (queue, seq), the last seen,
+//! and an ack or purge applies by sequence number wherever the publish is.
+//! Past `resident_bytes_max` of entries, recovered messages keep only their
+//! location in the log (read back when delivered).
 
 use super::io::{list_segments, segment_path, LogIo};
 use super::record::{owned, scan, Record, FORMAT_VERSION};
-use super::{StorageError, StorageOptions};
+use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -17,8 +24,20 @@ pub struct RecoveredQueue {
     pub name: String,
     /// The next sequence number to hand out: past every one ever logged.
     pub next_seq: u64,
-    /// Unacked persistent messages in sequence order: (seq, segment, entry).
-    pub messages: Vec<(u64, u64, Bytes)>,
+    /// Unacked persistent messages in sequence order.
+    pub messages: Vec<RecoveredMsg>,
+}
+
+#[derive(Debug)]
+pub struct RecoveredMsg {
+    pub seq: u64,
+    /// The segment of the copy kept, and where in it (when representable).
+    pub seg: u64,
+    pub loc: Option<Loc>,
+    pub entry_len: usize,
+    /// `None` once recovery holds `resident_bytes_max` of entries: then
+    /// `loc` is `Some` and the entry is read back when delivered.
+    pub entry: Option<Bytes>,
 }
 
 #[derive(Debug, Default)]
@@ -39,18 +58,32 @@ pub struct RecoveryReport {
 pub struct Recovered {
     pub queues: Vec<RecoveredQueue>,
     pub report: RecoveryReport,
-    /// Segments left on disk, ascending.
-    pub segments: Vec<u64>,
+    /// Segments left on disk, ascending, with their sizes in bytes.
+    pub segments: Vec<(u64, u64)>,
     pub next_queue_id: u32,
 }
 
 struct Replay {
     name: String,
     next_seq: u64,
-    msgs: BTreeMap<u64, (u64, Bytes)>,
+    msgs: BTreeMap<u64, RecoveredMsg>,
 }
 
-fn remove_ranges(q: &mut Replay, ranges: &[(u64, u64)]) {
+/// Entry bytes held in memory by the replay so far, and the cap.
+struct Resident {
+    bytes: u64,
+    max: u64,
+}
+
+impl Resident {
+    fn release(&mut self, m: &RecoveredMsg) {
+        if m.entry.is_some() {
+            self.bytes -= m.entry_len as u64;
+        }
+    }
+}
+
+fn remove_ranges(q: &mut Replay, ranges: &[(u64, u64)], res: &mut Resident) {
     for &(a, b) in ranges {
         if a > b {
             continue;
@@ -58,7 +91,9 @@ fn remove_ranges(q: &mut Replay, ranges: &[(u64, u64)]) {
         q.next_seq = q.next_seq.max(b.saturating_add(1));
         let keys: Vec<u64> = q.msgs.range(a..=b).map(|(k, _)| *k).collect();
         for k in keys {
-            q.msgs.remove(&k);
+            if let Some(m) = q.msgs.remove(&k) {
+                res.release(&m);
+            }
         }
     }
 }
@@ -70,6 +105,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
     let mut report = RecoveryReport::default();
     let mut queues: HashMap<u32, Replay> = HashMap::new();
     let mut next_queue_id = 1u32;
+    let mut res = Resident { bytes: 0, max: opts.resident_bytes_max };
     let mut keep = Vec::new();
     let last = segs.last().copied();
     for seg in segs.drain(..) {
@@ -80,7 +116,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         report.bytes_read += buf.len() as u64;
         let mut header: Option<Result<(), StorageError>> = None;
         let mut records = 0u64;
-        let end = scan(&buf, |_, r| {
+        let end = scan(&buf, |at, r| {
             records += 1;
             if header.is_none() {
                 header = Some(match r {
@@ -121,17 +157,26 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                     q.next_seq = q.next_seq.max(next_seq);
                 }
                 Record::Delete { queue } => {
-                    queues.remove(&queue);
+                    if let Some(q) = queues.remove(&queue) {
+                        q.msgs.values().for_each(|m| res.release(m));
+                    }
                 }
                 Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
                     if let Some(q) = queues.get_mut(&queue) {
-                        remove_ranges(q, &ranges);
+                        remove_ranges(q, &ranges, &mut res);
                     }
                 }
                 Record::Publish { queue, seq, entry } => {
                     if let Some(q) = queues.get_mut(&queue) {
                         q.next_seq = q.next_seq.max(seq + 1);
-                        q.msgs.insert(seq, (seg, owned(entry)));
+                        let loc = Loc::new(seg, at as u64, entry.len());
+                        let len = entry.len() as u64;
+                        let was = q.msgs.get(&seq).map(|m| m.entry.is_some());
+                        let base = res.bytes - if was == Some(true) { len } else { 0 };
+                        let body = (loc.is_none() || base + len <= res.max).then(|| owned(entry));
+                        res.bytes = base + if body.is_some() { len } else { 0 };
+                        let m = RecoveredMsg { seq, seg, loc, entry_len: entry.len(), entry: body };
+                        q.msgs.insert(seq, m);
                     }
                 }
             }
@@ -178,7 +223,12 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         if header.is_none() && !opts.skip_corrupt {
             return Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" });
         }
-        keep.push(seg);
+        let size = if report.truncated_file.as_deref() == Some(path.as_path()) {
+            end.valid_end as u64
+        } else {
+            buf.len() as u64
+        };
+        keep.push((seg, size));
     }
     let mut out: Vec<RecoveredQueue> = queues
         .into_iter()
@@ -186,7 +236,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             id,
             name: q.name,
             next_seq: q.next_seq,
-            messages: q.msgs.into_iter().map(|(seq, (seg, e))| (seq, seg, e)).collect(),
+            messages: q.msgs.into_values().collect(),
         })
         .collect();
     out.sort_by_key(|q| q.id);

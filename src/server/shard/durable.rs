@@ -61,6 +61,8 @@ impl Shard {
             fsync: c.fsync,
             fsync_interval_ms: c.fsync_interval_ms,
             skip_corrupt: c.storage_skip_corrupt,
+            compact_live_ratio_pct: c.compact_live_ratio_pct,
+            resident_bytes_max: u64::MAX,
         };
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
@@ -70,8 +72,8 @@ impl Shard {
             let mut q = Queue::new(rq.name.clone(), true, self.limits());
             q.set_next_seq(rq.next_seq);
             messages += rq.messages.len();
-            for (seq, _, entry) in rq.messages {
-                q.restore(seq, entry);
+            for m in rq.messages {
+                q.restore(m.seq, m.entry.unwrap_or_default());
             }
             ids.insert(rq.name.clone(), rq.id);
             queues.insert(rq.name, q);
@@ -95,15 +97,23 @@ impl Shard {
     }
 
     /// The group-commit loop: waits for appends, flushes them (one write,
-    /// one fdatasync), then releases what waited on them.
+    /// one fdatasync), then releases what waited on them. Between flushes
+    /// it runs one bounded step of compaction when one is due.
     pub async fn run_flusher(self: Rc<Self>) {
         let Some(d) = self.durable() else { return };
         loop {
-            d.log.wait_work().await;
+            if d.log.compaction_due() {
+                let moved = d.log.compact_step().await;
+                self.relocate(&d, moved);
+            } else {
+                d.log.wait_work().await;
+            }
             let f = d.log.flush().await;
             self.release(f);
         }
     }
+
+    fn relocate(&self, _d: &Durable, _moved: Vec<crate::storage::Moved>) {}
 
     fn release(&self, f: crate::storage::Flushed<Waiter>) {
         for w in f.waiters {
@@ -187,13 +197,13 @@ impl Shard {
         Some((d, id))
     }
 
-    fn log_gone(&self, q: &Queue, seqs: Vec<u64>) {
+    fn log_gone(&self, q: &Queue, seqs: Vec<(u64, usize)>) {
         if seqs.is_empty() {
             return;
         }
         if let Some((d, id)) = self.durable_id(q) {
-            for s in seqs {
-                d.log.ack(id, s);
+            for (s, len) in seqs {
+                d.log.ack(id, s, len);
             }
         }
     }
@@ -266,8 +276,8 @@ impl Shard {
     }
 }
 
-fn persistent_seq(m: &Message, seqs: &mut Vec<u64>) {
+fn persistent_seq(m: &Message, seqs: &mut Vec<(u64, usize)>) {
     if m.persistent {
-        seqs.push(m.seq);
+        seqs.push((m.seq, m.bytes()));
     }
 }
