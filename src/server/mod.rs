@@ -233,6 +233,7 @@ async fn run_shard(s: ShardStart) {
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
     if let Some(m) = s.metrics {
         tasks.push(glommio::spawn_local(http::accept_loop(shard.clone(), m.into_listener())));
     }

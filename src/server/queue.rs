@@ -7,6 +7,8 @@ use crate::protocol::ErrorCode;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+mod spill;
+
 /// Limits a queue enforces, from the broker config.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
@@ -116,6 +118,8 @@ pub struct Queue {
     /// Round-robin cursor into `consumers`.
     rr: usize,
     limits: QueueLimits,
+    /// Ready messages whose entry is on disk only (`queue/spill.rs`).
+    pub spill: spill::SpillState,
 }
 
 /// Where dispatch hands each consumer's share: owner, consumer id, first tag.
@@ -137,6 +141,7 @@ impl Queue {
             consumers: Vec::new(),
             rr: 0,
             limits,
+            spill: spill::SpillState::default(),
         }
     }
 
@@ -152,7 +157,7 @@ impl Queue {
     /// Recovery: a persistent message from the log, in sequence order,
     /// marked redelivered (it may have been delivered before the restart).
     pub fn restore(&mut self, seq: u64, entry: Bytes) {
-        let msg = Message { seq, entry, persistent: true, redelivered: true };
+        let msg = Message { seq, entry, persistent: true, redelivered: true, spilled: None };
         self.ready_bytes += msg.bytes() as u64;
         self.ready.push_back(msg);
         self.next_seq = self.next_seq.max(seq + 1);
@@ -197,7 +202,7 @@ impl Queue {
         }
         self.ready.reserve(entries.len());
         for entry in entries {
-            let msg = Message { seq: self.next_seq, entry, persistent, redelivered: false };
+            let msg = Message { seq: self.next_seq, entry, persistent, redelivered: false, spilled: None };
             self.next_seq += 1;
             self.ready_bytes += msg.bytes() as u64;
             self.ready.push_back(msg);
@@ -209,6 +214,7 @@ impl Queue {
     fn pop_ready(&mut self) -> Option<Message> {
         let m = self.ready.pop_front()?;
         self.ready_bytes -= m.bytes() as u64;
+        self.spill.popped(&m);
         Some(m)
     }
 
@@ -367,6 +373,10 @@ impl Queue {
             Some(i) => Some(i),
             None => None,
         };
+        if self.head_spilled() {
+            // The shard reads it back first (`Shard::get`).
+            return Ok(None);
+        }
         let Some(m) = self.pop_ready() else { return Ok(None) };
         self.delivered_total += 1;
         let d = Delivered::from(&m);
@@ -391,6 +401,7 @@ impl Queue {
         let n = self.ready.len();
         self.ready.clear();
         self.ready_bytes = 0;
+        self.spill.cleared();
         n
     }
 
@@ -409,10 +420,14 @@ impl Queue {
         if n == 1 {
             let take = (self.consumers[0].credit() as usize).min(self.ready.len());
             for _ in 0..take {
+                // A spilled head waits for the shard to read it back.
+                if self.head_spilled() {
+                    break;
+                }
                 let Some(m) = self.pop_ready() else { break };
                 self.consumers[0].track(m);
+                sent += 1;
             }
-            sent = take;
         } else {
             'rounds: loop {
                 let mut progressed = false;
@@ -420,6 +435,9 @@ impl Queue {
                     let i = (self.rr + k) % n;
                     if self.consumers[i].credit() == 0 {
                         continue;
+                    }
+                    if self.head_spilled() {
+                        break 'rounds;
                     }
                     let Some(m) = self.pop_ready() else { break 'rounds };
                     self.consumers[i].track(m);

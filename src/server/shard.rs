@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod admin;
 mod durable;
+mod spill;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
@@ -62,6 +63,8 @@ pub struct Shard {
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// Set when the request being handled logged queue metadata.
     meta_logged: Cell<bool>,
+    /// The memory budget: resident bytes, read-backs of spilled messages.
+    spill: spill::Spill,
 }
 
 impl Shard {
@@ -79,6 +82,7 @@ impl Shard {
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
+            spill: spill::Spill::default(),
         }
     }
 
@@ -283,6 +287,7 @@ impl Shard {
     fn dispatch(&self, q: &mut Queue) {
         let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs));
         bump(&self.counters.delivered, n as u64);
+        self.after_dispatch(q);
         if n > 0 && !self.over_half_pause(q) {
             self.publish_resume.notify();
         }
@@ -368,7 +373,9 @@ impl Shard {
             return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
         }
         let n = q.ready_len() as u64;
-        queues.remove(name);
+        if let Some(q) = queues.remove(name) {
+            self.forget_resident(&q);
+        }
         self.log_delete(name);
         tracing::debug!(queue = %name, "queue deleted");
         Ok(n)
@@ -393,14 +400,19 @@ impl Shard {
             Ok(Some((d, id))) => {
                 let r = self.with_queue(queue, |q| {
                     let mut seq = q.next_seq();
-                    q.publish(
+                    let mut locs = Vec::new();
+                    let n = q.publish(
                         persistent,
                         entries.inspect(|e| {
                             // Not poisoned: checked by log_target, just now.
-                            let _ = d.log.publish(id, seq, e);
+                            if let Ok(Some(loc)) = d.log.publish(id, seq, e) {
+                                locs.push((seq, loc));
+                            }
                             seq += 1;
                         }),
-                    )
+                    )?;
+                    self.spill_over_budget(q, &locs);
+                    Ok(n)
                 });
                 (r, Some(d))
             }
@@ -424,6 +436,9 @@ impl Shard {
     }
 
     fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
+        if self.queues.borrow().get(queue).is_some_and(Queue::head_spilled) {
+            return self.get_after_fetch(queue, spill::PendingGet { from, request_id, consumer_id, no_ack });
+        }
         let r = self.with_queue(queue, |q| {
             check_lock(q, from)?;
             Ok((self.get_logged(q, from, consumer_id, no_ack)?, q.ready_len()))
@@ -533,6 +548,7 @@ impl Shard {
 
     fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
         if let Some(q) = queues.remove(name) {
+            self.forget_resident(&q);
             self.log_delete(name);
             for (to, consumer_id) in q.push_consumers() {
                 self.route_reply(to, Reply::ConsumerGone { consumer_id });

@@ -14,18 +14,22 @@ pub struct ConnRef {
 /// A message as a queue holds it: its entry exactly as it came off the
 /// wire (flags, properties, body), a slice of the buffer it was read into.
 /// No copy between the socket and the consumer's frame, and one reference
-/// count per message.
+/// count per message. A spilled message (over the shard's memory budget)
+/// has an empty `entry` and its record's location in `spilled`; it is read
+/// back before it is delivered, so a delivered message is never spilled.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub seq: u64,
     pub entry: Bytes,
     pub persistent: bool,
     pub redelivered: bool,
+    pub spilled: Option<crate::storage::Loc>,
 }
 
 impl Message {
+    /// The entry's length, whether it is in memory or spilled.
     pub fn bytes(&self) -> usize {
-        self.entry.len()
+        self.spilled.map_or(self.entry.len(), |l| l.len as usize)
     }
 }
 

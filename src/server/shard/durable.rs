@@ -30,7 +30,7 @@ pub struct Waiter {
 pub struct Durable {
     pub log: Storage<Waiter>,
     /// Durable queue name → log id.
-    ids: RefCell<HashMap<String, u32>>,
+    pub(super) ids: RefCell<HashMap<String, u32>>,
 }
 
 fn poisoned(why: &str) -> QueueError {
@@ -62,7 +62,7 @@ impl Shard {
             fsync_interval_ms: c.fsync_interval_ms,
             skip_corrupt: c.storage_skip_corrupt,
             compact_live_ratio_pct: c.compact_live_ratio_pct,
-            resident_bytes_max: u64::MAX,
+            resident_bytes_max: c.memory_budget_bytes,
         };
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
@@ -73,8 +73,12 @@ impl Shard {
             q.set_next_seq(rq.next_seq);
             messages += rq.messages.len();
             for m in rq.messages {
-                q.restore(m.seq, m.entry.unwrap_or_default());
+                match (m.entry, m.loc) {
+                    (None, Some(loc)) => q.restore_spilled(m.seq, loc),
+                    (entry, _) => q.restore(m.seq, entry.unwrap_or_default()),
+                }
             }
+            self.after_dispatch(&mut q);
             ids.insert(rq.name.clone(), rq.id);
             queues.insert(rq.name, q);
         }
@@ -112,8 +116,6 @@ impl Shard {
             self.release(f);
         }
     }
-
-    fn relocate(&self, _d: &Durable, _moved: Vec<crate::storage::Moved>) {}
 
     fn release(&self, f: crate::storage::Flushed<Waiter>) {
         for w in f.waiters {
