@@ -19,7 +19,11 @@ const SIZE: usize = 1024;
 const TOTAL: u64 = 20_000;
 
 fn start(dir: &Path) -> Broker {
-    let config = Config {
+    start_with(dir, |_| {})
+}
+
+fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Broker {
+    let mut config = Config {
         cores: 1,
         listen: "127.0.0.1:0".parse().unwrap(),
         amqp_listen: "127.0.0.1:0".parse().unwrap(),
@@ -30,6 +34,7 @@ fn start(dir: &Path) -> Broker {
         segment_bytes: 4 << 20,
         ..Default::default()
     };
+    tweak(&mut config);
     Broker::start(config).expect("broker starts")
 }
 
@@ -48,7 +53,11 @@ fn body(seq: u64) -> Vec<u8> {
 /// Receives `n` messages on a connection of its own, checks each is the
 /// next expected one, intact, acks it; then closes (what it had
 /// prefetched goes back to the queue). Returns the next expected number.
-fn consume(b: &Broker, q: &str, mut next: u64, n: u64) -> u64 {
+fn consume(b: &Broker, q: &str, next: u64, n: u64) -> u64 {
+    consume_of(b, q, next, n, TOTAL)
+}
+
+fn consume_of(b: &Broker, q: &str, mut next: u64, n: u64, total: u64) -> u64 {
     let mut c = client(b);
     let sub = c.subscribe(q, 300).unwrap();
     for _ in 0..n {
@@ -63,7 +72,7 @@ fn consume(b: &Broker, q: &str, mut next: u64, n: u64) -> u64 {
     drop(c);
     let mut c = client(b);
     let t = std::time::Instant::now();
-    while c.declare(q, true).unwrap() != TOTAL - next {
+    while c.declare(q, true).unwrap() != total - next {
         assert!(t.elapsed() < WAIT, "prefetched messages requeued");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -106,6 +115,50 @@ fn backlog_over_the_budget_drains_in_order_across_a_restart() {
     next = consume(&b, q, next, TOTAL - next);
     assert_eq!(next, TOTAL);
     assert!(c.get(q, true).unwrap().is_none(), "drained");
+    drop(c);
+    b.stop();
+}
+
+fn publish_range(c: &mut Client, q: &str, r: std::ops::Range<u64>) {
+    for chunk in r.collect::<Vec<_>>().chunks(100) {
+        let bodies: Vec<Vec<u8>> = chunk.iter().map(|&i| body(i)).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        c.publish(q, &refs, true).expect("persistent publish confirmed");
+    }
+}
+
+fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("shard-0")).unwrap().count()
+}
+
+#[test]
+fn compaction_moves_spilled_messages_and_they_are_still_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start_with(dir.path(), |c| c.segment_bytes = 256 << 10);
+    let mut c = client(&b);
+    c.declare("churn", true).unwrap();
+    c.declare("keep", true).unwrap();
+    // Fills the budget, then `keep` and more `churn` are spilled.
+    publish_range(&mut c, "churn", 0..1_200);
+    publish_range(&mut c, "keep", 0..300);
+    publish_range(&mut c, "churn", 1_200..3_200);
+    let before = segments(dir.path());
+    assert!(before >= 12, "{before} segments");
+    consume_of(&b, "churn", 0, 3_200, 3_200);
+    // What is left is `keep` (300 KiB) in segments of mostly acked
+    // messages: compacted to the tail, the rest deleted.
+    let t = std::time::Instant::now();
+    while segments(dir.path()) > 4 {
+        assert!(t.elapsed() < WAIT, "compaction and reclaim: {} segments left", segments(dir.path()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Read back from where compaction put them.
+    consume_of(&b, "keep", 0, 300, 300);
+    drop(c);
+    b.stop();
+    let b = start_with(dir.path(), |c| c.segment_bytes = 256 << 10);
+    let mut c = client(&b);
+    assert_eq!(c.declare("keep", true).unwrap(), 0, "acked after the move: gone");
     drop(c);
     b.stop();
 }
