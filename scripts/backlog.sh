@@ -68,7 +68,7 @@ echo "disk: $(du -sm "$DATA/data" | cut -f1) MiB"
 kill -TERM $PID
 wait $PID || true
 start
-echo "restart: $(grep -o 'storage recovered.*' "$DATA/serve.err" | tail -1)"
+echo "restart: $(grep -o 'storage recovered.*' "$DATA/serve.err" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
 echo "after recovery: peak RSS $(hwm) MiB"
 t0=$(now)
 "$BIN" sub --url "$URL" --queue backlog --durable --count "$COUNT" --quiet --timeout 60 2>"$DATA/sub.err" >"$DATA/sub.out"

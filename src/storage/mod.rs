@@ -12,6 +12,7 @@
 //! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
+//! | `runs` | where each queue's live messages are, per segment |
 //! | [`meta`] | the data dir's shard count |
 //!
 //! Nothing here knows about connections: the shard hands in opaque
@@ -24,6 +25,7 @@ pub mod meta;
 pub mod read;
 pub mod record;
 pub mod recovery;
+mod runs;
 
 pub use compact::Moved;
 pub use log::{Flushed, Storage};

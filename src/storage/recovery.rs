@@ -13,7 +13,7 @@ use super::io::{list_segments, segment_path, LogIo};
 use super::record::{owned, scan, Record, FORMAT_VERSION};
 use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,19 +25,28 @@ pub struct RecoveredQueue {
     /// The next sequence number to hand out: past every one ever logged.
     pub next_seq: u64,
     /// Unacked persistent messages in sequence order.
-    pub messages: Vec<RecoveredMsg>,
+    pub messages: VecDeque<RecoveredMsg>,
 }
 
+/// One recovered message (56 bytes: a backlog of millions replays in
+/// one pass through a deque, not a tree).
 #[derive(Debug)]
 pub struct RecoveredMsg {
     pub seq: u64,
-    /// The segment of the copy kept, and where in it (when representable).
+    /// The segment of the copy kept (0 marks an acked slot during replay),
+    /// and the record's offset in it.
     pub seg: u64,
-    pub loc: Option<Loc>,
-    pub entry_len: usize,
+    pub off: u32,
+    pub entry_len: u32,
     /// `None` once recovery holds `resident_bytes_max` of entries: then
-    /// `loc` is `Some` and the entry is read back when delivered.
+    /// the entry is read back from `loc()` when delivered.
     pub entry: Option<Bytes>,
+}
+
+impl RecoveredMsg {
+    pub fn loc(&self) -> Option<Loc> {
+        Loc::new(self.seg, u64::from(self.off), self.entry_len as usize)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,10 +72,12 @@ pub struct Recovered {
     pub next_queue_id: u32,
 }
 
+/// A queue as replayed so far: messages in sequence order, acked ones
+/// left as tombstones (`seg == 0`) until they reach the front.
 struct Replay {
     name: String,
     next_seq: u64,
-    msgs: BTreeMap<u64, RecoveredMsg>,
+    msgs: VecDeque<RecoveredMsg>,
 }
 
 /// Entry bytes held in memory by the replay so far, and the cap.
@@ -76,24 +87,54 @@ struct Resident {
 }
 
 impl Resident {
-    fn release(&mut self, m: &RecoveredMsg) {
-        if m.entry.is_some() {
-            self.bytes -= m.entry_len as u64;
+    fn release(&mut self, m: &mut RecoveredMsg) {
+        if m.entry.take().is_some() {
+            self.bytes -= u64::from(m.entry_len);
         }
+        m.seg = 0;
     }
 }
 
-fn remove_ranges(q: &mut Replay, ranges: &[(u64, u64)], res: &mut Resident) {
-    for &(a, b) in ranges {
-        if a > b {
-            continue;
+impl Replay {
+    /// A publish: appended (the usual case), or a copy of one already seen
+    /// (compaction; the later copy is kept), or an older one put in order.
+    fn publish(&mut self, seg: u64, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
+        self.next_seq = self.next_seq.max(seq + 1);
+        let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
+        let mut m = RecoveredMsg { seq, seg, off, entry_len: len, entry: None };
+        let at = match self.msgs.back() {
+            Some(b) if b.seq >= seq => self.msgs.binary_search_by_key(&seq, |m| m.seq),
+            _ => Err(self.msgs.len()),
+        };
+        if let Ok(i) = at {
+            res.release(&mut self.msgs[i]);
         }
-        q.next_seq = q.next_seq.max(b.saturating_add(1));
-        let keys: Vec<u64> = q.msgs.range(a..=b).map(|(k, _)| *k).collect();
-        for k in keys {
-            if let Some(m) = q.msgs.remove(&k) {
-                res.release(&m);
+        if m.loc().is_none() || res.bytes + u64::from(len) <= res.max {
+            m.entry = Some(owned(entry));
+            res.bytes += u64::from(len);
+        }
+        match at {
+            Ok(i) => self.msgs[i] = m,
+            Err(i) => self.msgs.insert(i, m),
+        }
+    }
+
+    fn remove_ranges(&mut self, ranges: &[(u64, u64)], res: &mut Resident) {
+        for &(a, b) in ranges {
+            if a > b {
+                continue;
             }
+            self.next_seq = self.next_seq.max(b.saturating_add(1));
+            let from = self.msgs.partition_point(|m| m.seq < a);
+            for m in self.msgs.range_mut(from..) {
+                if m.seq > b {
+                    break;
+                }
+                res.release(m);
+            }
+        }
+        while self.msgs.front().is_some_and(|m| m.seg == 0) {
+            self.msgs.pop_front();
         }
     }
 }
@@ -151,32 +192,24 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                     let q = queues.entry(queue).or_insert_with(|| Replay {
                         name: name.clone(),
                         next_seq: 0,
-                        msgs: BTreeMap::new(),
+                        msgs: VecDeque::new(),
                     });
                     q.name = name;
                     q.next_seq = q.next_seq.max(next_seq);
                 }
                 Record::Delete { queue } => {
-                    if let Some(q) = queues.remove(&queue) {
-                        q.msgs.values().for_each(|m| res.release(m));
+                    if let Some(mut q) = queues.remove(&queue) {
+                        q.msgs.iter_mut().for_each(|m| res.release(m));
                     }
                 }
                 Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
                     if let Some(q) = queues.get_mut(&queue) {
-                        remove_ranges(q, &ranges, &mut res);
+                        q.remove_ranges(&ranges, &mut res);
                     }
                 }
                 Record::Publish { queue, seq, entry } => {
                     if let Some(q) = queues.get_mut(&queue) {
-                        q.next_seq = q.next_seq.max(seq + 1);
-                        let loc = Loc::new(seg, at as u64, entry.len());
-                        let len = entry.len() as u64;
-                        let was = q.msgs.get(&seq).map(|m| m.entry.is_some());
-                        let base = res.bytes - if was == Some(true) { len } else { 0 };
-                        let body = (loc.is_none() || base + len <= res.max).then(|| owned(entry));
-                        res.bytes = base + if body.is_some() { len } else { 0 };
-                        let m = RecoveredMsg { seq, seg, loc, entry_len: entry.len(), entry: body };
-                        q.msgs.insert(seq, m);
+                        q.publish(seg, at, seq, entry, &mut res);
                     }
                 }
             }
@@ -236,7 +269,11 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             id,
             name: q.name,
             next_seq: q.next_seq,
-            messages: q.msgs.into_values().collect(),
+            messages: {
+                let mut m = q.msgs;
+                m.retain(|m| m.seg != 0);
+                m
+            },
         })
         .collect();
     out.sort_by_key(|q| q.id);

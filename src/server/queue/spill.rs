@@ -67,6 +67,11 @@ impl Queue {
         true
     }
 
+    /// Recovery: room for `n` more ready messages.
+    pub fn reserve_ready(&mut self, n: usize) {
+        self.ready.reserve(n);
+    }
+
     /// Recovery: a persistent message left on disk, in sequence order.
     pub fn restore_spilled(&mut self, seq: u64, loc: Loc) {
         self.restore(seq, Bytes::new());

@@ -68,14 +68,22 @@ impl Shard {
         let mut ids = HashMap::new();
         let mut queues = self.queues.borrow_mut();
         let mut messages = 0usize;
-        for rq in rec.queues {
+        for mut rq in rec.queues {
             let mut q = Queue::new(rq.name.clone(), true, self.limits());
             q.set_next_seq(rq.next_seq);
             messages += rq.messages.len();
-            for m in rq.messages {
-                match (m.entry, m.loc) {
-                    (None, Some(loc)) => q.restore_spilled(m.seq, loc),
-                    (entry, _) => q.restore(m.seq, entry.unwrap_or_default()),
+            q.reserve_ready(rq.messages.len());
+            // Moved over oldest first; the replay's deque shrinks as it
+            // empties, so a big backlog is not held twice.
+            let mut cap = rq.messages.capacity();
+            while let Some(m) = rq.messages.pop_front() {
+                match (m.loc(), m.entry) {
+                    (Some(loc), None) => q.restore_spilled(m.seq, loc),
+                    (_, entry) => q.restore(m.seq, entry.unwrap_or_default()),
+                }
+                if cap > 4096 && rq.messages.len() * 4 < cap {
+                    rq.messages.shrink_to_fit();
+                    cap = rq.messages.capacity();
                 }
             }
             self.after_dispatch(&mut q);
