@@ -10,8 +10,9 @@ use super::{Loc, StorageError};
 use bytes::Bytes;
 use std::rc::Rc;
 
-/// Largest single read: records further apart are read separately.
-const SPAN_MAX: u64 = 1 << 20;
+/// Largest single read: a window is cut into reads of this size, all in
+/// flight at once; records further apart are read separately too.
+const SPAN_MAX: u64 = 512 << 10;
 /// Open segment files kept for reads.
 const READERS_MAX: usize = 64;
 
@@ -19,7 +20,8 @@ impl<W> Storage<W> {
     /// The entries of the spilled messages `want` (sequence number and
     /// location) of queue `queue`, in the same order.
     pub async fn read_entries(&self, queue: u32, want: &[(u64, Loc)]) -> Result<Vec<Bytes>, StorageError> {
-        let mut out = Vec::with_capacity(want.len());
+        // Cut into spans: (first index, end index, segment, start, end).
+        let mut spans = Vec::new();
         let mut i = 0;
         while i < want.len() {
             let first = want[i].1;
@@ -34,13 +36,19 @@ impl<W> Storage<W> {
                 end = e;
                 j += 1;
             }
-            let seg = first.segment();
+            spans.push((i, j, first.segment(), start, end));
+            i = j;
+        }
+        // Every read in flight at once.
+        let mut reads = Vec::with_capacity(spans.len());
+        for &(_, _, seg, start, end) in &spans {
             self.wait_written(seg, end).await?;
             let file = self.reader(seg).await?;
-            let buf = file
-                .read_at(start, (end - start) as usize)
-                .await
-                .map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+            reads.push(glommio::spawn_local(async move { file.read_at(start, (end - start) as usize).await }));
+        }
+        let mut out = Vec::with_capacity(want.len());
+        for (&(i, j, seg, start, _), read) in spans.iter().zip(reads) {
+            let buf = read.await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
             let buf = Bytes::from(buf);
             for &(seq, l) in &want[i..j] {
                 let a = (u64::from(l.off) - start) as usize;
@@ -53,7 +61,6 @@ impl<W> Storage<W> {
                 }
                 out.push(buf.slice(a + range.start..a + range.end));
             }
-            i = j;
         }
         Ok(out)
     }

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 /// Read-ahead: bytes and messages kept in memory ahead of the consumers
 /// of a queue with spilled messages (a window is read when half is left).
-const WINDOW_BYTES: u64 = 512 << 10;
-const WINDOW_MSGS: usize = 4096;
+const WINDOW_BYTES: u64 = 2 << 20;
+const WINDOW_MSGS: usize = 8192;
 
 /// A `get` that found its queue's head on disk, retried after the fetch.
 pub(super) struct PendingGet {
