@@ -38,6 +38,21 @@ fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Broker {
     Broker::start(config).expect("broker starts")
 }
 
+/// The Prometheus text of the broker.
+fn metrics(b: &Broker) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(b.metrics_addr).expect("metrics listener");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, prefix: &str) -> u64 {
+    let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in metrics"));
+    line[prefix.len()..].trim().parse().expect("a number")
+}
+
 fn client(b: &Broker) -> Client {
     Client::connect(ClientOptions { url: format!("ringmq://{}", b.native_addr), ..Default::default() })
         .expect("connect")
@@ -94,6 +109,11 @@ fn backlog_over_the_budget_drains_in_order_across_a_restart() {
             c.publish(q, &refs, true).expect("persistent publish confirmed");
         }
         assert_eq!(c.declare(q, true).unwrap(), TOTAL);
+        let m = metrics(&b);
+        let spilled = metric(&m, "ringmq_messages_spilled ");
+        assert!(spilled > TOTAL / 2, "most of 20 MiB is past a 1 MiB budget: {spilled} spilled");
+        let resident = metric(&m, "ringmq_memory_ready_bytes{shard=\"0\"} ");
+        assert!(resident <= 2 << 20, "in-memory entries stay near the budget: {resident}");
         next = consume(&b, q, next, 6_000);
         // Pull a few: the head may be on disk.
         for _ in 0..10 {
