@@ -144,3 +144,36 @@ fn crash_between_copy_and_delete_keeps_one_copy_and_later_acks() {
         log.close().await.result.unwrap();
     });
 }
+
+#[test]
+fn compaction_of_a_segment_larger_than_its_read_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_local(Duration::from_secs(60), move || async move {
+        let o = StorageOptions { segment_bytes: 4 << 20, ..opts(&path) };
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (log, _) = Storage::<u64>::open(io, o.clone()).await.unwrap();
+        let q = log.declare("mixed").unwrap();
+        // ~6 MiB: segment 1 is read in several 1 MiB windows, records cut
+        // at window ends, flushes leaving block padding in between.
+        let n = 8_400u64;
+        for s in 0..n {
+            log.publish(q, s, &body("mixed", s)).unwrap();
+            if s % 97 == 0 {
+                assert!(log.flush().await.result.is_ok());
+            }
+        }
+        for s in (0..n).filter(|s| s % 50 != 0) {
+            log.ack(q, s, 700);
+        }
+        assert!(log.flush().await.result.is_ok());
+        let moved = compact_all(&log).await;
+        assert!(moved >= 80, "the live messages of segment 1 moved: {moved}");
+        log.close().await.result.unwrap();
+        drop(log);
+        let qs = recovered(&path).await;
+        let want: Vec<(u64, Vec<u8>)> = (0..n).filter(|s| s % 50 == 0).map(|s| (s, body("mixed", s))).collect();
+        assert_eq!(qs[0].1, want, "every live message, once, in order, intact");
+        assert!(!seg_file(&path, 1).exists(), "segment 1 compacted and deleted");
+    });
+}

@@ -18,7 +18,7 @@
 
 use super::io::{segment_path, SegmentFile};
 use super::log::Storage;
-use super::record::{align_block, len_at, scan, Record};
+use super::record::{align_block, len_at, scan_at, Record};
 use super::Loc;
 use std::rc::Rc;
 
@@ -128,7 +128,7 @@ impl<W> Storage<W> {
             }
         }
         let mut found = Vec::new();
-        let end = scan(&buf, |_, r| {
+        let end = scan_at(&buf, pos as usize, |_, r| {
             if let Record::Publish { queue, seq, entry } = r {
                 found.push((queue, seq, entry));
             }
