@@ -12,6 +12,7 @@
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`server::connection`] |
+//! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`] |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | write replies, one syscall per turn | [`rt::outbox`] |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
@@ -37,6 +38,9 @@ pub mod server;
 
 #[cfg(feature = "server")]
 pub mod amqp;
+
+#[cfg(feature = "server")]
+pub mod routing;
 
 #[cfg(feature = "server")]
 pub mod storage;

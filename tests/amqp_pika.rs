@@ -103,3 +103,31 @@ fn pika_connection_blocked_and_unblocked() {
 fn pika_bulk_auto_and_manual_ack() {
     script_test("bulk.py");
 }
+
+#[test]
+fn pika_policies_ttl_dead_letter_expiry() {
+    script_test("policies_ttl.py");
+}
+
+#[test]
+fn pika_policies_max_length_overflow_modes() {
+    script_test("policies_maxlen.py");
+}
+
+#[test]
+fn pika_policies_priority_and_single_active_consumer() {
+    script_test("policies_priority_sac.py");
+}
+
+#[test]
+fn pika_policies_rejection_cycles_and_argument_checks() {
+    script_test("policies_dlx.py");
+}
+
+/// Fanout, direct, topic and headers exchanges, exchange-to-exchange
+/// bindings, the alternate exchange and mandatory returns, as RabbitMQ's
+/// tutorials use them.
+#[test]
+fn pika_exchanges() {
+    script_test("routing.py");
+}

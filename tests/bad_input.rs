@@ -230,7 +230,7 @@ fn unknown_queue_is_refused_and_connection_stays_usable() {
         not_found(&mut r, rid);
         let rid = r.send(Cmd::Delete { flags: 0, queue: &q });
         not_found(&mut r, rid);
-        let rid = r.send(Cmd::Declare { flags: op::DECLARE_PASSIVE, queue: &q });
+        let rid = r.send(Cmd::Declare { flags: op::DECLARE_PASSIVE, queue: &q, args: &[] });
         not_found(&mut r, rid);
         r.ping();
 
@@ -376,7 +376,7 @@ fn request_before_handshake_is_fatal() {
     r.expect_closed();
 
     let mut r = Raw::connect(b.shards[1]);
-    r.send(Cmd::Declare { flags: 0, queue: "early" });
+    r.send(Cmd::Declare { flags: 0, queue: "early", args: &[] });
     r.expect_error(ErrorCode::HandshakeRequired);
     r.expect_closed();
 
@@ -535,7 +535,7 @@ fn other_limits_are_enforced() {
 
     // Queue names.
     for bad in ["", "a\nb", "tab\there"] {
-        let rid = r.send(Cmd::Declare { flags: 0, queue: bad });
+        let rid = r.send(Cmd::Declare { flags: 0, queue: bad, args: &[] });
         assert_eq!(r.expect_error(ErrorCode::BadQueueName).0, rid);
     }
 
@@ -564,7 +564,7 @@ fn other_limits_are_enforced() {
     assert_eq!(r.expect_error(ErrorCode::UnknownConsumer).0, rid);
 
     // queues_per_shard_max: "full" and "empty" fill the shard.
-    let rid = r.send(Cmd::Declare { flags: 0, queue: "third" });
+    let rid = r.send(Cmd::Declare { flags: 0, queue: "third", args: &[] });
     assert_eq!(r.expect_error(ErrorCode::QueueLimit).0, rid);
     r.ping();
     // Make room for the witnesses' round trips (one queue at a time).

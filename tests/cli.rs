@@ -248,3 +248,29 @@ fn sigterm_stops_the_server_cleanly() {
     conn.expect_error(ringmq::protocol::ErrorCode::ShuttingDown);
     conn.expect_closed();
 }
+
+#[test]
+fn queue_args_from_the_command_line() {
+    let s = start_server();
+    let u = url(&s.native);
+    let max3 = ["--queue-arg", "x-max-length=3", "--queue-arg", "x-overflow=drop-head"];
+    let mut args = vec!["pub", "--url", &u, "--queue", "limited", "--count", "10", "--confirm"];
+    args.extend_from_slice(&max3);
+    let p = run(&args, Duration::from_secs(30));
+    assert!(p.status.success(), "pub failed: {:?}\n{}", p.status, p.stderr);
+    assert_eq!(p.last_line(), "published 10 confirmed 10", "drop-head accepts every publish");
+    let mut args = vec!["sub", "--url", &u, "--queue", "limited", "--count", "3", "--timeout", "5"];
+    args.extend_from_slice(&max3);
+    let r = run(&args, Duration::from_secs(30));
+    assert!(r.status.success(), "sub failed: {:?}\n{}", r.status, r.stderr);
+    let got: Vec<&str> = r.stdout.lines().map(|l| l.trim_end_matches('.')).collect();
+    assert_eq!(got, ["7", "8", "9", "received 3"], "only the newest 3 were kept");
+
+    let bad =
+        run(&["pub", "--url", &u, "--queue", "bad", "--queue-arg", "x-max-priority=300", "x"], Duration::from_secs(15));
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("invalid arg 'x-max-priority'"), "{}", bad.stderr);
+    let bad = run(&["pub", "--url", &u, "--queue", "bad", "--queue-arg", "novalue", "x"], Duration::from_secs(15));
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("KEY=VALUE"), "{}", bad.stderr);
+}

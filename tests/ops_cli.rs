@@ -120,3 +120,64 @@ fn serve_with_a_bad_config_key_names_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("segment_bytes"), "{err}");
 }
+
+fn http_get(b: &TestBroker, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(b.metrics).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// The tools follow routing: `sub --bind` declares and binds, `pub
+/// --exchange` publishes through it, and `ctl list-exchanges` /
+/// `list-bindings` and the HTTP API show what exists.
+#[test]
+fn tools_route_through_exchanges_and_ctl_lists_them() {
+    let b = TestBroker::start();
+    let url = b.url();
+    let q = queue_on(1, 2, "ops-bound");
+    let sub = Command::new(BIN)
+        .args(["sub", "--url", &url, "--queue", &q, "--bind", "ops-logs:any", "--exchange-type", "fanout"])
+        .args(["--count", "3", "--timeout", "20", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bound = false;
+    for _ in 0..100 {
+        let json = ok(ctl(&b, &["--json", "list-bindings"]));
+        if json.contains(&q) {
+            bound = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(bound, "the binding never showed up");
+    let out = Command::new(BIN)
+        .args(["pub", "--url", &url, "--exchange", "ops-logs", "--count", "3", "--confirm"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("published 3 confirmed 3"), "{stdout}");
+    let done = sub.wait_with_output().unwrap();
+    assert!(done.status.success(), "sub failed");
+    assert!(String::from_utf8_lossy(&done.stdout).contains("received 3"));
+
+    let xs = ok(ctl(&b, &["list-exchanges"]));
+    let row: Vec<&str> = xs.lines().find(|l| l.starts_with("ops-logs")).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..5], ["ops-logs", "fanout", "false", "false", "false"], "{xs}");
+    assert!(xs.lines().any(|l| l.starts_with("amq.topic")), "{xs}");
+    let bs = ok(ctl(&b, &["list-bindings"]));
+    let row: Vec<&str> = bs.lines().find(|l| l.starts_with("ops-logs")).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["ops-logs", q.as_str(), "queue", "any"], "{bs}");
+
+    let api: serde_json::Value = serde_json::from_str(&http_get(&b, "/api/exchanges/%2F/ops-logs")).unwrap();
+    assert_eq!(api["type"], "fanout");
+    let api: serde_json::Value = serde_json::from_str(&http_get(&b, "/api/bindings")).unwrap();
+    assert!(api.as_array().unwrap().iter().any(|x| x["destination"] == q.as_str() && x["source"] == "ops-logs"));
+}

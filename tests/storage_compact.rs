@@ -3,7 +3,8 @@
 //! messages are all there, in order, intact; disk use went down. Also the
 //! crash window between the copy and the deletion (both copies on disk):
 //! replay keeps one per sequence number, and acks logged after the copy
-//! still apply.
+//! still apply. Queue arguments (record 11) survive the deletion of the
+//! segment they were declared in.
 
 mod common;
 
@@ -42,12 +43,15 @@ fn seg_file(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:016}.seg"))
 }
 
+/// The raw field table `keep` is declared with.
+const KEEP_ARGS: &[u8] = b"\x0cx-max-lengthl\0\0\0\0\0\0\0\x05";
+
 /// Fills the log: 20 messages of `keep` that stay live, then 600 of
 /// `churn` (several segments), all acked. Returns the disk use before
 /// compaction and the contents of segment 1 as they were then.
 async fn fill(log: &Storage<u64>, dir: &Path) -> (u64, Vec<u8>) {
-    let keep = log.declare("keep").unwrap();
-    let churn = log.declare("churn").unwrap();
+    let keep = log.declare("keep", KEEP_ARGS).unwrap();
+    let churn = log.declare("churn", &[]).unwrap();
     for s in 0..20 {
         log.publish(keep, s, &body("keep", s)).unwrap();
     }
@@ -79,13 +83,22 @@ async fn compact_all(log: &Storage<u64>) -> usize {
     moved
 }
 
-async fn recovered(dir: &Path) -> Vec<(String, Vec<(u64, Vec<u8>)>)> {
+type Queues = Vec<(String, Vec<(u64, Vec<u8>)>)>;
+
+async fn recovered(dir: &Path) -> Queues {
+    recovered_with_args(dir).await.into_iter().map(|(n, _, m)| (n, m)).collect()
+}
+
+async fn recovered_with_args(dir: &Path) -> Vec<(String, Vec<u8>, Vec<(u64, Vec<u8>)>)> {
     let io: Rc<dyn LogIo> = Rc::new(DmaIo);
     let (log, rec) = Storage::<u64>::open(io, opts(dir)).await.expect("recovery");
     log.close().await.result.expect("close");
     rec.queues
         .into_iter()
-        .map(|q| (q.name, q.messages.into_iter().map(|m| (m.seq, m.entry.expect("in memory").to_vec())).collect()))
+        .map(|q| {
+            let msgs = q.messages.into_iter().map(|m| (m.seq, m.entry.expect("in memory").to_vec())).collect();
+            (q.name, q.args, msgs)
+        })
         .collect()
 }
 
@@ -105,12 +118,13 @@ fn compaction_moves_live_messages_and_deletes_the_old_segment() {
         assert!(after * 3 < before, "disk use went down: {before} -> {after}");
         log.close().await.result.unwrap();
         drop(log);
-        let qs = recovered(&path).await;
-        let keep = qs.iter().find(|(n, _)| n == "keep").expect("keep survives");
+        let qs = recovered_with_args(&path).await;
+        let keep = qs.iter().find(|(n, _, _)| n == "keep").expect("keep survives");
         let want: Vec<(u64, Vec<u8>)> = (0..20).map(|s| (s, body("keep", s))).collect();
-        assert_eq!(keep.1, want, "live messages in order, intact");
-        let churn = qs.iter().find(|(n, _)| n == "churn").expect("churn survives");
-        assert!(churn.1.is_empty(), "acked messages stay gone");
+        assert_eq!(keep.2, want, "live messages in order, intact");
+        assert_eq!(keep.1, KEEP_ARGS, "its arguments outlive the segment it was declared in");
+        let churn = qs.iter().find(|(n, _, _)| n == "churn").expect("churn survives");
+        assert!(churn.2.is_empty() && churn.1.is_empty(), "acked messages stay gone; no arguments");
     });
 }
 
@@ -153,7 +167,7 @@ fn compaction_of_a_segment_larger_than_its_read_window() {
         let o = StorageOptions { segment_bytes: 4 << 20, ..opts(&path) };
         let io: Rc<dyn LogIo> = Rc::new(DmaIo);
         let (log, _) = Storage::<u64>::open(io, o.clone()).await.unwrap();
-        let q = log.declare("mixed").unwrap();
+        let q = log.declare("mixed", &[]).unwrap();
         // ~6 MiB: segment 1 is read in several 1 MiB windows, records cut
         // at window ends, flushes leaving block padding in between.
         let n = 8_400u64;

@@ -48,7 +48,7 @@ fn one_seed(seed: u64) {
             assert!(plan.fired.get(), "seed {seed}: open failed without a fault");
             return confirmed;
         };
-        let q = match log.declare("q") {
+        let q = match log.declare("q", &[]) {
             Ok(q) => q,
             Err(_) => return confirmed,
         };

@@ -72,7 +72,12 @@ fn consume(b: &Broker, q: &str, next: u64, n: u64) -> u64 {
     consume_of(b, q, next, n, TOTAL)
 }
 
-fn consume_of(b: &Broker, q: &str, mut next: u64, n: u64, total: u64) -> u64 {
+fn consume_of(b: &Broker, q: &str, next: u64, n: u64, total: u64) -> u64 {
+    consume_with(b, q, &[], next, n, total)
+}
+
+/// `consume_of` for a queue declared with `args`.
+fn consume_with(b: &Broker, q: &str, args: &[u8], mut next: u64, n: u64, total: u64) -> u64 {
     let mut c = client(b);
     let sub = c.subscribe(q, 300).unwrap();
     for _ in 0..n {
@@ -83,11 +88,11 @@ fn consume_of(b: &Broker, q: &str, mut next: u64, n: u64, total: u64) -> u64 {
         next += 1;
     }
     // The acks reach the broker before the close.
-    c.declare(q, true).unwrap();
+    c.declare_with(q, true, args).unwrap();
     drop(c);
     let mut c = client(b);
     let t = std::time::Instant::now();
-    while c.declare(q, true).unwrap() != total - next {
+    while c.declare_with(q, true, args).unwrap() != total - next {
         assert!(t.elapsed() < WAIT, "prefetched messages requeued");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -180,5 +185,161 @@ fn compaction_moves_spilled_messages_and_they_are_still_delivered() {
     let mut c = client(&b);
     assert_eq!(c.declare("keep", true).unwrap(), 0, "acked after the move: gone");
     drop(c);
+    b.stop();
+}
+
+fn ready_bytes_in_memory(b: &Broker) -> u64 {
+    metric(&metrics(b), "ringmq_memory_ready_bytes{shard=\"0\"} ")
+}
+
+/// Waits until `q` holds `n` ready messages.
+fn wait_ready(c: &mut Client, q: &str, args: &[u8], n: u64) {
+    let t = std::time::Instant::now();
+    loop {
+        let got = c.declare_with(q, true, args).unwrap();
+        if got == n {
+            return;
+        }
+        assert!(t.elapsed() < WAIT, "{q}: {got} ready, want {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spilled heads dropped over `x-max-length` with a dead-letter exchange:
+/// their entries are read back first, so the dead letters carry them (and
+/// `x-death`), in order.
+#[test]
+fn spilled_heads_are_read_back_before_they_are_dead_lettered() {
+    use ringmq::protocol::props::Props;
+    use ringmq::protocol::table::{TableBuilder, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path());
+    let mut c = client(&b);
+    // Over the budget first: everything published after it is spilled.
+    c.declare("filler", true).unwrap();
+    publish_range(&mut c, "filler", 0..1_200);
+    let (src, dlq) = ("maxlen-src", "maxlen-dlq");
+    c.declare(dlq, true).unwrap();
+    let args = TableBuilder::new()
+        .int("x-max-length", 100)
+        .str("x-dead-letter-exchange", "")
+        .str("x-dead-letter-routing-key", dlq)
+        .build();
+    c.declare_with(src, true, &args).unwrap();
+    publish_range(&mut c, src, 0..1_000);
+    assert!(metric(&metrics(&b), "ringmq_messages_spilled ") > 0, "spilled");
+    wait_ready(&mut c, dlq, &[], 900);
+    wait_ready(&mut c, src, &args, 100);
+    let sub = c.subscribe(dlq, 300).unwrap();
+    for i in 0..900 {
+        let d = c.recv(&sub, WAIT).unwrap().unwrap_or_else(|| panic!("dead letter {i}"));
+        assert!(d.body == body(i), "dead letter {i} in order, intact");
+        let p = Props::parse(&d.props).expect("x-death added to the properties");
+        let death = match p.headers.as_ref().and_then(|h| h.get("x-death")) {
+            Some(Value::Array(a)) => a[0].clone(),
+            other => panic!("x-death: {other:?}"),
+        };
+        let Value::Table(t) = death else { panic!("x-death entry") };
+        assert_eq!(t.get("reason").and_then(Value::as_str), Some("maxlen"));
+        c.ack(&sub, d.tag).unwrap();
+    }
+    drop(c);
+    assert_eq!(consume_with(&b, src, &args, 900, 100, 1_000), 1_000, "the last 100 stay, in order");
+    b.stop();
+}
+
+/// `x-max-length-bytes` counts spilled messages by their body, before and
+/// after a restart (recovered on disk), and the in-memory byte count is
+/// back to 0 once everything is consumed.
+#[test]
+fn the_byte_limit_counts_spilled_messages_across_a_restart() {
+    use ringmq::protocol::table::TableBuilder;
+    use ringmq::protocol::ErrorCode;
+    let dir = tempfile::tempdir().unwrap();
+    let q = "bytes-limited";
+    let n = 2_000u64;
+    let args = TableBuilder::new()
+        .int("x-max-length-bytes", (n * SIZE as u64) as i64)
+        .str("x-overflow", "reject-publish")
+        .build();
+    let refused = |c: &mut Client, seq: u64| {
+        let e = c.publish(q, &[&body(seq)], true).expect_err("the queue is full");
+        assert_eq!(e.code(), Some(ErrorCode::QueueFull), "{e}");
+    };
+    {
+        let b = start(dir.path());
+        let mut c = client(&b);
+        c.declare_with(q, true, &args).unwrap();
+        publish_range(&mut c, q, 0..n);
+        assert!(metric(&metrics(&b), "ringmq_messages_spilled ") > n / 3, "most are on disk");
+        refused(&mut c, n);
+        drop(c);
+        b.stop();
+    }
+    let b = start(dir.path());
+    let mut c = client(&b);
+    assert_eq!(c.declare_with(q, true, &args).unwrap(), n);
+    assert!(metric(&metrics(&b), "ringmq_messages_spilled ") > 0, "recovered on disk");
+    refused(&mut c, n);
+    let d = c.get(q, true).unwrap().expect("the head");
+    assert!(d.body == body(0));
+    c.publish(q, &[&body(n)], true).expect("room for one");
+    refused(&mut c, n + 1);
+    drop(c);
+    assert_eq!(consume_with(&b, q, &args, 1, n, n + 1), n + 1);
+    assert_eq!(ready_bytes_in_memory(&b), 0, "the accounting is back to 0");
+    b.stop();
+}
+
+/// A priority queue never spills; a backlog past the budget that recovery
+/// left on disk is read back at start, and delivered in order.
+#[test]
+fn a_priority_queue_past_the_budget_is_read_back_at_start() {
+    use ringmq::protocol::table::TableBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let q = "prio";
+    let n = 3_000u64;
+    let args = TableBuilder::new().int("x-max-priority", 5).build();
+    {
+        let b = start(dir.path());
+        let mut c = client(&b);
+        c.declare_with(q, true, &args).unwrap();
+        publish_range(&mut c, q, 0..n);
+        assert_eq!(metric(&metrics(&b), "ringmq_messages_spilled "), 0, "priority queues keep their entries");
+        drop(c);
+        b.stop();
+    }
+    let b = start(dir.path());
+    let mut c = client(&b);
+    assert_eq!(c.declare_with(q, true, &args).unwrap(), n);
+    assert_eq!(metric(&metrics(&b), "ringmq_messages_spilled "), 0, "read back at start");
+    drop(c);
+    assert_eq!(consume_with(&b, q, &args, 0, n, n), n);
+    b.stop();
+}
+
+/// Spilled messages whose TTL runs out: the timer finds a spilled head,
+/// the shard reads it back, and it is dead-lettered with its entry.
+#[test]
+fn spilled_messages_expire_into_a_dead_letter_queue() {
+    use ringmq::protocol::table::TableBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path());
+    let mut c = client(&b);
+    c.declare("filler", true).unwrap();
+    publish_range(&mut c, "filler", 0..1_200);
+    let (src, dlq) = ("ttl-src", "ttl-dlq");
+    c.declare(dlq, true).unwrap();
+    let args = TableBuilder::new()
+        .int("x-message-ttl", 300)
+        .str("x-dead-letter-exchange", "")
+        .str("x-dead-letter-routing-key", dlq)
+        .build();
+    c.declare_with(src, true, &args).unwrap();
+    publish_range(&mut c, src, 0..1_000);
+    wait_ready(&mut c, src, &args, 0);
+    wait_ready(&mut c, dlq, &[], 1_000);
+    drop(c);
+    assert_eq!(consume_of(&b, dlq, 0, 1_000, 1_000), 1_000, "every one, in order, intact");
     b.stop();
 }

@@ -71,6 +71,7 @@ impl Producer {
             confirm: spec.confirm,
             // Batches in flight: enough for `max_inflight` messages.
             in_flight_max: spec.max_inflight.div_ceil(spec.batch.max(1)).max(1) as u32,
+            mandatory: false,
         };
         let producer = client.producer(queue, opts).await.map_err(err)?;
         Ok(Producer {

@@ -33,10 +33,17 @@ pub struct Outstanding {
     pub count: u32,
     /// Whether the client asked for confirms on this channel.
     pub confirm: bool,
-    /// For mandatory batches: the queue, entries and their count, to
-    /// return if unroutable.
-    pub returns: Option<(String, Bytes, u32)>,
+    /// For mandatory batches: what to return if unroutable.
+    pub returns: Option<Returned>,
     pub result: Option<Settled>,
+}
+
+/// A mandatory batch kept for basic.return: exchange, routing key, entries.
+pub struct Returned {
+    pub exchange: String,
+    pub key: String,
+    pub entries: Bytes,
+    pub count: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +56,32 @@ pub enum Settled {
 
 /// What a synchronous method waits for.
 pub enum OpKind {
-    Declare { queue: String, exclusive: bool, no_wait: bool },
-    Purge { no_wait: bool },
-    Delete { no_wait: bool },
-    Consume { consumer_id: u32, no_wait: bool },
-    Get { consumer_id: u32, no_ack: bool, queue: String },
+    Declare {
+        queue: String,
+        exclusive: bool,
+        no_wait: bool,
+    },
+    Purge {
+        no_wait: bool,
+    },
+    Delete {
+        no_wait: bool,
+    },
+    Consume {
+        consumer_id: u32,
+        no_wait: bool,
+    },
+    Get {
+        consumer_id: u32,
+        no_ack: bool,
+        queue: String,
+    },
+    /// A method whose -ok has no fields (exchange and binding methods).
+    Simple {
+        ok: super::method::MethodId,
+        cause: super::method::MethodId,
+        no_wait: bool,
+    },
 }
 
 pub struct Op {
@@ -68,6 +96,7 @@ pub struct Held {
     pub qtag: u64,
     pub redelivered: bool,
     pub entry: Bytes,
+    pub origin: Option<std::sync::Arc<crate::server::types::Origin>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +116,8 @@ pub struct Channel {
     pub confirm_base: u64,
     pub outstanding: VecDeque<Outstanding>,
     pub content: Option<Content>,
-    /// Routing key (queue) of the message being published.
+    /// Exchange and routing key of the message being published.
+    pub content_exchange: String,
     pub content_queue: String,
     pub content_props: Vec<u8>,
     /// Body of a message that spans several body frames.
@@ -95,6 +125,7 @@ pub struct Channel {
     pub arena: BytesMut,
     pub batch: Option<PubBatch>,
     pub batch_queue: String,
+    pub batch_exchange: String,
     pub prefetch_consumer: u16,
     pub prefetch_channel: u16,
     /// Delivery tag of `tags[0]`; tags count from 1.
@@ -121,12 +152,14 @@ impl Channel {
             confirm_base: 0,
             outstanding: VecDeque::new(),
             content: None,
+            content_exchange: String::new(),
             content_queue: String::new(),
             content_props: Vec::new(),
             content_body: BytesMut::new(),
             arena: BytesMut::new(),
             batch: None,
             batch_queue: String::new(),
+            batch_exchange: String::new(),
             prefetch_consumer: 0,
             prefetch_channel: 0,
             tag_base: 1,
@@ -224,10 +257,33 @@ impl Channel {
         }
     }
 
+    /// Records a confirm for `count` messages of a batch: fewer than the
+    /// batch means the queue's `x-overflow` refused the rest, which are
+    /// nacked (split off as their own entry, in order).
+    pub fn settle_count(&mut self, first_seq: u64, count: u32) {
+        let Some(i) = self.outstanding.iter().position(|o| o.first_seq == first_seq) else { return };
+        let o = &mut self.outstanding[i];
+        if count >= o.count {
+            o.result.get_or_insert(Settled::Ack);
+            return;
+        }
+        let rest = Outstanding {
+            first_seq: first_seq + u64::from(count),
+            count: o.count - count,
+            confirm: o.confirm,
+            returns: None,
+            result: Some(Settled::Nack),
+        };
+        o.count = count;
+        o.returns = None;
+        o.result = Some(if count == 0 { Settled::Nack } else { Settled::Ack });
+        self.outstanding.insert(i + 1, rest);
+    }
+
     /// Pops settled batches in order. For each: the client tag range to
     /// confirm (if confirms are on), how, and what to return.
     #[allow(clippy::type_complexity)]
-    pub fn pop_settled(&mut self) -> Option<(Option<(u64, u64)>, Settled, Option<(String, Bytes, u32)>)> {
+    pub fn pop_settled(&mut self) -> Option<(Option<(u64, u64)>, Settled, Option<Returned>)> {
         let how = self.outstanding.front()?.result?;
         let o = self.outstanding.pop_front()?;
         let tags = o.confirm.then(|| {
@@ -280,5 +336,15 @@ mod tests {
         c.settle(1, Settled::Nack);
         assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((1, 2)), Settled::Nack)));
         assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((3, 4)), Settled::Ack)));
+    }
+
+    #[test]
+    fn a_partial_confirm_acks_the_stored_and_nacks_the_rest() {
+        let mut c = Channel::new();
+        c.outstanding.push_back(Outstanding { first_seq: 1, count: 5, confirm: true, returns: None, result: None });
+        c.settle_count(1, 2);
+        assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((1, 2)), Settled::Ack)));
+        assert_eq!(c.pop_settled().map(|(t, h, _)| (t, h)), Some((Some((3, 5)), Settled::Nack)));
+        assert!(c.pop_settled().is_none());
     }
 }

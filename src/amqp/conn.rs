@@ -12,7 +12,9 @@ use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use super::method::{self, code, id, Method, MethodId};
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
 use crate::protocol::Entries;
+use crate::routing::{BindingDef, ExchangeDef};
 use crate::rt::{Notify, Outbox};
+use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
 use crate::server::types::{ConnRef, Request};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -75,6 +77,11 @@ pub fn conn_fault(code: u16, text: impl Into<String>, cause: MethodId) -> Fault 
 /// A request to submit once no borrow is held.
 pub enum Job {
     Submit { owner: u16, rid: u64, req: Request },
+    PublishTo { rid: u64, opts: PubOpts, exchange: String, key: String, entries: Bytes, count: u32 },
+    DeclareExchange { rid: u64, def: ExchangeDef },
+    CheckExchange { rid: u64, name: String },
+    DeleteExchange { rid: u64, name: String, if_unused: bool },
+    Bind { rid: u64, binding: BindingDef, unbind: bool },
     Publish { owner: u16, rid: u64, persistent: bool, confirm: bool, queue: String, entries: Bytes, count: u32 },
 }
 
@@ -338,6 +345,16 @@ impl AmqpConn {
         let me = self.me();
         match job {
             Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
+            Job::PublishTo { rid, opts, exchange, key, entries, count } => {
+                let full = self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count);
+                if full.is_some() && self.st.borrow().consumers.is_empty() {
+                    *self.paused_on.borrow_mut() = full;
+                }
+            }
+            Job::DeclareExchange { rid, def } => self.shard.declare_exchange(me, rid, def),
+            Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &name),
+            Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
+            Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
             Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
                 if owner == self.shard.id {
                     let Ok(parsed) = Entries::parse(&entries, count) else {
@@ -345,14 +362,17 @@ impl AmqpConn {
                         return;
                     };
                     let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
-                    self.shard.publish(me, rid, persistent, confirm, &queue, msgs);
+                    // Per-message semantics: a queue's reject-publish
+                    // refuses only the messages that find it full.
+                    let mode = crate::server::types::PublishMode { persistent, confirm, partial: true };
+                    self.shard.publish(me, rid, mode, &queue, msgs);
                     // A connection that also consumes is never paused: its
                     // acks may be what drains the queue.
                     if self.st.borrow().consumers.is_empty() && self.shard.over_publish_pause(&queue) {
                         *self.paused_on.borrow_mut() = Some(queue);
                     }
                 } else {
-                    let req = Request::Publish { persistent, confirm, queue, entries, count };
+                    let req = Request::Publish { persistent, confirm, partial: true, queue, entries, count };
                     self.shard.submit(me, rid, owner, req);
                 }
             }
@@ -517,7 +537,7 @@ impl AmqpConn {
             caps.bool(b, "publisher_confirms", true);
             caps.bool(b, "basic.nack", true);
             caps.bool(b, "consumer_cancel_notify", true);
-            caps.bool(b, "exchange_exchange_bindings", false);
+            caps.bool(b, "exchange_exchange_bindings", true);
             caps.bool(b, "connection.blocked", true);
             caps.bool(b, "authentication_failure_close", true);
             caps.bool(b, "per_consumer_qos", true);

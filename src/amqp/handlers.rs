@@ -7,6 +7,7 @@ use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KI
 use super::frame::{self, Frame};
 use super::method::{self, code, id, Method, MethodId, QueueDeclare};
 use super::wire::{self, put_shortstr};
+use crate::server::policy::QueueArgs;
 use crate::server::shard::Shard;
 use crate::server::types::Request;
 use bytes::{BufMut, BytesMut};
@@ -69,14 +70,25 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         if immediate {
             return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.publish immediate=true is not implemented", mid));
         }
+        // amq.default is another name of the default exchange.
+        let exchange = if exchange == "amq.default" { "" } else { exchange };
         if !exchange.is_empty() {
-            return Err(ch_fault(
-                n,
-                code::NOT_FOUND,
-                format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
-                mid,
-            ));
+            let table = c.shard.routing.table.borrow();
+            match table.exchange(exchange) {
+                None => {
+                    let text = format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'");
+                    return Err(ch_fault(n, code::NOT_FOUND, text, mid));
+                }
+                Some(x) if x.internal => {
+                    let text =
+                        format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '/'");
+                    return Err(ch_fault(n, code::ACCESS_REFUSED, text, mid));
+                }
+                Some(_) => {}
+            }
         }
+        ch.content_exchange.clear();
+        ch.content_exchange.push_str(exchange);
         ch.content = Some(Content { persistent: false, mandatory, body_len: 0, have_header: false });
         ch.content_queue.clear();
         ch.content_queue.push_str(routing_key);
@@ -112,51 +124,20 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             Ok(())
         }
         Method::FlowOk => Ok(()),
-        Method::ExchangeDeclare { exchange, kind, passive, no_wait } => {
-            if exchange.is_empty() || exchange == "amq.default" {
-                if !no_wait {
-                    ok(&|_| (), id::EXCHANGE_DECLARE_OK);
-                }
-                return Ok(());
-            }
-            if passive {
-                return Err(ch_fault(
-                    n,
-                    code::NOT_FOUND,
-                    format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
-                    mid,
-                ));
-            }
-            Err(conn_fault(
-                code::NOT_IMPLEMENTED,
-                format!("NOT_IMPLEMENTED - exchange.declare of '{exchange}' (type {kind}): only the default exchange exists in this build; exchanges come with routing"),
-                mid,
-            ))
+        Method::ExchangeDeclare(d) => super::routing::exchange_declare(st, n, mid, d, jobs),
+        Method::ExchangeDelete { exchange, if_unused, no_wait } => {
+            super::routing::exchange_delete(st, n, mid, exchange, if_unused, no_wait, jobs)
         }
-        Method::ExchangeDelete { exchange, .. } => {
-            if exchange.is_empty() || exchange.starts_with("amq.") {
-                return Err(ch_fault(
-                    n,
-                    code::ACCESS_REFUSED,
-                    format!("ACCESS_REFUSED - exchange '{exchange}' cannot be deleted"),
-                    mid,
-                ));
-            }
-            Err(ch_fault(n, code::NOT_FOUND, format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"), mid))
+        Method::ExchangeBind { destination, source, routing_key, no_wait, args, unbind } => {
+            let dest = crate::routing::Dest::Exchange(destination.into());
+            let ok = if unbind { id::EXCHANGE_UNBIND_OK } else { id::EXCHANGE_BIND_OK };
+            super::routing::bind(st, n, mid, ok, (source, dest, routing_key), args, (no_wait, unbind), jobs)
         }
-        Method::QueueBind { queue, exchange, no_wait, unbind } => {
-            if exchange.is_empty() {
-                return Err(ch_fault(
-                    n,
-                    code::ACCESS_REFUSED,
-                    format!("ACCESS_REFUSED - operation not permitted on the default exchange (queue '{queue}' is bound to it implicitly)"),
-                    mid,
-                ));
-            }
-            if unbind && no_wait {
-                return Ok(());
-            }
-            Err(ch_fault(n, code::NOT_FOUND, format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"), mid))
+        Method::QueueBind { queue, exchange, routing_key, no_wait, args, unbind } => {
+            let queue = check_name(n, queue, mid)?;
+            let dest = crate::routing::Dest::Queue(queue.into());
+            let ok = if unbind { id::QUEUE_UNBIND_OK } else { id::QUEUE_BIND_OK };
+            super::routing::bind(st, n, mid, ok, (exchange, dest, routing_key), args, (no_wait, unbind), jobs)
         }
         Method::QueueDeclare(d) => declare(c, st, n, mid, d, jobs),
         Method::QueuePurge { queue, no_wait } => {
@@ -390,16 +371,6 @@ fn declare(
     d: QueueDeclare<'_>,
     jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
-    for (key, kind, v) in wire::table_entries(d.args) {
-        let classic = key == b"x-queue-type" && kind == b'S' && v == b"classic";
-        if !classic {
-            return Err(conn_fault(
-                code::NOT_IMPLEMENTED,
-                format!("NOT_IMPLEMENTED - queue argument '{}' is not implemented", String::from_utf8_lossy(key)),
-                mid,
-            ));
-        }
-    }
     let name = if d.queue.is_empty() {
         if d.passive {
             return Err(ch_fault(n, code::NOT_FOUND, "NOT_FOUND - passive declare needs a queue name", mid));
@@ -419,6 +390,15 @@ fn declare(
         }
         check_name(n, d.queue, mid)?.to_string()
     };
+    // A passive declare only checks existence: RabbitMQ ignores its arguments.
+    let args = if d.passive { Ok(QueueArgs::default()) } else { QueueArgs::parse(d.args, &name) };
+    let args = args.map_err(|e| {
+        if e.unsupported {
+            conn_fault(code::NOT_IMPLEMENTED, format!("NOT_IMPLEMENTED - {}", e.message), mid)
+        } else {
+            ch_fault(n, code::PRECONDITION_FAILED, format!("PRECONDITION_FAILED - {}", e.message), mid)
+        }
+    })?;
     let owner = c.shard.owner_of(&name);
     let exclusive = d.exclusive && !d.passive;
     let seq = channel(st, n).push_op(OpKind::Declare { queue: name.clone(), exclusive, no_wait: d.no_wait });
@@ -429,6 +409,7 @@ fn declare(
         exclusive,
         auto_delete: d.auto_delete,
         amqp: true,
+        args: Box::new(args),
     };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
     Ok(())

@@ -30,16 +30,21 @@ pub mod id {
     pub const EXCHANGE_DECLARE: MethodId = (40, 10);
     pub const EXCHANGE_DECLARE_OK: MethodId = (40, 11);
     pub const EXCHANGE_DELETE: MethodId = (40, 20);
+    pub const EXCHANGE_DELETE_OK: MethodId = (40, 21);
     pub const EXCHANGE_BIND: MethodId = (40, 30);
+    pub const EXCHANGE_BIND_OK: MethodId = (40, 31);
     pub const EXCHANGE_UNBIND: MethodId = (40, 40);
+    pub const EXCHANGE_UNBIND_OK: MethodId = (40, 51);
     pub const QUEUE_DECLARE: MethodId = (50, 10);
     pub const QUEUE_DECLARE_OK: MethodId = (50, 11);
     pub const QUEUE_BIND: MethodId = (50, 20);
+    pub const QUEUE_BIND_OK: MethodId = (50, 21);
     pub const QUEUE_PURGE: MethodId = (50, 30);
     pub const QUEUE_PURGE_OK: MethodId = (50, 31);
     pub const QUEUE_DELETE: MethodId = (50, 40);
     pub const QUEUE_DELETE_OK: MethodId = (50, 41);
     pub const QUEUE_UNBIND: MethodId = (50, 50);
+    pub const QUEUE_UNBIND_OK: MethodId = (50, 51);
     pub const BASIC_QOS: MethodId = (60, 10);
     pub const BASIC_QOS_OK: MethodId = (60, 11);
     pub const BASIC_CONSUME: MethodId = (60, 20);
@@ -115,21 +120,28 @@ pub enum Method<'a> {
         text: &'a str,
     },
     ChannelCloseOk,
-    ExchangeDeclare {
-        exchange: &'a str,
-        kind: &'a str,
-        passive: bool,
-        no_wait: bool,
-    },
+    ExchangeDeclare(ExchangeDeclare<'a>),
     ExchangeDelete {
         exchange: &'a str,
+        if_unused: bool,
         no_wait: bool,
+    },
+    /// exchange.bind / unbind: `destination` receives from `source`.
+    ExchangeBind {
+        destination: &'a str,
+        source: &'a str,
+        routing_key: &'a str,
+        no_wait: bool,
+        args: &'a [u8],
+        unbind: bool,
     },
     QueueDeclare(QueueDeclare<'a>),
     QueueBind {
         queue: &'a str,
         exchange: &'a str,
+        routing_key: &'a str,
         no_wait: bool,
+        args: &'a [u8],
         unbind: bool,
     },
     QueuePurge {
@@ -190,6 +202,18 @@ pub enum Method<'a> {
 }
 
 #[derive(Debug)]
+pub struct ExchangeDeclare<'a> {
+    pub exchange: &'a str,
+    pub kind: &'a str,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub no_wait: bool,
+    pub args: &'a [u8],
+}
+
+#[derive(Debug)]
 pub struct QueueDeclare<'a> {
     pub queue: &'a str,
     pub passive: bool,
@@ -225,17 +249,31 @@ pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
             r.u16()?;
             let exchange = r.shortstr()?;
             let kind = r.shortstr()?;
-            let passive = r.bit()?;
-            let (_durable, _auto_delete, _internal) = (r.bit()?, r.bit()?, r.bit()?);
-            let no_wait = r.bit()?;
-            r.table()?;
-            Method::ExchangeDeclare { exchange, kind, passive, no_wait }
+            let (passive, durable, auto_delete, internal, no_wait) = (r.bit()?, r.bit()?, r.bit()?, r.bit()?, r.bit()?);
+            let args = r.table()?;
+            Method::ExchangeDeclare(ExchangeDeclare {
+                exchange,
+                kind,
+                passive,
+                durable,
+                auto_delete,
+                internal,
+                no_wait,
+                args,
+            })
         }
         id::EXCHANGE_DELETE => {
             r.u16()?;
             let exchange = r.shortstr()?;
-            let _if_unused = r.bit()?;
-            Method::ExchangeDelete { exchange, no_wait: r.bit()? }
+            Method::ExchangeDelete { exchange, if_unused: r.bit()?, no_wait: r.bit()? }
+        }
+        id::EXCHANGE_BIND | id::EXCHANGE_UNBIND => {
+            r.u16()?;
+            let (destination, source, routing_key) = (r.shortstr()?, r.shortstr()?, r.shortstr()?);
+            let no_wait = r.bit()?;
+            let args = r.table()?;
+            let unbind = mid == id::EXCHANGE_UNBIND;
+            Method::ExchangeBind { destination, source, routing_key, no_wait, args, unbind }
         }
         id::QUEUE_DECLARE => {
             r.u16()?;
@@ -247,13 +285,11 @@ pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
         }
         id::QUEUE_BIND | id::QUEUE_UNBIND => {
             r.u16()?;
-            let queue = r.shortstr()?;
-            let exchange = r.shortstr()?;
-            r.shortstr()?;
+            let (queue, exchange, routing_key) = (r.shortstr()?, r.shortstr()?, r.shortstr()?);
             let unbind = mid == id::QUEUE_UNBIND;
             let no_wait = if unbind { false } else { r.bit()? };
-            r.table()?;
-            Method::QueueBind { queue, exchange, no_wait, unbind }
+            let args = r.table()?;
+            Method::QueueBind { queue, exchange, routing_key, no_wait, args, unbind }
         }
         id::QUEUE_PURGE => {
             r.u16()?;
@@ -312,12 +348,20 @@ pub fn put_close(b: &mut BytesMut, channel: u16, mid: MethodId, code: u16, text:
 }
 
 /// basic.deliver: the hot path out.
-pub fn put_deliver(b: &mut BytesMut, channel: u16, consumer_tag: &str, tag: u64, redelivered: bool, routing_key: &str) {
+pub fn put_deliver(
+    b: &mut BytesMut,
+    channel: u16,
+    consumer_tag: &str,
+    tag: u64,
+    redelivered: bool,
+    exchange: &str,
+    routing_key: &str,
+) {
     put(b, channel, id::BASIC_DELIVER, |b| {
         put_shortstr(b, consumer_tag);
         b.put_u64(tag);
         put_bits(b, &[redelivered]);
-        put_shortstr(b, "");
+        put_shortstr(b, exchange);
         put_shortstr(b, routing_key);
     });
 }

@@ -10,6 +10,7 @@
 //! | per-channel state: tags, confirms, held deliveries, pending methods | [`channel`] |
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
+//! | exchange and binding methods, sent to the routing table's owner | [`routing`] |
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
 //! | what comes back from the queues: replies and deliveries | [`out`] |
 //!
@@ -25,6 +26,7 @@ pub mod handlers;
 pub mod method;
 pub mod out;
 pub mod publish;
+pub mod routing;
 pub mod wire;
 
 use crate::server::shard::{ConnSink, Shard};

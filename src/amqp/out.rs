@@ -12,13 +12,18 @@ use crate::protocol::batch::parse_entry;
 use crate::protocol::{Entries, ErrorCode};
 use crate::server::queue::Deliveries;
 use crate::server::shard::ConnSink;
-use crate::server::types::Reply;
+use crate::server::types::{Origin, Reply};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 
 impl ConnSink for AmqpConn {
     fn send(&self, reply: Reply) {
         if let Reply::Deliver { consumer_id, first_tag, msgs } = reply {
-            self.on_deliveries(consumer_id, first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry)));
+            self.on_deliveries(
+                consumer_id,
+                first_tag,
+                msgs.iter().map(|m| (m.redelivered, &m.entry, m.origin.as_ref())),
+            );
             return;
         }
         if let Reply::ConsumerGone { consumer_id } = reply {
@@ -63,7 +68,7 @@ impl ConnSink for AmqpConn {
     }
 
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
-        self.on_deliveries(consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry)));
+        self.on_deliveries(consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry, m.origin.as_ref())));
     }
 
     fn shut_down(&self, why: &str) {
@@ -83,11 +88,14 @@ impl ConnSink for AmqpConn {
 /// Maps a queue owner's refusal to an AMQP channel or connection error.
 fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault {
     let (amqp, hard) = match code {
-        ErrorCode::QueueNotFound => (code::NOT_FOUND, false),
+        ErrorCode::QueueNotFound | ErrorCode::ExchangeNotFound => (code::NOT_FOUND, false),
+        ErrorCode::AccessRefused => (code::ACCESS_REFUSED, false),
+        ErrorCode::ExchangeMismatch => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueLocked => (code::RESOURCE_LOCKED, false),
-        ErrorCode::QueueMismatch | ErrorCode::BadQueueName | ErrorCode::UnknownDeliveryTag => {
-            (code::PRECONDITION_FAILED, false)
-        }
+        ErrorCode::QueueMismatch
+        | ErrorCode::BadQueueName
+        | ErrorCode::UnknownDeliveryTag
+        | ErrorCode::InvalidArgument => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueLimit | ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
@@ -98,6 +106,7 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         code::NOT_FOUND => "NOT_FOUND - ",
         code::RESOURCE_LOCKED => "RESOURCE_LOCKED - ",
         code::PRECONDITION_FAILED => "PRECONDITION_FAILED - ",
+        code::ACCESS_REFUSED => "ACCESS_REFUSED - ",
         _ => "",
     };
     let text = format!("{prefix}{message}");
@@ -124,6 +133,7 @@ impl AmqpConn {
                 OpKind::Delete { .. } => id::QUEUE_DELETE,
                 OpKind::Consume { .. } => id::BASIC_CONSUME,
                 OpKind::Get { .. } => id::BASIC_GET,
+                OpKind::Simple { cause, .. } => *cause,
             };
             if let Reply::Error { code, message, .. } = reply {
                 if let OpKind::Consume { consumer_id, .. } = op.kind {
@@ -167,16 +177,21 @@ impl AmqpConn {
                     let ch = st.channels.get_mut(&n)?;
                     let tag = ch.assign_tag((!no_ack).then_some((consumer_id, qtag)));
                     let Ok(e) = parse_entry(&msg.entry) else { continue };
+                    let (exchange, key) =
+                        msg.origin.as_ref().map_or(("", queue.as_str()), |o| (&o.exchange, &o.routing_key));
                     self.outbox.push(|b| {
                         method::put(b, n, id::BASIC_GET_OK, |b| {
                             b.put_u64(tag);
                             put_bits(b, &[msg.redelivered]);
-                            put_shortstr(b, "");
-                            put_shortstr(b, &queue);
+                            put_shortstr(b, exchange);
+                            put_shortstr(b, key);
                             b.put_u32(remaining);
                         });
                         put_content(b, n, e.props, e.body, frame_max);
                     });
+                }
+                (OpKind::Simple { ok, no_wait: false, .. }, Reply::Ok { .. }) => {
+                    self.outbox.push(|b| method::put(b, n, ok, |_| ()))
                 }
                 (OpKind::Get { .. }, Reply::GetEmpty { .. }) => {
                     self.outbox.push(|b| method::put(b, n, id::BASIC_GET_EMPTY, |b| put_shortstr(b, "")))
@@ -191,8 +206,14 @@ impl AmqpConn {
         let ch = st.channels.get_mut(&n)?;
         let tracked = ch.outstanding.iter().any(|o| o.first_seq == seq);
         match reply {
-            Reply::Confirm { .. } => ch.settle(seq, Settled::Ack),
-            Reply::Error { code: ErrorCode::QueueNotFound, .. } => ch.settle(seq, Settled::NoRoute),
+            Reply::Confirm { count, .. } => ch.settle_count(seq, count),
+            Reply::Error { code: ErrorCode::QueueNotFound | ErrorCode::NoRoute, .. } => {
+                ch.settle(seq, Settled::NoRoute)
+            }
+            // The exchange went between the publish and its routing.
+            Reply::Error { code: ErrorCode::ExchangeNotFound, message, .. } => {
+                return Some(fault_for(n, ErrorCode::ExchangeNotFound, message, id::BASIC_PUBLISH))
+            }
             Reply::Error { code, message, .. } => {
                 // Without confirms there is no other way to say it.
                 if !tracked && code == ErrorCode::PersistenceUnavailable {
@@ -216,11 +237,11 @@ impl AmqpConn {
             _ => {}
         }
         while let Some((tags, how, returns)) = ch.pop_settled() {
-            if let Some((queue, entries, count)) = returns {
-                if let Ok(parsed) = Entries::parse(&entries, count) {
+            if let Some(r) = returns {
+                if let Ok(parsed) = Entries::parse(&r.entries, r.count) {
                     self.outbox.push(|b| {
                         for e in parsed.iter() {
-                            super::publish::put_return(b, n, &queue, e.props, e.body, frame_max);
+                            super::publish::put_return(b, n, &r, e.props, e.body, frame_max);
                         }
                     });
                 }
@@ -258,7 +279,7 @@ impl AmqpConn {
     }
 
     /// Sends (or holds) a batch of deliveries for one consumer.
-    fn on_deliveries<'a>(&self, cid: u32, first_qtag: u64, msgs: impl Iterator<Item = (bool, &'a Bytes)>) {
+    fn on_deliveries<'a>(&self, cid: u32, first_qtag: u64, msgs: impl Iterator<Item = DeliveryRef<'a>>) {
         let mut st = self.st.borrow_mut();
         let frame_max = st.frame_max;
         let State { consumers, channels, .. } = &mut *st;
@@ -285,17 +306,18 @@ impl AmqpConn {
             return;
         }
         self.outbox.push(|b| {
-            for ((redelivered, entry), qtag) in msgs.zip(first_qtag..) {
+            for ((redelivered, entry, origin), qtag) in msgs.zip(first_qtag..) {
                 let can = ch.state == ChState::Open
                     && ch.flow
                     && ch.held.is_empty()
                     && k.live
                     && (k.no_ack || ch.has_credit());
                 if !can {
-                    ch.held.push_back(Held { consumer_id: cid, qtag, redelivered, entry: entry.clone() });
+                    let origin = origin.cloned();
+                    ch.held.push_back(Held { consumer_id: cid, qtag, redelivered, entry: entry.clone(), origin });
                     continue;
                 }
-                write_delivery(b, ch, k, cid, qtag, redelivered, entry, frame_max);
+                write_delivery(b, ch, k, (cid, qtag), (redelivered, entry, origin), frame_max);
                 if k.no_ack {
                     push_ack(&mut acks, cid, qtag);
                 }
@@ -314,23 +336,28 @@ fn push_ack(acks: &mut Vec<(u32, u64, u64)>, cid: u32, qtag: u64) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One delivery as the queue hands it over: redelivered, the stored
+/// entry, and the exchange and routing key it was published with.
+type DeliveryRef<'a> = (bool, &'a Bytes, Option<&'a Arc<Origin>>);
+
+/// `ids` is (consumer id, the queue's delivery tag).
 fn write_delivery(
     b: &mut BytesMut,
     ch: &mut super::channel::Channel,
     k: &ConsumerInfo,
-    cid: u32,
-    qtag: u64,
-    redelivered: bool,
-    entry: &Bytes,
+    ids: (u32, u64),
+    d: DeliveryRef<'_>,
     frame_max: usize,
 ) {
+    let ((cid, qtag), (redelivered, entry, origin)) = (ids, d);
     let Ok(e) = parse_entry(entry) else {
         tracing::error!("stored entry failed to parse (bug)");
         return;
     };
     let tag = ch.assign_tag((!k.no_ack).then_some((cid, qtag)));
-    method::put_deliver(b, k.channel, &k.tag, tag, redelivered, &k.queue);
+    // Through the default exchange, the routing key was the queue's name.
+    let (exchange, key) = origin.map_or(("", k.queue.as_str()), |o| (o.exchange.as_str(), o.routing_key.as_str()));
+    method::put_deliver(b, k.channel, &k.tag, tag, redelivered, exchange, key);
     put_content(b, k.channel, e.props, e.body, frame_max);
 }
 
@@ -363,7 +390,7 @@ pub fn drain_held(c: &AmqpConn, st: &mut State, n: u16) {
                 break;
             }
             let Some(h) = ch.held.pop_front() else { break };
-            write_delivery(b, ch, k, h.consumer_id, h.qtag, h.redelivered, &h.entry, frame_max);
+            write_delivery(b, ch, k, (h.consumer_id, h.qtag), (h.redelivered, &h.entry, h.origin.as_ref()), frame_max);
             if k.no_ack {
                 push_ack(&mut acks, h.consumer_id, h.qtag);
                 any_ack = true;

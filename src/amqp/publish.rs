@@ -3,12 +3,13 @@
 //! as its props), appended to the channel's batch for its queue; a batch
 //! goes to the queue's owner as one request.
 
-use super::channel::{Channel, Outstanding, PubBatch, Settled};
+use super::channel::{Channel, Outstanding, PubBatch, Returned, Settled};
 use super::conn::{conn_fault, rid, Fault, Job, KIND_PUB};
 use super::frame::{self, Frame};
 use super::method::{self, code, id};
 use super::wire::{put_shortstr, Reader};
 use crate::protocol::batch::put_entry;
+use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
 use bytes::{BufMut, BytesMut};
 
@@ -51,6 +52,14 @@ pub fn on_content(
                 format!("PRECONDITION_FAILED - message of {body_len} bytes is larger than message_bytes_max {max}"),
             ));
         }
+        if let Some(bad) = bad_expiration(props) {
+            ch.content = None;
+            return Err(ch_fault(
+                n,
+                code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - invalid expiration {bad:?}"),
+            ));
+        }
         content.have_header = true;
         content.persistent = mode == 2;
         content.body_len = body_len as usize;
@@ -86,16 +95,36 @@ pub fn on_content(
     Ok(())
 }
 
+/// The `expiration` property when it is not a number of milliseconds
+/// (RabbitMQ refuses the publish); cheap when the property is absent.
+fn bad_expiration(props: &[u8]) -> Option<String> {
+    const EXPIRATION_BIT: u16 = 1 << (15 - crate::protocol::props::EXPIRATION);
+    let flags = u16::from_be_bytes([*props.first()?, *props.get(1)?]);
+    if flags & EXPIRATION_BIT == 0 {
+        return None;
+    }
+    let text = crate::protocol::props::scan(props)?.expiration?;
+    match crate::protocol::props::expiration_ms(text) {
+        Some(_) => None,
+        None => Some(String::from_utf8_lossy(text).into_owned()),
+    }
+}
+
 /// A whole message: appended to the channel's batch for its queue.
 fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) {
     let Some(content) = ch.content.take() else { return };
     let same = ch.batch.as_ref().is_some_and(|b| {
-        b.persistent == content.persistent && b.mandatory == content.mandatory && ch.batch_queue == ch.content_queue
+        b.persistent == content.persistent
+            && b.mandatory == content.mandatory
+            && ch.batch_queue == ch.content_queue
+            && ch.batch_exchange == ch.content_exchange
     });
     if !same {
         flush_batch(shard, n, ch, jobs);
         ch.batch_queue.clear();
         ch.batch_queue.push_str(&ch.content_queue);
+        ch.batch_exchange.clear();
+        ch.batch_exchange.push_str(&ch.content_exchange);
         ch.batch = Some(PubBatch {
             persistent: content.persistent,
             mandatory: content.mandatory,
@@ -121,10 +150,15 @@ pub fn flush_batch(shard: &Shard, n: u16, ch: &mut Channel, jobs: &mut Vec<Job>)
     let Some(b) = ch.batch.take() else { return };
     let entries = ch.arena.split_to(b.len).freeze();
     let queue = std::mem::take(&mut ch.batch_queue);
-    let valid = !queue.is_empty() && !queue.chars().any(char::is_control);
+    let exchange = std::mem::take(&mut ch.batch_exchange);
     let confirm = ch.confirm || b.mandatory;
     if confirm {
-        let returns = b.mandatory.then(|| (queue.clone(), entries.clone(), b.count));
+        let returns = b.mandatory.then(|| Returned {
+            exchange: exchange.clone(),
+            key: queue.clone(),
+            entries: entries.clone(),
+            count: b.count,
+        });
         ch.outstanding.push_back(Outstanding {
             first_seq: b.first_seq,
             count: b.count,
@@ -133,23 +167,28 @@ pub fn flush_batch(shard: &Shard, n: u16, ch: &mut Channel, jobs: &mut Vec<Job>)
             result: None,
         });
     }
-    if !valid {
+    let rid = rid(KIND_PUB, n, b.first_seq);
+    if !exchange.is_empty() {
+        let opts = PubOpts { persistent: b.persistent, confirm, mandatory: b.mandatory };
+        jobs.push(Job::PublishTo { rid, opts, exchange, key: queue, entries, count: b.count });
+        return;
+    }
+    if queue.is_empty() || queue.chars().any(char::is_control) {
         // No queue can have this name: unroutable without asking anyone.
         ch.settle(b.first_seq, Settled::NoRoute);
         return;
     }
     let owner = shard.owner_of(&queue);
-    let rid = rid(KIND_PUB, n, b.first_seq);
     jobs.push(Job::Publish { owner, rid, persistent: b.persistent, confirm, queue, entries, count: b.count });
 }
 
 /// Builds a basic.return with the message's content.
-pub fn put_return(b: &mut BytesMut, n: u16, queue: &str, props: &[u8], body: &[u8], frame_max: usize) {
+pub fn put_return(b: &mut BytesMut, n: u16, r: &Returned, props: &[u8], body: &[u8], frame_max: usize) {
     method::put(b, n, id::BASIC_RETURN, |b| {
         b.put_u16(code::NO_ROUTE);
         put_shortstr(b, "NO_ROUTE");
-        put_shortstr(b, "");
-        put_shortstr(b, queue);
+        put_shortstr(b, &r.exchange);
+        put_shortstr(b, &r.key);
     });
     frame::put_content_header(b, n, 60, body.len() as u64, props);
     frame::put_body(b, n, body, frame_max);

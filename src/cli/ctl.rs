@@ -42,6 +42,10 @@ pub enum CtlCommand {
     DeleteQueue { queue: String },
     /// Close a connection, named `shard:id` as `list-connections` shows.
     CloseConnection { name: String },
+    /// Exchanges: name, type, flags, alternate exchange.
+    ListExchanges,
+    /// Bindings: source exchange, destination, routing key, arguments.
+    ListBindings,
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
@@ -52,6 +56,8 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::PurgeQueue { queue } => (op::ADMIN_PURGE_QUEUE, queue.as_str()),
         CtlCommand::DeleteQueue { queue } => (op::ADMIN_DELETE_QUEUE, queue.as_str()),
         CtlCommand::CloseConnection { name } => (op::ADMIN_CLOSE_CONNECTION, name.as_str()),
+        CtlCommand::ListExchanges => (op::ADMIN_LIST_EXCHANGES, ""),
+        CtlCommand::ListBindings => (op::ADMIN_LIST_BINDINGS, ""),
     };
     let json = match request(&a.conn, command, arg) {
         Ok(j) => j,
@@ -113,6 +119,8 @@ pub fn run(a: CtlArgs) -> ExitCode {
         ],
         CtlCommand::PurgeQueue { .. } | CtlCommand::DeleteQueue { .. } => &["queue", "messages"],
         CtlCommand::CloseConnection { .. } => &["connection", "closed"],
+        CtlCommand::ListExchanges => &["name", "type", "durable", "auto_delete", "internal", "alternate_exchange"],
+        CtlCommand::ListBindings => &["source", "destination", "destination_type", "routing_key", "arguments"],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,

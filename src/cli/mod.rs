@@ -33,6 +33,16 @@ impl ConnArgs {
     }
 }
 
+/// `--queue-arg KEY=VALUE` (repeatable) as a raw field table: integers
+/// as integers, `true`/`false` as booleans, anything else as a string.
+pub fn queue_args(args: &[String]) -> Result<Vec<u8>, String> {
+    let mut b = ringmq::protocol::table::TableBuilder::new();
+    for a in args {
+        b = b.parse_arg(a)?;
+    }
+    Ok(b.build())
+}
+
 /// Runs a tool's async body on one glommio executor.
 pub fn run_local<T, F>(name: &str, f: impl FnOnce() -> F + Send + 'static) -> Result<T, String>
 where

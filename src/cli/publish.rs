@@ -3,7 +3,7 @@
 
 use super::{init_tool_logging, run_local};
 use clap::Args;
-use ringmq::client::{Client, ClientError, Confirmation, ProducerOptions};
+use ringmq::client::{Client, ClientError, Confirmation, ExchangeOptions, ProducerOptions};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::process::ExitCode;
@@ -13,8 +13,21 @@ use std::rc::Rc;
 pub struct PubArgs {
     #[command(flatten)]
     conn: super::ConnArgs,
+    /// The queue to publish to (declared if missing).
+    #[arg(long, required_unless_present = "exchange", conflicts_with = "exchange")]
+    queue: Option<String>,
+    /// Publish through this exchange instead, with `--routing-key`.
     #[arg(long)]
-    queue: String,
+    exchange: Option<String>,
+    #[arg(long, default_value = "", requires = "exchange")]
+    routing_key: String,
+    /// Declare the exchange with this type (direct, fanout, topic,
+    /// headers) first; durable with `--persistent`.
+    #[arg(long, requires = "exchange")]
+    exchange_type: Option<String>,
+    /// Through an exchange: a batch that reaches no queue is an error.
+    #[arg(long, requires = "exchange")]
+    mandatory: bool,
     /// Messages to publish.
     #[arg(long, default_value_t = 1)]
     count: u64,
@@ -27,6 +40,10 @@ pub struct PubArgs {
     /// Wait for the broker's confirms; only confirmed messages count as confirmed.
     #[arg(long)]
     confirm: bool,
+    /// A queue argument for the declare, KEY=VALUE (repeatable), e.g.
+    /// `--queue-arg x-max-length=100`; integers are sent as integers.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    queue_arg: Vec<String>,
     /// Messages per Publish frame.
     #[arg(long, default_value_t = 256)]
     batch: u32,
@@ -53,15 +70,29 @@ struct Counts {
 }
 
 async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
+    let args = super::queue_args(&a.queue_arg).map_err(ClientError::Invalid)?;
     let client = Client::connect(a.conn.options()).await?;
-    client.declare(&a.queue, a.persistent).await?;
     let popts = ProducerOptions {
         batch_max: a.batch.max(1),
         persistent: a.persistent,
         confirm: a.confirm,
+        mandatory: a.mandatory,
         ..Default::default()
     };
-    let producer = client.producer(&a.queue, popts).await?;
+    let producer = match (&a.queue, &a.exchange) {
+        (Some(queue), _) => {
+            client.declare_with(queue, a.persistent, &args).await?;
+            client.producer(queue, popts).await?
+        }
+        (None, Some(exchange)) => {
+            if let Some(kind) = &a.exchange_type {
+                let o = ExchangeOptions { durable: a.persistent, ..Default::default() };
+                client.declare_exchange(exchange, kind, o).await?;
+            }
+            client.exchange_producer(exchange, &a.routing_key, popts).await?
+        }
+        (None, None) => return Err(ClientError::Invalid("give --queue or --exchange".into())),
+    };
     // One entry per batch: its confirmation and how many messages it holds.
     let mut waiting: VecDeque<(Confirmation, u64)> = VecDeque::new();
     let mut body = Vec::new();

@@ -29,6 +29,17 @@ pub struct SubArgs {
     /// --persistent` does).
     #[arg(long)]
     durable: bool,
+    /// Bind the queue to an exchange first: `EXCHANGE` or `EXCHANGE:KEY`
+    /// (repeatable).
+    #[arg(long = "bind", value_name = "EXCHANGE[:KEY]")]
+    binds: Vec<String>,
+    /// Declare the `--bind` exchanges with this type if they do not exist.
+    #[arg(long)]
+    exchange_type: Option<String>,
+    /// A queue argument for the declare, KEY=VALUE (repeatable), as for
+    /// `ringmq pub`.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    queue_arg: Vec<String>,
     /// Unacked messages the broker may push ahead.
     #[arg(long, default_value_t = 8192)]
     prefetch: u32,
@@ -40,8 +51,9 @@ enum End {
 }
 
 async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError> {
+    let args = super::queue_args(&a.queue_arg).map_err(ClientError::Invalid)?;
     let client = Client::connect(a.conn.options()).await?;
-    client.declare(&a.queue, a.durable).await.or_else(|e| {
+    client.declare_with(&a.queue, a.durable, &args).await.or_else(|e| {
         // A queue that exists with the other durability is fine too.
         if e.code() == Some(ringmq::protocol::ErrorCode::QueueMismatch) {
             Ok(0)
@@ -49,6 +61,14 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
             Err(e)
         }
     })?;
+    for b in &a.binds {
+        let (exchange, key) = b.split_once(':').unwrap_or((b, ""));
+        if let Some(kind) = &a.exchange_type {
+            let o = ringmq::client::ExchangeOptions { durable: a.durable, ..Default::default() };
+            client.declare_exchange(exchange, kind, o).await?;
+        }
+        client.bind_queue(&a.queue, exchange, key, &[]).await?;
+    }
     let mut consumer = client.subscribe(&a.queue, a.prefetch).await?;
     let idle = a.timeout.map(Duration::from_secs_f64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -216,8 +216,18 @@ impl Client {
     }
 
     pub fn declare(&mut self, queue: &str, durable: bool) -> Result<u64> {
+        self.declare_with(queue, durable, &[])
+    }
+
+    /// Declares with queue arguments (a raw AMQP field table, see
+    /// [`crate::protocol::table::TableBuilder`]).
+    pub fn declare_with(&mut self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
         let flags = if durable { op::DECLARE_DURABLE } else { 0 };
-        self.simple(queue, |queue| Cmd::Declare { flags, queue })
+        let i = self.conn(queue)?;
+        match self.request(i, |rid, b| Frame { request_id: rid, cmd: Cmd::Declare { flags, queue, args } }.encode(b))? {
+            Reply::Ok(v) => Ok(v),
+            _ => Err(ClientError::Protocol("unexpected reply".into())),
+        }
     }
 
     pub fn delete(&mut self, queue: &str) -> Result<u64> {

@@ -173,8 +173,9 @@ impl Conn {
         }
     }
 
-    pub async fn declare(&self, queue: &str, flags: u8) -> Result<u64> {
-        self.simple(Cmd::Declare { flags, queue }).await
+    /// `args`: a raw AMQP field table of queue arguments (empty: none).
+    pub async fn declare(&self, queue: &str, flags: u8, args: &[u8]) -> Result<u64> {
+        self.simple(Cmd::Declare { flags, queue, args }).await
     }
 
     pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {

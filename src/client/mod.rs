@@ -14,7 +14,7 @@ mod producer;
 
 pub use conn::Conn;
 pub use consumer::{Consumer, Delivery};
-pub use producer::{Confirmation, Producer, ProducerOptions};
+pub use producer::{Confirmation, Producer, ProducerOptions, Target};
 
 use crate::protocol::{self, ErrorCode};
 use std::cell::{Cell, RefCell};
@@ -22,6 +22,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// Flags and arguments of an exchange declare.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExchangeOptions<'a> {
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    /// An AMQP field table without its length prefix; empty for none.
+    pub args: &'a [u8],
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -188,13 +198,20 @@ impl Client {
     }
 
     pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
+        self.declare_with(queue, durable, &[]).await
+    }
+
+    /// Declares with queue arguments (policies: TTL, length limits,
+    /// dead-lettering, priorities...), a raw AMQP field table as built by
+    /// [`protocol::table::TableBuilder`]. A redeclare must repeat them.
+    pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
         let flags = if durable { protocol::op::DECLARE_DURABLE } else { 0 };
-        self.conn_for(queue).await?.declare(queue, flags).await
+        self.conn_for(queue).await?.declare(queue, flags, args).await
     }
 
     /// Checks that a queue exists; returns its ready count.
     pub async fn declare_passive(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE).await
+        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE, &[]).await
     }
 
     pub async fn delete(&self, queue: &str) -> Result<u64> {
@@ -206,7 +223,70 @@ impl Client {
     }
 
     pub async fn producer(&self, queue: &str, opts: ProducerOptions) -> Result<Producer> {
-        Producer::new(self.conn_for(queue).await?, queue, opts)
+        Producer::new(self.conn_for(queue).await?, Target::Queue(queue.into()), opts)
+    }
+
+    /// A producer publishing through `exchange` with `routing_key`. It
+    /// uses the connection to the shard that owns a queue named like the
+    /// key, so a direct exchange routing by queue name saves a hop.
+    pub async fn exchange_producer(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        opts: ProducerOptions,
+    ) -> Result<Producer> {
+        let conn = if routing_key.is_empty() { self.first.clone() } else { self.conn_for(routing_key).await? };
+        let target = Target::Exchange { exchange: exchange.into(), routing_key: routing_key.into() };
+        Producer::new(conn, target, opts)
+    }
+
+    /// Declares an exchange: `kind` is direct, fanout, topic or headers;
+    /// `args` an AMQP field table (without its length), e.g. with
+    /// `alternate-exchange`.
+    pub async fn declare_exchange(&self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
+        use protocol::op::{EXCHANGE_AUTO_DELETE, EXCHANGE_DURABLE, EXCHANGE_INTERNAL};
+        let flags = if o.durable { EXCHANGE_DURABLE } else { 0 }
+            | if o.auto_delete { EXCHANGE_AUTO_DELETE } else { 0 }
+            | if o.internal { EXCHANGE_INTERNAL } else { 0 };
+        let cmd = protocol::Cmd::ExchangeDeclare { flags, exchange, kind, args: o.args };
+        self.first.simple(cmd).await.map(|_| ())
+    }
+
+    /// Checks that an exchange exists.
+    pub async fn declare_exchange_passive(&self, exchange: &str) -> Result<()> {
+        let cmd =
+            protocol::Cmd::ExchangeDeclare { flags: protocol::op::EXCHANGE_PASSIVE, exchange, kind: "", args: &[] };
+        self.first.simple(cmd).await.map(|_| ())
+    }
+
+    pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
+        let flags = if if_unused { protocol::op::EXCHANGE_IF_UNUSED } else { 0 };
+        self.first.simple(protocol::Cmd::ExchangeDelete { flags, exchange }).await.map(|_| ())
+    }
+
+    /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
+    /// headers exchanges `x-match` and the header values).
+    pub async fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let cmd = protocol::Cmd::Bind { flags: 0, source: exchange, destination: queue, routing_key, args };
+        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+    }
+
+    pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let cmd = protocol::Cmd::Unbind { flags: 0, source: exchange, destination: queue, routing_key, args };
+        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+    }
+
+    /// Binds exchange `destination` to exchange `source`.
+    pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let flags = protocol::op::BIND_TO_EXCHANGE;
+        let cmd = protocol::Cmd::Bind { flags, source, destination, routing_key, args };
+        self.first.simple(cmd).await.map(|_| ())
+    }
+
+    pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let flags = protocol::op::BIND_TO_EXCHANGE;
+        let cmd = protocol::Cmd::Unbind { flags, source, destination, routing_key, args };
+        self.first.simple(cmd).await.map(|_| ())
     }
 
     pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {

@@ -25,11 +25,21 @@ pub struct ProducerOptions {
     pub confirm: bool,
     /// Batches sent and not yet confirmed before `publish` waits.
     pub in_flight_max: u32,
+    /// Through an exchange: a batch that reaches no queue is refused with
+    /// `NoRoute` instead of being confirmed.
+    pub mandatory: bool,
 }
 
 impl Default for ProducerOptions {
     fn default() -> Self {
-        Self { batch_max: 256, linger: Duration::from_micros(200), persistent: false, confirm: true, in_flight_max: 64 }
+        Self {
+            batch_max: 256,
+            linger: Duration::from_micros(200),
+            persistent: false,
+            confirm: true,
+            in_flight_max: 64,
+            mandatory: false,
+        }
     }
 }
 
@@ -48,9 +58,18 @@ impl Open {
     }
 }
 
+/// Where a producer's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Straight into a queue (`Publish`).
+    Queue(String),
+    /// Through an exchange, with one routing key for every message (`PublishTo`).
+    Exchange { exchange: String, routing_key: String },
+}
+
 struct Inner {
     conn: Rc<Conn>,
-    queue: String,
+    target: Target,
     opts: ProducerOptions,
     open: RefCell<Open>,
     kick: Rc<Notify>,
@@ -93,18 +112,24 @@ impl Future for Confirmation {
 }
 
 impl Producer {
-    pub(crate) fn new(conn: Rc<Conn>, queue: &str, opts: ProducerOptions) -> Result<Producer> {
+    pub(crate) fn new(conn: Rc<Conn>, target: Target, opts: ProducerOptions) -> Result<Producer> {
         if opts.batch_max == 0 || opts.in_flight_max == 0 {
             return Err(ClientError::Invalid("batch_max and in_flight_max must be at least 1".into()));
         }
-        if queue.is_empty() || queue.len() > 255 {
-            return Err(ClientError::Invalid(format!("queue name must be 1 to 255 bytes, got {}", queue.len())));
+        match &target {
+            Target::Queue(queue) if queue.is_empty() || queue.len() > 255 => {
+                return Err(ClientError::Invalid(format!("queue name must be 1 to 255 bytes, got {}", queue.len())))
+            }
+            Target::Exchange { exchange, routing_key } if exchange.len() > 255 || routing_key.len() > 255 => {
+                return Err(ClientError::Invalid("exchange and routing key must be at most 255 bytes".into()))
+            }
+            _ => {}
         }
-        // Header, queue name and count take at most 16 + 256 + 4 bytes.
-        let entries_bytes_max = (conn.info().frame_bytes_max as usize).saturating_sub(16 + 256 + 4);
+        // Header, names and count take at most 16 + 2 × 256 + 4 bytes.
+        let entries_bytes_max = (conn.info().frame_bytes_max as usize).saturating_sub(16 + 2 * 256 + 4);
         let inner = Rc::new(Inner {
             conn,
-            queue: queue.into(),
+            target,
             opts,
             open: RefCell::new(Open::new(1)),
             kick: Rc::default(),
@@ -212,6 +237,9 @@ impl Inner {
         if self.opts.confirm {
             flags |= op::PUBLISH_CONFIRM;
         }
+        if self.opts.mandatory && matches!(self.target, Target::Exchange { .. }) {
+            flags |= op::PUBLISH_MANDATORY;
+        }
         let rid = self.conn.next_request_id();
         let done = open.done.clone();
         let waiter = if self.opts.confirm {
@@ -233,9 +261,14 @@ impl Inner {
         } else {
             None
         };
-        let queue = &self.queue;
+        let target = &self.target;
         let r = self.conn.send_raw(rid, waiter, |b| {
-            let mut w = BatchWriter::begin_publish(b, rid, flags, queue);
+            let mut w = match target {
+                Target::Queue(queue) => BatchWriter::begin_publish(b, rid, flags, queue),
+                Target::Exchange { exchange, routing_key } => {
+                    BatchWriter::begin_publish_to(b, rid, flags, exchange, routing_key)
+                }
+            };
             w.push_raw(b, &open.entries, open.count);
             w.finish(b);
         });

@@ -20,11 +20,20 @@ pub enum ErrorCode {
     BadQueueName = 15,
     /// The queue is exclusive to another connection (AMQP 405).
     QueueLocked = 16,
+    /// A Declare argument has the wrong type or is out of range (AMQP 406).
+    InvalidArgument = 17,
+    ExchangeNotFound = 18,
+    /// A redeclare with another type or flags (AMQP 406).
+    ExchangeMismatch = 19,
+    /// `PublishTo` with MANDATORY reached no queue (AMQP 312 NO_ROUTE).
+    NoRoute = 26,
     UnknownConsumer = 20,
     UnknownDeliveryTag = 21,
     ConsumerExists = 22,
     PrefetchOutOfRange = 23,
     ConsumerLimit = 24,
+    /// The default exchange or an `amq.*` one cannot be changed (AMQP 403).
+    AccessRefused = 25,
     ConnectionLimit = 30,
     ShardUnavailable = 31,
     ShuttingDown = 32,
@@ -52,11 +61,16 @@ impl ErrorCode {
             14 => MessageTooLarge,
             15 => BadQueueName,
             16 => QueueLocked,
+            17 => InvalidArgument,
+            18 => ExchangeNotFound,
+            19 => ExchangeMismatch,
+            26 => NoRoute,
             20 => UnknownConsumer,
             21 => UnknownDeliveryTag,
             22 => ConsumerExists,
             23 => PrefetchOutOfRange,
             24 => ConsumerLimit,
+            25 => AccessRefused,
             30 => ConnectionLimit,
             31 => ShardUnavailable,
             32 => ShuttingDown,

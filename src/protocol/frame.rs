@@ -25,27 +25,118 @@ pub struct Frame<'a> {
 /// UTF-8 JSON document, the rest of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd<'a> {
-    Hello { version: u16, user: &'a str, password: &'a str },
+    Hello {
+        version: u16,
+        user: &'a str,
+        password: &'a str,
+    },
     HelloOk(HelloOk<'a>),
-    Ok { value: u64 },
-    Error { fatal: bool, code: u16, message: &'a str },
+    Ok {
+        value: u64,
+    },
+    Error {
+        fatal: bool,
+        code: u16,
+        message: &'a str,
+    },
     Ping,
     Pong,
-    Declare { flags: u8, queue: &'a str },
-    Delete { flags: u8, queue: &'a str },
-    Purge { queue: &'a str },
-    Publish { flags: u8, queue: &'a str, entries: Entries<'a> },
-    Confirm { count: u32 },
-    Subscribe { consumer_id: u32, prefetch: u32, queue: &'a str },
-    Unsubscribe { consumer_id: u32 },
-    Deliver { consumer_id: u32, first_tag: u64, entries: Entries<'a> },
-    Ack { consumer_id: u32, ranges: Ranges<'a> },
-    Nack { requeue: bool, consumer_id: u32, ranges: Ranges<'a> },
-    Get { no_ack: bool, consumer_id: u32, queue: &'a str },
-    GetOk { consumer_id: u32, tag: u64, remaining: u32, entry: Entry<'a> },
+    /// `args`: a raw AMQP field table (queue arguments), empty for none.
+    /// The `DECLARE_HAS_ARGS` header flag is set exactly when it is not
+    /// empty: `encode` sets it, `decode` reports it in `flags`.
+    Declare {
+        flags: u8,
+        queue: &'a str,
+        args: &'a [u8],
+    },
+    Delete {
+        flags: u8,
+        queue: &'a str,
+    },
+    Purge {
+        queue: &'a str,
+    },
+    Publish {
+        flags: u8,
+        queue: &'a str,
+        entries: Entries<'a>,
+    },
+    /// `args`: an AMQP 0-9-1 field table (without its length prefix),
+    /// opaque to the codec; the broker parses it.
+    ExchangeDeclare {
+        flags: u8,
+        exchange: &'a str,
+        kind: &'a str,
+        args: &'a [u8],
+    },
+    ExchangeDelete {
+        flags: u8,
+        exchange: &'a str,
+    },
+    Bind {
+        flags: u8,
+        source: &'a str,
+        destination: &'a str,
+        routing_key: &'a str,
+        args: &'a [u8],
+    },
+    Unbind {
+        flags: u8,
+        source: &'a str,
+        destination: &'a str,
+        routing_key: &'a str,
+        args: &'a [u8],
+    },
+    PublishTo {
+        flags: u8,
+        exchange: &'a str,
+        routing_key: &'a str,
+        entries: Entries<'a>,
+    },
+    Confirm {
+        count: u32,
+    },
+    Subscribe {
+        consumer_id: u32,
+        prefetch: u32,
+        queue: &'a str,
+    },
+    Unsubscribe {
+        consumer_id: u32,
+    },
+    Deliver {
+        consumer_id: u32,
+        first_tag: u64,
+        entries: Entries<'a>,
+    },
+    Ack {
+        consumer_id: u32,
+        ranges: Ranges<'a>,
+    },
+    Nack {
+        requeue: bool,
+        consumer_id: u32,
+        ranges: Ranges<'a>,
+    },
+    Get {
+        no_ack: bool,
+        consumer_id: u32,
+        queue: &'a str,
+    },
+    GetOk {
+        consumer_id: u32,
+        tag: u64,
+        remaining: u32,
+        entry: Entry<'a>,
+    },
     GetEmpty,
-    Admin { command: u8, arg: &'a str },
-    AdminOk { json: &'a str },
+    Admin {
+        command: u8,
+        arg: &'a str,
+    },
+    AdminOk {
+        json: &'a str,
+    },
 }
 
 /// The handshake reply: who the client is talking to and where every
@@ -115,6 +206,25 @@ fn known_flags(flags: u8, known: u8, what: &'static str) -> Result<u8, DecodeErr
     Ok(flags)
 }
 
+/// The arguments block of a Declare: `u32` length, then a non-empty AMQP
+/// field table of at most `DECLARE_ARGS_BYTES_MAX` bytes, checked here so
+/// the broker only ever sees a well-formed table.
+fn declare_args<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
+    let what = "Declare";
+    let n = c.u32()? as usize;
+    if n == 0 {
+        return Err(DecodeError::Malformed { what, why: "arguments flag with empty arguments" });
+    }
+    if n > op::DECLARE_ARGS_BYTES_MAX {
+        return Err(DecodeError::Malformed { what, why: "arguments larger than 65535 bytes" });
+    }
+    let args = c.bytes(n)?;
+    if super::table::Table::parse(args).is_err() {
+        return Err(DecodeError::Malformed { what, why: "arguments are not an AMQP field table" });
+    }
+    Ok(args)
+}
+
 fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeError> {
     let what = op::name(opcode);
     let mut c = Cursor::new(body, what);
@@ -165,13 +275,35 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
         }
         op::PING => Cmd::Ping,
         op::PONG => Cmd::Pong,
-        op::DECLARE => Cmd::Declare { flags, queue: c.str8()? },
+        op::DECLARE => {
+            let queue = c.str8()?;
+            let args = if flags & op::DECLARE_HAS_ARGS != 0 { declare_args(&mut c)? } else { &[] };
+            Cmd::Declare { flags, queue, args }
+        }
         op::DELETE => Cmd::Delete { flags, queue: c.str8()? },
         op::PURGE => Cmd::Purge { queue: c.str8()? },
         op::PUBLISH => {
             let queue = c.str8()?;
             let count = c.u32()?;
             Cmd::Publish { flags, queue, entries: Entries::parse(c.rest(), count)? }
+        }
+        op::EXCHANGE_DECLARE => {
+            Cmd::ExchangeDeclare { flags, exchange: c.str8()?, kind: c.str8()?, args: table32(&mut c)? }
+        }
+        op::EXCHANGE_DELETE => Cmd::ExchangeDelete { flags, exchange: c.str8()? },
+        op::BIND | op::UNBIND => {
+            let (source, destination, routing_key) = (c.str8()?, c.str8()?, c.str8()?);
+            let args = table32(&mut c)?;
+            if opcode == op::BIND {
+                Cmd::Bind { flags, source, destination, routing_key, args }
+            } else {
+                Cmd::Unbind { flags, source, destination, routing_key, args }
+            }
+        }
+        op::PUBLISH_TO => {
+            let (exchange, routing_key) = (c.str8()?, c.str8()?);
+            let count = c.u32()?;
+            Cmd::PublishTo { flags, exchange, routing_key, entries: Entries::parse(c.rest(), count)? }
         }
         op::CONFIRM => Cmd::Confirm { count: c.u32()? },
         op::SUBSCRIBE => Cmd::Subscribe { consumer_id: c.u32()?, prefetch: c.u32()?, queue: c.str8()? },
@@ -223,6 +355,17 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
     Ok(cmd)
 }
 
+/// A `u32`-length-prefixed block (argument tables).
+fn table32<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
+    let n = c.u32()? as usize;
+    c.bytes(n)
+}
+
+fn put_table32(buf: &mut BytesMut, t: &[u8]) {
+    buf.put_u32_le(t.len() as u32);
+    buf.put_slice(t);
+}
+
 impl Frame<'_> {
     /// Appends the encoded frame to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
@@ -248,10 +391,18 @@ impl Cmd<'_> {
             Cmd::Error { fatal, .. } => (op::ERROR, if *fatal { op::FLAG_FATAL } else { 0 }),
             Cmd::Ping => (op::PING, 0),
             Cmd::Pong => (op::PONG, 0),
-            Cmd::Declare { flags, .. } => (op::DECLARE, *flags),
+            Cmd::Declare { flags, args, .. } => {
+                let has = if args.is_empty() { 0 } else { op::DECLARE_HAS_ARGS };
+                (op::DECLARE, (*flags & !op::DECLARE_HAS_ARGS) | has)
+            }
             Cmd::Delete { flags, .. } => (op::DELETE, *flags),
             Cmd::Purge { .. } => (op::PURGE, 0),
             Cmd::Publish { flags, .. } => (op::PUBLISH, *flags),
+            Cmd::ExchangeDeclare { flags, .. } => (op::EXCHANGE_DECLARE, *flags),
+            Cmd::ExchangeDelete { flags, .. } => (op::EXCHANGE_DELETE, *flags),
+            Cmd::Bind { flags, .. } => (op::BIND, *flags),
+            Cmd::Unbind { flags, .. } => (op::UNBIND, *flags),
+            Cmd::PublishTo { flags, .. } => (op::PUBLISH_TO, *flags),
             Cmd::Confirm { .. } => (op::CONFIRM, 0),
             Cmd::Subscribe { .. } => (op::SUBSCRIBE, 0),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
@@ -292,9 +443,35 @@ impl Cmd<'_> {
                 put_str16(buf, message);
             }
             Cmd::Ping | Cmd::Pong | Cmd::GetEmpty => {}
-            Cmd::Declare { queue, .. } | Cmd::Delete { queue, .. } | Cmd::Purge { queue } => put_str8(buf, queue),
+            Cmd::Declare { queue, args, .. } => {
+                put_str8(buf, queue);
+                if !args.is_empty() {
+                    buf.put_u32_le(args.len() as u32);
+                    buf.put_slice(args);
+                }
+            }
+            Cmd::Delete { queue, .. } | Cmd::Purge { queue } => put_str8(buf, queue),
             Cmd::Publish { queue, entries, .. } => {
                 put_str8(buf, queue);
+                buf.put_u32_le(entries.len());
+                buf.put_slice(entries.raw());
+            }
+            Cmd::ExchangeDeclare { exchange, kind, args, .. } => {
+                put_str8(buf, exchange);
+                put_str8(buf, kind);
+                put_table32(buf, args);
+            }
+            Cmd::ExchangeDelete { exchange, .. } => put_str8(buf, exchange),
+            Cmd::Bind { source, destination, routing_key, args, .. }
+            | Cmd::Unbind { source, destination, routing_key, args, .. } => {
+                put_str8(buf, source);
+                put_str8(buf, destination);
+                put_str8(buf, routing_key);
+                put_table32(buf, args);
+            }
+            Cmd::PublishTo { exchange, routing_key, entries, .. } => {
+                put_str8(buf, exchange);
+                put_str8(buf, routing_key);
                 buf.put_u32_le(entries.len());
                 buf.put_slice(entries.raw());
             }

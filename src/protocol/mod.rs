@@ -8,9 +8,11 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod op;
+pub mod props;
 #[cfg(test)]
 mod proptests;
 pub mod shard_hash;
+pub mod table;
 pub mod wire;
 
 pub use batch::{BatchWriter, Entries, Entry, Ranges, ENTRY_REDELIVERED};

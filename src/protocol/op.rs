@@ -9,8 +9,14 @@ pub const PONG: u8 = 0x06;
 pub const DECLARE: u8 = 0x10;
 pub const DELETE: u8 = 0x11;
 pub const PURGE: u8 = 0x12;
+pub const EXCHANGE_DECLARE: u8 = 0x13;
+pub const EXCHANGE_DELETE: u8 = 0x14;
+pub const BIND: u8 = 0x15;
+pub const UNBIND: u8 = 0x16;
 pub const PUBLISH: u8 = 0x20;
 pub const CONFIRM: u8 = 0x21;
+/// Publish through an exchange with a routing key.
+pub const PUBLISH_TO: u8 = 0x22;
 pub const SUBSCRIBE: u8 = 0x30;
 pub const UNSUBSCRIBE: u8 = 0x31;
 pub const DELIVER: u8 = 0x32;
@@ -30,8 +36,10 @@ pub const ADMIN_SHARDS: u8 = 0x03;
 pub const ADMIN_PURGE_QUEUE: u8 = 0x04;
 pub const ADMIN_DELETE_QUEUE: u8 = 0x05;
 pub const ADMIN_CLOSE_CONNECTION: u8 = 0x06;
+pub const ADMIN_LIST_EXCHANGES: u8 = 0x07;
+pub const ADMIN_LIST_BINDINGS: u8 = 0x08;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_CLOSE_CONNECTION;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_LIST_BINDINGS;
 
 /// `Error`: the server closes the connection after this frame.
 pub const FLAG_FATAL: u8 = 0x01;
@@ -39,7 +47,12 @@ pub const FLAG_FATAL: u8 = 0x01;
 pub const DECLARE_DURABLE: u8 = 0x01;
 /// `Declare`: only check that the queue exists.
 pub const DECLARE_PASSIVE: u8 = 0x02;
-pub const DECLARE_KNOWN: u8 = DECLARE_DURABLE | DECLARE_PASSIVE;
+/// `Declare`: an arguments block (`u32` length + AMQP field table) follows
+/// the queue name.
+pub const DECLARE_HAS_ARGS: u8 = 0x04;
+pub const DECLARE_KNOWN: u8 = DECLARE_DURABLE | DECLARE_PASSIVE | DECLARE_HAS_ARGS;
+/// The largest arguments block a Declare may carry.
+pub const DECLARE_ARGS_BYTES_MAX: usize = 65_535;
 /// `Delete`: refuse when the queue holds messages.
 pub const DELETE_IF_EMPTY: u8 = 0x01;
 pub const DELETE_KNOWN: u8 = DELETE_IF_EMPTY;
@@ -48,6 +61,20 @@ pub const PUBLISH_PERSISTENT: u8 = 0x01;
 /// `Publish`: reply with `Confirm` once the batch is safe.
 pub const PUBLISH_CONFIRM: u8 = 0x02;
 pub const PUBLISH_KNOWN: u8 = PUBLISH_PERSISTENT | PUBLISH_CONFIRM;
+/// `PublishTo`: a batch routed to no queue is refused with `NoRoute`
+/// instead of being confirmed and dropped.
+pub const PUBLISH_MANDATORY: u8 = 0x04;
+pub const PUBLISH_TO_KNOWN: u8 = PUBLISH_PERSISTENT | PUBLISH_CONFIRM | PUBLISH_MANDATORY;
+/// `ExchangeDeclare` flags.
+pub const EXCHANGE_DURABLE: u8 = 0x01;
+pub const EXCHANGE_PASSIVE: u8 = 0x02;
+pub const EXCHANGE_AUTO_DELETE: u8 = 0x04;
+pub const EXCHANGE_INTERNAL: u8 = 0x08;
+pub const EXCHANGE_DECLARE_KNOWN: u8 = EXCHANGE_DURABLE | EXCHANGE_PASSIVE | EXCHANGE_AUTO_DELETE | EXCHANGE_INTERNAL;
+/// `ExchangeDelete`: refuse while the exchange has bindings.
+pub const EXCHANGE_IF_UNUSED: u8 = 0x01;
+/// `Bind` / `Unbind`: the destination is an exchange, not a queue.
+pub const BIND_TO_EXCHANGE: u8 = 0x01;
 /// `Nack`: put the messages back at the head of the queue.
 pub const NACK_REQUEUE: u8 = 0x01;
 /// `Get`: the message counts as acked once sent.
@@ -61,6 +88,10 @@ pub fn known_flags(opcode: u8) -> u8 {
         DECLARE => DECLARE_KNOWN,
         DELETE => DELETE_KNOWN,
         PUBLISH => PUBLISH_KNOWN,
+        PUBLISH_TO => PUBLISH_TO_KNOWN,
+        EXCHANGE_DECLARE => EXCHANGE_DECLARE_KNOWN,
+        EXCHANGE_DELETE => EXCHANGE_IF_UNUSED,
+        BIND | UNBIND => BIND_TO_EXCHANGE,
         NACK => NACK_REQUEUE,
         GET => GET_NO_ACK,
         _ => 0,
@@ -82,6 +113,11 @@ pub fn name(opcode: u8) -> &'static str {
         DECLARE => "Declare",
         DELETE => "Delete",
         PURGE => "Purge",
+        EXCHANGE_DECLARE => "ExchangeDeclare",
+        EXCHANGE_DELETE => "ExchangeDelete",
+        BIND => "Bind",
+        UNBIND => "Unbind",
+        PUBLISH_TO => "PublishTo",
         PUBLISH => "Publish",
         CONFIRM => "Confirm",
         SUBSCRIBE => "Subscribe",

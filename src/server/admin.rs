@@ -6,7 +6,9 @@
 use super::http::{admin_on_owner, close_connection};
 use super::shard::Shard;
 use super::stats::AdminReq;
+use crate::amqp::wire::{table_entries, Reader};
 use crate::protocol::op;
+use crate::routing::Dest;
 use serde_json::{json, Value};
 use std::rc::Rc;
 
@@ -71,7 +73,92 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
             Ok(_) => json!({ "connection": arg, "closed": true }),
             Err(e) => json!({ "error": e }),
         },
+        op::ADMIN_LIST_EXCHANGES => exchanges_json(shard),
+        op::ADMIN_LIST_BINDINGS => bindings_json(shard),
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()
+}
+
+/// Every exchange, from this shard's copy of the routing table (every
+/// shard has the same), as RabbitMQ's management API shows them.
+pub fn exchanges_json(shard: &Shard) -> Value {
+    let table = shard.routing.table.borrow();
+    let mut xs: Vec<Value> = table
+        .exchanges()
+        .map(|x| {
+            json!({
+                "name": x.name, "vhost": "/", "type": x.kind.as_str(), "durable": x.durable,
+                "auto_delete": x.auto_delete, "internal": x.internal,
+                "alternate_exchange": x.alternate, "arguments": table_json(&x.args),
+            })
+        })
+        .collect();
+    xs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Value::Array(xs)
+}
+
+/// Every binding, sorted by source, destination and key.
+pub fn bindings_json(shard: &Shard) -> Value {
+    let table = shard.routing.table.borrow();
+    let mut bs: Vec<Value> = table
+        .bindings()
+        .map(|b| {
+            let kind = match b.dest {
+                Dest::Queue(_) => "queue",
+                Dest::Exchange(_) => "exchange",
+            };
+            json!({
+                "source": b.source, "vhost": "/", "destination": b.dest.name(), "destination_type": kind,
+                "routing_key": b.key, "arguments": table_json(&b.args),
+            })
+        })
+        .collect();
+    let key = |v: &Value| {
+        let f = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        (f("source"), f("destination"), f("routing_key"))
+    };
+    bs.sort_by_key(key);
+    Value::Array(bs)
+}
+
+/// An AMQP field table (validated) as JSON: numbers, strings, booleans,
+/// nested tables and arrays; other types as their raw bytes in hex.
+pub fn table_json(raw: &[u8]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, kind, v) in table_entries(raw) {
+        m.insert(String::from_utf8_lossy(k).into_owned(), value_json(kind, v));
+    }
+    Value::Object(m)
+}
+
+fn value_json(kind: u8, v: &[u8]) -> Value {
+    let int = |b: &[u8]| -> i64 {
+        match (kind, b.len()) {
+            (b'b', 1) => i64::from(b[0] as i8),
+            (b'B', 1) => i64::from(b[0]),
+            (b's', 2) => i64::from(i16::from_be_bytes([b[0], b[1]])),
+            (b'u', 2) => i64::from(u16::from_be_bytes([b[0], b[1]])),
+            (b'I', 4) => i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            (b'i', 4) => i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            (b'l' | b'L' | b'T', 8) => i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            _ => 0,
+        }
+    };
+    match kind {
+        b't' => Value::Bool(v.first().is_some_and(|b| *b != 0)),
+        b'b' | b'B' | b's' | b'u' | b'I' | b'i' | b'l' | b'L' | b'T' => json!(int(v)),
+        b'S' | b'x' => Value::String(String::from_utf8_lossy(v).into_owned()),
+        b'F' => table_json(v),
+        b'A' => {
+            let mut r = Reader::new(v);
+            let mut items = Vec::new();
+            while let Ok((k, item)) = r.value() {
+                items.push(value_json(k, item));
+            }
+            Value::Array(items)
+        }
+        b'V' => Value::Null,
+        _ => Value::String(v.iter().map(|b| format!("{b:02x}")).collect()),
+    }
 }

@@ -1,10 +1,13 @@
 //! A native-protocol connection: read, decode, check, and hand each request
 //! to the shard that owns its queue (here, or over the mesh).
 
+use super::policy::QueueArgs;
 use super::queue::Deliveries;
+use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
 use super::shard::{ConnSink, Shard};
-use super::types::{ConnRef, Reply, Request};
+use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
+use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
 use crate::rt::Outbox;
 use bytes::{Bytes, BytesMut};
@@ -313,8 +316,13 @@ impl NativeConn {
             }
             Cmd::Ping => self.outbox.push(|b| frame(b, rid, Cmd::Pong)),
             Cmd::Pong => {}
-            Cmd::Declare { flags, queue } => {
+            Cmd::Declare { flags, queue, args } => {
                 check_queue_name(queue)?;
+                let args = QueueArgs::parse(args, queue).map_err(|e| Fatal {
+                    request_id: rid,
+                    code: e.code,
+                    message: e.message,
+                })?;
                 let req = Request::Declare {
                     durable: flags & op::DECLARE_DURABLE != 0,
                     passive: flags & op::DECLARE_PASSIVE != 0,
@@ -322,6 +330,7 @@ impl NativeConn {
                     exclusive: false,
                     auto_delete: false,
                     amqp: false,
+                    args: Box::new(args),
                 };
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
@@ -333,6 +342,47 @@ impl NativeConn {
                 shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() })
             }
             Cmd::Publish { flags, queue, entries } => self.publish(chunk, rid, flags, queue, entries)?,
+            Cmd::PublishTo { flags, exchange, routing_key, entries } => {
+                self.check_sizes(rid, &entries)?;
+                let o = PubOpts {
+                    persistent: flags & op::PUBLISH_PERSISTENT != 0,
+                    confirm: flags & op::PUBLISH_CONFIRM != 0,
+                    mandatory: flags & op::PUBLISH_MANDATORY != 0,
+                };
+                let raw = slice(chunk, entries.raw());
+                let full = shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
+                // As for Publish: a connection that also consumes is never paused.
+                if full.is_some() && self.consumers.borrow().is_empty() {
+                    *self.paused_on.borrow_mut() = full;
+                }
+            }
+            Cmd::ExchangeDeclare { flags, exchange, kind, args } => {
+                if flags & op::EXCHANGE_PASSIVE != 0 {
+                    shard.check_exchange(me, rid, exchange);
+                } else {
+                    check_table(args).map_err(|e| refused(rid, e))?;
+                    let def = exchange_def(
+                        exchange,
+                        kind,
+                        flags & op::EXCHANGE_DURABLE != 0,
+                        flags & op::EXCHANGE_AUTO_DELETE != 0,
+                        flags & op::EXCHANGE_INTERNAL != 0,
+                        slice(chunk, args),
+                    )
+                    .map_err(|e| refused(rid, e))?;
+                    shard.declare_exchange(me, rid, def);
+                }
+            }
+            Cmd::ExchangeDelete { flags, exchange } => {
+                check_exchange_name(exchange).map_err(|e| refused(rid, e))?;
+                shard.delete_exchange(me, rid, exchange.into(), flags & op::EXCHANGE_IF_UNUSED != 0);
+            }
+            Cmd::Bind { flags, source, destination, routing_key, args } => {
+                self.bind(chunk, rid, flags, (source, destination, routing_key), args, false)?
+            }
+            Cmd::Unbind { flags, source, destination, routing_key, args } => {
+                self.bind(chunk, rid, flags, (source, destination, routing_key), args, true)?
+            }
             Cmd::Subscribe { consumer_id, prefetch, queue } => self.subscribe(rid, consumer_id, prefetch, queue)?,
             Cmd::Unsubscribe { consumer_id } => {
                 let c =
@@ -395,14 +445,7 @@ impl NativeConn {
         Ok(())
     }
 
-    fn publish(
-        &self,
-        chunk: &Bytes,
-        rid: u64,
-        flags: u8,
-        queue: &str,
-        entries: protocol::Entries<'_>,
-    ) -> Result<(), Fatal> {
+    fn check_sizes(&self, rid: u64, entries: &protocol::Entries<'_>) -> Result<(), Fatal> {
         let max = self.shard.config.message_bytes_max as usize;
         if let Some(e) = entries.iter().find(|e| e.props.len() + e.body.len() > max) {
             return Err(Fatal {
@@ -411,12 +454,51 @@ impl NativeConn {
                 message: format!("a message of {} bytes exceeds message_bytes_max {max}", e.props.len() + e.body.len()),
             });
         }
+        Ok(())
+    }
+
+    /// Bind or unbind; `names` is (source, destination, routing key).
+    fn bind(
+        &self,
+        chunk: &Bytes,
+        rid: u64,
+        flags: u8,
+        names: (&str, &str, &str),
+        args: &[u8],
+        unbind: bool,
+    ) -> Result<(), Fatal> {
+        let (source, destination, key) = names;
+        check_table(args).map_err(|e| refused(rid, e))?;
+        check_exchange_name(source).map_err(|e| refused(rid, e))?;
+        let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
+            check_exchange_name(destination).map_err(|e| refused(rid, e))?;
+            Dest::Exchange(destination.into())
+        } else {
+            check_queue_name(destination)?;
+            Dest::Queue(destination.into())
+        };
+        let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice(chunk, args) };
+        self.shard.bind(self.me(), rid, binding, unbind);
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        chunk: &Bytes,
+        rid: u64,
+        flags: u8,
+        queue: &str,
+        entries: protocol::Entries<'_>,
+    ) -> Result<(), Fatal> {
+        self.check_sizes(rid, &entries)?;
         let persistent = flags & op::PUBLISH_PERSISTENT != 0;
         let confirm = flags & op::PUBLISH_CONFIRM != 0;
         let owner = self.shard.owner_of(queue);
         if owner == self.shard.id {
             let msgs = entries.raw_iter().map(|raw| chunk.slice_ref(raw));
-            self.shard.publish(self.me(), rid, persistent, confirm, queue, msgs);
+            // Native batches are all or nothing: one Confirm covers them.
+            let mode = PublishMode { persistent, confirm, partial: false };
+            self.shard.publish(self.me(), rid, mode, queue, msgs);
             // A connection that also consumes is never paused: its acks
             // are what drains the queue.
             if self.consumers.borrow().is_empty() && self.shard.over_publish_pause(queue) {
@@ -426,6 +508,7 @@ impl NativeConn {
             let req = Request::Publish {
                 persistent,
                 confirm,
+                partial: false,
                 queue: queue.into(),
                 entries: slice(chunk, entries.raw()),
                 count: entries.len(),
@@ -500,6 +583,11 @@ fn slice(chunk: &Bytes, part: &[u8]) -> Bytes {
     } else {
         chunk.slice_ref(part)
     }
+}
+
+/// A refused request: its error goes back, the connection stays.
+fn refused(request_id: u64, e: QueueError) -> Fatal {
+    Fatal { request_id, code: e.code, message: e.message }
 }
 
 fn unknown_consumer(id: u32) -> Fatal {

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `GET /metrics` | Prometheus text; per-queue series only while there are at most [`PER_QUEUE_SERIES_MAX`] queues |
 //! | `GET /metrics/per-object` | the same with every per-queue series |
-//! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
+//! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 
 use super::shard::Shard;
@@ -199,11 +199,19 @@ async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
             Ok(_) => no_content(),
             Err(e) => error(StatusCode::NOT_FOUND, &e),
         },
-        (&Method::GET, ["exchanges"]) | (&Method::GET, ["exchanges", "/"]) => json_resp(
-            StatusCode::OK,
-            &json!([{ "name": "", "vhost": "/", "type": "direct", "durable": true, "auto_delete": false,
-                      "internal": false, "arguments": {} }]),
-        ),
+        (&Method::GET, ["exchanges"]) | (&Method::GET, ["exchanges", "/"]) => {
+            json_resp(StatusCode::OK, &super::admin::exchanges_json(shard))
+        }
+        (&Method::GET, ["exchanges", "/", name]) => {
+            let all = super::admin::exchanges_json(shard);
+            match all.as_array().and_then(|xs| xs.iter().find(|x| x["name"] == *name)) {
+                Some(x) => json_resp(StatusCode::OK, x),
+                None => error(StatusCode::NOT_FOUND, "no such exchange"),
+            }
+        }
+        (&Method::GET, ["bindings"]) | (&Method::GET, ["bindings", "/"]) => {
+            json_resp(StatusCode::OK, &super::admin::bindings_json(shard))
+        }
         (&Method::GET, ["vhosts"]) => {
             let stats = shard.gather_stats(false).await;
             let ready: u64 = stats.iter().map(|s| s.messages_ready).sum();
@@ -214,7 +222,7 @@ async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
                           "messages_ready": ready, "messages_unacknowledged": unacked }]),
             )
         }
-        (_, ["overview" | "queues" | "connections" | "exchanges" | "vhosts", ..]) => {
+        (_, ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),

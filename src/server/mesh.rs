@@ -4,6 +4,7 @@
 
 use super::stats::{AdminReply, AdminReq};
 use super::types::{ConnRef, Reply, Request};
+use crate::routing::Change;
 use crate::rt::Notify;
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
@@ -22,6 +23,13 @@ pub enum MeshMsg {
     Admin { from: u16, token: u64, req: AdminReq },
     /// The answer from `shard`.
     AdminReply { shard: u16, token: u64, reply: AdminReply },
+    /// A routing-table change from shard 0, the metadata owner; applying it
+    /// must bring the receiver's copy to `version`.
+    MetaApply { version: u64, change: Change },
+    /// A peer's copy of the routing table is at `version`.
+    MetaApplied { shard: u16, version: u64 },
+    /// Shard 0 has sent its recovered table: the receiver may open for traffic.
+    MetaReady,
 }
 
 pub type Batch = Vec<MeshMsg>;

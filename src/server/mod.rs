@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod deadletter;
 pub mod http;
 pub mod listener;
 pub mod mesh;
+pub mod policy;
 pub mod queue;
 pub mod shard;
 pub mod stats;
@@ -222,18 +224,30 @@ async fn run_shard(s: ShardStart) {
             sh.mesh.flush_loop(peer as u16, move |b| sh2.on_mesh_failure(peer as u16, b)).await
         }));
     }
-    for sock in [s.shared, s.own] {
-        tasks.push(glommio::spawn_local(listener::accept_loop(shard.clone(), sock.into_listener())));
-    }
-    tasks.push(glommio::spawn_local(crate::amqp::accept_loop(shard.clone(), s.amqp.into_listener())));
-    // Recovery before the first connection; then the group-commit task.
+    // Recovery and the routing table before the first connection (the
+    // sockets are bound: the kernel holds connections meanwhile).
     if let Err(e) = shard.open_storage().await {
         tracing::error!(shard = s.id, "{e}");
         let _ = s.ready.send(Err(format!("shard {}: {e}", s.id)));
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    // Reads spilled messages back (memory budget).
     tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
+    // TTL and x-expires: one timer task per shard.
+    tasks.push(glommio::spawn_local(shard.clone().run_timers()));
+    if shard.id == shard::routing::METADATA_SHARD {
+        if let Err(e) = shard.publish_definitions() {
+            tracing::error!(shard = s.id, "{e}");
+            let _ = s.ready.send(Err(e));
+            return;
+        }
+    }
+    shard.wait_routing_ready().await;
+    for sock in [s.shared, s.own] {
+        tasks.push(glommio::spawn_local(listener::accept_loop(shard.clone(), sock.into_listener())));
+    }
+    tasks.push(glommio::spawn_local(crate::amqp::accept_loop(shard.clone(), s.amqp.into_listener())));
     if let Some(m) = s.metrics {
         tasks.push(glommio::spawn_local(http::accept_loop(shard.clone(), m.into_listener())));
     }

@@ -4,17 +4,22 @@
 use super::config::Config;
 use super::mesh::{Batch, Mesh, MeshMsg};
 use super::queue::{Deliveries, Queue, QueueLimits};
-use super::types::{ConnRef, Delivered, QueueError, Reply, Request};
+use super::types::{ConnRef, Delivered, Origin, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{shard_for, Entries, ErrorCode};
 use crate::rt::Notify;
 use bytes::Bytes;
+use declare::DeclareOpts;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
 mod admin;
+mod declare;
 mod durable;
+mod policies;
+pub mod routing;
 mod spill;
 
 /// What a connection must offer the shard: a place to put replies.
@@ -38,6 +43,10 @@ pub struct Counters {
     pub acked: Cell<u64>,
     pub redelivered: Cell<u64>,
     pub confirmed: Cell<u64>,
+    /// Dead-lettered messages handed to their exchange, and the ones
+    /// dropped instead (cycle, unknown exchange, unmarkable properties).
+    pub dead_lettered: Cell<u64>,
+    pub dead_lettered_dropped: Cell<u64>,
     /// Publish handled to confirm sent (`ringmq_publish_confirm_latency_seconds`).
     pub confirm_latency: super::stats::LatencyHistogram,
 }
@@ -65,6 +74,17 @@ pub struct Shard {
     meta_logged: Cell<bool>,
     /// The memory budget: resident bytes, read-backs of spilled messages.
     spill: spill::Spill,
+    /// This shard's copy of the routing table, and its fan-ins.
+    pub routing: routing::Routing,
+    /// The clock of message and queue deadlines (`now_ms`).
+    epoch: std::time::Instant,
+    /// (deadline, queue) for queues with something due: the one timer.
+    timers: RefCell<BinaryHeap<Reverse<(u64, String)>>>,
+    timer_kick: Notify,
+    /// Dead letters waiting to be republished, and the re-entry guard.
+    dl_pending: RefCell<VecDeque<policies::DeadLetter>>,
+    dl_flushing: Cell<bool>,
+    dl_warned: Cell<bool>,
 }
 
 impl Shard {
@@ -83,6 +103,13 @@ impl Shard {
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
             spill: spill::Spill::default(),
+            routing: routing::Routing::default(),
+            epoch: std::time::Instant::now(),
+            timers: RefCell::new(BinaryHeap::new()),
+            timer_kick: Notify::default(),
+            dl_pending: RefCell::new(VecDeque::new()),
+            dl_flushing: Cell::new(false),
+            dl_warned: Cell::new(false),
         }
     }
 
@@ -126,6 +153,7 @@ impl Shard {
     }
 
     fn reply_local(&self, conn_id: u64, reply: Reply) {
+        let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
         let sink = self.conns.borrow().get(&conn_id).cloned();
         match sink {
             Some(s) => s.send(reply),
@@ -151,6 +179,9 @@ impl Shard {
             MeshMsg::Reply { conn_id, reply } => self.reply_local(conn_id, reply),
             MeshMsg::Admin { from, token, req } => self.on_admin(from, token, req),
             MeshMsg::AdminReply { shard, token, reply } => self.on_admin_reply(shard, token, reply),
+            MeshMsg::MetaApply { version, change } => self.on_meta_apply(version, change),
+            MeshMsg::MetaApplied { shard, version } => self.on_meta_applied(shard, version),
+            MeshMsg::MetaReady => self.set_routing_ready(),
         }
     }
 
@@ -165,6 +196,10 @@ impl Shard {
                     Reply::error(request_id, ErrorCode::ShardUnavailable, format!("shard {peer} is not running")),
                 ),
                 MeshMsg::Reply { .. } | MeshMsg::AdminReply { .. } => lost_replies += 1,
+                MeshMsg::MetaApply { .. } | MeshMsg::MetaReady | MeshMsg::MetaApplied { .. } => {
+                    tracing::error!(peer, "routing change not delivered: peer stopped");
+                    self.on_meta_applied(peer, u64::MAX);
+                }
                 MeshMsg::Admin { token, .. } => self.on_admin_reply(
                     peer,
                     token,
@@ -181,14 +216,21 @@ impl Shard {
 
     /// The owner's side of every request. Runs on this shard's thread only.
     pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
+        self.handle_one(from, request_id, req);
+        // Dead letters go out once no queue is borrowed.
+        self.flush_dead_letters();
+    }
+
+    fn handle_one(&self, from: ConnRef, request_id: u64, req: Request) {
         let result = match req {
-            Request::Publish { persistent, confirm, queue, entries, count } => {
+            Request::Publish { persistent, confirm, partial, queue, entries, count } => {
                 // The sending shard validated these bytes; checked again
                 // because they crossed a boundary.
                 match Entries::parse(&entries, count) {
                     Ok(parsed) => {
                         let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
-                        self.publish(from, request_id, persistent, confirm, &queue, msgs);
+                        let mode = PublishMode { persistent, confirm, partial };
+                        self.publish(from, request_id, mode, &queue, msgs);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "forwarded publish failed validation (bug)");
@@ -200,6 +242,14 @@ impl Shard {
                 }
                 return;
             }
+            Request::PublishMany { persistent, confirm, mandatory, targets, count, origin } => {
+                let o = routing::PubOpts { persistent, confirm, mandatory };
+                return self.publish_many(from, request_id, o, targets, count, origin);
+            }
+            Request::Meta { change, durable_dest, if_unused } => {
+                return self.on_meta(from, request_id, change, durable_dest, if_unused)
+            }
+            Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
                 self.connection_closed(from, &queues);
                 return;
@@ -208,8 +258,8 @@ impl Shard {
                 self.get(from, request_id, consumer_id, no_ack, &queue);
                 return;
             }
-            Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp } => {
-                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp })
+            Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp, args } => {
+                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp, args })
             }
             Request::Delete { if_empty, queue } => self.delete_from(from, if_empty, &queue),
             Request::Purge { queue } => self.with_queue(&queue, |q| {
@@ -218,26 +268,36 @@ impl Shard {
             }),
             Request::Subscribe { consumer_id, prefetch, queue } => {
                 // The Ok goes out before the first Deliver of this consumer.
+                let now = self.now_ms();
                 let r = self.queues.borrow_mut().get_mut(&queue).ok_or_else(|| not_found(&queue)).and_then(|q| {
                     check_lock(q, from)?;
+                    q.touch(now);
                     q.subscribe(from, consumer_id, prefetch)
                 });
                 let ok = r.is_ok();
                 self.reply_result(from, request_id, r.map(|()| 0));
                 if ok {
                     if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-                        self.dispatch(q);
+                        self.settle(q);
                     }
                 }
                 return;
             }
             Request::Unsubscribe { consumer_id, queue } => {
-                let r = self.with_queue(&queue, |q| q.unsubscribe(from, consumer_id).map(|()| 0));
+                let now = self.now_ms();
+                let r = self.with_queue(&queue, |q| {
+                    q.touch(now);
+                    q.unsubscribe(from, consumer_id).map(|()| 0)
+                });
                 self.auto_delete_check(&queue);
                 r
             }
             Request::Cancel { consumer_id, queue } => {
-                let r = self.with_queue(&queue, |q| q.cancel(from, consumer_id));
+                let now = self.now_ms();
+                let r = self.with_queue(&queue, |q| {
+                    q.touch(now);
+                    q.cancel(from, consumer_id)
+                });
                 self.auto_delete_check(&queue);
                 match r {
                     Ok(()) => return,
@@ -280,17 +340,8 @@ impl Shard {
         let mut queues = self.queues.borrow_mut();
         let q = queues.get_mut(name).ok_or_else(|| not_found(name))?;
         let r = f(q);
-        self.dispatch(q);
+        self.settle(q);
         r
-    }
-
-    fn dispatch(&self, q: &mut Queue) {
-        let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs));
-        bump(&self.counters.delivered, n as u64);
-        self.after_dispatch(q);
-        if n > 0 && !self.over_half_pause(q) {
-            self.publish_resume.notify();
-        }
     }
 
     /// Whether publishers to this (local) queue should stop reading: its
@@ -340,92 +391,22 @@ impl Shard {
         }
     }
 
-    fn declare(&self, durable: bool, passive: bool, name: String) -> Result<u64, QueueError> {
-        let mut queues = self.queues.borrow_mut();
-        if let Some(q) = queues.get(&name) {
-            if !passive && q.durable != durable {
-                return Err(QueueError::new(
-                    ErrorCode::QueueMismatch,
-                    format!("queue '{name}' exists with durable={}; declared with durable={durable}", q.durable),
-                ));
-            }
-            return Ok(q.ready_len() as u64);
-        }
-        if passive {
-            return Err(not_found(&name));
-        }
-        if queues.len() >= self.config.queues_per_shard_max as usize {
-            return Err(QueueError::new(
-                ErrorCode::QueueLimit,
-                format!("shard {} holds queues_per_shard_max = {} queues", self.id, self.config.queues_per_shard_max),
-            ));
-        }
-        self.log_declare(&name, durable)?;
-        tracing::debug!(queue = %name, durable, "queue declared");
-        queues.insert(name.clone(), Queue::new(name, durable, self.limits()));
-        Ok(0)
-    }
-
-    fn delete(&self, if_empty: bool, name: &str) -> Result<u64, QueueError> {
-        let mut queues = self.queues.borrow_mut();
-        let q = queues.get(name).ok_or_else(|| not_found(name))?;
-        if if_empty && q.ready_len() + q.unacked_len() > 0 {
-            return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
-        }
-        let n = q.ready_len() as u64;
-        if let Some(q) = queues.remove(name) {
-            self.forget_resident(&q);
-        }
-        self.log_delete(name);
-        tracing::debug!(queue = %name, "queue deleted");
-        Ok(n)
-    }
-
-    /// Appends a batch; used by the direct path with borrowed entries and by
-    /// the forwarded path with owned ones.
+    /// Appends a batch; used by the direct path with borrowed entries, by
+    /// the forwarded path with owned ones, and by dead-lettering.
     pub fn publish(
         &self,
         from: ConnRef,
         request_id: u64,
-        persistent: bool,
-        confirm: bool,
+        mode: PublishMode,
         queue: &str,
         entries: impl ExactSizeIterator<Item = Bytes>,
     ) {
-        // Persistent messages into a durable queue are logged, and their
-        // confirm waits for the flush; everything else stays in memory.
-        let (result, log) = match self.log_target(persistent, queue) {
-            Err(e) => (Err(e), None),
-            Ok(None) => (self.with_queue(queue, |q| q.publish(persistent, entries)), None),
-            Ok(Some((d, id))) => {
-                let r = self.with_queue(queue, |q| {
-                    let mut seq = q.next_seq();
-                    let mut locs = Vec::new();
-                    let n = q.publish(
-                        persistent,
-                        entries.inspect(|e| {
-                            // Not poisoned: checked by log_target, just now.
-                            if let Ok(Some(loc)) = d.log.publish(id, seq, e) {
-                                locs.push((seq, loc));
-                            }
-                            seq += 1;
-                        }),
-                    )?;
-                    self.spill_over_budget(q, &locs);
-                    Ok(n)
-                });
-                (r, Some(d))
-            }
-        };
-        match result {
-            Ok(n) => {
+        let PublishMode { persistent, confirm, partial } = mode;
+        match self.enqueue(persistent, partial, queue, entries, None) {
+            Ok((n, log)) => {
                 bump(&self.counters.published, u64::from(n));
-                if let (true, Some(d)) = (confirm, &log) {
-                    self.confirm_after_log(d, from, request_id, n);
-                } else if confirm {
-                    bump(&self.counters.confirmed, u64::from(n));
-                    self.counters.confirm_latency.observe(std::time::Duration::ZERO, u64::from(n));
-                    self.route_reply(from, Reply::Confirm { request_id, count: n });
+                if confirm {
+                    self.confirm(from, request_id, n, log.as_deref());
                 }
             }
             Err(e) => {
@@ -433,16 +414,75 @@ impl Shard {
                 self.route_reply(from, Reply::Error { request_id, code: e.code, message: e.message });
             }
         }
+        self.flush_dead_letters();
+    }
+
+    /// Confirms `count` messages: after the log's next flush when some were
+    /// logged, now otherwise.
+    fn confirm(&self, to: ConnRef, request_id: u64, count: u32, log: Option<&durable::Durable>) {
+        match log {
+            Some(d) => self.confirm_after_log(d, to, request_id, count),
+            None => {
+                bump(&self.counters.confirmed, u64::from(count));
+                self.counters.confirm_latency.observe(std::time::Duration::ZERO, u64::from(count));
+                self.route_reply(to, Reply::Confirm { request_id, count });
+            }
+        }
+    }
+
+    /// Appends a batch to one queue: all or nothing, or with `partial` as
+    /// much as its length limit lets in (the count is returned).
+    /// Persistent messages into a durable queue are logged, and the log is
+    /// returned: their confirm must wait for its flush.
+    fn enqueue(
+        &self,
+        persistent: bool,
+        partial: bool,
+        queue: &str,
+        entries: impl ExactSizeIterator<Item = Bytes>,
+        origin: Option<&Arc<Origin>>,
+    ) -> Result<(u32, Option<Rc<durable::Durable>>), QueueError> {
+        let now = self.now_ms();
+        match self.log_target(persistent, queue)? {
+            None => {
+                let p = self.with_queue(queue, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
+                Ok((p.accepted, None))
+            }
+            Some((d, id)) => {
+                let p = self.with_queue(queue, |q| {
+                    let mut locs = Vec::new();
+                    let p = q.publish(persistent, partial, now, entries, origin, |seq, e| {
+                        // Not poisoned: checked by log_target, just now.
+                        if let Ok(Some(loc)) = d.log.publish(id, seq, e) {
+                            locs.push((seq, loc));
+                        }
+                    })?;
+                    // Past the memory budget, the newest keep only `loc`.
+                    self.spill_over_budget(q, &locs);
+                    Ok(p)
+                })?;
+                Ok((p.accepted, Some(d)))
+            }
+        }
     }
 
     fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
-        if self.queues.borrow().get(queue).is_some_and(Queue::head_spilled) {
-            return self.get_after_fetch(queue, spill::PendingGet { from, request_id, consumer_id, no_ack });
-        }
+        let now = self.now_ms();
         let r = self.with_queue(queue, |q| {
             check_lock(q, from)?;
-            Ok((self.get_logged(q, from, consumer_id, no_ack)?, q.ready_len()))
+            q.touch(now);
+            let got = self.get_logged(q, from, consumer_id, no_ack, now)?;
+            // Nothing taken because the head is on disk: answered after
+            // the shard has read it back.
+            Ok((got, q.ready_len(), q.head_spilled()))
         });
+        let r = match r {
+            Ok((None, _, true)) => {
+                return self.get_after_fetch(queue, spill::PendingGet { from, request_id, consumer_id, no_ack })
+            }
+            Ok((got, remaining, _)) => Ok((got, remaining)),
+            Err(e) => Err(e),
+        };
         let reply = match r {
             Ok((Some((tag, msg)), remaining)) => {
                 bump(&self.counters.delivered, 1);
@@ -460,7 +500,8 @@ impl Shard {
             if let Some(q) = queues.get_mut(name) {
                 let n = q.connection_closed(from);
                 bump(&self.counters.redelivered, n as u64);
-                self.dispatch(q);
+                q.touch(self.now_ms());
+                self.settle(q);
                 if q.exclusive_owner == Some(from) || q.auto_delete_due() {
                     self.remove_queue(&mut queues, name);
                 }
@@ -470,96 +511,8 @@ impl Shard {
     }
 }
 
-/// Flags of a declare beyond the native protocol's (AMQP).
-struct DeclareOpts {
-    exclusive: bool,
-    auto_delete: bool,
-    amqp: bool,
-}
-
-impl Shard {
-    /// `declare` plus the exclusive and auto-delete flags and their checks.
-    fn declare_with(
-        &self,
-        from: ConnRef,
-        durable: bool,
-        passive: bool,
-        name: String,
-        o: DeclareOpts,
-    ) -> Result<u64, QueueError> {
-        let existed = match self.queues.borrow().get(&name) {
-            Some(q) => {
-                check_lock(q, from)?;
-                if o.amqp && !passive && (q.exclusive_owner.is_some() != o.exclusive || q.auto_delete != o.auto_delete)
-                {
-                    return Err(QueueError::new(
-                        ErrorCode::QueueMismatch,
-                        format!(
-                            "queue '{name}' exists with exclusive={} auto_delete={}",
-                            q.exclusive_owner.is_some(),
-                            q.auto_delete
-                        ),
-                    ));
-                }
-                true
-            }
-            None => false,
-        };
-        let ready = self.declare(durable, passive, name.clone())?;
-        let mut queues = self.queues.borrow_mut();
-        let Some(q) = queues.get_mut(&name) else { return Ok(ready) };
-        if !existed {
-            q.exclusive_owner = o.exclusive.then_some(from);
-            q.auto_delete = o.auto_delete;
-        }
-        if o.amqp {
-            return Ok((q.consumer_count() as u64) << 32 | ready.min(u64::from(u32::MAX)));
-        }
-        Ok(ready)
-    }
-
-    /// `delete` after the exclusive check; push consumers hear that their
-    /// queue is gone.
-    fn delete_from(&self, from: ConnRef, if_empty: bool, name: &str) -> Result<u64, QueueError> {
-        let consumers: Vec<(ConnRef, u32)> = {
-            let queues = self.queues.borrow();
-            let q = queues.get(name).ok_or_else(|| not_found(name))?;
-            check_lock(q, from)?;
-            q.push_consumers().collect()
-        };
-        let n = self.delete(if_empty, name)?;
-        self.publish_resume.notify();
-        for (to, consumer_id) in consumers {
-            self.route_reply(to, Reply::ConsumerGone { consumer_id });
-        }
-        Ok(n)
-    }
-
-    /// Deletes an auto-delete queue that has lost its last consumer. Also
-    /// wakes publishers paused on a queue that may have lost its consumers
-    /// (they resume when it has none).
-    fn auto_delete_check(&self, name: &str) {
-        self.publish_resume.notify();
-        let mut queues = self.queues.borrow_mut();
-        if queues.get(name).is_some_and(Queue::auto_delete_due) {
-            self.remove_queue(&mut queues, name);
-        }
-    }
-
-    fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
-        if let Some(q) = queues.remove(name) {
-            self.forget_resident(&q);
-            self.log_delete(name);
-            for (to, consumer_id) in q.push_consumers() {
-                self.route_reply(to, Reply::ConsumerGone { consumer_id });
-            }
-            tracing::debug!(queue = %name, "queue deleted (exclusive owner closed or auto-delete)");
-        }
-    }
-}
-
 /// Exclusive queues serve only the connection that declared them.
-fn check_lock(q: &Queue, from: ConnRef) -> Result<(), QueueError> {
+pub(super) fn check_lock(q: &Queue, from: ConnRef) -> Result<(), QueueError> {
     match q.exclusive_owner {
         Some(owner) if owner != from => Err(QueueError::new(
             ErrorCode::QueueLocked,
@@ -569,6 +522,6 @@ fn check_lock(q: &Queue, from: ConnRef) -> Result<(), QueueError> {
     }
 }
 
-fn not_found(name: &str) -> QueueError {
+pub(super) fn not_found(name: &str) -> QueueError {
     QueueError::new(ErrorCode::QueueNotFound, format!("no queue '{name}'"))
 }

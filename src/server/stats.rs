@@ -86,6 +86,8 @@ pub struct ShardStats {
     pub acked: u64,
     pub redelivered: u64,
     pub confirmed: u64,
+    pub dead_lettered: u64,
+    pub dead_lettered_dropped: u64,
     pub forwarded: u64,
     pub queue_count: u64,
     pub messages_ready: u64,
@@ -147,8 +149,14 @@ pub fn prometheus(shards: &[ShardStats], per_queue: bool) -> String {
     counter(
         &mut o,
         "ringmq_messages_dead_lettered_total",
-        "Messages dead-lettered. Always 0: ringmq has no dead-lettering yet.",
-        0,
+        "Messages dead-lettered (expired, over a length limit, rejected) and republished to their dead-letter exchange.",
+        sum(|s| s.dead_lettered),
+    );
+    counter(
+        &mut o,
+        "ringmq_messages_dead_lettered_dropped_total",
+        "Dead-lettered messages dropped instead: a dead-letter cycle without a rejection, an unknown dead-letter exchange, or properties that cannot carry x-death.",
+        sum(|s| s.dead_lettered_dropped),
     );
     counter(
         &mut o,

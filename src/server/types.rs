@@ -1,8 +1,19 @@
 //! The values that cross between a connection and a queue's owner, locally
 //! or over the mesh. All are `Send`: the same types serve both paths.
 
+use super::policy::QueueArgs;
 use crate::protocol::ErrorCode;
+use crate::routing::{BindingDef, Change};
 use bytes::Bytes;
+use std::sync::Arc;
+
+/// One queue's share of a routed batch.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub queue: String,
+    pub entries: Bytes,
+    pub count: u32,
+}
 
 /// A connection, named by the shard that holds its socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,14 +34,67 @@ pub struct Message {
     pub entry: Bytes,
     pub persistent: bool,
     pub redelivered: bool,
-    pub spilled: Option<crate::storage::Loc>,
+    /// Its priority level (0 unless the queue has `x-max-priority`).
+    pub prio: u8,
+    /// When it expires, in the shard's milliseconds (`u64::MAX`: never).
+    pub deadline: u64,
+    /// The exchange and routing key it was published with, when they are
+    /// not the default exchange and the queue's name (dead-lettering
+    /// reports them in `x-death`). Routing sets it; `None` costs nothing.
+    pub origin: Option<Arc<Origin>>,
+    /// Set while the entry is on disk only (`queue/spill.rs`).
+    pub spilled: Option<Spilled>,
+}
+
+/// Where a spilled message's entry is, and the sizes it counts for while
+/// it is not in memory: `bytes()` and `body_bytes()` give the same answer
+/// spilled or not, so the queue's byte accounting (`x-max-length-bytes`,
+/// publish pause, stats) never depends on whether it was spilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spilled {
+    /// The log record; `loc.len` is the entry's length.
+    pub loc: crate::storage::Loc,
+    /// The body's length (what `x-max-length-bytes` counts).
+    pub body_len: u32,
+    /// Restored by recovery without its entry: its per-message
+    /// `expiration` is applied when it is read back.
+    pub recovered: bool,
+}
+
+/// Where a message was published to (see `Message::origin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub exchange: String,
+    pub routing_key: String,
 }
 
 impl Message {
+    /// A message as published: no priority, no deadline, default exchange.
+    pub fn new(seq: u64, entry: Bytes, persistent: bool) -> Self {
+        Self { seq, entry, persistent, redelivered: false, prio: 0, deadline: u64::MAX, origin: None, spilled: None }
+    }
+
     /// The entry's length, whether it is in memory or spilled.
     pub fn bytes(&self) -> usize {
-        self.spilled.map_or(self.entry.len(), |l| l.len as usize)
+        self.spilled.map_or(self.entry.len(), |s| s.loc.len as usize)
     }
+
+    /// Bytes of the body alone (`x-max-length-bytes` counts these), read
+    /// from the entry's header (or kept in `spilled` while it is on disk).
+    pub fn body_bytes(&self) -> u64 {
+        match self.spilled {
+            Some(s) => u64::from(s.body_len),
+            None => crate::protocol::batch::entry_body_len(&self.entry),
+        }
+    }
+}
+
+/// How a publish batch is taken (see `Request::Publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishMode {
+    pub persistent: bool,
+    pub confirm: bool,
+    pub partial: bool,
 }
 
 /// A message on its way out to a consumer on another shard.
@@ -38,11 +102,12 @@ impl Message {
 pub struct Delivered {
     pub redelivered: bool,
     pub entry: Bytes,
+    pub origin: Option<Arc<Origin>>,
 }
 
 impl From<&Message> for Delivered {
     fn from(m: &Message) -> Self {
-        Self { redelivered: m.redelivered, entry: m.entry.clone() }
+        Self { redelivered: m.redelivered, entry: m.entry.clone(), origin: m.origin.clone() }
     }
 }
 
@@ -60,6 +125,9 @@ pub enum Request {
         /// AMQP semantics: a redeclare must match every flag, and the Ok
         /// value packs `consumers << 32 | ready` (ready capped at u32::MAX).
         amqp: bool,
+        /// Policies (checked by the receiving connection). A redeclare
+        /// must match them.
+        args: Box<QueueArgs>,
     },
     Delete {
         if_empty: bool,
@@ -68,10 +136,42 @@ pub enum Request {
     Purge {
         queue: String,
     },
+    /// Messages routed through an exchange to queues of one owner: each
+    /// target's entries go to its queue; one reply (confirm or error) for
+    /// the whole request, `count` being the size of the original batch.
+    PublishMany {
+        persistent: bool,
+        confirm: bool,
+        mandatory: bool,
+        targets: Vec<Target>,
+        count: u32,
+        /// The exchange and routing key, for deliveries and `x-death`.
+        origin: Option<Arc<Origin>>,
+    },
+    /// A change to the routing table, handled by shard 0 (the metadata
+    /// owner), which applies it, stores it if durable, and broadcasts it.
+    Meta {
+        change: Change,
+        /// The binding's destination is durable (known by the queue's
+        /// owner, which forwards the request).
+        durable_dest: bool,
+        /// `DeleteExchange` only: refuse while it is the source of bindings.
+        if_unused: bool,
+    },
+    /// A queue binding, sent first to the queue's owner, which checks the
+    /// queue and forwards it to shard 0 as `Meta`.
+    BindQueue {
+        binding: BindingDef,
+        unbind: bool,
+    },
     /// `entries` holds `count` validated message entries back to back.
+    /// `partial`: a queue whose `x-overflow` refuses part of the batch
+    /// stores the rest and confirms only those (`Confirm.count` < count;
+    /// AMQP nacks the others). Without it the whole batch is refused.
     Publish {
         persistent: bool,
         confirm: bool,
+        partial: bool,
         queue: String,
         entries: Bytes,
         count: u32,

@@ -89,7 +89,7 @@ impl<W> Storage<W> {
             rec.segments.iter().map(|&(s, size)| (s, SegInfo { live: Live::default(), size })).collect();
         let mut queues = HashMap::new();
         for q in &rec.queues {
-            let mut qs = QState::new(q.name.clone(), q.next_seq);
+            let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             for m in &q.messages {
                 let bytes = publish_bytes(m.entry_len as usize);
                 qs.add(m.seq, m.seg, bytes);
@@ -153,6 +153,9 @@ impl<W> Storage<W> {
         for id in ids {
             let q = &st.queues[&id];
             encode(&mut bytes, &Record::Declare { queue: id, next_seq: q.next_seq, name: q.name.as_bytes() });
+            if !q.args.is_empty() {
+                encode(&mut bytes, &Record::QueueArgs { queue: id, args: &q.args });
+            }
         }
         if let Some(old) = st.segs.get_mut(&st.tail_seg) {
             old.size = align_block(st.tail_bytes as usize) as u64;
@@ -227,13 +230,19 @@ impl<W> Storage<W> {
         self.st.borrow().poisoned.clone()
     }
 
-    /// Logs a new durable queue; returns its id (never reused).
-    pub fn declare(&self, name: &str) -> Result<u32, StorageError> {
+    /// Logs a new durable queue and its arguments (a raw field table,
+    /// empty for none); returns its id (never reused).
+    pub fn declare(&self, name: &str, args: &[u8]) -> Result<u32, StorageError> {
         self.append(|st| {
             let id = st.next_queue_id;
             st.next_queue_id += 1;
-            st.queues.insert(id, QState::new(name.to_owned(), 0));
-            self.put(st, |b| encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() }));
+            st.queues.insert(id, QState::new(name.to_owned(), args.to_vec(), 0));
+            self.put(st, |b| {
+                encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
+                if !args.is_empty() {
+                    encode(b, &Record::QueueArgs { queue: id, args });
+                }
+            });
             id
         })
     }

@@ -14,11 +14,13 @@
 //! | [`read`] | reading spilled message entries back (DMA reads) |
 //! | `runs` | where each queue's live messages are, per segment |
 //! | [`meta`] | the data dir's shard count |
+//! | [`definitions`] | durable exchanges and bindings (shard 0 writes them) |
 //!
 //! Nothing here knows about connections: the shard hands in opaque
 //! waiters (its deferred confirms) and gets them back after a flush.
 
 pub mod compact;
+pub mod definitions;
 pub mod io;
 pub mod log;
 pub mod meta;

@@ -29,6 +29,10 @@ pub const T_DELETE: u8 = 3;
 pub const T_PURGE: u8 = 4;
 pub const T_PUBLISH: u8 = 5;
 pub const T_ACK: u8 = 6;
+// 7..=10: reserved for exchange records (routing).
+/// A durable queue's declare arguments (policies), right after its declare.
+pub const T_QUEUE_ARGS: u8 = 11;
+// 12..=15: reserved for the storage engine.
 
 pub fn align8(n: usize) -> usize {
     (n + 7) & !7
@@ -41,12 +45,39 @@ pub fn align_block(n: usize) -> usize {
 /// A decoded record; byte fields borrow the segment buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
-    Segment { version: u32, shard: u16, shard_count: u16, segment: u64, next_queue_id: u32 },
-    Declare { queue: u32, next_seq: u64, name: &'a [u8] },
-    Delete { queue: u32 },
-    Purge { queue: u32, ranges: Vec<(u64, u64)> },
-    Publish { queue: u32, seq: u64, entry: &'a [u8] },
-    Ack { queue: u32, ranges: Vec<(u64, u64)> },
+    Segment {
+        version: u32,
+        shard: u16,
+        shard_count: u16,
+        segment: u64,
+        next_queue_id: u32,
+    },
+    Declare {
+        queue: u32,
+        next_seq: u64,
+        name: &'a [u8],
+    },
+    Delete {
+        queue: u32,
+    },
+    Purge {
+        queue: u32,
+        ranges: Vec<(u64, u64)>,
+    },
+    Publish {
+        queue: u32,
+        seq: u64,
+        entry: &'a [u8],
+    },
+    Ack {
+        queue: u32,
+        ranges: Vec<(u64, u64)>,
+    },
+    /// The raw AMQP field table the queue was declared with.
+    QueueArgs {
+        queue: u32,
+        args: &'a [u8],
+    },
 }
 
 fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
@@ -107,6 +138,11 @@ pub fn encode(buf: &mut Vec<u8>, r: &Record<'_>) {
             finish(buf, s);
         }
         Record::Publish { queue, seq, entry } => encode_publish(buf, *queue, *seq, entry),
+        Record::QueueArgs { queue, args } => {
+            let s = begin(buf, T_QUEUE_ARGS, *queue);
+            buf.put_slice(args);
+            finish(buf, s);
+        }
     }
 }
 
@@ -173,6 +209,7 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
         T_PURGE => Record::Purge { queue, ranges: decode_ranges(p)? },
         T_ACK => Record::Ack { queue, ranges: decode_ranges(p)? },
         T_PUBLISH if p.len() >= 8 => Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] },
+        T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
         _ => return None,
     })
 }
@@ -275,6 +312,7 @@ mod tests {
         let mut b = Vec::new();
         encode(&mut b, &Record::Segment { version: 1, shard: 0, shard_count: 2, segment: 7, next_queue_id: 3 });
         encode(&mut b, &Record::Declare { queue: 1, next_seq: 0, name: b"q" });
+        encode(&mut b, &Record::QueueArgs { queue: 1, args: b"\x0cx-max-lengthl\0\0\0\0\0\0\0\x05" });
         for i in 0..5u64 {
             encode_publish(&mut b, 1, i, format!("entry-{i}").as_bytes());
         }
@@ -296,10 +334,11 @@ mod tests {
         encode(&mut b, &Record::Delete { queue: 1 });
         b.resize(align_block(b.len()), 0);
         let (v, end) = records(&b);
-        assert_eq!(v.len(), 9);
-        assert_eq!(v[8], Record::Delete { queue: 1 });
+        assert_eq!(v.len(), 10);
+        assert_eq!(v[9], Record::Delete { queue: 1 });
         assert_eq!(end, ScanEnd { valid_end: first + 16, bad: None });
-        assert_eq!(v[7], Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
+        assert_eq!(v[8], Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
+        assert!(matches!(v[2], Record::QueueArgs { queue: 1, args } if args.len() == 22));
     }
 
     #[test]

@@ -22,13 +22,15 @@ use std::time::{Duration, Instant};
 pub struct RecoveredQueue {
     pub id: u32,
     pub name: String,
+    /// Its declare arguments (raw field table; empty for none).
+    pub args: Vec<u8>,
     /// The next sequence number to hand out: past every one ever logged.
     pub next_seq: u64,
     /// Unacked persistent messages in sequence order.
     pub messages: VecDeque<RecoveredMsg>,
 }
 
-/// One recovered message (56 bytes: a backlog of millions replays in
+/// One recovered message (64 bytes: a backlog of millions replays in
 /// one pass through a deque, not a tree).
 #[derive(Debug)]
 pub struct RecoveredMsg {
@@ -38,6 +40,9 @@ pub struct RecoveredMsg {
     pub seg: u64,
     pub off: u32,
     pub entry_len: u32,
+    /// The body's length (the entry's header says it): a queue counts it
+    /// for `x-max-length-bytes` even while the entry is on disk.
+    pub body_len: u32,
     /// `None` once recovery holds `resident_bytes_max` of entries: then
     /// the entry is read back from `loc()` when delivered.
     pub entry: Option<Bytes>,
@@ -76,6 +81,7 @@ pub struct Recovered {
 /// left as tombstones (`seg == 0`) until they reach the front.
 struct Replay {
     name: String,
+    args: Vec<u8>,
     next_seq: u64,
     msgs: VecDeque<RecoveredMsg>,
 }
@@ -101,7 +107,8 @@ impl Replay {
     fn publish(&mut self, seg: u64, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
         self.next_seq = self.next_seq.max(seq + 1);
         let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
-        let mut m = RecoveredMsg { seq, seg, off, entry_len: len, entry: None };
+        let body_len = crate::protocol::batch::entry_body_len(entry).min(u64::from(u32::MAX)) as u32;
+        let mut m = RecoveredMsg { seq, seg, off, entry_len: len, body_len, entry: None };
         let at = match self.msgs.back() {
             Some(b) if b.seq >= seq => self.msgs.binary_search_by_key(&seq, |m| m.seq),
             _ => Err(self.msgs.len()),
@@ -191,6 +198,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                     let name = String::from_utf8_lossy(name).into_owned();
                     let q = queues.entry(queue).or_insert_with(|| Replay {
                         name: name.clone(),
+                        args: Vec::new(),
                         next_seq: 0,
                         msgs: VecDeque::new(),
                     });
@@ -200,6 +208,11 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                 Record::Delete { queue } => {
                     if let Some(mut q) = queues.remove(&queue) {
                         q.msgs.iter_mut().for_each(|m| res.release(m));
+                    }
+                }
+                Record::QueueArgs { queue, args } => {
+                    if let Some(q) = queues.get_mut(&queue) {
+                        q.args = args.to_vec();
                     }
                 }
                 Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
@@ -268,6 +281,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         .map(|(id, q)| RecoveredQueue {
             id,
             name: q.name,
+            args: q.args,
             next_seq: q.next_seq,
             messages: {
                 let mut m = q.msgs;

@@ -33,6 +33,8 @@ impl Live {
 
 pub(super) struct QState {
     pub(super) name: String,
+    /// Declare arguments, re-logged at the start of every segment.
+    pub(super) args: Vec<u8>,
     /// Past every persistent sequence number logged for this queue.
     pub(super) next_seq: u64,
     /// Where every live persistent message is: runs split on removal, so
@@ -45,8 +47,8 @@ pub(super) struct QState {
 }
 
 impl QState {
-    pub(super) fn new(name: String, next_seq: u64) -> Self {
-        Self { name, next_seq, runs: BTreeMap::new(), by_seg: HashMap::new(), acks: Vec::new() }
+    pub(super) fn new(name: String, args: Vec<u8>, next_seq: u64) -> Self {
+        Self { name, args, next_seq, runs: BTreeMap::new(), by_seg: HashMap::new(), acks: Vec::new() }
     }
 
     pub(super) fn add(&mut self, seq: u64, seg: u64, bytes: u64) {
@@ -91,7 +93,7 @@ mod tests {
 
     #[test]
     fn runs_split_on_removal_and_never_cover_a_removed_seq() {
-        let mut q = QState::new("q".into(), 0);
+        let mut q = QState::new("q".into(), Vec::new(), 0);
         for s in 0..5 {
             q.add(s, 1, 10);
         }

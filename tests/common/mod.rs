@@ -367,7 +367,7 @@ impl Raw {
     }
 
     pub fn declare(&mut self, queue: &str) -> u64 {
-        let rid = self.send(Cmd::Declare { flags: 0, queue });
+        let rid = self.send(Cmd::Declare { flags: 0, queue, args: &[] });
         self.expect_ok(rid)
     }
 
@@ -529,6 +529,17 @@ impl Witnesses {
             }
         }
     }
+}
+
+/// GET `path` over HTTP/1.1 from the metrics listener; the body (200 only).
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, STEP).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("a whole response");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
 
 /// The shard that owns `queue` on a 2-shard broker.

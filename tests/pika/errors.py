@@ -27,6 +27,11 @@ expect_channel_close(conn, 404, publish_to_missing_exchange)
 # 406 PRECONDITION_FAILED
 expect_channel_close(conn, 406, lambda ch: ch.queue_declare(queue=q, durable=True))
 expect_channel_close(conn, 406, lambda ch: ch.queue_declare(queue=q, auto_delete=True))
+xname = unique("typed")
+conn.channel().exchange_declare(xname, exchange_type="fanout")
+expect_channel_close(conn, 406, lambda ch: ch.exchange_declare(xname, exchange_type="topic"))
+conn.channel().queue_bind(q, xname)
+expect_channel_close(conn, 406, lambda ch: ch.exchange_delete(xname, if_unused=True))
 
 
 def double_ack(ch):
@@ -43,6 +48,8 @@ expect_channel_close(conn, 406, double_ack)
 expect_channel_close(conn, 403, lambda ch: ch.queue_declare(queue="amq.reserved"))
 expect_channel_close(conn, 403, lambda ch: ch.queue_bind(q, "", routing_key=q))
 expect_channel_close(conn, 403, lambda ch: ch.exchange_delete(""))
+expect_channel_close(conn, 403, lambda ch: ch.exchange_delete("amq.topic"))
+expect_channel_close(conn, 403, lambda ch: ch.exchange_declare("amq.mine", exchange_type="direct"))
 
 # 405 RESOURCE_LOCKED
 other = connect()
@@ -53,9 +60,8 @@ expect_channel_close(conn, 405, lambda ch: ch.queue_purge(queue=ex))
 other.close()
 
 # 540 NOT_IMPLEMENTED (connection)
-expect_connection_close(540, lambda ch: ch.exchange_declare(unique("fanout"), exchange_type="fanout"))
 expect_connection_close(540, lambda ch: ch.tx_select())
-expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("ttl"), arguments={"x-message-ttl": 1000}))
+expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("qt"), arguments={"x-queue-type": "stream"}))
 
 # 530 NOT_ALLOWED: a vhost that does not exist
 try:

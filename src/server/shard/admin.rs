@@ -131,6 +131,8 @@ impl Shard {
             acked: c.acked.get(),
             redelivered: c.redelivered.get(),
             confirmed: c.confirmed.get(),
+            dead_lettered: c.dead_lettered.get(),
+            dead_lettered_dropped: c.dead_lettered_dropped.get(),
             forwarded: self.mesh.forwarded_total(),
             confirm_latency: c.confirm_latency.snapshot(),
             ..Default::default()

@@ -6,12 +6,13 @@
 //! their acks (and drops), and declare / delete / purge of durable queues.
 //! Transient messages, and anything in a transient queue, never are.
 
+use super::super::policy::QueueArgs;
 use super::super::queue::Queue;
 use super::super::types::{ConnRef, Delivered, Message, QueueError, Reply};
 use super::{bump, Shard};
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::{Loc, RecoveredMsg, Storage, StorageOptions};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -32,6 +33,10 @@ pub struct Durable {
     /// Durable queue name → log id.
     pub(super) ids: RefCell<HashMap<String, u32>>,
 }
+
+/// Recovered messages moved into a queue per step (and per read-back of
+/// a priority queue's entries).
+const RESTORE_BATCH: usize = 8192;
 
 fn poisoned(why: &str) -> QueueError {
     QueueError::new(
@@ -66,20 +71,49 @@ impl Shard {
         };
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
-        let mut queues = self.queues.borrow_mut();
         let mut messages = 0usize;
+        let now = self.now_ms();
+        let mut restored = Vec::with_capacity(rec.queues.len());
         for mut rq in rec.queues {
-            let mut q = Queue::new(rq.name.clone(), true, self.limits());
+            let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
+                // Checked when declared: only a changed rule gets here.
+                tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
+                QueueArgs::default()
+            });
+            let mut q = Queue::new(rq.name.clone(), true, self.limits(), args);
             q.set_next_seq(rq.next_seq);
+            q.touch(now);
             messages += rq.messages.len();
             q.reserve_ready(rq.messages.len());
+            // A queue that cannot hold spilled messages (priorities) gets
+            // the entries recovery left on disk read back now.
+            let spillable = q.can_spill();
             // Moved over oldest first; the replay's deque shrinks as it
             // empties, so a big backlog is not held twice.
             let mut cap = rq.messages.capacity();
-            while let Some(m) = rq.messages.pop_front() {
-                match (m.loc(), m.entry) {
-                    (Some(loc), None) => q.restore_spilled(m.seq, loc),
-                    (_, entry) => q.restore(m.seq, entry.unwrap_or_default()),
+            while !rq.messages.is_empty() {
+                let n = rq.messages.len().min(RESTORE_BATCH);
+                let batch: Vec<RecoveredMsg> = rq.messages.drain(..n).collect();
+                let want: Vec<(u64, Loc)> = match spillable {
+                    true => Vec::new(),
+                    false => {
+                        batch.iter().filter(|m| m.entry.is_none()).filter_map(|m| Some((m.seq, m.loc()?))).collect()
+                    }
+                };
+                let mut read = match want.is_empty() {
+                    true => Vec::new().into_iter(),
+                    false => log
+                        .read_entries(rq.id, &want)
+                        .await
+                        .map_err(|e| format!("queue '{}': reading recovered messages back: {e}", rq.name))?
+                        .into_iter(),
+                };
+                for m in batch {
+                    match (m.loc(), m.entry) {
+                        (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
+                        (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
+                        (_, Some(entry)) => q.restore(m.seq, entry, now),
+                    }
                 }
                 if cap > 4096 && rq.messages.len() * 4 < cap {
                     rq.messages.shrink_to_fit();
@@ -88,8 +122,10 @@ impl Shard {
             }
             self.after_dispatch(&mut q);
             ids.insert(rq.name.clone(), rq.id);
-            queues.insert(rq.name, q);
+            restored.push((rq.name, q));
         }
+        let mut queues = self.queues.borrow_mut();
+        queues.extend(restored);
         let r = &rec.report;
         tracing::info!(
             shard = self.id,
@@ -180,10 +216,11 @@ impl Shard {
         });
     }
 
-    /// A durable queue was created: log it (before the Ok goes out).
-    pub(super) fn log_declare(&self, name: &str, durable: bool) -> Result<(), QueueError> {
+    /// A durable queue was created: log it and its arguments (before the
+    /// Ok goes out).
+    pub(super) fn log_declare(&self, name: &str, durable: bool, args: &[u8]) -> Result<(), QueueError> {
         let Some(d) = self.durable().filter(|_| durable) else { return Ok(()) };
-        let id = d.log.declare(name).map_err(|e| poisoned(&e.to_string()))?;
+        let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string()))?;
         d.ids.borrow_mut().insert(name.to_owned(), id);
         self.meta_logged.set(true);
         Ok(())
@@ -207,7 +244,9 @@ impl Shard {
         Some((d, id))
     }
 
-    fn log_gone(&self, q: &Queue, seqs: Vec<(u64, usize)>) {
+    /// Persistent messages of `q` gone without a delivery to ack them
+    /// (acks use this too): (seq, entry length).
+    pub(super) fn log_gone(&self, q: &Queue, seqs: Vec<(u64, usize)>) {
         if seqs.is_empty() {
             return;
         }
@@ -239,10 +278,9 @@ impl Shard {
         requeue: bool,
         ranges: &[(u64, u64)],
     ) -> Result<usize, QueueError> {
-        let mut seqs = Vec::new();
-        let n = q.nack_each(from, consumer_id, requeue, ranges, |m| persistent_seq(m, &mut seqs))?;
-        self.log_gone(q, seqs);
-        Ok(n)
+        // Without requeue the messages go to the queue's dead list, which
+        // the settle step logs gone (and dead-letters).
+        q.nack(from, consumer_id, requeue, ranges)
     }
 
     pub(super) fn get_logged(
@@ -251,9 +289,10 @@ impl Shard {
         from: ConnRef,
         consumer_id: u32,
         no_ack: bool,
+        now: u64,
     ) -> Result<Option<(u64, Delivered)>, QueueError> {
         let mut seqs = Vec::new();
-        let r = q.get_each(from, consumer_id, no_ack, |m| persistent_seq(m, &mut seqs))?;
+        let r = q.get_each(from, consumer_id, no_ack, now, |m| persistent_seq(m, &mut seqs))?;
         self.log_gone(q, seqs);
         Ok(r)
     }

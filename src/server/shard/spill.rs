@@ -5,7 +5,8 @@
 //! messages at once) before they are delivered.
 //!
 //! Transient messages, and every message of a transient queue, have no
-//! location: they count against the budget but always stay in memory.
+//! location: they count against the budget but always stay in memory; so
+//! do the messages of a priority queue (`Queue::can_spill`).
 
 use super::super::queue::Queue;
 use super::durable::Durable;
@@ -46,13 +47,20 @@ pub struct Spill {
 
 impl Shard {
     /// Counts `q`'s in-memory bytes into the shard's total, and asks for a
-    /// read-back when its consumers are about to reach spilled messages.
+    /// read-back when its consumers are about to reach spilled messages,
+    /// or when a spilled head is to be dead-lettered.
     pub(super) fn after_dispatch(&self, q: &mut Queue) {
         let now = q.mem_bytes();
         let r = &self.spill.resident;
         r.set((r.get() + now).saturating_sub(q.spill.accounted));
         q.spill.accounted = now;
-        if q.spilled_len() == 0 || q.consumer_count() == 0 {
+        if q.spilled_len() == 0 {
+            return;
+        }
+        if q.fetch_blocked() {
+            return self.want_fetch(&q.name);
+        }
+        if q.consumer_count() == 0 {
             return;
         }
         let due = q.head_spilled()
@@ -86,6 +94,9 @@ impl Shard {
     /// After a publish into `q` (not yet counted): while the shard is over
     /// its budget, the newest of `locs` keep only their location.
     pub(super) fn spill_over_budget(&self, q: &mut Queue, locs: &[(u64, Loc)]) {
+        if locs.is_empty() || !q.can_spill() {
+            return;
+        }
         let budget = self.config.memory_budget_bytes;
         let mut resident = (self.spill.resident.get() + q.mem_bytes()).saturating_sub(q.spill.accounted);
         for &(seq, loc) in locs.iter().rev() {
@@ -132,7 +143,14 @@ impl Shard {
             let want = self.queues.borrow().get(&name).map(|q| q.fetch_window(WINDOW_BYTES, WINDOW_MSGS));
             let id = d.ids.borrow().get(&name).copied();
             let (Some(want), Some(id)) = (want, id) else {
+                // Gone, or (not expected) not in the log: nothing to read.
+                // Pending gets are answered; the pause keeps a queue that
+                // asks again from spinning this loop.
+                let gone = !self.queues.borrow().contains_key(&name);
                 self.fetched(&name);
+                if !gone {
+                    glommio::timer::sleep(Duration::from_secs(1)).await;
+                }
                 continue;
             };
             let (want, mark) = want;
@@ -160,11 +178,12 @@ impl Shard {
     fn fetched(&self, name: &str) {
         self.spill.queued.borrow_mut().remove(name);
         if let Some(q) = self.queues.borrow_mut().get_mut(name) {
-            self.dispatch(q);
+            self.settle(q);
         }
         let gets = self.spill.gets.borrow_mut().remove(name).unwrap_or_default();
         for g in gets {
             self.get(g.from, g.request_id, g.consumer_id, g.no_ack, name);
         }
+        self.flush_dead_letters();
     }
 }

@@ -1,0 +1,385 @@
+//! Topic matching: a trie over the words of the binding patterns.
+//!
+//! A pattern is a list of dot-separated words; `*` stands for exactly one
+//! word and `#` for zero or more. Each node of the trie is a pattern prefix
+//! and holds the destinations of the patterns that end there. A routing key
+//! is matched by walking the trie word by word, following at each node the
+//! literal child for the key's word, the `*` child and the `#` child, so the
+//! cost grows with the depth of the key (and the number of wildcards on the
+//! way), not with the number of bindings.
+//!
+//! Literal words are interned: a key's words are hashed once each, up front,
+//! and the walk then looks edges up by `(node, word id)` integers. A key
+//! word no pattern uses gets no id and can only match `*` or `#`.
+//!
+//! `#.#` matches exactly what `#` matches, so consecutive `#`s are collapsed
+//! when a pattern is inserted: a `#` node never has a `#` child. With two
+//! separated `#`s in one pattern (`#.a.#`) a node can be reached at the same
+//! key position along several paths; the walk remembers, per `#` node, the
+//! lowest position it was entered at, so no (node, position) is explored
+//! twice and the cost stays polynomial even for adversarial keys.
+//!
+//! Words follow RabbitMQ: the empty key (or pattern) has no words at all,
+//! and otherwise splitting on `.` keeps empty words (`a..b` is three words).
+
+use super::matcher::DestSet;
+use super::route::Sink;
+use super::small::SmallVec;
+use super::Dest;
+use ahash::RandomState;
+use std::collections::HashMap;
+
+/// "No node" / "no word id".
+const NONE: u32 = u32::MAX;
+const ROOT: u32 = 0;
+
+/// The words of a key or pattern.
+pub(crate) fn words(s: &str) -> impl Iterator<Item = &str> {
+    // `take(0)`: the empty string is zero words, not one empty word.
+    s.split('.').take(if s.is_empty() { 0 } else { usize::MAX })
+}
+
+/// One step of a pattern, with consecutive `#`s collapsed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step<'p> {
+    Word(&'p str),
+    Star,
+    Hash,
+}
+
+fn steps(pattern: &str) -> Vec<Step<'_>> {
+    let mut out: Vec<Step<'_>> = Vec::new();
+    for w in words(pattern) {
+        let step = match w {
+            "*" => Step::Star,
+            "#" => Step::Hash,
+            w => Step::Word(w),
+        };
+        if !(step == Step::Hash && out.last() == Some(&Step::Hash)) {
+            out.push(step);
+        }
+    }
+    out
+}
+
+/// A pattern with two or more (separated) `#`s: only these can reach a node
+/// twice during one walk, so only they need the walk's memo.
+fn multi_hash(steps: &[Step<'_>]) -> bool {
+    steps.iter().filter(|s| **s == Step::Hash).count() >= 2
+}
+
+struct Node {
+    star: u32,
+    hash: u32,
+    /// Literal children (their edges are in `TopicTrie::edges`).
+    literals: u32,
+    /// Destinations of the patterns that end here.
+    dests: DestSet,
+}
+
+impl Node {
+    fn empty() -> Self {
+        Node { star: NONE, hash: NONE, literals: 0, dests: DestSet::default() }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.star == NONE && self.hash == NONE && self.literals == 0 && self.dests.is_empty()
+    }
+}
+
+struct Word {
+    id: u32,
+    /// How many edges carry this word; the word is forgotten at zero.
+    edges: u32,
+}
+
+pub(crate) struct TopicTrie {
+    /// `nodes[0]` is the root; unused slots are listed in `free_nodes`.
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
+    words: HashMap<Box<str>, Word, RandomState>,
+    free_words: Vec<u32>,
+    next_word: u32,
+    /// Literal edges, keyed by `parent << 32 | word id`.
+    edges: HashMap<u64, u32, RandomState>,
+    /// Bindings whose pattern has separated `#`s (see `multi_hash`).
+    multi_hash: usize,
+}
+
+fn edge(node: u32, word: u32) -> u64 {
+    (u64::from(node) << 32) | u64::from(word)
+}
+
+impl TopicTrie {
+    pub(crate) fn new() -> Self {
+        Self {
+            nodes: vec![Node::empty()],
+            free_nodes: Vec::new(),
+            words: HashMap::default(),
+            free_words: Vec::new(),
+            next_word: 0,
+            edges: HashMap::default(),
+            multi_hash: 0,
+        }
+    }
+
+    fn new_node(&mut self) -> u32 {
+        match self.free_nodes.pop() {
+            Some(n) => n,
+            None => {
+                self.nodes.push(Node::empty());
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn node(&self, n: u32) -> &Node {
+        &self.nodes[n as usize]
+    }
+
+    fn node_mut(&mut self, n: u32) -> &mut Node {
+        &mut self.nodes[n as usize]
+    }
+
+    /// The child of `at` for a literal word, created if `create`.
+    fn literal_child(&mut self, at: u32, w: &str, create: bool) -> u32 {
+        let id = match self.words.get(w) {
+            Some(word) => word.id,
+            None if !create => return NONE,
+            None => {
+                let id = self.free_words.pop().unwrap_or_else(|| {
+                    self.next_word += 1;
+                    self.next_word - 1
+                });
+                self.words.insert(w.into(), Word { id, edges: 0 });
+                id
+            }
+        };
+        if let Some(&child) = self.edges.get(&edge(at, id)) {
+            return child;
+        }
+        if !create {
+            return NONE;
+        }
+        let child = self.new_node();
+        self.edges.insert(edge(at, id), child);
+        self.node_mut(at).literals += 1;
+        if let Some(word) = self.words.get_mut(w) {
+            word.edges += 1;
+        }
+        child
+    }
+
+    fn child(&mut self, at: u32, step: Step<'_>, create: bool) -> u32 {
+        let existing = match step {
+            Step::Word(w) => return self.literal_child(at, w, create),
+            Step::Star => self.node(at).star,
+            Step::Hash => self.node(at).hash,
+        };
+        if existing != NONE || !create {
+            return existing;
+        }
+        let child = self.new_node();
+        match step {
+            Step::Star => self.node_mut(at).star = child,
+            _ => self.node_mut(at).hash = child,
+        }
+        child
+    }
+
+    pub(crate) fn insert(&mut self, pattern: &str, dest: &Dest) {
+        let steps = steps(pattern);
+        let mut at = ROOT;
+        for s in &steps {
+            at = self.child(at, *s, true);
+        }
+        self.node_mut(at).dests.add(dest);
+        if multi_hash(&steps) {
+            self.multi_hash += 1;
+        }
+    }
+
+    /// Removes one binding of `dest` to `pattern` and prunes the nodes left
+    /// unused. False if there was none.
+    pub(crate) fn remove(&mut self, pattern: &str, dest: &Dest) -> bool {
+        let steps = steps(pattern);
+        let mut path = Vec::with_capacity(steps.len() + 1);
+        path.push(ROOT);
+        let mut at = ROOT;
+        for s in &steps {
+            at = self.child(at, *s, false);
+            if at == NONE {
+                return false;
+            }
+            path.push(at);
+        }
+        if !self.node_mut(at).dests.remove(dest) {
+            return false;
+        }
+        if multi_hash(&steps) {
+            self.multi_hash -= 1;
+        }
+        // Bottom up: unlink each node nothing uses any more.
+        for i in (1..path.len()).rev() {
+            let (node, parent) = (path[i], path[i - 1]);
+            if !self.node(node).is_unused() {
+                break;
+            }
+            match steps[i - 1] {
+                Step::Star => self.node_mut(parent).star = NONE,
+                Step::Hash => self.node_mut(parent).hash = NONE,
+                Step::Word(w) => self.unlink_literal(parent, w),
+            }
+            self.free_nodes.push(node);
+        }
+        true
+    }
+
+    fn unlink_literal(&mut self, parent: u32, w: &str) {
+        let Some(word) = self.words.get_mut(w) else { return };
+        self.edges.remove(&edge(parent, word.id));
+        word.edges -= 1;
+        if word.edges == 0 {
+            self.free_words.push(word.id);
+            self.words.remove(w);
+        }
+        self.node_mut(parent).literals -= 1;
+    }
+
+    /// Feeds the destinations of every pattern matching `key` into `sink`
+    /// (a destination may come from several nodes: the sink dedups).
+    pub(crate) fn route<'a>(&'a self, key: &str, sink: &mut Sink<'a, '_>) {
+        if self.node(ROOT).is_unused() {
+            return;
+        }
+        let mut ids: SmallVec<u32, 32> = SmallVec::new();
+        for w in words(key) {
+            ids.push(self.words.get(w).map_or(NONE, |w| w.id));
+        }
+        let mut memo = HashMemo { on: self.multi_hash > 0, entered: SmallVec::new() };
+        self.walk(ROOT, ids.as_slice(), 0, &mut memo, sink);
+    }
+
+    /// Matches the rest of the key, `key[i..]`, below node `at`.
+    fn walk<'a>(&'a self, at: u32, key: &[u32], i: usize, memo: &mut HashMemo, sink: &mut Sink<'a, '_>) {
+        let node = self.node(at);
+        if node.hash != NONE {
+            // `#` swallows 0..=rest words: carry on below it from each.
+            let end = memo.enter(node.hash, i, key.len() + 1);
+            for j in i..end {
+                self.walk(node.hash, key, j, memo, sink);
+            }
+        }
+        let Some(&word) = key.get(i) else {
+            if !node.dests.is_empty() {
+                sink.set(&node.dests);
+            }
+            return;
+        };
+        if node.star != NONE {
+            self.walk(node.star, key, i + 1, memo, sink);
+        }
+        if word != NONE && node.literals > 0 {
+            if let Some(&child) = self.edges.get(&edge(at, word)) {
+                self.walk(child, key, i + 1, memo, sink);
+            }
+        }
+    }
+
+    /// Nodes in use, the root included (for tests: pruning leaves 1).
+    #[cfg(test)]
+    fn live_nodes(&self) -> usize {
+        self.nodes.len() - self.free_nodes.len()
+    }
+
+    /// Whether every binding's trace is gone (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.live_nodes() == 1 && self.words.is_empty() && self.edges.is_empty() && self.multi_hash == 0
+    }
+}
+
+/// Per `#` node, the lowest key position the walk has entered it at: every
+/// position from there to the end has been explored below it already.
+struct HashMemo {
+    on: bool,
+    entered: SmallVec<(u32, u32), 16>,
+}
+
+impl HashMemo {
+    /// Entering `node` at `from`: returns the end of the range of positions
+    /// still to explore, `from..end`.
+    fn enter(&mut self, node: u32, from: usize, end: usize) -> usize {
+        if !self.on {
+            return end;
+        }
+        let from32 = from as u32;
+        for e in self.entered.as_mut_slice() {
+            if e.0 == node {
+                let low = e.1;
+                e.1 = low.min(from32);
+                return from.max(low as usize);
+            }
+        }
+        self.entered.push((node, from32));
+        end
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::routing::route::collect;
+
+    pub(crate) fn q(i: usize) -> Dest {
+        Dest::Queue(format!("q{i}"))
+    }
+
+    pub(crate) fn matches(t: &TopicTrie, key: &str) -> Vec<String> {
+        let mut v: Vec<String> = collect(|sink| t.route(key, sink)).into_iter().map(str::to_string).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn wildcards() {
+        let mut t = TopicTrie::new();
+        let pats = ["a.*.c", "a.#", "#", "#.c", "*", "", "a..b", "#.#.c", "a.#.b.#"];
+        for (i, p) in pats.iter().enumerate() {
+            t.insert(p, &q(i));
+        }
+        assert_eq!(matches(&t, "a.b.c"), ["q0", "q1", "q2", "q3", "q7", "q8"]);
+        assert_eq!(matches(&t, ""), ["q2", "q5"]);
+        assert_eq!(matches(&t, "a"), ["q1", "q2", "q4"]);
+        assert_eq!(matches(&t, "a..b"), ["q1", "q2", "q6", "q8"]);
+        assert_eq!(matches(&t, "."), ["q2"]);
+        assert_eq!(matches(&t, "c"), ["q2", "q3", "q4", "q7"]);
+    }
+
+    #[test]
+    fn unbind_prunes_and_shared_nodes_survive() {
+        let mut t = TopicTrie::new();
+        t.insert("a.#", &q(0));
+        t.insert("a.#.#", &q(0)); // the same node as a.#
+        t.insert("a.b.*", &q(1));
+        assert!(t.remove("a.#", &q(0)));
+        assert_eq!(matches(&t, "a.x"), ["q0"]);
+        assert!(t.remove("a.#.#", &q(0)));
+        assert!(!t.remove("a.#", &q(0)));
+        assert!(!t.remove("a.b.*", &q(0)));
+        assert_eq!(matches(&t, "a.b.c"), ["q1"]);
+        assert!(t.remove("a.b.*", &q(1)));
+        assert!(t.is_pristine());
+    }
+
+    #[test]
+    fn many_hashes_on_a_long_key_stay_cheap() {
+        // Without the memo: some 200^4 / 4! paths, each walked to its end.
+        let mut t = TopicTrie::new();
+        t.insert("#.a.#.a.#.a.#.a.#.b", &q(0));
+        let key = vec!["a"; 200].join(".");
+        assert!(matches(&t, &key).is_empty());
+        assert_eq!(matches(&t, &format!("{key}.b")), ["q0"]);
+    }
+}

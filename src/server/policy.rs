@@ -1,0 +1,266 @@
+//! Queue policies set through declare arguments, with RabbitMQ's names
+//! and limits (docs/policies.md): parsed and checked once at the
+//! connection that receives the declare, carried to the owner as a
+//! `QueueArgs`, logged raw for durable queues.
+
+use crate::protocol::table::{Table, Value};
+use crate::protocol::ErrorCode;
+use bytes::Bytes;
+
+/// What a queue does with a publish that finds it full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Accept the new message, drop (dead-letter) the oldest.
+    #[default]
+    DropHead,
+    /// Refuse the new message (AMQP: basic.nack; native: `QueueFull`).
+    RejectPublish,
+    /// Refuse it and dead-letter it.
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::DropHead => "drop-head",
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::RejectPublishDlx => "reject-publish-dlx",
+        }
+    }
+}
+
+/// A queue's parsed arguments. `Default` is a plain classic queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueArgs {
+    /// `x-message-ttl`, milliseconds.
+    pub message_ttl: Option<u32>,
+    /// `x-expires`, milliseconds unused before the queue is deleted.
+    pub expires: Option<u32>,
+    /// `x-max-length`: ready messages.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: bytes of ready message bodies.
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    /// `x-max-priority`: priorities 0..=this are honoured.
+    pub max_priority: Option<u8>,
+    pub single_active_consumer: bool,
+    /// The table as declared (no length prefix): what the storage log
+    /// keeps, so a restarted durable queue is parsed exactly as before.
+    pub raw: Bytes,
+}
+
+/// Why a declare's arguments are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError {
+    /// `InvalidArgument` (AMQP 406); `unsupported` marks an argument this
+    /// broker does not implement (AMQP 540, as before policies existed).
+    pub code: ErrorCode,
+    pub unsupported: bool,
+    pub message: String,
+}
+
+fn invalid(queue: &str, key: &str, why: impl std::fmt::Display) -> ArgError {
+    ArgError {
+        code: ErrorCode::InvalidArgument,
+        unsupported: false,
+        message: format!("invalid arg '{key}' for queue '{queue}' in vhost '/': {why}"),
+    }
+}
+
+fn int_in(queue: &str, key: &str, v: &Value, lo: i128, hi: i128) -> Result<i128, ArgError> {
+    match v.as_int() {
+        Some(i) if (lo..=hi).contains(&i) => Ok(i),
+        Some(i) => Err(invalid(queue, key, format!("{i} is outside {lo}..={hi}"))),
+        None => Err(invalid(queue, key, format!("expected an integer, got {}", v.describe()))),
+    }
+}
+
+fn string(queue: &str, key: &str, v: &Value) -> Result<String, ArgError> {
+    match v.as_str() {
+        Some(s) if s.len() <= 255 => Ok(s.to_string()),
+        Some(_) => Err(invalid(queue, key, "longer than 255 bytes")),
+        None => Err(invalid(queue, key, format!("expected a string, got {}", v.describe()))),
+    }
+}
+
+const U32: i128 = u32::MAX as i128;
+const I64: i128 = i64::MAX as i128;
+
+impl QueueArgs {
+    /// Parses and checks a raw table (a declare's `arguments`). Unknown
+    /// arguments are ignored, as RabbitMQ does.
+    pub fn parse(raw: &[u8], queue: &str) -> Result<QueueArgs, ArgError> {
+        let mut a = QueueArgs { raw: Bytes::copy_from_slice(raw), ..Default::default() };
+        if raw.is_empty() {
+            return Ok(a);
+        }
+        let t = Table::parse(raw).map_err(|e| invalid(queue, "arguments", e))?;
+        for (key, v) in &t.0 {
+            let k = key.as_str();
+            match k {
+                "x-message-ttl" => a.message_ttl = Some(int_in(queue, k, v, 0, U32)? as u32),
+                "x-expires" => a.expires = Some(int_in(queue, k, v, 1, U32)? as u32),
+                "x-max-length" => a.max_length = Some(int_in(queue, k, v, 0, I64)? as u64),
+                "x-max-length-bytes" => a.max_length_bytes = Some(int_in(queue, k, v, 0, I64)? as u64),
+                "x-max-priority" => a.max_priority = Some(int_in(queue, k, v, 0, 255)? as u8),
+                "x-overflow" => {
+                    a.overflow = match string(queue, k, v)?.as_str() {
+                        "drop-head" => Overflow::DropHead,
+                        "reject-publish" => Overflow::RejectPublish,
+                        "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                        other => {
+                            return Err(invalid(
+                                queue,
+                                k,
+                                format!("{other:?} is not one of drop-head, reject-publish, reject-publish-dlx"),
+                            ))
+                        }
+                    }
+                }
+                "x-dead-letter-exchange" => a.dead_letter_exchange = Some(string(queue, k, v)?),
+                "x-dead-letter-routing-key" => a.dead_letter_routing_key = Some(string(queue, k, v)?),
+                "x-single-active-consumer" => match v {
+                    Value::Bool(b) => a.single_active_consumer = *b,
+                    _ => return Err(invalid(queue, k, format!("expected a boolean, got {}", v.describe()))),
+                },
+                "x-queue-type" => match v.as_str() {
+                    Some("classic") => {}
+                    Some(other) => {
+                        return Err(ArgError {
+                            code: ErrorCode::InvalidArgument,
+                            unsupported: true,
+                            message: format!("queue type '{other}' is not implemented; only 'classic' queues exist"),
+                        })
+                    }
+                    None => return Err(invalid(queue, k, format!("expected a string, got {}", v.describe()))),
+                },
+                _ => {}
+            }
+        }
+        if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
+            return Err(invalid(
+                queue,
+                "x-dead-letter-routing-key",
+                "x-dead-letter-routing-key must be specified together with x-dead-letter-exchange",
+            ));
+        }
+        Ok(a)
+    }
+
+    /// Whether a redeclare's arguments match: `Err` names the first one
+    /// that differs (RabbitMQ's "inequivalent arg").
+    pub fn equivalent(&self, other: &QueueArgs, queue: &str) -> Result<(), String> {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+        let fields: [(&str, Option<String>, Option<String>); 9] = [
+            ("x-message-ttl", self.message_ttl.map(|v| v.to_string()), other.message_ttl.map(|v| v.to_string())),
+            ("x-expires", self.expires.map(|v| v.to_string()), other.expires.map(|v| v.to_string())),
+            ("x-max-length", self.max_length.map(|v| v.to_string()), other.max_length.map(|v| v.to_string())),
+            (
+                "x-max-length-bytes",
+                self.max_length_bytes.map(|v| v.to_string()),
+                other.max_length_bytes.map(|v| v.to_string()),
+            ),
+            ("x-overflow", Some(self.overflow.name().into()), Some(other.overflow.name().into())),
+            ("x-dead-letter-exchange", self.dead_letter_exchange.clone(), other.dead_letter_exchange.clone()),
+            ("x-dead-letter-routing-key", self.dead_letter_routing_key.clone(), other.dead_letter_routing_key.clone()),
+            ("x-max-priority", self.max_priority.map(|v| v.to_string()), other.max_priority.map(|v| v.to_string())),
+            (
+                "x-single-active-consumer",
+                Some(self.single_active_consumer.to_string()),
+                Some(other.single_active_consumer.to_string()),
+            ),
+        ];
+        for (key, current, received) in fields {
+            if current != received {
+                return Err(format!(
+                    "inequivalent arg '{key}' for queue '{queue}' in vhost '/': received {} but current is {}",
+                    show(received),
+                    show(current)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the queue keeps messages in priority levels.
+    pub fn priority_levels(&self) -> usize {
+        self.max_priority.map_or(1, |m| usize::from(m) + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::table::TableBuilder;
+
+    fn parse(b: TableBuilder) -> Result<QueueArgs, ArgError> {
+        QueueArgs::parse(&b.build(), "q")
+    }
+
+    #[test]
+    fn every_argument_parses() {
+        let a = parse(
+            TableBuilder::new()
+                .int("x-message-ttl", 0)
+                .int("x-expires", 1000)
+                .int("x-max-length", 5)
+                .int("x-max-length-bytes", 100)
+                .str("x-overflow", "reject-publish-dlx")
+                .str("x-dead-letter-exchange", "")
+                .str("x-dead-letter-routing-key", "dlq")
+                .int("x-max-priority", 255)
+                .bool("x-single-active-consumer", true)
+                .str("x-queue-type", "classic")
+                .str("x-queue-mode", "lazy"),
+        )
+        .unwrap();
+        assert_eq!(a.message_ttl, Some(0));
+        assert_eq!(a.expires, Some(1000));
+        assert_eq!((a.max_length, a.max_length_bytes), (Some(5), Some(100)));
+        assert_eq!(a.overflow, Overflow::RejectPublishDlx);
+        assert_eq!(a.dead_letter_exchange.as_deref(), Some(""));
+        assert_eq!(a.dead_letter_routing_key.as_deref(), Some("dlq"));
+        assert_eq!(a.priority_levels(), 256);
+        assert!(a.single_active_consumer);
+        // Any integer type will do.
+        let raw = Table(vec![("x-max-length".into(), Value::U8(3))]).encode();
+        assert_eq!(QueueArgs::parse(&raw, "q").unwrap().max_length, Some(3));
+    }
+
+    #[test]
+    fn every_limit_is_checked() {
+        let bad = [
+            TableBuilder::new().int("x-message-ttl", -1),
+            TableBuilder::new().int("x-message-ttl", i64::from(u32::MAX) + 1),
+            TableBuilder::new().int("x-expires", 0),
+            TableBuilder::new().int("x-max-length", -1),
+            TableBuilder::new().int("x-max-length-bytes", -5),
+            TableBuilder::new().int("x-max-priority", 256),
+            TableBuilder::new().str("x-max-length", "10"),
+            TableBuilder::new().str("x-overflow", "drop-tail"),
+            TableBuilder::new().int("x-single-active-consumer", 1),
+            TableBuilder::new().str("x-dead-letter-routing-key", "k"),
+            TableBuilder::new().int("x-dead-letter-exchange", 1),
+        ];
+        for b in bad {
+            let e = parse(b.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{b:?}");
+            assert!(!e.unsupported);
+            assert!(e.message.starts_with("invalid arg 'x-"), "{}", e.message);
+        }
+        let e = parse(TableBuilder::new().str("x-queue-type", "quorum")).unwrap_err();
+        assert!(e.unsupported);
+    }
+
+    #[test]
+    fn equivalence_is_by_value_not_encoding() {
+        let a = parse(TableBuilder::new().int("x-max-length", 10)).unwrap();
+        let raw = Table(vec![("x-max-length".into(), Value::I32(10))]).encode();
+        let b = QueueArgs::parse(&raw, "q").unwrap();
+        assert!(a.equivalent(&b, "q").is_ok());
+        let e = a.equivalent(&QueueArgs::default(), "q").unwrap_err();
+        assert!(e.contains("inequivalent arg 'x-max-length'") && e.contains("received none but current is 10"), "{e}");
+    }
+}

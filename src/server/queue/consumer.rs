@@ -1,0 +1,109 @@
+//! A queue's consumer: credit (prefetch), consecutive delivery tags, and
+//! the messages it has not acked yet.
+
+use super::super::types::{ConnRef, Message, QueueError};
+use crate::protocol::ErrorCode;
+use std::collections::VecDeque;
+
+pub struct Consumer {
+    pub owner: ConnRef,
+    pub id: u32,
+    /// Unacked messages allowed; 0 means no limit (pull consumers).
+    prefetch: u32,
+    /// Pull consumers (get) are never pushed to.
+    pub pull: bool,
+    /// Tag of `unacked[0]`; tags are consecutive per consumer from 1.
+    pub base_tag: u64,
+    /// `None` marks a tag acked out of order; the front is always `Some`.
+    pub unacked: VecDeque<Option<Message>>,
+    pub unacked_live: u32,
+}
+
+impl Consumer {
+    pub fn new(owner: ConnRef, id: u32, prefetch: u32, pull: bool) -> Self {
+        Self { owner, id, prefetch, pull, base_tag: 1, unacked: VecDeque::new(), unacked_live: 0 }
+    }
+
+    pub fn next_tag(&self) -> u64 {
+        self.base_tag + self.unacked.len() as u64
+    }
+
+    pub fn credit(&self) -> u32 {
+        if self.pull {
+            0
+        } else if self.prefetch == 0 {
+            u32::MAX
+        } else {
+            self.prefetch.saturating_sub(self.unacked_live)
+        }
+    }
+
+    pub fn track(&mut self, m: Message) -> u64 {
+        let tag = self.next_tag();
+        self.unacked.push_back(Some(m));
+        self.unacked_live += 1;
+        tag
+    }
+
+    /// Checks every tag of every range before touching any, so a bad ack
+    /// changes nothing.
+    pub fn check_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), QueueError> {
+        for &(first, last) in ranges {
+            if first < self.base_tag || last >= self.next_tag() || first > last {
+                return Err(unknown_tag(first, last));
+            }
+            let lo = (first - self.base_tag) as usize;
+            let hi = (last - self.base_tag) as usize;
+            if self.unacked.range(lo..=hi).any(Option::is_none) {
+                return Err(unknown_tag(first, last));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the given tags from the unacked set and returns their messages.
+    pub fn take_ranges(&mut self, ranges: &[(u64, u64)], mut each: impl FnMut(Message)) {
+        for &(first, last) in ranges {
+            for tag in first..=last {
+                let i = (tag - self.base_tag) as usize;
+                // A tag repeated across ranges is taken once.
+                if let Some(m) = self.unacked[i].take() {
+                    self.unacked_live -= 1;
+                    each(m);
+                }
+            }
+        }
+        while let Some(None) = self.unacked.front() {
+            self.unacked.pop_front();
+            self.base_tag += 1;
+        }
+    }
+
+    pub fn drain_unacked(&mut self) -> impl Iterator<Item = Message> + '_ {
+        self.unacked_live = 0;
+        self.unacked.drain(..).flatten()
+    }
+}
+
+fn unknown_tag(first: u64, last: u64) -> QueueError {
+    QueueError::new(ErrorCode::UnknownDeliveryTag, format!("delivery tags {first}..={last} are not all unacked"))
+}
+
+/// Messages just handed to one consumer, in tag order, borrowed from its
+/// unacked store.
+pub struct Deliveries<'a>(pub(super) std::collections::vec_deque::Iter<'a, Option<Message>>);
+
+impl<'a> Iterator for Deliveries<'a> {
+    type Item = &'a Message;
+
+    fn next(&mut self) -> Option<&'a Message> {
+        // Just tracked, so never acked yet: every slot is `Some`.
+        self.0.next().and_then(Option::as_ref)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Deliveries<'_> {}

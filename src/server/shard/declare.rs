@@ -1,0 +1,153 @@
+//! Queue metadata on the owner: declare (flags, arguments, redeclare
+//! checks), delete, and the automatic removals (exclusive owner gone,
+//! auto-delete, `x-expires`).
+
+use super::super::policy::QueueArgs;
+use super::super::queue::Queue;
+use super::super::types::{ConnRef, QueueError, Reply};
+use super::{check_lock, not_found, Shard};
+use crate::protocol::ErrorCode;
+use std::collections::HashMap;
+
+/// Flags of a declare beyond the native protocol's (AMQP), and the
+/// queue's arguments.
+pub(super) struct DeclareOpts {
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub amqp: bool,
+    pub args: Box<QueueArgs>,
+}
+
+impl Shard {
+    fn declare(&self, durable: bool, passive: bool, name: String, args: &QueueArgs) -> Result<u64, QueueError> {
+        let mut queues = self.queues.borrow_mut();
+        if let Some(q) = queues.get(&name) {
+            if !passive && q.durable != durable {
+                return Err(QueueError::new(
+                    ErrorCode::QueueMismatch,
+                    format!("queue '{name}' exists with durable={}; declared with durable={durable}", q.durable),
+                ));
+            }
+            return Ok(q.ready_len() as u64);
+        }
+        if passive {
+            return Err(not_found(&name));
+        }
+        if queues.len() >= self.config.queues_per_shard_max as usize {
+            return Err(QueueError::new(
+                ErrorCode::QueueLimit,
+                format!("shard {} holds queues_per_shard_max = {} queues", self.id, self.config.queues_per_shard_max),
+            ));
+        }
+        self.log_declare(&name, durable, &args.raw)?;
+        tracing::debug!(queue = %name, durable, "queue declared");
+        queues.insert(name.clone(), Queue::new(name, durable, self.limits(), args.clone()));
+        Ok(0)
+    }
+
+    /// `declare` plus the exclusive and auto-delete flags, the arguments,
+    /// and their checks. A declare counts as a use for `x-expires`.
+    pub(super) fn declare_with(
+        &self,
+        from: ConnRef,
+        durable: bool,
+        passive: bool,
+        name: String,
+        o: DeclareOpts,
+    ) -> Result<u64, QueueError> {
+        let now = self.now_ms();
+        let existed = match self.queues.borrow_mut().get_mut(&name) {
+            Some(q) => {
+                check_lock(q, from)?;
+                if o.amqp && !passive && (q.exclusive_owner.is_some() != o.exclusive || q.auto_delete != o.auto_delete)
+                {
+                    return Err(QueueError::new(
+                        ErrorCode::QueueMismatch,
+                        format!(
+                            "queue '{name}' exists with exclusive={} auto_delete={}",
+                            q.exclusive_owner.is_some(),
+                            q.auto_delete
+                        ),
+                    ));
+                }
+                if !passive {
+                    q.args.equivalent(&o.args, &name).map_err(|m| QueueError::new(ErrorCode::QueueMismatch, m))?;
+                }
+                q.touch(now);
+                // Counts after expiry, as a consumer would see them.
+                self.settle(q);
+                true
+            }
+            None => false,
+        };
+        let ready = self.declare(durable, passive, name.clone(), &o.args)?;
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&name) else { return Ok(ready) };
+        if !existed {
+            q.exclusive_owner = o.exclusive.then_some(from);
+            q.auto_delete = o.auto_delete;
+            q.touch(now);
+            self.settle(q);
+        }
+        if o.amqp {
+            return Ok((q.consumer_count() as u64) << 32 | ready.min(u64::from(u32::MAX)));
+        }
+        Ok(ready)
+    }
+
+    fn delete(&self, if_empty: bool, name: &str) -> Result<u64, QueueError> {
+        let mut queues = self.queues.borrow_mut();
+        let q = queues.get(name).ok_or_else(|| not_found(name))?;
+        if if_empty && q.ready_len() + q.unacked_len() > 0 {
+            return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
+        }
+        let n = q.ready_len() as u64;
+        if let Some(q) = queues.remove(name) {
+            self.forget_resident(&q);
+        }
+        self.log_delete(name);
+        self.queue_gone(name);
+        tracing::debug!(queue = %name, "queue deleted");
+        Ok(n)
+    }
+
+    /// `delete` after the exclusive check; push consumers hear that their
+    /// queue is gone.
+    pub(super) fn delete_from(&self, from: ConnRef, if_empty: bool, name: &str) -> Result<u64, QueueError> {
+        let consumers: Vec<(ConnRef, u32)> = {
+            let queues = self.queues.borrow();
+            let q = queues.get(name).ok_or_else(|| not_found(name))?;
+            check_lock(q, from)?;
+            q.push_consumers().collect()
+        };
+        let n = self.delete(if_empty, name)?;
+        self.publish_resume.notify();
+        for (to, consumer_id) in consumers {
+            self.route_reply(to, Reply::ConsumerGone { consumer_id });
+        }
+        Ok(n)
+    }
+
+    /// Deletes an auto-delete queue that has lost its last consumer. Also
+    /// wakes publishers paused on a queue that may have lost its consumers
+    /// (they resume when it has none).
+    pub(super) fn auto_delete_check(&self, name: &str) {
+        self.publish_resume.notify();
+        let mut queues = self.queues.borrow_mut();
+        if queues.get(name).is_some_and(Queue::auto_delete_due) {
+            self.remove_queue(&mut queues, name);
+        }
+    }
+
+    pub(super) fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
+        if let Some(q) = queues.remove(name) {
+            self.forget_resident(&q);
+            self.log_delete(name);
+            self.queue_gone(name);
+            for (to, consumer_id) in q.push_consumers() {
+                self.route_reply(to, Reply::ConsumerGone { consumer_id });
+            }
+            tracing::debug!(queue = %name, "queue deleted (exclusive owner closed, auto-delete or x-expires)");
+        }
+    }
+}

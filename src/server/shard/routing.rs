@@ -1,0 +1,617 @@
+//! Routing on a shard: its read-only copy of the routing table, publishes
+//! through exchanges (routed where they arrive, then sent once per owning
+//! shard), confirms gathered from several owners, and, on shard 0, the
+//! owner's side of every change to the table (see `docs/routing.md`).
+
+use super::{bump, Shard};
+use crate::protocol::{Entries, ErrorCode};
+use crate::routing::{headers_of, BindingDef, Change, Dest, ExchangeDef, ExchangeKind, RouteError, RoutingTable};
+use crate::rt::Notify;
+use crate::server::mesh::MeshMsg;
+use crate::server::types::{ConnRef, Origin, QueueError, Reply, Request, Target};
+use bytes::{Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// The shard that owns the routing table: every change goes through it.
+pub const METADATA_SHARD: u16 = 0;
+
+/// Connection ids with this bit name a fan-in on the shard, not a socket:
+/// replies to them are gathered until every owner has answered.
+const FANIN_BIT: u64 = 1 << 63;
+
+/// A confirm waiting on several owners.
+struct FanIn {
+    to: ConnRef,
+    request_id: u64,
+    parts: usize,
+    count: u32,
+    mandatory: bool,
+    routed: bool,
+    error: Option<(ErrorCode, String)>,
+}
+
+/// A binding as a set key: what makes two bindings the same.
+type BindingKey = (String, Dest, String, Bytes);
+
+fn key_of(b: &BindingDef) -> BindingKey {
+    (b.source.clone(), b.dest.clone(), b.key.clone(), b.args.clone())
+}
+
+/// Per-shard routing state.
+pub struct Routing {
+    pub table: RefCell<RoutingTable>,
+    ready: Cell<bool>,
+    ready_notify: Notify,
+    fanin: RefCell<HashMap<u64, FanIn>>,
+    next_token: Cell<u64>,
+    /// Shard 0 only: bindings stored with the definitions (durable source
+    /// and destination).
+    durable_bindings: RefCell<HashSet<BindingKey>>,
+    /// Shard 0 only: the table version each peer has applied, and the
+    /// answers waiting until every peer has reached their version.
+    peer_versions: RefCell<Vec<u64>>,
+    waiting: RefCell<VecDeque<Waiting>>,
+}
+
+/// An answer to a table change held until every peer has the change:
+/// (version, to, request id, result).
+type Waiting = (u64, ConnRef, u64, Result<u64, QueueError>);
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            table: RefCell::new(RoutingTable::new()),
+            ready: Cell::new(false),
+            ready_notify: Notify::default(),
+            fanin: RefCell::new(HashMap::new()),
+            next_token: Cell::new(0),
+            durable_bindings: RefCell::new(HashSet::new()),
+            peer_versions: RefCell::new(Vec::new()),
+            waiting: RefCell::new(VecDeque::new()),
+        }
+    }
+}
+
+/// Flags of a routed publish.
+#[derive(Debug, Clone, Copy)]
+pub struct PubOpts {
+    pub persistent: bool,
+    pub confirm: bool,
+    pub mandatory: bool,
+}
+
+/// The wire code and text for a refused table change.
+pub fn route_error(e: &RouteError) -> QueueError {
+    let code = match e {
+        RouteError::NotFound(_) => ErrorCode::ExchangeNotFound,
+        RouteError::Mismatch(_) => ErrorCode::ExchangeMismatch,
+        RouteError::AccessRefused(_) => ErrorCode::AccessRefused,
+        RouteError::BadArgument(_) | RouteError::UnknownKind(_) => ErrorCode::InvalidArgument,
+    };
+    QueueError::new(code, e.to_string())
+}
+
+/// Builds an exchange definition from a declare; refuses unknown types,
+/// reserved names and malformed arguments.
+pub fn exchange_def(
+    name: &str,
+    kind: &str,
+    durable: bool,
+    auto_delete: bool,
+    internal: bool,
+    args: Bytes,
+) -> Result<ExchangeDef, QueueError> {
+    if name.is_empty() || name.starts_with("amq.") {
+        return Err(QueueError::new(
+            ErrorCode::AccessRefused,
+            format!("exchange name '{name}' contains reserved prefix 'amq.*' or is the default exchange"),
+        ));
+    }
+    check_exchange_name(name)?;
+    let kind = kind.parse::<ExchangeKind>().map_err(|e| route_error(&e))?;
+    let alternate = alternate_of(&args)?.map(str::to_owned);
+    Ok(ExchangeDef { name: name.to_owned(), kind, durable, auto_delete, internal, alternate, args })
+}
+
+/// Exchange names as RabbitMQ allows them: letters, digits, `-_.:`.
+pub fn check_exchange_name(name: &str) -> Result<(), QueueError> {
+    let ok = name.len() <= 255 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(QueueError::new(
+            ErrorCode::InvalidArgument,
+            format!("bad exchange name {name:?}: use letters, digits, '-', '_', '.', ':' (at most 255)"),
+        ))
+    }
+}
+
+/// Checks that `args` is a well-formed AMQP field table.
+pub fn check_table(args: &[u8]) -> Result<(), QueueError> {
+    let mut framed = Vec::with_capacity(4 + args.len());
+    framed.extend_from_slice(&(args.len() as u32).to_be_bytes());
+    framed.extend_from_slice(args);
+    crate::amqp::wire::Reader::new(&framed).table().map(|_| ()).map_err(|e| {
+        QueueError::new(ErrorCode::InvalidArgument, format!("arguments are not a valid field table: {}", e.0))
+    })
+}
+
+fn alternate_of(args: &[u8]) -> Result<Option<&str>, QueueError> {
+    match crate::amqp::wire::table_get(args, "alternate-exchange") {
+        None => Ok(None),
+        Some((b'S', v)) => std::str::from_utf8(v)
+            .map(Some)
+            .map_err(|_| QueueError::new(ErrorCode::InvalidArgument, "alternate-exchange is not UTF-8")),
+        Some(_) => Err(QueueError::new(ErrorCode::InvalidArgument, "alternate-exchange must be a string")),
+    }
+}
+
+impl Shard {
+    pub fn routing_ready(&self) -> bool {
+        self.routing.ready.get()
+    }
+
+    /// Waits until this shard's table holds everything shard 0 recovered.
+    pub async fn wait_routing_ready(&self) {
+        loop {
+            let n = self.routing.ready_notify.notified();
+            if self.routing.ready.get() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    /// Shard 0 at start: loads the stored definitions into its table, then
+    /// sends the whole table to every peer.
+    pub fn publish_definitions(&self) -> Result<(), String> {
+        debug_assert_eq!(self.id, METADATA_SHARD);
+        let path = self.config.data_dir.join(crate::storage::definitions::FILE);
+        let defs = crate::storage::definitions::load(&path)?;
+        {
+            let mut table = self.routing.table.borrow_mut();
+            let mut durable = self.routing.durable_bindings.borrow_mut();
+            for c in &defs {
+                if let Err(e) = table.apply(c) {
+                    tracing::warn!(error = %e, change = ?c, "stored definition not applied");
+                } else if let Change::Bind(b) = c {
+                    durable.insert(key_of(b));
+                }
+            }
+            tracing::info!(changes = defs.len(), version = table.version(), "routing definitions loaded");
+        }
+        let table = self.routing.table.borrow();
+        let snapshot = table.snapshot();
+        let first = table.version() + 1 - snapshot.len() as u64;
+        for (version, change) in (first..).zip(snapshot) {
+            for peer in (0..self.count).filter(|p| *p != self.id) {
+                self.mesh.forward(peer, MeshMsg::MetaApply { version, change: change.clone() });
+            }
+        }
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            self.mesh.forward(peer, MeshMsg::MetaReady);
+        }
+        self.set_routing_ready();
+        Ok(())
+    }
+
+    pub fn set_routing_ready(&self) {
+        self.routing.ready.set(true);
+        self.routing.ready_notify.notify();
+    }
+
+    /// A peer's side of a broadcast change: its copy follows shard 0's.
+    pub(super) fn on_meta_apply(&self, version: u64, change: Change) {
+        let mut table = self.routing.table.borrow_mut();
+        if version <= table.version() {
+            // The start-up snapshot of a table this shard already has.
+            return;
+        }
+        if let Err(e) = table.apply(&change) {
+            tracing::error!(shard = self.id, error = %e, ?change, "broadcast routing change failed here (bug)");
+        }
+        if table.version() != version {
+            tracing::error!(shard = self.id, local = table.version(), version, "routing table copy out of step (bug)");
+        }
+        self.mesh.forward(METADATA_SHARD, MeshMsg::MetaApplied { shard: self.id, version });
+    }
+
+    /// Shard 0: a peer has applied changes up to `version`; answers every
+    /// change that all peers now have.
+    pub(super) fn on_meta_applied(&self, peer: u16, version: u64) {
+        if self.id != METADATA_SHARD {
+            return;
+        }
+        let low = {
+            let mut v = self.routing.peer_versions.borrow_mut();
+            v.resize(usize::from(self.count), 0);
+            v[usize::from(peer)] = v[usize::from(peer)].max(version);
+            (0..self.count).filter(|p| *p != self.id).map(|p| v[usize::from(p)]).min().unwrap_or(u64::MAX)
+        };
+        loop {
+            let next = {
+                let mut w = self.routing.waiting.borrow_mut();
+                match w.front() {
+                    Some((v, ..)) if *v <= low => w.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, to, request_id, result)) = next else { return };
+            self.reply_result(to, request_id, result);
+        }
+    }
+
+    /// Publishes a batch through `exchange`: routed here, from this shard's
+    /// copy of the table, then sent once to each owner of a target queue.
+    /// Returns a local target queue whose backlog is past
+    /// `publish_pause_messages`, for the connection to pause on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_to(
+        &self,
+        from: ConnRef,
+        request_id: u64,
+        o: PubOpts,
+        exchange: &str,
+        key: &str,
+        entries: Bytes,
+        count: u32,
+    ) -> Option<String> {
+        let targets = match self.route_batch(exchange, key, &entries, count) {
+            Ok(t) => t,
+            Err(e) => {
+                self.route_reply(from, Reply::error(request_id, e.code, e.message));
+                return None;
+            }
+        };
+        let origin = Arc::new(Origin { exchange: exchange.to_owned(), routing_key: key.to_owned() });
+        self.send_routed(from, request_id, o, targets, count, Some(origin))
+    }
+
+    fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {
+        let table = self.routing.table.borrow();
+        let x = table.exchange(exchange).ok_or_else(|| {
+            QueueError::new(ErrorCode::ExchangeNotFound, format!("no exchange '{exchange}' in vhost '/'"))
+        })?;
+        if x.internal {
+            return Err(QueueError::new(
+                ErrorCode::AccessRefused,
+                format!("cannot publish to internal exchange '{exchange}'"),
+            ));
+        }
+        let mut out = Vec::new();
+        if x.kind != ExchangeKind::Headers {
+            // One decision for the whole batch: every message has the same key.
+            table.route(exchange, key, None, &mut out).map_err(|e| route_error(&e))?;
+            return Ok(out
+                .iter()
+                .map(|q| Target { queue: (*q).to_owned(), entries: entries.clone(), count })
+                .collect());
+        }
+        // Headers: each message decides for itself.
+        let parsed = Entries::parse(entries, count)
+            .map_err(|e| QueueError::new(ErrorCode::Internal, format!("routed batch failed validation: {e}")))?;
+        let mut per_queue: Vec<(String, BytesMut, u32)> = Vec::new();
+        for (e, raw) in parsed.iter().zip(parsed.raw_iter()) {
+            table.route(exchange, key, headers_of(e.props), &mut out).map_err(|e| route_error(&e))?;
+            for q in out.drain(..) {
+                let i = match per_queue.iter().position(|(n, _, _)| n == q) {
+                    Some(i) => i,
+                    None => {
+                        per_queue.push((q.to_owned(), BytesMut::new(), 0));
+                        per_queue.len() - 1
+                    }
+                };
+                per_queue[i].1.extend_from_slice(raw);
+                per_queue[i].2 += 1;
+            }
+        }
+        Ok(per_queue.into_iter().map(|(queue, b, count)| Target { queue, entries: b.freeze(), count }).collect())
+    }
+
+    /// Sends each owner its targets in one request. With confirms and more
+    /// than one owner, the answers meet in a fan-in here first.
+    fn send_routed(
+        &self,
+        from: ConnRef,
+        request_id: u64,
+        o: PubOpts,
+        targets: Vec<Target>,
+        count: u32,
+        origin: Option<Arc<Origin>>,
+    ) -> Option<String> {
+        if targets.is_empty() {
+            self.unroutable(from, request_id, o, count);
+            return None;
+        }
+        let mut groups: Vec<(u16, Vec<Target>)> = Vec::new();
+        for t in targets {
+            let owner = self.owner_of(&t.queue);
+            match groups.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, ts)) => ts.push(t),
+                None => groups.push((owner, vec![t])),
+            }
+        }
+        let mut via = from;
+        let mut mandatory = o.mandatory;
+        if o.confirm && groups.len() > 1 {
+            let token = self.routing.next_token.get() + 1;
+            self.routing.next_token.set(token);
+            let f = FanIn { to: from, request_id, parts: groups.len(), count, mandatory, routed: false, error: None };
+            self.routing.fanin.borrow_mut().insert(token, f);
+            via = ConnRef { shard: self.id, conn_id: FANIN_BIT | token };
+            // Each owner says NoRoute when none of its queues exist; the
+            // fan-in decides whether the batch as a whole was routed.
+            mandatory = true;
+        }
+        let mut local: Vec<String> = Vec::new();
+        for (owner, targets) in groups {
+            if owner == self.id {
+                local.extend(targets.iter().map(|t| t.queue.clone()));
+            }
+            let (persistent, confirm, origin) = (o.persistent, o.confirm, origin.clone());
+            let req = Request::PublishMany { persistent, confirm, mandatory, targets, count, origin };
+            self.submit(via, request_id, owner, req);
+        }
+        local.into_iter().find(|q| self.over_publish_pause(q))
+    }
+
+    fn unroutable(&self, to: ConnRef, request_id: u64, o: PubOpts, count: u32) {
+        if o.mandatory {
+            let msg = "the message was routed to no queue (NO_ROUTE)";
+            self.route_reply(to, Reply::error(request_id, ErrorCode::NoRoute, msg));
+        } else if o.confirm {
+            self.route_reply(to, Reply::Confirm { request_id, count });
+        }
+    }
+
+    /// Whether a reply is addressed to a fan-in; if so it is consumed.
+    pub(super) fn fanin_reply(&self, conn_id: u64, reply: Reply) -> Option<Reply> {
+        if conn_id & FANIN_BIT == 0 {
+            return Some(reply);
+        }
+        let token = conn_id & !FANIN_BIT;
+        let mut map = self.routing.fanin.borrow_mut();
+        let Some(f) = map.get_mut(&token) else {
+            tracing::error!(token, "reply for an unknown fan-in (bug)");
+            return None;
+        };
+        match reply {
+            Reply::Confirm { .. } => f.routed = true,
+            Reply::Error { code: ErrorCode::NoRoute | ErrorCode::QueueNotFound, .. } => {}
+            Reply::Error { code, message, .. } => {
+                f.error.get_or_insert((code, message));
+            }
+            other => tracing::error!(?other, "unexpected reply to a fan-in (bug)"),
+        }
+        f.parts -= 1;
+        if f.parts > 0 {
+            return None;
+        }
+        let f = map.remove(&token)?;
+        drop(map);
+        let o = PubOpts { persistent: false, confirm: true, mandatory: f.mandatory };
+        match f.error {
+            Some((code, message)) => self.route_reply(f.to, Reply::error(f.request_id, code, message)),
+            None if f.routed => self.route_reply(f.to, Reply::Confirm { request_id: f.request_id, count: f.count }),
+            None => self.unroutable(f.to, f.request_id, o, f.count),
+        }
+        None
+    }
+
+    /// The owner's side of a routed publish: every target queue here gets
+    /// its share; one reply for the request.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publish_many(
+        &self,
+        from: ConnRef,
+        request_id: u64,
+        o: PubOpts,
+        targets: Vec<Target>,
+        count: u32,
+        origin: Option<Arc<Origin>>,
+    ) {
+        let mut routed = false;
+        let mut log = None;
+        for t in targets {
+            let parsed = match Entries::parse(&t.entries, t.count) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "routed batch failed validation (bug)");
+                    let msg = "routed batch was corrupt";
+                    return self.route_reply(from, Reply::error(request_id, ErrorCode::Internal, msg));
+                }
+            };
+            let msgs = parsed.raw_iter().map(|raw| t.entries.slice_ref(raw));
+            match self.enqueue(o.persistent, false, &t.queue, msgs, origin.as_ref()) {
+                Ok((n, l)) => {
+                    bump(&self.counters.published, u64::from(n));
+                    routed = true;
+                    log = log.or(l);
+                }
+                // Deleted since the table was read: like an unbound queue.
+                Err(e) if e.code == ErrorCode::QueueNotFound => {}
+                Err(e) => {
+                    tracing::debug!(queue = %t.queue, code = ?e.code, "routed publish refused: {}", e.message);
+                    return self.route_reply(from, Reply::error(request_id, e.code, e.message));
+                }
+            }
+        }
+        // Length limits may have dropped heads (drop-head): republish them.
+        self.flush_dead_letters();
+        if !routed {
+            return self.unroutable(from, request_id, o, count);
+        }
+        if o.confirm {
+            self.confirm(from, request_id, count, log.as_deref());
+        }
+    }
+
+    /// Declares an exchange for a connection (through shard 0).
+    pub fn declare_exchange(&self, from: ConnRef, request_id: u64, def: ExchangeDef) {
+        let req = Request::Meta { change: Change::DeclareExchange(def), durable_dest: false, if_unused: false };
+        self.submit(from, request_id, METADATA_SHARD, req);
+    }
+
+    /// A passive declare: answered from this shard's copy of the table.
+    pub fn check_exchange(&self, from: ConnRef, request_id: u64, name: &str) {
+        let r = match self.routing.table.borrow().exchange(name) {
+            Some(_) => Ok(0),
+            None => Err(QueueError::new(ErrorCode::ExchangeNotFound, format!("no exchange '{name}' in vhost '/'"))),
+        };
+        self.reply_result(from, request_id, r);
+    }
+
+    pub fn delete_exchange(&self, from: ConnRef, request_id: u64, name: String, if_unused: bool) {
+        let req = Request::Meta { change: Change::DeleteExchange(name), durable_dest: false, if_unused };
+        self.submit(from, request_id, METADATA_SHARD, req);
+    }
+
+    /// Binds or unbinds: a queue's owner checks the queue first.
+    pub fn bind(&self, from: ConnRef, request_id: u64, binding: BindingDef, unbind: bool) {
+        match &binding.dest {
+            Dest::Queue(q) => {
+                let owner = self.owner_of(q);
+                self.submit(from, request_id, owner, Request::BindQueue { binding, unbind });
+            }
+            Dest::Exchange(_) => {
+                let change = if unbind { Change::Unbind(binding) } else { Change::Bind(binding) };
+                let req = Request::Meta { change, durable_dest: false, if_unused: false };
+                self.submit(from, request_id, METADATA_SHARD, req);
+            }
+        }
+    }
+
+    /// The queue owner's check of a binding, passed on to shard 0.
+    pub(super) fn bind_queue(&self, from: ConnRef, request_id: u64, binding: BindingDef, unbind: bool) {
+        let Dest::Queue(name) = &binding.dest else { return };
+        let durable = {
+            let queues = self.queues.borrow();
+            match queues.get(name) {
+                None => return self.reply_result(from, request_id, Err(super::not_found(name))),
+                Some(q) => {
+                    if let Err(e) = super::check_lock(q, from) {
+                        return self.reply_result(from, request_id, Err(e));
+                    }
+                    q.durable
+                }
+            }
+        };
+        let change = if unbind { Change::Unbind(binding) } else { Change::Bind(binding) };
+        self.submit(
+            from,
+            request_id,
+            METADATA_SHARD,
+            Request::Meta { change, durable_dest: durable, if_unused: false },
+        );
+    }
+
+    /// A queue is gone: shard 0 drops the bindings to it.
+    pub(super) fn queue_gone(&self, name: &str) {
+        let bound = self.routing.table.borrow().bindings().any(|b| matches!(&b.dest, Dest::Queue(q) if q == name));
+        if bound {
+            let req =
+                Request::Meta { change: Change::QueueGone(name.to_owned()), durable_dest: false, if_unused: false };
+            self.submit(ConnRef { shard: self.id, conn_id: 0 }, 0, METADATA_SHARD, req);
+        }
+    }
+
+    /// Shard 0: applies a change, stores it when it touches durable
+    /// definitions, broadcasts it, and answers once every shard has applied
+    /// it: after Ok, a publish on any connection sees the change.
+    pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, durable_dest: bool, if_unused: bool) {
+        let r = self.apply_meta(&change, durable_dest, if_unused);
+        let version = self.routing.table.borrow().version();
+        if r.is_ok() && self.count > 1 {
+            for peer in (0..self.count).filter(|p| *p != self.id) {
+                self.mesh.forward(peer, MeshMsg::MetaApply { version, change: change.clone() });
+            }
+        }
+        if from.conn_id == 0 {
+            return;
+        }
+        match r {
+            Ok(()) if self.count > 1 => {
+                self.routing.waiting.borrow_mut().push_back((version, from, request_id, Ok(0)));
+            }
+            r => self.reply_result(from, request_id, r.map(|()| 0)),
+        }
+    }
+
+    fn apply_meta(&self, change: &Change, durable_dest: bool, if_unused: bool) -> Result<(), QueueError> {
+        if self.id != METADATA_SHARD {
+            return Err(QueueError::new(ErrorCode::Internal, "routing change sent to a shard that does not own it"));
+        }
+        let mut table = self.routing.table.borrow_mut();
+        if let (Change::DeleteExchange(name), true) = (change, if_unused) {
+            if table.bindings().any(|b| &b.source == name) {
+                return Err(QueueError::new(ErrorCode::ExchangeMismatch, format!("exchange '{name}' in use")));
+            }
+        }
+        let was_durable = |t: &RoutingTable, n: &str| t.exchange(n).is_some_and(|x| x.durable);
+        let store = match change {
+            Change::DeclareExchange(d) => d.durable && table.exchange(&d.name).is_none(),
+            Change::DeleteExchange(n) => was_durable(&table, n),
+            _ => false,
+        };
+        let mut auto_deleted = Vec::new();
+        table.apply_collect(change, &mut auto_deleted).map_err(|e| route_error(&e))?;
+        let mut store = store | self.track_durable_bindings(&table, change, durable_dest);
+        for gone in auto_deleted {
+            // An auto-deleted exchange leaves the stored definitions, with
+            // its bindings.
+            self.track_durable_bindings(&table, &Change::DeleteExchange(gone), false);
+            store = true;
+        }
+        drop(table);
+        if store {
+            self.save_definitions()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the set of stored bindings in step; true when it changed.
+    fn track_durable_bindings(&self, table: &RoutingTable, change: &Change, durable_dest: bool) -> bool {
+        let mut set = self.routing.durable_bindings.borrow_mut();
+        let before = set.len();
+        match change {
+            Change::Bind(b) => {
+                let dest_durable = match &b.dest {
+                    Dest::Queue(_) => durable_dest,
+                    Dest::Exchange(x) => table.exchange(x).is_some_and(|x| x.durable),
+                };
+                if dest_durable && table.exchange(&b.source).is_some_and(|x| x.durable) {
+                    set.insert(key_of(b));
+                }
+            }
+            Change::Unbind(b) => {
+                set.remove(&key_of(b));
+            }
+            Change::DeleteExchange(n) => {
+                set.retain(|(s, d, _, _)| s != n && !matches!(d, Dest::Exchange(x) if x == n));
+            }
+            Change::QueueGone(q) => set.retain(|(_, d, _, _)| !matches!(d, Dest::Queue(x) if x == q)),
+            Change::DeclareExchange(_) => {}
+        }
+        set.len() != before
+    }
+
+    /// Rewrites the definitions file: durable exchanges, then durable
+    /// bindings. Small and rarely written, so it is written whole.
+    fn save_definitions(&self) -> Result<(), QueueError> {
+        let table = self.routing.table.borrow();
+        let set = self.routing.durable_bindings.borrow();
+        let mut defs: Vec<Change> = table
+            .exchanges()
+            .filter(|x| x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
+            .map(|x| Change::DeclareExchange(x.clone()))
+            .collect();
+        defs.extend(table.bindings().filter(|b| set.contains(&key_of(b))).map(|b| Change::Bind(b.clone())));
+        let path = self.config.data_dir.join(crate::storage::definitions::FILE);
+        crate::storage::definitions::save(&path, &defs).map_err(|e| {
+            tracing::error!(error = %e, "routing definitions could not be stored");
+            QueueError::new(ErrorCode::StoragePoisoned, format!("definitions could not be stored: {e}"))
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! `data_dir/definitions.bin`: durable exchanges and bindings. Written
+//! whole by shard 0 on every durable change (temp file, fsync, rename,
+//! fsync of the directory), so a crash leaves the old or the new file,
+//! never a torn one. Changes are rare and small; the message log is not
+//! involved, so compaction never has to care about them.
+//!
+//! ```text
+//! magic "RGMQDEFS", u32 version (1), u32 count, count records, u32 crc32c
+//! (over everything before it); all integers little-endian.
+//! record 1, exchange: str16 name, u8 kind (0 direct, 1 fanout, 2 topic,
+//!   3 headers), u8 flags (1 durable, 2 auto-delete, 4 internal),
+//!   str16 alternate ("" = none), u32 + bytes arguments (AMQP table)
+//! record 2, binding: str16 source, u8 destination kind (0 queue,
+//!   1 exchange), str16 destination, str16 routing key, u32 + bytes arguments
+//! ```
+
+use crate::routing::{BindingDef, Change, Dest, ExchangeDef, ExchangeKind};
+use bytes::{BufMut, Bytes};
+use std::io::Write;
+use std::path::Path;
+
+pub const FILE: &str = "definitions.bin";
+const MAGIC: &[u8; 8] = b"RGMQDEFS";
+const VERSION: u32 = 1;
+/// Definitions beyond this are refused rather than read into memory.
+const FILE_BYTES_MAX: u64 = 256 << 20;
+
+const KINDS: [ExchangeKind; 4] =
+    [ExchangeKind::Direct, ExchangeKind::Fanout, ExchangeKind::Topic, ExchangeKind::Headers];
+
+fn put_str16(b: &mut Vec<u8>, s: &str) {
+    debug_assert!(s.len() <= usize::from(u16::MAX));
+    b.put_u16_le(s.len() as u16);
+    b.put_slice(s.as_bytes());
+}
+
+fn put_bytes32(b: &mut Vec<u8>, v: &[u8]) {
+    b.put_u32_le(v.len() as u32);
+    b.put_slice(v);
+}
+
+/// Encodes declares and binds (other changes are not stored).
+pub fn encode(defs: &[Change]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.put_slice(MAGIC);
+    b.put_u32_le(VERSION);
+    let count_at = b.len();
+    b.put_u32_le(0);
+    let mut count = 0u32;
+    for c in defs {
+        match c {
+            Change::DeclareExchange(x) => {
+                b.put_u8(1);
+                put_str16(&mut b, &x.name);
+                b.put_u8(KINDS.iter().position(|k| *k == x.kind).unwrap_or(0) as u8);
+                b.put_u8(u8::from(x.durable) | u8::from(x.auto_delete) << 1 | u8::from(x.internal) << 2);
+                put_str16(&mut b, x.alternate.as_deref().unwrap_or(""));
+                put_bytes32(&mut b, &x.args);
+            }
+            Change::Bind(d) => {
+                b.put_u8(2);
+                put_str16(&mut b, &d.source);
+                let (kind, dest) = match &d.dest {
+                    Dest::Queue(q) => (0, q),
+                    Dest::Exchange(x) => (1, x),
+                };
+                b.put_u8(kind);
+                put_str16(&mut b, dest);
+                put_str16(&mut b, &d.key);
+                put_bytes32(&mut b, &d.args);
+            }
+            _ => continue,
+        }
+        count += 1;
+    }
+    b[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    let crc = crc32c::crc32c(&b);
+    b.put_u32_le(crc);
+    b
+}
+
+struct Cur<'a>(&'a [u8]);
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated record".into());
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes([self.u8()?, self.u8()?]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn str16(&mut self) -> Result<String, String> {
+        let n = usize::from(self.u16()?);
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "name is not UTF-8".to_string())
+    }
+    fn bytes32(&mut self) -> Result<Bytes, String> {
+        let n = self.u32()? as usize;
+        Ok(Bytes::copy_from_slice(self.take(n)?))
+    }
+}
+
+/// Decodes a whole file, checking its checksum first.
+pub fn decode(buf: &[u8]) -> Result<Vec<Change>, String> {
+    if buf.len() < MAGIC.len() + 12 || &buf[..8] != MAGIC {
+        return Err("not a definitions file (bad magic or too short)".into());
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != stored {
+        return Err("checksum mismatch".into());
+    }
+    let mut c = Cur(&body[8..]);
+    let version = c.u32()?;
+    if version != VERSION {
+        return Err(format!("format version {version}; this build reads {VERSION}"));
+    }
+    let count = c.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        out.push(match c.u8()? {
+            1 => {
+                let name = c.str16()?;
+                let kind = *KINDS.get(usize::from(c.u8()?)).ok_or("unknown exchange kind")?;
+                let flags = c.u8()?;
+                let alternate = Some(c.str16()?).filter(|a| !a.is_empty());
+                let args = c.bytes32()?;
+                Change::DeclareExchange(ExchangeDef {
+                    name,
+                    kind,
+                    durable: flags & 1 != 0,
+                    auto_delete: flags & 2 != 0,
+                    internal: flags & 4 != 0,
+                    alternate,
+                    args,
+                })
+            }
+            2 => {
+                let source = c.str16()?;
+                let dest = match (c.u8()?, c.str16()?) {
+                    (0, q) => Dest::Queue(q),
+                    (1, x) => Dest::Exchange(x),
+                    _ => return Err("unknown binding destination kind".into()),
+                };
+                Change::Bind(BindingDef { source, dest, key: c.str16()?, args: c.bytes32()? })
+            }
+            _ => return Err("unknown record kind".into()),
+        });
+    }
+    if !c.0.is_empty() {
+        return Err("bytes after the last record".into());
+    }
+    Ok(out)
+}
+
+/// Reads the stored definitions; none when the file does not exist yet.
+pub fn load(path: &Path) -> Result<Vec<Change>, String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Ok(m) if m.len() > FILE_BYTES_MAX => {
+            return Err(format!("{} is {} bytes, over the {FILE_BYTES_MAX} limit", path.display(), m.len()))
+        }
+        Ok(_) => {}
+    }
+    let buf = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    decode(&buf).map_err(|why| {
+        format!(
+            "{} is corrupt: {why}. Durable exchanges and bindings cannot be recovered from it; \
+             move it away to start without them",
+            path.display()
+        )
+    })
+}
+
+/// Replaces the file atomically and durably.
+pub fn save(path: &Path, defs: &[Change]) -> std::io::Result<()> {
+    let bytes = encode(defs);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Change> {
+        vec![
+            Change::DeclareExchange(ExchangeDef {
+                name: "logs".into(),
+                kind: ExchangeKind::Topic,
+                durable: true,
+                auto_delete: false,
+                internal: true,
+                alternate: Some("ae".into()),
+                args: Bytes::from_static(b"\x01k\x74\x01"),
+            }),
+            Change::Bind(BindingDef {
+                source: "logs".into(),
+                dest: Dest::Queue("q1".into()),
+                key: "a.*.c".into(),
+                args: Bytes::new(),
+            }),
+            Change::Bind(BindingDef {
+                source: "logs".into(),
+                dest: Dest::Exchange("other".into()),
+                key: "#".into(),
+                args: Bytes::new(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(FILE);
+        assert!(load(&p).unwrap().is_empty());
+        save(&p, &sample()).unwrap();
+        let back = load(&p).unwrap();
+        assert_eq!(encode(&back), encode(&sample()));
+        assert_eq!(back.len(), 3);
+    }
+
+    #[test]
+    fn every_flipped_bit_and_every_cut_is_detected() {
+        let good = encode(&sample());
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[i] ^= 1 << bit;
+                assert!(decode(&bad).is_err(), "flip at byte {i} bit {bit} not detected");
+            }
+        }
+        for n in 0..good.len() {
+            assert!(decode(&good[..n]).is_err(), "cut at {n} not detected");
+        }
+    }
+}
