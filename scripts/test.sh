@@ -30,6 +30,10 @@ if ! .venv/bin/python -c "import pika" >/dev/null 2>&1; then
   .venv/bin/python -c "import pika" || { echo "could not install pika into .venv" >&2; exit 1; }
 fi
 
+# The other AMQP clients (tests/amqp_clients.rs): Node's amqplib, the Java
+# client and amqp091-go, cached under tests/node and target/client-deps.
+./scripts/install-clients.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

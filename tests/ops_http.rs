@@ -104,15 +104,39 @@ fn metrics_count_what_the_test_did() {
 fn many_queues_keep_per_queue_series_out_of_metrics() {
     let b = TestBroker::start();
     let (mut raw, _) = Raw::hello(b.native);
-    for i in 0..=ringmq::server::stats::PER_QUEUE_SERIES_MAX {
+    // Enough for several slices of the chunked snapshot and formatting on
+    // each shard (STATS_CHUNK, FORMAT_CHUNK).
+    let n = 3 * ringmq::server::http::FORMAT_CHUNK + 17;
+    assert!(n as u64 > ringmq::server::stats::PER_QUEUE_SERIES_MAX);
+    for i in 0..n {
         raw.declare(&format!("ops-many-{i}"));
     }
     let (status, body) = http(b.metrics, "GET", "/metrics", None);
     assert_eq!(status, 200);
     assert!(!body.contains("ringmq_queue_messages_ready{"), "per-queue series in /metrics");
-    assert_eq!(sample(&body, "ringmq_queues"), Some(ringmq::server::stats::PER_QUEUE_SERIES_MAX as f64 + 1.0));
+    assert_eq!(sample(&body, "ringmq_queues"), Some(n as f64));
     let (_, detail) = http(b.metrics, "GET", "/metrics/per-object", None);
     assert!(detail.contains("ringmq_queue_messages_ready{queue=\"ops-many-0\",vhost=\"/\"} 0"));
+    // Every queue exactly once in each series, whole lines only.
+    for series in ["ringmq_queue_messages_ready", "ringmq_queue_messages_unacked", "ringmq_queue_consumers"] {
+        let mut names: Vec<&str> = detail
+            .lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix("{queue=\""))
+            .map(|l| l.split('"').next().unwrap())
+            .collect();
+        assert_eq!(names.len(), n, "{series}");
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "{series} has duplicates");
+    }
+    assert!(detail.ends_with('\n'));
+    let (status, body) = http(b.metrics, "GET", "/api/queues", Some(GUEST));
+    assert_eq!(status, 200);
+    let qs: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let mut names: Vec<&str> = qs.as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), n);
 }
 
 #[test]
@@ -181,4 +205,101 @@ fn management_api() {
     raw.expect_error(ringmq::protocol::ErrorCode::ShuttingDown);
     let (status, _) = http(b.metrics, "DELETE", "/api/connections/9:9", Some(GUEST));
     assert_eq!(status, 404);
+}
+
+/// Reads until the broker closes the socket; how long that took, or a
+/// panic after `limit`. Whatever arrived before the close is returned too.
+fn until_closed(s: &mut TcpStream, limit: Duration) -> (Duration, String) {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (start.elapsed(), String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (start.elapsed(), String::from_utf8_lossy(&got).into_owned())
+            }
+            Err(e) => panic!("the broker did not close the connection within {limit:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn http_timeouts_close_stalled_and_idle_connections() {
+    let b = TestBroker::start_with(2, |c| {
+        c.http_request_timeout_ms = 500;
+        c.http_idle_timeout_ms = 1500;
+    });
+    let limit = Duration::from_secs(5);
+
+    // Half a request, then nothing: closed once the head is 500 ms late,
+    // while other requests are served meanwhile.
+    let mut half = TcpStream::connect(b.metrics).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n").unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let (status, body) = http(b.metrics, "GET", "/metrics", None);
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, got) = until_closed(&mut half, limit);
+    assert!(got.is_empty(), "a half request got an answer: {got}");
+    let total = started.elapsed();
+    assert!(total >= Duration::from_millis(400) && total < Duration::from_secs(4), "closed after {total:?}");
+
+    // A request trickled a byte at a time keeps the socket busy but its
+    // head never completes: closed at the request timeout all the same.
+    let mut trickle = TcpStream::connect(b.metrics).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().cycle().take(100) {
+        if trickle.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if started.elapsed() > limit {
+            break;
+        }
+    }
+    if !closed {
+        until_closed(&mut trickle, limit);
+    }
+    let total = started.elapsed();
+    assert!(total < Duration::from_secs(4), "a trickled request stayed open {total:?}");
+
+    // A keep-alive connection that goes quiet after its answer: closed
+    // after the idle timeout, not before.
+    let mut idle = TcpStream::connect(b.metrics).unwrap();
+    idle.write_all(b"GET /api/exchanges HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let (_, got) = until_closed(&mut idle, limit);
+    let total = started.elapsed();
+    assert!(got.starts_with("HTTP/1.1 401"), "{got}");
+    assert!(total >= Duration::from_millis(1300) && total < Duration::from_secs(4), "idle close after {total:?}");
+
+    // The listener is still fine.
+    assert_eq!(http(b.metrics, "GET", "/metrics", None).0, 200);
+}
+
+#[test]
+fn http_head_and_body_limits() {
+    let b = TestBroker::start();
+    // A head over HEADER_BYTES_MAX: 431, then the connection closes.
+    let mut s = TcpStream::connect(b.metrics).unwrap();
+    let big = "x".repeat(ringmq::server::http::HEADER_BYTES_MAX + 1024);
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\n\r\n").unwrap();
+    let (_, got) = until_closed(&mut s, Duration::from_secs(5));
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+
+    // A body announced far larger than anything the broker reads: the
+    // answer comes, and the connection closes instead of reading it.
+    let mut s = TcpStream::connect(b.metrics).unwrap();
+    write!(s, "DELETE /api/queues/%2F/none HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {GUEST}\r\nContent-Length: 10000000000\r\n\r\n").unwrap();
+    s.write_all(&[b'x'; 1000]).unwrap();
+    let (_, got) = until_closed(&mut s, Duration::from_secs(5));
+    assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+    assert_eq!(http(b.metrics, "GET", "/metrics", None).0, 200);
 }

@@ -511,7 +511,7 @@ impl AmqpConn {
                 }
                 let mut jobs = self.jobs.borrow_mut();
                 for (queue, owner) in exclusive {
-                    let req = Request::Delete { if_empty: false, queue };
+                    let req = Request::Delete { if_empty: false, if_unused: false, queue };
                     jobs.push(Job::Submit { owner, rid: rid(KIND_CLOSE, 0, 0), req });
                 }
                 Ok(())

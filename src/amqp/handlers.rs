@@ -148,12 +148,9 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             Ok(())
         }
         Method::QueueDelete { queue, if_unused, if_empty, no_wait } => {
-            if if_unused {
-                return Err(conn_fault(code::NOT_IMPLEMENTED, "queue.delete if-unused is not implemented", mid));
-            }
             let queue = check_name(n, queue, mid)?;
             let seq = channel(st, n).push_op(OpKind::Delete { no_wait });
-            let req = Request::Delete { if_empty, queue: queue.into() };
+            let req = Request::Delete { if_empty, if_unused, queue: queue.into() };
             jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
             Ok(())
         }

@@ -55,7 +55,9 @@ pub const DECLARE_KNOWN: u8 = DECLARE_DURABLE | DECLARE_PASSIVE | DECLARE_HAS_AR
 pub const DECLARE_ARGS_BYTES_MAX: usize = 65_535;
 /// `Delete`: refuse when the queue holds messages.
 pub const DELETE_IF_EMPTY: u8 = 0x01;
-pub const DELETE_KNOWN: u8 = DELETE_IF_EMPTY;
+/// `Delete`: refuse while the queue has consumers.
+pub const DELETE_IF_UNUSED: u8 = 0x02;
+pub const DELETE_KNOWN: u8 = DELETE_IF_EMPTY | DELETE_IF_UNUSED;
 /// `Publish`: messages are persistent.
 pub const PUBLISH_PERSISTENT: u8 = 0x01;
 /// `Publish`: reply with `Confirm` once the batch is safe.

@@ -13,6 +13,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Lets the executor poll its rings (sockets, timers) before this task
+/// goes on: for long, chunked work on a shard's thread.
+///
+/// A plain `yield_now` (and glommio's `yield_if_needed`, which yields only
+/// once the task queue's 100 ms preemption timer or a cross-thread wake has
+/// fired) puts the task back in its task queue, and glommio keeps running
+/// that queue without polling io_uring while it has ready tasks: sockets
+/// would still wait for the whole job. A short timer takes the task off the
+/// queue, so the executor runs the other ready tasks, polls I/O, and comes
+/// back.
+pub async fn yield_to_io() {
+    glommio::timer::sleep(Duration::from_micros(10)).await
+}
 
 /// A value set once and awaited by any number of futures on one thread.
 pub struct Slot<T> {

@@ -3,9 +3,9 @@
 //! the mesh (the same snapshots the metrics use). A failed action answers
 //! `{"error": "..."}`; see `docs/protocol.md`.
 
-use super::http::{admin_on_owner, close_connection};
+use super::http::{admin_on_owner, close_connection, json_array};
 use super::shard::Shard;
-use super::stats::AdminReq;
+use super::stats::{AdminReq, QueueStats};
 use crate::amqp::wire::{table_entries, Reader};
 use crate::protocol::op;
 use crate::routing::Dest;
@@ -16,20 +16,19 @@ use std::rc::Rc;
 pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
     let v = match command {
         op::ADMIN_LIST_QUEUES => {
+            // Built in slices (the shard serves its sockets between them):
+            // with many queues this is the largest answer the broker gives.
             let stats = shard.gather_stats(true).await;
-            let mut qs: Vec<Value> = stats
-                .iter()
-                .flat_map(|s| &s.queues)
-                .map(|q| {
-                    json!({
-                        "name": q.name, "shard": q.shard, "durable": q.durable,
-                        "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
-                        "ready_bytes": q.ready_bytes, "published": q.published, "delivered": q.delivered,
-                    })
+            let mut qs: Vec<&QueueStats> = stats.iter().flat_map(|s| &s.queues).collect();
+            qs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            let row = |q: &&QueueStats| {
+                json!({
+                    "name": q.name, "shard": q.shard, "durable": q.durable,
+                    "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
+                    "ready_bytes": q.ready_bytes, "published": q.published, "delivered": q.delivered,
                 })
-                .collect();
-            qs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            Value::Array(qs)
+            };
+            return json_array(qs.iter(), row).await.concat();
         }
         op::ADMIN_LIST_CONNECTIONS => {
             let stats = shard.gather_stats(false).await;

@@ -70,6 +70,11 @@ pub struct Config {
     pub frame_timeout_ms: u64,
     /// Bytes buffered for one connection's socket before its reader waits.
     pub outbox_bytes_max: u32,
+    /// HTTP (metrics and management API): a connection that moves no byte
+    /// for this long while no request of it is being handled is closed.
+    pub http_idle_timeout_ms: u64,
+    /// HTTP: a request head must arrive whole within this of its first byte.
+    pub http_request_timeout_ms: u64,
 
     /// Storage (`docs/storage.md`): a log segment is sealed and a new one
     /// started once it holds this many bytes (65536 ..= 4 GiB).
@@ -123,6 +128,8 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             frame_timeout_ms: 30_000,
             outbox_bytes_max: 8 << 20,
+            http_idle_timeout_ms: 60_000,
+            http_request_timeout_ms: 10_000,
             segment_bytes: 64 << 20,
             fsync: crate::storage::FsyncPolicy::Always,
             fsync_interval_ms: 10,
@@ -201,6 +208,14 @@ impl Config {
         }
         check(self.handshake_timeout_ms > 0, "handshake_timeout_ms", || "must be greater than 0".into())?;
         check(self.frame_timeout_ms > 0, "frame_timeout_ms", || "must be greater than 0".into())?;
+        // A day at most: these are timers, and a huge value is a mistake.
+        const DAY_MS: u64 = 86_400_000;
+        for (key, v) in [
+            ("http_idle_timeout_ms", self.http_idle_timeout_ms),
+            ("http_request_timeout_ms", self.http_request_timeout_ms),
+        ] {
+            check((1..=DAY_MS).contains(&v), key, || format!("{v} is outside 1..=86400000"))?;
+        }
         let sb = self.segment_bytes;
         check((65_536..=4 << 30).contains(&sb), "segment_bytes", || format!("{sb} is outside 65536..=4294967296"))?;
         check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;
@@ -235,6 +250,18 @@ mod tests {
     fn unknown_key_is_named() {
         let e = Config::from_toml("frame_bytes_maxx = 10").unwrap_err();
         assert!(e.contains("frame_bytes_maxx"), "{e}");
+    }
+
+    #[test]
+    fn http_timeouts_are_checked() {
+        let c = Config::from_toml("http_idle_timeout_ms = 0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("http_idle_timeout_ms"), "{e}");
+        let c = Config::from_toml("http_request_timeout_ms = 100000000").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("http_request_timeout_ms"), "{e}");
+        let c = Config::from_toml("http_idle_timeout_ms = 500\nhttp_request_timeout_ms = 200").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

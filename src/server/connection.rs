@@ -335,7 +335,8 @@ impl NativeConn {
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
             Cmd::Delete { flags, queue } => {
-                let req = Request::Delete { if_empty: flags & op::DELETE_IF_EMPTY != 0, queue: queue.into() };
+                let (if_empty, if_unused) = (flags & op::DELETE_IF_EMPTY != 0, flags & op::DELETE_IF_UNUSED != 0);
+                let req = Request::Delete { if_empty, if_unused, queue: queue.into() };
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
             Cmd::Purge { queue } => {

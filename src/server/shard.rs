@@ -173,7 +173,7 @@ impl Shard {
         }
     }
 
-    pub fn on_mesh(&self, msg: MeshMsg) {
+    pub fn on_mesh(self: &Rc<Self>, msg: MeshMsg) {
         match msg {
             MeshMsg::Request { from, request_id, req } => self.handle(from, request_id, req),
             MeshMsg::Reply { conn_id, reply } => self.reply_local(conn_id, reply),
@@ -261,7 +261,7 @@ impl Shard {
             Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp, args } => {
                 self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp, args })
             }
-            Request::Delete { if_empty, queue } => self.delete_from(from, if_empty, &queue),
+            Request::Delete { if_empty, if_unused, queue } => self.delete_from(from, (if_empty, if_unused), &queue),
             Request::Purge { queue } => self.with_queue(&queue, |q| {
                 check_lock(q, from)?;
                 Ok(self.purge_logged(q) as u64)

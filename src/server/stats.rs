@@ -114,12 +114,27 @@ pub const PROTOCOLS: [&str; 2] = ["native", "amqp"];
 /// queues than this; `/metrics/per-object` always has them.
 pub const PER_QUEUE_SERIES_MAX: u64 = 100;
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// Appends a label value, escaped (`\\`, `\"`, `\n`); most names need
+/// none, and those are copied as they are.
+fn push_escaped(o: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        o.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
 }
 
-/// The Prometheus text exposition (format 0.0.4) of every shard's report.
-pub fn prometheus(shards: &[ShardStats], per_queue: bool) -> String {
+/// The Prometheus text exposition (format 0.0.4) of every shard's totals:
+/// everything but the per-queue series ([`PER_QUEUE_SERIES`]), which the
+/// HTTP shard appends in slices.
+pub fn prometheus_totals(shards: &[ShardStats]) -> String {
     use std::fmt::Write;
     let mut o = String::with_capacity(4096);
     let sum = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
@@ -215,25 +230,32 @@ pub fn prometheus(shards: &[ShardStats], per_queue: bool) -> String {
     }
     let _ = writeln!(o, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
     let _ = writeln!(o, "{name}_count {acc}");
-    if per_queue {
-        let queues = || shards.iter().flat_map(|s| &s.queues);
-        let series: [PerQueue; 3] = [
-            ("ringmq_queue_messages_ready", "Ready messages, per queue.", |q| q.ready),
-            ("ringmq_queue_messages_unacked", "Delivered, unacknowledged messages, per queue.", |q| q.unacked),
-            ("ringmq_queue_consumers", "Consumers, per queue.", |q| q.consumers),
-        ];
-        for (name, help, f) in series {
-            gauge_header(&mut o, name, help);
-            for q in queues() {
-                let _ = writeln!(o, "{name}{{queue=\"{}\",vhost=\"/\"}} {}", escape(&q.name), f(q));
-            }
-        }
-    }
     o
 }
 
+/// The per-queue series of `/metrics/per-object`: name, help, value.
+pub const PER_QUEUE_SERIES: [PerQueue; 3] = [
+    ("ringmq_queue_messages_ready", "Ready messages, per queue.", |q| q.ready),
+    ("ringmq_queue_messages_unacked", "Delivered, unacknowledged messages, per queue.", |q| q.unacked),
+    ("ringmq_queue_consumers", "Consumers, per queue.", |q| q.consumers),
+];
+
+/// The `# HELP` and `# TYPE` lines of a per-queue series.
+pub fn per_queue_header(o: &mut String, series: &PerQueue) {
+    gauge_header(o, series.0, series.1);
+}
+
+/// One sample of a per-queue series.
+pub fn per_queue_sample(o: &mut String, series: &PerQueue, q: &QueueStats) {
+    use std::fmt::Write;
+    o.push_str(series.0);
+    o.push_str("{queue=\"");
+    push_escaped(o, &q.name);
+    let _ = writeln!(o, "\",vhost=\"/\"}} {}", (series.2)(q));
+}
+
 /// A per-queue series: name, help, value.
-type PerQueue = (&'static str, &'static str, fn(&QueueStats) -> u64);
+pub type PerQueue = (&'static str, &'static str, fn(&QueueStats) -> u64);
 
 fn gauge_header(o: &mut String, name: &str, help: &str) {
     o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
@@ -250,6 +272,10 @@ pub enum AdminReq {
     Stats {
         detail: bool,
     },
+    /// One queue's row, from its owner.
+    Queue {
+        queue: String,
+    },
     Purge {
         queue: String,
     },
@@ -264,6 +290,8 @@ pub enum AdminReq {
 #[derive(Debug)]
 pub enum AdminReply {
     Stats(Box<ShardStats>),
+    /// The row of the queue asked for; `None` when there is no such queue.
+    Queue(Option<Box<QueueStats>>),
     /// A count (messages purged or deleted) or why it failed.
     Done(Result<u64, String>),
 }

@@ -131,6 +131,8 @@ pub enum Request {
     },
     Delete {
         if_empty: bool,
+        /// Refuse while the queue has consumers.
+        if_unused: bool,
         queue: String,
     },
     Purge {

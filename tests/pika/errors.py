@@ -34,6 +34,14 @@ conn.channel().queue_bind(q, xname)
 expect_channel_close(conn, 406, lambda ch: ch.exchange_delete(xname, if_unused=True))
 
 
+def delete_used_queue(ch):
+    ch.basic_consume(q, lambda *a: None)
+    ch.queue_delete(queue=q, if_unused=True)
+
+
+expect_channel_close(conn, 406, delete_used_queue)
+
+
 def double_ack(ch):
     ch.basic_publish(exchange="", routing_key=q, body=b"x")
     m, p, b = ch.basic_get(q)

@@ -2,8 +2,14 @@
 //! every shard, itself included, over the mesh and awaits their replies.
 //! The waiting side is shard-local state (a thread-local map of pending
 //! gathers), so nothing here is shared between cores.
+//!
+//! A detailed snapshot (one row per queue) is built in slices of
+//! [`STATS_CHUNK`] queues, and the shard serves its sockets between slices
+//! ([`crate::rt::yield_to_io`]): a scrape of 10,000 queues does not hold up
+//! the traffic of the shards it asks.
 
 use super::super::mesh::MeshMsg;
+use super::super::queue::Queue;
 use super::super::stats::{AdminReply, AdminReq, ConnStats, QueueStats, ShardStats, PROTOCOLS};
 use super::Shard;
 use crate::rt::Notify;
@@ -14,6 +20,10 @@ use std::time::Duration;
 
 /// How long a gather waits for a shard before reporting it as silent.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queues per slice of a detailed snapshot; the shard polls its sockets
+/// between slices.
+pub const STATS_CHUNK: usize = 256;
 
 #[derive(Default)]
 struct Gather {
@@ -37,13 +47,16 @@ impl Shard {
         });
         let g = Rc::new(Gather::default());
         PENDING.with(|p| p.borrow_mut().insert(token, g.clone()));
-        for &s in targets {
-            if s == self.id {
-                let r = self.admin_local(make(s));
-                g.replies.borrow_mut().push((s, r));
-            } else {
-                self.mesh.forward(s, MeshMsg::Admin { from: self.id, token, req: make(s) });
-            }
+        // The peers first, so that they work while this shard does its part.
+        for &s in targets.iter().filter(|s| **s != self.id) {
+            self.mesh.forward(s, MeshMsg::Admin { from: self.id, token, req: make(s) });
+        }
+        if targets.contains(&self.id) {
+            let r = match make(self.id) {
+                AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
+                req => self.admin_local(req),
+            };
+            g.replies.borrow_mut().push((self.id, r));
         }
         let wait = async {
             loop {
@@ -74,13 +87,24 @@ impl Shard {
             .into_iter()
             .filter_map(|(_, r)| match r {
                 AdminReply::Stats(s) => Some(*s),
-                AdminReply::Done(_) => None,
+                AdminReply::Done(_) | AdminReply::Queue(_) => None,
             })
             .collect()
     }
 
-    /// An admin request from another shard.
-    pub(super) fn on_admin(&self, from: u16, token: u64, req: AdminReq) {
+    /// An admin request from another shard. A detailed snapshot is built
+    /// by a task of its own, in slices; the rest is answered at once, in
+    /// order with the mesh messages around it.
+    pub(super) fn on_admin(self: &Rc<Self>, from: u16, token: u64, req: AdminReq) {
+        if let AdminReq::Stats { detail: true } = req {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let reply = AdminReply::Stats(Box::new(me.stats_detailed().await));
+                me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
+            })
+            .detach();
+            return;
+        }
         let reply = self.admin_local(req);
         self.mesh.forward(from, MeshMsg::AdminReply { shard: self.id, token, reply });
     }
@@ -96,7 +120,19 @@ impl Shard {
 
     fn admin_local(&self, req: AdminReq) -> AdminReply {
         match req {
-            AdminReq::Stats { detail } => AdminReply::Stats(Box::new(self.stats(detail))),
+            AdminReq::Stats { detail: false } => AdminReply::Stats(Box::new(self.stats())),
+            // Callers build these with `stats_detailed`; answered the
+            // same, in one go, should one get here.
+            AdminReq::Stats { detail: true } => {
+                let mut s = self.stats_base();
+                let names: Vec<String> = self.queues.borrow().keys().cloned().collect();
+                self.add_queue_rows(&mut s, &mut names.into_iter(), usize::MAX);
+                AdminReply::Stats(Box::new(s))
+            }
+            AdminReq::Queue { queue } => {
+                let row = self.queues.borrow().get(&queue).map(|q| Box::new(self.queue_row(queue.clone(), q)));
+                AdminReply::Queue(row)
+            }
             AdminReq::Purge { queue } => {
                 let r = self.with_queue(&queue, |q| Ok(self.purge_logged(q) as u64));
                 self.publish_resume.notify();
@@ -106,7 +142,7 @@ impl Shard {
                 let owner = self.queues.borrow().get(&queue).and_then(|q| q.exclusive_owner);
                 // The operator may delete anybody's queue: act as its owner.
                 let from = owner.unwrap_or(super::super::types::ConnRef { shard: self.id, conn_id: 0 });
-                AdminReply::Done(self.delete_from(from, false, &queue).map_err(|e| e.message))
+                AdminReply::Done(self.delete_from(from, (false, false), &queue).map_err(|e| e.message))
             }
             AdminReq::CloseConn { conn_id } => {
                 let sink = self.conns.borrow().get(&conn_id).cloned();
@@ -121,8 +157,72 @@ impl Shard {
         }
     }
 
-    /// This shard's report: plain reads of its cells and queues.
-    pub fn stats(&self, detail: bool) -> ShardStats {
+    /// This shard's report with queue totals only: plain reads of its
+    /// cells and queues, no allocation per queue.
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats_base();
+        for q in self.queues.borrow().values() {
+            s.queue_count += 1;
+            s.messages_ready += q.ready_len() as u64;
+            s.messages_unacked += q.unacked_len() as u64;
+            s.messages_spilled += q.spilled_len() as u64;
+            s.consumers += q.consumer_count() as u64;
+        }
+        s
+    }
+
+    /// This shard's report with a row per queue, built [`STATS_CHUNK`]
+    /// queues at a time with the shard's sockets served in between. The
+    /// names are listed first (one pass, no other work); a queue deleted
+    /// before its slice is left out, one declared meanwhile comes in the
+    /// next snapshot. Totals are summed from the rows, so they agree.
+    pub async fn stats_detailed(&self) -> ShardStats {
+        let mut s = self.stats_base();
+        let names: Vec<String> = self.queues.borrow().keys().cloned().collect();
+        s.queues.reserve(names.len());
+        let mut names = names.into_iter();
+        loop {
+            self.add_queue_rows(&mut s, &mut names, STATS_CHUNK);
+            if names.len() == 0 {
+                return s;
+            }
+            crate::rt::yield_to_io().await;
+        }
+    }
+
+    /// Adds up to `n` of `names` to `s` as rows and totals.
+    fn add_queue_rows(&self, s: &mut ShardStats, names: &mut std::vec::IntoIter<String>, n: usize) {
+        let queues = self.queues.borrow();
+        for name in names.by_ref().take(n) {
+            let Some(q) = queues.get(&name) else { continue };
+            let row = self.queue_row(name, q);
+            s.queue_count += 1;
+            s.messages_ready += row.ready;
+            s.messages_unacked += row.unacked;
+            s.messages_spilled += q.spilled_len() as u64;
+            s.consumers += row.consumers;
+            s.queues.push(row);
+        }
+    }
+
+    fn queue_row(&self, name: String, q: &Queue) -> QueueStats {
+        QueueStats {
+            name,
+            shard: self.id,
+            durable: q.durable,
+            exclusive: q.exclusive_owner.is_some(),
+            auto_delete: q.auto_delete,
+            ready: q.ready_len() as u64,
+            unacked: q.unacked_len() as u64,
+            consumers: q.consumer_count() as u64,
+            ready_bytes: q.ready_bytes(),
+            published: q.published_total,
+            delivered: q.delivered_total,
+        }
+    }
+
+    /// Counters, connections and storage figures, without the queues.
+    fn stats_base(&self) -> ShardStats {
         let c = &self.counters;
         let mut s = ShardStats {
             shard: self.id,
@@ -137,28 +237,6 @@ impl Shard {
             confirm_latency: c.confirm_latency.snapshot(),
             ..Default::default()
         };
-        for q in self.queues.borrow().values() {
-            s.queue_count += 1;
-            s.messages_ready += q.ready_len() as u64;
-            s.messages_unacked += q.unacked_len() as u64;
-            s.messages_spilled += q.spilled_len() as u64;
-            s.consumers += q.consumer_count() as u64;
-            if detail {
-                s.queues.push(QueueStats {
-                    name: q.name.clone(),
-                    shard: self.id,
-                    durable: q.durable,
-                    exclusive: q.exclusive_owner.is_some(),
-                    auto_delete: q.auto_delete,
-                    ready: q.ready_len() as u64,
-                    unacked: q.unacked_len() as u64,
-                    consumers: q.consumer_count() as u64,
-                    ready_bytes: q.ready_bytes(),
-                    published: q.published_total,
-                    delivered: q.delivered_total,
-                });
-            }
-        }
         // Connections are few next to queues: always listed (the metrics
         // count them per protocol).
         for (id, sink) in self.conns.borrow().iter() {

@@ -95,9 +95,12 @@ impl Shard {
         Ok(ready)
     }
 
-    fn delete(&self, if_empty: bool, name: &str) -> Result<u64, QueueError> {
+    fn delete(&self, (if_empty, if_unused): (bool, bool), name: &str) -> Result<u64, QueueError> {
         let mut queues = self.queues.borrow_mut();
         let q = queues.get(name).ok_or_else(|| not_found(name))?;
+        if if_unused && q.consumer_count() > 0 {
+            return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' in use")));
+        }
         if if_empty && q.ready_len() + q.unacked_len() > 0 {
             return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
         }
@@ -113,14 +116,15 @@ impl Shard {
 
     /// `delete` after the exclusive check; push consumers hear that their
     /// queue is gone.
-    pub(super) fn delete_from(&self, from: ConnRef, if_empty: bool, name: &str) -> Result<u64, QueueError> {
+    /// `conditions`: (if-empty, if-unused).
+    pub(super) fn delete_from(&self, from: ConnRef, conditions: (bool, bool), name: &str) -> Result<u64, QueueError> {
         let consumers: Vec<(ConnRef, u32)> = {
             let queues = self.queues.borrow();
             let q = queues.get(name).ok_or_else(|| not_found(name))?;
             check_lock(q, from)?;
             q.push_consumers().collect()
         };
-        let n = self.delete(if_empty, name)?;
+        let n = self.delete(conditions, name)?;
         self.publish_resume.notify();
         for (to, consumer_id) in consumers {
             self.route_reply(to, Reply::ConsumerGone { consumer_id });

@@ -10,81 +10,36 @@
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 
+mod conn;
+
+pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
+
 use super::shard::Shard;
-use super::stats::{prometheus, AdminReply, AdminReq, ConnStats, QueueStats, ShardStats, PER_QUEUE_SERIES_MAX};
+use super::stats::{
+    per_queue_header, per_queue_sample, prometheus_totals, AdminReply, AdminReq, ConnStats, QueueStats, ShardStats,
+    PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
+};
 use base64::Engine;
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::{TcpListener, TcpStream};
-use http_body_util::Full;
+use glommio::net::TcpListener;
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
-
-/// hyper's I/O traits over a glommio socket (hyper needs no runtime for an
-/// HTTP/1 server connection: no executor, and no timer unless one of its
-/// timeouts is configured).
-struct Io(TcpStream);
-
-impl hyper::rt::Read for Io {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        // Read into initialised memory, then copy: no unsafe, and these
-        // are small requests.
-        let mut tmp = [0u8; 4096];
-        let want = tmp.len().min(buf.remaining());
-        match Pin::new(&mut self.0).poll_read(cx, &mut tmp[..want]) {
-            Poll::Ready(Ok(n)) => {
-                buf.put_slice(&tmp[..n]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl hyper::rt::Write for Io {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
-    }
-}
 
 /// Accepts until the task is dropped at shutdown.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    super::listener::accept_each(shard, listener, "metrics", serve).await
+    super::listener::accept_each(shard, listener, "metrics", conn::serve).await
 }
 
-async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let svc = hyper::service::service_fn(move |req| {
-        let shard = shard.clone();
-        async move { Ok::<_, Infallible>(handle(&shard, req).await) }
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(Io(stream), svc).await
-    {
-        tracing::debug!(error = %e, "HTTP connection ended");
-    }
-}
+/// Queues per slice when a large answer is formatted: the HTTP shard serves
+/// its sockets between slices.
+pub const FORMAT_CHUNK: usize = 256;
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<Body>;
 
-fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, content_type: &str, body: impl Into<Body>) -> Resp {
+    let mut r = Response::new(body.into());
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_str(content_type).expect("ascii"));
     r
@@ -99,7 +54,7 @@ fn error(status: StatusCode, reason: &str) -> Resp {
 }
 
 fn no_content() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::new(Vec::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }
@@ -142,7 +97,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
+pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/metrics" || path == "/metrics/per-object" {
@@ -169,17 +124,20 @@ async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
         (&Method::GET, ["overview"]) => overview(shard).await,
         (&Method::GET, ["queues"]) | (&Method::GET, ["queues", "/"]) => {
             let stats = shard.gather_stats(true).await;
-            json_resp(StatusCode::OK, &Value::Array(queues(&stats).map(queue_json).collect()))
+            let parts = json_array(queues(&stats), queue_json).await;
+            text(StatusCode::OK, "application/json", Body::new(parts.into_iter().map(Bytes::from).collect()))
         }
         (&Method::GET, ["queues", vhost, name]) => {
             if *vhost != "/" {
                 return error(StatusCode::NOT_FOUND, "no such vhost (only / exists)");
             }
-            let stats = shard.gather_stats(true).await;
-            let found = queues(&stats).find(|q| q.name == *name).map(queue_json);
-            match found {
-                Some(q) => json_resp(StatusCode::OK, &q),
-                None => error(StatusCode::NOT_FOUND, "no such queue"),
+            // Its owner alone is asked, for its row alone.
+            let owner = shard.owner_of(name);
+            let reply = shard.admin(&[owner], |_| AdminReq::Queue { queue: name.to_string() }).await;
+            match reply.into_iter().next() {
+                Some((_, AdminReply::Queue(Some(q)))) => json_resp(StatusCode::OK, &queue_json(&q)),
+                Some((_, AdminReply::Queue(None))) => error(StatusCode::NOT_FOUND, "no such queue"),
+                _ => error(StatusCode::SERVICE_UNAVAILABLE, &format!("shard {owner} did not answer")),
             }
         }
         (&Method::DELETE, ["queues", vhost, name]) => {
@@ -236,7 +194,45 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     if per_queue && !per_object {
         stats = shard.gather_stats(true).await;
     }
-    text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", prometheus(&stats, per_queue))
+    let mut parts = vec![Bytes::from(prometheus_totals(&stats))];
+    if per_queue {
+        for series in &PER_QUEUE_SERIES {
+            let mut o = String::new();
+            per_queue_header(&mut o, series);
+            let mut n = 0;
+            for q in queues(&stats) {
+                per_queue_sample(&mut o, series, q);
+                n += 1;
+                if n % FORMAT_CHUNK == 0 {
+                    parts.push(Bytes::from(std::mem::take(&mut o)));
+                    crate::rt::yield_to_io().await;
+                }
+            }
+            parts.push(Bytes::from(o));
+        }
+    }
+    text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::new(parts))
+}
+
+/// A JSON array of `items`, serialised [`FORMAT_CHUNK`] at a time with the
+/// shard's sockets served between slices: the text, in slices.
+pub async fn json_array<'a, T: 'a>(items: impl Iterator<Item = &'a T>, f: impl Fn(&T) -> Value) -> Vec<String> {
+    use std::fmt::Write;
+    let mut parts = Vec::new();
+    let mut o = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            o.push(',');
+            if i % FORMAT_CHUNK == 0 {
+                parts.push(std::mem::take(&mut o));
+                crate::rt::yield_to_io().await;
+            }
+        }
+        let _ = write!(o, "{}", f(item));
+    }
+    o.push(']');
+    parts.push(o);
+    parts
 }
 
 fn queues(stats: &[ShardStats]) -> impl Iterator<Item = &QueueStats> {
