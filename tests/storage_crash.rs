@@ -2,7 +2,9 @@
 //! publishes persistent messages with confirms and a consumer acks. After
 //! every restart: no confirmed message is lost, and no message whose ack
 //! was known durable comes back. Cycles: RINGMQ_CRASH_CYCLES (default 20);
-//! `scripts/crash_cycles.sh N` runs more.
+//! `scripts/crash_cycles.sh N` runs more. The same again with 64 KiB
+//! segments, compaction at 50 % live and a 1 MiB memory budget, so kills
+//! land during compactions and with spilled messages.
 
 mod common;
 
@@ -16,9 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn serve(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["serve", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"])
+fn serve(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
+    cmd.args(["serve", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"]);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "warn")
@@ -50,6 +56,23 @@ struct Books {
 #[test]
 fn kill_9_under_load_loses_no_confirmed_message() {
     let cycles: usize = std::env::var("RINGMQ_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    crash_cycles(cycles, None);
+}
+
+#[test]
+fn kill_9_during_compaction_and_spill_loses_no_confirmed_message() {
+    let cycles: usize = std::env::var("RINGMQ_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("ringmq.toml");
+    std::fs::write(
+        &path,
+        "segment_bytes = 65536\ncompact_live_ratio_pct = 50\nmemory_budget_bytes = 1048576\nmetrics_listen = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    crash_cycles(cycles, Some(&path));
+}
+
+fn crash_cycles(cycles: usize, config: Option<&std::path::Path>) {
     let dir = tempfile::tempdir().unwrap();
     let q = queue_on(0, 2, "crash");
     let barrier = queue_on(0, 2, "barrier");
@@ -57,7 +80,7 @@ fn kill_9_under_load_loses_no_confirmed_message() {
     let next_id = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     for cycle in 0..=cycles {
-        let (mut child, native) = serve(dir.path());
+        let (mut child, native) = serve(dir.path(), config);
         let url = format!("ringmq://{native}");
         let opts = ClientOptions { url, ..Default::default() };
         let last = cycle == cycles;

@@ -21,6 +21,8 @@ fn opts(dir: &std::path::Path) -> StorageOptions {
         fsync: FsyncPolicy::Always,
         fsync_interval_ms: 10,
         skip_corrupt: false,
+        compact_live_ratio_pct: 25,
+        resident_bytes_max: u64::MAX,
     }
 }
 
@@ -55,7 +57,7 @@ fn one_seed(seed: u64) {
             let mut refused = false;
             for _ in 0..10 {
                 match log.publish(q, seq, &[b'x'; 700]) {
-                    Ok(()) => seq += 1,
+                    Ok(_) => seq += 1,
                     Err(StorageError::Poisoned(_)) => refused = true,
                     Err(e) => panic!("seed {seed}: unexpected {e}"),
                 }
@@ -67,7 +69,7 @@ fn one_seed(seed: u64) {
             log.defer(batch);
             if batch % 7 == 3 {
                 // Some acks too, so ack records are in the failing writes.
-                log.ack(q, seq - 10);
+                log.ack(q, seq - 10, 700);
             }
             let f = log.flush().await;
             match f.result {
@@ -89,7 +91,7 @@ fn one_seed(seed: u64) {
     let present: Vec<u64> = run_local(Duration::from_secs(30), move || async move {
         let io: Rc<dyn LogIo> = Rc::new(DmaIo);
         let (_, rec) = Storage::<u64>::open(io, opts(&path)).await.expect("recovery after a fault");
-        rec.queues.into_iter().flat_map(|q| q.messages.into_iter().map(|(s, _, _)| s)).collect()
+        rec.queues.into_iter().flat_map(|q| q.messages.into_iter().map(|m| m.seq)).collect()
     });
     for b in confirmed {
         for s in b * 10..b * 10 + 10 {

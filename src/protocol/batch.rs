@@ -88,6 +88,17 @@ pub fn parse_entry(raw: &[u8]) -> Result<Entry<'_>, DecodeError> {
     Ok(e)
 }
 
+/// The body length an entry's header gives (flags, [props_len, props],
+/// body_len), without validating the rest; 0 for a header cut short.
+pub fn entry_body_len(e: &[u8]) -> u64 {
+    let at = if e.first().is_some_and(|f| f & ENTRY_HAS_PROPS != 0) {
+        e.get(1..3).map_or(0, |p| 3 + usize::from(u16::from_le_bytes([p[0], p[1]])))
+    } else {
+        1
+    };
+    e.get(at..at + 4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+}
+
 fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, DecodeError> {
     let flags = c.u8()?;
     if flags & !ENTRY_KNOWN != 0 {

@@ -188,6 +188,9 @@ proptest! {
                 }
             }
             t.check_invariants();
+            // Tidied: a destination is listed while it has bindings only.
+            let dests: std::collections::BTreeSet<&Dest> = t.bindings().map(|b| &b.dest).collect();
+            prop_assert_eq!(t.incoming_len(), dests.len());
         }
         let copy = RoutingTable::from_snapshot(t.version(), &t.snapshot()).expect("a snapshot applies");
         copy.check_invariants();

@@ -91,6 +91,14 @@ pub struct Config {
     /// rest of that segment, reported in the log) instead of refusing to
     /// start.
     pub storage_skip_corrupt: bool,
+    /// Compact the oldest sealed log segment (re-append its live messages,
+    /// then delete it) once its live bytes, or those of all sealed
+    /// segments, fall under this percentage of their size. 0 = never.
+    pub compact_live_ratio_pct: u32,
+    /// Per shard: bytes of ready message entries held in memory above
+    /// which newly published persistent messages of durable queues keep
+    /// only their location in the log, and are read back when delivered.
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for Config {
@@ -126,6 +134,8 @@ impl Default for Config {
             fsync: crate::storage::FsyncPolicy::Always,
             fsync_interval_ms: 10,
             storage_skip_corrupt: false,
+            compact_live_ratio_pct: 25,
+            memory_budget_bytes: 512 << 20,
         }
     }
 }
@@ -209,6 +219,12 @@ impl Config {
         let sb = self.segment_bytes;
         check((65_536..=4 << 30).contains(&sb), "segment_bytes", || format!("{sb} is outside 65536..=4294967296"))?;
         check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;
+        let r = self.compact_live_ratio_pct;
+        check(r <= 90, "compact_live_ratio_pct", || format!("{r} is outside 0..=90 (0 turns compaction off)"))?;
+        let mb = self.memory_budget_bytes;
+        check((1 << 20..=1 << 50).contains(&mb), "memory_budget_bytes", || {
+            format!("{mb} is outside 1048576..=1125899906842624")
+        })?;
         check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
             format!("must be at least frame_bytes_max ({f})")
         })?;
@@ -253,5 +269,14 @@ mod tests {
         let c = Config::from_toml("message_bytes_max = 9000000\nframe_bytes_max = 4096").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("message_bytes_max"), "{e}");
+    }
+
+    #[test]
+    fn storage_keys_are_checked() {
+        let c = Config::from_toml("compact_live_ratio_pct = 95").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("compact_live_ratio_pct"));
+        let c = Config::from_toml("memory_budget_bytes = 1000").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("memory_budget_bytes"));
+        Config::from_toml("compact_live_ratio_pct = 0\nmemory_budget_bytes = 1048576").unwrap().validate().unwrap();
     }
 }

@@ -232,6 +232,8 @@ async fn run_shard(s: ShardStart) {
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    // Reads spilled messages back (memory budget).
+    tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
     // TTL and x-expires: one timer task per shard.
     tasks.push(glommio::spawn_local(shard.clone().run_timers()));
     if shard.id == shard::routing::METADATA_SHARD {

@@ -20,6 +20,7 @@ mod declare;
 mod durable;
 mod policies;
 pub mod routing;
+mod spill;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
@@ -71,6 +72,8 @@ pub struct Shard {
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// Set when the request being handled logged queue metadata.
     meta_logged: Cell<bool>,
+    /// The memory budget: resident bytes, read-backs of spilled messages.
+    spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
     pub routing: routing::Routing,
     /// The clock of message and queue deadlines (`now_ms`).
@@ -99,6 +102,7 @@ impl Shard {
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
+            spill: spill::Spill::default(),
             routing: routing::Routing::default(),
             epoch: std::time::Instant::now(),
             timers: RefCell::new(BinaryHeap::new()),
@@ -446,10 +450,16 @@ impl Shard {
             }
             Some((d, id)) => {
                 let p = self.with_queue(queue, |q| {
-                    q.publish(persistent, partial, now, entries, origin, |seq, e| {
+                    let mut locs = Vec::new();
+                    let p = q.publish(persistent, partial, now, entries, origin, |seq, e| {
                         // Not poisoned: checked by log_target, just now.
-                        let _ = d.log.publish(id, seq, e);
-                    })
+                        if let Ok(Some(loc)) = d.log.publish(id, seq, e) {
+                            locs.push((seq, loc));
+                        }
+                    })?;
+                    // Past the memory budget, the newest keep only `loc`.
+                    self.spill_over_budget(q, &locs);
+                    Ok(p)
                 })?;
                 Ok((p.accepted, Some(d)))
             }
@@ -461,8 +471,18 @@ impl Shard {
         let r = self.with_queue(queue, |q| {
             check_lock(q, from)?;
             q.touch(now);
-            Ok((self.get_logged(q, from, consumer_id, no_ack, now)?, q.ready_len()))
+            let got = self.get_logged(q, from, consumer_id, no_ack, now)?;
+            // Nothing taken because the head is on disk: answered after
+            // the shard has read it back.
+            Ok((got, q.ready_len(), q.head_spilled()))
         });
+        let r = match r {
+            Ok((None, _, true)) => {
+                return self.get_after_fetch(queue, spill::PendingGet { from, request_id, consumer_id, no_ack })
+            }
+            Ok((got, remaining, _)) => Ok((got, remaining)),
+            Err(e) => Err(e),
+        };
         let reply = match r {
             Ok((Some((tag, msg)), remaining)) => {
                 bump(&self.counters.delivered, 1);

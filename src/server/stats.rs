@@ -97,6 +97,10 @@ pub struct ShardStats {
     pub fsyncs: u64,
     pub fsync_nanos: u64,
     pub disk_bytes: u64,
+    /// Bytes of ready entries held in memory (against `memory_budget_bytes`).
+    pub resident_bytes: u64,
+    /// Ready messages whose entry is on disk only.
+    pub messages_spilled: u64,
     pub confirm_latency: HistogramSnapshot,
     /// Filled only when the request asked for per-object detail.
     pub queues: Vec<QueueStats>,
@@ -184,6 +188,16 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
     );
     gauge_header(&mut o, "ringmq_storage_disk_bytes", "Bytes of storage log segments on disk.");
     let _ = writeln!(o, "ringmq_storage_disk_bytes {}", sum(|s| s.disk_bytes));
+    gauge_header(&mut o, "ringmq_memory_ready_bytes", "Bytes of ready message entries held in memory, per shard.");
+    for s in shards {
+        let _ = writeln!(o, "ringmq_memory_ready_bytes{{shard=\"{}\"}} {}", s.shard, s.resident_bytes);
+    }
+    gauge_header(
+        &mut o,
+        "ringmq_messages_spilled",
+        "Ready messages whose entry is on disk only (past the memory budget).",
+    );
+    let _ = writeln!(o, "ringmq_messages_spilled {}", sum(|s| s.messages_spilled));
     gauge_header(&mut o, "ringmq_connections", "Open client connections, by protocol.");
     for p in PROTOCOLS {
         let n: u64 = shards.iter().flat_map(|s| &s.conns).filter(|c| c.protocol == p).count() as u64;

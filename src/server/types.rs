@@ -25,7 +25,9 @@ pub struct ConnRef {
 /// A message as a queue holds it: its entry exactly as it came off the
 /// wire (flags, properties, body), a slice of the buffer it was read into.
 /// No copy between the socket and the consumer's frame, and one reference
-/// count per message.
+/// count per message. A spilled message (over the shard's memory budget)
+/// has an empty `entry` and its record's location in `spilled`; it is read
+/// back before it is delivered, so a delivered message is never spilled.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub seq: u64,
@@ -40,6 +42,23 @@ pub struct Message {
     /// not the default exchange and the queue's name (dead-lettering
     /// reports them in `x-death`). Routing sets it; `None` costs nothing.
     pub origin: Option<Arc<Origin>>,
+    /// Set while the entry is on disk only (`queue/spill.rs`).
+    pub spilled: Option<Spilled>,
+}
+
+/// Where a spilled message's entry is, and the sizes it counts for while
+/// it is not in memory: `bytes()` and `body_bytes()` give the same answer
+/// spilled or not, so the queue's byte accounting (`x-max-length-bytes`,
+/// publish pause, stats) never depends on whether it was spilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spilled {
+    /// The log record; `loc.len` is the entry's length.
+    pub loc: crate::storage::Loc,
+    /// The body's length (what `x-max-length-bytes` counts).
+    pub body_len: u32,
+    /// Restored by recovery without its entry: its per-message
+    /// `expiration` is applied when it is read back.
+    pub recovered: bool,
 }
 
 /// Where a message was published to (see `Message::origin`).
@@ -52,23 +71,21 @@ pub struct Origin {
 impl Message {
     /// A message as published: no priority, no deadline, default exchange.
     pub fn new(seq: u64, entry: Bytes, persistent: bool) -> Self {
-        Self { seq, entry, persistent, redelivered: false, prio: 0, deadline: u64::MAX, origin: None }
+        Self { seq, entry, persistent, redelivered: false, prio: 0, deadline: u64::MAX, origin: None, spilled: None }
     }
 
+    /// The entry's length, whether it is in memory or spilled.
     pub fn bytes(&self) -> usize {
-        self.entry.len()
+        self.spilled.map_or(self.entry.len(), |s| s.loc.len as usize)
     }
 
     /// Bytes of the body alone (`x-max-length-bytes` counts these), read
-    /// from the entry's header: flags, [props_len, props], body_len.
+    /// from the entry's header (or kept in `spilled` while it is on disk).
     pub fn body_bytes(&self) -> u64 {
-        let e = &self.entry[..];
-        let at = if e.first().is_some_and(|f| f & crate::protocol::batch::ENTRY_HAS_PROPS != 0) {
-            e.get(1..3).map_or(0, |p| 3 + usize::from(u16::from_le_bytes([p[0], p[1]])))
-        } else {
-            1
-        };
-        e.get(at..at + 4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        match self.spilled {
+            Some(s) => u64::from(s.body_len),
+            None => crate::protocol::batch::entry_body_len(&self.entry),
+        }
     }
 }
 

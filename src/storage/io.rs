@@ -21,6 +21,9 @@ pub trait SegmentFile {
     fn read_all(&self) -> IoFuture<'_, Vec<u8>>;
     /// Cuts the file to `len` bytes and syncs it.
     fn truncate(&self, len: u64) -> IoFuture<'_, ()>;
+    /// Up to `len` bytes from `pos` (fewer at the end of the file).
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>>;
+    fn size(&self) -> IoFuture<'_, u64>;
 }
 
 /// The directory of one shard's segments.
@@ -93,11 +96,54 @@ impl SegmentFile for DmaSegment {
             to_io(self.0.fdatasync().await)
         })
     }
+
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(len);
+            while out.len() < len {
+                let r = to_io(self.0.read_at(pos + out.len() as u64, len - out.len()).await)?;
+                if r.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&r);
+            }
+            Ok(out)
+        })
+    }
+
+    fn size(&self) -> IoFuture<'_, u64> {
+        Box::pin(async move { to_io(self.0.file_size().await) })
+    }
+}
+
+thread_local! {
+    static PROBED: std::cell::RefCell<std::collections::HashSet<PathBuf>> = Default::default();
+}
+
+/// glommio decides once per device, on the first DMA file opened, whether
+/// reads may use the io_uring poll ring, by reading that file's first
+/// block; on an empty file that read "succeeds" whatever the device, and
+/// every later DMA read on a device without poll queues then fails with
+/// EOPNOTSUPP. So the first DMA open in a directory is of a file that has
+/// a block of data (then removed).
+async fn probe_dir(path: &Path) -> io::Result<()> {
+    let Some(dir) = path.parent() else { return Ok(()) };
+    if PROBED.with(|p| p.borrow().contains(dir)) {
+        return Ok(());
+    }
+    let probe = dir.join(format!(".dma-probe-{}", std::process::id()));
+    std::fs::write(&probe, [0u8; BLOCK])?;
+    let f = OpenOptions::new().read(true).dma_open(&probe).await;
+    let _ = std::fs::remove_file(&probe);
+    to_io(to_io(f)?.close().await)?;
+    PROBED.with(|p| p.borrow_mut().insert(dir.to_path_buf()));
+    Ok(())
 }
 
 impl LogIo for DmaIo {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
+            probe_dir(path).await?;
             let f = OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await;
             Ok(Rc::new(DmaSegment(to_io(f)?)) as Rc<dyn SegmentFile>)
         })
@@ -105,6 +151,7 @@ impl LogIo for DmaIo {
 
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
+            probe_dir(path).await?;
             let f = OpenOptions::new().read(true).write(true).dma_open(path).await;
             Ok(Rc::new(DmaSegment(to_io(f)?)) as Rc<dyn SegmentFile>)
         })
@@ -192,6 +239,14 @@ impl SegmentFile for FaultySegment {
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
         self.inner.truncate(len)
+    }
+
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
+        self.inner.read_at(pos, len)
+    }
+
+    fn size(&self) -> IoFuture<'_, u64> {
+        self.inner.size()
     }
 }
 

@@ -2,85 +2,51 @@
 //! shard's flusher task writes everything pending in one O_DIRECT write per
 //! segment touched, fdatasyncs once (policy permitting), then hands back
 //! the waiters (deferred confirms) of that flush. Also tracks which
-//! segments still hold live messages, and deletes the dead ones.
+//! segments still hold live messages (count and bytes), deletes the dead
+//! ones, and hands out each publish record's location (for spilling).
 
+use super::compact::Compaction;
 use super::io::{segment_path, LogIo, SegmentFile};
-use super::record::{align_block, encode, encode_publish, to_ranges, Record, FORMAT_VERSION};
+use super::record::{align_block, encode, encode_publish, publish_bytes, to_ranges, Record, FORMAT_VERSION};
 use super::recovery::{recover, Recovered};
-use super::{FsyncPolicy, StorageError, StorageOptions};
+use super::runs::{Live, QState};
+use super::{FsyncPolicy, Loc, StorageError, StorageOptions};
 use crate::rt::Notify;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A contiguous stretch of one queue's sequence numbers logged in one
-/// segment (transient messages of a durable queue may sit in the gaps).
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    first: u64,
-    last: u64,
-    seg: u64,
-}
-
-struct QState {
-    name: String,
-    /// Declare arguments, re-logged at the start of every segment.
-    args: Vec<u8>,
-    /// Past every persistent sequence number logged for this queue.
-    next_seq: u64,
-    runs: Vec<Run>,
-    /// Live (unacked) persistent messages of this queue per segment.
-    by_seg: HashMap<u64, u64>,
-    /// Acked since the last flush; logged as ranges by the next one.
-    acks: Vec<u64>,
-}
-
-impl QState {
-    fn new(name: String, args: Vec<u8>, next_seq: u64) -> Self {
-        Self { name, args, next_seq, runs: Vec::new(), by_seg: HashMap::new(), acks: Vec::new() }
-    }
-
-    fn add(&mut self, seq: u64, seg: u64) {
-        match self.runs.last_mut() {
-            Some(r) if r.seg == seg && seq > r.last => r.last = seq,
-            _ => self.runs.push(Run { first: seq, last: seq, seg }),
-        }
-        *self.by_seg.entry(seg).or_default() += 1;
-        self.next_seq = self.next_seq.max(seq + 1);
-    }
-
-    /// The segment holding `seq`, with its count taken down by one.
-    fn remove(&mut self, seq: u64) -> Option<u64> {
-        let i = self.runs.partition_point(|r| r.last < seq);
-        let r = self.runs.get(i).filter(|r| r.first <= seq)?;
-        let seg = r.seg;
-        let n = self.by_seg.get_mut(&seg)?;
-        *n -= 1;
-        if *n == 0 {
-            self.by_seg.remove(&seg);
-        }
-        Some(seg)
-    }
-}
-
-struct Chunk {
-    seg: u64,
+pub(super) struct Chunk {
+    pub(super) seg: u64,
     bytes: Vec<u8>,
 }
 
-struct State<W> {
-    poisoned: Option<String>,
-    queues: HashMap<u32, QState>,
+/// One segment: its live messages and (once sealed) its size.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SegInfo {
+    pub(super) live: Live,
+    pub(super) size: u64,
+}
+
+pub(super) struct State<W> {
+    pub(super) poisoned: Option<String>,
+    pub(super) queues: HashMap<u32, QState>,
     next_queue_id: u32,
-    /// The segment appends go to, and roughly how much it holds.
-    tail_seg: u64,
-    tail_bytes: u64,
-    chunks: Vec<Chunk>,
+    /// The segment appends go to, and exactly where the next record lands
+    /// in it (the offset a publish hands out as its location).
+    pub(super) tail_seg: u64,
+    pub(super) tail_bytes: u64,
+    pub(super) chunks: Vec<Chunk>,
     waiters: Vec<W>,
     acks_pending: bool,
     /// Every segment on disk (or about to be) with its live messages.
-    live: BTreeMap<u64, u64>,
+    pub(super) segs: BTreeMap<u64, SegInfo>,
+    /// Segments emptied by compaction: deleting one waits for a flush
+    /// that fdatasyncs (its copies must be durable first).
+    pub(super) compacted: BTreeSet<u64>,
+    /// Segments compaction gave up on (unreadable); not tried again.
+    pub(super) no_compact: BTreeSet<u64>,
     /// Written since the last fdatasync.
     dirty: bool,
     last_sync: Instant,
@@ -93,17 +59,22 @@ pub struct Flushed<W> {
     pub result: Result<(), String>,
 }
 
-struct Writer {
-    file: Option<(u64, Rc<dyn SegmentFile>)>,
-    pos: u64,
+pub(super) struct Writer {
+    pub(super) file: Option<(u64, Rc<dyn SegmentFile>)>,
+    pub(super) pos: u64,
 }
 
 pub struct Storage<W> {
-    io: Rc<dyn LogIo>,
-    opts: StorageOptions,
-    st: RefCell<State<W>>,
-    writer: RefCell<Writer>,
+    pub(super) io: Rc<dyn LogIo>,
+    pub(super) opts: StorageOptions,
+    pub(super) st: RefCell<State<W>>,
+    pub(super) writer: RefCell<Writer>,
     kick: Notify,
+    /// Signalled after every flush (readers of spilled records wait on it).
+    pub(super) flushed: Notify,
+    pub(super) compaction: RefCell<Option<Compaction>>,
+    /// Open segments that spilled entries are read from.
+    pub(super) readers: RefCell<HashMap<u64, Rc<dyn SegmentFile>>>,
     lock: glommio::sync::Semaphore,
     /// fdatasync calls and the nanoseconds they took (for metrics).
     syncs: std::cell::Cell<(u64, u64)>,
@@ -114,18 +85,20 @@ impl<W> Storage<W> {
     /// (written and synced before this returns).
     pub async fn open(io: Rc<dyn LogIo>, opts: StorageOptions) -> Result<(Self, Recovered), StorageError> {
         let mut rec = recover(&*io, &opts).await?;
-        let mut live: BTreeMap<u64, u64> = rec.segments.iter().map(|&s| (s, 0)).collect();
+        let mut segs: BTreeMap<u64, SegInfo> =
+            rec.segments.iter().map(|&(s, size)| (s, SegInfo { live: Live::default(), size })).collect();
         let mut queues = HashMap::new();
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
-            for &(seq, seg, _) in &q.messages {
-                qs.add(seq, seg);
-                *live.entry(seg).or_default() += 1;
+            for m in &q.messages {
+                let bytes = publish_bytes(m.entry_len as usize);
+                qs.add(m.seq, m.seg, bytes);
+                segs.entry(m.seg).or_default().live.add(bytes);
             }
             queues.insert(q.id, qs);
         }
-        let tail_seg = rec.segments.last().map_or(1, |s| s + 1);
-        live.insert(tail_seg, 0);
+        let tail_seg = rec.segments.last().map_or(1, |s| s.0 + 1);
+        segs.insert(tail_seg, SegInfo::default());
         let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
         rec.next_queue_id = next_queue_id;
         let st = State {
@@ -137,7 +110,9 @@ impl<W> Storage<W> {
             chunks: Vec::new(),
             waiters: Vec::new(),
             acks_pending: false,
-            live,
+            segs,
+            compacted: BTreeSet::new(),
+            no_compact: BTreeSet::new(),
             dirty: false,
             last_sync: Instant::now(),
         };
@@ -147,6 +122,9 @@ impl<W> Storage<W> {
             st: RefCell::new(st),
             writer: RefCell::new(Writer { file: None, pos: 0 }),
             kick: Notify::default(),
+            flushed: Notify::default(),
+            compaction: RefCell::new(None),
+            readers: RefCell::new(HashMap::new()),
             lock: glommio::sync::Semaphore::new(1),
             syncs: std::cell::Cell::new((0, 0)),
         };
@@ -179,15 +157,18 @@ impl<W> Storage<W> {
                 encode(&mut bytes, &Record::QueueArgs { queue: id, args: &q.args });
             }
         }
+        if let Some(old) = st.segs.get_mut(&st.tail_seg) {
+            old.size = align_block(st.tail_bytes as usize) as u64;
+        }
         st.tail_seg = seg;
         st.tail_bytes = bytes.len() as u64;
-        st.live.entry(seg).or_insert(0);
+        st.segs.entry(seg).or_default();
         st.chunks.push(Chunk { seg, bytes });
     }
 
-    /// The buffer for the next record, rolling to a new segment first when
-    /// the tail one is full.
-    fn tail<'a>(&self, st: &'a mut State<W>) -> &'a mut Vec<u8> {
+    /// Makes sure the last chunk is the tail segment's, rolling to a new
+    /// segment first when the tail one is full.
+    fn tail(&self, st: &mut State<W>) {
         if st.tail_bytes >= self.opts.segment_bytes {
             let next = st.tail_seg + 1;
             self.start_segment(st, next);
@@ -195,27 +176,44 @@ impl<W> Storage<W> {
             let seg = st.tail_seg;
             st.chunks.push(Chunk { seg, bytes: Vec::with_capacity(64 << 10) });
         }
-        &mut st.chunks.last_mut().expect("a tail chunk").bytes
     }
 
-    fn append(&self, f: impl FnOnce(&mut State<W>, &mut Vec<u8>)) -> Result<(), StorageError> {
+    /// Appends what `f` encodes to the tail; returns where it starts
+    /// (segment, offset).
+    pub(super) fn put(&self, st: &mut State<W>, f: impl FnOnce(&mut Vec<u8>)) -> (u64, u64) {
+        self.tail(st);
+        let at = (st.tail_seg, st.tail_bytes);
+        let b = &mut st.chunks.last_mut().expect("a tail chunk").bytes;
+        let before = b.len();
+        f(b);
+        st.tail_bytes += (b.len() - before) as u64;
+        at
+    }
+
+    /// Logs one publish record and counts it live; returns its location.
+    pub(super) fn put_publish(&self, st: &mut State<W>, queue: u32, seq: u64, entry: &[u8]) -> Option<Loc> {
+        let (seg, off) = self.put(st, |b| encode_publish(b, queue, seq, entry));
+        let bytes = publish_bytes(entry.len());
+        if let Some(q) = st.queues.get_mut(&queue) {
+            q.add(seq, seg, bytes);
+            st.segs.entry(seg).or_default().live.add(bytes);
+        }
+        Loc::new(seg, off, entry.len())
+    }
+
+    fn append<T>(&self, f: impl FnOnce(&mut State<W>) -> T) -> Result<T, StorageError> {
         let mut st = self.st.borrow_mut();
         if let Some(p) = &st.poisoned {
             return Err(StorageError::Poisoned(p.clone()));
         }
-        let buf = self.tail(&mut st);
-        let mut b = std::mem::take(buf);
-        let before = b.len();
-        f(&mut st, &mut b);
-        st.tail_bytes += (b.len() - before) as u64;
-        *self.tail_buf(&mut st) = b;
+        let r = f(&mut st);
         drop(st);
         self.kick.notify();
-        Ok(())
+        Ok(r)
     }
 
-    fn tail_buf<'a>(&self, st: &'a mut State<W>) -> &'a mut Vec<u8> {
-        &mut st.chunks.last_mut().expect("a tail chunk").bytes
+    pub(super) fn kick(&self) {
+        self.kick.notify();
     }
 
     /// fdatasync calls so far and the total nanoseconds they took.
@@ -235,63 +233,62 @@ impl<W> Storage<W> {
     /// Logs a new durable queue and its arguments (a raw field table,
     /// empty for none); returns its id (never reused).
     pub fn declare(&self, name: &str, args: &[u8]) -> Result<u32, StorageError> {
-        let mut id = 0;
-        self.append(|st, b| {
-            id = st.next_queue_id;
+        self.append(|st| {
+            let id = st.next_queue_id;
             st.next_queue_id += 1;
             st.queues.insert(id, QState::new(name.to_owned(), args.to_vec(), 0));
-            encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
-            if !args.is_empty() {
-                encode(b, &Record::QueueArgs { queue: id, args });
-            }
-        })?;
-        Ok(id)
+            self.put(st, |b| {
+                encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
+                if !args.is_empty() {
+                    encode(b, &Record::QueueArgs { queue: id, args });
+                }
+            });
+            id
+        })
     }
 
     /// Logs a queue's deletion; its messages stop pinning segments.
     pub fn delete(&self, queue: u32) -> Result<(), StorageError> {
-        self.append(|st, b| {
+        self.append(|st| {
             if let Some(q) = st.queues.remove(&queue) {
                 for (seg, n) in q.by_seg {
-                    if let Some(l) = st.live.get_mut(&seg) {
-                        *l -= n;
+                    if let Some(l) = st.segs.get_mut(&seg) {
+                        l.live.count = l.live.count.saturating_sub(n.count);
+                        l.live.bytes = l.live.bytes.saturating_sub(n.bytes);
                     }
                 }
             }
-            encode(b, &Record::Delete { queue });
+            self.put(st, |b| encode(b, &Record::Delete { queue }));
         })
     }
 
-    /// Logs a purge of the given persistent messages.
-    pub fn purge(&self, queue: u32, mut seqs: Vec<u64>) -> Result<(), StorageError> {
-        self.append(|st, b| {
-            for &s in &seqs {
-                forget(st, queue, s);
+    /// Logs a purge of the given persistent messages: (seq, entry length).
+    pub fn purge(&self, queue: u32, gone: Vec<(u64, usize)>) -> Result<(), StorageError> {
+        self.append(|st| {
+            let mut seqs = Vec::with_capacity(gone.len());
+            for (s, len) in gone {
+                forget(st, queue, s, len);
+                seqs.push(s);
             }
-            encode(b, &Record::Purge { queue, ranges: to_ranges(&mut seqs) });
+            self.put(st, |b| encode(b, &Record::Purge { queue, ranges: to_ranges(&mut seqs) }));
         })
     }
 
-    /// Logs one persistent message of a durable queue.
-    pub fn publish(&self, queue: u32, seq: u64, entry: &[u8]) -> Result<(), StorageError> {
-        self.append(|st, b| {
-            let seg = st.tail_seg;
-            if let Some(q) = st.queues.get_mut(&queue) {
-                q.add(seq, seg);
-                *st.live.entry(seg).or_default() += 1;
-            }
-            encode_publish(b, queue, seq, entry);
-        })
+    /// Logs one persistent message of a durable queue; returns where its
+    /// record is (`None` only past u32 segment numbers).
+    pub fn publish(&self, queue: u32, seq: u64, entry: &[u8]) -> Result<Option<Loc>, StorageError> {
+        self.append(|st| self.put_publish(st, queue, seq, entry))
     }
 
-    /// Records an ack (or a drop) of a persistent message; logged in
-    /// ranges with the next flush. Lost acks only mean redelivery.
-    pub fn ack(&self, queue: u32, seq: u64) {
+    /// Records an ack (or a drop) of a persistent message whose entry is
+    /// `len` bytes; logged in ranges with the next flush. Lost acks only
+    /// mean redelivery.
+    pub fn ack(&self, queue: u32, seq: u64, len: usize) {
         let mut st = self.st.borrow_mut();
         if st.poisoned.is_some() {
             return;
         }
-        forget(&mut st, queue, seq);
+        forget(&mut st, queue, seq, len);
         if let Some(q) = st.queues.get_mut(&queue) {
             q.acks.push(seq);
             st.acks_pending = true;
@@ -357,11 +354,7 @@ impl<W> Storage<W> {
                     let mut acks = std::mem::take(&mut st.queues.get_mut(&id).expect("listed").acks);
                     if !acks.is_empty() {
                         let ranges = to_ranges(&mut acks);
-                        let b = self.tail(st);
-                        let before = b.len();
-                        encode(b, &Record::Ack { queue: id, ranges });
-                        let n = b.len() - before;
-                        st.tail_bytes += n as u64;
+                        self.put(st, |b| encode(b, &Record::Ack { queue: id, ranges }));
                     }
                 }
             }
@@ -370,19 +363,22 @@ impl<W> Storage<W> {
                 st.tail_bytes += (align_block(c.bytes.len()) - c.bytes.len()) as u64;
             }
             let dead: Vec<u64> =
-                st.live.iter().take_while(|(s, n)| **s < st.tail_seg && **n == 0).map(|(s, _)| *s).collect();
+                st.segs.iter().take_while(|(s, i)| **s < st.tail_seg && i.live.count == 0).map(|(s, _)| *s).collect();
             (chunks, std::mem::take(&mut st.waiters), dead)
         };
         if let Some(p) = self.poisoned() {
+            self.flushed.notify();
             return Flushed { waiters, result: Err(p) };
         }
         let sync_due = {
             let st = self.st.borrow();
-            match self.opts.fsync {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval => st.last_sync.elapsed() >= self.interval(),
-                FsyncPolicy::Never => false,
-            }
+            // Compacted segments go only once their copies are synced.
+            dead.iter().any(|s| st.compacted.contains(s))
+                || match self.opts.fsync {
+                    FsyncPolicy::Always => true,
+                    FsyncPolicy::Interval => st.last_sync.elapsed() >= self.interval(),
+                    FsyncPolicy::Never => false,
+                }
         };
         if let Err(e) = self.write_chunks(chunks, sync_due).await {
             let msg = e.to_string();
@@ -390,8 +386,11 @@ impl<W> Storage<W> {
             let mut st = self.st.borrow_mut();
             st.poisoned = Some(msg.clone());
             st.chunks.clear();
+            drop(st);
+            self.flushed.notify();
             return Flushed { waiters, result: Err(msg) };
         }
+        self.flushed.notify();
         self.reclaim(dead);
         Flushed { waiters, result: Ok(()) }
     }
@@ -459,11 +458,12 @@ impl<W> Storage<W> {
             tracing::warn!(error = %e, "could not sync the log directory after deleting segments");
         }
         let mut st = self.st.borrow_mut();
+        let mut readers = self.readers.borrow_mut();
         for seg in &removed {
-            st.live.remove(seg);
-        }
-        for q in st.queues.values_mut() {
-            q.runs.retain(|r| !removed.contains(&r.seg));
+            st.segs.remove(seg);
+            st.compacted.remove(seg);
+            st.no_compact.remove(seg);
+            readers.remove(seg);
         }
         tracing::debug!(shard = self.opts.shard, segments = ?removed, "dead segments deleted");
     }
@@ -486,14 +486,21 @@ impl<W> Storage<W> {
 
     /// Segments on disk (for tests and metrics).
     pub fn segments(&self) -> Vec<u64> {
-        self.st.borrow().live.keys().copied().collect()
+        self.st.borrow().segs.keys().copied().collect()
+    }
+
+    /// Live record bytes and total bytes of the segments on disk.
+    pub fn disk_usage(&self) -> (u64, u64) {
+        let st = self.st.borrow();
+        st.segs.values().fold((0, 0), |(l, t), i| (l + i.live.bytes, t + i.size))
     }
 }
 
-fn forget<W>(st: &mut State<W>, queue: u32, seq: u64) {
-    if let Some(seg) = st.queues.get_mut(&queue).and_then(|q| q.remove(seq)) {
-        if let Some(l) = st.live.get_mut(&seg) {
-            *l = l.saturating_sub(1);
+fn forget<W>(st: &mut State<W>, queue: u32, seq: u64, len: usize) {
+    let bytes = publish_bytes(len);
+    if let Some(seg) = st.queues.get_mut(&queue).and_then(|q| q.remove(seq, bytes)) {
+        if let Some(l) = st.segs.get_mut(&seg) {
+            l.live.sub(bytes);
         }
     }
 }

@@ -10,24 +10,62 @@
 //! | [`io`] | the file I/O trait, its DMA implementation, fault injection |
 //! | [`recovery`] | replaying segments into queues at shard start |
 //! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
+//! | [`compact`] | re-appending the live records of a mostly dead segment |
+//! | [`read`] | reading spilled message entries back (DMA reads) |
+//! | `runs` | where each queue's live messages are, per segment |
 //! | [`meta`] | the data dir's shard count |
 //! | [`definitions`] | durable exchanges and bindings (shard 0 writes them) |
 //!
 //! Nothing here knows about connections: the shard hands in opaque
 //! waiters (its deferred confirms) and gets them back after a flush.
 
+pub mod compact;
 pub mod definitions;
 pub mod io;
 pub mod log;
 pub mod meta;
+pub mod read;
 pub mod record;
 pub mod recovery;
+mod runs;
 
+pub use compact::Moved;
 pub use log::{Flushed, Storage};
-pub use recovery::{Recovered, RecoveredQueue, RecoveryReport};
+pub use recovery::{Recovered, RecoveredMsg, RecoveredQueue, RecoveryReport};
 
 use serde::Deserialize;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
+
+/// Where a publish record sits in the log: segment, offset of the record
+/// in it, and the length of the message entry it carries. A spilled
+/// message keeps only this (16 bytes) in its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub seg: NonZeroU32,
+    pub off: u32,
+    pub len: u32,
+}
+
+impl Loc {
+    /// `None` when a number does not fit (segment past u32: never spilled).
+    pub fn new(seg: u64, off: u64, len: usize) -> Option<Self> {
+        Some(Self {
+            seg: NonZeroU32::new(u32::try_from(seg).ok()?)?,
+            off: u32::try_from(off).ok()?,
+            len: u32::try_from(len).ok()?,
+        })
+    }
+
+    pub fn segment(&self) -> u64 {
+        u64::from(self.seg.get())
+    }
+
+    /// Bytes of the whole record (header, sequence number, entry).
+    pub fn record_len(&self) -> u64 {
+        (record::HEADER_BYTES + 8) as u64 + u64::from(self.len)
+    }
+}
 
 /// When the log is fdatasync'ed; see `docs/storage.md` for what each risks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -56,6 +94,13 @@ pub struct StorageOptions {
     /// Skip (and report) a corrupt record in a sealed segment instead of
     /// refusing to start; the rest of that segment is lost.
     pub skip_corrupt: bool,
+    /// Compact the oldest sealed segment once its live bytes fall under
+    /// this percentage of its size (or those of all sealed segments do);
+    /// 0 turns compaction off.
+    pub compact_live_ratio_pct: u32,
+    /// Entry bytes recovery keeps in memory; past it recovered messages
+    /// keep only their location (the shard's `memory_budget_bytes`).
+    pub resident_bytes_max: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +118,8 @@ pub enum StorageError {
     Version { path: PathBuf, found: u32, supported: u32 },
     #[error("storage is poisoned since an earlier I/O error: {0}")]
     Poisoned(String),
+    #[error("spilled record in segment {seg} at offset {off} does not verify: {why}")]
+    BadRead { seg: u64, off: u32, why: &'static str },
 }
 
 impl StorageError {

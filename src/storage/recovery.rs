@@ -1,12 +1,19 @@
 //! Recovery at shard start: replay every segment in order, verify every
 //! checksum, cut a torn tail off the last segment, and rebuild each
 //! durable queue as published minus acked.
+//!
+//! A message may appear in more than one segment (compaction re-appends
+//! live records; a crash between the copy and the deletion of the old
+//! segment leaves both): replay keeps one per (queue, seq), the last seen,
+//! and an ack or purge applies by sequence number wherever the publish is.
+//! Past `resident_bytes_max` of entries, recovered messages keep only their
+//! location in the log (read back when delivered).
 
 use super::io::{list_segments, segment_path, LogIo};
 use super::record::{owned, scan, Record, FORMAT_VERSION};
-use super::{StorageError, StorageOptions};
+use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,8 +26,32 @@ pub struct RecoveredQueue {
     pub args: Vec<u8>,
     /// The next sequence number to hand out: past every one ever logged.
     pub next_seq: u64,
-    /// Unacked persistent messages in sequence order: (seq, segment, entry).
-    pub messages: Vec<(u64, u64, Bytes)>,
+    /// Unacked persistent messages in sequence order.
+    pub messages: VecDeque<RecoveredMsg>,
+}
+
+/// One recovered message (64 bytes: a backlog of millions replays in
+/// one pass through a deque, not a tree).
+#[derive(Debug)]
+pub struct RecoveredMsg {
+    pub seq: u64,
+    /// The segment of the copy kept (0 marks an acked slot during replay),
+    /// and the record's offset in it.
+    pub seg: u64,
+    pub off: u32,
+    pub entry_len: u32,
+    /// The body's length (the entry's header says it): a queue counts it
+    /// for `x-max-length-bytes` even while the entry is on disk.
+    pub body_len: u32,
+    /// `None` once recovery holds `resident_bytes_max` of entries: then
+    /// the entry is read back from `loc()` when delivered.
+    pub entry: Option<Bytes>,
+}
+
+impl RecoveredMsg {
+    pub fn loc(&self) -> Option<Loc> {
+        Loc::new(self.seg, u64::from(self.off), self.entry_len as usize)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,27 +72,76 @@ pub struct RecoveryReport {
 pub struct Recovered {
     pub queues: Vec<RecoveredQueue>,
     pub report: RecoveryReport,
-    /// Segments left on disk, ascending.
-    pub segments: Vec<u64>,
+    /// Segments left on disk, ascending, with their sizes in bytes.
+    pub segments: Vec<(u64, u64)>,
     pub next_queue_id: u32,
 }
 
+/// A queue as replayed so far: messages in sequence order, acked ones
+/// left as tombstones (`seg == 0`) until they reach the front.
 struct Replay {
     name: String,
     args: Vec<u8>,
     next_seq: u64,
-    msgs: BTreeMap<u64, (u64, Bytes)>,
+    msgs: VecDeque<RecoveredMsg>,
 }
 
-fn remove_ranges(q: &mut Replay, ranges: &[(u64, u64)]) {
-    for &(a, b) in ranges {
-        if a > b {
-            continue;
+/// Entry bytes held in memory by the replay so far, and the cap.
+struct Resident {
+    bytes: u64,
+    max: u64,
+}
+
+impl Resident {
+    fn release(&mut self, m: &mut RecoveredMsg) {
+        if m.entry.take().is_some() {
+            self.bytes -= u64::from(m.entry_len);
         }
-        q.next_seq = q.next_seq.max(b.saturating_add(1));
-        let keys: Vec<u64> = q.msgs.range(a..=b).map(|(k, _)| *k).collect();
-        for k in keys {
-            q.msgs.remove(&k);
+        m.seg = 0;
+    }
+}
+
+impl Replay {
+    /// A publish: appended (the usual case), or a copy of one already seen
+    /// (compaction; the later copy is kept), or an older one put in order.
+    fn publish(&mut self, seg: u64, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
+        self.next_seq = self.next_seq.max(seq + 1);
+        let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
+        let body_len = crate::protocol::batch::entry_body_len(entry).min(u64::from(u32::MAX)) as u32;
+        let mut m = RecoveredMsg { seq, seg, off, entry_len: len, body_len, entry: None };
+        let at = match self.msgs.back() {
+            Some(b) if b.seq >= seq => self.msgs.binary_search_by_key(&seq, |m| m.seq),
+            _ => Err(self.msgs.len()),
+        };
+        if let Ok(i) = at {
+            res.release(&mut self.msgs[i]);
+        }
+        if m.loc().is_none() || res.bytes + u64::from(len) <= res.max {
+            m.entry = Some(owned(entry));
+            res.bytes += u64::from(len);
+        }
+        match at {
+            Ok(i) => self.msgs[i] = m,
+            Err(i) => self.msgs.insert(i, m),
+        }
+    }
+
+    fn remove_ranges(&mut self, ranges: &[(u64, u64)], res: &mut Resident) {
+        for &(a, b) in ranges {
+            if a > b {
+                continue;
+            }
+            self.next_seq = self.next_seq.max(b.saturating_add(1));
+            let from = self.msgs.partition_point(|m| m.seq < a);
+            for m in self.msgs.range_mut(from..) {
+                if m.seq > b {
+                    break;
+                }
+                res.release(m);
+            }
+        }
+        while self.msgs.front().is_some_and(|m| m.seg == 0) {
+            self.msgs.pop_front();
         }
     }
 }
@@ -73,6 +153,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
     let mut report = RecoveryReport::default();
     let mut queues: HashMap<u32, Replay> = HashMap::new();
     let mut next_queue_id = 1u32;
+    let mut res = Resident { bytes: 0, max: opts.resident_bytes_max };
     let mut keep = Vec::new();
     let last = segs.last().copied();
     for seg in segs.drain(..) {
@@ -83,7 +164,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         report.bytes_read += buf.len() as u64;
         let mut header: Option<Result<(), StorageError>> = None;
         let mut records = 0u64;
-        let end = scan(&buf, |_, r| {
+        let end = scan(&buf, |at, r| {
             records += 1;
             if header.is_none() {
                 header = Some(match r {
@@ -119,13 +200,15 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                         name: name.clone(),
                         args: Vec::new(),
                         next_seq: 0,
-                        msgs: BTreeMap::new(),
+                        msgs: VecDeque::new(),
                     });
                     q.name = name;
                     q.next_seq = q.next_seq.max(next_seq);
                 }
                 Record::Delete { queue } => {
-                    queues.remove(&queue);
+                    if let Some(mut q) = queues.remove(&queue) {
+                        q.msgs.iter_mut().for_each(|m| res.release(m));
+                    }
                 }
                 Record::QueueArgs { queue, args } => {
                     if let Some(q) = queues.get_mut(&queue) {
@@ -134,13 +217,12 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                 }
                 Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
                     if let Some(q) = queues.get_mut(&queue) {
-                        remove_ranges(q, &ranges);
+                        q.remove_ranges(&ranges, &mut res);
                     }
                 }
                 Record::Publish { queue, seq, entry } => {
                     if let Some(q) = queues.get_mut(&queue) {
-                        q.next_seq = q.next_seq.max(seq + 1);
-                        q.msgs.insert(seq, (seg, owned(entry)));
+                        q.publish(seg, at, seq, entry, &mut res);
                     }
                 }
             }
@@ -187,7 +269,12 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         if header.is_none() && !opts.skip_corrupt {
             return Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" });
         }
-        keep.push(seg);
+        let size = if report.truncated_file.as_deref() == Some(path.as_path()) {
+            end.valid_end as u64
+        } else {
+            buf.len() as u64
+        };
+        keep.push((seg, size));
     }
     let mut out: Vec<RecoveredQueue> = queues
         .into_iter()
@@ -196,7 +283,11 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             name: q.name,
             args: q.args,
             next_seq: q.next_seq,
-            messages: q.msgs.into_iter().map(|(seq, (seg, e))| (seq, seg, e)).collect(),
+            messages: {
+                let mut m = q.msgs;
+                m.retain(|m| m.seg != 0);
+                m
+            },
         })
         .collect();
     out.sort_by_key(|q| q.id);

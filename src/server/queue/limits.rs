@@ -183,22 +183,37 @@ impl Queue {
     /// The next message that may still be delivered: heads past their
     /// deadline (strictly: a TTL of 0 still reaches a waiting consumer)
     /// go to the dead list on the way.
+    /// A spilled head stops it: the shard reads it back first (and so
+    /// does an expired spilled head that will be dead-lettered).
     pub(super) fn pop_live(&mut self, now: u64) -> Option<Message> {
         loop {
-            let m = self.ready.pop_front()?;
+            let m = self.ready.front()?;
             if m.deadline < now {
+                if m.spilled.is_some() && self.dead_letters() {
+                    self.spill.blocked = true;
+                    return None;
+                }
+                let m = self.ready.pop_front()?;
                 self.dead.push(Dead { msg: m, reason: Reason::Expired, logged: true });
                 continue;
             }
-            return Some(m);
+            if m.spilled.is_some() {
+                return None;
+            }
+            return self.ready.pop_front();
         }
     }
 
     /// After a request's dispatch: expires heads whose deadline has come,
     /// and with `drop-head` drops heads while the queue is over a limit.
+    /// A spilled head that is to be dead-lettered stays until the shard
+    /// has read its entry back (`fetch_blocked`).
     pub fn enforce(&mut self, now: u64) {
+        let keep_spilled = self.dead_letters();
         let dead = &mut self.dead;
-        self.ready.expire_heads(now, |msg| dead.push(Dead { msg, reason: Reason::Expired, logged: true }));
+        self.spill.blocked = self
+            .ready
+            .expire_heads(now, keep_spilled, |msg| dead.push(Dead { msg, reason: Reason::Expired, logged: true }));
         if self.args.overflow != Overflow::DropHead {
             return;
         }
@@ -207,6 +222,10 @@ impl Queue {
                 || q.args.max_length_bytes.is_some_and(|m| q.ready.body_bytes() > m)
         };
         while over(self) {
+            if keep_spilled && self.head_spilled() {
+                self.spill.blocked = true;
+                break;
+            }
             let Some(msg) = self.ready.pop_front() else { break };
             self.dead.push(Dead { msg, reason: Reason::Maxlen, logged: true });
         }
@@ -233,9 +252,11 @@ impl Queue {
     }
 
     /// The earliest moment something is due: a head's expiry or the
-    /// queue's own.
+    /// queue's own. Not the heads while a spilled one is being read back
+    /// for dead-lettering: the read settles the queue again.
     pub fn next_deadline(&self) -> Option<u64> {
-        match (self.ready.head_deadline(), self.unused_deadline()) {
+        let heads = if self.spill.blocked { None } else { self.ready.head_deadline() };
+        match (heads, self.unused_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -9,10 +9,12 @@
 //! | `ready.rs` | the ready store: FIFO per priority level |
 //! | `consumer.rs` | a consumer's credit, tags and unacked messages |
 //! | `limits.rs` | publish under limits, expiry, overflow, x-expires |
+//! | `spill.rs` | messages whose entry is on disk only (memory budget) |
 
 mod consumer;
 mod limits;
 mod ready;
+mod spill;
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +62,8 @@ pub struct Queue {
     last_used: u64,
     /// The deadline this queue has an entry for in the shard's timer heap.
     pub timer_at: Option<u64>,
+    /// Ready messages whose entry is on disk only (`spill.rs`).
+    pub spill: spill::SpillState,
 }
 
 /// Where dispatch hands each consumer's share: owner, consumer id, first tag.
@@ -84,6 +88,7 @@ impl Queue {
             dead: Vec::new(),
             last_used: 0,
             timer_at: None,
+            spill: spill::SpillState::default(),
         }
     }
 

@@ -2,8 +2,15 @@
 //! level unless the queue has `x-max-priority`). The highest non-empty
 //! level is the head; within a level, publish order. A bitmap of the
 //! non-empty levels keeps finding the head O(1) for 256 levels.
+//!
+//! Every level is in sequence order (publish appends, requeue inserts by
+//! sequence number), so a message is found by a binary search per level.
+//! Spilled messages (entry on disk only, `queue/spill.rs`) count here like
+//! any other: `Message::bytes` / `body_bytes` give their original sizes.
 
-use super::super::types::Message;
+use super::super::types::{Message, Spilled};
+use crate::storage::Loc;
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 pub struct Ready {
@@ -15,6 +22,9 @@ pub struct Ready {
     bytes: u64,
     /// Bodies only (`x-max-length-bytes`).
     body_bytes: u64,
+    /// Spilled messages among them, and their entries' bytes.
+    spilled: usize,
+    spilled_bytes: u64,
 }
 
 impl Ready {
@@ -27,7 +37,23 @@ impl Ready {
             len: 0,
             bytes: 0,
             body_bytes: 0,
+            spilled: 0,
+            spilled_bytes: 0,
         }
+    }
+
+    /// Priority levels (1 without `x-max-priority`).
+    pub fn levels(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn spilled_len(&self) -> usize {
+        self.spilled
+    }
+
+    /// Entry bytes of the spilled messages (in `bytes()`, not in memory).
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -73,12 +99,20 @@ impl Ready {
         self.len += 1;
         self.bytes += m.bytes() as u64;
         self.body_bytes += m.body_bytes();
+        if let Some(s) = m.spilled {
+            self.spilled += 1;
+            self.spilled_bytes += u64::from(s.loc.len);
+        }
     }
 
     fn sub(&mut self, m: &Message) {
         self.len -= 1;
         self.bytes -= m.bytes() as u64;
         self.body_bytes -= m.body_bytes();
+        if let Some(s) = m.spilled {
+            self.spilled -= 1;
+            self.spilled_bytes -= u64::from(s.loc.len);
+        }
     }
 
     pub fn push_back(&mut self, m: Message) {
@@ -99,8 +133,7 @@ impl Ready {
         self.mark(p);
     }
 
-    /// The next message to deliver.
-    #[cfg(test)]
+    /// The next message to deliver: the one `pop_front` would return.
     pub fn front(&self) -> Option<&Message> {
         self.levels[self.top()?].front()
     }
@@ -120,10 +153,17 @@ impl Ready {
     }
 
     /// Removes every level head whose deadline is at or before `now`,
-    /// repeatedly, handing each to `expired`.
-    pub fn expire_heads(&mut self, now: u64, mut expired: impl FnMut(Message)) {
+    /// repeatedly, handing each to `expired`. With `keep_spilled`, a
+    /// spilled head stops its level (its entry must be read back first);
+    /// returns whether one did.
+    pub fn expire_heads(&mut self, now: u64, keep_spilled: bool, mut expired: impl FnMut(Message)) -> bool {
+        let mut stopped = false;
         for p in 0..self.levels.len() {
-            while self.levels[p].front().is_some_and(|m| m.deadline <= now) {
+            while let Some(m) = self.levels[p].front().filter(|m| m.deadline <= now) {
+                if keep_spilled && m.spilled.is_some() {
+                    stopped = true;
+                    break;
+                }
                 if let Some(m) = self.levels[p].pop_front() {
                     self.sub(&m);
                     expired(m);
@@ -131,6 +171,59 @@ impl Ready {
             }
             self.mark(p);
         }
+        stopped
+    }
+
+    /// Where message `seq` is: (level, index).
+    fn find(&self, seq: u64) -> Option<(usize, usize)> {
+        self.levels.iter().enumerate().find_map(|(p, l)| {
+            // Most levels are empty or do not reach `seq`.
+            if l.front().is_none_or(|f| f.seq > seq) || l.back().is_none_or(|b| b.seq < seq) {
+                return None;
+            }
+            l.binary_search_by_key(&seq, |m| m.seq).ok().map(|i| (p, i))
+        })
+    }
+
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Message> {
+        let (p, i) = self.find(seq)?;
+        self.levels[p].get_mut(i)
+    }
+
+    /// Drops the in-memory entry of persistent message `seq`, whose record
+    /// is at `loc` (an entry of `loc.len` bytes); it keeps counting for
+    /// the same bytes. False when it is not here, already spilled, or not
+    /// the entry `loc` holds.
+    pub fn spill(&mut self, seq: u64, loc: Loc) -> bool {
+        let Some((p, i)) = self.find(seq) else { return false };
+        let m = &mut self.levels[p][i];
+        if m.spilled.is_some() || !m.persistent || m.entry.len() != loc.len as usize {
+            return false;
+        }
+        let body_len = u32::try_from(m.body_bytes()).unwrap_or(u32::MAX);
+        m.spilled = Some(Spilled { loc, body_len, recovered: false });
+        m.entry = Bytes::new();
+        self.spilled += 1;
+        self.spilled_bytes += u64::from(loc.len);
+        true
+    }
+
+    /// Puts back the entry of message `seq` read from `loc`; `None` when
+    /// it is no longer here or no longer spilled at `loc`. The message's
+    /// sizes are counted again from the entry (the same, for an entry that
+    /// verified), so the totals stay exact whatever was read.
+    pub fn fill(&mut self, seq: u64, loc: Loc, entry: Bytes) -> Option<(&mut Message, Spilled)> {
+        let (p, i) = self.find(seq)?;
+        let m = &mut self.levels[p][i];
+        let s = m.spilled.filter(|s| s.loc == loc)?;
+        let (bytes, body) = (m.bytes() as u64, m.body_bytes());
+        m.spilled = None;
+        m.entry = entry;
+        self.bytes = self.bytes - bytes + m.bytes() as u64;
+        self.body_bytes = self.body_bytes - body + m.body_bytes();
+        self.spilled -= 1;
+        self.spilled_bytes -= u64::from(loc.len);
+        Some((m, s))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Message> {
@@ -143,6 +236,8 @@ impl Ready {
         self.len = 0;
         self.bytes = 0;
         self.body_bytes = 0;
+        self.spilled = 0;
+        self.spilled_bytes = 0;
     }
 }
 
@@ -177,9 +272,9 @@ mod tests {
         assert_eq!(r.front().map(|m| m.seq), Some(2));
         assert_eq!(r.head_deadline(), Some(50));
         let mut gone = Vec::new();
-        r.expire_heads(60, |m| gone.push(m.seq));
+        r.expire_heads(60, false, |m| gone.push(m.seq));
         assert_eq!(gone, vec![2]);
-        r.expire_heads(100, |m| gone.push(m.seq));
+        r.expire_heads(100, false, |m| gone.push(m.seq));
         assert_eq!(gone, vec![2, 5]);
         assert!(r.is_empty());
         let _ = Bytes::new();

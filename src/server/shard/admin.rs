@@ -165,6 +165,7 @@ impl Shard {
             s.queue_count += 1;
             s.messages_ready += q.ready_len() as u64;
             s.messages_unacked += q.unacked_len() as u64;
+            s.messages_spilled += q.spilled_len() as u64;
             s.consumers += q.consumer_count() as u64;
         }
         s
@@ -198,6 +199,7 @@ impl Shard {
             s.queue_count += 1;
             s.messages_ready += row.ready;
             s.messages_unacked += row.unacked;
+            s.messages_spilled += q.spilled_len() as u64;
             s.consumers += row.consumers;
             s.queues.push(row);
         }
@@ -248,6 +250,7 @@ impl Shard {
             s.fsyncs = n;
             s.fsync_nanos = nanos;
         }
+        s.resident_bytes = self.resident_bytes();
         s.disk_bytes = dir_bytes(&self.config.data_dir.join(format!("shard-{}", self.id)));
         s
     }

@@ -105,7 +105,9 @@ impl Shard {
             return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
         }
         let n = q.ready_len() as u64;
-        queues.remove(name);
+        if let Some(q) = queues.remove(name) {
+            self.forget_resident(&q);
+        }
         self.log_delete(name);
         self.queue_gone(name);
         tracing::debug!(queue = %name, "queue deleted");
@@ -143,6 +145,7 @@ impl Shard {
 
     pub(super) fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
         if let Some(q) = queues.remove(name) {
+            self.forget_resident(&q);
             self.log_delete(name);
             self.queue_gone(name);
             for (to, consumer_id) in q.push_consumers() {

@@ -12,7 +12,7 @@ use super::super::types::{ConnRef, Delivered, Message, QueueError, Reply};
 use super::{bump, Shard};
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::{Loc, RecoveredMsg, Storage, StorageOptions};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -31,8 +31,12 @@ pub struct Waiter {
 pub struct Durable {
     pub log: Storage<Waiter>,
     /// Durable queue name → log id.
-    ids: RefCell<HashMap<String, u32>>,
+    pub(super) ids: RefCell<HashMap<String, u32>>,
 }
+
+/// Recovered messages moved into a queue per step (and per read-back of
+/// a priority queue's entries).
+const RESTORE_BATCH: usize = 8192;
 
 fn poisoned(why: &str) -> QueueError {
     QueueError::new(
@@ -62,13 +66,15 @@ impl Shard {
             fsync: c.fsync,
             fsync_interval_ms: c.fsync_interval_ms,
             skip_corrupt: c.storage_skip_corrupt,
+            compact_live_ratio_pct: c.compact_live_ratio_pct,
+            resident_bytes_max: c.memory_budget_bytes,
         };
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
-        let mut queues = self.queues.borrow_mut();
         let mut messages = 0usize;
         let now = self.now_ms();
-        for rq in rec.queues {
+        let mut restored = Vec::with_capacity(rec.queues.len());
+        for mut rq in rec.queues {
             let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
                 // Checked when declared: only a changed rule gets here.
                 tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
@@ -78,12 +84,48 @@ impl Shard {
             q.set_next_seq(rq.next_seq);
             q.touch(now);
             messages += rq.messages.len();
-            for (seq, _, entry) in rq.messages {
-                q.restore(seq, entry, now);
+            q.reserve_ready(rq.messages.len());
+            // A queue that cannot hold spilled messages (priorities) gets
+            // the entries recovery left on disk read back now.
+            let spillable = q.can_spill();
+            // Moved over oldest first; the replay's deque shrinks as it
+            // empties, so a big backlog is not held twice.
+            let mut cap = rq.messages.capacity();
+            while !rq.messages.is_empty() {
+                let n = rq.messages.len().min(RESTORE_BATCH);
+                let batch: Vec<RecoveredMsg> = rq.messages.drain(..n).collect();
+                let want: Vec<(u64, Loc)> = match spillable {
+                    true => Vec::new(),
+                    false => {
+                        batch.iter().filter(|m| m.entry.is_none()).filter_map(|m| Some((m.seq, m.loc()?))).collect()
+                    }
+                };
+                let mut read = match want.is_empty() {
+                    true => Vec::new().into_iter(),
+                    false => log
+                        .read_entries(rq.id, &want)
+                        .await
+                        .map_err(|e| format!("queue '{}': reading recovered messages back: {e}", rq.name))?
+                        .into_iter(),
+                };
+                for m in batch {
+                    match (m.loc(), m.entry) {
+                        (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
+                        (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
+                        (_, Some(entry)) => q.restore(m.seq, entry, now),
+                    }
+                }
+                if cap > 4096 && rq.messages.len() * 4 < cap {
+                    rq.messages.shrink_to_fit();
+                    cap = rq.messages.capacity();
+                }
             }
+            self.after_dispatch(&mut q);
             ids.insert(rq.name.clone(), rq.id);
-            queues.insert(rq.name, q);
+            restored.push((rq.name, q));
         }
+        let mut queues = self.queues.borrow_mut();
+        queues.extend(restored);
         let r = &rec.report;
         tracing::info!(
             shard = self.id,
@@ -103,11 +145,17 @@ impl Shard {
     }
 
     /// The group-commit loop: waits for appends, flushes them (one write,
-    /// one fdatasync), then releases what waited on them.
+    /// one fdatasync), then releases what waited on them. Between flushes
+    /// it runs one bounded step of compaction when one is due.
     pub async fn run_flusher(self: Rc<Self>) {
         let Some(d) = self.durable() else { return };
         loop {
-            d.log.wait_work().await;
+            if d.log.compaction_due() {
+                let moved = d.log.compact_step().await;
+                self.relocate(&d, moved);
+            } else {
+                d.log.wait_work().await;
+            }
             let f = d.log.flush().await;
             self.release(f);
         }
@@ -197,14 +245,14 @@ impl Shard {
     }
 
     /// Persistent messages of `q` gone without a delivery to ack them
-    /// (acks use this too).
-    pub(super) fn log_gone(&self, q: &Queue, seqs: Vec<u64>) {
+    /// (acks use this too): (seq, entry length).
+    pub(super) fn log_gone(&self, q: &Queue, seqs: Vec<(u64, usize)>) {
         if seqs.is_empty() {
             return;
         }
         if let Some((d, id)) = self.durable_id(q) {
-            for s in seqs {
-                d.log.ack(id, s);
+            for (s, len) in seqs {
+                d.log.ack(id, s, len);
             }
         }
     }
@@ -277,8 +325,8 @@ impl Shard {
     }
 }
 
-fn persistent_seq(m: &Message, seqs: &mut Vec<u64>) {
+fn persistent_seq(m: &Message, seqs: &mut Vec<(u64, usize)>) {
     if m.persistent {
-        seqs.push(m.seq);
+        seqs.push((m.seq, m.bytes()));
     }
 }

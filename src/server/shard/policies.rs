@@ -49,6 +49,8 @@ impl Shard {
         if q.has_dead() {
             self.collect_dead(q);
         }
+        // Resident bytes, and read-backs of spilled messages now due.
+        self.after_dispatch(q);
         self.arm_timer(q);
     }
 
@@ -115,12 +117,19 @@ impl Shard {
     /// for republishing, otherwise dropped.
     fn collect_dead(&self, q: &mut Queue) {
         let dead = q.take_dead();
-        let seqs: Vec<u64> = dead.iter().filter(|d| d.logged && d.msg.persistent).map(|d| d.msg.seq).collect();
+        let seqs: Vec<(u64, usize)> =
+            dead.iter().filter(|d| d.logged && d.msg.persistent).map(|d| (d.msg.seq, d.msg.bytes())).collect();
         self.log_gone(q, seqs);
         let Some(dlx) = q.args.dead_letter_exchange.as_deref() else { return };
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut pending = self.dl_pending.borrow_mut();
         for d in dead {
+            if d.msg.spilled.is_some() {
+                // Not expected: a queue with a dead-letter exchange has its
+                // spilled heads read back before it removes them.
+                self.dead_letter_dropped(1, "its entry was on disk only");
+                continue;
+            }
             let (exchange, key) = match &d.msg.origin {
                 Some(o) => (o.exchange.as_str(), o.routing_key.as_str()),
                 // The default exchange: the routing key was the queue's name.

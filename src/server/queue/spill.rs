@@ -1,0 +1,324 @@
+//! Spilled messages of a queue: past the shard's memory budget a
+//! persistent message of a durable queue keeps only its record's location
+//! (`Message::spilled`, entry empty). Dispatch stops at a spilled head; the
+//! shard reads a window of upcoming spilled entries back (`fetch_window`,
+//! then `fill`) and dispatches again.
+//!
+//! Only queues with a single priority level spill (no `x-max-priority`):
+//! there the head is the oldest message and the read-ahead window is the
+//! next messages in sequence order. A priority queue keeps its entries in
+//! memory (they still count against the budget).
+//!
+//! Policies: a spilled head that expires or is dropped over a length limit
+//! is removed at once when the queue has no dead-letter exchange (its log
+//! record is acked; nothing reads it). With one, dead-lettering needs the
+//! entry (`x-death` goes into its properties): the head stays, the queue
+//! is marked `fetch_blocked`, the shard reads it back, and the next settle
+//! removes and dead-letters it like any other message.
+
+use super::super::types::Spilled;
+use super::Queue;
+use crate::protocol::batch::{parse_entry, ENTRY_HAS_PROPS};
+use crate::protocol::props;
+use crate::storage::Loc;
+use bytes::Bytes;
+
+/// The shard's bookkeeping for one queue.
+#[derive(Debug, Default)]
+pub struct SpillState {
+    /// The in-memory bytes the shard last counted for this queue (its
+    /// share of the shard's resident bytes).
+    pub accounted: u64,
+    /// A spilled head must be read back before it can be removed
+    /// (dead-lettered): expiry and drop-head wait for the read.
+    pub(super) blocked: bool,
+    /// Recovery's clock (`restore`'s `now`): the per-message TTL of a
+    /// message restored spilled counts from there once it is read.
+    pub(super) restored_at: u64,
+}
+
+impl Queue {
+    /// Ready messages whose entry is on disk only.
+    pub fn spilled_len(&self) -> usize {
+        self.ready.spilled_len()
+    }
+
+    /// Bytes of ready entries held in memory.
+    pub fn mem_bytes(&self) -> u64 {
+        self.ready.bytes() - self.ready.spilled_bytes()
+    }
+
+    /// Whether the message dispatch would take next is on disk only.
+    pub fn head_spilled(&self) -> bool {
+        self.ready.front().is_some_and(|m| m.spilled.is_some())
+    }
+
+    /// Whether expiry or drop-head waits for a spilled head to be read.
+    pub fn fetch_blocked(&self) -> bool {
+        self.spill.blocked
+    }
+
+    pub fn front_seq(&self) -> Option<u64> {
+        self.ready.front().map(|m| m.seq)
+    }
+
+    /// Whether this queue's messages may be spilled: durable, one level.
+    pub fn can_spill(&self) -> bool {
+        self.durable && self.ready.levels() == 1
+    }
+
+    /// Whether a removed message goes to a dead-letter exchange (and so
+    /// needs its entry).
+    pub(super) fn dead_letters(&self) -> bool {
+        self.args.dead_letter_exchange.is_some()
+    }
+
+    /// Drops the in-memory entry of ready message `seq`, keeping `loc`.
+    pub fn spill(&mut self, seq: u64, loc: Loc) -> bool {
+        self.can_spill() && self.ready.spill(seq, loc)
+    }
+
+    /// Recovery: room for `n` more ready messages.
+    pub fn reserve_ready(&mut self, n: usize) {
+        self.ready.reserve(n);
+    }
+
+    /// Recovery: a persistent message left on disk, in sequence order, with
+    /// its entry's body length (for `x-max-length-bytes`). Only for queues
+    /// that `can_spill`: the shard reads the others' entries back first.
+    pub fn restore_spilled(&mut self, seq: u64, loc: Loc, body_len: u32, now: u64) {
+        debug_assert!(self.can_spill());
+        let mut m = self.incoming(seq, Bytes::new(), true, now, None);
+        m.redelivered = true;
+        m.spilled = Some(Spilled { loc, body_len, recovered: true });
+        self.ready.push_back(m);
+        self.set_next_seq(seq + 1);
+        self.spill.restored_at = now;
+    }
+
+    /// Puts back the entry read from `loc`; false when the message is no
+    /// longer there, or no longer spilled at `loc`.
+    pub fn fill(&mut self, seq: u64, loc: Loc, entry: Bytes) -> bool {
+        let Some((m, s)) = self.ready.fill(seq, loc, entry) else { return false };
+        if s.recovered {
+            // Its per-message expiration, unknown until now.
+            if let Some(ms) = expiration_ms(&m.entry) {
+                m.deadline = m.deadline.min(self.spill.restored_at.saturating_add(ms));
+            }
+        }
+        true
+    }
+
+    /// Compaction moved the record of `seq`.
+    pub fn relocate(&mut self, seq: u64, loc: Loc) {
+        if let Some(m) = self.ready.get_mut(seq) {
+            if let Some(s) = m.spilled.as_mut() {
+                if s.loc.len == loc.len {
+                    s.loc = loc;
+                }
+            }
+        }
+    }
+
+    /// The next spilled messages to read back so that about `max_bytes`
+    /// (or `max_msgs`) of ready messages are in memory ahead of the
+    /// consumers (empty when half of that is already there), and the
+    /// sequence number past which the next window should be read.
+    pub fn fetch_window(&self, max_bytes: u64, max_msgs: usize) -> (Vec<(u64, Loc)>, u64) {
+        let mut out = Vec::new();
+        let front = self.front_seq().unwrap_or(0);
+        if self.ready.spilled_len() == 0 {
+            return (out, u64::MAX);
+        }
+        let (mut bytes, mut n, mut stop) = (0u64, 0usize, front);
+        for m in self.ready.iter() {
+            stop = m.seq;
+            match m.spilled {
+                None if out.is_empty() => {
+                    if bytes >= max_bytes / 2 || n >= max_msgs / 2 {
+                        break;
+                    }
+                }
+                // The window ends at the next message still in memory.
+                None => break,
+                Some(s) => out.push((m.seq, s.loc)),
+            }
+            bytes += m.bytes() as u64;
+            n += 1;
+            if bytes >= max_bytes || n >= max_msgs {
+                break;
+            }
+        }
+        let mark = match out.get(out.len() / 2) {
+            Some(&(seq, _)) => seq,
+            None => stop,
+        };
+        (out, mark.max(front + 1))
+    }
+}
+
+/// The per-message `expiration` of an entry, in milliseconds.
+fn expiration_ms(entry: &[u8]) -> Option<u64> {
+    if entry.first().is_none_or(|f| f & ENTRY_HAS_PROPS == 0) {
+        return None;
+    }
+    let s = props::scan(parse_entry(entry).ok()?.props)?;
+    s.expiration.and_then(props::expiration_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Message, QueueArgs, QueueLimits};
+    use super::*;
+    use crate::protocol::props::PropsBuilder;
+    use crate::protocol::table::TableBuilder;
+    use crate::server::types::ConnRef;
+    use std::num::NonZeroU32;
+
+    const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };
+
+    fn loc(off: u32, len: usize) -> Loc {
+        Loc { seg: NonZeroU32::MIN, off, len: len as u32 }
+    }
+
+    fn entry(props: &[u8], body: &[u8]) -> Bytes {
+        let mut b = bytes::BytesMut::new();
+        crate::protocol::batch::put_entry(&mut b, 0, props, body);
+        b.freeze()
+    }
+
+    fn queue(args: TableBuilder) -> Queue {
+        let args = QueueArgs::parse(&args.build(), "q").unwrap();
+        Queue::new("q".into(), true, QueueLimits { messages_max: 100 }, args)
+    }
+
+    /// Publishes persistent entries; returns each one's (seq, loc).
+    fn publish(q: &mut Queue, entries: &[Bytes], now: u64) -> Vec<(u64, Loc)> {
+        let mut locs = Vec::new();
+        q.publish(true, true, now, entries.iter().cloned(), None, |seq, e| {
+            locs.push((seq, loc(seq as u32 * 100, e.len())))
+        })
+        .unwrap();
+        locs
+    }
+
+    fn bodies<'a>(d: impl Iterator<Item = &'a Message>) -> Vec<Vec<u8>> {
+        d.map(|m| parse_entry(&m.entry).unwrap().body.to_vec()).collect()
+    }
+
+    /// A spilled backlog costs this per message.
+    const _: () = assert!(std::mem::size_of::<Message>() <= 80);
+
+    #[test]
+    fn dispatch_stops_at_a_spilled_head_until_it_is_filled() {
+        let mut q = queue(TableBuilder::new());
+        let entries: Vec<Bytes> = (0..4u8).map(|i| entry(&[], &[i])).collect();
+        let locs = publish(&mut q, &entries, 0);
+        let len = entries[0].len() as u64;
+        assert!(q.spill(1, locs[1].1) && q.spill(2, locs[2].1));
+        assert!(!q.spill(2, locs[2].1), "already spilled");
+        assert!(!q.spill(3, loc(300, 99)), "not the entry that location holds");
+        assert_eq!((q.spilled_len(), q.mem_bytes(), q.ready_bytes()), (2, 2 * len, 4 * len));
+        q.subscribe(C, 1, 10).unwrap();
+        let mut got = Vec::new();
+        let mut out = |_: ConnRef, _: u32, _: u64, d: super::super::Deliveries<'_>| got.extend(bodies(d));
+        assert_eq!(q.dispatch(&mut out, 0), 1, "only the message before the spilled one");
+        assert!(q.head_spilled());
+        assert_eq!(q.fetch_window(1 << 20, 100), (vec![locs[1], locs[2]], 2));
+        assert!(!q.fill(1, loc(99, len as usize), entries[1].clone()), "another location");
+        assert!(q.fill(1, locs[1].1, entries[1].clone()) && q.fill(2, locs[2].1, entries[2].clone()));
+        assert_eq!(q.dispatch(&mut out, 0), 3);
+        assert_eq!(got, vec![vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!((q.spilled_len(), q.mem_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn byte_accounting_is_the_same_spilled_or_not() {
+        let mut q = queue(TableBuilder::new().int("x-max-length-bytes", 1000));
+        let p = PropsBuilder::new().content_type("text/plain").build();
+        let entries = vec![entry(&p, b"hello"), entry(&[], b"world!!"), entry(&p, b"")];
+        let locs = publish(&mut q, &entries, 0);
+        let (bytes, body) = (q.ready_bytes(), q.ready.body_bytes());
+        assert_eq!(body, 12);
+        for &(seq, l) in &locs {
+            assert!(q.spill(seq, l));
+        }
+        assert_eq!((q.ready_bytes(), q.ready.body_bytes(), q.mem_bytes()), (bytes, body, 0));
+        // Read back one, pop it; pop one still spilled (drop-head, expiry).
+        assert!(q.fill(0, locs[0].1, entries[0].clone()));
+        assert_eq!((q.ready_bytes(), q.ready.body_bytes()), (bytes, body));
+        let a = q.ready.pop_front().unwrap();
+        let b = q.ready.pop_front().unwrap();
+        assert!(a.spilled.is_none() && b.spilled.is_some());
+        assert!(q.fill(2, locs[2].1, entries[2].clone()));
+        q.ready.pop_front().unwrap();
+        assert_eq!((q.ready_bytes(), q.ready.body_bytes(), q.spilled_len(), q.mem_bytes()), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn priority_queues_do_not_spill() {
+        let mut q = queue(TableBuilder::new().int("x-max-priority", 5));
+        let locs = publish(&mut q, &[entry(&[], b"a")], 0);
+        assert!(!q.can_spill() && !q.spill(0, locs[0].1));
+    }
+
+    #[test]
+    fn a_spilled_head_is_dropped_without_a_dead_letter_exchange() {
+        let mut q = queue(TableBuilder::new().int("x-message-ttl", 10));
+        let entries = vec![entry(&[], b"a"), entry(&[], b"b")];
+        let locs = publish(&mut q, &entries, 0);
+        assert!(q.spill(0, locs[0].1));
+        q.enforce(20);
+        let dead = q.take_dead();
+        assert_eq!(dead.len(), 2);
+        assert!(dead[0].msg.spilled.is_some() && dead[0].msg.bytes() == entries[0].len());
+        assert!(!q.fetch_blocked());
+        assert_eq!((q.ready_len(), q.ready_bytes(), q.ready.body_bytes(), q.spilled_len()), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_spilled_head_waits_for_its_entry_before_it_is_dead_lettered() {
+        let args = TableBuilder::new().int("x-message-ttl", 10).str("x-dead-letter-exchange", "dlx");
+        let mut q = queue(args);
+        let entries = vec![entry(&[], b"a"), entry(&[], b"b")];
+        let locs = publish(&mut q, &entries, 0);
+        assert!(q.spill(0, locs[0].1));
+        q.enforce(20);
+        assert!(q.fetch_blocked() && q.take_dead().is_empty());
+        assert_eq!(q.next_deadline(), None, "no timer while the read is pending");
+        q.subscribe(C, 1, 10).unwrap();
+        assert_eq!(q.dispatch(&mut |_, _, _, _| {}, 20), 0);
+        assert_eq!(q.fetch_window(1 << 20, 100).0, vec![locs[0]]);
+        assert!(q.fill(0, locs[0].1, entries[0].clone()));
+        q.enforce(20);
+        let dead = q.take_dead();
+        assert!(!q.fetch_blocked() && dead.len() == 2);
+        assert!(dead.iter().all(|d| d.msg.spilled.is_none() && !d.msg.entry.is_empty()));
+        assert_eq!((q.ready_len(), q.ready_bytes(), q.ready.body_bytes()), (0, 0, 0));
+    }
+
+    #[test]
+    fn drop_head_over_the_length_limit_removes_spilled_messages_too() {
+        let mut q = queue(TableBuilder::new().int("x-max-length", 1));
+        let entries = vec![entry(&[], b"a"), entry(&[], b"b"), entry(&[], b"c")];
+        let locs = publish(&mut q, &entries, 0);
+        assert!(q.spill(0, locs[0].1) && q.spill(1, locs[1].1));
+        q.enforce(0);
+        assert_eq!(q.take_dead().len(), 2);
+        assert_eq!((q.ready_len(), q.spilled_len(), q.ready_bytes()), (1, 0, entries[2].len() as u64));
+    }
+
+    #[test]
+    fn a_recovered_spilled_message_gets_its_expiration_when_read() {
+        let mut q = queue(TableBuilder::new());
+        let p = PropsBuilder::new().expiration_ms(50).build();
+        let e = entry(&p, b"xyz");
+        let l = loc(0, e.len());
+        q.restore_spilled(7, l, 3, 1000);
+        assert_eq!((q.ready_len(), q.ready.body_bytes(), q.ready_bytes(), q.next_seq()), (1, 3, e.len() as u64, 8));
+        assert_eq!(q.next_deadline(), None, "unknown until read");
+        assert!(q.fill(7, l, e));
+        assert_eq!(q.next_deadline(), Some(1050));
+        assert_eq!((q.ready.body_bytes(), q.spilled_len()), (3, 0));
+    }
+}

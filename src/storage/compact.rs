@@ -1,0 +1,206 @@
+//! Compaction: a sealed segment kept on disk by a few live messages has
+//! its live publish records re-appended to the tail of the log (same queue
+//! id, same sequence number), after which it holds nothing live and is
+//! deleted by reclaim, once a flush that fdatasyncs has covered the copies.
+//!
+//! Only the oldest segment that still holds live messages is compacted:
+//! reclaim deletes segments in order (a newer segment may hold the acks of
+//! an older one's publishes), so that is the one that pins the log. It is
+//! compacted when its own live bytes, or those of all sealed segments, fall
+//! under `compact_live_ratio_pct` of their size. The work is done in steps
+//! of `WINDOW` bytes read (one DMA read each), driven by the shard's
+//! flusher between flushes, so it never holds up traffic for long.
+//!
+//! Crash windows: a crash mid-copy leaves a torn tail (cut at recovery) and
+//! the old segment whole; a crash after the copies but before the deletion
+//! leaves both copies, and replay keeps one per (queue, seq). Acks apply by
+//! sequence number, wherever the publish they ack now sits.
+
+use super::io::{segment_path, SegmentFile};
+use super::log::Storage;
+use super::record::{align_block, len_at, scan_at, Record};
+use super::Loc;
+use std::rc::Rc;
+
+/// Bytes of the old segment read per step.
+const WINDOW: usize = 1 << 20;
+
+/// A live message compaction re-appended: its new location (the queue's
+/// spilled copy, if any, must point there now).
+#[derive(Debug, Clone, Copy)]
+pub struct Moved {
+    pub queue: u32,
+    pub seq: u64,
+    pub loc: Option<Loc>,
+}
+
+/// A compaction in progress.
+pub(super) struct Compaction {
+    seg: u64,
+    file: Rc<dyn SegmentFile>,
+    pos: u64,
+    size: u64,
+    copied: u64,
+}
+
+impl<W> Storage<W> {
+    /// The segment due for compaction, if any.
+    fn compaction_candidate(&self) -> Option<u64> {
+        let ratio = u64::from(self.opts.compact_live_ratio_pct);
+        if ratio == 0 {
+            return None;
+        }
+        let st = self.st.borrow();
+        if st.poisoned.is_some() {
+            return None;
+        }
+        let open = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
+        let sealed = |s: u64| s < st.tail_seg && Some(s) != open && st.chunks.iter().all(|c| c.seg != s);
+        let (&seg, info) = st.segs.iter().find(|(_, i)| i.live.count > 0)?;
+        if !sealed(seg) || st.no_compact.contains(&seg) || info.size == 0 {
+            return None;
+        }
+        let (mut live, mut size, mut n) = (0u64, 0u64, 0u32);
+        for (_, i) in st.segs.range(seg..).take_while(|(s, _)| sealed(**s)) {
+            live += i.live.bytes;
+            size += i.size;
+            n += 1;
+        }
+        let own = info.live.bytes * 100 < ratio * info.size;
+        let all = n >= 2 && live * 100 < ratio * size;
+        (own || all).then_some(seg)
+    }
+
+    /// Whether a compaction is running or due.
+    pub fn compaction_due(&self) -> bool {
+        self.compaction.borrow().is_some() || self.compaction_candidate().is_some()
+    }
+
+    /// One step of compaction (starting one when due): reads up to
+    /// `WINDOW` bytes of the segment, re-appends its live publish records.
+    /// Returns what moved.
+    pub async fn compact_step(&self) -> Vec<Moved> {
+        if self.compaction.borrow().is_none() {
+            let Some(seg) = self.compaction_candidate() else { return Vec::new() };
+            let path = segment_path(&self.opts.dir, seg);
+            let opened = match self.io.open(&path).await {
+                Ok(f) => f.size().await.map(|size| (f, size)),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok((file, size)) => {
+                    let live = self.st.borrow().segs.get(&seg).map(|i| i.live).unwrap_or_default();
+                    tracing::info!(
+                        shard = self.opts.shard,
+                        segment = seg,
+                        size,
+                        live_messages = live.count,
+                        live_bytes = live.bytes,
+                        "compacting segment"
+                    );
+                    *self.compaction.borrow_mut() = Some(Compaction { seg, file, pos: 0, size, copied: 0 });
+                }
+                Err(e) => {
+                    self.give_up(seg, &e.to_string());
+                    return Vec::new();
+                }
+            }
+        }
+        let Some((seg, file, pos, size)) =
+            self.compaction.borrow().as_ref().map(|c| (c.seg, c.file.clone(), c.pos, c.size))
+        else {
+            return Vec::new();
+        };
+        let mut want = WINDOW.min((size - pos) as usize);
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            buf = match file.read_at(pos, want).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.give_up(seg, &e.to_string());
+                    return Vec::new();
+                }
+            };
+            // A record larger than the window: read it whole.
+            match len_at(&buf) {
+                Some(len) if len > buf.len() && pos + len as u64 <= size => want = len,
+                _ => break,
+            }
+        }
+        let mut found = Vec::new();
+        let end = scan_at(&buf, pos as usize, |_, r| {
+            if let Record::Publish { queue, seq, entry } = r {
+                found.push((queue, seq, entry));
+            }
+        });
+        let next = match end.bad {
+            _ if buf.is_empty() => size,
+            // Cut by the window's end: go on from that record.
+            Some(_) if end.valid_end > 0 => pos + end.valid_end as u64,
+            Some(why) => {
+                self.give_up(seg, why);
+                return Vec::new();
+            }
+            None if end.valid_end == buf.len() => pos + buf.len() as u64,
+            // Block padding: the next record starts on the next block.
+            None => align_block(pos as usize + end.valid_end + 1) as u64,
+        };
+        let moved = self.copy_live(seg, found);
+        let finished = next >= size;
+        {
+            let mut c = self.compaction.borrow_mut();
+            if let Some(c) = c.as_mut() {
+                c.pos = next;
+                c.copied += moved.len() as u64;
+            }
+            if finished {
+                let copied = c.take().map_or(0, |c| c.copied);
+                let mut st = self.st.borrow_mut();
+                let left = st.segs.get(&seg).map_or(0, |i| i.live.count);
+                if left > 0 {
+                    // Should not happen: live messages it did not find.
+                    tracing::warn!(shard = self.opts.shard, segment = seg, left, "compaction left live messages");
+                    st.no_compact.insert(seg);
+                } else {
+                    st.compacted.insert(seg);
+                }
+                tracing::info!(shard = self.opts.shard, segment = seg, copied, "segment compacted");
+            }
+        }
+        if !moved.is_empty() || finished {
+            self.kick();
+        }
+        moved
+    }
+
+    /// Re-appends the records of `found` that are still live in `seg`.
+    fn copy_live(&self, seg: u64, found: Vec<(u32, u64, &[u8])>) -> Vec<Moved> {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        if st.poisoned.is_some() {
+            return Vec::new();
+        }
+        let mut moved = Vec::new();
+        for (queue, seq, entry) in found {
+            let Some(q) = st.queues.get_mut(&queue) else { continue };
+            if q.seg_of(seq) != Some(seg) {
+                continue;
+            }
+            let bytes = super::record::publish_bytes(entry.len());
+            q.remove(seq, bytes);
+            if let Some(i) = st.segs.get_mut(&seg) {
+                i.live.count = i.live.count.saturating_sub(1);
+                i.live.bytes = i.live.bytes.saturating_sub(bytes);
+            }
+            let loc = self.put_publish(st, queue, seq, entry);
+            moved.push(Moved { queue, seq, loc });
+        }
+        moved
+    }
+
+    fn give_up(&self, seg: u64, why: &str) {
+        tracing::warn!(shard = self.opts.shard, segment = seg, why, "compaction of this segment abandoned");
+        *self.compaction.borrow_mut() = None;
+        self.st.borrow_mut().no_compact.insert(seg);
+    }
+}

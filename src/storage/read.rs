@@ -1,0 +1,108 @@
+//! Reading spilled entries back: a message over the shard's memory budget
+//! keeps only its record's location; before it is delivered, its entry is
+//! read back with DMA reads, many records per read (read-ahead), and each
+//! record is verified (length, checksum, queue, sequence number).
+
+use super::io::{segment_path, SegmentFile};
+use super::log::Storage;
+use super::record::verify_publish;
+use super::{Loc, StorageError};
+use bytes::Bytes;
+use std::rc::Rc;
+
+/// Largest single read: a window is cut into reads of this size, all in
+/// flight at once; records further apart are read separately too.
+const SPAN_MAX: u64 = 512 << 10;
+/// Open segment files kept for reads.
+const READERS_MAX: usize = 64;
+
+impl<W> Storage<W> {
+    /// The entries of the spilled messages `want` (sequence number and
+    /// location) of queue `queue`, in the same order.
+    pub async fn read_entries(&self, queue: u32, want: &[(u64, Loc)]) -> Result<Vec<Bytes>, StorageError> {
+        // Cut into spans: (first index, end index, segment, start, end).
+        let mut spans = Vec::new();
+        let mut i = 0;
+        while i < want.len() {
+            let first = want[i].1;
+            let start = u64::from(first.off);
+            let mut end = start + first.record_len();
+            let mut j = i + 1;
+            while let Some((_, l)) = want.get(j) {
+                let e = u64::from(l.off) + l.record_len();
+                if l.seg != first.seg || u64::from(l.off) < end || e - start > SPAN_MAX {
+                    break;
+                }
+                end = e;
+                j += 1;
+            }
+            spans.push((i, j, first.segment(), start, end));
+            i = j;
+        }
+        // Every read in flight at once.
+        let mut reads = Vec::with_capacity(spans.len());
+        for &(_, _, seg, start, end) in &spans {
+            self.wait_written(seg, end).await?;
+            let file = self.reader(seg).await?;
+            reads.push(glommio::spawn_local(async move { file.read_at(start, (end - start) as usize).await }));
+        }
+        let mut out = Vec::with_capacity(want.len());
+        for (&(i, j, seg, start, _), read) in spans.iter().zip(reads) {
+            let buf = read.await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+            let buf = Bytes::from(buf);
+            for &(seq, l) in &want[i..j] {
+                let a = (u64::from(l.off) - start) as usize;
+                let b = a + l.record_len() as usize;
+                let bad = |why| StorageError::BadRead { seg, off: l.off, why };
+                let rec = buf.get(a..b).ok_or_else(|| bad("short read"))?;
+                let (q, s, range) = verify_publish(rec).map_err(bad)?;
+                if q != queue || s != seq {
+                    return Err(bad("another message's record"));
+                }
+                out.push(buf.slice(a + range.start..a + range.end));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until the log has written `seg` up to `end`.
+    async fn wait_written(&self, seg: u64, end: u64) -> Result<(), StorageError> {
+        loop {
+            let n = self.flushed.notified();
+            let done = {
+                let w = self.writer.borrow();
+                match w.file.as_ref() {
+                    Some((s, _)) => seg < *s || (seg == *s && end <= w.pos),
+                    None => false,
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            if let Some(p) = self.poisoned() {
+                return Err(StorageError::Poisoned(p));
+            }
+            self.kick();
+            n.await;
+        }
+    }
+
+    async fn reader(&self, seg: u64) -> Result<Rc<dyn SegmentFile>, StorageError> {
+        if let Some((s, f)) = self.writer.borrow().file.as_ref() {
+            if *s == seg {
+                return Ok(f.clone());
+            }
+        }
+        if let Some(f) = self.readers.borrow().get(&seg) {
+            return Ok(f.clone());
+        }
+        let path = segment_path(&self.opts.dir, seg);
+        let f = self.io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
+        let mut r = self.readers.borrow_mut();
+        if r.len() >= READERS_MAX {
+            r.clear();
+        }
+        r.insert(seg, f.clone());
+        Ok(f)
+    }
+}
