@@ -17,6 +17,7 @@
 //! | write replies, one syscall per turn | [`rt::outbox`] |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: framing, methods, channels, same queues | [`amqp`] (`docs/amqp.md`) |
+//! | exchanges and bindings: which queues a message goes to (pure data) | [`routing`] (`docs/routing.md`) |
 //! | operators: per-shard snapshots gathered over the mesh, Prometheus text | [`server::stats`], `server::shard::admin` |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`server::http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |

@@ -288,6 +288,7 @@ impl AmqpConn {
             }
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
+            glommio::yield_if_needed().await;
             let paused = self.paused_on.borrow_mut().take();
             if let Some(q) = paused {
                 let tell = self.st.borrow().blocked_cap;

@@ -9,21 +9,26 @@
 //!
 //! | piece | module |
 //! |---|---|
-//! | the table: declare, delete, bind, unbind, snapshot | [`table`] |
+//! | the table: declare, delete, bind, unbind, snapshot | `table` |
 //! | routing a message: e2e bindings, alternates, dedup | `route` |
 //! | per-kind matchers: default, direct, fanout | `matcher` |
 //! | topic patterns: a trie of words, `*` and `#` | `topic` |
-//! | headers exchanges, and the headers of a message's properties | [`headers`] |
+//! | headers exchanges, and the headers of a message's properties | `headers` |
+//! | short lists kept on the stack while routing | `small` |
 
-pub mod headers;
+mod headers;
 mod matcher;
 mod route;
 mod small;
-pub mod table;
+mod table;
 mod topic;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod topic_tests;
 
 use crate::amqp::method::code;
 use bytes::Bytes;

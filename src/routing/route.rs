@@ -78,7 +78,7 @@ impl RoutingTable {
     ///
     /// Fails with `NotFound` if `exchange` does not exist and with
     /// `AccessRefused` if it is internal. Allocates nothing beyond growing
-    /// `out`, unless the routing key has more than 32 words, more than 8
+    /// `out`, unless the routing key has more than 16 words, more than 8
     /// exchanges are visited or the message has more than 16 headers.
     pub fn route<'a>(
         &'a self,

@@ -8,9 +8,16 @@
 //! cost grows with the depth of the key (and the number of wildcards on the
 //! way), not with the number of bindings.
 //!
-//! Literal words are interned: a key's words are hashed once each, up front,
-//! and the walk then looks edges up by `(node, word id)` integers. A key
-//! word no pattern uses gets no id and can only match `*` or `#`.
+//! A node keeps its first literal child inline: most nodes of a real
+//! namespace (`region.<r>.service.<s>`) have one, and a step to it then
+//! costs no hash lookup (nor, often, a cache miss). Further literal
+//! children live in one hash map keyed by `(node, word id)`.
+//!
+//! A word of up to 7 bytes is its own id (its bytes and length packed into
+//! a u64), so most key words (`region`, `eu`, `orders`, `created`) need no
+//! dictionary lookup; longer words are interned. A key's word ids are
+//! computed once, up front; a long key word that no pattern uses gets
+//! `UNKNOWN` and can only match `*` or `#`.
 //!
 //! `#.#` matches exactly what `#` matches, so consecutive `#`s are collapsed
 //! when a pattern is inserted: a `#` node never has a `#` child. With two
@@ -29,20 +36,40 @@ use super::Dest;
 use ahash::RandomState;
 use std::collections::HashMap;
 
-/// "No node" / "no word id".
+/// "No node".
 const NONE: u32 = u32::MAX;
 const ROOT: u32 = 0;
 
-/// The words of a key or pattern.
-pub(crate) fn words(s: &str) -> impl Iterator<Item = &str> {
+/// See the module comment. Short ids have a length (0..=7) in the top byte,
+/// so their top bit is clear; interned ids are `LONG | n`.
+type WordId = u64;
+const LONG: WordId = 1 << 63;
+/// A long key word that no pattern has.
+const UNKNOWN: WordId = u64::MAX;
+
+fn short_id(w: &[u8]) -> Option<WordId> {
+    if w.len() > 7 {
+        return None;
+    }
+    let mut id = (w.len() as u64) << 56;
+    for (i, b) in w.iter().enumerate() {
+        id |= u64::from(*b) << (8 * i);
+    }
+    Some(id)
+}
+
+/// The words of a key or pattern. Splitting bytes on `.` is safe for UTF-8
+/// (`.` never occurs inside a multi-byte character) and cheaper than
+/// `str::split`.
+fn words(s: &str) -> impl Iterator<Item = &[u8]> {
     // `take(0)`: the empty string is zero words, not one empty word.
-    s.split('.').take(if s.is_empty() { 0 } else { usize::MAX })
+    s.as_bytes().split(|b| *b == b'.').take(if s.is_empty() { 0 } else { usize::MAX })
 }
 
 /// One step of a pattern, with consecutive `#`s collapsed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Step<'p> {
-    Word(&'p str),
+    Word(&'p [u8]),
     Star,
     Hash,
 }
@@ -51,8 +78,8 @@ fn steps(pattern: &str) -> Vec<Step<'_>> {
     let mut out: Vec<Step<'_>> = Vec::new();
     for w in words(pattern) {
         let step = match w {
-            "*" => Step::Star,
-            "#" => Step::Hash,
+            b"*" => Step::Star,
+            b"#" => Step::Hash,
             w => Step::Word(w),
         };
         if !(step == Step::Hash && out.last() == Some(&Step::Hash)) {
@@ -71,24 +98,28 @@ fn multi_hash(steps: &[Step<'_>]) -> bool {
 struct Node {
     star: u32,
     hash: u32,
-    /// Literal children (their edges are in `TopicTrie::edges`).
-    literals: u32,
+    /// The inline literal child (`NONE` if empty) and its word.
+    first: u32,
+    first_word: WordId,
+    /// Literal children in `TopicTrie::edges` (all but `first`).
+    mapped: u32,
     /// Destinations of the patterns that end here.
     dests: DestSet,
 }
 
 impl Node {
     fn empty() -> Self {
-        Node { star: NONE, hash: NONE, literals: 0, dests: DestSet::default() }
+        Node { star: NONE, hash: NONE, first: NONE, first_word: UNKNOWN, mapped: 0, dests: DestSet::default() }
     }
 
     fn is_unused(&self) -> bool {
-        self.star == NONE && self.hash == NONE && self.literals == 0 && self.dests.is_empty()
+        self.star == NONE && self.hash == NONE && self.first == NONE && self.mapped == 0 && self.dests.is_empty()
     }
 }
 
+/// An interned long word.
 struct Word {
-    id: u32,
+    n: u32,
     /// How many edges carry this word; the word is forgotten at zero.
     edges: u32,
 }
@@ -97,17 +128,13 @@ pub(crate) struct TopicTrie {
     /// `nodes[0]` is the root; unused slots are listed in `free_nodes`.
     nodes: Vec<Node>,
     free_nodes: Vec<u32>,
-    words: HashMap<Box<str>, Word, RandomState>,
+    long_words: HashMap<Box<[u8]>, Word, RandomState>,
     free_words: Vec<u32>,
     next_word: u32,
-    /// Literal edges, keyed by `parent << 32 | word id`.
-    edges: HashMap<u64, u32, RandomState>,
+    /// Literal edges other than the inline ones: (parent, word) to child.
+    edges: HashMap<(u32, WordId), u32, RandomState>,
     /// Bindings whose pattern has separated `#`s (see `multi_hash`).
     multi_hash: usize,
-}
-
-fn edge(node: u32, word: u32) -> u64 {
-    (u64::from(node) << 32) | u64::from(word)
 }
 
 impl TopicTrie {
@@ -115,7 +142,7 @@ impl TopicTrie {
         Self {
             nodes: vec![Node::empty()],
             free_nodes: Vec::new(),
-            words: HashMap::default(),
+            long_words: HashMap::default(),
             free_words: Vec::new(),
             next_word: 0,
             edges: HashMap::default(),
@@ -141,33 +168,54 @@ impl TopicTrie {
         &mut self.nodes[n as usize]
     }
 
+    /// The id of a word, `UNKNOWN` for a long word no pattern has.
+    fn word_id(&self, w: &[u8]) -> WordId {
+        short_id(w).unwrap_or_else(|| self.long_words.get(w).map_or(UNKNOWN, |x| LONG | u64::from(x.n)))
+    }
+
     /// The child of `at` for a literal word, created if `create`.
-    fn literal_child(&mut self, at: u32, w: &str, create: bool) -> u32 {
-        let id = match self.words.get(w) {
-            Some(word) => word.id,
-            None if !create => return NONE,
-            None => {
-                let id = self.free_words.pop().unwrap_or_else(|| {
-                    self.next_word += 1;
-                    self.next_word - 1
-                });
-                self.words.insert(w.into(), Word { id, edges: 0 });
-                id
+    fn literal_child(&mut self, at: u32, w: &[u8], create: bool) -> u32 {
+        let mut id = self.word_id(w);
+        if id == UNKNOWN {
+            if !create {
+                return NONE;
             }
-        };
-        if let Some(&child) = self.edges.get(&edge(at, id)) {
+            let n = self.free_words.pop().unwrap_or_else(|| {
+                self.next_word += 1;
+                self.next_word - 1
+            });
+            self.long_words.insert(w.into(), Word { n, edges: 0 });
+            id = LONG | u64::from(n);
+        }
+        if let Some(child) = self.find_literal(at, self.node(at), id) {
             return child;
         }
         if !create {
             return NONE;
         }
         let child = self.new_node();
-        self.edges.insert(edge(at, id), child);
-        self.node_mut(at).literals += 1;
-        if let Some(word) = self.words.get_mut(w) {
+        let node = &mut self.nodes[at as usize];
+        if node.first == NONE {
+            (node.first, node.first_word) = (child, id);
+        } else {
+            node.mapped += 1;
+            self.edges.insert((at, id), child);
+        }
+        if let Some(word) = self.long_words.get_mut(w) {
             word.edges += 1;
         }
         child
+    }
+
+    /// The literal child of `node` (numbered `at`) for word `id`.
+    fn find_literal(&self, at: u32, node: &Node, id: WordId) -> Option<u32> {
+        if node.first != NONE && node.first_word == id {
+            Some(node.first)
+        } else if node.mapped > 0 {
+            self.edges.get(&(at, id)).copied()
+        } else {
+            None
+        }
     }
 
     fn child(&mut self, at: u32, step: Step<'_>, create: bool) -> u32 {
@@ -235,15 +283,22 @@ impl TopicTrie {
         true
     }
 
-    fn unlink_literal(&mut self, parent: u32, w: &str) {
-        let Some(word) = self.words.get_mut(w) else { return };
-        self.edges.remove(&edge(parent, word.id));
-        word.edges -= 1;
-        if word.edges == 0 {
-            self.free_words.push(word.id);
-            self.words.remove(w);
+    fn unlink_literal(&mut self, parent: u32, w: &[u8]) {
+        let id = self.word_id(w);
+        let node = &mut self.nodes[parent as usize];
+        if node.first != NONE && node.first_word == id {
+            (node.first, node.first_word) = (NONE, UNKNOWN);
+        } else {
+            node.mapped -= 1;
+            self.edges.remove(&(parent, id));
         }
-        self.node_mut(parent).literals -= 1;
+        if let Some(word) = self.long_words.get_mut(w) {
+            word.edges -= 1;
+            if word.edges == 0 {
+                self.free_words.push(word.n);
+                self.long_words.remove(w);
+            }
+        }
     }
 
     /// Feeds the destinations of every pattern matching `key` into `sink`
@@ -252,16 +307,16 @@ impl TopicTrie {
         if self.node(ROOT).is_unused() {
             return;
         }
-        let mut ids: SmallVec<u32, 32> = SmallVec::new();
+        let mut ids: SmallVec<WordId, 16> = SmallVec::new();
         for w in words(key) {
-            ids.push(self.words.get(w).map_or(NONE, |w| w.id));
+            ids.push(self.word_id(w));
         }
         let mut memo = HashMemo { on: self.multi_hash > 0, entered: SmallVec::new() };
         self.walk(ROOT, ids.as_slice(), 0, &mut memo, sink);
     }
 
     /// Matches the rest of the key, `key[i..]`, below node `at`.
-    fn walk<'a>(&'a self, at: u32, key: &[u32], i: usize, memo: &mut HashMemo, sink: &mut Sink<'a, '_>) {
+    fn walk<'a>(&'a self, at: u32, key: &[WordId], i: usize, memo: &mut HashMemo, sink: &mut Sink<'a, '_>) {
         let node = self.node(at);
         if node.hash != NONE {
             // `#` swallows 0..=rest words: carry on below it from each.
@@ -279,8 +334,8 @@ impl TopicTrie {
         if node.star != NONE {
             self.walk(node.star, key, i + 1, memo, sink);
         }
-        if word != NONE && node.literals > 0 {
-            if let Some(&child) = self.edges.get(&edge(at, word)) {
+        if word != UNKNOWN {
+            if let Some(child) = self.find_literal(at, node, word) {
                 self.walk(child, key, i + 1, memo, sink);
             }
         }
@@ -295,7 +350,7 @@ impl TopicTrie {
     /// Whether every binding's trace is gone (for tests).
     #[cfg(test)]
     pub(crate) fn is_pristine(&self) -> bool {
-        self.live_nodes() == 1 && self.words.is_empty() && self.edges.is_empty() && self.multi_hash == 0
+        self.live_nodes() == 1 && self.long_words.is_empty() && self.edges.is_empty() && self.multi_hash == 0
     }
 }
 
@@ -323,63 +378,5 @@ impl HashMemo {
         }
         self.entered.push((node, from32));
         end
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::routing::route::collect;
-
-    pub(crate) fn q(i: usize) -> Dest {
-        Dest::Queue(format!("q{i}"))
-    }
-
-    pub(crate) fn matches(t: &TopicTrie, key: &str) -> Vec<String> {
-        let mut v: Vec<String> = collect(|sink| t.route(key, sink)).into_iter().map(str::to_string).collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    #[test]
-    fn wildcards() {
-        let mut t = TopicTrie::new();
-        let pats = ["a.*.c", "a.#", "#", "#.c", "*", "", "a..b", "#.#.c", "a.#.b.#"];
-        for (i, p) in pats.iter().enumerate() {
-            t.insert(p, &q(i));
-        }
-        assert_eq!(matches(&t, "a.b.c"), ["q0", "q1", "q2", "q3", "q7", "q8"]);
-        assert_eq!(matches(&t, ""), ["q2", "q5"]);
-        assert_eq!(matches(&t, "a"), ["q1", "q2", "q4"]);
-        assert_eq!(matches(&t, "a..b"), ["q1", "q2", "q6", "q8"]);
-        assert_eq!(matches(&t, "."), ["q2"]);
-        assert_eq!(matches(&t, "c"), ["q2", "q3", "q4", "q7"]);
-    }
-
-    #[test]
-    fn unbind_prunes_and_shared_nodes_survive() {
-        let mut t = TopicTrie::new();
-        t.insert("a.#", &q(0));
-        t.insert("a.#.#", &q(0)); // the same node as a.#
-        t.insert("a.b.*", &q(1));
-        assert!(t.remove("a.#", &q(0)));
-        assert_eq!(matches(&t, "a.x"), ["q0"]);
-        assert!(t.remove("a.#.#", &q(0)));
-        assert!(!t.remove("a.#", &q(0)));
-        assert!(!t.remove("a.b.*", &q(0)));
-        assert_eq!(matches(&t, "a.b.c"), ["q1"]);
-        assert!(t.remove("a.b.*", &q(1)));
-        assert!(t.is_pristine());
-    }
-
-    #[test]
-    fn many_hashes_on_a_long_key_stay_cheap() {
-        // Without the memo: some 200^4 / 4! paths, each walked to its end.
-        let mut t = TopicTrie::new();
-        t.insert("#.a.#.a.#.a.#.a.#.b", &q(0));
-        let key = vec!["a"; 200].join(".");
-        assert!(matches(&t, &key).is_empty());
-        assert_eq!(matches(&t, &format!("{key}.b")), ["q0"]);
     }
 }

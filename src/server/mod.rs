@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+/// How long a shard's tasks may run before it polls its rings again.
+const SHARD_PREEMPT: Duration = Duration::from_millis(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -129,7 +132,11 @@ impl Broker {
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
+            // glommio polls sockets when a task waits or the preemption
+            // timer fires (100 ms by default): a connection that always
+            // has bytes to read would hold the shard that long.
             let h = LocalExecutorBuilder::new(placement)
+                .preempt_timer(SHARD_PREEMPT)
                 .name(&format!("ringmq-shard-{id}"))
                 .spawn(move || run_shard(start))
                 .map_err(|e| executor_error(id, e.to_string(), memlock))?;
@@ -213,6 +220,7 @@ async fn run_shard(s: ShardStart) {
                 for msg in batch {
                     sh.on_mesh(msg);
                 }
+                glommio::yield_if_needed().await;
             }
             tracing::debug!(shard = sh.id, peer, "mesh receiver closed");
         }));

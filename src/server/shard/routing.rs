@@ -463,7 +463,12 @@ impl Shard {
         self.reply_result(from, request_id, r);
     }
 
+    /// Deletes an exchange. Deleting one that does not exist succeeds, as
+    /// in RabbitMQ (deletes are idempotent).
     pub fn delete_exchange(&self, from: ConnRef, request_id: u64, name: String, if_unused: bool) {
+        if self.routing.table.borrow().exchange(&name).is_none() && !name.is_empty() && !name.starts_with("amq.") {
+            return self.reply_result(from, request_id, Ok(0));
+        }
         let req = Request::Meta { change: Change::DeleteExchange(name), durable_dest: false, if_unused };
         self.submit(from, request_id, METADATA_SHARD, req);
     }
