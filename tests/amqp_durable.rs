@@ -15,6 +15,7 @@ fn start(dir: &Path) -> Broker {
         cores: 2,
         listen: "127.0.0.1:0".parse().unwrap(),
         amqp_listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         pin_cores: false,
         ..Default::default()

@@ -18,6 +18,7 @@ fn start(dir: &Path, cores: usize, tweak: impl FnOnce(&mut Config)) -> Result<Br
         cores,
         listen: "127.0.0.1:0".parse().unwrap(),
         amqp_listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         pin_cores: false,
         ..Default::default()

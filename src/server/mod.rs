@@ -42,6 +42,8 @@ pub enum StartError {
     Storage(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
     Executor { shard: usize, message: String, hint: String },
+    #[error("{ready} of {shards} shards were ready after {waited:?} (recovery or the routing table never finished); see the log")]
+    NotReady { ready: usize, shards: usize, waited: Duration },
 }
 
 /// A running broker. Dropping it without `stop` leaves the shards running.
@@ -144,8 +146,17 @@ impl Broker {
         }
         drop(ready_tx);
         let broker = Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads };
-        for _ in 0..n {
-            match ready_rx.recv() {
+        for i in 0..n {
+            let got = match ready_rx.recv_timeout(START_WAIT) {
+                Ok(r) => Ok(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // The stuck shards cannot be joined; stop the others.
+                    broker.stop.store(true, Ordering::SeqCst);
+                    return Err(StartError::NotReady { ready: i, shards: n, waited: START_WAIT });
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(mpsc::RecvError),
+            };
+            match got {
                 Ok(Ok(_)) => {}
                 Ok(Err(message)) => {
                     broker.stop.store(true, Ordering::SeqCst);
@@ -197,6 +208,13 @@ impl Broker {
 fn executor_error(shard: usize, message: String, memlock: system::Memlock) -> StartError {
     StartError::Executor { shard, message, hint: memlock.hint() }
 }
+
+/// How long `Broker::start` waits for every shard to recover and report
+/// ready (large logs take a while: about 22 s for 8 GB here).
+const START_WAIT: Duration = Duration::from_secs(600);
+
+/// How long a stopping shard waits for its log's final flush.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Ticks between checks of the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
@@ -265,7 +283,16 @@ async fn run_shard(s: ShardStart) {
         glommio::timer::sleep(STOP_POLL).await;
     }
     shard.shut_down_connections("the broker is shutting down");
-    shard.close_storage().await;
+    // The final flush is bounded: a stuck device must not keep the process
+    // from exiting (what was confirmed is already synced).
+    let closed = glommio::timer::timeout(CLOSE_WAIT, async {
+        shard.close_storage().await;
+        Ok(())
+    })
+    .await;
+    if closed.is_err() {
+        tracing::error!(shard = s.id, "storage did not close within {CLOSE_WAIT:?}; stopping without the final flush");
+    }
     // Let writers flush the goodbye frames; tasks are dropped with the executor.
     glommio::timer::sleep(Duration::from_millis(50)).await;
     tracing::info!(shard = s.id, "shard stopped");
