@@ -228,6 +228,15 @@ async fn run_shard(s: ShardStart) {
         tracing::error!(shard = s.id, peer = senders.peer_id(), "mesh peer order does not match shard order");
         return;
     }
+    // A tick from the start: the executor never sleeps longer than this
+    // with nothing armed. Seen in tests: a shard starting up (waiting on a
+    // mesh message or a DMA read) slept in io_uring_enter until a signal
+    // interrupted it, about 100 s later.
+    let tick = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(STOP_POLL).await;
+        }
+    });
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
     let shard = Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh));
     let mut tasks = Vec::new();
@@ -297,4 +306,5 @@ async fn run_shard(s: ShardStart) {
     glommio::timer::sleep(Duration::from_millis(50)).await;
     tracing::info!(shard = s.id, "shard stopped");
     drop(tasks);
+    drop(tick);
 }
