@@ -27,9 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-/// How long a shard's tasks may run before it polls its rings again.
-const SHARD_PREEMPT: Duration = Duration::from_millis(1);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -134,11 +131,7 @@ impl Broker {
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
-            // glommio polls sockets when a task waits or the preemption
-            // timer fires (100 ms by default): a connection that always
-            // has bytes to read would hold the shard that long.
             let h = LocalExecutorBuilder::new(placement)
-                .preempt_timer(SHARD_PREEMPT)
                 .name(&format!("ringmq-shard-{id}"))
                 .spawn(move || run_shard(start))
                 .map_err(|e| executor_error(id, e.to_string(), memlock))?;
