@@ -224,3 +224,57 @@ fn framing_errors_close_the_connection() {
     assert_eq!(mid, id::CONNECTION_CLOSE);
     assert_eq!(Reader::new(&args).u16().unwrap(), 505);
 }
+
+/// A publish whose method frame ends one read and whose content starts the
+/// next still reaches its queue after the batch of the first read went out,
+/// and so does one that changes persistence without changing its target.
+#[test]
+fn publishes_split_across_reads_all_arrive() {
+    let b = TestBroker::start();
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
+    c.put_method(1, id::QUEUE_DECLARE, |b| {
+        b.put_u16(0);
+        put_shortstr(b, "split");
+        b.put_u8(0);
+        b.put_u32(0);
+    });
+    assert_eq!(c.method().0, id::QUEUE_DECLARE_OK);
+    let publish = |b: &mut BytesMut| {
+        method::put(b, 1, id::BASIC_PUBLISH, |b| {
+            b.put_u16(0);
+            put_shortstr(b, "");
+            put_shortstr(b, "split");
+            b.put_u8(0);
+        })
+    };
+    // Transient, transient, persistent (delivery-mode 2), transient.
+    let props: [&[u8]; 4] = [&[0, 0], &[0, 0], &[0x10, 0, 2], &[0, 0]];
+    let mut f = BytesMut::new();
+    for (i, p) in props.iter().enumerate() {
+        if i == 0 {
+            publish(&mut f);
+        }
+        c.send(&f);
+        std::thread::sleep(Duration::from_millis(30));
+        f.clear();
+        frame::put_content_header(&mut f, 1, 60, 3, p);
+        frame::put_body(&mut f, 1, b"abc", 4096);
+        if i + 1 < props.len() {
+            publish(&mut f);
+        }
+    }
+    c.send(&f);
+    c.put_method(1, id::QUEUE_DECLARE, |b| {
+        b.put_u16(0);
+        put_shortstr(b, "split");
+        b.put_u8(1); // passive
+        b.put_u32(0);
+    });
+    let (mid, args) = c.method();
+    assert_eq!(mid, id::QUEUE_DECLARE_OK, "{}", String::from_utf8_lossy(&args));
+    let mut r = Reader::new(&args);
+    r.shortstr().unwrap();
+    assert_eq!(r.u32().unwrap(), 4, "messages in the queue");
+}

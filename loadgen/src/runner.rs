@@ -217,6 +217,10 @@ async fn run_producer(
             shared.sent.fetch_add(n, Relaxed);
             shared.expected.fetch_add(n * per_message, Relaxed);
             stats.borrow_mut().window_sent += in_window;
+            // A write the kernel takes at once never returns Pending, so a
+            // max-rate producer would keep consumers on this worker from
+            // running at all: give way once the time slice is used up.
+            glommio::yield_if_needed().await;
         }
         Ok::<(), anyhow::Error>(())
     }

@@ -105,8 +105,10 @@ pub struct State {
     pub heartbeat: u16,
     pub cancel_notify: bool,
     pub blocked_cap: bool,
-    pub channels: HashMap<u16, Channel>,
-    pub consumers: HashMap<u32, ConsumerInfo>,
+    /// Looked up for every frame: ahash, not SipHash (keys are the
+    /// client's small channel numbers and our own consumer ids).
+    pub channels: HashMap<u16, Channel, ahash::RandomState>,
+    pub consumers: HashMap<u32, ConsumerInfo, ahash::RandomState>,
     pub next_consumer: u32,
     pub next_generation: u64,
     pub next_name: u64,
@@ -147,8 +149,8 @@ impl AmqpConn {
                 heartbeat: 0,
                 cancel_notify: false,
                 blocked_cap: false,
-                channels: HashMap::new(),
-                consumers: HashMap::new(),
+                channels: HashMap::default(),
+                consumers: HashMap::default(),
                 next_consumer: 1,
                 next_generation: 1,
                 next_name: 1,
@@ -286,6 +288,11 @@ impl AmqpConn {
             if self.st.borrow().phase == Phase::Done || self.outbox.is_broken() {
                 return Ok(());
             }
+            // A read the kernel answers at once never returns Pending: let
+            // the writer, the mesh and other connections run between chunks,
+            // or a busy publisher starves them (its deliveries and forwarded
+            // publishes pile up unsent).
+            futures_lite::future::yield_now().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
             glommio::yield_if_needed().await;

@@ -34,6 +34,21 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         let max = c.shard.config.message_bytes_max as usize;
         return super::publish::on_content(&c.shard, n, ch, f, max, &mut jobs);
     }
+    // The hot path: a publish to the target of the batch being built. Its
+    // names were checked (UTF-8, exchange) when the batch began; only the
+    // exchange's existence is checked again, as for every publish.
+    if let Some(ch) = st.channels.get_mut(&n).filter(|ch| ch.state == ChState::Open && ch.content.is_none()) {
+        if let Some(p) = method::parse_publish(f.payload) {
+            let known = p.exchange.is_empty()
+                || c.shard.routing.table.borrow().exchange(&ch.batch_exchange).is_some_and(|x| !x.internal);
+            if !p.immediate && known && ch.batch_takes(p.exchange, p.routing_key, p.mandatory) {
+                let mandatory = p.mandatory;
+                ch.content =
+                    Some(Content { persistent: false, mandatory, body_len: 0, have_header: false, same_target: true });
+                return Ok(());
+            }
+        }
+    }
     let (mid, m) = method::parse(f.payload).map_err(|e| conn_fault(code::SYNTAX_ERROR, e.0, (0, 0)))?;
     let Some(ch) = st.channels.get_mut(&n) else {
         return match m {
@@ -89,7 +104,8 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         }
         ch.content_exchange.clear();
         ch.content_exchange.push_str(exchange);
-        ch.content = Some(Content { persistent: false, mandatory, body_len: 0, have_header: false });
+        ch.content =
+            Some(Content { persistent: false, mandatory, body_len: 0, have_header: false, same_target: false });
         ch.content_queue.clear();
         ch.content_queue.push_str(routing_key);
         return Ok(());

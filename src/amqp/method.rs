@@ -224,6 +224,27 @@ pub struct QueueDeclare<'a> {
     pub args: &'a [u8],
 }
 
+/// basic.publish's fields as raw bytes: the hot path compares them with
+/// the batch being built before paying for UTF-8 checks and copies.
+pub struct PublishArgs<'a> {
+    pub exchange: &'a [u8],
+    pub routing_key: &'a [u8],
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
+/// `None` unless `payload` is a well-formed basic.publish (anything else,
+/// errors included, takes `parse`).
+pub fn parse_publish(payload: &[u8]) -> Option<PublishArgs<'_>> {
+    let rest = payload.strip_prefix(&[0, 60, 0, 40])?;
+    let mut r = Reader::new(rest);
+    r.u16().ok()?;
+    let exchange = r.shortstr_bytes().ok()?;
+    let routing_key = r.shortstr_bytes().ok()?;
+    let bits = r.u8().ok()?;
+    Some(PublishArgs { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
+}
+
 /// Parses a method frame's payload into its id and fields.
 pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
     let mut r = Reader::new(payload);

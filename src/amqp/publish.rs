@@ -3,7 +3,7 @@
 //! as its props), appended to the channel's batch for its queue; a batch
 //! goes to the queue's owner as one request.
 
-use super::channel::{Channel, Outstanding, PubBatch, Returned, Settled};
+use super::channel::{same_bytes, Channel, Outstanding, PubBatch, Returned, Settled};
 use super::conn::{conn_fault, rid, Fault, Job, KIND_PUB};
 use super::frame::{self, Frame};
 use super::method::{self, code, id};
@@ -113,18 +113,20 @@ fn bad_expiration(props: &[u8]) -> Option<String> {
 /// A whole message: appended to the channel's batch for its queue.
 fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) {
     let Some(content) = ch.content.take() else { return };
-    let same = ch.batch.as_ref().is_some_and(|b| {
-        b.persistent == content.persistent
-            && b.mandatory == content.mandatory
-            && ch.batch_queue == ch.content_queue
-            && ch.batch_exchange == ch.content_exchange
-    });
+    let same = ch.batch.as_ref().is_some_and(|b| b.persistent == content.persistent)
+        && (content.same_target
+            || ch.has_target
+                && ch.batch_mandatory == content.mandatory
+                && same_bytes(ch.batch_queue.as_bytes(), ch.content_queue.as_bytes())
+                && same_bytes(ch.batch_exchange.as_bytes(), ch.content_exchange.as_bytes()));
     if !same {
         flush_batch(shard, n, ch, jobs);
-        ch.batch_queue.clear();
-        ch.batch_queue.push_str(&ch.content_queue);
-        ch.batch_exchange.clear();
-        ch.batch_exchange.push_str(&ch.content_exchange);
+        if !content.same_target {
+            ch.batch_queue.clone_from(&ch.content_queue);
+            ch.batch_exchange.clone_from(&ch.content_exchange);
+            ch.batch_mandatory = content.mandatory;
+            ch.has_target = true;
+        }
         ch.batch = Some(PubBatch {
             persistent: content.persistent,
             mandatory: content.mandatory,
@@ -149,8 +151,10 @@ fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: 
 pub fn flush_batch(shard: &Shard, n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
     let Some(b) = ch.batch.take() else { return };
     let entries = ch.arena.split_to(b.len).freeze();
-    let queue = std::mem::take(&mut ch.batch_queue);
-    let exchange = std::mem::take(&mut ch.batch_exchange);
+    // Copies: the names stay as the target the next publishes are
+    // compared with.
+    let queue = ch.batch_queue.clone();
+    let exchange = ch.batch_exchange.clone();
     let confirm = ch.confirm || b.mandatory;
     if confirm {
         let returns = b.mandatory.then(|| Returned {

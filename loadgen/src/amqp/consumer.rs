@@ -105,6 +105,9 @@ impl Consumer {
             basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
             self.conn.flush().await?;
         }
+        // The 100 ms idle timeout is for the delivery loop; close-ok may
+        // come later, behind a backlog of deliveries.
+        let _ = self.conn.stream.set_read_timeout(None);
         self.conn.close().await
     }
 }
