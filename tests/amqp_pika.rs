@@ -6,6 +6,7 @@ mod common;
 
 use common::pika::{finish, run, spawn};
 use common::TestBroker;
+use ringmq::protocol::shard_for;
 use std::time::Duration;
 
 const SCRIPT: Duration = Duration::from_secs(60);
@@ -97,6 +98,17 @@ fn pika_error_codes() {
 fn pika_connection_blocked_and_unblocked() {
     let b = TestBroker::start_with(1, |c| c.publish_pause_messages = 100);
     run("blocked.py", b.amqp, &[], SCRIPT).assert_ok("blocked.py");
+}
+
+/// Two shards, the publisher's connection on the one that does not own
+/// the queue: the owner pauses it over the mesh (`shard/pause.rs`).
+#[test]
+fn pika_connection_blocked_by_a_queue_on_another_shard() {
+    let b = TestBroker::start_with(2, |c| c.publish_pause_messages = 100);
+    let name = |shard| (0..).map(|i| format!("blocked-remote-{i}")).find(|q| shard_for(q, 2) == shard).unwrap();
+    let (q0, q1) = (name(0), name(1));
+    let env = [("QUEUE_ON_0", q0.as_str()), ("QUEUE_ON_1", q1.as_str())];
+    run("blocked_remote.py", b.amqp, &env, SCRIPT).assert_ok("blocked_remote.py");
 }
 
 #[test]

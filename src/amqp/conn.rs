@@ -132,6 +132,10 @@ pub struct AmqpConn {
     /// A local queue whose backlog passed `publish_pause_messages` in the
     /// last read: reading waits (connection.blocked) until it drains.
     paused_on: RefCell<Option<String>>,
+    /// Queues on other shards whose owners told this connection to pause
+    /// (`Reply::PublishPaused`); `resumed` signals each `PublishResumed`.
+    remote_paused: RefCell<Vec<String>>,
+    resumed: Notify,
 }
 
 impl AmqpConn {
@@ -162,6 +166,8 @@ impl AmqpConn {
             kick: Notify::default(),
             done: Cell::new(false),
             paused_on: RefCell::new(None),
+            remote_paused: RefCell::new(Vec::new()),
+            resumed: Notify::default(),
         }
     }
 
@@ -297,18 +303,43 @@ impl AmqpConn {
             self.shard.mesh.wait_for_space().await;
             glommio::yield_if_needed().await;
             let paused = self.paused_on.borrow_mut().take();
-            if let Some(q) = paused {
+            let remote = self.remote_paused.borrow().first().cloned();
+            if let Some(q) = paused.or(remote) {
                 let tell = self.st.borrow().blocked_cap;
                 if tell {
                     let why = format!("queue '{q}' is over publish_pause_messages");
                     self.outbox.push(|b| method::put(b, 0, id::CONNECTION_BLOCKED, |b| put_shortstr(b, &why)));
                 }
                 self.shard.wait_publish_resume(&q).await;
+                self.wait_remote_resume().await;
                 if tell {
                     self.outbox.push(|b| method::put(b, 0, id::CONNECTION_UNBLOCKED, |_| ()));
                 }
             }
             self.read_more(r, buf).await?;
+        }
+    }
+
+    /// A queue owner on another shard pauses or resumes this connection's
+    /// publishing. A connection that also consumes is never paused: its
+    /// acks may be what drains the queue.
+    pub fn remote_pause(&self, queue: &str, pause: bool) {
+        let mut paused = self.remote_paused.borrow_mut();
+        if !pause {
+            paused.retain(|q| q != queue);
+            self.resumed.notify();
+        } else if self.st.borrow().consumers.is_empty() && !paused.iter().any(|q| q == queue) {
+            paused.push(queue.to_string());
+        }
+    }
+
+    async fn wait_remote_resume(&self) {
+        loop {
+            let n = self.resumed.notified();
+            if self.remote_paused.borrow().is_empty() || self.done.get() || self.outbox.is_closing() {
+                return;
+            }
+            n.await;
         }
     }
 

@@ -30,6 +30,10 @@ impl ConnSink for AmqpConn {
             self.consumer_gone(consumer_id);
             return;
         }
+        if let Reply::PublishPaused { queue } | Reply::PublishResumed { queue } = &reply {
+            self.remote_pause(queue, matches!(reply, Reply::PublishPaused { .. }));
+            return;
+        }
         let r = match &reply {
             Reply::Ok { request_id, .. }
             | Reply::Error { request_id, .. }

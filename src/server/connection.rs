@@ -145,7 +145,9 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
         }
         Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
         // The native protocol has no cancel notice yet.
-        Reply::ConsumerGone { .. } => {}
+        // Native clients publish to the owner; one that does not is
+        // paced by the mesh alone (see shard/pause.rs).
+        Reply::ConsumerGone { .. } | Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
         Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),
     }
 }

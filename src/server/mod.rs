@@ -240,7 +240,10 @@ async fn run_shard(s: ShardStart) {
                 for msg in batch {
                     sh.on_mesh(msg);
                 }
-                glommio::yield_if_needed().await;
+                // A receive that finds batches waiting never returns
+                // Pending: without this a peer's flood of forwarded
+                // publishes keeps this shard's connections from running.
+                futures_lite::future::yield_now().await;
             }
             tracing::debug!(shard = sh.id, peer, "mesh receiver closed");
         }));
@@ -264,6 +267,7 @@ async fn run_shard(s: ShardStart) {
     tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
     // TTL and x-expires: one timer task per shard.
     tasks.push(glommio::spawn_local(shard.clone().run_timers()));
+    tasks.push(glommio::spawn_local(shard.clone().run_remote_resumes()));
     if shard.id == shard::routing::METADATA_SHARD {
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");

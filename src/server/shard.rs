@@ -18,6 +18,7 @@ use std::sync::Arc;
 mod admin;
 mod declare;
 mod durable;
+mod pause;
 mod policies;
 pub mod routing;
 mod spill;
@@ -66,6 +67,9 @@ pub struct Shard {
     /// Signalled when a queue's backlog falls back under half of
     /// `publish_pause_messages`, for publishers that paused on it.
     publish_resume: Notify,
+    /// Connections on other shards told to pause on a queue of this one
+    /// (`pause.rs`), until it drains.
+    remote_paused: RefCell<Vec<(ConnRef, String)>>,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
     next_conn_id: Cell<u64>,
     /// The shard's log (`None` until `open_storage`).
@@ -98,6 +102,7 @@ impl Shard {
             counters: Counters::default(),
             queues: RefCell::new(HashMap::default()),
             publish_resume: Notify::default(),
+            remote_paused: RefCell::new(Vec::new()),
             conns: RefCell::new(HashMap::new()),
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
@@ -408,6 +413,7 @@ impl Shard {
                 if confirm {
                     self.confirm(from, request_id, n, log.as_deref());
                 }
+                self.pause_if_remote(from, queue);
             }
             Err(e) => {
                 tracing::debug!(queue, code = ?e.code, "publish refused: {}", e.message);

@@ -221,14 +221,50 @@ pub enum Request {
 /// `AdminOk`: the answer to a native `Admin` frame (`ringmq ctl`).
 #[derive(Debug)]
 pub enum Reply {
-    Ok { request_id: u64, value: u64 },
-    Error { request_id: u64, code: ErrorCode, message: String },
-    Confirm { request_id: u64, count: u32 },
-    Deliver { consumer_id: u32, first_tag: u64, msgs: Vec<Delivered> },
-    GetOk { request_id: u64, consumer_id: u32, tag: u64, remaining: u32, msg: Delivered },
-    GetEmpty { request_id: u64 },
-    ConsumerGone { consumer_id: u32 },
-    AdminOk { request_id: u64, json: String },
+    Ok {
+        request_id: u64,
+        value: u64,
+    },
+    Error {
+        request_id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+    Confirm {
+        request_id: u64,
+        count: u32,
+    },
+    Deliver {
+        consumer_id: u32,
+        first_tag: u64,
+        msgs: Vec<Delivered>,
+    },
+    GetOk {
+        request_id: u64,
+        consumer_id: u32,
+        tag: u64,
+        remaining: u32,
+        msg: Delivered,
+    },
+    GetEmpty {
+        request_id: u64,
+    },
+    ConsumerGone {
+        consumer_id: u32,
+    },
+    /// A publish of this connection took `queue` (on another shard) past
+    /// `publish_pause_messages`: stop reading publishes until
+    /// `PublishResumed` for it.
+    PublishPaused {
+        queue: String,
+    },
+    PublishResumed {
+        queue: String,
+    },
+    AdminOk {
+        request_id: u64,
+        json: String,
+    },
 }
 
 impl Reply {
