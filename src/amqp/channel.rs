@@ -314,6 +314,48 @@ impl Channel {
     }
 }
 
+/// A connection's open channels, sorted by number. Every frame looks its
+/// channel up, and connections have few: a binary search over a short
+/// vector beats hashing (which was 9% of the broker's profile with
+/// SipHash and still 4% with ahash). Opening and closing move entries.
+#[derive(Default)]
+pub struct Channels(Vec<(u16, Channel)>);
+
+impl Channels {
+    fn find(&self, n: u16) -> Result<usize, usize> {
+        match self.0.first() {
+            // The common case: one channel.
+            Some((k, _)) if *k == n => Ok(0),
+            _ => self.0.binary_search_by_key(&n, |(k, _)| *k),
+        }
+    }
+
+    pub fn get_mut(&mut self, n: &u16) -> Option<&mut Channel> {
+        let i = self.find(*n).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    pub fn insert(&mut self, n: u16, ch: Channel) {
+        match self.find(n) {
+            Ok(i) => self.0[i].1 = ch,
+            Err(i) => self.0.insert(i, (n, ch)),
+        }
+    }
+
+    pub fn remove(&mut self, n: &u16) -> Option<Channel> {
+        let i = self.find(*n).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut Channel)> {
+        self.0.iter_mut().map(|(k, c)| (&*k, c))
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Byte equality without a libc call: names are short, and `memcmp` was
 /// the single largest item in the publish path's profile (every publish
 /// compares its routing key with its batch's).

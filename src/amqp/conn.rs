@@ -7,7 +7,7 @@
 //! connection (`ConnSink`) before `submit` returns. Handlers queue `Job`s;
 //! `run_jobs` submits them with nothing borrowed.
 
-use super::channel::{ChState, Channel};
+use super::channel::{ChState, Channels};
 use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use super::method::{self, code, id, Method, MethodId};
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
@@ -96,6 +96,8 @@ pub struct ConsumerInfo {
     /// basic.cancel (or its queue went): no more deliveries; its unacked
     /// can still be acked.
     pub cancelled: bool,
+    /// `method::deliver_template` for push consumers (empty for basic.get).
+    pub deliver: Vec<u8>,
 }
 
 pub struct State {
@@ -105,9 +107,9 @@ pub struct State {
     pub heartbeat: u16,
     pub cancel_notify: bool,
     pub blocked_cap: bool,
-    /// Looked up for every frame: ahash, not SipHash (keys are the
-    /// client's small channel numbers and our own consumer ids).
-    pub channels: HashMap<u16, Channel, ahash::RandomState>,
+    pub channels: Channels,
+    /// Looked up for every delivery batch: ahash, not SipHash (the keys
+    /// are our own consumer ids).
     pub consumers: HashMap<u32, ConsumerInfo, ahash::RandomState>,
     pub next_consumer: u32,
     pub next_generation: u64,
@@ -153,7 +155,7 @@ impl AmqpConn {
                 heartbeat: 0,
                 cancel_notify: false,
                 blocked_cap: false,
-                channels: HashMap::default(),
+                channels: Channels::default(),
                 consumers: HashMap::default(),
                 next_consumer: 1,
                 next_generation: 1,
@@ -296,9 +298,9 @@ impl AmqpConn {
             }
             // A read the kernel answers at once never returns Pending: let
             // the writer, the mesh and other connections run between chunks,
-            // or a busy publisher starves them (its deliveries and forwarded
-            // publishes pile up unsent).
-            futures_lite::future::yield_now().await;
+            // or a busy publisher starves them (acks and deliveries from
+            // other shards, and its own forwarded publishes, wait).
+            crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
             glommio::yield_if_needed().await;

@@ -114,22 +114,25 @@ impl FrameWriter {
 
 /// A content header frame: class, weight 0, body size, then the property
 /// flags and list exactly as stored (`props` empty means no properties).
+/// Written field by field (no size patching): one per delivery.
 pub fn put_content_header(b: &mut BytesMut, channel: u16, class: u16, body_len: u64, props: &[u8]) {
-    let w = FrameWriter::begin(b, HEADER, channel);
+    let props: &[u8] = if props.is_empty() { &[0, 0] } else { props };
+    let size = 12 + props.len();
+    b.reserve(size + OVERHEAD);
+    b.put_u8(HEADER);
+    b.put_u16(channel);
+    b.put_u32(size as u32);
     b.put_u16(class);
     b.put_u16(0);
     b.put_u64(body_len);
-    if props.is_empty() {
-        b.put_u16(0);
-    } else {
-        b.put_slice(props);
-    }
-    w.finish(b);
+    b.put_slice(props);
+    b.put_u8(FRAME_END);
 }
 
 /// Body frames, each at most `frame_max` bytes whole.
 pub fn put_body(b: &mut BytesMut, channel: u16, body: &[u8], frame_max: usize) {
     let chunk = frame_max.max(FRAME_MIN_SIZE) - OVERHEAD;
+    b.reserve(body.len() + body.len().div_ceil(chunk) * OVERHEAD);
     for part in body.chunks(chunk) {
         b.put_u8(BODY);
         b.put_u16(channel);

@@ -217,7 +217,16 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             let owner = shard.owner_of(queue);
             st.consumers.insert(
                 cid,
-                ConsumerInfo { channel: n, tag, queue: queue.into(), owner, no_ack, live: false, cancelled: false },
+                ConsumerInfo {
+                    channel: n,
+                    deliver: method::deliver_template(n, &tag, queue),
+                    tag,
+                    queue: queue.into(),
+                    owner,
+                    no_ack,
+                    live: false,
+                    cancelled: false,
+                },
             );
             let ch = channel(st, n);
             ch.consumers.push(cid);
@@ -273,6 +282,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
                     no_ack: false,
                     live: false,
                     cancelled: true,
+                    deliver: Vec::new(),
                 };
                 st.consumers.insert(cid, info);
                 let ch = channel(st, n);

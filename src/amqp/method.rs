@@ -387,6 +387,22 @@ pub fn put_deliver(
     });
 }
 
+/// The basic.deliver frame of a consumer for a message published to its
+/// queue through the default exchange, with tag 0, not redelivered:
+/// `out::write_delivery` copies it and patches the tag and the flag
+/// (see [`deliver_tag_at`]) instead of encoding field by field.
+pub fn deliver_template(channel: u16, consumer_tag: &str, queue: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_deliver(&mut b, channel, consumer_tag, 0, false, "", queue);
+    b.to_vec()
+}
+
+/// Offset of the delivery tag in a basic.deliver frame (the redelivered
+/// bit follows it): frame header, class and method ids, consumer tag.
+pub fn deliver_tag_at(frame: &[u8]) -> usize {
+    12 + usize::from(frame[11])
+}
+
 /// basic.ack / basic.nack from the server (publisher confirms).
 pub fn put_confirm(b: &mut BytesMut, channel: u16, ack: bool, tag: u64, multiple: bool) {
     if ack {
@@ -475,6 +491,18 @@ mod tests {
         put_bits(&mut n, &[true, true]);
         assert!(matches!(parse(&n).unwrap().1, Method::Nack { tag: 5, multiple: true, requeue: true }));
         assert!(parse(&n[..8]).is_err());
+    }
+
+    #[test]
+    fn deliver_template_patched_equals_encoded() {
+        let tpl = deliver_template(3, "amq.ctag-1.2.3", "some-queue");
+        let mut patched = tpl.clone();
+        let at = deliver_tag_at(&tpl);
+        patched[at..at + 8].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
+        patched[at + 8] = 1;
+        let mut b = BytesMut::new();
+        put_deliver(&mut b, 3, "amq.ctag-1.2.3", 0x0102_0304_0506_0708, true, "", "some-queue");
+        assert_eq!(patched, b.to_vec());
     }
 
     #[test]

@@ -359,9 +359,18 @@ fn write_delivery(
         return;
     };
     let tag = ch.assign_tag((!k.no_ack).then_some((cid, qtag)));
-    // Through the default exchange, the routing key was the queue's name.
-    let (exchange, key) = origin.map_or(("", k.queue.as_str()), |o| (o.exchange.as_str(), o.routing_key.as_str()));
-    method::put_deliver(b, k.channel, &k.tag, tag, redelivered, exchange, key);
+    match origin {
+        // Through the default exchange (the routing key was the queue's
+        // name): the consumer's prebuilt frame with the tag patched in.
+        None if !k.deliver.is_empty() => {
+            let (start, at) = (b.len(), method::deliver_tag_at(&k.deliver));
+            b.extend_from_slice(&k.deliver);
+            b[start + at..start + at + 8].copy_from_slice(&tag.to_be_bytes());
+            b[start + at + 8] = u8::from(redelivered);
+        }
+        None => method::put_deliver(b, k.channel, &k.tag, tag, redelivered, "", &k.queue),
+        Some(o) => method::put_deliver(b, k.channel, &k.tag, tag, redelivered, &o.exchange, &o.routing_key),
+    }
     put_content(b, k.channel, e.props, e.body, frame_max);
 }
 

@@ -29,6 +29,19 @@ pub async fn yield_to_io() {
     glommio::timer::sleep(Duration::from_micros(10)).await
 }
 
+/// Lets the executor poll for I/O (sockets, timers, mesh channels) before
+/// this task goes on. A task whose reads the kernel answers at once never
+/// returns Pending, and `yield_now` keeps it runnable: glommio polls for
+/// I/O only when its task queues run dry or its preempt timer fires
+/// (100 ms), so a busy connection left its shard's other sockets and the
+/// mesh unattended that long. Waiting on a timer that is due almost at
+/// once takes the task off the run queue until the executor's next poll.
+/// (A shorter preempt timer would do the same, but glommio 0.9 can park
+/// with runnable tasks when the timer fires before a run starts, and hang.)
+pub async fn yield_to_reactor() {
+    glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+}
+
 /// A value set once and awaited by any number of futures on one thread.
 pub struct Slot<T> {
     value: RefCell<Option<T>>,

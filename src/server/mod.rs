@@ -242,8 +242,8 @@ async fn run_shard(s: ShardStart) {
                 }
                 // A receive that finds batches waiting never returns
                 // Pending: without this a peer's flood of forwarded
-                // publishes keeps this shard's connections from running.
-                futures_lite::future::yield_now().await;
+                // publishes keeps this shard's sockets from being polled.
+                crate::rt::yield_to_reactor().await;
             }
             tracing::debug!(shard = sh.id, peer, "mesh receiver closed");
         }));

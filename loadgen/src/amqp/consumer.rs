@@ -52,6 +52,10 @@ impl Consumer {
                             unacked += 1;
                             any = true;
                             expect = Expect::Method;
+                            if unacked >= self.ack_every {
+                                ack_now(&mut self.conn.stream, &mut self.conn.wbuf, last_tag).await?;
+                                unacked = 0;
+                            }
                         } else {
                             expect = Expect::Body { tag: *tag, left: size };
                         }
@@ -67,6 +71,10 @@ impl Consumer {
                             unacked += 1;
                             any = true;
                             expect = Expect::Method;
+                            if unacked >= self.ack_every {
+                                ack_now(&mut self.conn.stream, &mut self.conn.wbuf, last_tag).await?;
+                                unacked = 0;
+                            }
                         }
                     }
                     (FRAME_HEARTBEAT, _) => {
@@ -74,10 +82,6 @@ impl Consumer {
                     }
                     (kind, _) => bail!("unexpected frame type {kind} in a delivery"),
                 }
-            }
-            if unacked >= self.ack_every {
-                basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
-                unacked = 0;
             }
             if !self.conn.wbuf.is_empty() {
                 self.conn.flush().await?;
@@ -110,4 +114,16 @@ impl Consumer {
         let _ = self.conn.stream.set_read_timeout(None);
         self.conn.close().await
     }
+}
+
+/// Sends a `multiple` ack at once, in the middle of a read's deliveries:
+/// the broker refills the prefetch window while the rest are processed,
+/// instead of after the whole read (one read often holds the whole window,
+/// which made the consumer stop and wait once per window).
+async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut Vec<u8>, tag: u64) -> Result<()> {
+    use futures_lite::io::AsyncWriteExt;
+    basic_ack(wbuf, CHANNEL, tag, true);
+    stream.write_all(wbuf).await?;
+    wbuf.clear();
+    Ok(())
 }

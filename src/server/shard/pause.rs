@@ -26,6 +26,7 @@ impl Shard {
         }
         paused.push((from, queue.to_string()));
         drop(paused);
+        tracing::debug!(shard = self.id, ?from, queue, "remote publisher paused");
         self.route_reply(from, Reply::PublishPaused { queue: queue.to_string() });
     }
 
@@ -48,6 +49,7 @@ impl Shard {
                 due
             };
             for (c, queue) in due {
+                tracing::debug!(shard = self.id, conn = ?c, queue, "remote publisher resumed");
                 self.route_reply(c, Reply::PublishResumed { queue });
             }
             n.await;
