@@ -272,6 +272,11 @@ impl AmqpConn {
             let mut used = 0;
             loop {
                 let frame_max = self.st.borrow().frame_max.max(FRAME_MIN_SIZE);
+                if let Some(n) = self.whole_publish(&buf[used..], frame_max) {
+                    used += n;
+                    self.run_jobs();
+                    continue;
+                }
                 match frame::decode(&buf[used..], frame_max) {
                     Ok(Decoded::Incomplete) => break,
                     Ok(Decoded::Frame(f, n)) => {
@@ -370,7 +375,16 @@ impl AmqpConn {
     }
 
     /// Submits queued jobs, in order, with no borrow held.
+    #[inline]
     pub fn run_jobs(&self) {
+        // Called after every frame: most queue nothing.
+        if self.jobs.borrow().is_empty() {
+            return;
+        }
+        self.run_queued_jobs();
+    }
+
+    fn run_queued_jobs(&self) {
         loop {
             let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
             if jobs.is_empty() {

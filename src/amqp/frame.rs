@@ -76,6 +76,29 @@ pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
     Ok(Decoded::Frame(Frame { kind, channel, payload: &buf[7..7 + size] }, total))
 }
 
+/// A whole basic.publish at the front of `buf`: its method frame, content
+/// header and at most one body frame, on one channel, each well formed and
+/// within `frame_max`, and the bytes they use. `None` for anything else:
+/// the frame-by-frame path takes it (and reports its errors).
+#[allow(clippy::type_complexity)]
+pub fn whole_publish(buf: &[u8], frame_max: usize) -> Option<(Frame<'_>, Frame<'_>, Option<Frame<'_>>, usize)> {
+    let Ok(Decoded::Frame(m, a)) = decode(buf, frame_max) else { return None };
+    if m.kind != METHOD || m.payload.get(..4)? != [0, 60, 0, 40] {
+        return None;
+    }
+    let Ok(Decoded::Frame(h, b)) = decode(&buf[a..], frame_max) else { return None };
+    if h.kind != HEADER || h.channel != m.channel {
+        return None;
+    }
+    let body_len = u64::from_be_bytes(h.payload.get(4..12)?.try_into().ok()?);
+    if body_len == 0 {
+        return Some((m, h, None, a + b));
+    }
+    let Ok(Decoded::Frame(body, c)) = decode(&buf[a + b..], frame_max) else { return None };
+    let whole = body.kind == BODY && body.channel == m.channel && body.payload.len() as u64 == body_len;
+    whole.then_some((m, h, Some(body), a + b + c))
+}
+
 /// Bytes a frame will need once its payload is known, from a prefix of at
 /// least 7 bytes; used to size reads.
 pub fn peek_total(buf: &[u8]) -> Option<usize> {
@@ -166,6 +189,40 @@ mod tests {
         assert_eq!(peek_total(&b), Some(21));
         let Ok(Decoded::Frame(h, 8)) = decode(&b[n..], 4096) else { panic!("no heartbeat") };
         assert_eq!(h.kind, HEARTBEAT);
+    }
+
+    #[test]
+    fn whole_publishes_only() {
+        let mut b = BytesMut::new();
+        let w = FrameWriter::method(&mut b, 2, (60, 40));
+        b.put_u16(0);
+        b.put_u8(0);
+        b.put_u8(1);
+        b.put_u8(b'q');
+        b.put_u8(0);
+        w.finish(&mut b);
+        let method_len = b.len();
+        put_content_header(&mut b, 2, 60, 3, &[]);
+        put_body(&mut b, 2, b"abc", 4096);
+        let Some((m, h, Some(body), used)) = whole_publish(&b, 4096) else { panic!("not whole") };
+        assert_eq!((m.channel, h.kind, body.payload, used), (2, HEADER, &b"abc"[..], b.len()));
+        for cut in 0..b.len() {
+            assert!(whole_publish(&b[..cut], 4096).is_none(), "cut at {cut}");
+        }
+        assert!(whole_publish(&b[method_len..], 4096).is_none(), "no method first");
+        // A body in two frames, or on another channel: frame by frame.
+        let mut two = b[..method_len].to_vec();
+        let mut rest = BytesMut::new();
+        put_content_header(&mut rest, 2, 60, 3, &[]);
+        put_body(&mut rest, 2, b"ab", 4096);
+        put_body(&mut rest, 2, b"c", 4096);
+        two.extend_from_slice(&rest);
+        assert!(whole_publish(&two, 4096).is_none());
+        let mut other = b[..method_len].to_vec();
+        let mut rest = BytesMut::new();
+        put_content_header(&mut rest, 3, 60, 0, &[]);
+        other.extend_from_slice(&rest);
+        assert!(whole_publish(&other, 4096).is_none());
     }
 
     #[test]

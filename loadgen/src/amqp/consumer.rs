@@ -29,7 +29,23 @@ impl Consumer {
         loop {
             let mut any = false;
             clock.new_batch();
-            while let Some(f) = self.conn.reader.next()? {
+            loop {
+                if matches!(expect, Expect::Method) {
+                    let r = &mut self.conn.reader;
+                    if let Some((used, tag, body)) = whole_delivery(&r.buf[r.start..r.end], r.frame_max) {
+                        sink.deliver(&body[..body.len().min(HEADER_LEN)], clock.now());
+                        r.start += used;
+                        last_tag = tag;
+                        unacked += 1;
+                        any = true;
+                        if unacked >= self.ack_every {
+                            ack_now(&mut self.conn.stream, &mut self.conn.wbuf, last_tag).await?;
+                            unacked = 0;
+                        }
+                        continue;
+                    }
+                }
+                let Some(f) = self.conn.reader.next()? else { break };
                 match (f.kind, &mut expect) {
                     (FRAME_METHOD, Expect::Method) => {
                         let (id, args) = method_id(f.payload)?;
@@ -116,6 +132,41 @@ impl Consumer {
     }
 }
 
+/// One frame at `at`: (type, payload, offset after it), if whole.
+fn frame_at(buf: &[u8], at: usize, frame_max: usize) -> Option<(u8, &[u8], usize)> {
+    let h = buf.get(at..at + 7)?;
+    let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]) as usize;
+    let end = at + 7 + size;
+    if size + FRAME_OVERHEAD > frame_max || *buf.get(end)? != FRAME_END {
+        return None;
+    }
+    Some((h[0], &buf[at + 7..end], end + 1))
+}
+
+/// A whole delivery at the front of `buf` — basic.deliver, its content
+/// header and at most one body frame — as (bytes used, delivery tag,
+/// body), parsed in one go. Anything else (another method, a body in
+/// several frames, bytes still to come, a malformed frame) is `None` and
+/// takes the frame-by-frame path, which also reports errors.
+fn whole_delivery(buf: &[u8], frame_max: usize) -> Option<(usize, u64, &[u8])> {
+    let (kind, m, at) = frame_at(buf, 0, frame_max)?;
+    if kind != FRAME_METHOD || m.get(..4)? != [0, 60, 0, 60] {
+        return None;
+    }
+    let t = 5 + usize::from(*m.get(4)?);
+    let tag = u64::from_be_bytes(m.get(t..t + 8)?.try_into().ok()?);
+    let (kind, h, at) = frame_at(buf, at, frame_max)?;
+    if kind != FRAME_HEADER {
+        return None;
+    }
+    let size = u64::from_be_bytes(h.get(4..12)?.try_into().ok()?);
+    if size == 0 {
+        return Some((at, tag, &[]));
+    }
+    let (kind, body, at) = frame_at(buf, at, frame_max)?;
+    (kind == FRAME_BODY && body.len() as u64 == size).then_some((at, tag, body))
+}
+
 /// Sends a `multiple` ack at once, in the middle of a read's deliveries:
 /// the broker refills the prefetch window while the rest are processed,
 /// instead of after the whole read (one read often holds the whole window,
@@ -126,4 +177,33 @@ async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut Vec<u8>, tag: 
     stream.write_all(wbuf).await?;
     wbuf.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_deliveries_only() {
+        let mut b = Vec::new();
+        method(&mut b, 1, BASIC_DELIVER, |a| {
+            a.shortstr("ctag").u64(42).bits(&[false]).shortstr("").shortstr("q");
+        });
+        let method_len = b.len();
+        let t = PublishTemplate::new(1, "", "q", 20, false, 4096);
+        let mut p = Vec::new();
+        t.stamp(&mut p, b"0123456789abcdef");
+        // The template's publish method, then its header and body.
+        let content = {
+            let Decoded::Frame(_, n) = decode_frame(&p, 4096).unwrap() else { panic!() };
+            p[n..].to_vec()
+        };
+        b.extend_from_slice(&content);
+        let (used, tag, body) = whole_delivery(&b, 4096).unwrap();
+        assert_eq!((used, tag, &body[..16]), (b.len(), 42, &b"0123456789abcdef"[..]));
+        for cut in method_len..b.len() {
+            assert!(whole_delivery(&b[..cut], 4096).is_none(), "cut at {cut}");
+        }
+        assert!(whole_delivery(&content, 4096).is_none(), "no method first");
+    }
 }
