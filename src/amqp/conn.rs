@@ -9,15 +9,13 @@
 
 use super::channel::{ChState, Channels};
 use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
+pub use super::jobs::Job;
 use super::method::{self, code, id, Method, MethodId};
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
-use crate::protocol::Entries;
-use crate::routing::{BindingDef, ExchangeDef};
 use crate::rt::{Notify, Outbox};
-use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
 use crate::server::types::{ConnRef, Request};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -74,17 +72,6 @@ pub fn conn_fault(code: u16, text: impl Into<String>, cause: MethodId) -> Fault 
     Fault::Conn { code, text: text.into(), cause }
 }
 
-/// A request to submit once no borrow is held.
-pub enum Job {
-    Submit { owner: u16, rid: u64, req: Request },
-    PublishTo { rid: u64, opts: PubOpts, exchange: String, key: String, entries: Bytes, count: u32 },
-    DeclareExchange { rid: u64, def: ExchangeDef },
-    CheckExchange { rid: u64, name: String },
-    DeleteExchange { rid: u64, name: String, if_unused: bool },
-    Bind { rid: u64, binding: BindingDef, unbind: bool },
-    Publish { owner: u16, rid: u64, persistent: bool, confirm: bool, queue: String, entries: Bytes, count: u32 },
-}
-
 pub struct ConsumerInfo {
     pub channel: u16,
     pub tag: String,
@@ -130,14 +117,14 @@ pub struct AmqpConn {
     /// Acks to send to queue owners: (consumer id, first, last queue tag).
     pub acks: RefCell<Vec<(u32, u64, u64)>>,
     pub kick: Notify,
-    done: Cell<bool>,
+    pub(super) done: Cell<bool>,
     /// A local queue whose backlog passed `publish_pause_messages` in the
     /// last read: reading waits (connection.blocked) until it drains.
-    paused_on: RefCell<Option<String>>,
+    pub(super) paused_on: RefCell<Option<String>>,
     /// Queues on other shards whose owners told this connection to pause
     /// (`Reply::PublishPaused`); `resumed` signals each `PublishResumed`.
-    remote_paused: RefCell<Vec<String>>,
-    resumed: Notify,
+    pub(super) remote_paused: RefCell<Vec<String>>,
+    pub(super) resumed: Notify,
 }
 
 impl AmqpConn {
@@ -308,7 +295,6 @@ impl AmqpConn {
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
-            glommio::yield_if_needed().await;
             let paused = self.paused_on.borrow_mut().take();
             let remote = self.remote_paused.borrow().first().cloned();
             if let Some(q) = paused.or(remote) {
@@ -324,29 +310,6 @@ impl AmqpConn {
                 }
             }
             self.read_more(r, buf).await?;
-        }
-    }
-
-    /// A queue owner on another shard pauses or resumes this connection's
-    /// publishing. A connection that also consumes is never paused: its
-    /// acks may be what drains the queue.
-    pub fn remote_pause(&self, queue: &str, pause: bool) {
-        let mut paused = self.remote_paused.borrow_mut();
-        if !pause {
-            paused.retain(|q| q != queue);
-            self.resumed.notify();
-        } else if self.st.borrow().consumers.is_empty() && !paused.iter().any(|q| q == queue) {
-            paused.push(queue.to_string());
-        }
-    }
-
-    async fn wait_remote_resume(&self) {
-        loop {
-            let n = self.resumed.notified();
-            if self.remote_paused.borrow().is_empty() || self.done.get() || self.outbox.is_closing() {
-                return;
-            }
-            n.await;
         }
     }
 
@@ -371,90 +334,6 @@ impl AmqpConn {
         st.close_waits = st.close_waits.saturating_sub(1);
         if st.close_waits == 0 && st.phase == Phase::Closing {
             self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
-        }
-    }
-
-    /// Submits queued jobs, in order, with no borrow held.
-    #[inline]
-    pub fn run_jobs(&self) {
-        // Called after every frame: most queue nothing.
-        if self.jobs.borrow().is_empty() {
-            return;
-        }
-        self.run_queued_jobs();
-    }
-
-    fn run_queued_jobs(&self) {
-        loop {
-            let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
-            if jobs.is_empty() {
-                return;
-            }
-            for job in jobs {
-                self.run_job(job);
-            }
-        }
-    }
-
-    fn run_job(&self, job: Job) {
-        let me = self.me();
-        match job {
-            Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
-            Job::PublishTo { rid, opts, exchange, key, entries, count } => {
-                let full = self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count);
-                if full.is_some() && self.st.borrow().consumers.is_empty() {
-                    *self.paused_on.borrow_mut() = full;
-                }
-            }
-            Job::DeclareExchange { rid, def } => self.shard.declare_exchange(me, rid, def),
-            Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &name),
-            Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
-            Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
-            Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
-                if owner == self.shard.id {
-                    let Ok(parsed) = Entries::parse(&entries, count) else {
-                        tracing::error!("AMQP publish batch failed validation (bug)");
-                        return;
-                    };
-                    let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
-                    // Per-message semantics: a queue's reject-publish
-                    // refuses only the messages that find it full.
-                    let mode = crate::server::types::PublishMode { persistent, confirm, partial: true };
-                    self.shard.publish(me, rid, mode, &queue, msgs);
-                    // A connection that also consumes is never paused: its
-                    // acks may be what drains the queue.
-                    if self.st.borrow().consumers.is_empty() && self.shard.over_publish_pause(&queue) {
-                        *self.paused_on.borrow_mut() = Some(queue);
-                    }
-                } else {
-                    let req = Request::Publish { persistent, confirm, partial: true, queue, entries, count };
-                    self.shard.submit(me, rid, owner, req);
-                }
-            }
-        }
-    }
-
-    /// Sends gathered acks, merged into ranges per consumer.
-    pub fn flush_acks(&self) {
-        let acks = std::mem::take(&mut *self.acks.borrow_mut());
-        if acks.is_empty() {
-            return;
-        }
-        let mut by: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
-        for (cid, first, last) in acks {
-            let v = by.entry(cid).or_default();
-            match v.last_mut() {
-                Some(l) if l.1 + 1 == first => l.1 = last,
-                _ => v.push((first, last)),
-            }
-        }
-        let st = self.st.borrow();
-        let mut jobs = self.jobs.borrow_mut();
-        for (consumer_id, ranges) in by {
-            if let Some(c) = st.consumers.get(&consumer_id) {
-                let req = Request::Ack { consumer_id, queue: c.queue.clone(), ranges };
-                jobs.push(Job::Submit { owner: c.owner, rid: rid(KIND_IGNORE, 0, 0), req });
-            }
         }
     }
 

@@ -10,6 +10,7 @@
 //! | per-channel state: tags, confirms, held deliveries, pending methods | [`channel`] |
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
+//! | requests to queue owners, gathered acks, pauses from other shards | [`jobs`] |
 //! | exchange and binding methods, sent to the routing table's owner | [`routing`] |
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
 //! | what comes back from the queues: replies and deliveries | [`out`] |
@@ -23,6 +24,7 @@ pub mod channel;
 pub mod conn;
 pub mod frame;
 pub mod handlers;
+pub mod jobs;
 pub mod method;
 pub mod out;
 pub mod publish;

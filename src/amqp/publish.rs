@@ -99,7 +99,7 @@ impl AmqpConn {
             return None;
         }
         let table = self.shard.routing.table.borrow();
-        if !p.exchange.is_empty() && !table.exchange(&ch.batch_exchange).is_some_and(|x| !x.internal) {
+        if !p.exchange.is_empty() && table.exchange(&ch.batch_exchange).is_none_or(|x| x.internal) {
             return None;
         }
         drop(table);

@@ -37,7 +37,8 @@ pub async fn yield_to_io() {
 /// mesh unattended that long. Waiting on a timer that is due almost at
 /// once takes the task off the run queue until the executor's next poll.
 /// (A shorter preempt timer would do the same, but glommio 0.9 can park
-/// with runnable tasks when the timer fires before a run starts, and hang.)
+/// with runnable tasks when the timer fires before a run starts: see
+/// `server::run_shard`'s tick.)
 pub async fn yield_to_reactor() {
     glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
 }
