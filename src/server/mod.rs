@@ -263,6 +263,7 @@ async fn run_shard(s: ShardStart) {
         return;
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
+    tasks.push(glommio::spawn_local(shard.clone().run_housekeeping()));
     // Reads spilled messages back (memory budget).
     tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
     // TTL and x-expires: one timer task per shard.

@@ -30,9 +30,15 @@ pub trait SegmentFile {
 pub trait LogIo {
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>>;
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>>;
-    fn remove(&self, path: &Path) -> io::Result<()>;
-    /// Makes creations and removals in `dir` durable.
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Unlinks a file. Off the shard's thread: freeing the extents of a
+    /// big segment can take tens of milliseconds on ext4.
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
+    /// Makes creations and removals in `dir` durable (off the shard's
+    /// thread too: a directory fsync waits for a journal commit).
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+    /// Creates `path` with `bytes` allocated (reading as zeros), synced
+    /// with its directory, and opens it (see `housekeep.rs`).
+    fn prepare<'a>(&'a self, path: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>>;
 }
 
 fn glommio_err(e: glommio::GlommioError<()>) -> io::Error {
@@ -157,13 +163,42 @@ impl LogIo for DmaIo {
         })
     }
 
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
+        let path = path.to_path_buf();
+        Box::pin(glommio::executor().spawn_blocking(move || std::fs::remove_file(path)))
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(dir)?.sync_all()
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
+        let dir = dir.to_path_buf();
+        Box::pin(glommio::executor().spawn_blocking(move || std::fs::File::open(dir)?.sync_all()))
     }
+
+    fn prepare<'a>(&'a self, path: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            probe_dir(path).await?;
+            let p = path.to_path_buf();
+            glommio::executor().spawn_blocking(move || preallocate(&p, bytes)).await?;
+            if let Some(dir) = path.parent() {
+                self.sync_dir(dir).await?;
+            }
+            self.open(path).await
+        })
+    }
+}
+
+/// Creates the file and allocates `bytes` (rounded up to `BLOCK`) to it:
+/// the blocks read as zeros, and appends into them do not grow the file.
+fn preallocate(path: &Path, bytes: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    let total = bytes.div_ceil(BLOCK as u64) * BLOCK as u64;
+    let len = libc::off_t::try_from(total).map_err(io::Error::other)?;
+    // SAFETY: a plain syscall on a descriptor this function owns.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    f.sync_all()
 }
 
 /// Which operation a `FaultyIo` fails.
@@ -265,12 +300,19 @@ impl<I: LogIo> LogIo for FaultyIo<I> {
         })
     }
 
-    fn remove(&self, path: &Path) -> io::Result<()> {
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         self.inner.remove(path)
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
         self.inner.sync_dir(dir)
+    }
+
+    fn prepare<'a>(&'a self, path: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let inner = self.inner.prepare(path, bytes).await?;
+            Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
+        })
     }
 }
 

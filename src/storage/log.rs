@@ -47,6 +47,8 @@ pub(super) struct State<W> {
     pub(super) compacted: BTreeSet<u64>,
     /// Segments compaction gave up on (unreadable); not tried again.
     pub(super) no_compact: BTreeSet<u64>,
+    /// Dead segments a flush has covered, for housekeeping to delete.
+    pub(super) doomed: BTreeSet<u64>,
     /// Written since the last fdatasync.
     dirty: bool,
     last_sync: Instant,
@@ -70,6 +72,14 @@ pub struct Storage<W> {
     pub(super) st: RefCell<State<W>>,
     pub(super) writer: RefCell<Writer>,
     kick: Notify,
+    /// Wakes the housekeeping task (`housekeep.rs`): segments to delete,
+    /// or a spare to prepare.
+    pub(super) housekeeping: Notify,
+    /// The next segment, created and zero-filled ahead of the roll.
+    pub(super) spare: RefCell<Option<(u64, Rc<dyn SegmentFile>)>>,
+    /// The segment being prepared, and a signal when that is done.
+    pub(super) preparing: std::cell::Cell<Option<u64>>,
+    pub(super) spare_done: Notify,
     /// Signalled after every flush (readers of spilled records wait on it).
     pub(super) flushed: Notify,
     pub(super) compaction: RefCell<Option<Compaction>>,
@@ -113,6 +123,7 @@ impl<W> Storage<W> {
             segs,
             compacted: BTreeSet::new(),
             no_compact: BTreeSet::new(),
+            doomed: BTreeSet::new(),
             dirty: false,
             last_sync: Instant::now(),
         };
@@ -122,6 +133,10 @@ impl<W> Storage<W> {
             st: RefCell::new(st),
             writer: RefCell::new(Writer { file: None, pos: 0 }),
             kick: Notify::default(),
+            housekeeping: Notify::default(),
+            spare: RefCell::new(None),
+            preparing: std::cell::Cell::new(None),
+            spare_done: Notify::default(),
             flushed: Notify::default(),
             compaction: RefCell::new(None),
             readers: RefCell::new(HashMap::new()),
@@ -339,8 +354,8 @@ impl<W> Storage<W> {
         Duration::from_millis(self.opts.fsync_interval_ms)
     }
 
-    /// Writes and (per policy) syncs everything pending, then reclaims
-    /// dead segments. One flush at a time.
+    /// Writes and (per policy) syncs everything pending, then hands the
+    /// dead segments to the reclaimer. One flush at a time.
     pub async fn flush(&self) -> Flushed<W> {
         let _permit = self.lock.acquire_permit(1).await.expect("the flush lock is never closed");
         let (chunks, waiters, dead) = {
@@ -362,8 +377,13 @@ impl<W> Storage<W> {
             if let Some(c) = chunks.last() {
                 st.tail_bytes += (align_block(c.bytes.len()) - c.bytes.len()) as u64;
             }
-            let dead: Vec<u64> =
-                st.segs.iter().take_while(|(s, i)| **s < st.tail_seg && i.live.count == 0).map(|(s, _)| *s).collect();
+            let dead: Vec<u64> = st
+                .segs
+                .iter()
+                .take_while(|(s, i)| **s < st.tail_seg && i.live.count == 0)
+                .map(|(s, _)| *s)
+                .filter(|s| !st.doomed.contains(s))
+                .collect();
             (chunks, std::mem::take(&mut st.waiters), dead)
         };
         if let Some(p) = self.poisoned() {
@@ -391,7 +411,10 @@ impl<W> Storage<W> {
             return Flushed { waiters, result: Err(msg) };
         }
         self.flushed.notify();
-        self.reclaim(dead);
+        if !dead.is_empty() {
+            self.st.borrow_mut().doomed.extend(dead);
+            self.housekeeping.notify();
+        }
         Flushed { waiters, result: Ok(()) }
     }
 
@@ -407,9 +430,17 @@ impl<W> Storage<W> {
                     self.count_sync(t);
                 }
                 let path = segment_path(&self.opts.dir, c.seg);
-                let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
-                self.io.sync_dir(&self.opts.dir).map_err(|e| StorageError::io(&self.opts.dir, e))?;
+                let f = match self.take_spare(c.seg).await {
+                    Some(f) => f,
+                    None => {
+                        let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
+                        self.io.sync_dir(&self.opts.dir).await.map_err(|e| StorageError::io(&self.opts.dir, e))?;
+                        f
+                    }
+                };
                 *self.writer.borrow_mut() = Writer { file: Some((c.seg, f)), pos: 0 };
+                // The next one is prepared while this one fills.
+                self.housekeeping.notify();
             }
             let (file, pos) = {
                 let w = self.writer.borrow();
@@ -435,42 +466,10 @@ impl<W> Storage<W> {
         Ok(())
     }
 
-    fn reclaim(&self, dead: Vec<u64>) {
-        let open = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
-        let mut removed = Vec::new();
-        for seg in dead {
-            if Some(seg) == open {
-                break;
-            }
-            let path = segment_path(&self.opts.dir, seg);
-            match self.io.remove(&path) {
-                Ok(()) => removed.push(seg),
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "could not delete a dead segment");
-                    break;
-                }
-            }
-        }
-        if removed.is_empty() {
-            return;
-        }
-        if let Err(e) = self.io.sync_dir(&self.opts.dir) {
-            tracing::warn!(error = %e, "could not sync the log directory after deleting segments");
-        }
-        let mut st = self.st.borrow_mut();
-        let mut readers = self.readers.borrow_mut();
-        for seg in &removed {
-            st.segs.remove(seg);
-            st.compacted.remove(seg);
-            st.no_compact.remove(seg);
-            readers.remove(seg);
-        }
-        tracing::debug!(shard = self.opts.shard, segments = ?removed, "dead segments deleted");
-    }
-
     /// Clean shutdown: flushes and syncs everything, whatever the policy.
     pub async fn close(&self) -> Flushed<W> {
         let f = self.flush().await;
+        self.drop_spare().await;
         if f.result.is_ok() && self.st.borrow().dirty {
             let file = self.writer.borrow().file.clone();
             if let Some((_, file)) = file {

@@ -10,6 +10,7 @@
 //! | [`io`] | the file I/O trait, its DMA implementation, fault injection |
 //! | [`recovery`] | replaying segments into queues at shard start |
 //! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
+//! | `housekeep` | deleting dead segments, preparing the next one |
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
 //! | `runs` | where each queue's live messages are, per segment |
@@ -21,6 +22,7 @@
 
 pub mod compact;
 pub mod definitions;
+mod housekeep;
 pub mod io;
 pub mod log;
 pub mod meta;

@@ -10,11 +10,11 @@
 //! location in the log (read back when delivered).
 
 use super::io::{list_segments, segment_path, LogIo};
-use super::record::{owned, scan, Record, FORMAT_VERSION};
+use super::record::{align_block, owned, scan, Record, BLOCK, FORMAT_VERSION};
 use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A durable queue as the log left it.
@@ -146,6 +146,31 @@ impl Replay {
     }
 }
 
+/// Deletes the segments at the end of `segs` that were never written: the
+/// next segment prepared ahead of a roll (`housekeep.rs`), all zeros. The
+/// segment before it is then the last one, whose torn tail is cut. Only
+/// a file of nothing but zeros goes: one with data but no header is
+/// damage, and recovery says so.
+async fn drop_unused_tail(io: &dyn LogIo, dir: &Path, segs: &mut Vec<u64>) -> Result<(), StorageError> {
+    while let Some(&seg) = segs.last() {
+        let path = segment_path(dir, seg);
+        let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
+        let head = file.read_at(0, BLOCK).await.map_err(|e| StorageError::io(&path, e))?;
+        if head.iter().any(|&b| b != 0) {
+            return Ok(());
+        }
+        let all = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
+        if all.iter().any(|&b| b != 0) {
+            return Ok(());
+        }
+        drop(file);
+        io.remove(&path).await.map_err(|e| StorageError::io(&path, e))?;
+        tracing::debug!(file = %path.display(), bytes = all.len(), "unused prepared segment deleted");
+        segs.pop();
+    }
+    Ok(())
+}
+
 pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered, StorageError> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&opts.dir).map_err(|e| StorageError::io(&opts.dir, e))?;
@@ -155,6 +180,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
     let mut next_queue_id = 1u32;
     let mut res = Resident { bytes: 0, max: opts.resident_bytes_max };
     let mut keep = Vec::new();
+    drop_unused_tail(io, &opts.dir, &mut segs).await?;
     let last = segs.last().copied();
     for seg in segs.drain(..) {
         let path = segment_path(&opts.dir, seg);
@@ -263,16 +289,18 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         if header.is_none() && is_last {
             // Created but never written (a crash right after the roll).
             drop(file);
-            io.remove(&path).map_err(|e| StorageError::io(&path, e))?;
+            io.remove(&path).await.map_err(|e| StorageError::io(&path, e))?;
             continue;
         }
         if header.is_none() && !opts.skip_corrupt {
             return Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" });
         }
-        let size = if report.truncated_file.as_deref() == Some(path.as_path()) {
-            end.valid_end as u64
-        } else {
-            buf.len() as u64
+        // A prepared segment is longer than its data: the zeros after it
+        // are not counted (compaction weighs live bytes against this).
+        let size = match end.bad {
+            None => align_block(end.valid_end) as u64,
+            Some(_) if report.truncated_file.as_deref() == Some(path.as_path()) => end.valid_end as u64,
+            Some(_) => buf.len() as u64,
         };
         keep.push((seg, size));
     }

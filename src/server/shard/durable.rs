@@ -161,6 +161,14 @@ impl Shard {
         }
     }
 
+    /// Deletes dead segments and prepares the next one
+    /// (`storage/housekeep.rs`).
+    pub async fn run_housekeeping(self: Rc<Self>) {
+        if let Some(d) = self.durable() {
+            d.log.run_housekeeping().await;
+        }
+    }
+
     fn release(&self, f: crate::storage::Flushed<Waiter>) {
         for w in f.waiters {
             match &f.result {
