@@ -103,7 +103,9 @@ async fn recovered_with_args(dir: &Path) -> Vec<(String, Vec<u8>, Vec<(u64, Vec<
     rec.queues
         .into_iter()
         .map(|q| {
-            let msgs = q.messages.into_iter().map(|m| (m.seq, m.entry.expect("in memory").to_vec())).collect();
+            let mut q = q;
+            let ms: Vec<_> = q.messages.iter().copied().collect();
+            let msgs = ms.iter().map(|m| (m.seq, q.take_entry(m).expect("in memory").to_vec())).collect();
             (q.name, q.args, msgs)
         })
         .collect()

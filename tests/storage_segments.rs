@@ -43,12 +43,11 @@ fn segments(dir: &Path) -> Vec<u64> {
 async fn open(dir: &Path) -> (Storage<u64>, Vec<(u64, Vec<u8>)>) {
     let io: Rc<dyn LogIo> = Rc::new(DmaIo);
     let (log, rec) = Storage::<u64>::open(io, opts(dir)).await.expect("recovery");
-    let msgs = rec
-        .queues
-        .into_iter()
-        .flat_map(|q| q.messages)
-        .map(|m| (m.seq, m.entry.expect("in memory").to_vec()))
-        .collect();
+    let mut msgs = Vec::new();
+    for mut q in rec.queues {
+        let ms: Vec<_> = q.messages.iter().copied().collect();
+        msgs.extend(ms.iter().map(|m| (m.seq, q.take_entry(m).expect("in memory").to_vec())));
+    }
     (log, msgs)
 }
 

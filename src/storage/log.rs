@@ -102,8 +102,8 @@ impl<W> Storage<W> {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             for m in &q.messages {
                 let bytes = publish_bytes(m.entry_len as usize);
-                qs.add(m.seq, m.seg, bytes);
-                segs.entry(m.seg).or_default().live.add(bytes);
+                qs.add(m.seq, u64::from(m.seg), bytes);
+                segs.entry(u64::from(m.seg)).or_default().live.add(bytes);
             }
             queues.insert(q.id, qs);
         }

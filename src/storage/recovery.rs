@@ -28,29 +28,40 @@ pub struct RecoveredQueue {
     pub next_seq: u64,
     /// Unacked persistent messages in sequence order.
     pub messages: VecDeque<RecoveredMsg>,
+    /// The entries held in memory, by sequence number: the first
+    /// `resident_bytes_max` bytes' worth; the others are read back from
+    /// their `loc()` when delivered.
+    pub entries: HashMap<u64, Bytes>,
 }
 
-/// One recovered message (64 bytes: a backlog of millions replays in
-/// one pass through a deque, not a tree).
-#[derive(Debug)]
+/// One recovered message: 24 bytes, so a backlog of 20 M messages
+/// replays through 480 MB of deque (its entries, past the memory budget,
+/// stay on disk).
+#[derive(Debug, Clone, Copy)]
 pub struct RecoveredMsg {
     pub seq: u64,
     /// The segment of the copy kept (0 marks an acked slot during replay),
     /// and the record's offset in it.
-    pub seg: u64,
+    pub seg: u32,
     pub off: u32,
     pub entry_len: u32,
     /// The body's length (the entry's header says it): a queue counts it
     /// for `x-max-length-bytes` even while the entry is on disk.
     pub body_len: u32,
-    /// `None` once recovery holds `resident_bytes_max` of entries: then
-    /// the entry is read back from `loc()` when delivered.
-    pub entry: Option<Bytes>,
 }
+
+const _: () = assert!(std::mem::size_of::<RecoveredMsg>() == 24);
 
 impl RecoveredMsg {
     pub fn loc(&self) -> Option<Loc> {
-        Loc::new(self.seg, u64::from(self.off), self.entry_len as usize)
+        Loc::new(u64::from(self.seg), u64::from(self.off), self.entry_len as usize)
+    }
+}
+
+impl RecoveredQueue {
+    /// The entry of `m` if recovery kept it in memory.
+    pub fn take_entry(&mut self, m: &RecoveredMsg) -> Option<Bytes> {
+        self.entries.remove(&m.seq)
     }
 }
 
@@ -84,6 +95,7 @@ struct Replay {
     args: Vec<u8>,
     next_seq: u64,
     msgs: VecDeque<RecoveredMsg>,
+    entries: HashMap<u64, Bytes>,
 }
 
 /// Entry bytes held in memory by the replay so far, and the cap.
@@ -93,8 +105,8 @@ struct Resident {
 }
 
 impl Resident {
-    fn release(&mut self, m: &mut RecoveredMsg) {
-        if m.entry.take().is_some() {
+    fn release(&mut self, m: &mut RecoveredMsg, entries: &mut HashMap<u64, Bytes>) {
+        if entries.remove(&m.seq).is_some() {
             self.bytes -= u64::from(m.entry_len);
         }
         m.seg = 0;
@@ -104,20 +116,20 @@ impl Resident {
 impl Replay {
     /// A publish: appended (the usual case), or a copy of one already seen
     /// (compaction; the later copy is kept), or an older one put in order.
-    fn publish(&mut self, seg: u64, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
+    fn publish(&mut self, seg: u32, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
         self.next_seq = self.next_seq.max(seq + 1);
         let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
         let body_len = crate::protocol::batch::entry_body_len(entry).min(u64::from(u32::MAX)) as u32;
-        let mut m = RecoveredMsg { seq, seg, off, entry_len: len, body_len, entry: None };
+        let m = RecoveredMsg { seq, seg, off, entry_len: len, body_len };
         let at = match self.msgs.back() {
             Some(b) if b.seq >= seq => self.msgs.binary_search_by_key(&seq, |m| m.seq),
             _ => Err(self.msgs.len()),
         };
         if let Ok(i) = at {
-            res.release(&mut self.msgs[i]);
+            res.release(&mut self.msgs[i], &mut self.entries);
         }
         if m.loc().is_none() || res.bytes + u64::from(len) <= res.max {
-            m.entry = Some(owned(entry));
+            self.entries.insert(seq, owned(entry));
             res.bytes += u64::from(len);
         }
         match at {
@@ -137,7 +149,7 @@ impl Replay {
                 if m.seq > b {
                     break;
                 }
-                res.release(m);
+                res.release(m, &mut self.entries);
             }
         }
         while self.msgs.front().is_some_and(|m| m.seg == 0) {
@@ -184,6 +196,12 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
     let last = segs.last().copied();
     for seg in segs.drain(..) {
         let path = segment_path(&opts.dir, seg);
+        // Locations hold 32-bit segment numbers (4 billion segments).
+        let seg32 = u32::try_from(seg).map_err(|_| StorageError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            why: "segment number past 2^32",
+        })?;
         let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
         let buf = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
         report.segments += 1;
@@ -227,13 +245,15 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                         args: Vec::new(),
                         next_seq: 0,
                         msgs: VecDeque::new(),
+                        entries: HashMap::new(),
                     });
                     q.name = name;
                     q.next_seq = q.next_seq.max(next_seq);
                 }
                 Record::Delete { queue } => {
                     if let Some(mut q) = queues.remove(&queue) {
-                        q.msgs.iter_mut().for_each(|m| res.release(m));
+                        let entries = &mut q.entries;
+                        q.msgs.iter_mut().for_each(|m| res.release(m, entries));
                     }
                 }
                 Record::QueueArgs { queue, args } => {
@@ -248,7 +268,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                 }
                 Record::Publish { queue, seq, entry } => {
                     if let Some(q) = queues.get_mut(&queue) {
-                        q.publish(seg, at, seq, entry, &mut res);
+                        q.publish(seg32, at, seq, entry, &mut res);
                     }
                 }
             }
@@ -316,6 +336,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                 m.retain(|m| m.seg != 0);
                 m
             },
+            entries: q.entries,
         })
         .collect();
     out.sort_by_key(|q| q.id);

@@ -84,10 +84,12 @@ impl Shard {
             q.set_next_seq(rq.next_seq);
             q.touch(now);
             messages += rq.messages.len();
-            q.reserve_ready(rq.messages.len());
             // A queue that cannot hold spilled messages (priorities) gets
             // the entries recovery left on disk read back now.
             let spillable = q.can_spill();
+            if !spillable {
+                q.reserve_ready(rq.messages.len());
+            }
             // Moved over oldest first; the replay's deque shrinks as it
             // empties, so a big backlog is not held twice.
             let mut cap = rq.messages.capacity();
@@ -96,9 +98,11 @@ impl Shard {
                 let batch: Vec<RecoveredMsg> = rq.messages.drain(..n).collect();
                 let want: Vec<(u64, Loc)> = match spillable {
                     true => Vec::new(),
-                    false => {
-                        batch.iter().filter(|m| m.entry.is_none()).filter_map(|m| Some((m.seq, m.loc()?))).collect()
-                    }
+                    false => batch
+                        .iter()
+                        .filter(|m| !rq.entries.contains_key(&m.seq))
+                        .filter_map(|m| Some((m.seq, m.loc()?)))
+                        .collect(),
                 };
                 let mut read = match want.is_empty() {
                     true => Vec::new().into_iter(),
@@ -109,7 +113,7 @@ impl Shard {
                         .into_iter(),
                 };
                 for m in batch {
-                    match (m.loc(), m.entry) {
+                    match (m.loc(), rq.take_entry(&m)) {
                         (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
                         (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
                         (_, Some(entry)) => q.restore(m.seq, entry, now),
