@@ -13,17 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 fn opts(dir: &std::path::Path) -> StorageOptions {
-    StorageOptions {
-        dir: dir.to_path_buf(),
-        shard: 0,
-        shard_count: 1,
-        segment_bytes: 65_536,
-        fsync: FsyncPolicy::Always,
-        fsync_interval_ms: 10,
-        skip_corrupt: false,
-        compact_live_ratio_pct: 25,
-        resident_bytes_max: u64::MAX,
-    }
+    common::log_options(dir, 65_536)
 }
 
 /// splitmix64: the seed decides which operation fails and when.

@@ -17,17 +17,7 @@ use std::time::Duration;
 const SEGMENT: u64 = 65_536;
 
 fn opts(dir: &Path) -> StorageOptions {
-    StorageOptions {
-        dir: dir.to_path_buf(),
-        shard: 0,
-        shard_count: 1,
-        segment_bytes: SEGMENT,
-        fsync: FsyncPolicy::Always,
-        fsync_interval_ms: 10,
-        skip_corrupt: false,
-        compact_live_ratio_pct: 25,
-        resident_bytes_max: u64::MAX,
-    }
+    common::log_options(dir, SEGMENT)
 }
 
 fn body(seq: u64) -> Vec<u8> {

@@ -20,6 +20,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Options for a one-shard log in `dir` driven directly (no broker):
+/// `segment_bytes` segments, fsync always, nothing kept past a budget.
+pub fn log_options(dir: &std::path::Path, segment_bytes: u64) -> ringmq::storage::StorageOptions {
+    ringmq::storage::StorageOptions {
+        dir: dir.to_path_buf(),
+        shard: 0,
+        shard_count: 1,
+        segment_bytes,
+        fsync: ringmq::storage::FsyncPolicy::Always,
+        fsync_interval_ms: 10,
+        skip_corrupt: false,
+        compact_live_ratio_pct: 25,
+        resident_bytes_max: u64::MAX,
+    }
+}
+
 /// How long one expected step (a reply, a delivery) may take.
 pub const STEP: Duration = Duration::from_secs(5);
 /// How long a test waits to be sure that nothing more arrives.
