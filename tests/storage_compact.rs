@@ -10,7 +10,7 @@ mod common;
 
 use common::run_local;
 use ringmq::storage::io::{DmaIo, LogIo};
-use ringmq::storage::{FsyncPolicy, Storage, StorageOptions};
+use ringmq::storage::{Storage, StorageOptions};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;

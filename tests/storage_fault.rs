@@ -8,7 +8,7 @@ mod common;
 
 use common::run_local;
 use ringmq::storage::io::{DmaIo, FaultOp, FaultPlan, FaultyIo, LogIo};
-use ringmq::storage::{FsyncPolicy, Storage, StorageError, StorageOptions};
+use ringmq::storage::{Storage, StorageError, StorageOptions};
 use std::rc::Rc;
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ mod common;
 
 use common::run_local;
 use ringmq::storage::io::{segment_path, DmaIo, LogIo};
-use ringmq::storage::{FsyncPolicy, Storage, StorageOptions};
+use ringmq::storage::{Storage, StorageOptions};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
