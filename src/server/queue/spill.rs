@@ -111,13 +111,7 @@ impl Queue {
 
     /// Compaction moved the record of `seq`.
     pub fn relocate(&mut self, seq: u64, loc: Loc) {
-        if let Some(m) = self.ready.get_mut(seq) {
-            if let Some(s) = m.spilled.as_mut() {
-                if s.loc.len == loc.len {
-                    s.loc = loc;
-                }
-            }
-        }
+        self.ready.relocate(seq, loc);
     }
 
     /// The next spilled messages to read back so that about `max_bytes`
@@ -131,7 +125,8 @@ impl Queue {
             return (out, u64::MAX);
         }
         let (mut bytes, mut n, mut stop) = (0u64, 0usize, front);
-        for m in self.ready.iter() {
+        // Hot holds more than a window whenever there is a cold part.
+        for m in self.ready.hot() {
             stop = m.seq;
             match m.spilled {
                 None if out.is_empty() => {
