@@ -5,10 +5,11 @@
 //! fields; here each costs one 16-byte `Item`.
 //!
 //! Items sit in one deque in queue order. Runs of consecutive sequence
-//! numbers with the same origin share that origin and their first seq
-//! (`Run`), so the seq of an item is implied by its place in its run.
-//! A message an item cannot rebuild exactly (in memory, transient, with
-//! a deadline, ...) is an exception: a marker item (segment 0, never a
+//! numbers with the same origin and deadline share those and their first
+//! seq (`Run`), so the seq of an item is implied by its place in its run
+//! (a batch published at once, or a recovered backlog, is one run even
+//! with a TTL). A message an item cannot rebuild exactly (in memory,
+//! transient, ...) is an exception: a marker item (segment 0, never a
 //! real segment) keeps its place and the message itself waits in
 //! `exceptions`, which is in queue order too (pushed at the back, popped
 //! at the front, like the items).
@@ -36,20 +37,33 @@ const REDELIVERED: u32 = 1 << 30;
 const BODY_MAX: u32 = REDELIVERED - 1;
 const MARKER: Item = Item { seg: 0, off: 0, len: 0, meta: 0 };
 
-/// Consecutive items whose seqs follow each other and share an origin.
+/// Consecutive items whose seqs follow each other and that share an
+/// origin and a deadline.
 #[derive(Debug)]
 struct Run {
     /// The seq of its first item.
     seq: u64,
     /// Where its first item is, counted like `Cold::head`.
     first: u64,
+    deadline: u64,
     origin: Option<Arc<Origin>>,
+}
+
+impl Run {
+    fn new(m: &Message, first: u64) -> Self {
+        Self { seq: m.seq, first, deadline: m.deadline, origin: m.origin.clone() }
+    }
+
+    /// Whether `m` may be one of its items (at the right seq).
+    fn fits(&self, m: &Message) -> bool {
+        self.deadline == m.deadline && self.origin == m.origin
+    }
 }
 
 /// The per-message cost this part exists for.
 pub const ITEM_BYTES: usize = std::mem::size_of::<Item>();
 const _: () = assert!(ITEM_BYTES == 16);
-const _: () = assert!(std::mem::size_of::<Run>() == 24);
+const _: () = assert!(std::mem::size_of::<Run>() == 32);
 
 /// Deques start small; a drained backlog gives its memory back once they
 /// are a quarter full.
@@ -74,20 +88,22 @@ pub fn compactable(m: &Message) -> bool {
 /// The item that rebuilds `m` exactly, if one can.
 fn compact(m: &Message) -> Option<Item> {
     // Destructured whole so a new field of `Message` must be decided here.
-    let Message { seq: _, entry, persistent, redelivered, prio, deadline, origin: _, spilled } = m;
+    // Seq, deadline and origin are the run's.
+    let Message { seq: _, entry, persistent, redelivered, prio, deadline: _, origin: _, spilled } = m;
     let s = (*spilled)?;
-    let exact = *persistent && *prio == 0 && *deadline == u64::MAX && entry.is_empty() && s.body_len <= BODY_MAX;
+    let exact = *persistent && *prio == 0 && entry.is_empty() && s.body_len <= BODY_MAX;
     let flags = if s.recovered { RECOVERED } else { 0 } | if *redelivered { REDELIVERED } else { 0 };
     exact.then_some(Item { seg: s.loc.seg.get(), off: s.loc.off, len: s.loc.len, meta: s.body_len | flags })
 }
 
 impl Item {
-    fn message(self, seq: u64, origin: Option<Arc<Origin>>) -> Option<Message> {
+    fn message(self, seq: u64, run: &Run) -> Option<Message> {
         let loc = Loc { seg: NonZeroU32::new(self.seg)?, off: self.off, len: self.len };
         let spilled = Spilled { loc, body_len: self.meta & BODY_MAX, recovered: self.meta & RECOVERED != 0 };
         Some(Message {
             redelivered: self.meta & REDELIVERED != 0,
-            origin,
+            deadline: run.deadline,
+            origin: run.origin.clone(),
             spilled: Some(spilled),
             ..Message::new(seq, Bytes::new(), true)
         })
@@ -120,15 +136,19 @@ impl Cold {
         end.wrapping_sub(self.runs[i].first)
     }
 
+    pub fn reserve_exact(&mut self, n: usize) {
+        self.items.reserve_exact(n);
+    }
+
     /// Appends a message whose seq is past every one here.
     pub fn push_back(&mut self, m: Message) {
         let item = compact(&m).unwrap_or(MARKER);
         let last = self.runs.len().checked_sub(1);
         let next = last.map(|i| self.runs[i].seq + self.run_len(i));
         debug_assert!(next.is_none_or(|n| m.seq >= n), "cold is in seq order");
-        let joins = next == Some(m.seq) && self.runs.back().is_some_and(|r| r.origin == m.origin);
+        let joins = next == Some(m.seq) && self.runs.back().is_some_and(|r| r.fits(&m));
         if !joins {
-            self.runs.push_back(Run { seq: m.seq, first: self.end(), origin: m.origin.clone() });
+            self.runs.push_back(Run::new(&m, self.end()));
         }
         if item.seg == 0 {
             self.exceptions.push_back(m);
@@ -142,11 +162,11 @@ impl Cold {
         let item = compact(&m).unwrap_or(MARKER);
         self.head = self.head.wrapping_sub(1);
         match self.runs.front_mut() {
-            Some(r) if r.seq == m.seq + 1 && r.origin == m.origin => {
+            Some(r) if r.seq == m.seq + 1 && r.fits(&m) => {
                 r.seq = m.seq;
                 r.first = self.head;
             }
-            _ => self.runs.push_front(Run { seq: m.seq, first: self.head, origin: m.origin.clone() }),
+            _ => self.runs.push_front(Run::new(&m, self.head)),
         }
         if item.seg == 0 {
             self.exceptions.push_front(m);
@@ -159,21 +179,19 @@ impl Cold {
         self.head = self.head.wrapping_add(1);
         // The front run always starts at `head`: it moves with each pop.
         let r = self.runs.front_mut()?;
-        let seq = r.seq;
+        let m = match item.seg {
+            0 => self.exceptions.pop_front(),
+            _ => item.message(r.seq, r),
+        };
         r.seq += 1;
         r.first = self.head;
         let done = match self.runs.get(1) {
             Some(n) => n.first == self.head,
             None => self.items.is_empty(),
         };
-        let origin = match done {
-            true => self.runs.pop_front().and_then(|r| r.origin),
-            false => self.runs.front().and_then(|r| r.origin.clone()),
-        };
-        let m = match item.seg {
-            0 => self.exceptions.pop_front(),
-            _ => item.message(seq, origin),
-        };
+        if done {
+            self.runs.pop_front();
+        }
         match self.items.is_empty() {
             true => self.clear(),
             false => self.shrink(),
@@ -204,7 +222,7 @@ impl Cold {
     pub fn settle(&mut self, seq: u64) {
         let (Some(x), Some((r, i))) = (self.exception_index(seq), self.locate(seq)) else { return };
         let m = &self.exceptions[x];
-        let Some(item) = compact(m).filter(|_| self.runs[r].origin == m.origin) else { return };
+        let Some(item) = compact(m).filter(|_| self.runs[r].fits(m)) else { return };
         self.items[i] = item;
         self.exceptions.remove(x);
     }
@@ -236,7 +254,7 @@ impl Cold {
             for (seq, item) in (r.seq..).zip(items) {
                 let m = match item.seg {
                     0 => exceptions.next().cloned(),
-                    _ => item.message(seq, r.origin.clone()),
+                    _ => item.message(seq, r),
                 };
                 if let Some(m) = m {
                     f(&m);

@@ -111,7 +111,8 @@ fn both(low: usize, high: usize, ms: impl IntoIterator<Item = Message>) -> (Read
 #[test]
 fn fifo_across_hot_and_cold_with_gaps_and_origins() {
     let seqs = [0, 1, 2, 3, 5, 6, 7, 10, 11, 12, 13, 20, 21, 22];
-    let ms = seqs.iter().map(|&s| Message { origin: origin((s / 6) as u8), ..restored(s) });
+    let deadline = |s: u64| if s > 11 { 500 } else { u64::MAX };
+    let ms = seqs.iter().map(|&s| Message { origin: origin((s / 6) as u8), deadline: deadline(s), ..restored(s) });
     let (mut r, mut model) = both(2, 4, ms);
     assert_eq!((hot_len(&r), r.cold_len()), (2, 12));
     check(&r, &model, 2);
@@ -125,13 +126,13 @@ fn fifo_across_hot_and_cold_with_gaps_and_origins() {
 #[test]
 fn messages_behind_cold_keep_their_place_and_spilling_compacts_them() {
     let (mut r, mut model) = both(2, 4, (0..4).map(restored));
-    // Transient, persistent in memory, with a deadline, another origin.
+    // Transient, persistent in memory, a priority, another origin, a deadline.
     let extra = [
         mem(4, false),
         mem(5, true),
-        Message { deadline: 99, ..restored(6) },
+        Message { prio: 1, ..restored(6) },
         Message { origin: origin(3), ..restored(7) },
-        mem(8, true),
+        Message { deadline: 99, ..mem(8, true) },
     ];
     for m in extra {
         r.push_back(m.clone());
@@ -144,7 +145,7 @@ fn messages_behind_cold_keep_their_place_and_spilling_compacts_them() {
         let l = loc(seq, entry(seq).len());
         assert_eq!(r.spill(seq, l), model_spill(&mut model, seq, l), "seq {seq}");
     }
-    assert_eq!(r.cold().exceptions(), 2, "the transient and the deadline stay whole");
+    assert_eq!(r.cold().exceptions(), 2, "the transient and the priority stay whole");
     check(&r, &model, 2);
     while let Some(m) = r.pop_front() {
         assert_eq!(key(&m), key(&model.pop_front().unwrap()));
@@ -172,7 +173,7 @@ fn demotion_and_promotion_at_the_water_marks() {
 
 #[test]
 fn relocate_reaches_cold_items_and_exceptions() {
-    let (mut r, mut model) = both(1, 2, (0..6).map(restored).chain([Message { deadline: 5, ..restored(6) }]));
+    let (mut r, mut model) = both(1, 2, (0..6).map(restored).chain([Message { prio: 1, ..restored(6) }]));
     assert_eq!((r.cold_len(), r.cold().exceptions()), (6, 1));
     for (seq, same) in [(3, true), (4, false), (6, true), (0, true), (9, true)] {
         let len = entry(seq).len() + usize::from(!same);
@@ -251,7 +252,7 @@ fn a_cold_message_costs_16_bytes() {
 #[derive(Debug, Clone)]
 enum Op {
     Publish { gap: u8, persistent: bool, origin: u8, ttl: bool },
-    Restore { gap: u8, origin: u8 },
+    Restore { gap: u8, origin: u8, ttl: bool },
     SpillNewest(u8),
     Spill(u16),
     Pop(u8),
@@ -264,9 +265,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3u8, any::<bool>(), 0..3u8, proptest::bool::weighted(0.1))
+        6 => (0..3u8, any::<bool>(), 0..3u8, proptest::bool::weighted(0.3))
             .prop_map(|(gap, persistent, origin, ttl)| Op::Publish { gap, persistent, origin, ttl }),
-        6 => (0..3u8, 0..2u8).prop_map(|(gap, origin)| Op::Restore { gap, origin }),
+        6 => (0..3u8, 0..2u8, proptest::bool::weighted(0.2))
+            .prop_map(|(gap, origin, ttl)| Op::Restore { gap, origin, ttl }),
         3 => (1..6u8).prop_map(Op::SpillNewest),
         1 => any::<u16>().prop_map(Op::Spill),
         4 => (1..6u8).prop_map(Op::Pop),
@@ -285,15 +287,17 @@ fn apply(r: &mut Ready, model: &mut VecDeque<Message>, next: &mut u64, op: Op) {
         Op::Publish { gap, persistent, origin: o, ttl } => {
             let seq = *next + u64::from(gap);
             *next = seq + 1;
-            let deadline = if ttl { 100 + seq % 200 } else { u64::MAX };
+            // Neighbours often share a deadline (one publish batch).
+            let deadline = if ttl { 100 + (seq / 4) % 200 } else { u64::MAX };
             let m = Message { deadline, origin: origin(o), ..mem(seq, persistent) };
             r.push_back(m.clone());
             model.push_back(m);
         }
-        Op::Restore { gap, origin: o } => {
+        Op::Restore { gap, origin: o, ttl } => {
             let seq = *next + u64::from(gap);
             *next = seq + 1;
-            let m = Message { origin: origin(o), ..restored(seq) };
+            let deadline = if ttl { 250 } else { u64::MAX };
+            let m = Message { deadline, origin: origin(o), ..restored(seq) };
             r.push_back(m.clone());
             model.push_back(m);
         }

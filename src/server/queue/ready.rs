@@ -109,6 +109,15 @@ impl Ready {
         }
     }
 
+    /// Recovery: room in cold for `n` more messages, exactly, so a
+    /// recovered backlog does not sit in a deque up to twice its size
+    /// (hot may take up to `HOT_LOW` of them: a little room to spare).
+    pub fn reserve_cold(&mut self, n: usize) {
+        if self.levels.len() == 1 && n > self.hot_low {
+            self.cold.reserve_exact(n);
+        }
+    }
+
     #[cfg(test)]
     /// Messages in the cold part.
     pub fn cold_len(&self) -> usize {

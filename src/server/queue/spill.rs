@@ -78,9 +78,13 @@ impl Queue {
         self.can_spill() && self.ready.spill(seq, loc)
     }
 
-    /// Recovery: room for `n` more ready messages.
-    pub fn reserve_ready(&mut self, n: usize) {
+    /// Recovery: room for `n` more ready messages, `spilled` of them left
+    /// on disk.
+    pub fn reserve_ready(&mut self, n: usize, spilled: usize) {
         self.ready.reserve(n);
+        if self.can_spill() {
+            self.ready.reserve_cold(spilled);
+        }
     }
 
     /// Recovery: a persistent message left on disk, in sequence order, with

@@ -84,7 +84,7 @@ impl Shard {
             q.set_next_seq(rq.next_seq);
             q.touch(now);
             messages += rq.messages.len();
-            q.reserve_ready(rq.messages.len());
+            q.reserve_ready(rq.messages.len(), rq.messages.iter().filter(|m| m.entry.is_none()).count());
             // A queue that cannot hold spilled messages (priorities) gets
             // the entries recovery left on disk read back now.
             let spillable = q.can_spill();
