@@ -118,8 +118,8 @@ impl Ready {
         }
     }
 
-    #[cfg(test)]
     /// Messages in the cold part.
+    #[cfg(test)]
     pub fn cold_len(&self) -> usize {
         self.cold.len()
     }
@@ -129,8 +129,8 @@ impl Ready {
         &self.cold
     }
 
-    #[cfg(test)]
     /// Heap bytes the cold part holds.
+    #[cfg(test)]
     pub fn cold_capacity_bytes(&self) -> usize {
         self.cold.capacity_bytes()
     }
