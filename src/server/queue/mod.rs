@@ -7,10 +7,14 @@
 //! | file | what |
 //! |---|---|
 //! | `ready.rs` | the ready store: FIFO per priority level |
+//! | `cold.rs` | a spilled backlog at 16 bytes a message |
 //! | `consumer.rs` | a consumer's credit, tags and unacked messages |
 //! | `limits.rs` | publish under limits, expiry, overflow, x-expires |
 //! | `spill.rs` | messages whose entry is on disk only (memory budget) |
 
+mod cold;
+#[cfg(test)]
+mod cold_tests;
 mod consumer;
 mod limits;
 mod ready;
@@ -20,6 +24,7 @@ mod tests;
 
 pub use consumer::Deliveries;
 pub use limits::{Dead, Published};
+pub use ready::HOT_LOW;
 
 use super::deadletter::Reason;
 use super::policy::QueueArgs;
@@ -300,7 +305,7 @@ impl Queue {
 
     /// `purge`, handing each removed message to `each`.
     pub fn purge_each(&mut self, each: impl FnMut(&Message)) -> usize {
-        self.ready.iter().for_each(each);
+        self.ready.for_each(each);
         let n = self.ready.len();
         self.ready.clear();
         n

@@ -7,11 +7,26 @@
 //! sequence number), so a message is found by a binary search per level.
 //! Spilled messages (entry on disk only, `queue/spill.rs`) count here like
 //! any other: `Message::bytes` / `body_bytes` give their original sizes.
+//!
+//! A single-level queue is its level ("hot": full `Message`s) followed by
+//! a compact cold part (`cold.rs`) that holds a spilled backlog at 16
+//! bytes a message. Hot is kept between `HOT_LOW` and `HOT_HIGH` messages
+//! while cold is not empty (spilled messages past `HOT_HIGH` are demoted,
+//! cold ones promoted below `HOT_LOW`), so the head, expiry and the
+//! read-ahead window (`fetch_window`) only ever look at hot, and cold is
+//! empty whenever hot is. Moving between the two changes no totals.
 
 use super::super::types::{Message, Spilled};
+use super::cold::{self, Cold};
 use crate::storage::Loc;
 use bytes::Bytes;
 use std::collections::VecDeque;
+
+/// Hot messages past which spilled ones go cold.
+pub const HOT_HIGH: usize = 32768;
+/// Hot messages below which cold ones come back; more than a read-ahead
+/// window, which is read from hot only.
+pub const HOT_LOW: usize = 16384;
 
 pub struct Ready {
     levels: Vec<VecDeque<Message>>,
@@ -25,11 +40,22 @@ pub struct Ready {
     /// Spilled messages among them, and their entries' bytes.
     spilled: usize,
     spilled_bytes: u64,
+    /// After `levels[0]` of a single-level queue.
+    cold: Cold,
+    hot_low: usize,
+    hot_high: usize,
 }
 
 impl Ready {
     /// `levels`: 1 for a plain queue, `x-max-priority + 1` otherwise.
     pub fn new(levels: usize) -> Self {
+        Self::with_marks(levels, HOT_LOW, HOT_HIGH)
+    }
+
+    /// `new` with other water marks for hot (tests reach cold with few
+    /// messages).
+    pub(super) fn with_marks(levels: usize, hot_low: usize, hot_high: usize) -> Self {
+        debug_assert!(0 < hot_low && hot_low < hot_high);
         let levels = levels.clamp(1, 256);
         Self {
             levels: (0..levels).map(|_| VecDeque::new()).collect(),
@@ -39,6 +65,9 @@ impl Ready {
             body_bytes: 0,
             spilled: 0,
             spilled_bytes: 0,
+            cold: Cold::default(),
+            hot_low,
+            hot_high,
         }
     }
 
@@ -72,10 +101,38 @@ impl Ready {
         self.body_bytes
     }
 
+    /// Room in hot for `n` more messages, up to what hot holds when a
+    /// backlog goes cold (recovery asks for the whole backlog).
     pub fn reserve(&mut self, n: usize) {
-        if self.levels.len() == 1 {
-            self.levels[0].reserve(n);
+        if self.levels.len() == 1 && self.cold.is_empty() {
+            self.levels[0].reserve(n.min(self.hot_high));
         }
+    }
+
+    /// Recovery: room in cold for `n` more messages, exactly, so a
+    /// recovered backlog does not sit in a deque up to twice its size
+    /// (hot may take up to `HOT_LOW` of them: a little room to spare).
+    pub fn reserve_cold(&mut self, n: usize) {
+        if self.levels.len() == 1 && n > self.hot_low {
+            self.cold.reserve_exact(n);
+        }
+    }
+
+    /// Messages in the cold part.
+    #[cfg(test)]
+    pub fn cold_len(&self) -> usize {
+        self.cold.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn cold(&self) -> &Cold {
+        &self.cold
+    }
+
+    /// Heap bytes the cold part holds.
+    #[cfg(test)]
+    pub fn cold_capacity_bytes(&self) -> usize {
+        self.cold.capacity_bytes()
     }
 
     fn level_of(&self, m: &Message) -> usize {
@@ -115,16 +172,51 @@ impl Ready {
         }
     }
 
+    /// Appends a message. Behind a cold part it goes there; a spilled one
+    /// (recovery) goes cold once hot holds enough.
     pub fn push_back(&mut self, m: Message) {
-        let p = self.level_of(&m);
         self.add(&m);
+        let single = self.levels.len() == 1;
+        if single && (!self.cold.is_empty() || (self.levels[0].len() >= self.hot_low && cold::compactable(&m))) {
+            return self.cold.push_back(m);
+        }
+        let p = self.level_of(&m);
         self.levels[p].push_back(m);
         self.mark(p);
+    }
+
+    /// Hot's newest spilled messages go cold while hot is past its high
+    /// water mark.
+    fn demote(&mut self) {
+        if self.levels.len() != 1 {
+            return;
+        }
+        let hot = &mut self.levels[0];
+        while hot.len() > self.hot_high && hot.back().is_some_and(cold::compactable) {
+            if let Some(m) = hot.pop_back() {
+                self.cold.push_front(m);
+            }
+        }
+    }
+
+    /// Cold messages come back while hot is under its low water mark, so
+    /// hot is empty only when cold is.
+    fn promote(&mut self) {
+        if self.cold.is_empty() {
+            return;
+        }
+        while self.levels[0].len() < self.hot_low {
+            let Some(m) = self.cold.pop_front() else { break };
+            self.levels[0].push_back(m);
+        }
+        self.mark(0);
     }
 
     /// Puts a message back in publish order within its level (requeue,
     /// usually at the front).
     pub fn insert_by_seq(&mut self, m: Message) {
+        // Requeued messages were delivered, so they came from hot.
+        debug_assert!(self.cold.front_seq().is_none_or(|s| m.seq < s), "requeue behind cold");
         let p = self.level_of(&m);
         self.add(&m);
         let level = &mut self.levels[p];
@@ -143,6 +235,7 @@ impl Ready {
         let m = self.levels[p].pop_front()?;
         self.mark(p);
         self.sub(&m);
+        self.promote();
         Some(m)
     }
 
@@ -168,13 +261,14 @@ impl Ready {
                     self.sub(&m);
                     expired(m);
                 }
+                self.promote();
             }
             self.mark(p);
         }
         stopped
     }
 
-    /// Where message `seq` is: (level, index).
+    /// Where hot message `seq` is: (level, index).
     fn find(&self, seq: u64) -> Option<(usize, usize)> {
         self.levels.iter().enumerate().find_map(|(p, l)| {
             // Most levels are empty or do not reach `seq`.
@@ -185,26 +279,41 @@ impl Ready {
         })
     }
 
-    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Message> {
-        let (p, i) = self.find(seq)?;
-        self.levels[p].get_mut(i)
+    /// Compaction moved the record of spilled message `seq`: it points to
+    /// the copy (of the same length, else it is not this message's).
+    pub fn relocate(&mut self, seq: u64, loc: Loc) {
+        let Some((p, i)) = self.find(seq) else { return self.cold.relocate(seq, loc) };
+        if let Some(s) = self.levels[p][i].spilled.as_mut() {
+            if s.loc.len == loc.len {
+                s.loc = loc;
+            }
+        }
     }
 
     /// Drops the in-memory entry of persistent message `seq`, whose record
     /// is at `loc` (an entry of `loc.len` bytes); it keeps counting for
     /// the same bytes. False when it is not here, already spilled, or not
     /// the entry `loc` holds.
+    /// Spilled past hot's high water mark, it goes cold; a message behind
+    /// cold (published while it was not empty) becomes an item there.
     pub fn spill(&mut self, seq: u64, loc: Loc) -> bool {
-        let Some((p, i)) = self.find(seq) else { return false };
-        let m = &mut self.levels[p][i];
-        if m.spilled.is_some() || !m.persistent || m.entry.len() != loc.len as usize {
+        let hot = self.find(seq);
+        let m = match hot {
+            Some((p, i)) => &mut self.levels[p][i],
+            None => match self.cold.exception_mut(seq) {
+                Some(m) => m,
+                None => return false,
+            },
+        };
+        if !spill_entry(m, loc) {
             return false;
         }
-        let body_len = u32::try_from(m.body_bytes()).unwrap_or(u32::MAX);
-        m.spilled = Some(Spilled { loc, body_len, recovered: false });
-        m.entry = Bytes::new();
         self.spilled += 1;
         self.spilled_bytes += u64::from(loc.len);
+        match hot {
+            Some(_) => self.demote(),
+            None => self.cold.settle(seq),
+        }
         true
     }
 
@@ -226,12 +335,21 @@ impl Ready {
         Some((m, s))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Message> {
+    /// Hot messages in delivery order: the first `HOT_LOW` at least of the
+    /// queue when it has a cold part.
+    pub fn hot(&self) -> impl Iterator<Item = &Message> {
         self.levels.iter().rev().flatten()
+    }
+
+    /// Every message in delivery order; cold ones are rebuilt one at a time.
+    pub fn for_each(&self, mut f: impl FnMut(&Message)) {
+        self.hot().for_each(&mut f);
+        self.cold.for_each(f);
     }
 
     pub fn clear(&mut self) {
         self.levels.iter_mut().for_each(VecDeque::clear);
+        self.cold.clear();
         self.nonempty = [0; 4];
         self.len = 0;
         self.bytes = 0;
@@ -239,6 +357,18 @@ impl Ready {
         self.spilled = 0;
         self.spilled_bytes = 0;
     }
+}
+
+/// Drops the in-memory entry of `m`, whose record is at `loc`; false when
+/// it is already spilled, transient, or not the entry `loc` holds.
+fn spill_entry(m: &mut Message, loc: Loc) -> bool {
+    if m.spilled.is_some() || !m.persistent || m.entry.len() != loc.len as usize {
+        return false;
+    }
+    let body_len = u32::try_from(m.body_bytes()).unwrap_or(u32::MAX);
+    m.spilled = Some(Spilled { loc, body_len, recovered: false });
+    m.entry = Bytes::new();
+    true
 }
 
 #[cfg(test)]

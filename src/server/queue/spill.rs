@@ -78,9 +78,13 @@ impl Queue {
         self.can_spill() && self.ready.spill(seq, loc)
     }
 
-    /// Recovery: room for `n` more ready messages.
-    pub fn reserve_ready(&mut self, n: usize) {
+    /// Recovery: room for `n` more ready messages, `spilled` of them left
+    /// on disk.
+    pub fn reserve_ready(&mut self, n: usize, spilled: usize) {
         self.ready.reserve(n);
+        if self.can_spill() {
+            self.ready.reserve_cold(spilled);
+        }
     }
 
     /// Recovery: a persistent message left on disk, in sequence order, with
@@ -111,13 +115,7 @@ impl Queue {
 
     /// Compaction moved the record of `seq`.
     pub fn relocate(&mut self, seq: u64, loc: Loc) {
-        if let Some(m) = self.ready.get_mut(seq) {
-            if let Some(s) = m.spilled.as_mut() {
-                if s.loc.len == loc.len {
-                    s.loc = loc;
-                }
-            }
-        }
+        self.ready.relocate(seq, loc);
     }
 
     /// The next spilled messages to read back so that about `max_bytes`
@@ -131,7 +129,8 @@ impl Queue {
             return (out, u64::MAX);
         }
         let (mut bytes, mut n, mut stop) = (0u64, 0usize, front);
-        for m in self.ready.iter() {
+        // Hot holds more than a window whenever there is a cold part.
+        for m in self.ready.hot() {
             stop = m.seq;
             match m.spilled {
                 None if out.is_empty() => {

@@ -84,12 +84,12 @@ impl Shard {
             q.set_next_seq(rq.next_seq);
             q.touch(now);
             messages += rq.messages.len();
+            // Recovery kept the entries of the oldest in memory; the rest
+            // go straight to the queue's compact cold part.
+            q.reserve_ready(rq.messages.len(), rq.messages.len().saturating_sub(rq.entries.len()));
             // A queue that cannot hold spilled messages (priorities) gets
             // the entries recovery left on disk read back now.
             let spillable = q.can_spill();
-            if !spillable {
-                q.reserve_ready(rq.messages.len());
-            }
             // Moved over oldest first; the replay's deque shrinks as it
             // empties, so a big backlog is not held twice.
             let mut cap = rq.messages.capacity();

@@ -22,6 +22,9 @@ use std::time::Duration;
 /// of a queue with spilled messages (a window is read when half is left).
 const WINDOW_BYTES: u64 = 2 << 20;
 const WINDOW_MSGS: usize = 8192;
+// A window is read from a queue's hot part (`Ready::hot`), which then
+// must hold at least one whole window ahead of its cold part.
+const _: () = assert!(WINDOW_MSGS < super::super::queue::HOT_LOW);
 
 /// A `get` that found its queue's head on disk, retried after the fetch.
 pub(super) struct PendingGet {
