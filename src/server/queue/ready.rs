@@ -272,8 +272,15 @@ impl Ready {
     fn find(&self, seq: u64) -> Option<(usize, usize)> {
         self.levels.iter().enumerate().find_map(|(p, l)| {
             // Most levels are empty or do not reach `seq`.
-            if l.front().is_none_or(|f| f.seq > seq) || l.back().is_none_or(|b| b.seq < seq) {
+            let (Some(f), Some(b)) = (l.front(), l.back()) else { return None };
+            if f.seq > seq || b.seq < seq {
                 return None;
+            }
+            // Sequence numbers usually follow each other (a read-back fills
+            // a whole window in order): try the offset before searching.
+            let guess = usize::try_from(seq - f.seq).unwrap_or(usize::MAX);
+            if l.get(guess).is_some_and(|m| m.seq == seq) {
+                return Some((p, guess));
             }
             l.binary_search_by_key(&seq, |m| m.seq).ok().map(|i| (p, i))
         })

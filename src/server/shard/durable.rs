@@ -119,7 +119,10 @@ impl Shard {
                         (_, Some(entry)) => q.restore(m.seq, entry, now),
                     }
                 }
-                if cap > 4096 && rq.messages.len() * 4 < cap {
+                // Given back each time it is half empty: the queue's cold
+                // part grows meanwhile, and the two must not add up
+                // (copies: n/2 + n/4 + ... = n in all).
+                if cap > 4096 && rq.messages.len() * 2 < cap {
                     rq.messages.shrink_to_fit();
                     cap = rq.messages.capacity();
                 }
