@@ -14,6 +14,7 @@
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`server::connection`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`] |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
+//! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`], `server::shard::spill` |
 //! | write replies, one syscall per turn | [`rt::outbox`] |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: framing, methods, channels, same queues | [`amqp`] (`docs/amqp.md`) |

@@ -171,7 +171,7 @@ impl Shard {
         s
     }
 
-    /// This shard's report with a row per queue, built [`STATS_CHUNK`]
+    /// This shard's report with a row per queue, built `STATS_CHUNK`
     /// queues at a time with the shard's sockets served in between. The
     /// names are listed first (one pass, no other work); a queue deleted
     /// before its slice is left out, one declared meanwhile comes in the
