@@ -52,7 +52,7 @@ impl<W> Storage<W> {
     /// The segment after the one being written, unless it is prepared
     /// already (or the storage is poisoned).
     fn spare_wanted(&self) -> Option<u64> {
-        if self.st.borrow().poisoned.is_some() {
+        if self.st.borrow().poisoned.is_some() || self.spare_unsupported.get() {
             return None;
         }
         let seg = self.writer.borrow().file.as_ref().map(|(s, _)| *s)? + 1;
@@ -77,8 +77,15 @@ impl<W> Storage<W> {
                 true
             }
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "could not prepare the next segment");
                 let _ = self.io.remove(&path).await;
+                if e.kind() == std::io::ErrorKind::Unsupported {
+                    // A filesystem without fallocate: rolls create their
+                    // segments, as they did before; said once.
+                    tracing::warn!(dir = %self.opts.dir.display(), error = %e, "segments cannot be prepared ahead here; each roll creates its own");
+                    self.spare_unsupported.set(true);
+                } else {
+                    tracing::warn!(file = %path.display(), error = %e, "could not prepare the next segment");
+                }
                 false
             }
         };

@@ -79,6 +79,8 @@ pub struct Storage<W> {
     pub(super) spare: RefCell<Option<(u64, Rc<dyn SegmentFile>)>>,
     /// The segment being prepared, and a signal when that is done.
     pub(super) preparing: std::cell::Cell<Option<u64>>,
+    /// The filesystem cannot allocate ahead (no fallocate): not tried again.
+    pub(super) spare_unsupported: std::cell::Cell<bool>,
     pub(super) spare_done: Notify,
     /// Signalled after every flush (readers of spilled records wait on it).
     pub(super) flushed: Notify,
@@ -136,6 +138,7 @@ impl<W> Storage<W> {
             housekeeping: Notify::default(),
             spare: RefCell::new(None),
             preparing: std::cell::Cell::new(None),
+            spare_unsupported: std::cell::Cell::new(false),
             spare_done: Notify::default(),
             flushed: Notify::default(),
             compaction: RefCell::new(None),
