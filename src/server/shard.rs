@@ -251,8 +251,8 @@ impl Shard {
                 let o = routing::PubOpts { persistent, confirm, mandatory };
                 return self.publish_many(from, request_id, o, targets, count, origin);
             }
-            Request::Meta { change, durable_dest, if_unused } => {
-                return self.on_meta(from, request_id, change, durable_dest, if_unused)
+            Request::Meta { change, durable_dest, if_unused, count } => {
+                return self.on_meta(from, request_id, change, (durable_dest, if_unused), count)
             }
             Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
@@ -266,7 +266,13 @@ impl Shard {
             Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp, args } => {
                 self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp, args })
             }
-            Request::Delete { if_empty, if_unused, queue } => self.delete_from(from, (if_empty, if_unused), &queue),
+            Request::Delete { if_empty, if_unused, queue } => {
+                match self.delete_from(from, (if_empty, if_unused), &queue, Some(request_id)) {
+                    // Answered once its bindings are gone on every shard.
+                    Ok(None) => return,
+                    r => r.map(|n| n.unwrap_or(0)),
+                }
+            }
             Request::Purge { queue } => self.with_queue(&queue, |q| {
                 check_lock(q, from)?;
                 Ok(self.purge_logged(q) as u64)

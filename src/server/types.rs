@@ -159,6 +159,9 @@ pub enum Request {
         durable_dest: bool,
         /// `DeleteExchange` only: refuse while it is the source of bindings.
         if_unused: bool,
+        /// The count the Ok carries (a queue delete's removed messages,
+        /// answered once the queue's bindings are gone everywhere).
+        count: u64,
     },
     /// A queue binding, sent first to the queue's owner, which checks the
     /// queue and forwards it to shard 0 as `Meta`.

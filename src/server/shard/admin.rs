@@ -142,7 +142,9 @@ impl Shard {
                 let owner = self.queues.borrow().get(&queue).and_then(|q| q.exclusive_owner);
                 // The operator may delete anybody's queue: act as its owner.
                 let from = owner.unwrap_or(super::super::types::ConnRef { shard: self.id, conn_id: 0 });
-                AdminReply::Done(self.delete_from(from, (false, false), &queue).map_err(|e| e.message))
+                AdminReply::Done(
+                    self.delete_from(from, (false, false), &queue, None).map(|n| n.unwrap_or(0)).map_err(|e| e.message),
+                )
             }
             AdminReq::CloseConn { conn_id } => {
                 let sink = self.conns.borrow().get(&conn_id).cloned();

@@ -95,7 +95,14 @@ impl Shard {
         Ok(ready)
     }
 
-    fn delete(&self, (if_empty, if_unused): (bool, bool), name: &str) -> Result<u64, QueueError> {
+    /// `Ok(None)`: the answer to `reply` (connection, request id) goes out
+    /// later (`queue_gone`).
+    fn delete(
+        &self,
+        (if_empty, if_unused): (bool, bool),
+        name: &str,
+        reply: Option<(ConnRef, u64)>,
+    ) -> Result<Option<u64>, QueueError> {
         let mut queues = self.queues.borrow_mut();
         let q = queues.get(name).ok_or_else(|| not_found(name))?;
         if if_unused && q.consumer_count() > 0 {
@@ -109,22 +116,30 @@ impl Shard {
             self.forget_resident(&q);
         }
         self.log_delete(name);
-        self.queue_gone(name);
+        let deferred = self.queue_gone(name, reply.map(|(to, id)| (to, id, n)));
         tracing::debug!(queue = %name, "queue deleted");
-        Ok(n)
+        Ok((!deferred).then_some(n))
     }
 
     /// `delete` after the exclusive check; push consumers hear that their
     /// queue is gone.
     /// `conditions`: (if-empty, if-unused).
-    pub(super) fn delete_from(&self, from: ConnRef, conditions: (bool, bool), name: &str) -> Result<u64, QueueError> {
+    /// With `request_id`, the Ok may be sent later (`Ok(None)`, see
+    /// `delete`).
+    pub(super) fn delete_from(
+        &self,
+        from: ConnRef,
+        conditions: (bool, bool),
+        name: &str,
+        request_id: Option<u64>,
+    ) -> Result<Option<u64>, QueueError> {
         let consumers: Vec<(ConnRef, u32)> = {
             let queues = self.queues.borrow();
             let q = queues.get(name).ok_or_else(|| not_found(name))?;
             check_lock(q, from)?;
             q.push_consumers().collect()
         };
-        let n = self.delete(conditions, name)?;
+        let n = self.delete(conditions, name, request_id.map(|id| (from, id)))?;
         self.publish_resume.notify();
         for (to, consumer_id) in consumers {
             self.route_reply(to, Reply::ConsumerGone { consumer_id });
@@ -147,7 +162,7 @@ impl Shard {
         if let Some(q) = queues.remove(name) {
             self.forget_resident(&q);
             self.log_delete(name);
-            self.queue_gone(name);
+            self.queue_gone(name, None);
             for (to, consumer_id) in q.push_consumers() {
                 self.route_reply(to, Reply::ConsumerGone { consumer_id });
             }

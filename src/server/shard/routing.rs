@@ -450,7 +450,8 @@ impl Shard {
 
     /// Declares an exchange for a connection (through shard 0).
     pub fn declare_exchange(&self, from: ConnRef, request_id: u64, def: ExchangeDef) {
-        let req = Request::Meta { change: Change::DeclareExchange(def), durable_dest: false, if_unused: false };
+        let req =
+            Request::Meta { change: Change::DeclareExchange(def), durable_dest: false, if_unused: false, count: 0 };
         self.submit(from, request_id, METADATA_SHARD, req);
     }
 
@@ -469,7 +470,7 @@ impl Shard {
         if self.routing.table.borrow().exchange(&name).is_none() && !name.is_empty() && !name.starts_with("amq.") {
             return self.reply_result(from, request_id, Ok(0));
         }
-        let req = Request::Meta { change: Change::DeleteExchange(name), durable_dest: false, if_unused };
+        let req = Request::Meta { change: Change::DeleteExchange(name), durable_dest: false, if_unused, count: 0 };
         self.submit(from, request_id, METADATA_SHARD, req);
     }
 
@@ -482,7 +483,7 @@ impl Shard {
             }
             Dest::Exchange(_) => {
                 let change = if unbind { Change::Unbind(binding) } else { Change::Bind(binding) };
-                let req = Request::Meta { change, durable_dest: false, if_unused: false };
+                let req = Request::Meta { change, durable_dest: false, if_unused: false, count: 0 };
                 self.submit(from, request_id, METADATA_SHARD, req);
             }
         }
@@ -508,24 +509,32 @@ impl Shard {
             from,
             request_id,
             METADATA_SHARD,
-            Request::Meta { change, durable_dest: durable, if_unused: false },
+            Request::Meta { change, durable_dest: durable, if_unused: false, count: 0 },
         );
     }
 
-    /// A queue is gone: shard 0 drops the bindings to it.
-    pub(super) fn queue_gone(&self, name: &str) {
+    /// A queue is gone: shard 0 drops the bindings to it. With `reply`
+    /// (connection, request id, count) and bindings to drop, the Ok goes
+    /// out from there once every shard has dropped them, so a publish
+    /// after it cannot reach a new queue of the same name through them;
+    /// returns whether it was handed on.
+    pub(super) fn queue_gone(&self, name: &str, reply: Option<(ConnRef, u64, u64)>) -> bool {
         let bound = self.routing.table.borrow().bindings().any(|b| matches!(&b.dest, Dest::Queue(q) if q == name));
-        if bound {
-            let req =
-                Request::Meta { change: Change::QueueGone(name.to_owned()), durable_dest: false, if_unused: false };
-            self.submit(ConnRef { shard: self.id, conn_id: 0 }, 0, METADATA_SHARD, req);
+        if !bound {
+            return false;
         }
+        let (from, request_id, count) = reply.unwrap_or((ConnRef { shard: self.id, conn_id: 0 }, 0, 0));
+        let change = Change::QueueGone(name.to_owned());
+        let req = Request::Meta { change, durable_dest: false, if_unused: false, count };
+        self.submit(from, request_id, METADATA_SHARD, req);
+        reply.is_some()
     }
 
     /// Shard 0: applies a change, stores it when it touches durable
     /// definitions, broadcasts it, and answers once every shard has applied
     /// it: after Ok, a publish on any connection sees the change.
-    pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, durable_dest: bool, if_unused: bool) {
+    pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, flags: (bool, bool), count: u64) {
+        let (durable_dest, if_unused) = flags;
         let r = self.apply_meta(&change, durable_dest, if_unused);
         let version = self.routing.table.borrow().version();
         if r.is_ok() && self.count > 1 {
@@ -538,9 +547,9 @@ impl Shard {
         }
         match r {
             Ok(()) if self.count > 1 => {
-                self.routing.waiting.borrow_mut().push_back((version, from, request_id, Ok(0)));
+                self.routing.waiting.borrow_mut().push_back((version, from, request_id, Ok(count)));
             }
-            r => self.reply_result(from, request_id, r.map(|()| 0)),
+            r => self.reply_result(from, request_id, r.map(|()| count)),
         }
     }
 
