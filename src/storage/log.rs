@@ -7,7 +7,9 @@
 
 use super::compact::Compaction;
 use super::io::{segment_path, LogIo, SegmentFile};
-use super::record::{align_block, encode, encode_publish, publish_bytes, to_ranges, Record, FORMAT_VERSION};
+use super::record::{
+    align_block, encode, encode_publish, merge_ranges, publish_bytes, to_ranges, Record, FORMAT_VERSION,
+};
 use super::recovery::{recover, Recovered};
 use super::runs::{Live, QState};
 use super::{FsyncPolicy, Loc, StorageError, StorageOptions};
@@ -280,15 +282,25 @@ impl<W> Storage<W> {
         })
     }
 
-    /// Logs a purge of the given persistent messages: (seq, entry length).
-    pub fn purge(&self, queue: u32, gone: Vec<(u64, usize)>) -> Result<(), StorageError> {
+    /// Logs the purge of a durable queue's persistent messages, handed over
+    /// one at a time by `walk` (sequence number and entry length), not in a
+    /// list: a purge of a backlog of millions keeps only ranges. When the log is
+    /// poisoned nothing is logged and `walk` is not called.
+    pub fn purge<T>(&self, queue: u32, walk: impl FnOnce(&mut dyn FnMut(u64, usize)) -> T) -> Result<T, StorageError> {
         self.append(|st| {
-            let mut seqs = Vec::with_capacity(gone.len());
-            for (s, len) in gone {
+            let mut ranges: Vec<(u64, u64)> = Vec::new();
+            let t = walk(&mut |s, len| {
                 forget(st, queue, s, len);
-                seqs.push(s);
+                match ranges.last_mut() {
+                    Some(r) if r.1.checked_add(1) == Some(s) => r.1 = s,
+                    _ => ranges.push((s, s)),
+                }
+            });
+            merge_ranges(&mut ranges);
+            if !ranges.is_empty() {
+                self.put(st, |b| encode(b, &Record::Purge { queue, ranges }));
             }
-            self.put(st, |b| encode(b, &Record::Purge { queue, ranges: to_ranges(&mut seqs) }));
+            t
         })
     }
 

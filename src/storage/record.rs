@@ -167,6 +167,19 @@ pub fn to_ranges(seqs: &mut [u64]) -> Vec<(u64, u64)> {
     out
 }
 
+/// Sorts `ranges` (inclusive) and merges those that overlap or touch.
+pub fn merge_ranges(ranges: &mut Vec<(u64, u64)>) {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges.iter() {
+        match out.last_mut() {
+            Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    *ranges = out;
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -306,6 +319,13 @@ pub fn owned(entry: &[u8]) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn merge_ranges_sorts_and_joins_overlapping_and_touching() {
+        let mut r = vec![(10, 12), (1, 3), (4, 4), (11, 15), (20, 20), (u64::MAX - 1, u64::MAX)];
+        super::merge_ranges(&mut r);
+        assert_eq!(r, vec![(1, 4), (10, 15), (20, 20), (u64::MAX - 1, u64::MAX)]);
+    }
     use super::*;
 
     fn sample() -> Vec<u8> {

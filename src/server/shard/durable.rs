@@ -313,14 +313,22 @@ impl Shard {
     }
 
     pub(super) fn purge_logged(&self, q: &mut Queue) -> usize {
-        let mut seqs = Vec::new();
-        let n = q.purge_each(|m| persistent_seq(m, &mut seqs));
-        if let Some((d, id)) = self.durable_id(q) {
-            if d.log.purge(id, seqs).is_ok() {
+        let Some((d, id)) = self.durable_id(q) else { return q.purge() };
+        let walk = |gone: &mut dyn FnMut(u64, usize)| {
+            q.purge_each(|m| {
+                if m.persistent {
+                    gone(m.seq, m.bytes());
+                }
+            })
+        };
+        match d.log.purge(id, walk) {
+            Ok(n) => {
                 self.meta_logged.set(true);
+                n
             }
+            // Poisoned: nothing more is logged; the queue is purged all the same.
+            Err(_) => q.purge(),
         }
-        n
     }
 
     /// Replies to a request that may have logged metadata (declare,
