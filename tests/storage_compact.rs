@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Dead segments are deleted, not kept for reuse: these tests watch the
+/// files go (reuse has its own tests in `storage_segments.rs`).
 fn opts(dir: &Path) -> StorageOptions {
-    common::log_options(dir, 65_536)
+    StorageOptions { segments_recycled_max: 0, ..common::log_options(dir, 65_536) }
 }
 
 fn body(q: &str, seq: u64) -> Vec<u8> {

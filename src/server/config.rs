@@ -95,6 +95,10 @@ pub struct Config {
     /// then delete it) once its live bytes, or those of all sealed
     /// segments, fall under this percentage of their size. 0 = never.
     pub compact_live_ratio_pct: u32,
+    /// Dead log segments a shard keeps to reuse as its next segments
+    /// (overwriting a file spares the filesystem the frees and
+    /// allocations that stall flushes); the rest are deleted. 0 = delete all.
+    pub segments_recycled_max: u32,
     /// Per shard: bytes of ready message entries held in memory above
     /// which newly published persistent messages of durable queues keep
     /// only their location in the log, and are read back when delivered.
@@ -135,6 +139,7 @@ impl Default for Config {
             fsync_interval_ms: 10,
             storage_skip_corrupt: false,
             compact_live_ratio_pct: 25,
+            segments_recycled_max: 2,
             memory_budget_bytes: 512 << 20,
         }
     }
@@ -221,6 +226,8 @@ impl Config {
         check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;
         let r = self.compact_live_ratio_pct;
         check(r <= 90, "compact_live_ratio_pct", || format!("{r} is outside 0..=90 (0 turns compaction off)"))?;
+        let n = self.segments_recycled_max;
+        check(n <= 64, "segments_recycled_max", || format!("{n} is outside 0..=64"))?;
         let mb = self.memory_budget_bytes;
         check((1 << 20..=1 << 50).contains(&mb), "memory_budget_bytes", || {
             format!("{mb} is outside 1048576..=1125899906842624")

@@ -96,6 +96,8 @@ pub struct ShardStats {
     pub connections: u64,
     pub fsyncs: u64,
     pub fsync_nanos: u64,
+    /// Dead log segments reused as new ones (instead of deleted).
+    pub segments_reused: u64,
     pub disk_bytes: u64,
     /// Bytes of ready entries held in memory (against `memory_budget_bytes`).
     pub resident_bytes: u64,
@@ -185,6 +187,12 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
         "ringmq_storage_fsync_seconds_total",
         "Time spent in fdatasync.",
         sum(|s| s.fsync_nanos) as f64 / 1e9,
+    );
+    counter(
+        &mut o,
+        "ringmq_storage_segments_reused_total",
+        "Dead log segments reused as new segments instead of deleted.",
+        sum(|s| s.segments_reused),
     );
     gauge_header(&mut o, "ringmq_storage_disk_bytes", "Bytes of storage log segments on disk.");
     let _ = writeln!(o, "ringmq_storage_disk_bytes {}", sum(|s| s.disk_bytes));

@@ -128,13 +128,13 @@ impl<W> Storage<W> {
             }
         }
         let mut found = Vec::new();
-        let end = scan_at(&buf, pos as usize, |_, r| {
+        let end = scan_at(&buf, pos as usize, self.seed_of(seg), |_, r| {
             if let Record::Publish { queue, seq, entry } = r {
                 found.push((queue, seq, entry));
             }
         });
         let next = match end.bad {
-            _ if buf.is_empty() => size,
+            _ if buf.is_empty() || end.sealed => size,
             // Cut by the window's end: go on from that record.
             Some(_) if end.valid_end > 0 => pos + end.valid_end as u64,
             Some(why) => {

@@ -1,5 +1,6 @@
-//! The log's housekeeping task: deleting the segments flushes found dead,
-//! and preparing the next segment before the writer needs it.
+//! The log's housekeeping task: preparing the next segment before the
+//! writer needs it, preferably by reusing a dead one, and deleting the
+//! dead segments it does not keep for that.
 //!
 //! Both are kept out of the flush (and so out of every confirm's path):
 //! unlinking a big segment and syncing the directory each wait on the
@@ -13,6 +14,16 @@
 //! (`record::scan`), so the format does not change. (Zero-filling it with
 //! real writes was tried: it competed with the log's own writes and made
 //! the confirm tail worse.)
+//!
+//! Reusing a dead segment goes further: its blocks are allocated and were
+//! written, so overwriting them changes no metadata at all, and nothing
+//! is freed (on a filesystem mounted with `discard`, freeing a segment's
+//! blocks trims them, and flushes then waited on those trims). Up to
+//! `segments_recycled_max` dead segments are kept for it; the oldest dead
+//! one is renamed to the next number (format version 2 makes its old
+//! records unreadable as new ones, `record.rs`). Dead segments are only
+//! ever taken from the front of the log, so what is left always replays
+//! correctly (a newer segment may hold the acks of an older one).
 
 use super::io::{segment_path, SegmentFile};
 use super::log::Storage;
@@ -30,15 +41,11 @@ impl<W> Storage<W> {
         }
     }
 
-    /// One round: deletes what flushes found dead, then prepares the next
-    /// segment if it is not. False when there was nothing to do.
+    /// One round: prepares the next segment if it is not, then deletes
+    /// the dead segments beyond those kept for reuse. False when there was
+    /// nothing to do.
     pub async fn housekeep_once(&self) -> bool {
-        let doomed: Vec<u64> = self.st.borrow().doomed.iter().copied().collect();
         let mut worked = false;
-        if !doomed.is_empty() {
-            self.reclaim(doomed).await;
-            worked = true;
-        }
         if let Some(seg) = self.spare_wanted() {
             if !self.prepare_spare(seg).await {
                 // Rolls create their segment as before; tried again later.
@@ -46,7 +53,24 @@ impl<W> Storage<W> {
             }
             worked = true;
         }
+        let excess: Vec<u64> = {
+            let st = self.st.borrow();
+            let keep = if self.spare_unsupported.get() { 0 } else { self.opts.segments_recycled_max as usize };
+            st.doomed.iter().copied().take(st.doomed.len().saturating_sub(keep)).collect()
+        };
+        if !excess.is_empty() {
+            self.reclaim(excess).await;
+            worked = true;
+        }
         worked
+    }
+
+    /// The oldest dead segment, if it can be reused (not still open for
+    /// writing).
+    fn reusable(&self) -> Option<u64> {
+        let seg = *self.st.borrow().doomed.first()?;
+        let open = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
+        (Some(seg) != open && self.opts.segments_recycled_max > 0).then_some(seg)
     }
 
     /// The segment after the one being written, unless it is prepared
@@ -69,7 +93,26 @@ impl<W> Storage<W> {
         let path = segment_path(&self.opts.dir, seg);
         // A roll to `seg` meanwhile waits for this (both would create it).
         self.preparing.set(Some(seg));
-        let ok = match self.io.prepare(&path, self.opts.segment_bytes).await {
+        let old = self.reusable();
+        let made = match old {
+            Some(old) => {
+                // Gone from the log's books first: it is not a segment of
+                // the log any more, whatever happens next.
+                self.forget_segments(&[old]);
+                let from = segment_path(&self.opts.dir, old);
+                let r = self.io.recycle(&from, &path, self.opts.segment_bytes).await;
+                if r.is_ok() {
+                    self.reused.set(self.reused.get() + 1);
+                    tracing::debug!(shard = self.opts.shard, from = old, to = seg, "dead segment reused");
+                } else {
+                    // Dead either way: whichever name it has left goes.
+                    let _ = self.io.remove(&from).await;
+                }
+                r
+            }
+            None => self.io.prepare(&path, self.opts.segment_bytes).await,
+        };
+        let ok = match made {
             Ok(f) => {
                 let mut spare = self.spare.borrow_mut();
                 debug_assert!(spare.is_none(), "one spare at a time");
@@ -78,7 +121,7 @@ impl<W> Storage<W> {
             }
             Err(e) => {
                 let _ = self.io.remove(&path).await;
-                if e.kind() == std::io::ErrorKind::Unsupported {
+                if e.kind() == std::io::ErrorKind::Unsupported && old.is_none() {
                     // A filesystem without fallocate: rolls create their
                     // segments, as they did before; said once.
                     tracing::warn!(dir = %self.opts.dir.display(), error = %e, "segments cannot be prepared ahead here; each roll creates its own");
@@ -152,15 +195,20 @@ impl<W> Storage<W> {
         if let Err(e) = self.io.sync_dir(&self.opts.dir).await {
             tracing::warn!(error = %e, "could not sync the log directory after deleting segments");
         }
+        self.forget_segments(&removed);
+        tracing::debug!(shard = self.opts.shard, segments = ?removed, "dead segments deleted");
+    }
+
+    /// Drops dead segments from the log's books (deleted or reused).
+    fn forget_segments(&self, gone: &[u64]) {
         let mut st = self.st.borrow_mut();
         let mut readers = self.readers.borrow_mut();
-        for seg in &removed {
+        for seg in gone {
             st.doomed.remove(seg);
             st.segs.remove(seg);
             st.compacted.remove(seg);
             st.no_compact.remove(seg);
             readers.remove(seg);
         }
-        tracing::debug!(shard = self.opts.shard, segments = ?removed, "dead segments deleted");
     }
 }

@@ -39,6 +39,13 @@ pub trait LogIo {
     /// Creates `path` with `bytes` allocated (reading as zeros), synced
     /// with its directory, and opens it (see `housekeep.rs`).
     fn prepare<'a>(&'a self, path: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>>;
+    /// Turns the dead segment `from` into the next one, `to`: renames it
+    /// (synced with the directory), allocates it up to `bytes` if it is
+    /// shorter, zeroes its first block (synced) and opens it. Until the
+    /// rename is durable `from` is whole; after it, `to` starts with
+    /// `from`'s header or with zeros, both of which recovery recognizes
+    /// as an unused segment.
+    fn recycle<'a>(&'a self, from: &'a Path, to: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>>;
 }
 
 fn glommio_err(e: glommio::GlommioError<()>) -> io::Error {
@@ -184,21 +191,51 @@ impl LogIo for DmaIo {
             self.open(path).await
         })
     }
+
+    fn recycle<'a>(&'a self, from: &'a Path, to: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let (f, t) = (from.to_path_buf(), to.to_path_buf());
+            glommio::executor()
+                .spawn_blocking(move || {
+                    std::fs::rename(&f, &t)?;
+                    let file = std::fs::OpenOptions::new().write(true).open(&t)?;
+                    if file.metadata()?.len() < bytes {
+                        allocate(&file, bytes)?;
+                    }
+                    Ok::<_, io::Error>(())
+                })
+                .await?;
+            if let Some(dir) = to.parent() {
+                self.sync_dir(dir).await?;
+            }
+            let file = self.open(to).await?;
+            file.write_at(&[0u8; BLOCK], 0).await?;
+            file.fdatasync().await?;
+            Ok(file)
+        })
+    }
 }
 
 /// Creates the file and allocates `bytes` (rounded up to `BLOCK`) to it:
 /// the blocks read as zeros, and appends into them do not grow the file.
 fn preallocate(path: &Path, bytes: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    allocate(&f, bytes)?;
+    f.sync_all()
+}
+
+/// Gives `f` blocks up to `bytes` (rounded up to `BLOCK`); a no-op for
+/// blocks it has.
+fn allocate(f: &std::fs::File, bytes: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let total = bytes.div_ceil(BLOCK as u64) * BLOCK as u64;
     let len = libc::off_t::try_from(total).map_err(io::Error::other)?;
-    // SAFETY: a plain syscall on a descriptor this function owns.
+    // SAFETY: a plain syscall on a descriptor the caller owns.
     let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    f.sync_all()
+    Ok(())
 }
 
 /// Which operation a `FaultyIo` fails.
@@ -311,6 +348,13 @@ impl<I: LogIo> LogIo for FaultyIo<I> {
     fn prepare<'a>(&'a self, path: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
             let inner = self.inner.prepare(path, bytes).await?;
+            Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
+        })
+    }
+
+    fn recycle<'a>(&'a self, from: &'a Path, to: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
+        Box::pin(async move {
+            let inner = self.inner.recycle(from, to, bytes).await?;
             Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
         })
     }

@@ -8,7 +8,7 @@
 use super::compact::Compaction;
 use super::io::{segment_path, LogIo, SegmentFile};
 use super::record::{
-    align_block, encode, encode_publish, merge_ranges, publish_bytes, to_ranges, Record, FORMAT_VERSION,
+    align_block, encode, encode_publish, merge_ranges, publish_bytes, to_ranges, Record, Seed, FORMAT_VERSION,
 };
 use super::recovery::{recover, Recovered};
 use super::runs::{Live, QState};
@@ -24,11 +24,19 @@ pub(super) struct Chunk {
     bytes: Vec<u8>,
 }
 
-/// One segment: its live messages and (once sealed) its size.
-#[derive(Debug, Clone, Copy, Default)]
+/// One segment: its live messages, (once sealed) its size, and the seed
+/// of its checksums (its format version's).
+#[derive(Debug, Clone, Copy)]
 pub(super) struct SegInfo {
     pub(super) live: Live,
     pub(super) size: u64,
+    pub(super) seed: Seed,
+}
+
+impl SegInfo {
+    fn new(seg: u64) -> Self {
+        Self { live: Live::default(), size: 0, seed: Seed::of(seg) }
+    }
 }
 
 pub(super) struct State<W> {
@@ -38,7 +46,10 @@ pub(super) struct State<W> {
     /// The segment appends go to, and exactly where the next record lands
     /// in it (the offset a publish hands out as its location).
     pub(super) tail_seg: u64,
+    tail_seed: Seed,
     pub(super) tail_bytes: u64,
+    /// The tail segment ends with a seal record: the next append rolls.
+    tail_sealed: bool,
     pub(super) chunks: Vec<Chunk>,
     waiters: Vec<W>,
     acks_pending: bool,
@@ -92,6 +103,8 @@ pub struct Storage<W> {
     lock: glommio::sync::Semaphore,
     /// fdatasync calls and the nanoseconds they took (for metrics).
     syncs: std::cell::Cell<(u64, u64)>,
+    /// Dead segments reused as new ones (for metrics).
+    pub(super) reused: std::cell::Cell<u64>,
 }
 
 impl<W> Storage<W> {
@@ -100,19 +113,20 @@ impl<W> Storage<W> {
     pub async fn open(io: Rc<dyn LogIo>, opts: StorageOptions) -> Result<(Self, Recovered), StorageError> {
         let mut rec = recover(&*io, &opts).await?;
         let mut segs: BTreeMap<u64, SegInfo> =
-            rec.segments.iter().map(|&(s, size)| (s, SegInfo { live: Live::default(), size })).collect();
+            rec.segments.iter().map(|&(s, size, seed)| (s, SegInfo { live: Live::default(), size, seed })).collect();
         let mut queues = HashMap::new();
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             for m in &q.messages {
                 let bytes = publish_bytes(m.entry_len as usize);
-                qs.add(m.seq, u64::from(m.seg), bytes);
-                segs.entry(u64::from(m.seg)).or_default().live.add(bytes);
+                let seg = u64::from(m.seg);
+                qs.add(m.seq, seg, bytes);
+                segs.entry(seg).or_insert_with(|| SegInfo::new(seg)).live.add(bytes);
             }
             queues.insert(q.id, qs);
         }
         let tail_seg = rec.segments.last().map_or(1, |s| s.0 + 1);
-        segs.insert(tail_seg, SegInfo::default());
+        segs.insert(tail_seg, SegInfo::new(tail_seg));
         let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
         rec.next_queue_id = next_queue_id;
         let st = State {
@@ -120,7 +134,9 @@ impl<W> Storage<W> {
             queues,
             next_queue_id,
             tail_seg,
+            tail_seed: Seed::of(tail_seg),
             tail_bytes: 0,
+            tail_sealed: false,
             chunks: Vec::new(),
             waiters: Vec::new(),
             acks_pending: false,
@@ -147,9 +163,10 @@ impl<W> Storage<W> {
             readers: RefCell::new(HashMap::new()),
             lock: glommio::sync::Semaphore::new(1),
             syncs: std::cell::Cell::new((0, 0)),
+            reused: std::cell::Cell::new(0),
         };
         s.start_segment(&mut s.st.borrow_mut(), tail_seg);
-        let f = s.close().await;
+        let f = s.sync_all().await;
         if let Err(e) = f.result {
             return Err(StorageError::Poisoned(e));
         }
@@ -158,8 +175,10 @@ impl<W> Storage<W> {
 
     fn start_segment(&self, st: &mut State<W>, seg: u64) {
         let mut bytes = Vec::with_capacity(64 << 10);
+        let seed = Seed::of(seg);
         encode(
             &mut bytes,
+            seed,
             &Record::Segment {
                 version: FORMAT_VERSION,
                 shard: self.opts.shard,
@@ -172,51 +191,78 @@ impl<W> Storage<W> {
         ids.sort_unstable();
         for id in ids {
             let q = &st.queues[&id];
-            encode(&mut bytes, &Record::Declare { queue: id, next_seq: q.next_seq, name: q.name.as_bytes() });
+            encode(&mut bytes, seed, &Record::Declare { queue: id, next_seq: q.next_seq, name: q.name.as_bytes() });
             if !q.args.is_empty() {
-                encode(&mut bytes, &Record::QueueArgs { queue: id, args: &q.args });
+                encode(&mut bytes, seed, &Record::QueueArgs { queue: id, args: &q.args });
             }
         }
         if let Some(old) = st.segs.get_mut(&st.tail_seg) {
             old.size = align_block(st.tail_bytes as usize) as u64;
         }
         st.tail_seg = seg;
+        st.tail_seed = seed;
         st.tail_bytes = bytes.len() as u64;
-        st.segs.entry(seg).or_default();
+        st.tail_sealed = false;
+        st.segs.entry(seg).or_insert_with(|| SegInfo::new(seg));
         st.chunks.push(Chunk { seg, bytes });
     }
 
     /// Makes sure the last chunk is the tail segment's, rolling to a new
-    /// segment first when the tail one is full.
+    /// segment first when the tail one is full (sealing it) or sealed.
     fn tail(&self, st: &mut State<W>) {
-        if st.tail_bytes >= self.opts.segment_bytes {
+        if st.tail_bytes >= self.opts.segment_bytes || st.tail_sealed {
+            self.seal(st);
             let next = st.tail_seg + 1;
             self.start_segment(st, next);
-        } else if st.chunks.last().is_none_or(|c| c.seg != st.tail_seg) {
+        } else {
+            self.tail_chunk(st);
+        }
+    }
+
+    fn tail_chunk(&self, st: &mut State<W>) {
+        if st.chunks.last().is_none_or(|c| c.seg != st.tail_seg) {
             let seg = st.tail_seg;
             st.chunks.push(Chunk { seg, bytes: Vec::with_capacity(64 << 10) });
         }
     }
 
-    /// Appends what `f` encodes to the tail; returns where it starts
-    /// (segment, offset).
-    pub(super) fn put(&self, st: &mut State<W>, f: impl FnOnce(&mut Vec<u8>)) -> (u64, u64) {
-        self.tail(st);
-        let at = (st.tail_seg, st.tail_bytes);
+    /// Ends the tail segment with a seal record (once): recovery reads
+    /// nothing after it, which is what lets a segment file be reused
+    /// (`record.rs`). The write that carries it is synced before anything
+    /// lands in the next segment (`write_chunks`).
+    fn seal(&self, st: &mut State<W>) {
+        if st.tail_sealed {
+            return;
+        }
+        self.tail_chunk(st);
+        let seed = st.tail_seed;
         let b = &mut st.chunks.last_mut().expect("a tail chunk").bytes;
         let before = b.len();
-        f(b);
+        encode(b, seed, &Record::Seal);
+        st.tail_bytes += (b.len() - before) as u64;
+        st.tail_sealed = true;
+    }
+
+    /// Appends what `f` encodes (with the tail segment's seed) to the
+    /// tail; returns where it starts (segment, offset).
+    pub(super) fn put(&self, st: &mut State<W>, f: impl FnOnce(&mut Vec<u8>, Seed)) -> (u64, u64) {
+        self.tail(st);
+        let at = (st.tail_seg, st.tail_bytes);
+        let seed = st.tail_seed;
+        let b = &mut st.chunks.last_mut().expect("a tail chunk").bytes;
+        let before = b.len();
+        f(b, seed);
         st.tail_bytes += (b.len() - before) as u64;
         at
     }
 
     /// Logs one publish record and counts it live; returns its location.
     pub(super) fn put_publish(&self, st: &mut State<W>, queue: u32, seq: u64, entry: &[u8]) -> Option<Loc> {
-        let (seg, off) = self.put(st, |b| encode_publish(b, queue, seq, entry));
+        let (seg, off) = self.put(st, |b, seed| encode_publish(b, seed, queue, seq, entry));
         let bytes = publish_bytes(entry.len());
         if let Some(q) = st.queues.get_mut(&queue) {
             q.add(seq, seg, bytes);
-            st.segs.entry(seg).or_default().live.add(bytes);
+            st.segs.entry(seg).or_insert_with(|| SegInfo::new(seg)).live.add(bytes);
         }
         Loc::new(seg, off, entry.len())
     }
@@ -246,6 +292,11 @@ impl<W> Storage<W> {
         self.syncs.set((n + 1, t + since.elapsed().as_nanos() as u64));
     }
 
+    /// Dead segments reused as new ones so far.
+    pub fn segments_reused(&self) -> u64 {
+        self.reused.get()
+    }
+
     pub fn poisoned(&self) -> Option<String> {
         self.st.borrow().poisoned.clone()
     }
@@ -257,10 +308,10 @@ impl<W> Storage<W> {
             let id = st.next_queue_id;
             st.next_queue_id += 1;
             st.queues.insert(id, QState::new(name.to_owned(), args.to_vec(), 0));
-            self.put(st, |b| {
-                encode(b, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
+            self.put(st, |b, seed| {
+                encode(b, seed, &Record::Declare { queue: id, next_seq: 0, name: name.as_bytes() });
                 if !args.is_empty() {
-                    encode(b, &Record::QueueArgs { queue: id, args });
+                    encode(b, seed, &Record::QueueArgs { queue: id, args });
                 }
             });
             id
@@ -278,7 +329,7 @@ impl<W> Storage<W> {
                     }
                 }
             }
-            self.put(st, |b| encode(b, &Record::Delete { queue }));
+            self.put(st, |b, seed| encode(b, seed, &Record::Delete { queue }));
         })
     }
 
@@ -298,7 +349,7 @@ impl<W> Storage<W> {
             });
             merge_ranges(&mut ranges);
             if !ranges.is_empty() {
-                self.put(st, |b| encode(b, &Record::Purge { queue, ranges }));
+                self.put(st, |b, seed| encode(b, seed, &Record::Purge { queue, ranges }));
             }
             t
         })
@@ -384,7 +435,7 @@ impl<W> Storage<W> {
                     let mut acks = std::mem::take(&mut st.queues.get_mut(&id).expect("listed").acks);
                     if !acks.is_empty() {
                         let ranges = to_ranges(&mut acks);
-                        self.put(st, |b| encode(b, &Record::Ack { queue: id, ranges }));
+                        self.put(st, |b, seed| encode(b, seed, &Record::Ack { queue: id, ranges }));
                     }
                 }
             }
@@ -481,10 +532,25 @@ impl<W> Storage<W> {
         Ok(())
     }
 
-    /// Clean shutdown: flushes and syncs everything, whatever the policy.
+    /// Clean shutdown: seals the tail segment, flushes and syncs
+    /// everything, whatever the policy, and deletes the prepared segment.
+    /// The next start has no torn tail to cut. (Appends after it would go
+    /// to a new segment.)
     pub async fn close(&self) -> Flushed<W> {
-        let f = self.flush().await;
+        {
+            let mut st = self.st.borrow_mut();
+            if st.poisoned.is_none() {
+                self.seal(&mut st);
+            }
+        }
+        let f = self.sync_all().await;
         self.drop_spare().await;
+        f
+    }
+
+    /// Flushes and syncs everything, whatever the policy.
+    pub async fn sync_all(&self) -> Flushed<W> {
+        let f = self.flush().await;
         if f.result.is_ok() && self.st.borrow().dirty {
             let file = self.writer.borrow().file.clone();
             if let Some((_, file)) = file {
@@ -496,6 +562,11 @@ impl<W> Storage<W> {
             self.st.borrow_mut().dirty = false;
         }
         f
+    }
+
+    /// The checksum seed of segment `seg`'s records.
+    pub(super) fn seed_of(&self, seg: u64) -> Seed {
+        self.st.borrow().segs.get(&seg).map_or(Seed::of(seg), |i| i.seed)
     }
 
     /// Segments on disk (for tests and metrics).

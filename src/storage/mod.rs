@@ -100,6 +100,8 @@ pub struct StorageOptions {
     /// this percentage of its size (or those of all sealed segments do);
     /// 0 turns compaction off.
     pub compact_live_ratio_pct: u32,
+    /// Dead segments kept to be reused as the next ones (`housekeep.rs`).
+    pub segments_recycled_max: u32,
     /// Entry bytes recovery keeps in memory; past it recovered messages
     /// keep only their location (the shard's `memory_budget_bytes`).
     pub resident_bytes_max: u64,

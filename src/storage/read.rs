@@ -50,12 +50,13 @@ impl<W> Storage<W> {
         for (&(i, j, seg, start, _), read) in spans.iter().zip(reads) {
             let buf = read.await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
             let buf = Bytes::from(buf);
+            let seed = self.seed_of(seg);
             for &(seq, l) in &want[i..j] {
                 let a = (u64::from(l.off) - start) as usize;
                 let b = a + l.record_len() as usize;
                 let bad = |why| StorageError::BadRead { seg, off: l.off, why };
                 let rec = buf.get(a..b).ok_or_else(|| bad("short read"))?;
-                let (q, s, range) = verify_publish(rec).map_err(bad)?;
+                let (q, s, range) = verify_publish(rec, seed).map_err(bad)?;
                 if q != queue || s != seq {
                     return Err(bad("another message's record"));
                 }

@@ -1,9 +1,9 @@
-//! The on-disk record format (version 1; see `docs/storage.md`) and the
+//! The on-disk record format (version 2; see `docs/storage.md`) and the
 //! scanner that walks a segment, verifying every checksum.
 //!
 //! ```text
 //! 0   u32  len       whole record: header (16) + payload; 0 marks padding
-//! 4   u32  crc32c    over bytes 0..4 and 8..len
+//! 4   u32  crc32c    seeded with the segment number, over bytes 0..4 and 8..len
 //! 8   u8   type
 //! 9   u8   reserved (0)
 //! 10  u16  reserved (0)
@@ -14,13 +14,22 @@
 //! rounded up to 8). Every write ends on a `BLOCK` boundary; the bytes from
 //! the last record to it are zero, and a zero `len` means "skip to the next
 //! block" (the skipped bytes must be zero too).
+//!
+//! Version 2 exists so segment files can be reused: a dead segment is
+//! renamed to the next number and written over (`housekeep.rs`), which
+//! spares the filesystem the block frees (trims) and allocations that
+//! made some flushes take tens of milliseconds. What the file held before
+//! must never read as data: every checksum starts from the segment's own
+//! number ([`Seed`]), so old records fail it, and a seal record ends every
+//! segment the log leaves, so what follows it is not read at all. Version
+//! 1 (unseeded, no seal) is still read.
 
 use bytes::{BufMut, Bytes};
 
 pub const HEADER_BYTES: usize = 16;
 /// Writes are padded to this (O_DIRECT alignment on every device we know).
 pub const BLOCK: usize = 4096;
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_MAGIC: &[u8; 8] = b"RINGMQSG";
 
 pub const T_SEGMENT: u8 = 1;
@@ -32,7 +41,31 @@ pub const T_ACK: u8 = 6;
 // 7..=10: reserved for exchange records (routing).
 /// A durable queue's declare arguments (policies), right after its declare.
 pub const T_QUEUE_ARGS: u8 = 11;
-// 12..=15: reserved for the storage engine.
+/// The end of a segment's data: nothing after it is read.
+pub const T_SEAL: u8 = 12;
+// 13..=15: reserved for the storage engine.
+
+/// Where a segment's checksums start: its number's CRC32C in version 2,
+/// zero (a plain CRC32C) in version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seed(u32);
+
+impl Seed {
+    pub const V1: Seed = Seed(0);
+
+    pub fn of(segment: u64) -> Self {
+        Seed(crc32c::crc32c(&segment.to_le_bytes()))
+    }
+
+    /// The seed of a segment written in `version` (None: unknown version).
+    pub fn for_version(version: u32, segment: u64) -> Option<Self> {
+        match version {
+            1 => Some(Seed::V1),
+            2 => Some(Seed::of(segment)),
+            _ => None,
+        }
+    }
+}
 
 pub fn align8(n: usize) -> usize {
     (n + 7) & !7
@@ -78,6 +111,7 @@ pub enum Record<'a> {
         queue: u32,
         args: &'a [u8],
     },
+    Seal,
 }
 
 fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
@@ -91,21 +125,23 @@ fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
     start
 }
 
-fn finish(buf: &mut Vec<u8>, start: usize) {
+fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
     let len = buf.len() - start;
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    let crc = checksum(&buf[start..start + len]);
+    let crc = checksum(&buf[start..start + len], seed);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     buf.resize(start + align8(len), 0);
 }
 
-fn checksum(rec: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&rec[0..4]), &rec[8..])
+fn checksum(rec: &[u8], seed: Seed) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c_append(seed.0, &rec[0..4]), &rec[8..])
 }
 
-/// Appends one encoded record to `buf` (which must end 8-aligned).
-pub fn encode(buf: &mut Vec<u8>, r: &Record<'_>) {
+/// Appends one encoded record of a segment checksummed from `seed` to
+/// `buf` (which must end 8-aligned).
+pub fn encode(buf: &mut Vec<u8>, seed: Seed, r: &Record<'_>) {
     debug_assert_eq!(buf.len() % 8, 0);
+    let finish = |buf: &mut Vec<u8>, s| finish(buf, s, seed);
     match r {
         Record::Segment { version, shard, shard_count, segment, next_queue_id } => {
             let s = begin(buf, T_SEGMENT, 0);
@@ -137,21 +173,25 @@ pub fn encode(buf: &mut Vec<u8>, r: &Record<'_>) {
             }
             finish(buf, s);
         }
-        Record::Publish { queue, seq, entry } => encode_publish(buf, *queue, *seq, entry),
+        Record::Publish { queue, seq, entry } => encode_publish(buf, seed, *queue, *seq, entry),
         Record::QueueArgs { queue, args } => {
             let s = begin(buf, T_QUEUE_ARGS, *queue);
             buf.put_slice(args);
+            finish(buf, s);
+        }
+        Record::Seal => {
+            let s = begin(buf, T_SEAL, 0);
             finish(buf, s);
         }
     }
 }
 
 /// The hot path: one publish record, no intermediate `Record`.
-pub fn encode_publish(buf: &mut Vec<u8>, queue: u32, seq: u64, entry: &[u8]) {
+pub fn encode_publish(buf: &mut Vec<u8>, seed: Seed, queue: u32, seq: u64, entry: &[u8]) {
     let s = begin(buf, T_PUBLISH, queue);
     buf.put_u64_le(seq);
     buf.put_slice(entry);
-    finish(buf, s);
+    finish(buf, s, seed);
 }
 
 /// Sorted, merged inclusive ranges of `seqs` (which it sorts).
@@ -223,6 +263,7 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
         T_ACK => Record::Ack { queue, ranges: decode_ranges(p)? },
         T_PUBLISH if p.len() >= 8 => Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] },
         T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
+        T_SEAL if p.is_empty() && queue == 0 => Record::Seal,
         _ => return None,
     })
 }
@@ -230,58 +271,93 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
 /// Where a scan stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanEnd {
-    /// Just past the last whole record (or its padding).
+    /// Just past the last whole record (or its padding), or the seal.
     pub valid_end: usize,
-    /// `None`: the rest of the buffer is empty. `Some`: a bad record at
-    /// `valid_end`, and why.
+    /// `None`: the data ended cleanly (zeros, the end of the buffer, or a
+    /// seal). `Some`: a bad record at `valid_end`, and why.
     pub bad: Option<&'static str>,
+    /// The data ended with a seal record.
+    pub sealed: bool,
 }
 
 /// Walks `buf` from its start, handing every verified record to `each`
-/// with its offset, and stops at the end or at the first bad record.
-pub fn scan<'a>(buf: &'a [u8], each: impl FnMut(usize, Record<'a>)) -> ScanEnd {
-    scan_at(buf, 0, each)
+/// with its offset, and stops at the end, at a seal or at the first bad
+/// record.
+pub fn scan<'a>(buf: &'a [u8], seed: Seed, each: impl FnMut(usize, Record<'a>)) -> ScanEnd {
+    scan_at(buf, 0, seed, each)
 }
 
 /// `scan` of a piece of a segment that starts at file offset `base` (a
 /// record boundary): block padding is found relative to the file.
-pub fn scan_at<'a>(buf: &'a [u8], base: usize, mut each: impl FnMut(usize, Record<'a>)) -> ScanEnd {
+pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(usize, Record<'a>)) -> ScanEnd {
     let mut o = 0;
-    let bad = |o, why| ScanEnd { valid_end: o, bad: Some(why) };
+    let end = |o, bad, sealed| ScanEnd { valid_end: o, bad, sealed };
     loop {
         if o + 4 > buf.len() {
             if buf[o..].iter().any(|&b| b != 0) {
-                return bad(o, "trailing bytes");
+                return end(o, Some("trailing bytes"), false);
             }
-            return ScanEnd { valid_end: o, bad: None };
+            return end(o, None, false);
         }
         let len = u32_at(buf, o) as usize;
         if len == 0 {
             let next = (align_block(base + o + 1) - base).min(buf.len());
             if buf[o..next].iter().any(|&b| b != 0) {
-                return bad(o, "non-zero bytes in block padding");
+                return end(o, Some("non-zero bytes in block padding"), false);
             }
             // The end of the data: nothing but zeros follows.
             if next == buf.len() || buf[next..].iter().all(|&b| b == 0) {
-                return ScanEnd { valid_end: o, bad: None };
+                return end(o, None, false);
             }
             o = next;
             continue;
         }
         if len < HEADER_BYTES || o + len > buf.len() {
-            return bad(o, "record length out of range");
+            return end(o, Some("record length out of range"), false);
         }
         let rec = &buf[o..o + len];
-        if checksum(rec) != u32_at(rec, 4) {
-            return bad(o, "checksum mismatch");
+        if checksum(rec, seed) != u32_at(rec, 4) {
+            return end(o, Some("checksum mismatch"), false);
         }
-        let Some(r) = decode(rec) else { return bad(o, "malformed record") };
+        let Some(r) = decode(rec) else { return end(o, Some("malformed record"), false) };
         let next = (o + align8(len)).min(buf.len());
         if buf[o + len..next].iter().any(|&b| b != 0) {
-            return bad(o, "non-zero record padding");
+            return end(o, Some("non-zero record padding"), false);
+        }
+        if r == Record::Seal {
+            return end(next, None, true);
         }
         each(o, r);
         o = next;
+    }
+}
+
+/// The seed that the segment header at the start of `buf` (segment
+/// `segment` by its file name) verifies under: version 2's, else version
+/// 1's. `None` if neither does (no header there).
+pub fn header_seed(buf: &[u8], segment: u64) -> Option<Seed> {
+    [Seed::of(segment), Seed::V1].into_iter().find(|&seed| header_at_start(buf, seed).is_some())
+}
+
+/// The segment header record at the start of `buf`, if it verifies under `seed`.
+fn header_at_start(buf: &[u8], seed: Seed) -> Option<Record<'_>> {
+    let len = len_at(buf)?;
+    let rec = buf.get(..len).filter(|_| len >= HEADER_BYTES)?;
+    if checksum(rec, seed) != u32_at(rec, 4) || rec[8] != T_SEGMENT {
+        return None;
+    }
+    decode(rec)
+}
+
+/// Whether `buf` starts with the intact header of an *older* segment
+/// (version 2): a file renamed for reuse whose header was not yet wiped.
+pub fn stale_header(buf: &[u8], segment: u64) -> bool {
+    let Some(len) = len_at(buf).filter(|&l| l >= HEADER_BYTES + 28 && l <= buf.len()) else { return false };
+    match decode(&buf[..len]) {
+        Some(Record::Segment { version: 2, segment: old, .. }) if old < segment => {
+            header_at_start(buf, Seed::of(old)).is_some()
+        }
+        _ => false,
     }
 }
 
@@ -294,11 +370,11 @@ pub fn publish_bytes(entry_len: usize) -> u64 {
 /// Verifies one publish record read back on its own (`rec` is exactly the
 /// record, without padding): its length, checksum and type. Returns its
 /// queue id, sequence number and where the entry is in `rec`.
-pub fn verify_publish(rec: &[u8]) -> Result<(u32, u64, std::ops::Range<usize>), &'static str> {
+pub fn verify_publish(rec: &[u8], seed: Seed) -> Result<(u32, u64, std::ops::Range<usize>), &'static str> {
     if rec.len() < HEADER_BYTES + 8 || u32_at(rec, 0) as usize != rec.len() {
         return Err("record length mismatch");
     }
-    if checksum(rec) != u32_at(rec, 4) {
+    if checksum(rec, seed) != u32_at(rec, 4) {
         return Err("checksum mismatch");
     }
     if rec[8] != T_PUBLISH {
@@ -328,21 +404,33 @@ mod tests {
     }
     use super::*;
 
-    fn sample() -> Vec<u8> {
+    const SEG: u64 = 7;
+
+    fn seed() -> Seed {
+        Seed::of(SEG)
+    }
+
+    fn sample_of(segment: u64) -> Vec<u8> {
+        let seed = Seed::of(segment);
         let mut b = Vec::new();
-        encode(&mut b, &Record::Segment { version: 1, shard: 0, shard_count: 2, segment: 7, next_queue_id: 3 });
-        encode(&mut b, &Record::Declare { queue: 1, next_seq: 0, name: b"q" });
-        encode(&mut b, &Record::QueueArgs { queue: 1, args: b"\x0cx-max-lengthl\0\0\0\0\0\0\0\x05" });
+        let header = Record::Segment { version: 2, shard: 0, shard_count: 2, segment, next_queue_id: 3 };
+        encode(&mut b, seed, &header);
+        encode(&mut b, seed, &Record::Declare { queue: 1, next_seq: 0, name: b"q" });
+        encode(&mut b, seed, &Record::QueueArgs { queue: 1, args: b"\x0cx-max-lengthl\0\0\0\0\0\0\0\x05" });
         for i in 0..5u64 {
-            encode_publish(&mut b, 1, i, format!("entry-{i}").as_bytes());
+            encode_publish(&mut b, seed, 1, i, format!("entry-{i}").as_bytes());
         }
-        encode(&mut b, &Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
+        encode(&mut b, seed, &Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
         b
+    }
+
+    fn sample() -> Vec<u8> {
+        sample_of(SEG)
     }
 
     fn records(buf: &[u8]) -> (Vec<Record<'_>>, ScanEnd) {
         let mut v = Vec::new();
-        let end = scan(buf, |_, r| v.push(r));
+        let end = scan(buf, seed(), |_, r| v.push(r));
         (v, end)
     }
 
@@ -351,12 +439,12 @@ mod tests {
         let mut b = sample();
         b.resize(align_block(b.len()), 0);
         let first = b.len();
-        encode(&mut b, &Record::Delete { queue: 1 });
+        encode(&mut b, seed(), &Record::Delete { queue: 1 });
         b.resize(align_block(b.len()), 0);
         let (v, end) = records(&b);
         assert_eq!(v.len(), 10);
         assert_eq!(v[9], Record::Delete { queue: 1 });
-        assert_eq!(end, ScanEnd { valid_end: first + 16, bad: None });
+        assert_eq!(end, ScanEnd { valid_end: first + 16, bad: None, sealed: false });
         assert_eq!(v[8], Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
         assert!(matches!(v[2], Record::QueueArgs { queue: 1, args } if args.len() == 22));
     }
@@ -365,7 +453,7 @@ mod tests {
     fn torn_tail_at_every_offset_recovers_to_last_whole_record() {
         let whole = sample();
         let mut ends = Vec::new();
-        scan(&whole, |o, _| ends.push(o));
+        scan(&whole, seed(), |o, _| ends.push(o));
         ends.push(whole.len());
         for cut in 0..=whole.len() {
             // A torn write: the tail past `cut` is zeros or garbage.
@@ -405,34 +493,89 @@ mod tests {
     #[test]
     fn scan_at_a_file_offset_finds_block_padding() {
         let mut b = Vec::new();
-        encode_publish(&mut b, 1, 0, &[7; 3000]);
+        encode_publish(&mut b, seed(), 1, 0, &[7; 3000]);
         let first = b.len();
         b.resize(BLOCK, 0);
-        encode_publish(&mut b, 1, 1, b"x");
+        encode_publish(&mut b, seed(), 1, 1, b"x");
         // A window that starts mid-block, after the first record, as
         // compaction's windows may: the padding ends at the file's block.
         let (mut seen, mut at) = (Vec::new(), Vec::new());
-        let end = scan_at(&b[first..], first, |o, r| {
+        let end = scan_at(&b[first..], first, seed(), |o, r| {
             at.push(o);
             seen.push(r)
         });
         assert_eq!((end.bad, at), (None, vec![BLOCK - first]));
         assert_eq!(seen, vec![Record::Publish { queue: 1, seq: 1, entry: b"x" }]);
         // Read as if it started a block, the padding runs into the record.
-        assert!(scan(&b[first..], |_, _| {}).bad.is_some());
+        assert!(scan(&b[first..], seed(), |_, _| {}).bad.is_some());
     }
 
     #[test]
     fn publish_verifies_alone() {
         let mut b = Vec::new();
-        encode_publish(&mut b, 3, 42, b"hello");
+        encode_publish(&mut b, seed(), 3, 42, b"hello");
         let n = HEADER_BYTES + 8 + 5;
         assert_eq!(publish_bytes(5), b.len() as u64);
-        let (q, seq, r) = verify_publish(&b[..n]).unwrap();
+        let (q, seq, r) = verify_publish(&b[..n], seed()).unwrap();
         assert_eq!((q, seq, &b[r]), (3, 42, &b"hello"[..]));
+        assert_eq!(verify_publish(&b[..n], Seed::of(SEG + 1)), Err("checksum mismatch"), "another segment's");
         b[n - 1] ^= 1;
-        assert_eq!(verify_publish(&b[..n]), Err("checksum mismatch"));
-        assert!(verify_publish(&b[..n - 1]).is_err());
+        assert_eq!(verify_publish(&b[..n], seed()), Err("checksum mismatch"));
+        assert!(verify_publish(&b[..n - 1], seed()).is_err());
+    }
+
+    /// A reused file: the new segment's records, then what the file held
+    /// as an older segment. The old records verify under their own seed
+    /// only, so the scan stops where the new data ends; after a seal it
+    /// reads nothing at all.
+    #[test]
+    fn records_of_a_previous_use_of_the_file_are_not_data() {
+        let old = sample_of(3);
+        let (mut v, _) = (Vec::new(), ());
+        assert_eq!(scan(&old, Seed::of(3), |_, r| v.push(r)).bad, None, "valid as segment 3");
+        let mut new = Vec::new();
+        encode(
+            &mut new,
+            seed(),
+            &Record::Segment { version: 2, shard: 0, shard_count: 2, segment: SEG, next_queue_id: 3 },
+        );
+        encode_publish(&mut new, seed(), 1, 9, b"new");
+        new.resize(BLOCK, 0);
+        let mut file = new.clone();
+        file.extend_from_slice(&old);
+        let (v, end) = records(&file);
+        assert_eq!(v.len(), 2);
+        assert_eq!((end.valid_end, end.bad, end.sealed), (BLOCK, Some("checksum mismatch"), false));
+        // Sealed: the old bytes after the seal are never looked at.
+        let mut sealed = new[..new.iter().rposition(|&b| b != 0).unwrap() + 1].to_vec();
+        sealed.resize(align8(sealed.len()), 0);
+        let at = sealed.len();
+        encode(&mut sealed, seed(), &Record::Seal);
+        sealed.resize(BLOCK, 0);
+        sealed.extend_from_slice(&old);
+        let (v, end) = records(&sealed);
+        assert_eq!(v.len(), 2);
+        assert_eq!(end, ScanEnd { valid_end: at + HEADER_BYTES, bad: None, sealed: true });
+    }
+
+    #[test]
+    fn header_tells_the_version_and_a_stale_header() {
+        assert_eq!(header_seed(&sample(), SEG), Some(seed()));
+        assert_eq!(header_seed(&sample(), SEG + 1), None);
+        let mut v1 = Vec::new();
+        encode(
+            &mut v1,
+            Seed::V1,
+            &Record::Segment { version: 1, shard: 0, shard_count: 1, segment: 4, next_queue_id: 1 },
+        );
+        assert_eq!(header_seed(&v1, 4), Some(Seed::V1));
+        assert!(stale_header(&sample_of(3), SEG), "segment 3's header in file 7");
+        assert!(!stale_header(&sample(), SEG), "its own header");
+        assert!(!stale_header(&sample_of(9), SEG), "a newer one is not a reused file");
+        assert!(!stale_header(&[0u8; BLOCK], SEG));
+        let mut flipped = sample_of(3);
+        flipped[30] ^= 1;
+        assert!(!stale_header(&flipped, SEG), "damage is not a stale header");
     }
 
     #[test]

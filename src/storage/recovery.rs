@@ -10,7 +10,7 @@
 //! location in the log (read back when delivered).
 
 use super::io::{list_segments, segment_path, LogIo};
-use super::record::{align_block, owned, scan, Record, BLOCK, FORMAT_VERSION};
+use super::record::{align_block, header_seed, owned, scan, stale_header, Record, Seed, BLOCK, FORMAT_VERSION};
 use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -83,8 +83,9 @@ pub struct RecoveryReport {
 pub struct Recovered {
     pub queues: Vec<RecoveredQueue>,
     pub report: RecoveryReport,
-    /// Segments left on disk, ascending, with their sizes in bytes.
-    pub segments: Vec<(u64, u64)>,
+    /// Segments left on disk, ascending, with their sizes in bytes and
+    /// the seed of their checksums.
+    pub segments: Vec<(u64, u64, Seed)>,
     pub next_queue_id: u32,
 }
 
@@ -159,25 +160,24 @@ impl Replay {
 }
 
 /// Deletes the segments at the end of `segs` that were never written: the
-/// next segment prepared ahead of a roll (`housekeep.rs`), all zeros. The
-/// segment before it is then the last one, whose torn tail is cut. Only
-/// a file of nothing but zeros goes: one with data but no header is
-/// damage, and recovery says so.
+/// next segment prepared ahead of a roll (`housekeep.rs`). A fresh one is
+/// all zeros; a reused one starts with a zeroed block, or, if the crash
+/// came between its rename and that wipe, with the intact header of the
+/// older segment it was. The segment before it is then the last one,
+/// whose torn tail is cut. Anything else at the start (damage) stays, and
+/// the scan reports it.
 async fn drop_unused_tail(io: &dyn LogIo, dir: &Path, segs: &mut Vec<u64>) -> Result<(), StorageError> {
     while let Some(&seg) = segs.last() {
         let path = segment_path(dir, seg);
         let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
         let head = file.read_at(0, BLOCK).await.map_err(|e| StorageError::io(&path, e))?;
-        if head.iter().any(|&b| b != 0) {
-            return Ok(());
-        }
-        let all = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
-        if all.iter().any(|&b| b != 0) {
+        let wiped = head.iter().all(|&b| b == 0);
+        if !wiped && !stale_header(&head, seg) {
             return Ok(());
         }
         drop(file);
         io.remove(&path).await.map_err(|e| StorageError::io(&path, e))?;
-        tracing::debug!(file = %path.display(), bytes = all.len(), "unused prepared segment deleted");
+        tracing::debug!(file = %path.display(), wiped, "unused prepared segment deleted");
         segs.pop();
     }
     Ok(())
@@ -208,13 +208,15 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         report.bytes_read += buf.len() as u64;
         let mut header: Option<Result<(), StorageError>> = None;
         let mut records = 0u64;
-        let end = scan(&buf, |at, r| {
+        // No header at all: the scan stops at offset 0 and says why.
+        let seed = header_seed(&buf, seg).unwrap_or(Seed::of(seg));
+        let end = scan(&buf, seed, |at, r| {
             records += 1;
             if header.is_none() {
                 header = Some(match r {
                     Record::Segment { version, shard, shard_count, next_queue_id: nq, .. } => {
                         next_queue_id = next_queue_id.max(nq);
-                        if version != FORMAT_VERSION {
+                        if Seed::for_version(version, seg) != Some(seed) {
                             Err(StorageError::Version { path: path.clone(), found: version, supported: FORMAT_VERSION })
                         } else if shard != opts.shard || shard_count != opts.shard_count {
                             Err(StorageError::WrongShard {
@@ -236,7 +238,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                 return;
             }
             match r {
-                Record::Segment { .. } => {}
+                Record::Segment { .. } | Record::Seal => {}
                 Record::Declare { queue, next_seq, name } => {
                     next_queue_id = next_queue_id.max(queue + 1);
                     let name = String::from_utf8_lossy(name).into_owned();
@@ -315,14 +317,14 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         if header.is_none() && !opts.skip_corrupt {
             return Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" });
         }
-        // A prepared segment is longer than its data: the zeros after it
-        // are not counted (compaction weighs live bytes against this).
+        // A prepared or reused segment is longer than its data: what
+        // follows is not counted (compaction weighs live bytes against this).
         let size = match end.bad {
             None => align_block(end.valid_end) as u64,
             Some(_) if report.truncated_file.as_deref() == Some(path.as_path()) => end.valid_end as u64,
             Some(_) => buf.len() as u64,
         };
-        keep.push((seg, size));
+        keep.push((seg, size, seed));
     }
     let mut out: Vec<RecoveredQueue> = queues
         .into_iter()

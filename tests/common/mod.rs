@@ -32,6 +32,7 @@ pub fn log_options(dir: &std::path::Path, segment_bytes: u64) -> ringmq::storage
         fsync_interval_ms: 10,
         skip_corrupt: false,
         compact_live_ratio_pct: 25,
+        segments_recycled_max: 2,
         resident_bytes_max: u64::MAX,
     }
 }

@@ -251,6 +251,7 @@ impl Shard {
             let (n, nanos) = d.log.sync_stats();
             s.fsyncs = n;
             s.fsync_nanos = nanos;
+            s.segments_reused = d.log.segments_reused();
         }
         s.resident_bytes = self.resident_bytes();
         s.disk_bytes = dir_bytes(&self.config.data_dir.join(format!("shard-{}", self.id)));

@@ -67,6 +67,7 @@ impl Shard {
             fsync_interval_ms: c.fsync_interval_ms,
             skip_corrupt: c.storage_skip_corrupt,
             compact_live_ratio_pct: c.compact_live_ratio_pct,
+            segments_recycled_max: c.segments_recycled_max,
             resident_bytes_max: c.memory_budget_bytes,
         };
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
