@@ -243,3 +243,35 @@ fn a_crash_between_the_rename_and_the_wipe_of_a_reused_segment_recovers() {
         log.close().await.result.unwrap();
     });
 }
+
+/// Logs written before format 2 (unseeded checksums, no seal) still
+/// recover, and the log goes on after them in format 2.
+#[test]
+fn a_version_1_log_still_recovers() {
+    use ringmq::storage::record::{encode, encode_publish, Record, Seed, BLOCK};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let mut b = Vec::new();
+    let header = Record::Segment { version: 1, shard: 0, shard_count: 1, segment: 1, next_queue_id: 2 };
+    encode(&mut b, Seed::V1, &header);
+    encode(&mut b, Seed::V1, &Record::Declare { queue: 1, next_seq: 0, name: b"old" });
+    for s in 0..5 {
+        encode_publish(&mut b, Seed::V1, 1, s, &body(s));
+    }
+    encode(&mut b, Seed::V1, &Record::Ack { queue: 1, ranges: vec![(1, 2)] });
+    b.resize(b.len().div_ceil(BLOCK) * BLOCK, 0);
+    std::fs::write(segment_path(&path, 1), &b).unwrap();
+    run_local(Duration::from_secs(30), move || async move {
+        let (log, msgs) = open(&path).await;
+        let want: Vec<(u64, Vec<u8>)> = [0, 3, 4].iter().map(|&s| (s, body(s))).collect();
+        assert_eq!(msgs, want);
+        log.ack(1, 0, body(0).len());
+        publish(&log, 1, 5..8).await;
+        log.close().await.result.unwrap();
+        drop(log);
+        let (log, msgs) = open(&path).await;
+        let want: Vec<(u64, Vec<u8>)> = [3, 4, 5, 6, 7].iter().map(|&s| (s, body(s))).collect();
+        assert_eq!(msgs, want, "version 1 and version 2 segments together");
+        log.close().await.result.unwrap();
+    });
+}

@@ -10,7 +10,7 @@
 //! | [`io`] | the file I/O trait, its DMA implementation, fault injection |
 //! | [`recovery`] | replaying segments into queues at shard start |
 //! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
-//! | `housekeep` | deleting dead segments, preparing the next one |
+//! | `housekeep` | preparing the next segment (reusing a dead one), deleting the rest |
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
 //! | `runs` | where each queue's live messages are, per segment |
@@ -118,7 +118,7 @@ pub enum StorageError {
     Corrupt { path: PathBuf, offset: u64, why: &'static str },
     #[error("segment {path} was written by shard {found_shard} of {found_count}; this is shard {shard} of {count}")]
     WrongShard { path: PathBuf, found_shard: u16, found_count: u16, shard: u16, count: u16 },
-    #[error("segment {path} has format version {found}; this build reads version {supported}")]
+    #[error("segment {path} has format version {found} (or a header that does not match it); this build reads versions 1 to {supported}")]
     Version { path: PathBuf, found: u32, supported: u32 },
     #[error("storage is poisoned since an earlier I/O error: {0}")]
     Poisoned(String),
