@@ -13,7 +13,7 @@
 //! bytes a message. Hot is kept between `HOT_LOW` and `HOT_HIGH` messages
 //! while cold is not empty (spilled messages past `HOT_HIGH` are demoted,
 //! cold ones promoted below `HOT_LOW`), so the head, expiry and the
-//! read-ahead window (`fetch_window`) only ever look at hot, and cold is
+//! read-ahead windows (`fetch_windows`) only ever look at hot, and cold is
 //! empty whenever hot is. Moving between the two changes no totals.
 
 use super::super::types::{Message, Spilled};
