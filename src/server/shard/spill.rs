@@ -8,7 +8,7 @@
 //! location: they count against the budget but always stay in memory; so
 //! do the messages of a priority queue (`Queue::can_spill`).
 
-use super::super::queue::{Queue, ReadAhead};
+use super::super::queue::{Ahead, Queue, ReadAhead};
 use super::durable::Durable;
 use super::Shard;
 use crate::rt::Notify;
@@ -35,8 +35,8 @@ const _: () = assert!(READ_AHEAD.lead_msgs + READ_AHEAD.window_msgs < super::sup
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     windows: usize,
-    /// Past the last message of every window in flight.
-    end: u64,
+    /// Up to the end of the last window.
+    ahead: Ahead,
 }
 
 /// A `get` that found its queue's head on disk, retried after the fetch.
@@ -178,8 +178,8 @@ impl Shard {
                 self.spill.deferred.borrow_mut().push(name);
                 continue;
             }
-            let after = flight.map_or(0, |f| f.end);
-            let want = self.queues.borrow().get(&name).map(|q| q.fetch_windows(after, READ_AHEAD, most));
+            let ahead = flight.map(|f| f.ahead);
+            let want = self.queues.borrow().get(&name).map(|q| q.fetch_windows(ahead, READ_AHEAD, most));
             let id = d.ids.borrow().get(&name).copied();
             let (Some(want), Some(id)) = (want, id) else {
                 if flight.is_some() {
@@ -195,18 +195,17 @@ impl Shard {
                 }
                 continue;
             };
-            let (want, mark) = want;
-            self.spill.marks.borrow_mut().insert(name.clone(), mark);
-            let Some(&(last, _)) = want.last().and_then(|w| w.last()) else {
+            self.spill.marks.borrow_mut().insert(name.clone(), want.mark);
+            if want.windows.is_empty() {
                 if flight.is_none() {
                     self.fetched(&name);
                 }
                 continue;
-            };
-            let f = InFlight { windows: reading + want.len(), end: last + 1 };
+            }
+            let f = InFlight { windows: reading + want.windows.len(), ahead: want.ahead };
             self.spill.in_flight.borrow_mut().insert(name.clone(), f);
-            self.spill.windows.set(self.spill.windows.get() + want.len());
-            for w in want {
+            self.spill.windows.set(self.spill.windows.get() + want.windows.len());
+            for w in want.windows {
                 glommio::spawn_local(self.clone().read_window(d.clone(), name.clone(), id, w)).detach();
             }
         }
