@@ -25,6 +25,7 @@ mod tests;
 pub use consumer::Deliveries;
 pub use limits::{Dead, Published};
 pub use ready::HOT_LOW;
+pub use spill::{Ahead, ReadAhead};
 
 use super::deadletter::Reason;
 use super::policy::QueueArgs;

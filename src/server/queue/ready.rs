@@ -13,7 +13,7 @@
 //! bytes a message. Hot is kept between `HOT_LOW` and `HOT_HIGH` messages
 //! while cold is not empty (spilled messages past `HOT_HIGH` are demoted,
 //! cold ones promoted below `HOT_LOW`), so the head, expiry and the
-//! read-ahead window (`fetch_window`) only ever look at hot, and cold is
+//! read-ahead windows (`fetch_windows`) only ever look at hot, and cold is
 //! empty whenever hot is. Moving between the two changes no totals.
 
 use super::super::types::{Message, Spilled};
@@ -40,6 +40,10 @@ pub struct Ready {
     /// Spilled messages among them, and their entries' bytes.
     spilled: usize,
     spilled_bytes: u64,
+    /// Bytes of every message removed so far (wrapping): the bytes from
+    /// the head to a message, counted once, stay known as the head moves
+    /// (`Queue::fetch_windows`).
+    removed: u64,
     /// After `levels[0]` of a single-level queue.
     cold: Cold,
     hot_low: usize,
@@ -65,6 +69,7 @@ impl Ready {
             body_bytes: 0,
             spilled: 0,
             spilled_bytes: 0,
+            removed: 0,
             cold: Cold::default(),
             hot_low,
             hot_high,
@@ -165,6 +170,7 @@ impl Ready {
     fn sub(&mut self, m: &Message) {
         self.len -= 1;
         self.bytes -= m.bytes() as u64;
+        self.removed = self.removed.wrapping_add(m.bytes() as u64);
         self.body_bytes -= m.body_bytes();
         if let Some(s) = m.spilled {
             self.spilled -= 1;
@@ -348,6 +354,20 @@ impl Ready {
         self.levels.iter().rev().flatten()
     }
 
+    /// Bytes of every message removed so far (wrapping).
+    pub fn removed_bytes(&self) -> u64 {
+        self.removed
+    }
+
+    /// The hot messages of a single-level queue from the first whose seq
+    /// is at least `seq`, and how many come before it.
+    pub fn hot_from(&self, seq: u64) -> (usize, impl Iterator<Item = &Message>) {
+        debug_assert_eq!(self.levels.len(), 1, "only single-level queues spill");
+        let hot = &self.levels[0];
+        let i = hot.partition_point(|m| m.seq < seq);
+        (i, hot.range(i..))
+    }
+
     /// Every message in delivery order; cold ones are rebuilt one at a time.
     pub fn for_each(&self, mut f: impl FnMut(&Message)) {
         self.hot().for_each(&mut f);
@@ -359,6 +379,7 @@ impl Ready {
         self.cold.clear();
         self.nonempty = [0; 4];
         self.len = 0;
+        self.removed = self.removed.wrapping_add(self.bytes);
         self.bytes = 0;
         self.body_bytes = 0;
         self.spilled = 0;

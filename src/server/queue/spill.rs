@@ -1,8 +1,8 @@
 //! Spilled messages of a queue: past the shard's memory budget a
 //! persistent message of a durable queue keeps only its record's location
 //! (`Message::spilled`, entry empty). Dispatch stops at a spilled head; the
-//! shard reads a window of upcoming spilled entries back (`fetch_window`,
-//! then `fill`) and dispatches again.
+//! shard reads windows of upcoming spilled entries back ahead of the
+//! consumers (`fetch_windows`, then `fill`) and dispatches again.
 //!
 //! Only queues with a single priority level spill (no `x-max-priority`):
 //! there the head is the oldest message and the read-ahead window is the
@@ -118,42 +118,100 @@ impl Queue {
         self.ready.relocate(seq, loc);
     }
 
-    /// The next spilled messages to read back so that about `max_bytes`
-    /// (or `max_msgs`) of ready messages are in memory ahead of the
-    /// consumers (empty when half of that is already there), and the
-    /// sequence number past which the next window should be read.
-    pub fn fetch_window(&self, max_bytes: u64, max_msgs: usize) -> (Vec<(u64, Loc)>, u64) {
-        let mut out = Vec::new();
+    /// The next spilled messages to read back, in windows of at most
+    /// `most`, until the lead of `ra` is in memory or in flight ahead of
+    /// the consumers (none when it already is). With `ahead`, the
+    /// messages before `ahead.seq` are in memory or being read already,
+    /// and are not walked again. Returns the windows, the sequence number
+    /// the head must reach before the next window is due, and where the
+    /// read-ahead stands after these windows.
+    pub fn fetch_windows(&self, ahead: Option<Ahead>, ra: ReadAhead, most: usize) -> Fetch {
         let front = self.front_seq().unwrap_or(0);
+        let removed = self.ready.removed_bytes();
+        let mut fetch = Fetch { windows: Vec::new(), mark: u64::MAX, ahead: Ahead { seq: 0, end: removed } };
         if self.ready.spilled_len() == 0 {
-            return (out, u64::MAX);
+            return fetch;
         }
-        let (mut bytes, mut n, mut stop) = (0u64, 0usize, front);
-        // Hot holds more than a window whenever there is a cold part.
-        for m in self.ready.hot() {
-            stop = m.seq;
-            match m.spilled {
-                None if out.is_empty() => {
-                    if bytes >= max_bytes / 2 || n >= max_msgs / 2 {
-                        break;
-                    }
-                }
-                // The window ends at the next message still in memory.
-                None => break,
-                Some(s) => out.push((m.seq, s.loc)),
-            }
-            bytes += m.bytes() as u64;
-            n += 1;
-            if bytes >= max_bytes || n >= max_msgs {
+        // Less what the head has taken since they were counted (requeued
+        // messages are not counted: a little more is read then).
+        let (skip, mut lead) = ahead.map_or((0, 0), |a| (a.seq, a.end.saturating_sub(removed)));
+        let (start, hot) = self.ready.hot_from(skip);
+        let mut lead_n = start;
+        let mut cur = Vec::new();
+        let mut bytes = 0u64;
+        fetch.ahead = Ahead { seq: skip, end: removed.wrapping_add(lead) };
+        // Hot holds more than a lead and a window whenever there is a cold
+        // part.
+        for m in hot {
+            if cur.is_empty() && (lead >= ra.lead_bytes || lead_n >= ra.lead_msgs || fetch.windows.len() >= most) {
                 break;
             }
+            let size = m.bytes() as u64;
+            (lead, lead_n) = (lead + size, lead_n + 1);
+            match m.spilled {
+                // A window ends at the next message in memory.
+                None if !cur.is_empty() => fetch.windows.push(std::mem::take(&mut cur)),
+                None => {}
+                Some(s) => {
+                    cur.push((m.seq, s.loc));
+                    bytes += size;
+                    fetch.ahead.seq = m.seq + 1;
+                    fetch.ahead.end = removed.wrapping_add(lead);
+                    if bytes >= ra.window_bytes || cur.len() >= ra.window_msgs {
+                        fetch.windows.push(std::mem::take(&mut cur));
+                    }
+                }
+            }
+            if cur.is_empty() {
+                bytes = 0;
+            }
         }
-        let mark = match out.get(out.len() / 2) {
-            Some(&(seq, _)) => seq,
-            None => stop,
-        };
-        (out, mark.max(front + 1))
+        if !cur.is_empty() {
+            fetch.windows.push(cur);
+        }
+        // Due again once the head has passed what is ahead beyond the lead.
+        let over = lead.saturating_sub(ra.lead_bytes);
+        let over_n = lead_n.saturating_sub(ra.lead_msgs);
+        let (mut passed, mut passed_n) = (0u64, 0usize);
+        let mark = self.ready.hot().find(|m| {
+            let due = passed > over && passed_n > over_n;
+            passed += m.bytes() as u64;
+            passed_n += 1;
+            due
+        });
+        fetch.mark = mark.map_or(front + 1, |m| m.seq.max(front + 1));
+        fetch
     }
+}
+
+/// Where a queue's read-ahead stands: the messages before `seq` are in
+/// memory or being read, and end `end` bytes into the count of removed
+/// bytes (`Ready::removed_bytes`), so the bytes they hold ahead of the
+/// head are known without walking them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ahead {
+    pub seq: u64,
+    pub end: u64,
+}
+
+/// What `fetch_windows` found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fetch {
+    pub windows: Vec<Vec<(u64, Loc)>>,
+    pub mark: u64,
+    pub ahead: Ahead,
+}
+
+/// How far ahead of its consumers a queue's spilled messages are read
+/// back.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAhead {
+    /// Bytes (or messages) kept in memory or in flight ahead of the head.
+    pub lead_bytes: u64,
+    pub lead_msgs: usize,
+    /// Most read in one window.
+    pub window_bytes: u64,
+    pub window_msgs: usize,
 }
 
 /// The per-message `expiration` of an entry, in milliseconds.
@@ -205,6 +263,10 @@ mod tests {
         d.map(|m| parse_entry(&m.entry).unwrap().body.to_vec()).collect()
     }
 
+    fn ra(bytes: u64, msgs: usize) -> ReadAhead {
+        ReadAhead { lead_bytes: bytes, lead_msgs: msgs, window_bytes: bytes, window_msgs: msgs }
+    }
+
     /// A spilled backlog costs this per message.
     const _: () = assert!(std::mem::size_of::<Message>() <= 80);
 
@@ -223,12 +285,48 @@ mod tests {
         let mut out = |_: ConnRef, _: u32, _: u64, d: super::super::Deliveries<'_>| got.extend(bodies(d));
         assert_eq!(q.dispatch(&mut out, 0), 1, "only the message before the spilled one");
         assert!(q.head_spilled());
-        assert_eq!(q.fetch_window(1 << 20, 100), (vec![locs[1], locs[2]], 2));
+        let f = q.fetch_windows(None, ra(1 << 20, 100), 4);
+        let ahead = Ahead { seq: 3, end: 3 * len };
+        assert_eq!(f, Fetch { windows: vec![vec![locs[1], locs[2]]], mark: 2, ahead });
+        let one = Some(Ahead { seq: 2, end: 2 * len });
+        assert_eq!(q.fetch_windows(one, ra(1 << 20, 100), 4).windows, vec![vec![locs[2]]], "1 is in flight");
+        let both = Some(Ahead { seq: 3, end: 3 * len });
+        assert!(q.fetch_windows(both, ra(1 << 20, 100), 4).windows.is_empty(), "both are in flight");
         assert!(!q.fill(1, loc(99, len as usize), entries[1].clone()), "another location");
         assert!(q.fill(1, locs[1].1, entries[1].clone()) && q.fill(2, locs[2].1, entries[2].clone()));
         assert_eq!(q.dispatch(&mut out, 0), 3);
         assert_eq!(got, vec![vec![0], vec![1], vec![2], vec![3]]);
         assert_eq!((q.spilled_len(), q.mem_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn windows_follow_each_other_until_the_lead_is_read() {
+        let mut q = queue(TableBuilder::new());
+        let entries: Vec<Bytes> = (0..10u8).map(|i| entry(&[], &[i])).collect();
+        let locs = publish(&mut q, &entries, 0);
+        for &(seq, l) in &locs[2..] {
+            assert!(q.spill(seq, l));
+        }
+        let ra = ReadAhead { lead_bytes: u64::MAX, lead_msgs: 6, window_bytes: u64::MAX, window_msgs: 2 };
+        // Two in memory, then windows of two up to six ahead of the head.
+        let w = |r: std::ops::Range<usize>| locs[r].to_vec();
+        let len = entries[0].len() as u64;
+        let f = q.fetch_windows(None, ra, 4);
+        assert_eq!((f.windows, f.mark, f.ahead), (vec![w(2..4), w(4..6)], 1, Ahead { seq: 6, end: 6 * len }));
+        assert_eq!(q.fetch_windows(None, ra, 1).windows, vec![w(2..4)], "one window at most");
+        let f = q.fetch_windows(Some(Ahead { seq: 4, end: 4 * len }), ra, 4);
+        assert_eq!((f.windows, f.mark), (vec![w(4..6)], 1), "2 and 3 are in flight");
+        let ahead = Some(f.ahead);
+        let f = q.fetch_windows(ahead, ra, 4);
+        assert_eq!((f.windows, f.mark), (vec![], 1), "due again once the head has moved past one");
+        q.subscribe(C, 1, 1).unwrap();
+        assert_eq!(q.dispatch(&mut |_, _, _, _| {}, 0), 1);
+        // The head took one message: the bytes ahead are known without a walk.
+        let f = q.fetch_windows(ahead, ra, 4);
+        assert_eq!((f.windows, f.mark, f.ahead), (vec![w(6..8)], 3, Ahead { seq: 8, end: 8 * len }));
+        // A window ends at a message in memory.
+        assert!(q.fill(7, locs[7].1, entries[7].clone()));
+        assert_eq!(q.fetch_windows(ahead, ra, 4).windows, vec![w(6..7)]);
     }
 
     #[test]
@@ -287,7 +385,7 @@ mod tests {
         assert_eq!(q.next_deadline(), None, "no timer while the read is pending");
         q.subscribe(C, 1, 10).unwrap();
         assert_eq!(q.dispatch(&mut |_, _, _, _| {}, 20), 0);
-        assert_eq!(q.fetch_window(1 << 20, 100).0, vec![locs[0]]);
+        assert_eq!(q.fetch_windows(None, ra(1 << 20, 100), 4).windows, vec![vec![locs[0]]]);
         assert!(q.fill(0, locs[0].1, entries[0].clone()));
         q.enforce(20);
         let dead = q.take_dead();

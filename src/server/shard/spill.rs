@@ -8,7 +8,7 @@
 //! location: they count against the budget but always stay in memory; so
 //! do the messages of a priority queue (`Queue::can_spill`).
 
-use super::super::queue::Queue;
+use super::super::queue::{Ahead, Queue, ReadAhead};
 use super::durable::Durable;
 use super::Shard;
 use crate::rt::Notify;
@@ -18,13 +18,26 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Read-ahead: bytes and messages kept in memory ahead of the consumers
-/// of a queue with spilled messages (a window is read when half is left).
-const WINDOW_BYTES: u64 = 2 << 20;
-const WINDOW_MSGS: usize = 8192;
-// A window is read from a queue's hot part (`Ready::hot`), which then
-// must hold at least one whole window ahead of its cold part.
-const _: () = assert!(WINDOW_MSGS < super::super::queue::HOT_LOW);
+/// Read-ahead: kept in memory or in flight ahead of the consumers of a
+/// queue with spilled messages, read in windows of up to 2 MiB, several
+/// in flight at once (one window at a time left the consumers waiting on
+/// each read: the drain ran at the speed of one read after another).
+const READ_AHEAD: ReadAhead =
+    ReadAhead { lead_bytes: 8 << 20, lead_msgs: 8192, window_bytes: 2 << 20, window_msgs: 4096 };
+/// Windows in flight per queue, and per shard.
+const WINDOWS_MAX: usize = 4;
+const SHARD_WINDOWS_MAX: usize = 16;
+// Windows are read from a queue's hot part (`Ready::hot`), which then must
+// hold at least the lead and one whole window ahead of its cold part.
+const _: () = assert!(READ_AHEAD.lead_msgs + READ_AHEAD.window_msgs < super::super::queue::HOT_LOW);
+
+/// The windows of one queue being read.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    windows: usize,
+    /// Up to the end of the last window.
+    ahead: Ahead,
+}
 
 /// A `get` that found its queue's head on disk, retried after the fetch.
 pub(super) struct PendingGet {
@@ -42,6 +55,12 @@ pub struct Spill {
     /// Queues waiting for a read-back, each once.
     wanted: RefCell<VecDeque<String>>,
     queued: RefCell<HashSet<String>>,
+    /// Queues with windows being read, and how many those are in all.
+    in_flight: RefCell<HashMap<String, InFlight>>,
+    windows: Cell<usize>,
+    /// Queues that found the shard's windows all taken: asked again when
+    /// one is done.
+    deferred: RefCell<Vec<String>>,
     /// Per queue: read the next window once the head passes this seq.
     marks: RefCell<HashMap<String, u64>>,
     gets: RefCell<HashMap<String, Vec<PendingGet>>>,
@@ -66,7 +85,10 @@ impl Shard {
         if q.consumer_count() == 0 {
             return;
         }
-        let due = q.head_spilled()
+        // While windows are in flight, the last one done dispatches and
+        // asks again if the head is still spilled.
+        let reading = self.spill.in_flight.borrow().contains_key(&q.name);
+        let due = (q.head_spilled() && !reading)
             || match (self.spill.marks.borrow().get(&q.name), q.front_seq()) {
                 (Some(&mark), Some(front)) => front >= mark,
                 _ => true,
@@ -133,8 +155,9 @@ impl Shard {
         }
     }
 
-    /// The read-back loop: takes a queue that asked, reads its next window
-    /// of spilled entries, puts them back, dispatches.
+    /// The read-back loop: takes a queue that asked and starts reading its
+    /// next windows of spilled entries (`read_window` puts them back and
+    /// dispatches).
     pub async fn run_fetcher(self: Rc<Self>) {
         let Some(d) = self.durable() else { return };
         loop {
@@ -143,9 +166,25 @@ impl Shard {
                 n.await;
                 continue;
             };
-            let want = self.queues.borrow().get(&name).map(|q| q.fetch_window(WINDOW_BYTES, WINDOW_MSGS));
+            self.spill.queued.borrow_mut().remove(&name);
+            let flight = self.spill.in_flight.borrow().get(&name).copied();
+            let reading = flight.map_or(0, |f| f.windows);
+            if reading >= WINDOWS_MAX {
+                // The next one done asks again.
+                continue;
+            }
+            let most = (WINDOWS_MAX - reading).min(SHARD_WINDOWS_MAX.saturating_sub(self.spill.windows.get()));
+            if most == 0 {
+                self.spill.deferred.borrow_mut().push(name);
+                continue;
+            }
+            let ahead = flight.map(|f| f.ahead);
+            let want = self.queues.borrow().get(&name).map(|q| q.fetch_windows(ahead, READ_AHEAD, most));
             let id = d.ids.borrow().get(&name).copied();
             let (Some(want), Some(id)) = (want, id) else {
+                if flight.is_some() {
+                    continue;
+                }
                 // Gone, or (not expected) not in the log: nothing to read.
                 // Pending gets are answered; the pause keeps a queue that
                 // asks again from spinning this loop.
@@ -156,30 +195,61 @@ impl Shard {
                 }
                 continue;
             };
-            let (want, mark) = want;
-            self.spill.marks.borrow_mut().insert(name.clone(), mark);
-            if !want.is_empty() {
-                match d.log.read_entries(id, &want).await {
-                    Ok(entries) => {
-                        if let Some(q) = self.queues.borrow_mut().get_mut(&name) {
-                            for (&(seq, loc), e) in want.iter().zip(entries) {
-                                q.fill(seq, loc, e);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        // The messages stay queued; tried again a second later.
-                        tracing::error!(shard = self.id, queue = %name, error = %e, "reading spilled messages back failed");
-                        glommio::timer::sleep(Duration::from_secs(1)).await;
-                    }
+            self.spill.marks.borrow_mut().insert(name.clone(), want.mark);
+            if want.windows.is_empty() {
+                if flight.is_none() {
+                    self.fetched(&name);
                 }
+                continue;
             }
-            self.fetched(&name);
+            let f = InFlight { windows: reading + want.windows.len(), ahead: want.ahead };
+            self.spill.in_flight.borrow_mut().insert(name.clone(), f);
+            self.spill.windows.set(self.spill.windows.get() + want.windows.len());
+            for w in want.windows {
+                glommio::spawn_local(self.clone().read_window(d.clone(), name.clone(), id, w)).detach();
+            }
         }
     }
 
+    /// Reads one window back, puts its entries back in the queue, and
+    /// dispatches.
+    async fn read_window(self: Rc<Self>, d: Rc<Durable>, name: String, id: u32, want: Vec<(u64, Loc)>) {
+        match d.log.read_entries(id, &want).await {
+            Ok(entries) => {
+                if let Some(q) = self.queues.borrow_mut().get_mut(&name) {
+                    for (&(seq, loc), e) in want.iter().zip(entries) {
+                        q.fill(seq, loc, e);
+                    }
+                }
+            }
+            Err(e) => {
+                // The messages stay queued; read again from the head a
+                // second later, once no window of the queue is in flight.
+                tracing::error!(shard = self.id, queue = %name, error = %e, "reading spilled messages back failed");
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        {
+            let mut in_flight = self.spill.in_flight.borrow_mut();
+            // The last window done ends the queue's run of windows: the
+            // next one starts from the head, so a message a window left
+            // spilled (moved by compaction meanwhile) is read again.
+            if let Some(f) = in_flight.get_mut(&name) {
+                f.windows -= 1;
+                if f.windows == 0 {
+                    in_flight.remove(&name);
+                }
+            }
+        }
+        self.spill.windows.set(self.spill.windows.get().saturating_sub(1));
+        let deferred = std::mem::take(&mut *self.spill.deferred.borrow_mut());
+        for q in deferred {
+            self.want_fetch(&q);
+        }
+        self.fetched(&name);
+    }
+
     fn fetched(&self, name: &str) {
-        self.spill.queued.borrow_mut().remove(name);
         if let Some(q) = self.queues.borrow_mut().get_mut(name) {
             self.settle(q);
         }
