@@ -131,7 +131,8 @@ impl Broker {
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
-            let h = LocalExecutorBuilder::new(placement)
+            let h = LocalExecutorBuilder::new(placement.clone())
+                .blocking_thread_pool_placement(blocking_pool(&placement))
                 .name(&format!("ringmq-shard-{id}"))
                 .spawn(move || run_shard(start))
                 .map_err(|e| executor_error(id, e.to_string(), memlock))?;
@@ -195,6 +196,21 @@ impl Broker {
     /// Waits for the shards to end (after `stopper()` is set).
     pub fn join(self) {
         self.stop()
+    }
+}
+
+/// Two blocking threads per shard, on the shard's core when it is
+/// pinned: the log's writes run there (`storage/io.rs`), and so do its
+/// housekeeping's renames, unlinks and directory fsyncs, which can take
+/// tens of milliseconds and must not hold a flush up.
+fn blocking_pool(placement: &Placement) -> glommio::PoolPlacement {
+    const THREADS: usize = 2;
+    match placement {
+        Placement::Fixed(cpu) => match glommio::CpuSet::online() {
+            Ok(all) => glommio::PoolPlacement::Custom(vec![all.filter(|l| l.cpu == *cpu); THREADS]),
+            Err(_) => glommio::PoolPlacement::Unbound(THREADS),
+        },
+        _ => glommio::PoolPlacement::Unbound(THREADS),
     }
 }
 

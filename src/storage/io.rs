@@ -62,38 +62,99 @@ fn to_io<T>(r: glommio::Result<T, ()>) -> io::Result<T> {
 /// glommio DMA files: O_DIRECT writes from aligned buffers.
 pub struct DmaIo;
 
-struct DmaSegment(DmaFile);
+struct DmaSegment {
+    file: DmaFile,
+    /// The same file, for writes made on the blocking thread.
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl DmaSegment {
+    fn new(file: DmaFile) -> io::Result<Self> {
+        use std::os::fd::{AsFd, AsRawFd};
+        // SAFETY: the descriptor is open for as long as `file` lives.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.as_raw_fd()) }.as_fd().try_clone_to_owned()?;
+        Ok(Self { file, fd: std::sync::Arc::new(fd) })
+    }
+}
+
+/// A heap buffer aligned for O_DIRECT.
+struct Aligned {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: it owns its allocation, like a Vec<u8>.
+unsafe impl Send for Aligned {}
+
+impl Aligned {
+    fn copy_of(data: &[u8]) -> io::Result<Self> {
+        let layout = std::alloc::Layout::from_size_align(data.len().max(BLOCK), BLOCK).map_err(io::Error::other)?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for a write buffer"))?;
+        // SAFETY: the allocation holds at least `data.len()` bytes and does not overlap `data`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len()) };
+        Ok(Self { ptr, layout })
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `copy_of`.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// `pwrite` of all of `data` at `pos`; O_DIRECT writes are whole blocks.
+fn pwrite_all(fd: &std::os::fd::OwnedFd, buf: &Aligned, len: usize, pos: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < len {
+        let off = libc::off_t::try_from(pos + done as u64).map_err(io::Error::other)?;
+        // SAFETY: `buf` holds `len` initialised bytes; the fd is open.
+        let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.ptr.as_ptr().add(done).cast(), len - done, off) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let n = n as usize;
+        if n == 0 || !n.is_multiple_of(BLOCK) {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write of {n} bytes")));
+        }
+        done += n;
+    }
+    Ok(())
+}
 
 impl SegmentFile for DmaSegment {
+    /// On the executor's blocking thread, not through the shard's ring:
+    /// on this VM the submission of an O_DIRECT write sometimes blocks the
+    /// submitting thread for 5–15 ms, and the whole shard (sockets,
+    /// timers) stalled with it.
     fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> IoFuture<'a, ()> {
         Box::pin(async move {
             debug_assert_eq!(data.len() % BLOCK, 0);
-            let mut done = 0;
-            while done < data.len() {
-                let mut buf = self.0.alloc_dma_buffer(data.len() - done);
-                buf.as_bytes_mut().copy_from_slice(&data[done..]);
-                let n = to_io(self.0.write_at(buf, pos + done as u64).await)?;
-                if n == 0 || n % BLOCK != 0 {
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write of {n} bytes")));
-                }
-                done += n;
-            }
-            Ok(())
+            let buf = Aligned::copy_of(data)?;
+            let (fd, len) = (self.fd.clone(), data.len());
+            glommio::executor().spawn_blocking(move || pwrite_all(&fd, &buf, len, pos)).await
         })
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        Box::pin(async move { to_io(self.0.fdatasync().await) })
+        Box::pin(async move { to_io(self.file.fdatasync().await) })
     }
 
     fn read_all(&self) -> IoFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let size = to_io(self.0.file_size().await)? as usize;
+            let size = to_io(self.file.file_size().await)? as usize;
             let mut out = Vec::with_capacity(size);
             const CHUNK: usize = 8 << 20;
             while out.len() < size {
                 let want = (size - out.len()).min(CHUNK);
-                let r = to_io(self.0.read_at(out.len() as u64, want).await)?;
+                let r = to_io(self.file.read_at(out.len() as u64, want).await)?;
                 if r.is_empty() {
                     break;
                 }
@@ -105,8 +166,8 @@ impl SegmentFile for DmaSegment {
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
-            to_io(self.0.truncate(len).await)?;
-            to_io(self.0.fdatasync().await)
+            to_io(self.file.truncate(len).await)?;
+            to_io(self.file.fdatasync().await)
         })
     }
 
@@ -114,7 +175,7 @@ impl SegmentFile for DmaSegment {
         Box::pin(async move {
             let mut out = Vec::with_capacity(len);
             while out.len() < len {
-                let r = to_io(self.0.read_at(pos + out.len() as u64, len - out.len()).await)?;
+                let r = to_io(self.file.read_at(pos + out.len() as u64, len - out.len()).await)?;
                 if r.is_empty() {
                     break;
                 }
@@ -125,7 +186,7 @@ impl SegmentFile for DmaSegment {
     }
 
     fn size(&self) -> IoFuture<'_, u64> {
-        Box::pin(async move { to_io(self.0.file_size().await) })
+        Box::pin(async move { to_io(self.file.file_size().await) })
     }
 }
 
@@ -158,7 +219,7 @@ impl LogIo for DmaIo {
         Box::pin(async move {
             probe_dir(path).await?;
             let f = OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await;
-            Ok(Rc::new(DmaSegment(to_io(f)?)) as Rc<dyn SegmentFile>)
+            Ok(Rc::new(DmaSegment::new(to_io(f)?)?) as Rc<dyn SegmentFile>)
         })
     }
 
@@ -166,7 +227,7 @@ impl LogIo for DmaIo {
         Box::pin(async move {
             probe_dir(path).await?;
             let f = OpenOptions::new().read(true).write(true).dma_open(path).await;
-            Ok(Rc::new(DmaSegment(to_io(f)?)) as Rc<dyn SegmentFile>)
+            Ok(Rc::new(DmaSegment::new(to_io(f)?)?) as Rc<dyn SegmentFile>)
         })
     }
 
