@@ -1,5 +1,7 @@
 //! File I/O behind a small trait, so tests can inject failing writes and
-//! fsyncs. The real implementation uses glommio DMA files (O_DIRECT).
+//! fsyncs. The real implementation uses glommio DMA files (O_DIRECT); the
+//! log's writes are `pwrite`s on the shard's blocking threads (see
+//! `DmaSegment::write_at`).
 
 use super::record::BLOCK;
 use glommio::io::{DmaFile, OpenOptions};
