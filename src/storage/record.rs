@@ -349,13 +349,14 @@ fn header_at_start(buf: &[u8], seed: Seed) -> Option<Record<'_>> {
     decode(rec)
 }
 
-/// Whether `buf` starts with the intact header of an *older* segment
-/// (version 2): a file renamed for reuse whose header was not yet wiped.
+/// Whether `buf` starts with the intact header of an *older* segment (of
+/// either version): a file renamed for reuse whose header was not yet
+/// wiped.
 pub fn stale_header(buf: &[u8], segment: u64) -> bool {
     let Some(len) = len_at(buf).filter(|&l| l >= HEADER_BYTES + 28 && l <= buf.len()) else { return false };
     match decode(&buf[..len]) {
-        Some(Record::Segment { version: 2, segment: old, .. }) if old < segment => {
-            header_at_start(buf, Seed::of(old)).is_some()
+        Some(Record::Segment { version, segment: old, .. }) if old < segment => {
+            Seed::for_version(version, old).is_some_and(|seed| header_at_start(buf, seed).is_some())
         }
         _ => false,
     }
@@ -570,6 +571,8 @@ mod tests {
         );
         assert_eq!(header_seed(&v1, 4), Some(Seed::V1));
         assert!(stale_header(&sample_of(3), SEG), "segment 3's header in file 7");
+        assert!(stale_header(&v1, SEG), "a version 1 segment 4 reused as 7");
+        assert!(!stale_header(&v1, 4), "in its own file");
         assert!(!stale_header(&sample(), SEG), "its own header");
         assert!(!stale_header(&sample_of(9), SEG), "a newer one is not a reused file");
         assert!(!stale_header(&[0u8; BLOCK], SEG));

@@ -214,9 +214,15 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             records += 1;
             if header.is_none() {
                 header = Some(match r {
-                    Record::Segment { version, shard, shard_count, next_queue_id: nq, .. } => {
+                    Record::Segment { version, shard, shard_count, next_queue_id: nq, segment } => {
                         next_queue_id = next_queue_id.max(nq);
-                        if Seed::for_version(version, seg) != Some(seed) {
+                        if segment != seg {
+                            Err(StorageError::Corrupt {
+                                path: path.clone(),
+                                offset: 0,
+                                why: "the segment header names another segment",
+                            })
+                        } else if Seed::for_version(version, seg) != Some(seed) {
                             Err(StorageError::Version { path: path.clone(), found: version, supported: FORMAT_VERSION })
                         } else if shard != opts.shard || shard_count != opts.shard_count {
                             Err(StorageError::WrongShard {
