@@ -285,5 +285,8 @@ mod tests {
         let c = Config::from_toml("memory_budget_bytes = 1000").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("memory_budget_bytes"));
         Config::from_toml("compact_live_ratio_pct = 0\nmemory_budget_bytes = 1048576").unwrap().validate().unwrap();
+        let c = Config::from_toml("segments_recycled_max = 65").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("segments_recycled_max"));
+        Config::from_toml("segments_recycled_max = 0").unwrap().validate().unwrap();
     }
 }
