@@ -66,8 +66,8 @@ pub struct DmaIo;
 
 struct DmaSegment {
     file: DmaFile,
-    /// The same file, for writes made on the blocking thread.
-    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// The same file, for writes made on the blocking threads.
+    sync_file: std::sync::Arc<std::fs::File>,
 }
 
 impl DmaSegment {
@@ -75,14 +75,16 @@ impl DmaSegment {
         use std::os::fd::{AsFd, AsRawFd};
         // SAFETY: the descriptor is open for as long as `file` lives.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(file.as_raw_fd()) }.as_fd().try_clone_to_owned()?;
-        Ok(Self { file, fd: std::sync::Arc::new(fd) })
+        Ok(Self { file, sync_file: std::sync::Arc::new(fd.into()) })
     }
 }
 
-/// A heap buffer aligned for O_DIRECT.
+/// A heap buffer aligned for O_DIRECT (std's `Vec` cannot promise more
+/// than its element's alignment).
 struct Aligned {
     ptr: std::ptr::NonNull<u8>,
     layout: std::alloc::Layout,
+    len: usize,
 }
 
 // SAFETY: it owns its allocation, like a Vec<u8>.
@@ -96,7 +98,12 @@ impl Aligned {
             .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for a write buffer"))?;
         // SAFETY: the allocation holds at least `data.len()` bytes and does not overlap `data`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len()) };
-        Ok(Self { ptr, layout })
+        Ok(Self { ptr, layout, len: data.len() })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes were copied in by `copy_of`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -105,30 +112,6 @@ impl Drop for Aligned {
         // SAFETY: allocated with this layout in `copy_of`.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
-}
-
-/// `pwrite` of all of `data` at `pos`; O_DIRECT writes are whole blocks.
-fn pwrite_all(fd: &std::os::fd::OwnedFd, buf: &Aligned, len: usize, pos: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut done = 0;
-    while done < len {
-        let off = libc::off_t::try_from(pos + done as u64).map_err(io::Error::other)?;
-        // SAFETY: `buf` holds `len` initialised bytes; the fd is open.
-        let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.ptr.as_ptr().add(done).cast(), len - done, off) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        let n = n as usize;
-        if n == 0 || !n.is_multiple_of(BLOCK) {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short O_DIRECT write of {n} bytes")));
-        }
-        done += n;
-    }
-    Ok(())
 }
 
 impl SegmentFile for DmaSegment {
@@ -140,8 +123,10 @@ impl SegmentFile for DmaSegment {
         Box::pin(async move {
             debug_assert_eq!(data.len() % BLOCK, 0);
             let buf = Aligned::copy_of(data)?;
-            let (fd, len) = (self.fd.clone(), data.len());
-            glommio::executor().spawn_blocking(move || pwrite_all(&fd, &buf, len, pos)).await
+            let file = self.sync_file.clone();
+            glommio::executor()
+                .spawn_blocking(move || std::os::unix::fs::FileExt::write_all_at(&*file, buf.as_slice(), pos))
+                .await
         })
     }
 

@@ -46,7 +46,6 @@ pub(super) struct State<W> {
     /// The segment appends go to, and exactly where the next record lands
     /// in it (the offset a publish hands out as its location).
     pub(super) tail_seg: u64,
-    tail_seed: Seed,
     pub(super) tail_bytes: u64,
     /// The tail segment ends with a seal record: the next append rolls.
     tail_sealed: bool,
@@ -134,7 +133,6 @@ impl<W> Storage<W> {
             queues,
             next_queue_id,
             tail_seg,
-            tail_seed: Seed::of(tail_seg),
             tail_bytes: 0,
             tail_sealed: false,
             chunks: Vec::new(),
@@ -200,7 +198,6 @@ impl<W> Storage<W> {
             old.size = align_block(st.tail_bytes as usize) as u64;
         }
         st.tail_seg = seg;
-        st.tail_seed = seed;
         st.tail_bytes = bytes.len() as u64;
         st.tail_sealed = false;
         st.segs.entry(seg).or_insert_with(|| SegInfo::new(seg));
@@ -235,23 +232,24 @@ impl<W> Storage<W> {
             return;
         }
         self.tail_chunk(st);
-        let seed = st.tail_seed;
-        let b = &mut st.chunks.last_mut().expect("a tail chunk").bytes;
-        let before = b.len();
-        encode(b, seed, &Record::Seal);
-        st.tail_bytes += (b.len() - before) as u64;
+        self.append_tail(st, |b, seed| encode(b, seed, &Record::Seal));
         st.tail_sealed = true;
     }
 
     /// Appends what `f` encodes (with the tail segment's seed) to the
-    /// tail; returns where it starts (segment, offset).
+    /// tail, rolling first if it is full; returns where it starts
+    /// (segment, offset).
     pub(super) fn put(&self, st: &mut State<W>, f: impl FnOnce(&mut Vec<u8>, Seed)) -> (u64, u64) {
         self.tail(st);
+        self.append_tail(st, f)
+    }
+
+    /// Appends to the tail chunk as it is (no roll).
+    fn append_tail(&self, st: &mut State<W>, f: impl FnOnce(&mut Vec<u8>, Seed)) -> (u64, u64) {
         let at = (st.tail_seg, st.tail_bytes);
-        let seed = st.tail_seed;
         let b = &mut st.chunks.last_mut().expect("a tail chunk").bytes;
         let before = b.len();
-        f(b, seed);
+        f(b, Seed::of(at.0));
         st.tail_bytes += (b.len() - before) as u64;
         at
     }
