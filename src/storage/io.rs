@@ -3,6 +3,7 @@
 //! log's writes are `pwrite`s on the shard's blocking threads (see
 //! `DmaSegment::write_at`).
 
+use super::aligned::WriteBuf;
 use super::record::BLOCK;
 use glommio::io::{DmaFile, OpenOptions};
 use std::cell::Cell;
@@ -79,41 +80,6 @@ impl DmaSegment {
     }
 }
 
-/// A heap buffer aligned for O_DIRECT (std's `Vec` cannot promise more
-/// than its element's alignment).
-struct Aligned {
-    ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
-    len: usize,
-}
-
-// SAFETY: it owns its allocation, like a Vec<u8>.
-unsafe impl Send for Aligned {}
-
-impl Aligned {
-    fn copy_of(data: &[u8]) -> io::Result<Self> {
-        let layout = std::alloc::Layout::from_size_align(data.len().max(BLOCK), BLOCK).map_err(io::Error::other)?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })
-            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for a write buffer"))?;
-        // SAFETY: the allocation holds at least `data.len()` bytes and does not overlap `data`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len()) };
-        Ok(Self { ptr, layout, len: data.len() })
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were copied in by `copy_of`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        // SAFETY: allocated with this layout in `copy_of`.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
 impl SegmentFile for DmaSegment {
     /// On the executor's blocking thread, not through the shard's ring:
     /// on this VM the submission of an O_DIRECT write sometimes blocks the
@@ -122,7 +88,7 @@ impl SegmentFile for DmaSegment {
     fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> IoFuture<'a, ()> {
         Box::pin(async move {
             debug_assert_eq!(data.len() % BLOCK, 0);
-            let buf = Aligned::copy_of(data)?;
+            let buf = WriteBuf::copy_of(data)?;
             let file = self.sync_file.clone();
             glommio::executor()
                 .spawn_blocking(move || std::os::unix::fs::FileExt::write_all_at(&*file, buf.as_slice(), pos))

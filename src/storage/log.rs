@@ -61,9 +61,32 @@ pub(super) struct State<W> {
     pub(super) no_compact: BTreeSet<u64>,
     /// Dead segments a flush has covered, for housekeeping to delete.
     pub(super) doomed: BTreeSet<u64>,
+    /// Chunk buffers written and cleared, kept for the next appends: a
+    /// fresh one regrew (and recopied) its contents several times a flush.
+    spare_bufs: Vec<Vec<u8>>,
     /// Written since the last fdatasync.
     dirty: bool,
     last_sync: Instant,
+}
+
+/// Chunk buffers kept for reuse, and the largest kept: one that grew
+/// past it during a burst goes back to the allocator.
+const SPARE_BUFS_MAX: usize = 4;
+const SPARE_BUF_BYTES_MAX: usize = 4 << 20;
+
+impl<W> State<W> {
+    /// An empty buffer for a new chunk.
+    fn chunk_buf(&mut self) -> Vec<u8> {
+        self.spare_bufs.pop().unwrap_or_else(|| Vec::with_capacity(64 << 10))
+    }
+
+    /// A written chunk's buffer, for the next appends.
+    fn keep_chunk_buf(&mut self, mut b: Vec<u8>) {
+        if self.spare_bufs.len() < SPARE_BUFS_MAX && b.capacity() <= SPARE_BUF_BYTES_MAX {
+            b.clear();
+            self.spare_bufs.push(b);
+        }
+    }
 }
 
 /// What a flush hands back: its waiters, and whether what they wait on
@@ -142,6 +165,7 @@ impl<W> Storage<W> {
             compacted: BTreeSet::new(),
             no_compact: BTreeSet::new(),
             doomed: BTreeSet::new(),
+            spare_bufs: Vec::new(),
             dirty: false,
             last_sync: Instant::now(),
         };
@@ -172,7 +196,7 @@ impl<W> Storage<W> {
     }
 
     fn start_segment(&self, st: &mut State<W>, seg: u64) {
-        let mut bytes = Vec::with_capacity(64 << 10);
+        let mut bytes = st.chunk_buf();
         let seed = Seed::of(seg);
         encode(
             &mut bytes,
@@ -218,8 +242,8 @@ impl<W> Storage<W> {
 
     fn tail_chunk(&self, st: &mut State<W>) {
         if st.chunks.last().is_none_or(|c| c.seg != st.tail_seg) {
-            let seg = st.tail_seg;
-            st.chunks.push(Chunk { seg, bytes: Vec::with_capacity(64 << 10) });
+            let (seg, bytes) = (st.tail_seg, st.chunk_buf());
+            st.chunks.push(Chunk { seg, bytes });
         }
     }
 
@@ -483,39 +507,9 @@ impl<W> Storage<W> {
     }
 
     async fn write_chunks(&self, chunks: Vec<Chunk>, sync_due: bool) -> Result<(), StorageError> {
-        for mut c in chunks {
-            let current = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
-            if current != Some(c.seg) {
-                let old = self.writer.borrow_mut().file.take();
-                if let Some((seg, old)) = old {
-                    // Sealed: make it whole before anything lands after it.
-                    let t = Instant::now();
-                    old.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
-                    self.count_sync(t);
-                }
-                let path = segment_path(&self.opts.dir, c.seg);
-                let f = match self.take_spare(c.seg).await {
-                    Some(f) => f,
-                    None => {
-                        let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
-                        self.io.sync_dir(&self.opts.dir).await.map_err(|e| StorageError::io(&self.opts.dir, e))?;
-                        f
-                    }
-                };
-                *self.writer.borrow_mut() = Writer { file: Some((c.seg, f)), pos: 0 };
-                // The next one is prepared while this one fills.
-                self.housekeeping.notify();
-            }
-            let (file, pos) = {
-                let w = self.writer.borrow();
-                (w.file.as_ref().expect("opened above").1.clone(), w.pos)
-            };
-            let len = align_block(c.bytes.len());
-            c.bytes.resize(len, 0);
-            let path = || segment_path(&self.opts.dir, c.seg);
-            file.write_at(&c.bytes, pos).await.map_err(|e| StorageError::io(path(), e))?;
-            self.writer.borrow_mut().pos = pos + len as u64;
-            self.st.borrow_mut().dirty = true;
+        for c in chunks {
+            let c = self.write_chunk(c).await?;
+            self.st.borrow_mut().keep_chunk_buf(c.bytes);
         }
         let dirty = self.st.borrow().dirty;
         let file = self.writer.borrow().file.clone();
@@ -528,6 +522,44 @@ impl<W> Storage<W> {
             st.last_sync = Instant::now();
         }
         Ok(())
+    }
+
+    /// Writes one chunk at the writer's position (opening its segment
+    /// first when it is the next one); hands the chunk back.
+    async fn write_chunk(&self, mut c: Chunk) -> Result<Chunk, StorageError> {
+        let current = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
+        if current != Some(c.seg) {
+            let old = self.writer.borrow_mut().file.take();
+            if let Some((seg, old)) = old {
+                // Sealed: make it whole before anything lands after it.
+                let t = Instant::now();
+                old.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+                self.count_sync(t);
+            }
+            let path = segment_path(&self.opts.dir, c.seg);
+            let f = match self.take_spare(c.seg).await {
+                Some(f) => f,
+                None => {
+                    let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
+                    self.io.sync_dir(&self.opts.dir).await.map_err(|e| StorageError::io(&self.opts.dir, e))?;
+                    f
+                }
+            };
+            *self.writer.borrow_mut() = Writer { file: Some((c.seg, f)), pos: 0 };
+            // The next one is prepared while this one fills.
+            self.housekeeping.notify();
+        }
+        let (file, pos) = {
+            let w = self.writer.borrow();
+            (w.file.as_ref().expect("opened above").1.clone(), w.pos)
+        };
+        let len = align_block(c.bytes.len());
+        c.bytes.resize(len, 0);
+        let path = || segment_path(&self.opts.dir, c.seg);
+        file.write_at(&c.bytes, pos).await.map_err(|e| StorageError::io(path(), e))?;
+        self.writer.borrow_mut().pos = pos + len as u64;
+        self.st.borrow_mut().dirty = true;
+        Ok(c)
     }
 
     /// Clean shutdown: seals the tail segment, flushes and syncs

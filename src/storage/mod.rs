@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`record`] | the record format, encoding, the verifying scanner |
 //! | [`io`] | the file I/O trait, its DMA implementation, fault injection |
+//! | `aligned` | O_DIRECT write buffers, kept for reuse |
 //! | [`recovery`] | replaying segments into queues at shard start |
 //! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
 //! | `housekeep` | preparing the next segment (reusing a dead one), deleting the rest |
@@ -20,6 +21,7 @@
 //! Nothing here knows about connections: the shard hands in opaque
 //! waiters (its deferred confirms) and gets them back after a flush.
 
+mod aligned;
 pub mod compact;
 pub mod definitions;
 mod housekeep;
