@@ -10,8 +10,11 @@
 #
 # Env: MODE=memory sends transient messages (no disk at all: the floor of
 # the machine and the generator), EXTRA adds config lines (for example
-# EXTRA='fsync = "never"'). Prints the generator's confirm and end-to-end
-# percentiles, the broker's own confirm histogram, and fsync figures.
+# EXTRA='fsync = "never"'), FLOOR=0 skips the disk floor. Prints first the
+# disk's own floor at this rate (benches/disk_floor.py: an ideal group
+# commit with no CPU cost, on the same filesystem, just before the broker
+# runs), then the generator's confirm and end-to-end percentiles, the
+# broker's own confirm histogram, and fsync figures.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RATE=${1:-300000}
@@ -37,6 +40,10 @@ for _ in $(seq 600); do
 done
 [ $quiet -ge 3 ] || echo "confirm_tail.sh: the machine never got quiet; the figures below are not clean" >&2
 
+if [ "${MODE:-}" != memory ] && [ "${FLOOR:-1}" != 0 ]; then
+  python3 "$ROOT/benches/disk_floor.py" "$RATE" 1024 "$DUR" "$DIR"
+fi
+
 cat >"$DIR/ringmq.toml" <<TOML
 cores = 1
 data_dir = "$DIR/data"
@@ -57,7 +64,7 @@ PERSIST=--persistent
 # Anything but the broker and the generator using a core spoils the run.
 (
   while sleep 0.3; do
-    ps -eo pid=,pcpu=,comm= | awk -v b="$PID" '$1 != b && $2 > 20 && $3 !~ /ringmq/ {print; exit}'
+    ps -eo pid=,pcpu=,comm= | awk -v b="$PID" '$1 != b && $2 > 20 && $3 !~ /^(ringmq.*|ps|awk)$/ {print; exit}'
   done
 ) >"$DIR/others" &
 WATCH=$!

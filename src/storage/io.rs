@@ -91,13 +91,22 @@ impl SegmentFile for DmaSegment {
             let buf = WriteBuf::copy_of(data)?;
             let file = self.sync_file.clone();
             glommio::executor()
-                .spawn_blocking(move || std::os::unix::fs::FileExt::write_all_at(&*file, buf.as_slice(), pos))
+                .spawn_blocking(move || {
+                    urgent_thread();
+                    std::os::unix::fs::FileExt::write_all_at(&*file, buf.as_slice(), pos)
+                })
                 .await
         })
     }
 
+    /// On the blocking thread too (io_uring would hand it to an io-wq
+    /// worker, which waits behind the busy shard thread for its core).
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        Box::pin(async move { to_io(self.file.fdatasync().await) })
+        let file = self.sync_file.clone();
+        Box::pin(glommio::executor().spawn_blocking(move || {
+            urgent_thread();
+            file.sync_data()
+        }))
     }
 
     fn read_all(&self) -> IoFuture<'_, Vec<u8>> {
@@ -140,6 +149,32 @@ impl SegmentFile for DmaSegment {
 
     fn size(&self) -> IoFuture<'_, u64> {
         Box::pin(async move { to_io(self.file.file_size().await) })
+    }
+}
+
+thread_local! {
+    static URGENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes the calling thread (one of the shard's two blocking threads, which
+/// share its core) SCHED_FIFO, once: woken for a log write or fdatasync it
+/// then runs at once instead of waiting for the busy shard thread's time
+/// slice (up to milliseconds, on every flush). The threads only ever wait
+/// on I/O; their other work (renames, unlinks, allocation) is short too.
+/// Without CAP_SYS_NICE (or an RLIMIT_RTPRIO of at least 1) this fails with
+/// a warning and the thread keeps its normal priority.
+fn urgent_thread() {
+    if URGENT.with(|u| u.replace(true)) {
+        return;
+    }
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a plain syscall on the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+    if rc != 0 {
+        tracing::warn!(
+            error = %io::Error::last_os_error(),
+            "cannot make the log's I/O thread SCHED_FIFO (needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1); flush latency will suffer under load"
+        );
     }
 }
 
