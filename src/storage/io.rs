@@ -1,7 +1,7 @@
 //! File I/O behind a small trait, so tests can inject failing writes and
 //! fsyncs. The real implementation uses glommio DMA files (O_DIRECT); the
-//! log's writes are `pwrite`s on the shard's blocking threads (see
-//! `DmaSegment::write_at`).
+//! log's writes and fdatasyncs run on the shard's blocking threads, which
+//! are made `SCHED_FIFO` (see `DmaSegment::write_at` and `urgent_thread`).
 
 use super::aligned::WriteBuf;
 use super::record::BLOCK;
