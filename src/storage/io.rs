@@ -427,3 +427,30 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     v.sort_unstable();
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As root (as on the CI machine) the log's I/O thread becomes
+    /// SCHED_FIFO; without the right it keeps its policy and carries on.
+    #[test]
+    fn urgent_thread_is_fifo_when_permitted() {
+        let (policy, again) = std::thread::spawn(|| {
+            urgent_thread();
+            // SAFETY: plain syscalls on the calling thread.
+            let first = unsafe { libc::sched_getscheduler(0) };
+            urgent_thread();
+            (first, unsafe { libc::sched_getscheduler(0) })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, again, "a second call changes nothing");
+        // SAFETY: a plain syscall.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(policy, libc::SCHED_FIFO);
+        } else {
+            assert!(policy == libc::SCHED_FIFO || policy == libc::SCHED_OTHER);
+        }
+    }
+}
