@@ -366,7 +366,7 @@ impl NativeConn {
                 if flags & op::EXCHANGE_PASSIVE != 0 {
                     shard.check_exchange(me, rid, exchange);
                 } else {
-                    check_table(args).map_err(|e| refused(rid, e))?;
+                    check_table(args, shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
                     let def = exchange_def(
                         exchange,
                         kind,
@@ -474,7 +474,7 @@ impl NativeConn {
         unbind: bool,
     ) -> Result<(), Fatal> {
         let (source, destination, key) = names;
-        check_table(args).map_err(|e| refused(rid, e))?;
+        check_table(args, self.shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
         check_exchange_name(source).map_err(|e| refused(rid, e))?;
         let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
             check_exchange_name(destination).map_err(|e| refused(rid, e))?;
