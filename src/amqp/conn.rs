@@ -416,10 +416,11 @@ impl AmqpConn {
                     st.channel_max = channel_max.min(CHANNEL_MAX);
                 }
                 if frame_max > 0 {
-                    if (frame_max as usize) < FRAME_MIN_SIZE {
+                    let frame_max = usize::try_from(frame_max).unwrap_or(usize::MAX);
+                    if frame_max < FRAME_MIN_SIZE {
                         return Err(conn_fault(code::NOT_ALLOWED, "frame_max below 4096", mid));
                     }
-                    st.frame_max = st.frame_max.min(frame_max as usize);
+                    st.frame_max = st.frame_max.min(frame_max);
                 }
                 st.heartbeat = heartbeat;
                 st.phase = Phase::Open;
