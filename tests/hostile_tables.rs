@@ -354,8 +354,7 @@ fn overlapping_or_repeated_ack_ranges_are_fatal_and_cheap() {
     let rest = 1000 - early.len();
     r.expect_deliveries(cid, rest);
     // 200,000 copies of the full range (3.2 MB): once 2x10^8 tag checks.
-    let attacks: [Vec<(u64, u64)>; 3] =
-        [vec![(1, 1000); 200_000], vec![(5, 5), (5, 5)], vec![(10, 20), (1, 9)]];
+    let attacks: [Vec<(u64, u64)>; 3] = [vec![(1, 1000); 200_000], vec![(5, 5), (5, 5)], vec![(10, 20), (1, 9)]];
     for ranges in attacks {
         let (mut a, _) = Raw::hello(b.shards[0]);
         let (acid, _) = a.subscribe(&q, 1);

@@ -127,7 +127,6 @@ pub fn has_capability(client_props: &[u8], cap: &str) -> bool {
     }
 }
 
-
 pub fn put_longstr(b: &mut BytesMut, s: &[u8]) {
     b.put_u32(s.len() as u32);
     b.put_slice(s);

@@ -170,7 +170,9 @@ impl<'a> Ranges<'a> {
                 return Err(bad("a range is empty, reversed or starts at tag 0"));
             }
             if a <= after {
-                return Err(bad("ranges overlap, repeat or are out of order (each must start after the last one ends)"));
+                return Err(bad(
+                    "ranges overlap, repeat or are out of order (each must start after the last one ends)",
+                ));
             }
             after = b;
         }

@@ -7,8 +7,8 @@
 //! A "raw table" here is a table's contents without its `u32` length
 //! prefix, as AMQP methods carry it after the prefix.
 
-use super::fieldtable::{self, split_key, split_value, TABLE_DEPTH_MAX};
 pub use super::fieldtable::TableError;
+use super::fieldtable::{self, split_key, split_value, TABLE_DEPTH_MAX};
 use bytes::BufMut;
 
 /// One field value with its AMQP type tag, so it re-encodes to the same

@@ -4,8 +4,8 @@
 //! owner's side of every change to the table (see `docs/routing.md`).
 
 use super::{bump, Shard};
-use crate::protocol::{Entries, ErrorCode};
 use crate::protocol::fieldtable::{self, TableError};
+use crate::protocol::{Entries, ErrorCode};
 use crate::routing::{headers_of, BindingDef, Change, Dest, ExchangeDef, ExchangeKind, RouteError, RoutingTable};
 use crate::rt::Notify;
 use crate::server::mesh::MeshMsg;
