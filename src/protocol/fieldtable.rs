@@ -86,7 +86,7 @@ struct Open<'a> {
 }
 
 /// Checks that `raw` is one well-formed table nesting at most `depth_max`
-/// levels. Iterative; allocates only when the table has nested values.
+/// levels. Iterative; allocates only past 8 levels.
 pub fn validate(raw: &[u8], depth_max: usize) -> Result<()> {
     walk(Open { rest: raw, is_table: true }, depth_max)
 }
@@ -101,9 +101,7 @@ fn walk(top: Open<'_>, depth_max: usize) -> Result<()> {
     if depth_max == 0 {
         return Err(TableError::TooDeep { max: depth_max });
     }
-    // The containers enclosing `cur`, outermost first: never more than
-    // `depth_max - 1` of them.
-    let mut outer: Vec<Open<'_>> = Vec::new();
+    let mut outer = Outer::default();
     let mut cur = top;
     loop {
         if cur.rest.is_empty() {
@@ -124,6 +122,49 @@ fn walk(top: Open<'_>, depth_max: usize) -> Result<()> {
             outer.push(cur);
             cur = Open { rest: v, is_table: kind == b'F' };
         }
+    }
+}
+
+/// Levels of nesting kept without allocating: message headers (walked on
+/// the publish path) rarely nest deeper, so their walk costs no heap.
+const INLINE_LEVELS: usize = 8;
+
+/// The containers enclosing the one being read, outermost first: never
+/// more than `depth_max - 1`. The first few live in an array, deeper ones
+/// in a `Vec`.
+struct Outer<'a> {
+    inline: [Open<'a>; INLINE_LEVELS],
+    used: usize,
+    spill: Vec<Open<'a>>,
+}
+
+impl Default for Outer<'_> {
+    fn default() -> Self {
+        Self { inline: [Open { rest: &[], is_table: false }; INLINE_LEVELS], used: 0, spill: Vec::new() }
+    }
+}
+
+impl<'a> Outer<'a> {
+    fn len(&self) -> usize {
+        self.used + self.spill.len()
+    }
+
+    fn push(&mut self, o: Open<'a>) {
+        match self.inline.get_mut(self.used) {
+            Some(slot) => {
+                *slot = o;
+                self.used += 1;
+            }
+            None => self.spill.push(o),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Open<'a>> {
+        if let Some(o) = self.spill.pop() {
+            return Some(o);
+        }
+        self.used = self.used.checked_sub(1)?;
+        self.inline.get(self.used).copied()
     }
 }
 

@@ -32,7 +32,7 @@ fn nested_mixed(levels: usize) -> Vec<u8> {
 
 #[test]
 fn depth_exactly_at_the_limit_is_accepted_one_deeper_refused() {
-    for max in [1, 2, 5, TABLE_DEPTH_MAX, TABLE_DEPTH_CEILING] {
+    for max in [1, 2, 5, 8, 9, 10, TABLE_DEPTH_MAX, TABLE_DEPTH_CEILING] {
         assert_eq!(validate(&nested(max), max), Ok(()), "{max} levels, limit {max}");
         assert_eq!(validate(&nested(max + 1), max), Err(TableError::TooDeep { max }), "{} levels", max + 1);
     }
@@ -54,6 +54,11 @@ fn a_huge_nesting_is_refused_without_recursion() {
     assert_eq!(validate(&t, usize::MAX), Ok(()));
     // The top level alone is fine: the nesting is one length-checked value.
     assert_eq!(validate_top(&t), Ok(()));
+    // The owned parser refuses it before building anything, and builds
+    // the deepest table a configuration may allow.
+    use crate::protocol::table::Table;
+    assert_eq!(Table::parse_limited(&t, usize::MAX), Err(TableError::TooDeep { max: TABLE_DEPTH_CEILING }));
+    assert!(Table::parse_limited(&nested(TABLE_DEPTH_CEILING), TABLE_DEPTH_CEILING).is_ok());
 }
 
 #[test]
@@ -110,6 +115,13 @@ proptest! {
         if full.is_ok() {
             prop_assert!(top.is_ok());
         }
+        // The owned parser accepts exactly what the walker accepts (and
+        // refuses non-UTF-8 names on top).
+        let owned = crate::protocol::table::Table::parse(&buf);
+        match validate(&buf, TABLE_DEPTH_MAX) {
+            Err(e) => prop_assert_eq!(owned, Err(e)),
+            Ok(()) => prop_assert!(owned.is_ok() || owned == Err(TableError::KeyNotUtf8)),
+        }
         let n = entries(&buf).count();
         prop_assert!(n <= buf.len());
         prop_assert!(items(&buf).count() <= buf.len());
@@ -120,7 +132,10 @@ proptest! {
         let mut t = nested_mixed(levels);
         let i = at.index(t.len());
         t[i] = byte;
-        let _ = validate(&t, TABLE_DEPTH_MAX);
+        // Every limit around the inline levels and the walk's spill.
+        for depth in [1, 7, 8, 9, 10, TABLE_DEPTH_MAX] {
+            let _ = validate(&t, depth);
+        }
         let _ = validate_array(&t, TABLE_DEPTH_MAX);
         for cut in [0, t.len() / 2, t.len().saturating_sub(1)] {
             let _ = validate(&t[..cut], TABLE_DEPTH_MAX);

@@ -142,10 +142,14 @@ pub struct Props<'a> {
 }
 
 impl<'a> Props<'a> {
+    /// Parses a property list; its headers may nest up to
+    /// [`super::fieldtable::TABLE_DEPTH_CEILING`] levels.
     pub fn parse(raw: &'a [u8]) -> Result<Self, PropsError> {
         let (flags, spans) = spans(raw)?;
         let headers = match &spans[HEADERS] {
-            Some(r) => Some(Table::parse(&raw[r.start + 4..r.end])?),
+            // Reading, not admitting: any depth the broker may have accepted
+            // (its `table_depth_max` applied where the message came in).
+            Some(r) => Some(Table::parse_limited(&raw[r.start + 4..r.end], super::fieldtable::TABLE_DEPTH_CEILING)?),
             None => None,
         };
         Ok(Self { raw, flags, spans, headers })
