@@ -226,7 +226,7 @@ impl Channel {
             }
             self.tags.len() - 1
         } else {
-            let i = tag.checked_sub(self.tag_base)? as usize;
+            let i = usize::try_from(tag.checked_sub(self.tag_base)?).ok()?;
             self.tags.get(i)?.as_ref()?;
             i
         };

@@ -160,6 +160,11 @@ impl AmqpConn {
         }
     }
 
+    /// Levels a field table from this peer may nest.
+    pub fn table_depth_max(&self) -> usize {
+        usize::try_from(self.shard.config.table_depth_max).unwrap_or(usize::MAX)
+    }
+
     pub fn set_ref(&self, me: ConnRef) {
         self.me.set(Some(me));
     }
@@ -376,7 +381,7 @@ impl AmqpConn {
         if phase == Phase::Closing {
             // Only the close handshake matters now.
             if f.kind == frame::METHOD && f.channel == 0 {
-                match method::parse(f.payload) {
+                match method::parse_limited(f.payload, self.table_depth_max()) {
                     Ok((id::CONNECTION_CLOSE_OK, _)) => self.st.borrow_mut().phase = Phase::Done,
                     Ok((id::CONNECTION_CLOSE, _)) => {
                         self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
@@ -396,7 +401,8 @@ impl AmqpConn {
         if f.kind != frame::METHOD {
             return Err(conn_fault(code::UNEXPECTED_FRAME, "content frame on channel 0", (0, 0)));
         }
-        let (mid, m) = method::parse(f.payload).map_err(|e| conn_fault(code::SYNTAX_ERROR, e.0, (0, 0)))?;
+        let (mid, m) = method::parse_limited(f.payload, self.table_depth_max())
+            .map_err(|e| conn_fault(code::SYNTAX_ERROR, e.to_string(), (0, 0)))?;
         if mid.0 != 10 {
             return Err(conn_fault(code::COMMAND_INVALID, format!("method {mid:?} on channel 0"), mid));
         }
@@ -410,10 +416,11 @@ impl AmqpConn {
                     st.channel_max = channel_max.min(CHANNEL_MAX);
                 }
                 if frame_max > 0 {
-                    if (frame_max as usize) < FRAME_MIN_SIZE {
+                    let frame_max = usize::try_from(frame_max).unwrap_or(usize::MAX);
+                    if frame_max < FRAME_MIN_SIZE {
                         return Err(conn_fault(code::NOT_ALLOWED, "frame_max below 4096", mid));
                     }
-                    st.frame_max = st.frame_max.min(frame_max as usize);
+                    st.frame_max = st.frame_max.min(frame_max);
                 }
                 st.heartbeat = heartbeat;
                 st.phase = Phase::Open;

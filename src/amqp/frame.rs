@@ -62,11 +62,12 @@ pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
         return Err(FrameError::UnknownType(kind));
     }
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if size + OVERHEAD > frame_max {
-        return Err(FrameError::TooLarge { size: size + OVERHEAD, max: frame_max });
+    // Checked before any arithmetic: `size` is the peer's u32.
+    let total = payload_size(buf).and_then(|n| n.checked_add(OVERHEAD)).unwrap_or(usize::MAX);
+    if total > frame_max {
+        return Err(FrameError::TooLarge { size: total, max: frame_max });
     }
-    let total = 7 + size + 1;
+    let size = total - OVERHEAD;
     if buf.len() < total {
         return Ok(Decoded::Incomplete);
     }
@@ -102,7 +103,13 @@ pub fn whole_publish(buf: &[u8], frame_max: usize) -> Option<(Frame<'_>, Frame<'
 /// Bytes a frame will need once its payload is known, from a prefix of at
 /// least 7 bytes; used to size reads.
 pub fn peek_total(buf: &[u8]) -> Option<usize> {
-    (buf.len() >= 7).then(|| 7 + u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize + 1)
+    payload_size(buf)?.checked_add(OVERHEAD)
+}
+
+/// The payload size a frame header (at least 7 bytes) gives.
+fn payload_size(buf: &[u8]) -> Option<usize> {
+    let b = buf.get(3..7)?;
+    usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok()
 }
 
 /// An open frame whose size is patched in by `finish`.

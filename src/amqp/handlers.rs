@@ -49,7 +49,8 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
             }
         }
     }
-    let (mid, m) = method::parse(f.payload).map_err(|e| conn_fault(code::SYNTAX_ERROR, e.0, (0, 0)))?;
+    let (mid, m) = method::parse_limited(f.payload, c.table_depth_max())
+        .map_err(|e| conn_fault(code::SYNTAX_ERROR, e.to_string(), (0, 0)))?;
     let Some(ch) = st.channels.get_mut(&n) else {
         return match m {
             Method::ChannelOpen => {

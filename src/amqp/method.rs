@@ -245,9 +245,15 @@ pub fn parse_publish(payload: &[u8]) -> Option<PublishArgs<'_>> {
     Some(PublishArgs { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
 }
 
-/// Parses a method frame's payload into its id and fields.
+/// Parses a method frame's payload into its id and fields; its tables may
+/// nest [`crate::protocol::fieldtable::TABLE_DEPTH_MAX`] levels.
 pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
-    let mut r = Reader::new(payload);
+    parse_limited(payload, crate::protocol::fieldtable::TABLE_DEPTH_MAX)
+}
+
+/// [`parse`] with the broker's `table_depth_max`.
+pub fn parse_limited(payload: &[u8], table_depth_max: usize) -> Result<(MethodId, Method<'_>)> {
+    let mut r = Reader::limited(payload, table_depth_max);
     let mid = (r.u16()?, r.u16()?);
     let m = match mid {
         id::CONNECTION_START_OK => {
@@ -419,12 +425,13 @@ pub fn put_confirm(b: &mut BytesMut, channel: u16, ack: bool, tag: u64, multiple
 }
 
 /// Finds `delivery_mode` in a content header's property flags and list;
-/// 2 means persistent.
-pub fn delivery_mode(props: &[u8]) -> Result<u8> {
-    let mut r = Reader::new(props);
+/// 2 means persistent. The headers table, if any, is validated with
+/// `table_depth_max`.
+pub fn delivery_mode(props: &[u8], table_depth_max: usize) -> Result<u8> {
+    let mut r = Reader::limited(props, table_depth_max);
     let flags = r.u16()?;
     if flags & 1 != 0 {
-        return Err(Syntax("property flags continuation is not supported"));
+        return Err(Syntax::Field("property flags continuation is not supported"));
     }
     if flags & (1 << 15) != 0 {
         r.shortstr_bytes()?;
@@ -444,7 +451,9 @@ pub fn delivery_mode(props: &[u8]) -> Result<u8> {
 /// Whether stored properties are a well-formed AMQP property list (a
 /// message published over the native protocol may carry anything).
 pub fn props_are_amqp(props: &[u8]) -> bool {
-    let mut r = Reader::new(props);
+    // Well-formed is all that is asked here (any depth the broker could
+    // have accepted): the limit was applied when the message came in.
+    let mut r = Reader::limited(props, crate::protocol::fieldtable::TABLE_DEPTH_CEILING);
     let Ok(flags) = r.u16() else { return false };
     if flags & 1 != 0 {
         return false;
@@ -509,10 +518,10 @@ mod tests {
     fn properties() {
         // content-type "t", delivery-mode 2.
         let p = [0x90, 0x00, 1, b't', 2];
-        assert_eq!(delivery_mode(&p), Ok(2));
+        assert_eq!(delivery_mode(&p, 32), Ok(2));
         assert!(props_are_amqp(&p));
         assert!(!props_are_amqp(&p[..4]));
         assert!(!props_are_amqp(b"native stuff"));
-        assert_eq!(delivery_mode(&[0, 0]), Ok(0));
+        assert_eq!(delivery_mode(&[0, 0], 32), Ok(0));
     }
 }

@@ -34,7 +34,7 @@ pub fn on_content(
         if content.have_header {
             return Err(conn_fault(code::UNEXPECTED_FRAME, "a second content header", cause));
         }
-        let h = match parse_header(f.payload, max) {
+        let h = match parse_header(f.payload, max, shard.config.table_depth_max as usize) {
             Ok(h) => h,
             Err(e) => {
                 if matches!(e, HeaderError::TooLarge(_) | HeaderError::BadExpiration(_)) {
@@ -61,7 +61,8 @@ pub fn on_content(
     if !content.have_header {
         return Err(conn_fault(code::UNEXPECTED_FRAME, "body frame before the content header", cause));
     }
-    let have = ch.content_body.len() + f.payload.len();
+    // Both are bounded (a buffer and a frame): no wrap.
+    let have = ch.content_body.len().saturating_add(f.payload.len());
     if have > content.body_len {
         return Err(conn_fault(code::FRAME_ERROR, "body frames exceed the declared body size", cause));
     }
@@ -88,7 +89,8 @@ impl AmqpConn {
     pub fn whole_publish(&self, buf: &[u8], frame_max: usize) -> Option<usize> {
         let (m, h, body, used) = frame::whole_publish(buf, frame_max)?;
         let p = method::parse_publish(m.payload).filter(|p| !p.immediate)?;
-        let hdr = parse_header(h.payload, self.shard.config.message_bytes_max as usize).ok()?;
+        let c = &self.shard.config;
+        let hdr = parse_header(h.payload, c.message_bytes_max as usize, c.table_depth_max as usize).ok()?;
         let n = m.channel;
         let mut st = self.st.borrow_mut();
         if st.phase != Phase::Running || n == 0 || n > st.channel_max {
@@ -126,7 +128,7 @@ pub struct Header<'a> {
 pub enum HeaderError {
     Short,
     NotBasic,
-    Syntax(&'static str),
+    Syntax(super::wire::Syntax),
     TooLarge(u64),
     BadExpiration(String),
 }
@@ -137,7 +139,7 @@ impl HeaderError {
         match self {
             HeaderError::Short => conn_fault(code::FRAME_ERROR, "short content header", cause),
             HeaderError::NotBasic => conn_fault(code::FRAME_ERROR, "content header class is not basic", cause),
-            HeaderError::Syntax(e) => conn_fault(code::SYNTAX_ERROR, e, cause),
+            HeaderError::Syntax(e) => conn_fault(code::SYNTAX_ERROR, e.to_string(), cause),
             HeaderError::TooLarge(body_len) => ch_fault(
                 n,
                 code::PRECONDITION_FAILED,
@@ -150,8 +152,9 @@ impl HeaderError {
     }
 }
 
-/// Checks a content header's payload: class, properties, size limit.
-pub fn parse_header(payload: &[u8], max: usize) -> Result<Header<'_>, HeaderError> {
+/// Checks a content header's payload: class, size limit, properties (a
+/// headers table may nest `table_depth_max` levels).
+pub fn parse_header(payload: &[u8], max: usize, table_depth_max: usize) -> Result<Header<'_>, HeaderError> {
     let mut r = Reader::new(payload);
     let head = (r.u16(), r.u16(), r.u64());
     let (Ok(class), Ok(_weight), Ok(body_len)) = head else {
@@ -161,14 +164,26 @@ pub fn parse_header(payload: &[u8], max: usize) -> Result<Header<'_>, HeaderErro
         return Err(HeaderError::NotBasic);
     }
     let props = r.rest();
-    let mode = method::delivery_mode(props).map_err(|e| HeaderError::Syntax(e.0))?;
-    if body_len as usize + props.len() > max || props.len() > usize::from(u16::MAX) {
-        return Err(HeaderError::TooLarge(body_len));
-    }
+    let body = body_size(body_len, props.len(), max).ok_or(HeaderError::TooLarge(body_len))?;
+    let mode = method::delivery_mode(props, table_depth_max).map_err(HeaderError::Syntax)?;
     if let Some(bad) = bad_expiration(props) {
         return Err(HeaderError::BadExpiration(bad));
     }
-    Ok(Header { body_len: body_len as usize, props, mode })
+    Ok(Header { body_len: body, props, mode })
+}
+
+/// The peer's `body_size` (any u64) as a length, if it and the properties
+/// fit `max`: compared in u64 before any arithmetic, so a size near 2^64
+/// cannot wrap into a small one.
+fn body_size(body_len: u64, props_len: usize, max: usize) -> Option<usize> {
+    if props_len > usize::from(u16::MAX) {
+        return None;
+    }
+    let room = u64::try_from(max).ok()?.checked_sub(u64::try_from(props_len).ok()?)?;
+    if body_len > room {
+        return None;
+    }
+    usize::try_from(body_len).ok()
 }
 
 /// The `expiration` property when it is not a number of milliseconds
@@ -272,4 +287,31 @@ pub fn put_return(b: &mut BytesMut, n: u16, r: &Returned, props: &[u8], body: &[
     });
     frame::put_content_header(b, n, 60, body.len() as u64, props);
     frame::put_body(b, n, body, frame_max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(body_len: u64, props: &[u8]) -> Vec<u8> {
+        let mut p = vec![0, 60, 0, 0];
+        p.extend_from_slice(&body_len.to_be_bytes());
+        p.extend_from_slice(props);
+        p
+    }
+
+    #[test]
+    fn body_sizes_near_2_64_never_wrap() {
+        let max = 1 << 20;
+        for bad in [u64::MAX, u64::MAX - 1, u64::MAX - 4, (max as u64) + 1, 1 << 63] {
+            let h = header(bad, &[0, 0]);
+            assert!(matches!(parse_header(&h, max, 32), Err(HeaderError::TooLarge(n)) if n == bad), "{bad}");
+        }
+        // The properties count toward the limit.
+        assert!(matches!(parse_header(&header(max as u64 - 1, &[0, 0]), max, 32), Err(HeaderError::TooLarge(_))));
+        assert!(matches!(parse_header(&header(max as u64 - 2, &[0, 0]), max, 32), Ok(h) if h.body_len == max - 2));
+        assert_eq!(body_size(5, 0, 4), None);
+        assert_eq!(body_size(0, 5, 4), None);
+        assert_eq!(body_size(4, 0, 4), Some(4));
+    }
 }

@@ -1,12 +1,33 @@
 //! AMQP 0-9-1 field types over byte slices: a bounds-checked reader and
 //! writers into `BytesMut`. Big-endian, as the spec says.
 
+use crate::protocol::fieldtable::{self, TableError, TABLE_DEPTH_MAX};
+pub use crate::protocol::fieldtable::{entries as table_entries, get as table_get, put_shortstr};
 use bytes::{BufMut, BytesMut};
 
 /// A method or property list that does not parse: the connection is closed
 /// with 502 SYNTAX_ERROR (or 501 FRAME_ERROR for framing).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Syntax(pub &'static str);
+pub enum Syntax {
+    Field(&'static str),
+    /// A field table is malformed or nests deeper than `table_depth_max`.
+    Table(TableError),
+}
+
+impl std::fmt::Display for Syntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Syntax::Field(why) => f.write_str(why),
+            Syntax::Table(e) => write!(f, "SYNTAX_ERROR - {e}"),
+        }
+    }
+}
+
+impl From<TableError> for Syntax {
+    fn from(e: TableError) -> Self {
+        Syntax::Table(e)
+    }
+}
 
 pub type Result<T> = std::result::Result<T, Syntax>;
 
@@ -15,11 +36,19 @@ pub struct Reader<'a> {
     buf: &'a [u8],
     /// Bit fields pack into one octet until a non-bit field is read.
     bits: Option<(u8, u8)>,
+    /// Levels a field table may nest (the broker's `table_depth_max`).
+    depth_max: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader whose tables may nest [`TABLE_DEPTH_MAX`] levels.
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, bits: None }
+        Self::limited(buf, TABLE_DEPTH_MAX)
+    }
+
+    /// A reader whose tables may nest `depth_max` levels.
+    pub fn limited(buf: &'a [u8], depth_max: usize) -> Self {
+        Self { buf, bits: None, depth_max }
     }
 
     pub fn rest(&self) -> &'a [u8] {
@@ -29,7 +58,7 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
         self.bits = None;
         if self.buf.len() < n {
-            return Err(Syntax("field runs past the end of its frame"));
+            return Err(Syntax::Field("field runs past the end of its frame"));
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -68,73 +97,26 @@ impl<'a> Reader<'a> {
     }
 
     pub fn shortstr_bytes(&mut self) -> Result<&'a [u8]> {
-        let n = self.u8()? as usize;
+        let n = usize::from(self.u8()?);
         self.bytes(n)
     }
 
     pub fn shortstr(&mut self) -> Result<&'a str> {
-        std::str::from_utf8(self.shortstr_bytes()?).map_err(|_| Syntax("short string is not UTF-8"))
+        std::str::from_utf8(self.shortstr_bytes()?).map_err(|_| Syntax::Field("short string is not UTF-8"))
     }
 
     pub fn longstr(&mut self) -> Result<&'a [u8]> {
-        let n = self.u32()? as usize;
+        let n = usize::try_from(self.u32()?).map_err(|_| Syntax::Field("long string longer than memory"))?;
         self.bytes(n)
     }
 
-    /// A field table, returned raw (length prefix excluded).
+    /// A field table, returned raw (length prefix excluded), validated
+    /// completely (lengths, types, depth) so later walks cannot fail.
     pub fn table(&mut self) -> Result<&'a [u8]> {
         let raw = self.longstr()?;
-        // Validate now so later walks cannot fail.
-        let mut t = Reader::new(raw);
-        while !t.buf.is_empty() {
-            t.shortstr_bytes()?;
-            t.value()?;
-        }
+        fieldtable::validate(raw, self.depth_max)?;
         Ok(raw)
     }
-
-    /// Skips one field value (type octet first) and returns its type and bytes.
-    pub fn value(&mut self) -> Result<(u8, &'a [u8])> {
-        let kind = self.u8()?;
-        let v = match kind {
-            b't' | b'b' | b'B' => self.bytes(1)?,
-            b's' | b'u' => self.bytes(2)?,
-            b'I' | b'i' | b'f' => self.bytes(4)?,
-            b'l' | b'L' | b'd' | b'T' => self.bytes(8)?,
-            b'D' => self.bytes(5)?,
-            b'S' | b'x' => self.longstr()?,
-            b'F' => self.table()?,
-            b'A' => {
-                let raw = self.longstr()?;
-                let mut a = Reader::new(raw);
-                while !a.buf.is_empty() {
-                    a.value()?;
-                }
-                raw
-            }
-            b'V' => &[],
-            _ => return Err(Syntax("unknown field type in a table")),
-        };
-        Ok((kind, v))
-    }
-}
-
-/// Walks a validated raw table: (key, type, value bytes).
-pub fn table_entries(raw: &[u8]) -> impl Iterator<Item = (&[u8], u8, &[u8])> {
-    let mut r = Reader::new(raw);
-    std::iter::from_fn(move || {
-        if r.buf.is_empty() {
-            return None;
-        }
-        let key = r.shortstr_bytes().ok()?;
-        let (kind, v) = r.value().ok()?;
-        Some((key, kind, v))
-    })
-}
-
-/// The value of `key` in a raw table, if present.
-pub fn table_get<'a>(raw: &'a [u8], key: &str) -> Option<(u8, &'a [u8])> {
-    table_entries(raw).find(|(k, _, _)| *k == key.as_bytes()).map(|(_, t, v)| (t, v))
 }
 
 /// Whether a client's capabilities table (inside its properties) sets `cap`.
@@ -143,16 +125,6 @@ pub fn has_capability(client_props: &[u8], cap: &str) -> bool {
         Some((b'F', caps)) => matches!(table_get(caps, cap), Some((b't', [1]))),
         _ => false,
     }
-}
-
-/// Short strings are at most 255 bytes; longer text is cut at a char boundary.
-pub fn put_shortstr(b: &mut BytesMut, s: &str) {
-    let mut end = s.len().min(255);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    b.put_u8(end as u8);
-    b.put_slice(&s.as_bytes()[..end]);
 }
 
 pub fn put_longstr(b: &mut BytesMut, s: &[u8]) {
@@ -242,5 +214,11 @@ mod tests {
         assert!(Reader::new(&[0, 0, 0, 10, 1, b'a']).table().is_err());
         // Unknown type 'Z'.
         assert!(Reader::new(&[0, 0, 0, 3, 1, b'a', b'Z']).table().is_err());
+        // Two levels: the limit 1 refuses it, naming the limit.
+        let deep = [0, 0, 0, 7, 1, b'a', b'F', 0, 0, 0, 0];
+        assert_eq!(Reader::new(&deep).table(), Ok(&[1, b'a', b'F', 0, 0, 0, 0][..]));
+        let e = Reader::limited(&deep, 1).table().unwrap_err();
+        assert_eq!(e, Syntax::Table(TableError::TooDeep { max: 1 }));
+        assert!(e.to_string().contains("table_depth_max = 1 levels"), "{e}");
     }
 }

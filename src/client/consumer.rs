@@ -41,16 +41,34 @@ pub(crate) struct ConsumerState {
     nacks: RefCell<Vec<(bool, Ranges)>>,
 }
 
-/// Adds a tag to a list of ranges, extending the last range when the tag
-/// follows it (the common case: acking in order).
+/// Adds a tag to a list of ranges, kept ascending and disjoint as the
+/// broker requires (it refuses overlapping or unordered ranges). Acking in
+/// order extends the last range; an earlier tag is merged where it falls;
+/// a tag already in a range is not added twice.
 fn add_tag(ranges: &mut Ranges, tag: u64) {
-    if let Some(last) = ranges.last_mut() {
-        if last.1 + 1 == tag {
-            last.1 = tag;
-            return;
-        }
+    match ranges.last_mut() {
+        None => return ranges.push((tag, tag)),
+        Some(last) if last.1.checked_add(1) == Some(tag) => return last.1 = tag,
+        Some(last) if tag > last.1 => return ranges.push((tag, tag)),
+        Some(_) => {}
     }
-    ranges.push((tag, tag));
+    // The first range ending at or after `tag`: it exists (the last does).
+    let i = ranges.partition_point(|r| r.1 < tag);
+    if ranges[i].0 <= tag {
+        return;
+    }
+    // ranges[i - 1].1 < tag < ranges[i].0
+    let joins_prev = i > 0 && ranges[i - 1].1 + 1 == tag;
+    let joins_next = ranges[i].0 == tag + 1;
+    match (joins_prev, joins_next) {
+        (true, true) => {
+            ranges[i - 1].1 = ranges[i].1;
+            ranges.remove(i);
+        }
+        (true, false) => ranges[i - 1].1 = tag,
+        (false, true) => ranges[i].0 = tag,
+        (false, false) => ranges.insert(i, (tag, tag)),
+    }
 }
 
 impl ConsumerState {
@@ -168,5 +186,17 @@ mod tests {
             add_tag(&mut r, t);
         }
         assert_eq!(r, vec![(1, 3), (5, 6), (9, 9)]);
+    }
+
+    #[test]
+    fn out_of_order_acks_stay_ascending_and_disjoint() {
+        let mut r = Vec::new();
+        for t in [5, 3, 9, 4, 1, 9, 7, 8, 2, 6, 3, 20, u64::MAX, 11] {
+            add_tag(&mut r, t);
+            assert!(r.windows(2).all(|w| w[0].1 + 1 < w[1].0), "{r:?}");
+        }
+        assert_eq!(r, vec![(1, 9), (11, 11), (20, 20), (u64::MAX, u64::MAX)]);
+        let raw: Vec<u8> = r.iter().flat_map(|(a, b)| [a.to_le_bytes(), b.to_le_bytes()].concat()).collect();
+        assert!(crate::protocol::Ranges::parse(&raw, 4).is_ok(), "the broker's decoder accepts them");
     }
 }

@@ -105,7 +105,7 @@ fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, DecodeError> {
         return Err(DecodeError::Malformed { what: "message entry", why: "unknown entry flags" });
     }
     let props = if flags & ENTRY_HAS_PROPS != 0 {
-        let n = c.u16()? as usize;
+        let n = usize::from(c.u16()?);
         if n == 0 {
             // `put_entry` never writes this; accepting it would give an
             // entry two encodings and break `GetOk` round trips.
@@ -115,7 +115,7 @@ fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, DecodeError> {
     } else {
         &[]
     };
-    let n = c.u32()? as usize;
+    let n = c.len32()?;
     let body = c.bytes(n)?;
     Ok(Entry { flags, props, body })
 }
@@ -140,13 +140,15 @@ impl<'a> Iterator for EntryIter<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left as usize, Some(self.left as usize))
+        let n = usize::try_from(self.left).unwrap_or(usize::MAX);
+        (n, Some(n))
     }
 }
 
 impl ExactSizeIterator for EntryIter<'_> {}
 
-/// Inclusive delivery-tag ranges `(first, last)` in an `Ack` or `Nack`.
+/// Inclusive delivery-tag ranges `(first, last)` in an `Ack` or `Nack`,
+/// ascending and disjoint (checked by `parse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ranges<'a> {
     raw: &'a [u8],
@@ -159,8 +161,20 @@ impl<'a> Ranges<'a> {
             return Err(bad("range count does not match body length"));
         }
         let r = Self { raw };
-        if r.iter().any(|(a, b)| a > b || a == 0) {
-            return Err(bad("a range is empty, reversed or starts at tag 0"));
+        // Ranges ascend and never overlap or repeat: a frame names each tag
+        // at most once, so what the queue does with it is linear in the
+        // frame's ranges plus the tags it really holds, never ranges x tags.
+        let mut after = 0u64;
+        for (a, b) in r.iter() {
+            if a > b || a == 0 {
+                return Err(bad("a range is empty, reversed or starts at tag 0"));
+            }
+            if a <= after {
+                return Err(bad(
+                    "ranges overlap, repeat or are out of order (each must start after the last one ends)",
+                ));
+            }
+            after = b;
         }
         Ok(r)
     }
@@ -277,5 +291,39 @@ impl BatchWriter {
         let body_len = (buf.len() - self.start - HEADER_BYTES) as u32;
         buf[self.start..self.start + 4].copy_from_slice(&body_len.to_le_bytes());
         buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(rs: &[(u64, u64)]) -> Vec<u8> {
+        rs.iter().flat_map(|(a, b)| [a.to_le_bytes(), b.to_le_bytes()].concat()).collect()
+    }
+
+    fn parse(rs: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, DecodeError> {
+        let n = u32::try_from(rs.len()).unwrap();
+        Ranges::parse(&raw(rs), n).map(|r| r.iter().collect())
+    }
+
+    #[test]
+    fn ranges_must_ascend_without_overlap() {
+        assert_eq!(parse(&[(1, 3), (5, 5), (6, u64::MAX)]), Ok(vec![(1, 3), (5, 5), (6, u64::MAX)]));
+        for bad in [
+            &[(1, 3), (3, 4)][..],
+            &[(1, 3), (1, 3)],
+            &[(5, 6), (1, 2)],
+            &[(1, u64::MAX), (2, 2)],
+            &[(1, u64::MAX), (u64::MAX, u64::MAX)],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.to_string().contains("ranges overlap, repeat or are out of order"), "{bad:?}: {e}");
+        }
+        assert!(parse(&[(0, 1)]).is_err());
+        assert!(parse(&[(4, 3)]).is_err());
+        // A count that disagrees with the body.
+        assert!(Ranges::parse(&raw(&[(1, 1)]), 2).is_err());
+        assert!(Ranges::parse(&raw(&[(1, 1)]), u32::MAX).is_err());
     }
 }

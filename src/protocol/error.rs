@@ -40,6 +40,10 @@ pub enum ErrorCode {
     StoragePoisoned = 40,
     PersistenceUnavailable = 41,
     Internal = 50,
+    /// A field table (queue, exchange or binding arguments) nests deeper
+    /// than the broker's `table_depth_max`. Fatal: the frame is hostile or
+    /// broken.
+    TableTooDeep = 60,
 }
 
 impl ErrorCode {
@@ -77,6 +81,7 @@ impl ErrorCode {
             40 => StoragePoisoned,
             41 => PersistenceUnavailable,
             50 => Internal,
+            60 => TableTooDeep,
             _ => return None,
         })
     }
@@ -99,6 +104,7 @@ impl ErrorCode {
                 | ErrorCode::FrameTimeout
                 | ErrorCode::ConnectionLimit
                 | ErrorCode::ShuttingDown
+                | ErrorCode::TableTooDeep
         )
     }
 }
@@ -114,12 +120,16 @@ pub enum DecodeError {
     Reserved(u16),
     #[error("malformed {what}: {why}")]
     Malformed { what: &'static str, why: &'static str },
+    /// Declare arguments nest deeper than the decoder's table depth limit.
+    #[error("{what} arguments: {err}")]
+    Table { what: &'static str, err: super::fieldtable::TableError },
 }
 
 impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            DecodeError::Table { err: super::fieldtable::TableError::TooDeep { .. }, .. } => ErrorCode::TableTooDeep,
             _ => ErrorCode::BadFrame,
         }
     }

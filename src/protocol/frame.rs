@@ -2,6 +2,7 @@
 
 use super::batch::{put_entry, Entries, Entry, Ranges};
 use super::error::DecodeError;
+use super::fieldtable::{self, TABLE_DEPTH_MAX};
 use super::header::{FrameHeader, HEADER_BYTES};
 use super::op;
 use super::wire::{put_str16, put_str8, Cursor};
@@ -161,7 +162,13 @@ pub enum Decoded<'a> {
 
 /// Decodes one frame from the front of `buf`. Checks `frame_bytes_max`
 /// from the header alone, before anything is buffered or allocated.
+/// Declare arguments may nest [`TABLE_DEPTH_MAX`] levels.
 pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Result<Decoded<'_>, DecodeError> {
+    decode_limited(buf, frame_bytes_max, TABLE_DEPTH_MAX)
+}
+
+/// [`decode`] with the broker's `table_depth_max` for Declare arguments.
+pub fn decode_limited(buf: &[u8], frame_bytes_max: usize, table_depth_max: usize) -> Result<Decoded<'_>, DecodeError> {
     let Some((h, len)) = peek(buf, frame_bytes_max)? else {
         return Ok(Decoded::Incomplete);
     };
@@ -169,7 +176,7 @@ pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Result<Decoded<'_>, DecodeE
         return Ok(Decoded::Incomplete);
     }
     let body = &buf[HEADER_BYTES..len];
-    let cmd = decode_body(h.opcode, h.flags, body)?;
+    let cmd = decode_body(h.opcode, h.flags, body, table_depth_max)?;
     Ok(Decoded::Frame(Frame { request_id: h.request_id.get(), cmd }, len))
 }
 
@@ -192,11 +199,10 @@ fn peek(buf: &[u8], frame_bytes_max: usize) -> Result<Option<(FrameHeader, usize
     }
     // In u64: `HEADER_BYTES + body_len` must not wrap where usize is 32 bits.
     let len = HEADER_BYTES as u64 + u64::from(h.body_len.get());
-    if len > frame_bytes_max as u64 {
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        return Err(DecodeError::TooLarge { len, max: frame_bytes_max });
+    match usize::try_from(len) {
+        Ok(len) if len <= frame_bytes_max => Ok(Some((h, len))),
+        _ => Err(DecodeError::TooLarge { len: usize::try_from(len).unwrap_or(usize::MAX), max: frame_bytes_max }),
     }
-    Ok(Some((h, len as usize)))
 }
 
 fn known_flags(flags: u8, known: u8, what: &'static str) -> Result<u8, DecodeError> {
@@ -209,9 +215,9 @@ fn known_flags(flags: u8, known: u8, what: &'static str) -> Result<u8, DecodeErr
 /// The arguments block of a Declare: `u32` length, then a non-empty AMQP
 /// field table of at most `DECLARE_ARGS_BYTES_MAX` bytes, checked here so
 /// the broker only ever sees a well-formed table.
-fn declare_args<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
+fn declare_args<'a>(c: &mut Cursor<'a>, table_depth_max: usize) -> Result<&'a [u8], DecodeError> {
     let what = "Declare";
-    let n = c.u32()? as usize;
+    let n = c.len32()?;
     if n == 0 {
         return Err(DecodeError::Malformed { what, why: "arguments flag with empty arguments" });
     }
@@ -219,13 +225,11 @@ fn declare_args<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
         return Err(DecodeError::Malformed { what, why: "arguments larger than 65535 bytes" });
     }
     let args = c.bytes(n)?;
-    if super::table::Table::parse(args).is_err() {
-        return Err(DecodeError::Malformed { what, why: "arguments are not an AMQP field table" });
-    }
+    fieldtable::validate(args, table_depth_max).map_err(|err| DecodeError::Table { what, err })?;
     Ok(args)
 }
 
-fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeError> {
+fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Result<Cmd<'_>, DecodeError> {
     let what = op::name(opcode);
     let mut c = Cursor::new(body, what);
     // Every opcode rejects flags it does not define, so a frame has exactly
@@ -277,7 +281,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
         op::PONG => Cmd::Pong,
         op::DECLARE => {
             let queue = c.str8()?;
-            let args = if flags & op::DECLARE_HAS_ARGS != 0 { declare_args(&mut c)? } else { &[] };
+            let args = if flags & op::DECLARE_HAS_ARGS != 0 { declare_args(&mut c, table_depth_max)? } else { &[] };
             Cmd::Declare { flags, queue, args }
         }
         op::DELETE => Cmd::Delete { flags, queue: c.str8()? },
@@ -357,7 +361,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
 
 /// A `u32`-length-prefixed block (argument tables).
 fn table32<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
-    let n = c.u32()? as usize;
+    let n = c.len32()?;
     c.bytes(n)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod fieldtable;
 pub mod frame;
 pub mod header;
 pub mod op;

@@ -83,10 +83,11 @@ fn spans(raw: &[u8]) -> Result<(u16, Spans), PropsError> {
             continue;
         }
         let len = match kind {
-            Kind::ShortStr => 1 + *raw.get(at).ok_or(short.clone())? as usize,
+            Kind::ShortStr => 1 + usize::from(*raw.get(at).ok_or(short.clone())?),
             Kind::Table => {
-                let b = raw.get(at..at + 4).ok_or(short.clone())?;
-                4 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+                let b = raw.get(at..at.saturating_add(4)).ok_or(short.clone())?;
+                let n = usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])).map_err(|_| short.clone())?;
+                n.checked_add(4).ok_or(short.clone())?
             }
             Kind::Octet => 1,
             Kind::U64 => 8,
@@ -141,10 +142,14 @@ pub struct Props<'a> {
 }
 
 impl<'a> Props<'a> {
+    /// Parses a property list; its headers may nest up to
+    /// [`super::fieldtable::TABLE_DEPTH_CEILING`] levels.
     pub fn parse(raw: &'a [u8]) -> Result<Self, PropsError> {
         let (flags, spans) = spans(raw)?;
         let headers = match &spans[HEADERS] {
-            Some(r) => Some(Table::parse(&raw[r.start + 4..r.end])?),
+            // Reading, not admitting: any depth the broker may have accepted
+            // (its `table_depth_max` applied where the message came in).
+            Some(r) => Some(Table::parse_limited(&raw[r.start + 4..r.end], super::fieldtable::TABLE_DEPTH_CEILING)?),
             None => None,
         };
         Ok(Self { raw, flags, spans, headers })

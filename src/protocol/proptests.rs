@@ -151,9 +151,20 @@ fn entries() -> impl Strategy<Value = Vec<OwnedEntry>> {
     prop::collection::vec(entry(), 0..24)
 }
 
+/// Ascending, disjoint ranges (what `Ranges::parse` accepts): each starts
+/// a random gap after the last one ends; the last may reach `u64::MAX`.
 fn ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
-    prop::collection::vec((1..u64::MAX, any::<u64>()), 0..16)
-        .prop_map(|v| v.into_iter().map(|(a, len)| (a, a.saturating_add(len % 1000))).collect())
+    (1..u64::MAX, prop::collection::vec((any::<u64>(), any::<u64>()), 0..16)).prop_map(|(start, v)| {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut next = Some(start);
+        for (gap, len) in v {
+            let Some(a) = next else { break };
+            let b = a.saturating_add(len % 1000);
+            out.push((a, b));
+            next = b.checked_add(1).and_then(|n| n.checked_add(gap % 1_000_000));
+        }
+        out
+    })
 }
 
 /// Queue arguments: none, or a table of integers, strings and booleans

@@ -7,11 +7,9 @@
 //! A "raw table" here is a table's contents without its `u32` length
 //! prefix, as AMQP methods carry it after the prefix.
 
+pub use super::fieldtable::TableError;
+use super::fieldtable::{self, split_key, split_value, TABLE_DEPTH_MAX};
 use bytes::BufMut;
-
-/// How deep tables and arrays may nest: deeper input is refused rather
-/// than risking the stack on hostile bytes.
-pub const DEPTH_MAX: usize = 32;
 
 /// One field value with its AMQP type tag, so it re-encodes to the same
 /// bytes it was parsed from.
@@ -93,42 +91,23 @@ impl Value {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Table(pub Vec<(String, Value)>);
 
-/// Why bytes are not a field table.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad field table: {0}")]
-pub struct TableError(pub &'static str);
-
 type Result<T> = std::result::Result<T, TableError>;
 
-struct Rd<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.b.len() < n {
-            return Err(TableError("a field runs past the end of the table"));
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
-    }
-
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.arr()?))
-    }
-}
-
 impl Table {
-    /// Parses a raw table (no length prefix).
+    /// Parses a raw table (no length prefix), nesting at most
+    /// [`TABLE_DEPTH_MAX`] levels.
     pub fn parse(raw: &[u8]) -> Result<Table> {
-        parse_table(raw, 0)
+        Self::parse_limited(raw, TABLE_DEPTH_MAX)
+    }
+
+    /// Parses a raw table nesting at most `depth_max` levels (the broker's
+    /// `table_depth_max`). The walker validates it first, iteratively; the
+    /// build below then recurses at most `depth_max` times, and
+    /// `depth_max` is at most [`fieldtable::TABLE_DEPTH_CEILING`].
+    pub fn parse_limited(raw: &[u8], depth_max: usize) -> Result<Table> {
+        let depth_max = depth_max.min(fieldtable::TABLE_DEPTH_CEILING);
+        fieldtable::validate(raw, depth_max)?;
+        build_table(raw)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -162,78 +141,65 @@ impl Table {
     }
 }
 
-fn parse_table(raw: &[u8], depth: usize) -> Result<Table> {
-    if depth > DEPTH_MAX {
-        return Err(TableError("tables nested too deep"));
-    }
-    let mut r = Rd { b: raw };
+/// Builds a validated table; recursion is bounded by the depth it was
+/// validated with.
+fn build_table(raw: &[u8]) -> Result<Table> {
+    let mut rest = raw;
     let mut t = Vec::new();
-    while !r.b.is_empty() {
-        let n = r.take(1)?[0] as usize;
-        let key = std::str::from_utf8(r.take(n)?).map_err(|_| TableError("a key is not UTF-8"))?;
-        let v = parse_value(&mut r, depth)?;
-        t.push((key.to_string(), v));
+    while !rest.is_empty() {
+        let (key, r) = split_key(rest)?;
+        let key = std::str::from_utf8(key).map_err(|_| TableError::KeyNotUtf8)?;
+        let (kind, v, r) = split_value(r)?;
+        rest = r;
+        t.push((key.to_string(), build_value(kind, v)?));
     }
     Ok(Table(t))
 }
 
-fn parse_value(r: &mut Rd<'_>, depth: usize) -> Result<Value> {
-    let kind = r.take(1)?[0];
+fn arr<const N: usize>(v: &[u8]) -> Result<[u8; N]> {
+    v.try_into().map_err(|_| TableError::Truncated)
+}
+
+/// One value from its type and bytes as `split_value` returned them.
+fn build_value(kind: u8, v: &[u8]) -> Result<Value> {
     Ok(match kind {
-        b't' => Value::Bool(r.take(1)?[0] != 0),
-        b'b' => Value::I8(i8::from_be_bytes(r.arr()?)),
-        b'B' => Value::U8(r.take(1)?[0]),
-        b's' => Value::I16(i16::from_be_bytes(r.arr()?)),
-        b'u' => Value::U16(u16::from_be_bytes(r.arr()?)),
-        b'I' => Value::I32(i32::from_be_bytes(r.arr()?)),
-        b'i' => Value::U32(u32::from_be_bytes(r.arr()?)),
-        b'l' => Value::I64(i64::from_be_bytes(r.arr()?)),
-        b'L' => Value::U64(u64::from_be_bytes(r.arr()?)),
-        b'f' => Value::F32(f32::from_be_bytes(r.arr()?)),
-        b'd' => Value::F64(f64::from_be_bytes(r.arr()?)),
+        b't' => Value::Bool(arr::<1>(v)?[0] != 0),
+        b'b' => Value::I8(i8::from_be_bytes(arr(v)?)),
+        b'B' => Value::U8(arr::<1>(v)?[0]),
+        b's' => Value::I16(i16::from_be_bytes(arr(v)?)),
+        b'u' => Value::U16(u16::from_be_bytes(arr(v)?)),
+        b'I' => Value::I32(i32::from_be_bytes(arr(v)?)),
+        b'i' => Value::U32(u32::from_be_bytes(arr(v)?)),
+        b'l' => Value::I64(i64::from_be_bytes(arr(v)?)),
+        b'L' => Value::U64(u64::from_be_bytes(arr(v)?)),
+        b'f' => Value::F32(f32::from_be_bytes(arr(v)?)),
+        b'd' => Value::F64(f64::from_be_bytes(arr(v)?)),
         b'D' => {
-            let [scale, a, b, c, d] = r.arr()?;
+            let [scale, a, b, c, d] = arr(v)?;
             Value::Decimal(scale, u32::from_be_bytes([a, b, c, d]))
         }
-        b'S' | b'x' => {
-            let n = r.u32()? as usize;
-            let bytes = r.take(n)?.to_vec();
-            if kind == b'S' {
-                Value::LongStr(bytes)
-            } else {
-                Value::Bytes(bytes)
-            }
-        }
-        b'T' => Value::Timestamp(u64::from_be_bytes(r.arr()?)),
-        b'F' => {
-            let n = r.u32()? as usize;
-            Value::Table(parse_table(r.take(n)?, depth + 1)?)
-        }
+        b'S' => Value::LongStr(v.to_vec()),
+        b'x' => Value::Bytes(v.to_vec()),
+        b'T' => Value::Timestamp(u64::from_be_bytes(arr(v)?)),
+        b'F' => Value::Table(build_table(v)?),
         b'A' => {
-            if depth >= DEPTH_MAX {
-                return Err(TableError("arrays nested too deep"));
-            }
-            let n = r.u32()? as usize;
-            let mut a = Rd { b: r.take(n)? };
             let mut items = Vec::new();
-            while !a.b.is_empty() {
-                items.push(parse_value(&mut a, depth + 1)?);
+            let mut rest = v;
+            while !rest.is_empty() {
+                let (k, item, r) = split_value(rest)?;
+                rest = r;
+                items.push(build_value(k, item)?);
             }
             Value::Array(items)
         }
         b'V' => Value::Void,
-        _ => return Err(TableError("unknown field type")),
+        other => return Err(TableError::UnknownType(other)),
     })
 }
 
+/// Keys are short strings: longer ones are cut at a char boundary.
 fn put_key(out: &mut Vec<u8>, k: &str) {
-    // Keys are short strings: longer ones are cut at a char boundary.
-    let mut end = k.len().min(255);
-    while !k.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.put_u8(end as u8);
-    out.put_slice(&k.as_bytes()[..end]);
+    fieldtable::put_shortstr(out, k);
 }
 
 fn put_long(out: &mut Vec<u8>, b: &[u8]) {
@@ -412,13 +378,15 @@ mod tests {
         assert!(Table::parse(&[1, b'a', b'Z']).is_err());
         assert!(Table::parse(&[1, b'a', b'S', 0, 0, 0, 9]).is_err());
         assert!(Table::parse(&[5, b'a']).is_err());
-        // Arrays nested past DEPTH_MAX.
+        // Arrays nested past TABLE_DEPTH_MAX.
         let mut v = Value::Void;
-        for _ in 0..DEPTH_MAX + 2 {
+        for _ in 0..TABLE_DEPTH_MAX {
             v = Value::Array(vec![v]);
         }
         let raw = Table(vec![("deep".into(), v)]).encode();
-        assert!(Table::parse(&raw).is_err());
+        assert_eq!(Table::parse(&raw), Err(TableError::TooDeep { max: TABLE_DEPTH_MAX }));
+        assert!(Table::parse_limited(&raw, TABLE_DEPTH_MAX + 1).is_ok());
+        assert_eq!(Table::parse(&[1, 0xff, b'V']), Err(TableError::KeyNotUtf8));
         for cut in 0..raw.len() {
             let _ = Table::parse(&raw[..cut]);
         }

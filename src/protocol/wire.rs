@@ -52,19 +52,26 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    /// A `u32` length as a `usize`, checked (never truncated where
+    /// `usize` is narrower); `bytes` then checks it against the body.
+    pub fn len32(&mut self) -> Result<usize, DecodeError> {
+        let n = self.u32()?;
+        usize::try_from(n).map_err(|_| self.bad("length does not fit this platform"))
+    }
+
     fn utf8(&self, b: &'a [u8]) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(b).map_err(|_| self.bad("string is not UTF-8"))
     }
 
     /// A string with a one-byte length (queue names: at most 255 bytes).
     pub fn str8(&mut self) -> Result<&'a str, DecodeError> {
-        let n = self.u8()? as usize;
+        let n = usize::from(self.u8()?);
         let b = self.bytes(n)?;
         self.utf8(b)
     }
 
     pub fn str16(&mut self) -> Result<&'a str, DecodeError> {
-        let n = self.u16()? as usize;
+        let n = usize::from(self.u16()?);
         let b = self.bytes(n)?;
         self.utf8(b)
     }

@@ -14,14 +14,15 @@
 use super::route::Sink;
 use super::small::SmallVec;
 use super::{BindingDef, Dest, RouteError};
-use crate::amqp::wire::{table_entries, table_get, Reader};
+use crate::protocol::fieldtable::{self, entries as table_entries, get as table_get, split_key, split_long};
 
 /// The raw `headers` field table (length prefix excluded) of AMQP
 /// basic-properties bytes (flags then property list, as in a content
 /// header), or None if there is none or the properties do not parse.
+/// Only the table's top level is checked: that is all matching reads
+/// (nested values compare as raw bytes), and it costs no depth.
 pub fn headers_of(props: &[u8]) -> Option<&[u8]> {
-    let mut r = Reader::new(props);
-    let flags = r.u16().ok()?;
+    let (flags, mut rest) = split_u16(props)?;
     if flags & (1 << 13) == 0 {
         return None;
     }
@@ -29,27 +30,32 @@ pub fn headers_of(props: &[u8]) -> Option<&[u8]> {
     // the continuation words, but the property list starts after them.
     let mut more = flags;
     while more & 1 != 0 {
-        more = r.u16().ok()?;
+        (more, rest) = split_u16(rest)?;
     }
     if flags & (1 << 15) != 0 {
-        r.shortstr_bytes().ok()?; // content-type
+        rest = split_key(rest).ok()?.1; // content-type
     }
     if flags & (1 << 14) != 0 {
-        r.shortstr_bytes().ok()?; // content-encoding
+        rest = split_key(rest).ok()?.1; // content-encoding
     }
-    r.table().ok()
+    let (raw, _) = split_long(rest).ok()?;
+    fieldtable::validate_top(raw).ok()?;
+    Some(raw)
+}
+
+fn split_u16(b: &[u8]) -> Option<(u16, &[u8])> {
+    let (head, rest) = b.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*head), rest))
 }
 
 /// Checks that `raw` is a well-formed field table (length prefix excluded),
-/// so that later walks with `table_entries` see every entry.
+/// so that later walks with `table_entries` see every entry. Arguments
+/// were held to the broker's `table_depth_max` where they came in (a
+/// connection); here any depth up to the ceiling is well formed, so stored
+/// definitions load whatever the limit is now.
 pub(crate) fn check_table(raw: &[u8]) -> Result<(), RouteError> {
-    let mut r = Reader::new(raw);
-    while !r.rest().is_empty() {
-        if r.shortstr_bytes().and_then(|_| r.value()).is_err() {
-            return Err(RouteError::BadArgument("malformed argument table".into()));
-        }
-    }
-    Ok(())
+    fieldtable::validate(raw, fieldtable::TABLE_DEPTH_CEILING)
+        .map_err(|e| RouteError::BadArgument(format!("malformed argument table: {e}")))
 }
 
 /// A field value, normalised for comparison.
@@ -71,7 +77,7 @@ fn be<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
 }
 
 /// Normalises a value from `Reader::value` (type octet and value bytes).
-/// Types follow RabbitMQ's table dialect, as `amqp::wire` does.
+/// Types follow RabbitMQ's table dialect, as `protocol::fieldtable` does.
 pub(crate) fn value(kind: u8, v: &[u8]) -> Value<'_> {
     let int = match kind {
         b'b' => be::<1>(v).map(|b| i64::from(i8::from_be_bytes(b))),
@@ -225,7 +231,7 @@ pub(crate) fn test_table(entries: &[(&str, u8, &[u8])]) -> bytes::Bytes {
     use bytes::BufMut;
     let mut b = bytes::BytesMut::new();
     for (k, kind, v) in entries {
-        crate::amqp::wire::put_shortstr(&mut b, k);
+        crate::protocol::fieldtable::put_shortstr(&mut b, k);
         b.put_u8(*kind);
         if matches!(kind, b'S' | b'x') {
             b.put_u32(v.len() as u32);
@@ -239,7 +245,7 @@ pub(crate) fn test_table(entries: &[(&str, u8, &[u8])]) -> bytes::Bytes {
 mod tests {
     use super::test_table as table;
     use super::*;
-    use crate::amqp::wire::put_shortstr;
+    use crate::protocol::fieldtable::put_shortstr;
     use crate::routing::route::collect;
     use bytes::{BufMut, BytesMut};
 
@@ -325,7 +331,6 @@ mod tests {
         p.put_slice(&hdrs);
         p.put_u8(2);
         assert_eq!(headers_of(&p), Some(&hdrs[..]));
-        assert_eq!(crate::amqp::method::delivery_mode(&p), Ok(2));
         // No headers flag; a truncated table; continued flags.
         assert_eq!(headers_of(&[0x90, 0, 1, b't', 2]), None);
         assert_eq!(headers_of(&p[..p.len() - 3]), None);

@@ -30,7 +30,6 @@ mod tests;
 #[cfg(test)]
 mod topic_tests;
 
-use crate::amqp::method::code;
 use bytes::Bytes;
 use std::fmt;
 use std::str::FromStr;
@@ -111,7 +110,7 @@ impl ExchangeDef {
     /// The `alternate-exchange` argument of a declare, as RabbitMQ reads it
     /// (a long string), to fill `alternate` from `args`.
     pub fn alternate_from_args(args: &[u8]) -> Option<String> {
-        match crate::amqp::wire::table_get(args, "alternate-exchange") {
+        match crate::protocol::fieldtable::get(args, "alternate-exchange") {
             Some((b'S', name)) => std::str::from_utf8(name).ok().map(str::to_string),
             _ => None,
         }
@@ -161,8 +160,8 @@ pub enum Change {
     QueueGone(String),
 }
 
-/// Why a change or a routing decision was refused. Each maps to the AMQP
-/// reply code RabbitMQ uses for it ([`RouteError::amqp_code`]).
+/// Why a change or a routing decision was refused. The connection layers
+/// map it to their codes (`server::shard::routing::route_error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error("no exchange '{0}'")]
@@ -178,16 +177,4 @@ pub enum RouteError {
     BadArgument(String),
     #[error("unknown exchange type '{0}'")]
     UnknownKind(String),
-}
-
-impl RouteError {
-    /// The AMQP 0-9-1 reply code for a channel close.
-    pub fn amqp_code(&self) -> u16 {
-        match self {
-            RouteError::NotFound(_) => code::NOT_FOUND,
-            RouteError::Mismatch(_) | RouteError::BadArgument(_) => code::PRECONDITION_FAILED,
-            RouteError::AccessRefused(_) => code::ACCESS_REFUSED,
-            RouteError::UnknownKind(_) => code::COMMAND_INVALID,
-        }
-    }
 }

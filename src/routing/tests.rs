@@ -50,7 +50,7 @@ fn a_new_table_has_the_standard_exchanges() {
     assert_eq!(t.exchange("amq.match").map(|d| d.kind), Some(ExchangeKind::Headers));
     assert_eq!(t.bindings().count(), 0);
     assert_eq!("topic".parse(), Ok(ExchangeKind::Topic));
-    assert_eq!("x-delayed".parse::<ExchangeKind>().map_err(|e| e.amqp_code()), Err(503));
+    assert!(matches!("x-delayed".parse::<ExchangeKind>(), Err(RouteError::UnknownKind(k)) if k == "x-delayed"));
     assert_eq!(ExchangeKind::Headers.as_str(), "headers");
     let args = test_table(&[("x-other", b't', &[1]), ("alternate-exchange", b'S', b"ae")]);
     assert_eq!(ExchangeDef::alternate_from_args(&args).as_deref(), Some("ae"));
@@ -117,7 +117,6 @@ fn headers_exchange_through_the_table() {
     let v = t.version();
     let r = t.apply(&Change::Bind(bad));
     assert!(matches!(r, Err(RouteError::BadArgument(_))));
-    assert_eq!(r.map_err(|e| e.amqp_code()), Err(406));
     assert_eq!((t.version(), t.bindings().count()), (v, 2));
     // Unbinding one leaves the other.
     t.apply(&Change::Unbind(b)).unwrap();

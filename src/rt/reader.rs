@@ -112,11 +112,22 @@ impl FrameReader {
 pub fn for_each_frame<E>(
     chunk: &Bytes,
     frame_bytes_max: usize,
+    f: impl FnMut(Frame<'_>) -> Result<(), E>,
+) -> Result<usize, Result<E, DecodeError>> {
+    for_each_frame_limited(chunk, frame_bytes_max, protocol::fieldtable::TABLE_DEPTH_MAX, f)
+}
+
+/// [`for_each_frame`] with the broker's `table_depth_max` for the field
+/// tables the decoder checks (Declare arguments).
+pub fn for_each_frame_limited<E>(
+    chunk: &Bytes,
+    frame_bytes_max: usize,
+    table_depth_max: usize,
     mut f: impl FnMut(Frame<'_>) -> Result<(), E>,
 ) -> Result<usize, Result<E, DecodeError>> {
     let mut off = 0;
     loop {
-        match protocol::decode(&chunk[off..], frame_bytes_max) {
+        match protocol::frame::decode_limited(&chunk[off..], frame_bytes_max, table_depth_max) {
             Ok(Decoded::Incomplete) => return Ok(off),
             Ok(Decoded::Frame(frame, len)) => {
                 f(frame).map_err(Ok)?;

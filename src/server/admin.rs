@@ -6,7 +6,7 @@
 use super::http::{admin_on_owner, close_connection, json_array};
 use super::shard::Shard;
 use super::stats::{AdminReq, QueueStats};
-use crate::amqp::wire::{table_entries, Reader};
+use crate::protocol::fieldtable::{entries, items, TABLE_DEPTH_CEILING};
 use crate::protocol::op;
 use crate::routing::Dest;
 use serde_json::{json, Value};
@@ -124,14 +124,23 @@ pub fn bindings_json(shard: &Shard) -> Value {
 /// An AMQP field table (validated) as JSON: numbers, strings, booleans,
 /// nested tables and arrays; other types as their raw bytes in hex.
 pub fn table_json(raw: &[u8]) -> Value {
+    table_json_at(raw, 1)
+}
+
+/// Recursion is bounded: past the deepest table the broker can accept, a
+/// value is shown as a note (stored bytes are not trusted blindly).
+fn table_json_at(raw: &[u8], depth: usize) -> Value {
     let mut m = serde_json::Map::new();
-    for (k, kind, v) in table_entries(raw) {
-        m.insert(String::from_utf8_lossy(k).into_owned(), value_json(kind, v));
+    for (k, kind, v) in entries(raw) {
+        m.insert(String::from_utf8_lossy(k).into_owned(), value_json(kind, v, depth + 1));
     }
     Value::Object(m)
 }
 
-fn value_json(kind: u8, v: &[u8]) -> Value {
+fn value_json(kind: u8, v: &[u8], depth: usize) -> Value {
+    if matches!(kind, b'F' | b'A') && depth > TABLE_DEPTH_CEILING {
+        return Value::String("(nested too deep)".into());
+    }
     let int = |b: &[u8]| -> i64 {
         match (kind, b.len()) {
             (b'b', 1) => i64::from(b[0] as i8),
@@ -148,15 +157,8 @@ fn value_json(kind: u8, v: &[u8]) -> Value {
         b't' => Value::Bool(v.first().is_some_and(|b| *b != 0)),
         b'b' | b'B' | b's' | b'u' | b'I' | b'i' | b'l' | b'L' | b'T' => json!(int(v)),
         b'S' | b'x' => Value::String(String::from_utf8_lossy(v).into_owned()),
-        b'F' => table_json(v),
-        b'A' => {
-            let mut r = Reader::new(v);
-            let mut items = Vec::new();
-            while let Ok((k, item)) = r.value() {
-                items.push(value_json(k, item));
-            }
-            Value::Array(items)
-        }
+        b'F' => table_json_at(v, depth),
+        b'A' => Value::Array(items(v).map(|(k, item)| value_json(k, item, depth + 1)).collect()),
         b'V' => Value::Null,
         _ => Value::String(v.iter().map(|b| format!("{b:02x}")).collect()),
     }

@@ -42,6 +42,11 @@ pub struct Config {
     pub frame_bytes_max: u32,
     /// Largest message body plus properties.
     pub message_bytes_max: u32,
+    /// Levels an AMQP field table may nest (client properties, queue,
+    /// exchange and binding arguments, message headers; the outermost
+    /// table is level 1). Deeper input closes the connection: AMQP 502
+    /// SYNTAX_ERROR, native fatal `TableTooDeep`. 1..=255.
+    pub table_depth_max: u32,
     /// Open connections per shard.
     pub connections_per_shard_max: u32,
     /// Queues owned by one shard.
@@ -119,6 +124,7 @@ impl Default for Config {
             log_filter: "info".into(),
             frame_bytes_max: 4 << 20,
             message_bytes_max: 1 << 20,
+            table_depth_max: crate::protocol::fieldtable::TABLE_DEPTH_MAX as u32,
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
             queue_messages_max: 100_000_000,
@@ -195,6 +201,9 @@ impl Config {
         check(m >= 1 && u64::from(m) + 1024 <= u64::from(f), "message_bytes_max", || {
             format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
         })?;
+        let d = self.table_depth_max;
+        let ceiling = crate::protocol::fieldtable::TABLE_DEPTH_CEILING;
+        check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
         let positive: [(&'static str, u64); 11] = [
             ("publish_pause_messages", self.publish_pause_messages),
             ("publish_pause_bytes", self.publish_pause_bytes),
@@ -276,6 +285,16 @@ mod tests {
         let c = Config::from_toml("message_bytes_max = 9000000\nframe_bytes_max = 4096").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("message_bytes_max"), "{e}");
+    }
+
+    #[test]
+    fn table_depth_is_checked() {
+        for bad in ["table_depth_max = 0", "table_depth_max = 256"] {
+            let e = Config::from_toml(bad).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains("table_depth_max"), "{e}");
+        }
+        Config::from_toml("table_depth_max = 255").unwrap().validate().unwrap();
+        assert_eq!(Config::default().table_depth_max, 32);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::shard::{ConnSink, Shard};
 use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
 use crate::routing::{BindingDef, Dest};
-use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
+use crate::rt::reader::{for_each_frame_limited, FrameReader, ReadError};
 use crate::rt::Outbox;
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncRead;
@@ -255,7 +255,8 @@ impl NativeConn {
                 Ok(c) => c,
                 Err(e) => return self.read_failed(e),
             };
-            let used = for_each_frame(&chunk, reader.frame_bytes_max(), |f| {
+            let depth = usize::try_from(self.shard.config.table_depth_max).unwrap_or(usize::MAX);
+            let used = for_each_frame_limited(&chunk, reader.frame_bytes_max(), depth, |f| {
                 let rid = f.request_id;
                 match self.on_frame(&chunk, f) {
                     Err(e) if !e.code.is_fatal() => {
@@ -366,7 +367,7 @@ impl NativeConn {
                 if flags & op::EXCHANGE_PASSIVE != 0 {
                     shard.check_exchange(me, rid, exchange);
                 } else {
-                    check_table(args).map_err(|e| refused(rid, e))?;
+                    check_table(args, shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
                     let def = exchange_def(
                         exchange,
                         kind,
@@ -474,7 +475,7 @@ impl NativeConn {
         unbind: bool,
     ) -> Result<(), Fatal> {
         let (source, destination, key) = names;
-        check_table(args).map_err(|e| refused(rid, e))?;
+        check_table(args, self.shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
         check_exchange_name(source).map_err(|e| refused(rid, e))?;
         let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
             check_exchange_name(destination).map_err(|e| refused(rid, e))?;

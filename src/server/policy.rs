@@ -96,7 +96,11 @@ impl QueueArgs {
         if raw.is_empty() {
             return Ok(a);
         }
-        let t = Table::parse(raw).map_err(|e| invalid(queue, "arguments", e))?;
+        // Held to `table_depth_max` where they came in (the connection's
+        // decode); any depth the broker could accept parses here, so
+        // stored queues recover whatever the limit is now.
+        let t = Table::parse_limited(raw, crate::protocol::fieldtable::TABLE_DEPTH_CEILING)
+            .map_err(|e| invalid(queue, "arguments", e))?;
         for (key, v) in &t.0 {
             let k = key.as_str();
             match k {

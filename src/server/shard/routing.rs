@@ -4,6 +4,7 @@
 //! owner's side of every change to the table (see `docs/routing.md`).
 
 use super::{bump, Shard};
+use crate::protocol::fieldtable::{self, TableError};
 use crate::protocol::{Entries, ErrorCode};
 use crate::routing::{headers_of, BindingDef, Change, Dest, ExchangeDef, ExchangeKind, RouteError, RoutingTable};
 use crate::rt::Notify;
@@ -128,18 +129,19 @@ pub fn check_exchange_name(name: &str) -> Result<(), QueueError> {
     }
 }
 
-/// Checks that `args` is a well-formed AMQP field table.
-pub fn check_table(args: &[u8]) -> Result<(), QueueError> {
-    let mut framed = Vec::with_capacity(4 + args.len());
-    framed.extend_from_slice(&(args.len() as u32).to_be_bytes());
-    framed.extend_from_slice(args);
-    crate::amqp::wire::Reader::new(&framed).table().map(|_| ()).map_err(|e| {
-        QueueError::new(ErrorCode::InvalidArgument, format!("arguments are not a valid field table: {}", e.0))
+/// Checks that `args` (native ExchangeDeclare or Bind arguments) is a
+/// well-formed AMQP field table nesting at most `depth_max` levels. Too
+/// deep is fatal (`TableTooDeep`); otherwise malformed is refused.
+pub fn check_table(args: &[u8], depth_max: u32) -> Result<(), QueueError> {
+    let depth_max = usize::try_from(depth_max).unwrap_or(usize::MAX);
+    fieldtable::validate(args, depth_max).map_err(|e| match e {
+        TableError::TooDeep { .. } => QueueError::new(ErrorCode::TableTooDeep, format!("arguments: {e}")),
+        _ => QueueError::new(ErrorCode::InvalidArgument, format!("arguments are not a valid field table: {e}")),
     })
 }
 
 fn alternate_of(args: &[u8]) -> Result<Option<&str>, QueueError> {
-    match crate::amqp::wire::table_get(args, "alternate-exchange") {
+    match fieldtable::get(args, "alternate-exchange") {
         None => Ok(None),
         Some((b'S', v)) => std::str::from_utf8(v)
             .map(Some)
