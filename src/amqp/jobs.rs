@@ -50,6 +50,7 @@ impl AmqpConn {
         match job {
             Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
             Job::PublishTo { rid, opts, exchange, key, entries, count } => {
+                self.published.set(true);
                 let full = self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count);
                 if full.is_some() && self.st.borrow().consumers.is_empty() {
                     *self.paused_on.borrow_mut() = full;
@@ -60,6 +61,7 @@ impl AmqpConn {
             Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
             Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
             Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
+                self.published.set(true);
                 if owner == self.shard.id {
                     let Ok(parsed) = Entries::parse(&entries, count) else {
                         tracing::error!("AMQP publish batch failed validation (bug)");

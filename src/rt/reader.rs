@@ -42,6 +42,12 @@ impl FrameReader {
         self.frame_bytes_max
     }
 
+    /// Memory the read buffer holds (its capacity; a chunk handed out is
+    /// counted by whoever keeps it).
+    pub fn held_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Reads until at least one whole frame is buffered and returns the
     /// buffered bytes as a chunk. Hand back what was not used with
     /// [`FrameReader::keep`]. `timeout(buffered)` bounds each read.

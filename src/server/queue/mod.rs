@@ -70,6 +70,9 @@ pub struct Queue {
     pub timer_at: Option<u64>,
     /// Ready messages whose entry is on disk only (`spill.rs`).
     pub spill: spill::SpillState,
+    /// The bytes the shard last counted for this queue against the memory
+    /// alarm (`shard/alarm.rs`).
+    pub alarm_accounted: u64,
 }
 
 /// Where dispatch hands each consumer's share: owner, consumer id, first tag.
@@ -95,6 +98,7 @@ impl Queue {
             last_used: 0,
             timer_at: None,
             spill: spill::SpillState::default(),
+            alarm_accounted: 0,
         }
     }
 
@@ -128,6 +132,11 @@ impl Queue {
 
     pub fn unacked_len(&self) -> usize {
         self.consumers.iter().map(|c| c.unacked_live as usize).sum()
+    }
+
+    /// Entry bytes of the messages delivered and not acked yet.
+    pub fn unacked_bytes(&self) -> u64 {
+        self.consumers.iter().map(|c| c.unacked_bytes).sum()
     }
 
     pub fn consumer_count(&self) -> usize {
