@@ -10,6 +10,10 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 use std::time::Duration;
 
 const READ_BYTES: usize = 64 * 1024;
+/// Frames above this are read to their end and no further (see `fill`);
+/// smaller ones share reads of `READ_BYTES`, wasting at most this much of
+/// a chunk on a partial frame.
+const LARGE_FRAME_BYTES: usize = READ_BYTES / 4;
 
 #[derive(Debug)]
 pub enum ReadError {
@@ -63,7 +67,18 @@ impl FrameReader {
                     return Ok(self.buf.split().freeze());
                 }
             }
-            let want = need.unwrap_or(0).saturating_sub(self.buf.len()).max(READ_BYTES);
+            let want = match need {
+                // A large frame: read up to its end only, into a buffer of
+                // exactly that size. Messages keep their chunk alive until
+                // acked, so bytes read past the frame (the start of the
+                // next one, copied out by `keep`) and a doubled buffer's
+                // spare half would be held with them: with 64 KiB frames
+                // that doubled the memory a backlog held.
+                Some(n) if n > LARGE_FRAME_BYTES => n - self.buf.len(),
+                Some(n) => (n - self.buf.len()).max(READ_BYTES),
+                None => READ_BYTES,
+            };
+            self.make_room(want);
             let n = self.read_some(r, want, timeout(!self.buf.is_empty())).await?;
             if n == 0 {
                 return Err(if self.buf.is_empty() {
@@ -73,6 +88,18 @@ impl FrameReader {
                 });
             }
         }
+    }
+
+    /// Grows the buffer to hold `want` more bytes with one allocation of
+    /// exactly that size (`BytesMut` would double it).
+    fn make_room(&mut self, want: usize) {
+        let len = self.buf.len();
+        if self.buf.capacity() - len >= want {
+            return;
+        }
+        let mut grown = BytesMut::with_capacity(len + want);
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
     }
 
     /// Returns the unused tail of a chunk (a partial frame) to the buffer.

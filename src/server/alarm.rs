@@ -11,8 +11,9 @@
 //!   buffers of its connections), stored whenever a queue settles and by
 //!   its tick (`Shard::run_alarm_tick`) every [`CHECK_PERIOD`];
 //! - one monitor thread ([`Alarms::spawn_monitor`]) owns the decision:
-//!   every [`CHECK_PERIOD`] it sums the slots, reads the process RSS from
-//!   `/proc/self/statm` and the free space with `statvfs`, and sets
+//!   every [`DECIDE_PERIOD`] it sums the slots, every [`CHECK_PERIOD`] it
+//!   also reads the process RSS from `/proc/self/statm` and the free space
+//!   with `statvfs`, and it sets
 //!   [`Alarms::active`]; it logs one line when an alarm is raised and one
 //!   when it clears;
 //! - a connection reads `active` (one relaxed load) after a read that
@@ -31,8 +32,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the monitor decides, and each shard publishes its figures.
+/// How often the monitor reads the process RSS and the free disk space,
+/// and each shard sums its connections' buffers.
 pub const CHECK_PERIOD: Duration = Duration::from_millis(100);
+/// How often the monitor decides, and shards look for a cleared alarm:
+/// summing the shards' slots is a few loads, and a publisher at 1 GB/s
+/// adds 10 MB past the watermark per period before it is stopped.
+pub const DECIDE_PERIOD: Duration = Duration::from_millis(10);
+/// Decisions per check of RSS and disk.
+const DECISIONS_PER_CHECK: u32 = (CHECK_PERIOD.as_millis() / DECIDE_PERIOD.as_millis()) as u32;
 
 /// `memory_high_watermark_bytes` when unset: this share of the memory the
 /// process may use (physical RAM, or a lower cgroup limit), as RabbitMQ's
@@ -198,35 +206,54 @@ impl Alarms {
         me.rss_baseline.store(baseline, Ordering::Relaxed);
         std::thread::Builder::new().name("ringmq-alarms".into()).spawn(move || {
             let mut m = Monitor::default();
+            let mut round = 0u32;
             while !stop.load(Ordering::SeqCst) {
-                me.check(&mut m);
-                std::thread::sleep(CHECK_PERIOD);
+                if round % DECISIONS_PER_CHECK == 0 {
+                    me.sample(&mut m);
+                }
+                me.decide(&m);
+                round = round.wrapping_add(1);
+                std::thread::sleep(DECIDE_PERIOD);
             }
         })
     }
 
-    /// One round of the monitor: read, decide, log the changes.
+    /// One round of the monitor: sample, decide.
+    #[cfg(test)]
     fn check(&self, m: &mut Monitor) {
-        let accounted: u64 = self.shard_bytes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
-        self.accounted.store(accounted, Ordering::Relaxed);
+        self.sample(m);
+        self.decide(m);
+    }
+
+    /// Reads the RSS and the free disk space (statvfs); cross-checks the
+    /// RSS against the accounted memory.
+    fn sample(&self, m: &mut Monitor) {
         let rss = rss_bytes().unwrap_or(0);
         self.rss.store(rss, Ordering::Relaxed);
-        let free = match disk_free_bytes(&self.data_dir) {
+        match disk_free_bytes(&self.data_dir) {
             Ok(f) => {
                 m.disk_error_logged = false;
-                Some(f)
+                m.disk_known = true;
+                self.disk_free.store(f, Ordering::Relaxed);
             }
             Err(e) => {
                 if !m.disk_error_logged {
                     tracing::warn!(path = %self.data_dir.display(), error = %e, "statvfs failed; the disk alarm keeps its state");
                     m.disk_error_logged = true;
                 }
-                None
+                m.disk_known = false;
             }
-        };
-        if let Some(f) = free {
-            self.disk_free.store(f, Ordering::Relaxed);
         }
+        let accounted = self.accounted.load(Ordering::Relaxed);
+        self.cross_check(m, rss, accounted, self.memory_limit.load(Ordering::Relaxed));
+    }
+
+    /// Sums the shards' slots, compares with the limits, and logs what
+    /// changed.
+    fn decide(&self, m: &Monitor) {
+        let accounted: u64 = self.shard_bytes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        self.accounted.store(accounted, Ordering::Relaxed);
+        let free = self.disk_free.load(Ordering::Relaxed);
         let mem_limit = self.memory_limit.load(Ordering::Relaxed);
         let disk_limit = self.disk_limit.load(Ordering::Relaxed);
         let was = self.active();
@@ -234,24 +261,23 @@ impl Alarms {
         if accounted > mem_limit {
             now |= MEMORY;
         }
-        let disk_low = match free {
-            Some(f) => f < disk_limit,
-            None => was & DISK != 0,
-        };
+        let disk_low = if m.disk_known { free < disk_limit } else { was & DISK != 0 };
         if disk_low {
             now |= DISK;
         }
         if now != was {
             self.active.store(now, Ordering::Relaxed);
-            log_changes(was, now, accounted, mem_limit, free.unwrap_or(0), disk_limit);
+            log_changes(was, now, accounted, mem_limit, free, disk_limit);
         }
-        self.cross_check(m, rss, accounted, mem_limit);
     }
 
     /// Warns (once until it falls back) when the process grew by more than
     /// the watermark since start while the accounted memory stayed under
     /// it: memory the alarm does not see.
     fn cross_check(&self, m: &mut Monitor, rss: u64, accounted: u64, limit: u64) {
+        if rss == 0 {
+            return;
+        }
         let grown = rss.saturating_sub(self.rss_baseline.load(Ordering::Relaxed));
         let unseen = grown > limit && accounted <= limit;
         if unseen && !m.rss_warned {
@@ -274,6 +300,8 @@ pub const MIN_WATERMARK_BYTES: u64 = 1 << 20;
 /// The monitor thread's own state.
 #[derive(Default)]
 struct Monitor {
+    /// The last statvfs worked (`disk_free` is current).
+    disk_known: bool,
     disk_error_logged: bool,
     rss_warned: bool,
 }

@@ -14,7 +14,7 @@
 //! cold records, and the allocator's own slack; the RSS cross-check in
 //! the monitor is there to show what these add up to.
 
-use super::super::alarm::{Alarms, CHECK_PERIOD};
+use super::super::alarm::{Alarms, CHECK_PERIOD, DECIDE_PERIOD};
 use super::super::queue::Queue;
 use super::super::types::Message;
 use super::Shard;
@@ -113,19 +113,25 @@ impl Shard {
         a.blocked.set(a.blocked.get().saturating_sub(1));
     }
 
-    /// The shard's alarm task: every `CHECK_PERIOD` sums its connections'
-    /// buffers, publishes its accounted bytes, and wakes the blocked
-    /// connections when no alarm is in effect (every tick, so an alarm
-    /// raised and cleared between two ticks loses no wake-up).
+    /// The shard's alarm task: every `DECIDE_PERIOD` it wakes the blocked
+    /// connections when no alarm is in effect (every time, so an alarm
+    /// raised and cleared in between loses no wake-up); every
+    /// `CHECK_PERIOD` it sums its connections' buffers and publishes its
+    /// accounted bytes.
     pub async fn run_alarm_tick(self: Rc<Self>) {
+        let mut next_sum = std::time::Instant::now();
         loop {
-            let held: u64 = self.conns.borrow().values().map(|c| c.held_bytes() as u64).sum();
-            self.alarm.conn_bytes.set(held);
-            self.publish_accounted();
-            if !self.alarm_in_effect() {
+            let now = std::time::Instant::now();
+            if now >= next_sum {
+                let held: u64 = self.conns.borrow().values().map(|c| c.held_bytes() as u64).sum();
+                self.alarm.conn_bytes.set(held);
+                self.publish_accounted();
+                next_sum = now + CHECK_PERIOD;
+            }
+            if !self.alarm_in_effect() && self.alarm.blocked.get() > 0 {
                 self.alarm.clear.notify();
             }
-            glommio::timer::sleep(CHECK_PERIOD).await;
+            glommio::timer::sleep(DECIDE_PERIOD).await;
         }
     }
 }
