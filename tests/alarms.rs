@@ -396,3 +396,77 @@ fn disk_alarm_blocks_publishers_until_the_limit_is_set_back() {
     c.expect_deliveries(cid, 4);
     p.ping();
 }
+
+/// Waits until `f` holds, polling (the client's reader task updates the
+/// state it reads).
+async fn until(what: &str, f: impl Fn() -> bool) {
+    common::within(what, STEP, async {
+        while !f() {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+#[test]
+fn client_library_reports_blocked_and_unblocked() {
+    use ringmq::client::{blocking, Client, ClientOptions, ProducerOptions};
+    let _serial = serial();
+    let b = TestBroker::start_with(2, |c| c.disk_free_limit_bytes = 1 << 60);
+    wait_alarm(b.native, "disk", "disk alarm at start", |r| r["alarm"] == true);
+    let opts = ClientOptions { url: b.url(), ..Default::default() };
+    let native = b.native;
+    let o = opts.clone();
+    common::run_local(common::TEST_DEADLINE, move || async move {
+        let c = Client::connect(o).await.unwrap();
+        let q = "alarm-client";
+        c.declare(q, false).await.unwrap();
+        let p = c.producer(q, ProducerOptions::default()).await.unwrap();
+        // Read and confirmed; then the connection is blocked.
+        p.send(b"first").await.unwrap();
+        until("Blocked", || p.blocked().is_some()).await;
+        assert!(p.blocked().unwrap().contains("disk alarm"), "{:?}", p.blocked());
+        let second = p.publish(b"second").await.unwrap();
+        p.flush().unwrap();
+        assert!(common::maybe_within(Duration::from_millis(300), second).await.is_none(), "not read while blocked");
+        admin(native, op::ADMIN_SET_DISK_FREE_LIMIT, "0");
+        common::within("Unblocked", STEP, p.conn().wait_unblocked()).await;
+        assert_eq!(p.blocked(), None);
+        p.send(b"third").await.unwrap();
+        assert_eq!(c.declare_passive(q).await.unwrap(), 3, "all three are in");
+    });
+    admin(native, op::ADMIN_SET_DISK_FREE_LIMIT, &(1u64 << 60).to_string());
+    wait_alarm(native, "disk", "disk alarm again", |r| r["alarm"] == true);
+    let mut c = blocking::Client::connect(opts).unwrap();
+    let q = "alarm-blocking";
+    c.declare(q, false).unwrap();
+    let sub = c.subscribe(q, 10).unwrap();
+    c.publish(q, &[b"one"], false).unwrap();
+    let end = Instant::now() + STEP;
+    while c.blocked().is_none() {
+        assert!(Instant::now() < end, "the blocking client never heard Blocked");
+        c.recv(&sub, Duration::from_millis(50)).unwrap();
+    }
+    assert!(c.blocked().unwrap().contains("disk alarm"));
+    admin(native, op::ADMIN_SET_DISK_FREE_LIMIT, "0");
+    let end = Instant::now() + STEP;
+    while c.blocked().is_some() {
+        assert!(Instant::now() < end, "the blocking client never heard Unblocked");
+        c.recv(&sub, Duration::from_millis(50)).unwrap();
+    }
+    c.publish(q, &[b"two"], false).unwrap();
+}
+
+/// Blocked and Unblocked are the broker's to send: from a client they
+/// end the connection (the stream is not a client's).
+#[test]
+fn a_client_sending_blocked_loses_its_connection() {
+    let b = TestBroker::start_with(1, |_| {});
+    for cmd in [Cmd::Blocked { reason: "no" }, Cmd::Unblocked] {
+        let (mut c, _) = Raw::hello(b.native);
+        c.send(cmd);
+        let (_, message) = c.expect_error(ringmq::protocol::ErrorCode::BadFrame);
+        assert!(message.contains("sent by the server"), "{message}");
+        c.expect_closed();
+    }
+}
