@@ -155,7 +155,8 @@ impl Publisher {
         });
         let (st, sv, sn) = (stop.clone(), seen.clone(), sent.clone());
         let reader = std::thread::spawn(move || loop {
-            let done = |s: &Seen| st.load(Ordering::SeqCst) && s.confirmed.len() as u64 * BATCH == sn.load(Ordering::SeqCst);
+            let done =
+                |s: &Seen| st.load(Ordering::SeqCst) && s.confirmed.len() as u64 * BATCH == sn.load(Ordering::SeqCst);
             if done(&sv.lock().unwrap()) && batches.lock().unwrap().is_empty() {
                 return;
             }
@@ -306,9 +307,7 @@ fn memory_alarm_blocks_a_fast_publisher_and_loses_nothing_confirmed() {
     let mut received = 0;
     let sent = p.sent.clone();
     let writer = p.writer;
-    drain(&mut consumer, cid, &mut got, &mut received, |n| {
-        writer.is_finished() && n == sent.load(Ordering::SeqCst)
-    });
+    drain(&mut consumer, cid, &mut got, &mut received, |n| writer.is_finished() && n == sent.load(Ordering::SeqCst));
     writer.join().unwrap();
     p.reader.join().unwrap();
     let seen = p.seen.lock().unwrap();

@@ -308,57 +308,6 @@ impl AmqpConn {
         }
     }
 
-    /// Stops reading while a publish pause (a deep queue) or, after a read
-    /// that carried a publish, a resource alarm is in effect; a client
-    /// with the `connection.blocked` capability hears connection.blocked
-    /// (why) before and connection.unblocked after.
-    async fn block_if_needed(&self) {
-        let paused = self.paused_on.borrow_mut().take();
-        let remote = self.remote_paused.borrow().first().cloned();
-        let pause = paused.or(remote);
-        let alarm = self.published.replace(false) && self.shard.alarm_in_effect();
-        if pause.is_none() && !alarm {
-            return;
-        }
-        let tell = self.st.borrow().blocked_cap;
-        if tell {
-            let why = match &pause {
-                _ if alarm => self.shard.alarms().reason(),
-                Some(q) => format!("queue '{q}' is over publish_pause_messages"),
-                None => String::new(),
-            };
-            // put_shortstr cuts the text at 255 bytes.
-            self.outbox.push(|b| method::put(b, 0, id::CONNECTION_BLOCKED, |b| put_shortstr(b, &why)));
-        }
-        if alarm {
-            tracing::debug!(peer = ?self.peer, "AMQP publisher blocked by a resource alarm");
-            self.shard.wait_alarm_clear(self.closing()).await;
-        }
-        if let Some(q) = pause {
-            self.shard.wait_publish_resume(&q).await;
-            self.wait_remote_resume().await;
-        }
-        if tell {
-            self.outbox.push(|b| method::put(b, 0, id::CONNECTION_UNBLOCKED, |_| ()));
-        }
-    }
-
-    /// Finishes once the connection is closing (either side) or its
-    /// socket is gone: a blocked connection must read again to see the
-    /// close handshake.
-    async fn closing(&self) {
-        let closing = async {
-            loop {
-                let n = self.kick.notified();
-                if self.done.get() || self.st.borrow().phase != Phase::Running {
-                    return;
-                }
-                n.await;
-            }
-        };
-        futures_lite::future::or(closing, self.outbox.wait_finished()).await
-    }
-
     /// Flushes publish batches and acks gathered from one read.
     fn end_of_chunk(&self) {
         self.flush_batches();

@@ -206,13 +206,14 @@ impl Alarms {
         me.rss_baseline.store(baseline, Ordering::Relaxed);
         std::thread::Builder::new().name("ringmq-alarms".into()).spawn(move || {
             let mut m = Monitor::default();
-            let mut round = 0u32;
+            let mut until_sample = 0u32;
             while !stop.load(Ordering::SeqCst) {
-                if round % DECISIONS_PER_CHECK == 0 {
+                if until_sample == 0 {
                     me.sample(&mut m);
+                    until_sample = DECISIONS_PER_CHECK;
                 }
+                until_sample -= 1;
                 me.decide(&m);
-                round = round.wrapping_add(1);
                 std::thread::sleep(DECIDE_PERIOD);
             }
         })
@@ -356,7 +357,10 @@ pub fn disk_free_bytes(path: &Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    // 32-bit fields on some targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Ok(blocks.saturating_mul(size))
 }
 
 /// The memory this process may use: physical RAM, or the cgroup's limit
@@ -375,9 +379,9 @@ pub fn memory_available() -> (u64, &'static str) {
 /// cgroup v2 `memory.max` of this process's cgroup, or v1's
 /// `memory.limit_in_bytes`; `None` when unlimited or unknown.
 fn cgroup_limit() -> Option<u64> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_string()))
-    });
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_string())));
     let mut paths = Vec::new();
     if let Some(p) = own {
         paths.push(format!("/sys/fs/cgroup{}/memory.max", p.trim_end_matches('/')));

@@ -18,8 +18,8 @@ pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
 use super::shard::Shard;
 use super::stats::{
-    per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats, QueueStats, ShardStats,
-    PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
+    per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
+    QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
 use base64::Engine;
 use bytes::Bytes;

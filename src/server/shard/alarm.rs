@@ -42,7 +42,13 @@ pub struct ShardAlarm {
 
 impl ShardAlarm {
     pub fn new(shared: Arc<Alarms>) -> Self {
-        Self { shared, queue_bytes: Cell::new(0), conn_bytes: Cell::new(0), clear: Notify::default(), blocked: Cell::new(0) }
+        Self {
+            shared,
+            queue_bytes: Cell::new(0),
+            conn_bytes: Cell::new(0),
+            clear: Notify::default(),
+            blocked: Cell::new(0),
+        }
     }
 }
 
