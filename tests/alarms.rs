@@ -460,6 +460,7 @@ fn client_library_reports_blocked_and_unblocked() {
 /// end the connection (the stream is not a client's).
 #[test]
 fn a_client_sending_blocked_loses_its_connection() {
+    let _serial = serial();
     let b = TestBroker::start_with(1, |_| {});
     for cmd in [Cmd::Blocked { reason: "no" }, Cmd::Unblocked] {
         let (mut c, _) = Raw::hello(b.native);

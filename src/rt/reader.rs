@@ -35,11 +35,15 @@ pub enum ReadError {
 pub struct FrameReader {
     buf: BytesMut,
     frame_bytes_max: usize,
+    /// The length of the last large frame read (0 after a small one): a
+    /// peer that sends frames of one size gets reads that end where its
+    /// frames do, with no copy.
+    last_large: usize,
 }
 
 impl FrameReader {
     pub fn new(frame_bytes_max: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(READ_BYTES), frame_bytes_max }
+        Self { buf: BytesMut::with_capacity(READ_BYTES), frame_bytes_max, last_large: 0 }
     }
 
     pub fn frame_bytes_max(&self) -> usize {
@@ -64,6 +68,7 @@ impl FrameReader {
             let need = protocol::frame::peek_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)?;
             if let Some(n) = need {
                 if self.buf.len() >= n {
+                    self.last_large = if n > LARGE_FRAME_BYTES { n } else { 0 };
                     return Ok(self.buf.split().freeze());
                 }
             }
@@ -76,6 +81,10 @@ impl FrameReader {
                 // that doubled the memory a backlog held.
                 Some(n) if n > LARGE_FRAME_BYTES => n - self.buf.len(),
                 Some(n) => (n - self.buf.len()).max(READ_BYTES),
+                // The next frame's size is not known yet: expect another
+                // like the last (up to two reads' worth, so a large one
+                // does not make a small one pin a large buffer).
+                None if self.last_large > 0 => self.last_large.min(2 * READ_BYTES),
                 None => READ_BYTES,
             };
             self.make_room(want);
@@ -157,5 +166,47 @@ pub fn for_each_frame<E>(
             }
             Err(e) => return Err(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::BatchWriter;
+
+    /// Publish frames of one 40 KiB message each.
+    fn frames(n: usize) -> (Vec<u8>, usize) {
+        let mut b = BytesMut::new();
+        for i in 0..n {
+            let mut w = BatchWriter::begin_publish(&mut b, i as u64, 0, "q");
+            w.push(&mut b, 0, &[], &vec![7u8; 40 << 10]);
+            w.finish(&mut b);
+        }
+        let len = b.len() / n;
+        (b.to_vec(), len)
+    }
+
+    /// Large frames: once the reader knows their size, a chunk holds whole
+    /// frames only (a partial next frame in it would be kept alive by the
+    /// messages with it), and every frame arrives intact.
+    #[test]
+    fn large_frames_are_read_to_their_end() {
+        let (bytes, len) = frames(8);
+        let mut r = futures_lite::io::Cursor::new(bytes);
+        let mut reader = FrameReader::new(1 << 20);
+        let mut seen = 0;
+        futures_lite::future::block_on(async {
+            while seen < 8 {
+                let chunk = reader.fill(&mut r, |_| None).await.expect("a chunk");
+                let used = for_each_frame::<()>(&chunk, 1 << 20, |_| Ok(())).expect("frames");
+                assert_eq!(used % len, 0);
+                if seen > 0 {
+                    assert_eq!(chunk.len(), used, "chunk {seen} ends where its frames do");
+                }
+                seen += used / len;
+                reader.keep(&chunk, used);
+            }
+        });
+        assert_eq!(seen, 8, "every frame, once");
     }
 }
