@@ -470,3 +470,39 @@ fn a_client_sending_blocked_loses_its_connection() {
         c.expect_closed();
     }
 }
+
+/// `ringmq ctl alarms`, `set-disk-free-limit` and
+/// `set-memory-high-watermark`, the binary against a live broker.
+#[test]
+fn ctl_shows_and_sets_the_alarms() {
+    let _serial = serial();
+    let b = TestBroker::start_with(1, |_| {});
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(["ctl", "--url", &b.url()])
+            .args(args)
+            .output()
+            .expect("run ringmq ctl");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        (out.status.success(), stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, table, _) = ctl(&["alarms"]);
+    assert!(ok);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("kind") && header.contains("limit_bytes"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("memory") && l.contains("false")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("disk") && l.contains("50000000")), "{table}");
+    let (ok, out, _) = ctl(&["set-disk-free-limit", "1152921504606846976"]);
+    assert!(ok && out.contains("disk_free_limit_bytes"), "{out}");
+    wait_alarm(b.native, "disk", "disk alarm set by ctl", |r| r["alarm"] == true);
+    let (ok, json, _) = ctl(&["--json", "alarms"]);
+    let rows: Value = serde_json::from_str(json.trim()).unwrap();
+    assert!(ok && rows[1]["kind"] == "disk" && rows[1]["alarm"] == true, "{json}");
+    let (ok, _, err) = ctl(&["set-memory-high-watermark", "1000"]);
+    assert!(!ok && err.contains("at least 1048576"), "{err}");
+    let (ok, _, _) = ctl(&["set-memory-high-watermark", "1048576"]);
+    assert!(ok);
+    assert_eq!(alarm_row(b.native, "memory")["limit_bytes"], 1 << 20);
+    ctl(&["set-disk-free-limit", "0"]);
+    wait_alarm(b.native, "disk", "disk alarm cleared by ctl", |r| r["alarm"] == false);
+}

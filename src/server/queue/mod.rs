@@ -134,9 +134,10 @@ impl Queue {
         self.consumers.iter().map(|c| c.unacked_live as usize).sum()
     }
 
-    /// Entry bytes of the messages delivered and not acked yet.
-    pub fn unacked_bytes(&self) -> u64 {
-        self.consumers.iter().map(|c| c.unacked_bytes).sum()
+    /// Messages delivered and not acked yet, and their entry bytes (one
+    /// pass over the consumers: the memory alarm asks after every settle).
+    pub fn unacked_totals(&self) -> (u64, u64) {
+        self.consumers.iter().fold((0, 0), |(n, b), c| (n + u64::from(c.unacked_live), b + c.unacked_bytes))
     }
 
     pub fn consumer_count(&self) -> usize {

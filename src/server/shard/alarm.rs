@@ -54,8 +54,9 @@ impl ShardAlarm {
 
 /// A queue's accounted bytes: see the module comment.
 fn queue_bytes(q: &Queue) -> u64 {
-    let messages = (q.ready_len() + q.unacked_len()) as u64;
-    q.mem_bytes() + q.unacked_bytes() + messages * MESSAGE_OVERHEAD_BYTES
+    let (unacked, unacked_bytes) = q.unacked_totals();
+    let messages = q.ready_len() as u64 + unacked;
+    q.mem_bytes() + unacked_bytes + messages * MESSAGE_OVERHEAD_BYTES
 }
 
 impl Shard {
