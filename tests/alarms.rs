@@ -506,3 +506,31 @@ fn ctl_shows_and_sets_the_alarms() {
     ctl(&["set-disk-free-limit", "0"]);
     wait_alarm(b.native, "disk", "disk alarm cleared by ctl", |r| r["alarm"] == false);
 }
+
+/// Messages spilled past `memory_budget_bytes` (entries on disk) count at
+/// their in-memory cost, not their size: a durable backlog on disk does
+/// not raise the memory alarm.
+#[test]
+fn spilled_messages_count_at_their_in_memory_cost() {
+    use ringmq::client::{blocking, ClientOptions};
+    let _serial = serial();
+    let b = TestBroker::start_with(1, |c| c.memory_budget_bytes = 1 << 20);
+    let mut c = blocking::Client::connect(ClientOptions { url: b.url(), ..Default::default() }).unwrap();
+    let q = "alarm-spilled";
+    c.declare(q, true).unwrap();
+    let body = vec![5u8; BODY];
+    for _ in 0..40 {
+        c.publish(q, &[body.as_slice(); 50], true).unwrap();
+    }
+    let ready_bytes = 2000 * BODY as u64;
+    let (_, metrics) = http(b.metrics, "/metrics");
+    let spilled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringmq_messages_spilled ")?.parse().ok())
+        .expect("ringmq_messages_spilled");
+    assert!(spilled > 1000, "most of the backlog is on disk: {spilled}");
+    let row = wait_alarm(b.native, "memory", "accounted bytes published", |r| r["bytes"].as_u64() > Some(0));
+    let accounted = row["bytes"].as_u64().unwrap();
+    eprintln!("{ready_bytes} bytes ready, {spilled} messages spilled, {accounted} bytes accounted");
+    assert!(accounted < ready_bytes / 2, "accounted {accounted} for {ready_bytes} bytes mostly on disk");
+}

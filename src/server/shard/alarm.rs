@@ -3,15 +3,16 @@
 //! blocked while an alarm is in effect.
 //!
 //! Accounted bytes, per shard:
-//! - each queue's ready entries held in memory, unacked entries, and one
-//!   `Message` per ready or unacked message (its bookkeeping); kept
-//!   current by every settle (`account_queue`, a delta per queue);
+//! - each queue's ready entries held in memory, unacked entries, one
+//!   `Message` per ready or unacked message in memory (its bookkeeping)
+//!   and 16 bytes per spilled one; kept current by every settle
+//!   (`account_queue`, a delta per queue);
 //! - each connection's outbox and read buffer (`ConnSink::held_bytes`),
 //!   summed by the tick every `CHECK_PERIOD`.
 //!
 //! Not counted: forwarded requests waiting on the mesh (bounded by
-//! `mesh_pending_max`), the routing table, spilled messages' 16-byte
-//! cold records, and the allocator's own slack; the RSS cross-check in
+//! `mesh_pending_max`), the routing table, and the allocator's own
+//! slack; the RSS cross-check in
 //! the monitor is there to show what these add up to.
 
 use super::super::alarm::{Alarms, CHECK_PERIOD, DECIDE_PERIOD};
@@ -52,11 +53,18 @@ impl ShardAlarm {
     }
 }
 
-/// A queue's accounted bytes: see the module comment.
+/// What a spilled message costs: its record in the queue's cold part
+/// (`queue/cold.rs`); its entry is on disk.
+const SPILLED_MESSAGE_BYTES: u64 = 16;
+
+/// A queue's accounted bytes: see the module comment. Spilled messages
+/// count at their cold cost, or a backlog on disk (100 million messages
+/// hold 1.6 GB) would raise the alarm at five times its real size.
 fn queue_bytes(q: &Queue) -> u64 {
     let (unacked, unacked_bytes) = q.unacked_totals();
-    let messages = q.ready_len() as u64 + unacked;
-    q.mem_bytes() + unacked_bytes + messages * MESSAGE_OVERHEAD_BYTES
+    let spilled = q.spilled_len() as u64;
+    let resident = (q.ready_len() as u64).saturating_sub(spilled) + unacked;
+    q.mem_bytes() + unacked_bytes + resident * MESSAGE_OVERHEAD_BYTES + spilled * SPILLED_MESSAGE_BYTES
 }
 
 impl Shard {
