@@ -534,3 +534,26 @@ fn spilled_messages_count_at_their_in_memory_cost() {
     eprintln!("{ready_bytes} bytes ready, {spilled} messages spilled, {accounted} bytes accounted");
     assert!(accounted < ready_bytes / 2, "accounted {accounted} for {ready_bytes} bytes mostly on disk");
 }
+
+/// A blocked connection can still be closed by an operator: it hears why
+/// and goes, and no longer counts as blocked.
+#[test]
+fn a_blocked_connection_can_be_closed() {
+    let _serial = serial();
+    let b = TestBroker::start_with(1, |c| c.disk_free_limit_bytes = 1 << 60);
+    wait_alarm(b.native, "disk", "disk alarm at start", |r| r["alarm"] == true);
+    let (mut p, _) = Raw::hello(b.native);
+    p.declare("alarm-close");
+    let rid = publish(&mut p, "alarm-close", 0);
+    p.expect_confirm(rid, 4);
+    expect_blocked(&mut p);
+    wait_alarm(b.native, "disk", "counted as blocked", |r| r["blocked_connections"] == 1);
+    let me = p.s.local_addr().unwrap().to_string();
+    let conns = admin(b.native, op::ADMIN_LIST_CONNECTIONS, "");
+    let name = conns.as_array().unwrap().iter().find(|c| c["peer"] == me.as_str()).expect("listed")["name"].clone();
+    let closed = admin(b.native, op::ADMIN_CLOSE_CONNECTION, name.as_str().unwrap());
+    assert_eq!(closed["closed"], true, "{closed}");
+    p.expect_error(ringmq::protocol::ErrorCode::ShuttingDown);
+    p.expect_closed();
+    wait_alarm(b.native, "disk", "no longer counted", |r| r["blocked_connections"] == 0);
+}
