@@ -16,6 +16,7 @@
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`], `server::shard::spill` |
 //! | write replies, one syscall per turn | [`rt::outbox`] |
+//! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: framing, methods, channels, same queues | [`amqp`] (`docs/amqp.md`) |
 //! | exchanges and bindings: which queues a message goes to (pure data) | [`routing`] (`docs/routing.md`) |

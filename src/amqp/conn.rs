@@ -125,6 +125,11 @@ pub struct AmqpConn {
     /// (`Reply::PublishPaused`); `resumed` signals each `PublishResumed`.
     pub(super) remote_paused: RefCell<Vec<String>>,
     pub(super) resumed: Notify,
+    /// The last read carried a publish: under a resource alarm the
+    /// connection then stops being read (`block_if_needed`).
+    pub(super) published: Cell<bool>,
+    /// The read buffer's capacity, for `held_bytes`.
+    pub(super) read_held: Cell<usize>,
 }
 
 impl AmqpConn {
@@ -157,6 +162,8 @@ impl AmqpConn {
             paused_on: RefCell::new(None),
             remote_paused: RefCell::new(Vec::new()),
             resumed: Notify::default(),
+            published: Cell::new(false),
+            read_held: Cell::new(0),
         }
     }
 
@@ -300,20 +307,8 @@ impl AmqpConn {
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
-            let paused = self.paused_on.borrow_mut().take();
-            let remote = self.remote_paused.borrow().first().cloned();
-            if let Some(q) = paused.or(remote) {
-                let tell = self.st.borrow().blocked_cap;
-                if tell {
-                    let why = format!("queue '{q}' is over publish_pause_messages");
-                    self.outbox.push(|b| method::put(b, 0, id::CONNECTION_BLOCKED, |b| put_shortstr(b, &why)));
-                }
-                self.shard.wait_publish_resume(&q).await;
-                self.wait_remote_resume().await;
-                if tell {
-                    self.outbox.push(|b| method::put(b, 0, id::CONNECTION_UNBLOCKED, |_| ()));
-                }
-            }
+            self.block_if_needed().await;
+            self.read_held.set(buf.capacity());
             self.read_more(r, buf).await?;
         }
     }

@@ -1,9 +1,11 @@
 //! What a connection asks of the queue owners, submitted once no borrow
 //! of its state is held (see `conn.rs`): the jobs its handlers queue, the
-//! acks it gathers, and the publish pause an owner on another shard asks
-//! of it in return.
+//! acks it gathers, the publish pause an owner on another shard asks of
+//! it in return, and the wait while a pause or a resource alarm blocks it.
 
-use super::conn::{rid, AmqpConn, KIND_IGNORE};
+use super::conn::{rid, AmqpConn, Phase, KIND_IGNORE};
+use super::method::{self, id};
+use super::wire::put_shortstr;
 use crate::protocol::Entries;
 use crate::routing::{BindingDef, ExchangeDef};
 use crate::server::shard::routing::PubOpts;
@@ -50,6 +52,7 @@ impl AmqpConn {
         match job {
             Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
             Job::PublishTo { rid, opts, exchange, key, entries, count } => {
+                self.published.set(true);
                 let full = self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count);
                 if full.is_some() && self.st.borrow().consumers.is_empty() {
                     *self.paused_on.borrow_mut() = full;
@@ -60,6 +63,7 @@ impl AmqpConn {
             Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
             Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
             Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
+                self.published.set(true);
                 if owner == self.shard.id {
                     let Ok(parsed) = Entries::parse(&entries, count) else {
                         tracing::error!("AMQP publish batch failed validation (bug)");
@@ -128,5 +132,56 @@ impl AmqpConn {
             }
             n.await;
         }
+    }
+
+    /// Stops reading while a publish pause (a deep queue) or, after a read
+    /// that carried a publish, a resource alarm is in effect; a client
+    /// with the `connection.blocked` capability hears connection.blocked
+    /// (why) before and connection.unblocked after.
+    pub(super) async fn block_if_needed(&self) {
+        let paused = self.paused_on.borrow_mut().take();
+        let remote = self.remote_paused.borrow().first().cloned();
+        let pause = paused.or(remote);
+        let alarm = self.published.replace(false) && self.shard.alarm_in_effect();
+        if pause.is_none() && !alarm {
+            return;
+        }
+        let tell = self.st.borrow().blocked_cap;
+        if tell {
+            let why = match &pause {
+                _ if alarm => self.shard.alarms().reason(),
+                Some(q) => format!("queue '{q}' is over publish_pause_messages"),
+                None => String::new(),
+            };
+            // put_shortstr cuts the text at 255 bytes.
+            self.outbox.push(|b| method::put(b, 0, id::CONNECTION_BLOCKED, |b| put_shortstr(b, &why)));
+        }
+        if alarm {
+            tracing::debug!(peer = ?self.peer, "AMQP publisher blocked by a resource alarm");
+            self.shard.wait_alarm_clear(self.closing()).await;
+        }
+        if let Some(q) = pause {
+            self.shard.wait_publish_resume(&q).await;
+            self.wait_remote_resume().await;
+        }
+        if tell {
+            self.outbox.push(|b| method::put(b, 0, id::CONNECTION_UNBLOCKED, |_| ()));
+        }
+    }
+
+    /// Finishes once the connection is closing (either side) or its
+    /// socket is gone: a blocked connection must read again to see the
+    /// close handshake.
+    async fn closing(&self) {
+        let closing = async {
+            loop {
+                let n = self.kick.notified();
+                if self.done.get() || self.st.borrow().phase != Phase::Running {
+                    return;
+                }
+                n.await;
+            }
+        };
+        futures_lite::future::or(closing, self.outbox.wait_finished()).await
     }
 }

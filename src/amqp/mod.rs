@@ -10,7 +10,7 @@
 //! | per-channel state: tags, confirms, held deliveries, pending methods | [`channel`] |
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
-//! | requests to queue owners, gathered acks, pauses from other shards | [`jobs`] |
+//! | requests to queue owners, gathered acks, pauses (deep queues, resource alarms) | [`jobs`] |
 //! | exchange and binding methods, sent to the routing table's owner | [`routing`] |
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
 //! | what comes back from the queues: replies and deliveries | [`out`] |

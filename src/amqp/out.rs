@@ -87,6 +87,10 @@ impl ConnSink for AmqpConn {
     fn describe(&self) -> (&'static str, String) {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }
+
+    fn held_bytes(&self) -> usize {
+        self.outbox.held_bytes() + self.read_held.get()
+    }
 }
 
 /// Maps a queue owner's refusal to an AMQP channel or connection error.

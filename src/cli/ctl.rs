@@ -46,9 +46,18 @@ pub enum CtlCommand {
     ListExchanges,
     /// Bindings: source exchange, destination, routing key, arguments.
     ListBindings,
+    /// Resource alarms: memory in use and disk free space against their
+    /// thresholds, whether each alarm is in effect, blocked connections.
+    Alarms,
+    /// Sets the memory alarm's threshold in bytes, until the broker
+    /// restarts (`memory_high_watermark_bytes` in the config is for good).
+    SetMemoryHighWatermark { bytes: u64 },
+    /// Sets the disk alarm's threshold in bytes (0 = off), until restart.
+    SetDiskFreeLimit { bytes: u64 },
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
+    let number;
     let (command, arg) = match &a.cmd {
         CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
@@ -58,6 +67,15 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::CloseConnection { name } => (op::ADMIN_CLOSE_CONNECTION, name.as_str()),
         CtlCommand::ListExchanges => (op::ADMIN_LIST_EXCHANGES, ""),
         CtlCommand::ListBindings => (op::ADMIN_LIST_BINDINGS, ""),
+        CtlCommand::Alarms => (op::ADMIN_ALARMS, ""),
+        CtlCommand::SetMemoryHighWatermark { bytes } => {
+            number = bytes.to_string();
+            (op::ADMIN_SET_MEMORY_HIGH_WATERMARK, number.as_str())
+        }
+        CtlCommand::SetDiskFreeLimit { bytes } => {
+            number = bytes.to_string();
+            (op::ADMIN_SET_DISK_FREE_LIMIT, number.as_str())
+        }
     };
     let json = match request(&a.conn, command, arg) {
         Ok(j) => j,
@@ -121,6 +139,8 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::CloseConnection { .. } => &["connection", "closed"],
         CtlCommand::ListExchanges => &["name", "type", "durable", "auto_delete", "internal", "alternate_exchange"],
         CtlCommand::ListBindings => &["source", "destination", "destination_type", "routing_key", "arguments"],
+        CtlCommand::Alarms => &["kind", "alarm", "bytes", "limit_bytes", "blocked_connections", "note"],
+        CtlCommand::SetMemoryHighWatermark { .. } | CtlCommand::SetDiskFreeLimit { .. } => &["setting", "bytes"],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,

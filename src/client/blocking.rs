@@ -28,6 +28,9 @@ struct Conn {
     deliveries: HashMap<u32, VecDeque<Delivery>>,
     /// Errors for requests that had no reply to wait for (acks).
     stray_error: Option<ClientError>,
+    /// Why the broker stopped reading this connection (`Blocked`), until
+    /// `Unblocked`.
+    blocked: Option<String>,
 }
 
 fn io(e: std::io::Error) -> ClientError {
@@ -47,6 +50,7 @@ impl Conn {
             next_request_id: 1,
             deliveries: HashMap::new(),
             stray_error: None,
+            blocked: None,
         };
         let rid = c.rid();
         let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password };
@@ -136,6 +140,14 @@ impl Conn {
                 return Ok((0, Ok(Reply::Ok(0))));
             }
             Cmd::Ping | Cmd::Pong => return Ok((0, Ok(Reply::Ok(0)))),
+            Cmd::Blocked { reason } => {
+                self.blocked = Some(reason.to_string());
+                return Ok((0, Ok(Reply::Ok(0))));
+            }
+            Cmd::Unblocked => {
+                self.blocked = None;
+                return Ok((0, Ok(Reply::Ok(0))));
+            }
             other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
         };
         Ok((rid, r))
@@ -187,6 +199,14 @@ impl Client {
 
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// Why the broker is not reading one of this client's connections (a
+    /// memory or disk alarm, `Blocked`), as last heard; `None` when none
+    /// is blocked. A blocked connection's publish waits for its confirm
+    /// until the alarm clears.
+    pub fn blocked(&self) -> Option<String> {
+        self.conns.iter().flatten().find_map(|(c, _)| c.blocked.clone())
     }
 
     fn conn(&mut self, queue: &str) -> Result<usize> {

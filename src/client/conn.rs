@@ -45,6 +45,10 @@ pub struct Conn {
     closed: RefCell<Option<ClientError>>,
     /// An error for a request nobody waits on (an unconfirmed publish).
     last_error: RefCell<Option<ClientError>>,
+    /// Why the broker stopped reading this connection (a resource alarm,
+    /// `Blocked`), until it says `Unblocked`.
+    blocked: RefCell<Option<String>>,
+    unblocked: Notify,
 }
 
 fn io_err(e: std::io::Error) -> ClientError {
@@ -90,6 +94,8 @@ impl Conn {
             ack_kick: Notify::default(),
             closed: RefCell::new(None),
             last_error: RefCell::new(None),
+            blocked: RefCell::new(None),
+            unblocked: Notify::default(),
         });
         let c = conn.clone();
         glommio::spawn_local(async move { c.outbox.write_loop(w).await }).detach();
@@ -122,6 +128,24 @@ impl Conn {
     pub async fn wait_writable(&self) {
         if self.outbox.queued_bytes() > OUTBOX_HIGH_BYTES {
             self.outbox.wait_below(OUTBOX_HIGH_BYTES / 2).await;
+        }
+    }
+
+    /// Why the broker is not reading this connection right now (a memory
+    /// or disk alarm after it published): publishes wait in the socket
+    /// until it is read again. `None` when it is read.
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked.borrow().clone()
+    }
+
+    /// Waits until the broker reads this connection again (or it closed).
+    pub async fn wait_unblocked(&self) {
+        loop {
+            let n = self.unblocked.notified();
+            if self.blocked.borrow().is_none() || self.is_closed() {
+                return;
+            }
+            n.await;
         }
     }
 
@@ -291,6 +315,7 @@ impl Conn {
         }
         self.outbox.close();
         self.ack_kick.notify();
+        self.unblocked.notify();
     }
 
     fn complete(&self, request_id: u64, r: Result<Response>) {
@@ -339,6 +364,14 @@ impl Conn {
                 let _ = self.send_raw(rid, None, |b| Frame { request_id: rid, cmd: Cmd::Pong }.encode(b));
             }
             Cmd::Pong => {}
+            Cmd::Blocked { reason } => {
+                tracing::debug!("the broker blocked this connection: {reason}");
+                *self.blocked.borrow_mut() = Some(reason.to_string());
+            }
+            Cmd::Unblocked => {
+                self.blocked.borrow_mut().take();
+                self.unblocked.notify();
+            }
             other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
         }
         Ok(())

@@ -199,6 +199,20 @@ impl Producer {
     pub fn in_flight(&self) -> u32 {
         self.inner.in_flight.get()
     }
+
+    /// Why the broker is not reading this producer's connection (a memory
+    /// or disk alarm, `Blocked`); `None` while it is read. Publishing
+    /// while blocked is allowed: the batches wait in the socket, and
+    /// `publish` waits once 4 MiB are queued. See also
+    /// [`Conn::wait_unblocked`].
+    pub fn blocked(&self) -> Option<String> {
+        self.inner.conn.blocked()
+    }
+
+    /// The connection this producer publishes on.
+    pub fn conn(&self) -> &Rc<Conn> {
+        &self.inner.conn
+    }
 }
 
 impl Drop for Producer {

@@ -42,6 +42,13 @@ pub enum Cmd<'a> {
     },
     Ping,
     Pong,
+    /// Server notice (request id 0): a resource alarm is in effect and
+    /// the connection, which published, is no longer read; `reason` says
+    /// which alarm. `Unblocked` follows once every alarm has cleared.
+    Blocked {
+        reason: &'a str,
+    },
+    Unblocked,
     /// `args`: a raw AMQP field table (queue arguments), empty for none.
     /// The `DECLARE_HAS_ARGS` header flag is set exactly when it is not
     /// empty: `encode` sets it, `decode` reports it in `flags`.
@@ -279,6 +286,8 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
         }
         op::PING => Cmd::Ping,
         op::PONG => Cmd::Pong,
+        op::BLOCKED => Cmd::Blocked { reason: c.str16()? },
+        op::UNBLOCKED => Cmd::Unblocked,
         op::DECLARE => {
             let queue = c.str8()?;
             let args = if flags & op::DECLARE_HAS_ARGS != 0 { declare_args(&mut c, table_depth_max)? } else { &[] };
@@ -395,6 +404,8 @@ impl Cmd<'_> {
             Cmd::Error { fatal, .. } => (op::ERROR, if *fatal { op::FLAG_FATAL } else { 0 }),
             Cmd::Ping => (op::PING, 0),
             Cmd::Pong => (op::PONG, 0),
+            Cmd::Blocked { .. } => (op::BLOCKED, 0),
+            Cmd::Unblocked => (op::UNBLOCKED, 0),
             Cmd::Declare { flags, args, .. } => {
                 let has = if args.is_empty() { 0 } else { op::DECLARE_HAS_ARGS };
                 (op::DECLARE, (*flags & !op::DECLARE_HAS_ARGS) | has)
@@ -446,7 +457,8 @@ impl Cmd<'_> {
                 buf.put_u16_le(*code);
                 put_str16(buf, message);
             }
-            Cmd::Ping | Cmd::Pong | Cmd::GetEmpty => {}
+            Cmd::Ping | Cmd::Pong | Cmd::GetEmpty | Cmd::Unblocked => {}
+            Cmd::Blocked { reason } => put_str16(buf, reason),
             Cmd::Declare { queue, args, .. } => {
                 put_str8(buf, queue);
                 if !args.is_empty() {

@@ -6,6 +6,11 @@ pub const OK: u8 = 0x03;
 pub const ERROR: u8 = 0x04;
 pub const PING: u8 = 0x05;
 pub const PONG: u8 = 0x06;
+/// Server notice: this connection is no longer read because a resource
+/// alarm (memory, disk) is in effect; the body says why.
+pub const BLOCKED: u8 = 0x07;
+/// Server notice: the alarms cleared; the connection is read again.
+pub const UNBLOCKED: u8 = 0x08;
 pub const DECLARE: u8 = 0x10;
 pub const DELETE: u8 = 0x11;
 pub const PURGE: u8 = 0x12;
@@ -38,8 +43,15 @@ pub const ADMIN_DELETE_QUEUE: u8 = 0x05;
 pub const ADMIN_CLOSE_CONNECTION: u8 = 0x06;
 pub const ADMIN_LIST_EXCHANGES: u8 = 0x07;
 pub const ADMIN_LIST_BINDINGS: u8 = 0x08;
+/// Resource alarms: memory and disk against their thresholds.
+pub const ADMIN_ALARMS: u8 = 0x09;
+/// Sets the memory alarm's threshold (the argument: bytes, in decimal)
+/// until the broker restarts.
+pub const ADMIN_SET_MEMORY_HIGH_WATERMARK: u8 = 0x0A;
+/// Sets the disk alarm's threshold (bytes, in decimal) until restart.
+pub const ADMIN_SET_DISK_FREE_LIMIT: u8 = 0x0B;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_LIST_BINDINGS;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_SET_DISK_FREE_LIMIT;
 
 /// `Error`: the server closes the connection after this frame.
 pub const FLAG_FATAL: u8 = 0x01;
@@ -112,6 +124,8 @@ pub fn name(opcode: u8) -> &'static str {
         ERROR => "Error",
         PING => "Ping",
         PONG => "Pong",
+        BLOCKED => "Blocked",
+        UNBLOCKED => "Unblocked",
         DECLARE => "Declare",
         DELETE => "Delete",
         PURGE => "Purge",

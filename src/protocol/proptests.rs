@@ -41,6 +41,10 @@ enum O {
     },
     Ping,
     Pong,
+    Blocked {
+        reason: String,
+    },
+    Unblocked,
     /// `args`: a raw field table, empty for none; `flags` carries
     /// `DECLARE_HAS_ARGS` exactly when it is not empty.
     Declare {
@@ -202,6 +206,8 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         (any::<bool>(), any::<u16>(), text()).prop_map(|(fatal, code, message)| O::Error { fatal, code, message }),
         Just(O::Ping),
         Just(O::Pong),
+        "\\PC{0,100}".prop_map(|reason| O::Blocked { reason }),
+        Just(O::Unblocked),
         (0..=(op::DECLARE_DURABLE | op::DECLARE_PASSIVE), queue(), declare_args()).prop_map(|(flags, queue, args)| {
             let flags = if args.is_empty() { flags } else { flags | op::DECLARE_HAS_ARGS };
             O::Declare { flags, queue, args }
@@ -296,6 +302,8 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         O::Error { fatal, code, message } => Cmd::Error { fatal: *fatal, code: *code, message },
         O::Ping => Cmd::Ping,
         O::Pong => Cmd::Pong,
+        O::Blocked { reason } => Cmd::Blocked { reason },
+        O::Unblocked => Cmd::Unblocked,
         O::Declare { flags, queue, args } => Cmd::Declare { flags: *flags, queue, args },
         O::Delete { flags, queue } => Cmd::Delete { flags: *flags, queue },
         O::Purge { queue } => Cmd::Purge { queue },

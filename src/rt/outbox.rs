@@ -15,6 +15,9 @@ pub struct Outbox {
     closing: Cell<bool>,
     broken: Cell<bool>,
     finished: Cell<bool>,
+    /// Capacity of the writer's second buffer (the one being written, or
+    /// kept for the next swap), for [`Outbox::held_bytes`].
+    spare_bytes: Cell<usize>,
 }
 
 impl Outbox {
@@ -29,6 +32,11 @@ impl Outbox {
 
     pub fn queued_bytes(&self) -> usize {
         self.buf.borrow().len()
+    }
+
+    /// Memory the outbox holds: both of its buffers' capacities.
+    pub fn held_bytes(&self) -> usize {
+        self.buf.borrow().capacity() + self.spare_bytes.get()
     }
 
     /// Stops taking new bytes; the writer flushes what is queued, then
@@ -87,6 +95,7 @@ impl Outbox {
                 continue;
             }
             std::mem::swap(&mut *self.buf.borrow_mut(), &mut spare);
+            self.spare_bytes.set(spare.capacity());
             let r = w.write_all(&spare).await;
             spare.clear();
             self.drained.notify();

@@ -72,11 +72,54 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
             Ok(_) => json!({ "connection": arg, "closed": true }),
             Err(e) => json!({ "error": e }),
         },
+        op::ADMIN_ALARMS => alarms_json(shard).await,
+        op::ADMIN_SET_MEMORY_HIGH_WATERMARK | op::ADMIN_SET_DISK_FREE_LIMIT => set_alarm_limit(shard, command, arg),
         op::ADMIN_LIST_EXCHANGES => exchanges_json(shard),
         op::ADMIN_LIST_BINDINGS => bindings_json(shard),
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()
+}
+
+/// `ctl alarms`: one row per resource alarm.
+async fn alarms_json(shard: &Rc<Shard>) -> Value {
+    let a = shard.alarms().snapshot();
+    let stats = shard.gather_stats(false).await;
+    let blocked: u64 = stats.iter().map(|s| s.blocked_connections).sum();
+    json!([
+        {
+            "kind": "memory", "alarm": a.memory_alarm, "bytes": a.memory_accounted_bytes,
+            "limit_bytes": a.memory_high_watermark_bytes, "blocked_connections": blocked,
+            "note": format!("accounted bytes (process RSS {})", a.rss_bytes),
+        },
+        {
+            "kind": "disk", "alarm": a.disk_alarm, "bytes": a.disk_free_bytes,
+            "limit_bytes": a.disk_free_limit_bytes, "blocked_connections": blocked,
+            "note": format!("free bytes on {}", a.data_dir),
+        },
+    ])
+}
+
+/// `ctl set-memory-high-watermark` / `set-disk-free-limit`: until restart,
+/// as RabbitMQ's `set_vm_memory_high_watermark` / `set_disk_free_limit`.
+fn set_alarm_limit(shard: &Shard, command: u8, arg: &str) -> Value {
+    let Ok(bytes) = arg.trim().parse::<u64>() else {
+        return json!({ "error": format!("expected a number of bytes, got {arg:?}") });
+    };
+    let alarms = shard.alarms();
+    if command == op::ADMIN_SET_MEMORY_HIGH_WATERMARK {
+        let min = crate::server::alarm::MIN_WATERMARK_BYTES;
+        if bytes < min {
+            return json!({ "error": format!("the memory watermark must be at least {min} bytes") });
+        }
+        alarms.set_memory_limit(bytes);
+        tracing::info!(memory_high_watermark_bytes = bytes, "memory watermark set by an operator");
+        json!({ "setting": "memory_high_watermark_bytes", "bytes": bytes })
+    } else {
+        alarms.set_disk_limit(bytes);
+        tracing::info!(disk_free_limit_bytes = bytes, "disk free limit set by an operator");
+        json!({ "setting": "disk_free_limit_bytes", "bytes": bytes })
+    }
 }
 
 /// Every exchange, from this shard's copy of the routing table (every

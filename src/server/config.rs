@@ -108,6 +108,16 @@ pub struct Config {
     /// which newly published persistent messages of durable queues keep
     /// only their location in the log, and are read back when delivered.
     pub memory_budget_bytes: u64,
+    /// Memory alarm: accounted memory (ready and unacked messages held in
+    /// memory, connections' outboxes and read buffers, summed over every
+    /// shard) above which every publishing connection is blocked until it
+    /// falls back under. Unset: 0.4 of physical memory (or of a lower
+    /// cgroup limit), resolved at start. At least 1048576.
+    pub memory_high_watermark_bytes: Option<u64>,
+    /// Disk alarm: free bytes on the data directory's filesystem under
+    /// which every publishing connection is blocked until there is more.
+    /// 0 turns the disk alarm off.
+    pub disk_free_limit_bytes: u64,
 }
 
 impl Default for Config {
@@ -147,6 +157,9 @@ impl Default for Config {
             compact_live_ratio_pct: 25,
             segments_recycled_max: 2,
             memory_budget_bytes: 512 << 20,
+            memory_high_watermark_bytes: None,
+            // RabbitMQ's default: 50 MB.
+            disk_free_limit_bytes: 50_000_000,
         }
     }
 }
@@ -241,6 +254,12 @@ impl Config {
         check((1 << 20..=1 << 50).contains(&mb), "memory_budget_bytes", || {
             format!("{mb} is outside 1048576..=1125899906842624")
         })?;
+        if let Some(w) = self.memory_high_watermark_bytes {
+            let min = crate::server::alarm::MIN_WATERMARK_BYTES;
+            check((min..=1 << 50).contains(&w), "memory_high_watermark_bytes", || {
+                format!("{w} is outside {min}..=1125899906842624")
+            })?;
+        }
         check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
             format!("must be at least frame_bytes_max ({f})")
         })?;
@@ -307,5 +326,16 @@ mod tests {
         let c = Config::from_toml("segments_recycled_max = 65").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("segments_recycled_max"));
         Config::from_toml("segments_recycled_max = 0").unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn alarm_keys_are_checked() {
+        let c = Config::from_toml("memory_high_watermark_bytes = 1000").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("memory_high_watermark_bytes"));
+        let c = Config::from_toml("memory_high_watermark_bytes = 1048576\ndisk_free_limit_bytes = 0").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.memory_high_watermark_bytes, Some(1 << 20));
+        assert_eq!(Config::default().disk_free_limit_bytes, 50_000_000);
+        assert_eq!(Config::default().memory_high_watermark_bytes, None);
     }
 }

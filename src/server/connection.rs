@@ -50,6 +50,11 @@ pub struct NativeConn {
     /// Subscribe and first-Get requests in flight, so a refused one frees
     /// the consumer id it claimed.
     pending_routes: RefCell<HashMap<u64, u32>>,
+    /// The last read carried a publish: under a resource alarm the
+    /// connection then stops being read (`block_on_alarm`).
+    published: Cell<bool>,
+    /// The read buffer's capacity, for `held_bytes`.
+    read_held: Cell<usize>,
 }
 
 impl ConnSink for NativeConn {
@@ -85,6 +90,10 @@ impl ConnSink for NativeConn {
 
     fn describe(&self) -> (&'static str, String) {
         ("native", self.peer.clone())
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.outbox.held_bytes() + self.read_held.get()
     }
 }
 
@@ -186,6 +195,8 @@ impl NativeConn {
             consumers: RefCell::new(HashMap::new()),
             pending_routes: RefCell::new(HashMap::new()),
             paused_on: RefCell::new(None),
+            published: Cell::new(false),
+            read_held: Cell::new(0),
         }
     }
 
@@ -272,6 +283,7 @@ impl NativeConn {
                 Err(Ok(fatal)) => return Err(fatal),
                 Err(Err(e)) => return Err(Fatal::new(e.code(), e.to_string())),
             }
+            self.read_held.set(reader.held_bytes());
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
             // A socket that always has bytes never makes this task wait:
@@ -281,10 +293,26 @@ impl NativeConn {
             if let Some(q) = paused {
                 self.shard.wait_publish_resume(&q).await;
             }
+            if self.published.replace(false) && self.shard.alarm_in_effect() {
+                self.block_on_alarm().await;
+            }
             if self.outbox.is_closing() {
                 return Ok(());
             }
         }
+    }
+
+    /// A resource alarm is in effect and this connection just published:
+    /// it is told (`Blocked`), not read until every alarm has cleared (its
+    /// publishes wait in the socket), then told `Unblocked`. Consumers
+    /// and acks on other connections go on meanwhile.
+    async fn block_on_alarm(&self) {
+        let why = self.shard.alarms().reason();
+        tracing::debug!(peer = %self.peer, "publisher blocked: {why}");
+        self.outbox.push(|b| frame(b, 0, Cmd::Blocked { reason: clip(&why) }));
+        self.shard.wait_alarm_clear(self.outbox.wait_finished()).await;
+        self.outbox.push(|b| frame(b, 0, Cmd::Unblocked));
+        tracing::debug!(peer = %self.peer, "publisher unblocked");
     }
 
     fn read_failed(&self, e: ReadError) -> Result<(), Fatal> {
@@ -348,8 +376,12 @@ impl NativeConn {
             Cmd::Purge { queue } => {
                 shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() })
             }
-            Cmd::Publish { flags, queue, entries } => self.publish(chunk, rid, flags, queue, entries)?,
+            Cmd::Publish { flags, queue, entries } => {
+                self.published.set(true);
+                self.publish(chunk, rid, flags, queue, entries)?
+            }
             Cmd::PublishTo { flags, exchange, routing_key, entries } => {
+                self.published.set(true);
                 self.check_sizes(rid, &entries)?;
                 let o = PubOpts {
                     persistent: flags & op::PUBLISH_PERSISTENT != 0,

@@ -2,6 +2,7 @@
 //! the queues that hash to it.
 
 pub mod admin;
+pub mod alarm;
 pub mod config;
 pub mod connection;
 pub mod deadletter;
@@ -39,6 +40,8 @@ pub enum StartError {
     Storage(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
     Executor { shard: usize, message: String, hint: String },
+    #[error("cannot start the resource alarm monitor thread: {0}")]
+    Monitor(std::io::Error),
     #[error("{ready} of {shards} shards were ready after {waited:?} (recovery or the routing table never finished); see the log")]
     NotReady { ready: usize, shards: usize, waited: Duration },
 }
@@ -55,6 +58,8 @@ pub struct Broker {
     pub metrics_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The resource alarm monitor (`alarm.rs`), once every shard is ready.
+    monitor: Option<std::thread::JoinHandle<()>>,
 }
 
 struct ShardStart {
@@ -69,6 +74,7 @@ struct ShardStart {
     addrs: Vec<String>,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
+    alarms: Arc<alarm::Alarms>,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -111,6 +117,7 @@ impl Broker {
         }
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
+        let alarms = alarm::Alarms::new(&config, n);
         let mesh = MeshBuilder::full(n, config.mesh_capacity as usize);
         let addrs: Vec<String> = shard_addrs.iter().map(ToString::to_string).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -128,6 +135,7 @@ impl Broker {
                 addrs: addrs.clone(),
                 mesh: mesh.clone(),
                 stop: stop.clone(),
+                alarms: alarms.clone(),
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
@@ -139,7 +147,7 @@ impl Broker {
             threads.push(h);
         }
         drop(ready_tx);
-        let broker = Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads };
+        let mut broker = Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads, monitor: None };
         for i in 0..n {
             let got = match ready_rx.recv_timeout(START_WAIT) {
                 Ok(r) => Ok(r),
@@ -163,6 +171,13 @@ impl Broker {
                 Err(_) => return Err(broker.failed_start(memlock)),
             }
         }
+        match alarms.spawn_monitor(broker.stop.clone()) {
+            Ok(h) => broker.monitor = Some(h),
+            Err(e) => {
+                broker.stop();
+                return Err(StartError::Monitor(e));
+            }
+        }
         Ok(broker)
     }
 
@@ -181,6 +196,9 @@ impl Broker {
     /// Asks every shard to stop and waits until they have.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(m) = self.monitor {
+            let _ = m.join();
+        }
         for h in self.threads {
             if let Err(e) = h.join() {
                 tracing::error!(error = %e, "shard ended with an error");
@@ -247,7 +265,7 @@ async fn run_shard(s: ShardStart) {
         }
     });
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
-    let shard = Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh));
+    let shard = Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms));
     let mut tasks = Vec::new();
     for (peer, rx) in receivers.streams() {
         let sh = shard.clone();
@@ -285,6 +303,9 @@ async fn run_shard(s: ShardStart) {
     // TTL and x-expires: one timer task per shard.
     tasks.push(glommio::spawn_local(shard.clone().run_timers()));
     tasks.push(glommio::spawn_local(shard.clone().run_remote_resumes()));
+    // Resource alarms: this shard's accounted bytes, and wake-ups of the
+    // connections blocked on an alarm once it clears.
+    tasks.push(glommio::spawn_local(shard.clone().run_alarm_tick()));
     if shard.id == shard::routing::METADATA_SHARD {
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 mod admin;
+mod alarm;
 mod declare;
 mod durable;
 mod pause;
@@ -33,6 +34,11 @@ pub trait ConnSink {
     /// The protocol (`native`, `amqp`) and peer address, for operators.
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())
+    }
+    /// Bytes the connection holds in memory (its outbox and read buffer),
+    /// for the memory alarm.
+    fn held_bytes(&self) -> usize {
+        0
     }
 }
 
@@ -89,10 +95,19 @@ pub struct Shard {
     dl_pending: RefCell<VecDeque<policies::DeadLetter>>,
     dl_flushing: Cell<bool>,
     dl_warned: Cell<bool>,
+    /// Resource alarms: accounted bytes, blocked connections (`alarm.rs`).
+    alarm: alarm::ShardAlarm,
 }
 
 impl Shard {
-    pub fn new(id: u16, count: u16, config: Arc<Config>, shard_addrs: Vec<String>, mesh: Mesh) -> Self {
+    pub fn new(
+        id: u16,
+        count: u16,
+        config: Arc<Config>,
+        shard_addrs: Vec<String>,
+        mesh: Mesh,
+        alarms: Arc<crate::server::alarm::Alarms>,
+    ) -> Self {
         Self {
             id,
             count,
@@ -115,6 +130,7 @@ impl Shard {
             dl_pending: RefCell::new(VecDeque::new()),
             dl_flushing: Cell::new(false),
             dl_warned: Cell::new(false),
+            alarm: alarm::ShardAlarm::new(alarms),
         }
     }
 

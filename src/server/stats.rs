@@ -103,6 +103,10 @@ pub struct ShardStats {
     pub resident_bytes: u64,
     /// Ready messages whose entry is on disk only.
     pub messages_spilled: u64,
+    /// Bytes counted against the memory alarm (`shard/alarm.rs`).
+    pub accounted_bytes: u64,
+    /// Connections blocked by a resource alarm right now.
+    pub blocked_connections: u64,
     pub confirm_latency: HistogramSnapshot,
     /// Filled only when the request asked for per-object detail.
     pub queues: Vec<QueueStats>,
@@ -238,6 +242,41 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
     }
     let _ = writeln!(o, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
     let _ = writeln!(o, "{name}_count {acc}");
+    o
+}
+
+/// The resource alarm series: the monitor's last readings and the
+/// connections each shard holds blocked.
+pub fn prometheus_alarms(a: &super::alarm::AlarmSnapshot, shards: &[ShardStats]) -> String {
+    use std::fmt::Write;
+    let mut o = String::with_capacity(1024);
+    gauge_header(
+        &mut o,
+        "ringmq_alarm",
+        "Resource alarms in effect (1) or not (0); while one is, connections that publish are blocked.",
+    );
+    let _ = writeln!(o, "ringmq_alarm{{kind=\"memory\"}} {}", u8::from(a.memory_alarm));
+    let _ = writeln!(o, "ringmq_alarm{{kind=\"disk\"}} {}", u8::from(a.disk_alarm));
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "ringmq_memory_accounted_bytes",
+            "Memory the alarm counts: ready and unacked messages in memory and connection buffers, all shards.",
+            a.memory_accounted_bytes,
+        ),
+        ("ringmq_memory_high_watermark_bytes", "The memory alarm's threshold.", a.memory_high_watermark_bytes),
+        ("ringmq_process_resident_memory_bytes", "Resident set of the broker process (statm).", a.rss_bytes),
+        ("ringmq_disk_free_bytes", "Free bytes on the data directory's filesystem (statvfs).", a.disk_free_bytes),
+        ("ringmq_disk_free_limit_bytes", "The disk alarm's threshold.", a.disk_free_limit_bytes),
+        (
+            "ringmq_connections_blocked",
+            "Connections not read because a resource alarm is in effect.",
+            shards.iter().map(|s| s.blocked_connections).sum(),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        gauge_header(&mut o, name, help);
+        let _ = writeln!(o, "{name} {v}");
+    }
     o
 }
 

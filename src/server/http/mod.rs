@@ -9,15 +9,17 @@
 //! | `GET /metrics/per-object` | the same with every per-queue series |
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
+//! | `GET /api/nodes`, `/api/nodes/{name}`, `/api/health/checks/alarms` | memory and disk against their alarms ([`nodes`]) |
 
 mod conn;
+mod nodes;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
 use super::shard::Shard;
 use super::stats::{
-    per_queue_header, per_queue_sample, prometheus_totals, AdminReply, AdminReq, ConnStats, QueueStats, ShardStats,
-    PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
+    per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
+    QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
 use base64::Engine;
 use bytes::Bytes;
@@ -122,6 +124,9 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     match (&method, parts.as_slice()) {
         (&Method::GET, ["overview"]) => overview(shard).await,
+        (&Method::GET, ["nodes"]) => nodes::nodes(shard, None).await,
+        (&Method::GET, ["nodes", name]) => nodes::nodes(shard, Some(name)).await,
+        (&Method::GET, ["health", "checks", "alarms"]) => nodes::health_alarms(shard),
         (&Method::GET, ["queues"]) | (&Method::GET, ["queues", "/"]) => {
             let stats = shard.gather_stats(true).await;
             let parts = json_array(queues(&stats), queue_json).await;
@@ -180,7 +185,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
                           "messages_ready": ready, "messages_unacknowledged": unacked }]),
             )
         }
-        (_, ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts", ..]) => {
+        (_, ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts" | "nodes" | "health", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
@@ -194,7 +199,10 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     if per_queue && !per_object {
         stats = shard.gather_stats(true).await;
     }
-    let mut parts = vec![Bytes::from(prometheus_totals(&stats))];
+    let mut parts = vec![
+        Bytes::from(prometheus_totals(&stats)),
+        Bytes::from(prometheus_alarms(&shard.alarms().snapshot(), &stats)),
+    ];
     if per_queue {
         for series in &PER_QUEUE_SERIES {
             let mut o = String::new();
@@ -288,7 +296,7 @@ async fn overview(shard: &Rc<Shard>) -> Resp {
             "product_name": "ringmq",
             "product_version": env!("CARGO_PKG_VERSION"),
             "management_version": env!("CARGO_PKG_VERSION"),
-            "node": "ringmq",
+            "node": nodes::NODE,
             "shards": shard.count,
             "message_stats": {
                 "publish": sum(|s| s.published),

@@ -17,11 +17,13 @@ pub struct Consumer {
     /// `None` marks a tag acked out of order; the front is always `Some`.
     pub unacked: VecDeque<Option<Message>>,
     pub unacked_live: u32,
+    /// Entry bytes of the live unacked messages (the memory alarm).
+    pub unacked_bytes: u64,
 }
 
 impl Consumer {
     pub fn new(owner: ConnRef, id: u32, prefetch: u32, pull: bool) -> Self {
-        Self { owner, id, prefetch, pull, base_tag: 1, unacked: VecDeque::new(), unacked_live: 0 }
+        Self { owner, id, prefetch, pull, base_tag: 1, unacked: VecDeque::new(), unacked_live: 0, unacked_bytes: 0 }
     }
 
     pub fn next_tag(&self) -> u64 {
@@ -40,6 +42,7 @@ impl Consumer {
 
     pub fn track(&mut self, m: Message) -> u64 {
         let tag = self.next_tag();
+        self.unacked_bytes += m.entry.len() as u64;
         self.unacked.push_back(Some(m));
         self.unacked_live += 1;
         tag
@@ -80,6 +83,7 @@ impl Consumer {
                 // A tag repeated across ranges is taken once.
                 if let Some(m) = self.unacked[i].take() {
                     self.unacked_live -= 1;
+                    self.unacked_bytes = self.unacked_bytes.saturating_sub(m.entry.len() as u64);
                     each(m);
                 }
             }
@@ -92,6 +96,7 @@ impl Consumer {
 
     pub fn drain_unacked(&mut self) -> impl Iterator<Item = Message> + '_ {
         self.unacked_live = 0;
+        self.unacked_bytes = 0;
         self.unacked.drain(..).flatten()
     }
 }

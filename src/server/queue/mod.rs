@@ -70,6 +70,9 @@ pub struct Queue {
     pub timer_at: Option<u64>,
     /// Ready messages whose entry is on disk only (`spill.rs`).
     pub spill: spill::SpillState,
+    /// The bytes the shard last counted for this queue against the memory
+    /// alarm (`shard/alarm.rs`).
+    pub alarm_accounted: u64,
 }
 
 /// Where dispatch hands each consumer's share: owner, consumer id, first tag.
@@ -95,6 +98,7 @@ impl Queue {
             last_used: 0,
             timer_at: None,
             spill: spill::SpillState::default(),
+            alarm_accounted: 0,
         }
     }
 
@@ -128,6 +132,12 @@ impl Queue {
 
     pub fn unacked_len(&self) -> usize {
         self.consumers.iter().map(|c| c.unacked_live as usize).sum()
+    }
+
+    /// Messages delivered and not acked yet, and their entry bytes (one
+    /// pass over the consumers: the memory alarm asks after every settle).
+    pub fn unacked_totals(&self) -> (u64, u64) {
+        self.consumers.iter().fold((0, 0), |(n, b), c| (n + u64::from(c.unacked_live), b + c.unacked_bytes))
     }
 
     pub fn consumer_count(&self) -> usize {

@@ -254,6 +254,8 @@ impl Shard {
             s.segments_reused = d.log.segments_reused();
         }
         s.resident_bytes = self.resident_bytes();
+        s.accounted_bytes = self.accounted_bytes();
+        s.blocked_connections = self.blocked_connections();
         s.disk_bytes = dir_bytes(&self.config.data_dir.join(format!("shard-{}", self.id)));
         s
     }

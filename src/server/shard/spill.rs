@@ -72,6 +72,7 @@ impl Shard {
     /// read-back when its consumers are about to reach spilled messages,
     /// or when a spilled head is to be dead-lettered.
     pub(super) fn after_dispatch(&self, q: &mut Queue) {
+        self.account_queue(q);
         let now = q.mem_bytes();
         let r = &self.spill.resident;
         r.set((r.get() + now).saturating_sub(q.spill.accounted));
@@ -100,6 +101,7 @@ impl Shard {
 
     /// A queue went away: its bytes leave the total.
     pub(super) fn forget_resident(&self, q: &Queue) {
+        self.forget_queue_bytes(q);
         let r = &self.spill.resident;
         r.set(r.get().saturating_sub(q.spill.accounted));
         self.spill.marks.borrow_mut().remove(&q.name);

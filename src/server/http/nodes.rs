@@ -1,0 +1,61 @@
+//! `GET /api/nodes` and the alarm health check: the broker is one node
+//! (`ringmq`), described with the fields of RabbitMQ's management API that
+//! concern resource alarms (`server/alarm.rs`).
+
+use super::super::shard::Shard;
+use super::{error, json_resp, Resp};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+/// The name `/api/overview` and `/api/nodes` give the broker.
+pub const NODE: &str = "ringmq";
+
+/// The node's row: memory and disk use against their alarm thresholds.
+pub async fn node_json(shard: &Rc<Shard>) -> Value {
+    let a = shard.alarms().snapshot();
+    let stats = shard.gather_stats(false).await;
+    let blocked: u64 = stats.iter().map(|s| s.blocked_connections).sum();
+    json!({
+        "name": NODE,
+        "type": "disc",
+        "running": true,
+        "shards": shard.count,
+        "mem_used": a.memory_accounted_bytes,
+        "mem_limit": a.memory_high_watermark_bytes,
+        "mem_alarm": a.memory_alarm,
+        "mem_calculation_strategy": "accounted",
+        "rss_bytes": a.rss_bytes,
+        "rss_baseline_bytes": a.rss_baseline_bytes,
+        "disk_free": a.disk_free_bytes,
+        "disk_free_limit": a.disk_free_limit_bytes,
+        "disk_free_alarm": a.disk_alarm,
+        "data_dir": a.data_dir,
+        "connections_blocked": blocked,
+        "partitions": [],
+    })
+}
+
+/// `GET /api/nodes` and `GET /api/nodes/NAME`.
+pub async fn nodes(shard: &Rc<Shard>, name: Option<&str>) -> Resp {
+    match name {
+        None => json_resp(StatusCode::OK, &Value::Array(vec![node_json(shard).await])),
+        Some(NODE) => json_resp(StatusCode::OK, &node_json(shard).await),
+        Some(_) => error(StatusCode::NOT_FOUND, "no such node (the broker is one node, 'ringmq')"),
+    }
+}
+
+/// `GET /api/health/checks/alarms`: 200 without alarms, 503 with the
+/// alarms in effect (RabbitMQ's answer shape).
+pub fn health_alarms(shard: &Shard) -> Resp {
+    let a = shard.alarms().snapshot();
+    let on = a.in_effect();
+    if on.is_empty() {
+        return json_resp(StatusCode::OK, &json!({ "status": "ok" }));
+    }
+    let alarms: Vec<Value> = on.iter().map(|r| json!({ "node": NODE, "resource": r })).collect();
+    json_resp(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({ "status": "failed", "reason": "resource alarm(s) in effect", "alarms": alarms }),
+    )
+}
