@@ -40,6 +40,13 @@ pub enum ErrorCode {
     StoragePoisoned = 40,
     PersistenceUnavailable = 41,
     Internal = 50,
+    /// The handshake did not finish within `handshake_timeout_ms` of accept.
+    HandshakeTimeout = 63,
+    /// Nothing arrived for two negotiated heartbeat intervals.
+    HeartbeatTimeout = 64,
+    /// The shard already holds `unauthenticated_connections_max` connections
+    /// that have not logged in.
+    UnauthenticatedLimit = 65,
 }
 
 impl ErrorCode {
@@ -77,6 +84,9 @@ impl ErrorCode {
             40 => StoragePoisoned,
             41 => PersistenceUnavailable,
             50 => Internal,
+            63 => HandshakeTimeout,
+            64 => HeartbeatTimeout,
+            65 => UnauthenticatedLimit,
             _ => return None,
         })
     }
@@ -99,6 +109,9 @@ impl ErrorCode {
                 | ErrorCode::FrameTimeout
                 | ErrorCode::ConnectionLimit
                 | ErrorCode::ShuttingDown
+                | ErrorCode::HandshakeTimeout
+                | ErrorCode::HeartbeatTimeout
+                | ErrorCode::UnauthenticatedLimit
         )
     }
 }

@@ -1,15 +1,20 @@
 //! Reads a socket into whole frames. Bytes land in one buffer that is
 //! frozen into a shared chunk once it holds whole frames, so message bodies
 //! can be sliced out of it without a copy. A frame's size is known from its
-//! header, so the buffer grows once to fit it, and the size limit is
-//! checked before any of the body is read.
+//! header, so the size limit is checked before any of the body is read; the
+//! buffer then grows with the bytes that actually arrive (at most doubling
+//! per read), never to what a header claims, so a peer that sends headers
+//! claiming huge frames and nothing else costs little memory.
 
 use crate::protocol::{self, DecodeError, Decoded, Frame};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
-use std::time::Duration;
+use std::time::Instant;
 
-const READ_BYTES: usize = 64 * 1024;
+/// The read size once logged in: a busy publisher's batches.
+pub const READ_BYTES: usize = 64 * 1024;
+/// The read size before login: a handshake is a few hundred bytes.
+pub const HANDSHAKE_READ_BYTES: usize = 4 * 1024;
 
 #[derive(Debug)]
 pub enum ReadError {
@@ -19,36 +24,66 @@ pub enum ReadError {
     Truncated {
         buffered: usize,
     },
-    /// No bytes within the allowed time.
+    /// The deadline the caller set passed; `buffered` bytes of a frame
+    /// had arrived.
     Timeout {
         buffered: usize,
-        after: Duration,
     },
     Decode(DecodeError),
     Io(std::io::Error),
 }
 
+/// What a caller's deadline is measured from.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// When the first byte of the frame being read arrived (`None` between frames).
+    pub frame_started: Option<Instant>,
+    /// When the last byte arrived (or the reader was made).
+    pub last_byte: Instant,
+}
+
 pub struct FrameReader {
     buf: BytesMut,
     frame_bytes_max: usize,
+    read_bytes: usize,
+    clock: Clock,
 }
 
 impl FrameReader {
-    pub fn new(frame_bytes_max: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(READ_BYTES), frame_bytes_max }
+    /// `frame_bytes_max` bounds a frame (and so the buffer); `read_bytes`
+    /// is the size of a read when no frame is being grown.
+    pub fn new(frame_bytes_max: usize, read_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(read_bytes),
+            frame_bytes_max,
+            read_bytes,
+            clock: Clock { frame_started: None, last_byte: Instant::now() },
+        }
     }
 
     pub fn frame_bytes_max(&self) -> usize {
         self.frame_bytes_max
     }
 
+    /// New limits, e.g. once the peer has logged in.
+    pub fn set_limits(&mut self, frame_bytes_max: usize, read_bytes: usize) {
+        self.frame_bytes_max = frame_bytes_max;
+        self.read_bytes = read_bytes;
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// Reads until at least one whole frame is buffered and returns the
     /// buffered bytes as a chunk. Hand back what was not used with
-    /// [`FrameReader::keep`]. `timeout(buffered)` bounds each read.
+    /// [`FrameReader::keep`]. `deadline(clock)` bounds the wait: it is asked
+    /// again before every read, so it can be measured from the frame's
+    /// first byte or the connection's start rather than per read.
     pub async fn fill<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut R,
-        timeout: impl Fn(bool) -> Option<Duration>,
+        deadline: impl Fn(&Clock) -> Option<Instant>,
     ) -> Result<Bytes, ReadError> {
         loop {
             let need = protocol::frame::peek_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)?;
@@ -57,8 +92,12 @@ impl FrameReader {
                     return Ok(self.buf.split().freeze());
                 }
             }
-            let want = need.unwrap_or(0).saturating_sub(self.buf.len()).max(READ_BYTES);
-            let n = self.read_some(r, want, timeout(!self.buf.is_empty())).await?;
+            let want = match need {
+                // Grow with what arrived: a header alone never buys its body's size.
+                Some(n) => (n - self.buf.len()).min(self.buf.len().max(self.read_bytes)),
+                None => self.read_bytes,
+            };
+            let n = self.read_some(r, want, deadline(&self.clock)).await?;
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Eof
@@ -70,33 +109,50 @@ impl FrameReader {
     }
 
     /// Returns the unused tail of a chunk (a partial frame) to the buffer.
+    /// The chunk ended with the last read, so that read started the tail.
     pub fn keep(&mut self, chunk: &Bytes, used: usize) {
         debug_assert!(self.buf.is_empty(), "keep follows fill");
         self.buf.extend_from_slice(&chunk[used..]);
+        self.clock.frame_started = (!self.buf.is_empty()).then_some(self.clock.last_byte);
     }
 
     async fn read_some<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut R,
         want: usize,
-        t: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<usize, ReadError> {
         let start = self.buf.len();
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return Err(ReadError::Timeout { buffered: start });
+            }
+        }
         self.buf.resize(start + want, 0);
         let dst = &mut self.buf[start..];
-        let res = match t {
+        let res = match deadline {
             None => r.read(dst).await,
-            Some(t) => match glommio::timer::timeout(t, async { Ok(r.read(dst).await) }).await {
-                Ok(res) => res,
-                Err(_) => {
-                    self.buf.truncate(start);
-                    return Err(ReadError::Timeout { buffered: start, after: t });
+            Some(d) => {
+                let t = d.saturating_duration_since(Instant::now());
+                match glommio::timer::timeout(t, async { Ok(r.read(dst).await) }).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        self.buf.truncate(start);
+                        return Err(ReadError::Timeout { buffered: start });
+                    }
                 }
-            },
+            }
         };
         match res {
             Ok(n) => {
                 self.buf.truncate(start + n);
+                if n > 0 {
+                    let now = Instant::now();
+                    self.clock.last_byte = now;
+                    if start == 0 {
+                        self.clock.frame_started = Some(now);
+                    }
+                }
                 Ok(n)
             }
             Err(e) => {

@@ -36,6 +36,17 @@ pub trait ConnSink {
     }
 }
 
+/// An HTTP connection's place under `unauthenticated_connections_max`,
+/// given back when dropped.
+pub struct HttpSlot(Rc<Shard>);
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        let c = &self.0.http_conns;
+        c.set(c.get().saturating_sub(1));
+    }
+}
+
 /// Per-shard counters: plain cells, summed across shards when read.
 #[derive(Default)]
 pub struct Counters {
@@ -71,6 +82,10 @@ pub struct Shard {
     /// (`pause.rs`), until it drains.
     remote_paused: RefCell<Vec<(ConnRef, String)>>,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
+    /// Of `conns`, those that have logged in (the rest are unauthenticated).
+    logged_in: Cell<usize>,
+    /// HTTP connections (never registered in `conns`; all unauthenticated).
+    http_conns: Cell<usize>,
     next_conn_id: Cell<u64>,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
@@ -104,6 +119,8 @@ impl Shard {
             publish_resume: Notify::default(),
             remote_paused: RefCell::new(Vec::new()),
             conns: RefCell::new(HashMap::new()),
+            logged_in: Cell::new(0),
+            http_conns: Cell::new(0),
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
@@ -126,9 +143,16 @@ impl Shard {
         self.conns.borrow().len()
     }
 
-    /// Registers a connection; `None` when the shard is at its limit.
+    /// Connections that have not logged in: native and AMQP ones before
+    /// their handshake, and every HTTP connection.
+    pub fn unauthenticated_count(&self) -> usize {
+        self.conns.borrow().len() - self.logged_in.get() + self.http_conns.get()
+    }
+
+    /// Registers a new connection as unauthenticated; `None` when the
+    /// shard already holds `unauthenticated_connections_max` of them.
     pub fn register(&self, sink: Rc<dyn ConnSink>) -> Option<ConnRef> {
-        if self.conns.borrow().len() >= self.config.connections_per_shard_max as usize {
+        if !self.unauthenticated_room() {
             return None;
         }
         let me = ConnRef { shard: self.id, conn_id: self.next_conn_id.get() };
@@ -137,8 +161,36 @@ impl Shard {
         Some(me)
     }
 
-    pub fn unregister(&self, me: ConnRef) {
-        self.conns.borrow_mut().remove(&me.conn_id);
+    fn unauthenticated_room(&self) -> bool {
+        self.unauthenticated_count() < self.config.unauthenticated_connections_max as usize
+    }
+
+    /// Moves a connection that logged in from the unauthenticated cap to
+    /// `connections_per_shard_max`; false (it stays unauthenticated) when
+    /// that is full.
+    pub fn promote(&self) -> bool {
+        if self.logged_in.get() >= self.config.connections_per_shard_max as usize {
+            return false;
+        }
+        self.logged_in.set(self.logged_in.get() + 1);
+        true
+    }
+
+    /// `logged_in`: whether `promote` succeeded for it.
+    pub fn unregister(&self, me: ConnRef, logged_in: bool) {
+        if self.conns.borrow_mut().remove(&me.conn_id).is_some() && logged_in {
+            self.logged_in.set(self.logged_in.get().saturating_sub(1));
+        }
+    }
+
+    /// An HTTP connection: counted as unauthenticated for its whole life
+    /// (its requests authenticate one by one). `None` when at the cap.
+    pub fn http_open(self: &Rc<Self>) -> Option<HttpSlot> {
+        if !self.unauthenticated_room() {
+            return None;
+        }
+        self.http_conns.set(self.http_conns.get() + 1);
+        Some(HttpSlot(self.clone()))
     }
 
     pub fn shut_down_connections(&self, why: &str) {

@@ -176,6 +176,13 @@ impl hyper::body::Body for Body {
 /// Serves one connection until the client closes it, it breaks, or the
 /// watchdog gives up on it.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    // HTTP requests authenticate one by one: the connection counts as
+    // unauthenticated for its whole life.
+    let Some(_slot) = shard.http_open() else {
+        let max = shard.config.unauthenticated_connections_max;
+        tracing::warn!(shard = shard.id, "refusing HTTP connection: unauthenticated_connections_max = {max} reached");
+        return;
+    };
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);
     let request = Duration::from_millis(shard.config.http_request_timeout_ms);
     let activity =
