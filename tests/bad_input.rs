@@ -196,7 +196,7 @@ fn stalled_frame_times_out() {
 
     // No Hello within handshake_timeout_ms.
     let mut r = Raw::connect(b.native);
-    r.expect_error(ErrorCode::FrameTimeout);
+    r.expect_error(ErrorCode::HandshakeTimeout);
     r.expect_closed();
 
     w.check();
@@ -495,10 +495,11 @@ fn connection_limit_refuses_extra_connections() {
     let mut w = Witnesses::open(&b);
 
     for addr in [b.native, b.shards[0]] {
-        // The broker speaks first: nothing is sent, so nothing is unread.
+        // The limit applies at login: connections before it count under
+        // unauthenticated_connections_max instead.
         let mut r = Raw::connect(addr);
-        let (rid, msg) = r.expect_error(ErrorCode::ConnectionLimit);
-        assert_eq!(rid, 0);
+        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let (_, msg) = r.expect_error(ErrorCode::ConnectionLimit);
         assert!(msg.contains("connections_per_shard_max"), "{msg:?}");
         r.expect_closed();
     }

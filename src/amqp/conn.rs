@@ -229,6 +229,7 @@ impl AmqpConn {
         }
         buf.advance(8);
         self.clock.after_frames(buf.len(), true);
+        self.clock.header_done.set(true);
         self.outbox.push(|b| self.put_start(b));
         loop {
             let mut used = 0;
@@ -249,8 +250,14 @@ impl AmqpConn {
                         self.run_jobs();
                     }
                     Err(e) => {
-                        tracing::warn!(peer = ?self.peer, "bad AMQP frame: {e}");
-                        self.fail(conn_fault(code::FRAME_ERROR, e.to_string(), (0, 0)));
+                        let text = match e {
+                            frame::FrameError::TooLarge { size, max } if self.st.borrow().phase != Phase::Running => {
+                                format!("frame of {size} bytes before connection.open exceeds {max} (handshake_bytes_max or frame_max)")
+                            }
+                            e => e.to_string(),
+                        };
+                        tracing::warn!(peer = ?self.peer, "bad AMQP frame: {text}");
+                        self.fail(conn_fault(code::FRAME_ERROR, text, (0, 0)));
                         used = buf.len();
                         break;
                     }

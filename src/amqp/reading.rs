@@ -26,6 +26,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// When bytes arrived, for the deadlines.
 pub struct ReadClock {
     pub accepted_at: Instant,
+    /// The protocol header arrived (connection.start went out): before
+    /// it, the peer is not known to speak AMQP and hears no close.
+    pub header_done: Cell<bool>,
     pub last_byte: Cell<Instant>,
     /// The first byte of the partial frame in the buffer (`None`: no partial frame).
     pub frame_started: Cell<Option<Instant>>,
@@ -34,7 +37,7 @@ pub struct ReadClock {
 impl ReadClock {
     pub fn new() -> Self {
         let now = Instant::now();
-        Self { accepted_at: now, last_byte: Cell::new(now), frame_started: Cell::new(None) }
+        Self { accepted_at: now, header_done: Cell::new(false), last_byte: Cell::new(now), frame_started: Cell::new(None) }
     }
 
     /// After the buffer's whole frames were handled: `left` bytes remain;
@@ -147,9 +150,10 @@ impl AmqpConn {
         let c = &self.shard.config;
         let phase = self.st.borrow().phase;
         let (why, tell) = match phase {
-            Phase::StartOk | Phase::TuneOk | Phase::Open => {
-                (format!("handshake not done within handshake_timeout_ms = {}", c.handshake_timeout_ms), true)
-            }
+            Phase::StartOk | Phase::TuneOk | Phase::Open => (
+                format!("handshake not done within handshake_timeout_ms = {}", c.handshake_timeout_ms),
+                self.clock.header_done.get(),
+            ),
             Phase::Running if buffered > 0 && self.frame_overdue() => (
                 format!("a frame did not arrive whole within frame_timeout_ms = {} of its first byte", c.frame_timeout_ms),
                 true,
@@ -160,11 +164,11 @@ impl AmqpConn {
             }
             _ => ("no close-ok from the peer".to_string(), false),
         };
+        if phase != Phase::Closing {
+            tracing::warn!(peer = ?self.peer, "closing AMQP connection: {why}");
+        }
         if tell {
-            tracing::warn!(peer = ?self.peer, "closing AMQP connection: {why}");
             self.fail(conn_fault(code::FRAME_ERROR, why.clone(), (0, 0)));
-        } else if phase == Phase::Running {
-            tracing::warn!(peer = ?self.peer, "closing AMQP connection: {why}");
         }
         why
     }

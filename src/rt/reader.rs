@@ -13,7 +13,8 @@ use std::time::Instant;
 
 /// The read size once logged in: a busy publisher's batches.
 pub const READ_BYTES: usize = 64 * 1024;
-/// The read size before login: a handshake is a few hundred bytes.
+/// The read size before login (a handshake is a few hundred bytes), and
+/// the first step of growing a partly read frame.
 pub const HANDSHAKE_READ_BYTES: usize = 4 * 1024;
 
 #[derive(Debug)]
@@ -93,9 +94,11 @@ impl FrameReader {
                 }
             }
             let want = match need {
-                // Grow with what arrived: a header alone never buys its body's size.
-                Some(n) => (n - self.buf.len()).min(self.buf.len().max(self.read_bytes)),
-                None => self.read_bytes,
+                // Grow with what arrived: at most doubling per read, from a
+                // small step, so a header alone never buys its body's size
+                // (a peer that sends only headers holds a few KiB each).
+                Some(n) if !self.buf.is_empty() => (n - self.buf.len()).min(self.buf.len().max(HANDSHAKE_READ_BYTES)),
+                _ => self.read_bytes,
             };
             let n = self.read_some(r, want, deadline(&self.clock)).await?;
             if n == 0 {
