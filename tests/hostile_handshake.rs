@@ -113,9 +113,10 @@ fn oversized_headers_cost_little_memory_before_and_after_login() {
         grew_auth >> 20,
         claimed >> 20
     );
-    // Generous: 64 KiB per held socket would be 64 MiB; the claims total 4000 MiB.
-    assert!(grew_unauth < 128 << 20, "unauthenticated claims grew RSS by {} MiB", grew_unauth >> 20);
-    assert!(grew_auth < 256 << 20, "held claims grew RSS by {} MiB", grew_auth >> 20);
+    // Generous (about 11 MiB measured for the held sockets, all included);
+    // the claims total 4000 MiB.
+    assert!(grew_unauth < 64 << 20, "unauthenticated claims grew RSS by {} MiB", grew_unauth >> 20);
+    assert!(grew_auth < 64 << 20, "held claims grew RSS by {} MiB", grew_auth >> 20);
     // The held connections are alive, just waiting for their bodies.
     held[0].expect_silence();
 }

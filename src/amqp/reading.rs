@@ -14,7 +14,7 @@
 use super::conn::{conn_fault, AmqpConn, Phase};
 use super::frame::FRAME_MIN_SIZE;
 use super::method::code;
-use crate::rt::reader::{HANDSHAKE_READ_BYTES, READ_BYTES};
+use crate::rt::reader::{next_window, HANDSHAKE_READ_BYTES, READ_BYTES};
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt};
 use std::cell::Cell;
@@ -32,12 +32,14 @@ pub struct ReadClock {
     pub last_byte: Cell<Instant>,
     /// The first byte of the partial frame in the buffer (`None`: no partial frame).
     pub frame_started: Cell<Option<Instant>>,
+    /// The next read's size after login (see `reader::next_window`).
+    window: Cell<usize>,
 }
 
 impl ReadClock {
     pub fn new() -> Self {
         let now = Instant::now();
-        Self { accepted_at: now, header_done: Cell::new(false), last_byte: Cell::new(now), frame_started: Cell::new(None) }
+        Self { accepted_at: now, header_done: Cell::new(false), last_byte: Cell::new(now), frame_started: Cell::new(None), window: Cell::new(HANDSHAKE_READ_BYTES) }
     }
 
     /// After the buffer's whole frames were handled: `left` bytes remain;
@@ -108,7 +110,7 @@ impl AmqpConn {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(self.timed_out(start));
         }
-        let want = if self.handshaking() { HANDSHAKE_READ_BYTES } else { READ_BYTES };
+        let want = if self.handshaking() { HANDSHAKE_READ_BYTES } else { self.clock.window.get() };
         buf.resize(start + want, 0);
         let res = match deadline {
             None => r.read(&mut buf[start..]).await,
@@ -130,6 +132,7 @@ impl AmqpConn {
             }
             Ok(n) => {
                 buf.truncate(start + n);
+                self.clock.window.set(next_window(want, n, READ_BYTES));
                 let now = Instant::now();
                 self.clock.last_byte.set(now);
                 if start == 0 {

@@ -46,7 +46,11 @@ pub struct Clock {
 pub struct FrameReader {
     buf: BytesMut,
     frame_bytes_max: usize,
+    /// The largest read between frames, and the current one: it doubles
+    /// while reads fill it and falls back when they do not, so an idle
+    /// connection holds a small buffer and a busy one reads in large ones.
     read_bytes: usize,
+    window: usize,
     clock: Clock,
 }
 
@@ -55,9 +59,10 @@ impl FrameReader {
     /// is the size of a read when no frame is being grown.
     pub fn new(frame_bytes_max: usize, read_bytes: usize) -> Self {
         Self {
-            buf: BytesMut::with_capacity(read_bytes),
+            buf: BytesMut::with_capacity(read_bytes.min(HANDSHAKE_READ_BYTES)),
             frame_bytes_max,
             read_bytes,
+            window: read_bytes.min(HANDSHAKE_READ_BYTES),
             clock: Clock { frame_started: None, last_byte: Instant::now() },
         }
     }
@@ -98,9 +103,10 @@ impl FrameReader {
                 // small step, so a header alone never buys its body's size
                 // (a peer that sends only headers holds a few KiB each).
                 Some(n) if !self.buf.is_empty() => (n - self.buf.len()).min(self.buf.len().max(HANDSHAKE_READ_BYTES)),
-                _ => self.read_bytes,
+                _ => self.window,
             };
             let n = self.read_some(r, want, deadline(&self.clock)).await?;
+            self.window = next_window(want, n, self.read_bytes);
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Eof
@@ -164,6 +170,15 @@ impl FrameReader {
             }
         }
     }
+}
+
+/// The next read size after a read of `want` bytes got `got`: double
+/// while reads fill it, else what was used (a power of two), within
+/// `HANDSHAKE_READ_BYTES..=max`.
+pub fn next_window(want: usize, got: usize, max: usize) -> usize {
+    let floor = HANDSHAKE_READ_BYTES.min(max);
+    let next = if got >= want { want.saturating_mul(2) } else { got.next_power_of_two() };
+    next.clamp(floor, max)
 }
 
 /// Calls `f` on every whole frame at the front of `chunk`; returns the
