@@ -231,6 +231,13 @@ impl Raw {
         Raw { s, buf: Vec::new(), next_rid: 1, next_consumer: 1 }
     }
 
+    /// Wraps a socket connected some other way (e.g. with socket options).
+    pub fn from_stream(s: TcpStream) -> Raw {
+        s.set_nodelay(true).unwrap();
+        s.set_write_timeout(Some(STEP)).unwrap();
+        Raw { s, buf: Vec::new(), next_rid: 1, next_consumer: 1 }
+    }
+
     /// Connects and completes the handshake as guest/guest; returns the
     /// shard the connection landed on.
     pub fn hello(addr: SocketAddr) -> (Raw, u16) {
