@@ -36,7 +36,8 @@ fn publish_frame(queue: &str, bodies: &[&[u8]]) -> Vec<u8> {
 
 fn hello_bytes(version: u16, user: &str, password: &str) -> Vec<u8> {
     let mut b = BytesMut::new();
-    ringmq::protocol::Frame { request_id: 1, cmd: Cmd::Hello { version, user, password, heartbeat_ms: None } }.encode(&mut b);
+    ringmq::protocol::Frame { request_id: 1, cmd: Cmd::Hello { version, user, password, heartbeat_ms: None } }
+        .encode(&mut b);
     b.to_vec()
 }
 

@@ -11,11 +11,11 @@ use super::channel::{ChState, Channels};
 use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 pub use super::jobs::Job;
 use super::method::{self, code, id, Method, MethodId};
+use super::reading::ReadClock;
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::Shard;
 use crate::server::types::{ConnRef, Request};
-use super::reading::ReadClock;
 use bytes::{Buf, BufMut, BytesMut};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
@@ -412,7 +412,11 @@ impl AmqpConn {
                 // Logged in: from the unauthenticated cap to connections_per_shard_max.
                 if !self.shard.promote() {
                     let max = self.shard.config.connections_per_shard_max;
-                    return Err(conn_fault(code::NOT_ALLOWED, format!("connections_per_shard_max = {max} reached"), mid));
+                    return Err(conn_fault(
+                        code::NOT_ALLOWED,
+                        format!("connections_per_shard_max = {max} reached"),
+                        mid,
+                    ));
                 }
                 self.logged_in.set(true);
                 self.st.borrow_mut().phase = Phase::Running;

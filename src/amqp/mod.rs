@@ -49,7 +49,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Some(me) = shard.register(conn.clone() as Rc<dyn ConnSink>) else {
         // Closed before any byte: AMQP has no way to say why before tune.
         let max = shard.config.unauthenticated_connections_max;
-        tracing::warn!(shard = shard.id, ?peer, "refusing AMQP connection: unauthenticated_connections_max = {max} reached");
+        tracing::warn!(
+            shard = shard.id,
+            ?peer,
+            "refusing AMQP connection: unauthenticated_connections_max = {max} reached"
+        );
         return;
     };
     conn.set_ref(me);

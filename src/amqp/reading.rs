@@ -39,7 +39,13 @@ pub struct ReadClock {
 impl ReadClock {
     pub fn new() -> Self {
         let now = Instant::now();
-        Self { accepted_at: now, header_done: Cell::new(false), last_byte: Cell::new(now), frame_started: Cell::new(None), window: Cell::new(HANDSHAKE_READ_BYTES) }
+        Self {
+            accepted_at: now,
+            header_done: Cell::new(false),
+            last_byte: Cell::new(now),
+            frame_started: Cell::new(None),
+            window: Cell::new(HANDSHAKE_READ_BYTES),
+        }
     }
 
     /// After the buffer's whole frames were handled: `left` bytes remain;
@@ -158,7 +164,10 @@ impl AmqpConn {
                 self.clock.header_done.get(),
             ),
             Phase::Running if buffered > 0 && self.frame_overdue() => (
-                format!("a frame did not arrive whole within frame_timeout_ms = {} of its first byte", c.frame_timeout_ms),
+                format!(
+                    "a frame did not arrive whole within frame_timeout_ms = {} of its first byte",
+                    c.frame_timeout_ms
+                ),
                 true,
             ),
             Phase::Running => {

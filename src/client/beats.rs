@@ -54,7 +54,8 @@ impl Beater {
                 if s.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let idle = (s.epoch.elapsed().as_millis() as u64).saturating_sub(s.last_write_ms.load(Ordering::Relaxed));
+                let idle =
+                    (s.epoch.elapsed().as_millis() as u64).saturating_sub(s.last_write_ms.load(Ordering::Relaxed));
                 if idle >= half && s.write(&beat).is_err() {
                     return;
                 }

@@ -118,7 +118,9 @@ impl Conn {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     if deadline.is_none() {
                         let hb = self.heartbeat_ms;
-                        return Err(ClientError::Closed(format!("nothing from the broker for two heartbeat intervals ({hb} ms)")));
+                        return Err(ClientError::Closed(format!(
+                            "nothing from the broker for two heartbeat intervals ({hb} ms)"
+                        )));
                     }
                     return Ok(None);
                 }

@@ -200,3 +200,19 @@ pub fn for_each_frame<E>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_window_doubles_while_filled_and_falls_back() {
+        assert_eq!(next_window(4096, 4096, READ_BYTES), 8192);
+        assert_eq!(next_window(32 << 10, 32 << 10, READ_BYTES), READ_BYTES);
+        assert_eq!(next_window(READ_BYTES, READ_BYTES, READ_BYTES), READ_BYTES);
+        assert_eq!(next_window(READ_BYTES, 100, READ_BYTES), HANDSHAKE_READ_BYTES);
+        assert_eq!(next_window(READ_BYTES, 9000, READ_BYTES), 16384);
+        // Before login the window never passes the handshake read size.
+        assert_eq!(next_window(4096, 4096, HANDSHAKE_READ_BYTES), HANDSHAKE_READ_BYTES);
+    }
+}

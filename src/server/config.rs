@@ -280,7 +280,9 @@ impl Config {
     fn validate_conns(&self, day_ms: u64) -> Result<(), ConfigError> {
         let (h, f) = (self.handshake_bytes_max, self.frame_bytes_max);
         // An AMQP peer may send frames of 4096 bytes (frame-min-size) before tune.
-        check((4096..=f).contains(&h), "handshake_bytes_max", || format!("{h} is outside 4096..=frame_bytes_max ({f})"))?;
+        check((4096..=f).contains(&h), "handshake_bytes_max", || {
+            format!("{h} is outside 4096..=frame_bytes_max ({f})")
+        })?;
         let hb = self.heartbeat_ms;
         check(hb == 0 || (100..=day_ms).contains(&u64::from(hb)), "heartbeat_ms", || {
             format!("{hb} is neither 0 (off) nor in 100..=86400000")
@@ -290,7 +292,9 @@ impl Config {
             format!("{idle} is neither 0 (off) nor in 1000..=86400000")
         })?;
         let iv = self.tcp_keepalive_interval_ms;
-        check((1000..=day_ms).contains(&iv), "tcp_keepalive_interval_ms", || format!("{iv} is outside 1000..=86400000"))?;
+        check((1000..=day_ms).contains(&iv), "tcp_keepalive_interval_ms", || {
+            format!("{iv} is outside 1000..=86400000")
+        })?;
         let p = self.tcp_keepalive_probes;
         check((1..=127).contains(&p), "tcp_keepalive_probes", || format!("{p} is outside 1..=127"))?;
         Ok(())

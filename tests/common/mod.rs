@@ -242,7 +242,8 @@ impl Raw {
     /// shard the connection landed on.
     pub fn hello(addr: SocketAddr) -> (Raw, u16) {
         let mut r = Raw::connect(addr);
-        let rid = r.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let rid =
+            r.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest", heartbeat_ms: None });
         let f = r.recv();
         let shard = match f.frame() {
             Frame { request_id, cmd: Cmd::HelloOk(h) } => {

@@ -58,9 +58,12 @@ impl NativeConn {
                 format!("peer closed with {buffered} bytes of an unfinished frame"),
             )),
             ReadError::Timeout { .. } => Err(self.timed_out(clock)),
-            ReadError::Decode(protocol::DecodeError::TooLarge { len, max }) if !self.handshaken.get() => Err(
-                Fatal::new(ErrorCode::FrameTooLarge, format!("frame of {len} bytes before login exceeds handshake_bytes_max {max}")),
-            ),
+            ReadError::Decode(protocol::DecodeError::TooLarge { len, max }) if !self.handshaken.get() => {
+                Err(Fatal::new(
+                    ErrorCode::FrameTooLarge,
+                    format!("frame of {len} bytes before login exceeds handshake_bytes_max {max}"),
+                ))
+            }
             ReadError::Decode(e) => Err(Fatal::new(e.code(), e.to_string())),
         }
     }
@@ -70,7 +73,10 @@ impl NativeConn {
         let c = &self.shard.config;
         if !self.handshaken.get() {
             let t = c.handshake_timeout_ms;
-            return Fatal::new(ErrorCode::HandshakeTimeout, format!("handshake not done within handshake_timeout_ms = {t}"));
+            return Fatal::new(
+                ErrorCode::HandshakeTimeout,
+                format!("handshake not done within handshake_timeout_ms = {t}"),
+            );
         }
         let frame_due = clock.frame_started.map(|t| t + ms(c.frame_timeout_ms));
         if frame_due.is_some_and(|d| Instant::now() >= d) {
@@ -141,7 +147,8 @@ impl NativeConn {
                 kick.await;
                 continue;
             }
-            glommio::timer::sleep(ms(u64::from(hb) / 2)).await;
+            // The kick (the connection ended) cuts the wait short.
+            futures_lite::future::or(glommio::timer::sleep(ms(u64::from(hb) / 2)), kick).await;
             if self.outbox.is_closing() {
                 return;
             }
