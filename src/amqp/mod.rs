@@ -48,12 +48,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     conn.outbox.set_send_timeout(std::time::Duration::from_millis(shard.config.send_timeout_ms));
     let Some(me) = shard.register(conn.clone() as Rc<dyn ConnSink>) else {
         // Closed before any byte: AMQP has no way to say why before tune.
-        let max = shard.config.unauthenticated_connections_max;
-        tracing::warn!(
-            shard = shard.id,
-            ?peer,
-            "refusing AMQP connection: unauthenticated_connections_max = {max} reached"
-        );
+        shard.log_unauthenticated_refusal("amqp");
         return;
     };
     conn.set_ref(me);

@@ -34,6 +34,9 @@ pub struct ReadClock {
     pub frame_started: Cell<Option<Instant>>,
     /// The next read's size after login (see `reader::next_window`).
     window: Cell<usize>,
+    /// When the broker's connection.close went out: close-ok is awaited
+    /// for `CLOSE_WAIT` from then, not per read.
+    closing_since: Cell<Option<Instant>>,
 }
 
 impl ReadClock {
@@ -45,6 +48,7 @@ impl ReadClock {
             last_byte: Cell::new(now),
             frame_started: Cell::new(None),
             window: Cell::new(HANDSHAKE_READ_BYTES),
+            closing_since: Cell::new(None),
         }
     }
 
@@ -93,7 +97,11 @@ impl AmqpConn {
         let clock = &self.clock;
         match st.phase {
             Phase::StartOk | Phase::TuneOk | Phase::Open => Some(clock.accepted_at + ms(c.handshake_timeout_ms)),
-            Phase::Closing => Some(Instant::now() + CLOSE_WAIT),
+            Phase::Closing => {
+                let since = clock.closing_since.get().unwrap_or_else(Instant::now);
+                clock.closing_since.set(Some(since));
+                Some(since + CLOSE_WAIT)
+            }
             Phase::Done => Some(Instant::now()),
             Phase::Running => {
                 let frame = clock.frame_started.get().map(|t| t + ms(c.frame_timeout_ms));

@@ -99,7 +99,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Some(me) = registered else {
         let max = shard.config.unauthenticated_connections_max;
         let why = format!("unauthenticated_connections_max = {max} reached");
-        tracing::warn!(shard = shard.id, %peer, "refusing connection: {why}");
+        shard.log_unauthenticated_refusal("native");
         conn.send(Reply::error(0, ErrorCode::UnauthenticatedLimit, why));
         conn.outbox.close();
         conn.outbox.write_loop(writer).await;

@@ -16,12 +16,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 mod admin;
+mod conns;
 mod declare;
 mod durable;
 mod pause;
 mod policies;
 pub mod routing;
 mod spill;
+
+pub use conns::HttpSlot;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
@@ -33,17 +36,6 @@ pub trait ConnSink {
     /// The protocol (`native`, `amqp`) and peer address, for operators.
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())
-    }
-}
-
-/// An HTTP connection's place under `unauthenticated_connections_max`,
-/// given back when dropped.
-pub struct HttpSlot(Rc<Shard>);
-
-impl Drop for HttpSlot {
-    fn drop(&mut self) {
-        let c = &self.0.http_conns;
-        c.set(c.get().saturating_sub(1));
     }
 }
 
@@ -86,6 +78,10 @@ pub struct Shard {
     logged_in: Cell<usize>,
     /// HTTP connections (never registered in `conns`; all unauthenticated).
     http_conns: Cell<usize>,
+    /// Refusals at `unauthenticated_connections_max` not yet logged, and
+    /// when the last log line went out: a flood gets one line a second.
+    refused_unlogged: Cell<u64>,
+    refused_logged_at: Cell<Option<std::time::Instant>>,
     next_conn_id: Cell<u64>,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
@@ -121,6 +117,8 @@ impl Shard {
             conns: RefCell::new(HashMap::new()),
             logged_in: Cell::new(0),
             http_conns: Cell::new(0),
+            refused_unlogged: Cell::new(0),
+            refused_logged_at: Cell::new(None),
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
@@ -141,56 +139,6 @@ impl Shard {
 
     pub fn connection_count(&self) -> usize {
         self.conns.borrow().len()
-    }
-
-    /// Connections that have not logged in: native and AMQP ones before
-    /// their handshake, and every HTTP connection.
-    pub fn unauthenticated_count(&self) -> usize {
-        self.conns.borrow().len() - self.logged_in.get() + self.http_conns.get()
-    }
-
-    /// Registers a new connection as unauthenticated; `None` when the
-    /// shard already holds `unauthenticated_connections_max` of them.
-    pub fn register(&self, sink: Rc<dyn ConnSink>) -> Option<ConnRef> {
-        if !self.unauthenticated_room() {
-            return None;
-        }
-        let me = ConnRef { shard: self.id, conn_id: self.next_conn_id.get() };
-        self.next_conn_id.set(me.conn_id + 1);
-        self.conns.borrow_mut().insert(me.conn_id, sink);
-        Some(me)
-    }
-
-    fn unauthenticated_room(&self) -> bool {
-        self.unauthenticated_count() < self.config.unauthenticated_connections_max as usize
-    }
-
-    /// Moves a connection that logged in from the unauthenticated cap to
-    /// `connections_per_shard_max`; false (it stays unauthenticated) when
-    /// that is full.
-    pub fn promote(&self) -> bool {
-        if self.logged_in.get() >= self.config.connections_per_shard_max as usize {
-            return false;
-        }
-        self.logged_in.set(self.logged_in.get() + 1);
-        true
-    }
-
-    /// `logged_in`: whether `promote` succeeded for it.
-    pub fn unregister(&self, me: ConnRef, logged_in: bool) {
-        if self.conns.borrow_mut().remove(&me.conn_id).is_some() && logged_in {
-            self.logged_in.set(self.logged_in.get().saturating_sub(1));
-        }
-    }
-
-    /// An HTTP connection: counted as unauthenticated for its whole life
-    /// (its requests authenticate one by one). `None` when at the cap.
-    pub fn http_open(self: &Rc<Self>) -> Option<HttpSlot> {
-        if !self.unauthenticated_room() {
-            return None;
-        }
-        self.http_conns.set(self.http_conns.get() + 1);
-        Some(HttpSlot(self.clone()))
     }
 
     pub fn shut_down_connections(&self, why: &str) {

@@ -184,8 +184,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // HTTP requests authenticate one by one: the connection counts as
     // unauthenticated for its whole life.
     let Some(_slot) = shard.http_open() else {
-        let max = shard.config.unauthenticated_connections_max;
-        tracing::warn!(shard = shard.id, "refusing HTTP connection: unauthenticated_connections_max = {max} reached");
+        shard.log_unauthenticated_refusal("http");
         return;
     };
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);
@@ -219,7 +218,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
     let watchdog = async {
         let why = watch(&activity, idle, request).await;
-        tracing::debug!("HTTP connection closed: {why}");
+        if why.starts_with("request head") {
+            // A stalled or trickled request: worth an operator's look.
+            tracing::warn!("closing HTTP connection: {why}");
+        } else {
+            tracing::debug!("HTTP connection closed: {why}");
+        }
     };
     futures_lite::future::or(served, watchdog).await;
 }
