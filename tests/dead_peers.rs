@@ -181,3 +181,35 @@ fn peer_that_stops_reading_is_closed_after_send_timeout() {
     assert!(more[0].redelivered && more[0].body.len() == body.len());
     p.ping();
 }
+
+/// The kernel timer of the broker's side of the connection from
+/// `client`'s local port to `server`: `tr` in /proc/net/tcp (2 = keepalive).
+fn server_side_timer(server: std::net::SocketAddr, client: &TcpStream) -> u8 {
+    let client_port = client.local_addr().unwrap().port();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap_or(""), 16).ok();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 5 && port_of(f[1]) == Some(server.port()) && port_of(f[2]) == Some(client_port) {
+            let tr = f[5].split(':').next().unwrap_or("");
+            return u8::from_str_radix(tr, 16).expect("timer field");
+        }
+    }
+    panic!("no broker-side socket for client port {client_port} in /proc/net/tcp")
+}
+
+#[test]
+fn accepted_sockets_have_tcp_keepalive() {
+    for (idle_ms, want) in [(5_000, 2), (0, 0)] {
+        let b = TestBroker::start_with(1, |c| c.tcp_keepalive_idle_ms = idle_ms);
+        let (r, _) = Raw::hello(b.native);
+        let amqp = TcpStream::connect_timeout(&b.amqp, STEP).unwrap();
+        let http = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
+        // Let the broker accept the last two.
+        std::thread::sleep(Duration::from_millis(100));
+        for (what, addr, s) in [("native", b.native, &r.s), ("amqp", b.amqp, &amqp), ("http", b.metrics, &http)] {
+            let tr = server_side_timer(addr, s);
+            assert_eq!(tr, want, "{what}: keepalive timer with tcp_keepalive_idle_ms = {idle_ms}");
+        }
+    }
+}
