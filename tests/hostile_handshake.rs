@@ -438,3 +438,45 @@ fn old_hello_gets_old_hello_ok() {
         r.ping();
     }
 }
+
+#[test]
+fn time_the_broker_holds_a_publisher_back_does_not_count_against_its_frame() {
+    let b = TestBroker::start_with(1, |c| {
+        c.frame_timeout_ms = 400;
+        c.publish_pause_messages = 10;
+    });
+    let (mut consumer, _) = Raw::hello(b.native);
+    consumer.declare("held");
+    let (cid, _) = consumer.subscribe("held", 1);
+    // One write: a batch that takes the queue over publish_pause_messages
+    // (so the broker stops reading this publisher), and the start of the
+    // next frame, which then waits in the broker's buffer.
+    let (mut publisher, _) = Raw::hello(b.native);
+    let bodies: Vec<&[u8]> = vec![b"m"; 20];
+    let mut first = BytesMut::new();
+    let mut bw = BatchWriter::begin_publish(&mut first, 7, op::PUBLISH_CONFIRM, "held");
+    for body in &bodies {
+        bw.push(&mut first, 0, &[], body);
+    }
+    bw.finish(&mut first);
+    let mut second = BytesMut::new();
+    let mut bw = BatchWriter::begin_publish(&mut second, 8, op::PUBLISH_CONFIRM, "held");
+    bw.push(&mut second, 0, &[], b"after the pause");
+    bw.finish(&mut second);
+    publisher.write(&[&first[..], &second[..20]].concat());
+    publisher.expect_confirm(7, 20);
+    // Held back for more than frame_timeout_ms, then let go: the consumer leaves.
+    std::thread::sleep(Duration::from_millis(1000));
+    let rid = consumer.send(Cmd::Unsubscribe { consumer_id: cid });
+    loop {
+        match consumer.recv().frame().cmd {
+            Cmd::Ok { .. } => break,
+            Cmd::Deliver { .. } => {}
+            other => panic!("expected Ok for Unsubscribe {rid}, got {other:?}"),
+        }
+    }
+    // The rest of the frame, sent promptly once reading resumes, completes it.
+    publisher.write(&second[20..]);
+    publisher.expect_confirm(8, 1);
+    publisher.ping();
+}

@@ -276,6 +276,7 @@ impl AmqpConn {
             // the writer, the mesh and other connections run between chunks,
             // or a busy publisher starves them (acks and deliveries from
             // other shards, and its own forwarded publishes, wait).
+            let held = Instant::now();
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
@@ -293,6 +294,8 @@ impl AmqpConn {
                     self.outbox.push(|b| method::put(b, 0, id::CONNECTION_UNBLOCKED, |_| ()));
                 }
             }
+            // Time the broker held back from reading is not the peer's.
+            self.clock.excuse(held.elapsed());
             self.read_more(r, buf).await?;
         }
     }

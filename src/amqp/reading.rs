@@ -65,6 +65,19 @@ impl ReadClock {
     }
 }
 
+impl ReadClock {
+    /// The broker did not read for `held` (back pressure): that time does
+    /// not count against the peer's frame deadline, and the peer counts as
+    /// heard from now (its bytes may be waiting unread).
+    pub fn excuse(&self, held: Duration) {
+        if held.is_zero() {
+            return;
+        }
+        self.frame_started.set(self.frame_started.get().map(|t| t + held));
+        self.last_byte.set(Instant::now());
+    }
+}
+
 impl Default for ReadClock {
     fn default() -> Self {
         Self::new()

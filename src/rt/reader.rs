@@ -9,7 +9,7 @@
 use crate::protocol::{self, DecodeError, Decoded, Frame};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The read size once logged in: a busy publisher's batches.
 pub const READ_BYTES: usize = 64 * 1024;
@@ -79,6 +79,17 @@ impl FrameReader {
 
     pub fn clock(&self) -> Clock {
         self.clock
+    }
+
+    /// The broker did not read for `held` (back pressure): that time does
+    /// not count against the peer's frame deadline, and bytes may be
+    /// waiting unread, so the peer counts as heard from now.
+    pub fn excuse(&mut self, held: Duration) {
+        if held.is_zero() {
+            return;
+        }
+        self.clock.frame_started = self.clock.frame_started.map(|t| t + held);
+        self.clock.last_byte = Instant::now();
     }
 
     /// Reads until at least one whole frame is buffered and returns the

@@ -295,6 +295,7 @@ impl NativeConn {
                 Err(Ok(fatal)) => return Err(fatal),
                 Err(Err(e)) => return Err(Fatal::new(e.code(), e.to_string())),
             }
+            let held = Instant::now();
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
             // A socket that always has bytes never makes this task wait:
@@ -304,6 +305,8 @@ impl NativeConn {
             if let Some(q) = paused {
                 self.shard.wait_publish_resume(&q).await;
             }
+            // Time the broker held back from reading is not the peer's.
+            reader.excuse(held.elapsed());
             if self.outbox.is_closing() {
                 return Ok(());
             }
