@@ -36,7 +36,8 @@ fn publish_frame(queue: &str, bodies: &[&[u8]]) -> Vec<u8> {
 
 fn hello_bytes(version: u16, user: &str, password: &str) -> Vec<u8> {
     let mut b = BytesMut::new();
-    ringmq::protocol::Frame { request_id: 1, cmd: Cmd::Hello { version, user, password } }.encode(&mut b);
+    ringmq::protocol::Frame { request_id: 1, cmd: Cmd::Hello { version, user, password, heartbeat_ms: None } }
+        .encode(&mut b);
     b.to_vec()
 }
 
@@ -196,7 +197,7 @@ fn stalled_frame_times_out() {
 
     // No Hello within handshake_timeout_ms.
     let mut r = Raw::connect(b.native);
-    r.expect_error(ErrorCode::FrameTimeout);
+    r.expect_error(ErrorCode::HandshakeTimeout);
     r.expect_closed();
 
     w.check();
@@ -302,11 +303,11 @@ fn second_handshake_is_refused_but_not_fatal() {
     let mut w = Witnesses::open(&b);
     for shard in 0..2 {
         let (mut r, _) = Raw::hello(b.shards[shard]);
-        let rid = r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest" });
+        let rid = r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
         let (got, _) = r.expect_error(ErrorCode::AlreadyHandshaken);
         assert_eq!(got, rid);
         // Even with credentials that would fail, a second Hello is only refused.
-        let rid = r.send(Cmd::Hello { version: VERSION, user: "guest", password: "wrong" });
+        let rid = r.send(Cmd::Hello { version: VERSION, user: "guest", password: "wrong", heartbeat_ms: None });
         let (got, _) = r.expect_error(ErrorCode::AlreadyHandshaken);
         assert_eq!(got, rid);
         r.ping();
@@ -495,10 +496,11 @@ fn connection_limit_refuses_extra_connections() {
     let mut w = Witnesses::open(&b);
 
     for addr in [b.native, b.shards[0]] {
-        // The broker speaks first: nothing is sent, so nothing is unread.
+        // The limit applies at login: connections before it count under
+        // unauthenticated_connections_max instead.
         let mut r = Raw::connect(addr);
-        let (rid, msg) = r.expect_error(ErrorCode::ConnectionLimit);
-        assert_eq!(rid, 0);
+        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let (_, msg) = r.expect_error(ErrorCode::ConnectionLimit);
         assert!(msg.contains("connections_per_shard_max"), "{msg:?}");
         r.expect_closed();
     }
@@ -509,7 +511,7 @@ fn connection_limit_refuses_extra_connections() {
     let deadline = Instant::now() + STEP;
     loop {
         let mut r = Raw::connect(b.native);
-        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest" });
+        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
         match r.recv().frame().cmd {
             Cmd::HelloOk(_) => {
                 r.round_trip("after-limit");

@@ -11,12 +11,13 @@ use super::channel::{ChState, Channels};
 use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 pub use super::jobs::Job;
 use super::method::{self, code, id, Method, MethodId};
+use super::reading::ReadClock;
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::Shard;
 use crate::server::types::{ConnRef, Request};
 use bytes::{Buf, BufMut, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,12 +44,9 @@ pub fn split_rid(rid: u64) -> (u64, u16, u64) {
 /// a closed channel never match a reopened one.
 const GENERATION: u64 = 1 << 30;
 
-const READ_BYTES: usize = 64 * 1024;
 const CHANNEL_MAX: u16 = 2047;
 const FRAME_MAX: u32 = 128 * 1024;
 const HEARTBEAT_S: u16 = 60;
-/// How long a closing connection waits for the client's close-ok.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -130,6 +128,10 @@ pub struct AmqpConn {
     pub(super) published: Cell<bool>,
     /// The read buffer's capacity, for `held_bytes`.
     pub(super) read_held: Cell<usize>,
+    /// Accept time, last byte, the partial frame's first byte: deadlines.
+    pub(super) clock: ReadClock,
+    /// Promoted from the unauthenticated cap at connection.open.
+    logged_in: Cell<bool>,
 }
 
 impl AmqpConn {
@@ -164,6 +166,8 @@ impl AmqpConn {
             resumed: Notify::default(),
             published: Cell::new(false),
             read_held: Cell::new(0),
+            clock: ReadClock::new(),
+            logged_in: Cell::new(false),
         }
     }
 
@@ -203,57 +207,27 @@ impl AmqpConn {
     }
 
     pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
-        let mut buf = BytesMut::with_capacity(READ_BYTES);
-        if let Err(why) = self.read_all(&mut r, &mut buf).await {
+        let mut buf = BytesMut::new();
+        // A writer that broke (send_timeout_ms: the peer stopped reading)
+        // ends the read too.
+        let read = self.read_all(&mut r, &mut buf);
+        let broken = async {
+            self.outbox.wait_broken().await;
+            Err(if self.outbox.is_stalled() {
+                let ms = self.shard.config.send_timeout_ms;
+                tracing::warn!(peer = ?self.peer, "closing AMQP connection: it read nothing for send_timeout_ms = {ms}");
+                format!("no write progress within send_timeout_ms = {ms}")
+            } else {
+                "write failed".to_string()
+            })
+        };
+        if let Err(why) = futures_lite::future::or(read, broken).await {
             tracing::debug!(peer = ?self.peer, "AMQP connection ends: {why}");
         }
         self.release();
         self.done.set(true);
         self.kick.notify();
         self.outbox.close();
-    }
-
-    fn read_timeout(&self) -> Option<Duration> {
-        let st = self.st.borrow();
-        match st.phase {
-            Phase::StartOk | Phase::TuneOk | Phase::Open => {
-                Some(Duration::from_millis(self.shard.config.handshake_timeout_ms))
-            }
-            Phase::Closing => Some(CLOSE_WAIT),
-            // Two missed heartbeats: the peer is dead.
-            _ if st.heartbeat > 0 => Some(Duration::from_secs(u64::from(st.heartbeat) * 2)),
-            _ => None,
-        }
-    }
-
-    async fn read_more<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), String> {
-        let start = buf.len();
-        buf.resize(start + READ_BYTES, 0);
-        let t = self.read_timeout();
-        let res = match t {
-            None => r.read(&mut buf[start..]).await,
-            Some(t) => match glommio::timer::timeout(t, async { Ok(r.read(&mut buf[start..]).await) }).await {
-                Ok(res) => res,
-                Err(_) => {
-                    buf.truncate(start);
-                    return Err(format!("no bytes from the peer within {} ms", t.as_millis()));
-                }
-            },
-        };
-        match res {
-            Ok(0) => {
-                buf.truncate(start);
-                Err("peer closed".into())
-            }
-            Ok(n) => {
-                buf.truncate(start + n);
-                Ok(())
-            }
-            Err(e) => {
-                buf.truncate(start);
-                Err(e.to_string())
-            }
-        }
     }
 
     async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), String> {
@@ -266,11 +240,13 @@ impl AmqpConn {
             return Err("not an AMQP 0-9-1 protocol header".into());
         }
         buf.advance(8);
+        self.clock.after_frames(buf.len(), true);
+        self.clock.header_done.set(true);
         self.outbox.push(|b| self.put_start(b));
         loop {
             let mut used = 0;
             loop {
-                let frame_max = self.st.borrow().frame_max.max(FRAME_MIN_SIZE);
+                let frame_max = self.frame_limit();
                 if let Some(n) = self.whole_publish(&buf[used..], frame_max) {
                     used += n;
                     self.run_jobs();
@@ -286,7 +262,14 @@ impl AmqpConn {
                         self.run_jobs();
                     }
                     Err(e) => {
-                        self.fail(conn_fault(code::FRAME_ERROR, e.to_string(), (0, 0)));
+                        let text = match e {
+                            frame::FrameError::TooLarge { size, max } if self.st.borrow().phase != Phase::Running => {
+                                format!("frame of {size} bytes before connection.open exceeds {max} (handshake_bytes_max or frame_max)")
+                            }
+                            e => e.to_string(),
+                        };
+                        tracing::warn!(peer = ?self.peer, "bad AMQP frame: {text}");
+                        self.fail(conn_fault(code::FRAME_ERROR, text, (0, 0)));
                         used = buf.len();
                         break;
                     }
@@ -296,6 +279,7 @@ impl AmqpConn {
                 }
             }
             buf.advance(used);
+            self.clock.after_frames(buf.len(), used > 0);
             self.end_of_chunk();
             if self.st.borrow().phase == Phase::Done || self.outbox.is_broken() {
                 return Ok(());
@@ -304,11 +288,14 @@ impl AmqpConn {
             // the writer, the mesh and other connections run between chunks,
             // or a busy publisher starves them (acks and deliveries from
             // other shards, and its own forwarded publishes, wait).
+            let held = Instant::now();
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
             self.block_if_needed().await;
             self.read_held.set(buf.capacity());
+            // Time the broker held back from reading is not the peer's.
+            self.clock.excuse(held.elapsed());
             self.read_more(r, buf).await?;
         }
     }
@@ -427,6 +414,16 @@ impl AmqpConn {
                 if vhost != "/" {
                     return Err(conn_fault(code::NOT_ALLOWED, format!("vhost '{vhost}' does not exist; use '/'"), mid));
                 }
+                // Logged in: from the unauthenticated cap to connections_per_shard_max.
+                if !self.shard.promote() {
+                    let max = self.shard.config.connections_per_shard_max;
+                    return Err(conn_fault(
+                        code::NOT_ALLOWED,
+                        format!("connections_per_shard_max = {max} reached"),
+                        mid,
+                    ));
+                }
+                self.logged_in.set(true);
                 self.st.borrow_mut().phase = Phase::Running;
                 self.outbox.push(|b| method::put(b, 0, id::CONNECTION_OPEN_OK, |b| put_shortstr(b, "")));
                 Ok(())
@@ -551,7 +548,7 @@ impl AmqpConn {
             }
             st.channels.clear();
         }
-        self.shard.unregister(me);
+        self.shard.unregister(me, self.logged_in.get());
         for (owner, queues) in by_owner {
             self.shard.submit(me, rid(KIND_IGNORE, 0, 0), owner, Request::ConnClosed { queues });
         }

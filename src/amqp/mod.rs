@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod method;
 pub mod out;
 pub mod publish;
+mod reading;
 pub mod routing;
 pub mod wire;
 
@@ -44,9 +45,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(conn::AmqpConn::new(shard.clone(), peer));
+    conn.outbox.set_send_timeout(std::time::Duration::from_millis(shard.config.send_timeout_ms));
     let Some(me) = shard.register(conn.clone() as Rc<dyn ConnSink>) else {
-        let max = shard.config.connections_per_shard_max;
-        tracing::warn!(shard = shard.id, ?peer, "refusing AMQP connection: connections_per_shard_max = {max} reached");
+        // Closed before any byte: AMQP has no way to say why before tune.
+        shard.log_unauthenticated_refusal("amqp");
         return;
     };
     conn.set_ref(me);

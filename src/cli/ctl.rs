@@ -219,8 +219,11 @@ fn request(c: &ConnArgs, command: u8, arg: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let mut out = BytesMut::new();
-    Frame { request_id: 1, cmd: Cmd::Hello { version: VERSION, user: &c.user, password: &c.password } }
-        .encode(&mut out);
+    Frame {
+        request_id: 1,
+        cmd: Cmd::Hello { version: VERSION, user: &c.user, password: &c.password, heartbeat_ms: None },
+    }
+    .encode(&mut out);
     Frame { request_id: 2, cmd: Cmd::Admin { command, arg } }.encode(&mut out);
     s.write_all(&out).map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = Vec::new();

@@ -3,6 +3,7 @@
 //! call writes its request and reads until its reply, buffering any
 //! deliveries that arrive meanwhile.
 
+use super::beats::Beater;
 use super::{parse_url, ClientError, ClientOptions, Delivery, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, op, BatchWriter, Cmd, Frame};
 use bytes::{Bytes, BytesMut};
@@ -31,6 +32,9 @@ struct Conn {
     /// Why the broker stopped reading this connection (`Blocked`), until
     /// `Unblocked`.
     blocked: Option<String>,
+    /// The negotiated heartbeat (0 = none) and the thread that beats.
+    heartbeat_ms: u32,
+    beater: Option<Beater>,
 }
 
 fn io(e: std::io::Error) -> ClientError {
@@ -51,9 +55,12 @@ impl Conn {
             deliveries: HashMap::new(),
             stray_error: None,
             blocked: None,
+            heartbeat_ms: 0,
+            beater: None,
         };
         let rid = c.rid();
-        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password };
+        let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
+        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password, heartbeat_ms };
         Frame { request_id: rid, cmd }.encode(&mut c.wbuf);
         c.flush()?;
         let deadline = Instant::now() + opts.connect_timeout;
@@ -64,6 +71,10 @@ impl Conn {
             None => return Err(ClientError::Io("no handshake reply in time".into())),
         };
         c.frame_bytes_max = info.frame_bytes_max as usize;
+        if info.heartbeat_ms > 0 {
+            c.heartbeat_ms = info.heartbeat_ms;
+            c.beater = Some(Beater::start(&c.stream, info.heartbeat_ms).map_err(io)?);
+        }
         Ok((c, info))
     }
 
@@ -73,7 +84,10 @@ impl Conn {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.stream.write_all(&self.wbuf).map_err(io)?;
+        match &self.beater {
+            Some(b) => b.write(&self.wbuf).map_err(io)?,
+            None => self.stream.write_all(&self.wbuf).map_err(io)?,
+        }
         self.wbuf.clear();
         Ok(())
     }
@@ -96,6 +110,8 @@ impl Conn {
                     Some(w) if !w.is_zero() => Some(w),
                     _ => return Ok(None),
                 },
+                // With heartbeats the broker beats: two silent intervals mean it is gone.
+                None if self.heartbeat_ms > 0 => Some(Duration::from_millis(2 * u64::from(self.heartbeat_ms))),
                 None => None,
             };
             self.stream.set_read_timeout(wait).map_err(io)?;
@@ -103,7 +119,15 @@ impl Conn {
             match self.stream.read(&mut tmp) {
                 Ok(0) => return Err(ClientError::Closed("the broker closed the connection".into())),
                 Ok(n) => self.rbuf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(None),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if deadline.is_none() {
+                        let hb = self.heartbeat_ms;
+                        return Err(ClientError::Closed(format!(
+                            "nothing from the broker for two heartbeat intervals ({hb} ms)"
+                        )));
+                    }
+                    return Ok(None);
+                }
                 Err(e) => return Err(io(e)),
             }
         }

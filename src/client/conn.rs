@@ -5,7 +5,7 @@
 use super::consumer::{ConsumerState, Delivery};
 use super::{ClientError, ClientOptions, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, Cmd, Frame};
-use crate::rt::reader::{for_each_frame, FrameReader, ReadError};
+use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError, READ_BYTES};
 use crate::rt::{Notify, Outbox, Slot};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{split, ReadHalf};
@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// A reply as the waiting request sees it.
 #[derive(Debug, Clone)]
@@ -63,11 +64,14 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         let (mut r, mut w) = split(stream);
         let mut hello = BytesMut::new();
-        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password };
+        // No heartbeat field when none is wanted: older brokers accept that Hello.
+        let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
+        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password, heartbeat_ms };
         Frame { request_id: 0, cmd }.encode(&mut hello);
         w.write_all(&hello).await.map_err(io_err)?;
-        let mut reader = FrameReader::new(HANDSHAKE_FRAME_MAX);
-        let chunk = reader.fill(&mut r, |_| Some(opts.connect_timeout)).await.map_err(read_error)?;
+        let mut reader = FrameReader::new(HANDSHAKE_FRAME_MAX, READ_BYTES);
+        let until = Instant::now() + opts.connect_timeout;
+        let chunk = reader.fill(&mut r, |_| Some(until)).await.map_err(read_error)?;
         let mut info = None;
         let used = for_each_frame(&chunk, HANDSHAKE_FRAME_MAX, |f| {
             if info.is_some() {
@@ -83,7 +87,7 @@ impl Conn {
         .map_err(|e| e.unwrap_or_else(|d| ClientError::Protocol(d.to_string())))?;
         let info = info.ok_or_else(|| ClientError::Protocol("no handshake reply".into()))?;
         reader.keep(&chunk, used);
-        let reader = FrameReader::new(info.frame_bytes_max as usize);
+        let reader = FrameReader::new(info.frame_bytes_max as usize, READ_BYTES);
         let conn = Rc::new(Conn {
             info,
             outbox: Outbox::default(),
@@ -103,6 +107,10 @@ impl Conn {
         glommio::spawn_local(async move { c.read_loop(r, reader).await }).detach();
         let c = conn.clone();
         glommio::spawn_local(async move { c.ack_loop().await }).detach();
+        if conn.info.heartbeat_ms > 0 {
+            let c = conn.clone();
+            glommio::spawn_local(async move { c.beat_loop().await }).detach();
+        }
         Ok(conn)
     }
 
@@ -287,10 +295,30 @@ impl Conn {
         self.outbox.wait_finished().await;
     }
 
+    /// Beats (an unsolicited Pong, request id 0) every half interval in
+    /// which nothing else was sent, until the connection closes.
+    async fn beat_loop(&self) {
+        let half = Duration::from_millis(u64::from(self.info.heartbeat_ms) / 2);
+        let mut seen = self.outbox.pushes();
+        while !self.is_closed() {
+            glommio::timer::sleep(half).await;
+            if self.outbox.pushes() == seen && !self.is_closed() {
+                self.outbox.push(|b| Frame { request_id: 0, cmd: Cmd::Pong }.encode(b));
+            }
+            seen = self.outbox.pushes();
+        }
+    }
+
     async fn read_loop(&self, mut r: ReadHalf<TcpStream>, mut reader: FrameReader) {
+        let hb = u64::from(self.info.heartbeat_ms);
+        // With heartbeats, a broker silent for two intervals is gone.
+        let deadline = |c: &Clock| (hb > 0).then(|| c.last_byte + Duration::from_millis(2 * hb));
         let err = loop {
-            let chunk = match reader.fill(&mut r, |_| None).await {
+            let chunk = match reader.fill(&mut r, deadline).await {
                 Ok(c) => c,
+                Err(ReadError::Timeout { .. }) => {
+                    break ClientError::Closed(format!("nothing from the broker for two heartbeat intervals ({hb} ms)"))
+                }
                 Err(e) => break read_error(e),
             };
             match for_each_frame(&chunk, reader.frame_bytes_max(), |f| self.on_frame(&chunk, f)) {
@@ -384,7 +412,7 @@ fn read_error(e: ReadError) -> ClientError {
         ReadError::Truncated { buffered } => {
             ClientError::Closed(format!("the broker closed inside a frame ({buffered} bytes)"))
         }
-        ReadError::Timeout { after, .. } => ClientError::Io(format!("no reply within {} ms", after.as_millis())),
+        ReadError::Timeout { .. } => ClientError::Io("no reply within the connect timeout".into()),
         ReadError::Decode(d) => ClientError::Protocol(d.to_string()),
         ReadError::Io(e) => io_err(e),
     }

@@ -7,6 +7,7 @@
 //! - [`Consumer`]: a `Stream` of deliveries under prefetch, with `ack`/`nack`.
 //! - [`blocking`]: the same over std sockets, for programs without a runtime.
 
+mod beats;
 pub mod blocking;
 mod conn;
 mod consumer;
@@ -70,6 +71,10 @@ pub struct ClientOptions {
     /// goes over the first connection and the broker forwards it.
     pub shard_aware: bool,
     pub connect_timeout: Duration,
+    /// Heartbeat to ask the broker for (0 = none). The broker may lower
+    /// it; both sides then beat when idle, and each closes the other after
+    /// two silent intervals.
+    pub heartbeat_ms: u32,
 }
 
 impl Default for ClientOptions {
@@ -80,6 +85,7 @@ impl Default for ClientOptions {
             password: "guest".into(),
             shard_aware: true,
             connect_timeout: Duration::from_secs(5),
+            heartbeat_ms: 60_000,
         }
     }
 }
@@ -106,6 +112,8 @@ pub struct ServerInfo {
     pub message_bytes_max: u32,
     pub prefetch_max: u32,
     pub shard_addrs: Vec<SocketAddr>,
+    /// The negotiated heartbeat (0 = none).
+    pub heartbeat_ms: u32,
 }
 
 impl ServerInfo {
@@ -142,6 +150,7 @@ impl ServerInfo {
             message_bytes_max: h.message_bytes_max,
             prefetch_max: h.prefetch_max,
             shard_addrs,
+            heartbeat_ms: h.heartbeat_ms.unwrap_or(0),
         })
     }
 }

@@ -44,6 +44,13 @@ pub enum ErrorCode {
     /// than the broker's `table_depth_max`. Fatal: the frame is hostile or
     /// broken.
     TableTooDeep = 60,
+    /// The handshake did not finish within `handshake_timeout_ms` of accept.
+    HandshakeTimeout = 63,
+    /// Nothing arrived for two negotiated heartbeat intervals.
+    HeartbeatTimeout = 64,
+    /// The shard already holds `unauthenticated_connections_max` connections
+    /// that have not logged in.
+    UnauthenticatedLimit = 65,
 }
 
 impl ErrorCode {
@@ -82,6 +89,9 @@ impl ErrorCode {
             41 => PersistenceUnavailable,
             50 => Internal,
             60 => TableTooDeep,
+            63 => HandshakeTimeout,
+            64 => HeartbeatTimeout,
+            65 => UnauthenticatedLimit,
             _ => return None,
         })
     }
@@ -105,6 +115,9 @@ impl ErrorCode {
                 | ErrorCode::ConnectionLimit
                 | ErrorCode::ShuttingDown
                 | ErrorCode::TableTooDeep
+                | ErrorCode::HandshakeTimeout
+                | ErrorCode::HeartbeatTimeout
+                | ErrorCode::UnauthenticatedLimit
         )
     }
 }

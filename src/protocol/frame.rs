@@ -26,10 +26,13 @@ pub struct Frame<'a> {
 /// UTF-8 JSON document, the rest of the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd<'a> {
+    /// `heartbeat_ms`: the beat the client wants, an optional trailing
+    /// field (clients before it send none: no heartbeats).
     Hello {
         version: u16,
         user: &'a str,
         password: &'a str,
+        heartbeat_ms: Option<u32>,
     },
     HelloOk(HelloOk<'a>),
     Ok {
@@ -158,6 +161,9 @@ pub struct HelloOk<'a> {
     pub message_bytes_max: u32,
     pub prefetch_max: u32,
     pub shard_addrs: Vec<&'a str>,
+    /// The negotiated heartbeat, an optional trailing field: sent only
+    /// to a client whose Hello carried one (0 = no heartbeats).
+    pub heartbeat_ms: Option<u32>,
 }
 
 pub enum Decoded<'a> {
@@ -247,7 +253,8 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             if c.bytes(4)? != MAGIC {
                 return Err(DecodeError::Malformed { what, why: "bad magic: not a ringmq client" });
             }
-            Cmd::Hello { version: c.u16()?, user: c.str16()?, password: c.str16()? }
+            let (version, user, password) = (c.u16()?, c.str16()?, c.str16()?);
+            Cmd::Hello { version, user, password, heartbeat_ms: optional_u32(&mut c)? }
         }
         op::HELLO_OK => {
             let version = c.u16()?;
@@ -277,6 +284,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
                 message_bytes_max,
                 prefetch_max,
                 shard_addrs,
+                heartbeat_ms: optional_u32(&mut c)?,
             })
         }
         op::OK => Cmd::Ok { value: c.u64()? },
@@ -368,6 +376,15 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
     Ok(cmd)
 }
 
+/// A trailing field a newer peer adds: absent, or exactly a u32.
+fn optional_u32(c: &mut Cursor<'_>) -> Result<Option<u32>, DecodeError> {
+    if c.remaining() == 0 {
+        Ok(None)
+    } else {
+        c.u32().map(Some)
+    }
+}
+
 /// A `u32`-length-prefixed block (argument tables).
 fn table32<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
     let n = c.len32()?;
@@ -434,11 +451,14 @@ impl Cmd<'_> {
 
     fn encode_body(&self, buf: &mut BytesMut) {
         match self {
-            Cmd::Hello { version, user, password } => {
+            Cmd::Hello { version, user, password, heartbeat_ms } => {
                 buf.put_slice(&MAGIC);
                 buf.put_u16_le(*version);
                 put_str16(buf, user);
                 put_str16(buf, password);
+                if let Some(hb) = heartbeat_ms {
+                    buf.put_u32_le(*hb);
+                }
             }
             Cmd::HelloOk(h) => {
                 buf.put_u16_le(h.version);
@@ -450,6 +470,9 @@ impl Cmd<'_> {
                 buf.put_u32_le(h.prefetch_max);
                 for a in &h.shard_addrs {
                     put_str16(buf, a);
+                }
+                if let Some(hb) = h.heartbeat_ms {
+                    buf.put_u32_le(hb);
                 }
             }
             Cmd::Ok { value } => buf.put_u64_le(*value),
@@ -626,6 +649,7 @@ mod tests {
                     message_bytes_max: 1 << 16,
                     prefetch_max: 1000,
                     shard_addrs: vec!["127.0.0.1:5556", "127.0.0.1:5557"],
+                    heartbeat_ms: None,
                 }),
             };
             let mut buf = BytesMut::new();

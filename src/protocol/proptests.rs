@@ -23,6 +23,7 @@ enum O {
         version: u16,
         user: String,
         password: String,
+        heartbeat_ms: Option<u32>,
     },
     HelloOk {
         version: u16,
@@ -30,6 +31,7 @@ enum O {
         hash_id: u8,
         limits: (u32, u32, u32),
         addrs: Vec<String>,
+        heartbeat_ms: Option<u32>,
     },
     Ok {
         value: u64,
@@ -193,14 +195,23 @@ fn declare_args() -> impl Strategy<Value = Vec<u8>> {
 
 fn owned_cmd() -> impl Strategy<Value = O> {
     prop_oneof![
-        (any::<u16>(), text(), text()).prop_map(|(version, user, password)| O::Hello { version, user, password }),
-        (any::<u16>(), any::<u8>(), any::<(u32, u32, u32)>(), prop::collection::vec(text(), 1..8), any::<u16>())
-            .prop_map(|(version, hash_id, limits, addrs, s)| O::HelloOk {
+        (any::<u16>(), text(), text(), any::<Option<u32>>())
+            .prop_map(|(version, user, password, heartbeat_ms)| O::Hello { version, user, password, heartbeat_ms }),
+        (
+            any::<u16>(),
+            any::<u8>(),
+            any::<(u32, u32, u32)>(),
+            prop::collection::vec(text(), 1..8),
+            any::<u16>(),
+            any::<Option<u32>>()
+        )
+            .prop_map(|(version, hash_id, limits, addrs, s, heartbeat_ms)| O::HelloOk {
                 version,
                 shard_id: s % addrs.len() as u16,
                 hash_id,
                 limits,
-                addrs
+                addrs,
+                heartbeat_ms
             }),
         any::<u64>().prop_map(|value| O::Ok { value }),
         (any::<bool>(), any::<u16>(), text()).prop_map(|(fatal, code, message)| O::Error { fatal, code, message }),
@@ -288,8 +299,10 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
     let es = |n: usize| Entries::parse(&raw_entries, n as u32).expect("generated entries are valid");
     let rs = |n: usize| Ranges::parse(&raw_ranges, n as u32).expect("generated ranges are valid");
     let cmd = match o {
-        O::Hello { version, user, password } => Cmd::Hello { version: *version, user, password },
-        O::HelloOk { version, shard_id, hash_id, limits, addrs } => Cmd::HelloOk(HelloOk {
+        O::Hello { version, user, password, heartbeat_ms } => {
+            Cmd::Hello { version: *version, user, password, heartbeat_ms: *heartbeat_ms }
+        }
+        O::HelloOk { version, shard_id, hash_id, limits, addrs, heartbeat_ms } => Cmd::HelloOk(HelloOk {
             version: *version,
             shard_id: *shard_id,
             hash_id: *hash_id,
@@ -297,6 +310,7 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
             message_bytes_max: limits.1,
             prefetch_max: limits.2,
             shard_addrs: addrs.iter().map(String::as_str).collect(),
+            heartbeat_ms: *heartbeat_ms,
         }),
         O::Ok { value } => Cmd::Ok { value: *value },
         O::Error { fatal, code, message } => Cmd::Error { fatal: *fatal, code: *code, message },

@@ -1,11 +1,14 @@
 //! A connection's outgoing bytes. Replies are encoded straight into one
 //! buffer; the writer task sends everything queued with one write, so a
-//! turn's confirms and deliveries share a syscall.
+//! turn's confirms and deliveries share a syscall. A write that makes no
+//! progress for the send timeout (a peer that stopped reading) breaks the
+//! connection.
 
 use super::Notify;
 use bytes::BytesMut;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct Outbox {
@@ -18,6 +21,11 @@ pub struct Outbox {
     /// Capacity of the writer's second buffer (the one being written, or
     /// kept for the next swap), for [`Outbox::held_bytes`].
     spare_bytes: Cell<usize>,
+    /// Pushes so far: a heartbeat goes out only when this has not moved.
+    pushes: Cell<u64>,
+    /// A write made no progress for the send timeout.
+    stalled: Cell<bool>,
+    send_timeout: Cell<Option<Duration>>,
 }
 
 impl Outbox {
@@ -27,7 +35,35 @@ impl Outbox {
             return;
         }
         f(&mut self.buf.borrow_mut());
+        self.pushes.set(self.pushes.get().wrapping_add(1));
         self.wake_writer.notify();
+    }
+
+    /// Pushes so far (it only grows): unchanged means nothing was sent.
+    pub fn pushes(&self) -> u64 {
+        self.pushes.get()
+    }
+
+    /// A write that makes no progress for `t` breaks the connection.
+    pub fn set_send_timeout(&self, t: Duration) {
+        self.send_timeout.set(Some(t));
+    }
+
+    /// Whether the connection broke because the peer stopped reading.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.get()
+    }
+
+    /// Waits until the writer has failed (never returns on a healthy
+    /// connection): lets a reader stop waiting for a peer that is gone.
+    pub async fn wait_broken(&self) {
+        loop {
+            let n = self.drained.notified();
+            if self.broken.get() {
+                return;
+            }
+            n.await;
+        }
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -96,7 +132,7 @@ impl Outbox {
             }
             std::mem::swap(&mut *self.buf.borrow_mut(), &mut spare);
             self.spare_bytes.set(spare.capacity());
-            let r = w.write_all(&spare).await;
+            let r = self.write_progressing(&mut w, &spare).await;
             spare.clear();
             self.drained.notify();
             if let Err(e) = r {
@@ -108,5 +144,31 @@ impl Outbox {
         }
         let _ = w.flush().await;
         let _ = w.close().await;
+    }
+
+    /// Writes all of `bytes`; each write must move some bytes within the
+    /// send timeout (the whole buffer may take longer on a slow link).
+    async fn write_progressing<W: AsyncWrite + Unpin>(&self, w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(t) = self.send_timeout.get() else { return w.write_all(bytes).await };
+        let mut off = 0;
+        while off < bytes.len() {
+            let rest = &bytes[off..];
+            let n = match glommio::timer::timeout(t, async { Ok(w.write(rest).await) }).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.stalled.set(true);
+                    let ms = t.as_millis();
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no write progress within send_timeout_ms = {ms}"),
+                    ));
+                }
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            off += n;
+        }
+        Ok(())
     }
 }

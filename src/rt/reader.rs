@@ -1,18 +1,24 @@
 //! Reads a socket into whole frames. Bytes land in one buffer that is
 //! frozen into a shared chunk once it holds whole frames, so message bodies
 //! can be sliced out of it without a copy. A frame's size is known from its
-//! header, so the buffer grows once to fit it, and the size limit is
-//! checked before any of the body is read.
+//! header, so the size limit is checked before any of the body is read; the
+//! buffer then grows with the bytes that actually arrive (at most doubling
+//! per read), never to what a header claims, so a peer that sends headers
+//! claiming huge frames and nothing else costs little memory.
 
 use crate::protocol::{self, DecodeError, Decoded, Frame};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-const READ_BYTES: usize = 64 * 1024;
+/// The read size once logged in: a busy publisher's batches.
+pub const READ_BYTES: usize = 64 * 1024;
+/// The read size before login (a handshake is a few hundred bytes), and
+/// the first step of growing a partly read frame.
+pub const HANDSHAKE_READ_BYTES: usize = 4 * 1024;
 /// Frames above this are read to their end and no further (see `fill`);
-/// smaller ones share reads of `READ_BYTES`, wasting at most this much of
-/// a chunk on a partial frame.
+/// smaller ones share reads, wasting at most this much of a chunk on a
+/// partial frame.
 const LARGE_FRAME_BYTES: usize = READ_BYTES / 4;
 
 #[derive(Debug)]
@@ -23,18 +29,33 @@ pub enum ReadError {
     Truncated {
         buffered: usize,
     },
-    /// No bytes within the allowed time.
+    /// The deadline the caller set passed; `buffered` bytes of a frame
+    /// had arrived.
     Timeout {
         buffered: usize,
-        after: Duration,
     },
     Decode(DecodeError),
     Io(std::io::Error),
 }
 
+/// What a caller's deadline is measured from.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// When the first byte of the frame being read arrived (`None` between frames).
+    pub frame_started: Option<Instant>,
+    /// When the last byte arrived (or the reader was made).
+    pub last_byte: Instant,
+}
+
 pub struct FrameReader {
     buf: BytesMut,
     frame_bytes_max: usize,
+    /// The largest read between frames, and the current one: it doubles
+    /// while reads fill it and falls back when they do not, so an idle
+    /// connection holds a small buffer and a busy one reads in large ones.
+    read_bytes: usize,
+    window: usize,
+    clock: Clock,
     /// The length of the last large frame read (0 after a small one): a
     /// peer that sends frames of one size gets reads that end where its
     /// frames do, with no copy.
@@ -42,8 +63,17 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    pub fn new(frame_bytes_max: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(READ_BYTES), frame_bytes_max, last_large: 0 }
+    /// `frame_bytes_max` bounds a frame (and so the buffer); `read_bytes`
+    /// is the size of a read when no frame is being grown.
+    pub fn new(frame_bytes_max: usize, read_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(read_bytes.min(HANDSHAKE_READ_BYTES)),
+            frame_bytes_max,
+            read_bytes,
+            window: read_bytes.min(HANDSHAKE_READ_BYTES),
+            clock: Clock { frame_started: None, last_byte: Instant::now() },
+            last_large: 0,
+        }
     }
 
     pub fn frame_bytes_max(&self) -> usize {
@@ -56,13 +86,36 @@ impl FrameReader {
         self.buf.capacity()
     }
 
+    /// New limits, e.g. once the peer has logged in.
+    pub fn set_limits(&mut self, frame_bytes_max: usize, read_bytes: usize) {
+        self.frame_bytes_max = frame_bytes_max;
+        self.read_bytes = read_bytes;
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The broker did not read for `held` (back pressure): that time does
+    /// not count against the peer's frame deadline, and bytes may be
+    /// waiting unread, so the peer counts as heard from now.
+    pub fn excuse(&mut self, held: Duration) {
+        if held.is_zero() {
+            return;
+        }
+        self.clock.frame_started = self.clock.frame_started.map(|t| t + held);
+        self.clock.last_byte = Instant::now();
+    }
+
     /// Reads until at least one whole frame is buffered and returns the
     /// buffered bytes as a chunk. Hand back what was not used with
-    /// [`FrameReader::keep`]. `timeout(buffered)` bounds each read.
+    /// [`FrameReader::keep`]. `deadline(clock)` bounds the wait: it is asked
+    /// again before every read, so it can be measured from the frame's
+    /// first byte or the connection's start rather than per read.
     pub async fn fill<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut R,
-        timeout: impl Fn(bool) -> Option<Duration>,
+        deadline: impl Fn(&Clock) -> Option<Instant>,
     ) -> Result<Bytes, ReadError> {
         loop {
             let need = protocol::frame::peek_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)?;
@@ -73,22 +126,23 @@ impl FrameReader {
                 }
             }
             let want = match need {
-                // A large frame: read up to its end only, into a buffer of
-                // exactly that size. Messages keep their chunk alive until
-                // acked, so bytes read past the frame (the start of the
-                // next one, copied out by `keep`) and a doubled buffer's
-                // spare half would be held with them: with 64 KiB frames
-                // that doubled the memory a backlog held.
-                Some(n) if n > LARGE_FRAME_BYTES => n - self.buf.len(),
-                Some(n) => (n - self.buf.len()).max(READ_BYTES),
-                // The next frame's size is not known yet: expect another
-                // like the last (up to two reads' worth, so a large one
-                // does not make a small one pin a large buffer).
-                None if self.last_large > 0 => self.last_large.min(2 * READ_BYTES),
-                None => READ_BYTES,
+                // Grow with what arrived: at most doubling per read, from a
+                // small step, so a header alone never buys its body's size
+                // (a peer that sends only headers holds a few KiB each).
+                // The step never passes the frame's end: messages keep
+                // their chunk alive until acked, so bytes read past a large
+                // frame (the start of the next one, copied out by `keep`)
+                // would be held with them.
+                Some(n) if !self.buf.is_empty() => (n - self.buf.len()).min(self.buf.len().max(HANDSHAKE_READ_BYTES)),
+                // The next frame's size is not known yet: after a large
+                // frame (a logged-in peer that sent it whole), expect another
+                // like it, up to two reads' worth.
+                _ if self.last_large > 0 => self.last_large.min(2 * self.read_bytes),
+                _ => self.window,
             };
             self.make_room(want);
-            let n = self.read_some(r, want, timeout(!self.buf.is_empty())).await?;
+            let n = self.read_some(r, want, deadline(&self.clock)).await?;
+            self.window = next_window(want, n, self.read_bytes);
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Eof
@@ -112,33 +166,50 @@ impl FrameReader {
     }
 
     /// Returns the unused tail of a chunk (a partial frame) to the buffer.
+    /// The chunk ended with the last read, so that read started the tail.
     pub fn keep(&mut self, chunk: &Bytes, used: usize) {
         debug_assert!(self.buf.is_empty(), "keep follows fill");
         self.buf.extend_from_slice(&chunk[used..]);
+        self.clock.frame_started = (!self.buf.is_empty()).then_some(self.clock.last_byte);
     }
 
     async fn read_some<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut R,
         want: usize,
-        t: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<usize, ReadError> {
         let start = self.buf.len();
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return Err(ReadError::Timeout { buffered: start });
+            }
+        }
         self.buf.resize(start + want, 0);
         let dst = &mut self.buf[start..];
-        let res = match t {
+        let res = match deadline {
             None => r.read(dst).await,
-            Some(t) => match glommio::timer::timeout(t, async { Ok(r.read(dst).await) }).await {
-                Ok(res) => res,
-                Err(_) => {
-                    self.buf.truncate(start);
-                    return Err(ReadError::Timeout { buffered: start, after: t });
+            Some(d) => {
+                let t = d.saturating_duration_since(Instant::now());
+                match glommio::timer::timeout(t, async { Ok(r.read(dst).await) }).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        self.buf.truncate(start);
+                        return Err(ReadError::Timeout { buffered: start });
+                    }
                 }
-            },
+            }
         };
         match res {
             Ok(n) => {
                 self.buf.truncate(start + n);
+                if n > 0 {
+                    let now = Instant::now();
+                    self.clock.last_byte = now;
+                    if start == 0 {
+                        self.clock.frame_started = Some(now);
+                    }
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -147,6 +218,15 @@ impl FrameReader {
             }
         }
     }
+}
+
+/// The next read size after a read of `want` bytes got `got`: double
+/// while reads fill it, else what was used (a power of two), within
+/// `HANDSHAKE_READ_BYTES..=max`.
+pub fn next_window(want: usize, got: usize, max: usize) -> usize {
+    let floor = HANDSHAKE_READ_BYTES.min(max);
+    let next = if got >= want { want.saturating_mul(2) } else { got.next_power_of_two() };
+    next.clamp(floor, max)
 }
 
 /// Calls `f` on every whole frame at the front of `chunk`; returns the
@@ -204,7 +284,7 @@ mod tests {
     fn large_frames_are_read_to_their_end() {
         let (bytes, len) = frames(8);
         let mut r = futures_lite::io::Cursor::new(bytes);
-        let mut reader = FrameReader::new(1 << 20);
+        let mut reader = FrameReader::new(1 << 20, READ_BYTES);
         let mut seen = 0;
         futures_lite::future::block_on(async {
             while seen < 8 {
@@ -219,5 +299,16 @@ mod tests {
             }
         });
         assert_eq!(seen, 8, "every frame, once");
+    }
+
+    #[test]
+    fn read_window_doubles_while_filled_and_falls_back() {
+        assert_eq!(next_window(4096, 4096, READ_BYTES), 8192);
+        assert_eq!(next_window(32 << 10, 32 << 10, READ_BYTES), READ_BYTES);
+        assert_eq!(next_window(READ_BYTES, READ_BYTES, READ_BYTES), READ_BYTES);
+        assert_eq!(next_window(READ_BYTES, 100, READ_BYTES), HANDSHAKE_READ_BYTES);
+        assert_eq!(next_window(READ_BYTES, 9000, READ_BYTES), 16384);
+        // Before login the window never passes the handshake read size.
+        assert_eq!(next_window(4096, 4096, HANDSHAKE_READ_BYTES), HANDSHAKE_READ_BYTES);
     }
 }

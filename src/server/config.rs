@@ -69,10 +69,31 @@ pub struct Config {
     /// Forwarded requests a shard may queue for one peer before the
     /// connections producing them wait.
     pub mesh_pending_max: u32,
-    /// Time a new connection has to complete its handshake.
+    /// Time a new connection has, from accept, to complete its whole
+    /// handshake (native: to HelloOk; AMQP: to connection.open-ok).
     pub handshake_timeout_ms: u64,
-    /// Time a started frame has to arrive whole.
+    /// Time a started frame has to arrive whole, from its first byte.
     pub frame_timeout_ms: u64,
+    /// Bytes a connection that has not logged in may make the broker
+    /// buffer: a frame header claiming more closes it (4096 ..= frame_bytes_max).
+    pub handshake_bytes_max: u32,
+    /// Connections per shard that have not logged in yet (native, AMQP,
+    /// and every HTTP connection). They do not take `connections_per_shard_max`
+    /// slots: a connection moves to that cap when it logs in.
+    pub unauthenticated_connections_max: u32,
+    /// A write to a peer that makes no progress for this long closes the
+    /// connection (a peer that stopped reading).
+    pub send_timeout_ms: u64,
+    /// Native heartbeat the broker offers in HelloOk (the lower non-zero of
+    /// this and the client's wish is used; 0 = none). A peer silent for
+    /// two intervals is closed.
+    pub heartbeat_ms: u32,
+    /// TCP keepalive on every accepted socket: idle time before the first
+    /// probe (0 turns keepalive off), time between probes, and unanswered
+    /// probes before the kernel drops the connection.
+    pub tcp_keepalive_idle_ms: u64,
+    pub tcp_keepalive_interval_ms: u64,
+    pub tcp_keepalive_probes: u32,
     /// Bytes buffered for one connection's socket before its reader waits.
     pub outbox_bytes_max: u32,
     /// HTTP (metrics and management API): a connection that moves no byte
@@ -147,6 +168,13 @@ impl Default for Config {
             mesh_pending_max: 65_536,
             handshake_timeout_ms: 10_000,
             frame_timeout_ms: 30_000,
+            handshake_bytes_max: 64 << 10,
+            unauthenticated_connections_max: 1_000,
+            send_timeout_ms: 30_000,
+            heartbeat_ms: 60_000,
+            tcp_keepalive_idle_ms: 60_000,
+            tcp_keepalive_interval_ms: 10_000,
+            tcp_keepalive_probes: 6,
             outbox_bytes_max: 8 << 20,
             http_idle_timeout_ms: 60_000,
             http_request_timeout_ms: 10_000,
@@ -217,7 +245,8 @@ impl Config {
         let d = self.table_depth_max;
         let ceiling = crate::protocol::fieldtable::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 12] = [
+            ("unauthenticated_connections_max", self.unauthenticated_connections_max.into()),
             ("publish_pause_messages", self.publish_pause_messages),
             ("publish_pause_bytes", self.publish_pause_bytes),
             ("connections_per_shard_max", self.connections_per_shard_max.into()),
@@ -240,9 +269,11 @@ impl Config {
         for (key, v) in [
             ("http_idle_timeout_ms", self.http_idle_timeout_ms),
             ("http_request_timeout_ms", self.http_request_timeout_ms),
+            ("send_timeout_ms", self.send_timeout_ms),
         ] {
             check((1..=DAY_MS).contains(&v), key, || format!("{v} is outside 1..=86400000"))?;
         }
+        self.validate_conns(DAY_MS)?;
         let sb = self.segment_bytes;
         check((65_536..=4 << 30).contains(&sb), "segment_bytes", || format!("{sb} is outside 65536..=4294967296"))?;
         check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;
@@ -272,6 +303,32 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The connection defences' keys (docs/security.md).
+    fn validate_conns(&self, day_ms: u64) -> Result<(), ConfigError> {
+        let (h, f) = (self.handshake_bytes_max, self.frame_bytes_max);
+        // An AMQP peer may send frames of 4096 bytes (frame-min-size) before tune.
+        check((4096..=f).contains(&h), "handshake_bytes_max", || {
+            format!("{h} is outside 4096..=frame_bytes_max ({f})")
+        })?;
+        let hb = self.heartbeat_ms;
+        check(hb == 0 || (100..=day_ms).contains(&u64::from(hb)), "heartbeat_ms", || {
+            format!("{hb} is neither 0 (off) nor in 100..=86400000")
+        })?;
+        let idle = self.tcp_keepalive_idle_ms;
+        check(idle == 0 || (1000..=day_ms).contains(&idle), "tcp_keepalive_idle_ms", || {
+            format!("{idle} is neither 0 (off) nor in 1000..=86400000")
+        })?;
+        let iv = self.tcp_keepalive_interval_ms;
+        check((1000..=day_ms).contains(&iv), "tcp_keepalive_interval_ms", || {
+            format!("{iv} is outside 1000..=86400000")
+        })?;
+        let p = self.tcp_keepalive_probes;
+        check((1..=127).contains(&p), "tcp_keepalive_probes", || format!("{p} is outside 1..=127"))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +354,23 @@ mod tests {
         assert!(e.contains("http_request_timeout_ms"), "{e}");
         let c = Config::from_toml("http_idle_timeout_ms = 500\nhttp_request_timeout_ms = 200").unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn connection_keys_are_checked() {
+        for (toml, key) in [
+            ("handshake_bytes_max = 100", "handshake_bytes_max"),
+            ("handshake_bytes_max = 8388608", "handshake_bytes_max"),
+            ("unauthenticated_connections_max = 0", "unauthenticated_connections_max"),
+            ("send_timeout_ms = 0", "send_timeout_ms"),
+            ("heartbeat_ms = 5", "heartbeat_ms"),
+            ("tcp_keepalive_idle_ms = 10", "tcp_keepalive_idle_ms"),
+            ("tcp_keepalive_probes = 0", "tcp_keepalive_probes"),
+        ] {
+            let e = Config::from_toml(toml).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        Config::from_toml("heartbeat_ms = 0\ntcp_keepalive_idle_ms = 0").unwrap().validate().unwrap();
     }
 
     #[test]

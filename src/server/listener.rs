@@ -9,8 +9,9 @@ use futures_lite::io::split;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// A listening socket in transit from the main thread to its shard.
 pub struct BoundSocket(RawFd);
@@ -59,6 +60,7 @@ where
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                set_keepalive(&shard.config, &stream);
                 glommio::spawn_local(serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
@@ -70,16 +72,35 @@ where
     }
 }
 
+/// TCP keepalive (`tcp_keepalive_*`), so the kernel finds peers that
+/// vanished without a FIN even when no heartbeat was negotiated.
+pub fn set_keepalive(c: &super::config::Config, stream: &TcpStream) {
+    if c.tcp_keepalive_idle_ms == 0 {
+        return;
+    }
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_millis(c.tcp_keepalive_idle_ms))
+        .with_interval(Duration::from_millis(c.tcp_keepalive_interval_ms))
+        .with_retries(c.tcp_keepalive_probes);
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    if let Err(e) = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
 async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(NativeConn::new(shard.clone(), peer.clone()));
+    conn.outbox.set_send_timeout(Duration::from_millis(shard.config.send_timeout_ms));
     let registered = shard.register(conn.clone() as Rc<dyn ConnSink>);
     let (reader, writer) = split(stream);
     let Some(me) = registered else {
-        let max = shard.config.connections_per_shard_max;
-        tracing::warn!(shard = shard.id, %peer, "refusing connection: connections_per_shard_max = {max} reached");
-        conn.send(Reply::error(0, ErrorCode::ConnectionLimit, format!("connections_per_shard_max = {max} reached")));
+        let max = shard.config.unauthenticated_connections_max;
+        let why = format!("unauthenticated_connections_max = {max} reached");
+        shard.log_unauthenticated_refusal("native");
+        conn.send(Reply::error(0, ErrorCode::UnauthenticatedLimit, why));
         conn.outbox.close();
         conn.outbox.write_loop(writer).await;
         return;
@@ -88,7 +109,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection open");
     let w = conn.clone();
     let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
+    let b = conn.clone();
+    let beat_task = glommio::spawn_local(async move { b.beat_loop().await });
     conn.read_loop(reader).await;
+    beat_task.await;
     writer_task.await;
     tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection closed");
 }

@@ -17,12 +17,15 @@ use std::sync::Arc;
 
 mod admin;
 mod alarm;
+mod conns;
 mod declare;
 mod durable;
 mod pause;
 mod policies;
 pub mod routing;
 mod spill;
+
+pub use conns::HttpSlot;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
@@ -77,6 +80,14 @@ pub struct Shard {
     /// (`pause.rs`), until it drains.
     remote_paused: RefCell<Vec<(ConnRef, String)>>,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
+    /// Of `conns`, those that have logged in (the rest are unauthenticated).
+    logged_in: Cell<usize>,
+    /// HTTP connections (never registered in `conns`; all unauthenticated).
+    http_conns: Cell<usize>,
+    /// Refusals at `unauthenticated_connections_max` not yet logged, and
+    /// when the last log line went out: a flood gets one line a second.
+    refused_unlogged: Cell<u64>,
+    refused_logged_at: Cell<Option<std::time::Instant>>,
     next_conn_id: Cell<u64>,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
@@ -119,6 +130,10 @@ impl Shard {
             publish_resume: Notify::default(),
             remote_paused: RefCell::new(Vec::new()),
             conns: RefCell::new(HashMap::new()),
+            logged_in: Cell::new(0),
+            http_conns: Cell::new(0),
+            refused_unlogged: Cell::new(0),
+            refused_logged_at: Cell::new(None),
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
@@ -140,21 +155,6 @@ impl Shard {
 
     pub fn connection_count(&self) -> usize {
         self.conns.borrow().len()
-    }
-
-    /// Registers a connection; `None` when the shard is at its limit.
-    pub fn register(&self, sink: Rc<dyn ConnSink>) -> Option<ConnRef> {
-        if self.conns.borrow().len() >= self.config.connections_per_shard_max as usize {
-            return None;
-        }
-        let me = ConnRef { shard: self.id, conn_id: self.next_conn_id.get() };
-        self.next_conn_id.set(me.conn_id + 1);
-        self.conns.borrow_mut().insert(me.conn_id, sink);
-        Some(me)
-    }
-
-    pub fn unregister(&self, me: ConnRef) {
-        self.conns.borrow_mut().remove(&me.conn_id);
     }
 
     pub fn shut_down_connections(&self, why: &str) {

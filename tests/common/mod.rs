@@ -231,11 +231,19 @@ impl Raw {
         Raw { s, buf: Vec::new(), next_rid: 1, next_consumer: 1 }
     }
 
+    /// Wraps a socket connected some other way (e.g. with socket options).
+    pub fn from_stream(s: TcpStream) -> Raw {
+        s.set_nodelay(true).unwrap();
+        s.set_write_timeout(Some(STEP)).unwrap();
+        Raw { s, buf: Vec::new(), next_rid: 1, next_consumer: 1 }
+    }
+
     /// Connects and completes the handshake as guest/guest; returns the
     /// shard the connection landed on.
     pub fn hello(addr: SocketAddr) -> (Raw, u16) {
         let mut r = Raw::connect(addr);
-        let rid = r.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest" });
+        let rid =
+            r.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest", heartbeat_ms: None });
         let f = r.recv();
         let shard = match f.frame() {
             Frame { request_id, cmd: Cmd::HelloOk(h) } => {

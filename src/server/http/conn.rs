@@ -15,6 +15,7 @@
 //! one): hyper answers, reads at most what is buffered, and closes.
 
 use super::super::shard::Shard;
+use crate::rt::Notify;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -42,6 +43,9 @@ struct Activity {
     head_since: Cell<Option<Instant>>,
     /// Requests being handled (the broker is working, not the client).
     handling: Cell<u32>,
+    /// Wakes the watchdog when a request head starts, so its deadline
+    /// counts from that byte even while the watchdog sleeps on the idle one.
+    head_started: Notify,
 }
 
 impl Activity {
@@ -50,6 +54,7 @@ impl Activity {
         self.last.set(now);
         if read && self.head_since.get().is_none() {
             self.head_since.set(Some(now));
+            self.head_started.notify();
         }
     }
 }
@@ -176,10 +181,20 @@ impl hyper::body::Body for Body {
 /// Serves one connection until the client closes it, it breaks, or the
 /// watchdog gives up on it.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    // HTTP requests authenticate one by one: the connection counts as
+    // unauthenticated for its whole life.
+    let Some(_slot) = shard.http_open() else {
+        shard.log_unauthenticated_refusal("http");
+        return;
+    };
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);
     let request = Duration::from_millis(shard.config.http_request_timeout_ms);
-    let activity =
-        Rc::new(Activity { last: Cell::new(Instant::now()), head_since: Cell::new(None), handling: Cell::new(0) });
+    let activity = Rc::new(Activity {
+        last: Cell::new(Instant::now()),
+        head_since: Cell::new(None),
+        handling: Cell::new(0),
+        head_started: Notify::default(),
+    });
     let a = activity.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shard = shard.clone();
@@ -203,7 +218,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
     let watchdog = async {
         let why = watch(&activity, idle, request).await;
-        tracing::debug!("HTTP connection closed: {why}");
+        if why.starts_with("request head") {
+            // A stalled or trickled request: worth an operator's look.
+            tracing::warn!("closing HTTP connection: {why}");
+        } else {
+            tracing::debug!("HTTP connection closed: {why}");
+        }
     };
     futures_lite::future::or(served, watchdog).await;
 }
@@ -211,6 +231,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 /// Returns (why) once the connection has overstayed one of its timeouts.
 async fn watch(a: &Activity, idle: Duration, request: Duration) -> &'static str {
     loop {
+        let started = a.head_started.notified();
         let now = Instant::now();
         let wait = if a.handling.get() > 0 {
             idle.min(request)
@@ -224,6 +245,6 @@ async fn watch(a: &Activity, idle: Duration, request: Duration) -> &'static str 
                 None => idle_end - now,
             }
         };
-        glommio::timer::sleep(wait).await;
+        futures_lite::future::or(glommio::timer::sleep(wait), started).await;
     }
 }

@@ -1,21 +1,23 @@
 //! A native-protocol connection: read, decode, check, and hand each request
 //! to the shard that owns its queue (here, or over the mesh).
 
+mod session;
+
 use super::policy::QueueArgs;
 use super::queue::Deliveries;
 use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
 use super::shard::{ConnSink, Shard};
 use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
-use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame, HelloOk};
+use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame};
 use crate::routing::{BindingDef, Dest};
-use crate::rt::reader::{for_each_frame_limited, FrameReader, ReadError};
-use crate::rt::Outbox;
+use crate::rt::reader::{for_each_frame_limited, FrameReader, HANDSHAKE_READ_BYTES, READ_BYTES};
+use crate::rt::{Notify, Outbox};
 use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::Instant;
 
 /// Why the read loop ended with an error the client should hear about.
 struct Fatal {
@@ -43,6 +45,13 @@ pub struct NativeConn {
     peer: String,
     pub outbox: Outbox,
     handshaken: Cell<bool>,
+    /// When the socket was accepted: the handshake deadline counts from here.
+    accepted_at: Instant,
+    /// Promoted from the unauthenticated cap to `connections_per_shard_max`.
+    logged_in: Cell<bool>,
+    /// The negotiated heartbeat (0 = none), and the beat task's wake-up.
+    heartbeat_ms: Cell<u32>,
+    beat_kick: Notify,
     consumers: RefCell<HashMap<u32, ConsumerRoute>>,
     /// A queue on this shard whose backlog passed `publish_pause_messages`
     /// in the last chunk: reading waits until it drains.
@@ -192,6 +201,10 @@ impl NativeConn {
             peer,
             outbox: Outbox::default(),
             handshaken: Cell::new(false),
+            accepted_at: Instant::now(),
+            logged_in: Cell::new(false),
+            heartbeat_ms: Cell::new(0),
+            beat_kick: Notify::default(),
             consumers: RefCell::new(HashMap::new()),
             pending_routes: RefCell::new(HashMap::new()),
             paused_on: RefCell::new(None),
@@ -221,21 +234,32 @@ impl NativeConn {
     /// Reads and handles frames until the peer closes, the stream breaks,
     /// or a fatal error; then releases the connection's consumers.
     pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
-        let result = self.read_frames(&mut r).await;
+        // A writer that broke (the peer stopped reading: send_timeout_ms)
+        // ends the read too, or a peer that neither reads nor writes
+        // would hold the connection forever.
+        let result = futures_lite::future::or(self.read_frames(&mut r), async {
+            self.outbox.wait_broken().await;
+            Ok(())
+        })
+        .await;
         if let Err(f) = result {
             let level_warn = f.code != ErrorCode::ShuttingDown;
             if level_warn {
                 tracing::warn!(peer = %self.peer, code = f.code.as_u16(), "closing connection: {}", f.message);
             }
             self.send_error(f.request_id, f.code, &f.message);
+        } else if self.outbox.is_stalled() {
+            let ms = self.shard.config.send_timeout_ms;
+            tracing::warn!(peer = %self.peer, "closing connection: it read nothing for send_timeout_ms = {ms}");
         }
         self.release();
         self.outbox.close();
+        self.beat_kick.notify();
     }
 
     fn release(&self) {
         let me = self.me();
-        self.shard.unregister(me);
+        self.shard.unregister(me, self.logged_in.get());
         let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
         for (_, c) in self.consumers.borrow_mut().drain() {
             let qs = by_owner.entry(c.owner).or_default();
@@ -248,26 +272,22 @@ impl NativeConn {
         }
     }
 
-    fn timeout(&self, buffered: bool) -> Option<Duration> {
-        let c = &self.shard.config;
-        if !self.handshaken.get() {
-            Some(Duration::from_millis(c.handshake_timeout_ms))
-        } else if buffered {
-            Some(Duration::from_millis(c.frame_timeout_ms))
-        } else {
-            None
-        }
-    }
-
     async fn read_frames<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<(), Fatal> {
-        let mut reader = FrameReader::new(self.shard.config.frame_bytes_max as usize);
+        let c = &self.shard.config;
+        // Before login, nothing larger than handshake_bytes_max is buffered.
+        let budget = c.handshake_bytes_max.min(c.frame_bytes_max) as usize;
+        let mut reader = FrameReader::new(budget, HANDSHAKE_READ_BYTES);
+        let mut raised = false;
         loop {
-            let chunk = match reader.fill(r, |b| self.timeout(b)).await {
+            let chunk = match reader.fill(r, |clock| self.deadline(clock)).await {
                 Ok(c) => c,
-                Err(e) => return self.read_failed(e),
+                Err(e) => return self.read_failed(e, &reader.clock()),
             };
-            let depth = usize::try_from(self.shard.config.table_depth_max).unwrap_or(usize::MAX);
-            let used = for_each_frame_limited(&chunk, reader.frame_bytes_max(), depth, |f| {
+            // Frames already read are decoded against the full limit: only
+            // buffering is bounded by the budget (a Hello may be followed
+            // in the same read by a large publish).
+            let depth = usize::try_from(c.table_depth_max).unwrap_or(usize::MAX);
+            let used = for_each_frame_limited(&chunk, c.frame_bytes_max as usize, depth, |f| {
                 let rid = f.request_id;
                 match self.on_frame(&chunk, f) {
                     Err(e) if !e.code.is_fatal() => {
@@ -278,12 +298,17 @@ impl NativeConn {
                     other => other,
                 }
             });
+            if self.handshaken.get() && !raised {
+                reader.set_limits(c.frame_bytes_max as usize, READ_BYTES);
+                raised = true;
+            }
             match used {
                 Ok(n) => reader.keep(&chunk, n),
                 Err(Ok(fatal)) => return Err(fatal),
                 Err(Err(e)) => return Err(Fatal::new(e.code(), e.to_string())),
             }
             self.read_held.set(reader.held_bytes());
+            let held = Instant::now();
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
             // A socket that always has bytes never makes this task wait:
@@ -296,6 +321,8 @@ impl NativeConn {
             if self.published.replace(false) && self.shard.alarm_in_effect() {
                 self.block_on_alarm().await;
             }
+            // Time the broker held back from reading is not the peer's.
+            reader.excuse(held.elapsed());
             if self.outbox.is_closing() {
                 return Ok(());
             }
@@ -315,30 +342,13 @@ impl NativeConn {
         tracing::debug!(peer = %self.peer, "publisher unblocked");
     }
 
-    fn read_failed(&self, e: ReadError) -> Result<(), Fatal> {
-        match e {
-            ReadError::Eof => Ok(()),
-            ReadError::Io(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "read failed");
-                Ok(())
-            }
-            ReadError::Truncated { buffered } => Err(Fatal::new(
-                ErrorCode::TruncatedFrame,
-                format!("peer closed with {buffered} bytes of an unfinished frame"),
-            )),
-            ReadError::Timeout { after, .. } => {
-                let what = if self.handshaken.get() { "a frame did not arrive whole" } else { "no handshake" };
-                Err(Fatal::new(ErrorCode::FrameTimeout, format!("{what} within {} ms", after.as_millis())))
-            }
-            ReadError::Decode(e) => Err(Fatal::new(e.code(), e.to_string())),
-        }
-    }
-
     fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<(), Fatal> {
         let rid = f.request_id;
         if !self.handshaken.get() {
             return match f.cmd {
-                Cmd::Hello { version, user, password } => self.hello(rid, version, user, password),
+                Cmd::Hello { version, user, password, heartbeat_ms } => {
+                    self.hello(rid, version, (user, password), heartbeat_ms)
+                }
                 other => Err(Fatal::new(ErrorCode::HandshakeRequired, format!("expected Hello, got {}", other.name()))),
             };
         }
@@ -455,32 +465,6 @@ impl NativeConn {
                 })
             }
         }
-        Ok(())
-    }
-
-    fn hello(&self, rid: u64, version: u16, user: &str, password: &str) -> Result<(), Fatal> {
-        if version != protocol::VERSION {
-            return Err(Fatal::new(
-                ErrorCode::VersionUnsupported,
-                format!("protocol version {version} is not supported; this broker speaks {}", protocol::VERSION),
-            ));
-        }
-        let c = &self.shard.config;
-        if !c.users.iter().any(|u| u.name == user && u.password == password) {
-            return Err(Fatal::new(ErrorCode::AuthFailed, format!("bad user name or password for '{}'", clip(user))));
-        }
-        self.handshaken.set(true);
-        let hello = HelloOk {
-            version: protocol::VERSION,
-            shard_id: self.shard.id,
-            hash_id: protocol::HASH_ID,
-            frame_bytes_max: c.frame_bytes_max,
-            message_bytes_max: c.message_bytes_max,
-            prefetch_max: c.prefetch_max,
-            shard_addrs: self.shard.shard_addrs.iter().map(String::as_str).collect(),
-        };
-        self.outbox.push(|b| frame(b, rid, Cmd::HelloOk(hello)));
-        tracing::debug!(peer = %self.peer, user, "handshake done");
         Ok(())
     }
 
