@@ -112,6 +112,8 @@ pub struct AmqpConn {
     me: Cell<Option<ConnRef>>,
     pub peer: Option<SocketAddr>,
     pub outbox: Outbox,
+    /// Owners that stopped dispatching to it while its outbox is full.
+    pub gate: crate::server::gate::DeliveryGate,
     pub st: RefCell<State>,
     pub jobs: RefCell<Vec<Job>>,
     /// Acks to send to queue owners: (consumer id, first, last queue tag).
@@ -135,6 +137,7 @@ impl AmqpConn {
             me: Cell::new(None),
             peer,
             outbox: Outbox::default(),
+            gate: Default::default(),
             st: RefCell::new(State {
                 phase: Phase::StartOk,
                 frame_max,

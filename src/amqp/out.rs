@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 impl ConnSink for AmqpConn {
     fn send(&self, reply: Reply) {
-        if let Reply::Deliver { consumer_id, first_tag, msgs } = reply {
+        if let Reply::Deliver { consumer_id, first_tag, msgs, .. } = reply {
             self.on_deliveries(
                 consumer_id,
                 first_tag,
@@ -86,6 +86,18 @@ impl ConnSink for AmqpConn {
 
     fn describe(&self) -> (&'static str, String) {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
+    }
+
+    fn can_take_deliveries(&self) -> bool {
+        self.outbox.pending_bytes() < self.shard.config.outbox_bytes_max as usize
+    }
+
+    fn deliveries_stopped(&self, owner: u16) {
+        self.gate.stopped_at(owner, self.shard.id);
+    }
+
+    fn outbox_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
     }
 }
 

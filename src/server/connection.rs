@@ -1,6 +1,7 @@
 //! A native-protocol connection: read, decode, check, and hand each request
 //! to the shard that owns its queue (here, or over the mesh).
 
+use super::gate::DeliveryGate;
 use super::policy::QueueArgs;
 use super::queue::Deliveries;
 use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
@@ -38,10 +39,12 @@ struct ConsumerRoute {
 }
 
 pub struct NativeConn {
-    shard: Rc<Shard>,
+    pub shard: Rc<Shard>,
     me: Cell<Option<ConnRef>>,
     peer: String,
     pub outbox: Outbox,
+    /// Owners that stopped dispatching to it while its outbox is full.
+    pub gate: DeliveryGate,
     handshaken: Cell<bool>,
     consumers: RefCell<HashMap<u32, ConsumerRoute>>,
     /// A queue on this shard whose backlog passed `publish_pause_messages`
@@ -86,6 +89,18 @@ impl ConnSink for NativeConn {
     fn describe(&self) -> (&'static str, String) {
         ("native", self.peer.clone())
     }
+
+    fn can_take_deliveries(&self) -> bool {
+        self.outbox.pending_bytes() < self.shard.config.outbox_bytes_max as usize
+    }
+
+    fn deliveries_stopped(&self, owner: u16) {
+        self.gate.stopped_at(owner, self.shard.id);
+    }
+
+    fn outbox_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
+    }
 }
 
 /// How deliveries are cut into frames.
@@ -125,7 +140,7 @@ fn encode_deliveries<'a>(
 /// Appends the native encoding of a reply.
 pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
     match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs } => {
+        Reply::Deliver { consumer_id, first_tag, msgs, .. } => {
             encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
         }
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
@@ -182,6 +197,7 @@ impl NativeConn {
             me: Cell::new(None),
             peer,
             outbox: Outbox::default(),
+            gate: DeliveryGate::default(),
             handshaken: Cell::new(false),
             consumers: RefCell::new(HashMap::new()),
             pending_routes: RefCell::new(HashMap::new()),

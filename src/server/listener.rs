@@ -88,7 +88,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection open");
     let w = conn.clone();
     let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
+    let g = conn.clone();
+    let gate = glommio::spawn_local(async move { g.gate.run(&g.shard, me, &g.outbox).await });
     conn.read_loop(reader).await;
     writer_task.await;
+    gate.await;
     tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection closed");
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod deadletter;
+pub mod gate;
 pub mod http;
 pub mod listener;
 pub mod mesh;

@@ -34,6 +34,17 @@ pub trait ConnSink {
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())
     }
+    /// Whether its outbox has room for more deliveries (`server/gate.rs`).
+    fn can_take_deliveries(&self) -> bool {
+        true
+    }
+    /// Shard `owner` stopped (or must stop) dispatching to it until its
+    /// outbox drains. Must not call back into the shard.
+    fn deliveries_stopped(&self, _owner: u16) {}
+    /// Bytes it holds for its socket (queued and being written).
+    fn outbox_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Per-shard counters: plain cells, summed across shards when read.
@@ -89,6 +100,9 @@ pub struct Shard {
     dl_pending: RefCell<VecDeque<policies::DeadLetter>>,
     dl_flushing: Cell<bool>,
     dl_warned: Cell<bool>,
+    /// Connections whose outbox is full (`gate.rs`), and the queues that
+    /// skipped them since: dispatched again when they drain.
+    stopped: RefCell<HashMap<ConnRef, Vec<String>, ahash::RandomState>>,
 }
 
 impl Shard {
@@ -115,6 +129,7 @@ impl Shard {
             dl_pending: RefCell::new(VecDeque::new()),
             dl_flushing: Cell::new(false),
             dl_warned: Cell::new(false),
+            stopped: RefCell::new(HashMap::default()),
         }
     }
 
@@ -161,7 +176,17 @@ impl Shard {
         let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
         let sink = self.conns.borrow().get(&conn_id).cloned();
         match sink {
-            Some(s) => s.send(reply),
+            Some(s) => {
+                // Deliveries from another shard: tell their owner to stop
+                // once this outbox is full.
+                let from_owner = if let Reply::Deliver { owner, .. } = &reply { Some(*owner) } else { None };
+                s.send(reply);
+                if let Some(owner) = from_owner {
+                    if !s.can_take_deliveries() {
+                        s.deliveries_stopped(owner);
+                    }
+                }
+            }
             // The connection closed while its reply was in flight; its
             // ConnClosed has requeued (or will requeue) any delivery here.
             None => tracing::debug!(conn_id, "reply for a closed connection discarded"),
@@ -256,7 +281,12 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
+                self.stopped.borrow_mut().remove(&from);
                 self.connection_closed(from, &queues);
+                return;
+            }
+            Request::Deliveries { open } => {
+                self.deliveries_gate(from, open);
                 return;
             }
             Request::Get { consumer_id, no_ack, queue } => {
@@ -386,18 +416,60 @@ impl Shard {
         }
     }
 
+    /// Whether dispatch may hand `c` more messages: its outbox is not full.
+    /// The hot path: one `is_empty` while no connection is stopped.
+    fn takes_deliveries(&self, c: ConnRef) -> bool {
+        let stopped = self.stopped.borrow();
+        stopped.is_empty() || !stopped.contains_key(&c)
+    }
+
+    /// A connection's outbox filled (`open: false`: stop dispatching to
+    /// it) or drained (dispatch again to the queues that skipped it).
+    fn deliveries_gate(&self, from: ConnRef, open: bool) {
+        if !open {
+            self.stopped.borrow_mut().entry(from).or_default();
+            return;
+        }
+        let Some(skipped) = self.stopped.borrow_mut().remove(&from) else { return };
+        let mut queues = self.queues.borrow_mut();
+        for name in skipped {
+            if let Some(q) = queues.get_mut(&name) {
+                self.settle(q);
+            }
+        }
+    }
+
+    /// After a dispatch skipped stopped connections: remember the queue
+    /// for each, to dispatch it again when they drain.
+    fn note_skipped(&self, q: &Queue) {
+        let mut stopped = self.stopped.borrow_mut();
+        for (c, _) in q.all_consumers() {
+            if let Some(names) = stopped.get_mut(&c) {
+                if !names.iter().any(|n| *n == q.name) {
+                    names.push(q.name.clone());
+                }
+            }
+        }
+    }
+
     /// Local consumers get their batch encoded in place; remote ones get
     /// an owned copy (reference-counted bodies) over the mesh.
     fn deliver(&self, to: ConnRef, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
         if to.shard == self.id {
             let sink = self.conns.borrow().get(&to.conn_id).cloned();
             match sink {
-                Some(s) => s.deliver(consumer_id, first_tag, msgs),
+                Some(s) => {
+                    s.deliver(consumer_id, first_tag, msgs);
+                    if !s.can_take_deliveries() {
+                        self.stopped.borrow_mut().entry(to).or_default();
+                        s.deliveries_stopped(self.id);
+                    }
+                }
                 None => tracing::debug!(conn_id = to.conn_id, "delivery for a closed connection discarded"),
             }
         } else {
             let msgs = msgs.map(Delivered::from).collect();
-            let reply = Reply::Deliver { consumer_id, first_tag, msgs };
+            let reply = Reply::Deliver { owner: self.id, consumer_id, first_tag, msgs };
             self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
         }
     }

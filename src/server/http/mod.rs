@@ -274,6 +274,7 @@ fn conn_json(c: &ConnStats) -> Value {
         "peer_port": port,
         "vhost": "/",
         "state": "running",
+        "outbox_bytes": c.outbox_bytes,
     })
 }
 

@@ -179,6 +179,11 @@ impl Queue {
         self.consumers.iter().filter(|c| !c.pull).map(|c| (c.owner, c.id))
     }
 
+    /// Every consumer, push and pull: (connection, consumer id).
+    pub fn all_consumers(&self) -> impl Iterator<Item = (ConnRef, u32)> + '_ {
+        self.consumers.iter().map(|c| (c.owner, c.id))
+    }
+
     fn remove_consumer(&mut self, i: usize) -> Consumer {
         let c = self.consumers.remove(i);
         if self.rr > i {
@@ -324,22 +329,41 @@ impl Queue {
         }
     }
 
+    /// `dispatch_gated` with every consumer's connection taking deliveries.
+    pub fn dispatch(&mut self, out: Out<'_>, now: u64) -> usize {
+        self.dispatch_gated(out, &|_| true, now).sent
+    }
+
     /// Pushes ready messages to consumers with credit, round-robin one
     /// message per consumer per round. Each consumer's share is handed to
     /// `out` once, straight from its unacked store: no copies, no clones.
     /// Messages past their deadline are not delivered (they go to the dead
-    /// list). Returns how many messages went out.
-    pub fn dispatch(&mut self, out: Out<'_>, now: u64) -> usize {
+    /// list). A consumer whose connection `open` refuses (its outbox is
+    /// full, `server/gate.rs`) is skipped: asked once per consumer per
+    /// call, not per message.
+    pub fn dispatch_gated(&mut self, out: Out<'_>, open: &dyn Fn(ConnRef) -> bool, now: u64) -> Dispatched {
         let targets = self.dispatch_targets();
+        let mut done = Dispatched::default();
         if self.ready.is_empty() || targets.is_empty() {
-            return 0;
+            return done;
         }
-        // Tag of the first message each consumer gets in this pass.
-        let firsts: Vec<u64> = self.consumers.iter().map(Consumer::next_tag).collect();
+        // Tag of the first message each consumer gets in this pass, and
+        // its credit for the pass (0 while its connection is stopped).
+        let mut firsts: Vec<(u64, u32)> = Vec::with_capacity(self.consumers.len());
+        for (i, c) in self.consumers.iter().enumerate() {
+            let credit = if targets.contains(&i) { c.credit() } else { 0 };
+            let credit = if credit > 0 && !open(c.owner) {
+                done.skipped = true;
+                0
+            } else {
+                credit
+            };
+            firsts.push((c.next_tag(), credit));
+        }
         let mut sent = 0;
         if targets.len() == 1 {
             let i = targets.start;
-            while self.consumers[i].credit() > 0 {
+            for _ in 0..firsts[i].1 {
                 let Some(m) = self.pop_live(now) else { break };
                 self.consumers[i].track(m);
                 sent += 1;
@@ -350,11 +374,12 @@ impl Queue {
                 let mut progressed = false;
                 for k in 0..n {
                     let i = (self.rr + k) % n;
-                    if self.consumers[i].credit() == 0 {
+                    if firsts[i].1 == 0 {
                         continue;
                     }
                     let Some(m) = self.pop_live(now) else { break 'rounds };
                     self.consumers[i].track(m);
+                    firsts[i].1 -= 1;
                     sent += 1;
                     progressed = true;
                 }
@@ -364,7 +389,7 @@ impl Queue {
             }
             self.rr = (self.rr + 1) % n;
         }
-        for (c, first) in self.consumers.iter().zip(firsts) {
+        for (c, (first, _)) in self.consumers.iter().zip(firsts) {
             let count = c.next_tag() - first;
             if count > 0 {
                 let lo = (first - c.base_tag) as usize;
@@ -372,8 +397,18 @@ impl Queue {
             }
         }
         self.delivered_total += sent as u64;
-        sent
+        done.sent = sent;
+        done
     }
+}
+
+/// What one dispatch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Dispatched {
+    pub sent: usize,
+    /// A consumer with credit was skipped because its connection takes
+    /// no deliveries now: the queue must be dispatched again when it does.
+    pub skipped: bool,
 }
 
 fn unknown_consumer(id: u32, queue: &str) -> QueueError {

@@ -244,7 +244,8 @@ impl Shard {
         for (id, sink) in self.conns.borrow().iter() {
             let (protocol, peer) = sink.describe();
             let protocol = PROTOCOLS.iter().copied().find(|p| *p == protocol).unwrap_or("native");
-            s.conns.push(ConnStats { name: format!("{}:{id}", self.id), shard: self.id, protocol, peer });
+            let outbox_bytes = sink.outbox_bytes() as u64;
+            s.conns.push(ConnStats { name: format!("{}:{id}", self.id), shard: self.id, protocol, peer, outbox_bytes });
         }
         s.connections = s.conns.len() as u64;
         if let Some(d) = self.durable() {

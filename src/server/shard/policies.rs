@@ -40,7 +40,15 @@ impl Shard {
     /// and to dead-lettering, and re-arm the queue's timer.
     pub(super) fn settle(&self, q: &mut Queue) {
         let now = self.now_ms();
-        let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs), now);
+        let d = q.dispatch_gated(
+            &mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs),
+            &|c| self.takes_deliveries(c),
+            now,
+        );
+        if d.skipped {
+            self.note_skipped(q);
+        }
+        let n = d.sent;
         bump(&self.counters.delivered, n as u64);
         if n > 0 && !self.over_half_pause(q) {
             self.publish_resume.notify();
