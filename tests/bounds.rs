@@ -4,7 +4,7 @@
 mod common;
 
 use common::{body_seq, http_get, queue_on, seq_body, Raw, TestBroker};
-use ringmq::protocol::{op, BatchWriter, Cmd};
+use ringmq::protocol::{op, BatchWriter, Cmd, ErrorCode};
 use std::time::{Duration, Instant};
 
 /// The value of an unlabelled gauge in `/metrics`.
@@ -98,4 +98,57 @@ fn a_consumer_that_does_not_read_is_not_buffered_for() {
         witness.ping();
         admin.ping();
     }
+}
+
+/// `consumer_timeout_ms`: a native consumer that leaves deliveries unacked
+/// past it gets a `ConsumerCancelled` notice (code 67), its messages go to
+/// another consumer, and its later ack is refused as for an unknown one.
+#[test]
+fn native_consumer_timeout_cancels_and_requeues() {
+    let b = TestBroker::start_with(2, |c| c.consumer_timeout_ms = 300);
+    let queue = queue_on(1, 2, "timeout");
+    // The slow consumer on the other shard: the notice crosses the mesh.
+    let mut slow = Raw::hello(b.shards[0]).0;
+    slow.declare(&queue);
+    let bodies: Vec<Vec<u8>> = (0..5).map(|i| seq_body(i, 16)).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    slow.publish_confirmed(&queue, &refs);
+    let (cid, mut got) = slow.subscribe(&queue, 10);
+    let rest = 5 - got.len();
+    got.extend(slow.expect_deliveries(cid, rest));
+    let mut fast = Raw::hello(b.shards[1]).0;
+    let (fid, early) = fast.subscribe(&queue, 10);
+    assert!(early.is_empty(), "the slow consumer holds them all");
+
+    let start = Instant::now();
+    let f = slow.recv();
+    match f.frame().cmd {
+        Cmd::ConsumerCancelled { consumer_id, code, message } => {
+            assert_eq!(consumer_id, cid);
+            assert_eq!(ErrorCode::from_u16(code), Some(ErrorCode::ConsumerTimeout));
+            assert!(message.contains("timed out") && message.contains("300 ms"), "{message}");
+        }
+        other => panic!("expected ConsumerCancelled, got {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(3), "cancelled after {waited:?}");
+
+    let again = fast.expect_deliveries(fid, 5);
+    for (i, d) in again.iter().enumerate() {
+        assert_eq!(body_seq(&d.body), i as u64);
+        assert!(d.redelivered);
+    }
+    fast.ack(fid, &[(1, 5)]);
+    fast.ping();
+    // The cancelled consumer is gone on its connection too.
+    slow.ack(cid, &[(1, 5)]);
+    slow.expect_error(ErrorCode::UnknownConsumer);
+    slow.ping();
+}
+
+/// The same through pika: the channel is closed with 406 as RabbitMQ does.
+#[test]
+fn pika_consumer_timeout_closes_the_channel() {
+    let b = TestBroker::start_with(2, |c| c.consumer_timeout_ms = 300);
+    common::pika::run("consumer_timeout.py", b.amqp, &[], Duration::from_secs(60)).assert_ok("consumer_timeout.py");
 }

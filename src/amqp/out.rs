@@ -30,6 +30,10 @@ impl ConnSink for AmqpConn {
             self.consumer_gone(consumer_id);
             return;
         }
+        if let Reply::ConsumerTimeout { consumer_id, timeout_ms, .. } = reply {
+            self.consumer_timed_out(consumer_id, timeout_ms);
+            return;
+        }
         if let Reply::PublishPaused { queue } | Reply::PublishResumed { queue } = &reply {
             self.remote_pause(queue, matches!(reply, Reply::PublishPaused { .. }));
             return;
@@ -292,6 +296,33 @@ impl AmqpConn {
                 });
             }
         }
+    }
+
+    /// The queue cancelled a consumer for `consumer_timeout_ms` and
+    /// requeued its unacked messages: as RabbitMQ, the whole channel is
+    /// closed with 406 (its other consumers' unacked are requeued too).
+    fn consumer_timed_out(&self, cid: u32, timeout_ms: u64) {
+        let n = {
+            let mut st = self.st.borrow_mut();
+            // Already gone from the queue: no Unsubscribe for it.
+            let Some(k) = st.consumers.remove(&cid) else { return };
+            let Some(ch) = st.channels.get_mut(&k.channel) else { return };
+            ch.consumers.retain(|c| *c != cid);
+            if ch.state != ChState::Open || st.phase != Phase::Running {
+                return;
+            }
+            k.channel
+        };
+        self.fail(Fault::Channel {
+            channel: n,
+            code: code::PRECONDITION_FAILED,
+            text: format!(
+                "PRECONDITION_FAILED - delivery acknowledgement on channel {n} timed out. Timeout value used: \
+                 {timeout_ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+            ),
+            cause: (0, 0),
+        });
+        self.kick.notify();
     }
 
     /// Sends (or holds) a batch of deliveries for one consumer.

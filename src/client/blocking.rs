@@ -135,6 +135,11 @@ impl Conn {
                 }
                 return Ok((0, Ok(Reply::Ok(0))));
             }
+            Cmd::ConsumerCancelled { consumer_id, code, message } => {
+                // Its deliveries already read stay readable; nothing more comes.
+                tracing::warn!(consumer_id, code, "the broker cancelled a consumer: {message}");
+                return Ok((0, Ok(Reply::Ok(0))));
+            }
             Cmd::Ping | Cmd::Pong => return Ok((0, Ok(Reply::Ok(0)))),
             other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
         };

@@ -40,6 +40,16 @@ pub enum ErrorCode {
     StoragePoisoned = 40,
     PersistenceUnavailable = 41,
     Internal = 50,
+    /// A consumer left a delivery unacked past `consumer_timeout_ms`: the
+    /// broker cancelled it (`ConsumerCancelled`) and requeued its unacked
+    /// messages (AMQP: channel closed with 406).
+    ConsumerTimeout = 67,
+    /// A configured count limit (`exchanges_max`, `bindings_max`) is
+    /// reached (AMQP 403 ACCESS_REFUSED, as RabbitMQ's limits).
+    DefinitionLimit = 68,
+    /// Too many operator requests in flight (`admin_requests_per_shard_max`,
+    /// one snapshot at a time per connection): try again later.
+    AdminBusy = 69,
 }
 
 impl ErrorCode {
@@ -77,6 +87,9 @@ impl ErrorCode {
             40 => StoragePoisoned,
             41 => PersistenceUnavailable,
             50 => Internal,
+            67 => ConsumerTimeout,
+            68 => DefinitionLimit,
+            69 => AdminBusy,
             _ => return None,
         })
     }

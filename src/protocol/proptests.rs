@@ -379,6 +379,7 @@ const OPCODES: [u8; 21] = [
     op::SUBSCRIBE,
     op::UNSUBSCRIBE,
     op::DELIVER,
+    op::CONSUMER_CANCELLED,
     op::ACK,
     op::NACK,
     op::GET,

@@ -68,8 +68,14 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Time a started frame has to arrive whole.
     pub frame_timeout_ms: u64,
-    /// Bytes buffered for one connection's socket before its reader waits.
+    /// Bytes buffered for one connection's socket before its reader waits
+    /// and the queues stop dispatching to its consumers (until it drains
+    /// to half).
     pub outbox_bytes_max: u32,
+    /// A consumer that leaves a delivery unacked this long is cancelled
+    /// and its unacked messages requeued (AMQP: its channel is closed with
+    /// 406, as RabbitMQ's `consumer_timeout`). 0 = never.
+    pub consumer_timeout_ms: u64,
     /// HTTP (metrics and management API): a connection that moves no byte
     /// for this long while no request of it is being handled is closed.
     pub http_idle_timeout_ms: u64,
@@ -132,6 +138,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             frame_timeout_ms: 30_000,
             outbox_bytes_max: 8 << 20,
+            consumer_timeout_ms: 1_800_000,
             http_idle_timeout_ms: 60_000,
             http_request_timeout_ms: 10_000,
             segment_bytes: 64 << 20,
@@ -221,6 +228,8 @@ impl Config {
         ] {
             check((1..=DAY_MS).contains(&v), key, || format!("{v} is outside 1..=86400000"))?;
         }
+        let ct = self.consumer_timeout_ms;
+        check(ct <= 7 * DAY_MS, "consumer_timeout_ms", || format!("{ct} is over 604800000 (7 days); 0 turns it off"))?;
         let sb = self.segment_bytes;
         check((65_536..=4 << 30).contains(&sb), "segment_bytes", || format!("{sb} is outside 65536..=4294967296"))?;
         check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;

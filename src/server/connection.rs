@@ -64,6 +64,9 @@ impl ConnSink for NativeConn {
             }
             _ => None,
         };
+        if let Reply::ConsumerTimeout { consumer_id, .. } = &reply {
+            self.consumers.borrow_mut().remove(consumer_id);
+        }
         if let Some((rid, refused)) = settled {
             let claimed = self.pending_routes.borrow_mut().remove(&rid);
             if let (Some(id), true) = (claimed, refused) {
@@ -159,6 +162,15 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
             frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
         }
         Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
+        Reply::ConsumerTimeout { consumer_id, message, .. } => frame(
+            buf,
+            0,
+            Cmd::ConsumerCancelled {
+                consumer_id: *consumer_id,
+                code: ErrorCode::ConsumerTimeout.as_u16(),
+                message: clip(message),
+            },
+        ),
         // The native protocol has no cancel notice yet.
         // Native clients publish to the owner; one that does not is
         // paced by the mesh alone (see shard/pause.rs).

@@ -286,6 +286,8 @@ async fn run_shard(s: ShardStart) {
     // TTL and x-expires: one timer task per shard.
     tasks.push(glommio::spawn_local(shard.clone().run_timers()));
     tasks.push(glommio::spawn_local(shard.clone().run_remote_resumes()));
+    // consumer_timeout_ms: one sweep per shard.
+    tasks.push(glommio::spawn_local(shard.clone().run_consumer_timeouts()));
     if shard.id == shard::routing::METADATA_SHARD {
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");

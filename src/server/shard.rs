@@ -22,6 +22,7 @@ mod pause;
 mod policies;
 pub mod routing;
 mod spill;
+mod timeout;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {

@@ -263,6 +263,13 @@ pub enum Reply {
     ConsumerGone {
         consumer_id: u32,
     },
+    /// The consumer left a delivery unacked past `consumer_timeout_ms`:
+    /// the queue dropped it and requeued its unacked messages.
+    ConsumerTimeout {
+        consumer_id: u32,
+        timeout_ms: u64,
+        message: String,
+    },
     /// A publish of this connection took `queue` (on another shard) past
     /// `publish_pause_messages`: stop reading publishes until
     /// `PublishResumed` for it.

@@ -169,6 +169,35 @@ impl Queue {
         Ok(())
     }
 
+    /// Removes every consumer whose oldest unacked message went out
+    /// `timeout_ms` or more before `now`, and requeues all it had not
+    /// acked (`consumer_timeout_ms`). Returns them and how many messages
+    /// went back.
+    pub fn expire_consumers(&mut self, now: u64, timeout_ms: u64) -> (Vec<(ConnRef, u32)>, usize) {
+        let mut gone = Vec::new();
+        let mut back = Vec::new();
+        let mut i = 0;
+        while i < self.consumers.len() {
+            let due = self.consumers[i].oldest_unacked_at().is_some_and(|at| now.saturating_sub(at) >= timeout_ms);
+            if due {
+                let mut c = self.remove_consumer(i);
+                back.extend(c.drain_unacked());
+                gone.push((c.owner, c.id));
+            } else {
+                i += 1;
+            }
+        }
+        let n = back.len();
+        self.requeue(back);
+        (gone, n)
+    }
+
+    /// Whether any consumer holds unacked messages (the timeout sweep
+    /// skips the others without looking at their consumers).
+    pub fn has_unacked(&self) -> bool {
+        self.consumers.iter().any(|c| c.unacked_live > 0)
+    }
+
     /// Whether an auto-delete queue has lost its last push consumer.
     pub fn auto_delete_due(&self) -> bool {
         self.auto_delete && self.had_consumers && self.consumer_count() == 0
@@ -302,7 +331,10 @@ impl Queue {
             self.consumers.push(Consumer::new(owner, id, 0, true));
             self.consumers.len() - 1
         });
-        Ok(Some((self.consumers[i].track(m), d)))
+        let c = &mut self.consumers[i];
+        let tag = c.track(m);
+        c.mark_sent(tag, now);
+        Ok(Some((tag, d)))
     }
 
     pub fn purge(&mut self) -> usize {
@@ -389,9 +421,10 @@ impl Queue {
             }
             self.rr = (self.rr + 1) % n;
         }
-        for (c, (first, _)) in self.consumers.iter().zip(firsts) {
+        for (c, (first, _)) in self.consumers.iter_mut().zip(firsts) {
             let count = c.next_tag() - first;
             if count > 0 {
+                c.mark_sent(first, now);
                 let lo = (first - c.base_tag) as usize;
                 out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + count as usize)));
             }
