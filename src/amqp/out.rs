@@ -117,7 +117,9 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         | ErrorCode::UnknownDeliveryTag
         | ErrorCode::InvalidArgument => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
-        ErrorCode::QueueLimit | ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
+        // As RabbitMQ's vhost and cluster limits: a channel error.
+        ErrorCode::QueueLimit | ErrorCode::DefinitionLimit => (code::PRECONDITION_FAILED, false),
+        ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
         ErrorCode::PersistenceUnavailable => (code::NOT_IMPLEMENTED, true),
         _ => (code::INTERNAL_ERROR, true),

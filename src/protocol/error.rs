@@ -45,7 +45,7 @@ pub enum ErrorCode {
     /// messages (AMQP: channel closed with 406).
     ConsumerTimeout = 67,
     /// A configured count limit (`exchanges_max`, `bindings_max`) is
-    /// reached (AMQP 403 ACCESS_REFUSED, as RabbitMQ's limits).
+    /// reached (AMQP 406 PRECONDITION_FAILED, as RabbitMQ's limits).
     DefinitionLimit = 68,
     /// Too many operator requests in flight (`admin_requests_per_shard_max`,
     /// one snapshot at a time per connection): try again later.

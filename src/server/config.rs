@@ -46,6 +46,12 @@ pub struct Config {
     pub connections_per_shard_max: u32,
     /// Queues owned by one shard.
     pub queues_per_shard_max: u32,
+    /// Exchanges clients may declare (the default and `amq.*` ones are not
+    /// counted); a declare past it is refused (`DefinitionLimit`, AMQP 406).
+    pub exchanges_max: u32,
+    /// Bindings in the routing table (every shard holds a copy of it); a
+    /// bind past it is refused (`DefinitionLimit`, AMQP 406).
+    pub bindings_max: u32,
     /// Ready messages one queue may hold; publishes beyond it are refused.
     pub queue_messages_max: u64,
     /// Ready messages in a queue with consumers above which publishers on
@@ -76,6 +82,10 @@ pub struct Config {
     /// and its unacked messages requeued (AMQP: its channel is closed with
     /// 406, as RabbitMQ's `consumer_timeout`). 0 = never.
     pub consumer_timeout_ms: u64,
+    /// Operator requests (native `Admin`, HTTP API, `/metrics`) in flight
+    /// per shard; more are refused (`AdminBusy`, HTTP 503). A native
+    /// connection has one in flight at most.
+    pub admin_requests_per_shard_max: u32,
     /// HTTP (metrics and management API): a connection that moves no byte
     /// for this long while no request of it is being handled is closed.
     pub http_idle_timeout_ms: u64,
@@ -127,6 +137,8 @@ impl Default for Config {
             message_bytes_max: 1 << 20,
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
+            exchanges_max: 10_000,
+            bindings_max: 1_000_000,
             queue_messages_max: 100_000_000,
             publish_pause_messages: 1_000_000,
             publish_pause_bytes: 64 << 20,
@@ -139,6 +151,7 @@ impl Default for Config {
             frame_timeout_ms: 30_000,
             outbox_bytes_max: 8 << 20,
             consumer_timeout_ms: 1_800_000,
+            admin_requests_per_shard_max: 16,
             http_idle_timeout_ms: 60_000,
             http_request_timeout_ms: 10_000,
             segment_bytes: 64 << 20,
@@ -202,7 +215,10 @@ impl Config {
         check(m >= 1 && u64::from(m) + 1024 <= u64::from(f), "message_bytes_max", || {
             format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
         })?;
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 14] = [
+            ("exchanges_max", self.exchanges_max.into()),
+            ("admin_requests_per_shard_max", self.admin_requests_per_shard_max.into()),
+            ("bindings_max", self.bindings_max.into()),
             ("publish_pause_messages", self.publish_pause_messages),
             ("publish_pause_bytes", self.publish_pause_bytes),
             ("connections_per_shard_max", self.connections_per_shard_max.into()),

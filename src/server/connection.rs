@@ -50,6 +50,8 @@ pub struct NativeConn {
     /// A queue on this shard whose backlog passed `publish_pause_messages`
     /// in the last chunk: reading waits until it drains.
     paused_on: RefCell<Option<String>>,
+    /// An `Admin` request of this connection is in flight.
+    admin_busy: Rc<Cell<bool>>,
     /// Subscribe and first-Get requests in flight, so a refused one frees
     /// the consumer id it claimed.
     pending_routes: RefCell<HashMap<u64, u32>>,
@@ -213,6 +215,7 @@ impl NativeConn {
             handshaken: Cell::new(false),
             consumers: RefCell::new(HashMap::new()),
             pending_routes: RefCell::new(HashMap::new()),
+            admin_busy: Rc::new(Cell::new(false)),
             paused_on: RefCell::new(None),
         }
     }
@@ -434,11 +437,32 @@ impl NativeConn {
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
             Cmd::Admin { command, arg } => {
+                // One at a time per connection, and a few per shard.
+                if self.admin_busy.get() {
+                    return Err(Fatal {
+                        request_id: rid,
+                        code: ErrorCode::AdminBusy,
+                        message: "an Admin request of this connection is still in flight; wait for its answer".into(),
+                    });
+                }
+                let Some(permit) = shard.admin_permit() else {
+                    return Err(Fatal {
+                        request_id: rid,
+                        code: ErrorCode::AdminBusy,
+                        message: format!(
+                            "admin_requests_per_shard_max ({}) operator requests in flight; try again",
+                            shard.config.admin_requests_per_shard_max
+                        ),
+                    });
+                };
+                self.admin_busy.set(true);
                 // Gathers from every shard: runs as its own task.
-                let (sh, arg) = (shard.clone(), arg.to_string());
+                let (sh, arg, busy) = (shard.clone(), arg.to_string(), self.admin_busy.clone());
                 glommio::spawn_local(async move {
                     let json = super::admin::run(&sh, command, &arg).await;
                     sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
+                    busy.set(false);
+                    drop(permit);
                 })
                 .detach();
             }

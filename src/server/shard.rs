@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 mod admin;
 mod declare;
+mod defs;
 mod durable;
 mod pause;
 mod policies;
@@ -104,6 +105,10 @@ pub struct Shard {
     /// Connections whose outbox is full (`gate.rs`), and the queues that
     /// skipped them since: dispatched again when they drain.
     stopped: RefCell<HashMap<ConnRef, Vec<String>, ahash::RandomState>>,
+    /// Shard 0: the definitions file's writer state.
+    defs: defs::DefsWriter,
+    /// Operator requests started here and not answered yet.
+    admin_in_flight: Rc<Cell<u32>>,
 }
 
 impl Shard {
@@ -131,6 +136,8 @@ impl Shard {
             dl_flushing: Cell::new(false),
             dl_warned: Cell::new(false),
             stopped: RefCell::new(HashMap::default()),
+            defs: defs::DefsWriter::default(),
+            admin_in_flight: Rc::new(Cell::new(0)),
         }
     }
 
