@@ -152,3 +152,143 @@ fn pika_consumer_timeout_closes_the_channel() {
     let b = TestBroker::start_with(2, |c| c.consumer_timeout_ms = 300);
     common::pika::run("consumer_timeout.py", b.amqp, &[], Duration::from_secs(60)).assert_ok("consumer_timeout.py");
 }
+
+fn declare_exchange(r: &mut Raw, name: &str, durable: bool) -> u64 {
+    let flags = if durable { op::EXCHANGE_DURABLE } else { 0 };
+    r.send(Cmd::ExchangeDeclare { flags, exchange: name, kind: "direct", args: &[] })
+}
+
+fn bind(r: &mut Raw, source: &str, queue: &str, key: &str) -> u64 {
+    r.send(Cmd::Bind { flags: 0, source, destination: queue, routing_key: key, args: &[] })
+}
+
+/// `exchanges_max` and `bindings_max`: past them a declare or a bind is
+/// refused with `DefinitionLimit` (the connection stays); what adds
+/// nothing (a redeclare, a rebind) passes, and a delete makes room.
+#[test]
+fn exchange_and_binding_caps_are_refused() {
+    let b = TestBroker::start_with(2, |c| {
+        c.exchanges_max = 3;
+        c.bindings_max = 4;
+    });
+    let mut r = Raw::hello(b.shards[1]).0;
+    for i in 0..3 {
+        let rid = declare_exchange(&mut r, &format!("x{i}"), false);
+        r.expect_ok(rid);
+    }
+    let rid = declare_exchange(&mut r, "x3", false);
+    let (got, msg) = r.expect_error(ErrorCode::DefinitionLimit);
+    assert_eq!(got, rid);
+    assert!(msg.contains("exchanges_max (3)"), "{msg}");
+    let rid = declare_exchange(&mut r, "x0", false);
+    r.expect_ok(rid);
+
+    let q = queue_on(0, 2, "capped");
+    r.declare(&q);
+    for k in 0..4 {
+        let rid = bind(&mut r, "x0", &q, &format!("k{k}"));
+        r.expect_ok(rid);
+    }
+    let rid = bind(&mut r, "x1", &q, "k");
+    let (got, msg) = r.expect_error(ErrorCode::DefinitionLimit);
+    assert_eq!(got, rid);
+    assert!(msg.contains("bindings_max (4)"), "{msg}");
+    let rid = bind(&mut r, "x0", &q, "k0");
+    r.expect_ok(rid);
+    // Deleting x0 takes its four bindings with it: room for both.
+    let rid = r.send(Cmd::ExchangeDelete { flags: 0, exchange: "x0" });
+    r.expect_ok(rid);
+    let rid = declare_exchange(&mut r, "x3", false);
+    r.expect_ok(rid);
+    let rid = bind(&mut r, "x1", &q, "k");
+    r.expect_ok(rid);
+    r.ping();
+}
+
+/// The same limits through pika: channel closed with 406, as RabbitMQ's
+/// vhost limits (the queue limit too).
+#[test]
+fn pika_caps_close_the_channel_with_406() {
+    let b = TestBroker::start_with(1, |c| {
+        c.exchanges_max = 2;
+        c.bindings_max = 2;
+        c.queues_per_shard_max = 2;
+    });
+    common::pika::run("caps.py", b.amqp, &[], Duration::from_secs(60)).assert_ok("caps.py");
+}
+
+/// Admin flood: one native connection sends 50 `Admin` frames at once. One
+/// runs; the others in flight with it are refused with `AdminBusy` (not
+/// fatal), every one is answered, and the connection goes on.
+#[test]
+fn admin_requests_are_bounded_per_connection() {
+    let b = TestBroker::start();
+    let mut r = Raw::hello(b.shards[0]).0;
+    let mut buf = bytes::BytesMut::new();
+    for rid in 100..150u64 {
+        ringmq::protocol::Frame { request_id: rid, cmd: Cmd::Admin { command: op::ADMIN_LIST_QUEUES, arg: "" } }
+            .encode(&mut buf);
+    }
+    r.write(&buf);
+    let (mut ok, mut busy) = (0, 0);
+    for _ in 0..50 {
+        let f = r.recv();
+        match f.frame().cmd {
+            Cmd::AdminOk { .. } => ok += 1,
+            Cmd::Error { fatal: false, code, .. } if ErrorCode::from_u16(code) == Some(ErrorCode::AdminBusy) => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+    // Nothing was left running: the next one is served.
+    let rid = r.send(Cmd::Admin { command: op::ADMIN_SHARDS, arg: "" });
+    let f = r.recv();
+    assert!(matches!(f.frame(), ringmq::protocol::Frame { request_id, cmd: Cmd::AdminOk { .. } } if request_id == rid));
+    r.ping();
+}
+
+/// Durable declares pipelined on one connection share definitions writes
+/// (off shard 0's thread); every one acknowledged is there after a restart.
+#[test]
+fn acknowledged_durable_declares_survive_a_restart() {
+    use ringmq::server::{config::Config, Broker};
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Broker::start(Config {
+            cores: 2,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            amqp_listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            pin_cores: false,
+            ..Default::default()
+        })
+        .expect("broker starts")
+    };
+    let broker = start();
+    // Through shard 1: each declare crosses the mesh to shard 0.
+    let mut r = Raw::hello(broker.shard_addrs[1]).0;
+    let mut buf = bytes::BytesMut::new();
+    for i in 0..200u64 {
+        let name = format!("dx{i}");
+        let cmd = Cmd::ExchangeDeclare { flags: op::EXCHANGE_DURABLE, exchange: &name, kind: "fanout", args: &[] };
+        ringmq::protocol::Frame { request_id: 1000 + i, cmd }.encode(&mut buf);
+    }
+    r.write(&buf);
+    let mut answered: Vec<u64> = (0..200).map(|_| r.recv().request_id()).collect();
+    let in_order = answered.windows(2).all(|w| w[0] < w[1]);
+    answered.sort_unstable();
+    assert_eq!(answered, (1000..1200).collect::<Vec<u64>>());
+    assert!(in_order, "answers keep their order");
+    drop(r);
+    broker.stop();
+    let broker = start();
+    let mut r = Raw::hello(broker.shard_addrs[0]).0;
+    for i in 0..200 {
+        let name = format!("dx{i}");
+        let rid = r.send(Cmd::ExchangeDeclare { flags: op::EXCHANGE_PASSIVE, exchange: &name, kind: "", args: &[] });
+        r.expect_ok(rid);
+    }
+    drop(r);
+    broker.stop();
+}
