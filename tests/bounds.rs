@@ -292,3 +292,42 @@ fn acknowledged_durable_declares_survive_a_restart() {
     drop(r);
     broker.stop();
 }
+
+/// `log_unwritten_bytes_max`'s wait: while a log holds more unwritten
+/// bytes than the bound it does not return; the flush that writes them
+/// releases it. (The broker waits on it between reads and mesh batches.)
+#[test]
+fn log_back_pressure_waits_for_the_disk() {
+    use ringmq::storage::io::{DmaIo, LogIo};
+    use ringmq::storage::Storage;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    common::run_local(Duration::from_secs(30), move || async move {
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (log, _) = Storage::<u64>::open(io, common::log_options(&path, 1 << 20)).await.unwrap();
+        let log = Rc::new(log);
+        let q = log.declare("q", &[]).unwrap();
+        for seq in 0..100 {
+            log.publish(q, seq, &[b'x'; 1000]).unwrap();
+        }
+        log.defer(1);
+        let pending = log.unwritten_bytes();
+        assert!(pending >= 100_000, "{pending} bytes unwritten");
+        let released = Rc::new(Cell::new(false));
+        let (l, r) = (log.clone(), released.clone());
+        let waiter = glommio::spawn_local(async move {
+            l.wait_unwritten_below(4096).await;
+            r.set(true);
+        });
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        assert!(!released.get(), "returned with {} bytes unwritten", log.unwritten_bytes());
+        let f = log.flush().await;
+        assert!(f.result.is_ok());
+        assert_eq!(f.waiters, vec![1]);
+        common::within("the wait ends after the flush", Duration::from_secs(5), waiter).await;
+        assert!(released.get());
+        assert_eq!(log.unwritten_bytes(), 0);
+    });
+}

@@ -298,6 +298,7 @@ impl AmqpConn {
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
+            self.shard.wait_log_space().await;
             let paused = self.paused_on.borrow_mut().take();
             let remote = self.remote_paused.borrow().first().cloned();
             if let Some(q) = paused.or(remote) {

@@ -115,6 +115,11 @@ pub struct Config {
     /// (overwriting a file spares the filesystem the frees and
     /// allocations that stall flushes); the rest are deleted. 0 = delete all.
     pub segments_recycled_max: u32,
+    /// Per shard: bytes appended to the log and not yet written (a slow or
+    /// stalled disk) above which the shard stops reading its connections
+    /// and its mesh channels until the log catches up: what bounds the
+    /// pending log chunks and the confirms waiting on them.
+    pub log_unwritten_bytes_max: u64,
     /// Per shard: bytes of ready message entries held in memory above
     /// which newly published persistent messages of durable queues keep
     /// only their location in the log, and are read back when delivered.
@@ -161,6 +166,7 @@ impl Default for Config {
             compact_live_ratio_pct: 25,
             segments_recycled_max: 2,
             memory_budget_bytes: 512 << 20,
+            log_unwritten_bytes_max: 64 << 20,
         }
     }
 }
@@ -257,6 +263,8 @@ impl Config {
         check((1 << 20..=1 << 50).contains(&mb), "memory_budget_bytes", || {
             format!("{mb} is outside 1048576..=1125899906842624")
         })?;
+        let lu = self.log_unwritten_bytes_max;
+        check(lu >= u64::from(f), "log_unwritten_bytes_max", || format!("must be at least frame_bytes_max ({f})"))?;
         check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
             format!("must be at least frame_bytes_max ({f})")
         })?;

@@ -254,6 +254,8 @@ async fn run_shard(s: ShardStart) {
         let sh = shard.clone();
         tasks.push(glommio::spawn_local(async move {
             while let Some(batch) = rx.recv().await {
+                // A disk behind: the peer's requests wait in the channel.
+                sh.wait_log_space().await;
                 for msg in batch {
                     sh.on_mesh(msg);
                 }
