@@ -235,7 +235,9 @@ fn admin_requests_are_bounded_per_connection() {
         let f = r.recv();
         match f.frame().cmd {
             Cmd::AdminOk { .. } => ok += 1,
-            Cmd::Error { fatal: false, code, .. } if ErrorCode::from_u16(code) == Some(ErrorCode::AdminBusy) => busy += 1,
+            Cmd::Error { fatal: false, code, .. } if ErrorCode::from_u16(code) == Some(ErrorCode::AdminBusy) => {
+                busy += 1
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

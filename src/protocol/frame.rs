@@ -322,9 +322,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8]) -> Result<Cmd<'_>, DecodeErro
             let count = c.u32()?;
             Cmd::Deliver { consumer_id, first_tag, entries: Entries::parse(c.rest(), count)? }
         }
-        op::CONSUMER_CANCELLED => {
-            Cmd::ConsumerCancelled { consumer_id: c.u32()?, code: c.u16()?, message: c.str16()? }
-        }
+        op::CONSUMER_CANCELLED => Cmd::ConsumerCancelled { consumer_id: c.u32()?, code: c.u16()?, message: c.str16()? },
         op::ACK => {
             let consumer_id = c.u32()?;
             let count = c.u32()?;

@@ -63,8 +63,7 @@ impl fmt::Debug for RoutingTable {
 impl RoutingTable {
     /// A table with the default exchange "" and the standard `amq.*` ones.
     pub fn new() -> Self {
-        let mut t =
-            Self { version: 0, exchanges: HashMap::default(), incoming: HashMap::default(), binding_count: 0 };
+        let mut t = Self { version: 0, exchanges: HashMap::default(), incoming: HashMap::default(), binding_count: 0 };
         let mut default = ExchangeDef::new("", ExchangeKind::Direct);
         default.durable = true;
         t.exchanges

@@ -453,7 +453,7 @@ impl Shard {
         let mut stopped = self.stopped.borrow_mut();
         for (c, _) in q.all_consumers() {
             if let Some(names) = stopped.get_mut(&c) {
-                if !names.iter().any(|n| *n == q.name) {
+                if !names.contains(&q.name) {
                     names.push(q.name.clone());
                 }
             }

@@ -215,7 +215,11 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
         let _ = writeln!(o, "ringmq_connections{{protocol=\"{p}\"}} {n}");
     }
     gauge_header(&mut o, "ringmq_outbox_bytes", "Bytes held for client sockets (queued and being written).");
-    let _ = writeln!(o, "ringmq_outbox_bytes {}", shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).sum::<u64>());
+    let _ = writeln!(
+        o,
+        "ringmq_outbox_bytes {}",
+        shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).sum::<u64>()
+    );
     gauge_header(&mut o, "ringmq_outbox_bytes_largest", "Bytes held for the one client socket holding most.");
     let largest = shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).max().unwrap_or(0);
     let _ = writeln!(o, "ringmq_outbox_bytes_largest {largest}");

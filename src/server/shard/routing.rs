@@ -626,7 +626,12 @@ impl Shard {
             Change::Bind(b) if !table.is_bound(b) && table.binding_count() >= c.bindings_max as usize => {
                 Err(QueueError::new(
                     ErrorCode::DefinitionLimit,
-                    format!("cannot bind '{}' to '{}': bindings_max ({}) is reached", b.source, b.dest.name(), c.bindings_max),
+                    format!(
+                        "cannot bind '{}' to '{}': bindings_max ({}) is reached",
+                        b.source,
+                        b.dest.name(),
+                        c.bindings_max
+                    ),
                 ))
             }
             _ => Ok(()),
