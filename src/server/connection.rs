@@ -437,36 +437,8 @@ impl NativeConn {
                 shard.submit(me, rid, owner, req);
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
-            Cmd::Admin { command, arg } => {
-                // One at a time per connection, and a few per shard.
-                if self.admin_busy.get() {
-                    return Err(Fatal {
-                        request_id: rid,
-                        code: ErrorCode::AdminBusy,
-                        message: "an Admin request of this connection is still in flight; wait for its answer".into(),
-                    });
-                }
-                let Some(permit) = shard.admin_permit() else {
-                    return Err(Fatal {
-                        request_id: rid,
-                        code: ErrorCode::AdminBusy,
-                        message: format!(
-                            "admin_requests_per_shard_max ({}) operator requests in flight; try again",
-                            shard.config.admin_requests_per_shard_max
-                        ),
-                    });
-                };
-                self.admin_busy.set(true);
-                // Gathers from every shard: runs as its own task.
-                let (sh, arg, busy) = (shard.clone(), arg.to_string(), self.admin_busy.clone());
-                glommio::spawn_local(async move {
-                    let json = super::admin::run(&sh, command, &arg).await;
-                    sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
-                    busy.set(false);
-                    drop(permit);
-                })
-                .detach();
-            }
+            Cmd::Admin { command, arg } => super::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
+                .map_err(|(code, message)| Fatal { request_id: rid, code, message })?,
             other => {
                 return Err(Fatal {
                     request_id: rid,
