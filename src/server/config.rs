@@ -115,6 +115,11 @@ pub struct Config {
     /// (overwriting a file spares the filesystem the frees and
     /// allocations that stall flushes); the rest are deleted. 0 = delete all.
     pub segments_recycled_max: u32,
+    /// Messages one queue expires or drops (and hands to dead-lettering)
+    /// in one go; the rest follow on the shard's next turn, after its
+    /// sockets are served and the mesh has room: bounds the dead-letter
+    /// backlog a mass expiry builds.
+    pub dead_letter_batch_max: u32,
     /// Per shard: bytes appended to the log and not yet written (a slow or
     /// stalled disk) above which the shard stops reading its connections
     /// and its mesh channels until the log catches up: what bounds the
@@ -167,6 +172,7 @@ impl Default for Config {
             segments_recycled_max: 2,
             memory_budget_bytes: 512 << 20,
             log_unwritten_bytes_max: 64 << 20,
+            dead_letter_batch_max: 16_384,
         }
     }
 }
@@ -221,9 +227,10 @@ impl Config {
         check(m >= 1 && u64::from(m) + 1024 <= u64::from(f), "message_bytes_max", || {
             format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
         })?;
-        let positive: [(&'static str, u64); 14] = [
+        let positive: [(&'static str, u64); 15] = [
             ("exchanges_max", self.exchanges_max.into()),
             ("admin_requests_per_shard_max", self.admin_requests_per_shard_max.into()),
+            ("dead_letter_batch_max", self.dead_letter_batch_max.into()),
             ("bindings_max", self.bindings_max.into()),
             ("publish_pause_messages", self.publish_pause_messages),
             ("publish_pause_bytes", self.publish_pause_bytes),

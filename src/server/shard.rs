@@ -251,7 +251,10 @@ impl Shard {
     }
 
     fn limits(&self) -> QueueLimits {
-        QueueLimits { messages_max: self.config.queue_messages_max }
+        QueueLimits {
+            messages_max: self.config.queue_messages_max,
+            removals_max: self.config.dead_letter_batch_max as usize,
+        }
     }
 
     /// The owner's side of every request. Runs on this shard's thread only.

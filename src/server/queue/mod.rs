@@ -39,6 +39,16 @@ use ready::Ready;
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
     pub messages_max: u64,
+    /// Messages the queue removes without an ack (expired, dead-lettered)
+    /// in one settle; the rest wait for the next (`dead_letter_batch_max`).
+    pub removals_max: usize,
+}
+
+impl QueueLimits {
+    /// `messages_max` with no cap on removals per settle (tests).
+    pub const fn messages(messages_max: u64) -> Self {
+        Self { messages_max, removals_max: usize::MAX }
+    }
 }
 
 pub struct Queue {

@@ -84,7 +84,14 @@ impl Shard {
             let next = self.timers.borrow().peek().map(|Reverse((t, _))| *t);
             let now = self.now_ms();
             match next {
-                Some(t) if t <= now => self.fire_timers(now),
+                Some(t) if t <= now => {
+                    self.fire_timers(now);
+                    // More may be due at once (`dead_letter_batch_max`):
+                    // serve the sockets first, and let dead letters bound
+                    // for other shards leave before making more.
+                    crate::rt::yield_to_reactor().await;
+                    self.mesh.wait_for_space().await;
+                }
                 Some(t) => {
                     let sleep = glommio::timer::sleep(Duration::from_millis(t - now));
                     futures_lite::future::or(kicked, sleep).await;
