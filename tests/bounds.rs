@@ -333,3 +333,135 @@ fn log_back_pressure_waits_for_the_disk() {
         assert_eq!(log.unwritten_bytes(), 0);
     });
 }
+
+/// A minimal AMQP 0-9-1 client over a socket with a small receive buffer:
+/// handshake as guest, open channel 1, `basic.consume` with `no_ack`.
+struct AmqpReader {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl AmqpReader {
+    fn put_method(&mut self, channel: u16, mid: (u16, u16), f: impl FnOnce(&mut bytes::BytesMut)) {
+        use std::io::Write;
+        let mut b = bytes::BytesMut::new();
+        ringmq::amqp::method::put(&mut b, channel, mid, f);
+        self.s.write_all(&b).unwrap();
+    }
+
+    /// The next frame: (kind, payload).
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        use ringmq::amqp::frame::{decode, Decoded};
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Decoded::Frame(f, n)) = decode(&self.buf, 1 << 20) {
+                let got = (f.kind, f.payload.to_vec());
+                self.buf.drain(..n);
+                return got;
+            }
+            assert!(Instant::now() < deadline, "no AMQP frame within 5 s");
+            let mut tmp = [0u8; 65536];
+            let n = self.s.read(&mut tmp).expect("read");
+            assert!(n > 0, "the broker closed the connection");
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    fn method(&mut self) -> (u16, u16) {
+        loop {
+            let (kind, p) = self.frame();
+            if kind == ringmq::amqp::frame::METHOD {
+                return (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]));
+            }
+        }
+    }
+
+    fn consume_no_ack(addr: std::net::SocketAddr, queue: &str) -> AmqpReader {
+        use bytes::BufMut;
+        use ringmq::amqp::method::id;
+        use ringmq::amqp::wire::{put_longstr, put_shortstr};
+        use std::io::Write;
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let s: std::net::TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut c = AmqpReader { s, buf: Vec::new() };
+        c.s.write_all(ringmq::amqp::frame::PROTOCOL_HEADER).unwrap();
+        assert_eq!(c.method(), id::CONNECTION_START);
+        c.put_method(0, id::CONNECTION_START_OK, |b| {
+            b.put_u32(0);
+            put_shortstr(b, "PLAIN");
+            put_longstr(b, b"\0guest\0guest");
+            put_shortstr(b, "en_US");
+        });
+        assert_eq!(c.method(), id::CONNECTION_TUNE);
+        c.put_method(0, id::CONNECTION_TUNE_OK, |b| {
+            b.put_u16(0);
+            b.put_u32(131_072);
+            b.put_u16(0);
+        });
+        c.put_method(0, id::CONNECTION_OPEN, |b| {
+            put_shortstr(b, "/");
+            put_shortstr(b, "");
+            b.put_u8(0);
+        });
+        assert_eq!(c.method(), id::CONNECTION_OPEN_OK);
+        c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+        assert_eq!(c.method(), id::CHANNEL_OPEN_OK);
+        c.put_method(1, id::BASIC_CONSUME, |b| {
+            b.put_u16(0);
+            put_shortstr(b, queue);
+            put_shortstr(b, "stuck");
+            b.put_u8(0b10); // no_ack
+            b.put_u32(0);
+        });
+        assert_eq!(c.method(), id::BASIC_CONSUME_OK);
+        c
+    }
+}
+
+/// The hazard without the gate: an AMQP consumer with `no_ack` is acked as
+/// its deliveries are encoded, so its prefetch never holds anything back.
+/// It reads nothing while 10 MB are published: the broker holds about
+/// `outbox_bytes_max` for it, the rest stays in the queue, and once it
+/// reads it gets every message in order.
+#[test]
+fn an_amqp_no_ack_consumer_that_does_not_read_is_not_buffered_for() {
+    const OUTBOX: u64 = 1 << 20;
+    let b = TestBroker::start_with(2, |c| {
+        c.outbox_bytes_max = OUTBOX as u32;
+        c.frame_bytes_max = 1 << 20;
+        c.message_bytes_max = 64 << 10;
+    });
+    let queue = queue_on(1, 2, "stuck-amqp");
+    let mut publisher = Raw::hello(b.shards[1]).0;
+    publisher.declare(&queue);
+    // AMQP connections land on either shard: both paths are the same code.
+    let mut consumer = AmqpReader::consume_no_ack(b.amqp, &queue);
+    let batches = 100; // 10,000 messages of 1 KiB
+    publish_numbered(&mut publisher, &queue, 0, batches);
+    let total = batches * BATCH;
+    std::thread::sleep(Duration::from_millis(200));
+    let largest = metric(&b, "ringmq_outbox_bytes_largest");
+    let ready = metric(&b, "ringmq_messages_ready");
+    eprintln!("AMQP no-ack consumer: outbox {largest} B, ready {ready} of {total}");
+    assert!(largest <= OUTBOX + 4 * BATCH * (MSG_BYTES as u64 + 128), "outbox holds {largest} bytes");
+    assert!(ready > total / 2, "the messages stay in the queue: {ready} ready of {total}");
+
+    let mut next = 0u64;
+    while next < total {
+        let (kind, payload) = consumer.frame();
+        if kind == ringmq::amqp::frame::BODY {
+            assert_eq!(body_seq(&payload), next, "AMQP delivery out of order");
+            next += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&b, "ringmq_messages_ready") > 0 {
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publisher.ping();
+}
