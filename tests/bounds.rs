@@ -465,3 +465,38 @@ fn an_amqp_no_ack_consumer_that_does_not_read_is_not_buffered_for() {
     }
     publisher.ping();
 }
+
+/// `dead_letter_batch_max`: 20,000 messages expire at once from a queue
+/// whose dead letters go to a queue on the other shard. They leave 500 at
+/// a time, the timer coming back for the rest, and every one arrives.
+#[test]
+fn a_mass_expiry_is_dead_lettered_in_bounded_batches_and_nothing_is_lost() {
+    use ringmq::protocol::table::TableBuilder;
+    let b = TestBroker::start_with(2, |c| c.dead_letter_batch_max = 500);
+    let (source, dlq) = (queue_on(0, 2, "expiring"), queue_on(1, 2, "dlq"));
+    let mut r = Raw::hello(b.shards[0]).0;
+    r.declare(&dlq);
+    let args = TableBuilder::new()
+        .int("x-message-ttl", 100)
+        .str("x-dead-letter-exchange", "")
+        .str("x-dead-letter-routing-key", &dlq)
+        .build();
+    let rid = r.send(Cmd::Declare { flags: op::DECLARE_HAS_ARGS, queue: &source, args: &args });
+    r.expect_ok(rid);
+    publish_numbered(&mut r, &source, 0, 200);
+    let total = 200 * BATCH;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&b, "ringmq_messages_dead_lettered_total") < total {
+        assert!(Instant::now() < deadline, "dead letters did not all arrive");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&b, "ringmq_messages_dead_lettered_total"), total);
+    assert_eq!(metric(&b, "ringmq_messages_dead_lettered_dropped_total"), 0);
+    let (cid, mut got) = r.subscribe(&dlq, 65_535);
+    let rest = total as usize - got.len();
+    got.extend(r.expect_deliveries(cid, rest));
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(body_seq(&d.body), i as u64, "dead letter {i} out of order");
+    }
+    r.ping();
+}
