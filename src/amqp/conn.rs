@@ -110,6 +110,8 @@ pub struct AmqpConn {
     me: Cell<Option<ConnRef>>,
     pub peer: Option<SocketAddr>,
     pub outbox: Outbox,
+    /// Owners that stopped dispatching to it while its outbox is full.
+    pub gate: crate::server::gate::DeliveryGate,
     pub st: RefCell<State>,
     pub jobs: RefCell<Vec<Job>>,
     /// Acks to send to queue owners: (consumer id, first, last queue tag).
@@ -142,6 +144,7 @@ impl AmqpConn {
             me: Cell::new(None),
             peer,
             outbox: Outbox::default(),
+            gate: Default::default(),
             st: RefCell::new(State {
                 phase: Phase::StartOk,
                 frame_max,
@@ -292,6 +295,7 @@ impl AmqpConn {
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
+            self.shard.wait_log_space().await;
             self.block_if_needed().await;
             self.read_held.set(buf.capacity());
             // Time the broker held back from reading is not the peer's.

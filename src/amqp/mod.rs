@@ -57,8 +57,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
     let t = conn.clone();
     let ticker = glommio::spawn_local(async move { t.tick_loop().await });
+    let g = conn.clone();
+    let gate = glommio::spawn_local(async move { g.gate.run(&g.shard, me, &g.outbox).await });
     conn.read_loop(reader).await;
     ticker.await;
     writer_task.await;
+    gate.await;
     tracing::debug!(shard = shard.id, ?peer, conn = me.conn_id, "AMQP connection closed");
 }

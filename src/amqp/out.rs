@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 impl ConnSink for AmqpConn {
     fn send(&self, reply: Reply) {
-        if let Reply::Deliver { consumer_id, first_tag, msgs } = reply {
+        if let Reply::Deliver { consumer_id, first_tag, msgs, .. } = reply {
             self.on_deliveries(
                 consumer_id,
                 first_tag,
@@ -28,6 +28,10 @@ impl ConnSink for AmqpConn {
         }
         if let Reply::ConsumerGone { consumer_id } = reply {
             self.consumer_gone(consumer_id);
+            return;
+        }
+        if let Reply::ConsumerTimeout { consumer_id, timeout_ms, .. } = reply {
+            self.consumer_timed_out(consumer_id, timeout_ms);
             return;
         }
         if let Reply::PublishPaused { queue } | Reply::PublishResumed { queue } = &reply {
@@ -91,6 +95,18 @@ impl ConnSink for AmqpConn {
     fn held_bytes(&self) -> usize {
         self.outbox.held_bytes() + self.read_held.get()
     }
+
+    fn can_take_deliveries(&self) -> bool {
+        self.outbox.pending_bytes() < self.shard.config.outbox_bytes_max as usize
+    }
+
+    fn deliveries_stopped(&self, owner: u16) {
+        self.gate.stopped_at(owner, self.shard.id);
+    }
+
+    fn outbox_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
+    }
 }
 
 /// Maps a queue owner's refusal to an AMQP channel or connection error.
@@ -105,7 +121,9 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         | ErrorCode::UnknownDeliveryTag
         | ErrorCode::InvalidArgument => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
-        ErrorCode::QueueLimit | ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
+        // As RabbitMQ's vhost and cluster limits: a channel error.
+        ErrorCode::QueueLimit | ErrorCode::DefinitionLimit => (code::PRECONDITION_FAILED, false),
+        ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
         ErrorCode::PersistenceUnavailable => (code::NOT_IMPLEMENTED, true),
         _ => (code::INTERNAL_ERROR, true),
@@ -284,6 +302,33 @@ impl AmqpConn {
                 });
             }
         }
+    }
+
+    /// The queue cancelled a consumer for `consumer_timeout_ms` and
+    /// requeued its unacked messages: as RabbitMQ, the whole channel is
+    /// closed with 406 (its other consumers' unacked are requeued too).
+    fn consumer_timed_out(&self, cid: u32, timeout_ms: u64) {
+        let n = {
+            let mut st = self.st.borrow_mut();
+            // Already gone from the queue: no Unsubscribe for it.
+            let Some(k) = st.consumers.remove(&cid) else { return };
+            let Some(ch) = st.channels.get_mut(&k.channel) else { return };
+            ch.consumers.retain(|c| *c != cid);
+            if ch.state != ChState::Open || st.phase != Phase::Running {
+                return;
+            }
+            k.channel
+        };
+        self.fail(Fault::Channel {
+            channel: n,
+            code: code::PRECONDITION_FAILED,
+            text: format!(
+                "PRECONDITION_FAILED - delivery acknowledgement on channel {n} timed out. Timeout value used: \
+                 {timeout_ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+            ),
+            cause: (0, 0),
+        });
+        self.kick.notify();
     }
 
     /// Sends (or holds) a batch of deliveries for one consumer.

@@ -163,6 +163,11 @@ impl Conn {
                 }
                 return Ok((0, Ok(Reply::Ok(0))));
             }
+            Cmd::ConsumerCancelled { consumer_id, code, message } => {
+                // Its deliveries already read stay readable; nothing more comes.
+                tracing::warn!(consumer_id, code, "the broker cancelled a consumer: {message}");
+                return Ok((0, Ok(Reply::Ok(0))));
+            }
             Cmd::Ping | Cmd::Pong => return Ok((0, Ok(Reply::Ok(0)))),
             Cmd::Blocked { reason } => {
                 self.blocked = Some(reason.to_string());

@@ -388,6 +388,13 @@ impl Conn {
                         .map(|(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e)),
                 );
             }
+            Cmd::ConsumerCancelled { consumer_id, code, message } => {
+                tracing::warn!(consumer_id, code, "the broker cancelled a consumer: {message}");
+                let state = self.consumers.borrow_mut().remove(&consumer_id);
+                if let Some(state) = state {
+                    state.close(ClientError::Server { code, message: message.into() });
+                }
+            }
             Cmd::Ping => {
                 let _ = self.send_raw(rid, None, |b| Frame { request_id: rid, cmd: Cmd::Pong }.encode(b));
             }

@@ -51,6 +51,16 @@ pub enum ErrorCode {
     /// The shard already holds `unauthenticated_connections_max` connections
     /// that have not logged in.
     UnauthenticatedLimit = 65,
+    /// A consumer left a delivery unacked past `consumer_timeout_ms`: the
+    /// broker cancelled it (`ConsumerCancelled`) and requeued its unacked
+    /// messages (AMQP: channel closed with 406).
+    ConsumerTimeout = 67,
+    /// A configured count limit (`exchanges_max`, `bindings_max`) is
+    /// reached (AMQP 406 PRECONDITION_FAILED, as RabbitMQ's limits).
+    DefinitionLimit = 68,
+    /// Too many operator requests in flight (`admin_requests_per_shard_max`,
+    /// one snapshot at a time per connection): try again later.
+    AdminBusy = 69,
 }
 
 impl ErrorCode {
@@ -92,6 +102,9 @@ impl ErrorCode {
             63 => HandshakeTimeout,
             64 => HeartbeatTimeout,
             65 => UnauthenticatedLimit,
+            67 => ConsumerTimeout,
+            68 => DefinitionLimit,
+            69 => AdminBusy,
             _ => return None,
         })
     }

@@ -120,6 +120,14 @@ pub enum Cmd<'a> {
         first_tag: u64,
         entries: Entries<'a>,
     },
+    /// The broker cancelled `consumer_id` (`code` says why, e.g.
+    /// `ConsumerTimeout`); nothing more comes for it, and its unacked
+    /// messages are back in the queue.
+    ConsumerCancelled {
+        consumer_id: u32,
+        code: u16,
+        message: &'a str,
+    },
     Ack {
         consumer_id: u32,
         ranges: Ranges<'a>,
@@ -335,6 +343,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             let count = c.u32()?;
             Cmd::Deliver { consumer_id, first_tag, entries: Entries::parse(c.rest(), count)? }
         }
+        op::CONSUMER_CANCELLED => Cmd::ConsumerCancelled { consumer_id: c.u32()?, code: c.u16()?, message: c.str16()? },
         op::ACK => {
             let consumer_id = c.u32()?;
             let count = c.u32()?;
@@ -439,6 +448,7 @@ impl Cmd<'_> {
             Cmd::Subscribe { .. } => (op::SUBSCRIBE, 0),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
             Cmd::Deliver { .. } => (op::DELIVER, 0),
+            Cmd::ConsumerCancelled { .. } => (op::CONSUMER_CANCELLED, 0),
             Cmd::Ack { .. } => (op::ACK, 0),
             Cmd::Nack { requeue, .. } => (op::NACK, if *requeue { op::NACK_REQUEUE } else { 0 }),
             Cmd::Get { no_ack, .. } => (op::GET, if *no_ack { op::GET_NO_ACK } else { 0 }),
@@ -526,6 +536,11 @@ impl Cmd<'_> {
                 buf.put_u64_le(*first_tag);
                 buf.put_u32_le(entries.len());
                 buf.put_slice(entries.raw());
+            }
+            Cmd::ConsumerCancelled { consumer_id, code, message } => {
+                buf.put_u32_le(*consumer_id);
+                buf.put_u16_le(*code);
+                put_str16(buf, message);
             }
             Cmd::Ack { consumer_id, ranges } | Cmd::Nack { consumer_id, ranges, .. } => {
                 buf.put_u32_le(*consumer_id);

@@ -25,6 +25,9 @@ pub const PUBLISH_TO: u8 = 0x22;
 pub const SUBSCRIBE: u8 = 0x30;
 pub const UNSUBSCRIBE: u8 = 0x31;
 pub const DELIVER: u8 = 0x32;
+/// Server to client: the broker cancelled a consumer (its unacked
+/// messages went back to the queue), with an error code and why.
+pub const CONSUMER_CANCELLED: u8 = 0x33;
 pub const ACK: u8 = 0x40;
 pub const NACK: u8 = 0x41;
 pub const GET: u8 = 0x42;
@@ -139,6 +142,7 @@ pub fn name(opcode: u8) -> &'static str {
         SUBSCRIBE => "Subscribe",
         UNSUBSCRIBE => "Unsubscribe",
         DELIVER => "Deliver",
+        CONSUMER_CANCELLED => "ConsumerCancelled",
         ACK => "Ack",
         NACK => "Nack",
         GET => "Get",

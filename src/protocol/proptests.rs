@@ -41,6 +41,11 @@ enum O {
         code: u16,
         message: String,
     },
+    ConsumerCancelled {
+        consumer_id: u32,
+        code: u16,
+        message: String,
+    },
     Ping,
     Pong,
     Blocked {
@@ -264,6 +269,11 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         (any::<u32>(), any::<u64>(), any::<u32>(), entry())
             .prop_map(|(consumer_id, tag, remaining, entry)| { O::GetOk { consumer_id, tag, remaining, entry } }),
         Just(O::GetEmpty),
+        (any::<u32>(), any::<u16>(), text()).prop_map(|(consumer_id, code, message)| O::ConsumerCancelled {
+            consumer_id,
+            code,
+            message
+        }),
         (1..=op::ADMIN_COMMAND_MAX, queue()).prop_map(|(command, arg)| O::Admin { command, arg }),
         "\\PC{0,200}".prop_map(|json| O::AdminOk { json }),
     ]
@@ -314,6 +324,9 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         }),
         O::Ok { value } => Cmd::Ok { value: *value },
         O::Error { fatal, code, message } => Cmd::Error { fatal: *fatal, code: *code, message },
+        O::ConsumerCancelled { consumer_id, code, message } => {
+            Cmd::ConsumerCancelled { consumer_id: *consumer_id, code: *code, message }
+        }
         O::Ping => Cmd::Ping,
         O::Pong => Cmd::Pong,
         O::Blocked { reason } => Cmd::Blocked { reason },
@@ -397,7 +410,7 @@ fn header_error(buf: &[u8], max: usize) -> Option<DecodeError> {
     }
 }
 
-const OPCODES: [u8; 21] = [
+const OPCODES: [u8; 22] = [
     op::HELLO,
     op::HELLO_OK,
     op::OK,
@@ -412,6 +425,7 @@ const OPCODES: [u8; 21] = [
     op::SUBSCRIBE,
     op::UNSUBSCRIBE,
     op::DELIVER,
+    op::CONSUMER_CANCELLED,
     op::ACK,
     op::NACK,
     op::GET,

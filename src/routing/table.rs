@@ -40,6 +40,8 @@ pub struct RoutingTable {
     /// For each destination, the exchanges that have a binding to it: what
     /// `QueueGone` and deleting an exchange visit.
     incoming: HashMap<Dest, Vec<String>, RandomState>,
+    /// Bindings in the table, kept so `bindings_max` costs no walk.
+    binding_count: usize,
 }
 
 impl Default for RoutingTable {
@@ -61,7 +63,7 @@ impl fmt::Debug for RoutingTable {
 impl RoutingTable {
     /// A table with the default exchange "" and the standard `amq.*` ones.
     pub fn new() -> Self {
-        let mut t = Self { version: 0, exchanges: HashMap::default(), incoming: HashMap::default() };
+        let mut t = Self { version: 0, exchanges: HashMap::default(), incoming: HashMap::default(), binding_count: 0 };
         let mut default = ExchangeDef::new("", ExchangeKind::Direct);
         default.durable = true;
         t.exchanges
@@ -119,6 +121,20 @@ impl RoutingTable {
         }
         self.version += 1;
         Ok(())
+    }
+
+    /// Exchanges declared by clients (the default and `amq.*` ones left out).
+    pub fn exchange_count(&self) -> usize {
+        self.exchanges.len().saturating_sub(1 + STANDARD.len())
+    }
+
+    pub fn binding_count(&self) -> usize {
+        self.binding_count
+    }
+
+    /// Whether this exact binding exists (a bind of it would add nothing).
+    pub fn is_bound(&self, b: &BindingDef) -> bool {
+        self.exchanges.get(&b.source).and_then(|x| x.bound.get(&b.dest)).is_some_and(|l| l.contains(b))
     }
 
     pub fn exchange(&self, name: &str) -> Option<&ExchangeDef> {
@@ -185,6 +201,7 @@ impl RoutingTable {
                 assert!(!list.is_empty(), "{name}: empty list for {dest:?}");
                 assert!(list.iter().all(|b| &b.source == name && &b.dest == dest));
                 assert!(self.incoming.get(dest).is_some_and(|s| s.contains(name)), "{name} -> {dest:?}");
+                assert_eq!(self.binding_count, self.bindings().count(), "binding count");
                 if let Dest::Exchange(d) = dest {
                     assert!(self.exchanges.contains_key(d), "{name} -> missing {d}");
                 }
@@ -252,6 +269,7 @@ impl RoutingTable {
         // The last fallible step: it changes nothing when it fails.
         x.matcher.add(b)?;
         x.bound.entry(b.dest.clone()).or_default().push(b.clone());
+        self.binding_count += 1;
         let sources = self.incoming.entry(b.dest.clone()).or_default();
         if !sources.contains(&b.source) {
             sources.push(b.source.clone());
@@ -266,6 +284,7 @@ impl RoutingTable {
         let Some(list) = x.bound.get_mut(&b.dest) else { return Ok(()) };
         let Some(i) = list.iter().position(|e| e == b) else { return Ok(()) };
         list.remove(i);
+        self.binding_count -= 1;
         let emptied = list.is_empty();
         if emptied {
             x.bound.remove(&b.dest);
@@ -291,6 +310,7 @@ impl RoutingTable {
     /// destination.
     fn remove_exchange(&mut self, name: &str, auto_deleted: &mut Vec<String>) {
         let Some(x) = self.exchanges.remove(name) else { return };
+        self.binding_count -= x.bound.values().map(Vec::len).sum::<usize>();
         for dest in x.bound.keys() {
             self.forget_source(dest, name);
         }
@@ -304,6 +324,7 @@ impl RoutingTable {
             let Some(x) = self.exchanges.get_mut(&source) else { continue };
             for b in x.bound.remove(dest).into_iter().flatten() {
                 x.matcher.remove(&b);
+                self.binding_count -= 1;
             }
             self.auto_delete_if_unused(&source, auto_deleted);
         }

@@ -13,6 +13,9 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct Outbox {
     buf: RefCell<BytesMut>,
+    /// Bytes the writer has taken from `buf` and not yet written (a socket
+    /// that does not drain holds them here).
+    writing: Cell<usize>,
     wake_writer: Notify,
     drained: Notify,
     closing: Cell<bool>,
@@ -75,6 +78,25 @@ impl Outbox {
         self.buf.borrow().capacity() + self.spare_bytes.get()
     }
 
+    /// Everything not yet written to the socket: queued, and taken by the
+    /// writer for its current write. What the broker's memory holds for
+    /// this connection.
+    pub fn pending_bytes(&self) -> usize {
+        self.queued_bytes() + self.writing.get()
+    }
+
+    /// Waits until at most `max` bytes are pending (queued or being
+    /// written), or the outbox is closing.
+    pub async fn wait_pending_below(&self, max: usize) {
+        loop {
+            let n = self.drained.notified();
+            if self.pending_bytes() <= max || self.is_closing() {
+                return;
+            }
+            n.await;
+        }
+    }
+
     /// Stops taking new bytes; the writer flushes what is queued, then
     /// shuts the socket's write side.
     pub fn close(&self) {
@@ -132,7 +154,9 @@ impl Outbox {
             }
             std::mem::swap(&mut *self.buf.borrow_mut(), &mut spare);
             self.spare_bytes.set(spare.capacity());
+            self.writing.set(spare.len());
             let r = self.write_progressing(&mut w, &spare).await;
+            self.writing.set(0);
             spare.clear();
             self.drained.notify();
             if let Err(e) = r {

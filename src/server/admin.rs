@@ -6,11 +6,48 @@
 use super::http::{admin_on_owner, close_connection, json_array};
 use super::shard::Shard;
 use super::stats::{AdminReq, QueueStats};
+use super::types::{ConnRef, Reply};
 use crate::protocol::fieldtable::{entries, items, TABLE_DEPTH_CEILING};
 use crate::protocol::op;
+use crate::protocol::ErrorCode;
 use crate::routing::Dest;
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::rc::Rc;
+
+/// Starts a native `Admin` request as its own task (it gathers from every
+/// shard), answered with `AdminOk`: one at a time per connection (`busy`),
+/// and at most `admin_requests_per_shard_max` per shard. Refused with
+/// `AdminBusy` otherwise.
+pub fn start(
+    shard: &Rc<Shard>,
+    me: ConnRef,
+    rid: u64,
+    (command, arg): (u8, &str),
+    busy: &Rc<Cell<bool>>,
+) -> Result<(), (ErrorCode, String)> {
+    if busy.get() {
+        let why = "an Admin request of this connection is still in flight; wait for its answer";
+        return Err((ErrorCode::AdminBusy, why.into()));
+    }
+    let Some(permit) = shard.admin_permit() else {
+        let max = shard.config.admin_requests_per_shard_max;
+        return Err((
+            ErrorCode::AdminBusy,
+            format!("admin_requests_per_shard_max ({max}) operator requests in flight; try again"),
+        ));
+    };
+    busy.set(true);
+    let (sh, arg, busy) = (shard.clone(), arg.to_string(), busy.clone());
+    glommio::spawn_local(async move {
+        let json = run(&sh, command, &arg).await;
+        sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
+        busy.set(false);
+        drop(permit);
+    })
+    .detach();
+    Ok(())
+}
 
 /// Runs one admin command; the JSON text of its answer.
 pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {

@@ -51,6 +51,12 @@ pub struct Config {
     pub connections_per_shard_max: u32,
     /// Queues owned by one shard.
     pub queues_per_shard_max: u32,
+    /// Exchanges clients may declare (the default and `amq.*` ones are not
+    /// counted); a declare past it is refused (`DefinitionLimit`, AMQP 406).
+    pub exchanges_max: u32,
+    /// Bindings in the routing table (every shard holds a copy of it); a
+    /// bind past it is refused (`DefinitionLimit`, AMQP 406).
+    pub bindings_max: u32,
     /// Ready messages one queue may hold; publishes beyond it are refused.
     pub queue_messages_max: u64,
     /// Ready messages in a queue with consumers above which publishers on
@@ -94,8 +100,18 @@ pub struct Config {
     pub tcp_keepalive_idle_ms: u64,
     pub tcp_keepalive_interval_ms: u64,
     pub tcp_keepalive_probes: u32,
-    /// Bytes buffered for one connection's socket before its reader waits.
+    /// Bytes buffered for one connection's socket before its reader waits
+    /// and the queues stop dispatching to its consumers (until it drains
+    /// to half).
     pub outbox_bytes_max: u32,
+    /// A consumer that leaves a delivery unacked this long is cancelled
+    /// and its unacked messages requeued (AMQP: its channel is closed with
+    /// 406, as RabbitMQ's `consumer_timeout`). 0 = never.
+    pub consumer_timeout_ms: u64,
+    /// Operator requests (native `Admin`, HTTP API, `/metrics`) in flight
+    /// per shard; more are refused (`AdminBusy`, HTTP 503). A native
+    /// connection has one in flight at most.
+    pub admin_requests_per_shard_max: u32,
     /// HTTP (metrics and management API): a connection that moves no byte
     /// for this long while no request of it is being handled is closed.
     pub http_idle_timeout_ms: u64,
@@ -125,6 +141,16 @@ pub struct Config {
     /// (overwriting a file spares the filesystem the frees and
     /// allocations that stall flushes); the rest are deleted. 0 = delete all.
     pub segments_recycled_max: u32,
+    /// Messages one queue expires or drops (and hands to dead-lettering)
+    /// in one go; the rest follow on the shard's next turn, after its
+    /// sockets are served and the mesh has room: bounds the dead-letter
+    /// backlog a mass expiry builds.
+    pub dead_letter_batch_max: u32,
+    /// Per shard: bytes appended to the log and not yet written (a slow or
+    /// stalled disk) above which the shard stops reading its connections
+    /// and its mesh channels until the log catches up: what bounds the
+    /// pending log chunks and the confirms waiting on them.
+    pub log_unwritten_bytes_max: u64,
     /// Per shard: bytes of ready message entries held in memory above
     /// which newly published persistent messages of durable queues keep
     /// only their location in the log, and are read back when delivered.
@@ -158,6 +184,8 @@ impl Default for Config {
             table_depth_max: crate::protocol::fieldtable::TABLE_DEPTH_MAX as u32,
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
+            exchanges_max: 10_000,
+            bindings_max: 1_000_000,
             queue_messages_max: 100_000_000,
             publish_pause_messages: 1_000_000,
             publish_pause_bytes: 64 << 20,
@@ -176,6 +204,8 @@ impl Default for Config {
             tcp_keepalive_interval_ms: 10_000,
             tcp_keepalive_probes: 6,
             outbox_bytes_max: 8 << 20,
+            consumer_timeout_ms: 1_800_000,
+            admin_requests_per_shard_max: 16,
             http_idle_timeout_ms: 60_000,
             http_request_timeout_ms: 10_000,
             segment_bytes: 64 << 20,
@@ -188,6 +218,8 @@ impl Default for Config {
             memory_high_watermark_bytes: None,
             // RabbitMQ's default: 50 MB.
             disk_free_limit_bytes: 50_000_000,
+            log_unwritten_bytes_max: 64 << 20,
+            dead_letter_batch_max: 16_384,
         }
     }
 }
@@ -245,8 +277,12 @@ impl Config {
         let d = self.table_depth_max;
         let ceiling = crate::protocol::fieldtable::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 16] = [
             ("unauthenticated_connections_max", self.unauthenticated_connections_max.into()),
+            ("exchanges_max", self.exchanges_max.into()),
+            ("admin_requests_per_shard_max", self.admin_requests_per_shard_max.into()),
+            ("dead_letter_batch_max", self.dead_letter_batch_max.into()),
+            ("bindings_max", self.bindings_max.into()),
             ("publish_pause_messages", self.publish_pause_messages),
             ("publish_pause_bytes", self.publish_pause_bytes),
             ("connections_per_shard_max", self.connections_per_shard_max.into()),
@@ -274,6 +310,8 @@ impl Config {
             check((1..=DAY_MS).contains(&v), key, || format!("{v} is outside 1..=86400000"))?;
         }
         self.validate_conns(DAY_MS)?;
+        let ct = self.consumer_timeout_ms;
+        check(ct <= 7 * DAY_MS, "consumer_timeout_ms", || format!("{ct} is over 604800000 (7 days); 0 turns it off"))?;
         let sb = self.segment_bytes;
         check((65_536..=4 << 30).contains(&sb), "segment_bytes", || format!("{sb} is outside 65536..=4294967296"))?;
         check(self.fsync_interval_ms > 0, "fsync_interval_ms", || "must be greater than 0".into())?;
@@ -291,6 +329,8 @@ impl Config {
                 format!("{w} is outside {min}..=1125899906842624")
             })?;
         }
+        let lu = self.log_unwritten_bytes_max;
+        check(lu >= u64::from(f), "log_unwritten_bytes_max", || format!("must be at least frame_bytes_max ({f})"))?;
         check(u64::from(self.outbox_bytes_max) >= u64::from(f), "outbox_bytes_max", || {
             format!("must be at least frame_bytes_max ({f})")
         })?;

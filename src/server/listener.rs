@@ -111,8 +111,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
     let b = conn.clone();
     let beat_task = glommio::spawn_local(async move { b.beat_loop().await });
+    let g = conn.clone();
+    let gate = glommio::spawn_local(async move { g.gate.run(&g.shard, me, &g.outbox).await });
     conn.read_loop(reader).await;
     beat_task.await;
     writer_task.await;
+    gate.await;
     tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection closed");
 }

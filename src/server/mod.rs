@@ -6,6 +6,7 @@ pub mod alarm;
 pub mod config;
 pub mod connection;
 pub mod deadletter;
+pub mod gate;
 pub mod http;
 pub mod listener;
 pub mod mesh;
@@ -271,6 +272,8 @@ async fn run_shard(s: ShardStart) {
         let sh = shard.clone();
         tasks.push(glommio::spawn_local(async move {
             while let Some(batch) = rx.recv().await {
+                // A disk behind: the peer's requests wait in the channel.
+                sh.wait_log_space().await;
                 for msg in batch {
                     sh.on_mesh(msg);
                 }
@@ -306,7 +309,10 @@ async fn run_shard(s: ShardStart) {
     // Resource alarms: this shard's accounted bytes, and wake-ups of the
     // connections blocked on an alarm once it clears.
     tasks.push(glommio::spawn_local(shard.clone().run_alarm_tick()));
+    // consumer_timeout_ms: one sweep per shard.
+    tasks.push(glommio::spawn_local(shard.clone().run_consumer_timeouts()));
     if shard.id == shard::routing::METADATA_SHARD {
+        tasks.push(glommio::spawn_local(shard.clone().run_definitions_writer()));
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");
             let _ = s.ready.send(Err(e));

@@ -17,13 +17,17 @@ use std::sync::Arc;
 
 mod admin;
 mod alarm;
+mod caps;
 mod conns;
 mod declare;
+mod defs;
 mod durable;
+mod gate;
 mod pause;
 mod policies;
 pub mod routing;
 mod spill;
+mod timeout;
 
 pub use conns::HttpSlot;
 
@@ -41,6 +45,17 @@ pub trait ConnSink {
     /// Bytes the connection holds in memory (its outbox and read buffer),
     /// for the memory alarm.
     fn held_bytes(&self) -> usize {
+        0
+    }
+    /// Whether its outbox has room for more deliveries (`server/gate.rs`).
+    fn can_take_deliveries(&self) -> bool {
+        true
+    }
+    /// Shard `owner` stopped (or must stop) dispatching to it until its
+    /// outbox drains. Must not call back into the shard.
+    fn deliveries_stopped(&self, _owner: u16) {}
+    /// Bytes it holds for its socket (queued and being written).
+    fn outbox_bytes(&self) -> usize {
         0
     }
 }
@@ -108,6 +123,13 @@ pub struct Shard {
     dl_warned: Cell<bool>,
     /// Resource alarms: accounted bytes, blocked connections (`alarm.rs`).
     alarm: alarm::ShardAlarm,
+    /// Connections whose outbox is full (`gate.rs`), and the queues that
+    /// skipped them since: dispatched again when they drain.
+    stopped: RefCell<HashMap<ConnRef, Vec<String>, ahash::RandomState>>,
+    /// Shard 0: the definitions file's writer state.
+    defs: defs::DefsWriter,
+    /// Operator requests started here and not answered yet.
+    admin_in_flight: Rc<Cell<u32>>,
 }
 
 impl Shard {
@@ -146,6 +168,9 @@ impl Shard {
             dl_flushing: Cell::new(false),
             dl_warned: Cell::new(false),
             alarm: alarm::ShardAlarm::new(alarms),
+            stopped: RefCell::new(HashMap::default()),
+            defs: defs::DefsWriter::default(),
+            admin_in_flight: Rc::new(Cell::new(0)),
         }
     }
 
@@ -177,7 +202,17 @@ impl Shard {
         let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
         let sink = self.conns.borrow().get(&conn_id).cloned();
         match sink {
-            Some(s) => s.send(reply),
+            Some(s) => {
+                // Deliveries from another shard: tell their owner to stop
+                // once this outbox is full.
+                let from_owner = if let Reply::Deliver { owner, .. } = &reply { Some(*owner) } else { None };
+                s.send(reply);
+                if let Some(owner) = from_owner {
+                    if !s.can_take_deliveries() {
+                        s.deliveries_stopped(owner);
+                    }
+                }
+            }
             // The connection closed while its reply was in flight; its
             // ConnClosed has requeued (or will requeue) any delivery here.
             None => tracing::debug!(conn_id, "reply for a closed connection discarded"),
@@ -232,7 +267,10 @@ impl Shard {
     }
 
     fn limits(&self) -> QueueLimits {
-        QueueLimits { messages_max: self.config.queue_messages_max }
+        QueueLimits {
+            messages_max: self.config.queue_messages_max,
+            removals_max: self.config.dead_letter_batch_max as usize,
+        }
     }
 
     /// The owner's side of every request. Runs on this shard's thread only.
@@ -272,7 +310,12 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
+                self.stopped.borrow_mut().remove(&from);
                 self.connection_closed(from, &queues);
+                return;
+            }
+            Request::Deliveries { open } => {
+                self.deliveries_gate(from, open);
                 return;
             }
             Request::Get { consumer_id, no_ack, queue } => {
@@ -408,12 +451,18 @@ impl Shard {
         if to.shard == self.id {
             let sink = self.conns.borrow().get(&to.conn_id).cloned();
             match sink {
-                Some(s) => s.deliver(consumer_id, first_tag, msgs),
+                Some(s) => {
+                    s.deliver(consumer_id, first_tag, msgs);
+                    if !s.can_take_deliveries() {
+                        self.stopped.borrow_mut().entry(to).or_default();
+                        s.deliveries_stopped(self.id);
+                    }
+                }
                 None => tracing::debug!(conn_id = to.conn_id, "delivery for a closed connection discarded"),
             }
         } else {
             let msgs = msgs.map(Delivered::from).collect();
-            let reply = Reply::Deliver { consumer_id, first_tag, msgs };
+            let reply = Reply::Deliver { owner: self.id, consumer_id, first_tag, msgs };
             self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
         }
     }

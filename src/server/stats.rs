@@ -75,6 +75,9 @@ pub struct ConnStats {
     pub shard: u16,
     pub protocol: &'static str,
     pub peer: String,
+    /// Bytes held for its socket, queued and being written (bounded by
+    /// `outbox_bytes_max` plus one dispatch, see `server/gate.rs`).
+    pub outbox_bytes: u64,
 }
 
 /// One shard's report. Counters are totals since the shard started.
@@ -215,6 +218,15 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
         let n: u64 = shards.iter().flat_map(|s| &s.conns).filter(|c| c.protocol == p).count() as u64;
         let _ = writeln!(o, "ringmq_connections{{protocol=\"{p}\"}} {n}");
     }
+    gauge_header(&mut o, "ringmq_outbox_bytes", "Bytes held for client sockets (queued and being written).");
+    let _ = writeln!(
+        o,
+        "ringmq_outbox_bytes {}",
+        shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).sum::<u64>()
+    );
+    gauge_header(&mut o, "ringmq_outbox_bytes_largest", "Bytes held for the one client socket holding most.");
+    let largest = shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).max().unwrap_or(0);
+    let _ = writeln!(o, "ringmq_outbox_bytes_largest {largest}");
     gauge_header(&mut o, "ringmq_queues", "Queues.");
     let _ = writeln!(o, "ringmq_queues {}", sum(|s| s.queue_count));
     gauge_header(&mut o, "ringmq_shard_queues", "Queues owned by each shard.");

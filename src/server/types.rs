@@ -217,6 +217,11 @@ pub enum Request {
     ConnClosed {
         queues: Vec<String>,
     },
+    /// The connection's outbox is full (`open: false`): dispatch skips its
+    /// consumers until it has drained (`open: true`). No reply.
+    Deliveries {
+        open: bool,
+    },
 }
 
 /// What goes back to a connection. `ConsumerGone`: the consumer's queue
@@ -238,6 +243,9 @@ pub enum Reply {
         count: u32,
     },
     Deliver {
+        /// The shard that owns the queue (told to stop when the
+        /// connection's outbox is full).
+        owner: u16,
         consumer_id: u32,
         first_tag: u64,
         msgs: Vec<Delivered>,
@@ -254,6 +262,13 @@ pub enum Reply {
     },
     ConsumerGone {
         consumer_id: u32,
+    },
+    /// The consumer left a delivery unacked past `consumer_timeout_ms`:
+    /// the queue dropped it and requeued its unacked messages.
+    ConsumerTimeout {
+        consumer_id: u32,
+        timeout_ms: u64,
+        message: String,
     },
     /// A publish of this connection took `queue` (on another shard) past
     /// `publish_pause_messages`: stop reading publishes until

@@ -1,8 +1,10 @@
 //! `data_dir/definitions.bin`: durable exchanges and bindings. Written
-//! whole by shard 0 on every durable change (temp file, fsync, rename,
-//! fsync of the directory), so a crash leaves the old or the new file,
-//! never a torn one. Changes are rare and small; the message log is not
-//! involved, so compaction never has to care about them.
+//! whole (temp file, fsync, rename, fsync of the directory), so a crash
+//! leaves the old or the new file, never a torn one; shard 0 writes it on
+//! a blocking thread, one write for every durable change made before the
+//! write began (`server/shard/defs.rs`), and answers those changes after
+//! it. The message log is not involved, so compaction never has to care
+//! about them.
 //!
 //! ```text
 //! magic "RGMQDEFS", u32 version (1), u32 count, count records, u32 crc32c
@@ -185,10 +187,16 @@ pub fn load(path: &Path) -> Result<Vec<Change>, String> {
 
 /// Replaces the file atomically and durably.
 pub fn save(path: &Path, defs: &[Change]) -> std::io::Result<()> {
-    let bytes = encode(defs);
+    save_bytes(path, &encode(defs))
+}
+
+/// Replaces the file with `bytes` (from `encode`): temp file, fsync,
+/// rename, fsync of the directory, so a crash leaves the old or the new
+/// file. Blocking: shard 0 runs it on a blocking thread.
+pub fn save_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {

@@ -123,6 +123,8 @@ pub struct Storage<W> {
     /// Open segments that spilled entries are read from.
     pub(super) readers: RefCell<HashMap<u64, Rc<dyn SegmentFile>>>,
     lock: glommio::sync::Semaphore,
+    /// Bytes of the write in progress (taken from `chunks`).
+    writing: std::cell::Cell<usize>,
     /// fdatasync calls and the nanoseconds they took (for metrics).
     syncs: std::cell::Cell<(u64, u64)>,
     /// Dead segments reused as new ones (for metrics).
@@ -184,6 +186,7 @@ impl<W> Storage<W> {
             compaction: RefCell::new(None),
             readers: RefCell::new(HashMap::new()),
             lock: glommio::sync::Semaphore::new(1),
+            writing: std::cell::Cell::new(0),
             syncs: std::cell::Cell::new((0, 0)),
             reused: std::cell::Cell::new(0),
         };
@@ -406,6 +409,25 @@ impl<W> Storage<W> {
         self.kick.notify();
     }
 
+    /// Bytes appended and not yet written: pending, and being written.
+    pub fn unwritten_bytes(&self) -> usize {
+        let pending: usize = self.st.borrow().chunks.iter().map(|c| c.bytes.len()).sum();
+        pending + self.writing.get()
+    }
+
+    /// Waits until at most `max` bytes are unwritten (or the log is
+    /// poisoned: appends are refused then). The flusher is always at work
+    /// while anything is pending, and signals `flushed` after each flush.
+    pub async fn wait_unwritten_below(&self, max: usize) {
+        loop {
+            let n = self.flushed.notified();
+            if self.unwritten_bytes() <= max || self.poisoned().is_some() {
+                return;
+            }
+            n.await;
+        }
+    }
+
     /// Whether anything waits for a flush.
     pub fn has_work(&self) -> bool {
         let st = self.st.borrow();
@@ -488,7 +510,10 @@ impl<W> Storage<W> {
                     FsyncPolicy::Never => false,
                 }
         };
-        if let Err(e) = self.write_chunks(chunks, sync_due).await {
+        self.writing.set(chunks.iter().map(|c| c.bytes.len()).sum());
+        let written = self.write_chunks(chunks, sync_due).await;
+        self.writing.set(0);
+        if let Err(e) = written {
             let msg = e.to_string();
             tracing::error!(shard = self.opts.shard, error = %msg, "storage write or fdatasync failed: shard poisoned, persistent publishes refused from now on");
             let mut st = self.st.borrow_mut();

@@ -238,6 +238,30 @@ impl Raw {
         Raw { s, buf: Vec::new(), next_rid: 1, next_consumer: 1 }
     }
 
+    /// Connects with a receive buffer of about `rcvbuf` bytes (set before
+    /// connecting, so the advertised window is small too): a client that
+    /// reads slowly, or not at all, backs up into the broker quickly.
+    pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> Raw {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        sock.connect_timeout(&addr.into(), STEP).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let s: TcpStream = sock.into();
+        s.set_nodelay(true).unwrap();
+        s.set_write_timeout(Some(STEP)).unwrap();
+        Raw { s, buf: Vec::new(), next_rid: 1, next_consumer: 1 }
+    }
+
+    /// Completes the handshake on a connected `Raw`; returns its shard.
+    pub fn handshake(&mut self) -> u16 {
+        let rid =
+            self.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let f = self.recv();
+        match f.frame() {
+            Frame { request_id, cmd: Cmd::HelloOk(h) } if request_id == rid => h.shard_id,
+            other => panic!("expected HelloOk, got {other:?}"),
+        }
+    }
+
     /// Connects and completes the handshake as guest/guest; returns the
     /// shard the connection landed on.
     pub fn hello(addr: SocketAddr) -> (Raw, u16) {

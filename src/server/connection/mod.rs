@@ -3,6 +3,7 @@
 
 mod session;
 
+use super::gate::DeliveryGate;
 use super::policy::QueueArgs;
 use super::queue::Deliveries;
 use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
@@ -40,10 +41,12 @@ struct ConsumerRoute {
 }
 
 pub struct NativeConn {
-    shard: Rc<Shard>,
+    pub shard: Rc<Shard>,
     me: Cell<Option<ConnRef>>,
     peer: String,
     pub outbox: Outbox,
+    /// Owners that stopped dispatching to it while its outbox is full.
+    pub gate: DeliveryGate,
     handshaken: Cell<bool>,
     /// When the socket was accepted: the handshake deadline counts from here.
     accepted_at: Instant,
@@ -56,6 +59,8 @@ pub struct NativeConn {
     /// A queue on this shard whose backlog passed `publish_pause_messages`
     /// in the last chunk: reading waits until it drains.
     paused_on: RefCell<Option<String>>,
+    /// An `Admin` request of this connection is in flight.
+    admin_busy: Rc<Cell<bool>>,
     /// Subscribe and first-Get requests in flight, so a refused one frees
     /// the consumer id it claimed.
     pending_routes: RefCell<HashMap<u64, u32>>,
@@ -75,6 +80,9 @@ impl ConnSink for NativeConn {
             }
             _ => None,
         };
+        if let Reply::ConsumerTimeout { consumer_id, .. } = &reply {
+            self.consumers.borrow_mut().remove(consumer_id);
+        }
         if let Some((rid, refused)) = settled {
             let claimed = self.pending_routes.borrow_mut().remove(&rid);
             if let (Some(id), true) = (claimed, refused) {
@@ -103,6 +111,18 @@ impl ConnSink for NativeConn {
 
     fn held_bytes(&self) -> usize {
         self.outbox.held_bytes() + self.read_held.get()
+    }
+
+    fn can_take_deliveries(&self) -> bool {
+        self.outbox.pending_bytes() < self.shard.config.outbox_bytes_max as usize
+    }
+
+    fn deliveries_stopped(&self, owner: u16) {
+        self.gate.stopped_at(owner, self.shard.id);
+    }
+
+    fn outbox_bytes(&self) -> usize {
+        self.outbox.pending_bytes()
     }
 }
 
@@ -143,7 +163,7 @@ fn encode_deliveries<'a>(
 /// Appends the native encoding of a reply.
 pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
     match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs } => {
+        Reply::Deliver { consumer_id, first_tag, msgs, .. } => {
             encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
         }
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
@@ -162,6 +182,15 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
             frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
         }
         Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
+        Reply::ConsumerTimeout { consumer_id, message, .. } => frame(
+            buf,
+            0,
+            Cmd::ConsumerCancelled {
+                consumer_id: *consumer_id,
+                code: ErrorCode::ConsumerTimeout.as_u16(),
+                message: clip(message),
+            },
+        ),
         // The native protocol has no cancel notice yet.
         // Native clients publish to the owner; one that does not is
         // paced by the mesh alone (see shard/pause.rs).
@@ -200,6 +229,7 @@ impl NativeConn {
             me: Cell::new(None),
             peer,
             outbox: Outbox::default(),
+            gate: DeliveryGate::default(),
             handshaken: Cell::new(false),
             accepted_at: Instant::now(),
             logged_in: Cell::new(false),
@@ -207,6 +237,7 @@ impl NativeConn {
             beat_kick: Notify::default(),
             consumers: RefCell::new(HashMap::new()),
             pending_routes: RefCell::new(HashMap::new()),
+            admin_busy: Rc::new(Cell::new(false)),
             paused_on: RefCell::new(None),
             published: Cell::new(false),
             read_held: Cell::new(0),
@@ -311,6 +342,7 @@ impl NativeConn {
             let held = Instant::now();
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.mesh.wait_for_space().await;
+            self.shard.wait_log_space().await;
             // A socket that always has bytes never makes this task wait:
             // give the shard's other connections their turn.
             glommio::yield_if_needed().await;
@@ -448,15 +480,8 @@ impl NativeConn {
                 shard.submit(me, rid, owner, req);
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
-            Cmd::Admin { command, arg } => {
-                // Gathers from every shard: runs as its own task.
-                let (sh, arg) = (shard.clone(), arg.to_string());
-                glommio::spawn_local(async move {
-                    let json = super::admin::run(&sh, command, &arg).await;
-                    sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
-                })
-                .detach();
-            }
+            Cmd::Admin { command, arg } => super::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
+                .map_err(|(code, message)| Fatal { request_id: rid, code, message })?,
             other => {
                 return Err(Fatal {
                     request_id: rid,

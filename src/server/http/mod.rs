@@ -100,6 +100,12 @@ pub fn percent_decode(s: &str) -> Option<String> {
 }
 
 pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
+    // Each request may gather from every shard: a bounded number at once.
+    let Some(_permit) = shard.admin_permit() else {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many operator requests in flight; try again");
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    };
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/metrics" || path == "/metrics/per-object" {
@@ -282,6 +288,7 @@ fn conn_json(c: &ConnStats) -> Value {
         "peer_port": port,
         "vhost": "/",
         "state": "running",
+        "outbox_bytes": c.outbox_bytes,
     })
 }
 

@@ -188,7 +188,7 @@ fn relocate_reaches_cold_items_and_exceptions() {
 
 #[test]
 fn purge_sees_cold_messages_and_frees_them() {
-    let mut q = super::Queue::new("q".into(), true, super::QueueLimits { messages_max: 1 << 20 }, Default::default());
+    let mut q = super::Queue::new("q".into(), true, super::QueueLimits::messages(1 << 20), Default::default());
     let n = super::HOT_LOW as u64 + 1000;
     for seq in 0..n {
         let e = entry(seq);

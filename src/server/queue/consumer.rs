@@ -19,11 +19,51 @@ pub struct Consumer {
     pub unacked_live: u32,
     /// Entry bytes of the live unacked messages (the memory alarm).
     pub unacked_bytes: u64,
+    /// (first tag, shard ms) of each delivery batch still holding an
+    /// unacked message, oldest first: when the oldest unacked message went
+    /// out (`consumer_timeout_ms`), kept per batch, not per message.
+    sent_at: VecDeque<(u64, u64)>,
 }
 
 impl Consumer {
     pub fn new(owner: ConnRef, id: u32, prefetch: u32, pull: bool) -> Self {
-        Self { owner, id, prefetch, pull, base_tag: 1, unacked: VecDeque::new(), unacked_live: 0, unacked_bytes: 0 }
+        Self {
+            owner,
+            id,
+            prefetch,
+            pull,
+            base_tag: 1,
+            unacked: VecDeque::new(),
+            unacked_live: 0,
+            unacked_bytes: 0,
+            sent_at: VecDeque::new(),
+        }
+    }
+
+    /// Records that the messages from `first_tag` on went out at `now`.
+    /// Marks of batches wholly acked are dropped first, so there are never
+    /// more marks than unacked batches.
+    pub fn mark_sent(&mut self, first_tag: u64, now: u64) {
+        self.prune_marks();
+        if self.sent_at.back().is_none_or(|&(_, at)| at != now) {
+            self.sent_at.push_back((first_tag, now));
+        }
+    }
+
+    fn prune_marks(&mut self) {
+        while self.sent_at.len() >= 2 && self.sent_at[1].0 <= self.base_tag {
+            self.sent_at.pop_front();
+        }
+    }
+
+    /// When the oldest unacked message went out; `None` when all are acked.
+    pub fn oldest_unacked_at(&mut self) -> Option<u64> {
+        if self.unacked_live == 0 {
+            self.sent_at.clear();
+            return None;
+        }
+        self.prune_marks();
+        self.sent_at.front().map(|&(_, at)| at)
     }
 
     pub fn next_tag(&self) -> u64 {
@@ -97,6 +137,7 @@ impl Consumer {
     pub fn drain_unacked(&mut self) -> impl Iterator<Item = Message> + '_ {
         self.unacked_live = 0;
         self.unacked_bytes = 0;
+        self.sent_at.clear();
         self.unacked.drain(..).flatten()
     }
 }

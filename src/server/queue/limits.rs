@@ -189,6 +189,10 @@ impl Queue {
         loop {
             let m = self.ready.front()?;
             if m.deadline < now {
+                if self.dead.len() >= self.limits.removals_max {
+                    // The rest expire on the next settle (the timer is due).
+                    return None;
+                }
                 if m.spilled.is_some() && self.dead_letters() {
                     self.spill.blocked = true;
                     return None;
@@ -211,9 +215,12 @@ impl Queue {
     pub fn enforce(&mut self, now: u64) {
         let keep_spilled = self.dead_letters();
         let dead = &mut self.dead;
-        self.spill.blocked = self
-            .ready
-            .expire_heads(now, keep_spilled, |msg| dead.push(Dead { msg, reason: Reason::Expired, logged: true }));
+        // Bounded per settle: a queue of millions expiring at once must not
+        // hold the shard (or build one huge dead-letter batch).
+        let budget = self.limits.removals_max.saturating_sub(dead.len());
+        self.spill.blocked = self.ready.expire_heads_max(now, keep_spilled, budget, |msg| {
+            dead.push(Dead { msg, reason: Reason::Expired, logged: true })
+        });
         if self.args.overflow != Overflow::DropHead {
             return;
         }

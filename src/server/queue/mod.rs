@@ -39,6 +39,16 @@ use ready::Ready;
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
     pub messages_max: u64,
+    /// Messages the queue removes without an ack (expired, dead-lettered)
+    /// in one settle; the rest wait for the next (`dead_letter_batch_max`).
+    pub removals_max: usize,
+}
+
+impl QueueLimits {
+    /// `messages_max` with no cap on removals per settle (tests).
+    pub const fn messages(messages_max: u64) -> Self {
+        Self { messages_max, removals_max: usize::MAX }
+    }
 }
 
 pub struct Queue {
@@ -179,6 +189,35 @@ impl Queue {
         Ok(())
     }
 
+    /// Removes every consumer whose oldest unacked message went out
+    /// `timeout_ms` or more before `now`, and requeues all it had not
+    /// acked (`consumer_timeout_ms`). Returns them and how many messages
+    /// went back.
+    pub fn expire_consumers(&mut self, now: u64, timeout_ms: u64) -> (Vec<(ConnRef, u32)>, usize) {
+        let mut gone = Vec::new();
+        let mut back = Vec::new();
+        let mut i = 0;
+        while i < self.consumers.len() {
+            let due = self.consumers[i].oldest_unacked_at().is_some_and(|at| now.saturating_sub(at) >= timeout_ms);
+            if due {
+                let mut c = self.remove_consumer(i);
+                back.extend(c.drain_unacked());
+                gone.push((c.owner, c.id));
+            } else {
+                i += 1;
+            }
+        }
+        let n = back.len();
+        self.requeue(back);
+        (gone, n)
+    }
+
+    /// Whether any consumer holds unacked messages (the timeout sweep
+    /// skips the others without looking at their consumers).
+    pub fn has_unacked(&self) -> bool {
+        self.consumers.iter().any(|c| c.unacked_live > 0)
+    }
+
     /// Whether an auto-delete queue has lost its last push consumer.
     pub fn auto_delete_due(&self) -> bool {
         self.auto_delete && self.had_consumers && self.consumer_count() == 0
@@ -187,6 +226,11 @@ impl Queue {
     /// The push consumers: (connection, consumer id).
     pub fn push_consumers(&self) -> impl Iterator<Item = (ConnRef, u32)> + '_ {
         self.consumers.iter().filter(|c| !c.pull).map(|c| (c.owner, c.id))
+    }
+
+    /// Every consumer, push and pull: (connection, consumer id).
+    pub fn all_consumers(&self) -> impl Iterator<Item = (ConnRef, u32)> + '_ {
+        self.consumers.iter().map(|c| (c.owner, c.id))
     }
 
     fn remove_consumer(&mut self, i: usize) -> Consumer {
@@ -307,7 +351,10 @@ impl Queue {
             self.consumers.push(Consumer::new(owner, id, 0, true));
             self.consumers.len() - 1
         });
-        Ok(Some((self.consumers[i].track(m), d)))
+        let c = &mut self.consumers[i];
+        let tag = c.track(m);
+        c.mark_sent(tag, now);
+        Ok(Some((tag, d)))
     }
 
     pub fn purge(&mut self) -> usize {
@@ -334,22 +381,41 @@ impl Queue {
         }
     }
 
+    /// `dispatch_gated` with every consumer's connection taking deliveries.
+    pub fn dispatch(&mut self, out: Out<'_>, now: u64) -> usize {
+        self.dispatch_gated(out, &|_| true, now).sent
+    }
+
     /// Pushes ready messages to consumers with credit, round-robin one
     /// message per consumer per round. Each consumer's share is handed to
     /// `out` once, straight from its unacked store: no copies, no clones.
     /// Messages past their deadline are not delivered (they go to the dead
-    /// list). Returns how many messages went out.
-    pub fn dispatch(&mut self, out: Out<'_>, now: u64) -> usize {
+    /// list). A consumer whose connection `open` refuses (its outbox is
+    /// full, `server/gate.rs`) is skipped: asked once per consumer per
+    /// call, not per message.
+    pub fn dispatch_gated(&mut self, out: Out<'_>, open: &dyn Fn(ConnRef) -> bool, now: u64) -> Dispatched {
         let targets = self.dispatch_targets();
+        let mut done = Dispatched::default();
         if self.ready.is_empty() || targets.is_empty() {
-            return 0;
+            return done;
         }
-        // Tag of the first message each consumer gets in this pass.
-        let firsts: Vec<u64> = self.consumers.iter().map(Consumer::next_tag).collect();
+        // Tag of the first message each consumer gets in this pass, and
+        // its credit for the pass (0 while its connection is stopped).
+        let mut firsts: Vec<(u64, u32)> = Vec::with_capacity(self.consumers.len());
+        for (i, c) in self.consumers.iter().enumerate() {
+            let credit = if targets.contains(&i) { c.credit() } else { 0 };
+            let credit = if credit > 0 && !open(c.owner) {
+                done.skipped = true;
+                0
+            } else {
+                credit
+            };
+            firsts.push((c.next_tag(), credit));
+        }
         let mut sent = 0;
         if targets.len() == 1 {
             let i = targets.start;
-            while self.consumers[i].credit() > 0 {
+            for _ in 0..firsts[i].1 {
                 let Some(m) = self.pop_live(now) else { break };
                 self.consumers[i].track(m);
                 sent += 1;
@@ -360,11 +426,12 @@ impl Queue {
                 let mut progressed = false;
                 for k in 0..n {
                     let i = (self.rr + k) % n;
-                    if self.consumers[i].credit() == 0 {
+                    if firsts[i].1 == 0 {
                         continue;
                     }
                     let Some(m) = self.pop_live(now) else { break 'rounds };
                     self.consumers[i].track(m);
+                    firsts[i].1 -= 1;
                     sent += 1;
                     progressed = true;
                 }
@@ -374,16 +441,27 @@ impl Queue {
             }
             self.rr = (self.rr + 1) % n;
         }
-        for (c, first) in self.consumers.iter().zip(firsts) {
+        for (c, (first, _)) in self.consumers.iter_mut().zip(firsts) {
             let count = c.next_tag() - first;
             if count > 0 {
+                c.mark_sent(first, now);
                 let lo = (first - c.base_tag) as usize;
                 out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + count as usize)));
             }
         }
         self.delivered_total += sent as u64;
-        sent
+        done.sent = sent;
+        done
     }
+}
+
+/// What one dispatch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Dispatched {
+    pub sent: usize,
+    /// A consumer with credit was skipped because its connection takes
+    /// no deliveries now: the queue must be dispatched again when it does.
+    pub skipped: bool,
 }
 
 fn unknown_consumer(id: u32, queue: &str) -> QueueError {

@@ -255,10 +255,24 @@ impl Ready {
     /// repeatedly, handing each to `expired`. With `keep_spilled`, a
     /// spilled head stops its level (its entry must be read back first);
     /// returns whether one did.
-    pub fn expire_heads(&mut self, now: u64, keep_spilled: bool, mut expired: impl FnMut(Message)) -> bool {
+    #[cfg(test)]
+    pub fn expire_heads(&mut self, now: u64, keep_spilled: bool, expired: impl FnMut(Message)) -> bool {
+        self.expire_heads_max(now, keep_spilled, usize::MAX, expired)
+    }
+
+    /// `expire_heads`, removing at most `max` messages; the heads left
+    /// are still due (their deadline has passed), so the queue's timer
+    /// fires again at once.
+    pub fn expire_heads_max(
+        &mut self,
+        now: u64,
+        keep_spilled: bool,
+        mut max: usize,
+        mut expired: impl FnMut(Message),
+    ) -> bool {
         let mut stopped = false;
         for p in 0..self.levels.len() {
-            while let Some(m) = self.levels[p].front().filter(|m| m.deadline <= now) {
+            while let Some(m) = self.levels[p].front().filter(|m| m.deadline <= now && max > 0) {
                 if keep_spilled && m.spilled.is_some() {
                     stopped = true;
                     break;
@@ -266,6 +280,7 @@ impl Ready {
                 if let Some(m) = self.levels[p].pop_front() {
                     self.sub(&m);
                     expired(m);
+                    max -= 1;
                 }
                 self.promote();
             }

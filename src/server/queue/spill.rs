@@ -246,7 +246,7 @@ mod tests {
 
     fn queue(args: TableBuilder) -> Queue {
         let args = QueueArgs::parse(&args.build(), "q").unwrap();
-        Queue::new("q".into(), true, QueueLimits { messages_max: 100 }, args)
+        Queue::new("q".into(), true, QueueLimits::messages(100), args)
     }
 
     /// Publishes persistent entries; returns each one's (seq, loc).

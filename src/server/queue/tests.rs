@@ -4,7 +4,7 @@ use crate::protocol::table::TableBuilder;
 use bytes::Bytes;
 
 const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };
-const LIMITS: QueueLimits = QueueLimits { messages_max: 100 };
+const LIMITS: QueueLimits = QueueLimits::messages(100);
 
 fn entry(props: &[u8], body: &str) -> Bytes {
     let mut b = bytes::BytesMut::new();
@@ -102,7 +102,7 @@ fn round_robin() {
 
 #[test]
 fn length_limit_refuses_whole_batch() {
-    let mut q = Queue::new("q".into(), false, QueueLimits { messages_max: 3 }, QueueArgs::default());
+    let mut q = Queue::new("q".into(), false, QueueLimits::messages(3), QueueArgs::default());
     publish(&mut q, msgs(0..2), 0).unwrap();
     assert_eq!(publish(&mut q, msgs(0..2), 0).unwrap_err().code, ErrorCode::QueueFull);
     assert_eq!(q.ready_len(), 2);
@@ -203,4 +203,32 @@ fn unused_deadline_only_without_consumers() {
     assert_eq!(q.next_deadline(), Some(600));
     q.subscribe(C, 1, 1).unwrap();
     assert_eq!(q.next_deadline(), None);
+}
+
+#[test]
+fn removals_per_settle_are_capped_and_the_rest_stay_due() {
+    let args = QueueArgs::parse(&TableBuilder::new().int("x-message-ttl", 10).build(), "q").unwrap();
+    let limits = QueueLimits { messages_max: 100, removals_max: 3 };
+    let mut q = Queue::new("q".into(), false, limits, args);
+    publish(&mut q, msgs(0..8), 0).unwrap();
+    let mut gone = Vec::new();
+    for _ in 0..3 {
+        q.enforce(50);
+        let batch = dead(&mut q);
+        assert!(batch.len() <= 3, "{} removed in one settle", batch.len());
+        // Still due: the timer fires again at once.
+        if q.ready_len() > 0 {
+            assert!(q.next_deadline().is_some_and(|d| d <= 50));
+        }
+        gone.extend(batch.into_iter().map(|(b, _)| b));
+    }
+    assert_eq!(gone, (0..8).map(|i| i.to_string()).collect::<Vec<_>>());
+    // Dispatch stops at the cap too, and goes on at the next settle.
+    publish(&mut q, msgs(8..13), 100).unwrap();
+    publish(&mut q, msgs(13..14), 200).unwrap();
+    q.subscribe(C, 1, 10).unwrap();
+    assert!(collect_at(&mut q, 205).is_empty(), "five expired heads: three removed, then a stop");
+    assert_eq!(dead(&mut q).len(), 3);
+    assert_eq!(collect_at(&mut q, 205), vec![(1, 1, strs(&["13"]))]);
+    assert_eq!(dead(&mut q).len(), 2);
 }

@@ -36,7 +36,31 @@ thread_local! {
     static NEXT_TOKEN: Cell<u64> = const { Cell::new(1) };
 }
 
+/// One operator request in flight on a shard (`admin_requests_per_shard_max`);
+/// the slot is given back when it is dropped.
+pub struct AdminPermit(Rc<Cell<u32>>);
+
+impl Drop for AdminPermit {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
 impl Shard {
+    /// A slot for one operator request (native `Admin`, the HTTP API,
+    /// `/metrics`); `None` when `admin_requests_per_shard_max` are in
+    /// flight here: each may gather a snapshot from every shard, so they
+    /// are few by design, and the caller refuses the request (try again).
+    pub fn admin_permit(&self) -> Option<AdminPermit> {
+        let n = self.admin_in_flight.get();
+        if n >= self.config.admin_requests_per_shard_max {
+            tracing::debug!(shard = self.id, n, "operator request refused: admin_requests_per_shard_max reached");
+            return None;
+        }
+        self.admin_in_flight.set(n + 1);
+        Some(AdminPermit(self.admin_in_flight.clone()))
+    }
+
     /// Sends `make(shard)` to each of `targets` and returns their replies
     /// in shard order; a shard that does not answer in time gets an error.
     pub async fn admin(&self, targets: &[u16], mut make: impl FnMut(u16) -> AdminReq) -> Vec<(u16, AdminReply)> {
@@ -244,7 +268,8 @@ impl Shard {
         for (id, sink) in self.conns.borrow().iter() {
             let (protocol, peer) = sink.describe();
             let protocol = PROTOCOLS.iter().copied().find(|p| *p == protocol).unwrap_or("native");
-            s.conns.push(ConnStats { name: format!("{}:{id}", self.id), shard: self.id, protocol, peer });
+            let outbox_bytes = sink.outbox_bytes() as u64;
+            s.conns.push(ConnStats { name: format!("{}:{id}", self.id), shard: self.id, protocol, peer, outbox_bytes });
         }
         s.connections = s.conns.len() as u64;
         if let Some(d) = self.durable() {

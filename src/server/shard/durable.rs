@@ -50,6 +50,21 @@ impl Shard {
         self.durable.borrow().clone()
     }
 
+    /// Back pressure from the disk: waits while the log holds more than
+    /// `log_unwritten_bytes_max` bytes not yet written (a slow or stalled
+    /// disk), so appends and their confirm waiters cannot pile up. Called
+    /// by connections between reads and by the mesh receivers between
+    /// batches (requests from other shards then wait in their mesh
+    /// channels, and those shards' connections stop at `mesh_pending_max`).
+    pub async fn wait_log_space(&self) {
+        let Some(d) = self.durable() else { return };
+        let max = self.config.log_unwritten_bytes_max as usize;
+        if d.log.unwritten_bytes() > max {
+            tracing::debug!(shard = self.id, "log_unwritten_bytes_max reached: reads wait for the disk");
+            d.log.wait_unwritten_below(max).await;
+        }
+    }
+
     /// Recovers `data_dir/shard-N` and rebuilds its durable queues. Runs
     /// before the shard accepts connections.
     pub async fn open_storage(&self) -> Result<(), String> {

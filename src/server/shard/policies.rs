@@ -40,7 +40,15 @@ impl Shard {
     /// and to dead-lettering, and re-arm the queue's timer.
     pub(super) fn settle(&self, q: &mut Queue) {
         let now = self.now_ms();
-        let n = q.dispatch(&mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs), now);
+        let d = q.dispatch_gated(
+            &mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs),
+            &|c| self.takes_deliveries(c),
+            now,
+        );
+        if d.skipped {
+            self.note_skipped(q);
+        }
+        let n = d.sent;
         bump(&self.counters.delivered, n as u64);
         if n > 0 && !self.over_half_pause(q) {
             self.publish_resume.notify();
@@ -76,7 +84,14 @@ impl Shard {
             let next = self.timers.borrow().peek().map(|Reverse((t, _))| *t);
             let now = self.now_ms();
             match next {
-                Some(t) if t <= now => self.fire_timers(now),
+                Some(t) if t <= now => {
+                    self.fire_timers(now);
+                    // More may be due at once (`dead_letter_batch_max`):
+                    // serve the sockets first, and let dead letters bound
+                    // for other shards leave before making more.
+                    crate::rt::yield_to_reactor().await;
+                    self.mesh.wait_for_space().await;
+                }
                 Some(t) => {
                     let sleep = glommio::timer::sleep(Duration::from_millis(t - now));
                     futures_lite::future::or(kicked, sleep).await;

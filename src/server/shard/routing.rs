@@ -36,7 +36,7 @@ struct FanIn {
 /// A binding as a set key: what makes two bindings the same.
 type BindingKey = (String, Dest, String, Bytes);
 
-fn key_of(b: &BindingDef) -> BindingKey {
+pub(super) fn key_of(b: &BindingDef) -> BindingKey {
     (b.source.clone(), b.dest.clone(), b.key.clone(), b.args.clone())
 }
 
@@ -49,7 +49,7 @@ pub struct Routing {
     next_token: Cell<u64>,
     /// Shard 0 only: bindings stored with the definitions (durable source
     /// and destination).
-    durable_bindings: RefCell<HashSet<BindingKey>>,
+    pub(super) durable_bindings: RefCell<HashSet<BindingKey>>,
     /// Shard 0 only: the table version each peer has applied, and the
     /// answers waiting until every peer has reached their version.
     peer_versions: RefCell<Vec<u64>>,
@@ -226,10 +226,19 @@ impl Shard {
         if self.id != METADATA_SHARD {
             return;
         }
-        let low = {
+        {
             let mut v = self.routing.peer_versions.borrow_mut();
             v.resize(usize::from(self.count), 0);
             v[usize::from(peer)] = v[usize::from(peer)].max(version);
+        }
+        self.release_waiting();
+    }
+
+    /// Answers every held change that all peers have applied.
+    fn release_waiting(&self) {
+        let low = {
+            let mut v = self.routing.peer_versions.borrow_mut();
+            v.resize(usize::from(self.count), 0);
             (0..self.count).filter(|p| *p != self.id).map(|p| v[usize::from(p)]).min().unwrap_or(u64::MAX)
         };
         loop {
@@ -538,6 +547,10 @@ impl Shard {
     pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, flags: (bool, bool), count: u64) {
         let (durable_dest, if_unused) = flags;
         let r = self.apply_meta(&change, durable_dest, if_unused);
+        if let Ok(true) = r {
+            // Written by the definitions task, off this thread.
+            self.definitions_changed();
+        }
         let version = self.routing.table.borrow().version();
         if r.is_ok() && self.count > 1 {
             for peer in (0..self.count).filter(|p| *p != self.id) {
@@ -547,15 +560,29 @@ impl Shard {
         if from.conn_id == 0 {
             return;
         }
-        match r {
-            Ok(()) if self.count > 1 => {
-                self.routing.waiting.borrow_mut().push_back((version, from, request_id, Ok(count)));
-            }
-            r => self.reply_result(from, request_id, r.map(|()| count)),
+        let r = r.map(|_| count);
+        // While a definitions write is due, every answer waits for it: a
+        // durable change is answered once it is on disk, and answers keep
+        // their order.
+        if !self.hold_for_definitions(version, from, request_id, &r) {
+            self.answer_meta(version, from, request_id, r);
         }
     }
 
-    fn apply_meta(&self, change: &Change, durable_dest: bool, if_unused: bool) -> Result<(), QueueError> {
+    /// Answers a change now, or once every peer has applied `version`.
+    pub(super) fn answer_meta(&self, version: u64, to: ConnRef, request_id: u64, r: Result<u64, QueueError>) {
+        match r {
+            Ok(v) if self.count > 1 => {
+                self.routing.waiting.borrow_mut().push_back((version, to, request_id, Ok(v)));
+                self.release_waiting();
+            }
+            r => self.reply_result(to, request_id, r),
+        }
+    }
+
+    /// Applies a change to the table; `Ok(true)` when the stored
+    /// definitions changed and the file must be written.
+    fn apply_meta(&self, change: &Change, durable_dest: bool, if_unused: bool) -> Result<bool, QueueError> {
         if self.id != METADATA_SHARD {
             return Err(QueueError::new(ErrorCode::Internal, "routing change sent to a shard that does not own it"));
         }
@@ -565,6 +592,7 @@ impl Shard {
                 return Err(QueueError::new(ErrorCode::ExchangeMismatch, format!("exchange '{name}' in use")));
             }
         }
+        self.check_caps(&table, change)?;
         let was_durable = |t: &RoutingTable, n: &str| t.exchange(n).is_some_and(|x| x.durable);
         let store = match change {
             Change::DeclareExchange(d) => d.durable && table.exchange(&d.name).is_none(),
@@ -580,54 +608,6 @@ impl Shard {
             self.track_durable_bindings(&table, &Change::DeleteExchange(gone), false);
             store = true;
         }
-        drop(table);
-        if store {
-            self.save_definitions()?;
-        }
-        Ok(())
-    }
-
-    /// Keeps the set of stored bindings in step; true when it changed.
-    fn track_durable_bindings(&self, table: &RoutingTable, change: &Change, durable_dest: bool) -> bool {
-        let mut set = self.routing.durable_bindings.borrow_mut();
-        let before = set.len();
-        match change {
-            Change::Bind(b) => {
-                let dest_durable = match &b.dest {
-                    Dest::Queue(_) => durable_dest,
-                    Dest::Exchange(x) => table.exchange(x).is_some_and(|x| x.durable),
-                };
-                if dest_durable && table.exchange(&b.source).is_some_and(|x| x.durable) {
-                    set.insert(key_of(b));
-                }
-            }
-            Change::Unbind(b) => {
-                set.remove(&key_of(b));
-            }
-            Change::DeleteExchange(n) => {
-                set.retain(|(s, d, _, _)| s != n && !matches!(d, Dest::Exchange(x) if x == n));
-            }
-            Change::QueueGone(q) => set.retain(|(_, d, _, _)| !matches!(d, Dest::Queue(x) if x == q)),
-            Change::DeclareExchange(_) => {}
-        }
-        set.len() != before
-    }
-
-    /// Rewrites the definitions file: durable exchanges, then durable
-    /// bindings. Small and rarely written, so it is written whole.
-    fn save_definitions(&self) -> Result<(), QueueError> {
-        let table = self.routing.table.borrow();
-        let set = self.routing.durable_bindings.borrow();
-        let mut defs: Vec<Change> = table
-            .exchanges()
-            .filter(|x| x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
-            .map(|x| Change::DeclareExchange(x.clone()))
-            .collect();
-        defs.extend(table.bindings().filter(|b| set.contains(&key_of(b))).map(|b| Change::Bind(b.clone())));
-        let path = self.config.data_dir.join(crate::storage::definitions::FILE);
-        crate::storage::definitions::save(&path, &defs).map_err(|e| {
-            tracing::error!(error = %e, "routing definitions could not be stored");
-            QueueError::new(ErrorCode::StoragePoisoned, format!("definitions could not be stored: {e}"))
-        })
+        Ok(store)
     }
 }
