@@ -40,6 +40,13 @@ pub enum ErrorCode {
     StoragePoisoned = 40,
     PersistenceUnavailable = 41,
     Internal = 50,
+    /// The disk holding the shard's log is full (a write failed with
+    /// ENOSPC, or the broker started on a full disk): persistent messages
+    /// for durable queues (and durable declares) are refused until space
+    /// is freed and the broker restarted. Transient traffic, deliveries
+    /// and acks go on. AMQP: basic.nack under confirms, else connection
+    /// error 506 RESOURCE_ERROR.
+    StorageFull = 42,
 }
 
 impl ErrorCode {
@@ -77,6 +84,7 @@ impl ErrorCode {
             40 => StoragePoisoned,
             41 => PersistenceUnavailable,
             50 => Internal,
+            42 => StorageFull,
             _ => return None,
         })
     }

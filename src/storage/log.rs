@@ -41,6 +41,9 @@ impl SegInfo {
 
 pub(super) struct State<W> {
     pub(super) poisoned: Option<String>,
+    /// The poisoning write failed for want of space (ENOSPC or EDQUOT):
+    /// refusals then say the disk is full (`docs/storage.md`).
+    disk_full: bool,
     pub(super) queues: HashMap<u32, QState>,
     next_queue_id: u32,
     /// The segment appends go to, and exactly where the next record lands
@@ -140,7 +143,7 @@ impl<W> Storage<W> {
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             for m in &q.messages {
-                let bytes = publish_bytes(m.entry_len as usize);
+                let bytes = publish_bytes(usize::try_from(m.entry_len).unwrap_or(usize::MAX));
                 let seg = u64::from(m.seg);
                 qs.add(m.seq, seg, bytes);
                 segs.entry(seg).or_insert_with(|| SegInfo::new(seg)).live.add(bytes);
@@ -153,6 +156,7 @@ impl<W> Storage<W> {
         rec.next_queue_id = next_queue_id;
         let st = State {
             poisoned: None,
+            disk_full: false,
             queues,
             next_queue_id,
             tail_seg,
@@ -190,7 +194,19 @@ impl<W> Storage<W> {
         s.start_segment(&mut s.st.borrow_mut(), tail_seg);
         let f = s.sync_all().await;
         if let Err(e) = f.result {
-            return Err(StorageError::Poisoned(e));
+            // A full disk must not keep the broker from serving what it
+            // holds: it starts with the log poisoned as full (recovered
+            // messages are delivered, persistent publishes refused).
+            // Any other failure to write stops the start.
+            if !s.disk_full() {
+                return Err(StorageError::Poisoned(e));
+            }
+            tracing::error!(
+                shard = s.opts.shard,
+                dir = %s.opts.dir.display(),
+                error = %e,
+                "the disk is full at start: recovered messages are served, persistent publishes are refused until space is freed and the broker restarted"
+            );
         }
         Ok((s, rec))
     }
@@ -323,6 +339,32 @@ impl<W> Storage<W> {
         self.st.borrow().poisoned.clone()
     }
 
+    /// Whether the log is poisoned because the disk was full.
+    pub fn disk_full(&self) -> bool {
+        let st = self.st.borrow();
+        st.poisoned.is_some() && st.disk_full
+    }
+
+    /// Poisons the log (once): nothing more is written, pending appends
+    /// and acks are dropped, so the flusher has nothing left to do.
+    fn poison(&self, e: &StorageError) -> String {
+        let msg = e.to_string();
+        let full = is_out_of_space(e);
+        let mut st = self.st.borrow_mut();
+        if st.poisoned.is_none() {
+            if full {
+                tracing::error!(shard = self.opts.shard, error = %msg, "disk full (no space left on device): shard's log poisoned, persistent publishes refused until space is freed and the broker restarted");
+            } else {
+                tracing::error!(shard = self.opts.shard, error = %msg, "storage write or fdatasync failed: shard poisoned, persistent publishes refused from now on");
+            }
+            st.poisoned = Some(msg.clone());
+            st.disk_full = full;
+        }
+        st.chunks.clear();
+        drop_acks(&mut st);
+        msg
+    }
+
     /// Logs a new durable queue and its arguments (a raw field table,
     /// empty for none); returns its id (never reused).
     pub fn declare(&self, name: &str, args: &[u8]) -> Result<u32, StorageError> {
@@ -406,9 +448,14 @@ impl<W> Storage<W> {
         self.kick.notify();
     }
 
-    /// Whether anything waits for a flush.
+    /// Whether anything waits for a flush. Once poisoned only waiters do
+    /// (they are answered with the error): acks and appends are never
+    /// written, and counting them kept the flusher spinning.
     pub fn has_work(&self) -> bool {
         let st = self.st.borrow();
+        if st.poisoned.is_some() {
+            return !st.waiters.is_empty();
+        }
         !st.chunks.is_empty() || !st.waiters.is_empty() || st.acks_pending
     }
 
@@ -422,7 +469,8 @@ impl<W> Storage<W> {
             }
             let due = {
                 let st = self.st.borrow();
-                (st.dirty && self.opts.fsync == FsyncPolicy::Interval)
+                // Poisoned: no fdatasync is ever due again.
+                (st.dirty && st.poisoned.is_none() && self.opts.fsync == FsyncPolicy::Interval)
                     .then(|| self.interval().saturating_sub(st.last_sync.elapsed()))
             };
             match due {
@@ -449,7 +497,10 @@ impl<W> Storage<W> {
         let (chunks, waiters, dead) = {
             let mut st = self.st.borrow_mut();
             let st = &mut *st;
-            if st.acks_pending && st.poisoned.is_none() {
+            if st.poisoned.is_some() {
+                drop_acks(st);
+            }
+            if st.acks_pending {
                 st.acks_pending = false;
                 let mut ids: Vec<u32> = st.queues.keys().copied().collect();
                 ids.sort_unstable();
@@ -489,12 +540,7 @@ impl<W> Storage<W> {
                 }
         };
         if let Err(e) = self.write_chunks(chunks, sync_due).await {
-            let msg = e.to_string();
-            tracing::error!(shard = self.opts.shard, error = %msg, "storage write or fdatasync failed: shard poisoned, persistent publishes refused from now on");
-            let mut st = self.st.borrow_mut();
-            st.poisoned = Some(msg.clone());
-            st.chunks.clear();
-            drop(st);
+            let msg = self.poison(&e);
             self.flushed.notify();
             return Flushed { waiters, result: Err(msg) };
         }
@@ -585,8 +631,8 @@ impl<W> Storage<W> {
             let file = self.writer.borrow().file.clone();
             if let Some((_, file)) = file {
                 if let Err(e) = file.fdatasync().await {
-                    tracing::error!(error = %e, "final fdatasync failed");
-                    return Flushed { waiters: f.waiters, result: Err(e.to_string()) };
+                    let e = StorageError::io(&self.opts.dir, e);
+                    return Flushed { waiters: f.waiters, result: Err(self.poison(&e)) };
                 }
             }
             self.st.borrow_mut().dirty = false;
@@ -608,6 +654,26 @@ impl<W> Storage<W> {
     pub fn disk_usage(&self) -> (u64, u64) {
         let st = self.st.borrow();
         st.segs.values().fold((0, 0), |(l, t), i| (l + i.live.bytes, t + i.size))
+    }
+}
+
+/// Acks not yet logged, dropped: a poisoned log writes nothing (they
+/// only mean redelivery after a restart).
+fn drop_acks<W>(st: &mut State<W>) {
+    st.acks_pending = false;
+    for q in st.queues.values_mut() {
+        q.acks = Vec::new();
+    }
+}
+
+/// Whether a failed write means the filesystem is out of space (or of
+/// the user's quota) rather than broken.
+pub fn is_out_of_space(e: &StorageError) -> bool {
+    match e {
+        StorageError::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            || source.kind() == std::io::ErrorKind::StorageFull
+            || source.kind() == std::io::ErrorKind::QuotaExceeded,
+        _ => false,
     }
 }
 

@@ -114,7 +114,7 @@ pub enum StorageError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
-        "corrupt record in sealed segment {path} at offset {offset}: {why}; \
+        "corrupt record in segment {path} at offset {offset}: {why}; \
          set storage_skip_corrupt = true to start anyway and lose the rest of that segment"
     )]
     Corrupt { path: PathBuf, offset: u64, why: &'static str },

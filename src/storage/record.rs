@@ -24,6 +24,7 @@
 //! segment the log leaves, so what follows it is not read at all. Version
 //! 1 (unseeded, no seal) is still read.
 
+use crate::protocol::batch::parse_entry;
 use bytes::{BufMut, Bytes};
 
 pub const HEADER_BYTES: usize = 16;
@@ -224,6 +225,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
+/// A length or count read from a file, as a `usize`: `None` where it does
+/// not fit (a 32-bit target), which every caller treats as damage.
+fn usize_at(b: &[u8], at: usize) -> Option<usize> {
+    usize::try_from(u32_at(b, at)).ok()
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
@@ -232,8 +239,10 @@ fn decode_ranges(p: &[u8]) -> Option<Vec<(u64, u64)>> {
     if p.len() < 4 {
         return None;
     }
-    let n = u32_at(p, 0) as usize;
-    if p.len() != 4 + n.checked_mul(16)? {
+    // The count is checked against the payload's size before anything is
+    // allocated for it.
+    let n = usize_at(p, 0)?;
+    if p.len() != n.checked_mul(16)?.checked_add(4)? {
         return None;
     }
     Some((0..n).map(|i| (u64_at(p, 4 + 16 * i), u64_at(p, 12 + 16 * i))).collect())
@@ -261,7 +270,11 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
         T_DELETE if p.is_empty() => Record::Delete { queue },
         T_PURGE => Record::Purge { queue, ranges: decode_ranges(p)? },
         T_ACK => Record::Ack { queue, ranges: decode_ranges(p)? },
-        T_PUBLISH if p.len() >= 8 => Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] },
+        // The entry is delivered as it is: it must be one well-formed
+        // message entry, its lengths consistent with the record's.
+        T_PUBLISH if p.len() >= 8 && parse_entry(&p[8..]).is_ok() => {
+            Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] }
+        }
         T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
         T_SEAL if p.is_empty() && queue == 0 => Record::Seal,
         _ => return None,
@@ -299,7 +312,7 @@ pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(
             }
             return end(o, None, false);
         }
-        let len = u32_at(buf, o) as usize;
+        let Some(len) = usize_at(buf, o) else { return end(o, Some("record length out of range"), false) };
         if len == 0 {
             let next = (align_block(base + o + 1) - base).min(buf.len());
             if buf[o..next].iter().any(|&b| b != 0) {
@@ -312,7 +325,7 @@ pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(
             o = next;
             continue;
         }
-        if len < HEADER_BYTES || o + len > buf.len() {
+        if len < HEADER_BYTES || len > buf.len() - o {
             return end(o, Some("record length out of range"), false);
         }
         let rec = &buf[o..o + len];
@@ -320,7 +333,7 @@ pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(
             return end(o, Some("checksum mismatch"), false);
         }
         let Some(r) = decode(rec) else { return end(o, Some("malformed record"), false) };
-        let next = (o + align8(len)).min(buf.len());
+        let next = o.saturating_add(align8(len)).min(buf.len());
         if buf[o + len..next].iter().any(|&b| b != 0) {
             return end(o, Some("non-zero record padding"), false);
         }
@@ -365,14 +378,15 @@ pub fn stale_header(buf: &[u8], segment: u64) -> bool {
 /// Bytes a publish record of an `entry_len`-byte entry takes in a
 /// segment (padding to 8 included): the unit of live-bytes accounting.
 pub fn publish_bytes(entry_len: usize) -> u64 {
-    align8(HEADER_BYTES + 8 + entry_len) as u64
+    let n = u64::try_from(entry_len).unwrap_or(u64::MAX);
+    n.saturating_add(HEADER_BYTES as u64 + 8 + 7) & !7
 }
 
 /// Verifies one publish record read back on its own (`rec` is exactly the
 /// record, without padding): its length, checksum and type. Returns its
 /// queue id, sequence number and where the entry is in `rec`.
 pub fn verify_publish(rec: &[u8], seed: Seed) -> Result<(u32, u64, std::ops::Range<usize>), &'static str> {
-    if rec.len() < HEADER_BYTES + 8 || u32_at(rec, 0) as usize != rec.len() {
+    if rec.len() < HEADER_BYTES + 8 || usize_at(rec, 0) != Some(rec.len()) {
         return Err("record length mismatch");
     }
     if checksum(rec, seed) != u32_at(rec, 4) {
@@ -381,12 +395,55 @@ pub fn verify_publish(rec: &[u8], seed: Seed) -> Result<(u32, u64, std::ops::Ran
     if rec[8] != T_PUBLISH {
         return Err("not a publish record");
     }
+    if parse_entry(&rec[HEADER_BYTES + 8..]).is_err() {
+        return Err("malformed message entry");
+    }
     Ok((u32_at(rec, 12), u64_at(rec, HEADER_BYTES), HEADER_BYTES + 8..rec.len()))
 }
 
 /// The `len` field of a record header at the start of `b`, if there is one.
 pub fn len_at(b: &[u8]) -> Option<usize> {
-    (b.len() >= 4).then(|| u32_at(b, 0) as usize)
+    if b.len() < 4 {
+        return None;
+    }
+    usize_at(b, 0)
+}
+
+/// CRC work (bytes checksummed) allowed per byte searched by
+/// [`valid_record_after`]: a crafted file cannot make the search quadratic.
+const SEARCH_CRC_PER_BYTE: usize = 4;
+
+/// Whether a record that verifies under `seed` starts anywhere in `buf`
+/// after `bad` (the offset of a bad record): then the bad bytes are not a
+/// torn tail but damage with data behind it. Every 8-aligned offset is
+/// tried. Past the CRC budget the answer is `true`: when it cannot tell,
+/// recovery must not cut.
+pub fn valid_record_after(buf: &[u8], bad: usize, seed: Seed) -> bool {
+    let mut budget = buf.len().saturating_mul(SEARCH_CRC_PER_BYTE);
+    let mut o = align8(bad.saturating_add(1));
+    while o.saturating_add(HEADER_BYTES) <= buf.len() {
+        let rec_ok = match usize_at(buf, o) {
+            Some(len) if len >= HEADER_BYTES && len <= buf.len() - o => {
+                let rec = &buf[o..o + len];
+                // Cheap checks first: the reserved bytes are zero.
+                if rec[9..12].iter().all(|&b| b == 0) {
+                    if budget < len {
+                        return true;
+                    }
+                    budget -= len;
+                    checksum(rec, seed) == u32_at(rec, 4) && decode(rec).is_some()
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if rec_ok {
+            return true;
+        }
+        o += 8;
+    }
+    false
 }
 
 /// A whole entry copied out of the segment buffer.

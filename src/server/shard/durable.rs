@@ -38,7 +38,17 @@ pub struct Durable {
 /// a priority queue's entries).
 const RESTORE_BATCH: usize = 8192;
 
-fn poisoned(why: &str) -> QueueError {
+/// The refusal of a persistent publish (or durable declare) by a
+/// poisoned log: `StorageFull` when the disk filled, with what to do.
+fn poisoned(why: &str, disk_full: bool) -> QueueError {
+    if disk_full {
+        return QueueError::new(
+            ErrorCode::StorageFull,
+            format!(
+                "disk full: this shard's log could not be written ({why}); persistent messages are refused until space is freed and the broker restarted"
+            ),
+        );
+    }
     QueueError::new(
         ErrorCode::StoragePoisoned,
         format!("this shard's storage failed ({why}); persistent messages are refused until the broker is restarted"),
@@ -178,6 +188,7 @@ impl Shard {
     }
 
     fn release(&self, f: crate::storage::Flushed<Waiter>) {
+        let full = self.durable().is_some_and(|d| d.log.disk_full());
         for w in f.waiters {
             match &f.result {
                 Ok(()) => {
@@ -188,7 +199,7 @@ impl Shard {
                     self.route_reply(w.to, w.reply);
                 }
                 Err(why) => {
-                    let e = poisoned(why);
+                    let e = poisoned(why, full);
                     self.route_reply(w.to, Reply::error(w.request_id, e.code, e.message));
                 }
             }
@@ -215,8 +226,9 @@ impl Shard {
         let Some(d) = self.durable() else { return Ok(None) };
         let Some(id) = d.ids.borrow().get(queue).copied() else { return Ok(None) };
         if let Some(why) = d.log.poisoned() {
-            tracing::warn!(shard = self.id, queue, "persistent publish refused: storage poisoned");
-            return Err(poisoned(&why));
+            let full = d.log.disk_full();
+            tracing::warn!(shard = self.id, queue, disk_full = full, "persistent publish refused: storage poisoned");
+            return Err(poisoned(&why, full));
         }
         Ok(Some((d, id)))
     }
@@ -236,7 +248,7 @@ impl Shard {
     /// Ok goes out).
     pub(super) fn log_declare(&self, name: &str, durable: bool, args: &[u8]) -> Result<(), QueueError> {
         let Some(d) = self.durable().filter(|_| durable) else { return Ok(()) };
-        let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string()))?;
+        let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string(), d.log.disk_full()))?;
         d.ids.borrow_mut().insert(name.to_owned(), id);
         self.meta_logged.set(true);
         Ok(())
