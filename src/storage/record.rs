@@ -270,11 +270,9 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
         T_DELETE if p.is_empty() => Record::Delete { queue },
         T_PURGE => Record::Purge { queue, ranges: decode_ranges(p)? },
         T_ACK => Record::Ack { queue, ranges: decode_ranges(p)? },
-        // The entry is delivered as it is: it must be one well-formed
-        // message entry, its lengths consistent with the record's.
-        T_PUBLISH if p.len() >= 8 && parse_entry(&p[8..]).is_ok() => {
-            Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] }
-        }
+        // The entry is opaque here; the shard checks it before it
+        // becomes a message (`durable.rs`), as does `verify_publish`.
+        T_PUBLISH if p.len() >= 8 => Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] },
         T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
         T_SEAL if p.is_empty() && queue == 0 => Record::Seal,
         _ => return None,
@@ -395,6 +393,7 @@ pub fn verify_publish(rec: &[u8], seed: Seed) -> Result<(u32, u64, std::ops::Ran
     if rec[8] != T_PUBLISH {
         return Err("not a publish record");
     }
+    // Read back to be delivered as it is: one well-formed message entry.
     if parse_entry(&rec[HEADER_BYTES + 8..]).is_err() {
         return Err("malformed message entry");
     }
@@ -568,14 +567,51 @@ mod tests {
         assert!(scan(&b[first..], seed(), |_, _| {}).bad.is_some());
     }
 
+    /// A bad record with a whole record after it is damage; bad bytes
+    /// with nothing valid after them (zeros, garbage, a record of an
+    /// older use of the file) are a torn tail.
+    #[test]
+    fn a_valid_record_after_a_bad_one_is_found() {
+        let buf = sample();
+        let (recs, end) = records(&buf);
+        assert!(end.bad.is_none() && recs.len() > 3);
+        // The offset of the second record: damage it.
+        let second = align8(len_at(&buf).unwrap());
+        let mut damaged = buf.clone();
+        damaged[second + 20] ^= 0x40;
+        let end = scan(&damaged, seed(), |_, _| {});
+        assert_eq!((end.valid_end, end.bad), (second, Some("checksum mismatch")));
+        assert!(valid_record_after(&damaged, end.valid_end, seed()), "records follow the damage");
+        // The same with only zeros or garbage after the bad record.
+        let mut torn = damaged[..second + 24].to_vec();
+        torn.resize(buf.len(), 0);
+        assert!(!valid_record_after(&torn, second, seed()));
+        let mut x = 0x9E37_79B9u32;
+        for b in torn[second + 24..].iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        assert!(!valid_record_after(&torn, second, seed()));
+        // Records of another segment (a reused file) are not data.
+        assert!(!valid_record_after(&damaged, second, Seed::of(SEG + 1)));
+    }
+
     #[test]
     fn publish_verifies_alone() {
+        // A message entry: flags 0 (no properties), u32 body length, body.
+        const ENTRY: &[u8] = b"\0\x05\0\0\0hello";
         let mut b = Vec::new();
-        encode_publish(&mut b, seed(), 3, 42, b"hello");
-        let n = HEADER_BYTES + 8 + 5;
-        assert_eq!(publish_bytes(5), b.len() as u64);
+        encode_publish(&mut b, seed(), 3, 42, ENTRY);
+        let n = HEADER_BYTES + 8 + ENTRY.len();
+        assert_eq!(publish_bytes(ENTRY.len()), b.len() as u64);
         let (q, seq, r) = verify_publish(&b[..n], seed()).unwrap();
-        assert_eq!((q, seq, &b[r]), (3, 42, &b"hello"[..]));
+        assert_eq!((q, seq, &b[r]), (3, 42, ENTRY));
+        // A record that verifies but whose entry's lengths do not add up.
+        let mut bad = Vec::new();
+        encode_publish(&mut bad, seed(), 3, 42, b"\0\x09\0\0\0hello");
+        assert_eq!(verify_publish(&bad[..n], seed()), Err("malformed message entry"));
         assert_eq!(verify_publish(&b[..n], Seed::of(SEG + 1)), Err("checksum mismatch"), "another segment's");
         b[n - 1] ^= 1;
         assert_eq!(verify_publish(&b[..n], seed()), Err("checksum mismatch"));

@@ -10,6 +10,7 @@ use super::super::policy::QueueArgs;
 use super::super::queue::Queue;
 use super::super::types::{ConnRef, Delivered, Message, QueueError, Reply};
 use super::{bump, Shard};
+use crate::protocol::batch::parse_entry;
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
 use crate::storage::{Loc, RecoveredMsg, Storage, StorageOptions};
@@ -127,6 +128,13 @@ impl Shard {
                     match (m.loc(), rq.take_entry(&m)) {
                         (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
                         (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
+                        // Delivered as it is: a record that verifies but
+                        // does not hold one well-formed entry is dropped
+                        // (and logged gone), never handed to a client.
+                        (_, Some(entry)) if parse_entry(&entry).is_err() => {
+                            tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
+                            log.ack(rq.id, m.seq, entry.len());
+                        }
                         (_, Some(entry)) => q.restore(m.seq, entry, now),
                     }
                 }
