@@ -10,7 +10,9 @@
 //!   pending interval fdatasync or unlogged acks spun its flusher).
 //! - A broker started on a full disk recovers, delivers and takes acks of
 //!   what it holds and refuses new persistent publishes, saying why; once
-//!   space is freed, a restart takes persistent publishes again.
+//!   space is freed, a restart takes persistent publishes again. Over
+//!   AMQP (pika) the refusal is a nack under confirms, else connection
+//!   error 506 RESOURCE_ERROR saying the disk is full.
 
 mod common;
 
@@ -276,6 +278,12 @@ fn a_broker_started_on_a_full_disk_serves_what_it_holds_and_refuses_new_persiste
         assert_eq!(c.declare("tq", false).unwrap(), 1, "transient traffic goes on");
         let ticks = idle_shard_ticks();
         assert!(ticks <= IDLE_TICKS_MAX, "the shard started full used {ticks} ticks of CPU in an idle second");
+        // AMQP: nack under confirms, else 506 RESOURCE_ERROR (pika).
+        let run = common::pika::finish(common::pika::spawn("disk_full.py", b.amqp, &[]), Duration::from_secs(30));
+        run.assert_ok("disk_full.py");
+        let d = c.recv(&sub, WAIT).unwrap().expect("the transient message pika published");
+        assert_eq!(&d.body[..], b"t", "only the transient message went in");
+        c.ack(&sub, d.tag).unwrap();
     }
     // Space comes back: a restart takes persistent messages again. The
     // acks taken on the full disk could not be logged: those messages are
@@ -283,7 +291,7 @@ fn a_broker_started_on_a_full_disk_serves_what_it_holds_and_refuses_new_persiste
     std::fs::remove_file(filler).unwrap();
     let b = TestBroker::start_with(1, tweak(&data));
     let mut c = client(&b);
-    assert_eq!(c.declare("dq", true).unwrap(), 20, "acks on a full disk are not stored");
+    assert_eq!(c.declare("dq", true).unwrap(), 20, "acks on a full disk are not stored (the transient one is gone)");
     c.publish("dq", &[&body(20)], true).expect("persistent publishes are taken once space is back");
     assert_eq!(c.declare("dq", true).unwrap(), 21);
 }
