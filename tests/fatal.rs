@@ -46,11 +46,8 @@ fn child() -> ! {
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
     ringmq::server::fatal::exit_on_panic();
     let b = common::TestBroker::start();
-    let _ = std::thread::Builder::new()
-        .name("doomed".into())
-        .spawn(|| panic!("planted in a test thread"))
-        .unwrap()
-        .join();
+    let _ =
+        std::thread::Builder::new().name("doomed".into()).spawn(|| panic!("planted in a test thread")).unwrap().join();
     std::thread::sleep(Duration::from_secs(10));
     eprintln!("the process survived a panic");
     drop(b);

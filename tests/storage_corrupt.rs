@@ -29,7 +29,8 @@ fn start(dir: &Path, skip_corrupt: bool) -> Result<Broker, StartError> {
 }
 
 fn client(b: &Broker) -> Client {
-    Client::connect(ClientOptions { url: format!("ringmq://{}", b.native_addr), ..Default::default() }).expect("connect")
+    Client::connect(ClientOptions { url: format!("ringmq://{}", b.native_addr), ..Default::default() })
+        .expect("connect")
 }
 
 /// The last segment of shard 0.

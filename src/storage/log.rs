@@ -670,9 +670,11 @@ fn drop_acks<W>(st: &mut State<W>) {
 /// the user's quota) rather than broken.
 pub fn is_out_of_space(e: &StorageError) -> bool {
     match e {
-        StorageError::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-            || source.kind() == std::io::ErrorKind::StorageFull
-            || source.kind() == std::io::ErrorKind::QuotaExceeded,
+        StorageError::Io { source, .. } => {
+            matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                || source.kind() == std::io::ErrorKind::StorageFull
+                || source.kind() == std::io::ErrorKind::QuotaExceeded
+        }
         _ => false,
     }
 }

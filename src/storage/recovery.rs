@@ -329,7 +329,8 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                     last_segment = is_last,
                     "corrupt record with valid records after it: refusing to start"
                 );
-                let why = if is_last { "a bad record with valid records after it (damage, not a torn tail)" } else { why };
+                let why =
+                    if is_last { "a bad record with valid records after it (damage, not a torn tail)" } else { why };
                 return Err(StorageError::Corrupt { path, offset: valid_end, why });
             }
         }
