@@ -152,7 +152,7 @@ impl<W> Storage<W> {
         }
         let tail_seg = rec.segments.last().map_or(1, |s| s.0 + 1);
         segs.insert(tail_seg, SegInfo::new(tail_seg));
-        let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
+        let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id.saturating_add(1)).max().unwrap_or(1));
         rec.next_queue_id = next_queue_id;
         let st = State {
             poisoned: None,
@@ -368,6 +368,10 @@ impl<W> Storage<W> {
     /// Logs a new durable queue and its arguments (a raw field table,
     /// empty for none); returns its id (never reused).
     pub fn declare(&self, name: &str, args: &[u8]) -> Result<u32, StorageError> {
+        // Ids come from the log (a damaged one could name the last).
+        if self.st.borrow().next_queue_id == u32::MAX {
+            return Err(StorageError::QueueIdsExhausted);
+        }
         self.append(|st| {
             let id = st.next_queue_id;
             st.next_queue_id += 1;

@@ -124,6 +124,13 @@ pub enum StorageError {
     Version { path: PathBuf, found: u32, supported: u32 },
     #[error("storage is poisoned since an earlier I/O error: {0}")]
     Poisoned(String),
+    #[error("the log's queue ids are used up (the next would be past 2^32 - 1): no durable queue can be declared")]
+    QueueIdsExhausted,
+    /// A segment file larger than any the log writes (it is read whole).
+    #[error(
+        "segment {path} is {size} bytes, more than any segment the log writes ({max}): refusing to read it into memory"
+    )]
+    Oversized { path: PathBuf, size: u64, max: u64 },
     #[error("spilled record in segment {seg} at offset {off} does not verify: {why}")]
     BadRead { seg: u64, off: u32, why: &'static str },
 }

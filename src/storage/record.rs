@@ -245,8 +245,15 @@ fn decode_ranges(p: &[u8]) -> Option<Vec<(u64, u64)>> {
     if p.len() != n.checked_mul(16)?.checked_add(4)? {
         return None;
     }
-    Some((0..n).map(|i| (u64_at(p, 4 + 16 * i), u64_at(p, 12 + 16 * i))).collect())
+    let ranges: Vec<(u64, u64)> = (0..n).map(|i| (u64_at(p, 4 + 16 * i), u64_at(p, 12 + 16 * i))).collect();
+    ranges.iter().all(|&(a, b)| a <= b && b < SEQ_LIMIT).then_some(ranges)
 }
+
+/// Sequence numbers in the log are below this (the log writes none
+/// higher: it would take 2^62 publishes to one queue). A record that
+/// names one is malformed, so no sequence arithmetic on file data can
+/// overflow.
+pub const SEQ_LIMIT: u64 = 1 << 62;
 
 /// Decodes a record whose checksum already matched.
 fn decode(rec: &[u8]) -> Option<Record<'_>> {
@@ -266,13 +273,17 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
                 next_queue_id: u32_at(p, 24),
             }
         }
-        T_DECLARE if p.len() >= 8 => Record::Declare { queue, next_seq: u64_at(p, 0), name: &p[8..] },
+        T_DECLARE if p.len() >= 8 && u64_at(p, 0) <= SEQ_LIMIT => {
+            Record::Declare { queue, next_seq: u64_at(p, 0), name: &p[8..] }
+        }
         T_DELETE if p.is_empty() => Record::Delete { queue },
         T_PURGE => Record::Purge { queue, ranges: decode_ranges(p)? },
         T_ACK => Record::Ack { queue, ranges: decode_ranges(p)? },
         // The entry is opaque here; the shard checks it before it
         // becomes a message (`durable.rs`), as does `verify_publish`.
-        T_PUBLISH if p.len() >= 8 => Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] },
+        T_PUBLISH if p.len() >= 8 && u64_at(p, 0) < SEQ_LIMIT => {
+            Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] }
+        }
         T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
         T_SEAL if p.is_empty() && queue == 0 => Record::Seal,
         _ => return None,
@@ -596,6 +607,40 @@ mod tests {
         assert!(!valid_record_after(&torn, second, seed()));
         // Records of another segment (a reused file) are not data.
         assert!(!valid_record_after(&damaged, second, Seed::of(SEG + 1)));
+    }
+
+    /// Records whose checksums match but whose numbers could not have
+    /// been written are malformed: a sequence number at or past
+    /// `SEQ_LIMIT`, a range backwards, a range count the payload does not
+    /// hold (checked before anything is allocated for it).
+    #[test]
+    fn impossible_numbers_are_malformed() {
+        let entry: &[u8] = b"\0\x01\0\0\0x";
+        let cases: Vec<Box<dyn Fn(&mut Vec<u8>)>> = vec![
+            Box::new(|b| encode_publish(b, seed(), 1, u64::MAX, entry)),
+            Box::new(|b| encode_publish(b, seed(), 1, SEQ_LIMIT, entry)),
+            Box::new(|b| encode(b, seed(), &Record::Declare { queue: 1, next_seq: SEQ_LIMIT + 1, name: b"q" })),
+            Box::new(|b| encode(b, seed(), &Record::Ack { queue: 1, ranges: vec![(5, 4)] })),
+            Box::new(|b| encode(b, seed(), &Record::Purge { queue: 1, ranges: vec![(0, u64::MAX)] })),
+            Box::new(|b| {
+                // An ack claiming u32::MAX ranges with one range's bytes.
+                let s = begin(b, T_ACK, 1);
+                b.put_u32_le(u32::MAX);
+                b.put_u64_le(1);
+                b.put_u64_le(2);
+                finish(b, s, seed());
+            }),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let mut buf = sample();
+            let at = buf.len();
+            case(&mut buf);
+            let end = scan(&buf, seed(), |_, _| {});
+            assert_eq!((end.valid_end, end.bad), (at, Some("malformed record")), "case {i}");
+        }
+        let mut ok = sample();
+        encode_publish(&mut ok, seed(), 1, SEQ_LIMIT - 1, entry);
+        assert_eq!(scan(&ok, seed(), |_, _| {}).bad, None, "the largest sequence number is fine");
     }
 
     #[test]

@@ -19,6 +19,12 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The largest segment file recovery reads: the largest `segment_bytes`
+/// (4 GiB) plus the record that crossed it (at most a frame, 256 MiB)
+/// and its seal, rounded up generously. Record offsets are 32-bit, so a
+/// longer segment is not one the log wrote.
+pub const SEGMENT_FILE_MAX: u64 = (4 << 30) + (512 << 20);
+
 /// A durable queue as the log left it.
 #[derive(Debug)]
 pub struct RecoveredQueue {
@@ -206,6 +212,11 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             why: "segment number past 2^32",
         })?;
         let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
+        // Read whole: its size is bounded first (a file is attacker-written).
+        let size = file.size().await.map_err(|e| StorageError::io(&path, e))?;
+        if size > SEGMENT_FILE_MAX {
+            return Err(StorageError::Oversized { path, size, max: SEGMENT_FILE_MAX });
+        }
         let buf = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
         report.segments += 1;
         report.bytes_read = report.bytes_read.saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
