@@ -7,6 +7,7 @@
 
 use super::compact::Compaction;
 use super::io::{segment_path, LogIo, SegmentFile};
+use super::poison::drop_acks;
 use super::record::{
     align_block, encode, encode_publish, merge_ranges, publish_bytes, to_ranges, Record, Seed, FORMAT_VERSION,
 };
@@ -43,7 +44,7 @@ pub(super) struct State<W> {
     pub(super) poisoned: Option<String>,
     /// The poisoning write failed for want of space (ENOSPC or EDQUOT):
     /// refusals then say the disk is full (`docs/storage.md`).
-    disk_full: bool,
+    pub(super) disk_full: bool,
     pub(super) queues: HashMap<u32, QState>,
     next_queue_id: u32,
     /// The segment appends go to, and exactly where the next record lands
@@ -54,7 +55,7 @@ pub(super) struct State<W> {
     tail_sealed: bool,
     pub(super) chunks: Vec<Chunk>,
     waiters: Vec<W>,
-    acks_pending: bool,
+    pub(super) acks_pending: bool,
     /// Every segment on disk (or about to be) with its live messages.
     pub(super) segs: BTreeMap<u64, SegInfo>,
     /// Segments emptied by compaction: deleting one waits for a flush
@@ -333,36 +334,6 @@ impl<W> Storage<W> {
     /// Dead segments reused as new ones so far.
     pub fn segments_reused(&self) -> u64 {
         self.reused.get()
-    }
-
-    pub fn poisoned(&self) -> Option<String> {
-        self.st.borrow().poisoned.clone()
-    }
-
-    /// Whether the log is poisoned because the disk was full.
-    pub fn disk_full(&self) -> bool {
-        let st = self.st.borrow();
-        st.poisoned.is_some() && st.disk_full
-    }
-
-    /// Poisons the log (once): nothing more is written, pending appends
-    /// and acks are dropped, so the flusher has nothing left to do.
-    fn poison(&self, e: &StorageError) -> String {
-        let msg = e.to_string();
-        let full = is_out_of_space(e);
-        let mut st = self.st.borrow_mut();
-        if st.poisoned.is_none() {
-            if full {
-                tracing::error!(shard = self.opts.shard, error = %msg, "disk full (no space left on device): shard's log poisoned, persistent publishes refused until space is freed and the broker restarted");
-            } else {
-                tracing::error!(shard = self.opts.shard, error = %msg, "storage write or fdatasync failed: shard poisoned, persistent publishes refused from now on");
-            }
-            st.poisoned = Some(msg.clone());
-            st.disk_full = full;
-        }
-        st.chunks.clear();
-        drop_acks(&mut st);
-        msg
     }
 
     /// Logs a new durable queue and its arguments (a raw field table,
@@ -658,28 +629,6 @@ impl<W> Storage<W> {
     pub fn disk_usage(&self) -> (u64, u64) {
         let st = self.st.borrow();
         st.segs.values().fold((0, 0), |(l, t), i| (l + i.live.bytes, t + i.size))
-    }
-}
-
-/// Acks not yet logged, dropped: a poisoned log writes nothing (they
-/// only mean redelivery after a restart).
-fn drop_acks<W>(st: &mut State<W>) {
-    st.acks_pending = false;
-    for q in st.queues.values_mut() {
-        q.acks = Vec::new();
-    }
-}
-
-/// Whether a failed write means the filesystem is out of space (or of
-/// the user's quota) rather than broken.
-pub fn is_out_of_space(e: &StorageError) -> bool {
-    match e {
-        StorageError::Io { source, .. } => {
-            matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-                || source.kind() == std::io::ErrorKind::StorageFull
-                || source.kind() == std::io::ErrorKind::QuotaExceeded
-        }
-        _ => false,
     }
 }
 

@@ -10,7 +10,8 @@
 //! | [`io`] | the file I/O trait, its DMA implementation, fault injection |
 //! | `aligned` | O_DIRECT write buffers, kept for reuse |
 //! | [`recovery`] | replaying segments into queues at shard start |
-//! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
+//! | [`log`] | the running log: appends, flushes, reclaim |
+//! | `poison` | a failed write stops the log; a full disk is told apart |
 //! | `housekeep` | preparing the next segment (reusing a dead one), deleting the rest |
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
@@ -28,6 +29,7 @@ mod housekeep;
 pub mod io;
 pub mod log;
 pub mod meta;
+mod poison;
 pub mod read;
 pub mod record;
 pub mod recovery;
