@@ -151,7 +151,8 @@ fn a_valid_record_after_a_bad_one_is_found() {
 #[test]
 fn impossible_numbers_are_malformed() {
     let entry: &[u8] = b"\0\x01\0\0\0x";
-    let cases: Vec<Box<dyn Fn(&mut Vec<u8>)>> = vec![
+    type Case = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<Case> = vec![
         Box::new(|b| encode_publish(b, seed(), 1, u64::MAX, entry)),
         Box::new(|b| encode_publish(b, seed(), 1, SEQ_LIMIT, entry)),
         Box::new(|b| encode(b, seed(), &Record::Declare { queue: 1, next_seq: SEQ_LIMIT + 1, name: b"q" })),
