@@ -35,12 +35,12 @@ fn persistent_amqp_messages_survive_a_restart() {
         let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         run("durable_publish.py", b.amqp_addr, &e, Duration::from_secs(60)).assert_ok("durable publish");
     }
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
     let b = start(&data);
     for q in &queues {
         let e = env(q);
         let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         run("durable_consume.py", b.amqp_addr, &e, Duration::from_secs(60)).assert_ok("consume after restart");
     }
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }

@@ -283,7 +283,7 @@ fn acknowledged_durable_declares_survive_a_restart() {
     assert_eq!(answered, (1000..1200).collect::<Vec<u64>>());
     assert!(in_order, "answers keep their order");
     drop(r);
-    broker.stop();
+    broker.stop().expect("the first broker stops cleanly");
     let broker = start();
     let mut r = Raw::hello(broker.shard_addrs[0]).0;
     for i in 0..200 {
@@ -292,7 +292,7 @@ fn acknowledged_durable_declares_survive_a_restart() {
         r.expect_ok(rid);
     }
     drop(r);
-    broker.stop();
+    broker.stop().expect("the second broker stops cleanly");
 }
 
 /// `log_unwritten_bytes_max`'s wait: while a log holds more unwritten

@@ -270,7 +270,7 @@ fn durable_exchanges_and_bindings_survive_a_restart() {
         c.bind_queue(&d1, "drop", "", &[]).await.unwrap();
         c.close().await;
     });
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
     let b = start(dir.path());
     let url = format!("ringmq://{}", b.native_addr);
     run_local(TEST_DEADLINE, move || async move {
@@ -286,7 +286,7 @@ fn durable_exchanges_and_bindings_survive_a_restart() {
         got(&mut tsub, &[]).await;
         c.close().await;
     });
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 /// A rejected message goes through its queue's dead-letter exchange (a

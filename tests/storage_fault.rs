@@ -110,3 +110,53 @@ fn injected_write_and_fsync_failures_never_lose_confirmed_messages() {
         }
     }
 }
+
+/// Acks taken while a flush's write is in flight, and that flush's
+/// fdatasync fails: the log is poisoned with acks it will never write.
+/// Before the fix `has_work()` stayed true and the shard's flusher ran
+/// `flush()` in a loop that never yielded, so the whole shard stopped.
+#[test]
+fn a_poisoned_log_with_acks_pending_has_no_work_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_local(Duration::from_secs(30), move || async move {
+        // fdatasync 0 is the open's, 1 the first flush's: 2 fails.
+        let plan = FaultPlan::new(FaultOp::Fsync, 2);
+        let io: Rc<dyn LogIo> = Rc::new(FaultyIo::new(DmaIo, plan.clone()));
+        let (log, _) = Storage::<u64>::open(io, opts(&path)).await.expect("open");
+        let log = Rc::new(log);
+        let q = log.declare("q", &[]).unwrap();
+        for seq in 0..4 {
+            log.publish(q, seq, b"m").unwrap();
+        }
+        log.defer(1);
+        assert!(log.flush().await.result.is_ok(), "the first flush is stored");
+        log.publish(q, 4, b"m").unwrap();
+        log.defer(2);
+        let flushing = glommio::spawn_local({
+            let log = log.clone();
+            async move { log.flush().await }
+        });
+        // Let the flush take what is pending and start its write (on a
+        // blocking thread), then ack while it is in flight.
+        for _ in 0..3 {
+            futures_lite::future::yield_now().await;
+        }
+        log.ack(q, 0, 1);
+        log.ack(q, 1, 1);
+        let f = flushing.await;
+        assert!(plan.fired.get(), "the fdatasync failed");
+        assert!(f.result.is_err() && f.waiters == vec![2], "the waiter hears of it");
+        assert!(log.poisoned().is_some());
+        assert!(!log.disk_full(), "an I/O error is not a full disk");
+        assert!(!log.has_work(), "a poisoned log has nothing left to flush");
+        let woke = common::maybe_within(Duration::from_millis(300), log.wait_work()).await;
+        assert!(woke.is_none(), "the flusher sleeps");
+        // A waiter is still answered (with the error) at once.
+        log.defer(3);
+        assert!(log.has_work());
+        let f = log.flush().await;
+        assert!(f.result.is_err() && f.waiters == vec![3]);
+        assert!(!log.has_work());
+    });
+}

@@ -71,7 +71,7 @@ fn restart_keeps_unacked_in_order_and_acked_stay_gone() {
             c.declare(q, true).unwrap();
         }
         drop(c);
-        b.stop();
+        b.stop().expect("the broker stops cleanly");
     }
     let b = start(dir.path(), 2, tweak).expect("restart");
     let mut c = client(&b);
@@ -99,7 +99,7 @@ fn restart_keeps_unacked_in_order_and_acked_stay_gone() {
     assert!(c.declare(&transient, false).is_ok(), "the transient queue is gone, declared anew");
     assert!(c.get(&transient, true).unwrap().is_none(), "its message did not survive");
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 
     // Everything acked: a third start finds empty queues, and the dead
     // segments were reclaimed.
@@ -109,7 +109,7 @@ fn restart_keeps_unacked_in_order_and_acked_stay_gone() {
         assert_eq!(c.declare(q, true).unwrap(), 0);
     }
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
     for s in 0..2 {
         let n = std::fs::read_dir(dir.path().join(format!("shard-{s}"))).unwrap().count();
         assert!(n <= 3, "shard {s} keeps {n} segments: dead ones are deleted");
@@ -130,20 +130,20 @@ fn deleted_and_purged_queues_stay_that_way() {
         assert_eq!(c.delete(&a).unwrap(), 2);
         assert_eq!(c.purge(&p).unwrap(), 2);
         drop(c);
-        b.stop();
+        b.stop().expect("the broker stops cleanly");
     }
     let b = start(dir.path(), 2, |_| {}).unwrap();
     let mut c = client(&b);
     assert_eq!(c.declare(&p, true).unwrap(), 0, "purged messages stay purged");
     assert_eq!(c.declare(&a, false).unwrap(), 0, "deleted queue is gone (redeclared transient)");
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 #[test]
 fn another_shard_count_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
-    start(dir.path(), 2, |_| {}).unwrap().stop();
+    start(dir.path(), 2, |_| {}).unwrap().stop().expect("the broker stops cleanly");
     let e = start(dir.path(), 1, |_| {}).err().expect("start with 1 shard is refused").to_string();
     assert!(e.contains("2 shards") && e.contains("--cores 2"), "{e}");
 }

@@ -129,7 +129,7 @@ fn backlog_over_the_budget_drains_in_order_across_a_restart() {
         // The acks reached the broker before it stops.
         assert_eq!(c.declare(q, true).unwrap(), TOTAL - next);
         drop(c);
-        b.stop();
+        b.stop().expect("the broker stops cleanly");
     }
     let b = start(dir.path());
     let mut c = client(&b);
@@ -141,7 +141,7 @@ fn backlog_over_the_budget_drains_in_order_across_a_restart() {
     assert_eq!(next, TOTAL);
     assert!(c.get(q, true).unwrap().is_none(), "drained");
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 fn publish_range(c: &mut Client, q: &str, r: std::ops::Range<u64>) {
@@ -182,12 +182,12 @@ fn compaction_moves_spilled_messages_and_they_are_still_delivered() {
     // Read back from where compaction put them.
     consume_of(&b, "keep", 0, 300, 300);
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
     let b = start_with(dir.path(), |c| c.segment_bytes = 256 << 10);
     let mut c = client(&b);
     assert_eq!(c.declare("keep", true).unwrap(), 0, "acked after the move: gone");
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 fn ready_bytes_in_memory(b: &Broker) -> u64 {
@@ -247,7 +247,7 @@ fn spilled_heads_are_read_back_before_they_are_dead_lettered() {
     }
     drop(c);
     assert_eq!(consume_with(&b, src, &args, 900, 100, 1_000), 1_000, "the last 100 stay, in order");
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 /// `x-max-length-bytes` counts spilled messages by their body, before and
@@ -276,7 +276,7 @@ fn the_byte_limit_counts_spilled_messages_across_a_restart() {
         assert!(metric(&metrics(&b), "ringmq_messages_spilled ") > n / 3, "most are on disk");
         refused(&mut c, n);
         drop(c);
-        b.stop();
+        b.stop().expect("the broker stops cleanly");
     }
     let b = start(dir.path());
     let mut c = client(&b);
@@ -290,7 +290,7 @@ fn the_byte_limit_counts_spilled_messages_across_a_restart() {
     drop(c);
     assert_eq!(consume_with(&b, q, &args, 1, n, n + 1), n + 1);
     assert_eq!(ready_bytes_in_memory(&b), 0, "the accounting is back to 0");
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 /// A priority queue never spills; a backlog past the budget that recovery
@@ -309,7 +309,7 @@ fn a_priority_queue_past_the_budget_is_read_back_at_start() {
         publish_range(&mut c, q, 0..n);
         assert_eq!(metric(&metrics(&b), "ringmq_messages_spilled "), 0, "priority queues keep their entries");
         drop(c);
-        b.stop();
+        b.stop().expect("the broker stops cleanly");
     }
     let b = start(dir.path());
     let mut c = client(&b);
@@ -317,7 +317,7 @@ fn a_priority_queue_past_the_budget_is_read_back_at_start() {
     assert_eq!(metric(&metrics(&b), "ringmq_messages_spilled "), 0, "read back at start");
     drop(c);
     assert_eq!(consume_with(&b, q, &args, 0, n, n), n);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 /// Spilled messages whose TTL runs out: the timer finds a spilled head,
@@ -343,7 +343,7 @@ fn spilled_messages_expire_into_a_dead_letter_queue() {
     wait_ready(&mut c, dlq, &[], 1_000);
     drop(c);
     assert_eq!(consume_of(&b, dlq, 0, 1_000, 1_000), 1_000, "every one, in order, intact");
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }
 
 /// Small message `seq` (its number, then bytes that depend on it).
@@ -394,7 +394,7 @@ fn a_backlog_past_the_hot_part_drains_in_order_and_purges() {
         next = consume_small(&b, q, next, 20_000);
         assert_eq!(c.purge(p).unwrap(), N);
         drop(c);
-        b.stop();
+        b.stop().expect("the broker stops cleanly");
     }
     let b = start(dir.path());
     let mut c = client(&b);
@@ -407,5 +407,5 @@ fn a_backlog_past_the_hot_part_drains_in_order_and_purges() {
     next = consume_small(&b, q, next, N - next);
     assert!(next == N && c.get(q, true).unwrap().is_none(), "drained");
     drop(c);
-    b.stop();
+    b.stop().expect("the broker stops cleanly");
 }

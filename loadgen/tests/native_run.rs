@@ -90,7 +90,7 @@ fn max_rate_run_with_confirms_loses_nothing() {
     let v =
         run_loadgen(&["--url", &url, "--size", "64", "--duration", "2", "--warmup", "1", "--confirm", "--cores", "0"]);
     check_clean(&v, true);
-    broker.stop();
+    broker.stop().expect("the broker stops cleanly");
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn fixed_rate_run_across_shards_loses_nothing() {
     let sent = count(&v, "sent");
     // 3 s at 20k msg/s: the schedule holds within a generous margin.
     assert!(sent > 30_000 && sent <= 61_000, "sent {sent} at --rate 20000 over 3 s");
-    broker.stop();
+    broker.stop().expect("the broker stops cleanly");
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn amqp_mode_against_ringmq_amqp_front_end_loses_nothing() {
     let v =
         run_loadgen(&["--url", &url, "--size", "64", "--duration", "2", "--warmup", "1", "--confirm", "--cores", "0"]);
     check_clean(&v, true);
-    broker.stop();
+    broker.stop().expect("the broker stops cleanly");
 }
 
 /// A queue prefix whose queues `PREFIX-0..n` are spread over both shards.
@@ -191,7 +191,7 @@ fn fanout_run_over_two_shards_delivers_every_message_to_every_queue() {
     ]);
     check_routed(&v, 3);
     assert_eq!(v["config"]["exchange"]["kind"], "fanout", "{v}");
-    broker.stop();
+    broker.stop().expect("the broker stops cleanly");
 }
 
 #[test]
@@ -226,5 +226,5 @@ fn topic_run_over_amqp_routes_each_producer_to_its_queue() {
         "0",
     ]);
     check_routed(&v, 1);
-    broker.stop();
+    broker.stop().expect("the broker stops cleanly");
 }

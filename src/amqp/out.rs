@@ -123,7 +123,7 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
         // As RabbitMQ's vhost and cluster limits: a channel error.
         ErrorCode::QueueLimit | ErrorCode::DefinitionLimit => (code::PRECONDITION_FAILED, false),
-        ErrorCode::ConsumerLimit => (code::RESOURCE_ERROR, true),
+        ErrorCode::ConsumerLimit | ErrorCode::StorageFull => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
         ErrorCode::PersistenceUnavailable => (code::NOT_IMPLEMENTED, true),
         _ => (code::INTERNAL_ERROR, true),
@@ -247,6 +247,14 @@ impl AmqpConn {
                         channel: n,
                         code: code::NOT_IMPLEMENTED,
                         text: format!("NOT_IMPLEMENTED - {message} (use publisher confirms to get basic.nack instead)"),
+                        cause: id::BASIC_PUBLISH,
+                    });
+                }
+                // RabbitMQ's word for a resource it lacks (a full disk).
+                if !tracked && code == ErrorCode::StorageFull {
+                    return Some(Fault::Conn {
+                        code: code::RESOURCE_ERROR,
+                        text: format!("RESOURCE_ERROR - {message}"),
                         cause: id::BASIC_PUBLISH,
                     });
                 }

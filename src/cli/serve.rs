@@ -85,6 +85,8 @@ pub fn run(a: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
+    // One dead thread must not leave a broker that looks healthy.
+    ringmq::server::fatal::exit_on_panic();
     let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
     {
         Ok(s) => s,
@@ -116,11 +118,28 @@ pub fn run(a: ServeArgs) -> ExitCode {
     );
     let stop = broker.stopper();
     let mut signals = signals;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "stopping");
+    let on_signal = stop.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "stopping");
+        }
+        on_signal.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // Until a signal, or until a shard ends unasked (a panic ends the
+    // process before this, through the hook above).
+    let died = broker.wait();
+    if let Some(shard) = died {
+        tracing::error!(shard, "a shard ended unexpectedly: stopping the broker");
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    broker.join();
+    let result = broker.join();
+    if let Err(e) = &result {
+        tracing::error!("shards failed: {e}");
+        eprintln!("ringmq: shards failed: {e}");
+    }
+    if died.is_some() || result.is_err() {
+        return ExitCode::from(ringmq::server::fatal::EXIT_PANIC);
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -61,6 +61,13 @@ pub enum ErrorCode {
     /// Too many operator requests in flight (`admin_requests_per_shard_max`,
     /// one snapshot at a time per connection): try again later.
     AdminBusy = 69,
+    /// The disk holding the shard's log is full (a write failed with
+    /// ENOSPC, or the broker started on a full disk): persistent messages
+    /// for durable queues (and durable declares) are refused until space
+    /// is freed and the broker restarted. Transient traffic, deliveries
+    /// and acks go on. AMQP: basic.nack under confirms, else connection
+    /// error 506 RESOURCE_ERROR.
+    StorageFull = 42,
 }
 
 impl ErrorCode {
@@ -105,6 +112,7 @@ impl ErrorCode {
             67 => ConsumerTimeout,
             68 => DefinitionLimit,
             69 => AdminBusy,
+            42 => StorageFull,
             _ => return None,
         })
     }

@@ -6,6 +6,7 @@ pub mod alarm;
 pub mod config;
 pub mod connection;
 pub mod deadletter;
+pub mod fatal;
 pub mod gate;
 pub mod http;
 pub mod listener;
@@ -58,7 +59,9 @@ pub struct Broker {
     /// Prometheus `/metrics` and the HTTP management API (served by shard 0).
     pub metrics_addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
+    /// A shard's id when its thread ends (`fatal::EndGuard`).
+    ended: mpsc::Receiver<usize>,
     /// The resource alarm monitor (`alarm.rs`), once every shard is ready.
     monitor: Option<std::thread::JoinHandle<()>>,
 }
@@ -122,6 +125,7 @@ impl Broker {
         let mesh = MeshBuilder::full(n, config.mesh_capacity as usize);
         let addrs: Vec<String> = shard_addrs.iter().map(ToString::to_string).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (ended_tx, ended) = mpsc::channel();
         let mut threads = Vec::new();
         let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
         for (id, ((shared, own), amqp)) in shared.into_iter().zip(own).zip(amqp).enumerate() {
@@ -140,15 +144,21 @@ impl Broker {
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
+            let guard = fatal::EndGuard { shard: id, tx: ended_tx.clone() };
             let h = LocalExecutorBuilder::new(placement.clone())
                 .blocking_thread_pool_placement(blocking_pool(&placement))
                 .name(&format!("ringmq-shard-{id}"))
-                .spawn(move || run_shard(start))
+                .spawn(move || async move {
+                    let _guard = guard;
+                    run_shard(start).await
+                })
                 .map_err(|e| executor_error(id, e.to_string(), memlock))?;
             threads.push(h);
         }
         drop(ready_tx);
-        let mut broker = Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads, monitor: None };
+        drop(ended_tx);
+        let mut broker =
+            Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads, monitor: None, ended };
         for i in 0..n {
             let got = match ready_rx.recv_timeout(START_WAIT) {
                 Ok(r) => Ok(r),
@@ -175,7 +185,9 @@ impl Broker {
         match alarms.spawn_monitor(broker.stop.clone()) {
             Ok(h) => broker.monitor = Some(h),
             Err(e) => {
-                broker.stop();
+                // The monitor's error is the one to report; shard failures
+                // on the way down are logged by `stop`.
+                let _ = broker.stop();
                 return Err(StartError::Monitor(e));
             }
         }
@@ -194,15 +206,39 @@ impl Broker {
         executor_error(shard, message, memlock)
     }
 
-    /// Asks every shard to stop and waits until they have.
-    pub fn stop(self) {
+    /// Asks every shard to stop and waits until they have. `Err` names
+    /// every shard that panicked or ended with an error (also logged):
+    /// a broker whose shard died is not a broker that stopped well.
+    pub fn stop(self) -> Result<(), fatal::ShardFailures> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(m) = self.monitor {
-            let _ = m.join();
+            if m.join().is_err() {
+                tracing::error!("the resource alarm monitor panicked");
+            }
         }
-        for h in self.threads {
-            if let Err(e) = h.join() {
-                tracing::error!(error = %e, "shard ended with an error");
+        let mut failed = Vec::new();
+        for (id, h) in self.threads.into_iter().enumerate() {
+            if let Some(f) = fatal::failure_of(id, h.join()) {
+                tracing::error!(shard = f.shard, why = %f.why, "shard ended badly");
+                failed.push(f);
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(fatal::ShardFailures(failed)),
+        }
+    }
+
+    /// Blocks until the broker is asked to stop (`stopper()`), or until a
+    /// shard thread ends without being asked: then its id (a shard that
+    /// panicked or failed; the caller should stop the rest and report it).
+    pub fn wait(&self) -> Option<usize> {
+        loop {
+            match self.ended.recv_timeout(STOP_POLL) {
+                Ok(shard) if !self.stop.load(Ordering::SeqCst) => return Some(shard),
+                Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
         }
     }
@@ -213,7 +249,7 @@ impl Broker {
     }
 
     /// Waits for the shards to end (after `stopper()` is set).
-    pub fn join(self) {
+    pub fn join(self) -> Result<(), fatal::ShardFailures> {
         self.stop()
     }
 }
@@ -247,14 +283,16 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Ticks between checks of the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
-async fn run_shard(s: ShardStart) {
+/// One shard's life. `Err` says why it ended badly (also logged); a
+/// panic unwinds through it and `Broker::stop` reports that too.
+async fn run_shard(s: ShardStart) -> Result<(), String> {
     let Ok((senders, mut receivers)) = s.mesh.join().await else {
         tracing::error!(shard = s.id, "could not join the shard mesh");
-        return;
+        return Err("could not join the shard mesh".into());
     };
     if senders.peer_id() != s.id {
         tracing::error!(shard = s.id, peer = senders.peer_id(), "mesh peer order does not match shard order");
-        return;
+        return Err(format!("mesh peer order does not match shard order (peer {})", senders.peer_id()));
     }
     // A tick from the start: the executor never sleeps longer than this
     // with nothing armed. Seen in tests: a shard starting up (waiting on a
@@ -297,7 +335,7 @@ async fn run_shard(s: ShardStart) {
     if let Err(e) = shard.open_storage().await {
         tracing::error!(shard = s.id, "{e}");
         let _ = s.ready.send(Err(format!("shard {}: {e}", s.id)));
-        return;
+        return Err(format!("storage recovery failed: {e}"));
     }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
     tasks.push(glommio::spawn_local(shard.clone().run_housekeeping()));
@@ -315,8 +353,8 @@ async fn run_shard(s: ShardStart) {
         tasks.push(glommio::spawn_local(shard.clone().run_definitions_writer()));
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");
-            let _ = s.ready.send(Err(e));
-            return;
+            let _ = s.ready.send(Err(e.clone()));
+            return Err(e);
         }
     }
     shard.wait_routing_ready().await;
@@ -348,4 +386,8 @@ async fn run_shard(s: ShardStart) {
     tracing::info!(shard = s.id, "shard stopped");
     drop(tasks);
     drop(tick);
+    match closed {
+        Ok(()) => Ok(()),
+        Err(_) => Err(format!("storage did not close within {CLOSE_WAIT:?} (a hung device?)")),
+    }
 }

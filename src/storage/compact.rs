@@ -111,7 +111,7 @@ impl<W> Storage<W> {
         else {
             return Vec::new();
         };
-        let mut want = WINDOW.min((size - pos) as usize);
+        let mut want = usize::try_from(size.saturating_sub(pos)).map_or(WINDOW, |left| left.min(WINDOW));
         let mut buf = Vec::new();
         for _ in 0..2 {
             buf = match file.read_at(pos, want).await {
@@ -123,7 +123,10 @@ impl<W> Storage<W> {
             };
             // A record larger than the window: read it whole.
             match len_at(&buf) {
-                Some(len) if len > buf.len() && pos + len as u64 <= size => want = len,
+                // `len` is from the file: checked against the segment's size.
+                Some(len) if len > buf.len() && u64::try_from(len).is_ok_and(|l| l <= size.saturating_sub(pos)) => {
+                    want = len
+                }
                 _ => break,
             }
         }

@@ -107,7 +107,7 @@ impl<'a> Cur<'a> {
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "name is not UTF-8".to_string())
     }
     fn bytes32(&mut self) -> Result<Bytes, String> {
-        let n = self.u32()? as usize;
+        let n = usize::try_from(self.u32()?).map_err(|_| "length out of range".to_string())?;
         Ok(Bytes::copy_from_slice(self.take(n)?))
     }
 }

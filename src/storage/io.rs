@@ -187,19 +187,38 @@ thread_local! {
 /// block; on an empty file that read "succeeds" whatever the device, and
 /// every later DMA read on a device without poll queues then fails with
 /// EOPNOTSUPP. So the first DMA open in a directory is of a file that has
-/// a block of data (then removed).
+/// a block of data (then removed). When that file cannot be written (a
+/// full disk), `path` itself serves if its first block holds data (the
+/// caller's open is then the probe), so a full disk can be recovered.
 async fn probe_dir(path: &Path) -> io::Result<()> {
     let Some(dir) = path.parent() else { return Ok(()) };
     if PROBED.with(|p| p.borrow().contains(dir)) {
         return Ok(());
     }
     let probe = dir.join(format!(".dma-probe-{}", std::process::id()));
-    std::fs::write(&probe, [0u8; BLOCK])?;
+    if let Err(e) = std::fs::write(&probe, [0u8; BLOCK]) {
+        let _ = std::fs::remove_file(&probe);
+        if !first_block_has_data(path) {
+            return Err(e);
+        }
+        PROBED.with(|p| p.borrow_mut().insert(dir.to_path_buf()));
+        return Ok(());
+    }
     let f = OpenOptions::new().read(true).dma_open(&probe).await;
     let _ = std::fs::remove_file(&probe);
     to_io(to_io(f)?.close().await)?;
     PROBED.with(|p| p.borrow_mut().insert(dir.to_path_buf()));
     Ok(())
+}
+
+/// Whether `path`'s first block was written with something other than
+/// zeros (an allocated but unwritten block reads as zeros without the
+/// device, which is what makes an empty file a useless probe).
+fn first_block_has_data(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; BLOCK];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    read.is_ok() && head.iter().any(|&b| b != 0)
 }
 
 impl LogIo for DmaIo {

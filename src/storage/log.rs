@@ -7,6 +7,7 @@
 
 use super::compact::Compaction;
 use super::io::{segment_path, LogIo, SegmentFile};
+use super::poison::drop_acks;
 use super::record::{
     align_block, encode, encode_publish, merge_ranges, publish_bytes, to_ranges, Record, Seed, FORMAT_VERSION,
 };
@@ -41,6 +42,9 @@ impl SegInfo {
 
 pub(super) struct State<W> {
     pub(super) poisoned: Option<String>,
+    /// The poisoning write failed for want of space (ENOSPC or EDQUOT):
+    /// refusals then say the disk is full (`docs/storage.md`).
+    pub(super) disk_full: bool,
     pub(super) queues: HashMap<u32, QState>,
     next_queue_id: u32,
     /// The segment appends go to, and exactly where the next record lands
@@ -51,7 +55,7 @@ pub(super) struct State<W> {
     tail_sealed: bool,
     pub(super) chunks: Vec<Chunk>,
     waiters: Vec<W>,
-    acks_pending: bool,
+    pub(super) acks_pending: bool,
     /// Every segment on disk (or about to be) with its live messages.
     pub(super) segs: BTreeMap<u64, SegInfo>,
     /// Segments emptied by compaction: deleting one waits for a flush
@@ -142,7 +146,7 @@ impl<W> Storage<W> {
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             for m in &q.messages {
-                let bytes = publish_bytes(m.entry_len as usize);
+                let bytes = publish_bytes(usize::try_from(m.entry_len).unwrap_or(usize::MAX));
                 let seg = u64::from(m.seg);
                 qs.add(m.seq, seg, bytes);
                 segs.entry(seg).or_insert_with(|| SegInfo::new(seg)).live.add(bytes);
@@ -151,10 +155,11 @@ impl<W> Storage<W> {
         }
         let tail_seg = rec.segments.last().map_or(1, |s| s.0 + 1);
         segs.insert(tail_seg, SegInfo::new(tail_seg));
-        let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id + 1).max().unwrap_or(1));
+        let next_queue_id = rec.next_queue_id.max(rec.queues.iter().map(|q| q.id.saturating_add(1)).max().unwrap_or(1));
         rec.next_queue_id = next_queue_id;
         let st = State {
             poisoned: None,
+            disk_full: false,
             queues,
             next_queue_id,
             tail_seg,
@@ -193,7 +198,19 @@ impl<W> Storage<W> {
         s.start_segment(&mut s.st.borrow_mut(), tail_seg);
         let f = s.sync_all().await;
         if let Err(e) = f.result {
-            return Err(StorageError::Poisoned(e));
+            // A full disk must not keep the broker from serving what it
+            // holds: it starts with the log poisoned as full (recovered
+            // messages are delivered, persistent publishes refused).
+            // Any other failure to write stops the start.
+            if !s.disk_full() {
+                return Err(StorageError::Poisoned(e));
+            }
+            tracing::error!(
+                shard = s.opts.shard,
+                dir = %s.opts.dir.display(),
+                error = %e,
+                "the disk is full at start: recovered messages are served, persistent publishes are refused until space is freed and the broker restarted"
+            );
         }
         Ok((s, rec))
     }
@@ -322,13 +339,13 @@ impl<W> Storage<W> {
         self.reused.get()
     }
 
-    pub fn poisoned(&self) -> Option<String> {
-        self.st.borrow().poisoned.clone()
-    }
-
     /// Logs a new durable queue and its arguments (a raw field table,
     /// empty for none); returns its id (never reused).
     pub fn declare(&self, name: &str, args: &[u8]) -> Result<u32, StorageError> {
+        // Ids come from the log (a damaged one could name the last).
+        if self.st.borrow().next_queue_id == u32::MAX {
+            return Err(StorageError::QueueIdsExhausted);
+        }
         self.append(|st| {
             let id = st.next_queue_id;
             st.next_queue_id += 1;
@@ -428,9 +445,14 @@ impl<W> Storage<W> {
         }
     }
 
-    /// Whether anything waits for a flush.
+    /// Whether anything waits for a flush. Once poisoned only waiters do
+    /// (they are answered with the error): acks and appends are never
+    /// written, and counting them kept the flusher spinning.
     pub fn has_work(&self) -> bool {
         let st = self.st.borrow();
+        if st.poisoned.is_some() {
+            return !st.waiters.is_empty();
+        }
         !st.chunks.is_empty() || !st.waiters.is_empty() || st.acks_pending
     }
 
@@ -444,7 +466,8 @@ impl<W> Storage<W> {
             }
             let due = {
                 let st = self.st.borrow();
-                (st.dirty && self.opts.fsync == FsyncPolicy::Interval)
+                // Poisoned: no fdatasync is ever due again.
+                (st.dirty && st.poisoned.is_none() && self.opts.fsync == FsyncPolicy::Interval)
                     .then(|| self.interval().saturating_sub(st.last_sync.elapsed()))
             };
             match due {
@@ -471,7 +494,10 @@ impl<W> Storage<W> {
         let (chunks, waiters, dead) = {
             let mut st = self.st.borrow_mut();
             let st = &mut *st;
-            if st.acks_pending && st.poisoned.is_none() {
+            if st.poisoned.is_some() {
+                drop_acks(st);
+            }
+            if st.acks_pending {
                 st.acks_pending = false;
                 let mut ids: Vec<u32> = st.queues.keys().copied().collect();
                 ids.sort_unstable();
@@ -514,12 +540,7 @@ impl<W> Storage<W> {
         let written = self.write_chunks(chunks, sync_due).await;
         self.writing.set(0);
         if let Err(e) = written {
-            let msg = e.to_string();
-            tracing::error!(shard = self.opts.shard, error = %msg, "storage write or fdatasync failed: shard poisoned, persistent publishes refused from now on");
-            let mut st = self.st.borrow_mut();
-            st.poisoned = Some(msg.clone());
-            st.chunks.clear();
-            drop(st);
+            let msg = self.poison(&e);
             self.flushed.notify();
             return Flushed { waiters, result: Err(msg) };
         }
@@ -610,8 +631,8 @@ impl<W> Storage<W> {
             let file = self.writer.borrow().file.clone();
             if let Some((_, file)) = file {
                 if let Err(e) = file.fdatasync().await {
-                    tracing::error!(error = %e, "final fdatasync failed");
-                    return Flushed { waiters: f.waiters, result: Err(e.to_string()) };
+                    let e = StorageError::io(&self.opts.dir, e);
+                    return Flushed { waiters: f.waiters, result: Err(self.poison(&e)) };
                 }
             }
             self.st.borrow_mut().dirty = false;

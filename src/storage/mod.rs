@@ -10,7 +10,8 @@
 //! | [`io`] | the file I/O trait, its DMA implementation, fault injection |
 //! | `aligned` | O_DIRECT write buffers, kept for reuse |
 //! | [`recovery`] | replaying segments into queues at shard start |
-//! | [`log`] | the running log: appends, flushes, poisoning, reclaim |
+//! | [`log`] | the running log: appends, flushes, reclaim |
+//! | `poison` | a failed write stops the log; a full disk is told apart |
 //! | `housekeep` | preparing the next segment (reusing a dead one), deleting the rest |
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
@@ -28,6 +29,7 @@ mod housekeep;
 pub mod io;
 pub mod log;
 pub mod meta;
+mod poison;
 pub mod read;
 pub mod record;
 pub mod recovery;
@@ -114,7 +116,7 @@ pub enum StorageError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
-        "corrupt record in sealed segment {path} at offset {offset}: {why}; \
+        "corrupt record in segment {path} at offset {offset}: {why}; \
          set storage_skip_corrupt = true to start anyway and lose the rest of that segment"
     )]
     Corrupt { path: PathBuf, offset: u64, why: &'static str },
@@ -124,6 +126,13 @@ pub enum StorageError {
     Version { path: PathBuf, found: u32, supported: u32 },
     #[error("storage is poisoned since an earlier I/O error: {0}")]
     Poisoned(String),
+    #[error("the log's queue ids are used up (the next would be past 2^32 - 1): no durable queue can be declared")]
+    QueueIdsExhausted,
+    /// A segment file larger than any the log writes (it is read whole).
+    #[error(
+        "segment {path} is {size} bytes, more than any segment the log writes ({max}): refusing to read it into memory"
+    )]
+    Oversized { path: PathBuf, size: u64, max: u64 },
     #[error("spilled record in segment {seg} at offset {off} does not verify: {why}")]
     BadRead { seg: u64, off: u32, why: &'static str },
 }

@@ -44,7 +44,13 @@ impl<W> Storage<W> {
         for &(_, _, seg, start, end) in &spans {
             self.wait_written(seg, end).await?;
             let file = self.reader(seg).await?;
-            reads.push(glommio::spawn_local(async move { file.read_at(start, (end - start) as usize).await }));
+            // A span is at most SPAN_MAX or one record (u32 entry length).
+            let len = usize::try_from(end - start).map_err(|_| StorageError::BadRead {
+                seg,
+                off: u32::try_from(start).unwrap_or(u32::MAX),
+                why: "read span too large",
+            })?;
+            reads.push(glommio::spawn_local(async move { file.read_at(start, len).await }));
         }
         let mut out = Vec::with_capacity(want.len());
         for (&(i, j, seg, start, _), read) in spans.iter().zip(reads) {
@@ -52,10 +58,15 @@ impl<W> Storage<W> {
             let buf = Bytes::from(buf);
             let seed = self.seed_of(seg);
             for &(seq, l) in &want[i..j] {
-                let a = (u64::from(l.off) - start) as usize;
-                let b = a + l.record_len() as usize;
                 let bad = |why| StorageError::BadRead { seg, off: l.off, why };
-                let rec = buf.get(a..b).ok_or_else(|| bad("short read"))?;
+                // Offsets within this read: checked, never wrapped.
+                let a = u64::from(l.off).checked_sub(start).and_then(|a| usize::try_from(a).ok());
+                let n = usize::try_from(l.record_len()).ok();
+                let rec = match (a, n) {
+                    (Some(a), Some(n)) => a.checked_add(n).and_then(|b| buf.get(a..b)).map(|r| (a, r)),
+                    _ => None,
+                };
+                let (a, rec) = rec.ok_or_else(|| bad("short read"))?;
                 let (q, s, range) = verify_publish(rec, seed).map_err(bad)?;
                 if q != queue || s != seq {
                     return Err(bad("another message's record"));

@@ -24,6 +24,7 @@
 //! segment the log leaves, so what follows it is not read at all. Version
 //! 1 (unseeded, no seal) is still read.
 
+use crate::protocol::batch::parse_entry;
 use bytes::{BufMut, Bytes};
 
 pub const HEADER_BYTES: usize = 16;
@@ -224,6 +225,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
+/// A length or count read from a file, as a `usize`: `None` where it does
+/// not fit (a 32-bit target), which every caller treats as damage.
+fn usize_at(b: &[u8], at: usize) -> Option<usize> {
+    usize::try_from(u32_at(b, at)).ok()
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
@@ -232,12 +239,21 @@ fn decode_ranges(p: &[u8]) -> Option<Vec<(u64, u64)>> {
     if p.len() < 4 {
         return None;
     }
-    let n = u32_at(p, 0) as usize;
-    if p.len() != 4 + n.checked_mul(16)? {
+    // The count is checked against the payload's size before anything is
+    // allocated for it.
+    let n = usize_at(p, 0)?;
+    if p.len() != n.checked_mul(16)?.checked_add(4)? {
         return None;
     }
-    Some((0..n).map(|i| (u64_at(p, 4 + 16 * i), u64_at(p, 12 + 16 * i))).collect())
+    let ranges: Vec<(u64, u64)> = (0..n).map(|i| (u64_at(p, 4 + 16 * i), u64_at(p, 12 + 16 * i))).collect();
+    ranges.iter().all(|&(a, b)| a <= b && b < SEQ_LIMIT).then_some(ranges)
 }
+
+/// Sequence numbers in the log are below this (the log writes none
+/// higher: it would take 2^62 publishes to one queue). A record that
+/// names one is malformed, so no sequence arithmetic on file data can
+/// overflow.
+pub const SEQ_LIMIT: u64 = 1 << 62;
 
 /// Decodes a record whose checksum already matched.
 fn decode(rec: &[u8]) -> Option<Record<'_>> {
@@ -257,11 +273,17 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
                 next_queue_id: u32_at(p, 24),
             }
         }
-        T_DECLARE if p.len() >= 8 => Record::Declare { queue, next_seq: u64_at(p, 0), name: &p[8..] },
+        T_DECLARE if p.len() >= 8 && u64_at(p, 0) <= SEQ_LIMIT => {
+            Record::Declare { queue, next_seq: u64_at(p, 0), name: &p[8..] }
+        }
         T_DELETE if p.is_empty() => Record::Delete { queue },
         T_PURGE => Record::Purge { queue, ranges: decode_ranges(p)? },
         T_ACK => Record::Ack { queue, ranges: decode_ranges(p)? },
-        T_PUBLISH if p.len() >= 8 => Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] },
+        // The entry is opaque here; the shard checks it before it
+        // becomes a message (`durable.rs`), as does `verify_publish`.
+        T_PUBLISH if p.len() >= 8 && u64_at(p, 0) < SEQ_LIMIT => {
+            Record::Publish { queue, seq: u64_at(p, 0), entry: &p[8..] }
+        }
         T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
         T_SEAL if p.is_empty() && queue == 0 => Record::Seal,
         _ => return None,
@@ -299,7 +321,7 @@ pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(
             }
             return end(o, None, false);
         }
-        let len = u32_at(buf, o) as usize;
+        let Some(len) = usize_at(buf, o) else { return end(o, Some("record length out of range"), false) };
         if len == 0 {
             let next = (align_block(base + o + 1) - base).min(buf.len());
             if buf[o..next].iter().any(|&b| b != 0) {
@@ -312,7 +334,7 @@ pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(
             o = next;
             continue;
         }
-        if len < HEADER_BYTES || o + len > buf.len() {
+        if len < HEADER_BYTES || len > buf.len() - o {
             return end(o, Some("record length out of range"), false);
         }
         let rec = &buf[o..o + len];
@@ -320,7 +342,7 @@ pub fn scan_at<'a>(buf: &'a [u8], base: usize, seed: Seed, mut each: impl FnMut(
             return end(o, Some("checksum mismatch"), false);
         }
         let Some(r) = decode(rec) else { return end(o, Some("malformed record"), false) };
-        let next = (o + align8(len)).min(buf.len());
+        let next = o.saturating_add(align8(len)).min(buf.len());
         if buf[o + len..next].iter().any(|&b| b != 0) {
             return end(o, Some("non-zero record padding"), false);
         }
@@ -365,14 +387,15 @@ pub fn stale_header(buf: &[u8], segment: u64) -> bool {
 /// Bytes a publish record of an `entry_len`-byte entry takes in a
 /// segment (padding to 8 included): the unit of live-bytes accounting.
 pub fn publish_bytes(entry_len: usize) -> u64 {
-    align8(HEADER_BYTES + 8 + entry_len) as u64
+    let n = u64::try_from(entry_len).unwrap_or(u64::MAX);
+    n.saturating_add(HEADER_BYTES as u64 + 8 + 7) & !7
 }
 
 /// Verifies one publish record read back on its own (`rec` is exactly the
 /// record, without padding): its length, checksum and type. Returns its
 /// queue id, sequence number and where the entry is in `rec`.
 pub fn verify_publish(rec: &[u8], seed: Seed) -> Result<(u32, u64, std::ops::Range<usize>), &'static str> {
-    if rec.len() < HEADER_BYTES + 8 || u32_at(rec, 0) as usize != rec.len() {
+    if rec.len() < HEADER_BYTES + 8 || usize_at(rec, 0) != Some(rec.len()) {
         return Err("record length mismatch");
     }
     if checksum(rec, seed) != u32_at(rec, 4) {
@@ -381,12 +404,56 @@ pub fn verify_publish(rec: &[u8], seed: Seed) -> Result<(u32, u64, std::ops::Ran
     if rec[8] != T_PUBLISH {
         return Err("not a publish record");
     }
+    // Read back to be delivered as it is: one well-formed message entry.
+    if parse_entry(&rec[HEADER_BYTES + 8..]).is_err() {
+        return Err("malformed message entry");
+    }
     Ok((u32_at(rec, 12), u64_at(rec, HEADER_BYTES), HEADER_BYTES + 8..rec.len()))
 }
 
 /// The `len` field of a record header at the start of `b`, if there is one.
 pub fn len_at(b: &[u8]) -> Option<usize> {
-    (b.len() >= 4).then(|| u32_at(b, 0) as usize)
+    if b.len() < 4 {
+        return None;
+    }
+    usize_at(b, 0)
+}
+
+/// CRC work (bytes checksummed) allowed per byte searched by
+/// [`valid_record_after`]: a crafted file cannot make the search quadratic.
+const SEARCH_CRC_PER_BYTE: usize = 4;
+
+/// Whether a record that verifies under `seed` starts anywhere in `buf`
+/// after `bad` (the offset of a bad record): then the bad bytes are not a
+/// torn tail but damage with data behind it. Every 8-aligned offset is
+/// tried. Past the CRC budget the answer is `true`: when it cannot tell,
+/// recovery must not cut.
+pub fn valid_record_after(buf: &[u8], bad: usize, seed: Seed) -> bool {
+    let mut budget = buf.len().saturating_mul(SEARCH_CRC_PER_BYTE);
+    let mut o = align8(bad.saturating_add(1));
+    while o.saturating_add(HEADER_BYTES) <= buf.len() {
+        let rec_ok = match usize_at(buf, o) {
+            Some(len) if len >= HEADER_BYTES && len <= buf.len() - o => {
+                let rec = &buf[o..o + len];
+                // Cheap checks first: the reserved bytes are zero.
+                if rec[9..12].iter().all(|&b| b == 0) {
+                    if budget < len {
+                        return true;
+                    }
+                    budget -= len;
+                    checksum(rec, seed) == u32_at(rec, 4) && decode(rec).is_some()
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if rec_ok {
+            return true;
+        }
+        o += 8;
+    }
+    false
 }
 
 /// A whole entry copied out of the segment buffer.
@@ -395,195 +462,5 @@ pub fn owned(entry: &[u8]) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
-
-    #[test]
-    fn merge_ranges_sorts_and_joins_overlapping_and_touching() {
-        let mut r = vec![(10, 12), (1, 3), (4, 4), (11, 15), (20, 20), (u64::MAX - 1, u64::MAX)];
-        super::merge_ranges(&mut r);
-        assert_eq!(r, vec![(1, 4), (10, 15), (20, 20), (u64::MAX - 1, u64::MAX)]);
-    }
-    use super::*;
-
-    const SEG: u64 = 7;
-
-    fn seed() -> Seed {
-        Seed::of(SEG)
-    }
-
-    fn sample_of(segment: u64) -> Vec<u8> {
-        let seed = Seed::of(segment);
-        let mut b = Vec::new();
-        let header = Record::Segment { version: 2, shard: 0, shard_count: 2, segment, next_queue_id: 3 };
-        encode(&mut b, seed, &header);
-        encode(&mut b, seed, &Record::Declare { queue: 1, next_seq: 0, name: b"q" });
-        encode(&mut b, seed, &Record::QueueArgs { queue: 1, args: b"\x0cx-max-lengthl\0\0\0\0\0\0\0\x05" });
-        for i in 0..5u64 {
-            encode_publish(&mut b, seed, 1, i, format!("entry-{i}").as_bytes());
-        }
-        encode(&mut b, seed, &Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
-        b
-    }
-
-    fn sample() -> Vec<u8> {
-        sample_of(SEG)
-    }
-
-    fn records(buf: &[u8]) -> (Vec<Record<'_>>, ScanEnd) {
-        let mut v = Vec::new();
-        let end = scan(buf, seed(), |_, r| v.push(r));
-        (v, end)
-    }
-
-    #[test]
-    fn round_trip_with_padding_between_writes() {
-        let mut b = sample();
-        b.resize(align_block(b.len()), 0);
-        let first = b.len();
-        encode(&mut b, seed(), &Record::Delete { queue: 1 });
-        b.resize(align_block(b.len()), 0);
-        let (v, end) = records(&b);
-        assert_eq!(v.len(), 10);
-        assert_eq!(v[9], Record::Delete { queue: 1 });
-        assert_eq!(end, ScanEnd { valid_end: first + 16, bad: None, sealed: false });
-        assert_eq!(v[8], Record::Ack { queue: 1, ranges: vec![(0, 1), (3, 3)] });
-        assert!(matches!(v[2], Record::QueueArgs { queue: 1, args } if args.len() == 22));
-    }
-
-    #[test]
-    fn torn_tail_at_every_offset_recovers_to_last_whole_record() {
-        let whole = sample();
-        let mut ends = Vec::new();
-        scan(&whole, seed(), |o, _| ends.push(o));
-        ends.push(whole.len());
-        for cut in 0..=whole.len() {
-            // A torn write: the tail past `cut` is zeros or garbage.
-            for fill in [0u8, 0xA5] {
-                let mut b = whole[..cut].to_vec();
-                b.resize(align_block(whole.len()), fill);
-                let (v, end) = records(&b);
-                // Records whose bytes survived the cut intact (a cut inside
-                // a record's trailing zeros leaves it whole), in order.
-                let intact = ends.windows(2).take_while(|w| b[w[0]..w[1]] == whole[w[0]..w[1]]).count();
-                assert_eq!(v.len(), intact, "cut {cut} fill {fill}");
-                assert_eq!(end.valid_end, ends[intact], "cut {cut} fill {fill}");
-                assert!(intact == ends.len() - 1 || ends[intact + 1] > cut, "cut {cut}: a whole record was lost");
-            }
-        }
-    }
-
-    #[test]
-    fn every_bit_flip_is_detected() {
-        let whole = sample();
-        for byte in 0..whole.len() {
-            for bit in 0..8 {
-                let mut b = whole.clone();
-                b[byte] ^= 1 << bit;
-                let (v, end) = records(&b);
-                let (good, _) = records(&whole);
-                // Either the scan stops with an error at or before the flip,
-                // or the flip was in padding of a record... which is also
-                // caught: nothing after the flip is accepted silently.
-                assert!(end.bad.is_some(), "flip at {byte}.{bit} undetected");
-                assert!(end.valid_end <= byte, "flip at {byte}.{bit}: scan passed it");
-                assert!(v.len() < good.len());
-            }
-        }
-    }
-
-    #[test]
-    fn scan_at_a_file_offset_finds_block_padding() {
-        let mut b = Vec::new();
-        encode_publish(&mut b, seed(), 1, 0, &[7; 3000]);
-        let first = b.len();
-        b.resize(BLOCK, 0);
-        encode_publish(&mut b, seed(), 1, 1, b"x");
-        // A window that starts mid-block, after the first record, as
-        // compaction's windows may: the padding ends at the file's block.
-        let (mut seen, mut at) = (Vec::new(), Vec::new());
-        let end = scan_at(&b[first..], first, seed(), |o, r| {
-            at.push(o);
-            seen.push(r)
-        });
-        assert_eq!((end.bad, at), (None, vec![BLOCK - first]));
-        assert_eq!(seen, vec![Record::Publish { queue: 1, seq: 1, entry: b"x" }]);
-        // Read as if it started a block, the padding runs into the record.
-        assert!(scan(&b[first..], seed(), |_, _| {}).bad.is_some());
-    }
-
-    #[test]
-    fn publish_verifies_alone() {
-        let mut b = Vec::new();
-        encode_publish(&mut b, seed(), 3, 42, b"hello");
-        let n = HEADER_BYTES + 8 + 5;
-        assert_eq!(publish_bytes(5), b.len() as u64);
-        let (q, seq, r) = verify_publish(&b[..n], seed()).unwrap();
-        assert_eq!((q, seq, &b[r]), (3, 42, &b"hello"[..]));
-        assert_eq!(verify_publish(&b[..n], Seed::of(SEG + 1)), Err("checksum mismatch"), "another segment's");
-        b[n - 1] ^= 1;
-        assert_eq!(verify_publish(&b[..n], seed()), Err("checksum mismatch"));
-        assert!(verify_publish(&b[..n - 1], seed()).is_err());
-    }
-
-    /// A reused file: the new segment's records, then what the file held
-    /// as an older segment. The old records verify under their own seed
-    /// only, so the scan stops where the new data ends; after a seal it
-    /// reads nothing at all.
-    #[test]
-    fn records_of_a_previous_use_of_the_file_are_not_data() {
-        let old = sample_of(3);
-        let (mut v, _) = (Vec::new(), ());
-        assert_eq!(scan(&old, Seed::of(3), |_, r| v.push(r)).bad, None, "valid as segment 3");
-        let mut new = Vec::new();
-        encode(
-            &mut new,
-            seed(),
-            &Record::Segment { version: 2, shard: 0, shard_count: 2, segment: SEG, next_queue_id: 3 },
-        );
-        encode_publish(&mut new, seed(), 1, 9, b"new");
-        new.resize(BLOCK, 0);
-        let mut file = new.clone();
-        file.extend_from_slice(&old);
-        let (v, end) = records(&file);
-        assert_eq!(v.len(), 2);
-        assert_eq!((end.valid_end, end.bad, end.sealed), (BLOCK, Some("checksum mismatch"), false));
-        // Sealed: the old bytes after the seal are never looked at.
-        let mut sealed = new[..new.iter().rposition(|&b| b != 0).unwrap() + 1].to_vec();
-        sealed.resize(align8(sealed.len()), 0);
-        let at = sealed.len();
-        encode(&mut sealed, seed(), &Record::Seal);
-        sealed.resize(BLOCK, 0);
-        sealed.extend_from_slice(&old);
-        let (v, end) = records(&sealed);
-        assert_eq!(v.len(), 2);
-        assert_eq!(end, ScanEnd { valid_end: at + HEADER_BYTES, bad: None, sealed: true });
-    }
-
-    #[test]
-    fn header_tells_the_version_and_a_stale_header() {
-        assert_eq!(header_seed(&sample(), SEG), Some(seed()));
-        assert_eq!(header_seed(&sample(), SEG + 1), None);
-        let mut v1 = Vec::new();
-        encode(
-            &mut v1,
-            Seed::V1,
-            &Record::Segment { version: 1, shard: 0, shard_count: 1, segment: 4, next_queue_id: 1 },
-        );
-        assert_eq!(header_seed(&v1, 4), Some(Seed::V1));
-        assert!(stale_header(&sample_of(3), SEG), "segment 3's header in file 7");
-        assert!(stale_header(&v1, SEG), "a version 1 segment 4 reused as 7");
-        assert!(!stale_header(&v1, 4), "in its own file");
-        assert!(!stale_header(&sample(), SEG), "its own header");
-        assert!(!stale_header(&sample_of(9), SEG), "a newer one is not a reused file");
-        assert!(!stale_header(&[0u8; BLOCK], SEG));
-        let mut flipped = sample_of(3);
-        flipped[30] ^= 1;
-        assert!(!stale_header(&flipped, SEG), "damage is not a stale header");
-    }
-
-    #[test]
-    fn ranges_merge() {
-        assert_eq!(to_ranges(&mut [5, 1, 2, 3, 9, 8, 2]), vec![(1, 3), (5, 5), (8, 9)]);
-        assert!(to_ranges(&mut []).is_empty());
-    }
-}
+#[path = "record_tests.rs"]
+mod tests;

@@ -10,12 +10,20 @@
 //! location in the log (read back when delivered).
 
 use super::io::{list_segments, segment_path, LogIo};
-use super::record::{align_block, header_seed, owned, scan, stale_header, Record, Seed, BLOCK, FORMAT_VERSION};
+use super::record::{
+    align_block, header_seed, owned, scan, stale_header, valid_record_after, Record, Seed, BLOCK, FORMAT_VERSION,
+};
 use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The largest segment file recovery reads: the largest `segment_bytes`
+/// (4 GiB) plus the record that crossed it (at most a frame, 256 MiB)
+/// and its seal, rounded up generously. Record offsets are 32-bit, so a
+/// longer segment is not one the log wrote.
+pub const SEGMENT_FILE_MAX: u64 = (4 << 30) + (512 << 20);
 
 /// A durable queue as the log left it.
 #[derive(Debug)]
@@ -54,7 +62,7 @@ const _: () = assert!(std::mem::size_of::<RecoveredMsg>() == 24);
 
 impl RecoveredMsg {
     pub fn loc(&self) -> Option<Loc> {
-        Loc::new(u64::from(self.seg), u64::from(self.off), self.entry_len as usize)
+        Loc::new(u64::from(self.seg), u64::from(self.off), usize::try_from(self.entry_len).ok()?)
     }
 }
 
@@ -118,7 +126,8 @@ impl Replay {
     /// A publish: appended (the usual case), or a copy of one already seen
     /// (compaction; the later copy is kept), or an older one put in order.
     fn publish(&mut self, seg: u32, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
-        self.next_seq = self.next_seq.max(seq + 1);
+        // `seq` comes from the file: u64::MAX must not overflow.
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
         let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
         let body_len = crate::protocol::batch::entry_body_len(entry).min(u64::from(u32::MAX)) as u32;
         let m = RecoveredMsg { seq, seg, off, entry_len: len, body_len };
@@ -203,9 +212,14 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             why: "segment number past 2^32",
         })?;
         let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
+        // Read whole: its size is bounded first (a file is attacker-written).
+        let size = file.size().await.map_err(|e| StorageError::io(&path, e))?;
+        if size > SEGMENT_FILE_MAX {
+            return Err(StorageError::Oversized { path, size, max: SEGMENT_FILE_MAX });
+        }
         let buf = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
         report.segments += 1;
-        report.bytes_read += buf.len() as u64;
+        report.bytes_read = report.bytes_read.saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
         let mut header: Option<Result<(), StorageError>> = None;
         let mut records = 0u64;
         // No header at all: the scan stops at offset 0 and says why.
@@ -246,7 +260,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             match r {
                 Record::Segment { .. } | Record::Seal => {}
                 Record::Declare { queue, next_seq, name } => {
-                    next_queue_id = next_queue_id.max(queue + 1);
+                    next_queue_id = next_queue_id.max(queue.saturating_add(1));
                     let name = String::from_utf8_lossy(name).into_owned();
                     let q = queues.entry(queue).or_insert_with(|| Replay {
                         name: name.clone(),
@@ -286,9 +300,15 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             return Err(e);
         }
         let is_last = Some(seg) == last;
+        // Sizes of in-memory buffers: usize always fits u64 here.
+        let (len, valid_end) = (buf.len() as u64, end.valid_end as u64);
         if let Some(why) = end.bad {
-            let lost = buf.len() as u64 - end.valid_end as u64;
-            if is_last {
+            let lost = len - valid_end;
+            // A torn tail is bad bytes with nothing valid after them. A bad
+            // record with records behind it is damage even in the last
+            // segment: cutting it would drop what may have been confirmed.
+            let torn = is_last && !valid_record_after(&buf, end.valid_end, seed);
+            if torn {
                 tracing::warn!(
                     shard = opts.shard,
                     file = %path.display(),
@@ -307,11 +327,22 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
                     offset = end.valid_end,
                     lost_bytes = lost,
                     why,
-                    "corrupt record in a sealed segment skipped (storage_skip_corrupt): the rest of the segment is lost"
+                    last_segment = is_last,
+                    "corrupt record skipped (storage_skip_corrupt): the rest of the segment is lost (the file is left as it is)"
                 );
-                report.skipped.push((path.clone(), end.valid_end as u64, lost));
+                report.skipped.push((path.clone(), valid_end, lost));
             } else {
-                return Err(StorageError::Corrupt { path, offset: end.valid_end as u64, why });
+                tracing::error!(
+                    shard = opts.shard,
+                    file = %path.display(),
+                    offset = end.valid_end,
+                    why,
+                    last_segment = is_last,
+                    "corrupt record with valid records after it: refusing to start"
+                );
+                let why =
+                    if is_last { "a bad record with valid records after it (damage, not a torn tail)" } else { why };
+                return Err(StorageError::Corrupt { path, offset: valid_end, why });
             }
         }
         if header.is_none() && is_last {
@@ -327,8 +358,8 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
         // follows is not counted (compaction weighs live bytes against this).
         let size = match end.bad {
             None => align_block(end.valid_end) as u64,
-            Some(_) if report.truncated_file.as_deref() == Some(path.as_path()) => end.valid_end as u64,
-            Some(_) => buf.len() as u64,
+            Some(_) if report.truncated_file.as_deref() == Some(path.as_path()) => valid_end,
+            Some(_) => len,
         };
         keep.push((seg, size, seed));
     }

@@ -59,7 +59,7 @@ impl QState {
             }
         }
         self.by_seg.entry(seg).or_default().add(bytes);
-        self.next_seq = self.next_seq.max(seq + 1);
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
     }
 
     /// The segment holding live message `seq`.

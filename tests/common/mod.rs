@@ -94,17 +94,33 @@ impl TestBroker {
     }
 }
 
+/// How long a test broker may take to stop (its shards bound their final
+/// flush at 10 s; a stop slower than this is a hang).
+pub const SHUTDOWN_MAX: Duration = Duration::from_secs(15);
+
+/// Fails the test that owns a broker whose shard panicked or failed, or
+/// whose stop hung: a panic, unless the test is already failing (a panic
+/// while unwinding would abort every test in the binary).
+fn fail_test(why: String) {
+    if std::thread::panicking() {
+        eprintln!("error (the test is already failing): {why}");
+    } else {
+        panic!("{why}");
+    }
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let Some(b) = self.broker.take() else { return };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            b.stop();
-            let _ = tx.send(());
+            let _ = tx.send(b.stop());
         });
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            // Not a panic: we may already be unwinding. Leak the threads.
-            eprintln!("warning: the broker did not stop within 10 s");
+        match rx.recv_timeout(SHUTDOWN_MAX) {
+            Ok(Ok(())) => {}
+            Ok(Err(failed)) => fail_test(format!("the broker's shards failed: {failed}")),
+            // The stuck threads are leaked.
+            Err(_) => fail_test(format!("the broker did not stop within {SHUTDOWN_MAX:?}")),
         }
     }
 }

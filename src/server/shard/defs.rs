@@ -77,7 +77,9 @@ impl Shard {
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "routing definitions could not be stored");
-                    QueueError::new(ErrorCode::StoragePoisoned, format!("definitions could not be stored: {e}"))
+                    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+                    let code = if full { ErrorCode::StorageFull } else { ErrorCode::StoragePoisoned };
+                    QueueError::new(code, format!("definitions could not be stored: {e}"))
                 });
             self.defs.written.set(gen);
             self.release_held(gen, r);

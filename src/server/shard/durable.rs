@@ -10,6 +10,7 @@ use super::super::policy::QueueArgs;
 use super::super::queue::Queue;
 use super::super::types::{ConnRef, Delivered, Message, QueueError, Reply};
 use super::{bump, Shard};
+use crate::protocol::batch::parse_entry;
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
 use crate::storage::{Loc, RecoveredMsg, Storage, StorageOptions};
@@ -38,7 +39,17 @@ pub struct Durable {
 /// a priority queue's entries).
 const RESTORE_BATCH: usize = 8192;
 
-fn poisoned(why: &str) -> QueueError {
+/// The refusal of a persistent publish (or durable declare) by a
+/// poisoned log: `StorageFull` when the disk filled, with what to do.
+fn poisoned(why: &str, disk_full: bool) -> QueueError {
+    if disk_full {
+        return QueueError::new(
+            ErrorCode::StorageFull,
+            format!(
+                "disk full: this shard's log could not be written ({why}); persistent messages are refused until space is freed and the broker restarted"
+            ),
+        );
+    }
     QueueError::new(
         ErrorCode::StoragePoisoned,
         format!("this shard's storage failed ({why}); persistent messages are refused until the broker is restarted"),
@@ -132,6 +143,13 @@ impl Shard {
                     match (m.loc(), rq.take_entry(&m)) {
                         (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
                         (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
+                        // Delivered as it is: a record that verifies but
+                        // does not hold one well-formed entry is dropped
+                        // (and logged gone), never handed to a client.
+                        (_, Some(entry)) if parse_entry(&entry).is_err() => {
+                            tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
+                            log.ack(rq.id, m.seq, entry.len());
+                        }
                         (_, Some(entry)) => q.restore(m.seq, entry, now),
                     }
                 }
@@ -193,6 +211,7 @@ impl Shard {
     }
 
     fn release(&self, f: crate::storage::Flushed<Waiter>) {
+        let full = self.durable().is_some_and(|d| d.log.disk_full());
         for w in f.waiters {
             match &f.result {
                 Ok(()) => {
@@ -203,7 +222,7 @@ impl Shard {
                     self.route_reply(w.to, w.reply);
                 }
                 Err(why) => {
-                    let e = poisoned(why);
+                    let e = poisoned(why, full);
                     self.route_reply(w.to, Reply::error(w.request_id, e.code, e.message));
                 }
             }
@@ -230,8 +249,9 @@ impl Shard {
         let Some(d) = self.durable() else { return Ok(None) };
         let Some(id) = d.ids.borrow().get(queue).copied() else { return Ok(None) };
         if let Some(why) = d.log.poisoned() {
-            tracing::warn!(shard = self.id, queue, "persistent publish refused: storage poisoned");
-            return Err(poisoned(&why));
+            let full = d.log.disk_full();
+            tracing::warn!(shard = self.id, queue, disk_full = full, "persistent publish refused: storage poisoned");
+            return Err(poisoned(&why, full));
         }
         Ok(Some((d, id)))
     }
@@ -251,7 +271,7 @@ impl Shard {
     /// Ok goes out).
     pub(super) fn log_declare(&self, name: &str, durable: bool, args: &[u8]) -> Result<(), QueueError> {
         let Some(d) = self.durable().filter(|_| durable) else { return Ok(()) };
-        let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string()))?;
+        let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string(), d.log.disk_full()))?;
         d.ids.borrow_mut().insert(name.to_owned(), id);
         self.meta_logged.set(true);
         Ok(())
