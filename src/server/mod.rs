@@ -286,6 +286,18 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 /// One shard's life. `Err` says why it ended badly (also logged); a
 /// panic unwinds through it and `Broker::stop` reports that too.
 async fn run_shard(s: ShardStart) -> Result<(), String> {
+    // A tick from the start, before the mesh join: the executor never
+    // sleeps longer than this with nothing armed. Seen in tests: a shard
+    // starting up (waiting on a mesh message or a DMA read) slept in
+    // io_uring_enter until a signal interrupted it, about 100 s later; a
+    // shard still joining the mesh slept for good (a start that never
+    // became ready under load). Each wake-up also polls the cross-shard
+    // channels, so a missed notification is picked up at the next tick.
+    let tick = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(STOP_POLL).await;
+        }
+    });
     let Ok((senders, mut receivers)) = s.mesh.join().await else {
         tracing::error!(shard = s.id, "could not join the shard mesh");
         return Err("could not join the shard mesh".into());
@@ -294,15 +306,6 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         tracing::error!(shard = s.id, peer = senders.peer_id(), "mesh peer order does not match shard order");
         return Err(format!("mesh peer order does not match shard order (peer {})", senders.peer_id()));
     }
-    // A tick from the start: the executor never sleeps longer than this
-    // with nothing armed. Seen in tests: a shard starting up (waiting on a
-    // mesh message or a DMA read) slept in io_uring_enter until a signal
-    // interrupted it, about 100 s later.
-    let tick = glommio::spawn_local(async {
-        loop {
-            glommio::timer::sleep(STOP_POLL).await;
-        }
-    });
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
     let shard = Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms));
     let mut tasks = Vec::new();

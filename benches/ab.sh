@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Before/after throughput of two ringmq builds, in alternating runs on one
+# machine: the "no slower" check of a change (docs/benchmarks.md).
+#
+#   benches/ab.sh OLD_RINGMQ NEW_RINGMQ [RUNS]      (default RUNS=3)
+#
+# Each round runs, for OLD then NEW (then NEW then OLD in the next round, so
+# neither build always goes first):
+#   e2e16   `ringmq pub` / `ringmq sub` of COUNT 16-byte messages through one
+#           queue (benches/e2e.sh's workload, each build with its own tools);
+#   amqp16  ringmq-loadgen's AMQP client at full speed, 16 B, one producer and
+#           one consumer, against the build's AMQP listener (DURATION s).
+# Prints every run and the median of each build per workload, with the
+# ratio NEW/OLD. LOADGEN (default target/release/ringmq-loadgen) is the same
+# generator for both builds. Bounded: RUNS x 2 x (e2e + DURATION + WARMUP).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD=$1
+NEW=$2
+RUNS=${3:-3}
+COUNT=${COUNT:-10000000}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+LOADGEN=${LOADGEN:-target/release/ringmq-loadgen}
+
+work=$(mktemp -d /tmp/ringmq-ab.XXXXXX)
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+start() { # $1 = binary; sets pid, NATIVE, AMQP
+  rm -rf "$work/data"
+  "$1" serve --listen 127.0.0.1:0 --amqp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+    --data-dir "$work/data" >"$work/serve.out" 2>"$work/serve.err" &
+  pid=$!
+  for _ in $(seq 1 100); do grep -q "ringmq ready" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q "ringmq ready" "$work/serve.out" || { cat "$work/serve.err" >&2; exit 1; }
+  NATIVE=$(grep -o 'native=[^ ]*' "$work/serve.out" | cut -d= -f2)
+  AMQP=$(grep -o 'amqp=[^ ]*' "$work/serve.out" | cut -d= -f2)
+}
+
+stop() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=""
+}
+
+e2e16() { # $1 = binary; prints msg/s
+  local q=ab-e2e
+  "$1" sub --url "ringmq://$NATIVE" --queue "$q" --count "$COUNT" --quiet --timeout 60 \
+    2>"$work/sub.err" >"$work/sub.out" &
+  local sub=$!
+  sleep 0.3
+  "$1" pub --url "ringmq://$NATIVE" --queue "$q" --count "$COUNT" --size 16 >"$work/pub.out"
+  wait "$sub"
+  grep -o '[0-9]* msg/s' "$work/sub.err" | cut -d' ' -f1
+}
+
+amqp16() { # prints msg/s
+  "$LOADGEN" --url "amqp://guest:guest@$AMQP/%2F" --size 16 --duration "$DURATION" --warmup "$WARMUP" \
+    --json "$work/amqp.json" --quiet >"$work/amqp.out" 2>&1 || { cat "$work/amqp.out" >&2; exit 1; }
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(int(r["msgs_per_s"]), r["lost"])' "$work/amqp.json"
+}
+
+: >"$work/results"
+for round in $(seq 1 "$RUNS"); do
+  order="old new"
+  if [ $((round % 2)) = 0 ]; then order="new old"; fi
+  for which in $order; do
+    bin=$OLD
+    if [ "$which" = new ]; then bin=$NEW; fi
+    start "$bin"
+    e=$(e2e16 "$bin")
+    read -r a lost < <(amqp16)
+    stop
+    echo "round $round $which: e2e16 $e msg/s, amqp16 $a msg/s (lost $lost)"
+    echo "$which e2e16 $e" >>"$work/results"
+    echo "$which amqp16 $a" >>"$work/results"
+  done
+done
+python3 - "$work/results" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    which, wl, v = line.split()
+    runs.setdefault((wl, which), []).append(float(v))
+for wl in ("e2e16", "amqp16"):
+    old, new = statistics.median(runs[(wl, "old")]), statistics.median(runs[(wl, "new")])
+    print(f"{wl:<7} old median {old:>10.0f} msg/s  new median {new:>10.0f} msg/s  new/old {new / old:.3f}"
+          f"   (old {sorted(runs[(wl, 'old')])}, new {sorted(runs[(wl, 'new')])})")
+EOF
