@@ -126,7 +126,10 @@ fn go_amqp091() {
         return;
     }
     let gopath = deps().join("gopath");
-    require(gopath.join("src/github.com/rabbitmq/amqp091-go/channel.go").exists(), "target/client-deps/gopath (amqp091-go)");
+    require(
+        gopath.join("src/github.com/rabbitmq/amqp091-go/channel.go").exists(),
+        "target/client-deps/gopath (amqp091-go)",
+    );
     let bin = tempfile::tempdir().expect("temp dir");
     let exe = bin.path().join("scenario");
     let mut go = Command::new("go");
