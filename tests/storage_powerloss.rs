@@ -290,7 +290,7 @@ async fn one_seed(seed: u64) -> Result<Outcome, String> {
         }
     }
     let again = mix(seed ^ 2);
-    let during = (again % 4 == 0).then_some((again >> 8) % 24);
+    let during = again.is_multiple_of(4).then_some((again >> 8) % 24);
     let at = |what: &str| {
         format!(
             "seed {seed}: crash at operation {point} of {total} ({:?}), crash in recovery at {during:?}: {what}",
