@@ -2,8 +2,16 @@
 # The whole test suite, on a fresh Linux machine: installs what the tests
 # need, then runs formatting and lint checks, the unit, property and
 # integration tests of every workspace member.
+#
+# A client that cannot be installed fails the run; RINGMQ_SKIP_CLIENTS=java
+# (comma separated names: node, java, go) skips it on purpose. The last line
+# names what ran and what was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/clients-lib.sh
+clients_check_skip_list
+# The tests read the same list (tests/amqp_clients.rs).
+export RINGMQ_SKIP_CLIENTS
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
@@ -38,5 +46,24 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# Every `test result:` line of both cargo runs goes to a log for the summary.
+log=target/test-results.log
+mkdir -p target
+: >"$log"
 echo "== cargo test"
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets 2>&1 | tee -a "$log"
+# --all-targets leaves the doctests out; they run here.
+echo "== cargo test --doc"
+cargo test --workspace --doc 2>&1 | tee -a "$log"
+
+ran="" skipped=""
+for client in $RINGMQ_CLIENTS; do
+  if clients_skipped "$client"; then skipped="$skipped $client"; else ran="$ran $client"; fi
+done
+# Sums of `test result: ok. P passed; F failed; I ignored; ...` lines.
+read -r passed failed ignored < <(awk '/^test result:/ {
+  for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?/) p += $(i-1); if ($(i) ~ /^failed;?/) f += $(i-1); if ($(i) ~ /^ignored;?/) g += $(i-1) }
+} END { print p+0, f+0, g+0 }' "$log")
+echo "tests: $passed passed, $failed failed, $ignored skipped"
+echo "summary: ran fmt, clippy, the workspace's unit, property, integration and doc tests," \
+  "AMQP clients:${ran:- none}; skipped on request (RINGMQ_SKIP_CLIENTS):${skipped:- none}; #[ignore]d tests: $ignored"

@@ -277,12 +277,14 @@ fn durable_exchanges_and_bindings_survive_a_restart() {
         let c = connect(url).await;
         c.declare_exchange_passive("keep").await.unwrap();
         assert_eq!(code(c.declare_exchange_passive("drop").await), Some(ErrorCode::ExchangeNotFound));
+        // The transient queue is gone, and so is its binding: a new queue of
+        // the same name gets nothing of a publish that reaches the durable one.
+        assert_eq!(code(c.declare_passive(&tq).await.map(drop)), Some(ErrorCode::QueueNotFound));
+        c.declare(&tq, false).await.unwrap();
         let mut sub = c.subscribe(&dq, 10).await.unwrap();
+        let mut tsub = c.subscribe(&tq, 10).await.unwrap();
         publish(&c, "keep", "a.b", &["survived"], true).await.unwrap();
         got(&mut sub, &["survived"]).await;
-        // The transient queue and its binding are gone.
-        c.declare(&tq, false).await.unwrap();
-        let mut tsub = c.subscribe(&tq, 10).await.unwrap();
         got(&mut tsub, &[]).await;
         c.close().await;
     });

@@ -123,9 +123,15 @@ mod tests {
     }
 
     #[test]
-    fn clock_is_monotonic() {
-        let a = now_ns();
+    fn clock_counts_nanoseconds() {
+        // A clock read in the wrong unit, or not read at all, would not
+        // advance by the sleep's length as std's monotonic Instant measures it.
+        let (start, a) = (std::time::Instant::now(), now_ns());
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let b = now_ns();
-        assert!(b >= a && a > 0);
+        let elapsed = u64::try_from(start.elapsed().as_nanos()).expect("elapsed fits u64");
+        let advanced = b - a;
+        assert!(advanced >= 20_000_000, "advanced {advanced} ns over a 20 ms sleep");
+        assert!(advanced <= elapsed + 1_000_000, "advanced {advanced} ns, Instant saw {elapsed} ns");
     }
 }

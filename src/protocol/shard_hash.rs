@@ -52,9 +52,13 @@ mod tests {
     #[test]
     fn stable_assignments() {
         // Pinned: changing these breaks every deployed client.
-        assert_eq!(shard_for("hello", 1), 0);
-        let v: Vec<u32> = ["hello", "q0", "q1", "orders"].iter().map(|q| shard_for(q, 2)).collect();
-        assert_eq!(v, [1, 0, 0, 0]);
+        let names = ["hello", "q0", "q1", "orders"];
+        let pinned: [(u32, [u32; 4]); 4] =
+            [(2, [1, 0, 0, 0]), (3, [2, 0, 0, 0]), (8, [2, 0, 7, 7]), (64, [25, 46, 25, 37])];
+        for (shards, want) in pinned {
+            let got: Vec<u32> = names.iter().map(|q| shard_for(q, shards)).collect();
+            assert_eq!(got, want, "{shards} shards");
+        }
     }
 
     #[test]

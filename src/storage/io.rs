@@ -31,6 +31,9 @@ pub trait SegmentFile {
 
 /// The directory of one shard's segments.
 pub trait LogIo {
+    /// Creates `dir` if it is missing, and lists its segment numbers,
+    /// ascending.
+    fn segments_in<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<u64>>;
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>>;
     fn open<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>>;
     /// Unlinks a file. Off the shard's thread: freeing the extents of a
@@ -222,6 +225,13 @@ fn first_block_has_data(path: &Path) -> bool {
 }
 
 impl LogIo for DmaIo {
+    fn segments_in<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<u64>> {
+        Box::pin(async move {
+            std::fs::create_dir_all(dir)?;
+            list_segments(dir)
+        })
+    }
+
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
             probe_dir(path).await?;
@@ -306,16 +316,40 @@ fn allocate(f: &std::fs::File, bytes: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Which operation a `FaultyIo` fails.
+/// Which operation a `FaultyIo` fails, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultOp {
+    /// The write fails with EIO; nothing of it lands.
     Write,
+    /// The fdatasync fails with EIO.
     Fsync,
+    /// The write lands only in part (its first half of blocks), then
+    /// fails with EIO, as a write cut short by a device error.
+    ShortWrite,
+    /// The write, and the allocation of a prepared or reused segment,
+    /// fail with ENOSPC; nothing lands.
+    NoSpace,
+    /// Some leading 512-byte sectors of the write land over the old
+    /// content, the rest not, then it fails with EIO.
+    TornWrite,
+    /// One bit of what a read returns is flipped (the data on disk is
+    /// intact: a fault on the way).
+    ReadFlip,
 }
 
-/// Wraps another `LogIo` and fails the `nth` write or fsync (counted over
-/// every file it opened), and every one of that kind after it: a disk
-/// that went bad stays bad.
+impl FaultOp {
+    /// The kind of operation counted for it.
+    fn counted(self) -> FaultOp {
+        match self {
+            FaultOp::Write | FaultOp::ShortWrite | FaultOp::NoSpace | FaultOp::TornWrite => FaultOp::Write,
+            other => other,
+        }
+    }
+}
+
+/// Wraps another `LogIo` and fails the `nth` write, fsync or read
+/// (counted over every file it opened), and every write or fsync after it
+/// (a disk that went bad stays bad); a read fault hits one read only.
 pub struct FaultyIo<I> {
     inner: I,
     plan: Rc<FaultPlan>,
@@ -333,23 +367,57 @@ impl FaultPlan {
         Rc::new(Self { op, nth, seen: Cell::new(0), fired: Cell::new(false) })
     }
 
-    fn check(&self, op: FaultOp) -> io::Result<()> {
-        if op != self.op {
-            return Ok(());
+    /// Whether this operation (of kind `kind`: Write, Fsync or ReadFlip)
+    /// is hit by the fault.
+    fn hits(&self, kind: FaultOp) -> bool {
+        if kind != self.op.counted() {
+            return false;
         }
         let n = self.seen.get();
         self.seen.set(n + 1);
-        if n >= self.nth {
+        let hit = if self.op == FaultOp::ReadFlip { n == self.nth } else { n >= self.nth };
+        if hit {
             self.fired.set(true);
-            return Err(io::Error::other(format!("injected {op:?} failure (operation {n})")));
+        }
+        hit
+    }
+
+    fn error(&self) -> io::Error {
+        let n = self.seen.get() - 1;
+        match self.op {
+            FaultOp::NoSpace => io::Error::from_raw_os_error(libc::ENOSPC),
+            op => io::Error::other(format!("injected {op:?} failure (operation {n})")),
+        }
+    }
+
+    fn check(&self, kind: FaultOp) -> io::Result<()> {
+        if self.hits(kind) {
+            return Err(self.error());
         }
         Ok(())
+    }
+
+    /// Flips one bit of `buf`, at a place that follows from `nth`.
+    fn flip(&self, buf: &mut [u8]) {
+        if !buf.is_empty() {
+            let bit = (self.nth.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7) % (buf.len() as u64 * 8);
+            buf[(bit / 8) as usize] ^= 1 << (bit % 8);
+        }
     }
 }
 
 impl<I> FaultyIo<I> {
     pub fn new(inner: I, plan: Rc<FaultPlan>) -> Self {
         Self { inner, plan }
+    }
+
+    /// An allocation fails with ENOSPC once a `NoSpace` fault has fired:
+    /// a full disk stays full.
+    fn no_space(&self) -> io::Result<()> {
+        if self.plan.op == FaultOp::NoSpace && self.plan.fired.get() {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
     }
 }
 
@@ -358,10 +426,35 @@ struct FaultySegment {
     plan: Rc<FaultPlan>,
 }
 
+impl FaultySegment {
+    /// What of a failing write lands first: a prefix of whole blocks
+    /// (short write) or of sectors over the old content (torn write).
+    async fn partial_write(&self, data: &[u8], pos: u64) -> io::Result<()> {
+        const SECTOR: usize = 512;
+        match self.plan.op {
+            FaultOp::ShortWrite if data.len() > BLOCK => {
+                let blocks = data.len() / BLOCK;
+                self.inner.write_at(&data[..blocks / 2 * BLOCK], pos).await
+            }
+            FaultOp::TornWrite => {
+                let mut block = self.inner.read_at(pos, BLOCK).await?;
+                block.resize(BLOCK, 0);
+                let sectors = 1 + (self.plan.nth as usize % (BLOCK / SECTOR - 1));
+                block[..sectors * SECTOR].copy_from_slice(&data[..sectors * SECTOR]);
+                self.inner.write_at(&block, pos).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl SegmentFile for FaultySegment {
     fn write_at<'a>(&'a self, data: &'a [u8], pos: u64) -> IoFuture<'a, ()> {
         Box::pin(async move {
-            self.plan.check(FaultOp::Write)?;
+            if self.plan.hits(FaultOp::Write) {
+                self.partial_write(data, pos).await?;
+                return Err(self.plan.error());
+            }
             self.inner.write_at(data, pos).await
         })
     }
@@ -374,7 +467,13 @@ impl SegmentFile for FaultySegment {
     }
 
     fn read_all(&self) -> IoFuture<'_, Vec<u8>> {
-        self.inner.read_all()
+        Box::pin(async move {
+            let mut buf = self.inner.read_all().await?;
+            if self.plan.hits(FaultOp::ReadFlip) {
+                self.plan.flip(&mut buf);
+            }
+            Ok(buf)
+        })
     }
 
     fn truncate(&self, len: u64) -> IoFuture<'_, ()> {
@@ -382,7 +481,13 @@ impl SegmentFile for FaultySegment {
     }
 
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Vec<u8>> {
-        self.inner.read_at(pos, len)
+        Box::pin(async move {
+            let mut buf = self.inner.read_at(pos, len).await?;
+            if self.plan.hits(FaultOp::ReadFlip) {
+                self.plan.flip(&mut buf);
+            }
+            Ok(buf)
+        })
     }
 
     fn size(&self) -> IoFuture<'_, u64> {
@@ -391,6 +496,10 @@ impl SegmentFile for FaultySegment {
 }
 
 impl<I: LogIo> LogIo for FaultyIo<I> {
+    fn segments_in<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<u64>> {
+        self.inner.segments_in(dir)
+    }
+
     fn create<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
             let inner = self.inner.create(path).await?;
@@ -415,6 +524,7 @@ impl<I: LogIo> LogIo for FaultyIo<I> {
 
     fn prepare<'a>(&'a self, path: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
+            self.no_space()?;
             let inner = self.inner.prepare(path, bytes).await?;
             Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
         })
@@ -422,6 +532,7 @@ impl<I: LogIo> LogIo for FaultyIo<I> {
 
     fn recycle<'a>(&'a self, from: &'a Path, to: &'a Path, bytes: u64) -> IoFuture<'a, Rc<dyn SegmentFile>> {
         Box::pin(async move {
+            self.no_space()?;
             let inner = self.inner.recycle(from, to, bytes).await?;
             Ok(Rc::new(FaultySegment { inner, plan: self.plan.clone() }) as Rc<dyn SegmentFile>)
         })

@@ -16,6 +16,7 @@
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
 //! | `runs` | where each queue's live messages are, per segment |
+//! | [`sim`] | the power-loss simulator the tests run the log over |
 //! | [`meta`] | the data dir's shard count |
 //! | [`definitions`] | durable exchanges and bindings (shard 0 writes them) |
 //!
@@ -34,6 +35,7 @@ pub mod read;
 pub mod record;
 pub mod recovery;
 mod runs;
+pub mod sim;
 
 pub use compact::Moved;
 pub use log::{Flushed, Storage};

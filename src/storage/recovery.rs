@@ -9,7 +9,7 @@
 //! Past `resident_bytes_max` of entries, recovered messages keep only their
 //! location in the log (read back when delivered).
 
-use super::io::{list_segments, segment_path, LogIo};
+use super::io::{segment_path, LogIo};
 use super::record::{
     align_block, header_seed, owned, scan, stale_header, valid_record_after, Record, Seed, BLOCK, FORMAT_VERSION,
 };
@@ -172,30 +172,49 @@ impl Replay {
 /// next segment prepared ahead of a roll (`housekeep.rs`). A fresh one is
 /// all zeros; a reused one starts with a zeroed block, or, if the crash
 /// came between its rename and that wipe, with the intact header of the
-/// older segment it was. The segment before it is then the last one,
-/// whose torn tail is cut. Anything else at the start (damage) stays, and
-/// the scan reports it.
+/// older segment it was, or, if the wipe itself was torn by the power
+/// loss, with some zeroed sectors and some of that old header. What they
+/// share: no header of their own. Nothing in a segment without its own
+/// header was ever synced (its header goes out in its first write, and
+/// the previous segment is sealed and synced before that), so it holds
+/// nothing confirmed. The segment before it is then the last one, whose
+/// torn tail is cut. (The power-loss simulator, `sim.rs`, found the torn
+/// wipe: the old test for "all zeros or a stale header" kept such a
+/// segment, and the recovery then refused the previous segment's torn
+/// tail as damage in a sealed segment.)
 async fn drop_unused_tail(io: &dyn LogIo, dir: &Path, segs: &mut Vec<u64>) -> Result<(), StorageError> {
     while let Some(&seg) = segs.last() {
         let path = segment_path(dir, seg);
         let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
         let head = file.read_at(0, BLOCK).await.map_err(|e| StorageError::io(&path, e))?;
-        let wiped = head.iter().all(|&b| b == 0);
-        if !wiped && !stale_header(&head, seg) {
+        if header_seed(&head, seg).is_some() {
             return Ok(());
         }
+        // A segment is deleted on this read: a fault on the way (a bit
+        // flipped in transit) must not pass for an unused one.
+        let again = file.read_at(0, BLOCK).await.map_err(|e| StorageError::io(&path, e))?;
+        if again != head {
+            return Err(unstable_read(&path));
+        }
+        let wiped = head.iter().all(|&b| b == 0);
         drop(file);
         io.remove(&path).await.map_err(|e| StorageError::io(&path, e))?;
-        tracing::debug!(file = %path.display(), wiped, "unused prepared segment deleted");
+        let stale = stale_header(&head, seg);
+        tracing::debug!(file = %path.display(), wiped, stale, "unused prepared segment deleted");
         segs.pop();
     }
     Ok(())
 }
 
+/// Two reads of the same bytes differed: the device or the path to it is
+/// failing, and nothing may be cut or deleted on what it returned.
+fn unstable_read(path: &Path) -> StorageError {
+    StorageError::io(path, std::io::Error::other("two reads of the same bytes differ: not cutting or deleting on them"))
+}
+
 pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered, StorageError> {
     let t0 = Instant::now();
-    std::fs::create_dir_all(&opts.dir).map_err(|e| StorageError::io(&opts.dir, e))?;
-    let mut segs = list_segments(&opts.dir).map_err(|e| StorageError::io(&opts.dir, e))?;
+    let mut segs = io.segments_in(&opts.dir).await.map_err(|e| StorageError::io(&opts.dir, e))?;
     let mut report = RecoveryReport::default();
     let mut queues: HashMap<u32, Replay> = HashMap::new();
     let mut next_queue_id = 1u32;
@@ -309,6 +328,12 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             // segment: cutting it would drop what may have been confirmed.
             let torn = is_last && !valid_record_after(&buf, end.valid_end, seed);
             if torn {
+                // The file is cut on this read: a fault on the way must not
+                // pass for a torn tail (and cut confirmed records).
+                let again = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
+                if again != buf {
+                    return Err(unstable_read(&path));
+                }
                 tracing::warn!(
                     shard = opts.shard,
                     file = %path.display(),
