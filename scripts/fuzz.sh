@@ -37,6 +37,11 @@ echo "== building fuzz targets (release, debug assertions and overflow checks on
 nice -n 19 cargo build --release --target "$host" --bins
 
 bin=target/$host/release
+# The recovery target writes segment files for every input: on tmpfs that
+# is ten times faster than on a disk (and spares it).
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  export TMPDIR=/dev/shm
+fi
 mkdir -p logs
 run_one() {
   local t=$1 max_len=4096

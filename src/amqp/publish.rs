@@ -161,8 +161,15 @@ pub fn parse_header(payload: &[u8], max: usize) -> Result<Header<'_>, HeaderErro
         return Err(HeaderError::NotBasic);
     }
     let props = r.rest();
+    // The whole list, not only up to delivery-mode: what is stored is
+    // delivered to other clients, who must be able to parse it.
+    if !method::props_are_amqp(props) {
+        return Err(HeaderError::Syntax("malformed basic property list"));
+    }
     let mode = method::delivery_mode(props).map_err(|e| HeaderError::Syntax(e.0))?;
-    if body_len as usize + props.len() > max || props.len() > usize::from(u16::MAX) {
+    // In u64: a body size near 2^64 must not wrap past the limit.
+    let total = body_len.checked_add(props.len() as u64);
+    if total.is_none_or(|t| t > max as u64) || props.len() > usize::from(u16::MAX) {
         return Err(HeaderError::TooLarge(body_len));
     }
     if let Some(bad) = bad_expiration(props) {
@@ -272,4 +279,42 @@ pub fn put_return(b: &mut BytesMut, n: u16, r: &Returned, props: &[u8], body: &[
     });
     frame::put_content_header(b, n, 60, body.len() as u64, props);
     frame::put_body(b, n, body, frame_max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(body_len: u64, props: &[u8]) -> Vec<u8> {
+        let mut p = vec![0, 60, 0, 0];
+        p.extend_from_slice(&body_len.to_be_bytes());
+        p.extend_from_slice(props);
+        p
+    }
+
+    /// Found while writing the fuzz targets: a body size near 2^64 wrapped
+    /// past the limit in `body_len as usize + props.len()` (in release
+    /// builds), and the channel then buffered body frames without bound.
+    #[test]
+    fn a_body_size_near_2_to_the_64_is_too_large() {
+        for body_len in [u64::MAX, u64::MAX - 1, u64::MAX - 5] {
+            assert!(matches!(parse_header(&header(body_len, &[0, 0]), 1 << 20), Err(HeaderError::TooLarge(_))));
+        }
+        assert!(parse_header(&header(100, &[0, 0]), 102).is_ok());
+        assert!(matches!(parse_header(&header(101, &[0, 0]), 102), Err(HeaderError::TooLarge(101))));
+    }
+
+    /// The whole property list is checked, not only up to delivery-mode:
+    /// a message-id flag with no bytes behind it, or bytes after the last
+    /// property, is a syntax error as in RabbitMQ.
+    #[test]
+    fn a_malformed_property_list_is_refused() {
+        let mode_then_missing_id = [0x10, 0x80, 2];
+        assert!(matches!(parse_header(&header(0, &mode_then_missing_id), 4096), Err(HeaderError::Syntax(_))));
+        let trailing = [0x10, 0x00, 2, 9];
+        assert!(matches!(parse_header(&header(0, &trailing), 4096), Err(HeaderError::Syntax(_))));
+        let good = header(3, &[0x10, 0x00, 2]);
+        let h = parse_header(&good, 4096).ok().expect("persistent, well formed");
+        assert_eq!((h.mode, h.body_len), (2, 3));
+    }
 }
