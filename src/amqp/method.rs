@@ -270,7 +270,7 @@ pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
         id::CONNECTION_CLOSE => {
             let (code, text) = (r.u16()?, r.shortstr()?);
             // The class and method ids that caused the close.
-            (r.u16()?, r.u16()?);
+            r.u32()?;
             Method::Close { code, text }
         }
         id::CONNECTION_CLOSE_OK => Method::CloseOk,
@@ -285,7 +285,7 @@ pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
         }
         id::CHANNEL_CLOSE => {
             let (code, text) = (r.u16()?, r.shortstr()?);
-            (r.u16()?, r.u16()?);
+            r.u32()?; // class and method ids
             Method::ChannelClose { code, text }
         }
         id::CHANNEL_CLOSE_OK => Method::ChannelCloseOk,
@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(parse(&open).err(), Some(Syntax("bytes after the method's last field")));
         assert!(parse(&[0, 20, 0, 10]).is_err(), "channel.open without its reserved short string");
         assert!(matches!(parse(&[0, 20, 0, 10, 0]), Ok((_, Method::ChannelOpen))));
-        assert!(matches!(parse(&[0, 60, 0, 80, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]), Err(_)), "ack with a byte too many");
+        assert!(parse(&[0, 60, 0, 80, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]).is_err(), "ack with a byte too many");
         // Methods this server does not implement are not read at all.
         assert!(matches!(parse(&[0, 90, 0, 10, 1, 2, 3]), Ok((_, Method::Other((90, 10))))));
     }

@@ -151,20 +151,33 @@ fn amqp_client_frames() -> Named {
     ]);
     let client_properties =
         amq_table(&[("product", AMQPValue::LongString("lapin".into())), ("capabilities", AMQPValue::FieldTable(caps))]);
-    let args = amq_table(&[("x-max-length", AMQPValue::LongLongInt(10)), ("x-queue-mode", AMQPValue::LongString("lazy".into()))]);
+    let args = amq_table(&[
+        ("x-max-length", AMQPValue::LongLongInt(10)),
+        ("x-queue-mode", AMQPValue::LongString("lazy".into())),
+    ]);
     let publish = basic::Publish { exchange: "".into(), routing_key: "q".into(), mandatory: true, immediate: false };
     let header = AMQPContentHeader { class_id: 60, body_size: 5, properties: amq_props() };
     let groups: Vec<(&str, Vec<AMQPFrame>)> = vec![
         (
             "handshake",
             vec![
-                amq(0, Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                    client_properties,
-                    mechanism: "PLAIN".into(),
-                    response: "\0guest\0guest".into(),
-                    locale: "en_US".into(),
-                }))),
-                amq(0, Connection(connection::AMQPMethod::TuneOk(connection::TuneOk { channel_max: 2047, frame_max: 131_072, heartbeat: 60 }))),
+                amq(
+                    0,
+                    Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                        client_properties,
+                        mechanism: "PLAIN".into(),
+                        response: "\0guest\0guest".into(),
+                        locale: "en_US".into(),
+                    })),
+                ),
+                amq(
+                    0,
+                    Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                        channel_max: 2047,
+                        frame_max: 131_072,
+                        heartbeat: 60,
+                    })),
+                ),
                 amq(0, Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() }))),
                 amq(1, Channel(channel::AMQPMethod::Open(channel::Open {}))),
                 amq(1, Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false }))),
@@ -173,42 +186,54 @@ fn amqp_client_frames() -> Named {
         (
             "topology",
             vec![
-                amq(1, Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
-                    exchange: "logs".into(),
-                    kind: "topic".into(),
-                    passive: false,
-                    durable: true,
-                    auto_delete: false,
-                    internal: false,
-                    nowait: false,
-                    arguments: FieldTable::default(),
-                }))),
-                amq(1, Queue(queue::AMQPMethod::Declare(queue::Declare {
-                    queue: "q".into(),
-                    passive: false,
-                    durable: true,
-                    exclusive: false,
-                    auto_delete: false,
-                    nowait: false,
-                    arguments: args,
-                }))),
-                amq(1, Queue(queue::AMQPMethod::Bind(queue::Bind {
-                    queue: "q".into(),
-                    exchange: "logs".into(),
-                    routing_key: "a.#".into(),
-                    nowait: false,
-                    arguments: FieldTable::default(),
-                }))),
+                amq(
+                    1,
+                    Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
+                        exchange: "logs".into(),
+                        kind: "topic".into(),
+                        passive: false,
+                        durable: true,
+                        auto_delete: false,
+                        internal: false,
+                        nowait: false,
+                        arguments: FieldTable::default(),
+                    })),
+                ),
+                amq(
+                    1,
+                    Queue(queue::AMQPMethod::Declare(queue::Declare {
+                        queue: "q".into(),
+                        passive: false,
+                        durable: true,
+                        exclusive: false,
+                        auto_delete: false,
+                        nowait: false,
+                        arguments: args,
+                    })),
+                ),
+                amq(
+                    1,
+                    Queue(queue::AMQPMethod::Bind(queue::Bind {
+                        queue: "q".into(),
+                        exchange: "logs".into(),
+                        routing_key: "a.#".into(),
+                        nowait: false,
+                        arguments: FieldTable::default(),
+                    })),
+                ),
                 amq(1, Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 50, global: false }))),
-                amq(1, Basic(basic::AMQPMethod::Consume(basic::Consume {
-                    queue: "q".into(),
-                    consumer_tag: "ctag-1".into(),
-                    no_local: false,
-                    no_ack: false,
-                    exclusive: false,
-                    nowait: false,
-                    arguments: FieldTable::default(),
-                }))),
+                amq(
+                    1,
+                    Basic(basic::AMQPMethod::Consume(basic::Consume {
+                        queue: "q".into(),
+                        consumer_tag: "ctag-1".into(),
+                        no_local: false,
+                        no_ack: false,
+                        exclusive: false,
+                        nowait: false,
+                        arguments: FieldTable::default(),
+                    })),
+                ),
             ],
         ),
         (
@@ -226,15 +251,34 @@ fn amqp_client_frames() -> Named {
                 amq(1, Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: 4, multiple: false, requeue: true }))),
                 amq(1, Basic(basic::AMQPMethod::Reject(basic::Reject { delivery_tag: 5, requeue: false }))),
                 amq(1, Basic(basic::AMQPMethod::Get(basic::Get { queue: "q".into(), no_ack: true }))),
-                amq(1, Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: "ctag-1".into(), nowait: false }))),
+                amq(
+                    1,
+                    Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: "ctag-1".into(), nowait: false })),
+                ),
                 AMQPFrame::Heartbeat(0),
             ],
         ),
         (
             "close",
             vec![
-                amq(1, Channel(channel::AMQPMethod::Close(channel::Close { reply_code: 200, reply_text: "bye".into(), class_id: 0, method_id: 0 }))),
-                amq(0, Connection(connection::AMQPMethod::Close(connection::Close { reply_code: 200, reply_text: "bye".into(), class_id: 0, method_id: 0 }))),
+                amq(
+                    1,
+                    Channel(channel::AMQPMethod::Close(channel::Close {
+                        reply_code: 200,
+                        reply_text: "bye".into(),
+                        class_id: 0,
+                        method_id: 0,
+                    })),
+                ),
+                amq(
+                    0,
+                    Connection(connection::AMQPMethod::Close(connection::Close {
+                        reply_code: 200,
+                        reply_text: "bye".into(),
+                        class_id: 0,
+                        method_id: 0,
+                    })),
+                ),
             ],
         ),
     ];
@@ -332,7 +376,8 @@ fn segment_files() -> (Named, Vec<u64>) {
     });
     let mut out = Vec::new();
     let mut numbers = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir.path()).expect("the log dir").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.path()).expect("the log dir").map(|e| e.expect("entry").path()).collect();
     files.sort();
     for f in files {
         let Some(n) = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".seg")) else { continue };
@@ -357,7 +402,12 @@ fn definitions_files() -> Named {
         Change::DeclareExchange(x),
         Change::DeclareExchange(h),
         Change::DeclareExchange(ExchangeDef::new("unrouted", ExchangeKind::Fanout)),
-        Change::Bind(BindingDef { source: "logs".into(), dest: Dest::Queue("q1".into()), key: "a.*.c".into(), args: Bytes::new() }),
+        Change::Bind(BindingDef {
+            source: "logs".into(),
+            dest: Dest::Queue("q1".into()),
+            key: "a.*.c".into(),
+            args: Bytes::new(),
+        }),
         Change::Bind(BindingDef {
             source: "by-header".into(),
             dest: Dest::Exchange("logs".into()),

@@ -206,7 +206,7 @@ fn props_not_utf8(props: &[u8]) -> bool {
     let mut r = Reader::new(props);
     let Ok(flags) = r.u16() else { return false };
     // content-type .. cluster-id in flag order: s(hort string), F, o(ctet), T.
-    let kinds = b"ssFoosssssTsss";
+    let kinds = b"ssFoossssTssss";
     for (i, kind) in kinds.iter().enumerate() {
         if flags & (1 << (15 - i)) == 0 {
             continue;
@@ -225,8 +225,8 @@ fn props_not_utf8(props: &[u8]) -> bool {
 }
 
 fn class_depth(c: &AMQPClass) -> usize {
-    use AMQPClass::{Basic, Connection, Exchange, Queue};
     use amq_protocol::protocol::exchange;
+    use AMQPClass::{Basic, Connection, Exchange, Queue};
     match c {
         Connection(connection::AMQPMethod::StartOk(s)) => table_depth(&s.client_properties),
         Exchange(exchange::AMQPMethod::Declare(d)) => table_depth(&d.arguments),

@@ -20,8 +20,11 @@ pub use diff::amqp_diff;
 pub use native::decode;
 pub use storage::{definitions, record, recovery};
 
+/// A target: panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the name is its binary and its seed directory.
-pub const ALL: &[(&str, fn(&[u8]))] = &[
+pub const ALL: &[(&str, Target)] = &[
     ("decode", decode),
     ("amqp_frame", amqp_frame),
     ("amqp_diff", amqp_diff),

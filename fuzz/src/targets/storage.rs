@@ -148,7 +148,8 @@ pub fn recovery(data: &[u8]) {
 type Summary = Vec<(u32, String, Vec<u8>, u64, Vec<(u64, u32, u32, u32)>)>;
 
 fn summary(r: &Recovered) -> Summary {
-    let msgs = |q: &ringmq::storage::RecoveredQueue| q.messages.iter().map(|m| (m.seq, m.seg, m.off, m.entry_len)).collect();
+    let msgs =
+        |q: &ringmq::storage::RecoveredQueue| q.messages.iter().map(|m| (m.seq, m.seg, m.off, m.entry_len)).collect();
     r.queues.iter().map(|q| (q.id, q.name.clone(), q.args.clone(), q.next_seq, msgs(q))).collect()
 }
 
