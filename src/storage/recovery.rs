@@ -118,7 +118,7 @@ impl Replay {
     /// A publish: appended (the usual case), or a copy of one already seen
     /// (compaction; the later copy is kept), or an older one put in order.
     fn publish(&mut self, seg: u32, off: usize, seq: u64, entry: &[u8], res: &mut Resident) {
-        self.next_seq = self.next_seq.max(seq + 1);
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
         let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
         let body_len = crate::protocol::batch::entry_body_len(entry).min(u64::from(u32::MAX)) as u32;
         let m = RecoveredMsg { seq, seg, off, entry_len: len, body_len };
@@ -246,7 +246,7 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
             match r {
                 Record::Segment { .. } | Record::Seal => {}
                 Record::Declare { queue, next_seq, name } => {
-                    next_queue_id = next_queue_id.max(queue + 1);
+                    next_queue_id = next_queue_id.max(queue.saturating_add(1));
                     let name = String::from_utf8_lossy(name).into_owned();
                     let q = queues.entry(queue).or_insert_with(|| Replay {
                         name: name.clone(),
