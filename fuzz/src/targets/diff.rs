@@ -18,8 +18,10 @@
 //!    a key or a property short string is not UTF-8.
 //! 4. Content headers: ringmq refuses a class other than basic (60), the
 //!    property-flags continuation bit, an `expiration` that is not a
-//!    number of milliseconds (RabbitMQ does too) and property lists over
-//!    65535 bytes; amq-protocol does not check these. amq-protocol
+//!    number of milliseconds (RabbitMQ does too), property lists over
+//!    65535 bytes and a body size whose sum with the properties' passes
+//!    the limit (here `usize::MAX`: a body size near 2^64); amq-protocol
+//!    does not check these. amq-protocol
 //!    requires UTF-8 in property short strings; RabbitMQ and ringmq do not.
 
 use amq_protocol::frame::parsing::{parse_content_header, parse_raw_frame};
@@ -114,7 +116,7 @@ fn compare_header(whole: &[u8], payload: &[u8]) {
     if payload.get(..2).is_some_and(|c| c != [0, 60]) || flags & 1 != 0 || payload.len() > 12 + 65535 {
         return; // case 4
     }
-    if let Err(HeaderError::BadExpiration(_)) = ours {
+    if let Err(HeaderError::BadExpiration(_) | HeaderError::TooLarge(_)) = ours {
         return; // case 4
     }
     let theirs = parse_content_header(payload).ok().filter(|(left, _)| left.is_empty()).map(|(_, h)| h);
