@@ -1,6 +1,7 @@
 //! AMQP 0-9-1 field types over byte slices: a bounds-checked reader and
 //! writers into `BytesMut`. Big-endian, as the spec says.
 
+use crate::protocol::table::DEPTH_MAX;
 use bytes::{BufMut, BytesMut};
 
 /// A method or property list that does not parse: the connection is closed
@@ -83,18 +84,32 @@ impl<'a> Reader<'a> {
 
     /// A field table, returned raw (length prefix excluded).
     pub fn table(&mut self) -> Result<&'a [u8]> {
+        self.table_at(0)
+    }
+
+    /// Tables and arrays nest at most `DEPTH_MAX` deep, as in
+    /// `protocol::table`: a 128 KiB frame of nested tables is 21,000
+    /// levels, which overflowed a shard thread's stack here.
+    fn table_at(&mut self, depth: usize) -> Result<&'a [u8]> {
+        if depth > DEPTH_MAX {
+            return Err(Syntax("field tables nested too deep"));
+        }
         let raw = self.longstr()?;
         // Validate now so later walks cannot fail.
         let mut t = Reader::new(raw);
         while !t.buf.is_empty() {
             t.shortstr_bytes()?;
-            t.value()?;
+            t.value_at(depth)?;
         }
         Ok(raw)
     }
 
     /// Skips one field value (type octet first) and returns its type and bytes.
     pub fn value(&mut self) -> Result<(u8, &'a [u8])> {
+        self.value_at(0)
+    }
+
+    fn value_at(&mut self, depth: usize) -> Result<(u8, &'a [u8])> {
         let kind = self.u8()?;
         let v = match kind {
             b't' | b'b' | b'B' => self.bytes(1)?,
@@ -103,12 +118,15 @@ impl<'a> Reader<'a> {
             b'l' | b'L' | b'd' | b'T' => self.bytes(8)?,
             b'D' => self.bytes(5)?,
             b'S' | b'x' => self.longstr()?,
-            b'F' => self.table()?,
+            b'F' => self.table_at(depth + 1)?,
             b'A' => {
+                if depth >= DEPTH_MAX {
+                    return Err(Syntax("field arrays nested too deep"));
+                }
                 let raw = self.longstr()?;
                 let mut a = Reader::new(raw);
                 while !a.buf.is_empty() {
-                    a.value()?;
+                    a.value_at(depth + 1)?;
                 }
                 raw
             }
@@ -242,5 +260,40 @@ mod tests {
         assert!(Reader::new(&[0, 0, 0, 10, 1, b'a']).table().is_err());
         // Unknown type 'Z'.
         assert!(Reader::new(&[0, 0, 0, 3, 1, b'a', b'Z']).table().is_err());
+    }
+
+    /// A table nested as deep as a 128 KiB frame allows (21,000 levels of
+    /// `"" F len`) overflowed the stack of the thread that read it: a
+    /// connection.start-ok could abort the broker before authentication.
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        fn nested(levels: usize, kind: u8) -> Vec<u8> {
+            let mut b = Vec::new();
+            for _ in 0..levels {
+                let inner = std::mem::take(&mut b);
+                if kind == b'F' {
+                    b.push(0);
+                }
+                b.push(kind);
+                b.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+                b.extend_from_slice(&inner);
+            }
+            b
+        }
+        for kind in [b'F', b'A'] {
+            let mut body = nested(21_000, kind);
+            if kind == b'A' {
+                body.insert(0, 0); // the outer table's key
+            }
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            assert!(Reader::new(&frame).table().is_err(), "{}", kind as char);
+            // As deep as protocol::table takes is taken here too.
+            let ok = nested(DEPTH_MAX, b'F');
+            let mut frame = (ok.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&ok);
+            assert!(Reader::new(&frame).table().is_ok());
+            assert!(crate::protocol::table::Table::parse(&ok).is_ok());
+        }
     }
 }
