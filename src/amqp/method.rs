@@ -245,8 +245,10 @@ pub fn parse_publish(payload: &[u8]) -> Option<PublishArgs<'_>> {
     Some(PublishArgs { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
 }
 
-/// Parses a method frame's payload into its id and fields; its tables may
-/// nest [`crate::protocol::fieldtable::TABLE_DEPTH_MAX`] levels.
+/// Parses a method frame's payload into its id and fields: every field
+/// the spec defines (reserved ones too), and nothing after them. The
+/// fields of a method this server does not implement are not read.
+/// Its tables may nest [`crate::protocol::fieldtable::TABLE_DEPTH_MAX`] levels.
 pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
     parse_limited(payload, crate::protocol::fieldtable::TABLE_DEPTH_MAX)
 }
@@ -264,13 +266,34 @@ pub fn parse_limited(payload: &[u8], table_depth_max: usize) -> Result<(MethodId
             Method::StartOk { client_props, mechanism, response }
         }
         id::CONNECTION_TUNE_OK => Method::TuneOk { channel_max: r.u16()?, frame_max: r.u32()?, heartbeat: r.u16()? },
-        id::CONNECTION_OPEN => Method::Open { vhost: r.shortstr()? },
-        id::CONNECTION_CLOSE => Method::Close { code: r.u16()?, text: r.shortstr()? },
+        id::CONNECTION_OPEN => {
+            let vhost = r.shortstr()?;
+            // reserved-1 (capabilities) and reserved-2 (insist).
+            r.shortstr()?;
+            r.bit()?;
+            Method::Open { vhost }
+        }
+        id::CONNECTION_CLOSE => {
+            let (code, text) = (r.u16()?, r.shortstr()?);
+            // The class and method ids that caused the close.
+            r.u32()?;
+            Method::Close { code, text }
+        }
         id::CONNECTION_CLOSE_OK => Method::CloseOk,
-        id::CHANNEL_OPEN => Method::ChannelOpen,
+        id::CHANNEL_OPEN => {
+            r.shortstr()?; // reserved-1 (out-of-band)
+            Method::ChannelOpen
+        }
         id::CHANNEL_FLOW => Method::Flow { active: r.bit()? },
-        id::CHANNEL_FLOW_OK => Method::FlowOk,
-        id::CHANNEL_CLOSE => Method::ChannelClose { code: r.u16()?, text: r.shortstr()? },
+        id::CHANNEL_FLOW_OK => {
+            r.bit()?; // active
+            Method::FlowOk
+        }
+        id::CHANNEL_CLOSE => {
+            let (code, text) = (r.u16()?, r.shortstr()?);
+            r.u32()?; // class and method ids
+            Method::ChannelClose { code, text }
+        }
         id::CHANNEL_CLOSE_OK => Method::ChannelCloseOk,
         id::EXCHANGE_DECLARE => {
             r.u16()?;
@@ -352,8 +375,13 @@ pub fn parse_limited(payload: &[u8], table_depth_max: usize) -> Result<(MethodId
         id::BASIC_NACK => Method::Nack { tag: r.u64()?, multiple: r.bit()?, requeue: r.bit()? },
         id::BASIC_RECOVER | id::BASIC_RECOVER_ASYNC => Method::Recover { requeue: r.bit()? },
         id::CONFIRM_SELECT => Method::ConfirmSelect { no_wait: r.bit()? },
-        other => Method::Other(other),
+        other => return Ok((mid, Method::Other(other))),
     };
+    // Every field is read: more bytes are not this method (RabbitMQ and
+    // amq-protocol refuse them too), so each method has one encoding.
+    if !r.rest().is_empty() {
+        return Err(Syntax::Field("bytes after the method's last field"));
+    }
     Ok((mid, m))
 }
 
@@ -453,7 +481,13 @@ pub fn delivery_mode(props: &[u8], table_depth_max: usize) -> Result<u8> {
 pub fn props_are_amqp(props: &[u8]) -> bool {
     // Well-formed is all that is asked here (any depth the broker could
     // have accepted): the limit was applied when the message came in.
-    let mut r = Reader::limited(props, crate::protocol::fieldtable::TABLE_DEPTH_CEILING);
+    props_are_amqp_limited(props, crate::protocol::fieldtable::TABLE_DEPTH_CEILING)
+}
+
+/// [`props_are_amqp`] with the headers table nesting at most `depth_max`
+/// levels: what a publish may carry.
+pub fn props_are_amqp_limited(props: &[u8], depth_max: usize) -> bool {
+    let mut r = Reader::limited(props, depth_max);
     let Ok(flags) = r.u16() else { return false };
     if flags & 1 != 0 {
         return false;
@@ -500,6 +534,27 @@ mod tests {
         put_bits(&mut n, &[true, true]);
         assert!(matches!(parse(&n).unwrap().1, Method::Nack { tag: 5, multiple: true, requeue: true }));
         assert!(parse(&n[..8]).is_err());
+    }
+
+    /// Differences with amq-protocol (the differential fuzz target's
+    /// oracle): bytes after a method's fields, and methods missing their
+    /// reserved fields, were accepted; RabbitMQ and amq-protocol refuse both.
+    #[test]
+    fn every_field_and_nothing_after() {
+        let mut open = BytesMut::new();
+        open.put_slice(&[0, 10, 0, 40]);
+        put_shortstr(&mut open, "/");
+        assert!(parse(&open).is_err(), "connection.open without its reserved fields");
+        put_shortstr(&mut open, "");
+        put_bits(&mut open, &[false]);
+        assert!(matches!(parse(&open), Ok((_, Method::Open { vhost: "/" }))));
+        open.put_u8(0);
+        assert_eq!(parse(&open).err(), Some(Syntax::Field("bytes after the method's last field")));
+        assert!(parse(&[0, 20, 0, 10]).is_err(), "channel.open without its reserved short string");
+        assert!(matches!(parse(&[0, 20, 0, 10, 0]), Ok((_, Method::ChannelOpen))));
+        assert!(parse(&[0, 60, 0, 80, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]).is_err(), "ack with a byte too many");
+        // Methods this server does not implement are not read at all.
+        assert!(matches!(parse(&[0, 90, 0, 10, 1, 2, 3]), Ok((_, Method::Other((90, 10))))));
     }
 
     #[test]

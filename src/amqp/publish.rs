@@ -7,7 +7,7 @@ use super::channel::{same_bytes, ChState, Channel, Content, Outstanding, PubBatc
 use super::conn::{conn_fault, rid, AmqpConn, Fault, Job, Phase, KIND_PUB};
 use super::frame::{self, Frame};
 use super::method::{self, code, id};
-use super::wire::{put_shortstr, Reader};
+use super::wire::{put_shortstr, Reader, Syntax};
 use crate::protocol::batch::put_entry;
 use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
@@ -164,6 +164,11 @@ pub fn parse_header(payload: &[u8], max: usize, table_depth_max: usize) -> Resul
         return Err(HeaderError::NotBasic);
     }
     let props = r.rest();
+    // The whole list, not only up to delivery-mode: what is stored is
+    // delivered to other clients, who must be able to parse it.
+    if !method::props_are_amqp_limited(props, table_depth_max) {
+        return Err(HeaderError::Syntax(Syntax::Field("malformed basic property list")));
+    }
     let body = body_size(body_len, props.len(), max).ok_or(HeaderError::TooLarge(body_len))?;
     let mode = method::delivery_mode(props, table_depth_max).map_err(HeaderError::Syntax)?;
     if let Some(bad) = bad_expiration(props) {
@@ -313,5 +318,31 @@ mod tests {
         assert_eq!(body_size(5, 0, 4), None);
         assert_eq!(body_size(0, 5, 4), None);
         assert_eq!(body_size(4, 0, 4), Some(4));
+    }
+
+    /// Found while writing the fuzz targets: a body size near 2^64 wrapped
+    /// past the limit in `body_len as usize + props.len()` (in release
+    /// builds), and the channel then buffered body frames without bound.
+    #[test]
+    fn a_body_size_near_2_to_the_64_is_too_large() {
+        for body_len in [u64::MAX, u64::MAX - 1, u64::MAX - 5] {
+            assert!(matches!(parse_header(&header(body_len, &[0, 0]), 1 << 20, 32), Err(HeaderError::TooLarge(_))));
+        }
+        assert!(parse_header(&header(100, &[0, 0]), 102, 32).is_ok());
+        assert!(matches!(parse_header(&header(101, &[0, 0]), 102, 32), Err(HeaderError::TooLarge(101))));
+    }
+
+    /// The whole property list is checked, not only up to delivery-mode:
+    /// a message-id flag with no bytes behind it, or bytes after the last
+    /// property, is a syntax error as in RabbitMQ.
+    #[test]
+    fn a_malformed_property_list_is_refused() {
+        let mode_then_missing_id = [0x10, 0x80, 2];
+        assert!(matches!(parse_header(&header(0, &mode_then_missing_id), 4096, 32), Err(HeaderError::Syntax(_))));
+        let trailing = [0x10, 0x00, 2, 9];
+        assert!(matches!(parse_header(&header(0, &trailing), 4096, 32), Err(HeaderError::Syntax(_))));
+        let good = header(3, &[0x10, 0x00, 2]);
+        let h = parse_header(&good, 4096, 32).ok().expect("persistent, well formed");
+        assert_eq!((h.mode, h.body_len), (2, 3));
     }
 }

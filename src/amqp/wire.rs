@@ -221,4 +221,40 @@ mod tests {
         assert_eq!(e, Syntax::Table(TableError::TooDeep { max: 1 }));
         assert!(e.to_string().contains("table_depth_max = 1 levels"), "{e}");
     }
+
+    /// A table nested as deep as a 128 KiB frame allows (21,000 levels of
+    /// `"" F len`) overflowed the stack of the thread that read it: a
+    /// connection.start-ok could abort the broker before authentication.
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        fn nested(levels: usize, kind: u8) -> Vec<u8> {
+            let mut b = Vec::new();
+            for _ in 0..levels {
+                let inner = std::mem::take(&mut b);
+                if kind == b'F' {
+                    b.push(0);
+                }
+                b.push(kind);
+                b.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+                b.extend_from_slice(&inner);
+            }
+            b
+        }
+        for kind in [b'F', b'A'] {
+            let mut body = nested(21_000, kind);
+            if kind == b'A' {
+                body.insert(0, 0); // the outer table's key
+            }
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            assert!(Reader::new(&frame).table().is_err(), "{}", kind as char);
+            // As deep as protocol::table takes is taken here too (the outer
+            // table is level 1).
+            let ok = nested(TABLE_DEPTH_MAX - 1, b'F');
+            let mut frame = (ok.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&ok);
+            assert!(Reader::new(&frame).table().is_ok());
+            assert!(crate::protocol::table::Table::parse(&ok).is_ok());
+        }
+    }
 }

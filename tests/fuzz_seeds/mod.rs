@@ -1,0 +1,438 @@
+//! The fuzz seeds, built from real frames and files: native frames from
+//! the project's encoders, AMQP client frames as lapin's codec
+//! (amq-protocol) writes them and server frames from ringmq's, segment
+//! files written by the storage layer, a definitions file, config texts.
+//! Each is small: the fuzzer mutates from them.
+
+use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::{Bytes, BytesMut};
+use ringmq::amqp::{frame as aframe, method as amethod};
+use ringmq::protocol::batch::{put_entry, BatchWriter, Ranges};
+use ringmq::protocol::props::PropsBuilder;
+use ringmq::protocol::table::{Table, TableBuilder, Value};
+use ringmq::protocol::{op, Cmd, Frame};
+use ringmq::routing::{BindingDef, Change, Dest, ExchangeDef, ExchangeKind};
+use ringmq::storage::io::{DmaIo, LogIo};
+use ringmq::storage::record::{align_block, BLOCK};
+use ringmq::storage::Storage;
+use std::rc::Rc;
+use std::time::Duration;
+
+type Named = Vec<(String, Vec<u8>)>;
+
+pub fn all() -> Vec<(&'static str, Named)> {
+    let amqp = amqp_client_frames();
+    let (segments, seg_numbers) = segment_files();
+    vec![
+        ("decode", prefixed(0xFF, native_frames())),
+        ("amqp_frame", prefixed(0xFF, amqp.clone())),
+        ("amqp_diff", amqp),
+        ("amqp_props", properties()),
+        ("table", tables()),
+        // Control bytes: the file's own segment number, checksums fixed
+        // (they are already right), and for recovery no harness header.
+        ("record", segments.iter().zip(&seg_numbers).map(|((n, b), s)| (n.clone(), ctl(s - 1, b))).collect()),
+        ("recovery", segments.iter().zip(&seg_numbers).map(|((n, b), s)| (n.clone(), ctl(64 | (s - 1), b))).collect()),
+        ("definitions", definitions_files()),
+        ("config", configs()),
+    ]
+}
+
+fn ctl(c: u64, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![u8::try_from(c).expect("a small control byte")];
+    v.extend_from_slice(body);
+    v
+}
+
+fn prefixed(pick: u8, seeds: Named) -> Named {
+    seeds.into_iter().map(|(n, b)| (n, ctl(pick.into(), &b))).collect()
+}
+
+fn named(name: &str, b: impl AsRef<[u8]>) -> (String, Vec<u8>) {
+    (name.to_string(), b.as_ref().to_vec())
+}
+
+fn queue_args() -> Vec<u8> {
+    TableBuilder::new()
+        .int("x-max-length", 1000)
+        .str("x-overflow", "reject-publish")
+        .str("x-dead-letter-exchange", "dlx")
+        .int("x-message-ttl", 60_000)
+        .build()
+}
+
+fn native_frames() -> Named {
+    let mut out = Vec::new();
+    let mut all = BytesMut::new();
+    let mut frame = |name: &str, b: &mut BytesMut| {
+        all.extend_from_slice(b);
+        out.push(named(name, &b[..]));
+        b.clear();
+    };
+    let mut b = BytesMut::new();
+    let args = queue_args();
+    let ranges = [1u64.to_le_bytes(), 3u64.to_le_bytes(), 7u64.to_le_bytes(), 7u64.to_le_bytes()].concat();
+    let cmds = [
+        ("hello", Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: None }),
+        ("declare", Cmd::Declare { flags: op::DECLARE_DURABLE, queue: "orders", args: &args }),
+        ("subscribe", Cmd::Subscribe { consumer_id: 1, prefetch: 100, queue: "orders" }),
+        ("ack", Cmd::Ack { consumer_id: 1, ranges: Ranges::parse(&ranges, 2).expect("ranges") }),
+        ("nack", Cmd::Nack { requeue: true, consumer_id: 1, ranges: Ranges::parse(&ranges[..16], 1).expect("ranges") }),
+        ("get", Cmd::Get { no_ack: false, consumer_id: 2, queue: "orders" }),
+        ("exchange-declare", Cmd::ExchangeDeclare { flags: 1, exchange: "logs", kind: "topic", args: &[] }),
+        ("bind", Cmd::Bind { flags: 0, source: "logs", destination: "orders", routing_key: "a.*.c", args: &[] }),
+        ("confirm", Cmd::Confirm { count: 2 }),
+        ("error", Cmd::Error { fatal: true, code: 3, message: "frame too large" }),
+        ("ping", Cmd::Ping),
+    ];
+    for (i, (name, cmd)) in cmds.into_iter().enumerate() {
+        Frame { request_id: i as u64 + 1, cmd }.encode(&mut b);
+        frame(name, &mut b);
+    }
+    let props = PropsBuilder::new().content_type("text/plain").priority(3).expiration_ms(5000).build();
+    let mut w = BatchWriter::begin_publish(&mut b, 20, 1, "orders");
+    w.push(&mut b, 0, &props, b"hello");
+    w.push(&mut b, 0, &[], b"world");
+    w.finish(&mut b);
+    frame("publish", &mut b);
+    let mut w = BatchWriter::begin_publish_to(&mut b, 21, 0, "logs", "a.b.c");
+    w.push(&mut b, 0, &[], b"routed");
+    w.finish(&mut b);
+    frame("publish-to", &mut b);
+    let mut w = BatchWriter::begin_deliver(&mut b, 1, 40);
+    w.push(&mut b, 0, &props, b"delivered");
+    w.finish(&mut b);
+    frame("deliver", &mut b);
+    out.push(named("session", &all[..]));
+    out
+}
+
+fn amq(channel: u16, class: AMQPClass) -> AMQPFrame {
+    AMQPFrame::Method(channel, class)
+}
+
+fn encode_amq(frames: &[AMQPFrame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        let (v, _) = cookie_factory::gen(gen_frame(f), Vec::new()).expect("amq-protocol encodes");
+        out.extend_from_slice(&v);
+    }
+    out
+}
+
+fn amq_table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn amq_props() -> basic::AMQPProperties {
+    basic::AMQPProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(amq_table(&[("trace", AMQPValue::LongString("abc".into())), ("n", AMQPValue::LongLongInt(7))]))
+        .with_delivery_mode(2)
+        .with_priority(5)
+        .with_expiration("60000".into())
+        .with_message_id("m-1".into())
+        .with_timestamp(1_700_000_000)
+}
+
+/// A client's session as lapin writes it, frame group by frame group.
+fn amqp_client_frames() -> Named {
+    use AMQPClass::{Basic, Channel, Confirm, Connection, Exchange, Queue};
+    let caps = amq_table(&[
+        ("publisher_confirms", AMQPValue::Boolean(true)),
+        ("basic.nack", AMQPValue::Boolean(true)),
+        ("consumer_cancel_notify", AMQPValue::Boolean(true)),
+    ]);
+    let client_properties =
+        amq_table(&[("product", AMQPValue::LongString("lapin".into())), ("capabilities", AMQPValue::FieldTable(caps))]);
+    let args = amq_table(&[
+        ("x-max-length", AMQPValue::LongLongInt(10)),
+        ("x-queue-mode", AMQPValue::LongString("lazy".into())),
+    ]);
+    let publish = basic::Publish { exchange: "".into(), routing_key: "q".into(), mandatory: true, immediate: false };
+    let header = AMQPContentHeader { class_id: 60, body_size: 5, properties: amq_props() };
+    let groups: Vec<(&str, Vec<AMQPFrame>)> = vec![
+        (
+            "handshake",
+            vec![
+                amq(
+                    0,
+                    Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                        client_properties,
+                        mechanism: "PLAIN".into(),
+                        response: "\0guest\0guest".into(),
+                        locale: "en_US".into(),
+                    })),
+                ),
+                amq(
+                    0,
+                    Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                        channel_max: 2047,
+                        frame_max: 131_072,
+                        heartbeat: 60,
+                    })),
+                ),
+                amq(0, Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() }))),
+                amq(1, Channel(channel::AMQPMethod::Open(channel::Open {}))),
+                amq(1, Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false }))),
+            ],
+        ),
+        (
+            "topology",
+            vec![
+                amq(
+                    1,
+                    Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
+                        exchange: "logs".into(),
+                        kind: "topic".into(),
+                        passive: false,
+                        durable: true,
+                        auto_delete: false,
+                        internal: false,
+                        nowait: false,
+                        arguments: FieldTable::default(),
+                    })),
+                ),
+                amq(
+                    1,
+                    Queue(queue::AMQPMethod::Declare(queue::Declare {
+                        queue: "q".into(),
+                        passive: false,
+                        durable: true,
+                        exclusive: false,
+                        auto_delete: false,
+                        nowait: false,
+                        arguments: args,
+                    })),
+                ),
+                amq(
+                    1,
+                    Queue(queue::AMQPMethod::Bind(queue::Bind {
+                        queue: "q".into(),
+                        exchange: "logs".into(),
+                        routing_key: "a.#".into(),
+                        nowait: false,
+                        arguments: FieldTable::default(),
+                    })),
+                ),
+                amq(1, Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: 50, global: false }))),
+                amq(
+                    1,
+                    Basic(basic::AMQPMethod::Consume(basic::Consume {
+                        queue: "q".into(),
+                        consumer_tag: "ctag-1".into(),
+                        no_local: false,
+                        no_ack: false,
+                        exclusive: false,
+                        nowait: false,
+                        arguments: FieldTable::default(),
+                    })),
+                ),
+            ],
+        ),
+        (
+            "publish",
+            vec![
+                amq(1, Basic(basic::AMQPMethod::Publish(publish))),
+                AMQPFrame::Header(1, 60, Box::new(header)),
+                AMQPFrame::Body(1, b"hello".to_vec()),
+            ],
+        ),
+        (
+            "acks",
+            vec![
+                amq(1, Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: 3, multiple: true }))),
+                amq(1, Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: 4, multiple: false, requeue: true }))),
+                amq(1, Basic(basic::AMQPMethod::Reject(basic::Reject { delivery_tag: 5, requeue: false }))),
+                amq(1, Basic(basic::AMQPMethod::Get(basic::Get { queue: "q".into(), no_ack: true }))),
+                amq(
+                    1,
+                    Basic(basic::AMQPMethod::Cancel(basic::Cancel { consumer_tag: "ctag-1".into(), nowait: false })),
+                ),
+                AMQPFrame::Heartbeat(0),
+            ],
+        ),
+        (
+            "close",
+            vec![
+                amq(
+                    1,
+                    Channel(channel::AMQPMethod::Close(channel::Close {
+                        reply_code: 200,
+                        reply_text: "bye".into(),
+                        class_id: 0,
+                        method_id: 0,
+                    })),
+                ),
+                amq(
+                    0,
+                    Connection(connection::AMQPMethod::Close(connection::Close {
+                        reply_code: 200,
+                        reply_text: "bye".into(),
+                        class_id: 0,
+                        method_id: 0,
+                    })),
+                ),
+            ],
+        ),
+    ];
+    let mut out: Named = groups.iter().map(|(name, frames)| named(name, encode_amq(frames))).collect();
+    // What ringmq itself writes: a delivery, a confirm, a close.
+    let mut b = BytesMut::new();
+    amethod::put_deliver(&mut b, 1, "ctag-1", 9, true, "logs", "a.b");
+    let props = PropsBuilder::new().content_type("text/plain").delivery_mode(2).build();
+    aframe::put_content_header(&mut b, 1, 60, 3, &props);
+    aframe::put_body(&mut b, 1, b"abc", 4096);
+    amethod::put_confirm(&mut b, 1, false, 12, true);
+    amethod::put_close(&mut b, 1, amethod::id::CHANNEL_CLOSE, 406, "PRECONDITION_FAILED", amethod::id::QUEUE_DECLARE);
+    aframe::put_heartbeat(&mut b);
+    out.push(named("server", &b[..]));
+    out
+}
+
+fn properties() -> Named {
+    let mut h = Table::default();
+    h.set("x-death", Value::Array(vec![Value::Table(Table(vec![("count".into(), Value::I64(1))]))]));
+    let mut out = vec![
+        named("none", [0u8, 0]),
+        named("persistent", PropsBuilder::new().delivery_mode(2).build()),
+        named(
+            "native",
+            PropsBuilder::new()
+                .content_type("text/plain")
+                .headers(h)
+                .priority(9)
+                .expiration_ms(1500)
+                .message_id("id-1")
+                .timestamp(1_700_000_000)
+                .build(),
+        ),
+    ];
+    let mut lapin = Vec::new();
+    let p = amq_props();
+    let (v, _) = cookie_factory::gen(basic::gen_properties(&p), Vec::new()).expect("amq-protocol encodes");
+    lapin.extend_from_slice(&v);
+    out.push(named("lapin", lapin));
+    out
+}
+
+fn tables() -> Named {
+    let mut inner = Table::default();
+    inner.set("reason", Value::str("expired"));
+    inner.set("count", Value::I64(2));
+    inner.set("time", Value::Timestamp(1_700_000_000));
+    let every = Table(vec![
+        ("t".into(), Value::Bool(true)),
+        ("b".into(), Value::I8(-1)),
+        ("B".into(), Value::U8(200)),
+        ("s".into(), Value::I16(-300)),
+        ("u".into(), Value::U16(60000)),
+        ("I".into(), Value::I32(-70000)),
+        ("i".into(), Value::U32(4_000_000_000)),
+        ("l".into(), Value::I64(i64::MIN)),
+        ("f".into(), Value::F32(1.5)),
+        ("d".into(), Value::F64(-2.25)),
+        ("D".into(), Value::Decimal(2, 12345)),
+        ("x".into(), Value::Bytes(vec![0, 1, 2])),
+        ("V".into(), Value::Void),
+    ]);
+    let death = Table(vec![("x-death".into(), Value::Array(vec![Value::Table(inner.clone()), Value::Table(inner)]))]);
+    vec![named("queue-args", queue_args()), named("every-type", every.encode()), named("x-death", death.encode())]
+}
+
+/// Segment files as the storage layer writes them: a durable queue with
+/// arguments, publishes, acks, a purge and a delete of a second queue,
+/// then a clean close (which seals). Each file is cut after its last
+/// written block.
+fn segment_files() -> (Named, Vec<u64>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_path_buf();
+    crate::common::run_local(Duration::from_secs(30), move || async move {
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (log, _) = Storage::<u64>::open(io, crate::common::log_options(&path, 65_536)).await.expect("open");
+        let q = log.declare("orders", &queue_args()).expect("declare");
+        let tmp = log.declare("scratch", &[]).expect("declare");
+        let props = PropsBuilder::new().delivery_mode(2).priority(4).build();
+        let mut lens = Vec::new();
+        for s in 0..5u64 {
+            let mut e = BytesMut::new();
+            put_entry(&mut e, 0, if s % 2 == 0 { &props } else { &[] }, format!("message {s}").as_bytes());
+            log.publish(q, s, &e).expect("publish");
+            log.publish(tmp, s, &e).expect("publish");
+            lens.push(e.len());
+        }
+        log.ack(q, 1, lens[1]);
+        log.ack(q, 2, lens[2]);
+        log.purge(tmp, |each| (0..5u64).for_each(|s| each(s, lens[s as usize]))).expect("purge");
+        log.delete(tmp).expect("delete");
+        assert!(log.flush().await.result.is_ok());
+        assert!(log.close().await.result.is_ok());
+    });
+    let mut out = Vec::new();
+    let mut numbers = Vec::new();
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir.path()).expect("the log dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    for f in files {
+        let Some(n) = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".seg")) else { continue };
+        let bytes = std::fs::read(&f).expect("a segment");
+        let Some(last) = bytes.iter().rposition(|&b| b != 0) else { continue };
+        let cut = align_block(last + 1).min(bytes.len()).max(BLOCK.min(bytes.len()));
+        numbers.push(n.parse::<u64>().expect("a segment number"));
+        out.push(named(&format!("segment-{n}"), &bytes[..cut]));
+    }
+    assert!(!out.is_empty(), "the log wrote a segment");
+    (out, numbers)
+}
+
+fn definitions_files() -> Named {
+    let mut x = ExchangeDef::new("logs", ExchangeKind::Topic);
+    x.durable = true;
+    x.alternate = Some("unrouted".into());
+    let mut h = ExchangeDef::new("by-header", ExchangeKind::Headers);
+    h.durable = true;
+    let hargs = TableBuilder::new().str("x-match", "all").str("format", "pdf").build();
+    let defs = vec![
+        Change::DeclareExchange(x),
+        Change::DeclareExchange(h),
+        Change::DeclareExchange(ExchangeDef::new("unrouted", ExchangeKind::Fanout)),
+        Change::Bind(BindingDef {
+            source: "logs".into(),
+            dest: Dest::Queue("q1".into()),
+            key: "a.*.c".into(),
+            args: Bytes::new(),
+        }),
+        Change::Bind(BindingDef {
+            source: "by-header".into(),
+            dest: Dest::Exchange("logs".into()),
+            key: String::new(),
+            args: Bytes::from(hargs),
+        }),
+    ];
+    let file = ringmq::storage::definitions::encode(&defs);
+    // Bit 0 of the control byte: the bytes are the whole file; clear,
+    // the harness frames them (magic in front, checksum behind).
+    vec![named("file", ctl(1, &file)), named("framed", ctl(0, &file[8..file.len() - 4]))]
+}
+
+fn configs() -> Named {
+    vec![
+        named(
+            "operations-example",
+            "cores = 2\ndata_dir = \"/var/lib/ringmq\"\nlisten = \"0.0.0.0:5680\"\nlog_format = \"json\"\n\
+             message_bytes_max = 262144\n\n[[users]]\nname = \"app\"\npassword = \"secret\"\n",
+        ),
+        named(
+            "limits",
+            "frame_bytes_max = 1048576\nmessage_bytes_max = 1000000\nsegment_bytes = 67108864\nfsync = \"interval\"\n\
+             fsync_interval_ms = 50\nmemory_budget_bytes = 536870912\ncompact_live_ratio_pct = 25\n\
+             outbox_bytes_max = 4194304\nhttp_idle_timeout_ms = 60000\n",
+        ),
+    ]
+}
