@@ -126,13 +126,17 @@ impl FrameReader {
                 }
             }
             let want = match need {
-                // Grow with what arrived: at most doubling per read, from a
-                // small step, so a header alone never buys its body's size
-                // (a peer that sends only headers holds a few KiB each).
-                // The step never passes the frame's end: messages keep
-                // their chunk alive until acked, so bytes read past a large
-                // frame (the start of the next one, copied out by `keep`)
-                // would be held with them.
+                // A small frame: finish it and read on in the same read, so
+                // a busy peer's frames keep sharing reads (reading only to
+                // its end halved the frames per read: 18 % off e2e 16 B).
+                Some(n) if !self.buf.is_empty() && n <= LARGE_FRAME_BYTES => (n - self.buf.len()).max(self.window),
+                // A large one: grow with what arrived, at most doubling per
+                // read, from a small step, so a header alone never buys its
+                // body's size (a peer that sends only headers holds a few
+                // KiB each). The step never passes the frame's end:
+                // messages keep their chunk alive until acked, so bytes read
+                // past a large frame (the start of the next one, copied out
+                // by `keep`) would be held with them.
                 Some(n) if !self.buf.is_empty() => (n - self.buf.len()).min(self.buf.len().max(HANDSHAKE_READ_BYTES)),
                 // The next frame's size is not known yet: after a large
                 // frame (a logged-in peer that sent it whole), expect another
