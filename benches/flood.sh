@@ -8,7 +8,7 @@
 #
 #   benches/flood.sh [RINGMQ_BIN] [LOADGEN_BIN]
 #
-# Environment: RATE (20000), SIZE (1024), DURATION (10 s), WARMUP (2 s),
+# Environment: RATE (20000), SIZE (1024), DURATION (10 s), WARMUP (6 s),
 # CONNECTIONS (10000), RUNS (2), PORT (27680), AMQP_PORT (27672),
 # HTTP_PORT (27692). Bounded: RUNS x 2 x (WARMUP + DURATION + drain).
 set -euo pipefail
@@ -19,7 +19,7 @@ LOADGEN=${2:-target/release/ringmq-loadgen}
 RATE=${RATE:-20000}
 SIZE=${SIZE:-1024}
 DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
+WARMUP=${WARMUP:-6}
 CONNECTIONS=${CONNECTIONS:-10000}
 RUNS=${RUNS:-2}
 PORT=${PORT:-27680}
@@ -53,14 +53,20 @@ one_run() { # $1 = label, $2 = flood (0/1)
   : >"$work/rss.$label"
   sample_rss "$work/rss.$label" &
   spid=$!
-  if [ "$flood" = 1 ]; then
-    python3 benches/flood.py "$PORT" "$AMQP_PORT" $((WARMUP + DURATION + 8)) "$CONNECTIONS" >"$work/flood.$label" &
-    fpid=$!
-    sleep 6 # the flooder opens its population at 2,000 sockets a second
-  fi
+  # The workload connects first; the flood starts during its warmup (the
+  # flooder opens its population at 2,000 sockets a second, so the measured
+  # window runs with the whole population). While the flood holds every
+  # unauthenticated slot, a new login is refused (docs/security.md).
   "$LOADGEN" --url "ringmq://127.0.0.1:$PORT" --size "$SIZE" --rate "$RATE" \
     --duration "$DURATION" --warmup "$WARMUP" --queue-prefix "flood-$label" \
-    --label "$label" --json "$work/$label.json" --quiet >"$work/$label.out" 2>&1 || {
+    --label "$label" --json "$work/$label.json" --quiet >"$work/$label.out" 2>&1 &
+  local lpid=$!
+  if [ "$flood" = 1 ]; then
+    sleep 1
+    python3 benches/flood.py "$PORT" "$AMQP_PORT" $((WARMUP + DURATION + 4)) "$CONNECTIONS" >"$work/flood.$label" &
+    fpid=$!
+  fi
+  wait "$lpid" || {
     cat "$work/$label.out" >&2
     exit 1
   }
