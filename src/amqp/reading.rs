@@ -159,7 +159,12 @@ impl AmqpConn {
             }
             Ok(n) => {
                 buf.truncate(start + n);
-                self.clock.window.set(next_window(want, n, READ_BYTES));
+                // Grows while reads fill it, never shrinks: the buffer is
+                // reused (its capacity stays), so a smaller read saves no
+                // memory and only costs a busy connection more reads.
+                if n >= want {
+                    self.clock.window.set(next_window(want, n, READ_BYTES));
+                }
                 let now = Instant::now();
                 self.clock.last_byte.set(now);
                 if start == 0 {
