@@ -5,6 +5,7 @@
 //! | step | module |
 //! |---|---|
 //! | start shards, bind listeners, raise RLIMIT_MEMLOCK | [`server`], [`server::system`], [`server::config`] |
+//! | wire the AMQP front end to the core (`Broker::start`; the core takes front ends as `server::FrontEnd`) | `src/broker.rs` |
 //! | accept a connection on a shard (shared port or the shard's own) | [`server::listener`] |
 //! | read whole frames into a shared buffer | [`rt::reader`] |
 //! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
@@ -41,6 +42,9 @@ pub mod server;
 
 #[cfg(feature = "server")]
 pub mod amqp;
+
+#[cfg(feature = "server")]
+mod broker;
 
 #[cfg(feature = "server")]
 pub mod routing;

@@ -79,14 +79,23 @@ struct ShardStart {
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     alarms: Arc<alarm::Alarms>,
+    /// Serves the AMQP listener (the front end above this layer).
+    amqp_front: FrontEnd,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
 }
 
+/// A front end's accept loop for one shard's listener: given by the layer
+/// above (`Broker::start` in `src/broker.rs` passes the AMQP one), so the
+/// core does not import the protocols built on it.
+pub type FrontEnd =
+    fn(Rc<Shard>, glommio::net::TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 impl Broker {
-    /// Validates the config, binds every listener, starts the shards and
-    /// returns once all of them accept connections.
-    pub fn start(config: Config) -> Result<Broker, StartError> {
+    /// Validates the config, binds every listener, starts the shards with
+    /// `amqp_front` serving the AMQP listener, and returns once all of
+    /// them accept connections.
+    pub fn start_with(config: Config, amqp_front: FrontEnd) -> Result<Broker, StartError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
@@ -141,6 +150,7 @@ impl Broker {
                 mesh: mesh.clone(),
                 stop: stop.clone(),
                 alarms: alarms.clone(),
+                amqp_front,
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
@@ -364,7 +374,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     for sock in [s.shared, s.own] {
         tasks.push(glommio::spawn_local(listener::accept_loop(shard.clone(), sock.into_listener())));
     }
-    tasks.push(glommio::spawn_local(crate::amqp::accept_loop(shard.clone(), s.amqp.into_listener())));
+    tasks.push(glommio::spawn_local((s.amqp_front)(shard.clone(), s.amqp.into_listener())));
     if let Some(m) = s.metrics {
         tasks.push(glommio::spawn_local(http::accept_loop(shard.clone(), m.into_listener())));
     }
