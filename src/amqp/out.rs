@@ -11,7 +11,7 @@ use super::wire::{put_bits, put_shortstr};
 use crate::protocol::batch::parse_entry;
 use crate::protocol::{Entries, ErrorCode};
 use crate::server::queue::Deliveries;
-use crate::server::shard::ConnSink;
+use crate::server::shard::{ConnSink, SinkBuffers};
 use crate::server::types::{Origin, Reply};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -92,20 +92,14 @@ impl ConnSink for AmqpConn {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }
 
-    fn held_bytes(&self) -> usize {
-        self.outbox.held_bytes() + self.read_held.get()
-    }
-
-    fn can_take_deliveries(&self) -> bool {
-        self.outbox.pending_bytes() < self.shard.config.outbox_bytes_max as usize
-    }
-
-    fn deliveries_stopped(&self, owner: u16) {
-        self.gate.stopped_at(owner, self.shard.id);
-    }
-
-    fn outbox_bytes(&self) -> usize {
-        self.outbox.pending_bytes()
+    fn buffers(&self) -> Option<SinkBuffers<'_>> {
+        Some(SinkBuffers {
+            outbox: &self.outbox,
+            read_held: self.read_held.get(),
+            gate: &self.gate,
+            outbox_bytes_max: self.shard.config.outbox_bytes_max as usize,
+            shard: self.shard.id,
+        })
     }
 }
 

@@ -42,22 +42,44 @@ pub trait ConnSink {
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())
     }
+    /// Its socket buffers and delivery gate, from which the four methods
+    /// below are answered alike for every front end; `None` (a sink with
+    /// no socket) holds nothing and always takes deliveries.
+    fn buffers(&self) -> Option<SinkBuffers<'_>> {
+        None
+    }
     /// Bytes the connection holds in memory (its outbox and read buffer),
     /// for the memory alarm.
     fn held_bytes(&self) -> usize {
-        0
+        self.buffers().map_or(0, |b| b.outbox.held_bytes() + b.read_held)
     }
     /// Whether its outbox has room for more deliveries (`server/gate.rs`).
     fn can_take_deliveries(&self) -> bool {
-        true
+        self.buffers().is_none_or(|b| b.outbox.pending_bytes() < b.outbox_bytes_max)
     }
     /// Shard `owner` stopped (or must stop) dispatching to it until its
     /// outbox drains. Must not call back into the shard.
-    fn deliveries_stopped(&self, _owner: u16) {}
+    fn deliveries_stopped(&self, owner: u16) {
+        if let Some(b) = self.buffers() {
+            b.gate.stopped_at(owner, b.shard);
+        }
+    }
     /// Bytes it holds for its socket (queued and being written).
     fn outbox_bytes(&self) -> usize {
-        0
+        self.buffers().map_or(0, |b| b.outbox.pending_bytes())
     }
+}
+
+/// What a connection's [`ConnSink::buffers`] lends the shard.
+pub struct SinkBuffers<'a> {
+    pub outbox: &'a crate::rt::Outbox,
+    /// The read buffer's capacity.
+    pub read_held: usize,
+    pub gate: &'a crate::server::gate::DeliveryGate,
+    /// `outbox_bytes_max`: past it the queues stop dispatching to it.
+    pub outbox_bytes_max: usize,
+    /// The shard the connection is on.
+    pub shard: u16,
 }
 
 /// Per-shard counters: plain cells, summed across shards when read.

@@ -7,7 +7,7 @@ use super::gate::DeliveryGate;
 use super::policy::QueueArgs;
 use super::queue::Deliveries;
 use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
-use super::shard::{ConnSink, Shard};
+use super::shard::{ConnSink, Shard, SinkBuffers};
 use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame};
 use crate::routing::{BindingDef, Dest};
@@ -109,20 +109,14 @@ impl ConnSink for NativeConn {
         ("native", self.peer.clone())
     }
 
-    fn held_bytes(&self) -> usize {
-        self.outbox.held_bytes() + self.read_held.get()
-    }
-
-    fn can_take_deliveries(&self) -> bool {
-        self.outbox.pending_bytes() < self.shard.config.outbox_bytes_max as usize
-    }
-
-    fn deliveries_stopped(&self, owner: u16) {
-        self.gate.stopped_at(owner, self.shard.id);
-    }
-
-    fn outbox_bytes(&self) -> usize {
-        self.outbox.pending_bytes()
+    fn buffers(&self) -> Option<SinkBuffers<'_>> {
+        Some(SinkBuffers {
+            outbox: &self.outbox,
+            read_held: self.read_held.get(),
+            gate: &self.gate,
+            outbox_bytes_max: self.shard.config.outbox_bytes_max as usize,
+            shard: self.shard.id,
+        })
     }
 }
 
