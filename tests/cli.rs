@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -56,13 +56,21 @@ struct Server {
 }
 
 fn start_server() -> Server {
+    start_server_with("")
+}
+
+/// `start_server` with `config` (TOML) as its `--config` file.
+fn start_server_with(config: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let config_file = dir.path().join("ringmq.toml");
+    std::fs::write(&config_file, config).unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--no-pin", "--data-dir"])
         .arg(&data)
-        .args(["--amqp-listen", "127.0.0.1:0"])
+        .args(["--amqp-listen", "127.0.0.1:0", "--config"])
+        .arg(&config_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -273,4 +281,37 @@ fn queue_args_from_the_command_line() {
     let bad = run(&["pub", "--url", &u, "--queue", "bad", "--queue-arg", "novalue", "x"], Duration::from_secs(15));
     assert!(!bad.status.success());
     assert!(bad.stderr.contains("KEY=VALUE"), "{}", bad.stderr);
+}
+
+/// Sends bytes that are no ringmq frame and waits for the broker to close.
+fn garbage_connection(addr: &str) {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&[0xff; 16]).unwrap();
+    let mut sink = Vec::new();
+    let _ = c.read_to_end(&mut sink);
+    assert!(!sink.is_empty(), "the broker says why it closes");
+}
+
+#[test]
+fn a_flood_of_bad_connections_logs_a_bounded_number_of_lines() {
+    let s = start_server_with("unauthenticated_log_lines_per_s = 3\n");
+    for _ in 0..60 {
+        garbage_connection(&s.native);
+    }
+    // The next second's first line sums up the ones skipped.
+    std::thread::sleep(Duration::from_millis(1100));
+    for a in &s.shards {
+        garbage_connection(a);
+    }
+    let log = std::fs::read_to_string(s._dir.path().join("serve.log")).unwrap();
+    let closing = log.lines().filter(|l| l.contains("closing connection")).count();
+    let skipped: u64 = log
+        .lines()
+        .filter(|l| l.contains("were skipped"))
+        .filter_map(|l| l.split("skipped=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    // At most 3 a second per shard: 2 shards, at most 2 seconds here.
+    assert!((1..=12).contains(&closing), "{closing} closing lines:\n{log}");
+    assert!(skipped + closing as u64 >= 60, "{skipped} skipped, {closing} logged:\n{log}");
 }

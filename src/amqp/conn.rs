@@ -14,7 +14,8 @@ use super::method::{self, code, id, Method, MethodId};
 use super::reading::ReadClock;
 use super::wire::{self, put_longstr, put_shortstr, TableWriter};
 use crate::rt::{Notify, Outbox};
-use crate::server::shard::Shard;
+use crate::server::shard::conns::EVICTED;
+use crate::server::shard::{PromoteError, Shard};
 use crate::server::types::{ConnRef, Request};
 use bytes::{Buf, BufMut, BytesMut};
 use futures_lite::AsyncRead;
@@ -133,7 +134,7 @@ pub struct AmqpConn {
     /// Accept time, last byte, the partial frame's first byte: deadlines.
     pub(super) clock: ReadClock,
     /// Promoted from the unauthenticated cap at connection.open.
-    logged_in: Cell<bool>,
+    pub(super) logged_in: Cell<bool>,
 }
 
 impl AmqpConn {
@@ -215,13 +216,13 @@ impl AmqpConn {
         // ends the read too.
         let read = self.read_all(&mut r, &mut buf);
         let broken = async {
-            self.outbox.wait_broken().await;
+            self.outbox.wait_ended().await;
             Err(if self.outbox.is_stalled() {
                 let ms = self.shard.config.send_timeout_ms;
                 tracing::warn!(peer = ?self.peer, "closing AMQP connection: it read nothing for send_timeout_ms = {ms}");
                 format!("no write progress within send_timeout_ms = {ms}")
             } else {
-                "write failed".to_string()
+                "write failed, or the shard ended the connection".to_string()
             })
         };
         if let Err(why) = futures_lite::future::or(read, broken).await {
@@ -271,7 +272,6 @@ impl AmqpConn {
                             }
                             e => e.to_string(),
                         };
-                        tracing::warn!(peer = ?self.peer, "bad AMQP frame: {text}");
                         self.fail(conn_fault(code::FRAME_ERROR, text, (0, 0)));
                         used = buf.len();
                         break;
@@ -332,7 +332,9 @@ impl AmqpConn {
     pub fn fail(&self, fault: Fault) {
         match fault {
             Fault::Conn { code, text, cause } => {
-                tracing::info!(peer = ?self.peer, code, "closing AMQP connection: {text}");
+                if self.logged_in.get() || self.shard.may_log_unauthenticated() {
+                    tracing::info!(peer = ?self.peer, code, "closing AMQP connection: {text}");
+                }
                 let mut st = self.st.borrow_mut();
                 if matches!(st.phase, Phase::Closing | Phase::Done) {
                     return;
@@ -419,13 +421,16 @@ impl AmqpConn {
                     return Err(conn_fault(code::NOT_ALLOWED, format!("vhost '{vhost}' does not exist; use '/'"), mid));
                 }
                 // Logged in: from the unauthenticated cap to connections_per_shard_max.
-                if !self.shard.promote() {
-                    let max = self.shard.config.connections_per_shard_max;
-                    return Err(conn_fault(
-                        code::NOT_ALLOWED,
-                        format!("connections_per_shard_max = {max} reached"),
-                        mid,
-                    ));
+                match self.shard.promote(self.me()) {
+                    Ok(()) => {}
+                    Err(PromoteError::ConnectionLimit) => {
+                        let max = self.shard.config.connections_per_shard_max;
+                        let text = format!("connections_per_shard_max = {max} reached");
+                        return Err(conn_fault(code::NOT_ALLOWED, text, mid));
+                    }
+                    Err(PromoteError::Evicted) => {
+                        return Err(conn_fault(code::CONNECTION_FORCED, format!("CONNECTION_FORCED - {EVICTED}"), mid));
+                    }
                 }
                 self.logged_in.set(true);
                 self.st.borrow_mut().phase = Phase::Running;

@@ -88,6 +88,18 @@ impl ConnSink for AmqpConn {
         self.outbox.close();
     }
 
+    fn evict(&self, why: &str) {
+        // Before connection.start went out, AMQP has no way to say why.
+        if self.outbox.pushes() > 0 {
+            self.fail(Fault::Conn {
+                code: code::CONNECTION_FORCED,
+                text: format!("CONNECTION_FORCED - {why}"),
+                cause: (0, 0),
+            });
+        }
+        self.outbox.abort();
+    }
+
     fn describe(&self) -> (&'static str, String) {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }

@@ -69,7 +69,10 @@ fn load(a: &ServeArgs) -> Result<Config, String> {
 fn init_logging(c: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.log_filter));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let _ = match c.log_format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),

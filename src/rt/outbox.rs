@@ -20,6 +20,8 @@ pub struct Outbox {
     drained: Notify,
     closing: Cell<bool>,
     broken: Cell<bool>,
+    /// Closed by the shard (`abort`): the reader stops too.
+    aborted: Cell<bool>,
     finished: Cell<bool>,
     /// Capacity of the writer's second buffer (the one being written, or
     /// kept for the next swap), for [`Outbox::held_bytes`].
@@ -57,16 +59,26 @@ impl Outbox {
         self.stalled.get()
     }
 
-    /// Waits until the writer has failed (never returns on a healthy
-    /// connection): lets a reader stop waiting for a peer that is gone.
-    pub async fn wait_broken(&self) {
+    /// Waits until the writer has failed or the outbox was aborted (never
+    /// returns on a healthy connection): lets a reader stop waiting for a
+    /// peer that is gone, or that the shard evicted.
+    pub async fn wait_ended(&self) {
         loop {
             let n = self.drained.notified();
-            if self.broken.get() {
+            if self.broken.get() || self.aborted.get() {
                 return;
             }
             n.await;
         }
+    }
+
+    /// Closes (the writer flushes what is queued) and ends the reader's
+    /// [`Outbox::wait_ended`]: the shard ending a connection whose peer
+    /// may never send or read again.
+    pub fn abort(&self) {
+        self.aborted.set(true);
+        self.close();
+        self.drained.notify();
     }
 
     pub fn queued_bytes(&self) -> usize {

@@ -87,6 +87,10 @@ pub struct Config {
     /// and every HTTP connection). They do not take `connections_per_shard_max`
     /// slots: a connection moves to that cap when it logs in.
     pub unauthenticated_connections_max: u32,
+    /// Log lines a second per shard about connections that never logged
+    /// in (bad frames, timeouts, evictions); past it they are counted and
+    /// summed up in one line a second, so a flood cannot flood the log.
+    pub unauthenticated_log_lines_per_s: u32,
     /// A write to a peer that makes no progress for this long closes the
     /// connection (a peer that stopped reading).
     pub send_timeout_ms: u64,
@@ -198,6 +202,7 @@ impl Default for Config {
             frame_timeout_ms: 30_000,
             handshake_bytes_max: 64 << 10,
             unauthenticated_connections_max: 1_000,
+            unauthenticated_log_lines_per_s: 10,
             send_timeout_ms: 30_000,
             heartbeat_ms: 60_000,
             tcp_keepalive_idle_ms: 60_000,

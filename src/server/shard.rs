@@ -18,7 +18,7 @@ use std::sync::Arc;
 mod admin;
 mod alarm;
 mod caps;
-mod conns;
+pub mod conns;
 mod declare;
 mod defs;
 mod durable;
@@ -29,7 +29,7 @@ pub mod routing;
 mod spill;
 mod timeout;
 
-pub use conns::HttpSlot;
+pub use conns::{HttpSlot, PromoteError};
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {
@@ -38,6 +38,10 @@ pub trait ConnSink {
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>);
     /// Ends the connection after flushing what is queued (broker shutdown).
     fn shut_down(&self, why: &str);
+    /// Ends a connection that has not logged in, telling it `why` where
+    /// its protocol can, and stops its reader at once: the shard evicted
+    /// it at `unauthenticated_connections_max`.
+    fn evict(&self, why: &str);
     /// The protocol (`native`, `amqp`) and peer address, for operators.
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())
@@ -117,14 +121,21 @@ pub struct Shard {
     /// (`pause.rs`), until it drains.
     remote_paused: RefCell<Vec<(ConnRef, String)>>,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
-    /// Of `conns`, those that have logged in (the rest are unauthenticated).
+    /// Of `conns`, those that have logged in.
     logged_in: Cell<usize>,
+    /// Of `conns`, those that have not logged in and were not evicted,
+    /// oldest (lowest id) first: the one to evict when a new one arrives
+    /// at `unauthenticated_connections_max`.
+    unauthenticated: RefCell<std::collections::BTreeSet<u64>>,
     /// HTTP connections (never registered in `conns`; all unauthenticated).
     http_conns: Cell<usize>,
-    /// Refusals at `unauthenticated_connections_max` not yet logged, and
-    /// when the last log line went out: a flood gets one line a second.
+    /// Refusals and evictions at `unauthenticated_connections_max` not yet
+    /// logged, and when the last log line went out: a flood gets one line
+    /// a second.
     refused_unlogged: Cell<u64>,
     refused_logged_at: Cell<Option<std::time::Instant>>,
+    /// Lines logged this second about connections that never logged in.
+    unauth_log: conns::LogBudget,
     next_conn_id: Cell<u64>,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
@@ -175,9 +186,11 @@ impl Shard {
             remote_paused: RefCell::new(Vec::new()),
             conns: RefCell::new(HashMap::new()),
             logged_in: Cell::new(0),
+            unauthenticated: RefCell::default(),
             http_conns: Cell::new(0),
             refused_unlogged: Cell::new(0),
             refused_logged_at: Cell::new(None),
+            unauth_log: conns::LogBudget::default(),
             next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),

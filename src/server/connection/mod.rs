@@ -105,6 +105,11 @@ impl ConnSink for NativeConn {
         self.outbox.close();
     }
 
+    fn evict(&self, why: &str) {
+        self.send_error(0, ErrorCode::UnauthenticatedLimit, why);
+        self.outbox.abort();
+    }
+
     fn describe(&self) -> (&'static str, String) {
         ("native", self.peer.clone())
     }
@@ -263,13 +268,14 @@ impl NativeConn {
         // ends the read too, or a peer that neither reads nor writes
         // would hold the connection forever.
         let result = futures_lite::future::or(self.read_frames(&mut r), async {
-            self.outbox.wait_broken().await;
+            self.outbox.wait_ended().await;
             Ok(())
         })
         .await;
         if let Err(f) = result {
-            let level_warn = f.code != ErrorCode::ShuttingDown;
-            if level_warn {
+            let quiet =
+                f.code == ErrorCode::ShuttingDown || (!self.logged_in.get() && !self.shard.may_log_unauthenticated());
+            if !quiet {
                 tracing::warn!(peer = %self.peer, code = f.code.as_u16(), "closing connection: {}", f.message);
             }
             self.send_error(f.request_id, f.code, &f.message);

@@ -10,6 +10,8 @@
 use super::{clip, frame, Fatal, NativeConn};
 use crate::protocol::{self, Cmd, ErrorCode, HelloOk};
 use crate::rt::reader::{Clock, ReadError};
+use crate::server::shard::conns::EVICTED;
+use crate::server::shard::PromoteError;
 use std::time::{Duration, Instant};
 
 /// The shortest heartbeat the broker agrees to: a client asking for less
@@ -107,9 +109,16 @@ impl NativeConn {
         if !c.users.iter().any(|u| u.name == user && u.password == password) {
             return Err(Fatal::new(ErrorCode::AuthFailed, format!("bad user name or password for '{}'", clip(user))));
         }
-        if !self.shard.promote() {
-            let max = c.connections_per_shard_max;
-            return Err(Fatal::new(ErrorCode::ConnectionLimit, format!("connections_per_shard_max = {max} reached")));
+        match self.shard.promote(self.me()) {
+            Ok(()) => {}
+            Err(PromoteError::ConnectionLimit) => {
+                let max = c.connections_per_shard_max;
+                return Err(Fatal::new(
+                    ErrorCode::ConnectionLimit,
+                    format!("connections_per_shard_max = {max} reached"),
+                ));
+            }
+            Err(PromoteError::Evicted) => return Err(Fatal::new(ErrorCode::UnauthenticatedLimit, EVICTED.to_string())),
         }
         self.logged_in.set(true);
         self.handshaken.set(true);

@@ -1,10 +1,15 @@
 //! The shard's connection accounting: connections count as unauthenticated
 //! (under `unauthenticated_connections_max`) until they log in, then under
-//! `connections_per_shard_max` (docs/security.md).
+//! `connections_per_shard_max` (docs/security.md). At the unauthenticated
+//! cap a new connection evicts the oldest one that has not logged in, so a
+//! flood of sockets that never log in cannot lock real clients out: each
+//! one only holds its slot until newer ones push it out.
 
 use super::{ConnSink, Shard};
 use crate::server::types::ConnRef;
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 /// An HTTP connection's place under `unauthenticated_connections_max`,
 /// given back when dropped.
@@ -17,28 +22,78 @@ impl Drop for HttpSlot {
     }
 }
 
+/// The window of `Shard::may_log_unauthenticated`.
+pub struct LogBudget {
+    since: Cell<Instant>,
+    lines: Cell<u32>,
+    skipped: Cell<u64>,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self { since: Cell::new(Instant::now()), lines: Cell::new(0), skipped: Cell::new(0) }
+    }
+}
+
+/// Why a connection that logged in cannot move to the logged-in cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromoteError {
+    /// `connections_per_shard_max` connections are logged in.
+    ConnectionLimit,
+    /// It was evicted at `unauthenticated_connections_max` before its
+    /// login finished; it is being closed.
+    Evicted,
+}
+
+/// What the eviction tells the evicted connection (and the log).
+pub const EVICTED: &str =
+    "evicted: unauthenticated_connections_max reached and this was the oldest connection not logged in";
+
 impl Shard {
     /// Connections that have not logged in: native and AMQP ones before
-    /// their handshake, and every HTTP connection.
+    /// their handshake (not counting evicted ones on their way out), and
+    /// every HTTP connection.
     pub fn unauthenticated_count(&self) -> usize {
-        self.conns.borrow().len().saturating_sub(self.logged_in.get()) + self.http_conns.get()
+        self.unauthenticated.borrow().len() + self.http_conns.get()
     }
 
-    /// Registers a new connection as unauthenticated; `None` when the
-    /// shard already holds `unauthenticated_connections_max` of them.
+    /// Registers a new connection as unauthenticated, evicting the oldest
+    /// unauthenticated native or AMQP connection when the shard is at
+    /// `unauthenticated_connections_max`; `None` when there is none to
+    /// evict (every slot is an HTTP connection).
     pub fn register(&self, sink: Rc<dyn ConnSink>) -> Option<ConnRef> {
-        if !self.unauthenticated_room() {
+        if !self.unauthenticated_room() && !self.evict_oldest_unauthenticated() {
             return None;
         }
         let me = ConnRef { shard: self.id, conn_id: self.next_conn_id.get() };
         self.next_conn_id.set(me.conn_id + 1);
         self.conns.borrow_mut().insert(me.conn_id, sink);
+        self.unauthenticated.borrow_mut().insert(me.conn_id);
         Some(me)
     }
 
-    /// Logs a connection refused at `unauthenticated_connections_max`,
-    /// at most once a second with the count since the last line.
+    /// Ends the oldest connection that has not logged in; false when
+    /// there is none.
+    fn evict_oldest_unauthenticated(&self) -> bool {
+        let Some(id) = self.unauthenticated.borrow_mut().pop_first() else {
+            return false;
+        };
+        let sink = self.conns.borrow().get(&id).cloned();
+        if let Some(sink) = sink {
+            sink.evict(EVICTED);
+        }
+        self.log_unauthenticated_limit("evicting the oldest unauthenticated connection");
+        true
+    }
+
+    /// Logs a connection refused at `unauthenticated_connections_max`.
     pub fn log_unauthenticated_refusal(&self, listener: &str) {
+        self.log_unauthenticated_limit(&format!("refusing a {listener} connection (every slot is HTTP)"));
+    }
+
+    /// Logs `what` happened at `unauthenticated_connections_max`, at most
+    /// once a second with the count since the last line.
+    fn log_unauthenticated_limit(&self, what: &str) {
         let n = self.refused_unlogged.get() + 1;
         let now = std::time::Instant::now();
         if self.refused_logged_at.get().is_some_and(|t| now.duration_since(t).as_secs() < 1) {
@@ -50,10 +105,36 @@ impl Shard {
         let max = self.config.unauthenticated_connections_max;
         tracing::warn!(
             shard = self.id,
-            listener,
-            refused = n,
-            "refusing connections: unauthenticated_connections_max = {max} reached"
+            count = n,
+            "unauthenticated_connections_max = {max} reached: {what} (count: this and the ones not logged since the last line)"
         );
+    }
+
+    /// Whether a log line about a connection that never logged in may go
+    /// out now: at most `unauthenticated_log_lines_per_s` a second; the
+    /// rest are counted, and the count logged when the next second starts.
+    pub fn may_log_unauthenticated(&self) -> bool {
+        let b = &self.unauth_log;
+        let now = std::time::Instant::now();
+        if now.duration_since(b.since.get()).as_secs() >= 1 {
+            let skipped = b.skipped.replace(0);
+            if skipped > 0 {
+                tracing::warn!(
+                    shard = self.id,
+                    skipped,
+                    "log lines about connections that never logged in were skipped (unauthenticated_log_lines_per_s = {})",
+                    self.config.unauthenticated_log_lines_per_s
+                );
+            }
+            b.since.set(now);
+            b.lines.set(0);
+        }
+        if b.lines.get() < self.config.unauthenticated_log_lines_per_s {
+            b.lines.set(b.lines.get() + 1);
+            return true;
+        }
+        b.skipped.set(b.skipped.get() + 1);
+        false
     }
 
     fn unauthenticated_room(&self) -> bool {
@@ -61,27 +142,32 @@ impl Shard {
     }
 
     /// Moves a connection that logged in from the unauthenticated cap to
-    /// `connections_per_shard_max`; false (it stays unauthenticated) when
-    /// that is full.
-    pub fn promote(&self) -> bool {
-        if self.logged_in.get() >= self.config.connections_per_shard_max as usize {
-            return false;
+    /// `connections_per_shard_max`. On an error it stays where it was.
+    pub fn promote(&self, me: ConnRef) -> Result<(), PromoteError> {
+        if !self.unauthenticated.borrow().contains(&me.conn_id) {
+            return Err(PromoteError::Evicted);
         }
+        if self.logged_in.get() >= self.config.connections_per_shard_max as usize {
+            return Err(PromoteError::ConnectionLimit);
+        }
+        self.unauthenticated.borrow_mut().remove(&me.conn_id);
         self.logged_in.set(self.logged_in.get() + 1);
-        true
+        Ok(())
     }
 
     /// `logged_in`: whether `promote` succeeded for it.
     pub fn unregister(&self, me: ConnRef, logged_in: bool) {
+        self.unauthenticated.borrow_mut().remove(&me.conn_id);
         if self.conns.borrow_mut().remove(&me.conn_id).is_some() && logged_in {
             self.logged_in.set(self.logged_in.get().saturating_sub(1));
         }
     }
 
     /// An HTTP connection: counted as unauthenticated for its whole life
-    /// (its requests authenticate one by one). `None` when at the cap.
+    /// (its requests authenticate one by one). `None` when at the cap and
+    /// no native or AMQP connection can be evicted for it.
     pub fn http_open(self: &Rc<Self>) -> Option<HttpSlot> {
-        if !self.unauthenticated_room() {
+        if !self.unauthenticated_room() && !self.evict_oldest_unauthenticated() {
             return None;
         }
         self.http_conns.set(self.http_conns.get() + 1);
