@@ -48,8 +48,9 @@ pub enum ErrorCode {
     HandshakeTimeout = 63,
     /// Nothing arrived for two negotiated heartbeat intervals.
     HeartbeatTimeout = 64,
-    /// The shard already holds `unauthenticated_connections_max` connections
-    /// that have not logged in.
+    /// The shard holds `unauthenticated_connections_max` connections that
+    /// have not logged in: this one was the oldest, evicted for a newcomer
+    /// (or, when every slot is HTTP, the newcomer is refused).
     UnauthenticatedLimit = 65,
     /// A consumer left a delivery unacked past `consumer_timeout_ms`: the
     /// broker cancelled it (`ConsumerCancelled`) and requeued its unacked
