@@ -9,7 +9,11 @@
 #   e2e16   `ringmq pub` / `ringmq sub` of COUNT 16-byte messages through one
 #           queue (benches/e2e.sh's workload, each build with its own tools);
 #   amqp16  ringmq-loadgen's AMQP client at full speed, 16 B, one producer and
-#           one consumer, against the build's AMQP listener (DURATION s).
+#           one consumer, against the build's AMQP listener (DURATION s);
+#   e2e1k   as e2e16 with 1 KiB messages (COUNT_1K of them);
+#   pers1k  as e2e1k, persistent with publisher confirms, into a durable
+#           queue (COUNT_PERS of them: every confirm waited for an fdatasync).
+# WORKLOADS (default "e2e16 amqp16") picks which run, in that order.
 # Prints every run and the median of each build per workload, with the
 # ratio NEW/OLD. LOADGEN (default target/release/ringmq-loadgen) is the same
 # generator for both builds. Bounded: RUNS x 2 x (e2e + DURATION + WARMUP).
@@ -19,6 +23,9 @@ OLD=$1
 NEW=$2
 RUNS=${3:-3}
 COUNT=${COUNT:-10000000}
+COUNT_1K=${COUNT_1K:-3000000}
+COUNT_PERS=${COUNT_PERS:-2000000}
+WORKLOADS=${WORKLOADS:-e2e16 amqp16}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 LOADGEN=${LOADGEN:-target/release/ringmq-loadgen}
@@ -48,16 +55,24 @@ stop() {
   pid=""
 }
 
-e2e16() { # $1 = binary; prints msg/s
-  local q=ab-e2e
-  "$1" sub --url "ringmq://$NATIVE" --queue "$q" --count "$COUNT" --quiet --timeout 60 \
+# e2e BINARY COUNT SIZE [PUB_FLAGS...]: prints the consumer's msg/s.
+e2e() {
+  local bin=$1 count=$2 size=$3 q=ab-e2e-$RANDOM sub_flags=""
+  shift 3
+  case " $* " in *" --persistent "*) sub_flags=--durable ;; esac
+  # shellcheck disable=SC2086
+  "$bin" sub --url "ringmq://$NATIVE" --queue "$q" --count "$count" --quiet --timeout 120 $sub_flags \
     2>"$work/sub.err" >"$work/sub.out" &
   local sub=$!
   sleep 0.3
-  "$1" pub --url "ringmq://$NATIVE" --queue "$q" --count "$COUNT" --size 16 >"$work/pub.out"
+  "$bin" pub --url "ringmq://$NATIVE" --queue "$q" --count "$count" --size "$size" "$@" >"$work/pub.out"
   wait "$sub"
   grep -o '[0-9]* msg/s' "$work/sub.err" | cut -d' ' -f1
 }
+
+e2e16() { e2e "$1" "$COUNT" 16; }
+e2e1k() { e2e "$1" "$COUNT_1K" 1024; }
+pers1k() { e2e "$1" "$COUNT_PERS" 1024 --persistent --confirm; }
 
 amqp16() { # prints msg/s
   "$LOADGEN" --url "amqp://guest:guest@$AMQP/%2F" --size 16 --duration "$DURATION" --warmup "$WARMUP" \
@@ -73,21 +88,28 @@ for round in $(seq 1 "$RUNS"); do
     bin=$OLD
     if [ "$which" = new ]; then bin=$NEW; fi
     start "$bin"
-    e=$(e2e16 "$bin")
-    read -r a lost < <(amqp16)
+    line="round $round $which:"
+    for wl in $WORKLOADS; do
+      if [ "$wl" = amqp16 ]; then
+        read -r v lost < <(amqp16)
+        line="$line $wl $v msg/s (lost $lost),"
+      else
+        v=$("$wl" "$bin")
+        line="$line $wl $v msg/s,"
+      fi
+      echo "$which $wl $v" >>"$work/results"
+    done
     stop
-    echo "round $round $which: e2e16 $e msg/s, amqp16 $a msg/s (lost $lost)"
-    echo "$which e2e16 $e" >>"$work/results"
-    echo "$which amqp16 $a" >>"$work/results"
+    echo "${line%,}"
   done
 done
-python3 - "$work/results" <<'EOF'
+python3 - "$work/results" $WORKLOADS <<'EOF'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
     which, wl, v = line.split()
     runs.setdefault((wl, which), []).append(float(v))
-for wl in ("e2e16", "amqp16"):
+for wl in sys.argv[2:]:
     old, new = statistics.median(runs[(wl, "old")]), statistics.median(runs[(wl, "new")])
     print(f"{wl:<7} old median {old:>10.0f} msg/s  new median {new:>10.0f} msg/s  new/old {new / old:.3f}"
           f"   (old {sorted(runs[(wl, 'old')])}, new {sorted(runs[(wl, 'new')])})")
