@@ -44,7 +44,11 @@ start() { # $1 = binary; sets pid, NATIVE, AMQP
     --data-dir "$work/data" >"$work/serve.out" 2>"$work/serve.err" &
   pid=$!
   for _ in $(seq 1 100); do grep -q "ringmq ready" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-  grep -q "ringmq ready" "$work/serve.out" || { cat "$work/serve.err" >&2; exit 1; }
+  grep -q "ringmq ready" "$work/serve.out" || {
+    echo "$1 serve did not get ready within 10 s:" >&2
+    cat "$work/serve.out" "$work/serve.err" >&2
+    exit 1
+  }
   NATIVE=$(grep -o 'native=[^ ]*' "$work/serve.out" | cut -d= -f2)
   AMQP=$(grep -o 'amqp=[^ ]*' "$work/serve.out" | cut -d= -f2)
 }
@@ -65,8 +69,9 @@ e2e() {
     2>"$work/sub.err" >"$work/sub.out" &
   local sub=$!
   sleep 0.3
-  "$bin" pub --url "ringmq://$NATIVE" --queue "$q" --count "$count" --size "$size" "$@" >"$work/pub.out"
-  wait "$sub"
+  "$bin" pub --url "ringmq://$NATIVE" --queue "$q" --count "$count" --size "$size" "$@" >"$work/pub.out" ||
+    { echo "pub failed: $(cat "$work/pub.out")" >&2; return 1; }
+  wait "$sub" || { echo "sub failed: $(cat "$work/sub.err")" >&2; return 1; }
   grep -o '[0-9]* msg/s' "$work/sub.err" | cut -d' ' -f1
 }
 
@@ -91,10 +96,11 @@ for round in $(seq 1 "$RUNS"); do
     line="round $round $which:"
     for wl in $WORKLOADS; do
       if [ "$wl" = amqp16 ]; then
-        read -r v lost < <(amqp16)
+        r=$(amqp16) || { echo "amqp16 failed on $which ($bin)" >&2; exit 1; }
+        read -r v lost <<<"$r"
         line="$line $wl $v msg/s (lost $lost),"
       else
-        v=$("$wl" "$bin")
+        v=$("$wl" "$bin") || { echo "$wl failed on $which ($bin)" >&2; exit 1; }
         line="$line $wl $v msg/s,"
       fi
       echo "$which $wl $v" >>"$work/results"
