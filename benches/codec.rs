@@ -2,6 +2,7 @@
 //! with `BatchWriter` and decoded with `decode`, counted in messages.
 //!
 //! `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

@@ -4,6 +4,7 @@
 //! routed to all of its queues).
 //!
 //! `cargo bench --bench routing -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

@@ -1,6 +1,7 @@
 //! The blocking API: no async runtime needed.
 //!
 //! `cargo run --example blocking -- ringmq://127.0.0.1:5680`
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use ringmq::client::blocking::Client;
 use ringmq::client::ClientOptions;

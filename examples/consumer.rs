@@ -2,6 +2,7 @@
 //! the queue stays empty for two seconds.
 //!
 //! `cargo run --example consumer -- ringmq://127.0.0.1:5680 demo`
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use futures_lite::StreamExt;
 use ringmq::client::{Client, ClientOptions};

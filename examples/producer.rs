@@ -2,6 +2,7 @@
 //!
 //! `cargo run --release -- serve` in one terminal, then
 //! `cargo run --example producer -- ringmq://127.0.0.1:5680 demo`.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use ringmq::client::{Client, ClientOptions, ProducerOptions};
 

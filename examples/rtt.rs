@@ -2,6 +2,7 @@
 //! client: a quick look at the broker's latency floor.
 //!
 //! `cargo run --release --example rtt -- ringmq://127.0.0.1:5680 [COUNT]`
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use ringmq::client::blocking::Client;
 use ringmq::client::ClientOptions;

@@ -7,6 +7,7 @@
 //!
 //! The tests of this file run one at a time: the memory test measures the
 //! RSS of this process, which the other test's broker would distort.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

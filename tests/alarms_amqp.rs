@@ -3,6 +3,7 @@
 //! (native, here) has stopped reading, and connection.unblocked once the
 //! consumer has drained the queue; every message it published (each one
 //! confirmed) arrives.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -13,6 +13,7 @@
 //! only when a person asked for it by name in `RINGMQ_SKIP_CLIENTS` (comma
 //! separated: `node`, `java`, `go`), which `./scripts/test.sh` also reads and
 //! names in its summary line; nothing on disk can make a test skip.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Persistent messages published over AMQP survive a broker restart, with
 //! their AMQP properties, in a durable queue declared over AMQP.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

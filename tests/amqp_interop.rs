@@ -1,5 +1,6 @@
 //! One broker, two front ends: a queue is the same queue whether it is
 //! reached over the native protocol or over AMQP, on either shard.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The AMQP front end through lapin (Rust), a second unmodified client.
 //! lapin runs on its own executor (async-global-executor) on a plain
 //! thread, away from the broker's glommio shards.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

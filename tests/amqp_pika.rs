@@ -1,6 +1,7 @@
 //! The AMQP 0-9-1 front end through pika, the seed's client: the seed's
 //! own programs, then one script per feature (tests/pika/*.py). Each test
 //! starts its own broker (2 shards, ephemeral ports).
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

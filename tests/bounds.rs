@@ -1,5 +1,6 @@
 //! Hostile consumers and floods: every growth the broker allows has a
 //! bound. Real brokers over real sockets.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The `ringmq` binary: `serve` as a child process, `pub` and `sub` against
 //! it, and SIGTERM. Every child is killed if the test fails, and every wait
 //! is bounded.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! Hello/HelloOk, a silent peer closed after two intervals with its unacked
 //! messages redelivered, the client library beating when idle, and a peer
 //! that stops reading closed after send_timeout_ms. Real broker, real sockets.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Queue semantics seen by consumers on a real 2-shard broker: redelivery
 //! when a consumer's connection goes away, prefetch (credit), nack with and
 //! without requeue, round-robin between consumers.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

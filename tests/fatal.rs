@@ -5,6 +5,7 @@
 //! runs a real two-shard broker and then panics in one of its threads.
 //! (No panic can be planted in the broker itself without code that exists
 //! only for the test; the shard threads are threads like this one.)
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

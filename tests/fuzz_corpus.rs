@@ -8,6 +8,7 @@
 //! lapin's codec (amq-protocol) writes them, and from segment files written
 //! by the storage layer; crash reproducers (`crash-*`) are kept as they are.
 //! See docs/security.md, "Fuzzing".
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/targets/mod.rs"]

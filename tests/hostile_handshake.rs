@@ -3,6 +3,7 @@
 //! connections that never log in. Each attacker must lose its connection
 //! with a clear reason, and a normal client on the same broker must keep
 //! working. Real broker, real sockets.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

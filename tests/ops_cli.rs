@@ -1,5 +1,6 @@
 //! `ringmq ctl` against a live broker, and `ringmq serve --config` with a
 //! bad key.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

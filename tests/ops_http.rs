@@ -1,4 +1,5 @@
 //! Prometheus `/metrics` and the HTTP management API against a real broker.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

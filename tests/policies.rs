@@ -4,6 +4,7 @@
 //! shards), cycles, priorities, single active consumer, argument checks,
 //! and durable queue arguments across a restart. AMQP clients: pika
 //! scripts `tests/pika/policies_*.py` (run from tests/amqp_pika.rs).
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! own address) and forwarded (everything over one connection to a shard
 //! that does not own the queue, so the broker forwards over its mesh).
 //! Also FIFO order within a queue across many publish batches.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! bindings and their cycles, the alternate exchange, mandatory publishes,
 //! the errors, bindings dropped with their queue, and durable definitions
 //! across a restart.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! replay keeps one per sequence number, and acks logged after the copy
 //! still apply. Queue arguments (record 11) survive the deletion of the
 //! segment they were declared in.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

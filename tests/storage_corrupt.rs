@@ -4,6 +4,7 @@
 //! as it was; with `storage_skip_corrupt` it starts, keeps what precedes
 //! the damage, and still does not cut the file (the rest is reported lost
 //! in the log, not silently dropped).
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! `scripts/crash_cycles.sh N` runs more. The same again with 64 KiB
 //! segments, compaction at 50 % live and a 1 MiB memory budget, so kills
 //! land during compactions and with spilled messages.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

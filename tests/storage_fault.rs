@@ -9,6 +9,7 @@
 //! either refuse (and change nothing: a healthy recovery after it finds
 //! everything) or succeed with everything. A failing setup is printed;
 //! `RINGMQ_FAULT_SETUP=<index>` runs one.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

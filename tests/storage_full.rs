@@ -13,6 +13,7 @@
 //!   space is freed, a restart takes persistent publishes again. Over
 //!   AMQP (pika) the refusal is a nack under confirms, else connection
 //!   error 506 RESOURCE_ERROR saying the disk is full.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -13,6 +13,7 @@
 //! `RINGMQ_POWERLOSS_SEEDS=N` (default 200) seeds from
 //! `RINGMQ_POWERLOSS_BASE` (default 0); `RINGMQ_POWERLOSS_SEED=s` runs one.
 //! `scripts/powerloss.sh N` runs many in release mode.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

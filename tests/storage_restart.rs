@@ -2,6 +2,7 @@
 //! unacked persistent messages come back in order (marked redelivered),
 //! acked ones stay gone; transient messages and transient queues do not
 //! survive; a data dir written with another shard count is refused.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

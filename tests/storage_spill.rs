@@ -3,6 +3,7 @@
 //! the log and are read back when delivered. Everything is consumed in
 //! order and intact, across a restart in the middle (recovery also leaves
 //! the backlog past the budget on disk), through push and pull (`get`).
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 

@@ -43,11 +43,8 @@ impl Header {
 
     /// Reads a header; `None` when the body is shorter than [`HEADER_LEN`].
     pub fn read(buf: &[u8]) -> Option<Header> {
-        if buf.len() < HEADER_LEN {
-            return None;
-        }
-        let intended_ns = u64::from_le_bytes(buf[0..8].try_into().unwrap());
-        let id = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+        let intended_ns = u64::from_le_bytes(buf.get(0..8)?.try_into().ok()?);
+        let id = u64::from_le_bytes(buf.get(8..16)?.try_into().ok()?);
         Some(Header { producer: (id >> 48) as u32, seq: id & SEQ_MASK, intended_ns })
     }
 }

@@ -1,6 +1,7 @@
 //! Short loadgen runs against a real ringmq broker, over the native protocol
 //! and over ringmq's AMQP front end: the JSON summary's counts must match and
 //! nothing may be lost, duplicated or reordered.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 use ringmq::server::config::Config;
 use ringmq::server::Broker;

@@ -571,7 +571,9 @@ mod tests {
             // SAFETY: plain syscalls on the calling thread.
             let first = unsafe { libc::sched_getscheduler(0) };
             urgent_thread();
-            (first, unsafe { libc::sched_getscheduler(0) })
+            // SAFETY: as above.
+            let second = unsafe { libc::sched_getscheduler(0) };
+            (first, second)
         })
         .join()
         .unwrap();

@@ -6,6 +6,7 @@
 //! a separate task on the same executor; consumers ack with `multiple` every
 //! `ack_every` deliveries.
 
+#[allow(clippy::unwrap_used)] // (its slices are length-checked; the shared AMQP codec replaces it)
 pub mod codec;
 mod consumer;
 mod url;
