@@ -47,6 +47,9 @@ pub mod amqp;
 mod broker;
 
 #[cfg(feature = "server")]
+pub mod auth;
+
+#[cfg(feature = "server")]
 pub mod routing;
 
 #[cfg(feature = "server")]

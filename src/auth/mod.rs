@@ -1,0 +1,190 @@
+//! Who may log in (model layer): users with RabbitMQ's password hashes
+//! (`password.rs`) and tags, and the rule that some users
+//! (`loopback_users`, by default `guest`) log in only from loopback, as in
+//! RabbitMQ. Every front end's login asks [`Users::authenticate`].
+
+pub mod password;
+
+use password::{HashError, PasswordHash};
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+/// A user as the config file seeds it: a password in plain text (hashed at
+/// start, then dropped) or RabbitMQ's `password_hash`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSeed {
+    pub name: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `rabbit_password_hashing_sha256`: base64 of salt ++ SHA-256.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// RabbitMQ's tags: `administrator`, `monitoring`, `management`, ...
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl UserSeed {
+    /// A user with a plain-text password (tests, the embedded default).
+    pub fn new(name: &str, password: &str, tags: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            password: Some(password.into()),
+            password_hash: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+}
+
+/// Never prints a password.
+impl std::fmt::Debug for UserSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSeed").field("name", &self.name).field("tags", &self.tags).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    #[error("user {0:?}: give exactly one of password and password_hash")]
+    OnePassword(String),
+    #[error("user {0:?}: {1}")]
+    Hash(String, HashError),
+    #[error("user {0:?} is given twice")]
+    Duplicate(String),
+    #[error("a user name must be 1 to 255 bytes")]
+    BadName,
+}
+
+/// Why a login is refused. The peer hears only that it was refused
+/// (`BadCredentials` and `LoopbackOnly` look alike to a guesser only in
+/// that neither says which part was wrong); the log says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("bad user name or password")]
+    BadCredentials,
+    #[error("this user may log in only from loopback (loopback_users)")]
+    LoopbackOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    hash: PasswordHash,
+    pub tags: Vec<String>,
+}
+
+impl User {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// The users, read-only once built.
+#[derive(Debug)]
+pub struct Users {
+    by_name: HashMap<String, User>,
+    loopback_only: HashSet<String>,
+    /// Checked against for an unknown name, so that a login for a user
+    /// that does not exist takes as long as one with a wrong password.
+    decoy: PasswordHash,
+}
+
+impl Users {
+    pub fn new(seeds: &[UserSeed], loopback_users: &[String]) -> Result<Self, SeedError> {
+        let mut by_name = HashMap::with_capacity(seeds.len());
+        for s in seeds {
+            if s.name.is_empty() || s.name.len() > 255 {
+                return Err(SeedError::BadName);
+            }
+            let hash = match (&s.password, &s.password_hash) {
+                (Some(p), None) => PasswordHash::new(p.as_bytes()),
+                (None, Some(h)) => PasswordHash::parse(h),
+                _ => return Err(SeedError::OnePassword(s.name.clone())),
+            }
+            .map_err(|e| SeedError::Hash(s.name.clone(), e))?;
+            let user = User { name: s.name.clone(), hash, tags: s.tags.clone() };
+            if by_name.insert(s.name.clone(), user).is_some() {
+                return Err(SeedError::Duplicate(s.name.clone()));
+            }
+        }
+        let decoy = PasswordHash::new(b"decoy").map_err(|e| SeedError::Hash(String::new(), e))?;
+        Ok(Self { by_name, loopback_only: loopback_users.iter().cloned().collect(), decoy })
+    }
+
+    /// Checks a login. `peer` is the client's address (`None` when unknown,
+    /// which a loopback-only user is refused for).
+    pub fn authenticate(&self, name: &str, password: &[u8], peer: Option<IpAddr>) -> Result<&User, LoginError> {
+        let Some(user) = self.by_name.get(name) else {
+            let _ = self.decoy.verify(password);
+            return Err(LoginError::BadCredentials);
+        };
+        if !user.hash.verify(password) {
+            return Err(LoginError::BadCredentials);
+        }
+        if self.loopback_only.contains(name) && !peer.is_some_and(|p| p.is_loopback()) {
+            return Err(LoginError::LoopbackOnly);
+        }
+        Ok(user)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Users {
+        let hashed = UserSeed {
+            name: "rabbit".into(),
+            password: None,
+            password_hash: Some("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR".into()),
+            tags: vec!["monitoring".into()],
+        };
+        let seeds =
+            [UserSeed::new("guest", "guest", &["administrator"]), UserSeed::new("alice", "s3cret", &[]), hashed];
+        Users::new(&seeds, &["guest".to_string()]).unwrap()
+    }
+
+    const LOCAL: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    const REMOTE: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)));
+
+    #[test]
+    fn logins() {
+        let u = users();
+        assert_eq!(u.authenticate("alice", b"s3cret", REMOTE).unwrap().name, "alice");
+        assert!(u.authenticate("guest", b"guest", LOCAL).unwrap().has_tag("administrator"));
+        assert!(u.authenticate("rabbit", b"test12", REMOTE).unwrap().has_tag("monitoring"));
+        assert_eq!(u.authenticate("alice", b"s3cre", REMOTE).unwrap_err(), LoginError::BadCredentials);
+        assert_eq!(u.authenticate("bob", b"s3cret", LOCAL).unwrap_err(), LoginError::BadCredentials);
+        assert_eq!(u.authenticate("guest", b"guest", REMOTE).unwrap_err(), LoginError::LoopbackOnly);
+        assert_eq!(u.authenticate("guest", b"guest", None).unwrap_err(), LoginError::LoopbackOnly);
+        let v6 = Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+        assert!(u.authenticate("guest", b"guest", v6).is_ok());
+        // A wrong password says nothing about loopback.
+        assert_eq!(u.authenticate("guest", b"nope", REMOTE).unwrap_err(), LoginError::BadCredentials);
+    }
+
+    #[test]
+    fn seeds_are_checked_and_never_printed() {
+        let both = UserSeed { password_hash: Some("x".into()), ..UserSeed::new("a", "p", &[]) };
+        assert_eq!(Users::new(&[both], &[]).unwrap_err(), SeedError::OnePassword("a".into()));
+        let neither = UserSeed { password: None, ..UserSeed::new("a", "p", &[]) };
+        assert_eq!(Users::new(&[neither], &[]).unwrap_err(), SeedError::OnePassword("a".into()));
+        let bad = UserSeed { password: None, password_hash: Some("AAAA".into()), ..UserSeed::new("a", "p", &[]) };
+        assert!(matches!(Users::new(&[bad], &[]).unwrap_err(), SeedError::Hash(..)));
+        let twice = [UserSeed::new("a", "p", &[]), UserSeed::new("a", "q", &[])];
+        assert_eq!(Users::new(&twice, &[]).unwrap_err(), SeedError::Duplicate("a".into()));
+        assert_eq!(Users::new(&[UserSeed::new("", "p", &[])], &[]).unwrap_err(), SeedError::BadName);
+        let printed = format!("{:?} {:?}", UserSeed::new("a", "hunter2", &[]), users());
+        assert!(!printed.contains("hunter2") && !printed.contains("s3cret"), "{printed}");
+    }
+}
