@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use ringmq::amqp::wire::TableWriter;
+use ringmq::protocol::amqp::wire::TableWriter;
 use ringmq::routing::{BindingDef, Change, Dest, ExchangeDef, ExchangeKind, RoutingTable};
 
 const REGIONS: usize = 50;

@@ -6,9 +6,9 @@ mod common;
 
 use bytes::{BufMut, BytesMut};
 use common::TestBroker;
-use ringmq::amqp::frame::{self, Decoded, FrameWriter};
-use ringmq::amqp::method::{self, id};
-use ringmq::amqp::wire::{put_longstr, put_shortstr, Reader};
+use ringmq::protocol::amqp::frame::{self, Decoded, FrameWriter};
+use ringmq::protocol::amqp::method::{self, id};
+use ringmq::protocol::amqp::wire::{put_longstr, put_shortstr, Reader};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

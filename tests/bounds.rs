@@ -346,13 +346,13 @@ impl AmqpReader {
     fn put_method(&mut self, channel: u16, mid: (u16, u16), f: impl FnOnce(&mut bytes::BytesMut)) {
         use std::io::Write;
         let mut b = bytes::BytesMut::new();
-        ringmq::amqp::method::put(&mut b, channel, mid, f);
+        ringmq::protocol::amqp::method::put(&mut b, channel, mid, f);
         self.s.write_all(&b).unwrap();
     }
 
     /// The next frame: (kind, payload).
     fn frame(&mut self) -> (u8, Vec<u8>) {
-        use ringmq::amqp::frame::{decode, Decoded};
+        use ringmq::protocol::amqp::frame::{decode, Decoded};
         use std::io::Read;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -372,7 +372,7 @@ impl AmqpReader {
     fn method(&mut self) -> (u16, u16) {
         loop {
             let (kind, p) = self.frame();
-            if kind == ringmq::amqp::frame::METHOD {
+            if kind == ringmq::protocol::amqp::frame::METHOD {
                 return (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]));
             }
         }
@@ -380,8 +380,8 @@ impl AmqpReader {
 
     fn consume_no_ack(addr: std::net::SocketAddr, queue: &str) -> AmqpReader {
         use bytes::BufMut;
-        use ringmq::amqp::method::id;
-        use ringmq::amqp::wire::{put_longstr, put_shortstr};
+        use ringmq::protocol::amqp::method::id;
+        use ringmq::protocol::amqp::wire::{put_longstr, put_shortstr};
         use std::io::Write;
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
@@ -389,7 +389,7 @@ impl AmqpReader {
         let s: std::net::TcpStream = sock.into();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut c = AmqpReader { s, buf: Vec::new() };
-        c.s.write_all(ringmq::amqp::frame::PROTOCOL_HEADER).unwrap();
+        c.s.write_all(ringmq::protocol::amqp::frame::PROTOCOL_HEADER).unwrap();
         assert_eq!(c.method(), id::CONNECTION_START);
         c.put_method(0, id::CONNECTION_START_OK, |b| {
             b.put_u32(0);
@@ -454,7 +454,7 @@ fn an_amqp_no_ack_consumer_that_does_not_read_is_not_buffered_for() {
     let mut next = 0u64;
     while next < total {
         let (kind, payload) = consumer.frame();
-        if kind == ringmq::amqp::frame::BODY {
+        if kind == ringmq::protocol::amqp::frame::BODY {
             assert_eq!(body_seq(&payload), next, "AMQP delivery out of order");
             next += 1;
         }

@@ -9,9 +9,9 @@ mod common;
 
 use bytes::{BufMut, BytesMut};
 use common::{NoFrame, Raw, RawFrame, TestBroker, Witnesses, STEP};
-use ringmq::amqp::frame::{self, Decoded};
-use ringmq::amqp::method::{self, id};
-use ringmq::amqp::wire::{put_longstr, put_shortstr, Reader};
+use ringmq::protocol::amqp::frame::{self, Decoded};
+use ringmq::protocol::amqp::method::{self, id};
+use ringmq::protocol::amqp::wire::{put_longstr, put_shortstr, Reader};
 use ringmq::protocol::{op, BatchWriter, Cmd, ErrorCode, Frame, VERSION};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -11,10 +11,10 @@ mod common;
 
 use bytes::{BufMut, BytesMut};
 use common::{queue_on, run_local, within, Raw, TestBroker, Witnesses, STEP};
-use ringmq::amqp::frame::{self, Decoded};
-use ringmq::amqp::method::{self, id};
-use ringmq::amqp::wire::{put_longstr, put_shortstr, Reader};
 use ringmq::client::{Client, ClientOptions, ProducerOptions};
+use ringmq::protocol::amqp::frame::{self, Decoded};
+use ringmq::protocol::amqp::method::{self, id};
+use ringmq::protocol::amqp::wire::{put_longstr, put_shortstr, Reader};
 use ringmq::protocol::{op, Cmd, ErrorCode};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -3,6 +3,7 @@
 //! delivery tags to (consumer, queue-level tag), deliveries held back by
 //! prefetch or flow, and the synchronous methods awaiting their replies.
 
+use crate::protocol::amqp::method::MethodId;
 use crate::server::types::Reply;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -81,8 +82,8 @@ pub enum OpKind {
     },
     /// A method whose -ok has no fields (exchange and binding methods).
     Simple {
-        ok: super::method::MethodId,
-        cause: super::method::MethodId,
+        ok: MethodId,
+        cause: MethodId,
         no_wait: bool,
     },
 }

@@ -8,11 +8,11 @@
 //! `run_jobs` submits them with nothing borrowed.
 
 use super::channel::{ChState, Channels};
-use super::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 pub use super::jobs::Job;
-use super::method::{self, code, id, Method, MethodId};
 use super::reading::ReadClock;
-use super::wire::{self, put_longstr, put_shortstr, TableWriter};
+use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
+use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
+use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::conns::EVICTED;
 use crate::server::shard::{PromoteError, Shard};

@@ -4,9 +4,9 @@
 
 use super::channel::{ChState, Channel, Content, OpKind};
 use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KIND_IGNORE, KIND_OP};
-use super::frame::{self, Frame};
-use super::method::{self, code, id, Method, MethodId, QueueDeclare};
-use super::wire::{self, put_shortstr};
+use crate::protocol::amqp::frame::{self, Frame};
+use crate::protocol::amqp::method::{self, code, id, Method, MethodId, QueueDeclare};
+use crate::protocol::amqp::wire::{self, put_shortstr};
 use crate::server::policy::QueueArgs;
 use crate::server::shard::Shard;
 use crate::server::types::Request;

@@ -4,8 +4,8 @@
 //! it in return, and the wait while a pause or a resource alarm blocks it.
 
 use super::conn::{rid, AmqpConn, Phase, KIND_IGNORE};
-use super::method::{self, id};
-use super::wire::put_shortstr;
+use crate::protocol::amqp::method::{self, id};
+use crate::protocol::amqp::wire::put_shortstr;
 use crate::protocol::Entries;
 use crate::routing::{BindingDef, ExchangeDef};
 use crate::server::shard::routing::PubOpts;

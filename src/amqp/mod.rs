@@ -4,9 +4,7 @@
 //!
 //! | piece | module |
 //! |---|---|
-//! | field types (tables, bits, strings) over byte slices | [`wire`] |
-//! | framing, sans-IO: decode from `&[u8]`, encode into `BytesMut` | [`frame`] |
-//! | method parsing (client) and building (server), reply codes | [`method`] |
+//! | the codec, sans-IO: field types, framing, methods, reply codes | [`crate::protocol::amqp`] |
 //! | per-channel state: tags, confirms, held deliveries, pending methods | [`channel`] |
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
@@ -22,15 +20,12 @@
 
 pub mod channel;
 pub mod conn;
-pub mod frame;
 pub mod handlers;
 pub mod jobs;
-pub mod method;
 pub mod out;
 pub mod publish;
 mod reading;
 pub mod routing;
-pub mod wire;
 
 use crate::server::shard::{ConnSink, Shard};
 use glommio::net::{TcpListener, TcpStream};

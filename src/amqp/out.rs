@@ -5,9 +5,9 @@
 
 use super::channel::{ChState, Held, OpKind, Settled};
 use super::conn::{split_rid, AmqpConn, ConsumerInfo, Fault, Phase, State, KIND_CLOSE, KIND_OP, KIND_PUB};
-use super::frame;
-use super::method::{self, code, id, MethodId};
-use super::wire::{put_bits, put_shortstr};
+use crate::protocol::amqp::frame;
+use crate::protocol::amqp::method::{self, code, id, MethodId};
+use crate::protocol::amqp::wire::{put_bits, put_shortstr};
 use crate::protocol::batch::parse_entry;
 use crate::protocol::{Entries, ErrorCode};
 use crate::server::queue::Deliveries;

@@ -5,9 +5,9 @@
 
 use super::channel::{same_bytes, ChState, Channel, Content, Outstanding, PubBatch, Returned, Settled};
 use super::conn::{conn_fault, rid, AmqpConn, Fault, Job, Phase, KIND_PUB};
-use super::frame::{self, Frame};
-use super::method::{self, code, id};
-use super::wire::{put_shortstr, Reader, Syntax};
+use crate::protocol::amqp::frame::{self, Frame};
+use crate::protocol::amqp::method::{self, code, id};
+use crate::protocol::amqp::wire::{put_shortstr, Reader, Syntax};
 use crate::protocol::batch::put_entry;
 use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
@@ -128,7 +128,7 @@ pub struct Header<'a> {
 pub enum HeaderError {
     Short,
     NotBasic,
-    Syntax(super::wire::Syntax),
+    Syntax(Syntax),
     TooLarge(u64),
     BadExpiration(String),
 }

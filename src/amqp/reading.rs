@@ -12,8 +12,8 @@
 //!   for two intervals is dead.
 
 use super::conn::{conn_fault, AmqpConn, Phase};
-use super::frame::FRAME_MIN_SIZE;
-use super::method::code;
+use crate::protocol::amqp::frame::FRAME_MIN_SIZE;
+use crate::protocol::amqp::method::code;
 use crate::rt::reader::{next_window, HANDSHAKE_READ_BYTES, READ_BYTES};
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt};

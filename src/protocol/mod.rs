@@ -2,7 +2,11 @@
 //! `decode(&[u8])` returns `Incomplete` or a borrowed frame and its length;
 //! encoding appends to a `BytesMut`. No sockets in here. The byte layout is
 //! documented in `docs/protocol.md`.
+//!
+//! [`amqp`] is the AMQP 0-9-1 codec, sans-IO in the same way, shared by
+//! the broker's AMQP front end and AMQP clients (the load generator).
 
+pub mod amqp;
 pub mod batch;
 pub mod error;
 pub mod fieldtable;

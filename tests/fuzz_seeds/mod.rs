@@ -8,7 +8,7 @@ use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::{Bytes, BytesMut};
-use ringmq::amqp::{frame as aframe, method as amethod};
+use ringmq::protocol::amqp::{frame as aframe, method as amethod};
 use ringmq::protocol::batch::{put_entry, BatchWriter, Ranges};
 use ringmq::protocol::props::PropsBuilder;
 use ringmq::protocol::table::{Table, TableBuilder, Value};

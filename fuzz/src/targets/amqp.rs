@@ -1,10 +1,10 @@
 //! AMQP 0-9-1: frames, methods, content headers, basic properties and
 //! field tables, through the entry points the connection uses.
 
-use ringmq::amqp::frame::{self, Decoded, FRAME_END, OVERHEAD};
-use ringmq::amqp::method::{self, Method};
 use ringmq::amqp::publish::parse_header;
-use ringmq::amqp::wire::Reader;
+use ringmq::protocol::amqp::frame::{self, Decoded, FRAME_END, OVERHEAD};
+use ringmq::protocol::amqp::method::{self, Method};
+use ringmq::protocol::amqp::wire::Reader;
 use ringmq::protocol::fieldtable::TABLE_DEPTH_MAX;
 use ringmq::protocol::props::{self, Props};
 use ringmq::protocol::table::Table;

@@ -28,10 +28,10 @@ use amq_protocol::frame::parsing::{parse_content_header, parse_raw_frame};
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, AMQPFrameType};
 use amq_protocol::protocol::{basic, connection, parse_class, queue, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use ringmq::amqp::frame::{self, Decoded, FrameError};
-use ringmq::amqp::method::{self, Method};
 use ringmq::amqp::publish::{parse_header, HeaderError};
-use ringmq::amqp::wire::{table_entries, Reader};
+use ringmq::protocol::amqp::frame::{self, Decoded, FrameError};
+use ringmq::protocol::amqp::method::{self, Method};
+use ringmq::protocol::amqp::wire::{table_entries, Reader};
 use ringmq::protocol::fieldtable::TABLE_DEPTH_MAX;
 
 /// Nesting ringmq refuses: the outermost table is level 1, so a table

@@ -2,10 +2,13 @@
 //! buffer, hands each body's header to the [`Sink`] and acks with
 //! `multiple` every `ack_every` deliveries (and when idle).
 
-use super::codec::*;
 use super::{close_error, Connection, Sink, CHANNEL};
 use crate::header::{now_ns, BatchClock, HEADER_LEN};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use bytes::BytesMut;
+use ringmq::protocol::amqp::client::{parse_deliver, split};
+use ringmq::protocol::amqp::frame;
+use ringmq::protocol::amqp::method::{self, id};
 
 pub struct Consumer {
     pub(super) conn: Connection,
@@ -47,20 +50,20 @@ impl Consumer {
                 }
                 let Some(f) = self.conn.reader.next()? else { break };
                 match (f.kind, &mut expect) {
-                    (FRAME_METHOD, Expect::Method) => {
-                        let (id, args) = method_id(f.payload)?;
-                        match id {
-                            BASIC_DELIVER => {
-                                let (tag, _redelivered) = parse_deliver(args)?;
-                                expect = Expect::Header { tag };
+                    (frame::METHOD, Expect::Method) => {
+                        let (mid, args) = split(f.payload)?;
+                        match mid {
+                            id::BASIC_DELIVER => {
+                                expect = Expect::Header { tag: parse_deliver(args)?.delivery_tag };
                             }
-                            CONNECTION_CLOSE => return Err(close_error("connection", args)),
-                            CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                            id::CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                            id::CHANNEL_CLOSE => return Err(close_error("channel", args)),
                             _ => {}
                         }
                     }
-                    (FRAME_HEADER, Expect::Header { tag }) => {
-                        let size = parse_content_header(f.payload)?;
+                    (frame::HEADER, Expect::Header { tag }) => {
+                        let size = frame::content_body_size(f.payload)
+                            .ok_or_else(|| anyhow!("content header of {} bytes", f.payload.len()))?;
                         have = 0;
                         if size == 0 {
                             sink.deliver(&[], clock.now());
@@ -76,7 +79,7 @@ impl Consumer {
                             expect = Expect::Body { tag: *tag, left: size };
                         }
                     }
-                    (FRAME_BODY, Expect::Body { tag, left }) => {
+                    (frame::BODY, Expect::Body { tag, left }) => {
                         let take = f.payload.len().min(HEADER_LEN - have);
                         prefix[have..have + take].copy_from_slice(&f.payload[..take]);
                         have += take;
@@ -93,9 +96,7 @@ impl Consumer {
                             }
                         }
                     }
-                    (FRAME_HEARTBEAT, _) => {
-                        heartbeat(&mut self.conn.wbuf);
-                    }
+                    (frame::HEARTBEAT, _) => frame::put_heartbeat(&mut self.conn.wbuf),
                     (kind, _) => bail!("unexpected frame type {kind} in a delivery"),
                 }
             }
@@ -114,7 +115,7 @@ impl Consumer {
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     // Idle: ack what we have so a slow trickle is not held back.
                     if unacked > 0 {
-                        basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
+                        method::put_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
                         unacked = 0;
                     }
                 }
@@ -122,7 +123,7 @@ impl Consumer {
             }
         }
         if unacked > 0 {
-            basic_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
+            method::put_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
             self.conn.flush().await?;
         }
         // The 100 ms idle timeout is for the delivery loop; close-ok may
@@ -132,48 +133,24 @@ impl Consumer {
     }
 }
 
-/// One frame at `at`: (type, payload, offset after it), if whole.
-fn frame_at(buf: &[u8], at: usize, frame_max: usize) -> Option<(u8, &[u8], usize)> {
-    let h = buf.get(at..at + 7)?;
-    let size = u32::from_be_bytes([h[3], h[4], h[5], h[6]]) as usize;
-    let end = at + 7 + size;
-    if size + FRAME_OVERHEAD > frame_max || *buf.get(end)? != FRAME_END {
-        return None;
-    }
-    Some((h[0], &buf[at + 7..end], end + 1))
-}
-
 /// A whole delivery at the front of `buf` — basic.deliver, its content
 /// header and at most one body frame — as (bytes used, delivery tag,
 /// body), parsed in one go. Anything else (another method, a body in
 /// several frames, bytes still to come, a malformed frame) is `None` and
 /// takes the frame-by-frame path, which also reports errors.
 fn whole_delivery(buf: &[u8], frame_max: usize) -> Option<(usize, u64, &[u8])> {
-    let (kind, m, at) = frame_at(buf, 0, frame_max)?;
-    if kind != FRAME_METHOD || m.get(..4)? != [0, 60, 0, 60] {
-        return None;
-    }
-    let t = 5 + usize::from(*m.get(4)?);
-    let tag = u64::from_be_bytes(m.get(t..t + 8)?.try_into().ok()?);
-    let (kind, h, at) = frame_at(buf, at, frame_max)?;
-    if kind != FRAME_HEADER {
-        return None;
-    }
-    let size = u64::from_be_bytes(h.get(4..12)?.try_into().ok()?);
-    if size == 0 {
-        return Some((at, tag, &[]));
-    }
-    let (kind, body, at) = frame_at(buf, at, frame_max)?;
-    (kind == FRAME_BODY && body.len() as u64 == size).then_some((at, tag, body))
+    let (m, _header, body, used) = frame::whole_content(buf, frame_max, id::BASIC_DELIVER)?;
+    let tag = parse_deliver(m.payload.get(4..)?).ok()?.delivery_tag;
+    Some((used, tag, body.map_or(&[], |b| b.payload)))
 }
 
 /// Sends a `multiple` ack at once, in the middle of a read's deliveries:
 /// the broker refills the prefetch window while the rest are processed,
 /// instead of after the whole read (one read often holds the whole window,
 /// which made the consumer stop and wait once per window).
-async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut Vec<u8>, tag: u64) -> Result<()> {
+async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut BytesMut, tag: u64) -> Result<()> {
     use futures_lite::io::AsyncWriteExt;
-    basic_ack(wbuf, CHANNEL, tag, true);
+    method::put_ack(wbuf, CHANNEL, tag, true);
     stream.write_all(wbuf).await?;
     wbuf.clear();
     Ok(())
@@ -181,21 +158,21 @@ async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut Vec<u8>, tag: 
 
 #[cfg(test)]
 mod tests {
+    use super::super::PublishTemplate;
     use super::*;
+    use ringmq::protocol::amqp::frame::Decoded;
 
     #[test]
     fn whole_deliveries_only() {
-        let mut b = Vec::new();
-        method(&mut b, 1, BASIC_DELIVER, |a| {
-            a.shortstr("ctag").u64(42).bits(&[false]).shortstr("").shortstr("q");
-        });
+        let mut b = BytesMut::new();
+        method::put_deliver(&mut b, 1, "ctag", 42, false, "", "q");
         let method_len = b.len();
         let t = PublishTemplate::new(1, "", "q", 20, false, 4096);
-        let mut p = Vec::new();
+        let mut p = BytesMut::new();
         t.stamp(&mut p, b"0123456789abcdef");
         // The template's publish method, then its header and body.
         let content = {
-            let Decoded::Frame(_, n) = decode_frame(&p, 4096).unwrap() else { panic!() };
+            let Decoded::Frame(_, n) = frame::decode(&p, 4096).unwrap() else { panic!() };
             p[n..].to_vec()
         };
         b.extend_from_slice(&content);
@@ -205,5 +182,10 @@ mod tests {
             assert!(whole_delivery(&b[..cut], 4096).is_none(), "cut at {cut}");
         }
         assert!(whole_delivery(&content, 4096).is_none(), "no method first");
+        // An empty body: no body frame.
+        let mut e = BytesMut::new();
+        method::put_deliver(&mut e, 1, "ctag", 7, false, "", "q");
+        frame::put_content_header(&mut e, 1, 60, 0, &[]);
+        assert_eq!(whole_delivery(&e, 4096), Some((e.len(), 7, &[][..])));
     }
 }

@@ -5,24 +5,31 @@
 //! per batch; confirms (`basic.ack`/`basic.nack`, with `multiple`) are read by
 //! a separate task on the same executor; consumers ack with `multiple` every
 //! `ack_every` deliveries.
+//!
+//! The framing, field types and method parsers are the broker's own codec,
+//! `ringmq::protocol::amqp`; only the publish template is the loadgen's.
 
-#[allow(clippy::unwrap_used)] // (its slices are length-checked; the shared AMQP codec replaces it)
-pub mod codec;
 mod consumer;
+mod template;
 mod url;
 
 use crate::header::HEADER_LEN;
 use anyhow::{anyhow, bail, Context, Result};
-use codec::*;
+use bytes::{BufMut, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
+use ringmq::protocol::amqp::client::{parse_close, parse_confirm, parse_tune, split};
+use ringmq::protocol::amqp::frame::{self, Decoded, Frame, PROTOCOL_HEADER};
+use ringmq::protocol::amqp::method::{self, code, id, MethodId};
+use ringmq::protocol::amqp::wire::{put_bits, put_longstr, put_shortstr, Reader, TableWriter};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 pub use consumer::Consumer;
+use template::PublishTemplate;
 pub use url::AmqpUrl;
 
 const CHANNEL: u16 = 1;
@@ -63,7 +70,7 @@ impl FrameReader {
 
     /// The next complete frame, if buffered.
     fn next(&mut self) -> Result<Option<Frame<'_>>> {
-        match decode_frame(&self.buf[self.start..self.end], self.frame_max)? {
+        match frame::decode(&self.buf[self.start..self.end], self.frame_max)? {
             Decoded::Incomplete => Ok(None),
             Decoded::Frame(f, n) => {
                 self.start += n;
@@ -87,18 +94,39 @@ impl FrameReader {
 
 fn close_error(what: &str, args: &[u8]) -> anyhow::Error {
     match parse_close(args) {
-        Ok((code, text, class, method)) => {
-            anyhow!("broker closed the {what}: {code} {text} (in method {class}.{method})")
-        }
+        Ok(close) => anyhow!("broker closed the {what}: {close}"),
         Err(e) => anyhow!("broker closed the {what}: {e}"),
     }
+}
+
+/// connection.start-ok: PLAIN with `user` and `pass`, and the capabilities
+/// this client relies on.
+fn put_start_ok(b: &mut BytesMut, user: &str, pass: &str) {
+    method::put(b, 0, id::CONNECTION_START_OK, |b| {
+        let props = TableWriter::begin(b);
+        props.str(b, "product", "ringmq-loadgen");
+        let caps = props.table(b, "capabilities");
+        for cap in ["publisher_confirms", "basic.nack", "consumer_cancel_notify"] {
+            caps.bool(b, cap, true);
+        }
+        caps.finish(b);
+        props.finish(b);
+        put_shortstr(b, "PLAIN");
+        put_longstr(b, format!("\0{user}\0{pass}").as_bytes());
+        put_shortstr(b, "en_US");
+    });
+}
+
+/// connection.close, the normal way.
+fn put_close_bye(b: &mut BytesMut) {
+    method::put_close(b, 0, id::CONNECTION_CLOSE, code::REPLY_SUCCESS, "bye", (0, 0));
 }
 
 /// A connection with channel 1 open, in the request/response phase.
 pub struct Connection {
     stream: TcpStream,
     reader: FrameReader,
-    wbuf: Vec<u8>,
+    wbuf: BytesMut,
     frame_max: usize,
 }
 
@@ -123,49 +151,31 @@ impl Connection {
         let mut c = Connection {
             stream,
             reader: FrameReader::new(),
-            wbuf: Vec::with_capacity(4096),
+            wbuf: BytesMut::with_capacity(4096),
             frame_max: FRAME_MAX as usize,
         };
         c.stream.write_all(PROTOCOL_HEADER).await?;
-        c.expect(CONNECTION_START).await?;
-        let mut response = Vec::new();
-        response.push(0);
-        response.extend_from_slice(url.user.as_bytes());
-        response.push(0);
-        response.extend_from_slice(url.pass.as_bytes());
-        method(&mut c.wbuf, 0, CONNECTION_START_OK, |a| {
-            // client-properties: {capabilities: {publisher_confirms: true, ...}}
-            let mut caps = Vec::new();
-            Args(&mut caps).bool_table(&[
-                ("publisher_confirms", true),
-                ("basic.nack", true),
-                ("consumer_cancel_notify", true),
-            ]);
-            let mut props = Vec::new();
-            Args(&mut props).shortstr("product").u8(b'S').longstr(b"ringmq-loadgen").shortstr("capabilities").u8(b'F');
-            props.extend_from_slice(&caps);
-            a.longstr(&props).shortstr("PLAIN").longstr(&response).shortstr("en_US");
-        });
+        c.expect(id::CONNECTION_START).await?;
+        put_start_ok(&mut c.wbuf, &url.user, &url.pass);
         c.flush().await?;
-        let tune = c.expect(CONNECTION_TUNE).await?;
-        let (channel_max, frame_max, _heartbeat) = parse_tune(&tune)?;
-        let frame_max = if frame_max == 0 { FRAME_MAX } else { frame_max.min(FRAME_MAX) };
+        let tune = parse_tune(&c.expect(id::CONNECTION_TUNE).await?)?;
+        let frame_max = if tune.frame_max == 0 { FRAME_MAX } else { tune.frame_max.min(FRAME_MAX) };
         c.frame_max = frame_max as usize;
         c.reader.frame_max = c.frame_max;
-        method(&mut c.wbuf, 0, CONNECTION_TUNE_OK, |a| {
+        method::put(&mut c.wbuf, 0, id::CONNECTION_TUNE_OK, |b| {
             // Heartbeats off: runs are short and both ends are on loopback.
-            a.u16(channel_max.min(16)).u32(frame_max).u16(0);
+            b.put_u16(tune.channel_max.min(16));
+            b.put_u32(frame_max);
+            b.put_u16(0);
         });
-        let vhost = url.vhost.clone();
-        method(&mut c.wbuf, 0, CONNECTION_OPEN, |a| {
-            a.shortstr(&vhost).shortstr("").bits(&[false]);
+        method::put(&mut c.wbuf, 0, id::CONNECTION_OPEN, |b| {
+            put_shortstr(b, &url.vhost);
+            put_shortstr(b, "");
+            put_bits(b, &[false]);
         });
         c.flush().await?;
-        c.expect(CONNECTION_OPEN_OK).await?;
-        c.rpc(CHANNEL_OPEN, CHANNEL_OPEN_OK, |a| {
-            a.shortstr("");
-        })
-        .await?;
+        c.expect(id::CONNECTION_OPEN_OK).await?;
+        c.rpc(id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| put_shortstr(b, "")).await?;
         Ok(c)
     }
 
@@ -176,35 +186,39 @@ impl Connection {
     }
 
     /// Waits for method `id`, skipping heartbeats; fails on a close.
-    async fn expect(&mut self, id: (u16, u16)) -> Result<Vec<u8>> {
+    async fn expect(&mut self, want: MethodId) -> Result<Vec<u8>> {
         loop {
             let (kind, _ch, payload) = self.reader.read_frame(&mut self.stream).await?;
-            if kind != FRAME_METHOD {
+            if kind != frame::METHOD {
                 continue;
             }
-            let (got, args) = method_id(&payload)?;
-            if got == id {
+            let (got, args) = split(&payload)?;
+            if got == want {
                 return Ok(args.to_vec());
             }
             match got {
-                CONNECTION_CLOSE => return Err(close_error("connection", args)),
-                CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                id::CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                id::CHANNEL_CLOSE => return Err(close_error("channel", args)),
                 _ => {} // e.g. a stray basic.ack during setup
             }
         }
     }
 
-    async fn rpc(&mut self, id: (u16, u16), reply: (u16, u16), args: impl FnOnce(&mut Args)) -> Result<Vec<u8>> {
-        let ch = if id.0 == 10 { 0 } else { CHANNEL };
-        method(&mut self.wbuf, ch, id, args);
+    /// Sends method `mid`, whose arguments `args` writes, and waits for `reply`.
+    async fn rpc(&mut self, mid: MethodId, reply: MethodId, args: impl FnOnce(&mut BytesMut)) -> Result<Vec<u8>> {
+        let ch = if mid.0 == 10 { 0 } else { CHANNEL };
+        method::put(&mut self.wbuf, ch, mid, args);
         self.flush().await?;
         self.expect(reply).await
     }
 
     pub async fn declare(&mut self, queue: &str, durable: bool) -> Result<()> {
-        self.rpc(QUEUE_DECLARE, QUEUE_DECLARE_OK, |a| {
+        self.rpc(id::QUEUE_DECLARE, id::QUEUE_DECLARE_OK, |b| {
+            b.put_u16(0);
+            put_shortstr(b, queue);
             // passive, durable, exclusive, auto-delete, no-wait
-            a.u16(0).shortstr(queue).bits(&[false, durable, false, false, false]).empty_table();
+            put_bits(b, &[false, durable, false, false, false]);
+            b.put_u32(0); // no arguments
         })
         .await
         .with_context(|| format!("declaring queue {queue}"))?;
@@ -213,9 +227,13 @@ impl Connection {
 
     /// exchange.declare of `kind` (direct, fanout, topic, ...).
     pub async fn declare_exchange(&mut self, exchange: &str, kind: &str, durable: bool) -> Result<()> {
-        self.rpc(EXCHANGE_DECLARE, EXCHANGE_DECLARE_OK, |a| {
+        self.rpc(id::EXCHANGE_DECLARE, id::EXCHANGE_DECLARE_OK, |b| {
+            b.put_u16(0);
+            put_shortstr(b, exchange);
+            put_shortstr(b, kind);
             // passive, durable, auto-delete, internal, no-wait
-            a.u16(0).shortstr(exchange).shortstr(kind).bits(&[false, durable, false, false, false]).empty_table();
+            put_bits(b, &[false, durable, false, false, false]);
+            b.put_u32(0);
         })
         .await
         .with_context(|| format!("declaring {kind} exchange {exchange}"))?;
@@ -224,8 +242,13 @@ impl Connection {
 
     /// queue.bind of `queue` to `exchange` with `key`.
     pub async fn bind(&mut self, queue: &str, exchange: &str, key: &str) -> Result<()> {
-        self.rpc(QUEUE_BIND, QUEUE_BIND_OK, |a| {
-            a.u16(0).shortstr(queue).shortstr(exchange).shortstr(key).bits(&[false]).empty_table();
+        self.rpc(id::QUEUE_BIND, id::QUEUE_BIND_OK, |b| {
+            b.put_u16(0);
+            put_shortstr(b, queue);
+            put_shortstr(b, exchange);
+            put_shortstr(b, key);
+            put_bits(b, &[false]); // no-wait
+            b.put_u32(0);
         })
         .await
         .with_context(|| format!("binding queue {queue} to exchange {exchange} with key {key:?}"))?;
@@ -237,21 +260,24 @@ impl Connection {
     /// their channel.close-ok).
     pub async fn delete_exchange(mut self, exchange: &str) {
         let r = self
-            .rpc(EXCHANGE_DELETE, EXCHANGE_DELETE_OK, |a| {
-                // if-unused, no-wait
-                a.u16(0).shortstr(exchange).bits(&[false, false]);
+            .rpc(id::EXCHANGE_DELETE, id::EXCHANGE_DELETE_OK, |b| {
+                b.put_u16(0);
+                put_shortstr(b, exchange);
+                put_bits(b, &[false, false]); // if-unused, no-wait
             })
             .await;
         if r.is_err() {
-            method(&mut self.wbuf, CHANNEL, CHANNEL_CLOSE_OK, |_| {});
+            method::put(&mut self.wbuf, CHANNEL, id::CHANNEL_CLOSE_OK, |_| {});
         }
         let _ = self.close().await;
     }
 
     pub async fn purge(&mut self, queue: &str) -> Result<u32> {
         let ok = self
-            .rpc(QUEUE_PURGE, QUEUE_PURGE_OK, |a| {
-                a.u16(0).shortstr(queue).bits(&[false]);
+            .rpc(id::QUEUE_PURGE, id::QUEUE_PURGE_OK, |b| {
+                b.put_u16(0);
+                put_shortstr(b, queue);
+                put_bits(b, &[false]); // no-wait
             })
             .await?;
         Ok(Reader::new(&ok).u32()?)
@@ -259,11 +285,9 @@ impl Connection {
 
     /// connection.close, waiting for close-ok (up to 2 s).
     pub async fn close(mut self) -> Result<()> {
-        method(&mut self.wbuf, 0, CONNECTION_CLOSE, |a| {
-            a.u16(200).shortstr("bye").u16(0).u16(0);
-        });
+        put_close_bye(&mut self.wbuf);
         self.flush().await?;
-        let wait = self.expect(CONNECTION_CLOSE_OK);
+        let wait = self.expect(id::CONNECTION_CLOSE_OK);
         let timeout = async {
             glommio::timer::sleep(Duration::from_secs(2)).await;
             Ok(Vec::new())
@@ -284,10 +308,7 @@ impl Connection {
         max_inflight: usize,
     ) -> Result<Producer> {
         if confirm.is_some() {
-            self.rpc(CONFIRM_SELECT, CONFIRM_SELECT_OK, |a| {
-                a.bits(&[false]);
-            })
-            .await?;
+            self.rpc(id::CONFIRM_SELECT, id::CONFIRM_SELECT_OK, |b| put_bits(b, &[false])).await?;
         }
         let template = PublishTemplate::new(CHANNEL, exchange, routing_key, size, persistent, self.frame_max);
         let Connection { stream, reader, .. } = self;
@@ -301,18 +322,24 @@ impl Connection {
             closed: Cell::new(false),
         });
         let reader_task = glommio::spawn_local(producer_reader(rd, reader, state.clone())).detach();
-        Ok(Producer { wr, template, wbuf: Vec::with_capacity(64 * 1024), state, reader_task, max_inflight })
+        Ok(Producer { wr, template, wbuf: BytesMut::with_capacity(64 * 1024), state, reader_task, max_inflight })
     }
 
     /// Turns this connection into a consumer of `queue`.
     pub async fn into_consumer(mut self, queue: &str, prefetch: u16, ack_every: u64) -> Result<Consumer> {
-        self.rpc(BASIC_QOS, BASIC_QOS_OK, |a| {
-            a.u32(0).u16(prefetch).bits(&[false]);
+        self.rpc(id::BASIC_QOS, id::BASIC_QOS_OK, |b| {
+            b.put_u32(0);
+            b.put_u16(prefetch);
+            put_bits(b, &[false]); // global
         })
         .await?;
-        self.rpc(BASIC_CONSUME, BASIC_CONSUME_OK, |a| {
+        self.rpc(id::BASIC_CONSUME, id::BASIC_CONSUME_OK, |b| {
+            b.put_u16(0);
+            put_shortstr(b, queue);
+            put_shortstr(b, "");
             // no-local, no-ack, exclusive, no-wait
-            a.u16(0).shortstr(queue).shortstr("").bits(&[false, false, false, false]).empty_table();
+            put_bits(b, &[false, false, false, false]);
+            b.put_u32(0);
         })
         .await?;
         self.stream
@@ -380,22 +407,18 @@ async fn producer_reader(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, s
     let result = async {
         loop {
             while let Some(f) = reader.next()? {
-                if f.kind != FRAME_METHOD {
+                if f.kind != frame::METHOD {
                     continue;
                 }
-                let (id, args) = method_id(f.payload)?;
-                match id {
-                    BASIC_ACK => {
-                        let (tag, multiple) = parse_ack(args)?;
-                        state.settle(tag, multiple, true);
+                let (mid, args) = split(f.payload)?;
+                match mid {
+                    id::BASIC_ACK | id::BASIC_NACK => {
+                        let c = parse_confirm(args)?;
+                        state.settle(c.delivery_tag, c.multiple, mid == id::BASIC_ACK);
                     }
-                    BASIC_NACK => {
-                        let (tag, multiple) = parse_ack(args)?;
-                        state.settle(tag, multiple, false);
-                    }
-                    CONNECTION_CLOSE_OK => return Ok(()),
-                    CONNECTION_CLOSE => return Err(close_error("connection", args)),
-                    CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                    id::CONNECTION_CLOSE_OK => return Ok(()),
+                    id::CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                    id::CHANNEL_CLOSE => return Err(close_error("channel", args)),
                     _ => {}
                 }
             }
@@ -416,7 +439,7 @@ async fn producer_reader(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, s
 pub struct Producer {
     wr: WriteHalf<TcpStream>,
     template: PublishTemplate,
-    wbuf: Vec<u8>,
+    wbuf: BytesMut,
     state: Rc<ConfirmState>,
     reader_task: glommio::task::JoinHandle<Result<()>>,
     max_inflight: usize,
@@ -461,9 +484,7 @@ impl Producer {
             }
         }
         self.wbuf.clear();
-        method(&mut self.wbuf, 0, CONNECTION_CLOSE, |a| {
-            a.u16(200).shortstr("bye").u16(0).u16(0);
-        });
+        put_close_bye(&mut self.wbuf);
         let _ = self.wr.write_all(&self.wbuf).await;
         let _ = self.wr.flush().await;
         let reader = async {
@@ -487,6 +508,27 @@ pub trait Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringmq::protocol::amqp::method::Method;
+    use ringmq::protocol::amqp::wire::{has_capability, table_get};
+
+    /// What the loadgen writes, read by the broker's parser.
+    #[test]
+    fn start_ok_and_close_as_the_broker_reads_them() {
+        let mut b = BytesMut::new();
+        put_start_ok(&mut b, "guest", "pw");
+        put_close_bye(&mut b);
+        let Ok(Decoded::Frame(f, n)) = frame::decode(&b, 4096) else { panic!("no frame") };
+        let Ok((_, Method::StartOk { client_props, mechanism, response })) = method::parse(f.payload) else {
+            panic!("not a start-ok")
+        };
+        assert_eq!((mechanism, response), ("PLAIN", &b"\0guest\0pw"[..]));
+        assert_eq!(table_get(client_props, "product"), Some((b'S', &b"ringmq-loadgen"[..])));
+        for cap in ["publisher_confirms", "basic.nack", "consumer_cancel_notify"] {
+            assert!(has_capability(client_props, cap), "{cap}");
+        }
+        let Ok(Decoded::Frame(f, _)) = frame::decode(&b[n..], 4096) else { panic!("no close") };
+        assert!(matches!(method::parse(f.payload), Ok((_, Method::Close { code: 200, text: "bye" }))));
+    }
 
     #[test]
     fn confirms_in_and_out_of_order() {

@@ -23,6 +23,8 @@ impl std::fmt::Display for Syntax {
     }
 }
 
+impl std::error::Error for Syntax {}
+
 impl From<TableError> for Syntax {
     fn from(e: TableError) -> Self {
         Syntax::Table(e)

@@ -440,16 +440,27 @@ pub fn deliver_tag_at(frame: &[u8]) -> usize {
 /// basic.ack / basic.nack from the server (publisher confirms).
 pub fn put_confirm(b: &mut BytesMut, channel: u16, ack: bool, tag: u64, multiple: bool) {
     if ack {
-        put(b, channel, id::BASIC_ACK, |b| {
-            b.put_u64(tag);
-            put_bits(b, &[multiple]);
-        });
+        put_ack(b, channel, tag, multiple);
     } else {
-        put(b, channel, id::BASIC_NACK, |b| {
-            b.put_u64(tag);
-            put_bits(b, &[multiple, false]);
-        });
+        put_nack(b, channel, tag, multiple, false);
     }
+}
+
+/// basic.ack, the same both ways: a client's ack of deliveries, a server's
+/// confirm of publishes.
+pub fn put_ack(b: &mut BytesMut, channel: u16, tag: u64, multiple: bool) {
+    put(b, channel, id::BASIC_ACK, |b| {
+        b.put_u64(tag);
+        put_bits(b, &[multiple]);
+    });
+}
+
+/// basic.nack (`requeue` means nothing from a server).
+pub fn put_nack(b: &mut BytesMut, channel: u16, tag: u64, multiple: bool, requeue: bool) {
+    put(b, channel, id::BASIC_NACK, |b| {
+        b.put_u64(tag);
+        put_bits(b, &[multiple, requeue]);
+    });
 }
 
 /// Finds `delivery_mode` in a content header's property flags and list;

@@ -51,8 +51,12 @@ impl std::fmt::Display for FrameError {
     }
 }
 
+impl std::error::Error for FrameError {}
+
 /// Decodes one frame from the front of `buf`. `frame_max` bounds the whole
 /// frame (overhead included) and is checked before the payload is awaited.
+/// Both sides use it: a frame type other than method, header, body and
+/// heartbeat is a connection error (spec 4.2.3), [`FrameError::UnknownType`].
 pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
     if buf.len() < 7 {
         return Ok(Decoded::Incomplete);
@@ -77,27 +81,46 @@ pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
     Ok(Decoded::Frame(Frame { kind, channel, payload: &buf[7..7 + size] }, total))
 }
 
+/// A method frame, its content header and at most one body frame.
+pub type WholeContent<'a> = (Frame<'a>, Frame<'a>, Option<Frame<'a>>, usize);
+
 /// A whole basic.publish at the front of `buf`: its method frame, content
 /// header and at most one body frame, on one channel, each well formed and
 /// within `frame_max`, and the bytes they use. `None` for anything else:
 /// the frame-by-frame path takes it (and reports its errors).
-#[allow(clippy::type_complexity)]
-pub fn whole_publish(buf: &[u8], frame_max: usize) -> Option<(Frame<'_>, Frame<'_>, Option<Frame<'_>>, usize)> {
+#[inline]
+pub fn whole_publish(buf: &[u8], frame_max: usize) -> Option<WholeContent<'_>> {
+    whole_content(buf, frame_max, (60, 40))
+}
+
+/// [`whole_publish`] for any content-carrying method `(class, method)`:
+/// the broker takes basic.publish this way, a client basic.deliver.
+#[inline]
+pub fn whole_content(buf: &[u8], frame_max: usize, (class, method): (u16, u16)) -> Option<WholeContent<'_>> {
     let Ok(Decoded::Frame(m, a)) = decode(buf, frame_max) else { return None };
-    if m.kind != METHOD || m.payload.get(..4)? != [0, 60, 0, 40] {
+    let [c0, c1] = class.to_be_bytes();
+    let [m0, m1] = method.to_be_bytes();
+    if m.kind != METHOD || m.payload.get(..4)? != [c0, c1, m0, m1] {
         return None;
     }
     let Ok(Decoded::Frame(h, b)) = decode(&buf[a..], frame_max) else { return None };
     if h.kind != HEADER || h.channel != m.channel {
         return None;
     }
-    let body_len = u64::from_be_bytes(h.payload.get(4..12)?.try_into().ok()?);
+    let body_len = content_body_size(h.payload)?;
     if body_len == 0 {
         return Some((m, h, None, a + b));
     }
     let Ok(Decoded::Frame(body, c)) = decode(&buf[a + b..], frame_max) else { return None };
     let whole = body.kind == BODY && body.channel == m.channel && body.payload.len() as u64 == body_len;
     whole.then_some((m, h, Some(body), a + b + c))
+}
+
+/// The body size a content header's payload gives (class u16, weight u16,
+/// body size u64, then the properties); `None` if it is shorter.
+#[inline]
+pub fn content_body_size(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(payload.get(4..12)?.try_into().ok()?))
 }
 
 /// Bytes a frame will need once its payload is known, from a prefix of at
@@ -241,5 +264,8 @@ mod tests {
         b[4095] = 0;
         assert_eq!(decode(&b, 4096), Err(FrameError::BadEnd(0)));
         assert_eq!(decode(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096), Err(FrameError::UnknownType(9)));
+        // Oversized frames are refused from their header, before their bytes.
+        let big = [METHOD, 0, 0, 0x10, 0, 0, 0];
+        assert_eq!(decode(&big, 131072), Err(FrameError::TooLarge { size: 0x1000_0000 + OVERHEAD, max: 131072 }));
     }
 }
