@@ -7,6 +7,7 @@
 use super::error::DecodeError;
 use super::header::{FrameHeader, HEADER_BYTES};
 use super::wire::{put_str8, Cursor};
+use crate::protocol::wire::{len16, len32};
 use bytes::{BufMut, BytesMut};
 use zerocopy::IntoBytes;
 
@@ -208,10 +209,10 @@ pub fn put_entry(buf: &mut BytesMut, flags: u8, props: &[u8], body: &[u8]) {
     let has = if props.is_empty() { 0 } else { ENTRY_HAS_PROPS };
     buf.put_u8((flags & ENTRY_REDELIVERED) | has);
     if has != 0 {
-        buf.put_u16_le(props.len() as u16);
+        buf.put_u16_le(len16(props.len()));
         buf.put_slice(props);
     }
-    buf.put_u32_le(body.len() as u32);
+    buf.put_u32_le(len32(body.len()));
     buf.put_slice(body);
 }
 
@@ -288,7 +289,7 @@ impl BatchWriter {
     }
 
     pub fn finish(self, buf: &mut BytesMut) {
-        let body_len = (buf.len() - self.start - HEADER_BYTES) as u32;
+        let body_len = len32(buf.len() - self.start - HEADER_BYTES);
         buf[self.start..self.start + 4].copy_from_slice(&body_len.to_le_bytes());
         buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
     }

@@ -6,6 +6,7 @@ use super::fieldtable::{self, TABLE_DEPTH_MAX};
 use super::header::{FrameHeader, HEADER_BYTES};
 use super::op;
 use super::wire::{put_str16, put_str8, Cursor};
+use crate::protocol::wire::{len16, len32};
 use bytes::{BufMut, BytesMut};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -401,7 +402,7 @@ fn table32<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
 }
 
 fn put_table32(buf: &mut BytesMut, t: &[u8]) {
-    buf.put_u32_le(t.len() as u32);
+    buf.put_u32_le(len32(t.len()));
     buf.put_slice(t);
 }
 
@@ -412,7 +413,7 @@ impl Frame<'_> {
         let (opcode, flags) = self.cmd.opcode_flags();
         buf.put_slice(FrameHeader::new(opcode, flags, self.request_id, 0).as_bytes());
         self.cmd.encode_body(buf);
-        let body_len = (buf.len() - start - HEADER_BYTES) as u32;
+        let body_len = len32(buf.len() - start - HEADER_BYTES);
         buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     }
 }
@@ -473,7 +474,7 @@ impl Cmd<'_> {
             Cmd::HelloOk(h) => {
                 buf.put_u16_le(h.version);
                 buf.put_u16_le(h.shard_id);
-                buf.put_u16_le(h.shard_addrs.len() as u16);
+                buf.put_u16_le(len16(h.shard_addrs.len()));
                 buf.put_u8(h.hash_id);
                 buf.put_u32_le(h.frame_bytes_max);
                 buf.put_u32_le(h.message_bytes_max);
@@ -495,7 +496,7 @@ impl Cmd<'_> {
             Cmd::Declare { queue, args, .. } => {
                 put_str8(buf, queue);
                 if !args.is_empty() {
-                    buf.put_u32_le(args.len() as u32);
+                    buf.put_u32_le(len32(args.len()));
                     buf.put_slice(args);
                 }
             }
@@ -544,7 +545,7 @@ impl Cmd<'_> {
             }
             Cmd::Ack { consumer_id, ranges } | Cmd::Nack { consumer_id, ranges, .. } => {
                 buf.put_u32_le(*consumer_id);
-                buf.put_u32_le(ranges.len() as u32);
+                buf.put_u32_le(len32(ranges.len()));
                 buf.put_slice(ranges.raw());
             }
             Cmd::Get { consumer_id, queue, .. } => {
@@ -574,9 +575,9 @@ pub fn encode_ack(buf: &mut BytesMut, request_id: u64, nack: Option<bool>, consu
     };
     let body_len = 8 + 16 * ranges.len();
     buf.reserve(HEADER_BYTES + body_len);
-    buf.put_slice(FrameHeader::new(opcode, flags, request_id, body_len as u32).as_bytes());
+    buf.put_slice(FrameHeader::new(opcode, flags, request_id, len32(body_len)).as_bytes());
     buf.put_u32_le(consumer_id);
-    buf.put_u32_le(ranges.len() as u32);
+    buf.put_u32_le(len32(ranges.len()));
     for (a, b) in ranges {
         buf.put_u64_le(*a);
         buf.put_u64_le(*b);
@@ -584,6 +585,7 @@ pub fn encode_ack(buf: &mut BytesMut, request_id: u64, nack: Option<bool>, consu
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data is small
 mod tests {
     use super::*;
 

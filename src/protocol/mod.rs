@@ -6,6 +6,10 @@
 //! [`amqp`] is the AMQP 0-9-1 codec, sans-IO in the same way, shared by
 //! the broker's AMQP front end and AMQP clients (the load generator).
 
+// Lengths written into length fields go through `wire::len32`/`len16`
+// (or are cut first), never a silent `as` that could mis-frame.
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod amqp;
 pub mod batch;
 pub mod error;

@@ -11,6 +11,7 @@
 //! - [`PropsBuilder`]: properties for a native publisher.
 
 use super::table::{Table, TableError};
+use crate::protocol::wire::len32;
 use bytes::BufMut;
 use std::ops::Range;
 
@@ -180,7 +181,7 @@ pub fn rewrite(raw: &[u8], headers: &Table, drop_expiration: bool) -> Result<Vec
     for (i, span) in spans.iter().enumerate() {
         if i == HEADERS {
             let t = headers.encode();
-            out.put_u32(t.len() as u32);
+            out.put_u32(len32(t.len()));
             out.put_slice(&t);
         } else if let Some(r) = span.as_ref().filter(|_| flags & bit(i) != 0) {
             out.put_slice(&raw[r.clone()]);
@@ -249,7 +250,7 @@ impl PropsBuilder {
         let mut body = Vec::new();
         let short = |b: &mut Vec<u8>, s: &str| {
             let n = s.len().min(255);
-            b.put_u8(n as u8);
+            b.put_u8(u8::try_from(n).unwrap_or(u8::MAX));
             b.put_slice(&s.as_bytes()[..n]);
         };
         if let Some(v) = &self.content_type {
@@ -259,7 +260,7 @@ impl PropsBuilder {
         if let Some(t) = &self.headers {
             flags |= bit(HEADERS);
             let raw = t.encode();
-            body.put_u32(raw.len() as u32);
+            body.put_u32(len32(raw.len()));
             body.put_slice(&raw);
         }
         if let Some(v) = self.delivery_mode {

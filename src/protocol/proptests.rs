@@ -1,5 +1,6 @@
 //! Property tests for the codec: round trips for every command, no panics on
 //! arbitrary input, incremental decoding, the size limit, and `BatchWriter`.
+#![allow(clippy::cast_possible_truncation)] // generated sizes are small
 
 use super::batch::{put_entry, BatchWriter, Entries, Entry, Ranges, ENTRY_HAS_PROPS, ENTRY_REDELIVERED};
 use super::error::{DecodeError, ErrorCode};

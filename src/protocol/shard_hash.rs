@@ -22,6 +22,8 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// Jump consistent hash (arXiv:1406.2294).
+// The published algorithm's float step, and `b` is below `buckets`.
+#[allow(clippy::cast_possible_truncation)]
 pub fn jump_hash(mut key: u64, buckets: u32) -> u32 {
     assert!(buckets > 0, "jump_hash needs at least one bucket");
     let mut b: i64 = -1;

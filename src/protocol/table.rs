@@ -9,6 +9,7 @@
 
 pub use super::fieldtable::TableError;
 use super::fieldtable::{self, split_key, split_value, TABLE_DEPTH_MAX};
+use crate::protocol::wire::len32;
 use bytes::BufMut;
 
 /// One field value with its AMQP type tag, so it re-encodes to the same
@@ -203,7 +204,7 @@ fn put_key(out: &mut Vec<u8>, k: &str) {
 }
 
 fn put_long(out: &mut Vec<u8>, b: &[u8]) {
-    out.put_u32(b.len() as u32);
+    out.put_u32(len32(b.len()));
     out.put_slice(b);
 }
 
@@ -263,7 +264,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
             for i in items {
                 put_value(out, i);
             }
-            let n = (out.len() - at - 4) as u32;
+            let n = len32(out.len() - at - 4);
             out[at..at + 4].copy_from_slice(&n.to_be_bytes());
         }
         Value::Timestamp(t) => {
@@ -275,7 +276,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
             let at = out.len();
             out.put_u32(0);
             t.encode_into(out);
-            let n = (out.len() - at - 4) as u32;
+            let n = len32(out.len() - at - 4);
             out[at..at + 4].copy_from_slice(&n.to_be_bytes());
         }
         Value::Void => out.put_u8(b'V'),

@@ -100,20 +100,36 @@ fn cut(s: &str, max: usize) -> &[u8] {
     &s.as_bytes()[..n]
 }
 
+/// A length for a u32 length field. Every frame is bounded far below
+/// 4 GiB (`frame_bytes_max` is at most 256 MiB, and the callers check
+/// their parts against it), so this never saturates; if a bug ever made it
+/// saturate, the peer's length check would refuse the frame, where a
+/// wrapped length would silently mis-frame it.
+#[inline]
+pub fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// As [`len32`], for a u16 length field.
+#[inline]
+pub fn len16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
 /// Writes a string with a one-byte length. Callers validate lengths first;
 /// an over-long string here is a bug, so it is cut (at a char boundary)
 /// rather than mis-framed.
 pub fn put_str8(buf: &mut BytesMut, s: &str) {
     debug_assert!(s.len() <= u8::MAX as usize, "str8 over 255 bytes");
     let b = cut(s, u8::MAX as usize);
-    buf.put_u8(b.len() as u8);
+    buf.put_u8(u8::try_from(b.len()).unwrap_or(u8::MAX));
     buf.put_slice(b);
 }
 
 pub fn put_str16(buf: &mut BytesMut, s: &str) {
     debug_assert!(s.len() <= u16::MAX as usize, "str16 over 65535 bytes");
     let b = cut(s, u16::MAX as usize);
-    buf.put_u16_le(b.len() as u16);
+    buf.put_u16_le(len16(b.len()));
     buf.put_slice(b);
 }
 

@@ -4,6 +4,7 @@
 //!
 //! Frame: `type u8, channel u16, size u32, payload[size], 0xCE`.
 
+use crate::protocol::wire::len32;
 use bytes::{BufMut, BytesMut};
 
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -159,7 +160,7 @@ impl FrameWriter {
     }
 
     pub fn finish(self, b: &mut BytesMut) {
-        let size = (b.len() - self.at - 7) as u32;
+        let size = len32(b.len() - self.at - 7);
         b[self.at + 3..self.at + 7].copy_from_slice(&size.to_be_bytes());
         b.put_u8(FRAME_END);
     }
@@ -174,7 +175,7 @@ pub fn put_content_header(b: &mut BytesMut, channel: u16, class: u16, body_len: 
     b.reserve(size + OVERHEAD);
     b.put_u8(HEADER);
     b.put_u16(channel);
-    b.put_u32(size as u32);
+    b.put_u32(len32(size));
     b.put_u16(class);
     b.put_u16(0);
     b.put_u64(body_len);
@@ -189,7 +190,7 @@ pub fn put_body(b: &mut BytesMut, channel: u16, body: &[u8], frame_max: usize) {
     for part in body.chunks(chunk) {
         b.put_u8(BODY);
         b.put_u16(channel);
-        b.put_u32(part.len() as u32);
+        b.put_u32(len32(part.len()));
         b.put_slice(part);
         b.put_u8(FRAME_END);
     }

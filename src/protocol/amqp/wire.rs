@@ -3,6 +3,7 @@
 
 use crate::protocol::fieldtable::{self, TableError, TABLE_DEPTH_MAX};
 pub use crate::protocol::fieldtable::{entries as table_entries, get as table_get, put_shortstr};
+use crate::protocol::wire::len32;
 use bytes::{BufMut, BytesMut};
 
 /// A method or property list that does not parse: the connection is closed
@@ -130,7 +131,7 @@ pub fn has_capability(client_props: &[u8], cap: &str) -> bool {
 }
 
 pub fn put_longstr(b: &mut BytesMut, s: &[u8]) {
-    b.put_u32(s.len() as u32);
+    b.put_u32(len32(s.len()));
     b.put_slice(s);
 }
 
@@ -177,12 +178,13 @@ impl TableWriter {
     }
 
     pub fn finish(self, b: &mut BytesMut) {
-        let n = (b.len() - self.at - 4) as u32;
+        let n = len32(b.len() - self.at - 4);
         b[self.at..self.at + 4].copy_from_slice(&n.to_be_bytes());
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data is small
 mod tests {
     use super::*;
 
