@@ -120,23 +120,8 @@ pub struct Shard {
     /// Connections on other shards told to pause on a queue of this one
     /// (`pause.rs`), until it drains.
     remote_paused: RefCell<Vec<(ConnRef, String)>>,
-    conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
-    /// Of `conns`, those that have logged in.
-    logged_in: Cell<usize>,
-    /// Of `conns`, those that have not logged in and were not evicted,
-    /// oldest (lowest id) first: the one to evict when a new one arrives
-    /// at `unauthenticated_connections_max`.
-    unauthenticated: RefCell<std::collections::BTreeSet<u64>>,
-    /// HTTP connections (never registered in `conns`; all unauthenticated).
-    http_conns: Cell<usize>,
-    /// Refusals and evictions at `unauthenticated_connections_max` not yet
-    /// logged, and when the last log line went out: a flood gets one line
-    /// a second.
-    refused_unlogged: Cell<u64>,
-    refused_logged_at: Cell<Option<std::time::Instant>>,
-    /// Lines logged this second about connections that never logged in.
-    unauth_log: conns::LogBudget,
-    next_conn_id: Cell<u64>,
+    /// The connections on this shard and their caps (`conns.rs`).
+    pub conns: conns::ConnTable,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// Set when the request being handled logged queue metadata.
@@ -174,6 +159,7 @@ impl Shard {
         mesh: Mesh,
         alarms: Arc<crate::server::alarm::Alarms>,
     ) -> Self {
+        let conns = conns::ConnTable::new(id, config.clone());
         Self {
             id,
             count,
@@ -184,14 +170,7 @@ impl Shard {
             queues: RefCell::new(HashMap::default()),
             publish_resume: Notify::default(),
             remote_paused: RefCell::new(Vec::new()),
-            conns: RefCell::new(HashMap::new()),
-            logged_in: Cell::new(0),
-            unauthenticated: RefCell::default(),
-            http_conns: Cell::new(0),
-            refused_unlogged: Cell::new(0),
-            refused_logged_at: Cell::new(None),
-            unauth_log: conns::LogBudget::default(),
-            next_conn_id: Cell::new(1),
+            conns,
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
             spill: spill::Spill::default(),
@@ -213,17 +192,6 @@ impl Shard {
         shard_for(queue, u32::from(self.count)) as u16
     }
 
-    pub fn connection_count(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
-    pub fn shut_down_connections(&self, why: &str) {
-        let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().cloned().collect();
-        for c in conns {
-            c.shut_down(why);
-        }
-    }
-
     /// Sends a reply to a connection, wherever it lives.
     pub fn route_reply(&self, to: ConnRef, reply: Reply) {
         if to.shard == self.id {
@@ -235,7 +203,7 @@ impl Shard {
 
     fn reply_local(&self, conn_id: u64, reply: Reply) {
         let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
-        let sink = self.conns.borrow().get(&conn_id).cloned();
+        let sink = self.conns.get(conn_id);
         match sink {
             Some(s) => {
                 // Deliveries from another shard: tell their owner to stop
@@ -484,7 +452,7 @@ impl Shard {
     /// an owned copy (reference-counted bodies) over the mesh.
     fn deliver(&self, to: ConnRef, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
         if to.shard == self.id {
-            let sink = self.conns.borrow().get(&to.conn_id).cloned();
+            let sink = self.conns.get(to.conn_id);
             match sink {
                 Some(s) => {
                     s.deliver(consumer_id, first_tag, msgs);
