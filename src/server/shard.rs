@@ -10,8 +10,7 @@ use crate::rt::Notify;
 use bytes::Bytes;
 use declare::DeclareOpts;
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ mod admin;
 mod alarm;
 mod caps;
 pub mod conns;
+mod dead_letters;
 mod declare;
 mod defs;
 mod durable;
@@ -28,6 +28,7 @@ mod policies;
 pub mod routing;
 mod spill;
 mod timeout;
+mod timers;
 
 pub use conns::{HttpSlot, PromoteError};
 
@@ -130,15 +131,11 @@ pub struct Shard {
     spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
     pub routing: routing::Routing,
-    /// The clock of message and queue deadlines (`now_ms`).
-    epoch: std::time::Instant,
-    /// (deadline, queue) for queues with something due: the one timer.
-    timers: RefCell<BinaryHeap<Reverse<(u64, String)>>>,
-    timer_kick: Notify,
-    /// Dead letters waiting to be republished, and the re-entry guard.
-    dl_pending: RefCell<VecDeque<policies::DeadLetter>>,
-    dl_flushing: Cell<bool>,
-    dl_warned: Cell<bool>,
+    /// The clock of message and queue deadlines, and the one timer
+    /// (`timers.rs`).
+    timers: timers::Timers,
+    /// Dead letters waiting to be republished (`dead_letters.rs`).
+    dead_letters: dead_letters::DeadLetters,
     /// Resource alarms: accounted bytes, blocked connections (`alarm.rs`).
     alarm: alarm::ShardAlarm,
     /// Connections whose outbox is full (`gate.rs`), and the queues that
@@ -175,12 +172,8 @@ impl Shard {
             meta_logged: Cell::new(false),
             spill: spill::Spill::default(),
             routing: routing::Routing::default(),
-            epoch: std::time::Instant::now(),
-            timers: RefCell::new(BinaryHeap::new()),
-            timer_kick: Notify::default(),
-            dl_pending: RefCell::new(VecDeque::new()),
-            dl_flushing: Cell::new(false),
-            dl_warned: Cell::new(false),
+            timers: timers::Timers::default(),
+            dead_letters: dead_letters::DeadLetters::default(),
             alarm: alarm::ShardAlarm::new(alarms),
             stopped: RefCell::new(HashMap::default()),
             defs: defs::DefsWriter::default(),
@@ -341,7 +334,7 @@ impl Shard {
             }),
             Request::Subscribe { consumer_id, prefetch, queue } => {
                 // The Ok goes out before the first Deliver of this consumer.
-                let now = self.now_ms();
+                let now = self.timers.now_ms();
                 let r = self.queues.borrow_mut().get_mut(&queue).ok_or_else(|| not_found(&queue)).and_then(|q| {
                     check_lock(q, from)?;
                     q.touch(now);
@@ -357,7 +350,7 @@ impl Shard {
                 return;
             }
             Request::Unsubscribe { consumer_id, queue } => {
-                let now = self.now_ms();
+                let now = self.timers.now_ms();
                 let r = self.with_queue(&queue, |q| {
                     q.touch(now);
                     q.unsubscribe(from, consumer_id).map(|()| 0)
@@ -366,7 +359,7 @@ impl Shard {
                 r
             }
             Request::Cancel { consumer_id, queue } => {
-                let now = self.now_ms();
+                let now = self.timers.now_ms();
                 let r = self.with_queue(&queue, |q| {
                     q.touch(now);
                     q.cancel(from, consumer_id)
@@ -522,7 +515,7 @@ impl Shard {
         entries: impl ExactSizeIterator<Item = Bytes>,
         origin: Option<&Arc<Origin>>,
     ) -> Result<(u32, Option<Rc<durable::Durable>>), QueueError> {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         match self.log_target(persistent, queue)? {
             None => {
                 let p = self.with_queue(queue, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
@@ -547,7 +540,7 @@ impl Shard {
     }
 
     fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let r = self.with_queue(queue, |q| {
             check_lock(q, from)?;
             q.touch(now);
@@ -580,7 +573,7 @@ impl Shard {
             if let Some(q) = queues.get_mut(name) {
                 let n = q.connection_closed(from);
                 bump(&self.counters.redelivered, n as u64);
-                q.touch(self.now_ms());
+                q.touch(self.timers.now_ms());
                 self.settle(q);
                 if q.exclusive_owner == Some(from) || q.auto_delete_due() {
                     self.remove_queue(&mut queues, name);

@@ -55,7 +55,7 @@ impl Shard {
         name: String,
         o: DeclareOpts,
     ) -> Result<u64, QueueError> {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let existed = match self.queues.borrow_mut().get_mut(&name) {
             Some(q) => {
                 check_lock(q, from)?;

@@ -99,7 +99,7 @@ impl Shard {
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
         let mut messages = 0usize;
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let mut restored = Vec::with_capacity(rec.queues.len());
         for mut rq in rec.queues {
             let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
