@@ -3,14 +3,12 @@
 
 use super::config::Config;
 use super::mesh::{Batch, Mesh, MeshMsg};
-use super::queue::{Deliveries, Queue, QueueLimits};
+use super::queue::{Deliveries, Queue};
 use super::types::{ConnRef, Delivered, Origin, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{shard_for, Entries, ErrorCode};
-use crate::rt::Notify;
 use bytes::Bytes;
 use declare::DeclareOpts;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,6 +23,7 @@ mod durable;
 mod gate;
 mod pause;
 mod policies;
+mod queues;
 pub mod routing;
 mod spill;
 mod timeout;
@@ -114,13 +113,10 @@ pub struct Shard {
     pub shard_addrs: Vec<String>,
     pub mesh: Mesh,
     pub counters: Counters,
-    queues: RefCell<HashMap<String, Queue, ahash::RandomState>>,
-    /// Signalled when a queue's backlog falls back under half of
-    /// `publish_pause_messages`, for publishers that paused on it.
-    publish_resume: Notify,
-    /// Connections on other shards told to pause on a queue of this one
-    /// (`pause.rs`), until it drains.
-    remote_paused: RefCell<Vec<(ConnRef, String)>>,
+    /// The queues this shard owns (`queues.rs`).
+    queues: queues::QueueSet,
+    /// Publishers paused on this shard's queues (`pause.rs`).
+    publish_pause: pause::PublishPause,
     /// The connections on this shard and their caps (`conns.rs`).
     pub conns: conns::ConnTable,
     /// The shard's log (`None` until `open_storage`).
@@ -138,9 +134,8 @@ pub struct Shard {
     dead_letters: dead_letters::DeadLetters,
     /// Resource alarms: accounted bytes, blocked connections (`alarm.rs`).
     alarm: alarm::ShardAlarm,
-    /// Connections whose outbox is full (`gate.rs`), and the queues that
-    /// skipped them since: dispatched again when they drain.
-    stopped: RefCell<HashMap<ConnRef, Vec<String>, ahash::RandomState>>,
+    /// Connections whose outbox is full (`gate.rs`).
+    stopped: gate::StoppedConns,
     /// Shard 0: the definitions file's writer state.
     defs: defs::DefsWriter,
     /// Operator requests started here and not answered yet.
@@ -156,18 +151,15 @@ impl Shard {
         mesh: Mesh,
         alarms: Arc<crate::server::alarm::Alarms>,
     ) -> Self {
-        let conns = conns::ConnTable::new(id, config.clone());
         Self {
+            queues: queues::QueueSet::new(&config),
+            publish_pause: pause::PublishPause::new(&config),
+            conns: conns::ConnTable::new(id, config.clone()),
             id,
             count,
-            config,
             shard_addrs,
             mesh,
             counters: Counters::default(),
-            queues: RefCell::new(HashMap::default()),
-            publish_resume: Notify::default(),
-            remote_paused: RefCell::new(Vec::new()),
-            conns,
             durable: RefCell::new(None),
             meta_logged: Cell::new(false),
             spill: spill::Spill::default(),
@@ -175,9 +167,10 @@ impl Shard {
             timers: timers::Timers::default(),
             dead_letters: dead_letters::DeadLetters::default(),
             alarm: alarm::ShardAlarm::new(alarms),
-            stopped: RefCell::new(HashMap::default()),
+            stopped: gate::StoppedConns::default(),
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
+            config,
         }
     }
 
@@ -262,13 +255,6 @@ impl Shard {
         tracing::warn!(peer, lost_replies, "mesh peer stopped");
     }
 
-    fn limits(&self) -> QueueLimits {
-        QueueLimits {
-            messages_max: self.config.queue_messages_max,
-            removals_max: self.config.dead_letter_batch_max as usize,
-        }
-    }
-
     /// The owner's side of every request. Runs on this shard's thread only.
     pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
         self.handle_one(from, request_id, req);
@@ -306,7 +292,7 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
-                self.stopped.borrow_mut().remove(&from);
+                self.stopped.take(from);
                 self.connection_closed(from, &queues);
                 return;
             }
@@ -410,37 +396,6 @@ impl Shard {
         r
     }
 
-    /// Whether publishers to this (local) queue should stop reading: its
-    /// backlog is past `publish_pause_messages` and it has consumers that
-    /// will drain it. Without consumers the queue simply fills up to its
-    /// limit; pausing would only stall the connection.
-    pub fn over_publish_pause(&self, queue: &str) -> bool {
-        let c = &self.config;
-        self.queues.borrow().get(queue).is_some_and(|q| {
-            (q.ready_len() as u64 > c.publish_pause_messages || q.ready_bytes() > c.publish_pause_bytes)
-                && q.consumer_count() > 0
-        })
-    }
-
-    fn over_half_pause(&self, q: &Queue) -> bool {
-        let c = &self.config;
-        q.ready_len() as u64 > c.publish_pause_messages / 2 || q.ready_bytes() > c.publish_pause_bytes / 2
-    }
-
-    /// Waits until `queue` has drained to half of `publish_pause_messages`,
-    /// lost its consumers, or gone away.
-    pub async fn wait_publish_resume(&self, queue: &str) {
-        loop {
-            let n = self.publish_resume.notified();
-            let go_on =
-                self.queues.borrow().get(queue).is_none_or(|q| !self.over_half_pause(q) || q.consumer_count() == 0);
-            if go_on {
-                return;
-            }
-            n.await;
-        }
-    }
-
     /// Local consumers get their batch encoded in place; remote ones get
     /// an owned copy (reference-counted bodies) over the mesh.
     fn deliver(&self, to: ConnRef, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
@@ -450,7 +405,7 @@ impl Shard {
                 Some(s) => {
                     s.deliver(consumer_id, first_tag, msgs);
                     if !s.can_take_deliveries() {
-                        self.stopped.borrow_mut().entry(to).or_default();
+                        self.stopped.stop(to);
                         s.deliveries_stopped(self.id);
                     }
                 }
@@ -578,7 +533,7 @@ impl Shard {
                 if q.exclusive_owner == Some(from) || q.auto_delete_due() {
                     self.remove_queue(&mut queues, name);
                 }
-                self.publish_resume.notify();
+                self.publish_pause.notify_resume();
             }
         }
     }

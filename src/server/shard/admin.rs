@@ -159,7 +159,7 @@ impl Shard {
             }
             AdminReq::Purge { queue } => {
                 let r = self.with_queue(&queue, |q| Ok(self.purge_logged(q) as u64));
-                self.publish_resume.notify();
+                self.publish_pause.notify_resume();
                 AdminReply::Done(r.map_err(|e| e.message))
             }
             AdminReq::Delete { queue } => {

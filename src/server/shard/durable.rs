@@ -107,7 +107,7 @@ impl Shard {
                 tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
                 QueueArgs::default()
             });
-            let mut q = Queue::new(rq.name.clone(), true, self.limits(), args);
+            let mut q = self.queues.new_queue(rq.name.clone(), true, args);
             q.set_next_seq(rq.next_seq);
             q.touch(now);
             messages += rq.messages.len();

@@ -16,16 +16,16 @@ impl Shard {
         let now = self.timers.now_ms();
         let d = q.dispatch_gated(
             &mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs),
-            &|c| self.takes_deliveries(c),
+            &|c| self.stopped.takes(c),
             now,
         );
         if d.skipped {
-            self.note_skipped(q);
+            self.stopped.note_skipped(q);
         }
         let n = d.sent;
         bump(&self.counters.delivered, n as u64);
-        if n > 0 && !self.over_half_pause(q) {
-            self.publish_resume.notify();
+        if n > 0 && !self.publish_pause.over_half(q) {
+            self.publish_pause.notify_resume();
         }
         q.enforce(now);
         if q.has_dead() {
