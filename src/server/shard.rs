@@ -121,8 +121,6 @@ pub struct Shard {
     pub conns: conns::ConnTable,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
-    /// Set when the request being handled logged queue metadata.
-    meta_logged: Cell<bool>,
     /// The memory budget: resident bytes, read-backs of spilled messages.
     spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
@@ -161,7 +159,6 @@ impl Shard {
             mesh,
             counters: Counters::default(),
             durable: RefCell::new(None),
-            meta_logged: Cell::new(false),
             spill: spill::Spill::default(),
             routing: routing::Routing::default(),
             timers: timers::Timers::default(),
