@@ -94,6 +94,7 @@ impl ConnTable {
     }
 
     /// The connection `conn_id`, if it is still open.
+    #[inline]
     pub fn get(&self, conn_id: u64) -> Option<Rc<dyn ConnSink>> {
         self.conns.borrow().get(&conn_id).cloned()
     }
