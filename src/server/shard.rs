@@ -21,6 +21,7 @@ mod declare;
 mod defs;
 mod durable;
 mod gate;
+mod meta;
 mod pause;
 mod policies;
 mod queues;
@@ -125,6 +126,8 @@ pub struct Shard {
     spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
     pub routing: routing::Routing,
+    /// Shard 0: its agreement with the peers on routing changes (`meta.rs`).
+    meta: meta::MetaOwner,
     /// The clock of message and queue deadlines, and the one timer
     /// (`timers.rs`).
     timers: timers::Timers,
@@ -161,6 +164,7 @@ impl Shard {
             durable: RefCell::new(None),
             spill: spill::Spill::default(),
             routing: routing::Routing::default(),
+            meta: meta::MetaOwner::default(),
             timers: timers::Timers::default(),
             dead_letters: dead_letters::DeadLetters::default(),
             alarm: alarm::ShardAlarm::new(alarms),
