@@ -107,6 +107,10 @@ fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
+/// A shard thread's one owner of its state, behind an `Rc` shared by the
+/// shard's tasks and connections. The state is in parts, each with one
+/// job and its own file under `shard/` (docs/architecture.md, "A shard's
+/// parts"); the request handler here ties them together.
 pub struct Shard {
     pub id: u16,
     pub count: u16,
@@ -153,11 +157,14 @@ impl Shard {
         alarms: Arc<crate::server::alarm::Alarms>,
     ) -> Self {
         Self {
+            id,
+            count,
+            // The parts that keep their own copy of limits, before `config`
+            // moves in.
             queues: queues::QueueSet::new(&config),
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
-            id,
-            count,
+            config,
             shard_addrs,
             mesh,
             counters: Counters::default(),
@@ -171,7 +178,6 @@ impl Shard {
             stopped: gate::StoppedConns::default(),
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
-            config,
         }
     }
 
