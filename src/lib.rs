@@ -6,7 +6,7 @@
 //! |---|---|
 //! | start shards, bind listeners, raise RLIMIT_MEMLOCK | [`server`], [`server::system`], [`server::config`] |
 //! | wire the AMQP front end to the core (`Broker::start`; the core takes front ends as `server::FrontEnd`) | `src/broker.rs` |
-//! | accept a connection on a shard (shared port or the shard's own) | [`server::listener`] |
+//! | accept a connection on a shard (shared port or the shard's own), count it under the connection caps | [`server::listener`], [`server::shard::conns`] |
 //! | read whole frames into a shared buffer | [`rt::reader`] |
 //! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
 //! | AMQP 0-9-1 codec: field types, framing, methods, both sides' parsers (sans-IO, shared with the loadgen; always compiled) | [`protocol::amqp`] |
@@ -14,7 +14,7 @@
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`server::connection`] |
-//! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`] |
+//! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`], `server::shard::spill` |
 //! | write replies, one syscall per turn | [`rt::outbox`] |

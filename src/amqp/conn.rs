@@ -332,7 +332,7 @@ impl AmqpConn {
     pub fn fail(&self, fault: Fault) {
         match fault {
             Fault::Conn { code, text, cause } => {
-                if self.logged_in.get() || self.shard.may_log_unauthenticated() {
+                if self.logged_in.get() || self.shard.conns.may_log_unauthenticated() {
                     tracing::info!(peer = ?self.peer, code, "closing AMQP connection: {text}");
                 }
                 let mut st = self.st.borrow_mut();
@@ -421,7 +421,7 @@ impl AmqpConn {
                     return Err(conn_fault(code::NOT_ALLOWED, format!("vhost '{vhost}' does not exist; use '/'"), mid));
                 }
                 // Logged in: from the unauthenticated cap to connections_per_shard_max.
-                match self.shard.promote(self.me()) {
+                match self.shard.conns.promote(self.me()) {
                     Ok(()) => {}
                     Err(PromoteError::ConnectionLimit) => {
                         let max = self.shard.config.connections_per_shard_max;
@@ -557,7 +557,7 @@ impl AmqpConn {
             }
             st.channels.clear();
         }
-        self.shard.unregister(me, self.logged_in.get());
+        self.shard.conns.unregister(me, self.logged_in.get());
         for (owner, queues) in by_owner {
             self.shard.submit(me, rid(KIND_IGNORE, 0, 0), owner, Request::ConnClosed { queues });
         }

@@ -41,9 +41,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(conn::AmqpConn::new(shard.clone(), peer));
     conn.outbox.set_send_timeout(std::time::Duration::from_millis(shard.config.send_timeout_ms));
-    let Some(me) = shard.register(conn.clone() as Rc<dyn ConnSink>) else {
+    let Some(me) = shard.conns.register(conn.clone() as Rc<dyn ConnSink>) else {
         // Closed before any byte: AMQP has no way to say why before tune.
-        shard.log_unauthenticated_refusal("amqp");
+        shard.conns.log_unauthenticated_refusal("amqp");
         return;
     };
     conn.set_ref(me);

@@ -203,7 +203,7 @@ impl AmqpConn {
             _ => ("no close-ok from the peer".to_string(), false),
         };
         // With `tell`, `fail` logs it.
-        if phase != Phase::Closing && !tell && (self.logged_in.get() || self.shard.may_log_unauthenticated()) {
+        if phase != Phase::Closing && !tell && (self.logged_in.get() || self.shard.conns.may_log_unauthenticated()) {
             tracing::warn!(peer = ?self.peer, "closing AMQP connection: {why}");
         }
         if tell {

@@ -94,12 +94,12 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(NativeConn::new(shard.clone(), peer.clone()));
     conn.outbox.set_send_timeout(Duration::from_millis(shard.config.send_timeout_ms));
-    let registered = shard.register(conn.clone() as Rc<dyn ConnSink>);
+    let registered = shard.conns.register(conn.clone() as Rc<dyn ConnSink>);
     let (reader, writer) = split(stream);
     let Some(me) = registered else {
         let max = shard.config.unauthenticated_connections_max;
         let why = format!("unauthenticated_connections_max = {max} reached");
-        shard.log_unauthenticated_refusal("native");
+        shard.conns.log_unauthenticated_refusal("native");
         conn.send(Reply::error(0, ErrorCode::UnauthenticatedLimit, why));
         conn.outbox.close();
         conn.outbox.write_loop(writer).await;

@@ -383,7 +383,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     while !s.stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_POLL).await;
     }
-    shard.shut_down_connections("the broker is shutting down");
+    shard.conns.shut_down_all("the broker is shutting down");
     // The final flush is bounded: a stuck device must not keep the process
     // from exiting (what was confirmed is already synced).
     let closed = glommio::timer::timeout(CLOSE_WAIT, async {

@@ -3,15 +3,12 @@
 
 use super::config::Config;
 use super::mesh::{Batch, Mesh, MeshMsg};
-use super::queue::{Deliveries, Queue, QueueLimits};
+use super::queue::{Deliveries, Queue};
 use super::types::{ConnRef, Delivered, Origin, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{shard_for, Entries, ErrorCode};
-use crate::rt::Notify;
 use bytes::Bytes;
 use declare::DeclareOpts;
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,15 +16,19 @@ mod admin;
 mod alarm;
 mod caps;
 pub mod conns;
+mod dead_letters;
 mod declare;
 mod defs;
 mod durable;
 mod gate;
+mod meta;
 mod pause;
 mod policies;
+mod queues;
 pub mod routing;
 mod spill;
 mod timeout;
+mod timers;
 
 pub use conns::{HttpSlot, PromoteError};
 
@@ -106,6 +107,10 @@ fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
+/// A shard thread's one owner of its state, behind an `Rc` shared by the
+/// shard's tasks and connections. The state is in parts, each with one
+/// job and its own file under `shard/` (docs/architecture.md, "A shard's
+/// parts"); the request handler here ties them together.
 pub struct Shard {
     pub id: u16,
     pub count: u16,
@@ -113,52 +118,29 @@ pub struct Shard {
     pub shard_addrs: Vec<String>,
     pub mesh: Mesh,
     pub counters: Counters,
-    queues: RefCell<HashMap<String, Queue, ahash::RandomState>>,
-    /// Signalled when a queue's backlog falls back under half of
-    /// `publish_pause_messages`, for publishers that paused on it.
-    publish_resume: Notify,
-    /// Connections on other shards told to pause on a queue of this one
-    /// (`pause.rs`), until it drains.
-    remote_paused: RefCell<Vec<(ConnRef, String)>>,
-    conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
-    /// Of `conns`, those that have logged in.
-    logged_in: Cell<usize>,
-    /// Of `conns`, those that have not logged in and were not evicted,
-    /// oldest (lowest id) first: the one to evict when a new one arrives
-    /// at `unauthenticated_connections_max`.
-    unauthenticated: RefCell<std::collections::BTreeSet<u64>>,
-    /// HTTP connections (never registered in `conns`; all unauthenticated).
-    http_conns: Cell<usize>,
-    /// Refusals and evictions at `unauthenticated_connections_max` not yet
-    /// logged, and when the last log line went out: a flood gets one line
-    /// a second.
-    refused_unlogged: Cell<u64>,
-    refused_logged_at: Cell<Option<std::time::Instant>>,
-    /// Lines logged this second about connections that never logged in.
-    unauth_log: conns::LogBudget,
-    next_conn_id: Cell<u64>,
+    /// The queues this shard owns (`queues.rs`).
+    queues: queues::QueueSet,
+    /// Publishers paused on this shard's queues (`pause.rs`).
+    publish_pause: pause::PublishPause,
+    /// The connections on this shard and their caps (`conns.rs`).
+    pub conns: conns::ConnTable,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
-    /// Set when the request being handled logged queue metadata.
-    meta_logged: Cell<bool>,
     /// The memory budget: resident bytes, read-backs of spilled messages.
     spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
     pub routing: routing::Routing,
-    /// The clock of message and queue deadlines (`now_ms`).
-    epoch: std::time::Instant,
-    /// (deadline, queue) for queues with something due: the one timer.
-    timers: RefCell<BinaryHeap<Reverse<(u64, String)>>>,
-    timer_kick: Notify,
-    /// Dead letters waiting to be republished, and the re-entry guard.
-    dl_pending: RefCell<VecDeque<policies::DeadLetter>>,
-    dl_flushing: Cell<bool>,
-    dl_warned: Cell<bool>,
+    /// Shard 0: its agreement with the peers on routing changes (`meta.rs`).
+    meta: meta::MetaOwner,
+    /// The clock of message and queue deadlines, and the one timer
+    /// (`timers.rs`).
+    timers: timers::Timers,
+    /// Dead letters waiting to be republished (`dead_letters.rs`).
+    dead_letters: dead_letters::DeadLetters,
     /// Resource alarms: accounted bytes, blocked connections (`alarm.rs`).
     alarm: alarm::ShardAlarm,
-    /// Connections whose outbox is full (`gate.rs`), and the queues that
-    /// skipped them since: dispatched again when they drain.
-    stopped: RefCell<HashMap<ConnRef, Vec<String>, ahash::RandomState>>,
+    /// Connections whose outbox is full (`gate.rs`).
+    stopped: gate::StoppedConns,
     /// Shard 0: the definitions file's writer state.
     defs: defs::DefsWriter,
     /// Operator requests started here and not answered yet.
@@ -177,33 +159,23 @@ impl Shard {
         Self {
             id,
             count,
+            // The parts that keep their own copy of limits, before `config`
+            // moves in.
+            queues: queues::QueueSet::new(&config),
+            publish_pause: pause::PublishPause::new(&config),
+            conns: conns::ConnTable::new(id, config.clone()),
             config,
             shard_addrs,
             mesh,
             counters: Counters::default(),
-            queues: RefCell::new(HashMap::default()),
-            publish_resume: Notify::default(),
-            remote_paused: RefCell::new(Vec::new()),
-            conns: RefCell::new(HashMap::new()),
-            logged_in: Cell::new(0),
-            unauthenticated: RefCell::default(),
-            http_conns: Cell::new(0),
-            refused_unlogged: Cell::new(0),
-            refused_logged_at: Cell::new(None),
-            unauth_log: conns::LogBudget::default(),
-            next_conn_id: Cell::new(1),
             durable: RefCell::new(None),
-            meta_logged: Cell::new(false),
             spill: spill::Spill::default(),
             routing: routing::Routing::default(),
-            epoch: std::time::Instant::now(),
-            timers: RefCell::new(BinaryHeap::new()),
-            timer_kick: Notify::default(),
-            dl_pending: RefCell::new(VecDeque::new()),
-            dl_flushing: Cell::new(false),
-            dl_warned: Cell::new(false),
+            meta: meta::MetaOwner::default(),
+            timers: timers::Timers::default(),
+            dead_letters: dead_letters::DeadLetters::default(),
             alarm: alarm::ShardAlarm::new(alarms),
-            stopped: RefCell::new(HashMap::default()),
+            stopped: gate::StoppedConns::default(),
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
         }
@@ -211,17 +183,6 @@ impl Shard {
 
     pub fn owner_of(&self, queue: &str) -> u16 {
         shard_for(queue, u32::from(self.count)) as u16
-    }
-
-    pub fn connection_count(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
-    pub fn shut_down_connections(&self, why: &str) {
-        let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().cloned().collect();
-        for c in conns {
-            c.shut_down(why);
-        }
     }
 
     /// Sends a reply to a connection, wherever it lives.
@@ -235,7 +196,7 @@ impl Shard {
 
     fn reply_local(&self, conn_id: u64, reply: Reply) {
         let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
-        let sink = self.conns.borrow().get(&conn_id).cloned();
+        let sink = self.conns.get(conn_id);
         match sink {
             Some(s) => {
                 // Deliveries from another shard: tell their owner to stop
@@ -301,13 +262,6 @@ impl Shard {
         tracing::warn!(peer, lost_replies, "mesh peer stopped");
     }
 
-    fn limits(&self) -> QueueLimits {
-        QueueLimits {
-            messages_max: self.config.queue_messages_max,
-            removals_max: self.config.dead_letter_batch_max as usize,
-        }
-    }
-
     /// The owner's side of every request. Runs on this shard's thread only.
     pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
         self.handle_one(from, request_id, req);
@@ -345,7 +299,7 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
-                self.stopped.borrow_mut().remove(&from);
+                self.stopped.take(from);
                 self.connection_closed(from, &queues);
                 return;
             }
@@ -373,7 +327,7 @@ impl Shard {
             }),
             Request::Subscribe { consumer_id, prefetch, queue } => {
                 // The Ok goes out before the first Deliver of this consumer.
-                let now = self.now_ms();
+                let now = self.timers.now_ms();
                 let r = self.queues.borrow_mut().get_mut(&queue).ok_or_else(|| not_found(&queue)).and_then(|q| {
                     check_lock(q, from)?;
                     q.touch(now);
@@ -389,7 +343,7 @@ impl Shard {
                 return;
             }
             Request::Unsubscribe { consumer_id, queue } => {
-                let now = self.now_ms();
+                let now = self.timers.now_ms();
                 let r = self.with_queue(&queue, |q| {
                     q.touch(now);
                     q.unsubscribe(from, consumer_id).map(|()| 0)
@@ -398,7 +352,7 @@ impl Shard {
                 r
             }
             Request::Cancel { consumer_id, queue } => {
-                let now = self.now_ms();
+                let now = self.timers.now_ms();
                 let r = self.with_queue(&queue, |q| {
                     q.touch(now);
                     q.cancel(from, consumer_id)
@@ -449,47 +403,16 @@ impl Shard {
         r
     }
 
-    /// Whether publishers to this (local) queue should stop reading: its
-    /// backlog is past `publish_pause_messages` and it has consumers that
-    /// will drain it. Without consumers the queue simply fills up to its
-    /// limit; pausing would only stall the connection.
-    pub fn over_publish_pause(&self, queue: &str) -> bool {
-        let c = &self.config;
-        self.queues.borrow().get(queue).is_some_and(|q| {
-            (q.ready_len() as u64 > c.publish_pause_messages || q.ready_bytes() > c.publish_pause_bytes)
-                && q.consumer_count() > 0
-        })
-    }
-
-    fn over_half_pause(&self, q: &Queue) -> bool {
-        let c = &self.config;
-        q.ready_len() as u64 > c.publish_pause_messages / 2 || q.ready_bytes() > c.publish_pause_bytes / 2
-    }
-
-    /// Waits until `queue` has drained to half of `publish_pause_messages`,
-    /// lost its consumers, or gone away.
-    pub async fn wait_publish_resume(&self, queue: &str) {
-        loop {
-            let n = self.publish_resume.notified();
-            let go_on =
-                self.queues.borrow().get(queue).is_none_or(|q| !self.over_half_pause(q) || q.consumer_count() == 0);
-            if go_on {
-                return;
-            }
-            n.await;
-        }
-    }
-
     /// Local consumers get their batch encoded in place; remote ones get
     /// an owned copy (reference-counted bodies) over the mesh.
     fn deliver(&self, to: ConnRef, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
         if to.shard == self.id {
-            let sink = self.conns.borrow().get(&to.conn_id).cloned();
+            let sink = self.conns.get(to.conn_id);
             match sink {
                 Some(s) => {
                     s.deliver(consumer_id, first_tag, msgs);
                     if !s.can_take_deliveries() {
-                        self.stopped.borrow_mut().entry(to).or_default();
+                        self.stopped.stop(to);
                         s.deliveries_stopped(self.id);
                     }
                 }
@@ -554,7 +477,7 @@ impl Shard {
         entries: impl ExactSizeIterator<Item = Bytes>,
         origin: Option<&Arc<Origin>>,
     ) -> Result<(u32, Option<Rc<durable::Durable>>), QueueError> {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         match self.log_target(persistent, queue)? {
             None => {
                 let p = self.with_queue(queue, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
@@ -579,7 +502,7 @@ impl Shard {
     }
 
     fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let r = self.with_queue(queue, |q| {
             check_lock(q, from)?;
             q.touch(now);
@@ -612,12 +535,12 @@ impl Shard {
             if let Some(q) = queues.get_mut(name) {
                 let n = q.connection_closed(from);
                 bump(&self.counters.redelivered, n as u64);
-                q.touch(self.now_ms());
+                q.touch(self.timers.now_ms());
                 self.settle(q);
                 if q.exclusive_owner == Some(from) || q.auto_delete_due() {
                     self.remove_queue(&mut queues, name);
                 }
-                self.publish_resume.notify();
+                self.publish_pause.notify_resume();
             }
         }
     }

@@ -273,8 +273,8 @@ impl NativeConn {
         })
         .await;
         if let Err(f) = result {
-            let quiet =
-                f.code == ErrorCode::ShuttingDown || (!self.logged_in.get() && !self.shard.may_log_unauthenticated());
+            let quiet = f.code == ErrorCode::ShuttingDown
+                || (!self.logged_in.get() && !self.shard.conns.may_log_unauthenticated());
             if !quiet {
                 tracing::warn!(peer = %self.peer, code = f.code.as_u16(), "closing connection: {}", f.message);
             }
@@ -290,7 +290,7 @@ impl NativeConn {
 
     fn release(&self) {
         let me = self.me();
-        self.shard.unregister(me, self.logged_in.get());
+        self.shard.conns.unregister(me, self.logged_in.get());
         let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
         for (_, c) in self.consumers.borrow_mut().drain() {
             let qs = by_owner.entry(c.owner).or_default();

@@ -109,7 +109,7 @@ impl NativeConn {
         if !c.users.iter().any(|u| u.name == user && u.password == password) {
             return Err(Fatal::new(ErrorCode::AuthFailed, format!("bad user name or password for '{}'", clip(user))));
         }
-        match self.shard.promote(self.me()) {
+        match self.shard.conns.promote(self.me()) {
             Ok(()) => {}
             Err(PromoteError::ConnectionLimit) => {
                 let max = c.connections_per_shard_max;

@@ -183,8 +183,8 @@ impl hyper::body::Body for Body {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // HTTP requests authenticate one by one: the connection counts as
     // unauthenticated for its whole life.
-    let Some(_slot) = shard.http_open() else {
-        shard.log_unauthenticated_refusal("http");
+    let Some(_slot) = shard.conns.http_open() else {
+        shard.conns.log_unauthenticated_refusal("http");
         return;
     };
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);

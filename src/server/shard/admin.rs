@@ -159,7 +159,7 @@ impl Shard {
             }
             AdminReq::Purge { queue } => {
                 let r = self.with_queue(&queue, |q| Ok(self.purge_logged(q) as u64));
-                self.publish_resume.notify();
+                self.publish_pause.notify_resume();
                 AdminReply::Done(r.map_err(|e| e.message))
             }
             AdminReq::Delete { queue } => {
@@ -171,7 +171,7 @@ impl Shard {
                 )
             }
             AdminReq::CloseConn { conn_id } => {
-                let sink = self.conns.borrow().get(&conn_id).cloned();
+                let sink = self.conns.get(conn_id);
                 match sink {
                     Some(s) => {
                         s.shut_down("closed by an operator");
@@ -265,12 +265,12 @@ impl Shard {
         };
         // Connections are few next to queues: always listed (the metrics
         // count them per protocol).
-        for (id, sink) in self.conns.borrow().iter() {
+        self.conns.for_each(|id, sink| {
             let (protocol, peer) = sink.describe();
             let protocol = PROTOCOLS.iter().copied().find(|p| *p == protocol).unwrap_or("native");
             let outbox_bytes = sink.outbox_bytes() as u64;
             s.conns.push(ConnStats { name: format!("{}:{id}", self.id), shard: self.id, protocol, peer, outbox_bytes });
-        }
+        });
         s.connections = s.conns.len() as u64;
         if let Some(d) = self.durable() {
             let (n, nanos) = d.log.sync_stats();

@@ -138,7 +138,7 @@ impl Shard {
         loop {
             let now = std::time::Instant::now();
             if now >= next_sum {
-                let held: u64 = self.conns.borrow().values().map(|c| c.held_bytes() as u64).sum();
+                let held = self.conns.held_bytes();
                 self.alarm.conn_bytes.set(held);
                 self.publish_accounted();
                 next_sum = now + CHECK_PERIOD;

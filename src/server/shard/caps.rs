@@ -1,11 +1,9 @@
-//! Shard 0's checks and bookkeeping for routing changes: the count limits
-//! (`exchanges_max`, `bindings_max`) and the set of stored (durable)
-//! bindings.
+//! Shard 0's checks of routing changes against the count limits
+//! (`exchanges_max`, `bindings_max`).
 
-use super::routing::key_of;
 use super::Shard;
 use crate::protocol::ErrorCode;
-use crate::routing::{Change, Dest, RoutingTable};
+use crate::routing::{Change, RoutingTable};
 use crate::server::types::QueueError;
 
 impl Shard {
@@ -36,31 +34,5 @@ impl Shard {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Keeps the set of stored bindings in step; true when it changed.
-    pub(super) fn track_durable_bindings(&self, table: &RoutingTable, change: &Change, durable_dest: bool) -> bool {
-        let mut set = self.routing.durable_bindings.borrow_mut();
-        let before = set.len();
-        match change {
-            Change::Bind(b) => {
-                let dest_durable = match &b.dest {
-                    Dest::Queue(_) => durable_dest,
-                    Dest::Exchange(x) => table.exchange(x).is_some_and(|x| x.durable),
-                };
-                if dest_durable && table.exchange(&b.source).is_some_and(|x| x.durable) {
-                    set.insert(key_of(b));
-                }
-            }
-            Change::Unbind(b) => {
-                set.remove(&key_of(b));
-            }
-            Change::DeleteExchange(n) => {
-                set.retain(|(s, d, _, _)| s != n && !matches!(d, Dest::Exchange(x) if x == n));
-            }
-            Change::QueueGone(q) => set.retain(|(_, d, _, _)| !matches!(d, Dest::Queue(x) if x == q)),
-            Change::DeclareExchange(_) => {}
-        }
-        set.len() != before
     }
 }

@@ -1,29 +1,57 @@
-//! The shard's connection accounting: connections count as unauthenticated
+//! The shard's connection table: every native and AMQP connection on the
+//! shard, by id, and its accounting. Connections count as unauthenticated
 //! (under `unauthenticated_connections_max`) until they log in, then under
 //! `connections_per_shard_max` (docs/security.md). At the unauthenticated
 //! cap a new connection evicts the oldest one that has not logged in, so a
 //! flood of sockets that never log in cannot lock real clients out: each
 //! one only holds its slot until newer ones push it out.
 
-use super::{ConnSink, Shard};
+use super::ConnSink;
+use crate::server::config::Config;
 use crate::server::types::ConnRef;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// The connections a shard holds, so that replies and deliveries find
+/// their socket, and the caps they count under. One part of `Shard`.
+pub struct ConnTable {
+    shard: u16,
+    config: Arc<Config>,
+    conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
+    next_id: Cell<u64>,
+    /// Of `conns`, those that have logged in.
+    logged_in: Cell<usize>,
+    /// Of `conns`, those that have not logged in and were not evicted,
+    /// oldest (lowest id) first: the one to evict when a new one arrives
+    /// at `unauthenticated_connections_max`.
+    unauthenticated: RefCell<BTreeSet<u64>>,
+    /// HTTP connections (never in `conns`; all unauthenticated), shared
+    /// with their `HttpSlot`s.
+    http_conns: Rc<Cell<usize>>,
+    /// Refusals and evictions at `unauthenticated_connections_max` not yet
+    /// logged, and when the last log line went out: a flood gets one line
+    /// a second.
+    refused_unlogged: Cell<u64>,
+    refused_logged_at: Cell<Option<Instant>>,
+    /// Lines logged this second about connections that never logged in.
+    unauth_log: LogBudget,
+}
 
 /// An HTTP connection's place under `unauthenticated_connections_max`,
 /// given back when dropped.
-pub struct HttpSlot(Rc<Shard>);
+pub struct HttpSlot(Rc<Cell<usize>>);
 
 impl Drop for HttpSlot {
     fn drop(&mut self) {
-        let c = &self.0.http_conns;
-        c.set(c.get().saturating_sub(1));
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
-/// The window of `Shard::may_log_unauthenticated`.
-pub struct LogBudget {
+/// The window of `ConnTable::may_log_unauthenticated`.
+struct LogBudget {
     since: Cell<Instant>,
     lines: Cell<u32>,
     skipped: Cell<u64>,
@@ -49,7 +77,49 @@ pub enum PromoteError {
 pub const EVICTED: &str =
     "evicted: unauthenticated_connections_max reached and this was the oldest connection not logged in";
 
-impl Shard {
+impl ConnTable {
+    pub fn new(shard: u16, config: Arc<Config>) -> Self {
+        Self {
+            shard,
+            config,
+            conns: RefCell::default(),
+            next_id: Cell::new(1),
+            logged_in: Cell::new(0),
+            unauthenticated: RefCell::default(),
+            http_conns: Rc::default(),
+            refused_unlogged: Cell::new(0),
+            refused_logged_at: Cell::new(None),
+            unauth_log: LogBudget::default(),
+        }
+    }
+
+    /// The connection `conn_id`, if it is still open.
+    #[inline]
+    pub fn get(&self, conn_id: u64) -> Option<Rc<dyn ConnSink>> {
+        self.conns.borrow().get(&conn_id).cloned()
+    }
+
+    /// Every connection, by id, for a snapshot: `f` must not call back
+    /// into the table.
+    pub fn for_each(&self, mut f: impl FnMut(u64, &dyn ConnSink)) {
+        for (id, sink) in self.conns.borrow().iter() {
+            f(*id, sink.as_ref());
+        }
+    }
+
+    /// Bytes the connections hold in memory (`ConnSink::held_bytes`).
+    pub fn held_bytes(&self) -> u64 {
+        self.conns.borrow().values().map(|c| c.held_bytes() as u64).sum()
+    }
+
+    /// Ends every connection after flushing what is queued to it.
+    pub fn shut_down_all(&self, why: &str) {
+        let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.shut_down(why);
+        }
+    }
+
     /// Connections that have not logged in: native and AMQP ones before
     /// their handshake (not counting evicted ones on their way out), and
     /// every HTTP connection.
@@ -65,8 +135,8 @@ impl Shard {
         if !self.unauthenticated_room() && !self.evict_oldest_unauthenticated() {
             return None;
         }
-        let me = ConnRef { shard: self.id, conn_id: self.next_conn_id.get() };
-        self.next_conn_id.set(me.conn_id + 1);
+        let me = ConnRef { shard: self.shard, conn_id: self.next_id.get() };
+        self.next_id.set(me.conn_id + 1);
         self.conns.borrow_mut().insert(me.conn_id, sink);
         self.unauthenticated.borrow_mut().insert(me.conn_id);
         Some(me)
@@ -78,8 +148,7 @@ impl Shard {
         let Some(id) = self.unauthenticated.borrow_mut().pop_first() else {
             return false;
         };
-        let sink = self.conns.borrow().get(&id).cloned();
-        if let Some(sink) = sink {
+        if let Some(sink) = self.get(id) {
             sink.evict(EVICTED);
         }
         self.log_unauthenticated_limit("evicting the oldest unauthenticated connection");
@@ -95,7 +164,7 @@ impl Shard {
     /// once a second with the count since the last line.
     fn log_unauthenticated_limit(&self, what: &str) {
         let n = self.refused_unlogged.get() + 1;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if self.refused_logged_at.get().is_some_and(|t| now.duration_since(t).as_secs() < 1) {
             self.refused_unlogged.set(n);
             return;
@@ -104,7 +173,7 @@ impl Shard {
         self.refused_logged_at.set(Some(now));
         let max = self.config.unauthenticated_connections_max;
         tracing::warn!(
-            shard = self.id,
+            shard = self.shard,
             count = n,
             "unauthenticated_connections_max = {max} reached: {what} (count: this and the ones not logged since the last line)"
         );
@@ -115,12 +184,12 @@ impl Shard {
     /// rest are counted, and the count logged when the next second starts.
     pub fn may_log_unauthenticated(&self) -> bool {
         let b = &self.unauth_log;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if now.duration_since(b.since.get()).as_secs() >= 1 {
             let skipped = b.skipped.replace(0);
             if skipped > 0 {
                 tracing::warn!(
-                    shard = self.id,
+                    shard = self.shard,
                     skipped,
                     "log lines about connections that never logged in were skipped (unauthenticated_log_lines_per_s = {})",
                     self.config.unauthenticated_log_lines_per_s
@@ -166,11 +235,11 @@ impl Shard {
     /// An HTTP connection: counted as unauthenticated for its whole life
     /// (its requests authenticate one by one). `None` when at the cap and
     /// no native or AMQP connection can be evicted for it.
-    pub fn http_open(self: &Rc<Self>) -> Option<HttpSlot> {
+    pub fn http_open(&self) -> Option<HttpSlot> {
         if !self.unauthenticated_room() && !self.evict_oldest_unauthenticated() {
             return None;
         }
         self.http_conns.set(self.http_conns.get() + 1);
-        Some(HttpSlot(self.clone()))
+        Some(HttpSlot(self.http_conns.clone()))
     }
 }

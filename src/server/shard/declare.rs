@@ -7,7 +7,6 @@ use super::super::queue::Queue;
 use super::super::types::{ConnRef, QueueError, Reply};
 use super::{check_lock, not_found, Shard};
 use crate::protocol::ErrorCode;
-use std::collections::HashMap;
 
 /// Flags of a declare beyond the native protocol's (AMQP), and the
 /// queue's arguments.
@@ -41,7 +40,7 @@ impl Shard {
         }
         self.log_declare(&name, durable, &args.raw)?;
         tracing::debug!(queue = %name, durable, "queue declared");
-        queues.insert(name.clone(), Queue::new(name, durable, self.limits(), args.clone()));
+        queues.insert(name.clone(), self.queues.new_queue(name, durable, args.clone()));
         Ok(0)
     }
 
@@ -55,7 +54,7 @@ impl Shard {
         name: String,
         o: DeclareOpts,
     ) -> Result<u64, QueueError> {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let existed = match self.queues.borrow_mut().get_mut(&name) {
             Some(q) => {
                 check_lock(q, from)?;
@@ -140,7 +139,7 @@ impl Shard {
             q.push_consumers().collect()
         };
         let n = self.delete(conditions, name, request_id.map(|id| (from, id)))?;
-        self.publish_resume.notify();
+        self.publish_pause.notify_resume();
         for (to, consumer_id) in consumers {
             self.route_reply(to, Reply::ConsumerGone { consumer_id });
         }
@@ -151,14 +150,14 @@ impl Shard {
     /// wakes publishers paused on a queue that may have lost its consumers
     /// (they resume when it has none).
     pub(super) fn auto_delete_check(&self, name: &str) {
-        self.publish_resume.notify();
+        self.publish_pause.notify_resume();
         let mut queues = self.queues.borrow_mut();
         if queues.get(name).is_some_and(Queue::auto_delete_due) {
             self.remove_queue(&mut queues, name);
         }
     }
 
-    pub(super) fn remove_queue(&self, queues: &mut HashMap<String, Queue, ahash::RandomState>, name: &str) {
+    pub(super) fn remove_queue(&self, queues: &mut super::queues::QueueMap, name: &str) {
         if let Some(q) = queues.remove(name) {
             self.forget_resident(&q);
             self.log_delete(name);

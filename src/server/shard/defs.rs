@@ -8,7 +8,6 @@
 //! declare is on disk.
 
 use super::super::types::{ConnRef, QueueError};
-use super::routing::key_of;
 use super::Shard;
 use crate::protocol::ErrorCode;
 use crate::routing::Change;
@@ -108,13 +107,12 @@ impl Shard {
     /// Durable exchanges, then durable bindings.
     fn durable_definitions(&self) -> Vec<Change> {
         let table = self.routing.table.borrow();
-        let set = self.routing.durable_bindings.borrow();
         let mut defs: Vec<Change> = table
             .exchanges()
             .filter(|x| x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
             .map(|x| Change::DeclareExchange(x.clone()))
             .collect();
-        defs.extend(table.bindings().filter(|b| set.contains(&key_of(b))).map(|b| Change::Bind(b.clone())));
+        defs.extend(table.bindings().filter(|b| self.meta.is_stored(b)).map(|b| Change::Bind(b.clone())));
         defs
     }
 }

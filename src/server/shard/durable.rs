@@ -14,7 +14,7 @@ use crate::protocol::batch::parse_entry;
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
 use crate::storage::{Loc, RecoveredMsg, Storage, StorageOptions};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -33,6 +33,9 @@ pub struct Durable {
     pub log: Storage<Waiter>,
     /// Durable queue name → log id.
     pub(super) ids: RefCell<HashMap<String, u32>>,
+    /// Set when the request being handled logged queue metadata: its Ok
+    /// waits for the flush (`Shard::reply_after_log`).
+    meta_logged: Cell<bool>,
 }
 
 /// Recovered messages moved into a queue per step (and per read-back of
@@ -99,7 +102,7 @@ impl Shard {
         let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
         let mut messages = 0usize;
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let mut restored = Vec::with_capacity(rec.queues.len());
         for mut rq in rec.queues {
             let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
@@ -107,7 +110,7 @@ impl Shard {
                 tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
                 QueueArgs::default()
             });
-            let mut q = Queue::new(rq.name.clone(), true, self.limits(), args);
+            let mut q = self.queues.new_queue(rq.name.clone(), true, args);
             q.set_next_seq(rq.next_seq);
             q.touch(now);
             messages += rq.messages.len();
@@ -181,7 +184,8 @@ impl Shard {
             "storage recovered"
         );
         drop(queues);
-        *self.durable.borrow_mut() = Some(Rc::new(Durable { log, ids: RefCell::new(ids) }));
+        *self.durable.borrow_mut() =
+            Some(Rc::new(Durable { log, ids: RefCell::new(ids), meta_logged: Cell::new(false) }));
         Ok(())
     }
 
@@ -273,7 +277,7 @@ impl Shard {
         let Some(d) = self.durable().filter(|_| durable) else { return Ok(()) };
         let id = d.log.declare(name, args).map_err(|e| poisoned(&e.to_string(), d.log.disk_full()))?;
         d.ids.borrow_mut().insert(name.to_owned(), id);
-        self.meta_logged.set(true);
+        d.meta_logged.set(true);
         Ok(())
     }
 
@@ -282,7 +286,7 @@ impl Shard {
         let Some(d) = self.durable() else { return };
         let Some(id) = d.ids.borrow_mut().remove(name) else { return };
         if d.log.delete(id).is_ok() {
-            self.meta_logged.set(true);
+            d.meta_logged.set(true);
         }
     }
 
@@ -359,7 +363,7 @@ impl Shard {
         };
         match d.log.purge(id, walk) {
             Ok(n) => {
-                self.meta_logged.set(true);
+                d.meta_logged.set(true);
                 n
             }
             // Poisoned: nothing more is logged; the queue is purged all the same.
@@ -370,9 +374,10 @@ impl Shard {
     /// Replies to a request that may have logged metadata (declare,
     /// delete, purge of a durable queue): then the Ok waits for the flush.
     pub(super) fn reply_after_log(&self, to: ConnRef, request_id: u64, result: Result<u64, QueueError>) {
-        let logged = self.meta_logged.replace(false);
-        match (logged, &result, self.durable()) {
-            (true, Ok(value), Some(d)) => d.log.defer(Waiter {
+        // The log, if this request logged metadata (the mark reset for the next).
+        let d = self.durable().filter(|d| d.meta_logged.replace(false));
+        match (&result, d) {
+            (Ok(value), Some(d)) => d.log.defer(Waiter {
                 to,
                 request_id,
                 reply: Reply::Ok { request_id, value: *value },

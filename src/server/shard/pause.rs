@@ -1,5 +1,5 @@
-//! Publish pause across shards. A connection publishing to a queue on its
-//! own shard stops reading while that queue's backlog is past
+//! Publish pause. A connection publishing to a queue on its own shard
+//! stops reading while that queue's backlog is past
 //! `publish_pause_messages` (`Shard::wait_publish_resume`). A connection on
 //! another shard (an AMQP client lands on any shard) cannot watch the
 //! queue, so the owner tells it: `Reply::PublishPaused` once its publish
@@ -8,11 +8,115 @@
 //! publisher on the wrong shard grows the queue without bound, and the
 //! consumer's acks wait behind its publishes on the mesh.
 
+use super::super::queue::Queue;
 use super::Shard;
+use crate::rt::notify::Notified;
+use crate::rt::Notify;
+use crate::server::config::Config;
 use crate::server::types::{ConnRef, Reply};
+use std::cell::RefCell;
 use std::rc::Rc;
 
+/// The marks publishers pause at, the signal that wakes them, and the
+/// publishers on other shards paused on this shard's queues. One part of
+/// `Shard`.
+pub struct PublishPause {
+    /// `publish_pause_messages`, `publish_pause_bytes`.
+    messages: u64,
+    bytes: u64,
+    /// Signalled when a queue's backlog may have fallen back under half
+    /// of the mark (or it lost its consumers, or went away).
+    resume: Notify,
+    /// Connections on other shards told to pause on a queue of this one,
+    /// until it drains.
+    remote: RefCell<Vec<(ConnRef, String)>>,
+}
+
+impl PublishPause {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            messages: config.publish_pause_messages,
+            bytes: config.publish_pause_bytes,
+            resume: Notify::default(),
+            remote: RefCell::default(),
+        }
+    }
+
+    /// Whether publishers to `q` should stop reading: its backlog is past
+    /// the mark and it has consumers that will drain it. Without consumers
+    /// the queue simply fills up to its limit; pausing would only stall
+    /// the connection.
+    fn over(&self, q: &Queue) -> bool {
+        (q.ready_len() as u64 > self.messages || q.ready_bytes() > self.bytes) && q.consumer_count() > 0
+    }
+
+    /// Whether `q`'s backlog is past half the mark.
+    pub(super) fn over_half(&self, q: &Queue) -> bool {
+        q.ready_len() as u64 > self.messages / 2 || q.ready_bytes() > self.bytes / 2
+    }
+
+    /// Whether publishers paused on `q` may go on: it drained to half of
+    /// the mark or lost its consumers.
+    fn may_resume(&self, q: &Queue) -> bool {
+        !self.over_half(q) || q.consumer_count() == 0
+    }
+
+    /// Wakes paused publishers to check their queue again.
+    pub(super) fn notify_resume(&self) {
+        self.resume.notify();
+    }
+
+    fn resumed(&self) -> Notified<'_> {
+        self.resume.notified()
+    }
+
+    /// Records that `from` is paused on `queue`; false when it already was.
+    fn pause_remote(&self, from: ConnRef, queue: &str) -> bool {
+        let mut paused = self.remote.borrow_mut();
+        if paused.iter().any(|(c, q)| *c == from && q == queue) {
+            return false;
+        }
+        paused.push((from, queue.to_string()));
+        true
+    }
+
+    /// Takes the remote publishers whose queue `go_on` says they may resume on.
+    fn take_resumable(&self, mut go_on: impl FnMut(&str) -> bool) -> Vec<(ConnRef, String)> {
+        let mut due = Vec::new();
+        self.remote.borrow_mut().retain(|(c, name)| {
+            let go = go_on(name);
+            if go {
+                due.push((*c, name.clone()));
+            }
+            !go
+        });
+        due
+    }
+}
+
 impl Shard {
+    /// Whether publishers to this (local) queue should stop reading
+    /// (`PublishPause::over`).
+    pub fn over_publish_pause(&self, queue: &str) -> bool {
+        self.queues.borrow().get(queue).is_some_and(|q| self.publish_pause.over(q))
+    }
+
+    /// Waits until `queue` has drained to half of `publish_pause_messages`,
+    /// lost its consumers, or gone away.
+    pub async fn wait_publish_resume(&self, queue: &str) {
+        loop {
+            let n = self.publish_pause.resumed();
+            if self.may_resume(queue) {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    fn may_resume(&self, queue: &str) -> bool {
+        self.queues.borrow().get(queue).is_none_or(|q| self.publish_pause.may_resume(q))
+    }
+
     /// After a publish from a connection on another shard: pauses it if
     /// the queue is over the mark (once per connection and queue).
     pub(super) fn pause_if_remote(&self, from: ConnRef, queue: &str) {
@@ -20,12 +124,9 @@ impl Shard {
         if from.shard == self.id || from.conn_id == 0 || !self.over_publish_pause(queue) {
             return;
         }
-        let mut paused = self.remote_paused.borrow_mut();
-        if paused.iter().any(|(c, q)| *c == from && q == queue) {
+        if !self.publish_pause.pause_remote(from, queue) {
             return;
         }
-        paused.push((from, queue.to_string()));
-        drop(paused);
         tracing::debug!(shard = self.id, ?from, queue, "remote publisher paused");
         self.route_reply(from, Reply::PublishPaused { queue: queue.to_string() });
     }
@@ -34,20 +135,8 @@ impl Shard {
     /// the same signal as local ones, it checks the same condition.
     pub async fn run_remote_resumes(self: Rc<Self>) {
         loop {
-            let n = self.publish_resume.notified();
-            let due: Vec<(ConnRef, String)> = {
-                let queues = self.queues.borrow();
-                let mut paused = self.remote_paused.borrow_mut();
-                let mut due = Vec::new();
-                paused.retain(|(c, name)| {
-                    let go_on = queues.get(name).is_none_or(|q| !self.over_half_pause(q) || q.consumer_count() == 0);
-                    if go_on {
-                        due.push((*c, name.clone()));
-                    }
-                    !go_on
-                });
-                due
-            };
+            let n = self.publish_pause.resumed();
+            let due = self.publish_pause.take_resumable(|name| self.may_resume(name));
             for (c, queue) in due {
                 tracing::debug!(shard = self.id, conn = ?c, queue, "remote publisher resumed");
                 self.route_reply(c, Reply::PublishResumed { queue });

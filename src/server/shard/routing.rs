@@ -1,7 +1,8 @@
 //! Routing on a shard: its read-only copy of the routing table, publishes
 //! through exchanges (routed where they arrive, then sent once per owning
-//! shard), confirms gathered from several owners, and, on shard 0, the
-//! owner's side of every change to the table (see `docs/routing.md`).
+//! shard), confirms gathered from several owners, and the requests that
+//! take a change to shard 0, whose side of it is in `meta.rs` (see
+//! `docs/routing.md`).
 
 use super::{bump, Shard};
 use crate::protocol::fieldtable::{self, TableError};
@@ -12,7 +13,7 @@ use crate::server::mesh::MeshMsg;
 use crate::server::types::{ConnRef, Origin, QueueError, Reply, Request, Target};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The shard that owns the routing table: every change goes through it.
@@ -33,32 +34,18 @@ struct FanIn {
     error: Option<(ErrorCode, String)>,
 }
 
-/// A binding as a set key: what makes two bindings the same.
-type BindingKey = (String, Dest, String, Bytes);
-
-pub(super) fn key_of(b: &BindingDef) -> BindingKey {
-    (b.source.clone(), b.dest.clone(), b.key.clone(), b.args.clone())
-}
-
-/// Per-shard routing state.
+/// This shard's copy of the routing table, which follows shard 0's, and
+/// the confirms of routed publishes waiting on several owners. One part
+/// of `Shard`.
 pub struct Routing {
     pub table: RefCell<RoutingTable>,
+    /// Set once the table holds everything shard 0 recovered.
     ready: Cell<bool>,
     ready_notify: Notify,
+    /// Fan-ins by token (`FANIN_BIT`), and the last token given.
     fanin: RefCell<HashMap<u64, FanIn>>,
     next_token: Cell<u64>,
-    /// Shard 0 only: bindings stored with the definitions (durable source
-    /// and destination).
-    pub(super) durable_bindings: RefCell<HashSet<BindingKey>>,
-    /// Shard 0 only: the table version each peer has applied, and the
-    /// answers waiting until every peer has reached their version.
-    peer_versions: RefCell<Vec<u64>>,
-    waiting: RefCell<VecDeque<Waiting>>,
 }
-
-/// An answer to a table change held until every peer has the change:
-/// (version, to, request id, result).
-type Waiting = (u64, ConnRef, u64, Result<u64, QueueError>);
 
 impl Default for Routing {
     fn default() -> Self {
@@ -68,9 +55,6 @@ impl Default for Routing {
             ready_notify: Notify::default(),
             fanin: RefCell::new(HashMap::new()),
             next_token: Cell::new(0),
-            durable_bindings: RefCell::new(HashSet::new()),
-            peer_versions: RefCell::new(Vec::new()),
-            waiting: RefCell::new(VecDeque::new()),
         }
     }
 }
@@ -166,39 +150,6 @@ impl Shard {
         }
     }
 
-    /// Shard 0 at start: loads the stored definitions into its table, then
-    /// sends the whole table to every peer.
-    pub fn publish_definitions(&self) -> Result<(), String> {
-        debug_assert_eq!(self.id, METADATA_SHARD);
-        let path = self.config.data_dir.join(crate::storage::definitions::FILE);
-        let defs = crate::storage::definitions::load(&path)?;
-        {
-            let mut table = self.routing.table.borrow_mut();
-            let mut durable = self.routing.durable_bindings.borrow_mut();
-            for c in &defs {
-                if let Err(e) = table.apply(c) {
-                    tracing::warn!(error = %e, change = ?c, "stored definition not applied");
-                } else if let Change::Bind(b) = c {
-                    durable.insert(key_of(b));
-                }
-            }
-            tracing::info!(changes = defs.len(), version = table.version(), "routing definitions loaded");
-        }
-        let table = self.routing.table.borrow();
-        let snapshot = table.snapshot();
-        let first = table.version() + 1 - snapshot.len() as u64;
-        for (version, change) in (first..).zip(snapshot) {
-            for peer in (0..self.count).filter(|p| *p != self.id) {
-                self.mesh.forward(peer, MeshMsg::MetaApply { version, change: change.clone() });
-            }
-        }
-        for peer in (0..self.count).filter(|p| *p != self.id) {
-            self.mesh.forward(peer, MeshMsg::MetaReady);
-        }
-        self.set_routing_ready();
-        Ok(())
-    }
-
     pub fn set_routing_ready(&self) {
         self.routing.ready.set(true);
         self.routing.ready_notify.notify();
@@ -218,40 +169,6 @@ impl Shard {
             tracing::error!(shard = self.id, local = table.version(), version, "routing table copy out of step (bug)");
         }
         self.mesh.forward(METADATA_SHARD, MeshMsg::MetaApplied { shard: self.id, version });
-    }
-
-    /// Shard 0: a peer has applied changes up to `version`; answers every
-    /// change that all peers now have.
-    pub(super) fn on_meta_applied(&self, peer: u16, version: u64) {
-        if self.id != METADATA_SHARD {
-            return;
-        }
-        {
-            let mut v = self.routing.peer_versions.borrow_mut();
-            v.resize(usize::from(self.count), 0);
-            v[usize::from(peer)] = v[usize::from(peer)].max(version);
-        }
-        self.release_waiting();
-    }
-
-    /// Answers every held change that all peers have applied.
-    fn release_waiting(&self) {
-        let low = {
-            let mut v = self.routing.peer_versions.borrow_mut();
-            v.resize(usize::from(self.count), 0);
-            (0..self.count).filter(|p| *p != self.id).map(|p| v[usize::from(p)]).min().unwrap_or(u64::MAX)
-        };
-        loop {
-            let next = {
-                let mut w = self.routing.waiting.borrow_mut();
-                match w.front() {
-                    Some((v, ..)) if *v <= low => w.pop_front(),
-                    _ => None,
-                }
-            };
-            let Some((_, to, request_id, result)) = next else { return };
-            self.reply_result(to, request_id, result);
-        }
     }
 
     /// Publishes a batch through `exchange`: routed here, from this shard's
@@ -539,75 +456,5 @@ impl Shard {
         let req = Request::Meta { change, durable_dest: false, if_unused: false, count };
         self.submit(from, request_id, METADATA_SHARD, req);
         reply.is_some()
-    }
-
-    /// Shard 0: applies a change, stores it when it touches durable
-    /// definitions, broadcasts it, and answers once every shard has applied
-    /// it: after Ok, a publish on any connection sees the change.
-    pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, flags: (bool, bool), count: u64) {
-        let (durable_dest, if_unused) = flags;
-        let r = self.apply_meta(&change, durable_dest, if_unused);
-        if let Ok(true) = r {
-            // Written by the definitions task, off this thread.
-            self.definitions_changed();
-        }
-        let version = self.routing.table.borrow().version();
-        if r.is_ok() && self.count > 1 {
-            for peer in (0..self.count).filter(|p| *p != self.id) {
-                self.mesh.forward(peer, MeshMsg::MetaApply { version, change: change.clone() });
-            }
-        }
-        if from.conn_id == 0 {
-            return;
-        }
-        let r = r.map(|_| count);
-        // While a definitions write is due, every answer waits for it: a
-        // durable change is answered once it is on disk, and answers keep
-        // their order.
-        if !self.hold_for_definitions(version, from, request_id, &r) {
-            self.answer_meta(version, from, request_id, r);
-        }
-    }
-
-    /// Answers a change now, or once every peer has applied `version`.
-    pub(super) fn answer_meta(&self, version: u64, to: ConnRef, request_id: u64, r: Result<u64, QueueError>) {
-        match r {
-            Ok(v) if self.count > 1 => {
-                self.routing.waiting.borrow_mut().push_back((version, to, request_id, Ok(v)));
-                self.release_waiting();
-            }
-            r => self.reply_result(to, request_id, r),
-        }
-    }
-
-    /// Applies a change to the table; `Ok(true)` when the stored
-    /// definitions changed and the file must be written.
-    fn apply_meta(&self, change: &Change, durable_dest: bool, if_unused: bool) -> Result<bool, QueueError> {
-        if self.id != METADATA_SHARD {
-            return Err(QueueError::new(ErrorCode::Internal, "routing change sent to a shard that does not own it"));
-        }
-        let mut table = self.routing.table.borrow_mut();
-        if let (Change::DeleteExchange(name), true) = (change, if_unused) {
-            if table.bindings().any(|b| &b.source == name) {
-                return Err(QueueError::new(ErrorCode::ExchangeMismatch, format!("exchange '{name}' in use")));
-            }
-        }
-        self.check_caps(&table, change)?;
-        let was_durable = |t: &RoutingTable, n: &str| t.exchange(n).is_some_and(|x| x.durable);
-        let store = match change {
-            Change::DeclareExchange(d) => d.durable && table.exchange(&d.name).is_none(),
-            Change::DeleteExchange(n) => was_durable(&table, n),
-            _ => false,
-        };
-        let mut auto_deleted = Vec::new();
-        table.apply_collect(change, &mut auto_deleted).map_err(|e| route_error(&e))?;
-        let mut store = store | self.track_durable_bindings(&table, change, durable_dest);
-        for gone in auto_deleted {
-            // An auto-deleted exchange leaves the stored definitions, with
-            // its bindings.
-            self.track_durable_bindings(&table, &Change::DeleteExchange(gone), false);
-            store = true;
-        }
-        Ok(store)
     }
 }

@@ -34,7 +34,7 @@ impl Shard {
     /// with 406, native gets a `ConsumerCancelled` notice), its unacked
     /// messages are requeued and dispatched to the others.
     pub(super) fn sweep_consumer_timeouts(&self, timeout: u64) {
-        let now = self.now_ms();
+        let now = self.timers.now_ms();
         let mut emptied = Vec::new();
         {
             let mut queues = self.queues.borrow_mut();
