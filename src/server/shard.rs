@@ -396,10 +396,22 @@ impl Shard {
     /// Runs `f` on a queue this shard owns, then dispatches whatever `f`
     /// made deliverable.
     fn with_queue<T>(&self, name: &str, f: impl FnOnce(&mut Queue) -> Result<T, QueueError>) -> Result<T, QueueError> {
+        self.with_queue_at(name, self.timers.now_ms(), f)
+    }
+
+    /// As `with_queue`, settling at `now`: a publish dispatches at the time
+    /// its messages' deadlines were set from, so a TTL of 0 reaches a
+    /// waiting consumer even when the clock ticks in between.
+    fn with_queue_at<T>(
+        &self,
+        name: &str,
+        now: u64,
+        f: impl FnOnce(&mut Queue) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
         let mut queues = self.queues.borrow_mut();
         let q = queues.get_mut(name).ok_or_else(|| not_found(name))?;
         let r = f(q);
-        self.settle(q);
+        self.settle_at(q, now);
         r
     }
 
@@ -480,11 +492,11 @@ impl Shard {
         let now = self.timers.now_ms();
         match self.log_target(persistent, queue)? {
             None => {
-                let p = self.with_queue(queue, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
+                let p = self.with_queue_at(queue, now, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
                 Ok((p.accepted, None))
             }
             Some((d, id)) => {
-                let p = self.with_queue(queue, |q| {
+                let p = self.with_queue_at(queue, now, |q| {
                     let mut locs = Vec::new();
                     let p = q.publish(persistent, partial, now, entries, origin, |seq, e| {
                         // Not poisoned: checked by log_target, just now.

@@ -13,7 +13,11 @@ impl Shard {
     /// waiting for it, as with RabbitMQ), hand removed messages to the log
     /// and to dead-lettering, and re-arm the queue's timer.
     pub(super) fn settle(&self, q: &mut Queue) {
-        let now = self.timers.now_ms();
+        self.settle_at(q, self.timers.now_ms());
+    }
+
+    /// `settle` with the clock read by the caller (`with_queue_at`).
+    pub(super) fn settle_at(&self, q: &mut Queue, now: u64) {
         let d = q.dispatch_gated(
             &mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs),
             &|c| self.stopped.takes(c),
