@@ -394,7 +394,7 @@ fn request_before_handshake_is_fatal() {
 #[test]
 fn bad_credentials_and_version_are_fatal() {
     let b = TestBroker::start_with(2, |c| {
-        c.users = vec![ringmq::server::config::User { name: "alice".into(), password: "s3cret".into() }];
+        c.users = vec![ringmq::auth::UserSeed::new("alice", "s3cret", &[])];
     });
     // The witnesses need the configured user.
     let witness = |addr| {

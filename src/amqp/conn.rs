@@ -10,6 +10,7 @@
 use super::channel::{ChState, Channels};
 pub use super::jobs::Job;
 use super::reading::ReadClock;
+use crate::auth::LoginError;
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
 use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
@@ -504,20 +505,17 @@ impl AmqpConn {
         let mut parts = response.split(|b| *b == 0);
         let (_authz, user, pass) = (parts.next(), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
         let user = String::from_utf8_lossy(user);
-        let ok = self.shard.config.users.iter().any(|u| u.name == user && u.password.as_bytes() == pass);
-        if !ok {
-            return Err(conn_fault(
-                code::ACCESS_REFUSED,
-                format!("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN (user '{user}')"),
-                cause,
-            ));
-        }
-        if user == "guest" && !self.peer.is_some_and(|p| p.ip().is_loopback()) {
-            return Err(conn_fault(
-                code::ACCESS_REFUSED,
-                "ACCESS_REFUSED - user 'guest' can only connect via localhost",
-                cause,
-            ));
+        match self.shard.authenticate("amqp", &user, pass, self.peer) {
+            Ok(_) => {}
+            Err(LoginError::BadCredentials) => {
+                let text =
+                    format!("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN (user '{user}')");
+                return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
+            }
+            Err(LoginError::LoopbackOnly) => {
+                let text = format!("ACCESS_REFUSED - user '{user}' can only connect via localhost");
+                return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
+            }
         }
         let mut st = self.st.borrow_mut();
         st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");

@@ -129,6 +129,15 @@ impl Users {
         Ok(user)
     }
 
+    /// No users: every login is refused.
+    pub fn none() -> Self {
+        Self {
+            by_name: HashMap::new(),
+            loopback_only: HashSet::new(),
+            decoy: PasswordHash::with_salt([0; 4], b"decoy"),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }

@@ -2,15 +2,10 @@
 //! and is validated before any shard starts. TOML keys are the snake_case
 //! forms of the `serve` flags (`--data-dir` is `data_dir`).
 
+use crate::auth::{UserSeed, Users};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct User {
-    pub name: String,
-    pub password: String,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -33,7 +28,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub amqp_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
-    pub users: Vec<User>,
+    /// Who may log in (`src/auth/`): each with `password` (hashed at
+    /// start) or RabbitMQ's `password_hash`, and RabbitMQ's `tags`.
+    pub users: Vec<UserSeed>,
+    /// Users who may log in only from a loopback address, on every
+    /// listener (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
     pub log_format: LogFormat,
     /// A `RUST_LOG`-style filter, used when `RUST_LOG` is not set.
     pub log_filter: String,
@@ -180,7 +180,8 @@ impl Default for Config {
             listen: "127.0.0.1:5680".parse().expect("literal"),
             amqp_listen: "127.0.0.1:5672".parse().expect("literal"),
             metrics_listen: "127.0.0.1:15692".parse().expect("literal"),
-            users: vec![User { name: "guest".into(), password: "guest".into() }],
+            users: vec![UserSeed::new("guest", "guest", &["administrator"])],
+            loopback_users: vec!["guest".into()],
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             frame_bytes_max: 4 << 20,
@@ -269,8 +270,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(self.cores <= 1024, "cores", || format!("{} is over 1024", self.cores))?;
         check(!self.users.is_empty(), "users", || "at least one user is needed".into())?;
-        for u in &self.users {
-            check(!u.name.is_empty() && u.name.len() <= 255, "users", || "a user name must be 1 to 255 bytes".into())?;
+        if let Err(e) = Users::new(&self.users, &self.loopback_users) {
+            return Err(ConfigError::Invalid { key: "users", why: e.to_string() });
         }
         let f = self.frame_bytes_max;
         check((1024..=256 << 20).contains(&f), "frame_bytes_max", || format!("{f} is outside 1024..=268435456"))?;

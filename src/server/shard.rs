@@ -21,6 +21,7 @@ mod declare;
 mod defs;
 mod durable;
 mod gate;
+mod login;
 mod meta;
 mod pause;
 mod policies;
@@ -101,6 +102,18 @@ pub struct Counters {
     pub dead_lettered_dropped: Cell<u64>,
     /// Publish handled to confirm sent (`ringmq_publish_confirm_latency_seconds`).
     pub confirm_latency: super::stats::LatencyHistogram,
+    /// Logins refused (`ringmq_auth_failures_total`).
+    pub auth_failures: Cell<u64>,
+}
+
+/// The shard's copy of the users. The config was validated before any
+/// shard starts (`Config::validate` builds the same), so this does not
+/// fail; if it ever did, nobody could log in rather than anybody.
+fn users_of(config: &Config) -> crate::auth::Users {
+    crate::auth::Users::new(&config.users, &config.loopback_users).unwrap_or_else(|e| {
+        tracing::error!("users: {e}; no login will succeed");
+        crate::auth::Users::none()
+    })
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -124,6 +137,8 @@ pub struct Shard {
     publish_pause: pause::PublishPause,
     /// The connections on this shard and their caps (`conns.rs`).
     pub conns: conns::ConnTable,
+    /// This shard's copy of who may log in (`src/auth/`).
+    users: crate::auth::Users,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// The memory budget: resident bytes, read-backs of spilled messages.
@@ -164,6 +179,7 @@ impl Shard {
             queues: queues::QueueSet::new(&config),
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
+            users: users_of(&config),
             config,
             shard_addrs,
             mesh,
@@ -492,7 +508,8 @@ impl Shard {
         let now = self.timers.now_ms();
         match self.log_target(persistent, queue)? {
             None => {
-                let p = self.with_queue_at(queue, now, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
+                let p = self
+                    .with_queue_at(queue, now, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
                 Ok((p.accepted, None))
             }
             Some((d, id)) => {

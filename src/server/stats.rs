@@ -91,6 +91,7 @@ pub struct ShardStats {
     pub confirmed: u64,
     pub dead_lettered: u64,
     pub dead_lettered_dropped: u64,
+    pub auth_failures: u64,
     pub forwarded: u64,
     pub queue_count: u64,
     pub messages_ready: u64,
@@ -181,6 +182,12 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
         "ringmq_messages_dead_lettered_dropped_total",
         "Dead-lettered messages dropped instead: a dead-letter cycle without a rejection, an unknown dead-letter exchange, or properties that cannot carry x-death.",
         sum(|s| s.dead_lettered_dropped),
+    );
+    counter(
+        &mut o,
+        "ringmq_auth_failures_total",
+        "Logins refused, on every listener: a bad user name or password, or a loopback-only user from elsewhere.",
+        sum(|s| s.auth_failures),
     );
     counter(
         &mut o,

@@ -106,8 +106,9 @@ impl NativeConn {
             ));
         }
         let c = &self.shard.config;
-        if !c.users.iter().any(|u| u.name == user && u.password == password) {
-            return Err(Fatal::new(ErrorCode::AuthFailed, format!("bad user name or password for '{}'", clip(user))));
+        let peer = self.peer.parse::<std::net::SocketAddr>().ok();
+        if let Err(e) = self.shard.authenticate("native", user, password.as_bytes(), peer) {
+            return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))));
         }
         match self.shard.conns.promote(self.me()) {
             Ok(()) => {}

@@ -187,6 +187,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         shard.conns.log_unauthenticated_refusal("http");
         return;
     };
+    let peer = stream.peer_addr().ok();
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);
     let request = Duration::from_millis(shard.config.http_request_timeout_ms);
     let activity = Rc::new(Activity {
@@ -200,7 +201,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let shard = shard.clone();
         let handling = Handling::start(&a);
         async move {
-            let r: Response<Body> = super::handle(&shard, req).await;
+            let r: Response<Body> = super::handle(&shard, req, peer).await;
             drop(handling);
             Ok::<_, Infallible>(r)
         }

@@ -62,7 +62,7 @@ fn no_content() -> Resp {
 }
 
 /// Whether the request carries basic credentials of a configured user.
-fn authorised(shard: &Shard, req: &Request<Incoming>) -> bool {
+fn authorised(shard: &Shard, req: &Request<Incoming>, peer: Option<std::net::SocketAddr>) -> bool {
     let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -78,7 +78,7 @@ fn authorised(shard: &Shard, req: &Request<Incoming>) -> bool {
     let Some((user, password)) = raw.split_once(':') else {
         return false;
     };
-    shard.config.users.iter().any(|u| u.name == user && u.password == password)
+    shard.authenticate("http", user, password.as_bytes(), peer).is_ok()
 }
 
 /// Decodes `%XX` escapes (vhost `/` arrives as `%2F`).
@@ -99,7 +99,8 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
+/// `peer`: the client's address, for `loopback_users` and the log.
+pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Option<std::net::SocketAddr>) -> Resp {
     // Each request may gather from every shard: a bounded number at once.
     let Some(_permit) = shard.admin_permit() else {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many operator requests in flight; try again");
@@ -117,7 +118,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>) -> Resp {
     let Some(rest) = path.strip_prefix("/api/") else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    if !authorised(shard, &req) {
+    if !authorised(shard, &req, peer) {
         let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ringmq\""));
         return r;

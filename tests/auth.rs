@@ -1,0 +1,219 @@
+//! Logins on every listener (native, AMQP, HTTP) against the users of
+//! `src/auth/`: RabbitMQ password hashes, refusals counted and logged, and
+//! `loopback_users` (guest) refused from a non-loopback address, tested from
+//! a network namespace joined to the broker's by a veth pair.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
+mod common;
+
+use bytes::{BufMut, BytesMut};
+use common::*;
+use ringmq::auth::password::PasswordHash;
+use ringmq::auth::UserSeed;
+use ringmq::protocol::amqp::client::{parse_close, split};
+use ringmq::protocol::amqp::frame::{self, Decoded};
+use ringmq::protocol::amqp::method::{self, id, MethodId};
+use ringmq::protocol::amqp::wire::{put_longstr, put_shortstr};
+use ringmq::protocol::{Cmd, ErrorCode, Frame};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::Command;
+
+/// alice's seed: RabbitMQ's `password_hash` of "s3cret", never the text.
+fn alice() -> UserSeed {
+    let hash = PasswordHash::with_salt([1, 2, 3, 4], b"s3cret").to_text();
+    UserSeed { name: "alice".into(), password: None, password_hash: Some(hash), tags: vec!["monitoring".into()] }
+}
+
+/// Native Hello: Ok, or the error's code and message.
+fn native_login(addr: SocketAddr, user: &str, password: &str) -> Result<(), (ErrorCode, String)> {
+    let mut r = Raw::connect(addr);
+    r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
+    let f = r.recv();
+    match f.frame() {
+        Frame { cmd: Cmd::HelloOk(_), .. } => Ok(()),
+        Frame { cmd: Cmd::Error { code, message, .. }, .. } => {
+            Err((ErrorCode::from_u16(code).unwrap_or(ErrorCode::Internal), message.to_string()))
+        }
+        other => panic!("expected HelloOk or Error, got {other:?}"),
+    }
+}
+
+/// The next AMQP method on `s`.
+fn amqp_method(s: &mut TcpStream, buf: &mut Vec<u8>) -> (MethodId, Vec<u8>) {
+    loop {
+        if let Decoded::Frame(f, n) = frame::decode(buf, 1 << 20).unwrap() {
+            let got = (f.kind == frame::METHOD).then(|| split(f.payload).map(|(m, a)| (m, a.to_vec())).unwrap());
+            buf.drain(..n);
+            match got {
+                Some(m) => return m,
+                None => continue,
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the broker closed without a method");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// AMQP PLAIN login up to connection.tune: Ok, or connection.close's code
+/// and text.
+fn amqp_login(addr: SocketAddr, user: &str, password: &str) -> Result<(), (u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s.write_all(frame::PROTOCOL_HEADER).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(amqp_method(&mut s, &mut buf).0, id::CONNECTION_START);
+    let mut b = BytesMut::new();
+    method::put(&mut b, 0, id::CONNECTION_START_OK, |b| {
+        b.put_u32(0);
+        put_shortstr(b, "PLAIN");
+        put_longstr(b, format!("\0{user}\0{password}").as_bytes());
+        put_shortstr(b, "en_US");
+    });
+    s.write_all(&b).unwrap();
+    match amqp_method(&mut s, &mut buf) {
+        (m, _) if m == id::CONNECTION_TUNE => Ok(()),
+        (m, args) if m == id::CONNECTION_CLOSE => {
+            let c = parse_close(&args).unwrap();
+            Err((c.code, String::from_utf8_lossy(c.text).into_owned()))
+        }
+        (m, _) => panic!("expected connection.tune or close, got {m:?}"),
+    }
+}
+
+/// HTTP GET of `path` with basic auth; the status and the body.
+fn http(addr: SocketAddr, path: &str, user: &str, password: &str) -> (u16, String) {
+    use base64::Engine;
+    let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw)
+}
+
+fn auth_failures(b: &TestBroker) -> u64 {
+    let m = http_get(b.metrics, "/metrics");
+    m.lines()
+        .find_map(|l| l.strip_prefix("ringmq_auth_failures_total ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ringmq_auth_failures_total in\n{m}"))
+}
+
+#[test]
+fn a_hashed_user_logs_in_on_every_listener_and_refusals_are_counted() {
+    let b = TestBroker::start_with(2, |c| c.users = vec![UserSeed::new("guest", "guest", &["administrator"]), alice()]);
+    assert_eq!(auth_failures(&b), 0);
+
+    native_login(b.native, "alice", "s3cret").unwrap();
+    let (code, msg) = native_login(b.native, "alice", "s3cre").unwrap_err();
+    assert_eq!(code, ErrorCode::AuthFailed, "{msg}");
+    assert!(msg.contains("alice") && !msg.contains("s3cre"), "{msg}");
+
+    amqp_login(b.amqp, "alice", "s3cret").unwrap();
+    let (code, text) = amqp_login(b.amqp, "alice", "nope").unwrap_err();
+    assert_eq!(code, 403, "{text}");
+    assert!(text.starts_with("ACCESS_REFUSED"), "{text}");
+
+    let (status, body) = http(b.metrics, "/api/overview", "alice", "s3cret");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("s3cret"));
+    let (status, body) = http(b.metrics, "/api/overview", "alice", "s3cre");
+    assert_eq!(status, 401, "{body}");
+    // An unknown user is refused the same way.
+    assert_eq!(native_login(b.native, "mallory", "s3cret").unwrap_err().0, ErrorCode::AuthFailed);
+
+    assert_eq!(auth_failures(&b), 4, "one per refused login, summed over the shards");
+}
+
+/// A network namespace joined to this one by a veth pair; removed on drop.
+struct Netns {
+    name: String,
+    host: Ipv4Addr,
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let id = std::process::id();
+        let name = format!("rmqauth{id}");
+        let (host_if, ns_if) = (format!("rmqh{}", id % 1_000_000), format!("rmqn{}", id % 1_000_000));
+        let net = format!("10.231.{}", id % 250);
+        let ns = Netns { name: name.clone(), host: format!("{net}.1").parse().unwrap() };
+        let steps: [&[&str]; 8] = [
+            &["netns", "add", &name],
+            &["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
+            &["link", "set", &ns_if, "netns", &name],
+            &["addr", "add", &format!("{net}.1/30"), "dev", &host_if],
+            &["link", "set", &host_if, "up"],
+            &["-n", &name, "addr", "add", &format!("{net}.2/30"), "dev", &ns_if],
+            &["-n", &name, "link", "set", &ns_if, "up"],
+            &["-n", &name, "link", "set", "lo", "up"],
+        ];
+        for args in steps {
+            let out = Command::new("ip").args(args).output().expect("run ip (iproute2): the test runs as root with it");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on this thread only, with an fd that stays open
+            // for the call; the thread then talks from the namespace.
+            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn guest_is_refused_from_a_non_loopback_address_on_every_listener() {
+    let ns = Netns::create();
+    let on = |port| SocketAddr::new(IpAddr::V4(ns.host), port);
+    // Listening on the veth's host address only, never a machine interface.
+    let b = TestBroker::start_with(1, |c| {
+        c.users = vec![UserSeed::new("guest", "guest", &["administrator"]), alice()];
+        c.listen = on(0);
+        c.amqp_listen = on(0);
+        c.metrics_listen = on(0);
+    });
+    let (native, amqp, metrics) = (b.native, b.amqp, b.metrics);
+    assert_eq!(native.ip(), IpAddr::V4(ns.host));
+    let got = ns.run(move || {
+        (
+            native_login(native, "guest", "guest"),
+            native_login(native, "alice", "s3cret"),
+            amqp_login(amqp, "guest", "guest"),
+            amqp_login(amqp, "alice", "s3cret"),
+            http(metrics, "/api/overview", "guest", "guest").0,
+            http(metrics, "/api/overview", "alice", "s3cret").0,
+        )
+    });
+    let (code, msg) = got.0.unwrap_err();
+    assert_eq!(code, ErrorCode::AuthFailed);
+    assert!(msg.contains("loopback"), "{msg}");
+    got.1.unwrap();
+    let (code, text) = got.2.unwrap_err();
+    assert_eq!(code, 403);
+    assert!(text.contains("can only connect via localhost"), "{text}");
+    got.3.unwrap();
+    assert_eq!(got.4, 401);
+    assert_eq!(got.5, 200);
+    assert_eq!(auth_failures(&b), 3);
+}
