@@ -373,17 +373,21 @@ fn unauthenticated_connections_have_their_own_cap() {
     // Logged-in clients hold connections_per_shard_max slots only.
     let (mut a, _) = Raw::hello(b.native);
     let (mut a2, _) = Raw::hello(b.shards[0]);
+    let pause = || std::thread::sleep(Duration::from_millis(100));
 
     // Three connections that never log in fill the unauthenticated cap
-    // (native, AMQP and HTTP all count).
+    // (native, AMQP and HTTP all count), oldest first.
     let mut idle_native = Raw::connect(b.native);
+    pause();
     let mut idle_amqp = Amqp::connect(b.amqp);
-    let idle_http = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    pause();
+    let mut idle_http = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
+    idle_http.set_read_timeout(Some(STEP)).unwrap();
+    pause();
 
     // Past the cap a newcomer evicts the oldest connection that has not
-    // logged in (HTTP ones are never evicted), so a flood of sockets that
-    // never log in cannot lock a real client out.
+    // logged in, so a flood of sockets that never log in cannot lock a
+    // real client out.
     let mut c = Raw::connect(b.native);
     let msg = error_of(&idle_native.recv(), ErrorCode::UnauthenticatedLimit);
     assert!(msg.contains("evicted") && msg.contains("unauthenticated_connections_max"), "{msg}");
@@ -397,44 +401,41 @@ fn unauthenticated_connections_have_their_own_cap() {
     let mut extra_amqp = Amqp::connect(b.amqp);
     extra_amqp.s.write_all(frame::PROTOCOL_HEADER).unwrap();
     assert_eq!(extra_amqp.method().0, id::CONNECTION_START);
-    // HTTP newcomers evict, oldest first, the idle AMQP socket (it never
+    // HTTP newcomers evict, oldest first: the idle AMQP socket (it never
     // sent the protocol header, so it is closed without a word) ...
-    let mut more_http = vec![TcpStream::connect_timeout(&b.metrics, STEP).unwrap()];
+    let h1 = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
     idle_amqp.expect_closed();
-    // ... then the one that did, which hears why (connection.close 320).
-    more_http.push(TcpStream::connect_timeout(&b.metrics, STEP).unwrap());
+    // ... the idle HTTP connection ...
+    pause();
+    let h2 = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
+    let mut tmp = [0u8; 64];
+    assert!(matches!(idle_http.read(&mut tmp), Ok(0) | Err(_)), "the oldest HTTP connection is evicted");
+    // ... then the AMQP one that did send the header, which hears why
+    // (connection.close 320).
+    pause();
+    let h3 = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
     let (mid, body) = extra_amqp.method();
     assert_eq!(mid, id::CONNECTION_CLOSE);
     assert!(String::from_utf8_lossy(&body).contains("evicted"), "{:?}", String::from_utf8_lossy(&body));
     extra_amqp.expect_closed();
 
-    // Every slot is now an HTTP connection: nothing to evict, so a new
-    // connection is refused at once.
-    std::thread::sleep(Duration::from_millis(100));
-    let mut extra = Raw::connect(b.native);
-    let msg = error_of(&extra.recv(), ErrorCode::UnauthenticatedLimit);
-    assert!(msg.contains("unauthenticated_connections_max") && !msg.contains("evicted"), "{msg}");
-    extra.expect_closed();
-    let mut extra_http = TcpStream::connect_timeout(&b.metrics, STEP).unwrap();
-    extra_http.set_read_timeout(Some(STEP)).unwrap();
-    let _ = extra_http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut tmp = [0u8; 64];
-    assert!(matches!(extra_http.read(&mut tmp), Ok(0) | Err(_)), "an HTTP connection past the cap is closed");
+    // Every slot is now an HTTP connection: a native newcomer evicts the
+    // oldest of them, passes the unauthenticated door, and meets
+    // connections_per_shard_max (a, a2 and c hold it).
+    pause();
+    let mut h1 = h1;
+    h1.set_read_timeout(Some(STEP)).unwrap();
+    let mut d = Raw::connect(b.native);
+    assert!(matches!(h1.read(&mut tmp), Ok(0) | Err(_)), "the oldest HTTP connection is evicted");
+    d.write(&hello_bytes(None));
+    error_of(&d.recv(), ErrorCode::ConnectionLimit);
+    d.expect_closed();
 
     // The logged-in clients are untouched.
     a.round_trip("cap-a");
     a2.round_trip("cap-a2");
-
-    // A fourth login passes the unauthenticated door but not
-    // connections_per_shard_max.
-    drop(idle_http);
-    drop(more_http);
-    std::thread::sleep(Duration::from_millis(200));
-    let mut d = Raw::connect(b.native);
-    d.write(&hello_bytes(None));
-    error_of(&d.recv(), ErrorCode::ConnectionLimit);
-    d.expect_closed();
-    a.ping();
+    c.ping();
+    drop((h2, h3));
 }
 
 #[test]

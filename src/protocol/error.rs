@@ -49,8 +49,7 @@ pub enum ErrorCode {
     /// Nothing arrived for two negotiated heartbeat intervals.
     HeartbeatTimeout = 64,
     /// The shard holds `unauthenticated_connections_max` connections that
-    /// have not logged in: this one was the oldest, evicted for a newcomer
-    /// (or, when every slot is HTTP, the newcomer is refused).
+    /// have not logged in: this one was the oldest, evicted for a newcomer.
     UnauthenticatedLimit = 65,
     /// A consumer left a delivery unacked past `consumer_timeout_ms`: the
     /// broker cancelled it (`ConsumerCancelled`) and requeued its unacked

@@ -183,7 +183,7 @@ impl hyper::body::Body for Body {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // HTTP requests authenticate one by one: the connection counts as
     // unauthenticated for its whole life.
-    let Some(_slot) = shard.conns.http_open() else {
+    let Some(slot) = shard.conns.http_open() else {
         shard.conns.log_unauthenticated_refusal("http");
         return;
     };
@@ -226,7 +226,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             tracing::debug!("HTTP connection closed: {why}");
         }
     };
-    futures_lite::future::or(served, watchdog).await;
+    let evicted = async {
+        slot.evicted().await;
+        tracing::debug!("HTTP connection evicted at unauthenticated_connections_max");
+    };
+    futures_lite::future::or(futures_lite::future::or(served, watchdog), evicted).await;
 }
 
 /// Returns (why) once the connection has overstayed one of its timeouts.

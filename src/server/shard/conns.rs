@@ -10,7 +10,7 @@ use super::ConnSink;
 use crate::server::config::Config;
 use crate::server::types::ConnRef;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,9 +28,10 @@ pub struct ConnTable {
     /// oldest (lowest id) first: the one to evict when a new one arrives
     /// at `unauthenticated_connections_max`.
     unauthenticated: RefCell<BTreeSet<u64>>,
-    /// HTTP connections (never in `conns`; all unauthenticated), shared
-    /// with their `HttpSlot`s.
-    http_conns: Rc<Cell<usize>>,
+    /// HTTP connections (never in `conns`; all unauthenticated), by id
+    /// (from the same counter, so ids order them with the others by age),
+    /// shared with their `HttpSlot`s, which remove themselves.
+    http: Rc<RefCell<BTreeMap<u64, Rc<Evict>>>>,
     /// Refusals and evictions at `unauthenticated_connections_max` not yet
     /// logged, and when the last log line went out: a flood gets one line
     /// a second.
@@ -42,12 +43,37 @@ pub struct ConnTable {
 
 /// An HTTP connection's place under `unauthenticated_connections_max`,
 /// given back when dropped.
-pub struct HttpSlot(Rc<Cell<usize>>);
+pub struct HttpSlot {
+    table: Rc<RefCell<BTreeMap<u64, Rc<Evict>>>>,
+    id: u64,
+    evict: Rc<Evict>,
+}
+
+impl HttpSlot {
+    /// Returns when the shard evicted this connection for a newer one
+    /// (never, otherwise): the connection's task races it and ends.
+    pub async fn evicted(&self) {
+        loop {
+            let n = self.evict.notify.notified();
+            if self.evict.done.get() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
 
 impl Drop for HttpSlot {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.table.borrow_mut().remove(&self.id);
     }
+}
+
+/// The signal an evicted HTTP connection waits on.
+#[derive(Default)]
+pub struct Evict {
+    done: Cell<bool>,
+    notify: crate::rt::Notify,
 }
 
 /// The window of `ConnTable::may_log_unauthenticated`.
@@ -86,7 +112,7 @@ impl ConnTable {
             next_id: Cell::new(1),
             logged_in: Cell::new(0),
             unauthenticated: RefCell::default(),
-            http_conns: Rc::default(),
+            http: Rc::default(),
             refused_unlogged: Cell::new(0),
             refused_logged_at: Cell::new(None),
             unauth_log: LogBudget::default(),
@@ -124,13 +150,13 @@ impl ConnTable {
     /// their handshake (not counting evicted ones on their way out), and
     /// every HTTP connection.
     pub fn unauthenticated_count(&self) -> usize {
-        self.unauthenticated.borrow().len() + self.http_conns.get()
+        self.unauthenticated.borrow().len() + self.http.borrow().len()
     }
 
     /// Registers a new connection as unauthenticated, evicting the oldest
-    /// unauthenticated native or AMQP connection when the shard is at
-    /// `unauthenticated_connections_max`; `None` when there is none to
-    /// evict (every slot is an HTTP connection).
+    /// unauthenticated connection (native, AMQP or HTTP) when the shard is
+    /// at `unauthenticated_connections_max`; `None` only when there is
+    /// none to evict.
     pub fn register(&self, sink: Rc<dyn ConnSink>) -> Option<ConnRef> {
         if !self.unauthenticated_room() && !self.evict_oldest_unauthenticated() {
             return None;
@@ -145,11 +171,24 @@ impl ConnTable {
     /// Ends the oldest connection that has not logged in; false when
     /// there is none.
     fn evict_oldest_unauthenticated(&self) -> bool {
-        let Some(id) = self.unauthenticated.borrow_mut().pop_first() else {
-            return false;
-        };
-        if let Some(sink) = self.get(id) {
-            sink.evict(EVICTED);
+        let oldest_conn = self.unauthenticated.borrow().first().copied();
+        let oldest_http = self.http.borrow().first_key_value().map(|(id, _)| *id);
+        match (oldest_conn, oldest_http) {
+            (None, None) => return false,
+            (Some(c), h) if h.is_none_or(|h| c < h) => {
+                self.unauthenticated.borrow_mut().remove(&c);
+                if let Some(sink) = self.get(c) {
+                    sink.evict(EVICTED);
+                }
+            }
+            (_, h) => {
+                // The slot goes now; the connection's task sees the signal.
+                let e = h.and_then(|h| self.http.borrow_mut().remove(&h));
+                if let Some(e) = e {
+                    e.done.set(true);
+                    e.notify.notify();
+                }
+            }
         }
         self.log_unauthenticated_limit("evicting the oldest unauthenticated connection");
         true
@@ -157,7 +196,7 @@ impl ConnTable {
 
     /// Logs a connection refused at `unauthenticated_connections_max`.
     pub fn log_unauthenticated_refusal(&self, listener: &str) {
-        self.log_unauthenticated_limit(&format!("refusing a {listener} connection (every slot is HTTP)"));
+        self.log_unauthenticated_limit(&format!("refusing a {listener} connection"));
     }
 
     /// Logs `what` happened at `unauthenticated_connections_max`, at most
@@ -233,13 +272,16 @@ impl ConnTable {
     }
 
     /// An HTTP connection: counted as unauthenticated for its whole life
-    /// (its requests authenticate one by one). `None` when at the cap and
-    /// no native or AMQP connection can be evicted for it.
+    /// (its requests authenticate one by one), and evicted like the others
+    /// when it is the oldest at the cap. `None` when nothing can be evicted.
     pub fn http_open(&self) -> Option<HttpSlot> {
         if !self.unauthenticated_room() && !self.evict_oldest_unauthenticated() {
             return None;
         }
-        self.http_conns.set(self.http_conns.get() + 1);
-        Some(HttpSlot(self.http_conns.clone()))
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let evict = Rc::new(Evict::default());
+        self.http.borrow_mut().insert(id, evict.clone());
+        Some(HttpSlot { table: self.http.clone(), id, evict })
     }
 }
