@@ -6,14 +6,14 @@
 //! |---|---|
 //! | start shards, bind listeners, raise RLIMIT_MEMLOCK | [`server`], [`server::system`], [`server::config`] |
 //! | wire the AMQP front end to the core (`Broker::start`; the core takes front ends as `server::FrontEnd`) | `src/broker.rs` |
-//! | accept a connection on a shard (shared port or the shard's own), count it under the connection caps | [`server::listener`], [`server::shard::conns`] |
+//! | accept a connection on a shard (shared port or the shard's own), count it under the connection caps | [`native::accept`], [`amqp`], [`server::listener`], [`server::shard::conns`] |
 //! | read whole frames into a shared buffer | [`rt::reader`] |
 //! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
 //! | AMQP 0-9-1 codec: field types, framing, methods, both sides' parsers (sans-IO, shared with the loadgen; always compiled) | [`protocol::amqp`] |
-//! | check limits, route each request to the shard that owns its queue | [`server::connection`] |
+//! | check limits, route each request to the shard that owns its queue | [`native`] |
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
-//! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`server::connection`] |
+//! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`native`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`], `server::shard::spill` |
@@ -23,7 +23,7 @@
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
 //! | exchanges and bindings: which queues a message goes to (pure data) | [`routing`] (`docs/routing.md`) |
 //! | operators: per-shard snapshots gathered over the mesh, Prometheus text | [`server::stats`], `server::shard::admin` |
-//! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`server::http`] |
+//! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
@@ -42,7 +42,13 @@ pub mod rt;
 pub mod server;
 
 #[cfg(feature = "server")]
+pub mod native;
+
+#[cfg(feature = "server")]
 pub mod amqp;
+
+#[cfg(feature = "server")]
+pub mod http;
 
 #[cfg(feature = "server")]
 mod broker;

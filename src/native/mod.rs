@@ -1,19 +1,33 @@
-//! A native-protocol connection: read, decode, check, and hand each request
-//! to the shard that owns its queue (here, or over the mesh).
+//! The native front end: a connection reads, decodes and checks each
+//! frame, then asks the core for it (`server::shard`'s client operations,
+//! which go to the queue's owner, here or over the mesh).
+//!
+//! | piece | module |
+//! |---|---|
+//! | the listener: accept, register, the connection's tasks | [`accept`] |
+//! | the connection: read loop, requests, consumer routes | this file |
+//! | handshake, login, heartbeats, read deadlines | `session` |
+//! | replies and deliveries into native frames | `encode` |
 
+pub mod accept;
+mod encode;
 mod session;
 
-use super::gate::DeliveryGate;
-use super::policy::QueueArgs;
-use super::queue::Deliveries;
-use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
-use super::shard::{ConnSink, Shard, SinkBuffers};
-use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
-use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame};
+pub use accept::accept_loop;
+pub use encode::{encode_reply, DeliverLimits};
+
+use crate::protocol::{self, op, Cmd, ErrorCode, Frame};
 use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame_limited, FrameReader, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
-use bytes::{Bytes, BytesMut};
+use crate::server::gate::DeliveryGate;
+use crate::server::policy::QueueArgs;
+use crate::server::queue::Deliveries;
+use crate::server::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
+use crate::server::shard::{ConnSink, Shard, SinkBuffers};
+use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request};
+use bytes::Bytes;
+use encode::{clip, encode_deliveries, frame};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -123,92 +137,6 @@ impl ConnSink for NativeConn {
             shard: self.shard.id,
         })
     }
-}
-
-/// How deliveries are cut into frames.
-pub struct DeliverLimits {
-    pub count_max: usize,
-    pub frame_bytes_max: usize,
-}
-
-/// Appends Deliver frames, each within the message count and frame size
-/// limits (a single message always fits: message_bytes_max is validated
-/// to leave room for framing).
-fn encode_deliveries<'a>(
-    buf: &mut BytesMut,
-    limits: &DeliverLimits,
-    consumer_id: u32,
-    first_tag: u64,
-    msgs: impl Iterator<Item = (bool, &'a [u8])>,
-) {
-    let mut w: Option<BatchWriter> = None;
-    for (tag, (redelivered, entry)) in (first_tag..).zip(msgs) {
-        let wire = entry.len();
-        if let Some(open) = &w {
-            if open.count() as usize >= limits.count_max || open.frame_len(buf) + wire > limits.frame_bytes_max {
-                if let Some(done) = w.take() {
-                    done.finish(buf);
-                }
-            }
-        }
-        let writer = w.get_or_insert_with(|| BatchWriter::begin_deliver(buf, consumer_id, tag));
-        writer.push_raw_entry(buf, redelivered, entry);
-    }
-    if let Some(done) = w {
-        done.finish(buf);
-    }
-}
-
-/// Appends the native encoding of a reply.
-pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
-    match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs, .. } => {
-            encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
-        }
-        Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
-        Reply::Error { request_id, code, message } => {
-            frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
-        }
-        Reply::Confirm { request_id, count } => frame(buf, *request_id, Cmd::Confirm { count: *count }),
-        Reply::GetOk { request_id, consumer_id, tag, remaining, msg } => {
-            // Stored entries were validated on the way in.
-            let Ok(stored) = protocol::batch::parse_entry(&msg.entry) else {
-                tracing::error!("stored entry failed to parse (bug)");
-                return;
-            };
-            let flags = if msg.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
-            let entry = Entry { flags, ..stored };
-            frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
-        }
-        Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
-        Reply::ConsumerTimeout { consumer_id, message, .. } => frame(
-            buf,
-            0,
-            Cmd::ConsumerCancelled {
-                consumer_id: *consumer_id,
-                code: ErrorCode::ConsumerTimeout.as_u16(),
-                message: clip(message),
-            },
-        ),
-        // The native protocol has no cancel notice yet.
-        // Native clients publish to the owner; one that does not is
-        // paced by the mesh alone (see shard/pause.rs).
-        Reply::ConsumerGone { .. } | Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
-        Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),
-    }
-}
-
-fn frame(buf: &mut BytesMut, request_id: u64, cmd: Cmd<'_>) {
-    Frame { request_id, cmd }.encode(buf);
-}
-
-/// Error texts are bounded so an error frame always fits.
-fn clip(s: &str) -> &str {
-    let mut end = s.len().min(1024);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn check_queue_name(q: &str) -> Result<(), Fatal> {
@@ -480,8 +408,10 @@ impl NativeConn {
                 shard.submit(me, rid, owner, req);
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
-            Cmd::Admin { command, arg } => super::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
-                .map_err(|(code, message)| Fatal { request_id: rid, code, message })?,
+            Cmd::Admin { command, arg } => {
+                crate::server::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
+                    .map_err(|(code, message)| Fatal { request_id: rid, code, message })?
+            }
             other => {
                 return Err(Fatal {
                     request_id: rid,
