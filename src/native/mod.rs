@@ -21,6 +21,7 @@ use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame_limited, FrameReader, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
 use crate::server::gate::DeliveryGate;
+use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
 use crate::server::policy::QueueArgs;
 use crate::server::queue::Deliveries;
 use crate::server::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
@@ -140,7 +141,7 @@ impl ConnSink for NativeConn {
 }
 
 fn check_queue_name(q: &str) -> Result<(), Fatal> {
-    if q.is_empty() || q.chars().any(char::is_control) {
+    if !queue_name_ok(q) {
         return Err(Fatal::new(
             ErrorCode::BadQueueName,
             format!("bad queue name {q:?}: empty or has control characters"),
@@ -217,18 +218,9 @@ impl NativeConn {
     }
 
     fn release(&self) {
-        let me = self.me();
-        self.shard.conns.unregister(me, self.logged_in.get());
-        let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
-        for (_, c) in self.consumers.borrow_mut().drain() {
-            let qs = by_owner.entry(c.owner).or_default();
-            if !qs.contains(&c.queue) {
-                qs.push(c.queue);
-            }
-        }
-        for (owner, queues) in by_owner {
-            self.shard.submit(me, 0, owner, Request::ConnClosed { queues });
-        }
+        let consumers = std::mem::take(&mut *self.consumers.borrow_mut());
+        let queues = consumers.into_values().map(|c| (c.owner, c.queue));
+        self.shard.release_connection(self.me(), self.logged_in.get(), 0, queues);
     }
 
     async fn read_frames<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<(), Fatal> {
@@ -358,10 +350,10 @@ impl NativeConn {
                     confirm: flags & op::PUBLISH_CONFIRM != 0,
                     mandatory: flags & op::PUBLISH_MANDATORY != 0,
                 };
-                let raw = slice(chunk, entries.raw());
-                let full = shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
-                // As for Publish: a connection that also consumes is never paused.
-                if full.is_some() && self.consumers.borrow().is_empty() {
+                let batch = (slice_of(chunk, entries.raw()), entries.len());
+                let full =
+                    shard.publish_to(me, rid, o, exchange, routing_key, batch, || self.consumers.borrow().is_empty());
+                if full.is_some() {
                     *self.paused_on.borrow_mut() = full;
                 }
             }
@@ -376,7 +368,7 @@ impl NativeConn {
                         flags & op::EXCHANGE_DURABLE != 0,
                         flags & op::EXCHANGE_AUTO_DELETE != 0,
                         flags & op::EXCHANGE_INTERNAL != 0,
-                        slice(chunk, args),
+                        slice_of(chunk, args),
                     )
                     .map_err(|e| refused(rid, e))?;
                     shard.declare_exchange(me, rid, def);
@@ -455,7 +447,7 @@ impl NativeConn {
             check_queue_name(destination)?;
             Dest::Queue(destination.into())
         };
-        let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice(chunk, args) };
+        let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice_of(chunk, args) };
         self.shard.bind(self.me(), rid, binding, unbind);
         Ok(())
     }
@@ -471,27 +463,13 @@ impl NativeConn {
         self.check_sizes(rid, &entries)?;
         let persistent = flags & op::PUBLISH_PERSISTENT != 0;
         let confirm = flags & op::PUBLISH_CONFIRM != 0;
-        let owner = self.shard.owner_of(queue);
-        if owner == self.shard.id {
-            let msgs = entries.raw_iter().map(|raw| chunk.slice_ref(raw));
-            // Native batches are all or nothing: one Confirm covers them.
-            let mode = PublishMode { persistent, confirm, partial: false };
-            self.shard.publish(self.me(), rid, mode, queue, msgs);
-            // A connection that also consumes is never paused: its acks
-            // are what drains the queue.
-            if self.consumers.borrow().is_empty() && self.shard.over_publish_pause(queue) {
-                *self.paused_on.borrow_mut() = Some(queue.into());
-            }
-        } else {
-            let req = Request::Publish {
-                persistent,
-                confirm,
-                partial: false,
-                queue: queue.into(),
-                entries: slice(chunk, entries.raw()),
-                count: entries.len(),
-            };
-            self.shard.submit(self.me(), rid, owner, req);
+        // Native batches are all or nothing: one Confirm covers them.
+        let mode = PublishMode { persistent, confirm, partial: false };
+        let batch = PublishBatch::Read { chunk, entries };
+        let full =
+            self.shard.publish_to_queue(self.me(), rid, mode, queue, batch, || self.consumers.borrow().is_empty());
+        if full.is_some() {
+            *self.paused_on.borrow_mut() = full;
         }
         Ok(())
     }
@@ -552,14 +530,6 @@ impl NativeConn {
         let consumers = self.consumers.borrow();
         let c = consumers.get(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
         Ok((c.owner, c.queue.clone()))
-    }
-}
-
-fn slice(chunk: &Bytes, part: &[u8]) -> Bytes {
-    if part.is_empty() {
-        Bytes::new()
-    } else {
-        chunk.slice_ref(part)
     }
 }
 

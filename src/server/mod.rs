@@ -9,6 +9,7 @@ pub mod fatal;
 pub mod gate;
 pub mod listener;
 pub mod mesh;
+pub mod ops;
 pub mod policy;
 pub mod queue;
 pub mod shard;
