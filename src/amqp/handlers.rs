@@ -432,7 +432,7 @@ fn declare(
         queue: name,
         exclusive,
         auto_delete: d.auto_delete,
-        amqp: true,
+        strict: true,
         args: Box::new(args),
     };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });

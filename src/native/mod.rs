@@ -325,7 +325,7 @@ impl NativeConn {
                     queue: queue.into(),
                     exclusive: false,
                     auto_delete: false,
-                    amqp: false,
+                    strict: false,
                     args: Box::new(args),
                 };
                 shard.submit(me, rid, shard.owner_of(queue), req);

@@ -311,8 +311,8 @@ impl Shard {
                 self.get(from, request_id, consumer_id, no_ack, &queue);
                 return;
             }
-            Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp, args } => {
-                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp, args })
+            Request::Declare { durable, passive, queue, exclusive, auto_delete, strict, args } => {
+                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, strict, args })
             }
             Request::Delete { if_empty, if_unused, queue } => {
                 match self.delete_from(from, (if_empty, if_unused), &queue, Some(request_id)) {
