@@ -1,19 +1,34 @@
 //! ringmq: a thread-per-core message broker.
 //!
+//! The layers, each importing only the ones above it in this table
+//! (`docs/architecture.md`, "Layers"):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | codecs (sans-IO, shared with the client and the loadgen) | [`protocol`], [`protocol::amqp`]; beside them the socket plumbing [`rt`] |
+//! | model | [`routing`], [`storage`], [`server::queue`], [`auth`]; the value types the queue and the core share: [`server::types`], [`server::policy`], [`server::deadletter`] |
+//! | broker core: shards, mesh, the operations a client can ask for | [`server`] ([`server::shard`], [`server::mesh`], [`server::ops`], [`server::admin`], ...) |
+//! | front ends | [`native`], [`amqp`], [`http`] |
+//! | binaries | `src/broker.rs` (wires the front ends to the core), `src/cli/`, `src/main.rs`, `loadgen/` |
+//!
+//! The client library ([`client`], [`client::blocking`]) stands on the
+//! codecs and [`rt`] alone.
+//!
 //! The data path, module by module:
 //!
 //! | step | module |
 //! |---|---|
 //! | start shards, bind listeners, raise RLIMIT_MEMLOCK | [`server`], [`server::system`], [`server::config`] |
-//! | wire the AMQP front end to the core (`Broker::start`; the core takes front ends as `server::FrontEnd`) | `src/broker.rs` |
-//! | accept a connection on a shard (shared port or the shard's own), count it under the connection caps | [`server::listener`], [`server::shard::conns`] |
+//! | wire the front ends to the core (`Broker::start`; the core takes them as `server::FrontEnds`) | `src/broker.rs` |
+//! | accept a connection on a shard (shared port or the shard's own), count it under the connection caps | [`native::accept`], [`amqp`], [`server::listener`], [`server::shard::conns`] |
 //! | read whole frames into a shared buffer | [`rt::reader`] |
 //! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
 //! | AMQP 0-9-1 codec: field types, framing, methods, both sides' parsers (sans-IO, shared with the loadgen; always compiled) | [`protocol::amqp`] |
-//! | check limits, route each request to the shard that owns its queue | [`server::connection`] |
+//! | check limits, ask the core | [`native`], [`amqp`] |
+//! | the core API: each request to the shard that owns its queue, publish here or there | [`server::ops`], [`server::shard`] |
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
-//! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`server::connection`] |
+//! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`native`], [`amqp`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`], `server::shard::spill` |
@@ -23,7 +38,7 @@
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
 //! | exchanges and bindings: which queues a message goes to (pure data) | [`routing`] (`docs/routing.md`) |
 //! | operators: per-shard snapshots gathered over the mesh, Prometheus text | [`server::stats`], `server::shard::admin` |
-//! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`server::http`] |
+//! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
@@ -42,7 +57,13 @@ pub mod rt;
 pub mod server;
 
 #[cfg(feature = "server")]
+pub mod native;
+
+#[cfg(feature = "server")]
 pub mod amqp;
+
+#[cfg(feature = "server")]
+pub mod http;
 
 #[cfg(feature = "server")]
 mod broker;

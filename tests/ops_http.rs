@@ -107,7 +107,7 @@ fn many_queues_keep_per_queue_series_out_of_metrics() {
     let (mut raw, _) = Raw::hello(b.native);
     // Enough for several slices of the chunked snapshot and formatting on
     // each shard (STATS_CHUNK, FORMAT_CHUNK).
-    let n = 3 * ringmq::server::http::FORMAT_CHUNK + 17;
+    let n = 3 * ringmq::server::admin::FORMAT_CHUNK + 17;
     assert!(n as u64 > ringmq::server::stats::PER_QUEUE_SERIES_MAX);
     for i in 0..n {
         raw.declare(&format!("ops-many-{i}"));
@@ -290,7 +290,7 @@ fn http_head_and_body_limits() {
     let b = TestBroker::start();
     // A head over HEADER_BYTES_MAX: 431, then the connection closes.
     let mut s = TcpStream::connect(b.metrics).unwrap();
-    let big = "x".repeat(ringmq::server::http::HEADER_BYTES_MAX + 1024);
+    let big = "x".repeat(ringmq::http::HEADER_BYTES_MAX + 1024);
     write!(s, "GET /metrics HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\n\r\n").unwrap();
     let (_, got) = until_closed(&mut s, Duration::from_secs(5));
     assert!(got.starts_with("HTTP/1.1 431"), "{got}");

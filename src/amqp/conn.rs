@@ -316,7 +316,7 @@ impl AmqpConn {
         let mut st = self.st.borrow_mut();
         let mut jobs = self.jobs.borrow_mut();
         for (&ch, c) in st.channels.iter_mut() {
-            super::publish::flush_batch(&self.shard, ch, c, &mut jobs);
+            super::publish::flush_batch(ch, c, &mut jobs);
         }
     }
 
@@ -349,7 +349,7 @@ impl AmqpConn {
                 tracing::debug!(peer = ?self.peer, channel, code, "closing AMQP channel: {text}");
                 let mut st = self.st.borrow_mut();
                 let mut jobs = self.jobs.borrow_mut();
-                super::handlers::release_channel(&self.shard, &mut st, channel, &mut jobs, &self.acks);
+                super::handlers::release_channel(&mut st, channel, &mut jobs, &self.acks);
                 if let Some(ch) = st.channels.get_mut(&channel) {
                     ch.state = ChState::Closing;
                 }
@@ -537,28 +537,16 @@ impl AmqpConn {
     /// owners: unacked messages are requeued, exclusive queues deleted.
     fn release(&self) {
         self.end_of_chunk();
-        let me = self.me();
-        let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
-        {
+        let queues: Vec<(u16, String)> = {
             let mut st = self.st.borrow_mut();
-            for (_, c) in st.consumers.drain() {
-                let qs = by_owner.entry(c.owner).or_default();
-                if !qs.contains(&c.queue) {
-                    qs.push(c.queue);
-                }
-            }
-            for (q, owner) in st.exclusive.drain(..) {
-                let qs = by_owner.entry(owner).or_default();
-                if !qs.contains(&q) {
-                    qs.push(q);
-                }
-            }
+            let consumers = std::mem::take(&mut st.consumers).into_values().map(|c| (c.owner, c.queue));
+            let exclusive = std::mem::take(&mut st.exclusive).into_iter().map(|(q, owner)| (owner, q));
+            let queues = consumers.chain(exclusive).collect();
             st.channels.clear();
-        }
-        self.shard.conns.unregister(me, self.logged_in.get());
-        for (owner, queues) in by_owner {
-            self.shard.submit(me, rid(KIND_IGNORE, 0, 0), owner, Request::ConnClosed { queues });
-        }
+            queues
+        };
+        // Submitted with no borrow held: a local owner may reply at once.
+        self.shard.release_connection(self.me(), self.logged_in.get(), rid(KIND_IGNORE, 0, 0), queues);
     }
 
     /// Allocates a consumer id and a sequence base for a new channel.

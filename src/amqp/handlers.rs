@@ -7,8 +7,8 @@ use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KI
 use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId, QueueDeclare};
 use crate::protocol::amqp::wire::{self, put_shortstr};
+use crate::server::ops::queue_name_ok;
 use crate::server::policy::QueueArgs;
-use crate::server::shard::Shard;
 use crate::server::types::Request;
 use bytes::{BufMut, BytesMut};
 use std::cell::RefCell;
@@ -112,7 +112,7 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         return Ok(());
     }
     // Anything else is ordered after this channel's publishes so far.
-    super::publish::flush_batch(&c.shard, n, ch, &mut jobs);
+    super::publish::flush_batch(n, ch, &mut jobs);
     drop(jobs);
     // Acks gathered here go out at the end of the read, merged into ranges.
     on_method(c, &mut st, n, mid, m)
@@ -125,7 +125,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
     match m {
         Method::ChannelOpen => Err(conn_fault(code::CHANNEL_ERROR, format!("channel {n} is already open"), mid)),
         Method::ChannelClose { .. } => {
-            release_channel(shard, st, n, jobs, &c.acks);
+            release_channel(st, n, jobs, &c.acks);
             st.channels.remove(&n);
             ok(&|_| (), id::CHANNEL_CLOSE_OK);
             Ok(())
@@ -372,7 +372,7 @@ fn channel(st: &mut State, n: u16) -> &mut Channel {
 }
 
 fn check_name(n: u16, q: &str, mid: MethodId) -> Result<&str, Fault> {
-    if q.is_empty() || q.chars().any(char::is_control) {
+    if !queue_name_ok(q) {
         return Err(ch_fault(n, code::PRECONDITION_FAILED, format!("bad queue name {q:?}"), mid));
     }
     Ok(q)
@@ -432,7 +432,7 @@ fn declare(
         queue: name,
         exclusive,
         auto_delete: d.auto_delete,
-        amqp: true,
+        strict: true,
         args: Box::new(args),
     };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
@@ -441,15 +441,9 @@ fn declare(
 
 /// Gives a channel's consumers back to their queues (unacked messages are
 /// requeued) and forgets them. The channel itself stays for the caller.
-pub fn release_channel(
-    shard: &Shard,
-    st: &mut State,
-    n: u16,
-    jobs: &mut Vec<Job>,
-    acks: &RefCell<Vec<(u32, u64, u64)>>,
-) {
+pub fn release_channel(st: &mut State, n: u16, jobs: &mut Vec<Job>, acks: &RefCell<Vec<(u32, u64, u64)>>) {
     let Some(ch) = st.channels.get_mut(&n) else { return };
-    super::publish::flush_batch(shard, n, ch, jobs);
+    super::publish::flush_batch(n, ch, jobs);
     ch.content = None;
     ch.held.clear();
     ch.ops.clear();

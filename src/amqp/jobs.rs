@@ -6,10 +6,10 @@
 use super::conn::{rid, AmqpConn, Phase, KIND_IGNORE};
 use crate::protocol::amqp::method::{self, id};
 use crate::protocol::amqp::wire::put_shortstr;
-use crate::protocol::Entries;
 use crate::routing::{BindingDef, ExchangeDef};
+use crate::server::ops::PublishBatch;
 use crate::server::shard::routing::PubOpts;
-use crate::server::types::Request;
+use crate::server::types::{PublishMode, Request};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -21,7 +21,7 @@ pub enum Job {
     CheckExchange { rid: u64, name: String },
     DeleteExchange { rid: u64, name: String, if_unused: bool },
     Bind { rid: u64, binding: BindingDef, unbind: bool },
-    Publish { owner: u16, rid: u64, persistent: bool, confirm: bool, queue: String, entries: Bytes, count: u32 },
+    Publish { rid: u64, mode: PublishMode, queue: String, entries: Bytes, count: u32 },
 }
 
 impl AmqpConn {
@@ -53,8 +53,9 @@ impl AmqpConn {
             Job::Submit { owner, rid, req } => self.shard.submit(me, rid, owner, req),
             Job::PublishTo { rid, opts, exchange, key, entries, count } => {
                 self.published.set(true);
-                let full = self.shard.publish_to(me, rid, opts, &exchange, &key, entries, count);
-                if full.is_some() && self.st.borrow().consumers.is_empty() {
+                let may_pause = || self.st.borrow().consumers.is_empty();
+                let full = self.shard.publish_to(me, rid, opts, &exchange, &key, (entries, count), may_pause);
+                if full.is_some() {
                     *self.paused_on.borrow_mut() = full;
                 }
             }
@@ -62,26 +63,13 @@ impl AmqpConn {
             Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &name),
             Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
             Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
-            Job::Publish { owner, rid, persistent, confirm, queue, entries, count } => {
+            Job::Publish { rid, mode, queue, entries, count } => {
                 self.published.set(true);
-                if owner == self.shard.id {
-                    let Ok(parsed) = Entries::parse(&entries, count) else {
-                        tracing::error!("AMQP publish batch failed validation (bug)");
-                        return;
-                    };
-                    let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
-                    // Per-message semantics: a queue's reject-publish
-                    // refuses only the messages that find it full.
-                    let mode = crate::server::types::PublishMode { persistent, confirm, partial: true };
-                    self.shard.publish(me, rid, mode, &queue, msgs);
-                    // A connection that also consumes is never paused: its
-                    // acks may be what drains the queue.
-                    if self.st.borrow().consumers.is_empty() && self.shard.over_publish_pause(&queue) {
-                        *self.paused_on.borrow_mut() = Some(queue);
-                    }
-                } else {
-                    let req = Request::Publish { persistent, confirm, partial: true, queue, entries, count };
-                    self.shard.submit(me, rid, owner, req);
+                let batch = PublishBatch::Built { entries, count };
+                let may_pause = || self.st.borrow().consumers.is_empty();
+                let full = self.shard.publish_to_queue(me, rid, mode, queue, batch, may_pause);
+                if full.is_some() {
+                    *self.paused_on.borrow_mut() = full;
                 }
             }
         }

@@ -105,13 +105,7 @@ impl ConnSink for AmqpConn {
     }
 
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers {
-            outbox: &self.outbox,
-            read_held: self.read_held.get(),
-            gate: &self.gate,
-            outbox_bytes_max: self.shard.config.outbox_bytes_max as usize,
-            shard: self.shard.id,
-        })
+        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
     }
 }
 

@@ -9,8 +9,10 @@ use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id};
 use crate::protocol::amqp::wire::{put_shortstr, Reader, Syntax};
 use crate::protocol::batch::put_entry;
+use crate::server::ops::queue_name_ok;
 use crate::server::shard::routing::PubOpts;
 use crate::server::shard::Shard;
+use crate::server::types::PublishMode;
 use bytes::{BufMut, BytesMut};
 
 fn ch_fault(channel: u16, code: u16, text: impl Into<String>) -> Fault {
@@ -53,7 +55,7 @@ pub fn on_content(
         }
         ch.content_body.clear();
         if h.body_len == 0 {
-            complete(shard, n, ch, None, jobs);
+            complete(n, ch, None, jobs);
         }
         return Ok(());
     }
@@ -68,10 +70,10 @@ pub fn on_content(
     }
     if have == content.body_len {
         if ch.content_body.is_empty() {
-            complete(shard, n, ch, Some(f.payload), jobs);
+            complete(n, ch, Some(f.payload), jobs);
         } else {
             ch.content_body.extend_from_slice(f.payload);
-            complete(shard, n, ch, None, jobs);
+            complete(n, ch, None, jobs);
         }
     } else {
         ch.content_body.extend_from_slice(f.payload);
@@ -112,7 +114,7 @@ impl AmqpConn {
             ch.content_props.extend_from_slice(hdr.props);
         }
         ch.content_body.clear();
-        complete(&self.shard, n, ch, body.map(|b| b.payload), &mut self.jobs.borrow_mut());
+        complete(n, ch, body.map(|b| b.payload), &mut self.jobs.borrow_mut());
         Some(used)
     }
 }
@@ -207,7 +209,7 @@ fn bad_expiration(props: &[u8]) -> Option<String> {
 }
 
 /// A whole message: appended to the channel's batch for its queue.
-fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) {
+fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) {
     let Some(content) = ch.content.take() else { return };
     let same = ch.batch.as_ref().is_some_and(|b| b.persistent == content.persistent)
         && (content.same_target
@@ -216,7 +218,7 @@ fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: 
                 && same_bytes(ch.batch_queue.as_bytes(), ch.content_queue.as_bytes())
                 && same_bytes(ch.batch_exchange.as_bytes(), ch.content_exchange.as_bytes()));
     if !same {
-        flush_batch(shard, n, ch, jobs);
+        flush_batch(n, ch, jobs);
         if !content.same_target {
             ch.batch_queue.clone_from(&ch.content_queue);
             ch.batch_exchange.clone_from(&ch.content_exchange);
@@ -244,7 +246,7 @@ fn complete(shard: &Shard, n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: 
 }
 
 /// Sends the channel's publish batch, if any, as one request.
-pub fn flush_batch(shard: &Shard, n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
+pub fn flush_batch(n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
     let Some(b) = ch.batch.take() else { return };
     let entries = ch.arena.split_to(b.len).freeze();
     // Copies: the names stay as the target the next publishes are
@@ -273,13 +275,15 @@ pub fn flush_batch(shard: &Shard, n: u16, ch: &mut Channel, jobs: &mut Vec<Job>)
         jobs.push(Job::PublishTo { rid, opts, exchange, key: queue, entries, count: b.count });
         return;
     }
-    if queue.is_empty() || queue.chars().any(char::is_control) {
+    if !queue_name_ok(&queue) {
         // No queue can have this name: unroutable without asking anyone.
         ch.settle(b.first_seq, Settled::NoRoute);
         return;
     }
-    let owner = shard.owner_of(&queue);
-    jobs.push(Job::Publish { owner, rid, persistent: b.persistent, confirm, queue, entries, count: b.count });
+    // Per-message semantics: a queue's reject-publish refuses only the
+    // messages that find it full.
+    let mode = PublishMode { persistent: b.persistent, confirm, partial: true };
+    jobs.push(Job::Publish { rid, mode, queue, entries, count: b.count });
 }
 
 /// Builds a basic.return with the message's content.

@@ -3,9 +3,8 @@
 //! the mesh (the same snapshots the metrics use). A failed action answers
 //! `{"error": "..."}`; see `docs/protocol.md`.
 
-use super::http::{admin_on_owner, close_connection, json_array};
 use super::shard::Shard;
-use super::stats::{AdminReq, QueueStats};
+use super::stats::{AdminReply, AdminReq, QueueStats};
 use super::types::{ConnRef, Reply};
 use crate::protocol::fieldtable::{entries, items, TABLE_DEPTH_CEILING};
 use crate::protocol::op;
@@ -241,5 +240,54 @@ fn value_json(kind: u8, v: &[u8], depth: usize) -> Value {
         b'A' => Value::Array(items(v).map(|(k, item)| value_json(k, item, depth + 1)).collect()),
         b'V' => Value::Null,
         _ => Value::String(v.iter().map(|b| format!("{b:02x}")).collect()),
+    }
+}
+
+/// Queues per slice when a large answer is formatted: the HTTP shard serves
+/// its sockets between slices.
+pub const FORMAT_CHUNK: usize = 256;
+
+/// A JSON array of `items`, serialised [`FORMAT_CHUNK`] at a time with the
+/// shard's sockets served between slices: the text, in slices.
+pub async fn json_array<'a, T: 'a>(items: impl Iterator<Item = &'a T>, f: impl Fn(&T) -> Value) -> Vec<String> {
+    use std::fmt::Write;
+    let mut parts = Vec::new();
+    let mut o = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            o.push(',');
+            if i % FORMAT_CHUNK == 0 {
+                parts.push(std::mem::take(&mut o));
+                crate::rt::yield_to_io().await;
+            }
+        }
+        let _ = write!(o, "{}", f(item));
+    }
+    o.push(']');
+    parts.push(o);
+    parts
+}
+
+/// Runs a queue request on the queue's owning shard.
+pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Result<u64, String> {
+    let owner = shard.owner_of(queue);
+    let mut req = Some(req);
+    let r = shard.admin(&[owner], |_| req.take().expect("one target")).await;
+    done(r)
+}
+
+/// Closes the connection named `shard:conn_id`.
+pub async fn close_connection(shard: &Rc<Shard>, name: &str) -> Result<u64, String> {
+    let parsed = name.split_once(':').and_then(|(s, c)| Some((s.parse::<u16>().ok()?, c.parse::<u64>().ok()?)));
+    let Some((s, conn_id)) = parsed.filter(|(s, _)| *s < shard.count) else {
+        return Err(format!("no connection '{name}' (names are shard:id)"));
+    };
+    done(shard.admin(&[s], |_| AdminReq::CloseConn { conn_id }).await)
+}
+
+fn done(r: Vec<(u16, AdminReply)>) -> Result<u64, String> {
+    match r.into_iter().next() {
+        Some((_, AdminReply::Done(r))) => r,
+        _ => Err("unexpected reply".into()),
     }
 }

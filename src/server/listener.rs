@@ -1,11 +1,8 @@
 //! Sockets: bound on the main thread before the shards start (so a port 0
-//! resolves once and every shard shares it), accepted on each shard.
+//! resolves once and every shard shares it), accepted on each shard by the
+//! front ends' accept loops through [`accept_each`].
 
-use super::connection::NativeConn;
-use super::shard::{ConnSink, Shard};
-use super::types::Reply;
-use crate::protocol::ErrorCode;
-use futures_lite::io::split;
+use super::shard::Shard;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -45,11 +42,6 @@ impl Drop for BoundSocket {
     }
 }
 
-/// Accepts native-protocol connections until the task is dropped at shutdown.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    accept_each(shard, listener, "native", serve).await
-}
-
 /// Accepts until the task is dropped at shutdown, serving each connection
 /// in a task of its own; `what` names the listener in the log.
 pub async fn accept_each<F, Fut>(shard: Rc<Shard>, listener: TcpListener, what: &'static str, serve: F)
@@ -87,35 +79,4 @@ pub fn set_keepalive(c: &super::config::Config, stream: &TcpStream) {
     if let Err(e) = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka) {
         tracing::debug!(error = %e, "cannot set TCP keepalive");
     }
-}
-
-async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let _ = stream.set_nodelay(true);
-    let conn = Rc::new(NativeConn::new(shard.clone(), peer.clone()));
-    conn.outbox.set_send_timeout(Duration::from_millis(shard.config.send_timeout_ms));
-    let registered = shard.conns.register(conn.clone() as Rc<dyn ConnSink>);
-    let (reader, writer) = split(stream);
-    let Some(me) = registered else {
-        let max = shard.config.unauthenticated_connections_max;
-        let why = format!("unauthenticated_connections_max = {max} reached");
-        shard.conns.log_unauthenticated_refusal("native");
-        conn.send(Reply::error(0, ErrorCode::UnauthenticatedLimit, why));
-        conn.outbox.close();
-        conn.outbox.write_loop(writer).await;
-        return;
-    };
-    conn.set_ref(me);
-    tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection open");
-    let w = conn.clone();
-    let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
-    let b = conn.clone();
-    let beat_task = glommio::spawn_local(async move { b.beat_loop().await });
-    let g = conn.clone();
-    let gate = glommio::spawn_local(async move { g.gate.run(&g.shard, me, &g.outbox).await });
-    conn.read_loop(reader).await;
-    beat_task.await;
-    writer_task.await;
-    gate.await;
-    tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, "connection closed");
 }

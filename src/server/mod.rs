@@ -4,13 +4,12 @@
 pub mod admin;
 pub mod alarm;
 pub mod config;
-pub mod connection;
 pub mod deadletter;
 pub mod fatal;
 pub mod gate;
-pub mod http;
 pub mod listener;
 pub mod mesh;
+pub mod ops;
 pub mod policy;
 pub mod queue;
 pub mod shard;
@@ -79,23 +78,35 @@ struct ShardStart {
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     alarms: Arc<alarm::Alarms>,
-    /// Serves the AMQP listener (the front end above this layer).
-    amqp_front: FrontEnd,
+    /// Serve the listeners (the front ends above this layer).
+    fronts: FrontEnds,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
 }
 
 /// A front end's accept loop for one shard's listener: given by the layer
-/// above (`Broker::start` in `src/broker.rs` passes the AMQP one), so the
-/// core does not import the protocols built on it.
+/// above (`Broker::start` in `src/broker.rs`), so the core does not import
+/// the protocols built on it. Called once per listener per shard; what it
+/// returns runs for the shard's life.
 pub type FrontEnd =
     fn(Rc<Shard>, glommio::net::TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
+/// The front end that serves each listener of a shard.
+#[derive(Clone, Copy)]
+pub struct FrontEnds {
+    /// `listen` (shared by every shard) and each shard's own port.
+    pub native: FrontEnd,
+    /// `amqp_listen`, on every shard.
+    pub amqp: FrontEnd,
+    /// `metrics_listen`: metrics and the management API, shard 0 only.
+    pub http: FrontEnd,
+}
+
 impl Broker {
     /// Validates the config, binds every listener, starts the shards with
-    /// `amqp_front` serving the AMQP listener, and returns once all of
-    /// them accept connections.
-    pub fn start_with(config: Config, amqp_front: FrontEnd) -> Result<Broker, StartError> {
+    /// `fronts` serving the listeners, and returns once all of them accept
+    /// connections.
+    pub fn start_with(config: Config, fronts: FrontEnds) -> Result<Broker, StartError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
@@ -150,7 +161,7 @@ impl Broker {
                 mesh: mesh.clone(),
                 stop: stop.clone(),
                 alarms: alarms.clone(),
-                amqp_front,
+                fronts,
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
@@ -372,11 +383,11 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     }
     shard.wait_routing_ready().await;
     for sock in [s.shared, s.own] {
-        tasks.push(glommio::spawn_local(listener::accept_loop(shard.clone(), sock.into_listener())));
+        tasks.push(glommio::spawn_local((s.fronts.native)(shard.clone(), sock.into_listener())));
     }
-    tasks.push(glommio::spawn_local((s.amqp_front)(shard.clone(), s.amqp.into_listener())));
+    tasks.push(glommio::spawn_local((s.fronts.amqp)(shard.clone(), s.amqp.into_listener())));
     if let Some(m) = s.metrics {
-        tasks.push(glommio::spawn_local(http::accept_loop(shard.clone(), m.into_listener())));
+        tasks.push(glommio::spawn_local((s.fronts.http)(shard.clone(), m.into_listener())));
     }
     tracing::info!(shard = s.id, "shard ready");
     let _ = s.ready.send(Ok(s.id));

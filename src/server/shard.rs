@@ -2,6 +2,7 @@
 //! handler that every path (direct or forwarded) ends in.
 
 use super::config::Config;
+use super::gate::DeliveryGate;
 use super::mesh::{Batch, Mesh, MeshMsg};
 use super::queue::{Deliveries, Queue};
 use super::types::{ConnRef, Delivered, Origin, PublishMode, QueueError, Reply, Request};
@@ -81,11 +82,20 @@ pub struct SinkBuffers<'a> {
     pub outbox: &'a crate::rt::Outbox,
     /// The read buffer's capacity.
     pub read_held: usize,
-    pub gate: &'a crate::server::gate::DeliveryGate,
+    pub gate: &'a DeliveryGate,
     /// `outbox_bytes_max`: past it the queues stop dispatching to it.
     pub outbox_bytes_max: usize,
     /// The shard the connection is on.
     pub shard: u16,
+}
+
+impl<'a> SinkBuffers<'a> {
+    /// A connection's buffers on `shard`, under its `outbox_bytes_max`.
+    #[inline]
+    pub fn on(shard: &Shard, outbox: &'a crate::rt::Outbox, read_held: usize, gate: &'a DeliveryGate) -> Self {
+        let outbox_bytes_max = shard.config.outbox_bytes_max as usize;
+        Self { outbox, read_held, gate, outbox_bytes_max, shard: shard.id }
+    }
 }
 
 /// Per-shard counters: plain cells, summed across shards when read.
@@ -327,8 +337,8 @@ impl Shard {
                 self.get(from, request_id, consumer_id, no_ack, &queue);
                 return;
             }
-            Request::Declare { durable, passive, queue, exclusive, auto_delete, amqp, args } => {
-                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, amqp, args })
+            Request::Declare { durable, passive, queue, exclusive, auto_delete, strict, args } => {
+                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, strict, args })
             }
             Request::Delete { if_empty, if_unused, queue } => {
                 match self.delete_from(from, (if_empty, if_unused), &queue, Some(request_id)) {

@@ -122,9 +122,10 @@ pub enum Request {
         exclusive: bool,
         /// Deleted when its last consumer goes (after it had one).
         auto_delete: bool,
-        /// AMQP semantics: a redeclare must match every flag, and the Ok
-        /// value packs `consumers << 32 | ready` (ready capped at u32::MAX).
-        amqp: bool,
+        /// A redeclare must match every flag (exclusive, auto-delete too),
+        /// and the Ok value packs `consumers << 32 | ready` (ready capped
+        /// at u32::MAX): what AMQP's queue.declare-ok needs.
+        strict: bool,
         /// Policies (checked by the receiving connection). A redeclare
         /// must match them.
         args: Box<QueueArgs>,

@@ -8,12 +8,12 @@ use super::super::types::{ConnRef, QueueError, Reply};
 use super::{check_lock, not_found, Shard};
 use crate::protocol::ErrorCode;
 
-/// Flags of a declare beyond the native protocol's (AMQP), and the
-/// queue's arguments.
+/// Flags of a declare beyond durable and passive, and the queue's
+/// arguments (`Request::Declare`).
 pub(super) struct DeclareOpts {
     pub exclusive: bool,
     pub auto_delete: bool,
-    pub amqp: bool,
+    pub strict: bool,
     pub args: Box<QueueArgs>,
 }
 
@@ -58,7 +58,9 @@ impl Shard {
         let existed = match self.queues.borrow_mut().get_mut(&name) {
             Some(q) => {
                 check_lock(q, from)?;
-                if o.amqp && !passive && (q.exclusive_owner.is_some() != o.exclusive || q.auto_delete != o.auto_delete)
+                if o.strict
+                    && !passive
+                    && (q.exclusive_owner.is_some() != o.exclusive || q.auto_delete != o.auto_delete)
                 {
                     return Err(QueueError::new(
                         ErrorCode::QueueMismatch,
@@ -88,7 +90,7 @@ impl Shard {
             q.touch(now);
             self.settle(q);
         }
-        if o.amqp {
+        if o.strict {
             return Ok((q.consumer_count() as u64) << 32 | ready.min(u64::from(u32::MAX)));
         }
         Ok(ready)

@@ -174,7 +174,8 @@ impl Shard {
     /// Publishes a batch through `exchange`: routed here, from this shard's
     /// copy of the table, then sent once to each owner of a target queue.
     /// Returns a local target queue whose backlog is past
-    /// `publish_pause_messages`, for the connection to pause on.
+    /// `publish_pause_messages`, for the connection to pause on, as
+    /// `publish_to_queue` does (and asking `may_pause` the same way).
     #[allow(clippy::too_many_arguments)]
     pub fn publish_to(
         &self,
@@ -183,8 +184,8 @@ impl Shard {
         o: PubOpts,
         exchange: &str,
         key: &str,
-        entries: Bytes,
-        count: u32,
+        (entries, count): (Bytes, u32),
+        may_pause: impl FnOnce() -> bool,
     ) -> Option<String> {
         let targets = match self.route_batch(exchange, key, &entries, count) {
             Ok(t) => t,
@@ -194,7 +195,7 @@ impl Shard {
             }
         };
         let origin = Arc::new(Origin { exchange: exchange.to_owned(), routing_key: key.to_owned() });
-        self.send_routed(from, request_id, o, targets, count, Some(origin))
+        self.send_routed(from, request_id, o, targets, count, Some(origin)).filter(|_| may_pause())
     }
 
     fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {

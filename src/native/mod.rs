@@ -1,19 +1,34 @@
-//! A native-protocol connection: read, decode, check, and hand each request
-//! to the shard that owns its queue (here, or over the mesh).
+//! The native front end: a connection reads, decodes and checks each
+//! frame, then asks the core for it (`server::shard`'s client operations,
+//! which go to the queue's owner, here or over the mesh).
+//!
+//! | piece | module |
+//! |---|---|
+//! | the listener: accept, register, the connection's tasks | [`accept`] |
+//! | the connection: read loop, requests, consumer routes | this file |
+//! | handshake, login, heartbeats, read deadlines | `session` |
+//! | replies and deliveries into native frames | `encode` |
 
+pub mod accept;
+mod encode;
 mod session;
 
-use super::gate::DeliveryGate;
-use super::policy::QueueArgs;
-use super::queue::Deliveries;
-use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
-use super::shard::{ConnSink, Shard, SinkBuffers};
-use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
-use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame};
+pub use accept::accept_loop;
+pub use encode::{encode_reply, DeliverLimits};
+
+use crate::protocol::{self, op, Cmd, ErrorCode, Frame};
 use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame_limited, FrameReader, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
-use bytes::{Bytes, BytesMut};
+use crate::server::gate::DeliveryGate;
+use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
+use crate::server::policy::QueueArgs;
+use crate::server::queue::Deliveries;
+use crate::server::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
+use crate::server::shard::{ConnSink, Shard, SinkBuffers};
+use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request};
+use bytes::Bytes;
+use encode::{clip, encode_deliveries, frame};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -115,104 +130,12 @@ impl ConnSink for NativeConn {
     }
 
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers {
-            outbox: &self.outbox,
-            read_held: self.read_held.get(),
-            gate: &self.gate,
-            outbox_bytes_max: self.shard.config.outbox_bytes_max as usize,
-            shard: self.shard.id,
-        })
+        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
     }
-}
-
-/// How deliveries are cut into frames.
-pub struct DeliverLimits {
-    pub count_max: usize,
-    pub frame_bytes_max: usize,
-}
-
-/// Appends Deliver frames, each within the message count and frame size
-/// limits (a single message always fits: message_bytes_max is validated
-/// to leave room for framing).
-fn encode_deliveries<'a>(
-    buf: &mut BytesMut,
-    limits: &DeliverLimits,
-    consumer_id: u32,
-    first_tag: u64,
-    msgs: impl Iterator<Item = (bool, &'a [u8])>,
-) {
-    let mut w: Option<BatchWriter> = None;
-    for (tag, (redelivered, entry)) in (first_tag..).zip(msgs) {
-        let wire = entry.len();
-        if let Some(open) = &w {
-            if open.count() as usize >= limits.count_max || open.frame_len(buf) + wire > limits.frame_bytes_max {
-                if let Some(done) = w.take() {
-                    done.finish(buf);
-                }
-            }
-        }
-        let writer = w.get_or_insert_with(|| BatchWriter::begin_deliver(buf, consumer_id, tag));
-        writer.push_raw_entry(buf, redelivered, entry);
-    }
-    if let Some(done) = w {
-        done.finish(buf);
-    }
-}
-
-/// Appends the native encoding of a reply.
-pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
-    match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs, .. } => {
-            encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
-        }
-        Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
-        Reply::Error { request_id, code, message } => {
-            frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
-        }
-        Reply::Confirm { request_id, count } => frame(buf, *request_id, Cmd::Confirm { count: *count }),
-        Reply::GetOk { request_id, consumer_id, tag, remaining, msg } => {
-            // Stored entries were validated on the way in.
-            let Ok(stored) = protocol::batch::parse_entry(&msg.entry) else {
-                tracing::error!("stored entry failed to parse (bug)");
-                return;
-            };
-            let flags = if msg.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
-            let entry = Entry { flags, ..stored };
-            frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
-        }
-        Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
-        Reply::ConsumerTimeout { consumer_id, message, .. } => frame(
-            buf,
-            0,
-            Cmd::ConsumerCancelled {
-                consumer_id: *consumer_id,
-                code: ErrorCode::ConsumerTimeout.as_u16(),
-                message: clip(message),
-            },
-        ),
-        // The native protocol has no cancel notice yet.
-        // Native clients publish to the owner; one that does not is
-        // paced by the mesh alone (see shard/pause.rs).
-        Reply::ConsumerGone { .. } | Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
-        Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),
-    }
-}
-
-fn frame(buf: &mut BytesMut, request_id: u64, cmd: Cmd<'_>) {
-    Frame { request_id, cmd }.encode(buf);
-}
-
-/// Error texts are bounded so an error frame always fits.
-fn clip(s: &str) -> &str {
-    let mut end = s.len().min(1024);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 fn check_queue_name(q: &str) -> Result<(), Fatal> {
-    if q.is_empty() || q.chars().any(char::is_control) {
+    if !queue_name_ok(q) {
         return Err(Fatal::new(
             ErrorCode::BadQueueName,
             format!("bad queue name {q:?}: empty or has control characters"),
@@ -289,18 +212,9 @@ impl NativeConn {
     }
 
     fn release(&self) {
-        let me = self.me();
-        self.shard.conns.unregister(me, self.logged_in.get());
-        let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
-        for (_, c) in self.consumers.borrow_mut().drain() {
-            let qs = by_owner.entry(c.owner).or_default();
-            if !qs.contains(&c.queue) {
-                qs.push(c.queue);
-            }
-        }
-        for (owner, queues) in by_owner {
-            self.shard.submit(me, 0, owner, Request::ConnClosed { queues });
-        }
+        let consumers = std::mem::take(&mut *self.consumers.borrow_mut());
+        let queues = consumers.into_values().map(|c| (c.owner, c.queue));
+        self.shard.release_connection(self.me(), self.logged_in.get(), 0, queues);
     }
 
     async fn read_frames<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<(), Fatal> {
@@ -405,7 +319,7 @@ impl NativeConn {
                     queue: queue.into(),
                     exclusive: false,
                     auto_delete: false,
-                    amqp: false,
+                    strict: false,
                     args: Box::new(args),
                 };
                 shard.submit(me, rid, shard.owner_of(queue), req);
@@ -430,10 +344,10 @@ impl NativeConn {
                     confirm: flags & op::PUBLISH_CONFIRM != 0,
                     mandatory: flags & op::PUBLISH_MANDATORY != 0,
                 };
-                let raw = slice(chunk, entries.raw());
-                let full = shard.publish_to(me, rid, o, exchange, routing_key, raw, entries.len());
-                // As for Publish: a connection that also consumes is never paused.
-                if full.is_some() && self.consumers.borrow().is_empty() {
+                let batch = (slice_of(chunk, entries.raw()), entries.len());
+                let full =
+                    shard.publish_to(me, rid, o, exchange, routing_key, batch, || self.consumers.borrow().is_empty());
+                if full.is_some() {
                     *self.paused_on.borrow_mut() = full;
                 }
             }
@@ -448,7 +362,7 @@ impl NativeConn {
                         flags & op::EXCHANGE_DURABLE != 0,
                         flags & op::EXCHANGE_AUTO_DELETE != 0,
                         flags & op::EXCHANGE_INTERNAL != 0,
-                        slice(chunk, args),
+                        slice_of(chunk, args),
                     )
                     .map_err(|e| refused(rid, e))?;
                     shard.declare_exchange(me, rid, def);
@@ -480,8 +394,10 @@ impl NativeConn {
                 shard.submit(me, rid, owner, req);
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
-            Cmd::Admin { command, arg } => super::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
-                .map_err(|(code, message)| Fatal { request_id: rid, code, message })?,
+            Cmd::Admin { command, arg } => {
+                crate::server::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
+                    .map_err(|(code, message)| Fatal { request_id: rid, code, message })?
+            }
             other => {
                 return Err(Fatal {
                     request_id: rid,
@@ -525,7 +441,7 @@ impl NativeConn {
             check_queue_name(destination)?;
             Dest::Queue(destination.into())
         };
-        let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice(chunk, args) };
+        let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice_of(chunk, args) };
         self.shard.bind(self.me(), rid, binding, unbind);
         Ok(())
     }
@@ -541,27 +457,13 @@ impl NativeConn {
         self.check_sizes(rid, &entries)?;
         let persistent = flags & op::PUBLISH_PERSISTENT != 0;
         let confirm = flags & op::PUBLISH_CONFIRM != 0;
-        let owner = self.shard.owner_of(queue);
-        if owner == self.shard.id {
-            let msgs = entries.raw_iter().map(|raw| chunk.slice_ref(raw));
-            // Native batches are all or nothing: one Confirm covers them.
-            let mode = PublishMode { persistent, confirm, partial: false };
-            self.shard.publish(self.me(), rid, mode, queue, msgs);
-            // A connection that also consumes is never paused: its acks
-            // are what drains the queue.
-            if self.consumers.borrow().is_empty() && self.shard.over_publish_pause(queue) {
-                *self.paused_on.borrow_mut() = Some(queue.into());
-            }
-        } else {
-            let req = Request::Publish {
-                persistent,
-                confirm,
-                partial: false,
-                queue: queue.into(),
-                entries: slice(chunk, entries.raw()),
-                count: entries.len(),
-            };
-            self.shard.submit(self.me(), rid, owner, req);
+        // Native batches are all or nothing: one Confirm covers them.
+        let mode = PublishMode { persistent, confirm, partial: false };
+        let batch = PublishBatch::Read { chunk, entries };
+        let full =
+            self.shard.publish_to_queue(self.me(), rid, mode, queue, batch, || self.consumers.borrow().is_empty());
+        if full.is_some() {
+            *self.paused_on.borrow_mut() = full;
         }
         Ok(())
     }
@@ -622,14 +524,6 @@ impl NativeConn {
         let consumers = self.consumers.borrow();
         let c = consumers.get(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
         Ok((c.owner, c.queue.clone()))
-    }
-}
-
-fn slice(chunk: &Bytes, part: &[u8]) -> Bytes {
-    if part.is_empty() {
-        Bytes::new()
-    } else {
-        chunk.slice_ref(part)
     }
 }
 

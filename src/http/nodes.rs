@@ -2,8 +2,8 @@
 //! (`ringmq`), described with the fields of RabbitMQ's management API that
 //! concern resource alarms (`server/alarm.rs`).
 
-use super::super::shard::Shard;
 use super::{error, json_resp, Resp};
+use crate::server::shard::Shard;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::rc::Rc;

@@ -14,8 +14,8 @@
 //! [`HEADERS_MAX`] headers; request bodies are never read (no endpoint takes
 //! one): hyper answers, reads at most what is buffered, and closes.
 
-use super::super::shard::Shard;
 use crate::rt::Notify;
+use crate::server::shard::Shard;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;

@@ -16,8 +16,9 @@ mod nodes;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
-use super::shard::Shard;
-use super::stats::{
+use crate::server::admin::{admin_on_owner, close_connection, json_array, FORMAT_CHUNK};
+use crate::server::shard::Shard;
+use crate::server::stats::{
     per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
     QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
@@ -31,12 +32,8 @@ use std::rc::Rc;
 
 /// Accepts until the task is dropped at shutdown.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    super::listener::accept_each(shard, listener, "metrics", conn::serve).await
+    crate::server::listener::accept_each(shard, listener, "metrics", conn::serve).await
 }
-
-/// Queues per slice when a large answer is formatted: the HTTP shard serves
-/// its sockets between slices.
-pub const FORMAT_CHUNK: usize = 256;
 
 type Resp = Response<Body>;
 
@@ -170,17 +167,17 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             Err(e) => error(StatusCode::NOT_FOUND, &e),
         },
         (&Method::GET, ["exchanges"]) | (&Method::GET, ["exchanges", "/"]) => {
-            json_resp(StatusCode::OK, &super::admin::exchanges_json(shard))
+            json_resp(StatusCode::OK, &crate::server::admin::exchanges_json(shard))
         }
         (&Method::GET, ["exchanges", "/", name]) => {
-            let all = super::admin::exchanges_json(shard);
+            let all = crate::server::admin::exchanges_json(shard);
             match all.as_array().and_then(|xs| xs.iter().find(|x| x["name"] == *name)) {
                 Some(x) => json_resp(StatusCode::OK, x),
                 None => error(StatusCode::NOT_FOUND, "no such exchange"),
             }
         }
         (&Method::GET, ["bindings"]) | (&Method::GET, ["bindings", "/"]) => {
-            json_resp(StatusCode::OK, &super::admin::bindings_json(shard))
+            json_resp(StatusCode::OK, &crate::server::admin::bindings_json(shard))
         }
         (&Method::GET, ["vhosts"]) => {
             let stats = shard.gather_stats(false).await;
@@ -227,27 +224,6 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
         }
     }
     text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::new(parts))
-}
-
-/// A JSON array of `items`, serialised [`FORMAT_CHUNK`] at a time with the
-/// shard's sockets served between slices: the text, in slices.
-pub async fn json_array<'a, T: 'a>(items: impl Iterator<Item = &'a T>, f: impl Fn(&T) -> Value) -> Vec<String> {
-    use std::fmt::Write;
-    let mut parts = Vec::new();
-    let mut o = String::from("[");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            o.push(',');
-            if i % FORMAT_CHUNK == 0 {
-                parts.push(std::mem::take(&mut o));
-                crate::rt::yield_to_io().await;
-            }
-        }
-        let _ = write!(o, "{}", f(item));
-    }
-    o.push(']');
-    parts.push(o);
-    parts
 }
 
 fn queues(stats: &[ShardStats]) -> impl Iterator<Item = &QueueStats> {
@@ -327,28 +303,4 @@ async fn overview(shard: &Rc<Shard>) -> Resp {
             },
         }),
     )
-}
-
-/// Runs a queue request on the queue's owning shard.
-pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Result<u64, String> {
-    let owner = shard.owner_of(queue);
-    let mut req = Some(req);
-    let r = shard.admin(&[owner], |_| req.take().expect("one target")).await;
-    done(r)
-}
-
-/// Closes the connection named `shard:conn_id`.
-pub async fn close_connection(shard: &Rc<Shard>, name: &str) -> Result<u64, String> {
-    let parsed = name.split_once(':').and_then(|(s, c)| Some((s.parse::<u16>().ok()?, c.parse::<u64>().ok()?)));
-    let Some((s, conn_id)) = parsed.filter(|(s, _)| *s < shard.count) else {
-        return Err(format!("no connection '{name}' (names are shard:id)"));
-    };
-    done(shard.admin(&[s], |_| AdminReq::CloseConn { conn_id }).await)
-}
-
-fn done(r: Vec<(u16, AdminReply)>) -> Result<u64, String> {
-    match r.into_iter().next() {
-        Some((_, AdminReply::Done(r))) => r,
-        _ => Err("unexpected reply".into()),
-    }
 }

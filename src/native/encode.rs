@@ -1,0 +1,92 @@
+//! Encoding what goes back to a native client: replies and deliveries,
+//! straight from the queue's stored entries into the connection's outbox.
+
+use crate::protocol::{self, BatchWriter, Cmd, Entry, ErrorCode, Frame};
+use crate::server::types::Reply;
+use bytes::BytesMut;
+
+/// How deliveries are cut into frames.
+pub struct DeliverLimits {
+    pub count_max: usize,
+    pub frame_bytes_max: usize,
+}
+
+/// Appends Deliver frames, each within the message count and frame size
+/// limits (a single message always fits: message_bytes_max is validated
+/// to leave room for framing).
+pub(super) fn encode_deliveries<'a>(
+    buf: &mut BytesMut,
+    limits: &DeliverLimits,
+    consumer_id: u32,
+    first_tag: u64,
+    msgs: impl Iterator<Item = (bool, &'a [u8])>,
+) {
+    let mut w: Option<BatchWriter> = None;
+    for (tag, (redelivered, entry)) in (first_tag..).zip(msgs) {
+        let wire = entry.len();
+        if let Some(open) = &w {
+            if open.count() as usize >= limits.count_max || open.frame_len(buf) + wire > limits.frame_bytes_max {
+                if let Some(done) = w.take() {
+                    done.finish(buf);
+                }
+            }
+        }
+        let writer = w.get_or_insert_with(|| BatchWriter::begin_deliver(buf, consumer_id, tag));
+        writer.push_raw_entry(buf, redelivered, entry);
+    }
+    if let Some(done) = w {
+        done.finish(buf);
+    }
+}
+
+/// Appends the native encoding of a reply.
+pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
+    match reply {
+        Reply::Deliver { consumer_id, first_tag, msgs, .. } => {
+            encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
+        }
+        Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
+        Reply::Error { request_id, code, message } => {
+            frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
+        }
+        Reply::Confirm { request_id, count } => frame(buf, *request_id, Cmd::Confirm { count: *count }),
+        Reply::GetOk { request_id, consumer_id, tag, remaining, msg } => {
+            // Stored entries were validated on the way in.
+            let Ok(stored) = protocol::batch::parse_entry(&msg.entry) else {
+                tracing::error!("stored entry failed to parse (bug)");
+                return;
+            };
+            let flags = if msg.redelivered { protocol::ENTRY_REDELIVERED } else { 0 };
+            let entry = Entry { flags, ..stored };
+            frame(buf, *request_id, Cmd::GetOk { consumer_id: *consumer_id, tag: *tag, remaining: *remaining, entry });
+        }
+        Reply::GetEmpty { request_id } => frame(buf, *request_id, Cmd::GetEmpty),
+        Reply::ConsumerTimeout { consumer_id, message, .. } => frame(
+            buf,
+            0,
+            Cmd::ConsumerCancelled {
+                consumer_id: *consumer_id,
+                code: ErrorCode::ConsumerTimeout.as_u16(),
+                message: clip(message),
+            },
+        ),
+        // The native protocol has no cancel notice yet.
+        // Native clients publish to the owner; one that does not is
+        // paced by the mesh alone (see shard/pause.rs).
+        Reply::ConsumerGone { .. } | Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
+        Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),
+    }
+}
+
+pub(super) fn frame(buf: &mut BytesMut, request_id: u64, cmd: Cmd<'_>) {
+    Frame { request_id, cmd }.encode(buf);
+}
+
+/// Error texts are bounded so an error frame always fits.
+pub(super) fn clip(s: &str) -> &str {
+    let mut end = s.len().min(1024);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
