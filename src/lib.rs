@@ -10,6 +10,7 @@
 //! | read whole frames into a shared buffer | [`rt::reader`] |
 //! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
 //! | AMQP 0-9-1 codec: field types, framing, methods, both sides' parsers (sans-IO, shared with the loadgen; always compiled) | [`protocol::amqp`] |
+//! | field tables (AMQP and native arguments, headers): the one depth-limited walker, and owned `Table`/`Value`/`TableBuilder` | [`protocol::field_table`] |
 //! | check limits, route each request to the shard that owns its queue | [`server::connection`] |
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
@@ -21,7 +22,8 @@
 //! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
-//! | exchanges and bindings: which queues a message goes to (pure data) | [`routing`] (`docs/routing.md`) |
+//! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
+//! | each shard's replica of the routing table, publishes through exchanges, changes sent to shard 0 | `server::shard::routing_replica`, `server::shard::meta` |
 //! | operators: per-shard snapshots gathered over the mesh, Prometheus text | [`server::stats`], `server::shard::admin` |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`server::http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |

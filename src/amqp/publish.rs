@@ -9,7 +9,7 @@ use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id};
 use crate::protocol::amqp::wire::{put_shortstr, Reader, Syntax};
 use crate::protocol::batch::put_entry;
-use crate::server::shard::routing::PubOpts;
+use crate::server::shard::routing_replica::PubOpts;
 use crate::server::shard::Shard;
 use bytes::{BufMut, BytesMut};
 

@@ -4,7 +4,7 @@
 use super::headers::MessageHeaders;
 use super::matcher::DestSet;
 use super::small::SmallVec;
-use super::table::RoutingTable;
+use super::routing_table::RoutingTable;
 use super::{Dest, RouteError};
 
 /// Collects what the matchers find: queues into `out`, exchanges into the

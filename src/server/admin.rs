@@ -7,7 +7,7 @@ use super::http::{admin_on_owner, close_connection, json_array};
 use super::shard::Shard;
 use super::stats::{AdminReq, QueueStats};
 use super::types::{ConnRef, Reply};
-use crate::protocol::fieldtable::{entries, items, TABLE_DEPTH_CEILING};
+use crate::protocol::field_table::{entries, items, TABLE_DEPTH_CEILING};
 use crate::protocol::op;
 use crate::protocol::ErrorCode;
 use crate::routing::Dest;

@@ -25,7 +25,7 @@ mod meta;
 mod pause;
 mod policies;
 mod queues;
-pub mod routing;
+pub mod routing_replica;
 mod spill;
 mod timeout;
 mod timers;
@@ -129,7 +129,7 @@ pub struct Shard {
     /// The memory budget: resident bytes, read-backs of spilled messages.
     spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
-    pub routing: routing::Routing,
+    pub routing: routing_replica::RoutingReplica,
     /// Shard 0: its agreement with the peers on routing changes (`meta.rs`).
     meta: meta::MetaOwner,
     /// The clock of message and queue deadlines, and the one timer
@@ -170,7 +170,7 @@ impl Shard {
             counters: Counters::default(),
             durable: RefCell::new(None),
             spill: spill::Spill::default(),
-            routing: routing::Routing::default(),
+            routing: routing_replica::RoutingReplica::default(),
             meta: meta::MetaOwner::default(),
             timers: timers::Timers::default(),
             dead_letters: dead_letters::DeadLetters::default(),
@@ -291,7 +291,7 @@ impl Shard {
                 return;
             }
             Request::PublishMany { persistent, confirm, mandatory, targets, count, origin } => {
-                let o = routing::PubOpts { persistent, confirm, mandatory };
+                let o = routing_replica::PubOpts { persistent, confirm, mandatory };
                 return self.publish_many(from, request_id, o, targets, count, origin);
             }
             Request::Meta { change, durable_dest, if_unused, count } => {

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use ringmq::protocol::amqp::{frame as aframe, method as amethod};
 use ringmq::protocol::batch::{put_entry, BatchWriter, Ranges};
 use ringmq::protocol::props::PropsBuilder;
-use ringmq::protocol::table::{Table, TableBuilder, Value};
+use ringmq::protocol::field_table::{Table, TableBuilder, Value};
 use ringmq::protocol::{op, Cmd, Frame};
 use ringmq::routing::{BindingDef, Change, Dest, ExchangeDef, ExchangeKind};
 use ringmq::storage::io::{DmaIo, LogIo};

@@ -6,7 +6,7 @@ mod session;
 use super::gate::DeliveryGate;
 use super::policy::QueueArgs;
 use super::queue::Deliveries;
-use super::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
+use super::shard::routing_replica::{check_exchange_name, check_table, exchange_def, PubOpts};
 use super::shard::{ConnSink, Shard, SinkBuffers};
 use super::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use crate::protocol::{self, op, BatchWriter, Cmd, Entry, ErrorCode, Frame};

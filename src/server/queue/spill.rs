@@ -228,7 +228,7 @@ mod tests {
     use super::super::{Message, QueueArgs, QueueLimits};
     use super::*;
     use crate::protocol::props::PropsBuilder;
-    use crate::protocol::table::TableBuilder;
+    use crate::protocol::field_table::TableBuilder;
     use crate::server::types::ConnRef;
     use std::num::NonZeroU32;
 
