@@ -213,8 +213,8 @@ fn wait_ready(c: &mut Client, q: &str, args: &[u8], n: u64) {
 /// `x-death`), in order.
 #[test]
 fn spilled_heads_are_read_back_before_they_are_dead_lettered() {
-    use ringmq::protocol::props::Props;
     use ringmq::protocol::field_table::{TableBuilder, Value};
+    use ringmq::protocol::props::Props;
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path());
     let mut c = client(&b);

@@ -19,8 +19,8 @@
 mod headers;
 mod matcher;
 mod route;
-mod small;
 mod routing_table;
+mod small;
 mod topic;
 
 #[cfg(test)]

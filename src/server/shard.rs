@@ -492,7 +492,8 @@ impl Shard {
         let now = self.timers.now_ms();
         match self.log_target(persistent, queue)? {
             None => {
-                let p = self.with_queue_at(queue, now, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
+                let p = self
+                    .with_queue_at(queue, now, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
                 Ok((p.accepted, None))
             }
             Some((d, id)) => {

@@ -227,8 +227,8 @@ fn expiration_ms(entry: &[u8]) -> Option<u64> {
 mod tests {
     use super::super::{Message, QueueArgs, QueueLimits};
     use super::*;
-    use crate::protocol::props::PropsBuilder;
     use crate::protocol::field_table::TableBuilder;
+    use crate::protocol::props::PropsBuilder;
     use crate::server::types::ConnRef;
     use std::num::NonZeroU32;
 
