@@ -1,4 +1,5 @@
-//! Frames: decode from a byte slice, encode into a `BytesMut`. Sans-IO.
+//! The native protocol's frames: decode from a byte slice, encode into a
+//! `BytesMut`. Sans-IO. (AMQP 0-9-1 framing is [`super::amqp::frame`].)
 
 use super::batch::{put_entry, Entries, Entry, Ranges};
 use super::error::DecodeError;

@@ -1,7 +1,8 @@
 //! The server side of `ringmq ctl`: the native protocol's `Admin` frame,
 //! answered with an `AdminOk` JSON document gathered from every shard over
 //! the mesh (the same snapshots the metrics use). A failed action answers
-//! `{"error": "..."}`; see `docs/protocol.md`.
+//! `{"error": "..."}`; see `docs/protocol.md`. The asking of every shard
+//! over the mesh (`AdminReq`, `AdminReply`) is `server::shard::admin`.
 
 use super::http::{admin_on_owner, close_connection, json_array};
 use super::shard::Shard;

@@ -1,5 +1,6 @@
 //! AMQP 0-9-1 field types over byte slices: a bounds-checked reader and
-//! writers into `BytesMut`. Big-endian, as the spec says.
+//! writers into `BytesMut`. Big-endian, as the spec says. (The native
+//! protocol's little-endian fields are [`crate::protocol::wire`].)
 
 use crate::protocol::field_table::{self, TableError, TABLE_DEPTH_MAX};
 pub use crate::protocol::field_table::{entries as table_entries, get as table_get, put_shortstr};

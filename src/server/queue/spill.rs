@@ -15,6 +15,9 @@
 //! entry (`x-death` goes into its properties): the head stays, the queue
 //! is marked `fetch_blocked`, the shard reads it back, and the next settle
 //! removes and dead-letters it like any other message.
+//!
+//! This is the queue's side; the shard's side (the budget, the fetch task
+//! that reads entries back) is `server::shard::spill`.
 
 use super::super::types::Spilled;
 use super::Queue;
