@@ -22,8 +22,9 @@
 //! | wire the front ends to the core (`Broker::start`; the core takes them as `server::FrontEnds`) | `src/broker.rs` |
 //! | accept a connection on a shard (shared port or the shard's own), count it under the connection caps | [`native::accept`], [`amqp`], [`server::listener`], [`server::shard::conns`] |
 //! | read whole frames into a shared buffer | [`rt::reader`] |
-//! | decode frames (sans-IO codec, shared with the client) | [`protocol`] |
+//! | decode frames (sans-IO codec, shared with the client) | [`protocol`] ([`protocol::frame`], [`protocol::wire`]: the native protocol's) |
 //! | AMQP 0-9-1 codec: field types, framing, methods, both sides' parsers (sans-IO, shared with the loadgen; always compiled) | [`protocol::amqp`] |
+//! | field tables (AMQP and native arguments, headers): the one depth-limited walker, and owned `Table`/`Value`/`TableBuilder` | [`protocol::field_table`] |
 //! | check limits, ask the core | [`native`], [`amqp`] |
 //! | the core API: each request to the shard that owns its queue, publish here or there | [`server::ops`], [`server::shard`] |
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
@@ -31,13 +32,14 @@
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`native`], [`amqp`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
-//! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`], `server::shard::spill` |
+//! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`] (a queue's side: `queue::spill`), `server::shard::spill` (the budget and the fetch task) |
 //! | write replies, one syscall per turn | [`rt::outbox`] |
 //! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
-//! | exchanges and bindings: which queues a message goes to (pure data) | [`routing`] (`docs/routing.md`) |
-//! | operators: per-shard snapshots gathered over the mesh, Prometheus text | [`server::stats`], `server::shard::admin` |
+//! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
+//! | each shard's replica of the routing table, publishes through exchanges, changes sent to shard 0 | `server::shard::routing_replica`, `server::shard::meta` |
+//! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text | `server::shard::admin`, [`server::stats`] |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
 //!

@@ -472,7 +472,7 @@ fn an_amqp_no_ack_consumer_that_does_not_read_is_not_buffered_for() {
 /// a time, the timer coming back for the rest, and every one arrives.
 #[test]
 fn a_mass_expiry_is_dead_lettered_in_bounded_batches_and_nothing_is_lost() {
-    use ringmq::protocol::table::TableBuilder;
+    use ringmq::protocol::field_table::TableBuilder;
     let b = TestBroker::start_with(2, |c| c.dead_letter_batch_max = 500);
     let (source, dlq) = (queue_on(0, 2, "expiring"), queue_on(1, 2, "dlq"));
     let mut r = Raw::hello(b.shards[0]).0;

@@ -10,8 +10,8 @@ mod common;
 
 use bytes::BytesMut;
 use common::{queue_on, Raw, TestBroker};
+use ringmq::protocol::field_table::{TableBuilder, Value};
 use ringmq::protocol::props::{Props, PropsBuilder};
-use ringmq::protocol::table::{TableBuilder, Value};
 use ringmq::protocol::{op, BatchWriter, Cmd, ErrorCode, Frame};
 use std::time::{Duration, Instant};
 

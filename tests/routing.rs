@@ -298,8 +298,8 @@ fn durable_exchanges_and_bindings_survive_a_restart() {
 /// key it was first published with.
 #[test]
 fn dead_letters_route_through_an_exchange() {
+    use ringmq::protocol::field_table::{TableBuilder, Value};
     use ringmq::protocol::props::Props;
-    use ringmq::protocol::table::{TableBuilder, Value};
     let b = TestBroker::start();
     let url = b.url();
     run_local(TEST_DEADLINE, move || async move {

@@ -213,8 +213,8 @@ fn wait_ready(c: &mut Client, q: &str, args: &[u8], n: u64) {
 /// `x-death`), in order.
 #[test]
 fn spilled_heads_are_read_back_before_they_are_dead_lettered() {
+    use ringmq::protocol::field_table::{TableBuilder, Value};
     use ringmq::protocol::props::Props;
-    use ringmq::protocol::table::{TableBuilder, Value};
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path());
     let mut c = client(&b);
@@ -256,7 +256,7 @@ fn spilled_heads_are_read_back_before_they_are_dead_lettered() {
 /// back to 0 once everything is consumed.
 #[test]
 fn the_byte_limit_counts_spilled_messages_across_a_restart() {
-    use ringmq::protocol::table::TableBuilder;
+    use ringmq::protocol::field_table::TableBuilder;
     use ringmq::protocol::ErrorCode;
     let dir = tempfile::tempdir().unwrap();
     let q = "bytes-limited";
@@ -298,7 +298,7 @@ fn the_byte_limit_counts_spilled_messages_across_a_restart() {
 /// left on disk is read back at start, and delivered in order.
 #[test]
 fn a_priority_queue_past_the_budget_is_read_back_at_start() {
-    use ringmq::protocol::table::TableBuilder;
+    use ringmq::protocol::field_table::TableBuilder;
     let dir = tempfile::tempdir().unwrap();
     let q = "prio";
     let n = 3_000u64;
@@ -325,7 +325,7 @@ fn a_priority_queue_past_the_budget_is_read_back_at_start() {
 /// the shard reads it back, and it is dead-lettered with its entry.
 #[test]
 fn spilled_messages_expire_into_a_dead_letter_queue() {
-    use ringmq::protocol::table::TableBuilder;
+    use ringmq::protocol::field_table::TableBuilder;
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path());
     let mut c = client(&b);

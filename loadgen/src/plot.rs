@@ -63,37 +63,8 @@ fn nice_ceiling(v: f64) -> f64 {
 }
 
 pub fn svg(series: &[Series], title: &str, log_y: bool) -> String {
-    let (w, h) = (960.0, 600.0);
-    let (left, right, top, bottom) = (80.0, 30.0, 50.0, 70.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
-    // X: up to the highest percentile any run reached (max 99.9999%), at least 99.9%.
-    let mut max_x: f64 = 3.0;
-    let mut max_y: f64 = 0.0;
-    let mut min_y = f64::MAX;
-    for s in series {
-        for &(p, v) in &s.points {
-            if p < 100.0 {
-                max_x = max_x.max(xval(p, 6.0).ceil());
-            }
-            max_y = max_y.max(v);
-            if v > 0.0 {
-                min_y = min_y.min(v);
-            }
-        }
-    }
-    let max_x = max_x.min(6.0);
-    let (y_lo, y_hi) = if log_y {
-        let lo = 10f64.powf(min_y.min(max_y).max(0.001).log10().floor());
-        (lo, 10f64.powf(max_y.max(lo * 10.0).log10().ceil()))
-    } else {
-        (0.0, nice_ceiling(max_y))
-    };
-    let px = |x: f64| left + pw * x / max_x;
-    let py = |v: f64| {
-        let f = if log_y { (v.max(y_lo).log10() - y_lo.log10()) / (y_hi.log10() - y_lo.log10()) } else { v / y_hi };
-        top + ph * (1.0 - f)
-    };
-
+    let a = Axes::fit(series, log_y);
+    let (w, h) = (a.w, a.h);
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -101,74 +72,155 @@ pub fn svg(series: &[Series], title: &str, log_y: bool) -> String {
     );
     let _ = writeln!(o, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(o, r#"<text x="{}" y="28" text-anchor="middle" font-size="16">{}</text>"#, w / 2.0, esc(title));
-    // X grid: 0%, 90%, 99%, ...
-    for k in 0..=(max_x as usize) {
-        let x = px(k as f64);
-        let label = match k {
-            0 => "0%".to_string(),
-            k => {
-                let p = 100.0 - 100.0 / 10f64.powi(k as i32);
-                format!("{}%", trim(p))
-            }
-        };
-        let _ = writeln!(
-            o,
-            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
-            top + ph,
-            top + ph + 18.0
-        );
-    }
-    let _ =
-        writeln!(o, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#, left + pw / 2.0, h - 25.0);
-    // Y grid.
-    let ticks: Vec<f64> = if log_y {
-        let mut t = Vec::new();
-        let mut v = y_lo;
-        while v <= y_hi * 1.0001 {
-            t.push(v);
-            v *= 10.0;
-        }
-        t
-    } else {
-        (0..=5).map(|i| y_hi * i as f64 / 5.0).collect()
-    };
-    for v in ticks {
-        let y = py(v);
-        let _ = writeln!(
-            o,
-            r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            left + pw,
-            left - 6.0,
-            y + 4.0,
-            trim(v)
-        );
-    }
-    let _ = writeln!(
-        o,
-        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">latency (µs{})</text>"#,
-        top + ph / 2.0,
-        if log_y { ", log" } else { "" }
-    );
+    a.x_grid(&mut o);
+    a.y_grid(&mut o);
+    let (left, top, pw, ph) = (a.left, a.top, a.pw, a.ph);
     let _ = writeln!(o, r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
-    // Lines and legend.
-    for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let pts: Vec<String> =
-            s.points.iter().map(|&(p, v)| format!("{:.1},{:.1}", px(xval(p, max_x)), py(v))).collect();
-        let _ = writeln!(o, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
-        let ly = top + 16.0 + 18.0 * i as f64;
-        let _ = writeln!(
-            o,
-            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            left + 12.0,
-            left + 36.0,
-            left + 42.0,
-            ly + 4.0,
-            esc(&s.label)
-        );
-    }
+    a.lines_and_legend(&mut o, series);
     o.push_str("</svg>\n");
     o
+}
+
+/// The plot's geometry (pixels) and the ranges its axes cover.
+struct Axes {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    /// The plot area's width and height.
+    pw: f64,
+    ph: f64,
+    /// The x axis's right end, in decades of `1/(1-p)` (3 = 99.9%).
+    max_x: f64,
+    log_y: bool,
+    y_lo: f64,
+    y_hi: f64,
+}
+
+impl Axes {
+    /// Axes that hold every point of every series.
+    fn fit(series: &[Series], log_y: bool) -> Axes {
+        let (w, h) = (960.0, 600.0);
+        let (left, right, top, bottom) = (80.0, 30.0, 50.0, 70.0);
+        // X: up to the highest percentile any run reached (max 99.9999%), at least 99.9%.
+        let mut max_x: f64 = 3.0;
+        let mut max_y: f64 = 0.0;
+        let mut min_y = f64::MAX;
+        for s in series {
+            for &(p, v) in &s.points {
+                if p < 100.0 {
+                    max_x = max_x.max(xval(p, 6.0).ceil());
+                }
+                max_y = max_y.max(v);
+                if v > 0.0 {
+                    min_y = min_y.min(v);
+                }
+            }
+        }
+        let (y_lo, y_hi) = if log_y {
+            let lo = 10f64.powf(min_y.min(max_y).max(0.001).log10().floor());
+            (lo, 10f64.powf(max_y.max(lo * 10.0).log10().ceil()))
+        } else {
+            (0.0, nice_ceiling(max_y))
+        };
+        Axes { w, h, left, top, pw: w - left - right, ph: h - top - bottom, max_x: max_x.min(6.0), log_y, y_lo, y_hi }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        self.left + self.pw * x / self.max_x
+    }
+
+    fn py(&self, v: f64) -> f64 {
+        let (lo, hi) = (self.y_lo, self.y_hi);
+        let f = if self.log_y { (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) } else { v / hi };
+        self.top + self.ph * (1.0 - f)
+    }
+
+    /// Vertical lines at 0%, 90%, 99%, ... and the x axis's label.
+    fn x_grid(&self, o: &mut String) {
+        let (top, ph) = (self.top, self.ph);
+        for k in 0..=(self.max_x as usize) {
+            let x = self.px(k as f64);
+            let label = match k {
+                0 => "0%".to_string(),
+                k => {
+                    let p = 100.0 - 100.0 / 10f64.powi(k as i32);
+                    format!("{}%", trim(p))
+                }
+            };
+            let _ = writeln!(
+                o,
+                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+                top + ph,
+                top + ph + 18.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
+            self.left + self.pw / 2.0,
+            self.h - 25.0
+        );
+    }
+
+    /// Horizontal lines (decades on a log axis, fifths otherwise) and the
+    /// y axis's label.
+    fn y_grid(&self, o: &mut String) {
+        let left = self.left;
+        let ticks: Vec<f64> = if self.log_y {
+            let mut t = Vec::new();
+            let mut v = self.y_lo;
+            while v <= self.y_hi * 1.0001 {
+                t.push(v);
+                v *= 10.0;
+            }
+            t
+        } else {
+            (0..=5).map(|i| self.y_hi * i as f64 / 5.0).collect()
+        };
+        for v in ticks {
+            let y = self.py(v);
+            let _ = writeln!(
+                o,
+                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                left + self.pw,
+                left - 6.0,
+                y + 4.0,
+                trim(v)
+            );
+        }
+        let _ = writeln!(
+            o,
+            r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">latency (µs{})</text>"#,
+            self.top + self.ph / 2.0,
+            if self.log_y { ", log" } else { "" }
+        );
+    }
+
+    /// One line per run, and its entry in the legend.
+    fn lines_and_legend(&self, o: &mut String, series: &[Series]) {
+        let left = self.left;
+        for (i, s) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let pts: Vec<String> = s
+                .points
+                .iter()
+                .map(|&(p, v)| format!("{:.1},{:.1}", self.px(xval(p, self.max_x)), self.py(v)))
+                .collect();
+            let _ =
+                writeln!(o, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
+            let ly = self.top + 16.0 + 18.0 * i as f64;
+            let _ = writeln!(
+                o,
+                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                left + 12.0,
+                left + 36.0,
+                left + 42.0,
+                ly + 4.0,
+                esc(&s.label)
+            );
+        }
+    }
 }
 
 fn trim(v: f64) -> String {

@@ -1,9 +1,9 @@
 //! Runs a workload: one glommio executor per worker core, producers and
 //! consumers spread over them, histograms merged at the end.
 
-use crate::amqp::Sink;
+use crate::amqp::{ConfirmSink, Sink};
 use crate::checker::{Checker, OrderTrack};
-use crate::driver::Target;
+use crate::driver::{Consumer, Producer, Target};
 use crate::header::{now_ns, Header, HEADER_LEN};
 use crate::schedule::Schedule;
 use crate::stats::{self, Percentiles, Summary};
@@ -242,65 +242,11 @@ const MIN_SLEEP_NS: u64 = 100_000;
 /// Body of worker thread `wi`: connects its clients, waits for the start,
 /// runs them, returns its statistics.
 async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
-    let w = &shared.w;
-    let spec = w.spec();
-    let stats = Rc::new(RefCell::new(WorkerStats {
-        latency: stats::new_histogram(),
-        confirm_latency: stats::new_histogram(),
-        interval: stats::new_histogram(),
-        checker: Checker::new(w.queues.len(), w.producers),
-        window_received: 0,
-        window_sent: 0,
-        sent_by_producer: Vec::new(),
-        confirmed: 0,
-        nacked: 0,
-        nacked_expected: 0,
-    }));
-    let setup = async {
-        let mut producers = Vec::new();
-        let mut consumers = Vec::new();
-        for c in 0..w.consumers {
-            if w.worker_of(w.producers + c) == wi {
-                let qi = w.consumer_queue(c);
-                let q = &w.queues[qi];
-                let cons = shared.target.consumer(q, &spec).await.with_context(|| format!("consumer {c} on {q}"))?;
-                consumers.push((qi, cons));
-            }
-        }
-        for p in 0..w.producers {
-            if w.worker_of(p) == wi {
-                let route = w.route(p);
-                let per_message = w.expected_per_message(p);
-                let (st, sh) = (stats.clone(), shared.clone());
-                let mut win: Option<Window> = None;
-                let sink: crate::amqp::ConfirmSink = Box::new(move |intended, ack| {
-                    let now = now_ns();
-                    let mut st = st.borrow_mut();
-                    if !ack {
-                        st.nacked += 1;
-                        st.nacked_expected += per_message;
-                        return;
-                    }
-                    st.confirmed += 1;
-                    sh.confirmed.fetch_add(1, Relaxed);
-                    let win = *win.get_or_insert_with(|| Window::new(sh.t0.load(Relaxed), &sh.w));
-                    if win.contains(intended) {
-                        stats::record(&mut st.confirm_latency, now.saturating_sub(intended));
-                    }
-                });
-                let prod = shared
-                    .target
-                    .producer(&route, &spec, sink)
-                    .await
-                    .with_context(|| format!("producer {p} to {route}"))?;
-                producers.push((p, prod));
-            }
-        }
-        Ok::<_, anyhow::Error>((producers, consumers))
-    };
-    let (producers, consumers) = match setup.await {
+    let stats = Rc::new(RefCell::new(WorkerStats::new(&shared.w)));
+    let (producers, consumers) = match connect_clients(wi, &shared, &stats).await {
         Ok(x) => x,
         Err(e) => {
+            // The other workers stop waiting for this one.
             shared.abort.store(true, Relaxed);
             return Err(e);
         }
@@ -327,21 +273,8 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
     for (p, prod) in producers {
         tasks.push(glommio::spawn_local(run_producer(p, prod, shared.clone(), stats.clone())));
     }
-    // Hand the interval histogram to the progress printer now and then.
     let done = Rc::new(std::cell::Cell::new(false));
-    let progress = {
-        let (stats, shared, done) = (stats.clone(), shared.clone(), done.clone());
-        glommio::spawn_local(async move {
-            while !done.get() {
-                glommio::timer::sleep(Duration::from_millis(200)).await;
-                let mut st = stats.borrow_mut();
-                if let Ok(mut h) = shared.interval[wi].lock() {
-                    let _ = h.add(&st.interval);
-                }
-                st.interval.reset();
-            }
-        })
-    };
+    let progress = glommio::spawn_local(hand_over_intervals(wi, stats.clone(), shared.clone(), done.clone()));
     let mut first_err = None;
     for t in tasks {
         if let Err(e) = t.await {
@@ -356,6 +289,97 @@ async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
     }
     let st = Rc::try_unwrap(stats).map_err(|_| anyhow!("worker statistics still shared"))?.into_inner();
     Ok(st)
+}
+
+impl WorkerStats {
+    fn new(w: &Workload) -> WorkerStats {
+        WorkerStats {
+            latency: stats::new_histogram(),
+            confirm_latency: stats::new_histogram(),
+            interval: stats::new_histogram(),
+            checker: Checker::new(w.queues.len(), w.producers),
+            window_received: 0,
+            window_sent: 0,
+            sent_by_producer: Vec::new(),
+            confirmed: 0,
+            nacked: 0,
+            nacked_expected: 0,
+        }
+    }
+}
+
+/// Connects the producers and consumers the workload gives worker `wi`:
+/// (producer index, client) and (queue index, client).
+async fn connect_clients(
+    wi: usize,
+    shared: &Arc<Shared>,
+    stats: &Rc<RefCell<WorkerStats>>,
+) -> Result<(Vec<(usize, Producer)>, Vec<(usize, Consumer)>)> {
+    let w = &shared.w;
+    let spec = w.spec();
+    let mut producers = Vec::new();
+    let mut consumers = Vec::new();
+    for c in 0..w.consumers {
+        if w.worker_of(w.producers + c) == wi {
+            let qi = w.consumer_queue(c);
+            let q = &w.queues[qi];
+            let cons = shared.target.consumer(q, &spec).await.with_context(|| format!("consumer {c} on {q}"))?;
+            consumers.push((qi, cons));
+        }
+    }
+    for p in 0..w.producers {
+        if w.worker_of(p) == wi {
+            let route = w.route(p);
+            let sink = confirm_sink(p, stats.clone(), shared.clone());
+            let prod = shared
+                .target
+                .producer(&route, &spec, sink)
+                .await
+                .with_context(|| format!("producer {p} to {route}"))?;
+            producers.push((p, prod));
+        }
+    }
+    Ok((producers, consumers))
+}
+
+/// Counts producer `p`'s confirms and nacks, and records the latency of
+/// the confirms of messages meant to be sent inside the window.
+fn confirm_sink(p: usize, st: Rc<RefCell<WorkerStats>>, sh: Arc<Shared>) -> ConfirmSink {
+    let per_message = sh.w.expected_per_message(p);
+    let mut win: Option<Window> = None;
+    Box::new(move |intended, ack| {
+        let now = now_ns();
+        let mut st = st.borrow_mut();
+        if !ack {
+            st.nacked += 1;
+            st.nacked_expected += per_message;
+            return;
+        }
+        st.confirmed += 1;
+        sh.confirmed.fetch_add(1, Relaxed);
+        let win = *win.get_or_insert_with(|| Window::new(sh.t0.load(Relaxed), &sh.w));
+        if win.contains(intended) {
+            stats::record(&mut st.confirm_latency, now.saturating_sub(intended));
+        }
+    })
+}
+
+/// Hands the worker's interval histogram to the progress printer every
+/// 200 ms, until `done`.
+async fn hand_over_intervals(
+    wi: usize,
+    stats: Rc<RefCell<WorkerStats>>,
+    shared: Arc<Shared>,
+    done: Rc<std::cell::Cell<bool>>,
+) {
+    while !done.get() {
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let mut st = stats.borrow_mut();
+        if let Ok(mut h) = shared.interval[wi].lock() {
+            let _ = h.add(&st.interval);
+        }
+        st.interval.reset();
+    }
 }
 
 /// Declares (and purges) the queues, and the exchange with its bindings,

@@ -8,7 +8,7 @@ use crate::protocol::amqp::method::{self, id};
 use crate::protocol::amqp::wire::put_shortstr;
 use crate::routing::{BindingDef, ExchangeDef};
 use crate::server::ops::PublishBatch;
-use crate::server::shard::routing::PubOpts;
+use crate::server::shard::routing_replica::PubOpts;
 use crate::server::types::{PublishMode, Request};
 use bytes::Bytes;
 use std::collections::HashMap;

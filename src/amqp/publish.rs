@@ -10,7 +10,7 @@ use crate::protocol::amqp::method::{self, code, id};
 use crate::protocol::amqp::wire::{put_shortstr, Reader, Syntax};
 use crate::protocol::batch::put_entry;
 use crate::server::ops::queue_name_ok;
-use crate::server::shard::routing::PubOpts;
+use crate::server::shard::routing_replica::PubOpts;
 use crate::server::shard::Shard;
 use crate::server::types::PublishMode;
 use bytes::{BufMut, BytesMut};

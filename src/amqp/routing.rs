@@ -8,7 +8,7 @@ use super::channel::OpKind;
 use super::conn::{rid, Fault, Job, State, KIND_OP};
 use crate::protocol::amqp::method::{code, id, ExchangeDeclare, MethodId};
 use crate::routing::{BindingDef, Dest};
-use crate::server::shard::routing::{check_exchange_name, exchange_def};
+use crate::server::shard::routing_replica::{check_exchange_name, exchange_def};
 use crate::server::types::QueueError;
 use bytes::Bytes;
 

@@ -36,7 +36,7 @@ impl ConnArgs {
 /// `--queue-arg KEY=VALUE` (repeatable) as a raw field table: integers
 /// as integers, `true`/`false` as booleans, anything else as a string.
 pub fn queue_args(args: &[String]) -> Result<Vec<u8>, String> {
-    let mut b = ringmq::protocol::table::TableBuilder::new();
+    let mut b = ringmq::protocol::field_table::TableBuilder::new();
     for a in args {
         b = b.parse_arg(a)?;
     }

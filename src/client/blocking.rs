@@ -269,7 +269,7 @@ impl Client {
     }
 
     /// Declares with queue arguments (a raw AMQP field table, see
-    /// [`crate::protocol::table::TableBuilder`]).
+    /// [`crate::protocol::field_table::TableBuilder`]).
     pub fn declare_with(&mut self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
         let flags = if durable { op::DECLARE_DURABLE } else { 0 };
         let i = self.conn(queue)?;

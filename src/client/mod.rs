@@ -212,7 +212,7 @@ impl Client {
 
     /// Declares with queue arguments (policies: TTL, length limits,
     /// dead-lettering, priorities...), a raw AMQP field table as built by
-    /// [`protocol::table::TableBuilder`]. A redeclare must repeat them.
+    /// [`protocol::field_table::TableBuilder`]. A redeclare must repeat them.
     pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
         let flags = if durable { protocol::op::DECLARE_DURABLE } else { 0 };
         self.conn_for(queue).await?.declare(queue, flags, args).await

@@ -24,7 +24,7 @@ use crate::server::gate::DeliveryGate;
 use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
 use crate::server::policy::QueueArgs;
 use crate::server::queue::Deliveries;
-use crate::server::shard::routing::{check_exchange_name, check_table, exchange_def, PubOpts};
+use crate::server::shard::routing_replica::{check_exchange_name, check_table, exchange_def, PubOpts};
 use crate::server::shard::{ConnSink, Shard, SinkBuffers};
 use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use bytes::Bytes;

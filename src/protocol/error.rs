@@ -156,14 +156,14 @@ pub enum DecodeError {
     Malformed { what: &'static str, why: &'static str },
     /// Declare arguments nest deeper than the decoder's table depth limit.
     #[error("{what} arguments: {err}")]
-    Table { what: &'static str, err: super::fieldtable::TableError },
+    Table { what: &'static str, err: super::field_table::TableError },
 }
 
 impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-            DecodeError::Table { err: super::fieldtable::TableError::TooDeep { .. }, .. } => ErrorCode::TableTooDeep,
+            DecodeError::Table { err: super::field_table::TableError::TooDeep { .. }, .. } => ErrorCode::TableTooDeep,
             _ => ErrorCode::BadFrame,
         }
     }

@@ -1,8 +1,9 @@
-//! Frames: decode from a byte slice, encode into a `BytesMut`. Sans-IO.
+//! The native protocol's frames: decode from a byte slice, encode into a
+//! `BytesMut`. Sans-IO. (AMQP 0-9-1 framing is [`super::amqp::frame`].)
 
 use super::batch::{put_entry, Entries, Entry, Ranges};
 use super::error::DecodeError;
-use super::fieldtable::{self, TABLE_DEPTH_MAX};
+use super::field_table::{self, TABLE_DEPTH_MAX};
 use super::header::{FrameHeader, HEADER_BYTES};
 use super::op;
 use super::wire::{put_str16, put_str8, Cursor};
@@ -247,7 +248,7 @@ fn declare_args<'a>(c: &mut Cursor<'a>, table_depth_max: usize) -> Result<&'a [u
         return Err(DecodeError::Malformed { what, why: "arguments larger than 65535 bytes" });
     }
     let args = c.bytes(n)?;
-    fieldtable::validate(args, table_depth_max).map_err(|err| DecodeError::Table { what, err })?;
+    field_table::validate(args, table_depth_max).map_err(|err| DecodeError::Table { what, err })?;
     Ok(args)
 }
 

@@ -13,7 +13,7 @@
 pub mod amqp;
 pub mod batch;
 pub mod error;
-pub mod fieldtable;
+pub mod field_table;
 pub mod frame;
 pub mod header;
 pub mod op;
@@ -21,7 +21,6 @@ pub mod props;
 #[cfg(test)]
 mod proptests;
 pub mod shard_hash;
-pub mod table;
 pub mod wire;
 
 pub use batch::{BatchWriter, Entries, Entry, Ranges, ENTRY_REDELIVERED};

@@ -10,7 +10,7 @@
 //! - [`rewrite`]: new headers and no `expiration` (dead-lettering).
 //! - [`PropsBuilder`]: properties for a native publisher.
 
-use super::table::{Table, TableError};
+use super::field_table::{Table, TableError};
 use crate::protocol::wire::len32;
 use bytes::BufMut;
 use std::ops::Range;
@@ -144,13 +144,13 @@ pub struct Props<'a> {
 
 impl<'a> Props<'a> {
     /// Parses a property list; its headers may nest up to
-    /// [`super::fieldtable::TABLE_DEPTH_CEILING`] levels.
+    /// [`super::field_table::TABLE_DEPTH_CEILING`] levels.
     pub fn parse(raw: &'a [u8]) -> Result<Self, PropsError> {
         let (flags, spans) = spans(raw)?;
         let headers = match &spans[HEADERS] {
             // Reading, not admitting: any depth the broker may have accepted
             // (its `table_depth_max` applied where the message came in).
-            Some(r) => Some(Table::parse_limited(&raw[r.start + 4..r.end], super::fieldtable::TABLE_DEPTH_CEILING)?),
+            Some(r) => Some(Table::parse_limited(&raw[r.start + 4..r.end], super::field_table::TABLE_DEPTH_CEILING)?),
             None => None,
         };
         Ok(Self { raw, flags, spans, headers })
@@ -293,7 +293,7 @@ impl PropsBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::table::Value;
+    use crate::protocol::field_table::Value;
 
     #[test]
     fn scan_finds_priority_and_expiration() {

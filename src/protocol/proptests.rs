@@ -182,7 +182,7 @@ fn ranges() -> impl Strategy<Value = Vec<(u64, u64)>> {
 /// Queue arguments: none, or a table of integers, strings and booleans
 /// (the types queue arguments use), nested one level.
 fn declare_args() -> impl Strategy<Value = Vec<u8>> {
-    use crate::protocol::table::{Table, Value};
+    use crate::protocol::field_table::{Table, Value};
     let value = prop_oneof![
         any::<i64>().prop_map(Value::I64),
         any::<i32>().prop_map(Value::I32),
@@ -483,7 +483,7 @@ fn publish_example_in_the_docs() {
 /// The Declare-with-arguments example in `docs/protocol.md`, byte for byte.
 #[test]
 fn declare_args_example_in_the_docs() {
-    let args = super::table::TableBuilder::new().int("x-max-length", 10).build();
+    let args = super::field_table::TableBuilder::new().int("x-max-length", 10).build();
     let mut buf = BytesMut::new();
     Frame { request_id: 3, cmd: Cmd::Declare { flags: 0, queue: "q", args: &args } }.encode(&mut buf);
     let mut want = vec![0x1c, 0, 0, 0, 0x10, 0x04, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]; // header
@@ -588,7 +588,7 @@ proptest! {
     /// compared: floats may be NaN).
     #[test]
     fn tables_and_properties_never_panic_and_reparse(buf in prop::collection::vec(any::<u8>(), 0..256)) {
-        use super::{props, table::Table};
+        use super::{field_table::Table, props};
         if let Ok(t) = Table::parse(&buf) {
             let raw = t.encode();
             prop_assert_eq!(Table::parse(&raw).map(|x| x.encode()).ok(), Some(raw));

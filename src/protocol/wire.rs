@@ -1,5 +1,7 @@
-//! Little-endian cursor for reading frame bodies, and the matching writers.
-//! Every read is bounds-checked and returns `Malformed` instead of panicking.
+//! The native protocol's field encoding: a little-endian cursor for
+//! reading frame bodies, and the matching writers. Every read is
+//! bounds-checked and returns `Malformed` instead of panicking. (AMQP's
+//! big-endian field types are [`super::amqp::wire`].)
 
 use super::error::DecodeError;
 use bytes::{BufMut, BytesMut};

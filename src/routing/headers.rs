@@ -14,7 +14,7 @@
 use super::route::Sink;
 use super::small::SmallVec;
 use super::{BindingDef, Dest, RouteError};
-use crate::protocol::fieldtable::{self, entries as table_entries, get as table_get, split_key, split_long};
+use crate::protocol::field_table::{self, entries as table_entries, get as table_get, split_key, split_long};
 
 /// The raw `headers` field table (length prefix excluded) of AMQP
 /// basic-properties bytes (flags then property list, as in a content
@@ -39,7 +39,7 @@ pub fn headers_of(props: &[u8]) -> Option<&[u8]> {
         rest = split_key(rest).ok()?.1; // content-encoding
     }
     let (raw, _) = split_long(rest).ok()?;
-    fieldtable::validate_top(raw).ok()?;
+    field_table::validate_top(raw).ok()?;
     Some(raw)
 }
 
@@ -54,7 +54,7 @@ fn split_u16(b: &[u8]) -> Option<(u16, &[u8])> {
 /// connection); here any depth up to the ceiling is well formed, so stored
 /// definitions load whatever the limit is now.
 pub(crate) fn check_table(raw: &[u8]) -> Result<(), RouteError> {
-    fieldtable::validate(raw, fieldtable::TABLE_DEPTH_CEILING)
+    field_table::validate(raw, field_table::TABLE_DEPTH_CEILING)
         .map_err(|e| RouteError::BadArgument(format!("malformed argument table: {e}")))
 }
 
@@ -77,7 +77,7 @@ fn be<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
 }
 
 /// Normalises a value from `Reader::value` (type octet and value bytes).
-/// Types follow RabbitMQ's table dialect, as `protocol::fieldtable` does.
+/// Types follow RabbitMQ's table dialect, as `protocol::field_table` does.
 pub(crate) fn value(kind: u8, v: &[u8]) -> Value<'_> {
     let int = match kind {
         b'b' => be::<1>(v).map(|b| i64::from(i8::from_be_bytes(b))),
@@ -231,7 +231,7 @@ pub(crate) fn test_table(entries: &[(&str, u8, &[u8])]) -> bytes::Bytes {
     use bytes::BufMut;
     let mut b = bytes::BytesMut::new();
     for (k, kind, v) in entries {
-        crate::protocol::fieldtable::put_shortstr(&mut b, k);
+        crate::protocol::field_table::put_shortstr(&mut b, k);
         b.put_u8(*kind);
         if matches!(kind, b'S' | b'x') {
             b.put_u32(v.len() as u32);
@@ -245,7 +245,7 @@ pub(crate) fn test_table(entries: &[(&str, u8, &[u8])]) -> bytes::Bytes {
 mod tests {
     use super::test_table as table;
     use super::*;
-    use crate::protocol::fieldtable::put_shortstr;
+    use crate::protocol::field_table::put_shortstr;
     use crate::routing::route::collect;
     use bytes::{BufMut, BytesMut};
 

@@ -9,7 +9,7 @@
 //!
 //! | piece | module |
 //! |---|---|
-//! | the table: declare, delete, bind, unbind, snapshot | `table` |
+//! | the routing table: declare, delete, bind, unbind, snapshot | `routing_table` |
 //! | routing a message: e2e bindings, alternates, dedup | `route` |
 //! | per-kind matchers: default, direct, fanout | `matcher` |
 //! | topic patterns: a trie of words, `*` and `#` | `topic` |
@@ -19,8 +19,8 @@
 mod headers;
 mod matcher;
 mod route;
+mod routing_table;
 mod small;
-mod table;
 mod topic;
 
 #[cfg(test)]
@@ -35,7 +35,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use headers::headers_of;
-pub use table::RoutingTable;
+pub use routing_table::RoutingTable;
 
 /// How an exchange matches a message against its bindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,7 +110,7 @@ impl ExchangeDef {
     /// The `alternate-exchange` argument of a declare, as RabbitMQ reads it
     /// (a long string), to fill `alternate` from `args`.
     pub fn alternate_from_args(args: &[u8]) -> Option<String> {
-        match crate::protocol::fieldtable::get(args, "alternate-exchange") {
+        match crate::protocol::field_table::get(args, "alternate-exchange") {
             Some((b'S', name)) => std::str::from_utf8(name).ok().map(str::to_string),
             _ => None,
         }
@@ -161,7 +161,7 @@ pub enum Change {
 }
 
 /// Why a change or a routing decision was refused. The connection layers
-/// map it to their codes (`server::shard::routing::route_error`).
+/// map it to their codes (`server::shard::routing_replica::route_error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error("no exchange '{0}'")]

@@ -3,8 +3,8 @@
 
 use super::headers::MessageHeaders;
 use super::matcher::DestSet;
+use super::routing_table::RoutingTable;
 use super::small::SmallVec;
-use super::table::RoutingTable;
 use super::{Dest, RouteError};
 
 /// Collects what the matchers find: queues into `out`, exchanges into the

@@ -240,7 +240,7 @@ pub fn for_each_frame<E>(
     frame_bytes_max: usize,
     f: impl FnMut(Frame<'_>) -> Result<(), E>,
 ) -> Result<usize, Result<E, DecodeError>> {
-    for_each_frame_limited(chunk, frame_bytes_max, protocol::fieldtable::TABLE_DEPTH_MAX, f)
+    for_each_frame_limited(chunk, frame_bytes_max, protocol::field_table::TABLE_DEPTH_MAX, f)
 }
 
 /// [`for_each_frame`] with the broker's `table_depth_max` for the field

@@ -1,12 +1,13 @@
 //! The server side of `ringmq ctl`: the native protocol's `Admin` frame,
 //! answered with an `AdminOk` JSON document gathered from every shard over
 //! the mesh (the same snapshots the metrics use). A failed action answers
-//! `{"error": "..."}`; see `docs/protocol.md`.
+//! `{"error": "..."}`; see `docs/protocol.md`. The asking of every shard
+//! over the mesh (`AdminReq`, `AdminReply`) is `server::shard::admin`.
 
 use super::shard::Shard;
 use super::stats::{AdminReply, AdminReq, QueueStats};
 use super::types::{ConnRef, Reply};
-use crate::protocol::fieldtable::{entries, items, TABLE_DEPTH_CEILING};
+use crate::protocol::field_table::{entries, items, TABLE_DEPTH_CEILING};
 use crate::protocol::op;
 use crate::protocol::ErrorCode;
 use crate::routing::Dest;

@@ -186,7 +186,7 @@ impl Default for Config {
             log_filter: "info".into(),
             frame_bytes_max: 4 << 20,
             message_bytes_max: 1 << 20,
-            table_depth_max: crate::protocol::fieldtable::TABLE_DEPTH_MAX as u32,
+            table_depth_max: crate::protocol::field_table::TABLE_DEPTH_MAX as u32,
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
             exchanges_max: 10_000,
@@ -281,7 +281,7 @@ impl Config {
             format!("{m} must be at least 1 and leave 1024 bytes of framing below frame_bytes_max ({f})")
         })?;
         let d = self.table_depth_max;
-        let ceiling = crate::protocol::fieldtable::TABLE_DEPTH_CEILING;
+        let ceiling = crate::protocol::field_table::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
         let positive: [(&'static str, u64); 16] = [
             ("unauthenticated_connections_max", self.unauthenticated_connections_max.into()),

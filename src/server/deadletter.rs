@@ -4,8 +4,8 @@
 //! (`Shard::dead_letter`).
 
 use crate::protocol::batch::{parse_entry, put_entry};
+use crate::protocol::field_table::{Table, Value};
 use crate::protocol::props::{self, Props, EXPIRATION};
-use crate::protocol::table::{Table, Value};
 use bytes::{Bytes, BytesMut};
 
 /// Why a message was dead-lettered (`x-death`'s `reason`).

@@ -373,7 +373,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     tasks.push(glommio::spawn_local(shard.clone().run_alarm_tick()));
     // consumer_timeout_ms: one sweep per shard.
     tasks.push(glommio::spawn_local(shard.clone().run_consumer_timeouts()));
-    if shard.id == shard::routing::METADATA_SHARD {
+    if shard.id == shard::routing_replica::METADATA_SHARD {
         tasks.push(glommio::spawn_local(shard.clone().run_definitions_writer()));
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");

@@ -14,7 +14,7 @@
 //! | declare, check, delete an exchange; bind, unbind | [`Shard::declare_exchange`], [`Shard::check_exchange`], [`Shard::delete_exchange`], [`Shard::bind`] |
 //! | admin (`ringmq ctl`) | [`super::admin::start`] |
 //! | the connection is gone | [`Shard::release_connection`] |
-//! | names a client may use | [`queue_name_ok`], `shard::routing::{check_exchange_name, check_table, exchange_def}` |
+//! | names a client may use | [`queue_name_ok`], `shard::routing_replica::{check_exchange_name, check_table, exchange_def}` |
 
 use super::shard::Shard;
 use super::types::{ConnRef, PublishMode, Request};

@@ -3,7 +3,7 @@
 //! connection that receives the declare, carried to the owner as a
 //! `QueueArgs`, logged raw for durable queues.
 
-use crate::protocol::table::{Table, Value};
+use crate::protocol::field_table::{Table, Value};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
 
@@ -99,7 +99,7 @@ impl QueueArgs {
         // Held to `table_depth_max` where they came in (the connection's
         // decode); any depth the broker could accept parses here, so
         // stored queues recover whatever the limit is now.
-        let t = Table::parse_limited(raw, crate::protocol::fieldtable::TABLE_DEPTH_CEILING)
+        let t = Table::parse_limited(raw, crate::protocol::field_table::TABLE_DEPTH_CEILING)
             .map_err(|e| invalid(queue, "arguments", e))?;
         for (key, v) in &t.0 {
             let k = key.as_str();
@@ -197,7 +197,7 @@ impl QueueArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::table::TableBuilder;
+    use crate::protocol::field_table::TableBuilder;
 
     fn parse(b: TableBuilder) -> Result<QueueArgs, ArgError> {
         QueueArgs::parse(&b.build(), "q")

@@ -27,7 +27,7 @@ mod meta;
 mod pause;
 mod policies;
 mod queues;
-pub mod routing;
+pub mod routing_replica;
 mod spill;
 mod timeout;
 mod timers;
@@ -154,7 +154,7 @@ pub struct Shard {
     /// The memory budget: resident bytes, read-backs of spilled messages.
     spill: spill::Spill,
     /// This shard's copy of the routing table, and its fan-ins.
-    pub routing: routing::Routing,
+    pub routing: routing_replica::RoutingReplica,
     /// Shard 0: its agreement with the peers on routing changes (`meta.rs`).
     meta: meta::MetaOwner,
     /// The clock of message and queue deadlines, and the one timer
@@ -196,7 +196,7 @@ impl Shard {
             counters: Counters::default(),
             durable: RefCell::new(None),
             spill: spill::Spill::default(),
-            routing: routing::Routing::default(),
+            routing: routing_replica::RoutingReplica::default(),
             meta: meta::MetaOwner::default(),
             timers: timers::Timers::default(),
             dead_letters: dead_letters::DeadLetters::default(),
@@ -317,7 +317,7 @@ impl Shard {
                 return;
             }
             Request::PublishMany { persistent, confirm, mandatory, targets, count, origin } => {
-                let o = routing::PubOpts { persistent, confirm, mandatory };
+                let o = routing_replica::PubOpts { persistent, confirm, mandatory };
                 return self.publish_many(from, request_id, o, targets, count, origin);
             }
             Request::Meta { change, durable_dest, if_unused, count } => {

@@ -145,105 +145,124 @@ fn push_escaped(o: &mut String, v: &str) {
 /// everything but the per-queue series ([`PER_QUEUE_SERIES`]), which the
 /// HTTP shard appends in slices.
 pub fn prometheus_totals(shards: &[ShardStats]) -> String {
-    use std::fmt::Write;
     let mut o = String::with_capacity(4096);
-    let sum = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
-    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-        let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
-    };
-    counter(&mut o, "ringmq_messages_published_total", "Messages published into queues.", sum(|s| s.published));
+    // Series in the order scrapers have always seen them.
+    message_counters(&mut o, shards);
+    storage_and_memory_series(&mut o, shards);
+    connection_gauges(&mut o, shards);
+    queue_gauges(&mut o, shards);
+    confirm_latency_histogram(&mut o, shards);
+    o
+}
+
+/// The sum of one counter over every shard.
+fn total(shards: &[ShardStats], f: fn(&ShardStats) -> u64) -> u64 {
+    shards.iter().map(f).sum::<u64>()
+}
+
+/// Messages through the queues, and requests across the mesh.
+fn message_counters(o: &mut String, shards: &[ShardStats]) {
+    let sum = |f| total(shards, f);
+    counter(o, "ringmq_messages_published_total", "Messages published into queues.", sum(|s| s.published));
     counter(
-        &mut o,
+        o,
         "ringmq_messages_delivered_total",
         "Messages delivered to consumers (push and get).",
         sum(|s| s.delivered),
     );
-    counter(&mut o, "ringmq_messages_acked_total", "Messages acknowledged by consumers.", sum(|s| s.acked));
+    counter(o, "ringmq_messages_acked_total", "Messages acknowledged by consumers.", sum(|s| s.acked));
     counter(
-        &mut o,
+        o,
         "ringmq_messages_redelivered_total",
         "Messages requeued for redelivery after their consumer's connection closed.",
         sum(|s| s.redelivered),
     );
+    counter(o, "ringmq_messages_confirmed_total", "Published messages confirmed to publishers.", sum(|s| s.confirmed));
     counter(
-        &mut o,
-        "ringmq_messages_confirmed_total",
-        "Published messages confirmed to publishers.",
-        sum(|s| s.confirmed),
-    );
-    counter(
-        &mut o,
+        o,
         "ringmq_messages_dead_lettered_total",
         "Messages dead-lettered (expired, over a length limit, rejected) and republished to their dead-letter exchange.",
         sum(|s| s.dead_lettered),
     );
     counter(
-        &mut o,
+        o,
         "ringmq_messages_dead_lettered_dropped_total",
         "Dead-lettered messages dropped instead: a dead-letter cycle without a rejection, an unknown dead-letter exchange, or properties that cannot carry x-death.",
         sum(|s| s.dead_lettered_dropped),
     );
     counter(
-        &mut o,
+        o,
         "ringmq_auth_failures_total",
         "Logins refused, on every listener: a bad user name or password, or a loopback-only user from elsewhere.",
         sum(|s| s.auth_failures),
     );
     counter(
-        &mut o,
+        o,
         "ringmq_forwarded_requests_total",
         "Requests and replies sent from one shard to another over the mesh.",
         sum(|s| s.forwarded),
     );
-    counter(&mut o, "ringmq_storage_fsyncs_total", "fdatasync calls on the storage logs.", sum(|s| s.fsyncs));
-    counter_f(
-        &mut o,
-        "ringmq_storage_fsync_seconds_total",
-        "Time spent in fdatasync.",
-        sum(|s| s.fsync_nanos) as f64 / 1e9,
-    );
+}
+
+/// The storage logs (fsyncs, segments, bytes on disk) and the memory
+/// budget (entries held in memory, messages spilled past it).
+fn storage_and_memory_series(o: &mut String, shards: &[ShardStats]) {
+    use std::fmt::Write;
+    let sum = |f| total(shards, f);
+    counter(o, "ringmq_storage_fsyncs_total", "fdatasync calls on the storage logs.", sum(|s| s.fsyncs));
+    counter_f(o, "ringmq_storage_fsync_seconds_total", "Time spent in fdatasync.", sum(|s| s.fsync_nanos) as f64 / 1e9);
     counter(
-        &mut o,
+        o,
         "ringmq_storage_segments_reused_total",
         "Dead log segments reused as new segments instead of deleted.",
         sum(|s| s.segments_reused),
     );
-    gauge_header(&mut o, "ringmq_storage_disk_bytes", "Bytes of storage log segments on disk.");
+    gauge_header(o, "ringmq_storage_disk_bytes", "Bytes of storage log segments on disk.");
     let _ = writeln!(o, "ringmq_storage_disk_bytes {}", sum(|s| s.disk_bytes));
-    gauge_header(&mut o, "ringmq_memory_ready_bytes", "Bytes of ready message entries held in memory, per shard.");
+    gauge_header(o, "ringmq_memory_ready_bytes", "Bytes of ready message entries held in memory, per shard.");
     for s in shards {
         let _ = writeln!(o, "ringmq_memory_ready_bytes{{shard=\"{}\"}} {}", s.shard, s.resident_bytes);
     }
-    gauge_header(
-        &mut o,
-        "ringmq_messages_spilled",
-        "Ready messages whose entry is on disk only (past the memory budget).",
-    );
+    gauge_header(o, "ringmq_messages_spilled", "Ready messages whose entry is on disk only (past the memory budget).");
     let _ = writeln!(o, "ringmq_messages_spilled {}", sum(|s| s.messages_spilled));
-    gauge_header(&mut o, "ringmq_connections", "Open client connections, by protocol.");
+}
+
+/// Client connections by protocol, and the bytes held for their sockets.
+fn connection_gauges(o: &mut String, shards: &[ShardStats]) {
+    use std::fmt::Write;
+    let conns = || shards.iter().flat_map(|s| &s.conns);
+    gauge_header(o, "ringmq_connections", "Open client connections, by protocol.");
     for p in PROTOCOLS {
-        let n: u64 = shards.iter().flat_map(|s| &s.conns).filter(|c| c.protocol == p).count() as u64;
+        let n: u64 = conns().filter(|c| c.protocol == p).count() as u64;
         let _ = writeln!(o, "ringmq_connections{{protocol=\"{p}\"}} {n}");
     }
-    gauge_header(&mut o, "ringmq_outbox_bytes", "Bytes held for client sockets (queued and being written).");
-    let _ = writeln!(
-        o,
-        "ringmq_outbox_bytes {}",
-        shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).sum::<u64>()
-    );
-    gauge_header(&mut o, "ringmq_outbox_bytes_largest", "Bytes held for the one client socket holding most.");
-    let largest = shards.iter().flat_map(|s| &s.conns).map(|c| c.outbox_bytes).max().unwrap_or(0);
+    gauge_header(o, "ringmq_outbox_bytes", "Bytes held for client sockets (queued and being written).");
+    let _ = writeln!(o, "ringmq_outbox_bytes {}", conns().map(|c| c.outbox_bytes).sum::<u64>());
+    gauge_header(o, "ringmq_outbox_bytes_largest", "Bytes held for the one client socket holding most.");
+    let largest = conns().map(|c| c.outbox_bytes).max().unwrap_or(0);
     let _ = writeln!(o, "ringmq_outbox_bytes_largest {largest}");
-    gauge_header(&mut o, "ringmq_queues", "Queues.");
+}
+
+/// Queues (in all, and per owning shard) and the messages they hold.
+fn queue_gauges(o: &mut String, shards: &[ShardStats]) {
+    use std::fmt::Write;
+    let sum = |f| total(shards, f);
+    gauge_header(o, "ringmq_queues", "Queues.");
     let _ = writeln!(o, "ringmq_queues {}", sum(|s| s.queue_count));
-    gauge_header(&mut o, "ringmq_shard_queues", "Queues owned by each shard.");
+    gauge_header(o, "ringmq_shard_queues", "Queues owned by each shard.");
     for s in shards {
         let _ = writeln!(o, "ringmq_shard_queues{{shard=\"{}\"}} {}", s.shard, s.queue_count);
     }
-    gauge_header(&mut o, "ringmq_messages_ready", "Ready messages in all queues.");
+    gauge_header(o, "ringmq_messages_ready", "Ready messages in all queues.");
     let _ = writeln!(o, "ringmq_messages_ready {}", sum(|s| s.messages_ready));
-    gauge_header(&mut o, "ringmq_messages_unacked", "Delivered, unacknowledged messages in all queues.");
+    gauge_header(o, "ringmq_messages_unacked", "Delivered, unacknowledged messages in all queues.");
     let _ = writeln!(o, "ringmq_messages_unacked {}", sum(|s| s.messages_unacked));
+}
+
+/// Publish-to-confirm latency: every shard's histogram added up, as
+/// cumulative buckets.
+fn confirm_latency_histogram(o: &mut String, shards: &[ShardStats]) {
+    use std::fmt::Write;
     let mut h = HistogramSnapshot::default();
     for s in shards {
         h.add(&s.confirm_latency);
@@ -261,7 +280,6 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
     }
     let _ = writeln!(o, "{name}_sum {}", h.sum_nanos as f64 / 1e9);
     let _ = writeln!(o, "{name}_count {acc}");
-    o
 }
 
 /// The resource alarm series: the monitor's last readings and the
@@ -325,6 +343,10 @@ pub type PerQueue = (&'static str, &'static str, fn(&QueueStats) -> u64);
 
 fn gauge_header(o: &mut String, name: &str, help: &str) {
     o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+}
+
+fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+    o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
 }
 
 fn counter_f(o: &mut String, name: &str, help: &str, v: f64) {

@@ -9,7 +9,7 @@
 //! Past `resident_bytes_max` of entries, recovered messages keep only their
 //! location in the log (read back when delivered).
 
-use super::io::{segment_path, LogIo};
+use super::io::{segment_path, LogIo, SegmentFile};
 use super::record::{
     align_block, header_seed, owned, scan, stale_header, valid_record_after, Record, Seed, BLOCK, FORMAT_VERSION,
 };
@@ -212,198 +212,265 @@ fn unstable_read(path: &Path) -> StorageError {
     StorageError::io(path, std::io::Error::other("two reads of the same bytes differ: not cutting or deleting on them"))
 }
 
+/// Replays the log in `opts.dir`: every segment in order (see the module
+/// doc), then the queues as published minus acked.
 pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered, StorageError> {
     let t0 = Instant::now();
     let mut segs = io.segments_in(&opts.dir).await.map_err(|e| StorageError::io(&opts.dir, e))?;
     let mut report = RecoveryReport::default();
-    let mut queues: HashMap<u32, Replay> = HashMap::new();
-    let mut next_queue_id = 1u32;
-    let mut res = Resident { bytes: 0, max: opts.resident_bytes_max };
+    let mut state =
+        State { queues: HashMap::new(), res: Resident { bytes: 0, max: opts.resident_bytes_max }, next_queue_id: 1 };
     let mut keep = Vec::new();
     drop_unused_tail(io, &opts.dir, &mut segs).await?;
     let last = segs.last().copied();
     for seg in segs.drain(..) {
-        let path = segment_path(&opts.dir, seg);
-        // Locations hold 32-bit segment numbers (4 billion segments).
-        let seg32 = u32::try_from(seg).map_err(|_| StorageError::Corrupt {
-            path: path.clone(),
-            offset: 0,
-            why: "segment number past 2^32",
-        })?;
-        let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
-        // Read whole: its size is bounded first (a file is attacker-written).
-        let size = file.size().await.map_err(|e| StorageError::io(&path, e))?;
-        if size > SEGMENT_FILE_MAX {
-            return Err(StorageError::Oversized { path, size, max: SEGMENT_FILE_MAX });
-        }
-        let buf = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
-        report.segments += 1;
-        report.bytes_read = report.bytes_read.saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
-        let mut header: Option<Result<(), StorageError>> = None;
-        let mut records = 0u64;
-        // No header at all: the scan stops at offset 0 and says why.
-        let seed = header_seed(&buf, seg).unwrap_or(Seed::of(seg));
-        let end = scan(&buf, seed, |at, r| {
-            records += 1;
-            if header.is_none() {
-                header = Some(match r {
-                    Record::Segment { version, shard, shard_count, next_queue_id: nq, segment } => {
-                        next_queue_id = next_queue_id.max(nq);
-                        if segment != seg {
-                            Err(StorageError::Corrupt {
-                                path: path.clone(),
-                                offset: 0,
-                                why: "the segment header names another segment",
-                            })
-                        } else if Seed::for_version(version, seg) != Some(seed) {
-                            Err(StorageError::Version { path: path.clone(), found: version, supported: FORMAT_VERSION })
-                        } else if shard != opts.shard || shard_count != opts.shard_count {
-                            Err(StorageError::WrongShard {
-                                path: path.clone(),
-                                found_shard: shard,
-                                found_count: shard_count,
-                                shard: opts.shard,
-                                count: opts.shard_count,
-                            })
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    _ => Err(StorageError::Corrupt { path: path.clone(), offset: 0, why: "missing segment header" }),
-                });
-                return;
-            }
-            if !matches!(header, Some(Ok(()))) {
-                return;
-            }
-            match r {
-                Record::Segment { .. } | Record::Seal => {}
-                Record::Declare { queue, next_seq, name } => {
-                    next_queue_id = next_queue_id.max(queue.saturating_add(1));
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    let q = queues.entry(queue).or_insert_with(|| Replay {
-                        name: name.clone(),
-                        args: Vec::new(),
-                        next_seq: 0,
-                        msgs: VecDeque::new(),
-                        entries: HashMap::new(),
-                    });
-                    q.name = name;
-                    q.next_seq = q.next_seq.max(next_seq);
-                }
-                Record::Delete { queue } => {
-                    if let Some(mut q) = queues.remove(&queue) {
-                        let entries = &mut q.entries;
-                        q.msgs.iter_mut().for_each(|m| res.release(m, entries));
-                    }
-                }
-                Record::QueueArgs { queue, args } => {
-                    if let Some(q) = queues.get_mut(&queue) {
-                        q.args = args.to_vec();
-                    }
-                }
-                Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
-                    if let Some(q) = queues.get_mut(&queue) {
-                        q.remove_ranges(&ranges, &mut res);
-                    }
-                }
-                Record::Publish { queue, seq, entry } => {
-                    if let Some(q) = queues.get_mut(&queue) {
-                        q.publish(seg32, at, seq, entry, &mut res);
-                    }
-                }
-            }
-        });
-        report.records += records;
-        if let Some(Err(e)) = header {
-            return Err(e);
-        }
         let is_last = Some(seg) == last;
-        // Sizes of in-memory buffers: usize always fits u64 here.
-        let (len, valid_end) = (buf.len() as u64, end.valid_end as u64);
-        if let Some(why) = end.bad {
-            let lost = len - valid_end;
-            // A torn tail is bad bytes with nothing valid after them. A bad
-            // record with records behind it is damage even in the last
-            // segment: cutting it would drop what may have been confirmed.
-            let torn = is_last && !valid_record_after(&buf, end.valid_end, seed);
-            if torn {
-                // The file is cut on this read: a fault on the way must not
-                // pass for a torn tail (and cut confirmed records).
-                let again = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
-                if again != buf {
-                    return Err(unstable_read(&path));
+        if let Some(kept) = replay_segment(io, opts, seg, is_last, &mut state, &mut report).await? {
+            keep.push(kept);
+        }
+    }
+    let next_queue_id = state.next_queue_id;
+    let queues = state.into_queues();
+    report.elapsed = t0.elapsed();
+    Ok(Recovered { queues, report, segments: keep, next_queue_id })
+}
+
+/// What the replay has built so far, across segments.
+struct State {
+    queues: HashMap<u32, Replay>,
+    res: Resident,
+    /// Past every queue id a header or a declare named.
+    next_queue_id: u32,
+}
+
+impl State {
+    /// Applies one record that follows a valid segment header.
+    fn apply(&mut self, seg32: u32, at: usize, r: Record<'_>) {
+        match r {
+            Record::Segment { .. } | Record::Seal => {}
+            Record::Declare { queue, next_seq, name } => {
+                self.next_queue_id = self.next_queue_id.max(queue.saturating_add(1));
+                let name = String::from_utf8_lossy(name).into_owned();
+                let q = self.queues.entry(queue).or_insert_with(|| Replay {
+                    name: name.clone(),
+                    args: Vec::new(),
+                    next_seq: 0,
+                    msgs: VecDeque::new(),
+                    entries: HashMap::new(),
+                });
+                q.name = name;
+                q.next_seq = q.next_seq.max(next_seq);
+            }
+            Record::Delete { queue } => {
+                if let Some(mut q) = self.queues.remove(&queue) {
+                    let entries = &mut q.entries;
+                    q.msgs.iter_mut().for_each(|m| self.res.release(m, entries));
                 }
-                tracing::warn!(
-                    shard = opts.shard,
-                    file = %path.display(),
-                    offset = end.valid_end,
-                    cut_bytes = lost,
-                    why,
-                    "torn tail of the last segment cut off"
-                );
-                file.truncate(end.valid_end as u64).await.map_err(|e| StorageError::io(&path, e))?;
-                report.truncated_bytes = lost;
-                report.truncated_file = Some(path.clone());
-            } else if opts.skip_corrupt {
-                tracing::error!(
-                    shard = opts.shard,
-                    file = %path.display(),
-                    offset = end.valid_end,
-                    lost_bytes = lost,
-                    why,
-                    last_segment = is_last,
-                    "corrupt record skipped (storage_skip_corrupt): the rest of the segment is lost (the file is left as it is)"
-                );
-                report.skipped.push((path.clone(), valid_end, lost));
-            } else {
-                tracing::error!(
-                    shard = opts.shard,
-                    file = %path.display(),
-                    offset = end.valid_end,
-                    why,
-                    last_segment = is_last,
-                    "corrupt record with valid records after it: refusing to start"
-                );
-                let why =
-                    if is_last { "a bad record with valid records after it (damage, not a torn tail)" } else { why };
-                return Err(StorageError::Corrupt { path, offset: valid_end, why });
+            }
+            Record::QueueArgs { queue, args } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.args = args.to_vec();
+                }
+            }
+            Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.remove_ranges(&ranges, &mut self.res);
+                }
+            }
+            Record::Publish { queue, seq, entry } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.publish(seg32, at, seq, entry, &mut self.res);
+                }
             }
         }
-        if header.is_none() && is_last {
-            // Created but never written (a crash right after the roll).
-            drop(file);
-            io.remove(&path).await.map_err(|e| StorageError::io(&path, e))?;
-            continue;
-        }
-        if header.is_none() && !opts.skip_corrupt {
-            return Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" });
-        }
-        // A prepared or reused segment is longer than its data: what
-        // follows is not counted (compaction weighs live bytes against this).
-        let size = match end.bad {
-            None => align_block(end.valid_end) as u64,
-            Some(_) if report.truncated_file.as_deref() == Some(path.as_path()) => valid_end,
-            Some(_) => len,
-        };
-        keep.push((seg, size, seed));
     }
-    let mut out: Vec<RecoveredQueue> = queues
-        .into_iter()
-        .map(|(id, q)| RecoveredQueue {
-            id,
-            name: q.name,
-            args: q.args,
-            next_seq: q.next_seq,
-            messages: {
-                let mut m = q.msgs;
-                m.retain(|m| m.seg != 0);
-                m
-            },
-            entries: q.entries,
-        })
-        .collect();
-    out.sort_by_key(|q| q.id);
-    report.elapsed = t0.elapsed();
-    Ok(Recovered { queues: out, report, segments: keep, next_queue_id })
+
+    /// The queues as the log left them, by id; acked tombstones dropped.
+    fn into_queues(self) -> Vec<RecoveredQueue> {
+        let mut out: Vec<RecoveredQueue> = self
+            .queues
+            .into_iter()
+            .map(|(id, q)| RecoveredQueue {
+                id,
+                name: q.name,
+                args: q.args,
+                next_seq: q.next_seq,
+                messages: {
+                    let mut m = q.msgs;
+                    m.retain(|m| m.seg != 0);
+                    m
+                },
+                entries: q.entries,
+            })
+            .collect();
+        out.sort_by_key(|q| q.id);
+        out
+    }
+}
+
+/// Replays one segment into `state`: its header checked, its records
+/// applied, a bad record settled (`settle_bad_record`). Returns the
+/// segment to keep (number, size counted, seed), or `None` when it was
+/// deleted (the last one, created but never written).
+async fn replay_segment(
+    io: &dyn LogIo,
+    opts: &StorageOptions,
+    seg: u64,
+    is_last: bool,
+    state: &mut State,
+    report: &mut RecoveryReport,
+) -> Result<Option<(u64, u64, Seed)>, StorageError> {
+    let path = segment_path(&opts.dir, seg);
+    // Locations hold 32-bit segment numbers (4 billion segments).
+    let seg32 = u32::try_from(seg).map_err(|_| StorageError::Corrupt {
+        path: path.clone(),
+        offset: 0,
+        why: "segment number past 2^32",
+    })?;
+    let file = io.open(&path).await.map_err(|e| StorageError::io(&path, e))?;
+    // Read whole: its size is bounded first (a file is attacker-written).
+    let size = file.size().await.map_err(|e| StorageError::io(&path, e))?;
+    if size > SEGMENT_FILE_MAX {
+        return Err(StorageError::Oversized { path, size, max: SEGMENT_FILE_MAX });
+    }
+    let buf = file.read_all().await.map_err(|e| StorageError::io(&path, e))?;
+    report.segments += 1;
+    report.bytes_read = report.bytes_read.saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
+    // The first record's verdict; nothing after a bad header is applied.
+    let mut header: Option<Result<(), StorageError>> = None;
+    let mut records = 0u64;
+    // No header at all: the scan stops at offset 0 and says why.
+    let seed = header_seed(&buf, seg).unwrap_or(Seed::of(seg));
+    let end = scan(&buf, seed, |at, r| {
+        records += 1;
+        if header.is_none() {
+            header = Some(check_header(&r, &path, seg, seed, opts, &mut state.next_queue_id));
+        } else if matches!(header, Some(Ok(()))) {
+            state.apply(seg32, at, r);
+        }
+    });
+    report.records += records;
+    if let Some(Err(e)) = header {
+        return Err(e);
+    }
+    if let Some(why) = end.bad {
+        settle_bad_record(&*file, &path, &buf, (end.valid_end, why), seed, is_last, opts, report).await?;
+    }
+    if header.is_none() && is_last {
+        // Created but never written (a crash right after the roll).
+        drop(file);
+        io.remove(&path).await.map_err(|e| StorageError::io(&path, e))?;
+        return Ok(None);
+    }
+    if header.is_none() && !opts.skip_corrupt {
+        return Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" });
+    }
+    // A prepared or reused segment is longer than its data: what
+    // follows is not counted (compaction weighs live bytes against this).
+    // Sizes of in-memory buffers: usize always fits u64 here.
+    let size = match end.bad {
+        None => align_block(end.valid_end) as u64,
+        Some(_) if report.truncated_file.as_deref() == Some(path.as_path()) => end.valid_end as u64,
+        Some(_) => buf.len() as u64,
+    };
+    Ok(Some((seg, size, seed)))
+}
+
+/// Checks a segment's first record: the header of this segment, in a
+/// format version its seed matches, written by this shard of this many.
+fn check_header(
+    r: &Record<'_>,
+    path: &Path,
+    seg: u64,
+    seed: Seed,
+    opts: &StorageOptions,
+    next_queue_id: &mut u32,
+) -> Result<(), StorageError> {
+    let path = path.to_path_buf();
+    match *r {
+        Record::Segment { version, shard, shard_count, next_queue_id: nq, segment } => {
+            *next_queue_id = (*next_queue_id).max(nq);
+            if segment != seg {
+                Err(StorageError::Corrupt { path, offset: 0, why: "the segment header names another segment" })
+            } else if Seed::for_version(version, seg) != Some(seed) {
+                Err(StorageError::Version { path, found: version, supported: FORMAT_VERSION })
+            } else if shard != opts.shard || shard_count != opts.shard_count {
+                Err(StorageError::WrongShard {
+                    path,
+                    found_shard: shard,
+                    found_count: shard_count,
+                    shard: opts.shard,
+                    count: opts.shard_count,
+                })
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(StorageError::Corrupt { path, offset: 0, why: "missing segment header" }),
+    }
+}
+
+/// A bad record at `valid_end` in the segment read into `buf`: a torn
+/// tail of the last segment is cut off; other damage is skipped under
+/// `skip_corrupt` (the rest of the segment lost) or refused.
+#[allow(clippy::too_many_arguments)]
+async fn settle_bad_record(
+    file: &dyn SegmentFile,
+    path: &Path,
+    buf: &[u8],
+    (valid_end, why): (usize, &'static str),
+    seed: Seed,
+    is_last: bool,
+    opts: &StorageOptions,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    // Sizes of in-memory buffers: usize always fits u64 here.
+    let (len, valid_end64) = (buf.len() as u64, valid_end as u64);
+    let lost = len - valid_end64;
+    // A torn tail is bad bytes with nothing valid after them. A bad
+    // record with records behind it is damage even in the last
+    // segment: cutting it would drop what may have been confirmed.
+    let torn = is_last && !valid_record_after(buf, valid_end, seed);
+    if torn {
+        // The file is cut on this read: a fault on the way must not
+        // pass for a torn tail (and cut confirmed records).
+        let again = file.read_all().await.map_err(|e| StorageError::io(path, e))?;
+        if again != buf {
+            return Err(unstable_read(path));
+        }
+        tracing::warn!(
+            shard = opts.shard,
+            file = %path.display(),
+            offset = valid_end,
+            cut_bytes = lost,
+            why,
+            "torn tail of the last segment cut off"
+        );
+        file.truncate(valid_end64).await.map_err(|e| StorageError::io(path, e))?;
+        report.truncated_bytes = lost;
+        report.truncated_file = Some(path.to_path_buf());
+    } else if opts.skip_corrupt {
+        tracing::error!(
+            shard = opts.shard,
+            file = %path.display(),
+            offset = valid_end,
+            lost_bytes = lost,
+            why,
+            last_segment = is_last,
+            "corrupt record skipped (storage_skip_corrupt): the rest of the segment is lost (the file is left as it is)"
+        );
+        report.skipped.push((path.to_path_buf(), valid_end64, lost));
+    } else {
+        tracing::error!(
+            shard = opts.shard,
+            file = %path.display(),
+            offset = valid_end,
+            why,
+            last_segment = is_last,
+            "corrupt record with valid records after it: refusing to start"
+        );
+        let why = if is_last { "a bad record with valid records after it (damage, not a torn tail)" } else { why };
+        return Err(StorageError::Corrupt { path: path.to_path_buf(), offset: valid_end64, why });
+    }
+    Ok(())
 }

@@ -5,9 +5,9 @@ use ringmq::amqp::publish::parse_header;
 use ringmq::protocol::amqp::frame::{self, Decoded, FRAME_END, OVERHEAD};
 use ringmq::protocol::amqp::method::{self, Method};
 use ringmq::protocol::amqp::wire::Reader;
-use ringmq::protocol::fieldtable::TABLE_DEPTH_MAX;
+use ringmq::protocol::field_table::Table;
+use ringmq::protocol::field_table::TABLE_DEPTH_MAX;
 use ringmq::protocol::props::{self, Props};
-use ringmq::protocol::table::Table;
 
 /// Frame after frame as the read loop takes them, with the first byte
 /// picking `frame_max`; each method frame is parsed, each content header

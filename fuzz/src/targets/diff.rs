@@ -32,7 +32,7 @@ use ringmq::amqp::publish::{parse_header, HeaderError};
 use ringmq::protocol::amqp::frame::{self, Decoded, FrameError};
 use ringmq::protocol::amqp::method::{self, Method};
 use ringmq::protocol::amqp::wire::{table_entries, Reader};
-use ringmq::protocol::fieldtable::TABLE_DEPTH_MAX;
+use ringmq::protocol::field_table::TABLE_DEPTH_MAX;
 
 /// Nesting ringmq refuses: the outermost table is level 1, so a table
 /// holding this many nested levels is already one past the limit.
@@ -197,7 +197,7 @@ fn non_utf8_key(raw: &[u8]) -> bool {
 fn nested_non_utf8(kind: u8, v: &[u8]) -> bool {
     match kind {
         b'F' => non_utf8_key(v),
-        b'A' => ringmq::protocol::fieldtable::items(v).any(|(k, v)| nested_non_utf8(k, v)),
+        b'A' => ringmq::protocol::field_table::items(v).any(|(k, v)| nested_non_utf8(k, v)),
         _ => false,
     }
 }

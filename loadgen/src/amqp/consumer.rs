@@ -21,85 +21,56 @@ enum Expect {
     Body { tag: u64, left: u64 },
 }
 
+/// Where the consumer is in the stream of deliveries, across reads.
+struct Deliveries {
+    expect: Expect,
+    /// The start of the body being read in several frames.
+    prefix: [u8; HEADER_LEN],
+    have: usize,
+    unacked: Unacked,
+}
+
+/// Deliveries handed to the sink since the last ack: acked with
+/// `multiple` every `ack_every` (`ack_now`), when idle, and at the end.
+struct Unacked {
+    ack_every: u64,
+    last_tag: u64,
+    count: u64,
+}
+
+impl Unacked {
+    /// Hands one delivery's body prefix to the sink and counts it. True
+    /// when `ack_every` are waiting: the caller acks them now. The one
+    /// path every message takes, so inlined and allocation-free.
+    #[inline]
+    fn deliver(&mut self, sink: &mut impl Sink, prefix: &[u8], now: u64, tag: u64) -> bool {
+        sink.deliver(prefix, now);
+        self.last_tag = tag;
+        self.count += 1;
+        self.count >= self.ack_every
+    }
+
+    /// Queues a `multiple` ack of everything delivered, if anything waits.
+    fn put_ack(&mut self, wbuf: &mut BytesMut) {
+        if self.count > 0 {
+            method::put_ack(wbuf, CHANNEL, self.last_tag, true);
+            self.count = 0;
+        }
+    }
+}
+
 impl Consumer {
     pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
-        let mut expect = Expect::Method;
-        let mut prefix = [0u8; HEADER_LEN];
-        let mut have = 0usize;
-        let mut last_tag = 0u64;
-        let mut unacked = 0u64;
+        let mut st = Deliveries {
+            expect: Expect::Method,
+            prefix: [0u8; HEADER_LEN],
+            have: 0,
+            unacked: Unacked { ack_every: self.ack_every, last_tag: 0, count: 0 },
+        };
         let mut clock = BatchClock::default();
         loop {
-            let mut any = false;
             clock.new_batch();
-            loop {
-                if matches!(expect, Expect::Method) {
-                    let r = &mut self.conn.reader;
-                    if let Some((used, tag, body)) = whole_delivery(&r.buf[r.start..r.end], r.frame_max) {
-                        sink.deliver(&body[..body.len().min(HEADER_LEN)], clock.now());
-                        r.start += used;
-                        last_tag = tag;
-                        unacked += 1;
-                        any = true;
-                        if unacked >= self.ack_every {
-                            ack_now(&mut self.conn.stream, &mut self.conn.wbuf, last_tag).await?;
-                            unacked = 0;
-                        }
-                        continue;
-                    }
-                }
-                let Some(f) = self.conn.reader.next()? else { break };
-                match (f.kind, &mut expect) {
-                    (frame::METHOD, Expect::Method) => {
-                        let (mid, args) = split(f.payload)?;
-                        match mid {
-                            id::BASIC_DELIVER => {
-                                expect = Expect::Header { tag: parse_deliver(args)?.delivery_tag };
-                            }
-                            id::CONNECTION_CLOSE => return Err(close_error("connection", args)),
-                            id::CHANNEL_CLOSE => return Err(close_error("channel", args)),
-                            _ => {}
-                        }
-                    }
-                    (frame::HEADER, Expect::Header { tag }) => {
-                        let size = frame::content_body_size(f.payload)
-                            .ok_or_else(|| anyhow!("content header of {} bytes", f.payload.len()))?;
-                        have = 0;
-                        if size == 0 {
-                            sink.deliver(&[], clock.now());
-                            last_tag = *tag;
-                            unacked += 1;
-                            any = true;
-                            expect = Expect::Method;
-                            if unacked >= self.ack_every {
-                                ack_now(&mut self.conn.stream, &mut self.conn.wbuf, last_tag).await?;
-                                unacked = 0;
-                            }
-                        } else {
-                            expect = Expect::Body { tag: *tag, left: size };
-                        }
-                    }
-                    (frame::BODY, Expect::Body { tag, left }) => {
-                        let take = f.payload.len().min(HEADER_LEN - have);
-                        prefix[have..have + take].copy_from_slice(&f.payload[..take]);
-                        have += take;
-                        *left = left.saturating_sub(f.payload.len() as u64);
-                        if *left == 0 {
-                            sink.deliver(&prefix[..have], clock.now());
-                            last_tag = *tag;
-                            unacked += 1;
-                            any = true;
-                            expect = Expect::Method;
-                            if unacked >= self.ack_every {
-                                ack_now(&mut self.conn.stream, &mut self.conn.wbuf, last_tag).await?;
-                                unacked = 0;
-                            }
-                        }
-                    }
-                    (frame::HEARTBEAT, _) => frame::put_heartbeat(&mut self.conn.wbuf),
-                    (kind, _) => bail!("unexpected frame type {kind} in a delivery"),
-                }
-            }
+            let any = self.take_deliveries(sink, &mut st, &mut clock).await?;
             if !self.conn.wbuf.is_empty() {
                 self.conn.flush().await?;
             }
@@ -114,22 +85,92 @@ impl Consumer {
                 Ok(false) => bail!("connection closed by the broker"),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     // Idle: ack what we have so a slow trickle is not held back.
-                    if unacked > 0 {
-                        method::put_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
-                        unacked = 0;
-                    }
+                    st.unacked.put_ack(&mut self.conn.wbuf);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        if unacked > 0 {
-            method::put_ack(&mut self.conn.wbuf, CHANNEL, last_tag, true);
+        if st.unacked.count > 0 {
+            st.unacked.put_ack(&mut self.conn.wbuf);
             self.conn.flush().await?;
         }
         // The 100 ms idle timeout is for the delivery loop; close-ok may
         // come later, behind a backlog of deliveries.
         let _ = self.conn.stream.set_read_timeout(None);
         self.conn.close().await
+    }
+
+    /// Hands every delivery the buffer holds to the sink: whole ones in
+    /// one go (`whole_delivery`), the rest frame by frame. True if any
+    /// was delivered.
+    async fn take_deliveries(
+        &mut self,
+        sink: &mut impl Sink,
+        st: &mut Deliveries,
+        clock: &mut BatchClock,
+    ) -> Result<bool> {
+        let mut any = false;
+        loop {
+            if matches!(st.expect, Expect::Method) {
+                let r = &mut self.conn.reader;
+                if let Some((used, tag, body)) = whole_delivery(&r.buf[r.start..r.end], r.frame_max) {
+                    let due = st.unacked.deliver(sink, &body[..body.len().min(HEADER_LEN)], clock.now(), tag);
+                    r.start += used;
+                    any = true;
+                    if due {
+                        ack_now(&mut self.conn.stream, &mut self.conn.wbuf, &mut st.unacked).await?;
+                    }
+                    continue;
+                }
+            }
+            let Some(f) = self.conn.reader.next()? else { break };
+            // A delivery completed by this frame: its tag and body prefix.
+            let done: Option<(u64, &[u8])> = match (f.kind, &mut st.expect) {
+                (frame::METHOD, Expect::Method) => {
+                    let (mid, args) = split(f.payload)?;
+                    match mid {
+                        id::BASIC_DELIVER => {
+                            st.expect = Expect::Header { tag: parse_deliver(args)?.delivery_tag };
+                        }
+                        id::CONNECTION_CLOSE => return Err(close_error("connection", args)),
+                        id::CHANNEL_CLOSE => return Err(close_error("channel", args)),
+                        _ => {}
+                    }
+                    None
+                }
+                (frame::HEADER, Expect::Header { tag }) => {
+                    let size = frame::content_body_size(f.payload)
+                        .ok_or_else(|| anyhow!("content header of {} bytes", f.payload.len()))?;
+                    st.have = 0;
+                    if size == 0 {
+                        Some((*tag, &[]))
+                    } else {
+                        st.expect = Expect::Body { tag: *tag, left: size };
+                        None
+                    }
+                }
+                (frame::BODY, Expect::Body { tag, left }) => {
+                    let take = f.payload.len().min(HEADER_LEN - st.have);
+                    st.prefix[st.have..st.have + take].copy_from_slice(&f.payload[..take]);
+                    st.have += take;
+                    *left = left.saturating_sub(f.payload.len() as u64);
+                    (*left == 0).then_some((*tag, &st.prefix[..st.have]))
+                }
+                (frame::HEARTBEAT, _) => {
+                    frame::put_heartbeat(&mut self.conn.wbuf);
+                    None
+                }
+                (kind, _) => bail!("unexpected frame type {kind} in a delivery"),
+            };
+            if let Some((tag, prefix)) = done {
+                any = true;
+                if st.unacked.deliver(sink, prefix, clock.now(), tag) {
+                    ack_now(&mut self.conn.stream, &mut self.conn.wbuf, &mut st.unacked).await?;
+                }
+                st.expect = Expect::Method;
+            }
+        }
+        Ok(any)
     }
 }
 
@@ -148,11 +189,12 @@ fn whole_delivery(buf: &[u8], frame_max: usize) -> Option<(usize, u64, &[u8])> {
 /// the broker refills the prefetch window while the rest are processed,
 /// instead of after the whole read (one read often holds the whole window,
 /// which made the consumer stop and wait once per window).
-async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut BytesMut, tag: u64) -> Result<()> {
+async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut BytesMut, unacked: &mut Unacked) -> Result<()> {
     use futures_lite::io::AsyncWriteExt;
-    method::put_ack(wbuf, CHANNEL, tag, true);
+    method::put_ack(wbuf, CHANNEL, unacked.last_tag, true);
     stream.write_all(wbuf).await?;
     wbuf.clear();
+    unacked.count = 0;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! AMQP 0-9-1 framing, sans-IO: `decode` takes bytes and returns a frame
 //! borrowed from them (or `Incomplete`); the `put_*` functions append whole
-//! frames to a `BytesMut`.
+//! frames to a `BytesMut`. (The native protocol's frames are
+//! [`crate::protocol::frame`].)
 //!
 //! Frame: `type u8, channel u16, size u32, payload[size], 0xCE`.
 

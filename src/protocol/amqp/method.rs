@@ -248,9 +248,9 @@ pub fn parse_publish(payload: &[u8]) -> Option<PublishArgs<'_>> {
 /// Parses a method frame's payload into its id and fields: every field
 /// the spec defines (reserved ones too), and nothing after them. The
 /// fields of a method this server does not implement are not read.
-/// Its tables may nest [`crate::protocol::fieldtable::TABLE_DEPTH_MAX`] levels.
+/// Its tables may nest [`crate::protocol::field_table::TABLE_DEPTH_MAX`] levels.
 pub fn parse(payload: &[u8]) -> Result<(MethodId, Method<'_>)> {
-    parse_limited(payload, crate::protocol::fieldtable::TABLE_DEPTH_MAX)
+    parse_limited(payload, crate::protocol::field_table::TABLE_DEPTH_MAX)
 }
 
 /// [`parse`] with the broker's `table_depth_max`.
@@ -492,7 +492,7 @@ pub fn delivery_mode(props: &[u8], table_depth_max: usize) -> Result<u8> {
 pub fn props_are_amqp(props: &[u8]) -> bool {
     // Well-formed is all that is asked here (any depth the broker could
     // have accepted): the limit was applied when the message came in.
-    props_are_amqp_limited(props, crate::protocol::fieldtable::TABLE_DEPTH_CEILING)
+    props_are_amqp_limited(props, crate::protocol::field_table::TABLE_DEPTH_CEILING)
 }
 
 /// [`props_are_amqp`] with the headers table nesting at most `depth_max`

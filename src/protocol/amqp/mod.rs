@@ -3,7 +3,7 @@
 //! and by clients such as the load generator (which do the opposite).
 //! Like the native codec it reads byte slices and appends to a `BytesMut`:
 //! no sockets, nothing from the broker, only `bytes` and
-//! [`crate::protocol::fieldtable`].
+//! [`crate::protocol::field_table`].
 //!
 //! | piece | module |
 //! |---|---|

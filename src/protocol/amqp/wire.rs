@@ -1,8 +1,9 @@
 //! AMQP 0-9-1 field types over byte slices: a bounds-checked reader and
-//! writers into `BytesMut`. Big-endian, as the spec says.
+//! writers into `BytesMut`. Big-endian, as the spec says. (The native
+//! protocol's little-endian fields are [`crate::protocol::wire`].)
 
-use crate::protocol::fieldtable::{self, TableError, TABLE_DEPTH_MAX};
-pub use crate::protocol::fieldtable::{entries as table_entries, get as table_get, put_shortstr};
+use crate::protocol::field_table::{self, TableError, TABLE_DEPTH_MAX};
+pub use crate::protocol::field_table::{entries as table_entries, get as table_get, put_shortstr};
 use crate::protocol::wire::len32;
 use bytes::{BufMut, BytesMut};
 
@@ -117,7 +118,7 @@ impl<'a> Reader<'a> {
     /// completely (lengths, types, depth) so later walks cannot fail.
     pub fn table(&mut self) -> Result<&'a [u8]> {
         let raw = self.longstr()?;
-        fieldtable::validate(raw, self.depth_max)?;
+        field_table::validate(raw, self.depth_max)?;
         Ok(raw)
     }
 }
@@ -252,13 +253,13 @@ mod tests {
             let mut frame = (body.len() as u32).to_be_bytes().to_vec();
             frame.extend_from_slice(&body);
             assert!(Reader::new(&frame).table().is_err(), "{}", kind as char);
-            // As deep as protocol::table takes is taken here too (the outer
+            // As deep as field_table::Table takes is taken here too (the outer
             // table is level 1).
             let ok = nested(TABLE_DEPTH_MAX - 1, b'F');
             let mut frame = (ok.len() as u32).to_be_bytes().to_vec();
             frame.extend_from_slice(&ok);
             assert!(Reader::new(&frame).table().is_ok());
-            assert!(crate::protocol::table::Table::parse(&ok).is_ok());
+            assert!(crate::protocol::field_table::Table::parse(&ok).is_ok());
         }
     }
 }

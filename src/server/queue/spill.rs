@@ -15,6 +15,9 @@
 //! entry (`x-death` goes into its properties): the head stays, the queue
 //! is marked `fetch_blocked`, the shard reads it back, and the next settle
 //! removes and dead-letters it like any other message.
+//!
+//! This is the queue's side; the shard's side (the budget, the fetch task
+//! that reads entries back) is `server::shard::spill`.
 
 use super::super::types::Spilled;
 use super::Queue;
@@ -227,8 +230,8 @@ fn expiration_ms(entry: &[u8]) -> Option<u64> {
 mod tests {
     use super::super::{Message, QueueArgs, QueueLimits};
     use super::*;
+    use crate::protocol::field_table::TableBuilder;
     use crate::protocol::props::PropsBuilder;
-    use crate::protocol::table::TableBuilder;
     use crate::server::types::ConnRef;
     use std::num::NonZeroU32;
 

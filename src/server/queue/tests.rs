@@ -1,6 +1,6 @@
 use super::*;
+use crate::protocol::field_table::TableBuilder;
 use crate::protocol::props::PropsBuilder;
-use crate::protocol::table::TableBuilder;
 use bytes::Bytes;
 
 const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };

@@ -1,7 +1,9 @@
 //! Operator requests (metrics, the HTTP API, `ringmq ctl`): a shard asks
 //! every shard, itself included, over the mesh and awaits their replies.
 //! The waiting side is shard-local state (a thread-local map of pending
-//! gathers), so nothing here is shared between cores.
+//! gathers), so nothing here is shared between cores. What the operator
+//! sees of it: [`crate::server::admin`] (`ringmq ctl`),
+//! [`crate::server::stats`] (Prometheus text) and `crate::http`.
 //!
 //! A detailed snapshot (one row per queue) is built in slices of
 //! [`STATS_CHUNK`] queues, and the shard serves its sockets between slices

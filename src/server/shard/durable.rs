@@ -13,7 +13,7 @@ use super::{bump, Shard};
 use crate::protocol::batch::parse_entry;
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
-use crate::storage::{Loc, RecoveredMsg, Storage, StorageOptions};
+use crate::storage::{Loc, RecoveredMsg, RecoveredQueue, Storage, StorageOptions};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -86,87 +86,17 @@ impl Shard {
     }
 
     pub async fn open_storage_with(&self, io: Rc<dyn LogIo>) -> Result<(), String> {
-        let c = &self.config;
-        let opts = StorageOptions {
-            dir: c.data_dir.join(format!("shard-{}", self.id)),
-            shard: self.id,
-            shard_count: self.count,
-            segment_bytes: c.segment_bytes,
-            fsync: c.fsync,
-            fsync_interval_ms: c.fsync_interval_ms,
-            skip_corrupt: c.storage_skip_corrupt,
-            compact_live_ratio_pct: c.compact_live_ratio_pct,
-            segments_recycled_max: c.segments_recycled_max,
-            resident_bytes_max: c.memory_budget_bytes,
-        };
-        let (log, rec) = Storage::open(io, opts).await.map_err(|e| e.to_string())?;
+        let (log, rec) = Storage::open(io, self.storage_options()).await.map_err(|e| e.to_string())?;
         let mut ids = HashMap::new();
         let mut messages = 0usize;
         let now = self.timers.now_ms();
         let mut restored = Vec::with_capacity(rec.queues.len());
-        for mut rq in rec.queues {
-            let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
-                // Checked when declared: only a changed rule gets here.
-                tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
-                QueueArgs::default()
-            });
-            let mut q = self.queues.new_queue(rq.name.clone(), true, args);
-            q.set_next_seq(rq.next_seq);
-            q.touch(now);
+        for rq in rec.queues {
             messages += rq.messages.len();
-            // Recovery kept the entries of the oldest in memory; the rest
-            // go straight to the queue's compact cold part.
-            q.reserve_ready(rq.messages.len(), rq.messages.len().saturating_sub(rq.entries.len()));
-            // A queue that cannot hold spilled messages (priorities) gets
-            // the entries recovery left on disk read back now.
-            let spillable = q.can_spill();
-            // Moved over oldest first; the replay's deque shrinks as it
-            // empties, so a big backlog is not held twice.
-            let mut cap = rq.messages.capacity();
-            while !rq.messages.is_empty() {
-                let n = rq.messages.len().min(RESTORE_BATCH);
-                let batch: Vec<RecoveredMsg> = rq.messages.drain(..n).collect();
-                let want: Vec<(u64, Loc)> = match spillable {
-                    true => Vec::new(),
-                    false => batch
-                        .iter()
-                        .filter(|m| !rq.entries.contains_key(&m.seq))
-                        .filter_map(|m| Some((m.seq, m.loc()?)))
-                        .collect(),
-                };
-                let mut read = match want.is_empty() {
-                    true => Vec::new().into_iter(),
-                    false => log
-                        .read_entries(rq.id, &want)
-                        .await
-                        .map_err(|e| format!("queue '{}': reading recovered messages back: {e}", rq.name))?
-                        .into_iter(),
-                };
-                for m in batch {
-                    match (m.loc(), rq.take_entry(&m)) {
-                        (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
-                        (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
-                        // Delivered as it is: a record that verifies but
-                        // does not hold one well-formed entry is dropped
-                        // (and logged gone), never handed to a client.
-                        (_, Some(entry)) if parse_entry(&entry).is_err() => {
-                            tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
-                            log.ack(rq.id, m.seq, entry.len());
-                        }
-                        (_, Some(entry)) => q.restore(m.seq, entry, now),
-                    }
-                }
-                // Given back each time it is half empty: the queue's cold
-                // part grows meanwhile, and the two must not add up
-                // (copies: n/2 + n/4 + ... = n in all).
-                if cap > 4096 && rq.messages.len() * 2 < cap {
-                    rq.messages.shrink_to_fit();
-                    cap = rq.messages.capacity();
-                }
-            }
-            self.after_dispatch(&mut q);
             ids.insert(rq.name.clone(), rq.id);
-            restored.push((rq.name, q));
+            let name = rq.name.clone();
+            let q = self.restore_queue(&log, rq, now).await?;
+            restored.push((name, q));
         }
         let mut queues = self.queues.borrow_mut();
         queues.extend(restored);
@@ -186,6 +116,103 @@ impl Shard {
         drop(queues);
         *self.durable.borrow_mut() =
             Some(Rc::new(Durable { log, ids: RefCell::new(ids), meta_logged: Cell::new(false) }));
+        Ok(())
+    }
+
+    /// The log's options from this shard's configuration: its directory
+    /// is `data_dir/shard-N`.
+    fn storage_options(&self) -> StorageOptions {
+        let c = &self.config;
+        StorageOptions {
+            dir: c.data_dir.join(format!("shard-{}", self.id)),
+            shard: self.id,
+            shard_count: self.count,
+            segment_bytes: c.segment_bytes,
+            fsync: c.fsync,
+            fsync_interval_ms: c.fsync_interval_ms,
+            skip_corrupt: c.storage_skip_corrupt,
+            compact_live_ratio_pct: c.compact_live_ratio_pct,
+            segments_recycled_max: c.segments_recycled_max,
+            resident_bytes_max: c.memory_budget_bytes,
+        }
+    }
+
+    /// Rebuilds one durable queue from what recovery left of it.
+    async fn restore_queue(&self, log: &Storage<Waiter>, mut rq: RecoveredQueue, now: u64) -> Result<Queue, String> {
+        let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
+            // Checked when declared: only a changed rule gets here.
+            tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
+            QueueArgs::default()
+        });
+        let mut q = self.queues.new_queue(rq.name.clone(), true, args);
+        q.set_next_seq(rq.next_seq);
+        q.touch(now);
+        // Recovery kept the entries of the oldest in memory; the rest
+        // go straight to the queue's compact cold part.
+        q.reserve_ready(rq.messages.len(), rq.messages.len().saturating_sub(rq.entries.len()));
+        // Moved over oldest first; the replay's deque shrinks as it
+        // empties, so a big backlog is not held twice.
+        let mut cap = rq.messages.capacity();
+        while !rq.messages.is_empty() {
+            let n = rq.messages.len().min(RESTORE_BATCH);
+            let batch: Vec<RecoveredMsg> = rq.messages.drain(..n).collect();
+            self.restore_batch(log, &mut rq, &mut q, batch, now).await?;
+            // Given back each time it is half empty: the queue's cold
+            // part grows meanwhile, and the two must not add up
+            // (copies: n/2 + n/4 + ... = n in all).
+            if cap > 4096 && rq.messages.len() * 2 < cap {
+                rq.messages.shrink_to_fit();
+                cap = rq.messages.capacity();
+            }
+        }
+        self.after_dispatch(&mut q);
+        Ok(q)
+    }
+
+    /// Moves one batch of recovered messages (oldest first) into `q`: an
+    /// entry recovery kept in memory as it is, one left on disk as a
+    /// spilled message, or read back now if `q` cannot hold spilled ones.
+    async fn restore_batch(
+        &self,
+        log: &Storage<Waiter>,
+        rq: &mut RecoveredQueue,
+        q: &mut Queue,
+        batch: Vec<RecoveredMsg>,
+        now: u64,
+    ) -> Result<(), String> {
+        // A queue that cannot hold spilled messages (priorities) gets
+        // the entries recovery left on disk read back now.
+        let spillable = q.can_spill();
+        let want: Vec<(u64, Loc)> = match spillable {
+            true => Vec::new(),
+            false => batch
+                .iter()
+                .filter(|m| !rq.entries.contains_key(&m.seq))
+                .filter_map(|m| Some((m.seq, m.loc()?)))
+                .collect(),
+        };
+        let mut read = match want.is_empty() {
+            true => Vec::new().into_iter(),
+            false => log
+                .read_entries(rq.id, &want)
+                .await
+                .map_err(|e| format!("queue '{}': reading recovered messages back: {e}", rq.name))?
+                .into_iter(),
+        };
+        for m in batch {
+            match (m.loc(), rq.take_entry(&m)) {
+                (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
+                (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
+                // Delivered as it is: a record that verifies but
+                // does not hold one well-formed entry is dropped
+                // (and logged gone), never handed to a client.
+                (_, Some(entry)) if parse_entry(&entry).is_err() => {
+                    tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
+                    log.ack(rq.id, m.seq, entry.len());
+                }
+                (_, Some(entry)) => q.restore(m.seq, entry, now),
+            }
+        }
         Ok(())
     }
 

@@ -2,9 +2,9 @@
 //! `docs/routing.md`): it applies the change to its table, stores durable
 //! definitions, broadcasts the change to every peer, and answers once
 //! every peer has applied it. The peers' side (`on_meta_apply`) and the
-//! requests that bring changes here are in `routing.rs`.
+//! requests that bring changes here are in `routing_replica.rs`.
 
-use super::routing::{route_error, METADATA_SHARD};
+use super::routing_replica::{route_error, METADATA_SHARD};
 use super::Shard;
 use crate::protocol::ErrorCode;
 use crate::routing::{BindingDef, Change, Dest, RoutingTable};

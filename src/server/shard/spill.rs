@@ -7,6 +7,9 @@
 //! Transient messages, and every message of a transient queue, have no
 //! location: they count against the budget but always stay in memory; so
 //! do the messages of a priority queue (`Queue::can_spill`).
+//!
+//! This is the shard's side; a queue's spilled messages and read-ahead
+//! windows are `server::queue::spill`.
 
 use super::super::queue::{Ahead, Queue, ReadAhead};
 use super::durable::Durable;

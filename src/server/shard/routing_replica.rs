@@ -1,11 +1,12 @@
-//! Routing on a shard: its read-only copy of the routing table, publishes
+//! Routing on a shard: its replica of the routing table (a read-only copy
+//! of the one `crate::routing::RoutingTable` shard 0 owns), publishes
 //! through exchanges (routed where they arrive, then sent once per owning
 //! shard), confirms gathered from several owners, and the requests that
 //! take a change to shard 0, whose side of it is in `meta.rs` (see
 //! `docs/routing.md`).
 
 use super::{bump, Shard};
-use crate::protocol::fieldtable::{self, TableError};
+use crate::protocol::field_table::{self, TableError};
 use crate::protocol::{Entries, ErrorCode};
 use crate::routing::{headers_of, BindingDef, Change, Dest, ExchangeDef, ExchangeKind, RouteError, RoutingTable};
 use crate::rt::Notify;
@@ -34,10 +35,10 @@ struct FanIn {
     error: Option<(ErrorCode, String)>,
 }
 
-/// This shard's copy of the routing table, which follows shard 0's, and
-/// the confirms of routed publishes waiting on several owners. One part
-/// of `Shard`.
-pub struct Routing {
+/// This shard's replica of the routing table, which follows shard 0's,
+/// and the confirms of routed publishes waiting on several owners. One
+/// part of `Shard` (its field `routing`).
+pub struct RoutingReplica {
     pub table: RefCell<RoutingTable>,
     /// Set once the table holds everything shard 0 recovered.
     ready: Cell<bool>,
@@ -47,7 +48,7 @@ pub struct Routing {
     next_token: Cell<u64>,
 }
 
-impl Default for Routing {
+impl Default for RoutingReplica {
     fn default() -> Self {
         Self {
             table: RefCell::new(RoutingTable::new()),
@@ -118,14 +119,14 @@ pub fn check_exchange_name(name: &str) -> Result<(), QueueError> {
 /// deep is fatal (`TableTooDeep`); otherwise malformed is refused.
 pub fn check_table(args: &[u8], depth_max: u32) -> Result<(), QueueError> {
     let depth_max = usize::try_from(depth_max).unwrap_or(usize::MAX);
-    fieldtable::validate(args, depth_max).map_err(|e| match e {
+    field_table::validate(args, depth_max).map_err(|e| match e {
         TableError::TooDeep { .. } => QueueError::new(ErrorCode::TableTooDeep, format!("arguments: {e}")),
         _ => QueueError::new(ErrorCode::InvalidArgument, format!("arguments are not a valid field table: {e}")),
     })
 }
 
 fn alternate_of(args: &[u8]) -> Result<Option<&str>, QueueError> {
-    match fieldtable::get(args, "alternate-exchange") {
+    match field_table::get(args, "alternate-exchange") {
         None => Ok(None),
         Some((b'S', v)) => std::str::from_utf8(v)
             .map(Some)

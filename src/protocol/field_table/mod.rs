@@ -1,7 +1,13 @@
-//! AMQP 0-9-1 field tables over borrowed bytes: the one walker every table
-//! the broker reads goes through (AMQP methods and content headers, native
-//! Declare/ExchangeDeclare/Bind arguments, the owned [`super::table`]
-//! parser, headers-exchange routing, the admin JSON).
+//! AMQP 0-9-1 field tables (RabbitMQ's field types), for AMQP and the
+//! native protocol alike. Two halves:
+//!
+//! - this module: the walker over borrowed bytes, the one every table the
+//!   broker reads goes through (AMQP methods and content headers, native
+//!   Declare/ExchangeDeclare/Bind arguments, the owned parser below,
+//!   headers-exchange routing, the admin JSON);
+//! - [`owned`]: [`Table`], [`Value`] and [`TableBuilder`], a table parsed
+//!   into owned values to read, edit and re-encode byte for byte (queue
+//!   arguments, `x-death` headers, the client's argument tables).
 //!
 //! A "raw table" is a table's contents without its `u32` length prefix.
 //! Types are RabbitMQ's dialect (big-endian). [`validate`] checks a raw
@@ -14,6 +20,10 @@
 //! adds one level. More than `depth_max` levels is [`TableError::TooDeep`].
 
 use bytes::BufMut;
+
+pub mod owned;
+
+pub use owned::{Table, TableBuilder, Value};
 
 /// Default of the broker's `table_depth_max`, and the limit wherever no
 /// configuration is reachable (the client, the pure codecs).
@@ -228,5 +238,4 @@ pub fn put_shortstr(b: &mut impl BufMut, s: &str) {
 }
 
 #[cfg(test)]
-#[path = "fieldtable_tests.rs"]
 mod tests;

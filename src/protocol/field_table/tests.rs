@@ -56,7 +56,7 @@ fn a_huge_nesting_is_refused_without_recursion() {
     assert_eq!(validate_top(&t), Ok(()));
     // The owned parser refuses it before building anything, and builds
     // the deepest table a configuration may allow.
-    use crate::protocol::table::Table;
+    use crate::protocol::field_table::Table;
     assert_eq!(Table::parse_limited(&t, usize::MAX), Err(TableError::TooDeep { max: TABLE_DEPTH_CEILING }));
     assert!(Table::parse_limited(&nested(TABLE_DEPTH_CEILING), TABLE_DEPTH_CEILING).is_ok());
 }
@@ -117,7 +117,7 @@ proptest! {
         }
         // The owned parser accepts exactly what the walker accepts (and
         // refuses non-UTF-8 names on top).
-        let owned = crate::protocol::table::Table::parse(&buf);
+        let owned = crate::protocol::field_table::Table::parse(&buf);
         match validate(&buf, TABLE_DEPTH_MAX) {
             Err(e) => prop_assert_eq!(owned, Err(e)),
             Ok(()) => prop_assert!(owned.is_ok() || owned == Err(TableError::KeyNotUtf8)),

@@ -1,5 +1,5 @@
 //! AMQP 0-9-1 field tables (big-endian, RabbitMQ's field types), owned:
-//! parse, edit, re-encode byte for byte. Used for queue arguments (the
+//! parse (through the walker in [`super`]), edit, re-encode byte for byte. Used for queue arguments (the
 //! native Declare's arguments block, AMQP queue.declare) and message
 //! headers (`x-death`). No server dependencies: the client builds argument
 //! tables with [`TableBuilder`].
@@ -7,8 +7,8 @@
 //! A "raw table" here is a table's contents without its `u32` length
 //! prefix, as AMQP methods carry it after the prefix.
 
-pub use super::fieldtable::TableError;
-use super::fieldtable::{self, split_key, split_value, TABLE_DEPTH_MAX};
+use super::TableError;
+use super::{split_key, split_value, TABLE_DEPTH_CEILING, TABLE_DEPTH_MAX};
 use crate::protocol::wire::len32;
 use bytes::BufMut;
 
@@ -104,10 +104,10 @@ impl Table {
     /// Parses a raw table nesting at most `depth_max` levels (the broker's
     /// `table_depth_max`). The walker validates it first, iteratively; the
     /// build below then recurses at most `depth_max` times, and
-    /// `depth_max` is at most [`fieldtable::TABLE_DEPTH_CEILING`].
+    /// `depth_max` is at most [`TABLE_DEPTH_CEILING`].
     pub fn parse_limited(raw: &[u8], depth_max: usize) -> Result<Table> {
-        let depth_max = depth_max.min(fieldtable::TABLE_DEPTH_CEILING);
-        fieldtable::validate(raw, depth_max)?;
+        let depth_max = depth_max.min(TABLE_DEPTH_CEILING);
+        super::validate(raw, depth_max)?;
         build_table(raw)
     }
 
@@ -200,7 +200,7 @@ fn build_value(kind: u8, v: &[u8]) -> Result<Value> {
 
 /// Keys are short strings: longer ones are cut at a char boundary.
 fn put_key(out: &mut Vec<u8>, k: &str) {
-    fieldtable::put_shortstr(out, k);
+    super::put_shortstr(out, k);
 }
 
 fn put_long(out: &mut Vec<u8>, b: &[u8]) {
@@ -287,7 +287,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 /// 64-bit), strings as `S`, booleans as `t`, as RabbitMQ clients send them.
 ///
 /// ```
-/// use ringmq::protocol::table::TableBuilder;
+/// use ringmq::protocol::field_table::TableBuilder;
 /// let args = TableBuilder::new().int("x-max-length", 10).str("x-overflow", "reject-publish").build();
 /// assert!(!args.is_empty());
 /// ```
