@@ -186,154 +186,12 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             Ok(())
         }
         Method::Consume { queue, tag, no_ack, exclusive, no_wait, args } => {
-            if exclusive {
-                return Err(conn_fault(code::NOT_IMPLEMENTED, "exclusive consumers are not implemented", mid));
-            }
-            if !args.is_empty() {
-                return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.consume arguments are not implemented", mid));
-            }
-            let queue = check_name(n, queue, mid)?;
-            if st.consumers.values().any(|k| k.channel == n && k.tag == tag && !tag.is_empty()) {
-                return Err(conn_fault(
-                    code::NOT_ALLOWED,
-                    format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"),
-                    mid,
-                ));
-            }
-            if st.consumers.len() >= shard.config.consumers_per_connection_max as usize {
-                return Err(conn_fault(code::RESOURCE_ERROR, "consumers_per_connection_max reached", mid));
-            }
-            let cid = st.next_consumer;
-            st.next_consumer += 1;
-            let tag =
-                if tag.is_empty() { format!("amq.ctag-{}.{}.{cid}", shard.id, c.me().conn_id) } else { tag.into() };
-            let per_consumer = channel(st, n).prefetch_consumer;
-            let per_channel = channel(st, n).prefetch_channel;
-            let max = shard.config.prefetch_max;
-            let prefetch = match (no_ack, per_consumer, per_channel) {
-                (true, _, _) | (false, 0, 0) => max,
-                (false, 0, p) | (false, p, 0) => u32::from(p).min(max),
-                (false, a, b) => u32::from(a.min(b)).min(max),
-            };
-            let owner = shard.owner_of(queue);
-            st.consumers.insert(
-                cid,
-                ConsumerInfo {
-                    channel: n,
-                    deliver: method::deliver_template(n, &tag, queue),
-                    tag,
-                    queue: queue.into(),
-                    owner,
-                    no_ack,
-                    live: false,
-                    cancelled: false,
-                },
-            );
-            let ch = channel(st, n);
-            ch.consumers.push(cid);
-            let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
-            let req = Request::Subscribe { consumer_id: cid, prefetch, queue: queue.into() };
-            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
-            Ok(())
+            consume(c, st, n, mid, (queue, tag), (no_ack, exclusive, no_wait), args, jobs)
         }
-        Method::Cancel { tag, no_wait } => {
-            let found = st.consumers.iter_mut().find(|(_, k)| k.channel == n && k.tag == tag && !k.cancelled);
-            if let Some((&cid, k)) = found {
-                k.cancelled = true;
-                let req = Request::Cancel { consumer_id: cid, queue: k.queue.clone() };
-                let owner = k.owner;
-                // Held deliveries never reached the client: back to the queue.
-                let ch = channel(st, n);
-                let mut ranges = Vec::new();
-                ch.held.retain(|h| {
-                    if h.consumer_id == cid {
-                        ranges.push((h.qtag, h.qtag));
-                        false
-                    } else {
-                        true
-                    }
-                });
-                jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
-                if !ranges.is_empty() {
-                    let queue = st.consumers[&cid].queue.clone();
-                    let req = Request::Nack { consumer_id: cid, queue, requeue: true, ranges };
-                    jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
-                }
-            }
-            if !no_wait {
-                c.outbox.push(|b| method::put(b, n, id::BASIC_CANCEL_OK, |b| put_shortstr(b, tag)));
-            }
-            Ok(())
-        }
-        Method::Get { queue, no_ack } => {
-            let queue = check_name(n, queue, mid)?;
-            let owner = shard.owner_of(queue);
-            let cid = if no_ack {
-                0
-            } else if let Some((_, cid)) = channel(st, n).getters.iter().find(|(q, _)| q == queue) {
-                *cid
-            } else {
-                let cid = st.next_consumer;
-                st.next_consumer += 1;
-                let info = ConsumerInfo {
-                    channel: n,
-                    tag: String::new(),
-                    queue: queue.into(),
-                    owner,
-                    no_ack: false,
-                    live: false,
-                    cancelled: true,
-                    deliver: Vec::new(),
-                };
-                st.consumers.insert(cid, info);
-                let ch = channel(st, n);
-                ch.getters.push((queue.into(), cid));
-                ch.consumers.push(cid);
-                cid
-            };
-            let seq = channel(st, n).push_op(OpKind::Get { consumer_id: cid, no_ack, queue: queue.into() });
-            let req = Request::Get { consumer_id: cid, no_ack, queue: queue.into() };
-            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
-            Ok(())
-        }
-        Method::Ack { tag, multiple } => {
-            let mut acks = c.acks.borrow_mut();
-            let ch = channel(st, n);
-            let taken = ch.take_tags(tag, multiple, |cid, q| match acks.last_mut() {
-                Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
-                _ => acks.push((cid, q, q)),
-            });
-            drop(acks);
-            if taken.is_none() {
-                return Err(ch_fault(
-                    n,
-                    code::PRECONDITION_FAILED,
-                    format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
-                    mid,
-                ));
-            }
-            super::out::drain_held(c, st, n);
-            Ok(())
-        }
-        Method::Nack { tag, multiple, requeue } => {
-            let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
-            let ch = channel(st, n);
-            let taken = ch.take_tags(tag, multiple, |cid, q| match ranges.last_mut() {
-                Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
-                _ => ranges.push((cid, q, q)),
-            });
-            if taken.is_none() {
-                return Err(ch_fault(
-                    n,
-                    code::PRECONDITION_FAILED,
-                    format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
-                    mid,
-                ));
-            }
-            nack_jobs(st, ranges, requeue, jobs);
-            super::out::drain_held(c, st, n);
-            Ok(())
-        }
+        Method::Cancel { tag, no_wait } => cancel(c, st, n, tag, no_wait, jobs),
+        Method::Get { queue, no_ack } => get(c, st, n, mid, (queue, no_ack), jobs),
+        Method::Ack { tag, multiple } => ack(c, st, n, mid, (tag, multiple)),
+        Method::Nack { tag, multiple, requeue } => nack(c, st, n, mid, (tag, multiple, requeue), jobs),
         Method::Recover { requeue } => {
             if !requeue {
                 return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.recover requeue=false is not implemented", mid));
@@ -365,6 +223,192 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
         )),
         _ => Err(conn_fault(code::COMMAND_INVALID, format!("method {mid:?} is not valid on a channel"), mid)),
     }
+}
+
+/// basic.consume: checks, then a consumer on the channel and a Subscribe
+/// to the queue's owner.
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    c: &AmqpConn,
+    st: &mut State,
+    n: u16,
+    mid: MethodId,
+    (queue, tag): (&str, &str),
+    (no_ack, exclusive, no_wait): (bool, bool, bool),
+    args: &[u8],
+    jobs: &mut Vec<Job>,
+) -> Result<(), Fault> {
+    let shard = &c.shard;
+    if exclusive {
+        return Err(conn_fault(code::NOT_IMPLEMENTED, "exclusive consumers are not implemented", mid));
+    }
+    if !args.is_empty() {
+        return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.consume arguments are not implemented", mid));
+    }
+    let queue = check_name(n, queue, mid)?;
+    if st.consumers.values().any(|k| k.channel == n && k.tag == tag && !tag.is_empty()) {
+        return Err(conn_fault(code::NOT_ALLOWED, format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"), mid));
+    }
+    if st.consumers.len() >= shard.config.consumers_per_connection_max as usize {
+        return Err(conn_fault(code::RESOURCE_ERROR, "consumers_per_connection_max reached", mid));
+    }
+    let cid = st.next_consumer;
+    st.next_consumer += 1;
+    let tag = if tag.is_empty() { format!("amq.ctag-{}.{}.{cid}", shard.id, c.me().conn_id) } else { tag.into() };
+    let per_consumer = channel(st, n).prefetch_consumer;
+    let per_channel = channel(st, n).prefetch_channel;
+    let max = shard.config.prefetch_max;
+    let prefetch = match (no_ack, per_consumer, per_channel) {
+        (true, _, _) | (false, 0, 0) => max,
+        (false, 0, p) | (false, p, 0) => u32::from(p).min(max),
+        (false, a, b) => u32::from(a.min(b)).min(max),
+    };
+    let owner = shard.owner_of(queue);
+    st.consumers.insert(
+        cid,
+        ConsumerInfo {
+            channel: n,
+            deliver: method::deliver_template(n, &tag, queue),
+            tag,
+            queue: queue.into(),
+            owner,
+            no_ack,
+            live: false,
+            cancelled: false,
+        },
+    );
+    let ch = channel(st, n);
+    ch.consumers.push(cid);
+    let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
+    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: queue.into() };
+    jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+    Ok(())
+}
+
+/// basic.cancel: the consumer is cancelled at its owner, and deliveries
+/// held back for it go back to the queue.
+fn cancel(c: &AmqpConn, st: &mut State, n: u16, tag: &str, no_wait: bool, jobs: &mut Vec<Job>) -> Result<(), Fault> {
+    let found = st.consumers.iter_mut().find(|(_, k)| k.channel == n && k.tag == tag && !k.cancelled);
+    if let Some((&cid, k)) = found {
+        k.cancelled = true;
+        let req = Request::Cancel { consumer_id: cid, queue: k.queue.clone() };
+        let owner = k.owner;
+        // Held deliveries never reached the client: back to the queue.
+        let ch = channel(st, n);
+        let mut ranges = Vec::new();
+        ch.held.retain(|h| {
+            if h.consumer_id == cid {
+                ranges.push((h.qtag, h.qtag));
+                false
+            } else {
+                true
+            }
+        });
+        jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
+        if !ranges.is_empty() {
+            let queue = st.consumers[&cid].queue.clone();
+            let req = Request::Nack { consumer_id: cid, queue, requeue: true, ranges };
+            jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
+        }
+    }
+    if !no_wait {
+        c.outbox.push(|b| method::put(b, n, id::BASIC_CANCEL_OK, |b| put_shortstr(b, tag)));
+    }
+    Ok(())
+}
+
+/// basic.get: one message from the queue's owner, through a getter
+/// consumer kept per channel and queue (none with no_ack).
+fn get(
+    c: &AmqpConn,
+    st: &mut State,
+    n: u16,
+    mid: MethodId,
+    (queue, no_ack): (&str, bool),
+    jobs: &mut Vec<Job>,
+) -> Result<(), Fault> {
+    let shard = &c.shard;
+    let queue = check_name(n, queue, mid)?;
+    let owner = shard.owner_of(queue);
+    let cid = if no_ack {
+        0
+    } else if let Some((_, cid)) = channel(st, n).getters.iter().find(|(q, _)| q == queue) {
+        *cid
+    } else {
+        let cid = st.next_consumer;
+        st.next_consumer += 1;
+        let info = ConsumerInfo {
+            channel: n,
+            tag: String::new(),
+            queue: queue.into(),
+            owner,
+            no_ack: false,
+            live: false,
+            cancelled: true,
+            deliver: Vec::new(),
+        };
+        st.consumers.insert(cid, info);
+        let ch = channel(st, n);
+        ch.getters.push((queue.into(), cid));
+        ch.consumers.push(cid);
+        cid
+    };
+    let seq = channel(st, n).push_op(OpKind::Get { consumer_id: cid, no_ack, queue: queue.into() });
+    let req = Request::Get { consumer_id: cid, no_ack, queue: queue.into() };
+    jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+    Ok(())
+}
+
+/// basic.ack: the tags join the connection's ack ranges, flushed to the
+/// owners once per turn.
+#[inline]
+fn ack(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, (tag, multiple): (u64, bool)) -> Result<(), Fault> {
+    let mut acks = c.acks.borrow_mut();
+    let ch = channel(st, n);
+    let taken = ch.take_tags(tag, multiple, |cid, q| match acks.last_mut() {
+        Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
+        _ => acks.push((cid, q, q)),
+    });
+    drop(acks);
+    if taken.is_none() {
+        return Err(ch_fault(
+            n,
+            code::PRECONDITION_FAILED,
+            format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+            mid,
+        ));
+    }
+    super::out::drain_held(c, st, n);
+    Ok(())
+}
+
+/// basic.nack and basic.reject: the tags go back to their owners, to be
+/// requeued or dropped.
+fn nack(
+    c: &AmqpConn,
+    st: &mut State,
+    n: u16,
+    mid: MethodId,
+    (tag, multiple, requeue): (u64, bool, bool),
+    jobs: &mut Vec<Job>,
+) -> Result<(), Fault> {
+    let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
+    let ch = channel(st, n);
+    let taken = ch.take_tags(tag, multiple, |cid, q| match ranges.last_mut() {
+        Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
+        _ => ranges.push((cid, q, q)),
+    });
+    if taken.is_none() {
+        return Err(ch_fault(
+            n,
+            code::PRECONDITION_FAILED,
+            format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+            mid,
+        ));
+    }
+    nack_jobs(st, ranges, requeue, jobs);
+    super::out::drain_held(c, st, n);
+    Ok(())
 }
 
 fn channel(st: &mut State, n: u16) -> &mut Channel {
