@@ -149,6 +149,8 @@ pub struct Shard {
     pub conns: conns::ConnTable,
     /// This shard's copy of who may log in (`src/auth/`).
     users: crate::auth::Users,
+    /// Refused logins logged per peer (login.rs).
+    login_log: login::LoginLog,
     /// The shard's log (`None` until `open_storage`).
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// The memory budget: resident bytes, read-backs of spilled messages.
@@ -190,6 +192,7 @@ impl Shard {
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
             users: users_of(&config),
+            login_log: login::LoginLog::default(),
             config,
             shard_addrs,
             mesh,
