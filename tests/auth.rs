@@ -217,3 +217,54 @@ fn guest_is_refused_from_a_non_loopback_address_on_every_listener() {
     assert_eq!(got.5, 200);
     assert_eq!(auth_failures(&b), 3);
 }
+
+/// An HTTP request with basic auth; the status.
+fn http_status(addr: SocketAddr, method: &str, path: &str, user: &str, password: &str) -> u16 {
+    use base64::Engine;
+    let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A native `Admin` command as `user`: Ok, or the error's code.
+fn admin_as(addr: SocketAddr, user: &str, password: &str, command: u8, arg: &str) -> Result<(), u16> {
+    let mut r = Raw::connect(addr);
+    r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
+    assert!(matches!(r.recv().frame().cmd, Cmd::HelloOk(_)));
+    r.send(Cmd::Admin { command, arg });
+    let f = r.recv();
+    match f.frame().cmd {
+        Cmd::AdminOk { .. } => Ok(()),
+        Cmd::Error { code, .. } => Err(code),
+        other => panic!("expected AdminOk or Error, got {other:?}"),
+    }
+}
+
+#[test]
+fn tags_decide_what_the_management_api_and_ctl_allow() {
+    use ringmq::protocol::op;
+    let b = TestBroker::start_with(1, |c| {
+        c.users = vec![UserSeed::new("guest", "guest", &["administrator"]), alice(), UserSeed::new("bob", "b0b", &[])];
+    });
+    Raw::hello(b.native).0.declare("tagged");
+    // No management tag: messaging only.
+    native_login(b.native, "bob", "b0b").unwrap();
+    assert_eq!(http_status(b.metrics, "GET", "/api/overview", "bob", "b0b"), 403);
+    let refused = ErrorCode::AccessRefused.as_u16();
+    assert_eq!(admin_as(b.native, "bob", "b0b", op::ADMIN_LIST_QUEUES, ""), Err(refused));
+    // monitoring: may read, not change.
+    assert_eq!(http_status(b.metrics, "GET", "/api/queues", "alice", "s3cret"), 200);
+    assert_eq!(http_status(b.metrics, "DELETE", "/api/queues/%2F/tagged", "alice", "s3cret"), 403);
+    assert_eq!(admin_as(b.native, "alice", "s3cret", op::ADMIN_LIST_QUEUES, ""), Ok(()));
+    assert_eq!(admin_as(b.native, "alice", "s3cret", op::ADMIN_DELETE_QUEUE, "tagged"), Err(refused));
+    // administrator: both.
+    assert_eq!(admin_as(b.native, "guest", "guest", op::ADMIN_PURGE_QUEUE, "tagged"), Ok(()));
+    assert_eq!(http_status(b.metrics, "DELETE", "/api/queues/%2F/tagged", "guest", "guest"), 204);
+    // /metrics stays open, as RabbitMQ's Prometheus endpoint.
+    assert!(http_get(b.metrics, "/metrics").contains("ringmq_auth_failures_total 0"));
+}

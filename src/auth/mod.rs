@@ -75,9 +75,31 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
+/// What a user's tags let it do with the management API and `ctl`, as
+/// RabbitMQ's tags do (vhost-scoped views come with vhosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// No management tag: messaging only.
+    None,
+    /// `management`, `policymaker` or `monitoring`: may read.
+    Read,
+    /// `administrator`: may also change things.
+    Admin,
+}
+
 impl User {
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
+    }
+
+    pub fn access(&self) -> Access {
+        if self.has_tag("administrator") {
+            Access::Admin
+        } else if ["management", "policymaker", "monitoring"].iter().any(|t| self.has_tag(t)) {
+            Access::Read
+        } else {
+            Access::None
+        }
     }
 }
 
@@ -172,6 +194,9 @@ mod tests {
         assert_eq!(u.authenticate("alice", b"s3cret", REMOTE).unwrap().name, "alice");
         assert!(u.authenticate("guest", b"guest", LOCAL).unwrap().has_tag("administrator"));
         assert!(u.authenticate("rabbit", b"test12", REMOTE).unwrap().has_tag("monitoring"));
+        assert_eq!(u.authenticate("rabbit", b"test12", REMOTE).unwrap().access(), Access::Read);
+        assert_eq!(u.authenticate("guest", b"guest", LOCAL).unwrap().access(), Access::Admin);
+        assert_eq!(u.authenticate("alice", b"s3cret", LOCAL).unwrap().access(), Access::None);
         assert_eq!(u.authenticate("alice", b"s3cre", REMOTE).unwrap_err(), LoginError::BadCredentials);
         assert_eq!(u.authenticate("bob", b"s3cret", LOCAL).unwrap_err(), LoginError::BadCredentials);
         assert_eq!(u.authenticate("guest", b"guest", REMOTE).unwrap_err(), LoginError::LoopbackOnly);

@@ -16,6 +16,7 @@ mod nodes;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
+use crate::auth::Access;
 use crate::server::admin::{admin_on_owner, close_connection, json_array, FORMAT_CHUNK};
 use crate::server::shard::Shard;
 use crate::server::stats::{
@@ -58,24 +59,15 @@ fn no_content() -> Resp {
     r
 }
 
-/// Whether the request carries basic credentials of a configured user.
-fn authorised(shard: &Shard, req: &Request<Incoming>, peer: Option<std::net::SocketAddr>) -> bool {
-    let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else {
-        return false;
-    };
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-        return false;
-    };
-    let Ok(raw) = String::from_utf8(raw) else {
-        return false;
-    };
-    let Some((user, password)) = raw.split_once(':') else {
-        return false;
-    };
-    shard.authenticate("http", user, password.as_bytes(), peer).is_ok()
+/// What the request's basic credentials let it do; `None` without valid
+/// credentials of a configured user.
+fn authorised(shard: &Shard, req: &Request<Incoming>, peer: Option<std::net::SocketAddr>) -> Option<Access> {
+    let v = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (user, password) = raw.split_once(':')?;
+    shard.authenticate("http", user, password.as_bytes(), peer).ok().map(|u| u.access())
 }
 
 /// Decodes `%XX` escapes (vhost `/` arrives as `%2F`).
@@ -115,10 +107,23 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     let Some(rest) = path.strip_prefix("/api/") else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    if !authorised(shard, &req, peer) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ringmq\""));
-        return r;
+    match authorised(shard, &req, peer) {
+        None => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ringmq\""));
+            return r;
+        }
+        Some(Access::None) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this user has no management tag (management, monitoring, administrator)",
+            )
+        }
+        Some(Access::Read) if method != Method::GET => {
+            return error(StatusCode::FORBIDDEN, "changes need the administrator tag")
+        }
+        Some(_) => {}
     }
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let decoded: Option<Vec<String>> = parts.iter().map(|p| percent_decode(p)).collect();

@@ -67,6 +67,8 @@ pub struct NativeConn {
     accepted_at: Instant,
     /// Promoted from the unauthenticated cap to `connections_per_shard_max`.
     logged_in: Cell<bool>,
+    /// What the user's tags allow with `Admin` (`ringmq ctl`).
+    access: Cell<crate::auth::Access>,
     /// The negotiated heartbeat (0 = none), and the beat task's wake-up.
     heartbeat_ms: Cell<u32>,
     beat_kick: Notify,
@@ -155,6 +157,7 @@ impl NativeConn {
             handshaken: Cell::new(false),
             accepted_at: Instant::now(),
             logged_in: Cell::new(false),
+            access: Cell::new(crate::auth::Access::None),
             heartbeat_ms: Cell::new(0),
             beat_kick: Notify::default(),
             consumers: RefCell::new(HashMap::new()),
@@ -395,6 +398,7 @@ impl NativeConn {
             }
             Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
             Cmd::Admin { command, arg } => {
+                self.may_admin(rid, command)?;
                 crate::server::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
                     .map_err(|(code, message)| Fatal { request_id: rid, code, message })?
             }
@@ -407,6 +411,31 @@ impl NativeConn {
             }
         }
         Ok(())
+    }
+
+    /// `Admin` by the user's tags, as RabbitMQ's management tags: reading
+    /// needs `management`, `monitoring` or `policymaker`, changing
+    /// (purge, delete, close, thresholds) needs `administrator`.
+    fn may_admin(&self, rid: u64, command: u8) -> Result<(), Fatal> {
+        use crate::auth::Access;
+        let changes = matches!(
+            command,
+            op::ADMIN_PURGE_QUEUE
+                | op::ADMIN_DELETE_QUEUE
+                | op::ADMIN_CLOSE_CONNECTION
+                | op::ADMIN_SET_MEMORY_HIGH_WATERMARK
+                | op::ADMIN_SET_DISK_FREE_LIMIT
+        );
+        let needed = if changes { Access::Admin } else { Access::Read };
+        if self.access.get() >= needed {
+            return Ok(());
+        }
+        let tag = if changes { "administrator" } else { "management, monitoring or administrator" };
+        Err(Fatal {
+            request_id: rid,
+            code: ErrorCode::AccessRefused,
+            message: format!("this Admin command needs the {tag} tag"),
+        })
     }
 
     fn check_sizes(&self, rid: u64, entries: &protocol::Entries<'_>) -> Result<(), Fatal> {

@@ -107,8 +107,11 @@ impl NativeConn {
         }
         let c = &self.shard.config;
         let peer = self.peer.parse::<std::net::SocketAddr>().ok();
-        if let Err(e) = self.shard.authenticate("native", user, password.as_bytes(), peer) {
-            return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))));
+        match self.shard.authenticate("native", user, password.as_bytes(), peer) {
+            Ok(u) => self.access.set(u.access()),
+            Err(e) => {
+                return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))))
+            }
         }
         match self.shard.conns.promote(self.me()) {
             Ok(()) => {}
