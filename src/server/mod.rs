@@ -110,7 +110,8 @@ impl Broker {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
-        crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count()).map_err(StartError::Storage)?;
+        crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count())
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
         let bind = |addr| BoundSocket::bind(addr).map_err(|source| StartError::Bind { addr, source });

@@ -16,6 +16,7 @@
 //!   1 exchange), str16 destination, str16 routing key, u32 + bytes arguments
 //! ```
 
+use super::StorageError;
 use crate::routing::{BindingDef, Change, Dest, ExchangeDef, ExchangeKind};
 use bytes::{BufMut, Bytes};
 use std::io::Write;
@@ -81,51 +82,75 @@ pub fn encode(defs: &[Change]) -> Vec<u8> {
     b
 }
 
+/// What is wrong with a definitions file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DefsError {
+    #[error("not a definitions file (bad magic or too short)")]
+    NotDefinitions,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("format version {0}; this build reads {VERSION}")]
+    Version(u32),
+    #[error("truncated record")]
+    Truncated,
+    #[error("name is not UTF-8")]
+    NotUtf8,
+    #[error("unknown exchange kind")]
+    ExchangeKind,
+    #[error("unknown binding destination kind")]
+    DestKind,
+    #[error("unknown record kind")]
+    RecordKind,
+    #[error("bytes after the last record")]
+    Trailing,
+}
+
 struct Cur<'a>(&'a [u8]);
 
 impl<'a> Cur<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DefsError> {
         if self.0.len() < n {
-            return Err("truncated record".into());
+            return Err(DefsError::Truncated);
         }
         let (h, t) = self.0.split_at(n);
         self.0 = t;
         Ok(h)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, DefsError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, DefsError> {
         Ok(u16::from_le_bytes([self.u8()?, self.u8()?]))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DefsError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn str16(&mut self) -> Result<String, String> {
+    fn str16(&mut self) -> Result<String, DefsError> {
         let n = usize::from(self.u16()?);
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "name is not UTF-8".to_string())
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| DefsError::NotUtf8)
     }
-    fn bytes32(&mut self) -> Result<Bytes, String> {
-        let n = usize::try_from(self.u32()?).map_err(|_| "length out of range".to_string())?;
+    fn bytes32(&mut self) -> Result<Bytes, DefsError> {
+        // A length past the buffer is a truncated record, whatever usize is.
+        let n = usize::try_from(self.u32()?).map_err(|_| DefsError::Truncated)?;
         Ok(Bytes::copy_from_slice(self.take(n)?))
     }
 }
 
 /// Decodes a whole file, checking its checksum first.
-pub fn decode(buf: &[u8]) -> Result<Vec<Change>, String> {
+pub fn decode(buf: &[u8]) -> Result<Vec<Change>, DefsError> {
     if buf.len() < MAGIC.len() + 12 || &buf[..8] != MAGIC {
-        return Err("not a definitions file (bad magic or too short)".into());
+        return Err(DefsError::NotDefinitions);
     }
     let (body, crc) = buf.split_at(buf.len() - 4);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if crc32c::crc32c(body) != stored {
-        return Err("checksum mismatch".into());
+        return Err(DefsError::Checksum);
     }
     let mut c = Cur(&body[8..]);
     let version = c.u32()?;
     if version != VERSION {
-        return Err(format!("format version {version}; this build reads {VERSION}"));
+        return Err(DefsError::Version(version));
     }
     let count = c.u32()?;
     let mut out = Vec::new();
@@ -133,7 +158,7 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Change>, String> {
         out.push(match c.u8()? {
             1 => {
                 let name = c.str16()?;
-                let kind = *KINDS.get(usize::from(c.u8()?)).ok_or("unknown exchange kind")?;
+                let kind = *KINDS.get(usize::from(c.u8()?)).ok_or(DefsError::ExchangeKind)?;
                 let flags = c.u8()?;
                 let alternate = Some(c.str16()?).filter(|a| !a.is_empty());
                 let args = c.bytes32()?;
@@ -152,37 +177,31 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Change>, String> {
                 let dest = match (c.u8()?, c.str16()?) {
                     (0, q) => Dest::Queue(q),
                     (1, x) => Dest::Exchange(x),
-                    _ => return Err("unknown binding destination kind".into()),
+                    _ => return Err(DefsError::DestKind),
                 };
                 Change::Bind(BindingDef { source, dest, key: c.str16()?, args: c.bytes32()? })
             }
-            _ => return Err("unknown record kind".into()),
+            _ => return Err(DefsError::RecordKind),
         });
     }
     if !c.0.is_empty() {
-        return Err("bytes after the last record".into());
+        return Err(DefsError::Trailing);
     }
     Ok(out)
 }
 
 /// Reads the stored definitions; none when the file does not exist yet.
-pub fn load(path: &Path) -> Result<Vec<Change>, String> {
+pub fn load(path: &Path) -> Result<Vec<Change>, StorageError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(StorageError::io(path, e)),
         Ok(m) if m.len() > FILE_BYTES_MAX => {
-            return Err(format!("{} is {} bytes, over the {FILE_BYTES_MAX} limit", path.display(), m.len()))
+            return Err(StorageError::DefinitionsTooLarge { path: path.into(), size: m.len(), max: FILE_BYTES_MAX })
         }
         Ok(_) => {}
     }
-    let buf = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    decode(&buf).map_err(|why| {
-        format!(
-            "{} is corrupt: {why}. Durable exchanges and bindings cannot be recovered from it; \
-             move it away to start without them",
-            path.display()
-        )
-    })
+    let buf = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    decode(&buf).map_err(|why| StorageError::Definitions { path: path.into(), why })
 }
 
 /// Replaces the file atomically and durably.

@@ -3,12 +3,13 @@
 //! would put recovered queues on shards that do not own them: the start
 //! is refused instead (re-homing is future work, see `docs/storage.md`).
 
+use super::StorageError;
 use std::path::Path;
 
 pub const META_FILE: &str = "ringmq.meta";
 
 /// Writes the meta file on first start; refuses a different shard count.
-pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
+pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), StorageError> {
     let path = data_dir.join(META_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -16,15 +17,9 @@ pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
                 .lines()
                 .find_map(|l| l.strip_prefix("shards="))
                 .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| format!("{}: no valid `shards=` line", path.display()))?;
+                .ok_or_else(|| StorageError::BadMeta(path.clone()))?;
             if found != shards {
-                return Err(format!(
-                    "data dir {} was written by a broker with {found} shards, and this one would run {shards}. \
-                     Queues live on the shard their name hashes to, so the shard count of a data dir cannot change: \
-                     start with `--cores {found}` (or `cores = {found}`), or move the data dir away to start empty \
-                     (its persistent messages are then not recovered)",
-                    data_dir.display()
-                ));
+                return Err(StorageError::ShardCount { dir: data_dir.into(), found, wanted: shards });
             }
             Ok(())
         }
@@ -38,9 +33,9 @@ pub fn check_shard_count(data_dir: &Path, shards: usize) -> Result<(), String> {
                 std::fs::rename(&tmp, &path)?;
                 std::fs::File::open(data_dir)?.sync_all()
             };
-            write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+            write().map_err(|e| StorageError::io(&path, e))
         }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(StorageError::io(&path, e)),
     }
 }
 
@@ -53,7 +48,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         check_shard_count(d.path(), 2).unwrap();
         check_shard_count(d.path(), 2).unwrap();
-        let e = check_shard_count(d.path(), 3).unwrap_err();
+        let e = check_shard_count(d.path(), 3).unwrap_err().to_string();
         assert!(e.contains("2 shards") && e.contains("--cores 2"), "{e}");
     }
 }

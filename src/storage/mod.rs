@@ -135,6 +135,22 @@ pub enum StorageError {
         "segment {path} is {size} bytes, more than any segment the log writes ({max}): refusing to read it into memory"
     )]
     Oversized { path: PathBuf, size: u64, max: u64 },
+    #[error(
+        "{path} is corrupt: {why}. Durable exchanges and bindings cannot be recovered from it; \
+         move it away to start without them"
+    )]
+    Definitions { path: PathBuf, why: definitions::DefsError },
+    #[error(
+        "data dir {dir} was written by a broker with {found} shards, and this one would run {wanted}. \
+         Queues live on the shard their name hashes to, so the shard count of a data dir cannot change: \
+         start with `--cores {found}` (or `cores = {found}`), or move the data dir away to start empty \
+         (its persistent messages are then not recovered)"
+    )]
+    ShardCount { dir: PathBuf, found: usize, wanted: usize },
+    #[error("{path} is {size} bytes, over the {max} limit of a definitions file")]
+    DefinitionsTooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error("{0}: no valid `shards=` line")]
+    BadMeta(PathBuf),
     #[error("spilled record in segment {seg} at offset {off} does not verify: {why}")]
     BadRead { seg: u64, off: u32, why: &'static str },
 }

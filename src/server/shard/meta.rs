@@ -111,7 +111,7 @@ impl Shard {
     pub fn publish_definitions(&self) -> Result<(), String> {
         debug_assert_eq!(self.id, METADATA_SHARD);
         let path = self.config.data_dir.join(crate::storage::definitions::FILE);
-        let defs = crate::storage::definitions::load(&path)?;
+        let defs = crate::storage::definitions::load(&path).map_err(|e| e.to_string())?;
         {
             let mut table = self.routing.table.borrow_mut();
             for c in &defs {
