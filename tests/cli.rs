@@ -316,3 +316,49 @@ fn a_flood_of_bad_connections_logs_a_bounded_number_of_lines() {
     assert!((1..=12).contains(&closing), "{closing} closing lines:\n{log}");
     assert!(skipped + closing as u64 >= 60, "{skipped} skipped, {closing} logged:\n{log}");
 }
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+}
+
+#[test]
+fn passwords_appear_in_neither_the_log_nor_the_data_dir() {
+    let s = start_server_with("[[users]]\nname = \"app\"\npassword = \"hunter2-secret\"\ntags = [\"administrator\"]\n");
+    let addr: std::net::SocketAddr = s.native.parse().unwrap();
+    // A good login, durable state written, and refused logins with
+    // other passwords.
+    let mut ok = common::Raw::connect(addr);
+    ok.send(ringmq::protocol::Cmd::Hello {
+        version: ringmq::protocol::VERSION,
+        user: "app",
+        password: "hunter2-secret",
+        heartbeat_ms: None,
+    });
+    assert!(matches!(ok.recv().frame().cmd, ringmq::protocol::Cmd::HelloOk(_)));
+    ok.declare("kept");
+    for (user, password) in [("app", "wrong-pw-123"), ("nobody", "hunter2-secret")] {
+        let mut r = common::Raw::connect(addr);
+        r.send(ringmq::protocol::Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
+        r.expect_error(ringmq::protocol::ErrorCode::AuthFailed);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(s._dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("login refused"), "refusals are logged:\n{log}");
+    let mut files = Vec::new();
+    files_under(&s._dir.path().join("data"), &mut files);
+    assert!(!files.is_empty());
+    for secret in ["hunter2-secret", "wrong-pw-123"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        for (p, bytes) in &files {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {}", p.display());
+        }
+    }
+}
