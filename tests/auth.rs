@@ -83,17 +83,23 @@ fn amqp_login(addr: SocketAddr, user: &str, password: &str) -> Result<(), (u16, 
     }
 }
 
-/// HTTP GET of `path` with basic auth; the status and the body.
-fn http(addr: SocketAddr, path: &str, user: &str, password: &str) -> (u16, String) {
+/// An HTTP request with basic auth; the status and the whole response.
+fn http_request(addr: SocketAddr, method: &str, path: &str, user: &str, password: &str) -> (u16, String) {
     use base64::Engine;
     let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
     s.set_read_timeout(Some(STEP)).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, raw)
+}
+
+/// HTTP GET with basic auth; the status and the whole response.
+fn http(addr: SocketAddr, path: &str, user: &str, password: &str) -> (u16, String) {
+    http_request(addr, "GET", path, user, password)
 }
 
 fn auth_failures(b: &TestBroker) -> u64 {
@@ -220,15 +226,7 @@ fn guest_is_refused_from_a_non_loopback_address_on_every_listener() {
 
 /// An HTTP request with basic auth; the status.
 fn http_status(addr: SocketAddr, method: &str, path: &str, user: &str, password: &str) -> u16 {
-    use base64::Engine;
-    let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    http_request(addr, method, path, user, password).0
 }
 
 /// A native `Admin` command as `user`: Ok, or the error's code.
