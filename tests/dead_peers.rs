@@ -154,13 +154,23 @@ fn peer_that_stops_reading_is_closed_after_send_timeout() {
     let cid = stuck.consumer_id();
     stuck.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1000, queue: "sink" });
     let subscribed = Instant::now();
-    // ...and it never reads again. Its unacked messages come back to a
-    // consumer that does, once the broker gives up on it.
+    // ...and it never reads again. It was handed about `outbox_bytes_max`
+    // of the queue (the rest stays for others); those come back, marked
+    // redelivered, to a consumer that reads, once the broker gives up on it.
     let (mut next, _) = Raw::hello(b.native);
-    let (next_cid, early) = next.subscribe("sink", 1);
-    let first = if early.is_empty() { next.expect_deliveries(next_cid, 1) } else { early };
+    let (next_cid, mut early) = next.subscribe("sink", 1);
+    let mut fresh = 0;
+    let first = loop {
+        let d = if early.is_empty() { next.expect_deliveries(next_cid, 1) } else { std::mem::take(&mut early) };
+        if d[0].redelivered {
+            break d;
+        }
+        fresh += 1;
+        assert!(fresh < 24 * 16, "the stuck consumer's messages were never requeued");
+        next.ack(next_cid, &[(d[0].tag, d[0].tag)]);
+    };
     let took = subscribed.elapsed();
-    assert!(first[0].redelivered, "the stuck consumer's messages were requeued");
+    assert!(fresh < 24 * 16 - 64, "the stuck consumer held {} messages", 24 * 16 - fresh);
     assert!(took >= Duration::from_millis(450), "released after {took:?}, before send_timeout_ms");
     // The stuck socket ends after what the kernel buffered.
     let end = Instant::now() + Duration::from_secs(10);

@@ -218,10 +218,13 @@ pub enum Request {
     ConnClosed {
         queues: Vec<String>,
     },
-    /// The connection's outbox is full (`open: false`): dispatch skips its
-    /// consumers until it has drained (`open: true`). No reply.
-    Deliveries {
-        open: bool,
+    /// The connection's outbox has drained since the owner stopped
+    /// dispatching to it (`server/gate.rs`): dispatch to it again. No reply.
+    DeliveriesResume,
+    /// A connection on another shard grants `bytes` of deliveries back as
+    /// credit (`server/gate.rs`): the owner may forward that much more.
+    DeliveriesCredit {
+        bytes: usize,
     },
 }
 
@@ -244,8 +247,7 @@ pub enum Reply {
         count: u32,
     },
     Deliver {
-        /// The shard that owns the queue (told to stop when the
-        /// connection's outbox is full).
+        /// The owner shard, which the connection grants credit back to.
         owner: u16,
         consumer_id: u32,
         first_tag: u64,

@@ -383,85 +383,122 @@ impl Queue {
 
     /// `dispatch_gated` with every consumer's connection taking deliveries.
     pub fn dispatch(&mut self, out: Out<'_>, now: u64) -> usize {
-        self.dispatch_gated(out, &|_| true, now).sent
+        self.dispatch_gated(out, &|_| usize::MAX, now).sent
     }
 
     /// Pushes ready messages to consumers with credit, round-robin one
     /// message per consumer per round. Each consumer's share is handed to
     /// `out` once, straight from its unacked store: no copies, no clones.
     /// Messages past their deadline are not delivered (they go to the dead
-    /// list). A consumer whose connection `open` refuses (its outbox is
-    /// full, `server/gate.rs`) is skipped: asked once per consumer per
-    /// call, not per message.
-    pub fn dispatch_gated(&mut self, out: Out<'_>, open: &dyn Fn(ConnRef) -> bool, now: u64) -> Dispatched {
+    /// list). `room` says how many bytes a consumer's connection may take
+    /// in this call (`server/gate.rs`), asked once per consumer per call,
+    /// not per message: a consumer with none is skipped, and one whose
+    /// room runs out gets no more (it may pass its room by one message)
+    /// and is reported in `Dispatched::full`.
+    pub fn dispatch_gated(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
         let targets = self.dispatch_targets();
         let mut done = Dispatched::default();
         if self.ready.is_empty() || targets.is_empty() {
             return done;
         }
-        // Tag of the first message each consumer gets in this pass, and
-        // its credit for the pass (0 while its connection is stopped).
-        let mut firsts: Vec<(u64, u32)> = Vec::with_capacity(self.consumers.len());
+        // Per consumer: the tag of the first message it gets in this pass,
+        // its credit for the pass, and its connection's room in bytes.
+        let mut firsts: Vec<(u64, u32, usize)> = Vec::with_capacity(self.consumers.len());
         for (i, c) in self.consumers.iter().enumerate() {
             let credit = if targets.contains(&i) { c.credit() } else { 0 };
-            let credit = if credit > 0 && !open(c.owner) {
+            let bytes = if credit > 0 { room(c.owner) } else { 0 };
+            if credit > 0 && bytes == 0 {
                 done.skipped = true;
-                0
-            } else {
-                credit
-            };
-            firsts.push((c.next_tag(), credit));
-        }
-        let mut sent = 0;
-        if targets.len() == 1 {
-            let i = targets.start;
-            for _ in 0..firsts[i].1 {
-                let Some(m) = self.pop_live(now) else { break };
-                self.consumers[i].track(m);
-                sent += 1;
             }
+            firsts.push((c.next_tag(), if bytes == 0 { 0 } else { credit }, bytes));
+        }
+        let sent = if targets.len() == 1 {
+            self.fill_one(targets.start, &mut firsts[targets.start], now)
         } else {
-            let n = targets.len();
-            'rounds: loop {
-                let mut progressed = false;
-                for k in 0..n {
-                    let i = (self.rr + k) % n;
-                    if firsts[i].1 == 0 {
-                        continue;
-                    }
-                    let Some(m) = self.pop_live(now) else { break 'rounds };
-                    self.consumers[i].track(m);
-                    firsts[i].1 -= 1;
-                    sent += 1;
-                    progressed = true;
-                }
-                if !progressed {
-                    break;
-                }
-            }
-            self.rr = (self.rr + 1) % n;
-        }
-        for (c, (first, _)) in self.consumers.iter_mut().zip(firsts) {
+            self.fill_rounds(targets.len(), &mut firsts, now)
+        };
+        for (c, (first, _, bytes)) in self.consumers.iter_mut().zip(firsts) {
             let count = c.next_tag() - first;
             if count > 0 {
                 c.mark_sent(first, now);
                 let lo = (first - c.base_tag) as usize;
                 out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + count as usize)));
+                if bytes == 0 {
+                    done.full.push(c.owner);
+                }
             }
         }
         self.delivered_total += sent as u64;
         done.sent = sent;
         done
     }
+
+    /// Hands one message to consumer `i` out of its credit and room;
+    /// returns whether it got one. A room that runs out ends its credit.
+    fn give(&mut self, i: usize, slot: &mut (u64, u32, usize), now: u64) -> bool {
+        let Some(m) = self.pop_live(now) else { return false };
+        slot.2 = slot.2.saturating_sub(delivery_cost(m.entry.len()));
+        slot.1 = if slot.2 == 0 { 0 } else { slot.1 - 1 };
+        self.consumers[i].track(m);
+        true
+    }
+
+    /// The single-consumer pass: as many as its credit and room allow.
+    fn fill_one(&mut self, i: usize, slot: &mut (u64, u32, usize), now: u64) -> usize {
+        let mut sent = 0;
+        while slot.1 > 0 && self.give(i, slot, now) {
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Round-robin, one message per consumer per round, starting after
+    /// the one that started last time.
+    fn fill_rounds(&mut self, n: usize, firsts: &mut [(u64, u32, usize)], now: u64) -> usize {
+        let mut sent = 0;
+        'rounds: loop {
+            let mut progressed = false;
+            for k in 0..n {
+                let i = (self.rr + k) % n;
+                if firsts[i].1 == 0 {
+                    continue;
+                }
+                if !self.give(i, &mut firsts[i], now) {
+                    break 'rounds;
+                }
+                sent += 1;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.rr = (self.rr + 1) % n;
+        sent
+    }
 }
 
+/// What one delivery is counted as against a connection's room: its entry
+/// plus a generous allowance for the protocol's framing (an AMQP
+/// basic.deliver, content header and body frame take under 128 bytes
+/// around the entry's own).
+#[inline]
+pub fn delivery_cost(entry_len: usize) -> usize {
+    entry_len.saturating_add(DELIVERY_FRAMING_BYTES)
+}
+
+pub const DELIVERY_FRAMING_BYTES: usize = 128;
+
 /// What one dispatch did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 pub struct Dispatched {
     pub sent: usize,
     /// A consumer with credit was skipped because its connection takes
     /// no deliveries now: the queue must be dispatched again when it does.
     pub skipped: bool,
+    /// Connections whose room ran out in this pass: the owner stops
+    /// dispatching to them until they drain.
+    pub full: Vec<ConnRef>,
 }
 
 fn unknown_consumer(id: u32, queue: &str) -> QueueError {

@@ -60,15 +60,22 @@ pub trait ConnSink {
     fn held_bytes(&self) -> usize {
         self.buffers().map_or(0, |b| b.outbox.held_bytes() + b.read_held)
     }
-    /// Whether its outbox has room for more deliveries (`server/gate.rs`).
-    fn can_take_deliveries(&self) -> bool {
-        self.buffers().is_none_or(|b| b.outbox.pending_bytes() < b.outbox_bytes_max)
+    /// Bytes of deliveries its outbox has room for (`server/gate.rs`).
+    fn delivery_room(&self) -> usize {
+        self.buffers().map_or(usize::MAX, |b| b.outbox_bytes_max.saturating_sub(b.outbox.pending_bytes()))
     }
-    /// Shard `owner` stopped (or must stop) dispatching to it until its
-    /// outbox drains. Must not call back into the shard.
+    /// Shard `owner` stopped dispatching to it until its outbox drains.
+    /// Must not call back into the shard.
     fn deliveries_stopped(&self, owner: u16) {
         if let Some(b) = self.buffers() {
-            b.gate.stopped_at(owner, b.shard);
+            b.gate.stopped_at(owner);
+        }
+    }
+    /// `bytes` of deliveries arrived from owner shard `owner` (another
+    /// shard): its gate grants them back as credit.
+    fn delivered_from(&self, owner: u16, bytes: usize) {
+        if let Some(b) = self.buffers() {
+            b.gate.received(owner, bytes, b.remote_window);
         }
     }
     /// Bytes it holds for its socket (queued and being written).
@@ -85,8 +92,8 @@ pub struct SinkBuffers<'a> {
     pub gate: &'a DeliveryGate,
     /// `outbox_bytes_max`: past it the queues stop dispatching to it.
     pub outbox_bytes_max: usize,
-    /// The shard the connection is on.
-    pub shard: u16,
+    /// A remote owner's window of credit (`server/gate.rs`).
+    pub remote_window: usize,
 }
 
 impl<'a> SinkBuffers<'a> {
@@ -94,7 +101,8 @@ impl<'a> SinkBuffers<'a> {
     #[inline]
     pub fn on(shard: &Shard, outbox: &'a crate::rt::Outbox, read_held: usize, gate: &'a DeliveryGate) -> Self {
         let outbox_bytes_max = shard.config.outbox_bytes_max as usize;
-        Self { outbox, read_held, gate, outbox_bytes_max, shard: shard.id }
+        let remote_window = crate::server::gate::remote_window(shard.config.outbox_bytes_max, shard.count);
+        Self { outbox, read_held, gate, outbox_bytes_max, remote_window }
     }
 }
 
@@ -192,6 +200,7 @@ impl Shard {
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
             users: users_of(&config),
+            stopped: gate::StoppedConns::new(config.outbox_bytes_max, count),
             login_log: login::LoginLog::default(),
             config,
             shard_addrs,
@@ -204,7 +213,6 @@ impl Shard {
             timers: timers::Timers::default(),
             dead_letters: dead_letters::DeadLetters::default(),
             alarm: alarm::ShardAlarm::new(alarms),
-            stopped: gate::StoppedConns::default(),
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
         }
@@ -228,15 +236,13 @@ impl Shard {
         let sink = self.conns.get(conn_id);
         match sink {
             Some(s) => {
-                // Deliveries from another shard: tell their owner to stop
-                // once this outbox is full.
-                let from_owner = if let Reply::Deliver { owner, .. } = &reply { Some(*owner) } else { None };
-                s.send(reply);
-                if let Some(owner) = from_owner {
-                    if !s.can_take_deliveries() {
-                        s.deliveries_stopped(owner);
-                    }
+                // Deliveries from another shard: counted for the credit
+                // this connection grants back to their owner.
+                if let Reply::Deliver { owner, msgs, .. } = &reply {
+                    let bytes = msgs.iter().map(|m| crate::server::gate::delivery_cost(m.entry.len())).sum();
+                    s.delivered_from(*owner, bytes);
                 }
+                s.send(reply)
             }
             // The connection closed while its reply was in flight; its
             // ConnClosed has requeued (or will requeue) any delivery here.
@@ -328,12 +334,16 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
             Request::ConnClosed { queues } => {
-                self.stopped.take(from);
+                self.stopped.forget(from);
                 self.connection_closed(from, &queues);
                 return;
             }
-            Request::Deliveries { open } => {
-                self.deliveries_gate(from, open);
+            Request::DeliveriesResume => {
+                self.deliveries_resumed(from);
+                return;
+            }
+            Request::DeliveriesCredit { bytes } => {
+                self.deliveries_credit(from, bytes);
                 return;
             }
             Request::Get { consumer_id, no_ack, queue } => {
@@ -450,17 +460,12 @@ impl Shard {
         if to.shard == self.id {
             let sink = self.conns.get(to.conn_id);
             match sink {
-                Some(s) => {
-                    s.deliver(consumer_id, first_tag, msgs);
-                    if !s.can_take_deliveries() {
-                        self.stopped.stop(to);
-                        s.deliveries_stopped(self.id);
-                    }
-                }
+                Some(s) => s.deliver(consumer_id, first_tag, msgs),
                 None => tracing::debug!(conn_id = to.conn_id, "delivery for a closed connection discarded"),
             }
         } else {
-            let msgs = msgs.map(Delivered::from).collect();
+            let msgs: Vec<Delivered> = msgs.map(Delivered::from).collect();
+            self.stopped.forwarded(to, &msgs);
             let reply = Reply::Deliver { owner: self.id, consumer_id, first_tag, msgs };
             self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
         }

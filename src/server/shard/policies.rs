@@ -20,12 +20,10 @@ impl Shard {
     pub(super) fn settle_at(&self, q: &mut Queue, now: u64) {
         let d = q.dispatch_gated(
             &mut |to, consumer_id, first_tag, msgs| self.deliver(to, consumer_id, first_tag, msgs),
-            &|c| self.stopped.takes(c),
+            &|c| self.delivery_room(c),
             now,
         );
-        if d.skipped {
-            self.stopped.note_skipped(q);
-        }
+        self.after_gated(q, &d.full, d.skipped);
         let n = d.sent;
         bump(&self.counters.delivered, n as u64);
         if n > 0 && !self.publish_pause.over_half(q) {
