@@ -85,12 +85,18 @@ fn amqp_login(addr: SocketAddr, user: &str, password: &str) -> Result<(), (u16, 
 
 /// An HTTP request with basic auth; the status and the whole response.
 fn http_request(addr: SocketAddr, method: &str, path: &str, user: &str, password: &str) -> (u16, String) {
+    http_send(addr, method, path, (user, password), "")
+}
+
+/// An HTTP request with basic auth and a body; the status and the whole
+/// response.
+fn http_send(addr: SocketAddr, method: &str, path: &str, (user, password): (&str, &str), body: &str) -> (u16, String) {
     use base64::Engine;
     let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
     s.set_read_timeout(Some(STEP)).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let head = format!("Host: t\r\nAuthorization: Basic {auth}\r\nContent-Length: {}", body.len());
+    write!(s, "{method} {path} HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n{body}").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -231,13 +237,18 @@ fn http_status(addr: SocketAddr, method: &str, path: &str, user: &str, password:
 
 /// A native `Admin` command as `user`: Ok, or the error's code.
 fn admin_as(addr: SocketAddr, user: &str, password: &str, command: u8, arg: &str) -> Result<(), u16> {
+    admin_answer(addr, (user, password), command, arg).map(|_| ())
+}
+
+/// A native `Admin` command as `user`: the answer's JSON, or the error's code.
+fn admin_answer(addr: SocketAddr, (user, password): (&str, &str), command: u8, arg: &str) -> Result<String, u16> {
     let mut r = Raw::connect(addr);
     r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
     assert!(matches!(r.recv().frame().cmd, Cmd::HelloOk(_)));
     r.send(Cmd::Admin { command, arg });
     let f = r.recv();
     match f.frame().cmd {
-        Cmd::AdminOk { .. } => Ok(()),
+        Cmd::AdminOk { json } => Ok(json.to_string()),
         Cmd::Error { code, .. } => Err(code),
         other => panic!("expected AdminOk or Error, got {other:?}"),
     }
@@ -265,4 +276,82 @@ fn tags_decide_what_the_management_api_and_ctl_allow() {
     assert_eq!(http_status(b.metrics, "DELETE", "/api/queues/%2F/tagged", "guest", "guest"), 204);
     // /metrics stays open, as RabbitMQ's Prometheus endpoint.
     assert!(http_get(b.metrics, "/metrics").contains("ringmq_auth_failures_total 0"));
+}
+
+/// Users changed at run time, with ctl's `Admin` commands and the HTTP API:
+/// once a change is answered, a login on every shard sees it; the users are
+/// stored in the definitions file (hashes only) and survive a restart,
+/// where they replace the config's seeds (a deleted guest stays deleted).
+#[test]
+fn users_change_at_run_time_on_every_shard_and_survive_a_restart() {
+    use ringmq::protocol::op;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = TestBroker::start_in(&data, 2, |_| {});
+    let ctl = |who: (&str, &str), command, arg: &str| admin_answer(b.native, who, command, arg).unwrap();
+    let guest = ("guest", "guest");
+    let every_shard = |user: &str, password: &str| -> Vec<bool> {
+        b.shards.iter().map(|s| native_login(*s, user, password).is_ok()).collect()
+    };
+
+    // ctl add-user: every shard's login sees it.
+    let added = ctl(guest, op::ADMIN_ADD_USER, r#"{"name":"carol","password":"c4rol","tags":["management"]}"#);
+    assert!(added.contains("user added"), "{added}");
+    assert!(every_shard("carol", "c4rol").iter().all(|ok| *ok));
+    amqp_login(b.amqp, "carol", "c4rol").unwrap();
+    assert_eq!(http_status(b.metrics, "GET", "/api/overview", "carol", "c4rol"), 200);
+    assert_eq!(http_status(b.metrics, "GET", "/api/users", "carol", "c4rol"), 403, "users are the administrator's");
+    let again = ctl(guest, op::ADMIN_ADD_USER, r#"{"name":"carol","password":"x"}"#);
+    assert!(again.contains("already exists"), "{again}");
+
+    // change-password: the old one is refused everywhere, the new works.
+    ctl(guest, op::ADMIN_CHANGE_PASSWORD, r#"{"name":"carol","password":"n3w-pass"}"#);
+    assert!(every_shard("carol", "c4rol").iter().all(|ok| !ok));
+    assert!(every_shard("carol", "n3w-pass").iter().all(|ok| *ok));
+    // set-user-tags: carol becomes an administrator.
+    ctl(guest, op::ADMIN_SET_USER_TAGS, r#"{"name":"carol","tags":["administrator"]}"#);
+    let carol = ("carol", "n3w-pass");
+    let (status, listed) = http_send(b.metrics, "GET", "/api/users", carol, "");
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.contains("rabbit_password_hashing_sha256") && listed.contains("\"administrator\""), "{listed}");
+
+    // PUT /api/users with RabbitMQ's own password hash of "test12".
+    let dave = r#"{"password_hash":"kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR","tags":"monitoring"}"#;
+    assert_eq!(http_send(b.metrics, "PUT", "/api/users/dave", carol, dave).0, 201);
+    assert_eq!(http_send(b.metrics, "PUT", "/api/users/dave", carol, dave).0, 204, "a replace");
+    amqp_login(b.amqp, "dave", "test12").unwrap();
+    assert_eq!(http_status(b.metrics, "GET", "/api/queues", "dave", "test12"), 200);
+    let (status, one) = http_send(b.metrics, "GET", "/api/users/dave", carol, "");
+    assert!(status == 200 && one.contains("monitoring"), "{one}");
+    // Refusals: a bad body, an oversized one, a missing user.
+    assert_eq!(http_send(b.metrics, "PUT", "/api/users/eve", carol, "{").0, 400);
+    assert_eq!(http_send(b.metrics, "PUT", "/api/users/eve", carol, r#"{"tags":"x"}"#).0, 400);
+    let huge = format!(r#"{{"password":"{}"}}"#, "p".repeat(100 << 10));
+    assert_eq!(http_send(b.metrics, "PUT", "/api/users/eve", carol, &huge).0, 413);
+    assert_eq!(http_send(b.metrics, "DELETE", "/api/users/nobody", carol, "").0, 404);
+
+    // DELETE /api/users/guest: refused everywhere from then on.
+    assert_eq!(http_send(b.metrics, "DELETE", "/api/users/guest", carol, "").0, 204);
+    assert!(every_shard("guest", "guest").iter().all(|ok| !ok));
+    let list = ctl(carol, op::ADMIN_LIST_USERS, "");
+    assert!(list.contains("carol") && list.contains("dave") && !list.contains("\"guest\""), "{list}");
+    for secret in ["c4rol", "n3w-pass", "test12"] {
+        assert!(!list.contains(secret) && !listed.contains(secret), "{secret} in an answer");
+    }
+    drop(b);
+
+    // The file holds hashes, never the passwords.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        for secret in [&b"c4rol"[..], b"n3w-pass", b"test12"] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret), "a password in the data dir");
+        }
+    }
+    // Restarted with the default config (which seeds guest): the stored
+    // users rule.
+    let b = TestBroker::start_in(&data, 2, |_| {});
+    assert!(b.shards.iter().all(|s| native_login(*s, "guest", "guest").is_err()), "guest came back");
+    native_login(b.native, "carol", "n3w-pass").unwrap();
+    amqp_login(b.amqp, "dave", "test12").unwrap();
+    assert_eq!(http_status(b.metrics, "GET", "/api/users", "carol", "n3w-pass"), 200);
 }

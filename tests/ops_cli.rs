@@ -182,3 +182,41 @@ fn tools_route_through_exchanges_and_ctl_lists_them() {
     let api: serde_json::Value = serde_json::from_str(&http_get(&b, "/api/bindings")).unwrap();
     assert!(api.as_array().unwrap().iter().any(|x| x["destination"] == q.as_str() && x["source"] == "ops-logs"));
 }
+
+/// `ctl add-user` (password from standard input, so not in `ps`),
+/// `list-users`, `set-user-tags`, `change-password` and `delete-user`, as
+/// an operator types them.
+#[test]
+fn ctl_manages_users() {
+    use std::io::Write;
+    let b = TestBroker::start();
+    let url = b.url();
+    let mut add = Command::new(BIN)
+        .args(["ctl", "--url", &url, "add-user", "ops", "--tags", "monitoring,management"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"0ps-secret\n").unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let listed = ok(ctl(&b, &["list-users"]));
+    assert!(
+        listed.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["ops", "monitoring,management"]),
+        "{listed}"
+    );
+    // ops logs in with the password it was given on stdin, and may read.
+    let as_ops =
+        |args: &[&str]| Command::new(BIN).args(["ctl", "--url", &url, "--user", "ops"]).args(args).output().unwrap();
+    assert!(as_ops(&["--password", "0ps-secret", "shards"]).status.success());
+    ok(ctl(&b, &["change-password", "ops", "n3w"]));
+    assert!(!as_ops(&["--password", "0ps-secret", "shards"]).status.success());
+    assert!(as_ops(&["--password", "n3w", "shards"]).status.success());
+    ok(ctl(&b, &["set-user-tags", "ops"]));
+    let refused = as_ops(&["--password", "n3w", "shards"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("tag"), "no management tag now: {refused:?}");
+    let dup = ctl(&b, &["add-user", "ops", "x"]);
+    assert!(!dup.status.success() && String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    ok(ctl(&b, &["delete-user", "ops"]));
+    assert!(!ok(ctl(&b, &["list-users"])).contains("ops"));
+}

@@ -3,6 +3,7 @@
 //! (`loopback_users`, by default `guest`) log in only from loopback, as in
 //! RabbitMQ. Every front end's login asks [`Users::authenticate`].
 
+pub mod change;
 pub mod password;
 
 use password::{HashError, PasswordHash};
@@ -88,6 +89,12 @@ pub enum Access {
 }
 
 impl User {
+    /// RabbitMQ's `password_hash` text, for the definitions file and the
+    /// API (as RabbitMQ shows it); never the password.
+    pub fn hash_text(&self) -> String {
+        self.hash.to_text()
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
@@ -162,6 +169,17 @@ impl Users {
 
     pub fn len(&self) -> usize {
         self.by_name.len()
+    }
+
+    /// Every user, sorted by name.
+    pub fn sorted(&self) -> Vec<&User> {
+        let mut all: Vec<&User> = self.by_name.values().collect();
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn get(&self, name: &str) -> Option<&User> {
+        self.by_name.get(name)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -54,10 +54,29 @@ pub enum CtlCommand {
     SetMemoryHighWatermark { bytes: u64 },
     /// Sets the disk alarm's threshold in bytes (0 = off), until restart.
     SetDiskFreeLimit { bytes: u64 },
+    /// Users: name and tags (`--json` adds the password hashes).
+    ListUsers,
+    /// Adds a user (refused if the name exists), stored for good. Without
+    /// a password on the command line (where `ps` shows it), the first
+    /// line of standard input is the password.
+    AddUser {
+        name: String,
+        password: Option<String>,
+        /// RabbitMQ's tags: administrator, monitoring, management, ...
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// Deletes a user.
+    DeleteUser { name: String },
+    /// Sets a user's password (from standard input when not given).
+    ChangePassword { name: String, password: Option<String> },
+    /// Replaces a user's tags (none clears them).
+    SetUserTags { name: String, tags: Vec<String> },
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
     let number;
+    let user;
     let (command, arg) = match &a.cmd {
         CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
@@ -75,6 +94,22 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::SetDiskFreeLimit { bytes } => {
             number = bytes.to_string();
             (op::ADMIN_SET_DISK_FREE_LIMIT, number.as_str())
+        }
+        CtlCommand::ListUsers => (op::ADMIN_LIST_USERS, ""),
+        CtlCommand::DeleteUser { name } => (op::ADMIN_DELETE_USER, name.as_str()),
+        CtlCommand::AddUser { name, password, tags } => {
+            let Some(password) = password_or_stdin(password) else { return ExitCode::FAILURE };
+            user = serde_json::json!({ "name": name, "password": password, "tags": tags }).to_string();
+            (op::ADMIN_ADD_USER, user.as_str())
+        }
+        CtlCommand::ChangePassword { name, password } => {
+            let Some(password) = password_or_stdin(password) else { return ExitCode::FAILURE };
+            user = serde_json::json!({ "name": name, "password": password }).to_string();
+            (op::ADMIN_CHANGE_PASSWORD, user.as_str())
+        }
+        CtlCommand::SetUserTags { name, tags } => {
+            user = serde_json::json!({ "name": name, "tags": tags }).to_string();
+            (op::ADMIN_SET_USER_TAGS, user.as_str())
         }
     };
     let json = match request(&a.conn, command, arg) {
@@ -141,6 +176,17 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::ListBindings => &["source", "destination", "destination_type", "routing_key", "arguments"],
         CtlCommand::Alarms => &["kind", "alarm", "bytes", "limit_bytes", "blocked_connections", "note"],
         CtlCommand::SetMemoryHighWatermark { .. } | CtlCommand::SetDiskFreeLimit { .. } => &["setting", "bytes"],
+        CtlCommand::ListUsers => {
+            for u in v.as_array_mut().into_iter().flatten() {
+                let tags: Vec<&str> = u["tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                u["tags"] = tags.join(",").into();
+            }
+            &["name", "tags"]
+        }
+        CtlCommand::AddUser { .. }
+        | CtlCommand::DeleteUser { .. }
+        | CtlCommand::ChangePassword { .. }
+        | CtlCommand::SetUserTags { .. } => &["user", "done"],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,
@@ -148,6 +194,21 @@ pub fn run(a: CtlArgs) -> ExitCode {
     };
     print!("{}", table(cols, &rows));
     ExitCode::SUCCESS
+}
+
+/// The password given, or the first line of standard input.
+fn password_or_stdin(given: &Option<String>) -> Option<String> {
+    if let Some(p) = given {
+        return Some(p.clone());
+    }
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(n) if n > 0 => Some(line.trim_end_matches(['\r', '\n']).to_string()),
+        _ => {
+            eprintln!("ringmq ctl: no password given, and none on standard input");
+            None
+        }
+    }
 }
 
 /// Takes a second snapshot `interval` seconds after `first` and adds each

@@ -10,9 +10,11 @@
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}`, `/api/health/checks/alarms` | memory and disk against their alarms ([`nodes`]) |
+//! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
 
 mod conn;
 mod nodes;
+mod users;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
@@ -54,8 +56,12 @@ fn error(status: StatusCode, reason: &str) -> Resp {
 }
 
 fn no_content() -> Resp {
+    empty(StatusCode::NO_CONTENT)
+}
+
+fn empty(status: StatusCode) -> Resp {
     let mut r = Response::new(Body::new(Vec::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
+    *r.status_mut() = status;
     r
 }
 
@@ -67,7 +73,7 @@ fn authorised(shard: &Shard, req: &Request<Incoming>, peer: Option<std::net::Soc
     let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (user, password) = raw.split_once(':')?;
-    shard.authenticate("http", user, password.as_bytes(), peer).ok().map(|u| u.access())
+    shard.authenticate("http", user, password.as_bytes(), peer).ok()
 }
 
 /// Decodes `%XX` escapes (vhost `/` arrives as `%2F`).
@@ -107,7 +113,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     let Some(rest) = path.strip_prefix("/api/") else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    match authorised(shard, &req, peer) {
+    let access = match authorised(shard, &req, peer) {
         None => {
             let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
             r.headers_mut()
@@ -123,14 +129,24 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         Some(Access::Read) if method != Method::GET => {
             return error(StatusCode::FORBIDDEN, "changes need the administrator tag")
         }
-        Some(_) => {}
-    }
+        Some(a) => a,
+    };
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let decoded: Option<Vec<String>> = parts.iter().map(|p| percent_decode(p)).collect();
     let Some(parts) = decoded else {
         return error(StatusCode::BAD_REQUEST, "bad percent-encoding in the path");
     };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    if parts.first() == Some(&"users") {
+        if access != Access::Admin {
+            return error(StatusCode::FORBIDDEN, "users need the administrator tag");
+        }
+        return match parts.as_slice() {
+            ["users"] => users::route(shard, &method, None, req.into_body()).await,
+            ["users", name] => users::route(shard, &method, Some(name), req.into_body()).await,
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        };
+    }
     match (&method, parts.as_slice()) {
         (&Method::GET, ["overview"]) => overview(shard).await,
         (&Method::GET, ["nodes"]) => nodes::nodes(shard, None).await,

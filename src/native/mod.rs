@@ -418,14 +418,7 @@ impl NativeConn {
     /// (purge, delete, close, thresholds) needs `administrator`.
     fn may_admin(&self, rid: u64, command: u8) -> Result<(), Fatal> {
         use crate::auth::Access;
-        let changes = matches!(
-            command,
-            op::ADMIN_PURGE_QUEUE
-                | op::ADMIN_DELETE_QUEUE
-                | op::ADMIN_CLOSE_CONNECTION
-                | op::ADMIN_SET_MEMORY_HIGH_WATERMARK
-                | op::ADMIN_SET_DISK_FREE_LIMIT
-        );
+        let changes = op::admin_needs_administrator(command);
         let needed = if changes { Access::Admin } else { Access::Read };
         if self.access.get() >= needed {
             return Ok(());

@@ -108,7 +108,7 @@ impl NativeConn {
         let c = &self.shard.config;
         let peer = self.peer.parse::<std::net::SocketAddr>().ok();
         match self.shard.authenticate("native", user, password.as_bytes(), peer) {
-            Ok(u) => self.access.set(u.access()),
+            Ok(access) => self.access.set(access),
             Err(e) => {
                 return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))))
             }

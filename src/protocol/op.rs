@@ -53,8 +53,39 @@ pub const ADMIN_ALARMS: u8 = 0x09;
 pub const ADMIN_SET_MEMORY_HIGH_WATERMARK: u8 = 0x0A;
 /// Sets the disk alarm's threshold (bytes, in decimal) until restart.
 pub const ADMIN_SET_DISK_FREE_LIMIT: u8 = 0x0B;
+/// Users (`docs/protocol.md`, "Admin"): every user with its tags and
+/// password hash (no argument).
+pub const ADMIN_LIST_USERS: u8 = 0x0C;
+/// Adds a user; the argument is JSON: `{"name", "password" or
+/// "password_hash", "tags": [...]}`. An existing name is refused.
+pub const ADMIN_ADD_USER: u8 = 0x0D;
+/// Deletes a user; the argument is its name.
+pub const ADMIN_DELETE_USER: u8 = 0x0E;
+/// `{"name", "password" or "password_hash"}`.
+pub const ADMIN_CHANGE_PASSWORD: u8 = 0x0F;
+/// `{"name", "tags": [...]}`: replaces the user's tags.
+pub const ADMIN_SET_USER_TAGS: u8 = 0x10;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_SET_DISK_FREE_LIMIT;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_SET_USER_TAGS;
+
+/// Whether an `Admin` command needs the administrator tag; the others need
+/// management, monitoring or administrator. As in RabbitMQ, users are the
+/// administrator's even to list.
+pub fn admin_needs_administrator(command: u8) -> bool {
+    matches!(
+        command,
+        ADMIN_PURGE_QUEUE
+            | ADMIN_DELETE_QUEUE
+            | ADMIN_CLOSE_CONNECTION
+            | ADMIN_SET_MEMORY_HIGH_WATERMARK
+            | ADMIN_SET_DISK_FREE_LIMIT
+            | ADMIN_LIST_USERS
+            | ADMIN_ADD_USER
+            | ADMIN_DELETE_USER
+            | ADMIN_CHANGE_PASSWORD
+            | ADMIN_SET_USER_TAGS
+    )
+}
 
 /// `Error`: the server closes the connection after this frame.
 pub const FLAG_FATAL: u8 = 0x01;

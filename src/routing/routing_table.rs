@@ -92,6 +92,14 @@ impl RoutingTable {
         self.version
     }
 
+    /// Counts a metadata change that is not a routing one (a user change):
+    /// the version orders every change shard 0 broadcasts, so peers apply
+    /// and acknowledge them all in one sequence. The new version.
+    pub fn bump_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
     /// Applies one change; the version goes up by one if it succeeds (also
     /// when it changes nothing, like an identical redeclare or unbinding a
     /// missing binding: the version counts applied changes, so that every

@@ -113,6 +113,11 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         op::ADMIN_SET_MEMORY_HIGH_WATERMARK | op::ADMIN_SET_DISK_FREE_LIMIT => set_alarm_limit(shard, command, arg),
         op::ADMIN_LIST_EXCHANGES => exchanges_json(shard),
         op::ADMIN_LIST_BINDINGS => bindings_json(shard),
+        op::ADMIN_LIST_USERS
+        | op::ADMIN_ADD_USER
+        | op::ADMIN_DELETE_USER
+        | op::ADMIN_CHANGE_PASSWORD
+        | op::ADMIN_SET_USER_TAGS => super::admin_users::run(shard, command, arg).await,
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()

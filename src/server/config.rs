@@ -34,6 +34,8 @@ pub struct Config {
     /// Users who may log in only from a loopback address, on every
     /// listener (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// Users that may exist; adding one more at run time is refused.
+    pub users_max: u32,
     pub log_format: LogFormat,
     /// A `RUST_LOG`-style filter, used when `RUST_LOG` is not set.
     pub log_filter: String,
@@ -182,6 +184,7 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:15692".parse().expect("literal"),
             users: vec![UserSeed::new("guest", "guest", &["administrator"])],
             loopback_users: vec!["guest".into()],
+            users_max: 10_000,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             frame_bytes_max: 4 << 20,
@@ -273,6 +276,8 @@ impl Config {
         if let Err(e) = Users::new(&self.users, &self.loopback_users) {
             return Err(ConfigError::Invalid { key: "users", why: e.to_string() });
         }
+        let (n, max) = (self.users.len(), self.users_max);
+        check(n <= max as usize, "users_max", || format!("{max} is below the {n} users the config seeds"))?;
         let f = self.frame_bytes_max;
         check((1024..=256 << 20).contains(&f), "frame_bytes_max", || format!("{f} is outside 1024..=268435456"))?;
         let m = self.message_bytes_max;
@@ -283,7 +288,8 @@ impl Config {
         let d = self.table_depth_max;
         let ceiling = crate::protocol::field_table::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 17] = [
+            ("users_max", self.users_max.into()),
             ("unauthenticated_connections_max", self.unauthenticated_connections_max.into()),
             ("exchanges_max", self.exchanges_max.into()),
             ("admin_requests_per_shard_max", self.admin_requests_per_shard_max.into()),

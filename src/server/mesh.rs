@@ -26,6 +26,9 @@ pub enum MeshMsg {
     /// A routing-table change from shard 0, the metadata owner; applying it
     /// must bring the receiver's copy to `version`.
     MetaApply { version: u64, change: Change },
+    /// A user change from shard 0 (`shard/users.rs`), under metadata
+    /// `version` (the routing table's counter orders both kinds).
+    UsersApply { version: u64, change: crate::auth::change::UserChange },
     /// A peer's copy of the routing table is at `version`.
     MetaApplied { shard: u16, version: u64 },
     /// Shard 0 has sent its recovered table: the receiver may open for traffic.

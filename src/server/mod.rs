@@ -2,6 +2,7 @@
 //! the queues that hash to it.
 
 pub mod admin;
+pub mod admin_users;
 pub mod alarm;
 pub mod config;
 pub mod deadletter;
@@ -78,6 +79,9 @@ struct ShardStart {
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     alarms: Arc<alarm::Alarms>,
+    /// The definitions file's users, when it holds them (read once here,
+    /// for every shard's copy).
+    stored_users: Option<Arc<Vec<crate::storage::definitions::StoredUser>>>,
     /// Serve the listeners (the front ends above this layer).
     fronts: FrontEnds,
     /// `Err` carries why the shard could not start (storage recovery).
@@ -112,6 +116,7 @@ impl Broker {
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count())
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        let stored_users = stored_users(&config)?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
         let bind = |addr| BoundSocket::bind(addr).map_err(|source| StartError::Bind { addr, source });
@@ -162,6 +167,7 @@ impl Broker {
                 mesh: mesh.clone(),
                 stop: stop.clone(),
                 alarms: alarms.clone(),
+                stored_users: stored_users.clone(),
                 fronts,
                 ready: ready_tx.clone(),
             };
@@ -305,6 +311,21 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Ticks between checks of the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
+/// The users the definitions file holds, once changed at run time; they
+/// replace the config's seeds (as RabbitMQ's database does its
+/// `default_user`), and a bad one stops the start.
+fn stored_users(config: &Config) -> Result<Option<Arc<Vec<crate::storage::definitions::StoredUser>>>, StartError> {
+    let path = config.data_dir.join(crate::storage::definitions::FILE);
+    let defs = crate::storage::definitions::load(&path).map_err(|e| StartError::Storage(e.to_string()))?;
+    let Some(users) = defs.users else { return Ok(None) };
+    for u in &users {
+        crate::auth::password::PasswordHash::parse(&u.password_hash)
+            .map_err(|e| StartError::Storage(format!("{}: user '{}': {e}", path.display(), u.name)))?;
+    }
+    tracing::info!(users = users.len(), "users from the definitions file (the config's users are not used)");
+    Ok(Some(Arc::new(users)))
+}
+
 /// One shard's life. `Err` says why it ended badly (also logged); a
 /// panic unwinds through it and `Broker::stop` reports that too.
 async fn run_shard(s: ShardStart) -> Result<(), String> {
@@ -329,7 +350,9 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         return Err(format!("mesh peer order does not match shard order (peer {})", senders.peer_id()));
     }
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
-    let shard = Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms));
+    let stored_users = s.stored_users.as_deref().map(Vec::as_slice);
+    let shard =
+        Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms, stored_users));
     let mut tasks = Vec::new();
     for (peer, rx) in receivers.streams() {
         let sh = shard.clone();

@@ -373,6 +373,8 @@ pub enum AdminReq {
     CloseConn {
         conn_id: u64,
     },
+    /// A user change, for shard 0 (`shard/users.rs`).
+    Users(crate::auth::change::UserChange),
 }
 
 #[derive(Debug)]
@@ -382,4 +384,6 @@ pub enum AdminReply {
     Queue(Option<Box<QueueStats>>),
     /// A count (messages purged or deleted) or why it failed.
     Done(Result<u64, String>),
+    /// Shard 0's answer to a user change.
+    Users(Result<(), crate::server::admin_users::UserChangeFailed>),
 }

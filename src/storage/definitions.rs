@@ -1,4 +1,5 @@
-//! `data_dir/definitions.bin`: durable exchanges and bindings. Written
+//! `data_dir/definitions.bin`: durable exchanges and bindings, and the
+//! users once they have been changed at run time. Written
 //! whole (temp file, fsync, rename, fsync of the directory), so a crash
 //! leaves the old or the new file, never a torn one; shard 0 writes it on
 //! a blocking thread, one write for every durable change made before the
@@ -7,13 +8,18 @@
 //! about them.
 //!
 //! ```text
-//! magic "RGMQDEFS", u32 version (1), u32 count, count records, u32 crc32c
-//! (over everything before it); all integers little-endian.
+//! magic "RGMQDEFS", u32 version (2; 1 is read too), u32 count, count
+//! records, u32 crc32c (over everything before it); all integers
+//! little-endian.
 //! record 1, exchange: str16 name, u8 kind (0 direct, 1 fanout, 2 topic,
 //!   3 headers), u8 flags (1 durable, 2 auto-delete, 4 internal),
 //!   str16 alternate ("" = none), u32 + bytes arguments (AMQP table)
 //! record 2, binding: str16 source, u8 destination kind (0 queue,
 //!   1 exchange), str16 destination, str16 routing key, u32 + bytes arguments
+//! record 3, user: str16 name, str16 password hash (RabbitMQ's
+//!   `rabbit_password_hashing_sha256` text), u8 tag count, str16 each tag
+//! record 4, users stored: the file's users replace the config's seeds
+//!   (written once users have been changed at run time, even if none is left)
 //! ```
 
 use super::StorageError;
@@ -24,7 +30,7 @@ use std::path::Path;
 
 pub const FILE: &str = "definitions.bin";
 const MAGIC: &[u8; 8] = b"RGMQDEFS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Definitions beyond this are refused rather than read into memory.
 const FILE_BYTES_MAX: u64 = 256 << 20;
 
@@ -42,15 +48,34 @@ fn put_bytes32(b: &mut Vec<u8>, v: &[u8]) {
     b.put_slice(v);
 }
 
-/// Encodes declares and binds (other changes are not stored).
-pub fn encode(defs: &[Change]) -> Vec<u8> {
+/// A user as stored: its password hash, never a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub name: String,
+    /// RabbitMQ's `password_hash` text.
+    pub password_hash: String,
+    pub tags: Vec<String>,
+}
+
+/// What the file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Definitions {
+    /// Exchange declares and bindings (other changes are not stored).
+    pub routing: Vec<Change>,
+    /// The users, once changed at run time; `None` while the config's
+    /// seeds rule.
+    pub users: Option<Vec<StoredUser>>,
+}
+
+/// Encodes the definitions.
+pub fn encode(defs: &Definitions) -> Vec<u8> {
     let mut b = Vec::new();
     b.put_slice(MAGIC);
     b.put_u32_le(VERSION);
     let count_at = b.len();
     b.put_u32_le(0);
-    let mut count = 0u32;
-    for c in defs {
+    let mut count = encode_users(&mut b, defs.users.as_deref());
+    for c in &defs.routing {
         match c {
             Change::DeclareExchange(x) => {
                 b.put_u8(1);
@@ -82,6 +107,23 @@ pub fn encode(defs: &[Change]) -> Vec<u8> {
     b
 }
 
+/// The users' records (the marker, then one per user); their count.
+fn encode_users(b: &mut Vec<u8>, users: Option<&[StoredUser]>) -> u32 {
+    let Some(users) = users else { return 0 };
+    b.put_u8(4);
+    for u in users {
+        b.put_u8(3);
+        put_str16(b, &u.name);
+        put_str16(b, &u.password_hash);
+        let tags = &u.tags[..u.tags.len().min(usize::from(u8::MAX))];
+        b.put_u8(tags.len() as u8);
+        for t in tags {
+            put_str16(b, t);
+        }
+    }
+    users.len() as u32 + 1
+}
+
 /// What is wrong with a definitions file's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DefsError {
@@ -103,6 +145,8 @@ pub enum DefsError {
     RecordKind,
     #[error("bytes after the last record")]
     Trailing,
+    #[error("a user record without the users marker before it")]
+    UserWithoutMarker,
 }
 
 struct Cur<'a>(&'a [u8]);
@@ -138,7 +182,7 @@ impl<'a> Cur<'a> {
 }
 
 /// Decodes a whole file, checking its checksum first.
-pub fn decode(buf: &[u8]) -> Result<Vec<Change>, DefsError> {
+pub fn decode(buf: &[u8]) -> Result<Definitions, DefsError> {
     if buf.len() < MAGIC.len() + 12 || &buf[..8] != MAGIC {
         return Err(DefsError::NotDefinitions);
     }
@@ -149,40 +193,22 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Change>, DefsError> {
     }
     let mut c = Cur(&body[8..]);
     let version = c.u32()?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(DefsError::Version(version));
     }
     let count = c.u32()?;
-    let mut out = Vec::new();
+    let mut out = Definitions::default();
     for _ in 0..count {
-        out.push(match c.u8()? {
-            1 => {
-                let name = c.str16()?;
-                let kind = *KINDS.get(usize::from(c.u8()?)).ok_or(DefsError::ExchangeKind)?;
-                let flags = c.u8()?;
-                let alternate = Some(c.str16()?).filter(|a| !a.is_empty());
-                let args = c.bytes32()?;
-                Change::DeclareExchange(ExchangeDef {
-                    name,
-                    kind,
-                    durable: flags & 1 != 0,
-                    auto_delete: flags & 2 != 0,
-                    internal: flags & 4 != 0,
-                    alternate,
-                    args,
-                })
+        match c.u8()? {
+            1 => out.routing.push(exchange(&mut c)?),
+            2 => out.routing.push(binding(&mut c)?),
+            3 if version >= 2 => {
+                let users = out.users.as_mut().ok_or(DefsError::UserWithoutMarker)?;
+                users.push(user(&mut c)?);
             }
-            2 => {
-                let source = c.str16()?;
-                let dest = match (c.u8()?, c.str16()?) {
-                    (0, q) => Dest::Queue(q),
-                    (1, x) => Dest::Exchange(x),
-                    _ => return Err(DefsError::DestKind),
-                };
-                Change::Bind(BindingDef { source, dest, key: c.str16()?, args: c.bytes32()? })
-            }
+            4 if version >= 2 => out.users = Some(Vec::new()),
             _ => return Err(DefsError::RecordKind),
-        });
+        }
     }
     if !c.0.is_empty() {
         return Err(DefsError::Trailing);
@@ -190,10 +216,45 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Change>, DefsError> {
     Ok(out)
 }
 
+fn exchange(c: &mut Cur<'_>) -> Result<Change, DefsError> {
+    let name = c.str16()?;
+    let kind = *KINDS.get(usize::from(c.u8()?)).ok_or(DefsError::ExchangeKind)?;
+    let flags = c.u8()?;
+    let alternate = Some(c.str16()?).filter(|a| !a.is_empty());
+    let args = c.bytes32()?;
+    Ok(Change::DeclareExchange(ExchangeDef {
+        name,
+        kind,
+        durable: flags & 1 != 0,
+        auto_delete: flags & 2 != 0,
+        internal: flags & 4 != 0,
+        alternate,
+        args,
+    }))
+}
+
+fn binding(c: &mut Cur<'_>) -> Result<Change, DefsError> {
+    let source = c.str16()?;
+    let dest = match (c.u8()?, c.str16()?) {
+        (0, q) => Dest::Queue(q),
+        (1, x) => Dest::Exchange(x),
+        _ => return Err(DefsError::DestKind),
+    };
+    Ok(Change::Bind(BindingDef { source, dest, key: c.str16()?, args: c.bytes32()? }))
+}
+
+fn user(c: &mut Cur<'_>) -> Result<StoredUser, DefsError> {
+    let name = c.str16()?;
+    let password_hash = c.str16()?;
+    let n = c.u8()?;
+    let tags = (0..n).map(|_| c.str16()).collect::<Result<_, _>>()?;
+    Ok(StoredUser { name, password_hash, tags })
+}
+
 /// Reads the stored definitions; none when the file does not exist yet.
-pub fn load(path: &Path) -> Result<Vec<Change>, StorageError> {
+pub fn load(path: &Path) -> Result<Definitions, StorageError> {
     match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Definitions::default()),
         Err(e) => return Err(StorageError::io(path, e)),
         Ok(m) if m.len() > FILE_BYTES_MAX => {
             return Err(StorageError::DefinitionsTooLarge { path: path.into(), size: m.len(), max: FILE_BYTES_MAX })
@@ -205,7 +266,7 @@ pub fn load(path: &Path) -> Result<Vec<Change>, StorageError> {
 }
 
 /// Replaces the file atomically and durably.
-pub fn save(path: &Path, defs: &[Change]) -> std::io::Result<()> {
+pub fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
     save_bytes(path, &encode(defs))
 }
 
@@ -228,7 +289,19 @@ pub fn save_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn sample() -> Vec<Change> {
+    fn sample() -> Definitions {
+        let users = vec![
+            StoredUser {
+                name: "rabbit".into(),
+                password_hash: "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR".into(),
+                tags: vec!["administrator".into(), "management".into()],
+            },
+            StoredUser { name: "plain".into(), password_hash: "x".into(), tags: vec![] },
+        ];
+        Definitions { routing: routing(), users: Some(users) }
+    }
+
+    fn routing() -> Vec<Change> {
         vec![
             Change::DeclareExchange(ExchangeDef {
                 name: "logs".into(),
@@ -258,11 +331,23 @@ mod tests {
     fn round_trip_through_a_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(FILE);
-        assert!(load(&p).unwrap().is_empty());
+        assert_eq!(load(&p).unwrap(), Definitions::default());
         save(&p, &sample()).unwrap();
-        let back = load(&p).unwrap();
-        assert_eq!(encode(&back), encode(&sample()));
-        assert_eq!(back.len(), 3);
+        assert_eq!(load(&p).unwrap(), sample());
+        // Users changed at run time, none left: still stored as such.
+        let none_left = Definitions { routing: routing(), users: Some(Vec::new()) };
+        save(&p, &none_left).unwrap();
+        assert_eq!(load(&p).unwrap(), none_left);
+    }
+
+    #[test]
+    fn version_1_files_are_read() {
+        let mut v1 = encode(&Definitions { routing: routing(), users: None });
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let n = v1.len() - 4;
+        let crc = crc32c::crc32c(&v1[..n]);
+        v1[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&v1).unwrap().routing, routing());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use ringmq::server::Broker;
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -54,19 +55,29 @@ pub struct TestBroker {
     pub amqp: SocketAddr,
     /// Prometheus `/metrics` and the HTTP management API.
     pub metrics: SocketAddr,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestBroker {
     /// Starts `cores` shards on 127.0.0.1:0; `tweak` adjusts the config.
     pub fn start_with(cores: usize, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        Self::start_at(Some(dir), data, cores, tweak)
+    }
+
+    /// As `start_with`, on a data dir the caller keeps (for restarts).
+    pub fn start_in(data: &std::path::Path, cores: usize, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(None, data.to_path_buf(), cores, tweak)
+    }
+
+    fn start_at(dir: Option<tempfile::TempDir>, data: PathBuf, cores: usize, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             cores,
             listen: "127.0.0.1:0".parse().unwrap(),
             amqp_listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
+            data_dir: data,
             pin_cores: false,
             ..Default::default()
         };

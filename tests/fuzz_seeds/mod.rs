@@ -415,7 +415,13 @@ fn definitions_files() -> Named {
             args: Bytes::from(hargs),
         }),
     ];
-    let file = ringmq::storage::definitions::encode(&defs);
+    use ringmq::storage::definitions::{Definitions, StoredUser};
+    let users = vec![StoredUser {
+        name: "rabbit".into(),
+        password_hash: "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR".into(),
+        tags: vec!["administrator".into()],
+    }];
+    let file = ringmq::storage::definitions::encode(&Definitions { routing: defs, users: Some(users) });
     // Bit 0 of the control byte: the bytes are the whole file; clear,
     // the harness frames them (magic in front, checksum behind).
     vec![named("file", ctl(1, &file)), named("framed", ctl(0, &file[8..file.len() - 4]))]

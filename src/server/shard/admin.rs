@@ -80,6 +80,7 @@ impl Shard {
         if targets.contains(&self.id) {
             let r = match make(self.id) {
                 AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
+                AdminReq::Users(change) => AdminReply::Users(self.change_users(change).await),
                 req => self.admin_local(req),
             };
             g.replies.borrow_mut().push((self.id, r));
@@ -113,7 +114,7 @@ impl Shard {
             .into_iter()
             .filter_map(|(_, r)| match r {
                 AdminReply::Stats(s) => Some(*s),
-                AdminReply::Done(_) | AdminReply::Queue(_) => None,
+                AdminReply::Done(_) | AdminReply::Queue(_) | AdminReply::Users(_) => None,
             })
             .collect()
     }
@@ -126,6 +127,15 @@ impl Shard {
             let me = self.clone();
             glommio::spawn_local(async move {
                 let reply = AdminReply::Stats(Box::new(me.stats_detailed().await));
+                me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
+            })
+            .detach();
+            return;
+        }
+        if let AdminReq::Users(change) = req {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let reply = AdminReply::Users(me.change_users(change).await);
                 me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
             })
             .detach();
@@ -182,6 +192,10 @@ impl Shard {
                     None => AdminReply::Done(Err(format!("no connection {}/{conn_id}", self.id))),
                 }
             }
+            // Callers run these with `change_users`, which waits.
+            AdminReq::Users(_) => AdminReply::Users(Err(crate::server::admin_users::UserChangeFailed::NotStored(
+                "a user change reached the synchronous path (bug)".into(),
+            ))),
         }
     }
 

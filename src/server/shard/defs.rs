@@ -1,6 +1,7 @@
 //! Shard 0's definitions file (`storage/definitions.rs`), written off the
 //! shard thread. A durable change marks the definitions dirty; one task
-//! encodes the current durable exchanges and bindings and has a blocking
+//! encodes the current durable exchanges and bindings (and the users, once
+//! changed at run time, `users.rs`) and has a blocking
 //! thread write them (temp file, fsync, rename, fsync of the directory),
 //! so a burst of declares shares one write and shard 0's sockets, queues
 //! and mesh never wait for an fsync. While a write is due, every answer to
@@ -25,21 +26,43 @@ struct Held {
     result: Result<u64, QueueError>,
 }
 
-#[derive(Default)]
 pub struct DefsWriter {
     /// Generation of the newest durable change, and of the newest write
     /// finished (successfully or not).
     dirty: Cell<u64>,
     written: Cell<u64>,
+    /// How the newest write finished.
+    last: RefCell<Result<(), QueueError>>,
     held: RefCell<VecDeque<Held>>,
     kick: Notify,
 }
 
+impl Default for DefsWriter {
+    fn default() -> Self {
+        Self {
+            dirty: Cell::new(0),
+            written: Cell::new(0),
+            last: RefCell::new(Ok(())),
+            held: RefCell::default(),
+            kick: Notify::default(),
+        }
+    }
+}
+
 impl Shard {
     /// A change to the stored definitions: the file must be rewritten.
-    pub(super) fn definitions_changed(&self) {
-        self.defs.dirty.set(self.defs.dirty.get() + 1);
+    /// The generation whose write will hold it.
+    pub(super) fn definitions_changed(&self) -> u64 {
+        let gen = self.defs.dirty.get() + 1;
+        self.defs.dirty.set(gen);
         self.defs.kick.notify();
+        gen
+    }
+
+    /// Once the write of generation `gen` (or a later one) has finished:
+    /// how the newest write went. A later write holds every earlier change.
+    pub(super) fn definitions_written(&self, gen: u64) -> Option<Result<(), QueueError>> {
+        (self.defs.written.get() >= gen).then(|| self.defs.last.borrow().clone())
     }
 
     /// Holds an answer while a definitions write is due; false when none is.
@@ -69,7 +92,11 @@ impl Shard {
                 kicked.await;
                 continue;
             }
-            let bytes = crate::storage::definitions::encode(&self.durable_definitions());
+            let defs = crate::storage::definitions::Definitions {
+                routing: self.durable_definitions(),
+                users: self.users.to_store(),
+            };
+            let bytes = crate::storage::definitions::encode(&defs);
             let path = self.config.data_dir.join(crate::storage::definitions::FILE);
             let r = glommio::executor()
                 .spawn_blocking(move || crate::storage::definitions::save_bytes(&path, &bytes))
@@ -81,6 +108,8 @@ impl Shard {
                     QueueError::new(code, format!("definitions could not be stored: {e}"))
                 });
             self.defs.written.set(gen);
+            *self.defs.last.borrow_mut() = r.clone();
+            self.users.progressed();
             self.release_held(gen, r);
         }
     }

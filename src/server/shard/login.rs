@@ -6,7 +6,7 @@
 //! another.
 
 use super::{bump, Shard};
-use crate::auth::{LoginError, User};
+use crate::auth::{Access, LoginError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -58,8 +58,8 @@ impl Shard {
         user: &str,
         password: &[u8],
         peer: Option<SocketAddr>,
-    ) -> Result<&User, LoginError> {
-        let r = self.users.authenticate(user, password, peer.map(|p| p.ip()));
+    ) -> Result<Access, LoginError> {
+        let r = self.users.users.borrow().authenticate(user, password, peer.map(|p| p.ip())).map(|u| u.access());
         if let Err(e) = r {
             bump(&self.counters.auth_failures, 1);
             if let Some(skipped) = self.login_log.admit(peer.map(|p| p.ip()), Instant::now()) {

@@ -111,7 +111,7 @@ impl Shard {
     pub fn publish_definitions(&self) -> Result<(), String> {
         debug_assert_eq!(self.id, METADATA_SHARD);
         let path = self.config.data_dir.join(crate::storage::definitions::FILE);
-        let defs = crate::storage::definitions::load(&path).map_err(|e| e.to_string())?;
+        let defs = crate::storage::definitions::load(&path).map_err(|e| e.to_string())?.routing;
         {
             let mut table = self.routing.table.borrow_mut();
             for c in &defs {
@@ -146,6 +146,12 @@ impl Shard {
         }
         self.meta.peer_applied(self.count, peer, version);
         self.release_waiting();
+        self.users.progressed();
+    }
+
+    /// Shard 0: the metadata version every peer has applied.
+    pub(super) fn meta_applied_by_all(&self) -> u64 {
+        self.meta.applied_by_all(self.count, self.id)
     }
 
     /// Answers every held change that all peers have applied.

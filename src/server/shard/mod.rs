@@ -31,6 +31,7 @@ pub mod routing_replica;
 mod spill;
 mod timeout;
 mod timers;
+mod users;
 
 pub use conns::{HttpSlot, PromoteError};
 
@@ -124,16 +125,6 @@ pub struct Counters {
     pub auth_failures: Cell<u64>,
 }
 
-/// The shard's copy of the users. The config was validated before any
-/// shard starts (`Config::validate` builds the same), so this does not
-/// fail; if it ever did, nobody could log in rather than anybody.
-fn users_of(config: &Config) -> crate::auth::Users {
-    crate::auth::Users::new(&config.users, &config.loopback_users).unwrap_or_else(|e| {
-        tracing::error!("users: {e}; no login will succeed");
-        crate::auth::Users::none()
-    })
-}
-
 fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
@@ -156,7 +147,7 @@ pub struct Shard {
     /// The connections on this shard and their caps (`conns.rs`).
     pub conns: conns::ConnTable,
     /// This shard's copy of who may log in (`src/auth/`).
-    users: crate::auth::Users,
+    users: users::UserStore,
     /// Refused logins logged per peer (login.rs).
     login_log: login::LoginLog,
     /// The shard's log (`None` until `open_storage`).
@@ -190,6 +181,7 @@ impl Shard {
         shard_addrs: Vec<String>,
         mesh: Mesh,
         alarms: Arc<crate::server::alarm::Alarms>,
+        stored_users: Option<&[crate::storage::definitions::StoredUser]>,
     ) -> Self {
         Self {
             id,
@@ -199,7 +191,7 @@ impl Shard {
             queues: queues::QueueSet::new(&config),
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
-            users: users_of(&config),
+            users: users::UserStore::new(&config, stored_users),
             stopped: gate::StoppedConns::new(config.outbox_bytes_max, count),
             login_log: login::LoginLog::default(),
             config,
@@ -267,6 +259,7 @@ impl Shard {
             MeshMsg::Admin { from, token, req } => self.on_admin(from, token, req),
             MeshMsg::AdminReply { shard, token, reply } => self.on_admin_reply(shard, token, reply),
             MeshMsg::MetaApply { version, change } => self.on_meta_apply(version, change),
+            MeshMsg::UsersApply { version, change } => self.on_users_apply(version, change),
             MeshMsg::MetaApplied { shard, version } => self.on_meta_applied(shard, version),
             MeshMsg::MetaReady => self.set_routing_ready(),
         }
@@ -283,7 +276,10 @@ impl Shard {
                     Reply::error(request_id, ErrorCode::ShardUnavailable, format!("shard {peer} is not running")),
                 ),
                 MeshMsg::Reply { .. } | MeshMsg::AdminReply { .. } => lost_replies += 1,
-                MeshMsg::MetaApply { .. } | MeshMsg::MetaReady | MeshMsg::MetaApplied { .. } => {
+                MeshMsg::MetaApply { .. }
+                | MeshMsg::MetaReady
+                | MeshMsg::MetaApplied { .. }
+                | MeshMsg::UsersApply { .. } => {
                     tracing::error!(peer, "routing change not delivered: peer stopped");
                     self.on_meta_applied(peer, u64::MAX);
                 }

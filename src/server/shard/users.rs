@@ -1,0 +1,157 @@
+//! The shard's copy of the users, and how a run-time change reaches every
+//! copy. Shard 0 owns the changes, as it owns routing changes
+//! (`meta.rs`): it applies one to its copy, marks the definitions file
+//! dirty (the users are stored there from the first change on, replacing
+//! the config's seeds), broadcasts it to its peers under the next metadata
+//! version, and answers once the file is written and every peer has
+//! applied it. After the answer, a login on any shard sees the change.
+
+use super::routing_replica::METADATA_SHARD;
+use super::Shard;
+use crate::auth::change::UserChange;
+use crate::auth::{UserSeed, Users};
+use crate::rt::Notify;
+use crate::server::admin_users::UserChangeFailed;
+use crate::server::config::Config;
+use crate::server::mesh::MeshMsg;
+use crate::storage::definitions::StoredUser;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+/// How long shard 0 waits for the file write and the peers' copies:
+/// under the 5 s an operator request waits for shard 0.
+const CHANGE_WAIT: Duration = Duration::from_secs(4);
+
+/// The users, and on shard 0 whether the definitions file holds them.
+/// One part of `Shard`.
+pub struct UserStore {
+    pub(super) users: RefCell<Users>,
+    /// Shard 0: the users are stored in the definitions file (changed at
+    /// run time, now or before a restart).
+    stored: Cell<bool>,
+    /// Shard 0: a definitions write finished or a peer applied a change.
+    progress: Notify,
+}
+
+impl UserStore {
+    /// From the definitions file's users when it holds them, else from the
+    /// config's seeds. The config was validated before any shard started.
+    pub fn new(config: &Config, stored: Option<&[StoredUser]>) -> Self {
+        let seeds: Vec<UserSeed> = match stored {
+            Some(users) => users
+                .iter()
+                .map(|u| UserSeed {
+                    name: u.name.clone(),
+                    password: None,
+                    password_hash: Some(u.password_hash.clone()),
+                    tags: u.tags.clone(),
+                })
+                .collect(),
+            None => config.users.clone(),
+        };
+        let users = Users::new(&seeds, &config.loopback_users).unwrap_or_else(|e| {
+            tracing::error!("users: {e}; no login will succeed");
+            Users::none()
+        });
+        Self { users: RefCell::new(users), stored: Cell::new(stored.is_some()), progress: Notify::default() }
+    }
+
+    /// The users as the definitions file stores them, once they are.
+    pub(super) fn to_store(&self) -> Option<Vec<StoredUser>> {
+        if !self.stored.get() {
+            return None;
+        }
+        let users = self.users.borrow();
+        let all = users.sorted().into_iter();
+        Some(
+            all.map(|u| StoredUser { name: u.name.clone(), password_hash: u.hash_text(), tags: u.tags.clone() })
+                .collect(),
+        )
+    }
+
+    /// Wakes a change waiting for the file or the peers.
+    pub(super) fn progressed(&self) {
+        self.progress.notify();
+    }
+}
+
+impl Shard {
+    /// Shard 0: applies a user change everywhere; `Ok` once it is stored
+    /// and every shard has it.
+    pub async fn change_users(&self, change: UserChange) -> Result<(), UserChangeFailed> {
+        if self.id != METADATA_SHARD {
+            return Err(UserChangeFailed::NotStored("user changes go to shard 0".into()));
+        }
+        let max = self.config.users_max as usize;
+        self.users.users.borrow_mut().apply(&change, max)?;
+        tracing::info!(user = change.name(), "{}", change.describe());
+        self.users.stored.set(true);
+        let gen = self.definitions_changed();
+        let version = self.routing.table.borrow_mut().bump_version();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            self.mesh.forward(peer, MeshMsg::UsersApply { version, change: change.clone() });
+        }
+        let done = async {
+            loop {
+                let woken = self.users.progress.notified();
+                if let Some(written) = self.definitions_written(gen) {
+                    if self.meta_applied_by_all() >= version {
+                        return written;
+                    }
+                }
+                woken.await;
+            }
+        };
+        match futures_lite::future::or(async { Some(done.await) }, async {
+            glommio::timer::sleep(CHANGE_WAIT).await;
+            None
+        })
+        .await
+        {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(UserChangeFailed::NotStored(format!(
+                "the change is in effect but could not be stored: {}",
+                e.message
+            ))),
+            None => Err(UserChangeFailed::NotStored(format!(
+                "the change was not stored on every shard within {CHANGE_WAIT:?}"
+            ))),
+        }
+    }
+
+    /// A peer: shard 0's user change under metadata `version`.
+    pub(super) fn on_users_apply(&self, version: u64, change: UserChange) {
+        let mut table = self.routing.table.borrow_mut();
+        if version <= table.version() {
+            return;
+        }
+        if let Err(e) = self.users.users.borrow_mut().apply(&change, usize::MAX) {
+            tracing::error!(shard = self.id, error = %e, user = change.name(), "user change failed here (bug)");
+        }
+        if table.bump_version() != version {
+            tracing::error!(shard = self.id, local = table.version(), version, "metadata copy out of step (bug)");
+        }
+        self.mesh.forward(METADATA_SHARD, MeshMsg::MetaApplied { shard: self.id, version });
+    }
+
+    /// Every user (this shard's copy; all shards agree once a change is
+    /// answered), as RabbitMQ's `GET /api/users` shows them.
+    pub fn users_json(&self) -> serde_json::Value {
+        let users = self.users.users.borrow();
+        serde_json::Value::Array(users.sorted().into_iter().map(user_json).collect())
+    }
+
+    /// One user; `None` when there is no such user.
+    pub fn user_json(&self, name: &str) -> Option<serde_json::Value> {
+        self.users.users.borrow().get(name).map(user_json)
+    }
+}
+
+fn user_json(u: &crate::auth::User) -> serde_json::Value {
+    serde_json::json!({
+        "name": u.name,
+        "tags": u.tags,
+        "password_hash": u.hash_text(),
+        "hashing_algorithm": crate::auth::password::ALGORITHM,
+    })
+}
