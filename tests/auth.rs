@@ -88,21 +88,6 @@ fn http_request(addr: SocketAddr, method: &str, path: &str, user: &str, password
     http_send(addr, method, path, (user, password), "")
 }
 
-/// An HTTP request with basic auth and a body; the status and the whole
-/// response.
-fn http_send(addr: SocketAddr, method: &str, path: &str, (user, password): (&str, &str), body: &str) -> (u16, String) {
-    use base64::Engine;
-    let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
-    s.set_read_timeout(Some(STEP)).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let head = format!("Host: t\r\nAuthorization: Basic {auth}\r\nContent-Length: {}", body.len());
-    write!(s, "{method} {path} HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n{body}").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, raw)
-}
-
 /// HTTP GET with basic auth; the status and the whole response.
 fn http(addr: SocketAddr, path: &str, user: &str, password: &str) -> (u16, String) {
     http_request(addr, "GET", path, user, password)

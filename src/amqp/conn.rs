@@ -136,6 +136,8 @@ pub struct AmqpConn {
     pub(super) clock: ReadClock,
     /// Promoted from the unauthenticated cap at connection.open.
     pub(super) logged_in: Cell<bool>,
+    /// The user's permissions, from login on (`server/grants.rs`).
+    pub(super) grants: RefCell<Option<crate::server::grants::Grants>>,
 }
 
 impl AmqpConn {
@@ -173,6 +175,7 @@ impl AmqpConn {
             read_held: Cell::new(0),
             clock: ReadClock::new(),
             logged_in: Cell::new(false),
+            grants: RefCell::new(None),
         }
     }
 
@@ -517,6 +520,7 @@ impl AmqpConn {
                 return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
             }
         }
+        *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, &user));
         let mut st = self.st.borrow_mut();
         st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");
         st.blocked_cap = wire::has_capability(client_props, "connection.blocked");

@@ -4,9 +4,11 @@
 
 use super::channel::{ChState, Channel, Content, OpKind};
 use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KIND_IGNORE, KIND_OP};
+use crate::auth::permissions::Perm;
 use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId, QueueDeclare};
 use crate::protocol::amqp::wire::{self, put_shortstr};
+use crate::server::grants::Kind;
 use crate::server::ops::queue_name_ok;
 use crate::server::policy::QueueArgs;
 use crate::server::types::Request;
@@ -88,6 +90,7 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         }
         // amq.default is another name of the default exchange.
         let exchange = if exchange == "amq.default" { "" } else { exchange };
+        c.may_publish(n, mid, exchange)?;
         if !exchange.is_empty() {
             let table = c.shard.routing.table.borrow();
             match table.exchange(exchange) {
@@ -141,17 +144,27 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             Ok(())
         }
         Method::FlowOk => Ok(()),
-        Method::ExchangeDeclare(d) => super::routing::exchange_declare(st, n, mid, d, jobs),
+        Method::ExchangeDeclare(d) => {
+            if !d.passive {
+                c.may(n, mid, Perm::Configure, Kind::Exchange, d.exchange)?;
+            }
+            super::routing::exchange_declare(st, n, mid, d, jobs)
+        }
         Method::ExchangeDelete { exchange, if_unused, no_wait } => {
+            c.may(n, mid, Perm::Configure, Kind::Exchange, exchange)?;
             super::routing::exchange_delete(st, n, mid, exchange, if_unused, no_wait, jobs)
         }
         Method::ExchangeBind { destination, source, routing_key, no_wait, args, unbind } => {
+            c.may(n, mid, Perm::Write, Kind::Exchange, destination)?;
+            c.may(n, mid, Perm::Read, Kind::Exchange, source)?;
             let dest = crate::routing::Dest::Exchange(destination.into());
             let ok = if unbind { id::EXCHANGE_UNBIND_OK } else { id::EXCHANGE_BIND_OK };
             super::routing::bind(st, n, mid, ok, (source, dest, routing_key), args, (no_wait, unbind), jobs)
         }
         Method::QueueBind { queue, exchange, routing_key, no_wait, args, unbind } => {
             let queue = check_name(n, queue, mid)?;
+            c.may(n, mid, Perm::Write, Kind::Queue, queue)?;
+            c.may(n, mid, Perm::Read, Kind::Exchange, exchange)?;
             let dest = crate::routing::Dest::Queue(queue.into());
             let ok = if unbind { id::QUEUE_UNBIND_OK } else { id::QUEUE_BIND_OK };
             super::routing::bind(st, n, mid, ok, (exchange, dest, routing_key), args, (no_wait, unbind), jobs)
@@ -159,6 +172,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
         Method::QueueDeclare(d) => declare(c, st, n, mid, d, jobs),
         Method::QueuePurge { queue, no_wait } => {
             let queue = check_name(n, queue, mid)?;
+            c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
             let seq = channel(st, n).push_op(OpKind::Purge { no_wait });
             let req = Request::Purge { queue: queue.into() };
             jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
@@ -166,6 +180,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
         }
         Method::QueueDelete { queue, if_unused, if_empty, no_wait } => {
             let queue = check_name(n, queue, mid)?;
+            c.may(n, mid, Perm::Configure, Kind::Queue, queue)?;
             let seq = channel(st, n).push_op(OpKind::Delete { no_wait });
             let req = Request::Delete { if_empty, if_unused, queue: queue.into() };
             jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
@@ -186,10 +201,14 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             Ok(())
         }
         Method::Consume { queue, tag, no_ack, exclusive, no_wait, args } => {
+            c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
             consume(c, st, n, mid, (queue, tag), (no_ack, exclusive, no_wait), args, jobs)
         }
         Method::Cancel { tag, no_wait } => cancel(c, st, n, tag, no_wait, jobs),
-        Method::Get { queue, no_ack } => get(c, st, n, mid, (queue, no_ack), jobs),
+        Method::Get { queue, no_ack } => {
+            c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
+            get(c, st, n, mid, (queue, no_ack), jobs)
+        }
         Method::Ack { tag, multiple } => ack(c, st, n, mid, (tag, multiple)),
         Method::Nack { tag, multiple, requeue } => nack(c, st, n, mid, (tag, multiple, requeue), jobs),
         Method::Recover { requeue } => {
@@ -458,6 +477,9 @@ fn declare(
         }
         check_name(n, d.queue, mid)?.to_string()
     };
+    if !d.passive {
+        c.may(n, mid, Perm::Configure, Kind::Queue, &name)?;
+    }
     // A passive declare only checks existence: RabbitMQ ignores its arguments.
     let args = if d.passive { Ok(QueueArgs::default()) } else { QueueArgs::parse(d.args, &name) };
     let args = args.map_err(|e| {

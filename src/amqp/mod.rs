@@ -8,6 +8,7 @@
 //! | per-channel state: tags, confirms, held deliveries, pending methods | [`channel`] |
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
+//! | the user's permissions on each method (403 closes the channel) | `grants` |
 //! | requests to queue owners, gathered acks, pauses (deep queues, resource alarms) | [`jobs`] |
 //! | exchange and binding methods, sent to the routing table's owner | [`routing`] |
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
@@ -20,6 +21,7 @@
 
 pub mod channel;
 pub mod conn;
+mod grants;
 pub mod handlers;
 pub mod jobs;
 pub mod out;

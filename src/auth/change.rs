@@ -4,7 +4,9 @@
 //! the request hashed it.
 
 use super::password::PasswordHash;
+use super::permissions::{check_vhost, Permission, PermissionError};
 use super::{User, Users};
+use std::sync::Arc;
 
 /// Tags a user may carry, and the bytes of each (RabbitMQ sets no limit;
 /// these bound what a request can make the broker store).
@@ -33,6 +35,16 @@ pub enum UserChange {
     Delete {
         name: String,
     },
+    /// `ctl set-permissions`, `PUT /api/permissions/VHOST/USER`.
+    SetPermissions {
+        name: String,
+        vhost: String,
+        permission: Arc<Permission>,
+    },
+    ClearPermissions {
+        name: String,
+        vhost: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,14 +59,19 @@ pub enum ChangeError {
     BadTags,
     #[error("users_max ({0}) users exist already")]
     TooMany(usize),
+    #[error("{0}")]
+    Permission(#[from] PermissionError),
 }
 
 impl UserChange {
     pub fn name(&self) -> &str {
         match self {
-            Self::Put { name, .. } | Self::Password { name, .. } | Self::Tags { name, .. } | Self::Delete { name } => {
-                name
-            }
+            Self::Put { name, .. }
+            | Self::Password { name, .. }
+            | Self::Tags { name, .. }
+            | Self::Delete { name }
+            | Self::SetPermissions { name, .. }
+            | Self::ClearPermissions { name, .. } => name,
         }
     }
 
@@ -66,6 +83,8 @@ impl UserChange {
             Self::Password { .. } => "user's password changed",
             Self::Tags { .. } => "user's tags set",
             Self::Delete { .. } => "user deleted",
+            Self::SetPermissions { .. } => "user's permissions set",
+            Self::ClearPermissions { .. } => "user's permissions cleared",
         }
     }
 }
@@ -97,6 +116,12 @@ impl Users {
     /// Applies a change; `users_max` bounds how many users may exist.
     pub fn apply(&mut self, change: &UserChange, users_max: usize) -> Result<(), ChangeError> {
         check_name(change.name())?;
+        self.apply_checked(change, users_max)?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    fn apply_checked(&mut self, change: &UserChange, users_max: usize) -> Result<(), ChangeError> {
         match change {
             UserChange::Put { name, hash, tags, create_only } => {
                 let exists = self.by_name.contains_key(name);
@@ -107,7 +132,9 @@ impl Users {
                     return Err(ChangeError::TooMany(users_max));
                 }
                 let tags = check_tags(tags)?;
-                self.by_name.insert(name.clone(), User { name: name.clone(), hash: hash.clone(), tags });
+                // A replaced user keeps its permissions, as in RabbitMQ.
+                let permission = self.by_name.get(name).and_then(|u| u.permission.clone());
+                self.by_name.insert(name.clone(), User { name: name.clone(), hash: hash.clone(), tags, permission });
             }
             UserChange::Password { name, hash } => self.get_mut(name)?.hash = hash.clone(),
             UserChange::Tags { name, tags } => {
@@ -116,6 +143,14 @@ impl Users {
             }
             UserChange::Delete { name } => {
                 self.by_name.remove(name).ok_or_else(|| ChangeError::NotFound(name.clone()))?;
+            }
+            UserChange::SetPermissions { name, vhost, permission } => {
+                check_vhost(vhost)?;
+                self.get_mut(name)?.permission = Some(permission.clone());
+            }
+            UserChange::ClearPermissions { name, vhost } => {
+                check_vhost(vhost)?;
+                self.get_mut(name)?.permission = None;
             }
         }
         Ok(())

@@ -5,6 +5,7 @@
 
 pub mod change;
 pub mod password;
+pub mod permissions;
 
 use password::{HashError, PasswordHash};
 use serde::Deserialize;
@@ -74,6 +75,8 @@ pub struct User {
     pub name: String,
     hash: PasswordHash,
     pub tags: Vec<String>,
+    /// Its permissions in vhost `/`; none: it may log in, and do nothing.
+    pub permission: Option<std::sync::Arc<permissions::Permission>>,
 }
 
 /// What a user's tags let it do with the management API and `ctl`, as
@@ -110,10 +113,13 @@ impl User {
     }
 }
 
-/// The users, read-only once built.
+/// The users: built from seeds, then changed (`change.rs`).
 #[derive(Debug)]
 pub struct Users {
     by_name: HashMap<String, User>,
+    /// Counts changes, so that a connection's cached permissions know
+    /// when to look again.
+    generation: u64,
     loopback_only: HashSet<String>,
     /// Checked against for an unknown name, so that a login for a user
     /// that does not exist takes as long as one with a wrong password.
@@ -133,13 +139,13 @@ impl Users {
                 _ => return Err(SeedError::OnePassword(s.name.clone())),
             }
             .map_err(|e| SeedError::Hash(s.name.clone(), e))?;
-            let user = User { name: s.name.clone(), hash, tags: s.tags.clone() };
+            let user = User { name: s.name.clone(), hash, tags: s.tags.clone(), permission: None };
             if by_name.insert(s.name.clone(), user).is_some() {
                 return Err(SeedError::Duplicate(s.name.clone()));
             }
         }
         let decoy = PasswordHash::new(b"decoy").map_err(|e| SeedError::Hash(String::new(), e))?;
-        Ok(Self { by_name, loopback_only: loopback_users.iter().cloned().collect(), decoy })
+        Ok(Self { by_name, generation: 0, loopback_only: loopback_users.iter().cloned().collect(), decoy })
     }
 
     /// Checks a login. `peer` is the client's address (`None` when unknown,
@@ -162,6 +168,7 @@ impl Users {
     pub fn none() -> Self {
         Self {
             by_name: HashMap::new(),
+            generation: 0,
             loopback_only: HashSet::new(),
             decoy: PasswordHash::with_salt([0; 4], b"decoy"),
         }
@@ -180,6 +187,20 @@ impl Users {
 
     pub fn get(&self, name: &str) -> Option<&User> {
         self.by_name.get(name)
+    }
+
+    /// Changes so far (`change.rs`).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Gives every user full permissions on `/`: the config's users, as
+    /// RabbitMQ's default user.
+    pub fn grant_all(&mut self) {
+        let full = permissions::Permission::full();
+        for u in self.by_name.values_mut() {
+            u.permission = Some(full.clone());
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -72,6 +72,25 @@ pub enum CtlCommand {
     ChangePassword { name: String, password: Option<String> },
     /// Replaces a user's tags (none clears them).
     SetUserTags { name: String, tags: Vec<String> },
+    /// Every user's permissions.
+    ListPermissions,
+    /// Sets a user's permissions, as `rabbitmqctl set_permissions`: three
+    /// regular expressions, for configure, write and read ("" allows
+    /// nothing, ".*" everything).
+    SetPermissions {
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
+    /// Removes a user's permissions: it may log in and do nothing.
+    ClearPermissions {
+        user: String,
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
@@ -110,6 +129,16 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::SetUserTags { name, tags } => {
             user = serde_json::json!({ "name": name, "tags": tags }).to_string();
             (op::ADMIN_SET_USER_TAGS, user.as_str())
+        }
+        CtlCommand::ListPermissions => (op::ADMIN_LIST_PERMISSIONS, ""),
+        CtlCommand::SetPermissions { user: name, configure, write, read, vhost } => {
+            let v = serde_json::json!({ "user": name, "vhost": vhost, "configure": configure, "write": write, "read": read });
+            user = v.to_string();
+            (op::ADMIN_SET_PERMISSIONS, user.as_str())
+        }
+        CtlCommand::ClearPermissions { user: name, vhost } => {
+            user = serde_json::json!({ "user": name, "vhost": vhost }).to_string();
+            (op::ADMIN_CLEAR_PERMISSIONS, user.as_str())
         }
     };
     let json = match request(&a.conn, command, arg) {
@@ -186,7 +215,10 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::AddUser { .. }
         | CtlCommand::DeleteUser { .. }
         | CtlCommand::ChangePassword { .. }
-        | CtlCommand::SetUserTags { .. } => &["user", "done"],
+        | CtlCommand::SetUserTags { .. }
+        | CtlCommand::SetPermissions { .. }
+        | CtlCommand::ClearPermissions { .. } => &["user", "done"],
+        CtlCommand::ListPermissions => &["user", "vhost", "configure", "write", "read"],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,

@@ -11,6 +11,7 @@
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}`, `/api/health/checks/alarms` | memory and disk against their alarms ([`nodes`]) |
 //! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
+//! | `GET /api/permissions`, `GET`, `PUT`, `DELETE /api/permissions/{vhost}/{user}` | permissions, administrator only ([`users`]) |
 
 mod conn;
 mod nodes;
@@ -137,13 +138,15 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         return error(StatusCode::BAD_REQUEST, "bad percent-encoding in the path");
     };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    if parts.first() == Some(&"users") {
+    if matches!(parts.first(), Some(&"users" | &"permissions")) {
         if access != Access::Admin {
-            return error(StatusCode::FORBIDDEN, "users need the administrator tag");
+            return error(StatusCode::FORBIDDEN, "users and permissions need the administrator tag");
         }
         return match parts.as_slice() {
             ["users"] => users::route(shard, &method, None, req.into_body()).await,
             ["users", name] => users::route(shard, &method, Some(name), req.into_body()).await,
+            ["permissions"] if method == Method::GET => json_resp(StatusCode::OK, &shard.permissions_json()),
+            ["permissions", vhost, user] => users::permissions(shard, &method, (vhost, user), req.into_body()).await,
             _ => error(StatusCode::NOT_FOUND, "not found"),
         };
     }

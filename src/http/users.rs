@@ -4,6 +4,7 @@
 
 use super::{empty, error, json_resp, no_content, Resp};
 use crate::auth::change::{ChangeError, UserChange};
+use crate::auth::permissions::{PermissionError, DEFAULT_VHOST};
 use crate::server::admin_users::{self, UserChangeFailed};
 use crate::server::shard::Shard;
 use hyper::body::{Body as _, Incoming};
@@ -27,16 +28,47 @@ pub async fn route(shard: &Rc<Shard>, method: &Method, name: Option<&str>, body:
     }
 }
 
+/// `/api/permissions/VHOST/USER`: `GET`, `PUT` with RabbitMQ's
+/// `{"configure", "write", "read"}` (201 when the user had none there,
+/// else 204), `DELETE`.
+pub async fn permissions(shard: &Rc<Shard>, method: &Method, (vhost, user): (&str, &str), body: Incoming) -> Resp {
+    match *method {
+        Method::GET => match shard.permission_json(user).filter(|_| vhost == DEFAULT_VHOST) {
+            Some(p) => json_resp(StatusCode::OK, &p),
+            None => error(StatusCode::NOT_FOUND, "no such permission"),
+        },
+        Method::PUT => {
+            let v = match json_body(shard, body).await {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            match admin_users::permission_change(user, vhost, &v) {
+                Ok(c) => answer(shard, c, shard.permission_json(user).is_none()).await,
+                Err(e) => failed(&e),
+            }
+        }
+        Method::DELETE => {
+            let c = UserChange::ClearPermissions { name: user.into(), vhost: vhost.into() };
+            answer(shard, c, false).await
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+    }
+}
+
+/// A JSON request body, read within the HTTP request timeout.
+async fn json_body(shard: &Shard, body: Incoming) -> Result<serde_json::Value, Resp> {
+    let timeout = Duration::from_millis(shard.config.http_request_timeout_ms);
+    let raw = read_body(body, BODY_BYTES_MAX, timeout).await?;
+    serde_json::from_slice::<serde_json::Value>(&raw)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not JSON"))
+}
+
 /// `PUT /api/users/NAME` with `{"password": ...}` or `{"password_hash":
 /// ...}`, and `"tags"`: creates the user (201) or replaces it (204).
 async fn put(shard: &Rc<Shard>, name: &str, body: Incoming) -> Resp {
-    let timeout = Duration::from_millis(shard.config.http_request_timeout_ms);
-    let raw = match read_body(body, BODY_BYTES_MAX, timeout).await {
-        Ok(b) => b,
+    let v = match json_body(shard, body).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not JSON");
     };
     let made = admin_users::hash_from(&v).and_then(|hash| {
         let tags = admin_users::tags_from(&v)?;
@@ -58,7 +90,9 @@ async fn answer(shard: &Rc<Shard>, change: UserChange, created: bool) -> Resp {
 
 fn failed(e: &UserChangeFailed) -> Resp {
     let status = match e {
-        UserChangeFailed::Refused(ChangeError::NotFound(_)) => StatusCode::NOT_FOUND,
+        UserChangeFailed::Refused(ChangeError::NotFound(_) | ChangeError::Permission(PermissionError::NoVhost(_))) => {
+            StatusCode::NOT_FOUND
+        }
         UserChangeFailed::Refused(ChangeError::Exists(_)) => StatusCode::CONFLICT,
         UserChangeFailed::Refused(_) | UserChangeFailed::BadRequest(_) => StatusCode::BAD_REQUEST,
         UserChangeFailed::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,

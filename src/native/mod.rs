@@ -16,11 +16,13 @@ mod session;
 pub use accept::accept_loop;
 pub use encode::{encode_reply, DeliverLimits};
 
+use crate::auth::permissions::Perm;
 use crate::protocol::{self, op, Cmd, ErrorCode, Frame};
 use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame_limited, FrameReader, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
 use crate::server::gate::DeliveryGate;
+use crate::server::grants::{Grants, Kind};
 use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
 use crate::server::policy::QueueArgs;
 use crate::server::queue::Deliveries;
@@ -69,6 +71,8 @@ pub struct NativeConn {
     logged_in: Cell<bool>,
     /// What the user's tags allow with `Admin` (`ringmq ctl`).
     access: Cell<crate::auth::Access>,
+    /// The user's permissions, from login on (`server/grants.rs`).
+    grants: RefCell<Option<Grants>>,
     /// The negotiated heartbeat (0 = none), and the beat task's wake-up.
     heartbeat_ms: Cell<u32>,
     beat_kick: Notify,
@@ -158,6 +162,7 @@ impl NativeConn {
             accepted_at: Instant::now(),
             logged_in: Cell::new(false),
             access: Cell::new(crate::auth::Access::None),
+            grants: RefCell::new(None),
             heartbeat_ms: Cell::new(0),
             beat_kick: Notify::default(),
             consumers: RefCell::new(HashMap::new()),
@@ -311,6 +316,9 @@ impl NativeConn {
             Cmd::Pong => {}
             Cmd::Declare { flags, queue, args } => {
                 check_queue_name(queue)?;
+                if flags & op::DECLARE_PASSIVE == 0 {
+                    self.may(rid, Perm::Configure, Kind::Queue, queue)?;
+                }
                 let args = QueueArgs::parse(args, queue).map_err(|e| Fatal {
                     request_id: rid,
                     code: e.code,
@@ -328,19 +336,23 @@ impl NativeConn {
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
             Cmd::Delete { flags, queue } => {
+                self.may(rid, Perm::Configure, Kind::Queue, queue)?;
                 let (if_empty, if_unused) = (flags & op::DELETE_IF_EMPTY != 0, flags & op::DELETE_IF_UNUSED != 0);
                 let req = Request::Delete { if_empty, if_unused, queue: queue.into() };
                 shard.submit(me, rid, shard.owner_of(queue), req);
             }
             Cmd::Purge { queue } => {
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
                 shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() })
             }
             Cmd::Publish { flags, queue, entries } => {
                 self.published.set(true);
+                self.may_publish(rid, "")?;
                 self.publish(chunk, rid, flags, queue, entries)?
             }
             Cmd::PublishTo { flags, exchange, routing_key, entries } => {
                 self.published.set(true);
+                self.may_publish(rid, exchange)?;
                 self.check_sizes(rid, &entries)?;
                 let o = PubOpts {
                     persistent: flags & op::PUBLISH_PERSISTENT != 0,
@@ -358,6 +370,7 @@ impl NativeConn {
                 if flags & op::EXCHANGE_PASSIVE != 0 {
                     shard.check_exchange(me, rid, exchange);
                 } else {
+                    self.may(rid, Perm::Configure, Kind::Exchange, exchange)?;
                     check_table(args, shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
                     let def = exchange_def(
                         exchange,
@@ -373,6 +386,7 @@ impl NativeConn {
             }
             Cmd::ExchangeDelete { flags, exchange } => {
                 check_exchange_name(exchange).map_err(|e| refused(rid, e))?;
+                self.may(rid, Perm::Configure, Kind::Exchange, exchange)?;
                 shard.delete_exchange(me, rid, exchange.into(), flags & op::EXCHANGE_IF_UNUSED != 0);
             }
             Cmd::Bind { flags, source, destination, routing_key, args } => {
@@ -381,7 +395,10 @@ impl NativeConn {
             Cmd::Unbind { flags, source, destination, routing_key, args } => {
                 self.bind(chunk, rid, flags, (source, destination, routing_key), args, true)?
             }
-            Cmd::Subscribe { consumer_id, prefetch, queue } => self.subscribe(rid, consumer_id, prefetch, queue)?,
+            Cmd::Subscribe { consumer_id, prefetch, queue } => {
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                self.subscribe(rid, consumer_id, prefetch, queue)?
+            }
             Cmd::Unsubscribe { consumer_id } => {
                 let c =
                     self.consumers.borrow_mut().remove(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
@@ -396,7 +413,10 @@ impl NativeConn {
                 let req = Request::Nack { consumer_id, queue, requeue, ranges: ranges.iter().collect() };
                 shard.submit(me, rid, owner, req);
             }
-            Cmd::Get { no_ack, consumer_id, queue } => self.get(rid, no_ack, consumer_id, queue)?,
+            Cmd::Get { no_ack, consumer_id, queue } => {
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                self.get(rid, no_ack, consumer_id, queue)?
+            }
             Cmd::Admin { command, arg } => {
                 self.may_admin(rid, command)?;
                 crate::server::admin::start(shard, me, rid, (command, arg), &self.admin_busy)
@@ -431,6 +451,23 @@ impl NativeConn {
         })
     }
 
+    /// The user's permission for `p` on `kind` `name` (RabbitMQ's rules).
+    fn may(&self, rid: u64, p: Perm, kind: Kind, name: &str) -> Result<(), Fatal> {
+        match self.grants.borrow().as_ref() {
+            Some(g) => g.check(&self.shard, p, kind, name).map_err(|e| refused(rid, e)),
+            None => Err(Fatal::new(ErrorCode::HandshakeRequired, "not logged in")),
+        }
+    }
+
+    /// Write on the exchange a publish goes to, once per batch.
+    #[inline]
+    fn may_publish(&self, rid: u64, exchange: &str) -> Result<(), Fatal> {
+        match self.grants.borrow().as_ref() {
+            Some(g) => g.check_publish(&self.shard, exchange).map_err(|e| refused(rid, e)),
+            None => Err(Fatal::new(ErrorCode::HandshakeRequired, "not logged in")),
+        }
+    }
+
     fn check_sizes(&self, rid: u64, entries: &protocol::Entries<'_>) -> Result<(), Fatal> {
         let max = self.shard.config.message_bytes_max as usize;
         if let Some(e) = entries.iter().find(|e| e.props.len() + e.body.len() > max) {
@@ -458,11 +495,14 @@ impl NativeConn {
         check_exchange_name(source).map_err(|e| refused(rid, e))?;
         let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
             check_exchange_name(destination).map_err(|e| refused(rid, e))?;
+            self.may(rid, Perm::Write, Kind::Exchange, destination)?;
             Dest::Exchange(destination.into())
         } else {
             check_queue_name(destination)?;
+            self.may(rid, Perm::Write, Kind::Queue, destination)?;
             Dest::Queue(destination.into())
         };
+        self.may(rid, Perm::Read, Kind::Exchange, source)?;
         let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice_of(chunk, args) };
         self.shard.bind(self.me(), rid, binding, unbind);
         Ok(())

@@ -108,7 +108,10 @@ impl NativeConn {
         let c = &self.shard.config;
         let peer = self.peer.parse::<std::net::SocketAddr>().ok();
         match self.shard.authenticate("native", user, password.as_bytes(), peer) {
-            Ok(access) => self.access.set(access),
+            Ok(access) => {
+                self.access.set(access);
+                *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, user));
+            }
             Err(e) => {
                 return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))))
             }

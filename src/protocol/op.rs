@@ -65,8 +65,15 @@ pub const ADMIN_DELETE_USER: u8 = 0x0E;
 pub const ADMIN_CHANGE_PASSWORD: u8 = 0x0F;
 /// `{"name", "tags": [...]}`: replaces the user's tags.
 pub const ADMIN_SET_USER_TAGS: u8 = 0x10;
+/// Every user's permissions (no argument).
+pub const ADMIN_LIST_PERMISSIONS: u8 = 0x11;
+/// `{"user", "vhost", "configure", "write", "read"}`: RabbitMQ's three
+/// regular expressions for the user in the vhost (`/` is the only one).
+pub const ADMIN_SET_PERMISSIONS: u8 = 0x12;
+/// `{"user", "vhost"}`: the user may do nothing there.
+pub const ADMIN_CLEAR_PERMISSIONS: u8 = 0x13;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_SET_USER_TAGS;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_CLEAR_PERMISSIONS;
 
 /// Whether an `Admin` command needs the administrator tag; the others need
 /// management, monitoring or administrator. As in RabbitMQ, users are the
@@ -84,6 +91,9 @@ pub fn admin_needs_administrator(command: u8) -> bool {
             | ADMIN_DELETE_USER
             | ADMIN_CHANGE_PASSWORD
             | ADMIN_SET_USER_TAGS
+            | ADMIN_LIST_PERMISSIONS
+            | ADMIN_SET_PERMISSIONS
+            | ADMIN_CLEAR_PERMISSIONS
     )
 }
 

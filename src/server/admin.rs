@@ -117,7 +117,10 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         | op::ADMIN_ADD_USER
         | op::ADMIN_DELETE_USER
         | op::ADMIN_CHANGE_PASSWORD
-        | op::ADMIN_SET_USER_TAGS => super::admin_users::run(shard, command, arg).await,
+        | op::ADMIN_SET_USER_TAGS
+        | op::ADMIN_LIST_PERMISSIONS
+        | op::ADMIN_SET_PERMISSIONS
+        | op::ADMIN_CLEAR_PERMISSIONS => super::admin_users::run(shard, command, arg).await,
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()

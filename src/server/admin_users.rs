@@ -7,6 +7,7 @@ use super::shard::Shard;
 use super::stats::{AdminReply, AdminReq};
 use crate::auth::change::{ChangeError, UserChange};
 use crate::auth::password::{PasswordHash, ALGORITHM};
+use crate::auth::permissions::{Permission, DEFAULT_VHOST};
 use crate::protocol::op;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -64,10 +65,25 @@ pub fn tags_from(body: &Value) -> Result<Vec<String>, UserChangeFailed> {
     }
 }
 
+/// Setting `user`'s permissions in `vhost` from RabbitMQ's body:
+/// `{"configure", "write", "read"}`, each a regular expression.
+pub fn permission_change(user: &str, vhost: &str, body: &Value) -> Result<UserChange, UserChangeFailed> {
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| UserChangeFailed::BadRequest(format!("\"{k}\" must be a string (a regular expression)")))
+    };
+    let permission = Permission::new(text("configure")?, text("write")?, text("read")?).map_err(ChangeError::from)?;
+    Ok(UserChange::SetPermissions { name: user.into(), vhost: vhost.into(), permission })
+}
+
 /// `ringmq ctl`'s user commands; the JSON of the answer.
 pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> Value {
     if command == op::ADMIN_LIST_USERS {
         return shard.users_json();
+    }
+    if command == op::ADMIN_LIST_PERMISSIONS {
+        return shard.permissions_json();
     }
     let made = if command == op::ADMIN_DELETE_USER {
         Ok(UserChange::Delete { name: arg.to_string() })
@@ -93,6 +109,15 @@ fn ctl_change(command: u8, v: &Value) -> Result<UserChange, UserChangeFailed> {
         op::ADMIN_ADD_USER => Ok(UserChange::Put { name, hash: hash_from(v)?, tags: tags_from(v)?, create_only: true }),
         op::ADMIN_CHANGE_PASSWORD => Ok(UserChange::Password { name, hash: hash_from(v)? }),
         op::ADMIN_SET_USER_TAGS => Ok(UserChange::Tags { name, tags: tags_from(v)? }),
+        op::ADMIN_SET_PERMISSIONS | op::ADMIN_CLEAR_PERMISSIONS => {
+            let name = v.get("user").and_then(Value::as_str).unwrap_or_default();
+            let vhost = v.get("vhost").and_then(Value::as_str).unwrap_or(DEFAULT_VHOST);
+            if command == op::ADMIN_SET_PERMISSIONS {
+                permission_change(name, vhost, v)
+            } else {
+                Ok(UserChange::ClearPermissions { name: name.into(), vhost: vhost.into() })
+            }
+        }
         other => Err(UserChangeFailed::BadRequest(format!("unknown user command {other}"))),
     }
 }

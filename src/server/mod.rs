@@ -8,6 +8,7 @@ pub mod config;
 pub mod deadletter;
 pub mod fatal;
 pub mod gate;
+pub mod grants;
 pub mod listener;
 pub mod mesh;
 pub mod ops;
@@ -319,8 +320,11 @@ fn stored_users(config: &Config) -> Result<Option<Arc<Vec<crate::storage::defini
     let defs = crate::storage::definitions::load(&path).map_err(|e| StartError::Storage(e.to_string()))?;
     let Some(users) = defs.users else { return Ok(None) };
     for u in &users {
-        crate::auth::password::PasswordHash::parse(&u.password_hash)
-            .map_err(|e| StartError::Storage(format!("{}: user '{}': {e}", path.display(), u.name)))?;
+        let bad = |e: String| StartError::Storage(format!("{}: user '{}': {e}", path.display(), u.name));
+        crate::auth::password::PasswordHash::parse(&u.password_hash).map_err(|e| bad(e.to_string()))?;
+        for p in &u.permissions {
+            shard::users_stored_permission(&u.name, p).map_err(|e| bad(e.to_string()))?;
+        }
     }
     tracing::info!(users = users.len(), "users from the definitions file (the config's users are not used)");
     Ok(Some(Arc::new(users)))
@@ -405,7 +409,23 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
             return Err(e);
         }
     }
-    shard.wait_routing_ready().await;
+    // Another shard failing its start (its storage refused to open) never
+    // sends the routing table: the broker's stop ends the wait.
+    let stopped = async {
+        while !s.stop.load(Ordering::SeqCst) {
+            glommio::timer::sleep(STOP_POLL).await;
+        }
+        false
+    };
+    let ready = async {
+        shard.wait_routing_ready().await;
+        true
+    };
+    if !futures_lite::future::or(ready, stopped).await {
+        tracing::info!(shard = s.id, "stopped before the routing table arrived");
+        shard.close_storage().await;
+        return Ok(());
+    }
     for sock in [s.shared, s.own] {
         tasks.push(glommio::spawn_local((s.fronts.native)(shard.clone(), sock.into_listener())));
     }

@@ -18,6 +18,8 @@
 //!   1 exchange), str16 destination, str16 routing key, u32 + bytes arguments
 //! record 3, user: str16 name, str16 password hash (RabbitMQ's
 //!   `rabbit_password_hashing_sha256` text), u8 tag count, str16 each tag
+//! record 5, permission of the user before it: str16 vhost, str16
+//!   configure, str16 write, str16 read (RabbitMQ's regular expressions)
 //! record 4, users stored: the file's users replace the config's seeds
 //!   (written once users have been changed at run time, even if none is left)
 //! ```
@@ -55,6 +57,16 @@ pub struct StoredUser {
     /// RabbitMQ's `password_hash` text.
     pub password_hash: String,
     pub tags: Vec<String>,
+    pub permissions: Vec<StoredPermission>,
+}
+
+/// A user's permissions in one vhost: RabbitMQ's three expressions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPermission {
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
 }
 
 /// What the file holds.
@@ -120,8 +132,15 @@ fn encode_users(b: &mut Vec<u8>, users: Option<&[StoredUser]>) -> u32 {
         for t in tags {
             put_str16(b, t);
         }
+        for p in &u.permissions {
+            b.put_u8(5);
+            for text in [&p.vhost, &p.configure, &p.write, &p.read] {
+                put_str16(b, text);
+            }
+        }
     }
-    users.len() as u32 + 1
+    let permissions: usize = users.iter().map(|u| u.permissions.len()).sum();
+    (users.len() + permissions) as u32 + 1
 }
 
 /// What is wrong with a definitions file's bytes.
@@ -145,7 +164,7 @@ pub enum DefsError {
     RecordKind,
     #[error("bytes after the last record")]
     Trailing,
-    #[error("a user record without the users marker before it")]
+    #[error("a user or permission record without the users marker (or the user) before it")]
     UserWithoutMarker,
 }
 
@@ -206,6 +225,11 @@ pub fn decode(buf: &[u8]) -> Result<Definitions, DefsError> {
                 let users = out.users.as_mut().ok_or(DefsError::UserWithoutMarker)?;
                 users.push(user(&mut c)?);
             }
+            5 if version >= 2 => {
+                let user = out.users.as_mut().and_then(|u| u.last_mut()).ok_or(DefsError::UserWithoutMarker)?;
+                let (vhost, configure, write, read) = (c.str16()?, c.str16()?, c.str16()?, c.str16()?);
+                user.permissions.push(StoredPermission { vhost, configure, write, read });
+            }
             4 if version >= 2 => out.users = Some(Vec::new()),
             _ => return Err(DefsError::RecordKind),
         }
@@ -248,7 +272,7 @@ fn user(c: &mut Cur<'_>) -> Result<StoredUser, DefsError> {
     let password_hash = c.str16()?;
     let n = c.u8()?;
     let tags = (0..n).map(|_| c.str16()).collect::<Result<_, _>>()?;
-    Ok(StoredUser { name, password_hash, tags })
+    Ok(StoredUser { name, password_hash, tags, permissions: Vec::new() })
 }
 
 /// Reads the stored definitions; none when the file does not exist yet.
@@ -295,8 +319,14 @@ mod tests {
                 name: "rabbit".into(),
                 password_hash: "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR".into(),
                 tags: vec!["administrator".into(), "management".into()],
+                permissions: vec![StoredPermission {
+                    vhost: "/".into(),
+                    configure: "^app-".into(),
+                    write: ".*".into(),
+                    read: String::new(),
+                }],
             },
-            StoredUser { name: "plain".into(), password_hash: "x".into(), tags: vec![] },
+            StoredUser { name: "plain".into(), password_hash: "x".into(), tags: vec![], permissions: vec![] },
         ];
         Definitions { routing: routing(), users: Some(users) }
     }

@@ -624,6 +624,27 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
 
+/// An HTTP request with basic auth and a body; the status and the whole
+/// response.
+pub fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    (user, password): (&str, &str),
+    body: &str,
+) -> (u16, String) {
+    use base64::Engine;
+    let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let head = format!("Host: t\r\nAuthorization: Basic {auth}\r\nContent-Length: {}", body.len());
+    write!(s, "{method} {path} HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n{body}").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw)
+}
+
 /// The shard that owns `queue` on a 2-shard broker.
 pub fn owner2(queue: &str) -> u32 {
     protocol::shard_for(queue, 2)

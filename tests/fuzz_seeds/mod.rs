@@ -415,11 +415,17 @@ fn definitions_files() -> Named {
             args: Bytes::from(hargs),
         }),
     ];
-    use ringmq::storage::definitions::{Definitions, StoredUser};
+    use ringmq::storage::definitions::{Definitions, StoredPermission, StoredUser};
     let users = vec![StoredUser {
         name: "rabbit".into(),
         password_hash: "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR".into(),
         tags: vec!["administrator".into()],
+        permissions: vec![StoredPermission {
+            vhost: "/".into(),
+            configure: "^app-".into(),
+            write: ".*".into(),
+            read: String::new(),
+        }],
     }];
     let file = ringmq::storage::definitions::encode(&Definitions { routing: defs, users: Some(users) });
     // Bit 0 of the control byte: the bytes are the whole file; clear,

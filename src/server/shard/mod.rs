@@ -34,6 +34,7 @@ mod timers;
 mod users;
 
 pub use conns::{HttpSlot, PromoteError};
+pub use users::stored_permission as users_stored_permission;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {

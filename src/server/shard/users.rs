@@ -8,14 +8,16 @@
 
 use super::routing_replica::METADATA_SHARD;
 use super::Shard;
-use crate::auth::change::UserChange;
+use crate::auth::change::{ChangeError, UserChange};
+use crate::auth::permissions::{Permission, PermissionError, DEFAULT_VHOST};
 use crate::auth::{UserSeed, Users};
 use crate::rt::Notify;
 use crate::server::admin_users::UserChangeFailed;
 use crate::server::config::Config;
 use crate::server::mesh::MeshMsg;
-use crate::storage::definitions::StoredUser;
+use crate::storage::definitions::{StoredPermission, StoredUser};
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long shard 0 waits for the file write and the peers' copies:
@@ -49,10 +51,24 @@ impl UserStore {
                 .collect(),
             None => config.users.clone(),
         };
-        let users = Users::new(&seeds, &config.loopback_users).unwrap_or_else(|e| {
+        let mut users = Users::new(&seeds, &config.loopback_users).unwrap_or_else(|e| {
             tracing::error!("users: {e}; no login will succeed");
             Users::none()
         });
+        match stored {
+            Some(stored) => {
+                for u in stored {
+                    for p in &u.permissions {
+                        let set = stored_permission(&u.name, p).map_err(ChangeError::from);
+                        if let Err(e) = set.and_then(|c| users.apply(&c, usize::MAX)) {
+                            // Checked at start (`server::stored_users`): a bug.
+                            tracing::error!(user = u.name, "stored permission not applied: {e}");
+                        }
+                    }
+                }
+            }
+            None => users.grant_all(),
+        }
         Self { users: RefCell::new(users), stored: Cell::new(stored.is_some()), progress: Notify::default() }
     }
 
@@ -64,8 +80,13 @@ impl UserStore {
         let users = self.users.borrow();
         let all = users.sorted().into_iter();
         Some(
-            all.map(|u| StoredUser { name: u.name.clone(), password_hash: u.hash_text(), tags: u.tags.clone() })
-                .collect(),
+            all.map(|u| StoredUser {
+                name: u.name.clone(),
+                password_hash: u.hash_text(),
+                tags: u.tags.clone(),
+                permissions: u.permission.iter().map(|p| stored_of(p)).collect(),
+            })
+            .collect(),
         )
     }
 
@@ -141,9 +162,57 @@ impl Shard {
         serde_json::Value::Array(users.sorted().into_iter().map(user_json).collect())
     }
 
+    /// Every user's permissions, as RabbitMQ's `GET /api/permissions`.
+    pub fn permissions_json(&self) -> serde_json::Value {
+        let users = self.users.users.borrow();
+        let rows = users.sorted().into_iter().filter_map(|u| Some(permission_json(&u.name, u.permission.as_ref()?)));
+        serde_json::Value::Array(rows.collect())
+    }
+
+    /// One user's permissions in `/`; `None` when it has none.
+    pub fn permission_json(&self, user: &str) -> Option<serde_json::Value> {
+        let users = self.users.users.borrow();
+        Some(permission_json(user, users.get(user)?.permission.as_ref()?))
+    }
+
+    /// `user`'s permissions in `/` (none for an unknown user), and the
+    /// users' generation they were read at: a connection caches them until
+    /// the generation moves.
+    pub fn permission_of(&self, user: &str) -> (u64, Option<Arc<Permission>>) {
+        let users = self.users.users.borrow();
+        (users.generation(), users.get(user).and_then(|u| u.permission.clone()))
+    }
+
+    /// The users' generation (`permission_of`).
+    pub fn users_generation(&self) -> u64 {
+        self.users.users.borrow().generation()
+    }
+
     /// One user; `None` when there is no such user.
     pub fn user_json(&self, name: &str) -> Option<serde_json::Value> {
         self.users.users.borrow().get(name).map(user_json)
+    }
+}
+
+fn permission_json(user: &str, p: &Permission) -> serde_json::Value {
+    let (configure, write, read) = p.texts();
+    serde_json::json!({ "user": user, "vhost": DEFAULT_VHOST, "configure": configure, "write": write, "read": read })
+}
+
+/// A stored permission as the change that sets it.
+pub fn stored_permission(user: &str, p: &StoredPermission) -> Result<UserChange, PermissionError> {
+    let permission = Permission::new(&p.configure, &p.write, &p.read)?;
+    crate::auth::permissions::check_vhost(&p.vhost)?;
+    Ok(UserChange::SetPermissions { name: user.to_string(), vhost: p.vhost.clone(), permission })
+}
+
+fn stored_of(p: &Permission) -> StoredPermission {
+    let (configure, write, read) = p.texts();
+    StoredPermission {
+        vhost: DEFAULT_VHOST.into(),
+        configure: configure.into(),
+        write: write.into(),
+        read: read.into(),
     }
 }
 
