@@ -421,7 +421,16 @@ pub fn len_at(b: &[u8]) -> Option<usize> {
 
 /// CRC work (bytes checksummed) allowed per byte searched by
 /// [`valid_record_after`]: a crafted file cannot make the search quadratic.
-const SEARCH_CRC_PER_BYTE: usize = 4;
+/// A reused segment's old records (another seed) each cost one checksum of
+/// their length, so an honest file needs about one byte per byte; the
+/// margin is for old payloads that look like headers.
+const SEARCH_CRC_PER_BYTE: usize = 16;
+
+/// Whether `t` is a record type the log writes: what a header must name
+/// before its checksum is worth computing.
+fn known_type(t: u8) -> bool {
+    matches!(t, T_SEGMENT | T_DECLARE | T_DELETE | T_PURGE | T_PUBLISH | T_ACK | T_QUEUE_ARGS | T_SEAL)
+}
 
 /// Whether a record that verifies under `seed` starts anywhere in `buf`
 /// after `bad` (the offset of a bad record): then the bad bytes are not a
@@ -435,8 +444,12 @@ pub fn valid_record_after(buf: &[u8], bad: usize, seed: Seed) -> bool {
         let rec_ok = match usize_at(buf, o) {
             Some(len) if len >= HEADER_BYTES && len <= buf.len() - o => {
                 let rec = &buf[o..o + len];
-                // Cheap checks first: the reserved bytes are zero.
-                if rec[9..12].iter().all(|&b| b == 0) {
+                // Cheap checks first: a type the log writes, reserved
+                // bytes zero. Without the type check, the payloads of a
+                // reused segment's old records (zeros and lengths) spent
+                // the budget, and a torn tail after kill -9 was taken for
+                // damage: the broker refused to start.
+                if known_type(rec[8]) && rec[9..12].iter().all(|&b| b == 0) {
                     if budget < len {
                         return true;
                     }

@@ -144,6 +144,41 @@ fn a_valid_record_after_a_bad_one_is_found() {
     assert!(!valid_record_after(&damaged, second, Seed::of(SEG + 1)));
 }
 
+/// A torn tail in a reused segment: after the new header, the file still
+/// holds an older segment's records, whose payloads are full of
+/// header-shaped bytes (zero reserved bytes, large lengths). None of them
+/// is a record under this segment's seed, so the tail is torn, not damage
+/// (found by the kill -9 crash test: the broker refused to start).
+#[test]
+fn an_older_use_of_a_reused_segment_is_not_data_after_a_torn_tail() {
+    let new = Seed::of(SEG);
+    let mut buf = Vec::new();
+    let header = Record::Segment { version: 2, shard: 0, shard_count: 2, segment: SEG, next_queue_id: 3 };
+    encode(&mut buf, new, &header);
+    buf.resize(BLOCK, 0);
+    // An older segment's publishes, whose bodies hold fake headers that
+    // claim most of the file (type 0, reserved bytes zero).
+    let old = Seed::of(SEG - 4);
+    let mut body = vec![0u8; 4000];
+    for at in (0..body.len() - 16).step_by(64) {
+        body[at..at + 4].copy_from_slice(&60_000u32.to_le_bytes());
+    }
+    let mut seq = 0;
+    while buf.len() < 16 * BLOCK {
+        encode_publish(&mut buf, old, 2, seq, &body);
+        seq += 1;
+    }
+    let end = scan(&buf, new, |_, _| {});
+    assert_eq!(end.valid_end, BLOCK, "the header, then the older use");
+    assert!(!valid_record_after(&buf, end.valid_end, new), "the older use is a torn tail");
+    // One record of this segment's after it is still found: damage.
+    let mut damaged = buf.clone();
+    let mut rec = Vec::new();
+    encode_publish(&mut rec, new, 2, 7, b"late");
+    damaged[8 * BLOCK..8 * BLOCK + rec.len()].copy_from_slice(&rec);
+    assert!(valid_record_after(&damaged, end.valid_end, new));
+}
+
 /// Records whose checksums match but whose numbers could not have
 /// been written are malformed: a sequence number at or past
 /// `SEQ_LIMIT`, a range backwards, a range count the payload does not
