@@ -191,3 +191,19 @@ fn refused_any(r: &mut Raw, rid: u64) {
     let (got, _) = r.expect_error(ErrorCode::AccessRefused);
     assert_eq!(got, rid);
 }
+
+/// Deleting a user ends its open connections on every shard (native
+/// `ShuttingDown`, naming the user), as in RabbitMQ; others keep working.
+#[test]
+fn a_deleted_users_connections_are_closed() {
+    let b = broker();
+    let mut on_each: Vec<Raw> = b.shards.iter().map(|s| login(*s, ("app", "app-pw"))).collect();
+    let mut guest = login(b.native, ADMIN);
+    admin(&b, op::ADMIN_DELETE_USER, "app");
+    for r in &mut on_each {
+        let (_, why) = r.expect_error(ErrorCode::ShuttingDown);
+        assert!(why.contains("user 'app' was deleted"), "{why}");
+        r.expect_closed();
+    }
+    guest.ping();
+}

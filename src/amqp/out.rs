@@ -100,6 +100,10 @@ impl ConnSink for AmqpConn {
         self.outbox.abort();
     }
 
+    fn login_user(&self) -> Option<String> {
+        self.grants.borrow().as_ref().map(|g| g.user().to_string())
+    }
+
     fn describe(&self) -> (&'static str, String) {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }

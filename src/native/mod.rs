@@ -131,6 +131,10 @@ impl ConnSink for NativeConn {
         self.outbox.abort();
     }
 
+    fn login_user(&self) -> Option<String> {
+        self.grants.borrow().as_ref().map(|g| g.user().to_string())
+    }
+
     fn describe(&self) -> (&'static str, String) {
         ("native", self.peer.clone())
     }
@@ -449,23 +453,6 @@ impl NativeConn {
             code: ErrorCode::AccessRefused,
             message: format!("this Admin command needs the {tag} tag"),
         })
-    }
-
-    /// The user's permission for `p` on `kind` `name` (RabbitMQ's rules).
-    fn may(&self, rid: u64, p: Perm, kind: Kind, name: &str) -> Result<(), Fatal> {
-        match self.grants.borrow().as_ref() {
-            Some(g) => g.check(&self.shard, p, kind, name).map_err(|e| refused(rid, e)),
-            None => Err(Fatal::new(ErrorCode::HandshakeRequired, "not logged in")),
-        }
-    }
-
-    /// Write on the exchange a publish goes to, once per batch.
-    #[inline]
-    fn may_publish(&self, rid: u64, exchange: &str) -> Result<(), Fatal> {
-        match self.grants.borrow().as_ref() {
-            Some(g) => g.check_publish(&self.shard, exchange).map_err(|e| refused(rid, e)),
-            None => Err(Fatal::new(ErrorCode::HandshakeRequired, "not logged in")),
-        }
     }
 
     fn check_sizes(&self, rid: u64, entries: &protocol::Entries<'_>) -> Result<(), Fatal> {

@@ -7,9 +7,11 @@
 //! accept, a started frame within `frame_timeout_ms` of its first byte,
 //! and with heartbeats a peer silent for two intervals is dead.
 
-use super::{clip, frame, Fatal, NativeConn};
+use super::{clip, frame, refused, Fatal, NativeConn};
+use crate::auth::permissions::Perm;
 use crate::protocol::{self, Cmd, ErrorCode, HelloOk};
 use crate::rt::reader::{Clock, ReadError};
+use crate::server::grants::Kind;
 use crate::server::shard::conns::EVICTED;
 use crate::server::shard::PromoteError;
 use std::time::{Duration, Instant};
@@ -172,6 +174,27 @@ impl NativeConn {
                 self.outbox.push(|b| frame(b, 0, Cmd::Pong));
             }
             seen = self.outbox.pushes();
+        }
+    }
+}
+
+/// Permission checks (`server/grants.rs`): refused requests get error 25,
+/// and the connection stays open.
+impl NativeConn {
+    /// The user's permission for `p` on `kind` `name` (RabbitMQ's rules).
+    pub(super) fn may(&self, rid: u64, p: Perm, kind: Kind, name: &str) -> Result<(), Fatal> {
+        match self.grants.borrow().as_ref() {
+            Some(g) => g.check(&self.shard, p, kind, name).map_err(|e| refused(rid, e)),
+            None => Err(Fatal::new(ErrorCode::HandshakeRequired, "not logged in")),
+        }
+    }
+
+    /// Write on the exchange a publish goes to, once per batch.
+    #[inline]
+    pub(super) fn may_publish(&self, rid: u64, exchange: &str) -> Result<(), Fatal> {
+        match self.grants.borrow().as_ref() {
+            Some(g) => g.check_publish(&self.shard, exchange).map_err(|e| refused(rid, e)),
+            None => Err(Fatal::new(ErrorCode::HandshakeRequired, "not logged in")),
         }
     }
 }

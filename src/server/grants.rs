@@ -53,6 +53,11 @@ impl Grants {
         }
     }
 
+    /// The user the connection logged in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// May this connection do `p` on `kind` `name`?
     pub fn check(&self, shard: &Shard, p: Perm, kind: Kind, name: &str) -> Result<(), QueueError> {
         let generation = shard.users_generation();

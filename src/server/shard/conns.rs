@@ -140,10 +140,20 @@ impl ConnTable {
 
     /// Ends every connection after flushing what is queued to it.
     pub fn shut_down_all(&self, why: &str) {
-        let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().cloned().collect();
-        for c in conns {
+        self.shut_down_where(|_| true, why);
+    }
+
+    /// Ends the connections logged in as `user` (a deleted user); how many.
+    pub fn shut_down_user(&self, user: &str, why: &str) -> usize {
+        self.shut_down_where(|c| c.login_user().as_deref() == Some(user), why)
+    }
+
+    fn shut_down_where(&self, pick: impl Fn(&dyn ConnSink) -> bool, why: &str) -> usize {
+        let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().filter(|c| pick(c.as_ref())).cloned().collect();
+        for c in &conns {
             c.shut_down(why);
         }
+        conns.len()
     }
 
     /// Connections that have not logged in: native and AMQP ones before

@@ -47,6 +47,10 @@ pub trait ConnSink {
     /// its protocol can, and stops its reader at once: the shard evicted
     /// it at `unauthenticated_connections_max`.
     fn evict(&self, why: &str);
+    /// The user it logged in as; `None` before login (and for HTTP).
+    fn login_user(&self) -> Option<String> {
+        None
+    }
     /// The protocol (`native`, `amqp`) and peer address, for operators.
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())

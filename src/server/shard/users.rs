@@ -106,6 +106,7 @@ impl Shard {
         let max = self.config.users_max as usize;
         self.users.users.borrow_mut().apply(&change, max)?;
         tracing::info!(user = change.name(), "{}", change.describe());
+        self.close_if_deleted(&change);
         self.users.stored.set(true);
         let gen = self.definitions_changed();
         let version = self.routing.table.borrow_mut().bump_version();
@@ -149,10 +150,22 @@ impl Shard {
         if let Err(e) = self.users.users.borrow_mut().apply(&change, usize::MAX) {
             tracing::error!(shard = self.id, error = %e, user = change.name(), "user change failed here (bug)");
         }
+        self.close_if_deleted(&change);
         if table.bump_version() != version {
             tracing::error!(shard = self.id, local = table.version(), version, "metadata copy out of step (bug)");
         }
         self.mesh.forward(METADATA_SHARD, MeshMsg::MetaApplied { shard: self.id, version });
+    }
+
+    /// A deleted user's connections on this shard end (AMQP
+    /// `CONNECTION_FORCED`, native `ShuttingDown`), as in RabbitMQ.
+    fn close_if_deleted(&self, change: &UserChange) {
+        if let UserChange::Delete { name } = change {
+            let n = self.conns.shut_down_user(name, &format!("user '{name}' was deleted"));
+            if n > 0 {
+                tracing::info!(shard = self.id, user = %name, connections = n, "a deleted user's connections closed");
+            }
+        }
     }
 
     /// Every user (this shard's copy; all shards agree once a change is
