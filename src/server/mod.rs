@@ -405,8 +405,8 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         tasks.push(glommio::spawn_local(shard.clone().run_definitions_writer()));
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");
-            let _ = s.ready.send(Err(e.clone()));
-            return Err(e);
+            let _ = s.ready.send(Err(e.to_string()));
+            return Err(e.to_string());
         }
     }
     // Another shard failing its start (its storage refused to open) never

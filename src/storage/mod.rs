@@ -153,6 +153,10 @@ pub enum StorageError {
     BadMeta(PathBuf),
     #[error("spilled record in segment {seg} at offset {off} does not verify: {why}")]
     BadRead { seg: u64, off: u32, why: &'static str },
+    /// A recovered queue's messages could not be read back (the queue
+    /// cannot hold spilled ones).
+    #[error("queue '{queue}': reading recovered messages back: {source}")]
+    Restore { queue: String, source: Box<StorageError> },
 }
 
 impl StorageError {

@@ -13,7 +13,7 @@ use super::{bump, Shard};
 use crate::protocol::batch::parse_entry;
 use crate::protocol::ErrorCode;
 use crate::storage::io::{DmaIo, LogIo};
-use crate::storage::{Loc, RecoveredMsg, RecoveredQueue, Storage, StorageOptions};
+use crate::storage::{Loc, RecoveredMsg, RecoveredQueue, Storage, StorageError, StorageOptions};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -81,12 +81,12 @@ impl Shard {
 
     /// Recovers `data_dir/shard-N` and rebuilds its durable queues. Runs
     /// before the shard accepts connections.
-    pub async fn open_storage(&self) -> Result<(), String> {
+    pub async fn open_storage(&self) -> Result<(), StorageError> {
         self.open_storage_with(Rc::new(DmaIo)).await
     }
 
-    pub async fn open_storage_with(&self, io: Rc<dyn LogIo>) -> Result<(), String> {
-        let (log, rec) = Storage::open(io, self.storage_options()).await.map_err(|e| e.to_string())?;
+    pub async fn open_storage_with(&self, io: Rc<dyn LogIo>) -> Result<(), StorageError> {
+        let (log, rec) = Storage::open(io, self.storage_options()).await?;
         let mut ids = HashMap::new();
         let mut messages = 0usize;
         let now = self.timers.now_ms();
@@ -138,7 +138,12 @@ impl Shard {
     }
 
     /// Rebuilds one durable queue from what recovery left of it.
-    async fn restore_queue(&self, log: &Storage<Waiter>, mut rq: RecoveredQueue, now: u64) -> Result<Queue, String> {
+    async fn restore_queue(
+        &self,
+        log: &Storage<Waiter>,
+        mut rq: RecoveredQueue,
+        now: u64,
+    ) -> Result<Queue, StorageError> {
         let args = QueueArgs::parse(&rq.args, &rq.name).unwrap_or_else(|e| {
             // Checked when declared: only a changed rule gets here.
             tracing::error!(queue = %rq.name, "logged queue arguments refused, queue kept without them: {}", e.message);
@@ -179,7 +184,7 @@ impl Shard {
         q: &mut Queue,
         batch: Vec<RecoveredMsg>,
         now: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), StorageError> {
         // A queue that cannot hold spilled messages (priorities) gets
         // the entries recovery left on disk read back now.
         let spillable = q.can_spill();
@@ -196,7 +201,7 @@ impl Shard {
             false => log
                 .read_entries(rq.id, &want)
                 .await
-                .map_err(|e| format!("queue '{}': reading recovered messages back: {e}", rq.name))?
+                .map_err(|e| StorageError::Restore { queue: rq.name.clone(), source: Box::new(e) })?
                 .into_iter(),
         };
         for m in batch {

@@ -108,10 +108,10 @@ impl MetaOwner {
 impl Shard {
     /// Shard 0 at start: loads the stored definitions into its table, then
     /// sends the whole table to every peer.
-    pub fn publish_definitions(&self) -> Result<(), String> {
+    pub fn publish_definitions(&self) -> Result<(), crate::storage::StorageError> {
         debug_assert_eq!(self.id, METADATA_SHARD);
         let path = self.config.data_dir.join(crate::storage::definitions::FILE);
-        let defs = crate::storage::definitions::load(&path).map_err(|e| e.to_string())?.routing;
+        let defs = crate::storage::definitions::load(&path)?.routing;
         {
             let mut table = self.routing.table.borrow_mut();
             for c in &defs {

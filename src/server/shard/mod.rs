@@ -6,7 +6,7 @@ use super::gate::DeliveryGate;
 use super::mesh::{Batch, Mesh, MeshMsg};
 use super::queue::{Deliveries, Queue};
 use super::types::{ConnRef, Delivered, Origin, PublishMode, QueueError, Reply, Request};
-use crate::protocol::{shard_for, Entries, ErrorCode};
+use crate::protocol::{shard_for, ErrorCode};
 use bytes::Bytes;
 use declare::DeclareOpts;
 use std::cell::{Cell, RefCell};
@@ -27,6 +27,7 @@ mod meta;
 mod pause;
 mod policies;
 mod queues;
+mod requests;
 pub mod routing_replica;
 mod spill;
 mod timeout;
@@ -305,124 +306,69 @@ impl Shard {
         self.flush_dead_letters();
     }
 
+    /// One request: each kind in its own function (`requests.rs`); those
+    /// that answer themselves (deliveries first, after a log write, or not
+    /// at all) return `None`.
     fn handle_one(&self, from: ConnRef, request_id: u64, req: Request) {
-        let result = match req {
+        let answer = match req {
             Request::Publish { persistent, confirm, partial, queue, entries, count } => {
-                // The sending shard validated these bytes; checked again
-                // because they crossed a boundary.
-                match Entries::parse(&entries, count) {
-                    Ok(parsed) => {
-                        let msgs = parsed.raw_iter().map(|raw| entries.slice_ref(raw));
-                        let mode = PublishMode { persistent, confirm, partial };
-                        self.publish(from, request_id, mode, &queue, msgs);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "forwarded publish failed validation (bug)");
-                        self.route_reply(
-                            from,
-                            Reply::error(request_id, ErrorCode::Internal, "forwarded batch was corrupt"),
-                        );
-                    }
-                }
-                return;
+                let mode = PublishMode { persistent, confirm, partial };
+                self.forwarded_publish(from, request_id, mode, &queue, (entries, count))
             }
             Request::PublishMany { persistent, confirm, mandatory, targets, count, origin } => {
                 let o = routing_replica::PubOpts { persistent, confirm, mandatory };
-                return self.publish_many(from, request_id, o, targets, count, origin);
+                self.publish_many(from, request_id, o, targets, count, origin);
+                None
             }
             Request::Meta { change, durable_dest, if_unused, count } => {
-                return self.on_meta(from, request_id, change, (durable_dest, if_unused), count)
+                self.on_meta(from, request_id, change, (durable_dest, if_unused), count);
+                None
             }
-            Request::BindQueue { binding, unbind } => return self.bind_queue(from, request_id, binding, unbind),
+            Request::BindQueue { binding, unbind } => {
+                self.bind_queue(from, request_id, binding, unbind);
+                None
+            }
             Request::ConnClosed { queues } => {
                 self.stopped.forget(from);
                 self.connection_closed(from, &queues);
-                return;
+                None
             }
             Request::DeliveriesResume => {
                 self.deliveries_resumed(from);
-                return;
+                None
             }
             Request::DeliveriesCredit { bytes } => {
                 self.deliveries_credit(from, bytes);
-                return;
+                None
             }
             Request::Get { consumer_id, no_ack, queue } => {
                 self.get(from, request_id, consumer_id, no_ack, &queue);
-                return;
+                None
             }
-            Request::Declare { durable, passive, queue, exclusive, auto_delete, strict, args } => {
-                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, strict, args })
-            }
+            Request::Declare { durable, passive, queue, exclusive, auto_delete, strict, args } => Some(
+                self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, strict, args }),
+            ),
             Request::Delete { if_empty, if_unused, queue } => {
-                match self.delete_from(from, (if_empty, if_unused), &queue, Some(request_id)) {
-                    // Answered once its bindings are gone on every shard.
-                    Ok(None) => return,
-                    r => r.map(|n| n.unwrap_or(0)),
-                }
+                // `Ok(None)`: answered once its bindings are gone everywhere.
+                self.delete_from(from, (if_empty, if_unused), &queue, Some(request_id)).transpose()
             }
-            Request::Purge { queue } => self.with_queue(&queue, |q| {
+            Request::Purge { queue } => Some(self.with_queue(&queue, |q| {
                 check_lock(q, from)?;
                 Ok(self.purge_logged(q) as u64)
-            }),
+            })),
             Request::Subscribe { consumer_id, prefetch, queue } => {
-                // The Ok goes out before the first Deliver of this consumer.
-                let now = self.timers.now_ms();
-                let r = self.queues.borrow_mut().get_mut(&queue).ok_or_else(|| not_found(&queue)).and_then(|q| {
-                    check_lock(q, from)?;
-                    q.touch(now);
-                    q.subscribe(from, consumer_id, prefetch)
-                });
-                let ok = r.is_ok();
-                self.reply_result(from, request_id, r.map(|()| 0));
-                if ok {
-                    if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-                        self.settle(q);
-                    }
-                }
-                return;
+                self.subscribe(from, request_id, consumer_id, prefetch, &queue)
             }
-            Request::Unsubscribe { consumer_id, queue } => {
-                let now = self.timers.now_ms();
-                let r = self.with_queue(&queue, |q| {
-                    q.touch(now);
-                    q.unsubscribe(from, consumer_id).map(|()| 0)
-                });
-                self.auto_delete_check(&queue);
-                r
-            }
-            Request::Cancel { consumer_id, queue } => {
-                let now = self.timers.now_ms();
-                let r = self.with_queue(&queue, |q| {
-                    q.touch(now);
-                    q.cancel(from, consumer_id)
-                });
-                self.auto_delete_check(&queue);
-                match r {
-                    Ok(()) => return,
-                    Err(e) => Err(e),
-                }
-            }
-            Request::Ack { consumer_id, queue, ranges } => {
-                let r = self.with_queue(&queue, |q| self.ack_logged(q, from, consumer_id, &ranges).map(|n| n as u64));
-                match r {
-                    Ok(n) => {
-                        bump(&self.counters.acked, n);
-                        return;
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Request::Unsubscribe { consumer_id, queue } => Some(self.unsubscribe(from, consumer_id, &queue)),
+            Request::Cancel { consumer_id, queue } => self.cancel(from, consumer_id, &queue),
+            Request::Ack { consumer_id, queue, ranges } => self.ack(from, consumer_id, &queue, &ranges),
             Request::Nack { consumer_id, queue, requeue, ranges } => {
-                match self
-                    .with_queue(&queue, |q| self.nack_logged(q, from, consumer_id, requeue, &ranges).map(|n| n as u64))
-                {
-                    Ok(_) => return,
-                    Err(e) => Err(e),
-                }
+                self.nack(from, consumer_id, &queue, requeue, &ranges)
             }
         };
-        self.reply_after_log(from, request_id, result);
+        if let Some(result) = answer {
+            self.reply_after_log(from, request_id, result);
+        }
     }
 
     fn reply_result(&self, to: ConnRef, request_id: u64, result: Result<u64, QueueError>) {
