@@ -125,6 +125,13 @@ impl ConnTable {
         self.conns.borrow().get(&conn_id).cloned()
     }
 
+    /// Asks connection `conn_id` something without taking a reference to
+    /// it (the dispatch path): `f` must not call back into the table.
+    #[inline]
+    pub fn with<T>(&self, conn_id: u64, f: impl FnOnce(&dyn ConnSink) -> T) -> Option<T> {
+        self.conns.borrow().get(&conn_id).map(|s| f(s.as_ref()))
+    }
+
     /// Every connection, by id, for a snapshot: `f` must not call back
     /// into the table.
     pub fn for_each(&self, mut f: impl FnMut(u64, &dyn ConnSink)) {

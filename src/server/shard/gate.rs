@@ -74,6 +74,11 @@ impl StoppedConns {
         }
     }
 
+    /// A remote connection's window of credit.
+    pub(super) fn window(&self) -> usize {
+        self.window
+    }
+
     fn remote_room(&self, c: ConnRef) -> usize {
         let sent = self.forwarded.borrow().get(&c).copied().unwrap_or(0);
         self.window.saturating_sub(sent)
@@ -102,7 +107,7 @@ impl Shard {
         if self.stopped.is_stopped(c) {
             0
         } else if c.shard == self.id {
-            self.conns.get(c.conn_id).map_or(usize::MAX, |s| s.delivery_room())
+            self.conns.with(c.conn_id, |s| s.delivery_room()).unwrap_or(usize::MAX)
         } else {
             self.stopped.remote_room(c)
         }

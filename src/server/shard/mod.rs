@@ -79,10 +79,11 @@ pub trait ConnSink {
         }
     }
     /// `bytes` of deliveries arrived from owner shard `owner` (another
-    /// shard): its gate grants them back as credit.
-    fn delivered_from(&self, owner: u16, bytes: usize) {
+    /// shard): its gate grants them back as credit (`window` is the
+    /// owner's window).
+    fn delivered_from(&self, owner: u16, bytes: usize, window: usize) {
         if let Some(b) = self.buffers() {
-            b.gate.received(owner, bytes, b.remote_window);
+            b.gate.received(owner, bytes, window);
         }
     }
     /// Bytes it holds for its socket (queued and being written).
@@ -99,8 +100,6 @@ pub struct SinkBuffers<'a> {
     pub gate: &'a DeliveryGate,
     /// `outbox_bytes_max`: past it the queues stop dispatching to it.
     pub outbox_bytes_max: usize,
-    /// A remote owner's window of credit (`server/gate.rs`).
-    pub remote_window: usize,
 }
 
 impl<'a> SinkBuffers<'a> {
@@ -108,8 +107,7 @@ impl<'a> SinkBuffers<'a> {
     #[inline]
     pub fn on(shard: &Shard, outbox: &'a crate::rt::Outbox, read_held: usize, gate: &'a DeliveryGate) -> Self {
         let outbox_bytes_max = shard.config.outbox_bytes_max as usize;
-        let remote_window = crate::server::gate::remote_window(shard.config.outbox_bytes_max, shard.count);
-        Self { outbox, read_held, gate, outbox_bytes_max, remote_window }
+        Self { outbox, read_held, gate, outbox_bytes_max }
     }
 }
 
@@ -238,7 +236,7 @@ impl Shard {
                 // this connection grants back to their owner.
                 if let Reply::Deliver { owner, msgs, .. } = &reply {
                     let bytes = msgs.iter().map(|m| crate::server::gate::delivery_cost(m.entry.len())).sum();
-                    s.delivered_from(*owner, bytes);
+                    s.delivered_from(*owner, bytes, self.stopped.window());
                 }
                 s.send(reply)
             }
