@@ -340,3 +340,19 @@ fn users_change_at_run_time_on_every_shard_and_survive_a_restart() {
     amqp_login(b.amqp, "dave", "test12").unwrap();
     assert_eq!(http_status(b.metrics, "GET", "/api/users", "carol", "n3w-pass"), 200);
 }
+
+/// `metrics_auth_required`: `/metrics` asks for a login with a management
+/// tag, as RabbitMQ's Prometheus plugin can (it is open by default).
+#[test]
+fn metrics_can_be_put_behind_a_login() {
+    let b = TestBroker::start_with(1, |c| {
+        c.users = vec![UserSeed::new("guest", "guest", &["administrator"]), alice(), UserSeed::new("bob", "b0b", &[])];
+        c.metrics_auth_required = true;
+    });
+    let get = |user: &str, password: &str| http_status(b.metrics, "GET", "/metrics", user, password);
+    assert_eq!(get("nobody", "x"), 401);
+    assert_eq!(get("bob", "b0b"), 403, "no management tag");
+    let (status, body) = http_request(b.metrics, "GET", "/metrics", "alice", "s3cret");
+    assert!(status == 200 && body.contains("ringmq_auth_failures_total 1"), "{body}");
+    assert_eq!(http_status(b.metrics, "GET", "/metrics/per-object", "guest", "guest"), 200);
+}

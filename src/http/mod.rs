@@ -77,6 +77,24 @@ fn authorised(shard: &Shard, req: &Request<Incoming>, peer: Option<std::net::Soc
     shard.authenticate("http", user, password.as_bytes(), peer).ok()
 }
 
+/// A login with a management tag or more: 401 without valid credentials,
+/// 403 without the tag.
+fn refusal(access: Option<Access>) -> Option<Resp> {
+    match access {
+        None => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ringmq\""));
+            Some(r)
+        }
+        Some(Access::None) => Some(error(
+            StatusCode::FORBIDDEN,
+            "this user has no management tag (management, monitoring, administrator)",
+        )),
+        Some(_) => None,
+    }
+}
+
 /// Decodes `%XX` escapes (vhost `/` arrives as `%2F`).
 pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
@@ -109,28 +127,25 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         if method != Method::GET {
             return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
+        if shard.config.metrics_auth_required {
+            if let Some(r) = refusal(authorised(shard, &req, peer)) {
+                return r;
+            }
+        }
         return metrics(shard, path == "/metrics/per-object").await;
     }
     let Some(rest) = path.strip_prefix("/api/") else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    let access = match authorised(shard, &req, peer) {
-        None => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "bad user name or password");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"ringmq\""));
-            return r;
-        }
-        Some(Access::None) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "this user has no management tag (management, monitoring, administrator)",
-            )
-        }
-        Some(Access::Read) if method != Method::GET => {
+    let access = authorised(shard, &req, peer);
+    if let Some(r) = refusal(access) {
+        return r;
+    }
+    let access = match access.unwrap_or(Access::None) {
+        Access::Read if method != Method::GET => {
             return error(StatusCode::FORBIDDEN, "changes need the administrator tag")
         }
-        Some(a) => a,
+        a => a,
     };
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let decoded: Option<Vec<String>> = parts.iter().map(|p| percent_decode(p)).collect();

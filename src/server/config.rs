@@ -121,6 +121,10 @@ pub struct Config {
     /// HTTP (metrics and management API): a connection that moves no byte
     /// for this long while no request of it is being handled is closed.
     pub http_idle_timeout_ms: u64,
+    /// `/metrics` asks for a login (a user with `management`, `monitoring`
+    /// or `administrator`), as RabbitMQ's Prometheus plugin can; open by
+    /// default, as RabbitMQ's is.
+    pub metrics_auth_required: bool,
     /// HTTP: a request head must arrive whole within this of its first byte.
     pub http_request_timeout_ms: u64,
 
@@ -216,6 +220,7 @@ impl Default for Config {
             consumer_timeout_ms: 1_800_000,
             admin_requests_per_shard_max: 16,
             http_idle_timeout_ms: 60_000,
+            metrics_auth_required: false,
             http_request_timeout_ms: 10_000,
             segment_bytes: 64 << 20,
             fsync: crate::storage::FsyncPolicy::Always,
