@@ -10,6 +10,9 @@ use glommio::net::TcpListener;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+
+type Tls = Option<Arc<crate::server::tls::ListenerTls>>;
 
 impl Broker {
     /// Validates the config, binds every listener (native, AMQP, HTTP),
@@ -20,14 +23,14 @@ impl Broker {
 }
 
 // One box per listener per shard, at start: nothing per connection.
-fn native_front(shard: Rc<Shard>, listener: TcpListener) -> Pin<Box<dyn Future<Output = ()>>> {
-    Box::pin(crate::native::accept_loop(shard, listener))
+fn native_front(shard: Rc<Shard>, listener: TcpListener, tls: Tls) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(crate::native::accept_loop(shard, listener, tls))
 }
 
-fn amqp_front(shard: Rc<Shard>, listener: TcpListener) -> Pin<Box<dyn Future<Output = ()>>> {
-    Box::pin(crate::amqp::accept_loop(shard, listener))
+fn amqp_front(shard: Rc<Shard>, listener: TcpListener, tls: Tls) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(crate::amqp::accept_loop(shard, listener, tls))
 }
 
-fn http_front(shard: Rc<Shard>, listener: TcpListener) -> Pin<Box<dyn Future<Output = ()>>> {
-    Box::pin(crate::http::accept_loop(shard, listener))
+fn http_front(shard: Rc<Shard>, listener: TcpListener, tls: Tls) -> Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(crate::http::accept_loop(shard, listener, tls))
 }

@@ -10,7 +10,6 @@
 use super::channel::{ChState, Channels};
 pub use super::jobs::Job;
 use super::reading::ReadClock;
-use crate::auth::LoginError;
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
 use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
@@ -138,6 +137,9 @@ pub struct AmqpConn {
     pub(super) logged_in: Cell<bool>,
     /// The user's permissions, from login on (`server/grants.rs`).
     pub(super) grants: RefCell<Option<crate::server::grants::Grants>>,
+    /// Over TLS with a verified client certificate: the user it names
+    /// (`EXTERNAL`), or why it names none.
+    pub(super) certificate_login: RefCell<Option<Result<String, String>>>,
 }
 
 impl AmqpConn {
@@ -176,7 +178,14 @@ impl AmqpConn {
             clock: ReadClock::new(),
             logged_in: Cell::new(false),
             grants: RefCell::new(None),
+            certificate_login: RefCell::new(None),
         }
+    }
+
+    /// The TLS handshake verified a client certificate (DER).
+    pub fn set_client_certificate(&self, der: &[u8]) {
+        let login = crate::server::tls::certificate_login(der, self.shard.config.tls_cert_login_from);
+        *self.certificate_login.borrow_mut() = Some(login);
     }
 
     /// Levels a field table from this peer may nest.
@@ -490,36 +499,13 @@ impl AmqpConn {
             caps.bool(b, "direct_reply_to", false);
             caps.finish(b);
             t.finish(b);
-            put_longstr(b, b"PLAIN");
+            put_longstr(b, self.mechanisms());
             put_longstr(b, b"en_US");
         });
     }
 
     fn start_ok(&self, client_props: &[u8], mechanism: &str, response: &[u8]) -> Result<(), Fault> {
-        let cause = id::CONNECTION_START_OK;
-        if mechanism != "PLAIN" {
-            return Err(conn_fault(
-                code::ACCESS_REFUSED,
-                format!("mechanism {mechanism} is not supported; use PLAIN"),
-                cause,
-            ));
-        }
-        // PLAIN: [authzid] NUL authcid NUL passwd
-        let mut parts = response.split(|b| *b == 0);
-        let (_authz, user, pass) = (parts.next(), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
-        let user = String::from_utf8_lossy(user);
-        match self.shard.authenticate("amqp", &user, pass, self.peer) {
-            Ok(_) => {}
-            Err(LoginError::BadCredentials) => {
-                let text =
-                    format!("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN (user '{user}')");
-                return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
-            }
-            Err(LoginError::LoopbackOnly) => {
-                let text = format!("ACCESS_REFUSED - user '{user}' can only connect via localhost");
-                return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
-            }
-        }
+        let user = self.log_in(mechanism, response)?;
         *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, &user));
         let mut st = self.st.borrow_mut();
         st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");

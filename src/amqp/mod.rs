@@ -7,6 +7,7 @@
 //! | the codec, sans-IO: field types, framing, methods, reply codes | [`crate::protocol::amqp`] |
 //! | per-channel state: tags, confirms, held deliveries, pending methods | [`channel`] |
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
+//! | the login: PLAIN, and EXTERNAL with a TLS client certificate | `login` |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
 //! | the user's permissions on each method (403 closes the channel) | `grants` |
 //! | requests to queue owners, gathered acks, pauses (deep queues, resource alarms) | [`jobs`] |
@@ -24,31 +25,50 @@ pub mod conn;
 mod grants;
 pub mod handlers;
 pub mod jobs;
+mod login;
 pub mod out;
 pub mod publish;
 mod reading;
 pub mod routing;
 
+use crate::server::listener::Accepted;
 use crate::server::shard::{ConnSink, Shard};
-use glommio::net::{TcpListener, TcpStream};
+use crate::server::tls::ListenerTls;
+use glommio::net::TcpListener;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Accepts AMQP connections until the task is dropped at shutdown.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    crate::server::listener::accept_each(shard, listener, "amqp", serve).await
+/// Accepts AMQP connections (plain, or AMQPS when the listener has TLS)
+/// until the task is dropped at shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<Arc<ListenerTls>>) {
+    let what = if tls.is_some() { "amqps" } else { "amqp" };
+    crate::server::listener::accept_each(shard, listener, tls, what, serve).await
 }
 
-async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
+async fn serve(shard: Rc<Shard>, accepted: Accepted) {
+    let peer = accepted.peer;
     let conn = Rc::new(conn::AmqpConn::new(shard.clone(), peer));
-    conn.outbox.set_send_timeout(std::time::Duration::from_millis(shard.config.send_timeout_ms));
+    conn.outbox.set_send_timeout(Duration::from_millis(shard.config.send_timeout_ms));
     let Some(me) = shard.conns.register(conn.clone() as Rc<dyn ConnSink>) else {
         // Closed before any byte: AMQP has no way to say why before tune.
         shard.conns.log_unauthenticated_refusal("amqp");
         return;
     };
     conn.set_ref(me);
+    let timeout = Duration::from_millis(shard.config.handshake_timeout_ms);
+    // An eviction (unauthenticated_connections_max) ends a handshake too.
+    let secured = futures_lite::future::or(accepted.secure(&shard, timeout), async {
+        conn.outbox.wait_ended().await;
+        Err("evicted during the TLS handshake".into())
+    });
+    let Ok(stream) = secured.await else {
+        shard.conns.unregister(me, false);
+        return;
+    };
+    if let Some(der) = stream.peer_certificate() {
+        conn.set_client_certificate(der);
+    }
     let (reader, writer) = futures_lite::io::split(stream);
     let w = conn.clone();
     let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });

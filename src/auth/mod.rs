@@ -68,6 +68,9 @@ pub enum LoginError {
     BadCredentials,
     #[error("this user may log in only from loopback (loopback_users)")]
     LoopbackOnly,
+    /// An `EXTERNAL` login whose certificate names no user here.
+    #[error("no user is named by the client certificate")]
+    UnknownCertificateUser,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,17 @@ impl Users {
         if !user.hash.verify(password) {
             return Err(LoginError::BadCredentials);
         }
+        if self.loopback_only.contains(name) && !peer.is_some_and(|p| p.is_loopback()) {
+            return Err(LoginError::LoopbackOnly);
+        }
+        Ok(user)
+    }
+
+    /// Checks an `EXTERNAL` login: the TLS handshake verified the client's
+    /// certificate, which names `name`; the user must exist (its password
+    /// is not asked), and `loopback_users` still applies.
+    pub fn authenticate_certificate(&self, name: &str, peer: Option<IpAddr>) -> Result<&User, LoginError> {
+        let user = self.by_name.get(name).ok_or(LoginError::UnknownCertificateUser)?;
         if self.loopback_only.contains(name) && !peer.is_some_and(|p| p.is_loopback()) {
             return Err(LoginError::LoopbackOnly);
         }

@@ -24,6 +24,24 @@ pub struct ServeArgs {
     amqp_listen: Option<SocketAddr>,
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// The native protocol over TLS (shard i also on port + 1 + i).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// AMQP over TLS (RabbitMQ uses 5671).
+    #[arg(long)]
+    amqps_listen: Option<SocketAddr>,
+    /// Metrics and management over HTTPS.
+    #[arg(long)]
+    https_listen: Option<SocketAddr>,
+    /// The TLS listeners' certificate chain (PEM).
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// The TLS listeners' private key (PEM).
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
+    /// The CA that signs client certificates (PEM).
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
     /// text or json
     #[arg(long)]
     log_format: Option<String>,
@@ -52,6 +70,12 @@ fn load(a: &ServeArgs) -> Result<Config, String> {
     if let Some(v) = a.metrics_listen {
         c.metrics_listen = v;
     }
+    c.tls_listen = a.tls_listen.or(c.tls_listen);
+    c.amqps_listen = a.amqps_listen.or(c.amqps_listen);
+    c.https_listen = a.https_listen.or(c.https_listen);
+    c.tls_cert_file = a.tls_cert_file.clone().or(c.tls_cert_file.take());
+    c.tls_key_file = a.tls_key_file.clone().or(c.tls_key_file.take());
+    c.tls_ca_file = a.tls_ca_file.clone().or(c.tls_ca_file.take());
     if let Some(v) = &a.log_format {
         c.log_format = match v.as_str() {
             "text" => LogFormat::Text,
@@ -90,8 +114,8 @@ pub fn run(a: ServeArgs) -> ExitCode {
     init_logging(&config);
     // One dead thread must not leave a broker that looks healthy.
     ringmq::server::fatal::exit_on_panic();
-    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-    {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringmq: cannot install signal handlers: {e}");
@@ -112,19 +136,20 @@ pub fn run(a: ServeArgs) -> ExitCode {
     tracing::info!(amqp = %broker.amqp_addr, "AMQP 0-9-1 listener ready");
     tracing::info!(metrics = %broker.metrics_addr, "metrics and HTTP management listener ready");
     // A machine-readable line for scripts and tests.
-    println!(
-        "ringmq ready native={} shards={} amqp={} metrics={}",
-        broker.native_addr,
-        own.join(","),
-        broker.amqp_addr,
-        broker.metrics_addr
-    );
+    println!("{}", ready_line(&broker, &own));
     let stop = broker.stopper();
     let mut signals = signals;
     let on_signal = stop.clone();
+    let tls = broker.tls.clone();
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                // Certificate rotation: new handshakes take the new files.
+                tls.reload();
+                continue;
+            }
             tracing::info!(signal = sig, "stopping");
+            break;
         }
         on_signal.store(true, std::sync::atomic::Ordering::SeqCst);
     });
@@ -145,4 +170,27 @@ pub fn run(a: ServeArgs) -> ExitCode {
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `ringmq ready native=... shards=... amqp=... metrics=...`, then each TLS
+/// listener that is on (`tls=`, `tls_shards=`, `amqps=`, `https=`).
+fn ready_line(b: &Broker, own: &[String]) -> String {
+    let mut line = format!(
+        "ringmq ready native={} shards={} amqp={} metrics={}",
+        b.native_addr,
+        own.join(","),
+        b.amqp_addr,
+        b.metrics_addr
+    );
+    if let Some(a) = b.tls_addr {
+        let shards: Vec<String> = b.tls_shard_addrs.iter().map(ToString::to_string).collect();
+        line += &format!(" tls={a} tls_shards={}", shards.join(","));
+    }
+    if let Some(a) = b.amqps_addr {
+        line += &format!(" amqps={a}");
+    }
+    if let Some(a) = b.https_addr {
+        line += &format!(" https={a}");
+    }
+    line
 }

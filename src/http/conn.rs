@@ -15,10 +15,11 @@
 //! one): hyper answers, reads at most what is buffered, and closes.
 
 use crate::rt::Notify;
+use crate::rt::Transport;
+use crate::server::listener::Accepted;
 use crate::server::shard::Shard;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
 use std::cell::Cell;
@@ -87,7 +88,7 @@ impl Drop for Handling {
 /// HTTP/1 server connection: no executor, and no timer since none of its
 /// timeouts is configured).
 struct Io {
-    stream: TcpStream,
+    stream: Transport,
     activity: Rc<Activity>,
 }
 
@@ -180,14 +181,20 @@ impl hyper::body::Body for Body {
 
 /// Serves one connection until the client closes it, it breaks, or the
 /// watchdog gives up on it.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, accepted: Accepted) {
     // HTTP requests authenticate one by one: the connection counts as
     // unauthenticated for its whole life.
     let Some(slot) = shard.conns.http_open() else {
         shard.conns.log_unauthenticated_refusal("http");
         return;
     };
-    let peer = stream.peer_addr().ok();
+    let peer = accepted.peer;
+    let timeout = Duration::from_millis(shard.config.handshake_timeout_ms);
+    let secured = futures_lite::future::or(accepted.secure(&shard, timeout), async {
+        slot.evicted().await;
+        Err("evicted during the TLS handshake".into())
+    });
+    let Ok(stream) = secured.await else { return };
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);
     let request = Duration::from_millis(shard.config.http_request_timeout_ms);
     let activity = Rc::new(Activity {

@@ -26,6 +26,7 @@ use crate::server::stats::{
     per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
     QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
+use crate::server::tls::ListenerTls;
 use base64::Engine;
 use bytes::Bytes;
 use glommio::net::TcpListener;
@@ -33,10 +34,13 @@ use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::rc::Rc;
+use std::sync::Arc;
 
-/// Accepts until the task is dropped at shutdown.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    crate::server::listener::accept_each(shard, listener, "metrics", conn::serve).await
+/// Accepts (plain, or HTTPS when the listener has TLS) until the task is
+/// dropped at shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<Arc<ListenerTls>>) {
+    let what = if tls.is_some() { "https" } else { "metrics" };
+    crate::server::listener::accept_each(shard, listener, tls, what, conn::serve).await
 }
 
 type Resp = Response<Body>;

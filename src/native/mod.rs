@@ -90,6 +90,8 @@ pub struct NativeConn {
     published: Cell<bool>,
     /// The read buffer's capacity, for `held_bytes`.
     read_held: Cell<usize>,
+    /// Over TLS: the Hello's shard map gives the shards' TLS addresses.
+    tls: bool,
 }
 
 impl ConnSink for NativeConn {
@@ -155,7 +157,8 @@ fn check_queue_name(q: &str) -> Result<(), Fatal> {
 }
 
 impl NativeConn {
-    pub fn new(shard: Rc<Shard>, peer: String) -> Self {
+    /// `tls`: it came in on `tls_listen`.
+    pub fn new(shard: Rc<Shard>, peer: String, tls: bool) -> Self {
         Self {
             shard,
             me: Cell::new(None),
@@ -175,6 +178,16 @@ impl NativeConn {
             paused_on: RefCell::new(None),
             published: Cell::new(false),
             read_held: Cell::new(0),
+            tls,
+        }
+    }
+
+    /// The shard map this connection's Hello answer gives: over TLS, the
+    /// shards' TLS addresses, so a shard-aware client stays on TLS.
+    fn shard_addrs(&self) -> &[String] {
+        match self.tls {
+            true => &self.shard.shard_addrs.tls,
+            false => &self.shard.shard_addrs.plain,
         }
     }
 

@@ -141,7 +141,7 @@ impl NativeConn {
             frame_bytes_max: c.frame_bytes_max,
             message_bytes_max: c.message_bytes_max,
             prefetch_max: c.prefetch_max,
-            shard_addrs: self.shard.shard_addrs.iter().map(String::as_str).collect(),
+            shard_addrs: self.shard_addrs().iter().map(String::as_str).collect(),
             heartbeat_ms: hb,
         };
         self.outbox.push(|b| frame(b, rid, Cmd::HelloOk(hello)));

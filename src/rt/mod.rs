@@ -4,9 +4,11 @@
 pub mod notify;
 pub mod outbox;
 pub mod reader;
+pub mod transport;
 
 pub use notify::Notify;
 pub use outbox::Outbox;
+pub use transport::Transport;
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -185,7 +185,10 @@ impl Outbox {
     /// Writes all of `bytes`; each write must move some bytes within the
     /// send timeout (the whole buffer may take longer on a slow link).
     async fn write_progressing<W: AsyncWrite + Unpin>(&self, w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-        let Some(t) = self.send_timeout.get() else { return w.write_all(bytes).await };
+        let Some(t) = self.send_timeout.get() else {
+            w.write_all(bytes).await?;
+            return w.flush().await;
+        };
         let mut off = 0;
         while off < bytes.len() {
             let rest = &bytes[off..];
@@ -205,6 +208,14 @@ impl Outbox {
             }
             off += n;
         }
-        Ok(())
+        // TLS holds records it could not send yet (a plain socket holds
+        // nothing: its flush is free): they go now, not with the next batch.
+        match glommio::timer::timeout(t, async { Ok(w.flush().await) }).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.stalled.set(true);
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no flush progress within send_timeout_ms"))
+            }
+        }
     }
 }

@@ -28,6 +28,31 @@ pub struct Config {
     pub listen: SocketAddr,
     pub amqp_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// The native protocol over TLS (off when absent): every shard
+    /// listens here, and shard i also on port + 1 + i (ephemeral at 0).
+    pub tls_listen: Option<SocketAddr>,
+    /// AMQP over TLS (RabbitMQ's 5671), off when absent.
+    pub amqps_listen: Option<SocketAddr>,
+    /// Metrics and management over HTTPS (shard 0), off when absent.
+    pub https_listen: Option<SocketAddr>,
+    /// The TLS listeners' certificate chain, key and CA (PEM); `amqps_*`
+    /// and `https_*` override them for one listener.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub amqps_cert_file: Option<PathBuf>,
+    pub amqps_key_file: Option<PathBuf>,
+    pub amqps_ca_file: Option<PathBuf>,
+    pub https_cert_file: Option<PathBuf>,
+    pub https_key_file: Option<PathBuf>,
+    pub https_ca_file: Option<PathBuf>,
+    /// Client certificates per listener: none, optional or required.
+    pub tls_client_certs: super::tls::ClientCerts,
+    pub amqps_client_certs: super::tls::ClientCerts,
+    pub https_client_certs: super::tls::ClientCerts,
+    /// The user an AMQP `EXTERNAL` login takes from a client certificate:
+    /// `common_name` or `distinguished_name`.
+    pub tls_cert_login_from: super::tls::CertLogin,
     /// Who may log in (`src/auth/`): each with `password` (hashed at
     /// start) or RabbitMQ's `password_hash`, and RabbitMQ's `tags`.
     pub users: Vec<UserSeed>,
@@ -186,6 +211,22 @@ impl Default for Config {
             listen: "127.0.0.1:5680".parse().expect("literal"),
             amqp_listen: "127.0.0.1:5672".parse().expect("literal"),
             metrics_listen: "127.0.0.1:15692".parse().expect("literal"),
+            tls_listen: None,
+            amqps_listen: None,
+            https_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            amqps_cert_file: None,
+            amqps_key_file: None,
+            amqps_ca_file: None,
+            https_cert_file: None,
+            https_key_file: None,
+            https_ca_file: None,
+            tls_client_certs: super::tls::ClientCerts::None,
+            amqps_client_certs: super::tls::ClientCerts::None,
+            https_client_certs: super::tls::ClientCerts::None,
+            tls_cert_login_from: super::tls::CertLogin::CommonName,
             users: vec![UserSeed::new("guest", "guest", &["administrator"])],
             loopback_users: vec!["guest".into()],
             users_max: 10_000,
@@ -238,6 +279,14 @@ impl Default for Config {
     }
 }
 
+/// The listeners that speak TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsListener {
+    Native,
+    Amqps,
+    Https,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -264,6 +313,26 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The files a TLS listener uses: its own where set, else the shared
+    /// `tls_*` ones; `None` without a certificate and key.
+    pub fn tls_files(&self, l: TlsListener) -> Option<super::tls::TlsFiles> {
+        let (cert, key, ca, client_certs) = match l {
+            TlsListener::Native => (&None, &None, &None, self.tls_client_certs),
+            TlsListener::Amqps => {
+                (&self.amqps_cert_file, &self.amqps_key_file, &self.amqps_ca_file, self.amqps_client_certs)
+            }
+            TlsListener::Https => {
+                (&self.https_cert_file, &self.https_key_file, &self.https_ca_file, self.https_client_certs)
+            }
+        };
+        Some(super::tls::TlsFiles {
+            cert: cert.as_ref().or(self.tls_cert_file.as_ref())?.clone(),
+            key: key.as_ref().or(self.tls_key_file.as_ref())?.clone(),
+            ca: ca.as_ref().or(self.tls_ca_file.as_ref()).cloned(),
+            client_certs,
+        })
     }
 
     /// Shards to run, once `cores = 0` is resolved to the online CPUs.

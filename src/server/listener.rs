@@ -3,11 +3,14 @@
 //! front ends' accept loops through [`accept_each`].
 
 use super::shard::Shard;
+use super::tls::ListenerTls;
+use crate::rt::Transport;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A listening socket in transit from the main thread to its shard.
@@ -44,16 +47,24 @@ impl Drop for BoundSocket {
 
 /// Accepts until the task is dropped at shutdown, serving each connection
 /// in a task of its own; `what` names the listener in the log.
-pub async fn accept_each<F, Fut>(shard: Rc<Shard>, listener: TcpListener, what: &'static str, serve: F)
-where
-    F: Fn(Rc<Shard>, TcpStream) -> Fut,
+pub async fn accept_each<F, Fut>(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    tls: Option<Arc<ListenerTls>>,
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(Rc<Shard>, Accepted) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 set_keepalive(&shard.config, &stream);
-                glommio::spawn_local(serve(shard.clone(), stream)).detach();
+                let peer = stream.peer_addr().ok();
+                let _ = stream.set_nodelay(true);
+                let accepted = Accepted { stream, peer, tls: tls.clone() };
+                glommio::spawn_local(serve(shard.clone(), accepted)).detach();
             }
             Err(e) => {
                 tracing::warn!(shard = shard.id, listener = what, error = %e, "accept failed");
@@ -61,6 +72,39 @@ where
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// A socket just accepted, before its TLS handshake (when its listener
+/// has TLS). The front end counts it under `unauthenticated_connections_max`
+/// first, then calls [`Accepted::secure`], so handshakes in progress are
+/// bounded like every other connection not logged in.
+pub struct Accepted {
+    stream: TcpStream,
+    pub peer: Option<SocketAddr>,
+    tls: Option<Arc<ListenerTls>>,
+}
+
+impl Accepted {
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The connection's byte stream: the socket itself, or TLS over it once
+    /// the handshake is done. The handshake must finish within `timeout`
+    /// (`handshake_timeout_ms`); a failed one is logged at debug (scanners
+    /// and health checks fail handshakes all day) and counted.
+    pub async fn secure(self, shard: &Shard, timeout: Duration) -> Result<Transport, String> {
+        let Some(tls) = self.tls else { return Ok(Transport::Plain(self.stream)) };
+        let handshake = async { Ok(tls.acceptor().accept(self.stream).await) };
+        let why = match glommio::timer::timeout(timeout, handshake).await {
+            Ok(Ok(s)) => return Ok(Transport::ServerTls(Box::new(s))),
+            Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+            Err(_) => format!("TLS handshake not done within handshake_timeout_ms = {}", timeout.as_millis()),
+        };
+        super::shard::bump(&shard.counters.tls_handshake_failures, 1);
+        tracing::debug!(listener = tls.name, peer = ?self.peer, "{why}");
+        Err(why)
     }
 }
 
@@ -78,5 +122,117 @@ pub fn set_keepalive(c: &super::config::Config, stream: &TcpStream) {
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     if let Err(e) = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka) {
         tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
+/// Binds `addr` once per shard (SO_REUSEPORT); a port 0 resolves on the
+/// first bind and the rest share it.
+pub fn bind_shared(addr: SocketAddr, n: usize) -> Result<(Vec<BoundSocket>, SocketAddr), super::StartError> {
+    let (first, local) = bind(addr)?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(bind(local)?.0);
+    }
+    Ok((all, local))
+}
+
+/// Each shard's own port beside a shared one: `requested` + 1 + i, or an
+/// ephemeral port each when `requested` is 0.
+pub fn bind_own(
+    shared: SocketAddr,
+    requested: u16,
+    n: usize,
+) -> Result<(Vec<BoundSocket>, Vec<SocketAddr>), super::StartError> {
+    let mut socks = Vec::with_capacity(n);
+    let mut addrs = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut a = shared;
+        let port =
+            if requested == 0 { Some(0) } else { u16::try_from(i + 1).ok().and_then(|d| requested.checked_add(d)) };
+        let Some(port) = port else {
+            let source = std::io::Error::other("the shard ports pass 65535");
+            return Err(super::StartError::Bind { addr: shared, source });
+        };
+        a.set_port(port);
+        let (s, addr) = bind(a)?;
+        socks.push(s);
+        addrs.push(addr);
+    }
+    Ok((socks, addrs))
+}
+
+fn bind(addr: SocketAddr) -> Result<(BoundSocket, SocketAddr), super::StartError> {
+    BoundSocket::bind(addr).map_err(|source| super::StartError::Bind { addr, source })
+}
+
+/// The native protocol's listeners on one address family: the shared
+/// port, and each shard's own.
+pub struct NativeListeners {
+    pub shared: Vec<BoundSocket>,
+    pub own: Vec<BoundSocket>,
+    pub addr: SocketAddr,
+    pub shard_addrs: Vec<SocketAddr>,
+}
+
+impl NativeListeners {
+    pub fn bind(addr: SocketAddr, n: usize) -> Result<Self, super::StartError> {
+        let (shared, local) = bind_shared(addr, n)?;
+        let (own, shard_addrs) = bind_own(local, addr.port(), n)?;
+        Ok(Self { shared, own, addr: local, shard_addrs })
+    }
+}
+
+/// A shard's sockets, in transit to it.
+pub struct ShardSockets {
+    pub native: [BoundSocket; 2],
+    pub native_tls: Option<[BoundSocket; 2]>,
+    pub amqp: BoundSocket,
+    pub amqps: Option<BoundSocket>,
+    /// Metrics and management: shard 0 only.
+    pub http: Option<BoundSocket>,
+    pub https: Option<BoundSocket>,
+}
+
+/// Every listener the config asks for, bound before the shards start.
+pub struct Bound {
+    pub native: NativeListeners,
+    pub native_tls: Option<NativeListeners>,
+    pub amqp: (Vec<BoundSocket>, SocketAddr),
+    pub amqps: Option<(Vec<BoundSocket>, SocketAddr)>,
+    pub http: (BoundSocket, SocketAddr),
+    pub https: Option<(BoundSocket, SocketAddr)>,
+}
+
+impl Bound {
+    pub fn bind(c: &super::config::Config, n: usize) -> Result<Self, super::StartError> {
+        Ok(Self {
+            native: NativeListeners::bind(c.listen, n)?,
+            native_tls: c.tls_listen.map(|a| NativeListeners::bind(a, n)).transpose()?,
+            amqp: bind_shared(c.amqp_listen, n)?,
+            amqps: c.amqps_listen.map(|a| bind_shared(a, n)).transpose()?,
+            http: bind(c.metrics_listen)?,
+            https: c.https_listen.map(bind).transpose()?,
+        })
+    }
+
+    /// Hands each shard its sockets, in shard order.
+    pub fn per_shard(self) -> Vec<ShardSockets> {
+        let mut native = self.native.shared.into_iter().zip(self.native.own);
+        let mut tls = self.native_tls.map(|t| t.shared.into_iter().zip(t.own));
+        let mut amqp = self.amqp.0.into_iter();
+        let mut amqps = self.amqps.map(|a| a.0.into_iter());
+        let (mut http, mut https) = (Some(self.http.0), self.https.map(|h| h.0));
+        let mut out = Vec::new();
+        while let (Some((s, o)), Some(a)) = (native.next(), amqp.next()) {
+            out.push(ShardSockets {
+                native: [s, o],
+                native_tls: tls.as_mut().and_then(Iterator::next).map(|(s, o)| [s, o]),
+                amqp: a,
+                amqps: amqps.as_mut().and_then(Iterator::next),
+                http: http.take(),
+                https: https.take(),
+            });
+        }
+        out
     }
 }

@@ -17,6 +17,7 @@ pub mod queue;
 pub mod shard;
 pub mod stats;
 pub mod system;
+pub mod tls;
 pub mod types;
 
 use config::Config;
@@ -39,6 +40,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot create data dir {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(tls::TlsError),
     #[error("storage: {0}")]
     Storage(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
@@ -50,6 +53,7 @@ pub enum StartError {
 }
 
 /// A running broker. Dropping it without `stop` leaves the shards running.
+/// Its addresses are the bound ones (ports 0 resolved).
 pub struct Broker {
     /// The shared native address every shard accepts on.
     pub native_addr: SocketAddr,
@@ -59,6 +63,13 @@ pub struct Broker {
     pub amqp_addr: SocketAddr,
     /// Prometheus `/metrics` and the HTTP management API (served by shard 0).
     pub metrics_addr: SocketAddr,
+    /// The native protocol over TLS, and each shard's own TLS address.
+    pub tls_addr: Option<SocketAddr>,
+    pub tls_shard_addrs: Vec<SocketAddr>,
+    pub amqps_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    /// The TLS listeners' certificates: `reload` on SIGHUP.
+    pub tls: Arc<tls::TlsSet>,
     stop: Arc<AtomicBool>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
     /// A shard's id when its thread ends (`fatal::EndGuard`).
@@ -71,12 +82,9 @@ struct ShardStart {
     id: usize,
     count: usize,
     config: Arc<Config>,
-    shared: BoundSocket,
-    own: BoundSocket,
-    amqp: BoundSocket,
-    /// The metrics / management listener: shard 0 only.
-    metrics: Option<BoundSocket>,
-    addrs: Vec<String>,
+    sockets: listener::ShardSockets,
+    tls: Arc<tls::TlsSet>,
+    addrs: shard::ShardAddrs,
     mesh: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     alarms: Arc<alarm::Alarms>,
@@ -93,8 +101,11 @@ struct ShardStart {
 /// above (`Broker::start` in `src/broker.rs`), so the core does not import
 /// the protocols built on it. Called once per listener per shard; what it
 /// returns runs for the shard's life.
-pub type FrontEnd =
-    fn(Rc<Shard>, glommio::net::TcpListener) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+pub type FrontEnd = fn(
+    Rc<Shard>,
+    glommio::net::TcpListener,
+    Option<Arc<tls::ListenerTls>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// The front end that serves each listener of a shard.
 #[derive(Clone, Copy)]
@@ -120,50 +131,32 @@ impl Broker {
         let stored_users = stored_users(&config)?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
-        let bind = |addr| BoundSocket::bind(addr).map_err(|source| StartError::Bind { addr, source });
-        let (first, native_addr) = bind(config.listen)?;
-        let mut shared = vec![first];
-        for _ in 1..n {
-            shared.push(bind(native_addr)?.0);
-        }
-        let (first, amqp_addr) = bind(config.amqp_listen)?;
-        let mut amqp = vec![first];
-        for _ in 1..n {
-            amqp.push(bind(amqp_addr)?.0);
-        }
-        let (metrics, metrics_addr) = bind(config.metrics_listen)?;
-        let mut metrics = Some(metrics);
-        let mut own = Vec::new();
-        let mut shard_addrs = Vec::new();
-        for i in 0..n {
-            let mut a = native_addr;
-            if config.listen.port() != 0 {
-                a.set_port(config.listen.port() + 1 + i as u16);
-            } else {
-                a.set_port(0);
-            }
-            let (s, addr) = bind(a)?;
-            own.push(s);
-            shard_addrs.push(addr);
-        }
+        let tls = Arc::new(tls::TlsSet::load(&config).map_err(StartError::Tls)?);
+        let bound = listener::Bound::bind(&config, n)?;
+        let tls_shard_addrs = bound.native_tls.as_ref().map(|t| t.shard_addrs.clone()).unwrap_or_default();
+        let (native_addr, shard_addrs) = (bound.native.addr, bound.native.shard_addrs.clone());
+        let (amqp_addr, metrics_addr) = (bound.amqp.1, bound.http.1);
+        let tls_addr = bound.native_tls.as_ref().map(|t| t.addr);
+        let (amqps_addr, https_addr) = (bound.amqps.as_ref().map(|a| a.1), bound.https.as_ref().map(|h| h.1));
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
         let alarms = alarm::Alarms::new(&config, n);
         let mesh = MeshBuilder::full(n, config.mesh_capacity as usize);
-        let addrs: Vec<String> = shard_addrs.iter().map(ToString::to_string).collect();
+        let addrs = shard::ShardAddrs {
+            plain: shard_addrs.iter().map(ToString::to_string).collect(),
+            tls: tls_shard_addrs.iter().map(ToString::to_string).collect(),
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         let (ended_tx, ended) = mpsc::channel();
         let mut threads = Vec::new();
         let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-        for (id, ((shared, own), amqp)) in shared.into_iter().zip(own).zip(amqp).enumerate() {
+        for (id, sockets) in bound.per_shard().into_iter().enumerate() {
             let start = ShardStart {
                 id,
                 count: n,
                 config: config.clone(),
-                shared,
-                own,
-                amqp,
-                metrics: metrics.take(),
+                sockets,
+                tls: tls.clone(),
                 addrs: addrs.clone(),
                 mesh: mesh.clone(),
                 stop: stop.clone(),
@@ -186,8 +179,21 @@ impl Broker {
         }
         drop(ready_tx);
         drop(ended_tx);
-        let mut broker =
-            Broker { native_addr, shard_addrs, amqp_addr, metrics_addr, stop, threads, monitor: None, ended };
+        let mut broker = Broker {
+            native_addr,
+            shard_addrs,
+            amqp_addr,
+            metrics_addr,
+            tls_addr,
+            tls_shard_addrs,
+            amqps_addr,
+            https_addr,
+            tls,
+            stop,
+            threads,
+            monitor: None,
+            ended,
+        };
         for i in 0..n {
             let got = match ready_rx.recv_timeout(START_WAIT) {
                 Ok(r) => Ok(r),
@@ -426,13 +432,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         shard.close_storage().await;
         return Ok(());
     }
-    for sock in [s.shared, s.own] {
-        tasks.push(glommio::spawn_local((s.fronts.native)(shard.clone(), sock.into_listener())));
-    }
-    tasks.push(glommio::spawn_local((s.fronts.amqp)(shard.clone(), s.amqp.into_listener())));
-    if let Some(m) = s.metrics {
-        tasks.push(glommio::spawn_local((s.fronts.http)(shard.clone(), m.into_listener())));
-    }
+    tasks.extend(serve_listeners(&shard, s.sockets, &s.tls, s.fronts));
     tracing::info!(shard = s.id, "shard ready");
     let _ = s.ready.send(Ok(s.id));
     while !s.stop.load(Ordering::SeqCst) {
@@ -458,4 +458,34 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(_) => Err(format!("storage did not close within {CLOSE_WAIT:?} (a hung device?)")),
     }
+}
+
+/// Starts a front end's accept loop on each of the shard's sockets.
+fn serve_listeners(
+    shard: &Rc<Shard>,
+    sockets: listener::ShardSockets,
+    tls: &tls::TlsSet,
+    fronts: FrontEnds,
+) -> Vec<glommio::Task<()>> {
+    let mut serving: Vec<(FrontEnd, BoundSocket, Option<Arc<tls::ListenerTls>>)> = Vec::new();
+    for sock in sockets.native {
+        serving.push((fronts.native, sock, None));
+    }
+    for sock in sockets.native_tls.into_iter().flatten() {
+        serving.push((fronts.native, sock, tls.native.clone()));
+    }
+    serving.push((fronts.amqp, sockets.amqp, None));
+    if let Some(sock) = sockets.amqps {
+        serving.push((fronts.amqp, sock, tls.amqps.clone()));
+    }
+    if let Some(sock) = sockets.http {
+        serving.push((fronts.http, sock, None));
+    }
+    if let Some(sock) = sockets.https {
+        serving.push((fronts.http, sock, tls.https.clone()));
+    }
+    serving
+        .into_iter()
+        .map(|(front, sock, tls)| glommio::spawn_local(front(shard.clone(), sock.into_listener(), tls)))
+        .collect()
 }

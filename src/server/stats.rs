@@ -92,6 +92,7 @@ pub struct ShardStats {
     pub dead_lettered: u64,
     pub dead_lettered_dropped: u64,
     pub auth_failures: u64,
+    pub tls_handshake_failures: u64,
     pub forwarded: u64,
     pub queue_count: u64,
     pub messages_ready: u64,
@@ -195,6 +196,12 @@ fn message_counters(o: &mut String, shards: &[ShardStats]) {
         "ringmq_auth_failures_total",
         "Logins refused, on every listener: a bad user name or password, or a loopback-only user from elsewhere.",
         sum(|s| s.auth_failures),
+    );
+    counter(
+        o,
+        "ringmq_tls_handshake_failures_total",
+        "TLS handshakes that failed (a wrong or expired certificate, a client that is not TLS) or did not finish within handshake_timeout_ms.",
+        sum(|s| s.tls_handshake_failures),
     );
     counter(
         o,

@@ -276,6 +276,7 @@ impl Shard {
             dead_lettered: c.dead_lettered.get(),
             dead_lettered_dropped: c.dead_lettered_dropped.get(),
             auth_failures: c.auth_failures.get(),
+            tls_handshake_failures: c.tls_handshake_failures.get(),
             forwarded: self.mesh.forwarded_total(),
             confirm_latency: c.confirm_latency.snapshot(),
             ..Default::default()

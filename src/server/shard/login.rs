@@ -50,6 +50,14 @@ impl LoginLog {
     }
 }
 
+/// What a login presents.
+pub enum Credential<'a> {
+    /// A password (native Hello, AMQP PLAIN, HTTP basic).
+    Password(&'a [u8]),
+    /// A client certificate the TLS handshake verified (AMQP EXTERNAL).
+    Certificate,
+}
+
 impl Shard {
     /// Checks a login on `protocol` (`native`, `amqp`, `http`) from `peer`.
     pub fn authenticate(
@@ -59,10 +67,28 @@ impl Shard {
         password: &[u8],
         peer: Option<SocketAddr>,
     ) -> Result<Access, LoginError> {
-        let r = self.users.users.borrow().authenticate(user, password, peer.map(|p| p.ip())).map(|u| u.access());
+        self.log_in(protocol, user, Credential::Password(password), peer)
+    }
+
+    /// [`Shard::authenticate`] with any credential: a refusal is counted,
+    /// and logged (per peer, at most a line a second).
+    pub fn log_in(
+        &self,
+        protocol: &'static str,
+        user: &str,
+        credential: Credential<'_>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Access, LoginError> {
+        let users = self.users.users.borrow();
+        let ip = peer.map(|p| p.ip());
+        let r = match credential {
+            Credential::Password(p) => users.authenticate(user, p, ip),
+            Credential::Certificate => users.authenticate_certificate(user, ip),
+        };
+        let r = r.map(|u| u.access());
         if let Err(e) = r {
             bump(&self.counters.auth_failures, 1);
-            if let Some(skipped) = self.login_log.admit(peer.map(|p| p.ip()), Instant::now()) {
+            if let Some(skipped) = self.login_log.admit(ip, Instant::now()) {
                 let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
                 // The user name as sent, clipped: it is the peer's text.
                 let user: String = user.chars().take(64).collect();

@@ -23,6 +23,7 @@ mod defs;
 mod durable;
 mod gate;
 mod login;
+pub use login::Credential;
 mod meta;
 mod pause;
 mod policies;
@@ -127,9 +128,12 @@ pub struct Counters {
     pub confirm_latency: super::stats::LatencyHistogram,
     /// Logins refused (`ringmq_auth_failures_total`).
     pub auth_failures: Cell<u64>,
+    /// TLS handshakes that failed or timed out
+    /// (`ringmq_tls_handshake_failures_total`).
+    pub tls_handshake_failures: Cell<u64>,
 }
 
-fn bump(c: &Cell<u64>, n: u64) {
+pub(crate) fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
@@ -137,11 +141,21 @@ fn bump(c: &Cell<u64>, n: u64) {
 /// shard's tasks and connections. The state is in parts, each with one
 /// job and its own file under `shard/` (docs/architecture.md, "A shard's
 /// parts"); the request handler here ties them together.
+/// Every shard's own native address, in shard order: a client that logs
+/// in on a TLS listener is given the TLS ones, so it stays on TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ShardAddrs {
+    pub plain: Vec<String>,
+    /// Empty when `tls_listen` is off.
+    pub tls: Vec<String>,
+}
+
 pub struct Shard {
     pub id: u16,
     pub count: u16,
     pub config: Arc<Config>,
-    pub shard_addrs: Vec<String>,
+    /// Each shard's native address, plain and TLS: the Hello's shard map.
+    pub shard_addrs: ShardAddrs,
     pub mesh: Mesh,
     pub counters: Counters,
     /// The queues this shard owns (`queues.rs`).
@@ -182,7 +196,7 @@ impl Shard {
         id: u16,
         count: u16,
         config: Arc<Config>,
-        shard_addrs: Vec<String>,
+        shard_addrs: ShardAddrs,
         mesh: Mesh,
         alarms: Arc<crate::server::alarm::Alarms>,
         stored_users: Option<&[crate::storage::definitions::StoredUser]>,

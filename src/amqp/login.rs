@@ -1,0 +1,61 @@
+//! connection.start-ok's login: SASL `PLAIN` (a user and password), and
+//! `EXTERNAL` on a TLS connection whose client certificate the handshake
+//! verified (the user is the certificate's subject, RabbitMQ's
+//! `rabbitmq_auth_mechanism_ssl`). `EXTERNAL` is offered only where a
+//! certificate was presented.
+
+use super::conn::{conn_fault, AmqpConn, Fault};
+use crate::auth::LoginError;
+use crate::protocol::amqp::method::{code, id};
+use crate::server::shard::Credential;
+
+impl AmqpConn {
+    /// The mechanisms connection.start offers, space-separated.
+    pub(super) fn mechanisms(&self) -> &'static [u8] {
+        match self.certificate_login.borrow().is_some() {
+            true => b"PLAIN EXTERNAL",
+            false => b"PLAIN",
+        }
+    }
+
+    /// Checks the login start-ok carries; the user's name when it passes.
+    pub(super) fn log_in(&self, mechanism: &str, response: &[u8]) -> Result<String, Fault> {
+        let cause = id::CONNECTION_START_OK;
+        let (user, credential) = match mechanism {
+            // PLAIN: [authzid] NUL authcid NUL passwd
+            "PLAIN" => {
+                let mut parts = response.split(|b| *b == 0);
+                let (_authz, user, pass) = (parts.next(), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+                (String::from_utf8_lossy(user).into_owned(), Credential::Password(pass))
+            }
+            "EXTERNAL" => match self.certificate_login.borrow().clone() {
+                Some(Ok(user)) => (user, Credential::Certificate),
+                Some(Err(why)) => {
+                    let text = format!("ACCESS_REFUSED - EXTERNAL login refused: {why}");
+                    return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
+                }
+                None => {
+                    let text = "ACCESS_REFUSED - EXTERNAL needs a TLS client certificate; use PLAIN".to_string();
+                    return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
+                }
+            },
+            other => {
+                let text =
+                    format!("mechanism {other} is not supported; use PLAIN or, with a client certificate, EXTERNAL");
+                return Err(conn_fault(code::ACCESS_REFUSED, text, cause));
+            }
+        };
+        match self.shard.log_in("amqp", &user, credential, self.peer) {
+            Ok(_) => Ok(user),
+            Err(LoginError::LoopbackOnly) => {
+                let text = format!("ACCESS_REFUSED - user '{user}' can only connect via localhost");
+                Err(conn_fault(code::ACCESS_REFUSED, text, cause))
+            }
+            Err(e) => {
+                let text =
+                    format!("ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism} (user '{user}'): {e}");
+                Err(conn_fault(code::ACCESS_REFUSED, text, cause))
+            }
+        }
+    }
+}
