@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod pika;
+pub mod tls;
 
 use bytes::BytesMut;
 use ringmq::protocol::{self, BatchWriter, Cmd, Decoded, ErrorCode, Frame};
@@ -55,6 +56,12 @@ pub struct TestBroker {
     pub amqp: SocketAddr,
     /// Prometheus `/metrics` and the HTTP management API.
     pub metrics: SocketAddr,
+    /// The TLS listeners, when the config turns them on: the native
+    /// protocol (shared, and each shard's own), AMQPS, HTTPS.
+    pub tls: Option<SocketAddr>,
+    pub tls_shards: Vec<SocketAddr>,
+    pub amqps: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -88,7 +95,9 @@ impl TestBroker {
         let shards = broker.shard_addrs.clone();
         let amqp = broker.amqp_addr;
         let metrics = broker.metrics_addr;
-        Self { broker: Some(broker), native, shards, amqp, metrics, _dir: dir }
+        let (tls, tls_shards) = (broker.tls_addr, broker.tls_shard_addrs.clone());
+        let (amqps, https) = (broker.amqps_addr, broker.https_addr);
+        Self { broker: Some(broker), native, shards, amqp, metrics, tls, tls_shards, amqps, https, _dir: dir }
     }
 
     /// Two shards, default limits.

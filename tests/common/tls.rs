@@ -10,6 +10,7 @@
 //! | `expired.pem`, `expired.key` | a client's the CA signed, expired in 2020 |
 //! | `other-ca.pem` | a CA nobody here uses: trusting it alone must fail |
 //! | `other-client.pem`, `other-client.key` | a client's the other CA signed |
+//! | `stranger.pem`, `stranger.key` | a client's the CA signed, `CN=stranger` (no such user) |
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ impl TestCerts {
         let (c, k) = leaf(vec![], client_cn, false, &other);
         write("other-client.pem", c);
         write("other-client.key", k);
+        let (c, k) = leaf(vec![], "stranger", false, &main);
+        write("stranger.pem", c);
+        write("stranger.key", k);
         Self { dir }
     }
 
@@ -93,5 +97,85 @@ impl TestCerts {
         c.tls_cert_file = Some(self.path("server.pem"));
         c.tls_key_file = Some(self.path("server.key"));
         c.tls_ca_file = Some(self.path("ca.pem"));
+    }
+}
+
+/// A TLS client (rustls, blocking) trusting `ca` for the name `localhost`,
+/// presenting `client` (certificate and key files) when given.
+pub fn client_config(ca: &Path, client: Option<(&Path, &Path)>) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+            b.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
+        }
+    };
+    std::sync::Arc::new(config)
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// Connects and finishes the handshake (both flights: a refused client
+/// certificate shows here, as TLS 1.3 reports it after the client's
+/// Finished). `Err` carries the TLS or socket error.
+pub fn connect(addr: std::net::SocketAddr, config: std::sync::Arc<rustls::ClientConfig>) -> std::io::Result<TlsStream> {
+    let tcp = std::net::TcpStream::connect_timeout(&addr, super::STEP)?;
+    tcp.set_read_timeout(Some(super::STEP))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// The certificate the server presented (DER).
+pub fn server_certificate(s: &TlsStream) -> Vec<u8> {
+    s.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// An HTTP/1.1 request over `s` with basic auth; the status and body.
+/// The connection stays open (keep-alive) for the next one.
+pub fn https_request(s: &mut TlsStream, method: &str, path: &str, (user, password): (&str, &str)) -> (u16, String) {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed mid-response: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let len = head.lines().find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap())
+        });
+        let done = match len {
+            Some(len) => body.len() >= len,
+            None => head.to_ascii_lowercase().contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n"),
+        };
+        if done {
+            let status = head[9..12].parse().unwrap();
+            return (status, body.to_string());
+        }
     }
 }
