@@ -51,6 +51,8 @@ struct Server {
     child: ChildGuard,
     native: String,
     shards: Vec<String>,
+    /// The ready line (every listener's address).
+    ready: String,
     /// Lines of stdout after the ready line.
     _stdout: mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
@@ -97,7 +99,7 @@ fn start_server_with(config: &str) -> Server {
     };
     let (native, shards) = parse_ready(&line);
     assert_eq!(shards.len(), 2, "{line}");
-    Server { child, native, shards, _stdout: rx, _dir: dir }
+    Server { child, native, shards, ready: line, _stdout: rx, _dir: dir }
 }
 
 /// `ringmq ready native=ADDR shards=A,B`
@@ -361,4 +363,60 @@ fn passwords_appear_in_neither_the_log_nor_the_data_dir() {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {}", p.display());
         }
     }
+}
+
+/// `key=ADDR` from the ready line.
+fn ready_addr(s: &Server, key: &str) -> std::net::SocketAddr {
+    let prefix = format!("{key}=");
+    let v = s.ready.split_whitespace().find_map(|p| p.strip_prefix(prefix.as_str()));
+    v.unwrap_or_else(|| panic!("no {key}= in {:?}", s.ready)).parse().unwrap()
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_on_a_bad_file() {
+    use common::tls::{client_config, connect, https_request, TestCerts};
+    let (first, second) = (TestCerts::new("guest"), TestCerts::new("guest"));
+    // The broker reads its certificate from files of its own, replaced below.
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("server.pem"), files.path().join("server.key"));
+    std::fs::copy(first.path("server.pem"), &cert).unwrap();
+    std::fs::copy(first.path("server.key"), &key).unwrap();
+    let server = start_server_with(&format!(
+        "https_listen = \"127.0.0.1:0\"\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        cert.to_str().unwrap(),
+        key.to_str().unwrap()
+    ));
+    let https = ready_addr(&server, "https");
+    let (trust_first, trust_second) =
+        (client_config(&first.path("ca.pem"), None), client_config(&second.path("ca.pem"), None));
+    let mut kept = connect(https, trust_first.clone()).unwrap();
+    assert_eq!(https_request(&mut kept, "GET", "/api/overview", ("guest", "guest")).0, 200);
+    assert!(connect(https, trust_second.clone()).is_err(), "the second CA's client trusts the first certificate");
+
+    // Rotate: the new pair in place, then SIGHUP.
+    std::fs::copy(second.path("server.pem"), &cert).unwrap();
+    std::fs::copy(second.path("server.key"), &key).unwrap();
+    let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    hup(server.child.pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connect(https, trust_second.clone()).is_err() {
+        assert!(Instant::now() < deadline, "the new certificate is not served 5 s after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(connect(https, trust_first.clone()).is_err(), "the old certificate is still served");
+    // A connection made before the rotation goes on.
+    assert_eq!(https_request(&mut kept, "GET", "/api/overview", ("guest", "guest")).0, 200);
+
+    // A broken file: the reload fails, is logged, and the broker keeps
+    // serving the certificate it has.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    hup(server.child.pid());
+    let log = server._dir.path().join("serve.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log).unwrap().contains("TLS reload failed") {
+        assert!(Instant::now() < deadline, "no reload failure in the log 5 s after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = connect(https, trust_second).unwrap();
+    assert_eq!(https_request(&mut s, "GET", "/api/overview", ("guest", "guest")).0, 200);
 }

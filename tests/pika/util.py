@@ -9,9 +9,28 @@ from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 PORT = int(os.environ["AMQP_PORT"])
 
 
+def tls_options():
+    """TLS when AMQP_TLS_CA names the CA to trust (AMQPS); a client
+    certificate too when AMQP_TLS_CERT and AMQP_TLS_KEY name one."""
+    ca = os.environ.get("AMQP_TLS_CA")
+    if not ca:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=ca)
+    if os.environ.get("AMQP_TLS_CERT"):
+        ctx.load_cert_chain(os.environ["AMQP_TLS_CERT"], os.environ["AMQP_TLS_KEY"])
+    return pika.SSLOptions(ctx, "localhost")
+
+
 def params(**kw):
     kw.setdefault("blocked_connection_timeout", 30)
     kw.setdefault("socket_timeout", 5)
+    tls = tls_options()
+    if tls is not None:
+        kw.setdefault("ssl_options", tls)
+    if os.environ.get("AMQP_EXTERNAL"):
+        kw.setdefault("credentials", pika.credentials.ExternalCredentials())
     return pika.ConnectionParameters("localhost", PORT, **kw)
 
 
