@@ -36,7 +36,7 @@
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`] (a queue's side: `queue::spill`), `server::shard::spill` (the budget and the fetch task) |
 //! | write replies, one syscall per turn | [`rt::outbox`] |
-| TLS on the listeners (native, AMQPS, HTTPS): handshake after the connection is counted, certificates reloaded on SIGHUP; one `Transport` for plain and TLS | [`server::tls`], [`server::listener`], [`rt::transport`] |
+//! | TLS on the listeners (native, AMQPS, HTTPS): handshake after the connection is counted, certificates reloaded on SIGHUP; one `Transport` for plain and TLS | [`server::tls`], [`server::listener`], [`rt::transport`] |
 //! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
