@@ -1,18 +1,26 @@
 //! The AMQP front end through lapin (Rust), a second unmodified client.
 //! lapin runs on its own executor (async-global-executor) on a plain
 //! thread, away from the broker's glommio shards.
+//!
+//! Over TLS too (`amqps_listen`): lapin's `rustls` feature (rustls-connector
+//! through amq-protocol-tcp), trusting the test CA given as PEM, with PLAIN
+//! as guest, and with a client certificate (CN=guest, handed to lapin as
+//! PKCS#12, which `openssl pkcs12` makes from the PEM files) and EXTERNAL.
 #![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod common;
 
+use common::tls::TestCerts;
 use common::{queue_on, TestBroker};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use ringmq::server::tls::ClientCerts;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -83,4 +91,114 @@ fn lapin_confirms_consume_get_nack() {
         conn.close(200, "bye").await?;
         Ok(())
     });
+}
+
+/// A broker with AMQPS on (client certificates optional) and certificates
+/// for a client whose CN is `guest`.
+fn tls_broker() -> (TestBroker, TestCerts, String) {
+    let certs = TestCerts::new("guest");
+    let b = TestBroker::start_with(2, |c| {
+        certs.configure(c);
+        c.amqps_client_certs = ClientCerts::Optional;
+    });
+    let port = b.amqps.expect("the AMQPS listener is on").port();
+    (b, certs, format!("localhost:{port}"))
+}
+
+/// lapin's TLS (rustls-connector) makes its client with the process's
+/// default rustls provider, and this test build has two (lapin's ring and
+/// the broker's aws-lc-rs): one is chosen here, before any connection.
+fn tls_provider() {
+    // Err only when a provider is already installed, which is as good.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// lapin's TLS settings trusting `ca` (a PEM file of `certs`), presenting
+/// `identity` (PKCS#12) when given.
+fn tls_config(certs: &TestCerts, ca: &str, identity: Option<OwnedIdentity>) -> OwnedTLSConfig {
+    OwnedTLSConfig { identity, cert_chain: Some(std::fs::read_to_string(certs.path(ca)).unwrap()) }
+}
+
+/// The client certificate and key as PKCS#12, which is what lapin takes.
+fn pkcs12_identity(certs: &TestCerts) -> OwnedIdentity {
+    let p12 = certs.path("client.p12");
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:ringmq", "-in"])
+        .arg(certs.path("client.pem"))
+        .arg("-inkey")
+        .arg(certs.path("client.key"))
+        .arg("-out")
+        .arg(&p12)
+        .output()
+        .unwrap_or_else(|e| panic!("run openssl (it makes the PKCS#12 file lapin reads): {e}"));
+    assert!(out.status.success(), "openssl pkcs12 -export: {}", String::from_utf8_lossy(&out.stderr));
+    OwnedIdentity { der: std::fs::read(p12).unwrap(), password: "ringmq".into() }
+}
+
+/// Over `url` with `tls`: publish with confirms, consume with prefetch and
+/// ack, on a queue of each shard (one of them forwarded).
+fn tls_round_trip(url: String, tls: OwnedTLSConfig) {
+    let queues = [queue_on(0, 2, "lapin-tls"), queue_on(1, 2, "lapin-tls")];
+    on_thread(Duration::from_secs(60), async move {
+        let conn = Connection::connect_with_config(&url, ConnectionProperties::default(), tls).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        ch.basic_qos(10, BasicQosOptions::default()).await?;
+        for q in &queues {
+            ch.queue_declare(q, QueueDeclareOptions::default(), FieldTable::default()).await?;
+            // 64 KiB bodies: several TLS records and body frames each.
+            let body = |i: u32| (0..65536u32).map(|j| (i + j * 7) as u8).collect::<Vec<u8>>();
+            for i in 0..50u32 {
+                let props = BasicProperties::default().with_message_id(format!("id-{i}").into());
+                let confirm = ch.basic_publish("", q, BasicPublishOptions::default(), &body(i), props).await?.await?;
+                assert!(confirm.is_ack(), "message {i} confirmed");
+            }
+            let mut consumer = ch.basic_consume(q, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+            for i in 0..50u32 {
+                let d = consumer.next().await.expect("consumer stream open")?;
+                assert!(d.data == body(i), "body {i} intact");
+                assert_eq!(d.properties.message_id().as_ref().map(|s| s.as_str()), Some(format!("id-{i}").as_str()));
+                d.acker.ack(BasicAckOptions::default()).await?;
+            }
+            ch.basic_cancel(consumer.tag().as_str(), Default::default()).await?;
+            let left = ch.queue_delete(q, QueueDeleteOptions::default()).await?;
+            assert_eq!(left, 0, "everything acked");
+        }
+        conn.close(200, "bye").await?;
+        Ok(())
+    });
+}
+
+#[test]
+fn lapin_over_tls_plain_login() {
+    tls_provider();
+    let (_b, certs, addr) = tls_broker();
+    tls_round_trip(format!("amqps://guest:guest@{addr}/%2f"), tls_config(&certs, "ca.pem", None));
+}
+
+#[test]
+fn lapin_over_tls_external_login() {
+    tls_provider();
+    let (_b, certs, addr) = tls_broker();
+    let tls = tls_config(&certs, "ca.pem", Some(pkcs12_identity(&certs)));
+    // No user name or password: the certificate's CN (guest) is the login.
+    tls_round_trip(format!("amqps://{addr}/%2f?auth_mechanism=external"), tls);
+}
+
+#[test]
+fn lapin_over_tls_refuses_a_broker_its_ca_did_not_sign() {
+    tls_provider();
+    let (_b, certs, addr) = tls_broker();
+    let tls = tls_config(&certs, "other-ca.pem", None);
+    let url = format!("amqps://guest:guest@{addr}/%2f");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r =
+            futures_lite::future::block_on(Connection::connect_with_config(&url, ConnectionProperties::default(), tls));
+        let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(30)).expect("lapin answered within 30 s");
+    let e = r.expect_err("lapin connected to a broker whose certificate its CA did not sign");
+    assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "not a certificate error: {e}");
+    eprintln!("wrong CA: {e}");
 }

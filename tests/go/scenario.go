@@ -2,10 +2,18 @@
 // AMQP 0-9-1 front end (default exchange only). Built and run by
 // tests/amqp_clients.rs with AMQP_PORT set; exits 0 when every step held,
 // 1 with the failing step otherwise.
+//
+// TLS: with AMQP_TLS_CA (a CA's PEM file) it connects with amqps:// to
+// localhost:AMQP_PORT and verifies the broker's certificate against that CA
+// alone for the name `localhost`; with AMQP_TLS_CERT and AMQP_TLS_KEY too it
+// presents that client certificate and logs in with EXTERNAL (as the
+// certificate's CN), else with PLAIN as guest.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -75,15 +83,46 @@ func ready(ch *amqp.Channel, q string) int {
 	return s.Messages
 }
 
+// The URL, the connection's configuration and what they are: plain TCP, or
+// TLS (see the top of this file) when AMQP_TLS_CA is set.
+func dialConfig() (string, amqp.Config, string) {
+	port := os.Getenv("AMQP_PORT")
+	// Heartbeats every second, so the idle step below sees several each way.
+	config := amqp.Config{Heartbeat: time.Second}
+	ca := os.Getenv("AMQP_TLS_CA")
+	if ca == "" {
+		return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%s/", port), config, "tcp, login PLAIN"
+	}
+	pem, err := os.ReadFile(ca)
+	must(err, "read AMQP_TLS_CA")
+	roots := x509.NewCertPool()
+	check(roots.AppendCertsFromPEM(pem), "no certificate in %s", ca)
+	config.TLSClientConfig = &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	cert, key := os.Getenv("AMQP_TLS_CERT"), os.Getenv("AMQP_TLS_KEY")
+	if cert == "" || key == "" {
+		return fmt.Sprintf("amqps://guest:guest@localhost:%s/", port), config, "tls, login PLAIN"
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	must(err, "load AMQP_TLS_CERT and AMQP_TLS_KEY")
+	config.TLSClientConfig.Certificates = []tls.Certificate{pair}
+	config.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
+	return fmt.Sprintf("amqps://localhost:%s/", port), config, "tls, login EXTERNAL"
+}
+
 func main() {
-	url := fmt.Sprintf("amqp://guest:guest@127.0.0.1:%s/", os.Getenv("AMQP_PORT"))
 	suffix := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
 	q, q2 := "go-work-"+suffix, "go-nack-"+suffix
 
-	// Heartbeats every second, so the idle step below sees several each way.
-	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Second})
+	url, config, transport := dialConfig()
+	conn, err := amqp.DialConfig(url, config)
 	must(err, "dial")
 	defer conn.Close()
+	fmt.Println("transport: " + transport)
+	if config.TLSClientConfig != nil {
+		state := conn.ConnectionState()
+		check(state.HandshakeComplete && len(state.VerifiedChains) > 0, "broker certificate not verified: %+v", state)
+		fmt.Printf("tls: version %x, broker verified as %s\n", state.Version, state.PeerCertificates[0].Subject.CommonName)
+	}
 	ch, err := conn.Channel()
 	must(err, "channel")
 

@@ -2,18 +2,37 @@
 // ringmq's AMQP 0-9-1 front end (default exchange only). Compiled and run by
 // tests/amqp_clients.rs with AMQP_PORT set; exits 0 when every step held,
 // 1 with the failing step otherwise.
+//
+// TLS: with AMQP_TLS_CA (a CA's PEM file) it connects over TLS to
+// localhost:AMQP_PORT and verifies the broker's certificate against that CA
+// alone, host name included (`localhost`); with AMQP_TLS_CERT and
+// AMQP_TLS_KEY too (a PEM certificate and its PKCS#8 PEM key, read here
+// without openssl) it presents that client certificate and logs in with
+// EXTERNAL (as the certificate's CN), else with PLAIN as guest.
 
 import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
 import com.rabbitmq.client.ConnectionFactory;
 import com.rabbitmq.client.DefaultConsumer;
+import com.rabbitmq.client.DefaultSaslConfig;
 import com.rabbitmq.client.Envelope;
 import com.rabbitmq.client.GetResponse;
 import com.rabbitmq.client.ShutdownSignalException;
 import java.io.IOException;
+import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.KeyFactory;
+import java.security.KeyStore;
+import java.security.PrivateKey;
+import java.security.cert.Certificate;
+import java.security.cert.CertificateFactory;
+import java.security.spec.InvalidKeySpecException;
+import java.security.spec.PKCS8EncodedKeySpec;
 import java.util.ArrayList;
+import java.util.Base64;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -21,6 +40,14 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+import javax.net.ssl.KeyManager;
+import javax.net.ssl.KeyManagerFactory;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSession;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.TrustManagerFactory;
 
 public class Scenario {
     static void step(String s) {
@@ -81,12 +108,84 @@ public class Scenario {
         System.exit(0);
     }
 
+    static Certificate readCertificate(String path) throws Exception {
+        try (InputStream in = Files.newInputStream(Path.of(path))) {
+            return CertificateFactory.getInstance("X.509").generateCertificate(in);
+        }
+    }
+
+    /** A PKCS#8 PEM private key (`BEGIN PRIVATE KEY`), EC or RSA. */
+    static PrivateKey readKey(String path) throws Exception {
+        String pem = Files.readString(Path.of(path));
+        check(pem.contains("-----BEGIN PRIVATE KEY-----"), path + " is not a PKCS#8 PEM key");
+        String b64 = pem.replaceAll("-----[A-Z ]+-----", "").replaceAll("\\s", "");
+        PKCS8EncodedKeySpec spec = new PKCS8EncodedKeySpec(Base64.getDecoder().decode(b64));
+        try {
+            return KeyFactory.getInstance("EC").generatePrivate(spec);
+        } catch (InvalidKeySpecException notEc) {
+            return KeyFactory.getInstance("RSA").generatePrivate(spec);
+        }
+    }
+
+    /** The socket of the connection, to read its TLS session after the login. */
+    static final AtomicReference<SSLSocket> TLS_SOCKET = new AtomicReference<>();
+
+    /**
+     * TLS on `f` (see the top of this file): trusts only the CA of
+     * AMQP_TLS_CA, checks the host name, and with a client certificate logs
+     * in with EXTERNAL. Returns how it logs in.
+     */
+    static String useTls(ConnectionFactory f, String caFile) throws Exception {
+        KeyStore trust = KeyStore.getInstance("PKCS12");
+        trust.load(null, null);
+        trust.setCertificateEntry("ca", readCertificate(caFile));
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(trust);
+        String cert = System.getenv("AMQP_TLS_CERT");
+        String key = System.getenv("AMQP_TLS_KEY");
+        KeyManager[] keys = null;
+        String login = "PLAIN";
+        if (cert != null && key != null) {
+            char[] pass = "unused".toCharArray();
+            KeyStore identity = KeyStore.getInstance("PKCS12");
+            identity.load(null, null);
+            identity.setKeyEntry("client", readKey(key), pass, new Certificate[] {readCertificate(cert)});
+            KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+            kmf.init(identity, pass);
+            keys = kmf.getKeyManagers();
+            f.setSaslConfig(DefaultSaslConfig.EXTERNAL);
+            login = "EXTERNAL";
+        }
+        SSLContext ctx = SSLContext.getInstance("TLS");
+        ctx.init(keys, tmf.getTrustManagers(), null);
+        f.useSslProtocol(ctx);
+        // amqp-client 5.0 has no enableHostnameVerification(): the socket is
+        // configured before it connects, so its endpoint identification
+        // checks the broker's certificate against the host name.
+        f.setSocketConfigurator(socket -> {
+            socket.setTcpNoDelay(true);
+            if (socket instanceof SSLSocket tls) {
+                SSLParameters p = tls.getSSLParameters();
+                p.setEndpointIdentificationAlgorithm("HTTPS");
+                tls.setSSLParameters(p);
+                TLS_SOCKET.set(tls);
+            }
+        });
+        return login;
+    }
+
     static void run() throws Exception {
         ConnectionFactory f = new ConnectionFactory();
         f.setHost("127.0.0.1");
         f.setPort(Integer.parseInt(System.getenv("AMQP_PORT")));
         f.setUsername("guest");
         f.setPassword("guest");
+        String caFile = System.getenv("AMQP_TLS_CA");
+        String login = "PLAIN";
+        if (caFile != null) {
+            f.setHost("localhost");
+            login = useTls(f, caFile);
+        }
         f.setAutomaticRecoveryEnabled(false);
         // Heartbeats every second, so the idle step below sees several each way.
         f.setRequestedHeartbeat(1);
@@ -94,6 +193,15 @@ public class Scenario {
         String q = "java-work-" + suffix;
         String q2 = "java-nack-" + suffix;
         try (Connection conn = f.newConnection("ringmq-java-test")) {
+            if (caFile != null) {
+                SSLSocket tls = TLS_SOCKET.get();
+                check(tls != null, "no TLS socket");
+                SSLSession session = tls.getSession();
+                check(session.isValid(), "TLS session not established");
+                System.out.println("transport: tls " + session.getProtocol() + ", broker verified, login " + login);
+            } else {
+                System.out.println("transport: tcp, login " + login);
+            }
             Channel ch = conn.createChannel();
 
             step("queue declare (fresh, then again with the same flags)");

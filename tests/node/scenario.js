@@ -1,13 +1,39 @@
 // Node's amqplib, unmodified, against ringmq's AMQP 0-9-1 front end (default
-// exchange only). Run by tests/amqp_node.rs with AMQP_PORT set; exits 0 when
-// every step held, 1 with the failing step otherwise.
+// exchange only). Run by tests/amqp_clients.rs with AMQP_PORT set; exits 0
+// when every step held, 1 with the failing step otherwise.
+//
+// TLS: with AMQP_TLS_CA (a CA's PEM file) it connects with amqps:// to
+// localhost:AMQP_PORT and verifies the broker's certificate against that CA
+// for the name `localhost`; with AMQP_TLS_CERT and AMQP_TLS_KEY too it
+// presents that client certificate and logs in with EXTERNAL (as the
+// certificate's CN), else with PLAIN as guest.
 'use strict';
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const amqp = require('amqplib');
 
+const port = process.env.AMQP_PORT;
+const tlsCa = process.env.AMQP_TLS_CA;
+const tlsCert = process.env.AMQP_TLS_CERT;
+const tlsKey = process.env.AMQP_TLS_KEY;
+const external = Boolean(tlsCa && tlsCert && tlsKey);
+
 // Heartbeats every second, so the idle step below sees several each way.
-const url = `amqp://guest:guest@127.0.0.1:${process.env.AMQP_PORT}/%2f?heartbeat=1`;
+const url = tlsCa
+  ? `amqps://${external ? '' : 'guest:guest@'}localhost:${port}/%2f?heartbeat=1`
+  : `amqp://guest:guest@127.0.0.1:${port}/%2f?heartbeat=1`;
+const socketOptions = {};
+if (tlsCa) {
+  // Only this CA is trusted (not the system's); the name checked is localhost.
+  socketOptions.ca = [fs.readFileSync(tlsCa)];
+  socketOptions.servername = 'localhost';
+}
+if (external) {
+  socketOptions.cert = fs.readFileSync(tlsCert);
+  socketOptions.key = fs.readFileSync(tlsKey);
+  socketOptions.credentials = amqp.credentials.external();
+}
 const suffix = `${process.pid}-${Date.now()}`;
 const Q = `node-work-${suffix}`;
 const Q2 = `node-nack-${suffix}`;
@@ -41,8 +67,17 @@ async function collect(ch, q, n, opts, ms = 5000, onMessage = () => {}) {
 }
 
 async function main() {
-  const conn = await amqp.connect(url);
+  const conn = await amqp.connect(url, socketOptions);
   conn.on('error', (e) => console.log(`connection error event: ${e.message}`));
+  if (tlsCa) {
+    // amqplib keeps the socket it opened as the connection's stream.
+    const sock = conn.connection.stream;
+    assert.equal(sock.encrypted, true, 'amqps:// connection not encrypted');
+    assert.equal(sock.authorized, true, `broker certificate not verified: ${sock.authorizationError}`);
+    console.log(`transport: tls ${sock.getProtocol()}, broker verified, login ${external ? 'EXTERNAL' : 'PLAIN'}`);
+  } else {
+    console.log('transport: tcp, login PLAIN');
+  }
 
   step('queue declare (fresh, then again with the same flags)');
   const ch = await conn.createConfirmChannel();
