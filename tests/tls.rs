@@ -184,3 +184,25 @@ fn a_broker_with_a_bad_key_does_not_start() {
     let e = ringmq::server::Broker::start(c).map(|_| ()).expect_err("refused");
     assert!(e.to_string().contains("need a CA file"), "{e}");
 }
+
+#[test]
+fn handshakes_in_progress_count_as_connections_not_logged_in() {
+    let certs = TestCerts::new("guest");
+    let b = TestBroker::start_with(1, |c| {
+        certs.configure(c);
+        c.unauthenticated_connections_max = 2;
+    });
+    // Two silent sockets on the TLS ports fill the cap; a third evicts the
+    // oldest, whose socket the broker closes long before the handshake
+    // timeout (10 s here).
+    let first = TcpStream::connect(b.amqps.unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _second = TcpStream::connect(b.tls.unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _third = TcpStream::connect(b.amqps.unwrap()).unwrap();
+    let took = closed_within(first, Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5), "the oldest handshake was not evicted");
+    // A full handshake and login still work: the cap evicts, it does not refuse.
+    let out = pika_tls(b.amqps.unwrap(), &certs, "ok", &[]);
+    assert!(out.contains("round trip over TLS"), "{out}");
+}

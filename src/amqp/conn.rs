@@ -430,8 +430,12 @@ impl AmqpConn {
                 Ok(())
             }
             (Phase::Open, Method::Open { vhost }) => {
-                if vhost != "/" {
-                    return Err(conn_fault(code::NOT_ALLOWED, format!("vhost '{vhost}' does not exist; use '/'"), mid));
+                if vhost != crate::auth::vhosts::DEFAULT_VHOST {
+                    let text = match self.shard.has_vhost(vhost) {
+                        true => format!("NOT_ALLOWED - vhost '{vhost}' exists, but connections are served in '/' only until queues are scoped by vhost"),
+                        false => format!("NOT_ALLOWED - vhost '{vhost}' not found"),
+                    };
+                    return Err(conn_fault(code::NOT_ALLOWED, text, mid));
                 }
                 // Logged in: from the unauthenticated cap to connections_per_shard_max.
                 match self.shard.conns.promote(self.me()) {
@@ -506,7 +510,8 @@ impl AmqpConn {
 
     fn start_ok(&self, client_props: &[u8], mechanism: &str, response: &[u8]) -> Result<(), Fault> {
         let user = self.log_in(mechanism, response)?;
-        *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, &user));
+        *self.grants.borrow_mut() =
+            Some(crate::server::grants::Grants::new(&self.shard, &user, crate::auth::vhosts::DEFAULT_VHOST));
         let mut st = self.st.borrow_mut();
         st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");
         st.blocked_cap = wire::has_capability(client_props, "connection.blocked");

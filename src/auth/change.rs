@@ -4,7 +4,8 @@
 //! the request hashed it.
 
 use super::password::PasswordHash;
-use super::permissions::{check_vhost, Permission, PermissionError};
+use super::permissions::{Permission, PermissionError};
+use super::vhosts::{self, VhostError, DEFAULT_VHOST};
 use super::{User, Users};
 use std::sync::Arc;
 
@@ -45,6 +46,29 @@ pub enum UserChange {
         name: String,
         vhost: String,
     },
+    /// `ctl add-vhost`, `PUT /api/vhosts/NAME` (an existing one is left
+    /// as it is unless `create_only`).
+    AddVhost {
+        vhost: String,
+        create_only: bool,
+    },
+    /// `ctl delete-vhost`, `DELETE /api/vhosts/NAME`: every user's
+    /// permissions in it go with it.
+    DeleteVhost {
+        vhost: String,
+    },
+}
+
+/// What a change may make exist (the config's `users_max`, `vhosts_max`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeLimits {
+    pub users: usize,
+    pub vhosts: usize,
+}
+
+impl ChangeLimits {
+    /// For a peer's copy and the stored definitions: checked already.
+    pub const NONE: Self = Self { users: usize::MAX, vhosts: usize::MAX };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,17 +85,32 @@ pub enum ChangeError {
     TooMany(usize),
     #[error("{0}")]
     Permission(#[from] PermissionError),
+    #[error("{0}")]
+    Vhost(#[from] VhostError),
 }
 
 impl UserChange {
-    pub fn name(&self) -> &str {
+    /// The user it changes (none for a vhost change).
+    pub fn user(&self) -> Option<&str> {
         match self {
             Self::Put { name, .. }
             | Self::Password { name, .. }
             | Self::Tags { name, .. }
             | Self::Delete { name }
             | Self::SetPermissions { name, .. }
-            | Self::ClearPermissions { name, .. } => name,
+            | Self::ClearPermissions { name, .. } => Some(name),
+            Self::AddVhost { .. } | Self::DeleteVhost { .. } => None,
+        }
+    }
+
+    /// The vhost it changes or names (none for a change to a user alone).
+    pub fn vhost(&self) -> Option<&str> {
+        match self {
+            Self::SetPermissions { vhost, .. }
+            | Self::ClearPermissions { vhost, .. }
+            | Self::AddVhost { vhost, .. }
+            | Self::DeleteVhost { vhost } => Some(vhost),
+            _ => None,
         }
     }
 
@@ -85,6 +124,8 @@ impl UserChange {
             Self::Delete { .. } => "user deleted",
             Self::SetPermissions { .. } => "user's permissions set",
             Self::ClearPermissions { .. } => "user's permissions cleared",
+            Self::AddVhost { .. } => "vhost added",
+            Self::DeleteVhost { .. } => "vhost deleted",
         }
     }
 }
@@ -113,15 +154,21 @@ pub fn check_tags(tags: &[String]) -> Result<Vec<String>, ChangeError> {
 }
 
 impl Users {
-    /// Applies a change; `users_max` bounds how many users may exist.
-    pub fn apply(&mut self, change: &UserChange, users_max: usize) -> Result<(), ChangeError> {
-        check_name(change.name())?;
-        self.apply_checked(change, users_max)?;
+    /// Applies a change within `limits`.
+    pub fn apply(&mut self, change: &UserChange, limits: ChangeLimits) -> Result<(), ChangeError> {
+        if let Some(name) = change.user() {
+            check_name(name)?;
+        }
+        if let Some(vhost) = change.vhost() {
+            vhosts::check_name(vhost)?;
+        }
+        self.apply_checked(change, limits)?;
         self.generation += 1;
         Ok(())
     }
 
-    fn apply_checked(&mut self, change: &UserChange, users_max: usize) -> Result<(), ChangeError> {
+    fn apply_checked(&mut self, change: &UserChange, limits: ChangeLimits) -> Result<(), ChangeError> {
+        let users_max = limits.users;
         match change {
             UserChange::Put { name, hash, tags, create_only } => {
                 let exists = self.by_name.contains_key(name);
@@ -133,8 +180,8 @@ impl Users {
                 }
                 let tags = check_tags(tags)?;
                 // A replaced user keeps its permissions, as in RabbitMQ.
-                let permission = self.by_name.get(name).and_then(|u| u.permission.clone());
-                self.by_name.insert(name.clone(), User { name: name.clone(), hash: hash.clone(), tags, permission });
+                let permissions = self.by_name.get(name).map(|u| u.permissions.clone()).unwrap_or_default();
+                self.by_name.insert(name.clone(), User { name: name.clone(), hash: hash.clone(), tags, permissions });
             }
             UserChange::Password { name, hash } => self.get_mut(name)?.hash = hash.clone(),
             UserChange::Tags { name, tags } => {
@@ -145,15 +192,42 @@ impl Users {
                 self.by_name.remove(name).ok_or_else(|| ChangeError::NotFound(name.clone()))?;
             }
             UserChange::SetPermissions { name, vhost, permission } => {
-                check_vhost(vhost)?;
-                self.get_mut(name)?.permission = Some(permission.clone());
+                self.existing_vhost(vhost)?;
+                self.get_mut(name)?.permissions.insert(vhost.clone(), permission.clone());
             }
             UserChange::ClearPermissions { name, vhost } => {
-                check_vhost(vhost)?;
-                self.get_mut(name)?.permission = None;
+                self.existing_vhost(vhost)?;
+                self.get_mut(name)?.permissions.remove(vhost);
+            }
+            UserChange::AddVhost { vhost, create_only } => {
+                let exists = self.vhosts.contains(vhost);
+                if exists && *create_only {
+                    return Err(VhostError::Exists(vhost.clone()).into());
+                }
+                if !exists && self.vhosts.len() >= limits.vhosts {
+                    return Err(VhostError::TooMany(limits.vhosts).into());
+                }
+                self.vhosts.insert(vhost.clone());
+            }
+            UserChange::DeleteVhost { vhost } => {
+                if vhost == DEFAULT_VHOST {
+                    return Err(VhostError::Default.into());
+                }
+                self.existing_vhost(vhost)?;
+                self.vhosts.remove(vhost);
+                for u in self.by_name.values_mut() {
+                    u.permissions.remove(vhost);
+                }
             }
         }
         Ok(())
+    }
+
+    fn existing_vhost(&self, vhost: &str) -> Result<(), VhostError> {
+        match self.vhosts.contains(vhost) {
+            true => Ok(()),
+            false => Err(VhostError::NotFound(vhost.into())),
+        }
     }
 
     fn get_mut(&mut self, name: &str) -> Result<&mut User, ChangeError> {
@@ -164,6 +238,10 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lim(users: usize) -> ChangeLimits {
+        ChangeLimits { users, vhosts: 3 }
+    }
 
     fn hash(p: &str) -> PasswordHash {
         PasswordHash::with_salt([9, 9, 9, 9], p.as_bytes())
@@ -177,26 +255,67 @@ mod tests {
     #[test]
     fn changes_apply_in_order_and_are_checked() {
         let mut u = Users::none();
-        u.apply(&put("alice", "a", &["management", "", "management"], true), 10).unwrap();
+        u.apply(&put("alice", "a", &["management", "", "management"], true), lim(10)).unwrap();
         assert_eq!(u.authenticate("alice", b"a", None).unwrap().tags, vec!["management".to_string()]);
-        assert_eq!(u.apply(&put("alice", "b", &[], true), 10), Err(ChangeError::Exists("alice".into())));
-        u.apply(&put("alice", "b", &["administrator"], false), 10).unwrap();
+        assert_eq!(u.apply(&put("alice", "b", &[], true), lim(10)), Err(ChangeError::Exists("alice".into())));
+        u.apply(&put("alice", "b", &["administrator"], false), lim(10)).unwrap();
         assert!(u.authenticate("alice", b"a", None).is_err());
         assert!(u.authenticate("alice", b"b", None).unwrap().has_tag("administrator"));
-        u.apply(&UserChange::Password { name: "alice".into(), hash: hash("c") }, 10).unwrap();
+        u.apply(&UserChange::Password { name: "alice".into(), hash: hash("c") }, lim(10)).unwrap();
         assert!(u.authenticate("alice", b"c", None).is_ok());
-        u.apply(&UserChange::Tags { name: "alice".into(), tags: vec![] }, 10).unwrap();
+        u.apply(&UserChange::Tags { name: "alice".into(), tags: vec![] }, lim(10)).unwrap();
         assert!(u.authenticate("alice", b"c", None).unwrap().tags.is_empty());
         let gone = UserChange::Delete { name: "bob".into() };
-        assert_eq!(u.apply(&gone, 10), Err(ChangeError::NotFound("bob".into())));
-        u.apply(&UserChange::Delete { name: "alice".into() }, 10).unwrap();
+        assert_eq!(u.apply(&gone, lim(10)), Err(ChangeError::NotFound("bob".into())));
+        u.apply(&UserChange::Delete { name: "alice".into() }, lim(10)).unwrap();
         assert!(u.authenticate("alice", b"c", None).is_err());
-        assert_eq!(u.apply(&put("", "p", &[], false), 10), Err(ChangeError::BadName));
+        assert_eq!(u.apply(&put("", "p", &[], false), lim(10)), Err(ChangeError::BadName));
         let many: Vec<String> = (0..=TAGS_MAX).map(|i| format!("t{i}")).collect();
         let tags = UserChange::Tags { name: "x".into(), tags: many };
-        assert_eq!(u.apply(&tags, 10), Err(ChangeError::BadTags));
-        u.apply(&put("a", "p", &[], false), 1).unwrap();
-        assert_eq!(u.apply(&put("b", "p", &[], false), 1), Err(ChangeError::TooMany(1)));
-        u.apply(&put("a", "q", &[], false), 1).unwrap();
+        assert_eq!(u.apply(&tags, lim(10)), Err(ChangeError::BadTags));
+        u.apply(&put("a", "p", &[], false), lim(1)).unwrap();
+        assert_eq!(u.apply(&put("b", "p", &[], false), lim(1)), Err(ChangeError::TooMany(1)));
+        u.apply(&put("a", "q", &[], false), lim(1)).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod vhost_tests {
+    use super::*;
+
+    #[test]
+    fn vhosts_are_added_deleted_and_take_their_permissions_along() {
+        let mut u = Users::none();
+        let lim = ChangeLimits { users: 10, vhosts: 3 };
+        let put = UserChange::Put {
+            name: "a".into(),
+            hash: PasswordHash::with_salt([1; 4], b"p"),
+            tags: vec![],
+            create_only: true,
+        };
+        u.apply(&put, lim).unwrap();
+        let set = |vhost: &str| UserChange::SetPermissions {
+            name: "a".into(),
+            vhost: vhost.into(),
+            permission: Permission::full(),
+        };
+        let nope = Err(ChangeError::Vhost(VhostError::NotFound("v".into())));
+        assert_eq!(u.apply(&set("v"), lim), nope);
+        u.apply(&UserChange::AddVhost { vhost: "v".into(), create_only: true }, lim).unwrap();
+        let again = UserChange::AddVhost { vhost: "v".into(), create_only: true };
+        assert_eq!(u.apply(&again, lim), Err(ChangeError::Vhost(VhostError::Exists("v".into()))));
+        u.apply(&UserChange::AddVhost { vhost: "v".into(), create_only: false }, lim).unwrap();
+        u.apply(&set("v"), lim).unwrap();
+        assert!(u.get("a").unwrap().permission("v").is_some());
+        u.apply(&UserChange::AddVhost { vhost: "w".into(), create_only: true }, lim).unwrap();
+        let third = UserChange::AddVhost { vhost: "x".into(), create_only: true };
+        assert_eq!(u.apply(&third, lim), Err(ChangeError::Vhost(VhostError::TooMany(3))));
+        u.apply(&UserChange::DeleteVhost { vhost: "v".into() }, lim).unwrap();
+        assert!(u.get("a").unwrap().permission("v").is_none());
+        assert!(!u.has_vhost("v"));
+        let default = UserChange::DeleteVhost { vhost: "/".into() };
+        assert_eq!(u.apply(&default, lim), Err(ChangeError::Vhost(VhostError::Default)));
+        let bad = UserChange::AddVhost { vhost: "".into(), create_only: false };
+        assert_eq!(u.apply(&bad, lim), Err(ChangeError::Vhost(VhostError::BadName)));
     }
 }

@@ -6,10 +6,11 @@
 pub mod change;
 pub mod password;
 pub mod permissions;
+pub mod vhosts;
 
 use password::{HashError, PasswordHash};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 /// A user as the config file seeds it: a password in plain text (hashed at
@@ -78,8 +79,8 @@ pub struct User {
     pub name: String,
     hash: PasswordHash,
     pub tags: Vec<String>,
-    /// Its permissions in vhost `/`; none: it may log in, and do nothing.
-    pub permission: Option<std::sync::Arc<permissions::Permission>>,
+    /// Its permissions per vhost; none in a vhost: it may not use it.
+    pub permissions: BTreeMap<String, std::sync::Arc<permissions::Permission>>,
 }
 
 /// What a user's tags let it do with the management API and `ctl`, as
@@ -101,6 +102,11 @@ impl User {
         self.hash.to_text()
     }
 
+    /// Its permissions in `vhost`, if any.
+    pub fn permission(&self, vhost: &str) -> Option<&std::sync::Arc<permissions::Permission>> {
+        self.permissions.get(vhost)
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
@@ -116,10 +122,13 @@ impl User {
     }
 }
 
-/// The users: built from seeds, then changed (`change.rs`).
+/// The users and the vhosts they are given permissions in: built from
+/// seeds, then changed (`change.rs`).
 #[derive(Debug)]
 pub struct Users {
     by_name: HashMap<String, User>,
+    /// The vhosts that exist; `/` always does (`vhosts.rs`).
+    vhosts: BTreeSet<String>,
     /// Counts changes, so that a connection's cached permissions know
     /// when to look again.
     generation: u64,
@@ -142,13 +151,19 @@ impl Users {
                 _ => return Err(SeedError::OnePassword(s.name.clone())),
             }
             .map_err(|e| SeedError::Hash(s.name.clone(), e))?;
-            let user = User { name: s.name.clone(), hash, tags: s.tags.clone(), permission: None };
+            let user = User { name: s.name.clone(), hash, tags: s.tags.clone(), permissions: BTreeMap::new() };
             if by_name.insert(s.name.clone(), user).is_some() {
                 return Err(SeedError::Duplicate(s.name.clone()));
             }
         }
         let decoy = PasswordHash::new(b"decoy").map_err(|e| SeedError::Hash(String::new(), e))?;
-        Ok(Self { by_name, generation: 0, loopback_only: loopback_users.iter().cloned().collect(), decoy })
+        Ok(Self {
+            by_name,
+            vhosts: vhosts::default_set(),
+            generation: 0,
+            loopback_only: loopback_users.iter().cloned().collect(),
+            decoy,
+        })
     }
 
     /// Checks a login. `peer` is the client's address (`None` when unknown,
@@ -182,6 +197,7 @@ impl Users {
     pub fn none() -> Self {
         Self {
             by_name: HashMap::new(),
+            vhosts: vhosts::default_set(),
             generation: 0,
             loopback_only: HashSet::new(),
             decoy: PasswordHash::with_salt([0; 4], b"decoy"),
@@ -213,8 +229,17 @@ impl Users {
     pub fn grant_all(&mut self) {
         let full = permissions::Permission::full();
         for u in self.by_name.values_mut() {
-            u.permission = Some(full.clone());
+            u.permissions.insert(vhosts::DEFAULT_VHOST.into(), full.clone());
         }
+    }
+
+    /// The vhosts, sorted by name.
+    pub fn vhosts(&self) -> impl Iterator<Item = &str> {
+        self.vhosts.iter().map(String::as_str)
+    }
+
+    pub fn has_vhost(&self, vhost: &str) -> bool {
+        self.vhosts.contains(vhost)
     }
 
     pub fn is_empty(&self) -> bool {

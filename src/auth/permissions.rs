@@ -14,8 +14,7 @@ use std::sync::Arc;
 pub const PATTERN_BYTES_MAX: usize = 4096;
 const COMPILED_BYTES_MAX: usize = 1 << 20;
 
-/// The only vhost until vhosts are built.
-pub const DEFAULT_VHOST: &str = "/";
+pub use super::vhosts::DEFAULT_VHOST;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Perm {
@@ -70,8 +69,6 @@ pub enum PermissionError {
     TooLong,
     #[error("bad regular expression {0:?}: {1}")]
     BadPattern(String, String),
-    #[error("no vhost '{0}' (only / exists)")]
-    NoVhost(String),
 }
 
 /// A user's permissions in one vhost.
@@ -131,15 +128,6 @@ pub fn exchange_resource(name: &str) -> &str {
     }
 }
 
-/// Checks that `vhost` exists (only `/` until vhosts are built).
-pub fn check_vhost(vhost: &str) -> Result<(), PermissionError> {
-    if vhost == DEFAULT_VHOST {
-        Ok(())
-    } else {
-        Err(PermissionError::NoVhost(vhost.chars().take(255).collect()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +148,5 @@ mod tests {
         assert_eq!(Permission::new(&long, "", ""), Err(PermissionError::TooLong));
         // A pattern whose compiled form is huge is refused, not built.
         assert!(Permission::new("\\w{1000}\\w{1000}\\w{1000}", "", "").is_err());
-        assert_eq!(check_vhost("/"), Ok(()));
-        assert!(check_vhost("other").is_err());
     }
 }

@@ -45,6 +45,22 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<Ar
 
 type Resp = Response<Body>;
 
+/// The vhosts (or the one named) as RabbitMQ's `/api/vhosts` shows them,
+/// with their messages.
+async fn vhosts(shard: &Rc<Shard>, only: Option<&str>) -> Value {
+    let stats = shard.gather_stats(false).await;
+    let ready: u64 = stats.iter().map(|s| s.messages_ready).sum();
+    let unacked: u64 = stats.iter().map(|s| s.messages_unacked).sum();
+    let names = shard.vhost_names().into_iter().filter(|v| only.is_none_or(|o| o == v));
+    let rows = names.map(|name| {
+        // Every queue is in `/` until queues are scoped by vhost.
+        let (ready, unacked) = if name == crate::auth::vhosts::DEFAULT_VHOST { (ready, unacked) } else { (0, 0) };
+        json!({ "name": name, "tracing": false, "messages": ready + unacked,
+                "messages_ready": ready, "messages_unacknowledged": unacked })
+    });
+    Value::Array(rows.collect())
+}
+
 fn text(status: StatusCode, content_type: &str, body: impl Into<Body>) -> Resp {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
@@ -157,11 +173,13 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         return error(StatusCode::BAD_REQUEST, "bad percent-encoding in the path");
     };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    if matches!(parts.first(), Some(&"users" | &"permissions")) {
+    let vhost_change = matches!(parts.as_slice(), ["vhosts", _]) && method != Method::GET;
+    if matches!(parts.first(), Some(&"users" | &"permissions")) || vhost_change {
         if access != Access::Admin {
-            return error(StatusCode::FORBIDDEN, "users and permissions need the administrator tag");
+            return error(StatusCode::FORBIDDEN, "users, vhosts and permissions need the administrator tag");
         }
         return match parts.as_slice() {
+            ["vhosts", name] => users::vhost(shard, &method, name).await,
             ["users"] => users::route(shard, &method, None, req.into_body()).await,
             ["users", name] => users::route(shard, &method, Some(name), req.into_body()).await,
             ["permissions"] if method == Method::GET => json_resp(StatusCode::OK, &shard.permissions_json()),
@@ -222,16 +240,11 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         (&Method::GET, ["bindings"]) | (&Method::GET, ["bindings", "/"]) => {
             json_resp(StatusCode::OK, &crate::server::admin::bindings_json(shard))
         }
-        (&Method::GET, ["vhosts"]) => {
-            let stats = shard.gather_stats(false).await;
-            let ready: u64 = stats.iter().map(|s| s.messages_ready).sum();
-            let unacked: u64 = stats.iter().map(|s| s.messages_unacked).sum();
-            json_resp(
-                StatusCode::OK,
-                &json!([{ "name": "/", "tracing": false, "messages": ready + unacked,
-                          "messages_ready": ready, "messages_unacknowledged": unacked }]),
-            )
-        }
+        (&Method::GET, ["vhosts"]) => json_resp(StatusCode::OK, &vhosts(shard, None).await),
+        (&Method::GET, ["vhosts", name]) => match vhosts(shard, Some(name)).await {
+            Value::Array(mut one) if !one.is_empty() => json_resp(StatusCode::OK, &one.swap_remove(0)),
+            _ => error(StatusCode::NOT_FOUND, "no such vhost"),
+        },
         (_, ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts" | "nodes" | "health", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         }

@@ -4,7 +4,7 @@
 
 use super::{empty, error, json_resp, no_content, Resp};
 use crate::auth::change::{ChangeError, UserChange};
-use crate::auth::permissions::{PermissionError, DEFAULT_VHOST};
+use crate::auth::vhosts::VhostError;
 use crate::server::admin_users::{self, UserChangeFailed};
 use crate::server::shard::Shard;
 use hyper::body::{Body as _, Incoming};
@@ -33,7 +33,7 @@ pub async fn route(shard: &Rc<Shard>, method: &Method, name: Option<&str>, body:
 /// else 204), `DELETE`.
 pub async fn permissions(shard: &Rc<Shard>, method: &Method, (vhost, user): (&str, &str), body: Incoming) -> Resp {
     match *method {
-        Method::GET => match shard.permission_json(user).filter(|_| vhost == DEFAULT_VHOST) {
+        Method::GET => match shard.permission_json(user, vhost) {
             Some(p) => json_resp(StatusCode::OK, &p),
             None => error(StatusCode::NOT_FOUND, "no such permission"),
         },
@@ -43,7 +43,7 @@ pub async fn permissions(shard: &Rc<Shard>, method: &Method, (vhost, user): (&st
                 Err(r) => return r,
             };
             match admin_users::permission_change(user, vhost, &v) {
-                Ok(c) => answer(shard, c, shard.permission_json(user).is_none()).await,
+                Ok(c) => answer(shard, c, shard.permission_json(user, vhost).is_none()).await,
                 Err(e) => failed(&e),
             }
         }
@@ -51,6 +51,20 @@ pub async fn permissions(shard: &Rc<Shard>, method: &Method, (vhost, user): (&st
             let c = UserChange::ClearPermissions { name: user.into(), vhost: vhost.into() };
             answer(shard, c, false).await
         }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+    }
+}
+
+/// `/api/vhosts/NAME`: `PUT` creates it (201; 204 when it exists), `DELETE`
+/// deletes it and every user's permissions in it (204; 404 when there is
+/// none). Administrator only, as RabbitMQ.
+pub async fn vhost(shard: &Rc<Shard>, method: &Method, name: &str) -> Resp {
+    match *method {
+        Method::PUT => {
+            let created = !shard.has_vhost(name);
+            answer(shard, UserChange::AddVhost { vhost: name.into(), create_only: false }, created).await
+        }
+        Method::DELETE => answer(shard, UserChange::DeleteVhost { vhost: name.into() }, false).await,
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
     }
 }
@@ -90,10 +104,12 @@ async fn answer(shard: &Rc<Shard>, change: UserChange, created: bool) -> Resp {
 
 fn failed(e: &UserChangeFailed) -> Resp {
     let status = match e {
-        UserChangeFailed::Refused(ChangeError::NotFound(_) | ChangeError::Permission(PermissionError::NoVhost(_))) => {
+        UserChangeFailed::Refused(ChangeError::NotFound(_) | ChangeError::Vhost(VhostError::NotFound(_))) => {
             StatusCode::NOT_FOUND
         }
-        UserChangeFailed::Refused(ChangeError::Exists(_)) => StatusCode::CONFLICT,
+        UserChangeFailed::Refused(ChangeError::Exists(_) | ChangeError::Vhost(VhostError::Exists(_))) => {
+            StatusCode::CONFLICT
+        }
         UserChangeFailed::Refused(_) | UserChangeFailed::BadRequest(_) => StatusCode::BAD_REQUEST,
         UserChangeFailed::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
     };

@@ -112,7 +112,8 @@ impl NativeConn {
         match self.shard.authenticate("native", user, password.as_bytes(), peer) {
             Ok(access) => {
                 self.access.set(access);
-                *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, user));
+                *self.grants.borrow_mut() =
+                    Some(crate::server::grants::Grants::new(&self.shard, user, crate::auth::vhosts::DEFAULT_VHOST));
             }
             Err(e) => {
                 return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))))

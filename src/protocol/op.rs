@@ -68,12 +68,18 @@ pub const ADMIN_SET_USER_TAGS: u8 = 0x10;
 /// Every user's permissions (no argument).
 pub const ADMIN_LIST_PERMISSIONS: u8 = 0x11;
 /// `{"user", "vhost", "configure", "write", "read"}`: RabbitMQ's three
-/// regular expressions for the user in the vhost (`/` is the only one).
+/// regular expressions for the user in the vhost.
 pub const ADMIN_SET_PERMISSIONS: u8 = 0x12;
 /// `{"user", "vhost"}`: the user may do nothing there.
 pub const ADMIN_CLEAR_PERMISSIONS: u8 = 0x13;
+/// No argument: every vhost, as `[{"name"}]`.
+pub const ADMIN_LIST_VHOSTS: u8 = 0x14;
+/// The vhost's name: it is created (refused if it exists).
+pub const ADMIN_ADD_VHOST: u8 = 0x15;
+/// The vhost's name: it is deleted, and every user's permissions in it.
+pub const ADMIN_DELETE_VHOST: u8 = 0x16;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_CLEAR_PERMISSIONS;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_DELETE_VHOST;
 
 /// Whether an `Admin` command needs the administrator tag; the others need
 /// management, monitoring or administrator. As in RabbitMQ, users are the
@@ -94,6 +100,8 @@ pub fn admin_needs_administrator(command: u8) -> bool {
             | ADMIN_LIST_PERMISSIONS
             | ADMIN_SET_PERMISSIONS
             | ADMIN_CLEAR_PERMISSIONS
+            | ADMIN_ADD_VHOST
+            | ADMIN_DELETE_VHOST
     )
 }
 

@@ -120,7 +120,10 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         | op::ADMIN_SET_USER_TAGS
         | op::ADMIN_LIST_PERMISSIONS
         | op::ADMIN_SET_PERMISSIONS
-        | op::ADMIN_CLEAR_PERMISSIONS => super::admin_users::run(shard, command, arg).await,
+        | op::ADMIN_CLEAR_PERMISSIONS
+        | op::ADMIN_LIST_VHOSTS
+        | op::ADMIN_ADD_VHOST
+        | op::ADMIN_DELETE_VHOST => super::admin_users::run(shard, command, arg).await,
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()

@@ -85,8 +85,15 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> Value {
     if command == op::ADMIN_LIST_PERMISSIONS {
         return shard.permissions_json();
     }
+    if command == op::ADMIN_LIST_VHOSTS {
+        return shard.vhosts_json();
+    }
     let made = if command == op::ADMIN_DELETE_USER {
         Ok(UserChange::Delete { name: arg.to_string() })
+    } else if command == op::ADMIN_ADD_VHOST {
+        Ok(UserChange::AddVhost { vhost: arg.to_string(), create_only: true })
+    } else if command == op::ADMIN_DELETE_VHOST {
+        Ok(UserChange::DeleteVhost { vhost: arg.to_string() })
     } else {
         serde_json::from_str::<Value>(arg)
             .map_err(|e| UserChangeFailed::BadRequest(format!("the argument is not JSON: {e}")))
@@ -94,8 +101,15 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> Value {
     };
     let r = match made {
         Ok(c) => {
-            let (name, what) = (c.name().to_string(), c.describe());
-            change(shard, c).await.map(|()| json!({ "user": name, "done": what }))
+            let what = c.describe();
+            let mut answer = json!({ "done": what });
+            if let Some(user) = c.user() {
+                answer["user"] = json!(user);
+            }
+            if let Some(vhost) = c.vhost() {
+                answer["vhost"] = json!(vhost);
+            }
+            change(shard, c).await.map(|()| answer)
         }
         Err(e) => Err(e),
     };

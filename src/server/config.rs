@@ -61,6 +61,8 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// Users that may exist; adding one more at run time is refused.
     pub users_max: u32,
+    /// Vhosts that may exist, `/` included.
+    pub vhosts_max: u32,
     pub log_format: LogFormat,
     /// A `RUST_LOG`-style filter, used when `RUST_LOG` is not set.
     pub log_filter: String,
@@ -230,6 +232,7 @@ impl Default for Config {
             users: vec![UserSeed::new("guest", "guest", &["administrator"])],
             loopback_users: vec!["guest".into()],
             users_max: 10_000,
+            vhosts_max: 1_000,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             frame_bytes_max: 4 << 20,
@@ -362,8 +365,9 @@ impl Config {
         let d = self.table_depth_max;
         let ceiling = crate::protocol::field_table::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 18] = [
             ("users_max", self.users_max.into()),
+            ("vhosts_max", self.vhosts_max.into()),
             ("unauthenticated_connections_max", self.unauthenticated_connections_max.into()),
             ("exchanges_max", self.exchanges_max.into()),
             ("admin_requests_per_shard_max", self.admin_requests_per_shard_max.into()),

@@ -36,6 +36,8 @@ impl Kind {
 
 pub struct Grants {
     user: String,
+    /// The vhost the connection works in.
+    vhost: String,
     /// The users' generation and the user's permissions read at it.
     cached: RefCell<(u64, Option<Arc<Permission>>)>,
     /// The exchange the last publish was allowed to, at that generation.
@@ -44,10 +46,11 @@ pub struct Grants {
 }
 
 impl Grants {
-    pub fn new(shard: &Shard, user: &str) -> Self {
+    pub fn new(shard: &Shard, user: &str, vhost: &str) -> Self {
         Self {
             user: user.to_string(),
-            cached: RefCell::new(shard.permission_of(user)),
+            vhost: vhost.to_string(),
+            cached: RefCell::new(shard.permission_of(user, vhost)),
             last_write: RefCell::new((u64::MAX, String::new())),
             refusals: Cell::new(0),
         }
@@ -62,7 +65,7 @@ impl Grants {
     pub fn check(&self, shard: &Shard, p: Perm, kind: Kind, name: &str) -> Result<(), QueueError> {
         let generation = shard.users_generation();
         if self.cached.borrow().0 != generation {
-            *self.cached.borrow_mut() = shard.permission_of(&self.user);
+            *self.cached.borrow_mut() = shard.permission_of(&self.user, &self.vhost);
         }
         let name = if kind == Kind::Exchange { exchange_resource(name) } else { name };
         if self.cached.borrow().1.as_ref().is_some_and(|perm| perm.allows(p, name)) {
@@ -89,7 +92,8 @@ impl Grants {
 
     fn refused(&self, p: Perm, kind: Kind, name: &str) -> QueueError {
         let name: String = name.chars().take(255).collect();
-        let message = format!("access to {} '{name}' in vhost '/' refused for user '{}'", kind.as_str(), self.user);
+        let message =
+            format!("access to {} '{name}' in vhost '{}' refused for user '{}'", kind.as_str(), self.vhost, self.user);
         let n = self.refusals.get();
         if n < REFUSALS_LOGGED_MAX {
             self.refusals.set(n + 1);

@@ -90,7 +90,7 @@ struct ShardStart {
     alarms: Arc<alarm::Alarms>,
     /// The definitions file's users, when it holds them (read once here,
     /// for every shard's copy).
-    stored_users: Option<Arc<Vec<crate::storage::definitions::StoredUser>>>,
+    stored_access: Option<Arc<crate::storage::definitions::StoredAccess>>,
     /// Serve the listeners (the front ends above this layer).
     fronts: FrontEnds,
     /// `Err` carries why the shard could not start (storage recovery).
@@ -128,7 +128,7 @@ impl Broker {
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count())
             .map_err(|e| StartError::Storage(e.to_string()))?;
-        let stored_users = stored_users(&config)?;
+        let stored_access = stored_access(&config)?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
         let tls = Arc::new(tls::TlsSet::load(&config).map_err(StartError::Tls)?);
@@ -161,7 +161,7 @@ impl Broker {
                 mesh: mesh.clone(),
                 stop: stop.clone(),
                 alarms: alarms.clone(),
-                stored_users: stored_users.clone(),
+                stored_access: stored_access.clone(),
                 fronts,
                 ready: ready_tx.clone(),
             };
@@ -318,22 +318,30 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Ticks between checks of the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
-/// The users the definitions file holds, once changed at run time; they
-/// replace the config's seeds (as RabbitMQ's database does its
+/// The users and vhosts the definitions file holds, once changed at run
+/// time; they replace the config's seeds (as RabbitMQ's database does its
 /// `default_user`), and a bad one stops the start.
-fn stored_users(config: &Config) -> Result<Option<Arc<Vec<crate::storage::definitions::StoredUser>>>, StartError> {
+fn stored_access(config: &Config) -> Result<Option<Arc<crate::storage::definitions::StoredAccess>>, StartError> {
     let path = config.data_dir.join(crate::storage::definitions::FILE);
     let defs = crate::storage::definitions::load(&path).map_err(|e| StartError::Storage(e.to_string()))?;
-    let Some(users) = defs.users else { return Ok(None) };
-    for u in &users {
+    let Some(access) = defs.access() else { return Ok(None) };
+    for v in &access.vhosts {
+        let bad = |e: String| StartError::Storage(format!("{}: vhost '{v}': {e}", path.display()));
+        crate::auth::vhosts::check_name(v).map_err(|e| bad(e.to_string()))?;
+    }
+    for u in &access.users {
         let bad = |e: String| StartError::Storage(format!("{}: user '{}': {e}", path.display(), u.name));
         crate::auth::password::PasswordHash::parse(&u.password_hash).map_err(|e| bad(e.to_string()))?;
         for p in &u.permissions {
             shard::users_stored_permission(&u.name, p).map_err(|e| bad(e.to_string()))?;
+            if !access.vhosts.contains(&p.vhost) {
+                return Err(bad(format!("permissions in vhost '{}', which is not stored", p.vhost)));
+            }
         }
     }
-    tracing::info!(users = users.len(), "users from the definitions file (the config's users are not used)");
-    Ok(Some(Arc::new(users)))
+    let (users, vhosts) = (access.users.len(), access.vhosts.len());
+    tracing::info!(users, vhosts, "users and vhosts from the definitions file (the config's users are not used)");
+    Ok(Some(Arc::new(access)))
 }
 
 /// One shard's life. `Err` says why it ended badly (also logged); a
@@ -360,9 +368,9 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         return Err(format!("mesh peer order does not match shard order (peer {})", senders.peer_id()));
     }
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
-    let stored_users = s.stored_users.as_deref().map(Vec::as_slice);
+    let stored_access = s.stored_access.as_deref();
     let shard =
-        Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms, stored_users));
+        Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms, stored_access));
     let mut tasks = Vec::new();
     for (peer, rx) in receivers.streams() {
         let sh = shard.clone();

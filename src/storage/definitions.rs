@@ -8,7 +8,7 @@
 //! about them.
 //!
 //! ```text
-//! magic "RGMQDEFS", u32 version (2; 1 is read too), u32 count, count
+//! magic "RGMQDEFS", u32 version (3; 1 and 2 are read too), u32 count, count
 //! records, u32 crc32c (over everything before it); all integers
 //! little-endian.
 //! record 1, exchange: str16 name, u8 kind (0 direct, 1 fanout, 2 topic,
@@ -22,6 +22,8 @@
 //!   configure, str16 write, str16 read (RabbitMQ's regular expressions)
 //! record 4, users stored: the file's users replace the config's seeds
 //!   (written once users have been changed at run time, even if none is left)
+//! record 6, vhost: str16 name (after record 4; a file of version 2 has
+//!   none: its vhost is `/` alone)
 //! ```
 
 use super::StorageError;
@@ -32,7 +34,7 @@ use std::path::Path;
 
 pub const FILE: &str = "definitions.bin";
 const MAGIC: &[u8; 8] = b"RGMQDEFS";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Definitions beyond this are refused rather than read into memory.
 const FILE_BYTES_MAX: u64 = 256 << 20;
 
@@ -69,6 +71,24 @@ pub struct StoredPermission {
     pub read: String,
 }
 
+/// The users and vhosts, once changed at run time: what replaces the
+/// config's seeds (`Definitions::users` and `vhosts` taken together).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredAccess {
+    pub users: Vec<StoredUser>,
+    /// `/` alone when the file has no vhost records (version 2).
+    pub vhosts: Vec<String>,
+}
+
+impl Definitions {
+    /// The stored users and vhosts; `None` while the config's seeds rule.
+    pub fn access(&self) -> Option<StoredAccess> {
+        let users = self.users.clone()?;
+        let vhosts = self.vhosts.clone().unwrap_or_else(|| vec![crate::auth::vhosts::DEFAULT_VHOST.to_string()]);
+        Some(StoredAccess { users, vhosts })
+    }
+}
+
 /// What the file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Definitions {
@@ -77,6 +97,8 @@ pub struct Definitions {
     /// The users, once changed at run time; `None` while the config's
     /// seeds rule.
     pub users: Option<Vec<StoredUser>>,
+    /// The vhosts, stored with the users; `None`: `/` alone.
+    pub vhosts: Option<Vec<String>>,
 }
 
 /// Encodes the definitions.
@@ -87,6 +109,13 @@ pub fn encode(defs: &Definitions) -> Vec<u8> {
     let count_at = b.len();
     b.put_u32_le(0);
     let mut count = encode_users(&mut b, defs.users.as_deref());
+    if defs.users.is_some() {
+        for v in defs.vhosts.iter().flatten() {
+            b.put_u8(6);
+            put_str16(&mut b, v);
+            count += 1;
+        }
+    }
     for c in &defs.routing {
         match c {
             Change::DeclareExchange(x) => {
@@ -212,7 +241,7 @@ pub fn decode(buf: &[u8]) -> Result<Definitions, DefsError> {
     }
     let mut c = Cur(&body[8..]);
     let version = c.u32()?;
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(DefsError::Version(version));
     }
     let count = c.u32()?;
@@ -231,6 +260,10 @@ pub fn decode(buf: &[u8]) -> Result<Definitions, DefsError> {
                 user.permissions.push(StoredPermission { vhost, configure, write, read });
             }
             4 if version >= 2 => out.users = Some(Vec::new()),
+            6 if version >= 3 => {
+                out.users.as_ref().ok_or(DefsError::UserWithoutMarker)?;
+                out.vhosts.get_or_insert_with(Vec::new).push(c.str16()?);
+            }
             _ => return Err(DefsError::RecordKind),
         }
     }
@@ -328,7 +361,7 @@ mod tests {
             },
             StoredUser { name: "plain".into(), password_hash: "x".into(), tags: vec![], permissions: vec![] },
         ];
-        Definitions { routing: routing(), users: Some(users) }
+        Definitions { routing: routing(), users: Some(users), vhosts: Some(vec!["/".into(), "prod".into()]) }
     }
 
     fn routing() -> Vec<Change> {
@@ -365,19 +398,31 @@ mod tests {
         save(&p, &sample()).unwrap();
         assert_eq!(load(&p).unwrap(), sample());
         // Users changed at run time, none left: still stored as such.
-        let none_left = Definitions { routing: routing(), users: Some(Vec::new()) };
+        let none_left = Definitions { routing: routing(), users: Some(Vec::new()), vhosts: None };
         save(&p, &none_left).unwrap();
         assert_eq!(load(&p).unwrap(), none_left);
     }
 
     #[test]
     fn version_1_files_are_read() {
-        let mut v1 = encode(&Definitions { routing: routing(), users: None });
+        let mut v1 = encode(&Definitions { routing: routing(), users: None, vhosts: None });
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
         let n = v1.len() - 4;
         let crc = crc32c::crc32c(&v1[..n]);
         v1[n..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode(&v1).unwrap().routing, routing());
+    }
+
+    #[test]
+    fn version_2_files_have_no_vhosts_and_read_as_the_default_alone() {
+        let mut v2 = sample();
+        v2.vhosts = None;
+        let mut bytes = encode(&v2);
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let n = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes).unwrap(), v2);
     }
 
     #[test]

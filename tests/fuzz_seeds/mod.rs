@@ -427,7 +427,11 @@ fn definitions_files() -> Named {
             read: String::new(),
         }],
     }];
-    let file = ringmq::storage::definitions::encode(&Definitions { routing: defs, users: Some(users) });
+    let file = ringmq::storage::definitions::encode(&Definitions {
+        routing: defs,
+        users: Some(users),
+        vhosts: Some(vec!["/".into(), "v".into()]),
+    });
     // Bit 0 of the control byte: the bytes are the whole file; clear,
     // the harness frames them (magic in front, checksum behind).
     vec![named("file", ctl(1, &file)), named("framed", ctl(0, &file[8..file.len() - 4]))]

@@ -221,6 +221,7 @@ pub fn definitions(data: &[u8]) {
     let snapshot = table.snapshot();
     let peer = RoutingTable::from_snapshot(table.version(), &snapshot).expect("a peer takes shard 0's snapshot");
     assert_eq!(peer.snapshot(), snapshot);
-    let durable = definitions::Definitions { routing: table.durable_snapshot(|_| true), users: defs.users };
+    let durable =
+        definitions::Definitions { routing: table.durable_snapshot(|_| true), users: defs.users, vhosts: defs.vhosts };
     assert_eq!(definitions::decode(&definitions::encode(&durable)), Ok(durable));
 }

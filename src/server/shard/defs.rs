@@ -92,9 +92,11 @@ impl Shard {
                 kicked.await;
                 continue;
             }
+            let access = self.users.to_store();
             let defs = crate::storage::definitions::Definitions {
                 routing: self.durable_definitions(),
-                users: self.users.to_store(),
+                vhosts: access.as_ref().map(|a| a.vhosts.clone()),
+                users: access.map(|a| a.users),
             };
             let bytes = crate::storage::definitions::encode(&defs);
             let path = self.config.data_dir.join(crate::storage::definitions::FILE);

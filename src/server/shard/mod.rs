@@ -199,7 +199,7 @@ impl Shard {
         shard_addrs: ShardAddrs,
         mesh: Mesh,
         alarms: Arc<crate::server::alarm::Alarms>,
-        stored_users: Option<&[crate::storage::definitions::StoredUser]>,
+        stored_access: Option<&crate::storage::definitions::StoredAccess>,
     ) -> Self {
         Self {
             id,
@@ -209,7 +209,7 @@ impl Shard {
             queues: queues::QueueSet::new(&config),
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
-            users: users::UserStore::new(&config, stored_users),
+            users: users::UserStore::new(&config, stored_access),
             stopped: gate::StoppedConns::new(config.outbox_bytes_max, count),
             login_log: login::LoginLog::default(),
             config,

@@ -8,14 +8,14 @@
 
 use super::routing_replica::METADATA_SHARD;
 use super::Shard;
-use crate::auth::change::{ChangeError, UserChange};
-use crate::auth::permissions::{Permission, PermissionError, DEFAULT_VHOST};
+use crate::auth::change::{ChangeError, ChangeLimits, UserChange};
+use crate::auth::permissions::{Permission, PermissionError};
 use crate::auth::{UserSeed, Users};
 use crate::rt::Notify;
 use crate::server::admin_users::UserChangeFailed;
 use crate::server::config::Config;
 use crate::server::mesh::MeshMsg;
-use crate::storage::definitions::{StoredPermission, StoredUser};
+use crate::storage::definitions::{StoredAccess, StoredPermission, StoredUser};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +38,10 @@ pub struct UserStore {
 impl UserStore {
     /// From the definitions file's users when it holds them, else from the
     /// config's seeds. The config was validated before any shard started.
-    pub fn new(config: &Config, stored: Option<&[StoredUser]>) -> Self {
+    pub fn new(config: &Config, stored: Option<&StoredAccess>) -> Self {
         let seeds: Vec<UserSeed> = match stored {
-            Some(users) => users
+            Some(access) => access
+                .users
                 .iter()
                 .map(|u| UserSeed {
                     name: u.name.clone(),
@@ -56,38 +57,29 @@ impl UserStore {
             Users::none()
         });
         match stored {
-            Some(stored) => {
-                for u in stored {
-                    for p in &u.permissions {
-                        let set = stored_permission(&u.name, p).map_err(ChangeError::from);
-                        if let Err(e) = set.and_then(|c| users.apply(&c, usize::MAX)) {
-                            // Checked at start (`server::stored_users`): a bug.
-                            tracing::error!(user = u.name, "stored permission not applied: {e}");
-                        }
-                    }
-                }
-            }
+            Some(stored) => restore(&mut users, stored),
             None => users.grant_all(),
         }
         Self { users: RefCell::new(users), stored: Cell::new(stored.is_some()), progress: Notify::default() }
     }
 
-    /// The users as the definitions file stores them, once they are.
-    pub(super) fn to_store(&self) -> Option<Vec<StoredUser>> {
+    /// The users and vhosts as the definitions file stores them, once
+    /// they are.
+    pub(super) fn to_store(&self) -> Option<StoredAccess> {
         if !self.stored.get() {
             return None;
         }
         let users = self.users.borrow();
         let all = users.sorted().into_iter();
-        Some(
-            all.map(|u| StoredUser {
+        let users_stored = all
+            .map(|u| StoredUser {
                 name: u.name.clone(),
                 password_hash: u.hash_text(),
                 tags: u.tags.clone(),
-                permissions: u.permission.iter().map(|p| stored_of(p)).collect(),
+                permissions: u.permissions.iter().map(|(vhost, p)| stored_of(vhost, p)).collect(),
             })
-            .collect(),
-        )
+            .collect();
+        Some(StoredAccess { users: users_stored, vhosts: users.vhosts().map(str::to_string).collect() })
     }
 
     /// Wakes a change waiting for the file or the peers.
@@ -103,9 +95,9 @@ impl Shard {
         if self.id != METADATA_SHARD {
             return Err(UserChangeFailed::NotStored("user changes go to shard 0".into()));
         }
-        let max = self.config.users_max as usize;
-        self.users.users.borrow_mut().apply(&change, max)?;
-        tracing::info!(user = change.name(), "{}", change.describe());
+        let limits = ChangeLimits { users: self.config.users_max as usize, vhosts: self.config.vhosts_max as usize };
+        self.users.users.borrow_mut().apply(&change, limits)?;
+        tracing::info!(user = change.user(), vhost = change.vhost(), "{}", change.describe());
         self.close_if_deleted(&change);
         self.users.stored.set(true);
         let gen = self.definitions_changed();
@@ -147,8 +139,8 @@ impl Shard {
         if version <= table.version() {
             return;
         }
-        if let Err(e) = self.users.users.borrow_mut().apply(&change, usize::MAX) {
-            tracing::error!(shard = self.id, error = %e, user = change.name(), "user change failed here (bug)");
+        if let Err(e) = self.users.users.borrow_mut().apply(&change, ChangeLimits::NONE) {
+            tracing::error!(shard = self.id, error = %e, user = change.user(), "user change failed here (bug)");
         }
         self.close_if_deleted(&change);
         if table.bump_version() != version {
@@ -175,25 +167,44 @@ impl Shard {
         serde_json::Value::Array(users.sorted().into_iter().map(user_json).collect())
     }
 
-    /// Every user's permissions, as RabbitMQ's `GET /api/permissions`.
+    /// Every user's permissions in every vhost, as RabbitMQ's `GET
+    /// /api/permissions`.
     pub fn permissions_json(&self) -> serde_json::Value {
         let users = self.users.users.borrow();
-        let rows = users.sorted().into_iter().filter_map(|u| Some(permission_json(&u.name, u.permission.as_ref()?)));
+        let rows = users
+            .sorted()
+            .into_iter()
+            .flat_map(|u| u.permissions.iter().map(|(vhost, p)| permission_json(&u.name, vhost, p)));
         serde_json::Value::Array(rows.collect())
     }
 
-    /// One user's permissions in `/`; `None` when it has none.
-    pub fn permission_json(&self, user: &str) -> Option<serde_json::Value> {
+    /// One user's permissions in `vhost`; `None` when it has none.
+    pub fn permission_json(&self, user: &str, vhost: &str) -> Option<serde_json::Value> {
         let users = self.users.users.borrow();
-        Some(permission_json(user, users.get(user)?.permission.as_ref()?))
+        Some(permission_json(user, vhost, users.get(user)?.permission(vhost)?))
     }
 
-    /// `user`'s permissions in `/` (none for an unknown user), and the
-    /// users' generation they were read at: a connection caches them until
-    /// the generation moves.
-    pub fn permission_of(&self, user: &str) -> (u64, Option<Arc<Permission>>) {
+    /// `user`'s permissions in `vhost` (none for an unknown user), and
+    /// the users' generation they were read at: a connection caches them
+    /// until the generation moves.
+    pub fn permission_of(&self, user: &str, vhost: &str) -> (u64, Option<Arc<Permission>>) {
         let users = self.users.users.borrow();
-        (users.generation(), users.get(user).and_then(|u| u.permission.clone()))
+        (users.generation(), users.get(user).and_then(|u| u.permission(vhost).cloned()))
+    }
+
+    /// The vhosts, as RabbitMQ's `GET /api/vhosts` names them.
+    pub fn vhost_names(&self) -> Vec<String> {
+        self.users.users.borrow().vhosts().map(str::to_string).collect()
+    }
+
+    /// The vhosts as `ctl list-vhosts` shows them.
+    pub fn vhosts_json(&self) -> serde_json::Value {
+        let names = self.vhost_names().into_iter().map(|name| serde_json::json!({ "name": name }));
+        serde_json::Value::Array(names.collect())
+    }
+
+    pub fn has_vhost(&self, vhost: &str) -> bool {
+        self.users.users.borrow().has_vhost(vhost)
     }
 
     /// The users' generation (`permission_of`).
@@ -207,26 +218,36 @@ impl Shard {
     }
 }
 
-fn permission_json(user: &str, p: &Permission) -> serde_json::Value {
+fn permission_json(user: &str, vhost: &str, p: &Permission) -> serde_json::Value {
     let (configure, write, read) = p.texts();
-    serde_json::json!({ "user": user, "vhost": DEFAULT_VHOST, "configure": configure, "write": write, "read": read })
+    serde_json::json!({ "user": user, "vhost": vhost, "configure": configure, "write": write, "read": read })
+}
+
+/// The stored vhosts and permissions applied to users made from the
+/// stored users: vhosts first, as the permissions name them.
+fn restore(users: &mut Users, stored: &StoredAccess) {
+    let vhosts = stored.vhosts.iter().map(|v| UserChange::AddVhost { vhost: v.clone(), create_only: false });
+    let permissions = stored
+        .users
+        .iter()
+        .flat_map(|u| u.permissions.iter().map(|p| stored_permission(&u.name, p).map_err(ChangeError::from)));
+    for change in vhosts.map(Ok).chain(permissions) {
+        if let Err(e) = change.and_then(|c| users.apply(&c, ChangeLimits::NONE)) {
+            // Checked at start (`server::stored_access`): a bug.
+            tracing::error!("stored vhost or permission not applied: {e}");
+        }
+    }
 }
 
 /// A stored permission as the change that sets it.
 pub fn stored_permission(user: &str, p: &StoredPermission) -> Result<UserChange, PermissionError> {
     let permission = Permission::new(&p.configure, &p.write, &p.read)?;
-    crate::auth::permissions::check_vhost(&p.vhost)?;
     Ok(UserChange::SetPermissions { name: user.to_string(), vhost: p.vhost.clone(), permission })
 }
 
-fn stored_of(p: &Permission) -> StoredPermission {
+fn stored_of(vhost: &str, p: &Permission) -> StoredPermission {
     let (configure, write, read) = p.texts();
-    StoredPermission {
-        vhost: DEFAULT_VHOST.into(),
-        configure: configure.into(),
-        write: write.into(),
-        read: read.into(),
-    }
+    StoredPermission { vhost: vhost.into(), configure: configure.into(), write: write.into(), read: read.into() }
 }
 
 fn user_json(u: &crate::auth::User) -> serde_json::Value {
