@@ -3,7 +3,7 @@
 
 use crate::amqp::{self, AmqpUrl, ConfirmSink, Sink};
 use crate::header::HEADER_LEN;
-use crate::workload::{Route, Workload};
+use crate::workload::{Route, TlsFlags, Workload};
 use anyhow::{bail, Result};
 use std::time::Duration;
 
@@ -23,25 +23,40 @@ pub struct ClientSpec {
 #[derive(Clone, Debug)]
 pub enum Target {
     Amqp(AmqpUrl),
+    /// The client's options: the URL, and TLS files for `ringmqs://`.
     #[cfg(feature = "native")]
-    Native(String),
+    Native(Box<ringmq::client::ClientOptions>),
 }
 
 impl Target {
-    pub fn parse(url: &str) -> Result<Target> {
-        if url.starts_with("amqp://") {
-            return Ok(Target::Amqp(AmqpUrl::parse(url)?));
+    /// `tls`: the `--tls-*` files, for `amqps://` (where the URL's
+    /// `cacertfile` etc. win) and `ringmqs://`.
+    pub fn parse(url: &str, tls: &TlsFlags) -> Result<Target> {
+        if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            let u = AmqpUrl::parse(url)?.with_tls_defaults(tls.ca.as_ref(), tls.cert.as_ref(), tls.key.as_ref())?;
+            return Ok(Target::Amqp(u));
         }
-        if url.starts_with("ringmq://") {
+        if url.starts_with("ringmq://") || url.starts_with("ringmqs://") {
             #[cfg(feature = "native")]
-            return Ok(Target::Native(url.to_string()));
+            {
+                let opts = ringmq::client::ClientOptions {
+                    url: url.to_string(),
+                    tls_ca_file: tls.ca.clone(),
+                    tls_cert_file: tls.cert.clone(),
+                    tls_key_file: tls.key.clone(),
+                    ..Default::default()
+                };
+                // Bad files, or files for a plain URL, fail here, once.
+                ringmq::client::tls::Tls::for_options(&opts)?;
+                return Ok(Target::Native(Box::new(opts)));
+            }
             #[cfg(not(feature = "native"))]
             bail!(
                 "ringmq:// needs the native driver: rebuild with `--features native` \
                  (it is off until the ringmq client library's async API is complete)"
             );
         }
-        bail!("unsupported URL {url}: use amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT")
+        bail!("unsupported URL {url}: use amqp[s]://USER:PASS@HOST:PORT/VHOST or ringmq[s]://HOST:PORT")
     }
 
     /// Declares every queue (durable with `--persistent`) and, unless
@@ -77,7 +92,7 @@ impl Target {
                 Ok(purged)
             }
             #[cfg(feature = "native")]
-            Target::Native(url) => crate::native::setup(url, w).await,
+            Target::Native(opts) => crate::native::setup(opts, w).await,
         }
     }
 
@@ -94,8 +109,8 @@ impl Target {
                 Ok(Producer::Amqp(p))
             }
             #[cfg(feature = "native")]
-            Target::Native(url) => {
-                Ok(Producer::Native(Box::new(crate::native::Producer::connect(url, route, spec, sink).await?)))
+            Target::Native(opts) => {
+                Ok(Producer::Native(Box::new(crate::native::Producer::connect(opts, route, spec, sink).await?)))
             }
         }
     }
@@ -107,7 +122,7 @@ impl Target {
                 Ok(Consumer::Amqp(c.into_consumer(queue, spec.prefetch, spec.ack_every).await?))
             }
             #[cfg(feature = "native")]
-            Target::Native(url) => Ok(Consumer::Native(crate::native::Consumer::connect(url, queue, spec).await?)),
+            Target::Native(opts) => Ok(Consumer::Native(crate::native::Consumer::connect(opts, queue, spec).await?)),
         }
     }
 }

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 #[command(
     name = "ringmq-loadgen",
     version,
-    about = "Thread-per-core load generator for ringmq (ringmq://) and AMQP 0-9-1 (amqp://) brokers",
+    about = "Thread-per-core load generator for ringmq (ringmq://, ringmqs://) and AMQP 0-9-1 (amqp://, amqps://) brokers",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -52,9 +52,21 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Broker: amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT.
+    /// Broker: amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT;
+    /// amqps:// and ringmqs:// for TLS.
     #[arg(long)]
     url: Option<String>,
+    /// TLS: the CA certificate (PEM) the broker's must chain to (default:
+    /// the system's bundle). For amqps:// the URL's `cacertfile` wins.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: a client certificate (PEM), for brokers that ask for one
+    /// (amqps://: the URL's `certfile` wins).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the client certificate's key (PEM; amqps://: `keyfile` wins).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Producers (each publishes to queue `id % queues`).
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -167,7 +179,7 @@ fn redact(url: &str) -> String {
 
 fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<PathBuf>)> {
     let Some(url) = a.url else {
-        bail!("--url is required (amqp://USER:PASS@HOST:PORT/VHOST or ringmq://HOST:PORT)");
+        bail!("--url is required (amqp[s]://USER:PASS@HOST:PORT/VHOST or ringmq[s]://HOST:PORT)");
     };
     if a.size < header::HEADER_LEN {
         bail!("--size must be at least {} bytes (the message header)", header::HEADER_LEN);
@@ -231,6 +243,7 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
     });
     let w = runner::Workload {
         url: url.clone(),
+        tls: workload::TlsFlags { ca: a.tls_ca, cert: a.tls_cert, key: a.tls_key },
         label,
         producers: a.producers,
         consumers: a.consumers,
@@ -354,5 +367,20 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--url", "u", "--exchange", "b", "--exchange-type", "headers"]).is_err());
         let cli = Cli::try_parse_from(["x", "--url", "ringmq://h:1"]).unwrap();
         assert!(workload(cli.run).unwrap().0.exchange.is_none());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = Cli::try_parse_from(["x", "--url", "ringmqs://localhost:1", "--tls-ca", "/ca.pem"]).unwrap();
+        let (w, _, _) = workload(cli.run).unwrap();
+        assert_eq!(w.tls.ca, Some(PathBuf::from("/ca.pem")));
+        assert!(w.label.starts_with("ringmqs "), "{}", w.label);
+        // A certificate without its key (and the other way round) is refused.
+        assert!(Cli::try_parse_from(["x", "--url", "amqps://h", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--url", "amqps://h", "--tls-key", "k.pem"]).is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--url", "amqps://h", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        let (w, _, _) = workload(cli.run).unwrap();
+        assert_eq!((w.tls.cert.unwrap(), w.tls.key.unwrap()), ("c.pem".into(), "k.pem".into()));
     }
 }

@@ -35,13 +35,14 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("ringmq: {e}")
 }
 
-async fn connect(url: &str) -> Result<Client> {
-    Client::connect(ClientOptions { url: url.to_string(), ..Default::default() }).await.map_err(err)
+/// `opts`: the URL (`ringmq://` or `ringmqs://`) and the TLS files.
+async fn connect(opts: &ClientOptions) -> Result<Client> {
+    Client::connect(opts.clone()).await.map_err(err)
 }
 
 /// See [`crate::driver::Target::setup`].
-pub async fn setup(url: &str, w: &Workload) -> Result<u64> {
-    let c = connect(url).await?;
+pub async fn setup(opts: &ClientOptions, w: &Workload) -> Result<u64> {
+    let c = connect(opts).await?;
     let durable = w.persistent;
     if let (Some(x), true) = (&w.exchange, w.purge) {
         match c.delete_exchange(&x.name, false).await {
@@ -85,8 +86,13 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub async fn connect(url: &str, route: &Route, spec: &ClientSpec, sink: ConfirmSink) -> Result<Producer> {
-        let client = connect(url).await?;
+    pub async fn connect(
+        opts: &ClientOptions,
+        route: &Route,
+        spec: &ClientSpec,
+        sink: ConfirmSink,
+    ) -> Result<Producer> {
+        let client = connect(opts).await?;
         let opts = ProducerOptions {
             batch_max: spec.batch.clamp(1, u32::MAX as usize) as u32,
             linger: Duration::from_micros(200),
@@ -173,8 +179,8 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub async fn connect(url: &str, queue: &str, spec: &ClientSpec) -> Result<Consumer> {
-        let client = connect(url).await?;
+    pub async fn connect(opts: &ClientOptions, queue: &str, spec: &ClientSpec) -> Result<Consumer> {
+        let client = connect(opts).await?;
         let consumer = client.subscribe(queue, u32::from(spec.prefetch)).await.map_err(err)?;
         Ok(Consumer { client, consumer })
     }

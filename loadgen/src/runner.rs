@@ -396,7 +396,7 @@ fn setup_queues(target: &Target, w: &Workload) -> Result<u64> {
 
 /// Runs the workload and returns its summary.
 pub fn run(w: Workload) -> Result<Summary> {
-    let target = Target::parse(&w.url)?;
+    let target = Target::parse(&w.url, &w.tls)?;
     let purged = setup_queues(&target, &w).context("declaring queues")?;
     if purged > 0 {
         eprintln!("purged {purged} messages left in the queues by earlier runs");

@@ -62,10 +62,19 @@ impl std::fmt::Display for Route {
     }
 }
 
+/// `--tls-ca`, `--tls-cert`, `--tls-key`: for `ringmqs://` and `amqps://`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TlsFlags {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// A fully resolved workload.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Workload {
     pub url: String,
+    pub tls: TlsFlags,
     pub label: String,
     pub producers: usize,
     pub consumers: usize,
@@ -170,6 +179,7 @@ mod tests {
     fn workload(producers: usize, consumers: usize, queues: usize, kind: Option<ExchangeKind>) -> Workload {
         Workload {
             url: "ringmq://x".into(),
+            tls: TlsFlags::default(),
             label: String::new(),
             producers,
             consumers,

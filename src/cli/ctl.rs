@@ -1,7 +1,7 @@
 //! `ringmq ctl`: operator commands over the native protocol's `Admin`
-//! frame. One blocking connection (std sockets, no executor): Hello, one
-//! `Admin`, its `AdminOk` JSON, printed as an aligned table or as is
-//! with `--json`.
+//! frame. One blocking connection (std sockets, no executor; TLS with
+//! `ringmqs://` or `--tls`): Hello, one `Admin`, its `AdminOk` JSON,
+//! printed as an aligned table or as is with `--json`.
 
 use super::ConnArgs;
 use bytes::BytesMut;
@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use ringmq::protocol::{decode, op, Cmd, Decoded, Frame, VERSION};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -306,11 +306,40 @@ pub fn table(cols: &[&str], rows: &[Value]) -> String {
     out
 }
 
+/// A byte stream to the broker: a socket, or TLS over one.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// How long connecting (and the TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the broker may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer ctl reads.
+const ANSWER_BYTES_MAX: usize = 1 << 30;
+
+fn connect(c: &ConnArgs) -> Result<(SocketAddr, Box<dyn Stream>), String> {
+    let opts = c.options();
+    let addr = ringmq::client::parse_url(&opts.url).map_err(|e| e.to_string())?;
+    let tls = ringmq::client::tls::Tls::for_options(&opts).map_err(|e| e.to_string())?;
+    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let stream: Box<dyn Stream> = match tls {
+        Some(tls) => {
+            let t = tls.connect_std(s, CONNECT_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+            t.sock.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| e.to_string())?;
+            Box::new(t)
+        }
+        None => {
+            s.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| e.to_string())?;
+            Box::new(s)
+        }
+    };
+    Ok((addr, stream))
+}
+
 /// Hello, then one `Admin` frame; the `AdminOk` JSON.
 fn request(c: &ConnArgs, command: u8, arg: &str) -> Result<String, String> {
-    let addr = ringmq::client::parse_url(&c.url).map_err(|e| e.to_string())?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let (addr, mut s) = connect(c)?;
     let mut out = BytesMut::new();
     Frame {
         request_id: 1,
@@ -318,23 +347,24 @@ fn request(c: &ConnArgs, command: u8, arg: &str) -> Result<String, String> {
     }
     .encode(&mut out);
     Frame { request_id: 2, cmd: Cmd::Admin { command, arg } }.encode(&mut out);
-    s.write_all(&out).map_err(|e| format!("{addr}: {e}"))?;
+    s.write_all(&out).and_then(|()| s.flush()).map_err(|e| format!("{addr}: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64 << 10];
     loop {
         // Frames from the buffer's front until the answer to request 2.
         loop {
-            let (answer, used) = match decode(&buf, 1 << 30).map_err(|e| format!("bad frame from the broker: {e}"))? {
-                Decoded::Incomplete => break,
-                Decoded::Frame(f, n) => (
-                    match f.cmd {
-                        Cmd::AdminOk { json } => Some(Ok(json.to_string())),
-                        Cmd::Error { code, message, .. } => Some(Err(format!("broker error {code}: {message}"))),
-                        _ => None,
-                    },
-                    n,
-                ),
-            };
+            let (answer, used) =
+                match decode(&buf, ANSWER_BYTES_MAX).map_err(|e| format!("bad frame from the broker: {e}"))? {
+                    Decoded::Incomplete => break,
+                    Decoded::Frame(f, n) => (
+                        match f.cmd {
+                            Cmd::AdminOk { json } => Some(Ok(json.to_string())),
+                            Cmd::Error { code, message, .. } => Some(Err(format!("broker error {code}: {message}"))),
+                            _ => None,
+                        },
+                        n,
+                    ),
+                };
             if let Some(a) = answer {
                 return a;
             }

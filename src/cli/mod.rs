@@ -6,12 +6,28 @@ pub mod subscribe;
 use clap::Args;
 use ringmq::client::ClientOptions;
 use std::future::Future;
+use std::path::PathBuf;
 
 /// How the client tools reach the broker.
 #[derive(Args, Debug, Clone)]
 pub struct ConnArgs {
+    /// `ringmq://HOST:PORT`, or `ringmqs://HOST:PORT` for TLS (the
+    /// broker's `tls_listen`); the broker's certificate must name HOST.
     #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
     pub url: String,
+    /// TLS even without `ringmqs://` (for a bare HOST:PORT).
+    #[arg(long)]
+    pub tls: bool,
+    /// The CA certificate (PEM) the broker's certificate must chain to;
+    /// without it, the system's CA bundle.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM), for a broker that asks for one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     #[arg(long, default_value = "guest")]
     pub user: String,
     #[arg(long, default_value = "guest")]
@@ -28,6 +44,10 @@ impl ConnArgs {
             user: self.user.clone(),
             password: self.password.clone(),
             shard_aware: !self.no_shard_aware,
+            tls: self.tls,
+            tls_ca_file: self.ca.clone(),
+            tls_cert_file: self.cert.clone(),
+            tls_key_file: self.key.clone(),
             ..Default::default()
         }
     }

@@ -1,20 +1,20 @@
 //! Heartbeats for the blocking client, which has no task to send them: a
 //! thread writes a beat (an unsolicited Pong, request id 0) whenever the
 //! connection has written nothing for half the negotiated interval. The
-//! connection's own writes go through the same lock, so frames never
-//! interleave.
+//! connection's own writes go through the same writer, which lets one
+//! writer at a time at the socket (over TLS, through the one rustls
+//! session), so frames never interleave.
 
+use super::dial::SyncWriter;
 use crate::protocol::{Cmd, Frame};
 use bytes::BytesMut;
-use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 struct Shared {
-    writer: Mutex<TcpStream>,
+    writer: SyncWriter,
     stop: AtomicBool,
     epoch: Instant,
     /// Milliseconds after `epoch` of the last write.
@@ -23,8 +23,7 @@ struct Shared {
 
 impl Shared {
     fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.write_all(bytes)?;
+        self.writer.write_all(bytes)?;
         self.last_write_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -36,10 +35,10 @@ pub struct Beater {
 }
 
 impl Beater {
-    /// Starts beating on a clone of `stream` every `heartbeat_ms / 2` of idleness.
-    pub fn start(stream: &TcpStream, heartbeat_ms: u32) -> std::io::Result<Self> {
+    /// Starts beating through `writer` every `heartbeat_ms / 2` of idleness.
+    pub fn start(writer: SyncWriter, heartbeat_ms: u32) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            writer: Mutex::new(stream.try_clone()?),
+            writer,
             stop: AtomicBool::new(false),
             epoch: Instant::now(),
             last_write_ms: AtomicU64::new(0),

@@ -4,12 +4,13 @@
 //! deliveries that arrive meanwhile.
 
 use super::beats::Beater;
-use super::{parse_url, ClientError, ClientOptions, Delivery, Result, ServerInfo};
+use super::dial::{io_error as io, Dialer, SyncStream};
+use super::{parse_broker_url, ClientError, ClientOptions, Delivery, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, op, BatchWriter, Cmd, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A reply, owned.
@@ -21,7 +22,8 @@ enum Reply {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// Plain or TLS; the heartbeat thread writes through its own handle.
+    stream: SyncStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     frame_bytes_max: usize,
@@ -37,15 +39,9 @@ struct Conn {
     beater: Option<Beater>,
 }
 
-fn io(e: std::io::Error) -> ClientError {
-    ClientError::Io(e.to_string())
-}
-
 impl Conn {
-    fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, ServerInfo)> {
-        let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
-            .map_err(|e| ClientError::Io(format!("connect {addr}: {e}")))?;
-        let _ = stream.set_nodelay(true);
+    fn connect(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, ServerInfo)> {
+        let stream = dialer.connect_std(addr, opts.connect_timeout)?;
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -73,7 +69,7 @@ impl Conn {
         c.frame_bytes_max = info.frame_bytes_max as usize;
         if info.heartbeat_ms > 0 {
             c.heartbeat_ms = info.heartbeat_ms;
-            c.beater = Some(Beater::start(&c.stream, info.heartbeat_ms).map_err(io)?);
+            c.beater = Some(Beater::start(c.stream.writer().map_err(io)?, info.heartbeat_ms).map_err(io)?);
         }
         Ok((c, info))
     }
@@ -114,11 +110,11 @@ impl Conn {
                 None if self.heartbeat_ms > 0 => Some(Duration::from_millis(2 * u64::from(self.heartbeat_ms))),
                 None => None,
             };
-            self.stream.set_read_timeout(wait).map_err(io)?;
-            let mut tmp = [0u8; 64 * 1024];
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return Err(ClientError::Closed("the broker closed the connection".into())),
-                Ok(n) => self.rbuf.extend_from_slice(&tmp[..n]),
+            // Bounded: a frame's length was checked against the limit above,
+            // and each read appends at most one socket read's worth.
+            match self.stream.read_into(&mut self.rbuf, wait) {
+                Ok(false) => return Err(ClientError::Closed("the broker closed the connection".into())),
+                Ok(true) => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     if deadline.is_none() {
                         let hb = self.heartbeat_ms;
@@ -208,6 +204,8 @@ pub struct Subscription {
 /// The blocking client. One connection per shard it uses.
 pub struct Client {
     opts: ClientOptions,
+    /// Plain or TLS, for every connection (the first and each shard's).
+    dialer: Dialer,
     info: ServerInfo,
     first: usize,
     conns: Vec<Option<(Conn, SocketAddr)>>,
@@ -218,16 +216,22 @@ pub struct Client {
 
 impl Client {
     pub fn connect(opts: ClientOptions) -> Result<Client> {
-        let addr = parse_url(&opts.url)?;
-        let (conn, info) = Conn::connect(addr, &opts)?;
+        let url = parse_broker_url(&opts.url)?;
+        let dialer = Dialer::new(&opts, &url)?;
+        let (conn, info) = Conn::connect(&dialer, url.addr, &opts)?;
         let first = usize::from(info.shard_id);
         let mut conns: Vec<Option<(Conn, SocketAddr)>> = (0..info.shard_addrs.len()).map(|_| None).collect();
-        conns[first] = Some((conn, addr));
-        Ok(Client { opts, info, first, conns, next_consumer_id: 1, pull_ids: HashMap::new() })
+        conns[first] = Some((conn, url.addr));
+        Ok(Client { opts, dialer, info, first, conns, next_consumer_id: 1, pull_ids: HashMap::new() })
     }
 
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// Whether this client's connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.dialer.is_tls()
     }
 
     /// Why the broker is not reading one of this client's connections (a
@@ -242,7 +246,7 @@ impl Client {
         let i = if self.opts.shard_aware { usize::from(self.info.owner_of(queue)) } else { self.first };
         if self.conns[i].is_none() {
             let addr = self.info.shard_addrs[i];
-            let (c, info) = Conn::connect(addr, &self.opts)?;
+            let (c, info) = Conn::connect(&self.dialer, addr, &self.opts)?;
             if usize::from(info.shard_id) != i {
                 return Err(ClientError::Protocol(format!("dialled shard {i}, reached shard {}", info.shard_id)));
             }

@@ -3,14 +3,14 @@
 //! deliveries to their consumers.
 
 use super::consumer::{ConsumerState, Delivery};
-use super::{ClientError, ClientOptions, Result, ServerInfo};
+use super::dial::{io_error, Dialer};
+use super::{parse_broker_url, ClientError, ClientOptions, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, Cmd, Frame};
 use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError, READ_BYTES};
-use crate::rt::{Notify, Outbox, Slot};
+use crate::rt::{Notify, Outbox, Slot, Transport};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{split, ReadHalf};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,23 +52,25 @@ pub struct Conn {
     unblocked: Notify,
 }
 
-fn io_err(e: std::io::Error) -> ClientError {
-    ClientError::Io(e.to_string())
-}
-
 impl Conn {
+    /// One connection to `addr`, plain or TLS as `opts` say (TLS verified
+    /// against the host of `opts.url`).
     pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
-        let stream = TcpStream::connect_timeout(addr, opts.connect_timeout)
-            .await
-            .map_err(|e| ClientError::Io(format!("connect {addr}: {e}")))?;
-        let _ = stream.set_nodelay(true);
+        let dialer = Dialer::new(opts, &parse_broker_url(&opts.url)?)?;
+        Self::open(&dialer, addr, opts).await
+    }
+
+    pub(crate) async fn open(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
+        let stream = dialer.connect(addr, opts.connect_timeout).await?;
         let (mut r, mut w) = split(stream);
         let mut hello = BytesMut::new();
         // No heartbeat field when none is wanted: older brokers accept that Hello.
         let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
         let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password, heartbeat_ms };
         Frame { request_id: 0, cmd }.encode(&mut hello);
-        w.write_all(&hello).await.map_err(io_err)?;
+        w.write_all(&hello).await.map_err(io_error)?;
+        // Over TLS the record may wait in the session until flushed.
+        w.flush().await.map_err(io_error)?;
         let mut reader = FrameReader::new(HANDSHAKE_FRAME_MAX, READ_BYTES);
         let until = Instant::now() + opts.connect_timeout;
         let chunk = reader.fill(&mut r, |_| Some(until)).await.map_err(read_error)?;
@@ -309,7 +311,7 @@ impl Conn {
         }
     }
 
-    async fn read_loop(&self, mut r: ReadHalf<TcpStream>, mut reader: FrameReader) {
+    async fn read_loop(&self, mut r: ReadHalf<Transport>, mut reader: FrameReader) {
         let hb = u64::from(self.info.heartbeat_ms);
         // With heartbeats, a broker silent for two intervals is gone.
         let deadline = |c: &Clock| (hb > 0).then(|| c.last_byte + Duration::from_millis(2 * hb));
@@ -421,6 +423,6 @@ fn read_error(e: ReadError) -> ClientError {
         }
         ReadError::Timeout { .. } => ClientError::Io("no reply within the connect timeout".into()),
         ReadError::Decode(d) => ClientError::Protocol(d.to_string()),
-        ReadError::Io(e) => io_err(e),
+        ReadError::Io(e) => io_error(e),
     }
 }

@@ -6,21 +6,32 @@
 //!   when the broker confirms.
 //! - [`Consumer`]: a `Stream` of deliveries under prefetch, with `ack`/`nack`.
 //! - [`blocking`]: the same over std sockets, for programs without a runtime.
+//!
+//! `ringmqs://HOST:PORT` connects over TLS (the `tls` cargo feature):
+//! the broker's certificate is verified against
+//! [`ClientOptions::tls_ca_file`] and the URL's host, and every follow-on
+//! connection to another shard is TLS too, verified against the same name
+//! ([`tls`]).
 
 mod beats;
 pub mod blocking;
 mod conn;
 mod consumer;
+mod dial;
 mod producer;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use conn::Conn;
 pub use consumer::{Consumer, Delivery};
 pub use producer::{Confirmation, Producer, ProducerOptions, Target};
 
 use crate::protocol::{self, ErrorCode};
+use dial::Dialer;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,10 +47,14 @@ pub struct ExchangeOptions<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    #[error("bad url {0:?}: expected ringmq://HOST:PORT")]
+    #[error("bad url {0:?}: expected ringmq://HOST:PORT or ringmqs://HOST:PORT")]
     BadUrl(String),
     #[error("i/o error: {0}")]
     Io(String),
+    /// The TLS layer failed: a certificate not trusted or refused, a
+    /// handshake that did not finish, a file that holds no certificate.
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("broker error {code}: {message}")]
     Server { code: u16, message: String },
     #[error("connection closed: {0}")]
@@ -75,6 +90,17 @@ pub struct ClientOptions {
     /// it; both sides then beat when idle, and each closes the other after
     /// two silent intervals.
     pub heartbeat_ms: u32,
+    /// TLS even when the URL does not say `ringmqs://` (a bare
+    /// `HOST:PORT`, as `--tls` gives it).
+    pub tls: bool,
+    /// The CA certificates (PEM) the broker's certificate must chain to.
+    /// `None`: the system's bundle (`/etc/ssl/certs/ca-certificates.crt`
+    /// and the like), when there is one.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM) for brokers that ask for one
+    /// (`tls_client_certs`), with its key in `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -86,22 +112,53 @@ impl Default for ClientOptions {
             shard_aware: true,
             connect_timeout: Duration::from_secs(5),
             heartbeat_ms: 60_000,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
-/// Parses `ringmq://HOST:PORT` (the scheme may be left out).
-pub fn parse_url(url: &str) -> Result<SocketAddr> {
+/// A broker URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub addr: SocketAddr,
+    /// The host as written (without brackets for IPv6): the name the
+    /// broker's certificate is checked against.
+    pub host: String,
+    /// `ringmqs://`.
+    pub tls: bool,
+}
+
+/// Parses `ringmq://HOST:PORT` or `ringmqs://HOST:PORT` (the scheme may
+/// be left out: plain).
+pub fn parse_broker_url(url: &str) -> Result<BrokerUrl> {
     use std::net::ToSocketAddrs;
-    let rest = url.strip_prefix("ringmq://").unwrap_or(url);
+    let bad = || ClientError::BadUrl(url.into());
+    let (tls, rest) = match (url.strip_prefix("ringmqs://"), url.strip_prefix("ringmq://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) if url.contains("://") => return Err(bad()),
+        (None, None) => (false, url),
+    };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') {
-        return Err(ClientError::BadUrl(url.into()));
+        return Err(bad());
     }
-    rest.to_socket_addrs()
-        .map_err(|_| ClientError::BadUrl(url.into()))?
-        .next()
-        .ok_or_else(|| ClientError::BadUrl(url.into()))
+    let (host, _port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let addr = rest.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
+    Ok(BrokerUrl { addr, host: host.to_string(), tls })
+}
+
+/// The address of `ringmq://HOST:PORT` or `ringmqs://HOST:PORT` (the
+/// scheme may be left out).
+pub fn parse_url(url: &str) -> Result<SocketAddr> {
+    parse_broker_url(url).map(|u| u.addr)
 }
 
 /// What the handshake told us.
@@ -159,6 +216,8 @@ impl ServerInfo {
 /// created it.
 pub struct Client {
     opts: ClientOptions,
+    /// Plain or TLS, for every connection (the first and each shard's).
+    dialer: Dialer,
     info: ServerInfo,
     first: Rc<Conn>,
     by_shard: RefCell<Vec<Option<Rc<Conn>>>>,
@@ -169,13 +228,15 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
-        let addr = parse_url(&opts.url)?;
-        let first = Conn::connect(addr, &opts).await?;
+        let url = parse_broker_url(&opts.url)?;
+        let dialer = Dialer::new(&opts, &url)?;
+        let first = Conn::open(&dialer, url.addr, &opts).await?;
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
         Ok(Client {
             opts,
+            dialer,
             info,
             first,
             by_shard: RefCell::new(by_shard),
@@ -188,6 +249,11 @@ impl Client {
         &self.info
     }
 
+    /// Whether this client's connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.dialer.is_tls()
+    }
+
     /// The connection that carries `queue`'s traffic: the owner's, opened
     /// on first use, when shard-aware.
     pub async fn conn_for(&self, queue: &str) -> Result<Rc<Conn>> {
@@ -198,7 +264,7 @@ impl Client {
         if let Some(c) = self.by_shard.borrow()[owner].clone().filter(|c| !c.is_closed()) {
             return Ok(c);
         }
-        let c = Conn::connect(self.info.shard_addrs[owner], &self.opts).await?;
+        let c = Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts).await?;
         if usize::from(c.info().shard_id) != owner {
             return Err(ClientError::Protocol(format!("dialled shard {owner}, reached shard {}", c.info().shard_id)));
         }
@@ -333,6 +399,26 @@ impl Client {
         self.first.close().await;
         for c in conns {
             c.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u = parse_broker_url("ringmqs://localhost:5681").unwrap();
+        assert_eq!((u.host.as_str(), u.addr.port(), u.tls), ("localhost", 5681, true));
+        let u = parse_broker_url("ringmq://127.0.0.1:5680/").unwrap();
+        assert_eq!((u.host.as_str(), u.tls), ("127.0.0.1", false));
+        // No scheme: plain; IPv6 without its brackets as the server name.
+        let u = parse_broker_url("[::1]:5680").unwrap();
+        assert_eq!((u.host.as_str(), u.tls), ("::1", false));
+        assert_eq!(parse_url("ringmqs://[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
+        for bad in ["amqps://localhost:5671", "ringmqs://", "ringmqs://localhost", "ringmq://h:1/vhost", ":1"] {
+            assert!(matches!(parse_broker_url(bad), Err(ClientError::BadUrl(_))), "{bad}");
         }
     }
 }

@@ -96,7 +96,7 @@ impl Consumer {
         }
         // The 100 ms idle timeout is for the delivery loop; close-ok may
         // come later, behind a backlog of deliveries.
-        let _ = self.conn.stream.set_read_timeout(None);
+        let _ = self.conn.stream.tcp().set_read_timeout(None);
         self.conn.close().await
     }
 
@@ -189,10 +189,11 @@ fn whole_delivery(buf: &[u8], frame_max: usize) -> Option<(usize, u64, &[u8])> {
 /// the broker refills the prefetch window while the rest are processed,
 /// instead of after the whole read (one read often holds the whole window,
 /// which made the consumer stop and wait once per window).
-async fn ack_now(stream: &mut glommio::net::TcpStream, wbuf: &mut BytesMut, unacked: &mut Unacked) -> Result<()> {
+async fn ack_now(stream: &mut ringmq::rt::Transport, wbuf: &mut BytesMut, unacked: &mut Unacked) -> Result<()> {
     use futures_lite::io::AsyncWriteExt;
     method::put_ack(wbuf, CHANNEL, unacked.last_tag, true);
     stream.write_all(wbuf).await?;
+    stream.flush().await?;
     wbuf.clear();
     unacked.count = 0;
     Ok(())

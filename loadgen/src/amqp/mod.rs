@@ -8,6 +8,10 @@
 //!
 //! The framing, field types and method parsers are the broker's own codec,
 //! `ringmq::protocol::amqp`; only the publish template is the loadgen's.
+//!
+//! `amqps://` runs the same over TLS (the ringmq client's, rustls): the
+//! socket is a `ringmq::rt::Transport`, one match per read or write, and
+//! every write is followed by a flush (TLS may hold a record until then).
 
 mod consumer;
 mod template;
@@ -23,6 +27,7 @@ use ringmq::protocol::amqp::client::{parse_close, parse_confirm, parse_tune, spl
 use ringmq::protocol::amqp::frame::{self, Decoded, Frame, PROTOCOL_HEADER};
 use ringmq::protocol::amqp::method::{self, code, id, MethodId};
 use ringmq::protocol::amqp::wire::{put_bits, put_longstr, put_shortstr, Reader, TableWriter};
+use ringmq::rt::Transport;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -30,7 +35,7 @@ use std::time::Duration;
 
 pub use consumer::Consumer;
 use template::PublishTemplate;
-pub use url::AmqpUrl;
+pub use url::{AmqpTls, AmqpUrl};
 
 const CHANNEL: u16 = 1;
 const FRAME_MAX: u32 = 131072;
@@ -117,6 +122,13 @@ fn put_start_ok(b: &mut BytesMut, user: &str, pass: &str) {
     });
 }
 
+/// TLS over `tcp`, verified as `t` says, within `OPEN_TIMEOUT`.
+async fn secure(tcp: TcpStream, t: &AmqpTls) -> Result<Transport> {
+    let files = ringmq::client::tls::TlsFiles { ca: t.ca.clone(), cert: t.cert.clone(), key: t.key.clone() };
+    let tls = ringmq::client::tls::Tls::new(&files, &t.server_name)?;
+    Ok(tls.connect(tcp, OPEN_TIMEOUT).await?)
+}
+
 /// connection.close, the normal way.
 fn put_close_bye(b: &mut BytesMut) {
     method::put_close(b, 0, id::CONNECTION_CLOSE, code::REPLY_SUCCESS, "bye", (0, 0));
@@ -124,7 +136,7 @@ fn put_close_bye(b: &mut BytesMut) {
 
 /// A connection with channel 1 open, in the request/response phase.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     reader: FrameReader,
     wbuf: BytesMut,
     frame_max: usize,
@@ -145,9 +157,13 @@ impl Connection {
     }
 
     async fn open_unbounded(url: &AmqpUrl) -> Result<Connection> {
-        let stream =
+        let tcp =
             TcpStream::connect(url.addr.as_str()).await.map_err(|e| anyhow!("connecting to {}: {e}", url.addr))?;
-        stream.set_nodelay(true).map_err(|e| anyhow!("TCP_NODELAY: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| anyhow!("TCP_NODELAY: {e}"))?;
+        let stream = match &url.tls {
+            Some(t) => secure(tcp, t).await.map_err(|e| anyhow!("connecting to {}: {e}", url.addr))?,
+            None => Transport::Plain(tcp),
+        };
         let mut c = Connection {
             stream,
             reader: FrameReader::new(),
@@ -155,6 +171,7 @@ impl Connection {
             frame_max: FRAME_MAX as usize,
         };
         c.stream.write_all(PROTOCOL_HEADER).await?;
+        c.stream.flush().await?;
         c.expect(id::CONNECTION_START).await?;
         put_start_ok(&mut c.wbuf, &url.user, &url.pass);
         c.flush().await?;
@@ -181,6 +198,7 @@ impl Connection {
 
     async fn flush(&mut self) -> Result<()> {
         self.stream.write_all(&self.wbuf).await?;
+        self.stream.flush().await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -343,6 +361,7 @@ impl Connection {
         })
         .await?;
         self.stream
+            .tcp()
             .set_read_timeout(Some(Duration::from_millis(100)))
             .map_err(|e| anyhow!("setting the read timeout: {e}"))?;
         Ok(Consumer { conn: self, ack_every: ack_every.max(1) })
@@ -403,7 +422,7 @@ impl ConfirmState {
     }
 }
 
-async fn producer_reader(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, state: Rc<ConfirmState>) -> Result<()> {
+async fn producer_reader(mut rd: ReadHalf<Transport>, mut reader: FrameReader, state: Rc<ConfirmState>) -> Result<()> {
     let result = async {
         loop {
             while let Some(f) = reader.next()? {
@@ -437,7 +456,7 @@ async fn producer_reader(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, s
 }
 
 pub struct Producer {
-    wr: WriteHalf<TcpStream>,
+    wr: WriteHalf<Transport>,
     template: PublishTemplate,
     wbuf: BytesMut,
     state: Rc<ConfirmState>,
@@ -463,6 +482,7 @@ impl Producer {
             self.template.stamp(&mut self.wbuf, hdr);
         }
         self.wr.write_all(&self.wbuf).await?;
+        self.wr.flush().await?;
         Ok(())
     }
 
