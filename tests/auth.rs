@@ -28,7 +28,7 @@ fn alice() -> UserSeed {
 /// Native Hello: Ok, or the error's code and message.
 fn native_login(addr: SocketAddr, user: &str, password: &str) -> Result<(), (ErrorCode, String)> {
     let mut r = Raw::connect(addr);
-    r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
+    r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None, vhost: None });
     let f = r.recv();
     match f.frame() {
         Frame { cmd: Cmd::HelloOk(_), .. } => Ok(()),
@@ -228,7 +228,7 @@ fn admin_as(addr: SocketAddr, user: &str, password: &str, command: u8, arg: &str
 /// A native `Admin` command as `user`: the answer's JSON, or the error's code.
 fn admin_answer(addr: SocketAddr, (user, password): (&str, &str), command: u8, arg: &str) -> Result<String, u16> {
     let mut r = Raw::connect(addr);
-    r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
+    r.send(Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None, vhost: None });
     assert!(matches!(r.recv().frame().cmd, Cmd::HelloOk(_)));
     r.send(Cmd::Admin { command, arg });
     let f = r.recv();

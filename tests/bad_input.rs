@@ -37,8 +37,11 @@ fn publish_frame(queue: &str, bodies: &[&[u8]]) -> Vec<u8> {
 
 fn hello_bytes(version: u16, user: &str, password: &str) -> Vec<u8> {
     let mut b = BytesMut::new();
-    ringmq::protocol::Frame { request_id: 1, cmd: Cmd::Hello { version, user, password, heartbeat_ms: None } }
-        .encode(&mut b);
+    ringmq::protocol::Frame {
+        request_id: 1,
+        cmd: Cmd::Hello { version, user, password, heartbeat_ms: None, vhost: None },
+    }
+    .encode(&mut b);
     b.to_vec()
 }
 
@@ -304,11 +307,13 @@ fn second_handshake_is_refused_but_not_fatal() {
     let mut w = Witnesses::open(&b);
     for shard in 0..2 {
         let (mut r, _) = Raw::hello(b.shards[shard]);
-        let rid = r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let rid =
+            r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None, vhost: None });
         let (got, _) = r.expect_error(ErrorCode::AlreadyHandshaken);
         assert_eq!(got, rid);
         // Even with credentials that would fail, a second Hello is only refused.
-        let rid = r.send(Cmd::Hello { version: VERSION, user: "guest", password: "wrong", heartbeat_ms: None });
+        let rid =
+            r.send(Cmd::Hello { version: VERSION, user: "guest", password: "wrong", heartbeat_ms: None, vhost: None });
         let (got, _) = r.expect_error(ErrorCode::AlreadyHandshaken);
         assert_eq!(got, rid);
         r.ping();
@@ -500,7 +505,7 @@ fn connection_limit_refuses_extra_connections() {
         // The limit applies at login: connections before it count under
         // unauthenticated_connections_max instead.
         let mut r = Raw::connect(addr);
-        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None, vhost: None });
         let (_, msg) = r.expect_error(ErrorCode::ConnectionLimit);
         assert!(msg.contains("connections_per_shard_max"), "{msg:?}");
         r.expect_closed();
@@ -512,7 +517,7 @@ fn connection_limit_refuses_extra_connections() {
     let deadline = Instant::now() + STEP;
     loop {
         let mut r = Raw::connect(b.native);
-        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        r.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None, vhost: None });
         match r.recv().frame().cmd {
             Cmd::HelloOk(_) => {
                 r.round_trip("after-limit");

@@ -343,12 +343,19 @@ fn passwords_appear_in_neither_the_log_nor_the_data_dir() {
         user: "app",
         password: "hunter2-secret",
         heartbeat_ms: None,
+        vhost: None,
     });
     assert!(matches!(ok.recv().frame().cmd, ringmq::protocol::Cmd::HelloOk(_)));
     ok.declare("kept");
     for (user, password) in [("app", "wrong-pw-123"), ("nobody", "hunter2-secret")] {
         let mut r = common::Raw::connect(addr);
-        r.send(ringmq::protocol::Cmd::Hello { version: ringmq::protocol::VERSION, user, password, heartbeat_ms: None });
+        r.send(ringmq::protocol::Cmd::Hello {
+            version: ringmq::protocol::VERSION,
+            user,
+            password,
+            heartbeat_ms: None,
+            vhost: None,
+        });
         r.expect_error(ringmq::protocol::ErrorCode::AuthFailed);
     }
     std::thread::sleep(Duration::from_millis(300));

@@ -15,7 +15,13 @@ use std::time::{Duration, Instant};
 
 /// Connects and logs in asking for `heartbeat_ms`; returns the negotiated value.
 fn hello_with_heartbeat(r: &mut Raw, heartbeat_ms: u32) -> u32 {
-    let cmd = Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: Some(heartbeat_ms) };
+    let cmd = Cmd::Hello {
+        version: VERSION,
+        user: "guest",
+        password: "guest",
+        heartbeat_ms: Some(heartbeat_ms),
+        vhost: None,
+    };
     r.send(cmd);
     match r.recv().frame().cmd {
         Cmd::HelloOk(h) => h.heartbeat_ms.expect("a Hello with a heartbeat gets one back"),
@@ -149,7 +155,7 @@ fn peer_that_stops_reading_is_closed_after_send_timeout() {
     }
 
     let mut stuck = Raw::from_stream(small_window_client(b.native));
-    stuck.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+    stuck.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None, vhost: None });
     assert!(matches!(stuck.recv().frame().cmd, Cmd::HelloOk(_)));
     let cid = stuck.consumer_id();
     stuck.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1000, queue: "sink" });

@@ -38,8 +38,11 @@ fn rss_bytes() -> u64 {
 
 fn hello_bytes(heartbeat_ms: Option<u32>) -> Vec<u8> {
     let mut b = BytesMut::new();
-    Frame { request_id: 1, cmd: Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms } }
-        .encode(&mut b);
+    Frame {
+        request_id: 1,
+        cmd: Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms, vhost: None },
+    }
+    .encode(&mut b);
     b.to_vec()
 }
 

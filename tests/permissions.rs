@@ -24,7 +24,7 @@ fn broker() -> TestBroker {
 /// Logs in on the native protocol as `user`.
 fn login(addr: SocketAddr, (user, password): (&str, &str)) -> Raw {
     let mut r = Raw::connect(addr);
-    r.send(Cmd::Hello { version: VERSION, user, password, heartbeat_ms: None });
+    r.send(Cmd::Hello { version: VERSION, user, password, heartbeat_ms: None, vhost: None });
     assert!(matches!(r.recv().frame().cmd, Cmd::HelloOk(_)), "{user} logs in");
     r
 }

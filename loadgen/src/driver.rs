@@ -119,10 +119,12 @@ impl Target {
         match self {
             Target::Amqp(url) => {
                 let c = amqp::Connection::open(url).await?;
-                Ok(Consumer::Amqp(c.into_consumer(queue, spec.prefetch, spec.ack_every).await?))
+                Ok(Consumer::Amqp(Box::new(c.into_consumer(queue, spec.prefetch, spec.ack_every).await?)))
             }
             #[cfg(feature = "native")]
-            Target::Native(opts) => Ok(Consumer::Native(crate::native::Consumer::connect(opts, queue, spec).await?)),
+            Target::Native(opts) => {
+                Ok(Consumer::Native(Box::new(crate::native::Consumer::connect(opts, queue, spec).await?)))
+            }
         }
     }
 }
@@ -153,10 +155,12 @@ impl Producer {
     }
 }
 
+/// Boxed: the two differ in size by more than a consumer's run is worth
+/// keeping on the stack.
 pub enum Consumer {
-    Amqp(amqp::Consumer),
+    Amqp(Box<amqp::Consumer>),
     #[cfg(feature = "native")]
-    Native(crate::native::Consumer),
+    Native(Box<crate::native::Consumer>),
 }
 
 impl Consumer {

@@ -122,6 +122,8 @@ pub struct Channel {
     pub content: Option<Content>,
     /// Exchange and routing key of the message being published.
     pub content_exchange: String,
+    /// `content_exchange` scoped by the connection's vhost: the table's key.
+    pub content_exchange_key: String,
     pub content_queue: String,
     pub content_props: Vec<u8>,
     /// Body of a message that spans several body frames.
@@ -133,6 +135,9 @@ pub struct Channel {
     /// the checks and copies of their names (`has_target`: there was one).
     pub batch_queue: String,
     pub batch_exchange: String,
+    /// `batch_exchange` scoped by the connection's vhost: the table's key,
+    /// looked up for every publish to the batch.
+    pub batch_exchange_key: String,
     pub batch_mandatory: bool,
     pub has_target: bool,
     pub prefetch_consumer: u16,
@@ -162,6 +167,7 @@ impl Channel {
             outstanding: VecDeque::new(),
             content: None,
             content_exchange: String::new(),
+            content_exchange_key: String::new(),
             content_queue: String::new(),
             content_props: Vec::new(),
             content_body: BytesMut::new(),
@@ -169,6 +175,7 @@ impl Channel {
             batch: None,
             batch_queue: String::new(),
             batch_exchange: String::new(),
+            batch_exchange_key: String::new(),
             batch_mandatory: false,
             has_target: false,
             prefetch_consumer: 0,

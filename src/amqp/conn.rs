@@ -140,6 +140,8 @@ pub struct AmqpConn {
     /// Over TLS with a verified client certificate: the user it names
     /// (`EXTERNAL`), or why it names none.
     pub(super) certificate_login: RefCell<Option<Result<String, String>>>,
+    /// The vhost connection.open named (`/` until then).
+    pub(super) vhost: std::cell::OnceCell<String>,
 }
 
 impl AmqpConn {
@@ -179,7 +181,26 @@ impl AmqpConn {
             logged_in: Cell::new(false),
             grants: RefCell::new(None),
             certificate_login: RefCell::new(None),
+            vhost: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The vhost this connection works in.
+    pub fn vhost(&self) -> &str {
+        self.vhost.get().map_or(crate::routing::vhost::DEFAULT_VHOST, String::as_str)
+    }
+
+    /// The core's name for the queue or exchange `name` the client gave:
+    /// scoped by the connection's vhost (no copy in `/`).
+    #[inline]
+    pub fn q<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        crate::routing::vhost::qualify(self.vhost(), name)
+    }
+
+    /// [`AmqpConn::q`] for an owned name (no copy in `/`).
+    #[inline]
+    pub fn q_owned(&self, name: String) -> String {
+        crate::routing::vhost::qualify_owned(self.vhost(), name)
     }
 
     /// The TLS handshake verified a client certificate (DER).
@@ -430,13 +451,7 @@ impl AmqpConn {
                 Ok(())
             }
             (Phase::Open, Method::Open { vhost }) => {
-                if vhost != crate::auth::vhosts::DEFAULT_VHOST {
-                    let text = match self.shard.has_vhost(vhost) {
-                        true => format!("NOT_ALLOWED - vhost '{vhost}' exists, but connections are served in '/' only until queues are scoped by vhost"),
-                        false => format!("NOT_ALLOWED - vhost '{vhost}' not found"),
-                    };
-                    return Err(conn_fault(code::NOT_ALLOWED, text, mid));
-                }
+                self.open_vhost(vhost).map_err(|text| conn_fault(code::NOT_ALLOWED, text, mid))?;
                 // Logged in: from the unauthenticated cap to connections_per_shard_max.
                 match self.shard.conns.promote(self.me()) {
                     Ok(()) => {}

@@ -42,7 +42,7 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
     if let Some(ch) = st.channels.get_mut(&n).filter(|ch| ch.state == ChState::Open && ch.content.is_none()) {
         if let Some(p) = method::parse_publish(f.payload) {
             let known = p.exchange.is_empty()
-                || c.shard.routing.table.borrow().exchange(&ch.batch_exchange).is_some_and(|x| !x.internal);
+                || c.shard.routing.table.borrow().exchange(&ch.batch_exchange_key).is_some_and(|x| !x.internal);
             if !p.immediate && known && ch.batch_takes(p.exchange, p.routing_key, p.mandatory) {
                 let mandatory = p.mandatory;
                 ch.content =
@@ -93,14 +93,15 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         c.may_publish(n, mid, exchange)?;
         if !exchange.is_empty() {
             let table = c.shard.routing.table.borrow();
-            match table.exchange(exchange) {
+            let vhost = c.vhost();
+            match table.exchange(&c.q(exchange)) {
                 None => {
-                    let text = format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'");
+                    let text = format!("NOT_FOUND - no exchange '{exchange}' in vhost '{vhost}'");
                     return Err(ch_fault(n, code::NOT_FOUND, text, mid));
                 }
                 Some(x) if x.internal => {
                     let text =
-                        format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '/'");
+                        format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '{vhost}'");
                     return Err(ch_fault(n, code::ACCESS_REFUSED, text, mid));
                 }
                 Some(_) => {}
@@ -108,6 +109,8 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         }
         ch.content_exchange.clear();
         ch.content_exchange.push_str(exchange);
+        ch.content_exchange_key.clear();
+        ch.content_exchange_key.push_str(&c.q(exchange));
         ch.content =
             Some(Content { persistent: false, mandatory, body_len: 0, have_header: false, same_target: false });
         ch.content_queue.clear();
@@ -152,7 +155,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
         }
         Method::ExchangeDelete { exchange, if_unused, no_wait } => {
             c.may(n, mid, Perm::Configure, Kind::Exchange, exchange)?;
-            super::routing::exchange_delete(st, n, mid, exchange, if_unused, no_wait, jobs)
+            super::routing::exchange_delete(st, (n, c.vhost()), mid, exchange, if_unused, no_wait, jobs)
         }
         Method::ExchangeBind { destination, source, routing_key, no_wait, args, unbind } => {
             c.may(n, mid, Perm::Write, Kind::Exchange, destination)?;
@@ -174,16 +177,20 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             let queue = check_name(n, queue, mid)?;
             c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
             let seq = channel(st, n).push_op(OpKind::Purge { no_wait });
-            let req = Request::Purge { queue: queue.into() };
-            jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
+            let queue = c.q(queue);
+            let owner = shard.owner_of(&queue);
+            let req = Request::Purge { queue: queue.into_owned() };
+            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
             Ok(())
         }
         Method::QueueDelete { queue, if_unused, if_empty, no_wait } => {
             let queue = check_name(n, queue, mid)?;
             c.may(n, mid, Perm::Configure, Kind::Queue, queue)?;
             let seq = channel(st, n).push_op(OpKind::Delete { no_wait });
-            let req = Request::Delete { if_empty, if_unused, queue: queue.into() };
-            jobs.push(Job::Submit { owner: shard.owner_of(queue), rid: rid(KIND_OP, n, seq), req });
+            let queue = c.q(queue);
+            let owner = shard.owner_of(&queue);
+            let req = Request::Delete { if_empty, if_unused, queue: queue.into_owned() };
+            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
             Ok(())
         }
         Method::Qos { prefetch_size, prefetch_count, global } => {
@@ -282,14 +289,15 @@ fn consume(
         (false, 0, p) | (false, p, 0) => u32::from(p).min(max),
         (false, a, b) => u32::from(a.min(b)).min(max),
     };
-    let owner = shard.owner_of(queue);
+    let qualified = c.q(queue);
+    let owner = shard.owner_of(&qualified);
     st.consumers.insert(
         cid,
         ConsumerInfo {
             channel: n,
             deliver: method::deliver_template(n, &tag, queue),
             tag,
-            queue: queue.into(),
+            queue: qualified.clone().into_owned(),
             owner,
             no_ack,
             live: false,
@@ -299,7 +307,7 @@ fn consume(
     let ch = channel(st, n);
     ch.consumers.push(cid);
     let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
-    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: queue.into() };
+    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned() };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
     Ok(())
 }
@@ -348,7 +356,8 @@ fn get(
 ) -> Result<(), Fault> {
     let shard = &c.shard;
     let queue = check_name(n, queue, mid)?;
-    let owner = shard.owner_of(queue);
+    let qualified = c.q(queue);
+    let owner = shard.owner_of(&qualified);
     let cid = if no_ack {
         0
     } else if let Some((_, cid)) = channel(st, n).getters.iter().find(|(q, _)| q == queue) {
@@ -359,7 +368,7 @@ fn get(
         let info = ConsumerInfo {
             channel: n,
             tag: String::new(),
-            queue: queue.into(),
+            queue: qualified.clone().into_owned(),
             owner,
             no_ack: false,
             live: false,
@@ -373,7 +382,7 @@ fn get(
         cid
     };
     let seq = channel(st, n).push_op(OpKind::Get { consumer_id: cid, no_ack, queue: queue.into() });
-    let req = Request::Get { consumer_id: cid, no_ack, queue: queue.into() };
+    let req = Request::Get { consumer_id: cid, no_ack, queue: qualified.into_owned() };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
     Ok(())
 }
@@ -489,13 +498,14 @@ fn declare(
             ch_fault(n, code::PRECONDITION_FAILED, format!("PRECONDITION_FAILED - {}", e.message), mid)
         }
     })?;
-    let owner = c.shard.owner_of(&name);
+    let qualified = c.q(&name).into_owned();
+    let owner = c.shard.owner_of(&qualified);
     let exclusive = d.exclusive && !d.passive;
-    let seq = channel(st, n).push_op(OpKind::Declare { queue: name.clone(), exclusive, no_wait: d.no_wait });
+    let seq = channel(st, n).push_op(OpKind::Declare { queue: name, exclusive, no_wait: d.no_wait });
     let req = Request::Declare {
         durable: d.durable,
         passive: d.passive,
-        queue: name,
+        queue: qualified,
         exclusive,
         auto_delete: d.auto_delete,
         strict: true,

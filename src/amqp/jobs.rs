@@ -6,7 +6,7 @@
 use super::conn::{rid, AmqpConn, Phase, KIND_IGNORE};
 use crate::protocol::amqp::method::{self, id};
 use crate::protocol::amqp::wire::put_shortstr;
-use crate::routing::{BindingDef, ExchangeDef};
+use crate::routing::{BindingDef, Dest, ExchangeDef};
 use crate::server::ops::PublishBatch;
 use crate::server::shard::routing_replica::PubOpts;
 use crate::server::types::{PublishMode, Request};
@@ -47,6 +47,9 @@ impl AmqpConn {
         }
     }
 
+    /// Runs one job against the core, the client's names of queues and
+    /// exchanges scoped by the connection's vhost (`AmqpConn::q`; queue
+    /// requests in `Submit` are scoped already).
     fn run_job(&self, job: Job) {
         let me = self.me();
         match job {
@@ -54,20 +57,36 @@ impl AmqpConn {
             Job::PublishTo { rid, opts, exchange, key, entries, count } => {
                 self.published.set(true);
                 let may_pause = || self.st.borrow().consumers.is_empty();
+                let exchange = self.q(&exchange);
                 let full = self.shard.publish_to(me, rid, opts, &exchange, &key, (entries, count), may_pause);
                 if full.is_some() {
                     *self.paused_on.borrow_mut() = full;
                 }
             }
-            Job::DeclareExchange { rid, def } => self.shard.declare_exchange(me, rid, def),
-            Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &name),
-            Job::DeleteExchange { rid, name, if_unused } => self.shard.delete_exchange(me, rid, name, if_unused),
-            Job::Bind { rid, binding, unbind } => self.shard.bind(me, rid, binding, unbind),
+            Job::DeclareExchange { rid, mut def } => {
+                def.name = self.q_owned(def.name);
+                def.alternate = def.alternate.map(|a| self.q_owned(a));
+                self.shard.declare_exchange(me, rid, def)
+            }
+            // The default exchange is in every vhost.
+            Job::CheckExchange { rid, name } if name.is_empty() => self.shard.check_exchange(me, rid, &name),
+            Job::CheckExchange { rid, name } => self.shard.check_exchange(me, rid, &self.q(&name)),
+            Job::DeleteExchange { rid, name, if_unused } => {
+                self.shard.delete_exchange(me, rid, self.q_owned(name), if_unused)
+            }
+            Job::Bind { rid, mut binding, unbind } => {
+                binding.source = self.q_owned(binding.source);
+                binding.dest = match binding.dest {
+                    Dest::Queue(q) => Dest::Queue(self.q_owned(q)),
+                    Dest::Exchange(x) => Dest::Exchange(self.q_owned(x)),
+                };
+                self.shard.bind(me, rid, binding, unbind)
+            }
             Job::Publish { rid, mode, queue, entries, count } => {
                 self.published.set(true);
                 let batch = PublishBatch::Built { entries, count };
                 let may_pause = || self.st.borrow().consumers.is_empty();
-                let full = self.shard.publish_to_queue(me, rid, mode, queue, batch, may_pause);
+                let full = self.shard.publish_to_queue(me, rid, mode, self.q_owned(queue), batch, may_pause);
                 if full.is_some() {
                     *self.paused_on.borrow_mut() = full;
                 }

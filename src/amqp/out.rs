@@ -104,6 +104,10 @@ impl ConnSink for AmqpConn {
         self.grants.borrow().as_ref().map(|g| g.user().to_string())
     }
 
+    fn login_vhost(&self) -> Option<String> {
+        self.vhost.get().cloned()
+    }
+
     fn describe(&self) -> (&'static str, String) {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }
@@ -174,8 +178,10 @@ impl AmqpConn {
             let frame_max = st.frame_max;
             match (op.kind, reply) {
                 (OpKind::Declare { queue, exclusive, no_wait }, Reply::Ok { value, .. }) => {
-                    if exclusive && !st.exclusive.iter().any(|(q, _)| *q == queue) {
-                        st.exclusive.push((queue.clone(), self.shard.owner_of(&queue)));
+                    let qualified = self.q(&queue);
+                    if exclusive && !st.exclusive.iter().any(|(q, _)| *q == qualified) {
+                        let owner = self.shard.owner_of(&qualified);
+                        st.exclusive.push((qualified.into_owned(), owner));
                     }
                     if !no_wait {
                         self.outbox.push(|b| {

@@ -103,7 +103,7 @@ impl AmqpConn {
             return None;
         }
         let table = self.shard.routing.table.borrow();
-        if !p.exchange.is_empty() && table.exchange(&ch.batch_exchange).is_none_or(|x| x.internal) {
+        if !p.exchange.is_empty() && table.exchange(&ch.batch_exchange_key).is_none_or(|x| x.internal) {
             return None;
         }
         drop(table);
@@ -222,6 +222,7 @@ fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) 
         if !content.same_target {
             ch.batch_queue.clone_from(&ch.content_queue);
             ch.batch_exchange.clone_from(&ch.content_exchange);
+            ch.batch_exchange_key.clone_from(&ch.content_exchange_key);
             ch.batch_mandatory = content.mandatory;
             ch.has_target = true;
         }

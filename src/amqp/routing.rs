@@ -59,7 +59,7 @@ pub fn exchange_declare(
 
 pub fn exchange_delete(
     st: &mut State,
-    n: u16,
+    (n, vhost): (u16, &str),
     mid: MethodId,
     exchange: &str,
     if_unused: bool,
@@ -67,7 +67,7 @@ pub fn exchange_delete(
     jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
     if exchange.is_empty() || exchange.starts_with("amq.") {
-        let text = format!("ACCESS_REFUSED - exchange '{exchange}' in vhost '/' cannot be deleted");
+        let text = format!("ACCESS_REFUSED - exchange '{exchange}' in vhost '{vhost}' cannot be deleted");
         return Err(ch_fault(n, code::ACCESS_REFUSED, text, mid));
     }
     check_exchange_name(exchange).map_err(|e| refused(n, e, mid))?;

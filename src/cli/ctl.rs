@@ -91,17 +91,35 @@ pub enum CtlCommand {
         #[arg(long, default_value = "/")]
         vhost: String,
     },
+    /// The vhosts.
+    ListVhosts,
+    /// Makes a vhost (refused if it exists); give users permissions in it.
+    AddVhost { name: String },
+    /// Deletes a vhost and everything in it: its queues with their
+    /// messages, exchanges, bindings and permissions; its connections close.
+    DeleteVhost { name: String },
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
     let number;
     let user;
+    // Queues are named in the connection's vhost (`--vhost`).
+    let queue_in = |q: &str| ringmq::protocol::vhost::qualify(&a.conn.vhost, q).into_owned();
     let (command, arg) = match &a.cmd {
         CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
         CtlCommand::Shards => (op::ADMIN_SHARDS, ""),
-        CtlCommand::PurgeQueue { queue } => (op::ADMIN_PURGE_QUEUE, queue.as_str()),
-        CtlCommand::DeleteQueue { queue } => (op::ADMIN_DELETE_QUEUE, queue.as_str()),
+        CtlCommand::PurgeQueue { queue } => {
+            user = queue_in(queue);
+            (op::ADMIN_PURGE_QUEUE, user.as_str())
+        }
+        CtlCommand::DeleteQueue { queue } => {
+            user = queue_in(queue);
+            (op::ADMIN_DELETE_QUEUE, user.as_str())
+        }
+        CtlCommand::ListVhosts => (op::ADMIN_LIST_VHOSTS, ""),
+        CtlCommand::AddVhost { name } => (op::ADMIN_ADD_VHOST, name.as_str()),
+        CtlCommand::DeleteVhost { name } => (op::ADMIN_DELETE_VHOST, name.as_str()),
         CtlCommand::CloseConnection { name } => (op::ADMIN_CLOSE_CONNECTION, name.as_str()),
         CtlCommand::ListExchanges => (op::ADMIN_LIST_EXCHANGES, ""),
         CtlCommand::ListBindings => (op::ADMIN_LIST_BINDINGS, ""),
@@ -168,6 +186,13 @@ pub fn run(a: CtlArgs) -> ExitCode {
         eprintln!("ringmq ctl: {e}");
         return ExitCode::FAILURE;
     }
+    // Queues, exchanges and bindings of the `--vhost` vhost only, as
+    // `rabbitmqctl -p`.
+    if matches!(a.cmd, CtlCommand::ListQueues { .. } | CtlCommand::ListExchanges | CtlCommand::ListBindings) {
+        if let Value::Array(rows) = &mut v {
+            rows.retain(|r| r["vhost"] == a.conn.vhost.as_str());
+        }
+    }
     if a.json {
         println!("{v}");
         return ExitCode::SUCCESS;
@@ -184,7 +209,7 @@ pub fn run(a: CtlArgs) -> ExitCode {
             "ready_bytes",
             "durable",
         ],
-        CtlCommand::ListConnections => &["name", "shard", "protocol", "peer"],
+        CtlCommand::ListConnections => &["name", "shard", "protocol", "peer", "vhost"],
         CtlCommand::Shards => &[
             "shard",
             "queues",
@@ -219,6 +244,8 @@ pub fn run(a: CtlArgs) -> ExitCode {
         | CtlCommand::SetPermissions { .. }
         | CtlCommand::ClearPermissions { .. } => &["user", "done"],
         CtlCommand::ListPermissions => &["user", "vhost", "configure", "write", "read"],
+        CtlCommand::ListVhosts => &["name"],
+        CtlCommand::AddVhost { .. } | CtlCommand::DeleteVhost { .. } => &["vhost", "done"],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,
@@ -245,6 +272,11 @@ fn password_or_stdin(given: &Option<String>) -> Option<String> {
 
 /// Takes a second snapshot `interval` seconds after `first` and adds each
 /// queue's publish and deliver rates (messages per second) to it.
+/// A queue row's vhost and name: names repeat across vhosts.
+fn queue_key(q: &Value) -> Option<(String, String)> {
+    Some((q["vhost"].as_str()?.to_string(), q["name"].as_str()?.to_string()))
+}
+
 fn with_rates(conn: &ConnArgs, first: Value, interval: f64) -> Result<Value, String> {
     if !(interval > 0.0 && interval <= 3600.0) {
         return Err(format!("--interval must be above 0 and at most 3600 seconds, got {interval}"));
@@ -256,15 +288,14 @@ fn with_rates(conn: &ConnArgs, first: Value, interval: f64) -> Result<Value, Str
     let json = request(conn, op::ADMIN_LIST_QUEUES, "")?;
     let mut second: Value =
         serde_json::from_str(&json).map_err(|e| format!("the broker answered with bad JSON: {e}"))?;
-    let before: std::collections::HashMap<String, (u64, u64)> = first
+    let before: std::collections::HashMap<(String, String), (u64, u64)> = first
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|q| Some((q["name"].as_str()?.to_string(), (q["published"].as_u64()?, q["delivered"].as_u64()?))))
+        .filter_map(|q| Some((queue_key(q)?, (q["published"].as_u64()?, q["delivered"].as_u64()?))))
         .collect();
     for q in second.as_array_mut().into_iter().flatten() {
-        let name = q["name"].as_str().unwrap_or_default().to_string();
-        let (p0, d0) = before.get(&name).copied().unwrap_or((0, 0));
+        let (p0, d0) = queue_key(q).and_then(|k| before.get(&k).copied()).unwrap_or((0, 0));
         let rate = |now: &Value, then: u64| (now.as_u64().unwrap_or(0).saturating_sub(then) as f64 / interval).round();
         let (p, d) = (rate(&q["published"], p0), rate(&q["delivered"], d0));
         q["publish_rate"] = p.into();
@@ -343,7 +374,7 @@ fn request(c: &ConnArgs, command: u8, arg: &str) -> Result<String, String> {
     let mut out = BytesMut::new();
     Frame {
         request_id: 1,
-        cmd: Cmd::Hello { version: VERSION, user: &c.user, password: &c.password, heartbeat_ms: None },
+        cmd: Cmd::Hello { version: VERSION, user: &c.user, password: &c.password, heartbeat_ms: None, vhost: None },
     }
     .encode(&mut out);
     Frame { request_id: 2, cmd: Cmd::Admin { command, arg } }.encode(&mut out);

@@ -35,6 +35,9 @@ pub struct ConnArgs {
     /// Talk only to the shard you connect to (the broker forwards).
     #[arg(long)]
     pub no_shard_aware: bool,
+    /// The vhost to work in (its queues are other vhosts' only by name).
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
 }
 
 impl ConnArgs {
@@ -48,6 +51,7 @@ impl ConnArgs {
             tls_ca_file: self.ca.clone(),
             tls_cert_file: self.cert.clone(),
             tls_key_file: self.key.clone(),
+            vhost: self.vhost.clone(),
             ..Default::default()
         }
     }

@@ -56,12 +56,18 @@ impl Conn {
         };
         let rid = c.rid();
         let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
-        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password, heartbeat_ms };
+        let cmd = Cmd::Hello {
+            version: protocol::VERSION,
+            user: &opts.user,
+            password: &opts.password,
+            heartbeat_ms,
+            vhost: opts.hello_vhost(),
+        };
         Frame { request_id: rid, cmd }.encode(&mut c.wbuf);
         c.flush()?;
         let deadline = Instant::now() + opts.connect_timeout;
         let info = match c.read_reply(Some(deadline), addr)? {
-            Some((_, Ok(Reply::HelloOk(info)))) => info,
+            Some((_, Ok(Reply::HelloOk(info)))) => ServerInfo { vhost: opts.vhost.clone(), ..info },
             Some((_, Err(e))) => return Err(e),
             Some(_) => return Err(ClientError::Protocol("expected HelloOk".into())),
             None => return Err(ClientError::Io("no handshake reply in time".into())),

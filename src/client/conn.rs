@@ -66,7 +66,13 @@ impl Conn {
         let mut hello = BytesMut::new();
         // No heartbeat field when none is wanted: older brokers accept that Hello.
         let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
-        let cmd = Cmd::Hello { version: protocol::VERSION, user: &opts.user, password: &opts.password, heartbeat_ms };
+        let cmd = Cmd::Hello {
+            version: protocol::VERSION,
+            user: &opts.user,
+            password: &opts.password,
+            heartbeat_ms,
+            vhost: opts.hello_vhost(),
+        };
         Frame { request_id: 0, cmd }.encode(&mut hello);
         w.write_all(&hello).await.map_err(io_error)?;
         // Over TLS the record may wait in the session until flushed.
@@ -80,7 +86,7 @@ impl Conn {
                 return Err(ClientError::Protocol("a frame arrived before the handshake finished".into()));
             }
             info = Some(match f.cmd {
-                Cmd::HelloOk(h) => ServerInfo::from_hello(&h, addr)?,
+                Cmd::HelloOk(h) => ServerInfo { vhost: opts.vhost.clone(), ..ServerInfo::from_hello(&h, addr)? },
                 Cmd::Error { code, message, .. } => return Err(ClientError::Server { code, message: message.into() }),
                 other => return Err(ClientError::Protocol(format!("expected HelloOk, got {}", other.name()))),
             });

@@ -101,6 +101,8 @@ pub struct ClientOptions {
     /// (`tls_client_certs`), with its key in `tls_key_file`.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// The vhost to work in; its queues are other vhosts' only by name.
+    pub vhost: String,
 }
 
 impl Default for ClientOptions {
@@ -116,7 +118,15 @@ impl Default for ClientOptions {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            vhost: protocol::vhost::DEFAULT_VHOST.into(),
         }
+    }
+}
+
+impl ClientOptions {
+    /// The Hello's vhost field: none for `/` (what brokers before vhosts accept).
+    pub(crate) fn hello_vhost(&self) -> Option<&str> {
+        (self.vhost != protocol::vhost::DEFAULT_VHOST).then_some(self.vhost.as_str())
     }
 }
 
@@ -171,6 +181,8 @@ pub struct ServerInfo {
     pub shard_addrs: Vec<SocketAddr>,
     /// The negotiated heartbeat (0 = none).
     pub heartbeat_ms: u32,
+    /// The vhost the connection works in: queue names hash with it.
+    pub vhost: String,
 }
 
 impl ServerInfo {
@@ -178,8 +190,10 @@ impl ServerInfo {
         self.shard_addrs.len() as u32
     }
 
+    /// The shard that owns `queue` of the vhost: the hash covers the vhost
+    /// (`docs/protocol.md`).
     pub fn owner_of(&self, queue: &str) -> u16 {
-        protocol::shard_for(queue, self.shard_count()) as u16
+        protocol::shard_for(&protocol::vhost::qualify(&self.vhost, queue), self.shard_count()) as u16
     }
 
     /// Turns a `HelloOk` into addresses we can dial; an unspecified IP
@@ -208,6 +222,7 @@ impl ServerInfo {
             prefetch_max: h.prefetch_max,
             shard_addrs,
             heartbeat_ms: h.heartbeat_ms.unwrap_or(0),
+            vhost: protocol::vhost::DEFAULT_VHOST.into(),
         })
     }
 }

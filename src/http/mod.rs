@@ -20,7 +20,7 @@ mod users;
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
 use crate::auth::Access;
-use crate::server::admin::{admin_on_owner, close_connection, json_array, FORMAT_CHUNK};
+use crate::server::admin::{admin_on_owner, close_connection, exchanges_json, json_array, FORMAT_CHUNK};
 use crate::server::shard::Shard;
 use crate::server::stats::{
     per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
@@ -46,19 +46,29 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<Ar
 type Resp = Response<Body>;
 
 /// The vhosts (or the one named) as RabbitMQ's `/api/vhosts` shows them,
-/// with their messages.
+/// with their messages (summed from every queue's row).
 async fn vhosts(shard: &Rc<Shard>, only: Option<&str>) -> Value {
-    let stats = shard.gather_stats(false).await;
-    let ready: u64 = stats.iter().map(|s| s.messages_ready).sum();
-    let unacked: u64 = stats.iter().map(|s| s.messages_unacked).sum();
+    let stats = shard.gather_stats(true).await;
+    let mut counts: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
+    for q in queues(&stats) {
+        let c = counts.entry(crate::protocol::vhost::vhost_of(&q.name)).or_default();
+        *c = (c.0 + q.ready, c.1 + q.unacked);
+    }
     let names = shard.vhost_names().into_iter().filter(|v| only.is_none_or(|o| o == v));
     let rows = names.map(|name| {
-        // Every queue is in `/` until queues are scoped by vhost.
-        let (ready, unacked) = if name == crate::auth::vhosts::DEFAULT_VHOST { (ready, unacked) } else { (0, 0) };
+        let (ready, unacked) = counts.get(name.as_str()).copied().unwrap_or_default();
         json!({ "name": name, "tracing": false, "messages": ready + unacked,
                 "messages_ready": ready, "messages_unacknowledged": unacked })
     });
     Value::Array(rows.collect())
+}
+
+/// The rows of a JSON array whose `vhost` is `vhost`.
+fn in_vhost(all: Value, vhost: &str) -> Value {
+    match all {
+        Value::Array(rows) => Value::Array(rows.into_iter().filter(|r| r["vhost"] == vhost).collect()),
+        other => other,
+    }
 }
 
 fn text(status: StatusCode, content_type: &str, body: impl Into<Body>) -> Resp {
@@ -192,17 +202,27 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         (&Method::GET, ["nodes"]) => nodes::nodes(shard, None).await,
         (&Method::GET, ["nodes", name]) => nodes::nodes(shard, Some(name)).await,
         (&Method::GET, ["health", "checks", "alarms"]) => nodes::health_alarms(shard),
-        (&Method::GET, ["queues"]) | (&Method::GET, ["queues", "/"]) => {
+        (&Method::GET, ["queues"]) => {
             let stats = shard.gather_stats(true).await;
             let parts = json_array(queues(&stats), queue_json).await;
             text(StatusCode::OK, "application/json", Body::new(parts.into_iter().map(Bytes::from).collect()))
         }
-        (&Method::GET, ["queues", vhost, name]) => {
-            if *vhost != "/" {
-                return error(StatusCode::NOT_FOUND, "no such vhost (only / exists)");
+        (&Method::GET, ["queues", vhost]) => {
+            if !shard.has_vhost(vhost) {
+                return error(StatusCode::NOT_FOUND, "no such vhost");
             }
+            let stats = shard.gather_stats(true).await;
+            let in_vhost = queues(&stats).filter(|q| crate::protocol::vhost::vhost_of(&q.name) == *vhost);
+            let parts = json_array(in_vhost, queue_json).await;
+            text(StatusCode::OK, "application/json", Body::new(parts.into_iter().map(Bytes::from).collect()))
+        }
+        (&Method::GET, ["queues", vhost, name]) => {
+            if !shard.has_vhost(vhost) {
+                return error(StatusCode::NOT_FOUND, "no such vhost");
+            }
+            let name = crate::protocol::vhost::qualify(vhost, name);
             // Its owner alone is asked, for its row alone.
-            let owner = shard.owner_of(name);
+            let owner = shard.owner_of(&name);
             let reply = shard.admin(&[owner], |_| AdminReq::Queue { queue: name.to_string() }).await;
             match reply.into_iter().next() {
                 Some((_, AdminReply::Queue(Some(q)))) => json_resp(StatusCode::OK, &queue_json(&q)),
@@ -211,10 +231,11 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             }
         }
         (&Method::DELETE, ["queues", vhost, name]) => {
-            if *vhost != "/" {
-                return error(StatusCode::NOT_FOUND, "no such vhost (only / exists)");
+            if !shard.has_vhost(vhost) {
+                return error(StatusCode::NOT_FOUND, "no such vhost");
             }
-            match admin_on_owner(shard, AdminReq::Delete { queue: name.to_string() }, name).await {
+            let name = crate::protocol::vhost::qualify(vhost, name);
+            match admin_on_owner(shard, AdminReq::Delete { queue: name.to_string() }, &name).await {
                 Ok(_) => no_content(),
                 Err(e) => error(StatusCode::NOT_FOUND, &e),
             }
@@ -227,18 +248,18 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             Ok(_) => no_content(),
             Err(e) => error(StatusCode::NOT_FOUND, &e),
         },
-        (&Method::GET, ["exchanges"]) | (&Method::GET, ["exchanges", "/"]) => {
-            json_resp(StatusCode::OK, &crate::server::admin::exchanges_json(shard))
-        }
-        (&Method::GET, ["exchanges", "/", name]) => {
-            let all = crate::server::admin::exchanges_json(shard);
+        (&Method::GET, ["exchanges"]) => json_resp(StatusCode::OK, &crate::server::admin::exchanges_json(shard)),
+        (&Method::GET, ["exchanges", vhost]) => json_resp(StatusCode::OK, &in_vhost(exchanges_json(shard), vhost)),
+        (&Method::GET, ["exchanges", vhost, name]) => {
+            let all = in_vhost(exchanges_json(shard), vhost);
             match all.as_array().and_then(|xs| xs.iter().find(|x| x["name"] == *name)) {
                 Some(x) => json_resp(StatusCode::OK, x),
                 None => error(StatusCode::NOT_FOUND, "no such exchange"),
             }
         }
-        (&Method::GET, ["bindings"]) | (&Method::GET, ["bindings", "/"]) => {
-            json_resp(StatusCode::OK, &crate::server::admin::bindings_json(shard))
+        (&Method::GET, ["bindings"]) => json_resp(StatusCode::OK, &crate::server::admin::bindings_json(shard)),
+        (&Method::GET, ["bindings", vhost]) => {
+            json_resp(StatusCode::OK, &in_vhost(crate::server::admin::bindings_json(shard), vhost))
         }
         (&Method::GET, ["vhosts"]) => json_resp(StatusCode::OK, &vhosts(shard, None).await),
         (&Method::GET, ["vhosts", name]) => match vhosts(shard, Some(name)).await {
@@ -291,9 +312,10 @@ fn conns(stats: &[ShardStats]) -> impl Iterator<Item = &ConnStats> {
 }
 
 fn queue_json(q: &QueueStats) -> Value {
+    let (vhost, name) = crate::protocol::vhost::split(&q.name);
     json!({
-        "name": q.name,
-        "vhost": "/",
+        "name": name,
+        "vhost": vhost,
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
@@ -319,7 +341,7 @@ fn conn_json(c: &ConnStats) -> Value {
         "protocol": if c.protocol == "amqp" { "AMQP 0-9-1" } else { "ringmq" },
         "peer_host": host,
         "peer_port": port,
-        "vhost": "/",
+        "vhost": c.vhost,
         "state": "running",
         "outbox_bytes": c.outbox_bytes,
     })

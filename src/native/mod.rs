@@ -92,6 +92,8 @@ pub struct NativeConn {
     read_held: Cell<usize>,
     /// Over TLS: the Hello's shard map gives the shards' TLS addresses.
     tls: bool,
+    /// The vhost the Hello named (`/` until then, and when it named none).
+    pub(super) vhost: std::cell::OnceCell<String>,
 }
 
 impl ConnSink for NativeConn {
@@ -137,6 +139,10 @@ impl ConnSink for NativeConn {
         self.grants.borrow().as_ref().map(|g| g.user().to_string())
     }
 
+    fn login_vhost(&self) -> Option<String> {
+        self.grants.borrow().as_ref().map(|g| g.vhost().to_string())
+    }
+
     fn describe(&self) -> (&'static str, String) {
         ("native", self.peer.clone())
     }
@@ -179,7 +185,16 @@ impl NativeConn {
             published: Cell::new(false),
             read_held: Cell::new(0),
             tls,
+            vhost: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The core's name for a queue or exchange the client named: scoped
+    /// by the connection's vhost (no copy in `/`).
+    #[inline]
+    fn q<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        let vhost = self.vhost.get().map_or(protocol::vhost::DEFAULT_VHOST, String::as_str);
+        protocol::vhost::qualify(vhost, name)
     }
 
     /// The shard map this connection's Hello answer gives: over TLS, the
@@ -317,8 +332,8 @@ impl NativeConn {
         let rid = f.request_id;
         if !self.handshaken.get() {
             return match f.cmd {
-                Cmd::Hello { version, user, password, heartbeat_ms } => {
-                    self.hello(rid, version, (user, password), heartbeat_ms)
+                Cmd::Hello { version, user, password, heartbeat_ms, vhost } => {
+                    self.hello(rid, version, (user, password), heartbeat_ms, vhost)
                 }
                 other => Err(Fatal::new(ErrorCode::HandshakeRequired, format!("expected Hello, got {}", other.name()))),
             };
@@ -341,26 +356,31 @@ impl NativeConn {
                     code: e.code,
                     message: e.message,
                 })?;
+                let queue = self.q(queue);
+                let owner = shard.owner_of(&queue);
                 let req = Request::Declare {
                     durable: flags & op::DECLARE_DURABLE != 0,
                     passive: flags & op::DECLARE_PASSIVE != 0,
-                    queue: queue.into(),
+                    queue: queue.into_owned(),
                     exclusive: false,
                     auto_delete: false,
                     strict: false,
                     args: Box::new(args),
                 };
-                shard.submit(me, rid, shard.owner_of(queue), req);
+                shard.submit(me, rid, owner, req);
             }
             Cmd::Delete { flags, queue } => {
                 self.may(rid, Perm::Configure, Kind::Queue, queue)?;
                 let (if_empty, if_unused) = (flags & op::DELETE_IF_EMPTY != 0, flags & op::DELETE_IF_UNUSED != 0);
-                let req = Request::Delete { if_empty, if_unused, queue: queue.into() };
-                shard.submit(me, rid, shard.owner_of(queue), req);
+                let queue = self.q(queue);
+                let owner = shard.owner_of(&queue);
+                let req = Request::Delete { if_empty, if_unused, queue: queue.into_owned() };
+                shard.submit(me, rid, owner, req);
             }
             Cmd::Purge { queue } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
-                shard.submit(me, rid, shard.owner_of(queue), Request::Purge { queue: queue.into() })
+                let queue = self.q(queue);
+                shard.submit(me, rid, shard.owner_of(&queue), Request::Purge { queue: queue.into_owned() })
             }
             Cmd::Publish { flags, queue, entries } => {
                 self.published.set(true);
@@ -376,16 +396,27 @@ impl NativeConn {
                     confirm: flags & op::PUBLISH_CONFIRM != 0,
                     mandatory: flags & op::PUBLISH_MANDATORY != 0,
                 };
-                let batch = (slice_of(chunk, entries.raw()), entries.len());
-                let full =
-                    shard.publish_to(me, rid, o, exchange, routing_key, batch, || self.consumers.borrow().is_empty());
+                let full = if exchange.is_empty() && self.vhost.get().is_some() {
+                    // The default exchange of a vhost other than `/` is not
+                    // in the table: the key names the queue.
+                    let mode = PublishMode { persistent: o.persistent, confirm: o.confirm, partial: false };
+                    let batch = PublishBatch::Read { chunk, entries };
+                    let no_consumers = || self.consumers.borrow().is_empty();
+                    shard.publish_to_queue(me, rid, mode, self.q(routing_key), batch, no_consumers)
+                } else {
+                    let batch = (slice_of(chunk, entries.raw()), entries.len());
+                    let no_consumers = || self.consumers.borrow().is_empty();
+                    shard.publish_to(me, rid, o, &self.q(exchange), routing_key, batch, no_consumers)
+                };
                 if full.is_some() {
                     *self.paused_on.borrow_mut() = full;
                 }
             }
             Cmd::ExchangeDeclare { flags, exchange, kind, args } => {
                 if flags & op::EXCHANGE_PASSIVE != 0 {
-                    shard.check_exchange(me, rid, exchange);
+                    // The default exchange is in every vhost.
+                    let name = if exchange.is_empty() { exchange.into() } else { self.q(exchange) };
+                    shard.check_exchange(me, rid, &name);
                 } else {
                     self.may(rid, Perm::Configure, Kind::Exchange, exchange)?;
                     check_table(args, shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
@@ -398,13 +429,18 @@ impl NativeConn {
                         slice_of(chunk, args),
                     )
                     .map_err(|e| refused(rid, e))?;
+                    let def = crate::routing::ExchangeDef {
+                        name: self.q(&def.name).into_owned(),
+                        alternate: def.alternate.as_deref().map(|a| self.q(a).into_owned()),
+                        ..def
+                    };
                     shard.declare_exchange(me, rid, def);
                 }
             }
             Cmd::ExchangeDelete { flags, exchange } => {
                 check_exchange_name(exchange).map_err(|e| refused(rid, e))?;
                 self.may(rid, Perm::Configure, Kind::Exchange, exchange)?;
-                shard.delete_exchange(me, rid, exchange.into(), flags & op::EXCHANGE_IF_UNUSED != 0);
+                shard.delete_exchange(me, rid, self.q(exchange).into_owned(), flags & op::EXCHANGE_IF_UNUSED != 0);
             }
             Cmd::Bind { flags, source, destination, routing_key, args } => {
                 self.bind(chunk, rid, flags, (source, destination, routing_key), args, false)?
@@ -496,14 +532,15 @@ impl NativeConn {
         let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
             check_exchange_name(destination).map_err(|e| refused(rid, e))?;
             self.may(rid, Perm::Write, Kind::Exchange, destination)?;
-            Dest::Exchange(destination.into())
+            Dest::Exchange(self.q(destination).into_owned())
         } else {
             check_queue_name(destination)?;
             self.may(rid, Perm::Write, Kind::Queue, destination)?;
-            Dest::Queue(destination.into())
+            Dest::Queue(self.q(destination).into_owned())
         };
         self.may(rid, Perm::Read, Kind::Exchange, source)?;
-        let binding = BindingDef { source: source.into(), dest, key: key.into(), args: slice_of(chunk, args) };
+        let source = self.q(source).into_owned();
+        let binding = BindingDef { source, dest, key: key.into(), args: slice_of(chunk, args) };
         self.shard.bind(self.me(), rid, binding, unbind);
         Ok(())
     }
@@ -522,8 +559,8 @@ impl NativeConn {
         // Native batches are all or nothing: one Confirm covers them.
         let mode = PublishMode { persistent, confirm, partial: false };
         let batch = PublishBatch::Read { chunk, entries };
-        let full =
-            self.shard.publish_to_queue(self.me(), rid, mode, queue, batch, || self.consumers.borrow().is_empty());
+        let no_consumers = || self.consumers.borrow().is_empty();
+        let full = self.shard.publish_to_queue(self.me(), rid, mode, self.q(queue), batch, no_consumers);
         if full.is_some() {
             *self.paused_on.borrow_mut() = full;
         }
@@ -540,14 +577,17 @@ impl NativeConn {
             });
         }
         check_queue_name(queue)?;
-        let owner = self.add_consumer(consumer_id, queue, false)?;
+        let queue = self.q(queue);
+        let owner = self.add_consumer(consumer_id, &queue, false)?;
         self.pending_routes.borrow_mut().insert(rid, consumer_id);
-        self.shard.submit(self.me(), rid, owner, Request::Subscribe { consumer_id, prefetch, queue: queue.into() });
+        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned() };
+        self.shard.submit(self.me(), rid, owner, req);
         Ok(())
     }
 
     fn get(&self, rid: u64, no_ack: bool, consumer_id: u32, queue: &str) -> Result<(), Fatal> {
         check_queue_name(queue)?;
+        let queue = &*self.q(queue);
         let known = self.consumers.borrow().get(&consumer_id).map(|c| c.pull && c.queue == queue);
         let owner = match known {
             Some(true) => self.shard.owner_of(queue),

@@ -100,6 +100,7 @@ impl NativeConn {
         version: u16,
         (user, password): (&str, &str),
         heartbeat_ms: Option<u32>,
+        vhost: Option<&str>,
     ) -> Result<(), Fatal> {
         if version != protocol::VERSION {
             return Err(Fatal::new(
@@ -112,8 +113,15 @@ impl NativeConn {
         match self.shard.authenticate("native", user, password.as_bytes(), peer) {
             Ok(access) => {
                 self.access.set(access);
-                *self.grants.borrow_mut() =
-                    Some(crate::server::grants::Grants::new(&self.shard, user, crate::auth::vhosts::DEFAULT_VHOST));
+                let vhost = vhost.unwrap_or(crate::auth::vhosts::DEFAULT_VHOST);
+                if !self.shard.has_vhost(vhost) {
+                    return Err(Fatal::new(ErrorCode::VhostNotFound, format!("no vhost '{}'", clip(vhost))));
+                }
+                *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, user, vhost));
+                if vhost != crate::auth::vhosts::DEFAULT_VHOST {
+                    // Unset means `/`: the hot path then never qualifies.
+                    let _ = self.vhost.set(vhost.to_string());
+                }
             }
             Err(e) => {
                 return Err(Fatal::new(ErrorCode::AuthFailed, format!("login refused for '{}': {e}", clip(user))))

@@ -61,6 +61,9 @@ pub enum ErrorCode {
     /// Too many operator requests in flight (`admin_requests_per_shard_max`,
     /// one snapshot at a time per connection): try again later.
     AdminBusy = 69,
+    /// The vhost a Hello named does not exist (AMQP 530 NOT_ALLOWED).
+    /// Fatal: the connection never logged in.
+    VhostNotFound = 70,
     /// The disk holding the shard's log is full (a write failed with
     /// ENOSPC, or the broker started on a full disk): persistent messages
     /// for durable queues (and durable declares) are refused until space
@@ -112,6 +115,7 @@ impl ErrorCode {
             67 => ConsumerTimeout,
             68 => DefinitionLimit,
             69 => AdminBusy,
+            70 => VhostNotFound,
             42 => StorageFull,
             _ => return None,
         })
@@ -131,6 +135,7 @@ impl ErrorCode {
                 | ErrorCode::TruncatedFrame
                 | ErrorCode::HandshakeRequired
                 | ErrorCode::AuthFailed
+                | ErrorCode::VhostNotFound
                 | ErrorCode::VersionUnsupported
                 | ErrorCode::FrameTimeout
                 | ErrorCode::ConnectionLimit

@@ -29,12 +29,15 @@ pub struct Frame<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd<'a> {
     /// `heartbeat_ms`: the beat the client wants, an optional trailing
-    /// field (clients before it send none: no heartbeats).
+    /// field (clients before it send none: no heartbeats). `vhost`: the
+    /// vhost to work in (`/` when absent), sent after the heartbeat field
+    /// under flag `HELLO_VHOST` (the heartbeat is then 0 for none).
     Hello {
         version: u16,
         user: &'a str,
         password: &'a str,
         heartbeat_ms: Option<u32>,
+        vhost: Option<&'a str>,
     },
     HelloOk(HelloOk<'a>),
     Ok {
@@ -264,7 +267,12 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
                 return Err(DecodeError::Malformed { what, why: "bad magic: not a ringmq client" });
             }
             let (version, user, password) = (c.u16()?, c.str16()?, c.str16()?);
-            Cmd::Hello { version, user, password, heartbeat_ms: optional_u32(&mut c)? }
+            if flags & op::HELLO_VHOST != 0 {
+                let heartbeat_ms = Some(c.u32()?).filter(|h| *h > 0);
+                Cmd::Hello { version, user, password, heartbeat_ms, vhost: Some(c.str16()?) }
+            } else {
+                Cmd::Hello { version, user, password, heartbeat_ms: optional_u32(&mut c)?, vhost: None }
+            }
         }
         op::HELLO_OK => {
             let version = c.u16()?;
@@ -426,7 +434,7 @@ impl Cmd<'_> {
 
     fn opcode_flags(&self) -> (u8, u8) {
         match self {
-            Cmd::Hello { .. } => (op::HELLO, 0),
+            Cmd::Hello { vhost, .. } => (op::HELLO, if vhost.is_some() { op::HELLO_VHOST } else { 0 }),
             Cmd::HelloOk(_) => (op::HELLO_OK, 0),
             Cmd::Ok { .. } => (op::OK, 0),
             Cmd::Error { fatal, .. } => (op::ERROR, if *fatal { op::FLAG_FATAL } else { 0 }),
@@ -463,13 +471,21 @@ impl Cmd<'_> {
 
     fn encode_body(&self, buf: &mut BytesMut) {
         match self {
-            Cmd::Hello { version, user, password, heartbeat_ms } => {
+            Cmd::Hello { version, user, password, heartbeat_ms, vhost } => {
                 buf.put_slice(&MAGIC);
                 buf.put_u16_le(*version);
                 put_str16(buf, user);
                 put_str16(buf, password);
-                if let Some(hb) = heartbeat_ms {
-                    buf.put_u32_le(*hb);
+                match vhost {
+                    Some(v) => {
+                        buf.put_u32_le(heartbeat_ms.unwrap_or(0));
+                        put_str16(buf, v);
+                    }
+                    None => {
+                        if let Some(hb) = heartbeat_ms {
+                            buf.put_u32_le(*hb);
+                        }
+                    }
                 }
             }
             Cmd::HelloOk(h) => {

@@ -21,6 +21,7 @@ pub mod props;
 #[cfg(test)]
 mod proptests;
 pub mod shard_hash;
+pub mod vhost;
 pub mod wire;
 
 pub use batch::{BatchWriter, Entries, Entry, Ranges, ENTRY_REDELIVERED};

@@ -107,6 +107,8 @@ pub fn admin_needs_administrator(command: u8) -> bool {
 
 /// `Error`: the server closes the connection after this frame.
 pub const FLAG_FATAL: u8 = 0x01;
+/// `Hello`: a heartbeat (0 = none) and a vhost follow the password.
+pub const HELLO_VHOST: u8 = 0x01;
 /// `Declare`: the queue is durable (kept across restarts once storage lands).
 pub const DECLARE_DURABLE: u8 = 0x01;
 /// `Declare`: only check that the queue exists.
@@ -151,6 +153,7 @@ pub const GET_NO_ACK: u8 = 0x01;
 pub fn known_flags(opcode: u8) -> u8 {
     match opcode {
         ERROR => FLAG_FATAL,
+        HELLO => HELLO_VHOST,
         DECLARE => DECLARE_KNOWN,
         DELETE => DELETE_KNOWN,
         PUBLISH => PUBLISH_KNOWN,

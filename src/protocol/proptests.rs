@@ -25,6 +25,7 @@ enum O {
         user: String,
         password: String,
         heartbeat_ms: Option<u32>,
+        vhost: Option<String>,
     },
     HelloOk {
         version: u16,
@@ -201,8 +202,13 @@ fn declare_args() -> impl Strategy<Value = Vec<u8>> {
 
 fn owned_cmd() -> impl Strategy<Value = O> {
     prop_oneof![
-        (any::<u16>(), text(), text(), any::<Option<u32>>())
-            .prop_map(|(version, user, password, heartbeat_ms)| O::Hello { version, user, password, heartbeat_ms }),
+        (any::<u16>(), text(), text(), any::<Option<u32>>(), proptest::option::of(text())).prop_map(
+            |(version, user, password, heartbeat_ms, vhost)| {
+                // With a vhost, a heartbeat of 0 is how "none" is sent.
+                let heartbeat_ms = heartbeat_ms.filter(|h| vhost.is_none() || *h > 0);
+                O::Hello { version, user, password, heartbeat_ms, vhost }
+            }
+        ),
         (
             any::<u16>(),
             any::<u8>(),
@@ -310,8 +316,8 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
     let es = |n: usize| Entries::parse(&raw_entries, n as u32).expect("generated entries are valid");
     let rs = |n: usize| Ranges::parse(&raw_ranges, n as u32).expect("generated ranges are valid");
     let cmd = match o {
-        O::Hello { version, user, password, heartbeat_ms } => {
-            Cmd::Hello { version: *version, user, password, heartbeat_ms: *heartbeat_ms }
+        O::Hello { version, user, password, heartbeat_ms, vhost } => {
+            Cmd::Hello { version: *version, user, password, heartbeat_ms: *heartbeat_ms, vhost: vhost.as_deref() }
         }
         O::HelloOk { version, shard_id, hash_id, limits, addrs, heartbeat_ms } => Cmd::HelloOk(HelloOk {
             version: *version,

@@ -15,6 +15,7 @@
 //! | topic patterns: a trie of words, `*` and `#` | `topic` |
 //! | headers exchanges, and the headers of a message's properties | `headers` |
 //! | short lists kept on the stack while routing | `small` |
+//! | names scoped by vhost: the core's key for a queue or exchange | [`vhost`] |
 
 mod headers;
 mod matcher;
@@ -22,6 +23,8 @@ mod route;
 mod routing_table;
 mod small;
 mod topic;
+/// Names scoped by vhost: the codec layer's, shared with the client.
+pub use crate::protocol::vhost;
 
 #[cfg(test)]
 mod proptests;

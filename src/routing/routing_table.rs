@@ -18,7 +18,9 @@ const STANDARD: [(&str, ExchangeKind); 5] = [
     ("amq.match", ExchangeKind::Headers),
 ];
 
+/// The default exchange, or a standard one, of any vhost.
 fn is_builtin(name: &str) -> bool {
+    let name = super::vhost::name_of(name);
     name.is_empty() || STANDARD.iter().any(|(n, _)| *n == name)
 }
 
@@ -42,6 +44,8 @@ pub struct RoutingTable {
     incoming: HashMap<Dest, Vec<String>, RandomState>,
     /// Bindings in the table, kept so `bindings_max` costs no walk.
     binding_count: usize,
+    /// Vhosts besides `/` whose standard exchanges the table holds.
+    vhosts: usize,
 }
 
 impl Default for RoutingTable {
@@ -63,7 +67,13 @@ impl fmt::Debug for RoutingTable {
 impl RoutingTable {
     /// A table with the default exchange "" and the standard `amq.*` ones.
     pub fn new() -> Self {
-        let mut t = Self { version: 0, exchanges: HashMap::default(), incoming: HashMap::default(), binding_count: 0 };
+        let mut t = Self {
+            version: 0,
+            exchanges: HashMap::default(),
+            incoming: HashMap::default(),
+            binding_count: 0,
+            vhosts: 0,
+        };
         let mut default = ExchangeDef::new("", ExchangeKind::Direct);
         default.durable = true;
         t.exchanges
@@ -133,7 +143,59 @@ impl RoutingTable {
 
     /// Exchanges declared by clients (the default and `amq.*` ones left out).
     pub fn exchange_count(&self) -> usize {
-        self.exchanges.len().saturating_sub(1 + STANDARD.len())
+        self.exchanges.len().saturating_sub(1 + STANDARD.len() * self.vhosts)
+    }
+
+    /// A vhost other than `/` came to be: its standard exchanges. Every
+    /// copy does this when it applies the change that made the vhost, so
+    /// it is not a routing change and does not move the version. Its
+    /// default exchange is not in the table: the front ends send a publish
+    /// to "" straight to the queue its routing key names in that vhost.
+    pub fn add_vhost(&mut self, vhost: &str) {
+        if vhost == super::vhost::DEFAULT_VHOST {
+            return;
+        }
+        let first = super::vhost::qualify(vhost, STANDARD[0].0);
+        if self.exchanges.contains_key(first.as_ref()) {
+            return;
+        }
+        self.vhosts += 1;
+        for (name, kind) in STANDARD {
+            let mut def = ExchangeDef::new(super::vhost::qualify(vhost, name).into_owned(), kind);
+            def.durable = true;
+            self.insert(def);
+        }
+    }
+
+    /// A vhost was deleted: its exchanges go, and every binding from or to
+    /// them or to its queues. Like `add_vhost`, every copy does it as it
+    /// applies the deletion.
+    pub fn drop_vhost(&mut self, vhost: &str) {
+        if vhost == super::vhost::DEFAULT_VHOST {
+            return;
+        }
+        let in_vhost = |n: &str| super::vhost::vhost_of(n) == vhost && n.starts_with('\0');
+        let exchanges: Vec<String> = self.exchanges.keys().filter(|n| in_vhost(n)).cloned().collect();
+        let queues: Vec<String> = self
+            .incoming
+            .keys()
+            .filter_map(|d| match d {
+                Dest::Queue(q) if in_vhost(q) => Some(q.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut auto_deleted = Vec::new();
+        for q in queues {
+            self.drop_dest(&Dest::Queue(q), &mut auto_deleted);
+        }
+        for x in &exchanges {
+            if self.exchanges.contains_key(x) {
+                self.remove_exchange(x, &mut auto_deleted);
+            }
+        }
+        if !exchanges.is_empty() {
+            self.vhosts = self.vhosts.saturating_sub(1);
+        }
     }
 
     pub fn binding_count(&self) -> usize {
@@ -243,7 +305,7 @@ impl RoutingTable {
                 && e.alternate == def.alternate;
             return if same { Ok(()) } else { Err(RouteError::Mismatch(def.name.clone())) };
         }
-        if def.name.starts_with("amq.") {
+        if super::vhost::name_of(&def.name).starts_with("amq.") {
             let msg = format!("exchange name '{}' uses the reserved prefix 'amq.'", def.name);
             return Err(RouteError::AccessRefused(msg));
         }

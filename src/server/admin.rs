@@ -59,8 +59,9 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
             let mut qs: Vec<&QueueStats> = stats.iter().flat_map(|s| &s.queues).collect();
             qs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
             let row = |q: &&QueueStats| {
+                let (vhost, name) = crate::protocol::vhost::split(&q.name);
                 json!({
-                    "name": q.name, "shard": q.shard, "durable": q.durable,
+                    "name": name, "vhost": vhost, "shard": q.shard, "durable": q.durable,
                     "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
                     "ready_bytes": q.ready_bytes, "published": q.published, "delivered": q.delivered,
                 })
@@ -73,7 +74,9 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
                 stats
                     .iter()
                     .flat_map(|s| &s.conns)
-                    .map(|c| json!({ "name": c.name, "shard": c.shard, "protocol": c.protocol, "peer": c.peer }))
+                    .map(|c| {
+                        json!({ "name": c.name, "shard": c.shard, "protocol": c.protocol, "peer": c.peer, "vhost": c.vhost })
+                    })
                     .collect(),
             )
         }
@@ -100,8 +103,10 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
             } else {
                 AdminReq::Delete { queue: arg.to_string() }
             };
+            // `arg` is the queue's qualified name (`ctl --vhost` scopes it).
+            let (vhost, name) = crate::protocol::vhost::split(arg);
             match admin_on_owner(shard, req, arg).await {
-                Ok(n) => json!({ "queue": arg, "messages": n }),
+                Ok(n) => json!({ "queue": name, "vhost": vhost, "messages": n }),
                 Err(e) => json!({ "error": e }),
             }
         }
@@ -177,14 +182,16 @@ pub fn exchanges_json(shard: &Shard) -> Value {
     let mut xs: Vec<Value> = table
         .exchanges()
         .map(|x| {
+            let (vhost, name) = crate::protocol::vhost::split(&x.name);
+            let alternate = x.alternate.as_deref().map(crate::protocol::vhost::name_of);
             json!({
-                "name": x.name, "vhost": "/", "type": x.kind.as_str(), "durable": x.durable,
+                "name": name, "vhost": vhost, "type": x.kind.as_str(), "durable": x.durable,
                 "auto_delete": x.auto_delete, "internal": x.internal,
-                "alternate_exchange": x.alternate, "arguments": table_json(&x.args),
+                "alternate_exchange": alternate, "arguments": table_json(&x.args),
             })
         })
         .collect();
-    xs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    xs.sort_by(|a, b| (a["vhost"].as_str(), a["name"].as_str()).cmp(&(b["vhost"].as_str(), b["name"].as_str())));
     Value::Array(xs)
 }
 
@@ -198,9 +205,10 @@ pub fn bindings_json(shard: &Shard) -> Value {
                 Dest::Queue(_) => "queue",
                 Dest::Exchange(_) => "exchange",
             };
+            let (vhost, source) = crate::protocol::vhost::split(&b.source);
             json!({
-                "source": b.source, "vhost": "/", "destination": b.dest.name(), "destination_type": kind,
-                "routing_key": b.key, "arguments": table_json(&b.args),
+                "source": source, "vhost": vhost, "destination": crate::protocol::vhost::name_of(b.dest.name()),
+                "destination_type": kind, "routing_key": b.key, "arguments": table_json(&b.args),
             })
         })
         .collect();

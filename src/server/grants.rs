@@ -61,6 +61,11 @@ impl Grants {
         &self.user
     }
 
+    /// The vhost the connection works in.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
     /// May this connection do `p` on `kind` `name`?
     pub fn check(&self, shard: &Shard, p: Perm, kind: Kind, name: &str) -> Result<(), QueueError> {
         let generation = shard.users_generation();

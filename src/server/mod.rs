@@ -403,6 +403,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         let _ = s.ready.send(Err(format!("shard {}: {e}", s.id)));
         return Err(format!("storage recovery failed: {e}"));
     }
+    shard.delete_orphan_queues();
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
     tasks.push(glommio::spawn_local(shard.clone().run_housekeeping()));
     // Reads spilled messages back (memory budget).

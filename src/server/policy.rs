@@ -65,7 +65,7 @@ fn invalid(queue: &str, key: &str, why: impl std::fmt::Display) -> ArgError {
     ArgError {
         code: ErrorCode::InvalidArgument,
         unsupported: false,
-        message: format!("invalid arg '{key}' for queue '{queue}' in vhost '/': {why}"),
+        message: format!("invalid arg '{key}' for queue {}: {why}", crate::routing::vhost::describe(queue)),
     }
 }
 
@@ -179,7 +179,8 @@ impl QueueArgs {
         for (key, current, received) in fields {
             if current != received {
                 return Err(format!(
-                    "inequivalent arg '{key}' for queue '{queue}' in vhost '/': received {} but current is {}",
+                    "inequivalent arg '{key}' for queue {}: received {} but current is {}",
+                    crate::routing::vhost::describe(queue),
                     show(received),
                     show(current)
                 ));

@@ -75,6 +75,8 @@ pub struct ConnStats {
     pub shard: u16,
     pub protocol: &'static str,
     pub peer: String,
+    /// The vhost it works in (`/` before login).
+    pub vhost: String,
     /// Bytes held for its socket, queued and being written (bounded by
     /// `outbox_bytes_max` plus one dispatch, see `server/gate.rs`).
     pub outbox_bytes: u64,
@@ -340,9 +342,12 @@ pub fn per_queue_header(o: &mut String, series: &PerQueue) {
 pub fn per_queue_sample(o: &mut String, series: &PerQueue, q: &QueueStats) {
     use std::fmt::Write;
     o.push_str(series.0);
+    let (vhost, name) = crate::protocol::vhost::split(&q.name);
     o.push_str("{queue=\"");
-    push_escaped(o, &q.name);
-    let _ = writeln!(o, "\",vhost=\"/\"}} {}", (series.2)(q));
+    push_escaped(o, name);
+    o.push_str("\",vhost=\"");
+    push_escaped(o, vhost);
+    let _ = writeln!(o, "\"}} {}", (series.2)(q));
 }
 
 /// A per-queue series: name, help, value.

@@ -289,8 +289,13 @@ impl Raw {
 
     /// Completes the handshake on a connected `Raw`; returns its shard.
     pub fn handshake(&mut self) -> u16 {
-        let rid =
-            self.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let rid = self.send(Cmd::Hello {
+            version: protocol::VERSION,
+            user: "guest",
+            password: "guest",
+            heartbeat_ms: None,
+            vhost: None,
+        });
         let f = self.recv();
         match f.frame() {
             Frame { request_id, cmd: Cmd::HelloOk(h) } if request_id == rid => h.shard_id,
@@ -302,8 +307,13 @@ impl Raw {
     /// shard the connection landed on.
     pub fn hello(addr: SocketAddr) -> (Raw, u16) {
         let mut r = Raw::connect(addr);
-        let rid =
-            r.send(Cmd::Hello { version: protocol::VERSION, user: "guest", password: "guest", heartbeat_ms: None });
+        let rid = r.send(Cmd::Hello {
+            version: protocol::VERSION,
+            user: "guest",
+            password: "guest",
+            heartbeat_ms: None,
+            vhost: None,
+        });
         let f = r.recv();
         let shard = match f.frame() {
             Frame { request_id, cmd: Cmd::HelloOk(h) } => {

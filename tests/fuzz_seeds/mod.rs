@@ -75,7 +75,7 @@ fn native_frames() -> Named {
     let args = queue_args();
     let ranges = [1u64.to_le_bytes(), 3u64.to_le_bytes(), 7u64.to_le_bytes(), 7u64.to_le_bytes()].concat();
     let cmds = [
-        ("hello", Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: None }),
+        ("hello", Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: None, vhost: None }),
         ("declare", Cmd::Declare { flags: op::DECLARE_DURABLE, queue: "orders", args: &args }),
         ("subscribe", Cmd::Subscribe { consumer_id: 1, prefetch: 100, queue: "orders" }),
         ("ack", Cmd::Ack { consumer_id: 1, ranges: Ranges::parse(&ranges, 2).expect("ranges") }),

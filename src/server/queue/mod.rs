@@ -502,5 +502,8 @@ pub struct Dispatched {
 }
 
 fn unknown_consumer(id: u32, queue: &str) -> QueueError {
-    QueueError::new(ErrorCode::UnknownConsumer, format!("no consumer {id} on queue '{queue}' for this connection"))
+    QueueError::new(
+        ErrorCode::UnknownConsumer,
+        format!("no consumer {id} on queue {} for this connection", crate::routing::vhost::describe(queue)),
+    )
 }

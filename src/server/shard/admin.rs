@@ -287,7 +287,9 @@ impl Shard {
             let (protocol, peer) = sink.describe();
             let protocol = PROTOCOLS.iter().copied().find(|p| *p == protocol).unwrap_or("native");
             let outbox_bytes = sink.outbox_bytes() as u64;
-            s.conns.push(ConnStats { name: format!("{}:{id}", self.id), shard: self.id, protocol, peer, outbox_bytes });
+            let vhost = sink.login_vhost().unwrap_or_else(|| crate::protocol::vhost::DEFAULT_VHOST.into());
+            let name = format!("{}:{id}", self.id);
+            s.conns.push(ConnStats { name, shard: self.id, protocol, peer, vhost, outbox_bytes });
         });
         s.connections = s.conns.len() as u64;
         if let Some(d) = self.durable() {

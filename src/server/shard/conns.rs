@@ -155,6 +155,11 @@ impl ConnTable {
         self.shut_down_where(|c| c.login_user().as_deref() == Some(user), why)
     }
 
+    /// Ends the connections logged in to `vhost`.
+    pub fn shut_down_vhost(&self, vhost: &str, why: &str) -> usize {
+        self.shut_down_where(|c| c.login_vhost().as_deref() == Some(vhost), why)
+    }
+
     fn shut_down_where(&self, pick: impl Fn(&dyn ConnSink) -> bool, why: &str) -> usize {
         let conns: Vec<Rc<dyn ConnSink>> = self.conns.borrow().values().filter(|c| pick(c.as_ref())).cloned().collect();
         for c in &conns {

@@ -71,6 +71,11 @@ impl Shard {
             dead.iter().filter(|d| d.logged && d.msg.persistent).map(|d| (d.msg.seq, d.msg.bytes())).collect();
         self.log_gone(q, seqs);
         let Some(dlx) = q.args.dead_letter_exchange.as_deref() else { return };
+        // The queue's arguments name exchanges and queues in its vhost;
+        // x-death names them as its clients do.
+        let (vhost, queue_name) = crate::routing::vhost::split(&q.name);
+        let dlx_key =
+            if dlx.is_empty() { String::new() } else { crate::routing::vhost::qualify(vhost, dlx).into_owned() };
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for d in dead {
             if d.msg.spilled.is_some() {
@@ -82,9 +87,9 @@ impl Shard {
             let (exchange, key) = match &d.msg.origin {
                 Some(o) => (o.exchange.as_str(), o.routing_key.as_str()),
                 // The default exchange: the routing key was the queue's name.
-                None => ("", q.name.as_str()),
+                None => ("", queue_name),
             };
-            let death = Death { queue: &q.name, reason: d.reason, exchange, routing_key: key, time };
+            let death = Death { queue: queue_name, reason: d.reason, exchange, routing_key: key, time };
             let entry = match deadletter::mark(&d.msg.entry, &death) {
                 Ok(e) => e,
                 // A consumer's rejection cannot loop by itself: such a
@@ -95,9 +100,13 @@ impl Shard {
                     continue;
                 }
             };
-            let routing_key = q.args.dead_letter_routing_key.clone().unwrap_or_else(|| key.to_string());
+            let mut routing_key = q.args.dead_letter_routing_key.clone().unwrap_or_else(|| key.to_string());
+            if dlx.is_empty() {
+                // Through the default exchange: the key names a queue of the vhost.
+                routing_key = crate::routing::vhost::qualify_owned(vhost, routing_key);
+            }
             self.dead_letters.push(DeadLetter {
-                exchange: dlx.to_string(),
+                exchange: dlx_key.clone(),
                 routing_key,
                 persistent: d.msg.persistent,
                 entry,
@@ -174,8 +183,9 @@ impl Shard {
     /// automatic cycle (see `deadletter::is_cycle`) are dropped, the rest
     /// are published; a missing or full queue drops them, as RabbitMQ does.
     pub fn dead_letter_to_queue(&self, queue: &str, persistent: bool, entries: Vec<Bytes>) {
+        let name = crate::routing::vhost::name_of(queue);
         let (keep, cycled): (Vec<Bytes>, Vec<Bytes>) =
-            entries.into_iter().partition(|e| !deadletter::is_cycle(e, queue));
+            entries.into_iter().partition(|e| !deadletter::is_cycle(e, name));
         if !cycled.is_empty() {
             bump(&self.counters.dead_lettered_dropped, cycled.len() as u64);
             tracing::debug!(queue, dropped = cycled.len(), "dead-letter cycle without a rejection: messages dropped");

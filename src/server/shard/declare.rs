@@ -24,7 +24,11 @@ impl Shard {
             if !passive && q.durable != durable {
                 return Err(QueueError::new(
                     ErrorCode::QueueMismatch,
-                    format!("queue '{name}' exists with durable={}; declared with durable={durable}", q.durable),
+                    format!(
+                        "queue {} exists with durable={}; declared with durable={durable}",
+                        crate::routing::vhost::describe(&name),
+                        q.durable
+                    ),
                 ));
             }
             return Ok(q.ready_len() as u64);
@@ -107,10 +111,16 @@ impl Shard {
         let mut queues = self.queues.borrow_mut();
         let q = queues.get(name).ok_or_else(|| not_found(name))?;
         if if_unused && q.consumer_count() > 0 {
-            return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' in use")));
+            return Err(QueueError::new(
+                ErrorCode::QueueMismatch,
+                format!("queue {} in use", crate::routing::vhost::describe(name)),
+            ));
         }
         if if_empty && q.ready_len() + q.unacked_len() > 0 {
-            return Err(QueueError::new(ErrorCode::QueueMismatch, format!("queue '{name}' is not empty")));
+            return Err(QueueError::new(
+                ErrorCode::QueueMismatch,
+                format!("queue {} is not empty", crate::routing::vhost::describe(name)),
+            ));
         }
         let n = q.ready_len() as u64;
         if let Some(q) = queues.remove(name) {

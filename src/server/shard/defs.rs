@@ -140,7 +140,10 @@ impl Shard {
         let table = self.routing.table.borrow();
         let mut defs: Vec<Change> = table
             .exchanges()
-            .filter(|x| x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
+            .filter(|x| {
+                let name = crate::routing::vhost::name_of(&x.name);
+                x.durable && !name.is_empty() && !name.starts_with("amq.")
+            })
             .map(|x| Change::DeclareExchange(x.clone()))
             .collect();
         defs.extend(table.bindings().filter(|b| self.meta.is_stored(b)).map(|b| Change::Bind(b.clone())));

@@ -53,6 +53,10 @@ pub trait ConnSink {
     fn login_user(&self) -> Option<String> {
         None
     }
+    /// The vhost it works in; `None` before login (and for HTTP).
+    fn login_vhost(&self) -> Option<String> {
+        None
+    }
     /// The protocol (`native`, `amqp`) and peer address, for operators.
     fn describe(&self) -> (&'static str, String) {
         ("native", String::new())
@@ -201,6 +205,13 @@ impl Shard {
         alarms: Arc<crate::server::alarm::Alarms>,
         stored_access: Option<&crate::storage::definitions::StoredAccess>,
     ) -> Self {
+        let users = users::UserStore::new(&config, stored_access);
+        // Every vhost's standard exchanges, before any routing change
+        // arrives (a stored binding may name one).
+        let routing = routing_replica::RoutingReplica::default();
+        for vhost in users.users.borrow().vhosts() {
+            routing.table.borrow_mut().add_vhost(vhost);
+        }
         Self {
             id,
             count,
@@ -209,7 +220,7 @@ impl Shard {
             queues: queues::QueueSet::new(&config),
             publish_pause: pause::PublishPause::new(&config),
             conns: conns::ConnTable::new(id, config.clone()),
-            users: users::UserStore::new(&config, stored_access),
+            users,
             stopped: gate::StoppedConns::new(config.outbox_bytes_max, count),
             login_log: login::LoginLog::default(),
             config,
@@ -218,7 +229,7 @@ impl Shard {
             counters: Counters::default(),
             durable: RefCell::new(None),
             spill: spill::Spill::default(),
-            routing: routing_replica::RoutingReplica::default(),
+            routing,
             meta: meta::MetaOwner::default(),
             timers: timers::Timers::default(),
             dead_letters: dead_letters::DeadLetters::default(),
@@ -557,12 +568,12 @@ pub(super) fn check_lock(q: &Queue, from: ConnRef) -> Result<(), QueueError> {
     match q.exclusive_owner {
         Some(owner) if owner != from => Err(QueueError::new(
             ErrorCode::QueueLocked,
-            format!("queue '{}' is exclusive to another connection", q.name),
+            format!("queue {} is exclusive to another connection", crate::routing::vhost::describe(&q.name)),
         )),
         _ => Ok(()),
     }
 }
 
 pub(super) fn not_found(name: &str) -> QueueError {
-    QueueError::new(ErrorCode::QueueNotFound, format!("no queue '{name}'"))
+    QueueError::new(ErrorCode::QueueNotFound, format!("no queue {}", crate::routing::vhost::describe(name)))
 }

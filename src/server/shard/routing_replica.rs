@@ -195,14 +195,20 @@ impl Shard {
                 return None;
             }
         };
-        let origin = Arc::new(Origin { exchange: exchange.to_owned(), routing_key: key.to_owned() });
+        let origin = Arc::new(Origin {
+            exchange: crate::routing::vhost::name_of(exchange).to_owned(),
+            routing_key: key.to_owned(),
+        });
         self.send_routed(from, request_id, o, targets, count, Some(origin)).filter(|_| may_pause())
     }
 
     fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {
         let table = self.routing.table.borrow();
         let x = table.exchange(exchange).ok_or_else(|| {
-            QueueError::new(ErrorCode::ExchangeNotFound, format!("no exchange '{exchange}' in vhost '/'"))
+            QueueError::new(
+                ErrorCode::ExchangeNotFound,
+                format!("no exchange {}", crate::routing::vhost::describe(exchange)),
+            )
         })?;
         if x.internal {
             return Err(QueueError::new(
@@ -389,7 +395,10 @@ impl Shard {
     pub fn check_exchange(&self, from: ConnRef, request_id: u64, name: &str) {
         let r = match self.routing.table.borrow().exchange(name) {
             Some(_) => Ok(0),
-            None => Err(QueueError::new(ErrorCode::ExchangeNotFound, format!("no exchange '{name}' in vhost '/'"))),
+            None => Err(QueueError::new(
+                ErrorCode::ExchangeNotFound,
+                format!("no exchange {}", crate::routing::vhost::describe(name)),
+            )),
         };
         self.reply_result(from, request_id, r);
     }

@@ -98,7 +98,7 @@ impl Shard {
         let limits = ChangeLimits { users: self.config.users_max as usize, vhosts: self.config.vhosts_max as usize };
         self.users.users.borrow_mut().apply(&change, limits)?;
         tracing::info!(user = change.user(), vhost = change.vhost(), "{}", change.describe());
-        self.close_if_deleted(&change);
+        self.after_change(&change);
         self.users.stored.set(true);
         let gen = self.definitions_changed();
         let version = self.routing.table.borrow_mut().bump_version();
@@ -135,29 +135,69 @@ impl Shard {
 
     /// A peer: shard 0's user change under metadata `version`.
     pub(super) fn on_users_apply(&self, version: u64, change: UserChange) {
-        let mut table = self.routing.table.borrow_mut();
-        if version <= table.version() {
+        if version <= self.routing.table.borrow().version() {
             return;
         }
         if let Err(e) = self.users.users.borrow_mut().apply(&change, ChangeLimits::NONE) {
             tracing::error!(shard = self.id, error = %e, user = change.user(), "user change failed here (bug)");
         }
-        self.close_if_deleted(&change);
+        self.after_change(&change);
+        let mut table = self.routing.table.borrow_mut();
         if table.bump_version() != version {
             tracing::error!(shard = self.id, local = table.version(), version, "metadata copy out of step (bug)");
         }
         self.mesh.forward(METADATA_SHARD, MeshMsg::MetaApplied { shard: self.id, version });
     }
 
-    /// A deleted user's connections on this shard end (AMQP
-    /// `CONNECTION_FORCED`, native `ShuttingDown`), as in RabbitMQ.
-    fn close_if_deleted(&self, change: &UserChange) {
-        if let UserChange::Delete { name } = change {
-            let n = self.conns.shut_down_user(name, &format!("user '{name}' was deleted"));
-            if n > 0 {
-                tracing::info!(shard = self.id, user = %name, connections = n, "a deleted user's connections closed");
+    /// What a change means on this shard beyond the users: a deleted
+    /// user's connections end (AMQP `CONNECTION_FORCED`, native
+    /// `ShuttingDown`), as in RabbitMQ; a new vhost gets its standard
+    /// exchanges; a deleted vhost loses its connections, exchanges,
+    /// bindings and this shard's queues in it (`delete_vhost_here`).
+    fn after_change(&self, change: &UserChange) {
+        match change {
+            UserChange::Delete { name } => {
+                let n = self.conns.shut_down_user(name, &format!("user '{name}' was deleted"));
+                if n > 0 {
+                    tracing::info!(shard = self.id, user = %name, connections = n, "a deleted user's connections closed");
+                }
             }
+            UserChange::AddVhost { vhost, .. } => self.routing.table.borrow_mut().add_vhost(vhost),
+            UserChange::DeleteVhost { vhost } => self.delete_vhost_here(vhost),
+            _ => {}
         }
+    }
+
+    /// A deleted vhost's part on this shard: its connections end, its
+    /// exchanges and bindings leave this copy of the table, and its queues
+    /// here are deleted (durably, as any delete). A crash before the
+    /// queues' deletes reach the log is finished at the next start
+    /// (`delete_orphan_queues`).
+    fn delete_vhost_here(&self, vhost: &str) {
+        let why = format!("vhost '{vhost}' was deleted");
+        let n = self.conns.shut_down_vhost(vhost, &why);
+        self.routing.table.borrow_mut().drop_vhost(vhost);
+        let deleted = self.delete_queues_where(|v| v == vhost);
+        tracing::info!(shard = self.id, vhost, connections = n, queues = deleted, "{why}");
+    }
+
+    /// Start-up: deletes the queues of vhosts that no longer exist (a
+    /// vhost deleted just before a crash).
+    pub fn delete_orphan_queues(&self) {
+        let n = self.delete_queues_where(|v| !self.has_vhost(v));
+        if n > 0 {
+            tracing::info!(shard = self.id, queues = n, "queues of deleted vhosts deleted");
+        }
+    }
+
+    fn delete_queues_where(&self, vhost_gone: impl Fn(&str) -> bool) -> usize {
+        let mut queues = self.queues.borrow_mut();
+        let names: Vec<String> =
+            queues.keys().filter(|q| vhost_gone(crate::routing::vhost::vhost_of(q))).cloned().collect();
+        for q in &names {
+            self.remove_queue(&mut queues, q);
+        }
+        names.len()
     }
 
     /// Every user (this shard's copy; all shards agree once a change is
