@@ -10,6 +10,10 @@
 #   CORES=                 loadgen --cores (default: 0 on machines with 2 cores or
 #                          fewer, so the generator leaves the brokers a core; else all)
 #   RINGMQ_AMQP=1          also run the workloads against ringmq's AMQP front end
+#   TLS=1                  also over TLS: ringmq's native TLS listener (ringmq-tls),
+#                          AMQPS on ringmq (ringmq-amqps, with RINGMQ_AMQP=1) and on
+#                          RabbitMQ (rabbitmq-amqps), with a CA and certificate this
+#                          script makes (openssl); the cost of TLS, side by side
 #   SKIP_RINGMQ=1 / SKIP_RABBITMQ=1
 #   ONLY=16b,fanout        run only these workloads (keys: 16b 1k 1k-persist 4x4
 #                          rate fanout; default all)
@@ -112,8 +116,8 @@ start_rabbitmq() {
         # The package may have started a system instance; this script uses its own.
     fi
     local base
-    base=$(free_ports 3)
-    RABBIT_PORT=$base DIST_PORT=$((base + 1)) EPMD_PORT=$((base + 2))
+    base=$(free_ports 4)
+    RABBIT_PORT=$base DIST_PORT=$((base + 1)) EPMD_PORT=$((base + 2)) RABBIT_TLS_PORT=$((base + 3))
     mkdir -p "$TMP/rabbit"
     echo "[]." >"$TMP/rabbit/enabled_plugins"
     cat >"$TMP/rabbit/rabbitmq.conf" <<EOF
@@ -122,6 +126,17 @@ loopback_users.guest = true
 log.console = false
 log.file.level = warning
 EOF
+    if [ "${TLS:-0}" = 1 ]; then
+        cp "$TMP/tls/ca.pem" "$TMP/tls/server.pem" "$TMP/tls/server.key" "$TMP/rabbit/"
+        cat >>"$TMP/rabbit/rabbitmq.conf" <<EOF
+listeners.ssl.default = 127.0.0.1:$RABBIT_TLS_PORT
+ssl_options.cacertfile = $TMP/rabbit/ca.pem
+ssl_options.certfile = $TMP/rabbit/server.pem
+ssl_options.keyfile = $TMP/rabbit/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+    fi
     id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$TMP/rabbit"
     chmod 755 "$TMP"
     rabbit_env
@@ -135,6 +150,25 @@ EOF
     fi
 }
 
+# ---------------------------------------------------------------- TLS
+# A CA and a certificate for localhost / 127.0.0.1, for both brokers.
+make_certs() {
+    mkdir -p "$TMP/tls"
+    (
+        cd "$TMP/tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench-ca"
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+        printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext
+    ) >>"$LOG" 2>&1
+    chmod 644 "$TMP/tls/"*
+}
+TLS_ARGS=()
+if [ "${TLS:-0}" = 1 ]; then
+    make_certs
+    CA="cacertfile=$TMP/tls/ca.pem"
+fi
+
 # ---------------------------------------------------------------- ringmq
 start_ringmq() {
     if ! (cd "$ROOT" && cargo build --release --bin ringmq) >>"$LOG" 2>&1; then
@@ -142,14 +176,20 @@ start_ringmq() {
         return 1
     fi
     local base
-    base=$(free_ports 24)
+    base=$(free_ports 48)
     RINGMQ_PORT=$base
     RINGMQ_AMQP_PORT=$((base + 20))
     mkdir -p "$TMP/ringmq"
+    if [ "${TLS:-0}" = 1 ]; then
+        # The native TLS port and its shards' ports (+ 1 + i), then AMQPS.
+        RINGMQ_TLS_PORT=$((base + 24)) RINGMQ_AMQPS_PORT=$((base + 46))
+        TLS_ARGS=(--tls-listen "127.0.0.1:$RINGMQ_TLS_PORT" --amqps-listen "127.0.0.1:$RINGMQ_AMQPS_PORT"
+            --tls-cert-file "$TMP/tls/server.pem" --tls-key-file "$TMP/tls/server.key")
+    fi
     say "starting ringmq on 127.0.0.1:$RINGMQ_PORT"
     "$TARGET/release/ringmq" serve --data-dir "$TMP/ringmq" --listen "127.0.0.1:$RINGMQ_PORT" \
         --amqp-listen "127.0.0.1:$RINGMQ_AMQP_PORT" --metrics-listen "127.0.0.1:$((base + 21))" \
-        >"$OUT/ringmq.log" 2>&1 &
+        "${TLS_ARGS[@]}" >"$OUT/ringmq.log" 2>&1 &
     RINGMQ_PID=$!
     if ! wait_port "$RINGMQ_PORT" 20 || ! kill -0 "$RINGMQ_PID" 2>/dev/null; then
         say "ringmq did not start (see $OUT/ringmq.log): skipping ringmq rows"
@@ -162,15 +202,24 @@ start_ringmq() {
 BROKERS=()
 if [ "${SKIP_RABBITMQ:-0}" != 1 ] && start_rabbitmq; then
     BROKERS+=("rabbitmq=amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f")
+    if [ "${TLS:-0}" = 1 ]; then
+        BROKERS+=("rabbitmq-amqps=amqps://guest:guest@localhost:$RABBIT_TLS_PORT/%2f?$CA")
+    fi
 fi
 if [ "${SKIP_RINGMQ:-0}" != 1 ]; then
     if [ "$NATIVE" = 1 ] || [ "${RINGMQ_AMQP:-0}" = 1 ]; then
         if start_ringmq; then
             if [ "$NATIVE" = 1 ]; then
                 BROKERS+=("ringmq=ringmq://127.0.0.1:$RINGMQ_PORT")
+                if [ "${TLS:-0}" = 1 ]; then
+                    BROKERS+=("ringmq-tls=ringmqs://localhost:$RINGMQ_TLS_PORT --tls-ca $TMP/tls/ca.pem")
+                fi
             fi
             if [ "${RINGMQ_AMQP:-0}" = 1 ]; then
                 BROKERS+=("ringmq-amqp=amqp://guest:guest@127.0.0.1:$RINGMQ_AMQP_PORT/%2f")
+                if [ "${TLS:-0}" = 1 ]; then
+                    BROKERS+=("ringmq-amqps=amqps://guest:guest@localhost:$RINGMQ_AMQPS_PORT/%2f?$CA")
+                fi
             fi
         fi
     else
@@ -207,10 +256,12 @@ if [ -z "${CORES:-}" ] && [ "$(nproc)" -le 2 ]; then CORES=0; fi
 for wl in "${WORKLOADS[@]}"; do
     IFS='|' read -r key title args <<<"$wl"
     for b in "${BROKERS[@]}"; do
-        name=${b%%=*} url=${b#*=}
+        name=${b%%=*} url=${b#*=} extra=
+        # "URL FLAGS...": flags for this broker only (the native TLS row's CA).
+        if [[ $url == *" "* ]]; then extra=${url#* } url=${url%% *}; fi
         say "$name: $title"
         # shellcheck disable=SC2086
-        if ! "$LOADGEN" --url "$url" $args --duration "$DURATION" --warmup "$WARMUP" \
+        if ! "$LOADGEN" --url "$url" $extra $args --duration "$DURATION" --warmup "$WARMUP" \
             "${CORE_ARGS[@]}" --quiet --label "$name: $title" \
             --json "$OUT/$name-$key.json" --hgrm "$OUT/$name-$key.hgrm" \
             >"$OUT/$name-$key.txt" 2>&1; then
