@@ -143,7 +143,7 @@ impl RoutingTable {
 
     /// Exchanges declared by clients (the default and `amq.*` ones left out).
     pub fn exchange_count(&self) -> usize {
-        self.exchanges.len().saturating_sub(1 + STANDARD.len() * self.vhosts)
+        self.exchanges.len().saturating_sub(1 + STANDARD.len() * (1 + self.vhosts))
     }
 
     /// A vhost other than `/` came to be: its standard exchanges. Every

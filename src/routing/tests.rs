@@ -360,3 +360,35 @@ fn snapshot_round_trip() {
         .collect();
     assert_eq!(names, ["logs", "unrouted", "amq.direct->errors", "logs->errors"]);
 }
+
+#[test]
+fn each_vhost_has_its_own_standard_exchanges_and_dropping_it_leaves_the_others() {
+    use super::vhost::qualify;
+    let mut t = RoutingTable::new();
+    t.add_vhost("a");
+    t.add_vhost("a");
+    t.add_vhost("/");
+    assert_eq!(t.exchange_count(), 0, "standard exchanges are not counted");
+    let (ax, aq) = (qualify("a", "amq.direct").into_owned(), qualify("a", "q").into_owned());
+    assert!(t.exchange(&ax).is_some() && t.exchange("amq.direct").is_some());
+    // The vhost's amq.* are as protected as `/`'s.
+    assert!(t.apply(&Change::DeleteExchange(ax.clone())).is_err());
+    let mine = qualify("a", "amq.mine").into_owned();
+    assert!(t.apply(&Change::DeclareExchange(ExchangeDef::new(mine, ExchangeKind::Direct))).is_err());
+    bind(&mut t, &ax, qd(&aq), "k").unwrap();
+    bind(&mut t, "amq.direct", qd("q"), "k").unwrap();
+    let logs = qualify("a", "logs").into_owned();
+    declare(&mut t, &logs, ExchangeKind::Fanout);
+    bind(&mut t, &logs, qd(&aq), "").unwrap();
+    assert_eq!(t.exchange_count(), 1);
+    assert_eq!(routed(&t, &ax, "k"), [aq.clone()]);
+    assert_eq!(routed(&t, "amq.direct", "k"), ["q"]);
+    let version = t.version();
+    t.drop_vhost("a");
+    assert_eq!(t.version(), version, "every copy drops it as it applies the deletion");
+    assert!(t.exchange(&ax).is_none() && t.exchange(&logs).is_none());
+    assert_eq!(t.exchange_count(), 0);
+    assert_eq!(routed(&t, "amq.direct", "k"), ["q"], "'/' keeps its bindings");
+    assert_eq!(t.binding_count(), 1);
+    assert_eq!(t.incoming_len(), 1);
+}
