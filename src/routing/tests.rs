@@ -381,7 +381,7 @@ fn each_vhost_has_its_own_standard_exchanges_and_dropping_it_leaves_the_others()
     declare(&mut t, &logs, ExchangeKind::Fanout);
     bind(&mut t, &logs, qd(&aq), "").unwrap();
     assert_eq!(t.exchange_count(), 1);
-    assert_eq!(routed(&t, &ax, "k"), [aq.clone()]);
+    assert_eq!(routed(&t, &ax, "k"), [aq]);
     assert_eq!(routed(&t, "amq.direct", "k"), ["q"]);
     let version = t.version();
     t.drop_vhost("a");
