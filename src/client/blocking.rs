@@ -55,15 +55,7 @@ impl Conn {
             beater: None,
         };
         let rid = c.rid();
-        let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
-        let cmd = Cmd::Hello {
-            version: protocol::VERSION,
-            user: &opts.user,
-            password: &opts.password,
-            heartbeat_ms,
-            vhost: opts.hello_vhost(),
-        };
-        Frame { request_id: rid, cmd }.encode(&mut c.wbuf);
+        Frame { request_id: rid, cmd: opts.hello() }.encode(&mut c.wbuf);
         c.flush()?;
         let deadline = Instant::now() + opts.connect_timeout;
         let info = match c.read_reply(Some(deadline), addr)? {

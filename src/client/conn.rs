@@ -5,7 +5,7 @@
 use super::consumer::{ConsumerState, Delivery};
 use super::dial::{io_error, Dialer};
 use super::{parse_broker_url, ClientError, ClientOptions, Result, ServerInfo};
-use crate::protocol::{self, encode_ack, Cmd, Frame};
+use crate::protocol::{encode_ack, Cmd, Frame};
 use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError, READ_BYTES};
 use crate::rt::{Notify, Outbox, Slot, Transport};
 use bytes::{Bytes, BytesMut};
@@ -64,16 +64,7 @@ impl Conn {
         let stream = dialer.connect(addr, opts.connect_timeout).await?;
         let (mut r, mut w) = split(stream);
         let mut hello = BytesMut::new();
-        // No heartbeat field when none is wanted: older brokers accept that Hello.
-        let heartbeat_ms = (opts.heartbeat_ms > 0).then_some(opts.heartbeat_ms);
-        let cmd = Cmd::Hello {
-            version: protocol::VERSION,
-            user: &opts.user,
-            password: &opts.password,
-            heartbeat_ms,
-            vhost: opts.hello_vhost(),
-        };
-        Frame { request_id: 0, cmd }.encode(&mut hello);
+        Frame { request_id: 0, cmd: opts.hello() }.encode(&mut hello);
         w.write_all(&hello).await.map_err(io_error)?;
         // Over TLS the record may wait in the session until flushed.
         w.flush().await.map_err(io_error)?;

@@ -124,9 +124,16 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    /// The Hello's vhost field: none for `/` (what brokers before vhosts accept).
-    pub(crate) fn hello_vhost(&self) -> Option<&str> {
-        (self.vhost != protocol::vhost::DEFAULT_VHOST).then_some(self.vhost.as_str())
+    /// The Hello these options send: no heartbeat field when none is
+    /// wanted, and no vhost for `/` (what older brokers accept).
+    pub(crate) fn hello(&self) -> protocol::Cmd<'_> {
+        protocol::Cmd::Hello {
+            version: protocol::VERSION,
+            user: &self.user,
+            password: &self.password,
+            heartbeat_ms: (self.heartbeat_ms > 0).then_some(self.heartbeat_ms),
+            vhost: (self.vhost != protocol::vhost::DEFAULT_VHOST).then_some(self.vhost.as_str()),
+        }
     }
 }
 
