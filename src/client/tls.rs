@@ -8,7 +8,7 @@
 //!   for brokers that ask for one (`tls_client_certs`).
 //! - [`Tls::connect`] (glommio, for the async client and the loadgen),
 //!   [`Tls::connect_std`] (a `rustls::StreamOwned` over a std socket, for
-//!   one thread) and [`SyncTls`] (the blocking client, whose heartbeat
+//!   one thread) and `SyncTls` (the blocking client, whose heartbeat
 //!   thread writes too).
 
 use super::{BrokerUrl, ClientError, ClientOptions, Result};
