@@ -139,7 +139,7 @@ pub struct AmqpConn {
     pub(super) grants: RefCell<Option<crate::server::grants::Grants>>,
     /// Over TLS with a verified client certificate: the user it names
     /// (`EXTERNAL`), or why it names none.
-    pub(super) certificate_login: RefCell<Option<Result<String, String>>>,
+    pub(super) certificate_login: RefCell<Option<Result<String, crate::server::tls::CertLoginError>>>,
     /// The vhost connection.open named (`/` until then).
     pub(super) vhost: std::cell::OnceCell<String>,
 }
@@ -451,7 +451,7 @@ impl AmqpConn {
                 Ok(())
             }
             (Phase::Open, Method::Open { vhost }) => {
-                self.open_vhost(vhost).map_err(|text| conn_fault(code::NOT_ALLOWED, text, mid))?;
+                self.open_vhost(vhost)?;
                 // Logged in: from the unauthenticated cap to connections_per_shard_max.
                 match self.shard.conns.promote(self.me()) {
                     Ok(()) => {}

@@ -65,14 +65,15 @@ impl AmqpConn {
     /// permissions there (RabbitMQ's "access to vhost refused"). The
     /// connection then works in it: its names are scoped by it, and its
     /// permissions are the user's there.
-    pub(super) fn open_vhost(&self, vhost: &str) -> Result<(), String> {
+    pub(super) fn open_vhost(&self, vhost: &str) -> Result<(), Fault> {
+        let refused = |text: String| conn_fault(code::NOT_ALLOWED, text, id::CONNECTION_OPEN);
         if !self.shard.has_vhost(vhost) {
-            return Err(format!("NOT_ALLOWED - vhost '{vhost}' not found"));
+            return Err(refused(format!("NOT_ALLOWED - vhost '{vhost}' not found")));
         }
         let user = self.grants.borrow().as_ref().map(|g| g.user().to_string()).unwrap_or_default();
         if self.shard.permission_of(&user, vhost).1.is_none() {
             tracing::info!(peer = ?self.peer, user, vhost, "AMQP connection refused: no permissions in the vhost");
-            return Err(format!("NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}'"));
+            return Err(refused(format!("NOT_ALLOWED - access to vhost '{vhost}' refused for user '{user}'")));
         }
         *self.grants.borrow_mut() = Some(crate::server::grants::Grants::new(&self.shard, &user, vhost));
         let _ = self.vhost.set(vhost.to_string());

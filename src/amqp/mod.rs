@@ -60,7 +60,7 @@ async fn serve(shard: Rc<Shard>, accepted: Accepted) {
     // An eviction (unauthenticated_connections_max) ends a handshake too.
     let secured = futures_lite::future::or(accepted.secure(&shard, timeout), async {
         conn.outbox.wait_ended().await;
-        Err("evicted during the TLS handshake".into())
+        Err(crate::server::tls::HandshakeError::Evicted)
     });
     let Ok(stream) = secured.await else {
         shard.conns.unregister(me, false);

@@ -192,7 +192,7 @@ pub async fn serve(shard: Rc<Shard>, accepted: Accepted) {
     let timeout = Duration::from_millis(shard.config.handshake_timeout_ms);
     let secured = futures_lite::future::or(accepted.secure(&shard, timeout), async {
         slot.evicted().await;
-        Err("evicted during the TLS handshake".into())
+        Err(crate::server::tls::HandshakeError::Evicted)
     });
     let Ok(stream) = secured.await else { return };
     let idle = Duration::from_millis(shard.config.http_idle_timeout_ms);

@@ -3,7 +3,7 @@
 //! front ends' accept loops through [`accept_each`].
 
 use super::shard::Shard;
-use super::tls::ListenerTls;
+use super::tls::{HandshakeError, ListenerTls};
 use crate::rt::Transport;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -94,13 +94,13 @@ impl Accepted {
     /// the handshake is done. The handshake must finish within `timeout`
     /// (`handshake_timeout_ms`); a failed one is logged at debug (scanners
     /// and health checks fail handshakes all day) and counted.
-    pub async fn secure(self, shard: &Shard, timeout: Duration) -> Result<Transport, String> {
+    pub async fn secure(self, shard: &Shard, timeout: Duration) -> Result<Transport, HandshakeError> {
         let Some(tls) = self.tls else { return Ok(Transport::Plain(self.stream)) };
         let handshake = async { Ok(tls.acceptor().accept(self.stream).await) };
         let why = match glommio::timer::timeout(timeout, handshake).await {
             Ok(Ok(s)) => return Ok(Transport::ServerTls(Box::new(s))),
-            Ok(Err(e)) => format!("TLS handshake failed: {e}"),
-            Err(_) => format!("TLS handshake not done within handshake_timeout_ms = {}", timeout.as_millis()),
+            Ok(Err(e)) => HandshakeError::Failed(e),
+            Err(_) => HandshakeError::Timeout(timeout.as_millis()),
         };
         super::shard::bump(&shard.counters.tls_handshake_failures, 1);
         tracing::debug!(listener = tls.name, peer = ?self.peer, "{why}");

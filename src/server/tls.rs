@@ -48,6 +48,27 @@ pub enum TlsError {
     Config { listener: &'static str, why: String },
 }
 
+/// Why a connection's TLS handshake did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Failed(std::io::Error),
+    #[error("TLS handshake not done within handshake_timeout_ms = {0}")]
+    Timeout(u128),
+    /// The connection was evicted at `unauthenticated_connections_max`.
+    #[error("evicted during the TLS handshake")]
+    Evicted,
+}
+
+/// Why a verified client certificate names no user for `EXTERNAL`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertLoginError {
+    #[error("unreadable certificate: {0}")]
+    Unreadable(String),
+    #[error("the certificate's subject has no common name")]
+    NoCommonName,
+}
+
 /// The files one listener uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -200,8 +221,8 @@ fn server_config(listener: &'static str, f: &TlsFiles) -> Result<Arc<ServerConfi
 
 /// The login name a verified client certificate carries (`EXTERNAL`), or
 /// why there is none.
-pub fn certificate_login(der: &[u8], from: CertLogin) -> Result<String, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+pub fn certificate_login(der: &[u8], from: CertLogin) -> Result<String, CertLoginError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertLoginError::Unreadable(e.to_string()))?;
     let subject = cert.subject();
     match from {
         CertLogin::DistinguishedName => Ok(subject.to_string()),
@@ -210,6 +231,6 @@ pub fn certificate_login(der: &[u8], from: CertLogin) -> Result<String, String> 
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_string)
-            .ok_or_else(|| "the certificate's subject has no common name".into()),
+            .ok_or(CertLoginError::NoCommonName),
     }
 }
