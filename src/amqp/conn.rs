@@ -9,7 +9,7 @@
 
 use super::channel::{ChState, Channels};
 pub use super::jobs::Job;
-use super::reading::ReadClock;
+use super::reading::{ReadClock, ReadEnd};
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
 use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
@@ -254,9 +254,9 @@ impl AmqpConn {
             Err(if self.outbox.is_stalled() {
                 let ms = self.shard.config.send_timeout_ms;
                 tracing::warn!(peer = ?self.peer, "closing AMQP connection: it read nothing for send_timeout_ms = {ms}");
-                format!("no write progress within send_timeout_ms = {ms}")
+                ReadEnd::Stalled(ms)
             } else {
-                "write failed, or the shard ended the connection".to_string()
+                ReadEnd::WriteEnded
             })
         };
         if let Err(why) = futures_lite::future::or(read, broken).await {
@@ -268,14 +268,14 @@ impl AmqpConn {
         self.outbox.close();
     }
 
-    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), String> {
+    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), ReadEnd> {
         while buf.len() < 8 {
             self.read_more(r, buf).await?;
         }
         if &buf[..8] != frame::PROTOCOL_HEADER {
             // Spec 4.2.2: answer with the header we speak, then close.
             self.outbox.push(|b| b.put_slice(frame::PROTOCOL_HEADER));
-            return Err("not an AMQP 0-9-1 protocol header".into());
+            return Err(ReadEnd::NotAmqp);
         }
         buf.advance(8);
         self.clock.after_frames(buf.len(), true);

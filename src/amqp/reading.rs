@@ -131,7 +131,7 @@ impl AmqpConn {
 
     /// Reads more bytes into `buf`; `Err` ends the connection (after a
     /// connection.close to the peer where one helps it understand).
-    pub(super) async fn read_more<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), String> {
+    pub(super) async fn read_more<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), ReadEnd> {
         let start = buf.len();
         let deadline = self.read_deadline();
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -155,7 +155,7 @@ impl AmqpConn {
         match res {
             Ok(0) => {
                 buf.truncate(start);
-                Err("peer closed".into())
+                Err(ReadEnd::PeerClosed)
             }
             Ok(n) => {
                 buf.truncate(start + n);
@@ -174,14 +174,14 @@ impl AmqpConn {
             }
             Err(e) => {
                 buf.truncate(start);
-                Err(e.to_string())
+                Err(ReadEnd::Io(e))
             }
         }
     }
 
     /// Says which deadline passed: to the log, and to the peer when it
     /// can still hear it.
-    fn timed_out(&self, buffered: usize) -> String {
+    fn timed_out(&self, buffered: usize) -> ReadEnd {
         let c = &self.shard.config;
         let phase = self.st.borrow().phase;
         let (why, tell) = match phase {
@@ -209,11 +209,29 @@ impl AmqpConn {
         if tell {
             self.fail(conn_fault(code::FRAME_ERROR, why.clone(), (0, 0)));
         }
-        why
+        ReadEnd::Deadline(why)
     }
 
     fn frame_overdue(&self) -> bool {
         let t = ms(self.shard.config.frame_timeout_ms);
         self.clock.frame_started.get().is_some_and(|s| Instant::now() >= s + t)
     }
+}
+
+/// Why a connection's reading ended.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadEnd {
+    #[error("peer closed")]
+    PeerClosed,
+    #[error("not an AMQP 0-9-1 protocol header")]
+    NotAmqp,
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// A deadline passed: which one, in words.
+    #[error("{0}")]
+    Deadline(String),
+    #[error("no write progress within send_timeout_ms = {0}")]
+    Stalled(u64),
+    #[error("write failed, or the shard ended the connection")]
+    WriteEnded,
 }

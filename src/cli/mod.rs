@@ -62,7 +62,7 @@ impl ConnArgs {
 pub fn queue_args(args: &[String]) -> Result<Vec<u8>, String> {
     let mut b = ringmq::protocol::field_table::TableBuilder::new();
     for a in args {
-        b = b.parse_arg(a)?;
+        b = b.parse_arg(a).map_err(|e| e.to_string())?;
     }
     Ok(b.build())
 }

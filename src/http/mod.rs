@@ -237,7 +237,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             let name = crate::protocol::vhost::qualify(vhost, name);
             match admin_on_owner(shard, AdminReq::Delete { queue: name.to_string() }, &name).await {
                 Ok(_) => no_content(),
-                Err(e) => error(StatusCode::NOT_FOUND, &e),
+                Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
             }
         }
         (&Method::GET, ["connections"]) => {
@@ -246,7 +246,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         }
         (&Method::DELETE, ["connections", name]) => match close_connection(shard, name).await {
             Ok(_) => no_content(),
-            Err(e) => error(StatusCode::NOT_FOUND, &e),
+            Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
         },
         (&Method::GET, ["exchanges"]) => json_resp(StatusCode::OK, &crate::server::admin::exchanges_json(shard)),
         (&Method::GET, ["exchanges", vhost]) => json_resp(StatusCode::OK, &in_vhost(exchanges_json(shard), vhost)),

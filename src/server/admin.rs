@@ -107,12 +107,12 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
             let (vhost, name) = crate::protocol::vhost::split(arg);
             match admin_on_owner(shard, req, arg).await {
                 Ok(n) => json!({ "queue": name, "vhost": vhost, "messages": n }),
-                Err(e) => json!({ "error": e }),
+                Err(e) => json!({ "error": e.to_string() }),
             }
         }
         op::ADMIN_CLOSE_CONNECTION => match close_connection(shard, arg).await {
             Ok(_) => json!({ "connection": arg, "closed": true }),
-            Err(e) => json!({ "error": e }),
+            Err(e) => json!({ "error": e.to_string() }),
         },
         op::ADMIN_ALARMS => alarms_json(shard).await,
         op::ADMIN_SET_MEMORY_HIGH_WATERMARK | op::ADMIN_SET_DISK_FREE_LIMIT => set_alarm_limit(shard, command, arg),
@@ -288,8 +288,20 @@ pub async fn json_array<'a, T: 'a>(items: impl Iterator<Item = &'a T>, f: impl F
     parts
 }
 
+/// Why an operator's request on one queue or connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// The shard that owns it refused (no such queue, and the like).
+    #[error("{0}")]
+    Refused(String),
+    #[error("no connection '{0}' (names are shard:id)")]
+    NoConnection(String),
+    #[error("the shard did not answer as expected")]
+    NoAnswer,
+}
+
 /// Runs a queue request on the queue's owning shard.
-pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Result<u64, String> {
+pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Result<u64, AdminError> {
     let owner = shard.owner_of(queue);
     let mut req = Some(req);
     let r = shard.admin(&[owner], |_| req.take().expect("one target")).await;
@@ -297,17 +309,17 @@ pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Re
 }
 
 /// Closes the connection named `shard:conn_id`.
-pub async fn close_connection(shard: &Rc<Shard>, name: &str) -> Result<u64, String> {
+pub async fn close_connection(shard: &Rc<Shard>, name: &str) -> Result<u64, AdminError> {
     let parsed = name.split_once(':').and_then(|(s, c)| Some((s.parse::<u16>().ok()?, c.parse::<u64>().ok()?)));
     let Some((s, conn_id)) = parsed.filter(|(s, _)| *s < shard.count) else {
-        return Err(format!("no connection '{name}' (names are shard:id)"));
+        return Err(AdminError::NoConnection(name.to_string()));
     };
     done(shard.admin(&[s], |_| AdminReq::CloseConn { conn_id }).await)
 }
 
-fn done(r: Vec<(u16, AdminReply)>) -> Result<u64, String> {
+fn done(r: Vec<(u16, AdminReply)>) -> Result<u64, AdminError> {
     match r.into_iter().next() {
-        Some((_, AdminReply::Done(r))) => r,
-        _ => Err("unexpected reply".into()),
+        Some((_, AdminReply::Done(r))) => r.map_err(AdminError::Refused),
+        _ => Err(AdminError::NoAnswer),
     }
 }

@@ -311,11 +311,11 @@ fn check(ok: bool, key: &'static str, why: impl FnOnce() -> String) -> Result<()
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+        Self::from_toml(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// The files a TLS listener uses: its own where set, else the shared
@@ -470,7 +470,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::from_toml("frame_bytes_maxx = 10").unwrap_err();
+        let e = Config::from_toml("frame_bytes_maxx = 10").unwrap_err().to_string();
         assert!(e.contains("frame_bytes_maxx"), "{e}");
     }
 

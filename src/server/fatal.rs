@@ -54,11 +54,26 @@ pub fn panic_message(p: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Why a shard's life ended badly, as its thread returns it.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardEnd {
+    #[error("could not join the shard mesh")]
+    MeshJoin,
+    #[error("mesh peer order does not match shard order (peer {0})")]
+    MeshOrder(usize),
+    #[error("storage recovery failed: {0}")]
+    Recovery(crate::storage::StorageError),
+    #[error("the stored definitions could not be loaded: {0}")]
+    Definitions(crate::storage::StorageError),
+    #[error("storage did not close within {0:?} (a hung device?)")]
+    CloseTimeout(std::time::Duration),
+}
+
 /// What a shard thread's join gave, as a failure (None: it ended well).
-pub fn failure_of(shard: usize, joined: glommio::Result<Result<(), String>, ()>) -> Option<ShardFailure> {
+pub fn failure_of(shard: usize, joined: glommio::Result<Result<(), ShardEnd>, ()>) -> Option<ShardFailure> {
     let why = match joined {
         Ok(Ok(())) => return None,
-        Ok(Err(e)) => e,
+        Ok(Err(e)) => e.to_string(),
         Err(glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(p))) => {
             format!("panicked: {}", panic_message(&*p))
         }

@@ -71,7 +71,7 @@ pub struct Broker {
     /// The TLS listeners' certificates: `reload` on SIGHUP.
     pub tls: Arc<tls::TlsSet>,
     stop: Arc<AtomicBool>,
-    threads: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
+    threads: Vec<glommio::ExecutorJoinHandle<Result<(), fatal::ShardEnd>>>,
     /// A shard's id when its thread ends (`fatal::EndGuard`).
     ended: mpsc::Receiver<usize>,
     /// The resource alarm monitor (`alarm.rs`), once every shard is ready.
@@ -346,7 +346,7 @@ fn stored_access(config: &Config) -> Result<Option<Arc<crate::storage::definitio
 
 /// One shard's life. `Err` says why it ended badly (also logged); a
 /// panic unwinds through it and `Broker::stop` reports that too.
-async fn run_shard(s: ShardStart) -> Result<(), String> {
+async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     // A tick from the start, before the mesh join: the executor never
     // sleeps longer than this with nothing armed. Seen in tests: a shard
     // starting up (waiting on a mesh message or a DMA read) slept in
@@ -361,11 +361,11 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     });
     let Ok((senders, mut receivers)) = s.mesh.join().await else {
         tracing::error!(shard = s.id, "could not join the shard mesh");
-        return Err("could not join the shard mesh".into());
+        return Err(fatal::ShardEnd::MeshJoin);
     };
     if senders.peer_id() != s.id {
         tracing::error!(shard = s.id, peer = senders.peer_id(), "mesh peer order does not match shard order");
-        return Err(format!("mesh peer order does not match shard order (peer {})", senders.peer_id()));
+        return Err(fatal::ShardEnd::MeshOrder(senders.peer_id()));
     }
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
     let stored_access = s.stored_access.as_deref();
@@ -401,7 +401,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     if let Err(e) = shard.open_storage().await {
         tracing::error!(shard = s.id, "{e}");
         let _ = s.ready.send(Err(format!("shard {}: {e}", s.id)));
-        return Err(format!("storage recovery failed: {e}"));
+        return Err(fatal::ShardEnd::Recovery(e));
     }
     shard.delete_orphan_queues();
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
@@ -421,7 +421,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");
             let _ = s.ready.send(Err(e.to_string()));
-            return Err(e.to_string());
+            return Err(fatal::ShardEnd::Definitions(e));
         }
     }
     // Another shard failing its start (its storage refused to open) never
@@ -465,7 +465,7 @@ async fn run_shard(s: ShardStart) -> Result<(), String> {
     drop(tick);
     match closed {
         Ok(()) => Ok(()),
-        Err(_) => Err(format!("storage did not close within {CLOSE_WAIT:?} (a hung device?)")),
+        Err(_) => Err(fatal::ShardEnd::CloseTimeout(CLOSE_WAIT)),
     }
 }
 

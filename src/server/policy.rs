@@ -155,7 +155,7 @@ impl QueueArgs {
 
     /// Whether a redeclare's arguments match: `Err` names the first one
     /// that differs (RabbitMQ's "inequivalent arg").
-    pub fn equivalent(&self, other: &QueueArgs, queue: &str) -> Result<(), String> {
+    pub fn equivalent(&self, other: &QueueArgs, queue: &str) -> Result<(), Inequivalent> {
         let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
         let fields: [(&str, Option<String>, Option<String>); 9] = [
             ("x-message-ttl", self.message_ttl.map(|v| v.to_string()), other.message_ttl.map(|v| v.to_string())),
@@ -178,12 +178,8 @@ impl QueueArgs {
         ];
         for (key, current, received) in fields {
             if current != received {
-                return Err(format!(
-                    "inequivalent arg '{key}' for queue {}: received {} but current is {}",
-                    crate::routing::vhost::describe(queue),
-                    show(received),
-                    show(current)
-                ));
+                let queue = crate::routing::vhost::describe(queue);
+                return Err(Inequivalent { key, queue, received: show(received), current: show(current) });
             }
         }
         Ok(())
@@ -193,6 +189,17 @@ impl QueueArgs {
     pub fn priority_levels(&self) -> usize {
         self.max_priority.map_or(1, |m| usize::from(m) + 1)
     }
+}
+
+/// A redeclare whose argument `key` differs from the queue's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inequivalent arg '{key}' for queue {queue}: received {received} but current is {current}")]
+pub struct Inequivalent {
+    pub key: &'static str,
+    /// `'name' in vhost 'v'`.
+    pub queue: String,
+    pub received: String,
+    pub current: String,
 }
 
 #[cfg(test)]
@@ -266,6 +273,7 @@ mod tests {
         let b = QueueArgs::parse(&raw, "q").unwrap();
         assert!(a.equivalent(&b, "q").is_ok());
         let e = a.equivalent(&QueueArgs::default(), "q").unwrap_err();
-        assert!(e.contains("inequivalent arg 'x-max-length'") && e.contains("received none but current is 10"), "{e}");
+        assert_eq!((e.key, e.received.as_str(), e.current.as_str()), ("x-max-length", "none", "10"));
+        assert!(e.to_string().contains("inequivalent arg 'x-max-length'"), "{e}");
     }
 }

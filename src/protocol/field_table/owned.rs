@@ -321,10 +321,10 @@ impl TableBuilder {
 
     /// `key=value` as typed on a command line: an integer, `true` or
     /// `false`, or else a string.
-    pub fn parse_arg(self, arg: &str) -> std::result::Result<Self, String> {
-        let (k, v) = arg.split_once('=').ok_or_else(|| format!("queue argument {arg:?} is not KEY=VALUE"))?;
+    pub fn parse_arg(self, arg: &str) -> std::result::Result<Self, ArgError> {
+        let (k, v) = arg.split_once('=').ok_or_else(|| ArgError::NotKeyValue(arg.into()))?;
         if k.is_empty() {
-            return Err(format!("queue argument {arg:?} has an empty key"));
+            return Err(ArgError::EmptyKey(arg.into()));
         }
         Ok(match (v.parse::<i64>(), v) {
             (Ok(i), _) => self.int(k, i),
@@ -338,6 +338,15 @@ impl TableBuilder {
     pub fn build(self) -> Vec<u8> {
         self.0.encode()
     }
+}
+
+/// A command-line table argument that is not `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("queue argument {0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("queue argument {0:?} has an empty key")]
+    EmptyKey(String),
 }
 
 #[cfg(test)]

@@ -76,7 +76,9 @@ impl Shard {
                     ));
                 }
                 if !passive {
-                    q.args.equivalent(&o.args, &name).map_err(|m| QueueError::new(ErrorCode::QueueMismatch, m))?;
+                    q.args
+                        .equivalent(&o.args, &name)
+                        .map_err(|m| QueueError::new(ErrorCode::QueueMismatch, m.to_string()))?;
                 }
                 q.touch(now);
                 // Counts after expiry, as a consumer would see them.
