@@ -246,7 +246,7 @@ impl Channel {
                 n += 1;
             }
         }
-        self.unacked -= n as u32;
+        self.unacked = self.unacked.saturating_sub(crate::protocol::wire::len32(n));
         while let Some(None) = self.tags.front() {
             self.tags.pop_front();
             self.tag_base += 1;

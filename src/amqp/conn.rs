@@ -37,6 +37,8 @@ pub fn rid(kind: u64, channel: u16, seq: u64) -> u64 {
     kind << 60 | u64::from(channel) << 44 | (seq & SEQ_MASK)
 }
 
+/// The parts `rid` packed; the channel is the 16 bits it was given.
+#[allow(clippy::cast_possible_truncation)] // bits 44..60 are the u16 channel
 pub fn split_rid(rid: u64) -> (u64, u16, u64) {
     (rid >> 60, (rid >> 44) as u16, rid & SEQ_MASK)
 }
@@ -146,7 +148,8 @@ pub struct AmqpConn {
 
 impl AmqpConn {
     pub fn new(shard: Rc<Shard>, peer: Option<SocketAddr>) -> Self {
-        let frame_max = (shard.config.frame_bytes_max).clamp(FRAME_MIN_SIZE as u32, FRAME_MAX) as usize;
+        let frame_max =
+            (shard.config.frame_bytes_max).clamp(crate::protocol::wire::len32(FRAME_MIN_SIZE), FRAME_MAX) as usize;
         Self {
             shard,
             me: Cell::new(None),
@@ -479,7 +482,7 @@ impl AmqpConn {
                 // closing first could reset the connection under its read.
                 st.phase = Phase::Closing;
                 let exclusive = std::mem::take(&mut st.exclusive);
-                st.close_waits = exclusive.len() as u32;
+                st.close_waits = crate::protocol::wire::len32(exclusive.len());
                 if exclusive.is_empty() {
                     self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
                 }
@@ -531,7 +534,7 @@ impl AmqpConn {
         st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");
         st.blocked_cap = wire::has_capability(client_props, "connection.blocked");
         st.phase = Phase::TuneOk;
-        let (channel_max, frame_max) = (st.channel_max, st.frame_max as u32);
+        let (channel_max, frame_max) = (st.channel_max, crate::protocol::wire::len32(st.frame_max));
         self.outbox.push(|b| {
             method::put(b, 0, id::CONNECTION_TUNE, |b| {
                 b.put_u16(channel_max);

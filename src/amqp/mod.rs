@@ -20,6 +20,11 @@
 //! allocation per message beyond the stored entry, and the cold path is
 //! small enough that the `amq-protocol` crate would not pay for itself.
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod channel;
 pub mod conn;
 mod grants;

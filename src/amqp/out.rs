@@ -187,18 +187,20 @@ impl AmqpConn {
                         self.outbox.push(|b| {
                             method::put(b, n, id::QUEUE_DECLARE_OK, |b| {
                                 put_shortstr(b, &queue);
-                                b.put_u32(value as u32);
-                                b.put_u32((value >> 32) as u32);
+                                // Declare's value packs messages (low) and consumers (high).
+                                let (messages, consumers) = (value & 0xFFFF_FFFF, value >> 32);
+                                b.put_u32(crate::protocol::wire::saturate(messages));
+                                b.put_u32(crate::protocol::wire::saturate(consumers));
                             })
                         });
                     }
                 }
-                (OpKind::Purge { no_wait: false }, Reply::Ok { value, .. }) => {
-                    self.outbox.push(|b| method::put(b, n, id::QUEUE_PURGE_OK, |b| b.put_u32(value as u32)))
-                }
-                (OpKind::Delete { no_wait: false }, Reply::Ok { value, .. }) => {
-                    self.outbox.push(|b| method::put(b, n, id::QUEUE_DELETE_OK, |b| b.put_u32(value as u32)))
-                }
+                (OpKind::Purge { no_wait: false }, Reply::Ok { value, .. }) => self.outbox.push(|b| {
+                    method::put(b, n, id::QUEUE_PURGE_OK, |b| b.put_u32(crate::protocol::wire::saturate(value)))
+                }),
+                (OpKind::Delete { no_wait: false }, Reply::Ok { value, .. }) => self.outbox.push(|b| {
+                    method::put(b, n, id::QUEUE_DELETE_OK, |b| b.put_u32(crate::protocol::wire::saturate(value)))
+                }),
                 (OpKind::Consume { consumer_id, no_wait }, Reply::Ok { .. }) => {
                     if let Some(k) = st.consumers.get_mut(&consumer_id) {
                         k.live = true;

@@ -3,6 +3,11 @@
 //! (`loopback_users`, by default `guest`) log in only from loopback, as in
 //! RabbitMQ. Every front end's login asks [`Users::authenticate`].
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod change;
 pub mod password;
 pub mod permissions;

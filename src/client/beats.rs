@@ -24,7 +24,8 @@ struct Shared {
 impl Shared {
     fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes)?;
-        self.last_write_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_write_ms
+            .store(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -53,8 +54,9 @@ impl Beater {
                 if s.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let idle =
-                    (s.epoch.elapsed().as_millis() as u64).saturating_sub(s.last_write_ms.load(Ordering::Relaxed));
+                let idle = u64::try_from(s.epoch.elapsed().as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_sub(s.last_write_ms.load(Ordering::Relaxed));
                 if idle >= half && s.write(&beat).is_err() {
                     return;
                 }

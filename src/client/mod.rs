@@ -13,6 +13,11 @@
 //! connection to another shard is TLS too, verified against the same name
 //! ([`tls`]).
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 mod beats;
 pub mod blocking;
 mod conn;
@@ -194,13 +199,17 @@ pub struct ServerInfo {
 
 impl ServerInfo {
     pub fn shard_count(&self) -> u32 {
-        self.shard_addrs.len() as u32
+        crate::protocol::wire::len32(self.shard_addrs.len())
     }
 
     /// The shard that owns `queue` of the vhost: the hash covers the vhost
     /// (`docs/protocol.md`).
     pub fn owner_of(&self, queue: &str) -> u16 {
-        protocol::shard_for(&protocol::vhost::qualify(&self.vhost, queue), self.shard_count()) as u16
+        // Below the shard count, which HelloOk carries as a u16.
+        crate::protocol::wire::saturate(protocol::shard_for(
+            &protocol::vhost::qualify(&self.vhost, queue),
+            self.shard_count(),
+        ))
     }
 
     /// Turns a `HelloOk` into addresses we can dial; an unspecified IP

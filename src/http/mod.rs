@@ -13,6 +13,11 @@
 //! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
 //! | `GET /api/permissions`, `GET`, `PUT`, `DELETE /api/permissions/{vhost}/{user}` | permissions, administrator only ([`users`]) |
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 mod conn;
 mod nodes;
 mod users;

@@ -9,6 +9,11 @@
 //! | handshake, login, heartbeats, read deadlines | `session` |
 //! | replies and deliveries into native frames | `encode` |
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod accept;
 mod encode;
 mod session;

@@ -102,6 +102,27 @@ fn cut(s: &str, max: usize) -> &[u8] {
     &s.as_bytes()[..n]
 }
 
+/// A count (messages, queues, milliseconds) for a narrower field: it
+/// saturates instead of wrapping, so an impossible overflow shows as the
+/// field's maximum, never as a small wrong number.
+#[inline]
+pub fn saturate<T: TryFrom<u64> + Bounded>(n: impl Into<u64>) -> T {
+    T::try_from(n.into()).unwrap_or(T::MAX)
+}
+
+/// The largest value of an unsigned field type (for [`saturate`]).
+pub trait Bounded {
+    const MAX: Self;
+}
+
+impl Bounded for u16 {
+    const MAX: Self = u16::MAX;
+}
+
+impl Bounded for u32 {
+    const MAX: Self = u32::MAX;
+}
+
 /// A length for a u32 length field. Every frame is bounded far below
 /// 4 GiB (`frame_bytes_max` is at most 256 MiB, and the callers check
 /// their parts against it), so this never saturates; if a bug ever made it

@@ -234,7 +234,7 @@ pub(crate) fn test_table(entries: &[(&str, u8, &[u8])]) -> bytes::Bytes {
         crate::protocol::field_table::put_shortstr(&mut b, k);
         b.put_u8(*kind);
         if matches!(kind, b'S' | b'x') {
-            b.put_u32(v.len() as u32);
+            b.put_u32(crate::protocol::wire::len32(v.len()));
         }
         b.put_slice(v);
     }
@@ -327,7 +327,7 @@ mod tests {
         let mut p = BytesMut::new();
         p.put_u16(0b1011_0000_0000_0000);
         put_shortstr(&mut p, "t");
-        p.put_u32(hdrs.len() as u32);
+        p.put_u32(crate::protocol::wire::len32(hdrs.len()));
         p.put_slice(&hdrs);
         p.put_u8(2);
         assert_eq!(headers_of(&p), Some(&hdrs[..]));
@@ -337,7 +337,7 @@ mod tests {
         let mut c = BytesMut::new();
         c.put_u16(0b0010_0000_0000_0001);
         c.put_u16(0);
-        c.put_u32(hdrs.len() as u32);
+        c.put_u32(crate::protocol::wire::len32(hdrs.len()));
         c.put_slice(&hdrs);
         assert_eq!(headers_of(&c), Some(&hdrs[..]));
         assert_eq!(headers_of(&[]), None);

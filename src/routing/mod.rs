@@ -17,6 +17,11 @@
 //! | short lists kept on the stack while routing | `small` |
 //! | names scoped by vhost: the core's key for a queue or exchange | [`vhost`] |
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 mod headers;
 mod matcher;
 mod route;

@@ -155,7 +155,7 @@ impl TopicTrie {
             Some(n) => n,
             None => {
                 self.nodes.push(Node::empty());
-                (self.nodes.len() - 1) as u32
+                crate::protocol::wire::len32(self.nodes.len() - 1)
             }
         }
     }
@@ -368,7 +368,7 @@ impl HashMemo {
         if !self.on {
             return end;
         }
-        let from32 = from as u32;
+        let from32 = crate::protocol::wire::len32(from);
         for e in self.entered.as_mut_slice() {
             if e.0 == node {
                 let low = e.1;

@@ -1,6 +1,11 @@
 //! Small single-threaded async pieces shared by the broker and the client:
 //! a wake-up signal, a one-shot result slot, and the batched socket writer.
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
+// with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod notify;
 pub mod outbox;
 pub mod reader;
