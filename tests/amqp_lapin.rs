@@ -84,9 +84,7 @@ fn lapin_confirms_consume_get_nack() {
                 assert!(d.properties.headers().is_some());
                 d.acker.ack(BasicAckOptions::default()).await?;
             }
-            ch.basic_cancel(consumer.tag().as_str(), Default::default()).await?;
-            let left = ch.queue_delete(q, QueueDeleteOptions::default()).await?;
-            assert_eq!(left, 0, "everything acked");
+            cancel_and_delete(&ch, consumer.tag().as_str(), q).await?;
         }
         conn.close(200, "bye").await?;
         Ok(())
@@ -95,6 +93,15 @@ fn lapin_confirms_consume_get_nack() {
 
 /// A broker with AMQPS on (client certificates optional) and certificates
 /// for a client whose CN is `guest`.
+/// Cancels the consumer and deletes its queue, which must be empty (every
+/// message acked).
+async fn cancel_and_delete(ch: &lapin::Channel, tag: &str, q: &str) -> lapin::Result<()> {
+    ch.basic_cancel(tag, Default::default()).await?;
+    let left = ch.queue_delete(q, QueueDeleteOptions::default()).await?;
+    assert_eq!(left, 0, "everything acked");
+    Ok(())
+}
+
 fn tls_broker() -> (TestBroker, TestCerts, String) {
     let certs = TestCerts::new("guest");
     let b = TestBroker::start_with(2, |c| {
@@ -160,9 +167,7 @@ fn tls_round_trip(url: String, tls: OwnedTLSConfig) {
                 assert_eq!(d.properties.message_id().as_ref().map(|s| s.as_str()), Some(format!("id-{i}").as_str()));
                 d.acker.ack(BasicAckOptions::default()).await?;
             }
-            ch.basic_cancel(consumer.tag().as_str(), Default::default()).await?;
-            let left = ch.queue_delete(q, QueueDeleteOptions::default()).await?;
-            assert_eq!(left, 0, "everything acked");
+            cancel_and_delete(&ch, consumer.tag().as_str(), q).await?;
         }
         conn.close(200, "bye").await?;
         Ok(())
