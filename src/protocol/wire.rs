@@ -110,6 +110,21 @@ pub fn saturate<T: TryFrom<u64> + Bounded>(n: impl Into<u64>) -> T {
     T::try_from(n.into()).unwrap_or(T::MAX)
 }
 
+/// A 64-bit count or offset as an in-memory index or size. It fits on the
+/// 64-bit targets ringmq runs on; elsewhere it saturates, so an index
+/// past memory fails its bounds check instead of wrapping to a wrong one.
+#[inline]
+pub fn usize_of(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Milliseconds or nanoseconds of a `Duration` as a u64 (saturating after
+/// 584 years of nanoseconds).
+#[inline]
+pub fn u64_of(n: u128) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// The largest value of an unsigned field type (for [`saturate`]).
 pub trait Bounded {
     const MAX: Self;

@@ -40,6 +40,7 @@ pub const CHECK_PERIOD: Duration = Duration::from_millis(100);
 /// adds 10 MB past the watermark per period before it is stopped.
 pub const DECIDE_PERIOD: Duration = Duration::from_millis(10);
 /// Decisions per check of RSS and disk.
+#[allow(clippy::cast_possible_truncation)] // a small constant ratio (no const try_from)
 const DECISIONS_PER_CHECK: u32 = (CHECK_PERIOD.as_millis() / DECIDE_PERIOD.as_millis()) as u32;
 
 /// `memory_high_watermark_bytes` when unset: this share of the memory the
@@ -111,6 +112,8 @@ impl Alarms {
             Some(v) => (v, "memory_high_watermark_bytes".to_string()),
             None => {
                 let (total, from) = memory_available();
+                // A float's `as` saturates; the ratio is below 1.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let v = ((total as f64) * DEFAULT_WATERMARK_RATIO) as u64;
                 (v.max(MIN_WATERMARK_BYTES), format!("0.4 of {total} bytes ({from})"))
             }

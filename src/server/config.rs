@@ -237,7 +237,7 @@ impl Default for Config {
             log_filter: "info".into(),
             frame_bytes_max: 4 << 20,
             message_bytes_max: 1 << 20,
-            table_depth_max: crate::protocol::field_table::TABLE_DEPTH_MAX as u32,
+            table_depth_max: crate::protocol::wire::len32(crate::protocol::field_table::TABLE_DEPTH_MAX),
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
             exchanges_max: 10_000,

@@ -1,6 +1,11 @@
 //! The broker: N shards, each a glommio executor pinned to a core, owning
 //! the queues that hash to it.
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate, usize_of}`, or an
+// `allow` with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod admin;
 pub mod admin_users;
 pub mod alarm;
@@ -369,8 +374,9 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     }
     let mesh = Mesh::new(senders, s.count, s.config.mesh_pending_max as usize);
     let stored_access = s.stored_access.as_deref();
-    let shard =
-        Rc::new(Shard::new(s.id as u16, s.count as u16, s.config.clone(), s.addrs, mesh, s.alarms, stored_access));
+    // `cores` is at most 1024 (validated).
+    let (id, count) = (crate::protocol::wire::len16(s.id), crate::protocol::wire::len16(s.count));
+    let shard = Rc::new(Shard::new(id, count, s.config.clone(), s.addrs, mesh, s.alarms, stored_access));
     let mut tasks = Vec::new();
     for (peer, rx) in receivers.streams() {
         let sh = shard.clone();
@@ -393,7 +399,8 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
         let sh = shard.clone();
         tasks.push(glommio::spawn_local(async move {
             let sh2 = sh.clone();
-            sh.mesh.flush_loop(peer as u16, move |b| sh2.on_mesh_failure(peer as u16, b)).await
+            let peer = crate::protocol::wire::len16(peer);
+            sh.mesh.flush_loop(peer, move |b| sh2.on_mesh_failure(peer, b)).await
         }));
     }
     // Recovery and the routing table before the first connection (the

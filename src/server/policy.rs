@@ -69,9 +69,13 @@ fn invalid(queue: &str, key: &str, why: impl std::fmt::Display) -> ArgError {
     }
 }
 
-fn int_in(queue: &str, key: &str, v: &Value, lo: i128, hi: i128) -> Result<i128, ArgError> {
+/// An integer argument in `lo..=hi`, as the field's type (the range is
+/// within the type's, so the conversion cannot fail once it is checked).
+fn int_in<T: TryFrom<i128>>(queue: &str, key: &str, v: &Value, lo: i128, hi: i128) -> Result<T, ArgError> {
     match v.as_int() {
-        Some(i) if (lo..=hi).contains(&i) => Ok(i),
+        Some(i) if (lo..=hi).contains(&i) => {
+            T::try_from(i).map_err(|_| invalid(queue, key, format!("{i} does not fit the argument's type")))
+        }
         Some(i) => Err(invalid(queue, key, format!("{i} is outside {lo}..={hi}"))),
         None => Err(invalid(queue, key, format!("expected an integer, got {}", v.describe()))),
     }
@@ -104,11 +108,11 @@ impl QueueArgs {
         for (key, v) in &t.0 {
             let k = key.as_str();
             match k {
-                "x-message-ttl" => a.message_ttl = Some(int_in(queue, k, v, 0, U32)? as u32),
-                "x-expires" => a.expires = Some(int_in(queue, k, v, 1, U32)? as u32),
-                "x-max-length" => a.max_length = Some(int_in(queue, k, v, 0, I64)? as u64),
-                "x-max-length-bytes" => a.max_length_bytes = Some(int_in(queue, k, v, 0, I64)? as u64),
-                "x-max-priority" => a.max_priority = Some(int_in(queue, k, v, 0, 255)? as u8),
+                "x-message-ttl" => a.message_ttl = Some(int_in(queue, k, v, 0, U32)?),
+                "x-expires" => a.expires = Some(int_in(queue, k, v, 1, U32)?),
+                "x-max-length" => a.max_length = Some(int_in(queue, k, v, 0, I64)?),
+                "x-max-length-bytes" => a.max_length_bytes = Some(int_in(queue, k, v, 0, I64)?),
+                "x-max-priority" => a.max_priority = Some(int_in(queue, k, v, 0, 255)?),
                 "x-overflow" => {
                     a.overflow = match string(queue, k, v)?.as_str() {
                         "drop-head" => Overflow::DropHead,

@@ -25,7 +25,8 @@ impl LatencyHistogram {
         let s = d.as_secs_f64();
         let i = CONFIRM_BUCKETS_SECONDS.iter().position(|b| s <= *b).unwrap_or(CONFIRM_BUCKETS_SECONDS.len());
         self.buckets[i].set(self.buckets[i].get() + count);
-        self.sum_nanos.set(self.sum_nanos.get() + d.as_nanos() as u64 * count);
+        let nanos = crate::protocol::wire::u64_of(d.as_nanos()).saturating_mul(count);
+        self.sum_nanos.set(self.sum_nanos.get().saturating_add(nanos));
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {

@@ -131,7 +131,7 @@ impl<W> Storage<W> {
             }
         }
         let mut found = Vec::new();
-        let end = scan_at(&buf, pos as usize, self.seed_of(seg), |_, r| {
+        let end = scan_at(&buf, crate::protocol::wire::usize_of(pos), self.seed_of(seg), |_, r| {
             if let Record::Publish { queue, seq, entry } = r {
                 found.push((queue, seq, entry));
             }
@@ -146,7 +146,7 @@ impl<W> Storage<W> {
             }
             None if end.valid_end == buf.len() => pos + buf.len() as u64,
             // Block padding: the next record starts on the next block.
-            None => align_block(pos as usize + end.valid_end + 1) as u64,
+            None => align_block(crate::protocol::wire::usize_of(pos) + end.valid_end + 1) as u64,
         };
         let moved = self.copy_live(seg, found);
         let finished = next >= size;

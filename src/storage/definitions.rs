@@ -43,12 +43,12 @@ const KINDS: [ExchangeKind; 4] =
 
 fn put_str16(b: &mut Vec<u8>, s: &str) {
     debug_assert!(s.len() <= usize::from(u16::MAX));
-    b.put_u16_le(s.len() as u16);
+    b.put_u16_le(crate::protocol::wire::len16(s.len()));
     b.put_slice(s.as_bytes());
 }
 
 fn put_bytes32(b: &mut Vec<u8>, v: &[u8]) {
-    b.put_u32_le(v.len() as u32);
+    b.put_u32_le(crate::protocol::wire::len32(v.len()));
     b.put_slice(v);
 }
 
@@ -121,7 +121,8 @@ pub fn encode(defs: &Definitions) -> Vec<u8> {
             Change::DeclareExchange(x) => {
                 b.put_u8(1);
                 put_str16(&mut b, &x.name);
-                b.put_u8(KINDS.iter().position(|k| *k == x.kind).unwrap_or(0) as u8);
+                let kind = KINDS.iter().position(|k| *k == x.kind).and_then(|i| u8::try_from(i).ok());
+                b.put_u8(kind.unwrap_or(0));
                 b.put_u8(u8::from(x.durable) | u8::from(x.auto_delete) << 1 | u8::from(x.internal) << 2);
                 put_str16(&mut b, x.alternate.as_deref().unwrap_or(""));
                 put_bytes32(&mut b, &x.args);
@@ -157,7 +158,7 @@ fn encode_users(b: &mut Vec<u8>, users: Option<&[StoredUser]>) -> u32 {
         put_str16(b, &u.name);
         put_str16(b, &u.password_hash);
         let tags = &u.tags[..u.tags.len().min(usize::from(u8::MAX))];
-        b.put_u8(tags.len() as u8);
+        b.put_u8(u8::try_from(tags.len()).unwrap_or(u8::MAX));
         for t in tags {
             put_str16(b, t);
         }
@@ -169,7 +170,8 @@ fn encode_users(b: &mut Vec<u8>, users: Option<&[StoredUser]>) -> u32 {
         }
     }
     let permissions: usize = users.iter().map(|u| u.permissions.len()).sum();
-    (users.len() + permissions) as u32 + 1
+    // At most users_max users, each with at most vhosts_max permissions.
+    crate::protocol::wire::len32(users.len() + permissions).saturating_add(1)
 }
 
 /// What is wrong with a definitions file's bytes.

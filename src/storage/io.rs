@@ -114,7 +114,7 @@ impl SegmentFile for DmaSegment {
 
     fn read_all(&self) -> IoFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let size = to_io(self.file.file_size().await)? as usize;
+            let size = crate::protocol::wire::usize_of(to_io(self.file.file_size().await)?);
             let mut out = Vec::with_capacity(size);
             const CHUNK: usize = 8 << 20;
             while out.len() < size {
@@ -439,7 +439,7 @@ impl FaultySegment {
             FaultOp::TornWrite => {
                 let mut block = self.inner.read_at(pos, BLOCK).await?;
                 block.resize(BLOCK, 0);
-                let sectors = 1 + (self.plan.nth as usize % (BLOCK / SECTOR - 1));
+                let sectors = 1 + (crate::protocol::wire::usize_of(self.plan.nth) % (BLOCK / SECTOR - 1));
                 block[..sectors * SECTOR].copy_from_slice(&data[..sectors * SECTOR]);
                 self.inner.write_at(&block, pos).await
             }

@@ -239,7 +239,7 @@ impl<W> Storage<W> {
             }
         }
         if let Some(old) = st.segs.get_mut(&st.tail_seg) {
-            old.size = align_block(st.tail_bytes as usize) as u64;
+            old.size = align_block(crate::protocol::wire::usize_of(st.tail_bytes)) as u64;
         }
         st.tail_seg = seg;
         st.tail_bytes = bytes.len() as u64;
@@ -331,7 +331,7 @@ impl<W> Storage<W> {
 
     fn count_sync(&self, since: Instant) {
         let (n, t) = self.syncs.get();
-        self.syncs.set((n + 1, t + since.elapsed().as_nanos() as u64));
+        self.syncs.set((n + 1, t.saturating_add(crate::protocol::wire::u64_of(since.elapsed().as_nanos()))));
     }
 
     /// Dead segments reused as new ones so far.

@@ -23,6 +23,11 @@
 //! Nothing here knows about connections: the shard hands in opaque
 //! waiters (its deferred confirms) and gets them back after a flush.
 
+// Lengths and counts narrowed with `as` could wrap silently: here each
+// narrowing says how (`protocol::wire::{len32, saturate, usize_of}`, or an
+// `allow` with the reason).
+#![deny(clippy::cast_possible_truncation)]
+
 mod aligned;
 pub mod compact;
 pub mod definitions;

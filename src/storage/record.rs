@@ -128,7 +128,9 @@ fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
 
 fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
     let len = buf.len() - start;
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    // A record is far below 4 GiB (a frame's entry at most); saturated,
+    // a bug would show as a record that fails its length check.
+    buf[start..start + 4].copy_from_slice(&crate::protocol::wire::len32(len).to_le_bytes());
     let crc = checksum(&buf[start..start + len], seed);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     buf.resize(start + align8(len), 0);
@@ -167,7 +169,7 @@ pub fn encode(buf: &mut Vec<u8>, seed: Seed, r: &Record<'_>) {
         Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
             let kind = if matches!(r, Record::Purge { .. }) { T_PURGE } else { T_ACK };
             let s = begin(buf, kind, *queue);
-            buf.put_u32_le(ranges.len() as u32);
+            buf.put_u32_le(crate::protocol::wire::len32(ranges.len()));
             for &(a, b) in ranges {
                 buf.put_u64_le(a);
                 buf.put_u64_le(b);

@@ -1,4 +1,5 @@
 //! Tests of the record format and the scanner (`record.rs`).
+#![allow(clippy::cast_possible_truncation)] // test data is small
 #[test]
 fn merge_ranges_sorts_and_joins_overlapping_and_touching() {
     let mut r = vec![(10, 12), (1, 3), (4, 4), (11, 15), (20, 20), (u64::MAX - 1, u64::MAX)];

@@ -129,7 +129,7 @@ impl Replay {
         // `seq` comes from the file: u64::MAX must not overflow.
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         let (Ok(off), Ok(len)) = (u32::try_from(off), u32::try_from(entry.len())) else { return };
-        let body_len = crate::protocol::batch::entry_body_len(entry).min(u64::from(u32::MAX)) as u32;
+        let body_len: u32 = crate::protocol::wire::saturate(crate::protocol::batch::entry_body_len(entry));
         let m = RecoveredMsg { seq, seg, off, entry_len: len, body_len };
         let at = match self.msgs.back() {
             Some(b) if b.seq >= seq => self.msgs.binary_search_by_key(&seq, |m| m.seq),

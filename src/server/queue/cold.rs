@@ -204,7 +204,8 @@ impl Cold {
         let i = self.runs.partition_point(|r| r.seq <= seq).checked_sub(1)?;
         let r = &self.runs[i];
         let k = seq - r.seq;
-        (k < self.run_len(i)).then(|| (i, r.first.wrapping_add(k).wrapping_sub(self.head) as usize))
+        (k < self.run_len(i))
+            .then(|| (i, crate::protocol::wire::usize_of(r.first.wrapping_add(k).wrapping_sub(self.head))))
     }
 
     fn exception_index(&self, seq: u64) -> Option<usize> {
@@ -249,8 +250,8 @@ impl Cold {
     pub fn for_each(&self, mut f: impl FnMut(&Message)) {
         let mut exceptions = self.exceptions.iter();
         for (i, r) in self.runs.iter().enumerate() {
-            let start = r.first.wrapping_sub(self.head) as usize;
-            let items = self.items.range(start..start + self.run_len(i) as usize);
+            let start = crate::protocol::wire::usize_of(r.first.wrapping_sub(self.head));
+            let items = self.items.range(start..start + crate::protocol::wire::usize_of(self.run_len(i)));
             for (seq, item) in (r.seq..).zip(items) {
                 let m = match item.seg {
                     0 => exceptions.next().cloned(),

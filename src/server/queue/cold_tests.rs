@@ -1,6 +1,7 @@
 //! The ready store with a cold part (`cold.rs`) against a plain deque of
 //! `Message`s: the same order, messages and totals whatever the mix of
 //! pushes, spills, pops, read-backs, requeues, relocations and purges.
+#![allow(clippy::cast_possible_truncation)] // test data is small
 
 use super::cold::{Cold, ITEM_BYTES};
 use super::ready::Ready;

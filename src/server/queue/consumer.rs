@@ -119,7 +119,7 @@ impl Consumer {
     pub fn take_ranges(&mut self, ranges: &[(u64, u64)], mut each: impl FnMut(Message)) {
         for &(first, last) in ranges {
             for tag in first..=last {
-                let i = (tag - self.base_tag) as usize;
+                let i = crate::protocol::wire::usize_of(tag - self.base_tag);
                 // A tag repeated across ranges is taken once.
                 if let Some(m) = self.unacked[i].take() {
                     self.unacked_live -= 1;

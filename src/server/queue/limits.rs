@@ -125,14 +125,14 @@ impl Queue {
         if !self.rejects() {
             // The hot path: no refusals possible, no intermediate Vec.
             self.append(persistent, now, entries, origin, stored);
-            return Ok(Published { accepted: n as u32, rejected: 0 });
+            return Ok(Published { accepted: crate::protocol::wire::len32(n), rejected: 0 });
         }
         let entries: Vec<Bytes> = entries.collect();
         let fit = self.fitting(&entries);
         let take = if fit < n && !partial { 0 } else { fit };
         let mut rest = entries.into_iter();
         self.append(persistent, now, rest.by_ref().take(take), origin, stored);
-        let rejected = (n - take) as u32;
+        let rejected = crate::protocol::wire::len32(n - take);
         if self.args.overflow == Overflow::RejectPublishDlx {
             for entry in rest {
                 let msg = self.incoming(u64::MAX, entry, persistent, now, origin.cloned());
@@ -142,7 +142,7 @@ impl Queue {
         if take == 0 && n > 0 {
             return Err(self.full_error(rejected));
         }
-        Ok(Published { accepted: take as u32, rejected })
+        Ok(Published { accepted: crate::protocol::wire::len32(take), rejected })
     }
 
     fn append(

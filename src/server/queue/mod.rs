@@ -421,8 +421,8 @@ impl Queue {
             let count = c.next_tag() - first;
             if count > 0 {
                 c.mark_sent(first, now);
-                let lo = (first - c.base_tag) as usize;
-                out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + count as usize)));
+                let lo = crate::protocol::wire::usize_of(first - c.base_tag);
+                out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));
                 if bytes == 0 {
                     done.full.push(c.owner);
                 }

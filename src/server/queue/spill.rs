@@ -228,6 +228,7 @@ fn expiration_ms(entry: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::super::{Message, QueueArgs, QueueLimits};
     use super::*;
     use crate::protocol::field_table::TableBuilder;

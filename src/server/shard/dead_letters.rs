@@ -212,7 +212,7 @@ impl Shard {
             partial: true,
             queue: queue.into(),
             entries: buf.freeze(),
-            count: keep.len() as u32,
+            count: crate::protocol::wire::len32(keep.len()),
         };
         self.mesh.forward(owner, MeshMsg::Request { from, request_id: 0, req });
     }

@@ -72,7 +72,7 @@ impl Shard {
     /// channels, and those shards' connections stop at `mesh_pending_max`).
     pub async fn wait_log_space(&self) {
         let Some(d) = self.durable() else { return };
-        let max = self.config.log_unwritten_bytes_max as usize;
+        let max = crate::protocol::wire::usize_of(self.config.log_unwritten_bytes_max);
         if d.log.unwritten_bytes() > max {
             tracing::debug!(shard = self.id, "log_unwritten_bytes_max reached: reads wait for the disk");
             d.log.wait_unwritten_below(max).await;

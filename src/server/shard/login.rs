@@ -101,6 +101,7 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

@@ -240,7 +240,8 @@ impl Shard {
     }
 
     pub fn owner_of(&self, queue: &str) -> u16 {
-        shard_for(queue, u32::from(self.count)) as u16
+        // Below the shard count, a u16.
+        crate::protocol::wire::saturate(shard_for(queue, u32::from(self.count)))
     }
 
     /// Sends a reply to a connection, wherever it lives.
@@ -538,7 +539,7 @@ impl Shard {
         let reply = match r {
             Ok((Some((tag, msg)), remaining)) => {
                 bump(&self.counters.delivered, 1);
-                Reply::GetOk { request_id, consumer_id, tag, remaining: remaining.min(u32::MAX as usize) as u32, msg }
+                Reply::GetOk { request_id, consumer_id, tag, remaining: crate::protocol::wire::len32(remaining), msg }
             }
             Ok((None, _)) => Reply::GetEmpty { request_id },
             Err(e) => Reply::Error { request_id, code: e.code, message: e.message },

@@ -33,7 +33,7 @@ impl Timers {
     /// Milliseconds since this shard started: the clock of message and
     /// queue deadlines (monotonic, shard-local).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::protocol::wire::u64_of(self.epoch.elapsed().as_millis())
     }
 
     /// Arms the queue's next deadline, unless one as early is armed.
