@@ -51,6 +51,9 @@ fn lapin_confirms_consume_get_nack() {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         for q in &queues {
+            // Benchmark clients delete their queue before declaring it: a
+            // queue that is not there deletes with 0, as on RabbitMQ.
+            assert_eq!(ch.queue_delete(q, QueueDeleteOptions::default()).await?, 0);
             let ok = ch.queue_declare(q, QueueDeclareOptions::default(), FieldTable::default()).await?;
             assert_eq!(ok.message_count(), 0);
             let mut headers = FieldTable::default();

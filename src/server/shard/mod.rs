@@ -372,6 +372,10 @@ impl Shard {
             Request::Declare { durable, passive, queue, exclusive, auto_delete, strict, args } => Some(
                 self.declare_with(from, durable, passive, queue, DeclareOpts { exclusive, auto_delete, strict, args }),
             ),
+            // A queue that is not there is deleted already: Ok, count 0,
+            // as RabbitMQ answers (cleanup code deletes before it declares).
+            // Operators' deletes (`AdminReq`) still say it is not there.
+            Request::Delete { queue, .. } if !self.queues.borrow().contains_key(&queue) => Some(Ok(0)),
             Request::Delete { if_empty, if_unused, queue } => {
                 // `Ok(None)`: answered once its bindings are gone everywhere.
                 self.delete_from(from, (if_empty, if_unused), &queue, Some(request_id)).transpose()
