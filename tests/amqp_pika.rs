@@ -84,6 +84,11 @@ fn pika_exclusive_auto_delete_server_named() {
 }
 
 #[test]
+fn pika_exclusive_consumers() {
+    script_test("exclusive_consumer.py");
+}
+
+#[test]
 fn pika_redelivery_after_consumer_dies() {
     script_test("redelivery.py");
 }

@@ -265,9 +265,6 @@ fn consume(
     jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
     let shard = &c.shard;
-    if exclusive {
-        return Err(conn_fault(code::NOT_IMPLEMENTED, "exclusive consumers are not implemented", mid));
-    }
     if !args.is_empty() {
         return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.consume arguments are not implemented", mid));
     }
@@ -307,7 +304,7 @@ fn consume(
     let ch = channel(st, n);
     ch.consumers.push(cid);
     let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
-    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned() };
+    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned(), exclusive };
     jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
     Ok(())
 }

@@ -585,7 +585,7 @@ impl NativeConn {
         let queue = self.q(queue);
         let owner = self.add_consumer(consumer_id, &queue, false)?;
         self.pending_routes.borrow_mut().insert(rid, consumer_id);
-        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned() };
+        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned(), exclusive: false };
         self.shard.submit(self.me(), rid, owner, req);
         Ok(())
     }

@@ -186,6 +186,8 @@ pub enum Request {
         consumer_id: u32,
         prefetch: u32,
         queue: String,
+        /// The queue's only consumer (AMQP's exclusive consumer).
+        exclusive: bool,
     },
     Unsubscribe {
         consumer_id: u32,

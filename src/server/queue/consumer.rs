@@ -12,6 +12,8 @@ pub struct Consumer {
     prefetch: u32,
     /// Pull consumers (get) are never pushed to.
     pub pull: bool,
+    /// The queue's only consumer while it is there (`subscribe_with`).
+    pub exclusive: bool,
     /// Tag of `unacked[0]`; tags are consecutive per consumer from 1.
     pub base_tag: u64,
     /// `None` marks a tag acked out of order; the front is always `Some`.
@@ -32,6 +34,7 @@ impl Consumer {
             id,
             prefetch,
             pull,
+            exclusive: false,
             base_tag: 1,
             unacked: VecDeque::new(),
             unacked_live: 0,

@@ -170,13 +170,35 @@ impl Queue {
     }
 
     pub fn subscribe(&mut self, owner: ConnRef, id: u32, prefetch: u32) -> Result<(), QueueError> {
+        self.subscribe_with(owner, id, prefetch, false)
+    }
+
+    /// `subscribe`; an `exclusive` consumer (AMQP basic.consume's flag)
+    /// is the queue's only one: refused while it has another, and others
+    /// are refused while it is there, as RabbitMQ does (ACCESS_REFUSED,
+    /// "in exclusive use"). A cancelled consumer no longer counts.
+    pub fn subscribe_with(
+        &mut self,
+        owner: ConnRef,
+        id: u32,
+        prefetch: u32,
+        exclusive: bool,
+    ) -> Result<(), QueueError> {
         if self.consumer_index(owner, id).is_some() {
             return Err(QueueError::new(
                 ErrorCode::ConsumerExists,
                 format!("consumer {id} already exists on this connection"),
             ));
         }
-        self.consumers.push(Consumer::new(owner, id, prefetch, false));
+        let pushed = self.consumers.iter().filter(|c| !c.pull);
+        let taken = if exclusive { pushed.count() > 0 } else { pushed.clone().any(|c| c.exclusive) };
+        if taken {
+            let queue = crate::protocol::vhost::describe(&self.name);
+            return Err(QueueError::new(ErrorCode::AccessRefused, format!("queue {queue} in exclusive use")));
+        }
+        let mut c = Consumer::new(owner, id, prefetch, false);
+        c.exclusive = exclusive;
+        self.consumers.push(c);
         self.had_consumers = true;
         Ok(())
     }

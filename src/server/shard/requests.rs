@@ -40,15 +40,14 @@ impl Shard {
         &self,
         from: ConnRef,
         request_id: u64,
-        consumer_id: u32,
-        prefetch: u32,
+        (consumer_id, prefetch, exclusive): (u32, u32, bool),
         queue: &str,
     ) -> Answer {
         let now = self.timers.now_ms();
         let r = self.queues.borrow_mut().get_mut(queue).ok_or_else(|| not_found(queue)).and_then(|q| {
             check_lock(q, from)?;
             q.touch(now);
-            q.subscribe(from, consumer_id, prefetch)
+            q.subscribe_with(from, consumer_id, prefetch, exclusive)
         });
         let ok = r.is_ok();
         self.reply_result(from, request_id, r.map(|()| 0));
