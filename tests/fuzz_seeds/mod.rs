@@ -86,6 +86,10 @@ fn native_frames() -> Named {
         ("confirm", Cmd::Confirm { count: 2 }),
         ("error", Cmd::Error { fatal: true, code: 3, message: "frame too large" }),
         ("ping", Cmd::Ping),
+        (
+            "hello_vhost",
+            Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: Some(5000), vhost: Some("prod") },
+        ),
     ];
     for (i, (name, cmd)) in cmds.into_iter().enumerate() {
         Frame { request_id: i as u64 + 1, cmd }.encode(&mut b);
