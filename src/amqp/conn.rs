@@ -13,11 +13,12 @@ use super::reading::{ReadClock, ReadEnd};
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
 use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
+use crate::rt::reader::{Amqp, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::conns::EVICTED;
 use crate::server::shard::{PromoteError, Shard};
 use crate::server::types::{ConnRef, Request};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -248,10 +249,10 @@ impl AmqpConn {
     }
 
     pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
-        let mut buf = BytesMut::new();
+        let mut reader = self.new_reader();
         // A writer that broke (send_timeout_ms: the peer stopped reading)
         // ends the read too.
-        let read = self.read_all(&mut r, &mut buf);
+        let read = self.read_all(&mut r, &mut reader);
         let broken = async {
             self.outbox.wait_ended().await;
             Err(if self.outbox.is_stalled() {
@@ -271,20 +272,21 @@ impl AmqpConn {
         self.outbox.close();
     }
 
-    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), ReadEnd> {
-        while buf.len() < 8 {
-            self.read_more(r, buf).await?;
-        }
-        if &buf[..8] != frame::PROTOCOL_HEADER {
+    /// Reads and handles frames until the connection ends: `Ok` when the
+    /// close handshake finished.
+    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, reader: &mut FrameReader<Amqp>) -> Result<(), ReadEnd> {
+        self.read_protocol_header(r, reader).await?;
+        if reader.buffered()[..8] != frame::PROTOCOL_HEADER[..] {
             // Spec 4.2.2: answer with the header we speak, then close.
             self.outbox.push(|b| b.put_slice(frame::PROTOCOL_HEADER));
-            return Err(ReadEnd::NotAmqp);
+            return Err(ReadEnd::Read(ReadError::Decode(frame::FrameError::ProtocolHeader)));
         }
-        buf.advance(8);
-        self.clock.after_frames(buf.len(), true);
+        reader.consume(8);
         self.clock.header_done.set(true);
         self.outbox.push(|b| self.put_start(b));
         loop {
+            // The frames are handled where they lie in the reader's buffer.
+            let buf = reader.buffered();
             let mut used = 0;
             loop {
                 let frame_max = self.frame_limit();
@@ -303,13 +305,7 @@ impl AmqpConn {
                         self.run_jobs();
                     }
                     Err(e) => {
-                        let text = match e {
-                            frame::FrameError::TooLarge { size, max } if self.st.borrow().phase != Phase::Running => {
-                                format!("frame of {size} bytes before connection.open exceeds {max} (handshake_bytes_max or frame_max)")
-                            }
-                            e => e.to_string(),
-                        };
-                        self.fail(conn_fault(code::FRAME_ERROR, text, (0, 0)));
+                        self.frame_fault(e);
                         used = buf.len();
                         break;
                     }
@@ -318,8 +314,7 @@ impl AmqpConn {
                     return Ok(());
                 }
             }
-            buf.advance(used);
-            self.clock.after_frames(buf.len(), used > 0);
+            reader.consume(used);
             self.end_of_chunk();
             if self.st.borrow().phase == Phase::Done || self.outbox.is_broken() {
                 return Ok(());
@@ -334,10 +329,19 @@ impl AmqpConn {
             self.shard.mesh.wait_for_space().await;
             self.shard.wait_log_space().await;
             self.block_if_needed().await;
-            self.read_held.set(buf.capacity());
+            self.read_held.set(reader.held_bytes());
             // Time the broker held back from reading is not the peer's.
-            self.clock.excuse(held.elapsed());
-            self.read_more(r, buf).await?;
+            reader.excuse(held.elapsed());
+            match self.read_more(r, reader).await {
+                Ok(()) => {}
+                // The front frame's header is bad or over the limit: as
+                // when decoding finds it, close and drop what was read.
+                Err(ReadError::Decode(e)) => {
+                    self.frame_fault(e);
+                    reader.consume(reader.buffered().len());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
