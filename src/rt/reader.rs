@@ -517,6 +517,19 @@ mod tests {
         assert_eq!(reader.window, READ_BYTES, "filled reads doubled up to the read size");
     }
 
+    /// Both framings know a frame's size from `HEADER_BYTES` and not before.
+    #[test]
+    fn framings_size_frames_from_their_header() {
+        let (native, len) = frames(1);
+        assert_eq!(Native::frame_len(&native[..Native::HEADER_BYTES - 1], 1 << 20).ok(), Some(None));
+        assert_eq!(Native::frame_len(&native[..Native::HEADER_BYTES], 1 << 20).ok(), Some(Some(len)));
+        assert!(matches!(Native::frame_len(&native, 1000), Err(DecodeError::TooLarge { .. })));
+        let amqp = amqp_frames(1, 10);
+        assert_eq!(Amqp::frame_len(&amqp[..Amqp::HEADER_BYTES - 1], 4096), Ok(None));
+        assert_eq!(Amqp::frame_len(&amqp[..Amqp::HEADER_BYTES], 4096), Ok(Some(18)));
+        assert_eq!(Amqp::frame_len(b"AMQP\0\0\x09\x01", 4096), Err(FrameError::UnknownType(b'A')));
+    }
+
     /// The front frame's size is checked before its body is read.
     #[test]
     fn in_place_refuses_a_frame_over_the_limit_from_its_header() {

@@ -290,5 +290,26 @@ mod tests {
         // Oversized frames are refused from their header, before their bytes.
         let big = [METHOD, 0, 0, 0x10, 0, 0, 0];
         assert_eq!(decode(&big, 131072), Err(FrameError::TooLarge { size: 0x1000_0000 + OVERHEAD, max: 131072 }));
+        assert_eq!(peek_len(&big, 131072), Err(FrameError::TooLarge { size: 0x1000_0000 + OVERHEAD, max: 131072 }));
+    }
+
+    /// `peek_len` (what the reader sizes reads by) agrees with `decode` on
+    /// every prefix: the length, `None` while the size is not there yet,
+    /// and the header's errors.
+    #[test]
+    fn peek_len_agrees_with_decode() {
+        let mut b = BytesMut::new();
+        put_body(&mut b, 3, &[1; 300], 4096);
+        for cut in 0..=b.len() {
+            let p = &b[..cut];
+            match (peek_len(p, 4096), decode(p, 4096)) {
+                (Ok(None), Ok(Decoded::Incomplete)) => assert!(cut < SIZE_PREFIX),
+                (Ok(Some(n)), Ok(Decoded::Incomplete)) => assert!(n == b.len() && cut < n),
+                (Ok(Some(n)), Ok(Decoded::Frame(_, m))) => assert_eq!((n, m), (b.len(), b.len())),
+                other => panic!("prefix of {cut}: {other:?}"),
+            }
+        }
+        assert_eq!(peek_len(&[9, 0, 0, 0, 0, 0, 0], 4096), Err(FrameError::UnknownType(9)));
+        assert_eq!(peek_len(&b, 100), Err(FrameError::TooLarge { size: b.len(), max: 100 }));
     }
 }
