@@ -1,14 +1,16 @@
 //! One AMQP connection: protocol header, SASL PLAIN, tune, open; the read
 //! loop with heartbeat-based dead-peer detection; connection.close; and the
-//! jobs (requests to queue owners) that handlers queue up.
+//! inbox that what the shard has for it waits in.
 //!
-//! Rule: no `RefCell` borrow of the connection's state is held while a
-//! request goes to the shard, because the shard may call back into this
-//! connection (`ConnSink`) before `submit` returns. Handlers queue `Job`s;
-//! `run_jobs` submits them with nothing borrowed.
+//! Handlers call the core while they hold the state's borrow
+//! (`calls.rs`): the shard never calls into the state during such a call.
+//! Replies go to the inbox, and deliveries too whenever the state is
+//! borrowed or the inbox holds anything (they must not overtake it);
+//! `drain_inbox` handles them once the handler has returned: after each
+//! frame, after each read, and in the tick loop, which the shard wakes.
 
+use super::calls::Core;
 use super::channel::{ChState, Channels};
-pub use super::jobs::Job;
 use super::reading::{ReadClock, ReadEnd};
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
@@ -17,11 +19,11 @@ use crate::rt::reader::{Amqp, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::conns::EVICTED;
 use crate::server::shard::{PromoteError, Shard};
-use crate::server::types::{ConnRef, Request};
+use crate::server::types::{ConnRef, Reply, Request};
 use bytes::{BufMut, BytesMut};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -117,7 +119,9 @@ pub struct AmqpConn {
     /// Owners that stopped dispatching to it while its outbox is full.
     pub gate: crate::server::gate::DeliveryGate,
     pub st: RefCell<State>,
-    pub jobs: RefCell<Vec<Job>>,
+    /// What the shard has for this connection, oldest first, until
+    /// `drain_inbox` (the module doc).
+    pub(super) inbox: RefCell<VecDeque<Reply>>,
     /// Acks to send to queue owners: (consumer id, first, last queue tag).
     pub acks: RefCell<Vec<(u32, u64, u64)>>,
     pub kick: Notify,
@@ -172,7 +176,7 @@ impl AmqpConn {
                 exclusive: Vec::new(),
                 close_waits: 0,
             }),
-            jobs: RefCell::new(Vec::new()),
+            inbox: RefCell::new(VecDeque::new()),
             acks: RefCell::new(Vec::new()),
             kick: Notify::default(),
             done: Cell::new(false),
@@ -240,7 +244,7 @@ impl AmqpConn {
             })
             .await;
             self.flush_acks();
-            self.run_jobs();
+            self.drain_inbox();
             if hb > 0 && last_beat.elapsed() >= every {
                 self.outbox.push(frame::put_heartbeat);
                 last_beat = Instant::now();
@@ -292,7 +296,7 @@ impl AmqpConn {
                 let frame_max = self.frame_limit();
                 if let Some(n) = self.whole_publish(&buf[used..], frame_max) {
                     used += n;
-                    self.run_jobs();
+                    self.drain_inbox();
                     continue;
                 }
                 match frame::decode(&buf[used..], frame_max) {
@@ -302,7 +306,7 @@ impl AmqpConn {
                         if let Err(fault) = self.on_frame(f) {
                             self.fail(fault);
                         }
-                        self.run_jobs();
+                        self.drain_inbox();
                     }
                     Err(e) => {
                         self.frame_fault(e);
@@ -349,14 +353,14 @@ impl AmqpConn {
     fn end_of_chunk(&self) {
         self.flush_batches();
         self.flush_acks();
-        self.run_jobs();
+        self.drain_inbox();
     }
 
     fn flush_batches(&self) {
         let mut st = self.st.borrow_mut();
-        let mut jobs = self.jobs.borrow_mut();
+        let core = Core::new(self, !st.consumers.is_empty());
         for (&ch, c) in st.channels.iter_mut() {
-            super::publish::flush_batch(ch, c, &mut jobs);
+            super::publish::flush_batch(ch, c, &core);
         }
     }
 
@@ -388,8 +392,8 @@ impl AmqpConn {
             Fault::Channel { channel, code, text, cause } => {
                 tracing::debug!(peer = ?self.peer, channel, code, "closing AMQP channel: {text}");
                 let mut st = self.st.borrow_mut();
-                let mut jobs = self.jobs.borrow_mut();
-                super::handlers::release_channel(&mut st, channel, &mut jobs, &self.acks);
+                let core = Core::new(self, !st.consumers.is_empty());
+                super::handlers::release_channel(&mut st, channel, &core, &self.acks);
                 if let Some(ch) = st.channels.get_mut(&channel) {
                     ch.state = ChState::Closing;
                 }
@@ -490,10 +494,10 @@ impl AmqpConn {
                 if exclusive.is_empty() {
                     self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
                 }
-                let mut jobs = self.jobs.borrow_mut();
+                drop(st);
                 for (queue, owner) in exclusive {
                     let req = Request::Delete { if_empty: false, if_unused: false, queue };
-                    jobs.push(Job::Submit { owner, rid: rid(KIND_CLOSE, 0, 0), req });
+                    self.shard.submit(self.me(), rid(KIND_CLOSE, 0, 0), owner, req);
                 }
                 Ok(())
             }
