@@ -566,7 +566,8 @@ impl AmqpConn {
             st.channels.clear();
             queues
         };
-        // Submitted with no borrow held: a local owner may reply at once.
+        // The state is free: deliveries made meanwhile go nowhere (the
+        // consumers are gone), replies to the inbox, never read again.
         self.shard.release_connection(self.me(), self.logged_in.get(), rid(KIND_IGNORE, 0, 0), queues);
     }
 
