@@ -51,6 +51,7 @@ start() { # $1 = binary; sets pid, NATIVE, AMQP
   }
   NATIVE=$(grep -o 'native=[^ ]*' "$work/serve.out" | cut -d= -f2)
   AMQP=$(grep -o 'amqp=[^ ]*' "$work/serve.out" | cut -d= -f2)
+  HTTP=$(grep -o 'metrics=[^ ]*' "$work/serve.out" | cut -d= -f2)
 }
 
 stop() {
@@ -79,10 +80,22 @@ e2e16() { e2e "$1" "$COUNT" 16; }
 e2e1k() { e2e "$1" "$COUNT_1K" 1024; }
 pers1k() { e2e "$1" "$COUNT_PERS" 1024 --persistent --confirm; }
 
-amqp16() { # prints msg/s
+amqp16() { # prints msg/s and messages lost
   "$LOADGEN" --url "amqp://guest:guest@$AMQP/%2F" --size 16 --duration "$DURATION" --warmup "$WARMUP" \
     --json "$work/amqp.json" --quiet >"$work/amqp.out" 2>&1 || { cat "$work/amqp.out" >&2; exit 1; }
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(int(r["msgs_per_s"]), r["lost"])' "$work/amqp.json"
+  local r
+  r=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(int(r["msgs_per_s"]), r["lost"])' "$work/amqp.json")
+  case "$r" in
+    *" 0") ;;
+    *) # A lost message is a bug: keep what the broker and the loadgen said.
+      local keep
+      keep=$(mktemp -d /tmp/ringmq-ab-lost.XXXXXX)
+      cp "$work/amqp.out" "$work/amqp.json" "$work/serve.out" "$work/serve.err" "$keep/" 2>/dev/null || true
+      curl -s -u guest:guest "http://$HTTP/api/queues" >"$keep/queues.json" 2>/dev/null || true
+      curl -s -u guest:guest "http://$HTTP/api/connections" >"$keep/connections.json" 2>/dev/null || true
+      echo "amqp16 lost messages ($r): broker and loadgen output kept in $keep" >&2 ;;
+  esac
+  echo "$r"
 }
 
 : >"$work/results"
