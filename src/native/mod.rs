@@ -6,6 +6,7 @@
 //! |---|---|
 //! | the listener: accept, register, the connection's tasks | [`accept`] |
 //! | the connection: read loop, requests, consumer routes | this file |
+//! | the longer commands: queue declare, publish through an exchange, exchange declare | `cmds` |
 //! | handshake, login, heartbeats, read deadlines | `session` |
 //! | replies and deliveries into native frames | `encode` |
 
@@ -15,6 +16,7 @@
 #![deny(clippy::cast_possible_truncation)]
 
 pub mod accept;
+mod cmds;
 mod encode;
 mod session;
 
@@ -29,9 +31,8 @@ use crate::rt::{Notify, Outbox};
 use crate::server::gate::DeliveryGate;
 use crate::server::grants::{Grants, Kind};
 use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
-use crate::server::policy::QueueArgs;
 use crate::server::queue::Deliveries;
-use crate::server::shard::routing_replica::{check_exchange_name, check_table, exchange_def, PubOpts};
+use crate::server::shard::routing_replica::{check_exchange_name, check_table};
 use crate::server::shard::{ConnSink, Shard, SinkBuffers};
 use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request};
 use bytes::Bytes;
@@ -351,29 +352,7 @@ impl NativeConn {
             }
             Cmd::Ping => self.outbox.push(|b| frame(b, rid, Cmd::Pong)),
             Cmd::Pong => {}
-            Cmd::Declare { flags, queue, args } => {
-                check_queue_name(queue)?;
-                if flags & op::DECLARE_PASSIVE == 0 {
-                    self.may(rid, Perm::Configure, Kind::Queue, queue)?;
-                }
-                let args = QueueArgs::parse(args, queue).map_err(|e| Fatal {
-                    request_id: rid,
-                    code: e.code,
-                    message: e.message,
-                })?;
-                let queue = self.q(queue);
-                let owner = shard.owner_of(&queue);
-                let req = Request::Declare {
-                    durable: flags & op::DECLARE_DURABLE != 0,
-                    passive: flags & op::DECLARE_PASSIVE != 0,
-                    queue: queue.into_owned(),
-                    exclusive: false,
-                    auto_delete: false,
-                    strict: false,
-                    args: Box::new(args),
-                };
-                shard.submit(me, rid, owner, req);
-            }
+            Cmd::Declare { flags, queue, args } => self.declare(rid, flags, queue, args)?,
             Cmd::Delete { flags, queue } => {
                 self.may(rid, Perm::Configure, Kind::Queue, queue)?;
                 let (if_empty, if_unused) = (flags & op::DELETE_IF_EMPTY != 0, flags & op::DELETE_IF_UNUSED != 0);
@@ -393,54 +372,10 @@ impl NativeConn {
                 self.publish(chunk, rid, flags, queue, entries)?
             }
             Cmd::PublishTo { flags, exchange, routing_key, entries } => {
-                self.published.set(true);
-                self.may_publish(rid, exchange)?;
-                self.check_sizes(rid, &entries)?;
-                let o = PubOpts {
-                    persistent: flags & op::PUBLISH_PERSISTENT != 0,
-                    confirm: flags & op::PUBLISH_CONFIRM != 0,
-                    mandatory: flags & op::PUBLISH_MANDATORY != 0,
-                };
-                let full = if exchange.is_empty() && self.vhost.get().is_some() {
-                    // The default exchange of a vhost other than `/` is not
-                    // in the table: the key names the queue.
-                    let mode = PublishMode { persistent: o.persistent, confirm: o.confirm, partial: false };
-                    let batch = PublishBatch::Read { chunk, entries };
-                    let no_consumers = || self.consumers.borrow().is_empty();
-                    shard.publish_to_queue(me, rid, mode, self.q(routing_key), batch, no_consumers)
-                } else {
-                    let batch = (slice_of(chunk, entries.raw()), entries.len());
-                    let no_consumers = || self.consumers.borrow().is_empty();
-                    shard.publish_to(me, rid, o, &self.q(exchange), routing_key, batch, no_consumers)
-                };
-                if full.is_some() {
-                    *self.paused_on.borrow_mut() = full;
-                }
+                self.publish_to(chunk, rid, flags, (exchange, routing_key), entries)?
             }
             Cmd::ExchangeDeclare { flags, exchange, kind, args } => {
-                if flags & op::EXCHANGE_PASSIVE != 0 {
-                    // The default exchange is in every vhost.
-                    let name = if exchange.is_empty() { exchange.into() } else { self.q(exchange) };
-                    shard.check_exchange(me, rid, &name);
-                } else {
-                    self.may(rid, Perm::Configure, Kind::Exchange, exchange)?;
-                    check_table(args, shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
-                    let def = exchange_def(
-                        exchange,
-                        kind,
-                        flags & op::EXCHANGE_DURABLE != 0,
-                        flags & op::EXCHANGE_AUTO_DELETE != 0,
-                        flags & op::EXCHANGE_INTERNAL != 0,
-                        slice_of(chunk, args),
-                    )
-                    .map_err(|e| refused(rid, e))?;
-                    let def = crate::routing::ExchangeDef {
-                        name: self.q(&def.name).into_owned(),
-                        alternate: def.alternate.as_deref().map(|a| self.q(a).into_owned()),
-                        ..def
-                    };
-                    shard.declare_exchange(me, rid, def);
-                }
+                self.declare_exchange(chunk, rid, flags, (exchange, kind), args)?
             }
             Cmd::ExchangeDelete { flags, exchange } => {
                 check_exchange_name(exchange).map_err(|e| refused(rid, e))?;
