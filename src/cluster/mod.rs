@@ -27,9 +27,13 @@ pub mod rt;
 pub mod state_machine;
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod store_tests;
 #[cfg(test)]
 mod test_kv;
+#[cfg(test)]
+mod test_net;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
