@@ -152,10 +152,13 @@ where
             let entry: Entry<C> = decode(&path, *offset, payload)?;
             let index = entry.get_log_id().index;
             let expected = match (prev, purged_index) {
-                (Some(p), _) => Some(p.saturating_add(1)),
-                // The first entry kept after a purge comes right after it.
-                (None, Some(p)) if index > p => Some(p.saturating_add(1)),
-                _ => None,
+                // Past the purge point: right after it, or after the entry
+                // before (entries up to it may linger, and may stop short
+                // of it, when a purge past the end of the log crashed
+                // before its rewrite).
+                (prev, Some(p)) if index > p => Some(prev.map_or(p, |q| q.max(p)).saturating_add(1)),
+                (Some(q), _) => Some(q.saturating_add(1)),
+                (None, _) => None,
             };
             if expected.is_some_and(|want| want != index) {
                 return Err(StoreError::Inconsistent {

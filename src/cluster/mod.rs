@@ -12,6 +12,10 @@
 //! | [`log_store`] | the durable Raft log and vote (`RaftLogStorage`), fdatasync'ed before openraft hears "flushed" |
 //! | [`state_machine`] | applies committed commands through [`Apply`]; snapshots built to and installed from a file |
 //!
+//! Tests: `store_tests` (the files: reopen, torn tail, damage, bounds;
+//! snapshots), `group_tests` (three members on three executors over
+//! `test_net`, an in-process transport that exists only for tests).
+//!
 //! This is a core-layer part: it may use `storage` and `protocol`, never a
 //! front end. The inter-node link that will carry its RPCs (TCP, its own
 //! codec) is the next step; until then only tests connect members.

@@ -194,6 +194,27 @@ fn recovery_refuses_entries_out_of_order() {
 }
 
 #[test]
+fn entries_left_before_a_purge_point_past_them_are_skipped() {
+    // A purge past the end of the log (a follower that installed a
+    // snapshot) whose rewrite a crash prevented: the old entries stay in
+    // the file, and the next append lands after them.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bytes, _) = write_log(dir.path(), 4);
+    let purged = postcard::to_allocvec(&log_id(2, 10)).unwrap();
+    super::files::replace_file(dir.path(), "purged", &purged).unwrap();
+    record::encode_into(&mut bytes, &postcard::to_allocvec(&entry(2, 11)).unwrap());
+    std::fs::write(dir.path().join("log"), &bytes).unwrap();
+    let mut s = recover(dir.path(), StoreLimits::default()).unwrap();
+    assert_eq!(indexes(&mut s), vec![11]);
+
+    // But an entry at or before the purge point after a kept one is not a
+    // log this store wrote.
+    record::encode_into(&mut bytes, &postcard::to_allocvec(&entry(2, 5)).unwrap());
+    std::fs::write(dir.path().join("log"), &bytes).unwrap();
+    assert!(matches!(recover(dir.path(), StoreLimits::default()), Err(StoreError::Inconsistent { .. })));
+}
+
+#[test]
 fn a_damaged_vote_file_is_an_error_not_a_missing_vote() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vote"), [9u8; 12]).unwrap();
