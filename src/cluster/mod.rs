@@ -11,6 +11,7 @@
 //! | `files` | blocking-pool file I/O, and small files replaced atomically (vote, purge point, snapshot) |
 //! | [`log_store`] | the durable Raft log and vote (`RaftLogStorage`), fdatasync'ed before openraft hears "flushed" |
 //! | [`state_machine`] | applies committed commands through [`Apply`]; snapshots built to and installed from a file |
+//! | [`snapshot_buf`] | a snapshot in flight: a buffer a peer's chunks cannot grow past `snapshot_bytes_max` |
 //!
 //! Tests: `store_tests` (the files: reopen, torn tail, damage, bounds;
 //! snapshots), `group_tests` (three members on three executors over
@@ -28,6 +29,7 @@ mod files;
 pub mod log_store;
 pub mod record;
 pub mod rt;
+pub mod snapshot_buf;
 pub mod state_machine;
 
 #[cfg(test)]
@@ -42,7 +44,6 @@ mod test_net;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
@@ -75,7 +76,7 @@ pub trait Apply: Default + Serialize + DeserializeOwned + 'static {
 ///
 /// The snapshot travels as an in-memory buffer because openraft 0.9 wants
 /// tokio's `AsyncRead + AsyncWrite + AsyncSeek` for it, and tokio's files
-/// need a tokio runtime; metadata is small and bounded
+/// need a tokio runtime; metadata is small, the buffer is bounded
 /// (`StoreLimits::snapshot_bytes_max`), and at rest it is a file.
 pub struct MetaRaft<A>(PhantomData<fn() -> A>);
 
@@ -119,7 +120,7 @@ impl<A: Apply> openraft::RaftTypeConfig for MetaRaft<A> {
     type NodeId = NodeId;
     type Node = openraft::BasicNode;
     type Entry = openraft::Entry<Self>;
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = snapshot_buf::SnapshotBuf;
     type AsyncRuntime = GlommioRuntime;
     type Responder = openraft::impls::OneshotResponder<Self>;
 }

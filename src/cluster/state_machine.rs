@@ -11,6 +11,7 @@
 //! snapshot, and what was purged must be in a file.
 
 use super::files::{blocking, decode, encode, read_file, replace_file};
+use super::snapshot_buf::SnapshotBuf;
 use super::{Apply, MetaRaft, NodeId, StoreError, StoreLimits};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -18,7 +19,6 @@ use openraft::{
     StoredMembership,
 };
 use std::cell::RefCell;
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -153,7 +153,10 @@ impl<A: Apply> RaftSnapshotBuilder<MetaRaft<A>> for SnapshotBuilder<A> {
         let file = SnapshotFile { meta: self.meta.clone(), data: data.clone() };
         let mut on_disk = self.on_disk.lock().await;
         store(self.dir.clone(), self.limits, file, &mut on_disk).await.map_err(fail)?;
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(SnapshotBuf::new(data, self.limits.snapshot_bytes_max)),
+        })
     }
 }
 
@@ -205,11 +208,11 @@ impl<A: Apply> RaftStateMachine<MetaRaft<A>> for StateMachine<A> {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Fail> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBuf>, Fail> {
+        Ok(Box::new(SnapshotBuf::new(Vec::new(), self.limits.snapshot_bytes_max)))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), Fail> {
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<SnapshotBuf>) -> Result<(), Fail> {
         let sig = Some(meta.signature());
         let data = snapshot.into_inner();
         // What a peer sent is hostile until it decodes within bounds.
@@ -245,6 +248,9 @@ impl<A: Apply> RaftStateMachine<MetaRaft<A>> for StateMachine<A> {
             return Err(fail(StoreError::io(path, e)));
         };
         let file: SnapshotFile = decode(&path, 0, &raw).map_err(fail)?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(SnapshotBuf::new(file.data, self.limits.snapshot_bytes_max)),
+        }))
     }
 }

@@ -5,6 +5,7 @@
 
 use super::log_store::{read_raw, LogStore};
 use super::record::{self, ScanError, HEADER_BYTES};
+use super::snapshot_buf::SnapshotBuf;
 use super::test_kv::{Kv, KvCommand};
 use super::{MetaRaft, StateMachine, StoreError, StoreLimits};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
@@ -259,8 +260,7 @@ fn snapshots_are_built_to_and_installed_from_files() {
         assert_eq!(applied, Some(log_id(1, 3)));
 
         // A snapshot that does not decode is refused, and changes nothing.
-        let mut garbage = b.begin_receiving_snapshot().await.unwrap();
-        garbage.get_mut().extend_from_slice(&[0xFF; 9]);
+        let garbage = Box::new(SnapshotBuf::new(vec![0xFF; 9], limits.snapshot_bytes_max));
         let mut meta = current.meta.clone();
         meta.last_log_id = Some(log_id(2, 9));
         assert!(b.install_snapshot(&meta, garbage).await.is_err());
