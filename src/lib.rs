@@ -6,7 +6,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | codecs (sans-IO, shared with the client and the loadgen) | [`protocol`], [`protocol::amqp`]; beside them the socket plumbing [`rt`] |
-//! | model | [`routing`], [`storage`], [`server::queue`], [`auth`]; the value types the queue and the core share: [`server::types`], [`server::policy`], [`server::deadletter`] |
+//! | model | [`routing`], [`storage`], [`server::queue`], [`auth`], [`cluster`] (metadata consensus: may use `storage` and `protocol`, never a front end); the value types the queue and the core share: [`server::types`], [`server::policy`], [`server::deadletter`] |
 //! | broker core: shards, mesh, the operations a client can ask for | [`server`] ([`server::shard`], [`server::mesh`], [`server::ops`], [`server::admin`], ...) |
 //! | front ends | [`native`], [`amqp`], [`http`] |
 //! | binaries | `src/broker.rs` (wires the front ends to the core), `src/cli/`, `src/main.rs`, `loadgen/` |
@@ -46,6 +46,7 @@
 //! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text | `server::shard::admin`, [`server::stats`] |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
+//! | cluster metadata by consensus (being built, `docs/cluster.md`): openraft on glommio, its durable log and vote, the state machine the broker will apply to | [`cluster`] ([`cluster::rt`], [`cluster::log_store`], [`cluster::state_machine`]) |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
 //! The `ringmq` binary (`src/main.rs`, `src/cli/`) wraps this as `serve`,
@@ -82,3 +83,6 @@ pub mod routing;
 
 #[cfg(feature = "server")]
 pub mod storage;
+
+#[cfg(feature = "server")]
+pub mod cluster;
