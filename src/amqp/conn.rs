@@ -1,26 +1,29 @@
 //! One AMQP connection: protocol header, SASL PLAIN, tune, open; the read
 //! loop with heartbeat-based dead-peer detection; connection.close; and the
-//! jobs (requests to queue owners) that handlers queue up.
+//! inbox that what the shard has for it waits in.
 //!
-//! Rule: no `RefCell` borrow of the connection's state is held while a
-//! request goes to the shard, because the shard may call back into this
-//! connection (`ConnSink`) before `submit` returns. Handlers queue `Job`s;
-//! `run_jobs` submits them with nothing borrowed.
+//! Handlers call the core while they hold the state's borrow
+//! (`calls.rs`): the shard never calls into the state during such a call.
+//! Replies go to the inbox, and deliveries too whenever the state is
+//! borrowed or the inbox holds anything (they must not overtake it);
+//! `drain_inbox` handles them once the handler has returned: after each
+//! frame, after each read, and in the tick loop, which the shard wakes.
 
+use super::calls::Core;
 use super::channel::{ChState, Channels};
-pub use super::jobs::Job;
 use super::reading::{ReadClock, ReadEnd};
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
 use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
+use crate::rt::reader::{Amqp, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::conns::EVICTED;
 use crate::server::shard::{PromoteError, Shard};
-use crate::server::types::{ConnRef, Request};
-use bytes::{Buf, BufMut, BytesMut};
+use crate::server::types::{ConnRef, Reply, Request};
+use bytes::{BufMut, BytesMut};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -116,7 +119,9 @@ pub struct AmqpConn {
     /// Owners that stopped dispatching to it while its outbox is full.
     pub gate: crate::server::gate::DeliveryGate,
     pub st: RefCell<State>,
-    pub jobs: RefCell<Vec<Job>>,
+    /// What the shard has for this connection, oldest first, until
+    /// `drain_inbox` (the module doc).
+    pub(super) inbox: RefCell<VecDeque<Reply>>,
     /// Acks to send to queue owners: (consumer id, first, last queue tag).
     pub acks: RefCell<Vec<(u32, u64, u64)>>,
     pub kick: Notify,
@@ -171,7 +176,7 @@ impl AmqpConn {
                 exclusive: Vec::new(),
                 close_waits: 0,
             }),
-            jobs: RefCell::new(Vec::new()),
+            inbox: RefCell::new(VecDeque::new()),
             acks: RefCell::new(Vec::new()),
             kick: Notify::default(),
             done: Cell::new(false),
@@ -239,7 +244,7 @@ impl AmqpConn {
             })
             .await;
             self.flush_acks();
-            self.run_jobs();
+            self.drain_inbox();
             if hb > 0 && last_beat.elapsed() >= every {
                 self.outbox.push(frame::put_heartbeat);
                 last_beat = Instant::now();
@@ -248,10 +253,10 @@ impl AmqpConn {
     }
 
     pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
-        let mut buf = BytesMut::new();
+        let mut reader = self.new_reader();
         // A writer that broke (send_timeout_ms: the peer stopped reading)
         // ends the read too.
-        let read = self.read_all(&mut r, &mut buf);
+        let read = self.read_all(&mut r, &mut reader);
         let broken = async {
             self.outbox.wait_ended().await;
             Err(if self.outbox.is_stalled() {
@@ -271,26 +276,27 @@ impl AmqpConn {
         self.outbox.close();
     }
 
-    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, buf: &mut BytesMut) -> Result<(), ReadEnd> {
-        while buf.len() < 8 {
-            self.read_more(r, buf).await?;
-        }
-        if &buf[..8] != frame::PROTOCOL_HEADER {
+    /// Reads and handles frames until the connection ends: `Ok` when the
+    /// close handshake finished.
+    async fn read_all<R: AsyncRead + Unpin>(&self, r: &mut R, reader: &mut FrameReader<Amqp>) -> Result<(), ReadEnd> {
+        self.read_protocol_header(r, reader).await?;
+        if reader.buffered()[..8] != frame::PROTOCOL_HEADER[..] {
             // Spec 4.2.2: answer with the header we speak, then close.
             self.outbox.push(|b| b.put_slice(frame::PROTOCOL_HEADER));
-            return Err(ReadEnd::NotAmqp);
+            return Err(ReadEnd::Read(ReadError::Decode(frame::FrameError::ProtocolHeader)));
         }
-        buf.advance(8);
-        self.clock.after_frames(buf.len(), true);
+        reader.consume(8);
         self.clock.header_done.set(true);
         self.outbox.push(|b| self.put_start(b));
         loop {
+            // The frames are handled where they lie in the reader's buffer.
+            let buf = reader.buffered();
             let mut used = 0;
             loop {
                 let frame_max = self.frame_limit();
                 if let Some(n) = self.whole_publish(&buf[used..], frame_max) {
                     used += n;
-                    self.run_jobs();
+                    self.drain_inbox();
                     continue;
                 }
                 match frame::decode(&buf[used..], frame_max) {
@@ -300,16 +306,10 @@ impl AmqpConn {
                         if let Err(fault) = self.on_frame(f) {
                             self.fail(fault);
                         }
-                        self.run_jobs();
+                        self.drain_inbox();
                     }
                     Err(e) => {
-                        let text = match e {
-                            frame::FrameError::TooLarge { size, max } if self.st.borrow().phase != Phase::Running => {
-                                format!("frame of {size} bytes before connection.open exceeds {max} (handshake_bytes_max or frame_max)")
-                            }
-                            e => e.to_string(),
-                        };
-                        self.fail(conn_fault(code::FRAME_ERROR, text, (0, 0)));
+                        self.frame_fault(e);
                         used = buf.len();
                         break;
                     }
@@ -318,8 +318,7 @@ impl AmqpConn {
                     return Ok(());
                 }
             }
-            buf.advance(used);
-            self.clock.after_frames(buf.len(), used > 0);
+            reader.consume(used);
             self.end_of_chunk();
             if self.st.borrow().phase == Phase::Done || self.outbox.is_broken() {
                 return Ok(());
@@ -334,10 +333,19 @@ impl AmqpConn {
             self.shard.mesh.wait_for_space().await;
             self.shard.wait_log_space().await;
             self.block_if_needed().await;
-            self.read_held.set(buf.capacity());
+            self.read_held.set(reader.held_bytes());
             // Time the broker held back from reading is not the peer's.
-            self.clock.excuse(held.elapsed());
-            self.read_more(r, buf).await?;
+            reader.excuse(held.elapsed());
+            match self.read_more(r, reader).await {
+                Ok(()) => {}
+                // The front frame's header is bad or over the limit: as
+                // when decoding finds it, close and drop what was read.
+                Err(ReadError::Decode(e)) => {
+                    self.frame_fault(e);
+                    reader.consume(reader.buffered().len());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -345,14 +353,14 @@ impl AmqpConn {
     fn end_of_chunk(&self) {
         self.flush_batches();
         self.flush_acks();
-        self.run_jobs();
+        self.drain_inbox();
     }
 
     fn flush_batches(&self) {
         let mut st = self.st.borrow_mut();
-        let mut jobs = self.jobs.borrow_mut();
+        let core = Core::new(self, !st.consumers.is_empty());
         for (&ch, c) in st.channels.iter_mut() {
-            super::publish::flush_batch(ch, c, &mut jobs);
+            super::publish::flush_batch(ch, c, &core);
         }
     }
 
@@ -384,8 +392,8 @@ impl AmqpConn {
             Fault::Channel { channel, code, text, cause } => {
                 tracing::debug!(peer = ?self.peer, channel, code, "closing AMQP channel: {text}");
                 let mut st = self.st.borrow_mut();
-                let mut jobs = self.jobs.borrow_mut();
-                super::handlers::release_channel(&mut st, channel, &mut jobs, &self.acks);
+                let core = Core::new(self, !st.consumers.is_empty());
+                super::handlers::release_channel(&mut st, channel, &core, &self.acks);
                 if let Some(ch) = st.channels.get_mut(&channel) {
                     ch.state = ChState::Closing;
                 }
@@ -486,10 +494,10 @@ impl AmqpConn {
                 if exclusive.is_empty() {
                     self.outbox.push(|b| method::put(b, 0, id::CONNECTION_CLOSE_OK, |_| ()));
                 }
-                let mut jobs = self.jobs.borrow_mut();
+                drop(st);
                 for (queue, owner) in exclusive {
                     let req = Request::Delete { if_empty: false, if_unused: false, queue };
-                    jobs.push(Job::Submit { owner, rid: rid(KIND_CLOSE, 0, 0), req });
+                    self.shard.submit(self.me(), rid(KIND_CLOSE, 0, 0), owner, req);
                 }
                 Ok(())
             }
@@ -558,7 +566,8 @@ impl AmqpConn {
             st.channels.clear();
             queues
         };
-        // Submitted with no borrow held: a local owner may reply at once.
+        // The state is free: deliveries made meanwhile go nowhere (the
+        // consumers are gone), replies to the inbox, never read again.
         self.shard.release_connection(self.me(), self.logged_in.get(), rid(KIND_IGNORE, 0, 0), queues);
     }
 

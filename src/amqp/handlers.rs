@@ -1,9 +1,11 @@
 //! Channel methods: what a client sends on channels 1..=channel_max. Each
-//! handler works on the borrowed state and queues `Job`s; the connection
-//! submits them once the borrow is released.
+//! handler works on the borrowed state and calls the core directly
+//! ([`Core`]): what the shard has for this connection meanwhile waits in
+//! its inbox until the handler has returned (`calls.rs`).
 
+use super::calls::Core;
 use super::channel::{ChState, Channel, Content, OpKind};
-use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, Job, State, KIND_IGNORE, KIND_OP};
+use super::conn::{conn_fault, rid, AmqpConn, ConsumerInfo, Fault, State, KIND_IGNORE, KIND_OP};
 use crate::auth::permissions::Perm;
 use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId, QueueDeclare};
@@ -25,7 +27,7 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
     if n > st.channel_max {
         return Err(conn_fault(code::CHANNEL_ERROR, format!("channel {n} is above channel_max"), (20, 10)));
     }
-    let mut jobs = c.jobs.borrow_mut();
+    let core = Core::new(c, !st.consumers.is_empty());
     if f.kind != frame::METHOD {
         let Some(ch) = st.channels.get_mut(&n) else {
             return Err(conn_fault(code::CHANNEL_ERROR, format!("content on channel {n}, which is not open"), (0, 0)));
@@ -34,7 +36,7 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
             return Ok(());
         }
         let max = c.shard.config.message_bytes_max as usize;
-        return super::publish::on_content(&c.shard, n, ch, f, max, &mut jobs);
+        return super::publish::on_content(&c.shard, n, ch, f, max, &core);
     }
     // The hot path: a publish to the target of the batch being built. Its
     // names were checked (UTF-8, exchange) when the batch began; only the
@@ -118,20 +120,24 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
         return Ok(());
     }
     // Anything else is ordered after this channel's publishes so far.
-    super::publish::flush_batch(n, ch, &mut jobs);
-    drop(jobs);
+    super::publish::flush_batch(n, ch, &core);
     // Acks gathered here go out at the end of the read, merged into ranges.
-    on_method(c, &mut st, n, mid, m)
+    on_method(c, &core, &mut st, (n, mid), m)
 }
 
-fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>) -> Result<(), Fault> {
+fn on_method(
+    c: &AmqpConn,
+    core: &Core<'_>,
+    st: &mut State,
+    (n, mid): (u16, MethodId),
+    m: Method<'_>,
+) -> Result<(), Fault> {
     let shard = &c.shard;
-    let jobs = &mut *c.jobs.borrow_mut();
     let ok = |f: &dyn Fn(&mut BytesMut), mid: MethodId| c.outbox.push(|b| method::put(b, n, mid, f));
     match m {
         Method::ChannelOpen => Err(conn_fault(code::CHANNEL_ERROR, format!("channel {n} is already open"), mid)),
         Method::ChannelClose { .. } => {
-            release_channel(st, n, jobs, &c.acks);
+            release_channel(st, n, core, &c.acks);
             st.channels.remove(&n);
             ok(&|_| (), id::CHANNEL_CLOSE_OK);
             Ok(())
@@ -151,18 +157,18 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             if !d.passive {
                 c.may(n, mid, Perm::Configure, Kind::Exchange, d.exchange)?;
             }
-            super::routing::exchange_declare(st, n, mid, d, jobs)
+            super::routing::exchange_declare(st, n, mid, d, core)
         }
         Method::ExchangeDelete { exchange, if_unused, no_wait } => {
             c.may(n, mid, Perm::Configure, Kind::Exchange, exchange)?;
-            super::routing::exchange_delete(st, (n, c.vhost()), mid, exchange, if_unused, no_wait, jobs)
+            super::routing::exchange_delete(st, (n, c.vhost()), mid, exchange, if_unused, no_wait, core)
         }
         Method::ExchangeBind { destination, source, routing_key, no_wait, args, unbind } => {
             c.may(n, mid, Perm::Write, Kind::Exchange, destination)?;
             c.may(n, mid, Perm::Read, Kind::Exchange, source)?;
             let dest = crate::routing::Dest::Exchange(destination.into());
             let ok = if unbind { id::EXCHANGE_UNBIND_OK } else { id::EXCHANGE_BIND_OK };
-            super::routing::bind(st, n, mid, ok, (source, dest, routing_key), args, (no_wait, unbind), jobs)
+            super::routing::bind(st, n, mid, ok, (source, dest, routing_key), args, (no_wait, unbind), core)
         }
         Method::QueueBind { queue, exchange, routing_key, no_wait, args, unbind } => {
             let queue = check_name(n, queue, mid)?;
@@ -170,9 +176,9 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             c.may(n, mid, Perm::Read, Kind::Exchange, exchange)?;
             let dest = crate::routing::Dest::Queue(queue.into());
             let ok = if unbind { id::QUEUE_UNBIND_OK } else { id::QUEUE_BIND_OK };
-            super::routing::bind(st, n, mid, ok, (exchange, dest, routing_key), args, (no_wait, unbind), jobs)
+            super::routing::bind(st, n, mid, ok, (exchange, dest, routing_key), args, (no_wait, unbind), core)
         }
-        Method::QueueDeclare(d) => declare(c, st, n, mid, d, jobs),
+        Method::QueueDeclare(d) => declare(c, core, st, (n, mid), d),
         Method::QueuePurge { queue, no_wait } => {
             let queue = check_name(n, queue, mid)?;
             c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
@@ -180,7 +186,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             let queue = c.q(queue);
             let owner = shard.owner_of(&queue);
             let req = Request::Purge { queue: queue.into_owned() };
-            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+            core.submit(owner, rid(KIND_OP, n, seq), req);
             Ok(())
         }
         Method::QueueDelete { queue, if_unused, if_empty, no_wait } => {
@@ -190,7 +196,7 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
             let queue = c.q(queue);
             let owner = shard.owner_of(&queue);
             let req = Request::Delete { if_empty, if_unused, queue: queue.into_owned() };
-            jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+            core.submit(owner, rid(KIND_OP, n, seq), req);
             Ok(())
         }
         Method::Qos { prefetch_size, prefetch_count, global } => {
@@ -209,22 +215,22 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
         }
         Method::Consume { queue, tag, no_ack, exclusive, no_wait, args } => {
             c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
-            consume(c, st, n, mid, (queue, tag), (no_ack, exclusive, no_wait), args, jobs)
+            consume(c, core, st, (n, mid), (queue, tag), (no_ack, exclusive, no_wait), args)
         }
-        Method::Cancel { tag, no_wait } => cancel(c, st, n, tag, no_wait, jobs),
+        Method::Cancel { tag, no_wait } => cancel(c, core, st, n, (tag, no_wait)),
         Method::Get { queue, no_ack } => {
             c.may(n, mid, Perm::Read, Kind::Queue, queue)?;
-            get(c, st, n, mid, (queue, no_ack), jobs)
+            get(c, core, st, (n, mid), (queue, no_ack))
         }
         Method::Ack { tag, multiple } => ack(c, st, n, mid, (tag, multiple)),
-        Method::Nack { tag, multiple, requeue } => nack(c, st, n, mid, (tag, multiple, requeue), jobs),
+        Method::Nack { tag, multiple, requeue } => nack(c, core, st, (n, mid), (tag, multiple, requeue)),
         Method::Recover { requeue } => {
             if !requeue {
                 return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.recover requeue=false is not implemented", mid));
             }
             let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
             channel(st, n).take_tags(0, true, |cid, q| ranges.push((cid, q, q)));
-            nack_jobs(st, ranges, true, jobs);
+            nack_all(st, ranges, true, core);
             if mid == id::BASIC_RECOVER {
                 ok(&|_| (), id::BASIC_RECOVER_OK);
             }
@@ -256,13 +262,12 @@ fn on_method(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, m: Method<'_>)
 #[allow(clippy::too_many_arguments)]
 fn consume(
     c: &AmqpConn,
+    core: &Core<'_>,
     st: &mut State,
-    n: u16,
-    mid: MethodId,
+    (n, mid): (u16, MethodId),
     (queue, tag): (&str, &str),
     (no_ack, exclusive, no_wait): (bool, bool, bool),
     args: &[u8],
-    jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
     let shard = &c.shard;
     if !args.is_empty() {
@@ -305,13 +310,13 @@ fn consume(
     ch.consumers.push(cid);
     let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
     let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned(), exclusive };
-    jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+    core.submit(owner, rid(KIND_OP, n, seq), req);
     Ok(())
 }
 
 /// basic.cancel: the consumer is cancelled at its owner, and deliveries
 /// held back for it go back to the queue.
-fn cancel(c: &AmqpConn, st: &mut State, n: u16, tag: &str, no_wait: bool, jobs: &mut Vec<Job>) -> Result<(), Fault> {
+fn cancel(c: &AmqpConn, core: &Core<'_>, st: &mut State, n: u16, (tag, no_wait): (&str, bool)) -> Result<(), Fault> {
     let found = st.consumers.iter_mut().find(|(_, k)| k.channel == n && k.tag == tag && !k.cancelled);
     if let Some((&cid, k)) = found {
         k.cancelled = true;
@@ -328,11 +333,11 @@ fn cancel(c: &AmqpConn, st: &mut State, n: u16, tag: &str, no_wait: bool, jobs: 
                 true
             }
         });
-        jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
+        core.submit(owner, rid(KIND_IGNORE, n, 0), req);
         if !ranges.is_empty() {
             let queue = st.consumers[&cid].queue.clone();
             let req = Request::Nack { consumer_id: cid, queue, requeue: true, ranges };
-            jobs.push(Job::Submit { owner, rid: rid(KIND_IGNORE, n, 0), req });
+            core.submit(owner, rid(KIND_IGNORE, n, 0), req);
         }
     }
     if !no_wait {
@@ -345,11 +350,10 @@ fn cancel(c: &AmqpConn, st: &mut State, n: u16, tag: &str, no_wait: bool, jobs: 
 /// consumer kept per channel and queue (none with no_ack).
 fn get(
     c: &AmqpConn,
+    core: &Core<'_>,
     st: &mut State,
-    n: u16,
-    mid: MethodId,
+    (n, mid): (u16, MethodId),
     (queue, no_ack): (&str, bool),
-    jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
     let shard = &c.shard;
     let queue = check_name(n, queue, mid)?;
@@ -380,7 +384,7 @@ fn get(
     };
     let seq = channel(st, n).push_op(OpKind::Get { consumer_id: cid, no_ack, queue: queue.into() });
     let req = Request::Get { consumer_id: cid, no_ack, queue: qualified.into_owned() };
-    jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+    core.submit(owner, rid(KIND_OP, n, seq), req);
     Ok(())
 }
 
@@ -411,11 +415,10 @@ fn ack(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, (tag, multiple): (u6
 /// requeued or dropped.
 fn nack(
     c: &AmqpConn,
+    core: &Core<'_>,
     st: &mut State,
-    n: u16,
-    mid: MethodId,
+    (n, mid): (u16, MethodId),
     (tag, multiple, requeue): (u64, bool, bool),
-    jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
     let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
     let ch = channel(st, n);
@@ -431,7 +434,7 @@ fn nack(
             mid,
         ));
     }
-    nack_jobs(st, ranges, requeue, jobs);
+    nack_all(st, ranges, requeue, core);
     super::out::drain_held(c, st, n);
     Ok(())
 }
@@ -447,22 +450,21 @@ fn check_name(n: u16, q: &str, mid: MethodId) -> Result<&str, Fault> {
     Ok(q)
 }
 
-fn nack_jobs(st: &State, ranges: Vec<(u32, u64, u64)>, requeue: bool, jobs: &mut Vec<Job>) {
+fn nack_all(st: &State, ranges: Vec<(u32, u64, u64)>, requeue: bool, core: &Core<'_>) {
     for (cid, first, last) in ranges {
         if let Some(k) = st.consumers.get(&cid) {
             let req = Request::Nack { consumer_id: cid, queue: k.queue.clone(), requeue, ranges: vec![(first, last)] };
-            jobs.push(Job::Submit { owner: k.owner, rid: rid(KIND_IGNORE, 0, 0), req });
+            core.submit(k.owner, rid(KIND_IGNORE, 0, 0), req);
         }
     }
 }
 
 fn declare(
     c: &AmqpConn,
+    core: &Core<'_>,
     st: &mut State,
-    n: u16,
-    mid: MethodId,
+    (n, mid): (u16, MethodId),
     d: QueueDeclare<'_>,
-    jobs: &mut Vec<Job>,
 ) -> Result<(), Fault> {
     let name = if d.queue.is_empty() {
         if d.passive {
@@ -508,15 +510,15 @@ fn declare(
         strict: true,
         args: Box::new(args),
     };
-    jobs.push(Job::Submit { owner, rid: rid(KIND_OP, n, seq), req });
+    core.submit(owner, rid(KIND_OP, n, seq), req);
     Ok(())
 }
 
 /// Gives a channel's consumers back to their queues (unacked messages are
 /// requeued) and forgets them. The channel itself stays for the caller.
-pub fn release_channel(st: &mut State, n: u16, jobs: &mut Vec<Job>, acks: &RefCell<Vec<(u32, u64, u64)>>) {
+pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<Vec<(u32, u64, u64)>>) {
     let Some(ch) = st.channels.get_mut(&n) else { return };
-    super::publish::flush_batch(n, ch, jobs);
+    super::publish::flush_batch(n, ch, core);
     ch.content = None;
     ch.held.clear();
     ch.ops.clear();
@@ -529,13 +531,13 @@ pub fn release_channel(st: &mut State, n: u16, jobs: &mut Vec<Job>, acks: &RefCe
     for (cid, first, last) in pending {
         if let Some(k) = st.consumers.get(&cid) {
             let req = Request::Ack { consumer_id: cid, queue: k.queue.clone(), ranges: vec![(first, last)] };
-            jobs.push(Job::Submit { owner: k.owner, rid: rid(KIND_IGNORE, 0, 0), req });
+            core.submit(k.owner, rid(KIND_IGNORE, 0, 0), req);
         }
     }
     for cid in cids {
         if let Some(k) = st.consumers.remove(&cid) {
             let req = Request::Unsubscribe { consumer_id: cid, queue: k.queue };
-            jobs.push(Job::Submit { owner: k.owner, rid: rid(KIND_IGNORE, n, 0), req });
+            core.submit(k.owner, rid(KIND_IGNORE, n, 0), req);
         }
     }
 }

@@ -10,7 +10,8 @@
 //! | the login: PLAIN, and EXTERNAL with a TLS client certificate | `login` |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
 //! | the user's permissions on each method (403 closes the channel) | `grants` |
-//! | requests to queue owners, gathered acks, pauses (deep queues, resource alarms) | [`jobs`] |
+//! | the core as handlers call it, with the state borrowed | [`calls`] |
+//! | gathered acks, pauses (deep queues, resource alarms) | [`flow`] |
 //! | exchange and binding methods, sent to the routing table's owner | [`routing`] |
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
 //! | what comes back from the queues: replies and deliveries | [`out`] |
@@ -25,11 +26,12 @@
 // with the reason).
 #![deny(clippy::cast_possible_truncation)]
 
+pub mod calls;
 pub mod channel;
 pub mod conn;
+pub mod flow;
 mod grants;
 pub mod handlers;
-pub mod jobs;
 mod login;
 pub mod out;
 pub mod publish;

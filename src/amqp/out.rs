@@ -1,7 +1,14 @@
 //! What comes back from the queues: replies to synchronous methods (sent
 //! in the order the methods came), publisher confirms and returns, and
 //! deliveries (encoded straight into the outbox, or held while prefetch or
-//! flow stops them). Called by the shard: never calls back into it.
+//! flow stops them).
+//!
+//! The shard calls `ConnSink` while it is busy with its queues, possibly
+//! in the middle of a call this connection made with its state borrowed,
+//! so the sink only files what comes (the inbox, `conn.rs`) or, when
+//! nothing is waiting and the state is free, encodes deliveries straight
+//! from the queue's store. Everything else runs from `drain_inbox`, in
+//! the connection's own turn, where it may call the core.
 
 use super::channel::{ChState, Held, OpKind, Settled};
 use super::conn::{split_rid, AmqpConn, ConsumerInfo, Fault, Phase, State, KIND_CLOSE, KIND_OP, KIND_PUB};
@@ -12,18 +19,88 @@ use crate::protocol::batch::parse_entry;
 use crate::protocol::{Entries, ErrorCode};
 use crate::server::queue::Deliveries;
 use crate::server::shard::{ConnSink, SinkBuffers};
-use crate::server::types::{Origin, Reply};
+use crate::server::types::{Delivered, Origin, Reply};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 
 impl ConnSink for AmqpConn {
     fn send(&self, reply: Reply) {
+        if let Reply::Deliver { consumer_id, first_tag, msgs, .. } = &reply {
+            let ds = msgs.iter().map(|m| (m.redelivered, &m.entry, m.origin.as_ref()));
+            if self.deliver_now(*consumer_id, *first_tag, ds) {
+                return;
+            }
+        }
+        self.inbox.borrow_mut().push_back(reply);
+        self.kick.notify();
+    }
+
+    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
+        let ds = msgs.clone().map(|m| (m.redelivered, &m.entry, m.origin.as_ref()));
+        if self.deliver_now(consumer_id, first_tag, ds) {
+            return;
+        }
+        // Held as a copy (the bodies are shared): the store's slots may
+        // be acked or requeued before the inbox is drained.
+        let msgs = msgs.map(Delivered::from).collect();
+        let reply = Reply::Deliver { owner: self.shard.id, consumer_id, first_tag, msgs };
+        self.inbox.borrow_mut().push_back(reply);
+        self.kick.notify();
+    }
+
+    fn shut_down(&self, why: &str) {
+        self.fail(Fault::Conn {
+            code: code::CONNECTION_FORCED,
+            text: format!("CONNECTION_FORCED - {why}"),
+            cause: (0, 0),
+        });
+        self.outbox.close();
+    }
+
+    fn evict(&self, why: &str) {
+        // Before connection.start went out, AMQP has no way to say why.
+        if self.outbox.pushes() > 0 {
+            self.fail(Fault::Conn {
+                code: code::CONNECTION_FORCED,
+                text: format!("CONNECTION_FORCED - {why}"),
+                cause: (0, 0),
+            });
+        }
+        self.outbox.abort();
+    }
+
+    fn login_user(&self) -> Option<String> {
+        self.grants.borrow().as_ref().map(|g| g.user().to_string())
+    }
+
+    fn login_vhost(&self) -> Option<String> {
+        self.vhost.get().cloned()
+    }
+
+    fn describe(&self) -> (&'static str, String) {
+        ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
+    }
+
+    fn buffers(&self) -> Option<SinkBuffers<'_>> {
+        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
+    }
+}
+
+impl AmqpConn {
+    /// Handles what the shard filed in the inbox, oldest first, until it
+    /// is empty. Only from the connection's own turn (never from the
+    /// shard), with no borrow of the state held: handling may call the core.
+    pub fn drain_inbox(&self) {
+        loop {
+            let Some(reply) = self.inbox.borrow_mut().pop_front() else { return };
+            self.on_reply(reply);
+        }
+    }
+
+    fn on_reply(&self, reply: Reply) {
         if let Reply::Deliver { consumer_id, first_tag, msgs, .. } = reply {
-            self.on_deliveries(
-                consumer_id,
-                first_tag,
-                msgs.iter().map(|m| (m.redelivered, &m.entry, m.origin.as_ref())),
-            );
+            let ds = msgs.iter().map(|m| (m.redelivered, &m.entry, m.origin.as_ref()));
+            self.on_deliveries(consumer_id, first_tag, ds);
             return;
         }
         if let Reply::ConsumerGone { consumer_id } = reply {
@@ -71,49 +148,7 @@ impl ConnSink for AmqpConn {
         };
         if let Some(f) = fault {
             self.fail(f);
-            self.kick.notify();
         }
-    }
-
-    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
-        self.on_deliveries(consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry, m.origin.as_ref())));
-    }
-
-    fn shut_down(&self, why: &str) {
-        self.fail(Fault::Conn {
-            code: code::CONNECTION_FORCED,
-            text: format!("CONNECTION_FORCED - {why}"),
-            cause: (0, 0),
-        });
-        self.outbox.close();
-    }
-
-    fn evict(&self, why: &str) {
-        // Before connection.start went out, AMQP has no way to say why.
-        if self.outbox.pushes() > 0 {
-            self.fail(Fault::Conn {
-                code: code::CONNECTION_FORCED,
-                text: format!("CONNECTION_FORCED - {why}"),
-                cause: (0, 0),
-            });
-        }
-        self.outbox.abort();
-    }
-
-    fn login_user(&self) -> Option<String> {
-        self.grants.borrow().as_ref().map(|g| g.user().to_string())
-    }
-
-    fn login_vhost(&self) -> Option<String> {
-        self.vhost.get().cloned()
-    }
-
-    fn describe(&self) -> (&'static str, String) {
-        ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
-    }
-
-    fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
     }
 }
 
@@ -351,33 +386,61 @@ impl AmqpConn {
         self.kick.notify();
     }
 
-    /// Sends (or holds) a batch of deliveries for one consumer.
+    /// Deliveries as the shard hands them over: encoded at once when
+    /// nothing waits in the inbox (they must not overtake it) and the state
+    /// is free. `false`: not handled, to be filed in the inbox.
+    fn deliver_now<'a>(&self, cid: u32, first_qtag: u64, msgs: impl Iterator<Item = DeliveryRef<'a>>) -> bool {
+        if !self.inbox.borrow().is_empty() {
+            return false;
+        }
+        let Ok(mut st) = self.st.try_borrow_mut() else { return false };
+        // A cancelled consumer's go back to the queue: a call to the core,
+        // made from the inbox.
+        if st.consumers.get(&cid).is_some_and(|k| k.cancelled) {
+            return false;
+        }
+        self.encode_deliveries(&mut st, cid, first_qtag, msgs);
+        true
+    }
+
+    /// Deliveries filed in the inbox, handled in the connection's turn.
     fn on_deliveries<'a>(&self, cid: u32, first_qtag: u64, msgs: impl Iterator<Item = DeliveryRef<'a>>) {
         let mut st = self.st.borrow_mut();
+        let Some(k) = st.consumers.get(&cid) else { return };
+        if !k.cancelled {
+            self.encode_deliveries(&mut st, cid, first_qtag, msgs);
+            return;
+        }
+        // Cancelled while these were on their way: back to the queue.
+        let count = msgs.count() as u64;
+        if count > 0 {
+            let req = crate::server::types::Request::Nack {
+                consumer_id: cid,
+                queue: k.queue.clone(),
+                requeue: true,
+                ranges: vec![(first_qtag, first_qtag + count - 1)],
+            };
+            let (owner, rid) = (k.owner, super::conn::rid(super::conn::KIND_IGNORE, k.channel, 0));
+            drop(st);
+            self.shard.submit(self.me(), rid, owner, req);
+        }
+    }
+
+    /// Sends (or holds, while prefetch or flow stops them) a batch of
+    /// deliveries for one consumer.
+    fn encode_deliveries<'a>(
+        &self,
+        st: &mut State,
+        cid: u32,
+        first_qtag: u64,
+        msgs: impl Iterator<Item = DeliveryRef<'a>>,
+    ) {
         let frame_max = st.frame_max;
-        let State { consumers, channels, .. } = &mut *st;
+        let State { consumers, channels, .. } = st;
         // Unknown: its channel closed and its Unsubscribe requeues these.
         let Some(k) = consumers.get(&cid) else { return };
         let Some(ch) = channels.get_mut(&k.channel) else { return };
-        let n = k.channel;
         let mut acks = self.acks.borrow_mut();
-        if k.cancelled {
-            // Cancelled while these were on their way: back to the queue.
-            let count = msgs.count() as u64;
-            if count > 0 {
-                drop(acks);
-                let req = crate::server::types::Request::Nack {
-                    consumer_id: cid,
-                    queue: k.queue.clone(),
-                    requeue: true,
-                    ranges: vec![(first_qtag, first_qtag + count - 1)],
-                };
-                let rid = super::conn::rid(super::conn::KIND_IGNORE, n, 0);
-                self.jobs.borrow_mut().push(super::conn::Job::Submit { owner: k.owner, rid, req });
-                self.kick.notify();
-            }
-            return;
-        }
         self.outbox.push(|b| {
             for ((redelivered, entry, origin), qtag) in msgs.zip(first_qtag..) {
                 let can = ch.state == ChState::Open

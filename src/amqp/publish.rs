@@ -3,8 +3,9 @@
 //! as its props), appended to the channel's batch for its queue; a batch
 //! goes to the queue's owner as one request.
 
+use super::calls::Core;
 use super::channel::{same_bytes, ChState, Channel, Content, Outstanding, PubBatch, Returned, Settled};
-use super::conn::{conn_fault, rid, AmqpConn, Fault, Job, Phase, KIND_PUB};
+use super::conn::{conn_fault, rid, AmqpConn, Fault, Phase, KIND_PUB};
 use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id};
 use crate::protocol::amqp::wire::{put_shortstr, Reader, Syntax};
@@ -26,7 +27,7 @@ pub fn on_content(
     ch: &mut Channel,
     f: Frame<'_>,
     max: usize,
-    jobs: &mut Vec<Job>,
+    core: &Core<'_>,
 ) -> Result<(), Fault> {
     let Some(content) = ch.content.as_mut() else {
         return Err(conn_fault(code::UNEXPECTED_FRAME, "content frame without basic.publish", (0, 0)));
@@ -55,7 +56,7 @@ pub fn on_content(
         }
         ch.content_body.clear();
         if h.body_len == 0 {
-            complete(n, ch, None, jobs);
+            complete(n, ch, None, core);
         }
         return Ok(());
     }
@@ -70,10 +71,10 @@ pub fn on_content(
     }
     if have == content.body_len {
         if ch.content_body.is_empty() {
-            complete(n, ch, Some(f.payload), jobs);
+            complete(n, ch, Some(f.payload), core);
         } else {
             ch.content_body.extend_from_slice(f.payload);
-            complete(n, ch, None, jobs);
+            complete(n, ch, None, core);
         }
     } else {
         ch.content_body.extend_from_slice(f.payload);
@@ -98,6 +99,7 @@ impl AmqpConn {
         if st.phase != Phase::Running || n == 0 || n > st.channel_max {
             return None;
         }
+        let consumes = !st.consumers.is_empty();
         let ch = st.channels.get_mut(&n).filter(|ch| ch.state == ChState::Open && ch.content.is_none())?;
         if !ch.batch_takes(p.exchange, p.routing_key, p.mandatory) {
             return None;
@@ -114,7 +116,8 @@ impl AmqpConn {
             ch.content_props.extend_from_slice(hdr.props);
         }
         ch.content_body.clear();
-        complete(n, ch, body.map(|b| b.payload), &mut self.jobs.borrow_mut());
+        let core = Core::new(self, consumes);
+        complete(n, ch, body.map(|b| b.payload), &core);
         Some(used)
     }
 }
@@ -209,7 +212,7 @@ fn bad_expiration(props: &[u8]) -> Option<String> {
 }
 
 /// A whole message: appended to the channel's batch for its queue.
-fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) {
+fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, core: &Core<'_>) {
     let Some(content) = ch.content.take() else { return };
     let same = ch.batch.as_ref().is_some_and(|b| b.persistent == content.persistent)
         && (content.same_target
@@ -218,7 +221,7 @@ fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) 
                 && same_bytes(ch.batch_queue.as_bytes(), ch.content_queue.as_bytes())
                 && same_bytes(ch.batch_exchange.as_bytes(), ch.content_exchange.as_bytes()));
     if !same {
-        flush_batch(n, ch, jobs);
+        flush_batch(n, ch, core);
         if !content.same_target {
             ch.batch_queue.clone_from(&ch.content_queue);
             ch.batch_exchange.clone_from(&ch.content_exchange);
@@ -247,18 +250,14 @@ fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, jobs: &mut Vec<Job>) 
 }
 
 /// Sends the channel's publish batch, if any, as one request.
-pub fn flush_batch(n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
+pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     let Some(b) = ch.batch.take() else { return };
     let entries = ch.arena.split_to(b.len).freeze();
-    // Copies: the names stay as the target the next publishes are
-    // compared with.
-    let queue = ch.batch_queue.clone();
-    let exchange = ch.batch_exchange.clone();
     let confirm = ch.confirm || b.mandatory;
     if confirm {
         let returns = b.mandatory.then(|| Returned {
-            exchange: exchange.clone(),
-            key: queue.clone(),
+            exchange: ch.batch_exchange.clone(),
+            key: ch.batch_queue.clone(),
             entries: entries.clone(),
             count: b.count,
         });
@@ -271,12 +270,14 @@ pub fn flush_batch(n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
         });
     }
     let rid = rid(KIND_PUB, n, b.first_seq);
+    // The names stay as the target the next publishes are compared with.
+    let (queue, exchange) = (&ch.batch_queue, &ch.batch_exchange);
     if !exchange.is_empty() {
         let opts = PubOpts { persistent: b.persistent, confirm, mandatory: b.mandatory };
-        jobs.push(Job::PublishTo { rid, opts, exchange, key: queue, entries, count: b.count });
+        core.publish_to(rid, opts, (exchange, queue), entries, b.count);
         return;
     }
-    if !queue_name_ok(&queue) {
+    if !queue_name_ok(queue) {
         // No queue can have this name: unroutable without asking anyone.
         ch.settle(b.first_seq, Settled::NoRoute);
         return;
@@ -284,7 +285,7 @@ pub fn flush_batch(n: u16, ch: &mut Channel, jobs: &mut Vec<Job>) {
     // Per-message semantics: a queue's reject-publish refuses only the
     // messages that find it full.
     let mode = PublishMode { persistent: b.persistent, confirm, partial: true };
-    jobs.push(Job::Publish { rid, mode, queue, entries, count: b.count });
+    core.publish(rid, mode, queue, entries, b.count);
 }
 
 /// Builds a basic.return with the message's content.

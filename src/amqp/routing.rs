@@ -4,8 +4,9 @@
 //! -ok goes out when the change is applied everywhere the asking
 //! connection can publish.
 
+use super::calls::Core;
 use super::channel::OpKind;
-use super::conn::{rid, Fault, Job, State, KIND_OP};
+use super::conn::{rid, Fault, State, KIND_OP};
 use crate::protocol::amqp::method::{code, id, ExchangeDeclare, MethodId};
 use crate::routing::{BindingDef, Dest};
 use crate::server::shard::routing_replica::{check_exchange_name, exchange_def};
@@ -37,7 +38,7 @@ pub fn exchange_declare(
     n: u16,
     mid: MethodId,
     d: ExchangeDeclare<'_>,
-    jobs: &mut Vec<Job>,
+    core: &Core<'_>,
 ) -> Result<(), Fault> {
     let Some(seq) = push_op(st, n, id::EXCHANGE_DECLARE_OK, mid, d.no_wait) else { return Ok(()) };
     let rid = rid(KIND_OP, n, seq);
@@ -48,12 +49,12 @@ pub fn exchange_declare(
             let text = "PRECONDITION_FAILED - the default exchange is of type 'direct'";
             return Err(ch_fault(n, code::PRECONDITION_FAILED, text, mid));
         }
-        jobs.push(Job::CheckExchange { rid, name: name.into() });
+        core.check_exchange(rid, name);
         return Ok(());
     }
     let def = exchange_def(name, d.kind, d.durable, d.auto_delete, d.internal, Bytes::copy_from_slice(d.args))
         .map_err(|e| refused(n, e, mid))?;
-    jobs.push(Job::DeclareExchange { rid, def });
+    core.declare_exchange(rid, def);
     Ok(())
 }
 
@@ -64,7 +65,7 @@ pub fn exchange_delete(
     exchange: &str,
     if_unused: bool,
     no_wait: bool,
-    jobs: &mut Vec<Job>,
+    core: &Core<'_>,
 ) -> Result<(), Fault> {
     if exchange.is_empty() || exchange.starts_with("amq.") {
         let text = format!("ACCESS_REFUSED - exchange '{exchange}' in vhost '{vhost}' cannot be deleted");
@@ -72,7 +73,7 @@ pub fn exchange_delete(
     }
     check_exchange_name(exchange).map_err(|e| refused(n, e, mid))?;
     let Some(seq) = push_op(st, n, id::EXCHANGE_DELETE_OK, mid, no_wait) else { return Ok(()) };
-    jobs.push(Job::DeleteExchange { rid: rid(KIND_OP, n, seq), name: exchange.into(), if_unused });
+    core.delete_exchange(rid(KIND_OP, n, seq), exchange, if_unused);
     Ok(())
 }
 
@@ -87,7 +88,7 @@ pub fn bind(
     names: (&str, Dest, &str),
     args: &[u8],
     flags: (bool, bool),
-    jobs: &mut Vec<Job>,
+    core: &Core<'_>,
 ) -> Result<(), Fault> {
     let (source, dest, key) = names;
     let (no_wait, unbind) = flags;
@@ -102,6 +103,6 @@ pub fn bind(
     }
     let Some(seq) = push_op(st, n, ok, mid, no_wait) else { return Ok(()) };
     let binding = BindingDef { source: source.into(), dest, key: key.into(), args: Bytes::copy_from_slice(args) };
-    jobs.push(Job::Bind { rid: rid(KIND_OP, n, seq), binding, unbind });
+    core.bind(rid(KIND_OP, n, seq), binding, unbind);
     Ok(())
 }

@@ -6,7 +6,7 @@ use super::consumer::{ConsumerState, Delivery};
 use super::dial::{io_error, Dialer};
 use super::{parse_broker_url, ClientError, ClientOptions, Result, ServerInfo};
 use crate::protocol::{encode_ack, Cmd, Frame};
-use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError, READ_BYTES};
+use crate::rt::reader::{for_each_frame, Clock, FrameReader, Native, ReadError, READ_BYTES};
 use crate::rt::{Notify, Outbox, Slot, Transport};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{split, ReadHalf};
@@ -68,7 +68,7 @@ impl Conn {
         w.write_all(&hello).await.map_err(io_error)?;
         // Over TLS the record may wait in the session until flushed.
         w.flush().await.map_err(io_error)?;
-        let mut reader = FrameReader::new(HANDSHAKE_FRAME_MAX, READ_BYTES);
+        let mut reader = FrameReader::<Native>::new(HANDSHAKE_FRAME_MAX, READ_BYTES);
         let until = Instant::now() + opts.connect_timeout;
         let chunk = reader.fill(&mut r, |_| Some(until)).await.map_err(read_error)?;
         let mut info = None;
@@ -86,7 +86,7 @@ impl Conn {
         .map_err(|e| e.unwrap_or_else(|d| ClientError::Protocol(d.to_string())))?;
         let info = info.ok_or_else(|| ClientError::Protocol("no handshake reply".into()))?;
         reader.keep(&chunk, used);
-        let reader = FrameReader::new(info.frame_bytes_max as usize, READ_BYTES);
+        let reader = FrameReader::<Native>::new(info.frame_bytes_max as usize, READ_BYTES);
         let conn = Rc::new(Conn {
             info,
             outbox: Outbox::default(),

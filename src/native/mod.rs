@@ -24,7 +24,7 @@ pub use encode::{encode_reply, DeliverLimits};
 use crate::auth::permissions::Perm;
 use crate::protocol::{self, op, Cmd, ErrorCode, Frame};
 use crate::routing::{BindingDef, Dest};
-use crate::rt::reader::{for_each_frame_limited, FrameReader, HANDSHAKE_READ_BYTES, READ_BYTES};
+use crate::rt::reader::{for_each_frame_limited, FrameReader, Native, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
 use crate::server::gate::DeliveryGate;
 use crate::server::grants::{Grants, Kind};
@@ -266,7 +266,7 @@ impl NativeConn {
         let c = &self.shard.config;
         // Before login, nothing larger than handshake_bytes_max is buffered.
         let budget = c.handshake_bytes_max.min(c.frame_bytes_max) as usize;
-        let mut reader = FrameReader::new(budget, HANDSHAKE_READ_BYTES);
+        let mut reader = FrameReader::<Native>::new(budget, HANDSHAKE_READ_BYTES);
         let mut raised = false;
         loop {
             let chunk = match reader.fill(r, |clock| self.deadline(clock)).await {

@@ -1,5 +1,6 @@
 //! Small single-threaded async pieces shared by the broker and the client:
-//! a wake-up signal, a one-shot result slot, and the batched socket writer.
+//! a wake-up signal, a one-shot result slot, the batched socket writer, and
+//! the frame reader both protocols read through (`reader`).
 
 // Lengths and counts narrowed with `as` could wrap silently: here each
 // narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`

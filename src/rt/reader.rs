@@ -1,14 +1,31 @@
-//! Reads a socket into whole frames. Bytes land in one buffer that is
-//! frozen into a shared chunk once it holds whole frames, so message bodies
-//! can be sliced out of it without a copy. A frame's size is known from its
-//! header, so the size limit is checked before any of the body is read; the
-//! buffer then grows with the bytes that actually arrive (at most doubling
-//! per read), never to what a header claims, so a peer that sends headers
-//! claiming huge frames and nothing else costs little memory.
+//! Reads a socket into whole frames, for both protocols: the reader is
+//! generic over a [`Framing`] (the native protocol's [`Native`], AMQP
+//! 0-9-1's [`Amqp`]) that tells a frame's total size from its header, so
+//! the size limit is checked before any of the body is read, and fails
+//! with one [`ReadError`] that carries the protocol's framing error.
+//!
+//! Two ways to take the frames, sharing the deadlines ([`Clock`]), the
+//! limits and the reads themselves:
+//!
+//! - [`FrameReader::fill`] (the native broker and client): bytes land in one
+//!   buffer that is frozen into a shared chunk once it holds whole frames,
+//!   so message bodies can be sliced out of it without a copy; the unused
+//!   tail goes back with [`FrameReader::keep`]. The buffer grows with the
+//!   bytes that actually arrive (at most doubling per read), never to what
+//!   a header claims, so a peer that sends headers claiming huge frames and
+//!   nothing else costs little memory; large frames are read to their end
+//!   and no further, since messages keep their chunk alive until acked.
+//! - [`FrameReader::fill_in_place`] (AMQP): the frames are handled where they
+//!   lie ([`FrameReader::buffered`]) and dropped with
+//!   [`FrameReader::consume`]; the buffer is reused, nothing in it outlives
+//!   the handling (AMQP copies what it keeps), so reads are not cut at frame
+//!   ends and the read size grows while reads fill it and never shrinks.
 
+use crate::protocol::amqp::frame::FrameError;
 use crate::protocol::{self, DecodeError, Decoded, Frame};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 /// The read size once logged in: a busy publisher's batches.
@@ -21,8 +38,50 @@ pub const HANDSHAKE_READ_BYTES: usize = 4 * 1024;
 /// partial frame.
 const LARGE_FRAME_BYTES: usize = READ_BYTES / 4;
 
+/// What the reader needs to know of a protocol's frames: how many bytes
+/// of a header give the frame's size, and that size, checked against the
+/// limit, before the body is read.
+pub trait Framing {
+    /// Bytes of a frame's front that [`Framing::frame_len`] needs.
+    const HEADER_BYTES: usize;
+    /// A header that is not one, or a frame over the limit.
+    type Error: std::fmt::Debug + std::fmt::Display;
+    /// The whole size of the frame `buf` starts with; `None` while fewer
+    /// than `HEADER_BYTES` are there; an error for a bad header or a frame
+    /// above `frame_bytes_max`.
+    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, Self::Error>;
+}
+
+/// The native protocol's frames ([`crate::protocol::frame`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Native;
+
+impl Framing for Native {
+    const HEADER_BYTES: usize = protocol::HEADER_BYTES;
+    type Error = DecodeError;
+    #[inline(always)]
+    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, DecodeError> {
+        protocol::frame::peek_len(buf, frame_bytes_max)
+    }
+}
+
+/// AMQP 0-9-1 frames ([`crate::protocol::amqp::frame`]); the 8-byte
+/// protocol header in front of them is read with
+/// [`FrameReader::read_at_least`].
+#[derive(Debug, Clone, Copy)]
+pub struct Amqp;
+
+impl Framing for Amqp {
+    const HEADER_BYTES: usize = protocol::amqp::frame::SIZE_PREFIX;
+    type Error = FrameError;
+    #[inline(always)]
+    fn frame_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameError> {
+        protocol::amqp::frame::peek_len(buf, frame_max)
+    }
+}
+
 #[derive(Debug)]
-pub enum ReadError {
+pub enum ReadError<E = DecodeError> {
     /// The peer closed between frames.
     Eof,
     /// The peer closed inside a frame.
@@ -34,9 +93,25 @@ pub enum ReadError {
     Timeout {
         buffered: usize,
     },
-    Decode(DecodeError),
+    /// The protocol's framing error: a bad header, or a frame over the
+    /// limit (found before its body was read).
+    Decode(E),
     Io(std::io::Error),
 }
+
+impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Eof => write!(f, "peer closed"),
+            ReadError::Truncated { buffered } => write!(f, "peer closed with {buffered} bytes of an unfinished frame"),
+            ReadError::Timeout { buffered } => write!(f, "read deadline passed with {buffered} bytes of a frame"),
+            ReadError::Decode(e) => e.fmt(f),
+            ReadError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for ReadError<E> {}
 
 /// What a caller's deadline is measured from.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +122,7 @@ pub struct Clock {
     pub last_byte: Instant,
 }
 
-pub struct FrameReader {
+pub struct FrameReader<F: Framing = Native> {
     buf: BytesMut,
     frame_bytes_max: usize,
     /// The largest read between frames, and the current one: it doubles
@@ -60,9 +135,10 @@ pub struct FrameReader {
     /// peer that sends frames of one size gets reads that end where its
     /// frames do, with no copy.
     last_large: usize,
+    framing: PhantomData<F>,
 }
 
-impl FrameReader {
+impl<F: Framing> FrameReader<F> {
     /// `frame_bytes_max` bounds a frame (and so the buffer); `read_bytes`
     /// is the size of a read when no frame is being grown.
     pub fn new(frame_bytes_max: usize, read_bytes: usize) -> Self {
@@ -73,6 +149,7 @@ impl FrameReader {
             window: read_bytes.min(HANDSHAKE_READ_BYTES),
             clock: Clock { frame_started: None, last_byte: Instant::now() },
             last_large: 0,
+            framing: PhantomData,
         }
     }
 
@@ -116,9 +193,9 @@ impl FrameReader {
         &mut self,
         r: &mut R,
         deadline: impl Fn(&Clock) -> Option<Instant>,
-    ) -> Result<Bytes, ReadError> {
+    ) -> Result<Bytes, ReadError<F::Error>> {
         loop {
-            let need = protocol::frame::peek_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)?;
+            let need = F::frame_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)?;
             if let Some(n) = need {
                 if self.buf.len() >= n {
                     self.last_large = if n > LARGE_FRAME_BYTES { n } else { 0 };
@@ -177,12 +254,86 @@ impl FrameReader {
         self.clock.frame_started = (!self.buf.is_empty()).then_some(self.clock.last_byte);
     }
 
+    /// Reads until the buffer starts with a whole frame, leaving the bytes
+    /// where they are: handle them from [`FrameReader::buffered`], drop
+    /// what was handled with [`FrameReader::consume`]. The front frame's
+    /// size is checked against the limit before more of it is read. Each
+    /// read is the read size, which doubles while reads fill it and never
+    /// shrinks (the buffer is reused: a smaller read would save no memory);
+    /// the buffer grows as `BytesMut` does, moving the partial frame to its
+    /// front when there is room. `deadline` as for [`FrameReader::fill`].
+    pub async fn fill_in_place<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        deadline: impl Fn(&Clock) -> Option<Instant>,
+    ) -> Result<(), ReadError<F::Error>> {
+        loop {
+            if let Some(n) = F::frame_len(&self.buf, self.frame_bytes_max).map_err(ReadError::Decode)? {
+                if self.buf.len() >= n {
+                    return Ok(());
+                }
+            }
+            self.read_in_place(r, &deadline).await?;
+        }
+    }
+
+    /// Reads until at least `n` bytes are buffered, whatever they are (a
+    /// protocol header in front of the frames), in place.
+    pub async fn read_at_least<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        n: usize,
+        deadline: impl Fn(&Clock) -> Option<Instant>,
+    ) -> Result<(), ReadError<F::Error>> {
+        while self.buf.len() < n {
+            self.read_in_place(r, &deadline).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_in_place<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        deadline: &impl Fn(&Clock) -> Option<Instant>,
+    ) -> Result<(), ReadError<F::Error>> {
+        let want = self.window.min(self.read_bytes);
+        let n = self.read_some(r, want, deadline(&self.clock)).await?;
+        if n == 0 {
+            return Err(if self.buf.is_empty() {
+                ReadError::Eof
+            } else {
+                ReadError::Truncated { buffered: self.buf.len() }
+            });
+        }
+        if n >= want {
+            self.window = next_window(want, n, self.read_bytes);
+        }
+        Ok(())
+    }
+
+    /// The bytes read in place and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops the first `used` bytes read in place (handled frames). What
+    /// is left is a partial frame: when a frame was consumed, the last read
+    /// started it; otherwise it started when it did.
+    pub fn consume(&mut self, used: usize) {
+        self.buf.advance(used);
+        self.clock.frame_started = match (self.buf.len(), used) {
+            (0, _) => None,
+            (_, 0) => self.clock.frame_started.or(Some(self.clock.last_byte)),
+            _ => Some(self.clock.last_byte),
+        };
+    }
+
     async fn read_some<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut R,
         want: usize,
         deadline: Option<Instant>,
-    ) -> Result<usize, ReadError> {
+    ) -> Result<usize, ReadError<F::Error>> {
         let start = self.buf.len();
         if let Some(d) = deadline {
             if Instant::now() >= d {
@@ -265,6 +416,7 @@ pub fn for_each_frame_limited<E>(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test lengths are small
 mod tests {
     use super::*;
     use crate::protocol::BatchWriter;
@@ -288,7 +440,7 @@ mod tests {
     fn large_frames_are_read_to_their_end() {
         let (bytes, len) = frames(8);
         let mut r = futures_lite::io::Cursor::new(bytes);
-        let mut reader = FrameReader::new(1 << 20, READ_BYTES);
+        let mut reader = FrameReader::<Native>::new(1 << 20, READ_BYTES);
         let mut seen = 0;
         futures_lite::future::block_on(async {
             while seen < 8 {
@@ -314,5 +466,79 @@ mod tests {
         assert_eq!(next_window(READ_BYTES, 9000, READ_BYTES), 16384);
         // Before login the window never passes the handshake read size.
         assert_eq!(next_window(4096, 4096, HANDSHAKE_READ_BYTES), HANDSHAKE_READ_BYTES);
+    }
+
+    /// AMQP frames (a method frame of `payload` bytes each).
+    fn amqp_frames(n: usize, payload: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        for _ in 0..n {
+            b.push(crate::protocol::amqp::frame::METHOD);
+            b.extend_from_slice(&1u16.to_be_bytes());
+            b.extend_from_slice(&(payload as u32).to_be_bytes());
+            b.extend(std::iter::repeat_n(9u8, payload));
+            b.push(crate::protocol::amqp::frame::FRAME_END);
+        }
+        b
+    }
+
+    /// In place: reads stop once a whole frame is at the front; frames
+    /// are consumed where they lie; the read size grows while reads fill
+    /// it and never shrinks.
+    #[test]
+    fn in_place_reads_whole_frames_and_grows_its_reads() {
+        let mut bytes = crate::protocol::amqp::frame::PROTOCOL_HEADER.to_vec();
+        bytes.extend(amqp_frames(40, 3000));
+        let total = bytes.len();
+        let mut r = futures_lite::io::Cursor::new(bytes);
+        let mut reader = FrameReader::<Amqp>::new(4096, READ_BYTES);
+        let mut seen = 0;
+        futures_lite::future::block_on(async {
+            reader.read_at_least(&mut r, 8, |_| None).await.expect("header");
+            assert_eq!(&reader.buffered()[..8], crate::protocol::amqp::frame::PROTOCOL_HEADER);
+            reader.consume(8);
+            let mut consumed = 8;
+            while seen < 40 {
+                reader.fill_in_place(&mut r, |_| None).await.expect("a frame");
+                let mut used = 0;
+                while let Ok(Some(n)) = Amqp::frame_len(&reader.buffered()[used..], 4096) {
+                    if reader.buffered().len() - used < n {
+                        break;
+                    }
+                    used += n;
+                    seen += 1;
+                }
+                assert!(used > 0);
+                reader.consume(used);
+                consumed += used;
+            }
+            assert_eq!(consumed, total);
+            assert!(matches!(reader.fill_in_place(&mut r, |_| None).await, Err(ReadError::Eof)));
+        });
+        assert_eq!(reader.window, READ_BYTES, "filled reads doubled up to the read size");
+    }
+
+    /// Both framings know a frame's size from `HEADER_BYTES` and not before.
+    #[test]
+    fn framings_size_frames_from_their_header() {
+        let (native, len) = frames(1);
+        assert_eq!(Native::frame_len(&native[..Native::HEADER_BYTES - 1], 1 << 20).ok(), Some(None));
+        assert_eq!(Native::frame_len(&native[..Native::HEADER_BYTES], 1 << 20).ok(), Some(Some(len)));
+        assert!(matches!(Native::frame_len(&native, 1000), Err(DecodeError::TooLarge { .. })));
+        let amqp = amqp_frames(1, 10);
+        assert_eq!(Amqp::frame_len(&amqp[..Amqp::HEADER_BYTES - 1], 4096), Ok(None));
+        assert_eq!(Amqp::frame_len(&amqp[..Amqp::HEADER_BYTES], 4096), Ok(Some(18)));
+        assert_eq!(Amqp::frame_len(b"AMQP\0\0\x09\x01", 4096), Err(FrameError::UnknownType(b'A')));
+    }
+
+    /// The front frame's size is checked before its body is read.
+    #[test]
+    fn in_place_refuses_a_frame_over_the_limit_from_its_header() {
+        let mut bytes = amqp_frames(1, 100_000);
+        bytes.truncate(7);
+        let mut r = futures_lite::io::Cursor::new(bytes);
+        let mut reader = FrameReader::<Amqp>::new(4096, HANDSHAKE_READ_BYTES);
+        let res = futures_lite::future::block_on(reader.fill_in_place(&mut r, |_| None));
+        assert!(matches!(res, Err(ReadError::Decode(FrameError::TooLarge { size: 100_008, max: 4096 }))), "{res:?}");
+        assert!(reader.held_bytes() <= HANDSHAKE_READ_BYTES);
     }
 }

@@ -18,6 +18,8 @@ pub const FRAME_END: u8 = 0xCE;
 
 /// Type, channel and size in front of the payload, plus the end octet.
 pub const OVERHEAD: usize = 8;
+/// Type, channel and size: the bytes that give a frame's size.
+pub const SIZE_PREFIX: usize = 7;
 /// The smallest frame_max a peer may negotiate (spec 4.2.3).
 pub const FRAME_MIN_SIZE: usize = 4096;
 
@@ -38,9 +40,14 @@ pub enum Decoded<'a> {
 /// Framing errors close the connection with 501 FRAME_ERROR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        size: usize,
+        max: usize,
+    },
     BadEnd(u8),
     UnknownType(u8),
+    /// The 8 bytes in front of the frames are not AMQP 0-9-1's header.
+    ProtocolHeader,
 }
 
 impl std::fmt::Display for FrameError {
@@ -49,6 +56,7 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge { size, max } => write!(f, "frame of {size} bytes exceeds frame_max {max}"),
             FrameError::BadEnd(b) => write!(f, "frame end octet is {b:#04x}, not 0xce"),
             FrameError::UnknownType(t) => write!(f, "unknown frame type {t}"),
+            FrameError::ProtocolHeader => write!(f, "not an AMQP 0-9-1 protocol header"),
         }
     }
 }
@@ -60,19 +68,11 @@ impl std::error::Error for FrameError {}
 /// Both sides use it: a frame type other than method, header, body and
 /// heartbeat is a connection error (spec 4.2.3), [`FrameError::UnknownType`].
 pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
-    if buf.len() < 7 {
+    let Some(total) = peek_len(buf, frame_max)? else {
         return Ok(Decoded::Incomplete);
-    }
+    };
     let kind = buf[0];
-    if !matches!(kind, METHOD | HEADER | BODY | HEARTBEAT) {
-        return Err(FrameError::UnknownType(kind));
-    }
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    // Checked before any arithmetic: `size` is the peer's u32.
-    let total = payload_size(buf).and_then(|n| n.checked_add(OVERHEAD)).unwrap_or(usize::MAX);
-    if total > frame_max {
-        return Err(FrameError::TooLarge { size: total, max: frame_max });
-    }
     let size = total - OVERHEAD;
     if buf.len() < total {
         return Ok(Decoded::Incomplete);
@@ -81,6 +81,27 @@ pub fn decode(buf: &[u8], frame_max: usize) -> Result<Decoded<'_>, FrameError> {
         return Err(FrameError::BadEnd(buf[total - 1]));
     }
     Ok(Decoded::Frame(Frame { kind, channel, payload: &buf[7..7 + size] }, total))
+}
+
+/// The whole size of the frame `buf` starts with, from its first
+/// [`SIZE_PREFIX`] bytes (`None` before they are there): its type is
+/// checked, and its size against `frame_max` (overhead included), before
+/// the payload is awaited.
+#[inline]
+pub fn peek_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameError> {
+    if buf.len() < SIZE_PREFIX {
+        return Ok(None);
+    }
+    let kind = buf[0];
+    if !matches!(kind, METHOD | HEADER | BODY | HEARTBEAT) {
+        return Err(FrameError::UnknownType(kind));
+    }
+    // Checked before any arithmetic: `size` is the peer's u32.
+    let total = payload_size(buf).and_then(|n| n.checked_add(OVERHEAD)).unwrap_or(usize::MAX);
+    if total > frame_max {
+        return Err(FrameError::TooLarge { size: total, max: frame_max });
+    }
+    Ok(Some(total))
 }
 
 /// A method frame, its content header and at most one body frame.
@@ -269,5 +290,26 @@ mod tests {
         // Oversized frames are refused from their header, before their bytes.
         let big = [METHOD, 0, 0, 0x10, 0, 0, 0];
         assert_eq!(decode(&big, 131072), Err(FrameError::TooLarge { size: 0x1000_0000 + OVERHEAD, max: 131072 }));
+        assert_eq!(peek_len(&big, 131072), Err(FrameError::TooLarge { size: 0x1000_0000 + OVERHEAD, max: 131072 }));
+    }
+
+    /// `peek_len` (what the reader sizes reads by) agrees with `decode` on
+    /// every prefix: the length, `None` while the size is not there yet,
+    /// and the header's errors.
+    #[test]
+    fn peek_len_agrees_with_decode() {
+        let mut b = BytesMut::new();
+        put_body(&mut b, 3, &[1; 300], 4096);
+        for cut in 0..=b.len() {
+            let p = &b[..cut];
+            match (peek_len(p, 4096), decode(p, 4096)) {
+                (Ok(None), Ok(Decoded::Incomplete)) => assert!(cut < SIZE_PREFIX),
+                (Ok(Some(n)), Ok(Decoded::Incomplete)) => assert!(n == b.len() && cut < n),
+                (Ok(Some(n)), Ok(Decoded::Frame(_, m))) => assert_eq!((n, m), (b.len(), b.len())),
+                other => panic!("prefix of {cut}: {other:?}"),
+            }
+        }
+        assert_eq!(peek_len(&[9, 0, 0, 0, 0, 0, 0], 4096), Err(FrameError::UnknownType(9)));
+        assert_eq!(peek_len(&b, 100), Err(FrameError::TooLarge { size: b.len(), max: 100 }));
     }
 }

@@ -151,6 +151,7 @@ fn unknown_tag(first: u64, last: u64) -> QueueError {
 
 /// Messages just handed to one consumer, in tag order, borrowed from its
 /// unacked store.
+#[derive(Clone)]
 pub struct Deliveries<'a>(pub(super) std::collections::vec_deque::Iter<'a, Option<Message>>);
 
 impl<'a> Iterator for Deliveries<'a> {
