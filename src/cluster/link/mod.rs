@@ -4,7 +4,7 @@
 //! | file | what |
 //! |---|---|
 //! | [`handshake`] | both sides of the handshake: hellos, HMAC proofs checked in constant time; the frame-at-a-time reader over [`crate::rt::reader::FrameReader`] |
-//! | [`outgoing`] | openraft's `RaftNetworkFactory`/`RaftNetwork`: one connection per peer, dialled with bounded exponential backoff, a deadline per RPC, a bounded window of RPCs in flight |
+//! | [`outgoing`] | openraft's `RaftNetworkFactory`/`RaftNetwork`: one connection per peer, dialled with bounded exponential backoff, a deadline per RPC, a bounded window of RPCs in flight (tests: `outgoing_tests.rs`, against a listener the test plays) |
 //! | [`incoming`] | the listener: accepts, runs the handshake under a deadline and a small budget, then hands RPCs to the local `Raft` and writes the replies |
 //! | `rpc` | the payloads: openraft's requests and responses in postcard |
 //!

@@ -477,3 +477,7 @@ impl<A: Apply> RaftNetwork<MetaRaft<A>> for PeerClient<A> {
         Backoff::new(std::iter::successors(Some(l.backoff_min), move |d| Some((*d * 2).min(l.backoff_max))))
     }
 }
+
+#[cfg(test)]
+#[path = "outgoing_tests.rs"]
+mod tests;
