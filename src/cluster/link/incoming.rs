@@ -144,14 +144,13 @@ impl<A: Apply> Served<'_, A> {
             // Back pressure: a full window, or replies the peer does not
             // read, stop this side reading; the time waited is not the
             // peer's idleness.
-            let waited = Instant::now();
             while self.in_flight.count.get() >= limits.rpcs_in_flight_max {
                 self.in_flight.done.notified().await;
             }
             self.outbox.wait_pending_below(limits.outbox_bytes_max).await;
-            let excused = waited.elapsed();
+            let resumed = Instant::now();
             let deadline = move |c: &Clock| {
-                let idle = c.last_byte.max(waited + excused) + limits.idle_timeout;
+                let idle = c.last_byte.max(resumed) + limits.idle_timeout;
                 Some(c.frame_started.map_or(idle, |s| idle.min(s + limits.frame_timeout)))
             };
             match frames.next(r, deadline).await {

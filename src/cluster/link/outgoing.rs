@@ -138,6 +138,8 @@ impl Peer {
             self.set(State::Connecting);
             let addr = self.addr.borrow().clone();
             let why = match self.dial(&addr).await {
+                // Stopped while dialling: nobody will use the link.
+                Ok(_) if self.stopped.get() => LinkError::Shutdown,
                 Ok((r, frames, w, hello)) => {
                     tracing::info!(peer = self.id, name = %hello.node_name, %addr, "cluster link up");
                     (delay, failures) = (limits.backoff_min, 0);
