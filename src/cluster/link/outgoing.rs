@@ -213,10 +213,12 @@ impl Peer {
         self.set(State::Up(outbox.clone()));
         let ended = async {
             outbox.wait_ended().await;
-            match () {
-                _ if self.stopped.get() => LinkError::Shutdown,
-                _ if outbox.is_stalled() => LinkError::Backlog(outbox.pending_bytes()),
-                _ => LinkError::Lost,
+            if self.stopped.get() {
+                LinkError::Shutdown
+            } else if outbox.is_stalled() {
+                LinkError::Backlog(outbox.pending_bytes())
+            } else {
+                LinkError::Lost
             }
         };
         let why = futures_lite::future::or(self.read(&mut r, &mut frames, &outbox), ended).await;
