@@ -5,8 +5,8 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | codecs (sans-IO, shared with the client and the loadgen) | [`protocol`], [`protocol::amqp`]; beside them the socket plumbing [`rt`] |
-//! | model | [`routing`], [`storage`], [`server::queue`], [`auth`], [`cluster`] (metadata consensus: may use `storage` and `protocol`, never a front end); the value types the queue and the core share: [`server::types`], [`server::policy`], [`server::deadletter`] |
+//! | codecs (sans-IO, shared with the client and the loadgen) | [`protocol`], [`protocol::amqp`], [`protocol::link`]; beside them the socket plumbing [`rt`] |
+//! | model | [`routing`], [`storage`], [`server::queue`], [`auth`], [`cluster`] (metadata consensus and its Raft link: may use `storage`, `protocol` and `rt`, never a front end); the value types the queue and the core share: [`server::types`], [`server::policy`], [`server::deadletter`] |
 //! | broker core: shards, mesh, the operations a client can ask for | [`server`] ([`server::shard`], [`server::mesh`], [`server::ops`], [`server::admin`], ...) |
 //! | front ends | [`native`], [`amqp`], [`http`] |
 //! | binaries | `src/broker.rs` (wires the front ends to the core), `src/cli/`, `src/main.rs`, `loadgen/` |
@@ -47,6 +47,7 @@
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
 //! | cluster metadata by consensus (being built, `docs/cluster.md`): openraft on glommio, its durable log and vote, the state machine the broker will apply to | [`cluster`] ([`cluster::rt`], [`cluster::log_store`], [`cluster::state_machine`]) |
+//! | the inter-node link carrying Raft's RPCs: its sans-IO codec, and the TCP transport (handshake with HMAC proofs, bounded frames and windows, redial with backoff) | [`protocol::link`], [`cluster::link`], read through [`rt::reader`] |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
 //! The `ringmq` binary (`src/main.rs`, `src/cli/`) wraps this as `serve`,

@@ -1,8 +1,9 @@
-//! Cluster metadata by consensus: the foundation of issue 17's step 1.
-//! One Raft group (openraft 0.9, single-threaded mode) runs on a glommio
-//! executor with no tokio runtime, logs durably into files of its own,
-//! and applies committed commands to a state machine the broker will
-//! supply. `docs/cluster.md` says what is built and what comes next.
+//! Cluster metadata by consensus: issue 17's steps 1 and 2. One Raft
+//! group (openraft 0.9, single-threaded mode) runs on a glommio executor
+//! with no tokio runtime, logs durably into files of its own, applies
+//! committed commands to a state machine the broker will supply, and
+//! talks to its peers over the inter-node link. `docs/cluster.md` says
+//! what is built and what comes next.
 //!
 //! | file | what |
 //! |---|---|
@@ -12,20 +13,24 @@
 //! | [`log_store`] | the durable Raft log and vote (`RaftLogStorage`), fdatasync'ed before openraft hears "flushed" |
 //! | [`state_machine`] | applies committed commands through [`Apply`]; snapshots built to and installed from a file |
 //! | [`snapshot_buf`] | a snapshot in flight: a buffer a peer's chunks cannot grow past `snapshot_bytes_max` |
+//! | [`link`] | the inter-node link: Raft RPCs over TCP in the link codec ([`crate::protocol::link`]), authenticated, bounded, redialled with backoff |
 //!
 //! Tests: `store_tests` (the files: reopen, torn tail, damage, bounds;
-//! snapshots), `group_tests` (three members on three executors over
-//! `test_net`, an in-process transport that exists only for tests).
+//! snapshots); three-member groups on three executors (harness
+//! `test_group`) over `test_net`, an in-process transport that exists
+//! only for tests (`group_tests`), and over TCP through the link
+//! (`link_tests`: restarts, peers without the secret, peers that send
+//! garbage).
 //!
-//! This is a core-layer part: it may use `storage` and `protocol`, never a
-//! front end. The inter-node link that will carry its RPCs (TCP, its own
-//! codec) is the next step; until then only tests connect members.
+//! This is a core-layer part: it may use `storage`, `protocol` and `rt`
+//! (the frame reader and the outbox), never a front end.
 
 // Lengths narrowed with `as` could wrap silently: each narrowing here says
 // how (`protocol::wire::{len32, usize_of}`).
 #![deny(clippy::cast_possible_truncation)]
 
 mod files;
+pub mod link;
 pub mod log_store;
 pub mod record;
 pub mod rt;
@@ -35,7 +40,11 @@ pub mod state_machine;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod link_tests;
+#[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod test_group;
 #[cfg(test)]
 mod test_kv;
 #[cfg(test)]

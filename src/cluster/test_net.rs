@@ -2,9 +2,9 @@
 //!
 //! It exists to test the runtime adapter and the storage under a real
 //! Raft group: members on separate executor threads, exchanging openraft's
-//! requests as values over bounded channels. It is not the inter-node
-//! link. That is the next step: TCP between nodes, with its own codec,
-//! bounds and authentication, as the design's trust boundary asks.
+//! requests as values over bounded channels, with no network in the way.
+//! The inter-node link (TCP, its own codec, bounds and authentication) is
+//! `cluster::link`, tested the same way in `link_tests`.
 //!
 //! Each member has one inbox, a bounded `tokio::sync::mpsc` channel (the
 //! runtime-free kind openraft itself uses; its wakers cross threads, and

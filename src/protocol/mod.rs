@@ -5,6 +5,7 @@
 //!
 //! [`amqp`] is the AMQP 0-9-1 codec, sans-IO in the same way, shared by
 //! the broker's AMQP front end and AMQP clients (the load generator).
+//! [`link`] is the inter-node link's (cluster members' Raft RPCs).
 
 // Lengths written into length fields go through `wire::len32`/`len16`
 // (or are cut first), never a silent `as` that could mis-frame.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod field_table;
 pub mod frame;
 pub mod header;
+pub mod link;
 pub mod op;
 pub mod props;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Reads a socket into whole frames, for both protocols: the reader is
 //! generic over a [`Framing`] (the native protocol's [`Native`], AMQP
-//! 0-9-1's [`Amqp`]) that tells a frame's total size from its header, so
+//! 0-9-1's [`Amqp`], the inter-node link's [`Link`]) that tells a frame's total size from its header, so
 //! the size limit is checked before any of the body is read, and fails
 //! with one [`ReadError`] that carries the protocol's framing error.
 //!
@@ -77,6 +77,20 @@ impl Framing for Amqp {
     #[inline(always)]
     fn frame_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameError> {
         protocol::amqp::frame::peek_len(buf, frame_max)
+    }
+}
+
+/// The inter-node link's frames ([`crate::protocol::link`]): cluster
+/// members' handshakes and Raft RPCs.
+#[derive(Debug, Clone, Copy)]
+pub struct Link;
+
+impl Framing for Link {
+    const HEADER_BYTES: usize = protocol::link::HEADER_BYTES;
+    type Error = protocol::link::DecodeError;
+    #[inline(always)]
+    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, protocol::link::DecodeError> {
+        protocol::link::peek_len(buf, frame_bytes_max)
     }
 }
 
@@ -517,7 +531,7 @@ mod tests {
         assert_eq!(reader.window, READ_BYTES, "filled reads doubled up to the read size");
     }
 
-    /// Both framings know a frame's size from `HEADER_BYTES` and not before.
+    /// Every framing knows a frame's size from `HEADER_BYTES` and not before.
     #[test]
     fn framings_size_frames_from_their_header() {
         let (native, len) = frames(1);
@@ -528,6 +542,29 @@ mod tests {
         assert_eq!(Amqp::frame_len(&amqp[..Amqp::HEADER_BYTES - 1], 4096), Ok(None));
         assert_eq!(Amqp::frame_len(&amqp[..Amqp::HEADER_BYTES], 4096), Ok(Some(18)));
         assert_eq!(Amqp::frame_len(b"AMQP\0\0\x09\x01", 4096), Err(FrameError::UnknownType(b'A')));
+        let mut link = BytesMut::new();
+        protocol::link::Frame::RpcReply { id: 1, payload: &[5; 30] }.encode(&mut link);
+        assert_eq!(Link::frame_len(&link[..Link::HEADER_BYTES - 1], 4096), Ok(None));
+        assert_eq!(Link::frame_len(&link[..Link::HEADER_BYTES], 4096), Ok(Some(link.len())));
+        let too_large = protocol::link::DecodeError::TooLarge { len: link.len(), max: 40 };
+        assert_eq!(Link::frame_len(&link[..Link::HEADER_BYTES], 40), Err(too_large));
+    }
+
+    /// A link peer that sends a header claiming a huge frame before it has
+    /// authenticated is refused from the header: the reader holds no more
+    /// than its handshake read.
+    #[test]
+    fn link_refuses_a_frame_over_the_handshake_limit_from_its_header() {
+        let mut b = BytesMut::new();
+        protocol::link::Frame::Rpc { id: 1, kind: protocol::link::RpcKind::Append, payload: &[0; 100_000] }
+            .encode(&mut b);
+        b.truncate(protocol::link::HEADER_BYTES);
+        let mut r = futures_lite::io::Cursor::new(b.to_vec());
+        let max = protocol::link::HELLO_FRAME_BYTES_MAX;
+        let mut reader = FrameReader::<Link>::new(max, HANDSHAKE_READ_BYTES);
+        let res = futures_lite::future::block_on(reader.fill(&mut r, |_| None));
+        assert!(matches!(res, Err(ReadError::Decode(protocol::link::DecodeError::TooLarge { len: 100_017, .. }))));
+        assert!(reader.held_bytes() <= HANDSHAKE_READ_BYTES);
     }
 
     /// The front frame's size is checked before its body is read.

@@ -37,6 +37,7 @@ pub fn all() -> Vec<(&'static str, Named)> {
         ("recovery", segments.iter().zip(&seg_numbers).map(|((n, b), s)| (n.clone(), ctl(64 | (s - 1), b))).collect()),
         ("definitions", definitions_files()),
         ("config", configs()),
+        ("link", prefixed(0xFF, link_frames())),
     ]
 }
 
@@ -455,4 +456,42 @@ fn configs() -> Named {
              outbox_bytes_max = 4194304\nhttp_idle_timeout_ms = 60000\n",
         ),
     ]
+}
+
+/// The inter-node link: a whole handshake and an authenticated session
+/// (a real vote request as the cluster layer encodes it), one seed per
+/// frame and one with them all.
+fn link_frames() -> Named {
+    use ringmq::protocol::link::{Frame, Hello, RpcKind, VERSION};
+    let hello = |id, name| Hello {
+        version: VERSION,
+        cluster_id: *b"ringmq-seed-clus",
+        node_id: id,
+        node_name: name,
+        nonce: [id as u8; 32],
+    };
+    let vote = postcard::to_allocvec(&openraft::raft::VoteRequest::new(openraft::Vote::new(3, 1u64), None))
+        .expect("a vote request encodes");
+    let frames = [
+        ("hello", Frame::Hello(hello(1, "node-1"))),
+        ("hello-reply", Frame::Hello(hello(2, "nœud-2"))),
+        ("auth", Frame::Auth { proof: [0xA5; 32] }),
+        ("rpc-vote", Frame::Rpc { id: 1, kind: RpcKind::Vote, payload: &vote }),
+        ("rpc-append", Frame::Rpc { id: 2, kind: RpcKind::Append, payload: &[0, 1, 2, 3] }),
+        ("rpc-snapshot", Frame::Rpc { id: 3, kind: RpcKind::Snapshot, payload: &[] }),
+        ("rpc-reply", Frame::RpcReply { id: 1, payload: &[0, 3, 0, 1, 1] }),
+        ("ping", Frame::Ping),
+        ("pong", Frame::Pong),
+        ("close", Frame::Close { code: 6, reason: "node 99 does not know the cluster secret" }),
+    ];
+    let mut out = Vec::new();
+    let mut all = BytesMut::new();
+    for (name, f) in frames {
+        let mut b = BytesMut::new();
+        f.encode(&mut b);
+        all.extend_from_slice(&b);
+        out.push(named(name, &b[..]));
+    }
+    out.push(named("session", &all[..]));
+    out
 }

@@ -11,12 +11,14 @@
 mod amqp;
 mod config;
 mod diff;
+mod link;
 mod native;
 mod storage;
 
 pub use amqp::{amqp_frame, amqp_props, table};
 pub use config::config;
 pub use diff::amqp_diff;
+pub use link::link;
 pub use native::decode;
 pub use storage::{definitions, record, recovery};
 
@@ -34,4 +36,5 @@ pub const ALL: &[(&str, Target)] = &[
     ("recovery", recovery),
     ("definitions", definitions),
     ("config", config),
+    ("link", link),
 ];

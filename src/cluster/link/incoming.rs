@@ -1,0 +1,204 @@
+//! The listening side: accepts peers, runs the handshake under a deadline
+//! and a small budget, then hands their RPCs to the local `Raft` and
+//! writes the replies through the connection's outbox.
+//!
+//! Each RPC is answered in a task of its own (a snapshot chunk must not
+//! hold up heartbeats), at most `rpcs_in_flight_max` at once per
+//! connection: past that the connection is not read until one is
+//! answered, so a peer's pipelining costs bounded memory. A request that
+//! speaks for another member than the one authenticated, a payload that
+//! does not decode, or any frame out of place closes the connection with
+//! a log line.
+
+use super::handshake::{self, Frames, PeerHello};
+use super::rpc::Request;
+use super::{LinkConfig, LinkError};
+use crate::cluster::{Apply, MetaRaft};
+use crate::protocol::link::{CloseCode, Frame};
+use crate::rt::reader::{Clock, ReadError, READ_BYTES};
+use crate::rt::{Notify, Outbox};
+use futures_lite::io::{split, ReadHalf};
+use glommio::net::{TcpListener, TcpStream};
+use openraft::Raft;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Accepts peers on `listener` and serves them, until the task is
+/// dropped (with the member's executor).
+pub async fn serve<A: Apply>(listener: TcpListener, raft: Raft<MetaRaft<A>>, config: LinkConfig) {
+    let config = Rc::new(config);
+    let handshaking = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "cluster listener: accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let addr = stream.peer_addr().ok();
+        if handshaking.get() >= config.limits.handshakes_max {
+            tracing::warn!(
+                ?addr,
+                max = config.limits.handshakes_max,
+                "cluster listener: too many handshakes at once; closing"
+            );
+            drop(stream);
+            continue;
+        }
+        let (raft, config, handshaking) = (raft.clone(), config.clone(), handshaking.clone());
+        glommio::spawn_local(async move { connection(stream, addr, raft, config, handshaking).await }).detach();
+    }
+}
+
+async fn connection<A: Apply>(
+    stream: TcpStream,
+    addr: Option<SocketAddr>,
+    raft: Raft<MetaRaft<A>>,
+    config: Rc<LinkConfig>,
+    handshaking: Rc<Cell<usize>>,
+) {
+    let limits = config.limits;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(?addr, error = %e, "cluster link: set_nodelay");
+    }
+    let (mut r, mut w) = split(stream);
+    let mut frames = Frames::handshake();
+    handshaking.set(handshaking.get() + 1);
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let shake = handshake::accept(&mut r, &mut w, &mut frames, &config, deadline);
+    let res = match glommio::timer::timeout(limits.handshake_timeout, async { Ok(shake.await) }).await {
+        Ok(Err(LinkError::Read(ReadError::Timeout { .. }))) | Err(_) => {
+            Err(LinkError::HandshakeTimeout(limits.handshake_timeout))
+        }
+        Ok(res) => res,
+    };
+    handshaking.set(handshaking.get() - 1);
+    let peer = match res {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(?addr, error = %e, "cluster link: handshake refused");
+            if let Some(code) = e.close_code() {
+                handshake::send_close(&mut w, code, &e.to_string()).await;
+            }
+            return;
+        }
+    };
+    tracing::info!(?addr, peer = peer.node_id, name = %peer.node_name, "cluster link: peer authenticated");
+    frames.authenticated(limits.frame_bytes_max, READ_BYTES);
+    let outbox = Rc::new(Outbox::default());
+    outbox.set_send_timeout(limits.send_timeout);
+    let o = outbox.clone();
+    let writer = glommio::spawn_local(async move { o.write_loop(w).await });
+    let served = Served { peer: &peer, raft: &raft, config: &config, outbox: &outbox, in_flight: Rc::default() };
+    let ended = async {
+        outbox.wait_ended().await;
+        if outbox.is_stalled() {
+            LinkError::Backlog(outbox.pending_bytes())
+        } else {
+            LinkError::Lost
+        }
+    };
+    let why = futures_lite::future::or(served.read(&mut r, &mut frames), ended).await;
+    match &why {
+        LinkError::Closed { .. } | LinkError::Read(ReadError::Eof) => {
+            tracing::info!(?addr, peer = peer.node_id, reason = %why, "cluster link: peer left");
+        }
+        _ => tracing::warn!(?addr, peer = peer.node_id, error = %why, "cluster link: dropping the peer's connection"),
+    }
+    if let Some(code) = why.close_code() {
+        let reason = why.to_string();
+        outbox.push(|b| Frame::Close { code: code.as_u16(), reason: &reason }.encode(b));
+    }
+    outbox.close();
+    let _ = glommio::timer::timeout(Duration::from_secs(1), async {
+        writer.await;
+        Ok(())
+    })
+    .await;
+}
+
+/// Answers in flight on one connection, and the signal that one finished.
+#[derive(Default)]
+struct InFlight {
+    count: Cell<usize>,
+    done: Notify,
+}
+
+struct Served<'a, A: Apply> {
+    peer: &'a PeerHello,
+    raft: &'a Raft<MetaRaft<A>>,
+    config: &'a LinkConfig,
+    outbox: &'a Rc<Outbox>,
+    in_flight: Rc<InFlight>,
+}
+
+impl<A: Apply> Served<'_, A> {
+    async fn read(&self, r: &mut ReadHalf<TcpStream>, frames: &mut Frames) -> LinkError {
+        let limits = self.config.limits;
+        loop {
+            // Back pressure: a full window, or replies the peer does not
+            // read, stop this side reading; the time waited is not the
+            // peer's idleness.
+            while self.in_flight.count.get() >= limits.rpcs_in_flight_max {
+                self.in_flight.done.notified().await;
+            }
+            self.outbox.wait_pending_below(limits.outbox_bytes_max).await;
+            let resumed = Instant::now();
+            let deadline = move |c: &Clock| {
+                let idle = c.last_byte.max(resumed) + limits.idle_timeout;
+                Some(c.frame_started.map_or(idle, |s| idle.min(s + limits.frame_timeout)))
+            };
+            match frames.next(r, deadline).await {
+                Ok(Frame::Rpc { id, kind, payload }) => {
+                    let req = match Request::<A>::decode(kind, payload) {
+                        Ok(req) => req,
+                        Err(e) => return e,
+                    };
+                    if req.sender() != Some(self.peer.node_id) {
+                        let why = format!(
+                            "a {} request for node {:?} from node {}",
+                            kind.name(),
+                            req.sender(),
+                            self.peer.node_id
+                        );
+                        return LinkError::refuse(CloseCode::WrongNode, why);
+                    }
+                    self.spawn_answer(id, req);
+                }
+                Ok(Frame::Ping) => self.outbox.push(|b| Frame::Pong.encode(b)),
+                Ok(Frame::Pong) => {}
+                Ok(Frame::Close { code, reason }) => return LinkError::Closed { code, reason: reason.into() },
+                Ok(other) => {
+                    let why = format!("{} after the handshake", other.name());
+                    return LinkError::refuse(CloseCode::UnexpectedFrame, why);
+                }
+                Err(e) => return e,
+            }
+        }
+    }
+
+    fn spawn_answer(&self, id: u64, req: Request<A>) {
+        let (raft, outbox, in_flight) = (self.raft.clone(), self.outbox.clone(), self.in_flight.clone());
+        let peer = self.peer.node_id;
+        in_flight.count.set(in_flight.count.get() + 1);
+        glommio::spawn_local(async move {
+            match req.answer(&raft).await {
+                // Pushed after the link closed, it goes nowhere: the
+                // dialler has already failed the RPC.
+                Ok(reply) => outbox.push(|b| Frame::RpcReply { id, payload: &reply }.encode(b)),
+                Err(e) => {
+                    tracing::error!(peer, id, error = %e, "cluster link: cannot encode a reply; closing");
+                    outbox.abort();
+                }
+            }
+            in_flight.count.set(in_flight.count.get() - 1);
+            in_flight.done.notify();
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,82 @@
+//! The RPC payloads: openraft's requests and responses in postcard, the
+//! encoding the Raft log already uses. A payload is bounded by the frame
+//! it came in; postcard reads it strictly (no bytes left over).
+
+use super::LinkError;
+use crate::cluster::{Apply, MetaRaft};
+use crate::protocol::link::RpcKind;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::Raft;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, LinkError> {
+    postcard::to_allocvec(v).map_err(LinkError::Encode)
+}
+
+pub(super) fn decode<T: DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, LinkError> {
+    match postcard::take_from_bytes(b) {
+        Ok((v, [])) => Ok(v),
+        Ok(_) => Err(LinkError::Payload { what, source: postcard::Error::DeserializeBadEncoding }),
+        Err(source) => Err(LinkError::Payload { what, source }),
+    }
+}
+
+/// A request a peer sent, decoded.
+pub(super) enum Request<A: Apply> {
+    Vote(VoteRequest<u64>),
+    Append(AppendEntriesRequest<MetaRaft<A>>),
+    Snapshot(InstallSnapshotRequest<MetaRaft<A>>),
+}
+
+impl<A: Apply> Request<A> {
+    pub(super) fn decode(kind: RpcKind, payload: &[u8]) -> Result<Self, LinkError> {
+        Ok(match kind {
+            RpcKind::Vote => Request::Vote(decode("vote request", payload)?),
+            RpcKind::Append => Request::Append(decode("append request", payload)?),
+            RpcKind::Snapshot => Request::Snapshot(decode("snapshot request", payload)?),
+        })
+    }
+
+    /// The member the request speaks for: the candidate of a vote, the
+    /// leader of an append or a snapshot. A peer may speak only for the
+    /// node id it authenticated as.
+    pub(super) fn sender(&self) -> Option<u64> {
+        match self {
+            Request::Vote(r) => r.vote.leader_id().voted_for(),
+            Request::Append(r) => r.vote.leader_id().voted_for(),
+            Request::Snapshot(r) => r.vote.leader_id().voted_for(),
+        }
+    }
+
+    /// Hands the request to the local member and encodes its answer
+    /// (`Result<response, RaftError>`, as the dialler decodes it).
+    pub(super) async fn answer(self, raft: &Raft<MetaRaft<A>>) -> Result<Vec<u8>, LinkError> {
+        match self {
+            Request::Vote(r) => encode(&raft.vote(r).await),
+            Request::Append(r) => encode(&raft.append_entries(r).await),
+            Request::Snapshot(r) => {
+                let res: Result<_, RaftError<u64, InstallSnapshotError>> = raft.install_snapshot(r).await;
+                encode(&res)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::Vote;
+
+    #[test]
+    fn payloads_decode_strictly() {
+        let req = VoteRequest::new(Vote::new(3, 2u64), None);
+        let mut b = encode(&req).unwrap();
+        let back: VoteRequest<u64> = decode("vote request", &b).unwrap();
+        assert_eq!(back, req);
+        b.push(0);
+        assert!(decode::<VoteRequest<u64>>("vote request", &b).is_err(), "a trailing byte");
+        assert!(decode::<VoteRequest<u64>>("vote request", &b[..2]).is_err(), "a cut payload");
+    }
+}
