@@ -179,11 +179,13 @@ impl Queue {
     }
 
     /// Round-robin over level `l` (consumers from `start`, one slot each),
-    /// one message per consumer per round, starting after the one that
-    /// started last time.
+    /// one message per consumer per round, starting after the last one
+    /// served: across passes of a message or two (a publish each), the
+    /// consumers still take turns one message at a time.
     fn fill_rounds(&mut self, l: usize, start: usize, slots: &mut [Slot], now: u64) -> usize {
         let n = slots.len();
         let rr = self.levels[l].rr;
+        let mut last = None;
         let mut sent = 0;
         'rounds: loop {
             let mut progressed = false;
@@ -196,13 +198,16 @@ impl Queue {
                     break 'rounds;
                 }
                 sent += 1;
+                last = Some(j);
                 progressed = true;
             }
             if !progressed {
                 break;
             }
         }
-        self.levels[l].rr = (rr + 1) % n;
+        if let Some(j) = last {
+            self.levels[l].rr = (j + 1) % n;
+        }
         sent
     }
 }

@@ -53,11 +53,18 @@ fn equal_priorities_round_robin_above_a_lower_one() {
     subscribe(&mut q, 2, 100, 3);
     publish(&mut q, msgs(0..4), 0).unwrap();
     assert_eq!(collect(&mut q), vec![(1, 1, strs(&["0", "2"])), (2, 1, strs(&["1", "3"]))]);
-    // One message per pass: the first of the level alternates.
-    publish(&mut q, msgs(4..5), 0).unwrap();
-    assert_eq!(collect(&mut q), vec![(2, 3, strs(&["4"]))]);
-    publish(&mut q, msgs(5..6), 0).unwrap();
-    assert_eq!(collect(&mut q), vec![(1, 3, strs(&["5"]))]);
+    // Passes of one, two and three messages: turns continue from the
+    // last one served, one message each.
+    let mut turns = Vec::new();
+    for batch in [4..5, 5..7, 7..10] {
+        publish(&mut q, msgs(batch), 0).unwrap();
+        for (id, _, got) in collect(&mut q) {
+            turns.extend(got.into_iter().map(|b| (b, id)));
+        }
+    }
+    turns.sort_by_key(|(b, _)| b.parse::<u32>().unwrap());
+    let ids: Vec<u32> = turns.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, vec![1, 2, 1, 2, 1, 2]);
 }
 
 #[test]
