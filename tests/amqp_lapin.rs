@@ -210,3 +210,71 @@ fn lapin_over_tls_refuses_a_broker_its_ca_did_not_sign() {
     assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "not a certificate error: {e}");
     eprintln!("wrong CA: {e}");
 }
+
+/// Consumer priorities (`x-priority` on basic.consume): the high consumer
+/// takes every message while it has credit, the low one only while the
+/// high one is blocked (prefetch full), and the high one again once it
+/// acks; a non-integer `x-priority` closes the channel with 406.
+#[test]
+fn lapin_consumer_priorities() {
+    let b = TestBroker::start();
+    let url = format!("amqp://guest:guest@{}/%2f", b.amqp);
+    on_thread(Duration::from_secs(60), async move {
+        let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+        let publisher = conn.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        let q = "lapin-consumer-priority";
+        publisher.queue_declare(q, QueueDeclareOptions::default(), FieldTable::default()).await?;
+        let consume = |prefetch: u16, priority: i32| {
+            let conn = &conn;
+            async move {
+                let ch = conn.create_channel().await?;
+                ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+                let mut args = FieldTable::default();
+                args.insert("x-priority".into(), AMQPValue::LongInt(priority));
+                let c = ch.basic_consume(q, "", BasicConsumeOptions::default(), args).await?;
+                lapin::Result::Ok((ch, c))
+            }
+        };
+        let (_low_ch, mut low) = consume(100, -1).await?;
+        let (high_ch, mut high) = consume(2, 7).await?;
+        let publish = |body: &'static str| {
+            let publisher = &publisher;
+            async move {
+                let props = BasicProperties::default();
+                publisher.basic_publish("", q, BasicPublishOptions::default(), body.as_bytes(), props).await?.await
+            }
+        };
+        for body in ["a", "b", "c", "d", "e"] {
+            publish(body).await?;
+        }
+        // Round-robin would give the high one a and c: it takes a and b,
+        // then it is blocked and the low one takes the rest.
+        let mut next = Vec::new();
+        for _ in 0..2 {
+            next.push(high.next().await.expect("open")?);
+        }
+        assert_eq!(next.iter().map(|d| d.data.as_slice()).collect::<Vec<_>>(), [b"a", b"b"]);
+        for want in ["c", "d", "e"] {
+            assert_eq!(low.next().await.expect("open")?.data, want.as_bytes());
+        }
+        // Acked (and a round trip on its channel, so the acks are through
+        // before the next publishes): the high one is served again.
+        next[1].acker.ack(BasicAckOptions { multiple: true }).await?;
+        high_ch.basic_qos(2, BasicQosOptions::default()).await?;
+        for body in ["f", "g"] {
+            publish(body).await?;
+        }
+        for want in ["f", "g"] {
+            assert_eq!(high.next().await.expect("open")?.data, want.as_bytes());
+        }
+        // Not an integer: 406, the channel closed.
+        let bad = conn.create_channel().await?;
+        let mut args = FieldTable::default();
+        args.insert("x-priority".into(), AMQPValue::LongString("high".into()));
+        let e = bad.basic_consume(q, "", BasicConsumeOptions::default(), args).await.unwrap_err();
+        assert!(e.to_string().contains("PRECONDITION_FAILED"), "{e}");
+        conn.close(200, "bye").await?;
+        Ok(())
+    });
+}

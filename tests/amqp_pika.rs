@@ -88,6 +88,13 @@ fn pika_exclusive_consumers() {
     script_test("exclusive_consumer.py");
 }
 
+/// x-priority on basic.consume: the high consumer while it has credit,
+/// the low one while it is blocked; round-robin among equals; 406.
+#[test]
+fn pika_consumer_priorities() {
+    script_test("consumer_priority.py");
+}
+
 #[test]
 fn pika_redelivery_after_consumer_dies() {
     script_test("redelivery.py");

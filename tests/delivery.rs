@@ -7,7 +7,7 @@ mod common;
 
 use common::{maybe_within, owner2, queue_on, run_local, within, Raw, TestBroker, QUIET, STEP};
 use futures_lite::StreamExt;
-use ringmq::client::{Client, ClientOptions, Consumer, Delivery, ProducerOptions};
+use ringmq::client::{Client, ClientOptions, Consumer, ConsumerOptions, Delivery, ProducerOptions};
 use ringmq::protocol::Cmd;
 use std::time::Duration;
 
@@ -350,7 +350,7 @@ fn subscribe_ok_comes_before_deliveries() {
             let (mut r, _) = Raw::hello(b.shards[via]);
             r.declare(&q);
             r.publish_confirmed(&q, &[b"1", b"2"]);
-            let rid = r.send(Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: &q });
+            let rid = r.send(Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: &q, priority: 0 });
             let first = r.recv();
             match first.frame() {
                 ringmq::protocol::Frame { request_id, cmd: Cmd::Ok { .. } } if request_id == rid => {}
@@ -387,5 +387,64 @@ fn acks_are_sent_when_the_consumer_is_dropped() {
         glommio::timer::sleep(Duration::from_millis(300)).await;
         assert_eq!(c.declare_passive(&q).await.unwrap(), 0, "acked messages came back after the consumer was dropped");
         c.close().await;
+    });
+}
+
+/// Consumer priorities through the native client (`ConsumerOptions`), the
+/// consumers on both shards (one local to the queue, one forwarded): the
+/// high one takes every message while it has credit, the low one only
+/// while the high one is blocked (prefetch full, not acking), the high one
+/// again once it acks; equal priorities share round-robin.
+#[test]
+fn consumer_priorities() {
+    let b = TestBroker::start();
+    let (url0, url1) = (b.shard_url(0), b.shard_url(1));
+    let q = queue_on(0, 2, "prio");
+    run_local(common::TEST_DEADLINE, move || async move {
+        let c0 = Client::connect(opts(url0, false)).await.unwrap();
+        let c1 = Client::connect(opts(url1, false)).await.unwrap();
+        c0.declare(&q, false).await.unwrap();
+        // The low one first: registration order must not matter.
+        let mut low = c0.subscribe_with(&q, ConsumerOptions::new(100).priority(-3)).await.unwrap();
+        let mut high = c1.subscribe_with(&q, ConsumerOptions::new(2).priority(i64::MAX)).await.unwrap();
+
+        publish_all(&c0, &q, ["a", "b", "c", "d", "e"].map(String::from)).await;
+        let (h1, h2) = (next(&mut high).await, next(&mut high).await);
+        assert_eq!((body(&h1), body(&h2)), ("a".into(), "b".into()), "round-robin would give the high one a and c");
+        for want in ["c", "d", "e"] {
+            assert_eq!(body(&next(&mut low).await), want);
+        }
+        nothing_more(&mut high).await;
+
+        // Acked, and the ack through (a round trip on its connection after
+        // the task yielded to the ack sender): the high one is served again.
+        high.ack(h1.tag);
+        high.ack(h2.tag);
+        glommio::executor().yield_task_queue_now().await;
+        c1.declare_passive(&q).await.unwrap();
+        publish_all(&c0, &q, ["f", "g"].map(String::from)).await;
+        assert_eq!((body(&next(&mut high).await), body(&next(&mut high).await)), ("f".into(), "g".into()));
+        nothing_more(&mut low).await;
+        drop((low, high));
+
+        // Two at priority 1 above the default: they alternate, the default
+        // one gets nothing.
+        let q2 = queue_on(1, 2, "prio-rr");
+        c0.declare(&q2, false).await.unwrap();
+        let mut zero = c0.subscribe(&q2, 100).await.unwrap();
+        let mut x = c0.subscribe_with(&q2, ConsumerOptions::new(100).priority(1)).await.unwrap();
+        let mut y = c1.subscribe_with(&q2, ConsumerOptions::new(100).priority(1)).await.unwrap();
+        publish_all(&c1, &q2, (0..6).map(|i| i.to_string())).await;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(body(&next(&mut x).await));
+            got.push(body(&next(&mut y).await));
+        }
+        got.sort();
+        assert_eq!(got, ["0", "1", "2", "3", "4", "5"]);
+        nothing_more(&mut zero).await;
+        drop((zero, x, y));
+        c0.close().await;
+        c1.close().await;
     });
 }

@@ -125,7 +125,7 @@ fn delivered(r: &mut Raw, cid: u32, n: usize) -> Vec<Msg> {
 
 fn subscribe(r: &mut Raw, queue: &str, prefetch: u32) -> u32 {
     let cid = r.consumer_id();
-    let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue });
+    let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue, priority: 0 });
     r.expect_ok(rid);
     cid
 }

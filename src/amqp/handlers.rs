@@ -10,6 +10,7 @@ use crate::auth::permissions::Perm;
 use crate::protocol::amqp::frame::{self, Frame};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId, QueueDeclare};
 use crate::protocol::amqp::wire::{self, put_shortstr};
+use crate::protocol::vhost;
 use crate::server::grants::Kind;
 use crate::server::ops::queue_name_ok;
 use crate::server::policy::QueueArgs;
@@ -257,8 +258,8 @@ fn on_method(
     }
 }
 
-/// basic.consume: checks, then a consumer on the channel and a Subscribe
-/// to the queue's owner.
+/// basic.consume: checks (the arguments: `consume_args`), then a
+/// consumer on the channel and a Subscribe to the queue's owner.
 #[allow(clippy::too_many_arguments)]
 fn consume(
     c: &AmqpConn,
@@ -270,9 +271,6 @@ fn consume(
     args: &[u8],
 ) -> Result<(), Fault> {
     let shard = &c.shard;
-    if !args.is_empty() {
-        return Err(conn_fault(code::NOT_IMPLEMENTED, "basic.consume arguments are not implemented", mid));
-    }
     let queue = check_name(n, queue, mid)?;
     if st.consumers.values().any(|k| k.channel == n && k.tag == tag && !tag.is_empty()) {
         return Err(conn_fault(code::NOT_ALLOWED, format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"), mid));
@@ -280,6 +278,16 @@ fn consume(
     if st.consumers.len() >= shard.config.consumers_per_connection_max as usize {
         return Err(conn_fault(code::RESOURCE_ERROR, "consumers_per_connection_max reached", mid));
     }
+    // RabbitMQ's wording: "invalid arg 'x-priority' for queue 'q' in vhost '/': ...".
+    let priority = super::consume_args::priority(args, c.table_depth_max()).map_err(|e| {
+        let text = match e.arg() {
+            Some(arg) => {
+                format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue {}: {e}", vhost::describe(&c.q(queue)))
+            }
+            None => format!("PRECONDITION_FAILED - {e}"),
+        };
+        ch_fault(n, code::PRECONDITION_FAILED, text, mid)
+    })?;
     let cid = st.next_consumer;
     st.next_consumer += 1;
     let tag = if tag.is_empty() { format!("amq.ctag-{}.{}.{cid}", shard.id, c.me().conn_id) } else { tag.into() };
@@ -309,7 +317,7 @@ fn consume(
     let ch = channel(st, n);
     ch.consumers.push(cid);
     let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
-    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned(), exclusive };
+    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned(), exclusive, priority };
     core.submit(owner, rid(KIND_OP, n, seq), req);
     Ok(())
 }

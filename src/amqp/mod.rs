@@ -9,6 +9,7 @@
 //! | the connection: handshake, heartbeats, read loop, close | [`conn`] |
 //! | the login: PLAIN, and EXTERNAL with a TLS client certificate | `login` |
 //! | channel methods: queue, basic, confirm | [`handlers`] |
+//! | basic.consume's arguments (`x-priority`) | `consume_args` |
 //! | the user's permissions on each method (403 closes the channel) | `grants` |
 //! | the core as handlers call it, with the state borrowed | [`calls`] |
 //! | gathered acks, pauses (deep queues, resource alarms) | [`flow`] |
@@ -29,6 +30,7 @@
 pub mod calls;
 pub mod channel;
 pub mod conn;
+mod consume_args;
 pub mod flow;
 mod grants;
 pub mod handlers;

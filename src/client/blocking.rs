@@ -5,7 +5,7 @@
 
 use super::beats::Beater;
 use super::dial::{io_error as io, Dialer, SyncStream};
-use super::{parse_broker_url, ClientError, ClientOptions, Delivery, Result, ServerInfo};
+use super::{parse_broker_url, ClientError, ClientOptions, ConsumerOptions, Delivery, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, op, BatchWriter, Cmd, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -307,12 +307,16 @@ impl Client {
     }
 
     pub fn subscribe(&mut self, queue: &str, prefetch: u32) -> Result<Subscription> {
+        self.subscribe_with(queue, ConsumerOptions::new(prefetch))
+    }
+
+    /// `subscribe` with options beyond the prefetch (a consumer priority).
+    pub fn subscribe_with(&mut self, queue: &str, o: ConsumerOptions) -> Result<Subscription> {
         let consumer_id = self.next_consumer_id;
         self.next_consumer_id += 1;
         let i = self.conn(queue)?;
-        match self.request(i, |rid, b| {
-            Frame { request_id: rid, cmd: Cmd::Subscribe { consumer_id, prefetch, queue } }.encode(b)
-        })? {
+        let cmd = Cmd::Subscribe { consumer_id, prefetch: o.prefetch, queue, priority: o.priority };
+        match self.request(i, |rid, b| Frame { request_id: rid, cmd }.encode(b))? {
             Reply::Ok(_) => Ok(Subscription { consumer_id, shard: i }),
             _ => Err(ClientError::Protocol("unexpected reply".into())),
         }

@@ -31,6 +31,29 @@ impl Delivery {
 
 type Ranges = Vec<(u64, u64)>;
 
+/// How a consumer subscribes ([`super::Client::subscribe_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// The most unacked deliveries the broker sends it (1 to the broker's
+    /// `prefetch_max`).
+    pub prefetch: u32,
+    /// Consumer priority (AMQP's `x-priority`), 0 by default: the queue
+    /// delivers to its highest-priority consumers that have credit,
+    /// round-robin among equals, and to lower ones only while every
+    /// higher one is blocked (prefetch full, or its connection full).
+    pub priority: i64,
+}
+
+impl ConsumerOptions {
+    pub fn new(prefetch: u32) -> Self {
+        Self { prefetch, priority: 0 }
+    }
+
+    pub fn priority(self, priority: i64) -> Self {
+        Self { priority, ..self }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct ConsumerState {
     ready: RefCell<VecDeque<Delivery>>,
@@ -100,11 +123,12 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) async fn subscribe(conn: Rc<Conn>, queue: &str, id: u32, prefetch: u32) -> Result<Consumer> {
+    pub(crate) async fn subscribe(conn: Rc<Conn>, queue: &str, id: u32, o: ConsumerOptions) -> Result<Consumer> {
         let state = Rc::new(ConsumerState::default());
         // Registered first: the first delivery may follow the reply at once.
         conn.add_consumer(id, state.clone());
-        if let Err(e) = conn.simple(Cmd::Subscribe { consumer_id: id, prefetch, queue }).await {
+        let cmd = Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority };
+        if let Err(e) = conn.simple(cmd).await {
             conn.remove_consumer(id);
             return Err(e);
         }

@@ -28,7 +28,7 @@ mod producer;
 pub mod tls;
 
 pub use conn::Conn;
-pub use consumer::{Consumer, Delivery};
+pub use consumer::{Consumer, ConsumerOptions, Delivery};
 pub use producer::{Confirmation, Producer, ProducerOptions, Target};
 
 use crate::protocol::{self, ErrorCode};
@@ -396,8 +396,13 @@ impl Client {
     }
 
     pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {
+        self.subscribe_with(queue, ConsumerOptions::new(prefetch)).await
+    }
+
+    /// `subscribe` with options beyond the prefetch (a consumer priority).
+    pub async fn subscribe_with(&self, queue: &str, options: ConsumerOptions) -> Result<Consumer> {
         let id = self.next_id();
-        Consumer::subscribe(self.conn_for(queue).await?, queue, id, prefetch).await
+        Consumer::subscribe(self.conn_for(queue).await?, queue, id, options).await
     }
 
     /// Pulls one message; it stays unacked until acked through the

@@ -388,9 +388,9 @@ impl NativeConn {
             Cmd::Unbind { flags, source, destination, routing_key, args } => {
                 self.bind(chunk, rid, flags, (source, destination, routing_key), args, true)?
             }
-            Cmd::Subscribe { consumer_id, prefetch, queue } => {
+            Cmd::Subscribe { consumer_id, prefetch, queue, priority } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
-                self.subscribe(rid, consumer_id, prefetch, queue)?
+                self.subscribe(rid, (consumer_id, prefetch, priority), queue)?
             }
             Cmd::Unsubscribe { consumer_id } => {
                 let c =
@@ -507,7 +507,12 @@ impl NativeConn {
         Ok(())
     }
 
-    fn subscribe(&self, rid: u64, consumer_id: u32, prefetch: u32, queue: &str) -> Result<(), Fatal> {
+    fn subscribe(
+        &self,
+        rid: u64,
+        (consumer_id, prefetch, priority): (u32, u32, i64),
+        queue: &str,
+    ) -> Result<(), Fatal> {
         let c = &self.shard.config;
         if prefetch == 0 || prefetch > c.prefetch_max {
             return Err(Fatal {
@@ -520,7 +525,7 @@ impl NativeConn {
         let queue = self.q(queue);
         let owner = self.add_consumer(consumer_id, &queue, false)?;
         self.pending_routes.borrow_mut().insert(rid, consumer_id);
-        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned(), exclusive: false };
+        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned(), exclusive: false, priority };
         self.shard.submit(self.me(), rid, owner, req);
         Ok(())
     }

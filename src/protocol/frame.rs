@@ -112,10 +112,14 @@ pub enum Cmd<'a> {
     Confirm {
         count: u32,
     },
+    /// `priority`: the consumer priority (AMQP's `x-priority`), 0 by
+    /// default. It travels only when not 0, under `SUBSCRIBE_PRIORITY`, so
+    /// a Subscribe without it is byte for byte what older clients send.
     Subscribe {
         consumer_id: u32,
         prefetch: u32,
         queue: &'a str,
+        priority: i64,
     },
     Unsubscribe {
         consumer_id: u32,
@@ -345,7 +349,15 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             Cmd::PublishTo { flags, exchange, routing_key, entries: Entries::parse(c.rest(), count)? }
         }
         op::CONFIRM => Cmd::Confirm { count: c.u32()? },
-        op::SUBSCRIBE => Cmd::Subscribe { consumer_id: c.u32()?, prefetch: c.u32()?, queue: c.str8()? },
+        op::SUBSCRIBE => {
+            let (consumer_id, prefetch, queue) = (c.u32()?, c.u32()?, c.str8()?);
+            let priority = if flags & op::SUBSCRIBE_PRIORITY != 0 { c.i64()? } else { 0 };
+            // One encoding per frame: 0 is sent as no flag.
+            if flags & op::SUBSCRIBE_PRIORITY != 0 && priority == 0 {
+                return Err(DecodeError::Malformed { what, why: "priority flag with priority 0" });
+            }
+            Cmd::Subscribe { consumer_id, prefetch, queue, priority }
+        }
         op::UNSUBSCRIBE => Cmd::Unsubscribe { consumer_id: c.u32()? },
         op::DELIVER => {
             let consumer_id = c.u32()?;
@@ -455,7 +467,7 @@ impl Cmd<'_> {
             Cmd::Unbind { flags, .. } => (op::UNBIND, *flags),
             Cmd::PublishTo { flags, .. } => (op::PUBLISH_TO, *flags),
             Cmd::Confirm { .. } => (op::CONFIRM, 0),
-            Cmd::Subscribe { .. } => (op::SUBSCRIBE, 0),
+            Cmd::Subscribe { priority, .. } => (op::SUBSCRIBE, if *priority == 0 { 0 } else { op::SUBSCRIBE_PRIORITY }),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
             Cmd::Deliver { .. } => (op::DELIVER, 0),
             Cmd::ConsumerCancelled { .. } => (op::CONSUMER_CANCELLED, 0),
@@ -543,10 +555,13 @@ impl Cmd<'_> {
                 buf.put_slice(entries.raw());
             }
             Cmd::Confirm { count } => buf.put_u32_le(*count),
-            Cmd::Subscribe { consumer_id, prefetch, queue } => {
+            Cmd::Subscribe { consumer_id, prefetch, queue, priority } => {
                 buf.put_u32_le(*consumer_id);
                 buf.put_u32_le(*prefetch);
                 put_str8(buf, queue);
+                if *priority != 0 {
+                    buf.put_i64_le(*priority);
+                }
             }
             Cmd::Unsubscribe { consumer_id } => buf.put_u32_le(*consumer_id),
             Cmd::Deliver { consumer_id, first_tag, entries } => {

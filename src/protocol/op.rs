@@ -143,6 +143,9 @@ pub const EXCHANGE_DECLARE_KNOWN: u8 = EXCHANGE_DURABLE | EXCHANGE_PASSIVE | EXC
 pub const EXCHANGE_IF_UNUSED: u8 = 0x01;
 /// `Bind` / `Unbind`: the destination is an exchange, not a queue.
 pub const BIND_TO_EXCHANGE: u8 = 0x01;
+/// `Subscribe`: a consumer priority (`i64`, not 0) follows the queue name;
+/// without the flag the priority is 0.
+pub const SUBSCRIBE_PRIORITY: u8 = 0x01;
 /// `Nack`: put the messages back at the head of the queue.
 pub const NACK_REQUEUE: u8 = 0x01;
 /// `Get`: the message counts as acked once sent.
@@ -161,6 +164,7 @@ pub fn known_flags(opcode: u8) -> u8 {
         EXCHANGE_DECLARE => EXCHANGE_DECLARE_KNOWN,
         EXCHANGE_DELETE => EXCHANGE_IF_UNUSED,
         BIND | UNBIND => BIND_TO_EXCHANGE,
+        SUBSCRIBE => SUBSCRIBE_PRIORITY,
         NACK => NACK_REQUEUE,
         GET => GET_NO_ACK,
         _ => 0,

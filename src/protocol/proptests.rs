@@ -104,6 +104,7 @@ enum O {
         consumer_id: u32,
         prefetch: u32,
         queue: String,
+        priority: i64,
     },
     Unsubscribe {
         consumer_id: u32,
@@ -251,11 +252,10 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         (0..=op::PUBLISH_TO_KNOWN, queue(), queue(), entries())
             .prop_map(|(flags, exchange, key, entries)| { O::PublishTo { flags, exchange, key, entries } }),
         any::<u32>().prop_map(|count| O::Confirm { count }),
-        (any::<u32>(), any::<u32>(), queue()).prop_map(|(consumer_id, prefetch, queue)| O::Subscribe {
-            consumer_id,
-            prefetch,
-            queue
-        }),
+        // Priority 0 (no flag) as often as any other.
+        (any::<u32>(), any::<u32>(), queue(), prop_oneof![Just(0i64), any::<i64>()]).prop_map(
+            |(consumer_id, prefetch, queue, priority)| O::Subscribe { consumer_id, prefetch, queue, priority }
+        ),
         any::<u32>().prop_map(|consumer_id| O::Unsubscribe { consumer_id }),
         (any::<u32>(), any::<u64>(), entries()).prop_map(|(consumer_id, first_tag, entries)| O::Deliver {
             consumer_id,
@@ -356,8 +356,8 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
             Cmd::PublishTo { flags: *flags, exchange, routing_key: key, entries: es(entries.len()) }
         }
         O::Confirm { count } => Cmd::Confirm { count: *count },
-        O::Subscribe { consumer_id, prefetch, queue } => {
-            Cmd::Subscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue }
+        O::Subscribe { consumer_id, prefetch, queue, priority } => {
+            Cmd::Subscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, priority: *priority }
         }
         O::Unsubscribe { consumer_id } => Cmd::Unsubscribe { consumer_id: *consumer_id },
         O::Deliver { consumer_id, first_tag, entries } => {
@@ -511,6 +511,35 @@ fn declare_args_example_in_the_docs() {
     bad[0] = 0x1b;
     bad.pop();
     assert!(decode(&bad, MAX).is_err());
+}
+
+/// The Subscribe-with-priority example in `docs/protocol.md`, byte for
+/// byte; without the flag the body is what clients before priorities send.
+#[test]
+fn subscribe_priority_example_in_the_docs() {
+    let mut buf = BytesMut::new();
+    Frame { request_id: 4, cmd: Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: "q", priority: -2 } }
+        .encode(&mut buf);
+    let mut want = vec![0x12, 0, 0, 0, 0x30, 0x01, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]; // header
+    want.extend_from_slice(&[1, 0, 0, 0, 10, 0, 0, 0]); // consumer_id, prefetch
+    want.extend_from_slice(&[0x01, b'q']); // queue
+    want.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]); // priority -2
+    assert_eq!(&buf[..], &want[..]);
+    let mut old = BytesMut::new();
+    Frame { request_id: 4, cmd: Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: "q", priority: 0 } }
+        .encode(&mut old);
+    assert_eq!(&old[..], &[&[0x0a, 0, 0, 0, 0x30, 0][..], &want[6..26]].concat()[..], "no flag, no field");
+    // The flag with priority 0 has another encoding already: malformed.
+    let mut zero = want.clone();
+    zero[26..].fill(0);
+    assert!(matches!(
+        decode(&zero, MAX),
+        Err(DecodeError::Malformed { what: "Subscribe", why: "priority flag with priority 0" })
+    ));
+    // The flag with the field cut short is malformed too, not a priority 0.
+    let mut short = want[..30].to_vec();
+    short[0] = 14;
+    assert!(decode(&short, MAX).is_err());
 }
 
 /// The table in `docs/protocol.md`, so other-language clients can check

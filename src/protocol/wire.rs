@@ -54,6 +54,10 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        self.u64().map(|v| i64::from_le_bytes(v.to_le_bytes()))
+    }
+
     /// A `u32` length as a `usize`, checked (never truncated where
     /// `usize` is narrower); `bytes` then checks it against the body.
     pub fn len32(&mut self) -> Result<usize, DecodeError> {

@@ -188,6 +188,9 @@ pub enum Request {
         queue: String,
         /// The queue's only consumer (AMQP's exclusive consumer).
         exclusive: bool,
+        /// Consumer priority (AMQP `x-priority`; 0 by default): the queue
+        /// serves higher ones first (`server/queue/dispatch.rs`).
+        priority: i64,
     },
     Unsubscribe {
         consumer_id: u32,

@@ -497,7 +497,7 @@ impl Raw {
     /// the consumer id and any deliveries that came with the reply.
     pub fn subscribe(&mut self, queue: &str, prefetch: u32) -> (u32, Vec<Delivered>) {
         let cid = self.consumer_id();
-        let rid = self.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue });
+        let rid = self.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue, priority: 0 });
         let mut early = Vec::new();
         loop {
             let f = self.recv();

@@ -78,7 +78,7 @@ fn native_frames() -> Named {
     let cmds = [
         ("hello", Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: None, vhost: None }),
         ("declare", Cmd::Declare { flags: op::DECLARE_DURABLE, queue: "orders", args: &args }),
-        ("subscribe", Cmd::Subscribe { consumer_id: 1, prefetch: 100, queue: "orders" }),
+        ("subscribe", Cmd::Subscribe { consumer_id: 1, prefetch: 100, queue: "orders", priority: 0 }),
         ("ack", Cmd::Ack { consumer_id: 1, ranges: Ranges::parse(&ranges, 2).expect("ranges") }),
         ("nack", Cmd::Nack { requeue: true, consumer_id: 1, ranges: Ranges::parse(&ranges[..16], 1).expect("ranges") }),
         ("get", Cmd::Get { no_ack: false, consumer_id: 2, queue: "orders" }),

@@ -14,6 +14,14 @@ pub struct Consumer {
     pub pull: bool,
     /// The queue's only consumer while it is there (`subscribe_with`).
     pub exclusive: bool,
+    /// Consumer priority (AMQP `x-priority`, default 0): dispatch serves
+    /// higher ones first and lower ones only while every higher one is
+    /// blocked. The queue keeps its consumers ordered by it.
+    pub priority: i64,
+    /// When it registered on this queue, counted per queue: a
+    /// single-active-consumer queue serves the earliest-registered one,
+    /// whatever the priorities.
+    pub registered: u64,
     /// Tag of `unacked[0]`; tags are consecutive per consumer from 1.
     pub base_tag: u64,
     /// `None` marks a tag acked out of order; the front is always `Some`.
@@ -35,6 +43,8 @@ impl Consumer {
             prefetch,
             pull,
             exclusive: false,
+            priority: 0,
+            registered: 0,
             base_tag: 1,
             unacked: VecDeque::new(),
             unacked_live: 0,

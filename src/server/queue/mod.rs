@@ -9,6 +9,7 @@
 //! | `ready.rs` | the ready store: FIFO per priority level |
 //! | `cold.rs` | a spilled backlog at 16 bytes a message |
 //! | `consumer.rs` | a consumer's credit, tags and unacked messages |
+//! | `dispatch.rs` | consumers by priority, dispatch under credit and room |
 //! | `limits.rs` | publish under limits, expiry, overflow, x-expires |
 //! | `spill.rs` | messages whose entry is on disk only (memory budget) |
 
@@ -16,6 +17,9 @@ mod cold;
 #[cfg(test)]
 mod cold_tests;
 mod consumer;
+mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 mod limits;
 mod ready;
 mod spill;
@@ -23,6 +27,7 @@ mod spill;
 mod tests;
 
 pub use consumer::Deliveries;
+pub use dispatch::{delivery_cost, Dispatched, DELIVERY_FRAMING_BYTES};
 pub use limits::{Dead, Published};
 pub use ready::HOT_LOW;
 pub use spill::{Ahead, ReadAhead};
@@ -65,9 +70,13 @@ pub struct Queue {
     /// created here: what `ctl list-queues` turns into rates.
     pub published_total: u64,
     pub delivered_total: u64,
+    /// By priority, highest first, then in registration order
+    /// (`dispatch.rs`); cancelled and pull (get) consumers stay in it.
     consumers: Vec<Consumer>,
-    /// Round-robin cursor into `consumers`.
-    rr: usize,
+    /// The runs of `consumers` with one priority, highest first.
+    levels: Vec<dispatch::Level>,
+    /// The registration number the next consumer gets.
+    next_registered: u64,
     limits: QueueLimits,
     pub args: QueueArgs,
     /// Messages removed without an ack (expired, over a limit, rejected),
@@ -101,7 +110,8 @@ impl Queue {
             published_total: 0,
             delivered_total: 0,
             consumers: Vec::new(),
-            rr: 0,
+            levels: Vec::new(),
+            next_registered: 0,
             limits,
             args,
             dead: Vec::new(),
@@ -170,19 +180,21 @@ impl Queue {
     }
 
     pub fn subscribe(&mut self, owner: ConnRef, id: u32, prefetch: u32) -> Result<(), QueueError> {
-        self.subscribe_with(owner, id, prefetch, false)
+        self.subscribe_with(owner, id, prefetch, false, 0)
     }
 
     /// `subscribe`; an `exclusive` consumer (AMQP basic.consume's flag)
     /// is the queue's only one: refused while it has another, and others
     /// are refused while it is there, as RabbitMQ does (ACCESS_REFUSED,
     /// "in exclusive use"). A cancelled consumer no longer counts.
+    /// `priority` (AMQP `x-priority`): see `dispatch.rs`.
     pub fn subscribe_with(
         &mut self,
         owner: ConnRef,
         id: u32,
         prefetch: u32,
         exclusive: bool,
+        priority: i64,
     ) -> Result<(), QueueError> {
         if self.consumer_index(owner, id).is_some() {
             return Err(QueueError::new(
@@ -198,7 +210,8 @@ impl Queue {
         }
         let mut c = Consumer::new(owner, id, prefetch, false);
         c.exclusive = exclusive;
-        self.consumers.push(c);
+        c.priority = priority;
+        self.insert_consumer(c);
         self.had_consumers = true;
         Ok(())
     }
@@ -253,14 +266,6 @@ impl Queue {
     /// Every consumer, push and pull: (connection, consumer id).
     pub fn all_consumers(&self) -> impl Iterator<Item = (ConnRef, u32)> + '_ {
         self.consumers.iter().map(|c| (c.owner, c.id))
-    }
-
-    fn remove_consumer(&mut self, i: usize) -> Consumer {
-        let c = self.consumers.remove(i);
-        if self.rr > i {
-            self.rr -= 1;
-        }
-        c
     }
 
     /// Removes a consumer and requeues what it had not acked.
@@ -370,8 +375,11 @@ impl Queue {
             return Ok(Some((0, d)));
         }
         let i = i.unwrap_or_else(|| {
-            self.consumers.push(Consumer::new(owner, id, 0, true));
-            self.consumers.len() - 1
+            // Pull consumers are never pushed to: placed below every push
+            // consumer, they stay out of the levels dispatch serves first.
+            let mut c = Consumer::new(owner, id, 0, true);
+            c.priority = i64::MIN;
+            self.insert_consumer(c)
         });
         let c = &mut self.consumers[i];
         let tag = c.track(m);
@@ -390,137 +398,6 @@ impl Queue {
         self.ready.clear();
         n
     }
-
-    /// The consumers dispatch may push to: all of them round-robin, or
-    /// with `x-single-active-consumer` the first registered one only.
-    fn dispatch_targets(&self) -> std::ops::Range<usize> {
-        if !self.args.single_active_consumer {
-            return 0..self.consumers.len();
-        }
-        match self.consumers.iter().position(|c| !c.pull) {
-            Some(i) => i..i + 1,
-            None => 0..0,
-        }
-    }
-
-    /// `dispatch_gated` with every consumer's connection taking deliveries.
-    pub fn dispatch(&mut self, out: Out<'_>, now: u64) -> usize {
-        self.dispatch_gated(out, &|_| usize::MAX, now).sent
-    }
-
-    /// Pushes ready messages to consumers with credit, round-robin one
-    /// message per consumer per round. Each consumer's share is handed to
-    /// `out` once, straight from its unacked store: no copies, no clones.
-    /// Messages past their deadline are not delivered (they go to the dead
-    /// list). `room` says how many bytes a consumer's connection may take
-    /// in this call (`server/gate.rs`), asked once per consumer per call,
-    /// not per message: a consumer with none is skipped, and one whose
-    /// room runs out gets no more (it may pass its room by one message)
-    /// and is reported in `Dispatched::full`.
-    pub fn dispatch_gated(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
-        let targets = self.dispatch_targets();
-        let mut done = Dispatched::default();
-        if self.ready.is_empty() || targets.is_empty() {
-            return done;
-        }
-        // Per consumer: the tag of the first message it gets in this pass,
-        // its credit for the pass, and its connection's room in bytes.
-        let mut firsts: Vec<(u64, u32, usize)> = Vec::with_capacity(self.consumers.len());
-        for (i, c) in self.consumers.iter().enumerate() {
-            let credit = if targets.contains(&i) { c.credit() } else { 0 };
-            let bytes = if credit > 0 { room(c.owner) } else { 0 };
-            if credit > 0 && bytes == 0 {
-                done.skipped = true;
-            }
-            firsts.push((c.next_tag(), if bytes == 0 { 0 } else { credit }, bytes));
-        }
-        let sent = if targets.len() == 1 {
-            self.fill_one(targets.start, &mut firsts[targets.start], now)
-        } else {
-            self.fill_rounds(targets.len(), &mut firsts, now)
-        };
-        for (c, (first, _, bytes)) in self.consumers.iter_mut().zip(firsts) {
-            let count = c.next_tag() - first;
-            if count > 0 {
-                c.mark_sent(first, now);
-                let lo = crate::protocol::wire::usize_of(first - c.base_tag);
-                out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));
-                if bytes == 0 {
-                    done.full.push(c.owner);
-                }
-            }
-        }
-        self.delivered_total += sent as u64;
-        done.sent = sent;
-        done
-    }
-
-    /// Hands one message to consumer `i` out of its credit and room;
-    /// returns whether it got one. A room that runs out ends its credit.
-    fn give(&mut self, i: usize, slot: &mut (u64, u32, usize), now: u64) -> bool {
-        let Some(m) = self.pop_live(now) else { return false };
-        slot.2 = slot.2.saturating_sub(delivery_cost(m.entry.len()));
-        slot.1 = if slot.2 == 0 { 0 } else { slot.1 - 1 };
-        self.consumers[i].track(m);
-        true
-    }
-
-    /// The single-consumer pass: as many as its credit and room allow.
-    fn fill_one(&mut self, i: usize, slot: &mut (u64, u32, usize), now: u64) -> usize {
-        let mut sent = 0;
-        while slot.1 > 0 && self.give(i, slot, now) {
-            sent += 1;
-        }
-        sent
-    }
-
-    /// Round-robin, one message per consumer per round, starting after
-    /// the one that started last time.
-    fn fill_rounds(&mut self, n: usize, firsts: &mut [(u64, u32, usize)], now: u64) -> usize {
-        let mut sent = 0;
-        'rounds: loop {
-            let mut progressed = false;
-            for k in 0..n {
-                let i = (self.rr + k) % n;
-                if firsts[i].1 == 0 {
-                    continue;
-                }
-                if !self.give(i, &mut firsts[i], now) {
-                    break 'rounds;
-                }
-                sent += 1;
-                progressed = true;
-            }
-            if !progressed {
-                break;
-            }
-        }
-        self.rr = (self.rr + 1) % n;
-        sent
-    }
-}
-
-/// What one delivery is counted as against a connection's room: its entry
-/// plus a generous allowance for the protocol's framing (an AMQP
-/// basic.deliver, content header and body frame take under 128 bytes
-/// around the entry's own).
-#[inline]
-pub fn delivery_cost(entry_len: usize) -> usize {
-    entry_len.saturating_add(DELIVERY_FRAMING_BYTES)
-}
-
-pub const DELIVERY_FRAMING_BYTES: usize = 128;
-
-/// What one dispatch did.
-#[derive(Debug, Default)]
-pub struct Dispatched {
-    pub sent: usize,
-    /// A consumer with credit was skipped because its connection takes
-    /// no deliveries now: the queue must be dispatched again when it does.
-    pub skipped: bool,
-    /// Connections whose room ran out in this pass: the owner stops
-    /// dispatching to them until they drain.
-    pub full: Vec<ConnRef>,
 }
 
 fn unknown_consumer(id: u32, queue: &str) -> QueueError {

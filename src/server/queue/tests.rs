@@ -3,16 +3,16 @@ use crate::protocol::field_table::TableBuilder;
 use crate::protocol::props::PropsBuilder;
 use bytes::Bytes;
 
-const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };
+pub(super) const C: ConnRef = ConnRef { shard: 0, conn_id: 1 };
 const LIMITS: QueueLimits = QueueLimits::messages(100);
 
-fn entry(props: &[u8], body: &str) -> Bytes {
+pub(super) fn entry(props: &[u8], body: &str) -> Bytes {
     let mut b = bytes::BytesMut::new();
     crate::protocol::batch::put_entry(&mut b, 0, props, body.as_bytes());
     b.freeze()
 }
 
-fn msgs(r: std::ops::Range<u32>) -> Vec<Bytes> {
+pub(super) fn msgs(r: std::ops::Range<u32>) -> Vec<Bytes> {
     r.map(|i| entry(&[], &i.to_string())).collect()
 }
 
@@ -20,15 +20,15 @@ fn body(m: &Message) -> String {
     String::from_utf8(crate::protocol::batch::parse_entry(&m.entry).unwrap().body.to_vec()).unwrap()
 }
 
-fn queue(args: TableBuilder) -> Queue {
+pub(super) fn queue(args: TableBuilder) -> Queue {
     Queue::new("q".into(), false, LIMITS, QueueArgs::parse(&args.build(), "q").unwrap())
 }
 
-fn plain() -> Queue {
+pub(super) fn plain() -> Queue {
     queue(TableBuilder::new())
 }
 
-fn publish(q: &mut Queue, e: Vec<Bytes>, now: u64) -> Result<Published, QueueError> {
+pub(super) fn publish(q: &mut Queue, e: Vec<Bytes>, now: u64) -> Result<Published, QueueError> {
     q.publish(false, true, now, e.into_iter(), None, |_, _| {})
 }
 
@@ -43,11 +43,11 @@ fn collect_at(q: &mut Queue, now: u64) -> Vec<(u32, u64, Vec<String>)> {
     v
 }
 
-fn collect(q: &mut Queue) -> Vec<(u32, u64, Vec<String>)> {
+pub(super) fn collect(q: &mut Queue) -> Vec<(u32, u64, Vec<String>)> {
     collect_at(q, 0)
 }
 
-fn strs(v: &[&str]) -> Vec<String> {
+pub(super) fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 

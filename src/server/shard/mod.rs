@@ -384,8 +384,8 @@ impl Shard {
                 check_lock(q, from)?;
                 Ok(self.purge_logged(q) as u64)
             })),
-            Request::Subscribe { consumer_id, prefetch, queue, exclusive } => {
-                self.subscribe(from, request_id, (consumer_id, prefetch, exclusive), &queue)
+            Request::Subscribe { consumer_id, prefetch, queue, exclusive, priority } => {
+                self.subscribe(from, request_id, (consumer_id, prefetch, exclusive, priority), &queue)
             }
             Request::Unsubscribe { consumer_id, queue } => Some(self.unsubscribe(from, consumer_id, &queue)),
             Request::Cancel { consumer_id, queue } => self.cancel(from, consumer_id, &queue),

@@ -40,14 +40,14 @@ impl Shard {
         &self,
         from: ConnRef,
         request_id: u64,
-        (consumer_id, prefetch, exclusive): (u32, u32, bool),
+        (consumer_id, prefetch, exclusive, priority): (u32, u32, bool, i64),
         queue: &str,
     ) -> Answer {
         let now = self.timers.now_ms();
         let r = self.queues.borrow_mut().get_mut(queue).ok_or_else(|| not_found(queue)).and_then(|q| {
             check_lock(q, from)?;
             q.touch(now);
-            q.subscribe_with(from, consumer_id, prefetch, exclusive)
+            q.subscribe_with(from, consumer_id, prefetch, exclusive, priority)
         });
         let ok = r.is_ok();
         self.reply_result(from, request_id, r.map(|()| 0));
