@@ -110,16 +110,7 @@ async fn connection<A: Apply>(
         }
         _ => tracing::warn!(?addr, peer = peer.node_id, error = %why, "cluster link: dropping the peer's connection"),
     }
-    if let Some(code) = why.close_code() {
-        let reason = why.to_string();
-        outbox.push(|b| Frame::Close { code: code.as_u16(), reason: &reason }.encode(b));
-    }
-    outbox.close();
-    let _ = glommio::timer::timeout(Duration::from_secs(1), async {
-        writer.await;
-        Ok(())
-    })
-    .await;
+    super::close_and_flush(&outbox, writer, &why).await;
 }
 
 /// Answers in flight on one connection, and the signal that one finished.

@@ -209,6 +209,22 @@ impl LinkError {
     }
 }
 
+/// Ends a link's connection: the `Close` that `why` calls for (if any),
+/// then the writer flushes what is queued and shuts the socket; a peer
+/// that does not read is not waited for long.
+pub(crate) async fn close_and_flush(outbox: &crate::rt::Outbox, writer: glommio::Task<()>, why: &LinkError) {
+    if let Some(code) = why.close_code() {
+        let reason = why.to_string();
+        outbox.push(|b| crate::protocol::link::Frame::Close { code: code.as_u16(), reason: &reason }.encode(b));
+    }
+    outbox.close();
+    let _ = glommio::timer::timeout(Duration::from_secs(1), async {
+        writer.await;
+        Ok(())
+    })
+    .await;
+}
+
 fn close_name(code: u16) -> String {
     CloseCode::from_u16(code).map_or_else(|| "unknown".into(), |c| format!("{c:?}"))
 }

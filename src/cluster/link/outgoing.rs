@@ -222,18 +222,7 @@ impl Peer {
             }
         };
         let why = futures_lite::future::or(self.read(&mut r, &mut frames, &outbox), ended).await;
-        if let Some(code) = why.close_code() {
-            let reason = why.to_string();
-            outbox.push(|b| Frame::Close { code: code.as_u16(), reason: &reason }.encode(b));
-        }
-        outbox.close();
-        // The writer flushes what is queued (the Close) and shuts the
-        // socket; a peer that does not read is not waited for long.
-        let _ = glommio::timer::timeout(Duration::from_secs(1), async {
-            writer.await;
-            Ok(())
-        })
-        .await;
+        super::close_and_flush(&outbox, writer, &why).await;
         why
     }
 
