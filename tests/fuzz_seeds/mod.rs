@@ -91,6 +91,8 @@ fn native_frames() -> Named {
             "hello_vhost",
             Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: Some(5000), vhost: Some("prod") },
         ),
+        // Subscribe with the PRIORITY flag (a negative priority: signed).
+        ("subscribe_priority", Cmd::Subscribe { consumer_id: 3, prefetch: 10, queue: "orders", priority: -5 }),
     ];
     for (i, (name, cmd)) in cmds.into_iter().enumerate() {
         Frame { request_id: i as u64 + 1, cmd }.encode(&mut b);
