@@ -8,9 +8,10 @@ use super::link::handshake::proof;
 use super::link::{LinkConfig, LinkLimits};
 use super::test_group::*;
 use super::test_kv::KvCommand;
+use super::test_net::C;
 use crate::protocol::link::{self, CloseCode, Decoded, Frame, Hello, Role, RpcKind, NONCE_BYTES, VERSION};
 use bytes::BytesMut;
-use openraft::raft::VoteRequest;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Vote};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -117,9 +118,14 @@ impl Raw {
     /// Runs the dialler's side of the handshake as node 99 with `secret`;
     /// answers whether the member proved itself back.
     fn handshake(addr: SocketAddr, secret: &[u8]) -> (Raw, bool) {
+        Self::handshake_in(addr, secret, CLUSTER)
+    }
+
+    /// The same, claiming `cluster` (all zeros: a node that is joining).
+    fn handshake_in(addr: SocketAddr, secret: &[u8], cluster: [u8; 16]) -> (Raw, bool) {
         let mut raw = Raw::connect(addr);
         let mine =
-            Hello { version: VERSION, cluster_id: CLUSTER, node_id: 99, node_name: "raw", nonce: [5; NONCE_BYTES] };
+            Hello { version: VERSION, cluster_id: cluster, node_id: 99, node_name: "raw", nonce: [5; NONCE_BYTES] };
         raw.send(&Frame::Hello(mine.clone()));
         let (id, nonce) = raw
             .recv(|f| match f {
@@ -127,7 +133,7 @@ impl Raw {
                 other => panic!("expected Hello, got {other:?}"),
             })
             .expect("the member's Hello");
-        let theirs = Hello { node_id: id, nonce, node_name: "member", ..mine.clone() };
+        let theirs = Hello { node_id: id, nonce, node_name: "member", cluster_id: CLUSTER, ..mine.clone() };
         raw.send(&Frame::Auth { proof: proof(secret, Role::Dialler, &mine, &theirs) });
         let back = raw.recv(|f| match f {
             Frame::Auth { proof: p } => Some(p == proof(SECRET, Role::Listener, &mine, &theirs)),
@@ -203,11 +209,23 @@ fn peers_that_send_garbage_after_the_handshake_are_dropped_and_the_group_keeps_w
     raw.send(&Frame::Rpc { id: 1, kind: RpcKind::Append, payload: &[0xff; 64] });
     assert_eq!(raw.closed_with(), CloseCode::BadFrame.as_u16());
 
-    // A well-formed vote that speaks for another member than the one that
-    // authenticated.
+    // A vote from a node that is not a member (a forgotten one, still
+    // asking for votes): it may not disrupt elections.
     let (mut raw, _) = Raw::handshake(target, SECRET);
-    let vote = postcard::to_allocvec(&VoteRequest::new(Vote::new(1_000, leader), None)).unwrap();
+    let vote = postcard::to_allocvec(&VoteRequest::new(Vote::new(1_000, 99), None)).unwrap();
     raw.send(&Frame::Rpc { id: 1, kind: RpcKind::Vote, payload: &vote });
+    assert_eq!(raw.closed_with(), CloseCode::NotMember.as_u16());
+
+    // A well-formed append that speaks for another member than the one
+    // that authenticated.
+    let (mut raw, _) = Raw::handshake(target, SECRET);
+    let append = AppendEntriesRequest::<C> {
+        vote: Vote::new_committed(1_000, leader),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    raw.send(&Frame::Rpc { id: 1, kind: RpcKind::Append, payload: &postcard::to_allocvec(&append).unwrap() });
     assert_eq!(raw.closed_with(), CloseCode::WrongNode.as_u16());
 
     // A second Hello after the handshake.
@@ -248,9 +266,20 @@ fn peers_without_the_secret_or_from_another_cluster_are_refused_and_get_nothing(
 
     // Another cluster: refused at its Hello, before any proof.
     let mut raw = Raw::connect(target);
-    let other = Hello { version: VERSION, cluster_id: [0; 16], node_id: 99, node_name: "x", nonce: [1; 32] };
+    let other = Hello { version: VERSION, cluster_id: [7; 16], node_id: 99, node_name: "x", nonce: [1; 32] };
     raw.send(&Frame::Hello(other));
     assert_eq!(raw.closed_with(), CloseCode::WrongCluster.as_u16());
+
+    // A node with no cluster yet (joining) must still know the secret...
+    let (mut raw, ok) = Raw::handshake_in(target, b"not the secret, but long enough", [0; 16]);
+    assert!(!ok);
+    assert!(raw.recv(|f| format!("{f:?}")).is_none(), "closed after refusing");
+    // ...and with it, may ask to join but nothing else.
+    let (mut raw, ok) = Raw::handshake_in(target, SECRET, [0; 16]);
+    assert!(ok, "a joining node with the secret is authenticated");
+    let vote = postcard::to_allocvec(&VoteRequest::new(Vote::new(1_000, 99), None)).unwrap();
+    raw.send(&Frame::Rpc { id: 1, kind: RpcKind::Vote, payload: &vote });
+    assert_eq!(raw.closed_with(), CloseCode::UnexpectedFrame.as_u16());
 
     // Another link version.
     let mut raw = Raw::connect(target);

@@ -5,6 +5,7 @@
 //! | `log` | one record per entry, in index order | appends (pwrite + fdatasync), `set_len` on a conflict, a rewrite after a purge |
 //! | `vote` | the vote | [`files::replace_file`](super::files) (temporary file, fdatasync, rename, directory sync) |
 //! | `purged` | the last purged log id | the same |
+//! | `committed` | the last committed log id this member heard of | the same; optional: a missing or damaged one means "none" |
 //!
 //! An append is fdatasync'ed before openraft is told it is flushed, so an
 //! entry a leader counts toward a majority is on that member's disk (the
@@ -35,6 +36,10 @@ use std::sync::Arc;
 const LOG: &str = "log";
 const VOTE: &str = "vote";
 const PURGED: &str = "purged";
+/// openraft's optional "committed" pointer: with it, a restarted member
+/// re-applies what it knows was committed before it hears from a leader,
+/// so a node's metadata is whole as soon as it starts.
+const COMMITTED: &str = "committed";
 
 /// A vote or a log id encodes in well under this.
 const SMALL_RECORD_BYTES_MAX: u32 = 4096;
@@ -51,6 +56,7 @@ struct Mem<C: RaftTypeConfig> {
     entries: BTreeMap<u64, Stored<C>>,
     last_purged: Option<LogId<C::NodeId>>,
     vote: Option<Vote<C::NodeId>>,
+    committed: Option<LogId<C::NodeId>>,
 }
 
 /// The durable log of one member of a Raft group whose entries are
@@ -77,6 +83,7 @@ pub(super) struct RawLog {
     len: u64,
     vote: Option<Vec<u8>>,
     purged: Option<Vec<u8>>,
+    committed: Option<Vec<u8>>,
     records: Vec<(u64, Vec<u8>)>,
 }
 
@@ -84,12 +91,18 @@ pub(super) struct RawLog {
 /// the directory and an empty log if they are missing. Blocking.
 pub(super) fn read_raw(dir: &Path, limits: StoreLimits) -> Result<RawLog, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    for name in [LOG, VOTE, PURGED] {
+    for name in [LOG, VOTE, PURGED, COMMITTED] {
         // A replacement that crashed before its rename: the old file stands.
         files::remove_if_there(dir.join(format!("{name}.tmp")))?;
     }
     let vote = read_file(&dir.join(VOTE), SMALL_RECORD_BYTES_MAX)?;
     let purged = read_file(&dir.join(PURGED), SMALL_RECORD_BYTES_MAX)?;
+    let committed = read_file(&dir.join(COMMITTED), SMALL_RECORD_BYTES_MAX).unwrap_or_else(|e| {
+        // Only a hint: without it the member waits for a leader to learn
+        // what is committed.
+        tracing::warn!(error = %e, "raft log: ignoring a damaged committed pointer");
+        None
+    });
 
     let path = dir.join(LOG);
     let io = |e| StoreError::io(&path, e);
@@ -115,7 +128,7 @@ pub(super) fn read_raw(dir: &Path, limits: StoreLimits) -> Result<RawLog, StoreE
             Err(source) => return Err(StoreError::Record { path: path.clone(), source }),
         }
     };
-    Ok(RawLog { file, len, vote, purged, records })
+    Ok(RawLog { file, len, vote, purged, committed, records })
 }
 
 impl<C> LogStore<C>
@@ -142,6 +155,10 @@ where
         };
         let last_purged = match &raw.purged {
             Some(b) => Some(decode::<LogId<C::NodeId>>(&dir.join(PURGED), 0, b)?),
+            None => None,
+        };
+        let committed = match &raw.committed {
+            Some(b) => decode::<LogId<C::NodeId>>(&dir.join(COMMITTED), 0, b).ok(),
             None => None,
         };
         let path = dir.join(LOG);
@@ -179,7 +196,7 @@ where
             limits,
             file: Arc::new(raw.file),
             len: raw.len,
-            mem: Rc::new(RefCell::new(Mem { entries, last_purged, vote })),
+            mem: Rc::new(RefCell::new(Mem { entries, last_purged, vote, committed })),
             poisoned: false,
         })
     }
@@ -296,6 +313,26 @@ where
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
         Ok(self.mem.borrow().vote.clone())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
+        let fail = |e: StoreError| StorageError::from(StorageIOError::write_logs(&e));
+        if committed.is_none() || self.mem.borrow().committed == committed {
+            return Ok(());
+        }
+        let payload = encode(&committed, SMALL_RECORD_BYTES_MAX).map_err(fail)?;
+        let dir = self.dir.clone();
+        blocking(move || replace_file(&dir, COMMITTED, &payload)).await.map_err(fail)?;
+        self.mem.borrow_mut().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
+        // Never past the log's end: what is not in the log cannot be
+        // re-applied (a pointer from a log that was since cut).
+        let m = self.mem.borrow();
+        let last = m.entries.keys().next_back().copied().or(m.last_purged.as_ref().map(|l| l.index));
+        Ok(m.committed.clone().filter(|c| last.is_some_and(|l| c.index <= l)))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>

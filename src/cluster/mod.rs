@@ -11,7 +11,9 @@
 //! | [`record`] | the on-disk record: length, CRC, payload; the scanner that treats a file as hostile |
 //! | `files` | blocking-pool file I/O, and small files replaced atomically (vote, purge point, snapshot) |
 //! | [`log_store`] | the durable Raft log and vote (`RaftLogStorage`), fdatasync'ed before openraft hears "flushed" |
-//! | [`state_machine`] | applies committed commands through [`Apply`]; snapshots built to and installed from a file |
+//! | [`state_machine`] | applies committed commands through [`Apply`], telling an observer; snapshots built to and installed from a file |
+//! | [`service`] | a member's own requests, answered by the leader: a change forwarded, a join, a node forgotten, the group's status |
+//! | [`meta`] | the broker's metadata as the group agrees on it (`ClusterMeta`: routing table, nodes) |
 //! | [`snapshot_buf`] | a snapshot in flight: a buffer a peer's chunks cannot grow past `snapshot_bytes_max` |
 //! | [`link`] | the inter-node link: Raft RPCs over TCP in the link codec ([`crate::protocol::link`]), authenticated, bounded, redialled with backoff |
 //!
@@ -32,8 +34,10 @@
 mod files;
 pub mod link;
 pub mod log_store;
+pub mod meta;
 pub mod record;
 pub mod rt;
+pub mod service;
 pub mod snapshot_buf;
 pub mod state_machine;
 
@@ -58,7 +62,7 @@ use std::path::PathBuf;
 
 pub use log_store::LogStore;
 pub use rt::GlommioRuntime;
-pub use state_machine::{StateMachine, StateView};
+pub use state_machine::{Event, Observer, StateMachine, StateView};
 
 /// What the metadata state machine applies committed commands to. The
 /// broker implements it (exchanges, bindings, queues, users) in a later

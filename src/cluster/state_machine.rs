@@ -45,6 +45,19 @@ struct Applied<A> {
 /// beside installs) and remembers which snapshot the file holds.
 type OnDisk = Rc<tokio::sync::Mutex<Option<Meta>>>;
 
+/// What the state machine tells its observer, after the state changed.
+pub enum Event<'a, A: Apply> {
+    /// A committed command was applied, answering `response`.
+    Applied { index: u64, command: &'a A::Command, response: &'a A::Response },
+    /// A snapshot from the leader replaced the whole state.
+    Installed { index: u64, state: &'a A },
+}
+
+/// Who hears of every change to the applied state, on the member's own
+/// thread (the broker's local half: it brings its shards in step). It
+/// must not call back into the state machine.
+pub type Observer<A> = Rc<dyn Fn(Event<'_, A>)>;
+
 /// The state machine openraft drives. Reads of the applied state go
 /// through a [`StateView`].
 pub struct StateMachine<A: Apply> {
@@ -52,6 +65,7 @@ pub struct StateMachine<A: Apply> {
     limits: StoreLimits,
     applied: Rc<RefCell<Applied<A>>>,
     on_disk: OnDisk,
+    observer: Option<Observer<A>>,
 }
 
 /// A read-only handle on the applied state, for the member's own use (the
@@ -137,8 +151,15 @@ impl<A: Apply> StateMachine<A> {
             on_disk = Some(file.meta);
         }
         let applied = Rc::new(RefCell::new(applied));
-        let sm = Self { dir, limits, applied: applied.clone(), on_disk: Rc::new(tokio::sync::Mutex::new(on_disk)) };
+        let on_disk = Rc::new(tokio::sync::Mutex::new(on_disk));
+        let sm = Self { dir, limits, applied: applied.clone(), on_disk, observer: None };
         Ok((sm, StateView(applied)))
+    }
+
+    /// Tells `observer` of every change from now on (set it before the
+    /// state machine goes to `Raft::new`).
+    pub fn observe(&mut self, observer: Observer<A>) {
+        self.observer = Some(observer);
     }
 }
 
@@ -172,17 +193,31 @@ impl<A: Apply> RaftStateMachine<MetaRaft<A>> for StateMachine<A> {
     where
         I: IntoIterator<Item = Entry<MetaRaft<A>>>,
     {
-        let mut a = self.applied.borrow_mut();
         let mut out = Vec::new();
         for entry in entries {
-            a.last_applied = Some(entry.log_id);
-            out.push(match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(command) => Some(a.state.apply(&command)),
-                EntryPayload::Membership(m) => {
-                    a.membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
+            let index = entry.log_id.index;
+            // The borrow ends before the observer runs: it may read the
+            // state through a `StateView`.
+            let response = {
+                let mut a = self.applied.borrow_mut();
+                a.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Normal(command) => Some((a.state.apply(&command), command)),
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(entry.log_id), m);
+                        None
+                    }
                 }
+            };
+            out.push(match response {
+                Some((response, command)) => {
+                    if let Some(o) = &self.observer {
+                        o(Event::Applied { index, command: &command, response: &response });
+                    }
+                    Some(response)
+                }
+                None => None,
             });
         }
         Ok(out)
@@ -230,6 +265,10 @@ impl<A: Apply> RaftStateMachine<MetaRaft<A>> for StateMachine<A> {
             .map_err(|e| Fail::from(StorageIOError::write_snapshot(sig.clone(), &e)))?;
         *self.applied.borrow_mut() =
             Applied { state, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        if let Some(o) = &self.observer {
+            let index = meta.last_log_id.map_or(0, |l| l.index);
+            o(Event::Installed { index, state: &self.applied.borrow().state });
+        }
         Ok(())
     }
 

@@ -102,9 +102,10 @@ pub fn start(id: u64, dir: &Path, net: &Net) -> Member {
                     (Net::Tcp { listen, link }, _) => {
                         let listener = glommio::net::TcpListener::bind(listen).unwrap();
                         let addr = listener.local_addr().unwrap();
-                        let network = link::Network::<Kv>::new((*link).clone());
+                        let network = link::Network::<Kv>::new(*link);
+                        let links = network.links();
                         let raft = Raft::new(id, config(), network, log, sm).await.unwrap();
-                        let server = glommio::spawn_local(link::serve(listener, raft.clone(), *link));
+                        let server = glommio::spawn_local(link::serve(listener, raft.clone(), links));
                         (raft, Some(addr), server)
                     }
                     (Net::InProcess(_), None) => unreachable!("an in-process member has an inbox"),

@@ -40,13 +40,45 @@ mod topic_tests;
 
 use bytes::Bytes;
 use std::fmt;
+
+/// `Bytes` as a plain byte string in serde (the cluster's log and
+/// snapshots), without the `bytes` crate's serde feature.
+mod bytes_field {
+    use bytes::Bytes;
+
+    pub fn serialize<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        d.deserialize_byte_buf(Visitor)
+    }
+
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+    }
+}
 use std::str::FromStr;
 
 pub use headers::headers_of;
 pub use routing_table::RoutingTable;
 
 /// How an exchange matches a message against its bindings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ExchangeKind {
     /// The routing key equals the binding key.
     Direct,
@@ -91,7 +123,7 @@ impl fmt::Display for ExchangeKind {
 }
 
 /// An exchange as declared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExchangeDef {
     pub name: String,
     pub kind: ExchangeKind,
@@ -105,6 +137,7 @@ pub struct ExchangeDef {
     pub alternate: Option<String>,
     /// The raw AMQP field table of the declare (length prefix excluded);
     /// may be empty.
+    #[serde(with = "bytes_field")]
     pub args: Bytes,
 }
 
@@ -126,7 +159,7 @@ impl ExchangeDef {
 }
 
 /// Where a binding sends what matches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Dest {
     Queue(String),
     /// Exchange-to-exchange binding: the message is routed again there.
@@ -144,7 +177,7 @@ impl Dest {
 /// A binding. Two bindings are the same binding when all four fields are
 /// equal (as in RabbitMQ), so one queue may be bound to one exchange with
 /// several keys, or with one key and different arguments.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BindingDef {
     /// The exchange messages come from.
     pub source: String,
@@ -154,11 +187,13 @@ pub struct BindingDef {
     pub key: String,
     /// The raw AMQP field table of the bind (length prefix excluded); headers
     /// exchanges read `x-match` and the header pairs from it.
+    #[serde(with = "bytes_field")]
     pub args: Bytes,
 }
 
-/// One change to the table: what is applied locally and broadcast to peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change to the table: what is applied locally and broadcast to peers
+/// (and, in a cluster, what the metadata log carries: serde).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     DeclareExchange(ExchangeDef),
     DeleteExchange(String),
@@ -170,7 +205,7 @@ pub enum Change {
 
 /// Why a change or a routing decision was refused. The connection layers
 /// map it to their codes (`server::shard::routing_replica::route_error`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RouteError {
     #[error("no exchange '{0}'")]
     NotFound(String),

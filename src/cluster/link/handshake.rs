@@ -34,7 +34,11 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Debug, Clone)]
 pub struct PeerHello {
     pub node_id: u64,
-    cluster_id: [u8; 16],
+    /// The peer's cluster id: this member's own, or (`joining`) none yet,
+    /// or (when this member is the one joining) the cluster it joins.
+    pub cluster_id: [u8; 16],
+    /// The peer has no cluster yet: it may only ask to join.
+    pub joining: bool,
     pub node_name: String,
     nonce: [u8; NONCE_BYTES],
 }
@@ -166,13 +170,21 @@ fn check_hello(config: &LinkConfig, frame: Frame<'_>) -> Result<PeerHello, LinkE
         let why = format!("link version {} (this node speaks {VERSION})", h.version);
         return Err(LinkError::refuse(CloseCode::VersionUnsupported, why));
     }
-    if h.cluster_id != config.cluster_id {
+    // A node with no cluster yet (all zeros) may talk to any cluster, to
+    // ask to join it; its proof still needs the secret.
+    let joining = h.cluster_id == NO_CLUSTER;
+    let mine_unset = config.cluster_id == NO_CLUSTER;
+    if h.cluster_id != config.cluster_id && !joining && !mine_unset {
         return Err(LinkError::refuse(CloseCode::WrongCluster, format!("node {} is in another cluster", h.node_name)));
+    }
+    if joining && mine_unset {
+        return Err(LinkError::refuse(CloseCode::WrongCluster, "neither side is in a cluster"));
     }
     if h.node_id == config.node_id {
         return Err(LinkError::refuse(CloseCode::WrongNode, format!("the peer claims this node's id {}", h.node_id)));
     }
-    Ok(PeerHello { node_id: h.node_id, cluster_id: h.cluster_id, node_name: h.node_name.into(), nonce: h.nonce })
+    let (node_id, cluster_id, node_name, nonce) = (h.node_id, h.cluster_id, h.node_name.into(), h.nonce);
+    Ok(PeerHello { node_id, cluster_id, joining, node_name, nonce })
 }
 
 /// The peer's `Hello` as the transcript reads it (its version and
@@ -193,13 +205,17 @@ async fn expect_auth<R: AsyncRead + Unpin>(
     }
 }
 
-/// The dialler's side, against the member `target` is meant to be.
+/// The cluster id of a node that has joined none yet.
+pub const NO_CLUSTER: [u8; 16] = [0; 16];
+
+/// The dialler's side, against the member `target` is meant to be (any
+/// member, for a node that is joining: `None`).
 pub async fn dial<R, W>(
     r: &mut R,
     w: &mut W,
     frames: &mut Frames,
     config: &LinkConfig,
-    target: u64,
+    target: Option<u64>,
     deadline: Instant,
 ) -> Result<PeerHello, LinkError>
 where
@@ -210,7 +226,7 @@ where
     send(w, &Frame::Hello(mine.clone())).await?;
     let frame = frames.next(r, |_| Some(deadline)).await?;
     let peer = check_hello(config, frame)?;
-    if peer.node_id != target {
+    if let Some(target) = target.filter(|t| *t != peer.node_id) {
         let why = format!("dialled node {target}, reached node {} ({})", peer.node_id, peer.node_name);
         return Err(LinkError::refuse(CloseCode::WrongNode, why));
     }

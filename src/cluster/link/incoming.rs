@@ -12,9 +12,9 @@
 
 use super::handshake::{self, Frames, PeerHello};
 use super::rpc::Request;
-use super::{LinkConfig, LinkError};
+use super::{LinkConfig, LinkError, Links};
 use crate::cluster::{Apply, MetaRaft};
-use crate::protocol::link::{CloseCode, Frame};
+use crate::protocol::link::{CloseCode, Frame, RpcKind};
 use crate::rt::reader::{Clock, ReadError, READ_BYTES};
 use crate::rt::{Notify, Outbox};
 use futures_lite::io::{split, ReadHalf};
@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Accepts peers on `listener` and serves them, until the task is
 /// dropped (with the member's executor).
-pub async fn serve<A: Apply>(listener: TcpListener, raft: Raft<MetaRaft<A>>, config: LinkConfig) {
-    let config = Rc::new(config);
+pub async fn serve<A: Apply>(listener: TcpListener, raft: Raft<MetaRaft<A>>, links: Links) {
+    let config = Rc::new(links.config().clone());
     let handshaking = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -50,8 +50,8 @@ pub async fn serve<A: Apply>(listener: TcpListener, raft: Raft<MetaRaft<A>>, con
             drop(stream);
             continue;
         }
-        let (raft, config, handshaking) = (raft.clone(), config.clone(), handshaking.clone());
-        glommio::spawn_local(async move { connection(stream, addr, raft, config, handshaking).await }).detach();
+        let (raft, links, config, handshaking) = (raft.clone(), links.clone(), config.clone(), handshaking.clone());
+        glommio::spawn_local(async move { connection(stream, addr, raft, links, config, handshaking).await }).detach();
     }
 }
 
@@ -59,6 +59,7 @@ async fn connection<A: Apply>(
     stream: TcpStream,
     addr: Option<SocketAddr>,
     raft: Raft<MetaRaft<A>>,
+    links: Links,
     config: Rc<LinkConfig>,
     handshaking: Rc<Cell<usize>>,
 ) {
@@ -94,7 +95,8 @@ async fn connection<A: Apply>(
     outbox.set_send_timeout(limits.send_timeout);
     let o = outbox.clone();
     let writer = glommio::spawn_local(async move { o.write_loop(w).await });
-    let served = Served { peer: &peer, raft: &raft, config: &config, outbox: &outbox, in_flight: Rc::default() };
+    let served =
+        Served { peer: &peer, raft: &raft, links: &links, config: &config, outbox: &outbox, in_flight: Rc::default() };
     let ended = async {
         outbox.wait_ended().await;
         if outbox.is_stalled() {
@@ -123,6 +125,7 @@ struct InFlight {
 struct Served<'a, A: Apply> {
     peer: &'a PeerHello,
     raft: &'a Raft<MetaRaft<A>>,
+    links: &'a Links,
     config: &'a LinkConfig,
     outbox: &'a Rc<Outbox>,
     in_flight: Rc<InFlight>,
@@ -146,11 +149,19 @@ impl<A: Apply> Served<'_, A> {
             };
             match frames.next(r, deadline).await {
                 Ok(Frame::Rpc { id, kind, payload }) => {
+                    if self.peer.joining && kind != RpcKind::Join {
+                        let why = format!("a {} request from a node that is only joining", kind.name());
+                        return LinkError::refuse(CloseCode::UnexpectedFrame, why);
+                    }
                     let req = match Request::<A>::decode(kind, payload) {
                         Ok(req) => req,
                         Err(e) => return e,
                     };
-                    if req.sender() != Some(self.peer.node_id) {
+                    if kind == RpcKind::Vote && !self.may_vote() {
+                        let why = format!("node {} is not a member of this cluster", self.peer.node_id);
+                        return LinkError::refuse(CloseCode::NotMember, why);
+                    }
+                    if kind.is_raft() && req.sender() != Some(self.peer.node_id) {
                         let why = format!(
                             "a {} request for node {:?} from node {}",
                             kind.name(),
@@ -173,12 +184,24 @@ impl<A: Apply> Served<'_, A> {
         }
     }
 
+    /// Whether the peer may ask for votes here: a member of the group as
+    /// this member knows it. A forgotten node that still thinks itself a
+    /// member must not disrupt elections (its vote requests carry ever
+    /// higher terms). A member that knows no membership yet (it is
+    /// joining) takes any.
+    fn may_vote(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        membership.nodes().next().is_none() || membership.get_node(&self.peer.node_id).is_some()
+    }
+
     fn spawn_answer(&self, id: u64, req: Request<A>) {
         let (raft, outbox, in_flight) = (self.raft.clone(), self.outbox.clone(), self.in_flight.clone());
+        let links = self.links.clone();
         let peer = self.peer.node_id;
         in_flight.count.set(in_flight.count.get() + 1);
         glommio::spawn_local(async move {
-            match req.answer(&raft).await {
+            match req.answer(&raft, &links).await {
                 // Pushed after the link closed, it goes nowhere: the
                 // dialler has already failed the RPC.
                 Ok(reply) => outbox.push(|b| Frame::RpcReply { id, payload: &reply }.encode(b)),

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`handshake`] | both sides of the handshake: hellos, HMAC proofs checked in constant time; the frame-at-a-time reader over [`crate::rt::reader::FrameReader`] |
 //! | [`outgoing`] | openraft's `RaftNetworkFactory`/`RaftNetwork`: one connection per peer, dialled with bounded exponential backoff, a deadline per RPC, a bounded window of RPCs in flight (tests: `outgoing_tests.rs`, against a listener the test plays) |
+//! | [`joiner`] | a node with no cluster yet: dials a member, learns the cluster id, asks to join |
 //! | [`incoming`] | the listener: accepts, runs the handshake under a deadline and a small budget, then hands RPCs to the local `Raft` and writes the replies |
 //! | `rpc` | the payloads: openraft's requests and responses in postcard |
 //!
@@ -21,6 +22,7 @@
 
 pub mod handshake;
 pub mod incoming;
+pub mod joiner;
 pub mod outgoing;
 mod rpc;
 
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use incoming::serve;
-pub use outgoing::Network;
+pub use outgoing::{Links, Network};
 
 use super::NodeId;
 

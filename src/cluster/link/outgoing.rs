@@ -15,7 +15,7 @@
 use super::handshake::{self, Frames, PeerHello};
 use super::{rpc, LinkConfig, LinkError};
 use crate::cluster::{Apply, MetaRaft, NodeId};
-use crate::protocol::link::{Frame, RpcKind, RPC_OVERHEAD_BYTES};
+use crate::protocol::link::{CloseCode, Frame, RpcKind, RPC_OVERHEAD_BYTES};
 use crate::rt::reader::{Clock, ReadError, READ_BYTES};
 use crate::rt::{Notify, Outbox};
 use bytes::Bytes;
@@ -39,16 +39,23 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// The member's outgoing links: give it to `Raft::new`.
+/// The member's outgoing links: give it to `Raft::new`. Its [`Links`]
+/// (`links()`) also carry the member's own requests to its peers
+/// (`cluster::service`): a forwarded change, a join, a status query.
 pub struct Network<A> {
-    config: Rc<LinkConfig>,
-    peers: HashMap<NodeId, Rc<Peer>>,
+    links: Links,
     _apply: PhantomData<fn() -> A>,
 }
 
 impl<A> Network<A> {
     pub fn new(config: LinkConfig) -> Self {
-        Self { config: Rc::new(config), peers: HashMap::new(), _apply: PhantomData }
+        let links = Links(Rc::new(LinksInner { config: Rc::new(config), peers: RefCell::default() }));
+        Self { links, _apply: PhantomData }
+    }
+
+    /// The links, shared with the member's own callers.
+    pub fn links(&self) -> Links {
+        self.links.clone()
     }
 }
 
@@ -56,9 +63,7 @@ impl<A> Network<A> {
 /// with it.
 impl<A> Drop for Network<A> {
     fn drop(&mut self) {
-        for p in self.peers.values() {
-            p.stop();
-        }
+        self.links.stop_all();
     }
 }
 
@@ -66,16 +71,74 @@ impl<A: Apply> RaftNetworkFactory<MetaRaft<A>> for Network<A> {
     type Network = PeerClient<A>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient<A> {
-        let peer = self.peers.entry(target).or_insert_with(|| {
-            let peer = Rc::new(Peer::new(target, node.addr.clone(), self.config.clone()));
+        let peer = self.links.peer(target, &node.addr);
+        PeerClient { peer, me: self.links.0.config.node_id, _apply: PhantomData }
+    }
+}
+
+/// One connection per peer, shared by openraft's clients and the member's
+/// own requests.
+#[derive(Clone)]
+pub struct Links(Rc<LinksInner>);
+
+struct LinksInner {
+    config: Rc<LinkConfig>,
+    peers: RefCell<HashMap<NodeId, Rc<Peer>>>,
+}
+
+impl Links {
+    pub fn config(&self) -> &LinkConfig {
+        &self.0.config
+    }
+
+    /// The peer `target`, dialled at `addr` (from now on, if it moved).
+    fn peer(&self, target: NodeId, addr: &str) -> Rc<Peer> {
+        let mut peers = self.0.peers.borrow_mut();
+        let peer = peers.entry(target).or_insert_with(|| {
+            let peer = Rc::new(Peer::new(target, addr.to_string(), self.0.config.clone()));
             glommio::spawn_local(peer.clone().run()).detach();
             peer
         });
         // A member that moved: the next dial goes to its new address.
-        if *peer.addr.borrow() != node.addr {
-            *peer.addr.borrow_mut() = node.addr.clone();
+        if *peer.addr.borrow() != addr {
+            *peer.addr.borrow_mut() = addr.to_string();
         }
-        PeerClient { peer: peer.clone(), me: self.config.node_id, _apply: PhantomData }
+        peer.clone()
+    }
+
+    /// Sends one request to `target` (at `addr`) and waits for its reply
+    /// until `deadline`, over the same bounded link Raft's RPCs use.
+    pub async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        kind: RpcKind,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Bytes, LinkError> {
+        self.peer(target, addr).call(kind, payload, deadline).await
+    }
+
+    /// Whether the link to `target` is up; `None` if this member never
+    /// dialled it.
+    pub fn is_up(&self, target: NodeId) -> Option<bool> {
+        let peers = self.0.peers.borrow();
+        let p = peers.get(&target)?;
+        let up = matches!(&*p.state.borrow(), State::Up(o) if !o.is_closing());
+        Some(up)
+    }
+
+    /// Stops dialling `target` (it left the cluster).
+    pub fn forget(&self, target: NodeId) {
+        if let Some(p) = self.0.peers.borrow_mut().remove(&target) {
+            p.stop();
+        }
+    }
+
+    fn stop_all(&self) {
+        for p in self.0.peers.borrow().values() {
+            p.stop();
+        }
     }
 }
 
@@ -137,7 +200,7 @@ impl Peer {
         while !self.stopped.get() {
             self.set(State::Connecting);
             let addr = self.addr.borrow().clone();
-            let why = match self.dial(&addr).await {
+            let why = match connect(&self.config, &addr, Some(self.id)).await {
                 // Stopped while dialling: nobody will use the link.
                 Ok(_) if self.stopped.get() => LinkError::Shutdown,
                 Ok((r, frames, w, hello)) => {
@@ -146,6 +209,13 @@ impl Peer {
                     let why = self.serve(r, frames, w).await;
                     if self.stopped.get() {
                         tracing::info!(peer = self.id, %addr, "cluster link closed: this member is stopping");
+                    } else if matches!(why, LinkError::Closed { code, .. } if code == CloseCode::NotMember.as_u16()) {
+                        tracing::error!(
+                            peer = self.id,
+                            %addr,
+                            "this node is not a member of the cluster (it was forgotten): it takes no part; \
+                             restart it with --cluster-reset to discard its cluster data and join again"
+                        );
                     } else {
                         tracing::warn!(peer = self.id, %addr, error = %why, "cluster link lost; redialling");
                     }
@@ -173,34 +243,6 @@ impl Peer {
             delay = (delay * 2).min(limits.backoff_max);
         }
         self.set(State::Down("the member stopped".into()));
-    }
-
-    /// Dials and runs the handshake within `handshake_timeout`.
-    async fn dial(&self, addr: &str) -> Result<(ReadHalf<TcpStream>, Frames, Writer, PeerHello), LinkError> {
-        let limits = self.config.limits;
-        let sock = resolve(addr).await?;
-        let stream = TcpStream::connect_timeout(sock, limits.connect_timeout).await.map_err(std::io::Error::from)?;
-        stream.set_nodelay(true).map_err(std::io::Error::from)?;
-        let (mut r, mut w) = split(stream);
-        let mut frames = Frames::handshake();
-        let deadline = Instant::now() + limits.handshake_timeout;
-        let shake = handshake::dial(&mut r, &mut w, &mut frames, &self.config, self.id, deadline);
-        let res = match glommio::timer::timeout(limits.handshake_timeout, async { Ok(shake.await) }).await {
-            Ok(res) => res,
-            Err(_) => Err(LinkError::HandshakeTimeout(limits.handshake_timeout)),
-        };
-        match res {
-            Ok(hello) => {
-                frames.authenticated(limits.frame_bytes_max, READ_BYTES);
-                Ok((r, frames, w, hello))
-            }
-            Err(e) => {
-                if let Some(code) = e.close_code() {
-                    handshake::send_close(&mut w, code, &e.to_string()).await;
-                }
-                Err(e)
-            }
-        }
     }
 
     /// Runs an authenticated link: a writer task drains the outbox, this
@@ -347,7 +389,40 @@ impl Peer {
     }
 }
 
-type Writer = futures_lite::io::WriteHalf<TcpStream>;
+pub(super) type Writer = futures_lite::io::WriteHalf<TcpStream>;
+
+/// Dials `addr` and runs the handshake within `handshake_timeout`,
+/// against member `target` (any member: `None`).
+pub(super) async fn connect(
+    config: &LinkConfig,
+    addr: &str,
+    target: Option<NodeId>,
+) -> Result<(ReadHalf<TcpStream>, Frames, Writer, PeerHello), LinkError> {
+    let limits = config.limits;
+    let sock = resolve(addr).await?;
+    let stream = TcpStream::connect_timeout(sock, limits.connect_timeout).await.map_err(std::io::Error::from)?;
+    stream.set_nodelay(true).map_err(std::io::Error::from)?;
+    let (mut r, mut w) = split(stream);
+    let mut frames = Frames::handshake();
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let shake = handshake::dial(&mut r, &mut w, &mut frames, config, target, deadline);
+    let res = match glommio::timer::timeout(limits.handshake_timeout, async { Ok(shake.await) }).await {
+        Ok(res) => res,
+        Err(_) => Err(LinkError::HandshakeTimeout(limits.handshake_timeout)),
+    };
+    match res {
+        Ok(hello) => {
+            frames.authenticated(limits.frame_bytes_max, READ_BYTES);
+            Ok((r, frames, w, hello))
+        }
+        Err(e) => {
+            if let Some(code) = e.close_code() {
+                handshake::send_close(&mut w, code, &e.to_string()).await;
+            }
+            Err(e)
+        }
+    }
+}
 
 struct Forget<'a> {
     peer: &'a Peer,

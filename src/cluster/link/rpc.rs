@@ -2,7 +2,8 @@
 //! encoding the Raft log already uses. A payload is bounded by the frame
 //! it came in; postcard reads it strictly (no bytes left over).
 
-use super::LinkError;
+use super::{LinkError, Links};
+use crate::cluster::service;
 use crate::cluster::{Apply, MetaRaft};
 use crate::protocol::link::RpcKind;
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -28,31 +29,44 @@ pub(super) enum Request<A: Apply> {
     Vote(VoteRequest<u64>),
     Append(AppendEntriesRequest<MetaRaft<A>>),
     Snapshot(InstallSnapshotRequest<MetaRaft<A>>),
+    /// A member's own request (`cluster::service`).
+    Service(service::Request<A>),
 }
 
 impl<A: Apply> Request<A> {
     pub(super) fn decode(kind: RpcKind, payload: &[u8]) -> Result<Self, LinkError> {
+        use service::Request as S;
         Ok(match kind {
             RpcKind::Vote => Request::Vote(decode("vote request", payload)?),
             RpcKind::Append => Request::Append(decode("append request", payload)?),
             RpcKind::Snapshot => Request::Snapshot(decode("snapshot request", payload)?),
+            RpcKind::Propose => Request::Service(S::Propose(decode("proposed change", payload)?)),
+            RpcKind::Join => Request::Service(S::Join(decode("join request", payload)?)),
+            RpcKind::Forget => Request::Service(S::Forget(decode("forget request", payload)?)),
+            RpcKind::Status if payload.is_empty() => Request::Service(S::Status),
+            RpcKind::Status => {
+                let source = postcard::Error::DeserializeBadEncoding;
+                return Err(LinkError::Payload { what: "status request", source });
+            }
         })
     }
 
-    /// The member the request speaks for: the candidate of a vote, the
+    /// The member a Raft request speaks for: the candidate of a vote, the
     /// leader of an append or a snapshot. A peer may speak only for the
-    /// node id it authenticated as.
+    /// node id it authenticated as. A member's own requests speak for
+    /// nobody (`None`).
     pub(super) fn sender(&self) -> Option<u64> {
         match self {
             Request::Vote(r) => r.vote.leader_id().voted_for(),
             Request::Append(r) => r.vote.leader_id().voted_for(),
             Request::Snapshot(r) => r.vote.leader_id().voted_for(),
+            Request::Service(_) => None,
         }
     }
 
     /// Hands the request to the local member and encodes its answer
     /// (`Result<response, RaftError>`, as the dialler decodes it).
-    pub(super) async fn answer(self, raft: &Raft<MetaRaft<A>>) -> Result<Vec<u8>, LinkError> {
+    pub(super) async fn answer(self, raft: &Raft<MetaRaft<A>>, links: &Links) -> Result<Vec<u8>, LinkError> {
         match self {
             Request::Vote(r) => encode(&raft.vote(r).await),
             Request::Append(r) => encode(&raft.append_entries(r).await),
@@ -60,6 +74,7 @@ impl<A: Apply> Request<A> {
                 let res: Result<_, RaftError<u64, InstallSnapshotError>> = raft.install_snapshot(r).await;
                 encode(&res)
             }
+            Request::Service(r) => Ok(r.answer(raft, links).await),
         }
     }
 }

@@ -78,16 +78,30 @@ pub enum RpcKind {
     Vote = 1,
     Append = 2,
     Snapshot = 3,
+    /// A metadata change a member forwards to the leader.
+    Propose = 4,
+    /// A new node asks to join (the only request a joining peer, whose
+    /// `Hello` carries no cluster id, may send).
+    Join = 5,
+    /// A member asks the leader to remove a node from the cluster.
+    Forget = 6,
+    /// A member asks the leader how it sees the cluster.
+    Status = 7,
 }
 
 impl RpcKind {
+    pub const ALL: [RpcKind; 7] = [
+        RpcKind::Vote,
+        RpcKind::Append,
+        RpcKind::Snapshot,
+        RpcKind::Propose,
+        RpcKind::Join,
+        RpcKind::Forget,
+        RpcKind::Status,
+    ];
+
     pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => RpcKind::Vote,
-            2 => RpcKind::Append,
-            3 => RpcKind::Snapshot,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| *k as u8 == v)
     }
 
     pub fn name(self) -> &'static str {
@@ -95,7 +109,16 @@ impl RpcKind {
             RpcKind::Vote => "vote",
             RpcKind::Append => "append",
             RpcKind::Snapshot => "snapshot",
+            RpcKind::Propose => "propose",
+            RpcKind::Join => "join",
+            RpcKind::Forget => "forget",
+            RpcKind::Status => "status",
         }
+    }
+
+    /// Raft's own RPCs, which speak for the member that sends them.
+    pub fn is_raft(self) -> bool {
+        matches!(self, RpcKind::Vote | RpcKind::Append | RpcKind::Snapshot)
     }
 }
 
@@ -126,6 +149,9 @@ pub enum CloseCode {
     UnexpectedFrame = 9,
     /// Nothing arrived for the idle timeout.
     IdleTimeout = 10,
+    /// The peer is not a member of this cluster (it was forgotten): it
+    /// may not take part in elections.
+    NotMember = 11,
 }
 
 impl CloseCode {
@@ -142,6 +168,7 @@ impl CloseCode {
             8 => WrongNode,
             9 => UnexpectedFrame,
             10 => IdleTimeout,
+            11 => NotMember,
             _ => return None,
         })
     }
@@ -569,8 +596,11 @@ mod tests {
             }
         }
         assert_eq!(CloseCode::AuthFailed.as_u16(), 6);
-        assert_eq!(CloseCode::from_u16(11), None);
-        for k in [RpcKind::Vote, RpcKind::Append, RpcKind::Snapshot] {
+        assert_eq!(CloseCode::NotMember.as_u16(), 11);
+        assert_eq!(CloseCode::from_u16(12), None);
+        assert_eq!(RpcKind::from_u8(8), None);
+        assert_eq!(RpcKind::Status as u8, 7);
+        for k in RpcKind::ALL {
             assert_eq!(RpcKind::from_u8(k as u8), Some(k));
         }
     }

@@ -53,7 +53,7 @@ fn str8(lo: usize) -> impl Strategy<Value = String> {
 }
 
 fn owned() -> impl Strategy<Value = O> {
-    let kind = prop_oneof![Just(RpcKind::Vote), Just(RpcKind::Append), Just(RpcKind::Snapshot)];
+    let kind = proptest::sample::select(RpcKind::ALL.to_vec());
     let payload = prop::collection::vec(any::<u8>(), 0..600);
     prop_oneof![
         (any::<u16>(), any::<[u8; 16]>(), any::<u64>(), str8(1), any::<[u8; 32]>()).prop_map(

@@ -1,0 +1,204 @@
+//! The broker's metadata as the cluster agrees on it: the [`Apply`] state
+//! of the metadata group. Every member applies the same committed
+//! commands in the same order to a [`ClusterMeta`], so every member
+//! reaches the same answer to each one (a declare that clashes is refused
+//! everywhere, not only where it was asked); the broker's local half then
+//! brings the node's own shards in step (`server::shard::cluster`).
+//!
+//! What it holds, so far: the routing table (exchanges and bindings) and
+//! the nodes' addresses. Queue placement and users come with later steps
+//! (`docs/cluster.md`).
+
+use super::{Apply, NodeId};
+use crate::routing::{Change, RouteError, RoutingTable};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+
+/// A node as it announces itself: where clients and peers reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The inter-node link (the Raft member's address).
+    pub cluster_addr: String,
+    /// The native protocol's shared address, and each shard's own.
+    pub native_addr: String,
+    pub shard_addrs: Vec<String>,
+    pub amqp_addr: String,
+    pub http_addr: String,
+}
+
+/// One change to the cluster's metadata, as the log carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// A node's addresses (it announces them when it starts, and again
+    /// when they change).
+    Node { id: NodeId, info: NodeInfo },
+    /// A node was forgotten: its record goes.
+    NodeGone { id: NodeId },
+    /// A routing change; `if_unused` refuses to delete an exchange that
+    /// is the source of a binding.
+    Routing { change: Change, if_unused: bool },
+}
+
+/// Why a command was refused: the same on every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Route(RouteError),
+    #[error("exchange '{0}' in use")]
+    InUse(String),
+}
+
+/// What applying a command answers.
+pub type MetaResponse = Result<(), Refusal>;
+
+/// The metadata state: what every member holds alike.
+#[derive(Debug, Default)]
+pub struct ClusterMeta {
+    routing: RoutingTable,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+}
+
+impl ClusterMeta {
+    pub fn routing(&self) -> &RoutingTable {
+        &self.routing
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
+        &self.nodes
+    }
+
+    /// The node called `name`, if one is.
+    pub fn node_named(&self, name: &str) -> Option<(NodeId, &NodeInfo)> {
+        self.nodes.iter().find(|(_, n)| n.name == name).map(|(id, n)| (*id, n))
+    }
+
+    fn route(&mut self, change: &Change, if_unused: bool) -> MetaResponse {
+        if let (Change::DeleteExchange(name), true) = (change, if_unused) {
+            if self.routing.bindings_from(name).next().is_some() {
+                return Err(Refusal::InUse(name.clone()));
+            }
+        }
+        self.routing.apply(change).map_err(Refusal::Route)
+    }
+}
+
+impl Apply for ClusterMeta {
+    type Command = MetaCommand;
+    type Response = MetaResponse;
+
+    fn apply(&mut self, command: &MetaCommand) -> MetaResponse {
+        match command {
+            MetaCommand::Node { id, info } => {
+                self.nodes.insert(*id, info.clone());
+                Ok(())
+            }
+            MetaCommand::NodeGone { id } => {
+                self.nodes.remove(id);
+                Ok(())
+            }
+            MetaCommand::Routing { change, if_unused } => self.route(change, *if_unused),
+        }
+    }
+}
+
+/// The state as a snapshot carries it: the table as the changes that
+/// rebuild it (`RoutingTable::snapshot`), with its version.
+#[derive(Serialize, Deserialize)]
+struct Image {
+    routing_version: u64,
+    routing: Vec<Change>,
+    nodes: BTreeMap<NodeId, NodeInfo>,
+}
+
+impl Serialize for ClusterMeta {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let image = Image {
+            routing_version: self.routing.version(),
+            routing: self.routing.snapshot(),
+            nodes: self.nodes.clone(),
+        };
+        image.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterMeta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let image = Image::deserialize(d)?;
+        // A snapshot from a peer is hostile until it rebuilds cleanly.
+        let routing = RoutingTable::from_snapshot(image.routing_version, &image.routing)
+            .map_err(|e| serde::de::Error::custom(format!("a snapshot's routing table does not rebuild: {e}")))?;
+        Ok(Self { routing, nodes: image.nodes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{BindingDef, Dest, ExchangeDef, ExchangeKind};
+    use bytes::Bytes;
+
+    fn declare(name: &str, kind: ExchangeKind) -> MetaCommand {
+        MetaCommand::Routing { change: Change::DeclareExchange(ExchangeDef::new(name, kind)), if_unused: false }
+    }
+
+    fn bind(source: &str, queue: &str) -> MetaCommand {
+        let b =
+            BindingDef { source: source.into(), dest: Dest::Queue(queue.into()), key: "k".into(), args: Bytes::new() };
+        MetaCommand::Routing { change: Change::Bind(b), if_unused: false }
+    }
+
+    #[test]
+    fn members_that_apply_the_same_commands_answer_alike() {
+        let cmds = [
+            declare("x", ExchangeKind::Direct),
+            declare("x", ExchangeKind::Fanout),
+            bind("x", "q"),
+            bind("nope", "q"),
+            MetaCommand::Routing { change: Change::DeleteExchange("x".into()), if_unused: true },
+        ];
+        let (mut a, mut b) = (ClusterMeta::default(), ClusterMeta::default());
+        let ra: Vec<_> = cmds.iter().map(|c| a.apply(c)).collect();
+        let rb: Vec<_> = cmds.iter().map(|c| b.apply(c)).collect();
+        assert_eq!(ra, rb);
+        assert_eq!(ra[0], Ok(()));
+        assert!(matches!(ra[1], Err(Refusal::Route(RouteError::Mismatch(_)))), "{:?}", ra[1]);
+        assert_eq!(ra[2], Ok(()));
+        assert!(matches!(ra[3], Err(Refusal::Route(RouteError::NotFound(_)))), "{:?}", ra[3]);
+        assert_eq!(ra[4], Err(Refusal::InUse("x".into())));
+        assert_eq!(a.routing().snapshot(), b.routing().snapshot());
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_a_bad_one_is_refused() {
+        let mut m = ClusterMeta::default();
+        m.apply(&declare("x", ExchangeKind::Topic)).unwrap();
+        m.apply(&bind("x", "q")).unwrap();
+        let info = NodeInfo {
+            name: "n1".into(),
+            cluster_addr: "127.0.0.1:1".into(),
+            native_addr: "127.0.0.1:2".into(),
+            shard_addrs: vec!["127.0.0.1:3".into()],
+            amqp_addr: "127.0.0.1:4".into(),
+            http_addr: "127.0.0.1:5".into(),
+        };
+        m.apply(&MetaCommand::Node { id: 7, info: info.clone() }).unwrap();
+        let bytes = postcard::to_allocvec(&m).unwrap();
+        let back: ClusterMeta = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.routing().snapshot(), m.routing().snapshot());
+        assert_eq!(back.routing().version(), m.routing().version());
+        assert_eq!(back.node_named("n1"), Some((7, &info)));
+
+        // A binding from an exchange the image never declares.
+        let bad = Image { routing_version: 1, routing: vec![bind_change("missing", "q")], nodes: BTreeMap::new() };
+        let bytes = postcard::to_allocvec(&bad).unwrap();
+        assert!(postcard::from_bytes::<ClusterMeta>(&bytes).is_err());
+    }
+
+    fn bind_change(source: &str, queue: &str) -> Change {
+        match bind(source, queue) {
+            MetaCommand::Routing { change, .. } => change,
+            _ => unreachable!(),
+        }
+    }
+}
