@@ -166,6 +166,8 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         ErrorCode::QueueFull => (code::PRECONDITION_FAILED, false),
         // As RabbitMQ's vhost and cluster limits: a channel error.
         ErrorCode::QueueLimit | ErrorCode::DefinitionLimit => (code::PRECONDITION_FAILED, false),
+        // AMQP has no channel code for "try again"; the text says what.
+        ErrorCode::ClusterUnavailable => (code::PRECONDITION_FAILED, false),
         ErrorCode::ConsumerLimit | ErrorCode::StorageFull => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
         ErrorCode::PersistenceUnavailable => (code::NOT_IMPLEMENTED, true),

@@ -48,6 +48,24 @@ pub struct ServeArgs {
     /// Do not pin shards to cores.
     #[arg(long)]
     no_pin: bool,
+    /// This node's name in a cluster (default ringmq@HOSTNAME).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Clustering: where the inter-node link listens (off without it).
+    #[arg(long)]
+    cluster_listen: Option<SocketAddr>,
+    /// The link address peers dial (default: --cluster-listen).
+    #[arg(long)]
+    cluster_advertise: Option<String>,
+    /// Members of a cluster to join at the first start: HOST:PORT,...
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
+    /// The file holding the cluster's shared secret.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// Discard this node's cluster state and join afresh.
+    #[arg(long)]
+    cluster_reset: bool,
 }
 
 fn load(a: &ServeArgs) -> Result<Config, String> {
@@ -86,6 +104,14 @@ fn load(a: &ServeArgs) -> Result<Config, String> {
     if a.no_pin {
         c.pin_cores = false;
     }
+    c.node_name = a.node_name.clone().or(c.node_name.take());
+    c.cluster_listen = a.cluster_listen.or(c.cluster_listen);
+    c.cluster_advertise = a.cluster_advertise.clone().or(c.cluster_advertise.take());
+    if !a.join.is_empty() {
+        c.join = a.join.clone();
+    }
+    c.cluster_secret_file = a.cluster_secret_file.clone().or(c.cluster_secret_file.take());
+    c.cluster_reset |= a.cluster_reset;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
@@ -191,6 +217,9 @@ fn ready_line(b: &Broker, own: &[String]) -> String {
     }
     if let Some(a) = b.https_addr {
         line += &format!(" https={a}");
+    }
+    if let Some(a) = b.cluster_addr {
+        line += &format!(" cluster={a}");
     }
     line
 }

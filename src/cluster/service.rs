@@ -140,10 +140,38 @@ async fn join_here<A: Apply>(raft: &Raft<MetaRaft<A>>, j: JoinRequest) -> Result
     tracing::info!(node = j.node_id, name = %j.name, addr = %j.addr, "cluster: a node asks to join");
     let node = BasicNode::new(&j.addr);
     raft.add_learner(j.node_id, node, true).await.map_err(|e| write_error(raft, e))?;
-    let add = ChangeMembers::AddVoterIds(BTreeSet::from([j.node_id]));
-    raft.change_membership(add, false).await.map_err(|e| write_error(raft, e))?;
+    if let Err(e) = change_membership(raft, ChangeMembers::AddVoterIds(BTreeSet::from([j.node_id]))).await {
+        // A learner left behind would be dialled for ever: the node
+        // forgets this attempt and tries again with a new id.
+        let _ = raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([j.node_id])), false).await;
+        return Err(e);
+    }
     tracing::info!(node = j.node_id, name = %j.name, "cluster: node joined as a voter");
     Ok(())
+}
+
+/// Tries to change the membership for this long while another change is
+/// in progress (two nodes joining at once).
+const MEMBERSHIP_BUSY_WAIT: Duration = Duration::from_secs(30);
+
+/// One membership change at a time: openraft refuses a change while the
+/// last one is not committed, so a second join waits its turn.
+async fn change_membership<A: Apply>(
+    raft: &Raft<MetaRaft<A>>,
+    change: ChangeMembers<NodeId, BasicNode>,
+) -> Result<(), ServiceError> {
+    let deadline = Instant::now() + MEMBERSHIP_BUSY_WAIT;
+    loop {
+        match raft.change_membership(change.clone(), false).await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(_),
+            ))) if Instant::now() < deadline => {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(write_error(raft, e)),
+        }
+    }
 }
 
 /// Removes a node from the group (voter or learner).
@@ -159,13 +187,11 @@ async fn forget_here<A: Apply>(raft: &Raft<MetaRaft<A>>, links: &Links, id: Node
     if id == m.id {
         return Err(ServiceError::Refused("the leader cannot forget itself; ask another node".into()));
     }
-    if membership.voter_ids().any(|v| v == id) {
-        let remove = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
-        raft.change_membership(remove, false).await.map_err(|e| write_error(raft, e))?;
-    } else {
-        let remove = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
-        raft.change_membership(remove, false).await.map_err(|e| write_error(raft, e))?;
-    }
+    let remove = match membership.voter_ids().any(|v| v == id) {
+        true => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+        false => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+    };
+    change_membership(raft, remove).await?;
     links.forget(id);
     tracing::info!(node = id, "cluster: node forgotten");
     Ok(())

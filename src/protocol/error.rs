@@ -71,6 +71,11 @@ pub enum ErrorCode {
     /// and acks go on. AMQP: basic.nack under confirms, else connection
     /// error 506 RESOURCE_ERROR.
     StorageFull = 42,
+    /// A metadata change (a declare, a bind, a delete) that the cluster
+    /// could not commit: no majority of the nodes is reachable from this
+    /// one, or no leader answered in time. Not fatal: try again, or on a
+    /// node in the majority. AMQP: a channel error.
+    ClusterUnavailable = 71,
 }
 
 impl ErrorCode {
@@ -117,6 +122,7 @@ impl ErrorCode {
             69 => AdminBusy,
             70 => VhostNotFound,
             42 => StorageFull,
+            71 => ClusterUnavailable,
             _ => return None,
         })
     }

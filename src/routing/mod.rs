@@ -123,7 +123,7 @@ impl fmt::Display for ExchangeKind {
 }
 
 /// An exchange as declared.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ExchangeDef {
     pub name: String,
     pub kind: ExchangeKind,
@@ -193,7 +193,7 @@ pub struct BindingDef {
 
 /// One change to the table: what is applied locally and broadcast to peers
 /// (and, in a cluster, what the metadata log carries: serde).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     DeclareExchange(ExchangeDef),
     DeleteExchange(String),

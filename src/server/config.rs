@@ -67,6 +67,24 @@ pub struct Config {
     /// A `RUST_LOG`-style filter, used when `RUST_LOG` is not set.
     pub log_filter: String,
 
+    /// Clustering (`docs/cluster.md`): off unless `cluster_listen` is
+    /// set. This node's name in the cluster (default `ringmq@HOSTNAME`).
+    pub node_name: Option<String>,
+    /// Where the inter-node link listens.
+    pub cluster_listen: Option<SocketAddr>,
+    /// The link address peers dial (default: `cluster_listen`, which must
+    /// then name a specific address).
+    pub cluster_advertise: Option<String>,
+    /// Members of an existing cluster to join at the first start (a node
+    /// with none forms a cluster of one).
+    pub join: Vec<String>,
+    /// The file holding the cluster's shared secret (at least 16 bytes):
+    /// every node must have the same.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Discard this node's cluster state (its metadata log and identity)
+    /// at start, and join afresh: for a node that was forgotten.
+    pub cluster_reset: bool,
+
     /// Largest frame, header included.
     pub frame_bytes_max: u32,
     /// Largest message body plus properties.
@@ -234,7 +252,15 @@ impl Default for Config {
             users_max: 10_000,
             vhosts_max: 1_000,
             log_format: LogFormat::Text,
-            log_filter: "info".into(),
+            // openraft narrates every vote at info, and logs each failed
+            // replication to a peer that is down (the link says so once).
+            log_filter: "info,openraft=error,openraft::replication=off".into(),
+            node_name: None,
+            cluster_listen: None,
+            cluster_advertise: None,
+            join: Vec::new(),
+            cluster_secret_file: None,
+            cluster_reset: false,
             frame_bytes_max: 4 << 20,
             message_bytes_max: 1 << 20,
             table_depth_max: crate::protocol::wire::len32(crate::protocol::field_table::TABLE_DEPTH_MAX),
@@ -400,6 +426,7 @@ impl Config {
             check((1..=DAY_MS).contains(&v), key, || format!("{v} is outside 1..=86400000"))?;
         }
         self.validate_conns(DAY_MS)?;
+        self.validate_cluster()?;
         let ct = self.consumer_timeout_ms;
         check(ct <= 7 * DAY_MS, "consumer_timeout_ms", || format!("{ct} is over 604800000 (7 days); 0 turns it off"))?;
         let sb = self.segment_bytes;

@@ -67,6 +67,8 @@ pub enum ShardEnd {
     Definitions(crate::storage::StorageError),
     #[error("storage did not close within {0:?} (a hung device?)")]
     CloseTimeout(std::time::Duration),
+    #[error("the cluster member could not start: {0}")]
+    Cluster(String),
 }
 
 /// What a shard thread's join gave, as a failure (None: it ended well).

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod admin_users;
 pub mod alarm;
+pub mod cluster;
 pub mod config;
 pub mod deadletter;
 pub mod fatal;
@@ -47,6 +48,8 @@ pub enum StartError {
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(tls::TlsError),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("storage: {0}")]
     Storage(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
@@ -73,6 +76,8 @@ pub struct Broker {
     pub tls_shard_addrs: Vec<SocketAddr>,
     pub amqps_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
+    /// The inter-node link's address, on a clustered node.
+    pub cluster_addr: Option<SocketAddr>,
     /// The TLS listeners' certificates: `reload` on SIGHUP.
     pub tls: Arc<tls::TlsSet>,
     stop: Arc<AtomicBool>,
@@ -98,6 +103,8 @@ struct ShardStart {
     stored_access: Option<Arc<crate::storage::definitions::StoredAccess>>,
     /// Serve the listeners (the front ends above this layer).
     fronts: FrontEnds,
+    /// Shard 0 of a clustered node: what its member starts from.
+    cluster: Option<(cluster::ClusterStart, crate::cluster::meta::NodeInfo)>,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -143,6 +150,16 @@ impl Broker {
         let (amqp_addr, metrics_addr) = (bound.amqp.1, bound.http.1);
         let tls_addr = bound.native_tls.as_ref().map(|t| t.addr);
         let (amqps_addr, https_addr) = (bound.amqps.as_ref().map(|a| a.1), bound.https.as_ref().map(|h| h.1));
+        let info = crate::cluster::meta::NodeInfo {
+            name: config.node_name(),
+            cluster_addr: config.cluster_advertised().unwrap_or_default(),
+            native_addr: native_addr.to_string(),
+            shard_addrs: shard_addrs.iter().map(ToString::to_string).collect(),
+            amqp_addr: amqp_addr.to_string(),
+            http_addr: metrics_addr.to_string(),
+        };
+        let mut cluster = cluster::start::prepare(&config, info)?;
+        let cluster_addr = cluster.as_ref().and_then(|(c, _)| c.listener.as_ref()?.local_addr().ok());
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
         let alarms = alarm::Alarms::new(&config, n);
@@ -168,6 +185,7 @@ impl Broker {
                 alarms: alarms.clone(),
                 stored_access: stored_access.clone(),
                 fronts,
+                cluster: if id == 0 { cluster.take() } else { None },
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
@@ -193,6 +211,7 @@ impl Broker {
             tls_shard_addrs,
             amqps_addr,
             https_addr,
+            cluster_addr,
             tls,
             stop,
             threads,
@@ -411,6 +430,14 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
         return Err(fatal::ShardEnd::Recovery(e));
     }
     shard.delete_orphan_queues();
+    if let Some(cs) = s.cluster {
+        // Before the definitions: the table comes from the cluster.
+        if let Err(e) = cluster::start::run(&shard, cs).await {
+            tracing::error!(shard = s.id, "{e}");
+            let _ = s.ready.send(Err(e.clone()));
+            return Err(fatal::ShardEnd::Cluster(e));
+        }
+    }
     tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
     tasks.push(glommio::spawn_local(shard.clone().run_housekeeping()));
     // Reads spilled messages back (memory budget).

@@ -108,8 +108,19 @@ impl MetaOwner {
 impl Shard {
     /// Shard 0 at start: loads the stored definitions into its table, then
     /// sends the whole table to every peer.
+    ///
+    /// On a clustered node the table comes from the cluster instead (the
+    /// member has applied what it holds by now, and sent each change to
+    /// the peers as it did): the file's routing part is not read.
     pub fn publish_definitions(&self) -> Result<(), crate::storage::StorageError> {
         debug_assert_eq!(self.id, METADATA_SHARD);
+        if self.cluster_node().is_some() {
+            for peer in (0..self.count).filter(|p| *p != self.id) {
+                self.mesh.forward(peer, MeshMsg::MetaReady);
+            }
+            self.set_routing_ready();
+            return Ok(());
+        }
         let path = self.config.data_dir.join(crate::storage::definitions::FILE);
         let defs = crate::storage::definitions::load(&path)?.routing;
         {
@@ -167,7 +178,10 @@ impl Shard {
     /// it: after Ok, a publish on any connection sees the change.
     pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, flags: (bool, bool), count: u64) {
         let (durable_dest, if_unused) = flags;
-        let r = self.apply_meta(&change, durable_dest, if_unused);
+        if self.cluster_node().is_some() {
+            return self.propose_meta(from, request_id, change, if_unused, count);
+        }
+        let r = self.apply_meta(&change, durable_dest, if_unused, true);
         if let Ok(true) = r {
             // Written by the definitions task, off this thread.
             self.definitions_changed();
@@ -202,8 +216,16 @@ impl Shard {
     }
 
     /// Applies a change to the table; `Ok(true)` when the stored
-    /// definitions changed and the file must be written.
-    fn apply_meta(&self, change: &Change, durable_dest: bool, if_unused: bool) -> Result<bool, QueueError> {
+    /// definitions changed and the file must be written. `caps`: hold it
+    /// to `exchanges_max` and `bindings_max` (a change the cluster
+    /// committed is not held: the node that took it checked).
+    pub(super) fn apply_meta(
+        &self,
+        change: &Change,
+        durable_dest: bool,
+        if_unused: bool,
+        caps: bool,
+    ) -> Result<bool, QueueError> {
         if self.id != METADATA_SHARD {
             return Err(QueueError::new(ErrorCode::Internal, "routing change sent to a shard that does not own it"));
         }
@@ -213,7 +235,9 @@ impl Shard {
                 return Err(QueueError::new(ErrorCode::ExchangeMismatch, format!("exchange '{name}' in use")));
             }
         }
-        self.check_caps(&table, change)?;
+        if caps {
+            self.check_caps(&table, change)?;
+        }
         let was_durable = |t: &RoutingTable, n: &str| t.exchange(n).is_some_and(|x| x.durable);
         let store = match change {
             Change::DeclareExchange(d) => d.durable && table.exchange(&d.name).is_none(),

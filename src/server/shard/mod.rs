@@ -16,6 +16,7 @@ use std::sync::Arc;
 mod admin;
 mod alarm;
 mod caps;
+mod cluster;
 pub mod conns;
 mod dead_letters;
 mod declare;
@@ -193,6 +194,8 @@ pub struct Shard {
     defs: defs::DefsWriter,
     /// Operator requests started here and not answered yet.
     admin_in_flight: Rc<Cell<u32>>,
+    /// Shard 0 of a clustered node: the metadata group's member.
+    cluster: cluster::ClusterPart,
 }
 
 impl Shard {
@@ -236,6 +239,7 @@ impl Shard {
             alarm: alarm::ShardAlarm::new(alarms),
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
+            cluster: cluster::ClusterPart::default(),
         }
     }
 

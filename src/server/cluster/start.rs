@@ -1,0 +1,69 @@
+//! Starting the member: what `Broker::start` checks on the main thread
+//! (`prepare`: the secret, the identity, the link's port), and what shard
+//! 0 then runs (`run`).
+
+use super::identity;
+use super::node::{self, ClusterStart};
+use crate::cluster::meta::NodeInfo;
+use crate::server::config::Config;
+use crate::server::shard::Shard;
+use crate::server::StartError;
+use std::rc::Rc;
+
+/// The largest secret file read (a secret is a line of text).
+const SECRET_FILE_BYTES_MAX: u64 = 4096;
+
+/// Everything a clustered node needs before its shards start, or `None`
+/// when clustering is off. A bad secret, a damaged identity or a taken
+/// port stops the start here, with the reason.
+pub fn prepare(c: &Config, info: NodeInfo) -> Result<Option<(ClusterStart, NodeInfo)>, StartError> {
+    let Some(listen) = c.cluster_listen else { return Ok(None) };
+    let bad = |why: String| StartError::Cluster(why);
+    let secret = read_secret(c)?;
+    if c.cluster_reset {
+        identity::reset(&c.data_dir).map_err(|e| bad(format!("cluster_reset: {e}")))?;
+        tracing::warn!("cluster_reset: this node's cluster state was discarded; it joins afresh");
+    }
+    let identity = identity::load(&c.data_dir).map_err(bad)?;
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    // With port 0 (tests), the address peers dial is the bound one.
+    let advertise = match &c.cluster_advertise {
+        Some(a) => a.clone(),
+        None => bound.to_string(),
+    };
+    let info = NodeInfo { cluster_addr: advertise.clone(), ..info };
+    let cs = ClusterStart {
+        listener: Some(listener),
+        secret,
+        identity,
+        name: c.node_name(),
+        advertise,
+        join: c.join.clone(),
+    };
+    Ok(Some((cs, info)))
+}
+
+fn read_secret(c: &Config) -> Result<Vec<u8>, StartError> {
+    let bad = |why: String| StartError::Cluster(why);
+    let path = c.cluster_secret_file.as_ref().ok_or_else(|| bad("no cluster_secret_file".into()))?;
+    let len = std::fs::metadata(path).map_err(|e| bad(format!("{}: {e}", path.display())))?.len();
+    if len > SECRET_FILE_BYTES_MAX {
+        return Err(bad(format!("{}: {len} bytes; a secret file holds at most {SECRET_FILE_BYTES_MAX}", path.display())));
+    }
+    let text = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let secret = text.trim_ascii().to_vec();
+    let min = crate::cluster::link::SECRET_BYTES_MIN;
+    if secret.len() < min {
+        return Err(bad(format!("{}: the secret is {} bytes; at least {min} are needed", path.display(), secret.len())));
+    }
+    Ok(secret)
+}
+
+/// Shard 0: starts the member and hands it to the shard.
+pub async fn run(shard: &Rc<Shard>, (cs, info): (ClusterStart, NodeInfo)) -> Result<(), String> {
+    let data_dir = shard.config.data_dir.clone();
+    let node = node::start(&data_dir, cs, shard.cluster_observer(), shard.cluster_progress(), info).await?;
+    shard.set_cluster_node(node);
+    Ok(())
+}

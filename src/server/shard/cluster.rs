@@ -1,0 +1,177 @@
+//! Shard 0's side of the cluster (the local half): routing changes asked
+//! for on this node go to the metadata group instead of straight to the
+//! table, and every change the group commits, wherever it was asked, is
+//! applied here exactly as a single node applies its own (`meta.rs`:
+//! shard 0's table, then every peer shard over the mesh).
+//!
+//! A client's change is answered once the group has committed it (on a
+//! majority of the nodes' disks), this node has applied it, and every
+//! shard here has it: after Ok, a publish on any connection of this node
+//! sees it.
+
+use super::routing_replica::{route_error, METADATA_SHARD};
+use super::Shard;
+use crate::cluster::meta::{ClusterMeta, MetaCommand, Refusal};
+use crate::cluster::service::ServiceError;
+use crate::cluster::Event;
+use crate::protocol::ErrorCode;
+use crate::routing::{Change, RoutingTable};
+use crate::server::cluster::{ClusterNode, Progress};
+use crate::server::mesh::MeshMsg;
+use crate::server::types::{ConnRef, QueueError};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::{Rc, Weak};
+
+/// Shard 0's handle on the member, once it runs (empty on other shards
+/// and on a node that is not clustered).
+#[derive(Default)]
+pub struct ClusterPart {
+    node: RefCell<Option<Rc<ClusterNode>>>,
+    /// The shard itself, to start the tasks that wait for the group.
+    me: RefCell<Weak<Shard>>,
+    progress: Rc<Progress>,
+}
+
+/// Why the group did not take a change, as a client hears it.
+fn service_error(e: ServiceError) -> QueueError {
+    QueueError::new(ErrorCode::ClusterUnavailable, format!("cluster unavailable: {e}"))
+}
+
+fn refusal_error(r: Refusal) -> QueueError {
+    match r {
+        Refusal::Route(e) => route_error(&e),
+        Refusal::InUse(name) => QueueError::new(ErrorCode::ExchangeMismatch, format!("exchange '{name}' in use")),
+    }
+}
+
+impl Shard {
+    /// The member, on shard 0 of a clustered node.
+    pub fn cluster_node(&self) -> Option<Rc<ClusterNode>> {
+        self.cluster.node.borrow().clone()
+    }
+
+    pub fn cluster_progress(&self) -> Rc<Progress> {
+        self.cluster.progress.clone()
+    }
+
+    /// Shard 0 of a clustered node: the member is running.
+    pub fn set_cluster_node(self: &Rc<Self>, node: Rc<ClusterNode>) {
+        *self.cluster.me.borrow_mut() = Rc::downgrade(self);
+        *self.cluster.node.borrow_mut() = Some(node);
+    }
+
+    /// The observer the state machine calls (the local half).
+    pub fn cluster_observer(self: &Rc<Self>) -> crate::cluster::Observer<ClusterMeta> {
+        let me = Rc::downgrade(self);
+        Rc::new(move |e| {
+            if let Some(s) = me.upgrade() {
+                s.on_cluster_event(e);
+            }
+        })
+    }
+
+    fn on_cluster_event(&self, e: Event<'_, ClusterMeta>) {
+        let index = match e {
+            Event::Applied { index, command, response } => {
+                if let (MetaCommand::Routing { change, .. }, Ok(())) = (command, response) {
+                    self.apply_committed(change);
+                }
+                index
+            }
+            Event::Installed { index, state } => {
+                self.install_routing(state.routing());
+                index
+            }
+        };
+        self.cluster.progress.applied_up_to(index);
+    }
+
+    /// A committed routing change: to shard 0's table, then every peer.
+    /// The group already checked it against the same state, so it
+    /// applies; if it does not, the node's copy has drifted (logged).
+    fn apply_committed(&self, change: &Change) {
+        match self.apply_meta(change, false, false, false) {
+            Ok(store) => {
+                if store {
+                    self.definitions_changed();
+                }
+            }
+            Err(e) => {
+                tracing::error!(?change, error = %e.message, code = ?e.code, "cluster: a committed change did not apply on this node");
+                return;
+            }
+        }
+        let version = self.routing.table.borrow().version();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            self.mesh.forward(peer, MeshMsg::MetaApply { version, change: change.clone() });
+        }
+    }
+
+    /// A snapshot replaced the group's state (a node far behind): brings
+    /// the table to it, change by change, so the peers follow the same
+    /// way.
+    fn install_routing(&self, want: &RoutingTable) {
+        let have = self.routing.table.borrow().snapshot();
+        let want = want.snapshot();
+        let keep: HashSet<&Change> = want.iter().collect();
+        let had: HashSet<&Change> = have.iter().collect();
+        // Bindings go before the exchanges they name; declares before
+        // the bindings that need them (snapshots list declares first).
+        for c in have.iter().rev().filter(|c| !keep.contains(c)) {
+            let undo = match c {
+                Change::Bind(b) => Change::Unbind(b.clone()),
+                Change::DeclareExchange(d) => Change::DeleteExchange(d.name.clone()),
+                _ => continue,
+            };
+            self.apply_committed(&undo);
+        }
+        for c in want.iter().filter(|c| !had.contains(c)) {
+            self.apply_committed(c);
+        }
+    }
+
+    /// A routing change asked for on this node: proposed to the group;
+    /// answered once this node has applied it (`conn_id` 0: nobody
+    /// waits).
+    pub(super) fn propose_meta(&self, from: ConnRef, request_id: u64, change: Change, if_unused: bool, count: u64) {
+        debug_assert_eq!(self.id, METADATA_SHARD);
+        let (Some(node), Some(me)) = (self.cluster_node(), self.cluster.me.borrow().upgrade()) else {
+            let e = QueueError::new(ErrorCode::Internal, "the cluster member is not running");
+            return self.answer_proposal(from, request_id, Err(e));
+        };
+        // The bounds on what clients may declare, checked here against
+        // this node's copy: a hostile client is stopped before the group
+        // spends a log entry on it.
+        if let Err(e) = self.check_caps(&self.routing.table.borrow(), &change) {
+            return self.answer_proposal(from, request_id, Err(e));
+        }
+        glommio::spawn_local(async move {
+            let r = match node.propose(MetaCommand::Routing { change, if_unused }).await {
+                Ok(Ok(())) => Ok(count),
+                Ok(Err(refusal)) => Err(refusal_error(refusal)),
+                Err(e) => Err(service_error(e)),
+            };
+            match r {
+                Ok(v) => {
+                    let version = me.routing.table.borrow().version();
+                    if from.conn_id != 0 {
+                        me.answer_meta(version, from, request_id, Ok(v));
+                    }
+                }
+                Err(e) => me.answer_proposal(from, request_id, Err(e)),
+            }
+        })
+        .detach();
+    }
+
+    fn answer_proposal(&self, to: ConnRef, request_id: u64, r: Result<u64, QueueError>) {
+        if to.conn_id == 0 {
+            if let Err(e) = r {
+                tracing::warn!(error = %e.message, "cluster: a change the broker made itself was not taken");
+            }
+            return;
+        }
+        self.reply_result(to, request_id, r);
+    }
+}
