@@ -42,6 +42,17 @@ pub enum CtlCommand {
     DeleteQueue { queue: String },
     /// Close a connection, named `shard:id` as `list-connections` shows.
     CloseConnection { name: String },
+    /// The cluster's nodes: state (up, down, joining), voter, the metadata
+    /// leader, shards and addresses.
+    ClusterStatus,
+    /// Removes a node from the cluster (by name, as `cluster-status`
+    /// shows it); it must be restarted with `--cluster-reset` to join
+    /// again.
+    ForgetNode { name: String },
+    /// This node, alone in its own cluster, joins the cluster of the
+    /// member whose link listens at ADDR (HOST:PORT); its own exchanges
+    /// and bindings are replaced by that cluster's.
+    JoinCluster { addr: String },
     /// Exchanges: name, type, flags, alternate exchange.
     ListExchanges,
     /// Bindings: source exchange, destination, routing key, arguments.
@@ -123,6 +134,9 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::CloseConnection { name } => (op::ADMIN_CLOSE_CONNECTION, name.as_str()),
         CtlCommand::ListExchanges => (op::ADMIN_LIST_EXCHANGES, ""),
         CtlCommand::ListBindings => (op::ADMIN_LIST_BINDINGS, ""),
+        CtlCommand::ClusterStatus => (op::ADMIN_CLUSTER_STATUS, ""),
+        CtlCommand::ForgetNode { name } => (op::ADMIN_FORGET_NODE, name.as_str()),
+        CtlCommand::JoinCluster { addr } => (op::ADMIN_JOIN_CLUSTER, addr.as_str()),
         CtlCommand::Alarms => (op::ADMIN_ALARMS, ""),
         CtlCommand::SetMemoryHighWatermark { bytes } => {
             number = bytes.to_string();
@@ -229,6 +243,12 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::ListExchanges => &["name", "type", "durable", "auto_delete", "internal", "alternate_exchange"],
         CtlCommand::ListBindings => &["source", "destination", "destination_type", "routing_key", "arguments"],
         CtlCommand::Alarms => &["kind", "alarm", "bytes", "limit_bytes", "blocked_connections", "note"],
+        CtlCommand::ClusterStatus => {
+            v = v["nodes"].take();
+            &["name", "state", "voter", "leader", "shards", "native_addr", "amqp_addr", "cluster_addr"]
+        }
+        CtlCommand::ForgetNode { .. } => &["forgotten", "id"],
+        CtlCommand::JoinCluster { .. } => &["joined"],
         CtlCommand::SetMemoryHighWatermark { .. } | CtlCommand::SetDiskFreeLimit { .. } => &["setting", "bytes"],
         CtlCommand::ListUsers => {
             for u in v.as_array_mut().into_iter().flatten() {

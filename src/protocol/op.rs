@@ -78,8 +78,18 @@ pub const ADMIN_LIST_VHOSTS: u8 = 0x14;
 pub const ADMIN_ADD_VHOST: u8 = 0x15;
 /// The vhost's name: it is deleted, and every user's permissions in it.
 pub const ADMIN_DELETE_VHOST: u8 = 0x16;
+/// No argument: the cluster as this node sees it, as `{"cluster_id",
+/// "node", "leader", "term", "nodes": [{"name", "id", "state", "voter",
+/// "leader", "cluster_addr", "native_addr", "shard_addrs", "amqp_addr",
+/// "http_addr"}]}`; a node that is not clustered shows itself alone.
+pub const ADMIN_CLUSTER_STATUS: u8 = 0x17;
+/// A node's name: it is removed from the cluster.
+pub const ADMIN_FORGET_NODE: u8 = 0x18;
+/// A member's link address (`HOST:PORT`): this node, alone in its own
+/// cluster, leaves it and joins that member's.
+pub const ADMIN_JOIN_CLUSTER: u8 = 0x19;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_DELETE_VHOST;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_JOIN_CLUSTER;
 
 /// Whether an `Admin` command needs the administrator tag; the others need
 /// management, monitoring or administrator. As in RabbitMQ, users are the
@@ -102,6 +112,8 @@ pub fn admin_needs_administrator(command: u8) -> bool {
             | ADMIN_CLEAR_PERMISSIONS
             | ADMIN_ADD_VHOST
             | ADMIN_DELETE_VHOST
+            | ADMIN_FORGET_NODE
+            | ADMIN_JOIN_CLUSTER
     )
 }
 

@@ -5,7 +5,7 @@
 //! over the mesh (`AdminReq`, `AdminReply`) is `server::shard::admin`.
 
 use super::shard::Shard;
-use super::stats::{AdminReply, AdminReq, QueueStats};
+use super::stats::{AdminReply, AdminReq, ClusterAsk, QueueStats};
 use super::types::{ConnRef, Reply};
 use crate::protocol::field_table::{entries, items, TABLE_DEPTH_CEILING};
 use crate::protocol::op;
@@ -129,9 +129,24 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         | op::ADMIN_LIST_VHOSTS
         | op::ADMIN_ADD_VHOST
         | op::ADMIN_DELETE_VHOST => super::admin_users::run(shard, command, arg).await,
+        op::ADMIN_CLUSTER_STATUS => cluster(shard, ClusterAsk::Status).await,
+        op::ADMIN_FORGET_NODE => cluster(shard, ClusterAsk::Forget { name: arg.to_string() }).await,
+        op::ADMIN_JOIN_CLUSTER => cluster(shard, ClusterAsk::Join { addr: arg.to_string() }).await,
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()
+}
+
+/// A cluster command, answered by shard 0 (where the member runs).
+pub async fn cluster(shard: &Shard, ask: ClusterAsk) -> Value {
+    let metadata = crate::server::shard::routing_replica::METADATA_SHARD;
+    let wait = crate::server::cluster::node::CLUSTER_COMMAND_WAIT;
+    let reply = shard.admin_within(&[metadata], wait, |_| AdminReq::Cluster(ask.clone())).await;
+    match reply.into_iter().next() {
+        Some((_, AdminReply::Cluster(v))) => v,
+        Some((_, AdminReply::Done(Err(e)))) => json!({ "error": e }),
+        _ => json!({ "error": "shard 0 did not answer" }),
+    }
 }
 
 /// `ctl alarms`: one row per resource alarm.

@@ -388,6 +388,16 @@ pub enum AdminReq {
     },
     /// A user change, for shard 0 (`shard/users.rs`).
     Users(crate::auth::change::UserChange),
+    /// A cluster command, for shard 0 (`shard/cluster_admin.rs`).
+    Cluster(ClusterAsk),
+}
+
+/// What an operator asks of the cluster member.
+#[derive(Debug, Clone)]
+pub enum ClusterAsk {
+    Status,
+    Forget { name: String },
+    Join { addr: String },
 }
 
 #[derive(Debug)]
@@ -399,4 +409,7 @@ pub enum AdminReply {
     Done(Result<u64, String>),
     /// Shard 0's answer to a user change.
     Users(Result<(), crate::server::admin_users::UserChangeFailed>),
+    /// Shard 0's answer to a cluster command (JSON, `{"error"}` if it
+    /// failed).
+    Cluster(serde_json::Value),
 }

@@ -28,6 +28,9 @@ const JOIN_RETRY: Duration = Duration::from_millis(500);
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
 /// The longest a metadata change waits for the group.
 pub const PROPOSE_WAIT: Duration = Duration::from_secs(10);
+/// The longest an operator's cluster command waits (a join catches the
+/// new node up first).
+pub const CLUSTER_COMMAND_WAIT: Duration = Duration::from_secs(90);
 
 /// What `Broker::start` prepares for shard 0 (on the main thread, so a
 /// bad secret or a taken port stops the start at once).
@@ -50,6 +53,12 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A new group (this node joined another cluster): its log starts
+    /// over.
+    pub fn reset(&self) {
+        self.applied.set(0);
+    }
+
     /// The local half has applied the entry at `index`.
     pub fn applied_up_to(&self, index: u64) {
         if index > self.applied.get() {
@@ -86,8 +95,15 @@ pub struct ClusterNode {
     pub node_id: NodeId,
     pub cluster_id: String,
     pub name: String,
+    /// Where the link listens and what peers dial: kept to start over in
+    /// another cluster (`ctl join-cluster`).
+    pub listen: std::net::SocketAddr,
+    pub advertise: String,
+    secret: Vec<u8>,
+    info: NodeInfo,
     progress: Rc<Progress>,
-    _tasks: Vec<glommio::Task<()>>,
+    /// The link's listener: dropped to let the port go.
+    tasks: std::cell::RefCell<Vec<glommio::Task<()>>>,
 }
 
 impl ClusterNode {
@@ -97,6 +113,28 @@ impl ClusterNode {
 
     pub fn links(&self) -> &Links {
         &self.member.links
+    }
+
+    /// Stops the member: Raft, its links, the link's listener.
+    pub async fn stop(&self) {
+        if let Err(e) = self.raft().shutdown().await {
+            tracing::warn!(error = %e, "cluster: the member did not stop cleanly");
+        }
+        self.tasks.borrow_mut().clear();
+    }
+
+    /// What this node starts from to join another cluster at `seed`
+    /// (the listener is bound again once this member has let it go).
+    pub fn restart_toward(&self, seed: String) -> (ClusterStart, NodeInfo) {
+        let cs = ClusterStart {
+            listener: None,
+            secret: self.secret.clone(),
+            identity: None,
+            name: self.name.clone(),
+            advertise: self.advertise.clone(),
+            join: vec![seed],
+        };
+        (cs, self.info.clone())
     }
 
     /// Proposes a change through the leader, and waits until this node
@@ -161,6 +199,7 @@ pub async fn start(
     let links = network.links();
     let raft = Raft::new(node_id, raft_config(), network, log, sm).await.map_err(|e| e.to_string())?;
     let listener = cs.listener.take().ok_or("the cluster listener was already taken")?;
+    let listen = listener.local_addr().map_err(|e| e.to_string())?;
     // SAFETY: the fd comes from a listener this function owns.
     let listener = unsafe {
         use std::os::fd::{FromRawFd, IntoRawFd};
@@ -190,10 +229,14 @@ pub async fn start(
         node_id,
         cluster_id: identity.cluster_id.clone(),
         name: cs.name,
+        listen,
+        advertise: cs.advertise,
+        secret: cs.secret,
+        info,
         progress,
-        _tasks: vec![server],
+        tasks: std::cell::RefCell::new(vec![server]),
     });
-    let announcer = glommio::spawn_local(announce(Rc::downgrade(&node), info));
+    let announcer = glommio::spawn_local(announce(Rc::downgrade(&node), node.info.clone()));
     // The announcer holds only a weak handle: it ends with the node.
     announcer.detach();
     Ok(node)

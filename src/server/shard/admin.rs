@@ -65,7 +65,18 @@ impl Shard {
 
     /// Sends `make(shard)` to each of `targets` and returns their replies
     /// in shard order; a shard that does not answer in time gets an error.
-    pub async fn admin(&self, targets: &[u16], mut make: impl FnMut(u16) -> AdminReq) -> Vec<(u16, AdminReply)> {
+    pub async fn admin(&self, targets: &[u16], make: impl FnMut(u16) -> AdminReq) -> Vec<(u16, AdminReply)> {
+        self.admin_within(targets, ADMIN_TIMEOUT, make).await
+    }
+
+    /// `admin`, waiting up to `timeout` (a cluster command waits on the
+    /// group: a join catches the new node up first).
+    pub async fn admin_within(
+        &self,
+        targets: &[u16],
+        timeout: Duration,
+        mut make: impl FnMut(u16) -> AdminReq,
+    ) -> Vec<(u16, AdminReply)> {
         let token = NEXT_TOKEN.with(|t| {
             let v = t.get();
             t.set(v + 1);
@@ -81,6 +92,7 @@ impl Shard {
             let r = match make(self.id) {
                 AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
                 AdminReq::Users(change) => AdminReply::Users(self.change_users(change).await),
+                AdminReq::Cluster(ask) => AdminReply::Cluster(self.cluster_admin(ask).await),
                 req => self.admin_local(req),
             };
             g.replies.borrow_mut().push((self.id, r));
@@ -94,7 +106,7 @@ impl Shard {
                 n.await;
             }
         };
-        futures_lite::future::or(wait, glommio::timer::sleep(ADMIN_TIMEOUT)).await;
+        futures_lite::future::or(wait, glommio::timer::sleep(timeout)).await;
         PENDING.with(|p| p.borrow_mut().remove(&token));
         let mut replies = std::mem::take(&mut *g.replies.borrow_mut());
         for &s in targets {
@@ -114,7 +126,7 @@ impl Shard {
             .into_iter()
             .filter_map(|(_, r)| match r {
                 AdminReply::Stats(s) => Some(*s),
-                AdminReply::Done(_) | AdminReply::Queue(_) | AdminReply::Users(_) => None,
+                AdminReply::Done(_) | AdminReply::Queue(_) | AdminReply::Users(_) | AdminReply::Cluster(_) => None,
             })
             .collect()
     }
@@ -127,6 +139,15 @@ impl Shard {
             let me = self.clone();
             glommio::spawn_local(async move {
                 let reply = AdminReply::Stats(Box::new(me.stats_detailed().await));
+                me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
+            })
+            .detach();
+            return;
+        }
+        if let AdminReq::Cluster(ask) = req {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let reply = AdminReply::Cluster(me.cluster_admin(ask).await);
                 me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
             })
             .detach();
@@ -196,6 +217,9 @@ impl Shard {
             AdminReq::Users(_) => AdminReply::Users(Err(crate::server::admin_users::UserChangeFailed::NotStored(
                 "a user change reached the synchronous path (bug)".into(),
             ))),
+            AdminReq::Cluster(_) => AdminReply::Cluster(serde_json::json!({
+                "error": "a cluster command reached the synchronous path (bug)"
+            })),
         }
     }
 

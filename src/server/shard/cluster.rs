@@ -27,10 +27,13 @@ use std::rc::{Rc, Weak};
 /// and on a node that is not clustered).
 #[derive(Default)]
 pub struct ClusterPart {
-    node: RefCell<Option<Rc<ClusterNode>>>,
+    pub(super) node: RefCell<Option<Rc<ClusterNode>>>,
     /// The shard itself, to start the tasks that wait for the group.
-    me: RefCell<Weak<Shard>>,
-    progress: Rc<Progress>,
+    pub(super) me: RefCell<Weak<Shard>>,
+    pub(super) progress: Rc<Progress>,
+    /// Set once the node is clustered: from then on, every change goes
+    /// to the group (refused while the member is being replaced).
+    clustered: std::cell::Cell<bool>,
 }
 
 /// Why the group did not take a change, as a client hears it.
@@ -59,6 +62,13 @@ impl Shard {
     pub fn set_cluster_node(self: &Rc<Self>, node: Rc<ClusterNode>) {
         *self.cluster.me.borrow_mut() = Rc::downgrade(self);
         *self.cluster.node.borrow_mut() = Some(node);
+        self.cluster.clustered.set(true);
+    }
+
+    /// Whether changes go to the cluster (even while its member is being
+    /// replaced, when they are refused).
+    pub(super) fn is_clustered(&self) -> bool {
+        self.cluster.clustered.get()
     }
 
     /// The observer the state machine calls (the local half).
@@ -111,7 +121,7 @@ impl Shard {
     /// A snapshot replaced the group's state (a node far behind): brings
     /// the table to it, change by change, so the peers follow the same
     /// way.
-    fn install_routing(&self, want: &RoutingTable) {
+    pub(super) fn install_routing(&self, want: &RoutingTable) {
         let have = self.routing.table.borrow().snapshot();
         let want = want.snapshot();
         let keep: HashSet<&Change> = want.iter().collect();
@@ -137,7 +147,7 @@ impl Shard {
     pub(super) fn propose_meta(&self, from: ConnRef, request_id: u64, change: Change, if_unused: bool, count: u64) {
         debug_assert_eq!(self.id, METADATA_SHARD);
         let (Some(node), Some(me)) = (self.cluster_node(), self.cluster.me.borrow().upgrade()) else {
-            let e = QueueError::new(ErrorCode::Internal, "the cluster member is not running");
+            let e = QueueError::new(ErrorCode::ClusterUnavailable, "cluster unavailable: this node is changing clusters");
             return self.answer_proposal(from, request_id, Err(e));
         };
         // The bounds on what clients may declare, checked here against

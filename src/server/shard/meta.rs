@@ -178,7 +178,7 @@ impl Shard {
     /// it: after Ok, a publish on any connection sees the change.
     pub(super) fn on_meta(&self, from: ConnRef, request_id: u64, change: Change, flags: (bool, bool), count: u64) {
         let (durable_dest, if_unused) = flags;
-        if self.cluster_node().is_some() {
+        if self.is_clustered() {
             return self.propose_meta(from, request_id, change, if_unused, count);
         }
         let r = self.apply_meta(&change, durable_dest, if_unused, true);

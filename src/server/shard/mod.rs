@@ -17,6 +17,7 @@ mod admin;
 mod alarm;
 mod caps;
 mod cluster;
+mod cluster_admin;
 pub mod conns;
 mod dead_letters;
 mod declare;
