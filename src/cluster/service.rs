@@ -265,7 +265,10 @@ impl<A: Apply> Member<A> {
     /// applied it (the caller waits for this member's own apply).
     pub async fn propose(&self, command: A::Command, timeout: Duration) -> Result<Written<A::Response>, ServiceError> {
         if self.is_leader() {
-            return propose_here(&self.raft, command).await;
+            // A leader cut off from its majority waits for ever on its
+            // own: the deadline is the caller's.
+            let r = glommio::timer::timeout(timeout, async { Ok(propose_here(&self.raft, command).await) }).await;
+            return r.unwrap_or_else(|_| Err(no_majority(timeout)));
         }
         let payload = postcard::to_allocvec(&command).map_err(|e| ServiceError::Refused(e.to_string()))?;
         self.ask(RpcKind::Propose, &payload, timeout).await
@@ -274,7 +277,9 @@ impl<A: Apply> Member<A> {
     /// Removes node `id` from the group, through the leader.
     pub async fn forget(&self, id: NodeId, timeout: Duration) -> Result<(), ServiceError> {
         if self.is_leader() {
-            return forget_here(&self.raft, &self.links, id).await;
+            let r =
+                glommio::timer::timeout(timeout, async { Ok(forget_here(&self.raft, &self.links, id).await) }).await;
+            return r.unwrap_or_else(|_| Err(no_majority(timeout)));
         }
         let payload = postcard::to_allocvec(&id).map_err(|e| ServiceError::Refused(e.to_string()))?;
         self.ask(RpcKind::Forget, &payload, timeout).await
@@ -287,6 +292,10 @@ impl<A: Apply> Member<A> {
         }
         self.ask(RpcKind::Status, &[], timeout).await
     }
+}
+
+fn no_majority(waited: Duration) -> ServiceError {
+    ServiceError::Unavailable(format!("not committed within {waited:?}: no majority of the nodes answers"))
 }
 
 fn unavailable(e: LinkError) -> ServiceError {

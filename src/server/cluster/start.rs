@@ -49,13 +49,20 @@ fn read_secret(c: &Config) -> Result<Vec<u8>, StartError> {
     let path = c.cluster_secret_file.as_ref().ok_or_else(|| bad("no cluster_secret_file".into()))?;
     let len = std::fs::metadata(path).map_err(|e| bad(format!("{}: {e}", path.display())))?.len();
     if len > SECRET_FILE_BYTES_MAX {
-        return Err(bad(format!("{}: {len} bytes; a secret file holds at most {SECRET_FILE_BYTES_MAX}", path.display())));
+        return Err(bad(format!(
+            "{}: {len} bytes; a secret file holds at most {SECRET_FILE_BYTES_MAX}",
+            path.display()
+        )));
     }
     let text = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let secret = text.trim_ascii().to_vec();
     let min = crate::cluster::link::SECRET_BYTES_MIN;
     if secret.len() < min {
-        return Err(bad(format!("{}: the secret is {} bytes; at least {min} are needed", path.display(), secret.len())));
+        return Err(bad(format!(
+            "{}: the secret is {} bytes; at least {min} are needed",
+            path.display(),
+            secret.len()
+        )));
     }
     Ok(secret)
 }

@@ -147,7 +147,8 @@ impl Shard {
     pub(super) fn propose_meta(&self, from: ConnRef, request_id: u64, change: Change, if_unused: bool, count: u64) {
         debug_assert_eq!(self.id, METADATA_SHARD);
         let (Some(node), Some(me)) = (self.cluster_node(), self.cluster.me.borrow().upgrade()) else {
-            let e = QueueError::new(ErrorCode::ClusterUnavailable, "cluster unavailable: this node is changing clusters");
+            let e =
+                QueueError::new(ErrorCode::ClusterUnavailable, "cluster unavailable: this node is changing clusters");
             return self.answer_proposal(from, request_id, Err(e));
         };
         // The bounds on what clients may declare, checked here against

@@ -130,7 +130,15 @@ async fn cluster_status(node: &ClusterNode) -> Value {
     })
 }
 
-fn node_json(id: NodeId, name: &str, state: &str, voter: bool, leader: bool, link: &str, r: Option<&NodeInfo>) -> Value {
+fn node_json(
+    id: NodeId,
+    name: &str,
+    state: &str,
+    voter: bool,
+    leader: bool,
+    link: &str,
+    r: Option<&NodeInfo>,
+) -> Value {
     json!({
         "name": name, "id": id, "state": state, "voter": voter, "leader": leader,
         "cluster_addr": link,

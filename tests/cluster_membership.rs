@@ -1,0 +1,164 @@
+//! Clusters of three `ringmq serve` processes on loopback (issue 17): the
+//! metadata group forms, takes joins, keeps every declare a client was
+//! told succeeded through a kill -9 of its leader, forgets a node and
+//! refuses it until it is reset, takes a node at run time, and refuses
+//! changes in a minority.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
+mod cluster;
+mod common;
+
+use cluster::{leader, three, wait_until, Node};
+use ringmq::client::{Client, ClientError, ClientOptions, ExchangeOptions};
+use ringmq::protocol::ErrorCode;
+use std::time::Duration;
+
+/// Declares each exchange through `node`, one after another; what each
+/// declare answered.
+fn declare(node: &Node, names: Vec<String>) -> Vec<(String, Result<(), ClientError>)> {
+    let url = format!("ringmq://{}", node.native);
+    common::run_local(Duration::from_secs(120), move || async move {
+        let c = Client::connect(ClientOptions { url, ..Default::default() }).await.unwrap();
+        let mut out = Vec::new();
+        for n in names {
+            let o = ExchangeOptions { durable: true, auto_delete: false, internal: false, args: &[] };
+            let r = c.declare_exchange(&n, "topic", o).await;
+            out.push((n, r));
+        }
+        out
+    })
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
+}
+
+#[test]
+fn topology_declared_on_any_node_reaches_all_and_survives_a_leader_kill() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three(root.path());
+
+    // Declared on n1, n2 and n3 in turn: every node routes by all of them.
+    for (i, n) in nodes.iter().enumerate() {
+        for (name, r) in declare(n, names(&format!("x{i}"), 5)) {
+            r.unwrap_or_else(|e| panic!("{name} on {}: {e}", n.name));
+        }
+    }
+    let all: Vec<String> = (0..3).flat_map(|i| names(&format!("x{i}"), 5)).collect();
+    for n in &nodes {
+        assert_eq!(n.exchanges(), all, "{}", n.name);
+    }
+    // A clash is refused everywhere alike: the group decides.
+    let c = declare(&nodes[2], vec!["x0-000".into()]);
+    assert!(c[0].1.is_ok(), "an identical redeclare is fine");
+
+    // The leader dies by kill -9 while a follower takes declares: each one
+    // acknowledged is on every node that runs, and a new leader is chosen.
+    let first = leader(&nodes[0]).unwrap();
+    let killed = nodes.iter().position(|n| n.name == first).unwrap();
+    let asker = (killed + 1) % 3;
+    let asked = names("during", 40);
+    let batch = asked.clone();
+    let declaring = {
+        let url = format!("ringmq://{}", nodes[asker].native);
+        std::thread::spawn(move || {
+            common::run_local(Duration::from_secs(180), move || async move {
+                let c = Client::connect(ClientOptions { url, ..Default::default() }).await.unwrap();
+                let mut ok = Vec::new();
+                for n in batch {
+                    let o = ExchangeOptions { durable: true, auto_delete: false, internal: false, args: &[] };
+                    match c.declare_exchange(&n, "fanout", o).await {
+                        Ok(()) => ok.push(n),
+                        Err(e) => assert_eq!(e.code(), Some(ErrorCode::ClusterUnavailable), "{n}: {e}"),
+                    }
+                    glommio::timer::sleep(Duration::from_millis(25)).await;
+                }
+                ok
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[killed].kill();
+    let acknowledged = declaring.join().unwrap();
+    assert!(!acknowledged.is_empty(), "some declares went through");
+    let survivor = &nodes[asker];
+    wait_until("a new leader", || leader(survivor).is_some_and(|l| l != first));
+    for n in nodes.iter().filter(|n| n.name != first) {
+        let have = n.exchanges();
+        for a in &acknowledged {
+            assert!(have.contains(a), "{}: acknowledged {a} is missing", n.name);
+        }
+    }
+    // The leader comes back from its files and catches up.
+    nodes[killed].restart(&[]);
+    let back = &nodes[killed];
+    wait_until("the old leader catches up", || {
+        let have = back.exchanges();
+        acknowledged.iter().all(|a| have.contains(a))
+    });
+    wait_until("three nodes up again", || back.nodes_in("up") == ["n1", "n2", "n3"]);
+}
+
+#[test]
+fn a_forgotten_node_is_refused_until_reset_and_a_node_joins_at_run_time() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three(root.path());
+    for (name, r) in declare(&nodes[0], names("before", 3)) {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
+    let out = nodes[0].ctl(&["forget-node", "n3"]);
+    assert_eq!(out["forgotten"], "n3", "{out}");
+    wait_until("n3 gone from the cluster", || nodes[0].nodes_in("up") == ["n1", "n2"]);
+    // It stays out with its old data: its peers refuse it.
+    nodes[2].kill();
+    nodes[2].restart(&[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(nodes[1].nodes_in("up"), ["n1", "n2"]);
+    for (name, r) in declare(&nodes[1], names("while-out", 2)) {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // Reset, it joins afresh and gets the whole topology.
+    nodes[2].kill();
+    let seed = nodes[1].cluster.to_string();
+    nodes[2].restart(&["--cluster-reset", "--join", &seed]);
+    wait_until("n3 back", || nodes[0].nodes_in("up") == ["n1", "n2", "n3"]);
+    let want: Vec<String> = names("before", 3).into_iter().chain(names("while-out", 2)).collect();
+    wait_until("n3 has the topology", || nodes[2].exchanges() == want);
+
+    // A node alone in its own cluster joins this one at run time; its own
+    // exchanges give way to the cluster's.
+    let secret = root.path().join("secret");
+    let n4 = Node::start(root.path(), "n4", &secret, &[]);
+    for (name, r) in declare(&n4, vec!["only-on-n4".into()]) {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let out = n4.ctl(&["join-cluster", &nodes[0].cluster.to_string()]);
+    assert!(out.get("error").is_none(), "{out}");
+    wait_until("n4 in the cluster", || nodes[0].nodes_in("up") == ["n1", "n2", "n3", "n4"]);
+    wait_until("n4 has the cluster's topology", || n4.exchanges() == want);
+}
+
+#[test]
+fn a_minority_refuses_metadata_changes_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three(root.path());
+    let first = leader(&nodes[0]).unwrap();
+    // Two of three die (the leader among them): the third cannot commit.
+    let keep = nodes.iter().position(|n| n.name != first).unwrap();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != keep {
+            n.kill();
+        }
+    }
+    let r = declare(&nodes[keep], vec!["in-minority".into()]);
+    let e = r[0].1.as_ref().expect_err("a minority cannot commit");
+    assert_eq!(e.code(), Some(ErrorCode::ClusterUnavailable), "{e}");
+    assert!(e.to_string().contains("cluster unavailable"), "{e}");
+    assert!(!nodes[keep].exchanges().contains(&"in-minority".to_string()));
+    // One comes back: a majority again, and changes go through.
+    let back = (keep + 1) % 3;
+    nodes[back].restart(&[]);
+    wait_until("a leader again", || leader(&nodes[keep]).is_some());
+    wait_until("a declare goes through", || declare(&nodes[keep], vec!["after".into()])[0].1.is_ok());
+}
