@@ -48,9 +48,31 @@ fn topology_declared_on_any_node_reaches_all_and_survives_a_leader_kill() {
     for n in &nodes {
         assert_eq!(n.exchanges(), all, "{}", n.name);
     }
-    // A clash is refused everywhere alike: the group decides.
+    // A redeclare with other properties is refused by the group, the same
+    // wherever it is asked.
     let c = declare(&nodes[2], vec!["x0-000".into()]);
     assert!(c[0].1.is_ok(), "an identical redeclare is fine");
+    let url = format!("ringmq://{}", nodes[1].native);
+    let clash = common::run_local(Duration::from_secs(30), move || async move {
+        let c = Client::connect(ClientOptions { url, ..Default::default() }).await.unwrap();
+        let o = ExchangeOptions { durable: true, auto_delete: false, internal: false, args: &[] };
+        c.declare_exchange("x0-000", "fanout", o).await
+    });
+    assert_eq!(clash.unwrap_err().code(), Some(ErrorCode::ExchangeMismatch));
+
+    // Every node shows the cluster in /api/nodes and in its metrics.
+    for n in &nodes {
+        let (code, body) = n.get("/api/nodes");
+        assert_eq!(code, 200, "{body}");
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut names: Vec<&str> = rows.as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["n1", "n2", "n3"], "{body}");
+        assert!(rows.as_array().unwrap().iter().all(|r| r["running"] == true), "{body}");
+        let (_, metrics) = n.get("/metrics");
+        assert!(metrics.contains("ringmq_cluster_members 3"), "{metrics}");
+        assert!(metrics.contains("ringmq_cluster_leader_known 1"), "{metrics}");
+    }
 
     // The leader dies by kill -9 while a follower takes declares: each one
     // acknowledged is on every node that runs, and a new leader is chosen.

@@ -288,6 +288,7 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     let mut parts = vec![
         Bytes::from(prometheus_totals(&stats)),
         Bytes::from(prometheus_alarms(&shard.alarms().snapshot(), &stats)),
+        Bytes::from(shard.cluster_prometheus()),
     ];
     if per_queue {
         for series in &PER_QUEUE_SERIES {

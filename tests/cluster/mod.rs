@@ -23,6 +23,7 @@ pub struct Node {
     pub cluster: SocketAddr,
     pub native: SocketAddr,
     pub amqp: SocketAddr,
+    pub http: SocketAddr,
     child: Option<Child>,
 }
 
@@ -72,6 +73,7 @@ impl Node {
             cluster: free_port(),
             native: "0.0.0.0:0".parse().unwrap(),
             amqp: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
             child: None,
         };
         n.restart(extra);
@@ -105,6 +107,7 @@ impl Node {
         };
         self.native = field("native=");
         self.amqp = field("amqp=");
+        self.http = field("metrics=");
         assert_eq!(field("cluster="), self.cluster);
         self.child = Some(child);
     }
@@ -124,6 +127,24 @@ impl Node {
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{}: ctl {args:?}: {text} {}", self.name, String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// `GET path` on the node's HTTP listener (as guest, from loopback):
+    /// the status code and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        // "guest:guest"
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
     }
 
     /// The cluster as the node sees it.

@@ -236,6 +236,7 @@ pub async fn start(
         progress,
         tasks: std::cell::RefCell::new(vec![server]),
     });
+    node.tasks.borrow_mut().push(glommio::spawn_local(narrate(node.raft().clone(), node.node_id)));
     let announcer = glommio::spawn_local(announce(Rc::downgrade(&node), node.info.clone()));
     // The announcer holds only a weak handle: it ends with the node.
     announcer.detach();
@@ -286,6 +287,34 @@ async fn ask_to_join(cs: &ClusterStart, mut j: joiner::Joining, req: &JoinReques
         }
     }
     Err("the cluster's leader kept moving while this node asked to join".into())
+}
+
+/// Logs what an operator wants to know of the group as it happens: a new
+/// leader (or none), and the membership as it changes.
+async fn narrate(raft: Raft<crate::cluster::MetaRaft<ClusterMeta>>, me: NodeId) {
+    let mut rx = raft.metrics();
+    let (mut leader, mut members) = (None, Vec::new());
+    loop {
+        let m = rx.borrow().clone();
+        if m.current_leader != leader {
+            leader = m.current_leader;
+            match leader {
+                Some(l) if l == me => {
+                    tracing::info!(term = m.current_term, "cluster: this node leads the metadata group")
+                }
+                Some(l) => tracing::info!(leader = l, term = m.current_term, "cluster: a new metadata leader"),
+                None => tracing::warn!(term = m.current_term, "cluster: no metadata leader (no majority reachable?)"),
+            }
+        }
+        let now: Vec<NodeId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        if now != members {
+            members = now;
+            tracing::info!(?members, "cluster: membership");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Keeps this node's record in the metadata current: proposes it when

@@ -29,6 +29,45 @@ impl Shard {
         }
     }
 
+    /// The cluster's gauges for `/metrics`, from this node's own view (a
+    /// scrape asks nobody else): empty when the node is not clustered.
+    pub fn cluster_prometheus(&self) -> String {
+        let Some(node) = self.cluster_node() else { return String::new() };
+        let m = node.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let members = membership.nodes().count();
+        let voters = membership.voter_ids().count();
+        // This node's links to the others that are up (a follower dials
+        // only when it has something to say: the leader's view is in
+        // `cluster-status`).
+        let links_up =
+            membership.nodes().filter(|(id, _)| **id != node.node_id && node.links().is_up(**id) == Some(true)).count();
+        let leader = u8::from(m.current_leader == Some(node.node_id));
+        let known = u8::from(m.current_leader.is_some());
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let mut o = String::new();
+        for (name, help, v) in [
+            (
+                "ringmq_cluster_members",
+                "Nodes in the cluster's membership (voters and joining learners).",
+                members as u64,
+            ),
+            ("ringmq_cluster_voters", "Nodes that vote on metadata changes.", voters as u64),
+            ("ringmq_cluster_links_up", "This node's links to other members that are up.", links_up as u64),
+            ("ringmq_cluster_is_leader", "1 if this node leads the metadata group.", u64::from(leader)),
+            (
+                "ringmq_cluster_leader_known",
+                "1 if this node knows a leader (0: no majority reachable).",
+                u64::from(known),
+            ),
+            ("ringmq_cluster_term", "The metadata group's current term.", m.current_term),
+            ("ringmq_cluster_applied_index", "The last metadata log entry this node applied.", applied),
+        ] {
+            o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        }
+        o
+    }
+
     /// A node that is not clustered is a cluster of one.
     fn standalone_status(&self) -> Value {
         let a = &self.shard_addrs;
