@@ -8,6 +8,7 @@
 mod cluster;
 mod common;
 
+use cluster::proxy::Faults;
 use cluster::{leader, three, wait_until, Node};
 use ringmq::client::{Client, ClientError, ClientOptions, ExchangeOptions};
 use ringmq::protocol::ErrorCode;
@@ -183,4 +184,49 @@ fn a_minority_refuses_metadata_changes_with_a_clear_error() {
     nodes[back].restart(&[]);
     wait_until("a leader again", || leader(&nodes[keep]).is_some());
     wait_until("a declare goes through", || declare(&nodes[keep], vec!["after".into()])[0].1.is_ok());
+}
+
+#[test]
+fn a_partitioned_node_refuses_changes_then_heals_and_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let secret = cluster::secret(root.path());
+    let faults = Faults::default();
+    let n1 = Node::start_behind(root.path(), "n1", &secret, &faults, &[]);
+    let seed = n1.link();
+    let n2 = Node::start_behind(root.path(), "n2", &secret, &faults, &["--join", &seed]);
+    let n3 = Node::start_behind(root.path(), "n3", &secret, &faults, &["--join", &seed]);
+    let nodes = [n1, n2, n3];
+    for n in &nodes {
+        wait_until(&format!("{} sees three nodes up", n.name), || n.nodes_in("up") == ["n1", "n2", "n3"]);
+    }
+    // Cut a follower off from both others, both ways.
+    let first = leader(&nodes[0]).unwrap();
+    let alone = nodes.iter().find(|n| n.name != first).unwrap();
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.name != alone.name).collect();
+    faults.cut(&alone.name, &[&rest[0].name, &rest[1].name]);
+
+    let r = declare(alone, vec!["from-the-minority".into()]);
+    let e = r[0].1.as_ref().expect_err("a partitioned node cannot commit");
+    assert_eq!(e.code(), Some(ErrorCode::ClusterUnavailable), "{e}");
+    for (name, r) in declare(rest[0], vec!["from-the-majority".into()]) {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    wait_until("the majority sees the cut node down", || rest[1].nodes_in("down") == [alone.name.clone()]);
+    assert!(!alone.exchanges().contains(&"from-the-majority".to_string()));
+
+    // Healed: the links redial, the node catches up and everyone is up.
+    faults.heal();
+    wait_until("the healed node catches up", || alone.exchanges() == ["from-the-majority"]);
+    for n in &nodes {
+        wait_until(&format!("{} sees three nodes up", n.name), || n.nodes_in("up") == ["n1", "n2", "n3"]);
+    }
+
+    // Slow links (50 ms each way on one node) delay changes, never lose them.
+    faults.delay(&rest[1].name, Duration::from_millis(50));
+    for (name, r) in declare(alone, names("slow", 3)) {
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let mut want = names("slow", 3);
+    want.insert(0, "from-the-majority".into());
+    wait_until("the slow node has every change", || rest[1].exchanges() == want);
 }

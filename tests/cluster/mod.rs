@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod proxy;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmq");
 
 /// The longest any one wait in a cluster test may take.
@@ -24,6 +26,8 @@ pub struct Node {
     pub native: SocketAddr,
     pub amqp: SocketAddr,
     pub http: SocketAddr,
+    /// The address peers dial, when it is not `cluster` (a proxy's).
+    pub advertised: Option<String>,
     child: Option<Child>,
 }
 
@@ -74,6 +78,32 @@ impl Node {
             native: "0.0.0.0:0".parse().unwrap(),
             amqp: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
+            advertised: None,
+            child: None,
+        };
+        n.restart(extra);
+        n
+    }
+
+    /// The link address its peers dial.
+    pub fn link(&self) -> String {
+        self.advertised.clone().unwrap_or_else(|| self.cluster.to_string())
+    }
+
+    /// Starts a node whose link is reached through `faults`' proxy: the
+    /// node advertises the proxy's address.
+    pub fn start_behind(root: &Path, name: &str, secret: &Path, faults: &proxy::Faults, extra: &[&str]) -> Node {
+        let cluster = free_port();
+        let advertised = faults.proxy(name, cluster).to_string();
+        let mut n = Node {
+            name: name.into(),
+            dir: root.join(name),
+            secret: secret.to_path_buf(),
+            cluster,
+            native: "0.0.0.0:0".parse().unwrap(),
+            amqp: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            advertised: Some(advertised),
             child: None,
         };
         n.restart(extra);
@@ -93,6 +123,7 @@ impl Node {
             .arg(&self.secret)
             .arg("--data-dir")
             .arg(&self.dir)
+            .args(self.advertised.iter().flat_map(|a| ["--cluster-advertise", a.as_str()]))
             .args(extra)
             .env("RUST_LOG", "warn,openraft=off")
             .stdout(Stdio::piped())
