@@ -12,6 +12,7 @@ use cluster::proxy::Faults;
 use cluster::{leader, three, wait_until, Node};
 use ringmq::client::{Client, ClientError, ClientOptions, ExchangeOptions};
 use ringmq::protocol::ErrorCode;
+use std::process::Command;
 use std::time::Duration;
 
 /// Declares each exchange through `node`, one after another; what each
@@ -60,6 +61,28 @@ fn topology_declared_on_any_node_reaches_all_and_survives_a_leader_kill() {
         c.declare_exchange("x0-000", "fanout", o).await
     });
     assert_eq!(clash.unwrap_err().code(), Some(ErrorCode::ExchangeMismatch));
+
+    // Users, vhosts and permissions are the cluster's: made on one node,
+    // they log in and exist on every other.
+    let out = nodes[1].ctl(&["add-user", "alice", "alice-secret", "--tags", "administrator"]);
+    assert!(out.get("error").is_none(), "{out}");
+    let out = nodes[0].ctl(&["add-vhost", "shared"]);
+    assert!(out.get("error").is_none(), "{out}");
+    let out = nodes[2].ctl(&["set-permissions", "alice", ".*", ".*", ".*", "--vhost", "shared"]);
+    assert!(out.get("error").is_none(), "{out}");
+    for n in &nodes {
+        let url = format!("ringmq://{}", n.native);
+        let out = Command::new(cluster::BIN)
+            .args(["ctl", "--json", "--url", &url, "--user", "alice", "--password", "alice-secret", "list-vhosts"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("shared"), "{}: {text}", n.name);
+        let perms = n.ctl(&["list-permissions"]).to_string();
+        assert!(perms.contains("alice") && perms.contains("shared"), "{}: {perms}", n.name);
+    }
+    let dup = nodes[2].ctl_error(&["add-user", "alice", "other"]);
+    assert!(dup.contains("already exists"), "{dup}");
 
     // Every node shows the cluster in /api/nodes and in its metrics.
     for n in &nodes {
@@ -120,6 +143,7 @@ fn topology_declared_on_any_node_reaches_all_and_survives_a_leader_kill() {
         acknowledged.iter().all(|a| have.contains(a))
     });
     wait_until("three nodes up again", || back.nodes_in("up") == ["n1", "n2", "n3"]);
+    assert!(back.ctl(&["list-users"]).to_string().contains("alice"), "the restarted node has the cluster's users");
 }
 
 #[test]
@@ -156,10 +180,13 @@ fn a_forgotten_node_is_refused_until_reset_and_a_node_joins_at_run_time() {
     for (name, r) in declare(&n4, vec!["only-on-n4".into()]) {
         r.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    let out = n4.ctl(&["add-user", "only-on-n4", "pw-of-n4", "--tags", "administrator"]);
+    assert!(out.get("error").is_none(), "{out}");
     let out = n4.ctl(&["join-cluster", &nodes[0].cluster.to_string()]);
     assert!(out.get("error").is_none(), "{out}");
     wait_until("n4 in the cluster", || nodes[0].nodes_in("up") == ["n1", "n2", "n3", "n4"]);
     wait_until("n4 has the cluster's topology", || n4.exchanges() == want);
+    wait_until("n4 has the cluster's users", || !n4.ctl(&["list-users"]).to_string().contains("only-on-n4"));
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl ChangeLimits {
     pub const NONE: Self = Self { users: usize::MAX, vhosts: usize::MAX };
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ChangeError {
     #[error("user '{0}' already exists")]
     Exists(String),
@@ -317,5 +317,97 @@ mod vhost_tests {
         assert_eq!(u.apply(&default, lim), Err(ChangeError::Vhost(VhostError::Default)));
         let bad = UserChange::AddVhost { vhost: "".into(), create_only: false };
         assert_eq!(u.apply(&bad, lim), Err(ChangeError::Vhost(VhostError::BadName)));
+    }
+}
+
+/// A change as the cluster's log carries it: hashes and permissions as
+/// their text, parsed (and so checked) again where the log is read.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Wire {
+    Put { name: String, hash: String, tags: Vec<String>, create_only: bool },
+    Password { name: String, hash: String },
+    Tags { name: String, tags: Vec<String> },
+    Delete { name: String },
+    SetPermissions { name: String, vhost: String, configure: String, write: String, read: String },
+    ClearPermissions { name: String, vhost: String },
+    AddVhost { vhost: String, create_only: bool },
+    DeleteVhost { vhost: String },
+}
+
+impl serde::Serialize for UserChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let w = match self.clone() {
+            Self::Put { name, hash, tags, create_only } => Wire::Put { name, hash: hash.to_text(), tags, create_only },
+            Self::Password { name, hash } => Wire::Password { name, hash: hash.to_text() },
+            Self::Tags { name, tags } => Wire::Tags { name, tags },
+            Self::Delete { name } => Wire::Delete { name },
+            Self::SetPermissions { name, vhost, permission } => {
+                let (c, w, r) = permission.texts();
+                let (configure, write, read) = (c.to_string(), w.to_string(), r.to_string());
+                Wire::SetPermissions { name, vhost, configure, write, read }
+            }
+            Self::ClearPermissions { name, vhost } => Wire::ClearPermissions { name, vhost },
+            Self::AddVhost { vhost, create_only } => Wire::AddVhost { vhost, create_only },
+            Self::DeleteVhost { vhost } => Wire::DeleteVhost { vhost },
+        };
+        w.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UserChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let hash = |h: &str| PasswordHash::parse(h).map_err(|e| D::Error::custom(format!("password hash: {e}")));
+        Ok(match Wire::deserialize(d)? {
+            Wire::Put { name, hash: h, tags, create_only } => Self::Put { name, hash: hash(&h)?, tags, create_only },
+            Wire::Password { name, hash: h } => Self::Password { name, hash: hash(&h)? },
+            Wire::Tags { name, tags } => Self::Tags { name, tags },
+            Wire::Delete { name } => Self::Delete { name },
+            Wire::SetPermissions { name, vhost, configure, write, read } => {
+                let permission =
+                    Permission::new(&configure, &write, &read).map_err(|e| D::Error::custom(e.to_string()))?;
+                Self::SetPermissions { name, vhost, permission }
+            }
+            Wire::ClearPermissions { name, vhost } => Self::ClearPermissions { name, vhost },
+            Wire::AddVhost { vhost, create_only } => Self::AddVhost { vhost, create_only },
+            Wire::DeleteVhost { vhost } => Self::DeleteVhost { vhost },
+        })
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn a_change_survives_the_log_and_a_bad_one_does_not_decode() {
+        let changes = [
+            UserChange::Put {
+                name: "u".into(),
+                hash: PasswordHash::with_salt([9; 4], b"pw"),
+                tags: vec!["administrator".into()],
+                create_only: true,
+            },
+            UserChange::SetPermissions {
+                name: "u".into(),
+                vhost: "v".into(),
+                permission: Permission::new("^a", ".*", "").unwrap(),
+            },
+            UserChange::DeleteVhost { vhost: "v".into() },
+        ];
+        for c in changes {
+            let b = postcard::to_allocvec(&c).unwrap();
+            let back: UserChange = postcard::from_bytes(&b).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{c:?}"));
+        }
+        let bad = Wire::SetPermissions {
+            name: "u".into(),
+            vhost: "/".into(),
+            configure: "(".into(),
+            write: String::new(),
+            read: String::new(),
+        };
+        let b = postcard::to_allocvec(&bad).unwrap();
+        assert!(postcard::from_bytes::<UserChange>(&b).is_err(), "a pattern that does not compile");
     }
 }

@@ -8,6 +8,7 @@
 // with the reason).
 #![deny(clippy::cast_possible_truncation)]
 
+pub mod access;
 pub mod change;
 pub mod password;
 pub mod permissions;

@@ -63,7 +63,7 @@ impl Pattern {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PermissionError {
     #[error("a permission expression is at most {PATTERN_BYTES_MAX} bytes")]
     TooLong,

@@ -12,7 +12,7 @@ pub const DEFAULT_VHOST: &str = "/";
 /// characters.
 pub const VHOST_NAME_BYTES_MAX: usize = 255;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum VhostError {
     #[error("a vhost name must be 1 to {VHOST_NAME_BYTES_MAX} bytes without control characters")]
     BadName,

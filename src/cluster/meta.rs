@@ -5,12 +5,15 @@
 //! everywhere, not only where it was asked); the broker's local half then
 //! brings the node's own shards in step (`server::shard::cluster`).
 //!
-//! What it holds, so far: the routing table (exchanges and bindings) and
-//! the nodes' addresses. Queue placement and users come with later steps
-//! (`docs/cluster.md`).
+//! What it holds, so far: the routing table (exchanges and bindings), the
+//! users, vhosts and permissions, and the nodes' addresses. Queue
+//! placement comes with a later step (`docs/cluster.md`).
 
 use super::{Apply, NodeId};
+use crate::auth::change::{ChangeError, ChangeLimits, UserChange};
+use crate::auth::Users;
 use crate::routing::{Change, RouteError, RoutingTable};
+use crate::storage::definitions::StoredAccess;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 
@@ -38,6 +41,12 @@ pub enum MetaCommand {
     /// A routing change; `if_unused` refuses to delete an exchange that
     /// is the source of a binding.
     Routing { change: Change, if_unused: bool },
+    /// The users and vhosts the cluster starts from: the forming node's.
+    /// Only the first one in the log takes effect.
+    SeedAccess(StoredAccess),
+    /// A change to the users, vhosts or permissions (its password hash
+    /// made where it was asked; no password travels).
+    Users(UserChange),
 }
 
 /// Why a command was refused: the same on every member.
@@ -47,6 +56,15 @@ pub enum Refusal {
     Route(RouteError),
     #[error("exchange '{0}' in use")]
     InUse(String),
+    #[error("{0}")]
+    User(ChangeError),
+    /// A user change before the users were seeded (a cluster that has just
+    /// formed): try again.
+    #[error("the cluster's users are not set up yet")]
+    NotSeeded,
+    /// A second seed: the first one stands.
+    #[error("the cluster's users are set up already")]
+    Seeded,
 }
 
 /// What applying a command answers.
@@ -57,6 +75,9 @@ pub type MetaResponse = Result<(), Refusal>;
 pub struct ClusterMeta {
     routing: RoutingTable,
     nodes: BTreeMap<NodeId, NodeInfo>,
+    /// `None` until seeded. The limits on counts (`users_max`,
+    /// `vhosts_max`) are the asking node's to check: configs may differ.
+    users: Option<Users>,
 }
 
 impl ClusterMeta {
@@ -66,6 +87,15 @@ impl ClusterMeta {
 
     pub fn nodes(&self) -> &BTreeMap<NodeId, NodeInfo> {
         &self.nodes
+    }
+
+    /// The users and vhosts, once seeded.
+    pub fn access(&self) -> Option<StoredAccess> {
+        self.users.as_ref().map(crate::auth::access::access_of)
+    }
+
+    pub fn is_seeded(&self) -> bool {
+        self.users.is_some()
     }
 
     /// The node called `name`, if one is.
@@ -98,6 +128,17 @@ impl Apply for ClusterMeta {
                 Ok(())
             }
             MetaCommand::Routing { change, if_unused } => self.route(change, *if_unused),
+            MetaCommand::SeedAccess(access) => match self.users {
+                Some(_) => Err(Refusal::Seeded),
+                None => {
+                    self.users = Some(crate::auth::access::users_from(access, &[]));
+                    Ok(())
+                }
+            },
+            MetaCommand::Users(change) => match &mut self.users {
+                None => Err(Refusal::NotSeeded),
+                Some(u) => u.apply(change, ChangeLimits::NONE).map_err(Refusal::User),
+            },
         }
     }
 }
@@ -109,6 +150,7 @@ struct Image {
     routing_version: u64,
     routing: Vec<Change>,
     nodes: BTreeMap<NodeId, NodeInfo>,
+    access: Option<StoredAccess>,
 }
 
 impl Serialize for ClusterMeta {
@@ -117,6 +159,7 @@ impl Serialize for ClusterMeta {
             routing_version: self.routing.version(),
             routing: self.routing.snapshot(),
             nodes: self.nodes.clone(),
+            access: self.access(),
         };
         image.serialize(s)
     }
@@ -128,7 +171,8 @@ impl<'de> Deserialize<'de> for ClusterMeta {
         // A snapshot from a peer is hostile until it rebuilds cleanly.
         let routing = RoutingTable::from_snapshot(image.routing_version, &image.routing)
             .map_err(|e| serde::de::Error::custom(format!("a snapshot's routing table does not rebuild: {e}")))?;
-        Ok(Self { routing, nodes: image.nodes })
+        let users = image.access.map(|a| crate::auth::access::users_from(&a, &[]));
+        Ok(Self { routing, nodes: image.nodes, users })
     }
 }
 
@@ -188,9 +232,27 @@ mod tests {
         assert_eq!(back.routing().snapshot(), m.routing().snapshot());
         assert_eq!(back.routing().version(), m.routing().version());
         assert_eq!(back.node_named("n1"), Some((7, &info)));
+        assert_eq!(back.access(), None);
+
+        // Users: refused before the seed, the first seed stands, changes
+        // apply and travel in the snapshot.
+        let add = MetaCommand::Users(UserChange::AddVhost { vhost: "v".into(), create_only: true });
+        assert_eq!(m.apply(&add), Err(Refusal::NotSeeded));
+        let seed = StoredAccess { users: Vec::new(), vhosts: vec!["/".into()] };
+        m.apply(&MetaCommand::SeedAccess(seed.clone())).unwrap();
+        assert_eq!(m.apply(&MetaCommand::SeedAccess(seed)), Err(Refusal::Seeded));
+        m.apply(&add).unwrap();
+        assert!(matches!(m.apply(&add), Err(Refusal::User(_))), "an existing vhost with create_only");
+        let back: ClusterMeta = postcard::from_bytes(&postcard::to_allocvec(&m).unwrap()).unwrap();
+        assert_eq!(back.access().unwrap().vhosts, ["/", "v"]);
 
         // A binding from an exchange the image never declares.
-        let bad = Image { routing_version: 1, routing: vec![bind_change("missing", "q")], nodes: BTreeMap::new() };
+        let bad = Image {
+            routing_version: 1,
+            routing: vec![bind_change("missing", "q")],
+            nodes: BTreeMap::new(),
+            access: None,
+        };
         let bytes = postcard::to_allocvec(&bad).unwrap();
         assert!(postcard::from_bytes::<ClusterMeta>(&bytes).is_err());
     }

@@ -53,7 +53,7 @@ fn put_bytes32(b: &mut Vec<u8>, v: &[u8]) {
 }
 
 /// A user as stored: its password hash, never a password.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredUser {
     pub name: String,
     /// RabbitMQ's `password_hash` text.
@@ -63,7 +63,7 @@ pub struct StoredUser {
 }
 
 /// A user's permissions in one vhost: RabbitMQ's three expressions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredPermission {
     pub vhost: String,
     pub configure: String,
@@ -73,7 +73,7 @@ pub struct StoredPermission {
 
 /// The users and vhosts, once changed at run time: what replaces the
 /// config's seeds (`Definitions::users` and `vhosts` taken together).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredAccess {
     pub users: Vec<StoredUser>,
     /// `/` alone when the file has no vhost records (version 2).

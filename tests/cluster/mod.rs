@@ -178,6 +178,14 @@ impl Node {
         (code, body)
     }
 
+    /// Runs `ringmq ctl ARGS`, which must fail: its error text.
+    pub fn ctl_error(&self, args: &[&str]) -> String {
+        let url = format!("ringmq://{}", self.native);
+        let out = Command::new(BIN).args(["ctl", "--url", &url]).args(args).output().unwrap();
+        assert!(!out.status.success(), "{}: ctl {args:?} succeeded", self.name);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// The cluster as the node sees it.
     pub fn status(&self) -> Value {
         self.ctl(&["cluster-status"])

@@ -563,7 +563,7 @@ mod tests {
         b[4] = 0;
         assert_eq!(decode(&b, 64).err(), Some(DecodeError::UnknownOpcode(0)));
         let mut b = one(&Frame::Rpc { id: 1, kind: RpcKind::Vote, payload: b"x" });
-        b[HEADER_BYTES + 8] = 4;
+        b[HEADER_BYTES + 8] = 8;
         assert!(matches!(decode(&b, 64), Err(DecodeError::Malformed { why: "unknown RPC kind", .. })));
     }
 

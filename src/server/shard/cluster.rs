@@ -11,14 +11,17 @@
 
 use super::routing_replica::{route_error, METADATA_SHARD};
 use super::Shard;
+use crate::auth::change::{ChangeLimits, UserChange};
 use crate::cluster::meta::{ClusterMeta, MetaCommand, Refusal};
 use crate::cluster::service::ServiceError;
 use crate::cluster::Event;
 use crate::protocol::ErrorCode;
 use crate::routing::{Change, RoutingTable};
+use crate::server::admin_users::UserChangeFailed;
 use crate::server::cluster::{ClusterNode, Progress};
 use crate::server::mesh::MeshMsg;
 use crate::server::types::{ConnRef, QueueError};
+use crate::storage::definitions::StoredAccess;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::{Rc, Weak};
@@ -45,8 +48,13 @@ fn refusal_error(r: Refusal) -> QueueError {
     match r {
         Refusal::Route(e) => route_error(&e),
         Refusal::InUse(name) => QueueError::new(ErrorCode::ExchangeMismatch, format!("exchange '{name}' in use")),
+        // Not answers to a routing change.
+        other => QueueError::new(ErrorCode::Internal, other.to_string()),
     }
 }
+
+/// How often a node checks that the cluster's users are seeded.
+const SEED_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Shard {
     /// The member, on shard 0 of a clustered node.
@@ -63,6 +71,7 @@ impl Shard {
         *self.cluster.me.borrow_mut() = Rc::downgrade(self);
         *self.cluster.node.borrow_mut() = Some(node);
         self.cluster.clustered.set(true);
+        glommio::spawn_local(seed_users(Rc::downgrade(self))).detach();
     }
 
     /// Whether changes go to the cluster (even while its member is being
@@ -84,13 +93,19 @@ impl Shard {
     fn on_cluster_event(&self, e: Event<'_, ClusterMeta>) {
         let index = match e {
             Event::Applied { index, command, response } => {
-                if let (MetaCommand::Routing { change, .. }, Ok(())) = (command, response) {
-                    self.apply_committed(change);
+                match (command, response) {
+                    (MetaCommand::Routing { change, .. }, Ok(())) => self.apply_committed(change),
+                    (MetaCommand::Users(change), Ok(())) => self.apply_user_committed(change),
+                    (MetaCommand::SeedAccess(access), Ok(())) => self.sync_users(access),
+                    _ => {}
                 }
                 index
             }
             Event::Installed { index, state } => {
                 self.install_routing(state.routing());
+                if let Some(access) = state.access() {
+                    self.sync_users(&access);
+                }
                 index
             }
         };
@@ -176,6 +191,50 @@ impl Shard {
         .detach();
     }
 
+    /// A committed user change: to shard 0's copy, then every peer (the
+    /// group checked it against the same state: it applies).
+    fn apply_user_committed(&self, change: &UserChange) {
+        if let Err(e) = self.users.users.borrow_mut().apply(change, ChangeLimits::NONE) {
+            tracing::error!(user = change.user(), error = %e, "cluster: a committed user change did not apply here");
+            return;
+        }
+        self.user_change_applied(change);
+    }
+
+    /// Brings this node's users and vhosts to the cluster's (its seed, or
+    /// a snapshot), change by change so the peers follow the same way.
+    fn sync_users(&self, to: &StoredAccess) {
+        let from = crate::auth::access::access_of(&self.users.users.borrow());
+        for change in crate::auth::access::changes_between(&from, to) {
+            self.apply_user_committed(&change);
+        }
+    }
+
+    /// A user change asked for on this node: through the group; answered
+    /// once every shard of this node has it.
+    pub(super) async fn propose_users(&self, change: UserChange) -> Result<(), UserChangeFailed> {
+        let Some(node) = self.cluster_node() else {
+            return Err(UserChangeFailed::NotStored("cluster unavailable: this node is changing clusters".into()));
+        };
+        let mut r = node.propose(MetaCommand::Users(change.clone())).await;
+        if let Ok(Err(Refusal::NotSeeded)) = r {
+            // A cluster just formed: its users are this node's until the
+            // seed says otherwise.
+            let access = crate::auth::access::access_of(&self.users.users.borrow());
+            let _ = node.propose(MetaCommand::SeedAccess(access)).await;
+            r = node.propose(MetaCommand::Users(change)).await;
+        }
+        match r {
+            Ok(Ok(())) => {
+                let version = self.routing.table.borrow().version();
+                self.wait_user_change(None, version).await
+            }
+            Ok(Err(Refusal::User(e))) => Err(UserChangeFailed::Refused(e)),
+            Ok(Err(other)) => Err(UserChangeFailed::NotStored(other.to_string())),
+            Err(e) => Err(UserChangeFailed::NotStored(format!("cluster unavailable: {e}"))),
+        }
+    }
+
     fn answer_proposal(&self, to: ConnRef, request_id: u64, r: Result<u64, QueueError>) {
         if to.conn_id == 0 {
             if let Err(e) = r {
@@ -184,5 +243,31 @@ impl Shard {
             return;
         }
         self.reply_result(to, request_id, r);
+    }
+}
+
+/// Until the cluster's users are seeded, offers this node's (the first
+/// seed in the log wins: the node that formed the cluster, unless it
+/// stopped before its seed was committed).
+async fn seed_users(shard: Weak<Shard>) {
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) {
+            glommio::timer::sleep(SEED_EVERY).await;
+        }
+        let Some(s) = shard.upgrade() else { return };
+        let Some(node) = s.cluster_node() else { return };
+        if node.view.read(|m| m.is_seeded()) {
+            return;
+        }
+        if node.raft().metrics().borrow().current_leader.is_none() {
+            continue;
+        }
+        let access = crate::auth::access::access_of(&s.users.users.borrow());
+        match node.propose(MetaCommand::SeedAccess(access)).await {
+            Ok(Ok(())) | Ok(Err(Refusal::Seeded)) => return,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cluster: seeding the users"),
+            Err(e) => tracing::debug!(error = %e, "cluster: seeding the users; retrying"),
+        }
     }
 }

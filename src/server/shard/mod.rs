@@ -37,8 +37,8 @@ mod timeout;
 mod timers;
 mod users;
 
+pub use crate::auth::access::stored_permission as users_stored_permission;
 pub use conns::{HttpSlot, PromoteError};
-pub use users::stored_permission as users_stored_permission;
 
 /// What a connection must offer the shard: a place to put replies.
 pub trait ConnSink {

@@ -8,14 +8,14 @@
 
 use super::routing_replica::METADATA_SHARD;
 use super::Shard;
-use crate::auth::change::{ChangeError, ChangeLimits, UserChange};
-use crate::auth::permissions::{Permission, PermissionError};
-use crate::auth::{UserSeed, Users};
+use crate::auth::change::{ChangeLimits, UserChange};
+use crate::auth::permissions::Permission;
+use crate::auth::Users;
 use crate::rt::Notify;
 use crate::server::admin_users::UserChangeFailed;
 use crate::server::config::Config;
 use crate::server::mesh::MeshMsg;
-use crate::storage::definitions::{StoredAccess, StoredPermission, StoredUser};
+use crate::storage::definitions::StoredAccess;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,27 +39,17 @@ impl UserStore {
     /// From the definitions file's users when it holds them, else from the
     /// config's seeds. The config was validated before any shard started.
     pub fn new(config: &Config, stored: Option<&StoredAccess>) -> Self {
-        let seeds: Vec<UserSeed> = match stored {
-            Some(access) => access
-                .users
-                .iter()
-                .map(|u| UserSeed {
-                    name: u.name.clone(),
-                    password: None,
-                    password_hash: Some(u.password_hash.clone()),
-                    tags: u.tags.clone(),
-                })
-                .collect(),
-            None => config.users.clone(),
+        let users = match stored {
+            Some(access) => crate::auth::access::users_from(access, &config.loopback_users),
+            None => {
+                let mut users = Users::new(&config.users, &config.loopback_users).unwrap_or_else(|e| {
+                    tracing::error!("users: {e}; no login will succeed");
+                    Users::none()
+                });
+                users.grant_all();
+                users
+            }
         };
-        let mut users = Users::new(&seeds, &config.loopback_users).unwrap_or_else(|e| {
-            tracing::error!("users: {e}; no login will succeed");
-            Users::none()
-        });
-        match stored {
-            Some(stored) => restore(&mut users, stored),
-            None => users.grant_all(),
-        }
         Self { users: RefCell::new(users), stored: Cell::new(stored.is_some()), progress: Notify::default() }
     }
 
@@ -69,17 +59,7 @@ impl UserStore {
         if !self.stored.get() {
             return None;
         }
-        let users = self.users.borrow();
-        let all = users.sorted().into_iter();
-        let users_stored = all
-            .map(|u| StoredUser {
-                name: u.name.clone(),
-                password_hash: u.hash_text(),
-                tags: u.tags.clone(),
-                permissions: u.permissions.iter().map(|(vhost, p)| stored_of(vhost, p)).collect(),
-            })
-            .collect();
-        Some(StoredAccess { users: users_stored, vhosts: users.vhosts().map(str::to_string).collect() })
+        Some(crate::auth::access::access_of(&self.users.borrow()))
     }
 
     /// Wakes a change waiting for the file or the peers.
@@ -96,19 +76,60 @@ impl Shard {
             return Err(UserChangeFailed::NotStored("user changes go to shard 0".into()));
         }
         let limits = ChangeLimits { users: self.config.users_max as usize, vhosts: self.config.vhosts_max as usize };
+        if self.is_clustered() {
+            self.users_within(&change, limits)?;
+            return self.propose_users(change).await;
+        }
         self.users.users.borrow_mut().apply(&change, limits)?;
+        let (gen, version) = self.user_change_applied(&change);
+        self.wait_user_change(Some(gen), version).await
+    }
+
+    /// The node's own bounds on what a change may make exist, checked
+    /// before the cluster hears of it (its members' configs may differ).
+    fn users_within(&self, change: &UserChange, limits: ChangeLimits) -> Result<(), UserChangeFailed> {
+        let users = self.users.users.borrow();
+        let refused = |e| Err(UserChangeFailed::Refused(e));
+        match change {
+            UserChange::Put { name, .. } if users.get(name).is_none() && users.len() >= limits.users => {
+                refused(crate::auth::change::ChangeError::TooMany(limits.users))
+            }
+            UserChange::AddVhost { vhost, .. }
+                if !users.vhosts().any(|v| v == vhost) && users.vhosts().count() >= limits.vhosts =>
+            {
+                refused(crate::auth::vhosts::VhostError::TooMany(limits.vhosts).into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A change now in shard 0's copy: what follows on this shard, the
+    /// definitions file marked dirty, and the change sent to every peer
+    /// under the next metadata version. The file's generation and that
+    /// version.
+    pub(super) fn user_change_applied(&self, change: &UserChange) -> (u64, u64) {
         tracing::info!(user = change.user(), vhost = change.vhost(), "{}", change.describe());
-        self.after_change(&change);
+        self.after_change(change);
         self.users.stored.set(true);
         let gen = self.definitions_changed();
         let version = self.routing.table.borrow_mut().bump_version();
         for peer in (0..self.count).filter(|p| *p != self.id) {
             self.mesh.forward(peer, MeshMsg::UsersApply { version, change: change.clone() });
         }
+        (gen, version)
+    }
+
+    /// Waits until every peer has applied `version` (and, with `gen`, the
+    /// definitions file holds the change).
+    pub(super) async fn wait_user_change(&self, gen: Option<u64>, version: u64) -> Result<(), UserChangeFailed> {
         let done = async {
             loop {
                 let woken = self.users.progress.notified();
-                if let Some(written) = self.definitions_written(gen) {
+                let written = match gen {
+                    Some(g) => self.definitions_written(g),
+                    None => Some(Ok(())),
+                };
+                if let Some(written) = written {
                     if self.meta_applied_by_all() >= version {
                         return written;
                     }
@@ -133,7 +154,6 @@ impl Shard {
         }
     }
 
-    /// A peer: shard 0's user change under metadata `version`.
     pub(super) fn on_users_apply(&self, version: u64, change: UserChange) {
         if version <= self.routing.table.borrow().version() {
             return;
@@ -261,33 +281,6 @@ impl Shard {
 fn permission_json(user: &str, vhost: &str, p: &Permission) -> serde_json::Value {
     let (configure, write, read) = p.texts();
     serde_json::json!({ "user": user, "vhost": vhost, "configure": configure, "write": write, "read": read })
-}
-
-/// The stored vhosts and permissions applied to users made from the
-/// stored users: vhosts first, as the permissions name them.
-fn restore(users: &mut Users, stored: &StoredAccess) {
-    let vhosts = stored.vhosts.iter().map(|v| UserChange::AddVhost { vhost: v.clone(), create_only: false });
-    let permissions = stored
-        .users
-        .iter()
-        .flat_map(|u| u.permissions.iter().map(|p| stored_permission(&u.name, p).map_err(ChangeError::from)));
-    for change in vhosts.map(Ok).chain(permissions) {
-        if let Err(e) = change.and_then(|c| users.apply(&c, ChangeLimits::NONE)) {
-            // Checked at start (`server::stored_access`): a bug.
-            tracing::error!("stored vhost or permission not applied: {e}");
-        }
-    }
-}
-
-/// A stored permission as the change that sets it.
-pub fn stored_permission(user: &str, p: &StoredPermission) -> Result<UserChange, PermissionError> {
-    let permission = Permission::new(&p.configure, &p.write, &p.read)?;
-    Ok(UserChange::SetPermissions { name: user.to_string(), vhost: p.vhost.clone(), permission })
-}
-
-fn stored_of(vhost: &str, p: &Permission) -> StoredPermission {
-    let (configure, write, read) = p.texts();
-    StoredPermission { vhost: vhost.into(), configure: configure.into(), write: write.into(), read: read.into() }
 }
 
 fn user_json(u: &crate::auth::User) -> serde_json::Value {
