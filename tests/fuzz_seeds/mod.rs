@@ -495,5 +495,28 @@ fn link_frames() -> Named {
         out.push(named(name, &b[..]));
     }
     out.push(named("session", &all[..]));
+    // The members' own requests: a joining node's Hello (no cluster id),
+    // its join request, and a routing change forwarded to the leader.
+    let joining = Hello { cluster_id: [0; 16], ..hello(7, "joiner") };
+    let join =
+        ringmq::cluster::service::JoinRequest { node_id: 7, name: "joiner".into(), addr: "127.0.0.1:25672".into() };
+    let join = postcard::to_allocvec(&join).expect("a join request encodes");
+    let change = ringmq::routing::Change::DeclareExchange(ringmq::routing::ExchangeDef::new(
+        "x",
+        ringmq::routing::ExchangeKind::Topic,
+    ));
+    let propose = ringmq::cluster::meta::MetaCommand::Routing { change, if_unused: false };
+    let propose = postcard::to_allocvec(&propose).expect("a change encodes");
+    let more = [
+        ("hello-joining", Frame::Hello(joining)),
+        ("rpc-join", Frame::Rpc { id: 4, kind: RpcKind::Join, payload: &join }),
+        ("rpc-propose", Frame::Rpc { id: 5, kind: RpcKind::Propose, payload: &propose }),
+        ("rpc-status", Frame::Rpc { id: 6, kind: RpcKind::Status, payload: &[] }),
+    ];
+    for (name, f) in more {
+        let mut b = BytesMut::new();
+        f.encode(&mut b);
+        out.push(named(name, &b[..]));
+    }
     out
 }

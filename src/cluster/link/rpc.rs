@@ -82,7 +82,22 @@ impl<A: Apply> Request<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::meta::ClusterMeta;
     use openraft::Vote;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A peer's payload of any kind is hostile: it decodes or is
+        /// refused, never panics (the broker's own metadata commands
+        /// and user changes among them).
+        #[test]
+        fn any_payload_of_any_kind_decodes_or_is_refused(
+            kind in proptest::sample::select(RpcKind::ALL.to_vec()),
+            payload in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = Request::<ClusterMeta>::decode(kind, &payload);
+        }
+    }
 
     #[test]
     fn payloads_decode_strictly() {
