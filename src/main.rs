@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Publish messages to a queue.
     Pub(cli::publish::PubArgs),
     /// Receive messages from a queue, acking each.
@@ -29,7 +29,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Command::Serve(a) => cli::serve::run(a),
+        Command::Serve(a) => cli::serve::run(*a),
         Command::Pub(a) => cli::publish::run(a),
         Command::Sub(a) => cli::subscribe::run(a),
         Command::Ctl(a) => cli::ctl::run(a),

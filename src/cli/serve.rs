@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// Discard this node's cluster state and join afresh.
     #[arg(long)]
     cluster_reset: bool,
+    /// TLS on the inter-node link: this node's certificate chain (PEM).
+    #[arg(long)]
+    cluster_tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    cluster_tls_key_file: Option<PathBuf>,
+    /// The CA that signs every member's certificate (PEM).
+    #[arg(long)]
+    cluster_tls_ca_file: Option<PathBuf>,
 }
 
 fn load(a: &ServeArgs) -> Result<Config, String> {
@@ -112,6 +121,9 @@ fn load(a: &ServeArgs) -> Result<Config, String> {
     }
     c.cluster_secret_file = a.cluster_secret_file.clone().or(c.cluster_secret_file.take());
     c.cluster_reset |= a.cluster_reset;
+    c.cluster_tls_cert_file = a.cluster_tls_cert_file.clone().or(c.cluster_tls_cert_file.take());
+    c.cluster_tls_key_file = a.cluster_tls_key_file.clone().or(c.cluster_tls_key_file.take());
+    c.cluster_tls_ca_file = a.cluster_tls_ca_file.clone().or(c.cluster_tls_ca_file.take());
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }

@@ -96,7 +96,9 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>> {
+/// The rustls settings for `files`: the CA to trust (`None`: the system's
+/// bundle), and a certificate and key to present if given.
+pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -84,6 +84,11 @@ pub struct Config {
     /// Discard this node's cluster state (its metadata log and identity)
     /// at start, and join afresh: for a node that was forgotten.
     pub cluster_reset: bool,
+    /// TLS on the inter-node link (all three, or none): this node's
+    /// certificate chain and key, and the CA that signs every member's.
+    pub cluster_tls_cert_file: Option<PathBuf>,
+    pub cluster_tls_key_file: Option<PathBuf>,
+    pub cluster_tls_ca_file: Option<PathBuf>,
 
     /// Largest frame, header included.
     pub frame_bytes_max: u32,
@@ -261,6 +266,9 @@ impl Default for Config {
             join: Vec::new(),
             cluster_secret_file: None,
             cluster_reset: false,
+            cluster_tls_cert_file: None,
+            cluster_tls_key_file: None,
+            cluster_tls_ca_file: None,
             frame_bytes_max: 4 << 20,
             message_bytes_max: 1 << 20,
             table_depth_max: crate::protocol::wire::len32(crate::protocol::field_table::TABLE_DEPTH_MAX),

@@ -16,7 +16,7 @@ use super::{LinkConfig, LinkError, Links};
 use crate::cluster::{Apply, MetaRaft};
 use crate::protocol::link::{CloseCode, Frame, RpcKind};
 use crate::rt::reader::{Clock, ReadError, READ_BYTES};
-use crate::rt::{Notify, Outbox};
+use crate::rt::{Notify, Outbox, Transport};
 use futures_lite::io::{split, ReadHalf};
 use glommio::net::{TcpListener, TcpStream};
 use openraft::Raft;
@@ -67,12 +67,33 @@ async fn connection<A: Apply>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?addr, error = %e, "cluster link: set_nodelay");
     }
-    let (mut r, mut w) = split(stream);
-    let mut frames = Frames::handshake();
     handshaking.set(handshaking.get() + 1);
     let deadline = Instant::now() + limits.handshake_timeout;
+    // TLS first, then the link's own handshake, both within one deadline.
+    let stream = match &config.tls {
+        None => Ok(Transport::Plain(stream)),
+        Some(tls) => {
+            let accepting = tls.acceptor.accept(stream);
+            match glommio::timer::timeout(limits.handshake_timeout, async { Ok(accepting.await) }).await {
+                Ok(Ok(s)) => Ok(Transport::ServerTls(Box::new(s))),
+                Ok(Err(e)) => Err(LinkError::Tls(e.to_string())),
+                Err(_) => Err(LinkError::HandshakeTimeout(limits.handshake_timeout)),
+            }
+        }
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            handshaking.set(handshaking.get() - 1);
+            tracing::warn!(?addr, error = %e, "cluster link: TLS handshake refused");
+            return;
+        }
+    };
+    let (mut r, mut w) = split(stream);
+    let mut frames = Frames::handshake();
+    let left = deadline.saturating_duration_since(Instant::now());
     let shake = handshake::accept(&mut r, &mut w, &mut frames, &config, deadline);
-    let res = match glommio::timer::timeout(limits.handshake_timeout, async { Ok(shake.await) }).await {
+    let res = match glommio::timer::timeout(left, async { Ok(shake.await) }).await {
         Ok(Err(LinkError::Read(ReadError::Timeout { .. }))) | Err(_) => {
             Err(LinkError::HandshakeTimeout(limits.handshake_timeout))
         }
@@ -132,7 +153,7 @@ struct Served<'a, A: Apply> {
 }
 
 impl<A: Apply> Served<'_, A> {
-    async fn read(&self, r: &mut ReadHalf<TcpStream>, frames: &mut Frames) -> LinkError {
+    async fn read(&self, r: &mut ReadHalf<Transport>, frames: &mut Frames) -> LinkError {
         let limits = self.config.limits;
         loop {
             // Back pressure: a full window, or replies the peer does not

@@ -14,14 +14,14 @@ use super::outgoing::{connect, Writer};
 use super::{LinkConfig, LinkError};
 use crate::cluster::service::{JoinRequest, ServiceError};
 use crate::protocol::link::{CloseCode, Frame, RpcKind};
+use crate::rt::Transport;
 use futures_lite::io::ReadHalf;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// An authenticated connection to a member of the cluster being joined.
 pub struct Joining {
-    r: ReadHalf<TcpStream>,
+    r: ReadHalf<Transport>,
     w: Writer,
     frames: Frames,
     /// The cluster the member belongs to.

@@ -39,6 +39,16 @@ use super::NodeId;
 /// The shortest cluster secret taken: the proofs are only as strong as it.
 pub const SECRET_BYTES_MIN: usize = 16;
 
+/// TLS on the link, both ways: the listener asks every peer for a
+/// certificate its CA signed, and the dialler checks that the listener's
+/// certificate is signed by it and names the host it dialled. Under TLS
+/// the HMAC handshake runs as before: TLS keeps the bytes private and
+/// whole, the secret proves membership.
+pub struct LinkTls {
+    pub acceptor: futures_rustls::TlsAcceptor,
+    pub connector: std::sync::Arc<rustls::ClientConfig>,
+}
+
 /// Who this member is on the link and what it holds its peers to.
 #[derive(Clone)]
 pub struct LinkConfig {
@@ -48,6 +58,8 @@ pub struct LinkConfig {
     /// Shared by every member: proves a peer belongs to the cluster.
     secret: Arc<[u8]>,
     pub limits: LinkLimits,
+    /// `None`: the link is plain TCP.
+    pub tls: Option<Arc<LinkTls>>,
 }
 
 // By hand: the secret stays out of logs.
@@ -58,6 +70,7 @@ impl std::fmt::Debug for LinkConfig {
             .field("node_id", &self.node_id)
             .field("node_name", &self.node_name)
             .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +89,7 @@ impl LinkConfig {
         if secret.len() < SECRET_BYTES_MIN {
             return Err(ConfigError::ShortSecret(secret.len()));
         }
-        Ok(Self { cluster_id, node_id, node_name, secret: secret.into(), limits: LinkLimits::default() })
+        Ok(Self { cluster_id, node_id, node_name, secret: secret.into(), limits: LinkLimits::default(), tls: None })
     }
 
     pub fn node_name(&self) -> &str {
@@ -188,6 +201,8 @@ pub enum LinkError {
     Payload { what: &'static str, source: postcard::Error },
     #[error("the link is shut down")]
     Shutdown,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl LinkError {

@@ -17,7 +17,7 @@ use super::{rpc, LinkConfig, LinkError};
 use crate::cluster::{Apply, MetaRaft, NodeId};
 use crate::protocol::link::{CloseCode, Frame, RpcKind, RPC_OVERHEAD_BYTES};
 use crate::rt::reader::{Clock, ReadError, READ_BYTES};
-use crate::rt::{Notify, Outbox};
+use crate::rt::{Notify, Outbox, Transport};
 use bytes::Bytes;
 use futures_lite::io::{split, ReadHalf};
 use glommio::net::TcpStream;
@@ -247,7 +247,7 @@ impl Peer {
 
     /// Runs an authenticated link: a writer task drains the outbox, this
     /// task reads replies. Returns why it ended.
-    async fn serve(&self, mut r: ReadHalf<TcpStream>, mut frames: Frames, w: Writer) -> LinkError {
+    async fn serve(&self, mut r: ReadHalf<Transport>, mut frames: Frames, w: Writer) -> LinkError {
         let outbox = Rc::new(Outbox::default());
         outbox.set_send_timeout(self.config.limits.send_timeout);
         let o = outbox.clone();
@@ -268,7 +268,7 @@ impl Peer {
         why
     }
 
-    async fn read(&self, r: &mut ReadHalf<TcpStream>, frames: &mut Frames, outbox: &Outbox) -> LinkError {
+    async fn read(&self, r: &mut ReadHalf<Transport>, frames: &mut Frames, outbox: &Outbox) -> LinkError {
         let limits = self.config.limits;
         let mut pinged = Instant::now();
         loop {
@@ -389,7 +389,7 @@ impl Peer {
     }
 }
 
-pub(super) type Writer = futures_lite::io::WriteHalf<TcpStream>;
+pub(super) type Writer = futures_lite::io::WriteHalf<Transport>;
 
 /// Dials `addr` and runs the handshake within `handshake_timeout`,
 /// against member `target` (any member: `None`).
@@ -397,11 +397,15 @@ pub(super) async fn connect(
     config: &LinkConfig,
     addr: &str,
     target: Option<NodeId>,
-) -> Result<(ReadHalf<TcpStream>, Frames, Writer, PeerHello), LinkError> {
+) -> Result<(ReadHalf<Transport>, Frames, Writer, PeerHello), LinkError> {
     let limits = config.limits;
     let sock = resolve(addr).await?;
     let stream = TcpStream::connect_timeout(sock, limits.connect_timeout).await.map_err(std::io::Error::from)?;
     stream.set_nodelay(true).map_err(std::io::Error::from)?;
+    let stream = match &config.tls {
+        None => Transport::Plain(stream),
+        Some(tls) => tls_connect(tls, addr, stream, limits.handshake_timeout).await?,
+    };
     let (mut r, mut w) = split(stream);
     let mut frames = Frames::handshake();
     let deadline = Instant::now() + limits.handshake_timeout;
@@ -432,6 +436,25 @@ struct Forget<'a> {
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.peer.pending.borrow_mut().remove(&self.id);
+    }
+}
+
+/// The TLS handshake as the dialler: the listener's certificate must be
+/// signed by the cluster's CA and name the host in `addr`.
+async fn tls_connect(
+    tls: &super::LinkTls,
+    addr: &str,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<Transport, LinkError> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| LinkError::Tls(format!("{host:?} is no server name: {e}")))?;
+    let connecting = futures_rustls::TlsConnector::from(tls.connector.clone()).connect(name, tcp);
+    match glommio::timer::timeout(timeout, async { Ok(connecting.await) }).await {
+        Ok(Ok(s)) => Ok(Transport::ClientTls(Box::new(s))),
+        Ok(Err(e)) => Err(LinkError::Tls(format!("handshake with {addr}: {e}"))),
+        Err(_) => Err(LinkError::HandshakeTimeout(timeout)),
     }
 }
 

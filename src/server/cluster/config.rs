@@ -39,6 +39,7 @@ impl Config {
                 ("cluster_secret_file", self.cluster_secret_file.is_some()),
                 ("cluster_advertise", self.cluster_advertise.is_some()),
                 ("cluster_reset", self.cluster_reset),
+                ("cluster_tls_cert_file", self.cluster_tls_cert_file.is_some()),
             ] {
                 if set {
                     return bad(key, "needs cluster_listen (clustering is off without it)".into());
@@ -58,6 +59,14 @@ impl Config {
             return bad(
                 "cluster_advertise",
                 format!("cluster_listen {listen} is no address a peer can dial: give cluster_advertise"),
+            );
+        }
+        let tls = [&self.cluster_tls_cert_file, &self.cluster_tls_key_file, &self.cluster_tls_ca_file];
+        let given = tls.iter().filter(|f| f.is_some()).count();
+        if given != 0 && given != 3 {
+            return bad(
+                "cluster_tls_cert_file",
+                "TLS on the link needs cluster_tls_cert_file, cluster_tls_key_file and cluster_tls_ca_file".into(),
             );
         }
         if self.join.len() > JOIN_SEEDS_MAX {
@@ -88,6 +97,11 @@ mod tests {
         c.cluster_listen = Some("0.0.0.0:4000".parse().unwrap());
         assert!(c.validate().is_err(), "an unspecified address and no cluster_advertise");
         c.cluster_advertise = Some("10.0.0.1:4000".into());
+        c.validate().unwrap();
+        c.cluster_tls_cert_file = Some("/tmp/c.pem".into());
+        assert!(c.validate().is_err(), "a certificate without its key and CA");
+        c.cluster_tls_key_file = Some("/tmp/c.key".into());
+        c.cluster_tls_ca_file = Some("/tmp/ca.pem".into());
         c.validate().unwrap();
         c.node_name = Some(String::new());
         assert!(c.validate().is_err(), "an empty node name");

@@ -38,6 +38,7 @@ pub struct ClusterStart {
     /// Taken when the member starts serving it.
     pub listener: Option<std::net::TcpListener>,
     pub secret: Vec<u8>,
+    pub tls: Option<Arc<link::LinkTls>>,
     pub identity: Option<Identity>,
     pub name: String,
     pub advertise: String,
@@ -100,6 +101,7 @@ pub struct ClusterNode {
     pub listen: std::net::SocketAddr,
     pub advertise: String,
     secret: Vec<u8>,
+    tls: Option<Arc<link::LinkTls>>,
     info: NodeInfo,
     progress: Rc<Progress>,
     /// The link's listener: dropped to let the port go.
@@ -129,6 +131,7 @@ impl ClusterNode {
         let cs = ClusterStart {
             listener: None,
             secret: self.secret.clone(),
+            tls: self.tls.clone(),
             identity: None,
             name: self.name.clone(),
             advertise: self.advertise.clone(),
@@ -184,7 +187,8 @@ pub async fn start(
     };
     let cluster_id = identity.cluster_bytes()?;
     let node_id = identity.node_id;
-    let config = LinkConfig::new(cluster_id, node_id, cs.name.clone(), &cs.secret).map_err(|e| e.to_string())?;
+    let mut config = LinkConfig::new(cluster_id, node_id, cs.name.clone(), &cs.secret).map_err(|e| e.to_string())?;
+    config.tls = cs.tls.clone();
     let raft_dir = identity::dir(data_dir).join("raft");
     let limits = StoreLimits::default();
     let log = LogStore::open(raft_dir.join("log"), limits).await.map_err(|e| e.to_string())?;
@@ -232,6 +236,7 @@ pub async fn start(
         listen,
         advertise: cs.advertise,
         secret: cs.secret,
+        tls: cs.tls,
         info,
         progress,
         tasks: std::cell::RefCell::new(vec![server]),
@@ -244,9 +249,16 @@ pub async fn start(
 }
 
 /// Dials the seeds in turn until one answers as a member of a cluster.
-async fn reach_a_seed(cs: &ClusterStart, node_id: NodeId) -> Result<joiner::Joining, String> {
-    let config = LinkConfig::new(link::handshake::NO_CLUSTER, node_id, cs.name.clone(), &cs.secret)
+/// A link config for a node that has no cluster yet.
+fn joining_config(cs: &ClusterStart, node_id: NodeId) -> Result<LinkConfig, String> {
+    let mut config = LinkConfig::new(link::handshake::NO_CLUSTER, node_id, cs.name.clone(), &cs.secret)
         .map_err(|e| e.to_string())?;
+    config.tls = cs.tls.clone();
+    Ok(config)
+}
+
+async fn reach_a_seed(cs: &ClusterStart, node_id: NodeId) -> Result<joiner::Joining, String> {
+    let config = joining_config(cs, node_id)?;
     let deadline = Instant::now() + JOIN_WAIT;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -269,8 +281,7 @@ async fn reach_a_seed(cs: &ClusterStart, node_id: NodeId) -> Result<joiner::Join
 
 /// Asks to join, following the answer to the leader.
 async fn ask_to_join(cs: &ClusterStart, mut j: joiner::Joining, req: &JoinRequest) -> Result<(), String> {
-    let config = LinkConfig::new(link::handshake::NO_CLUSTER, req.node_id, cs.name.clone(), &cs.secret)
-        .map_err(|e| e.to_string())?;
+    let config = joining_config(cs, req.node_id)?;
     for _ in 0..8 {
         match j.ask(req, JOIN_ANSWER_WAIT).await.map_err(|e| format!("asking to join: {e}"))? {
             Ok(()) => return Ok(()),

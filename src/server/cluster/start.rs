@@ -36,12 +36,34 @@ pub fn prepare(c: &Config, info: NodeInfo) -> Result<Option<(ClusterStart, NodeI
     let cs = ClusterStart {
         listener: Some(listener),
         secret,
+        tls: link_tls(c)?,
         identity,
         name: c.node_name(),
         advertise,
         join: c.join.clone(),
     };
     Ok(Some((cs, info)))
+}
+
+/// TLS on the link, when the config names its files: the listener's side
+/// requires a certificate the CA signed; the dialler's presents this
+/// node's and checks the listener's against the same CA.
+fn link_tls(c: &Config) -> Result<Option<std::sync::Arc<crate::cluster::link::LinkTls>>, StartError> {
+    let (Some(cert), Some(key), Some(ca)) = (&c.cluster_tls_cert_file, &c.cluster_tls_key_file, &c.cluster_tls_ca_file)
+    else {
+        return Ok(None);
+    };
+    let files = crate::server::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: Some(ca.clone()),
+        client_certs: crate::server::tls::ClientCerts::Required,
+    };
+    let listener = crate::server::tls::ListenerTls::load("cluster_listen", files).map_err(StartError::Tls)?;
+    let client =
+        crate::client::tls::TlsFiles { ca: Some(ca.clone()), cert: Some(cert.clone()), key: Some(key.clone()) };
+    let connector = crate::client::tls::client_config(&client).map_err(|e| StartError::Cluster(e.to_string()))?;
+    Ok(Some(std::sync::Arc::new(crate::cluster::link::LinkTls { acceptor: listener.acceptor(), connector })))
 }
 
 fn read_secret(c: &Config) -> Result<Vec<u8>, StartError> {
