@@ -33,6 +33,7 @@ pub mod routing_replica;
 mod spill;
 mod timeout;
 mod timers;
+pub mod tx;
 mod users;
 
 pub use conns::{HttpSlot, PromoteError};
@@ -193,6 +194,8 @@ pub struct Shard {
     defs: defs::DefsWriter,
     /// Operator requests started here and not answered yet.
     admin_in_flight: Rc<Cell<u32>>,
+    /// Transaction commits waiting on several owners (`tx.rs`).
+    tx: tx::TxFanIns,
 }
 
 impl Shard {
@@ -236,6 +239,7 @@ impl Shard {
             alarm: alarm::ShardAlarm::new(alarms),
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
+            tx: tx::TxFanIns::default(),
         }
     }
 
@@ -350,6 +354,10 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => {
                 self.bind_queue(from, request_id, binding, unbind);
+                None
+            }
+            Request::TxPart { conn, publishes, acks } => {
+                self.tx_part(from, request_id, conn, publishes, acks);
                 None
             }
             Request::ConnClosed { queues } => {
