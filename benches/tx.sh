@@ -15,7 +15,9 @@
 #   SKIP_RABBITMQ=1
 #
 # Prints min / median / max commits per second over the rounds, per case
-# and broker; every run's line is in OUT_DIR/tx.log. RabbitMQ is started
+# and broker; every run's line is in OUT_DIR/tx.log. Then, with the venv
+# of ./scripts/test.sh present, runs tests/pika/tx.py against RabbitMQ
+# (the same program the test suite runs against ringmq). RabbitMQ is started
 # as benches/compare.sh starts it (installed from Debian's packages when
 # missing; its own node on spare loopback ports, data under a temporary
 # directory); ringmq from `cargo build --release`. Both stop on exit.
@@ -155,6 +157,16 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+
+# The same pika program the tests run against ringmq (tests/pika/tx.py),
+# against this RabbitMQ: the same visible results (docs/amqp.md).
+if [ "${SKIP_RABBITMQ:-0}" != 1 ] && [ -x "$ROOT/.venv/bin/python" ]; then
+    if (cd "$ROOT/tests/pika" && AMQP_PORT=$RABBIT_PORT "$ROOT/.venv/bin/python" tx.py) >"$OUT/pika-rabbitmq.log" 2>&1; then
+        say "tests/pika/tx.py passes against RabbitMQ too ($OUT/pika-rabbitmq.log)"
+    else
+        say "tests/pika/tx.py FAILS against RabbitMQ: see $OUT/pika-rabbitmq.log"
+    fi
+fi
 
 # min / median / max commits per second per (mode, per_tx, broker).
 echo "mode        per_tx broker    commits/s min / median / max    msgs/s (median)"

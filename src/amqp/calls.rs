@@ -59,6 +59,11 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// What the connection's transactions are held to (`amqp/tx.rs`).
+    pub fn tx_limits(&self) -> super::tx::TxLimits<'a> {
+        super::tx::limits(self.c)
+    }
+
     /// A transaction's commit (`amqp/tx.rs`): names scoped already.
     pub fn commit_tx(&self, rid: u64, publishes: Vec<TxPublish>, acks: Vec<(u16, TxAck)>) {
         let c = self.c;

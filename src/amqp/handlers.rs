@@ -562,7 +562,9 @@ pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<V
     ch.content = None;
     // An open transaction is dropped: its acks' deliveries are requeued
     // with the channel's other unacked ones.
-    ch.tx = None;
+    if let Some(tx) = ch.tx.take() {
+        tx.release(&core.tx_limits().held);
+    }
     ch.held.clear();
     ch.ops.clear();
     ch.outstanding.clear();

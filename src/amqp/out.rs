@@ -82,7 +82,9 @@ impl ConnSink for AmqpConn {
     }
 
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
+        // Transactions' buffers count as read bytes held (memory alarm).
+        let held = self.read_held.get() + crate::protocol::wire::usize_of(self.tx_held.get());
+        Some(SinkBuffers::on(&self.shard, &self.outbox, held, &self.gate))
     }
 }
 

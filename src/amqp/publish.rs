@@ -50,7 +50,7 @@ pub fn on_content(
             // Counted before the body is buffered: a transaction's
             // memory stays under its limits.
             let bytes = (16 + h.props.len() + h.body_len) as u64;
-            if let Err(text) = tx.reserve(1, bytes, super::tx::limits_of(shard)) {
+            if let Err(text) = tx.reserve(1, bytes, core.tx_limits()) {
                 ch.content = None;
                 return Err(ch_fault(n, code::PRECONDITION_FAILED, text));
             }

@@ -4,8 +4,9 @@
 //! and forgets the acks (their deliveries are unacked again). Confirms
 //! and transactions exclude each other on a channel (406 either way).
 //!
-//! The buffer is bounded by `tx_messages_max` and `tx_bytes_max`
-//! (406 past either). The commit itself is the core's
+//! The buffer is bounded by `tx_messages_max` (per transaction) and
+//! `tx_bytes_max` (the connection's transactions together): 406 past
+//! either. The commit itself is the core's
 //! (`server::shard::tx`): routed on this shard, applied by each owner in
 //! one step, answered once what was logged is fdatasync'ed. Mandatory
 //! publishes that reached no queue are returned before commit-ok.
@@ -20,6 +21,7 @@ use crate::protocol::amqp::method::{code, id, MethodId};
 use crate::server::shard::tx::TxPublish;
 use crate::server::types::{Reply, TxAck};
 use bytes::Bytes;
+use std::cell::Cell;
 
 /// A channel's open transaction.
 #[derive(Default)]
@@ -56,21 +58,43 @@ fn precondition(n: u16, text: String, cause: MethodId) -> Fault {
     Fault::Channel { channel: n, code: code::PRECONDITION_FAILED, text, cause }
 }
 
+/// What a transaction is held to: `tx_messages_max` per transaction,
+/// and `tx_bytes_max` for the transactions of one connection together
+/// (`held`, the connection's total: a client cannot multiply it by
+/// opening channels). The held bytes count for the memory alarm too.
+#[derive(Clone, Copy)]
+pub struct TxLimits<'a> {
+    pub messages_max: u32,
+    pub bytes_max: u64,
+    pub held: &'a Cell<u64>,
+}
+
 impl Tx {
     /// Counts `messages` more (of `bytes`) against the limits: the
     /// refusal's text when either would be passed.
-    pub fn reserve(&mut self, messages: u64, bytes: u64, (messages_max, bytes_max): (u32, u64)) -> Result<(), String> {
+    pub fn reserve(&mut self, messages: u64, bytes: u64, l: TxLimits<'_>) -> Result<(), String> {
         self.messages += messages;
         self.bytes += bytes;
-        if self.messages > u64::from(messages_max) {
+        l.held.set(l.held.get() + bytes);
+        if self.messages > u64::from(l.messages_max) {
+            let max = l.messages_max;
             return Err(format!(
-                "PRECONDITION_FAILED - transaction holds more than tx_messages_max = {messages_max} messages and acks"
+                "PRECONDITION_FAILED - transaction holds more than tx_messages_max = {max} messages and acks"
             ));
         }
-        if self.bytes > bytes_max {
-            return Err(format!("PRECONDITION_FAILED - transaction holds more than tx_bytes_max = {bytes_max} bytes"));
+        if l.held.get() > l.bytes_max {
+            let max = l.bytes_max;
+            return Err(format!(
+                "PRECONDITION_FAILED - the connection's transactions hold more than tx_bytes_max = {max} bytes"
+            ));
         }
         Ok(())
+    }
+
+    /// Gives back the bytes it counted in the connection's total (at
+    /// commit, rollback, or when its channel goes).
+    pub fn release(&self, held: &Cell<u64>) {
+        held.set(held.get().saturating_sub(self.bytes));
     }
 
     /// A publish batch the channel built (`publish::flush_batch`).
@@ -87,13 +111,10 @@ impl Tx {
     }
 }
 
-/// The limits a channel's transaction is held to.
-pub fn limits(c: &AmqpConn) -> (u32, u64) {
-    limits_of(&c.shard)
-}
-
-pub fn limits_of(shard: &crate::server::shard::Shard) -> (u32, u64) {
-    (shard.config.tx_messages_max, shard.config.tx_bytes_max)
+/// The limits a connection's transactions are held to.
+pub fn limits(c: &AmqpConn) -> TxLimits<'_> {
+    let cfg = &c.shard.config;
+    TxLimits { messages_max: cfg.tx_messages_max, bytes_max: cfg.tx_bytes_max, held: &c.tx_held }
 }
 
 /// tx.select: idempotent; refused on a channel in confirm mode.
@@ -114,7 +135,7 @@ pub fn take(
     ch: &mut Channel,
     (tag, multiple): (u64, bool),
     nack: Option<bool>,
-    max: (u32, u64),
+    max: TxLimits<'_>,
 ) -> Result<bool, String> {
     if ch.tx.is_none() {
         return Ok(false);
@@ -140,6 +161,7 @@ pub fn commit(c: &AmqpConn, core: &Core<'_>, st: &mut State, n: u16, mid: Method
         return Err(precondition(n, "PRECONDITION_FAILED - channel is not transactional".into(), mid));
     };
     let tx = std::mem::take(&mut **tx);
+    tx.release(&c.tx_held);
     ch.unacked = ch.unacked.saturating_sub(crate::protocol::wire::len32(tx.acks.len()));
     let mut returns = Vec::new();
     let mut publishes = Vec::with_capacity(tx.publishes.len());
@@ -203,7 +225,9 @@ pub fn rollback(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId) -> Result<(
     let Some(tx) = ch.tx.as_mut() else {
         return Err(precondition(n, "PRECONDITION_FAILED - channel is not transactional".into(), mid));
     };
-    let mut acks = std::mem::take(&mut **tx).acks;
+    let tx = std::mem::take(&mut **tx);
+    tx.release(&c.tx_held);
+    let mut acks = tx.acks;
     acks.sort_unstable_by_key(|t| t.tag);
     let live: Vec<bool> = acks.iter().map(|t| st.consumers.contains_key(&t.consumer_id)).collect();
     let ch = channel(st, n)?;
@@ -240,16 +264,26 @@ fn channel(st: &mut State, n: u16) -> Result<&mut Channel, Fault> {
 mod tests {
     use super::*;
 
+    fn limits(held: &Cell<u64>) -> TxLimits<'_> {
+        TxLimits { messages_max: 3, bytes_max: 1000, held }
+    }
+
     #[test]
-    fn limits_count_messages_and_bytes() {
+    fn limits_count_messages_and_the_connections_bytes() {
+        let held = Cell::new(0);
         let mut tx = Tx::default();
-        assert!(tx.reserve(2, 100, (3, 1000)).is_ok());
-        assert!(tx.reserve(1, 900, (3, 1000)).is_ok());
-        let e = tx.reserve(1, 0, (3, 1000)).unwrap_err();
+        assert!(tx.reserve(2, 100, limits(&held)).is_ok());
+        assert!(tx.reserve(1, 800, limits(&held)).is_ok());
+        let e = tx.reserve(1, 0, limits(&held)).unwrap_err();
         assert!(e.contains("tx_messages_max = 3"), "{e}");
-        let mut tx = Tx::default();
-        let e = tx.reserve(1, 1001, (3, 1000)).unwrap_err();
+        // Another channel's transaction shares the connection's bytes.
+        let mut other = Tx::default();
+        let e = other.reserve(1, 101, limits(&held)).unwrap_err();
         assert!(e.contains("tx_bytes_max = 1000"), "{e}");
+        tx.release(&held);
+        other.release(&held);
+        assert_eq!(held.get(), 0);
+        assert!(Tx::default().reserve(1, 1000, limits(&held)).is_ok());
     }
 
     /// Acks taken into a transaction leave their tags unknown (a second
@@ -262,11 +296,12 @@ mod tests {
         for q in 1..=4 {
             ch.assign_tag(Some((7, q)));
         }
-        assert_eq!(take(&mut ch, (2, true), None, (100, 100)), Ok(true));
-        assert_eq!(take(&mut ch, (1, false), None, (100, 100)), Ok(false), "acked twice");
-        assert_eq!(take(&mut ch, (4, false), Some(true), (100, 100)), Ok(true));
+        let held = Cell::new(0);
+        assert_eq!(take(&mut ch, (2, true), None, limits(&held)), Ok(true));
+        assert_eq!(take(&mut ch, (1, false), None, limits(&held)), Ok(false), "acked twice");
+        assert_eq!(take(&mut ch, (4, false), Some(true), limits(&held)), Ok(true));
         assert_eq!(ch.unacked, 4, "still counted against the channel's prefetch");
-        assert_eq!(take(&mut ch, (4, false), None, (100, 100)), Ok(false), "taken already");
+        assert_eq!(take(&mut ch, (4, false), None, limits(&held)), Ok(false), "taken already");
         let mut taken = std::mem::take(&mut ch.tx.as_mut().unwrap().acks);
         taken.sort_unstable_by_key(|t| t.tag);
         for t in &taken {

@@ -101,9 +101,10 @@ pub struct Config {
     /// AMQP transaction may buffer until its commit; past it the channel
     /// is closed (406).
     pub tx_messages_max: u32,
-    /// Bytes of published messages (properties and bodies) one AMQP
-    /// transaction may buffer until its commit (at least
-    /// `message_bytes_max`); past it the channel is closed (406).
+    /// Bytes of published messages (properties and bodies) the open AMQP
+    /// transactions of one connection may buffer until their commits,
+    /// all its channels together (at least `message_bytes_max`); past it
+    /// the channel is closed (406).
     pub tx_bytes_max: u64,
     /// Messages in one Deliver frame.
     pub deliver_batch_max: u32,
