@@ -299,7 +299,7 @@ fn tx_returns_come_before_commit_ok_and_replies_keep_their_order() {
             b.put_u8(1); // mandatory
         });
         frame::put_content_header(&mut f, 1, 60, 3, &[0, 0]);
-        frame::put_body(&mut f, 1, key[..3].as_bytes(), 4096);
+        frame::put_body(&mut f, 1, &key.as_bytes()[..3], 4096);
     }
     method::put(&mut f, 1, id::TX_COMMIT, |_| ());
     method::put(&mut f, 1, id::TX_ROLLBACK, |_| ());

@@ -424,6 +424,8 @@ mod tests {
         assert_eq!(w.ack_every, 250);
         let cli = Cli::try_parse_from(["ringmq-loadgen", "plot", "o.svg", "a.json"]).unwrap();
         assert!(matches!(cli.cmd, Some(Cmd::Plot { .. })));
+        let cli = Cli::try_parse_from(["x", "tx", "--url", "amqp://h", "--per-tx", "100", "--persistent"]).unwrap();
+        assert!(matches!(cli.cmd, Some(Cmd::Tx(TxArgs { per_tx: 100, persistent: true, size: 16, .. }))));
         let cli = Cli::try_parse_from(["x", "--url", "amqp://h", "--size", "8"]).unwrap();
         assert!(workload(cli.run).is_err());
     }

@@ -563,7 +563,7 @@ pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<V
     // An open transaction is dropped: its acks' deliveries are requeued
     // with the channel's other unacked ones.
     if let Some(tx) = ch.tx.take() {
-        tx.release(&core.tx_limits().held);
+        tx.release(core.tx_limits().held);
     }
     ch.held.clear();
     ch.ops.clear();
