@@ -41,6 +41,7 @@
 //! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
 //! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
+//! | AMQP transactions: the channel's buffer, and commits routed on the connection's shard, applied per owner, gathered in a fan-in (`docs/amqp.md`, "Transactions") | [`amqp::tx`], [`server::shard::tx`] |
 //! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
 //! | each shard's replica of the routing table, publishes through exchanges, changes sent to shard 0 | `server::shard::routing_replica`, `server::shard::meta` |
 //! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text | `server::shard::admin`, [`server::stats`] |

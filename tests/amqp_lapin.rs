@@ -278,3 +278,61 @@ fn lapin_consumer_priorities() {
         Ok(())
     });
 }
+
+/// Transactions through lapin: publishes to queues on both shards seen
+/// only after tx.commit, a rollback that drops publishes and forgets an
+/// ack (the delivery is acked again and committed), and the 406 cases:
+/// confirm.select on a tx channel, tx.commit without tx.select.
+#[test]
+fn lapin_transactions() {
+    let b = TestBroker::start();
+    let url = format!("amqp://guest:guest@{}/%2f", b.amqp);
+    let queues = [queue_on(0, 2, "lapin-tx"), queue_on(1, 2, "lapin-tx")];
+    on_thread(Duration::from_secs(60), async move {
+        let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+        let probe = conn.create_channel().await?;
+        let [qa, qb] = [queues[0].as_str(), queues[1].as_str()];
+        for q in [qa, qb] {
+            let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+            probe.queue_declare(q, opts, FieldTable::default()).await?;
+        }
+        let ch = conn.create_channel().await?;
+        ch.tx_select().await?;
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        for (q, body) in [(qa, "a1"), (qb, "b1"), (qa, "a2")] {
+            ch.basic_publish("", q, BasicPublishOptions::default(), body.as_bytes(), persistent.clone()).await?;
+        }
+        assert_eq!((depth(&probe, qa).await?, depth(&probe, qb).await?), (0, 0), "nothing before the commit");
+        ch.tx_commit().await?;
+        assert_eq!((depth(&probe, qa).await?, depth(&probe, qb).await?), (2, 1), "one commit, both shards");
+        ch.basic_publish("", qb, BasicPublishOptions::default(), b"dropped", persistent.clone()).await?;
+        ch.tx_rollback().await?;
+        assert_eq!(depth(&probe, qb).await?, 1, "rolled back");
+        // An ack rolled back is forgotten: the same tag is acked again.
+        let got = ch.basic_get(qa, BasicGetOptions::default()).await?.expect("a1");
+        assert_eq!(got.delivery.data, b"a1");
+        let tag = got.delivery.delivery_tag;
+        ch.basic_ack(tag, BasicAckOptions::default()).await?;
+        ch.tx_rollback().await?;
+        ch.basic_ack(tag, BasicAckOptions::default()).await?;
+        ch.tx_commit().await?;
+        ch.close(200, "bye").await?;
+        assert_eq!(depth(&probe, qa).await?, 1, "a1 acked at commit, a2 left");
+        // 406: confirm after tx, commit without select.
+        let bad = conn.create_channel().await?;
+        bad.tx_select().await?;
+        let e = bad.confirm_select(ConfirmSelectOptions::default()).await.unwrap_err();
+        assert!(e.to_string().contains("PRECONDITION_FAILED"), "{e}");
+        let bad = conn.create_channel().await?;
+        let e = bad.tx_commit().await.unwrap_err();
+        assert!(e.to_string().contains("not transactional"), "{e}");
+        conn.close(200, "bye").await?;
+        Ok(())
+    });
+}
+
+/// Messages ready in `q`, from a passive declare.
+async fn depth(probe: &lapin::Channel, q: &str) -> lapin::Result<u32> {
+    let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+    Ok(probe.queue_declare(q, opts, FieldTable::default()).await?.message_count())
+}

@@ -156,3 +156,15 @@ fn pika_policies_rejection_cycles_and_argument_checks() {
 fn pika_exchanges() {
     script_test("routing.py");
 }
+
+/// Transactions: publishes and acks at commit, rollback, 406 for tx with
+/// confirms and for commit / rollback without select, a commit across
+/// queues on both shards, mandatory returns, and `tx_messages_max`.
+#[test]
+fn pika_transactions() {
+    let b = TestBroker::start_with(2, |c| c.tx_messages_max = 50);
+    let name = |shard| (0..).map(|i| format!("tx-shard-{i}")).find(|q| shard_for(q, 2) == shard).unwrap();
+    let (q0, q1) = (name(0), name(1));
+    let env = [("QUEUE_ON_0", q0.as_str()), ("QUEUE_ON_1", q1.as_str()), ("TX_MESSAGES_MAX", "50")];
+    run("tx.py", b.amqp, &env, SCRIPT).assert_ok("tx.py");
+}

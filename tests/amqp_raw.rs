@@ -279,3 +279,39 @@ fn publishes_split_across_reads_all_arrive() {
     r.shortstr().unwrap();
     assert_eq!(r.u32().unwrap(), 4, "messages in the queue");
 }
+
+/// A mandatory publish that reaches no queue in a transaction is returned
+/// at commit, before commit-ok (RabbitMQ's order); methods pipelined in
+/// one write are answered in order: select-ok, commit-ok, rollback-ok.
+#[test]
+fn tx_returns_come_before_commit_ok_and_replies_keep_their_order() {
+    let b = TestBroker::start();
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
+    let mut f = BytesMut::new();
+    method::put(&mut f, 1, id::TX_SELECT, |_| ());
+    for key in ["tx-nowhere", "tx-nowhere-2"] {
+        method::put(&mut f, 1, id::BASIC_PUBLISH, |b| {
+            b.put_u16(0);
+            put_shortstr(b, "");
+            put_shortstr(b, key);
+            b.put_u8(1); // mandatory
+        });
+        frame::put_content_header(&mut f, 1, 60, 3, &[0, 0]);
+        frame::put_body(&mut f, 1, &key.as_bytes()[..3], 4096);
+    }
+    method::put(&mut f, 1, id::TX_COMMIT, |_| ());
+    method::put(&mut f, 1, id::TX_ROLLBACK, |_| ());
+    c.send(&f);
+    assert_eq!(c.method().0, id::TX_SELECT_OK);
+    for _ in 0..2 {
+        let (mid, args) = c.method();
+        assert_eq!(mid, id::BASIC_RETURN, "{}", String::from_utf8_lossy(&args));
+        assert_eq!(Reader::new(&args).u16().unwrap(), 312);
+        assert!(matches!(c.next(Duration::from_secs(5)), Got::Frame(frame::HEADER, 1, _)));
+        assert!(matches!(c.next(Duration::from_secs(5)), Got::Frame(frame::BODY, 1, ref b) if b == b"tx-"));
+    }
+    assert_eq!(c.method().0, id::TX_COMMIT_OK);
+    assert_eq!(c.method().0, id::TX_ROLLBACK_OK);
+}

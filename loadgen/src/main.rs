@@ -48,6 +48,35 @@ enum Cmd {
         #[arg(long)]
         log_y: bool,
     },
+    /// Closed-loop AMQP transactions on one channel: N publishes and a
+    /// tx.commit, waiting for commit-ok each time; prints commits per second.
+    Tx(TxArgs),
+}
+
+#[derive(Args, Debug)]
+struct TxArgs {
+    /// Broker: amqp://USER:PASS@HOST:PORT/VHOST (amqps:// for TLS).
+    #[arg(long)]
+    url: String,
+    /// The queue the transactions publish to (declared, durable with
+    /// --persistent, and purged before and after the run).
+    #[arg(long, default_value = "loadgen-tx")]
+    queue: String,
+    /// Messages published in each transaction.
+    #[arg(long, default_value_t = 1)]
+    per_tx: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Persistent messages (delivery-mode 2) to a durable queue.
+    #[arg(long)]
+    persistent: bool,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of transactions before the measured ones.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +312,7 @@ fn real_main() -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
+        Some(Cmd::Tx(a)) => tx(a),
         None => {
             let (mut w, json, hgrm) = workload(cli.run)?;
             let real_url = w.url.clone();
@@ -310,6 +340,51 @@ fn real_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ringmq-loadgen tx`: one line of results.
+fn tx(a: TxArgs) -> Result<()> {
+    let url = amqp::AmqpUrl::parse(&a.url)?;
+    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("loadgen-tx")
+        .spawn(move || async move {
+            let mut c = amqp::Connection::open(&url).await?;
+            c.declare(&a.queue, a.persistent).await?;
+            c.purge(&a.queue).await?;
+            let spec = amqp::TxSpec {
+                queue: &a.queue,
+                per_tx: a.per_tx,
+                size: a.size,
+                persistent: a.persistent,
+                seconds: a.duration,
+                warmup: a.warmup,
+            };
+            let r = c.tx_run(&spec).await?;
+            // A fresh connection: the tx channel's purge would wait for a commit.
+            let mut c = amqp::Connection::open(&url).await?;
+            c.purge(&a.queue).await?;
+            c.close().await?;
+            anyhow::Ok((r, a))
+        })
+        .map_err(|e| anyhow::anyhow!("starting the executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("executor: {e}"))??;
+    let (r, a) = report;
+    let h = &r.latency_us;
+    println!(
+        "tx per_tx={} size={} persistent={} commits={} seconds={:.2} commits_per_s={:.0} msgs_per_s={:.0} p50_us={} p99_us={} max_us={}",
+        a.per_tx,
+        a.size,
+        a.persistent,
+        r.commits,
+        r.elapsed.as_secs_f64(),
+        r.commits_per_s(),
+        r.commits_per_s() * f64::from(a.per_tx),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -349,6 +424,8 @@ mod tests {
         assert_eq!(w.ack_every, 250);
         let cli = Cli::try_parse_from(["ringmq-loadgen", "plot", "o.svg", "a.json"]).unwrap();
         assert!(matches!(cli.cmd, Some(Cmd::Plot { .. })));
+        let cli = Cli::try_parse_from(["x", "tx", "--url", "amqp://h", "--per-tx", "100", "--persistent"]).unwrap();
+        assert!(matches!(cli.cmd, Some(Cmd::Tx(TxArgs { per_tx: 100, persistent: true, size: 16, .. }))));
         let cli = Cli::try_parse_from(["x", "--url", "amqp://h", "--size", "8"]).unwrap();
         assert!(workload(cli.run).is_err());
     }

@@ -229,3 +229,26 @@ fn topic_run_over_amqp_routes_each_producer_to_its_queue() {
     check_routed(&v, 1);
     broker.stop().expect("the broker stops cleanly");
 }
+
+/// `ringmq-loadgen tx` against ringmq's AMQP front end: transactions of 10
+/// persistent messages commit, and the line it prints says how many.
+#[test]
+fn tx_mode_commits_against_ringmq() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let url = format!("amqp://guest:guest@{}/%2f", broker.amqp_addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq-loadgen"))
+        .args(["tx", "--url", &url, "--per-tx", "10", "--persistent", "--duration", "1", "--warmup", "0.2"])
+        .output()
+        .expect("loadgen runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let commits: u64 = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("commits="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no commits= in {text:?}"));
+    assert!(commits > 10, "{text}");
+    assert!(text.starts_with("tx per_tx=10 size=16 persistent=true "), "{text}");
+    broker.stop().expect("the broker stops cleanly");
+}

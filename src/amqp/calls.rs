@@ -13,7 +13,8 @@ use super::conn::AmqpConn;
 use crate::routing::{BindingDef, Dest, ExchangeDef};
 use crate::server::ops::PublishBatch;
 use crate::server::shard::routing_replica::PubOpts;
-use crate::server::types::{PublishMode, Request};
+use crate::server::shard::tx::TxPublish;
+use crate::server::types::{PublishMode, Request, TxAck};
 use bytes::Bytes;
 
 /// A handler's way to the core, made for one call chain.
@@ -56,6 +57,19 @@ impl<'a> Core<'a> {
         if full.is_some() {
             *c.paused_on.borrow_mut() = full;
         }
+    }
+
+    /// What the connection's transactions are held to (`amqp/tx.rs`).
+    pub fn tx_limits(&self) -> super::tx::TxLimits<'a> {
+        super::tx::limits(self.c)
+    }
+
+    /// A transaction's commit (`amqp/tx.rs`): names scoped already.
+    pub fn commit_tx(&self, rid: u64, publishes: Vec<TxPublish>, acks: Vec<(u16, TxAck)>) {
+        let c = self.c;
+        // Publishes, for the resource alarms' blocking (`flow.rs`).
+        c.published.set(!publishes.is_empty() || c.published.get());
+        c.shard.commit_tx(c.me(), rid, publishes, acks);
     }
 
     pub fn declare_exchange(&self, rid: u64, mut def: ExchangeDef) {

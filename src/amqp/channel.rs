@@ -80,6 +80,11 @@ pub enum OpKind {
         no_ack: bool,
         queue: String,
     },
+    /// tx.commit: mandatory publishes (by index) to return if the commit
+    /// finds they reached no queue, before commit-ok.
+    Commit {
+        returns: Vec<(u32, Returned)>,
+    },
     /// A method whose -ok has no fields (exchange and binding methods).
     Simple {
         ok: MethodId,
@@ -154,6 +159,8 @@ pub struct Channel {
     pub consumers: Vec<u32>,
     /// Pull consumers used by basic.get, one per queue.
     pub getters: Vec<(String, u32)>,
+    /// After tx.select: the transaction being built (`tx.rs`).
+    pub tx: Option<Box<super::tx::Tx>>,
 }
 
 impl Channel {
@@ -188,6 +195,7 @@ impl Channel {
             next_op: 1,
             consumers: Vec::new(),
             getters: Vec::new(),
+            tx: None,
         }
     }
 
@@ -227,7 +235,18 @@ impl Channel {
     /// Takes the tags an ack or nack covers; `None` if `tag` is not an
     /// unacked delivery of this channel (and nothing is taken).
     /// `tag == 0` with `multiple` means every unacked delivery.
+    #[inline]
     pub fn take_tags(&mut self, tag: u64, multiple: bool, mut each: impl FnMut(u32, u64)) -> Option<usize> {
+        self.take_tags_numbered(tag, multiple, |_, cid, q| each(cid, q))
+    }
+
+    /// [`Channel::take_tags`], telling `each` the delivery tag too.
+    pub fn take_tags_numbered(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        mut each: impl FnMut(u64, u32, u64),
+    ) -> Option<usize> {
         let hi = if tag == 0 && multiple {
             if self.tags.is_empty() {
                 return Some(0);
@@ -240,9 +259,10 @@ impl Channel {
         };
         let lo = if multiple { 0 } else { hi };
         let mut n = 0;
-        for slot in self.tags.range_mut(lo..=hi) {
+        let first = self.tag_base + lo as u64;
+        for (slot, tag) in self.tags.range_mut(lo..=hi).zip(first..) {
             if let Some((cid, qtag)) = slot.take() {
-                each(cid, qtag);
+                each(tag, cid, qtag);
                 n += 1;
             }
         }
@@ -252,6 +272,21 @@ impl Channel {
             self.tag_base += 1;
         }
         Some(n)
+    }
+
+    /// Puts back a delivery a transaction had taken (`take_tags`) and
+    /// rolled back: it is unacked again under its tag. Tags must come
+    /// back lowest first, so the front slot is never empty.
+    pub fn restore_tag(&mut self, tag: u64, track: (u32, u64)) {
+        while tag < self.tag_base {
+            self.tags.push_front(None);
+            self.tag_base -= 1;
+        }
+        // Below `next_tag`: it was given out, so its slot is there.
+        let slot = usize::try_from(tag - self.tag_base).ok().and_then(|i| self.tags.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(track);
+        }
     }
 
     /// Forgets every unacked delivery of `consumer_id` (its queue is gone

@@ -138,6 +138,9 @@ pub struct AmqpConn {
     pub(super) published: Cell<bool>,
     /// The read buffer's capacity, for `held_bytes`.
     pub(super) read_held: Cell<usize>,
+    /// Bytes of publishes the channels' open transactions buffer
+    /// (`tx.rs`): under `tx_bytes_max`, and in `held_bytes`.
+    pub(super) tx_held: Cell<u64>,
     /// Accept time, last byte, the partial frame's first byte: deadlines.
     pub(super) clock: ReadClock,
     /// Promoted from the unauthenticated cap at connection.open.
@@ -185,6 +188,7 @@ impl AmqpConn {
             resumed: Notify::default(),
             published: Cell::new(false),
             read_held: Cell::new(0),
+            tx_held: Cell::new(0),
             clock: ReadClock::new(),
             logged_in: Cell::new(false),
             grants: RefCell::new(None),

@@ -240,6 +240,10 @@ fn on_method(
         }
         Method::ConfirmSelect { no_wait } => {
             let ch = channel(st, n);
+            if ch.tx.is_some() {
+                let text = "PRECONDITION_FAILED - cannot switch from tx to confirm mode";
+                return Err(ch_fault(n, code::PRECONDITION_FAILED, text, mid));
+            }
             if !ch.confirm {
                 ch.confirm = true;
                 ch.confirm_base = ch.pub_seq;
@@ -249,6 +253,9 @@ fn on_method(
             }
             Ok(())
         }
+        Method::TxSelect => super::tx::select(c, st, n, mid),
+        Method::TxCommit => super::tx::commit(c, core, st, n, mid),
+        Method::TxRollback => super::tx::rollback(c, st, n, mid),
         Method::Other(other) => Err(conn_fault(
             code::NOT_IMPLEMENTED,
             format!("NOT_IMPLEMENTED - method {}.{} is not implemented by ringmq", other.0, other.1),
@@ -400,8 +407,11 @@ fn get(
 /// owners once per turn.
 #[inline]
 fn ack(c: &AmqpConn, st: &mut State, n: u16, mid: MethodId, (tag, multiple): (u64, bool)) -> Result<(), Fault> {
-    let mut acks = c.acks.borrow_mut();
     let ch = channel(st, n);
+    if ch.tx.is_some() {
+        return in_tx(c, st, (n, mid), (tag, multiple), None);
+    }
+    let mut acks = c.acks.borrow_mut();
     let taken = ch.take_tags(tag, multiple, |cid, q| match acks.last_mut() {
         Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
         _ => acks.push((cid, q, q)),
@@ -430,6 +440,9 @@ fn nack(
 ) -> Result<(), Fault> {
     let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
     let ch = channel(st, n);
+    if ch.tx.is_some() {
+        return in_tx(c, st, (n, mid), (tag, multiple), Some(requeue));
+    }
     let taken = ch.take_tags(tag, multiple, |cid, q| match ranges.last_mut() {
         Some(l) if l.0 == cid && l.2 + 1 == q => l.2 = q,
         _ => ranges.push((cid, q, q)),
@@ -445,6 +458,25 @@ fn nack(
     nack_all(st, ranges, requeue, core);
     super::out::drain_held(c, st, n);
     Ok(())
+}
+
+/// An ack, nack or reject on a transactional channel: held until commit.
+fn in_tx(
+    c: &AmqpConn,
+    st: &mut State,
+    (n, mid): (u16, MethodId),
+    tags: (u64, bool),
+    nack: Option<bool>,
+) -> Result<(), Fault> {
+    let max = super::tx::limits(c);
+    match super::tx::take(channel(st, n), tags, nack, max) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let text = format!("PRECONDITION_FAILED - unknown delivery tag {}", tags.0);
+            Err(ch_fault(n, code::PRECONDITION_FAILED, text, mid))
+        }
+        Err(text) => Err(ch_fault(n, code::PRECONDITION_FAILED, text, mid)),
+    }
 }
 
 fn channel(st: &mut State, n: u16) -> &mut Channel {
@@ -528,6 +560,11 @@ pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<V
     let Some(ch) = st.channels.get_mut(&n) else { return };
     super::publish::flush_batch(n, ch, core);
     ch.content = None;
+    // An open transaction is dropped: its acks' deliveries are requeued
+    // with the channel's other unacked ones.
+    if let Some(tx) = ch.tx.take() {
+        tx.release(core.tx_limits().held);
+    }
     ch.held.clear();
     ch.ops.clear();
     ch.outstanding.clear();

@@ -16,6 +16,7 @@
 //! | exchange and binding methods, sent to the routing table's owner | [`routing`] |
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
 //! | what comes back from the queues: replies and deliveries | [`out`] |
+//! | transactions: tx.select / commit / rollback, the channel's buffer | [`tx`] |
 //!
 //! Everything is hand-written: the hot path (publish with its content
 //! frames, deliver, ack/nack) works on the read buffer's bytes with no
@@ -39,6 +40,7 @@ pub mod out;
 pub mod publish;
 mod reading;
 pub mod routing;
+pub mod tx;
 
 use crate::server::listener::Accepted;
 use crate::server::shard::{ConnSink, Shard};

@@ -82,7 +82,9 @@ impl ConnSink for AmqpConn {
     }
 
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
+        // Transactions' buffers count as read bytes held (memory alarm).
+        let held = self.read_held.get() + crate::protocol::wire::usize_of(self.tx_held.get());
+        Some(SinkBuffers::on(&self.shard, &self.outbox, held, &self.gate))
     }
 }
 
@@ -120,7 +122,8 @@ impl AmqpConn {
             | Reply::Error { request_id, .. }
             | Reply::Confirm { request_id, .. }
             | Reply::GetOk { request_id, .. }
-            | Reply::GetEmpty { request_id } => *request_id,
+            | Reply::GetEmpty { request_id }
+            | Reply::TxCommitted { request_id, .. } => *request_id,
             _ => return,
         };
         let (kind, n, seq) = split_rid(r);
@@ -205,6 +208,7 @@ impl AmqpConn {
                 OpKind::Consume { .. } => id::BASIC_CONSUME,
                 OpKind::Get { .. } => id::BASIC_GET,
                 OpKind::Simple { cause, .. } => *cause,
+                OpKind::Commit { .. } => id::TX_COMMIT,
             };
             if let Reply::Error { code, message, .. } = reply {
                 if let OpKind::Consume { consumer_id, .. } = op.kind {
@@ -267,6 +271,9 @@ impl AmqpConn {
                 }
                 (OpKind::Simple { ok, no_wait: false, .. }, Reply::Ok { .. }) => {
                     self.outbox.push(|b| method::put(b, n, ok, |_| ()))
+                }
+                (OpKind::Commit { returns }, Reply::TxCommitted { routed, .. }) => {
+                    self.outbox.push(|b| put_commit_ok(b, n, &returns, &routed, frame_max));
                 }
                 (OpKind::Get { .. }, Reply::GetEmpty { .. }) => {
                     self.outbox.push(|b| method::put(b, n, id::BASIC_GET_EMPTY, |b| put_shortstr(b, "")))
@@ -465,6 +472,28 @@ impl AmqpConn {
             self.kick.notify();
         }
     }
+}
+
+/// tx.commit-ok, after a basic.return for each message of a mandatory
+/// publish that reached no queue, as RabbitMQ sends them.
+fn put_commit_ok(
+    b: &mut BytesMut,
+    n: u16,
+    returns: &[(u32, super::channel::Returned)],
+    routed: &[u32],
+    frame_max: usize,
+) {
+    for (i, r) in returns {
+        if routed.binary_search(i).is_ok() {
+            continue;
+        }
+        if let Ok(parsed) = Entries::parse(&r.entries, r.count) {
+            for e in parsed.iter() {
+                super::publish::put_return(b, n, r, e.props, e.body, frame_max);
+            }
+        }
+    }
+    method::put(b, n, id::TX_COMMIT_OK, |_| ());
 }
 
 fn push_ack(acks: &mut Vec<(u32, u64, u64)>, cid: u32, qtag: u64) {

@@ -46,6 +46,15 @@ pub fn on_content(
                 return Err(e.fault(n, max));
             }
         };
+        if let Some(tx) = ch.tx.as_mut() {
+            // Counted before the body is buffered: a transaction's
+            // memory stays under its limits.
+            let bytes = (16 + h.props.len() + h.body_len) as u64;
+            if let Err(text) = tx.reserve(1, bytes, core.tx_limits()) {
+                ch.content = None;
+                return Err(ch_fault(n, code::PRECONDITION_FAILED, text));
+            }
+        }
         content.have_header = true;
         content.persistent = h.mode == 2;
         content.body_len = h.body_len;
@@ -100,7 +109,12 @@ impl AmqpConn {
             return None;
         }
         let consumes = !st.consumers.is_empty();
+        // A transaction's publishes take the frame-by-frame path, which
+        // counts them against its limits at their header.
         let ch = st.channels.get_mut(&n).filter(|ch| ch.state == ChState::Open && ch.content.is_none())?;
+        if ch.tx.is_some() {
+            return None;
+        }
         if !ch.batch_takes(p.exchange, p.routing_key, p.mandatory) {
             return None;
         }
@@ -253,6 +267,12 @@ fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, core: &Core<'_>) {
 pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     let Some(b) = ch.batch.take() else { return };
     let entries = ch.arena.split_to(b.len).freeze();
+    if let Some(tx) = ch.tx.as_mut() {
+        // Held until tx.commit (`tx.rs`), names as the client gave them.
+        let names = (ch.batch_exchange.as_str(), ch.batch_queue.as_str());
+        tx.push_publish(names, (b.mandatory, b.persistent), entries, b.count);
+        return;
+    }
     let confirm = ch.confirm || b.mandatory;
     if confirm {
         let returns = b.mandatory.then(|| Returned {

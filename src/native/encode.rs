@@ -74,6 +74,8 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
         // Native clients publish to the owner; one that does not is
         // paced by the mesh alone (see shard/pause.rs).
         Reply::ConsumerGone { .. } | Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
+        // Transactions are AMQP's: a native connection never starts one.
+        Reply::TxCommitted { .. } => {}
         Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),
     }
 }

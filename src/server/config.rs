@@ -120,6 +120,15 @@ pub struct Config {
     pub prefetch_max: u32,
     /// Consumers (push and pull) one connection may hold.
     pub consumers_per_connection_max: u32,
+    /// Messages (publishes, and acked, nacked or rejected deliveries) one
+    /// AMQP transaction may buffer until its commit; past it the channel
+    /// is closed (406).
+    pub tx_messages_max: u32,
+    /// Bytes of published messages (properties and bodies) the open AMQP
+    /// transactions of one connection may buffer until their commits,
+    /// all its channels together (at least `message_bytes_max`); past it
+    /// the channel is closed (406).
+    pub tx_bytes_max: u64,
     /// Messages in one Deliver frame.
     pub deliver_batch_max: u32,
     /// Batches in flight on each mesh channel between two shards.
@@ -281,6 +290,8 @@ impl Default for Config {
             publish_pause_bytes: 64 << 20,
             prefetch_max: 65_535,
             consumers_per_connection_max: 1_024,
+            tx_messages_max: 65_536,
+            tx_bytes_max: 64 << 20,
             deliver_batch_max: 256,
             mesh_capacity: 1_024,
             mesh_pending_max: 65_536,
@@ -399,7 +410,12 @@ impl Config {
         let d = self.table_depth_max;
         let ceiling = crate::protocol::field_table::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
-        let positive: [(&'static str, u64); 18] = [
+        let tb = self.tx_bytes_max;
+        check((u64::from(m)..=1 << 40).contains(&tb), "tx_bytes_max", || {
+            format!("{tb} is outside message_bytes_max ({m})..=1099511627776")
+        })?;
+        let positive: [(&'static str, u64); 19] = [
+            ("tx_messages_max", self.tx_messages_max.into()),
             ("users_max", self.users_max.into()),
             ("vhosts_max", self.vhosts_max.into()),
             ("unauthenticated_connections_max", self.unauthenticated_connections_max.into()),
@@ -576,5 +592,18 @@ mod tests {
         assert_eq!(c.memory_high_watermark_bytes, Some(1 << 20));
         assert_eq!(Config::default().disk_free_limit_bytes, 50_000_000);
         assert_eq!(Config::default().memory_high_watermark_bytes, None);
+    }
+
+    #[test]
+    fn transaction_limits_are_checked() {
+        for (toml, key) in [
+            ("tx_messages_max = 0", "tx_messages_max"),
+            ("tx_bytes_max = 1000", "tx_bytes_max"),
+            ("tx_bytes_max = 2000000000000", "tx_bytes_max"),
+        ] {
+            let e = Config::from_toml(toml).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        Config::from_toml("tx_messages_max = 1\ntx_bytes_max = 1048576").unwrap().validate().unwrap();
     }
 }

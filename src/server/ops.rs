@@ -11,6 +11,7 @@
 //! | ack, nack (reject is a nack), cancel, unsubscribe | `Request::{Ack, Nack, Cancel, Unsubscribe}` through [`Shard::submit`] to the owner the front end kept from the subscribe |
 //! | publish to a queue | [`Shard::publish_to_queue`] |
 //! | publish through an exchange | [`Shard::publish_to`] |
+//! | commit an AMQP transaction: its publishes routed here, each owner's part applied in one step, one answer | [`Shard::commit_tx`] (`shard/tx.rs`) |
 //! | declare, check, delete an exchange; bind, unbind | [`Shard::declare_exchange`], [`Shard::check_exchange`], [`Shard::delete_exchange`], [`Shard::bind`] |
 //! | admin (`ringmq ctl`) | [`super::admin::start`] |
 //! | the connection is gone | [`Shard::release_connection`] |

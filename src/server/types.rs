@@ -15,6 +15,28 @@ pub struct Target {
     pub count: u32,
 }
 
+/// One queue's share of a transaction's publish (`Request::TxPart`):
+/// `publish` is the index of the client's publish batch it came from, so
+/// the coordinator can tell which mandatory publishes reached no queue.
+#[derive(Debug, Clone)]
+pub struct TxTarget {
+    pub publish: u32,
+    pub target: Target,
+    pub persistent: bool,
+    pub origin: Option<Arc<Origin>>,
+}
+
+/// An ack, or a nack (`requeue` set or not), a transaction applies at
+/// commit: one consumer's queue-level tags.
+#[derive(Debug, Clone)]
+pub struct TxAck {
+    pub consumer_id: u32,
+    pub queue: String,
+    /// `None`: an ack; `Some(requeue)`: a nack or reject.
+    pub nack: Option<bool>,
+    pub ranges: Vec<(u64, u64)>,
+}
+
 /// A connection, named by the shard that holds its socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnRef {
@@ -218,6 +240,16 @@ pub enum Request {
         no_ack: bool,
         queue: String,
     },
+    /// One owner's share of a committed AMQP transaction
+    /// (`shard/tx.rs`): applied in one step, answered with `TxCommitted`
+    /// once what it logged is fdatasync'ed.
+    TxPart {
+        /// The connection whose consumers' tags `acks` names (the
+        /// request itself may come from a fan-in).
+        conn: ConnRef,
+        publishes: Vec<TxTarget>,
+        acks: Vec<TxAck>,
+    },
     /// The connection is gone: drop its consumers on these queues and
     /// requeue what they had not acked.
     ConnClosed {
@@ -290,6 +322,13 @@ pub enum Reply {
     AdminOk {
         request_id: u64,
         json: String,
+    },
+    /// A transaction's part (or, from the coordinator, the whole) is
+    /// applied and stored: `routed` lists the publish indexes
+    /// (`TxTarget::publish`) that reached at least one queue.
+    TxCommitted {
+        request_id: u64,
+        routed: Vec<u32>,
     },
 }
 

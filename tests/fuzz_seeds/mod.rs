@@ -5,7 +5,7 @@
 //! Each is small: the fuzzer mutates from them.
 
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame};
-use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::{Bytes, BytesMut};
 use ringmq::protocol::amqp::{frame as aframe, method as amethod};
@@ -300,6 +300,24 @@ fn amqp_client_frames() -> Named {
     amethod::put_close(&mut b, 1, amethod::id::CHANNEL_CLOSE, 406, "PRECONDITION_FAILED", amethod::id::QUEUE_DECLARE);
     aframe::put_heartbeat(&mut b);
     out.push(named("server", &b[..]));
+    // A transaction as lapin writes one: select, a publish and an ack,
+    // commit, then a rollback; and what ringmq answers (their -oks).
+    let publish = basic::Publish { exchange: "".into(), routing_key: "q".into(), mandatory: true, immediate: false };
+    let header = AMQPContentHeader { class_id: 60, body_size: 2, properties: basic::AMQPProperties::default() };
+    let tx_frames = vec![
+        amq(1, AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {}))),
+        amq(1, AMQPClass::Basic(basic::AMQPMethod::Publish(publish))),
+        AMQPFrame::Header(1, 60, Box::new(header)),
+        AMQPFrame::Body(1, b"tx".to_vec()),
+        amq(1, AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: 1, multiple: false }))),
+        amq(1, AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {}))),
+        amq(1, AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {}))),
+    ];
+    let mut b = BytesMut::from(&encode_amq(&tx_frames)[..]);
+    for ok in [amethod::id::TX_SELECT_OK, amethod::id::TX_COMMIT_OK, amethod::id::TX_ROLLBACK_OK] {
+        amethod::put(&mut b, 1, ok, |_| ());
+    }
+    out.push(named("tx", &b[..]));
     out
 }
 

@@ -73,7 +73,7 @@ expect_channel_close(conn, 405, lambda ch: ch.queue_purge(queue=ex))
 other.close()
 
 # 540 NOT_IMPLEMENTED (connection)
-expect_connection_close(540, lambda ch: ch.tx_select())
+expect_connection_close(540, lambda ch: ch.basic_recover(requeue=False))
 expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("qt"), arguments={"x-queue-type": "stream"}))
 
 # 530 NOT_ALLOWED: a vhost that does not exist

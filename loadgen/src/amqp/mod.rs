@@ -15,6 +15,7 @@
 
 mod consumer;
 mod template;
+mod tx;
 mod url;
 
 use crate::header::HEADER_LEN;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 pub use consumer::Consumer;
 use template::PublishTemplate;
+pub use tx::TxSpec;
 pub use url::{AmqpTls, AmqpUrl};
 
 const CHANNEL: u16 = 1;

@@ -65,6 +65,12 @@ pub mod id {
     pub const BASIC_NACK: MethodId = (60, 120);
     pub const CONFIRM_SELECT: MethodId = (85, 10);
     pub const CONFIRM_SELECT_OK: MethodId = (85, 11);
+    pub const TX_SELECT: MethodId = (90, 10);
+    pub const TX_SELECT_OK: MethodId = (90, 11);
+    pub const TX_COMMIT: MethodId = (90, 20);
+    pub const TX_COMMIT_OK: MethodId = (90, 21);
+    pub const TX_ROLLBACK: MethodId = (90, 30);
+    pub const TX_ROLLBACK_OK: MethodId = (90, 31);
 }
 
 /// Reply codes (spec 1.1, "Constants").
@@ -197,6 +203,10 @@ pub enum Method<'a> {
     ConfirmSelect {
         no_wait: bool,
     },
+    /// tx.select, tx.commit, tx.rollback: no fields.
+    TxSelect,
+    TxCommit,
+    TxRollback,
     /// A method this server does not implement (or a server-only one).
     Other(MethodId),
 }
@@ -375,6 +385,9 @@ pub fn parse_limited(payload: &[u8], table_depth_max: usize) -> Result<(MethodId
         id::BASIC_NACK => Method::Nack { tag: r.u64()?, multiple: r.bit()?, requeue: r.bit()? },
         id::BASIC_RECOVER | id::BASIC_RECOVER_ASYNC => Method::Recover { requeue: r.bit()? },
         id::CONFIRM_SELECT => Method::ConfirmSelect { no_wait: r.bit()? },
+        id::TX_SELECT => Method::TxSelect,
+        id::TX_COMMIT => Method::TxCommit,
+        id::TX_ROLLBACK => Method::TxRollback,
         other => return Ok((mid, Method::Other(other))),
     };
     // Every field is read: more bytes are not this method (RabbitMQ and
@@ -565,7 +578,7 @@ mod tests {
         assert!(matches!(parse(&[0, 20, 0, 10, 0]), Ok((_, Method::ChannelOpen))));
         assert!(parse(&[0, 60, 0, 80, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]).is_err(), "ack with a byte too many");
         // Methods this server does not implement are not read at all.
-        assert!(matches!(parse(&[0, 90, 0, 10, 1, 2, 3]), Ok((_, Method::Other((90, 10))))));
+        assert!(matches!(parse(&[0, 100, 0, 10, 1, 2, 3]), Ok((_, Method::Other((100, 10))))));
     }
 
     #[test]

@@ -16,3 +16,6 @@ pub mod client;
 pub mod frame;
 pub mod method;
 pub mod wire;
+
+#[cfg(test)]
+mod method_tx_tests;

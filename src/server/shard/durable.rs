@@ -303,6 +303,12 @@ impl Shard {
         });
     }
 
+    /// Holds `reply` (not a confirm) until everything logged so far is
+    /// stored: a transaction's commit.
+    pub(super) fn reply_after_flush(&self, d: &Durable, to: ConnRef, request_id: u64, reply: Reply) {
+        d.log.defer(Waiter { to, request_id, reply, confirms: 0, since: std::time::Instant::now() });
+    }
+
     /// A durable queue was created: log it and its arguments (before the
     /// Ok goes out).
     pub(super) fn log_declare(&self, name: &str, durable: bool, args: &[u8]) -> Result<(), QueueError> {

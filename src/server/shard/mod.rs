@@ -35,6 +35,7 @@ pub mod routing_replica;
 mod spill;
 mod timeout;
 mod timers;
+pub mod tx;
 mod users;
 
 pub use crate::auth::access::stored_permission as users_stored_permission;
@@ -197,6 +198,8 @@ pub struct Shard {
     admin_in_flight: Rc<Cell<u32>>,
     /// Shard 0 of a clustered node: the metadata group's member.
     cluster: cluster::ClusterPart,
+    /// Transaction commits waiting on several owners (`tx.rs`).
+    tx: tx::TxFanIns,
 }
 
 impl Shard {
@@ -241,6 +244,7 @@ impl Shard {
             defs: defs::DefsWriter::default(),
             admin_in_flight: Rc::new(Cell::new(0)),
             cluster: cluster::ClusterPart::default(),
+            tx: tx::TxFanIns::default(),
         }
     }
 
@@ -355,6 +359,10 @@ impl Shard {
             }
             Request::BindQueue { binding, unbind } => {
                 self.bind_queue(from, request_id, binding, unbind);
+                None
+            }
+            Request::TxPart { conn, publishes, acks } => {
+                self.tx_part(from, request_id, conn, publishes, acks);
                 None
             }
             Request::ConnClosed { queues } => {

@@ -22,7 +22,7 @@ pub const METADATA_SHARD: u16 = 0;
 
 /// Connection ids with this bit name a fan-in on the shard, not a socket:
 /// replies to them are gathered until every owner has answered.
-const FANIN_BIT: u64 = 1 << 63;
+pub(super) const FANIN_BIT: u64 = 1 << 63;
 
 /// A confirm waiting on several owners.
 struct FanIn {
@@ -202,7 +202,13 @@ impl Shard {
         self.send_routed(from, request_id, o, targets, count, Some(origin)).filter(|_| may_pause())
     }
 
-    fn route_batch(&self, exchange: &str, key: &str, entries: &Bytes, count: u32) -> Result<Vec<Target>, QueueError> {
+    pub(super) fn route_batch(
+        &self,
+        exchange: &str,
+        key: &str,
+        entries: &Bytes,
+        count: u32,
+    ) -> Result<Vec<Target>, QueueError> {
         let table = self.routing.table.borrow();
         let x = table.exchange(exchange).ok_or_else(|| {
             QueueError::new(
@@ -306,6 +312,10 @@ impl Shard {
     pub(super) fn fanin_reply(&self, conn_id: u64, reply: Reply) -> Option<Reply> {
         if conn_id & FANIN_BIT == 0 {
             return Some(reply);
+        }
+        if conn_id & super::tx::TX_FANIN_BIT != 0 {
+            self.tx_fanin_reply(conn_id, reply);
+            return None;
         }
         let token = conn_id & !FANIN_BIT;
         let mut map = self.routing.fanin.borrow_mut();
