@@ -135,35 +135,26 @@ impl Shard {
     /// by a task of its own, in slices; the rest is answered at once, in
     /// order with the mesh messages around it.
     pub(super) fn on_admin(self: &Rc<Self>, from: u16, token: u64, req: AdminReq) {
-        if let AdminReq::Stats { detail: true } = req {
-            let me = self.clone();
+        let me = self.clone();
+        let later = move |reply: std::pin::Pin<Box<dyn std::future::Future<Output = AdminReply>>>| {
             glommio::spawn_local(async move {
-                let reply = AdminReply::Stats(Box::new(me.stats_detailed().await));
+                let reply = reply.await;
                 me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
             })
             .detach();
-            return;
+        };
+        let me = self.clone();
+        match req {
+            AdminReq::Stats { detail: true } => {
+                later(Box::pin(async move { AdminReply::Stats(Box::new(me.stats_detailed().await)) }))
+            }
+            AdminReq::Cluster(ask) => later(Box::pin(async move { AdminReply::Cluster(me.cluster_admin(ask).await) })),
+            AdminReq::Users(change) => later(Box::pin(async move { AdminReply::Users(me.change_users(change).await) })),
+            req => {
+                let reply = self.admin_local(req);
+                self.mesh.forward(from, MeshMsg::AdminReply { shard: self.id, token, reply });
+            }
         }
-        if let AdminReq::Cluster(ask) = req {
-            let me = self.clone();
-            glommio::spawn_local(async move {
-                let reply = AdminReply::Cluster(me.cluster_admin(ask).await);
-                me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
-            })
-            .detach();
-            return;
-        }
-        if let AdminReq::Users(change) = req {
-            let me = self.clone();
-            glommio::spawn_local(async move {
-                let reply = AdminReply::Users(me.change_users(change).await);
-                me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
-            })
-            .detach();
-            return;
-        }
-        let reply = self.admin_local(req);
-        self.mesh.forward(from, MeshMsg::AdminReply { shard: self.id, token, reply });
     }
 
     /// A reply to a gather this shard started (or an error for a peer
