@@ -40,8 +40,10 @@ for i in $(seq 1 "$RUNS"); do
   conns=$(api connections | python3 -c 'import json,sys; print([(c["peer_port"], c["shard"]) for c in sorted(json.load(sys.stdin), key=lambda c: c["peer_port"])])')
   queues=$(api queues | python3 -c 'import json,sys; print([(q["name"], q["shard"]) for q in json.load(sys.stdin)])')
   wait "$lg" || { cat "$work/amqp.out" >&2; exit 1; }
-  read -r rate lost < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(int(r["msgs_per_s"]), r["lost"])' "$work/amqp.json")
-  echo "run $i: $rate msg/s, lost $lost, connections $conns, queues $queues"
+  read -r rate lost stalls < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(int(r["msgs_per_s"]), r["lost"], r.get("stalls", 0))' "$work/amqp.json")
+  # A run whose generator stalled (loadgen's stall watch) measured the
+  # generator: its "lost" messages sat unread in the generator's socket.
+  echo "run $i: $rate msg/s, lost $lost, generator stalls $stalls, connections $conns, queues $queues"
   if [ "$lost" != 0 ] || [ "$rate" -lt "$MIN_RATE" ]; then
     keep=$(mktemp -d /tmp/ringmq-soak-kept.XXXXXX)
     api queues >"$keep/queues.json"

@@ -11,6 +11,7 @@ mod native;
 mod plot;
 mod runner;
 mod schedule;
+mod stall;
 mod stats;
 mod workload;
 
@@ -336,6 +337,12 @@ fn real_main() -> Result<()> {
             }
             if summary.lost > 0 || summary.duplicates > 0 {
                 eprintln!("warning: {} lost and {} duplicated messages", summary.lost, summary.duplicates);
+            }
+            if summary.stalls > 0 {
+                eprintln!(
+                    "warning: the generator stalled {} times (longest {} ms): this run measured the generator too",
+                    summary.stalls, summary.stall_ms_max
+                );
             }
             Ok(())
         }

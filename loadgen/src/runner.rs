@@ -36,6 +36,9 @@ struct Shared {
     workers_done: AtomicUsize,
     /// Latencies of the last progress interval, one per worker.
     interval: Vec<Mutex<Histogram<u64>>>,
+    /// Each worker's beat, and the stalls the main thread saw in them.
+    beats: Vec<crate::stall::Beat>,
+    stalls: crate::stall::Stalls,
 }
 
 #[derive(Clone, Copy)]
@@ -242,6 +245,26 @@ const MIN_SLEEP_NS: u64 = 100_000;
 /// Body of worker thread `wi`: connects its clients, waits for the start,
 /// runs them, returns its statistics.
 async fn worker(wi: usize, shared: Arc<Shared>) -> Result<WorkerStats> {
+    shared.beats[wi].start(now_ns());
+    let beating = Rc::new(std::cell::Cell::new(true));
+    let _beat = glommio::spawn_local(beat(wi, shared.clone(), beating.clone()));
+    let r = work(wi, &shared).await;
+    beating.set(false);
+    shared.beats[wi].finish();
+    r
+}
+
+/// Beats for the main thread's stall watch (`stall.rs`) while the
+/// worker runs.
+async fn beat(wi: usize, shared: Arc<Shared>, beating: Rc<std::cell::Cell<bool>>) {
+    while beating.get() {
+        shared.beats[wi].beat(now_ns());
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn work(wi: usize, shared: &Arc<Shared>) -> Result<WorkerStats> {
+    let shared = shared.clone();
     let stats = Rc::new(RefCell::new(WorkerStats::new(&shared.w)));
     let (producers, consumers) = match connect_clients(wi, &shared, &stats).await {
         Ok(x) => x,
@@ -415,7 +438,10 @@ pub fn run(w: Workload) -> Result<Summary> {
         producers_done: AtomicUsize::new(0),
         workers_done: AtomicUsize::new(0),
         interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
+        beats: (0..workers).map(|_| crate::stall::Beat::default()).collect(),
+        stalls: crate::stall::Stalls::default(),
     });
+    crate::stall::install();
     let mut handles = Vec::new();
     for (wi, &cpu) in w.cores.iter().enumerate() {
         let sh = shared.clone();
@@ -463,7 +489,10 @@ pub fn run(w: Workload) -> Result<Summary> {
     if !errors.is_empty() {
         bail!("run failed: {}", errors.join("; "));
     }
-    Ok(summarize(&w, results))
+    let mut summary = summarize(&w, results);
+    summary.stalls = shared.stalls.count.load(Relaxed);
+    summary.stall_ms_max = shared.stalls.longest_ns.load(Relaxed) / 1_000_000;
+    Ok(summary)
 }
 
 fn progress_loop(shared: &Shared, win: Window, workers: usize) {
@@ -473,6 +502,7 @@ fn progress_loop(shared: &Shared, win: Window, workers: usize) {
     while shared.workers_done.load(Relaxed) < workers {
         std::thread::sleep(Duration::from_millis(100));
         let now = now_ns();
+        shared.stalls.check(&shared.beats, now);
         if now < last.0 + 1_000_000_000 {
             continue;
         }
@@ -565,6 +595,8 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         expected,
         nacked,
         foreign: checker.foreign,
+        stalls: 0,
+        stall_ms_max: 0,
         config: serde_json::to_value(w).unwrap_or_default(),
         latency_percentiles_us: stats::percentile_points(&latency),
         hgrm: stats::hgrm(&latency),

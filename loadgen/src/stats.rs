@@ -85,6 +85,13 @@ pub struct Summary {
     pub expected: u64,
     pub nacked: u64,
     pub foreign: u64,
+    /// Times a worker's executor stopped running for a second or more
+    /// (`stall.rs`: a generator fault, woken with a signal), and the
+    /// longest in ms. A run with stalls measured the generator too.
+    #[serde(default)]
+    pub stalls: u64,
+    #[serde(default)]
+    pub stall_ms_max: u64,
     pub config: serde_json::Value,
     /// (percentile in %, latency in us) points for plotting.
     pub latency_percentiles_us: Vec<(f64, f64)>,
