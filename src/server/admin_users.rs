@@ -27,7 +27,10 @@ pub enum UserChangeFailed {
 /// Sends a change to shard 0 and waits for its answer.
 pub async fn change(shard: &Shard, change: UserChange) -> Result<(), UserChangeFailed> {
     let metadata = crate::server::shard::routing_replica::METADATA_SHARD;
-    let reply = shard.admin(&[metadata], |_| AdminReq::Users(change.clone())).await;
+    // A clustered node's change waits on the group (up to its own 10 s
+    // deadline, then the node's shards): longer than a gather.
+    let wait = crate::server::cluster::node::CLUSTER_COMMAND_WAIT;
+    let reply = shard.admin_within(&[metadata], wait, |_| AdminReq::Users(change.clone())).await;
     match reply.into_iter().next() {
         Some((_, AdminReply::Users(r))) => r,
         Some((_, AdminReply::Done(Err(e)))) => Err(UserChangeFailed::NotStored(e)),
