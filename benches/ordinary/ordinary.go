@@ -7,7 +7,9 @@
 //
 //	ordinary run  -url URL [-size 16] [-rate 0] [-duration 8] [-warmup 2] [-json F] [-hgrm F]
 //	ordinary fill -url URL -count N [-size 1024]    persistent, confirmed, into a durable queue
-//	ordinary wait -url URL -count N [-timeout 300]  until that queue holds N messages again
+//	ordinary wait -url URL -count N [-timeout 300] [-delete]
+//	                                                until that queue holds N messages again
+//	                                                (then deletes it, with -delete)
 //
 // `run` publishes as fast as one client can (-rate 0) or at a fixed rate,
 // open loop, and measures each message's latency from its actual send
@@ -62,6 +64,7 @@ func main() {
 	jsonOut := fs.String("json", "", "run: write the summary here")
 	hgrmOut := fs.String("hgrm", "", "run: write the latency from the actual send as an .hgrm table")
 	label := fs.String("label", "ordinary", "run: label in the summary")
+	del := fs.Bool("delete", false, "wait: delete the queue once it holds its messages")
 	must(fs.Parse(os.Args[2:]), "flags")
 	if *size < 16 {
 		die("-size must be at least 16")
@@ -84,7 +87,7 @@ func main() {
 		if q == "" {
 			q = "ordinary-durable"
 		}
-		wait(*url, q, *count, *timeout)
+		wait(*url, q, *count, *timeout, *del)
 	default:
 		die("unknown mode %q", mode)
 	}
@@ -318,7 +321,7 @@ func fill(url, q string, count, size int) {
 	fmt.Printf("filled %d x %d B in %.1f s\n", count, size, time.Since(t0).Seconds())
 }
 
-func wait(url, q string, count int, timeout float64) {
+func wait(url, q string, count int, timeout float64, del bool) {
 	deadline := time.Now().Add(time.Duration(timeout * 1e9))
 	last := -1
 	for time.Now().Before(deadline) {
@@ -327,8 +330,12 @@ func wait(url, q string, count int, timeout float64) {
 				if st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err == nil {
 					last = st.Messages
 					if st.Messages >= count {
-						conn.Close()
 						fmt.Printf("%s holds %d messages\n", q, st.Messages)
+						if del {
+							_, err := ch.QueueDelete(q, false, false, false)
+							must(err, "queue.delete")
+						}
+						conn.Close()
 						return
 					}
 				}
