@@ -248,17 +248,17 @@ def table(out):
         rows.append((key, workload, r.text if r else "—", q_text, ratio(r, q, kind) if kind else "—",
                      floor.text if floor else "—"))
 
+    q = throughput_cell(L("pers-rabbitmq-*.json"))
+    row("pers", "**1 KiB persistent with publisher confirms**, native, as fast as confirmed "
+        "(target ≥ 300 k/s)", throughput_cell(L("pers-ringmq-[0-9]*.json")), q, "more")
+    row("pers", "1 KiB persistent with confirms, AMQP (the same client for both)",
+        throughput_cell(L("pers-ringmq-amqp-*.json")), q, "more")
     for size, name in ((16, "16 B"), (1024, "1 KiB")):
         q = throughput_cell(L(f"tput-rabbitmq-{size}-*.json"))
         row("tput", f"Throughput, native protocol, {name}, 1 producer, 1 consumer",
             throughput_cell(L(f"tput-ringmq-{size}-[0-9]*.json")), q, "more")
         row("tput", f"Throughput, AMQP 0-9-1 (both brokers, the same client), {name}",
             throughput_cell(L(f"tput-ringmq-amqp-{size}-*.json")), q, "more")
-    q = throughput_cell(L("pers-rabbitmq-*.json"))
-    row("pers", "**1 KiB persistent with publisher confirms**, native, as fast as confirmed "
-        "(target ≥ 300 k/s)", throughput_cell(L("pers-ringmq-[0-9]*.json")), q, "more")
-    row("pers", "1 KiB persistent with confirms, AMQP (the same client for both)",
-        throughput_cell(L("pers-ringmq-amqp-*.json")), q, "more")
     q = throughput_cell(L("fanout-rabbitmq-*.json"), "delivered_per_s")
     row("fanout", "Fanout, 16 B, 1 producer to 10 queues, deliveries/s, native (target ≥ 3 M/s)",
         throughput_cell(L("fanout-ringmq-[0-9]*.json"), "delivered_per_s"), q, "more")
