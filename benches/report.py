@@ -288,7 +288,7 @@ def table(out):
         latency_cell(L(f"perslat-{hrate}-ringmq-[0-9]*.json"), "confirm_latency_us", hrate), None, None,
         floor_cell(out, hrate),
         rabbit_text="not offered: above RabbitMQ's own rate with confirms"
-        + (f" ({rate(rabbit_max.value)} above)" if rabbit_max else ""))
+        + (f" ({rate(rabbit_max.value)} at full speed in this run, above)" if rabbit_max else ""))
     row("ordinary", "Ordinary client (amqp091-go, one publish per call, ack every 100), 16 B as fast "
         "as the client can: **broker CPU per message** (target ≤ 3 µs, ≥ 20× less than RabbitMQ)",
         cpu_cell(out, "ringmq"), cpu_cell(out, "rabbitmq"), "less")

@@ -10,6 +10,9 @@
 #                (default: 3 runs of each, 6 s measured: about 20 minutes)
 #   ONLY=k1,k2   only these workloads (keys below); the docs are then left alone
 #   WRITE_DOCS=0 leave the docs alone (the table is in OUT_DIR/table.md)
+#   WAIT_QUIET=S before each workload, wait up to S seconds (default 0) for
+#                other processes to use less than a fifth of a core (from
+#                /proc, over 4 s); rows that ran on a busy machine say so anyway
 #   RUNS, DURATION, WARMUP, SIZES, RATE, FAST_RATE, PERS_RATE, PERS_HIGH_RATE,
 #   RECOVERY_COUNT override the defaults below.
 #   The layout (defaults for two cores; see "On a machine with more cores"):
@@ -65,6 +68,7 @@ PERS_HIGH_RATE=${PERS_HIGH_RATE:-50000}
 GEN_CORES_TPUT=${GEN_CORES_TPUT:-0}
 LAT_SHARDS=${LAT_SHARDS:-1}
 GEN_CORES_LAT=${GEN_CORES_LAT:-1}
+WAIT_QUIET=${WAIT_QUIET:-0}
 ONLY=${ONLY:-}
 WRITE_DOCS=${WRITE_DOCS:-1}
 [ -n "$ONLY" ] && WRITE_DOCS=0
@@ -107,6 +111,11 @@ ORDINARY=$TMP/ordinary
     nice -n 19 go build -o "$ORDINARY" benches/ordinary/ordinary.go) >>"$LOG" 2>&1 ||
     { say "benches/ordinary does not build (Go and Debian's golang-github-rabbitmq-amqp091-go-dev); see $LOG"; exit 1; }
 
+# The code measured: the commit the binaries were built from, and whether
+# the tree differed from it.
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
+git -C "$ROOT" diff --quiet HEAD -- src loadgen benches Cargo.toml Cargo.lock || COMMIT="$COMMIT (with uncommitted changes)"
+
 # ---------------------------------------------------------------- bookkeeping
 python3 "$ROOT/benches/report.py" watch $$ "$OUT/noise.txt" &
 WATCH_PID=$!
@@ -116,7 +125,20 @@ cmd() { # key text: the command line a row's figures come from
     grep -qxF "$1|$2" "$OUT/commands.txt" || echo "$1|$2" >>"$OUT/commands.txt"
 }
 T_KEY= T_START=
-begin() { T_KEY=$1 T_START=$(date +%s.%N); say "== $1"; }
+# Other processes' share of the CPU in the watcher's last two samples (4 s).
+others_busy() {
+    tail -2 "$OUT/noise.txt" 2>/dev/null | awk '{o += $2 - $3; n++} END {print (n == 2 && o / n < 0.2) ? "quiet" : "busy"}'
+}
+wait_quiet() {
+    [ "$WAIT_QUIET" -gt 0 ] || return 0
+    local waited=0
+    while [ "$(others_busy)" = busy ] && [ $waited -lt "$WAIT_QUIET" ]; do
+        sleep 2
+        waited=$((waited + 2))
+    done
+    say "  waited ${waited} s for a quiet machine ($(others_busy))"
+}
+begin() { wait_quiet; T_KEY=$1 T_START=$(date +%s.%N); say "== $1"; }
 end() { echo "$T_KEY $T_START $(date +%s.%N)" >>"$OUT/times.txt"; }
 
 # One loadgen run: JSON, label (the broker), url, flags...
@@ -363,8 +385,6 @@ kill "$WATCH_PID" 2>/dev/null || true
 WATCH_PID=
 
 # ---------------------------------------------------------------- the table
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
-git -C "$ROOT" diff --quiet HEAD -- src loadgen benches Cargo.toml Cargo.lock || COMMIT="$COMMIT (with uncommitted changes)"
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 MEM=$(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)
 MODE=full
@@ -418,9 +438,9 @@ plot latency-ordinary.svg "amqp091-go, one publish per call, 1 KiB at $RATE msg/
 # shellcheck disable=SC2046
 plot throughput-by-size.svg "Throughput by message size, 1 producer 1 consumer (median of $RUNS run(s) each)" \
     --by-size -- $(ls "$OUT"/tput-*.json 2>/dev/null)
-plot latency-over-time.svg "Latency over time, 16 B at $FAST_RATE msg/s, native (first run; 200 ms intervals)" \
+plot latency-over-time.svg "End-to-end latency over time, 16 B at $FAST_RATE msg/s, ringmq native (first run; 200 ms intervals)" \
     --over-time -- "$OUT/lat100k-ringmq-1.json"
-plot latency-over-time-persistent.svg "Latency over time, 1 KiB persistent at $PERS_HIGH_RATE msg/s, ringmq (first run)" \
+plot latency-over-time-persistent.svg "End-to-end latency over time, 1 KiB persistent with confirms at $PERS_HIGH_RATE msg/s, ringmq native (first run)" \
     --over-time -- "$OUT/perslat-$PERS_HIGH_RATE-ringmq-1.json"
 
 cat "$OUT/table.md"

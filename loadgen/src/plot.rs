@@ -203,9 +203,20 @@ impl Scale {
             let lo = 10f64.powf(lo.log10().floor());
             Scale { lo, hi: 10f64.powf(hi.max(lo * 10.0).log10().ceil()), log }
         } else {
-            let lo = if lo >= 0.0 { 0.0 } else { -nice_ceiling(-lo) };
-            Scale { lo, hi: nice_ceiling(hi).max(lo + 1.0), log }
+            let lo = lo.min(0.0);
+            let step = Scale::step(hi - lo);
+            Scale { lo: (lo / step).floor() * step, hi: ((hi / step).ceil() * step).max(lo + step), log }
         }
+    }
+
+    /// A round tick step (1, 2 or 5 times a power of ten) that cuts
+    /// `span` into 4 to 10 parts.
+    fn step(span: f64) -> f64 {
+        if span <= 0.0 || !span.is_finite() {
+            return 1.0;
+        }
+        let mag = 10f64.powf((span / 10.0).log10().floor());
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 10.0).unwrap_or(10.0 * mag)
     }
 
     /// Where `v` falls, 0 at `lo` and 1 at `hi`.
@@ -227,7 +238,9 @@ impl Scale {
             }
             t
         } else {
-            (0..=5).map(|i| self.lo + (self.hi - self.lo) * i as f64 / 5.0).map(|v| (v, trim(v))).collect()
+            let step = Scale::step(self.hi - self.lo);
+            let n = ((self.hi - self.lo) / step).round() as i64;
+            (0..=n).map(|i| self.lo + step * i as f64).map(|v| (v, trim(v))).collect()
         }
     }
 }
@@ -575,6 +588,16 @@ mod tests {
         // A summary without a series is refused with the reason.
         let old = write_runs(dir.path(), &[summary("old", 16.0, 1.0, &[])]);
         assert!(over_time_files(&old, "t").unwrap_err().to_string().contains("latency_over_time"));
+    }
+
+    #[test]
+    fn linear_ticks_are_round() {
+        let s = Scale::fit([-1.8, 6.1].into_iter(), false);
+        assert_eq!((s.lo, s.hi), (-2.0, 7.0));
+        let t: Vec<String> = s.ticks().into_iter().map(|t| t.1).collect();
+        assert_eq!(t, ["-2", "-1", "0", "1", "2", "3", "4", "5", "6", "7"]);
+        let s = Scale::fit([0.0, 95.0].into_iter(), false);
+        assert_eq!((s.lo, s.hi, s.ticks().len()), (0.0, 100.0, 11));
     }
 
     #[test]
