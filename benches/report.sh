@@ -6,8 +6,9 @@
 #
 #   benches/report.sh [OUT_DIR]          (default target/report)
 #
-#   QUICK=1      one run of each, 3 s measured: a few minutes
-#                (default: 3 runs of each, 6 s measured: about 20 minutes)
+#   QUICK=1      one run of each, 3 s measured: a few minutes; leaves the docs
+#                alone unless WRITE_DOCS=1 (default: 3 runs of each, 6 s
+#                measured: about 20 minutes, and the docs rewritten)
 #   ONLY=k1,k2   only these workloads (keys below); the docs are then left alone
 #   WRITE_DOCS=0 leave the docs alone (the table is in OUT_DIR/table.md)
 #   WAIT_QUIET=S before each workload, wait up to S seconds (default 0) for
@@ -70,7 +71,7 @@ LAT_SHARDS=${LAT_SHARDS:-1}
 GEN_CORES_LAT=${GEN_CORES_LAT:-1}
 WAIT_QUIET=${WAIT_QUIET:-0}
 ONLY=${ONLY:-}
-WRITE_DOCS=${WRITE_DOCS:-1}
+if [ "$QUICK" = 1 ]; then WRITE_DOCS=${WRITE_DOCS:-0}; else WRITE_DOCS=${WRITE_DOCS:-1}; fi
 [ -n "$ONLY" ] && WRITE_DOCS=0
 STARTED=$(date +%s)
 
