@@ -198,17 +198,19 @@ def floor_cell(out, rate_):
 
 
 def ratio(r, q, kind):
+    """ringmq against RabbitMQ, worded the way round that reads as a
+    factor above 1 (a ratio under 1 is said as its inverse, the other way)."""
     if r is None or q is None or not r.ok or not q.ok or not r.value or not q.value:
         return "—"
-    if kind == "more":
-        return f"**{r.value / q.value:.1f}×** more"
-    if kind == "less":
-        return f"**{q.value / r.value:.1f}×** less"
-    if kind == "lower":
-        return f"**{q.value / r.value:.1f}×** lower p99"
-    if kind == "faster":
-        return f"**{q.value / r.value:.1f}×** faster"
-    raise ValueError(kind)
+    x, better, worse = {
+        "more": (r.value / q.value, "more", "less"),
+        "less": (q.value / r.value, "less", "more"),
+        "lower": (q.value / r.value, "lower p99", "higher p99"),
+        "faster": (q.value / r.value, "faster", "slower"),
+    }[kind]
+    if x >= 1:
+        return f"**{x:.1f}×** {better}"
+    return f"**{1 / x:.1f}×** {worse}"
 
 
 def noise(out, key):
