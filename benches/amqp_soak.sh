@@ -2,8 +2,8 @@
 # Repeated AMQP 16 B runs, each against a fresh broker, logging where the
 # kernel placed the publisher's and consumer's connections (which shard)
 # and keeping the broker's view and logs of any run that loses a message
-# or falls under MIN_RATE (docs/benchmarks.md, "The inbox and one frame
-# reader": what decides the AMQP mode, and the hunt for a rare loss).
+# or falls under MIN_RATE (docs/benchmarks.md, History: what decides the AMQP mode,
+# and the hunt for a rare loss, 2f8784f).
 #
 #   benches/amqp_soak.sh RINGMQ [RUNS]        (default RUNS=10)
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Connection flood against a running broker (docs/benchmarks.md, "Connection flood").
+"""Connection flood against a running broker (docs/benchmarks.md, "Other measurements").
 
     benches/flood.py NATIVE_PORT AMQP_PORT SECONDS [CONNECTIONS]
 

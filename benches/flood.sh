@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Connection flood (issue 14's benchmark; docs/benchmarks.md, "Connection
-# flood"): a fixed-rate workload alone, then the same workload while
+# Connection flood (issue 14's benchmark; docs/benchmarks.md, "Other
+# measurements"): a fixed-rate workload alone, then the same workload while
 # benches/flood.py keeps 10,000 hostile sockets open (half idle, half
 # sending garbage, oversized frame headers, trickled handshakes or bad
 # logins) against the same broker, then against a second broker on the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Traffic latency while /metrics/per-object is scraped back to back on a
-# broker holding many queues (docs/benchmarks.md, "Operations").
+# broker holding many queues (docs/benchmarks.md, "Other measurements").
 #
 #   benches/scrape.sh [RINGMQ_BIN] [LOADGEN_BIN]
 #

@@ -42,6 +42,10 @@ say() { echo "tx: $*" >&2; }
 RABBIT_NODE=rabbit-tx-$$@localhost
 RABBIT_STARTED=0
 RINGMQ_PID=
+# free_ports, wait_port, start_rabbitmq, stop_rabbitmq (shared with
+# compare.sh and report.sh).
+# shellcheck source=benches/rabbitmq-lib.sh
+. "$ROOT/benches/rabbitmq-lib.sh"
 
 cleanup() {
     set +eu
@@ -49,77 +53,11 @@ cleanup() {
         kill "$RINGMQ_PID" 2>/dev/null
         wait "$RINGMQ_PID" 2>/dev/null
     fi
-    if [ "$RABBIT_STARTED" = 1 ]; then
-        rabbit_env
-        rabbitmqctl -n "$RABBIT_NODE" stop >>"$LOG.rabbit" 2>&1
-        local epmd
-        epmd=$(ss -ltnpH "sport = :$EPMD_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-        [ -n "$epmd" ] && kill "$epmd" 2>/dev/null
-    fi
+    stop_rabbitmq
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_ports() {
-    local count=$1 base p ok
-    for _ in $(seq 1 200); do
-        base=$((20000 + RANDOM % 30000))
-        ok=1
-        for p in $(seq "$base" $((base + count - 1))); do
-            if ss -ltnH "sport = :$p" | grep -q .; then ok=0; break; fi
-        done
-        if [ $ok = 1 ]; then echo "$base"; return; fi
-    done
-    echo "no free ports" >&2
-    exit 1
-}
-
-wait_port() { # port seconds
-    local i
-    for i in $(seq 1 $(($2 * 10))); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-rabbit_env() {
-    export RABBITMQ_NODENAME=$RABBIT_NODE RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-    export RABBITMQ_NODE_PORT=$RABBIT_PORT RABBITMQ_DIST_PORT=$DIST_PORT ERL_EPMD_PORT=$EPMD_PORT
-    export ERL_EPMD_ADDRESS=127.0.0.1
-    export RABBITMQ_MNESIA_BASE=$TMP/rabbit/mnesia RABBITMQ_LOG_BASE=$TMP/rabbit/log
-    export RABBITMQ_ENABLED_PLUGINS_FILE=$TMP/rabbit/enabled_plugins RABBITMQ_PID_FILE=$TMP/rabbit/pid
-    export RABBITMQ_CONFIG_FILE=$TMP/rabbit/rabbitmq RABBITMQ_ADVANCED_CONFIG_FILE=$TMP/rabbit/advanced.config
-    export RABBITMQ_PLUGINS_EXPAND_DIR=$TMP/rabbit/plugins-expand
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-}
-
-start_rabbitmq() {
-    if ! command -v rabbitmq-server >/dev/null; then
-        say "installing rabbitmq-server from Debian's packages"
-        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server; } >>"$LOG.rabbit" 2>&1
-    fi
-    local base
-    base=$(free_ports 3)
-    RABBIT_PORT=$base DIST_PORT=$((base + 1)) EPMD_PORT=$((base + 2))
-    mkdir -p "$TMP/rabbit"
-    echo "[]." >"$TMP/rabbit/enabled_plugins"
-    cat >"$TMP/rabbit/rabbitmq.conf" <<EOF
-listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
-loopback_users.guest = true
-log.console = false
-log.file.level = warning
-EOF
-    id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq:rabbitmq "$TMP/rabbit"
-    chmod 755 "$TMP"
-    rabbit_env
-    say "starting RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) on 127.0.0.1:$RABBIT_PORT"
-    nohup rabbitmq-server >"$TMP/rabbit/stdout.log" 2>&1 &
-    RABBIT_STARTED=1
-    wait_port "$RABBIT_PORT" 60 || true
-    rabbitmqctl -n "$RABBIT_NODE" await_startup --timeout 60 >>"$LOG.rabbit" 2>&1
-}
 
 start_ringmq() {
     local base

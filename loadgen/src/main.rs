@@ -35,7 +35,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Draws latency by percentile (log scale) of one or more runs into an SVG.
+    /// Draws latency by percentile (log scale) of one or more runs into an
+    /// SVG; or, with --over-time, latency over time; or, with --by-size,
+    /// throughput by message size.
     Plot {
         /// Output SVG file.
         out: PathBuf,
@@ -48,6 +50,14 @@ enum Cmd {
         /// Logarithmic latency axis (default: linear, like HdrHistogram's plotter).
         #[arg(long)]
         log_y: bool,
+        /// Latency over time instead: p50, p99 and max of each ~200 ms
+        /// interval of each run (`--json` files only).
+        #[arg(long, conflicts_with = "by_size")]
+        over_time: bool,
+        /// Throughput by message size instead: one line per run label, the
+        /// median msg/s of its runs at each size (`--json` files only).
+        #[arg(long)]
+        by_size: bool,
     },
     /// Closed-loop AMQP transactions on one channel: N publishes and a
     /// tx.commit, waiting for commit-ok each time; prints commits per second.
@@ -307,8 +317,14 @@ fn main() {
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::Plot { out, runs, title, log_y }) => {
-            let svg = plot::plot_files(&runs, &title, log_y)?;
+        Some(Cmd::Plot { out, runs, title, log_y, over_time, by_size }) => {
+            let svg = if over_time {
+                plot::over_time_files(&runs, &title)?
+            } else if by_size {
+                plot::by_size_files(&runs, &title)?
+            } else {
+                plot::plot_files(&runs, &title, log_y)?
+            };
             std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {}", out.display());
             Ok(())
@@ -433,6 +449,9 @@ mod tests {
         assert!(matches!(cli.cmd, Some(Cmd::Plot { .. })));
         let cli = Cli::try_parse_from(["x", "tx", "--url", "amqp://h", "--per-tx", "100", "--persistent"]).unwrap();
         assert!(matches!(cli.cmd, Some(Cmd::Tx(TxArgs { per_tx: 100, persistent: true, size: 16, .. }))));
+        let cli = Cli::try_parse_from(["ringmq-loadgen", "plot", "o.svg", "a.json", "--over-time"]).unwrap();
+        assert!(matches!(cli.cmd, Some(Cmd::Plot { over_time: true, by_size: false, .. })));
+        assert!(Cli::try_parse_from(["x", "plot", "o.svg", "a.json", "--over-time", "--by-size"]).is_err());
         let cli = Cli::try_parse_from(["x", "--url", "amqp://h", "--size", "8"]).unwrap();
         assert!(workload(cli.run).is_err());
     }

@@ -1,6 +1,8 @@
-//! Latency-by-percentile plots in hand-written SVG, in the style of
+//! Plots in hand-written SVG. Latency by percentile, in the style of
 //! HdrHistogram's plotter: the x axis is `1/(1-p)` on a log scale, so 90%,
-//! 99%, 99.9%... are evenly spaced; one line per run.
+//! 99%, 99.9%... are evenly spaced; one line per run. Latency over time
+//! (`--over-time`) and throughput by message size (`--by-size`) are x-y
+//! charts of the same runs' JSON summaries.
 
 use crate::stats::{parse_hgrm, Summary};
 use anyhow::{bail, Context, Result};
@@ -32,6 +34,305 @@ pub fn load(path: &Path) -> Result<Series> {
 pub fn plot_files(paths: &[impl AsRef<Path>], title: &str, log_y: bool) -> Result<String> {
     let series = paths.iter().map(|p| load(p.as_ref())).collect::<Result<Vec<_>>>()?;
     Ok(svg(&series, title, log_y))
+}
+
+/// Reads a `--json` summary (the x-y charts need one; an `.hgrm` has no
+/// time series or size).
+fn load_summary(path: &Path) -> Result<Summary> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut s: Summary = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a loadgen JSON summary (--json)", path.display()))?;
+    if s.label.is_empty() {
+        s.label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    }
+    Ok(s)
+}
+
+/// Latency over time: p50 (dotted), p99 (solid) and max (dashed) of each
+/// run's intervals, on a log latency axis; x is seconds from the start of
+/// the measured window.
+pub fn over_time_files(paths: &[impl AsRef<Path>], title: &str) -> Result<String> {
+    let mut series = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let s = load_summary(p.as_ref())?;
+        if s.latency_over_time.is_empty() {
+            bail!("{}: no latency_over_time in this summary (an older loadgen?)", p.as_ref().display());
+        }
+        let t = &s.latency_over_time;
+        for (name, dash, f) in [
+            ("p50", Dash::Dotted, (|p: &crate::stats::TimePoint| p.p50_us) as fn(&_) -> f64),
+            ("p99", Dash::Solid, |p| p.p99_us),
+            ("max", Dash::Dashed, |p| p.max_us),
+        ] {
+            series.push(XySeries {
+                label: format!("{} {name}", s.label),
+                points: t.iter().map(|p| (p.t_s, f(p))).collect(),
+                color: i,
+                dash,
+            });
+        }
+    }
+    let chart = XyChart {
+        title,
+        x_label: "seconds into the measured window",
+        y_label: "latency (µs, log)",
+        log_x: false,
+        log_y: true,
+        x_ticks: None,
+    };
+    Ok(chart.svg(&series))
+}
+
+/// Throughput by message size: one line per label, the median msg/s of
+/// the runs of each size, both axes log.
+pub fn by_size_files(paths: &[impl AsRef<Path>], title: &str) -> Result<String> {
+    // label -> size -> rates, in the order labels first appear.
+    type RatesBySize = Vec<(f64, Vec<f64>)>;
+    let mut groups: Vec<(String, RatesBySize)> = Vec::new();
+    for p in paths {
+        let s = load_summary(p.as_ref())?;
+        let size = s
+            .config
+            .get("size")
+            .and_then(|v| v.as_f64())
+            .with_context(|| format!("{}: no config.size", p.as_ref().display()))?;
+        let gi = match groups.iter().position(|g| g.0 == s.label) {
+            Some(i) => i,
+            None => {
+                groups.push((s.label.clone(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[gi].1;
+        match g.iter_mut().find(|(sz, _)| *sz == size) {
+            Some((_, rates)) => rates.push(s.msgs_per_s),
+            None => g.push((size, vec![s.msgs_per_s])),
+        }
+    }
+    let mut sizes: Vec<f64> = Vec::new();
+    let mut series = Vec::new();
+    for (i, (label, mut g)) in groups.into_iter().enumerate() {
+        g.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let points = g.into_iter().map(|(size, rates)| {
+            if !sizes.contains(&size) {
+                sizes.push(size);
+            }
+            (size, median(rates))
+        });
+        series.push(XySeries { label, points: points.collect(), color: i, dash: Dash::Solid });
+    }
+    sizes.sort_by(f64::total_cmp);
+    let ticks = sizes.iter().map(|&b| (b, size_label(b))).collect();
+    let chart = XyChart {
+        title,
+        x_label: "message size",
+        y_label: "messages/s (log)",
+        log_x: true,
+        log_y: true,
+        x_ticks: Some(ticks),
+    };
+    Ok(chart.svg(&series))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn size_label(b: f64) -> String {
+    if b >= 1024.0 && b % 1024.0 == 0.0 {
+        format!("{} KiB", b / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Dash {
+    Solid,
+    Dashed,
+    Dotted,
+}
+
+/// One line of an x-y chart.
+struct XySeries {
+    label: String,
+    points: Vec<(f64, f64)>,
+    /// Index into COLORS.
+    color: usize,
+    dash: Dash,
+}
+
+struct XyChart<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    log_x: bool,
+    log_y: bool,
+    /// Ticks at these values with these labels (default: decades on a log
+    /// axis, fifths on a linear one).
+    x_ticks: Option<Vec<(f64, String)>>,
+}
+
+/// One axis: its range, its scale, and where its ticks go.
+struct Scale {
+    lo: f64,
+    hi: f64,
+    log: bool,
+}
+
+impl Scale {
+    fn fit(values: impl Iterator<Item = f64>, log: bool) -> Scale {
+        let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+        for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if lo > hi {
+            (lo, hi) = if log { (1.0, 10.0) } else { (0.0, 1.0) };
+        }
+        if log {
+            let lo = 10f64.powf(lo.log10().floor());
+            Scale { lo, hi: 10f64.powf(hi.max(lo * 10.0).log10().ceil()), log }
+        } else {
+            let lo = lo.min(0.0);
+            let step = Scale::step(hi - lo);
+            Scale { lo: (lo / step).floor() * step, hi: ((hi / step).ceil() * step).max(lo + step), log }
+        }
+    }
+
+    /// A round tick step (1, 2 or 5 times a power of ten) that cuts
+    /// `span` into 4 to 10 parts.
+    fn step(span: f64) -> f64 {
+        if span <= 0.0 || !span.is_finite() {
+            return 1.0;
+        }
+        let mag = 10f64.powf((span / 10.0).log10().floor());
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 10.0).unwrap_or(10.0 * mag)
+    }
+
+    /// Where `v` falls, 0 at `lo` and 1 at `hi`.
+    fn frac(&self, v: f64) -> f64 {
+        if self.log {
+            (v.max(self.lo).log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
+        } else {
+            (v - self.lo) / (self.hi - self.lo)
+        }
+    }
+
+    fn ticks(&self) -> Vec<(f64, String)> {
+        if self.log {
+            let mut t = Vec::new();
+            let mut v = self.lo;
+            while v <= self.hi * 1.0001 {
+                t.push((v, trim(v)));
+                v *= 10.0;
+            }
+            t
+        } else {
+            let step = Scale::step(self.hi - self.lo);
+            let n = ((self.hi - self.lo) / step).round() as i64;
+            (0..=n).map(|i| self.lo + step * i as f64).map(|v| (v, trim(v))).collect()
+        }
+    }
+}
+
+impl XyChart<'_> {
+    fn svg(&self, series: &[XySeries]) -> String {
+        let (w, h) = (960.0, 600.0);
+        let (left, right, top, bottom) = (90.0, 30.0, 50.0, 70.0);
+        let (pw, ph) = (w - left - right, h - top - bottom);
+        let xs = Scale::fit(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), self.log_x);
+        let ys = Scale::fit(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), self.log_y);
+        let px = |x: f64| left + pw * xs.frac(x);
+        let py = |y: f64| top + ph * (1.0 - ys.frac(y));
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(o, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            o,
+            r#"<text x="{}" y="28" text-anchor="middle" font-size="16">{}</text>"#,
+            w / 2.0,
+            esc(self.title)
+        );
+        for (v, label) in self.x_ticks.clone().unwrap_or_else(|| xs.ticks()) {
+            let x = px(v);
+            let _ = writeln!(
+                o,
+                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                top + ph,
+                top + ph + 18.0,
+                esc(&label)
+            );
+        }
+        for (v, label) in ys.ticks() {
+            let y = py(v);
+            let _ = writeln!(
+                o,
+                r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+                left + pw,
+                left - 6.0,
+                y + 4.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            left + pw / 2.0,
+            h - 25.0,
+            esc(self.x_label)
+        );
+        let _ = writeln!(
+            o,
+            r#"<text transform="translate(20 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            top + ph / 2.0,
+            esc(self.y_label)
+        );
+        let _ = writeln!(o, r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
+        for (i, s) in series.iter().enumerate() {
+            let color = COLORS[s.color % COLORS.len()];
+            let dash = match s.dash {
+                Dash::Solid => "",
+                Dash::Dashed => r#" stroke-dasharray="8 4""#,
+                Dash::Dotted => r#" stroke-dasharray="2 3""#,
+            };
+            let pts: Vec<String> = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+            let _ = writeln!(
+                o,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
+                pts.join(" ")
+            );
+            if self.log_x {
+                // Few points: mark each.
+                for &(x, y) in &s.points {
+                    let _ = writeln!(o, r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#, px(x), py(y));
+                }
+            }
+            let ly = top + 16.0 + 18.0 * i as f64;
+            let _ = writeln!(
+                o,
+                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                left + 12.0,
+                left + 36.0,
+                left + 42.0,
+                ly + 4.0,
+                esc(&s.label)
+            );
+        }
+        o.push_str("</svg>\n");
+        o
+    }
 }
 
 const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -239,6 +540,82 @@ mod tests {
         assert!((xval(99.9, 6.0) - 3.0).abs() < 1e-9);
         assert_eq!(xval(100.0, 5.0), 5.0);
         assert_eq!(xval(0.0, 5.0), 0.0);
+    }
+
+    fn summary(label: &str, size: f64, rate: f64, over_time: &[(f64, f64)]) -> Summary {
+        Summary {
+            label: label.into(),
+            msgs_per_s: rate,
+            config: serde_json::json!({ "size": size }),
+            latency_over_time: over_time
+                .iter()
+                .map(|&(t_s, v)| crate::stats::TimePoint {
+                    t_s,
+                    p50_us: v / 2.0,
+                    p99_us: v,
+                    max_us: v * 3.0,
+                    count: 10,
+                })
+                .collect(),
+            ..Summary::default()
+        }
+    }
+
+    fn write_runs(dir: &Path, runs: &[Summary]) -> Vec<std::path::PathBuf> {
+        runs.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p = dir.join(format!("run-{i}.json"));
+                std::fs::write(&p, serde_json::to_string(s).unwrap()).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn over_time_has_three_lines_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [
+            summary("ringmq", 1024.0, 5000.0, &[(-1.0, 200.0), (0.2, 180.0), (0.4, 90_000.0)]),
+            summary("rabbitmq", 1024.0, 5000.0, &[(0.2, 400.0), (0.4, 500.0)]),
+        ];
+        let svg = over_time_files(&write_runs(dir.path(), &runs), "t").unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 6);
+        assert!(svg.contains("ringmq max") && svg.contains("rabbitmq p50"));
+        assert!(svg.contains("stroke-dasharray"));
+        // The log axis reaches the stall.
+        assert!(svg.contains(">1000000<"), "{svg}");
+        // A summary without a series is refused with the reason.
+        let old = write_runs(dir.path(), &[summary("old", 16.0, 1.0, &[])]);
+        assert!(over_time_files(&old, "t").unwrap_err().to_string().contains("latency_over_time"));
+    }
+
+    #[test]
+    fn linear_ticks_are_round() {
+        let s = Scale::fit([-1.8, 6.1].into_iter(), false);
+        assert_eq!((s.lo, s.hi), (-2.0, 7.0));
+        let t: Vec<String> = s.ticks().into_iter().map(|t| t.1).collect();
+        assert_eq!(t, ["-2", "-1", "0", "1", "2", "3", "4", "5", "6", "7"]);
+        let s = Scale::fit([0.0, 95.0].into_iter(), false);
+        assert_eq!((s.lo, s.hi, s.ticks().len()), (0.0, 100.0, 11));
+    }
+
+    #[test]
+    fn by_size_takes_the_median_of_each_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [
+            summary("ringmq", 16.0, 100.0, &[]),
+            summary("ringmq", 16.0, 300.0, &[]),
+            summary("ringmq", 16.0, 200.0, &[]),
+            summary("ringmq", 1024.0, 50.0, &[]),
+            summary("rabbitmq", 1024.0, 5.0, &[]),
+        ];
+        let svg = by_size_files(&write_runs(dir.path(), &runs), "t").unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("<circle").count(), 3);
+        assert!(svg.contains(">16 B<") && svg.contains(">1 KiB<"));
+        assert_eq!(median(vec![100.0, 300.0, 200.0]), 200.0);
+        assert_eq!(median(vec![1.0, 2.0]), 1.5);
     }
 
     #[test]

@@ -475,7 +475,7 @@ pub fn run(w: Workload) -> Result<Summary> {
     let t0 = now_ns() + 5_000_000;
     shared.t0.store(t0, Relaxed);
     let win = Window::new(t0, &w);
-    progress_loop(&shared, win, workers);
+    let over_time = progress_loop(&shared, win, workers);
 
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -492,27 +492,38 @@ pub fn run(w: Workload) -> Result<Summary> {
     let mut summary = summarize(&w, results);
     summary.stalls = shared.stalls.count.load(Relaxed);
     summary.stall_ms_max = shared.stalls.longest_ns.load(Relaxed) / 1_000_000;
+    summary.latency_over_time = over_time;
     Ok(summary)
 }
 
-fn progress_loop(shared: &Shared, win: Window, workers: usize) {
+/// Collects the workers' interval histograms every 200 ms (as often as
+/// they hand them over) into the latency-over-time series, and prints a
+/// progress line once a second.
+fn progress_loop(shared: &Shared, win: Window, workers: usize) -> Vec<stats::TimePoint> {
     let tty = shared.w.progress && std::io::stderr().is_terminal();
     let mut last = (now_ns(), 0u64, 0u64);
     let mut printed = false;
+    let mut points = Vec::new();
+    let mut second = stats::new_histogram();
+    let mut interval = stats::new_histogram();
     while shared.workers_done.load(Relaxed) < workers {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
         let now = now_ns();
         shared.stalls.check(&shared.beats, now);
-        if now < last.0 + 1_000_000_000 {
-            continue;
-        }
-        let mut h = stats::new_histogram();
+        interval.reset();
         for m in &shared.interval {
             if let Ok(mut m) = m.lock() {
-                let _ = h.add(&*m);
+                let _ = interval.add(&*m);
                 m.reset();
             }
         }
+        let t_s = (now as f64 - win.start as f64) / 1e9;
+        points.extend(stats::TimePoint::from_hist(t_s, &interval));
+        let _ = second.add(&interval);
+        if now < last.0 + 1_000_000_000 {
+            continue;
+        }
+        let h = &second;
         let (sent, recv) = (shared.sent.load(Relaxed), shared.received.load(Relaxed));
         let dt = (now - last.0) as f64 / 1e9;
         let phase = if now < win.start {
@@ -537,11 +548,21 @@ fn progress_loop(shared: &Shared, win: Window, workers: usize) {
             let _ = e.flush();
             printed = true;
         }
+        second.reset();
         last = (now, sent, recv);
     }
+    // The intervals the workers handed over after the last collection.
+    interval.reset();
+    for m in &shared.interval {
+        if let Ok(m) = m.lock() {
+            let _ = interval.add(&*m);
+        }
+    }
+    points.extend(stats::TimePoint::from_hist((now_ns() as f64 - win.start as f64) / 1e9, &interval));
     if printed {
         eprintln!();
     }
+    points
 }
 
 fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
@@ -599,6 +620,7 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         stall_ms_max: 0,
         config: serde_json::to_value(w).unwrap_or_default(),
         latency_percentiles_us: stats::percentile_points(&latency),
+        latency_over_time: Vec::new(),
         hgrm: stats::hgrm(&latency),
     }
 }

@@ -95,9 +95,42 @@ pub struct Summary {
     pub config: serde_json::Value,
     /// (percentile in %, latency in us) points for plotting.
     pub latency_percentiles_us: Vec<(f64, f64)>,
+    /// End-to-end latency over time: one point per interval of deliveries
+    /// (about 200 ms), warmup and drain included.
+    #[serde(default)]
+    pub latency_over_time: Vec<TimePoint>,
     /// The `.hgrm` text of the end-to-end latency (written by `--hgrm`).
     #[serde(skip)]
     pub hgrm: String,
+}
+
+/// The end-to-end latency of the deliveries received in one interval.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct TimePoint {
+    /// End of the interval, seconds from the start of the measured window
+    /// (negative during the warmup).
+    pub t_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub count: u64,
+}
+
+impl TimePoint {
+    /// The point of a nanosecond histogram; `None` when it is empty.
+    pub fn from_hist(t_s: f64, h: &Histogram<u64>) -> Option<TimePoint> {
+        if h.is_empty() {
+            return None;
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Some(TimePoint {
+            t_s,
+            p50_us: us(h.value_at_quantile(0.50)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            max_us: us(h.max()),
+            count: h.len(),
+        })
+    }
 }
 
 /// Points of the percentile curve, as HdrHistogram's `outputPercentileDistribution`.
@@ -231,6 +264,18 @@ mod tests {
         record(&mut h, 0);
         record(&mut h, u64::MAX);
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn time_point_of_a_histogram() {
+        let mut h = new_histogram();
+        assert_eq!(TimePoint::from_hist(1.0, &h), None);
+        for us in 1..=100u64 {
+            record(&mut h, us * 1000);
+        }
+        let p = TimePoint::from_hist(-0.2, &h).unwrap();
+        assert_eq!((p.t_s, p.count), (-0.2, 100));
+        assert!((p.p50_us - 50.0).abs() < 0.1 && (p.p99_us - 99.0).abs() < 0.1 && (p.max_us - 100.0).abs() < 0.1);
     }
 
     #[test]

@@ -122,6 +122,14 @@ fn fixed_rate_run_across_shards_loses_nothing() {
     let sent = count(&v, "sent");
     // 3 s at 20k msg/s: the schedule holds within a generous margin.
     assert!(sent > 30_000 && sent <= 61_000, "sent {sent} at --rate 20000 over 3 s");
+    // The latency over time: a point every ~200 ms, warmup included, whose
+    // counts add up to every delivery.
+    let points = v["latency_over_time"].as_array().expect("latency_over_time");
+    assert!(points.len() >= 10, "{} points over 3 s", points.len());
+    assert!(points[0]["t_s"].as_f64().unwrap() < 0.0, "the first point is in the warmup: {}", points[0]);
+    let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, count(&v, "received"), "every delivery is in one interval");
+    assert!(points.iter().all(|p| p["p99_us"].as_f64() <= p["max_us"].as_f64()));
     broker.stop().expect("the broker stops cleanly");
 }
 

@@ -1,0 +1,348 @@
+// An ordinary AMQP client, as most applications use one: amqp091-go,
+// unmodified, one publish per call (method, header and body written and
+// flushed together, nothing batched), one producer connection and one
+// consumer connection, prefetch 1000, an ack with `multiple` every 100
+// deliveries. The workload of issue 22, run by benches/report.sh against
+// RabbitMQ and ringmq's AMQP front end alike.
+//
+//	ordinary run  -url URL [-size 16] [-rate 0] [-duration 8] [-warmup 2] [-json F] [-hgrm F]
+//	ordinary fill -url URL -count N [-size 1024]    persistent, confirmed, into a durable queue
+//	ordinary wait -url URL -count N [-timeout 300] [-delete]
+//	                                                until that queue holds N messages again
+//	                                                (then deletes it, with -delete)
+//
+// `run` publishes as fast as one client can (-rate 0) or at a fixed rate,
+// open loop, and measures each message's latency from its actual send
+// (the client's own timer overshoot left out) and from its intended send
+// time. Built in GOPATH mode against Debian's amqp091-go:
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o ordinary benches/ordinary/ordinary.go
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func die(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "ordinary: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func must(err error, what string) {
+	if err != nil {
+		die("%s: %v", what, err)
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		die("usage: ordinary run|fill|wait -url URL ...")
+	}
+	mode := os.Args[1]
+	fs := flag.NewFlagSet(mode, flag.ExitOnError)
+	url := fs.String("url", "amqp://guest:guest@127.0.0.1:5672/", "broker")
+	queue := fs.String("queue", "", "queue (default ordinary-run, or ordinary-durable for fill/wait)")
+	size := fs.Int("size", 16, "body bytes, at least 16")
+	rate := fs.Float64("rate", 0, "messages a second, open loop; 0 = as fast as the client can")
+	duration := fs.Float64("duration", 8, "measured seconds")
+	warmup := fs.Float64("warmup", 2, "seconds sent before the measured window")
+	prefetch := fs.Int("prefetch", 1000, "consumer prefetch")
+	ackEvery := fs.Int("ack-every", 100, "ack with multiple every N deliveries")
+	count := fs.Int("count", 100000, "fill/wait: messages")
+	timeout := fs.Float64("timeout", 300, "wait: give up after this many seconds")
+	jsonOut := fs.String("json", "", "run: write the summary here")
+	hgrmOut := fs.String("hgrm", "", "run: write the latency from the actual send as an .hgrm table")
+	label := fs.String("label", "ordinary", "run: label in the summary")
+	del := fs.Bool("delete", false, "wait: delete the queue once it holds its messages")
+	must(fs.Parse(os.Args[2:]), "flags")
+	if *size < 16 {
+		die("-size must be at least 16")
+	}
+	switch mode {
+	case "run":
+		q := *queue
+		if q == "" {
+			q = "ordinary-run"
+		}
+		run(*url, q, *size, *rate, *duration, *warmup, *prefetch, *ackEvery, *jsonOut, *hgrmOut, *label)
+	case "fill":
+		q := *queue
+		if q == "" {
+			q = "ordinary-durable"
+		}
+		fill(*url, q, *count, *size)
+	case "wait":
+		q := *queue
+		if q == "" {
+			q = "ordinary-durable"
+		}
+		wait(*url, q, *count, *timeout, *del)
+	default:
+		die("unknown mode %q", mode)
+	}
+}
+
+type percentiles struct {
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+	Count int     `json:"count"`
+}
+
+// pct takes sorted latencies in ns and returns µs percentiles.
+func pct(v []int64) percentiles {
+	if len(v) == 0 {
+		return percentiles{}
+	}
+	at := func(q float64) float64 {
+		i := int(q*float64(len(v))+0.5) - 1
+		if i < 0 {
+			i = 0
+		}
+		if i >= len(v) {
+			i = len(v) - 1
+		}
+		return float64(v[i]) / 1e3
+	}
+	return percentiles{at(0.5), at(0.9), at(0.99), at(0.999), float64(v[len(v)-1]) / 1e3, len(v)}
+}
+
+func run(url, q string, size int, rate, duration, warmup float64, prefetch, ackEvery int, jsonOut, hgrmOut, label string) {
+	pconn, err := amqp.Dial(url)
+	must(err, "producer connection")
+	defer pconn.Close()
+	cconn, err := amqp.Dial(url)
+	must(err, "consumer connection")
+	defer cconn.Close()
+	pch, err := pconn.Channel()
+	must(err, "producer channel")
+	cch, err := cconn.Channel()
+	must(err, "consumer channel")
+	_, err = cch.QueueDeclare(q, false, false, false, false, nil)
+	must(err, "queue.declare")
+	_, err = cch.QueuePurge(q, false)
+	must(err, "queue.purge")
+	must(cch.Qos(prefetch, 0, false), "basic.qos")
+	deliveries, err := cch.Consume(q, "", false, false, false, false, nil)
+	must(err, "basic.consume")
+
+	start := time.Now()
+	winStart := time.Duration(warmup * 1e9)
+	winEnd := winStart + time.Duration(duration*1e9)
+	var sent int64
+	var done int32
+
+	// The consumer: latency of every message sent inside the window, from
+	// its actual send and from its intended send time.
+	var lat, latIntended []int64
+	var received, inWindow int64
+	cdone := make(chan struct{})
+	go func() {
+		defer close(cdone)
+		n := 0
+		idle := time.NewTimer(time.Hour)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					return
+				}
+				now := int64(time.Since(start))
+				actual := int64(binary.LittleEndian.Uint64(d.Body[0:8]))
+				intended := int64(binary.LittleEndian.Uint64(d.Body[8:16]))
+				received++
+				if intended >= int64(winStart) && intended < int64(winEnd) {
+					lat = append(lat, now-actual)
+					latIntended = append(latIntended, now-intended)
+				}
+				if now >= int64(winStart) && now < int64(winEnd) {
+					inWindow++
+				}
+				n++
+				if n >= ackEvery {
+					must(d.Ack(true), "basic.ack")
+					n = 0
+				}
+				if atomic.LoadInt32(&done) == 1 && received >= atomic.LoadInt64(&sent) {
+					if n > 0 {
+						_ = d.Ack(true)
+					}
+					return
+				}
+				idle.Reset(3 * time.Second)
+			case <-tick.C:
+				if atomic.LoadInt32(&done) == 1 && received >= atomic.LoadInt64(&sent) {
+					return
+				}
+			case <-idle.C:
+				return
+			}
+		}
+	}()
+
+	body := make([]byte, size)
+	ctx := context.Background()
+	var i int64
+	for {
+		var intended time.Duration
+		if rate > 0 {
+			intended = time.Duration(float64(i) / rate * 1e9)
+			if intended >= winEnd {
+				break
+			}
+			if wait := intended - time.Since(start); wait > 0 {
+				time.Sleep(wait)
+			}
+		} else {
+			intended = time.Since(start)
+			if intended >= winEnd {
+				break
+			}
+		}
+		binary.LittleEndian.PutUint64(body[0:8], uint64(time.Since(start)))
+		binary.LittleEndian.PutUint64(body[8:16], uint64(intended))
+		must(pch.PublishWithContext(ctx, "", q, false, false, amqp.Publishing{Body: body}), "basic.publish")
+		i++
+		atomic.StoreInt64(&sent, i)
+	}
+	atomic.StoreInt32(&done, 1)
+	select {
+	case <-cdone:
+	case <-time.After(5 * time.Second):
+	}
+	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
+	sort.Slice(latIntended, func(a, b int) bool { return latIntended[a] < latIntended[b] })
+	summary := map[string]interface{}{
+		"label":                    label,
+		"size":                     size,
+		"rate":                     rate,
+		"sent":                     i,
+		"received":                 received,
+		"lost":                     i - received,
+		"msgs_per_s":               float64(inWindow) / duration,
+		"latency_us":               pct(lat),
+		"latency_from_intended_us": pct(latIntended),
+	}
+	text, _ := json.MarshalIndent(summary, "", "  ")
+	fmt.Println(string(text))
+	if jsonOut != "" {
+		must(os.WriteFile(jsonOut, append(text, '\n'), 0o644), "writing -json")
+	}
+	if hgrmOut != "" {
+		must(os.WriteFile(hgrmOut, []byte(hgrm(lat)), 0o644), "writing -hgrm")
+	}
+}
+
+// hgrm writes sorted ns latencies as HdrHistogram's percentile table in µs
+// (the rows ringmq-loadgen's `plot` reads), at percentiles spaced as
+// HdrHistogram's: five per halving of the tail.
+func hgrm(v []int64) string {
+	s := fmt.Sprintf("%12s %14s %10s %14s\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")
+	if len(v) == 0 {
+		return s
+	}
+	n := float64(len(v))
+	q := 0.0
+	for step := 0; ; step++ {
+		i := int(q * n)
+		if i >= len(v) {
+			break
+		}
+		s += fmt.Sprintf("%12.3f %2.12f %10d %14.2f\n", float64(v[i])/1e3, q, i+1, 1/(1-q))
+		// 5 points per halving of what is left above q.
+		q = 1 - (1-q)*0.8706
+		if q > 1-1/n {
+			break
+		}
+	}
+	s += fmt.Sprintf("%12.3f %2.12f %10d\n", float64(v[len(v)-1])/1e3, 1.0, len(v))
+	return s
+}
+
+func fill(url, q string, count, size int) {
+	conn, err := amqp.Dial(url)
+	must(err, "connection")
+	defer conn.Close()
+	ch, err := conn.Channel()
+	must(err, "channel")
+	_, err = ch.QueueDeclare(q, true, false, false, false, nil)
+	must(err, "queue.declare")
+	_, err = ch.QueuePurge(q, false)
+	must(err, "queue.purge")
+	must(ch.Confirm(false), "confirm.select")
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 4096))
+	// At most `window` unconfirmed publishes, counted by a semaphore the
+	// confirm reader releases.
+	const window = 2000
+	sem := make(chan struct{}, window)
+	var wg sync.WaitGroup
+	var nacked int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for got := 0; got < count; got++ {
+			c, ok := <-confirms
+			if !ok {
+				die("channel closed after %d confirms", got)
+			}
+			if !c.Ack {
+				nacked++
+			}
+			<-sem
+		}
+	}()
+	body := make([]byte, size)
+	t0 := time.Now()
+	for i := 0; i < count; i++ {
+		sem <- struct{}{}
+		binary.LittleEndian.PutUint64(body, uint64(i))
+		must(ch.PublishWithContext(context.Background(), "", q, false, false,
+			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body}), "basic.publish")
+	}
+	wg.Wait()
+	if nacked > 0 {
+		die("%d publishes nacked", nacked)
+	}
+	fmt.Printf("filled %d x %d B in %.1f s\n", count, size, time.Since(t0).Seconds())
+}
+
+func wait(url, q string, count int, timeout float64, del bool) {
+	deadline := time.Now().Add(time.Duration(timeout * 1e9))
+	last := -1
+	for time.Now().Before(deadline) {
+		if conn, err := amqp.Dial(url); err == nil {
+			if ch, err := conn.Channel(); err == nil {
+				if st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err == nil {
+					last = st.Messages
+					if st.Messages >= count {
+						fmt.Printf("%s holds %d messages\n", q, st.Messages)
+						if del {
+							_, err := ch.QueueDelete(q, false, false, false)
+							must(err, "queue.delete")
+						}
+						conn.Close()
+						return
+					}
+				}
+			}
+			conn.Close()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	die("%s held %d messages, not %d, after %.0f s", q, last, count, timeout)
+}
