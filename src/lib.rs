@@ -30,7 +30,7 @@
 //! | forward to another shard in batches over the channel mesh | [`server::mesh`] |
 //! | append to the queue, dispatch to consumers under credit | [`server::shard`], [`server::queue`] |
 //! | delivery back pressure: a consumer gets no more than its outbox has room for (credit across shards) | [`server::gate`], `server::shard::gate` |
-//! | logins, users and vhosts changed at run time, permissions checked per operation | [`auth`], `server::shard::users`, [`server::grants`], [`server::admin_users`] |
+//! | logins, users and vhosts changed at run time, permissions checked per operation; users as plain data and back (the definitions file, the cluster's metadata) | [`auth`], [`auth::access`], `server::shard::users`, [`server::grants`], [`server::admin_users`] |
 //! | vhosts: a front end scopes each name the client gives (`qualify`); the core keys by that one string | [`protocol::vhost`] |
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`native`], [`amqp`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
