@@ -106,3 +106,16 @@ stop_rabbitmq() {
     if [ -n "$epmd" ] && [ "$(cat "/proc/$epmd/comm" 2>/dev/null)" = epmd ]; then kill "$epmd" 2>/dev/null || true; fi
     return 0
 }
+
+# The exit trap the benchmark scripts share: the ringmq they started
+# (RINGMQ_PID), a helper process (WATCH_PID), RabbitMQ, and TMP.
+bench_cleanup() {
+    set +eu
+    [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null
+    if [ -n "${RINGMQ_PID:-}" ]; then
+        kill "$RINGMQ_PID" 2>/dev/null
+        wait "$RINGMQ_PID" 2>/dev/null
+    fi
+    stop_rabbitmq
+    rm -rf "$TMP"
+}

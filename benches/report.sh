@@ -88,17 +88,7 @@ source "$ROOT/benches/rabbitmq-lib.sh"
 RINGMQ_PID=
 WATCH_PID=
 
-cleanup() {
-    set +eu
-    [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null
-    if [ -n "$RINGMQ_PID" ]; then
-        kill "$RINGMQ_PID" 2>/dev/null
-        wait "$RINGMQ_PID" 2>/dev/null
-    fi
-    stop_rabbitmq
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- build

@@ -47,16 +47,7 @@ RINGMQ_PID=
 # shellcheck source=benches/rabbitmq-lib.sh
 . "$ROOT/benches/rabbitmq-lib.sh"
 
-cleanup() {
-    set +eu
-    if [ -n "$RINGMQ_PID" ]; then
-        kill "$RINGMQ_PID" 2>/dev/null
-        wait "$RINGMQ_PID" 2>/dev/null
-    fi
-    stop_rabbitmq
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 start_ringmq() {

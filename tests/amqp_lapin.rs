@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::lapin_thread::on_thread;
+
 use common::tls::TestCerts;
 use common::{queue_on, TestBroker};
 use futures_lite::StreamExt;
@@ -23,22 +25,6 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use ringmq::server::tls::ClientCerts;
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn on_thread<F, T>(deadline: Duration, f: F) -> T
-where
-    F: std::future::Future<Output = lapin::Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(futures_lite::future::block_on(f));
-    });
-    match rx.recv_timeout(deadline) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("lapin: {e}"),
-        Err(_) => panic!("the lapin client did not finish within {deadline:?} (or panicked)"),
-    }
-}
 
 #[test]
 fn lapin_confirms_consume_get_nack() {

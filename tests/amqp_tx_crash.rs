@@ -18,12 +18,14 @@
 
 mod common;
 
+use common::lapin_thread::on_thread;
+
 use common::queue_on;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -33,23 +35,8 @@ const SHARE: [u32; 2] = [3, 2];
 
 /// Starts `ringmq serve` on `dir` with two shards; its AMQP address.
 fn serve(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["serve", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ringmq serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("ready line");
-    let amqp = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("amqp="))
-        .unwrap_or_else(|| panic!("no ready line, got {line:?}"))
-        .to_string();
-    (child, format!("amqp://guest:guest@{amqp}/%2f"))
+    let (child, line) = common::process::serve(dir, &[]);
+    (child, format!("amqp://guest:guest@{}/%2f", common::process::field(&line, "amqp")))
 }
 
 /// Message `i` of transaction `tx`'s share: its coordinates, padded.
@@ -66,21 +53,6 @@ fn parse(b: &[u8]) -> (i64, u32) {
     let i = it.next().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("a bad body {s:?}"));
     assert_eq!(b, body(tx, i), "a body changed");
     (tx, i)
-}
-
-fn on_thread<T: Send + 'static>(
-    deadline: Duration,
-    f: impl std::future::Future<Output = lapin::Result<T>> + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(futures_lite::future::block_on(f));
-    });
-    match rx.recv_timeout(deadline) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("lapin: {e}"),
-        Err(_) => panic!("the lapin client did not finish within {deadline:?}"),
-    }
 }
 
 /// Commits transactions until the connection breaks; `committed` is the

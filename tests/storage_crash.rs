@@ -17,35 +17,17 @@ use common::queue_on;
 use ringmq::client::blocking::Client;
 use ringmq::client::ClientOptions;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn serve(dir: &std::path::Path, config: Option<&std::path::Path>) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
-    cmd.args(["serve", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"]);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    let mut child = cmd
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ringmq serve starts");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).expect("ready line");
-    let native = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("native="))
-        .unwrap_or_else(|| panic!("no ready line, got {line:?}"))
-        .to_string();
-    (child, native)
+    let flag = std::ffi::OsStr::new("--config");
+    let extra: Vec<&std::ffi::OsStr> = config.map(|c| vec![flag, c.as_os_str()]).unwrap_or_default();
+    let (child, line) = common::process::serve(dir, &extra);
+    (child, common::process::field(&line, "native"))
 }
 
 /// Body length: id, filler that follows from the id, checksum.

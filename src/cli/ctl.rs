@@ -42,8 +42,8 @@ pub enum CtlCommand {
     DeleteQueue { queue: String },
     /// Close a connection, named `shard:id` as `list-connections` shows.
     CloseConnection { name: String },
-    /// The cluster's nodes: state (up, down, joining), voter, the metadata
-    /// leader, shards and addresses.
+    /// The cluster's nodes: state (up, down, joining, leaving), voter, the
+    /// metadata leader, shards and addresses.
     ClusterStatus,
     /// Removes a node from the cluster (by name, as `cluster-status`
     /// shows it); it must be restarted with `--cluster-reset` to join

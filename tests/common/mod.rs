@@ -7,7 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod lapin_thread;
 pub mod pika;
+pub mod process;
 pub mod tls;
 
 use bytes::BytesMut;

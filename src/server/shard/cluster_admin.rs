@@ -145,6 +145,10 @@ async fn cluster_status(node: &ClusterNode) -> Value {
     let records = node.view.read(|meta| meta.nodes().clone());
     let membership = m.membership_config.membership().clone();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
+    // In a joint configuration (a change under way), a voter of the old
+    // configuration that the new one drops is leaving.
+    let joint = membership.get_joint_config();
+    let leaving = |id: &NodeId| joint.len() > 1 && joint.last().is_some_and(|new| !new.contains(id));
     let name_of = |id: NodeId| records.get(&id).map_or_else(|| format!("node-{id}"), |n| n.name.clone());
     let nodes: Vec<Value> = membership
         .nodes()
@@ -152,6 +156,7 @@ async fn cluster_status(node: &ClusterNode) -> Value {
             let voter = voters.contains(id);
             let up = group.as_ref().and_then(|g| g.members.iter().find(|v| v.id == *id)).map(|v| v.up);
             let state = match (voter, up) {
+                _ if leaving(id) => "leaving",
                 (false, _) => "joining",
                 (true, Some(true)) => "up",
                 (true, Some(false)) => "down",
