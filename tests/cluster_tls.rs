@@ -87,3 +87,37 @@ fn a_cluster_over_tls_replicates_and_refuses_a_node_of_another_ca() {
     let _ = s.read_to_end(&mut back);
     assert!(back.first().is_none_or(|b| *b == 0x15), "a TLS alert or nothing, got {back:?}");
 }
+
+#[test]
+fn the_link_takes_new_certificates_on_sighup() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (TestCerts::new("node"), TestCerts::new("node"));
+    // The node reads its files from here; they are replaced by b's below.
+    let files = ["server.pem", "server.key", "ca.pem"];
+    for f in files {
+        std::fs::copy(a.path(f), root.path().join(f)).unwrap();
+    }
+    let p = |n: &str| root.path().join(n).display().to_string();
+    let own = ["--cluster-tls-cert-file", &p("server.pem"), "--cluster-tls-key-file", &p("server.key")];
+    let mut flags: Vec<&str> = own.to_vec();
+    let ca = p("ca.pem");
+    flags.extend(["--cluster-tls-ca-file", &ca]);
+    let secret = cluster::secret(root.path());
+    let n1 = Node::start(root.path(), "n1", &secret, &flags);
+    let client = |c: &TestCerts| {
+        let config =
+            common::tls::client_config(&c.path("ca.pem"), Some((&c.path("client.pem"), &c.path("client.key"))));
+        common::tls::connect(n1.cluster, config)
+    };
+    assert!(client(&a).is_ok(), "the link serves a's certificate");
+    assert!(client(&b).is_err(), "and refuses b's CA");
+
+    for f in files {
+        std::fs::copy(b.path(f), root.path().join(f)).unwrap();
+    }
+    let hup = Command::new("kill").args(["-HUP", &n1.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    wait_until("the link serves b's certificate", || client(&b).is_ok());
+    assert!(client(&a).is_err(), "a's CA no longer verifies the link");
+    wait_until("the node runs on, and shows itself", || n1.nodes_in("up") == ["n1"]);
+}

@@ -158,7 +158,7 @@ impl Broker {
             amqp_addr: amqp_addr.to_string(),
             http_addr: metrics_addr.to_string(),
         };
-        let mut cluster = cluster::start::prepare(&config, info)?;
+        let mut cluster = cluster::start::prepare(&config, info, &tls)?;
         let cluster_addr = cluster.as_ref().and_then(|(c, _)| c.listener.as_ref()?.local_addr().ok());
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));

@@ -117,6 +117,9 @@ pub struct TlsSet {
     pub native: Option<Arc<ListenerTls>>,
     pub amqps: Option<Arc<ListenerTls>>,
     pub https: Option<Arc<ListenerTls>>,
+    /// The inter-node link's listening side (`cluster_tls_*`): it asks
+    /// every peer for a certificate the cluster's CA signed.
+    pub cluster: Option<Arc<ListenerTls>>,
 }
 
 impl TlsSet {
@@ -136,6 +139,7 @@ impl TlsSet {
             native: one("tls_listen", c.tls_listen.is_some(), c.tls_files(super::config::TlsListener::Native))?,
             amqps: one("amqps_listen", c.amqps_listen.is_some(), c.tls_files(super::config::TlsListener::Amqps))?,
             https: one("https_listen", c.https_listen.is_some(), c.tls_files(super::config::TlsListener::Https))?,
+            cluster: one("cluster_listen", c.cluster_tls_cert_file.is_some(), cluster_files(c))?,
         })
     }
 
@@ -143,7 +147,7 @@ impl TlsSet {
     /// failed (each is logged, and keeps its previous certificate).
     pub fn reload(&self) -> usize {
         let mut failed = 0;
-        for l in [&self.native, &self.amqps, &self.https].into_iter().flatten() {
+        for l in [&self.native, &self.amqps, &self.https, &self.cluster].into_iter().flatten() {
             match l.reload() {
                 Ok(()) => tracing::info!(listener = l.name, "TLS certificate and key reloaded"),
                 Err(e) => {
@@ -154,6 +158,16 @@ impl TlsSet {
         }
         failed
     }
+}
+
+/// The link's files: all three (validated with the config).
+fn cluster_files(c: &super::config::Config) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: c.cluster_tls_cert_file.clone()?,
+        key: c.cluster_tls_key_file.clone()?,
+        ca: Some(c.cluster_tls_ca_file.clone()?),
+        client_certs: ClientCerts::Required,
+    })
 }
 
 /// The bytes of a file that holds PEM (bounded: a certificate chain or a

@@ -143,6 +143,11 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the node runs").id()
+    }
+
     /// `kill -9`: the node's files are all that remain.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

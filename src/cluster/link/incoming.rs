@@ -73,7 +73,7 @@ async fn connection<A: Apply>(
     let stream = match &config.tls {
         None => Ok(Transport::Plain(stream)),
         Some(tls) => {
-            let accepting = tls.acceptor.accept(stream);
+            let accepting = (tls.acceptor)().accept(stream);
             match glommio::timer::timeout(limits.handshake_timeout, async { Ok(accepting.await) }).await {
                 Ok(Ok(s)) => Ok(Transport::ServerTls(Box::new(s))),
                 Ok(Err(e)) => Err(LinkError::Tls(e.to_string())),

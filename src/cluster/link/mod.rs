@@ -44,9 +44,12 @@ pub const SECRET_BYTES_MIN: usize = 16;
 /// certificate is signed by it and names the host it dialled. Under TLS
 /// the HMAC handshake runs as before: TLS keeps the bytes private and
 /// whole, the secret proves membership.
+///
+/// Both sides are asked for their settings at each connection, so a
+/// certificate reloaded (SIGHUP) serves the next handshake.
 pub struct LinkTls {
-    pub acceptor: futures_rustls::TlsAcceptor,
-    pub connector: std::sync::Arc<rustls::ClientConfig>,
+    pub acceptor: Box<dyn Fn() -> futures_rustls::TlsAcceptor + Send + Sync>,
+    pub connector: Box<dyn Fn() -> Result<std::sync::Arc<rustls::ClientConfig>, String> + Send + Sync>,
 }
 
 /// Who this member is on the link and what it holds its peers to.

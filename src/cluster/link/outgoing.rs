@@ -450,7 +450,8 @@ async fn tls_connect(
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| LinkError::Tls(format!("{host:?} is no server name: {e}")))?;
-    let connecting = futures_rustls::TlsConnector::from(tls.connector.clone()).connect(name, tcp);
+    let config = (tls.connector)().map_err(LinkError::Tls)?;
+    let connecting = futures_rustls::TlsConnector::from(config).connect(name, tcp);
     match glommio::timer::timeout(timeout, async { Ok(connecting.await) }).await {
         Ok(Ok(s)) => Ok(Transport::ClientTls(Box::new(s))),
         Ok(Err(e)) => Err(LinkError::Tls(format!("handshake with {addr}: {e}"))),

@@ -16,7 +16,11 @@ const SECRET_FILE_BYTES_MAX: u64 = 4096;
 /// Everything a clustered node needs before its shards start, or `None`
 /// when clustering is off. A bad secret, a damaged identity or a taken
 /// port stops the start here, with the reason.
-pub fn prepare(c: &Config, info: NodeInfo) -> Result<Option<(ClusterStart, NodeInfo)>, StartError> {
+pub fn prepare(
+    c: &Config,
+    info: NodeInfo,
+    tls: &crate::server::tls::TlsSet,
+) -> Result<Option<(ClusterStart, NodeInfo)>, StartError> {
     let Some(listen) = c.cluster_listen else { return Ok(None) };
     let bad = |why: String| StartError::Cluster(why);
     let secret = read_secret(c)?;
@@ -36,7 +40,7 @@ pub fn prepare(c: &Config, info: NodeInfo) -> Result<Option<(ClusterStart, NodeI
     let cs = ClusterStart {
         listener: Some(listener),
         secret,
-        tls: link_tls(c)?,
+        tls: link_tls(c, tls)?,
         identity,
         name: c.node_name(),
         advertise,
@@ -46,24 +50,26 @@ pub fn prepare(c: &Config, info: NodeInfo) -> Result<Option<(ClusterStart, NodeI
 }
 
 /// TLS on the link, when the config names its files: the listener's side
-/// requires a certificate the CA signed; the dialler's presents this
-/// node's and checks the listener's against the same CA.
-fn link_tls(c: &Config) -> Result<Option<std::sync::Arc<crate::cluster::link::LinkTls>>, StartError> {
-    let (Some(cert), Some(key), Some(ca)) = (&c.cluster_tls_cert_file, &c.cluster_tls_key_file, &c.cluster_tls_ca_file)
+/// is `tls`'s (reloaded on SIGHUP with the others); the dialler's reads
+/// this node's certificate and the CA at each dial (dials are rare), so a
+/// reload serves it too.
+fn link_tls(
+    c: &Config,
+    tls: &crate::server::tls::TlsSet,
+) -> Result<Option<std::sync::Arc<crate::cluster::link::LinkTls>>, StartError> {
+    let (Some(listener), Some(cert), Some(key), Some(ca)) =
+        (tls.cluster.clone(), &c.cluster_tls_cert_file, &c.cluster_tls_key_file, &c.cluster_tls_ca_file)
     else {
         return Ok(None);
     };
-    let files = crate::server::tls::TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        ca: Some(ca.clone()),
-        client_certs: crate::server::tls::ClientCerts::Required,
-    };
-    let listener = crate::server::tls::ListenerTls::load("cluster_listen", files).map_err(StartError::Tls)?;
     let client =
         crate::client::tls::TlsFiles { ca: Some(ca.clone()), cert: Some(cert.clone()), key: Some(key.clone()) };
-    let connector = crate::client::tls::client_config(&client).map_err(|e| StartError::Cluster(e.to_string()))?;
-    Ok(Some(std::sync::Arc::new(crate::cluster::link::LinkTls { acceptor: listener.acceptor(), connector })))
+    // Bad files stop the start here, not at the first dial.
+    crate::client::tls::client_config(&client).map_err(|e| StartError::Cluster(format!("the link's TLS: {e}")))?;
+    Ok(Some(std::sync::Arc::new(crate::cluster::link::LinkTls {
+        acceptor: Box::new(move || listener.acceptor()),
+        connector: Box::new(move || crate::client::tls::client_config(&client).map_err(|e| e.to_string())),
+    })))
 }
 
 fn read_secret(c: &Config) -> Result<Vec<u8>, StartError> {
