@@ -241,7 +241,8 @@ pub async fn start(
         progress,
         tasks: std::cell::RefCell::new(vec![server]),
     });
-    node.tasks.borrow_mut().push(glommio::spawn_local(narrate(node.raft().clone(), node.node_id)));
+    let narrator = narrate(node.raft().clone(), node.links().clone(), node.node_id);
+    node.tasks.borrow_mut().push(glommio::spawn_local(narrator));
     let announcer = glommio::spawn_local(announce(Rc::downgrade(&node), node.info.clone()));
     // The announcer holds only a weak handle: it ends with the node.
     announcer.detach();
@@ -301,8 +302,9 @@ async fn ask_to_join(cs: &ClusterStart, mut j: joiner::Joining, req: &JoinReques
 }
 
 /// Logs what an operator wants to know of the group as it happens: a new
-/// leader (or none), and the membership as it changes.
-async fn narrate(raft: Raft<crate::cluster::MetaRaft<ClusterMeta>>, me: NodeId) {
+/// leader (or none), and the membership as it changes; and stops dialling
+/// a member that left (every member, not only the leader that removed it).
+async fn narrate(raft: Raft<crate::cluster::MetaRaft<ClusterMeta>>, links: Links, me: NodeId) {
     let mut rx = raft.metrics();
     let (mut leader, mut members) = (None, Vec::new());
     loop {
@@ -319,6 +321,9 @@ async fn narrate(raft: Raft<crate::cluster::MetaRaft<ClusterMeta>>, me: NodeId) 
         }
         let now: Vec<NodeId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
         if now != members {
+            for gone in members.iter().filter(|id| !now.contains(id)) {
+                links.forget(*gone);
+            }
             members = now;
             tracing::info!(?members, "cluster: membership");
         }
