@@ -31,6 +31,16 @@ fn declare(node: &Node, names: Vec<String>) -> Vec<(String, Result<(), ClientErr
     })
 }
 
+fn lapin_url(n: &Node) -> String {
+    format!("amqp://guest:guest@{}/%2f", n.amqp)
+}
+
+/// Whether `node` routes by every exchange in `want`.
+fn has_all(node: &Node, want: &[&str]) -> bool {
+    let have = node.exchanges();
+    want.iter().all(|w| have.iter().any(|h| h == w))
+}
+
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
 }
@@ -61,6 +71,41 @@ fn topology_declared_on_any_node_reaches_all_and_survives_a_leader_kill() {
         c.declare_exchange("x0-000", "fanout", o).await
     });
     assert_eq!(clash.unwrap_err().code(), Some(ErrorCode::ExchangeMismatch));
+
+    // pika: a topic exchange and a fanout bound to it, declared on n1, are
+    // found, bound to and published through on n2.
+    common::pika::run("cluster_topology.py", nodes[0].amqp, &[("STEP", "declare")], Duration::from_secs(60))
+        .assert_ok("pika declares on n1");
+    wait_until("n2 has the exchanges", || has_all(&nodes[1], &["cluster-fan", "cluster-logs"]));
+    common::pika::run("cluster_topology.py", nodes[1].amqp, &[("STEP", "use")], Duration::from_secs(60))
+        .assert_ok("pika uses them on n2");
+
+    // lapin: the same the other way round, declared on n3, used on n1.
+    let (on3, on1) = (lapin_url(&nodes[2]), lapin_url(&nodes[0]));
+    common::lapin_thread::on_thread(Duration::from_secs(60), async move {
+        let conn = lapin::Connection::connect(&on3, lapin::ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        let o = lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare("lapin-direct", lapin::ExchangeKind::Direct, o, Default::default()).await?;
+        conn.close(200, "bye").await
+    });
+    wait_until("n1 has the lapin exchange", || has_all(&nodes[0], &["lapin-direct"]));
+    let got = common::lapin_thread::on_thread(Duration::from_secs(60), async move {
+        use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions};
+        let conn = lapin::Connection::connect(&on1, lapin::ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let q = ch.queue_declare("", Default::default(), Default::default()).await?.name().to_string();
+        ch.queue_bind(&q, "lapin-direct", "k", QueueBindOptions::default(), Default::default()).await?;
+        let props = lapin::BasicProperties::default();
+        ch.basic_publish("lapin-direct", "k", BasicPublishOptions::default(), b"via n3's exchange", props)
+            .await?
+            .await?;
+        let got = ch.basic_get(&q, BasicGetOptions { no_ack: true }).await?.map(|m| m.delivery.data);
+        conn.close(200, "bye").await?;
+        Ok(got)
+    });
+    assert_eq!(got.as_deref(), Some(&b"via n3's exchange"[..]));
 
     // Users, vhosts and permissions are the cluster's: made on one node,
     // they log in and exist on every other.
