@@ -334,7 +334,7 @@ impl AmqpConn {
             let held = Instant::now();
             crate::rt::yield_to_reactor().await;
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
-            self.shard.mesh.wait_for_space().await;
+            self.shard.wait_for_space().await;
             self.shard.wait_log_space().await;
             self.block_if_needed().await;
             self.read_held.set(reader.held_bytes());

@@ -158,7 +158,7 @@ impl AmqpConn {
 /// Maps a queue owner's refusal to an AMQP channel or connection error.
 fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault {
     let (amqp, hard) = match code {
-        ErrorCode::QueueNotFound | ErrorCode::ExchangeNotFound => (code::NOT_FOUND, false),
+        ErrorCode::QueueNotFound | ErrorCode::ExchangeNotFound | ErrorCode::NodeUnavailable => (code::NOT_FOUND, false),
         ErrorCode::AccessRefused => (code::ACCESS_REFUSED, false),
         ErrorCode::ExchangeMismatch => (code::PRECONDITION_FAILED, false),
         ErrorCode::QueueLocked => (code::RESOURCE_LOCKED, false),

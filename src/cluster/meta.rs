@@ -6,8 +6,8 @@
 //! brings the node's own shards in step (`server::shard::cluster`).
 //!
 //! What it holds, so far: the routing table (exchanges and bindings), the
-//! users, vhosts and permissions, and the nodes' addresses. Queue
-//! placement comes with a later step (`docs/cluster.md`).
+//! users, vhosts and permissions, the nodes' addresses, and which node
+//! each classic queue lives on.
 
 use super::{Apply, NodeId};
 use crate::auth::change::{ChangeError, ChangeLimits, UserChange};
@@ -28,6 +28,10 @@ pub struct NodeInfo {
     pub shard_addrs: Vec<String>,
     pub amqp_addr: String,
     pub http_addr: String,
+    /// Each shard's listener for forwarded queue traffic
+    /// (`server::remote`), in shard order: its length is the node's shard
+    /// count.
+    pub data_addrs: Vec<String>,
 }
 
 /// One change to the cluster's metadata, as the log carries it.
@@ -47,6 +51,12 @@ pub enum MetaCommand {
     /// A change to the users, vhosts or permissions (its password hash
     /// made where it was asked; no password travels).
     Users(UserChange),
+    /// A classic queue (its vhost-qualified name) lives on `node`. Taken
+    /// when the queue is not placed yet or is placed there already;
+    /// otherwise refused with where it is ([`Refusal::Placed`]).
+    PlaceQueue { queue: String, node: NodeId },
+    /// The queue on `node` is gone (a placement on another node stays).
+    UnplaceQueue { queue: String, node: NodeId },
 }
 
 /// Why a command was refused: the same on every member.
@@ -65,6 +75,12 @@ pub enum Refusal {
     /// A second seed: the first one stands.
     #[error("the cluster's users are set up already")]
     Seeded,
+    /// The queue lives on another node.
+    #[error("the queue is placed on node {0}")]
+    Placed(NodeId),
+    /// A placement on a node that is not a member.
+    #[error("node {0} is not a member")]
+    UnknownNode(NodeId),
 }
 
 /// What applying a command answers.
@@ -78,9 +94,47 @@ pub struct ClusterMeta {
     /// `None` until seeded. The limits on counts (`users_max`,
     /// `vhosts_max`) are the asking node's to check: configs may differ.
     users: Option<Users>,
+    /// Where each classic queue lives (vhost-qualified name to node).
+    queues: BTreeMap<String, NodeId>,
 }
 
 impl ClusterMeta {
+    pub fn queues(&self) -> &BTreeMap<String, NodeId> {
+        &self.queues
+    }
+
+    /// Queues placed on each member (members with none count 0): what
+    /// `x-queue-leader-locator: balanced` compares.
+    pub fn queue_counts(&self) -> BTreeMap<NodeId, usize> {
+        let mut counts: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
+        for node in self.queues.values() {
+            if let Some(c) = counts.get_mut(node) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    fn place(&mut self, queue: &str, node: NodeId) -> MetaResponse {
+        if !self.nodes.contains_key(&node) {
+            return Err(Refusal::UnknownNode(node));
+        }
+        match self.queues.get(queue) {
+            Some(at) if *at != node => Err(Refusal::Placed(*at)),
+            Some(_) => Ok(()),
+            None => {
+                self.queues.insert(queue.to_string(), node);
+                Ok(())
+            }
+        }
+    }
+
+    fn unplace(&mut self, queue: &str, node: NodeId) {
+        if self.queues.get(queue) == Some(&node) {
+            self.queues.remove(queue);
+        }
+    }
+
     pub fn routing(&self) -> &RoutingTable {
         &self.routing
     }
@@ -125,6 +179,8 @@ impl Apply for ClusterMeta {
             }
             MetaCommand::NodeGone { id } => {
                 self.nodes.remove(id);
+                // Its queues went with it (their data is on its disk).
+                self.queues.retain(|_, n| n != id);
                 Ok(())
             }
             MetaCommand::Routing { change, if_unused } => self.route(change, *if_unused),
@@ -139,6 +195,11 @@ impl Apply for ClusterMeta {
                 None => Err(Refusal::NotSeeded),
                 Some(u) => u.apply(change, ChangeLimits::NONE).map_err(Refusal::User),
             },
+            MetaCommand::PlaceQueue { queue, node } => self.place(queue, *node),
+            MetaCommand::UnplaceQueue { queue, node } => {
+                self.unplace(queue, *node);
+                Ok(())
+            }
         }
     }
 }
@@ -151,6 +212,7 @@ struct Image {
     routing: Vec<Change>,
     nodes: BTreeMap<NodeId, NodeInfo>,
     access: Option<StoredAccess>,
+    queues: BTreeMap<String, NodeId>,
 }
 
 impl Serialize for ClusterMeta {
@@ -160,6 +222,7 @@ impl Serialize for ClusterMeta {
             routing: self.routing.snapshot(),
             nodes: self.nodes.clone(),
             access: self.access(),
+            queues: self.queues.clone(),
         };
         image.serialize(s)
     }
@@ -172,7 +235,7 @@ impl<'de> Deserialize<'de> for ClusterMeta {
         let routing = RoutingTable::from_snapshot(image.routing_version, &image.routing)
             .map_err(|e| serde::de::Error::custom(format!("a snapshot's routing table does not rebuild: {e}")))?;
         let users = image.access.map(|a| crate::auth::access::users_from(&a, &[]));
-        Ok(Self { routing, nodes: image.nodes, users })
+        Ok(Self { routing, nodes: image.nodes, users, queues: image.queues })
     }
 }
 
@@ -225,6 +288,7 @@ mod tests {
             shard_addrs: vec!["127.0.0.1:3".into()],
             amqp_addr: "127.0.0.1:4".into(),
             http_addr: "127.0.0.1:5".into(),
+            data_addrs: vec!["127.0.0.1:6".into()],
         };
         m.apply(&MetaCommand::Node { id: 7, info: info.clone() }).unwrap();
         let bytes = postcard::to_allocvec(&m).unwrap();
@@ -252,9 +316,42 @@ mod tests {
             routing: vec![bind_change("missing", "q")],
             nodes: BTreeMap::new(),
             access: None,
+            queues: BTreeMap::new(),
         };
         let bytes = postcard::to_allocvec(&bad).unwrap();
         assert!(postcard::from_bytes::<ClusterMeta>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_queue_is_placed_once_and_goes_with_its_node() {
+        let mut m = ClusterMeta::default();
+        let place = |queue: &str, node| MetaCommand::PlaceQueue { queue: queue.into(), node };
+        assert_eq!(m.apply(&place("q", 1)), Err(Refusal::UnknownNode(1)), "not a member");
+        for id in [1, 2] {
+            let info = NodeInfo {
+                name: format!("n{id}"),
+                cluster_addr: String::new(),
+                native_addr: String::new(),
+                shard_addrs: Vec::new(),
+                amqp_addr: String::new(),
+                http_addr: String::new(),
+                data_addrs: Vec::new(),
+            };
+            m.apply(&MetaCommand::Node { id, info }).unwrap();
+        }
+        assert_eq!(m.apply(&place("q", 1)), Ok(()));
+        assert_eq!(m.apply(&place("q", 1)), Ok(()), "placed there already");
+        assert_eq!(m.apply(&place("q", 2)), Err(Refusal::Placed(1)));
+        m.apply(&place("r", 2)).unwrap();
+        assert_eq!(m.queue_counts(), BTreeMap::from([(1, 1), (2, 1)]));
+        m.apply(&MetaCommand::UnplaceQueue { queue: "q".into(), node: 2 }).unwrap();
+        assert_eq!(m.queues().get("q"), Some(&1), "only its own node unplaces it");
+        let back: ClusterMeta = postcard::from_bytes(&postcard::to_allocvec(&m).unwrap()).unwrap();
+        assert_eq!(back.queues(), m.queues());
+        m.apply(&MetaCommand::NodeGone { id: 1 }).unwrap();
+        assert_eq!(m.queues().keys().collect::<Vec<_>>(), ["r"]);
+        m.apply(&MetaCommand::UnplaceQueue { queue: "r".into(), node: 2 }).unwrap();
+        assert!(m.queues().is_empty());
     }
 
     fn bind_change(source: &str, queue: &str) -> Change {

@@ -226,8 +226,9 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
                 return error(StatusCode::NOT_FOUND, "no such vhost");
             }
             let name = crate::protocol::vhost::qualify(vhost, name);
-            // Its owner alone is asked, for its row alone.
-            let owner = shard.owner_of(&name);
+            // Its owner alone is asked, for its row alone (on a clustered
+            // node, a queue of this node).
+            let owner = shard.local_owner(&name);
             let reply = shard.admin(&[owner], |_| AdminReq::Queue { queue: name.to_string() }).await;
             match reply.into_iter().next() {
                 Some((_, AdminReply::Queue(Some(q)))) => json_resp(StatusCode::OK, &queue_json(&q)),

@@ -301,7 +301,7 @@ impl NativeConn {
             self.read_held.set(reader.held_bytes());
             let held = Instant::now();
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
-            self.shard.mesh.wait_for_space().await;
+            self.shard.wait_for_space().await;
             self.shard.wait_log_space().await;
             // A socket that always has bytes never makes this task wait:
             // give the shard's other connections their turn.

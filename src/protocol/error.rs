@@ -76,6 +76,11 @@ pub enum ErrorCode {
     /// one, or no leader answered in time. Not fatal: try again, or on a
     /// node in the majority. AMQP: a channel error.
     ClusterUnavailable = 71,
+    /// The queue lives on a node this one cannot reach now (down, or cut
+    /// off): its messages return with the node. Not fatal. AMQP: 404
+    /// NOT_FOUND on the channel, as RabbitMQ answers for a classic queue
+    /// whose home node is down.
+    NodeUnavailable = 72,
 }
 
 impl ErrorCode {
@@ -123,6 +128,7 @@ impl ErrorCode {
             70 => VhostNotFound,
             42 => StorageFull,
             71 => ClusterUnavailable,
+            72 => NodeUnavailable,
             _ => return None,
         })
     }

@@ -316,8 +316,10 @@ pub enum AdminError {
 }
 
 /// Runs a queue request on the queue's owning shard.
+/// On a clustered node, the queues of this node: an operator manages each
+/// node's own (as `rabbitmqctl` is run against the queue's node).
 pub async fn admin_on_owner(shard: &Rc<Shard>, req: AdminReq, queue: &str) -> Result<u64, AdminError> {
-    let owner = shard.owner_of(queue);
+    let owner = shard.local_owner(queue);
     let mut req = Some(req);
     let r = shard.admin(&[owner], |_| req.take().expect("one target")).await;
     done(r)

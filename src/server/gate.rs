@@ -35,6 +35,14 @@ pub struct DeliveryGate {
     kick: Notify,
 }
 
+/// Owners on other nodes (`server::remote`) are granted credit back at
+/// least every this many bytes, and give a connection there a window of
+/// at least [`REMOTE_NODE_WINDOW_MIN`]: nodes may differ in shard count
+/// and `outbox_bytes_max`, and a grant threshold past the other side's
+/// window would stop deliveries for good.
+pub const REMOTE_NODE_GRANT_BYTES: usize = 64 << 10;
+pub const REMOTE_NODE_WINDOW_MIN: usize = 256 << 10;
+
 /// A remote owner's window of credit for one connection: half of
 /// `outbox_bytes_max`, split among the shards that may send.
 pub fn remote_window(outbox_bytes_max: u32, shards: u16) -> usize {
@@ -66,7 +74,9 @@ impl DeliveryGate {
         };
         let before = ungranted[i].1;
         ungranted[i].1 = before.saturating_add(bytes);
-        if before < window / 4 && ungranted[i].1 >= window / 4 {
+        let quarter =
+            if super::remote::is_remote(owner) { (window / 4).min(REMOTE_NODE_GRANT_BYTES) } else { window / 4 };
+        if before < quarter && ungranted[i].1 >= quarter {
             self.kick.notify();
         }
     }
@@ -80,7 +90,15 @@ impl DeliveryGate {
         let quarter = remote_window(shard.config.outbox_bytes_max, shard.count) / 4;
         loop {
             let kicked = self.kick.notified();
-            let due = !self.owners.borrow().is_empty() || self.ungranted.borrow().iter().any(|(_, b)| *b >= quarter);
+            let threshold = |owner: u16| {
+                if super::remote::is_remote(owner) {
+                    quarter.min(REMOTE_NODE_GRANT_BYTES)
+                } else {
+                    quarter
+                }
+            };
+            let due =
+                !self.owners.borrow().is_empty() || self.ungranted.borrow().iter().any(|(o, b)| *b >= threshold(*o));
             if due && (outbox.pending_bytes() <= low || outbox.is_closing()) {
                 let owners = std::mem::take(&mut *self.owners.borrow_mut());
                 for owner in owners {
@@ -90,7 +108,7 @@ impl DeliveryGate {
                     .ungranted
                     .borrow_mut()
                     .iter_mut()
-                    .filter(|(_, b)| *b >= quarter)
+                    .filter(|(o, b)| *b >= threshold(*o))
                     .map(|(o, b)| (*o, std::mem::take(b)))
                     .collect();
                 for (owner, bytes) in grants {

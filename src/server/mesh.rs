@@ -33,6 +33,14 @@ pub enum MeshMsg {
     MetaApplied { shard: u16, version: u64 },
     /// Shard 0 has sent its recovered table: the receiver may open for traffic.
     MetaReady,
+    /// A request for `shard` of another `node`, from a connection on the
+    /// receiving shard: it goes out on that shard's own data link.
+    RemoteRequest { node: u64, shard: u16, from: ConnRef, request_id: u64, req: Request },
+    /// A reply for a connection on another node, whose data link the
+    /// receiving shard accepted.
+    RemoteReply { to: ConnRef, reply: Reply },
+    /// A change to the shards' copy of the queues' placement (from shard 0).
+    Placement(super::remote::PlacementMsg),
 }
 
 pub type Batch = Vec<MeshMsg>;

@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod ops;
 pub mod policy;
 pub mod queue;
+pub mod remote;
 pub mod shard;
 pub mod stats;
 pub mod system;
@@ -105,6 +106,9 @@ struct ShardStart {
     fronts: FrontEnds,
     /// Shard 0 of a clustered node: what its member starts from.
     cluster: Option<(cluster::ClusterStart, crate::cluster::meta::NodeInfo)>,
+    /// A clustered node: this shard's data listener (`server::remote`).
+    data_listener: Option<std::net::TcpListener>,
+    remote: Arc<remote::RemoteShared>,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -157,11 +161,16 @@ impl Broker {
             shard_addrs: shard_addrs.iter().map(ToString::to_string).collect(),
             amqp_addr: amqp_addr.to_string(),
             http_addr: metrics_addr.to_string(),
+            data_addrs: Vec::new(),
         };
-        let mut cluster = cluster::start::prepare(&config, info, &tls)?;
+        let mut cluster = cluster::start::prepare(&config, info, &tls, n)?;
+        let mut data_listeners =
+            cluster.as_mut().map(|(c, _)| std::mem::take(&mut c.data_listeners)).unwrap_or_default();
+        data_listeners.reverse();
         let cluster_addr = cluster.as_ref().and_then(|(c, _)| c.listener.as_ref()?.local_addr().ok());
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
+        let remote = Arc::new(remote::RemoteShared::default());
         let alarms = alarm::Alarms::new(&config, n);
         let mesh = MeshBuilder::full(n, config.mesh_capacity as usize);
         let addrs = shard::ShardAddrs {
@@ -186,6 +195,8 @@ impl Broker {
                 stored_access: stored_access.clone(),
                 fronts,
                 cluster: if id == 0 { cluster.take() } else { None },
+                data_listener: data_listeners.pop(),
+                remote: remote.clone(),
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
@@ -395,7 +406,9 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     let stored_access = s.stored_access.as_deref();
     // `cores` is at most 1024 (validated).
     let (id, count) = (crate::protocol::wire::len16(s.id), crate::protocol::wire::len16(s.count));
-    let shard = Rc::new(Shard::new(id, count, s.config.clone(), s.addrs, mesh, s.alarms, stored_access));
+    let node = shard::NodeShared { alarms: s.alarms, remote: s.remote };
+    let shard = Rc::new(Shard::new(id, count, s.config.clone(), s.addrs, mesh, node, stored_access));
+    *shard.remote.me.borrow_mut() = Rc::downgrade(&shard);
     let mut tasks = Vec::new();
     for (peer, rx) in receivers.streams() {
         let sh = shard.clone();
@@ -476,6 +489,13 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
         return Ok(());
     }
     tasks.extend(serve_listeners(&shard, s.sockets, &s.tls, s.fronts));
+    if let Some(l) = s.data_listener {
+        // SAFETY: the fd is this listener's own, handed over whole.
+        let l = unsafe {
+            <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(l))
+        };
+        tasks.push(glommio::spawn_local(remote::serve::serve(shard.clone(), l)));
+    }
     tracing::info!(shard = s.id, "shard ready");
     let _ = s.ready.send(Ok(s.id));
     while !s.stop.load(Ordering::SeqCst) {

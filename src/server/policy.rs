@@ -46,6 +46,10 @@ pub struct QueueArgs {
     /// `x-max-priority`: priorities 0..=this are honoured.
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
+    /// `x-queue-leader-locator: balanced`: a clustered node places the
+    /// queue on the member with the fewest (`client-local`, the default:
+    /// on the node that declares it).
+    pub balanced: bool,
     /// The table as declared (no length prefix): what the storage log
     /// keeps, so a restarted durable queue is parsed exactly as before.
     pub raw: Bytes,
@@ -86,6 +90,21 @@ fn string(queue: &str, key: &str, v: &Value) -> Result<String, ArgError> {
         Some(s) if s.len() <= 255 => Ok(s.to_string()),
         Some(_) => Err(invalid(queue, key, "longer than 255 bytes")),
         None => Err(invalid(queue, key, format!("expected a string, got {}", v.describe()))),
+    }
+}
+
+/// On the inter-node link a queue's arguments travel as the table the
+/// client declared, and are parsed and checked again where they arrive.
+impl serde::Serialize for QueueArgs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.raw)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for QueueArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Bytes::deserialize(d)?;
+        QueueArgs::parse(&raw, "").map_err(|e| serde::de::Error::custom(e.message))
     }
 }
 
@@ -133,6 +152,15 @@ impl QueueArgs {
                     Value::Bool(b) => a.single_active_consumer = *b,
                     _ => return Err(invalid(queue, k, format!("expected a boolean, got {}", v.describe()))),
                 },
+                "x-queue-leader-locator" => {
+                    a.balanced = match string(queue, k, v)?.as_str() {
+                        "client-local" => false,
+                        "balanced" => true,
+                        other => {
+                            return Err(invalid(queue, k, format!("{other:?} is not one of client-local, balanced")))
+                        }
+                    }
+                }
                 "x-queue-type" => match v.as_str() {
                     Some("classic") => {}
                     Some(other) => {

@@ -367,7 +367,7 @@ fn counter_f(o: &mut String, name: &str, help: &str, v: f64) {
 }
 
 /// An operator's request to one shard, over the mesh or handled locally.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum AdminReq {
     /// `detail`: include every queue and connection.
     Stats {
@@ -390,6 +390,14 @@ pub enum AdminReq {
     Users(crate::auth::change::UserChange),
     /// A cluster command, for shard 0 (`shard/cluster_admin.rs`).
     Cluster(ClusterAsk),
+    /// For shard 0 of a clustered node: place a queue at its first
+    /// declare, or (`remove`) drop this node's placement of it
+    /// (`shard/remote.rs`).
+    Place {
+        queue: String,
+        balanced: bool,
+        remove: bool,
+    },
 }
 
 /// What an operator asks of the cluster member.
@@ -412,4 +420,6 @@ pub enum AdminReply {
     /// Shard 0's answer to a cluster command (JSON, `{"error"}` if it
     /// failed).
     Cluster(serde_json::Value),
+    /// The node a queue is placed on.
+    Placed(Result<u64, super::types::QueueError>),
 }

@@ -5,10 +5,11 @@ use super::policy::QueueArgs;
 use crate::protocol::ErrorCode;
 use crate::routing::{BindingDef, Change};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// One queue's share of a routed batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub queue: String,
     pub entries: Bytes,
@@ -18,7 +19,7 @@ pub struct Target {
 /// One queue's share of a transaction's publish (`Request::TxPart`):
 /// `publish` is the index of the client's publish batch it came from, so
 /// the coordinator can tell which mandatory publishes reached no queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TxTarget {
     pub publish: u32,
     pub target: Target,
@@ -28,7 +29,7 @@ pub struct TxTarget {
 
 /// An ack, or a nack (`requeue` set or not), a transaction applies at
 /// commit: one consumer's queue-level tags.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TxAck {
     pub consumer_id: u32,
     pub queue: String,
@@ -38,7 +39,7 @@ pub struct TxAck {
 }
 
 /// A connection, named by the shard that holds its socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConnRef {
     pub shard: u16,
     pub conn_id: u64,
@@ -84,7 +85,7 @@ pub struct Spilled {
 }
 
 /// Where a message was published to (see `Message::origin`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub exchange: String,
     pub routing_key: String,
@@ -112,7 +113,7 @@ impl Message {
 }
 
 /// How a publish batch is taken (see `Request::Publish`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishMode {
     pub persistent: bool,
     pub confirm: bool,
@@ -120,7 +121,7 @@ pub struct PublishMode {
 }
 
 /// A message on its way out to a consumer on another shard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivered {
     pub redelivered: bool,
     pub entry: Bytes,
@@ -133,7 +134,9 @@ impl From<&Message> for Delivered {
     }
 }
 
-#[derive(Debug)]
+/// Both enums cross the inter-node link too (`server::remote`), postcard-
+/// encoded; what arrives that way is checked as any other input.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Declare {
         durable: bool,
@@ -268,7 +271,7 @@ pub enum Request {
 /// What goes back to a connection. `ConsumerGone`: the consumer's queue
 /// was deleted, nothing more will come (AMQP sends basic.cancel).
 /// `AdminOk`: the answer to a native `Admin` frame (`ringmq ctl`).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     Ok {
         request_id: u64,
@@ -276,6 +279,7 @@ pub enum Reply {
     },
     Error {
         request_id: u64,
+        #[serde(with = "code_serde")]
         code: ErrorCode,
         message: String,
     },
@@ -349,5 +353,20 @@ pub struct QueueError {
 impl QueueError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
+    }
+}
+
+/// An error code on the inter-node link: its stable number (an unknown
+/// one, from a newer peer, reads as `Internal`).
+mod code_serde {
+    use crate::protocol::ErrorCode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &ErrorCode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(*c as u16)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorCode, D::Error> {
+        Ok(ErrorCode::from_u16(u16::deserialize(d)?).unwrap_or(ErrorCode::Internal))
     }
 }

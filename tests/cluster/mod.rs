@@ -40,16 +40,21 @@ pub fn free_port() -> SocketAddr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (low, _) = ephemeral_range();
-    let span = u32::from(low.saturating_sub(20_000).max(1_000));
+    let span = u32::from(low.saturating_sub(20_000).max(1_000)) / PORTS_PER_NODE;
     let base = std::process::id().wrapping_mul(7919) % span;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + u16::try_from((base + n) % span).unwrap();
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().unwrap();
+        let port = 20_000 + u16::try_from(((base + n) % span) * PORTS_PER_NODE).unwrap();
+        // The link's port and each shard's data port after it.
+        let all = (0..PORTS_PER_NODE as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok());
+        if all {
+            return SocketAddr::from(([127, 0, 0, 1], port));
         }
     }
 }
+
+/// The link's port, then one data port per shard (`--cores 2`), rounded up.
+const PORTS_PER_NODE: u32 = 4;
 
 fn ephemeral_range() -> (u16, u16) {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
@@ -220,6 +225,20 @@ impl Node {
             .flatten()
             .filter_map(|x| x["name"].as_str().map(str::to_string))
             .filter(|n| !n.is_empty() && !n.starts_with("amq."))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The queues that live on this node (`ctl list-queues` asks its own
+    /// shards), sorted.
+    pub fn queues(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ctl(&["list-queues"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["name"].as_str().map(str::to_string))
             .collect();
         v.sort();
         v

@@ -38,6 +38,7 @@ pub fn all() -> Vec<(&'static str, Named)> {
         ("definitions", definitions_files()),
         ("config", configs()),
         ("link", prefixed(0xFF, link_frames())),
+        ("data_link", data_messages()),
     ]
 }
 
@@ -536,5 +537,73 @@ fn link_frames() -> Named {
         f.encode(&mut b);
         out.push(named(name, &b[..]));
     }
+    // A data link's frames (forwarded queue traffic).
+    for (name, payload) in data_messages() {
+        let mut b = BytesMut::new();
+        Frame::Data { payload: &payload }.encode(&mut b);
+        out.push((format!("data-{name}"), b.to_vec()));
+    }
     out
+}
+
+/// What a data link carries: a request of each kind a remote connection
+/// sends, and the replies (a delivery with its origin, an error).
+fn data_messages() -> Named {
+    use ringmq::server::remote::wire::{encode, DataMsg};
+    use ringmq::server::types::{Delivered, Origin, Reply, Request, Target};
+    let mut entries = BytesMut::new();
+    put_entry(&mut entries, 0, &[], b"hello");
+    let entries = entries.freeze();
+    let raw = TableBuilder::new().int("x-max-length", 10).str("x-queue-leader-locator", "balanced").build();
+    let declare = Request::Declare {
+        durable: true,
+        passive: false,
+        queue: "/\u{0}q".into(),
+        exclusive: false,
+        auto_delete: false,
+        strict: true,
+        args: Box::new(ringmq::server::policy::QueueArgs::parse(&raw, "q").expect("valid arguments")),
+    };
+    let publish = Request::Publish {
+        persistent: true,
+        confirm: true,
+        partial: false,
+        queue: "/\u{0}q".into(),
+        entries: entries.clone(),
+        count: 1,
+    };
+    let origin = Some(std::sync::Arc::new(Origin { exchange: "x".into(), routing_key: "k".into() }));
+    let many = Request::PublishMany {
+        persistent: false,
+        confirm: true,
+        mandatory: true,
+        targets: vec![Target { queue: "/\u{0}q".into(), entries: entries.clone(), count: 1 }],
+        count: 1,
+        origin: origin.clone(),
+    };
+    let subscribe =
+        Request::Subscribe { consumer_id: 1, prefetch: 100, queue: "/\u{0}q".into(), exclusive: false, priority: 0 };
+    let ack = Request::Ack { consumer_id: 1, queue: "/\u{0}q".into(), ranges: vec![(1, 10)] };
+    let msgs = vec![Delivered { redelivered: false, entry: entries, origin }];
+    let deliver = Reply::Deliver { owner: 1, consumer_id: 1, first_tag: 1, msgs };
+    let error = Reply::error(3, ringmq::protocol::ErrorCode::NodeUnavailable, "node 7 (shard 1) is unavailable");
+    let request = |request_id, req| DataMsg::Request { shard: 0, conn: 5, request_id, req };
+    let reply = |reply| DataMsg::Reply { shard: 0, conn: 5, reply };
+    let all = [
+        ("declare", request(1, declare)),
+        ("publish", request(2, publish)),
+        ("publish-many", request(3, many)),
+        ("subscribe", request(4, subscribe)),
+        ("ack", request(0, ack)),
+        ("credit", request(0, Request::DeliveriesCredit { bytes: 65536 })),
+        ("deliver", reply(deliver)),
+        ("error", reply(error)),
+    ];
+    all.into_iter()
+        .map(|(name, m)| {
+            let mut b = BytesMut::new();
+            encode(&m, &mut b, usize::MAX).expect("a data message encodes");
+            (name.to_string(), b[ringmq::protocol::link::HEADER_BYTES..].to_vec())
+        })
+        .collect()
 }

@@ -29,3 +29,19 @@ pub fn link(data: &[u8]) {
         rest = &rest[used..];
     }
 }
+
+/// A data link's payload (`server::remote::wire`): what another node's
+/// shard sends for its connections' queues. Whatever decodes must encode
+/// again and decode to the same encoding (no value the decoder accepts is
+/// one the encoder cannot write), and a request's queue arguments were
+/// parsed on the way in.
+pub fn data_link(data: &[u8]) {
+    use ringmq::server::remote::wire::{decode, encode};
+    let Ok(msg) = decode(data) else { return };
+    let mut once = BytesMut::new();
+    encode(&msg, &mut once, usize::MAX).expect("a decoded message encodes");
+    let again = decode(&once[HEADER_BYTES..]).expect("an encoded message decodes");
+    let mut twice = BytesMut::new();
+    encode(&again, &mut twice, usize::MAX).expect("it encodes again");
+    assert_eq!(once, twice, "a second round trip changed {msg:?}");
+}

@@ -18,7 +18,7 @@ mod storage;
 pub use amqp::{amqp_frame, amqp_props, table};
 pub use config::config;
 pub use diff::amqp_diff;
-pub use link::link;
+pub use link::{data_link, link};
 pub use native::decode;
 pub use storage::{definitions, record, recovery};
 
@@ -37,4 +37,5 @@ pub const ALL: &[(&str, Target)] = &[
     ("definitions", definitions),
     ("config", config),
     ("link", link),
+    ("data_link", data_link),
 ];

@@ -64,54 +64,8 @@ async fn connection<A: Apply>(
     handshaking: Rc<Cell<usize>>,
 ) {
     let limits = config.limits;
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(?addr, error = %e, "cluster link: set_nodelay");
-    }
-    handshaking.set(handshaking.get() + 1);
-    let deadline = Instant::now() + limits.handshake_timeout;
-    // TLS first, then the link's own handshake, both within one deadline.
-    let stream = match &config.tls {
-        None => Ok(Transport::Plain(stream)),
-        Some(tls) => {
-            let accepting = (tls.acceptor)().accept(stream);
-            match glommio::timer::timeout(limits.handshake_timeout, async { Ok(accepting.await) }).await {
-                Ok(Ok(s)) => Ok(Transport::ServerTls(Box::new(s))),
-                Ok(Err(e)) => Err(LinkError::Tls(e.to_string())),
-                Err(_) => Err(LinkError::HandshakeTimeout(limits.handshake_timeout)),
-            }
-        }
-    };
-    let stream = match stream {
-        Ok(s) => s,
-        Err(e) => {
-            handshaking.set(handshaking.get() - 1);
-            tracing::warn!(?addr, error = %e, "cluster link: TLS handshake refused");
-            return;
-        }
-    };
-    let (mut r, mut w) = split(stream);
-    let mut frames = Frames::handshake();
-    let left = deadline.saturating_duration_since(Instant::now());
-    let shake = handshake::accept(&mut r, &mut w, &mut frames, &config, deadline);
-    let res = match glommio::timer::timeout(left, async { Ok(shake.await) }).await {
-        Ok(Err(LinkError::Read(ReadError::Timeout { .. }))) | Err(_) => {
-            Err(LinkError::HandshakeTimeout(limits.handshake_timeout))
-        }
-        Ok(res) => res,
-    };
-    handshaking.set(handshaking.get() - 1);
-    let peer = match res {
-        Ok(peer) => peer,
-        Err(e) => {
-            tracing::warn!(?addr, error = %e, "cluster link: handshake refused");
-            if let Some(code) = e.close_code() {
-                handshake::send_close(&mut w, code, &e.to_string()).await;
-            }
-            return;
-        }
-    };
+    let Some((mut r, mut frames, w, peer)) = accept_peer(stream, addr, &config, &handshaking).await else { return };
     tracing::info!(?addr, peer = peer.node_id, name = %peer.node_name, "cluster link: peer authenticated");
-    frames.authenticated(limits.frame_bytes_max, READ_BYTES);
     let outbox = Rc::new(Outbox::default());
     outbox.set_send_timeout(limits.send_timeout);
     let o = outbox.clone();
@@ -134,6 +88,68 @@ async fn connection<A: Apply>(
         _ => tracing::warn!(?addr, peer = peer.node_id, error = %why, "cluster link: dropping the peer's connection"),
     }
     super::close_and_flush(&outbox, writer, &why).await;
+}
+
+/// An accepted connection's TLS (when the link has it) and handshake,
+/// within `handshake_timeout` and counted in `handshaking` meanwhile:
+/// the authenticated peer and its halves, or `None` (logged, and the
+/// peer told why when it can be).
+pub(crate) async fn accept_peer(
+    stream: TcpStream,
+    addr: Option<SocketAddr>,
+    config: &LinkConfig,
+    handshaking: &Cell<usize>,
+) -> Option<(ReadHalf<Transport>, Frames, super::outgoing::Writer, PeerHello)> {
+    let limits = config.limits;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(?addr, error = %e, "cluster link: set_nodelay");
+    }
+    handshaking.set(handshaking.get() + 1);
+    let deadline = Instant::now() + limits.handshake_timeout;
+    // TLS first, then the link's own handshake, both within one deadline.
+    let stream = match &config.tls {
+        None => Ok(Transport::Plain(stream)),
+        Some(tls) => {
+            let accepting = (tls.acceptor)().accept(stream);
+            match glommio::timer::timeout(limits.handshake_timeout, async { Ok(accepting.await) }).await {
+                Ok(Ok(s)) => Ok(Transport::ServerTls(Box::new(s))),
+                Ok(Err(e)) => Err(LinkError::Tls(e.to_string())),
+                Err(_) => Err(LinkError::HandshakeTimeout(limits.handshake_timeout)),
+            }
+        }
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            handshaking.set(handshaking.get() - 1);
+            tracing::warn!(?addr, error = %e, "cluster link: TLS handshake refused");
+            return None;
+        }
+    };
+    let (mut r, mut w) = split(stream);
+    let mut frames = Frames::handshake();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let shake = handshake::accept(&mut r, &mut w, &mut frames, config, deadline);
+    let res = match glommio::timer::timeout(left, async { Ok(shake.await) }).await {
+        Ok(Err(LinkError::Read(ReadError::Timeout { .. }))) | Err(_) => {
+            Err(LinkError::HandshakeTimeout(limits.handshake_timeout))
+        }
+        Ok(res) => res,
+    };
+    handshaking.set(handshaking.get() - 1);
+    match res {
+        Ok(peer) => {
+            frames.authenticated(limits.frame_bytes_max, READ_BYTES);
+            Some((r, frames, w, peer))
+        }
+        Err(e) => {
+            tracing::warn!(?addr, error = %e, "cluster link: handshake refused");
+            if let Some(code) = e.close_code() {
+                handshake::send_close(&mut w, code, &e.to_string()).await;
+            }
+            None
+        }
+    }
 }
 
 /// Answers in flight on one connection, and the signal that one finished.

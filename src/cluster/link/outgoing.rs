@@ -389,11 +389,11 @@ impl Peer {
     }
 }
 
-pub(super) type Writer = futures_lite::io::WriteHalf<Transport>;
+pub(crate) type Writer = futures_lite::io::WriteHalf<Transport>;
 
 /// Dials `addr` and runs the handshake within `handshake_timeout`,
 /// against member `target` (any member: `None`).
-pub(super) async fn connect(
+pub(crate) async fn connect(
     config: &LinkConfig,
     addr: &str,
     target: Option<NodeId>,

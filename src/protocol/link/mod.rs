@@ -56,6 +56,7 @@ pub mod op {
     pub const PING: u8 = 5;
     pub const PONG: u8 = 6;
     pub const CLOSE: u8 = 7;
+    pub const DATA: u8 = 8;
 }
 
 /// The fixed header before every body.
@@ -217,6 +218,11 @@ pub enum Frame<'a> {
         code: u16,
         reason: &'a str,
     },
+    /// Forwarded queue traffic (`server::remote`): a request for a queue
+    /// the receiver owns, or a reply to one. `payload` is opaque here.
+    Data {
+        payload: &'a [u8],
+    },
 }
 
 pub enum Decoded<'a> {
@@ -275,7 +281,7 @@ fn peek(buf: &[u8], frame_bytes_max: usize) -> Result<Option<(LinkHeader, usize)
     if h.flags != 0 || h.reserved.get() != 0 {
         return Err(DecodeError::Reserved { flags: h.flags, reserved: h.reserved.get() });
     }
-    if !(op::HELLO..=op::CLOSE).contains(&h.opcode) {
+    if !(op::HELLO..=op::DATA).contains(&h.opcode) {
         return Err(DecodeError::UnknownOpcode(h.opcode));
     }
     // In u64: `HEADER_BYTES + body_len` must not wrap where usize is 32 bits.
@@ -354,6 +360,7 @@ fn name(opcode: u8) -> &'static str {
         op::PING => "Ping",
         op::PONG => "Pong",
         op::CLOSE => "Close",
+        op::DATA => "Data",
         _ => "frame",
     }
 }
@@ -385,6 +392,7 @@ fn decode_body(opcode: u8, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
         op::PING => Frame::Ping,
         op::PONG => Frame::Pong,
         op::CLOSE => Frame::Close { code: c.u16()?, reason: c.str8()? },
+        op::DATA => Frame::Data { payload: c.rest() },
         other => return Err(DecodeError::UnknownOpcode(other)),
     };
     c.finish()?;
@@ -417,6 +425,7 @@ impl Frame<'_> {
             Frame::Ping => op::PING,
             Frame::Pong => op::PONG,
             Frame::Close { .. } => op::CLOSE,
+            Frame::Data { .. } => op::DATA,
         }
     }
 
@@ -435,6 +444,7 @@ impl Frame<'_> {
                 Frame::RpcReply { payload, .. } => 8 + payload.len(),
                 Frame::Ping | Frame::Pong => 0,
                 Frame::Close { reason, .. } => 3 + reason.len().min(REASON_BYTES_MAX),
+                Frame::Data { payload } => payload.len(),
             }
     }
 
@@ -473,6 +483,7 @@ impl Frame<'_> {
                 buf.put_u16_le(*code);
                 put_str8(buf, reason);
             }
+            Frame::Data { payload } => buf.put_slice(payload),
         }
     }
 }

@@ -17,6 +17,7 @@ enum O {
     Ping,
     Pong,
     Close { code: u16, reason: String },
+    Data(Vec<u8>),
 }
 
 impl O {
@@ -35,6 +36,7 @@ impl O {
             O::Ping => Frame::Ping,
             O::Pong => Frame::Pong,
             O::Close { code, reason } => Frame::Close { code: *code, reason },
+            O::Data(payload) => Frame::Data { payload },
         }
     }
 }
@@ -67,7 +69,8 @@ fn owned() -> impl Strategy<Value = O> {
         ),
         any::<[u8; 32]>().prop_map(O::Auth),
         (any::<u64>(), kind, payload.clone()).prop_map(|(id, kind, payload)| O::Rpc { id, kind, payload }),
-        (any::<u64>(), payload).prop_map(|(id, payload)| O::RpcReply { id, payload }),
+        (any::<u64>(), payload.clone()).prop_map(|(id, payload)| O::RpcReply { id, payload }),
+        payload.prop_map(O::Data),
         Just(O::Ping),
         Just(O::Pong),
         (any::<u16>(), str8(0)).prop_map(|(code, reason)| O::Close { code, reason }),

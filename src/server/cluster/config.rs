@@ -61,6 +61,12 @@ impl Config {
                 format!("cluster_listen {listen} is no address a peer can dial: give cluster_advertise"),
             );
         }
+        if listen.port() != 0 && usize::from(listen.port()) + self.shard_count() >= 65_536 {
+            return bad(
+                "cluster_listen",
+                format!("{listen}: the shards' data ports (port + 1 + shard) run past 65535"),
+            );
+        }
         let tls = [&self.cluster_tls_cert_file, &self.cluster_tls_key_file, &self.cluster_tls_ca_file];
         let given = tls.iter().filter(|f| f.is_some()).count();
         if given != 0 && given != 3 {

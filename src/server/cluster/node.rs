@@ -37,6 +37,9 @@ pub const CLUSTER_COMMAND_WAIT: Duration = Duration::from_secs(90);
 pub struct ClusterStart {
     /// Taken when the member starts serving it.
     pub listener: Option<std::net::TcpListener>,
+    /// Each shard's data listener (`server::remote`), handed to the
+    /// shards before the member starts.
+    pub data_listeners: Vec<std::net::TcpListener>,
     pub secret: Vec<u8>,
     pub tls: Option<Arc<link::LinkTls>>,
     pub identity: Option<Identity>,
@@ -130,6 +133,7 @@ impl ClusterNode {
     pub fn restart_toward(&self, seed: String) -> (ClusterStart, NodeInfo) {
         let cs = ClusterStart {
             listener: None,
+            data_listeners: Vec::new(),
             secret: self.secret.clone(),
             tls: self.tls.clone(),
             identity: None,

@@ -20,6 +20,7 @@ pub fn prepare(
     c: &Config,
     info: NodeInfo,
     tls: &crate::server::tls::TlsSet,
+    shards: usize,
 ) -> Result<Option<(ClusterStart, NodeInfo)>, StartError> {
     let Some(listen) = c.cluster_listen else { return Ok(None) };
     let bad = |why: String| StartError::Cluster(why);
@@ -36,8 +37,16 @@ pub fn prepare(
         Some(a) => a.clone(),
         None => bound.to_string(),
     };
-    let info = NodeInfo { cluster_addr: advertise.clone(), ..info };
+    let data_listeners = bind_data(listen, shards)?;
+    let host = advertise.rsplit_once(':').map_or(advertise.as_str(), |(h, _)| h);
+    let mut data_addrs = Vec::with_capacity(shards);
+    for l in &data_listeners {
+        let a = l.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        data_addrs.push(format!("{host}:{}", a.port()));
+    }
+    let info = NodeInfo { cluster_addr: advertise.clone(), data_addrs, ..info };
     let cs = ClusterStart {
+        data_listeners,
         listener: Some(listener),
         secret,
         tls: link_tls(c, tls)?,
@@ -47,6 +56,23 @@ pub fn prepare(
         join: c.join.clone(),
     };
     Ok(Some((cs, info)))
+}
+
+/// Each shard's listener for forwarded queue traffic (`server::remote`):
+/// `cluster_listen`'s port + 1 + the shard's index, as the native
+/// per-shard ports are laid out (any free port each when it is 0).
+fn bind_data(listen: std::net::SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    (0..shards)
+        .map(|i| {
+            let mut addr = listen;
+            if listen.port() != 0 {
+                // Validated: the ports fit (`Config::validate`).
+                let port = usize::from(listen.port()) + 1 + i;
+                addr.set_port(u16::try_from(port).unwrap_or(0));
+            }
+            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+        })
+        .collect()
 }
 
 /// TLS on the link, when the config names its files: the listener's side

@@ -93,6 +93,9 @@ impl Shard {
                 AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
                 AdminReq::Users(change) => AdminReply::Users(self.change_users(change).await),
                 AdminReq::Cluster(ask) => AdminReply::Cluster(self.cluster_admin(ask).await),
+                AdminReq::Place { queue, balanced, remove } => {
+                    AdminReply::Placed(self.place_queue(queue, balanced, remove).await)
+                }
                 req => self.admin_local(req),
             };
             g.replies.borrow_mut().push((self.id, r));
@@ -126,7 +129,11 @@ impl Shard {
             .into_iter()
             .filter_map(|(_, r)| match r {
                 AdminReply::Stats(s) => Some(*s),
-                AdminReply::Done(_) | AdminReply::Queue(_) | AdminReply::Users(_) | AdminReply::Cluster(_) => None,
+                AdminReply::Done(_)
+                | AdminReply::Queue(_)
+                | AdminReply::Users(_)
+                | AdminReply::Cluster(_)
+                | AdminReply::Placed(_) => None,
             })
             .collect()
     }
@@ -150,6 +157,9 @@ impl Shard {
             }
             AdminReq::Cluster(ask) => later(Box::pin(async move { AdminReply::Cluster(me.cluster_admin(ask).await) })),
             AdminReq::Users(change) => later(Box::pin(async move { AdminReply::Users(me.change_users(change).await) })),
+            AdminReq::Place { queue, balanced, remove } => {
+                later(Box::pin(async move { AdminReply::Placed(me.place_queue(queue, balanced, remove).await) }))
+            }
             req => {
                 let reply = self.admin_local(req);
                 self.mesh.forward(from, MeshMsg::AdminReply { shard: self.id, token, reply });
@@ -211,6 +221,10 @@ impl Shard {
             AdminReq::Cluster(_) => AdminReply::Cluster(serde_json::json!({
                 "error": "a cluster command reached the synchronous path (bug)"
             })),
+            AdminReq::Place { .. } => AdminReply::Placed(Err(super::super::types::QueueError::new(
+                crate::protocol::ErrorCode::Internal,
+                "a placement reached the synchronous path (bug)",
+            ))),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::routing::{Change, RoutingTable};
 use crate::server::admin_users::UserChangeFailed;
 use crate::server::cluster::{ClusterNode, Progress};
 use crate::server::mesh::MeshMsg;
+use crate::server::remote::PlacementMsg;
 use crate::server::types::{ConnRef, QueueError};
 use crate::storage::definitions::StoredAccess;
 use std::cell::RefCell;
@@ -69,6 +70,7 @@ impl Shard {
     /// Shard 0 of a clustered node: the member is running.
     pub fn set_cluster_node(self: &Rc<Self>, node: Rc<ClusterNode>) {
         *self.cluster.me.borrow_mut() = Rc::downgrade(self);
+        self.remote.shared.set_member(node.node_id, node.links().config().clone());
         *self.cluster.node.borrow_mut() = Some(node);
         self.cluster.clustered.set(true);
         glommio::spawn_local(seed_users(Rc::downgrade(self))).detach();
@@ -97,12 +99,27 @@ impl Shard {
                     (MetaCommand::Routing { change, .. }, Ok(())) => self.apply_committed(change),
                     (MetaCommand::Users(change), Ok(())) => self.apply_user_committed(change),
                     (MetaCommand::SeedAccess(access), Ok(())) => self.sync_users(access),
+                    (MetaCommand::PlaceQueue { queue, node }, Ok(())) => {
+                        self.broadcast_placement(PlacementMsg::Place { queue: queue.clone(), node: *node })
+                    }
+                    (MetaCommand::UnplaceQueue { queue, node }, Ok(())) => {
+                        self.broadcast_placement(PlacementMsg::Unplace { queue: queue.clone(), node: *node })
+                    }
+                    (MetaCommand::Node { id, info }, Ok(())) => {
+                        self.broadcast_placement(PlacementMsg::Node { id: *id, data_addrs: info.data_addrs.clone() })
+                    }
+                    (MetaCommand::NodeGone { id }, Ok(())) => {
+                        self.broadcast_placement(PlacementMsg::NodeGone { id: *id })
+                    }
                     _ => {}
                 }
                 index
             }
             Event::Installed { index, state } => {
                 self.install_routing(state.routing());
+                let nodes = state.nodes().iter().map(|(id, n)| (*id, n.data_addrs.clone())).collect();
+                let queues = state.queues().iter().map(|(q, n)| (q.clone(), *n)).collect();
+                self.broadcast_placement(PlacementMsg::Reset { nodes, queues });
                 if let Some(access) = state.access() {
                     self.sync_users(&access);
                 }

@@ -108,6 +108,8 @@ impl Shard {
             Err(e) => return json!({ "error": format!("{listen}: {e}; this node is now in no cluster: restart it") }),
         }
         self.install_routing(&crate::routing::RoutingTable::default());
+        let none = crate::server::remote::PlacementMsg::Reset { nodes: Vec::new(), queues: Vec::new() };
+        self.broadcast_placement(none);
         self.cluster.progress.reset();
         if let Err(e) = crate::server::cluster::identity::reset(&self.config.data_dir) {
             return json!({ "error": format!("discarding this node's cluster state: {e}") });

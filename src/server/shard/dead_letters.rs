@@ -8,7 +8,6 @@
 //! (`flush_dead_letters`, at the end of a request or timer).
 
 use super::super::deadletter::{self, Death, Reason, Unmarkable};
-use super::super::mesh::MeshMsg;
 use super::super::queue::Queue;
 use super::super::types::{ConnRef, PublishMode, Request};
 use super::{bump, Shard};
@@ -214,7 +213,8 @@ impl Shard {
             entries: buf.freeze(),
             count: crate::protocol::wire::len32(keep.len()),
         };
-        self.mesh.forward(owner, MeshMsg::Request { from, request_id: 0, req });
+        // Another shard here, or another node's (`submit` carries it).
+        self.submit(from, 0, owner, req);
     }
 
     fn dead_letter_dropped(&self, n: u64, why: &str) {

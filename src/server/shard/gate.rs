@@ -81,7 +81,12 @@ impl StoppedConns {
 
     fn remote_room(&self, c: ConnRef) -> usize {
         let sent = self.forwarded.borrow().get(&c).copied().unwrap_or(0);
-        self.window.saturating_sub(sent)
+        let window = if crate::server::remote::is_remote(c.shard) {
+            self.window.max(crate::server::gate::REMOTE_NODE_WINDOW_MIN)
+        } else {
+            self.window
+        };
+        window.saturating_sub(sent)
     }
 
     /// Remote connection `c` granted `bytes` back.

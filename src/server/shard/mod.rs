@@ -30,6 +30,7 @@ mod meta;
 mod pause;
 mod policies;
 mod queues;
+mod remote;
 mod requests;
 pub mod routing_replica;
 mod spill;
@@ -200,6 +201,15 @@ pub struct Shard {
     cluster: cluster::ClusterPart,
     /// Transaction commits waiting on several owners (`tx.rs`).
     tx: tx::TxFanIns,
+    /// Queues on other nodes: the placement copy and the data links
+    /// (`server::remote`, `remote.rs`).
+    pub remote: crate::server::remote::RemotePart,
+}
+
+/// What every shard of a node holds a handle on.
+pub struct NodeShared {
+    pub alarms: Arc<crate::server::alarm::Alarms>,
+    pub remote: Arc<crate::server::remote::RemoteShared>,
 }
 
 impl Shard {
@@ -209,7 +219,7 @@ impl Shard {
         config: Arc<Config>,
         shard_addrs: ShardAddrs,
         mesh: Mesh,
-        alarms: Arc<crate::server::alarm::Alarms>,
+        NodeShared { alarms, remote }: NodeShared,
         stored_access: Option<&crate::storage::definitions::StoredAccess>,
     ) -> Self {
         let users = users::UserStore::new(&config, stored_access);
@@ -245,18 +255,47 @@ impl Shard {
             admin_in_flight: Rc::new(Cell::new(0)),
             cluster: cluster::ClusterPart::default(),
             tx: tx::TxFanIns::default(),
+            remote: crate::server::remote::RemotePart::new(remote),
         }
     }
 
+    /// The owner of `queue`: a shard of this node, or (clustered) the slot
+    /// of its owning shard on another node (`server::remote`).
+    #[inline]
     pub fn owner_of(&self, queue: &str) -> u16 {
+        if let Some(slot) = self.remote.remote_owner(queue, self.id) {
+            return slot;
+        }
+        self.local_owner(queue)
+    }
+
+    /// The shard of this node that owns (or would own) `queue`.
+    #[inline]
+    pub fn local_owner(&self, queue: &str) -> u16 {
         // Below the shard count, a u16.
         crate::protocol::wire::saturate(shard_for(queue, u32::from(self.count)))
+    }
+
+    /// Waits while the mesh or a data link to another node is full: back
+    /// pressure for the connections that feed them.
+    pub async fn wait_for_space(&self) {
+        self.mesh.wait_for_space().await;
+        let max = self.remote.shared.link().map_or(usize::MAX, |c| c.limits.outbox_bytes_max);
+        loop {
+            let full = self.remote.peers.borrow().values().find(|p| p.backlog() >= max).cloned();
+            match full {
+                Some(p) => p.wait_below(max).await,
+                None => return,
+            }
+        }
     }
 
     /// Sends a reply to a connection, wherever it lives.
     pub fn route_reply(&self, to: ConnRef, reply: Reply) {
         if to.shard == self.id {
             self.reply_local(to.conn_id, reply);
+        } else if crate::server::remote::is_remote(to.shard) {
+            self.remote_reply(to, reply);
         } else {
             self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
         }
@@ -286,6 +325,8 @@ impl Shard {
     pub fn submit(&self, from: ConnRef, request_id: u64, owner: u16, req: Request) {
         if owner == self.id {
             self.handle(from, request_id, req);
+        } else if crate::server::remote::is_remote(owner) {
+            self.remote_submit(owner, from, request_id, req);
         } else {
             self.mesh.forward(owner, MeshMsg::Request { from, request_id, req });
         }
@@ -301,6 +342,11 @@ impl Shard {
             MeshMsg::UsersApply { version, change } => self.on_users_apply(version, change),
             MeshMsg::MetaApplied { shard, version } => self.on_meta_applied(shard, version),
             MeshMsg::MetaReady => self.set_routing_ready(),
+            MeshMsg::RemoteRequest { node, shard, from, request_id, req } => {
+                self.send_remote(node, shard, from, request_id, req)
+            }
+            MeshMsg::RemoteReply { to, reply } => self.remote_reply(to, reply),
+            MeshMsg::Placement(m) => self.on_placement(m),
         }
     }
 
@@ -314,7 +360,16 @@ impl Shard {
                     from,
                     Reply::error(request_id, ErrorCode::ShardUnavailable, format!("shard {peer} is not running")),
                 ),
-                MeshMsg::Reply { .. } | MeshMsg::AdminReply { .. } => lost_replies += 1,
+                MeshMsg::RemoteRequest { from, request_id, req, .. } => crate::server::remote::peer::refuse(
+                    self,
+                    from,
+                    request_id,
+                    &req,
+                    ErrorCode::ShardUnavailable,
+                    &format!("shard {peer} is not running"),
+                ),
+                MeshMsg::Reply { .. } | MeshMsg::AdminReply { .. } | MeshMsg::RemoteReply { .. } => lost_replies += 1,
+                MeshMsg::Placement(_) => tracing::error!(peer, "placement change not delivered: peer stopped"),
                 MeshMsg::MetaApply { .. }
                 | MeshMsg::MetaReady
                 | MeshMsg::MetaApplied { .. }
@@ -334,6 +389,12 @@ impl Shard {
 
     /// The owner's side of every request. Runs on this shard's thread only.
     pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
+        let Some(req) = self.placing(from, request_id, req) else { return };
+        self.handle_placed(from, request_id, req);
+    }
+
+    /// A request whose queue needs no placement (or has it now).
+    fn handle_placed(&self, from: ConnRef, request_id: u64, req: Request) {
         self.handle_one(from, request_id, req);
         // Dead letters go out once no queue is borrowed.
         self.flush_dead_letters();
@@ -455,7 +516,8 @@ impl Shard {
             let msgs: Vec<Delivered> = msgs.map(Delivered::from).collect();
             self.stopped.forwarded(to, &msgs);
             let reply = Reply::Deliver { owner: self.id, consumer_id, first_tag, msgs };
-            self.mesh.forward(to.shard, MeshMsg::Reply { conn_id: to.conn_id, reply });
+            // Over the mesh, or a data link for a consumer on another node.
+            self.route_reply(to, reply);
         }
     }
 

@@ -468,6 +468,7 @@ impl Shard {
     /// after it cannot reach a new queue of the same name through them;
     /// returns whether it was handed on.
     pub(super) fn queue_gone(&self, name: &str, reply: Option<(ConnRef, u64, u64)>) -> bool {
+        self.unplace(name);
         let bound = self.routing.table.borrow().bindings().any(|b| matches!(&b.dest, Dest::Queue(q) if q == name));
         if !bound {
             return false;

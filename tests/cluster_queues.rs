@@ -1,0 +1,150 @@
+//! Queues across a cluster of three `ringmq serve` processes on loopback
+//! (issue 17): a queue lives on one node, chosen at its first declare, and
+//! a client of any node publishes to it, consumes from it, gets from it,
+//! binds and deletes it (the node it is connected to forwards over the
+//! data links). The seed's pika programs run against two different nodes.
+//! A queue whose node is killed answers a clear error while the other
+//! queues go on, and its durable messages come back with the node.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
+mod cluster;
+mod common;
+
+use cluster::{three, wait_until, Node};
+use common::{within, STEP};
+use futures_lite::StreamExt;
+use ringmq::client::{Client, ClientOptions, ProducerOptions};
+use ringmq::protocol::ErrorCode;
+use std::time::Duration;
+
+fn url(n: &Node) -> String {
+    format!("ringmq://{}", n.native)
+}
+
+/// A client of `node` (not shard-aware: every queue through its shard).
+async fn client(node_url: String) -> Client {
+    within("connect", STEP, Client::connect(ClientOptions { url: node_url, ..Default::default() })).await.unwrap()
+}
+
+/// Publishes `n` persistent messages to `queue` through `node_url`, each
+/// batch confirmed.
+async fn publish(node_url: String, queue: &str, n: u32) -> Result<(), ringmq::client::ClientError> {
+    let c = client(node_url).await;
+    let o = ProducerOptions { batch_max: 32, confirm: true, persistent: true, ..Default::default() };
+    let p = c.producer(queue, o).await?;
+    let mut confs = Vec::new();
+    for i in 0..n {
+        confs.push(p.publish(format!("m-{i}").as_bytes()).await?);
+    }
+    p.flush()?;
+    for conf in confs {
+        within("confirm", STEP, conf).await?;
+    }
+    Ok(())
+}
+
+/// Consumes `n` messages from `queue` through `node_url`, in order, acking each.
+async fn consume(node_url: String, queue: &str, n: u32) {
+    let c = client(node_url).await;
+    let mut consumer = c.subscribe(queue, 64).await.unwrap();
+    for i in 0..n {
+        let d = within("delivery", STEP, consumer.next()).await.expect("stream open").expect("delivery");
+        assert_eq!(d.body, format!("m-{i}").as_bytes(), "FIFO across nodes");
+        consumer.ack(d.tag);
+    }
+    within("cancel", STEP, consumer.cancel()).await.unwrap();
+}
+
+#[test]
+fn a_queue_lives_on_one_node_and_every_node_reaches_it() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three(root.path());
+    let long = Duration::from_secs(60);
+
+    // The seed's programs: the producer against n1 (the queue is placed
+    // there), the consumer against n2.
+    common::pika::run("seed_send.py", nodes[0].amqp, &[], long).assert_ok("seed producer on n1");
+    let consumer = common::pika::spawn("seed_receive.py", nodes[1].amqp, &[]);
+    let out = common::pika::finish(consumer, Duration::from_secs(10));
+    assert!(
+        out.stdout.contains(" [x] Received b'Hello World!'"),
+        "the seed consumer on n2 did not receive what n1 took\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(nodes[0].queues().iter().any(|q| q == "hello"), "'hello' lives on n1");
+    assert!(!nodes[1].queues().iter().any(|q| q == "hello"), "and not on n2, which forwards");
+
+    // The native client: declared on n3, published through n1, consumed
+    // through n2, deleted through n1.
+    let (u1, u2, u3) = (url(&nodes[0]), url(&nodes[1]), url(&nodes[2]));
+    common::run_local(long, move || async move {
+        let c3 = client(u3).await;
+        assert_eq!(c3.declare("across", true).await.unwrap(), 0);
+        publish(u1.clone(), "across", 300).await.unwrap();
+        let c2 = client(u2.clone()).await;
+        assert_eq!(c2.declare_passive("across").await.unwrap(), 300, "n2 sees n3's queue");
+        consume(u2, "across", 300).await;
+        // A get through n1 finds it empty; a purge and a delete through n1
+        // reach n3.
+        let c1 = client(u1).await;
+        assert!(c1.get("across", false).await.unwrap().is_none());
+        assert_eq!(c1.purge("across").await.unwrap(), 0);
+        assert_eq!(c1.delete("across").await.unwrap(), 0);
+        let e = c3.declare_passive("across").await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::QueueNotFound), "deleted on its node: {e}");
+    });
+    assert!(nodes[2].queues().is_empty() || !nodes[2].queues().iter().any(|q| q == "across"));
+
+    // Balanced placement: declared through n1 with
+    // x-queue-leader-locator=balanced, it goes to a node with the fewest
+    // queues (n1 holds 'hello', so not n1).
+    common::pika::run("cluster_queues.py", nodes[0].amqp, &[("STEP", "balanced")], long)
+        .assert_ok("pika declares a balanced queue on n1");
+    let on: Vec<&str> =
+        nodes.iter().filter(|n| n.queues().iter().any(|q| q == "spread")).map(|n| n.name.as_str()).collect();
+    assert_eq!(on.len(), 1, "one node holds the queue: {on:?}");
+    assert_ne!(on[0], "n1", "balanced placement picks a node with fewer queues");
+    // lapin on n3 binds it to an exchange, publishes through the exchange
+    // with confirms (routed on n3, forwarded to the owner), and gets it back.
+    common::pika::run("cluster_queues.py", nodes[2].amqp, &[("STEP", "use")], long)
+        .assert_ok("pika binds, publishes and gets through n3");
+}
+
+#[test]
+fn a_dead_nodes_queue_answers_an_error_and_comes_back_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three(root.path());
+    let long = Duration::from_secs(60);
+    let (u1, u3) = (url(&nodes[0]), url(&nodes[2]));
+    let (a, b) = (u1.clone(), u3.clone());
+    common::run_local(long, move || async move {
+        // 'dq' on n3, 'live' on n1 (each declared where it lives).
+        assert_eq!(client(b).await.declare("dq", true).await.unwrap(), 0);
+        assert_eq!(client(a.clone()).await.declare("live", true).await.unwrap(), 0);
+        publish(a, "dq", 100).await.unwrap();
+    });
+    nodes[2].kill();
+
+    let a = u1.clone();
+    common::run_local(long, move || async move {
+        // n3's queue: a clear error, soon (not a hang).
+        let started = std::time::Instant::now();
+        let e = publish(a.clone(), "dq", 1).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NodeUnavailable), "{e}");
+        let e = client(a.clone()).await.declare_passive("dq").await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NodeUnavailable), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(15), "answered in {:?}", started.elapsed());
+        // The other queues go on.
+        publish(a.clone(), "live", 10).await.unwrap();
+        consume(a, "live", 10).await;
+    });
+
+    nodes[2].restart(&[]);
+    let a = u1.clone();
+    wait_until("n3's queue is reachable again", || {
+        let a = a.clone();
+        common::run_local(long, move || async move { client(a).await.declare_passive("dq").await.ok() }) == Some(100)
+    });
+    common::run_local(long, move || async move { consume(u1, "dq", 100).await });
+}
