@@ -148,3 +148,62 @@ fn a_dead_nodes_queue_answers_an_error_and_comes_back_with_it() {
     });
     common::run_local(long, move || async move { consume(u1, "dq", 100).await });
 }
+
+#[test]
+fn the_cluster_aware_client_goes_straight_to_the_owner_and_follows_the_map() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three(root.path());
+    let long = Duration::from_secs(60);
+    let (u1, u3) = (url(&nodes[0]), url(&nodes[2]));
+    let (a, b) = (u1.clone(), u3.clone());
+    common::run_local(long, move || async move {
+        let c3 = client(b).await;
+        assert_eq!(c3.declare("direct-q", false).await.unwrap(), 0);
+        let c1 = client(a.clone()).await;
+        assert_eq!(c1.cluster_map().nodes.len(), 3, "the map lists every node");
+        // n1's client talks to n3's owning shard itself.
+        let carrier = c1.conn_for("direct-q").await.unwrap();
+        assert_eq!(carrier.info().shard_addrs, c3.info().shard_addrs, "a connection to n3");
+        let owner = ringmq::protocol::shard_for(&ringmq::protocol::vhost::qualify("/", "direct-q"), 2);
+        assert_eq!(u32::from(carrier.info().shard_id), owner, "its owning shard there");
+        publish(a.clone(), "direct-q", 200).await.unwrap();
+        consume(a.clone(), "direct-q", 200).await;
+        // The same client with cluster_aware off goes through n1 (which
+        // forwards): the same messages either way.
+        let o = ClientOptions { url: a.clone(), cluster_aware: false, ..Default::default() };
+        let plain = Client::connect(o).await.unwrap();
+        assert!(plain.cluster_map().nodes.is_empty());
+        assert_ne!(plain.conn_for("direct-q").await.unwrap().info().shard_addrs, c3.info().shard_addrs);
+    });
+
+    // n2 goes and is forgotten: n1 tells its connected clients, which
+    // fetch the map again.
+    let a = u1.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
+    let watcher = std::thread::spawn(move || {
+        common::run_local(long, move || async move {
+            let c1 = client(a).await;
+            assert_eq!(c1.cluster_map().nodes.len(), 3);
+            rx.recv().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                c1.conn_for("direct-q").await.unwrap();
+                let n = c1.cluster_map().nodes.len();
+                if n == 2 || std::time::Instant::now() > deadline {
+                    done_tx.send(n).unwrap();
+                    return;
+                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[1].kill();
+    let forgot = nodes[0].ctl(&["forget-node", "n2"]);
+    assert!(forgot.get("error").is_none(), "{forgot}");
+    tx.send(()).unwrap();
+    assert_eq!(done_rx.recv().unwrap(), 2, "the client follows the map to two nodes");
+    watcher.join().unwrap();
+    wait_until("n1 shows two members", || nodes[0].status()["nodes"].as_array().map_or(0, Vec::len) == 2);
+}

@@ -168,6 +168,10 @@ struct RunArgs {
     /// Do not purge the queues before the run.
     #[arg(long)]
     no_purge: bool,
+    /// Native driver, clustered broker: send everything through the node
+    /// of --url (it forwards) instead of straight to each queue's node.
+    #[arg(long)]
+    no_cluster_aware: bool,
     /// Name of this run in the table, JSON and plots.
     #[arg(long)]
     label: Option<String>,
@@ -302,6 +306,7 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
         ack_every,
         cores,
         purge: !a.no_purge,
+        cluster_aware: !a.no_cluster_aware,
         progress: !a.quiet,
     };
     Ok((w, a.json, a.hgrm))

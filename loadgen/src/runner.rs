@@ -419,7 +419,12 @@ fn setup_queues(target: &Target, w: &Workload) -> Result<u64> {
 
 /// Runs the workload and returns its summary.
 pub fn run(w: Workload) -> Result<Summary> {
-    let target = Target::parse(&w.url, &w.tls)?;
+    #[allow(unused_mut)] // changed only with the native driver
+    let mut target = Target::parse(&w.url, &w.tls)?;
+    #[cfg(feature = "native")]
+    if let Target::Native(o) = &mut target {
+        o.cluster_aware = w.cluster_aware;
+    }
     let purged = setup_queues(&target, &w).context("declaring queues")?;
     if purged > 0 {
         eprintln!("purged {purged} messages left in the queues by earlier runs");

@@ -94,6 +94,10 @@ pub struct Workload {
     pub cores: Vec<usize>,
     pub purge: bool,
     pub progress: bool,
+    /// Native driver on a clustered broker: each queue's traffic straight
+    /// to its node (`ringmq::client`'s `cluster_aware`); off: through the
+    /// node of `--url`, which forwards.
+    pub cluster_aware: bool,
 }
 
 impl Workload {
@@ -198,6 +202,7 @@ mod tests {
             ack_every: 1,
             cores: vec![0],
             purge: true,
+            cluster_aware: true,
             progress: false,
         }
     }

@@ -23,6 +23,8 @@ pub enum Response {
     Ok(u64),
     Confirm(u32),
     Get(Option<Delivery>),
+    /// The cluster map (`MapGet`'s answer), its addresses resolved.
+    Map(super::cluster::OwnedMap),
 }
 
 type Waiter = Box<dyn FnOnce(Result<Response>)>;
@@ -50,6 +52,8 @@ pub struct Conn {
     /// `Blocked`), until it says `Unblocked`.
     blocked: RefCell<Option<String>>,
     unblocked: Notify,
+    /// The broker said the cluster map moved (`MapChanged`).
+    map_changed: Cell<bool>,
 }
 
 impl Conn {
@@ -99,6 +103,7 @@ impl Conn {
             last_error: RefCell::new(None),
             blocked: RefCell::new(None),
             unblocked: Notify::default(),
+            map_changed: Cell::new(false),
         });
         let c = conn.clone();
         glommio::spawn_local(async move { c.outbox.write_loop(w).await }).detach();
@@ -115,6 +120,11 @@ impl Conn {
 
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// Whether the broker said the cluster map moved since the last call.
+    pub fn take_map_changed(&self) -> bool {
+        self.map_changed.replace(false)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -405,6 +415,14 @@ impl Conn {
             Cmd::Unblocked => {
                 self.blocked.borrow_mut().take();
                 self.unblocked.notify();
+            }
+            Cmd::Map(m) => {
+                let owned = super::cluster::OwnedMap::from_wire(&m, &self.info);
+                self.complete(rid, owned.map(Response::Map));
+            }
+            Cmd::MapChanged { version } => {
+                tracing::debug!(version, "the cluster map changed");
+                self.map_changed.set(true);
             }
             other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
         }

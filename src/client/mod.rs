@@ -20,6 +20,7 @@
 
 mod beats;
 pub mod blocking;
+pub mod cluster;
 mod conn;
 mod consumer;
 mod dial;
@@ -90,6 +91,10 @@ pub struct ClientOptions {
     /// Send each queue's traffic to the shard that owns it. Off: everything
     /// goes over the first connection and the broker forwards it.
     pub shard_aware: bool,
+    /// With `shard_aware`, on a clustered broker: send each queue's
+    /// traffic to the owning node's owning shard (`cluster.rs`). Off: the
+    /// node connected to forwards what is not its own.
+    pub cluster_aware: bool,
     pub connect_timeout: Duration,
     /// Heartbeat to ask the broker for (0 = none). The broker may lower
     /// it; both sides then beat when idle, and each closes the other after
@@ -117,6 +122,7 @@ impl Default for ClientOptions {
             user: "guest".into(),
             password: "guest".into(),
             shard_aware: true,
+            cluster_aware: true,
             connect_timeout: Duration::from_secs(5),
             heartbeat_ms: 60_000,
             tls: false,
@@ -255,6 +261,8 @@ pub struct Client {
     next_consumer_id: Cell<u32>,
     /// The pull-consumer id used for `get` on each queue.
     pull_ids: RefCell<HashMap<String, u32>>,
+    /// On a clustered broker: the map and where queues live.
+    routes: cluster::Routes,
 }
 
 impl Client {
@@ -265,7 +273,12 @@ impl Client {
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
+        let routes = cluster::Routes::default();
+        if opts.shard_aware && opts.cluster_aware {
+            routes.refresh(&first).await?;
+        }
         Ok(Client {
+            routes,
             opts,
             dialer,
             info,
@@ -291,7 +304,14 @@ impl Client {
         if !self.opts.shard_aware {
             return Ok(self.first.clone());
         }
-        let owner = usize::from(self.info.owner_of(queue));
+        if self.routes.is_clustered() {
+            return self.cluster_conn(queue).await;
+        }
+        self.shard_conn(usize::from(self.info.owner_of(queue))).await
+    }
+
+    /// The connection to this node's shard `owner`, opened on first use.
+    async fn shard_conn(&self, owner: usize) -> Result<Rc<Conn>> {
         if let Some(c) = self.by_shard.borrow()[owner].clone().filter(|c| !c.is_closed()) {
             return Ok(c);
         }
@@ -301,6 +321,37 @@ impl Client {
         }
         self.by_shard.borrow_mut()[owner] = Some(c.clone());
         Ok(c)
+    }
+
+    /// On a clustered broker: the connection to `queue`'s owning node and
+    /// shard (opened on first use), or the first one when that node is out
+    /// of reach (its node forwards, and answers for a dead one).
+    async fn cluster_conn(&self, queue: &str) -> Result<Rc<Conn>> {
+        let Some(addr) = self.routes.owner_addr(&self.first, queue).await? else {
+            return Ok(self.first.clone());
+        };
+        if let Some(own) = self.info.shard_addrs.iter().position(|a| *a == addr) {
+            return self.shard_conn(own).await;
+        }
+        if let Some(c) = self.routes.conn(addr) {
+            return Ok(c);
+        }
+        match Conn::open(&self.dialer, addr, &self.opts).await {
+            Ok(c) => {
+                self.routes.keep(addr, c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, queue, "the queue's node is out of reach; through the first connection");
+                self.routes.forget(queue);
+                Ok(self.first.clone())
+            }
+        }
+    }
+
+    /// The cluster map as this client last fetched it (empty on a single node).
+    pub fn cluster_map(&self) -> cluster::OwnedMap {
+        self.routes.map()
     }
 
     pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {

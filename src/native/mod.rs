@@ -96,6 +96,8 @@ pub struct NativeConn {
     published: Cell<bool>,
     /// The read buffer's capacity, for `held_bytes`.
     read_held: Cell<usize>,
+    /// It asked for the cluster map (`MapGet`): it is told when it moves.
+    map_watch: Cell<bool>,
     /// Over TLS: the Hello's shard map gives the shards' TLS addresses.
     tls: bool,
     /// The vhost the Hello named (`/` until then, and when it named none).
@@ -139,6 +141,12 @@ impl ConnSink for NativeConn {
     fn evict(&self, why: &str) {
         self.send_error(0, ErrorCode::UnauthenticatedLimit, why);
         self.outbox.abort();
+    }
+
+    fn map_changed(&self, version: u32) {
+        if self.map_watch.get() {
+            self.outbox.push(|b| frame(b, 0, Cmd::MapChanged { version }));
+        }
     }
 
     fn login_user(&self) -> Option<String> {
@@ -190,6 +198,7 @@ impl NativeConn {
             paused_on: RefCell::new(None),
             published: Cell::new(false),
             read_held: Cell::new(0),
+            map_watch: Cell::new(false),
             tls,
             vhost: std::cell::OnceCell::new(),
         }
@@ -409,6 +418,20 @@ impl NativeConn {
             Cmd::Get { no_ack, consumer_id, queue } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
                 self.get(rid, no_ack, consumer_id, queue)?
+            }
+            Cmd::MapGet => {
+                self.map_watch.set(true);
+                let body = shard.cluster_map_body();
+                let mut c = protocol::wire::Cursor::new(&body, "Map");
+                match protocol::cluster_map::decode(&mut c) {
+                    Ok(map) => self.outbox.push(|b| frame(b, rid, Cmd::Map(map))),
+                    Err(e) => tracing::error!(error = %e, "the cluster map did not encode (bug)"),
+                }
+            }
+            Cmd::Locate { queue } => {
+                check_queue_name(queue)?;
+                let value = shard.locate(&self.q(queue));
+                self.outbox.push(|b| frame(b, rid, Cmd::Ok { value }));
             }
             Cmd::Admin { command, arg } => {
                 self.may_admin(rid, command)?;

@@ -165,6 +165,16 @@ pub enum Cmd<'a> {
     AdminOk {
         json: &'a str,
     },
+    /// The cluster map (`cluster_map`): asked for, sent, changed.
+    MapGet,
+    Map(super::cluster_map::ClusterMap<'a>),
+    MapChanged {
+        version: u32,
+    },
+    /// Where `queue` lives, answered `Ok` (`cluster_map::located`).
+    Locate {
+        queue: &'a str,
+    },
 }
 
 /// The handshake reply: who the client is talking to and where every
@@ -390,6 +400,10 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             Cmd::GetOk { consumer_id, tag, remaining, entry }
         }
         op::GET_EMPTY => Cmd::GetEmpty,
+        op::MAP_GET => Cmd::MapGet,
+        op::MAP => Cmd::Map(super::cluster_map::decode(&mut c)?),
+        op::MAP_CHANGED => Cmd::MapChanged { version: c.u32()? },
+        op::LOCATE => Cmd::Locate { queue: c.str8()? },
         op::ADMIN => {
             let command = c.u8()?;
             if command == 0 || command > op::ADMIN_COMMAND_MAX {
@@ -478,6 +492,10 @@ impl Cmd<'_> {
             Cmd::GetEmpty => (op::GET_EMPTY, 0),
             Cmd::Admin { .. } => (op::ADMIN, 0),
             Cmd::AdminOk { .. } => (op::ADMIN_OK, 0),
+            Cmd::MapGet => (op::MAP_GET, 0),
+            Cmd::Map(_) => (op::MAP, 0),
+            Cmd::MapChanged { .. } => (op::MAP_CHANGED, 0),
+            Cmd::Locate { .. } => (op::LOCATE, 0),
         }
     }
 
@@ -595,6 +613,10 @@ impl Cmd<'_> {
                 put_str16(buf, arg);
             }
             Cmd::AdminOk { json } => buf.put_slice(json.as_bytes()),
+            Cmd::MapGet => {}
+            Cmd::Map(m) => m.encode(buf),
+            Cmd::MapChanged { version } => buf.put_u32_le(*version),
+            Cmd::Locate { queue } => put_str8(buf, queue),
         }
     }
 }

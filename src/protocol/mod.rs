@@ -13,6 +13,7 @@
 
 pub mod amqp;
 pub mod batch;
+pub mod cluster_map;
 pub mod error;
 pub mod field_table;
 pub mod frame;

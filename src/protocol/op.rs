@@ -11,6 +11,14 @@ pub const PONG: u8 = 0x06;
 pub const BLOCKED: u8 = 0x07;
 /// Server notice: the alarms cleared; the connection is read again.
 pub const UNBLOCKED: u8 = 0x08;
+/// Client to broker: send the cluster map (`protocol::cluster_map`).
+pub const MAP_GET: u8 = 0x09;
+/// Broker to client: the cluster map.
+pub const MAP: u8 = 0x0A;
+/// Broker to client: the cluster map changed (its new version).
+pub const MAP_CHANGED: u8 = 0x0B;
+/// Client to broker: where a queue lives (answered `Ok`).
+pub const LOCATE: u8 = 0x17;
 pub const DECLARE: u8 = 0x10;
 pub const DELETE: u8 = 0x11;
 pub const PURGE: u8 = 0x12;
@@ -197,6 +205,10 @@ pub fn name(opcode: u8) -> &'static str {
         PONG => "Pong",
         BLOCKED => "Blocked",
         UNBLOCKED => "Unblocked",
+        MAP_GET => "MapGet",
+        MAP => "Map",
+        MAP_CHANGED => "MapChanged",
+        LOCATE => "Locate",
         DECLARE => "Declare",
         DELETE => "Delete",
         PURGE => "Purge",

@@ -142,6 +142,11 @@ enum O {
     AdminOk {
         json: String,
     },
+    MapGet,
+    /// version, this, nodes (name, shard addresses).
+    Map(u32, u16, Vec<(String, Vec<String>)>),
+    MapChanged(u32),
+    Locate(String),
 }
 
 fn queue() -> impl Strategy<Value = String> {
@@ -283,6 +288,18 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         }),
         (1..=op::ADMIN_COMMAND_MAX, queue()).prop_map(|(command, arg)| O::Admin { command, arg }),
         "\\PC{0,200}".prop_map(|json| O::AdminOk { json }),
+        Just(O::MapGet),
+        (
+            any::<u32>(),
+            prop::collection::vec(("[a-z0-9@.-]{0,40}", prop::collection::vec("[0-9.:]{1,21}", 1..4)), 0..5)
+        )
+            .prop_flat_map(|(version, nodes)| {
+                let n = nodes.len() as u16;
+                let this = if n == 0 { Just(u16::MAX).boxed() } else { prop_oneof![Just(u16::MAX), 0..n].boxed() };
+                this.prop_map(move |this| O::Map(version, this, nodes.clone()))
+            }),
+        any::<u32>().prop_map(O::MapChanged),
+        queue().prop_map(O::Locate),
     ]
 }
 
@@ -377,6 +394,20 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         O::GetEmpty => Cmd::GetEmpty,
         O::Admin { command, arg } => Cmd::Admin { command: *command, arg },
         O::AdminOk { json } => Cmd::AdminOk { json },
+        O::MapGet => Cmd::MapGet,
+        O::Map(version, this, nodes) => Cmd::Map(super::cluster_map::ClusterMap {
+            version: *version,
+            this: *this,
+            nodes: nodes
+                .iter()
+                .map(|(name, addrs)| super::cluster_map::MapNode {
+                    name,
+                    shard_addrs: addrs.iter().map(String::as_str).collect(),
+                })
+                .collect(),
+        }),
+        O::MapChanged(version) => Cmd::MapChanged { version: *version },
+        O::Locate(queue) => Cmd::Locate { queue },
     };
     f(&Frame { request_id, cmd })
 }

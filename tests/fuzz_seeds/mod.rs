@@ -114,6 +114,26 @@ fn native_frames() -> Named {
     w.finish(&mut b);
     frame("deliver", &mut b);
     out.push(named("session", &all[..]));
+    // The cluster map (issue 17), after the session so its seed stays.
+    let map = ringmq::protocol::cluster_map::ClusterMap {
+        version: 0x5eed,
+        this: 0,
+        nodes: vec![
+            ringmq::protocol::cluster_map::MapNode { name: "n1", shard_addrs: vec!["10.0.0.1:5681", "10.0.0.1:5682"] },
+            ringmq::protocol::cluster_map::MapNode { name: "n2", shard_addrs: vec!["10.0.0.2:5681"] },
+        ],
+    };
+    let more = [
+        ("map-get", Cmd::MapGet),
+        ("map", Cmd::Map(map)),
+        ("map-changed", Cmd::MapChanged { version: 0x5eee }),
+        ("locate", Cmd::Locate { queue: "orders" }),
+    ];
+    for (i, (name, cmd)) in more.into_iter().enumerate() {
+        Frame { request_id: 60 + i as u64, cmd }.encode(&mut b);
+        out.push(named(name, &b[..]));
+        b.clear();
+    }
     out
 }
 

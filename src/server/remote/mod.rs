@@ -126,14 +126,29 @@ impl RemoteShared {
     }
 }
 
+/// How a member is reached: by its peers' shards (`data`, one per shard:
+/// its shard count) and by native clients (`native`, each shard's own).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeAddrs {
+    pub name: String,
+    pub native: Vec<String>,
+    pub data: Vec<String>,
+}
+
+impl From<&crate::cluster::meta::NodeInfo> for NodeAddrs {
+    fn from(i: &crate::cluster::meta::NodeInfo) -> Self {
+        Self { name: i.name.clone(), native: i.shard_addrs.clone(), data: i.data_addrs.clone() }
+    }
+}
+
 /// A change to a shard's copy of the placement (sent by shard 0 as the
 /// group applies them).
 #[derive(Debug, Clone)]
 pub enum PlacementMsg {
-    /// A member's data addresses (its shard count is their number).
+    /// A member's addresses.
     Node {
         id: NodeId,
-        data_addrs: Vec<String>,
+        addrs: NodeAddrs,
     },
     /// A member left: its queues go too.
     NodeGone {
@@ -149,7 +164,7 @@ pub enum PlacementMsg {
     },
     /// The whole state (a snapshot was installed).
     Reset {
-        nodes: Vec<(NodeId, Vec<String>)>,
+        nodes: Vec<(NodeId, NodeAddrs)>,
         queues: Vec<(String, NodeId)>,
     },
 }
@@ -158,18 +173,20 @@ pub enum PlacementMsg {
 #[derive(Default)]
 pub struct Placement {
     queues: HashMap<String, NodeId>,
-    nodes: HashMap<NodeId, Vec<String>>,
+    /// In node id order: the cluster map's order, alike on every node.
+    nodes: std::collections::BTreeMap<NodeId, NodeAddrs>,
 }
 
 impl Placement {
-    pub fn apply(&mut self, m: PlacementMsg) {
+    /// Applies a change; `true` when the cluster map changed.
+    pub fn apply(&mut self, m: PlacementMsg) -> bool {
         match m {
-            PlacementMsg::Node { id, data_addrs } => {
-                self.nodes.insert(id, data_addrs);
+            PlacementMsg::Node { id, addrs } => {
+                return self.nodes.insert(id, addrs.clone()).as_ref() != Some(&addrs);
             }
             PlacementMsg::NodeGone { id } => {
-                self.nodes.remove(&id);
                 self.queues.retain(|_, n| *n != id);
+                return self.nodes.remove(&id).is_some();
             }
             PlacementMsg::Place { queue, node } => {
                 self.queues.insert(queue, node);
@@ -182,8 +199,47 @@ impl Placement {
             PlacementMsg::Reset { nodes, queues } => {
                 self.nodes = nodes.into_iter().collect();
                 self.queues = queues.into_iter().collect();
+                return true;
             }
         }
+        false
+    }
+
+    /// The cluster map's version: a hash of the nodes and their native
+    /// addresses (FNV-1a), so every node gives the same for the same map.
+    pub fn map_version(&self) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for x in b.iter().chain(&[0xff]) {
+                h = (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for (id, n) in &self.nodes {
+            eat(&id.to_le_bytes());
+            eat(n.name.as_bytes());
+            for a in &n.native {
+                eat(a.as_bytes());
+            }
+        }
+        // The two halves folded.
+        u32::try_from((h >> 32) ^ (h & 0xffff_ffff)).unwrap_or(u32::MAX)
+    }
+
+    /// The map for native clients, as node `me` gives it.
+    pub fn map(&self, me: NodeId) -> crate::protocol::cluster_map::ClusterMap<'_> {
+        use crate::protocol::cluster_map::{ClusterMap, MapNode, HERE};
+        let nodes: Vec<MapNode<'_>> = self
+            .nodes
+            .values()
+            .map(|n| MapNode { name: &n.name, shard_addrs: n.native.iter().map(String::as_str).collect() })
+            .collect();
+        let this = self.index_of(me).unwrap_or(HERE);
+        ClusterMap { version: self.map_version(), this, nodes }
+    }
+
+    /// `node`'s index in the map.
+    pub fn index_of(&self, node: NodeId) -> Option<u16> {
+        self.nodes.keys().position(|n| *n == node).and_then(|i| u16::try_from(i).ok())
     }
 
     /// The node `queue` is placed on, if any.
@@ -197,7 +253,7 @@ impl Placement {
 
     /// The shard of `node` that owns `queue`, and its data address.
     pub fn shard_on(&self, node: NodeId, queue: &str) -> Option<(u16, &str)> {
-        let addrs = self.nodes.get(&node)?;
+        let addrs = &self.nodes.get(&node)?.data;
         let n = u32::try_from(addrs.len()).ok().filter(|n| *n > 0)?;
         let shard = crate::protocol::shard_hash::shard_for(queue, n);
         let addr = addrs.get(usize::try_from(shard).ok()?)?;
@@ -206,7 +262,7 @@ impl Placement {
 
     /// The data address of `shard` of `node`.
     pub fn addr_of(&self, node: NodeId, shard: u16) -> Option<&str> {
-        self.nodes.get(&node)?.get(usize::from(shard)).map(String::as_str)
+        self.nodes.get(&node)?.data.get(usize::from(shard)).map(String::as_str)
     }
 
     pub fn has_node(&self, node: NodeId) -> bool {

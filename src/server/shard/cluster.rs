@@ -106,7 +106,7 @@ impl Shard {
                         self.broadcast_placement(PlacementMsg::Unplace { queue: queue.clone(), node: *node })
                     }
                     (MetaCommand::Node { id, info }, Ok(())) => {
-                        self.broadcast_placement(PlacementMsg::Node { id: *id, data_addrs: info.data_addrs.clone() })
+                        self.broadcast_placement(PlacementMsg::Node { id: *id, addrs: info.into() })
                     }
                     (MetaCommand::NodeGone { id }, Ok(())) => {
                         self.broadcast_placement(PlacementMsg::NodeGone { id: *id })
@@ -117,7 +117,7 @@ impl Shard {
             }
             Event::Installed { index, state } => {
                 self.install_routing(state.routing());
-                let nodes = state.nodes().iter().map(|(id, n)| (*id, n.data_addrs.clone())).collect();
+                let nodes = state.nodes().iter().map(|(id, n)| (*id, n.into())).collect();
                 let queues = state.queues().iter().map(|(q, n)| (q.clone(), *n)).collect();
                 self.broadcast_placement(PlacementMsg::Reset { nodes, queues });
                 if let Some(access) = state.access() {

@@ -53,6 +53,9 @@ pub trait ConnSink {
     /// its protocol can, and stops its reader at once: the shard evicted
     /// it at `unauthenticated_connections_max`.
     fn evict(&self, why: &str);
+    /// The cluster map moved to `version`: a native connection that asked
+    /// for the map is told.
+    fn map_changed(&self, _version: u32) {}
     /// The user it logged in as; `None` before login (and for HTTP).
     fn login_user(&self) -> Option<String> {
         None

@@ -86,9 +86,34 @@ impl Shard {
         }
     }
 
-    /// A change to this shard's copy of the placement (from shard 0).
+    /// A change to this shard's copy of the placement (from shard 0). When
+    /// the cluster map moved, every connection here that asked for the map
+    /// is told (`MapChanged`).
     pub(super) fn on_placement(&self, m: PlacementMsg) {
-        self.remote.placement.borrow_mut().apply(m);
+        let moved = self.remote.placement.borrow_mut().apply(m);
+        if moved {
+            let version = self.remote.placement.borrow().map_version();
+            self.conns.for_each(|_, s| s.map_changed(version));
+        }
+    }
+
+    /// Where `queue` (qualified) lives, as `Locate` answers it
+    /// (`protocol::cluster_map::located`).
+    pub fn locate(&self, queue: &str) -> u64 {
+        use crate::protocol::cluster_map::{locate_value, HERE};
+        let p = self.remote.placement.borrow();
+        let me = self.remote.shared.me();
+        let at = p.node_of(queue).filter(|n| *n != me && self.remote.shared.is_clustered());
+        let found = at.and_then(|n| Some((p.index_of(n)?, p.shard_on(n, queue)?.0)));
+        let (node, shard) = found.unwrap_or((HERE, self.local_owner(queue)));
+        locate_value(p.map_version(), node, shard)
+    }
+
+    /// The cluster map as a `Map` body (no nodes on a single node).
+    pub fn cluster_map_body(&self) -> bytes::BytesMut {
+        let mut b = bytes::BytesMut::new();
+        self.remote.placement.borrow().map(self.remote.shared.me()).encode(&mut b);
+        b
     }
 
     /// Shard 0: a placement change the group applied, to every shard.
