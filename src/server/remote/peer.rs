@@ -31,6 +31,14 @@ use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+/// How long a bind's answer waits for this node to route by it.
+const BIND_SETTLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `shard` routes by `binding` (or no longer, for an unbind).
+fn settled(shard: &Shard, binding: &crate::routing::BindingDef, unbind: bool) -> bool {
+    shard.routing_has(binding) != unbind
+}
+
 /// Requests awaiting their answer on one link, at most: past it a request
 /// is refused (the remote node is not keeping up).
 pub const PENDING_MAX: usize = 1 << 16;
@@ -55,6 +63,9 @@ pub struct Peer {
     queued: RefCell<BytesMut>,
     outbox: RefCell<Option<Rc<Outbox>>>,
     pending: RefCell<HashMap<Asked, u32>>,
+    /// Binds asked of the queue's node: their answer waits until this
+    /// node routes by the change (`settled`).
+    binds: RefCell<HashMap<Asked, (crate::routing::BindingDef, bool)>>,
     consumers: RefCell<HashSet<(u16, u64, u32)>>,
     retry_at: Cell<Option<Instant>>,
     backoff: Cell<Duration>,
@@ -105,6 +116,7 @@ impl Peer {
             queued: RefCell::default(),
             outbox: RefCell::default(),
             pending: RefCell::default(),
+            binds: RefCell::default(),
             consumers: RefCell::default(),
             retry_at: Cell::new(None),
             backoff: Cell::new(Duration::ZERO),
@@ -135,6 +147,10 @@ impl Peer {
             Request::Unsubscribe { consumer_id, .. } => Some((false, *consumer_id)),
             _ => None,
         };
+        let bind = match &req {
+            Request::BindQueue { binding, unbind } => Some((binding.clone(), *unbind)),
+            _ => None,
+        };
         let msg = DataMsg::Request { shard: from.shard, conn: from.conn_id, request_id, req };
         let mut frame = BytesMut::new();
         if let Err(e) = wire::encode(&msg, &mut frame, limits.frame_bytes_max) {
@@ -161,6 +177,9 @@ impl Peer {
         }
         if asks {
             *self.pending.borrow_mut().entry((from.shard, from.conn_id, request_id)).or_default() += 1;
+        }
+        if let Some(b) = bind {
+            self.binds.borrow_mut().insert((from.shard, from.conn_id, request_id), b);
         }
         match track {
             Some((true, c)) => {
@@ -261,6 +280,10 @@ impl Peer {
 
     fn on_reply(&self, shard: &Shard, to: u16, conn: u64, mut reply: Reply) {
         if let Some(id) = answer_of(&reply) {
+            let bind = self.binds.borrow_mut().remove(&(to, conn, id));
+            if let (Some((binding, unbind)), Reply::Ok { .. }) = (bind, &reply) {
+                return self.after_routed(shard, to, conn, (binding, unbind), reply);
+            }
             let mut pending = self.pending.borrow_mut();
             if let Some(n) = pending.get_mut(&(to, conn, id)) {
                 *n -= 1;
@@ -287,6 +310,26 @@ impl Peer {
         shard.route_reply(ConnRef { shard: to, conn_id: conn }, reply);
     }
 
+    /// A bind the queue's node took: the group committed it, but this
+    /// node may not have applied it yet, and the client's next publish is
+    /// routed here. Its answer waits until this shard routes by it (at
+    /// most `BIND_SETTLE_WAIT`).
+    fn after_routed(&self, shard: &Shard, to: u16, conn: u64, bind: (crate::routing::BindingDef, bool), reply: Reply) {
+        let (binding, unbind) = bind;
+        if settled(shard, &binding, unbind) {
+            return shard.route_reply(ConnRef { shard: to, conn_id: conn }, reply);
+        }
+        let Some(me) = shard.remote.me.borrow().upgrade() else { return };
+        glommio::spawn_local(async move {
+            let deadline = Instant::now() + BIND_SETTLE_WAIT;
+            while !settled(&me, &binding, unbind) && Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            me.route_reply(ConnRef { shard: to, conn_id: conn }, reply);
+        })
+        .detach();
+    }
+
     /// The link failed (or never came up): every request still waiting is
     /// answered, every consumer over it is told it is gone, and the peer
     /// is down for a backoff.
@@ -298,6 +341,7 @@ impl Peer {
         self.state.set(State::Down);
         self.queued.borrow_mut().clear();
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        self.binds.borrow_mut().clear();
         let consumers = std::mem::take(&mut *self.consumers.borrow_mut());
         tracing::warn!(
             node = self.key.node,

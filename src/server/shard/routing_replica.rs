@@ -467,6 +467,11 @@ impl Shard {
     /// out from there once every shard has dropped them, so a publish
     /// after it cannot reach a new queue of the same name through them;
     /// returns whether it was handed on.
+    /// Whether this shard's table has `binding`.
+    pub fn routing_has(&self, binding: &BindingDef) -> bool {
+        self.routing.table.borrow().bindings().any(|b| b == binding)
+    }
+
     pub(super) fn queue_gone(&self, name: &str, reply: Option<(ConnRef, u64, u64)>) -> bool {
         self.unplace(name);
         let bound = self.routing.table.borrow().bindings().any(|b| matches!(&b.dest, Dest::Queue(q) if q == name));
