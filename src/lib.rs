@@ -50,6 +50,8 @@
 //! | cluster metadata by consensus (`docs/cluster.md`): openraft on glommio, its durable log and vote, the state machine and the broker's metadata state, the members' requests to the leader | [`cluster`] ([`cluster::rt`], [`cluster::log_store`], [`cluster::state_machine`], [`cluster::meta`], [`cluster::service`]) |
 //! | a clustered node: its identity, forming or joining, the member on shard 0; the local half that applies committed changes to the shards | [`server::cluster`], `server::shard::cluster`, `server::shard::cluster_admin` |
 //! | the inter-node link carrying Raft's RPCs: its sans-IO codec, and the TCP transport (handshake with HMAC proofs, bounded frames and windows, redial with backoff) | [`protocol::link`], [`cluster::link`], read through [`rt::reader`] |
+//! | queues on other nodes: placement by the group at a queue's first declare, each shard's copy of it, and the shard mesh across nodes (an owner id from `0x8000` up is another node's shard; requests and replies over per-shard data links) | [`server::remote`] ([`server::remote::wire`], [`server::remote::peer`], [`server::remote::serve`]), `server::shard::remote` |
+//! | the cluster map for native clients (`MapGet`, `Locate`, `MapChanged`), and the client that sends each queue's traffic to its node's owning shard | [`protocol::cluster_map`], [`client::cluster`] |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
 //! The `ringmq` binary (`src/main.rs`, `src/cli/`) wraps this as `serve`,

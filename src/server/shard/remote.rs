@@ -128,7 +128,14 @@ impl Shard {
     /// its placement first. `None`: taken (answered later).
     pub(super) fn placing(&self, from: ConnRef, request_id: u64, req: Request) -> Option<Request> {
         let Request::Declare { passive: false, queue, .. } = &req else { return Some(req) };
-        if !self.remote.shared.is_clustered() || self.queues.borrow().contains_key(queue) {
+        if !self.remote.shared.is_clustered() {
+            return Some(req);
+        }
+        if self.queues.borrow().contains_key(queue) {
+            // A queue from before this node was clustered: placed now.
+            if self.remote.placement.borrow().node_of(queue).is_none() {
+                self.place_existing(queue.clone());
+            }
             return Some(req);
         }
         let me = self.remote_me()?;
@@ -175,6 +182,24 @@ impl Shard {
             return self.mesh.forward(from.shard, msg);
         }
         self.send_remote(node, shard, from, request_id, req);
+    }
+
+    /// Places a queue this shard holds (fire-and-forget): another node's
+    /// placement of the same name wins there, and is logged here.
+    fn place_existing(&self, queue: String) {
+        let Some(me) = self.remote_me() else { return };
+        let ask = AdminReq::Place { queue: queue.clone(), balanced: false, remove: false };
+        glommio::spawn_local(async move {
+            let r = me.admin_within(&[0], PLACE_WAIT, move |_| ask.clone()).await.into_iter().next();
+            match r {
+                Some((_, AdminReply::Placed(Ok(node)))) if node != me.remote.shared.me() => {
+                    tracing::warn!(queue, node, "cluster: a queue of this node has the name of one placed on another");
+                }
+                Some((_, AdminReply::Placed(Err(e)))) => tracing::debug!(queue, error = %e.message, "cluster: placing"),
+                _ => {}
+            }
+        })
+        .detach();
     }
 
     /// A queue of this shard is gone: its placement goes too (a
