@@ -197,16 +197,19 @@ impl Peer {
         }
     }
 
-    /// Bytes waiting for the link: the connections feeding it wait while
-    /// this is past the link's outbox bound.
+    /// Bytes waiting for the socket of a link that is up: the connections
+    /// feeding it wait while this is past the link's outbox bound. (While
+    /// it is dialled its queue is bounded by refusing past the same bound.)
     pub fn backlog(&self) -> usize {
-        self.outbox.borrow().as_ref().map_or(0, |o| o.pending_bytes()) + self.queued.borrow().len()
+        let o = self.outbox.borrow();
+        o.as_ref().filter(|o| !o.is_broken() && !o.is_closing()).map_or(0, |o| o.pending_bytes())
     }
 
+    /// Waits until the backlog is below `max`, or the link is gone.
     pub async fn wait_below(&self, max: usize) {
         let o = self.outbox.borrow().clone();
         if let Some(o) = o {
-            o.wait_pending_below(max).await;
+            futures_lite::future::or(o.wait_pending_below(max), o.wait_ended()).await;
         }
     }
 
