@@ -30,7 +30,7 @@ pub fn prepare(
         tracing::warn!("cluster_reset: this node's cluster state was discarded; it joins afresh");
     }
     let identity = identity::load(&c.data_dir).map_err(bad)?;
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
+    let listener = bind_retrying(listen).map_err(|source| StartError::Bind { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
     // With port 0 (tests), the address peers dial is the bound one.
     let advertise = match &c.cluster_advertise {
@@ -70,9 +70,26 @@ fn bind_data(listen: std::net::SocketAddr, shards: usize) -> Result<Vec<std::net
                 let port = usize::from(listen.port()) + 1 + i;
                 addr.set_port(u16::try_from(port).unwrap_or(0));
             }
-            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+            bind_retrying(addr).map_err(|source| StartError::Bind { addr, source })
         })
         .collect()
+}
+
+/// Binds `addr`, waiting up to 2 s while it is in use: a node restarted
+/// at once after a kill finds its ports still held for a moment (the
+/// dead process's io_uring instance, with an accept in flight on each
+/// listener, is torn down after the process is gone).
+fn bind_retrying(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let mut tries = 0;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// TLS on the link, when the config names its files: the listener's side
