@@ -105,10 +105,56 @@ fn a_queue_lives_on_one_node_and_every_node_reaches_it() {
         nodes.iter().filter(|n| n.queues().iter().any(|q| q == "spread")).map(|n| n.name.as_str()).collect();
     assert_eq!(on.len(), 1, "one node holds the queue: {on:?}");
     assert_ne!(on[0], "n1", "balanced placement picks a node with fewer queues");
-    // lapin on n3 binds it to an exchange, publishes through the exchange
-    // with confirms (routed on n3, forwarded to the owner), and gets it back.
+    // pika on n3 binds it to an exchange, publishes through the exchange
+    // with confirms (routed on n3, forwarded to the owner), consumes and
+    // deletes it.
     common::pika::run("cluster_queues.py", nodes[2].amqp, &[("STEP", "use")], long)
         .assert_ok("pika binds, publishes and gets through n3");
+
+    // lapin: a durable queue declared through n2, 50 persistent messages
+    // published with confirms through n3, consumed with acks through n1.
+    let (on1, on2, on3) = (lapin_url(&nodes[0]), lapin_url(&nodes[1]), lapin_url(&nodes[2]));
+    common::lapin_thread::on_thread(long, async move {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+        let c2 = lapin::Connection::connect(&on2, lapin::ConnectionProperties::default()).await?;
+        let ch = c2.create_channel().await?;
+        ch.queue_declare("lapin-q", QueueDeclareOptions { durable: true, ..Default::default() }, Default::default())
+            .await?;
+        c2.close(200, "bye").await?;
+        let c3 = lapin::Connection::connect(&on3, lapin::ConnectionProperties::default()).await?;
+        let ch = c3.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        for i in 0..50 {
+            let props = lapin::BasicProperties::default().with_delivery_mode(2);
+            let body = format!("l-{i}");
+            let confirm =
+                ch.basic_publish("", "lapin-q", BasicPublishOptions::default(), body.as_bytes(), props).await?;
+            assert!(confirm.await?.is_ack(), "message {i} confirmed");
+        }
+        c3.close(200, "bye").await
+    });
+    let got = common::lapin_thread::on_thread(long, async move {
+        use futures_lite::StreamExt;
+        use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+        let c1 = lapin::Connection::connect(&on1, lapin::ConnectionProperties::default()).await?;
+        let ch = c1.create_channel().await?;
+        ch.basic_qos(20, BasicQosOptions::default()).await?;
+        let mut consumer = ch.basic_consume("lapin-q", "c", BasicConsumeOptions::default(), Default::default()).await?;
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            let d = consumer.next().await.expect("a delivery")?;
+            got.push(String::from_utf8_lossy(&d.data).into_owned());
+            d.ack(BasicAckOptions::default()).await?;
+        }
+        c1.close(200, "bye").await?;
+        Ok(got)
+    });
+    assert_eq!(got, (0..50).map(|i| format!("l-{i}")).collect::<Vec<_>>(), "lapin across nodes, in order");
+    assert!(nodes[1].queues().iter().any(|q| q == "lapin-q"), "lapin-q lives on n2");
+}
+
+fn lapin_url(n: &Node) -> String {
+    format!("amqp://guest:guest@{}/%2f", n.amqp)
 }
 
 #[test]

@@ -51,12 +51,31 @@ pub enum MetaCommand {
     /// A change to the users, vhosts or permissions (its password hash
     /// made where it was asked; no password travels).
     Users(UserChange),
-    /// A classic queue (its vhost-qualified name) lives on `node`. Taken
-    /// when the queue is not placed yet or is placed there already;
-    /// otherwise refused with where it is ([`Refusal::Placed`]).
-    PlaceQueue { queue: String, node: NodeId },
+    /// A classic queue (its vhost-qualified name) lives on `node`, as its
+    /// first declare defined it. Taken when the queue is not placed yet or
+    /// is placed there already (the first definition stands: a redeclare
+    /// is checked against the queue itself, by its node); otherwise
+    /// refused with where it is ([`Refusal::Placed`]).
+    PlaceQueue { queue: String, node: NodeId, def: QueueDef },
     /// The queue on `node` is gone (a placement on another node stays).
     UnplaceQueue { queue: String, node: NodeId },
+}
+
+/// A queue's definition as its first declare gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDef {
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    /// The declare's arguments (a raw field table).
+    pub args: bytes::Bytes,
+}
+
+/// Where a queue lives, and how it was defined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    pub node: NodeId,
+    pub def: QueueDef,
 }
 
 /// Why a command was refused: the same on every member.
@@ -94,12 +113,12 @@ pub struct ClusterMeta {
     /// `None` until seeded. The limits on counts (`users_max`,
     /// `vhosts_max`) are the asking node's to check: configs may differ.
     users: Option<Users>,
-    /// Where each classic queue lives (vhost-qualified name to node).
-    queues: BTreeMap<String, NodeId>,
+    /// Where each classic queue lives (by vhost-qualified name).
+    queues: BTreeMap<String, Placed>,
 }
 
 impl ClusterMeta {
-    pub fn queues(&self) -> &BTreeMap<String, NodeId> {
+    pub fn queues(&self) -> &BTreeMap<String, Placed> {
         &self.queues
     }
 
@@ -107,30 +126,30 @@ impl ClusterMeta {
     /// `x-queue-leader-locator: balanced` compares.
     pub fn queue_counts(&self) -> BTreeMap<NodeId, usize> {
         let mut counts: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
-        for node in self.queues.values() {
-            if let Some(c) = counts.get_mut(node) {
+        for p in self.queues.values() {
+            if let Some(c) = counts.get_mut(&p.node) {
                 *c += 1;
             }
         }
         counts
     }
 
-    fn place(&mut self, queue: &str, node: NodeId) -> MetaResponse {
+    fn place(&mut self, queue: &str, node: NodeId, def: &QueueDef) -> MetaResponse {
         if !self.nodes.contains_key(&node) {
             return Err(Refusal::UnknownNode(node));
         }
         match self.queues.get(queue) {
-            Some(at) if *at != node => Err(Refusal::Placed(*at)),
+            Some(at) if at.node != node => Err(Refusal::Placed(at.node)),
             Some(_) => Ok(()),
             None => {
-                self.queues.insert(queue.to_string(), node);
+                self.queues.insert(queue.to_string(), Placed { node, def: def.clone() });
                 Ok(())
             }
         }
     }
 
     fn unplace(&mut self, queue: &str, node: NodeId) {
-        if self.queues.get(queue) == Some(&node) {
+        if self.queues.get(queue).is_some_and(|p| p.node == node) {
             self.queues.remove(queue);
         }
     }
@@ -180,7 +199,7 @@ impl Apply for ClusterMeta {
             MetaCommand::NodeGone { id } => {
                 self.nodes.remove(id);
                 // Its queues went with it (their data is on its disk).
-                self.queues.retain(|_, n| n != id);
+                self.queues.retain(|_, p| p.node != *id);
                 Ok(())
             }
             MetaCommand::Routing { change, if_unused } => self.route(change, *if_unused),
@@ -195,7 +214,7 @@ impl Apply for ClusterMeta {
                 None => Err(Refusal::NotSeeded),
                 Some(u) => u.apply(change, ChangeLimits::NONE).map_err(Refusal::User),
             },
-            MetaCommand::PlaceQueue { queue, node } => self.place(queue, *node),
+            MetaCommand::PlaceQueue { queue, node, def } => self.place(queue, *node, def),
             MetaCommand::UnplaceQueue { queue, node } => {
                 self.unplace(queue, *node);
                 Ok(())
@@ -212,7 +231,7 @@ struct Image {
     routing: Vec<Change>,
     nodes: BTreeMap<NodeId, NodeInfo>,
     access: Option<StoredAccess>,
-    queues: BTreeMap<String, NodeId>,
+    queues: BTreeMap<String, Placed>,
 }
 
 impl Serialize for ClusterMeta {
@@ -325,7 +344,8 @@ mod tests {
     #[test]
     fn a_queue_is_placed_once_and_goes_with_its_node() {
         let mut m = ClusterMeta::default();
-        let place = |queue: &str, node| MetaCommand::PlaceQueue { queue: queue.into(), node };
+        let def = QueueDef { durable: true, args: bytes::Bytes::from_static(b"\x00"), ..Default::default() };
+        let place = |queue: &str, node| MetaCommand::PlaceQueue { queue: queue.into(), node, def: def.clone() };
         assert_eq!(m.apply(&place("q", 1)), Err(Refusal::UnknownNode(1)), "not a member");
         for id in [1, 2] {
             let info = NodeInfo {
@@ -345,7 +365,8 @@ mod tests {
         m.apply(&place("r", 2)).unwrap();
         assert_eq!(m.queue_counts(), BTreeMap::from([(1, 1), (2, 1)]));
         m.apply(&MetaCommand::UnplaceQueue { queue: "q".into(), node: 2 }).unwrap();
-        assert_eq!(m.queues().get("q"), Some(&1), "only its own node unplaces it");
+        assert_eq!(m.queues().get("q").map(|p| p.node), Some(1), "only its own node unplaces it");
+        assert_eq!(m.queues()["q"].def, def, "the first declare's definition");
         let back: ClusterMeta = postcard::from_bytes(&postcard::to_allocvec(&m).unwrap()).unwrap();
         assert_eq!(back.queues(), m.queues());
         m.apply(&MetaCommand::NodeGone { id: 1 }).unwrap();

@@ -397,6 +397,8 @@ pub enum AdminReq {
         queue: String,
         balanced: bool,
         remove: bool,
+        /// The declare's definition, recorded with the placement.
+        def: Box<crate::cluster::meta::QueueDef>,
     },
 }
 

@@ -93,8 +93,8 @@ impl Shard {
                 AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
                 AdminReq::Users(change) => AdminReply::Users(self.change_users(change).await),
                 AdminReq::Cluster(ask) => AdminReply::Cluster(self.cluster_admin(ask).await),
-                AdminReq::Place { queue, balanced, remove } => {
-                    AdminReply::Placed(self.place_queue(queue, balanced, remove).await)
+                AdminReq::Place { queue, balanced, remove, def } => {
+                    AdminReply::Placed(self.place_queue(queue, (balanced, remove), *def).await)
                 }
                 req => self.admin_local(req),
             };
@@ -157,8 +157,10 @@ impl Shard {
             }
             AdminReq::Cluster(ask) => later(Box::pin(async move { AdminReply::Cluster(me.cluster_admin(ask).await) })),
             AdminReq::Users(change) => later(Box::pin(async move { AdminReply::Users(me.change_users(change).await) })),
-            AdminReq::Place { queue, balanced, remove } => {
-                later(Box::pin(async move { AdminReply::Placed(me.place_queue(queue, balanced, remove).await) }))
+            AdminReq::Place { queue, balanced, remove, def } => {
+                later(Box::pin(
+                    async move { AdminReply::Placed(me.place_queue(queue, (balanced, remove), *def).await) },
+                ))
             }
             req => {
                 let reply = self.admin_local(req);

@@ -99,7 +99,7 @@ impl Shard {
                     (MetaCommand::Routing { change, .. }, Ok(())) => self.apply_committed(change),
                     (MetaCommand::Users(change), Ok(())) => self.apply_user_committed(change),
                     (MetaCommand::SeedAccess(access), Ok(())) => self.sync_users(access),
-                    (MetaCommand::PlaceQueue { queue, node }, Ok(())) => {
+                    (MetaCommand::PlaceQueue { queue, node, .. }, Ok(())) => {
                         self.broadcast_placement(PlacementMsg::Place { queue: queue.clone(), node: *node })
                     }
                     (MetaCommand::UnplaceQueue { queue, node }, Ok(())) => {
@@ -118,7 +118,7 @@ impl Shard {
             Event::Installed { index, state } => {
                 self.install_routing(state.routing());
                 let nodes = state.nodes().iter().map(|(id, n)| (*id, n.into())).collect();
-                let queues = state.queues().iter().map(|(q, n)| (q.clone(), *n)).collect();
+                let queues = state.queues().iter().map(|(q, p)| (q.clone(), p.node)).collect();
                 self.broadcast_placement(PlacementMsg::Reset { nodes, queues });
                 if let Some(access) = state.access() {
                     self.sync_users(&access);

@@ -8,6 +8,7 @@ use super::super::remote::{is_remote, Dir, PlacementMsg, SlotKey};
 use super::super::stats::{AdminReply, AdminReq};
 use super::super::types::{ConnRef, QueueError, Reply, Request};
 use super::Shard;
+use crate::cluster::meta::QueueDef;
 use crate::cluster::NodeId;
 use crate::protocol::ErrorCode;
 use crate::server::mesh::MeshMsg;
@@ -144,11 +145,13 @@ impl Shard {
     }
 
     async fn place_then_declare(self: Rc<Self>, from: ConnRef, request_id: u64, req: Request) {
-        let Request::Declare { queue, exclusive, args, .. } = &req else { return };
+        let Request::Declare { queue, exclusive, auto_delete, durable, args, .. } = &req else { return };
         // An exclusive queue lives with its connection; one asked from
         // another node was placed there already.
         let balanced = args.balanced && !*exclusive && !is_remote(from.shard);
-        let ask = AdminReq::Place { queue: queue.clone(), balanced, remove: false };
+        let def =
+            QueueDef { durable: *durable, exclusive: *exclusive, auto_delete: *auto_delete, args: args.raw.clone() };
+        let ask = AdminReq::Place { queue: queue.clone(), balanced, remove: false, def: Box::new(def) };
         let r = self.admin_within(&[0], PLACE_WAIT, move |_| ask.clone()).await;
         let placed = match r.into_iter().next().map(|(_, r)| r) {
             Some(AdminReply::Placed(r)) => r,
@@ -188,7 +191,16 @@ impl Shard {
     /// placement of the same name wins there, and is logged here.
     fn place_existing(&self, queue: String) {
         let Some(me) = self.remote_me() else { return };
-        let ask = AdminReq::Place { queue: queue.clone(), balanced: false, remove: false };
+        let def = match self.queues.borrow().get(&queue) {
+            Some(q) => QueueDef {
+                durable: q.durable,
+                exclusive: q.exclusive_owner.is_some(),
+                auto_delete: q.auto_delete,
+                args: q.args.raw.clone(),
+            },
+            None => return,
+        };
+        let ask = AdminReq::Place { queue: queue.clone(), balanced: false, remove: false, def: Box::new(def) };
         glommio::spawn_local(async move {
             let r = me.admin_within(&[0], PLACE_WAIT, move |_| ask.clone()).await.into_iter().next();
             match r {
@@ -211,7 +223,7 @@ impl Shard {
             return;
         }
         let Some(me) = self.remote_me() else { return };
-        let ask = AdminReq::Place { queue: queue.to_string(), balanced: false, remove: true };
+        let ask = AdminReq::Place { queue: queue.to_string(), balanced: false, remove: true, def: Box::default() };
         glommio::spawn_local(async move {
             if let Some((_, AdminReply::Placed(Err(e)))) =
                 me.admin_within(&[0], PLACE_WAIT, move |_| ask.clone()).await.into_iter().next()
@@ -224,7 +236,12 @@ impl Shard {
 
     /// Shard 0: places `queue` (on this node, or with `balanced` on the
     /// member with the fewest queues), or removes this node's placement.
-    pub(super) async fn place_queue(&self, queue: String, balanced: bool, remove: bool) -> Result<NodeId, QueueError> {
+    pub(super) async fn place_queue(
+        &self,
+        queue: String,
+        (balanced, remove): (bool, bool),
+        def: QueueDef,
+    ) -> Result<NodeId, QueueError> {
         use crate::cluster::meta::{MetaCommand, Refusal};
         let unavailable =
             |why: String| QueueError::new(ErrorCode::ClusterUnavailable, format!("cluster unavailable: {why}"));
@@ -238,7 +255,7 @@ impl Shard {
             } else {
                 None
             };
-            MetaCommand::PlaceQueue { queue, node: target.unwrap_or(me) }
+            MetaCommand::PlaceQueue { queue, node: target.unwrap_or(me), def }
         };
         match node.propose(command.clone()).await {
             Ok(Ok(())) => Ok(match command {
