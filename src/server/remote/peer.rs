@@ -133,10 +133,11 @@ impl Peer {
         if self.state.get() == State::Down && self.retry_at.get().is_some_and(|t| Instant::now() < t) {
             return refuse(shard, from, request_id, &req, ErrorCode::NodeUnavailable, &self.unavailable("link down"));
         }
-        let Some(config) = shard.remote.shared.link() else {
+        if !shard.remote.shared.is_clustered() {
             return refuse(shard, from, request_id, &req, ErrorCode::ClusterUnavailable, "not in a cluster");
-        };
-        let limits = config.limits;
+        }
+        // The links' limits are the defaults on every node.
+        let limits = crate::cluster::link::LinkLimits::default();
         let asks = answered(&req);
         if asks && self.pending.borrow().len() >= PENDING_MAX {
             let why = self.unavailable(&format!("{PENDING_MAX} requests in flight"));
@@ -152,28 +153,33 @@ impl Peer {
             _ => None,
         };
         let msg = DataMsg::Request { shard: from.shard, conn: from.conn_id, request_id, req };
-        let mut frame = BytesMut::new();
-        if let Err(e) = wire::encode(&msg, &mut frame, limits.frame_bytes_max) {
-            let DataMsg::Request { req, .. } = msg else { return };
-            let why = match e {
-                EncodeError::TooLarge { len } => format!("{len} bytes is past the link's frame limit"),
-                EncodeError::Serialize(e) => e,
-            };
-            return refuse(shard, from, request_id, &req, ErrorCode::MessageTooLarge, &why);
-        }
-        match self.state.get() {
-            State::Up => match self.outbox.borrow().as_ref() {
-                Some(o) => o.push(|b| b.extend_from_slice(&frame)),
-                None => self.queued.borrow_mut().extend_from_slice(&frame),
-            },
-            _ => {
-                if self.queued.borrow().len() + frame.len() > limits.outbox_bytes_max {
-                    let DataMsg::Request { req, .. } = msg else { return };
-                    let why = self.unavailable("its queue is full while it is dialled");
-                    return refuse(shard, from, request_id, &req, ErrorCode::NodeUnavailable, &why);
+        let up = self.outbox.borrow().clone().filter(|_| self.state.get() == State::Up);
+        let mut encoded = Ok(());
+        match &up {
+            // Straight into the link's outbox: one copy of the payload.
+            Some(o) => o.push(|b| encoded = wire::encode(&msg, b, limits.frame_bytes_max)),
+            None => {
+                let mut queued = self.queued.borrow_mut();
+                let before = queued.len();
+                encoded = wire::encode(&msg, &mut queued, limits.frame_bytes_max);
+                if encoded.is_ok() && queued.len() > limits.outbox_bytes_max {
+                    queued.truncate(before);
+                    encoded = Err(EncodeError::TooLarge { len: 0 });
                 }
-                self.queued.borrow_mut().extend_from_slice(&frame);
             }
+        }
+        if let Err(e) = encoded {
+            let DataMsg::Request { req, .. } = msg else { return };
+            let (code, why) = match e {
+                EncodeError::TooLarge { len: 0 } => {
+                    (ErrorCode::NodeUnavailable, self.unavailable("its queue is full while it is dialled"))
+                }
+                EncodeError::TooLarge { len } => {
+                    (ErrorCode::MessageTooLarge, format!("{len} bytes is past the link's frame limit"))
+                }
+                EncodeError::Serialize(e) => (ErrorCode::Internal, e),
+            };
+            return refuse(shard, from, request_id, &req, code, &why);
         }
         if asks {
             *self.pending.borrow_mut().entry((from.shard, from.conn_id, request_id)).or_default() += 1;
@@ -191,6 +197,7 @@ impl Peer {
             None => {}
         }
         if matches!(self.state.get(), State::Idle | State::Down) {
+            let Some(config) = shard.remote.shared.link() else { return };
             self.state.set(State::Dialling);
             let (me, sh) = (self.clone(), Rc::downgrade(shard));
             glommio::spawn_local(async move { me.run(sh, config).await }).detach();

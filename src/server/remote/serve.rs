@@ -21,7 +21,6 @@ use crate::cluster::NodeId;
 use crate::protocol::link::{CloseCode, Frame};
 use crate::rt::reader::Clock;
 use crate::rt::{Outbox, Transport};
-use bytes::BytesMut;
 use futures_lite::io::ReadHalf;
 use glommio::net::{TcpListener, TcpStream};
 use std::cell::{Cell, RefCell};
@@ -52,10 +51,11 @@ impl Incoming {
     /// Sends a reply to connection (`shard`, `conn`) of the dialling node.
     /// A delivery too large for one frame goes as several.
     pub fn reply(&self, shard: u16, conn: u64, reply: Reply) {
-        let mut buf = BytesMut::new();
         let msg = DataMsg::Reply { shard, conn, reply };
-        match wire::encode(&msg, &mut buf, self.frame_bytes_max) {
-            Ok(()) => self.outbox.push(|b| b.extend_from_slice(&buf)),
+        let mut encoded = Ok(());
+        self.outbox.push(|b| encoded = wire::encode(&msg, b, self.frame_bytes_max));
+        match encoded {
+            Ok(()) => {}
             Err(EncodeError::TooLarge { .. }) => {
                 let DataMsg::Reply { reply, .. } = msg else { return };
                 self.split(shard, conn, reply);

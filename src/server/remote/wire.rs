@@ -37,21 +37,47 @@ pub enum EncodeError {
 /// Appends `msg` as one `Data` frame of at most `frame_bytes_max` bytes;
 /// on an error `buf` is as it was.
 pub fn encode(msg: &DataMsg, buf: &mut BytesMut, frame_bytes_max: usize) -> Result<(), EncodeError> {
-    let body = postcard::to_extend(msg, Vec::new()).map_err(|e| EncodeError::Serialize(e.to_string()))?;
-    let len = HEADER_BYTES + body.len();
-    if len > frame_bytes_max || body.len() > u32::MAX as usize {
+    let start = buf.len();
+    buf.put_bytes(0, HEADER_BYTES);
+    if let Err(e) = postcard::serialize_with_flavor(msg, Append(buf)) {
+        buf.truncate(start);
+        return Err(EncodeError::Serialize(e.to_string()));
+    }
+    let len = buf.len() - start;
+    let body = len - HEADER_BYTES;
+    if len > frame_bytes_max || body > u32::MAX as usize {
+        buf.truncate(start);
         return Err(EncodeError::TooLarge { len });
     }
     let h = LinkHeader {
-        body_len: U32::new(crate::protocol::wire::len32(body.len())),
+        body_len: U32::new(crate::protocol::wire::len32(body)),
         opcode: crate::protocol::link::op::DATA,
         flags: 0,
         reserved: U16::new(0),
     };
-    buf.reserve(len);
-    buf.put_slice(h.as_bytes());
-    buf.put_slice(&body);
+    buf[start..start + HEADER_BYTES].copy_from_slice(h.as_bytes());
     Ok(())
+}
+
+/// postcard writing straight into the frame's buffer (no second copy).
+struct Append<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        self.0.put_u8(b);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        self.0.put_slice(b);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// A `Data` frame's payload.

@@ -283,7 +283,12 @@ impl Shard {
     /// pressure for the connections that feed them.
     pub async fn wait_for_space(&self) {
         self.mesh.wait_for_space().await;
-        let max = self.remote.shared.link().map_or(usize::MAX, |c| c.limits.outbox_bytes_max);
+        // A single node has no data links: one `is_empty`.
+        if self.remote.peers.borrow().is_empty() {
+            return;
+        }
+        // The links' bound (their limits are the defaults on every node).
+        let max = crate::cluster::link::LinkLimits::default().outbox_bytes_max;
         loop {
             let full = self.remote.peers.borrow().values().find(|p| p.backlog() >= max).cloned();
             match full {
@@ -392,7 +397,11 @@ impl Shard {
 
     /// The owner's side of every request. Runs on this shard's thread only.
     pub fn handle(&self, from: ConnRef, request_id: u64, req: Request) {
-        let Some(req) = self.placing(from, request_id, req) else { return };
+        // Only a declare on a clustered node may need its queue placed.
+        if matches!(req, Request::Declare { passive: false, .. }) {
+            let Some(req) = self.placing(from, request_id, req) else { return };
+            return self.handle_placed(from, request_id, req);
+        }
         self.handle_placed(from, request_id, req);
     }
 
