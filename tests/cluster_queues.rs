@@ -195,16 +195,29 @@ fn a_dead_nodes_queue_answers_an_error_and_comes_back_with_it() {
     common::run_local(long, move || async move { consume(u1, "dq", 100).await });
 }
 
+/// A counter from the node's `/metrics`.
+fn metric(n: &Node, name: &str) -> u64 {
+    let (_, body) = n.get("/metrics");
+    let line = body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
+    line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}"))
+}
+
 #[test]
 fn the_cluster_aware_client_goes_straight_to_the_owner_and_follows_the_map() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = three(root.path());
     let long = Duration::from_secs(60);
     let (u1, u3) = (url(&nodes[0]), url(&nodes[2]));
-    let (a, b) = (u1.clone(), u3.clone());
+    let b = u3.clone();
+    let forwarded = "ringmq_cluster_forwarded_requests_total";
     common::run_local(long, move || async move {
         let c3 = client(b).await;
         assert_eq!(c3.declare("direct-q", false).await.unwrap(), 0);
+    });
+    let before = metric(&nodes[0], forwarded);
+    let (a, b) = (u1.clone(), u3.clone());
+    common::run_local(long, move || async move {
+        let c3 = client(b).await;
         let c1 = client(a.clone()).await;
         assert_eq!(c1.cluster_map().nodes.len(), 3, "the map lists every node");
         // n1's client talks to n3's owning shard itself.
@@ -214,13 +227,25 @@ fn the_cluster_aware_client_goes_straight_to_the_owner_and_follows_the_map() {
         assert_eq!(u32::from(carrier.info().shard_id), owner, "its owning shard there");
         publish(a.clone(), "direct-q", 200).await.unwrap();
         consume(a.clone(), "direct-q", 200).await;
-        // The same client with cluster_aware off goes through n1 (which
-        // forwards): the same messages either way.
+    });
+    assert_eq!(metric(&nodes[0], forwarded), before, "n1 forwarded nothing: the client went to n3 itself");
+    let a = u1.clone();
+    common::run_local(long, move || async move {
+        // The same client with cluster_aware off goes through n1, which
+        // forwards: the same messages either way.
         let o = ClientOptions { url: a.clone(), cluster_aware: false, ..Default::default() };
         let plain = Client::connect(o).await.unwrap();
         assert!(plain.cluster_map().nodes.is_empty());
-        assert_ne!(plain.conn_for("direct-q").await.unwrap().info().shard_addrs, c3.info().shard_addrs);
+        let carrier = plain.conn_for("direct-q").await.unwrap();
+        assert_eq!(carrier.info().shard_addrs, plain.info().shard_addrs, "through n1's own shards");
+        let p = plain.producer("direct-q", ProducerOptions::default()).await.unwrap();
+        for i in 0..100 {
+            p.publish(format!("m-{i}").as_bytes()).await.unwrap();
+        }
+        p.flush().unwrap();
+        p.send(b"last").await.unwrap();
     });
+    assert!(metric(&nodes[0], forwarded) > before, "n1 forwarded the plain client's traffic");
 
     // n2 goes and is forgotten: n1 tells its connected clients, which
     // fetch the map again.

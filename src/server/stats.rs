@@ -97,6 +97,11 @@ pub struct ShardStats {
     pub auth_failures: u64,
     pub tls_handshake_failures: u64,
     pub forwarded: u64,
+    /// Requests sent to other nodes' shards, and taken from them, over
+    /// data links (`server::remote`); the data links up now, both ways.
+    pub node_forwarded: u64,
+    pub node_served: u64,
+    pub data_links: u64,
     pub queue_count: u64,
     pub messages_ready: u64,
     pub messages_unacked: u64,
@@ -212,6 +217,20 @@ fn message_counters(o: &mut String, shards: &[ShardStats]) {
         "Requests and replies sent from one shard to another over the mesh.",
         sum(|s| s.forwarded),
     );
+    counter(
+        o,
+        "ringmq_cluster_forwarded_requests_total",
+        "Requests sent to another node's shard over a data link (a queue that lives there).",
+        sum(|s| s.node_forwarded),
+    );
+    counter(
+        o,
+        "ringmq_cluster_served_requests_total",
+        "Requests taken from other nodes' shards over data links (for queues of this node).",
+        sum(|s| s.node_served),
+    );
+    gauge_header(o, "ringmq_cluster_data_links", "Data links to and from other nodes' shards, up now.");
+    o.push_str(&format!("ringmq_cluster_data_links {}\n", sum(|s| s.data_links)));
 }
 
 /// The storage logs (fsyncs, segments, bytes on disk) and the memory

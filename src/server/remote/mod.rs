@@ -287,11 +287,21 @@ pub struct RemotePart {
     pub me: RefCell<std::rc::Weak<super::shard::Shard>>,
     /// Slot keys seen here (saves the node-wide lock on the reply path).
     keys: RefCell<HashMap<u16, SlotKey>>,
+    /// Requests sent over this shard's links, and taken over them.
+    pub forwarded: std::cell::Cell<u64>,
+    pub served: std::cell::Cell<u64>,
 }
 
 impl RemotePart {
     pub fn new(shared: Arc<RemoteShared>) -> Self {
         Self { shared, ..Default::default() }
+    }
+
+    /// Data links up now: dialled from here, and accepted here.
+    pub fn links_up(&self) -> u64 {
+        let out = self.peers.borrow().values().filter(|p| p.is_up()).count();
+        let inc: usize = self.incoming.borrow().values().map(Vec::len).sum();
+        (out + inc) as u64
     }
 
     pub fn key(&self, slot: u16) -> Option<SlotKey> {

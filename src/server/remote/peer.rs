@@ -181,6 +181,7 @@ impl Peer {
             };
             return refuse(shard, from, request_id, &req, code, &why);
         }
+        shard.remote.forwarded.set(shard.remote.forwarded.get() + 1);
         if asks {
             *self.pending.borrow_mut().entry((from.shard, from.conn_id, request_id)).or_default() += 1;
         }
@@ -202,6 +203,10 @@ impl Peer {
             let (me, sh) = (self.clone(), Rc::downgrade(shard));
             glommio::spawn_local(async move { me.run(sh, config).await }).detach();
         }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state.get() == State::Up
     }
 
     /// Bytes waiting for the socket of a link that is up: the connections

@@ -221,6 +221,7 @@ fn on_request(
         req => req,
     };
     remember(link, (s, conn), &req)?;
+    shard.remote.served.set(shard.remote.served.get() + 1);
     shard.handle(from, request_id, req);
     Ok(())
 }

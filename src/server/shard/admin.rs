@@ -309,6 +309,9 @@ impl Shard {
             auth_failures: c.auth_failures.get(),
             tls_handshake_failures: c.tls_handshake_failures.get(),
             forwarded: self.mesh.forwarded_total(),
+            node_forwarded: self.remote.forwarded.get(),
+            node_served: self.remote.served.get(),
+            data_links: self.remote.links_up(),
             confirm_latency: c.confirm_latency.snapshot(),
             ..Default::default()
         };
