@@ -170,7 +170,33 @@ fn a_dead_nodes_queue_answers_an_error_and_comes_back_with_it() {
         assert_eq!(client(a.clone()).await.declare("live", true).await.unwrap(), 0);
         publish(a, "dq", 100).await.unwrap();
     });
+    // A consumer of 'dq' through n1 (forwarded: not cluster-aware), on a
+    // thread of its own, which must hear that its queue is gone when n3 dies.
+    let a = u1.clone();
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        common::run_local(long, move || async move {
+            let o = ClientOptions { url: a, cluster_aware: false, ..Default::default() };
+            let c = Client::connect(o).await.unwrap();
+            let mut consumer = c.subscribe("dq", 1).await.unwrap();
+            let first = within("first delivery", STEP, consumer.next()).await.unwrap().unwrap();
+            assert_eq!(&first.body[..], b"m-0");
+            subscribed_tx.send(()).unwrap();
+            // Unacked: the rest waits in n3's queue. Then n3 dies.
+            let started = std::time::Instant::now();
+            let end = within("the cancel", Duration::from_secs(20), consumer.next()).await;
+            let e = match end {
+                Some(Err(e)) => e,
+                other => panic!("the consumer should end with an error, got {other:?}"),
+            };
+            assert_eq!(e.code(), Some(ErrorCode::QueueNotFound), "{e}");
+            started.elapsed()
+        })
+    });
+    subscribed.recv().unwrap();
     nodes[2].kill();
+    let took = watcher.join().unwrap();
+    assert!(took < Duration::from_secs(15), "the consumer heard of its queue's node in {took:?}");
 
     let a = u1.clone();
     common::run_local(long, move || async move {

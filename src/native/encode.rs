@@ -70,10 +70,19 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
                 message: clip(message),
             },
         ),
-        // The native protocol has no cancel notice yet.
-        // Native clients publish to the owner; one that does not is
-        // paced by the mesh alone (see shard/pause.rs).
-        Reply::ConsumerGone { .. } | Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
+        // The queue went (deleted, or its node is out of reach): nothing
+        // more comes for the consumer.
+        Reply::ConsumerGone { consumer_id } => frame(
+            buf,
+            0,
+            Cmd::ConsumerCancelled {
+                consumer_id: *consumer_id,
+                code: ErrorCode::QueueNotFound.as_u16(),
+                message: "the queue was deleted, or its node is out of reach",
+            },
+        ),
+        // Handled by the connection (it stops reading publishes).
+        Reply::PublishPaused { .. } | Reply::PublishResumed { .. } => {}
         // Transactions are AMQP's: a native connection never starts one.
         Reply::TxCommitted { .. } => {}
         Reply::AdminOk { request_id, json } => frame(buf, *request_id, Cmd::AdminOk { json }),

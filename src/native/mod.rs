@@ -86,6 +86,10 @@ pub struct NativeConn {
     /// A queue on this shard whose backlog passed `publish_pause_messages`
     /// in the last chunk: reading waits until it drains.
     paused_on: RefCell<Option<String>>,
+    /// Queues on another shard or node that told this connection to pause
+    /// its publishes (`Reply::PublishPaused`), until `PublishResumed`.
+    remote_paused: RefCell<Vec<String>>,
+    remote_resumed: Notify,
     /// An `Admin` request of this connection is in flight.
     admin_busy: Rc<Cell<bool>>,
     /// Subscribe and first-Get requests in flight, so a refused one frees
@@ -113,8 +117,13 @@ impl ConnSink for NativeConn {
             }
             _ => None,
         };
-        if let Reply::ConsumerTimeout { consumer_id, .. } = &reply {
-            self.consumers.borrow_mut().remove(consumer_id);
+        match &reply {
+            Reply::ConsumerTimeout { consumer_id, .. } | Reply::ConsumerGone { consumer_id } => {
+                self.consumers.borrow_mut().remove(consumer_id);
+            }
+            Reply::PublishPaused { queue } => return self.remote_pause(queue, true),
+            Reply::PublishResumed { queue } => return self.remote_pause(queue, false),
+            _ => {}
         }
         if let Some((rid, refused)) = settled {
             let claimed = self.pending_routes.borrow_mut().remove(&rid);
@@ -196,6 +205,8 @@ impl NativeConn {
             pending_routes: RefCell::new(HashMap::new()),
             admin_busy: Rc::new(Cell::new(false)),
             paused_on: RefCell::new(None),
+            remote_paused: RefCell::new(Vec::new()),
+            remote_resumed: Notify::default(),
             published: Cell::new(false),
             read_held: Cell::new(0),
             map_watch: Cell::new(false),
@@ -319,6 +330,7 @@ impl NativeConn {
             if let Some(q) = paused {
                 self.shard.wait_publish_resume(&q).await;
             }
+            self.wait_remote_resume().await;
             if self.published.replace(false) && self.shard.alarm_in_effect() {
                 self.block_on_alarm().await;
             }
@@ -327,6 +339,30 @@ impl NativeConn {
             if self.outbox.is_closing() {
                 return Ok(());
             }
+        }
+    }
+
+    /// A queue's owner elsewhere (another shard, another node) is past
+    /// `publish_pause_messages` and asks this connection to stop
+    /// publishing (or may go on). A connection that also consumes is never
+    /// paused: its acks may be what drains the queue.
+    fn remote_pause(&self, queue: &str, pause: bool) {
+        let mut paused = self.remote_paused.borrow_mut();
+        if !pause {
+            paused.retain(|q| q != queue);
+            self.remote_resumed.notify();
+        } else if self.consumers.borrow().is_empty() && !paused.iter().any(|q| q == queue) {
+            paused.push(queue.to_string());
+        }
+    }
+
+    async fn wait_remote_resume(&self) {
+        loop {
+            let n = self.remote_resumed.notified();
+            if self.remote_paused.borrow().is_empty() || self.outbox.is_closing() {
+                return;
+            }
+            futures_lite::future::or(n, self.outbox.wait_finished()).await;
         }
     }
 

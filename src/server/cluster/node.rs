@@ -195,7 +195,13 @@ pub async fn start(
     config.tls = cs.tls.clone();
     let raft_dir = identity::dir(data_dir).join("raft");
     let limits = StoreLimits::default();
-    let log = LogStore::open(raft_dir.join("log"), limits).await.map_err(|e| e.to_string())?;
+    let mut log = LogStore::open(raft_dir.join("log"), limits).await.map_err(|e| e.to_string())?;
+    // What this member knew was committed when it stopped: re-applied
+    // before the node serves (below).
+    let committed = {
+        use openraft::storage::RaftLogStorage;
+        log.read_committed().await.ok().flatten().map_or(0, |l| l.index)
+    };
     let (mut sm, view) =
         StateMachine::<ClusterMeta>::open(raft_dir.join("sm"), limits).await.map_err(|e| e.to_string())?;
     // The state the snapshot file holds, before openraft re-applies the
@@ -206,6 +212,13 @@ pub async fn start(
     let network = Network::<ClusterMeta>::new(config);
     let links = network.links();
     let raft = Raft::new(node_id, raft_config(), network, log, sm).await.map_err(|e| e.to_string())?;
+    // A restarted node serves once it holds what it knew: the queues'
+    // placement and the nodes' addresses among it (otherwise a queue on
+    // another node would be "not found" here for a moment, and an AMQP
+    // publish to it acked as unroutable).
+    if committed > 0 && !progress.wait_applied(committed, REPLAY_WAIT).await {
+        tracing::warn!(committed, "cluster: the committed log was not re-applied within {REPLAY_WAIT:?}; serving");
+    }
     let listener = cs.listener.take().ok_or("the cluster listener was already taken")?;
     let listen = listener.local_addr().map_err(|e| e.to_string())?;
     // SAFETY: the fd comes from a listener this function owns.
@@ -252,6 +265,9 @@ pub async fn start(
     announcer.detach();
     Ok(node)
 }
+
+/// How long a restarted node waits to re-apply its committed log.
+const REPLAY_WAIT: Duration = Duration::from_secs(10);
 
 /// Dials the seeds in turn until one answers as a member of a cluster.
 /// A link config for a node that has no cluster yet.

@@ -146,6 +146,10 @@ impl Shard {
             if !self.alarm_in_effect() && self.alarm.blocked.get() > 0 {
                 self.alarm.clear.notify();
             }
+            // Publishers on other nodes paused by the alarm (`pause.rs`).
+            if !self.alarm_in_effect() && self.publish_pause.has_remote() {
+                self.publish_pause.notify_resume();
+            }
             glommio::timer::sleep(DECIDE_PERIOD).await;
         }
     }

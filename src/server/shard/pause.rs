@@ -80,11 +80,16 @@ impl PublishPause {
         true
     }
 
-    /// Takes the remote publishers whose queue `go_on` says they may resume on.
-    fn take_resumable(&self, mut go_on: impl FnMut(&str) -> bool) -> Vec<(ConnRef, String)> {
+    /// Whether any publisher elsewhere is paused on this shard's queues.
+    pub(super) fn has_remote(&self) -> bool {
+        !self.remote.borrow().is_empty()
+    }
+
+    /// Takes the remote publishers `go_on` says may resume on their queue.
+    fn take_resumable(&self, mut go_on: impl FnMut(ConnRef, &str) -> bool) -> Vec<(ConnRef, String)> {
         let mut due = Vec::new();
         self.remote.borrow_mut().retain(|(c, name)| {
-            let go = go_on(name);
+            let go = go_on(*c, name);
             if go {
                 due.push((*c, name.clone()));
             }
@@ -113,15 +118,27 @@ impl Shard {
         }
     }
 
+    /// Whether the resource alarm holds publisher `c` back: one on another
+    /// node, while an alarm is in effect here.
+    fn alarm_pauses(&self, c: ConnRef) -> bool {
+        crate::server::remote::is_remote(c.shard) && self.alarm_in_effect()
+    }
+
     fn may_resume(&self, queue: &str) -> bool {
         self.queues.borrow().get(queue).is_none_or(|q| self.publish_pause.may_resume(q))
     }
 
     /// After a publish from a connection on another shard: pauses it if
-    /// the queue is over the mark (once per connection and queue).
+    /// the queue is over the mark (once per connection and queue). One on
+    /// another node is paused by this node's resource alarm too: its node
+    /// does not see the alarm, and its publishes arrive over a data link,
+    /// which no alarm blocks.
     pub(super) fn pause_if_remote(&self, from: ConnRef, queue: &str) {
         // Conn id 0 is the shard itself (dead letters): nobody to pause.
-        if from.shard == self.id || from.conn_id == 0 || !self.over_publish_pause(queue) {
+        if from.shard == self.id || from.conn_id == 0 {
+            return;
+        }
+        if !self.over_publish_pause(queue) && !self.alarm_pauses(from) {
             return;
         }
         if !self.publish_pause.pause_remote(from, queue) {
@@ -136,7 +153,7 @@ impl Shard {
     pub async fn run_remote_resumes(self: Rc<Self>) {
         loop {
             let n = self.publish_pause.resumed();
-            let due = self.publish_pause.take_resumable(|name| self.may_resume(name));
+            let due = self.publish_pause.take_resumable(|c, name| self.may_resume(name) && !self.alarm_pauses(c));
             for (c, queue) in due {
                 tracing::debug!(shard = self.id, conn = ?c, queue, "remote publisher resumed");
                 self.route_reply(c, Reply::PublishResumed { queue });
