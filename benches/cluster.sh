@@ -25,6 +25,8 @@
 #   RUNS=3 DURATION=10 WARMUP=2 DRAIN=5   rounds; seconds per run
 #   QUEUES=3              queues (and producers, consumers): a multiple of 3
 #   RATE=5000             msg/s of the fixed-rate latency workload
+#   MEM_MIN_GIB=6         skip a run when less memory is available (the
+#                         machine is shared; a max-rate backlog takes GBs)
 #   ONLY=16b,pers,lat     only these workloads (default all)
 #   CORES=                loadgen --cores (default: 0 on machines with 2 cores
 #                         or fewer, as compare.sh; else all)
@@ -49,6 +51,7 @@ WARMUP=${WARMUP:-2}
 DRAIN=${DRAIN:-5}
 QUEUES=${QUEUES:-3}
 RATE=${RATE:-5000}
+MEM_MIN_GIB=${MEM_MIN_GIB:-6}
 RINGMQ_PORT_BASE=${RINGMQ_PORT_BASE:-14000}
 RABBIT_CLUSTER_BASE=${RABBIT_CLUSTER_BASE:-14600}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
@@ -200,6 +203,21 @@ queued_after() { # broker prefix
     echo "$cur"
 }
 
+# Empties the queues of PREFIX through node 1 (which forwards).
+purge_queues() { # broker prefix
+    local url
+    if [ "$1" = ringmq ]; then url=${RINGMQ_AMQP[0]}; else url=${RABBIT_AMQP[0]}; fi
+    timeout 300 "$PYTHON" - "$QUEUES" "$2" "$url" <<'PYEOF'
+import sys, pika
+count, prefix, url = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+conn = pika.BlockingConnection(pika.URLParameters(url))
+ch = conn.channel()
+for i in range(count):
+    print(f"purged {ch.queue_purge(f'{prefix}-{i}').method.message_count} from {prefix}-{i}")
+conn.close()
+PYEOF
+}
+
 # Fails unless queue i of PREFIX lives on node i % 3 + 1 and nowhere else.
 check_placement() { # broker prefix
     local list
@@ -282,6 +300,13 @@ for wl in "${WORKLOADS[@]}"; do
                 say "  $name run $r: a ringmq node is gone (see $OUT/ringmq-n*.log)"
                 continue
             fi
+            # The machine is shared: a run that can pile up gigabytes (a
+            # backlog at max rate) starts only with room for it.
+            avail=$(awk '/^MemAvailable/ {print int($2 / 1048576)}' /proc/meminfo)
+            if [ "$avail" -lt "$MEM_MIN_GIB" ]; then
+                say "  $name run $r: skipped, $avail GiB of memory available (MEM_MIN_GIB=$MEM_MIN_GIB)"
+                continue
+            fi
             # shellcheck disable=SC2086
             if timeout -k 10 "$LIMIT" "$LOADGEN" --url "$url" $extra $args --queues "$QUEUES" \
                 --producers "$QUEUES" --consumers "$QUEUES" --queue-prefix "$prefix" \
@@ -295,6 +320,8 @@ for wl in "${WORKLOADS[@]}"; do
                 say "  $name run $r failed: $(tail -1 "$base.txt")"
                 rm -f "$base.json"
             fi
+            # A backlog left in memory would weigh on the next runs.
+            purge_queues "$broker" "$prefix" >>"$LOG" 2>&1 || say "  $name run $r: purging $prefix-* failed; see $LOG"
         done
     done
 done
