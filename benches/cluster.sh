@@ -30,6 +30,8 @@
 #   ONLY=16b,pers,lat     only these workloads (default all)
 #   CORES=                loadgen --cores (default: 0 on machines with 2 cores
 #                         or fewer, as compare.sh; else all)
+#   (ports below Linux's ephemeral range, 32768-60999, where an outgoing
+#   connection of another program can take a port before a broker listens)
 #   RINGMQ_PORT_BASE=14000   ringmq node k (0..2) on BASE + 100 k: native
 #                         +0 (shards +1..), link +50 (data links +51..),
 #                         AMQP +90, metrics +91
