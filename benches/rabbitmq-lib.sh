@@ -33,34 +33,47 @@ wait_port() { # port seconds
     return 1
 }
 
+# The environment of the node RABBIT_NODE, its files under RABBIT_DIR
+# (default $TMP/rabbit; a cluster's node i under $TMP/rabbit-i).
 rabbit_env() {
+    local d=${RABBIT_DIR:-$TMP/rabbit}
     export RABBITMQ_NODENAME=$RABBIT_NODE RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     export RABBITMQ_NODE_PORT=$RABBIT_PORT RABBITMQ_DIST_PORT=$DIST_PORT ERL_EPMD_PORT=$EPMD_PORT
     export ERL_EPMD_ADDRESS=127.0.0.1
-    export RABBITMQ_MNESIA_BASE=$TMP/rabbit/mnesia RABBITMQ_LOG_BASE=$TMP/rabbit/log
-    export RABBITMQ_ENABLED_PLUGINS_FILE=$TMP/rabbit/enabled_plugins RABBITMQ_PID_FILE=$TMP/rabbit/pid
-    export RABBITMQ_CONFIG_FILE=$TMP/rabbit/rabbitmq RABBITMQ_ADVANCED_CONFIG_FILE=$TMP/rabbit/advanced.config
-    export RABBITMQ_PLUGINS_EXPAND_DIR=$TMP/rabbit/plugins-expand
+    export RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log
+    export RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins RABBITMQ_PID_FILE=$d/pid
+    export RABBITMQ_CONFIG_FILE=$d/rabbitmq RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config
+    export RABBITMQ_PLUGINS_EXPAND_DIR=$d/plugins-expand
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
-start_rabbitmq() {
+# What every node's configuration has, in DIR: no plugins (management
+# off), AMQP on 127.0.0.1:PORT, warnings only in the log.
+rabbit_config() { # dir port
+    mkdir -p "$1"
+    echo "[]." >"$1/enabled_plugins"
+    cat >"$1/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$2
+loopback_users.guest = true
+log.console = false
+log.file.level = warning
+EOF
+}
+
+rabbit_install() {
     if ! command -v rabbitmq-server >/dev/null; then
         say "installing rabbitmq-server from Debian's packages"
         { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server; } >>"$LOG" 2>&1
         # The package may have started a system instance; this script uses its own.
     fi
+}
+
+start_rabbitmq() {
+    rabbit_install
     local base
     base=$(free_ports 4)
     RABBIT_PORT=$base DIST_PORT=$((base + 1)) EPMD_PORT=$((base + 2)) RABBIT_TLS_PORT=$((base + 3))
-    mkdir -p "$TMP/rabbit"
-    echo "[]." >"$TMP/rabbit/enabled_plugins"
-    cat >"$TMP/rabbit/rabbitmq.conf" <<EOF
-listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
-loopback_users.guest = true
-log.console = false
-log.file.level = warning
-EOF
+    rabbit_config "$TMP/rabbit" "$RABBIT_PORT"
     if [ "${TLS:-0}" = 1 ]; then
         cp "$TMP/tls/ca.pem" "$TMP/tls/server.pem" "$TMP/tls/server.key" "$TMP/rabbit/"
         cat >>"$TMP/rabbit/rabbitmq.conf" <<EOF
@@ -87,28 +100,130 @@ EOF
 
 # The Erlang VM's pid (beam.smp), from the pid file RabbitMQ writes.
 rabbit_pid() {
-    cat "$TMP/rabbit/pid" 2>/dev/null
+    cat "${RABBIT_DIR:-$TMP/rabbit}/pid" 2>/dev/null
 }
 
 stop_rabbitmq() {
     [ "$RABBIT_STARTED" = 1 ] || return 0
     RABBIT_STARTED=0
     rabbit_env
-    rabbitmqctl -n "$RABBIT_NODE" stop >>"$LOG" 2>&1 || true
-    local beam epmd
+    stop_rabbit_node
+    stop_epmd
+    return 0
+}
+
+# Stops the node rabbit_env names; kills its VM if the stop failed.
+stop_rabbit_node() {
+    timeout 60 rabbitmqctl -n "$RABBIT_NODE" stop >>"$LOG" 2>&1 || true
+    local beam
     beam=$(rabbit_pid || true)
     # Only if it is still RabbitMQ's VM (a stop that failed), not a reused pid.
     if [ -n "$beam" ] && grep -q beam "/proc/$beam/comm" 2>/dev/null; then kill -9 "$beam" || true; fi
-    # The epmd this RabbitMQ started on its private port: only if what
-    # listens there is an epmd, since the port may since have gone to
-    # another program (another benchmark's broker on an ephemeral port).
+}
+
+# The epmd RabbitMQ started on its private port (EPMD_PORT): only if what
+# listens there is an epmd, since the port may since have gone to another
+# program (another benchmark's broker on an ephemeral port).
+stop_epmd() {
+    local epmd
     epmd=$(ss -ltnpH "sport = :$EPMD_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
     if [ -n "$epmd" ] && [ "$(cat "/proc/$epmd/comm" 2>/dev/null)" = epmd ]; then kill "$epmd" 2>/dev/null || true; fi
+}
+
+# ---------------------------------------------------------------- a cluster
+# RabbitMQ as a cluster of RABBIT_NODES nodes on this machine
+# (benches/cluster.sh). Node i (1..RABBIT_NODES) is rabbit<i>@localhost
+# with its files in $TMP/rabbit-i. From RABBIT_CLUSTER_BASE (default: 100
+# free ports), node i takes BASE + 10 (i - 1) for AMQP and the port after
+# it for Erlang distribution; one epmd for all at BASE + 90, the CLI
+# tools' own distribution ports at BASE + 91..99. One Erlang cookie: the
+# rabbitmq user's (root runs the tools as that user, through the
+# package's wrapper), so the nodes and rabbitmqctl all share it.
+RABBIT_NODES=${RABBIT_NODES:-3}
+RABBIT_CLUSTER_STARTED=0
+
+# Sets and exports node i's environment (RABBIT_NODE, RABBIT_PORT, ...).
+rabbit_node_env() { # i
+    RABBIT_NODE=rabbit$1@localhost RABBIT_DIR=$TMP/rabbit-$1
+    RABBIT_PORT=$(rabbit_node_port "$1") DIST_PORT=$(($(rabbit_node_port "$1") + 1))
+    EPMD_PORT=$((RABBIT_CLUSTER_BASE + 90))
+    rabbit_env
+    export RABBITMQ_CTL_DIST_PORT_MIN=$((RABBIT_CLUSTER_BASE + 91))
+    export RABBITMQ_CTL_DIST_PORT_MAX=$((RABBIT_CLUSTER_BASE + 99))
+}
+
+# The AMQP port of node i.
+rabbit_node_port() { echo $((RABBIT_CLUSTER_BASE + 10 * ($1 - 1))); }
+
+# rabbitmqctl against node i, in a subshell (the caller's environment
+# stays as it was), bounded in time.
+rabbit_ctl() { # i args...
+    local i=$1
+    shift
+    (rabbit_node_env "$i" && timeout 120 rabbitmqctl -n "$RABBIT_NODE" "$@")
+}
+
+# Starts the nodes, joins nodes 2.. to node 1 (stop_app, join_cluster,
+# start_app) and checks that node 1 sees them all running.
+start_rabbitmq_cluster() {
+    rabbit_install
+    [ -n "${RABBIT_CLUSTER_BASE:-}" ] || RABBIT_CLUSTER_BASE=$(free_ports 100)
+    local i p busy=
+    for p in $(seq "$RABBIT_CLUSTER_BASE" $((RABBIT_CLUSTER_BASE + 99))); do
+        if ss -ltnH "sport = :$p" | grep -q .; then busy="$busy $p"; fi
+    done
+    if [ -n "$busy" ]; then
+        say "RabbitMQ cluster: ports in use:$busy (set RABBIT_CLUSTER_BASE)"
+        return 1
+    fi
+    chmod 755 "$TMP"
+    RABBIT_CLUSTER_STARTED=1
+    say "starting RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null):" \
+        "$RABBIT_NODES nodes, AMQP on 127.0.0.1:$RABBIT_CLUSTER_BASE + 10 (i - 1)"
+    for i in $(seq 1 "$RABBIT_NODES"); do
+        rabbit_config "$TMP/rabbit-$i" "$(rabbit_node_port "$i")"
+        if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$TMP/rabbit-$i"; fi
+        (rabbit_node_env "$i" && exec nohup rabbitmq-server >"$TMP/rabbit-$i/stdout.log" 2>&1) &
+        # The first node starts the shared epmd (and, on a fresh machine,
+        # writes the cookie) before the others look for them.
+        if [ "$i" = 1 ]; then wait_port "$(rabbit_node_port 1)" 90 || true; fi
+    done
+    for i in $(seq 1 "$RABBIT_NODES"); do
+        if ! rabbit_ctl "$i" await_startup --timeout 90 >>"$LOG" 2>&1; then
+            say "RabbitMQ node $i did not start; see $TMP/rabbit-$i and $LOG"
+            return 1
+        fi
+    done
+    for i in $(seq 2 "$RABBIT_NODES"); do
+        if ! { rabbit_ctl "$i" stop_app && rabbit_ctl "$i" join_cluster rabbit1@localhost &&
+            rabbit_ctl "$i" start_app; } >>"$LOG" 2>&1; then
+            say "RabbitMQ node $i did not join rabbit1@localhost; see $LOG"
+            return 1
+        fi
+    done
+    local running
+    running=$(rabbit_ctl 1 -q cluster_status --formatter json 2>>"$LOG" |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))' 2>>"$LOG" || echo 0)
+    if [ "$running" != "$RABBIT_NODES" ]; then
+        say "RabbitMQ cluster: $running of $RABBIT_NODES nodes running; see $LOG"
+        return 1
+    fi
+}
+
+stop_rabbitmq_cluster() {
+    [ "$RABBIT_CLUSTER_STARTED" = 1 ] || return 0
+    RABBIT_CLUSTER_STARTED=0
+    local i
+    for i in $(seq "$RABBIT_NODES" -1 1); do
+        (rabbit_node_env "$i" && stop_rabbit_node)
+    done
+    (rabbit_node_env 1 && stop_epmd)
     return 0
 }
 
 # The exit trap the benchmark scripts share: the ringmq they started
-# (RINGMQ_PID), a helper process (WATCH_PID), RabbitMQ, and TMP.
+# (RINGMQ_PID), a helper process (WATCH_PID), RabbitMQ (one node or a
+# cluster), and TMP.
 bench_cleanup() {
     set +eu
     [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null
@@ -117,5 +232,6 @@ bench_cleanup() {
         wait "$RINGMQ_PID" 2>/dev/null
     fi
     stop_rabbitmq
+    stop_rabbitmq_cluster
     rm -rf "$TMP"
 }
