@@ -64,6 +64,22 @@ impl BitSet {
         c
     }
 
+    /// Bits set in `self` and clear in `other`: how many, and the first
+    /// `keep` of them.
+    pub fn missing_from(&self, other: &BitSet, keep: usize) -> (u64, Vec<u64>) {
+        let mut n = 0;
+        let mut first = Vec::new();
+        for (i, &w) in self.words.iter().enumerate() {
+            let mut m = w & !other.words.get(i).copied().unwrap_or(0);
+            n += u64::from(m.count_ones());
+            while m != 0 && first.len() < keep {
+                first.push(i as u64 * 64 + u64::from(m.trailing_zeros()));
+                m &= m - 1;
+            }
+        }
+        (n, first)
+    }
+
     /// ORs `other` into `self`; returns how many bits were set in both.
     pub fn union_with(&mut self, other: &BitSet) -> u64 {
         if other.words.len() > self.words.len() {
@@ -179,6 +195,42 @@ impl Checker {
     }
 }
 
+/// Confirmed messages no consumer received (`--confirm`): the loss a
+/// broker must never have, whatever faults the run went through.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmedLoss {
+    /// Confirmed and never received.
+    pub lost: u64,
+    /// Received although their publish was never confirmed (refused, or
+    /// its connection failed before the confirm came): allowed.
+    pub unconfirmed_received: u64,
+    /// The first few lost ones: (queue index, producer, sequence).
+    pub samples: Vec<(usize, usize, u64)>,
+}
+
+impl Checker {
+    /// Compares each producer's confirmed sequences (`confirmed[p]`) with
+    /// what the consumers of the (queue, producer) streams received.
+    pub fn confirmed_loss(
+        &self,
+        confirmed: &[BitSet],
+        streams: impl IntoIterator<Item = (usize, usize)>,
+    ) -> ConfirmedLoss {
+        let mut out = ConfirmedLoss::default();
+        let empty = BitSet::default();
+        for (q, p) in streams {
+            let conf = confirmed.get(p).unwrap_or(&empty);
+            let seen = self.seen.get(q * self.producers + p).unwrap_or(&empty);
+            let keep = 20usize.saturating_sub(out.samples.len());
+            let (lost, first) = conf.missing_from(seen, keep);
+            out.lost += lost;
+            out.samples.extend(first.into_iter().map(|s| (q, p, s)));
+            out.unconfirmed_received += seen.missing_from(conf, 0).0;
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +329,27 @@ mod tests {
         let mut o = OrderTrack::default();
         c.record(&mut o, 1, 0, 5);
         assert_eq!(c.record(&mut o, 1, 0, 3), Seen::Reordered);
+    }
+
+    #[test]
+    fn confirmed_loss_counts_only_confirmed() {
+        let mut c = Checker::new(2, 1);
+        let mut o = OrderTrack::default();
+        for seq in [0u64, 1, 2, 5, 70, 130] {
+            c.record(&mut o, 1, 0, seq);
+        }
+        // Confirmed 0..4 and 64..72: 3, 64..70 and 71 never arrived; 5
+        // and 130 arrived unconfirmed.
+        let mut conf = BitSet::default();
+        for s in (0..4).chain(64..72) {
+            conf.insert(s);
+        }
+        let r = c.confirmed_loss(&[conf], [(1, 0)]);
+        assert_eq!(r.lost, 1 + 6 + 1);
+        assert_eq!(r.unconfirmed_received, 2);
+        assert_eq!(r.samples[..3], [(1, 0, 3), (1, 0, 64), (1, 0, 65)]);
+        // Nothing confirmed: nothing lost.
+        assert_eq!(c.confirmed_loss(&[], [(1, 0)]).lost, 0);
     }
 
     #[test]

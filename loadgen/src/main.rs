@@ -184,6 +184,26 @@ struct RunArgs {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// Survive broker faults: a producer or consumer whose connection
+    /// fails (or whose subscribe is refused) connects again, with backoff,
+    /// until the run ends, instead of ending the run; one checker covers
+    /// the whole run. The errors are counted by kind in the summary, and
+    /// with --confirm `lost_confirmed` counts confirmed messages never
+    /// received (for fault-injection runs: benches/cluster_chaos.sh).
+    #[arg(long)]
+    reconnect: bool,
+    /// After the run, consumers stop once no new message has arrived for
+    /// this many seconds and every producer is done (still at most
+    /// --drain). For runs where some publishes are refused, so the
+    /// expected count is never reached.
+    #[arg(long, value_name = "SECS")]
+    drain_idle: Option<f64>,
+    /// With --reconnect: a consumer that has received nothing for this
+    /// many seconds drops its connection and subscribes again (counted
+    /// in the client errors). For subscriptions a broker ends without
+    /// telling the client.
+    #[arg(long, value_name = "SECS", requires = "reconnect")]
+    resubscribe_idle: Option<f64>,
 }
 
 fn parse_cores(s: &str) -> Result<Vec<usize>> {
@@ -239,6 +259,9 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
     }
     if a.duration.is_nan() || a.duration <= 0.0 || a.warmup < 0.0 || a.drain < 0.0 {
         bail!("--duration must be positive; --warmup and --drain not negative");
+    }
+    if [a.drain_idle, a.resubscribe_idle].into_iter().flatten().any(|s| s.is_nan() || s <= 0.0) {
+        bail!("--drain-idle and --resubscribe-idle must be positive");
     }
     if let Some(r) = a.rate {
         if r.is_nan() || r <= 0.0 {
@@ -308,6 +331,9 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
         purge: !a.no_purge,
         cluster_aware: !a.no_cluster_aware,
         progress: !a.quiet,
+        reconnect: a.reconnect,
+        drain_idle_s: a.drain_idle,
+        resubscribe_idle_s: a.resubscribe_idle,
     };
     Ok((w, a.json, a.hgrm))
 }
@@ -355,6 +381,9 @@ fn real_main() -> Result<()> {
             }
             if let Some(path) = hgrm {
                 std::fs::write(&path, &summary.hgrm).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if summary.lost_confirmed > 0 {
+                eprintln!("error: {} confirmed messages were never received", summary.lost_confirmed);
             }
             if summary.lost > 0 || summary.duplicates > 0 {
                 eprintln!("warning: {} lost and {} duplicated messages", summary.lost, summary.duplicates);

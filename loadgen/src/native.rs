@@ -126,7 +126,8 @@ impl Producer {
             self.body[..HEADER_LEN].copy_from_slice(hdr);
             let c = self.producer.publish(&self.body).await.map_err(err)?;
             if self.confirm {
-                confs.push((c, *intended));
+                let seq = crate::header::Header::read(hdr).map_or(0, |h| h.seq);
+                confs.push((c, *intended, seq));
             } else {
                 last = Some(c);
             }
@@ -142,14 +143,14 @@ impl Producer {
             let (sink, waiting) = (self.sink.clone(), self.waiting.clone());
             waiting.set(waiting.get() + 1);
             glommio::spawn_local(async move {
-                for (c, intended) in confs {
-                    let r = c.await;
-                    if let Err(e) = &r {
+                for (c, intended, seq) in confs {
+                    let why = c.await.err().map(|e| e.to_string());
+                    if let Some(e) = &why {
                         if !NACK_REPORTED.replace(true) {
                             eprintln!("ringmq producer: publish refused: {e}");
                         }
                     }
-                    (sink.borrow_mut())(intended, r.is_ok());
+                    (sink.borrow_mut())(intended, seq, why.as_deref().map_or(Ok(()), Err));
                 }
                 waiting.set(waiting.get() - 1);
             })
@@ -185,42 +186,77 @@ impl Consumer {
         Ok(Consumer { client, consumer })
     }
 
-    pub async fn run(mut self, sink: &mut impl Sink) -> Result<()> {
-        let mut clock = BatchClock::default();
-        loop {
-            // Only when nothing is buffered: flush counters, check for the
-            // end, and wait with a timeout so the check happens when idle.
-            let next = if self.consumer.buffered() == 0 {
+    /// Consumes until the sink says stop, then cancels; on an error too,
+    /// the client is closed: a client dropped without `close()` keeps its
+    /// connection open, and with it the subscription and the deliveries
+    /// it holds unacked (a `--reconnect` run would strand them).
+    pub async fn run(self, sink: &mut impl Sink) -> Result<()> {
+        let Consumer { client, mut consumer } = self;
+        let r = match deliveries(&mut consumer, sink).await {
+            Ok(()) => {
                 sink.flush();
-                if sink.should_stop(now_ns()) {
-                    break;
-                }
-                let next = async { Some(self.consumer.next().await) };
-                let idle = async {
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                    None
-                };
-                clock.new_batch();
-                match futures_lite::future::or(next, idle).await {
-                    Some(n) => n,
-                    None => continue,
-                }
-            } else {
-                self.consumer.next().await
-            };
-            match next {
-                Some(Ok(d)) => {
-                    let n = d.body.len().min(HEADER_LEN);
-                    sink.deliver(&d.body[..n], clock.now());
-                    self.consumer.ack(d.tag);
-                }
-                Some(Err(e)) => return Err(err(e)),
-                None => return Err(anyhow!("ringmq: delivery stream ended")),
+                consumer.cancel().await.map_err(err)
             }
+            Err(e) => {
+                drop(consumer);
+                Err(e)
+            }
+        };
+        let closing = async {
+            client.close().await;
+            true
+        };
+        let late = async {
+            glommio::timer::sleep(CLOSE_WAIT).await;
+            false
+        };
+        if !futures_lite::future::or(closing, late).await {
+            eprintln!("ringmq consumer: the connection did not close within {CLOSE_WAIT:?}");
         }
-        sink.flush();
-        self.consumer.cancel().await.map_err(err)?;
-        self.client.close().await;
-        Ok(())
+        r
     }
+}
+
+/// How long a consumer waits for its connection to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Reads deliveries and acks each, until the sink says stop (`Ok`) or the
+/// subscription fails.
+async fn deliveries(consumer: &mut ringmq::client::Consumer, sink: &mut impl Sink) -> Result<()> {
+    let mut clock = BatchClock::default();
+    loop {
+        // Only when nothing is buffered: flush counters, check for the
+        // end, and wait with a timeout so the check happens when idle.
+        let next = if consumer.buffered() == 0 {
+            sink.flush();
+            if sink.should_stop(now_ns()) {
+                break;
+            }
+            if let Some(why) = sink.stale(now_ns()) {
+                return Err(anyhow!(why));
+            }
+            let next = async { Some(consumer.next().await) };
+            let idle = async {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                None
+            };
+            clock.new_batch();
+            match futures_lite::future::or(next, idle).await {
+                Some(n) => n,
+                None => continue,
+            }
+        } else {
+            consumer.next().await
+        };
+        match next {
+            Some(Ok(d)) => {
+                let n = d.body.len().min(HEADER_LEN);
+                sink.deliver(&d.body[..n], clock.now());
+                consumer.ack(d.tag);
+            }
+            Some(Err(e)) => return Err(err(e)),
+            None => return Err(anyhow!("ringmq: delivery stream ended")),
+        }
+    }
+    Ok(())
 }

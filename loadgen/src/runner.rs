@@ -2,7 +2,7 @@
 //! consumers spread over them, histograms merged at the end.
 
 use crate::amqp::{ConfirmSink, Sink};
-use crate::checker::{Checker, OrderTrack};
+use crate::checker::{BitSet, Checker, OrderTrack};
 use crate::driver::{Consumer, Producer, Target};
 use crate::header::{now_ns, Header, HEADER_LEN};
 use crate::schedule::Schedule;
@@ -34,6 +34,8 @@ struct Shared {
     expected: AtomicU64,
     producers_done: AtomicUsize,
     workers_done: AtomicUsize,
+    /// When a consumer last received a new message (ns), for `--drain-idle`.
+    last_new: AtomicU64,
     /// Latencies of the last progress interval, one per worker.
     interval: Vec<Mutex<Histogram<u64>>>,
     /// Each worker's beat, and the stalls the main thread saw in them.
@@ -74,6 +76,11 @@ struct WorkerStats {
     nacked: u64,
     /// Deliveries the nacked messages would have made.
     nacked_expected: u64,
+    /// Sequences confirmed, per producer (only this worker's producers).
+    confirmed_seqs: Vec<BitSet>,
+    /// Errors by kind, and connections made again (`--reconnect`).
+    errors: std::collections::BTreeMap<String, u64>,
+    reconnects: u64,
 }
 
 struct ConsumerSink {
@@ -84,6 +91,8 @@ struct ConsumerSink {
     order: OrderTrack,
     window: Option<Window>,
     new: u64,
+    /// When the current subscription last got a delivery, or began (ns).
+    last_any: u64,
 }
 
 impl ConsumerSink {
@@ -100,6 +109,7 @@ impl ConsumerSink {
 
 impl Sink for ConsumerSink {
     fn deliver(&mut self, prefix: &[u8], now: u64) {
+        self.last_any = now;
         let win = self.window();
         let mut st = self.stats.borrow_mut();
         let Some(h) = Header::read(prefix) else {
@@ -128,6 +138,7 @@ impl Sink for ConsumerSink {
     fn flush(&mut self) {
         if self.new > 0 {
             self.shared.received.fetch_add(self.new, Relaxed);
+            self.shared.last_new.fetch_max(now_ns(), Relaxed);
             self.new = 0;
         }
     }
@@ -146,8 +157,21 @@ impl Sink for ConsumerSink {
         if now >= win.end + (s.w.drain_s * 1e9) as u64 {
             return true;
         }
-        s.w.producers == 0
-            || (s.producers_done.load(Relaxed) == s.w.producers && s.received.load(Relaxed) >= s.expected.load(Relaxed))
+        let producers_done = s.producers_done.load(Relaxed) == s.w.producers;
+        if let (Some(idle), true) = (s.w.drain_idle_s, producers_done) {
+            let idle = (idle * 1e9) as u64;
+            if now >= win.end + idle && now.saturating_sub(s.last_new.load(Relaxed)) >= idle {
+                return true;
+            }
+        }
+        s.w.producers == 0 || (producers_done && s.received.load(Relaxed) >= s.expected.load(Relaxed))
+    }
+
+    fn stale(&mut self, now: u64) -> Option<String> {
+        let idle = self.shared.w.resubscribe_idle_s?;
+        let silent = now.saturating_sub(self.last_any);
+        (self.shared.w.reconnect && silent >= (idle * 1e9) as u64)
+            .then(|| format!("no delivery for {idle} s: subscribing again"))
     }
 }
 
@@ -171,7 +195,7 @@ async fn wait_for_start(shared: &Shared) -> Result<u64> {
 
 async fn run_producer(
     p: usize,
-    mut prod: crate::driver::Producer,
+    prod: crate::driver::Producer,
     shared: Arc<Shared>,
     stats: Rc<RefCell<WorkerStats>>,
 ) -> Result<()> {
@@ -188,8 +212,15 @@ async fn run_producer(
         let h = Header { producer: p as u32, seq: i, intended_ns: t };
         (h.to_bytes(), t)
     };
+    let mut prod = Some(prod);
     let result = async {
         while !shared.abort.load(Relaxed) {
+            if prod.is_none() {
+                // --reconnect: the publishes due meanwhile go out once it
+                // is back, late (their latency counts from the schedule).
+                prod = reconnect_producer(p, &shared, &stats, win.end).await;
+            }
+            let Some(pr) = prod.as_mut() else { break };
             let now = now_ns();
             msgs.clear();
             match (&sched, total) {
@@ -218,7 +249,26 @@ async fn run_producer(
                 }
             }
             let in_window = msgs.iter().filter(|m| win.contains(m.1)).count() as u64;
-            prod.publish(&msgs).await?;
+            if let Err(e) = pr.publish(&msgs).await {
+                if !w.reconnect {
+                    return Err(e);
+                }
+                // Part of the batch may have reached the broker: it counts
+                // as sent, and none of it will be confirmed.
+                note_error(&stats, &format!("producer {p}"), &e);
+                if let Some(old) = prod.take() {
+                    // Closed, not dropped: a dropped client keeps its
+                    // connection open.
+                    let closing = async { old.finish(Duration::from_millis(500)).await.is_ok() };
+                    let late = async {
+                        glommio::timer::sleep(Duration::from_secs(3)).await;
+                        false
+                    };
+                    if !futures_lite::future::or(closing, late).await {
+                        eprintln!("[{:.3}] producer {p}: the failed connection did not close cleanly", wall());
+                    }
+                }
+            }
             let n = msgs.len() as u64;
             seq += n;
             shared.sent.fetch_add(n, Relaxed);
@@ -233,7 +283,10 @@ async fn run_producer(
     }
     .await;
     stats.borrow_mut().sent_by_producer.push((p, seq));
-    let fin = prod.finish(Duration::from_secs_f64(w.drain_s.max(1.0))).await;
+    let fin = match prod {
+        Some(pr) => pr.finish(Duration::from_secs_f64(w.drain_s.max(1.0))).await,
+        None => Ok(()),
+    };
     shared.producers_done.fetch_add(1, Relaxed);
     result.and(fin)
 }
@@ -241,6 +294,114 @@ async fn run_producer(
 /// The shortest sleep of a fixed-rate producer waiting for its next
 /// message to be due.
 const MIN_SLEEP_NS: u64 = 100_000;
+
+/// First and longest wait between two connection attempts (`--reconnect`).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Counts one error by its kind: the text with digit runs folded to `N`
+/// (node ids, ports and counts differ; the kind does not).
+fn error_kind(what: &str, e: &dyn std::fmt::Display) -> String {
+    let text = format!("{what}: {e}");
+    let mut out = String::new();
+    let mut digit = false;
+    for ch in text.chars().take(240) {
+        if ch.is_ascii_digit() {
+            if !digit {
+                out.push('N');
+            }
+            digit = true;
+        } else {
+            digit = false;
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Wall-clock seconds, to line the generator's log up with a fault
+/// script's.
+fn wall() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Counts a client's failure and logs it (`--reconnect` runs go on).
+fn note_error(stats: &Rc<RefCell<WorkerStats>>, what: &str, e: &anyhow::Error) {
+    eprintln!("[{:.3}] {what}: {e:#}", wall());
+    let kind = error_kind(what, &format_args!("{e:#}"));
+    *stats.borrow_mut().errors.entry(kind).or_default() += 1;
+}
+
+/// Connects producer `p` again, with backoff, until it works or `until`
+/// (ns) passes.
+async fn reconnect_producer(
+    p: usize,
+    shared: &Arc<Shared>,
+    stats: &Rc<RefCell<WorkerStats>>,
+    until: u64,
+) -> Option<crate::driver::Producer> {
+    let w = &shared.w;
+    let mut backoff = BACKOFF_MIN;
+    while !shared.abort.load(Relaxed) && now_ns() < until {
+        glommio::timer::sleep(backoff).await;
+        let sink = confirm_sink(p, stats.clone(), shared.clone());
+        match shared.target.producer(&w.route(p), &w.spec(), sink).await {
+            Ok(pr) => {
+                stats.borrow_mut().reconnects += 1;
+                eprintln!("[{:.3}] producer {p}: connected again", wall());
+                return Some(pr);
+            }
+            Err(e) => {
+                note_error(stats, &format!("producer {p} reconnecting"), &e);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    None
+}
+
+/// Runs a consumer until the run ends; with `--reconnect`, a failed
+/// connection or subscription is made again (with backoff) and the same
+/// sink (checker and order tracking) goes on.
+async fn consume(mut cons: Option<Consumer>, sink: &mut ConsumerSink) -> Result<()> {
+    let shared = sink.shared.clone();
+    let queue = &shared.w.queues[sink.queue];
+    let what = format!("consumer of {queue}");
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let c = match cons.take() {
+            Some(c) => c,
+            None => {
+                if sink.should_stop(now_ns()) {
+                    return Ok(());
+                }
+                glommio::timer::sleep(backoff).await;
+                match shared.target.consumer(queue, &shared.w.spec()).await {
+                    Ok(c) => {
+                        sink.stats.borrow_mut().reconnects += 1;
+                        sink.last_any = now_ns();
+                        eprintln!("[{:.3}] {what}: subscribed again", wall());
+                        backoff = BACKOFF_MIN;
+                        c
+                    }
+                    Err(e) => {
+                        note_error(&sink.stats, &format!("{what} reconnecting"), &e);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        match c.run(&mut *sink).await {
+            Ok(()) => return Ok(()),
+            Err(e) if shared.w.reconnect => {
+                sink.flush();
+                note_error(&sink.stats, &what, &e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Body of worker thread `wi`: connects its clients, waits for the start,
 /// runs them, returns its statistics.
@@ -286,9 +447,10 @@ async fn work(wi: usize, shared: &Arc<Shared>) -> Result<WorkerStats> {
             order: OrderTrack::default(),
             window: None,
             new: 0,
+            last_any: now_ns(),
         };
         tasks.push(glommio::spawn_local(async move {
-            let r = cons.run(&mut sink).await;
+            let r = consume(Some(cons), &mut sink).await;
             sink.flush();
             r.context("consumer")
         }));
@@ -327,6 +489,9 @@ impl WorkerStats {
             confirmed: 0,
             nacked: 0,
             nacked_expected: 0,
+            confirmed_seqs: vec![BitSet::default(); w.producers],
+            errors: Default::default(),
+            reconnects: 0,
         }
     }
 }
@@ -370,15 +535,19 @@ async fn connect_clients(
 fn confirm_sink(p: usize, st: Rc<RefCell<WorkerStats>>, sh: Arc<Shared>) -> ConfirmSink {
     let per_message = sh.w.expected_per_message(p);
     let mut win: Option<Window> = None;
-    Box::new(move |intended, ack| {
+    Box::new(move |intended, seq, outcome| {
         let now = now_ns();
         let mut st = st.borrow_mut();
-        if !ack {
+        if let Err(why) = outcome {
             st.nacked += 1;
             st.nacked_expected += per_message;
+            *st.errors.entry(error_kind("publish not confirmed", &why)).or_default() += 1;
             return;
         }
         st.confirmed += 1;
+        if let Some(b) = st.confirmed_seqs.get_mut(p) {
+            b.insert(seq);
+        }
         sh.confirmed.fetch_add(1, Relaxed);
         let win = *win.get_or_insert_with(|| Window::new(sh.t0.load(Relaxed), &sh.w));
         if win.contains(intended) {
@@ -442,6 +611,7 @@ pub fn run(w: Workload) -> Result<Summary> {
         expected: AtomicU64::new(0),
         producers_done: AtomicUsize::new(0),
         workers_done: AtomicUsize::new(0),
+        last_new: AtomicU64::new(0),
         interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
         beats: (0..workers).map(|_| crate::stall::Beat::default()).collect(),
         stalls: crate::stall::Stalls::default(),
@@ -577,8 +747,18 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
     let mut sent = vec![0u64; w.producers];
     let (mut window_received, mut window_sent, mut confirmed, mut nacked) = (0, 0, 0, 0);
     let mut nacked_expected = 0;
+    let mut confirmed_seqs = vec![BitSet::default(); w.producers];
+    let mut client_errors = std::collections::BTreeMap::<String, u64>::new();
+    let mut reconnects = 0;
     for r in &results {
         checker.merge(&r.checker);
+        for (all, mine) in confirmed_seqs.iter_mut().zip(&r.confirmed_seqs) {
+            all.union_with(mine);
+        }
+        for (k, n) in &r.errors {
+            *client_errors.entry(k.clone()).or_default() += n;
+        }
+        reconnects += r.reconnects;
         for &(p, n) in &r.sent_by_producer {
             sent[p] = n;
         }
@@ -594,6 +774,12 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
     // Publishes the broker refused (nacked) were never accepted: not lost.
     let lost = if w.consumers > 0 { checker.lost(&sent, w.streams()).saturating_sub(nacked_expected) } else { 0 };
     let total_sent: u64 = sent.iter().sum();
+    let loss = if w.consumers > 0 && w.confirm {
+        checker.confirmed_loss(&confirmed_seqs, w.streams())
+    } else {
+        Default::default()
+    };
+    let samples = loss.samples.iter().map(|&(q, p, seq)| format!("{} producer {p} seq {seq}", w.queues[q])).collect();
     let expected = sent.iter().enumerate().map(|(p, &n)| n * w.expected_per_message(p)).sum();
     let fanout = if w.producers == 0 {
         0.0
@@ -623,6 +809,11 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         foreign: checker.foreign,
         stalls: 0,
         stall_ms_max: 0,
+        lost_confirmed: loss.lost,
+        lost_confirmed_samples: samples,
+        unconfirmed_received: loss.unconfirmed_received,
+        client_errors,
+        reconnects,
         config: serde_json::to_value(w).unwrap_or_default(),
         latency_percentiles_us: stats::percentile_points(&latency),
         latency_over_time: Vec::new(),

@@ -92,6 +92,22 @@ pub struct Summary {
     pub stalls: u64,
     #[serde(default)]
     pub stall_ms_max: u64,
+    /// With --confirm: confirmed messages no consumer received (the
+    /// first few as "queue producer seq" in `lost_confirmed_samples`),
+    /// and messages received whose publish was never confirmed.
+    #[serde(default)]
+    pub lost_confirmed: u64,
+    #[serde(default)]
+    pub lost_confirmed_samples: Vec<String>,
+    #[serde(default)]
+    pub unconfirmed_received: u64,
+    /// Errors the clients saw, by kind (digits folded to N): failed
+    /// connections and subscriptions, refused publishes.
+    #[serde(default)]
+    pub client_errors: std::collections::BTreeMap<String, u64>,
+    /// Connections made again after a failure (--reconnect).
+    #[serde(default)]
+    pub reconnects: u64,
     pub config: serde_json::Value,
     /// (percentile in %, latency in us) points for plotting.
     pub latency_percentiles_us: Vec<(f64, f64)>,
@@ -199,6 +215,30 @@ impl Summary {
                 String::new()
             }
         );
+        if self.confirmed > 0 || self.nacked > 0 {
+            let _ = writeln!(
+                s,
+                "confirmed      lost {}  (received unconfirmed {}){}",
+                self.lost_confirmed,
+                self.unconfirmed_received,
+                if self.lost_confirmed_samples.is_empty() {
+                    String::new()
+                } else {
+                    format!("  first: {}", self.lost_confirmed_samples.join(", "))
+                }
+            );
+        }
+        if self.reconnects > 0 || !self.client_errors.is_empty() {
+            let _ = writeln!(
+                s,
+                "client errors  {}  reconnects {}",
+                self.client_errors.values().sum::<u64>(),
+                self.reconnects
+            );
+            for (k, n) in &self.client_errors {
+                let _ = writeln!(s, "  {n:>8}  {k}");
+            }
+        }
         let _ = writeln!(
             s,
             "throughput     {:.0} msg/s  {:.2} MB/s  (publish {:.0} msg/s, deliver {:.0} msg/s)",

@@ -98,6 +98,15 @@ pub struct Workload {
     /// to its node (`ringmq::client`'s `cluster_aware`); off: through the
     /// node of `--url`, which forwards.
     pub cluster_aware: bool,
+    /// `--reconnect`: a client whose connection or subscription fails
+    /// connects again (with backoff) instead of ending the run.
+    pub reconnect: bool,
+    /// `--drain-idle`: after the run, consumers stop once nothing new has
+    /// arrived for this long (and every producer is done).
+    pub drain_idle_s: Option<f64>,
+    /// `--resubscribe-idle`: with `--reconnect`, a consumer that got
+    /// nothing for this long subscribes again on a new connection.
+    pub resubscribe_idle_s: Option<f64>,
 }
 
 impl Workload {
@@ -204,6 +213,9 @@ mod tests {
             purge: true,
             cluster_aware: true,
             progress: false,
+            reconnect: false,
+            drain_idle_s: None,
+            resubscribe_idle_s: None,
         }
     }
 

@@ -80,6 +80,9 @@ impl Consumer {
             if sink.should_stop(now_ns()) {
                 break;
             }
+            if let Some(why) = sink.stale(now_ns()) {
+                bail!(why);
+            }
             match self.conn.reader.fill(&mut self.conn.stream).await {
                 Ok(true) => {}
                 Ok(false) => bail!("connection closed by the broker"),

@@ -18,7 +18,7 @@ mod template;
 mod tx;
 mod url;
 
-use crate::header::HEADER_LEN;
+use crate::header::{Header, HEADER_LEN};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -370,13 +370,15 @@ impl Connection {
     }
 }
 
-/// Where confirm results go: called with (intended send time, acked?).
-pub type ConfirmSink = Box<dyn FnMut(u64, bool)>;
+/// Where confirm results go: called with (intended send time, sequence,
+/// outcome: `Ok` when confirmed, `Err(why)` when refused or never to be
+/// confirmed).
+pub type ConfirmSink = Box<dyn FnMut(u64, u64, Result<(), &str>)>;
 
 struct ConfirmState {
-    /// Intended send time of each unconfirmed publish, and whether it has
-    /// been confirmed out of order already.
-    pending: RefCell<VecDeque<(u64, bool)>>,
+    /// Intended send time and sequence of each unconfirmed publish, and
+    /// whether it has been confirmed out of order already.
+    pending: RefCell<VecDeque<(u64, u64, bool)>>,
     /// Delivery tag of `pending[0]`.
     front_tag: Cell<u64>,
     sem: Semaphore,
@@ -397,11 +399,11 @@ impl ConfirmState {
             return;
         }
         let mut sink = self.sink.borrow_mut();
-        let mut mark = |slot: &mut (u64, bool)| {
-            if !slot.1 {
-                slot.1 = true;
+        let mut mark = |slot: &mut (u64, u64, bool)| {
+            if !slot.2 {
+                slot.2 = true;
                 if let Some(s) = sink.as_mut() {
-                    s(slot.0, ack);
+                    s(slot.0, slot.1, if ack { Ok(()) } else { Err("basic.nack") });
                 }
             }
         };
@@ -413,7 +415,7 @@ impl ConfirmState {
             mark(&mut pending[idx]);
         }
         let mut popped = 0;
-        while pending.front().is_some_and(|s| s.1) {
+        while pending.front().is_some_and(|s| s.2) {
             pending.pop_front();
             popped += 1;
         }
@@ -473,8 +475,9 @@ impl Producer {
         if self.state.confirm {
             self.state.sem.acquire(msgs.len() as u64).await.map_err(|_| anyhow!("connection lost"))?;
             let mut pending = self.state.pending.borrow_mut();
-            for (_, intended) in msgs {
-                pending.push_back((*intended, false));
+            for (hdr, intended) in msgs {
+                let seq = Header::read(hdr).map_or(0, |h| h.seq);
+                pending.push_back((*intended, seq, false));
             }
         } else if self.state.closed.get() {
             bail!("connection lost");
@@ -525,6 +528,12 @@ pub trait Sink {
     fn flush(&mut self);
     /// Polled after every batch and at least every 100 ms.
     fn should_stop(&mut self, now_ns: u64) -> bool;
+    /// Polled with `should_stop`: `Some(why)` ends this subscription with
+    /// an error, so that a `--reconnect` run subscribes again
+    /// (`--resubscribe-idle`).
+    fn stale(&mut self, _now_ns: u64) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -557,10 +566,10 @@ mod tests {
         let got = Rc::new(RefCell::new(Vec::new()));
         let g = got.clone();
         let state = ConfirmState {
-            pending: RefCell::new((0..5).map(|i| (100 + i, false)).collect()),
+            pending: RefCell::new((0..5).map(|i| (100 + i, i, false)).collect()),
             front_tag: Cell::new(1),
             sem: Semaphore::new(0),
-            sink: RefCell::new(Some(Box::new(move |t, ok| g.borrow_mut().push((t, ok))))),
+            sink: RefCell::new(Some(Box::new(move |t, _, r| g.borrow_mut().push((t, r.is_ok()))))),
             confirm: true,
             closed: Cell::new(false),
         };
