@@ -434,6 +434,25 @@ fn known_type(t: u8) -> bool {
     matches!(t, T_SEGMENT | T_DECLARE | T_DELETE | T_PURGE | T_PUBLISH | T_ACK | T_QUEUE_ARGS | T_SEAL)
 }
 
+/// Whether a header-shaped `rec` has the shape its type gives a record,
+/// checked in O(1) before its checksum is paid for: a publish holds
+/// exactly one whole entry, acks and purges a whole number of ranges, a
+/// seal and a delete nothing. Old payloads in a reused segment that look
+/// like headers claiming megabytes otherwise spent the CRC budget, and a
+/// torn tail after kill -9 was taken for damage: the node refused to start.
+fn plausible(rec: &[u8]) -> bool {
+    let p = &rec[HEADER_BYTES..];
+    match rec[8] {
+        T_SEGMENT => p.len() == 28,
+        T_DELETE | T_SEAL => p.is_empty(),
+        T_ACK | T_PURGE => p.len() >= 4 && usize_at(p, 0).and_then(|n| n.checked_mul(16)) == Some(p.len() - 4),
+        T_PUBLISH => p.len() >= 8 && crate::protocol::batch::parse_entry(&p[8..]).is_ok(),
+        // A name, and the arguments table of a declare (at most 64 KiB).
+        T_DECLARE | T_QUEUE_ARGS => p.len() <= 8 + (64 << 10) + 1024,
+        _ => false,
+    }
+}
+
 /// Whether a record that verifies under `seed` starts anywhere in `buf`
 /// after `bad` (the offset of a bad record): then the bad bytes are not a
 /// torn tail but damage with data behind it. Every 8-aligned offset is
@@ -451,7 +470,7 @@ pub fn valid_record_after(buf: &[u8], bad: usize, seed: Seed) -> bool {
                 // reused segment's old records (zeros and lengths) spent
                 // the budget, and a torn tail after kill -9 was taken for
                 // damage: the broker refused to start.
-                if known_type(rec[8]) && rec[9..12].iter().all(|&b| b == 0) {
+                if known_type(rec[8]) && rec[9..12].iter().all(|&b| b == 0) && plausible(rec) {
                     if budget < len {
                         return true;
                     }

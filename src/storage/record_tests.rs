@@ -175,7 +175,7 @@ fn an_older_use_of_a_reused_segment_is_not_data_after_a_torn_tail() {
     // One record of this segment's after it is still found: damage.
     let mut damaged = buf.clone();
     let mut rec = Vec::new();
-    encode_publish(&mut rec, new, 2, 7, b"late");
+    encode_publish(&mut rec, new, 2, 7, &entry(b"late"));
     damaged[8 * BLOCK..8 * BLOCK + rec.len()].copy_from_slice(&rec);
     assert!(valid_record_after(&damaged, end.valid_end, new));
 }
@@ -287,4 +287,44 @@ fn header_tells_the_version_and_a_stale_header() {
 fn ranges_merge() {
     assert_eq!(to_ranges(&mut [5, 1, 2, 3, 9, 8, 2]), vec![(1, 3), (5, 5), (8, 9)]);
     assert!(to_ranges(&mut []).is_empty());
+}
+
+/// The chaos run's file (a reused segment after kill -9): the older use's
+/// message bodies hold header-shaped words (a known type, reserved bytes
+/// zero) that claim most of the file. Without the shape check they spent
+/// the CRC budget and the torn tail was taken for damage.
+#[test]
+fn header_shaped_payloads_of_an_older_use_do_not_exhaust_the_search() {
+    let new = Seed::of(SEG);
+    let old = Seed::of(SEG - 3);
+    let mut buf = Vec::new();
+    encode_publish(&mut buf, new, 1, 0, b"this use");
+    let tail = align8(buf.len());
+    buf.resize(tail, 0);
+    // Bodies full of fake publish headers, each claiming 1 MiB.
+    let mut body = vec![0u8; 4000];
+    for at in (0..body.len() - 16).step_by(16) {
+        body[at..at + 4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        body[at + 8] = T_PUBLISH;
+    }
+    let mut seq = 0;
+    while buf.len() < 4 << 20 {
+        encode_publish(&mut buf, old, 2, seq, &body);
+        seq += 1;
+    }
+    buf.resize(4 << 20, 0);
+    assert!(!valid_record_after(&buf, tail, new), "the older use is a torn tail");
+    // A record of this use after it is still found.
+    let mut rec = Vec::new();
+    encode_publish(&mut rec, new, 1, 1, &entry(b"late"));
+    let at = 3 << 20;
+    buf[at..at + rec.len()].copy_from_slice(&rec);
+    assert!(valid_record_after(&buf, tail, new), "damage with this use's data behind it");
+}
+
+/// A message entry as the log writes it (the shard validated it).
+fn entry(body: &[u8]) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    crate::protocol::batch::put_entry(&mut b, 0, &[], body);
+    b.to_vec()
 }
