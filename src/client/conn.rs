@@ -416,17 +416,29 @@ impl Conn {
                 self.blocked.borrow_mut().take();
                 self.unblocked.notify();
             }
-            Cmd::Map(m) => {
-                let owned = super::cluster::OwnedMap::from_wire(&m, &self.info);
-                self.complete(rid, owned.map(Response::Map));
-            }
-            Cmd::MapChanged { version } => {
-                tracing::debug!(version, "the cluster map changed");
-                self.map_changed.set(true);
-            }
+            Cmd::Map(m) => self.on_map(rid, &m),
+            Cmd::MapChanged { version } => self.on_map_changed(version),
             other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
         }
         Ok(())
+    }
+}
+
+impl Conn {
+    /// Rare (once a connection, and when the map moves): out of
+    /// `on_frame`'s hot body, which every delivery runs through.
+    #[cold]
+    #[inline(never)]
+    fn on_map(&self, rid: u64, m: &crate::protocol::cluster_map::ClusterMap<'_>) {
+        let owned = super::cluster::OwnedMap::from_wire(m, &self.info);
+        self.complete(rid, owned.map(Response::Map));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_map_changed(&self, version: u32) {
+        tracing::debug!(version, "the cluster map changed");
+        self.map_changed.set(true);
     }
 }
 

@@ -401,7 +401,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
         }
         op::GET_EMPTY => Cmd::GetEmpty,
         op::MAP_GET => Cmd::MapGet,
-        op::MAP => Cmd::Map(super::cluster_map::decode(&mut c)?),
+        op::MAP => Cmd::Map(decode_map(&mut c)?),
         op::MAP_CHANGED => Cmd::MapChanged { version: c.u32()? },
         op::LOCATE => Cmd::Locate { queue: c.str8()? },
         op::ADMIN => {
@@ -422,6 +422,14 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
 }
 
 /// A trailing field a newer peer adds: absent, or exactly a u32.
+/// Rare (once a connection, and when the map moves): kept out of the
+/// decoder's hot body, which every delivery runs through.
+#[cold]
+#[inline(never)]
+fn decode_map<'a>(c: &mut Cursor<'a>) -> Result<super::cluster_map::ClusterMap<'a>, DecodeError> {
+    super::cluster_map::decode(c)
+}
+
 fn optional_u32(c: &mut Cursor<'_>) -> Result<Option<u32>, DecodeError> {
     if c.remaining() == 0 {
         Ok(None)
