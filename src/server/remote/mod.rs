@@ -35,6 +35,41 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The next data message on a link, either side: pings answered (on
+/// `outbox`), pongs skipped; a close, a frame out of place or a read
+/// error (the idle deadline among them) ends the link. The inner `Err`: a
+/// payload that does not decode.
+pub(crate) async fn next_message(
+    r: &mut futures_lite::io::ReadHalf<crate::rt::Transport>,
+    frames: &mut crate::cluster::link::handshake::Frames,
+    idle: std::time::Duration,
+    outbox: Option<&crate::rt::Outbox>,
+) -> Result<Result<wire::DataMsg, String>, crate::cluster::link::LinkError> {
+    use crate::cluster::link::LinkError;
+    use crate::protocol::link::{CloseCode, Frame};
+    // Time this side spent not reading (back pressure before the call) is
+    // not the peer's idleness.
+    let resumed = std::time::Instant::now();
+    loop {
+        let deadline = move |c: &crate::rt::reader::Clock| Some(c.last_byte.max(resumed) + idle);
+        match frames.next(r, deadline).await {
+            Ok(Frame::Data { payload }) => return Ok(wire::decode(payload)),
+            Ok(Frame::Ping) => {
+                if let Some(o) = outbox {
+                    o.push(|b| Frame::Pong.encode(b));
+                }
+            }
+            Ok(Frame::Pong) => {}
+            Ok(Frame::Close { code, reason }) => return Err(LinkError::Closed { code, reason: reason.into() }),
+            Ok(other) => {
+                let why = format!("{} on a data link", other.name());
+                return Err(LinkError::refuse(CloseCode::UnexpectedFrame, why));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Owner ids from here up are remote slots; below it, this node's shards
 /// (at most 1024, validated).
 pub const REMOTE_BASE: u16 = 0x8000;

@@ -22,7 +22,6 @@ use super::{Dir, SlotKey};
 use crate::cluster::link::{handshake::Frames, outgoing, LinkConfig, LinkError};
 use crate::protocol::link::{CloseCode, Frame};
 use crate::protocol::ErrorCode;
-use crate::rt::reader::Clock;
 use crate::rt::{Outbox, Transport};
 use bytes::BytesMut;
 use futures_lite::io::ReadHalf;
@@ -30,6 +29,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
+
+/// Bytes waiting for a data link's socket past which the connections
+/// feeding it stop reading (`Shard::wait_for_space`): small next to the
+/// link's outbox bound, so a node that floods another cannot queue more
+/// than a moment's work there, and the receiving side, which stops
+/// reading while it is behind, catches up long before the link's send
+/// timeout would take it for dead.
+pub const BACKLOG_BYTES_MAX: usize = 8 << 20;
 
 /// How long a bind's answer waits for this node to route by it.
 const BIND_SETTLE_WAIT: Duration = Duration::from_secs(10);
@@ -264,21 +271,10 @@ impl Peer {
         config: &LinkConfig,
     ) -> LinkError {
         let idle = config.limits.idle_timeout;
+        let outbox = self.outbox.borrow().clone();
         loop {
-            let deadline = move |c: &Clock| Some(c.last_byte + idle);
-            let payload = match frames.next(r, deadline).await {
-                Ok(Frame::Data { payload }) => wire::decode(payload),
-                Ok(Frame::Ping) => {
-                    if let Some(o) = self.outbox.borrow().as_ref() {
-                        o.push(|b| Frame::Pong.encode(b));
-                    }
-                    continue;
-                }
-                Ok(Frame::Pong) => continue,
-                Ok(Frame::Close { code, reason }) => return LinkError::Closed { code, reason: reason.into() },
-                Ok(other) => {
-                    return LinkError::refuse(CloseCode::UnexpectedFrame, format!("{} on a data link", other.name()))
-                }
+            let payload = match super::next_message(r, frames, idle, outbox.as_deref()).await {
+                Ok(p) => p,
                 Err(e) => return e,
             };
             let Some(s) = shard.upgrade() else { return LinkError::Lost };

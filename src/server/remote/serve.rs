@@ -18,8 +18,7 @@ use super::wire::{self, DataMsg, EncodeError};
 use super::{Dir, SlotKey};
 use crate::cluster::link::{handshake::Frames, incoming, LinkConfig, LinkError};
 use crate::cluster::NodeId;
-use crate::protocol::link::{CloseCode, Frame};
-use crate::rt::reader::Clock;
+use crate::protocol::link::CloseCode;
 use crate::rt::{Outbox, Transport};
 use futures_lite::io::ReadHalf;
 use glommio::net::{TcpListener, TcpStream};
@@ -160,19 +159,8 @@ async fn read(
         // reading its requests.
         link.outbox.wait_pending_below(limits.outbox_bytes_max).await;
         shard.wait_for_space().await;
-        let idle = limits.idle_timeout;
-        let deadline = move |c: &Clock| Some(c.last_byte + idle);
-        let msg = match frames.next(r, deadline).await {
-            Ok(Frame::Data { payload }) => wire::decode(payload),
-            Ok(Frame::Ping) => {
-                link.outbox.push(|b| Frame::Pong.encode(b));
-                continue;
-            }
-            Ok(Frame::Pong) => continue,
-            Ok(Frame::Close { code, reason }) => return LinkError::Closed { code, reason: reason.into() },
-            Ok(other) => {
-                return LinkError::refuse(CloseCode::UnexpectedFrame, format!("{} on a data link", other.name()))
-            }
+        let msg = match super::next_message(r, frames, limits.idle_timeout, Some(&link.outbox)).await {
+            Ok(m) => m,
             Err(e) => return e,
         };
         match msg {

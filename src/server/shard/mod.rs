@@ -287,8 +287,7 @@ impl Shard {
         if self.remote.peers.borrow().is_empty() {
             return;
         }
-        // The links' bound (their limits are the defaults on every node).
-        let max = crate::cluster::link::LinkLimits::default().outbox_bytes_max;
+        let max = crate::server::remote::peer::BACKLOG_BYTES_MAX;
         loop {
             let full = self.remote.peers.borrow().values().find(|p| p.backlog() >= max).cloned();
             match full {
