@@ -39,6 +39,8 @@ pub struct Incoming {
     /// The dialling shard, from its first request (every request on a
     /// link is from a connection on the shard that dialled it).
     dialler: Cell<Option<u16>>,
+    /// A newer link from the same shard replaced it.
+    superseded: Cell<bool>,
     outbox: Rc<Outbox>,
     frame_bytes_max: usize,
     /// Each remote connection's slot and the queues it subscribed to, got
@@ -122,6 +124,7 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, config: LinkConfig, han
     let link = Rc::new(Incoming {
         node: peer.node_id,
         dialler: Cell::new(None),
+        superseded: Cell::new(false),
         outbox: outbox.clone(),
         frame_bytes_max: config.limits.frame_bytes_max,
         conns: RefCell::default(),
@@ -189,10 +192,26 @@ fn on_request(
     match link.dialler.get() {
         _ if super::is_remote(s) => return Err(format!("a connection on shard {s}")),
         Some(d) if d != s => return Err(format!("a connection on shard {s} over shard {d}'s link")),
+        Some(_) if link.superseded.get() => return Err("a request on a link its dialler replaced".into()),
         Some(_) => {}
         None => {
             link.dialler.set(Some(s));
-            shard.remote.incoming.borrow_mut().entry((link.node, s)).or_default().push(link.clone());
+            // The dialler opens a new link only once it gave the old one
+            // up (its consumers were told they are gone): the old link's
+            // connections are released now, before this link's requests,
+            // so that the old link's end, whenever it is noticed here,
+            // does not take the connections' new consumers with it.
+            let stale: Vec<Rc<Incoming>> = {
+                let mut incoming = shard.remote.incoming.borrow_mut();
+                let links = incoming.entry((link.node, s)).or_default();
+                let stale = std::mem::take(links);
+                links.push(link.clone());
+                stale
+            };
+            for old in stale {
+                old.superseded.set(true);
+                release(shard, &old);
+            }
         }
     }
     let key = SlotKey { node: link.node, shard: s, home: shard.id, dir: Dir::In };
