@@ -228,6 +228,9 @@ pub async fn start(
     };
     let server = glommio::spawn_local(link::serve(listener, raft.clone(), links.clone()));
     let member = Member { raft, links };
+    if !first {
+        catch_up(&member, &progress, node_id).await;
+    }
     if first && joining.is_none() {
         let members = BTreeMap::from([(node_id, BasicNode::new(&cs.advertise))]);
         member.raft.initialize(members).await.map_err(|e| format!("forming a cluster of one: {e}"))?;
@@ -266,8 +269,41 @@ pub async fn start(
     Ok(node)
 }
 
-/// How long a restarted node waits to re-apply its committed log.
+/// How long a restarted node waits to re-apply its committed log, and
+/// then to catch up with the group, before it serves anyway.
 const REPLAY_WAIT: Duration = Duration::from_secs(10);
+
+/// A restarted node serves once it has what the group committed, as far
+/// as it can learn within `REPLAY_WAIT`: the leader's commit (asked of
+/// it, or, leading itself, confirmed by a quorum) applied here. What the
+/// saved commit pointer re-applies may stop short of that (it is saved
+/// lazily), and a queue placed after it would be "not found" here for a
+/// moment: an AMQP publish to it acked as unroutable. Without a majority
+/// it serves what it has once the wait is over (changes are refused
+/// there anyway).
+async fn catch_up(member: &Member<ClusterMeta>, progress: &Progress, me: NodeId) {
+    let deadline = Instant::now() + REPLAY_WAIT;
+    while Instant::now() < deadline {
+        let leader = member.raft.metrics().borrow().current_leader;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let target = match leader {
+            Some(l) if l == me => match member.raft.ensure_linearizable().await {
+                Ok(Some(log)) => Some(log.index),
+                Ok(None) => Some(0),
+                Err(_) => None,
+            },
+            Some(_) => member.status(left.min(Duration::from_secs(2))).await.ok().map(|v| v.committed.unwrap_or(0)),
+            None => None,
+        };
+        if let Some(index) = target {
+            if progress.wait_applied(index, deadline.saturating_duration_since(Instant::now())).await {
+                return;
+            }
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!("cluster: not caught up with the group within {REPLAY_WAIT:?}; serving what this node has");
+}
 
 /// Dials the seeds in turn until one answers as a member of a cluster.
 /// A link config for a node that has no cluster yet.
