@@ -270,14 +270,7 @@ WORKLOADS=(
     "pers|1 KiB persistent with confirms, max rate|1|--size 1024 --persistent --confirm"
     "lat|1 KiB transient at $RATE msg/s in all (latency)|0|--size 1024 --rate $RATE"
 )
-if [ -n "${ONLY:-}" ]; then
-    KEEP=()
-    for wl in "${WORKLOADS[@]}"; do
-        case ",$ONLY," in *",${wl%%|*},"*) KEEP+=("$wl") ;; esac
-    done
-    [ ${#KEEP[@]} -gt 0 ] || { say "ONLY=$ONLY matches no workload"; exit 1; }
-    WORKLOADS=("${KEEP[@]}")
-fi
+only_workloads
 if [ -z "${CORES:-}" ] && [ "$(nproc)" -le 2 ]; then CORES=0; fi
 CORE_ARGS=()
 [ -z "${CORES:-}" ] || CORE_ARGS=(--cores "$CORES")

@@ -147,14 +147,7 @@ WORKLOADS=(
     "rate|1 KiB at $RATE msg/s + confirms (latency)|--size 1024 --rate $RATE --confirm"
     "fanout|16 B fanout to 10 queues, 1p 10c (deliveries/s)|--size 16 --exchange loadgen-fanout --queues 10 --consumers 10"
 )
-if [ -n "${ONLY:-}" ]; then
-    KEEP=()
-    for wl in "${WORKLOADS[@]}"; do
-        case ",$ONLY," in *",${wl%%|*},"*) KEEP+=("$wl") ;; esac
-    done
-    [ ${#KEEP[@]} -gt 0 ] || { say "ONLY=$ONLY matches no workload"; exit 1; }
-    WORKLOADS=("${KEEP[@]}")
-fi
+only_workloads
 
 CORE_ARGS=()
 if [ -z "${CORES:-}" ] && [ "$(nproc)" -le 2 ]; then CORES=0; fi

@@ -235,3 +235,15 @@ bench_cleanup() {
     stop_rabbitmq_cluster
     rm -rf "$TMP"
 }
+
+# ONLY=a,b keeps the WORKLOADS entries ("key|title|...") whose key is
+# listed; none matching is an error (the caller's `say` reports it).
+only_workloads() {
+    [ -n "${ONLY:-}" ] || return 0
+    local keep=() wl
+    for wl in "${WORKLOADS[@]}"; do
+        case ",$ONLY," in *",${wl%%|*},"*) keep+=("$wl") ;; esac
+    done
+    [ ${#keep[@]} -gt 0 ] || { say "ONLY=$ONLY matches no workload"; exit 1; }
+    WORKLOADS=("${keep[@]}")
+}
