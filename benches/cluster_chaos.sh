@@ -86,7 +86,9 @@
 # OUT (a new /tmp/ringmq-chaos.XXXXXX; logs are kept, data dirs removed
 # unless KEEP_DATA=1 or the run failed), BIN_DIR (the release binaries;
 # default $CARGO_TARGET_DIR/release, else target/release), BUILD=1 to
-# build them first. Everything runs under `nice -n 19`.
+# build them first, LOADGEN_ARGS (more loadgen options for the native
+# instances, e.g. --no-cluster-aware: every queue through its instance's
+# node, forwarded). Everything runs under `nice -n 19`.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -406,6 +408,8 @@ done
 
 # ------------------------------------------------------------ load
 RUN_S=$((DURATION + TAIL))
+# shellcheck disable=SC2086
+lg_extra() { [ "$1" = 4 ] || echo ${LOADGEN_ARGS:-}; }
 RESUB_ARGS=()
 [ "$RESUB_IDLE" != 0 ] && RESUB_ARGS=(--resubscribe-idle "$RESUB_IDLE")
 for k in "${LG[@]}"; do
@@ -413,7 +417,7 @@ for k in "${LG[@]}"; do
         --producers 6 --consumers 6 --queues 6 --queue-prefix "chaos-L$k" \
         --persistent --confirm --rate "$RATE" --size 64 --prefetch 200 \
         --duration "$RUN_S" --warmup 0 --drain "$DRAIN" --drain-idle "$DRAIN_IDLE" \
-        --reconnect ${RESUB_ARGS[@]+"${RESUB_ARGS[@]}"} --quiet --cores $((k % 2)) --label "chaos L$k via $(lg_via "$k")" \
+        --reconnect ${RESUB_ARGS[@]+"${RESUB_ARGS[@]}"} $(lg_extra "$k") --quiet --cores $((k % 2)) --label "chaos L$k via $(lg_via "$k")" \
         --json "$OUT/L$k.json" >"$OUT/L$k.out" 2>"$OUT/L$k.err" &
     LOADGEN_PIDS+=($!)
 done

@@ -253,6 +253,29 @@ fn the_cluster_aware_client_goes_straight_to_the_owner_and_follows_the_map() {
         assert_eq!(u32::from(carrier.info().shard_id), owner, "its owning shard there");
         publish(a.clone(), "direct-q", 200).await.unwrap();
         consume(a.clone(), "direct-q", 200).await;
+        // Closing a client, or dropping it, shuts its connection to n3 as
+        // well: what its consumer there held unacked is queued again at
+        // once, not kept for a connection that is gone.
+        for close in [true, false] {
+            publish(a.clone(), "direct-q", 10).await.unwrap();
+            let c = client(a.clone()).await;
+            let mut held = c.subscribe("direct-q", 64).await.unwrap();
+            for _ in 0..10 {
+                within("delivery", STEP, held.next()).await.unwrap().unwrap();
+            }
+            if close {
+                within("close", STEP, c.close()).await;
+            }
+            drop((held, c));
+            let fresh = client(a.clone()).await;
+            let mut again = fresh.subscribe("direct-q", 64).await.unwrap();
+            for i in 0..10 {
+                let d = within("redelivery", STEP, again.next()).await.unwrap().unwrap();
+                assert_eq!((&d.body[..], d.redelivered), (format!("m-{i}").as_bytes(), true), "close {close}");
+                again.ack(d.tag);
+            }
+            fresh.close().await;
+        }
     });
     assert_eq!(metric(&nodes[0], forwarded), before, "n1 forwarded nothing: the client went to n3 itself");
     let a = u1.clone();

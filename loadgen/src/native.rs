@@ -187,9 +187,10 @@ impl Consumer {
     }
 
     /// Consumes until the sink says stop, then cancels; on an error too,
-    /// the client is closed: a client dropped without `close()` keeps its
-    /// connection open, and with it the subscription and the deliveries
-    /// it holds unacked (a `--reconnect` run would strand them).
+    /// the client is closed, acks first (a close that does not finish in
+    /// time drops the client, which shuts its connections: a connection
+    /// left open would keep the subscription and its unacked deliveries,
+    /// and a `--reconnect` run would strand them).
     pub async fn run(self, sink: &mut impl Sink) -> Result<()> {
         let Consumer { client, mut consumer } = self;
         let r = match deliveries(&mut consumer, sink).await {

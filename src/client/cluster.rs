@@ -115,6 +115,11 @@ impl Routes {
         self.conns.borrow().get(&addr).filter(|c| !c.is_closed()).cloned()
     }
 
+    /// Every connection this client opened to other nodes.
+    pub fn conns(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+
     pub fn keep(&self, addr: SocketAddr, c: Rc<Conn>) {
         self.conns.borrow_mut().insert(addr, c);
     }

@@ -297,6 +297,12 @@ impl Conn {
         self.outbox.wait_below(0).await;
     }
 
+    /// Closes without waiting: what is queued is written, then the socket
+    /// shuts (the writer does both).
+    pub fn shut(&self) {
+        self.outbox.close();
+    }
+
     /// Flushes what is queued, then closes the socket.
     pub async fn close(&self) {
         self.close_acks_first().await;

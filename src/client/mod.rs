@@ -480,12 +480,41 @@ impl Client {
         id
     }
 
-    /// Closes every connection after flushing what is queued on them.
+    /// Every connection this client opened, once each: the first, this
+    /// node's shards' and, cluster-aware, other nodes' shards'.
+    fn all_conns(&self) -> Vec<Rc<Conn>> {
+        let mut all = vec![self.first.clone()];
+        let shards = self.by_shard.borrow();
+        for c in shards.iter().flatten().cloned().chain(self.routes.conns()) {
+            if !all.iter().any(|a| Rc::ptr_eq(a, &c)) {
+                all.push(c);
+            }
+        }
+        all
+    }
+
+    /// Closes every connection after flushing what is queued on them. The
+    /// closes run together: one to a broker that does not read (a frozen
+    /// node) must not keep the others open, with their consumers' unacked
+    /// deliveries held on the broker.
     pub async fn close(&self) {
-        let conns: Vec<Rc<Conn>> = self.by_shard.borrow().iter().flatten().cloned().collect();
-        self.first.close().await;
-        for c in conns {
-            c.close().await;
+        let closing: Vec<_> =
+            self.all_conns().into_iter().map(|c| glommio::spawn_local(async move { c.close().await })).collect();
+        for task in closing {
+            task.await;
+        }
+    }
+}
+
+/// A client dropped without [`Client::close`] (or while closing) still
+/// closes its connections: what is queued is written, then each socket
+/// shuts. Otherwise the reading tasks keep them open, and a broker keeps
+/// the consumers on them, holding their unacked deliveries, for as long
+/// as the process lives.
+impl Drop for Client {
+    fn drop(&mut self) {
+        for c in self.all_conns() {
+            c.shut();
         }
     }
 }
