@@ -10,11 +10,11 @@
 mod cluster;
 mod common;
 
-use cluster::{three, wait_until, Node};
-use common::{within, STEP};
+use cluster::{three, three_with, wait_until, Node};
+use common::{within, Raw, STEP};
 use futures_lite::StreamExt;
 use ringmq::client::{Client, ClientOptions, ProducerOptions};
-use ringmq::protocol::ErrorCode;
+use ringmq::protocol::{Cmd, ErrorCode};
 use std::time::Duration;
 
 fn url(n: &Node) -> String {
@@ -326,4 +326,39 @@ fn the_cluster_aware_client_goes_straight_to_the_owner_and_follows_the_map() {
     assert_eq!(done_rx.recv().unwrap(), 2, "the client follows the map to two nodes");
     watcher.join().unwrap();
     wait_until("n1 shows two members", || nodes[0].status()["nodes"].as_array().map_or(0, Vec::len) == 2);
+}
+
+/// A publisher on n1 routing through an exchange to a deep queue on n3 is
+/// paused by n3 (`PublishPaused` over the data link), as one on another
+/// shard is, and goes on once the queue drains: forwarding does not let a
+/// publisher grow another node's queue without bound.
+#[test]
+fn a_routed_publisher_on_another_node_pauses_on_a_deep_queue() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("pause.toml");
+    std::fs::write(&conf, "publish_pause_messages = 100\n").unwrap();
+    let nodes = three_with(root.path(), &["--config", conf.to_str().unwrap()]);
+    let (mut on3, _) = Raw::hello(nodes[2].native);
+    on3.declare("deep-q");
+    let (mut p, _) = Raw::hello(nodes[0].native);
+    let rid = p.send(Cmd::ExchangeDeclare { flags: 0, exchange: "deep-x", kind: "fanout", args: &[] });
+    p.expect_ok(rid);
+    let rid = p.send(Cmd::Bind { flags: 0, source: "deep-x", destination: "deep-q", routing_key: "", args: &[] });
+    p.expect_ok(rid);
+    assert!(nodes[2].queues().iter().any(|q| q == "deep-q") && nodes[0].queues().is_empty());
+    // A consumer that takes one message and never acks: the queue stays deep.
+    let (mut slow, _) = Raw::hello(nodes[2].native);
+    slow.subscribe("deep-q", 1);
+    let first = p.publish_to("deep-x", 300);
+    p.expect_confirm(first, 300);
+    // The pause comes back over the link with the confirm: the batch on its
+    // way is read, the next one is not.
+    let second = p.publish_to("deep-x", 10);
+    p.expect_confirm(second, 10);
+    let third = p.publish_to("deep-x", 10);
+    p.expect_silence();
+    let (mut fast, _) = Raw::hello(nodes[2].native);
+    let (cid, mut got) = fast.subscribe("deep-q", 1000);
+    got.extend(fast.expect_deliveries(cid, 309 - got.len()));
+    p.expect_confirm(third, 10);
 }

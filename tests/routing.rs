@@ -332,19 +332,6 @@ fn dead_letters_route_through_an_exchange() {
     });
 }
 
-/// Sends one PublishTo frame with CONFIRM carrying `n` small messages.
-fn publish_to(r: &mut Raw, exchange: &str, n: usize) -> u64 {
-    let rid = r.rid();
-    let mut b = BytesMut::new();
-    let mut w = BatchWriter::begin_publish_to(&mut b, rid, op::PUBLISH_CONFIRM, exchange, "");
-    for i in 0..n {
-        w.push(&mut b, 0, &[], format!("m{i}").as_bytes());
-    }
-    w.finish(&mut b);
-    r.write(&b);
-    rid
-}
-
 /// A routed publisher pauses, like a direct one, while a queue of its shard
 /// that it routes to is over `publish_pause_messages` and has a consumer,
 /// and resumes once the queue has drained to half.
@@ -366,14 +353,46 @@ fn routed_publisher_pauses_on_a_deep_local_queue() {
     // A consumer that takes one message and never acks: the queue stays deep.
     let (mut slow, _) = Raw::hello(b.shards[0]);
     slow.subscribe(&local, 1);
-    let first = publish_to(&mut p, "pause-x", 300);
+    let first = p.publish_to("pause-x", 300);
     p.expect_confirm(first, 300);
     // Over the limit: the next batch is not even read.
-    let second = publish_to(&mut p, "pause-x", 10);
+    let second = p.publish_to("pause-x", 10);
     p.expect_silence();
     // A consumer that drains the queue lets the publisher go on.
     let (mut fast, _) = Raw::hello(b.shards[0]);
     let (cid, mut got) = fast.subscribe(&local, 1000);
     got.extend(fast.expect_deliveries(cid, 299 - got.len()));
     p.expect_confirm(second, 10);
+}
+
+/// A routed publisher pauses on a deep queue of another shard too: the
+/// owner tells it (`PublishPaused`), as it tells a direct publisher, and
+/// it resumes once the queue has drained to half. (A publisher on another
+/// node goes the same way: `tests/cluster_queues.rs`.)
+#[test]
+fn routed_publisher_pauses_on_a_deep_queue_of_another_shard() {
+    let b = TestBroker::start_with(2, |c| c.publish_pause_messages = 100);
+    let remote = queue_on(1, 2, "rpause-r");
+    let (mut p, shard) = Raw::hello(b.shards[0]);
+    assert_eq!(shard, 0);
+    p.declare(&remote);
+    let rid = p.send(Cmd::ExchangeDeclare { flags: 0, exchange: "rpause-x", kind: "fanout", args: &[] });
+    p.expect_ok(rid);
+    let rid = p.send(Cmd::Bind { flags: 0, source: "rpause-x", destination: &remote, routing_key: "", args: &[] });
+    p.expect_ok(rid);
+    let (mut slow, _) = Raw::hello(b.shards[1]);
+    slow.subscribe(&remote, 1);
+    let first = p.publish_to("rpause-x", 300);
+    p.expect_confirm(first, 300);
+    // The pause reaches the publisher's connection with the confirm, while
+    // it waits to read: the batch already on its way is read, the next
+    // one is not.
+    let second = p.publish_to("rpause-x", 10);
+    p.expect_confirm(second, 10);
+    let third = p.publish_to("rpause-x", 10);
+    p.expect_silence();
+    let (mut fast, _) = Raw::hello(b.shards[1]);
+    let (cid, mut got) = fast.subscribe(&remote, 1000);
+    got.extend(fast.expect_deliveries(cid, 309 - got.len()));
+    p.expect_confirm(third, 10);
 }

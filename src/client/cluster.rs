@@ -1,5 +1,6 @@
 //! The cluster-aware side of the client (issue 17; `protocol::cluster_map`):
-//! a client of a clustered broker asks where each queue lives and sends
+//! a client of a clustered broker gets the map with its first handshake
+//! (`super::handshake`), asks where each queue lives and sends
 //! its traffic straight to the owning node's owning shard, over a
 //! connection it opens there. A queue whose node cannot be reached, or a
 //! map that moved under it, falls back to the first connection: that node
@@ -65,12 +66,17 @@ impl Routes {
         !self.map.borrow().nodes.is_empty()
     }
 
+    /// Takes a new map (and forgets where queues were).
+    pub fn set(&self, map: OwnedMap) {
+        *self.map.borrow_mut() = map;
+        self.located.borrow_mut().clear();
+    }
+
     /// Fetches the map over `via` (and forgets where queues were).
     pub async fn refresh(&self, via: &Conn) -> Result<()> {
         match via.request(Cmd::MapGet).await? {
             Response::Map(m) => {
-                *self.map.borrow_mut() = m;
-                self.located.borrow_mut().clear();
+                self.set(m);
                 Ok(())
             }
             other => Err(ClientError::Protocol(format!("unexpected reply to MapGet: {other:?}"))),

@@ -4,18 +4,18 @@
 
 use super::consumer::{ConsumerState, Delivery};
 use super::dial::{io_error, Dialer};
+use super::handshake::{greet, Greeting, MAP_REQUEST_ID};
 use super::{parse_broker_url, ClientError, ClientOptions, Result, ServerInfo};
 use crate::protocol::{encode_ack, Cmd, Frame};
-use crate::rt::reader::{for_each_frame, Clock, FrameReader, Native, ReadError, READ_BYTES};
+use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox, Slot, Transport};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{split, ReadHalf};
-use futures_lite::AsyncWriteExt;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A reply as the waiting request sees it.
 #[derive(Debug, Clone)]
@@ -28,10 +28,6 @@ pub enum Response {
 }
 
 type Waiter = Box<dyn FnOnce(Result<Response>)>;
-
-/// The largest frame a client accepts from the broker, before the
-/// handshake says what the broker's limit is.
-const HANDSHAKE_FRAME_MAX: usize = 1 << 20;
 
 /// Bytes queued for the socket before senders wait for the writer.
 const OUTBOX_HIGH_BYTES: usize = 4 << 20;
@@ -65,36 +61,24 @@ impl Conn {
     }
 
     pub(crate) async fn open(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
+        Ok(Self::open_with(dialer, addr, opts, false).await?.0)
+    }
+
+    /// A connection, and the cluster map from its handshake when
+    /// `want_map` (`super::handshake`).
+    pub(crate) async fn open_with(
+        dialer: &Dialer,
+        addr: SocketAddr,
+        opts: &ClientOptions,
+        want_map: bool,
+    ) -> Result<(Rc<Conn>, Option<super::cluster::OwnedMap>)> {
         let stream = dialer.connect(addr, opts.connect_timeout).await?;
         let (mut r, mut w) = split(stream);
-        let mut hello = BytesMut::new();
-        Frame { request_id: 0, cmd: opts.hello() }.encode(&mut hello);
-        w.write_all(&hello).await.map_err(io_error)?;
-        // Over TLS the record may wait in the session until flushed.
-        w.flush().await.map_err(io_error)?;
-        let mut reader = FrameReader::<Native>::new(HANDSHAKE_FRAME_MAX, READ_BYTES);
-        let until = Instant::now() + opts.connect_timeout;
-        let chunk = reader.fill(&mut r, |_| Some(until)).await.map_err(read_error)?;
-        let mut info = None;
-        let used = for_each_frame(&chunk, HANDSHAKE_FRAME_MAX, |f| {
-            if info.is_some() {
-                return Err(ClientError::Protocol("a frame arrived before the handshake finished".into()));
-            }
-            info = Some(match f.cmd {
-                Cmd::HelloOk(h) => ServerInfo { vhost: opts.vhost.clone(), ..ServerInfo::from_hello(&h, addr)? },
-                Cmd::Error { code, message, .. } => return Err(ClientError::Server { code, message: message.into() }),
-                other => return Err(ClientError::Protocol(format!("expected HelloOk, got {}", other.name()))),
-            });
-            Ok(())
-        })
-        .map_err(|e| e.unwrap_or_else(|d| ClientError::Protocol(d.to_string())))?;
-        let info = info.ok_or_else(|| ClientError::Protocol("no handshake reply".into()))?;
-        reader.keep(&chunk, used);
-        let reader = FrameReader::<Native>::new(info.frame_bytes_max as usize, READ_BYTES);
+        let Greeting { info, map, reader } = greet(&mut r, &mut w, addr, opts, want_map).await?;
         let conn = Rc::new(Conn {
             info,
             outbox: Outbox::default(),
-            next_request_id: Cell::new(1),
+            next_request_id: Cell::new(MAP_REQUEST_ID + 1),
             pending: RefCell::new(HashMap::new()),
             consumers: RefCell::new(HashMap::new()),
             ack_dirty: RefCell::new(Vec::new()),
@@ -115,7 +99,7 @@ impl Conn {
             let c = conn.clone();
             glommio::spawn_local(async move { c.beat_loop().await }).detach();
         }
-        Ok(conn)
+        Ok((conn, map))
     }
 
     pub fn info(&self) -> &ServerInfo {
@@ -448,7 +432,7 @@ impl Conn {
     }
 }
 
-fn read_error(e: ReadError) -> ClientError {
+pub(super) fn read_error(e: ReadError) -> ClientError {
     match e {
         ReadError::Eof => ClientError::Closed("the broker closed the connection".into()),
         ReadError::Truncated { buffered } => {

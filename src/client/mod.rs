@@ -24,6 +24,7 @@ pub mod cluster;
 mod conn;
 mod consumer;
 mod dial;
+mod handshake;
 mod producer;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -269,13 +270,15 @@ impl Client {
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
         let url = parse_broker_url(&opts.url)?;
         let dialer = Dialer::new(&opts, &url)?;
-        let first = Conn::open(&dialer, url.addr, &opts).await?;
+        // The map comes with the first connection's handshake.
+        let want_map = opts.shard_aware && opts.cluster_aware;
+        let (first, map) = Conn::open_with(&dialer, url.addr, &opts, want_map).await?;
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
         let routes = cluster::Routes::default();
-        if opts.shard_aware && opts.cluster_aware {
-            routes.refresh(&first).await?;
+        if let Some(map) = map {
+            routes.set(map);
         }
         Ok(Client {
             routes,

@@ -262,11 +262,16 @@ pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 
 /// Three nodes: `n1` forms the cluster, `n2` and `n3` join through it.
 pub fn three(root: &Path) -> Vec<Node> {
+    three_with(root, &[])
+}
+
+/// [`three`], each node started with `extra` flags too.
+pub fn three_with(root: &Path, extra: &[&str]) -> Vec<Node> {
     let secret = secret(root);
-    let n1 = Node::start(root, "n1", &secret, &[]);
+    let n1 = Node::start(root, "n1", &secret, extra);
     let seed = n1.cluster.to_string();
-    let n2 = Node::start(root, "n2", &secret, &["--join", &seed]);
-    let n3 = Node::start(root, "n3", &secret, &["--join", &seed]);
+    let joining = |name| Node::start(root, name, &secret, &[extra, &["--join", &seed]].concat());
+    let (n2, n3) = (joining("n2"), joining("n3"));
     let nodes = vec![n1, n2, n3];
     for n in &nodes {
         wait_until(&format!("{} sees three nodes up", n.name), || n.nodes_in("up") == ["n1", "n2", "n3"]);

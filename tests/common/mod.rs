@@ -482,6 +482,20 @@ impl Raw {
         rid
     }
 
+    /// Sends one PublishTo frame with CONFIRM carrying `n` small messages
+    /// (`m0`, `m1`, ...) through `exchange`, routing key empty.
+    pub fn publish_to(&mut self, exchange: &str, n: usize) -> u64 {
+        let rid = self.rid();
+        let mut b = BytesMut::new();
+        let mut w = BatchWriter::begin_publish_to(&mut b, rid, protocol::op::PUBLISH_CONFIRM, exchange, "");
+        for i in 0..n {
+            w.push(&mut b, 0, &[], format!("m{i}").as_bytes());
+        }
+        w.finish(&mut b);
+        self.write(&b);
+        rid
+    }
+
     pub fn expect_confirm(&mut self, rid: u64, count: u32) {
         let f = self.recv();
         match f.frame() {

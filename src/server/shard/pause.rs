@@ -134,8 +134,11 @@ impl Shard {
     /// does not see the alarm, and its publishes arrive over a data link,
     /// which no alarm blocks.
     pub(super) fn pause_if_remote(&self, from: ConnRef, queue: &str) {
-        // Conn id 0 is the shard itself (dead letters): nobody to pause.
-        if from.shard == self.id || from.conn_id == 0 {
+        // Conn id 0 is the shard itself (dead letters): nobody to pause. A
+        // fan-in (a routed batch with confirms split over several owners)
+        // only counts answers: its publisher is not paused (the fan-in may
+        // be gone before the queue drains, and a resume would be lost).
+        if from.shard == self.id || from.conn_id == 0 || from.conn_id & super::routing_replica::FANIN_BIT != 0 {
             return;
         }
         if !self.over_publish_pause(queue) && !self.alarm_pauses(from) {

@@ -375,6 +375,9 @@ impl Shard {
                     bump(&self.counters.published, u64::from(n));
                     routed = true;
                     log = log.or(l);
+                    // A publisher on another shard or node cannot watch
+                    // this queue: told to pause as a direct one is.
+                    self.pause_if_remote(from, &t.queue);
                 }
                 // Deleted since the table was read: like an unbound queue.
                 Err(e) if e.code == ErrorCode::QueueNotFound => {}
