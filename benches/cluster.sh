@@ -63,7 +63,7 @@ LOADGEN=$TARGET/release/ringmq-loadgen
 NODES=3
 TMP=$(mktemp -d /tmp/ringmq-cluster.XXXXXX)
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.left "$OUT"/table.md
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.left "$OUT"/*.peak "$OUT"/table.md
 LOG=$OUT/cluster.log
 : >"$LOG"
 
@@ -205,6 +205,27 @@ queued_after() { # broker prefix
     echo "$cur"
 }
 
+# The most ready messages the nodes held together during a run, sampled
+# every second from each node's metrics: a publisher that outruns its
+# consumers builds a backlog up to the publish pause mark
+# (`publish_pause_messages`), wherever it publishes from. Until killed.
+peak_ready() { # out-file
+    local peak=0 cur k n
+    echo 0 >"$1"
+    while sleep 1; do
+        cur=0
+        for k in $(seq 0 $((NODES - 1))); do
+            n=$(curl -s -m 1 "http://127.0.0.1:$(rport "$k" 91)/metrics" |
+                awk '$1 == "ringmq_messages_ready" {print $2}')
+            cur=$((cur + ${n:-0}))
+        done
+        if [ "$cur" -gt "$peak" ]; then
+            peak=$cur
+            echo "$peak" >"$1"
+        fi
+    done
+}
+
 # Empties the queues of PREFIX through node 1 (which forwards).
 purge_queues() { # broker prefix
     local url
@@ -302,6 +323,11 @@ for wl in "${WORKLOADS[@]}"; do
                 say "  $name run $r: skipped, $avail GiB of memory available (MEM_MIN_GIB=$MEM_MIN_GIB)"
                 continue
             fi
+            SAMPLER=
+            if [ "$broker" = ringmq ]; then
+                peak_ready "$base.peak" &
+                SAMPLER=$!
+            fi
             # shellcheck disable=SC2086
             if timeout -k 10 "$LIMIT" "$LOADGEN" --url "$url" $extra $args --queues "$QUEUES" \
                 --producers "$QUEUES" --consumers "$QUEUES" --queue-prefix "$prefix" \
@@ -314,6 +340,10 @@ for wl in "${WORKLOADS[@]}"; do
             else
                 say "  $name run $r failed: $(tail -1 "$base.txt")"
                 rm -f "$base.json"
+            fi
+            if [ -n "$SAMPLER" ]; then
+                kill "$SAMPLER" 2>/dev/null
+                wait "$SAMPLER" 2>/dev/null
             fi
             # A backlog left in memory would weigh on the next runs.
             purge_queues "$broker" "$prefix" >>"$LOG" 2>&1 || say "  $name run $r: purging $prefix-* failed; see $LOG"
@@ -348,6 +378,8 @@ def load(n, k):
             j = json.load(open(p + ".json"))
             left = open(p + ".left").read().strip() if os.path.exists(p + ".left") else ""
             j["left"] = int(left) if left.isdigit() else None
+            peak = open(p + ".peak").read().strip() if os.path.exists(p + ".peak") else ""
+            j["peak"] = int(peak) if peak.isdigit() else None
             rs.append(j)
     return rs
 
@@ -368,8 +400,8 @@ def backlog(rs):
 
 res, flagged = {}, False
 print("| workload | case | delivered msg/s (median, range) | published msg/s | p50 | p99 | runs "
-      "| lost, of which still queued; dup; stalls |")
-print("|---|---|---|---|---|---|---|---|")
+      "| lost, of which still queued; dup; stalls | peak ready (most) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for wl in workloads:
     key, title, _, args = wl.split("|", 3)
     for n in names:
@@ -377,7 +409,7 @@ for wl in workloads:
         res[(key, n)] = rs
         case = f"{n} (`{args_of.get(n, n)}`)"
         if not rs:
-            print(f"| {title} | {case} | **failed** | | | | 0 of {runs} | |")
+            print(f"| {title} | {case} | **failed** | | | | 0 of {runs} | | |")
             continue
         m = [r["msgs_per_s"] for r in rs]
         sent = statistics.median(r["send_msgs_per_s"] for r in rs)
@@ -394,8 +426,10 @@ for wl in workloads:
             integ = f"**{integ}**"
         mark = " †" if backlog(rs) else ""
         flagged |= bool(mark)
+        peaks = [r["peak"] for r in rs if r["peak"] is not None]
+        peak = si(max(peaks)) if peaks else "—"
         print(f"| {title} | {case} | **{si(statistics.median(m))}**{mark} ({si(min(m))}–{si(max(m))}) "
-              f"| {si(sent)} | {p50} | {p99} | {len(rs)} of {runs} | {integ} |")
+              f"| {si(sent)} | {p50} | {p99} | {len(rs)} of {runs} | {integ} | {peak} |")
 print()
 print("| workload | direct / forwarded (native) | ringmq AMQP / RabbitMQ (both through node 1) "
       "| ringmq native direct / RabbitMQ |")

@@ -1,8 +1,9 @@
 //! Publish pause. A connection publishing to a queue on its own shard
 //! stops reading while that queue's backlog is past
 //! `publish_pause_messages` (`Shard::wait_publish_resume`). A connection on
-//! another shard (an AMQP client lands on any shard) cannot watch the
-//! queue, so the owner tells it: `Reply::PublishPaused` once its publish
+//! another shard or node (an AMQP client lands on any shard), publishing
+//! directly or through an exchange, cannot watch the queue, so the owner
+//! tells it: `Reply::PublishPaused` once its publish
 //! takes the queue over the mark, `Reply::PublishResumed` once the queue
 //! has drained to half, lost its consumers or gone. Without this a max-rate
 //! publisher on the wrong shard grows the queue without bound, and the
