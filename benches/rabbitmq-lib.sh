@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # RabbitMQ for the benchmarks, sourced by benches/compare.sh and
 # benches/report.sh: installed from Debian's packages when missing, started
 # without systemd on spare loopback ports, its data and logs under $TMP.
@@ -44,6 +45,9 @@ rabbit_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins RABBITMQ_PID_FILE=$d/pid
     export RABBITMQ_CONFIG_FILE=$d/rabbitmq RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config
     export RABBITMQ_PLUGINS_EXPAND_DIR=$d/plugins-expand
+    # A VM that fails to boot writes its crash dump here, not into the
+    # rabbitmq user's home (the package's wrapper runs from there).
+    export ERL_CRASH_DUMP=$d/erl_crash.dump
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
@@ -141,6 +145,7 @@ stop_epmd() {
 # package's wrapper), so the nodes and rabbitmqctl all share it.
 RABBIT_NODES=${RABBIT_NODES:-3}
 RABBIT_CLUSTER_STARTED=0
+RABBIT_LAUNCHERS=() # node i's rabbitmq-server (the wrapper script), by i
 
 # Sets and exports node i's environment (RABBIT_NODE, RABBIT_PORT, ...).
 rabbit_node_env() { # i
@@ -163,15 +168,90 @@ rabbit_ctl() { # i args...
     (rabbit_node_env "$i" && timeout 120 rabbitmqctl -n "$RABBIT_NODE" "$@")
 }
 
+# The nodes registered with the cluster's epmd ("rabbit1 rabbit3").
+rabbit_epmd_names() {
+    { epmd -port $((RABBIT_CLUSTER_BASE + 90)) -names 2>/dev/null || true; } | awk '$1 == "name" {printf "%s ", $2}'
+}
+
+# Says why node i failed and shows what RabbitMQ said about it, since its
+# files go with TMP on exit: the telling lines of the CLI's answer (ctl
+# file, if any); of the node's console output and log file
+# (log.file.level = warning), the first errors (a failed boot's cause
+# comes first, its crash report after) and the last lines (how far the
+# boot got: "Starting broker... completed"); all of them into LOG.
+rabbit_node_failed() { # i reason [ctl-output-file]
+    local i=$1 f
+    say "RabbitMQ node rabbit$i@localhost: $2; registered with epmd: $(rabbit_epmd_names)(logs in $LOG)"
+    if [ -n "${3:-}" ] && [ -s "$3" ]; then
+        grep -E 'Error|epmd|reason|nodedown|timeout|timed out|inconsistent|not running' "$3" | head -8 |
+            sed "s|^ *|  rabbitmqctl: |" >&2 || true
+    fi
+    for f in "$TMP/rabbit-$i/stdout.log" "$TMP/rabbit-$i/log/rabbit$i@localhost.log"; do
+        [ -s "$f" ] || continue
+        { echo "==== $f"; cat "$f"; } >>"$LOG"
+        {
+            grep -m 6 -E '\[(error|critical)\]|BOOT FAILED|eaddrinuse' "$f" || true
+            echo "..."
+            grep -v -E '^ *(##|$|Doc guides|Support|Tutorials|Monitoring|Release series|Erlang|TLS Library|Logs|Config file|/|<stdout>)' "$f" |
+                tail -n 4
+        } | sed "s|^|  rabbit$i $(basename "$f"): |" >&2
+    done
+}
+
+# Waits until node i has booted, at most SECONDS for each step: until its
+# VM has registered with epmd (while its launcher, pid, runs: a node that
+# cannot boot exits), then until the broker has started. The first wait
+# is needed because `rabbitmqctl await_startup` fails at once for a node
+# that has not registered yet ("epmd reports: node 'rabbit2' not running
+# at all") instead of waiting for it; on 2 busy cores a node's launcher
+# scripts and VM can take longer to get there than the CLI's own VM.
+rabbit_await_node() { # i pid seconds
+    local i=$1 pid=$2 secs=$3 out=$TMP/rabbit-$1/ctl.out
+    for _ in $(seq 1 $((secs * 5))); do
+        case " $(rabbit_epmd_names) " in *" rabbit$i "*) break ;; esac
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rabbit_node_failed "$i" "exited while starting"
+            return 1
+        fi
+        sleep 0.2
+    done
+    case " $(rabbit_epmd_names) " in
+        *" rabbit$i "*) ;;
+        *) rabbit_node_failed "$i" "not registered with epmd after $secs s"; return 1 ;;
+    esac
+    if ! rabbit_ctl "$i" await_startup --timeout "$secs" >"$out" 2>&1; then
+        cat "$out" >>"$LOG"
+        rabbit_node_failed "$i" "did not start in $secs s" "$out"
+        return 1
+    fi
+}
+
+# The ports of the cluster's range that something listens on, each with
+# its program ("14600:beam.smp"). An epmd on the cluster's epmd port with
+# no node registered is not counted: a previous run that was killed
+# before its exit trap leaves it behind (epmd outlives the nodes), and
+# the nodes can share it; stop_rabbitmq_cluster stops it.
+rabbit_busy_ports() {
+    local p line prog epmd_port=$((RABBIT_CLUSTER_BASE + 90))
+    for p in $(seq "$RABBIT_CLUSTER_BASE" $((RABBIT_CLUSTER_BASE + 99))); do
+        line=$(ss -ltnpH "sport = :$p" 2>/dev/null | head -1)
+        [ -n "$line" ] || continue
+        prog=$(echo "$line" | grep -o 'users:(("[^"]*"' | cut -d'"' -f2 || true)
+        if [ "$p" = "$epmd_port" ] && [ "$prog" = epmd ] && [ -z "$(rabbit_epmd_names)" ]; then
+            say "RabbitMQ cluster: reusing an idle epmd left on port $p"
+            continue
+        fi
+        printf ' %s' "$p:${prog:-?}"
+    done
+}
+
 # Starts the nodes, joins nodes 2.. to node 1 (stop_app, join_cluster,
 # start_app) and checks that node 1 sees them all running.
 start_rabbitmq_cluster() {
     rabbit_install
     [ -n "${RABBIT_CLUSTER_BASE:-}" ] || RABBIT_CLUSTER_BASE=$(free_ports 100)
-    local i p busy=
-    for p in $(seq "$RABBIT_CLUSTER_BASE" $((RABBIT_CLUSTER_BASE + 99))); do
-        if ss -ltnH "sport = :$p" | grep -q .; then busy="$busy $p"; fi
-    done
+    local i busy
+    busy=$(rabbit_busy_ports)
     if [ -n "$busy" ]; then
         say "RabbitMQ cluster: ports in use:$busy (set RABBIT_CLUSTER_BASE)"
         return 1
@@ -184,22 +264,24 @@ start_rabbitmq_cluster() {
         rabbit_config "$TMP/rabbit-$i" "$(rabbit_node_port "$i")"
         if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$TMP/rabbit-$i"; fi
         (rabbit_node_env "$i" && exec nohup rabbitmq-server >"$TMP/rabbit-$i/stdout.log" 2>&1) &
+        RABBIT_LAUNCHERS[i]=$!
         # The first node starts the shared epmd (and, on a fresh machine,
-        # writes the cookie) before the others look for them.
-        if [ "$i" = 1 ]; then wait_port "$(rabbit_node_port 1)" 90 || true; fi
-    done
-    for i in $(seq 1 "$RABBIT_NODES"); do
-        if ! rabbit_ctl "$i" await_startup --timeout 90 >>"$LOG" 2>&1; then
-            say "RabbitMQ node $i did not start; see $TMP/rabbit-$i and $LOG"
-            return 1
-        fi
+        # writes the cookie) before the others look for them; the others
+        # boot side by side.
+        if [ "$i" = 1 ]; then rabbit_await_node 1 "${RABBIT_LAUNCHERS[1]}" 90 || return 1; fi
     done
     for i in $(seq 2 "$RABBIT_NODES"); do
+        rabbit_await_node "$i" "${RABBIT_LAUNCHERS[i]}" 90 || return 1
+    done
+    local out=$TMP/join.out
+    for i in $(seq 2 "$RABBIT_NODES"); do
         if ! { rabbit_ctl "$i" stop_app && rabbit_ctl "$i" join_cluster rabbit1@localhost &&
-            rabbit_ctl "$i" start_app; } >>"$LOG" 2>&1; then
-            say "RabbitMQ node $i did not join rabbit1@localhost; see $LOG"
+            rabbit_ctl "$i" start_app; } >"$out" 2>&1; then
+            cat "$out" >>"$LOG"
+            rabbit_node_failed "$i" "did not join rabbit1@localhost" "$out"
             return 1
         fi
+        cat "$out" >>"$LOG"
     done
     local running
     running=$(rabbit_ctl 1 -q cluster_status --formatter json 2>>"$LOG" |
@@ -210,13 +292,38 @@ start_rabbitmq_cluster() {
     fi
 }
 
+# The Erlang VM (beam.smp) under process pid: a node's launcher runs the
+# package's wrapper, su, sh, RabbitMQ's script and then the VM.
+rabbit_launcher_beam() { # pid
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        if [ "$(cat "/proc/$c/comm" 2>/dev/null)" = beam.smp ]; then echo "$c"; return; fi
+        rabbit_launcher_beam "$c"
+    done
+}
+
 stop_rabbitmq_cluster() {
     [ "$RABBIT_CLUSTER_STARTED" = 1 ] || return 0
     RABBIT_CLUSTER_STARTED=0
-    local i
+    local i beam launcher
     for i in $(seq "$RABBIT_NODES" -1 1); do
         (rabbit_node_env "$i" && stop_rabbit_node)
+        # A node still booting when the start gave up may have neither
+        # answered the stop nor written its pid file: its VM is found
+        # under its launcher, which runs until the VM has exited (a few
+        # seconds after a stop that worked).
+        launcher=${RABBIT_LAUNCHERS[i]:-}
+        [ -n "$launcher" ] || continue
+        for _ in $(seq 1 50); do
+            kill -0 "$launcher" 2>/dev/null || break
+            sleep 0.2
+        done
+        if kill -0 "$launcher" 2>/dev/null; then
+            beam=$(rabbit_launcher_beam "$launcher")
+            if [ -n "$beam" ]; then kill -9 "$beam" 2>/dev/null || true; fi
+        fi
     done
+    RABBIT_LAUNCHERS=()
     (rabbit_node_env 1 && stop_epmd)
     return 0
 }
