@@ -342,8 +342,9 @@ for wl in "${WORKLOADS[@]}"; do
                 rm -f "$base.json"
             fi
             if [ -n "$SAMPLER" ]; then
-                kill "$SAMPLER" 2>/dev/null
-                wait "$SAMPLER" 2>/dev/null
+                kill "$SAMPLER" 2>/dev/null || true
+                # Killed: non-zero, which set -e must not take for a failure.
+                wait "$SAMPLER" 2>/dev/null || true
             fi
             # A backlog left in memory would weigh on the next runs.
             purge_queues "$broker" "$prefix" >>"$LOG" 2>&1 || say "  $name run $r: purging $prefix-* failed; see $LOG"

@@ -273,6 +273,9 @@ impl Peer {
         let idle = config.limits.idle_timeout;
         let outbox = self.outbox.borrow().clone();
         loop {
+            // Replies that always arrive never make this task wait: give
+            // the shard's other tasks their turn (see `serve::read`).
+            glommio::yield_if_needed().await;
             let payload = match super::next_message(r, frames, idle, outbox.as_deref()).await {
                 Ok(p) => p,
                 Err(e) => return e,

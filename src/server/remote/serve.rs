@@ -162,6 +162,12 @@ async fn read(
         // reading its requests.
         link.outbox.wait_pending_below(limits.outbox_bytes_max).await;
         shard.wait_for_space().await;
+        // A link that always has bytes never makes this task wait: without
+        // a turn for the shard's other tasks, a flood from another node
+        // kept the queue's consumers, this link's writer (the owner's
+        // PublishPaused to the flooding node) and the Raft links from
+        // running for seconds, and the peers took this node for dead.
+        glommio::yield_if_needed().await;
         let msg = match super::next_message(r, frames, limits.idle_timeout, Some(&link.outbox)).await {
             Ok(m) => m,
             Err(e) => return e,
