@@ -7,11 +7,10 @@
 
 mod common;
 
-use bytes::BytesMut;
 use common::{maybe_within, queue_on, run_local, within, Raw, TestBroker, QUIET, STEP, TEST_DEADLINE};
 use futures_lite::StreamExt;
 use ringmq::client::{Client, ClientError, ClientOptions, Consumer, ExchangeOptions, ProducerOptions};
-use ringmq::protocol::{op, BatchWriter, Cmd, ErrorCode};
+use ringmq::protocol::{Cmd, ErrorCode};
 use ringmq::server::config::Config;
 use ringmq::server::Broker;
 
