@@ -190,6 +190,15 @@ fn native_reply_to_over_the_wire() {
     ringmq::protocol::encode_ack(&mut ack, req.rid(), None, cid, &[(1, 1)]);
     req.write(&ack);
     req.expect_error(ErrorCode::UnknownConsumer);
+    // From the requester's own connection too: delivered, then confirmed.
+    let rid = req.publish(&name, &[b"self"], true);
+    match req.recv().frame() {
+        Frame { cmd: Cmd::Deliver { consumer_id, first_tag, .. }, .. } => {
+            assert_eq!((consumer_id, first_tag), (cid, 4))
+        }
+        other => panic!("expected the Deliver of its own reply, got {other:?}"),
+    }
+    req.expect_confirm(rid, 1);
 
     // Forged: garbled, and well formed with another token.
     let other = ReplyTo { token: to.token ^ 1, ..to }.encode();
@@ -208,6 +217,25 @@ fn native_reply_to_over_the_wire() {
     req.expect_ok(rid);
     let rid = publish_to_default(&mut rep, &name, op::PUBLISH_MANDATORY, b"late");
     assert_eq!(rep.expect_error(ErrorCode::NoRoute).0, rid);
+    req.expect_silence();
+    // Subscribed again: a new name; the old one stays dead.
+    let cid2 = req.consumer_id();
+    let rid = req.send(Cmd::Subscribe { consumer_id: cid2, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0 });
+    let name2 = match req.recv().frame() {
+        Frame { request_id, cmd: Cmd::ReplyTo { name, .. } } if request_id == rid => name.to_string(),
+        other => panic!("expected ReplyTo, got {other:?}"),
+    };
+    assert_ne!(name2, name, "each reply consumer has its own token");
+    let rid = publish_to_default(&mut rep, &name, op::PUBLISH_MANDATORY, b"old");
+    assert_eq!(rep.expect_error(ErrorCode::NoRoute).0, rid);
+    let rid = rep.publish(&name2, &[b"new"], true);
+    rep.expect_confirm(rid, 1);
+    match req.recv().frame() {
+        Frame { cmd: Cmd::Deliver { consumer_id, first_tag, entries }, .. } => {
+            assert_eq!((consumer_id, first_tag, entries.len()), (cid2, 1, 1));
+        }
+        other => panic!("expected a Deliver, got {other:?}"),
+    }
     req.expect_silence();
     drop(req);
     rep.send(Cmd::Declare { flags: op::DECLARE_PASSIVE, queue: &name, args: &[] });

@@ -71,7 +71,7 @@ impl<'a> Core<'a> {
     /// A direct reply-to consumer is gone with its channel: replies to
     /// its name are dropped from now on.
     pub fn forget_reply(&self, cid: u32) {
-        self.c.replies.borrow_mut().retain(|(_, c)| *c != cid);
+        self.c.replies.borrow_mut().retain(|r| r.cid != cid);
     }
 
     /// What the connection's transactions are held to (`amqp/tx.rs`).

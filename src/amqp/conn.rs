@@ -155,12 +155,9 @@ pub struct AmqpConn {
     pub(super) certificate_login: RefCell<Option<Result<String, crate::server::tls::CertLoginError>>>,
     /// The vhost connection.open named (`/` until then).
     pub(super) vhost: std::cell::OnceCell<String>,
-    /// Direct reply-to consumers, (channel, consumer id), at most one a
-    /// channel; outside the state, which may be borrowed when the shard
-    /// asks (`reply_to.rs`).
-    pub(super) replies: RefCell<Vec<(u16, u32)>>,
-    /// The random token this connection's generated reply names carry.
-    pub(super) reply_token: u64,
+    /// Direct reply-to consumers, at most one a channel; outside the
+    /// state, which may be borrowed when the shard asks (`reply_to.rs`).
+    pub(super) replies: RefCell<Vec<super::reply_to::ReplyRoute>>,
 }
 
 impl AmqpConn {
@@ -204,7 +201,6 @@ impl AmqpConn {
             certificate_login: RefCell::new(None),
             vhost: std::cell::OnceCell::new(),
             replies: RefCell::new(Vec::new()),
-            reply_token: rand::random(),
         }
     }
 

@@ -13,7 +13,9 @@
 //!   while its consumer is there (404 once it is gone).
 //!
 //! The reply consumers are listed outside the state (`AmqpConn::replies`):
-//! the shard asks for them while a handler may hold the state.
+//! the shard asks for them while a handler may hold the state. Each has
+//! its own random token, so a name outlives neither its consumer nor its
+//! channel: a consumer made again on the same channel has a new name.
 
 use super::channel::{Channel, OpKind};
 use super::conn::{rid, AmqpConn, ConsumerInfo, Fault, State, KIND_OP};
@@ -22,6 +24,14 @@ use crate::protocol::props;
 use crate::protocol::reply_to::{is_reply_name, PSEUDO_QUEUE};
 use crate::server::types::{Delivered, Reply};
 use bytes::Bytes;
+
+/// A reply consumer as the shard's calls find it.
+pub struct ReplyRoute {
+    pub channel: u16,
+    pub cid: u32,
+    /// The random token its name carries.
+    pub token: u64,
+}
 
 fn ch_fault(channel: u16, text: &str, cause: MethodId) -> Fault {
     Fault::Channel { channel, code: code::PRECONDITION_FAILED, text: format!("PRECONDITION_FAILED - {text}"), cause }
@@ -51,7 +61,8 @@ impl AmqpConn {
         st.next_consumer += 1;
         let tag =
             if tag.is_empty() { format!("amq.ctag-{}.{}.{cid}", self.shard.id, self.me().conn_id) } else { tag.into() };
-        let name = self.shard.reply_name(self.me(), u32::from(n), self.reply_token);
+        let token = rand::random();
+        let name = self.shard.reply_name(self.me(), u32::from(n), token);
         let info = ConsumerInfo {
             channel: n,
             // Replies show the default exchange and the name as their key.
@@ -69,7 +80,7 @@ impl AmqpConn {
         ch.consumers.push(cid);
         ch.reply_to = Some(name);
         let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
-        self.replies.borrow_mut().push((n, cid));
+        self.replies.borrow_mut().push(ReplyRoute { channel: n, cid, token });
         // Answered at once, after the channel's earlier methods: the inbox
         // is drained once this frame is handled.
         self.file(Reply::Ok { request_id: rid(KIND_OP, n, seq), value: 0 });
@@ -85,7 +96,7 @@ impl AmqpConn {
             ch.held.retain(|h| h.consumer_id != cid);
             ch.reply_to = None;
         }
-        self.replies.borrow_mut().retain(|(_, c)| *c != cid);
+        self.replies.borrow_mut().retain(|r| r.cid != cid);
     }
 
     /// queue.declare of the pseudo-queue or of a generated name; `false`
@@ -106,12 +117,10 @@ impl AmqpConn {
     }
 
     /// `ConnSink::direct_reply`: delivered to the reply consumer of
-    /// channel `channel` if `token` is this connection's.
+    /// channel `channel` if `token` is its own.
     pub(super) fn take_direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
-        if token != self.reply_token {
-            return false;
-        }
-        let found = self.replies.borrow().iter().find(|(n, _)| u32::from(*n) == channel).map(|(_, cid)| *cid);
+        let found =
+            self.replies.borrow().iter().find(|r| u32::from(r.channel) == channel && r.token == token).map(|r| r.cid);
         let Some(cid) = found else { return false };
         if msgs.is_empty() {
             return true;

@@ -107,10 +107,8 @@ pub struct NativeConn {
     tls: bool,
     /// The vhost the Hello named (`/` until then, and when it named none).
     pub(super) vhost: std::cell::OnceCell<String>,
-    /// Its direct reply-to consumer (`reply_to.rs`), and the random token
-    /// its generated name carries: a name without it reaches nobody.
+    /// Its direct reply-to consumer (`reply_to.rs`).
     reply: reply_to::ReplyConsumer,
-    reply_token: u64,
 }
 
 impl ConnSink for NativeConn {
@@ -222,7 +220,6 @@ impl NativeConn {
             tls,
             vhost: std::cell::OnceCell::new(),
             reply: reply_to::ReplyConsumer::default(),
-            reply_token: rand::random(),
         }
     }
 

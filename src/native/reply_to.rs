@@ -18,6 +18,10 @@ use bytes::Bytes;
 pub(super) struct ReplyConsumer {
     /// Its consumer id.
     pub id: std::cell::Cell<Option<u32>>,
+    /// The random token its generated name carries (drawn at each
+    /// Subscribe): a name without it reaches nobody, and a name outlives
+    /// its consumer.
+    token: std::cell::Cell<u64>,
     /// The last delivery tag given (tags start at 1).
     tag: std::cell::Cell<u64>,
 }
@@ -32,7 +36,9 @@ impl NativeConn {
             return Err(Fatal { request_id: rid, code: ErrorCode::ConsumerExists, message: why.into() });
         }
         self.reply.id.set(Some(consumer_id));
-        let name = self.shard.reply_name(self.me(), consumer_id, self.reply_token);
+        self.reply.token.set(rand::random());
+        self.reply.tag.set(0);
+        let name = self.shard.reply_name(self.me(), consumer_id, self.reply.token.get());
         self.outbox.push(|b| frame(b, rid, Cmd::ReplyTo { consumer_id, name: &name }));
         Ok(())
     }
@@ -81,7 +87,7 @@ impl NativeConn {
     /// `ConnSink::direct_reply`: delivered to the reply consumer if
     /// `token` is this connection's and `channel` its consumer id.
     pub(super) fn take_direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
-        if token != self.reply_token || self.reply.id.get() != Some(channel) {
+        if token != self.reply.token.get() || self.reply.id.get() != Some(channel) {
             return false;
         }
         if msgs.is_empty() {

@@ -4,7 +4,7 @@
 //! A requester consumes from the pseudo-queue [`PSEUDO_QUEUE`]; the broker
 //! gives it a generated name, [`PREFIX`] followed by the hex of
 //! [`ReplyTo`]: the node, shard, connection and channel (or native
-//! consumer id) the replies go to, and the connection's random token. A
+//! consumer id) the replies go to, and the reply consumer's random token. A
 //! replier publishes to that name as to a queue; the broker decodes it
 //! and hands the message straight to that connection, which delivers it
 //! only if the token is its own.
@@ -12,7 +12,7 @@
 //! Names come back from replier clients, so [`ReplyTo::decode`] takes any
 //! bytes: the exact length, lowercase hex only, the known version, and
 //! never a panic. The fields are checked again where they are used (the
-//! node and shard must exist, the connection must hold the token).
+//! node and shard must exist, the consumer must hold the token).
 
 /// What a requester consumes from and puts in its requests' `reply_to`.
 pub const PSEUDO_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -34,7 +34,7 @@ pub struct ReplyTo {
     pub conn_id: u64,
     /// The AMQP channel, or the native consumer id, of the reply consumer.
     pub channel: u32,
-    /// The connection's random token: without it a name is not accepted.
+    /// The reply consumer's random token: without it a name is not accepted.
     pub token: u64,
 }
 

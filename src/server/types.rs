@@ -260,7 +260,7 @@ pub enum Request {
     },
     /// A direct reply (`protocol::reply_to`), for the requester's
     /// connection `conn_id` on the shard it is sent to: handed to that
-    /// connection's reply consumer `channel` if the connection holds
+    /// connection's reply consumer `channel` if that consumer holds
     /// `token`, dropped otherwise (no queue, nothing stored). `count` 0
     /// only asks whether the consumer is there (a declare of the name):
     /// answered `Ok` or `QueueNotFound`. Otherwise answered only with

@@ -57,7 +57,7 @@ pub trait ConnSink {
     fn evict(&self, why: &str);
     /// A direct reply (`protocol::reply_to`) for the reply consumer
     /// `channel` (an AMQP channel, a native consumer id), if `token` is
-    /// this connection's: delivered (or, with no `msgs`, only looked
+    /// that consumer's: delivered (or, with no `msgs`, only looked
     /// for). `false`: no such consumer here, the reply is dropped.
     fn direct_reply(&self, _channel: u32, _token: u64, _msgs: &[Bytes]) -> bool {
         false
