@@ -16,7 +16,7 @@ use futures_lite::StreamExt;
 use ringmq::client::{Client, ClientOptions, ProducerOptions};
 use ringmq::protocol::props::{self, Props, PropsBuilder};
 use ringmq::protocol::reply_to::ReplyTo;
-use ringmq::protocol::{op, BatchWriter, ErrorCode};
+use ringmq::protocol::{op, BatchWriter, Cmd, ErrorCode, Frame};
 use std::time::Duration;
 
 #[test]
@@ -60,8 +60,21 @@ fn replies_cross_nodes_straight_to_the_requester() {
     let to = ReplyTo::decode(name.as_bytes()).unwrap();
     assert_ne!(to.node, 0, "a clustered node names itself");
 
-    // The requester (on n3) is gone: a reply from n2 reaches nobody.
+    // The requester (on n3) is gone: a declare of its name through n2
+    // says so once n3 has seen the socket close, and a reply from n2
+    // reaches nobody.
     let (mut r, _) = Raw::hello(nodes[1].native);
+    cluster::wait_until("the requester's name is gone", || {
+        r.send(Cmd::Declare { flags: op::DECLARE_PASSIVE, queue: &name, args: &[] });
+        match r.recv().frame() {
+            Frame { cmd: Cmd::Ok { .. }, .. } => false,
+            Frame { cmd: Cmd::Error { code, .. }, .. } => {
+                assert_eq!(ErrorCode::from_u16(code), Some(ErrorCode::QueueNotFound));
+                true
+            }
+            other => panic!("expected Ok or Error, got {other:?}"),
+        }
+    });
     let rid = r.rid();
     let mut b = BytesMut::new();
     let mut w = BatchWriter::begin_publish_to(&mut b, rid, op::PUBLISH_CONFIRM | op::PUBLISH_MANDATORY, "", &name);
