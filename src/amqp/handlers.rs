@@ -285,10 +285,10 @@ fn consume(
     if st.consumers.len() >= shard.config.consumers_per_connection_max as usize {
         return Err(conn_fault(code::RESOURCE_ERROR, "consumers_per_connection_max reached", mid));
     }
-    // RabbitMQ's wording: "invalid arg 'x-priority' for queue 'q' in vhost '/': ...".
     if queue == crate::protocol::reply_to::PSEUDO_QUEUE {
         return c.reply_consume(st, (n, mid), tag, (no_ack, no_wait));
     }
+    // RabbitMQ's wording: "invalid arg 'x-priority' for queue 'q' in vhost '/': ...".
     let priority = super::consume_args::priority(args, c.table_depth_max()).map_err(|e| {
         let text = match e.arg() {
             Some(arg) => {

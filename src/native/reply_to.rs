@@ -19,7 +19,7 @@ pub(super) struct ReplyConsumer {
     /// Its consumer id.
     pub id: std::cell::Cell<Option<u32>>,
     /// The random token its generated name carries (drawn at each
-    /// Subscribe): a name without it reaches nobody, and a name outlives
+    /// Subscribe): a name without it reaches nobody, and no name outlives
     /// its consumer.
     token: std::cell::Cell<u64>,
     /// The last delivery tag given (tags start at 1).
@@ -94,7 +94,7 @@ impl NativeConn {
             return true;
         }
         let first_tag = self.reply.tag.get() + 1;
-        self.reply.tag.set(self.reply.tag.get() + msgs.len() as u64);
+        self.reply.tag.set(self.reply.tag.get().saturating_add(msgs.len() as u64));
         let limits = self.limits();
         self.outbox.push(|b| encode_deliveries(b, &limits, channel, first_tag, msgs.iter().map(|m| (false, &m[..]))));
         true
