@@ -31,16 +31,23 @@ fn pika_direct_reply_to_round_trips_and_refusals() {
     run("reply_to.py", b.amqp, &[], SCRIPT).assert_ok("reply_to.py");
 }
 
-/// A lapin requester, a pika server (tests/pika/rpc_server.py).
+/// A lapin requester, a pika server (tests/pika/rpc_server.py) on the
+/// other shard.
 #[test]
 fn lapin_requester_pika_server() {
     let b = TestBroker::start();
     let queue = queue_on(1, 2, "rpc-lapin");
-    let server = spawn("rpc_server.py", b.amqp, &[("RPC_QUEUE", &queue), ("RPC_COUNT", "5")]);
-    let url = format!("amqp://guest:guest@{}/%2f", b.amqp);
-    on_thread(Duration::from_secs(40), async move {
+    let (url, amqp) = (format!("amqp://guest:guest@{}/%2f", b.amqp), b.amqp);
+    let server = on_thread(Duration::from_secs(40), async move {
         let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
+        // Which shard lapin landed on (amq.gen-SHARD.CONN...): the server goes to the other.
+        let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+        let mine = ch.queue_declare("", exclusive, FieldTable::default()).await?;
+        let shard: u32 = mine.name().as_str()["amq.gen-".len()..].split('.').next().unwrap().parse().unwrap();
+        let other = (1 - shard).to_string();
+        let env = [("RPC_QUEUE", queue.as_str()), ("RPC_COUNT", "5"), ("RPC_SHARD", other.as_str())];
+        let server = spawn("rpc_server.py", amqp, &env);
         ch.queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default()).await?;
         let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
         let mut replies = ch.basic_consume(PSEUDO_QUEUE, "", no_ack, FieldTable::default()).await?;
@@ -61,17 +68,20 @@ fn lapin_requester_pika_server() {
         let want: Vec<(String, String)> = (0..5).map(|i| (format!("lapin-{i}"), format!("re:q{i}"))).collect();
         assert_eq!(got, want);
         conn.close(200, "bye").await?;
-        Ok(())
+        Ok(server)
     });
     finish(server, Duration::from_secs(20)).assert_ok("rpc_server.py");
 }
 
-/// The native client asks (its reply consumer on shard 0), pika serves.
+/// The native client asks (its reply consumer on shard 0), pika serves
+/// from shard 1.
 #[test]
 fn native_requester_pika_server() {
     let b = TestBroker::start();
     let queue = queue_on(1, 2, "rpc-native-req");
-    let server = spawn("rpc_server.py", b.amqp, &[("RPC_QUEUE", &queue), ("RPC_COUNT", "4")]);
+    // The server on shard 1, the requester on shard 0.
+    let env = [("RPC_QUEUE", queue.as_str()), ("RPC_COUNT", "4"), ("RPC_SHARD", "1")];
+    let server = spawn("rpc_server.py", b.amqp, &env);
     let url = b.shard_url(0);
     run_local(TEST_DEADLINE, move || async move {
         let c = Client::connect(ClientOptions { url, ..Default::default() }).await.unwrap();
@@ -102,14 +112,16 @@ fn native_requester_pika_server() {
     finish(server, Duration::from_secs(20)).assert_ok("rpc_server.py");
 }
 
-/// pika asks (tests/pika/rpc_client.py), the native client serves from
-/// shard 1: it reads each request's `reply_to` and publishes the reply to
+/// pika asks from shard 0 (tests/pika/rpc_client.py), the native client
+/// serves from shard 1: it reads each request's `reply_to` and publishes the reply to
 /// that name as to a queue.
 #[test]
 fn pika_requester_native_server() {
     let b = TestBroker::start();
     let queue = queue_on(1, 2, "rpc-native-srv");
-    let client = spawn("rpc_client.py", b.amqp, &[("RPC_QUEUE", &queue), ("RPC_COUNT", "6")]);
+    // The requester on shard 0, the server on shard 1.
+    let env = [("RPC_QUEUE", queue.as_str()), ("RPC_COUNT", "6"), ("RPC_SHARD", "0")];
+    let client = spawn("rpc_client.py", b.amqp, &env);
     let url = b.shard_url(1);
     let q = queue.clone();
     run_local(TEST_DEADLINE, move || async move {

@@ -7,11 +7,12 @@ import time
 
 import pika
 
-from util import connect, done
+from util import connect_on, done
 
 queue = os.environ["RPC_QUEUE"]
 count = int(os.environ["RPC_COUNT"])
-conn = connect()
+# RPC_SHARD: the shard this side's connection must be on.
+conn = connect_on(int(os.environ["RPC_SHARD"]) if os.environ.get("RPC_SHARD") else None)
 ch = conn.channel()
 ch.queue_declare(queue=queue)
 replies = {}
