@@ -47,30 +47,43 @@ fn lapin_requester_pika_server() {
         let shard: u32 = mine.name().as_str()["amq.gen-".len()..].split('.').next().unwrap().parse().unwrap();
         let other = (1 - shard).to_string();
         let env = [("RPC_QUEUE", queue.as_str()), ("RPC_COUNT", "5"), ("RPC_SHARD", other.as_str())];
-        let server = spawn("rpc_server.py", amqp, &env);
-        ch.queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default()).await?;
-        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
-        let mut replies = ch.basic_consume(PSEUDO_QUEUE, "", no_ack, FieldTable::default()).await?;
-        for i in 0..5 {
-            let props = BasicProperties::default()
-                .with_reply_to(PSEUDO_QUEUE.into())
-                .with_correlation_id(format!("lapin-{i}").into());
-            ch.basic_publish("", &queue, BasicPublishOptions::default(), format!("q{i}").as_bytes(), props).await?;
+        let mut server = spawn("rpc_server.py", amqp, &env);
+        let asked = ask_five(&ch, &queue).await;
+        let closed = conn.close(200, "bye").await;
+        match asked.and(closed) {
+            Ok(()) => Ok(server),
+            Err(e) => {
+                let _ = server.kill();
+                let _ = server.wait();
+                Err(e)
+            }
         }
-        let mut got = Vec::new();
-        while got.len() < 5 {
-            let d = replies.next().await.expect("reply stream open")?;
-            assert!(d.routing_key.as_str().starts_with("amq.rabbitmq.reply-to."), "{}", d.routing_key);
-            let corr = d.properties.correlation_id().as_ref().map(|c| c.to_string()).unwrap_or_default();
-            got.push((corr, String::from_utf8_lossy(&d.data).into_owned()));
-        }
-        got.sort();
-        let want: Vec<(String, String)> = (0..5).map(|i| (format!("lapin-{i}"), format!("re:q{i}"))).collect();
-        assert_eq!(got, want);
-        conn.close(200, "bye").await?;
-        Ok(server)
     });
     finish(server, Duration::from_secs(20)).assert_ok("rpc_server.py");
+}
+
+/// Five requests with direct reply-to through lapin, and their replies.
+async fn ask_five(ch: &lapin::Channel, queue: &str) -> lapin::Result<()> {
+    ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default()).await?;
+    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let mut replies = ch.basic_consume(PSEUDO_QUEUE, "", no_ack, FieldTable::default()).await?;
+    for i in 0..5 {
+        let props = BasicProperties::default()
+            .with_reply_to(PSEUDO_QUEUE.into())
+            .with_correlation_id(format!("lapin-{i}").into());
+        ch.basic_publish("", queue, BasicPublishOptions::default(), format!("q{i}").as_bytes(), props).await?;
+    }
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let d = replies.next().await.expect("reply stream open")?;
+        assert!(d.routing_key.as_str().starts_with("amq.rabbitmq.reply-to."), "{}", d.routing_key);
+        let corr = d.properties.correlation_id().as_ref().map(|c| c.to_string()).unwrap_or_default();
+        got.push((corr, String::from_utf8_lossy(&d.data).into_owned()));
+    }
+    got.sort();
+    let want: Vec<(String, String)> = (0..5).map(|i| (format!("lapin-{i}"), format!("re:q{i}"))).collect();
+    assert_eq!(got, want);
+    Ok(())
 }
 
 /// The native client asks (its reply consumer on shard 0), pika serves
