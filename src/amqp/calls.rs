@@ -14,6 +14,7 @@ use crate::routing::{BindingDef, Dest, ExchangeDef};
 use crate::server::ops::PublishBatch;
 use crate::server::shard::routing_replica::PubOpts;
 use crate::server::shard::tx::TxPublish;
+use crate::server::shard::ReplyOpts;
 use crate::server::types::{PublishMode, Request, TxAck};
 use bytes::Bytes;
 
@@ -57,6 +58,20 @@ impl<'a> Core<'a> {
         if full.is_some() {
             *c.paused_on.borrow_mut() = full;
         }
+    }
+
+    /// A batch to a direct reply-to name (`reply_to.rs`), through the
+    /// default exchange: straight to the requester, wherever it is.
+    pub fn direct_reply(&self, rid: u64, name: &str, o: ReplyOpts, entries: Bytes, count: u32) {
+        let c = self.c;
+        c.published.set(true);
+        c.shard.direct_reply(c.me(), rid, name, o, (entries, count));
+    }
+
+    /// A direct reply-to consumer is gone with its channel: replies to
+    /// its name are dropped from now on.
+    pub fn forget_reply(&self, cid: u32) {
+        self.c.replies.borrow_mut().retain(|r| r.cid != cid);
     }
 
     /// What the connection's transactions are held to (`amqp/tx.rs`).

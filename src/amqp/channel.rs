@@ -161,6 +161,9 @@ pub struct Channel {
     pub getters: Vec<(String, u32)>,
     /// After tx.select: the transaction being built (`tx.rs`).
     pub tx: Option<Box<super::tx::Tx>>,
+    /// The generated name of its direct reply-to consumer, if it has one
+    /// (`reply_to.rs`): what a `reply_to` of the pseudo-queue becomes.
+    pub reply_to: Option<String>,
 }
 
 impl Channel {
@@ -196,6 +199,7 @@ impl Channel {
             consumers: Vec::new(),
             getters: Vec::new(),
             tx: None,
+            reply_to: None,
         }
     }
 

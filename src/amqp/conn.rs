@@ -89,6 +89,9 @@ pub struct ConsumerInfo {
     pub cancelled: bool,
     /// `method::deliver_template` for push consumers (empty for basic.get).
     pub deliver: Vec<u8>,
+    /// A direct reply-to consumer (`reply_to.rs`): no queue behind it
+    /// (`queue` is its generated name), nothing to ack, cancel or requeue.
+    pub direct: bool,
 }
 
 pub struct State {
@@ -152,6 +155,9 @@ pub struct AmqpConn {
     pub(super) certificate_login: RefCell<Option<Result<String, crate::server::tls::CertLoginError>>>,
     /// The vhost connection.open named (`/` until then).
     pub(super) vhost: std::cell::OnceCell<String>,
+    /// Direct reply-to consumers, at most one a channel; outside the
+    /// state, which may be borrowed when the shard asks (`reply_to.rs`).
+    pub(super) replies: RefCell<Vec<super::reply_to::ReplyRoute>>,
 }
 
 impl AmqpConn {
@@ -194,6 +200,7 @@ impl AmqpConn {
             grants: RefCell::new(None),
             certificate_login: RefCell::new(None),
             vhost: std::cell::OnceCell::new(),
+            replies: RefCell::new(Vec::new()),
         }
     }
 
@@ -388,6 +395,7 @@ impl AmqpConn {
                 if matches!(st.phase, Phase::Closing | Phase::Done) {
                     return;
                 }
+                self.replies.borrow_mut().clear();
                 // Before open-ok, there is nothing to wait for: just close.
                 let handshaking = matches!(st.phase, Phase::StartOk | Phase::TuneOk | Phase::Open);
                 st.phase = if handshaking { Phase::Done } else { Phase::Closing };
@@ -487,7 +495,9 @@ impl AmqpConn {
             (Phase::Running, Method::Close { code, text }) => {
                 tracing::debug!(peer = ?self.peer, code, "client closes the connection: {text}");
                 // Exclusive queues are gone by the time close-ok goes out
-                // (after this connection's publishes to them).
+                // (after this connection's publishes to them), and its
+                // direct reply-to names reach nobody from now on.
+                self.replies.borrow_mut().clear();
                 self.flush_batches();
                 let mut st = self.st.borrow_mut();
                 // The client closes the socket once it has read close-ok;
@@ -530,7 +540,7 @@ impl AmqpConn {
             caps.bool(b, "connection.blocked", true);
             caps.bool(b, "authentication_failure_close", true);
             caps.bool(b, "per_consumer_qos", true);
-            caps.bool(b, "direct_reply_to", false);
+            caps.bool(b, "direct_reply_to", true);
             caps.finish(b);
             t.finish(b);
             put_longstr(b, self.mechanisms());
@@ -564,7 +574,10 @@ impl AmqpConn {
         self.end_of_chunk();
         let queues: Vec<(u16, String)> = {
             let mut st = self.st.borrow_mut();
-            let consumers = std::mem::take(&mut st.consumers).into_values().map(|c| (c.owner, c.queue));
+            // Direct reply-to consumers have no queue to release.
+            self.replies.borrow_mut().clear();
+            let consumers =
+                std::mem::take(&mut st.consumers).into_values().filter(|c| !c.direct).map(|c| (c.owner, c.queue));
             let exclusive = std::mem::take(&mut st.exclusive).into_iter().map(|(q, owner)| (owner, q));
             let queues = consumers.chain(exclusive).collect();
             st.channels.clear();

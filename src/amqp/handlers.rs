@@ -285,6 +285,9 @@ fn consume(
     if st.consumers.len() >= shard.config.consumers_per_connection_max as usize {
         return Err(conn_fault(code::RESOURCE_ERROR, "consumers_per_connection_max reached", mid));
     }
+    if queue == crate::protocol::reply_to::PSEUDO_QUEUE {
+        return c.reply_consume(st, (n, mid), tag, (no_ack, no_wait));
+    }
     // RabbitMQ's wording: "invalid arg 'x-priority' for queue 'q' in vhost '/': ...".
     let priority = super::consume_args::priority(args, c.table_depth_max()).map_err(|e| {
         let text = match e.arg() {
@@ -319,6 +322,7 @@ fn consume(
             no_ack,
             live: false,
             cancelled: false,
+            direct: false,
         },
     );
     let ch = channel(st, n);
@@ -332,6 +336,10 @@ fn consume(
 /// basic.cancel: the consumer is cancelled at its owner, and deliveries
 /// held back for it go back to the queue.
 fn cancel(c: &AmqpConn, core: &Core<'_>, st: &mut State, n: u16, (tag, no_wait): (&str, bool)) -> Result<(), Fault> {
+    let direct = st.consumers.iter().find(|(_, k)| k.channel == n && k.tag == tag && k.direct).map(|(cid, _)| *cid);
+    if let Some(cid) = direct {
+        c.reply_cancel(st, n, cid);
+    }
     let found = st.consumers.iter_mut().find(|(_, k)| k.channel == n && k.tag == tag && !k.cancelled);
     if let Some((&cid, k)) = found {
         k.cancelled = true;
@@ -390,6 +398,7 @@ fn get(
             live: false,
             cancelled: true,
             deliver: Vec::new(),
+            direct: false,
         };
         st.consumers.insert(cid, info);
         let ch = channel(st, n);
@@ -506,6 +515,9 @@ fn declare(
     (n, mid): (u16, MethodId),
     d: QueueDeclare<'_>,
 ) -> Result<(), Fault> {
+    if c.reply_declare(st, n, &d) {
+        return Ok(());
+    }
     let name = if d.queue.is_empty() {
         if d.passive {
             return Err(ch_fault(n, code::NOT_FOUND, "NOT_FOUND - passive declare needs a queue name", mid));
@@ -570,6 +582,7 @@ pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<V
     ch.outstanding.clear();
     ch.tags.clear();
     ch.unacked = 0;
+    ch.reply_to = None;
     let cids = std::mem::take(&mut ch.consumers);
     // Acks already taken from the client go first, so they are not requeued.
     let pending = std::mem::take(&mut *acks.borrow_mut());
@@ -581,6 +594,10 @@ pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<V
     }
     for cid in cids {
         if let Some(k) = st.consumers.remove(&cid) {
+            if k.direct {
+                core.forget_reply(cid);
+                continue;
+            }
             let req = Request::Unsubscribe { consumer_id: cid, queue: k.queue };
             core.submit(k.owner, rid(KIND_IGNORE, n, 0), req);
         }

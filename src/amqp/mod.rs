@@ -17,6 +17,7 @@
 //! | the hot path in: publish content into entries, batches per queue | [`publish`] |
 //! | what comes back from the queues: replies and deliveries | [`out`] |
 //! | transactions: tx.select / commit / rollback, the channel's buffer | [`tx`] |
+//! | direct reply-to: the reply consumer, `reply_to` rewritten, replies delivered | `reply_to` |
 //!
 //! Everything is hand-written: the hot path (publish with its content
 //! frames, deliver, ack/nack) works on the read buffer's bytes with no
@@ -39,6 +40,7 @@ mod login;
 pub mod out;
 pub mod publish;
 mod reading;
+mod reply_to;
 pub mod routing;
 pub mod tx;
 

@@ -16,6 +16,7 @@ use crate::protocol::amqp::frame;
 use crate::protocol::amqp::method::{self, code, id, MethodId};
 use crate::protocol::amqp::wire::{put_bits, put_shortstr};
 use crate::protocol::batch::parse_entry;
+use crate::protocol::reply_to::is_reply_name;
 use crate::protocol::{Entries, ErrorCode};
 use crate::server::queue::Deliveries;
 use crate::server::shard::{ConnSink, SinkBuffers};
@@ -79,6 +80,10 @@ impl ConnSink for AmqpConn {
 
     fn describe(&self) -> (&'static str, String) {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
+    }
+
+    fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
+        self.take_direct_reply(channel, token, msgs)
     }
 
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
@@ -228,7 +233,9 @@ impl AmqpConn {
                         self.outbox.push(|b| {
                             method::put(b, n, id::QUEUE_DECLARE_OK, |b| {
                                 put_shortstr(b, &queue);
-                                // Declare's value packs messages (low) and consumers (high).
+                                // Declare's value packs messages (low) and consumers (high);
+                                // a live direct reply-to name has its one consumer.
+                                let value = if is_reply_name(&queue) { 1 << 32 } else { value };
                                 let (messages, consumers) = (value & 0xFFFF_FFFF, value >> 32);
                                 b.put_u32(crate::protocol::wire::saturate(messages));
                                 b.put_u32(crate::protocol::wire::saturate(consumers));
@@ -398,7 +405,12 @@ impl AmqpConn {
     /// Deliveries as the shard hands them over: encoded at once when
     /// nothing waits in the inbox (they must not overtake it) and the state
     /// is free. `false`: not handled, to be filed in the inbox.
-    fn deliver_now<'a>(&self, cid: u32, first_qtag: u64, msgs: impl Iterator<Item = DeliveryRef<'a>>) -> bool {
+    pub(super) fn deliver_now<'a>(
+        &self,
+        cid: u32,
+        first_qtag: u64,
+        msgs: impl Iterator<Item = DeliveryRef<'a>>,
+    ) -> bool {
         if !self.inbox.borrow().is_empty() {
             return false;
         }
@@ -418,6 +430,10 @@ impl AmqpConn {
         let Some(k) = st.consumers.get(&cid) else { return };
         if !k.cancelled {
             self.encode_deliveries(&mut st, cid, first_qtag, msgs);
+            return;
+        }
+        // A direct reply-to consumer has no queue to give them back to.
+        if k.direct {
             return;
         }
         // Cancelled while these were on their way: back to the queue.
@@ -450,6 +466,9 @@ impl AmqpConn {
         let Some(k) = consumers.get(&cid) else { return };
         let Some(ch) = channels.get_mut(&k.channel) else { return };
         let mut acks = self.acks.borrow_mut();
+        // Direct replies have no queue to wait in: a channel that holds
+        // them (flow off) keeps at most `prefetch_max`, and drops the rest.
+        let held_max = self.shard.config.prefetch_max as usize;
         self.outbox.push(|b| {
             for ((redelivered, entry, origin), qtag) in msgs.zip(first_qtag..) {
                 let can = ch.state == ChState::Open
@@ -457,18 +476,22 @@ impl AmqpConn {
                     && ch.held.is_empty()
                     && k.live
                     && (k.no_ack || ch.has_credit());
+                if !can && k.direct && ch.held.len() >= held_max {
+                    tracing::debug!(channel = k.channel, "a direct reply for a channel holding {held_max}; dropped");
+                    continue;
+                }
                 if !can {
                     let origin = origin.cloned();
                     ch.held.push_back(Held { consumer_id: cid, qtag, redelivered, entry: entry.clone(), origin });
                     continue;
                 }
                 write_delivery(b, ch, k, (cid, qtag), (redelivered, entry, origin), frame_max);
-                if k.no_ack {
+                if k.no_ack && !k.direct {
                     push_ack(&mut acks, cid, qtag);
                 }
             }
         });
-        if k.no_ack && !acks.is_empty() {
+        if k.no_ack && !k.direct && !acks.is_empty() {
             self.kick.notify();
         }
     }
@@ -567,7 +590,7 @@ pub fn drain_held(c: &AmqpConn, st: &mut State, n: u16) {
             }
             let Some(h) = ch.held.pop_front() else { break };
             write_delivery(b, ch, k, (h.consumer_id, h.qtag), (h.redelivered, &h.entry, h.origin.as_ref()), frame_max);
-            if k.no_ack {
+            if k.no_ack && !k.direct {
                 push_ack(&mut acks, h.consumer_id, h.qtag);
                 any_ack = true;
             }

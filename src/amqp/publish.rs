@@ -63,6 +63,10 @@ pub fn on_content(
         if h.props != [0, 0] {
             ch.content_props.extend_from_slice(h.props);
         }
+        // One bit test for every publish; the property is read only when set.
+        if crate::protocol::props::has_reply_to(&ch.content_props) {
+            super::reply_to::rewrite_reply_to(n, ch)?;
+        }
         ch.content_body.clear();
         if h.body_len == 0 {
             complete(n, ch, None, core);
@@ -103,6 +107,10 @@ impl AmqpConn {
         let p = method::parse_publish(m.payload).filter(|p| !p.immediate)?;
         let c = &self.shard.config;
         let hdr = parse_header(h.payload, c.message_bytes_max as usize, c.table_depth_max as usize).ok()?;
+        // A `reply_to` may need rewriting (direct reply-to): the frame path.
+        if crate::protocol::props::has_reply_to(hdr.props) {
+            return None;
+        }
         let n = m.channel;
         let mut st = self.st.borrow_mut();
         if st.phase != Phase::Running || n == 0 || n > st.channel_max {
@@ -300,6 +308,11 @@ pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     if !queue_name_ok(queue) {
         // No queue can have this name: unroutable without asking anyone.
         ch.settle(b.first_seq, Settled::NoRoute);
+        return;
+    }
+    if crate::protocol::reply_to::is_reply_name(queue) {
+        let o = crate::server::shard::ReplyOpts { confirm, mandatory: b.mandatory };
+        core.direct_reply(rid, queue, o, entries, b.count);
         return;
     }
     // Per-message semantics: a queue's reject-publish refuses only the

@@ -25,6 +25,8 @@ pub enum Response {
     Get(Option<Delivery>),
     /// The cluster map (`MapGet`'s answer), its addresses resolved.
     Map(super::cluster::OwnedMap),
+    /// A Subscribe to the direct reply-to pseudo-queue: the generated name.
+    ReplyTo(String),
 }
 
 type Waiter = Box<dyn FnOnce(Result<Response>)>;
@@ -363,6 +365,7 @@ impl Conn {
             Cmd::Ok { value } => self.complete(rid, Ok(Response::Ok(value))),
             Cmd::Confirm { count } => self.complete(rid, Ok(Response::Confirm(count))),
             Cmd::GetEmpty => self.complete(rid, Ok(Response::Get(None))),
+            Cmd::ReplyTo { name, .. } => self.complete(rid, Ok(Response::ReplyTo(name.to_string()))),
             Cmd::GetOk { consumer_id, tag, entry, .. } => {
                 let d = Delivery::from_entry(chunk, consumer_id, tag, &entry);
                 self.complete(rid, Ok(Response::Get(Some(d))));

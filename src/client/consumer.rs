@@ -135,6 +135,29 @@ impl Consumer {
         Ok(Consumer { conn, id, state })
     }
 
+    /// The consumer of direct replies (`protocol::reply_to`) on `conn`,
+    /// and the generated name requests carry as their `reply_to`.
+    pub(crate) async fn reply_to(conn: Rc<Conn>, id: u32) -> Result<(String, Consumer)> {
+        let state = Rc::new(ConsumerState::default());
+        conn.add_consumer(id, state.clone());
+        let cmd = Cmd::Subscribe {
+            consumer_id: id,
+            prefetch: 1,
+            queue: crate::protocol::reply_to::PSEUDO_QUEUE,
+            priority: 0,
+        };
+        match conn.request(cmd).await {
+            Ok(super::conn::Response::ReplyTo(name)) => Ok((name, Consumer { conn, id, state })),
+            other => {
+                conn.remove_consumer(id);
+                Err(match other {
+                    Err(e) => e,
+                    Ok(r) => ClientError::Protocol(format!("unexpected reply {r:?} to a reply-to subscribe")),
+                })
+            }
+        }
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }

@@ -459,6 +459,17 @@ impl Client {
         Consumer::subscribe(self.conn_for(queue).await?, queue, id, options).await
     }
 
+    /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
+    /// a consumer of the replies sent to the returned name, with no queue
+    /// behind it. Requests carry the name as their `reply_to` property
+    /// (`PropsBuilder::reply_to`); a replier publishes to it as to a queue
+    /// (AMQP: the default exchange, the name as the routing key). Replies
+    /// are never acked (their tags are only counted), and are lost if
+    /// this client is gone. One per client.
+    pub async fn reply_consumer(&self) -> Result<(String, Consumer)> {
+        Consumer::reply_to(self.first.clone(), self.next_id()).await
+    }
+
     /// Pulls one message; it stays unacked until acked through the
     /// returned delivery's consumer id (see [`Client::ack_get`]).
     pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {

@@ -16,6 +16,10 @@ impl NativeConn {
     /// `Declare`: a queue at its owner (passive: checked there).
     pub(super) fn declare(&self, rid: u64, flags: u8, queue: &str, args: &[u8]) -> Result<(), Fatal> {
         check_queue_name(queue)?;
+        // Direct reply-to names are never made: a declare asks about one.
+        if self.reply_declare(rid, queue) {
+            return Ok(());
+        }
         let passive = flags & op::DECLARE_PASSIVE != 0;
         if !passive {
             self.may(rid, Perm::Configure, Kind::Queue, queue)?;
@@ -50,6 +54,9 @@ impl NativeConn {
         self.published.set(true);
         self.may_publish(rid, exchange)?;
         self.check_sizes(rid, &entries)?;
+        if exchange.is_empty() && crate::protocol::reply_to::is_reply_name(routing_key) {
+            return self.publish_reply(chunk, rid, flags, routing_key, &entries);
+        }
         let o = PubOpts {
             persistent: flags & op::PUBLISH_PERSISTENT != 0,
             confirm: flags & op::PUBLISH_CONFIRM != 0,

@@ -18,6 +18,7 @@
 pub mod accept;
 mod cmds;
 mod encode;
+mod reply_to;
 mod session;
 
 pub use accept::accept_loop;
@@ -106,6 +107,8 @@ pub struct NativeConn {
     tls: bool,
     /// The vhost the Hello named (`/` until then, and when it named none).
     pub(super) vhost: std::cell::OnceCell<String>,
+    /// Its direct reply-to consumer (`reply_to.rs`).
+    reply: reply_to::ReplyConsumer,
 }
 
 impl ConnSink for NativeConn {
@@ -173,6 +176,10 @@ impl ConnSink for NativeConn {
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
         Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
     }
+
+    fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
+        self.take_direct_reply(channel, token, msgs)
+    }
 }
 
 fn check_queue_name(q: &str) -> Result<(), Fatal> {
@@ -212,6 +219,7 @@ impl NativeConn {
             map_watch: Cell::new(false),
             tls,
             vhost: std::cell::OnceCell::new(),
+            reply: reply_to::ReplyConsumer::default(),
         }
     }
 
@@ -435,8 +443,12 @@ impl NativeConn {
             }
             Cmd::Subscribe { consumer_id, prefetch, queue, priority } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                if queue == protocol::reply_to::PSEUDO_QUEUE {
+                    return self.reply_subscribe(rid, consumer_id);
+                }
                 self.subscribe(rid, (consumer_id, prefetch, priority), queue)?
             }
+            Cmd::Unsubscribe { consumer_id } if self.reply_unsubscribe(rid, consumer_id) => {}
             Cmd::Unsubscribe { consumer_id } => {
                 let c =
                     self.consumers.borrow_mut().remove(&consumer_id).ok_or_else(|| unknown_consumer(consumer_id))?;
@@ -553,6 +565,9 @@ impl NativeConn {
         entries: protocol::Entries<'_>,
     ) -> Result<(), Fatal> {
         self.check_sizes(rid, &entries)?;
+        if protocol::reply_to::is_reply_name(queue) {
+            return self.publish_reply(chunk, rid, flags, queue, &entries);
+        }
         let persistent = flags & op::PUBLISH_PERSISTENT != 0;
         let confirm = flags & op::PUBLISH_CONFIRM != 0;
         // Native batches are all or nothing: one Confirm covers them.

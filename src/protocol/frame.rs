@@ -137,6 +137,12 @@ pub enum Cmd<'a> {
         code: u16,
         message: &'a str,
     },
+    /// The answer to a Subscribe to the direct reply-to pseudo-queue: the
+    /// generated `name` (`protocol::reply_to`) replies are published to.
+    ReplyTo {
+        consumer_id: u32,
+        name: &'a str,
+    },
     Ack {
         consumer_id: u32,
         ranges: Ranges<'a>,
@@ -376,6 +382,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             Cmd::Deliver { consumer_id, first_tag, entries: Entries::parse(c.rest(), count)? }
         }
         op::CONSUMER_CANCELLED => Cmd::ConsumerCancelled { consumer_id: c.u32()?, code: c.u16()?, message: c.str16()? },
+        op::REPLY_TO => Cmd::ReplyTo { consumer_id: c.u32()?, name: c.str8()? },
         op::ACK => {
             let consumer_id = c.u32()?;
             let count = c.u32()?;
@@ -493,6 +500,7 @@ impl Cmd<'_> {
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
             Cmd::Deliver { .. } => (op::DELIVER, 0),
             Cmd::ConsumerCancelled { .. } => (op::CONSUMER_CANCELLED, 0),
+            Cmd::ReplyTo { .. } => (op::REPLY_TO, 0),
             Cmd::Ack { .. } => (op::ACK, 0),
             Cmd::Nack { requeue, .. } => (op::NACK, if *requeue { op::NACK_REQUEUE } else { 0 }),
             Cmd::Get { no_ack, .. } => (op::GET, if *no_ack { op::GET_NO_ACK } else { 0 }),
@@ -600,6 +608,10 @@ impl Cmd<'_> {
                 buf.put_u32_le(*consumer_id);
                 buf.put_u16_le(*code);
                 put_str16(buf, message);
+            }
+            Cmd::ReplyTo { consumer_id, name } => {
+                buf.put_u32_le(*consumer_id);
+                put_str8(buf, name);
             }
             Cmd::Ack { consumer_id, ranges } | Cmd::Nack { consumer_id, ranges, .. } => {
                 buf.put_u32_le(*consumer_id);

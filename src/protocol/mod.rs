@@ -23,6 +23,7 @@ pub mod op;
 pub mod props;
 #[cfg(test)]
 mod proptests;
+pub mod reply_to;
 pub mod shard_hash;
 pub mod vhost;
 pub mod wire;

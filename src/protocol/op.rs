@@ -36,6 +36,9 @@ pub const DELIVER: u8 = 0x32;
 /// Server to client: the broker cancelled a consumer (its unacked
 /// messages went back to the queue), with an error code and why.
 pub const CONSUMER_CANCELLED: u8 = 0x33;
+/// Server to client: the answer to a Subscribe to the direct reply-to
+/// pseudo-queue (`protocol::reply_to`): the generated name requests carry.
+pub const REPLY_TO: u8 = 0x34;
 pub const ACK: u8 = 0x40;
 pub const NACK: u8 = 0x41;
 pub const GET: u8 = 0x42;
@@ -223,6 +226,7 @@ pub fn name(opcode: u8) -> &'static str {
         UNSUBSCRIBE => "Unsubscribe",
         DELIVER => "Deliver",
         CONSUMER_CANCELLED => "ConsumerCancelled",
+        REPLY_TO => "ReplyTo",
         ACK => "Ack",
         NACK => "Nack",
         GET => "Get",

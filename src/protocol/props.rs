@@ -8,6 +8,8 @@
 //! - [`scan`]: the fields the broker acts on, cheaply (no table walk).
 //! - [`Props::parse`]: every field, the headers as a [`Table`].
 //! - [`rewrite`]: new headers and no `expiration` (dead-lettering).
+//! - [`has_reply_to`], [`reply_to`], [`with_reply_to`]: direct reply-to
+//!   (`protocol::reply_to`) reads and replaces the `reply_to` property.
 //! - [`PropsBuilder`]: properties for a native publisher.
 
 use super::field_table::{Table, TableError};
@@ -190,6 +192,39 @@ pub fn rewrite(raw: &[u8], headers: &Table, drop_expiration: bool) -> Result<Vec
     Ok(out)
 }
 
+/// Whether the flags say `reply_to` is set: one bit test, so a publish
+/// without it pays nothing more (`raw` may be opaque native properties).
+#[inline]
+pub fn has_reply_to(raw: &[u8]) -> bool {
+    matches!(raw, [hi, lo, ..] if u16::from_be_bytes([*hi, *lo]) & bit(REPLY_TO) != 0)
+}
+
+/// The `reply_to` property's text, when `raw` is an AMQP property list
+/// that has one.
+pub fn reply_to(raw: &[u8]) -> Option<&[u8]> {
+    let (_, s) = spans(raw).ok()?;
+    s[REPLY_TO].as_ref().map(|r| &raw[r.start + 1..r.end])
+}
+
+/// `raw` (an AMQP property list) with `reply_to` set to `value` (at most
+/// 255 bytes); every other field is copied as it was.
+pub fn with_reply_to(raw: &[u8], value: &str) -> Result<Vec<u8>, PropsError> {
+    let len = u8::try_from(value.len()).map_err(|_| PropsError::Syntax("reply_to longer than 255 bytes"))?;
+    let (flags, spans) = if raw.is_empty() { (0, Default::default()) } else { spans(raw)? };
+    let flags = flags | bit(REPLY_TO);
+    let mut out = Vec::with_capacity(raw.len() + value.len() + 1);
+    out.put_u16(flags);
+    for (i, span) in spans.iter().enumerate() {
+        if i == REPLY_TO {
+            out.put_u8(len);
+            out.put_slice(value.as_bytes());
+        } else if let Some(r) = span {
+            out.put_slice(&raw[r.clone()]);
+        }
+    }
+    Ok(out)
+}
+
 /// Properties for a native publisher, encoded like AMQP's.
 #[derive(Debug, Clone, Default)]
 pub struct PropsBuilder {
@@ -197,6 +232,8 @@ pub struct PropsBuilder {
     headers: Option<Table>,
     delivery_mode: Option<u8>,
     priority: Option<u8>,
+    correlation_id: Option<String>,
+    reply_to: Option<String>,
     expiration: Option<String>,
     message_id: Option<String>,
     timestamp: Option<u64>,
@@ -226,6 +263,19 @@ impl PropsBuilder {
 
     pub fn priority(mut self, v: u8) -> Self {
         self.priority = Some(v);
+        self
+    }
+
+    /// Matches a reply to its request (RPC).
+    pub fn correlation_id(mut self, v: &str) -> Self {
+        self.correlation_id = Some(v.into());
+        self
+    }
+
+    /// Where replies go: a queue, or a direct reply-to name
+    /// (`protocol::reply_to`).
+    pub fn reply_to(mut self, v: &str) -> Self {
+        self.reply_to = Some(v.into());
         self
     }
 
@@ -270,6 +320,14 @@ impl PropsBuilder {
         if let Some(v) = self.priority {
             flags |= bit(PRIORITY);
             body.put_u8(v);
+        }
+        if let Some(v) = &self.correlation_id {
+            flags |= bit(CORRELATION_ID);
+            short(&mut body, v);
+        }
+        if let Some(v) = &self.reply_to {
+            flags |= bit(REPLY_TO);
+            short(&mut body, v);
         }
         if let Some(v) = &self.expiration {
             flags |= bit(EXPIRATION);
@@ -343,5 +401,28 @@ mod tests {
         // No properties at all: headers only.
         let out = rewrite(&[], &h, true).unwrap();
         assert_eq!(Props::parse(&out).unwrap().headers, Some(h));
+    }
+
+    #[test]
+    fn reply_to_is_read_and_replaced_keeping_the_rest() {
+        let raw = PropsBuilder::new()
+            .content_type("a")
+            .correlation_id("c1")
+            .reply_to("amq.rabbitmq.reply-to")
+            .message_id("m")
+            .build();
+        assert!(has_reply_to(&raw));
+        assert_eq!(reply_to(&raw), Some(&b"amq.rabbitmq.reply-to"[..]));
+        let out = with_reply_to(&raw, "amq.rabbitmq.reply-to.00ff").unwrap();
+        let p = Props::parse(&out).unwrap();
+        assert_eq!(p.short(REPLY_TO), Some(&b"amq.rabbitmq.reply-to.00ff"[..]));
+        assert_eq!(p.short(CORRELATION_ID), Some(&b"c1"[..]));
+        assert_eq!(p.short(CONTENT_TYPE), Some(&b"a"[..]));
+        assert_eq!(p.short(MESSAGE_ID), Some(&b"m"[..]));
+        let none = PropsBuilder::new().priority(1).build();
+        assert!(!has_reply_to(&none) && reply_to(&none).is_none());
+        assert!(!has_reply_to(b"") && !has_reply_to(b"\x00"));
+        assert!(with_reply_to(&raw, &"x".repeat(256)).is_err());
+        assert_eq!(reply_to(&with_reply_to(&[], "r").unwrap()), Some(&b"r"[..]));
     }
 }

@@ -48,6 +48,10 @@ enum O {
         code: u16,
         message: String,
     },
+    ReplyTo {
+        consumer_id: u32,
+        name: String,
+    },
     Ping,
     Pong,
     Blocked {
@@ -286,6 +290,7 @@ fn owned_cmd() -> impl Strategy<Value = O> {
             code,
             message
         }),
+        (any::<u32>(), queue()).prop_map(|(consumer_id, name)| O::ReplyTo { consumer_id, name }),
         (1..=op::ADMIN_COMMAND_MAX, queue()).prop_map(|(command, arg)| O::Admin { command, arg }),
         "\\PC{0,200}".prop_map(|json| O::AdminOk { json }),
         Just(O::MapGet),
@@ -348,6 +353,7 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         }),
         O::Ok { value } => Cmd::Ok { value: *value },
         O::Error { fatal, code, message } => Cmd::Error { fatal: *fatal, code: *code, message },
+        O::ReplyTo { consumer_id, name } => Cmd::ReplyTo { consumer_id: *consumer_id, name },
         O::ConsumerCancelled { consumer_id, code, message } => {
             Cmd::ConsumerCancelled { consumer_id: *consumer_id, code: *code, message }
         }
@@ -448,7 +454,7 @@ fn header_error(buf: &[u8], max: usize) -> Option<DecodeError> {
     }
 }
 
-const OPCODES: [u8; 22] = [
+const OPCODES: [u8; 23] = [
     op::HELLO,
     op::HELLO_OK,
     op::OK,
@@ -464,6 +470,7 @@ const OPCODES: [u8; 22] = [
     op::UNSUBSCRIBE,
     op::DELIVER,
     op::CONSUMER_CANCELLED,
+    op::REPLY_TO,
     op::ACK,
     op::NACK,
     op::GET,

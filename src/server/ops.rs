@@ -13,6 +13,7 @@
 //! | publish through an exchange | [`Shard::publish_to`] |
 //! | commit an AMQP transaction: its publishes routed here, each owner's part applied in one step, one answer | [`Shard::commit_tx`] (`shard/tx.rs`) |
 //! | declare, check, delete an exchange; bind, unbind | [`Shard::declare_exchange`], [`Shard::check_exchange`], [`Shard::delete_exchange`], [`Shard::bind`] |
+//! | publish to a direct reply-to name; ask whether one is alive | [`Shard::direct_reply`], [`Shard::reply_alive`] (`shard/direct.rs`) |
 //! | admin (`ringmq ctl`) | [`super::admin::start`] |
 //! | the connection is gone | [`Shard::release_connection`] |
 //! | names a client may use | [`queue_name_ok`], `shard::routing_replica::{check_exchange_name, check_table, exchange_def}` |

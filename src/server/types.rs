@@ -258,6 +258,23 @@ pub enum Request {
     ConnClosed {
         queues: Vec<String>,
     },
+    /// A direct reply (`protocol::reply_to`), for the requester's
+    /// connection `conn_id` on the shard it is sent to: handed to that
+    /// connection's reply consumer `channel` if that consumer holds
+    /// `token`, dropped otherwise (no queue, nothing stored). `count` 0
+    /// only asks whether the consumer is there (a declare of the name):
+    /// answered `Ok` or `QueueNotFound`. Otherwise answered only with
+    /// `confirm` (`Confirm`, delivered or dropped, as RabbitMQ confirms an
+    /// unroutable publish) or `mandatory` (`NoRoute` when dropped).
+    DirectReply {
+        conn_id: u64,
+        channel: u32,
+        token: u64,
+        entries: Bytes,
+        count: u32,
+        confirm: bool,
+        mandatory: bool,
+    },
     /// The connection's outbox has drained since the owner stopped
     /// dispatching to it (`server/gate.rs`): dispatch to it again. No reply.
     DeliveriesResume,

@@ -81,3 +81,20 @@ def wait_until(conn, pred, timeout=10.0, settle=0.3):
     while not pred() and time.time() < end:
         conn.process_data_events(time_limit=0.05)
     conn.process_data_events(time_limit=settle)
+
+
+def connect_on(shard):
+    """A connection on shard `shard` (None: wherever it lands): AMQP
+    connections land on any shard, told by a server-named queue's name
+    (amq.gen-SHARD.CONN...)."""
+    for _ in range(100):
+        conn = connect()
+        if shard is None:
+            return conn
+        ch = conn.channel()
+        q = ch.queue_declare(queue="", exclusive=True).method.queue
+        ch.close()
+        if int(q.split("-")[1].split(".")[0]) == shard:
+            return conn
+        conn.close()
+    raise AssertionError("no connection landed on shard %s" % shard)

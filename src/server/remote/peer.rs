@@ -82,6 +82,7 @@ pub struct Peer {
 fn answered(req: &Request) -> bool {
     match req {
         Request::Publish { confirm, .. } | Request::PublishMany { confirm, .. } => *confirm,
+        Request::DirectReply { confirm, mandatory, .. } => *confirm || *mandatory,
         Request::Declare { .. }
         | Request::Delete { .. }
         | Request::Purge { .. }

@@ -150,6 +150,41 @@ mod tests {
         let _ = ConnRef { shard: 0, conn_id: 0 };
     }
 
+    /// A direct reply crosses the link with every field as sent; a prefix
+    /// of it never decodes.
+    #[test]
+    fn a_direct_reply_round_trips() {
+        let mut b = BytesMut::new();
+        let entries = Bytes::from_static(b"\x00\x02\x00\x00\x00re");
+        let req = Request::DirectReply {
+            conn_id: u64::MAX,
+            channel: 7,
+            token: 0xfeed_f00d,
+            entries: entries.clone(),
+            count: 1,
+            confirm: true,
+            mandatory: false,
+        };
+        encode(&DataMsg::Request { shard: 1, conn: 2, request_id: 3, req }, &mut b, 1 << 20).unwrap();
+        let payload = b[HEADER_BYTES..].to_vec();
+        match decode(&payload).unwrap() {
+            DataMsg::Request {
+                req: Request::DirectReply { conn_id, channel, token, entries: e, count, confirm, mandatory },
+                ..
+            } => {
+                assert_eq!(
+                    (conn_id, channel, token, count, confirm, mandatory),
+                    (u64::MAX, 7, 0xfeed_f00d, 1, true, false)
+                );
+                assert_eq!(e, entries);
+            }
+            other => panic!("{other:?}"),
+        }
+        for n in 0..payload.len() {
+            assert!(decode(&payload[..n]).is_err(), "a strict prefix ({n} bytes) decodes");
+        }
+    }
+
     #[test]
     fn a_message_past_the_frame_limit_is_refused_and_leaves_the_buffer_alone() {
         let mut b = BytesMut::from(&b"before"[..]);

@@ -22,6 +22,8 @@ pub mod conns;
 mod dead_letters;
 mod declare;
 mod defs;
+mod direct;
+pub use direct::ReplyOpts;
 mod durable;
 mod gate;
 mod login;
@@ -53,6 +55,13 @@ pub trait ConnSink {
     /// its protocol can, and stops its reader at once: the shard evicted
     /// it at `unauthenticated_connections_max`.
     fn evict(&self, why: &str);
+    /// A direct reply (`protocol::reply_to`) for the reply consumer
+    /// `channel` (an AMQP channel, a native consumer id), if `token` is
+    /// that consumer's: delivered (or, with no `msgs`, only looked
+    /// for). `false`: no such consumer here, the reply is dropped.
+    fn direct_reply(&self, _channel: u32, _token: u64, _msgs: &[Bytes]) -> bool {
+        false
+    }
     /// The cluster map moved to `version`: a native connection that asked
     /// for the map is told.
     fn map_changed(&self, _version: u32) {}
@@ -440,6 +449,11 @@ impl Shard {
             Request::ConnClosed { queues } => {
                 self.stopped.forget(from);
                 self.connection_closed(from, &queues);
+                None
+            }
+            Request::DirectReply { conn_id, channel, token, entries, count, confirm, mandatory } => {
+                let o = ReplyOpts { confirm, mandatory };
+                self.deliver_direct(from, request_id, (conn_id, channel, token), (entries, count), o);
                 None
             }
             Request::DeliveriesResume => {

@@ -179,7 +179,7 @@ impl Shard {
         }
     }
 
-    fn remote_submit_to(&self, node: NodeId, shard: u16, from: ConnRef, request_id: u64, req: Request) {
+    pub(super) fn remote_submit_to(&self, node: NodeId, shard: u16, from: ConnRef, request_id: u64, req: Request) {
         if from.shard != self.id {
             let msg = MeshMsg::RemoteRequest { node, shard, from, request_id, req };
             return self.mesh.forward(from.shard, msg);
