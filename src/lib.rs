@@ -51,7 +51,8 @@
 //! | a clustered node: its identity, forming or joining, the member on shard 0; the local half that applies committed changes to the shards | [`server::cluster`], `server::shard::cluster`, `server::shard::cluster_admin` |
 //! | the inter-node link carrying Raft's RPCs: its sans-IO codec, and the TCP transport (handshake with HMAC proofs, bounded frames and windows, redial with backoff) | [`protocol::link`], [`cluster::link`], read through [`rt::reader`] |
 //! | queues on other nodes: placement by the group at a queue's first declare, each shard's copy of it, and the shard mesh across nodes (an owner id from `0x8000` up is another node's shard; requests and replies over per-shard data links) | [`server::remote`] ([`server::remote::wire`], [`server::remote::peer`], [`server::remote::serve`]), `server::shard::remote` |
-//! | the cluster map for native clients (`MapGet`, `Locate`, `MapChanged`), and the client that sends each queue's traffic to its node's owning shard | [`protocol::cluster_map`], [`client::cluster`] |
+//! | the cluster map for native clients (`MapGet`, `Locate`, `MapChanged`; a client gets it with its handshake), and the client that sends each queue's traffic to its node's owning shard | [`protocol::cluster_map`], [`client::cluster`], `client::handshake` |
+//! | direct reply-to (`amq.rabbitmq.reply-to`): the generated name's codec, the reply's way to the requesting connection on any shard or node, and each front end's reply consumer | [`protocol::reply_to`], `server::shard::direct`, `amqp::reply_to`, `native::reply_to` |
 //!
 //! Everything a queue does happens on its owning shard, one thread, no locks.
 //! The `ringmq` binary (`src/main.rs`, `src/cli/`) wraps this as `serve`,

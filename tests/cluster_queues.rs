@@ -14,7 +14,7 @@ use cluster::{three, three_with, wait_until, Node};
 use common::{within, Raw, STEP};
 use futures_lite::StreamExt;
 use ringmq::client::{Client, ClientOptions, ProducerOptions};
-use ringmq::protocol::{Cmd, ErrorCode};
+use ringmq::protocol::ErrorCode;
 use std::time::Duration;
 
 fn url(n: &Node) -> String {
@@ -340,25 +340,7 @@ fn a_routed_publisher_on_another_node_pauses_on_a_deep_queue() {
     let nodes = three_with(root.path(), &["--config", conf.to_str().unwrap()]);
     let (mut on3, _) = Raw::hello(nodes[2].native);
     on3.declare("deep-q");
-    let (mut p, _) = Raw::hello(nodes[0].native);
-    let rid = p.send(Cmd::ExchangeDeclare { flags: 0, exchange: "deep-x", kind: "fanout", args: &[] });
-    p.expect_ok(rid);
-    let rid = p.send(Cmd::Bind { flags: 0, source: "deep-x", destination: "deep-q", routing_key: "", args: &[] });
-    p.expect_ok(rid);
     assert!(nodes[2].queues().iter().any(|q| q == "deep-q") && nodes[0].queues().is_empty());
-    // A consumer that takes one message and never acks: the queue stays deep.
-    let (mut slow, _) = Raw::hello(nodes[2].native);
-    slow.subscribe("deep-q", 1);
-    let first = p.publish_to("deep-x", 300);
-    p.expect_confirm(first, 300);
-    // The pause comes back over the link with the confirm: the batch on its
-    // way is read, the next one is not.
-    let second = p.publish_to("deep-x", 10);
-    p.expect_confirm(second, 10);
-    let third = p.publish_to("deep-x", 10);
-    p.expect_silence();
-    let (mut fast, _) = Raw::hello(nodes[2].native);
-    let (cid, mut got) = fast.subscribe("deep-q", 1000);
-    got.extend(fast.expect_deliveries(cid, 309 - got.len()));
-    p.expect_confirm(third, 10);
+    let (mut p, _) = Raw::hello(nodes[0].native);
+    p.expect_routed_pause("deep-x", "deep-q", nodes[2].native);
 }

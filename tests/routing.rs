@@ -375,23 +375,5 @@ fn routed_publisher_pauses_on_a_deep_queue_of_another_shard() {
     let (mut p, shard) = Raw::hello(b.shards[0]);
     assert_eq!(shard, 0);
     p.declare(&remote);
-    let rid = p.send(Cmd::ExchangeDeclare { flags: 0, exchange: "rpause-x", kind: "fanout", args: &[] });
-    p.expect_ok(rid);
-    let rid = p.send(Cmd::Bind { flags: 0, source: "rpause-x", destination: &remote, routing_key: "", args: &[] });
-    p.expect_ok(rid);
-    let (mut slow, _) = Raw::hello(b.shards[1]);
-    slow.subscribe(&remote, 1);
-    let first = p.publish_to("rpause-x", 300);
-    p.expect_confirm(first, 300);
-    // The pause reaches the publisher's connection with the confirm, while
-    // it waits to read: the batch already on its way is read, the next
-    // one is not.
-    let second = p.publish_to("rpause-x", 10);
-    p.expect_confirm(second, 10);
-    let third = p.publish_to("rpause-x", 10);
-    p.expect_silence();
-    let (mut fast, _) = Raw::hello(b.shards[1]);
-    let (cid, mut got) = fast.subscribe(&remote, 1000);
-    got.extend(fast.expect_deliveries(cid, 309 - got.len()));
-    p.expect_confirm(third, 10);
+    p.expect_routed_pause("rpause-x", &remote, b.shards[1]);
 }

@@ -496,6 +496,32 @@ impl Raw {
         rid
     }
 
+    /// Binds `queue` to a new fanout `exchange` and checks that this
+    /// publisher, routing through it, is paused by the queue's owner once
+    /// the queue is deep (`publish_pause_messages` = 100, a consumer on
+    /// `owner` taking one message and never acking), and goes on once a
+    /// consumer drains it. The owner is on another shard or node: its
+    /// `PublishPaused` comes back with the first batch's confirm, so the
+    /// batch already on its way is read and the next one is not.
+    pub fn expect_routed_pause(&mut self, exchange: &str, queue: &str, owner: SocketAddr) {
+        let rid = self.send(Cmd::ExchangeDeclare { flags: 0, exchange, kind: "fanout", args: &[] });
+        self.expect_ok(rid);
+        let rid = self.send(Cmd::Bind { flags: 0, source: exchange, destination: queue, routing_key: "", args: &[] });
+        self.expect_ok(rid);
+        let (mut slow, _) = Raw::hello(owner);
+        slow.subscribe(queue, 1);
+        let first = self.publish_to(exchange, 300);
+        self.expect_confirm(first, 300);
+        let second = self.publish_to(exchange, 10);
+        self.expect_confirm(second, 10);
+        let third = self.publish_to(exchange, 10);
+        self.expect_silence();
+        let (mut fast, _) = Raw::hello(owner);
+        let (cid, mut got) = fast.subscribe(queue, 1000);
+        got.extend(fast.expect_deliveries(cid, 309 - got.len()));
+        self.expect_confirm(third, 10);
+    }
+
     pub fn expect_confirm(&mut self, rid: u64, count: u32) {
         let f = self.recv();
         match f.frame() {
