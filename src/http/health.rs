@@ -35,17 +35,30 @@ fn failed(reason: &str, extra: Value) -> Resp {
     json_resp(StatusCode::SERVICE_UNAVAILABLE, &v)
 }
 
-/// The resource alarms in effect on this node, as RabbitMQ lists them.
+/// The resource alarms in effect on this node, as RabbitMQ lists them:
+/// a clustered node by its name in the cluster, a lone one as `/api/nodes`
+/// names it.
 fn alarms_in_effect(shard: &Shard) -> Vec<Value> {
+    let node = match shard.config.cluster_listen {
+        Some(_) => shard.config.node_name(),
+        None => NODE.to_string(),
+    };
     let a = shard.alarms().snapshot();
-    a.in_effect().iter().map(|r| json!({ "node": NODE, "resource": r })).collect()
+    a.in_effect().iter().map(|r| json!({ "node": node, "resource": r })).collect()
 }
 
-/// `GET /api/health/checks/alarms`: the cluster's alarms. A node sees its
-/// own; on a clustered node the other members' are not gathered yet (see
-/// docs/operations.md, "Health checks").
-pub fn alarms(shard: &Shard) -> Resp {
-    let alarms = alarms_in_effect(shard);
+/// `GET /api/health/checks/alarms`: the cluster's alarms. A clustered
+/// node asks every other member that is up for its own ([`super::peers`],
+/// with the caller's `authorization`); one that cannot be asked fails the
+/// check with the reason.
+pub async fn alarms(shard: &Rc<Shard>, authorization: &str) -> Resp {
+    let mut alarms = alarms_in_effect(shard);
+    if shard.cluster_node().is_some() {
+        match super::peers::other_members_alarms(shard, authorization).await {
+            Ok(others) => alarms.extend(others),
+            Err(why) => return failed(&why, json!({ "alarms": alarms })),
+        }
+    }
     if alarms.is_empty() {
         return ok(json!({}));
     }

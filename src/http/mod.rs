@@ -10,7 +10,7 @@
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}` | memory and disk against their alarms ([`nodes`]) |
-//! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]) |
+//! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]; the cluster-wide one asks the other members, [`peers`]) |
 //! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
 //! | `GET /api/permissions`, `GET`, `PUT`, `DELETE /api/permissions/{vhost}/{user}` | permissions, administrator only ([`users`]) |
 
@@ -22,6 +22,7 @@
 mod conn;
 mod health;
 mod nodes;
+mod peers;
 mod users;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
@@ -214,7 +215,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         (&Method::GET, ["overview"]) => overview(shard).await,
         (&Method::GET, ["nodes"]) => nodes::nodes(shard, None).await,
         (&Method::GET, ["nodes", name]) => nodes::nodes(shard, Some(name)).await,
-        (&Method::GET, ["health", "checks", "alarms"]) => health::alarms(shard),
+        (&Method::GET, ["health", "checks", "alarms"]) => {
+            let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            health::alarms(shard, auth).await
+        }
         (&Method::GET, ["health", "checks", "local-alarms"]) => health::local_alarms(shard),
         (&Method::GET, ["health", "checks", "port-listener", port]) => health::port_listener(shard, port),
         (&Method::GET, ["aliveness-test", vhost]) => match basic_credentials(&req) {
