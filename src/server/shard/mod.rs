@@ -285,13 +285,6 @@ impl Shard {
         &self.node_status
     }
 
-    /// Exchanges in every vhost, the default and `amq.*` ones included (as
-    /// RabbitMQ counts them), from this shard's copy of the routing table:
-    /// every shard holds the same, so this is not summed.
-    pub fn exchange_count(&self) -> usize {
-        self.routing.table.borrow().exchanges().count()
-    }
-
     /// The owner of `queue`: a shard of this node, or (clustered) the slot
     /// of its owning shard on another node (`server::remote`).
     #[inline]
