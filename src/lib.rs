@@ -47,6 +47,7 @@
 //! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text | `server::shard::admin`, [`server::stats`] |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
+//! | health and readiness: the node's listeners and ready flag, RabbitMQ's health checks and aliveness test, `sd_notify`, `ctl status`/`ping`/`await-startup` | [`server::health`], `http::health`, [`server::notify`], `src/cli/ctl_health.rs` |
 //! | cluster metadata by consensus (`docs/cluster.md`): openraft on glommio, its durable log and vote, the state machine and the broker's metadata state, the members' requests to the leader | [`cluster`] ([`cluster::rt`], [`cluster::log_store`], [`cluster::state_machine`], [`cluster::meta`], [`cluster::service`]) |
 //! | a clustered node: its identity, forming or joining, the member on shard 0; the local half that applies committed changes to the shards | [`server::cluster`], `server::shard::cluster`, `server::shard::cluster_admin` |
 //! | the inter-node link carrying Raft's RPCs: its sans-IO codec, and the TCP transport (handshake with HMAC proofs, bounded frames and windows, redial with backoff) | [`protocol::link`], [`cluster::link`], read through [`rt::reader`] |

@@ -401,6 +401,14 @@ impl Channels {
     pub fn clear(&mut self) {
         self.0.clear();
     }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Byte equality without a libc call: names are short, and `memcmp` was

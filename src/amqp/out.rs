@@ -82,6 +82,13 @@ impl ConnSink for AmqpConn {
         ("amqp", self.peer.map(|p| p.to_string()).unwrap_or_default())
     }
 
+    fn channels(&self) -> usize {
+        // The shard asks from its own turn, never while this connection
+        // holds its state; should it ever, the count reads 0 for that
+        // snapshot rather than panicking.
+        self.st.try_borrow().map_or(0, |st| st.channels.len())
+    }
+
     fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
         self.take_direct_reply(channel, token, msgs)
     }

@@ -109,6 +109,19 @@ pub enum CtlCommand {
     /// Deletes a vhost and everything in it: its queues with their
     /// messages, exchanges, bindings and permissions; its connections close.
     DeleteVhost { name: String },
+    /// The node: ready or starting, uptime, listeners, alarms, object
+    /// totals.
+    Status,
+    /// Logs in and exchanges a Ping for a Pong: the broker answers
+    /// clients. Exits 1 when it does not.
+    Ping,
+    /// Waits until the broker answers and has finished starting (every
+    /// listener served, a clustered node caught up); exits 1 if it has not
+    /// within `--timeout` seconds, or at once on a refused login.
+    AwaitStartup {
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+    },
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
@@ -117,6 +130,9 @@ pub fn run(a: CtlArgs) -> ExitCode {
     // Queues are named in the connection's vhost (`--vhost`).
     let queue_in = |q: &str| ringmq::protocol::vhost::qualify(&a.conn.vhost, q).into_owned();
     let (command, arg) = match &a.cmd {
+        CtlCommand::Status | CtlCommand::Ping | CtlCommand::AwaitStartup { .. } => {
+            return super::ctl_health::run(&a.conn, &a.cmd, a.json)
+        }
         CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
         CtlCommand::Shards => (op::ADMIN_SHARDS, ""),
@@ -266,6 +282,8 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::ListPermissions => &["user", "vhost", "configure", "write", "read"],
         CtlCommand::ListVhosts => &["name"],
         CtlCommand::AddVhost { .. } | CtlCommand::DeleteVhost { .. } => &["vhost", "done"],
+        // Answered above, by `ctl_health`.
+        CtlCommand::Status | CtlCommand::Ping | CtlCommand::AwaitStartup { .. } => &[],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,
@@ -368,62 +386,108 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer ctl reads.
 const ANSWER_BYTES_MAX: usize = 1 << 30;
 
-fn connect(c: &ConnArgs) -> Result<(SocketAddr, Box<dyn Stream>), String> {
+/// How long connecting, and then each answer, may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Within {
+    pub connect: Duration,
+    pub answer: Duration,
+}
+
+const WITHIN: Within = Within { connect: CONNECT_TIMEOUT, answer: ANSWER_TIMEOUT };
+
+fn connect(c: &ConnArgs, within: Within) -> Result<(SocketAddr, Box<dyn Stream>), String> {
     let opts = c.options();
     let addr = ringmq::client::parse_url(&opts.url).map_err(|e| e.to_string())?;
     let tls = ringmq::client::tls::Tls::for_options(&opts).map_err(|e| e.to_string())?;
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
+    let s = TcpStream::connect_timeout(&addr, within.connect).map_err(|e| format!("{addr}: {e}"))?;
     let _ = s.set_nodelay(true);
     let stream: Box<dyn Stream> = match tls {
         Some(tls) => {
-            let t = tls.connect_std(s, CONNECT_TIMEOUT).map_err(|e| format!("{addr}: {e}"))?;
-            t.sock.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| e.to_string())?;
+            let t = tls.connect_std(s, within.connect).map_err(|e| format!("{addr}: {e}"))?;
+            t.sock.set_read_timeout(Some(within.answer)).map_err(|e| e.to_string())?;
             Box::new(t)
         }
         None => {
-            s.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(within.answer)).map_err(|e| e.to_string())?;
             Box::new(s)
         }
     };
     Ok((addr, stream))
 }
 
+/// What the broker answered the frame after Hello with.
+pub(super) enum Answer {
+    Json(String),
+    Pong,
+}
+
+/// Why no answer came: the broker refused (an `Error` frame: its code), or
+/// it could not be reached or did not answer in time.
+#[derive(Debug)]
+pub(super) enum Failure {
+    Broker { code: u16, message: String },
+    Unreachable(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Broker { code, message } => write!(f, "broker error {code}: {message}"),
+            Failure::Unreachable(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Hello, then one `Admin` frame; the `AdminOk` JSON.
 fn request(c: &ConnArgs, command: u8, arg: &str) -> Result<String, String> {
-    let (addr, mut s) = connect(c)?;
+    match exchange(c, Cmd::Admin { command, arg }, WITHIN) {
+        Ok(Answer::Json(json)) => Ok(json),
+        Ok(Answer::Pong) => Err("the broker answered Pong to an Admin request".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Hello, then `cmd` (an `Admin` or a `Ping`); its answer.
+pub(super) fn exchange(c: &ConnArgs, cmd: Cmd<'_>, within: Within) -> Result<Answer, Failure> {
+    let (addr, mut s) = connect(c, within).map_err(Failure::Unreachable)?;
     let mut out = BytesMut::new();
     Frame {
         request_id: 1,
         cmd: Cmd::Hello { version: VERSION, user: &c.user, password: &c.password, heartbeat_ms: None, vhost: None },
     }
     .encode(&mut out);
-    Frame { request_id: 2, cmd: Cmd::Admin { command, arg } }.encode(&mut out);
-    s.write_all(&out).and_then(|()| s.flush()).map_err(|e| format!("{addr}: {e}"))?;
+    Frame { request_id: 2, cmd }.encode(&mut out);
+    let gone = |e: std::io::Error| Failure::Unreachable(format!("{addr}: {e}"));
+    s.write_all(&out).and_then(|()| s.flush()).map_err(gone)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64 << 10];
     loop {
         // Frames from the buffer's front until the answer to request 2.
         loop {
-            let (answer, used) =
-                match decode(&buf, ANSWER_BYTES_MAX).map_err(|e| format!("bad frame from the broker: {e}"))? {
-                    Decoded::Incomplete => break,
-                    Decoded::Frame(f, n) => (
-                        match f.cmd {
-                            Cmd::AdminOk { json } => Some(Ok(json.to_string())),
-                            Cmd::Error { code, message, .. } => Some(Err(format!("broker error {code}: {message}"))),
-                            _ => None,
-                        },
-                        n,
-                    ),
-                };
+            let decoded = decode(&buf, ANSWER_BYTES_MAX)
+                .map_err(|e| Failure::Unreachable(format!("bad frame from the broker: {e}")))?;
+            let (answer, used) = match decoded {
+                Decoded::Incomplete => break,
+                Decoded::Frame(f, n) => (
+                    match f.cmd {
+                        Cmd::AdminOk { json } => Some(Ok(Answer::Json(json.to_string()))),
+                        Cmd::Pong => Some(Ok(Answer::Pong)),
+                        Cmd::Error { code, message, .. } => {
+                            Some(Err(Failure::Broker { code, message: message.to_string() }))
+                        }
+                        _ => None,
+                    },
+                    n,
+                ),
+            };
             if let Some(a) = answer {
                 return a;
             }
             buf.drain(..used);
         }
-        let n = s.read(&mut chunk).map_err(|e| format!("{addr}: {e}"))?;
+        let n = s.read(&mut chunk).map_err(gone)?;
         if n == 0 {
-            return Err(format!("{addr} closed the connection"));
+            return Err(Failure::Unreachable(format!("{addr} closed the connection")));
         }
         buf.extend_from_slice(&chunk[..n]);
     }

@@ -175,6 +175,9 @@ pub fn run(a: ServeArgs) -> ExitCode {
     tracing::info!(metrics = %broker.metrics_addr, "metrics and HTTP management listener ready");
     // A machine-readable line for scripts and tests.
     println!("{}", ready_line(&broker, &own));
+    // Broker::start returned: every listener is served and a clustered
+    // node has caught up. Now the service manager may start what needs us.
+    notify(&format!("READY=1\nSTATUS=serving native={} amqp={}", broker.native_addr, broker.amqp_addr));
     let stop = broker.stopper();
     let mut signals = signals;
     let on_signal = stop.clone();
@@ -198,6 +201,7 @@ pub fn run(a: ServeArgs) -> ExitCode {
         tracing::error!(shard, "a shard ended unexpectedly: stopping the broker");
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    notify("STOPPING=1");
     let result = broker.join();
     if let Err(e) = &result {
         tracing::error!("shards failed: {e}");
@@ -208,6 +212,16 @@ pub fn run(a: ServeArgs) -> ExitCode {
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Tells systemd (`Type=notify`); a failure is logged, not fatal: the
+/// broker serves either way, and systemd reports the missing readiness.
+fn notify(state: &str) {
+    match ringmq::server::notify::sd_notify(state) {
+        Ok(true) => tracing::debug!(state, "told the service manager"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, state, "could not notify the service manager (NOTIFY_SOCKET)"),
+    }
 }
 
 /// `ringmq ready native=... shards=... amqp=... metrics=...`, then each TLS

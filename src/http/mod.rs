@@ -9,7 +9,8 @@
 //! | `GET /metrics/per-object` | the same with every per-queue series |
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
-//! | `GET /api/nodes`, `/api/nodes/{name}`, `/api/health/checks/alarms` | memory and disk against their alarms ([`nodes`]) |
+//! | `GET /api/nodes`, `/api/nodes/{name}` | memory and disk against their alarms ([`nodes`]) |
+//! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]; the cluster-wide one asks the other members, [`peers`]) |
 //! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
 //! | `GET /api/permissions`, `GET`, `PUT`, `DELETE /api/permissions/{vhost}/{user}` | permissions, administrator only ([`users`]) |
 
@@ -19,7 +20,9 @@
 #![deny(clippy::cast_possible_truncation)]
 
 mod conn;
+mod health;
 mod nodes;
+mod peers;
 mod users;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
@@ -104,12 +107,18 @@ fn empty(status: StatusCode) -> Resp {
 /// What the request's basic credentials let it do; `None` without valid
 /// credentials of a configured user.
 fn authorised(shard: &Shard, req: &Request<Incoming>, peer: Option<std::net::SocketAddr>) -> Option<Access> {
+    let (user, password) = basic_credentials(req)?;
+    shard.authenticate("http", &user, password.as_bytes(), peer).ok()
+}
+
+/// The user name and password of the request's basic credentials.
+fn basic_credentials(req: &Request<Incoming>) -> Option<(String, String)> {
     let v = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
     let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
     let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (user, password) = raw.split_once(':')?;
-    shard.authenticate("http", user, password.as_bytes(), peer).ok()
+    Some((user.to_string(), password.to_string()))
 }
 
 /// A login with a management tag or more: 401 without valid credentials,
@@ -206,7 +215,16 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         (&Method::GET, ["overview"]) => overview(shard).await,
         (&Method::GET, ["nodes"]) => nodes::nodes(shard, None).await,
         (&Method::GET, ["nodes", name]) => nodes::nodes(shard, Some(name)).await,
-        (&Method::GET, ["health", "checks", "alarms"]) => nodes::health_alarms(shard),
+        (&Method::GET, ["health", "checks", "alarms"]) => {
+            let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            health::alarms(shard, auth).await
+        }
+        (&Method::GET, ["health", "checks", "local-alarms"]) => health::local_alarms(shard),
+        (&Method::GET, ["health", "checks", "port-listener", port]) => health::port_listener(shard, port),
+        (&Method::GET, ["aliveness-test", vhost]) => match basic_credentials(&req) {
+            Some((user, password)) => health::aliveness(shard, vhost, (&user, &password)).await,
+            None => error(StatusCode::UNAUTHORIZED, "bad user name or password"),
+        },
         (&Method::GET, ["queues"]) => {
             let stats = shard.gather_stats(true).await;
             let parts = json_array(queues(&stats), queue_json).await;
@@ -272,9 +290,12 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             Value::Array(mut one) if !one.is_empty() => json_resp(StatusCode::OK, &one.swap_remove(0)),
             _ => error(StatusCode::NOT_FOUND, "no such vhost"),
         },
-        (_, ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts" | "nodes" | "health", ..]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
-        }
+        // A known path with another method; an unknown GET is a 404.
+        (
+            m,
+            ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts" | "nodes" | "health"
+            | "aliveness-test", ..],
+        ) if m != Method::GET => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -350,6 +371,7 @@ fn conn_json(c: &ConnStats) -> Value {
         "peer_port": port,
         "vhost": c.vhost,
         "state": "running",
+        "channels": c.channels,
         "outbox_bytes": c.outbox_bytes,
     })
 }
@@ -383,8 +405,8 @@ async fn overview(shard: &Rc<Shard>) -> Resp {
                 "queues": sum(|s| s.queue_count),
                 "connections": sum(|s| s.connections),
                 "consumers": sum(|s| s.consumers),
-                "exchanges": 1,
-                "channels": 0,
+                "exchanges": shard.exchange_count(),
+                "channels": sum(|s| s.channels),
             },
         }),
     )

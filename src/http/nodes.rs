@@ -1,4 +1,4 @@
-//! `GET /api/nodes` and the alarm health check. A broker that is not
+//! `GET /api/nodes`. A broker that is not
 //! clustered is one node (`ringmq`), described with the fields of
 //! RabbitMQ's management API that concern resource alarms
 //! (`server/alarm.rs`). A clustered one lists every member as
@@ -74,19 +74,4 @@ pub async fn nodes(shard: &Rc<Shard>, name: Option<&str>) -> Resp {
         Some(NODE) => json_resp(StatusCode::OK, &node_json(shard).await),
         Some(_) => error(StatusCode::NOT_FOUND, "no such node (the broker is one node, 'ringmq')"),
     }
-}
-
-/// `GET /api/health/checks/alarms`: 200 without alarms, 503 with the
-/// alarms in effect (RabbitMQ's answer shape).
-pub fn health_alarms(shard: &Shard) -> Resp {
-    let a = shard.alarms().snapshot();
-    let on = a.in_effect();
-    if on.is_empty() {
-        return json_resp(StatusCode::OK, &json!({ "status": "ok" }));
-    }
-    let alarms: Vec<Value> = on.iter().map(|r| json!({ "node": NODE, "resource": r })).collect();
-    json_resp(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &json!({ "status": "failed", "reason": "resource alarm(s) in effect", "alarms": alarms }),
-    )
 }

@@ -99,8 +99,12 @@ pub const ADMIN_FORGET_NODE: u8 = 0x18;
 /// A member's link address (`HOST:PORT`): this node, alone in its own
 /// cluster, leaves it and joins that member's.
 pub const ADMIN_JOIN_CLUSTER: u8 = 0x19;
+/// No argument: the node as `ringmq ctl status` shows it (`{"node",
+/// "ready", "uptime_ms", "listeners", "alarms", ...}`,
+/// `server::health::status_json`).
+pub const ADMIN_STATUS: u8 = 0x1A;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_JOIN_CLUSTER;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_STATUS;
 
 /// Whether an `Admin` command needs the administrator tag; the others need
 /// management, monitoring or administrator. As in RabbitMQ, users are the

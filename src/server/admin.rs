@@ -132,6 +132,7 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         op::ADMIN_CLUSTER_STATUS => cluster(shard, ClusterAsk::Status).await,
         op::ADMIN_FORGET_NODE => cluster(shard, ClusterAsk::Forget { name: arg.to_string() }).await,
         op::ADMIN_JOIN_CLUSTER => cluster(shard, ClusterAsk::Join { addr: arg.to_string() }).await,
+        op::ADMIN_STATUS => super::health::status_json(shard).await,
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()

@@ -15,8 +15,10 @@ pub mod deadletter;
 pub mod fatal;
 pub mod gate;
 pub mod grants;
+pub mod health;
 pub mod listener;
 pub mod mesh;
+pub mod notify;
 pub mod ops;
 pub mod policy;
 pub mod queue;
@@ -109,6 +111,7 @@ struct ShardStart {
     /// A clustered node: this shard's data listener (`server::remote`).
     data_listener: Option<std::net::TcpListener>,
     remote: Arc<remote::RemoteShared>,
+    status: Arc<health::NodeStatus>,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -168,6 +171,7 @@ impl Broker {
             cluster.as_mut().map(|(c, _)| std::mem::take(&mut c.data_listeners)).unwrap_or_default();
         data_listeners.reverse();
         let cluster_addr = cluster.as_ref().and_then(|(c, _)| c.listener.as_ref()?.local_addr().ok());
+        let status = Arc::new(health::NodeStatus::new(listeners_of(&bound, cluster_addr)));
         let config = Arc::new(config);
         let stop = Arc::new(AtomicBool::new(false));
         let remote = Arc::new(remote::RemoteShared::default());
@@ -197,6 +201,7 @@ impl Broker {
                 cluster: if id == 0 { cluster.take() } else { None },
                 data_listener: data_listeners.pop(),
                 remote: remote.clone(),
+                status: status.clone(),
                 ready: ready_tx.clone(),
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
@@ -261,6 +266,9 @@ impl Broker {
                 return Err(StartError::Monitor(e));
             }
         }
+        // Every shard serves its listeners and (clustered) shard 0 has
+        // caught up with the group: what `ctl await-startup` waits for.
+        status.set_ready();
         Ok(broker)
     }
 
@@ -322,6 +330,31 @@ impl Broker {
     pub fn join(self) -> Result<(), fatal::ShardFailures> {
         self.stop()
     }
+}
+
+/// Every listener the node bound, for the port-listener health check and
+/// `ctl status`.
+fn listeners_of(b: &listener::Bound, cluster: Option<SocketAddr>) -> Vec<health::Listener> {
+    let mut v = Vec::new();
+    let mut add = |protocol, addr| v.push(health::Listener { protocol, addr });
+    add("native", b.native.addr);
+    b.native.shard_addrs.iter().for_each(|a| add("native-shard", *a));
+    if let Some(t) = &b.native_tls {
+        add("native-tls", t.addr);
+        t.shard_addrs.iter().for_each(|a| add("native-tls-shard", *a));
+    }
+    add("amqp", b.amqp.1);
+    if let Some(a) = &b.amqps {
+        add("amqps", a.1);
+    }
+    add("http", b.http.1);
+    if let Some(h) = &b.https {
+        add("https", h.1);
+    }
+    if let Some(c) = cluster {
+        add("clustering", c);
+    }
+    v
 }
 
 /// Two blocking threads per shard, on the shard's core when it is
@@ -406,7 +439,7 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     let stored_access = s.stored_access.as_deref();
     // `cores` is at most 1024 (validated).
     let (id, count) = (crate::protocol::wire::len16(s.id), crate::protocol::wire::len16(s.count));
-    let node = shard::NodeShared { alarms: s.alarms, remote: s.remote };
+    let node = shard::NodeShared { alarms: s.alarms, remote: s.remote, status: s.status };
     let shard = Rc::new(Shard::new(id, count, s.config.clone(), s.addrs, mesh, node, stored_access));
     *shard.remote.me.borrow_mut() = Rc::downgrade(&shard);
     let mut tasks = Vec::new();

@@ -81,6 +81,8 @@ pub struct ConnStats {
     /// Bytes held for its socket, queued and being written (bounded by
     /// `outbox_bytes_max` plus one dispatch, see `server/gate.rs`).
     pub outbox_bytes: u64,
+    /// Its open channels (AMQP; 0 for the native protocol, which has none).
+    pub channels: u64,
 }
 
 /// One shard's report. Counters are totals since the shard started.
@@ -107,6 +109,8 @@ pub struct ShardStats {
     pub messages_unacked: u64,
     pub consumers: u64,
     pub connections: u64,
+    /// Open AMQP channels of its connections.
+    pub channels: u64,
     pub fsyncs: u64,
     pub fsync_nanos: u64,
     /// Dead log segments reused as new ones (instead of deleted).

@@ -323,9 +323,11 @@ impl Shard {
             let outbox_bytes = sink.outbox_bytes() as u64;
             let vhost = sink.login_vhost().unwrap_or_else(|| crate::protocol::vhost::DEFAULT_VHOST.into());
             let name = format!("{}:{id}", self.id);
-            s.conns.push(ConnStats { name, shard: self.id, protocol, peer, vhost, outbox_bytes });
+            let channels = sink.channels() as u64;
+            s.conns.push(ConnStats { name, shard: self.id, protocol, peer, vhost, outbox_bytes, channels });
         });
         s.connections = s.conns.len() as u64;
+        s.channels = s.conns.iter().map(|c| c.channels).sum();
         if let Some(d) = self.durable() {
             let (n, nanos) = d.log.sync_stats();
             s.fsyncs = n;

@@ -107,6 +107,11 @@ pub trait ConnSink {
             b.gate.received(owner, bytes, window);
         }
     }
+    /// Its open channels (`/api/overview`'s `channels`): AMQP's; the
+    /// native protocol has none.
+    fn channels(&self) -> usize {
+        0
+    }
     /// Bytes it holds for its socket (queued and being written).
     fn outbox_bytes(&self) -> usize {
         self.buffers().map_or(0, |b| b.outbox.pending_bytes())
@@ -216,12 +221,15 @@ pub struct Shard {
     /// Queues on other nodes: the placement copy and the data links
     /// (`server::remote`, `remote.rs`).
     pub remote: crate::server::remote::RemotePart,
+    /// The node's listeners and start state (`server/health.rs`).
+    node_status: Arc<crate::server::health::NodeStatus>,
 }
 
 /// What every shard of a node holds a handle on.
 pub struct NodeShared {
     pub alarms: Arc<crate::server::alarm::Alarms>,
     pub remote: Arc<crate::server::remote::RemoteShared>,
+    pub status: Arc<crate::server::health::NodeStatus>,
 }
 
 impl Shard {
@@ -231,7 +239,7 @@ impl Shard {
         config: Arc<Config>,
         shard_addrs: ShardAddrs,
         mesh: Mesh,
-        NodeShared { alarms, remote }: NodeShared,
+        NodeShared { alarms, remote, status }: NodeShared,
         stored_access: Option<&crate::storage::definitions::StoredAccess>,
     ) -> Self {
         let users = users::UserStore::new(&config, stored_access);
@@ -268,7 +276,13 @@ impl Shard {
             cluster: cluster::ClusterPart::default(),
             tx: tx::TxFanIns::default(),
             remote: crate::server::remote::RemotePart::new(remote),
+            node_status: status,
         }
+    }
+
+    /// The node's listeners and start state, shared by its shards.
+    pub fn node_status(&self) -> &crate::server::health::NodeStatus {
+        &self.node_status
     }
 
     /// The owner of `queue`: a shard of this node, or (clustered) the slot

@@ -140,6 +140,13 @@ impl Shard {
         self.routing.ready.get()
     }
 
+    /// Exchanges in every vhost, the default and `amq.*` ones included (as
+    /// RabbitMQ counts them), from this shard's copy of the routing table:
+    /// every shard holds the same, so this is not summed.
+    pub fn exchange_count(&self) -> usize {
+        self.routing.table.borrow().exchanges().count()
+    }
+
     /// Waits until this shard's table holds everything shard 0 recovered.
     pub async fn wait_routing_ready(&self) {
         loop {
