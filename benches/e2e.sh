@@ -6,7 +6,9 @@
 #
 # Prints the consumer's rate (first to last message) for each run and the
 # median. Extra `pub` flags can be given in PUB_FLAGS (e.g. "--confirm"); with
-# "--persistent" the consumer declares the queue durable too.
+# "--persistent" the consumer declares the queue durable too. Without
+# "--confirm" in them the producer runs with --no-confirm, the workload these
+# figures have always measured (`ringmq pub` confirms by default).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${1:-20000000}
@@ -15,6 +17,7 @@ RUNS=${3:-3}
 PUB_FLAGS=${PUB_FLAGS:-}
 SUB_FLAGS=
 case "$PUB_FLAGS" in *--persistent*) SUB_FLAGS=--durable ;; esac
+case "$PUB_FLAGS" in *--confirm*) ;; *) PUB_FLAGS="$PUB_FLAGS --no-confirm" ;; esac
 cd "$ROOT"
 cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/ringmq

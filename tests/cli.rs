@@ -427,3 +427,104 @@ fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_on_a_bad_file() {
     let mut s = connect(https, trust_second).unwrap();
     assert_eq!(https_request(&mut s, "GET", "/api/overview", ("guest", "guest")).0, 200);
 }
+
+/// `pub` waits for confirms unless told not to: `Hello World!` ends with
+/// `published 1 confirmed 1`, `--no-confirm` says nothing was confirmed
+/// (not `confirmed 0`, which reads as a failure), and a message the broker
+/// refuses fails the run.
+#[test]
+fn pub_confirms_by_default_and_says_so_when_told_not_to() {
+    let s = start_server();
+    let u = url(&s.native);
+    let limit = Duration::from_secs(15);
+    let p = run(&["pub", "--url", &u, "--queue", "hello", "Hello World!"], limit);
+    assert!(p.status.success(), "{:?}\n{}", p.status, p.stderr);
+    assert_eq!(p.stdout, "published 1 confirmed 1\n");
+    let p = run(&["pub", "--url", &u, "--queue", "hello", "--count", "10", "--no-confirm"], limit);
+    assert!(p.status.success(), "{:?}\n{}", p.status, p.stderr);
+    assert_eq!(p.stdout, "published 10 (not confirmed: --no-confirm)\n");
+    let p = run(&["pub", "--url", &u, "--queue", "hello", "--confirm", "x"], limit);
+    assert_eq!(p.last_line(), "published 1 confirmed 1", "--confirm is still taken: {}", p.stderr);
+    let both = run(&["pub", "--url", &u, "--queue", "hello", "--confirm", "--no-confirm", "x"], limit);
+    assert_eq!(both.status.code(), Some(2), "a usage error: {}", both.stderr);
+    let r = run(&["sub", "--url", &u, "--queue", "hello", "--count", "12", "--quiet", "--timeout", "5"], limit);
+    assert_eq!(r.last_line(), "received 12", "{}", r.stderr);
+
+    // A queue that refuses what passes its length: the refusal is heard.
+    let full = ["--queue-arg", "x-max-length=1", "--queue-arg", "x-overflow=reject-publish"];
+    let mut args = vec!["pub", "--url", &u, "--queue", "one", "--count", "3", "--batch", "1"];
+    args.extend_from_slice(&full);
+    let p = run(&args, limit);
+    assert!(!p.status.success(), "a refused message fails the run: {}", p.stdout);
+    assert!(p.last_line().ends_with(" confirmed 1"), "{}\n{}", p.stdout, p.stderr);
+}
+
+/// `sub --count N` subscribes with a prefetch of at most N, so the messages
+/// pushed past its count (back in the queue, marked redelivered, once it
+/// exits) are at most N, not 8191; `--count 0` subscribes to nothing.
+#[test]
+fn sub_count_bounds_what_it_takes() {
+    let s = start_server();
+    let u = url(&s.native);
+    let limit = Duration::from_secs(30);
+    let p = run(&["pub", "--url", &u, "--queue", "few", "--count", "1000", "--size", "8"], limit);
+    assert_eq!(p.last_line(), "published 1000 confirmed 1000", "{}", p.stderr);
+
+    let r = run(&["sub", "--url", &u, "--queue", "few", "--count", "0"], limit);
+    assert!(r.status.success(), "{:?}\n{}", r.status, r.stderr);
+    assert_eq!(r.stdout, "received 0\n");
+    let r = run(&["sub", "--url", &u, "--queue", "few", "--count", "1", "--timeout", "5"], limit);
+    assert!(r.status.success(), "{:?}\n{}", r.status, r.stderr);
+    assert_eq!(r.stdout, "0.......\nreceived 1\n");
+
+    let r = run(&["sub", "--url", &u, "--queue", "few", "--count", "999", "--timeout", "5"], limit);
+    assert!(r.status.success(), "{:?}\n{}", r.status, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.last(), Some(&"received 999"));
+    let redelivered = lines.iter().filter(|l| l.ends_with(" (redelivered)")).count();
+    assert!(redelivered <= 1, "{redelivered} redelivered after `sub --count 1`:\n{}", r.stdout);
+    let seqs: Vec<u64> = lines[..999]
+        .iter()
+        .map(|l| l.trim_end_matches(" (redelivered)").trim_end_matches('.').parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..1000).collect::<Vec<u64>>(), "every message once, in order");
+}
+
+/// The README's fanout example, as written, on a broker started from
+/// `dist/ringmq.toml` (the flags override its addresses and data dir):
+/// `sub --count 0` declares and binds, so the publish that follows reaches
+/// the queue whether or not the consumer started in the background has
+/// subscribed yet.
+#[test]
+fn the_readme_fanout_example_on_the_sample_config() {
+    let s = start_server_with(include_str!("../dist/ringmq.toml"));
+    let u = url(&s.native);
+    let limit = Duration::from_secs(30);
+    let setup = ["sub", "--url", &u, "--queue", "audit", "--bind", "logs", "--exchange-type", "fanout", "--count", "0"];
+    let r = run(&setup, limit);
+    assert!(r.status.success(), "{:?}\n{}", r.status, r.stderr);
+    assert_eq!(r.stdout, "received 0\n");
+
+    let consumer = Command::new(BIN)
+        .args(["sub", "--url", &u, "--queue", "audit", "--count", "1000", "--quiet", "--timeout", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut consumer = ChildGuard(Some(consumer));
+    let mut stdout = consumer.0.as_mut().unwrap().stdout.take().unwrap();
+    let p = run(&["pub", "--url", &u, "--exchange", "logs", "--count", "1000"], limit);
+    assert!(p.status.success(), "{:?}\n{}", p.status, p.stderr);
+    assert_eq!(p.stdout, "published 1000 confirmed 1000\n");
+    let st = consumer.wait_for(limit).expect("the consumer ends once it has its 1000");
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(st.success(), "{st:?}: {out}");
+    assert_eq!(out, "received 1000\n");
+
+    let b = run(&["ctl", "--url", &u, "list-bindings"], limit);
+    assert!(b.status.success(), "{}", b.stderr);
+    let row = b.stdout.lines().find(|l| l.starts_with("logs ")).unwrap_or_else(|| panic!("{}", b.stdout));
+    assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), ["logs", "audit", "queue"], "{}", b.stdout);
+}

@@ -1,5 +1,6 @@
-//! `ringmq pub`: publish one message or N generated ones; always ends with
-//! `published N confirmed M`.
+//! `ringmq pub`: publish one message or N generated ones, waiting for the
+//! broker's confirms unless `--no-confirm`; always ends with `published N
+//! confirmed M`, or `published N (not confirmed: --no-confirm)`.
 
 use super::{init_tool_logging, run_local};
 use clap::Args;
@@ -37,9 +38,15 @@ pub struct PubArgs {
     /// Persistent messages into a durable queue.
     #[arg(long)]
     persistent: bool,
-    /// Wait for the broker's confirms; only confirmed messages count as confirmed.
-    #[arg(long)]
+    /// Wait for the broker's confirms (the default; kept so that scripts
+    /// that give it go on working).
+    #[arg(long, conflicts_with = "no_confirm")]
+    #[allow(dead_code)] // accepted, and the default either way
     confirm: bool,
+    /// Do not ask for confirms: the fastest, and nothing tells whether
+    /// the broker took the messages (a refused one is not reported).
+    #[arg(long)]
+    no_confirm: bool,
     /// A queue argument for the declare, KEY=VALUE (repeatable), e.g.
     /// `--queue-arg x-max-length=100`; integers are sent as integers.
     #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
@@ -75,7 +82,7 @@ async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
     let popts = ProducerOptions {
         batch_max: a.batch.max(1),
         persistent: a.persistent,
-        confirm: a.confirm,
+        confirm: !a.no_confirm,
         mandatory: a.mandatory,
         ..Default::default()
     };
@@ -147,26 +154,36 @@ async fn settle(c: Confirmation, n: u64, counts: &Counts, result: &mut Result<()
     }
 }
 
+/// The last line: what was sent, and what the broker confirmed, or that
+/// nobody asked it to (so `confirmed 0` never reads as a failure that
+/// was not one).
+fn summary(published: u64, confirmed: Option<u64>) -> String {
+    match confirmed {
+        Some(c) => format!("published {published} confirmed {c}"),
+        None => format!("published {published} (not confirmed: --no-confirm)"),
+    }
+}
+
 pub fn run(a: PubArgs) -> ExitCode {
     init_tool_logging();
+    let confirm = !a.no_confirm;
+    let confirmed = |n: u64| confirm.then_some(n);
     if a.message.is_some() && a.size.is_some() {
         eprintln!("ringmq pub: give MESSAGE or --size, not both");
-        println!("published 0 confirmed 0");
+        println!("{}", summary(0, confirmed(0)));
         return ExitCode::from(2);
     }
-    let confirm = a.confirm;
     let r = run_local("ringmq-pub", move || async move {
         let counts = Rc::new(Counts { published: Cell::new(0), confirmed: Cell::new(0) });
         let r = publish(a, counts.clone()).await;
-        let confirmed = if confirm { counts.confirmed.get() } else { 0 };
-        (r.map_err(|e| e.to_string()), counts.published.get(), confirmed)
+        (r.map_err(|e| e.to_string()), counts.published.get(), counts.confirmed.get())
     });
     match r {
-        Ok((r, published, confirmed)) => {
+        Ok((r, published, n)) => {
             if let Err(e) = &r {
                 eprintln!("ringmq pub: {e}");
             }
-            println!("published {published} confirmed {confirmed}");
+            println!("{}", summary(published, confirmed(n)));
             if r.is_ok() {
                 ExitCode::SUCCESS
             } else {
@@ -175,7 +192,7 @@ pub fn run(a: PubArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("ringmq pub: {e}");
-            println!("published 0 confirmed 0");
+            println!("{}", summary(0, confirmed(0)));
             ExitCode::FAILURE
         }
     }

@@ -9,10 +9,13 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// TOML config file; its keys are these flags in snake_case.
+    /// TOML config file, with any of the keys in docs/operations.md
+    /// (dist/ringmq.toml has every one at its default). The flags below
+    /// are some of those keys in kebab-case, and override the file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Shards (one per core); 0 = every online core.
+    /// Shards (one per core); 0 = one per CPU this process may use. A data
+    /// directory refuses another shard count than the one it was made with.
     #[arg(long)]
     cores: Option<usize>,
     #[arg(long)]

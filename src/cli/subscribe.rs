@@ -1,4 +1,5 @@
-//! `ringmq sub`: receive and ack; ends with `received N`.
+//! `ringmq sub`: receive and ack; ends with `received N`. It declares the
+//! queue and its `--bind` bindings first, so `--count 0` only sets them up.
 
 use super::{init_tool_logging, run_local};
 use clap::Args;
@@ -16,7 +17,8 @@ pub struct SubArgs {
     conn: super::ConnArgs,
     #[arg(long)]
     queue: String,
-    /// Exit 0 after this many messages.
+    /// Exit 0 after this many messages; 0 declares the queue and its
+    /// `--bind` bindings, then exits without consuming.
     #[arg(long)]
     count: Option<u64>,
     /// Give up (exit 1) when no message arrives for this many seconds.
@@ -40,9 +42,23 @@ pub struct SubArgs {
     /// `ringmq pub`.
     #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
     queue_arg: Vec<String>,
-    /// Unacked messages the broker may push ahead.
+    /// Unacked messages the broker may push ahead; with `--count N`, at
+    /// most N (what is pushed beyond N goes back to the queue, marked
+    /// redelivered, when sub exits).
     #[arg(long, default_value_t = 8192)]
     prefetch: u32,
+}
+
+/// The prefetch to subscribe with: `--prefetch`, bounded by `--count` so
+/// that a sub taking a few messages does not take thousands more with
+/// them (they would go back to the queue marked redelivered). `None`:
+/// take nothing, do not subscribe.
+fn prefetch_for(prefetch: u32, count: Option<u64>) -> Option<u32> {
+    match count {
+        Some(0) => None,
+        Some(n) => Some(u32::try_from(n).map_or(prefetch, |n| prefetch.min(n))),
+        None => Some(prefetch),
+    }
 }
 
 enum End {
@@ -69,7 +85,11 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
         }
         client.bind_queue(&a.queue, exchange, key, &[]).await?;
     }
-    let mut consumer = client.subscribe(&a.queue, a.prefetch).await?;
+    let Some(prefetch) = prefetch_for(a.prefetch, a.count) else {
+        client.close().await;
+        return Ok(End::Done);
+    };
+    let mut consumer = client.subscribe(&a.queue, prefetch).await?;
     let idle = a.timeout.map(Duration::from_secs_f64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut first_at = None;
@@ -138,4 +158,18 @@ pub fn run(a: SubArgs) -> ExitCode {
     };
     println!("received {n}");
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefetch_for;
+
+    #[test]
+    fn count_bounds_the_prefetch() {
+        assert_eq!(prefetch_for(8192, None), Some(8192));
+        assert_eq!(prefetch_for(8192, Some(1)), Some(1));
+        assert_eq!(prefetch_for(8192, Some(100_000)), Some(8192));
+        assert_eq!(prefetch_for(10, Some(u64::MAX)), Some(10));
+        assert_eq!(prefetch_for(8192, Some(0)), None, "--count 0 does not subscribe");
+    }
 }

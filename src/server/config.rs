@@ -1,6 +1,9 @@
 //! Broker configuration: every limit lives here, with its unit in its name,
-//! and is validated before any shard starts. TOML keys are the snake_case
-//! forms of the `serve` flags (`--data-dir` is `data_dir`).
+//! and is validated before any shard starts. Every field is a TOML key of
+//! the same name (`--config FILE`); some also have a `serve` flag, the key
+//! in kebab-case (`data_dir` is `--data-dir`). `dist/ringmq.toml` holds
+//! every key at its default and `docs/operations.md` documents each
+//! (`tests/config_sample.rs` checks both).
 
 use crate::auth::{UserSeed, Users};
 use serde::Deserialize;
@@ -15,7 +18,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Shards to run, one per core; 0 means every online core.
