@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../fuzz"
 
 secs=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
 shift
-all=(decode amqp_frame amqp_diff amqp_props table record recovery definitions config link data_link)
+all=(decode amqp_frame amqp_diff amqp_props table record recovery definitions config link data_link reply_name)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 jobs=${FUZZ_JOBS:-1}
 

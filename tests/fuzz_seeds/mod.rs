@@ -39,6 +39,7 @@ pub fn all() -> Vec<(&'static str, Named)> {
         ("config", configs()),
         ("link", prefixed(0xFF, link_frames())),
         ("data_link", data_messages()),
+        ("reply_name", reply_names()),
     ]
 }
 
@@ -123,11 +124,14 @@ fn native_frames() -> Named {
             ringmq::protocol::cluster_map::MapNode { name: "n2", shard_addrs: vec!["10.0.0.2:5681"] },
         ],
     };
+    let reply_name = reply_name_sample();
     let more = [
         ("map-get", Cmd::MapGet),
         ("map", Cmd::Map(map)),
         ("map-changed", Cmd::MapChanged { version: 0x5eee }),
         ("locate", Cmd::Locate { queue: "orders" }),
+        // Direct reply-to (issue 18), appended so the seeds before stay.
+        ("reply-to", Cmd::ReplyTo { consumer_id: 9, name: &reply_name }),
     ];
     for (i, (name, cmd)) in more.into_iter().enumerate() {
         Frame { request_id: 60 + i as u64, cmd }.encode(&mut b);
@@ -604,9 +608,19 @@ fn data_messages() -> Named {
     let subscribe =
         Request::Subscribe { consumer_id: 1, prefetch: 100, queue: "/\u{0}q".into(), exclusive: false, priority: 0 };
     let ack = Request::Ack { consumer_id: 1, queue: "/\u{0}q".into(), ranges: vec![(1, 10)] };
+    let msgs_entries = entries.clone();
     let msgs = vec![Delivered { redelivered: false, entry: entries, origin }];
     let deliver = Reply::Deliver { owner: 1, consumer_id: 1, first_tag: 1, msgs };
     let error = Reply::error(3, ringmq::protocol::ErrorCode::NodeUnavailable, "node 7 (shard 1) is unavailable");
+    let direct = Request::DirectReply {
+        conn_id: 7,
+        channel: 1,
+        token: 0x5eed,
+        entries: msgs_entries,
+        count: 1,
+        confirm: true,
+        mandatory: true,
+    };
     let request = |request_id, req| DataMsg::Request { shard: 0, conn: 5, request_id, req };
     let reply = |reply| DataMsg::Reply { shard: 0, conn: 5, reply };
     let all = [
@@ -618,6 +632,7 @@ fn data_messages() -> Named {
         ("credit", request(0, Request::DeliveriesCredit { bytes: 65536 })),
         ("deliver", reply(deliver)),
         ("error", reply(error)),
+        ("direct-reply", request(5, direct)),
     ];
     all.into_iter()
         .map(|(name, m)| {
@@ -626,4 +641,26 @@ fn data_messages() -> Named {
             (name.to_string(), b[ringmq::protocol::link::HEADER_BYTES..].to_vec())
         })
         .collect()
+}
+
+/// A generated direct reply-to name.
+fn reply_name_sample() -> String {
+    use ringmq::protocol::reply_to::ReplyTo;
+    ReplyTo { node: 0x1234_5678_9abc_def0, shard: 1, conn_id: 42, channel: 3, token: 0x5eed_5eed }.encode()
+}
+
+/// Direct reply-to names: a good one, one of another version, uppercase
+/// hex, a cut one, the pseudo-queue itself.
+fn reply_names() -> Named {
+    let good = reply_name_sample();
+    let prefix = ringmq::protocol::reply_to::PREFIX.len();
+    let mut version = good.clone().into_bytes();
+    version[prefix + 1] = b'2';
+    vec![
+        named("good", &good),
+        named("version", &version),
+        named("upper", format!("{}{}", &good[..prefix], good[prefix..].to_uppercase())),
+        named("cut", &good[..good.len() - 1]),
+        named("pseudo", ringmq::protocol::reply_to::PSEUDO_QUEUE),
+    ]
 }

@@ -19,7 +19,7 @@ pub use amqp::{amqp_frame, amqp_props, table};
 pub use config::config;
 pub use diff::amqp_diff;
 pub use link::{data_link, link};
-pub use native::decode;
+pub use native::{decode, reply_name};
 pub use storage::{definitions, record, recovery};
 
 /// A target: panics on a finding.
@@ -38,4 +38,5 @@ pub const ALL: &[(&str, Target)] = &[
     ("config", config),
     ("link", link),
     ("data_link", data_link),
+    ("reply_name", reply_name),
 ];

@@ -30,3 +30,16 @@ pub fn decode(data: &[u8]) {
         rest = &rest[used..];
     }
 }
+
+/// Direct reply-to names (`protocol::reply_to`): they come back from
+/// replier clients, so any bytes. A name that decodes is the one its
+/// fields encode to (lowercase hex, one version: canonical), and every
+/// byte changed after the prefix either fails or names another target.
+pub fn reply_name(data: &[u8]) {
+    use ringmq::protocol::reply_to::{is_reply_name, ReplyTo};
+    let Ok(to) = ReplyTo::decode(data) else { return };
+    let name = to.encode();
+    assert_eq!(name.as_bytes(), data, "a decoded name re-encodes to other bytes: {to:?}");
+    assert!(is_reply_name(&name));
+    assert_eq!(ReplyTo::decode(name.as_bytes()), Ok(to));
+}
