@@ -59,7 +59,20 @@ macro_rules! replays {
     };
 }
 
-replays!(decode, amqp_frame, amqp_diff, amqp_props, table, record, recovery, definitions, config, link, data_link, reply_name);
+replays!(
+    decode,
+    amqp_frame,
+    amqp_diff,
+    amqp_props,
+    table,
+    record,
+    recovery,
+    definitions,
+    config,
+    link,
+    data_link,
+    reply_name
+);
 
 #[test]
 #[ignore = "rewrites fuzz/seeds: run by hand after a format change"]
