@@ -337,9 +337,14 @@ impl AmqpConn {
             // A read the kernel answers at once never returns Pending: let
             // the writer, the mesh and other connections run between chunks,
             // or a busy publisher starves them (acks and deliveries from
-            // other shards, and its own forwarded publishes, wait).
+            // other shards, and its own forwarded publishes, wait). A read
+            // that waited already let them run: no timer for it (a timer
+            // submitted and cancelled per small read was most of a chatty
+            // client's cost).
             let held = Instant::now();
-            crate::rt::yield_to_reactor().await;
+            if !reader.waited() {
+                crate::rt::yield_to_reactor().await;
+            }
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.wait_for_space().await;
             self.shard.wait_log_space().await;

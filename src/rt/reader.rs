@@ -149,6 +149,13 @@ pub struct FrameReader<F: Framing = Native> {
     /// peer that sends frames of one size gets reads that end where its
     /// frames do, with no copy.
     last_large: usize,
+    /// Bytes after the buffer's end, within its capacity, that an earlier
+    /// read or zero-fill wrote: the next read reuses them instead of
+    /// zeroing its whole window again (a 64 KiB memset per small read).
+    spare_init: usize,
+    /// Whether the last read had to wait for the socket: the executor
+    /// then polled I/O and ran other tasks, so the caller need not yield.
+    waited: bool,
     framing: PhantomData<F>,
 }
 
@@ -163,6 +170,8 @@ impl<F: Framing> FrameReader<F> {
             window: read_bytes.min(HANDSHAKE_READ_BYTES),
             clock: Clock { frame_started: None, last_byte: Instant::now() },
             last_large: 0,
+            spare_init: 0,
+            waited: true,
             framing: PhantomData,
         }
     }
@@ -185,6 +194,13 @@ impl<F: Framing> FrameReader<F> {
 
     pub fn clock(&self) -> Clock {
         self.clock
+    }
+
+    /// Whether the last read waited for the socket (returned `Pending`):
+    /// if not, the bytes were there at once and the task never gave the
+    /// executor a chance to poll I/O or run other tasks.
+    pub fn waited(&self) -> bool {
+        self.waited
     }
 
     /// The broker did not read for `held` (back pressure): that time does
@@ -258,13 +274,18 @@ impl<F: Framing> FrameReader<F> {
         let mut grown = BytesMut::with_capacity(len + want);
         grown.extend_from_slice(&self.buf);
         self.buf = grown;
+        self.spare_init = 0;
     }
 
     /// Returns the unused tail of a chunk (a partial frame) to the buffer.
     /// The chunk ended with the last read, so that read started the tail.
     pub fn keep(&mut self, chunk: &Bytes, used: usize) {
         debug_assert!(self.buf.is_empty(), "keep follows fill");
-        self.buf.extend_from_slice(&chunk[used..]);
+        let at = self.buf.as_ptr();
+        let tail = &chunk[used..];
+        self.buf.extend_from_slice(tail);
+        // Moved or reallocated: nothing after the end is known written.
+        self.spare_init = if self.buf.as_ptr() == at { self.spare_init.saturating_sub(tail.len()) } else { 0 };
         self.clock.frame_started = (!self.buf.is_empty()).then_some(self.clock.last_byte);
     }
 
@@ -354,24 +375,26 @@ impl<F: Framing> FrameReader<F> {
                 return Err(ReadError::Timeout { buffered: start });
             }
         }
-        self.buf.resize(start + want, 0);
+        self.extend_for_read(want);
         let dst = &mut self.buf[start..];
-        let res = match deadline {
-            None => r.read(dst).await,
+        let (res, waited) = match deadline {
+            None => noting_pending(r.read(dst)).await,
             Some(d) => {
                 let t = d.saturating_duration_since(Instant::now());
-                match glommio::timer::timeout(t, async { Ok(r.read(dst).await) }).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        self.buf.truncate(start);
+                match noting_pending(glommio::timer::timeout(t, async { Ok(r.read(dst).await) })).await {
+                    (Ok(res), waited) => (res, waited),
+                    (Err(_), _) => {
+                        self.waited = true;
+                        self.truncate_read(start, want, 0);
                         return Err(ReadError::Timeout { buffered: start });
                     }
                 }
             }
         };
+        self.waited = waited;
         match res {
             Ok(n) => {
-                self.buf.truncate(start + n);
+                self.truncate_read(start, want, n);
                 if n > 0 {
                     let now = Instant::now();
                     self.clock.last_byte = now;
@@ -382,11 +405,55 @@ impl<F: Framing> FrameReader<F> {
                 Ok(n)
             }
             Err(e) => {
-                self.buf.truncate(start);
+                self.truncate_read(start, want, 0);
                 Err(ReadError::Io(e))
             }
         }
     }
+
+    /// Makes the buffer `want` bytes longer for a read into them, zeroing
+    /// only what no earlier read or fill wrote (`spare_init`).
+    fn extend_for_read(&mut self, want: usize) {
+        let at = self.buf.as_ptr();
+        self.buf.reserve(want);
+        if self.buf.as_ptr() != at {
+            // Moved within its allocation or to a new one: what follows
+            // the end may never have been written.
+            self.spare_init = 0;
+        }
+        let len = self.buf.len();
+        let reuse = self.spare_init.min(want);
+        debug_assert!(self.buf.capacity() - len >= want, "reserved above");
+        // SAFETY: `reuse` bytes after `len` lie within the capacity (they
+        // were reserved above) and were written by an earlier zero-fill or
+        // read since the buffer last moved (`spare_init` is reset whenever
+        // `as_ptr` changes and counts only bytes past the end); `BytesMut`
+        // never un-writes memory it keeps, and `advance` and `split` leave
+        // the bytes after the end where they were.
+        unsafe { self.buf.set_len(len + reuse) };
+        self.buf.resize(len + want, 0);
+        self.spare_init -= reuse;
+    }
+
+    /// Ends a read of `want` bytes at `start` that got `got`: the rest of
+    /// the window stays written, for the next read to reuse.
+    fn truncate_read(&mut self, start: usize, want: usize, got: usize) {
+        self.buf.truncate(start + got);
+        self.spare_init += want - got;
+    }
+}
+
+/// Awaits `fut` and says whether it ever returned `Pending`.
+async fn noting_pending<F: std::future::Future>(fut: F) -> (F::Output, bool) {
+    let mut fut = std::pin::pin!(fut);
+    let mut pended = false;
+    let out = std::future::poll_fn(|cx| {
+        let p = fut.as_mut().poll(cx);
+        pended |= p.is_pending();
+        p
+    })
+    .await;
+    (out, pended)
 }
 
 /// The next read size after a read of `want` bytes got `got`: double
@@ -529,6 +596,73 @@ mod tests {
             assert!(matches!(reader.fill_in_place(&mut r, |_| None).await, Err(ReadError::Eof)));
         });
         assert_eq!(reader.window, READ_BYTES, "filled reads doubled up to the read size");
+    }
+
+    /// A source that hands out at most `step` bytes a read (a chatty
+    /// peer's small reads) and, when `pend`, makes every other read wait.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+        pend: bool,
+        pended: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.pend && !self.pended {
+                self.pended = true;
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            self.pended = false;
+            let n = buf.len().min(self.step).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    /// Small reads reuse the bytes an earlier read left written after
+    /// the buffer's end (no zeroing of the whole window per read), and
+    /// every frame still arrives byte for byte, in place and as chunks;
+    /// `waited` says whether the last read had to wait.
+    #[test]
+    fn small_reads_reuse_written_spare_bytes_and_keep_every_byte() {
+        let amqp = amqp_frames(300, 37);
+        for pend in [false, true] {
+            let mut r = Trickle { data: amqp.clone(), pos: 0, step: 45, pend, pended: false };
+            let mut reader = FrameReader::<Amqp>::new(4096, READ_BYTES);
+            let mut got = Vec::new();
+            futures_lite::future::block_on(async {
+                while got.len() < amqp.len() {
+                    reader.fill_in_place(&mut r, |_| None).await.expect("a frame");
+                    assert_eq!(reader.waited(), pend, "the last read waited only when the source did");
+                    assert!(reader.spare_init > 0, "a short read left written bytes after the end");
+                    let n = Amqp::frame_len(reader.buffered(), 4096).expect("valid").expect("whole");
+                    got.extend_from_slice(&reader.buffered()[..n]);
+                    reader.consume(n);
+                }
+            });
+            assert_eq!(got, amqp, "in place, pend {pend}");
+        }
+        let (native, _) = frames(3);
+        let mut r = Trickle { data: native.clone(), pos: 0, step: 999, pend: true, pended: false };
+        let mut reader = FrameReader::<Native>::new(1 << 20, READ_BYTES);
+        let mut got = Vec::new();
+        futures_lite::future::block_on(async {
+            while got.len() < native.len() {
+                let chunk = reader.fill(&mut r, |_| None).await.expect("a frame");
+                let used = Native::frame_len(&chunk, 1 << 20).expect("valid").expect("whole");
+                got.extend_from_slice(&chunk[..used]);
+                reader.keep(&chunk, used);
+            }
+        });
+        assert_eq!(got, native, "as chunks, with kept tails");
     }
 
     /// Every framing knows a frame's size from `HEADER_BYTES` and not before.
