@@ -25,6 +25,11 @@ pub struct Config {
     pub cores: usize,
     /// Pin shard i to CPU i (modulo the CPU count).
     pub pin_cores: bool,
+    /// Microseconds a shard with nothing to do keeps polling its rings
+    /// before it parks (glommio's spin before park); 0 parks at once. A
+    /// spin saves the wake-up of a message that arrives within it, and
+    /// burns the core for its length after every burst.
+    pub idle_spin_us: u64,
     pub data_dir: PathBuf,
     /// Native protocol: every shard listens here (SO_REUSEPORT), and shard i
     /// also on port + 1 + i (an ephemeral port when this port is 0).
@@ -244,6 +249,7 @@ impl Default for Config {
         Self {
             cores: 0,
             pin_cores: true,
+            idle_spin_us: 0,
             data_dir: PathBuf::from("./ringmq-data"),
             listen: "127.0.0.1:5680".parse().expect("literal"),
             amqp_listen: "127.0.0.1:5672".parse().expect("literal"),
@@ -397,6 +403,8 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(self.cores <= 1024, "cores", || format!("{} is over 1024", self.cores))?;
+        let spin = self.idle_spin_us;
+        check(spin <= 10_000, "idle_spin_us", || format!("{spin} is over 10000 (10 ms)"))?;
         check(!self.users.is_empty(), "users", || "at least one user is needed".into())?;
         if let Err(e) = Users::new(&self.users, &self.loopback_users) {
             return Err(ConfigError::Invalid { key: "users", why: e.to_string() });
@@ -547,6 +555,7 @@ mod tests {
             ("handshake_bytes_max = 8388608", "handshake_bytes_max"),
             ("unauthenticated_connections_max = 0", "unauthenticated_connections_max"),
             ("send_timeout_ms = 0", "send_timeout_ms"),
+            ("idle_spin_us = 10001", "idle_spin_us"),
             ("heartbeat_ms = 5", "heartbeat_ms"),
             ("tcp_keepalive_idle_ms = 10", "tcp_keepalive_idle_ms"),
             ("tcp_keepalive_probes = 0", "tcp_keepalive_probes"),

@@ -208,6 +208,7 @@ impl Broker {
             let guard = fatal::EndGuard { shard: id, tx: ended_tx.clone() };
             let h = LocalExecutorBuilder::new(placement.clone())
                 .blocking_thread_pool_placement(blocking_pool(&placement))
+                .spin_before_park(std::time::Duration::from_micros(config.idle_spin_us))
                 .name(&format!("ringmq-shard-{id}"))
                 .spawn(move || async move {
                     let _guard = guard;
