@@ -311,7 +311,7 @@ impl Browser {
 }
 
 #[test]
-fn the_ui_in_a_browser_lists_a_queue_and_purges_it() {
+fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
     let list = std::env::var("RINGMQ_SKIP_CLIENTS").unwrap_or_default();
     if list.split([',', ' ']).any(|c| c.trim() == "chromium") {
         eprintln!("SKIPPED the browser test: RINGMQ_SKIP_CLIENTS={list} asks for it");
@@ -332,6 +332,8 @@ fn the_ui_in_a_browser_lists_a_queue_and_purges_it() {
     raw.declare(hostile);
     raw.publish_confirmed(q, &[b"one", b"two", b"three"]);
     assert_eq!(ready(b.metrics, q), 3);
+    let (status, _) = admin(b.metrics, "PUT", "/api/users/watcher", r#"{"password": "watch", "tags": "monitoring"}"#);
+    assert_eq!(status, 201);
 
     let started = Instant::now();
     let (browser, port) = Browser::start(&exe);
@@ -343,6 +345,7 @@ fn the_ui_in_a_browser_lists_a_queue_and_purges_it() {
         .arg(script)
         .args([&port.to_string(), &url, "guest", "guest", q, "3", hostile])
         .arg(&shot)
+        .args(["watcher", "watch"])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -4,7 +4,10 @@ queue the test filled, opens its page and purges it with clicks, and writes
 a screenshot. Standard library only: the DevTools websocket is spoken here
 (RFC 6455 client frames, masked; text frames only).
 
-Usage: cdp.py DEVTOOLS_PORT UI_URL USER PASSWORD QUEUE MESSAGES HOSTILE_QUEUE SCREENSHOT
+Usage: cdp.py DEVTOOLS_PORT UI_URL USER PASSWORD QUEUE MESSAGES HOSTILE_QUEUE SCREENSHOT MONITOR MONITOR_PASSWORD
+
+USER is an administrator; MONITOR a user with the monitoring tag alone,
+to whom the page must not offer changes.
 
 Exits 0 when every step passed; otherwise prints the step that failed (and
 any console error or exception the page raised) and exits 1. Every wait is
@@ -147,12 +150,14 @@ class Page:
             self.call("Input.dispatchMouseEvent", type=t, x=box[0], y=box[1], button="left", clickCount=1)
 
     def type_into(self, selector, text):
+        """Empties the field, clicks into it and types `text`."""
+        self.js(f"document.querySelector({json.dumps(selector)}).value = ''")
         self.click(selector)
         self.call("Input.insertText", text=text)
 
 
 def main():
-    port, url, user, password, queue, messages, hostile, shot = sys.argv[1:9]
+    port, url, user, password, queue, messages, hostile, shot, monitor, monitor_password = sys.argv[1:11]
     targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=STEP_S))
     page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
     p = Page(Ws(page_ws))
@@ -170,7 +175,6 @@ def main():
         p.click("#login-submit")
         p.wait("the refusal", "document.getElementById('login-error').textContent.includes('Wrong')")
         step = "log in"
-        p.js("document.getElementById('login-password').value = ''")
         p.type_into("#login-password", password)
         p.click("#login-submit")
         p.wait("the overview", "document.getElementById('total-queues') !== null")
@@ -178,7 +182,7 @@ def main():
         p.click("a[data-view=queues]")
         name = json.dumps(queue)
         row = f"[...document.querySelectorAll('a.queue-link')].find(a => a.textContent === {name})"
-        p.wait("the queue's row", row)
+        p.wait("the queue's row", f"!!({row})")
         ready = p.wait("its ready count", f"({row}).closest('tr').children[3].textContent")
         if ready != messages:
             raise RuntimeError(f"the queues page shows {ready} ready, the test published {messages}")
@@ -191,6 +195,20 @@ def main():
         p.click(f"a.queue-link[href$={json.dumps('/' + queue)}]")
         p.wait("the queue page", f"document.getElementById('queue-name') && document.getElementById('queue-name').textContent === {name}")
         p.wait("its ready figure", f"document.getElementById('queue-ready').textContent === {json.dumps(messages)}")
+        step = "publish from the page"
+        p.type_into("#publish-payload", "from the page")
+        p.click("#publish")
+        p.wait("the publish's report", "document.getElementById('status').textContent === 'message published'")
+        more = str(int(messages) + 1)
+        p.wait("one more message", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
+        step = "get (peek) from the page"
+        p.js("document.getElementById('get-count').value = '10'")
+        p.click("#get")
+        p.wait("the messages shown", f"document.querySelectorAll('#get-messages pre.payload').length === {more}")
+        last = p.js("[...document.querySelectorAll('#get-messages pre.payload')].pop().textContent")
+        if last != "from the page":
+            raise RuntimeError(f"the last message got shows {last!r}")
+        p.wait("the peek left them queued", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
         step = "purge it from the page"
         p.click("#purge")
         p.wait("the armed purge", "document.getElementById('purge').classList.contains('armed')")
@@ -198,9 +216,24 @@ def main():
         p.wait("the purge's report", "document.getElementById('status').textContent === 'queue purged'")
         p.wait("no message left", "document.getElementById('queue-ready').textContent === '0'")
         step = "screenshot"
+        p.js("window.scrollTo(0, 0)")
         png = base64.b64decode(p.call("Page.captureScreenshot", format="png")["data"])
         with open(shot, "wb") as f:
             f.write(png)
+        step = "a monitoring user is offered no changes"
+        p.click("#logout")
+        p.wait("the login form again", "!document.getElementById('login').hidden")
+        p.type_into("#login-user", monitor)
+        p.type_into("#login-password", monitor_password)
+        p.click("#login-submit")
+        p.wait("the login", f"document.getElementById('who-name').textContent === {json.dumps(monitor)}")
+        if p.js("document.getElementById('nav-admin').hidden") is not True:
+            raise RuntimeError("the definitions page is offered to a monitoring user")
+        p.js(f"location.hash = '#/queue/%2F/' + encodeURIComponent({name})")
+        p.wait("the queue page", f"document.getElementById('queue-name') && document.getElementById('queue-name').textContent === {name}")
+        offered = p.js("['publish', 'get', 'purge', 'delete'].filter(id => document.getElementById(id))")
+        if offered:
+            raise RuntimeError(f"a monitoring user is offered {offered}")
         if p.problems:
             raise RuntimeError("the page reported errors")
     except Exception as e:  # the step and why, for the test's output

@@ -43,15 +43,20 @@ async function queueView(root, vhost, name) {
     row("Total", fmtNum(q.messages), "queue-total"),
     row("Bytes ready", fmtBytes(q.message_bytes_ready)),
     row("Consumers", fmtNum(q.consumers))));
+  // While the user works in the page (a form, a button), only the figures
+  // change: the cards (and the form's inputs, kept across polls) stay put.
+  const here = vhost + "\u0000" + name;
+  const focused = document.activeElement && root.contains(document.activeElement);
+  const old = root.querySelector("#queue-figures");
+  if (focused && old && root.dataset.queue === here) {
+    old.replaceWith(figures);
+    return;
+  }
   const parts = [el("h2", {}, "Queue ", el("span", { id: "queue-name" }, q.name)), el("div", { class: "card" }, figures)];
   if (Api.isAdmin()) parts.push(publishCard(q), getCard(q), dangerCard(q));
   else parts.push(el("p", { class: "tags" }, "Publish, get, purge and delete need the administrator tag."));
-  // Keep the typing in a form: only the figures change while focused there.
-  const focused = document.activeElement && root.contains(document.activeElement) && document.activeElement !== document.body;
-  const old = root.querySelector("#queue-figures");
-  if (focused && old && root.dataset.queue === vhost + "\u0000" + name) old.replaceWith(figures);
-  else fill(root, parts);
-  root.dataset.queue = vhost + "\u0000" + name;
+  fill(root, parts);
+  root.dataset.queue = here;
 }
 
 function row(label, value, id) {
