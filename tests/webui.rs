@@ -27,7 +27,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    let len = if body.is_empty() && method == "GET" { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
+    let len =
+        if body.is_empty() && method == "GET" { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
     write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}{len}Connection: close\r\n\r\n{body}").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
@@ -40,7 +41,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
 /// A request as guest (an administrator) with a JSON body.
 fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let auth = format!("Basic {GUEST}");
-    let (status, _, body) = http(addr, method, path, &[("Authorization", &auth)], body);
+    let json = ("Content-Type", "application/json");
+    let (status, _, body) = http(addr, method, path, &[("Authorization", &auth), json], body);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
@@ -54,7 +56,9 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// A path segment with every byte but letters, digits and `-` escaped.
 fn seg(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 fn ready(addr: SocketAddr, queue: &str) -> u64 {
@@ -75,11 +79,16 @@ fn ui_files_are_served_with_their_policy() {
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
     assert_eq!(header(&head, "cache-control"), Some("no-cache"));
+    let (status, head_only, nothing) = http(b.metrics, "HEAD", "/", &[], "");
+    assert_eq!((status, nothing.as_str()), (200, ""));
+    assert_eq!(header(&head_only, "content-length"), Some(body.len().to_string().as_str()));
     let etag = header(&head, "etag").unwrap().to_string();
     let (status, _, _) = http(b.metrics, "GET", "/", &[("If-None-Match", &etag)], "");
     assert_eq!(status, 304);
 
-    for (path, ty) in [("/ui/app.js", "text/javascript"), ("/ui/api.js", "text/javascript"), ("/ui/app.css", "text/css")] {
+    for (path, ty) in
+        [("/ui/app.js", "text/javascript"), ("/ui/api.js", "text/javascript"), ("/ui/app.css", "text/css")]
+    {
         let (status, head, body) = http(b.metrics, "GET", path, &[], "");
         assert_eq!(status, 200, "{path}");
         assert!(header(&head, "content-type").unwrap().starts_with(ty), "{path}: {head}");
@@ -196,6 +205,16 @@ fn hostile_bodies_are_refused() {
         let (status, r) = admin(b.metrics, "POST", path, &body);
         assert_eq!(status, want, "{path} {}: {r}", &body[..body.len().min(80)]);
     }
+    // A form of another site cannot send JSON: a body of another type is
+    // refused before it is read.
+    let auth = format!("Basic {GUEST}");
+    let body = format!(r#"{{"routing_key": "{q}", "payload": "x"}}"#);
+    for ty in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend(ty.map(|t| ("Content-Type", t)));
+        let (status, _, r) = http(b.metrics, "POST", publish_path, &headers, &body);
+        assert_eq!(status, 415, "{ty:?}: {r}");
+    }
     assert_eq!(ready(b.metrics, q), 0);
     // The broker is still serving.
     let (status, _) = admin(b.metrics, "GET", "/api/overview", "");
@@ -228,7 +247,8 @@ fn a_monitoring_user_may_look_but_not_change() {
         ("DELETE", format!("/api/queues/%2F/{q}/contents"), ""),
         ("DELETE", format!("/api/queues/%2F/{q}"), ""),
     ] {
-        let (status, _, r) = http(b.metrics, method, &path, &[("Authorization", auth)], body);
+        let headers = [("Authorization", auth), ("Content-Type", "application/json")];
+        let (status, _, r) = http(b.metrics, method, &path, &headers, body);
         assert_eq!(status, 403, "{method} {path}: {r}");
     }
     assert_eq!(ready(b.metrics, q), 1);
@@ -247,11 +267,12 @@ fn an_administrator_without_permissions_in_the_vhost_cannot_get_or_publish() {
     assert_eq!(status, 201);
     let auth = "Basic Ym9zczpib3Nz"; // boss:boss
     let get = format!("/api/queues/%2F/{q}/get");
-    let (status, _, r) = http(b.metrics, "POST", &get, &[("Authorization", auth)], r#"{"count": 1}"#);
+    let headers = [("Authorization", auth), ("Content-Type", "application/json")];
+    let (status, _, r) = http(b.metrics, "POST", &get, &headers, r#"{"count": 1}"#);
     assert_eq!(status, 403, "{r}");
     let publish = format!(r#"{{"routing_key": "{q}", "payload": "y"}}"#);
     let path = "/api/exchanges/%2F/amq.default/publish";
-    let (status, _, r) = http(b.metrics, "POST", path, &[("Authorization", auth)], &publish);
+    let (status, _, r) = http(b.metrics, "POST", path, &headers, &publish);
     assert_eq!(status, 403, "{r}");
     assert_eq!(ready(b.metrics, q), 0);
 }

@@ -133,7 +133,8 @@ fn publish_props(v: Option<&Value>) -> Result<(Vec<u8>, bool), Resp> {
             Value::String(s) if s.len() <= 255 => Ok(s.as_str()),
             _ => Err(bad(&format!("properties.{key} must be a string of at most 255 bytes"))),
         };
-        let small = |max: u64| value.as_u64().filter(|n| *n <= max).ok_or_else(|| bad(&format!("bad properties.{key}")));
+        let small =
+            |max: u64| value.as_u64().filter(|n| *n <= max).ok_or_else(|| bad(&format!("bad properties.{key}")));
         b = match key.as_str() {
             "content_type" => b.content_type(short()?),
             "correlation_id" => b.correlation_id(short()?),
@@ -161,9 +162,7 @@ fn payload(o: &Map<String, Value>, max: usize) -> Result<Vec<u8>, Resp> {
     let text = text_field(o, "payload", usize::MAX)?.unwrap_or_default();
     let raw = match text_field(o, "payload_encoding", 16)?.unwrap_or("string") {
         "string" => text.as_bytes().to_vec(),
-        "base64" => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| bad("payload is not base64"))?,
+        "base64" => base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| bad("payload is not base64"))?,
         _ => return Err(bad("payload_encoding must be string or base64")),
     };
     if raw.len() > max {
@@ -236,16 +235,21 @@ struct GetAsk {
 fn get_ask(o: &Map<String, Value>) -> Result<GetAsk, Resp> {
     let count = match o.get("count") {
         None => 1,
-        Some(v) => v.as_u64().filter(|n| (1..=GET_COUNT_MAX).contains(n)).ok_or_else(|| {
-            bad(&format!("count must be a whole number from 1 to {GET_COUNT_MAX}"))
-        })?,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=GET_COUNT_MAX).contains(n))
+            .ok_or_else(|| bad(&format!("count must be a whole number from 1 to {GET_COUNT_MAX}")))?,
     };
     let mode = match text_field(o, "ackmode", 32)?.unwrap_or("ack_requeue_true") {
         "ack_requeue_true" => AckMode { requeue: true, reject: false },
         "reject_requeue_true" => AckMode { requeue: true, reject: true },
         "ack_requeue_false" => AckMode { requeue: false, reject: false },
         "reject_requeue_false" => AckMode { requeue: false, reject: true },
-        _ => return Err(bad("ackmode must be ack_requeue_true, reject_requeue_true, ack_requeue_false or reject_requeue_false")),
+        _ => {
+            return Err(bad(
+                "ackmode must be ack_requeue_true, reject_requeue_true, ack_requeue_false or reject_requeue_false",
+            ))
+        }
     };
     let base64 = match text_field(o, "encoding", 16)?.unwrap_or("auto") {
         "auto" => false,

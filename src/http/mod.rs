@@ -166,6 +166,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
 
 /// `peer`: the client's address, for `loopback_users` and the log.
 pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Option<std::net::SocketAddr>) -> Resp {
+    // The UI's files are static: served without a permit.
+    if ui::is_ui_path(req.uri().path()) {
+        return ui::serve(req.method(), req.uri().path(), req.headers());
+    }
     // Each request may gather from every shard: a bounded number at once.
     let Some(_permit) = shard.admin_permit() else {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many operator requests in flight; try again");
@@ -174,9 +178,6 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     };
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    if ui::is_ui_path(&path) {
-        return ui::serve(&method, &path, req.headers());
-    }
     if path == "/metrics" || path == "/metrics/per-object" {
         if method != Method::GET {
             return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -229,6 +230,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     match (&method, parts.as_slice()) {
         (&Method::GET, ["overview"]) => overview(shard).await,
         (&Method::GET, ["whoami"]) => whoami(shard, &req),
+        (&Method::POST, ["exchanges" | "queues", ..]) if !is_json(&req) => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be sent as Content-Type: application/json",
+        ),
         (&Method::POST, ["exchanges", vhost, name, "publish"]) => {
             let (user, password) = basic_credentials(&req).unwrap_or_default();
             messages::publish(shard, (vhost, name), (&user, &password), req.into_body()).await
@@ -323,6 +328,15 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         ) if m != Method::GET => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// Whether the request says its body is JSON. A page of another site can
+/// make a browser POST a form (with basic credentials the browser keeps
+/// for this origin), but not with this type without a CORS preflight,
+/// which this API does not answer.
+fn is_json(req: &Request<Incoming>) -> bool {
+    let v = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// `GET /api/whoami`: the caller's name and tags, as RabbitMQ's.

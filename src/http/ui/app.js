@@ -20,12 +20,20 @@ const overviewState = {
   ], 60),
 };
 
-async function overviewView(root) {
+/** One reading of /api/overview into the charts (taken on every poll,
+ *  whichever page is shown, so the charts have no gaps). */
+async function sampleOverview() {
   const o = await Api.get("/api/overview");
   const s = overviewState;
   const rates = s.rates.of("all", o.message_stats, Date.now());
   if (rates) s.rateChart.push(rates);
   s.depthChart.push(o.queue_totals);
+  return o;
+}
+
+async function overviewView(root) {
+  const o = await sampleOverview();
+  const s = overviewState;
   const total = (label, v, id) => el("div", { class: "total" }, label, el("b", { id }, fmtNum(v)));
   const t = o.object_totals, q = o.queue_totals;
   fill(root, el("h2", {}, "Overview"),
@@ -121,6 +129,7 @@ async function refresh() {
     a.classList.toggle("active", a.dataset.view === name || (name === "queue" && a.dataset.view === "queues"));
   }
   try {
+    if (name !== "overview") sampleOverview().catch(() => {});
     await draw(root);
     root.dataset.page = name;
     $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
