@@ -66,9 +66,9 @@ fn client_error(e: &ClientError) -> Resp {
 }
 
 /// A client of the node's native listener, logged in as the requester.
-async fn connect(shard: &Shard, vhost: &str, (user, password): (&str, &str)) -> Result<Client, Resp> {
+async fn connect(shard: &Shard, vhost: &str, (user, password): (&str, &str)) -> Result<Client, Refused> {
     let Some(addr) = native_addr(shard) else {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the node has no native listener"));
+        return Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, "the node has no native listener")));
     };
     let opts = ClientOptions {
         url: format!("ringmq://{addr}"),
@@ -80,7 +80,7 @@ async fn connect(shard: &Shard, vhost: &str, (user, password): (&str, &str)) -> 
         heartbeat_ms: 0,
         ..Default::default()
     };
-    Client::connect(opts).await.map_err(|e| client_error(&e))
+    Client::connect(opts).await.map_err(|e| Box::new(client_error(&e)))
 }
 
 /// Runs `work` bounded by `http_request_timeout_ms`.
@@ -94,21 +94,25 @@ async fn within(shard: &Shard, work: impl std::future::Future<Output = Resp>) ->
 }
 
 /// The JSON object of a bounded body, or the response refusing it.
-async fn object_body(shard: &Shard, body: Incoming, max: usize) -> Result<Map<String, Value>, Resp> {
+async fn object_body(shard: &Shard, body: Incoming, max: usize) -> Result<Map<String, Value>, Refused> {
     let timeout = Duration::from_millis(shard.config.http_request_timeout_ms);
-    let raw = read_body(body, max, timeout).await?;
+    let raw = read_body(body, max, timeout).await.map_err(Box::new)?;
     match serde_json::from_slice::<Value>(&raw) {
         Ok(Value::Object(o)) => Ok(o),
-        _ => Err(error(StatusCode::BAD_REQUEST, "the body is not a JSON object")),
+        _ => Err(bad("the body is not a JSON object")),
     }
 }
 
-fn bad(why: &str) -> Resp {
-    error(StatusCode::BAD_REQUEST, why)
+/// A refused request's answer, boxed: a `Result` carrying a whole
+/// response stays small.
+type Refused = Box<Resp>;
+
+fn bad(why: &str) -> Refused {
+    Box::new(error(StatusCode::BAD_REQUEST, why))
 }
 
 /// An optional string field, at most `max` bytes.
-fn text_field<'a>(o: &'a Map<String, Value>, key: &str, max: usize) -> Result<Option<&'a str>, Resp> {
+fn text_field<'a>(o: &'a Map<String, Value>, key: &str, max: usize) -> Result<Option<&'a str>, Refused> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= max => Ok(Some(s)),
@@ -120,7 +124,7 @@ fn text_field<'a>(o: &'a Map<String, Value>, key: &str, max: usize) -> Result<Op
 /// The properties a publish may set, as a native property list: the
 /// short-string ones, `delivery_mode` (1 or 2), `priority` (0..=255) and
 /// `expiration` (milliseconds, as digits). `headers` is not taken.
-fn publish_props(v: Option<&Value>) -> Result<(Vec<u8>, bool), Resp> {
+fn publish_props(v: Option<&Value>) -> Result<(Vec<u8>, bool), Refused> {
     let o = match v {
         None | Some(Value::Null) => return Ok((Vec::new(), false)),
         Some(Value::Object(o)) => o,
@@ -158,7 +162,7 @@ fn publish_props(v: Option<&Value>) -> Result<(Vec<u8>, bool), Resp> {
 }
 
 /// The payload of a publish, decoded as its `payload_encoding` says.
-fn payload(o: &Map<String, Value>, max: usize) -> Result<Vec<u8>, Resp> {
+fn payload(o: &Map<String, Value>, max: usize) -> Result<Vec<u8>, Refused> {
     let text = text_field(o, "payload", usize::MAX)?.unwrap_or_default();
     let raw = match text_field(o, "payload_encoding", 16)?.unwrap_or("string") {
         "string" => text.as_bytes().to_vec(),
@@ -166,7 +170,7 @@ fn payload(o: &Map<String, Value>, max: usize) -> Result<Vec<u8>, Resp> {
         _ => return Err(bad("payload_encoding must be string or base64")),
     };
     if raw.len() > max {
-        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, &format!("a message is at most {max} bytes")));
+        return Err(Box::new(error(StatusCode::PAYLOAD_TOO_LARGE, &format!("a message is at most {max} bytes"))));
     }
     Ok(raw)
 }
@@ -182,22 +186,22 @@ pub async fn publish(shard: &Rc<Shard>, (vhost, exchange): (&str, &str), creds: 
     let body_max = max.saturating_mul(2).saturating_add(PUBLISH_OVERHEAD_BYTES_MAX);
     let o = match object_body(shard, body, body_max).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let parsed = (|| {
         let key = text_field(&o, "routing_key", 255)?.unwrap_or_default().to_string();
         let (props, persistent) = publish_props(o.get("properties"))?;
-        Ok::<_, Resp>((key, props, persistent, payload(&o, max)?))
+        Ok::<_, Refused>((key, props, persistent, payload(&o, max)?))
     })();
     let (key, props, persistent, message) = match parsed {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let exchange = if exchange == "amq.default" { "" } else { exchange };
     within(shard, async {
         let client = match connect(shard, vhost, creds).await {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let opts = ProducerOptions { persistent, mandatory: true, batch_max: 1, ..Default::default() };
         let sent = async {
@@ -232,7 +236,7 @@ struct GetAsk {
     truncate: usize,
 }
 
-fn get_ask(o: &Map<String, Value>) -> Result<GetAsk, Resp> {
+fn get_ask(o: &Map<String, Value>) -> Result<GetAsk, Refused> {
     let count = match o.get("count") {
         None => 1,
         Some(v) => v
@@ -272,12 +276,12 @@ pub async fn get(shard: &Rc<Shard>, (vhost, queue): (&str, &str), creds: (&str, 
     }
     let ask = match object_body(shard, body, GET_BODY_BYTES_MAX).await.and_then(|o| get_ask(&o)) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     within(shard, async {
         let client = match connect(shard, vhost, creds).await {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let got = take(&client, queue, &ask).await;
         client.close().await;

@@ -230,10 +230,9 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     match (&method, parts.as_slice()) {
         (&Method::GET, ["overview"]) => overview(shard).await,
         (&Method::GET, ["whoami"]) => whoami(shard, &req),
-        (&Method::POST, ["exchanges" | "queues", ..]) if !is_json(&req) => error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be sent as Content-Type: application/json",
-        ),
+        (&Method::POST, ["exchanges" | "queues", ..]) if !is_json(&req) => {
+            error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be sent as Content-Type: application/json")
+        }
         (&Method::POST, ["exchanges", vhost, name, "publish"]) => {
             let (user, password) = basic_credentials(&req).unwrap_or_default();
             messages::publish(shard, (vhost, name), (&user, &password), req.into_body()).await
