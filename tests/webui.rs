@@ -15,6 +15,7 @@ use common::{Raw, TestBroker};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -284,7 +285,11 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// Kills its whole process group (the browser and the renderer, GPU and
+    /// zygote processes it started), then reaps it.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -310,6 +315,7 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
         let browser = Browser { child, profile };
