@@ -390,7 +390,7 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
         run.stderr,
         &log[log.len().saturating_sub(3000)..]
     );
-    eprintln!("browser run took {:?}; screenshot: {}", started.elapsed(), shot.display());
+    eprintln!("{}browser run took {:?}; screenshot: {}", run.stdout, started.elapsed(), shot.display());
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "a screenshot");
     // The purge the page asked for happened: over the API, and for a client.
     assert_eq!(ready(b.metrics, q), 0);

@@ -162,23 +162,25 @@ def main():
     page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
     p = Page(Ws(page_ws))
     step = "start"
+    t0 = time.monotonic()
+    times = []
     try:
         for domain in ("Page", "Runtime", "Log"):
             p.call(domain + ".enable")
         p.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
-        step = "open the UI"
+        times.append((step, time.monotonic() - t0)); step = "open the UI"
         p.call("Page.navigate", url=url)
         p.wait("the login form", "document.getElementById('login') && !document.getElementById('login').hidden")
-        step = "a wrong password is refused"
+        times.append((step, time.monotonic() - t0)); step = "a wrong password is refused"
         p.type_into("#login-user", user)
         p.type_into("#login-password", "not-" + password)
         p.click("#login-submit")
         p.wait("the refusal", "document.getElementById('login-error').textContent.includes('Wrong')")
-        step = "log in"
+        times.append((step, time.monotonic() - t0)); step = "log in"
         p.type_into("#login-password", password)
         p.click("#login-submit")
         p.wait("the overview", "document.getElementById('total-queues') !== null")
-        step = "the queues page lists the queue"
+        times.append((step, time.monotonic() - t0)); step = "the queues page lists the queue"
         p.click("a[data-view=queues]")
         name = json.dumps(queue)
         row = f"[...document.querySelectorAll('a.queue-link')].find(a => a.textContent === {name})"
@@ -186,22 +188,32 @@ def main():
         ready = p.wait("its ready count", f"({row}).closest('tr').children[3].textContent")
         if ready != messages:
             raise RuntimeError(f"the queues page shows {ready} ready, the test published {messages}")
-        step = "a hostile queue name is shown as text"
+        times.append((step, time.monotonic() - t0)); step = "a hostile queue name is shown as text"
         hname = json.dumps(hostile)
         p.wait("the hostile name as text", f"[...document.querySelectorAll('a.queue-link')].some(a => a.textContent === {hname})")
         if p.js("window.__xss === undefined") is not True or p.js("document.querySelector('#view img') === null") is not True:
             raise RuntimeError("the hostile queue name became markup")
-        step = "open the queue's page"
+        times.append((step, time.monotonic() - t0)); step = "sort and filter the queues"
+        p.click("th[data-key=messages_ready]")
+        p.wait("sorted by ready, most first", "document.querySelector('th[data-key=messages_ready]').classList.contains('sorted-desc')")
+        first = p.js("document.querySelector('#view tbody a.queue-link').textContent")
+        if first != queue:
+            raise RuntimeError(f"sorted by ready, the first queue is {first!r}, not the one with messages")
+        p.type_into("#filter", "img")
+        p.wait("the filter applied", f"[...document.querySelectorAll('a.queue-link')].map(a => a.textContent).join() === {hname}")
+        p.type_into("#filter", queue)
+        p.wait("the filter applied", f"[...document.querySelectorAll('a.queue-link')].map(a => a.textContent).join() === {name}")
+        times.append((step, time.monotonic() - t0)); step = "open the queue's page"
         p.click(f"a.queue-link[href$={json.dumps('/' + queue)}]")
         p.wait("the queue page", f"document.getElementById('queue-name') && document.getElementById('queue-name').textContent === {name}")
         p.wait("its ready figure", f"document.getElementById('queue-ready').textContent === {json.dumps(messages)}")
-        step = "publish from the page"
+        times.append((step, time.monotonic() - t0)); step = "publish from the page"
         p.type_into("#publish-payload", "from the page")
         p.click("#publish")
         p.wait("the publish's report", "document.getElementById('status').textContent === 'message published'")
         more = str(int(messages) + 1)
         p.wait("one more message", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
-        step = "get (peek) from the page"
+        times.append((step, time.monotonic() - t0)); step = "get (peek) from the page"
         p.js("document.getElementById('get-count').value = '10'")
         p.click("#get")
         p.wait("the messages shown", f"document.querySelectorAll('#get-messages pre.payload').length === {more}")
@@ -209,18 +221,18 @@ def main():
         if last != "from the page":
             raise RuntimeError(f"the last message got shows {last!r}")
         p.wait("the peek left them queued", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
-        step = "purge it from the page"
+        times.append((step, time.monotonic() - t0)); step = "purge it from the page"
         p.click("#purge")
         p.wait("the armed purge", "document.getElementById('purge').classList.contains('armed')")
         p.click("#purge")
         p.wait("the purge's report", "document.getElementById('status').textContent === 'queue purged'")
         p.wait("no message left", "document.getElementById('queue-ready').textContent === '0'")
-        step = "screenshot"
+        times.append((step, time.monotonic() - t0)); step = "screenshot"
         p.js("window.scrollTo(0, 0)")
         png = base64.b64decode(p.call("Page.captureScreenshot", format="png")["data"])
         with open(shot, "wb") as f:
             f.write(png)
-        step = "a monitoring user is offered no changes"
+        times.append((step, time.monotonic() - t0)); step = "a monitoring user is offered no changes"
         p.click("#logout")
         p.wait("the login form again", "!document.getElementById('login').hidden")
         p.type_into("#login-user", monitor)
@@ -242,6 +254,7 @@ def main():
             print("  page: " + problem, file=sys.stderr)
         sys.exit(1)
     print(f"passed; screenshot {shot} ({len(png)} bytes)")
+    print("steps (seconds since start): " + ", ".join(f"{n} {t:.2f}" for n, t in times))
 
 
 main()
