@@ -1,7 +1,14 @@
 //! The management web UI (src/http/ui.rs) and the API calls it makes that
 //! RabbitMQ's UI makes (publish, get, purge, whoami), against a real
 //! broker; and the UI itself in a real headless Chromium, driven over the
-//! DevTools protocol by `tests/webui/cdp.py` (standard library Python).
+//! DevTools protocol by `tests/webui/cdp.py` (standard library Python):
+//! with mouse clicks and typed text it is refused a wrong password, logs
+//! in, finds the queue the test filled (and a queue named like markup,
+//! shown as text), sorts and filters the queues, opens the queue's page,
+//! publishes, peeks and purges there; logged in again as a `monitoring`
+//! user it is offered none of those. A console error or exception on the
+//! page (a CSP violation is one) fails the run. The screenshot goes to
+//! `$CARGO_TARGET_TMPDIR/webui-screenshot.png` (the path is printed).
 //!
 //! Chromium comes from Debian's `chromium` package
 //! (`./scripts/install-clients.sh`). Without it the browser test fails,
