@@ -5,6 +5,7 @@
 #   Node's amqplib      tests/node/node_modules   npm ci (version pinned in tests/node/package-lock.json)
 #   RabbitMQ Java client target/client-deps/java  Debian's librabbitmq-client-java and libslf4j-java jars
 #   amqp091-go          target/client-deps/gopath Debian's golang-go and golang-github-rabbitmq-amqp091-go-dev
+#   headless Chromium   /usr/bin/chromium         Debian's chromium (tests/webui.rs drives the web UI in it)
 #
 # A client that cannot be installed stops the script with the reason, on a
 # CI run (CI=true) and everywhere else: a test that cannot run must not pass
@@ -83,6 +84,14 @@ install_go() {
   ln -sfn /usr/share/gocode "$deps/gopath"
 }
 
+install_chromium() {
+  if [ -x /usr/bin/chromium ] || [ -n "${RINGMQ_CHROMIUM:-}" ]; then
+    return 0
+  fi
+  can_apt || fail chromium "chromium comes from Debian's package, and apt-get is missing or needs root"
+  apt_install chromium || fail chromium "apt-get install chromium failed (see $deps/apt.log)"
+}
+
 for client in $RINGMQ_CLIENTS; do
   if clients_skipped "$client"; then
     echo "== $client: SKIPPED on request (RINGMQ_SKIP_CLIENTS=$RINGMQ_SKIP_CLIENTS)"
@@ -92,6 +101,7 @@ for client in $RINGMQ_CLIENTS; do
     node) echo "== node: amqplib (tests/node/node_modules)" ;;
     java) echo "== java: amqp-client (target/client-deps/java)" ;;
     go) echo "== go: amqp091-go (target/client-deps/gopath)" ;;
+    chromium) echo "== chromium: headless Chromium for the web UI test (/usr/bin/chromium)" ;;
   esac
   "install_$client"
 done

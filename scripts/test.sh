@@ -39,7 +39,8 @@ if ! .venv/bin/python -c "import pika" >/dev/null 2>&1; then
 fi
 
 # The other AMQP clients (tests/amqp_clients.rs): Node's amqplib, the Java
-# client and amqp091-go, cached under tests/node and target/client-deps.
+# client and amqp091-go, cached under tests/node and target/client-deps; and
+# headless Chromium for the web UI (tests/webui.rs).
 ./scripts/install-clients.sh
 
 echo "== cargo fmt --check"
@@ -66,4 +67,4 @@ read -r passed failed ignored < <(awk '/^test result:/ {
 } END { print p+0, f+0, g+0 }' "$log")
 echo "tests: $passed passed, $failed failed, $ignored skipped"
 echo "summary: ran fmt, clippy, the workspace's unit, property, integration and doc tests," \
-  "AMQP clients:${ran:- none}; skipped on request (RINGMQ_SKIP_CLIENTS):${skipped:- none}; #[ignore]d tests: $ignored"
+  "clients (AMQP, browser):${ran:- none}; skipped on request (RINGMQ_SKIP_CLIENTS):${skipped:- none}; #[ignore]d tests: $ignored"

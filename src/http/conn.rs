@@ -11,8 +11,10 @@
 //!   reading its response).
 //!
 //! Request heads are limited to [`HEADER_BYTES_MAX`] (431 past it) and
-//! [`HEADERS_MAX`] headers; request bodies are never read (no endpoint takes
-//! one): hyper answers, reads at most what is buffered, and closes.
+//! [`HEADERS_MAX`] headers; a request body is read only by an endpoint that
+//! takes one, bounded in bytes and time (`users::read_body`); any other
+//! body is left unread: hyper answers, reads at most what is buffered, and
+//! closes.
 
 use crate::rt::Notify;
 use crate::rt::Transport;

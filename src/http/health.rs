@@ -117,7 +117,7 @@ impl From<ClientError> for Alive {
 
 /// The address the node's own native listener is reached at: a wildcard
 /// bind is reached over the loopback of its family.
-fn native_addr(shard: &Shard) -> Option<SocketAddr> {
+pub(super) fn native_addr(shard: &Shard) -> Option<SocketAddr> {
     let l = shard.node_status().listeners().iter().find(|l| l.protocol == "native")?;
     let mut addr = l.addr;
     match addr.ip() {

@@ -13,6 +13,9 @@
 //! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]; the cluster-wide one asks the other members, [`peers`]) |
 //! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
 //! | `GET /api/permissions`, `GET`, `PUT`, `DELETE /api/permissions/{vhost}/{user}` | permissions, administrator only ([`users`]) |
+//! | `GET /api/whoami` | the caller's name and tags (the UI offers what they allow) |
+//! | `POST /api/exchanges/{vhost}/{name}/publish`, `POST /api/queues/{vhost}/{name}/get`, `DELETE /api/queues/{vhost}/{name}/contents` | publish, get, purge, administrator only ([`messages`]) |
+//! | `GET /`, `/ui/*` | the management web UI's static files ([`ui`]) |
 
 // Lengths and counts narrowed with `as` could wrap silently: here each
 // narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
@@ -21,8 +24,10 @@
 
 mod conn;
 mod health;
+mod messages;
 mod nodes;
 mod peers;
+mod ui;
 mod users;
 
 pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
@@ -82,7 +87,9 @@ fn in_vhost(all: Value, vhost: &str) -> Value {
 fn text(status: StatusCode, content_type: &str, body: impl Into<Body>) -> Resp {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_str(content_type).expect("ascii"));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_str(content_type).expect("ascii"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -159,6 +166,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
 
 /// `peer`: the client's address, for `loopback_users` and the log.
 pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Option<std::net::SocketAddr>) -> Resp {
+    // The UI's files are static: served without a permit.
+    if ui::is_ui_path(req.uri().path()) {
+        return ui::serve(req.method(), req.uri().path(), req.headers());
+    }
     // Each request may gather from every shard: a bounded number at once.
     let Some(_permit) = shard.admin_permit() else {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many operator requests in flight; try again");
@@ -182,7 +193,12 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         return error(StatusCode::NOT_FOUND, "not found");
     };
     let access = authorised(shard, &req, peer);
-    if let Some(r) = refusal(access) {
+    if let Some(mut r) = refusal(access) {
+        // The web UI asks with this header: without the challenge, a
+        // browser shows the UI's own login form instead of its dialog.
+        if req.headers().get("x-requested-with").is_some_and(|v| v == "XMLHttpRequest") {
+            r.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
         return r;
     }
     let access = match access.unwrap_or(Access::None) {
@@ -213,6 +229,19 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     }
     match (&method, parts.as_slice()) {
         (&Method::GET, ["overview"]) => overview(shard).await,
+        (&Method::GET, ["whoami"]) => whoami(shard, &req),
+        (&Method::POST, ["exchanges" | "queues", ..]) if !is_json(&req) => {
+            error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be sent as Content-Type: application/json")
+        }
+        (&Method::POST, ["exchanges", vhost, name, "publish"]) => {
+            let (user, password) = basic_credentials(&req).unwrap_or_default();
+            messages::publish(shard, (vhost, name), (&user, &password), req.into_body()).await
+        }
+        (&Method::POST, ["queues", vhost, name, "get"]) => {
+            let (user, password) = basic_credentials(&req).unwrap_or_default();
+            messages::get(shard, (vhost, name), (&user, &password), req.into_body()).await
+        }
+        (&Method::DELETE, ["queues", vhost, name, "contents"]) => messages::purge(shard, vhost, name).await,
         (&Method::GET, ["nodes"]) => nodes::nodes(shard, None).await,
         (&Method::GET, ["nodes", name]) => nodes::nodes(shard, Some(name)).await,
         (&Method::GET, ["health", "checks", "alarms"]) => {
@@ -294,10 +323,26 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         (
             m,
             ["overview" | "queues" | "connections" | "exchanges" | "bindings" | "vhosts" | "nodes" | "health"
-            | "aliveness-test", ..],
+            | "aliveness-test" | "whoami", ..],
         ) if m != Method::GET => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// Whether the request says its body is JSON. A page of another site can
+/// make a browser POST a form (with basic credentials the browser keeps
+/// for this origin), but not with this type without a CORS preflight,
+/// which this API does not answer.
+fn is_json(req: &Request<Incoming>) -> bool {
+    let v = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `GET /api/whoami`: the caller's name and tags, as RabbitMQ's.
+fn whoami(shard: &Shard, req: &Request<Incoming>) -> Resp {
+    let (user, _) = basic_credentials(req).unwrap_or_default();
+    let tags = shard.user_json(&user).map(|u| u["tags"].clone()).unwrap_or_else(|| json!([]));
+    json_resp(StatusCode::OK, &json!({ "name": user, "tags": tags }))
 }
 
 async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
@@ -357,6 +402,7 @@ fn queue_json(q: &QueueStats) -> Value {
         "messages_unacknowledged": q.unacked,
         "message_bytes_ready": q.ready_bytes,
         "consumers": q.consumers,
+        "message_stats": { "publish": q.published, "deliver_get": q.delivered },
     })
 }
 
