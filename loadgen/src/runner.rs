@@ -36,8 +36,10 @@ struct Shared {
     workers_done: AtomicUsize,
     /// When a consumer last received a new message (ns), for `--drain-idle`.
     last_new: AtomicU64,
-    /// Latencies of the last progress interval, one per worker.
+    /// Latencies of the last progress interval, one per worker: end to
+    /// end, and publish to confirm.
     interval: Vec<Mutex<Histogram<u64>>>,
+    confirm_interval: Vec<Mutex<Histogram<u64>>>,
     /// Each worker's beat, and the stalls the main thread saw in them.
     beats: Vec<crate::stall::Beat>,
     stalls: crate::stall::Stalls,
@@ -66,6 +68,7 @@ struct WorkerStats {
     latency: Histogram<u64>,
     confirm_latency: Histogram<u64>,
     interval: Histogram<u64>,
+    confirm_interval: Histogram<u64>,
     checker: Checker,
     /// Deliveries received inside the measurement window.
     window_received: u64,
@@ -202,7 +205,7 @@ async fn run_producer(
     let w = &shared.w;
     let t0 = wait_for_start(&shared).await?;
     let win = Window::new(t0, w);
-    let sched = w.rate.map(|r| Schedule::new(t0, r, w.producers, p));
+    let sched = w.rate.as_ref().map(|r| Schedule::with_profile(t0, w.warmup_s, r, w.producers, p));
     let total = sched.as_ref().map(|s| s.count_before(win.end));
     let batch = if w.confirm { w.batch.min(w.max_inflight) } else { w.batch }.max(1);
     let per_message = w.expected_per_message(p);
@@ -482,6 +485,7 @@ impl WorkerStats {
             latency: stats::new_histogram(),
             confirm_latency: stats::new_histogram(),
             interval: stats::new_histogram(),
+            confirm_interval: stats::new_histogram(),
             checker: Checker::new(w.queues.len(), w.producers),
             window_received: 0,
             window_sent: 0,
@@ -550,8 +554,10 @@ fn confirm_sink(p: usize, st: Rc<RefCell<WorkerStats>>, sh: Arc<Shared>) -> Conf
         }
         sh.confirmed.fetch_add(1, Relaxed);
         let win = *win.get_or_insert_with(|| Window::new(sh.t0.load(Relaxed), &sh.w));
+        let lat = now.saturating_sub(intended);
+        stats::record(&mut st.confirm_interval, lat);
         if win.contains(intended) {
-            stats::record(&mut st.confirm_latency, now.saturating_sub(intended));
+            stats::record(&mut st.confirm_latency, lat);
         }
     })
 }
@@ -570,7 +576,11 @@ async fn hand_over_intervals(
         if let Ok(mut h) = shared.interval[wi].lock() {
             let _ = h.add(&st.interval);
         }
+        if let Ok(mut h) = shared.confirm_interval[wi].lock() {
+            let _ = h.add(&st.confirm_interval);
+        }
         st.interval.reset();
+        st.confirm_interval.reset();
     }
 }
 
@@ -613,6 +623,7 @@ pub fn run(w: Workload) -> Result<Summary> {
         workers_done: AtomicUsize::new(0),
         last_new: AtomicU64::new(0),
         interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
+        confirm_interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
         beats: (0..workers).map(|_| crate::stall::Beat::default()).collect(),
         stalls: crate::stall::Stalls::default(),
     });
@@ -650,7 +661,7 @@ pub fn run(w: Workload) -> Result<Summary> {
     let t0 = now_ns() + 5_000_000;
     shared.t0.store(t0, Relaxed);
     let win = Window::new(t0, &w);
-    let over_time = progress_loop(&shared, win, workers);
+    let (over_time, per_second) = progress_loop(&shared, win, workers);
 
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -668,32 +679,57 @@ pub fn run(w: Workload) -> Result<Summary> {
     summary.stalls = shared.stalls.count.load(Relaxed);
     summary.stall_ms_max = shared.stalls.longest_ns.load(Relaxed) / 1_000_000;
     summary.latency_over_time = over_time;
+    summary.per_second = per_second;
     Ok(summary)
 }
 
+/// Takes (and empties) the workers' interval histograms into `into`.
+fn collect(from: &[Mutex<Histogram<u64>>], into: &mut Histogram<u64>) {
+    into.reset();
+    for m in from {
+        if let Ok(mut m) = m.lock() {
+            let _ = into.add(&*m);
+            m.reset();
+        }
+    }
+}
+
+/// The run's counters now, for the per-second series.
+fn counts(shared: &Shared) -> crate::series::Counts {
+    crate::series::Counts {
+        sent: shared.sent.load(Relaxed),
+        received: shared.received.load(Relaxed),
+        expected: shared.expected.load(Relaxed),
+    }
+}
+
 /// Collects the workers' interval histograms every 200 ms (as often as
-/// they hand them over) into the latency-over-time series, and prints a
-/// progress line once a second.
-fn progress_loop(shared: &Shared, win: Window, workers: usize) -> Vec<stats::TimePoint> {
+/// they hand them over) into the latency-over-time series and the
+/// per-second series, and prints a progress line once a second. The
+/// ticks keep to a 200 ms grid from t0, so that each second of the
+/// per-second series closes on time.
+fn progress_loop(shared: &Shared, win: Window, workers: usize) -> (Vec<stats::TimePoint>, Vec<crate::series::SecondPoint>) {
     let tty = shared.w.progress && std::io::stderr().is_terminal();
     let mut last = (now_ns(), 0u64, 0u64);
     let mut printed = false;
     let mut points = Vec::new();
+    let mut per_second = crate::series::PerSecond::new(win.t0, win.start);
     let mut second = stats::new_histogram();
     let mut interval = stats::new_histogram();
+    let mut confirms = stats::new_histogram();
+    let tick = 200_000_000u64;
     while shared.workers_done.load(Relaxed) < workers {
-        std::thread::sleep(Duration::from_millis(200));
+        let now = now_ns();
+        let next = if now < win.t0 { win.t0 } else { win.t0 + ((now - win.t0) / tick + 1) * tick };
+        std::thread::sleep(Duration::from_nanos(next.min(per_second.next_edge().max(now)).saturating_sub(now).max(1)));
         let now = now_ns();
         shared.stalls.check(&shared.beats, now);
-        interval.reset();
-        for m in &shared.interval {
-            if let Ok(mut m) = m.lock() {
-                let _ = interval.add(&*m);
-                m.reset();
-            }
-        }
+        collect(&shared.interval, &mut interval);
+        collect(&shared.confirm_interval, &mut confirms);
         let t_s = (now as f64 - win.start as f64) / 1e9;
         points.extend(stats::TimePoint::from_hist(t_s, &interval));
+        per_second.add(&interval, &confirms);
+        per_second.tick(now, counts(shared));
         let _ = second.add(&interval);
         if now < last.0 + 1_000_000_000 {
             continue;
@@ -727,17 +763,16 @@ fn progress_loop(shared: &Shared, win: Window, workers: usize) -> Vec<stats::Tim
         last = (now, sent, recv);
     }
     // The intervals the workers handed over after the last collection.
-    interval.reset();
-    for m in &shared.interval {
-        if let Ok(m) = m.lock() {
-            let _ = interval.add(&*m);
-        }
-    }
-    points.extend(stats::TimePoint::from_hist((now_ns() as f64 - win.start as f64) / 1e9, &interval));
+    collect(&shared.interval, &mut interval);
+    collect(&shared.confirm_interval, &mut confirms);
+    let now = now_ns();
+    points.extend(stats::TimePoint::from_hist((now as f64 - win.start as f64) / 1e9, &interval));
+    per_second.add(&interval, &confirms);
+    per_second.finish(now, counts(shared));
     if printed {
         eprintln!();
     }
-    points
+    (points, per_second.points)
 }
 
 fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
@@ -817,6 +852,8 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         config: serde_json::to_value(w).unwrap_or_default(),
         latency_percentiles_us: stats::percentile_points(&latency),
         latency_over_time: Vec::new(),
+        per_second: Vec::new(),
+        integrity_failures: Vec::new(),
         hgrm: stats::hgrm(&latency),
     }
 }
