@@ -178,7 +178,8 @@ fn url_user_and_password_come_from_the_environment() {
     assert!(!o.ok, "a wrong password must fail: {}", o.stdout);
     let o = run_env(&["pub", "--queue", "scr-env", "--password", "guest", "x"], &bad, b"");
     assert!(ok(o).contains("published 1 confirmed 1"));
-    let o = run_env(&["pub", "--queue", "scr-env", "x"], &[("RINGMQ_URL", url.as_str()), ("RINGMQ_USER", "nobody")], b"");
+    let o =
+        run_env(&["pub", "--queue", "scr-env", "x"], &[("RINGMQ_URL", url.as_str()), ("RINGMQ_USER", "nobody")], b"");
     assert!(!o.ok, "an unknown user from the environment must fail");
     // The password's value is not shown in --help.
     let help = ok(run_env(&["pub", "--help"], &[("RINGMQ_PASSWORD", "s3cr3t-value")], b""));
@@ -230,7 +231,10 @@ fn ctl_declares_binds_peeks_unbinds_and_lists_consumers() {
     ctl_json(u, &["bind", "scr-ctl-x", q, "--routing-key", "k1"]);
     let bindings = ctl_json(u, &["list-bindings"]);
     let bound = |v: &Value| {
-        v.as_array().unwrap().iter().any(|r| r["source"] == "scr-ctl-x" && r["destination"] == q && r["routing_key"] == "k1")
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["source"] == "scr-ctl-x" && r["destination"] == q && r["routing_key"] == "k1")
     };
     assert!(bound(&bindings), "{bindings}");
 

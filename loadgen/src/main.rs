@@ -14,9 +14,9 @@ mod plot_series;
 mod runner;
 mod schedule;
 mod series;
-mod verdict;
 mod stall;
 mod stats;
+mod verdict;
 mod workload;
 
 use anyhow::{bail, Context, Result};

@@ -708,7 +708,11 @@ fn counts(shared: &Shared) -> crate::series::Counts {
 /// per-second series, and prints a progress line once a second. The
 /// ticks keep to a 200 ms grid from t0, so that each second of the
 /// per-second series closes on time.
-fn progress_loop(shared: &Shared, win: Window, workers: usize) -> (Vec<stats::TimePoint>, Vec<crate::series::SecondPoint>) {
+fn progress_loop(
+    shared: &Shared,
+    win: Window,
+    workers: usize,
+) -> (Vec<stats::TimePoint>, Vec<crate::series::SecondPoint>) {
     let tty = shared.w.progress && std::io::stderr().is_terminal();
     let mut last = (now_ns(), 0u64, 0u64);
     let mut printed = false;

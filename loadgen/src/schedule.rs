@@ -39,7 +39,9 @@ impl RateProfile {
         let ok = |r: f64| r.is_finite() && r > 0.0;
         match self {
             RateProfile::Constant(r) if ok(*r) => Ok(()),
-            RateProfile::Steps { steps, step_s } if !steps.is_empty() && steps.iter().all(|r| ok(*r)) && ok(*step_s) => {
+            RateProfile::Steps { steps, step_s }
+                if !steps.is_empty() && steps.iter().all(|r| ok(*r)) && ok(*step_s) =>
+            {
                 Ok(())
             }
             RateProfile::Ramp { ramp_from, ramp_to, over_s } if ok(*ramp_from) && ok(*ramp_to) && ok(*over_s) => Ok(()),

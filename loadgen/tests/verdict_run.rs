@@ -98,9 +98,8 @@ fn a_stepped_run_passes_with_a_per_second_series_and_an_omb_file() {
     assert_eq!(v["integrity_failures"], serde_json::json!([]));
     assert_eq!(v["config"]["rate"], serde_json::json!({ "steps": [500.0, 2000.0], "step_s": 2.0 }));
     let series = v["per_second"].as_array().unwrap();
-    let second = |t: f64| {
-        series.iter().find(|p| f(&p["t_s"]) == t).unwrap_or_else(|| panic!("no second {t} in {series:?}"))
-    };
+    let second =
+        |t: f64| series.iter().find(|p| f(&p["t_s"]) == t).unwrap_or_else(|| panic!("no second {t} in {series:?}"));
     // Whole seconds of each step publish at its rate (the generator keeps
     // to its schedule; a second's edges move by up to a few ms).
     for (t, rate) in [(0.0, 500.0), (1.0, 500.0), (2.0, 2000.0), (3.0, 2000.0)] {

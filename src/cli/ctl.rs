@@ -161,6 +161,7 @@ pub enum CtlCommand {
     /// ack_requeue_true; `--remove` acks them instead.
     Get {
         queue: String,
+        /// Messages to show, 1 to 10000 (fewer when the queue has fewer).
         #[arg(long, default_value_t = 1)]
         count: u32,
         /// Take the messages off the queue (ack) instead of requeueing them.
@@ -275,7 +276,10 @@ pub fn run(a: CtlArgs) -> ExitCode {
     // `rabbitmqctl -p`.
     if matches!(
         a.cmd,
-        CtlCommand::ListQueues { .. } | CtlCommand::ListExchanges | CtlCommand::ListBindings | CtlCommand::ListConsumers
+        CtlCommand::ListQueues { .. }
+            | CtlCommand::ListExchanges
+            | CtlCommand::ListBindings
+            | CtlCommand::ListConsumers
     ) {
         if let Value::Array(rows) = &mut v {
             rows.retain(|r| r["vhost"] == a.conn.vhost.as_str());
@@ -365,7 +369,9 @@ pub fn run(a: CtlArgs) -> ExitCode {
 fn object_command(c: &CtlCommand) -> Option<super::ctl_objects::Object> {
     use super::ctl_objects::Object;
     Some(match c.clone() {
-        CtlCommand::DeclareQueue { name, durable, queue_arg } => Object::DeclareQueue { name, durable, args: queue_arg },
+        CtlCommand::DeclareQueue { name, durable, queue_arg } => {
+            Object::DeclareQueue { name, durable, args: queue_arg }
+        }
         CtlCommand::DeclareExchange { name, kind, durable, auto_delete, internal, args } => {
             Object::DeclareExchange { name, kind, durable, auto_delete, internal, args }
         }

@@ -106,7 +106,9 @@ async fn act(c: &Client, what: Object) -> Result<Vec<Value>, ClientError> {
             } else {
                 c.bind_queue(&b.destination, &b.source, &b.routing_key, &args).await?;
             }
-            vec![json!({ "source": b.source, "destination": b.destination, "routing_key": b.routing_key, "bound": true })]
+            vec![
+                json!({ "source": b.source, "destination": b.destination, "routing_key": b.routing_key, "bound": true }),
+            ]
         }
         Object::Unbind(b) => {
             let args = table_arg(&b.args)?;
@@ -115,7 +117,9 @@ async fn act(c: &Client, what: Object) -> Result<Vec<Value>, ClientError> {
             } else {
                 c.unbind_queue(&b.destination, &b.source, &b.routing_key, &args).await?;
             }
-            vec![json!({ "source": b.source, "destination": b.destination, "routing_key": b.routing_key, "unbound": true })]
+            vec![
+                json!({ "source": b.source, "destination": b.destination, "routing_key": b.routing_key, "unbound": true }),
+            ]
         }
         Object::Get { queue, count, remove } => get(c, &queue, count, remove).await?,
     })

@@ -18,6 +18,7 @@ pub struct PropArgs {
     /// `true`/`false` as booleans, anything else as a string.
     #[arg(long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
+    /// The body's MIME type, e.g. `application/json`.
     #[arg(long)]
     pub content_type: Option<String>,
     /// Message priority (0-255; a queue with `x-max-priority` orders by it).
@@ -26,6 +27,7 @@ pub struct PropArgs {
     /// Per-message TTL in milliseconds (the `expiration` property).
     #[arg(long, value_name = "MS")]
     pub ttl: Option<u32>,
+    /// Matches a reply to its request (RPC).
     #[arg(long)]
     pub correlation_id: Option<String>,
     /// Where replies go: a queue, or `amq.rabbitmq.reply-to`.

@@ -5,7 +5,7 @@
 //! instead of filling memory.
 
 use ringmq::client::ClientError;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::time::Duration;
 
