@@ -348,7 +348,7 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Outputs)> {
         bail!("--queue-arg is for the native driver (ringmq:// or ringmqs://)");
     }
     for q in &a.queue_arg {
-        if q.split_once('=').map_or(true, |(k, _)| k.is_empty()) {
+        if !matches!(q.split_once('='), Some((k, _)) if !k.is_empty()) {
             bail!("--queue-arg {q:?} is not KEY=VALUE");
         }
     }

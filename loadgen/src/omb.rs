@@ -45,6 +45,9 @@ pub fn result(s: &Summary, w: &Workload) -> Value {
     Value::Object(o)
 }
 
+/// Reads one figure of a set of percentiles.
+type PercentileOf = fn(&Percentiles) -> f64;
+
 fn series(samples: &[&SecondPoint], f: impl Fn(&SecondPoint) -> f64) -> Value {
     Value::Array(samples.iter().map(|p| json!(f(p))).collect())
 }
@@ -60,7 +63,7 @@ fn latencies(
     curve: &[(f64, f64)],
 ) {
     let ms = |us: f64| us / 1000.0;
-    let fields: [(&str, fn(&Percentiles) -> f64); 8] = [
+    let fields: [(&str, PercentileOf); 8] = [
         ("Avg", |p| p.mean),
         ("50pct", |p| p.p50),
         ("75pct", |p| p.p75),
