@@ -143,6 +143,10 @@ impl Segment {
     /// for a zero or negative slope.
     fn time_of(&self, k: f64) -> f64 {
         let a = self.slope() / 2.0;
+        if a == 0.0 {
+            // A constant rate (every `--rate R` run): no square root.
+            return k * 1e9 / self.from;
+        }
         let disc = (self.from * self.from + 4.0 * a * k * 1e9).max(0.0);
         2.0 * k * 1e9 / (self.from + disc.sqrt())
     }
