@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::TestBroker;
+use common::{Raw, TestBroker};
+use ringmq::protocol::{op, Cmd, Frame};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -288,4 +289,50 @@ fn ctl_declares_binds_peeks_unbinds_and_lists_consumers() {
     let table = ok(run(&["ctl", "--url", u, "list-consumers"]));
     assert!(table.starts_with("queue") && table.contains(q), "{table}");
     drop(sub);
+}
+
+/// One `Admin` command on `raw`; its JSON answer.
+fn admin(raw: &mut Raw, command: u8, arg: &str) -> Value {
+    let rid = raw.send(Cmd::Admin { command, arg });
+    let f = raw.recv();
+    match f.frame() {
+        Frame { request_id, cmd: Cmd::AdminOk { json } } if request_id == rid => serde_json::from_str(json).unwrap(),
+        other => panic!("expected AdminOk, got {other:?}"),
+    }
+}
+
+#[test]
+fn list_consumers_shows_priority_and_unacked_and_refuses_an_argument() {
+    let b = TestBroker::start();
+    let (mut raw, _) = Raw::hello(b.native);
+    raw.declare("scr-raw");
+    let rid = raw.send(Cmd::Subscribe { consumer_id: 41, prefetch: 3, queue: "scr-raw", priority: 5 });
+    raw.expect_ok(rid);
+    let (mut other, _) = Raw::hello(b.native);
+    other.publish_confirmed("scr-raw", &[b"one", b"two"]);
+    // Two deliveries, not acked: the listing counts them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let rows = admin(&mut other, op::ADMIN_LIST_CONSUMERS, "");
+        let row = rows.as_array().unwrap().iter().find(|r| r["queue"] == "scr-raw").cloned();
+        if let Some(r) = row.filter(|r| r["unacked"] == 2) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{rows}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((row["consumer_id"].as_u64(), row["prefetch"].as_u64()), (Some(41), Some(3)), "{row}");
+    assert_eq!((row["priority"].as_i64(), row["exclusive"].as_bool()), (Some(5), Some(false)), "{row}");
+    // The request takes no argument: one is refused, and the connection
+    // goes on (an operator's typo is not an attack).
+    let refused = admin(&mut other, op::ADMIN_LIST_CONSUMERS, &"x".repeat(1000));
+    assert_eq!(refused["error"], "list-consumers takes no argument", "{refused}");
+    other.ping();
+    drop(raw);
+    // The consumer's connection is gone, and so is its row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin(&mut other, op::ADMIN_LIST_CONSUMERS, "").as_array().unwrap().iter().any(|r| r["queue"] == "scr-raw") {
+        assert!(Instant::now() < deadline, "the closed consumer is still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
