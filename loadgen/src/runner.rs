@@ -570,8 +570,13 @@ async fn hand_over_intervals(
     shared: Arc<Shared>,
     done: Rc<std::cell::Cell<bool>>,
 ) {
+    // On the collector's 200 ms grid, a little ahead of it, so that what
+    // was received in a second is counted in that second.
+    let win = Window::new(shared.t0.load(Relaxed), &shared.w);
     while !done.get() {
-        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let now = now_ns();
+        let at = next_tick(win.start, now + HAND_OVER_LEAD_NS).saturating_sub(HAND_OVER_LEAD_NS);
+        glommio::timer::sleep(Duration::from_nanos(at.saturating_sub(now).max(1))).await;
         let mut st = stats.borrow_mut();
         if let Ok(mut h) = shared.interval[wi].lock() {
             let _ = h.add(&st.interval);
@@ -581,6 +586,21 @@ async fn hand_over_intervals(
         }
         st.interval.reset();
         st.confirm_interval.reset();
+    }
+}
+
+/// The collector's tick (`progress_loop`), and how long before each tick
+/// the workers hand their interval histograms over.
+const TICK_NS: u64 = 200_000_000;
+const HAND_OVER_LEAD_NS: u64 = 20_000_000;
+
+/// The first point of the `TICK_NS` grid through `origin` after `now`
+/// (the grid runs before the origin too: the warmup).
+fn next_tick(origin: u64, now: u64) -> u64 {
+    if now < origin {
+        origin - (origin - now - 1) / TICK_NS * TICK_NS
+    } else {
+        origin + ((now - origin) / TICK_NS + 1) * TICK_NS
     }
 }
 
@@ -706,8 +726,9 @@ fn counts(shared: &Shared) -> crate::series::Counts {
 /// Collects the workers' interval histograms every 200 ms (as often as
 /// they hand them over) into the latency-over-time series and the
 /// per-second series, and prints a progress line once a second. The
-/// ticks keep to a 200 ms grid from t0, so that each second of the
-/// per-second series closes on time.
+/// ticks keep to a 200 ms grid through the window's start (the workers
+/// hand over just before each), so that each second of the per-second
+/// series closes on time with what was received in it.
 fn progress_loop(
     shared: &Shared,
     win: Window,
@@ -721,11 +742,12 @@ fn progress_loop(
     let mut second = stats::new_histogram();
     let mut interval = stats::new_histogram();
     let mut confirms = stats::new_histogram();
-    let tick = 200_000_000u64;
     while shared.workers_done.load(Relaxed) < workers {
         let now = now_ns();
-        let next = if now < win.t0 { win.t0 } else { win.t0 + ((now - win.t0) / tick + 1) * tick };
-        std::thread::sleep(Duration::from_nanos(next.min(per_second.next_edge().max(now)).saturating_sub(now).max(1)));
+        // The grid through the window's start, on which the seconds of
+        // the per-second series end too.
+        let next = next_tick(win.start, now);
+        std::thread::sleep(Duration::from_nanos(next.saturating_sub(now).max(1)));
         let now = now_ns();
         shared.stalls.check(&shared.beats, now);
         collect(&shared.interval, &mut interval);
@@ -859,5 +881,23 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         per_second: Vec::new(),
         integrity_failures: Vec::new(),
         hgrm: stats::hgrm(&latency),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_tick, TICK_NS};
+
+    #[test]
+    fn ticks_keep_to_a_grid_through_the_window_start() {
+        let start = 10 * TICK_NS;
+        assert_eq!(next_tick(start, start), start + TICK_NS);
+        assert_eq!(next_tick(start, start + 1), start + TICK_NS);
+        assert_eq!(next_tick(start, start - 1), start);
+        assert_eq!(next_tick(start, start - TICK_NS), start);
+        assert_eq!(next_tick(start, start - TICK_NS - 1), start - TICK_NS);
+        assert_eq!(next_tick(start, 0), TICK_NS, "strictly after now");
+        // Five ticks make a second of the per-second series.
+        assert_eq!(next_tick(start, start + 4 * TICK_NS + 7), start + 5 * TICK_NS);
     }
 }
