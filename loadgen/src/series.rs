@@ -76,8 +76,9 @@ impl PerSecond {
         }
     }
 
-    /// The next edge: the progress loop wakes there, so that each second
-    /// is closed on time.
+    /// The end of the second being filled (the progress loop's 200 ms
+    /// grid runs through it).
+    #[cfg(test)]
     pub fn next_edge(&self) -> u64 {
         self.edge
     }
