@@ -284,35 +284,6 @@ fn redact(url: &str) -> String {
     url.to_string()
 }
 
-/// `--rate R`, `--rate A,B,C --step-secs S` or `--rate-ramp FROM:TO`.
-fn rate_profile(
-    rates: &[f64],
-    step_secs: Option<f64>,
-    ramp: Option<&str>,
-    duration_s: f64,
-) -> Result<Option<schedule::RateProfile>> {
-    use schedule::RateProfile;
-    let profile = match (rates, step_secs, ramp) {
-        ([], None, None) => return Ok(None),
-        (_, _, Some(r)) => {
-            let parsed = r.split_once(':').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-            let Some((ramp_from, ramp_to)) = parsed else {
-                bail!("--rate-ramp takes FROM:TO in messages a second, e.g. 1000:20000");
-            };
-            if step_secs.is_some() {
-                bail!("--step-secs goes with several --rate values, not --rate-ramp");
-            }
-            RateProfile::Ramp { ramp_from, ramp_to, over_s: duration_s }
-        }
-        ([r], None, None) => RateProfile::Constant(*r),
-        ([_, _, ..], None, None) => bail!("several --rate values are steps: give --step-secs too"),
-        ([], Some(_), None) => bail!("--step-secs needs --rate A,B,..."),
-        (steps, Some(step_s), None) => RateProfile::Steps { steps: steps.to_vec(), step_s },
-    };
-    profile.check().map_err(|e| anyhow::anyhow!("--rate: {e}"))?;
-    Ok(Some(profile))
-}
-
 /// Where the run's results go, and what its verdict allows.
 struct Outputs {
     json: Option<PathBuf>,
@@ -343,7 +314,7 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Outputs)> {
     if [a.drain_idle, a.resubscribe_idle].into_iter().flatten().any(|s| s.is_nan() || s <= 0.0) {
         bail!("--drain-idle and --resubscribe-idle must be positive");
     }
-    let rate = rate_profile(&a.rate, a.step_secs, a.rate_ramp.as_deref(), a.duration)?;
+    let rate = schedule::RateProfile::from_flags(&a.rate, a.step_secs, a.rate_ramp.as_deref(), a.duration)?;
     if !a.queue_arg.is_empty() && !url.starts_with("ringmq") {
         bail!("--queue-arg is for the native driver (ringmq:// or ringmqs://)");
     }

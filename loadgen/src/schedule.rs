@@ -34,6 +34,36 @@ pub enum RateProfile {
 }
 
 impl RateProfile {
+    /// `--rate R`, `--rate A,B,C --step-secs S` or `--rate-ramp FROM:TO`.
+    pub fn from_flags(
+        rates: &[f64],
+        step_secs: Option<f64>,
+        ramp: Option<&str>,
+        duration_s: f64,
+    ) -> anyhow::Result<Option<RateProfile>> {
+        use anyhow::bail;
+        let profile = match (rates, step_secs, ramp) {
+            ([], None, None) => return Ok(None),
+            (_, _, Some(r)) => {
+                let parsed =
+                    r.split_once(':').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+                let Some((ramp_from, ramp_to)) = parsed else {
+                    bail!("--rate-ramp takes FROM:TO in messages a second, e.g. 1000:20000");
+                };
+                if step_secs.is_some() {
+                    bail!("--step-secs goes with several --rate values, not --rate-ramp");
+                }
+                RateProfile::Ramp { ramp_from, ramp_to, over_s: duration_s }
+            }
+            ([r], None, None) => RateProfile::Constant(*r),
+            ([_, _, ..], None, None) => bail!("several --rate values are steps: give --step-secs too"),
+            ([], Some(_), None) => bail!("--step-secs needs --rate A,B,..."),
+            (steps, Some(step_s), None) => RateProfile::Steps { steps: steps.to_vec(), step_s },
+        };
+        profile.check().map_err(|e| anyhow::anyhow!("--rate: {e}"))?;
+        Ok(Some(profile))
+    }
+
     /// Whether every rate is positive and finite, and the times are.
     pub fn check(&self) -> Result<(), String> {
         let ok = |r: f64| r.is_finite() && r > 0.0;
