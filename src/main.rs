@@ -3,7 +3,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -21,9 +21,15 @@ enum Command {
     Pub(cli::publish::PubArgs),
     /// Receive messages from a queue, acking each.
     Sub(cli::subscribe::SubArgs),
-    /// Operator commands: list queues, connections and shards; purge and
-    /// delete queues; close connections.
+    /// Operator commands: list queues, connections, consumers and shards;
+    /// declare, bind, peek at, purge and delete queues; close connections.
     Ctl(cli::ctl::CtlArgs),
+    /// Prints a shell completion script: `ringmq completions bash >
+    /// /etc/bash_completion.d/ringmq` (or zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Prints the manual page (roff): `ringmq man | man -l -`; `ringmq man
+    /// ctl` for a subcommand's page.
+    Man { subcommand: Vec<String> },
 }
 
 fn main() -> ExitCode {
@@ -33,5 +39,10 @@ fn main() -> ExitCode {
         Command::Pub(a) => cli::publish::run(a),
         Command::Sub(a) => cli::subscribe::run(a),
         Command::Ctl(a) => cli::ctl::run(a),
+        Command::Completions { shell } => {
+            cli::docgen::completions(&mut Cli::command(), shell, &mut std::io::stdout().lock());
+            ExitCode::SUCCESS
+        }
+        Command::Man { subcommand } => cli::docgen::man_to_stdout(Cli::command(), &subcommand),
     }
 }

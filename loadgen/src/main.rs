@@ -8,11 +8,15 @@ mod driver;
 mod header;
 #[cfg(feature = "native")]
 mod native;
+mod omb;
 mod plot;
+mod plot_series;
 mod runner;
 mod schedule;
+mod series;
 mod stall;
 mod stats;
+mod verdict;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -24,7 +28,8 @@ use std::path::PathBuf;
     name = "ringmq-loadgen",
     version,
     about = "Thread-per-core load generator for ringmq (ringmq://, ringmqs://) and AMQP 0-9-1 (amqp://, amqps://) brokers",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +37,16 @@ struct Cli {
     #[command(flatten)]
     run: RunArgs,
 }
+
+/// The exit codes, as `--help` shows them (docs/loadgen.md too).
+const EXIT_CODES: &str = "Exit codes:
+  0  the run passed its integrity check (or a subcommand succeeded)
+  1  an error ended the run (connection refused, bad URL, a client failed)
+  2  a bad command line
+  3  the run finished, and messages were lost, duplicated or reordered
+     beyond what the workload allows (`--reconnect` allows redeliveries
+     and unconfirmed loss; `--allow` names more); the summary and the
+     JSON's `integrity_failures` say which";
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
@@ -56,8 +71,12 @@ enum Cmd {
         over_time: bool,
         /// Throughput by message size instead: one line per run label, the
         /// median msg/s of its runs at each size (`--json` files only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "per_second")]
         by_size: bool,
+        /// The per-second series instead: publish and delivery rates over
+        /// time, and each second's p50 and p99 (`--json` files only).
+        #[arg(long, conflicts_with = "over_time")]
+        per_second: bool,
     },
     /// Closed-loop AMQP transactions on one channel: N publishes and a
     /// tx.commit, waiting for commit-ok each time; prints commits per second.
@@ -134,9 +153,20 @@ struct RunArgs {
     /// Seconds of warmup, sent and checked but not measured.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Total publish rate, messages a second, open loop. Default: as fast as possible.
-    #[arg(long)]
-    rate: Option<f64>,
+    /// Total publish rate, messages a second, open loop. Default: as fast
+    /// as possible. Several (`1000,5000,20000`) are steps, each held for
+    /// --step-secs of the measured window (the last until the end; the
+    /// warmup runs at the first): the per-second series shows each.
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate_ramp")]
+    rate: Vec<f64>,
+    /// Seconds each --rate step lasts.
+    #[arg(long, value_name = "SECS")]
+    step_secs: Option<f64>,
+    /// A rate rising (or falling) linearly from FROM to TO msg/s over the
+    /// measured window (the warmup runs at FROM): finds the knee of the
+    /// latency curve in one run.
+    #[arg(long, value_name = "FROM:TO")]
+    rate_ramp: Option<String>,
     /// Most messages a producer writes at once (one syscall / one native batch).
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -178,6 +208,19 @@ struct RunArgs {
     /// Write the summary as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the run as an OpenMessaging Benchmark result file (OMB's
+    /// field names: publishRate, consumeRate, backlog, endToEndLatency*,
+    /// publishLatency* with --confirm, aggregated*; milliseconds).
+    #[arg(long, value_name = "FILE")]
+    omb_json: Option<PathBuf>,
+    /// What the workload may do without failing the run (exit code 3):
+    /// `loss`, `duplicates`, `reorder` (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    allow: Vec<verdict::Allow>,
+    /// A queue argument for the declare, KEY=VALUE (repeatable), as for
+    /// `ringmq pub`: `--queue-arg x-max-length=1000` (native driver).
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    queue_arg: Vec<String>,
     /// Write the end-to-end latency histogram in HdrHistogram's .hgrm format (us).
     #[arg(long)]
     hgrm: Option<PathBuf>,
@@ -241,7 +284,15 @@ fn redact(url: &str) -> String {
     url.to_string()
 }
 
-fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<PathBuf>)> {
+/// Where the run's results go, and what its verdict allows.
+struct Outputs {
+    json: Option<PathBuf>,
+    hgrm: Option<PathBuf>,
+    omb_json: Option<PathBuf>,
+    allow: Vec<verdict::Allow>,
+}
+
+fn workload(a: RunArgs) -> Result<(runner::Workload, Outputs)> {
     let Some(url) = a.url else {
         bail!("--url is required (amqp[s]://USER:PASS@HOST:PORT/VHOST or ringmq[s]://HOST:PORT)");
     };
@@ -263,9 +314,13 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
     if [a.drain_idle, a.resubscribe_idle].into_iter().flatten().any(|s| s.is_nan() || s <= 0.0) {
         bail!("--drain-idle and --resubscribe-idle must be positive");
     }
-    if let Some(r) = a.rate {
-        if r.is_nan() || r <= 0.0 {
-            bail!("--rate must be positive");
+    let rate = schedule::RateProfile::from_flags(&a.rate, a.step_secs, a.rate_ramp.as_deref(), a.duration)?;
+    if !a.queue_arg.is_empty() && !url.starts_with("ringmq") {
+        bail!("--queue-arg is for the native driver (ringmq:// or ringmqs://)");
+    }
+    for q in &a.queue_arg {
+        if !matches!(q.split_once('='), Some((k, _)) if !k.is_empty()) {
+            bail!("--queue-arg {q:?} is not KEY=VALUE");
         }
     }
     let cores = match &a.cores {
@@ -291,8 +346,8 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
     }
     let exchange = a.exchange.map(|name| workload::Exchange { name, kind: a.exchange_type });
     let label = a.label.unwrap_or_else(|| {
-        let mode = match a.rate {
-            Some(r) => format!("{r} msg/s"),
+        let mode = match &rate {
+            Some(r) => r.describe(),
             None => "max rate".into(),
         };
         format!(
@@ -320,7 +375,7 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
         duration_s: a.duration,
         warmup_s: a.warmup,
         drain_s: a.drain,
-        rate: a.rate,
+        rate,
         batch: a.batch.max(1),
         persistent: a.persistent,
         confirm: a.confirm,
@@ -334,22 +389,29 @@ fn workload(a: RunArgs) -> Result<(runner::Workload, Option<PathBuf>, Option<Pat
         reconnect: a.reconnect,
         drain_idle_s: a.drain_idle,
         resubscribe_idle_s: a.resubscribe_idle,
+        queue_args: a.queue_arg,
     };
-    Ok((w, a.json, a.hgrm))
+    Ok((w, Outputs { json: a.json, hgrm: a.hgrm, omb_json: a.omb_json, allow: a.allow }))
 }
 
 fn main() {
-    if let Err(e) = real_main() {
-        eprintln!("ringmq-loadgen: {e:#}");
-        std::process::exit(1);
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("ringmq-loadgen: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn real_main() -> Result<()> {
+/// The exit code (see `EXIT_CODES`), or the error that ended the run.
+fn real_main() -> Result<i32> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::Plot { out, runs, title, log_y, over_time, by_size }) => {
-            let svg = if over_time {
+        Some(Cmd::Plot { out, runs, title, log_y, over_time, by_size, per_second }) => {
+            let svg = if per_second {
+                plot_series::per_second_files(&runs, &title)?
+            } else if over_time {
                 plot::over_time_files(&runs, &title)?
             } else if by_size {
                 plot::by_size_files(&runs, &title)?
@@ -358,11 +420,11 @@ fn real_main() -> Result<()> {
             };
             std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {}", out.display());
-            Ok(())
+            Ok(0)
         }
-        Some(Cmd::Tx(a)) => tx(a),
+        Some(Cmd::Tx(a)) => tx(a).map(|()| 0),
         None => {
-            let (mut w, json, hgrm) = workload(cli.run)?;
+            let (mut w, out) = workload(cli.run)?;
             let real_url = w.url.clone();
             let summary = {
                 let s = runner::run(w.clone())?;
@@ -374,13 +436,19 @@ fn real_main() -> Result<()> {
                 }
                 s
             };
+            let mut summary = summary;
+            summary.integrity_failures = verdict::judge(&summary, w.reconnect, &out.allow);
             print!("{}", summary.table());
-            if let Some(path) = json {
+            if let Some(path) = out.json {
                 let text = serde_json::to_string_pretty(&summary)?;
                 std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
             }
-            if let Some(path) = hgrm {
+            if let Some(path) = out.hgrm {
                 std::fs::write(&path, &summary.hgrm).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = out.omb_json {
+                let text = serde_json::to_string_pretty(&omb::result(&summary, &w))?;
+                std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
             }
             if summary.lost_confirmed > 0 {
                 eprintln!("error: {} confirmed messages were never received", summary.lost_confirmed);
@@ -394,7 +462,11 @@ fn real_main() -> Result<()> {
                     summary.stalls, summary.stall_ms_max
                 );
             }
-            Ok(())
+            if summary.integrity_failures.is_empty() {
+                return Ok(0);
+            }
+            eprintln!("FAILED integrity check: {}", summary.integrity_failures.join("; "));
+            Ok(verdict::EXIT_INTEGRITY)
         }
     }
 }
@@ -474,9 +546,9 @@ mod tests {
             "--confirm",
         ])
         .unwrap();
-        let (w, _, _) = workload(cli.run).unwrap();
+        let (w, _) = workload(cli.run).unwrap();
         assert_eq!(w.producers, 4);
-        assert_eq!(w.rate, Some(1000.0));
+        assert_eq!(w.rate, Some(schedule::RateProfile::Constant(1000.0)));
         assert!(w.confirm);
         assert_eq!(w.ack_every, 250);
         let cli = Cli::try_parse_from(["ringmq-loadgen", "plot", "o.svg", "a.json"]).unwrap();
@@ -493,7 +565,7 @@ mod tests {
     #[test]
     fn exchange_flags() {
         let cli = Cli::try_parse_from(["x", "--url", "ringmq://h:1", "--exchange", "bench", "--queues", "3"]).unwrap();
-        let (w, _, _) = workload(cli.run).unwrap();
+        let (w, _) = workload(cli.run).unwrap();
         let x = w.exchange.as_ref().unwrap();
         assert_eq!((x.name.as_str(), x.kind), ("bench", workload::ExchangeKind::Fanout));
         assert!(w.label.contains("3q fanout"), "{}", w.label);
@@ -509,7 +581,7 @@ mod tests {
     #[test]
     fn tls_flags() {
         let cli = Cli::try_parse_from(["x", "--url", "ringmqs://localhost:1", "--tls-ca", "/ca.pem"]).unwrap();
-        let (w, _, _) = workload(cli.run).unwrap();
+        let (w, _) = workload(cli.run).unwrap();
         assert_eq!(w.tls.ca, Some(PathBuf::from("/ca.pem")));
         assert!(w.label.starts_with("ringmqs "), "{}", w.label);
         // A certificate without its key (and the other way round) is refused.
@@ -517,7 +589,7 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--url", "amqps://h", "--tls-key", "k.pem"]).is_err());
         let cli =
             Cli::try_parse_from(["x", "--url", "amqps://h", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
-        let (w, _, _) = workload(cli.run).unwrap();
+        let (w, _) = workload(cli.run).unwrap();
         assert_eq!((w.tls.cert.unwrap(), w.tls.key.unwrap()), ("c.pem".into(), "k.pem".into()));
     }
 }

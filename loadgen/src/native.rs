@@ -53,8 +53,13 @@ pub async fn setup(opts: &ClientOptions, w: &Workload) -> Result<u64> {
         }
     }
     let mut purged = 0;
+    let mut args = ringmq::protocol::field_table::TableBuilder::new();
+    for a in &w.queue_args {
+        args = args.parse_arg(a).map_err(|e| anyhow!("--queue-arg: {e}"))?;
+    }
+    let args = args.build();
     for q in &w.queues {
-        c.declare(q, durable).await.map_err(err)?;
+        c.declare_with(q, durable, &args).await.map_err(err)?;
         if w.purge {
             purged += c.purge(q).await.map_err(err)?;
         }

@@ -38,7 +38,7 @@ pub fn plot_files(paths: &[impl AsRef<Path>], title: &str, log_y: bool) -> Resul
 
 /// Reads a `--json` summary (the x-y charts need one; an `.hgrm` has no
 /// time series or size).
-fn load_summary(path: &Path) -> Result<Summary> {
+pub(crate) fn load_summary(path: &Path) -> Result<Summary> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut s: Summary = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a loadgen JSON summary (--json)", path.display()))?;
@@ -156,30 +156,30 @@ fn size_label(b: f64) -> String {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Dash {
+pub(crate) enum Dash {
     Solid,
     Dashed,
     Dotted,
 }
 
 /// One line of an x-y chart.
-struct XySeries {
-    label: String,
-    points: Vec<(f64, f64)>,
+pub(crate) struct XySeries {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
     /// Index into COLORS.
-    color: usize,
-    dash: Dash,
+    pub color: usize,
+    pub dash: Dash,
 }
 
-struct XyChart<'a> {
-    title: &'a str,
-    x_label: &'a str,
-    y_label: &'a str,
-    log_x: bool,
-    log_y: bool,
+pub(crate) struct XyChart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub log_x: bool,
+    pub log_y: bool,
     /// Ticks at these values with these labels (default: decades on a log
     /// axis, fifths on a linear one).
-    x_ticks: Option<Vec<(f64, String)>>,
+    pub x_ticks: Option<Vec<(f64, String)>>,
 }
 
 /// One axis: its range, its scale, and where its ticks go.
@@ -246,7 +246,7 @@ impl Scale {
 }
 
 impl XyChart<'_> {
-    fn svg(&self, series: &[XySeries]) -> String {
+    pub(crate) fn svg(&self, series: &[XySeries]) -> String {
         let (w, h) = (960.0, 600.0);
         let (left, right, top, bottom) = (90.0, 30.0, 50.0, 70.0);
         let (pw, ph) = (w - left - right, h - top - bottom);

@@ -11,13 +11,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
-use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::workload::Workload;
+
+mod progress;
+use progress::{hand_over_intervals, progress_loop};
 
 /// State shared by all workers (atomics only; touched a few times per batch).
 struct Shared {
@@ -36,8 +38,10 @@ struct Shared {
     workers_done: AtomicUsize,
     /// When a consumer last received a new message (ns), for `--drain-idle`.
     last_new: AtomicU64,
-    /// Latencies of the last progress interval, one per worker.
+    /// Latencies of the last progress interval, one per worker: end to
+    /// end, and publish to confirm.
     interval: Vec<Mutex<Histogram<u64>>>,
+    confirm_interval: Vec<Mutex<Histogram<u64>>>,
     /// Each worker's beat, and the stalls the main thread saw in them.
     beats: Vec<crate::stall::Beat>,
     stalls: crate::stall::Stalls,
@@ -66,6 +70,7 @@ struct WorkerStats {
     latency: Histogram<u64>,
     confirm_latency: Histogram<u64>,
     interval: Histogram<u64>,
+    confirm_interval: Histogram<u64>,
     checker: Checker,
     /// Deliveries received inside the measurement window.
     window_received: u64,
@@ -202,7 +207,7 @@ async fn run_producer(
     let w = &shared.w;
     let t0 = wait_for_start(&shared).await?;
     let win = Window::new(t0, w);
-    let sched = w.rate.map(|r| Schedule::new(t0, r, w.producers, p));
+    let sched = w.rate.as_ref().map(|r| Schedule::with_profile(t0, w.warmup_s, r, w.producers, p));
     let total = sched.as_ref().map(|s| s.count_before(win.end));
     let batch = if w.confirm { w.batch.min(w.max_inflight) } else { w.batch }.max(1);
     let per_message = w.expected_per_message(p);
@@ -482,6 +487,7 @@ impl WorkerStats {
             latency: stats::new_histogram(),
             confirm_latency: stats::new_histogram(),
             interval: stats::new_histogram(),
+            confirm_interval: stats::new_histogram(),
             checker: Checker::new(w.queues.len(), w.producers),
             window_received: 0,
             window_sent: 0,
@@ -550,28 +556,12 @@ fn confirm_sink(p: usize, st: Rc<RefCell<WorkerStats>>, sh: Arc<Shared>) -> Conf
         }
         sh.confirmed.fetch_add(1, Relaxed);
         let win = *win.get_or_insert_with(|| Window::new(sh.t0.load(Relaxed), &sh.w));
+        let lat = now.saturating_sub(intended);
+        stats::record(&mut st.confirm_interval, lat);
         if win.contains(intended) {
-            stats::record(&mut st.confirm_latency, now.saturating_sub(intended));
+            stats::record(&mut st.confirm_latency, lat);
         }
     })
-}
-
-/// Hands the worker's interval histogram to the progress printer every
-/// 200 ms, until `done`.
-async fn hand_over_intervals(
-    wi: usize,
-    stats: Rc<RefCell<WorkerStats>>,
-    shared: Arc<Shared>,
-    done: Rc<std::cell::Cell<bool>>,
-) {
-    while !done.get() {
-        glommio::timer::sleep(Duration::from_millis(200)).await;
-        let mut st = stats.borrow_mut();
-        if let Ok(mut h) = shared.interval[wi].lock() {
-            let _ = h.add(&st.interval);
-        }
-        st.interval.reset();
-    }
 }
 
 /// Declares (and purges) the queues, and the exchange with its bindings,
@@ -613,6 +603,7 @@ pub fn run(w: Workload) -> Result<Summary> {
         workers_done: AtomicUsize::new(0),
         last_new: AtomicU64::new(0),
         interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
+        confirm_interval: (0..workers).map(|_| Mutex::new(stats::new_histogram())).collect(),
         beats: (0..workers).map(|_| crate::stall::Beat::default()).collect(),
         stalls: crate::stall::Stalls::default(),
     });
@@ -650,7 +641,7 @@ pub fn run(w: Workload) -> Result<Summary> {
     let t0 = now_ns() + 5_000_000;
     shared.t0.store(t0, Relaxed);
     let win = Window::new(t0, &w);
-    let over_time = progress_loop(&shared, win, workers);
+    let (over_time, per_second) = progress_loop(&shared, win, workers);
 
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -668,76 +659,8 @@ pub fn run(w: Workload) -> Result<Summary> {
     summary.stalls = shared.stalls.count.load(Relaxed);
     summary.stall_ms_max = shared.stalls.longest_ns.load(Relaxed) / 1_000_000;
     summary.latency_over_time = over_time;
+    summary.per_second = per_second;
     Ok(summary)
-}
-
-/// Collects the workers' interval histograms every 200 ms (as often as
-/// they hand them over) into the latency-over-time series, and prints a
-/// progress line once a second.
-fn progress_loop(shared: &Shared, win: Window, workers: usize) -> Vec<stats::TimePoint> {
-    let tty = shared.w.progress && std::io::stderr().is_terminal();
-    let mut last = (now_ns(), 0u64, 0u64);
-    let mut printed = false;
-    let mut points = Vec::new();
-    let mut second = stats::new_histogram();
-    let mut interval = stats::new_histogram();
-    while shared.workers_done.load(Relaxed) < workers {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = now_ns();
-        shared.stalls.check(&shared.beats, now);
-        interval.reset();
-        for m in &shared.interval {
-            if let Ok(mut m) = m.lock() {
-                let _ = interval.add(&*m);
-                m.reset();
-            }
-        }
-        let t_s = (now as f64 - win.start as f64) / 1e9;
-        points.extend(stats::TimePoint::from_hist(t_s, &interval));
-        let _ = second.add(&interval);
-        if now < last.0 + 1_000_000_000 {
-            continue;
-        }
-        let h = &second;
-        let (sent, recv) = (shared.sent.load(Relaxed), shared.received.load(Relaxed));
-        let dt = (now - last.0) as f64 / 1e9;
-        let phase = if now < win.start {
-            "warmup"
-        } else if now < win.end {
-            "run"
-        } else {
-            "drain"
-        };
-        if tty {
-            let t = (now as f64 - win.t0 as f64) / 1e9;
-            let p99 =
-                if h.is_empty() { "-".to_string() } else { format!("{:.0}us", h.value_at_quantile(0.99) as f64 / 1e3) };
-            let mut e = std::io::stderr().lock();
-            let _ = write!(
-                e,
-                "\r\x1b[K{phase:>6} {t:5.1}s  pub {:>9.0}/s  recv {:>9.0}/s  sent {sent}  confirmed {}  received {recv}  p99 {p99}",
-                (sent - last.1) as f64 / dt,
-                (recv - last.2) as f64 / dt,
-                shared.confirmed.load(Relaxed),
-            );
-            let _ = e.flush();
-            printed = true;
-        }
-        second.reset();
-        last = (now, sent, recv);
-    }
-    // The intervals the workers handed over after the last collection.
-    interval.reset();
-    for m in &shared.interval {
-        if let Ok(m) = m.lock() {
-            let _ = interval.add(&*m);
-        }
-    }
-    points.extend(stats::TimePoint::from_hist((now_ns() as f64 - win.start as f64) / 1e9, &interval));
-    if printed {
-        eprintln!();
-    }
-    points
 }
 
 fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
@@ -817,6 +740,8 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         config: serde_json::to_value(w).unwrap_or_default(),
         latency_percentiles_us: stats::percentile_points(&latency),
         latency_over_time: Vec::new(),
+        per_second: Vec::new(),
+        integrity_failures: Vec::new(),
         hgrm: stats::hgrm(&latency),
     }
 }

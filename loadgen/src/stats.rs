@@ -33,6 +33,13 @@ pub struct Percentiles {
     pub max: f64,
     pub mean: f64,
     pub count: u64,
+    /// The rest of OpenMessaging Benchmark's percentiles (`--omb-json`).
+    #[serde(default)]
+    pub p75: f64,
+    #[serde(default)]
+    pub p95: f64,
+    #[serde(default)]
+    pub p9999: f64,
 }
 
 impl Percentiles {
@@ -50,6 +57,9 @@ impl Percentiles {
             max: us(h.max()),
             mean: h.mean() / 1000.0,
             count: h.len(),
+            p75: us(h.value_at_quantile(0.75)),
+            p95: us(h.value_at_quantile(0.95)),
+            p9999: us(h.value_at_quantile(0.9999)),
         }
     }
 }
@@ -115,6 +125,15 @@ pub struct Summary {
     /// (about 200 ms), warmup and drain included.
     #[serde(default)]
     pub latency_over_time: Vec<TimePoint>,
+    /// One point per second of the run (warmup and drain included): the
+    /// publish and delivery rates and the latency of that second.
+    #[serde(default)]
+    pub per_second: Vec<crate::series::SecondPoint>,
+    /// Why the run failed its integrity check (lost, duplicated or
+    /// reordered messages the workload does not allow); empty when it
+    /// passed. Non-empty makes the exit code 3.
+    #[serde(default)]
+    pub integrity_failures: Vec<String>,
     /// The `.hgrm` text of the end-to-end latency (written by `--hgrm`).
     #[serde(skip)]
     pub hgrm: String,

@@ -84,7 +84,8 @@ pub struct Workload {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub drain_s: f64,
-    pub rate: Option<f64>,
+    /// `--rate` / `--rate-ramp`; `None`: as fast as possible.
+    pub rate: Option<crate::schedule::RateProfile>,
     pub batch: usize,
     pub persistent: bool,
     pub confirm: bool,
@@ -107,6 +108,8 @@ pub struct Workload {
     /// `--resubscribe-idle`: with `--reconnect`, a consumer that got
     /// nothing for this long subscribes again on a new connection.
     pub resubscribe_idle_s: Option<f64>,
+    /// `--queue-arg KEY=VALUE`: declare arguments (native driver).
+    pub queue_args: Vec<String>,
 }
 
 impl Workload {
@@ -186,10 +189,10 @@ impl Workload {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn workload(producers: usize, consumers: usize, queues: usize, kind: Option<ExchangeKind>) -> Workload {
+    pub(crate) fn workload(producers: usize, consumers: usize, queues: usize, kind: Option<ExchangeKind>) -> Workload {
         Workload {
             url: "ringmq://x".into(),
             tls: TlsFlags::default(),
@@ -216,6 +219,7 @@ mod tests {
             reconnect: false,
             drain_idle_s: None,
             resubscribe_idle_s: None,
+            queue_args: Vec::new(),
         }
     }
 

@@ -24,7 +24,7 @@ pub struct CtlArgs {
     pub cmd: CtlCommand,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum CtlCommand {
     /// Queues: name, shard, ready, unacked, consumers, publish and deliver
     /// rates (measured over `--interval` seconds), ready bytes.
@@ -122,6 +122,52 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 300.0)]
         timeout: f64,
     },
+    /// Consumers: queue, connection (`shard:id`), consumer id, prefetch
+    /// (0: none), unacked, priority, exclusive.
+    ListConsumers,
+    /// Declares a queue (nothing changes if it exists alike; refused if it
+    /// exists with other settings); prints its ready messages.
+    DeclareQueue {
+        name: String,
+        #[arg(long)]
+        durable: bool,
+        /// A queue argument, KEY=VALUE (repeatable), as for `ringmq pub`.
+        #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+        queue_arg: Vec<String>,
+    },
+    /// Declares an exchange of TYPE: direct, fanout, topic or headers.
+    DeclareExchange {
+        name: String,
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        #[arg(long)]
+        durable: bool,
+        #[arg(long)]
+        auto_delete: bool,
+        /// Only other exchanges may publish to it.
+        #[arg(long)]
+        internal: bool,
+        /// An exchange argument, KEY=VALUE (repeatable), e.g.
+        /// `alternate-exchange=unrouted`.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+    },
+    /// Binds a queue (or, with --to-exchange, an exchange) to an exchange.
+    Bind(super::ctl_objects::BindArgs),
+    /// Removes a binding made as `bind` makes it.
+    Unbind(super::ctl_objects::BindArgs),
+    /// Shows up to --count messages of a queue and puts them back (marked
+    /// redelivered), as `rabbitmqadmin get` with ackmode
+    /// ack_requeue_true; `--remove` acks them instead.
+    Get {
+        queue: String,
+        /// Messages to show, 1 to 10000 (fewer when the queue has fewer).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Take the messages off the queue (ack) instead of requeueing them.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 pub fn run(a: CtlArgs) -> ExitCode {
@@ -129,10 +175,20 @@ pub fn run(a: CtlArgs) -> ExitCode {
     let user;
     // Queues are named in the connection's vhost (`--vhost`).
     let queue_in = |q: &str| ringmq::protocol::vhost::qualify(&a.conn.vhost, q).into_owned();
+    if let Some(object) = object_command(&a.cmd) {
+        return super::ctl_objects::run(&a.conn, object, a.json);
+    }
     let (command, arg) = match &a.cmd {
         CtlCommand::Status | CtlCommand::Ping | CtlCommand::AwaitStartup { .. } => {
             return super::ctl_health::run(&a.conn, &a.cmd, a.json)
         }
+        // Run as a client, above.
+        CtlCommand::DeclareQueue { .. }
+        | CtlCommand::DeclareExchange { .. }
+        | CtlCommand::Bind(_)
+        | CtlCommand::Unbind(_)
+        | CtlCommand::Get { .. } => return ExitCode::FAILURE,
+        CtlCommand::ListConsumers => (op::ADMIN_LIST_CONSUMERS, ""),
         CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
         CtlCommand::Shards => (op::ADMIN_SHARDS, ""),
@@ -218,7 +274,13 @@ pub fn run(a: CtlArgs) -> ExitCode {
     }
     // Queues, exchanges and bindings of the `--vhost` vhost only, as
     // `rabbitmqctl -p`.
-    if matches!(a.cmd, CtlCommand::ListQueues { .. } | CtlCommand::ListExchanges | CtlCommand::ListBindings) {
+    if matches!(
+        a.cmd,
+        CtlCommand::ListQueues { .. }
+            | CtlCommand::ListExchanges
+            | CtlCommand::ListBindings
+            | CtlCommand::ListConsumers
+    ) {
         if let Value::Array(rows) = &mut v {
             rows.retain(|r| r["vhost"] == a.conn.vhost.as_str());
         }
@@ -282,8 +344,18 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::ListPermissions => &["user", "vhost", "configure", "write", "read"],
         CtlCommand::ListVhosts => &["name"],
         CtlCommand::AddVhost { .. } | CtlCommand::DeleteVhost { .. } => &["vhost", "done"],
-        // Answered above, by `ctl_health`.
-        CtlCommand::Status | CtlCommand::Ping | CtlCommand::AwaitStartup { .. } => &[],
+        CtlCommand::ListConsumers => {
+            &["queue", "connection", "consumer_id", "prefetch", "unacked", "priority", "exclusive", "shard"]
+        }
+        // Answered above, by `ctl_health` and `ctl_objects`.
+        CtlCommand::Status
+        | CtlCommand::Ping
+        | CtlCommand::AwaitStartup { .. }
+        | CtlCommand::DeclareQueue { .. }
+        | CtlCommand::DeclareExchange { .. }
+        | CtlCommand::Bind(_)
+        | CtlCommand::Unbind(_)
+        | CtlCommand::Get { .. } => &[],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,
@@ -291,6 +363,23 @@ pub fn run(a: CtlArgs) -> ExitCode {
     };
     print!("{}", table(cols, &rows));
     ExitCode::SUCCESS
+}
+
+/// The commands `ctl_objects` runs as a client, with what they do.
+fn object_command(c: &CtlCommand) -> Option<super::ctl_objects::Object> {
+    use super::ctl_objects::Object;
+    Some(match c.clone() {
+        CtlCommand::DeclareQueue { name, durable, queue_arg } => {
+            Object::DeclareQueue { name, durable, args: queue_arg }
+        }
+        CtlCommand::DeclareExchange { name, kind, durable, auto_delete, internal, args } => {
+            Object::DeclareExchange { name, kind, durable, auto_delete, internal, args }
+        }
+        CtlCommand::Bind(b) => Object::Bind(b),
+        CtlCommand::Unbind(b) => Object::Unbind(b),
+        CtlCommand::Get { queue, count, remove } => Object::Get { queue, count, remove },
+        _ => return None,
+    })
 }
 
 /// The password given, or the first line of standard input.

@@ -1,7 +1,11 @@
 pub mod ctl;
 pub mod ctl_health;
+pub mod ctl_objects;
+pub mod docgen;
+pub mod props;
 pub mod publish;
 pub mod serve;
+pub mod stdin_lines;
 pub mod subscribe;
 
 use clap::Args;
@@ -14,7 +18,7 @@ use std::path::PathBuf;
 pub struct ConnArgs {
     /// `ringmq://HOST:PORT`, or `ringmqs://HOST:PORT` for TLS (the
     /// broker's `tls_listen`); the broker's certificate must name HOST.
-    #[arg(long, default_value = "ringmq://127.0.0.1:5680")]
+    #[arg(long, env = "RINGMQ_URL", default_value = "ringmq://127.0.0.1:5680")]
     pub url: String,
     /// TLS even without `ringmqs://` (for a bare HOST:PORT).
     #[arg(long)]
@@ -29,9 +33,11 @@ pub struct ConnArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    #[arg(long, default_value = "guest")]
+    #[arg(long, env = "RINGMQ_USER", default_value = "guest")]
     pub user: String,
-    #[arg(long, default_value = "guest")]
+    /// The password; `RINGMQ_PASSWORD` keeps it off the command line
+    /// (where `ps` shows it).
+    #[arg(long, env = "RINGMQ_PASSWORD", hide_env_values = true, default_value = "guest")]
     pub password: String,
     /// Talk only to the shard you connect to (the broker forwards).
     #[arg(long)]

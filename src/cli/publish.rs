@@ -1,5 +1,6 @@
-//! `ringmq pub`: publish one message or N generated ones, waiting for the
-//! broker's confirms unless `--no-confirm`; always ends with `published N
+//! `ringmq pub`: publish one message, N generated ones, or (`-` for the
+//! message) one per line of standard input, waiting for the broker's
+//! confirms unless `--no-confirm`; always ends with `published N
 //! confirmed M`, or `published N (not confirmed: --no-confirm)`.
 
 use super::{init_tool_logging, run_local};
@@ -54,8 +55,19 @@ pub struct PubArgs {
     /// Messages per Publish frame.
     #[arg(long, default_value_t = 256)]
     batch: u32,
-    /// The message; without it, messages are generated.
+    #[command(flatten)]
+    props: super::props::PropArgs,
+    /// The message; without it, messages are generated. `-` reads
+    /// messages from standard input, one per line (without its line
+    /// end), until its end; `--count` does not apply then.
     message: Option<String>,
+}
+
+/// Where the bodies come from.
+enum Source {
+    One(Vec<u8>),
+    Generated { size: usize },
+    Stdin(super::stdin_lines::Lines),
 }
 
 /// Fills `buf` with message `seq`: its decimal sequence number padded to `size`.
@@ -78,6 +90,12 @@ struct Counts {
 
 async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
     let args = super::queue_args(&a.queue_arg).map_err(ClientError::Invalid)?;
+    let props = a.props.build(a.persistent).map_err(ClientError::Invalid)?;
+    let mut source = match a.message.as_deref() {
+        Some("-") => Source::Stdin(super::stdin_lines::Lines::start()),
+        Some(m) => Source::One(m.as_bytes().to_vec()),
+        None => Source::Generated { size: a.size.unwrap_or(16) },
+    };
     let client = Client::connect(a.conn.options()).await?;
     let popts = ProducerOptions {
         batch_max: a.batch.max(1),
@@ -104,15 +122,25 @@ async fn publish(a: PubArgs, counts: Rc<Counts>) -> Result<(), ClientError> {
     let mut waiting: VecDeque<(Confirmation, u64)> = VecDeque::new();
     let mut body = Vec::new();
     let mut result = Ok(());
-    for seq in 0..a.count {
-        match &a.message {
-            Some(m) => {
-                body.clear();
-                body.extend_from_slice(m.as_bytes());
+    let mut seq = 0u64;
+    loop {
+        match &mut source {
+            Source::Stdin(lines) => {
+                // A line at a time; the open batch goes out whenever
+                // standard input has nothing more yet.
+                if !lines.next_into(&mut body, || producer.flush()).await? {
+                    break;
+                }
             }
-            None => generate(&mut body, seq, a.size.unwrap_or(16)),
+            _ if seq >= a.count => break,
+            Source::One(m) => {
+                body.clear();
+                body.extend_from_slice(m);
+            }
+            Source::Generated { size } => generate(&mut body, seq, *size),
         }
-        let conf = match producer.publish(&body).await {
+        seq += 1;
+        let conf = match producer.publish_with(&props, &body).await {
             Ok(c) => c,
             Err(e) => {
                 result = Err(e);

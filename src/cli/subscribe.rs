@@ -1,5 +1,7 @@
-//! `ringmq sub`: receive and ack; ends with `received N`. It declares the
-//! queue and its `--bind` bindings first, so `--count 0` only sets them up.
+//! `ringmq sub`: receive and ack; ends with `received N` (on standard
+//! error with `--format json`, so that standard output is only JSON
+//! lines). It declares the queue and its `--bind` bindings first, so
+//! `--count 0` only sets them up.
 
 use super::{init_tool_logging, run_local};
 use clap::Args;
@@ -27,6 +29,12 @@ pub struct SubArgs {
     /// Only count; print nothing per message.
     #[arg(long)]
     quiet: bool,
+    /// `text`: each body on a line (lossy UTF-8). `json`: one JSON object
+    /// per line with body (UTF-8, or base64 when it is not: see
+    /// `body_encoding`), properties, headers, exchange, routing_key
+    /// (null: the native protocol does not deliver them) and redelivered.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     /// Declare the queue durable if it does not exist yet (as `pub
     /// --persistent` does).
     #[arg(long)]
@@ -59,6 +67,12 @@ fn prefetch_for(prefetch: u32, count: Option<u64>) -> Option<u32> {
         Some(n) => Some(u32::try_from(n).map_or(prefetch, |n| prefetch.min(n))),
         None => Some(prefetch),
     }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 enum End {
@@ -117,9 +131,15 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
             first_at = Some(Instant::now());
         }
         received.set(received.get() + 1);
-        if !a.quiet {
-            let redelivered = if d.redelivered { " (redelivered)" } else { "" };
-            let _ = writeln!(out, "{}{redelivered}", String::from_utf8_lossy(&d.body));
+        match (a.quiet, a.format) {
+            (true, _) => {}
+            (false, Format::Json) => {
+                let _ = writeln!(out, "{}", super::props::delivery_json(&d.body, &d.props, d.redelivered));
+            }
+            (false, Format::Text) => {
+                let redelivered = if d.redelivered { " (redelivered)" } else { "" };
+                let _ = writeln!(out, "{}{redelivered}", String::from_utf8_lossy(&d.body));
+            }
         }
     };
     let _ = out.flush();
@@ -136,6 +156,7 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
 
 pub fn run(a: SubArgs) -> ExitCode {
     init_tool_logging();
+    let json = a.format == Format::Json;
     let r = run_local("ringmq-sub", move || async move {
         let received = Rc::new(Cell::new(0));
         let r = receive(a, received.clone()).await;
@@ -156,7 +177,11 @@ pub fn run(a: SubArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    println!("received {n}");
+    if json {
+        eprintln!("received {n}");
+    } else {
+        println!("received {n}");
+    }
     code
 }
 

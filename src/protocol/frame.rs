@@ -700,6 +700,26 @@ mod tests {
     }
 
     #[test]
+    fn admin_list_consumers_decodes_and_its_neighbours_do_not() {
+        // command u8, then the argument as str16 (u16 length, bytes).
+        let bytes = frame(op::ADMIN, 0, &[op::ADMIN_LIST_CONSUMERS, 0, 0]);
+        let f = decoded(&bytes).unwrap();
+        assert_eq!(f.cmd, Cmd::Admin { command: op::ADMIN_LIST_CONSUMERS, arg: "" });
+        let mut out = BytesMut::new();
+        f.encode(&mut out);
+        assert_eq!(&out[crate::protocol::header::HEADER_BYTES..], &[op::ADMIN_LIST_CONSUMERS, 0, 0]);
+        // An argument is carried (the broker refuses it, not the codec).
+        let with_arg = frame(op::ADMIN, 0, &[op::ADMIN_LIST_CONSUMERS, 1, 0, b'q']);
+        let f = decoded(&with_arg).unwrap();
+        assert_eq!(f.cmd, Cmd::Admin { command: op::ADMIN_LIST_CONSUMERS, arg: "q" });
+        let bad = |body: &[u8]| decoded(&frame(op::ADMIN, 0, body)).is_err();
+        assert!(bad(&[op::ADMIN_COMMAND_MAX + 1, 0, 0]), "past the last command");
+        assert!(bad(&[op::ADMIN_LIST_CONSUMERS, 5, 0, b'q']), "argument shorter than its length");
+        assert!(bad(&[op::ADMIN_LIST_CONSUMERS, 1, 0, 0xff]), "argument not UTF-8");
+        assert!(bad(&[op::ADMIN_LIST_CONSUMERS]), "no argument length");
+    }
+
+    #[test]
     fn empty_props_with_props_flag_rejected() {
         // Bug fixed: flag 0x02 with props_len 0 decoded, but `put_entry`
         // re-encodes it without the flag, so a GetOk did not round-trip.

@@ -103,8 +103,12 @@ pub const ADMIN_JOIN_CLUSTER: u8 = 0x19;
 /// "ready", "uptime_ms", "listeners", "alarms", ...}`,
 /// `server::health::status_json`).
 pub const ADMIN_STATUS: u8 = 0x1A;
+/// No argument (any other is refused): every consumer on the node, as
+/// `[{"queue", "vhost", "shard", "connection", "consumer_id", "prefetch",
+/// "unacked", "priority", "exclusive"}]` (`ringmq ctl list-consumers`).
+pub const ADMIN_LIST_CONSUMERS: u8 = 0x1D;
 /// The highest defined `Admin` command.
-pub const ADMIN_COMMAND_MAX: u8 = ADMIN_STATUS;
+pub const ADMIN_COMMAND_MAX: u8 = ADMIN_LIST_CONSUMERS;
 
 /// Whether an `Admin` command needs the administrator tag; the others need
 /// management, monitoring or administrator. As in RabbitMQ, users are the

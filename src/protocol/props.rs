@@ -167,6 +167,19 @@ impl<'a> Props<'a> {
     pub fn is_set(&self, field: usize) -> bool {
         field < FIELDS && self.flags & bit(field) != 0
     }
+
+    /// An octet field's value (`delivery_mode`, `priority`).
+    pub fn octet(&self, field: usize) -> Option<u8> {
+        let r = self.spans.get(field)?.as_ref()?;
+        matches!(KINDS[field], Kind::Octet).then(|| self.raw[r.start])
+    }
+
+    /// The `timestamp` field (seconds since the epoch).
+    pub fn timestamp(&self) -> Option<u64> {
+        let r = self.spans[TIMESTAMP].as_ref()?;
+        let b: [u8; 8] = self.raw.get(r.start..r.end)?.try_into().ok()?;
+        Some(u64::from_be_bytes(b))
+    }
 }
 
 /// `raw` (an AMQP property list, or empty for none) with its headers
@@ -371,6 +384,10 @@ mod tests {
         assert_eq!(s.expiration.and_then(expiration_ms), Some(1500));
         let p = Props::parse(&raw).unwrap();
         assert_eq!(p.short(CONTENT_TYPE), Some(&b"text/plain"[..]));
+        assert_eq!((p.octet(PRIORITY), p.octet(DELIVERY_MODE), p.octet(CONTENT_TYPE)), (Some(7), Some(2), None));
+        assert_eq!(p.timestamp(), None);
+        let t = Props::parse(&PropsBuilder::new().timestamp(1_700_000_000).build()).unwrap().timestamp();
+        assert_eq!(t, Some(1_700_000_000));
         assert_eq!(p.headers.as_ref().and_then(|h| h.get("k")), Some(&Value::str("v")));
         assert!(scan(b"native opaque").is_none());
         assert!(scan(&raw[..raw.len() - 1]).is_none());

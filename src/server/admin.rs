@@ -133,9 +133,38 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         op::ADMIN_FORGET_NODE => cluster(shard, ClusterAsk::Forget { name: arg.to_string() }).await,
         op::ADMIN_JOIN_CLUSTER => cluster(shard, ClusterAsk::Join { addr: arg.to_string() }).await,
         op::ADMIN_STATUS => super::health::status_json(shard).await,
+        op::ADMIN_LIST_CONSUMERS => consumers_json(shard, arg).await,
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()
+}
+
+/// `ctl list-consumers`: every push consumer of every shard, sorted by
+/// queue. The request takes no argument: anything else is refused.
+async fn consumers_json(shard: &Rc<Shard>, arg: &str) -> Value {
+    if !arg.is_empty() {
+        return json!({ "error": "list-consumers takes no argument" });
+    }
+    let all: Vec<u16> = (0..shard.count).collect();
+    let mut rows: Vec<super::stats::ConsumerStats> = shard
+        .admin(&all, |_| AdminReq::Consumers)
+        .await
+        .into_iter()
+        .flat_map(|(_, r)| match r {
+            AdminReply::Consumers(rows) => rows,
+            _ => Vec::new(),
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.queue, &a.connection, a.consumer_id).cmp(&(&b.queue, &b.connection, b.consumer_id)));
+    let row = |c: &super::stats::ConsumerStats| {
+        let (vhost, name) = crate::protocol::vhost::split(&c.queue);
+        json!({
+            "queue": name, "vhost": vhost, "shard": c.shard, "connection": c.connection,
+            "consumer_id": c.consumer_id, "prefetch": c.prefetch, "unacked": c.unacked,
+            "priority": c.priority, "exclusive": c.exclusive,
+        })
+    };
+    Value::Array(rows.iter().map(row).collect())
 }
 
 /// A cluster command, answered by shard 0 (where the member runs).

@@ -69,6 +69,22 @@ pub struct QueueStats {
     pub delivered: u64,
 }
 
+/// One push consumer, as `ctl list-consumers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStats {
+    /// The queue's qualified name (vhost and name).
+    pub queue: String,
+    pub shard: u16,
+    /// Its connection, `shard:conn_id` as `list-connections` names it.
+    pub connection: String,
+    pub consumer_id: u32,
+    /// 0: no limit.
+    pub prefetch: u32,
+    pub unacked: u32,
+    pub priority: i64,
+    pub exclusive: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnStats {
     /// `shard:conn_id`: what `close-connection` and the HTTP API take.
@@ -409,6 +425,8 @@ pub enum AdminReq {
     CloseConn {
         conn_id: u64,
     },
+    /// Every push consumer of the shard's queues (`ctl list-consumers`).
+    Consumers,
     /// A user change, for shard 0 (`shard/users.rs`).
     Users(crate::auth::change::UserChange),
     /// A cluster command, for shard 0 (`shard/cluster_admin.rs`).
@@ -447,4 +465,6 @@ pub enum AdminReply {
     Cluster(serde_json::Value),
     /// The node a queue is placed on.
     Placed(Result<u64, super::types::QueueError>),
+    /// The shard's consumers.
+    Consumers(Vec<ConsumerStats>),
 }

@@ -132,6 +132,8 @@ fn native_frames() -> Named {
         ("locate", Cmd::Locate { queue: "orders" }),
         // Direct reply-to (issue 18), appended so the seeds before stay.
         ("reply-to", Cmd::ReplyTo { consumer_id: 9, name: &reply_name }),
+        // `ctl list-consumers` (Admin 0x1D), appended so the seeds before stay.
+        ("admin-list-consumers", Cmd::Admin { command: op::ADMIN_LIST_CONSUMERS, arg: "" }),
     ];
     for (i, (name, cmd)) in more.into_iter().enumerate() {
         Frame { request_id: 60 + i as u64, cmd }.encode(&mut b);

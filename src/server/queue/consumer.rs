@@ -53,6 +53,11 @@ impl Consumer {
         }
     }
 
+    /// Unacked messages allowed; 0 means no limit.
+    pub fn prefetch(&self) -> u32 {
+        self.prefetch
+    }
+
     /// Records that the messages from `first_tag` on went out at `now`.
     /// Marks of batches wholly acked are dropped first, so there are never
     /// more marks than unacked batches.

@@ -258,6 +258,11 @@ impl Queue {
         self.auto_delete && self.had_consumers && self.consumer_count() == 0
     }
 
+    /// The push consumers themselves (operator listings).
+    pub fn push_consumer_list(&self) -> impl Iterator<Item = &Consumer> + '_ {
+        self.consumers.iter().filter(|c| !c.pull)
+    }
+
     /// The push consumers: (connection, consumer id).
     pub fn push_consumers(&self) -> impl Iterator<Item = (ConnRef, u32)> + '_ {
         self.consumers.iter().filter(|c| !c.pull).map(|c| (c.owner, c.id))

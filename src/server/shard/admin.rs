@@ -12,7 +12,7 @@
 
 use super::super::mesh::MeshMsg;
 use super::super::queue::Queue;
-use super::super::stats::{AdminReply, AdminReq, ConnStats, QueueStats, ShardStats, PROTOCOLS};
+use super::super::stats::{AdminReply, AdminReq, ConnStats, ConsumerStats, QueueStats, ShardStats, PROTOCOLS};
 use super::Shard;
 use crate::rt::Notify;
 use std::cell::{Cell, RefCell};
@@ -91,6 +91,7 @@ impl Shard {
         if targets.contains(&self.id) {
             let r = match make(self.id) {
                 AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
+                AdminReq::Consumers => AdminReply::Consumers(self.consumers_listed().await),
                 AdminReq::Users(change) => AdminReply::Users(self.change_users(change).await),
                 AdminReq::Cluster(ask) => AdminReply::Cluster(self.cluster_admin(ask).await),
                 AdminReq::Place { queue, balanced, remove, def } => {
@@ -130,6 +131,7 @@ impl Shard {
             .filter_map(|(_, r)| match r {
                 AdminReply::Stats(s) => Some(*s),
                 AdminReply::Done(_)
+                | AdminReply::Consumers(_)
                 | AdminReply::Queue(_)
                 | AdminReply::Users(_)
                 | AdminReply::Cluster(_)
@@ -156,6 +158,7 @@ impl Shard {
                 later(Box::pin(async move { AdminReply::Stats(Box::new(me.stats_detailed().await)) }))
             }
             AdminReq::Cluster(ask) => later(Box::pin(async move { AdminReply::Cluster(me.cluster_admin(ask).await) })),
+            AdminReq::Consumers => later(Box::pin(async move { AdminReply::Consumers(me.consumers_listed().await) })),
             AdminReq::Users(change) => later(Box::pin(async move { AdminReply::Users(me.change_users(change).await) })),
             AdminReq::Place { queue, balanced, remove, def } => {
                 later(Box::pin(
@@ -216,6 +219,14 @@ impl Shard {
                     None => AdminReply::Done(Err(format!("no connection {}/{conn_id}", self.id))),
                 }
             }
+            // Callers build this with `consumers_listed`; answered the
+            // same, in one go, should one get here.
+            AdminReq::Consumers => {
+                let names: Vec<String> = self.queues.borrow().keys().cloned().collect();
+                let mut rows = Vec::new();
+                self.add_consumer_rows(&mut rows, &mut names.into_iter(), usize::MAX);
+                AdminReply::Consumers(rows)
+            }
             // Callers run these with `change_users`, which waits.
             AdminReq::Users(_) => AdminReply::Users(Err(crate::server::admin_users::UserChangeFailed::NotStored(
                 "a user change reached the synchronous path (bug)".into(),
@@ -260,6 +271,40 @@ impl Shard {
                 return s;
             }
             crate::rt::yield_to_io().await;
+        }
+    }
+
+    /// Every push consumer of this shard's queues, gathered `STATS_CHUNK`
+    /// queues at a time with the shard's sockets served in between (as
+    /// `stats_detailed`). Their number is bounded by the connections and
+    /// `consumers_per_connection_max`.
+    pub async fn consumers_listed(&self) -> Vec<ConsumerStats> {
+        let names: Vec<String> = self.queues.borrow().keys().cloned().collect();
+        let mut rows = Vec::new();
+        let mut names = names.into_iter();
+        loop {
+            self.add_consumer_rows(&mut rows, &mut names, STATS_CHUNK);
+            if names.len() == 0 {
+                return rows;
+            }
+            crate::rt::yield_to_io().await;
+        }
+    }
+
+    fn add_consumer_rows(&self, rows: &mut Vec<ConsumerStats>, names: &mut std::vec::IntoIter<String>, n: usize) {
+        let queues = self.queues.borrow();
+        for name in names.by_ref().take(n) {
+            let Some(q) = queues.get(&name) else { continue };
+            rows.extend(q.push_consumer_list().map(|c| ConsumerStats {
+                queue: name.clone(),
+                shard: self.id,
+                connection: format!("{}:{}", c.owner.shard, c.owner.conn_id),
+                consumer_id: c.id,
+                prefetch: c.prefetch(),
+                unacked: c.unacked_live,
+                priority: c.priority,
+                exclusive: c.exclusive,
+            }));
         }
     }
 
