@@ -32,8 +32,10 @@ use crate::server::admin::{admin_on_owner, close_connection, exchanges_json, jso
 use crate::server::shard::Shard;
 use crate::server::stats::{
     per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
-    QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
+    PerQueue, QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
+use crate::server::process_stats::ProcessStats;
+use crate::server::stats_rabbit;
 use crate::server::tls::ListenerTls;
 use base64::Engine;
 use bytes::Bytes;
@@ -307,28 +309,52 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     if per_queue && !per_object {
         stats = shard.gather_stats(true).await;
     }
+    let alarms = shard.alarms().snapshot();
+    let process = ProcessStats::read();
     let mut parts = vec![
         Bytes::from(prometheus_totals(&stats)),
-        Bytes::from(prometheus_alarms(&shard.alarms().snapshot(), &stats)),
+        Bytes::from(prometheus_alarms(&alarms, &stats)),
         Bytes::from(shard.cluster_prometheus()),
+        Bytes::from(process.prometheus()),
+        Bytes::from(stats_rabbit::prometheus(&stats, &alarms, &process, &identity(shard), per_object)),
     ];
     if per_queue {
         for series in &PER_QUEUE_SERIES {
-            let mut o = String::new();
-            per_queue_header(&mut o, series);
-            let mut n = 0;
-            for q in queues(&stats) {
-                per_queue_sample(&mut o, series, q);
-                n += 1;
-                if n % FORMAT_CHUNK == 0 {
-                    parts.push(Bytes::from(std::mem::take(&mut o)));
-                    crate::rt::yield_to_io().await;
-                }
-            }
-            parts.push(Bytes::from(o));
+            per_queue_series(&mut parts, series, &stats).await;
+        }
+    }
+    // RabbitMQ's per-queue names: per-object only, as RabbitMQ serves them
+    // (`/metrics` has them aggregated, above).
+    if per_object {
+        for series in &stats_rabbit::PER_QUEUE {
+            per_queue_series(&mut parts, series, &stats).await;
         }
     }
     text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::new(parts))
+}
+
+/// One per-queue series, every queue, in parts of `FORMAT_CHUNK` samples
+/// with the shard's sockets served in between.
+async fn per_queue_series(parts: &mut Vec<Bytes>, series: &PerQueue, stats: &[ShardStats]) {
+    let mut o = String::new();
+    per_queue_header(&mut o, series);
+    let mut n = 0;
+    for q in queues(stats) {
+        per_queue_sample(&mut o, series, q);
+        n += 1;
+        if n % FORMAT_CHUNK == 0 {
+            parts.push(Bytes::from(std::mem::take(&mut o)));
+            crate::rt::yield_to_io().await;
+        }
+    }
+    parts.push(Bytes::from(o));
+}
+
+/// This node's name and cluster, for `rabbitmq_identity_info`.
+fn identity(shard: &Shard) -> stats_rabbit::Identity {
+    let node = shard.config.node_name();
+    let cluster = shard.cluster_node().map_or_else(|| node.clone(), |n| n.cluster_id.clone());
+    stats_rabbit::Identity { node, cluster }
 }
 
 fn queues(stats: &[ShardStats]) -> impl Iterator<Item = &QueueStats> {
