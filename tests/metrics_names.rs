@@ -253,8 +253,7 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
     assert_eq!(q("ringmq_queue_messages_delivered_total", &q1), Some(0.0));
     assert!(q("rabbitmq_queue_messages_ready_bytes", &q1).is_some_and(|v| v >= 3.0));
 
-    let (served_m, missing_m) =
-        compare("metrics", &parse(&metrics), &ringmq::server::stats_rabbit::aggregated_names());
+    let (served_m, missing_m) = compare("metrics", &parse(&metrics), &ringmq::server::stats_rabbit::aggregated_names());
     let (served_p, missing_p) =
         compare("per-object", &parse(&per_object), &ringmq::server::stats_rabbit::per_object_names());
     // The names of the stock RabbitMQ-Overview dashboard (3.10.8): all

@@ -31,12 +31,8 @@ fn serve(env: &[(&str, String)], args: &[&str], log: &std::path::Path) -> (Guard
         cmd.env_remove(k);
     }
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap();
     let mut g = Guard(child);
     let stdout = g.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -55,7 +51,9 @@ fn serve(env: &[(&str, String)], args: &[&str], log: &std::path::Path) -> (Guard
 
 /// The value of `key=` in the ready line.
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace().find_map(|p| p.strip_prefix(key)?.strip_prefix('=')).unwrap_or_else(|| panic!("{key} in {line}"))
+    line.split_whitespace()
+        .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{key} in {line}"))
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -126,7 +124,8 @@ fn environment_variables_configure_serve_and_flags_override_them() {
 
     // A flag wins over its variable.
     let log = dir.path().join("serve2.log");
-    let (_child, ready) = serve(&env, &["--cores", "2", "--data-dir", &dir.path().join("two").display().to_string()], &log);
+    let (_child, ready) =
+        serve(&env, &["--cores", "2", "--data-dir", &dir.path().join("two").display().to_string()], &log);
     assert_eq!(field(&ready, "shards").split(',').count(), 2, "--cores 2 over RINGMQ_CORES=1: {ready}");
 }
 

@@ -29,12 +29,12 @@ pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
 use crate::auth::Access;
 use crate::server::admin::{admin_on_owner, close_connection, exchanges_json, json_array, FORMAT_CHUNK};
+use crate::server::process_stats::ProcessStats;
 use crate::server::shard::Shard;
 use crate::server::stats::{
     per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
     PerQueue, QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
-use crate::server::process_stats::ProcessStats;
 use crate::server::stats_rabbit;
 use crate::server::tls::ListenerTls;
 use base64::Engine;

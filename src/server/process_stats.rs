@@ -60,7 +60,12 @@ impl ProcessStats {
     pub fn prometheus(&self) -> String {
         let mut o = String::with_capacity(1024);
         let series: [(&str, &str, &str, Option<f64>); 5] = [
-            ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", self.cpu_seconds),
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                self.cpu_seconds,
+            ),
             (
                 "process_start_time_seconds",
                 "gauge",

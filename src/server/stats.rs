@@ -305,7 +305,12 @@ fn queue_gauges(o: &mut String, shards: &[ShardStats]) {
 /// delete and accept; derived where they can be).
 fn lifecycle_counters(o: &mut String, shards: &[ShardStats]) {
     let sum = |f| total(shards, f);
-    counter(o, "ringmq_queues_declared_total", "Queue declares, passive and of existing queues too.", sum(|s| s.queues_declared));
+    counter(
+        o,
+        "ringmq_queues_declared_total",
+        "Queue declares, passive and of existing queues too.",
+        sum(|s| s.queues_declared),
+    );
     counter(o, "ringmq_queues_created_total", "Queues created by a declare.", sum(|s| s.queues_created));
     counter(
         o,
@@ -313,7 +318,12 @@ fn lifecycle_counters(o: &mut String, shards: &[ShardStats]) {
         "Queues deleted: by a client, auto-delete, their exclusive owner closing, x-expires, their vhost deleted.",
         sum(|s| s.queues_deleted),
     );
-    counter(o, "ringmq_connections_opened_total", "Client connections accepted (native and AMQP).", sum(|s| s.connections_opened));
+    counter(
+        o,
+        "ringmq_connections_opened_total",
+        "Client connections accepted (native and AMQP).",
+        sum(|s| s.connections_opened),
+    );
     counter(
         o,
         "ringmq_connections_closed_total",

@@ -67,37 +67,25 @@ const SYNC_SECONDS: &str = "rabbitmq_io_sync_time_seconds_total";
 
 /// The global counters (both endpoints): name, help, labels, value.
 const GLOBAL: [(&str, &str, &str, Totals); 6] = [
-    (
-        "rabbitmq_global_messages_delivered_total",
-        "Total number of messages delivered to consumers",
-        "both",
-        |s| sum(s, |x| x.delivered),
-    ),
+    ("rabbitmq_global_messages_delivered_total", "Total number of messages delivered to consumers", "both", |s| {
+        sum(s, |x| x.delivered)
+    }),
     (
         "rabbitmq_global_messages_acknowledged_total",
         "Total number of messages acknowledged by consumers",
         "both",
         |s| sum(s, |x| x.acked),
     ),
-    (
-        "rabbitmq_global_messages_redelivered_total",
-        "Total number of messages redelivered to consumers",
-        "both",
-        |s| sum(s, |x| x.redelivered),
-    ),
-    (
-        "rabbitmq_global_messages_confirmed_total",
-        "Total number of messages confirmed to publishers",
-        "protocol",
-        |s| sum(s, |x| x.confirmed),
-    ),
+    ("rabbitmq_global_messages_redelivered_total", "Total number of messages redelivered to consumers", "both", |s| {
+        sum(s, |x| x.redelivered)
+    }),
+    ("rabbitmq_global_messages_confirmed_total", "Total number of messages confirmed to publishers", "protocol", |s| {
+        sum(s, |x| x.confirmed)
+    }),
     ("rabbitmq_global_consumers", "Current number of consumers", "protocol", |s| sum(s, |x| x.consumers)),
-    (
-        "rabbitmq_auth_attempts_failed_total",
-        "Total number of failed authentication attempts",
-        "protocol",
-        |s| sum(s, |x| x.auth_failures),
-    ),
+    ("rabbitmq_auth_attempts_failed_total", "Total number of failed authentication attempts", "protocol", |s| {
+        sum(s, |x| x.auth_failures)
+    }),
 ];
 
 /// Aggregated queue and channel series, `/metrics` only (on
@@ -113,9 +101,7 @@ const AGGREGATED_ONLY: [(&str, &str, &str, Totals); 12] = [
     ("rabbitmq_queue_messages", "gauge", "Sum of ready and unacknowledged messages - total queue depth", |s| {
         sum(s, |x| x.messages_ready + x.messages_unacked)
     }),
-    ("rabbitmq_queue_messages_ready_bytes", "gauge", "Size in bytes of ready messages", |s| {
-        sum(s, |x| x.ready_bytes)
-    }),
+    ("rabbitmq_queue_messages_ready_bytes", "gauge", "Size in bytes of ready messages", |s| sum(s, |x| x.ready_bytes)),
     ("rabbitmq_queue_messages_paged_out", "gauge", "Messages paged out to disk", |s| sum(s, |x| x.messages_spilled)),
     ("rabbitmq_queue_messages_ready_ram", "gauge", "Ready messages stored in memory", |s| {
         sum(s, |x| x.messages_ready.saturating_sub(x.messages_spilled))
@@ -140,8 +126,10 @@ const AGGREGATED_ONLY: [(&str, &str, &str, Totals); 12] = [
 ];
 
 /// Also aggregated only: confirms (on a channel and exchange per object).
-const CONFIRMED: (&str, &str) =
-    ("rabbitmq_channel_messages_confirmed_total", "Total number of messages published into an exchange and confirmed on the channel");
+const CONFIRMED: (&str, &str) = (
+    "rabbitmq_channel_messages_confirmed_total",
+    "Total number of messages published into an exchange and confirmed on the channel",
+);
 
 /// The per-queue series of `/metrics/per-object`, labelled `queue` and
 /// `vhost` as RabbitMQ's: name, help, type, value.
@@ -215,7 +203,13 @@ fn common_names() -> Vec<&'static str> {
 
 /// The node-wide RabbitMQ series of an endpoint: everything but the
 /// per-queue ones, which the HTTP shard appends in slices.
-pub fn prometheus(shards: &[ShardStats], a: &AlarmSnapshot, p: &ProcessStats, id: &Identity, per_object: bool) -> String {
+pub fn prometheus(
+    shards: &[ShardStats],
+    a: &AlarmSnapshot,
+    p: &ProcessStats,
+    id: &Identity,
+    per_object: bool,
+) -> String {
     let mut o = String::with_capacity(8192);
     info_series(&mut o, id);
     for (name, help, f) in GAUGES {
@@ -257,7 +251,11 @@ fn aggregated_only(o: &mut String, shards: &[ShardStats], a: &AlarmSnapshot) {
     // RabbitMQ serves its alarm flags untyped.
     for (name, help, on) in [
         ("rabbitmq_alarms_memory_used_watermark", "is 1 if VM memory watermark alarm is in effect", a.memory_alarm),
-        ("rabbitmq_alarms_free_disk_space_watermark", "is 1 if free disk space watermark alarm is in effect", a.disk_alarm),
+        (
+            "rabbitmq_alarms_free_disk_space_watermark",
+            "is 1 if free disk space watermark alarm is in effect",
+            a.disk_alarm,
+        ),
     ] {
         header(o, name, "untyped", help);
         let _ = writeln!(o, "{name} {}", u8::from(on));

@@ -75,8 +75,11 @@ pub fn probe_io_uring() -> Result<(), String> {
     // closed at once.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
     if fd >= 0 {
-        // SAFETY: `fd` was just returned to us and nothing else holds it.
-        unsafe { libc::close(fd as libc::c_int) };
+        // A descriptor is a c_int; one that does not fit cannot come back.
+        if let Ok(fd) = libc::c_int::try_from(fd) {
+            // SAFETY: `fd` was just returned to us and nothing else holds it.
+            unsafe { libc::close(fd) };
+        }
         return Ok(());
     }
     let err = std::io::Error::last_os_error();
