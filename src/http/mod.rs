@@ -5,8 +5,8 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `GET /metrics` | Prometheus text; per-queue series only while there are at most [`PER_QUEUE_SERIES_MAX`] queues |
-//! | `GET /metrics/per-object` | the same with every per-queue series |
+//! | `GET /metrics` | Prometheus text: ringmq's series (per-queue ones only while there are at most [`PER_QUEUE_SERIES_MAX`] queues), RabbitMQ's names aggregated ([`stats_rabbit`]), `process_*` |
+//! | `GET /metrics/per-object` | the same with every per-queue series, ringmq's and RabbitMQ's |
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}` | memory and disk against their alarms ([`nodes`]) |
