@@ -1,6 +1,7 @@
 //! `ringmq serve`: config from defaults, then `--config FILE`, then flags.
 
 use clap::Args;
+use ringmq::auth::UserSeed;
 use ringmq::server::config::{Config, LogFormat};
 use ringmq::server::Broker;
 use std::net::SocketAddr;
@@ -11,73 +12,84 @@ use std::process::ExitCode;
 pub struct ServeArgs {
     /// TOML config file, with any of the keys in docs/operations.md
     /// (dist/ringmq.toml has every one at its default). The flags below
-    /// are some of those keys in kebab-case, and override the file.
-    #[arg(long)]
+    /// are some of those keys in kebab-case, and override the file; each
+    /// may also be given as the environment variable RINGMQ_ and the key
+    /// in upper case (RINGMQ_DATA_DIR), which a flag overrides in turn.
+    #[arg(long, env = "RINGMQ_CONFIG")]
     config: Option<PathBuf>,
     /// Shards (one per core); 0 = one per CPU this process may use. A data
     /// directory refuses another shard count than the one it was made with.
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CORES")]
     cores: Option<usize>,
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Native protocol address (shard i also listens on port + 1 + i).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_LISTEN")]
     listen: Option<SocketAddr>,
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_AMQP_LISTEN")]
     amqp_listen: Option<SocketAddr>,
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// The native protocol over TLS (shard i also on port + 1 + i).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_TLS_LISTEN")]
     tls_listen: Option<SocketAddr>,
     /// AMQP over TLS (RabbitMQ uses 5671).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_AMQPS_LISTEN")]
     amqps_listen: Option<SocketAddr>,
     /// Metrics and management over HTTPS.
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_HTTPS_LISTEN")]
     https_listen: Option<SocketAddr>,
     /// The TLS listeners' certificate chain (PEM).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_TLS_CERT_FILE")]
     tls_cert_file: Option<PathBuf>,
     /// The TLS listeners' private key (PEM).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_TLS_KEY_FILE")]
     tls_key_file: Option<PathBuf>,
     /// The CA that signs client certificates (PEM).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_TLS_CA_FILE")]
     tls_ca_file: Option<PathBuf>,
     /// text or json
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_LOG_FORMAT")]
     log_format: Option<String>,
     /// Do not pin shards to cores.
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_NO_PIN")]
     no_pin: bool,
     /// This node's name in a cluster (default ringmq@HOSTNAME).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_NODE_NAME")]
     node_name: Option<String>,
     /// Clustering: where the inter-node link listens (off without it).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_LISTEN")]
     cluster_listen: Option<SocketAddr>,
     /// The link address peers dial (default: --cluster-listen).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_ADVERTISE")]
     cluster_advertise: Option<String>,
     /// Members of a cluster to join at the first start: HOST:PORT,...
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "RINGMQ_JOIN", value_delimiter = ',')]
     join: Vec<String>,
     /// The file holding the cluster's shared secret.
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
     /// Discard this node's cluster state and join afresh.
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_RESET")]
     cluster_reset: bool,
     /// TLS on the inter-node link: this node's certificate chain (PEM).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_TLS_CERT_FILE")]
     cluster_tls_cert_file: Option<PathBuf>,
     /// Its private key (PEM).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_TLS_KEY_FILE")]
     cluster_tls_key_file: Option<PathBuf>,
     /// The CA that signs every member's certificate (PEM).
-    #[arg(long)]
+    #[arg(long, env = "RINGMQ_CLUSTER_TLS_CA_FILE")]
     cluster_tls_ca_file: Option<PathBuf>,
+    /// An administrator to add to the configured users, as RabbitMQ's
+    /// RABBITMQ_DEFAULT_USER: for a container, where `guest` (loopback
+    /// only) cannot log in from outside. Needs --default-pass (better
+    /// given as RINGMQ_DEFAULT_PASS, out of the process list).
+    #[arg(long, env = "RINGMQ_DEFAULT_USER", requires = "default_pass")]
+    default_user: Option<String>,
+    /// The password of --default-user.
+    #[arg(long, env = "RINGMQ_DEFAULT_PASS", hide_env_values = true, requires = "default_user")]
+    default_pass: Option<String>,
 }
 
 fn load(a: &ServeArgs) -> Result<Config, String> {
@@ -127,8 +139,19 @@ fn load(a: &ServeArgs) -> Result<Config, String> {
     c.cluster_tls_cert_file = a.cluster_tls_cert_file.clone().or(c.cluster_tls_cert_file.take());
     c.cluster_tls_key_file = a.cluster_tls_key_file.clone().or(c.cluster_tls_key_file.take());
     c.cluster_tls_ca_file = a.cluster_tls_ca_file.clone().or(c.cluster_tls_ca_file.take());
+    if let (Some(user), Some(pass)) = (&a.default_user, &a.default_pass) {
+        add_default_user(&mut c, user, pass);
+    }
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+/// Adds (or replaces, by name) an administrator that may log in from
+/// anywhere: it is taken out of `loopback_users`.
+fn add_default_user(c: &mut Config, user: &str, pass: &str) {
+    c.users.retain(|u| u.name != user);
+    c.users.push(UserSeed::new(user, pass, &["administrator"]));
+    c.loopback_users.retain(|u| u != user);
 }
 
 fn init_logging(c: &Config) {

@@ -5,8 +5,8 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `GET /metrics` | Prometheus text; per-queue series only while there are at most [`PER_QUEUE_SERIES_MAX`] queues |
-//! | `GET /metrics/per-object` | the same with every per-queue series |
+//! | `GET /metrics` | Prometheus text: ringmq's series (per-queue ones only while there are at most [`PER_QUEUE_SERIES_MAX`] queues), RabbitMQ's names aggregated ([`stats_rabbit`]), `process_*` |
+//! | `GET /metrics/per-object` | the same with every per-queue series, ringmq's and RabbitMQ's |
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}` | memory and disk against their alarms ([`nodes`]) |
@@ -34,11 +34,13 @@ pub use conn::{Body, HEADERS_MAX, HEADER_BYTES_MAX};
 
 use crate::auth::Access;
 use crate::server::admin::{admin_on_owner, close_connection, exchanges_json, json_array, FORMAT_CHUNK};
+use crate::server::process_stats::ProcessStats;
 use crate::server::shard::Shard;
 use crate::server::stats::{
     per_queue_header, per_queue_sample, prometheus_alarms, prometheus_totals, AdminReply, AdminReq, ConnStats,
-    QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
+    PerQueue, QueueStats, ShardStats, PER_QUEUE_SERIES, PER_QUEUE_SERIES_MAX,
 };
+use crate::server::stats_rabbit;
 use crate::server::tls::ListenerTls;
 use base64::Engine;
 use bytes::Bytes;
@@ -352,28 +354,52 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     if per_queue && !per_object {
         stats = shard.gather_stats(true).await;
     }
+    let alarms = shard.alarms().snapshot();
+    let process = ProcessStats::read();
     let mut parts = vec![
         Bytes::from(prometheus_totals(&stats)),
-        Bytes::from(prometheus_alarms(&shard.alarms().snapshot(), &stats)),
+        Bytes::from(prometheus_alarms(&alarms, &stats)),
         Bytes::from(shard.cluster_prometheus()),
+        Bytes::from(process.prometheus()),
+        Bytes::from(stats_rabbit::prometheus(&stats, &alarms, &process, &identity(shard), per_object)),
     ];
     if per_queue {
         for series in &PER_QUEUE_SERIES {
-            let mut o = String::new();
-            per_queue_header(&mut o, series);
-            let mut n = 0;
-            for q in queues(&stats) {
-                per_queue_sample(&mut o, series, q);
-                n += 1;
-                if n % FORMAT_CHUNK == 0 {
-                    parts.push(Bytes::from(std::mem::take(&mut o)));
-                    crate::rt::yield_to_io().await;
-                }
-            }
-            parts.push(Bytes::from(o));
+            per_queue_series(&mut parts, series, &stats).await;
+        }
+    }
+    // RabbitMQ's per-queue names: per-object only, as RabbitMQ serves them
+    // (`/metrics` has them aggregated, above).
+    if per_object {
+        for series in &stats_rabbit::PER_QUEUE {
+            per_queue_series(&mut parts, series, &stats).await;
         }
     }
     text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::new(parts))
+}
+
+/// One per-queue series, every queue, in parts of `FORMAT_CHUNK` samples
+/// with the shard's sockets served in between.
+async fn per_queue_series(parts: &mut Vec<Bytes>, series: &PerQueue, stats: &[ShardStats]) {
+    let mut o = String::new();
+    per_queue_header(&mut o, series);
+    let mut n = 0;
+    for q in queues(stats) {
+        per_queue_sample(&mut o, series, q);
+        n += 1;
+        if n % FORMAT_CHUNK == 0 {
+            parts.push(Bytes::from(std::mem::take(&mut o)));
+            crate::rt::yield_to_io().await;
+        }
+    }
+    parts.push(Bytes::from(o));
+}
+
+/// This node's name and cluster, for `rabbitmq_identity_info`.
+fn identity(shard: &Shard) -> stats_rabbit::Identity {
+    let node = shard.config.node_name();
+    let cluster = shard.cluster_node().map_or_else(|| node.clone(), |n| n.cluster_id.clone());
+    stats_rabbit::Identity { node, cluster }
 }
 
 fn queues(stats: &[ShardStats]) -> impl Iterator<Item = &QueueStats> {

@@ -21,10 +21,12 @@ pub mod mesh;
 pub mod notify;
 pub mod ops;
 pub mod policy;
+pub mod process_stats;
 pub mod queue;
 pub mod remote;
 pub mod shard;
 pub mod stats;
+pub mod stats_rabbit;
 pub mod system;
 pub mod tls;
 pub mod types;
@@ -57,6 +59,8 @@ pub enum StartError {
     Storage(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
     Executor { shard: usize, message: String, hint: String },
+    #[error("{0}")]
+    IoUring(String),
     #[error("cannot start the resource alarm monitor thread: {0}")]
     Monitor(std::io::Error),
     #[error("{ready} of {shards} shards were ready after {waited:?} (recovery or the routing table never finished); see the log")]
@@ -150,6 +154,7 @@ impl Broker {
         let stored_access = stored_access(&config)?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
+        system::probe_io_uring().map_err(StartError::IoUring)?;
         let tls = Arc::new(tls::TlsSet::load(&config).map_err(StartError::Tls)?);
         let bound = listener::Bound::bind(&config, n)?;
         let tls_shard_addrs = bound.native_tls.as_ref().map(|t| t.shard_addrs.clone()).unwrap_or_default();

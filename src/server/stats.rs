@@ -114,6 +114,12 @@ pub struct ShardStats {
     pub dead_lettered_dropped: u64,
     pub auth_failures: u64,
     pub tls_handshake_failures: u64,
+    /// Queue declares, queues created and deleted; client connections
+    /// accepted (`connections` of them are open now).
+    pub queues_declared: u64,
+    pub queues_created: u64,
+    pub queues_deleted: u64,
+    pub connections_opened: u64,
     pub forwarded: u64,
     /// Requests sent to other nodes' shards, and taken from them, over
     /// data links (`server::remote`); the data links up now, both ways.
@@ -123,6 +129,8 @@ pub struct ShardStats {
     pub queue_count: u64,
     pub messages_ready: u64,
     pub messages_unacked: u64,
+    /// Bytes of the ready messages in all its queues.
+    pub ready_bytes: u64,
     pub consumers: u64,
     pub connections: u64,
     /// Open AMQP channels of its connections.
@@ -155,7 +163,7 @@ pub const PER_QUEUE_SERIES_MAX: u64 = 100;
 
 /// Appends a label value, escaped (`\\`, `\"`, `\n`); most names need
 /// none, and those are copied as they are.
-fn push_escaped(o: &mut String, v: &str) {
+pub(crate) fn push_escaped(o: &mut String, v: &str) {
     if !v.contains(['\\', '"', '\n']) {
         o.push_str(v);
         return;
@@ -180,6 +188,7 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
     storage_and_memory_series(&mut o, shards);
     connection_gauges(&mut o, shards);
     queue_gauges(&mut o, shards);
+    lifecycle_counters(&mut o, shards);
     confirm_latency_histogram(&mut o, shards);
     o
 }
@@ -308,6 +317,37 @@ fn queue_gauges(o: &mut String, shards: &[ShardStats]) {
     let _ = writeln!(o, "ringmq_messages_unacked {}", sum(|s| s.messages_unacked));
 }
 
+/// Queues and client connections opened and closed (counted per declare,
+/// delete and accept; derived where they can be).
+fn lifecycle_counters(o: &mut String, shards: &[ShardStats]) {
+    let sum = |f| total(shards, f);
+    counter(
+        o,
+        "ringmq_queues_declared_total",
+        "Queue declares, passive and of existing queues too.",
+        sum(|s| s.queues_declared),
+    );
+    counter(o, "ringmq_queues_created_total", "Queues created by a declare.", sum(|s| s.queues_created));
+    counter(
+        o,
+        "ringmq_queues_deleted_total",
+        "Queues deleted: by a client, auto-delete, their exclusive owner closing, x-expires, their vhost deleted.",
+        sum(|s| s.queues_deleted),
+    );
+    counter(
+        o,
+        "ringmq_connections_opened_total",
+        "Client connections accepted (native and AMQP).",
+        sum(|s| s.connections_opened),
+    );
+    counter(
+        o,
+        "ringmq_connections_closed_total",
+        "Client connections closed (native and AMQP).",
+        sum(|s| s.connections_opened.saturating_sub(s.connections)),
+    );
+}
+
 /// Publish-to-confirm latency: every shard's histogram added up, as
 /// cumulative buckets.
 fn confirm_latency_histogram(o: &mut String, shards: &[ShardStats]) {
@@ -366,16 +406,30 @@ pub fn prometheus_alarms(a: &super::alarm::AlarmSnapshot, shards: &[ShardStats])
     o
 }
 
-/// The per-queue series of `/metrics/per-object`: name, help, value.
-pub const PER_QUEUE_SERIES: [PerQueue; 3] = [
-    ("ringmq_queue_messages_ready", "Ready messages, per queue.", |q| q.ready),
-    ("ringmq_queue_messages_unacked", "Delivered, unacknowledged messages, per queue.", |q| q.unacked),
-    ("ringmq_queue_consumers", "Consumers, per queue.", |q| q.consumers),
+/// The per-queue series of `/metrics/per-object`: name, help, type, value.
+/// The counters are kept by each queue anyway (`Queue::published_total`,
+/// `delivered_total`); the scrape reads them, the hot path adds nothing.
+pub const PER_QUEUE_SERIES: [PerQueue; 5] = [
+    ("ringmq_queue_messages_ready", "Ready messages, per queue.", "gauge", |q| q.ready),
+    ("ringmq_queue_messages_unacked", "Delivered, unacknowledged messages, per queue.", "gauge", |q| q.unacked),
+    ("ringmq_queue_consumers", "Consumers, per queue.", "gauge", |q| q.consumers),
+    (
+        "ringmq_queue_messages_published_total",
+        "Messages published into the queue since it was created on this run of its shard.",
+        "counter",
+        |q| q.published,
+    ),
+    (
+        "ringmq_queue_messages_delivered_total",
+        "Messages delivered from the queue (push and get) since it was created on this run of its shard.",
+        "counter",
+        |q| q.delivered,
+    ),
 ];
 
 /// The `# HELP` and `# TYPE` lines of a per-queue series.
 pub fn per_queue_header(o: &mut String, series: &PerQueue) {
-    gauge_header(o, series.0, series.1);
+    o.push_str(&format!("# HELP {0} {1}\n# TYPE {0} {2}\n", series.0, series.1, series.2));
 }
 
 /// One sample of a per-queue series.
@@ -387,17 +441,17 @@ pub fn per_queue_sample(o: &mut String, series: &PerQueue, q: &QueueStats) {
     push_escaped(o, name);
     o.push_str("\",vhost=\"");
     push_escaped(o, vhost);
-    let _ = writeln!(o, "\"}} {}", (series.2)(q));
+    let _ = writeln!(o, "\"}} {}", (series.3)(q));
 }
 
-/// A per-queue series: name, help, value.
-pub type PerQueue = (&'static str, &'static str, fn(&QueueStats) -> u64);
+/// A per-queue series: name, help, type (`gauge`, `counter`), value.
+pub type PerQueue = (&'static str, &'static str, &'static str, fn(&QueueStats) -> u64);
 
-fn gauge_header(o: &mut String, name: &str, help: &str) {
+pub(crate) fn gauge_header(o: &mut String, name: &str, help: &str) {
     o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
 }
 
-fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+pub(crate) fn counter(o: &mut String, name: &str, help: &str, v: u64) {
     o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
 }
 

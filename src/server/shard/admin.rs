@@ -249,6 +249,7 @@ impl Shard {
             s.queue_count += 1;
             s.messages_ready += q.ready_len() as u64;
             s.messages_unacked += q.unacked_len() as u64;
+            s.ready_bytes += q.ready_bytes();
             s.messages_spilled += q.spilled_len() as u64;
             s.consumers += q.consumer_count() as u64;
         }
@@ -317,6 +318,7 @@ impl Shard {
             s.queue_count += 1;
             s.messages_ready += row.ready;
             s.messages_unacked += row.unacked;
+            s.ready_bytes += row.ready_bytes;
             s.messages_spilled += q.spilled_len() as u64;
             s.consumers += row.consumers;
             s.queues.push(row);
@@ -353,6 +355,10 @@ impl Shard {
             dead_lettered_dropped: c.dead_lettered_dropped.get(),
             auth_failures: c.auth_failures.get(),
             tls_handshake_failures: c.tls_handshake_failures.get(),
+            queues_declared: c.queues_declared.get(),
+            queues_created: c.queues_created.get(),
+            queues_deleted: c.queues_deleted.get(),
+            connections_opened: self.conns.opened_total(),
             forwarded: self.mesh.forwarded_total(),
             node_forwarded: self.remote.forwarded.get(),
             node_served: self.remote.served.get(),

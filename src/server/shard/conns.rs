@@ -22,6 +22,8 @@ pub struct ConnTable {
     config: Arc<Config>,
     conns: RefCell<HashMap<u64, Rc<dyn ConnSink>>>,
     next_id: Cell<u64>,
+    /// Client connections registered, ever (`connections_opened_total`).
+    opened: Cell<u64>,
     /// Of `conns`, those that have logged in.
     logged_in: Cell<usize>,
     /// Of `conns`, those that have not logged in and were not evicted,
@@ -110,6 +112,7 @@ impl ConnTable {
             config,
             conns: RefCell::default(),
             next_id: Cell::new(1),
+            opened: Cell::new(0),
             logged_in: Cell::new(0),
             unauthenticated: RefCell::default(),
             http: Rc::default(),
@@ -117,6 +120,12 @@ impl ConnTable {
             refused_logged_at: Cell::new(None),
             unauth_log: LogBudget::default(),
         }
+    }
+
+    /// Client connections registered since the shard started (HTTP ones
+    /// are not: they take ids from the same sequence, but not this count).
+    pub fn opened_total(&self) -> u64 {
+        self.opened.get()
     }
 
     /// The connection `conn_id`, if it is still open.
@@ -185,6 +194,7 @@ impl ConnTable {
         }
         let me = ConnRef { shard: self.shard, conn_id: self.next_id.get() };
         self.next_id.set(me.conn_id + 1);
+        self.opened.set(self.opened.get() + 1);
         self.conns.borrow_mut().insert(me.conn_id, sink);
         self.unauthenticated.borrow_mut().insert(me.conn_id);
         Some(me)

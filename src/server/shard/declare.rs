@@ -5,7 +5,7 @@
 use super::super::policy::QueueArgs;
 use super::super::queue::Queue;
 use super::super::types::{ConnRef, QueueError, Reply};
-use super::{check_lock, not_found, Shard};
+use super::{bump, check_lock, not_found, Shard};
 use crate::protocol::ErrorCode;
 
 /// Flags of a declare beyond durable and passive, and the queue's
@@ -19,6 +19,7 @@ pub(super) struct DeclareOpts {
 
 impl Shard {
     fn declare(&self, durable: bool, passive: bool, name: String, args: &QueueArgs) -> Result<u64, QueueError> {
+        bump(&self.counters.queues_declared, 1);
         let mut queues = self.queues.borrow_mut();
         if let Some(q) = queues.get(&name) {
             if !passive && q.durable != durable {
@@ -45,6 +46,7 @@ impl Shard {
         self.log_declare(&name, durable, &args.raw)?;
         tracing::debug!(queue = %name, durable, "queue declared");
         queues.insert(name.clone(), self.queues.new_queue(name, durable, args.clone()));
+        bump(&self.counters.queues_created, 1);
         Ok(0)
     }
 
@@ -127,6 +129,7 @@ impl Shard {
         let n = q.ready_len() as u64;
         if let Some(q) = queues.remove(name) {
             self.forget_resident(&q);
+            bump(&self.counters.queues_deleted, 1);
         }
         self.log_delete(name);
         let deferred = self.queue_gone(name, reply.map(|(to, id)| (to, id, n)));
@@ -174,6 +177,7 @@ impl Shard {
     pub(super) fn remove_queue(&self, queues: &mut super::queues::QueueMap, name: &str) {
         if let Some(q) = queues.remove(name) {
             self.forget_resident(&q);
+            bump(&self.counters.queues_deleted, 1);
             self.log_delete(name);
             self.queue_gone(name, None);
             for (to, consumer_id) in q.push_consumers() {

@@ -156,6 +156,13 @@ pub struct Counters {
     /// TLS handshakes that failed or timed out
     /// (`ringmq_tls_handshake_failures_total`).
     pub tls_handshake_failures: Cell<u64>,
+    /// Queue declares (passive and existing ones too), queues created by
+    /// them, and queues deleted (by a client, auto-delete, exclusive
+    /// owner gone, `x-expires`, vhost deleted): per declare or delete,
+    /// never per message.
+    pub queues_declared: Cell<u64>,
+    pub queues_created: Cell<u64>,
+    pub queues_deleted: Cell<u64>,
 }
 
 pub(crate) fn bump(c: &Cell<u64>, n: u64) {
