@@ -1,8 +1,9 @@
 # Sourced by scripts/install-clients.sh and scripts/test.sh: the AMQP
-# clients of tests/amqp_clients.rs and the skips a person asked for.
+# clients of tests/amqp_clients.rs, RabbitMQ itself (tests/definitions.rs
+# exports a real RabbitMQ's definitions), and the skips a person asked for.
 
 # Every client the suite runs, in order.
-RINGMQ_CLIENTS="node java go"
+RINGMQ_CLIENTS="node java go rabbitmq"
 RINGMQ_SKIP_CLIENTS="${RINGMQ_SKIP_CLIENTS:-}"
 
 # True when RINGMQ_SKIP_CLIENTS (comma or space separated) names $1.

@@ -5,6 +5,8 @@
 #   Node's amqplib      tests/node/node_modules   npm ci (version pinned in tests/node/package-lock.json)
 #   RabbitMQ Java client target/client-deps/java  Debian's librabbitmq-client-java and libslf4j-java jars
 #   amqp091-go          target/client-deps/gopath Debian's golang-go and golang-github-rabbitmq-amqp091-go-dev
+#   RabbitMQ            /usr/sbin/rabbitmq-server  Debian's rabbitmq-server (tests/definitions.rs imports a
+#                                                  real RabbitMQ's export; the package's own service is stopped)
 #
 # A client that cannot be installed stops the script with the reason, on a
 # CI run (CI=true) and everywhere else: a test that cannot run must not pass
@@ -83,6 +85,17 @@ install_go() {
   ln -sfn /usr/share/gocode "$deps/gopath"
 }
 
+install_rabbitmq() {
+  if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; then
+    return 0
+  fi
+  can_apt || fail rabbitmq "rabbitmq-server comes from Debian's packages, and apt-get is missing or needs root"
+  apt_install rabbitmq-server || fail rabbitmq "apt-get install rabbitmq-server failed (see $deps/apt.log)"
+  # The package may start its own node on 5672; the test starts a private one.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop rabbitmq-server >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null 2>&1; then service rabbitmq-server stop >/dev/null 2>&1 || true; fi
+}
+
 for client in $RINGMQ_CLIENTS; do
   if clients_skipped "$client"; then
     echo "== $client: SKIPPED on request (RINGMQ_SKIP_CLIENTS=$RINGMQ_SKIP_CLIENTS)"
@@ -92,6 +105,7 @@ for client in $RINGMQ_CLIENTS; do
     node) echo "== node: amqplib (tests/node/node_modules)" ;;
     java) echo "== java: amqp-client (target/client-deps/java)" ;;
     go) echo "== go: amqp091-go (target/client-deps/gopath)" ;;
+    rabbitmq) echo "== rabbitmq: rabbitmq-server (/usr/sbin/rabbitmq-server)" ;;
   esac
   "install_$client"
 done

@@ -13,6 +13,7 @@
 //! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]; the cluster-wide one asks the other members, [`peers`]) |
 //! | `GET /api/users`, `GET`, `PUT`, `DELETE /api/users/{name}` | users, administrator only ([`users`]) |
 //! | `GET /api/permissions`, `GET`, `PUT`, `DELETE /api/permissions/{vhost}/{user}` | permissions, administrator only ([`users`]) |
+//! | `GET`, `POST /api/definitions`, `/api/definitions/{vhost}` | definitions export and import in RabbitMQ's JSON format, administrator only ([`definitions`]) |
 
 // Lengths and counts narrowed with `as` could wrap silently: here each
 // narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
@@ -20,6 +21,7 @@
 #![deny(clippy::cast_possible_truncation)]
 
 mod conn;
+mod definitions;
 mod health;
 mod nodes;
 mod peers;
@@ -198,11 +200,13 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let vhost_change = matches!(parts.as_slice(), ["vhosts", _]) && method != Method::GET;
-    if matches!(parts.first(), Some(&"users" | &"permissions")) || vhost_change {
+    if matches!(parts.first(), Some(&"users" | &"permissions" | &"definitions")) || vhost_change {
         if access != Access::Admin {
-            return error(StatusCode::FORBIDDEN, "users, vhosts and permissions need the administrator tag");
+            return error(StatusCode::FORBIDDEN, "users, vhosts, permissions and definitions need the administrator tag");
         }
         return match parts.as_slice() {
+            ["definitions"] => definitions::route(shard, &method, None, req.into_body()).await,
+            ["definitions", vhost] => definitions::route(shard, &method, Some(vhost), req.into_body()).await,
             ["vhosts", name] => users::vhost(shard, &method, name).await,
             ["users"] => users::route(shard, &method, None, req.into_body()).await,
             ["users", name] => users::route(shard, &method, Some(name), req.into_body()).await,
@@ -347,7 +351,7 @@ fn queue_json(q: &QueueStats) -> Value {
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
-        "arguments": {},
+        "arguments": crate::server::admin::table_json(&q.args),
         "node": format!("shard-{}", q.shard),
         "shard": q.shard,
         "state": "running",

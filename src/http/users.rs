@@ -117,7 +117,7 @@ fn failed(e: &UserChangeFailed) -> Resp {
 }
 
 /// The whole body, at most `max` bytes, within `timeout`.
-async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Vec<u8>, Resp> {
+pub(super) async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Vec<u8>, Resp> {
     let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("a body is at most {max} bytes"));
     if body.size_hint().lower() > max as u64 {
         return Err(too_large());
