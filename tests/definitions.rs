@@ -50,7 +50,13 @@ fn pika_ok(path: &Path, amqp: SocketAddr, args: &[String]) {
     let mut cmd = Command::new(pika::python());
     cmd.arg(path).args(args).env("AMQP_PORT", amqp.port().to_string()).env("PYTHONDONTWRITEBYTECODE", "1");
     let out = run_bounded(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}: {}\n{}", path.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `cmd`, killed (and failing the test) after `limit`.
@@ -117,8 +123,15 @@ fn the_captured_rabbitmq_export_imports_and_its_users_log_in() {
     let (status, answer) = import(b.metrics, &doc);
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!((answer["vhosts"].as_u64(), answer["exchanges"].as_u64(), answer["bindings"].as_u64()), (Some(1), Some(7), Some(8)));
-    assert!(answer["notes"].to_string().contains("Default virtual host") || answer["notes"].to_string().contains("description"), "{answer}");
+    assert_eq!(
+        (answer["vhosts"].as_u64(), answer["exchanges"].as_u64(), answer["bindings"].as_u64()),
+        (Some(1), Some(7), Some(8))
+    );
+    assert!(
+        answer["notes"].to_string().contains("Default virtual host")
+            || answer["notes"].to_string().contains("description"),
+        "{answer}"
+    );
     check_topology(&b);
     check_rabbit_import(&export(b.metrics));
 }
@@ -126,7 +139,12 @@ fn the_captured_rabbitmq_export_imports_and_its_users_log_in() {
 /// What tests/rabbitmq/declare.py made, as ringmq exports it.
 fn check_rabbit_import(doc: &Value) {
     let names = |k: &str| -> Vec<String> {
-        doc[k].as_array().unwrap().iter().map(|x| format!("{}/{}", x["vhost"].as_str().unwrap(), x["name"].as_str().unwrap())).collect()
+        doc[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| format!("{}/{}", x["vhost"].as_str().unwrap(), x["name"].as_str().unwrap()))
+            .collect()
     };
     let queues = names("queues");
     for q in ["//orders.eu", "//dead", "//prio", "//scratch", "//lost", "staging/stage.q"] {
@@ -202,7 +220,8 @@ fn ctl_exports_and_imports_in_parts() {
     assert_eq!(from_ctl["queues"][7]["arguments"]["x-max-length"], 7);
 
     // A refusal is ctl's failure, with the reason.
-    std::fs::write(&file, r#"{"queues": [{"name": "q", "vhost": "/", "arguments": {"x-queue-type": "quorum"}}]}"#).unwrap();
+    std::fs::write(&file, r#"{"queues": [{"name": "q", "vhost": "/", "arguments": {"x-queue-type": "quorum"}}]}"#)
+        .unwrap();
     let out = ctl(&b, &["import-definitions", file.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("quorum"), "{}", String::from_utf8_lossy(&out.stderr));
@@ -214,13 +233,28 @@ fn refusals_name_what_is_refused_and_apply_nothing() {
     let before = export(b.metrics);
     let good_queue = json!({"name": "fine", "vhost": "/", "durable": true, "arguments": {}});
     let cases = [
-        (json!({"queues": [good_queue, {"name": "qq", "vhost": "/", "durable": true, "arguments": {"x-queue-type": "quorum"}}]}), "quorum"),
-        (json!({"queues": [good_queue], "exchanges": [{"name": "delayed", "vhost": "/", "type": "x-delayed-message"}]}), "x-delayed-message"),
+        (
+            json!({"queues": [good_queue, {"name": "qq", "vhost": "/", "durable": true, "arguments": {"x-queue-type": "quorum"}}]}),
+            "quorum",
+        ),
+        (
+            json!({"queues": [good_queue], "exchanges": [{"name": "delayed", "vhost": "/", "type": "x-delayed-message"}]}),
+            "x-delayed-message",
+        ),
         (json!({"queues": [good_queue, {"name": "odd", "vhost": "/", "arguments": {"x-bogus": 1}}]}), "x-bogus"),
-        (json!({"queues": [good_queue], "policies": [{"name": "ttl-all", "vhost": "/", "pattern": ".*", "definition": {"message-ttl": 1}}]}), "ttl-all"),
-        (json!({"queues": [good_queue], "bindings": [{"source": "amq.direct", "vhost": "/", "destination": "missing", "destination_type": "queue", "routing_key": ""}]}), "missing"),
+        (
+            json!({"queues": [good_queue], "policies": [{"name": "ttl-all", "vhost": "/", "pattern": ".*", "definition": {"message-ttl": 1}}]}),
+            "ttl-all",
+        ),
+        (
+            json!({"queues": [good_queue], "bindings": [{"source": "amq.direct", "vhost": "/", "destination": "missing", "destination_type": "queue", "routing_key": ""}]}),
+            "missing",
+        ),
         (json!({"queues": [{"name": "fine", "vhost": "nowhere"}]}), "nowhere"),
-        (json!({"vhosts": [{"name": "v1"}], "permissions": [{"user": "nobody", "vhost": "v1", "configure": "", "write": "", "read": ""}]}), "nobody"),
+        (
+            json!({"vhosts": [{"name": "v1"}], "permissions": [{"user": "nobody", "vhost": "v1", "configure": "", "write": "", "read": ""}]}),
+            "nobody",
+        ),
     ];
     for (doc, name) in cases {
         let (status, answer) = import(b.metrics, &doc.to_string());
@@ -229,9 +263,11 @@ fn refusals_name_what_is_refused_and_apply_nothing() {
         assert_eq!(export(b.metrics), before, "nothing of {doc} was applied");
     }
     // An existing queue with other arguments.
-    let (status, answer) = import(b.metrics, &json!({"queues": [{"name": "fine", "vhost": "/", "durable": true}]}).to_string());
+    let (status, answer) =
+        import(b.metrics, &json!({"queues": [{"name": "fine", "vhost": "/", "durable": true}]}).to_string());
     assert_eq!(status, 200, "{answer}");
-    let changed = json!({"queues": [{"name": "fine", "vhost": "/", "durable": true, "arguments": {"x-message-ttl": 5}}]});
+    let changed =
+        json!({"queues": [{"name": "fine", "vhost": "/", "durable": true, "arguments": {"x-message-ttl": 5}}]});
     let (status, answer) = import(b.metrics, &changed.to_string());
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("x-message-ttl"), "{answer}");
@@ -262,7 +298,9 @@ fn claim_body(addr: SocketAddr, len: usize) -> u16 {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
-    let head = format!("POST /api/definitions HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nContent-Length: {len}\r\n\r\n");
+    let head = format!(
+        "POST /api/definitions HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\nContent-Length: {len}\r\n\r\n"
+    );
     s.write_all(head.as_bytes()).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -289,7 +327,10 @@ fn a_vhost_document_exports_and_imports_one_vhost() {
     let (status, raw) = http_send(b.metrics, "GET", "/api/definitions/v1", GUEST, "");
     assert_eq!(status, 200, "{raw}");
     let got: Value = serde_json::from_str(body(&raw)).unwrap();
-    assert_eq!(got["queues"], json!([{"name": "q", "type": "classic", "durable": true, "auto_delete": false, "arguments": {}}]));
+    assert_eq!(
+        got["queues"],
+        json!([{"name": "q", "type": "classic", "durable": true, "auto_delete": false, "arguments": {}}])
+    );
     assert!(got.get("users").is_none());
     let (status, _) = http_send(b.metrics, "GET", "/api/definitions/nowhere", GUEST, "");
     assert_eq!(status, 404);

@@ -127,7 +127,8 @@ fn upload(c: &ConnArgs, doc: &str) -> Result<Value, String> {
         let marker = if i + 1 == parts.len() { '.' } else { '+' };
         let arg = format!("{marker}{part}");
         let rid = u64::try_from(i).unwrap_or(u64::MAX).saturating_add(2);
-        Frame { request_id: rid, cmd: Cmd::Admin { command: op::ADMIN_IMPORT_DEFINITIONS, arg: &arg } }.encode(&mut out);
+        Frame { request_id: rid, cmd: Cmd::Admin { command: op::ADMIN_IMPORT_DEFINITIONS, arg: &arg } }
+            .encode(&mut out);
         s.write_all(&out).and_then(|()| s.flush()).map_err(|e| format!("{addr}: {e}"))?;
         out.clear();
         last = answer(&mut s, &mut buf, rid).map_err(|e| format!("{addr}: {e}"))?;

@@ -202,7 +202,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     let vhost_change = matches!(parts.as_slice(), ["vhosts", _]) && method != Method::GET;
     if matches!(parts.first(), Some(&"users" | &"permissions" | &"definitions")) || vhost_change {
         if access != Access::Admin {
-            return error(StatusCode::FORBIDDEN, "users, vhosts, permissions and definitions need the administrator tag");
+            return error(
+                StatusCode::FORBIDDEN,
+                "users, vhosts, permissions and definitions need the administrator tag",
+            );
         }
         return match parts.as_slice() {
             ["definitions"] => definitions::route(shard, &method, None, req.into_body()).await,

@@ -91,7 +91,8 @@ async fn check(shard: &Shard, d: &Definitions) -> Result<(), String> {
     }
     let exchanges = check_exchanges(shard, d, &vhost_known)?;
     let stats = shard.gather_stats(true).await;
-    let existing: HashMap<&str, &QueueStats> = stats.iter().flat_map(|s| &s.queues).map(|q| (q.name.as_str(), q)).collect();
+    let existing: HashMap<&str, &QueueStats> =
+        stats.iter().flat_map(|s| &s.queues).map(|q| (q.name.as_str(), q)).collect();
     check_queues(shard, d, &existing, &vhost_known)?;
     let queues: HashSet<&str> = existing.keys().copied().chain(d.queues.iter().map(|q| q.name.as_str())).collect();
     let table = shard.routing.table.borrow();
@@ -145,14 +146,20 @@ fn check_exchanges<'a>(
                 && have.internal == x.def.internal
                 && have.args == x.def.args;
             if !same {
-                return Err(format!("{what} exists with type {} and other properties or arguments than the document's", have.kind));
+                return Err(format!(
+                    "{what} exists with type {} and other properties or arguments than the document's",
+                    have.kind
+                ));
             }
         }
         names.insert(x.def.name.clone());
     }
     let max = shard.config.exchanges_max;
     if u32::try_from(names.len()).map_or(true, |n| n > max) {
-        return Err(format!("DefinitionLimit: the import would make {} exchanges, over exchanges_max {max}", names.len()));
+        return Err(format!(
+            "DefinitionLimit: the import would make {} exchanges, over exchanges_max {max}",
+            names.len()
+        ));
     }
     Ok(names)
 }
@@ -182,7 +189,10 @@ fn check_queues(
                     return Err(format!("{what} exists, exclusive to a connection"));
                 }
                 if have.durable != q.durable {
-                    return Err(format!("{what} exists with durable={}; the document has durable={}", have.durable, q.durable));
+                    return Err(format!(
+                        "{what} exists with durable={}; the document has durable={}",
+                        have.durable, q.durable
+                    ));
                 }
                 let args = crate::server::policy::QueueArgs::parse(&have.args, &q.name).unwrap_or_default();
                 args.equivalent(&q.args, &q.name).map_err(|e| format!("{what}: {e}"))?;
@@ -193,7 +203,9 @@ fn check_queues(
                 *n += 1;
                 let max = shard.config.queues_per_shard_max;
                 if u32::try_from(*n).map_or(true, |n| n > max) {
-                    return Err(format!("DefinitionLimit: {what} would be queue {n} of shard {owner}, over queues_per_shard_max {max}"));
+                    return Err(format!(
+                        "DefinitionLimit: {what} would be queue {n} of shard {owner}, over queues_per_shard_max {max}"
+                    ));
                 }
             }
         }
@@ -207,12 +219,17 @@ async fn apply(shard: &Shard, d: &Definitions, done: &mut Imported) -> Result<()
         done.vhosts += 1;
     }
     for u in &d.users {
-        let change = UserChange::Put { name: u.name.clone(), hash: u.hash.clone(), tags: u.tags.clone(), create_only: false };
+        let change =
+            UserChange::Put { name: u.name.clone(), hash: u.hash.clone(), tags: u.tags.clone(), create_only: false };
         user_change(shard, change).await?;
         done.users += 1;
     }
     for p in &d.permissions {
-        let change = UserChange::SetPermissions { name: p.user.clone(), vhost: p.vhost.clone(), permission: p.permission.clone() };
+        let change = UserChange::SetPermissions {
+            name: p.user.clone(),
+            vhost: p.vhost.clone(),
+            permission: p.permission.clone(),
+        };
         user_change(shard, change).await?;
         done.permissions += 1;
     }

@@ -59,7 +59,11 @@ pub async fn export(shard: &Shard, only_vhost: Option<&str>) -> Value {
         None => {
             doc["users"] = users(shard);
             doc["vhosts"] = Value::Array(
-                shard.vhost_names().into_iter().map(|name| json!({ "name": name, "limits": [], "metadata": { "description": "", "tags": [] } })).collect(),
+                shard
+                    .vhost_names()
+                    .into_iter()
+                    .map(|name| json!({ "name": name, "limits": [], "metadata": { "description": "", "tags": [] } }))
+                    .collect(),
             );
             doc["permissions"] = shard.permissions_json();
             doc["topic_permissions"] = json!([]);
@@ -99,9 +103,13 @@ fn routing(shard: &Shard, exclusive: &HashSet<&str>, in_scope: &dyn Fn(&str) -> 
         .collect();
     let mut bs: Vec<_> = table
         .bindings()
-        .filter(|b| in_scope(split(&b.source).0) && !matches!(&b.dest, Dest::Queue(q) if exclusive.contains(q.as_str())))
+        .filter(|b| {
+            in_scope(split(&b.source).0) && !matches!(&b.dest, Dest::Queue(q) if exclusive.contains(q.as_str()))
+        })
         .collect();
-    bs.sort_by(|a, b| (split(&a.source), split(a.dest.name()), &a.key).cmp(&(split(&b.source), split(b.dest.name()), &b.key)));
+    bs.sort_by(|a, b| {
+        (split(&a.source), split(a.dest.name()), &a.key).cmp(&(split(&b.source), split(b.dest.name()), &b.key))
+    });
     let bindings = bs
         .into_iter()
         .map(|b| {

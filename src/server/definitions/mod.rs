@@ -33,7 +33,7 @@ use crate::server::types::ConnRef;
 use std::sync::Arc;
 
 /// A definitions document, read and checked.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Definitions {
     pub vhosts: Vec<String>,
     pub users: Vec<UserItem>,
@@ -47,12 +47,14 @@ pub struct Definitions {
     pub notes: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct UserItem {
     pub name: String,
     pub hash: PasswordHash,
     pub tags: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct PermissionItem {
     pub user: String,
     pub vhost: String,
@@ -60,11 +62,13 @@ pub struct PermissionItem {
 }
 
 /// Names are qualified with the vhost, as the core keys them.
+#[derive(Debug)]
 pub struct ExchangeItem {
     pub vhost: String,
     pub def: ExchangeDef,
 }
 
+#[derive(Debug)]
 pub struct QueueItem {
     pub vhost: String,
     pub name: String,
@@ -73,6 +77,7 @@ pub struct QueueItem {
     pub args: QueueArgs,
 }
 
+#[derive(Debug)]
 pub struct BindingItem {
     pub vhost: String,
     pub def: BindingDef,

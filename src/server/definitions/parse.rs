@@ -211,10 +211,7 @@ fn user_item(v: &Value) -> Result<UserItem, String> {
     no_limits(o, &what)?;
     let algorithm = o.get("hashing_algorithm").and_then(Value::as_str).unwrap_or(ALGORITHM);
     if algorithm != ALGORITHM {
-        return Err(format!(
-            "{what}: hashing algorithm '{}' is not supported (only {ALGORITHM})",
-            shown(algorithm)
-        ));
+        return Err(format!("{what}: hashing algorithm '{}' is not supported (only {ALGORITHM})", shown(algorithm)));
     }
     let hash = match (o.get("password_hash").and_then(Value::as_str), o.get("password").and_then(Value::as_str)) {
         (Some(h), None) => PasswordHash::parse(h).map_err(|e| format!("{what}: password_hash: {e}"))?,
@@ -249,7 +246,9 @@ fn permission_item(v: &Value) -> Result<PermissionItem, String> {
 fn item_vhost(o: &Map<String, Value>, only_vhost: Option<&str>, what: &str) -> Result<String, String> {
     let given = o.get("vhost").map(|v| v.as_str().ok_or(format!("a {what}'s 'vhost' must be a string")));
     let v = match (given.transpose()?, only_vhost) {
-        (Some(g), Some(o)) if g != o => return Err(format!("a {what} of vhost '{}' in vhost '{o}''s document", shown(g))),
+        (Some(g), Some(o)) if g != o => {
+            return Err(format!("a {what} of vhost '{}' in vhost '{o}''s document", shown(g)))
+        }
         (Some(g), _) => g,
         (None, Some(o)) => o,
         (None, None) => return Err(format!("a {what} without 'vhost'")),
@@ -263,7 +262,8 @@ fn exchange_item(o: &Map<String, Value>, vhost: &str, depth: u32) -> Result<Exch
     let what = format!("exchange '{}' in vhost '{}'", shown(name), shown(vhost));
     only(o, &["name", "vhost", "type", "durable", "auto_delete", "internal", "arguments"], &what)?;
     let args = json_table(o.get("arguments"), &what)?;
-    if let Some((k, _, _)) = crate::protocol::field_table::entries(&args).find(|(k, _, _)| *k != b"alternate-exchange") {
+    if let Some((k, _, _)) = crate::protocol::field_table::entries(&args).find(|(k, _, _)| *k != b"alternate-exchange")
+    {
         let k = String::from_utf8_lossy(k);
         return Err(format!("{what}: argument '{}' is not supported (only alternate-exchange)", shown(&k)));
     }
@@ -286,7 +286,9 @@ fn queue_item(o: &Map<String, Value>, vhost: &str, notes: &mut Vec<String>) -> R
     let what = format!("queue '{}' in vhost '{}'", shown(name), shown(vhost));
     only(o, &["name", "vhost", "durable", "auto_delete", "arguments", "type"], &what)?;
     if !crate::server::ops::queue_name_ok(name) || name.len() > 255 || name.starts_with("amq.") {
-        return Err(format!("{what}: not a queue name ringmq accepts (1 to 255 bytes, no control characters, no amq. prefix)"));
+        return Err(format!(
+            "{what}: not a queue name ringmq accepts (1 to 255 bytes, no control characters, no amq. prefix)"
+        ));
     }
     match o.get("type").map(Value::as_str) {
         None | Some(Some("classic")) => {}
@@ -321,7 +323,8 @@ fn binding_item(o: &Map<String, Value>, vhost: &str, depth: u32) -> Result<Bindi
         }
         other => return Err(format!("{what}: destination_type '{}' is neither queue nor exchange", shown(other))),
     };
-    let key = o.get("routing_key").map_or(Ok(""), |k| k.as_str().ok_or(format!("{what}: 'routing_key' must be a string")))?;
+    let key =
+        o.get("routing_key").map_or(Ok(""), |k| k.as_str().ok_or(format!("{what}: 'routing_key' must be a string")))?;
     if key.len() > 255 {
         return Err(format!("{what}: the routing key is longer than 255 bytes"));
     }

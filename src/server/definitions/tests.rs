@@ -92,8 +92,11 @@ fn a_vhost_document_takes_its_vhost() {
 fn hostile_documents_are_refused_without_a_panic() {
     let deep = "[".repeat(100_000);
     assert!(read(deep.as_bytes(), None, &Config::default()).is_err());
-    let deep_args = format!("{{\"queues\":[{{\"name\":\"q\",\"vhost\":\"/\",\"arguments\":{}1{}}}]}}",
-        "{\"a\":".repeat(100), "}".repeat(100));
+    let deep_args = format!(
+        "{{\"queues\":[{{\"name\":\"q\",\"vhost\":\"/\",\"arguments\":{}1{}}}]}}",
+        "{\"a\":".repeat(100),
+        "}".repeat(100)
+    );
     assert!(read(deep_args.as_bytes(), None, &Config::default()).is_err());
     for bad in ["", "null", "{\"queues\": 5}", "{\"queues\": [5]}", "{\"users\": [{\"name\": 5}]}", "\u{0}"] {
         assert!(read(bad.as_bytes(), None, &Config::default()).is_err(), "{bad}");

@@ -18,10 +18,12 @@ pub const MORE: char = '+';
 /// The part's marker: the last part.
 pub const LAST: char = '.';
 
+/// By connection (shard, id): the bytes so far and the upload's sequence
+/// number (the lowest is the oldest).
+type Uploads = HashMap<(u16, u64), (Vec<u8>, u64)>;
+
 thread_local! {
-    /// By connection: the bytes so far and the upload's sequence number
-    /// (the lowest is the oldest).
-    static UPLOADS: RefCell<HashMap<(u16, u64), (Vec<u8>, u64)>> = RefCell::new(HashMap::new());
+    static UPLOADS: RefCell<Uploads> = RefCell::new(HashMap::new());
     static SEQ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
