@@ -5,6 +5,7 @@
 //! and bindings, each through the same core paths a client's or an
 //! operator's request takes ([`Shard::ask`], the user changes).
 
+use super::batch::each;
 use super::parse::shown;
 use super::Definitions;
 use crate::auth::change::UserChange;
@@ -17,7 +18,8 @@ use crate::server::stats::QueueStats;
 use crate::server::types::Request;
 use std::collections::{HashMap, HashSet};
 
-/// What an import did: the counts of each kind applied, and its notes.
+/// What an import did: the counts of each kind created or set (what
+/// existed the same is not counted), and its notes.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Imported {
     pub vhosts: usize,
@@ -43,9 +45,9 @@ pub enum ImportError {
 
 /// Checks `d` against the broker, then applies it.
 pub async fn import(shard: &Shard, d: Definitions) -> Result<Imported, ImportError> {
-    check(shard, &d).await.map_err(ImportError::Refused)?;
+    let existing = check(shard, &d).await.map_err(ImportError::Refused)?;
     let mut done = Imported { notes: d.notes.clone(), ..Default::default() };
-    apply(shard, &d, &mut done).await.map_err(|e| {
+    apply(shard, &d, &existing, &mut done).await.map_err(|e| {
         ImportError::Failed(format!(
             "{e} (after the checks passed; applied before it: {} vhosts, {} users, {} permissions, {} exchanges, {} queues, {} bindings)",
             done.vhosts, done.users, done.permissions, done.exchanges, done.queues, done.bindings
@@ -63,8 +65,8 @@ pub async fn import(shard: &Shard, d: Definitions) -> Result<Imported, ImportErr
 }
 
 /// Every rule an item could break against the broker's state, checked
-/// before anything is applied.
-async fn check(shard: &Shard, d: &Definitions) -> Result<(), String> {
+/// before anything is applied; the queues that exist already.
+async fn check(shard: &Shard, d: &Definitions) -> Result<HashSet<String>, String> {
     let c = &shard.config;
     let vhosts: HashSet<String> = shard.vhost_names().into_iter().chain(d.vhosts.iter().cloned()).collect();
     let limit = |what: &str, n: usize, max: u32| match u32::try_from(n).map_or(true, |n| n > max) {
@@ -96,6 +98,7 @@ async fn check(shard: &Shard, d: &Definitions) -> Result<(), String> {
     check_queues(shard, d, &existing, &vhost_known)?;
     let queues: HashSet<&str> = existing.keys().copied().chain(d.queues.iter().map(|q| q.name.as_str())).collect();
     let table = shard.routing.table.borrow();
+    let bound: HashSet<&crate::routing::BindingDef> = table.bindings().collect();
     let mut new_bindings = 0usize;
     for b in &d.bindings {
         let what = format!(
@@ -115,11 +118,12 @@ async fn check(shard: &Shard, d: &Definitions) -> Result<(), String> {
         if !dest_ok {
             return Err(format!("{what}: no destination '{}'", shown(split(b.def.dest.name()).1)));
         }
-        if !table.bindings_from(&b.def.source).any(|have| *have == b.def) {
+        if !bound.contains(&b.def) {
             new_bindings += 1;
         }
     }
-    limit("bindings", table.bindings().count().saturating_add(new_bindings), c.bindings_max)
+    limit("bindings", bound.len().saturating_add(new_bindings), c.bindings_max)?;
+    Ok(existing.keys().map(|q| q.to_string()).collect())
 }
 
 /// A standard exchange (`amq.direct` ...), which every vhost has.
@@ -213,32 +217,34 @@ fn check_queues(
     Ok(())
 }
 
-async fn apply(shard: &Shard, d: &Definitions, done: &mut Imported) -> Result<(), String> {
-    for v in d.vhosts.iter().filter(|v| v.as_str() != DEFAULT_VHOST && !shard.has_vhost(v)) {
-        user_change(shard, UserChange::AddVhost { vhost: v.clone(), create_only: false }).await?;
-        done.vhosts += 1;
-    }
-    for u in &d.users {
-        let change =
-            UserChange::Put { name: u.name.clone(), hash: u.hash.clone(), tags: u.tags.clone(), create_only: false };
-        user_change(shard, change).await?;
-        done.users += 1;
-    }
-    for p in &d.permissions {
-        let change = UserChange::SetPermissions {
-            name: p.user.clone(),
-            vhost: p.vhost.clone(),
-            permission: p.permission.clone(),
-        };
-        user_change(shard, change).await?;
-        done.permissions += 1;
-    }
-    for x in &d.exchanges {
-        let what = || format!("exchange '{}' in vhost '{}'", shown(split(&x.def.name).1), shown(&x.vhost));
-        shard.ask(Ask::DeclareExchange(x.def.clone())).await.map_err(|e| format!("{}: {}", what(), e.message))?;
-        done.exchanges += 1;
-    }
-    for q in &d.queues {
+async fn apply(shard: &Shard, d: &Definitions, existing: &HashSet<String>, done: &mut Imported) -> Result<(), String> {
+    let vhosts = d.vhosts.iter().filter(|v| v.as_str() != DEFAULT_VHOST && !shard.has_vhost(v));
+    each(vhosts, &mut done.vhosts, |v| {
+        user_change(shard, UserChange::AddVhost { vhost: v.clone(), create_only: false })
+    })
+    .await?;
+    each(d.users.iter(), &mut done.users, |u| {
+        user_change(
+            shard,
+            UserChange::Put { name: u.name.clone(), hash: u.hash.clone(), tags: u.tags.clone(), create_only: false },
+        )
+    })
+    .await?;
+    each(d.permissions.iter(), &mut done.permissions, |p| {
+        let (name, vhost, permission) = (p.user.clone(), p.vhost.clone(), p.permission.clone());
+        user_change(shard, UserChange::SetPermissions { name, vhost, permission })
+    })
+    .await?;
+    // What exists was checked equal: only what is new is asked for.
+    let new_exchanges: Vec<_> =
+        d.exchanges.iter().filter(|x| shard.routing.table.borrow().exchange(&x.def.name).is_none()).collect();
+    each(new_exchanges.into_iter(), &mut done.exchanges, |x| async move {
+        let what = format!("exchange '{}' in vhost '{}'", shown(split(&x.def.name).1), shown(&x.vhost));
+        shard.ask(Ask::DeclareExchange(x.def.clone())).await.map(drop).map_err(|e| format!("{what}: {}", e.message))
+    })
+    .await?;
+    let new_queues = d.queues.iter().filter(|q| !existing.contains(&q.name));
+    each(new_queues, &mut done.queues, |q| async move {
         let req = Request::Declare {
             durable: q.durable,
             passive: false,
@@ -248,17 +254,21 @@ async fn apply(shard: &Shard, d: &Definitions, done: &mut Imported) -> Result<()
             strict: false,
             args: Box::new(q.args.clone()),
         };
-        let what = || format!("queue '{}' in vhost '{}'", shown(split(&q.name).1), shown(&q.vhost));
+        let what = format!("queue '{}' in vhost '{}'", shown(split(&q.name).1), shown(&q.vhost));
         let owner = shard.owner_of(&q.name);
-        shard.ask(Ask::Request { owner, req }).await.map_err(|e| format!("{}: {}", what(), e.message))?;
-        done.queues += 1;
-    }
-    for b in &d.bindings {
-        let what = || format!("binding from '{}' in vhost '{}'", shown(split(&b.def.source).1), shown(&b.vhost));
-        shard.ask(Ask::Bind(b.def.clone())).await.map_err(|e| format!("{}: {}", what(), e.message))?;
-        done.bindings += 1;
-    }
-    Ok(())
+        shard.ask(Ask::Request { owner, req }).await.map(drop).map_err(|e| format!("{what}: {}", e.message))
+    })
+    .await?;
+    let new_bindings: Vec<_> = {
+        let table = shard.routing.table.borrow();
+        let bound: HashSet<&crate::routing::BindingDef> = table.bindings().collect();
+        d.bindings.iter().filter(|b| !bound.contains(&b.def)).collect()
+    };
+    each(new_bindings.into_iter(), &mut done.bindings, |b| async move {
+        let what = format!("binding from '{}' in vhost '{}'", shown(split(&b.def.source).1), shown(&b.vhost));
+        shard.ask(Ask::Bind(b.def.clone())).await.map(drop).map_err(|e| format!("{what}: {}", e.message))
+    })
+    .await
 }
 
 async fn user_change(shard: &Shard, change: UserChange) -> Result<(), String> {

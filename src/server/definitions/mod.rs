@@ -14,6 +14,7 @@
 
 mod apply;
 mod args;
+mod batch;
 pub mod boot;
 mod export;
 mod parse;
