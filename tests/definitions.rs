@@ -163,7 +163,8 @@ fn check_rabbit_import(doc: &Value) {
 
 /// A real RabbitMQ: started by tests/rabbitmq/export.sh (private ports and
 /// dirs, stopped on every exit), the topology declared with pika, its
-/// definitions exported and imported here with `ctl import-definitions`.
+/// definitions exported and imported here with `ctl import-definitions`;
+/// then RabbitMQ's `rabbitmqadmin export` reads ringmq's API.
 #[test]
 fn a_live_rabbitmq_export_imports() {
     let installed = Path::new("/usr/sbin/rabbitmq-server").exists();
@@ -187,6 +188,16 @@ fn a_live_rabbitmq_export_imports() {
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
     check_topology(&b);
     check_rabbit_import(&export(b.metrics));
+
+    // RabbitMQ's own HTTP tool (in the same package) against ringmq's API.
+    let again = dir.path().join("again.json");
+    let mut admin = Command::new("rabbitmqadmin");
+    let port = b.metrics.port().to_string();
+    admin.args(["-H", "127.0.0.1", "-P", &port, "-u", "guest", "-p", "guest", "export"]).arg(&again);
+    let run = run_bounded(admin, Duration::from_secs(30));
+    assert!(run.status.success(), "rabbitmqadmin export: {}", String::from_utf8_lossy(&run.stderr));
+    let via_admin: Value = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    assert_eq!(via_admin, export(b.metrics));
 }
 
 fn ctl(b: &TestBroker, args: &[&str]) -> Output {

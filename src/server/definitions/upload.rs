@@ -2,9 +2,10 @@
 //! argument holds at most 65535 bytes, so the document comes in parts on
 //! one connection. Each part's argument starts with `+` (more follow) or
 //! `.` (the last); the parts are kept per connection on its shard until
-//! the last, within `definitions_bytes_max`. Uploads are few: at most
-//! [`UPLOADS_MAX`] per shard are kept, and one more evicts the oldest (a
-//! connection that went away mid-upload).
+//! the last, within `definitions_bytes_max` (each, and all of a shard's
+//! together). Uploads are few: at most [`UPLOADS_MAX`] per shard are
+//! kept, and one more evicts the oldest (a connection that went away
+//! mid-upload).
 
 use crate::server::types::ConnRef;
 use std::cell::RefCell;
@@ -57,12 +58,21 @@ pub fn part(conn: ConnRef, arg: &str, max: u64) -> Result<Part, String> {
             s.set(s.get() + 1);
             s.get()
         });
-        let (buf, _) = u.entry(key).or_insert_with(|| (Vec::new(), seq));
-        let total = u64::try_from(buf.len().saturating_add(data.len())).unwrap_or(u64::MAX);
-        if total > max {
+        let mine = u.get(&key).map_or(0, |(b, _)| b.len()).saturating_add(data.len());
+        if u64::try_from(mine).unwrap_or(u64::MAX) > max {
             u.remove(&key);
             return Err(format!("the document is over definitions_bytes_max ({max} bytes)"));
         }
+        // All uploads of the shard together stay within `max` too: the
+        // oldest others make room (a connection gone mid-upload).
+        while held(&u).saturating_add(data.len()) > usize::try_from(max).unwrap_or(usize::MAX) {
+            let oldest = u.iter().filter(|(k, _)| **k != key).min_by_key(|(_, (_, seq))| *seq).map(|(k, _)| *k);
+            match oldest {
+                Some(k) => u.remove(&k),
+                None => break,
+            };
+        }
+        let (buf, _) = u.entry(key).or_insert_with(|| (Vec::new(), seq));
         buf.extend_from_slice(data.as_bytes());
         if marker == MORE {
             return Ok(Part::More(buf.len()));
@@ -71,6 +81,33 @@ pub fn part(conn: ConnRef, arg: &str, max: u64) -> Result<Part, String> {
     })
 }
 
+/// Bytes held by every upload of the shard.
+fn held(u: &Uploads) -> usize {
+    u.values().map(|(b, _)| b.len()).sum()
+}
+
 fn forget(key: (u16, u64)) {
     UPLOADS.with(|u| u.borrow_mut().remove(&key));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: u64) -> ConnRef {
+        ConnRef { shard: 0, conn_id: id }
+    }
+
+    #[test]
+    fn parts_join_and_uploads_stay_within_the_limit() {
+        assert!(matches!(part(conn(1), "+ab", 10), Ok(Part::More(2))));
+        assert!(matches!(part(conn(1), ".cd", 10), Ok(Part::Done(d)) if d == b"abcd"));
+        assert!(part(conn(1), "xy", 10).is_err(), "no marker");
+        assert!(part(conn(1), "+0123456789a", 10).is_err(), "over the limit alone");
+        // A stale upload gives way to a new one when together they pass it.
+        assert!(matches!(part(conn(2), "+012345", 10), Ok(Part::More(6))));
+        assert!(matches!(part(conn(3), "+012345", 10), Ok(Part::More(6))));
+        assert!(matches!(part(conn(2), ".6", 10), Ok(Part::Done(d)) if d == b"6"), "conn 2's start was evicted");
+        forget((0, 3));
+    }
 }
