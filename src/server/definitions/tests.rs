@@ -104,3 +104,113 @@ fn hostile_documents_are_refused_without_a_panic() {
     let c = Config { definitions_bytes_max: 1024, ..Config::default() };
     assert!(read(&vec![b' '; 2048], None, &c).unwrap_err().contains("definitions_bytes_max"));
 }
+
+mod any_json {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Names the parser looks for, so random documents reach its depths.
+    const WORDS: &[&str] = &[
+        "name",
+        "vhost",
+        "type",
+        "durable",
+        "auto_delete",
+        "internal",
+        "arguments",
+        "source",
+        "destination",
+        "destination_type",
+        "routing_key",
+        "user",
+        "configure",
+        "write",
+        "read",
+        "password_hash",
+        "password",
+        "hashing_algorithm",
+        "tags",
+        "limits",
+        "metadata",
+        "queue",
+        "exchange",
+        "classic",
+        "quorum",
+        "direct",
+        "topic",
+        "headers",
+        "x-message-ttl",
+        "x-max-priority",
+        "x-overflow",
+        "x-queue-mode",
+        "alternate-exchange",
+        "x-match",
+        "/",
+        "",
+        "amq.direct",
+        "rabbit_password_hashing_sha256",
+        "lazy",
+        "(",
+        ".*",
+    ];
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![proptest::sample::select(WORDS).prop_map(str::to_string), ".{0,8}"]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            any::<u64>().prop_map(|i| json!(i)),
+            any::<f64>().prop_map(|f| json!(f)),
+            word().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(word(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An item: an object of the parser's field names, any values.
+    fn item() -> impl Strategy<Value = Value> {
+        let field = (proptest::sample::select(WORDS), value());
+        proptest::collection::vec(field, 0..10)
+            .prop_map(|fs| Value::Object(fs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any JSON, in any of the document's lists: an answer, never a panic.
+        #[test]
+        fn any_document_is_answered(items in proptest::collection::vec(item(), 0..4), key in proptest::sample::select(TOP_KEYS)) {
+            let doc = json!({ key: items });
+            let _ = parse(&doc, None, &limits());
+            let _ = parse(&doc, Some("v"), &limits());
+        }
+
+        /// Any bytes: an answer, never a panic.
+        #[test]
+        fn any_bytes_are_answered(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = read(&bytes, None, &Config::default());
+        }
+    }
+
+    const TOP_KEYS: &[&str] = &[
+        "users",
+        "vhosts",
+        "permissions",
+        "queues",
+        "exchanges",
+        "bindings",
+        "policies",
+        "parameters",
+        "global_parameters",
+        "topic_permissions",
+    ];
+}
