@@ -146,8 +146,11 @@ impl Broker {
     /// Validates the config, binds every listener, starts the shards with
     /// `fronts` serving the listeners, and returns once all of them accept
     /// connections.
-    pub fn start_with(config: Config, fronts: FrontEnds) -> Result<Broker, StartError> {
+    pub fn start_with(mut config: Config, fronts: FrontEnds) -> Result<Broker, StartError> {
         config.validate()?;
+        // Hashed here, once, not by each shard with a salt of its own.
+        let seeds: Result<Vec<_>, _> = config.users.iter().map(crate::auth::UserSeed::hashed).collect();
+        config.users = seeds.map_err(|e| config::ConfigError::Invalid { key: "users", why: e.to_string() })?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count())
@@ -276,7 +279,9 @@ impl Broker {
         }
         if config.load_definitions.is_some() {
             boot_go.store(true, Ordering::SeqCst);
-            let outcome = boot_rx.recv_timeout(definitions::boot::BOOT_WAIT).map_err(|e| e.to_string());
+            let outcome = boot_rx
+                .recv_timeout(definitions::boot::BOOT_WAIT)
+                .map_err(|_| format!("load_definitions: not applied within {:?}", definitions::boot::BOOT_WAIT));
             if let Err(why) = outcome.and_then(|r| r) {
                 let _ = broker.stop();
                 return Err(StartError::Definitions(why));

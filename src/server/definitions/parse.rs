@@ -34,6 +34,8 @@ const TOP: &[&str] = &[
 
 /// Global parameters that name the RabbitMQ node, not its definitions.
 const NODE_PARAMETERS: &[&str] = &["cluster_name", "internal_cluster_id"];
+/// Global parameters read (each must be one of `NODE_PARAMETERS`).
+const GLOBAL_PARAMETERS_MAX: usize = 16;
 
 /// Reads `doc`. `only_vhost`: a per-vhost document (`/api/definitions/
 /// VHOST`): its items carry no `vhost` (one that does must name this one),
@@ -167,7 +169,7 @@ fn refuse_parameters(top: &Map<String, Value>, d: &mut Definitions) -> Result<()
         let user = t.get("user").and_then(Value::as_str).unwrap_or("?");
         return Err(format!("topic permissions of user '{}' are not supported", shown(user)));
     }
-    for g in list(top, "global_parameters", NODE_PARAMETERS.len())? {
+    for g in list(top, "global_parameters", GLOBAL_PARAMETERS_MAX)? {
         let name = g.get("name").and_then(Value::as_str).unwrap_or("?");
         if !NODE_PARAMETERS.contains(&name) {
             return Err(format!("global parameter '{}' is not supported", shown(name)));

@@ -61,6 +61,11 @@ fn what_ringmq_cannot_honour_is_refused_by_name() {
     let extra = json!({"queues": [{"name": "q", "vhost": "/", "exclusive": true}]});
     assert!(refused(extra).contains("exclusive"));
     assert!(refused(json!([])).contains("object"));
+    let g = json!({"global_parameters": [{"name": "mqtt_port_to_vhost_mapping", "value": {}}]});
+    assert!(refused(g).contains("mqtt_port_to_vhost_mapping"));
+    let named = json!({"global_parameters": [{"name": "cluster_name", "value": "rabbit@h"}]});
+    let d = parse(&named, None, &limits()).unwrap();
+    assert!(d.notes.iter().any(|n| n.contains("cluster_name")), "{:?}", d.notes);
 }
 
 #[test]
