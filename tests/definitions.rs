@@ -316,6 +316,11 @@ fn refusals_name_what_is_refused_and_apply_nothing() {
     assert_eq!(status, 403);
     let (status, _) = http_send(b.metrics, "POST", "/api/definitions", ("watcher", "w"), "{}");
     assert_eq!(status, 403);
+    let url = b.url();
+    let as_watcher = ["ctl", "--url", &url, "--user", "watcher", "--password", "w", "export-definitions", "-"];
+    let out = Command::new(BIN).args(as_watcher).output().unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("administrator"), "{}", String::from_utf8_lossy(&out.stderr));
     // The broker is fine.
     let (status, _) = http_send(b.metrics, "GET", "/api/overview", GUEST, "");
     assert_eq!(status, 200);
