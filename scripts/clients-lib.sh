@@ -1,9 +1,10 @@
 # Sourced by scripts/install-clients.sh and scripts/test.sh: the AMQP
-# clients of tests/amqp_clients.rs, the browser of tests/webui.rs, and the
-# skips a person asked for.
+# clients of tests/amqp_clients.rs, the browser of tests/webui.rs, RabbitMQ
+# itself (tests/definitions.rs exports a real RabbitMQ's definitions), and
+# the skips a person asked for.
 
 # Every client the suite runs, in order.
-RINGMQ_CLIENTS="node java go chromium"
+RINGMQ_CLIENTS="node java go chromium rabbitmq"
 RINGMQ_SKIP_CLIENTS="${RINGMQ_SKIP_CLIENTS:-}"
 
 # True when RINGMQ_SKIP_CLIENTS (comma or space separated) names $1.

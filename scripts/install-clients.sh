@@ -6,6 +6,8 @@
 #   RabbitMQ Java client target/client-deps/java  Debian's librabbitmq-client-java and libslf4j-java jars
 #   amqp091-go          target/client-deps/gopath Debian's golang-go and golang-github-rabbitmq-amqp091-go-dev
 #   headless Chromium   /usr/bin/chromium         Debian's chromium (tests/webui.rs drives the web UI in it)
+#   RabbitMQ            /usr/sbin/rabbitmq-server  Debian's rabbitmq-server (tests/definitions.rs imports a
+#                                                  real RabbitMQ's export; the package's own service is stopped)
 #
 # A client that cannot be installed stops the script with the reason, on a
 # CI run (CI=true) and everywhere else: a test that cannot run must not pass
@@ -92,6 +94,17 @@ install_chromium() {
   apt_install chromium || fail chromium "apt-get install chromium failed (see $deps/apt.log)"
 }
 
+install_rabbitmq() {
+  if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; then
+    return 0
+  fi
+  can_apt || fail rabbitmq "rabbitmq-server comes from Debian's packages, and apt-get is missing or needs root"
+  apt_install rabbitmq-server || fail rabbitmq "apt-get install rabbitmq-server failed (see $deps/apt.log)"
+  # The package may start its own node on 5672; the test starts a private one.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop rabbitmq-server >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null 2>&1; then service rabbitmq-server stop >/dev/null 2>&1 || true; fi
+}
+
 for client in $RINGMQ_CLIENTS; do
   if clients_skipped "$client"; then
     echo "== $client: SKIPPED on request (RINGMQ_SKIP_CLIENTS=$RINGMQ_SKIP_CLIENTS)"
@@ -102,6 +115,7 @@ for client in $RINGMQ_CLIENTS; do
     java) echo "== java: amqp-client (target/client-deps/java)" ;;
     go) echo "== go: amqp091-go (target/client-deps/gopath)" ;;
     chromium) echo "== chromium: headless Chromium for the web UI test (/usr/bin/chromium)" ;;
+    rabbitmq) echo "== rabbitmq: rabbitmq-server (/usr/sbin/rabbitmq-server)" ;;
   esac
   "install_$client"
 done

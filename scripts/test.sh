@@ -4,13 +4,13 @@
 # integration tests of every workspace member.
 #
 # A client that cannot be installed fails the run; RINGMQ_SKIP_CLIENTS=java
-# (comma separated names: node, java, go) skips it on purpose. The last line
+# (comma separated names: node, java, go, rabbitmq) skips it on purpose. The last line
 # names what ran and what was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/clients-lib.sh
 clients_check_skip_list
-# The tests read the same list (tests/amqp_clients.rs).
+# The tests read the same list (tests/amqp_clients.rs, tests/definitions.rs).
 export RINGMQ_SKIP_CLIENTS
 
 if ! command -v cargo >/dev/null 2>&1; then

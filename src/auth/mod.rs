@@ -47,6 +47,20 @@ impl UserSeed {
     }
 }
 
+impl UserSeed {
+    /// The seed with a plain-text password replaced by its hash, salted
+    /// once: every shard's copy of the users then holds the same hash (an
+    /// export shows one, whichever shard answers).
+    pub fn hashed(&self) -> Result<Self, SeedError> {
+        let Some(p) = &self.password else { return Ok(self.clone()) };
+        if self.password_hash.is_some() {
+            return Err(SeedError::OnePassword(self.name.clone()));
+        }
+        let hash = PasswordHash::new(p.as_bytes()).map_err(|e| SeedError::Hash(self.name.clone(), e))?;
+        Ok(Self { password: None, password_hash: Some(hash.to_text()), ..self.clone() })
+    }
+}
+
 /// Never prints a password.
 impl std::fmt::Debug for UserSeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

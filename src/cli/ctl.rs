@@ -109,6 +109,14 @@ pub enum CtlCommand {
     /// Deletes a vhost and everything in it: its queues with their
     /// messages, exchanges, bindings and permissions; its connections close.
     DeleteVhost { name: String },
+    /// Every definition (vhosts, users with their password hashes,
+    /// permissions, exchanges, queues with their arguments, bindings) in
+    /// RabbitMQ's JSON format, written to FILE (`-`: standard output).
+    ExportDefinitions { file: String },
+    /// Imports a definitions file in RabbitMQ's JSON format (a RabbitMQ
+    /// 3.x export, or ringmq's): checked whole first, then applied; what
+    /// ringmq cannot honour is refused by name and nothing is applied.
+    ImportDefinitions { file: String },
     /// The node: ready or starting, uptime, listeners, alarms, object
     /// totals.
     Status,
@@ -189,6 +197,8 @@ pub fn run(a: CtlArgs) -> ExitCode {
         | CtlCommand::Unbind(_)
         | CtlCommand::Get { .. } => return ExitCode::FAILURE,
         CtlCommand::ListConsumers => (op::ADMIN_LIST_CONSUMERS, ""),
+        CtlCommand::ExportDefinitions { file } => return super::ctl_defs::export(&a.conn, file),
+        CtlCommand::ImportDefinitions { file } => return super::ctl_defs::import(&a.conn, file, a.json),
         CtlCommand::ListQueues { .. } => (op::ADMIN_LIST_QUEUES, ""),
         CtlCommand::ListConnections => (op::ADMIN_LIST_CONNECTIONS, ""),
         CtlCommand::Shards => (op::ADMIN_SHARDS, ""),
@@ -347,7 +357,7 @@ pub fn run(a: CtlArgs) -> ExitCode {
         CtlCommand::ListConsumers => {
             &["queue", "connection", "consumer_id", "prefetch", "unacked", "priority", "exclusive", "shard"]
         }
-        // Answered above, by `ctl_health` and `ctl_objects`.
+        // Answered above, by `ctl_health`, `ctl_objects` and `ctl_defs`.
         CtlCommand::Status
         | CtlCommand::Ping
         | CtlCommand::AwaitStartup { .. }
@@ -355,7 +365,9 @@ pub fn run(a: CtlArgs) -> ExitCode {
         | CtlCommand::DeclareExchange { .. }
         | CtlCommand::Bind(_)
         | CtlCommand::Unbind(_)
-        | CtlCommand::Get { .. } => &[],
+        | CtlCommand::Get { .. }
+        | CtlCommand::ExportDefinitions { .. }
+        | CtlCommand::ImportDefinitions { .. } => &[],
     };
     let rows: Vec<Value> = match v {
         Value::Array(rows) => rows,
@@ -465,7 +477,7 @@ pub fn table(cols: &[&str], rows: &[Value]) -> String {
 }
 
 /// A byte stream to the broker: a socket, or TLS over one.
-trait Stream: Read + Write {}
+pub(super) trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
 /// How long connecting (and the TLS handshake) may take.
@@ -482,9 +494,9 @@ pub(super) struct Within {
     pub answer: Duration,
 }
 
-const WITHIN: Within = Within { connect: CONNECT_TIMEOUT, answer: ANSWER_TIMEOUT };
+pub(super) const WITHIN: Within = Within { connect: CONNECT_TIMEOUT, answer: ANSWER_TIMEOUT };
 
-fn connect(c: &ConnArgs, within: Within) -> Result<(SocketAddr, Box<dyn Stream>), String> {
+pub(super) fn connect(c: &ConnArgs, within: Within) -> Result<(SocketAddr, Box<dyn Stream>), String> {
     let opts = c.options();
     let addr = ringmq::client::parse_url(&opts.url).map_err(|e| e.to_string())?;
     let tls = ringmq::client::tls::Tls::for_options(&opts).map_err(|e| e.to_string())?;

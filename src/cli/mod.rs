@@ -1,4 +1,5 @@
 pub mod ctl;
+pub mod ctl_defs;
 pub mod ctl_health;
 pub mod ctl_objects;
 pub mod docgen;

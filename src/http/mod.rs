@@ -16,6 +16,7 @@
 //! | `GET /api/whoami` | the caller's name and tags (the UI offers what they allow) |
 //! | `POST /api/exchanges/{vhost}/{name}/publish`, `POST /api/queues/{vhost}/{name}/get`, `DELETE /api/queues/{vhost}/{name}/contents` | publish, get, purge, administrator only ([`messages`]) |
 //! | `GET /`, `/ui/*` | the management web UI's static files ([`ui`]) |
+//! | `GET`, `POST /api/definitions`, `/api/definitions/{vhost}` | definitions export and import in RabbitMQ's JSON format, administrator only ([`definitions`]) |
 
 // Lengths and counts narrowed with `as` could wrap silently: here each
 // narrowing says how (`protocol::wire::{len32, saturate}`, or an `allow`
@@ -23,6 +24,7 @@
 #![deny(clippy::cast_possible_truncation)]
 
 mod conn;
+mod definitions;
 mod health;
 mod messages;
 mod nodes;
@@ -216,11 +218,21 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
     };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let vhost_change = matches!(parts.as_slice(), ["vhosts", _]) && method != Method::GET;
-    if matches!(parts.first(), Some(&"users" | &"permissions")) || vhost_change {
+    if matches!(parts.first(), Some(&"users" | &"permissions" | &"definitions")) || vhost_change {
         if access != Access::Admin {
-            return error(StatusCode::FORBIDDEN, "users, vhosts and permissions need the administrator tag");
+            return error(
+                StatusCode::FORBIDDEN,
+                "users, vhosts, permissions and definitions need the administrator tag",
+            );
+        }
+        // As for publish and get below: a page of another site can make a
+        // browser POST a form here with its remembered credentials.
+        if method == Method::POST && !is_json(&req) {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be sent as Content-Type: application/json");
         }
         return match parts.as_slice() {
+            ["definitions"] => definitions::route(shard, &method, None, req.into_body()).await,
+            ["definitions", vhost] => definitions::route(shard, &method, Some(vhost), req.into_body()).await,
             ["vhosts", name] => users::vhost(shard, &method, name).await,
             ["users"] => users::route(shard, &method, None, req.into_body()).await,
             ["users", name] => users::route(shard, &method, Some(name), req.into_body()).await,
@@ -418,7 +430,7 @@ fn queue_json(q: &QueueStats) -> Value {
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
-        "arguments": {},
+        "arguments": crate::server::admin::table_json(&q.args),
         "node": format!("shard-{}", q.shard),
         "shard": q.shard,
         "state": "running",

@@ -103,6 +103,14 @@ pub const ADMIN_JOIN_CLUSTER: u8 = 0x19;
 /// "ready", "uptime_ms", "listeners", "alarms", ...}`,
 /// `server::health::status_json`).
 pub const ADMIN_STATUS: u8 = 0x1A;
+/// No argument: every definition in RabbitMQ's JSON format (`GET
+/// /api/definitions`), password hashes included.
+pub const ADMIN_EXPORT_DEFINITIONS: u8 = 0x1B;
+/// One part of a definitions document to import: `+` then the bytes when
+/// more parts follow (answered `{"received": bytes so far}`), `.` then
+/// the bytes for the last (answered with what was imported, or
+/// `{"error"}`); `server::definitions::upload`.
+pub const ADMIN_IMPORT_DEFINITIONS: u8 = 0x1C;
 /// No argument (any other is refused): every consumer on the node, as
 /// `[{"queue", "vhost", "shard", "connection", "consumer_id", "prefetch",
 /// "unacked", "priority", "exclusive"}]` (`ringmq ctl list-consumers`).
@@ -133,6 +141,8 @@ pub fn admin_needs_administrator(command: u8) -> bool {
             | ADMIN_DELETE_VHOST
             | ADMIN_FORGET_NODE
             | ADMIN_JOIN_CLUSTER
+            | ADMIN_EXPORT_DEFINITIONS
+            | ADMIN_IMPORT_DEFINITIONS
     )
 }
 

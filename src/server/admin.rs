@@ -40,7 +40,10 @@ pub fn start(
     busy.set(true);
     let (sh, arg, busy) = (shard.clone(), arg.to_string(), busy.clone());
     glommio::spawn_local(async move {
-        let json = run(&sh, command, &arg).await;
+        let json = match command {
+            op::ADMIN_IMPORT_DEFINITIONS => super::definitions::import_part(&sh, me, &arg).await.to_string(),
+            _ => run(&sh, command, &arg).await,
+        };
         sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
         busy.set(false);
         drop(permit);
@@ -134,6 +137,8 @@ pub async fn run(shard: &Rc<Shard>, command: u8, arg: &str) -> String {
         op::ADMIN_JOIN_CLUSTER => cluster(shard, ClusterAsk::Join { addr: arg.to_string() }).await,
         op::ADMIN_STATUS => super::health::status_json(shard).await,
         op::ADMIN_LIST_CONSUMERS => consumers_json(shard, arg).await,
+        op::ADMIN_EXPORT_DEFINITIONS => super::definitions::export(shard, None).await,
+        op::ADMIN_IMPORT_DEFINITIONS => json!({ "error": "an import needs its connection (bug)" }),
         other => json!({ "error": format!("unknown admin command {other}") }),
     };
     v.to_string()
@@ -304,6 +309,12 @@ fn value_json(kind: u8, v: &[u8], depth: usize) -> Value {
         b'F' => table_json_at(v, depth),
         b'A' => Value::Array(items(v).map(|(k, item)| value_json(k, item, depth + 1)).collect()),
         b'V' => Value::Null,
+        b'd' if v.len() == 8 => {
+            let f = f64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
+            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+        }
+        b'f' if v.len() == 4 => serde_json::Number::from_f64(f64::from(f32::from_be_bytes([v[0], v[1], v[2], v[3]])))
+            .map_or(Value::Null, Value::Number),
         _ => Value::String(v.iter().map(|b| format!("{b:02x}")).collect()),
     }
 }

@@ -194,6 +194,17 @@ pub struct Config {
     pub metrics_auth_required: bool,
     /// HTTP: a request head must arrive whole within this of its first byte.
     pub http_request_timeout_ms: u64,
+    /// A definitions document (RabbitMQ's JSON format: `POST
+    /// /api/definitions`, `ctl import-definitions`, `load_definitions`)
+    /// larger than this is refused (HTTP 413) before it is parsed.
+    pub definitions_bytes_max: u64,
+    /// A definitions file (RabbitMQ's JSON format, as `GET
+    /// /api/definitions` exports it) imported at every start, once the
+    /// shards are up and before the broker reports ready: read and checked
+    /// at start (a bad file stops the start with its reason); what it
+    /// defines is created or left as it is (an existing item that differs
+    /// is refused). RabbitMQ's `load_definitions`.
+    pub load_definitions: Option<PathBuf>,
 
     /// Storage (`docs/storage.md`): a log segment is sealed and a new one
     /// started once it holds this many bytes (65536 ..= 4 GiB).
@@ -317,6 +328,8 @@ impl Default for Config {
             outbox_bytes_max: 8 << 20,
             consumer_timeout_ms: 1_800_000,
             admin_requests_per_shard_max: 16,
+            definitions_bytes_max: 32 << 20,
+            load_definitions: None,
             http_idle_timeout_ms: 60_000,
             metrics_auth_required: false,
             http_request_timeout_ms: 10_000,
@@ -461,6 +474,7 @@ impl Config {
             check((1..=DAY_MS).contains(&v), key, || format!("{v} is outside 1..=86400000"))?;
         }
         self.validate_conns(DAY_MS)?;
+        self.validate_definitions()?;
         self.validate_cluster()?;
         let ct = self.consumer_timeout_ms;
         check(ct <= 7 * DAY_MS, "consumer_timeout_ms", || format!("{ct} is over 604800000 (7 days); 0 turns it off"))?;
@@ -496,6 +510,20 @@ impl Config {
 }
 
 impl Config {
+    /// `definitions_bytes_max`, and `load_definitions` read and checked
+    /// (its items against the broker come at boot).
+    fn validate_definitions(&self) -> Result<(), ConfigError> {
+        let db = self.definitions_bytes_max;
+        check((1024..=1 << 30).contains(&db), "definitions_bytes_max", || {
+            format!("{db} is outside 1024..=1073741824")
+        })?;
+        if let Some(path) = &self.load_definitions {
+            crate::server::definitions::read_file(path, self)
+                .map_err(|why| ConfigError::Invalid { key: "load_definitions", why })?;
+        }
+        Ok(())
+    }
+
     /// The connection defences' keys (docs/security.md).
     fn validate_conns(&self, day_ms: u64) -> Result<(), ConfigError> {
         let (h, f) = (self.handshake_bytes_max, self.frame_bytes_max);

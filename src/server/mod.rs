@@ -12,6 +12,7 @@ pub mod alarm;
 pub mod cluster;
 pub mod config;
 pub mod deadletter;
+pub mod definitions;
 pub mod fatal;
 pub mod gate;
 pub mod grants;
@@ -57,6 +58,8 @@ pub enum StartError {
     Cluster(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("{0}")]
+    Definitions(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
     Executor { shard: usize, message: String, hint: String },
     #[error("{0}")]
@@ -118,6 +121,8 @@ struct ShardStart {
     status: Arc<health::NodeStatus>,
     /// `Err` carries why the shard could not start (storage recovery).
     ready: mpsc::Sender<Result<usize, String>>,
+    /// Shard 0 with `load_definitions`: the import to run once all are ready.
+    boot_defs: Option<definitions::boot::Boot>,
 }
 
 /// A front end's accept loop for one shard's listener: given by the layer
@@ -145,8 +150,11 @@ impl Broker {
     /// Validates the config, binds every listener, starts the shards with
     /// `fronts` serving the listeners, and returns once all of them accept
     /// connections.
-    pub fn start_with(config: Config, fronts: FrontEnds) -> Result<Broker, StartError> {
+    pub fn start_with(mut config: Config, fronts: FrontEnds) -> Result<Broker, StartError> {
         config.validate()?;
+        // Hashed here, once, not by each shard with a salt of its own.
+        let seeds: Result<Vec<_>, _> = config.users.iter().map(crate::auth::UserSeed::hashed).collect();
+        config.users = seeds.map_err(|e| config::ConfigError::Invalid { key: "users", why: e.to_string() })?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         crate::storage::meta::check_shard_count(&config.data_dir, config.shard_count())
@@ -187,6 +195,8 @@ impl Broker {
             tls: tls_shard_addrs.iter().map(ToString::to_string).collect(),
         };
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (boot, boot_go, boot_rx) = definitions::boot::channel();
+        let mut boot = config.load_definitions.is_some().then_some(boot);
         let (ended_tx, ended) = mpsc::channel();
         let mut threads = Vec::new();
         let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
@@ -208,6 +218,7 @@ impl Broker {
                 remote: remote.clone(),
                 status: status.clone(),
                 ready: ready_tx.clone(),
+                boot_defs: if id == 0 { boot.take() } else { None },
             };
             let placement = if config.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
             let guard = fatal::EndGuard { shard: id, tx: ended_tx.clone() };
@@ -270,6 +281,16 @@ impl Broker {
                 // on the way down are logged by `stop`.
                 let _ = broker.stop();
                 return Err(StartError::Monitor(e));
+            }
+        }
+        if config.load_definitions.is_some() {
+            boot_go.store(true, Ordering::SeqCst);
+            let outcome = boot_rx
+                .recv_timeout(definitions::boot::BOOT_WAIT)
+                .map_err(|_| format!("load_definitions: not applied within {:?}", definitions::boot::BOOT_WAIT));
+            if let Err(why) = outcome.and_then(|r| r) {
+                let _ = broker.stop();
+                return Err(StartError::Definitions(why));
             }
         }
         // Every shard serves its listeners and (clustered) shard 0 has
@@ -534,6 +555,9 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
             <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(l))
         };
         tasks.push(glommio::spawn_local(remote::serve::serve(shard.clone(), l)));
+    }
+    if let Some(boot) = s.boot_defs {
+        tasks.push(glommio::spawn_local(definitions::boot::run(shard.clone(), boot, s.stop.clone())));
     }
     tracing::info!(shard = s.id, "shard ready");
     let _ = s.ready.send(Ok(s.id));

@@ -67,6 +67,10 @@ pub struct QueueStats {
     /// Totals since the queue was created on this run of its shard.
     pub published: u64,
     pub delivered: u64,
+    /// The declare's arguments (a field table, no length prefix): what
+    /// the definitions export and `/api/queues` show.
+    #[serde(skip)]
+    pub args: bytes::Bytes,
 }
 
 /// One push consumer, as `ctl list-consumers` shows it.

@@ -698,7 +698,11 @@ pub fn http_send(
     let mut s = TcpStream::connect_timeout(&addr, STEP).unwrap();
     s.set_read_timeout(Some(STEP)).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let head = format!("Host: t\r\nAuthorization: Basic {auth}\r\nContent-Length: {}", body.len());
+    // The API takes JSON bodies only (a cross-site form cannot send this type).
+    let head = format!(
+        "Host: t\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}",
+        body.len()
+    );
     write!(s, "{method} {path} HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n{body}").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();

@@ -338,6 +338,7 @@ impl Shard {
             ready_bytes: q.ready_bytes(),
             published: q.published_total,
             delivered: q.delivered_total,
+            args: q.args.raw.clone(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod admin;
 mod alarm;
+pub mod ask;
 mod caps;
 mod cluster;
 mod cluster_admin;
@@ -339,6 +340,7 @@ impl Shard {
     }
 
     fn reply_local(&self, conn_id: u64, reply: Reply) {
+        let Some(reply) = self.waiter_reply(conn_id, reply) else { return };
         let Some(reply) = self.fanin_reply(conn_id, reply) else { return };
         let sink = self.conns.get(conn_id);
         match sink {
