@@ -228,7 +228,10 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
         // As for publish and get below: a page of another site can make a
         // browser POST a form here with its remembered credentials.
         if method == Method::POST && !is_json(&req) {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be sent as Content-Type: application/json");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be sent as Content-Type: application/json",
+            );
         }
         return match parts.as_slice() {
             ["definitions"] => definitions::route(shard, &method, None, req.into_body()).await,
