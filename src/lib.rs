@@ -44,9 +44,11 @@
 //! | AMQP transactions: the channel's buffer, and commits routed on the connection's shard, applied per owner, gathered in a fan-in (`docs/amqp.md`, "Transactions") | [`amqp::tx`], [`server::shard::tx`] |
 //! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
 //! | each shard's replica of the routing table, publishes through exchanges, changes sent to shard 0 | `server::shard::routing_replica`, `server::shard::meta` |
-//! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text | `server::shard::admin`, [`server::stats`] |
+//! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text in ringmq's names and in `rabbitmq_prometheus`'s, the process's own figures | `server::shard::admin`, [`server::stats`], `server::stats_rabbit`, `server::process_stats` |
+//! | definitions in RabbitMQ's JSON: parse, export, import as a client's declares (`Shard::ask`), `load_definitions` at boot | [`server::definitions`], `http::definitions`, `src/cli/ctl_defs.rs` |
+//! | the web UI (static files embedded) and its publish, get and purge | `http::ui`, `http::messages` |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
-//! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
+//! | `ringmq ctl`'s `Admin` frames; the CLI's declares, binds, peeks and listings, message properties from flags, completions and man page | [`server::admin`], `src/cli/ctl.rs`, `src/cli/ctl_objects.rs`, `src/cli/props.rs`, `src/cli/docgen.rs` |
 //! | health and readiness: the node's listeners and ready flag, RabbitMQ's health checks and aliveness test, `sd_notify`, `ctl status`/`ping`/`await-startup` | [`server::health`], `http::health`, [`server::notify`], `src/cli/ctl_health.rs` |
 //! | cluster metadata by consensus (`docs/cluster.md`): openraft on glommio, its durable log and vote, the state machine and the broker's metadata state, the members' requests to the leader | [`cluster`] ([`cluster::rt`], [`cluster::log_store`], [`cluster::state_machine`], [`cluster::meta`], [`cluster::service`]) |
 //! | a clustered node: its identity, forming or joining, the member on shard 0; the local half that applies committed changes to the shards | [`server::cluster`], `server::shard::cluster`, `server::shard::cluster_admin` |
