@@ -313,6 +313,12 @@ async fn take(client: &Client, queue: &str, ask: &GetAsk) -> Result<Vec<Value>, 
         let nack = (ask.mode.requeue || ask.mode.reject).then_some(ask.mode.requeue);
         conn.ack_now(d.consumer_id, d.tag, nack).await?;
     }
+    if !taken.is_empty() {
+        // Acks have no reply. A request to the same owner on the same
+        // connection is answered after them, so the answer below tells
+        // of a queue that has settled (a requeued message is ready again).
+        conn.declare(queue, crate::protocol::op::DECLARE_PASSIVE, &[]).await?;
+    }
     Ok(taken.iter().map(|d| message_json(d, ask)).collect())
 }
 
