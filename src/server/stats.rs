@@ -124,6 +124,28 @@ pub struct ShardStats {
     pub queues_created: u64,
     pub queues_deleted: u64,
     pub connections_opened: u64,
+    /// Of `delivered`: to auto-ack consumers, and by gets with and
+    /// without acks (the rest went to consumers that ack); gets that
+    /// found nothing.
+    pub delivered_consume_auto_ack: u64,
+    pub delivered_get_auto_ack: u64,
+    pub delivered_get_manual_ack: u64,
+    pub get_empty: u64,
+    /// Messages received from publishers (of them in confirm mode),
+    /// routed to a queue, and unroutable (dropped or returned).
+    pub received: u64,
+    pub received_confirm: u64,
+    pub routed: u64,
+    pub unroutable_dropped: u64,
+    pub unroutable_returned: u64,
+    /// AMQP channels opened, ever (`channels` of them are open now).
+    pub channels_opened: u64,
+    /// HTTP connections open now (not in `connections`).
+    pub http_connections: u64,
+    /// The most client sockets the shard holds at once:
+    /// `connections_per_shard_max` logged in plus
+    /// `unauthenticated_connections_max` (HTTP ones among them).
+    pub sockets_max: u64,
     pub forwarded: u64,
     /// Requests sent to other nodes' shards, and taken from them, over
     /// data links (`server::remote`); the data links up now, both ways.

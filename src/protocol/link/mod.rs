@@ -30,7 +30,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const MAGIC: [u8; 4] = *b"RGLK";
 /// The link version this build speaks. A peer with another is refused
 /// ([`CloseCode::VersionUnsupported`]).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Bytes in a frame header; part of the wire format.
 pub const HEADER_BYTES: usize = 8;
 /// The longest node name, in bytes of UTF-8 (its length is one byte).
