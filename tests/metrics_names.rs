@@ -285,6 +285,8 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
         dashboard.len() - lacking.len(),
         dashboard.len()
     );
+    // Every panel of the stock dashboard has its series.
+    assert!(lacking.is_empty(), "the RabbitMQ-Overview dashboard lacks {lacking:?}");
 }
 
 /// Sockets: the client connections open (at least `open`: the scrape's

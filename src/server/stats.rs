@@ -234,7 +234,7 @@ fn message_counters(o: &mut String, shards: &[ShardStats]) {
         "Messages delivered to consumers (push and get).",
         sum(|s| s.delivered),
     );
-    counter(o, "ringmq_messages_acked_total", "Messages acknowledged by consumers.", sum(|s| s.acked));
+    counter(o, "ringmq_messages_acked_total", "Messages acknowledged by consumers (an auto-ack consumer's are not counted).", sum(|s| s.acked));
     counter(
         o,
         "ringmq_messages_redelivered_total",
