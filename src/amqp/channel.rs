@@ -394,6 +394,10 @@ impl Channels {
         Some(self.0.remove(i).1)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&u16, &Channel)> {
+        self.0.iter().map(|(k, c)| (k, c))
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut Channel)> {
         self.0.iter_mut().map(|(k, c)| (&*k, c))
     }

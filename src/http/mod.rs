@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text: ringmq's series (per-queue ones only while there are at most [`PER_QUEUE_SERIES_MAX`] queues), RabbitMQ's names aggregated ([`stats_rabbit`]), `process_*` |
 //! | `GET /metrics/per-object` | the same with every per-queue series, ringmq's and RabbitMQ's |
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
+//! | `GET /api/channels`, `/api/vhosts/{vhost}/channels`, `/api/connections/{name}/channels` | AMQP channels: number, user, vhost, prefetch, unacked, unconfirmed, consumers, confirm and tx mode ([`channels`]) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}` | memory and disk against their alarms ([`nodes`]) |
 //! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]; the cluster-wide one asks the other members, [`peers`]) |
@@ -23,6 +24,7 @@
 // with the reason).
 #![deny(clippy::cast_possible_truncation)]
 
+mod channels;
 mod conn;
 mod definitions;
 mod health;
@@ -314,6 +316,11 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             let stats = shard.gather_stats(false).await;
             json_resp(StatusCode::OK, &Value::Array(conns(&stats).map(conn_json).collect()))
         }
+        (&Method::GET, ["connections", name, "channels"]) => {
+            channels::list(shard, channels::Only::Connection(name)).await
+        }
+        (&Method::GET, ["channels"]) => channels::list(shard, channels::Only::All).await,
+        (&Method::GET, ["vhosts", vhost, "channels"]) => channels::list(shard, channels::Only::Vhost(vhost)).await,
         (&Method::DELETE, ["connections", name]) => match close_connection(shard, name).await {
             Ok(_) => no_content(),
             Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),

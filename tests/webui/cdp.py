@@ -5,9 +5,14 @@ a screenshot. Standard library only: the DevTools websocket is spoken here
 (RFC 6455 client frames, masked; text frames only).
 
 Usage: cdp.py DEVTOOLS_PORT UI_URL USER PASSWORD QUEUE MESSAGES HOSTILE_QUEUE SCREENSHOT MONITOR MONITOR_PASSWORD
+              CHANNEL PREFETCH EXCHANGE
 
 USER is an administrator; MONITOR a user with the monitoring tag alone,
-to whom the page must not offer changes.
+to whom the page must not offer changes. CHANNEL is an open AMQP channel
+(its name in /api/channels) in confirm mode with a prefetch of PREFETCH and
+one consumer; EXCHANGE an exchange bound to QUEUE. The page also publishes
+with a delivery mode, headers and properties, and finds them again in the
+message it gets; and the overview's charts take a sample on each poll.
 
 Exits 0 when every step passed; otherwise prints the step that failed (and
 any console error or exception the page raised) and exits 1. Every wait is
@@ -158,6 +163,7 @@ class Page:
 
 def main():
     port, url, user, password, queue, messages, hostile, shot, monitor, monitor_password = sys.argv[1:11]
+    channel, prefetch, exchange = sys.argv[11:14]
     targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=STEP_S))
     page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
     p = Page(Ws(page_ws))
@@ -207,8 +213,18 @@ def main():
         p.click(f"a.queue-link[href$={json.dumps('/' + queue)}]")
         p.wait("the queue page", f"document.getElementById('queue-name') && document.getElementById('queue-name').textContent === {name}")
         p.wait("its ready figure", f"document.getElementById('queue-ready').textContent === {json.dumps(messages)}")
-        times.append((step, time.monotonic() - t0)); step = "publish from the page"
+        times.append((step, time.monotonic() - t0)); step = "publish from the page, with headers and properties"
         p.type_into("#publish-payload", "from the page")
+        p.js("document.getElementById('publish-delivery-mode').value = '2'")
+        p.type_into("#publish-headers .header-row:nth-child(1) .header-name", "x-from")
+        p.type_into("#publish-headers .header-row:nth-child(1) .header-value", "page")
+        p.click("#publish-add-header")
+        p.type_into("#publish-headers .header-row:nth-child(2) .header-name", "n")
+        p.type_into("#publish-headers .header-row:nth-child(2) .header-value", "7")
+        p.js("document.querySelector('#publish-headers .header-row:nth-child(2) .header-type').value = 'number'")
+        p.type_into("#publish-prop-content_type", "text/plain")
+        p.type_into("#publish-prop-message_id", "page-1")
+        p.type_into("#publish-prop-priority", "3")
         p.click("#publish")
         p.wait("the publish's report", "document.getElementById('status').textContent === 'message published'")
         more = str(int(messages) + 1)
@@ -220,6 +236,11 @@ def main():
         last = p.js("[...document.querySelectorAll('#get-messages pre.payload')].pop().textContent")
         if last != "from the page":
             raise RuntimeError(f"the last message got shows {last!r}")
+        props = p.js("[...document.querySelectorAll('#get-messages .message .tags')].pop().textContent")
+        for want in ('content_type: text/plain', 'message_id: page-1', 'delivery_mode: 2', 'priority: 3',
+                     'headers: {', '"x-from":"page"', '"n":7'):
+            if want not in props:
+                raise RuntimeError(f"the message got shows {props!r}, without {want!r}")
         p.wait("the peek left them queued", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
         times.append((step, time.monotonic() - t0)); step = "purge it from the page"
         p.click("#purge")
@@ -227,6 +248,28 @@ def main():
         p.click("#purge")
         p.wait("the purge's report", "document.getElementById('status').textContent === 'queue purged'")
         p.wait("no message left", "document.getElementById('queue-ready').textContent === '0'")
+        times.append((step, time.monotonic() - t0)); step = "the channels page lists the AMQP channel"
+        p.click("a[data-view=channels]")
+        crow = f"[...document.querySelectorAll('#view tbody tr')].find(r => r.children[0].textContent === {json.dumps(channel)})"
+        p.wait("the channel's row", f"!!({crow})")
+        cells = p.js(f"[...({crow}).children].map(c => c.textContent)")
+        # Channel, Connection, User, Virtual host, Mode, Prefetch, Unacked, Unconfirmed, Consumers, State, Shard
+        if cells[2] != user or cells[3] != "/" or cells[4] != "C" or cells[5] != prefetch or cells[8] != "1":
+            raise RuntimeError(f"the channel's row shows {cells}")
+        times.append((step, time.monotonic() - t0)); step = "exchanges, bindings and connections"
+        p.click("a[data-view=exchanges]")
+        xname = json.dumps(exchange)
+        p.wait("the exchange", f"[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === {xname} && r.children[2].textContent === 'direct')")
+        p.click("a[data-view=bindings]")
+        p.wait("the binding", f"[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === {xname} && r.children[2].textContent === {name})")
+        p.click("a[data-view=connections]")
+        p.wait("the AMQP connection", "[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === 'AMQP 0-9-1')")
+        times.append((step, time.monotonic() - t0)); step = "the overview's charts update"
+        p.click("a[data-view=overview]")
+        # A sample on each page drawn and each poll: several by now, and
+        # the rate chart has had two readings to make a rate from.
+        p.wait("samples in both charts", "(() => { const d = document.getElementById('chart-depth'), r = document.getElementById('chart-rates'); "
+               "return !!d && !!r && Number(d.dataset.samples) >= 3 && Number(r.dataset.samples) >= 2; })()")
         times.append((step, time.monotonic() - t0)); step = "screenshot"
         p.js("window.scrollTo(0, 0)")
         png = base64.b64decode(p.call("Page.captureScreenshot", format="png")["data"])

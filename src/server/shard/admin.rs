@@ -12,7 +12,9 @@
 
 use super::super::mesh::MeshMsg;
 use super::super::queue::Queue;
-use super::super::stats::{AdminReply, AdminReq, ConnStats, ConsumerStats, QueueStats, ShardStats, PROTOCOLS};
+use super::super::stats::{
+    AdminReply, AdminReq, ChannelStats, ConnStats, ConsumerStats, QueueStats, ShardStats, PROTOCOLS,
+};
 use super::Shard;
 use crate::rt::Notify;
 use std::cell::{Cell, RefCell};
@@ -132,6 +134,7 @@ impl Shard {
                 AdminReply::Stats(s) => Some(*s),
                 AdminReply::Done(_)
                 | AdminReply::Consumers(_)
+                | AdminReply::Channels(_)
                 | AdminReply::Queue(_)
                 | AdminReply::Users(_)
                 | AdminReply::Cluster(_)
@@ -227,6 +230,7 @@ impl Shard {
                 self.add_consumer_rows(&mut rows, &mut names.into_iter(), usize::MAX);
                 AdminReply::Consumers(rows)
             }
+            AdminReq::Channels => AdminReply::Channels(self.channels_listed()),
             // Callers run these with `change_users`, which waits.
             AdminReq::Users(_) => AdminReply::Users(Err(crate::server::admin_users::UserChangeFailed::NotStored(
                 "a user change reached the synchronous path (bug)".into(),
@@ -340,6 +344,27 @@ impl Shard {
             delivered: q.delivered_total,
             args: q.args.raw.clone(),
         }
+    }
+
+    /// Every channel of this shard's connections: a few per connection,
+    /// read from each connection's own state.
+    fn channels_listed(&self) -> Vec<ChannelStats> {
+        let mut rows = Vec::new();
+        self.conns.for_each(|id, sink| {
+            let list = sink.channel_rows();
+            if list.is_empty() {
+                return;
+            }
+            let connection = format!("{}:{id}", self.id);
+            let user = sink.login_user().unwrap_or_default();
+            let vhost = sink.login_vhost().unwrap_or_else(|| crate::protocol::vhost::DEFAULT_VHOST.into());
+            let peer = sink.describe().1;
+            for row in list {
+                let (connection, user, vhost, peer) = (connection.clone(), user.clone(), vhost.clone(), peer.clone());
+                rows.push(ChannelStats { connection, user, vhost, peer, row });
+            }
+        });
+        rows
     }
 
     /// Counters, connections and storage figures, without the queues.

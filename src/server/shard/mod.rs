@@ -117,6 +117,11 @@ pub trait ConnSink {
     fn channels(&self) -> usize {
         0
     }
+    /// A row per open channel (`/api/channels`); none for the native
+    /// protocol. Asked from the shard's own turn, off the message path.
+    fn channel_rows(&self) -> Vec<super::stats::ChannelRow> {
+        Vec::new()
+    }
     /// Bytes it holds for its socket (queued and being written).
     fn outbox_bytes(&self) -> usize {
         self.buffers().map_or(0, |b| b.outbox.pending_bytes())
