@@ -7,8 +7,13 @@
 //! shown as text), sorts and filters the queues, opens the queue's page,
 //! publishes, peeks and purges there; logged in again as a `monitoring`
 //! user it is offered none of those. A console error or exception on the
-//! page (a CSP violation is one) fails the run. The screenshot goes to
-//! `$CARGO_TARGET_TMPDIR/webui-screenshot.png` (the path is printed).
+//! page (a CSP violation is one) fails the run. It also publishes with
+//! headers and properties and finds them in the message it gets, lists a
+//! real AMQP client's channel on the channels page, finds the exchange and
+//! binding and the AMQP connection on theirs, and sees the overview's
+//! charts take samples. Screenshots (the overview, and the queue page with
+//! its forms) go to `$CARGO_TARGET_TMPDIR/webui-screenshot.png` and
+//! `webui-screenshot-queue.png` (the paths are printed).
 //!
 //! Chromium comes from Debian's `chromium` package
 //! (`./scripts/install-clients.sh`). Without it the browser test fails,
@@ -445,10 +450,18 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
     assert_eq!(status, 200);
     assert_eq!(rows.as_array().unwrap().iter().filter(|c| c["name"] == channel).count(), 1, "{rows}");
 
+    // A definitions file for the page to upload, and where its download goes.
+    let downloads = tempfile::tempdir().unwrap();
+    let upload = downloads.path().join("upload.json");
+    let defs = json!({ "queues": [{ "name": "uploaded-by-the-ui", "vhost": "/", "durable": true,
+                                    "auto_delete": false, "arguments": { "x-max-length": 10 } }] });
+    std::fs::write(&upload, defs.to_string()).unwrap();
+
     let started = Instant::now();
     let (browser, port) = Browser::start(&exe);
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webui-screenshot.png");
     let _ = std::fs::remove_file(&shot);
+    let _ = std::fs::remove_file(shot.with_file_name("webui-screenshot-queue.png"));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/webui/cdp.py");
     let url = format!("http://{}/", b.metrics);
     let child = Command::new(python())
@@ -457,6 +470,8 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
         .arg(&shot)
         .args(["watcher", "watch"])
         .args([channel.as_str(), "7", "webui-x"])
+        .arg(&upload)
+        .arg(downloads.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -477,9 +492,16 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
     );
     eprintln!("{}browser run took {:?}; screenshot: {}", run.stdout, started.elapsed(), shot.display());
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "a screenshot");
+    let queue_shot = shot.with_file_name("webui-screenshot-queue.png");
+    assert!(std::fs::metadata(&queue_shot).unwrap().len() > 1000, "the queue page's screenshot");
+    eprintln!("the queue page's screenshot: {}", queue_shot.display());
     // The purge the page asked for happened: over the API, and for a client.
     assert_eq!(ready(b.metrics, q), 0);
     let (status, got) = admin(b.metrics, "POST", &format!("/api/queues/%2F/{q}/get"), r#"{"count": 1}"#);
     assert_eq!((status, got), (200, json!([])));
     assert_eq!(ready(b.metrics, hostile), 0, "the other queue is still there");
+    // The upload made its queue, with its argument.
+    let (status, uploaded) = admin(b.metrics, "GET", "/api/queues/%2F/uploaded-by-the-ui", "");
+    assert_eq!(status, 200, "{uploaded}");
+    assert_eq!(uploaded["arguments"]["x-max-length"], 10, "{uploaded}");
 }

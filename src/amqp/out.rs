@@ -92,31 +92,7 @@ impl ConnSink for AmqpConn {
     fn channel_rows(&self) -> Vec<crate::server::stats::ChannelRow> {
         // As `channels`: never asked while the state is borrowed; empty
         // rather than a panic should it be.
-        let Ok(st) = self.st.try_borrow() else { return Vec::new() };
-        let consumers = |n: u16| {
-            let live = st.consumers.values().filter(|k| k.channel == n && !k.cancelled && !k.deliver.is_empty());
-            crate::protocol::wire::len32(live.count())
-        };
-        st.channels
-            .iter()
-            .map(|(&n, ch)| crate::server::stats::ChannelRow {
-                number: n,
-                prefetch_count: ch.prefetch_consumer,
-                global_prefetch_count: ch.prefetch_channel,
-                messages_unacknowledged: ch.unacked,
-                messages_unconfirmed: ch
-                    .outstanding
-                    .iter()
-                    .filter(|o| o.confirm && o.result.is_none())
-                    .map(|o| u64::from(o.count))
-                    .sum(),
-                consumer_count: consumers(n),
-                confirm: ch.confirm,
-                transactional: ch.tx.is_some(),
-                flow: ch.flow,
-                state: if ch.state == super::channel::ChState::Open { "running" } else { "closing" },
-            })
-            .collect()
+        self.st.try_borrow().map_or_else(|_| Vec::new(), |st| super::channel::rows(&st.channels, &st.consumers))
     }
 
     fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {

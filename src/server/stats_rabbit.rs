@@ -1,8 +1,9 @@
 //! RabbitMQ's `rabbitmq_prometheus` names for what ringmq has an
 //! equivalent of, so that the stock Grafana dashboards (RabbitMQ-Overview)
 //! and alerts written for RabbitMQ read ringmq unchanged. They are served
-//! beside the `ringmq_*` series, from the same snapshot: nothing here is
-//! counted on the message path.
+//! beside the `ringmq_*` series, from the same snapshot: the shards'
+//! plain counters (`server::shard::Counters`), bumped per publish batch,
+//! dispatch pass, get or routing decision, never per message.
 //!
 //! As RabbitMQ does, `/metrics` has them aggregated (no per-object
 //! labels) and `/metrics/per-object` has the queue series per queue

@@ -5,14 +5,16 @@ a screenshot. Standard library only: the DevTools websocket is spoken here
 (RFC 6455 client frames, masked; text frames only).
 
 Usage: cdp.py DEVTOOLS_PORT UI_URL USER PASSWORD QUEUE MESSAGES HOSTILE_QUEUE SCREENSHOT MONITOR MONITOR_PASSWORD
-              CHANNEL PREFETCH EXCHANGE
+              CHANNEL PREFETCH EXCHANGE DEFINITIONS_FILE DOWNLOAD_DIR
 
 USER is an administrator; MONITOR a user with the monitoring tag alone,
 to whom the page must not offer changes. CHANNEL is an open AMQP channel
 (its name in /api/channels) in confirm mode with a prefetch of PREFETCH and
 one consumer; EXCHANGE an exchange bound to QUEUE. The page also publishes
 with a delivery mode, headers and properties, and finds them again in the
-message it gets; and the overview's charts take a sample on each poll.
+message it gets; downloads the definitions (into DOWNLOAD_DIR, where the
+file must hold QUEUE) and uploads DEFINITIONS_FILE from the Definitions
+page; and the overview's charts take a sample on each poll.
 
 Exits 0 when every step passed; otherwise prints the step that failed (and
 any console error or exception the page raised) and exits 1. Every wait is
@@ -163,7 +165,7 @@ class Page:
 
 def main():
     port, url, user, password, queue, messages, hostile, shot, monitor, monitor_password = sys.argv[1:11]
-    channel, prefetch, exchange = sys.argv[11:14]
+    channel, prefetch, exchange, defs_file, download_dir = sys.argv[11:16]
     targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=STEP_S))
     page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
     p = Page(Ws(page_ws))
@@ -242,6 +244,11 @@ def main():
             if want not in props:
                 raise RuntimeError(f"the message got shows {props!r}, without {want!r}")
         p.wait("the peek left them queued", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
+        # The queue's page, its forms filled and a message shown, beside
+        # the overview's screenshot.
+        page_png = base64.b64decode(p.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+        with open(shot.replace(".png", "-queue.png"), "wb") as f:
+            f.write(page_png)
         times.append((step, time.monotonic() - t0)); step = "purge it from the page"
         p.click("#purge")
         p.wait("the armed purge", "document.getElementById('purge').classList.contains('armed')")
@@ -264,6 +271,27 @@ def main():
         p.wait("the binding", f"[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === {xname} && r.children[2].textContent === {name})")
         p.click("a[data-view=connections]")
         p.wait("the AMQP connection", "[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === 'AMQP 0-9-1')")
+        times.append((step, time.monotonic() - t0)); step = "definitions: download and upload"
+        p.call("Page.setDownloadBehavior", behavior="allow", downloadPath=download_dir)
+        p.click("a[data-view=admin]")
+        p.click("#defs-download")
+        got = os.path.join(download_dir, "ringmq-definitions.json")
+        deadline = time.monotonic() + STEP_S
+        defs = None
+        while time.monotonic() < deadline and defs is None:
+            try:
+                with open(got) as f:
+                    defs = json.load(f)
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        if defs is None:
+            raise RuntimeError(f"no definitions downloaded to {got}")
+        if not any(q.get("name") == queue for q in defs.get("queues", [])):
+            raise RuntimeError(f"the downloaded definitions lack the queue {queue}: {str(defs)[:500]}")
+        node = p.call("Runtime.evaluate", expression="document.getElementById('defs-file')")["result"]["objectId"]
+        p.call("DOM.setFileInputFiles", files=[defs_file], objectId=node)
+        p.click("#defs-upload")
+        p.wait("the import's report", "document.getElementById('status').textContent === 'definitions imported'")
         times.append((step, time.monotonic() - t0)); step = "the overview's charts update"
         p.click("a[data-view=overview]")
         # A sample on each page drawn and each poll: several by now, and
