@@ -483,12 +483,23 @@ async fn overview(shard: &Rc<Shard>) -> Resp {
             "management_version": env!("CARGO_PKG_VERSION"),
             "node": nodes::NODE,
             "shards": shard.count,
+            // RabbitMQ's fields: `publish` is what publishers sent (a
+            // message into two queues is one), the rest split deliveries
+            // and unroutable messages as its metrics do (`stats_rabbit`).
             "message_stats": {
-                "publish": sum(|s| s.published),
+                "publish": sum(|s| s.received),
                 "deliver_get": sum(|s| s.delivered),
+                "deliver": sum(|s| s.delivered.saturating_sub(
+                    s.delivered_consume_auto_ack + s.delivered_get_auto_ack + s.delivered_get_manual_ack)),
+                "deliver_no_ack": sum(|s| s.delivered_consume_auto_ack),
+                "get": sum(|s| s.delivered_get_manual_ack),
+                "get_no_ack": sum(|s| s.delivered_get_auto_ack),
+                "get_empty": sum(|s| s.get_empty),
                 "ack": sum(|s| s.acked),
                 "redeliver": sum(|s| s.redelivered),
                 "confirm": sum(|s| s.confirmed),
+                "drop_unroutable": sum(|s| s.unroutable_dropped),
+                "return_unroutable": sum(|s| s.unroutable_returned),
             },
             "queue_totals": {
                 "messages": ready + unacked,
