@@ -10,8 +10,9 @@
 //! page (a CSP violation is one) fails the run. It also publishes with
 //! headers and properties and finds them in the message it gets, lists a
 //! real AMQP client's channel on the channels page, finds the exchange and
-//! binding and the AMQP connection on theirs, and sees the overview's
-//! charts take samples. Screenshots (the overview, and the queue page with
+//! binding and the AMQP connection on theirs, reads the queue's rates on
+//! the queues page, downloads and uploads definitions, and sees the
+//! overview's charts take samples. Screenshots (the overview, and the queue page with
 //! its forms) go to `$CARGO_TARGET_TMPDIR/webui-screenshot.png` and
 //! `webui-screenshot-queue.png` (the paths are printed).
 //!

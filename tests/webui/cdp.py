@@ -14,7 +14,8 @@ one consumer; EXCHANGE an exchange bound to QUEUE. The page also publishes
 with a delivery mode, headers and properties, and finds them again in the
 message it gets; downloads the definitions (into DOWNLOAD_DIR, where the
 file must hold QUEUE) and uploads DEFINITIONS_FILE from the Definitions
-page; and the overview's charts take a sample on each poll.
+page; the queues page shows the queue's rates once it has read it twice;
+and the overview's charts take a sample on each poll.
 
 Exits 0 when every step passed; otherwise prints the step that failed (and
 any console error or exception the page raised) and exits 1. Every wait is
@@ -271,6 +272,15 @@ def main():
         p.wait("the binding", f"[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === {xname} && r.children[2].textContent === {name})")
         p.click("a[data-view=connections]")
         p.wait("the AMQP connection", "[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === 'AMQP 0-9-1')")
+        times.append((step, time.monotonic() - t0)); step = "the queues page shows rates"
+        # Its second reading of the queue (the first was at the start):
+        # incoming and deliver/get per second over the time between.
+        p.js("document.getElementById('filter') && (document.getElementById('filter').value = '')")
+        p.click("a[data-view=queues]")
+        rates = p.wait("the queue's rates", f"(() => {{ const r = {row}; if (!r) return null; const c = r.closest('tr').children; "
+                       "return c[7].textContent && c[8].textContent ? [c[7].textContent, c[8].textContent] : null; })()")
+        if not all(r.endswith("/s") for r in rates):
+            raise RuntimeError(f"the queue's rates read {rates}")
         times.append((step, time.monotonic() - t0)); step = "definitions: download and upload"
         p.call("Page.setDownloadBehavior", behavior="allow", downloadPath=download_dir)
         p.click("a[data-view=admin]")
