@@ -29,7 +29,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// Sent first in a [`Hello`]: a link peer, not a client on the wrong port.
 pub const MAGIC: [u8; 4] = *b"RGLK";
 /// The link version this build speaks. A peer with another is refused
-/// ([`CloseCode::VersionUnsupported`]).
+/// ([`CloseCode::VersionUnsupported`]). 2: the data links' requests
+/// (postcard, `server::remote::wire`) gained `Subscribe::auto_ack` and
+/// `Publish::mandatory`, which a version 1 peer would misread.
 pub const VERSION: u16 = 2;
 /// Bytes in a frame header; part of the wire format.
 pub const HEADER_BYTES: usize = 8;
