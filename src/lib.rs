@@ -44,7 +44,7 @@
 //! | AMQP transactions: the channel's buffer, and commits routed on the connection's shard, applied per owner, gathered in a fan-in (`docs/amqp.md`, "Transactions") | [`amqp::tx`], [`server::shard::tx`] |
 //! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
 //! | each shard's replica of the routing table, publishes through exchanges, changes sent to shard 0 | `server::shard::routing_replica`, `server::shard::meta` |
-//! | operators: per-shard snapshots gathered over the mesh (`AdminReq`), Prometheus text | `server::shard::admin`, [`server::stats`] |
+//! | operators: per-shard counters (plain cells, bumped per batch), snapshots gathered over the mesh (`AdminReq`), Prometheus text with RabbitMQ's names beside ringmq's | `server::shard::counters`, `server::shard::admin`, [`server::stats`], [`server::stats_rabbit`] |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |
 //! | `ringmq ctl`'s `Admin` frames | [`server::admin`], `src/cli/ctl.rs` |
 //! | health and readiness: the node's listeners and ready flag, RabbitMQ's health checks and aliveness test, `sd_notify`, `ctl status`/`ping`/`await-startup` | [`server::health`], `http::health`, [`server::notify`], `src/cli/ctl_health.rs` |
