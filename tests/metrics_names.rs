@@ -226,6 +226,14 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
         ("ringmq_queues_created_total".into(), 2.0),
         ("rabbitmq_connections_opened_total".into(), 1.0),
         ("rabbitmq_connections_closed_total".into(), 0.0),
+        // Native publishes: received per batch, routed by the owner.
+        ("rabbitmq_global_messages_received_total{protocol=\"all\"}".into(), 7.0),
+        ("rabbitmq_global_messages_received_confirm_total{protocol=\"all\"}".into(), 7.0),
+        ("rabbitmq_global_messages_routed_total{protocol=\"all\"}".into(), 7.0),
+        ("rabbitmq_channel_messages_published_total".into(), 7.0),
+        (format!("rabbitmq_global_messages_delivered_consume_manual_ack_total{both}"), 4.0),
+        (format!("rabbitmq_global_messages_delivered_consume_auto_ack_total{both}"), 0.0),
+        ("rabbitmq_channel_messages_delivered_ack_total".into(), 4.0),
     ];
     let metrics = scrape_until(&b, "/metrics", |t| want.iter().all(|(s, v)| sample(t, s) == Some(*v)));
     let version = env!("CARGO_PKG_VERSION");
@@ -240,6 +248,8 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
             && sample(t, "rabbitmq_connections_closed_total") == Some(1.0)
             && sample(t, "ringmq_connections_closed_total") == Some(1.0)
     });
+
+    sockets(&metrics, 1.0);
 
     let per_object = scrape_until(&b, "/metrics/per-object", |_| true);
     let q = |name: &str, queue: &str| sample(&per_object, &format!("{name}{{queue=\"{queue}\",vhost=\"/\"}}"));
@@ -275,6 +285,133 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
         dashboard.len() - lacking.len(),
         dashboard.len()
     );
+    // Every panel of the stock dashboard has its series.
+    assert!(lacking.is_empty(), "the RabbitMQ-Overview dashboard lacks {lacking:?}");
+}
+
+/// Sockets: the client connections open (at least `open`: the scrape's
+/// own HTTP connection is one too), below the caps.
+fn sockets(text: &str, open: f64) {
+    let got = sample(text, "rabbitmq_process_open_tcp_sockets").unwrap();
+    let max = sample(text, "rabbitmq_process_max_tcp_sockets").unwrap();
+    assert!(got >= open && max > got, "open {got}, max {max}");
+}
+
+/// The counters of the stock dashboard's message and channel panels move
+/// with a real AMQP client (lapin): publishes received in confirm mode,
+/// routed or unroutable (dropped, or returned when mandatory), deliveries
+/// split by consume or get and by acknowledgement mode, empty gets, and
+/// channels opened and closed. Acks of an auto-ack consumer are the
+/// front end's, not the client's: not counted as acknowledged.
+#[test]
+fn amqp_traffic_moves_the_dashboard_counters() {
+    use futures_lite::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+    let b = TestBroker::start();
+    let url = format!("amqp://guest:guest@{}/%2f", b.amqp);
+    let q = queue_on(1, 2, "dash");
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        common::lapin_thread::on_thread(Duration::from_secs(60), async move {
+            let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            conn.create_channel().await?.close(200, "done").await?;
+            ch.queue_declare(&q, QueueDeclareOptions::default(), FieldTable::default()).await?;
+            let x = "dash-x";
+            ch.exchange_declare(x, ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
+                .await?;
+            ch.queue_bind(&q, x, "k", QueueBindOptions::default(), FieldTable::default()).await?;
+            let props = BasicProperties::default;
+            let publish = |exchange: &'static str, key: String, mandatory: bool| {
+                let ch = ch.clone();
+                async move {
+                    let o = BasicPublishOptions { mandatory, ..Default::default() };
+                    ch.basic_publish(exchange, &key, o, b"m", props()).await?.await
+                }
+            };
+            // Routed: 2 by the queue's name, 1 through the exchange.
+            publish("", q.clone(), false).await?;
+            publish("", q.clone(), false).await?;
+            publish(x, "k".into(), false).await?;
+            // Unroutable: no such queue, no binding (dropped); no binding,
+            // mandatory (returned).
+            publish("", "dash-no-such-queue".into(), false).await?;
+            publish(x, "none".into(), false).await?;
+            publish(x, "none".into(), true).await?;
+            // One get with auto-ack, one with manual ack (acked).
+            assert!(ch.basic_get(&q, BasicGetOptions { no_ack: true }).await?.is_some());
+            let got = ch.basic_get(&q, BasicGetOptions { no_ack: false }).await?.expect("a message");
+            got.delivery.acker.ack(BasicAckOptions::default()).await?;
+            // One pushed to an auto-ack consumer.
+            let opts = BasicConsumeOptions { no_ack: true, ..Default::default() };
+            let mut auto = ch.basic_consume(&q, "auto", opts, FieldTable::default()).await?;
+            auto.next().await.expect("a delivery")?;
+            ch.basic_cancel("auto", BasicCancelOptions::default()).await?;
+            assert!(ch.basic_get(&q, BasicGetOptions { no_ack: false }).await?.is_none());
+            // Two pushed to a consumer that acks them.
+            publish("", q.clone(), false).await?;
+            publish("", q.clone(), false).await?;
+            let mut manual =
+                ch.basic_consume(&q, "manual", BasicConsumeOptions::default(), FieldTable::default()).await?;
+            for _ in 0..2 {
+                manual.next().await.expect("a delivery")?.acker.ack(BasicAckOptions::default()).await?;
+            }
+            // Held open while the test scrapes.
+            let _ = ready_tx.send(());
+            let _ = hold_rx.recv_timeout(Duration::from_secs(30));
+            conn.close(200, "bye").await?;
+            Ok(())
+        })
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).expect("the client's traffic");
+    let all = "{protocol=\"all\"}";
+    let both = "{protocol=\"all\",queue_type=\"rabbit_classic_queue\"}";
+    let want = [
+        (format!("rabbitmq_global_messages_received_total{all}"), 8.0),
+        (format!("rabbitmq_global_messages_received_confirm_total{all}"), 8.0),
+        (format!("rabbitmq_global_messages_routed_total{all}"), 5.0),
+        (format!("rabbitmq_global_messages_unroutable_dropped_total{all}"), 2.0),
+        (format!("rabbitmq_global_messages_unroutable_returned_total{all}"), 1.0),
+        (format!("rabbitmq_global_messages_delivered_get_auto_ack_total{both}"), 1.0),
+        (format!("rabbitmq_global_messages_delivered_get_manual_ack_total{both}"), 1.0),
+        (format!("rabbitmq_global_messages_delivered_consume_auto_ack_total{both}"), 1.0),
+        (format!("rabbitmq_global_messages_delivered_consume_manual_ack_total{both}"), 2.0),
+        (format!("rabbitmq_global_messages_delivered_total{both}"), 5.0),
+        (format!("rabbitmq_global_messages_get_empty_total{both}"), 1.0),
+        (format!("rabbitmq_global_messages_acknowledged_total{both}"), 3.0),
+        ("rabbitmq_channel_messages_published_total".into(), 8.0),
+        ("rabbitmq_channel_messages_unroutable_dropped_total".into(), 2.0),
+        ("rabbitmq_channel_messages_unroutable_returned_total".into(), 1.0),
+        ("rabbitmq_channel_get_total".into(), 1.0),
+        ("rabbitmq_channel_get_ack_total".into(), 1.0),
+        ("rabbitmq_channel_get_empty_total".into(), 1.0),
+        ("rabbitmq_channel_messages_delivered_total".into(), 1.0),
+        ("rabbitmq_channel_messages_delivered_ack_total".into(), 2.0),
+        ("rabbitmq_channels_opened_total".into(), 2.0),
+        ("rabbitmq_channels_closed_total".into(), 1.0),
+        ("rabbitmq_channels".into(), 1.0),
+        ("rabbitmq_connections".into(), 1.0),
+    ];
+    let metrics = scrape_until(&b, "/metrics", |t| want.iter().all(|(s, v)| sample(t, s) == Some(*v)));
+    sockets(&metrics, 2.0);
+    // The same global series on /metrics/per-object.
+    let per_object = scrape_until(&b, "/metrics/per-object", |_| true);
+    assert_eq!(sample(&per_object, &format!("rabbitmq_global_messages_routed_total{all}")), Some(5.0));
+    assert_eq!(sample(&per_object, "rabbitmq_channels_opened_total"), Some(2.0));
+    hold_tx.send(()).unwrap();
+    client.join().unwrap();
+    // The connection's last channel closes with it.
+    scrape_until(&b, "/metrics", |t| {
+        sample(t, "rabbitmq_channels_closed_total") == Some(2.0) && sample(t, "rabbitmq_connections") == Some(0.0)
+    });
 }
 
 /// The process series read from /proc/self (this test's process: the

@@ -7,8 +7,14 @@
 //! shown as text), sorts and filters the queues, opens the queue's page,
 //! publishes, peeks and purges there; logged in again as a `monitoring`
 //! user it is offered none of those. A console error or exception on the
-//! page (a CSP violation is one) fails the run. The screenshot goes to
-//! `$CARGO_TARGET_TMPDIR/webui-screenshot.png` (the path is printed).
+//! page (a CSP violation is one) fails the run. It also publishes with
+//! headers and properties and finds them in the message it gets, lists a
+//! real AMQP client's channel on the channels page, finds the exchange and
+//! binding and the AMQP connection on theirs, reads the queue's rates on
+//! the queues page, downloads and uploads definitions, and sees the
+//! overview's charts take samples. Screenshots (the overview, and the queue page with
+//! its forms) go to `$CARGO_TARGET_TMPDIR/webui-screenshot.png` and
+//! `webui-screenshot-queue.png` (the paths are printed).
 //!
 //! Chromium comes from Debian's `chromium` package
 //! (`./scripts/install-clients.sh`). Without it the browser test fails,
@@ -137,8 +143,12 @@ fn publish_get_and_purge_over_http() {
     let q = "webui-msgs";
     let (mut raw, _) = Raw::hello(b.native);
     raw.declare(q);
-    let publish = json!({ "routing_key": q, "payload": "héllo", "payload_encoding": "string",
-                          "properties": { "content_type": "text/plain", "delivery_mode": 2 } });
+    let properties = json!({ "content_type": "text/plain", "delivery_mode": 2, "priority": 4,
+                             "correlation_id": "c-1", "message_id": "m-1", "reply_to": "replies",
+                             "expiration": "60000", "timestamp": 1_700_000_000,
+                             "headers": { "s": "text", "i": -7, "f": 1.5, "b": true } });
+    let publish =
+        json!({ "routing_key": q, "payload": "héllo", "payload_encoding": "string", "properties": properties });
     let (status, r) = admin(b.metrics, "POST", "/api/exchanges/%2F/amq.default/publish", &publish.to_string());
     assert_eq!((status, r), (200, json!({ "routed": true })));
     let binary = json!({ "routing_key": q, "payload": "AAEC/w==", "payload_encoding": "base64" });
@@ -162,7 +172,8 @@ fn publish_get_and_purge_over_http() {
     assert_eq!(got.len(), 2);
     assert_eq!(got[0]["payload"], "héllo");
     assert_eq!(got[0]["payload_encoding"], "string");
-    assert_eq!(got[0]["properties"]["content_type"], "text/plain");
+    // Every property comes back as it was published, headers with their types.
+    assert_eq!(got[0]["properties"], properties, "{got:?}");
     assert_eq!(got[1]["payload"], "AAEC/w==");
     assert_eq!(got[1]["payload_encoding"], "base64");
     assert_eq!(got[1]["payload_bytes"], 4);
@@ -207,7 +218,13 @@ fn hostile_bodies_are_refused() {
         (publish_path, r#"{"payload": "x", "properties": {"delivery_mode": 3}}"#.into(), 400),
         (publish_path, r#"{"payload": "x", "properties": {"priority": 256}}"#.into(), 400),
         (publish_path, r#"{"payload": "x", "properties": {"expiration": "-5"}}"#.into(), 400),
-        (publish_path, r#"{"payload": "x", "properties": {"headers": {"a": 1}}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"headers": {"a": [1]}}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"headers": {"a": {"b": 1}}}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"headers": {"a": null}}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"headers": {"": "x"}}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"headers": "a=1"}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"timestamp": -1}}"#.into(), 400),
+        (publish_path, r#"{"payload": "x", "properties": {"app_id": "x"}}"#.into(), 400),
         (publish_path, r#"{"payload": "x", "properties": []}"#.into(), 400),
     ] {
         let (status, r) = admin(b.metrics, "POST", path, &body);
@@ -285,7 +302,66 @@ fn an_administrator_without_permissions_in_the_vhost_cannot_get_or_publish() {
     assert_eq!(ready(b.metrics, q), 0);
 }
 
-/// Headless Chromium, killed (and its profile removed) when dropped.
+/// An AMQP client (lapin, on a thread of its own) holding one channel
+/// open while the browser looks: confirm mode, a prefetch of 7, one
+/// consumer on the queue; it also declares the exchange and binds the
+/// queue to it.
+struct AmqpChannel {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AmqpChannel {
+    /// The client and its channel's name in `/api/channels`.
+    fn open((amqp, metrics): (SocketAddr, SocketAddr), queue: &str, exchange: &str) -> (AmqpChannel, String) {
+        use lapin::options::QueueBindOptions;
+        use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+        use lapin::types::FieldTable;
+        let url = format!("amqp://guest:guest@{amqp}/%2f");
+        let (queue, exchange) = (queue.to_string(), exchange.to_string());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (up, is_up) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            common::lapin_thread::on_thread(Duration::from_secs(120), async move {
+                let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await?;
+                let ch = conn.create_channel().await?;
+                ch.confirm_select(ConfirmSelectOptions::default()).await?;
+                ch.basic_qos(7, BasicQosOptions::default()).await?;
+                let kind = lapin::ExchangeKind::Direct;
+                ch.exchange_declare(&exchange, kind, ExchangeDeclareOptions::default(), FieldTable::default()).await?;
+                ch.queue_bind(&queue, &exchange, "k", QueueBindOptions::default(), FieldTable::default()).await?;
+                // A consumer on another queue: the test's queue keeps its messages.
+                let (other, args) = ("consumed-by-the-ui-test".to_string(), FieldTable::default());
+                ch.queue_declare(&other, Default::default(), args.clone()).await?;
+                let _consumer = ch.basic_consume(&other, "c", BasicConsumeOptions::default(), args).await?;
+                let _ = up.send(());
+                let _ = stopped.recv_timeout(Duration::from_secs(100));
+                conn.close(200, "bye").await?;
+                Ok(())
+            })
+        });
+        is_up.recv_timeout(Duration::from_secs(30)).expect("the AMQP client's channel");
+        let (status, rows) = admin(metrics, "GET", "/api/channels", "");
+        assert_eq!(status, 200, "{rows}");
+        let row = rows.as_array().unwrap().iter().find(|c| c["prefetch_count"] == 7).cloned();
+        let name = row.unwrap_or_else(|| panic!("no channel with a prefetch of 7 in {rows}"))["name"].clone();
+        (AmqpChannel { stop: Some(stop), thread: Some(thread) }, name.as_str().unwrap().to_string())
+    }
+
+    fn close(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for AmqpChannel {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
 struct Browser {
     child: Child,
     profile: tempfile::TempDir,
@@ -368,11 +444,25 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
     assert_eq!(ready(b.metrics, q), 3);
     let (status, _) = admin(b.metrics, "PUT", "/api/users/watcher", r#"{"password": "watch", "tags": "monitoring"}"#);
     assert_eq!(status, 201);
+    // An AMQP channel for the channels page; an exchange bound to the
+    // queue for the exchanges and bindings pages.
+    let (mut amqp, channel) = AmqpChannel::open((b.amqp, b.metrics), q, "webui-x");
+    let (status, rows) = admin(b.metrics, "GET", "/api/channels", "");
+    assert_eq!(status, 200);
+    assert_eq!(rows.as_array().unwrap().iter().filter(|c| c["name"] == channel).count(), 1, "{rows}");
+
+    // A definitions file for the page to upload, and where its download goes.
+    let downloads = tempfile::tempdir().unwrap();
+    let upload = downloads.path().join("upload.json");
+    let defs = json!({ "queues": [{ "name": "uploaded-by-the-ui", "vhost": "/", "durable": true,
+                                    "auto_delete": false, "arguments": { "x-max-length": 10 } }] });
+    std::fs::write(&upload, defs.to_string()).unwrap();
 
     let started = Instant::now();
     let (browser, port) = Browser::start(&exe);
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("webui-screenshot.png");
     let _ = std::fs::remove_file(&shot);
+    let _ = std::fs::remove_file(shot.with_file_name("webui-screenshot-queue.png"));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/webui/cdp.py");
     let url = format!("http://{}/", b.metrics);
     let child = Command::new(python())
@@ -380,13 +470,17 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
         .args([&port.to_string(), &url, "guest", "guest", q, "3", hostile])
         .arg(&shot)
         .args(["watcher", "watch"])
+        .args([channel.as_str(), "7", "webui-x"])
+        .arg(&upload)
+        .arg(downloads.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let run = finish(child, Duration::from_secs(30));
+    let run = finish(child, Duration::from_secs(45));
+    amqp.close();
     let log = browser.log();
     drop(browser);
     assert_eq!(
@@ -399,9 +493,16 @@ fn the_ui_in_a_browser_lists_a_queue_publishes_gets_and_purges_it() {
     );
     eprintln!("{}browser run took {:?}; screenshot: {}", run.stdout, started.elapsed(), shot.display());
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "a screenshot");
+    let queue_shot = shot.with_file_name("webui-screenshot-queue.png");
+    assert!(std::fs::metadata(&queue_shot).unwrap().len() > 1000, "the queue page's screenshot");
+    eprintln!("the queue page's screenshot: {}", queue_shot.display());
     // The purge the page asked for happened: over the API, and for a client.
     assert_eq!(ready(b.metrics, q), 0);
     let (status, got) = admin(b.metrics, "POST", &format!("/api/queues/%2F/{q}/get"), r#"{"count": 1}"#);
     assert_eq!((status, got), (200, json!([])));
     assert_eq!(ready(b.metrics, hostile), 0, "the other queue is still there");
+    // The upload made its queue, with its argument.
+    let (status, uploaded) = admin(b.metrics, "GET", "/api/queues/%2F/uploaded-by-the-ui", "");
+    assert_eq!(status, 200, "{uploaded}");
+    assert_eq!(uploaded["arguments"]["x-max-length"], 10, "{uploaded}");
 }

@@ -32,6 +32,16 @@ impl<'a> Core<'a> {
         Self { c, may_pause: !consumes }
     }
 
+    /// Counts a publish batch the client sent (`Shard::count_received`).
+    pub fn count_received(&self, count: u32, confirm: bool) {
+        self.c.shard.count_received(u64::from(count), confirm);
+    }
+
+    /// Counts messages that no queue can take (a name no queue may have).
+    pub fn count_unroutable(&self, mandatory: bool, count: u32) {
+        self.c.shard.count_unroutable(Some(mandatory), u64::from(count));
+    }
+
     pub fn submit(&self, owner: u16, rid: u64, req: Request) {
         self.c.shard.submit(self.c.me(), rid, owner, req);
     }

@@ -394,6 +394,10 @@ impl Channels {
         Some(self.0.remove(i).1)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&u16, &Channel)> {
+        self.0.iter().map(|(k, c)| (k, c))
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut Channel)> {
         self.0.iter_mut().map(|(k, c)| (&*k, c))
     }
@@ -409,6 +413,39 @@ impl Channels {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// A row per open channel for `/api/channels` (`ConnSink::channel_rows`):
+/// its figures as the channel keeps them, and its consumers (push, not
+/// cancelled) counted from the connection's consumer table.
+pub fn rows(
+    channels: &Channels,
+    consumers: &std::collections::HashMap<u32, super::conn::ConsumerInfo, ahash::RandomState>,
+) -> Vec<crate::server::stats::ChannelRow> {
+    let count = |n: u16| {
+        let live = consumers.values().filter(|k| k.channel == n && !k.cancelled && !k.deliver.is_empty());
+        crate::protocol::wire::len32(live.count())
+    };
+    channels
+        .iter()
+        .map(|(&n, ch)| crate::server::stats::ChannelRow {
+            number: n,
+            prefetch_count: ch.prefetch_consumer,
+            global_prefetch_count: ch.prefetch_channel,
+            messages_unacknowledged: ch.unacked,
+            messages_unconfirmed: ch
+                .outstanding
+                .iter()
+                .filter(|o| o.confirm && o.result.is_none())
+                .map(|o| u64::from(o.count))
+                .sum(),
+            consumer_count: count(n),
+            confirm: ch.confirm,
+            transactional: ch.tx.is_some(),
+            flow: ch.flow,
+            state: if ch.state == ChState::Open { "running" } else { "closing" },
+        })
+        .collect()
 }
 
 /// Byte equality without a libc call: names are short, and `memcmp` was

@@ -63,6 +63,7 @@ pub fn on_channel_frame(c: &AmqpConn, f: Frame<'_>) -> Result<(), Fault> {
                 let g = AmqpConn::new_generation(&mut st);
                 (ch.pub_seq, ch.confirm_base, ch.next_op) = (g, g, g + 1);
                 st.channels.insert(n, ch);
+                crate::server::shard::bump(&c.shard.counters.channels_opened, 1);
                 c.outbox.push(|b| method::put(b, n, id::CHANNEL_OPEN_OK, |b| b.put_u32(0)));
                 Ok(())
             }
@@ -328,7 +329,14 @@ fn consume(
     let ch = channel(st, n);
     ch.consumers.push(cid);
     let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
-    let req = Request::Subscribe { consumer_id: cid, prefetch, queue: qualified.into_owned(), exclusive, priority };
+    let req = Request::Subscribe {
+        consumer_id: cid,
+        prefetch,
+        queue: qualified.into_owned(),
+        exclusive,
+        priority,
+        auto_ack: no_ack,
+    };
     core.submit(owner, rid(KIND_OP, n, seq), req);
     Ok(())
 }

@@ -89,6 +89,12 @@ impl ConnSink for AmqpConn {
         self.st.try_borrow().map_or(0, |st| st.channels.len())
     }
 
+    fn channel_rows(&self) -> Vec<crate::server::stats::ChannelRow> {
+        // As `channels`: never asked while the state is borrowed; empty
+        // rather than a panic should it be.
+        self.st.try_borrow().map_or_else(|_| Vec::new(), |st| super::channel::rows(&st.channels, &st.consumers))
+    }
+
     fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
         self.take_direct_reply(channel, token, msgs)
     }

@@ -274,6 +274,7 @@ fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, core: &Core<'_>) {
 /// Sends the channel's publish batch, if any, as one request.
 pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     let Some(b) = ch.batch.take() else { return };
+    core.count_received(b.count, ch.confirm);
     let entries = ch.arena.split_to(b.len).freeze();
     if let Some(tx) = ch.tx.as_mut() {
         // Held until tx.commit (`tx.rs`), names as the client gave them.
@@ -307,6 +308,7 @@ pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     }
     if !queue_name_ok(queue) {
         // No queue can have this name: unroutable without asking anyone.
+        core.count_unroutable(b.mandatory, b.count);
         ch.settle(b.first_seq, Settled::NoRoute);
         return;
     }
@@ -317,7 +319,7 @@ pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     }
     // Per-message semantics: a queue's reject-publish refuses only the
     // messages that find it full.
-    let mode = PublishMode { persistent: b.persistent, confirm, partial: true };
+    let mode = PublishMode { persistent: b.persistent, confirm, partial: true, mandatory: Some(b.mandatory) };
     core.publish(rid, mode, queue, entries, b.count);
 }
 

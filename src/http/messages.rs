@@ -121,9 +121,11 @@ fn text_field<'a>(o: &'a Map<String, Value>, key: &str, max: usize) -> Result<Op
     }
 }
 
-/// The properties a publish may set, as a native property list: the
-/// short-string ones, `delivery_mode` (1 or 2), `priority` (0..=255) and
-/// `expiration` (milliseconds, as digits). `headers` is not taken.
+/// The properties a publish may set, as a native property list (RabbitMQ's
+/// JSON shape): `content_type`, `correlation_id`, `message_id`,
+/// `reply_to`, `delivery_mode` (1 or 2), `priority` (0..=255),
+/// `expiration` (milliseconds, as digits), `timestamp` (seconds) and
+/// `headers` ([`headers_table`]). Any other property is refused by name.
 fn publish_props(v: Option<&Value>) -> Result<(Vec<u8>, bool), Refused> {
     let o = match v {
         None | Some(Value::Null) => return Ok((Vec::new(), false)),
@@ -154,11 +156,48 @@ fn publish_props(v: Option<&Value>) -> Result<(Vec<u8>, bool), Refused> {
                 Some(ms) => b.expiration_ms(ms),
                 None => return Err(bad("properties.expiration must be milliseconds, as digits")),
             },
-            "headers" if value.as_object().is_some_and(Map::is_empty) => b,
+            "timestamp" => b.timestamp(value.as_u64().ok_or_else(|| bad("properties.timestamp must be seconds"))?),
+            "headers" => match value {
+                Value::Object(h) if h.is_empty() => b,
+                Value::Object(h) => b.headers(headers_table(h)?),
+                _ => return Err(bad("properties.headers must be an object")),
+            },
             other => return Err(bad(&format!("properties.{other} is not supported here"))),
         };
     }
     Ok((b.build(), persistent))
+}
+
+/// Headers a publish may carry.
+pub const HEADERS_MAX: usize = 128;
+
+/// `properties.headers` as a field table: each value a string (long
+/// string), a whole number (64-bit signed), another number (double) or a
+/// boolean, as RabbitMQ's form sends them; names of 1 to 255 bytes. A
+/// nested table, an array or null is refused with the header's name.
+fn headers_table(h: &Map<String, Value>) -> Result<crate::protocol::field_table::Table, Refused> {
+    use crate::protocol::field_table::{Table, Value as V};
+    if h.len() > HEADERS_MAX {
+        return Err(bad(&format!("at most {HEADERS_MAX} headers")));
+    }
+    let mut t = Table::default();
+    for (k, v) in h {
+        if k.is_empty() || k.len() > 255 {
+            return Err(bad("a header name is 1 to 255 bytes"));
+        }
+        let v = match v {
+            Value::String(s) => V::LongStr(s.as_bytes().to_vec()),
+            Value::Bool(b) => V::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => V::I64(i),
+                (None, Some(f)) => V::F64(f),
+                _ => return Err(bad(&format!("header {k}: a number out of range"))),
+            },
+            _ => return Err(bad(&format!("header {k} must be a string, a number or a boolean"))),
+        };
+        t.set(k, v);
+    }
+    Ok(t)
 }
 
 /// The payload of a publish, decoded as its `payload_encoding` says.
@@ -337,7 +376,8 @@ fn message_json(d: &Delivery, ask: &GetAsk) -> Value {
     })
 }
 
-/// The short-string properties of a message (its headers are not shown).
+/// A message's properties in RabbitMQ's JSON shape: the short strings,
+/// `delivery_mode`, `priority`, `timestamp` and `headers`.
 fn props_json(raw: &[u8]) -> Value {
     let mut o = Map::new();
     let Ok(p) = Props::parse(raw) else { return Value::Object(o) };
@@ -357,5 +397,36 @@ fn props_json(raw: &[u8]) -> Value {
             o.insert(name.into(), Value::String(String::from_utf8_lossy(v).into_owned()));
         }
     }
+    for (name, field) in [("delivery_mode", props::DELIVERY_MODE), ("priority", props::PRIORITY)] {
+        if let Some(v) = p.octet(field) {
+            o.insert(name.into(), json!(v));
+        }
+    }
+    if let Some(t) = p.timestamp() {
+        o.insert("timestamp".into(), json!(t));
+    }
+    if let Some(h) = &p.headers {
+        o.insert("headers".into(), Value::Object(h.0.iter().map(|(k, v)| (k.clone(), header_json(v))).collect()));
+    }
     Value::Object(o)
+}
+
+/// A header's value as JSON: strings and numbers as themselves, bytes as
+/// lossy UTF-8, tables and arrays nested; others as their description.
+fn header_json(v: &crate::protocol::field_table::Value) -> Value {
+    use crate::protocol::field_table::Value as V;
+    match v {
+        V::Bool(b) => json!(b),
+        V::LongStr(s) | V::Bytes(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
+        V::F32(f) => json!(f),
+        V::F64(f) => json!(f),
+        V::Timestamp(t) => json!(t),
+        V::Array(a) => Value::Array(a.iter().map(header_json).collect()),
+        V::Table(t) => Value::Object(t.0.iter().map(|(k, v)| (k.clone(), header_json(v))).collect()),
+        V::Void => Value::Null,
+        other => match other.as_int() {
+            Some(i) => i64::try_from(i).map_or_else(|_| json!(other.describe()), |i| json!(i)),
+            None => json!(other.describe()),
+        },
+    }
 }

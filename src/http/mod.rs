@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text: ringmq's series (per-queue ones only while there are at most [`PER_QUEUE_SERIES_MAX`] queues), RabbitMQ's names aggregated ([`stats_rabbit`]), `process_*` |
 //! | `GET /metrics/per-object` | the same with every per-queue series, ringmq's and RabbitMQ's |
 //! | `GET /api/overview`, `/api/queues`, `/api/queues/{vhost}/{name}`, `/api/connections`, `/api/exchanges`, `/api/exchanges/{vhost}/{name}`, `/api/bindings`, `/api/vhosts` | a JSON subset of RabbitMQ's management API (basic auth) |
+//! | `GET /api/channels`, `/api/vhosts/{vhost}/channels`, `/api/connections/{name}/channels` | AMQP channels: number, user, vhost, prefetch, unacked, unconfirmed, consumers, confirm and tx mode ([`channels`]) |
 //! | `DELETE /api/queues/{vhost}/{name}`, `/api/connections/{name}` | delete a queue, close a connection (basic auth) |
 //! | `GET /api/nodes`, `/api/nodes/{name}` | memory and disk against their alarms ([`nodes`]) |
 //! | `GET /api/health/checks/alarms`, `local-alarms`, `port-listener/{port}`, `/api/aliveness-test/{vhost}` | RabbitMQ's health checks ([`health`]; the cluster-wide one asks the other members, [`peers`]) |
@@ -23,6 +24,7 @@
 // with the reason).
 #![deny(clippy::cast_possible_truncation)]
 
+mod channels;
 mod conn;
 mod definitions;
 mod health;
@@ -314,6 +316,11 @@ pub(crate) async fn handle(shard: &Rc<Shard>, req: Request<Incoming>, peer: Opti
             let stats = shard.gather_stats(false).await;
             json_resp(StatusCode::OK, &Value::Array(conns(&stats).map(conn_json).collect()))
         }
+        (&Method::GET, ["connections", name, "channels"]) => {
+            channels::list(shard, channels::Only::Connection(name)).await
+        }
+        (&Method::GET, ["channels"]) => channels::list(shard, channels::Only::All).await,
+        (&Method::GET, ["vhosts", vhost, "channels"]) => channels::list(shard, channels::Only::Vhost(vhost)).await,
         (&Method::DELETE, ["connections", name]) => match close_connection(shard, name).await {
             Ok(_) => no_content(),
             Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
@@ -476,12 +483,23 @@ async fn overview(shard: &Rc<Shard>) -> Resp {
             "management_version": env!("CARGO_PKG_VERSION"),
             "node": nodes::NODE,
             "shards": shard.count,
+            // RabbitMQ's fields: `publish` is what publishers sent (a
+            // message into two queues is one), the rest split deliveries
+            // and unroutable messages as its metrics do (`stats_rabbit`).
             "message_stats": {
-                "publish": sum(|s| s.published),
+                "publish": sum(|s| s.received),
                 "deliver_get": sum(|s| s.delivered),
+                "deliver": sum(|s| s.delivered.saturating_sub(
+                    s.delivered_consume_auto_ack + s.delivered_get_auto_ack + s.delivered_get_manual_ack)),
+                "deliver_no_ack": sum(|s| s.delivered_consume_auto_ack),
+                "get": sum(|s| s.delivered_get_manual_ack),
+                "get_no_ack": sum(|s| s.delivered_get_auto_ack),
+                "get_empty": sum(|s| s.get_empty),
                 "ack": sum(|s| s.acked),
                 "redeliver": sum(|s| s.redelivered),
                 "confirm": sum(|s| s.confirmed),
+                "drop_unroutable": sum(|s| s.unroutable_dropped),
+                "return_unroutable": sum(|s| s.unroutable_returned),
             },
             "queue_totals": {
                 "messages": ready + unacked,

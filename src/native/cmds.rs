@@ -67,7 +67,12 @@ impl NativeConn {
         let full = if exchange.is_empty() && self.vhost.get().is_some() {
             // The default exchange of a vhost other than `/` is not in the
             // table: the key names the queue.
-            let mode = PublishMode { persistent: o.persistent, confirm: o.confirm, partial: false };
+            let mode = PublishMode {
+                persistent: o.persistent,
+                confirm: o.confirm,
+                partial: false,
+                mandatory: Some(o.mandatory),
+            };
             let batch = PublishBatch::Read { chunk, entries };
             shard.publish_to_queue(me, rid, mode, self.q(routing_key), batch, no_consumers)
         } else {

@@ -421,10 +421,12 @@ impl NativeConn {
             }
             Cmd::Publish { flags, queue, entries } => {
                 self.published.set(true);
+                shard.count_received(u64::from(entries.len()), flags & op::PUBLISH_CONFIRM != 0);
                 self.may_publish(rid, "")?;
                 self.publish(chunk, rid, flags, queue, entries)?
             }
             Cmd::PublishTo { flags, exchange, routing_key, entries } => {
+                shard.count_received(u64::from(entries.len()), flags & op::PUBLISH_CONFIRM != 0);
                 self.publish_to(chunk, rid, flags, (exchange, routing_key), entries)?
             }
             Cmd::ExchangeDeclare { flags, exchange, kind, args } => {
@@ -571,7 +573,8 @@ impl NativeConn {
         let persistent = flags & op::PUBLISH_PERSISTENT != 0;
         let confirm = flags & op::PUBLISH_CONFIRM != 0;
         // Native batches are all or nothing: one Confirm covers them.
-        let mode = PublishMode { persistent, confirm, partial: false };
+        let mandatory = flags & op::PUBLISH_MANDATORY != 0;
+        let mode = PublishMode { persistent, confirm, partial: false, mandatory: Some(mandatory) };
         let batch = PublishBatch::Read { chunk, entries };
         let no_consumers = || self.consumers.borrow().is_empty();
         let full = self.shard.publish_to_queue(self.me(), rid, mode, self.q(queue), batch, no_consumers);
@@ -599,7 +602,14 @@ impl NativeConn {
         let queue = self.q(queue);
         let owner = self.add_consumer(consumer_id, &queue, false)?;
         self.pending_routes.borrow_mut().insert(rid, consumer_id);
-        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned(), exclusive: false, priority };
+        let req = Request::Subscribe {
+            consumer_id,
+            prefetch,
+            queue: queue.into_owned(),
+            exclusive: false,
+            priority,
+            auto_ack: false,
+        };
         self.shard.submit(self.me(), rid, owner, req);
         Ok(())
     }

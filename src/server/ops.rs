@@ -62,8 +62,8 @@ impl Shard {
                 PublishBatch::Read { chunk, entries } => (slice_of(chunk, entries.raw()), entries.len()),
                 PublishBatch::Built { entries, count } => (entries, count),
             };
-            let PublishMode { persistent, confirm, partial } = mode;
-            let req = Request::Publish { persistent, confirm, partial, queue: queue.into(), entries, count };
+            let PublishMode { persistent, confirm, partial, mandatory } = mode;
+            let req = Request::Publish { persistent, confirm, partial, mandatory, queue: queue.into(), entries, count };
             self.submit(from, request_id, owner, req);
             return None;
         }

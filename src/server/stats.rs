@@ -89,6 +89,40 @@ pub struct ConsumerStats {
     pub exclusive: bool,
 }
 
+/// One AMQP channel, as `/api/channels` shows it (RabbitMQ's fields).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelRow {
+    pub number: u16,
+    /// basic.qos: the per-consumer prefetch (`prefetch_count`) and the
+    /// channel-wide one (`global_prefetch_count`); 0 is no limit.
+    pub prefetch_count: u16,
+    pub global_prefetch_count: u16,
+    /// Deliveries on the channel not acked yet.
+    pub messages_unacknowledged: u32,
+    /// Publishes waiting for their confirm.
+    pub messages_unconfirmed: u64,
+    /// Its consumers (push, not cancelled).
+    pub consumer_count: u32,
+    pub confirm: bool,
+    pub transactional: bool,
+    /// channel.flow from the client (false: deliveries stopped).
+    pub flow: bool,
+    /// `running`, or `closing` after a channel.close.
+    pub state: &'static str,
+}
+
+/// A shard's channels: with their connection's name, user, vhost, peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStats {
+    /// `shard:conn_id` (as `ConnStats::name`).
+    pub connection: String,
+    pub user: String,
+    pub vhost: String,
+    pub peer: String,
+    #[serde(flatten)]
+    pub row: ChannelRow,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnStats {
     /// `shard:conn_id`: what `close-connection` and the HTTP API take.
@@ -124,6 +158,28 @@ pub struct ShardStats {
     pub queues_created: u64,
     pub queues_deleted: u64,
     pub connections_opened: u64,
+    /// Of `delivered`: to auto-ack consumers, and by gets with and
+    /// without acks (the rest went to consumers that ack); gets that
+    /// found nothing.
+    pub delivered_consume_auto_ack: u64,
+    pub delivered_get_auto_ack: u64,
+    pub delivered_get_manual_ack: u64,
+    pub get_empty: u64,
+    /// Messages received from publishers (of them in confirm mode),
+    /// routed to a queue, and unroutable (dropped or returned).
+    pub received: u64,
+    pub received_confirm: u64,
+    pub routed: u64,
+    pub unroutable_dropped: u64,
+    pub unroutable_returned: u64,
+    /// AMQP channels opened, ever (`channels` of them are open now).
+    pub channels_opened: u64,
+    /// HTTP connections open now (not in `connections`).
+    pub http_connections: u64,
+    /// The most client sockets the shard holds at once:
+    /// `connections_per_shard_max` logged in plus
+    /// `unauthenticated_connections_max` (HTTP ones among them).
+    pub sockets_max: u64,
     pub forwarded: u64,
     /// Requests sent to other nodes' shards, and taken from them, over
     /// data links (`server::remote`); the data links up now, both ways.
@@ -212,7 +268,12 @@ fn message_counters(o: &mut String, shards: &[ShardStats]) {
         "Messages delivered to consumers (push and get).",
         sum(|s| s.delivered),
     );
-    counter(o, "ringmq_messages_acked_total", "Messages acknowledged by consumers.", sum(|s| s.acked));
+    counter(
+        o,
+        "ringmq_messages_acked_total",
+        "Messages acknowledged by consumers (an auto-ack consumer's are not counted).",
+        sum(|s| s.acked),
+    );
     counter(
         o,
         "ringmq_messages_redelivered_total",
@@ -485,6 +546,8 @@ pub enum AdminReq {
     },
     /// Every push consumer of the shard's queues (`ctl list-consumers`).
     Consumers,
+    /// Every channel of the shard's connections (`/api/channels`).
+    Channels,
     /// A user change, for shard 0 (`shard/users.rs`).
     Users(crate::auth::change::UserChange),
     /// A cluster command, for shard 0 (`shard/cluster_admin.rs`).
@@ -525,4 +588,5 @@ pub enum AdminReply {
     Placed(Result<u64, super::types::QueueError>),
     /// The shard's consumers.
     Consumers(Vec<ConsumerStats>),
+    Channels(Vec<ChannelStats>),
 }

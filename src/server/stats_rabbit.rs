@@ -1,8 +1,9 @@
 //! RabbitMQ's `rabbitmq_prometheus` names for what ringmq has an
 //! equivalent of, so that the stock Grafana dashboards (RabbitMQ-Overview)
 //! and alerts written for RabbitMQ read ringmq unchanged. They are served
-//! beside the `ringmq_*` series, from the same snapshot: nothing here is
-//! counted on the message path.
+//! beside the `ringmq_*` series, from the same snapshot: the shards'
+//! plain counters (`server::shard::Counters`), bumped per publish batch,
+//! dispatch pass, get or routing decision, never per message.
 //!
 //! As RabbitMQ does, `/metrics` has them aggregated (no per-object
 //! labels) and `/metrics/per-object` has the queue series per queue
@@ -51,7 +52,7 @@ const GAUGES: [(&str, &str, Totals); 4] = [
 
 /// Unlabelled counters served on both endpoints: name, help, value. The
 /// storage logs' fdatasync calls are what RabbitMQ counts as syncs.
-const COUNTERS: [(&str, &str, Totals); 6] = [
+const COUNTERS: [(&str, &str, Totals); 8] = [
     ("rabbitmq_io_sync_ops_total", "Total number of I/O sync operations", |s| sum(s, |x| x.fsyncs)),
     ("rabbitmq_queues_declared_total", "Total number of queues declared", |s| sum(s, |x| x.queues_declared)),
     ("rabbitmq_queues_created_total", "Total number of queues created", |s| sum(s, |x| x.queues_created)),
@@ -60,13 +61,26 @@ const COUNTERS: [(&str, &str, Totals); 6] = [
     ("rabbitmq_connections_closed_total", "Total number of connections closed or terminated", |s| {
         sum(s, |x| x.connections_opened.saturating_sub(x.connections))
     }),
+    ("rabbitmq_channels_opened_total", "Total number of channels opened", |s| sum(s, |x| x.channels_opened)),
+    // A channel open now on a connection of the shard that opened it.
+    ("rabbitmq_channels_closed_total", "Total number of channels closed", |s| {
+        sum(s, |x| x.channels_opened.saturating_sub(x.channels))
+    }),
 ];
+
+/// Deliveries to consumers that ack (the rest of `delivered` once the
+/// auto-ack and get ones are taken out: each is counted with it).
+fn consume_manual(s: &[ShardStats]) -> u64 {
+    sum(s, |x| {
+        x.delivered.saturating_sub(x.delivered_consume_auto_ack + x.delivered_get_auto_ack + x.delivered_get_manual_ack)
+    })
+}
 
 /// Time in fdatasync, in seconds (both endpoints).
 const SYNC_SECONDS: &str = "rabbitmq_io_sync_time_seconds_total";
 
 /// The global counters (both endpoints): name, help, labels, value.
-const GLOBAL: [(&str, &str, &str, Totals); 6] = [
+const GLOBAL: [(&str, &str, &str, Totals); 16] = [
     ("rabbitmq_global_messages_delivered_total", "Total number of messages delivered to consumers", "both", |s| {
         sum(s, |x| x.delivered)
     }),
@@ -86,12 +100,69 @@ const GLOBAL: [(&str, &str, &str, Totals); 6] = [
     ("rabbitmq_auth_attempts_failed_total", "Total number of failed authentication attempts", "protocol", |s| {
         sum(s, |x| x.auth_failures)
     }),
+    (
+        "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+        "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+        "both",
+        |s| sum(s, |x| x.delivered_consume_auto_ack),
+    ),
+    (
+        "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+        "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+        "both",
+        consume_manual,
+    ),
+    (
+        "rabbitmq_global_messages_delivered_get_auto_ack_total",
+        "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+        "both",
+        |s| sum(s, |x| x.delivered_get_auto_ack),
+    ),
+    (
+        "rabbitmq_global_messages_delivered_get_manual_ack_total",
+        "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+        "both",
+        |s| sum(s, |x| x.delivered_get_manual_ack),
+    ),
+    (
+        "rabbitmq_global_messages_get_empty_total",
+        "Total number of times basic.get operations fetched no message",
+        "both",
+        |s| sum(s, |x| x.get_empty),
+    ),
+    ("rabbitmq_global_messages_received_total", "Total number of messages received from publishers", "protocol", |s| {
+        sum(s, |x| x.received)
+    }),
+    (
+        "rabbitmq_global_messages_received_confirm_total",
+        "Total number of messages received from publishers expecting confirmations",
+        "protocol",
+        |s| sum(s, |x| x.received_confirm),
+    ),
+    (
+        "rabbitmq_global_messages_routed_total",
+        "Total number of messages routed to queues or streams",
+        "protocol",
+        |s| sum(s, |x| x.routed),
+    ),
+    (
+        "rabbitmq_global_messages_unroutable_dropped_total",
+        "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+        "protocol",
+        |s| sum(s, |x| x.unroutable_dropped),
+    ),
+    (
+        "rabbitmq_global_messages_unroutable_returned_total",
+        "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+        "protocol",
+        |s| sum(s, |x| x.unroutable_returned),
+    ),
 ];
 
 /// Aggregated queue and channel series, `/metrics` only (on
 /// `/metrics/per-object` RabbitMQ labels them by queue or channel):
 /// name, type, help, value.
-const AGGREGATED_ONLY: [(&str, &str, &str, Totals); 12] = [
+const AGGREGATED_ONLY: [(&str, &str, &str, Totals); 20] = [
     ("rabbitmq_queue_messages_ready", "gauge", "Messages ready to be delivered to consumers", |s| {
         sum(s, |x| x.messages_ready)
     }),
@@ -123,6 +194,54 @@ const AGGREGATED_ONLY: [(&str, &str, &str, Totals); 12] = [
         "Total number of messages redelivered to consumers",
         |s| sum(s, |x| x.redelivered),
     ),
+    (
+        "rabbitmq_channel_messages_published_total",
+        "counter",
+        "Total number of messages published into an exchange on a channel",
+        |s| sum(s, |x| x.received),
+    ),
+    (
+        "rabbitmq_channel_messages_delivered_ack_total",
+        "counter",
+        "Total number of messages delivered to consumers in manual acknowledgement mode",
+        consume_manual,
+    ),
+    (
+        "rabbitmq_channel_messages_delivered_total",
+        "counter",
+        "Total number of messages delivered to consumers in automatic acknowledgement mode",
+        |s| sum(s, |x| x.delivered_consume_auto_ack),
+    ),
+    (
+        "rabbitmq_channel_get_ack_total",
+        "counter",
+        "Total number of messages fetched with basic.get in manual acknowledgement mode",
+        |s| sum(s, |x| x.delivered_get_manual_ack),
+    ),
+    (
+        "rabbitmq_channel_get_total",
+        "counter",
+        "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+        |s| sum(s, |x| x.delivered_get_auto_ack),
+    ),
+    (
+        "rabbitmq_channel_get_empty_total",
+        "counter",
+        "Total number of times basic.get operations fetched no message",
+        |s| sum(s, |x| x.get_empty),
+    ),
+    (
+        "rabbitmq_channel_messages_unroutable_dropped_total",
+        "counter",
+        "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+        |s| sum(s, |x| x.unroutable_dropped),
+    ),
+    (
+        "rabbitmq_channel_messages_unroutable_returned_total",
+        "counter",
+        "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+        |s| sum(s, |x| x.unroutable_returned),
+    ),
 ];
 
 /// Also aggregated only: confirms (on a channel and exchange per object).
@@ -146,18 +265,24 @@ pub const PER_QUEUE: [super::stats::PerQueue; 5] = [
 ];
 
 /// Node-level gauges (both endpoints): name, help.
-const NODE_GAUGES: [(&str, &str); 6] = [
+const NODE_GAUGES: [(&str, &str); 8] = [
     ("rabbitmq_process_resident_memory_bytes", "Memory used in bytes"),
     ("rabbitmq_process_open_fds", "Open file descriptors"),
     ("rabbitmq_process_max_fds", "Open file descriptors limit"),
     ("rabbitmq_resident_memory_limit_bytes", "Memory high watermark in bytes"),
     ("rabbitmq_disk_space_available_bytes", "Disk space available in bytes"),
     ("rabbitmq_disk_space_available_limit_bytes", "Free disk space low watermark in bytes"),
+    ("rabbitmq_process_open_tcp_sockets", "Open TCP sockets"),
+    ("rabbitmq_process_max_tcp_sockets", "Open TCP sockets limit"),
 ];
 
 /// The values of [`NODE_GAUGES`], in order; `None` is a figure that could
-/// not be read (left out).
-fn node_values(a: &AlarmSnapshot, p: &ProcessStats) -> [Option<u64>; 6] {
+/// not be read (left out). Sockets are the client connections the shards
+/// hold (native, AMQP, HTTP), against the most they hold at once (their
+/// caps, or the descriptor limit if lower): what RabbitMQ's dashboard
+/// shows as sockets available.
+fn node_values(shards: &[ShardStats], a: &AlarmSnapshot, p: &ProcessStats) -> [Option<u64>; 8] {
+    let caps = sum(shards, |x| x.sockets_max);
     [
         p.resident_bytes.or(Some(a.rss_bytes)),
         p.open_fds,
@@ -165,6 +290,8 @@ fn node_values(a: &AlarmSnapshot, p: &ProcessStats) -> [Option<u64>; 6] {
         Some(a.memory_high_watermark_bytes),
         Some(a.disk_free_bytes),
         Some(a.disk_free_limit_bytes),
+        Some(sum(shards, |x| x.connections + x.http_connections)),
+        Some(p.max_fds.map_or(caps, |fds| fds.min(caps))),
     ]
 }
 
@@ -228,7 +355,7 @@ pub fn prometheus(
         let labels = if labels == "both" { format!("{PROTOCOL},{QUEUE_TYPE}") } else { PROTOCOL.to_string() };
         let _ = writeln!(o, "{name}{{{labels}}} {}", f(shards));
     }
-    for ((name, help), v) in NODE_GAUGES.into_iter().zip(node_values(a, p)) {
+    for ((name, help), v) in NODE_GAUGES.into_iter().zip(node_values(shards, a, p)) {
         if let Some(v) = v {
             header(&mut o, name, "gauge", help);
             let _ = writeln!(o, "{name} {v}");

@@ -118,6 +118,11 @@ pub struct PublishMode {
     pub persistent: bool,
     pub confirm: bool,
     pub partial: bool,
+    /// A client's publish: `Some(mandatory)`, and the owner counts it as
+    /// routed or, when the queue is not there, as unroutable (returned
+    /// when mandatory, dropped otherwise). `None` for dead-lettering,
+    /// which RabbitMQ does not count as received or routed.
+    pub mandatory: Option<bool>,
 }
 
 /// A message on its way out to a consumer on another shard.
@@ -203,6 +208,8 @@ pub enum Request {
         persistent: bool,
         confirm: bool,
         partial: bool,
+        /// `PublishMode::mandatory`.
+        mandatory: Option<bool>,
         queue: String,
         entries: Bytes,
         count: u32,
@@ -216,6 +223,9 @@ pub enum Request {
         /// Consumer priority (AMQP `x-priority`; 0 by default): the queue
         /// serves higher ones first (`server/queue/dispatch.rs`).
         priority: i64,
+        /// AMQP no-ack: the front end acks what it sends; counted apart
+        /// (`Consumer::auto_ack`).
+        auto_ack: bool,
     },
     Unsubscribe {
         consumer_id: u32,

@@ -594,6 +594,7 @@ fn data_messages() -> Named {
         persistent: true,
         confirm: true,
         partial: false,
+        mandatory: Some(false),
         queue: "/\u{0}q".into(),
         entries: entries.clone(),
         count: 1,
@@ -607,8 +608,14 @@ fn data_messages() -> Named {
         count: 1,
         origin: origin.clone(),
     };
-    let subscribe =
-        Request::Subscribe { consumer_id: 1, prefetch: 100, queue: "/\u{0}q".into(), exclusive: false, priority: 0 };
+    let subscribe = Request::Subscribe {
+        consumer_id: 1,
+        prefetch: 100,
+        queue: "/\u{0}q".into(),
+        exclusive: false,
+        priority: 0,
+        auto_ack: false,
+    };
     let ack = Request::Ack { consumer_id: 1, queue: "/\u{0}q".into(), ranges: vec![(1, 10)] };
     let msgs_entries = entries.clone();
     let msgs = vec![Delivered { redelivered: false, entry: entries, origin }];

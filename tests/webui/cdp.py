@@ -5,9 +5,17 @@ a screenshot. Standard library only: the DevTools websocket is spoken here
 (RFC 6455 client frames, masked; text frames only).
 
 Usage: cdp.py DEVTOOLS_PORT UI_URL USER PASSWORD QUEUE MESSAGES HOSTILE_QUEUE SCREENSHOT MONITOR MONITOR_PASSWORD
+              CHANNEL PREFETCH EXCHANGE DEFINITIONS_FILE DOWNLOAD_DIR
 
 USER is an administrator; MONITOR a user with the monitoring tag alone,
-to whom the page must not offer changes.
+to whom the page must not offer changes. CHANNEL is an open AMQP channel
+(its name in /api/channels) in confirm mode with a prefetch of PREFETCH and
+one consumer; EXCHANGE an exchange bound to QUEUE. The page also publishes
+with a delivery mode, headers and properties, and finds them again in the
+message it gets; downloads the definitions (into DOWNLOAD_DIR, where the
+file must hold QUEUE) and uploads DEFINITIONS_FILE from the Definitions
+page; the queues page shows the queue's rates once it has read it twice;
+and the overview's charts take a sample on each poll.
 
 Exits 0 when every step passed; otherwise prints the step that failed (and
 any console error or exception the page raised) and exits 1. Every wait is
@@ -158,6 +166,7 @@ class Page:
 
 def main():
     port, url, user, password, queue, messages, hostile, shot, monitor, monitor_password = sys.argv[1:11]
+    channel, prefetch, exchange, defs_file, download_dir = sys.argv[11:16]
     targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=STEP_S))
     page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
     p = Page(Ws(page_ws))
@@ -207,8 +216,18 @@ def main():
         p.click(f"a.queue-link[href$={json.dumps('/' + queue)}]")
         p.wait("the queue page", f"document.getElementById('queue-name') && document.getElementById('queue-name').textContent === {name}")
         p.wait("its ready figure", f"document.getElementById('queue-ready').textContent === {json.dumps(messages)}")
-        times.append((step, time.monotonic() - t0)); step = "publish from the page"
+        times.append((step, time.monotonic() - t0)); step = "publish from the page, with headers and properties"
         p.type_into("#publish-payload", "from the page")
+        p.js("document.getElementById('publish-delivery-mode').value = '2'")
+        p.type_into("#publish-headers .header-row:nth-child(1) .header-name", "x-from")
+        p.type_into("#publish-headers .header-row:nth-child(1) .header-value", "page")
+        p.click("#publish-add-header")
+        p.type_into("#publish-headers .header-row:nth-child(2) .header-name", "n")
+        p.type_into("#publish-headers .header-row:nth-child(2) .header-value", "7")
+        p.js("document.querySelector('#publish-headers .header-row:nth-child(2) .header-type').value = 'number'")
+        p.type_into("#publish-prop-content_type", "text/plain")
+        p.type_into("#publish-prop-message_id", "page-1")
+        p.type_into("#publish-prop-priority", "3")
         p.click("#publish")
         p.wait("the publish's report", "document.getElementById('status').textContent === 'message published'")
         more = str(int(messages) + 1)
@@ -220,13 +239,75 @@ def main():
         last = p.js("[...document.querySelectorAll('#get-messages pre.payload')].pop().textContent")
         if last != "from the page":
             raise RuntimeError(f"the last message got shows {last!r}")
+        props = p.js("[...document.querySelectorAll('#get-messages .message .tags')].pop().textContent")
+        for want in ('content_type: text/plain', 'message_id: page-1', 'delivery_mode: 2', 'priority: 3',
+                     'headers: {', '"x-from":"page"', '"n":7'):
+            if want not in props:
+                raise RuntimeError(f"the message got shows {props!r}, without {want!r}")
         p.wait("the peek left them queued", f"document.getElementById('queue-ready').textContent === {json.dumps(more)}")
+        # The queue's page, its forms filled and a message shown, beside
+        # the overview's screenshot.
+        page_png = base64.b64decode(p.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+        with open(shot.replace(".png", "-queue.png"), "wb") as f:
+            f.write(page_png)
         times.append((step, time.monotonic() - t0)); step = "purge it from the page"
         p.click("#purge")
         p.wait("the armed purge", "document.getElementById('purge').classList.contains('armed')")
         p.click("#purge")
         p.wait("the purge's report", "document.getElementById('status').textContent === 'queue purged'")
         p.wait("no message left", "document.getElementById('queue-ready').textContent === '0'")
+        times.append((step, time.monotonic() - t0)); step = "the channels page lists the AMQP channel"
+        p.click("a[data-view=channels]")
+        crow = f"[...document.querySelectorAll('#view tbody tr')].find(r => r.children[0].textContent === {json.dumps(channel)})"
+        p.wait("the channel's row", f"!!({crow})")
+        cells = p.js(f"[...({crow}).children].map(c => c.textContent)")
+        # Channel, Connection, User, Virtual host, Mode, Prefetch, Unacked, Unconfirmed, Consumers, State, Shard
+        if cells[2] != user or cells[3] != "/" or cells[4] != "C" or cells[5] != prefetch or cells[8] != "1":
+            raise RuntimeError(f"the channel's row shows {cells}")
+        times.append((step, time.monotonic() - t0)); step = "exchanges, bindings and connections"
+        p.click("a[data-view=exchanges]")
+        xname = json.dumps(exchange)
+        p.wait("the exchange", f"[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === {xname} && r.children[2].textContent === 'direct')")
+        p.click("a[data-view=bindings]")
+        p.wait("the binding", f"[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === {xname} && r.children[2].textContent === {name})")
+        p.click("a[data-view=connections]")
+        p.wait("the AMQP connection", "[...document.querySelectorAll('#view tbody tr')].some(r => r.children[1].textContent === 'AMQP 0-9-1')")
+        times.append((step, time.monotonic() - t0)); step = "the queues page shows rates"
+        # Its second reading of the queue (the first was at the start):
+        # incoming and deliver/get per second over the time between.
+        p.js("document.getElementById('filter') && (document.getElementById('filter').value = '')")
+        p.click("a[data-view=queues]")
+        rates = p.wait("the queue's rates", f"(() => {{ const r = {row}; if (!r) return null; const c = r.closest('tr').children; "
+                       "return c[7].textContent && c[8].textContent ? [c[7].textContent, c[8].textContent] : null; })()")
+        if not all(r.endswith("/s") for r in rates):
+            raise RuntimeError(f"the queue's rates read {rates}")
+        times.append((step, time.monotonic() - t0)); step = "definitions: download and upload"
+        p.call("Page.setDownloadBehavior", behavior="allow", downloadPath=download_dir)
+        p.click("a[data-view=admin]")
+        p.click("#defs-download")
+        got = os.path.join(download_dir, "ringmq-definitions.json")
+        deadline = time.monotonic() + STEP_S
+        defs = None
+        while time.monotonic() < deadline and defs is None:
+            try:
+                with open(got) as f:
+                    defs = json.load(f)
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        if defs is None:
+            raise RuntimeError(f"no definitions downloaded to {got}")
+        if not any(q.get("name") == queue for q in defs.get("queues", [])):
+            raise RuntimeError(f"the downloaded definitions lack the queue {queue}: {str(defs)[:500]}")
+        node = p.call("Runtime.evaluate", expression="document.getElementById('defs-file')")["result"]["objectId"]
+        p.call("DOM.setFileInputFiles", files=[defs_file], objectId=node)
+        p.click("#defs-upload")
+        p.wait("the import's report", "document.getElementById('status').textContent === 'definitions imported'")
+        times.append((step, time.monotonic() - t0)); step = "the overview's charts update"
+        p.click("a[data-view=overview]")
+        # A sample on each page drawn and each poll: several by now, and
+        # the rate chart has had two readings to make a rate from.
+        p.wait("samples in both charts", "(() => { const d = document.getElementById('chart-depth'), r = document.getElementById('chart-rates'); "
+               "return !!d && !!r && Number(d.dataset.samples) >= 3 && Number(r.dataset.samples) >= 2; })()")
         times.append((step, time.monotonic() - t0)); step = "screenshot"
         p.js("window.scrollTo(0, 0)")
         png = base64.b64decode(p.call("Page.captureScreenshot", format="png")["data"])

@@ -13,11 +13,11 @@ const overviewState = {
     { key: "publish", label: "Publish", color: "#e6550d" },
     { key: "deliver_get", label: "Deliver / get", color: "#3182bd" },
     { key: "ack", label: "Ack", color: "#31a354" },
-  ], 60),
+  ], 60, "chart-rates"),
   depthChart: new LineChart("Queued messages", [
     { key: "messages_ready", label: "Ready", color: "#756bb1" },
     { key: "messages_unacknowledged", label: "Unacked", color: "#d62728" },
-  ], 60),
+  ], 60, "chart-depth"),
 };
 
 /** One reading of /api/overview into the charts (taken on every poll,

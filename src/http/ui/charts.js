@@ -3,12 +3,13 @@
 "use strict";
 
 class LineChart {
-  /** `series`: [{key, label, color}]; `points`: samples kept. */
-  constructor(title, series, points) {
+  /** `series`: [{key, label, color}]; `points`: samples kept; `id`: the
+   *  canvas's. */
+  constructor(title, series, points, id) {
     this.series = series;
     this.points = points;
     this.samples = [];
-    this.canvas = el("canvas", { width: 520, height: 180 });
+    this.canvas = el("canvas", { width: 520, height: 180, id });
     this.legend = el("div", { class: "legend" },
       series.map((s) => {
         const swatch = el("i");
@@ -22,6 +23,8 @@ class LineChart {
   push(sample) {
     this.samples.push(sample);
     if (this.samples.length > this.points) this.samples.shift();
+    // How many it holds (the browser test reads it: the chart moves).
+    this.canvas.dataset.samples = String(this.samples.length);
     this.draw();
   }
 

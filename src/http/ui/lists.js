@@ -152,21 +152,19 @@ const connectionsView = listView("connections", "Connections", "/api/connections
   return cols;
 }, (c) => [c.name, c.protocol, c.peer_host, c.vhost].join(" "), "name");
 
-/** Channels: ringmq counts each AMQP connection's open channels; it keeps
- *  no per-channel statistics, so this page lists the counts. */
-const channelsView = (() => {
-  const inner = listView("channels", "Channels (open channels per AMQP connection)", "/api/connections", [
-    { key: "name", label: "Connection" },
-    { key: "peer_host", label: "Client", cell: (c) => c.peer_host + ":" + c.peer_port },
-    { key: "vhost", label: "Virtual host" },
-    { key: "channels", label: "Open channels", num: true },
-  ], (c) => c.name + " " + c.peer_host, "name");
-  return async (root, redrawOnly) => {
-    if (!redrawOnly) {
-      const rows = await Api.get("/api/connections");
-      inner.rows = rows.filter((c) => c.channels > 0);
-      return inner(root, true);
-    }
-    return inner(root, true);
-  };
-})();
+/** Channels (AMQP's; the native protocol has none): each with its
+ *  connection, user, mode (C: confirms, T: transactional), prefetch,
+ *  unacked and unconfirmed messages and consumers, from /api/channels. */
+const channelsView = listView("channels", "Channels", "/api/channels", [
+  { key: "name", label: "Channel" },
+  { key: "connection", label: "Connection", value: (c) => c.connection_details.name },
+  { key: "user", label: "User" },
+  { key: "vhost", label: "Virtual host" },
+  { key: "mode", label: "Mode", value: (c) => (c.confirm ? "C" : "") + (c.transactional ? "T" : "") },
+  { key: "prefetch_count", label: "Prefetch", num: true },
+  { key: "messages_unacknowledged", label: "Unacked", num: true },
+  { key: "messages_unconfirmed", label: "Unconfirmed", num: true },
+  { key: "consumer_count", label: "Consumers", num: true },
+  { key: "state", label: "State", value: (c) => c.state + (c.flow ? "" : " (flow off)") },
+  { key: "node", label: "Shard" },
+], (c) => [c.name, c.user, c.vhost].join(" "), "name");

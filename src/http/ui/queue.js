@@ -5,12 +5,62 @@
 /** Inputs of the publish and get forms, kept across polls. */
 const queueForms = {};
 
+/** The properties the publish form offers, with a hint each (RabbitMQ's
+ *  form takes these as key=value rows). */
+const PUBLISH_PROPS = [
+  ["content_type", "e.g. text/plain"],
+  ["correlation_id", ""],
+  ["message_id", ""],
+  ["reply_to", "a queue name"],
+  ["priority", "0 to 255"],
+  ["expiration", "milliseconds"],
+  ["timestamp", "seconds since 1970"],
+];
+const NUMERIC_PROPS = ["priority", "timestamp"];
+
+/** A header row: name, value and its type (as RabbitMQ's form). */
+function headerRow() {
+  return el("div", { class: "header-row" },
+    el("input", { class: "header-name", placeholder: "Header name" }), " = ",
+    el("input", { class: "header-value", placeholder: "Value" }), " ",
+    el("select", { class: "header-type" },
+      el("option", { value: "string" }, "String"),
+      el("option", { value: "number" }, "Number"),
+      el("option", { value: "boolean" }, "Boolean")));
+}
+
+/** The header rows' object; a row without a name is skipped. */
+function headersOf(box) {
+  const out = {};
+  for (const r of box.querySelectorAll(".header-row")) {
+    const name = r.querySelector(".header-name").value.trim();
+    if (!name) continue;
+    const raw = r.querySelector(".header-value").value;
+    const type = r.querySelector(".header-type").value;
+    if (type === "number") {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(n)) throw new Error("header " + name + " is not a number");
+      out[name] = n;
+    } else if (type === "boolean") {
+      if (raw !== "true" && raw !== "false") throw new Error("header " + name + " must be true or false");
+      out[name] = raw === "true";
+    } else {
+      out[name] = raw;
+    }
+  }
+  return out;
+}
+
 function queueForm(key) {
   if (!queueForms[key]) {
     queueForms[key] = {
       payload: el("textarea", { id: "publish-payload", placeholder: "Payload" }),
-      contentType: el("input", { id: "publish-content-type", placeholder: "e.g. text/plain" }),
-      persistent: el("input", { type: "checkbox", id: "publish-persistent" }),
+      deliveryMode: el("select", { id: "publish-delivery-mode" },
+        el("option", { value: "1" }, "1 - Non-persistent"),
+        el("option", { value: "2" }, "2 - Persistent")),
+      headers: el("div", { id: "publish-headers", class: "kv" }),
+      props: Object.fromEntries(PUBLISH_PROPS.map(([k, hint]) =>
+        [k, el("input", { id: "publish-prop-" + k, placeholder: hint })])),
       count: el("input", { type: "number", id: "get-count", min: "1", max: "100", value: "1" }),
       ackmode: el("select", { id: "get-ackmode" },
         el("option", { value: "ack_requeue_true" }, "Nack, requeue (peek)"),
@@ -19,6 +69,7 @@ function queueForm(key) {
         el("option", { value: "reject_requeue_false" }, "Reject (remove, dead-letter)")),
       messages: el("div", { id: "get-messages" }),
     };
+    queueForms[key].headers.appendChild(headerRow());
   }
   return queueForms[key];
 }
@@ -68,18 +119,27 @@ function publishCard(q) {
   const f = queueForm(q.vhost + "\u0000" + q.name);
   const send = el("button", { type: "button", id: "publish" }, "Publish message");
   send.addEventListener("click", () => act(async () => {
-    const properties = {};
-    if (f.contentType.value) properties.content_type = f.contentType.value;
-    if (f.persistent.checked) properties.delivery_mode = 2;
+    const properties = { delivery_mode: Number(f.deliveryMode.value) };
+    for (const [k] of PUBLISH_PROPS) {
+      const v = f.props[k].value.trim();
+      if (!v) continue;
+      if (NUMERIC_PROPS.includes(k) && !/^[0-9]+$/.test(v)) throw new Error(k + " must be a whole number");
+      properties[k] = NUMERIC_PROPS.includes(k) ? Number(v) : v;
+    }
+    const headers = headersOf(f.headers);
+    if (Object.keys(headers).length) properties.headers = headers;
     const body = { routing_key: q.name, payload: f.payload.value, payload_encoding: "string", properties };
     const r = await Api.call("POST", "/api/exchanges/" + Api.seg(q.vhost) + "/amq.default/publish", body);
     if (!r.routed) throw new Error("the message was not routed to a queue");
   }, "message published"));
+  const more = el("button", { type: "button", id: "publish-add-header" }, "Add header");
+  more.addEventListener("click", () => f.headers.appendChild(headerRow()));
   return el("div", { class: "card" }, el("h3", {}, "Publish message"),
     el("div", { class: "form" },
+      el("span", {}, "Delivery mode"), f.deliveryMode,
+      el("span", {}, "Headers"), el("div", {}, f.headers, more),
+      PUBLISH_PROPS.flatMap(([k]) => [el("span", {}, k), f.props[k]]),
       el("span", {}, "Payload"), f.payload,
-      el("span", {}, "Content type"), f.contentType,
-      el("span", {}, "Persistent"), f.persistent,
       el("span", {}), send));
 }
 
@@ -98,7 +158,8 @@ function getCard(q) {
 }
 
 function messageCard(m, i) {
-  const props = Object.entries(m.properties || {}).map(([k, v]) => k + ": " + v).join(", ");
+  const show = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : v);
+  const props = Object.entries(m.properties || {}).map(([k, v]) => k + ": " + show(v)).join(", ");
   return el("div", { class: "message" },
     el("b", {}, "Message " + (i + 1)), " ",
     el("span", { class: "tags" }, fmtNum(m.payload_bytes) + " bytes, " + m.payload_encoding +

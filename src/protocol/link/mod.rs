@@ -29,8 +29,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// Sent first in a [`Hello`]: a link peer, not a client on the wrong port.
 pub const MAGIC: [u8; 4] = *b"RGLK";
 /// The link version this build speaks. A peer with another is refused
-/// ([`CloseCode::VersionUnsupported`]).
-pub const VERSION: u16 = 1;
+/// ([`CloseCode::VersionUnsupported`]). 2: the data links' requests
+/// (postcard, `server::remote::wire`) gained `Subscribe::auto_ack` and
+/// `Publish::mandatory`, which a version 1 peer would misread.
+pub const VERSION: u16 = 2;
 /// Bytes in a frame header; part of the wire format.
 pub const HEADER_BYTES: usize = 8;
 /// The longest node name, in bytes of UTF-8 (its length is one byte).

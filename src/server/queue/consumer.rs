@@ -18,6 +18,11 @@ pub struct Consumer {
     /// higher ones first and lower ones only while every higher one is
     /// blocked. The queue keeps its consumers ordered by it.
     pub priority: i64,
+    /// Its messages count as acked when sent (AMQP basic.consume with
+    /// no-ack, which the front end acks): counted apart in the metrics
+    /// (`rabbitmq_global_messages_delivered_consume_auto_ack_total`), and
+    /// its acks are not counted as a client's acknowledgements.
+    pub auto_ack: bool,
     /// When it registered on this queue, counted per queue: a
     /// single-active-consumer queue serves the earliest-registered one,
     /// whatever the priorities.
@@ -44,6 +49,7 @@ impl Consumer {
             pull,
             exclusive: false,
             priority: 0,
+            auto_ack: false,
             registered: 0,
             base_tag: 1,
             unacked: VecDeque::new(),

@@ -125,6 +125,9 @@ impl Queue {
         for (c, (first, _, bytes)) in self.consumers.iter_mut().zip(firsts) {
             let count = c.next_tag() - first;
             if count > 0 {
+                if c.auto_ack {
+                    done.sent_auto_ack += crate::protocol::wire::usize_of(count);
+                }
                 c.mark_sent(first, now);
                 let lo = crate::protocol::wire::usize_of(first - c.base_tag);
                 out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));
@@ -227,6 +230,8 @@ pub const DELIVERY_FRAMING_BYTES: usize = 128;
 #[derive(Debug, Default)]
 pub struct Dispatched {
     pub sent: usize,
+    /// Of `sent`, those that went to auto-ack (no-ack) consumers.
+    pub sent_auto_ack: usize,
     /// A consumer with credit was skipped because its connection takes
     /// no deliveries now: the queue must be dispatched again when it does.
     pub skipped: bool,

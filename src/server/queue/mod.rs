@@ -179,6 +179,19 @@ impl Queue {
         self.consumers.iter().position(|c| c.owner == owner && c.id == id)
     }
 
+    /// Marks a consumer as auto-ack (`Consumer::auto_ack`).
+    pub fn set_auto_ack(&mut self, owner: ConnRef, id: u32) {
+        if let Some(i) = self.consumer_index(owner, id) {
+            self.consumers[i].auto_ack = true;
+        }
+    }
+
+    /// Whether the consumer is an auto-ack one (its acks come from the
+    /// front end, not the client).
+    pub fn is_auto_ack(&self, owner: ConnRef, id: u32) -> bool {
+        self.consumer_index(owner, id).is_some_and(|i| self.consumers[i].auto_ack)
+    }
+
     pub fn subscribe(&mut self, owner: ConnRef, id: u32, prefetch: u32) -> Result<(), QueueError> {
         self.subscribe_with(owner, id, prefetch, false, 0)
     }

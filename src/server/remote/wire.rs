@@ -116,6 +116,7 @@ mod tests {
             persistent: true,
             confirm: true,
             partial: false,
+            mandatory: Some(false),
             queue: "/\u{0}q".into(),
             entries: entries.clone(),
             count: 1,

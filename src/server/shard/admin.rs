@@ -12,7 +12,9 @@
 
 use super::super::mesh::MeshMsg;
 use super::super::queue::Queue;
-use super::super::stats::{AdminReply, AdminReq, ConnStats, ConsumerStats, QueueStats, ShardStats, PROTOCOLS};
+use super::super::stats::{
+    AdminReply, AdminReq, ChannelStats, ConnStats, ConsumerStats, QueueStats, ShardStats, PROTOCOLS,
+};
 use super::Shard;
 use crate::rt::Notify;
 use std::cell::{Cell, RefCell};
@@ -132,6 +134,7 @@ impl Shard {
                 AdminReply::Stats(s) => Some(*s),
                 AdminReply::Done(_)
                 | AdminReply::Consumers(_)
+                | AdminReply::Channels(_)
                 | AdminReply::Queue(_)
                 | AdminReply::Users(_)
                 | AdminReply::Cluster(_)
@@ -227,6 +230,7 @@ impl Shard {
                 self.add_consumer_rows(&mut rows, &mut names.into_iter(), usize::MAX);
                 AdminReply::Consumers(rows)
             }
+            AdminReq::Channels => AdminReply::Channels(self.channels_listed()),
             // Callers run these with `change_users`, which waits.
             AdminReq::Users(_) => AdminReply::Users(Err(crate::server::admin_users::UserChangeFailed::NotStored(
                 "a user change reached the synchronous path (bug)".into(),
@@ -342,6 +346,27 @@ impl Shard {
         }
     }
 
+    /// Every channel of this shard's connections: a few per connection,
+    /// read from each connection's own state.
+    fn channels_listed(&self) -> Vec<ChannelStats> {
+        let mut rows = Vec::new();
+        self.conns.for_each(|id, sink| {
+            let list = sink.channel_rows();
+            if list.is_empty() {
+                return;
+            }
+            let connection = format!("{}:{id}", self.id);
+            let user = sink.login_user().unwrap_or_default();
+            let vhost = sink.login_vhost().unwrap_or_else(|| crate::protocol::vhost::DEFAULT_VHOST.into());
+            let peer = sink.describe().1;
+            for row in list {
+                let (connection, user, vhost, peer) = (connection.clone(), user.clone(), vhost.clone(), peer.clone());
+                rows.push(ChannelStats { connection, user, vhost, peer, row });
+            }
+        });
+        rows
+    }
+
     /// Counters, connections and storage figures, without the queues.
     fn stats_base(&self) -> ShardStats {
         let c = &self.counters;
@@ -360,6 +385,19 @@ impl Shard {
             queues_created: c.queues_created.get(),
             queues_deleted: c.queues_deleted.get(),
             connections_opened: self.conns.opened_total(),
+            delivered_consume_auto_ack: c.delivered_consume_auto_ack.get(),
+            delivered_get_auto_ack: c.delivered_get_auto_ack.get(),
+            delivered_get_manual_ack: c.delivered_get_manual_ack.get(),
+            get_empty: c.get_empty.get(),
+            received: c.received.get(),
+            received_confirm: c.received_confirm.get(),
+            routed: c.routed.get(),
+            unroutable_dropped: c.unroutable_dropped.get(),
+            unroutable_returned: c.unroutable_returned.get(),
+            channels_opened: c.channels_opened.get(),
+            http_connections: self.conns.http_count() as u64,
+            sockets_max: u64::from(self.config.connections_per_shard_max)
+                + u64::from(self.config.unauthenticated_connections_max),
             forwarded: self.mesh.forwarded_total(),
             node_forwarded: self.remote.forwarded.get(),
             node_served: self.remote.served.get(),

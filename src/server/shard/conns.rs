@@ -180,6 +180,11 @@ impl ConnTable {
     /// Connections that have not logged in: native and AMQP ones before
     /// their handshake (not counting evicted ones on their way out), and
     /// every HTTP connection.
+    /// HTTP connections open on this shard.
+    pub fn http_count(&self) -> usize {
+        self.http.borrow().len()
+    }
+
     pub fn unauthenticated_count(&self) -> usize {
         self.unauthenticated.borrow().len() + self.http.borrow().len()
     }

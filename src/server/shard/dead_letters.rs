@@ -195,7 +195,7 @@ impl Shard {
         bump(&self.counters.dead_lettered, keep.len() as u64);
         // Conn id 0 is never a connection: replies to it are discarded.
         let from = ConnRef { shard: self.id, conn_id: 0 };
-        let mode = PublishMode { persistent, confirm: false, partial: true };
+        let mode = PublishMode { persistent, confirm: false, partial: true, mandatory: None };
         let owner = self.owner_of(queue);
         if owner == self.id {
             self.publish(from, 0, mode, queue, keep.into_iter());
@@ -209,6 +209,7 @@ impl Shard {
             persistent,
             confirm: false,
             partial: true,
+            mandatory: None,
             queue: queue.into(),
             entries: buf.freeze(),
             count: crate::protocol::wire::len32(keep.len()),

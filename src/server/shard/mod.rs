@@ -20,6 +20,7 @@ mod caps;
 mod cluster;
 mod cluster_admin;
 pub mod conns;
+mod counters;
 mod dead_letters;
 mod declare;
 mod defs;
@@ -41,6 +42,9 @@ mod timeout;
 mod timers;
 pub mod tx;
 mod users;
+
+pub(crate) use counters::bump;
+pub use counters::Counters;
 
 pub use crate::auth::access::stored_permission as users_stored_permission;
 pub use conns::{HttpSlot, PromoteError};
@@ -113,6 +117,11 @@ pub trait ConnSink {
     fn channels(&self) -> usize {
         0
     }
+    /// A row per open channel (`/api/channels`); none for the native
+    /// protocol. Asked from the shard's own turn, off the message path.
+    fn channel_rows(&self) -> Vec<super::stats::ChannelRow> {
+        Vec::new()
+    }
     /// Bytes it holds for its socket (queued and being written).
     fn outbox_bytes(&self) -> usize {
         self.buffers().map_or(0, |b| b.outbox.pending_bytes())
@@ -136,38 +145,6 @@ impl<'a> SinkBuffers<'a> {
         let outbox_bytes_max = shard.config.outbox_bytes_max as usize;
         Self { outbox, read_held, gate, outbox_bytes_max }
     }
-}
-
-/// Per-shard counters: plain cells, summed across shards when read.
-#[derive(Default)]
-pub struct Counters {
-    pub published: Cell<u64>,
-    pub delivered: Cell<u64>,
-    pub acked: Cell<u64>,
-    pub redelivered: Cell<u64>,
-    pub confirmed: Cell<u64>,
-    /// Dead-lettered messages handed to their exchange, and the ones
-    /// dropped instead (cycle, unknown exchange, unmarkable properties).
-    pub dead_lettered: Cell<u64>,
-    pub dead_lettered_dropped: Cell<u64>,
-    /// Publish handled to confirm sent (`ringmq_publish_confirm_latency_seconds`).
-    pub confirm_latency: super::stats::LatencyHistogram,
-    /// Logins refused (`ringmq_auth_failures_total`).
-    pub auth_failures: Cell<u64>,
-    /// TLS handshakes that failed or timed out
-    /// (`ringmq_tls_handshake_failures_total`).
-    pub tls_handshake_failures: Cell<u64>,
-    /// Queue declares (passive and existing ones too), queues created by
-    /// them, and queues deleted (by a client, auto-delete, exclusive
-    /// owner gone, `x-expires`, vhost deleted): per declare or delete,
-    /// never per message.
-    pub queues_declared: Cell<u64>,
-    pub queues_created: Cell<u64>,
-    pub queues_deleted: Cell<u64>,
-}
-
-pub(crate) fn bump(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
 }
 
 /// A shard thread's one owner of its state, behind an `Rc` shared by the
@@ -448,8 +425,8 @@ impl Shard {
     /// at all) return `None`.
     fn handle_one(&self, from: ConnRef, request_id: u64, req: Request) {
         let answer = match req {
-            Request::Publish { persistent, confirm, partial, queue, entries, count } => {
-                let mode = PublishMode { persistent, confirm, partial };
+            Request::Publish { persistent, confirm, partial, mandatory, queue, entries, count } => {
+                let mode = PublishMode { persistent, confirm, partial, mandatory };
                 self.forwarded_publish(from, request_id, mode, &queue, (entries, count))
             }
             Request::PublishMany { persistent, confirm, mandatory, targets, count, origin } => {
@@ -506,8 +483,8 @@ impl Shard {
                 check_lock(q, from)?;
                 Ok(self.purge_logged(q) as u64)
             })),
-            Request::Subscribe { consumer_id, prefetch, queue, exclusive, priority } => {
-                self.subscribe(from, request_id, (consumer_id, prefetch, exclusive, priority), &queue)
+            Request::Subscribe { consumer_id, prefetch, queue, exclusive, priority, auto_ack } => {
+                self.subscribe(from, request_id, (consumer_id, prefetch, exclusive, priority, auto_ack), &queue)
             }
             Request::Unsubscribe { consumer_id, queue } => Some(self.unsubscribe(from, consumer_id, &queue)),
             Request::Cancel { consumer_id, queue } => self.cancel(from, consumer_id, &queue),
@@ -579,16 +556,23 @@ impl Shard {
         queue: &str,
         entries: impl ExactSizeIterator<Item = Bytes>,
     ) {
-        let PublishMode { persistent, confirm, partial } = mode;
+        let PublishMode { persistent, confirm, partial, mandatory } = mode;
+        let count = entries.len() as u64;
         match self.enqueue(persistent, partial, queue, entries, None) {
             Ok((n, log)) => {
                 bump(&self.counters.published, u64::from(n));
+                if mandatory.is_some() {
+                    bump(&self.counters.routed, count);
+                }
                 if confirm {
                     self.confirm(from, request_id, n, log.as_deref());
                 }
                 self.pause_if_remote(from, queue);
             }
             Err(e) => {
+                if e.code == ErrorCode::QueueNotFound {
+                    self.count_unroutable(mandatory, count);
+                }
                 tracing::debug!(queue, code = ?e.code, "publish refused: {}", e.message);
                 self.route_reply(from, Reply::Error { request_id, code: e.code, message: e.message });
             }
@@ -666,9 +650,20 @@ impl Shard {
         let reply = match r {
             Ok((Some((tag, msg)), remaining)) => {
                 bump(&self.counters.delivered, 1);
+                bump(
+                    if no_ack {
+                        &self.counters.delivered_get_auto_ack
+                    } else {
+                        &self.counters.delivered_get_manual_ack
+                    },
+                    1,
+                );
                 Reply::GetOk { request_id, consumer_id, tag, remaining: crate::protocol::wire::len32(remaining), msg }
             }
-            Ok((None, _)) => Reply::GetEmpty { request_id },
+            Ok((None, _)) => {
+                bump(&self.counters.get_empty, 1);
+                Reply::GetEmpty { request_id }
+            }
             Err(e) => Reply::Error { request_id, code: e.code, message: e.message },
         };
         self.route_reply(from, reply);

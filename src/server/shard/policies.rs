@@ -26,6 +26,7 @@ impl Shard {
         self.after_gated(q, &d.full, d.skipped);
         let n = d.sent;
         bump(&self.counters.delivered, n as u64);
+        bump(&self.counters.delivered_consume_auto_ack, d.sent_auto_ack as u64);
         if n > 0 && !self.publish_pause.over_half(q) {
             self.publish_pause.notify_resume();
         }

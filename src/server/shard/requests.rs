@@ -40,14 +40,18 @@ impl Shard {
         &self,
         from: ConnRef,
         request_id: u64,
-        (consumer_id, prefetch, exclusive, priority): (u32, u32, bool, i64),
+        (consumer_id, prefetch, exclusive, priority, auto_ack): (u32, u32, bool, i64, bool),
         queue: &str,
     ) -> Answer {
         let now = self.timers.now_ms();
         let r = self.queues.borrow_mut().get_mut(queue).ok_or_else(|| not_found(queue)).and_then(|q| {
             check_lock(q, from)?;
             q.touch(now);
-            q.subscribe_with(from, consumer_id, prefetch, exclusive, priority)
+            q.subscribe_with(from, consumer_id, prefetch, exclusive, priority)?;
+            if auto_ack {
+                q.set_auto_ack(from, consumer_id);
+            }
+            Ok(())
         });
         let ok = r.is_ok();
         self.reply_result(from, request_id, r.map(|()| 0));
@@ -82,9 +86,17 @@ impl Shard {
 
     /// Acks are not answered; only a failure is.
     pub(super) fn ack(&self, from: ConnRef, consumer_id: u32, queue: &str, ranges: &[(u64, u64)]) -> Answer {
-        match self.with_queue(queue, |q| self.ack_logged(q, from, consumer_id, ranges).map(|n| n as u64)) {
-            Ok(n) => {
-                bump(&self.counters.acked, n);
+        let r = self.with_queue(queue, |q| {
+            let auto = q.is_auto_ack(from, consumer_id);
+            self.ack_logged(q, from, consumer_id, ranges).map(|n| (n as u64, auto))
+        });
+        match r {
+            // An auto-ack consumer's acks come from the front end, not
+            // the client: RabbitMQ does not count them as acknowledged.
+            Ok((n, auto)) => {
+                if !auto {
+                    bump(&self.counters.acked, n);
+                }
                 None
             }
             Err(e) => Some(Err(e)),

@@ -196,7 +196,20 @@ impl Shard {
         may_pause: impl FnOnce() -> bool,
     ) -> Option<String> {
         let targets = match self.route_batch(exchange, key, &entries, count) {
-            Ok(t) => t,
+            Ok((t, routed)) => {
+                // Decided here, from this shard's copy of the table, for
+                // the whole batch (a queue deleted while the batch is on
+                // its way is not counted again).
+                bump(&self.counters.routed, u64::from(routed));
+                if t.is_empty() {
+                    self.count_unroutable(Some(o.mandatory), u64::from(count));
+                } else {
+                    // Headers: the messages that matched no binding are
+                    // dropped, even from a mandatory publish.
+                    bump(&self.counters.unroutable_dropped, u64::from(count - routed));
+                }
+                t
+            }
             Err(e) => {
                 self.route_reply(from, Reply::error(request_id, e.code, e.message));
                 return None;
@@ -215,7 +228,7 @@ impl Shard {
         key: &str,
         entries: &Bytes,
         count: u32,
-    ) -> Result<Vec<Target>, QueueError> {
+    ) -> Result<(Vec<Target>, u32), QueueError> {
         let table = self.routing.table.borrow();
         let x = table.exchange(exchange).ok_or_else(|| {
             QueueError::new(
@@ -233,17 +246,18 @@ impl Shard {
         if x.kind != ExchangeKind::Headers {
             // One decision for the whole batch: every message has the same key.
             table.route(exchange, key, None, &mut out).map_err(|e| route_error(&e))?;
-            return Ok(out
-                .iter()
-                .map(|q| Target { queue: (*q).to_owned(), entries: entries.clone(), count })
-                .collect());
+            let routed = if out.is_empty() { 0 } else { count };
+            let targets = out.iter().map(|q| Target { queue: (*q).to_owned(), entries: entries.clone(), count });
+            return Ok((targets.collect(), routed));
         }
         // Headers: each message decides for itself.
         let parsed = Entries::parse(entries, count)
             .map_err(|e| QueueError::new(ErrorCode::Internal, format!("routed batch failed validation: {e}")))?;
         let mut per_queue: Vec<(String, BytesMut, u32)> = Vec::new();
+        let mut routed = 0;
         for (e, raw) in parsed.iter().zip(parsed.raw_iter()) {
             table.route(exchange, key, headers_of(e.props), &mut out).map_err(|e| route_error(&e))?;
+            routed += u32::from(!out.is_empty());
             for q in out.drain(..) {
                 let i = match per_queue.iter().position(|(n, _, _)| n == q) {
                     Some(i) => i,
@@ -256,7 +270,8 @@ impl Shard {
                 per_queue[i].2 += 1;
             }
         }
-        Ok(per_queue.into_iter().map(|(queue, b, count)| Target { queue, entries: b.freeze(), count }).collect())
+        let targets = per_queue.into_iter().map(|(queue, b, count)| Target { queue, entries: b.freeze(), count });
+        Ok((targets.collect(), routed))
     }
 
     /// Sends each owner its targets in one request. With confirms and more

@@ -120,7 +120,8 @@ impl Shard {
             }
             return Ok(vec![(Target { queue: p.key, entries: p.entries, count: p.count }, persistent, None)]);
         }
-        let targets = self.route_batch(&p.exchange, &p.key, &p.entries, p.count).map_err(|e| (e.code, e.message))?;
+        let (targets, _) =
+            self.route_batch(&p.exchange, &p.key, &p.entries, p.count).map_err(|e| (e.code, e.message))?;
         let origin =
             Arc::new(Origin { exchange: crate::routing::vhost::name_of(&p.exchange).to_owned(), routing_key: p.key });
         Ok(targets.into_iter().map(|t| (t, persistent, Some(origin.clone()))).collect())
