@@ -599,7 +599,14 @@ impl NativeConn {
         let queue = self.q(queue);
         let owner = self.add_consumer(consumer_id, &queue, false)?;
         self.pending_routes.borrow_mut().insert(rid, consumer_id);
-        let req = Request::Subscribe { consumer_id, prefetch, queue: queue.into_owned(), exclusive: false, priority };
+        let req = Request::Subscribe {
+            consumer_id,
+            prefetch,
+            queue: queue.into_owned(),
+            exclusive: false,
+            priority,
+            stream: crate::server::types::StreamStart::NATIVE,
+        };
         self.shard.submit(self.me(), rid, owner, req);
         Ok(())
     }

@@ -607,8 +607,18 @@ fn data_messages() -> Named {
         count: 1,
         origin: origin.clone(),
     };
-    let subscribe =
-        Request::Subscribe { consumer_id: 1, prefetch: 100, queue: "/\u{0}q".into(), exclusive: false, priority: 0 };
+    let subscribe = Request::Subscribe {
+        consumer_id: 1,
+        prefetch: 100,
+        queue: "/\u{0}q".into(),
+        exclusive: false,
+        priority: 0,
+        stream: ringmq::server::types::StreamStart {
+            offset: ringmq::server::types::StreamOffset::Offset(42),
+            no_ack: false,
+            prefetch_set: true,
+        },
+    };
     let ack = Request::Ack { consumer_id: 1, queue: "/\u{0}q".into(), ranges: vec![(1, 10)] };
     let msgs_entries = entries.clone();
     let msgs = vec![Delivered { redelivered: false, entry: entries, origin }];

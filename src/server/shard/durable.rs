@@ -350,6 +350,19 @@ impl Shard {
         }
     }
 
+    /// What a stream's retention dropped, logged gone in one purge record
+    /// (its ranges): the log reclaims the segments it held.
+    pub(super) fn log_stream_dropped(&self, d: &Durable, id: u32, q: &mut Queue) {
+        let gone = q.take_stream_dropped();
+        if gone.is_empty() {
+            return;
+        }
+        let walk = |each: &mut dyn FnMut(u64, usize)| gone.iter().for_each(|&(s, len)| each(s, len));
+        if let Err(e) = d.log.purge(id, walk) {
+            tracing::warn!(shard = self.id, queue = %q.name, "stream retention not logged: {e}");
+        }
+    }
+
     pub(super) fn ack_logged(
         &self,
         q: &mut Queue,
