@@ -49,3 +49,87 @@ fn stream_survives_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Declares a durable stream over the native protocol.
+fn declare_stream(r: &mut common::Raw, queue: &str, args: ringmq::protocol::field_table::TableBuilder) {
+    use ringmq::protocol::{op, Cmd};
+    let args = args.str("x-queue-type", "stream").build();
+    let rid = r.send(Cmd::Declare { flags: op::DECLARE_DURABLE | op::DECLARE_HAS_ARGS, queue, args: &args });
+    r.expect_ok(rid);
+}
+
+fn stream_subscribe(r: &mut common::Raw, queue: &str, prefetch: u32, at: ringmq::protocol::StreamAt) -> u32 {
+    let cid = r.consumer_id();
+    let rid = r.send(ringmq::protocol::Cmd::StreamSubscribe { consumer_id: cid, prefetch, queue, at });
+    r.expect_ok(rid);
+    cid
+}
+
+/// The native stream consumer (`StreamSubscribe`, opcode 0x35): from an
+/// offset, in Deliver batches up to its credit; acks move the credit only;
+/// a second consumer reads the same messages; hostile input is refused
+/// with a clear error.
+#[test]
+fn native_stream_consumer() {
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::{op, Cmd, ErrorCode, StreamAt};
+    let b = TestBroker::start();
+    let (mut r, _) = common::Raw::hello(b.native);
+    let q = common::queue_on(1, 2, "native-stream");
+    declare_stream(&mut r, &q, TableBuilder::new());
+    let bodies: Vec<Vec<u8>> = (0..100).map(|i| format!("n{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    r.publish_confirmed(&q, &refs[..60]);
+    r.publish_confirmed(&q, &refs[60..]);
+
+    let (mut c, _) = common::Raw::hello(b.native);
+    let cid = stream_subscribe(&mut c, &q, 25, StreamAt::Offset(40));
+    let got = c.expect_deliveries(cid, 25);
+    assert_eq!(got.iter().map(|d| d.body.clone()).collect::<Vec<_>>(), bodies[40..65].to_vec());
+    assert!(got.iter().all(|d| !d.redelivered));
+    c.expect_silence();
+    // An ack gives the credit back: the next 25.
+    c.ack(cid, &[(got[0].tag, got[24].tag)]);
+    let more = c.expect_deliveries(cid, 25);
+    assert_eq!(more[0].body, b"n65");
+    // A second consumer from the first: the same messages, all still there.
+    let cid2 = stream_subscribe(&mut c, &q, 1000, StreamAt::First);
+    let all = c.expect_at_least(cid2, 100);
+    assert_eq!(all.iter().filter(|d| d.consumer_id == cid2).count(), 100);
+    // Past the end: waits for what comes next.
+    let (mut w, _) = common::Raw::hello(b.native);
+    let cid3 = stream_subscribe(&mut w, &q, 10, StreamAt::Offset(u64::MAX));
+    w.expect_silence();
+    r.publish_confirmed(&q, &[b"late"]);
+    assert_eq!(w.expect_deliveries(cid3, 1)[0].body, b"late");
+    let cid4 = stream_subscribe(&mut w, &q, 10, StreamAt::Last);
+    assert_eq!(w.expect_deliveries(cid4, 1)[0].body, b"late");
+
+    // Get and purge: refused, the connection goes on.
+    let rid = w.send(Cmd::Get { no_ack: false, consumer_id: 99, queue: &q });
+    assert_eq!(w.expect_error(ErrorCode::StreamUnsupported).0, rid);
+    let rid = w.send(Cmd::Purge { queue: &q });
+    assert_eq!(w.expect_error(ErrorCode::StreamUnsupported).0, rid);
+    // No prefetch, or a huge one: refused as for any consumer.
+    let cid = w.consumer_id();
+    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: 0, queue: &q, at: StreamAt::First });
+    w.expect_error(ErrorCode::PrefetchOutOfRange);
+    let cid = w.consumer_id();
+    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: u32::MAX, queue: &q, at: StreamAt::First });
+    w.expect_error(ErrorCode::PrefetchOutOfRange);
+    w.ping();
+    // A position kind that does not exist: a malformed frame, fatal.
+    let mut bytes = bytes::BytesMut::new();
+    ringmq::protocol::Frame {
+        request_id: 7,
+        cmd: Cmd::StreamSubscribe { consumer_id: 1, prefetch: 1, queue: &q, at: StreamAt::First },
+    }
+    .encode(&mut bytes);
+    let n = bytes.len();
+    bytes[n - 9] = 9;
+    let (mut bad, _) = common::Raw::hello(b.native);
+    bad.write(&bytes);
+    bad.expect_error(ErrorCode::BadFrame);
+    bad.expect_closed();
+    assert_eq!(op::STREAM_SUBSCRIBE, 0x35);
+}

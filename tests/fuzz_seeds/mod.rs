@@ -95,6 +95,15 @@ fn native_frames() -> Named {
         ),
         // Subscribe with the PRIORITY flag (a negative priority: signed).
         ("subscribe_priority", Cmd::Subscribe { consumer_id: 3, prefetch: 10, queue: "orders", priority: -5 }),
+        (
+            "stream-subscribe",
+            Cmd::StreamSubscribe {
+                consumer_id: 4,
+                prefetch: 500,
+                queue: "events",
+                at: ringmq::protocol::StreamAt::Offset(1000),
+            },
+        ),
     ];
     for (i, (name, cmd)) in cmds.into_iter().enumerate() {
         Frame { request_id: i as u64 + 1, cmd }.encode(&mut b);
