@@ -50,6 +50,27 @@ fn stream_survives_kill_9() {
     child.wait().unwrap();
 }
 
+/// What retention dropped stays dropped across a restart (it is logged as
+/// a purge), and what it kept comes back whole.
+#[test]
+fn retention_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = common::queue_on(1, 2, "stream-retained");
+    let amqp = |line: &str| -> std::net::SocketAddr { common::process::field(line, "amqp").parse().unwrap() };
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let out = run("streams.py", amqp(&line), &[("MODE", "publish_retained"), ("QUEUE", q.as_str())], SCRIPT);
+    out.assert_ok("publish with retention");
+    let first = out.stdout.lines().find_map(|l| l.strip_prefix("FIRST=")).unwrap().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let env = [("MODE", "check_retained"), ("QUEUE", q.as_str()), ("FIRST", first.as_str())];
+    run("streams.py", amqp(&line), &env, SCRIPT).assert_ok("check after kill -9");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Declares a durable stream over the native protocol.
 fn declare_stream(r: &mut common::Raw, queue: &str, args: ringmq::protocol::field_table::TableBuilder) {
     use ringmq::protocol::{op, Cmd};
@@ -132,4 +153,78 @@ fn native_stream_consumer() {
     bad.expect_error(ErrorCode::BadFrame);
     bad.expect_closed();
     assert_eq!(op::STREAM_SUBSCRIBE, 0x35);
+}
+
+fn store_offset(r: &mut common::Raw, queue: &str, reference: &str, offset: u64) -> u64 {
+    r.send(ringmq::protocol::Cmd::StoreOffset { queue, reference, offset })
+}
+
+fn query_offset(r: &mut common::Raw, queue: &str, reference: &str) -> u64 {
+    let rid = r.send(ringmq::protocol::Cmd::QueryOffset { queue, reference });
+    r.expect_ok(rid)
+}
+
+/// Server-side offset tracking (`StoreOffset` 0x36, `QueryOffset` 0x37):
+/// the latest offset per reference, stored before the Ok, kept across
+/// `kill -9`; bad input refused with a clear, non-fatal error.
+#[test]
+fn offsets_are_tracked_server_side_across_kill_9() {
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::ErrorCode;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = common::queue_on(1, 2, "tracked");
+    let native = |line: &str| -> std::net::SocketAddr { common::process::field(line, "native").parse().unwrap() };
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let (mut r, _) = common::Raw::hello(native(&line));
+    declare_stream(&mut r, &q, TableBuilder::new());
+    r.publish_confirmed(&q, &[b"a", b"b", b"c", b"d"]);
+    for (reference, offset) in [("billing", 1), ("audit", 3), ("billing", 2)] {
+        let rid = store_offset(&mut r, &q, reference, offset);
+        assert_eq!(r.expect_ok(rid), offset);
+    }
+    assert_eq!(query_offset(&mut r, &q, "billing"), 2);
+    r.send(ringmq::protocol::Cmd::QueryOffset { queue: &q, reference: "nobody" });
+    r.expect_error(ErrorCode::OffsetNotFound);
+    // Hostile or wrong: each refused, the connection goes on.
+    store_offset(&mut r, &q, "", 1);
+    r.expect_error(ErrorCode::InvalidArgument);
+    store_offset(&mut r, &q, "x", u64::MAX);
+    r.expect_error(ErrorCode::InvalidArgument);
+    r.declare("classic-tracked");
+    store_offset(&mut r, "classic-tracked", "x", 1);
+    r.expect_error(ErrorCode::InvalidArgument);
+    store_offset(&mut r, "missing", "x", 1);
+    r.expect_error(ErrorCode::QueueNotFound);
+    r.ping();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let (mut r, _) = common::Raw::hello(native(&line));
+    assert_eq!(query_offset(&mut r, &q, "billing"), 2);
+    assert_eq!(query_offset(&mut r, &q, "audit"), 3);
+    // A consumer resumes after its stored offset.
+    let cid = stream_subscribe(&mut r, &q, 10, ringmq::protocol::StreamAt::Offset(3));
+    assert_eq!(r.expect_deliveries(cid, 1)[0].body, b"d");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `stream_offset_refs_max` bounds the references one stream stores.
+#[test]
+fn offset_references_are_bounded() {
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::ErrorCode;
+    let b = TestBroker::start_with(2, |c| c.stream_offset_refs_max = 2);
+    let (mut r, _) = common::Raw::hello(b.native);
+    let q = common::queue_on(0, 2, "bounded-refs");
+    declare_stream(&mut r, &q, TableBuilder::new());
+    for reference in ["a", "b", "a"] {
+        let rid = store_offset(&mut r, &q, reference, 0);
+        r.expect_ok(rid);
+    }
+    store_offset(&mut r, &q, "c", 0);
+    let (_, why) = r.expect_error(ErrorCode::InvalidArgument);
+    assert!(why.contains("stream_offset_refs_max"), "{why}");
 }

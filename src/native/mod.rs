@@ -448,6 +448,22 @@ impl NativeConn {
                 }
                 self.subscribe(rid, (consumer_id, prefetch, priority), StreamStart::NATIVE, queue)?
             }
+            Cmd::StoreOffset { queue, reference, offset } => {
+                // Storing a read position is part of reading (RabbitMQ
+                // asks read permission for its store_offset too).
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                check_queue_name(queue)?;
+                let queue = self.q(queue);
+                let req = Request::StoreOffset { queue: queue.to_string(), reference: reference.into(), offset };
+                shard.submit(me, rid, shard.owner_of(&queue), req);
+            }
+            Cmd::QueryOffset { queue, reference } => {
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                check_queue_name(queue)?;
+                let queue = self.q(queue);
+                let req = Request::QueryOffset { queue: queue.to_string(), reference: reference.into() };
+                shard.submit(me, rid, shard.owner_of(&queue), req);
+            }
             Cmd::StreamSubscribe { consumer_id, prefetch, queue, at } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
                 let offset = match at {

@@ -86,6 +86,9 @@ pub enum ErrorCode {
     /// fatal on the native protocol. AMQP: 540 NOT_IMPLEMENTED, a
     /// connection error, as RabbitMQ answers.
     StreamUnsupported = 83,
+    /// No offset is stored for that reference on that stream (server-side
+    /// offset tracking, `QueryOffset`). Not fatal.
+    OffsetNotFound = 84,
 }
 
 impl ErrorCode {
@@ -135,6 +138,7 @@ impl ErrorCode {
             71 => ClusterUnavailable,
             72 => NodeUnavailable,
             83 => StreamUnsupported,
+            84 => OffsetNotFound,
             _ => return None,
         })
     }

@@ -166,6 +166,17 @@ pub enum Cmd<'a> {
         queue: &'a str,
         at: StreamAt,
     },
+    /// Server-side offset tracking: `offset` stored for `reference` on the
+    /// stream `queue`.
+    StoreOffset {
+        queue: &'a str,
+        reference: &'a str,
+        offset: u64,
+    },
+    QueryOffset {
+        queue: &'a str,
+        reference: &'a str,
+    },
     Unsubscribe {
         consumer_id: u32,
     },
@@ -427,6 +438,8 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             })?;
             Cmd::StreamSubscribe { consumer_id, prefetch, queue, at }
         }
+        op::STORE_OFFSET => Cmd::StoreOffset { queue: c.str8()?, reference: c.str8()?, offset: c.u64()? },
+        op::QUERY_OFFSET => Cmd::QueryOffset { queue: c.str8()?, reference: c.str8()? },
         op::UNSUBSCRIBE => Cmd::Unsubscribe { consumer_id: c.u32()? },
         op::DELIVER => {
             let consumer_id = c.u32()?;
@@ -551,6 +564,8 @@ impl Cmd<'_> {
             Cmd::Confirm { .. } => (op::CONFIRM, 0),
             Cmd::Subscribe { priority, .. } => (op::SUBSCRIBE, if *priority == 0 { 0 } else { op::SUBSCRIBE_PRIORITY }),
             Cmd::StreamSubscribe { .. } => (op::STREAM_SUBSCRIBE, 0),
+            Cmd::StoreOffset { .. } => (op::STORE_OFFSET, 0),
+            Cmd::QueryOffset { .. } => (op::QUERY_OFFSET, 0),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
             Cmd::Deliver { .. } => (op::DELIVER, 0),
             Cmd::ConsumerCancelled { .. } => (op::CONSUMER_CANCELLED, 0),
@@ -658,6 +673,15 @@ impl Cmd<'_> {
                 let (kind, value) = at.encode();
                 buf.put_u8(kind);
                 buf.put_u64_le(value);
+            }
+            Cmd::StoreOffset { queue, reference, offset } => {
+                put_str8(buf, queue);
+                put_str8(buf, reference);
+                buf.put_u64_le(*offset);
+            }
+            Cmd::QueryOffset { queue, reference } => {
+                put_str8(buf, queue);
+                put_str8(buf, reference);
             }
             Cmd::Unsubscribe { consumer_id } => buf.put_u32_le(*consumer_id),
             Cmd::Deliver { consumer_id, first_tag, entries } => {

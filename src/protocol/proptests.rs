@@ -116,6 +116,15 @@ enum O {
         queue: String,
         at: StreamAt,
     },
+    StoreOffset {
+        queue: String,
+        reference: String,
+        offset: u64,
+    },
+    QueryOffset {
+        queue: String,
+        reference: String,
+    },
     Unsubscribe {
         consumer_id: u32,
     },
@@ -273,6 +282,12 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         ),
         (any::<u32>(), any::<u32>(), queue(), stream_at())
             .prop_map(|(consumer_id, prefetch, queue, at)| { O::StreamSubscribe { consumer_id, prefetch, queue, at } }),
+        (queue(), queue(), any::<u64>()).prop_map(|(queue, reference, offset)| O::StoreOffset {
+            queue,
+            reference,
+            offset
+        }),
+        (queue(), queue()).prop_map(|(queue, reference)| O::QueryOffset { queue, reference }),
         any::<u32>().prop_map(|consumer_id| O::Unsubscribe { consumer_id }),
         (any::<u32>(), any::<u64>(), entries()).prop_map(|(consumer_id, first_tag, entries)| O::Deliver {
             consumer_id,
@@ -393,6 +408,8 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         O::StreamSubscribe { consumer_id, prefetch, queue, at } => {
             Cmd::StreamSubscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, at: *at }
         }
+        O::StoreOffset { queue, reference, offset } => Cmd::StoreOffset { queue, reference, offset: *offset },
+        O::QueryOffset { queue, reference } => Cmd::QueryOffset { queue, reference },
         O::Unsubscribe { consumer_id } => Cmd::Unsubscribe { consumer_id: *consumer_id },
         O::Deliver { consumer_id, first_tag, entries } => {
             Cmd::Deliver { consumer_id: *consumer_id, first_tag: *first_tag, entries: es(entries.len()) }

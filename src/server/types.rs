@@ -323,6 +323,20 @@ pub enum Request {
     DeliveriesCredit {
         bytes: usize,
     },
+    // Last, so the link's variant numbers of the others stay as they were.
+    /// Server-side offset tracking: store a stream consumer's offset
+    /// under `reference` (answered Ok once stored, `docs/streams.md`).
+    StoreOffset {
+        queue: String,
+        reference: String,
+        offset: u64,
+    },
+    /// The offset stored under `reference`: Ok(offset), or
+    /// `OffsetNotFound`.
+    QueryOffset {
+        queue: String,
+        reference: String,
+    },
 }
 
 /// What goes back to a connection. `ConsumerGone`: the consumer's queue

@@ -104,6 +104,8 @@ fn native_frames() -> Named {
                 at: ringmq::protocol::StreamAt::Offset(1000),
             },
         ),
+        ("store-offset", Cmd::StoreOffset { queue: "events", reference: "billing", offset: 1000 }),
+        ("query-offset", Cmd::QueryOffset { queue: "events", reference: "billing" }),
     ];
     for (i, (name, cmd)) in cmds.into_iter().enumerate() {
         Frame { request_id: i as u64 + 1, cmd }.encode(&mut b);
@@ -430,6 +432,7 @@ fn segment_files() -> (Named, Vec<u64>) {
         }
         log.ack(q, 1, lens[1]);
         log.ack(q, 2, lens[2]);
+        log.store_offset(q, "billing", 3).expect("a stream offset");
         log.purge(tmp, |each| (0..5u64).for_each(|s| each(s, lens[s as usize]))).expect("purge");
         log.delete(tmp).expect("delete");
         assert!(log.flush().await.result.is_ok());

@@ -25,7 +25,7 @@ use crate::protocol::field_table::Value;
 use crate::protocol::props::{self, Props};
 use crate::protocol::ErrorCode;
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 500_000_000;
@@ -57,6 +57,8 @@ pub struct Stream {
     segment_bytes: u64,
     /// Dropped by retention since the shard last asked: (offset, entry length).
     dropped: Vec<(u64, usize)>,
+    /// Server-side offset tracking: the offset stored per reference.
+    tracked: HashMap<String, u64>,
 }
 
 impl Stream {
@@ -227,6 +229,48 @@ impl Queue {
         s.retain(now);
         self.published_total += n as u64;
         Ok(crate::protocol::wire::len32(n))
+    }
+
+    /// Stores `offset` under `reference` (server-side offset tracking), at
+    /// most `refs_max` references per stream. Offsets are the log's
+    /// sequence numbers: below 2^62.
+    pub fn store_offset(&mut self, reference: &str, offset: u64, refs_max: usize) -> Result<(), QueueError> {
+        let queue = crate::routing::vhost::describe(&self.name);
+        let Some(s) = self.stream.as_mut() else {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, format!("queue {queue} is not a stream")));
+        };
+        if reference.is_empty() || reference.len() > crate::storage::STREAM_REFERENCE_BYTES_MAX {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, "an offset reference is 1..=255 bytes"));
+        }
+        if offset >= crate::storage::SEQ_LIMIT {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, format!("offset {offset} is past 2^62")));
+        }
+        if !s.tracked.contains_key(reference) && s.tracked.len() >= refs_max {
+            return Err(QueueError::new(
+                ErrorCode::InvalidArgument,
+                format!("stream {queue} holds offsets for stream_offset_refs_max = {refs_max} references"),
+            ));
+        }
+        s.tracked.insert(reference.to_owned(), offset);
+        Ok(())
+    }
+
+    /// The offset stored under `reference`.
+    pub fn stored_offset(&self, reference: &str) -> Result<u64, QueueError> {
+        let queue = crate::routing::vhost::describe(&self.name);
+        let Some(s) = self.stream.as_ref() else {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, format!("queue {queue} is not a stream")));
+        };
+        s.tracked.get(reference).copied().ok_or_else(|| {
+            QueueError::new(ErrorCode::OffsetNotFound, format!("no offset stored for {reference:?} on stream {queue}"))
+        })
+    }
+
+    /// Recovery: an offset the log stored.
+    pub fn restore_offset(&mut self, reference: String, offset: u64) {
+        if let Some(s) = self.stream.as_mut() {
+            s.tracked.insert(reference, offset);
+        }
     }
 
     /// Recovery: a message of the stream from the log, in offset order.

@@ -507,6 +507,11 @@ impl Shard {
                 q.refuse_on_stream("queue.purge")?;
                 Ok(self.purge_logged(q) as u64)
             })),
+            Request::StoreOffset { queue, reference, offset } => Some(self.store_offset(&queue, &reference, offset)),
+            Request::QueryOffset { queue, reference } => Some(self.with_queue(&queue, |q| {
+                check_lock(q, from)?;
+                q.stored_offset(&reference)
+            })),
             Request::Subscribe { consumer_id, prefetch, queue, exclusive, priority, stream } => {
                 self.subscribe(from, request_id, (consumer_id, prefetch, exclusive, priority), stream, &queue)
             }
