@@ -228,3 +228,38 @@ fn offset_references_are_bounded() {
     let (_, why) = r.expect_error(ErrorCode::InvalidArgument);
     assert!(why.contains("stream_offset_refs_max"), "{why}");
 }
+
+/// The client library's stream consumer (`ConsumerOptions::stream_at`):
+/// two consumers on one stream, each from its own position.
+#[test]
+fn client_reads_a_stream_from_its_own_position() {
+    use futures_lite::StreamExt;
+    use ringmq::client::{Client, ClientOptions, ConsumerOptions, ProducerOptions};
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::StreamAt;
+    let b = TestBroker::start();
+    let url = b.url();
+    let q = common::queue_on(0, 2, "client-stream");
+    common::run_local(Duration::from_secs(30), move || async move {
+        let client = Client::connect(ClientOptions { url, ..Default::default() }).await.unwrap();
+        client.declare_with(&q, true, &TableBuilder::new().str("x-queue-type", "stream").build()).await.unwrap();
+        let p = client.producer(&q, ProducerOptions::default()).await.unwrap();
+        let mut pending = Vec::new();
+        for i in 0..50u32 {
+            pending.push(p.publish(format!("c{i}").as_bytes()).await.unwrap());
+        }
+        p.flush().unwrap();
+        for c in pending {
+            c.await.unwrap();
+        }
+        for (at, first) in [(StreamAt::First, 0), (StreamAt::Offset(30), 30)] {
+            let mut c = client.subscribe_with(&q, ConsumerOptions::new(7).stream_at(at)).await.unwrap();
+            for i in first..50u32 {
+                let d = c.next().await.unwrap().unwrap();
+                assert_eq!(d.body.as_ref(), format!("c{i}").as_bytes());
+                c.ack(d.tag);
+            }
+        }
+        client.close().await;
+    });
+}
