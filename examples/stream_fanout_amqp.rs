@@ -81,13 +81,12 @@ async fn read(url: &str, queue: &str, i: usize, messages: u64) -> u64 {
     ch.basic_qos(2000, BasicQosOptions::default()).await.unwrap();
     let mut args = FieldTable::default();
     args.insert("x-stream-offset".into(), AMQPValue::LongString(LongString::from("first")));
-    let mut c =
-        ch.basic_consume(queue, &format!("c{i}"), BasicConsumeOptions::default(), args).await.unwrap();
+    let mut c = ch.basic_consume(queue, &format!("c{i}"), BasicConsumeOptions::default(), args).await.unwrap();
     let mut n = 0u64;
     while n < messages {
         let d = c.next().await.unwrap().unwrap();
         n += 1;
-        if n % 500 == 0 || n == messages {
+        if n.is_multiple_of(500) || n == messages {
             d.acker.ack(BasicAckOptions { multiple: true }).await.unwrap();
         }
     }
