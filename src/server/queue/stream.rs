@@ -130,7 +130,8 @@ impl Stream {
             StreamOffset::First => first,
             StreamOffset::Next => next,
             StreamOffset::Last => self.msgs.iter().rev().find(|m| m.chunk).map_or(next, |m| m.offset),
-            StreamOffset::Offset(o) => o.clamp(first, next),
+            // Not `clamp`: it panics if its bounds cross, and this must never.
+            StreamOffset::Offset(o) => o.max(first).min(next),
             StreamOffset::Timestamp(ms) => {
                 let i = self.msgs.partition_point(|m| m.at_ms < ms);
                 self.msgs.get(i).map_or(next, |m| m.offset)
