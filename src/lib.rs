@@ -34,6 +34,7 @@
 //! | vhosts: a front end scopes each name the client gives (`qualify`); the core keys by that one string | [`protocol::vhost`] |
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`native`], [`amqp`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
+//! | streams (`x-queue-type: stream`): offsets, retention, a read position per consumer, stored in the shard's log (`docs/streams.md`) | `server::queue::stream`, `server::shard::requests` (subscribe), `server::shard::durable` (retention and stored offsets logged, record type 13 in [`storage`]), `amqp::consume_args` (`x-stream-offset`), `native` (`StreamSubscribe`, `StoreOffset`, `QueryOffset`) |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`] (a queue's side: `queue::spill`), `server::shard::spill` (the budget and the fetch task) |
 //! | write replies, one syscall per turn | [`rt::outbox`] |

@@ -276,3 +276,37 @@ fn a_version_1_log_still_recovers() {
         log.close().await.result.unwrap();
     });
 }
+
+/// A stream's stored offsets are written again at the start of every
+/// segment: once the segment that first held them is reclaimed (deleted),
+/// they still recover, the latest per reference.
+#[test]
+fn stream_offsets_outlive_the_segment_that_held_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_local(Duration::from_secs(60), move || async move {
+        let (log, _, _) = open_with(opts_deleting(&path)).await;
+        let q = log.declare("stream", &[]).unwrap();
+        log.store_offset(q, "billing", 5).unwrap();
+        log.store_offset(q, "audit", 1).unwrap();
+        log.store_offset(q, "billing", 7).unwrap();
+        let first = segments(&path)[0];
+        // Enough to roll several segments, each acked so they die.
+        for round in 0..4u64 {
+            let range = round * 100..(round + 1) * 100;
+            publish(&log, q, range.clone()).await;
+            for s in range {
+                log.ack(q, s, body(s).len());
+            }
+        }
+        assert!(log.flush().await.result.is_ok());
+        log.housekeep_once().await;
+        assert!(!segments(&path).contains(&first), "the first segment was reclaimed: {:?}", segments(&path));
+        assert!(log.close().await.result.is_ok());
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (_log, rec) = Storage::<u64>::open(io, opts(&path)).await.expect("recovery");
+        let mut offsets = rec.queues[0].offsets.clone();
+        offsets.sort();
+        assert_eq!(offsets, vec![("audit".to_string(), 1), ("billing".to_string(), 7)]);
+    });
+}

@@ -1,11 +1,14 @@
-//! basic.consume's arguments, as RabbitMQ reads them for a classic queue:
-//! `x-priority` (an integer of any AMQP integer type: the consumer's
-//! priority, 0 when absent) is checked and used; a value of another type
-//! is a 406. Every other argument is ignored, as RabbitMQ ignores the
-//! consumer arguments it does not know (`x-stream-offset` and
-//! `x-cancel-on-ha-failover` mean nothing for the queues ringmq has).
+//! basic.consume's arguments, as RabbitMQ reads them: `x-priority` (an
+//! integer of any AMQP integer type: the consumer's priority, 0 when
+//! absent) and `x-stream-offset` (where a stream consumer starts: `first`,
+//! `last`, `next`, an offset, a timestamp, or an interval back from now
+//! such as `1D` or `30m`) are checked and used; a value of another type is
+//! a 406. A classic queue ignores `x-stream-offset`. Every other argument
+//! is ignored, as RabbitMQ ignores the consumer arguments it does not
+//! know (`x-cancel-on-ha-failover`).
 
-use crate::protocol::field_table::{Table, TableError};
+use crate::protocol::field_table::{Table, TableError, Value};
+use crate::server::types::StreamOffset;
 
 /// Why basic.consume's arguments are refused (406 PRECONDITION_FAILED).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +22,9 @@ pub enum ConsumeArgError {
     /// does not even parse).
     #[error("{0} is out of range")]
     OutOfRange(u64),
+    /// `x-stream-offset` is none of the forms a stream takes (`describe`d).
+    #[error("expected first, last, next, an offset, a timestamp or an interval such as 1D, got {0}")]
+    BadOffset(String),
 }
 
 impl ConsumeArgError {
@@ -27,6 +33,7 @@ impl ConsumeArgError {
         match self {
             ConsumeArgError::Table(_) => None,
             ConsumeArgError::NotAnInteger(_) | ConsumeArgError::OutOfRange(_) => Some("x-priority"),
+            ConsumeArgError::BadOffset(_) => Some("x-stream-offset"),
         }
     }
 }
@@ -42,6 +49,34 @@ pub fn priority(args: &[u8], depth_max: usize) -> Result<i64, ConsumeArgError> {
     let n = v.as_int().ok_or_else(|| ConsumeArgError::NotAnInteger(v.describe()))?;
     // Every integer type but `L` fits; an `L` above i64::MAX does not.
     i64::try_from(n).map_err(|_| ConsumeArgError::OutOfRange(u64::try_from(n).unwrap_or(u64::MAX)))
+}
+
+/// Where a stream consumer starts (`x-stream-offset`; RabbitMQ's
+/// default, `next`, when absent). An interval is counted back from
+/// `now_ms` (wall clock, milliseconds since the epoch).
+pub fn stream_offset(args: &[u8], depth_max: usize, now_ms: u64) -> Result<StreamOffset, ConsumeArgError> {
+    if args.is_empty() {
+        return Ok(StreamOffset::Next);
+    }
+    let t = Table::parse_limited(args, depth_max)?;
+    let Some(v) = t.get("x-stream-offset") else { return Ok(StreamOffset::Next) };
+    let bad = || ConsumeArgError::BadOffset(v.describe());
+    match v {
+        Value::Timestamp(secs) => Ok(StreamOffset::Timestamp(secs.saturating_mul(1000))),
+        _ if v.as_int().is_some() => {
+            let n = v.as_int().ok_or_else(bad)?;
+            u64::try_from(n).map(StreamOffset::Offset).map_err(|_| bad())
+        }
+        _ => match v.as_str().ok_or_else(bad)? {
+            "first" => Ok(StreamOffset::First),
+            "last" => Ok(StreamOffset::Last),
+            "next" => Ok(StreamOffset::Next),
+            interval => {
+                let ago = crate::server::policy::max_age_ms(interval).ok_or_else(bad)?;
+                Ok(StreamOffset::Timestamp(now_ms.saturating_sub(ago)))
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +124,26 @@ mod tests {
             .build();
         assert_eq!(priority(&others, 8), Ok(5));
         assert_eq!(priority(&TableBuilder::new().str("x-made-up", "1").build(), 8), Ok(0));
+    }
+
+    #[test]
+    fn stream_offsets() {
+        let at = |v: Value| stream_offset(&TableBuilder::new().value("x-stream-offset", v).build(), 8, 10_000_000);
+        assert_eq!(stream_offset(&[], 8, 0), Ok(StreamOffset::Next));
+        assert_eq!(at(Value::str("first")), Ok(StreamOffset::First));
+        assert_eq!(at(Value::str("last")), Ok(StreamOffset::Last));
+        assert_eq!(at(Value::str("next")), Ok(StreamOffset::Next));
+        assert_eq!(at(Value::I64(42)), Ok(StreamOffset::Offset(42)));
+        assert_eq!(at(Value::U8(7)), Ok(StreamOffset::Offset(7)));
+        assert_eq!(at(Value::Timestamp(5)), Ok(StreamOffset::Timestamp(5000)));
+        assert_eq!(at(Value::str("10s")), Ok(StreamOffset::Timestamp(10_000_000 - 10_000)));
+        // Far back saturates at the epoch.
+        assert_eq!(at(Value::str("100Y")), Ok(StreamOffset::Timestamp(0)));
+        for bad in [Value::I64(-1), Value::str("middle"), Value::Bool(true), Value::F64(1.5), Value::str("")] {
+            let e = at(bad.clone()).unwrap_err();
+            assert_eq!(e.arg(), Some("x-stream-offset"), "{bad:?}");
+        }
+        assert!(at(Value::Timestamp(u64::MAX)).is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::protocol::vhost;
 use crate::server::grants::Kind;
 use crate::server::ops::queue_name_ok;
 use crate::server::policy::QueueArgs;
-use crate::server::types::Request;
+use crate::server::types::{Request, StreamStart};
 use bytes::{BufMut, BytesMut};
 use std::cell::RefCell;
 
@@ -299,6 +299,15 @@ fn consume(
         };
         ch_fault(n, code::PRECONDITION_FAILED, text, mid)
     })?;
+    let offset = super::consume_args::stream_offset(args, c.table_depth_max(), wall_ms()).map_err(|e| {
+        let q = vhost::describe(&c.q(queue));
+        ch_fault(
+            n,
+            code::PRECONDITION_FAILED,
+            format!("PRECONDITION_FAILED - invalid arg 'x-stream-offset' for queue {q}: {e}"),
+            mid,
+        )
+    })?;
     let cid = st.next_consumer;
     st.next_consumer += 1;
     let tag = if tag.is_empty() { format!("amq.ctag-{}.{}.{cid}", shard.id, c.me().conn_id) } else { tag.into() };
@@ -329,6 +338,7 @@ fn consume(
     let ch = channel(st, n);
     ch.consumers.push(cid);
     let seq = ch.push_op(OpKind::Consume { consumer_id: cid, no_wait });
+    let stream = StreamStart { offset, no_ack, prefetch_set: per_consumer != 0 || per_channel != 0 };
     let req = Request::Subscribe {
         consumer_id: cid,
         prefetch,
@@ -336,6 +346,7 @@ fn consume(
         exclusive,
         priority,
         auto_ack: no_ack,
+        stream,
     };
     core.submit(owner, rid(KIND_OP, n, seq), req);
     Ok(())
@@ -610,4 +621,11 @@ pub fn release_channel(st: &mut State, n: u16, core: &Core<'_>, acks: &RefCell<V
             core.submit(k.owner, rid(KIND_IGNORE, n, 0), req);
         }
     }
+}
+
+/// Wall-clock milliseconds since the epoch (an `x-stream-offset` interval
+/// counts back from it).
+fn wall_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    crate::protocol::wire::u64_of(since.as_millis())
 }

@@ -191,7 +191,7 @@ fn fault_for(n: u16, code: ErrorCode, message: String, cause: MethodId) -> Fault
         ErrorCode::ClusterUnavailable => (code::PRECONDITION_FAILED, false),
         ErrorCode::ConsumerLimit | ErrorCode::StorageFull => (code::RESOURCE_ERROR, true),
         ErrorCode::ShardUnavailable | ErrorCode::ShuttingDown => (code::CONNECTION_FORCED, true),
-        ErrorCode::PersistenceUnavailable => (code::NOT_IMPLEMENTED, true),
+        ErrorCode::PersistenceUnavailable | ErrorCode::StreamUnsupported => (code::NOT_IMPLEMENTED, true),
         _ => (code::INTERNAL_ERROR, true),
     };
     let prefix = match amqp {

@@ -42,15 +42,23 @@ pub struct ConsumerOptions {
     /// round-robin among equals, and to lower ones only while every
     /// higher one is blocked (prefetch full, or its connection full).
     pub priority: i64,
+    /// A stream consumer's start (`StreamSubscribe`, docs/streams.md);
+    /// `None`: a plain Subscribe (a stream then reads from `next`).
+    pub stream_at: Option<crate::protocol::StreamAt>,
 }
 
 impl ConsumerOptions {
     pub fn new(prefetch: u32) -> Self {
-        Self { prefetch, priority: 0 }
+        Self { prefetch, priority: 0, stream_at: None }
     }
 
     pub fn priority(self, priority: i64) -> Self {
         Self { priority, ..self }
+    }
+
+    /// Reads a stream from `at` (first, last, next, an offset, a time).
+    pub fn stream_at(self, at: crate::protocol::StreamAt) -> Self {
+        Self { stream_at: Some(at), ..self }
     }
 }
 
@@ -127,7 +135,10 @@ impl Consumer {
         let state = Rc::new(ConsumerState::default());
         // Registered first: the first delivery may follow the reply at once.
         conn.add_consumer(id, state.clone());
-        let cmd = Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority };
+        let cmd = match o.stream_at {
+            Some(at) => Cmd::StreamSubscribe { consumer_id: id, prefetch: o.prefetch, queue, at },
+            None => Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority },
+        };
         if let Err(e) = conn.simple(cmd).await {
             conn.remove_consumer(id);
             return Err(e);

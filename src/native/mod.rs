@@ -25,7 +25,7 @@ pub use accept::accept_loop;
 pub use encode::{encode_reply, DeliverLimits};
 
 use crate::auth::permissions::Perm;
-use crate::protocol::{self, op, Cmd, ErrorCode, Frame};
+use crate::protocol::{self, op, Cmd, ErrorCode, Frame, StreamAt};
 use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame_limited, FrameReader, Native, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
@@ -35,7 +35,7 @@ use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
 use crate::server::queue::Deliveries;
 use crate::server::shard::routing_replica::{check_exchange_name, check_table};
 use crate::server::shard::{ConnSink, Shard, SinkBuffers};
-use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request};
+use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request, StreamOffset, StreamStart};
 use bytes::Bytes;
 use encode::{clip, encode_deliveries, frame};
 use futures_lite::AsyncRead;
@@ -448,7 +448,35 @@ impl NativeConn {
                 if queue == protocol::reply_to::PSEUDO_QUEUE {
                     return self.reply_subscribe(rid, consumer_id);
                 }
-                self.subscribe(rid, (consumer_id, prefetch, priority), queue)?
+                self.subscribe(rid, (consumer_id, prefetch, priority), StreamStart::NATIVE, queue)?
+            }
+            Cmd::StoreOffset { queue, reference, offset } => {
+                // Storing a read position is part of reading (RabbitMQ
+                // asks read permission for its store_offset too).
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                check_queue_name(queue)?;
+                let queue = self.q(queue);
+                let req = Request::StoreOffset { queue: queue.to_string(), reference: reference.into(), offset };
+                shard.submit(me, rid, shard.owner_of(&queue), req);
+            }
+            Cmd::QueryOffset { queue, reference } => {
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                check_queue_name(queue)?;
+                let queue = self.q(queue);
+                let req = Request::QueryOffset { queue: queue.to_string(), reference: reference.into() };
+                shard.submit(me, rid, shard.owner_of(&queue), req);
+            }
+            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at } => {
+                self.may(rid, Perm::Read, Kind::Queue, queue)?;
+                let offset = match at {
+                    StreamAt::First => StreamOffset::First,
+                    StreamAt::Last => StreamOffset::Last,
+                    StreamAt::Next => StreamOffset::Next,
+                    StreamAt::Offset(o) => StreamOffset::Offset(o),
+                    StreamAt::Timestamp(ms) => StreamOffset::Timestamp(ms),
+                };
+                let start = StreamStart { offset, ..StreamStart::NATIVE };
+                self.subscribe(rid, (consumer_id, prefetch, 0), start, queue)?
             }
             Cmd::Unsubscribe { consumer_id } if self.reply_unsubscribe(rid, consumer_id) => {}
             Cmd::Unsubscribe { consumer_id } => {
@@ -588,6 +616,7 @@ impl NativeConn {
         &self,
         rid: u64,
         (consumer_id, prefetch, priority): (u32, u32, i64),
+        stream: StreamStart,
         queue: &str,
     ) -> Result<(), Fatal> {
         let c = &self.shard.config;
@@ -609,6 +638,7 @@ impl NativeConn {
             exclusive: false,
             priority,
             auto_ack: false,
+            stream,
         };
         self.shard.submit(self.me(), rid, owner, req);
         Ok(())

@@ -81,6 +81,14 @@ pub enum ErrorCode {
     /// NOT_FOUND on the channel, as RabbitMQ answers for a classic queue
     /// whose home node is down.
     NodeUnavailable = 72,
+    /// An operation a stream queue (`x-queue-type: stream`) does not
+    /// support: a get, a purge, a consumer with automatic acks. Not
+    /// fatal on the native protocol. AMQP: 540 NOT_IMPLEMENTED, a
+    /// connection error, as RabbitMQ answers.
+    StreamUnsupported = 83,
+    /// No offset is stored for that reference on that stream (server-side
+    /// offset tracking, `QueryOffset`). Not fatal.
+    OffsetNotFound = 84,
 }
 
 impl ErrorCode {
@@ -129,6 +137,8 @@ impl ErrorCode {
             42 => StorageFull,
             71 => ClusterUnavailable,
             72 => NodeUnavailable,
+            83 => StreamUnsupported,
+            84 => OffsetNotFound,
             _ => return None,
         })
     }

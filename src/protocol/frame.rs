@@ -23,6 +23,43 @@ pub struct Frame<'a> {
     pub cmd: Cmd<'a>,
 }
 
+/// Where a `StreamSubscribe` starts: on the wire a kind byte and a `u64`
+/// (0 first, 1 last, 2 next, each with value 0; 3 an offset; 4 a wall-clock
+/// time in milliseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamAt {
+    First,
+    Last,
+    Next,
+    Offset(u64),
+    Timestamp(u64),
+}
+
+impl StreamAt {
+    pub fn encode(self) -> (u8, u64) {
+        match self {
+            StreamAt::First => (0, 0),
+            StreamAt::Last => (1, 0),
+            StreamAt::Next => (2, 0),
+            StreamAt::Offset(o) => (3, o),
+            StreamAt::Timestamp(ms) => (4, ms),
+        }
+    }
+
+    /// `None` for an unknown kind, or a value with a kind that takes none
+    /// (one encoding per frame).
+    pub fn decode(kind: u8, value: u64) -> Option<Self> {
+        match (kind, value) {
+            (0, 0) => Some(StreamAt::First),
+            (1, 0) => Some(StreamAt::Last),
+            (2, 0) => Some(StreamAt::Next),
+            (3, o) => Some(StreamAt::Offset(o)),
+            (4, ms) => Some(StreamAt::Timestamp(ms)),
+            _ => None,
+        }
+    }
+}
+
 /// `Admin`: an operator command (`op::ADMIN_*`) and its argument (a queue
 /// or connection name; empty for the listings). `AdminOk`: its answer, a
 /// UTF-8 JSON document, the rest of the body.
@@ -120,6 +157,25 @@ pub enum Cmd<'a> {
         prefetch: u32,
         queue: &'a str,
         priority: i64,
+    },
+    /// A stream consumer starting at `at` (`docs/streams.md`); a classic
+    /// queue ignores `at`, as it ignores AMQP's `x-stream-offset`.
+    StreamSubscribe {
+        consumer_id: u32,
+        prefetch: u32,
+        queue: &'a str,
+        at: StreamAt,
+    },
+    /// Server-side offset tracking: `offset` stored for `reference` on the
+    /// stream `queue`.
+    StoreOffset {
+        queue: &'a str,
+        reference: &'a str,
+        offset: u64,
+    },
+    QueryOffset {
+        queue: &'a str,
+        reference: &'a str,
     },
     Unsubscribe {
         consumer_id: u32,
@@ -374,6 +430,16 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             }
             Cmd::Subscribe { consumer_id, prefetch, queue, priority }
         }
+        op::STREAM_SUBSCRIBE => {
+            let (consumer_id, prefetch, queue) = (c.u32()?, c.u32()?, c.str8()?);
+            let at = StreamAt::decode(c.u8()?, c.u64()?).ok_or(DecodeError::Malformed {
+                what,
+                why: "stream position kind is not 0..=4, or a value is given for first, last or next",
+            })?;
+            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at }
+        }
+        op::STORE_OFFSET => Cmd::StoreOffset { queue: c.str8()?, reference: c.str8()?, offset: c.u64()? },
+        op::QUERY_OFFSET => Cmd::QueryOffset { queue: c.str8()?, reference: c.str8()? },
         op::UNSUBSCRIBE => Cmd::Unsubscribe { consumer_id: c.u32()? },
         op::DELIVER => {
             let consumer_id = c.u32()?;
@@ -497,6 +563,9 @@ impl Cmd<'_> {
             Cmd::PublishTo { flags, .. } => (op::PUBLISH_TO, *flags),
             Cmd::Confirm { .. } => (op::CONFIRM, 0),
             Cmd::Subscribe { priority, .. } => (op::SUBSCRIBE, if *priority == 0 { 0 } else { op::SUBSCRIBE_PRIORITY }),
+            Cmd::StreamSubscribe { .. } => (op::STREAM_SUBSCRIBE, 0),
+            Cmd::StoreOffset { .. } => (op::STORE_OFFSET, 0),
+            Cmd::QueryOffset { .. } => (op::QUERY_OFFSET, 0),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
             Cmd::Deliver { .. } => (op::DELIVER, 0),
             Cmd::ConsumerCancelled { .. } => (op::CONSUMER_CANCELLED, 0),
@@ -596,6 +665,23 @@ impl Cmd<'_> {
                 if *priority != 0 {
                     buf.put_i64_le(*priority);
                 }
+            }
+            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at } => {
+                buf.put_u32_le(*consumer_id);
+                buf.put_u32_le(*prefetch);
+                put_str8(buf, queue);
+                let (kind, value) = at.encode();
+                buf.put_u8(kind);
+                buf.put_u64_le(value);
+            }
+            Cmd::StoreOffset { queue, reference, offset } => {
+                put_str8(buf, queue);
+                put_str8(buf, reference);
+                buf.put_u64_le(*offset);
+            }
+            Cmd::QueryOffset { queue, reference } => {
+                put_str8(buf, queue);
+                put_str8(buf, reference);
             }
             Cmd::Unsubscribe { consumer_id } => buf.put_u32_le(*consumer_id),
             Cmd::Deliver { consumer_id, first_tag, entries } => {

@@ -39,6 +39,15 @@ pub const CONSUMER_CANCELLED: u8 = 0x33;
 /// Server to client: the answer to a Subscribe to the direct reply-to
 /// pseudo-queue (`protocol::reply_to`): the generated name requests carry.
 pub const REPLY_TO: u8 = 0x34;
+/// Client to server: a consumer of a stream queue that starts at a given
+/// position (`frame::StreamAt`); deliveries come as `Deliver` frames.
+pub const STREAM_SUBSCRIBE: u8 = 0x35;
+/// Client to server: store a stream consumer's offset under a reference
+/// (server-side offset tracking); Ok once stored.
+pub const STORE_OFFSET: u8 = 0x36;
+/// Client to server: the offset stored under a reference: Ok(offset) or
+/// Error `OffsetNotFound`.
+pub const QUERY_OFFSET: u8 = 0x37;
 pub const ACK: u8 = 0x40;
 pub const NACK: u8 = 0x41;
 pub const GET: u8 = 0x42;
@@ -245,6 +254,9 @@ pub fn name(opcode: u8) -> &'static str {
         DELIVER => "Deliver",
         CONSUMER_CANCELLED => "ConsumerCancelled",
         REPLY_TO => "ReplyTo",
+        STREAM_SUBSCRIBE => "StreamSubscribe",
+        STORE_OFFSET => "StoreOffset",
+        QUERY_OFFSET => "QueryOffset",
         ACK => "Ack",
         NACK => "Nack",
         GET => "Get",

@@ -4,7 +4,7 @@
 
 use super::batch::{put_entry, BatchWriter, Entries, Entry, Ranges, ENTRY_HAS_PROPS, ENTRY_REDELIVERED};
 use super::error::{DecodeError, ErrorCode};
-use super::frame::{decode, encode_ack, peek_len, Cmd, Decoded, Frame, HelloOk};
+use super::frame::{decode, encode_ack, peek_len, Cmd, Decoded, Frame, HelloOk, StreamAt};
 use super::header::{FrameHeader, HEADER_BYTES};
 use super::op;
 use bytes::BytesMut;
@@ -109,6 +109,21 @@ enum O {
         prefetch: u32,
         queue: String,
         priority: i64,
+    },
+    StreamSubscribe {
+        consumer_id: u32,
+        prefetch: u32,
+        queue: String,
+        at: StreamAt,
+    },
+    StoreOffset {
+        queue: String,
+        reference: String,
+        offset: u64,
+    },
+    QueryOffset {
+        queue: String,
+        reference: String,
     },
     Unsubscribe {
         consumer_id: u32,
@@ -265,6 +280,14 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         (any::<u32>(), any::<u32>(), queue(), prop_oneof![Just(0i64), any::<i64>()]).prop_map(
             |(consumer_id, prefetch, queue, priority)| O::Subscribe { consumer_id, prefetch, queue, priority }
         ),
+        (any::<u32>(), any::<u32>(), queue(), stream_at())
+            .prop_map(|(consumer_id, prefetch, queue, at)| { O::StreamSubscribe { consumer_id, prefetch, queue, at } }),
+        (queue(), queue(), any::<u64>()).prop_map(|(queue, reference, offset)| O::StoreOffset {
+            queue,
+            reference,
+            offset
+        }),
+        (queue(), queue()).prop_map(|(queue, reference)| O::QueryOffset { queue, reference }),
         any::<u32>().prop_map(|consumer_id| O::Unsubscribe { consumer_id }),
         (any::<u32>(), any::<u64>(), entries()).prop_map(|(consumer_id, first_tag, entries)| O::Deliver {
             consumer_id,
@@ -382,6 +405,11 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
         O::Subscribe { consumer_id, prefetch, queue, priority } => {
             Cmd::Subscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, priority: *priority }
         }
+        O::StreamSubscribe { consumer_id, prefetch, queue, at } => {
+            Cmd::StreamSubscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, at: *at }
+        }
+        O::StoreOffset { queue, reference, offset } => Cmd::StoreOffset { queue, reference, offset: *offset },
+        O::QueryOffset { queue, reference } => Cmd::QueryOffset { queue, reference },
         O::Unsubscribe { consumer_id } => Cmd::Unsubscribe { consumer_id: *consumer_id },
         O::Deliver { consumer_id, first_tag, entries } => {
             Cmd::Deliver { consumer_id: *consumer_id, first_tag: *first_tag, entries: es(entries.len()) }
@@ -805,4 +833,27 @@ fn admin_example_in_the_docs() {
     Frame { request_id: 2, cmd: Cmd::Admin { command: op::ADMIN_LIST_QUEUES, arg: "" } }.encode(&mut buf);
     let want = [3, 0, 0, 0, 0x50, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x01, 0, 0];
     assert_eq!(&buf[..], &want[..]);
+}
+
+fn stream_at() -> impl Strategy<Value = StreamAt> {
+    prop_oneof![
+        Just(StreamAt::First),
+        Just(StreamAt::Last),
+        Just(StreamAt::Next),
+        any::<u64>().prop_map(StreamAt::Offset),
+        any::<u64>().prop_map(StreamAt::Timestamp),
+    ]
+}
+
+proptest! {
+    /// Every kind byte and value: the five defined positions decode to
+    /// themselves and encode back to the same bytes; anything else is
+    /// refused, never taken as some other position.
+    #[test]
+    fn stream_positions_have_one_encoding(kind in any::<u8>(), value in prop_oneof![Just(0u64), any::<u64>()]) {
+        match StreamAt::decode(kind, value) {
+            Some(at) => prop_assert_eq!(at.encode(), (kind, value)),
+            None => prop_assert!(kind > 4 || (kind < 3 && value != 0)),
+        }
+    }
 }

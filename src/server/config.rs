@@ -111,6 +111,11 @@ pub struct Config {
     pub connections_per_shard_max: u32,
     /// Queues owned by one shard.
     pub queues_per_shard_max: u32,
+    /// References one stream stores consumer offsets under (server-side
+    /// offset tracking, `StoreOffset`); a new one past it is refused.
+    /// Each costs up to 280 bytes of memory and of log at every segment
+    /// start (`docs/streams.md`).
+    pub stream_offset_refs_max: u32,
     /// Exchanges clients may declare (the default and `amq.*` ones are not
     /// counted); a declare past it is refused (`DefinitionLimit`, AMQP 406).
     pub exchanges_max: u32,
@@ -303,6 +308,7 @@ impl Default for Config {
             table_depth_max: crate::protocol::wire::len32(crate::protocol::field_table::TABLE_DEPTH_MAX),
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
+            stream_offset_refs_max: 1_000,
             exchanges_max: 10_000,
             bindings_max: 1_000_000,
             queue_messages_max: 100_000_000,
@@ -438,7 +444,8 @@ impl Config {
         check((u64::from(m)..=1 << 40).contains(&tb), "tx_bytes_max", || {
             format!("{tb} is outside message_bytes_max ({m})..=1099511627776")
         })?;
-        let positive: [(&'static str, u64); 19] = [
+        let positive: [(&'static str, u64); 20] = [
+            ("stream_offset_refs_max", self.stream_offset_refs_max.into()),
             ("tx_messages_max", self.tx_messages_max.into()),
             ("users_max", self.users_max.into()),
             ("vhosts_max", self.vhosts_max.into()),

@@ -50,6 +50,14 @@ pub struct QueueArgs {
     /// queue on the member with the fewest (`client-local`, the default:
     /// on the node that declares it).
     pub balanced: bool,
+    /// `x-queue-type: stream` (`queue/stream.rs`): an append-only log read
+    /// from offsets, kept by retention, never emptied by acks.
+    pub stream: bool,
+    /// A stream's `x-max-age`, in milliseconds (RabbitMQ's `7D`, `12h`, ...).
+    pub max_age_ms: Option<u64>,
+    /// A stream's `x-stream-max-segment-size-bytes`: retention drops whole
+    /// segments of this many entry bytes.
+    pub stream_segment_bytes: Option<u64>,
     /// The table as declared (no length prefix): what the storage log
     /// keeps, so a restarted durable queue is parsed exactly as before.
     pub raw: Bytes,
@@ -124,9 +132,16 @@ impl QueueArgs {
         // stored queues recover whatever the limit is now.
         let t = Table::parse_limited(raw, crate::protocol::field_table::TABLE_DEPTH_CEILING)
             .map_err(|e| invalid(queue, "arguments", e))?;
+        // Stream-only arguments are read once the type is known: a classic
+        // queue ignores them, as RabbitMQ does.
+        let (mut max_age, mut segment) = (None, None);
+        let mut given: Vec<&str> = Vec::new();
         for (key, v) in &t.0 {
             let k = key.as_str();
+            given.push(k);
             match k {
+                "x-max-age" => max_age = Some(v),
+                "x-stream-max-segment-size-bytes" => segment = Some(v),
                 "x-message-ttl" => a.message_ttl = Some(int_in(queue, k, v, 0, U32)?),
                 "x-expires" => a.expires = Some(int_in(queue, k, v, 1, U32)?),
                 "x-max-length" => a.max_length = Some(int_in(queue, k, v, 0, I64)?),
@@ -163,17 +178,23 @@ impl QueueArgs {
                 }
                 "x-queue-type" => match v.as_str() {
                     Some("classic") => {}
+                    Some("stream") => a.stream = true,
                     Some(other) => {
                         return Err(ArgError {
                             code: ErrorCode::InvalidArgument,
                             unsupported: true,
-                            message: format!("queue type '{other}' is not implemented; only 'classic' queues exist"),
+                            message: format!(
+                                "queue type '{other}' is not implemented; only 'classic' and 'stream' queues exist"
+                            ),
                         })
                     }
                     None => return Err(invalid(queue, k, format!("expected a string, got {}", v.describe()))),
                 },
                 _ => {}
             }
+        }
+        if a.stream {
+            a.stream_args(queue, &given, max_age, segment)?;
         }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
             return Err(invalid(
@@ -189,7 +210,15 @@ impl QueueArgs {
     /// that differs (RabbitMQ's "inequivalent arg").
     pub fn equivalent(&self, other: &QueueArgs, queue: &str) -> Result<(), Inequivalent> {
         let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
-        let fields: [(&str, Option<String>, Option<String>); 9] = [
+        let kind = |a: &QueueArgs| Some(if a.stream { "stream" } else { "classic" }.to_string());
+        let fields: [(&str, Option<String>, Option<String>); 12] = [
+            ("x-queue-type", kind(self), kind(other)),
+            ("x-max-age", self.max_age_ms.map(|v| format!("{v} ms")), other.max_age_ms.map(|v| format!("{v} ms"))),
+            (
+                "x-stream-max-segment-size-bytes",
+                self.stream_segment_bytes.map(|v| v.to_string()),
+                other.stream_segment_bytes.map(|v| v.to_string()),
+            ),
             ("x-message-ttl", self.message_ttl.map(|v| v.to_string()), other.message_ttl.map(|v| v.to_string())),
             ("x-expires", self.expires.map(|v| v.to_string()), other.expires.map(|v| v.to_string())),
             ("x-max-length", self.max_length.map(|v| v.to_string()), other.max_length.map(|v| v.to_string())),
@@ -217,10 +246,58 @@ impl QueueArgs {
         Ok(())
     }
 
+    /// A stream's own checks: the arguments RabbitMQ refuses for a stream,
+    /// the ones it ignores cleared (a stream never dead-letters, and
+    /// `x-max-length` does not apply to it), and its retention parsed.
+    fn stream_args(
+        &mut self,
+        queue: &str,
+        given: &[&str],
+        max_age: Option<&Value>,
+        segment: Option<&Value>,
+    ) -> Result<(), ArgError> {
+        const REFUSED: [&str; 6] =
+            ["x-expires", "x-message-ttl", "x-max-priority", "x-overflow", "x-single-active-consumer", "x-queue-mode"];
+        if let Some(k) = given.iter().find(|k| REFUSED.contains(k)) {
+            return Err(invalid(queue, k, "not supported by stream queues"));
+        }
+        self.max_length = None;
+        self.dead_letter_exchange = None;
+        self.dead_letter_routing_key = None;
+        if let Some(v) = max_age {
+            let text = string(queue, "x-max-age", v)?;
+            self.max_age_ms = Some(max_age_ms(&text).ok_or_else(|| {
+                invalid(queue, "x-max-age", format!("{text:?} is not a number followed by one of Y M D h m s"))
+            })?);
+        }
+        if let Some(v) = segment {
+            self.stream_segment_bytes = Some(int_in(queue, "x-stream-max-segment-size-bytes", v, 1, I64)?);
+        }
+        Ok(())
+    }
+
     /// Whether the queue keeps messages in priority levels.
     pub fn priority_levels(&self) -> usize {
         self.max_priority.map_or(1, |m| usize::from(m) + 1)
     }
+}
+
+/// RabbitMQ's `x-max-age`: a positive number and a unit (`Y` years of
+/// 365 days, `M` months of 30, `D`, `h`, `m`, `s`), in milliseconds;
+/// `None` when it is not one, or past `u64` milliseconds.
+pub fn max_age_ms(text: &str) -> Option<u64> {
+    let unit = text.chars().last()?;
+    let n: u64 = text.get(..text.len().checked_sub(1)?)?.parse().ok()?;
+    let secs: u64 = match unit {
+        'Y' => 365 * 86_400,
+        'M' => 30 * 86_400,
+        'D' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    n.checked_mul(secs)?.checked_mul(1000).filter(|&ms| ms > 0)
 }
 
 /// A redeclare whose argument `key` differs from the queue's.
@@ -296,6 +373,46 @@ mod tests {
         }
         let e = parse(TableBuilder::new().str("x-queue-type", "quorum")).unwrap_err();
         assert!(e.unsupported);
+    }
+
+    #[test]
+    fn stream_arguments() {
+        let a = parse(
+            TableBuilder::new()
+                .str("x-max-age", "7D")
+                .str("x-queue-type", "stream")
+                .int("x-stream-max-segment-size-bytes", 1000)
+                .int("x-max-length-bytes", 5000)
+                .int("x-max-length", 3)
+                .str("x-dead-letter-exchange", "dlx"),
+        )
+        .unwrap();
+        assert!(a.stream);
+        assert_eq!(a.max_age_ms, Some(7 * 86_400_000));
+        assert_eq!((a.stream_segment_bytes, a.max_length_bytes), (Some(1000), Some(5000)));
+        // Ignored for a stream, as RabbitMQ does.
+        assert_eq!((a.max_length, a.dead_letter_exchange.as_deref()), (None, None));
+        // A classic queue ignores the stream's arguments, whatever they hold.
+        let c = parse(TableBuilder::new().str("x-max-age", "soon").int("x-stream-max-segment-size-bytes", -1)).unwrap();
+        assert_eq!((c.stream, c.max_age_ms, c.stream_segment_bytes), (false, None, None));
+        for bad in [
+            TableBuilder::new().str("x-queue-type", "stream").str("x-max-age", "7"),
+            TableBuilder::new().str("x-queue-type", "stream").str("x-max-age", "0D"),
+            TableBuilder::new().str("x-queue-type", "stream").str("x-max-age", "99999999999999999Y"),
+            TableBuilder::new().str("x-queue-type", "stream").int("x-max-age", 7),
+            TableBuilder::new().str("x-queue-type", "stream").int("x-stream-max-segment-size-bytes", 0),
+            TableBuilder::new().str("x-queue-type", "stream").int("x-message-ttl", 10),
+            TableBuilder::new().str("x-queue-type", "stream").int("x-max-priority", 10),
+        ] {
+            let e = parse(bad.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{bad:?}");
+            assert!(e.message.starts_with("invalid arg 'x-"), "{}", e.message);
+        }
+        let e = a.equivalent(&QueueArgs::default(), "q").unwrap_err();
+        assert_eq!((e.key, e.received.as_str(), e.current.as_str()), ("x-queue-type", "classic", "stream"));
+        assert_eq!(max_age_ms("12h"), Some(12 * 3_600_000));
+        assert_eq!(max_age_ms("h"), None);
+        assert_eq!(max_age_ms("-1s"), None);
     }
 
     #[test]

@@ -139,6 +139,42 @@ impl From<&Message> for Delivered {
     }
 }
 
+/// Where a stream consumer starts reading (AMQP `x-stream-offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StreamOffset {
+    /// The oldest message the stream still holds.
+    First,
+    /// The start of the last chunk (the last publish batch appended).
+    Last,
+    /// Only messages appended after the consumer attached (RabbitMQ's
+    /// default).
+    #[default]
+    Next,
+    /// This offset; below the first one held, the first; past the end, the
+    /// end.
+    Offset(u64),
+    /// The first message appended at or after this wall-clock time
+    /// (milliseconds since the epoch).
+    Timestamp(u64),
+}
+
+/// A Subscribe's stream side: the offset, and what RabbitMQ refuses for a
+/// stream consumer (automatic acks, no prefetch), told to the owner
+/// because only it knows the queue is a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamStart {
+    pub offset: StreamOffset,
+    pub no_ack: bool,
+    /// The consumer has a prefetch limit the client chose (AMQP basic.qos;
+    /// every native consumer has one).
+    pub prefetch_set: bool,
+}
+
+impl StreamStart {
+    /// A native consumer: manual acks, its own prefetch, from `next`.
+    pub const NATIVE: StreamStart = StreamStart { offset: StreamOffset::Next, no_ack: false, prefetch_set: true };
+}
+
 /// Both enums cross the inter-node link too (`server::remote`), postcard-
 /// encoded; what arrives that way is checked as any other input.
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,6 +262,10 @@ pub enum Request {
         /// AMQP no-ack: the front end acks what it sends; counted apart
         /// (`Consumer::auto_ack`).
         auto_ack: bool,
+        /// What a stream queue needs to know of the consumer (a classic
+        /// queue ignores it): where it starts, and the two things RabbitMQ
+        /// requires of a stream consumer.
+        stream: StreamStart,
     },
     Unsubscribe {
         consumer_id: u32,
@@ -292,6 +332,20 @@ pub enum Request {
     /// credit (`server/gate.rs`): the owner may forward that much more.
     DeliveriesCredit {
         bytes: usize,
+    },
+    // Last, so the link's variant numbers of the others stay as they were.
+    /// Server-side offset tracking: store a stream consumer's offset
+    /// under `reference` (answered Ok once stored, `docs/streams.md`).
+    StoreOffset {
+        queue: String,
+        reference: String,
+        offset: u64,
+    },
+    /// The offset stored under `reference`: Ok(offset), or
+    /// `OffsetNotFound`.
+    QueryOffset {
+        queue: String,
+        reference: String,
     },
 }
 

@@ -145,6 +145,7 @@ impl<W> Storage<W> {
         let mut queues = HashMap::new();
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
+            qs.offsets = q.offsets.iter().cloned().collect();
             for m in &q.messages {
                 let bytes = publish_bytes(usize::try_from(m.entry_len).unwrap_or(usize::MAX));
                 let seg = u64::from(m.seg);
@@ -236,6 +237,9 @@ impl<W> Storage<W> {
             encode(&mut bytes, seed, &Record::Declare { queue: id, next_seq: q.next_seq, name: q.name.as_bytes() });
             if !q.args.is_empty() {
                 encode(&mut bytes, seed, &Record::QueueArgs { queue: id, args: &q.args });
+            }
+            for (reference, &offset) in &q.offsets {
+                encode(&mut bytes, seed, &Record::StreamOffset { queue: id, offset, reference: reference.as_bytes() });
             }
         }
         if let Some(old) = st.segs.get_mut(&st.tail_seg) {
@@ -357,6 +361,19 @@ impl<W> Storage<W> {
                 }
             });
             id
+        })
+    }
+
+    /// Logs a stream consumer's offset under `reference` (1..=255 bytes;
+    /// checked by the caller). The offset is stored once the next flush is.
+    pub fn store_offset(&self, queue: u32, reference: &str, offset: u64) -> Result<(), StorageError> {
+        self.append(|st| {
+            if let Some(q) = st.queues.get_mut(&queue) {
+                q.offsets.insert(reference.to_owned(), offset);
+            }
+            self.put(st, |b, seed| {
+                encode(b, seed, &Record::StreamOffset { queue, offset, reference: reference.as_bytes() })
+            });
         })
     }
 

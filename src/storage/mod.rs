@@ -44,6 +44,7 @@ pub mod sim;
 
 pub use compact::Moved;
 pub use log::{Flushed, Storage};
+pub use record::{SEQ_LIMIT, STREAM_REFERENCE_BYTES_MAX};
 pub use recovery::{Recovered, RecoveredMsg, RecoveredQueue, RecoveryReport};
 
 use serde::Deserialize;

@@ -44,7 +44,12 @@ pub const T_ACK: u8 = 6;
 pub const T_QUEUE_ARGS: u8 = 11;
 /// The end of a segment's data: nothing after it is read.
 pub const T_SEAL: u8 = 12;
-// 13..=15: reserved for the storage engine.
+/// A stream consumer's stored offset (server-side offset tracking): the
+/// latest per (queue, reference) wins; re-logged at every segment start.
+pub const T_STREAM_OFFSET: u8 = 13;
+// 14..=15: reserved for the storage engine.
+/// The longest reference a stream offset is stored under (a str8).
+pub const STREAM_REFERENCE_BYTES_MAX: usize = 255;
 
 /// Where a segment's checksums start: its number's CRC32C in version 2,
 /// zero (a plain CRC32C) in version 1.
@@ -111,6 +116,12 @@ pub enum Record<'a> {
     QueueArgs {
         queue: u32,
         args: &'a [u8],
+    },
+    /// A stream's offset stored under `reference` (1..=255 bytes of UTF-8).
+    StreamOffset {
+        queue: u32,
+        offset: u64,
+        reference: &'a [u8],
     },
     Seal,
 }
@@ -180,6 +191,12 @@ pub fn encode(buf: &mut Vec<u8>, seed: Seed, r: &Record<'_>) {
         Record::QueueArgs { queue, args } => {
             let s = begin(buf, T_QUEUE_ARGS, *queue);
             buf.put_slice(args);
+            finish(buf, s);
+        }
+        Record::StreamOffset { queue, offset, reference } => {
+            let s = begin(buf, T_STREAM_OFFSET, *queue);
+            buf.put_u64_le(*offset);
+            buf.put_slice(reference);
             finish(buf, s);
         }
         Record::Seal => {
@@ -288,6 +305,11 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
         }
         T_QUEUE_ARGS => Record::QueueArgs { queue, args: p },
         T_SEAL if p.is_empty() && queue == 0 => Record::Seal,
+        T_STREAM_OFFSET if stream_offset_len(p.len()) && u64_at(p, 0) < SEQ_LIMIT => {
+            let reference = &p[8..];
+            std::str::from_utf8(reference).ok()?;
+            Record::StreamOffset { queue, offset: u64_at(p, 0), reference }
+        }
         _ => return None,
     })
 }
@@ -431,7 +453,10 @@ const SEARCH_CRC_PER_BYTE: usize = 16;
 /// Whether `t` is a record type the log writes: what a header must name
 /// before its checksum is worth computing.
 fn known_type(t: u8) -> bool {
-    matches!(t, T_SEGMENT | T_DECLARE | T_DELETE | T_PURGE | T_PUBLISH | T_ACK | T_QUEUE_ARGS | T_SEAL)
+    matches!(
+        t,
+        T_SEGMENT | T_DECLARE | T_DELETE | T_PURGE | T_PUBLISH | T_ACK | T_QUEUE_ARGS | T_SEAL | T_STREAM_OFFSET
+    )
 }
 
 /// Whether a header-shaped `rec` has the shape its type gives a record,
@@ -449,6 +474,7 @@ fn plausible(rec: &[u8]) -> bool {
         T_PUBLISH => p.len() >= 8 && crate::protocol::batch::parse_entry(&p[8..]).is_ok(),
         // A name, and the arguments table of a declare (at most 64 KiB).
         T_DECLARE | T_QUEUE_ARGS => p.len() <= 8 + (64 << 10) + 1024,
+        T_STREAM_OFFSET => stream_offset_len(p.len()),
         _ => false,
     }
 }
@@ -498,3 +524,8 @@ pub fn owned(entry: &[u8]) -> Bytes {
 #[cfg(test)]
 #[path = "record_tests.rs"]
 mod tests;
+
+/// A stream offset record's payload: the offset and a 1..=255-byte reference.
+fn stream_offset_len(payload: usize) -> bool {
+    (8 + 1..=8 + STREAM_REFERENCE_BYTES_MAX).contains(&payload)
+}

@@ -328,3 +328,21 @@ fn entry(body: &[u8]) -> Vec<u8> {
     crate::protocol::batch::put_entry(&mut b, 0, &[], body);
     b.to_vec()
 }
+
+#[test]
+fn stream_offsets_round_trip_and_bad_ones_are_malformed() {
+    let mut b = sample();
+    let at = b.len();
+    encode(&mut b, seed(), &Record::StreamOffset { queue: 3, offset: 42, reference: b"billing" });
+    let (v, end) = records(&b);
+    assert_eq!(v.last(), Some(&Record::StreamOffset { queue: 3, offset: 42, reference: b"billing" }));
+    assert_eq!(end.bad, None);
+    let long = [b'r'; STREAM_REFERENCE_BYTES_MAX + 1];
+    let bad: [(u64, &[u8]); 4] = [(1, b""), (1, &long), (1, b"\xff\xfe"), (SEQ_LIMIT, b"r")];
+    for (i, (offset, reference)) in bad.into_iter().enumerate() {
+        let mut buf = b[..at].to_vec();
+        encode(&mut buf, seed(), &Record::StreamOffset { queue: 3, offset, reference });
+        let end = scan(&buf, seed(), |_, _| {});
+        assert_eq!((end.valid_end, end.bad), (at, Some("malformed record")), "case {i}");
+    }
+}

@@ -15,7 +15,7 @@ use super::record::{
 };
 use super::{Loc, StorageError, StorageOptions};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,9 @@ pub struct RecoveredQueue {
     /// `resident_bytes_max` bytes' worth; the others are read back from
     /// their `loc()` when delivered.
     pub entries: HashMap<u64, Bytes>,
+    /// A stream's stored consumer offsets: (reference, offset), the last
+    /// logged for each reference.
+    pub offsets: Vec<(String, u64)>,
 }
 
 /// One recovered message: 24 bytes, so a backlog of 20 M messages
@@ -105,6 +108,7 @@ struct Replay {
     next_seq: u64,
     msgs: VecDeque<RecoveredMsg>,
     entries: HashMap<u64, Bytes>,
+    offsets: BTreeMap<String, u64>,
 }
 
 /// Entry bytes held in memory by the replay so far, and the cap.
@@ -257,6 +261,7 @@ impl State {
                     next_seq: 0,
                     msgs: VecDeque::new(),
                     entries: HashMap::new(),
+                    offsets: BTreeMap::new(),
                 });
                 q.name = name;
                 q.next_seq = q.next_seq.max(next_seq);
@@ -270,6 +275,12 @@ impl State {
             Record::QueueArgs { queue, args } => {
                 if let Some(q) = self.queues.get_mut(&queue) {
                     q.args = args.to_vec();
+                }
+            }
+            Record::StreamOffset { queue, offset, reference } => {
+                // UTF-8 checked by the decoder.
+                if let (Some(q), Ok(r)) = (self.queues.get_mut(&queue), std::str::from_utf8(reference)) {
+                    q.offsets.insert(r.to_owned(), offset);
                 }
             }
             Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
@@ -301,6 +312,7 @@ impl State {
                     m
                 },
                 entries: q.entries,
+                offsets: q.offsets.into_iter().collect(),
             })
             .collect();
         out.sort_by_key(|q| q.id);

@@ -44,11 +44,22 @@ pub(super) struct QState {
     pub(super) by_seg: HashMap<u64, Live>,
     /// Acked since the last flush; logged as ranges by the next one.
     pub(super) acks: Vec<u64>,
+    /// A stream's stored consumer offsets, re-logged at the start of
+    /// every segment (as `args`) so reclaim never loses them.
+    pub(super) offsets: BTreeMap<String, u64>,
 }
 
 impl QState {
     pub(super) fn new(name: String, args: Vec<u8>, next_seq: u64) -> Self {
-        Self { name, args, next_seq, runs: BTreeMap::new(), by_seg: HashMap::new(), acks: Vec::new() }
+        Self {
+            name,
+            args,
+            next_seq,
+            runs: BTreeMap::new(),
+            by_seg: HashMap::new(),
+            acks: Vec::new(),
+            offsets: BTreeMap::new(),
+        }
     }
 
     pub(super) fn add(&mut self, seq: u64, seg: u64, bytes: u64) {

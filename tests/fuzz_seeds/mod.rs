@@ -95,6 +95,17 @@ fn native_frames() -> Named {
         ),
         // Subscribe with the PRIORITY flag (a negative priority: signed).
         ("subscribe_priority", Cmd::Subscribe { consumer_id: 3, prefetch: 10, queue: "orders", priority: -5 }),
+        (
+            "stream-subscribe",
+            Cmd::StreamSubscribe {
+                consumer_id: 4,
+                prefetch: 500,
+                queue: "events",
+                at: ringmq::protocol::StreamAt::Offset(1000),
+            },
+        ),
+        ("store-offset", Cmd::StoreOffset { queue: "events", reference: "billing", offset: 1000 }),
+        ("query-offset", Cmd::QueryOffset { queue: "events", reference: "billing" }),
     ];
     for (i, (name, cmd)) in cmds.into_iter().enumerate() {
         Frame { request_id: i as u64 + 1, cmd }.encode(&mut b);
@@ -421,6 +432,7 @@ fn segment_files() -> (Named, Vec<u64>) {
         }
         log.ack(q, 1, lens[1]);
         log.ack(q, 2, lens[2]);
+        log.store_offset(q, "billing", 3).expect("a stream offset");
         log.purge(tmp, |each| (0..5u64).for_each(|s| each(s, lens[s as usize]))).expect("purge");
         log.delete(tmp).expect("delete");
         assert!(log.flush().await.result.is_ok());
@@ -615,6 +627,11 @@ fn data_messages() -> Named {
         exclusive: false,
         priority: 0,
         auto_ack: false,
+        stream: ringmq::server::types::StreamStart {
+            offset: ringmq::server::types::StreamOffset::Offset(42),
+            no_ack: false,
+            prefetch_set: true,
+        },
     };
     let ack = Request::Ack { consumer_id: 1, queue: "/\u{0}q".into(), ranges: vec![(1, 10)] };
     let msgs_entries = entries.clone();

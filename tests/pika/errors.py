@@ -74,7 +74,7 @@ other.close()
 
 # 540 NOT_IMPLEMENTED (connection)
 expect_connection_close(540, lambda ch: ch.basic_recover(requeue=False))
-expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("qt"), arguments={"x-queue-type": "stream"}))
+expect_connection_close(540, lambda ch: ch.queue_declare(queue=unique("qt"), arguments={"x-queue-type": "quorum"}))
 
 # 530 NOT_ALLOWED: a vhost that does not exist
 try:

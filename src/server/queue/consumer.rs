@@ -38,6 +38,8 @@ pub struct Consumer {
     /// unacked message, oldest first: when the oldest unacked message went
     /// out (`consumer_timeout_ms`), kept per batch, not per message.
     sent_at: VecDeque<(u64, u64)>,
+    /// A stream consumer's position: the offset it reads next.
+    pub stream_next: u64,
 }
 
 impl Consumer {
@@ -56,6 +58,7 @@ impl Consumer {
             unacked_live: 0,
             unacked_bytes: 0,
             sent_at: VecDeque::new(),
+            stream_next: 0,
         }
     }
 

@@ -104,6 +104,9 @@ impl Queue {
     /// room runs out gets no more (it may pass its room by one message)
     /// and is reported in `Dispatched::full`.
     pub fn dispatch_gated(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
+        if self.stream.is_some() {
+            return self.dispatch_stream(out, room, now);
+        }
         let mut done = Dispatched::default();
         let only = self.single_active();
         if self.ready.is_empty() || self.consumers.is_empty() || only == Some(None) {

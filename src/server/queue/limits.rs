@@ -120,6 +120,10 @@ impl Queue {
         origin: Option<&Arc<Origin>>,
         stored: impl FnMut(u64, &Bytes),
     ) -> Result<Published, QueueError> {
+        if self.stream.is_some() {
+            let accepted = self.stream_publish(entries, stored)?;
+            return Ok(Published { accepted, rejected: 0 });
+        }
         let n = entries.len();
         self.hard_cap(n as u64)?;
         if !self.rejects() {

@@ -12,6 +12,7 @@
 //! | `dispatch.rs` | consumers by priority, dispatch under credit and room |
 //! | `limits.rs` | publish under limits, expiry, overflow, x-expires |
 //! | `spill.rs` | messages whose entry is on disk only (memory budget) |
+//! | `stream.rs` | `x-queue-type: stream`: offsets, retention, a position per consumer |
 
 mod cold;
 #[cfg(test)]
@@ -23,6 +24,9 @@ mod dispatch_tests;
 mod limits;
 mod ready;
 mod spill;
+mod stream;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +35,7 @@ pub use dispatch::{delivery_cost, Dispatched, DELIVERY_FRAMING_BYTES};
 pub use limits::{Dead, Published};
 pub use ready::HOT_LOW;
 pub use spill::{Ahead, ReadAhead};
+pub use stream::{with_offset_header, Stream};
 
 use super::deadletter::Reason;
 use super::policy::QueueArgs;
@@ -92,6 +97,9 @@ pub struct Queue {
     /// The bytes the shard last counted for this queue against the memory
     /// alarm (`shard/alarm.rs`).
     pub alarm_accounted: u64,
+    /// Set for a stream (`stream.rs`): its messages live there, never in
+    /// `ready`. Boxed: a classic queue pays one pointer.
+    stream: Option<Box<Stream>>,
 }
 
 /// Where dispatch hands each consumer's share: owner, consumer id, first tag.
@@ -99,6 +107,9 @@ pub type Out<'a> = &'a mut dyn FnMut(ConnRef, u32, u64, Deliveries<'_>);
 
 impl Queue {
     pub fn new(name: String, durable: bool, limits: QueueLimits, args: QueueArgs) -> Self {
+        let stream = args
+            .stream
+            .then(|| Box::new(Stream::new(args.max_length_bytes, args.max_age_ms, args.stream_segment_bytes)));
         Self {
             name,
             durable,
@@ -119,6 +130,7 @@ impl Queue {
             timer_at: None,
             spill: spill::SpillState::default(),
             alarm_accounted: 0,
+            stream,
         }
     }
 
@@ -135,6 +147,9 @@ impl Queue {
     /// marked redelivered (it may have been delivered before the restart).
     /// Its TTL counts from `now`: enqueue times are not logged.
     pub fn restore(&mut self, seq: u64, entry: Bytes, now: u64) {
+        if self.stream.is_some() {
+            return self.stream_restore(seq, entry);
+        }
         let mut msg = self.incoming(seq, entry, true, now, None);
         msg.redelivered = true;
         self.ready.push_back(msg);
@@ -167,6 +182,10 @@ impl Queue {
     /// Puts messages back at the head, oldest first, marked redelivered.
     /// They keep their deadlines: a TTL counts from the first enqueue.
     fn requeue(&mut self, mut msgs: Vec<Message>) {
+        // A stream's deliveries are references to its log: nothing goes back.
+        if self.stream.is_some() {
+            return;
+        }
         // Newest first, so most inserts land at the front.
         msgs.sort_unstable_by_key(|m| m.seq);
         for mut m in msgs.into_iter().rev() {
@@ -346,7 +365,9 @@ impl Queue {
         let mut back = Vec::new();
         c.take_ranges(ranges, |m| back.push(m));
         let n = back.len();
-        if requeue {
+        // A stream neither requeues nor dead-letters: a nack, like an ack,
+        // gives the credit back (RabbitMQ).
+        if requeue || self.stream.is_some() {
             self.requeue(back);
         } else {
             self.dead.extend(back.into_iter().map(|msg| Dead { msg, reason: Reason::Rejected, logged: true }));
@@ -375,6 +396,7 @@ impl Queue {
         now: u64,
         dropped: impl FnOnce(&Message),
     ) -> Result<Option<(u64, Delivered)>, QueueError> {
+        self.refuse_on_stream("basic.get")?;
         let i = match self.consumer_index(owner, id) {
             Some(i) if !self.consumers[i].pull => {
                 return Err(QueueError::new(

@@ -67,7 +67,7 @@ impl Queue {
 
     /// Whether this queue's messages may be spilled: durable, one level.
     pub fn can_spill(&self) -> bool {
-        self.durable && self.ready.levels() == 1
+        self.durable && self.ready.levels() == 1 && self.stream.is_none()
     }
 
     /// Whether a removed message goes to a dead-letter exchange (and so

@@ -86,6 +86,8 @@ fn answered(req: &Request) -> bool {
         Request::Declare { .. }
         | Request::Delete { .. }
         | Request::Purge { .. }
+        | Request::StoreOffset { .. }
+        | Request::QueryOffset { .. }
         | Request::Subscribe { .. }
         | Request::Unsubscribe { .. }
         | Request::Get { .. }

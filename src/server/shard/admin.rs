@@ -251,9 +251,9 @@ impl Shard {
         let mut s = self.stats_base();
         for q in self.queues.borrow().values() {
             s.queue_count += 1;
-            s.messages_ready += q.ready_len() as u64;
+            s.messages_ready += (q.ready_len() + q.stream_len()) as u64;
             s.messages_unacked += q.unacked_len() as u64;
-            s.ready_bytes += q.ready_bytes();
+            s.ready_bytes += q.ready_bytes() + q.stream_bytes();
             s.messages_spilled += q.spilled_len() as u64;
             s.consumers += q.consumer_count() as u64;
         }
@@ -336,10 +336,10 @@ impl Shard {
             durable: q.durable,
             exclusive: q.exclusive_owner.is_some(),
             auto_delete: q.auto_delete,
-            ready: q.ready_len() as u64,
+            ready: (q.ready_len() + q.stream_len()) as u64,
             unacked: q.unacked_len() as u64,
             consumers: q.consumer_count() as u64,
-            ready_bytes: q.ready_bytes(),
+            ready_bytes: q.ready_bytes() + q.stream_bytes(),
             published: q.published_total,
             delivered: q.delivered_total,
             args: q.args.raw.clone(),

@@ -61,6 +61,10 @@ const SPILLED_MESSAGE_BYTES: u64 = 16;
 /// count at their cold cost, or a backlog on disk (100 million messages
 /// hold 1.6 GB) would raise the alarm at five times its real size.
 fn queue_bytes(q: &Queue) -> u64 {
+    // A stream's deliveries share its stored entries: counted once.
+    if q.is_stream() {
+        return q.stream_bytes() + q.stream_len() as u64 * MESSAGE_OVERHEAD_BYTES;
+    }
     let (unacked, unacked_bytes) = q.unacked_totals();
     let spilled = q.spilled_len() as u64;
     let resident = (q.ready_len() as u64).saturating_sub(spilled) + unacked;

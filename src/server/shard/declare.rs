@@ -61,6 +61,9 @@ impl Shard {
         o: DeclareOpts,
     ) -> Result<u64, QueueError> {
         let now = self.timers.now_ms();
+        if o.args.stream && !passive {
+            check_stream_flags(&name, durable, &o)?;
+        }
         let existed = match self.queues.borrow_mut().get_mut(&name) {
             Some(q) => {
                 check_lock(q, from)?;
@@ -186,4 +189,20 @@ impl Shard {
             tracing::debug!(queue = %name, "queue deleted (exclusive owner closed, auto-delete or x-expires)");
         }
     }
+}
+
+/// A stream is durable, and neither exclusive nor auto-delete: RabbitMQ's
+/// checks, in its order and words.
+fn check_stream_flags(name: &str, durable: bool, o: &DeclareOpts) -> Result<(), QueueError> {
+    let bad = if o.auto_delete {
+        "auto-delete"
+    } else if o.exclusive {
+        "exclusive-owner"
+    } else if !durable {
+        "non-durable"
+    } else {
+        return Ok(());
+    };
+    let queue = crate::routing::vhost::describe(name);
+    Err(QueueError::new(ErrorCode::InvalidArgument, format!("invalid property '{bad}' for queue {queue}")))
 }

@@ -151,6 +151,9 @@ impl Shard {
         });
         let mut q = self.queues.new_queue(rq.name.clone(), true, args);
         q.set_next_seq(rq.next_seq);
+        for (reference, offset) in std::mem::take(&mut rq.offsets) {
+            q.restore_offset(reference, offset);
+        }
         q.touch(now);
         // Recovery kept the entries of the oldest in memory; the rest
         // go straight to the queue's compact cold part.
@@ -348,6 +351,33 @@ impl Shard {
                 d.log.ack(id, s, len);
             }
         }
+    }
+
+    /// What a stream's retention dropped, logged gone in one purge record
+    /// (its ranges): the log reclaims the segments it held.
+    pub(super) fn log_stream_dropped(&self, d: &Durable, id: u32, q: &mut Queue) {
+        let gone = q.take_stream_dropped();
+        if gone.is_empty() {
+            return;
+        }
+        let walk = |each: &mut dyn FnMut(u64, usize)| gone.iter().for_each(|&(s, len)| each(s, len));
+        if let Err(e) = d.log.purge(id, walk) {
+            tracing::warn!(shard = self.id, queue = %q.name, "stream retention not logged: {e}");
+        }
+    }
+
+    /// Server-side offset tracking: the stream keeps the offset, the log
+    /// stores it (the Ok waits for the flush, as a declare's).
+    pub(super) fn store_offset(&self, queue: &str, reference: &str, offset: u64) -> Result<u64, QueueError> {
+        let max = self.config.stream_offset_refs_max;
+        let mut queues = self.queues.borrow_mut();
+        let q = queues.get_mut(queue).ok_or_else(|| super::not_found(queue))?;
+        q.store_offset(reference, offset, max as usize)?;
+        if let Some((d, id)) = self.durable_id(q) {
+            d.log.store_offset(id, reference, offset).map_err(|e| poisoned(&e.to_string(), d.log.disk_full()))?;
+            d.meta_logged.set(true);
+        }
+        Ok(offset)
     }
 
     pub(super) fn ack_logged(

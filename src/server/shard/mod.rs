@@ -481,10 +481,16 @@ impl Shard {
             }
             Request::Purge { queue } => Some(self.with_queue(&queue, |q| {
                 check_lock(q, from)?;
+                q.refuse_on_stream("queue.purge")?;
                 Ok(self.purge_logged(q) as u64)
             })),
-            Request::Subscribe { consumer_id, prefetch, queue, exclusive, priority, auto_ack } => {
-                self.subscribe(from, request_id, (consumer_id, prefetch, exclusive, priority, auto_ack), &queue)
+            Request::StoreOffset { queue, reference, offset } => Some(self.store_offset(&queue, &reference, offset)),
+            Request::QueryOffset { queue, reference } => Some(self.with_queue(&queue, |q| {
+                check_lock(q, from)?;
+                q.stored_offset(&reference)
+            })),
+            Request::Subscribe { consumer_id, prefetch, queue, exclusive, priority, auto_ack, stream } => {
+                self.subscribe(from, request_id, (consumer_id, prefetch, exclusive, priority, auto_ack), stream, &queue)
             }
             Request::Unsubscribe { consumer_id, queue } => Some(self.unsubscribe(from, consumer_id, &queue)),
             Request::Cancel { consumer_id, queue } => self.cancel(from, consumer_id, &queue),
@@ -606,10 +612,16 @@ impl Shard {
         origin: Option<&Arc<Origin>>,
     ) -> Result<(u32, Option<Rc<durable::Durable>>), QueueError> {
         let now = self.timers.now_ms();
-        match self.log_target(persistent, queue)? {
+        // A stream stores every message, whatever its delivery mode. The
+        // lookup is made only once a stream has ever existed here.
+        let stored = persistent || (self.queues.has_streams() && self.queues.is_stream(queue));
+        match self.log_target(stored, queue)? {
             None => {
-                let p = self
-                    .with_queue_at(queue, now, |q| q.publish(persistent, partial, now, entries, origin, |_, _| {}))?;
+                let p = self.with_queue_at(queue, now, |q| {
+                    let p = q.publish(persistent, partial, now, entries, origin, |_, _| {});
+                    q.take_stream_dropped();
+                    p
+                })?;
                 Ok((p.accepted, None))
             }
             Some((d, id)) => {
@@ -623,6 +635,7 @@ impl Shard {
                     })?;
                     // Past the memory budget, the newest keep only `loc`.
                     self.spill_over_budget(q, &locs);
+                    self.log_stream_dropped(&d, id, q);
                     Ok(p)
                 })?;
                 Ok((p.accepted, Some(d)))

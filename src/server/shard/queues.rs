@@ -4,7 +4,7 @@
 use super::super::queue::{Queue, QueueLimits};
 use crate::server::config::Config;
 use crate::server::policy::QueueArgs;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
 
 /// The queues, by name.
@@ -15,6 +15,9 @@ pub(super) type QueueMap = HashMap<String, Queue, ahash::RandomState>;
 pub struct QueueSet {
     map: RefCell<QueueMap>,
     limits: QueueLimits,
+    /// Whether a stream was ever created here: until then a transient
+    /// publish never looks its queue up to ask whether it is a stream.
+    streams: Cell<bool>,
 }
 
 impl QueueSet {
@@ -23,7 +26,7 @@ impl QueueSet {
             messages_max: config.queue_messages_max,
             removals_max: config.dead_letter_batch_max as usize,
         };
-        Self { map: RefCell::default(), limits }
+        Self { map: RefCell::default(), limits, streams: Cell::new(false) }
     }
 
     #[inline]
@@ -38,6 +41,18 @@ impl QueueSet {
 
     /// A new queue with the broker's limits (not yet in the set).
     pub(super) fn new_queue(&self, name: String, durable: bool, args: QueueArgs) -> Queue {
+        if args.stream {
+            self.streams.set(true);
+        }
         Queue::new(name, durable, self.limits, args)
+    }
+
+    #[inline]
+    pub(super) fn has_streams(&self) -> bool {
+        self.streams.get()
+    }
+
+    pub(super) fn is_stream(&self, name: &str) -> bool {
+        self.map.borrow().get(name).is_some_and(Queue::is_stream)
     }
 }

@@ -3,7 +3,7 @@
 //! (`Shard::handle_one` dispatches). Each returns the answer to send after
 //! the log, or `None` when it answers itself (or sends none).
 
-use super::super::types::{ConnRef, PublishMode, QueueError, Reply};
+use super::super::types::{ConnRef, PublishMode, QueueError, Reply, StreamStart};
 use super::{bump, check_lock, not_found, Shard};
 use crate::protocol::{Entries, ErrorCode};
 use bytes::Bytes;
@@ -41,12 +41,16 @@ impl Shard {
         from: ConnRef,
         request_id: u64,
         (consumer_id, prefetch, exclusive, priority, auto_ack): (u32, u32, bool, i64, bool),
+        stream: StreamStart,
         queue: &str,
     ) -> Answer {
         let now = self.timers.now_ms();
         let r = self.queues.borrow_mut().get_mut(queue).ok_or_else(|| not_found(queue)).and_then(|q| {
             check_lock(q, from)?;
             q.touch(now);
+            if q.is_stream() {
+                return q.subscribe_stream(from, consumer_id, prefetch, stream);
+            }
             q.subscribe_with(from, consumer_id, prefetch, exclusive, priority)?;
             if auto_ack {
                 q.set_auto_ack(from, consumer_id);

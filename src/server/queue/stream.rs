@@ -1,0 +1,360 @@
+//! A stream (`x-queue-type: stream`): messages appended with offsets (the
+//! queue's sequence numbers, so the shard's log stores and recovers them
+//! as it does any durable queue's), kept by retention, never removed by an
+//! ack. Each consumer reads from its own position; the messages are held
+//! once, and a delivery is a reference count on the stored entry.
+//!
+//! The `x-stream-offset` header a delivery carries (as RabbitMQ's do) is
+//! written into the entry once, when it is appended, so the log holds it
+//! and no delivery copies anything. An entry whose properties are not an
+//! AMQP property list (a native publisher's own bytes) is kept as it is.
+//!
+//! Retention works as RabbitMQ's: the stream is cut into segments of
+//! `x-stream-max-segment-size-bytes` of entries; after each append, whole
+//! segments are dropped oldest first, never the one being written, while
+//! the stream is over `x-max-length-bytes` or the segment's newest message
+//! is older than `x-max-age`. What retention drops is handed to the shard
+//! (`take_stream_dropped`), which logs it gone so the log reclaims it.
+
+use super::super::types::{ConnRef, Message, QueueError, StreamOffset, StreamStart};
+use super::consumer::{Consumer, Deliveries};
+use super::dispatch::{delivery_cost, Dispatched};
+use super::{Out, Queue};
+use crate::protocol::batch::{parse_entry, put_entry};
+use crate::protocol::field_table::Value;
+use crate::protocol::props::{self, Props};
+use crate::protocol::ErrorCode;
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+
+/// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 500_000_000;
+
+struct Stored {
+    offset: u64,
+    /// Wall-clock milliseconds when it was appended (recovered messages:
+    /// when they were recovered; the log does not keep the time).
+    at_ms: u64,
+    /// The first message of a publish batch (a chunk): where `last` starts.
+    chunk: bool,
+    entry: Bytes,
+}
+
+/// One retention segment: `count` messages from `first_index` on.
+struct Segment {
+    count: usize,
+    bytes: u64,
+    newest_ms: u64,
+}
+
+#[derive(Default)]
+pub struct Stream {
+    msgs: VecDeque<Stored>,
+    segments: VecDeque<Segment>,
+    bytes: u64,
+    max_bytes: Option<u64>,
+    max_age_ms: Option<u64>,
+    segment_bytes: u64,
+    /// Dropped by retention since the shard last asked: (offset, entry length).
+    dropped: Vec<(u64, usize)>,
+    /// Server-side offset tracking: the offset stored per reference.
+    tracked: HashMap<String, u64>,
+}
+
+impl Stream {
+    pub fn new(max_bytes: Option<u64>, max_age_ms: Option<u64>, segment_bytes: Option<u64>) -> Self {
+        Self { max_bytes, max_age_ms, segment_bytes: segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT), ..Self::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The oldest offset held, if any.
+    pub fn first_offset(&self) -> Option<u64> {
+        self.msgs.front().map(|m| m.offset)
+    }
+
+    fn push(&mut self, offset: u64, at_ms: u64, chunk: bool, entry: Bytes) {
+        let len = entry.len() as u64;
+        let roll = self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes);
+        if roll {
+            self.segments.push_back(Segment { count: 0, bytes: 0, newest_ms: at_ms });
+        }
+        if let Some(s) = self.segments.back_mut() {
+            s.count += 1;
+            s.bytes += len;
+            s.newest_ms = s.newest_ms.max(at_ms);
+        }
+        self.bytes += len;
+        self.msgs.push_back(Stored { offset, at_ms, chunk, entry });
+    }
+
+    /// Drops whole segments, oldest first and never the last, while the
+    /// stream is over its byte limit or a segment is past its age.
+    fn retain(&mut self, now_ms: u64) {
+        while self.segments.len() > 1 {
+            let Some(oldest) = self.segments.front() else { break };
+            let over = self.max_bytes.is_some_and(|m| self.bytes > m);
+            let old = self.max_age_ms.is_some_and(|a| now_ms.saturating_sub(oldest.newest_ms) > a);
+            if !over && !old {
+                break;
+            }
+            let n = oldest.count;
+            self.bytes = self.bytes.saturating_sub(oldest.bytes);
+            self.segments.pop_front();
+            for m in self.msgs.drain(..n.min(self.msgs.len())) {
+                self.dropped.push((m.offset, m.entry.len()));
+            }
+        }
+    }
+
+    /// The index of the first message at or after `offset`.
+    fn index_of(&self, offset: u64) -> usize {
+        self.msgs.partition_point(|m| m.offset < offset)
+    }
+
+    /// The offset a consumer starting at `at` reads first; `next` is the
+    /// offset the next append gets.
+    fn start(&self, at: StreamOffset, next: u64) -> u64 {
+        let first = self.first_offset().unwrap_or(next);
+        match at {
+            StreamOffset::First => first,
+            StreamOffset::Next => next,
+            StreamOffset::Last => self.msgs.iter().rev().find(|m| m.chunk).map_or(next, |m| m.offset),
+            // Not `clamp`: it panics if its bounds cross, and this must never.
+            StreamOffset::Offset(o) => o.max(first).min(next),
+            StreamOffset::Timestamp(ms) => {
+                let i = self.msgs.partition_point(|m| m.at_ms < ms);
+                self.msgs.get(i).map_or(next, |m| m.offset)
+            }
+        }
+    }
+}
+
+/// `entry` with the `x-stream-offset` header set (a signed long, as
+/// RabbitMQ's), or as it is when its properties are not AMQP's or the new
+/// ones would not fit the entry's `u16` length.
+pub fn with_offset_header(entry: &Bytes, offset: u64) -> Bytes {
+    let Ok(e) = parse_entry(entry) else { return entry.clone() };
+    let parsed = if e.props.is_empty() { None } else { Props::parse(e.props).ok() };
+    if parsed.is_none() && !e.props.is_empty() {
+        return entry.clone();
+    }
+    let mut headers = parsed.and_then(|p| p.headers).unwrap_or_default();
+    headers.set("x-stream-offset", Value::I64(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let Ok(new_props) = props::rewrite(e.props, &headers, false) else { return entry.clone() };
+    if new_props.len() > usize::from(u16::MAX) {
+        return entry.clone();
+    }
+    let mut out = BytesMut::with_capacity(new_props.len() + e.body.len() + 8);
+    put_entry(&mut out, 0, &new_props, e.body);
+    out.freeze()
+}
+
+fn unsupported(what: &str, queue: &str) -> QueueError {
+    QueueError::new(
+        ErrorCode::StreamUnsupported,
+        format!("{what} not supported by stream queues queue {}", crate::routing::vhost::describe(queue)),
+    )
+}
+
+fn wall_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    crate::protocol::wire::u64_of(since.as_millis())
+}
+
+impl Queue {
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Messages the stream holds (0 for a classic queue).
+    pub fn stream_len(&self) -> usize {
+        self.stream.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Entry bytes the stream holds (0 for a classic queue).
+    pub fn stream_bytes(&self) -> u64 {
+        self.stream.as_ref().map_or(0, |s| s.bytes())
+    }
+
+    /// Refuses what a stream does not do (basic.get, purge), as RabbitMQ.
+    pub fn refuse_on_stream(&self, what: &str) -> Result<(), QueueError> {
+        match self.stream {
+            Some(_) => Err(unsupported(what, &self.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// What retention dropped since the last call: (offset, entry length),
+    /// for the log.
+    pub fn take_stream_dropped(&mut self) -> Vec<(u64, usize)> {
+        self.stream.as_mut().map(|s| std::mem::take(&mut s.dropped)).unwrap_or_default()
+    }
+
+    /// Appends a batch to the stream as one chunk, each entry given its
+    /// offset header; `stored` sees what is kept (the log). Then retention.
+    pub(super) fn stream_publish(
+        &mut self,
+        entries: impl ExactSizeIterator<Item = Bytes>,
+        mut stored: impl FnMut(u64, &Bytes),
+    ) -> Result<u32, QueueError> {
+        let n = entries.len();
+        let held = self.stream_len() as u64;
+        if held.saturating_add(n as u64) > self.limits.messages_max {
+            return Err(QueueError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "stream '{}' holds {held} messages; {n} more would pass queue_messages_max {} (set x-max-length-bytes or x-max-age)",
+                    self.name, self.limits.messages_max
+                ),
+            ));
+        }
+        let Some(s) = self.stream.as_mut() else { return Ok(0) };
+        let now = wall_ms();
+        for (i, entry) in entries.enumerate() {
+            let entry = with_offset_header(&entry, self.next_seq);
+            stored(self.next_seq, &entry);
+            s.push(self.next_seq, now, i == 0, entry);
+            self.next_seq += 1;
+        }
+        s.retain(now);
+        self.published_total += n as u64;
+        Ok(crate::protocol::wire::len32(n))
+    }
+
+    /// Stores `offset` under `reference` (server-side offset tracking), at
+    /// most `refs_max` references per stream. Offsets are the log's
+    /// sequence numbers: below 2^62.
+    pub fn store_offset(&mut self, reference: &str, offset: u64, refs_max: usize) -> Result<(), QueueError> {
+        let queue = crate::routing::vhost::describe(&self.name);
+        let Some(s) = self.stream.as_mut() else {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, format!("queue {queue} is not a stream")));
+        };
+        if reference.is_empty() || reference.len() > crate::storage::STREAM_REFERENCE_BYTES_MAX {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, "an offset reference is 1..=255 bytes"));
+        }
+        if offset >= crate::storage::SEQ_LIMIT {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, format!("offset {offset} is past 2^62")));
+        }
+        if !s.tracked.contains_key(reference) && s.tracked.len() >= refs_max {
+            return Err(QueueError::new(
+                ErrorCode::InvalidArgument,
+                format!("stream {queue} holds offsets for stream_offset_refs_max = {refs_max} references"),
+            ));
+        }
+        s.tracked.insert(reference.to_owned(), offset);
+        Ok(())
+    }
+
+    /// The offset stored under `reference`.
+    pub fn stored_offset(&self, reference: &str) -> Result<u64, QueueError> {
+        let queue = crate::routing::vhost::describe(&self.name);
+        let Some(s) = self.stream.as_ref() else {
+            return Err(QueueError::new(ErrorCode::InvalidArgument, format!("queue {queue} is not a stream")));
+        };
+        s.tracked.get(reference).copied().ok_or_else(|| {
+            QueueError::new(ErrorCode::OffsetNotFound, format!("no offset stored for {reference:?} on stream {queue}"))
+        })
+    }
+
+    /// Recovery: an offset the log stored.
+    pub fn restore_offset(&mut self, reference: String, offset: u64) {
+        if let Some(s) = self.stream.as_mut() {
+            s.tracked.insert(reference, offset);
+        }
+    }
+
+    /// Recovery: a message of the stream from the log, in offset order.
+    pub(super) fn stream_restore(&mut self, seq: u64, entry: Bytes) {
+        if let Some(s) = self.stream.as_mut() {
+            s.push(seq, wall_ms(), true, entry);
+        }
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// A stream consumer: RabbitMQ's checks (manual acks, a prefetch),
+    /// then its position from `start.offset`.
+    pub fn subscribe_stream(
+        &mut self,
+        owner: ConnRef,
+        id: u32,
+        prefetch: u32,
+        start: StreamStart,
+    ) -> Result<(), QueueError> {
+        let Some(s) = self.stream.as_ref() else { return Ok(()) };
+        let queue = crate::routing::vhost::describe(&self.name);
+        if start.no_ack {
+            return Err(QueueError::new(
+                ErrorCode::StreamUnsupported,
+                format!("automatic acknowledgement not supported by stream queues queue {queue}"),
+            ));
+        }
+        if !start.prefetch_set || prefetch == 0 {
+            return Err(QueueError::new(
+                ErrorCode::InvalidArgument,
+                format!("consumer prefetch count is not set for queue {queue}"),
+            ));
+        }
+        if self.consumer_index(owner, id).is_some() {
+            return Err(QueueError::new(
+                ErrorCode::ConsumerExists,
+                format!("consumer {id} already exists on this connection"),
+            ));
+        }
+        let mut c = Consumer::new(owner, id, prefetch, false);
+        c.stream_next = s.start(start.offset, self.next_seq);
+        self.insert_consumer(c);
+        self.had_consumers = true;
+        Ok(())
+    }
+
+    /// Dispatch for a stream: each consumer reads on from its own position
+    /// as far as its credit and its connection's room allow. What it gets
+    /// is tracked as unacked (an ack only gives the credit back), holding a
+    /// reference to the stored entry, never a copy.
+    pub(super) fn dispatch_stream(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
+        let mut done = Dispatched::default();
+        let Some(s) = self.stream.as_ref() else { return done };
+        for c in self.consumers.iter_mut().filter(|c| !c.pull) {
+            let mut credit = c.credit();
+            let mut i = s.index_of(c.stream_next);
+            if credit == 0 || i >= s.msgs.len() {
+                continue;
+            }
+            let mut bytes = room(c.owner);
+            if bytes == 0 {
+                done.skipped = true;
+                continue;
+            }
+            let first = c.next_tag();
+            while credit > 0 && bytes > 0 {
+                let Some(m) = s.msgs.get(i) else { break };
+                bytes = bytes.saturating_sub(delivery_cost(m.entry.len()));
+                credit -= 1;
+                c.track(Message::new(m.offset, m.entry.clone(), false));
+                c.stream_next = m.offset + 1;
+                i += 1;
+            }
+            let count = c.next_tag() - first;
+            c.mark_sent(first, now);
+            let lo = crate::protocol::wire::usize_of(first - c.base_tag);
+            out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));
+            done.sent += crate::protocol::wire::usize_of(count);
+            if bytes == 0 {
+                done.full.push(c.owner);
+            }
+        }
+        self.delivered_total += done.sent as u64;
+        done
+    }
+}

@@ -1,0 +1,265 @@
+//! Streams (`x-queue-type: stream`, docs/streams.md) against the real
+//! broker: pika for RabbitMQ's AMQP side (tests/pika/streams.py), and a
+//! `kill -9` restart of `ringmq serve` for durability.
+#![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
+
+mod common;
+
+use common::pika::run;
+use common::TestBroker;
+use std::time::Duration;
+
+const SCRIPT: Duration = Duration::from_secs(90);
+
+fn mode(b: &TestBroker, mode: &str) {
+    run("streams.py", b.amqp, &[("MODE", mode)], SCRIPT).assert_ok(mode);
+}
+
+#[test]
+fn pika_stream_basics() {
+    mode(&TestBroker::start(), "basics");
+}
+
+#[test]
+fn pika_stream_retention() {
+    mode(&TestBroker::start(), "retention");
+}
+
+/// Confirmed stream messages survive `kill -9` of `ringmq serve` (a
+/// confirm means fdatasync'ed), on both shards, with their offsets; the
+/// offsets go on from there after the restart.
+#[test]
+fn stream_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let queues = [common::queue_on(0, 2, "stream-crash"), common::queue_on(1, 2, "stream-crash")];
+    let amqp = |line: &str| -> std::net::SocketAddr { common::process::field(line, "amqp").parse().unwrap() };
+    let (mut child, line) = common::process::serve(&data, &[]);
+    for q in &queues {
+        let env = [("MODE", "publish"), ("QUEUE", q.as_str()), ("COUNT", "300")];
+        run("streams.py", amqp(&line), &env, SCRIPT).assert_ok("publish");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, line) = common::process::serve(&data, &[]);
+    for q in &queues {
+        let env = [("MODE", "check"), ("QUEUE", q.as_str()), ("COUNT", "300")];
+        run("streams.py", amqp(&line), &env, SCRIPT).assert_ok("check after kill -9");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// What retention dropped stays dropped across a restart (it is logged as
+/// a purge), and what it kept comes back whole.
+#[test]
+fn retention_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = common::queue_on(1, 2, "stream-retained");
+    let amqp = |line: &str| -> std::net::SocketAddr { common::process::field(line, "amqp").parse().unwrap() };
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let out = run("streams.py", amqp(&line), &[("MODE", "publish_retained"), ("QUEUE", q.as_str())], SCRIPT);
+    out.assert_ok("publish with retention");
+    let first = out.stdout.lines().find_map(|l| l.strip_prefix("FIRST=")).unwrap().to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let env = [("MODE", "check_retained"), ("QUEUE", q.as_str()), ("FIRST", first.as_str())];
+    run("streams.py", amqp(&line), &env, SCRIPT).assert_ok("check after kill -9");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Declares a durable stream over the native protocol.
+fn declare_stream(r: &mut common::Raw, queue: &str, args: ringmq::protocol::field_table::TableBuilder) {
+    use ringmq::protocol::{op, Cmd};
+    let args = args.str("x-queue-type", "stream").build();
+    let rid = r.send(Cmd::Declare { flags: op::DECLARE_DURABLE | op::DECLARE_HAS_ARGS, queue, args: &args });
+    r.expect_ok(rid);
+}
+
+fn stream_subscribe(r: &mut common::Raw, queue: &str, prefetch: u32, at: ringmq::protocol::StreamAt) -> u32 {
+    let cid = r.consumer_id();
+    let rid = r.send(ringmq::protocol::Cmd::StreamSubscribe { consumer_id: cid, prefetch, queue, at });
+    r.expect_ok(rid);
+    cid
+}
+
+/// The native stream consumer (`StreamSubscribe`, opcode 0x35): from an
+/// offset, in Deliver batches up to its credit; acks move the credit only;
+/// a second consumer reads the same messages; hostile input is refused
+/// with a clear error.
+#[test]
+fn native_stream_consumer() {
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::{op, Cmd, ErrorCode, StreamAt};
+    let b = TestBroker::start();
+    let (mut r, _) = common::Raw::hello(b.native);
+    let q = common::queue_on(1, 2, "native-stream");
+    declare_stream(&mut r, &q, TableBuilder::new());
+    let bodies: Vec<Vec<u8>> = (0..100).map(|i| format!("n{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    r.publish_confirmed(&q, &refs[..60]);
+    r.publish_confirmed(&q, &refs[60..]);
+
+    let (mut c, _) = common::Raw::hello(b.native);
+    let cid = stream_subscribe(&mut c, &q, 25, StreamAt::Offset(40));
+    let got = c.expect_deliveries(cid, 25);
+    assert_eq!(got.iter().map(|d| d.body.clone()).collect::<Vec<_>>(), bodies[40..65].to_vec());
+    assert!(got.iter().all(|d| !d.redelivered));
+    c.expect_silence();
+    // An ack gives the credit back: the next 25.
+    c.ack(cid, &[(got[0].tag, got[24].tag)]);
+    let more = c.expect_deliveries(cid, 25);
+    assert_eq!(more[0].body, b"n65");
+    // A second consumer from the first: the same messages, all still there.
+    let cid2 = stream_subscribe(&mut c, &q, 1000, StreamAt::First);
+    let all = c.expect_at_least(cid2, 100);
+    assert_eq!(all.iter().filter(|d| d.consumer_id == cid2).count(), 100);
+    // Past the end: waits for what comes next.
+    let (mut w, _) = common::Raw::hello(b.native);
+    let cid3 = stream_subscribe(&mut w, &q, 10, StreamAt::Offset(u64::MAX));
+    w.expect_silence();
+    r.publish_confirmed(&q, &[b"late"]);
+    assert_eq!(w.expect_deliveries(cid3, 1)[0].body, b"late");
+    let cid4 = stream_subscribe(&mut w, &q, 10, StreamAt::Last);
+    assert_eq!(w.expect_deliveries(cid4, 1)[0].body, b"late");
+
+    // Get and purge: refused, the connection goes on.
+    let rid = w.send(Cmd::Get { no_ack: false, consumer_id: 99, queue: &q });
+    assert_eq!(w.expect_error(ErrorCode::StreamUnsupported).0, rid);
+    let rid = w.send(Cmd::Purge { queue: &q });
+    assert_eq!(w.expect_error(ErrorCode::StreamUnsupported).0, rid);
+    // No prefetch, or a huge one: refused as for any consumer.
+    let cid = w.consumer_id();
+    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: 0, queue: &q, at: StreamAt::First });
+    w.expect_error(ErrorCode::PrefetchOutOfRange);
+    let cid = w.consumer_id();
+    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: u32::MAX, queue: &q, at: StreamAt::First });
+    w.expect_error(ErrorCode::PrefetchOutOfRange);
+    w.ping();
+    // A position kind that does not exist: a malformed frame, fatal.
+    let mut bytes = bytes::BytesMut::new();
+    ringmq::protocol::Frame {
+        request_id: 7,
+        cmd: Cmd::StreamSubscribe { consumer_id: 1, prefetch: 1, queue: &q, at: StreamAt::First },
+    }
+    .encode(&mut bytes);
+    let n = bytes.len();
+    bytes[n - 9] = 9;
+    let (mut bad, _) = common::Raw::hello(b.native);
+    bad.write(&bytes);
+    bad.expect_error(ErrorCode::BadFrame);
+    bad.expect_closed();
+    assert_eq!(op::STREAM_SUBSCRIBE, 0x35);
+}
+
+fn store_offset(r: &mut common::Raw, queue: &str, reference: &str, offset: u64) -> u64 {
+    r.send(ringmq::protocol::Cmd::StoreOffset { queue, reference, offset })
+}
+
+fn query_offset(r: &mut common::Raw, queue: &str, reference: &str) -> u64 {
+    let rid = r.send(ringmq::protocol::Cmd::QueryOffset { queue, reference });
+    r.expect_ok(rid)
+}
+
+/// Server-side offset tracking (`StoreOffset` 0x36, `QueryOffset` 0x37):
+/// the latest offset per reference, stored before the Ok, kept across
+/// `kill -9`; bad input refused with a clear, non-fatal error.
+#[test]
+fn offsets_are_tracked_server_side_across_kill_9() {
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::ErrorCode;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = common::queue_on(1, 2, "tracked");
+    let native = |line: &str| -> std::net::SocketAddr { common::process::field(line, "native").parse().unwrap() };
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let (mut r, _) = common::Raw::hello(native(&line));
+    declare_stream(&mut r, &q, TableBuilder::new());
+    r.publish_confirmed(&q, &[b"a", b"b", b"c", b"d"]);
+    for (reference, offset) in [("billing", 1), ("audit", 3), ("billing", 2)] {
+        let rid = store_offset(&mut r, &q, reference, offset);
+        assert_eq!(r.expect_ok(rid), offset);
+    }
+    assert_eq!(query_offset(&mut r, &q, "billing"), 2);
+    r.send(ringmq::protocol::Cmd::QueryOffset { queue: &q, reference: "nobody" });
+    r.expect_error(ErrorCode::OffsetNotFound);
+    // Hostile or wrong: each refused, the connection goes on.
+    store_offset(&mut r, &q, "", 1);
+    r.expect_error(ErrorCode::InvalidArgument);
+    store_offset(&mut r, &q, "x", u64::MAX);
+    r.expect_error(ErrorCode::InvalidArgument);
+    r.declare("classic-tracked");
+    store_offset(&mut r, "classic-tracked", "x", 1);
+    r.expect_error(ErrorCode::InvalidArgument);
+    store_offset(&mut r, "missing", "x", 1);
+    r.expect_error(ErrorCode::QueueNotFound);
+    r.ping();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, line) = common::process::serve(&data, &[]);
+    let (mut r, _) = common::Raw::hello(native(&line));
+    assert_eq!(query_offset(&mut r, &q, "billing"), 2);
+    assert_eq!(query_offset(&mut r, &q, "audit"), 3);
+    // A consumer resumes after its stored offset.
+    let cid = stream_subscribe(&mut r, &q, 10, ringmq::protocol::StreamAt::Offset(3));
+    assert_eq!(r.expect_deliveries(cid, 1)[0].body, b"d");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `stream_offset_refs_max` bounds the references one stream stores.
+#[test]
+fn offset_references_are_bounded() {
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::ErrorCode;
+    let b = TestBroker::start_with(2, |c| c.stream_offset_refs_max = 2);
+    let (mut r, _) = common::Raw::hello(b.native);
+    let q = common::queue_on(0, 2, "bounded-refs");
+    declare_stream(&mut r, &q, TableBuilder::new());
+    for reference in ["a", "b", "a"] {
+        let rid = store_offset(&mut r, &q, reference, 0);
+        r.expect_ok(rid);
+    }
+    store_offset(&mut r, &q, "c", 0);
+    let (_, why) = r.expect_error(ErrorCode::InvalidArgument);
+    assert!(why.contains("stream_offset_refs_max"), "{why}");
+}
+
+/// The client library's stream consumer (`ConsumerOptions::stream_at`):
+/// two consumers on one stream, each from its own position.
+#[test]
+fn client_reads_a_stream_from_its_own_position() {
+    use futures_lite::StreamExt;
+    use ringmq::client::{Client, ClientOptions, ConsumerOptions, ProducerOptions};
+    use ringmq::protocol::field_table::TableBuilder;
+    use ringmq::protocol::StreamAt;
+    let b = TestBroker::start();
+    let url = b.url();
+    let q = common::queue_on(0, 2, "client-stream");
+    common::run_local(Duration::from_secs(30), move || async move {
+        let client = Client::connect(ClientOptions { url, ..Default::default() }).await.unwrap();
+        client.declare_with(&q, true, &TableBuilder::new().str("x-queue-type", "stream").build()).await.unwrap();
+        let p = client.producer(&q, ProducerOptions::default()).await.unwrap();
+        let mut pending = Vec::new();
+        for i in 0..50u32 {
+            pending.push(p.publish(format!("c{i}").as_bytes()).await.unwrap());
+        }
+        p.flush().unwrap();
+        for c in pending {
+            c.await.unwrap();
+        }
+        for (at, first) in [(StreamAt::First, 0), (StreamAt::Offset(30), 30)] {
+            let mut c = client.subscribe_with(&q, ConsumerOptions::new(7).stream_at(at)).await.unwrap();
+            for i in first..50u32 {
+                let d = c.next().await.unwrap().unwrap();
+                assert_eq!(d.body.as_ref(), format!("c{i}").as_bytes());
+                c.ack(d.tag);
+            }
+        }
+        client.close().await;
+    });
+}
