@@ -64,7 +64,7 @@ pub mod protocol;
 #[cfg(feature = "client")]
 pub mod client;
 
-#[cfg(feature = "client")]
+#[cfg(feature = "glommio")]
 pub mod rt;
 
 #[cfg(feature = "server")]

@@ -9,6 +9,7 @@
 //! certificate names.
 
 use super::{BrokerUrl, ClientError, ClientOptions, Result};
+#[cfg(feature = "glommio")]
 use crate::rt::Transport;
 use bytes::BytesMut;
 use std::io::{self, Read, Write};
@@ -48,6 +49,7 @@ impl Dialer {
     }
 
     /// Connects (and shakes hands) within `timeout` each.
+    #[cfg(feature = "glommio")]
     pub(crate) async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Transport> {
         let tcp = glommio::net::TcpStream::connect_timeout(addr, timeout)
             .await

@@ -12,6 +12,7 @@
 //!   thread writes too).
 
 use super::{BrokerUrl, ClientError, ClientOptions, Result};
+#[cfg(feature = "glommio")]
 use crate::rt::Transport;
 use bytes::BytesMut;
 use rustls::pki_types::pem::PemObject;
@@ -190,7 +191,34 @@ impl Tls {
         }
     }
 
+    /// The handshake over any futures-io stream (the tokio client's),
+    /// within `timeout` as `timer` (the runtime's) measures it.
+    #[cfg(feature = "tokio")]
+    pub(crate) async fn connect_futures<S, T, F>(
+        &self,
+        stream: S,
+        timeout: Duration,
+        timer: T,
+    ) -> Result<futures_rustls::client::TlsStream<S>>
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+        T: FnOnce(Duration, futures_rustls::Connect<S>) -> F,
+        F: std::future::Future<Output = std::result::Result<io::Result<futures_rustls::client::TlsStream<S>>, ()>>,
+    {
+        let connecting = futures_rustls::TlsConnector::from(self.config.clone()).connect(self.name.clone(), stream);
+        match timer(timeout, connecting).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(self.handshake_error(e)),
+            Err(()) => Err(ClientError::Tls(format!(
+                "handshake with {} not done within {} ms",
+                self.name.to_str(),
+                timeout.as_millis()
+            ))),
+        }
+    }
+
     /// The handshake over a glommio socket, within `timeout`.
+    #[cfg(feature = "glommio")]
     pub async fn connect(&self, tcp: glommio::net::TcpStream, timeout: Duration) -> Result<Transport> {
         let connecting = futures_rustls::TlsConnector::from(self.config.clone()).connect(self.name.clone(), tcp);
         match glommio::timer::timeout(timeout, async { Ok(connecting.await) }).await {
