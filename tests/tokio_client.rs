@@ -428,3 +428,40 @@ fn bad_input_from_the_broker() {
         });
     }
 }
+
+/// Over TLS (`ringmqs://`): every follow-on connection to a shard is a
+/// TLS handshake verified against the URL's host; a CA that did not sign
+/// the broker's certificate is refused with a TLS error.
+#[test]
+fn over_tls_to_every_shard() {
+    let certs = common::tls::TestCerts::new("guest");
+    let b = TestBroker::start_with(2, |c| certs.configure(c));
+    let url = format!("ringmqs://localhost:{}", b.tls.expect("tls_listen is on").port());
+    let (ca, tls_shards) = (certs.path("ca.pem"), b.tls_shards.clone());
+    let other = common::tls::TestCerts::new("guest");
+    let wrong_ca = other.path("ca.pem");
+    run(async move {
+        let o = ClientOptions { url: url.clone(), tls_ca_file: Some(ca), ..Default::default() };
+        let c = within("connect", Client::connect(o)).await.unwrap();
+        assert!(c.is_tls());
+        assert_eq!(c.info().shard_addrs, tls_shards, "the TLS shard map");
+        for shard in 0..2 {
+            let q = queue_on(shard, 2, "tls-tokio");
+            assert_eq!(u32::from(c.conn_for(&q).await.unwrap().info().shard_id), shard);
+            c.declare(&q, false).await.unwrap();
+            publish_all(&c, &q, 200, 8).await;
+            let mut consumer = c.subscribe(&q, 64).await.unwrap();
+            for i in 0..200 {
+                let d = next(&mut consumer).await;
+                assert_eq!(body(&d), format!("m-{i}"), "in order, intact");
+                consumer.ack(d.tag);
+            }
+            within("cancel", consumer.cancel()).await.unwrap();
+            assert_eq!(c.declare_passive(&q).await.unwrap(), 0);
+        }
+        c.close().await;
+        let o = ClientOptions { url, tls_ca_file: Some(wrong_ca), ..Default::default() };
+        let e = within("connect", Client::connect(o)).await.err().expect("another CA's client must not connect");
+        assert!(matches!(e, ClientError::Tls(_)), "{e}");
+    });
+}

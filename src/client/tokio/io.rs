@@ -17,8 +17,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// A tokio socket seen through the futures-io traits futures-rustls drives.
+#[cfg(feature = "tls")]
 pub(crate) struct Compat(pub(crate) TcpStream);
 
+#[cfg(feature = "tls")]
 impl futures_lite::AsyncRead for Compat {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut rb = ReadBuf::new(buf);
@@ -30,6 +32,7 @@ impl futures_lite::AsyncRead for Compat {
     }
 }
 
+#[cfg(feature = "tls")]
 impl futures_lite::AsyncWrite for Compat {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
