@@ -7,8 +7,8 @@ use super::cluster;
 use super::core::cmds;
 use super::dial::Dialer;
 use super::{
-    parse_broker_url, ClientError, ClientOptions, Conn, Consumer, ConsumerOptions, Delivery, ExchangeOptions, Producer,
-    ProducerOptions, Result, ServerInfo, Target,
+    ClientError, ClientOptions, Conn, Consumer, ConsumerOptions, Delivery, ExchangeOptions, Producer, ProducerOptions,
+    Result, ServerInfo, Target,
 };
 use crate::protocol;
 use std::cell::{Cell, RefCell};
@@ -33,7 +33,8 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
-        let url = parse_broker_url(&opts.url)?;
+        // Credentials, vhost and options in the URL win (`client::url`).
+        let (opts, url) = opts.resolved()?;
         let dialer = Dialer::new(&opts, &url)?;
         // The map comes with the first connection's handshake.
         let want_map = opts.shard_aware && opts.cluster_aware;

@@ -10,9 +10,7 @@ use super::core::cmds;
 use super::core::handshake::Greeter;
 use super::core::incoming::{classify, deliveries, Incoming, Response as Reply};
 use super::dial::{io_error as io, Dialer, SyncStream};
-use super::{
-    parse_broker_url, ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, Result, ServerInfo,
-};
+use super::{ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, op, BatchWriter, Cmd, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -225,7 +223,8 @@ pub struct Client {
 
 impl Client {
     pub fn connect(opts: ClientOptions) -> Result<Client> {
-        let url = parse_broker_url(&opts.url)?;
+        // Credentials, vhost and options in the URL win (`client::url`).
+        let (opts, url) = opts.resolved()?;
         let dialer = Dialer::new(&opts, &url)?;
         let (conn, info) = Conn::connect(&dialer, url.addr, &opts)?;
         let first = usize::from(info.shard_id);

@@ -10,7 +10,7 @@ use super::core::incoming::{classify, deliveries, Incoming};
 use super::core::requests::Requests;
 use super::dial::{io_error, Dialer};
 use super::handshake::{greet, Greeting};
-use super::{parse_broker_url, ClientError, ClientOptions, Delivery, Result, ServerInfo};
+use super::{ClientError, ClientOptions, Delivery, Result, ServerInfo};
 use crate::protocol::{encode_ack, Cmd, Frame};
 use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox, Slot, Transport};
@@ -49,8 +49,9 @@ impl Conn {
     /// One connection to `addr`, plain or TLS as `opts` say (TLS verified
     /// against the host of `opts.url`).
     pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
-        let dialer = Dialer::new(opts, &parse_broker_url(&opts.url)?)?;
-        Self::open(&dialer, addr, opts).await
+        let (opts, url) = opts.resolved()?;
+        let dialer = Dialer::new(&opts, &url)?;
+        Self::open(&dialer, addr, &opts).await
     }
 
     pub(crate) async fn open(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {

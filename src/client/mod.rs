@@ -48,6 +48,7 @@ mod producer;
 pub mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+pub mod url;
 
 #[cfg(feature = "glommio")]
 pub use async_client::Client;
@@ -60,6 +61,7 @@ pub use core::delivery::{ConsumerOptions, Delivery};
 pub use core::incoming::Response;
 #[cfg(feature = "glommio")]
 pub use producer::{Confirmation, Producer};
+pub use url::{parse_broker_url, parse_url, BrokerUrl};
 
 use crate::protocol::{self, ErrorCode};
 use std::net::SocketAddr;
@@ -78,7 +80,8 @@ pub struct ExchangeOptions<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    #[error("bad url {0:?}: expected ringmq://HOST:PORT or ringmqs://HOST:PORT")]
+    /// The URL (its password masked) and what is wrong with it.
+    #[error("bad url {0}; expected ringmq[s]://[USER[:PASSWORD]@]HOST:PORT[/VHOST][?OPTION=VALUE&...]")]
     BadUrl(String),
     #[error("i/o error: {0}")]
     Io(String),
@@ -173,47 +176,6 @@ impl ClientOptions {
     }
 }
 
-/// A broker URL taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub addr: SocketAddr,
-    /// The host as written (without brackets for IPv6): the name the
-    /// broker's certificate is checked against.
-    pub host: String,
-    /// `ringmqs://`.
-    pub tls: bool,
-}
-
-/// Parses `ringmq://HOST:PORT` or `ringmqs://HOST:PORT` (the scheme may
-/// be left out: plain).
-pub fn parse_broker_url(url: &str) -> Result<BrokerUrl> {
-    use std::net::ToSocketAddrs;
-    let bad = || ClientError::BadUrl(url.into());
-    let (tls, rest) = match (url.strip_prefix("ringmqs://"), url.strip_prefix("ringmq://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
-        (None, None) if url.contains("://") => return Err(bad()),
-        (None, None) => (false, url),
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') {
-        return Err(bad());
-    }
-    let (host, _port) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if host.is_empty() {
-        return Err(bad());
-    }
-    let addr = rest.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
-    Ok(BrokerUrl { addr, host: host.to_string(), tls })
-}
-
-/// The address of `ringmq://HOST:PORT` or `ringmqs://HOST:PORT` (the
-/// scheme may be left out).
-pub fn parse_url(url: &str) -> Result<SocketAddr> {
-    parse_broker_url(url).map(|u| u.addr)
-}
-
 /// What the handshake told us.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
@@ -271,25 +233,5 @@ impl ServerInfo {
             heartbeat_ms: h.heartbeat_ms.unwrap_or(0),
             vhost: protocol::vhost::DEFAULT_VHOST.into(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broker_urls() {
-        let u = parse_broker_url("ringmqs://localhost:5681").unwrap();
-        assert_eq!((u.host.as_str(), u.addr.port(), u.tls), ("localhost", 5681, true));
-        let u = parse_broker_url("ringmq://127.0.0.1:5680/").unwrap();
-        assert_eq!((u.host.as_str(), u.tls), ("127.0.0.1", false));
-        // No scheme: plain; IPv6 without its brackets as the server name.
-        let u = parse_broker_url("[::1]:5680").unwrap();
-        assert_eq!((u.host.as_str(), u.tls), ("::1", false));
-        assert_eq!(parse_url("ringmqs://[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
-        for bad in ["amqps://localhost:5671", "ringmqs://", "ringmqs://localhost", "ringmq://h:1/vhost", ":1"] {
-            assert!(matches!(parse_broker_url(bad), Err(ClientError::BadUrl(_))), "{bad}");
-        }
     }
 }

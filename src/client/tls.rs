@@ -172,11 +172,11 @@ impl Tls {
     /// The options' TLS settings for their URL's host; `None` when they
     /// connect in clear (refused when they also name TLS files).
     pub fn for_options(opts: &ClientOptions) -> Result<Option<Tls>> {
-        let url: BrokerUrl = super::parse_broker_url(&opts.url)?;
-        if !super::dial::tls_wanted(opts, &url)? {
+        let (opts, url): (ClientOptions, BrokerUrl) = opts.resolved()?;
+        if !super::dial::tls_wanted(&opts, &url)? {
             return Ok(None);
         }
-        Tls::new(&TlsFiles::from_options(opts), &url.host).map(Some)
+        Tls::new(&TlsFiles::from_options(&opts), &url.host).map(Some)
     }
 
     pub fn server_name(&self) -> String {

@@ -44,8 +44,7 @@ use super::core::cmds;
 use super::core::incoming::Response;
 use super::core::routes::{OwnedMap, RouteBook};
 use super::{
-    parse_broker_url, ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, ProducerOptions, Result,
-    ServerInfo, Target,
+    ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, ProducerOptions, Result, ServerInfo, Target,
 };
 use crate::protocol::{self, Cmd};
 use conn::lock;
@@ -78,7 +77,8 @@ impl Client {
     /// TLS) and shakes hands; the connections to other shards open on
     /// first use.
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
-        let url = parse_broker_url(&opts.url)?;
+        // Credentials, vhost and options in the URL win (`client::url`).
+        let (opts, url) = opts.resolved()?;
         let dialer = Dialer::new(&opts, &url)?;
         // The map comes with the first connection's handshake.
         let want_map = opts.shard_aware && opts.cluster_aware;
