@@ -32,6 +32,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to `opts.url` and shakes hands; the connections to other shards open on first use.
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
         // Credentials, vhost and options in the URL win (`client::url`).
         let (opts, url) = opts.resolved()?;
@@ -58,6 +59,7 @@ impl Client {
         })
     }
 
+    /// What the first connection's handshake said (shards, limits).
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -123,6 +125,7 @@ impl Client {
         self.routes.map()
     }
 
+    /// Declares a queue; returns its ready count.
     pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
         self.declare_with(queue, durable, &[]).await
     }
@@ -139,14 +142,17 @@ impl Client {
         self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE, &[]).await
     }
 
+    /// Deletes a queue; returns the messages it held.
     pub async fn delete(&self, queue: &str) -> Result<u64> {
         self.conn_for(queue).await?.simple(protocol::Cmd::Delete { flags: 0, queue }).await
     }
 
+    /// Empties a queue; returns the messages removed.
     pub async fn purge(&self, queue: &str) -> Result<u64> {
         self.conn_for(queue).await?.simple(protocol::Cmd::Purge { queue }).await
     }
 
+    /// A producer publishing straight into `queue`, over its owner's connection.
     pub async fn producer(&self, queue: &str, opts: ProducerOptions) -> Result<Producer> {
         Producer::new(self.conn_for(queue).await?, Target::Queue(queue.into()), opts)
     }
@@ -177,6 +183,7 @@ impl Client {
         self.first.simple(cmds::exchange_passive(exchange)).await.map(|_| ())
     }
 
+    /// Deletes an exchange (`if_unused`: only without bindings from it).
     pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
         self.first.simple(cmds::exchange_delete(exchange, if_unused)).await.map(|_| ())
     }
@@ -188,6 +195,7 @@ impl Client {
         self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
     }
 
+    /// Removes a binding made with `bind_queue`.
     pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let cmd = cmds::binding(true, false, exchange, queue, routing_key, args);
         self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
@@ -199,11 +207,13 @@ impl Client {
         self.first.simple(cmd).await.map(|_| ())
     }
 
+    /// Removes a binding made with `bind_exchange`.
     pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let cmd = cmds::binding(true, true, source, destination, routing_key, args);
         self.first.simple(cmd).await.map(|_| ())
     }
 
+    /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
     pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {
         self.subscribe_with(queue, ConsumerOptions::new(prefetch)).await
     }

@@ -222,6 +222,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to `opts.url` and shakes hands; the connections to other shards open on first use.
     pub fn connect(opts: ClientOptions) -> Result<Client> {
         // Credentials, vhost and options in the URL win (`client::url`).
         let (opts, url) = opts.resolved()?;
@@ -233,6 +234,7 @@ impl Client {
         Ok(Client { opts, dialer, info, first, conns, next_consumer_id: 1, pull_ids: HashMap::new() })
     }
 
+    /// What the first connection's handshake said (shards, limits).
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -276,6 +278,7 @@ impl Client {
         }
     }
 
+    /// Declares a queue; returns its ready count.
     pub fn declare(&mut self, queue: &str, durable: bool) -> Result<u64> {
         self.declare_with(queue, durable, &[])
     }
@@ -291,10 +294,12 @@ impl Client {
         }
     }
 
+    /// Deletes a queue; returns the messages it held.
     pub fn delete(&mut self, queue: &str) -> Result<u64> {
         self.simple(queue, |queue| Cmd::Delete { flags: 0, queue })
     }
 
+    /// Empties a queue; returns the messages removed.
     pub fn purge(&mut self, queue: &str) -> Result<u64> {
         self.simple(queue, |queue| Cmd::Purge { queue })
     }
@@ -387,6 +392,7 @@ impl Client {
         self.first_simple(cmds::exchange_passive(exchange)).map(|_| ())
     }
 
+    /// Deletes an exchange (`if_unused`: only without bindings from it).
     pub fn delete_exchange(&mut self, exchange: &str, if_unused: bool) -> Result<()> {
         self.first_simple(cmds::exchange_delete(exchange, if_unused)).map(|_| ())
     }
@@ -398,6 +404,7 @@ impl Client {
         self.simple_on(i, cmds::binding(false, false, exchange, queue, routing_key, args)).map(|_| ())
     }
 
+    /// Removes a binding made with `bind_queue`.
     pub fn unbind_queue(&mut self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let i = self.conn(queue)?;
         self.simple_on(i, cmds::binding(true, false, exchange, queue, routing_key, args)).map(|_| ())
@@ -408,10 +415,12 @@ impl Client {
         self.first_simple(cmds::binding(false, true, source, destination, routing_key, args)).map(|_| ())
     }
 
+    /// Removes a binding made with `bind_exchange`.
     pub fn unbind_exchange(&mut self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         self.first_simple(cmds::binding(true, true, source, destination, routing_key, args)).map(|_| ())
     }
 
+    /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
     pub fn subscribe(&mut self, queue: &str, prefetch: u32) -> Result<Subscription> {
         self.subscribe_with(queue, ConsumerOptions::new(prefetch))
     }
@@ -454,10 +463,12 @@ impl Client {
         c.flush()
     }
 
+    /// Acks one delivery (written at once).
     pub fn ack(&mut self, sub: &Subscription, tag: u64) -> Result<()> {
         self.send_ack(sub, tag, None)
     }
 
+    /// Rejects one delivery; `requeue` puts it back at the queue's head.
     pub fn nack(&mut self, sub: &Subscription, tag: u64, requeue: bool) -> Result<()> {
         self.send_ack(sub, tag, Some(requeue))
     }

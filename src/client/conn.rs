@@ -93,6 +93,7 @@ impl Conn {
         Ok((conn, map))
     }
 
+    /// What the first connection's handshake said (shards, limits).
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -102,6 +103,7 @@ impl Conn {
         self.map_changed.replace(false)
     }
 
+    /// Whether the connection ended (or this client is closing it).
     pub fn is_closed(&self) -> bool {
         self.requests.borrow().closed().is_some() || self.outbox.is_closing()
     }
@@ -180,6 +182,7 @@ impl Conn {
         slot.wait().await
     }
 
+    /// A request answered with `Ok`: its value.
     pub async fn simple(&self, cmd: Cmd<'_>) -> Result<u64> {
         match self.request(cmd).await? {
             Response::Ok(v) => Ok(v),
@@ -192,6 +195,7 @@ impl Conn {
         self.simple(Cmd::Declare { flags, queue, args }).await
     }
 
+    /// Pulls one message of `queue` for pull consumer `consumer_id`.
     pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
         match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
             Response::Get(d) => Ok(d),

@@ -86,6 +86,7 @@ impl Consumer {
         }
     }
 
+    /// The consumer id this client gave it.
     pub fn id(&self) -> u32 {
         self.id
     }

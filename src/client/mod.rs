@@ -71,30 +71,45 @@ use std::time::Duration;
 /// Flags and arguments of an exchange declare.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExchangeOptions<'a> {
+    /// Survives a broker restart.
     pub durable: bool,
+    /// Deleted when its last binding goes.
     pub auto_delete: bool,
+    /// Not published to by clients, only by other exchanges.
     pub internal: bool,
     /// An AMQP field table without its length prefix; empty for none.
     pub args: &'a [u8],
 }
 
+/// The client's one error type (every shell's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     /// The URL (its password masked) and what is wrong with it.
     #[error("bad url {0}; expected ringmq[s]://[USER[:PASSWORD]@]HOST:PORT[/VHOST][?OPTION=VALUE&...]")]
     BadUrl(String),
+    /// A socket failed (connect refused or timed out, reset).
     #[error("i/o error: {0}")]
     Io(String),
     /// The TLS layer failed: a certificate not trusted or refused, a
     /// handshake that did not finish, a file that holds no certificate.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The broker refused a request: `code` is a stable
+    /// [`ErrorCode`] ([`ClientError::code`]). Unless the broker said it
+    /// was fatal, the connection goes on.
     #[error("broker error {code}: {message}")]
     Server { code: u16, message: String },
+    /// The connection ended (the broker closed it, heartbeats stopped,
+    /// this client closed it): every pending request and consumer of it
+    /// hears this.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The broker sent bytes this client cannot take; the connection is
+    /// closed.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Refused before anything was sent (a message over the broker's
+    /// limit, a name over 255 bytes, options that contradict each other).
     #[error("{0}")]
     Invalid(String),
 }
@@ -109,10 +124,14 @@ impl ClientError {
     }
 }
 
+/// A result with a [`ClientError`].
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// How a client connects (every client takes the same options).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// `ringmq[s]://[USER[:PASSWORD]@]HOST:PORT[/VHOST][?OPTION=VALUE&...]`
+    /// ([`url`]): what it says wins over the fields below.
     pub url: String,
     pub user: String,
     pub password: String,
@@ -123,6 +142,7 @@ pub struct ClientOptions {
     /// traffic to the owning node's owning shard (`cluster.rs`). Off: the
     /// node connected to forwards what is not its own.
     pub cluster_aware: bool,
+    /// For each connect, TLS handshake and the native handshake.
     pub connect_timeout: Duration,
     /// Heartbeat to ask the broker for (0 = none). The broker may lower
     /// it; both sides then beat when idle, and each closes the other after
@@ -179,10 +199,13 @@ impl ClientOptions {
 /// What the handshake told us.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
+    /// The shard that answered.
     pub shard_id: u16,
+    /// The broker's limits: a frame, a message, a consumer's prefetch.
     pub frame_bytes_max: u32,
     pub message_bytes_max: u32,
     pub prefetch_max: u32,
+    /// Every shard's address on the listener reached (plain or TLS).
     pub shard_addrs: Vec<SocketAddr>,
     /// The negotiated heartbeat (0 = none).
     pub heartbeat_ms: u32,
@@ -191,6 +214,7 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// The broker's shards (on this node).
     pub fn shard_count(&self) -> u32 {
         crate::protocol::wire::len32(self.shard_addrs.len())
     }

@@ -95,6 +95,7 @@ impl Producer {
         self.publish_with(&[], body).await
     }
 
+    /// [`Producer::publish`] with properties ([`crate::protocol::props::PropsBuilder`]).
     pub async fn publish_with(&self, props: &[u8], body: &[u8]) -> Result<Confirmation> {
         let i = &self.inner;
         batch::check_message(i.conn.info(), props, body)?;

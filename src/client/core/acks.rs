@@ -17,10 +17,12 @@ pub struct AckBook {
 }
 
 impl AckBook {
+    /// Adds an ack of `tag`.
     pub fn ack(&mut self, tag: u64) {
         add_tag(&mut self.acks, tag);
     }
 
+    /// Adds a nack of `tag`; `requeue` puts it back at the queue's head.
     pub fn nack(&mut self, tag: u64, requeue: bool) {
         match self.nacks.last_mut() {
             Some((r, ranges)) if *r == requeue => add_tag(ranges, tag),
@@ -28,6 +30,7 @@ impl AckBook {
         }
     }
 
+    /// Nothing to send.
     pub fn is_empty(&self) -> bool {
         self.acks.is_empty() && self.nacks.is_empty()
     }

@@ -107,10 +107,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch numbered `id`.
     pub fn new(id: u64) -> Self {
         Self { id, entries: BytesMut::new(), count: 0 }
     }
 
+    /// Messages in it.
     pub fn count(&self) -> u32 {
         self.count
     }

@@ -28,6 +28,7 @@ impl<W> Default for Requests<W> {
 }
 
 impl<W> Requests<W> {
+    /// A fresh request id.
     pub fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -59,6 +60,7 @@ impl<W> Requests<W> {
         }
     }
 
+    /// The last error of a request that had no waiter, taken.
     pub fn take_error(&mut self) -> Option<ClientError> {
         self.last_error.take()
     }

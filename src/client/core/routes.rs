@@ -52,6 +52,7 @@ pub struct RouteBook {
 }
 
 impl RouteBook {
+    /// The map as last fetched.
     pub fn map(&self) -> &OwnedMap {
         &self.map
     }

@@ -18,6 +18,7 @@ use crate::protocol::{Cmd, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
@@ -64,6 +65,11 @@ pub struct Conn {
     /// The writer wrote (or finished): for those waiting on room or a flush.
     wrote: Notify,
     unblocked: Notify,
+    /// Bytes waiting for the writer, as of the last push or write: read
+    /// without the lock on every publish.
+    queued: AtomicUsize,
+    /// A request with no waiter failed: `take_error` has something.
+    stray_error: AtomicBool,
 }
 
 impl Conn {
@@ -114,6 +120,8 @@ impl Conn {
             kick: Notify::new(),
             wrote: Notify::new(),
             unblocked: Notify::new(),
+            queued: AtomicUsize::new(0),
+            stray_error: AtomicBool::new(false),
         });
         tokio::spawn(conn.clone().write_loop(w));
         tokio::spawn(conn.clone().read_loop(r, buf));
@@ -123,6 +131,7 @@ impl Conn {
         Ok((conn, map))
     }
 
+    /// What this connection's handshake said.
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -132,6 +141,7 @@ impl Conn {
         std::mem::take(&mut lock(&self.state).map_changed)
     }
 
+    /// Whether the connection ended (or this client is closing it).
     pub fn is_closed(&self) -> bool {
         lock(&self.state).requests.closed().is_some() || lock(&self.out).closing
     }
@@ -167,6 +177,9 @@ impl Conn {
 
     /// Takes the error of a request that had no waiter, if any.
     pub fn take_error(&self) -> Option<ClientError> {
+        if !self.stray_error.swap(false, Ordering::AcqRel) {
+            return None;
+        }
         lock(&self.state).requests.take_error()
     }
 
@@ -176,6 +189,9 @@ impl Conn {
 
     /// Waits while the socket has more than `OUTBOX_HIGH_BYTES` queued.
     pub async fn wait_writable(&self) {
+        if self.queued.load(Ordering::Relaxed) <= OUTBOX_HIGH_BYTES {
+            return;
+        }
         loop {
             let n = self.wrote.notified();
             tokio::pin!(n);
@@ -221,6 +237,7 @@ impl Conn {
             } else {
                 encode(&mut o.buf);
                 o.pushes += 1;
+                self.queued.store(o.buf.len(), Ordering::Relaxed);
                 Some(o.pushes)
             }
         };
@@ -253,6 +270,7 @@ impl Conn {
         }
     }
 
+    /// A request answered with `Ok`: its value.
     pub async fn simple(&self, cmd: Cmd<'_>) -> Result<u64> {
         match self.request(cmd).await? {
             Response::Ok(v) => Ok(v),
@@ -260,6 +278,7 @@ impl Conn {
         }
     }
 
+    /// Pulls one message of `queue` for pull consumer `consumer_id`.
     pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
         match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
             Response::Get(d) => Ok(d),
@@ -358,6 +377,7 @@ impl Conn {
             let (closing, n) = {
                 let mut o = lock(&self.out);
                 std::mem::swap(&mut o.buf, &mut spare);
+                self.queued.store(0, Ordering::Relaxed);
                 (o.closing, o.pushes)
             };
             if !spare.is_empty() {
@@ -470,9 +490,13 @@ impl Conn {
                 }
             }
             Incoming::Reply(rid, r) => {
+                let failed = r.is_err();
                 let settled = lock(&self.state).requests.settle(rid, r);
-                if let Some((w, r)) = settled {
-                    w(r);
+                match settled {
+                    Some((w, r)) => w(r),
+                    // `settle` kept the error for `take_error`.
+                    None if failed => self.stray_error.store(true, Ordering::Release),
+                    None => {}
                 }
             }
             Incoming::Cancelled { consumer_id, error } => {

@@ -113,6 +113,7 @@ impl Consumer {
         }
     }
 
+    /// The consumer id this client gave it.
     pub fn id(&self) -> u32 {
         self.shared.id
     }

@@ -145,17 +145,29 @@ impl Producer {
         let i = &self.inner;
         batch::check_message(i.conn.info(), props, body)?;
         i.conn.wait_writable().await;
+        // A max-rate publisher would otherwise keep a current-thread
+        // runtime from its other tasks (the writer, readers, consumers)
+        // until the socket's buffer fills: yields once its budget is spent.
+        tokio::task::consume_budget().await;
         if let Some(e) = i.conn.take_error() {
             return Err(e);
         }
-        if !lock(&i.open).batch.fits(props, body, i.entries_bytes_max) {
-            i.wait_window().await;
-            i.flush()?;
-        }
-        let (first, full, done, batch) = {
-            let mut open = lock(&i.open);
+        // One lock a message: the check and the push together.
+        let push = |open: &mut Open| {
             let count = open.batch.push(props, body);
             (count == 1, count >= i.opts.batch_max, open.done.clone(), open.batch.id)
+        };
+        let pushed = {
+            let mut open = lock(&i.open);
+            open.batch.fits(props, body, i.entries_bytes_max).then(|| push(&mut open))
+        };
+        let (first, full, done, batch) = match pushed {
+            Some(p) => p,
+            None => {
+                i.wait_window().await;
+                i.flush()?;
+                push(&mut lock(&i.open))
+            }
         };
         if full {
             i.wait_window().await;
