@@ -347,7 +347,7 @@ fn broker_errors() {
         c.close().await;
 
         let opts = ClientOptions { url, password: "wrong".into(), ..Default::default() };
-        let e = within("connect", Client::connect(opts)).await.err().expect("refused");
+        let e = within("connect", Client::connect(opts)).await.expect_err("refused");
         assert!(matches!(e, ClientError::Server { .. }), "{e}");
     });
 }
@@ -392,7 +392,8 @@ fn hostile_broker(after: Vec<u8>) -> std::net::SocketAddr {
 #[test]
 fn bad_input_from_the_broker() {
     let header = |op: u8, len: u32| ringmq::protocol::FrameHeader::new(op, 0, 7, len).as_bytes().to_vec();
-    let cases: Vec<(&str, Vec<u8>, fn(&ClientError) -> bool)> = vec![
+    type Case = (&'static str, Vec<u8>, fn(&ClientError) -> bool);
+    let cases: Vec<Case> = vec![
         ("garbage", vec![0xff; 64], |e| matches!(e, ClientError::Protocol(_))),
         ("a frame over the limit", header(ringmq::protocol::op::OK, 1 << 30), |e| {
             matches!(e, ClientError::Protocol(_))
@@ -461,7 +462,7 @@ fn over_tls_to_every_shard() {
         }
         c.close().await;
         let o = ClientOptions { url, tls_ca_file: Some(wrong_ca), ..Default::default() };
-        let e = within("connect", Client::connect(o)).await.err().expect("another CA's client must not connect");
+        let e = within("connect", Client::connect(o)).await.expect_err("another CA's client must not connect");
         assert!(matches!(e, ClientError::Tls(_)), "{e}");
     });
 }

@@ -223,7 +223,10 @@ impl Inner {
     /// Waits while `in_flight_max` batches await their confirms. The open
     /// batch keeps filling meanwhile, so a slow broker gets bigger batches.
     async fn wait_window(&self) {
-        while self.opts.confirm {
+        if !self.opts.confirm {
+            return;
+        }
+        loop {
             let n = self.space.notified();
             tokio::pin!(n);
             n.as_mut().enable();
