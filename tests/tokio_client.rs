@@ -355,6 +355,11 @@ fn broker_errors() {
 /// A fake broker on a real socket: a valid HelloOk, then `after`. Returns
 /// its address; it serves one connection.
 fn hostile_broker(after: Vec<u8>) -> std::net::SocketAddr {
+    fake_broker(after, None)
+}
+
+/// [`hostile_broker`] negotiating `heartbeat_ms`.
+fn fake_broker(after: Vec<u8>, heartbeat_ms: Option<u32>) -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -370,7 +375,7 @@ fn hostile_broker(after: Vec<u8>) -> std::net::SocketAddr {
             message_bytes_max: 1 << 15,
             prefetch_max: 100,
             shard_addrs: vec![shard.as_str()],
-            heartbeat_ms: None,
+            heartbeat_ms,
         };
         let mut out = bytes::BytesMut::new();
         Frame { request_id: 0, cmd: Cmd::HelloOk(ok) }.encode(&mut out);
@@ -464,5 +469,37 @@ fn over_tls_to_every_shard() {
         let o = ClientOptions { url, tls_ca_file: Some(wrong_ca), ..Default::default() };
         let e = within("connect", Client::connect(o)).await.expect_err("another CA's client must not connect");
         assert!(matches!(e, ClientError::Tls(_)), "{e}");
+    });
+}
+
+/// Heartbeats: an idle client beats, so the broker keeps it past two
+/// intervals; a broker gone silent (a fake one that negotiates 400 ms and
+/// then says nothing) is given up after two intervals, with that reason.
+#[test]
+fn heartbeats_both_ways() {
+    let b = TestBroker::start();
+    let url = b.url();
+    run(async move {
+        let o = ClientOptions { url, heartbeat_ms: 500, ..Default::default() };
+        let c = within("connect", Client::connect(o)).await.unwrap();
+        assert_eq!(c.info().heartbeat_ms, 500, "negotiated");
+        let q = queue_on(0, 2, "beat");
+        c.declare(&q, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert_eq!(c.declare_passive(&q).await.unwrap(), 0, "still connected after idling past two intervals");
+        c.close().await;
+    });
+    let addr = fake_broker(Vec::new(), Some(400));
+    run(async move {
+        let o = ClientOptions {
+            url: format!("ringmq://{addr}"),
+            heartbeat_ms: 400,
+            cluster_aware: false,
+            shard_aware: false,
+            ..Default::default()
+        };
+        let c = within("connect", Client::connect(o)).await.unwrap();
+        let e = within("silence", c.declare_passive("q")).await.unwrap_err();
+        assert!(matches!(&e, ClientError::Closed(m) if m.contains("heartbeat")), "{e:?}");
     });
 }
