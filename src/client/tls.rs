@@ -6,10 +6,11 @@
 //!   certificate's IP SANs).
 //! - A client certificate and key ([`TlsFiles::cert`], [`TlsFiles::key`])
 //!   for brokers that ask for one (`tls_client_certs`).
-//! - [`Tls::connect`] (glommio, for the async client and the loadgen),
-//!   [`Tls::connect_std`] (a `rustls::StreamOwned` over a std socket, for
-//!   one thread) and `SyncTls` (the blocking client, whose heartbeat
-//!   thread writes too).
+//! - `Tls::connect` (glommio, for the async client and the loadgen),
+//!   `Tls::connect_futures` (any futures-io stream: the tokio client's,
+//!   through an adapter), [`Tls::connect_std`] (a `rustls::StreamOwned`
+//!   over a std socket, for one thread) and `SyncTls` (the blocking
+//!   client, whose heartbeat thread writes too).
 
 use super::{BrokerUrl, ClientError, ClientOptions, Result};
 #[cfg(feature = "glommio")]
