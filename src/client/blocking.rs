@@ -41,57 +41,21 @@ struct Conn {
 impl Conn {
     fn connect(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, ServerInfo)> {
         let stream = dialer.connect_std(addr, opts.connect_timeout)?;
+        let (info, rbuf) = greet(&stream, addr, opts)?;
         let mut c = Conn {
-            info: ServerInfo {
-                shard_id: 0,
-                frame_bytes_max: 0,
-                message_bytes_max: 0,
-                prefetch_max: 0,
-                shard_addrs: Vec::new(),
-                heartbeat_ms: 0,
-                vhost: String::new(),
-            },
+            frame_bytes_max: info.frame_bytes_max as usize,
+            heartbeat_ms: info.heartbeat_ms,
+            info: info.clone(),
             stream,
-            rbuf: BytesMut::with_capacity(64 * 1024),
+            rbuf,
             wbuf: BytesMut::new(),
-            frame_bytes_max: 1 << 20,
             next_request_id: super::core::handshake::MAP_REQUEST_ID + 1,
             deliveries: HashMap::new(),
             stray_error: None,
             blocked: None,
-            heartbeat_ms: 0,
             beater: None,
         };
-        let mut greeter = Greeter::new(opts, addr, false);
-        greeter.hello(&mut c.wbuf);
-        c.flush()?;
-        let deadline = Instant::now() + opts.connect_timeout;
-        loop {
-            let used = greeter.feed(&c.rbuf)?;
-            let _ = c.rbuf.split_to(used);
-            if greeter.is_done() {
-                break;
-            }
-            // Bounded: the greeter refuses a frame over its limit once its
-            // length is in, and each read appends one socket read's worth.
-            let wait = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|w| !w.is_zero())
-                .ok_or_else(|| ClientError::Io("no handshake reply in time".into()))?;
-            match c.stream.read_into(&mut c.rbuf, Some(wait)) {
-                Ok(false) => return Err(ClientError::Closed("the broker closed the connection".into())),
-                Ok(true) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(ClientError::Io("no handshake reply in time".into()))
-                }
-                Err(e) => return Err(io(e)),
-            }
-        }
-        let (info, _) = greeter.finish()?;
-        c.info = info.clone();
-        c.frame_bytes_max = info.frame_bytes_max as usize;
         if info.heartbeat_ms > 0 {
-            c.heartbeat_ms = info.heartbeat_ms;
             c.beater = Some(Beater::start(c.stream.writer().map_err(io)?, info.heartbeat_ms).map_err(io)?);
         }
         Ok((c, info))
@@ -197,6 +161,34 @@ impl Conn {
                 Some((_, Err(e))) => self.stray_error = Some(e),
                 Some(_) => {}
             }
+        }
+    }
+}
+
+/// The handshake (`core::handshake::Greeter`) within the connect
+/// timeout; returns what the broker said and the bytes read after it.
+fn greet(stream: &SyncStream, addr: SocketAddr, opts: &ClientOptions) -> Result<(ServerInfo, BytesMut)> {
+    let mut greeter = Greeter::new(opts, addr, false);
+    let mut out = BytesMut::new();
+    greeter.hello(&mut out);
+    stream.write_all(&out).map_err(io)?;
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let used = greeter.feed(&rbuf)?;
+        let _ = rbuf.split_to(used);
+        if greeter.is_done() {
+            return Ok((greeter.finish()?.0, rbuf));
+        }
+        // Bounded: the greeter refuses a frame over its limit once its
+        // length is in, and each read appends one socket read's worth.
+        let late = || ClientError::Io("no handshake reply in time".into());
+        let wait = deadline.checked_duration_since(Instant::now()).filter(|w| !w.is_zero()).ok_or_else(late)?;
+        match stream.read_into(&mut rbuf, Some(wait)) {
+            Ok(false) => return Err(ClientError::Closed("the broker closed the connection".into())),
+            Ok(true) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(late()),
+            Err(e) => return Err(io(e)),
         }
     }
 }
