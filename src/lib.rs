@@ -11,8 +11,12 @@
 //! | front ends | [`native`], [`amqp`], [`http`] |
 //! | binaries | `src/broker.rs` (wires the front ends to the core), `src/cli/`, `src/main.rs`, `loadgen/` |
 //!
-//! The client library ([`client`], [`client::blocking`]) stands on the
-//! codecs and [`rt`] alone.
+//! The client library ([`client`]) stands on the codecs alone: its
+//! runtime-free core ([`client::core`]: handshake, requests, frame
+//! dispatch, acks, batches, cluster routes) under three shells, the
+//! blocking client on std sockets (feature `client`), the glommio client
+//! on [`rt`] (feature `glommio`) and the tokio client ([`client::tokio`],
+//! feature `tokio`).
 //!
 //! The data path, module by module:
 //!
@@ -40,7 +44,7 @@
 //! | write replies, one syscall per turn | [`rt::outbox`] |
 //! | TLS on the listeners (native, AMQPS, HTTPS): handshake after the connection is counted, certificates reloaded on SIGHUP; one `Transport` for plain and TLS | [`server::tls`], [`server::listener`], [`rt::transport`] |
 //! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
-//! | the client side: shard-aware producer and consumer | [`client`], [`client::blocking`] |
+//! | the client side: shard-aware producer and consumer; one core ([`client::core`]) under the glommio, tokio and blocking shells | [`client`], [`client::tokio`], [`client::blocking`] |
 //! | AMQP 0-9-1 front end: handshake, channels, same queues, over [`protocol::amqp`] | [`amqp`] (`docs/amqp.md`) |
 //! | AMQP transactions: the channel's buffer, and commits routed on the connection's shard, applied per owner, gathered in a fan-in (`docs/amqp.md`, "Transactions") | [`amqp::tx`], [`server::shard::tx`] |
 //! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
@@ -67,7 +71,8 @@ pub mod protocol;
 #[cfg(feature = "client")]
 pub mod client;
 
-#[cfg(feature = "client")]
+/// The socket plumbing the broker and the glommio client share.
+#[cfg(feature = "glommio")]
 pub mod rt;
 
 #[cfg(feature = "server")]

@@ -1,11 +1,16 @@
 //! A blocking client over std sockets, for programs without an async
-//! runtime. Same codec, same shard-aware routing as the async client; each
-//! call writes its request and reads until its reply, buffering any
-//! deliveries that arrive meanwhile.
+//! runtime: no io_uring, no async runtime (the `client` feature alone).
+//! Same codec, same handshake and frame dispatch (`core`), same
+//! shard-aware routing as the async clients; each call writes its request
+//! and reads until its reply, buffering any deliveries that arrive
+//! meanwhile.
 
 use super::beats::Beater;
+use super::core::cmds;
+use super::core::handshake::Greeter;
+use super::core::incoming::{classify, deliveries, Incoming, Response as Reply};
 use super::dial::{io_error as io, Dialer, SyncStream};
-use super::{parse_broker_url, ClientError, ClientOptions, ConsumerOptions, Delivery, Result, ServerInfo};
+use super::{ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, Result, ServerInfo};
 use crate::protocol::{self, encode_ack, op, BatchWriter, Cmd, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -13,15 +18,9 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A reply, owned.
-enum Reply {
-    Ok(u64),
-    Confirm(u32),
-    Get(Option<Delivery>),
-    HelloOk(ServerInfo),
-}
-
 struct Conn {
+    /// What the handshake said.
+    info: ServerInfo,
     /// Plain or TLS; the heartbeat thread writes through its own handle.
     stream: SyncStream,
     rbuf: BytesMut,
@@ -42,31 +41,21 @@ struct Conn {
 impl Conn {
     fn connect(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<(Conn, ServerInfo)> {
         let stream = dialer.connect_std(addr, opts.connect_timeout)?;
+        let (info, rbuf) = greet(&stream, addr, opts)?;
         let mut c = Conn {
+            frame_bytes_max: info.frame_bytes_max as usize,
+            heartbeat_ms: info.heartbeat_ms,
+            info: info.clone(),
             stream,
-            rbuf: BytesMut::with_capacity(64 * 1024),
+            rbuf,
             wbuf: BytesMut::new(),
-            frame_bytes_max: 1 << 20,
-            next_request_id: 1,
+            next_request_id: super::core::handshake::MAP_REQUEST_ID + 1,
             deliveries: HashMap::new(),
             stray_error: None,
             blocked: None,
-            heartbeat_ms: 0,
             beater: None,
         };
-        let rid = c.rid();
-        Frame { request_id: rid, cmd: opts.hello() }.encode(&mut c.wbuf);
-        c.flush()?;
-        let deadline = Instant::now() + opts.connect_timeout;
-        let info = match c.read_reply(Some(deadline), addr)? {
-            Some((_, Ok(Reply::HelloOk(info)))) => ServerInfo { vhost: opts.vhost.clone(), ..info },
-            Some((_, Err(e))) => return Err(e),
-            Some(_) => return Err(ClientError::Protocol("expected HelloOk".into())),
-            None => return Err(ClientError::Io("no handshake reply in time".into())),
-        };
-        c.frame_bytes_max = info.frame_bytes_max as usize;
         if info.heartbeat_ms > 0 {
-            c.heartbeat_ms = info.heartbeat_ms;
             c.beater = Some(Beater::start(c.stream.writer().map_err(io)?, info.heartbeat_ms).map_err(io)?);
         }
         Ok((c, info))
@@ -89,14 +78,14 @@ impl Conn {
     /// Reads one frame, with a deadline. Deliveries are buffered and
     /// reported as `Some((0, Ok(Reply::Ok(0))))` so callers loop on.
     #[allow(clippy::type_complexity)]
-    fn read_reply(&mut self, deadline: Option<Instant>, via: SocketAddr) -> Result<Option<(u64, Result<Reply>)>> {
+    fn read_reply(&mut self, deadline: Option<Instant>) -> Result<Option<(u64, Result<Reply>)>> {
         loop {
             if let Some(len) = protocol::frame::peek_len(&self.rbuf, self.frame_bytes_max)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
                 if self.rbuf.len() >= len {
                     let chunk = self.rbuf.split_to(len).freeze();
-                    return self.on_frame(&chunk, via).map(Some);
+                    return self.on_frame(&chunk).map(Some);
                 }
             }
             let wait = match deadline {
@@ -127,67 +116,79 @@ impl Conn {
         }
     }
 
-    fn on_frame(&mut self, chunk: &Bytes, via: SocketAddr) -> Result<(u64, Result<Reply>)> {
+    fn on_frame(&mut self, chunk: &Bytes) -> Result<(u64, Result<Reply>)> {
         let f = match protocol::decode(chunk, self.frame_bytes_max) {
             Ok(protocol::Decoded::Frame(f, _)) => f,
             Ok(protocol::Decoded::Incomplete) => return Err(ClientError::Protocol("short frame".into())),
             Err(e) => return Err(ClientError::Protocol(e.to_string())),
         };
-        let rid = f.request_id;
-        let r = match f.cmd {
-            Cmd::HelloOk(h) => Ok(Reply::HelloOk(ServerInfo::from_hello(&h, via)?)),
-            Cmd::Ok { value } => Ok(Reply::Ok(value)),
-            Cmd::Confirm { count } => Ok(Reply::Confirm(count)),
-            Cmd::GetEmpty => Ok(Reply::Get(None)),
-            Cmd::GetOk { consumer_id, tag, entry, .. } => {
-                Ok(Reply::Get(Some(Delivery::from_entry(chunk, consumer_id, tag, &entry))))
-            }
-            Cmd::Error { fatal, code, message } => {
-                let e = ClientError::Server { code, message: message.into() };
-                // A fatal error ends the connection: it fails the call itself.
-                if fatal || rid == 0 {
-                    return Err(e);
-                }
-                Err(e)
-            }
-            Cmd::Deliver { consumer_id, first_tag, entries } => {
+        // Anything but a reply is reported as `(0, Ok(Ok(0)))`: callers loop on.
+        let nothing = Ok((0, Ok(Reply::Ok(0))));
+        match classify(chunk, f, &self.info)? {
+            Incoming::Reply(rid, r) => Ok((rid, r)),
+            Incoming::Deliver { consumer_id, first_tag, entries } => {
                 let q = self.deliveries.entry(consumer_id).or_default();
-                for (i, e) in entries.iter().enumerate() {
-                    q.push_back(Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e));
-                }
-                return Ok((0, Ok(Reply::Ok(0))));
+                q.extend(deliveries(chunk, consumer_id, first_tag, entries));
+                nothing
             }
-            Cmd::ConsumerCancelled { consumer_id, code, message } => {
-                // Its deliveries already read stay readable; nothing more comes.
-                tracing::warn!(consumer_id, code, "the broker cancelled a consumer: {message}");
-                return Ok((0, Ok(Reply::Ok(0))));
+            // Its deliveries already read stay readable; nothing more comes.
+            Incoming::Cancelled { .. } | Incoming::Nothing | Incoming::MapChanged(_) => nothing,
+            Incoming::Ping(rid) => {
+                Frame { request_id: rid, cmd: Cmd::Pong }.encode(&mut self.wbuf);
+                self.flush()?;
+                nothing
             }
-            Cmd::Ping | Cmd::Pong => return Ok((0, Ok(Reply::Ok(0)))),
-            Cmd::Blocked { reason } => {
-                self.blocked = Some(reason.to_string());
-                return Ok((0, Ok(Reply::Ok(0))));
+            Incoming::Blocked(reason) => {
+                self.blocked = Some(reason);
+                nothing
             }
-            Cmd::Unblocked => {
+            Incoming::Unblocked => {
                 self.blocked = None;
-                return Ok((0, Ok(Reply::Ok(0))));
+                nothing
             }
-            other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
-        };
-        Ok((rid, r))
+        }
     }
 
     /// Sends a request and reads until its reply.
-    fn request(&mut self, via: SocketAddr, encode: impl FnOnce(u64, &mut BytesMut)) -> Result<Reply> {
+    fn request(&mut self, encode: impl FnOnce(u64, &mut BytesMut)) -> Result<Reply> {
         let rid = self.rid();
         encode(rid, &mut self.wbuf);
         self.flush()?;
         loop {
-            match self.read_reply(None, via)? {
+            match self.read_reply(None)? {
                 Some((r, reply)) if r == rid => return reply,
                 Some((0, _)) | None => {}
                 Some((_, Err(e))) => self.stray_error = Some(e),
                 Some(_) => {}
             }
+        }
+    }
+}
+
+/// The handshake (`core::handshake::Greeter`) within the connect
+/// timeout; returns what the broker said and the bytes read after it.
+fn greet(stream: &SyncStream, addr: SocketAddr, opts: &ClientOptions) -> Result<(ServerInfo, BytesMut)> {
+    let mut greeter = Greeter::new(opts, addr, false);
+    let mut out = BytesMut::new();
+    greeter.hello(&mut out);
+    stream.write_all(&out).map_err(io)?;
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let used = greeter.feed(&rbuf)?;
+        let _ = rbuf.split_to(used);
+        if greeter.is_done() {
+            return Ok((greeter.finish()?.0, rbuf));
+        }
+        // Bounded: the greeter refuses a frame over its limit once its
+        // length is in, and each read appends one socket read's worth.
+        let late = || ClientError::Io("no handshake reply in time".into());
+        let wait = deadline.checked_duration_since(Instant::now()).filter(|w| !w.is_zero()).ok_or_else(late)?;
+        match stream.read_into(&mut rbuf, Some(wait)) {
+            Ok(false) => return Err(ClientError::Closed("the broker closed the connection".into())),
+            Ok(true) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(late()),
+            Err(e) => return Err(io(e)),
         }
     }
 }
@@ -206,23 +207,26 @@ pub struct Client {
     dialer: Dialer,
     info: ServerInfo,
     first: usize,
-    conns: Vec<Option<(Conn, SocketAddr)>>,
+    conns: Vec<Option<Conn>>,
     next_consumer_id: u32,
     /// The pull-consumer id used for `get` on each queue.
     pull_ids: HashMap<String, u32>,
 }
 
 impl Client {
+    /// Connects to `opts.url` and shakes hands; the connections to other shards open on first use.
     pub fn connect(opts: ClientOptions) -> Result<Client> {
-        let url = parse_broker_url(&opts.url)?;
+        // Credentials, vhost and options in the URL win (`client::url`).
+        let (opts, url) = opts.resolved()?;
         let dialer = Dialer::new(&opts, &url)?;
         let (conn, info) = Conn::connect(&dialer, url.addr, &opts)?;
         let first = usize::from(info.shard_id);
-        let mut conns: Vec<Option<(Conn, SocketAddr)>> = (0..info.shard_addrs.len()).map(|_| None).collect();
-        conns[first] = Some((conn, url.addr));
+        let mut conns: Vec<Option<Conn>> = (0..info.shard_addrs.len()).map(|_| None).collect();
+        conns[first] = Some(conn);
         Ok(Client { opts, dialer, info, first, conns, next_consumer_id: 1, pull_ids: HashMap::new() })
     }
 
+    /// What the first connection's handshake said (shards, limits).
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -237,7 +241,7 @@ impl Client {
     /// is blocked. A blocked connection's publish waits for its confirm
     /// until the alarm clears.
     pub fn blocked(&self) -> Option<String> {
-        self.conns.iter().flatten().find_map(|(c, _)| c.blocked.clone())
+        self.conns.iter().flatten().find_map(|c| c.blocked.clone())
     }
 
     fn conn(&mut self, queue: &str) -> Result<usize> {
@@ -248,14 +252,14 @@ impl Client {
             if usize::from(info.shard_id) != i {
                 return Err(ClientError::Protocol(format!("dialled shard {i}, reached shard {}", info.shard_id)));
             }
-            self.conns[i] = Some((c, addr));
+            self.conns[i] = Some(c);
         }
         Ok(i)
     }
 
     fn request(&mut self, i: usize, encode: impl FnOnce(u64, &mut BytesMut)) -> Result<Reply> {
-        let (c, via) = self.conns[i].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
-        c.request(*via, encode)
+        let c = self.conns[i].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
+        c.request(encode)
     }
 
     fn simple(&mut self, queue: &str, cmd: impl FnOnce(&str) -> Cmd<'_>) -> Result<u64> {
@@ -266,6 +270,7 @@ impl Client {
         }
     }
 
+    /// Declares a queue; returns its ready count.
     pub fn declare(&mut self, queue: &str, durable: bool) -> Result<u64> {
         self.declare_with(queue, durable, &[])
     }
@@ -281,22 +286,73 @@ impl Client {
         }
     }
 
+    /// Deletes a queue; returns the messages it held.
     pub fn delete(&mut self, queue: &str) -> Result<u64> {
         self.simple(queue, |queue| Cmd::Delete { flags: 0, queue })
     }
 
+    /// Empties a queue; returns the messages removed.
     pub fn purge(&mut self, queue: &str) -> Result<u64> {
         self.simple(queue, |queue| Cmd::Purge { queue })
     }
 
     /// Publishes a batch as one frame and waits for its confirm.
     pub fn publish(&mut self, queue: &str, bodies: &[&[u8]], persistent: bool) -> Result<()> {
+        self.publish_with(queue, &[], bodies, persistent)
+    }
+
+    /// [`Client::publish`] with properties for every message (built with
+    /// [`crate::protocol::props::PropsBuilder`]: headers, correlation id,
+    /// reply-to, ...).
+    pub fn publish_with(&mut self, queue: &str, props: &[u8], bodies: &[&[u8]], persistent: bool) -> Result<()> {
         let i = self.conn(queue)?;
-        let flags = op::PUBLISH_CONFIRM | if persistent { op::PUBLISH_PERSISTENT } else { 0 };
+        let target = super::Target::Queue(queue.into());
+        self.publish_on(i, &target, persistent, false, props, bodies)
+    }
+
+    /// Publishes a batch through `exchange` with `routing_key` and waits
+    /// for its confirm. `mandatory`: a batch that reaches no queue is
+    /// refused (`NoRoute`) instead of confirmed.
+    pub fn publish_to(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        props: &[u8],
+        bodies: &[&[u8]],
+        persistent: bool,
+        mandatory: bool,
+    ) -> Result<()> {
+        // The shard owning a queue named like the key: a direct exchange
+        // routing by queue name saves a hop.
+        let i = if routing_key.is_empty() { self.first } else { self.conn(routing_key)? };
+        let target = super::Target::Exchange { exchange: exchange.into(), routing_key: routing_key.into() };
+        self.publish_on(i, &target, persistent, mandatory, props, bodies)
+    }
+
+    fn publish_on(
+        &mut self,
+        i: usize,
+        target: &super::Target,
+        persistent: bool,
+        mandatory: bool,
+        props: &[u8],
+        bodies: &[&[u8]],
+    ) -> Result<()> {
+        let opts = super::ProducerOptions { persistent, mandatory, confirm: true, ..Default::default() };
+        super::core::batch::entries_bytes_max(target, &opts, &self.info)?;
+        for body in bodies {
+            super::core::batch::check_message(&self.info, props, body)?;
+        }
+        let flags = super::core::batch::publish_flags(&opts, target);
         let reply = self.request(i, |rid, b| {
-            let mut w = BatchWriter::begin_publish(b, rid, flags, queue);
+            let mut w = match target {
+                super::Target::Queue(queue) => BatchWriter::begin_publish(b, rid, flags, queue),
+                super::Target::Exchange { exchange, routing_key } => {
+                    BatchWriter::begin_publish_to(b, rid, flags, exchange, routing_key)
+                }
+            };
             for body in bodies {
-                w.push(b, 0, &[], body);
+                w.push(b, 0, props, body);
             }
             w.finish(b);
         })?;
@@ -306,6 +362,57 @@ impl Client {
         }
     }
 
+    /// A request on the first connection (exchanges live on every shard).
+    fn first_simple(&mut self, cmd: Cmd<'_>) -> Result<u64> {
+        self.simple_on(self.first, cmd)
+    }
+
+    fn simple_on(&mut self, i: usize, cmd: Cmd<'_>) -> Result<u64> {
+        match self.request(i, |rid, b| Frame { request_id: rid, cmd }.encode(b))? {
+            Reply::Ok(v) => Ok(v),
+            _ => Err(ClientError::Protocol("unexpected reply".into())),
+        }
+    }
+
+    /// Declares an exchange: `kind` is direct, fanout, topic or headers.
+    pub fn declare_exchange(&mut self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
+        self.first_simple(cmds::exchange_declare(exchange, kind, o)).map(|_| ())
+    }
+
+    /// Checks that an exchange exists.
+    pub fn declare_exchange_passive(&mut self, exchange: &str) -> Result<()> {
+        self.first_simple(cmds::exchange_passive(exchange)).map(|_| ())
+    }
+
+    /// Deletes an exchange (`if_unused`: only without bindings from it).
+    pub fn delete_exchange(&mut self, exchange: &str, if_unused: bool) -> Result<()> {
+        self.first_simple(cmds::exchange_delete(exchange, if_unused)).map(|_| ())
+    }
+
+    /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
+    /// headers exchanges `x-match` and the header values).
+    pub fn bind_queue(&mut self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let i = self.conn(queue)?;
+        self.simple_on(i, cmds::binding(false, false, exchange, queue, routing_key, args)).map(|_| ())
+    }
+
+    /// Removes a binding made with `bind_queue`.
+    pub fn unbind_queue(&mut self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let i = self.conn(queue)?;
+        self.simple_on(i, cmds::binding(true, false, exchange, queue, routing_key, args)).map(|_| ())
+    }
+
+    /// Binds exchange `destination` to exchange `source`.
+    pub fn bind_exchange(&mut self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        self.first_simple(cmds::binding(false, true, source, destination, routing_key, args)).map(|_| ())
+    }
+
+    /// Removes a binding made with `bind_exchange`.
+    pub fn unbind_exchange(&mut self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        self.first_simple(cmds::binding(true, true, source, destination, routing_key, args)).map(|_| ())
+    }
+
+    /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
     pub fn subscribe(&mut self, queue: &str, prefetch: u32) -> Result<Subscription> {
         self.subscribe_with(queue, ConsumerOptions::new(prefetch))
     }
@@ -325,12 +432,12 @@ impl Client {
     /// The next delivery for `sub`, waiting at most `timeout`.
     pub fn recv(&mut self, sub: &Subscription, timeout: Duration) -> Result<Option<Delivery>> {
         let deadline = Instant::now() + timeout;
-        let (c, via) = self.conns[sub.shard].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
+        let c = self.conns[sub.shard].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
         loop {
             if let Some(d) = c.deliveries.get_mut(&sub.consumer_id).and_then(VecDeque::pop_front) {
                 return Ok(Some(d));
             }
-            match c.read_reply(Some(deadline), *via)? {
+            match c.read_reply(Some(deadline))? {
                 None => return Ok(None),
                 Some((_, Err(e))) => c.stray_error = Some(e),
                 Some(_) => {}
@@ -339,7 +446,7 @@ impl Client {
     }
 
     fn send_ack(&mut self, sub: &Subscription, tag: u64, nack: Option<bool>) -> Result<()> {
-        let (c, _) = self.conns[sub.shard].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
+        let c = self.conns[sub.shard].as_mut().ok_or_else(|| ClientError::Closed("no connection".into()))?;
         if let Some(e) = c.stray_error.take() {
             return Err(e);
         }
@@ -348,10 +455,12 @@ impl Client {
         c.flush()
     }
 
+    /// Acks one delivery (written at once).
     pub fn ack(&mut self, sub: &Subscription, tag: u64) -> Result<()> {
         self.send_ack(sub, tag, None)
     }
 
+    /// Rejects one delivery; `requeue` puts it back at the queue's head.
     pub fn nack(&mut self, sub: &Subscription, tag: u64, requeue: bool) -> Result<()> {
         self.send_ack(sub, tag, Some(requeue))
     }

@@ -1,11 +1,16 @@
-//! One client connection to one shard: a writer task draining an outbox,
-//! a reader task matching replies to requests by request id and handing
-//! deliveries to their consumers.
+//! One glommio client connection to one shard: a writer task draining an
+//! outbox, a reader task matching replies to requests by request id
+//! (`core::requests`) and handing deliveries to their consumers, as
+//! `core::incoming::classify` reads each frame.
 
-use super::consumer::{ConsumerState, Delivery};
+use super::consumer::ConsumerState;
+use super::core::acks::AckBook;
+pub use super::core::incoming::Response;
+use super::core::incoming::{classify, deliveries, Incoming};
+use super::core::requests::Requests;
 use super::dial::{io_error, Dialer};
-use super::handshake::{greet, Greeting, MAP_REQUEST_ID};
-use super::{parse_broker_url, ClientError, ClientOptions, Result, ServerInfo};
+use super::handshake::{greet, Greeting};
+use super::{ClientError, ClientOptions, Delivery, Result, ServerInfo};
 use crate::protocol::{encode_ack, Cmd, Frame};
 use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox, Slot, Transport};
@@ -17,18 +22,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// A reply as the waiting request sees it.
-#[derive(Debug, Clone)]
-pub enum Response {
-    Ok(u64),
-    Confirm(u32),
-    Get(Option<Delivery>),
-    /// The cluster map (`MapGet`'s answer), its addresses resolved.
-    Map(super::cluster::OwnedMap),
-    /// A Subscribe to the direct reply-to pseudo-queue: the generated name.
-    ReplyTo(String),
-}
-
 type Waiter = Box<dyn FnOnce(Result<Response>)>;
 
 /// Bytes queued for the socket before senders wait for the writer.
@@ -37,15 +30,13 @@ const OUTBOX_HIGH_BYTES: usize = 4 << 20;
 pub struct Conn {
     info: ServerInfo,
     outbox: Outbox,
-    next_request_id: Cell<u64>,
-    pending: RefCell<HashMap<u64, Waiter>>,
+    /// Request ids, their waiters, the last stray error and why the
+    /// connection closed.
+    requests: RefCell<Requests<Waiter>>,
     consumers: RefCell<HashMap<u32, Rc<ConsumerState>>>,
     /// Consumers with acks waiting to be sent.
     ack_dirty: RefCell<Vec<u32>>,
     ack_kick: Notify,
-    closed: RefCell<Option<ClientError>>,
-    /// An error for a request nobody waits on (an unconfirmed publish).
-    last_error: RefCell<Option<ClientError>>,
     /// Why the broker stopped reading this connection (a resource alarm,
     /// `Blocked`), until it says `Unblocked`.
     blocked: RefCell<Option<String>>,
@@ -58,8 +49,9 @@ impl Conn {
     /// One connection to `addr`, plain or TLS as `opts` say (TLS verified
     /// against the host of `opts.url`).
     pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
-        let dialer = Dialer::new(opts, &parse_broker_url(&opts.url)?)?;
-        Self::open(&dialer, addr, opts).await
+        let (opts, url) = opts.resolved()?;
+        let dialer = Dialer::new(&opts, &url)?;
+        Self::open(&dialer, addr, &opts).await
     }
 
     pub(crate) async fn open(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
@@ -80,13 +72,10 @@ impl Conn {
         let conn = Rc::new(Conn {
             info,
             outbox: Outbox::default(),
-            next_request_id: Cell::new(MAP_REQUEST_ID + 1),
-            pending: RefCell::new(HashMap::new()),
+            requests: RefCell::default(),
             consumers: RefCell::new(HashMap::new()),
             ack_dirty: RefCell::new(Vec::new()),
             ack_kick: Notify::default(),
-            closed: RefCell::new(None),
-            last_error: RefCell::new(None),
             blocked: RefCell::new(None),
             unblocked: Notify::default(),
             map_changed: Cell::new(false),
@@ -104,6 +93,7 @@ impl Conn {
         Ok((conn, map))
     }
 
+    /// What the first connection's handshake said (shards, limits).
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -113,12 +103,13 @@ impl Conn {
         self.map_changed.replace(false)
     }
 
+    /// Whether the connection ended (or this client is closing it).
     pub fn is_closed(&self) -> bool {
-        self.closed.borrow().is_some() || self.outbox.is_closing()
+        self.requests.borrow().closed().is_some() || self.outbox.is_closing()
     }
 
     fn check_open(&self) -> Result<()> {
-        if let Some(e) = self.closed.borrow().clone() {
+        if let Some(e) = self.requests.borrow().closed().cloned() {
             return Err(e);
         }
         if self.outbox.is_closing() {
@@ -154,13 +145,11 @@ impl Conn {
 
     /// Takes the error of a request that had no waiter, if any.
     pub fn take_error(&self) -> Option<ClientError> {
-        self.last_error.borrow_mut().take()
+        self.requests.borrow_mut().take_error()
     }
 
     pub(crate) fn next_request_id(&self) -> u64 {
-        let id = self.next_request_id.get();
-        self.next_request_id.set(id + 1);
-        id
+        self.requests.borrow_mut().next_id()
     }
 
     /// Queues bytes for the writer. `waiter`, when given, receives the
@@ -178,7 +167,7 @@ impl Conn {
             return Err(e);
         }
         if let Some(w) = waiter {
-            self.pending.borrow_mut().insert(request_id, w);
+            self.requests.borrow_mut().wait_for(request_id, w);
         }
         self.outbox.push(encode);
         Ok(())
@@ -193,6 +182,7 @@ impl Conn {
         slot.wait().await
     }
 
+    /// A request answered with `Ok`: its value.
     pub async fn simple(&self, cmd: Cmd<'_>) -> Result<u64> {
         match self.request(cmd).await? {
             Response::Ok(v) => Ok(v),
@@ -205,6 +195,7 @@ impl Conn {
         self.simple(Cmd::Declare { flags, queue, args }).await
     }
 
+    /// Pulls one message of `queue` for pull consumer `consumer_id`.
     pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
         match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
             Response::Get(d) => Ok(d),
@@ -260,19 +251,12 @@ impl Conn {
 
     /// Queues a consumer's collected acks and nacks for the writer now.
     pub(crate) fn send_acks(&self, id: u32, state: &ConsumerState) {
-        let (acks, nacks) = state.take_acks();
-        if acks.is_empty() && nacks.is_empty() {
+        let book: AckBook = state.take_acks();
+        if book.is_empty() {
             return;
         }
         let rid = self.next_request_id();
-        let _ = self.send_raw(rid, None, |b| {
-            if !acks.is_empty() {
-                encode_ack(b, rid, None, id, &acks);
-            }
-            for (requeue, ranges) in &nacks {
-                encode_ack(b, rid, Some(*requeue), id, ranges);
-            }
-        });
+        let _ = self.send_raw(rid, None, |b| book.encode(b, rid, id));
     }
 
     /// Sends the acks collected so far and waits until they are written.
@@ -333,8 +317,7 @@ impl Conn {
 
     /// Ends the connection: every waiter and consumer hears why.
     fn fail(&self, err: ClientError) {
-        self.closed.borrow_mut().get_or_insert(err.clone());
-        let waiters: Vec<Waiter> = self.pending.borrow_mut().drain().map(|(_, w)| w).collect();
+        let waiters = self.requests.borrow_mut().fail(&err);
         for w in waiters {
             w(Err(err.clone()));
         }
@@ -348,90 +331,41 @@ impl Conn {
     }
 
     fn complete(&self, request_id: u64, r: Result<Response>) {
-        let w = self.pending.borrow_mut().remove(&request_id);
-        match (w, r) {
-            (Some(w), r) => w(r),
-            (None, Err(e)) => {
-                tracing::debug!(request_id, error = %e, "error for a request with no waiter");
-                *self.last_error.borrow_mut() = Some(e);
-            }
-            (None, Ok(_)) => {}
+        let settled = self.requests.borrow_mut().settle(request_id, r);
+        if let Some((w, r)) = settled {
+            w(r);
         }
     }
 
     fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
-        let rid = f.request_id;
-        match f.cmd {
-            Cmd::Ok { value } => self.complete(rid, Ok(Response::Ok(value))),
-            Cmd::Confirm { count } => self.complete(rid, Ok(Response::Confirm(count))),
-            Cmd::GetEmpty => self.complete(rid, Ok(Response::Get(None))),
-            Cmd::ReplyTo { name, .. } => self.complete(rid, Ok(Response::ReplyTo(name.to_string()))),
-            Cmd::GetOk { consumer_id, tag, entry, .. } => {
-                let d = Delivery::from_entry(chunk, consumer_id, tag, &entry);
-                self.complete(rid, Ok(Response::Get(Some(d))));
-            }
-            Cmd::Error { fatal, code, message } => {
-                let e = ClientError::Server { code, message: message.into() };
-                if fatal || rid == 0 {
-                    return Err(e);
-                }
-                self.complete(rid, Err(e));
-            }
-            Cmd::Deliver { consumer_id, first_tag, entries } => {
+        match classify(chunk, f, &self.info)? {
+            Incoming::Deliver { consumer_id, first_tag, entries } => {
                 let state = self.consumers.borrow().get(&consumer_id).cloned();
                 let Some(state) = state else {
                     tracing::debug!(consumer_id, "delivery for a consumer this client dropped");
                     return Ok(());
                 };
-                state.push_batch(
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e)),
-                );
+                state.push_batch(deliveries(chunk, consumer_id, first_tag, entries));
             }
-            Cmd::ConsumerCancelled { consumer_id, code, message } => {
-                tracing::warn!(consumer_id, code, "the broker cancelled a consumer: {message}");
+            Incoming::Reply(rid, r) => self.complete(rid, r),
+            Incoming::Cancelled { consumer_id, error } => {
                 let state = self.consumers.borrow_mut().remove(&consumer_id);
                 if let Some(state) = state {
-                    state.close(ClientError::Server { code, message: message.into() });
+                    state.close(error);
                 }
             }
-            Cmd::Ping => {
+            Incoming::Ping(rid) => {
                 let _ = self.send_raw(rid, None, |b| Frame { request_id: rid, cmd: Cmd::Pong }.encode(b));
             }
-            Cmd::Pong => {}
-            Cmd::Blocked { reason } => {
-                tracing::debug!("the broker blocked this connection: {reason}");
-                *self.blocked.borrow_mut() = Some(reason.to_string());
-            }
-            Cmd::Unblocked => {
+            Incoming::Nothing => {}
+            Incoming::Blocked(reason) => *self.blocked.borrow_mut() = Some(reason),
+            Incoming::Unblocked => {
                 self.blocked.borrow_mut().take();
                 self.unblocked.notify();
             }
-            Cmd::Map(m) => self.on_map(rid, &m),
-            Cmd::MapChanged { version } => self.on_map_changed(version),
-            other => return Err(ClientError::Protocol(format!("the broker sent {}", other.name()))),
+            Incoming::MapChanged(_) => self.map_changed.set(true),
         }
         Ok(())
-    }
-}
-
-impl Conn {
-    /// Rare (once a connection, and when the map moves): out of
-    /// `on_frame`'s hot body, which every delivery runs through.
-    #[cold]
-    #[inline(never)]
-    fn on_map(&self, rid: u64, m: &crate::protocol::cluster_map::ClusterMap<'_>) {
-        let owned = super::cluster::OwnedMap::from_wire(m, &self.info);
-        self.complete(rid, owned.map(Response::Map));
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn on_map_changed(&self, version: u32) {
-        tracing::debug!(version, "the cluster map changed");
-        self.map_changed.set(true);
     }
 }
 

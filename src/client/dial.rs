@@ -9,6 +9,7 @@
 //! certificate names.
 
 use super::{BrokerUrl, ClientError, ClientOptions, Result};
+#[cfg(feature = "glommio")]
 use crate::rt::Transport;
 use bytes::BytesMut;
 use std::io::{self, Read, Write};
@@ -48,6 +49,7 @@ impl Dialer {
     }
 
     /// Connects (and shakes hands) within `timeout` each.
+    #[cfg(feature = "glommio")]
     pub(crate) async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Transport> {
         let tcp = glommio::net::TcpStream::connect_timeout(addr, timeout)
             .await
@@ -120,6 +122,17 @@ impl SyncStream {
     /// A read that times out is an error of kind `WouldBlock` or
     /// `TimedOut`.
     pub(crate) fn read_into(&self, dst: &mut BytesMut, timeout: Option<Duration>) -> io::Result<bool> {
+        // A signal to this process (the broker's, when it runs in the same
+        // one) interrupts a read without ending it: read again.
+        loop {
+            match self.read_once(dst, timeout) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn read_once(&self, dst: &mut BytesMut, timeout: Option<Duration>) -> io::Result<bool> {
         match self {
             SyncStream::Plain(s) => {
                 s.set_read_timeout(timeout)?;

@@ -1,11 +1,21 @@
-//! The ringmq client: shard-aware, batch-first.
+//! The ringmq client: shard-aware, batch-first (guide: `docs/client.md`).
 //!
-//! - [`Client`]: async on glommio. One connection per shard it uses; each
-//!   queue's traffic goes straight to its owner ([`crate::protocol::shard_for`]).
-//! - [`Producer`]: batches messages (`batch_max`, `linger`); `send` resolves
-//!   when the broker confirms.
-//! - [`Consumer`]: a `Stream` of deliveries under prefetch, with `ack`/`nack`.
-//! - [`blocking`]: the same over std sockets, for programs without a runtime.
+//! - `Client` (cargo feature `glommio`): async on glommio. One connection
+//!   per shard it uses; each queue's traffic goes straight to its owner
+//!   ([`crate::protocol::shard_for`]). Not `Send`: one per executor.
+//! - `tokio::Client` (cargo feature `tokio`): the same API on tokio, every
+//!   handle `Send + Sync`.
+//! - `Producer`: batches messages (`batch_max`, `linger`); `send`
+//!   resolves when the broker confirms.
+//! - `Consumer`: a `Stream` of deliveries under prefetch, with
+//!   `ack`/`nack` sent as ranges.
+//! - [`blocking`]: the same over std sockets, for programs without a
+//!   runtime (feature `client` alone: no io_uring, no async runtime).
+//!
+//! Both async clients are I/O shells over one runtime-free [`core`]: the
+//! handshake, request bookkeeping, frame dispatch, ack ranges, batches and
+//! cluster routes are written once; a shell adds sockets, tasks and
+//! timers.
 //!
 //! `ringmqs://HOST:PORT` connects over TLS (the `tls` cargo feature):
 //! the broker's certificate is verified against
@@ -18,56 +28,88 @@
 // with the reason).
 #![deny(clippy::cast_possible_truncation)]
 
+#[cfg(feature = "glommio")]
+mod async_client;
 mod beats;
 pub mod blocking;
+#[cfg(feature = "glommio")]
 pub mod cluster;
+#[cfg(feature = "glommio")]
 mod conn;
+#[cfg(feature = "glommio")]
 mod consumer;
+pub mod core;
 mod dial;
+#[cfg(feature = "glommio")]
 mod handshake;
+#[cfg(feature = "glommio")]
 mod producer;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+pub mod url;
 
+#[cfg(feature = "glommio")]
+pub use async_client::Client;
+#[cfg(feature = "glommio")]
 pub use conn::Conn;
-pub use consumer::{Consumer, ConsumerOptions, Delivery};
-pub use producer::{Confirmation, Producer, ProducerOptions, Target};
+#[cfg(feature = "glommio")]
+pub use consumer::Consumer;
+pub use core::batch::{ProducerOptions, Target};
+pub use core::delivery::{ConsumerOptions, Delivery};
+pub use core::incoming::Response;
+#[cfg(feature = "glommio")]
+pub use producer::{Confirmation, Producer};
+pub use url::{parse_broker_url, parse_url, BrokerUrl};
 
 use crate::protocol::{self, ErrorCode};
-use dial::Dialer;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
 
 /// Flags and arguments of an exchange declare.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExchangeOptions<'a> {
+    /// Survives a broker restart.
     pub durable: bool,
+    /// Deleted when its last binding goes.
     pub auto_delete: bool,
+    /// Not published to by clients, only by other exchanges.
     pub internal: bool,
     /// An AMQP field table without its length prefix; empty for none.
     pub args: &'a [u8],
 }
 
+/// The client's one error type (every shell's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    #[error("bad url {0:?}: expected ringmq://HOST:PORT or ringmqs://HOST:PORT")]
+    /// The URL (its password masked) and what is wrong with it.
+    #[error("bad url {0}; expected ringmq[s]://[USER[:PASSWORD]@]HOST:PORT[/VHOST][?OPTION=VALUE&...]")]
     BadUrl(String),
+    /// A socket failed (connect refused or timed out, reset).
     #[error("i/o error: {0}")]
     Io(String),
     /// The TLS layer failed: a certificate not trusted or refused, a
     /// handshake that did not finish, a file that holds no certificate.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The broker refused a request: `code` is a stable
+    /// [`ErrorCode`] ([`ClientError::code`]). Unless the broker said it
+    /// was fatal, the connection goes on.
     #[error("broker error {code}: {message}")]
     Server { code: u16, message: String },
+    /// The connection ended (the broker closed it, heartbeats stopped,
+    /// this client closed it): every pending request and consumer of it
+    /// hears this.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The broker sent bytes this client cannot take; the connection is
+    /// closed.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Refused before anything was sent (a message over the broker's
+    /// limit, a name over 255 bytes, options that contradict each other).
     #[error("{0}")]
     Invalid(String),
 }
@@ -82,10 +124,14 @@ impl ClientError {
     }
 }
 
+/// A result with a [`ClientError`].
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// How a client connects (every client takes the same options).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// `ringmq[s]://[USER[:PASSWORD]@]HOST:PORT[/VHOST][?OPTION=VALUE&...]`
+    /// ([`url`]): what it says wins over the fields below.
     pub url: String,
     pub user: String,
     pub password: String,
@@ -96,6 +142,7 @@ pub struct ClientOptions {
     /// traffic to the owning node's owning shard (`cluster.rs`). Off: the
     /// node connected to forwards what is not its own.
     pub cluster_aware: bool,
+    /// For each connect, TLS handshake and the native handshake.
     pub connect_timeout: Duration,
     /// Heartbeat to ask the broker for (0 = none). The broker may lower
     /// it; both sides then beat when idle, and each closes the other after
@@ -149,54 +196,16 @@ impl ClientOptions {
     }
 }
 
-/// A broker URL taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub addr: SocketAddr,
-    /// The host as written (without brackets for IPv6): the name the
-    /// broker's certificate is checked against.
-    pub host: String,
-    /// `ringmqs://`.
-    pub tls: bool,
-}
-
-/// Parses `ringmq://HOST:PORT` or `ringmqs://HOST:PORT` (the scheme may
-/// be left out: plain).
-pub fn parse_broker_url(url: &str) -> Result<BrokerUrl> {
-    use std::net::ToSocketAddrs;
-    let bad = || ClientError::BadUrl(url.into());
-    let (tls, rest) = match (url.strip_prefix("ringmqs://"), url.strip_prefix("ringmq://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
-        (None, None) if url.contains("://") => return Err(bad()),
-        (None, None) => (false, url),
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') {
-        return Err(bad());
-    }
-    let (host, _port) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if host.is_empty() {
-        return Err(bad());
-    }
-    let addr = rest.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
-    Ok(BrokerUrl { addr, host: host.to_string(), tls })
-}
-
-/// The address of `ringmq://HOST:PORT` or `ringmqs://HOST:PORT` (the
-/// scheme may be left out).
-pub fn parse_url(url: &str) -> Result<SocketAddr> {
-    parse_broker_url(url).map(|u| u.addr)
-}
-
 /// What the handshake told us.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
+    /// The shard that answered.
     pub shard_id: u16,
+    /// The broker's limits: a frame, a message, a consumer's prefetch.
     pub frame_bytes_max: u32,
     pub message_bytes_max: u32,
     pub prefetch_max: u32,
+    /// Every shard's address on the listener reached (plain or TLS).
     pub shard_addrs: Vec<SocketAddr>,
     /// The negotiated heartbeat (0 = none).
     pub heartbeat_ms: u32,
@@ -205,6 +214,7 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// The broker's shards (on this node).
     pub fn shard_count(&self) -> u32 {
         crate::protocol::wire::len32(self.shard_addrs.len())
     }
@@ -247,308 +257,5 @@ impl ServerInfo {
             heartbeat_ms: h.heartbeat_ms.unwrap_or(0),
             vhost: protocol::vhost::DEFAULT_VHOST.into(),
         })
-    }
-}
-
-/// An async client on glommio. Not `Send`: use it on the executor that
-/// created it.
-pub struct Client {
-    opts: ClientOptions,
-    /// Plain or TLS, for every connection (the first and each shard's).
-    dialer: Dialer,
-    info: ServerInfo,
-    first: Rc<Conn>,
-    by_shard: RefCell<Vec<Option<Rc<Conn>>>>,
-    next_consumer_id: Cell<u32>,
-    /// The pull-consumer id used for `get` on each queue.
-    pull_ids: RefCell<HashMap<String, u32>>,
-    /// On a clustered broker: the map and where queues live.
-    routes: cluster::Routes,
-}
-
-impl Client {
-    pub async fn connect(opts: ClientOptions) -> Result<Client> {
-        let url = parse_broker_url(&opts.url)?;
-        let dialer = Dialer::new(&opts, &url)?;
-        // The map comes with the first connection's handshake.
-        let want_map = opts.shard_aware && opts.cluster_aware;
-        let (first, map) = Conn::open_with(&dialer, url.addr, &opts, want_map).await?;
-        let info = first.info().clone();
-        let mut by_shard = vec![None; info.shard_addrs.len()];
-        by_shard[usize::from(info.shard_id)] = Some(first.clone());
-        let routes = cluster::Routes::default();
-        if let Some(map) = map {
-            routes.set(map);
-        }
-        Ok(Client {
-            routes,
-            opts,
-            dialer,
-            info,
-            first,
-            by_shard: RefCell::new(by_shard),
-            next_consumer_id: Cell::new(1),
-            pull_ids: RefCell::default(),
-        })
-    }
-
-    pub fn info(&self) -> &ServerInfo {
-        &self.info
-    }
-
-    /// Whether this client's connections are TLS.
-    pub fn is_tls(&self) -> bool {
-        self.dialer.is_tls()
-    }
-
-    /// The connection that carries `queue`'s traffic: the owner's, opened
-    /// on first use, when shard-aware.
-    pub async fn conn_for(&self, queue: &str) -> Result<Rc<Conn>> {
-        if !self.opts.shard_aware {
-            return Ok(self.first.clone());
-        }
-        if self.routes.is_clustered() {
-            return self.cluster_conn(queue).await;
-        }
-        self.shard_conn(usize::from(self.info.owner_of(queue))).await
-    }
-
-    /// The connection to this node's shard `owner`, opened on first use.
-    async fn shard_conn(&self, owner: usize) -> Result<Rc<Conn>> {
-        if let Some(c) = self.by_shard.borrow()[owner].clone().filter(|c| !c.is_closed()) {
-            return Ok(c);
-        }
-        let c = Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts).await?;
-        if usize::from(c.info().shard_id) != owner {
-            return Err(ClientError::Protocol(format!("dialled shard {owner}, reached shard {}", c.info().shard_id)));
-        }
-        self.by_shard.borrow_mut()[owner] = Some(c.clone());
-        Ok(c)
-    }
-
-    /// On a clustered broker: the connection to `queue`'s owning node and
-    /// shard (opened on first use), or the first one when that node is out
-    /// of reach (its node forwards, and answers for a dead one).
-    async fn cluster_conn(&self, queue: &str) -> Result<Rc<Conn>> {
-        let Some(addr) = self.routes.owner_addr(&self.first, queue).await? else {
-            return Ok(self.first.clone());
-        };
-        if let Some(own) = self.info.shard_addrs.iter().position(|a| *a == addr) {
-            return self.shard_conn(own).await;
-        }
-        if let Some(c) = self.routes.conn(addr) {
-            return Ok(c);
-        }
-        match Conn::open(&self.dialer, addr, &self.opts).await {
-            Ok(c) => {
-                self.routes.keep(addr, c.clone());
-                Ok(c)
-            }
-            Err(e) => {
-                tracing::debug!(%addr, error = %e, queue, "the queue's node is out of reach; through the first connection");
-                self.routes.forget(queue);
-                Ok(self.first.clone())
-            }
-        }
-    }
-
-    /// The cluster map as this client last fetched it (empty on a single node).
-    pub fn cluster_map(&self) -> cluster::OwnedMap {
-        self.routes.map()
-    }
-
-    pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
-        self.declare_with(queue, durable, &[]).await
-    }
-
-    /// Declares with queue arguments (policies: TTL, length limits,
-    /// dead-lettering, priorities...), a raw AMQP field table as built by
-    /// [`protocol::field_table::TableBuilder`]. A redeclare must repeat them.
-    pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
-        let flags = if durable { protocol::op::DECLARE_DURABLE } else { 0 };
-        self.conn_for(queue).await?.declare(queue, flags, args).await
-    }
-
-    /// Checks that a queue exists; returns its ready count.
-    pub async fn declare_passive(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE, &[]).await
-    }
-
-    pub async fn delete(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.simple(protocol::Cmd::Delete { flags: 0, queue }).await
-    }
-
-    pub async fn purge(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.simple(protocol::Cmd::Purge { queue }).await
-    }
-
-    pub async fn producer(&self, queue: &str, opts: ProducerOptions) -> Result<Producer> {
-        Producer::new(self.conn_for(queue).await?, Target::Queue(queue.into()), opts)
-    }
-
-    /// A producer publishing through `exchange` with `routing_key`. It
-    /// uses the connection to the shard that owns a queue named like the
-    /// key, so a direct exchange routing by queue name saves a hop.
-    pub async fn exchange_producer(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        opts: ProducerOptions,
-    ) -> Result<Producer> {
-        let conn = if routing_key.is_empty() { self.first.clone() } else { self.conn_for(routing_key).await? };
-        let target = Target::Exchange { exchange: exchange.into(), routing_key: routing_key.into() };
-        Producer::new(conn, target, opts)
-    }
-
-    /// Declares an exchange: `kind` is direct, fanout, topic or headers;
-    /// `args` an AMQP field table (without its length), e.g. with
-    /// `alternate-exchange`.
-    pub async fn declare_exchange(&self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
-        use protocol::op::{EXCHANGE_AUTO_DELETE, EXCHANGE_DURABLE, EXCHANGE_INTERNAL};
-        let flags = if o.durable { EXCHANGE_DURABLE } else { 0 }
-            | if o.auto_delete { EXCHANGE_AUTO_DELETE } else { 0 }
-            | if o.internal { EXCHANGE_INTERNAL } else { 0 };
-        let cmd = protocol::Cmd::ExchangeDeclare { flags, exchange, kind, args: o.args };
-        self.first.simple(cmd).await.map(|_| ())
-    }
-
-    /// Checks that an exchange exists.
-    pub async fn declare_exchange_passive(&self, exchange: &str) -> Result<()> {
-        let cmd =
-            protocol::Cmd::ExchangeDeclare { flags: protocol::op::EXCHANGE_PASSIVE, exchange, kind: "", args: &[] };
-        self.first.simple(cmd).await.map(|_| ())
-    }
-
-    pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
-        let flags = if if_unused { protocol::op::EXCHANGE_IF_UNUSED } else { 0 };
-        self.first.simple(protocol::Cmd::ExchangeDelete { flags, exchange }).await.map(|_| ())
-    }
-
-    /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
-    /// headers exchanges `x-match` and the header values).
-    pub async fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let cmd = protocol::Cmd::Bind { flags: 0, source: exchange, destination: queue, routing_key, args };
-        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
-    }
-
-    pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let cmd = protocol::Cmd::Unbind { flags: 0, source: exchange, destination: queue, routing_key, args };
-        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
-    }
-
-    /// Binds exchange `destination` to exchange `source`.
-    pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let flags = protocol::op::BIND_TO_EXCHANGE;
-        let cmd = protocol::Cmd::Bind { flags, source, destination, routing_key, args };
-        self.first.simple(cmd).await.map(|_| ())
-    }
-
-    pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let flags = protocol::op::BIND_TO_EXCHANGE;
-        let cmd = protocol::Cmd::Unbind { flags, source, destination, routing_key, args };
-        self.first.simple(cmd).await.map(|_| ())
-    }
-
-    pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {
-        self.subscribe_with(queue, ConsumerOptions::new(prefetch)).await
-    }
-
-    /// `subscribe` with options beyond the prefetch (a consumer priority).
-    pub async fn subscribe_with(&self, queue: &str, options: ConsumerOptions) -> Result<Consumer> {
-        let id = self.next_id();
-        Consumer::subscribe(self.conn_for(queue).await?, queue, id, options).await
-    }
-
-    /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
-    /// a consumer of the replies sent to the returned name, with no queue
-    /// behind it. Requests carry the name as their `reply_to` property
-    /// (`PropsBuilder::reply_to`); a replier publishes to it as to a queue
-    /// (AMQP: the default exchange, the name as the routing key). Replies
-    /// are never acked (their tags are only counted), and are lost if
-    /// this client is gone. One per client.
-    pub async fn reply_consumer(&self) -> Result<(String, Consumer)> {
-        Consumer::reply_to(self.first.clone(), self.next_id()).await
-    }
-
-    /// Pulls one message; it stays unacked until acked through the
-    /// returned delivery's consumer id (see [`Client::ack_get`]).
-    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
-        // One pull consumer per queue: the broker keeps its unacked gets.
-        let known = self.pull_ids.borrow().get(queue).copied();
-        let id = known.unwrap_or_else(|| self.next_id());
-        let r = self.conn_for(queue).await?.get(queue, id, no_ack).await;
-        if known.is_none() && r.is_ok() && !no_ack {
-            self.pull_ids.borrow_mut().insert(queue.to_string(), id);
-        }
-        r
-    }
-
-    /// Acks a message obtained with [`Client::get`].
-    pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
-        self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
-    }
-
-    fn next_id(&self) -> u32 {
-        let id = self.next_consumer_id.get();
-        self.next_consumer_id.set(id.wrapping_add(1).max(1));
-        id
-    }
-
-    /// Every connection this client opened, once each: the first, this
-    /// node's shards' and, cluster-aware, other nodes' shards'.
-    fn all_conns(&self) -> Vec<Rc<Conn>> {
-        let mut all = vec![self.first.clone()];
-        let shards = self.by_shard.borrow();
-        for c in shards.iter().flatten().cloned().chain(self.routes.conns()) {
-            if !all.iter().any(|a| Rc::ptr_eq(a, &c)) {
-                all.push(c);
-            }
-        }
-        all
-    }
-
-    /// Closes every connection after flushing what is queued on them. The
-    /// closes run together: one to a broker that does not read (a frozen
-    /// node) must not keep the others open, with their consumers' unacked
-    /// deliveries held on the broker.
-    pub async fn close(&self) {
-        let closing: Vec<_> =
-            self.all_conns().into_iter().map(|c| glommio::spawn_local(async move { c.close().await })).collect();
-        for task in closing {
-            task.await;
-        }
-    }
-}
-
-/// A client dropped without [`Client::close`] (or while closing) still
-/// closes its connections: what is queued is written, then each socket
-/// shuts. Otherwise the reading tasks keep them open, and a broker keeps
-/// the consumers on them, holding their unacked deliveries, for as long
-/// as the process lives.
-impl Drop for Client {
-    fn drop(&mut self) {
-        for c in self.all_conns() {
-            c.shut();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broker_urls() {
-        let u = parse_broker_url("ringmqs://localhost:5681").unwrap();
-        assert_eq!((u.host.as_str(), u.addr.port(), u.tls), ("localhost", 5681, true));
-        let u = parse_broker_url("ringmq://127.0.0.1:5680/").unwrap();
-        assert_eq!((u.host.as_str(), u.tls), ("127.0.0.1", false));
-        // No scheme: plain; IPv6 without its brackets as the server name.
-        let u = parse_broker_url("[::1]:5680").unwrap();
-        assert_eq!((u.host.as_str(), u.tls), ("::1", false));
-        assert_eq!(parse_url("ringmqs://[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
-        for bad in ["amqps://localhost:5671", "ringmqs://", "ringmqs://localhost", "ringmq://h:1/vhost", ":1"] {
-            assert!(matches!(parse_broker_url(bad), Err(ClientError::BadUrl(_))), "{bad}");
-        }
     }
 }

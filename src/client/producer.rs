@@ -1,70 +1,30 @@
-//! A producer: messages for one queue gathered into batches (`batch_max`
-//! messages, or `linger` after the first), each sent as one `Publish`
-//! frame. A message's confirmation resolves when its batch is confirmed.
+//! A glommio producer: messages for one queue gathered into batches
+//! (`batch_max` messages, or `linger` after the first; `core::batch`),
+//! each sent as one `Publish` frame. A message's confirmation resolves
+//! when its batch is confirmed.
 
 use super::conn::{Conn, Response};
-use super::{ClientError, Result};
-use crate::protocol::{batch::put_entry, op, BatchWriter, Entry};
+use super::core::batch::{self, Batch};
+use super::{ClientError, ProducerOptions, Result, Target};
 use crate::rt::{Notify, Slot, SlotWait};
-use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-#[derive(Debug, Clone)]
-pub struct ProducerOptions {
-    /// Messages in one Publish frame.
-    pub batch_max: u32,
-    /// How long the first message of a batch may wait for company.
-    pub linger: Duration,
-    pub persistent: bool,
-    /// Ask the broker to confirm each batch.
-    pub confirm: bool,
-    /// Batches sent and not yet confirmed before `publish` waits.
-    pub in_flight_max: u32,
-    /// Through an exchange: a batch that reaches no queue is refused with
-    /// `NoRoute` instead of being confirmed.
-    pub mandatory: bool,
-}
-
-impl Default for ProducerOptions {
-    fn default() -> Self {
-        Self {
-            batch_max: 256,
-            linger: Duration::from_micros(200),
-            persistent: false,
-            confirm: true,
-            in_flight_max: 64,
-            mandatory: false,
-        }
-    }
-}
 
 type Outcome = Result<()>;
 
+/// The batch being filled, and the outcome its messages await.
 struct Open {
-    id: u64,
-    entries: BytesMut,
-    count: u32,
+    batch: Batch,
     done: Rc<Slot<Outcome>>,
 }
 
 impl Open {
     fn new(id: u64) -> Self {
-        Self { id, entries: BytesMut::new(), count: 0, done: Slot::new() }
+        Self { batch: Batch::new(id), done: Slot::new() }
     }
-}
-
-/// Where a producer's messages go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Straight into a queue (`Publish`).
-    Queue(String),
-    /// Through an exchange, with one routing key for every message (`PublishTo`).
-    Exchange { exchange: String, routing_key: String },
 }
 
 struct Inner {
@@ -113,20 +73,7 @@ impl Future for Confirmation {
 
 impl Producer {
     pub(crate) fn new(conn: Rc<Conn>, target: Target, opts: ProducerOptions) -> Result<Producer> {
-        if opts.batch_max == 0 || opts.in_flight_max == 0 {
-            return Err(ClientError::Invalid("batch_max and in_flight_max must be at least 1".into()));
-        }
-        match &target {
-            Target::Queue(queue) if queue.is_empty() || queue.len() > 255 => {
-                return Err(ClientError::Invalid(format!("queue name must be 1 to 255 bytes, got {}", queue.len())))
-            }
-            Target::Exchange { exchange, routing_key } if exchange.len() > 255 || routing_key.len() > 255 => {
-                return Err(ClientError::Invalid("exchange and routing key must be at most 255 bytes".into()))
-            }
-            _ => {}
-        }
-        // Header, names and count take at most 16 + 2 × 256 + 4 bytes.
-        let entries_bytes_max = (conn.info().frame_bytes_max as usize).saturating_sub(16 + 2 * 256 + 4);
+        let entries_bytes_max = batch::entries_bytes_max(&target, &opts, conn.info())?;
         let inner = Rc::new(Inner {
             conn,
             target,
@@ -148,15 +95,10 @@ impl Producer {
         self.publish_with(&[], body).await
     }
 
+    /// [`Producer::publish`] with properties ([`crate::protocol::props::PropsBuilder`]).
     pub async fn publish_with(&self, props: &[u8], body: &[u8]) -> Result<Confirmation> {
         let i = &self.inner;
-        let max = i.conn.info().message_bytes_max as usize;
-        if props.len() + body.len() > max || props.len() > u16::MAX as usize {
-            return Err(ClientError::Invalid(format!(
-                "message of {} bytes exceeds the broker's message_bytes_max {max}",
-                props.len() + body.len()
-            )));
-        }
+        batch::check_message(i.conn.info(), props, body)?;
         // Back pressure from the socket: the writer drains before we add more.
         i.conn.wait_writable().await;
         // A max-rate publisher would otherwise keep the executor from its
@@ -165,16 +107,14 @@ impl Producer {
         if let Some(e) = i.conn.take_error() {
             return Err(e);
         }
-        let wire = Entry::wire_len(props.len(), body.len());
-        if i.open.borrow().entries.len() + wire > i.entries_bytes_max {
+        if !i.open.borrow().batch.fits(props, body, i.entries_bytes_max) {
             i.wait_window().await;
             i.flush()?;
         }
         let (first, full, done, batch) = {
             let mut open = i.open.borrow_mut();
-            put_entry(&mut open.entries, 0, props, body);
-            open.count += 1;
-            (open.count == 1, open.count >= i.opts.batch_max, open.done.clone(), open.id)
+            let count = open.batch.push(props, body);
+            (count == 1, count >= i.opts.batch_max, open.done.clone(), open.batch.id)
         };
         if full {
             i.wait_window().await;
@@ -238,29 +178,20 @@ impl Inner {
 
     fn flush(self: &Rc<Self>) -> Result<()> {
         let mut slot = self.open.borrow_mut();
-        if slot.count == 0 {
+        if slot.batch.count() == 0 {
             return Ok(());
         }
-        let next = Open::new(slot.id + 1);
+        let next = Open::new(slot.batch.id + 1);
         let open = std::mem::replace(&mut *slot, next);
         drop(slot);
-        let mut flags = 0;
-        if self.opts.persistent {
-            flags |= op::PUBLISH_PERSISTENT;
-        }
-        if self.opts.confirm {
-            flags |= op::PUBLISH_CONFIRM;
-        }
-        if self.opts.mandatory && matches!(self.target, Target::Exchange { .. }) {
-            flags |= op::PUBLISH_MANDATORY;
-        }
+        let flags = batch::publish_flags(&self.opts, &self.target);
         let rid = self.conn.next_request_id();
         let done = open.done.clone();
         let waiter = if self.opts.confirm {
             self.in_flight.set(self.in_flight.get() + 1);
             let me = Rc::downgrade(self);
             let d = done.clone();
-            let expect = open.count;
+            let expect = open.batch.count();
             Some(Box::new(move |r: Result<Response>| {
                 if let Some(me) = me.upgrade() {
                     me.in_flight.set(me.in_flight.get() - 1);
@@ -276,16 +207,7 @@ impl Inner {
             None
         };
         let target = &self.target;
-        let r = self.conn.send_raw(rid, waiter, |b| {
-            let mut w = match target {
-                Target::Queue(queue) => BatchWriter::begin_publish(b, rid, flags, queue),
-                Target::Exchange { exchange, routing_key } => {
-                    BatchWriter::begin_publish_to(b, rid, flags, exchange, routing_key)
-                }
-            };
-            w.push_raw(b, &open.entries, open.count);
-            w.finish(b);
-        });
+        let r = self.conn.send_raw(rid, waiter, |b| open.batch.encode(b, rid, flags, target));
         if !self.opts.confirm {
             done.set(r.clone());
         }
@@ -297,7 +219,7 @@ async fn linger_loop(weak: Weak<Inner>) {
     let Some(kick) = weak.upgrade().map(|i| i.kick.clone()) else { return };
     loop {
         let n = kick.notified();
-        let Some(linger) = weak.upgrade().map(|i| (i.open.borrow().count > 0).then_some(i.opts.linger)) else {
+        let Some(linger) = weak.upgrade().map(|i| (i.open.borrow().batch.count() > 0).then_some(i.opts.linger)) else {
             return;
         };
         let Some(linger) = linger else {

@@ -6,12 +6,14 @@
 //!   certificate's IP SANs).
 //! - A client certificate and key ([`TlsFiles::cert`], [`TlsFiles::key`])
 //!   for brokers that ask for one (`tls_client_certs`).
-//! - [`Tls::connect`] (glommio, for the async client and the loadgen),
-//!   [`Tls::connect_std`] (a `rustls::StreamOwned` over a std socket, for
-//!   one thread) and `SyncTls` (the blocking client, whose heartbeat
-//!   thread writes too).
+//! - `Tls::connect` (glommio, for the async client and the loadgen),
+//!   `Tls::connect_futures` (any futures-io stream: the tokio client's,
+//!   through an adapter), [`Tls::connect_std`] (a `rustls::StreamOwned`
+//!   over a std socket, for one thread) and `SyncTls` (the blocking
+//!   client, whose heartbeat thread writes too).
 
 use super::{BrokerUrl, ClientError, ClientOptions, Result};
+#[cfg(feature = "glommio")]
 use crate::rt::Transport;
 use bytes::BytesMut;
 use rustls::pki_types::pem::PemObject;
@@ -171,11 +173,11 @@ impl Tls {
     /// The options' TLS settings for their URL's host; `None` when they
     /// connect in clear (refused when they also name TLS files).
     pub fn for_options(opts: &ClientOptions) -> Result<Option<Tls>> {
-        let url: BrokerUrl = super::parse_broker_url(&opts.url)?;
-        if !super::dial::tls_wanted(opts, &url)? {
+        let (opts, url): (ClientOptions, BrokerUrl) = opts.resolved()?;
+        if !super::dial::tls_wanted(&opts, &url)? {
             return Ok(None);
         }
-        Tls::new(&TlsFiles::from_options(opts), &url.host).map(Some)
+        Tls::new(&TlsFiles::from_options(&opts), &url.host).map(Some)
     }
 
     pub fn server_name(&self) -> String {
@@ -190,7 +192,34 @@ impl Tls {
         }
     }
 
+    /// The handshake over any futures-io stream (the tokio client's),
+    /// within `timeout` as `timer` (the runtime's) measures it.
+    #[cfg(feature = "tokio")]
+    pub(crate) async fn connect_futures<S, T, F>(
+        &self,
+        stream: S,
+        timeout: Duration,
+        timer: T,
+    ) -> Result<futures_rustls::client::TlsStream<S>>
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+        T: FnOnce(Duration, futures_rustls::Connect<S>) -> F,
+        F: std::future::Future<Output = std::result::Result<io::Result<futures_rustls::client::TlsStream<S>>, ()>>,
+    {
+        let connecting = futures_rustls::TlsConnector::from(self.config.clone()).connect(self.name.clone(), stream);
+        match timer(timeout, connecting).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(self.handshake_error(e)),
+            Err(()) => Err(ClientError::Tls(format!(
+                "handshake with {} not done within {} ms",
+                self.name.to_str(),
+                timeout.as_millis()
+            ))),
+        }
+    }
+
     /// The handshake over a glommio socket, within `timeout`.
+    #[cfg(feature = "glommio")]
     pub async fn connect(&self, tcp: glommio::net::TcpStream, timeout: Duration) -> Result<Transport> {
         let connecting = futures_rustls::TlsConnector::from(self.config.clone()).connect(self.name.clone(), tcp);
         match glommio::timer::timeout(timeout, async { Ok(connecting.await) }).await {

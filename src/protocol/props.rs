@@ -242,6 +242,7 @@ pub fn with_reply_to(raw: &[u8], value: &str) -> Result<Vec<u8>, PropsError> {
 #[derive(Debug, Clone, Default)]
 pub struct PropsBuilder {
     content_type: Option<String>,
+    content_encoding: Option<String>,
     headers: Option<Table>,
     delivery_mode: Option<u8>,
     priority: Option<u8>,
@@ -250,6 +251,9 @@ pub struct PropsBuilder {
     expiration: Option<String>,
     message_id: Option<String>,
     timestamp: Option<u64>,
+    kind: Option<String>,
+    user_id: Option<String>,
+    app_id: Option<String>,
 }
 
 impl PropsBuilder {
@@ -259,6 +263,12 @@ impl PropsBuilder {
 
     pub fn content_type(mut self, v: &str) -> Self {
         self.content_type = Some(v.into());
+        self
+    }
+
+    /// How the body is encoded (`gzip`, ...).
+    pub fn content_encoding(mut self, v: &str) -> Self {
+        self.content_encoding = Some(v.into());
         self
     }
 
@@ -308,6 +318,25 @@ impl PropsBuilder {
         self
     }
 
+    /// The message's type name (AMQP's `type` property).
+    pub fn kind(mut self, v: &str) -> Self {
+        self.kind = Some(v.into());
+        self
+    }
+
+    /// The publishing user, as the application states it (RabbitMQ checks
+    /// it against the login; ringmq carries it as is).
+    pub fn user_id(mut self, v: &str) -> Self {
+        self.user_id = Some(v.into());
+        self
+    }
+
+    /// The publishing application's name.
+    pub fn app_id(mut self, v: &str) -> Self {
+        self.app_id = Some(v.into());
+        self
+    }
+
     pub fn build(self) -> Vec<u8> {
         let mut flags = 0u16;
         let mut body = Vec::new();
@@ -318,6 +347,10 @@ impl PropsBuilder {
         };
         if let Some(v) = &self.content_type {
             flags |= bit(CONTENT_TYPE);
+            short(&mut body, v);
+        }
+        if let Some(v) = &self.content_encoding {
+            flags |= bit(CONTENT_ENCODING);
             short(&mut body, v);
         }
         if let Some(t) = &self.headers {
@@ -354,6 +387,13 @@ impl PropsBuilder {
             flags |= bit(TIMESTAMP);
             body.put_u64(v);
         }
+        // Flag order: the fields after the timestamp.
+        for (field, v) in [(TYPE, &self.kind), (USER_ID, &self.user_id), (APP_ID, &self.app_id)] {
+            if let Some(v) = v {
+                flags |= bit(field);
+                short(&mut body, v);
+            }
+        }
         let mut out = Vec::with_capacity(2 + body.len());
         out.put_u16(flags);
         out.extend_from_slice(&body);
@@ -365,6 +405,46 @@ impl PropsBuilder {
 mod tests {
     use super::*;
     use crate::protocol::field_table::Value;
+
+    /// Every field a builder sets parses back, in flag order.
+    #[test]
+    fn every_field_round_trips() {
+        let mut h = Table::default();
+        h.set("k", Value::str("v"));
+        let raw = PropsBuilder::new()
+            .content_type("application/json")
+            .content_encoding("gzip")
+            .headers(h.clone())
+            .delivery_mode(2)
+            .priority(3)
+            .correlation_id("c")
+            .reply_to("r")
+            .expiration_ms(10)
+            .message_id("m")
+            .timestamp(7)
+            .kind("order.created")
+            .user_id("guest")
+            .app_id("shop")
+            .build();
+        let p = Props::parse(&raw).unwrap();
+        let expect: [(usize, &[u8]); 9] = [
+            (CONTENT_TYPE, b"application/json"),
+            (CONTENT_ENCODING, b"gzip"),
+            (CORRELATION_ID, b"c"),
+            (REPLY_TO, b"r"),
+            (EXPIRATION, b"10"),
+            (MESSAGE_ID, b"m"),
+            (TYPE, b"order.created"),
+            (USER_ID, b"guest"),
+            (APP_ID, b"shop"),
+        ];
+        for (field, v) in expect {
+            assert_eq!(p.short(field), Some(v), "field {field}");
+        }
+        assert_eq!((p.octet(DELIVERY_MODE), p.octet(PRIORITY), p.timestamp()), (Some(2), Some(3), Some(7)));
+        assert_eq!(p.headers, Some(h));
+        assert!(!p.is_set(CLUSTER_ID));
+    }
 
     #[test]
     fn scan_finds_priority_and_expiration() {

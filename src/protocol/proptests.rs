@@ -704,6 +704,43 @@ proptest! {
         }
     }
 
+    /// Whatever a native publisher's builder is given (strings past the
+    /// 255 bytes of a short string are cut there), its properties parse
+    /// back to the same fields.
+    #[test]
+    fn built_properties_parse_back(
+        fields in prop::collection::vec(prop::option::of("[a-z0-9./-]{0,300}"), 8),
+        ts in prop::option::of(any::<u64>()),
+        prio in prop::option::of(any::<u8>()),
+    ) {
+        use super::props::{self, PropsBuilder};
+        let set = |b: PropsBuilder, i: usize, f: fn(PropsBuilder, &str) -> PropsBuilder| match &fields[i] {
+            Some(v) => f(b, v),
+            None => b,
+        };
+        let mut b = PropsBuilder::new();
+        b = set(b, 0, PropsBuilder::content_type);
+        b = set(b, 1, PropsBuilder::content_encoding);
+        b = set(b, 2, PropsBuilder::correlation_id);
+        b = set(b, 3, PropsBuilder::reply_to);
+        b = set(b, 4, PropsBuilder::message_id);
+        b = set(b, 5, PropsBuilder::kind);
+        b = set(b, 6, PropsBuilder::user_id);
+        b = set(b, 7, PropsBuilder::app_id);
+        if let Some(t) = ts { b = b.timestamp(t); }
+        if let Some(p) = prio { b = b.priority(p); }
+        let raw = b.build();
+        let p = props::Props::parse(&raw).expect("built properties parse");
+        let ids = [props::CONTENT_TYPE, props::CONTENT_ENCODING, props::CORRELATION_ID, props::REPLY_TO,
+            props::MESSAGE_ID, props::TYPE, props::USER_ID, props::APP_ID];
+        for (i, id) in ids.into_iter().enumerate() {
+            let want = fields[i].as_ref().map(|v| &v.as_bytes()[..v.len().min(255)]);
+            prop_assert_eq!(p.short(id), want, "field {}", id);
+        }
+        prop_assert_eq!(p.timestamp(), ts);
+        prop_assert_eq!(p.octet(props::PRIORITY), prio);
+    }
+
     #[test]
     fn framed_garbage_never_panics_and_round_trips(buf in framed_garbage()) {
         // `peek_len` agrees with `decode` on the frame's length.

@@ -1,0 +1,70 @@
+//! What a consumer receives, and how it subscribes.
+
+use crate::protocol::Entry;
+use bytes::Bytes;
+
+/// One message delivered to a consumer (or pulled with `get`). Its
+/// `props` and `body` are slices of the bytes read from the socket: no
+/// copy per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The consumer it was delivered to: acks go through it.
+    pub consumer_id: u32,
+    /// Tag to ack; 0 for a `get` with `no_ack`.
+    pub tag: u64,
+    /// The broker delivered it before and it was not acked then.
+    pub redelivered: bool,
+    /// AMQP basic properties as the publisher encoded them
+    /// ([`crate::protocol::props`]); empty for none.
+    pub props: Bytes,
+    pub body: Bytes,
+}
+
+impl Delivery {
+    pub(crate) fn from_entry(chunk: &Bytes, consumer_id: u32, tag: u64, e: &Entry<'_>) -> Self {
+        let slice = |p: &[u8]| if p.is_empty() { Bytes::new() } else { chunk.slice_ref(p) };
+        Self { consumer_id, tag, redelivered: e.redelivered(), props: slice(e.props), body: slice(e.body) }
+    }
+
+    /// The properties parsed (headers, correlation id, reply-to...);
+    /// `None` when there are none or they do not parse.
+    pub fn properties(&self) -> Option<crate::protocol::props::Props<'_>> {
+        if self.props.is_empty() {
+            return None;
+        }
+        crate::protocol::props::Props::parse(&self.props).ok()
+    }
+}
+
+/// How a consumer subscribes (`subscribe_with` on each client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// The most unacked deliveries the broker sends it (1 to the broker's
+    /// `prefetch_max`).
+    pub prefetch: u32,
+    /// Consumer priority (AMQP's `x-priority`), 0 by default: the queue
+    /// delivers to its highest-priority consumers that have credit,
+    /// round-robin among equals, and to lower ones only while every
+    /// higher one is blocked (prefetch full, or its connection full).
+    pub priority: i64,
+    /// A stream consumer's start (`StreamSubscribe`, docs/streams.md);
+    /// `None`: a plain Subscribe (a stream then reads from `next`).
+    pub stream_at: Option<crate::protocol::StreamAt>,
+}
+
+impl ConsumerOptions {
+    /// `prefetch` unacked deliveries at most, priority 0.
+    pub fn new(prefetch: u32) -> Self {
+        Self { prefetch, priority: 0, stream_at: None }
+    }
+
+    /// The same with a consumer priority.
+    pub fn priority(self, priority: i64) -> Self {
+        Self { priority, ..self }
+    }
+
+    /// Reads a stream from `at` (first, last, next, an offset, a time).
+    pub fn stream_at(self, at: crate::protocol::StreamAt) -> Self {
+        Self { stream_at: Some(at), ..self }
+    }
+}

@@ -1,0 +1,27 @@
+//! The client's runtime-free core: everything the async shells (glommio,
+//! tokio) and the blocking client share but sockets and timers.
+//!
+//! - [`handshake::Greeter`]: `Hello` (and the cluster map) out, `HelloOk`
+//!   in, as bytes; the shell moves them.
+//! - [`incoming::classify`]: what a frame from the broker means to a
+//!   connection (a reply to a request, deliveries, a beat, an alarm, a
+//!   fatal error).
+//! - [`requests::Requests`]: request ids and their waiters; an error with
+//!   no waiter kept for the next call.
+//! - [`acks::AckBook`]: a consumer's acks and nacks as ascending ranges.
+//! - [`batch`]: a producer's open batch and its `Publish` frame.
+//! - [`routes`]: the cluster map and where each queue lives.
+//! - [`cmds`]: the requests behind the client's admin calls.
+//!
+//! A shell keeps these in whatever cell its runtime wants (`RefCell` on
+//! glommio's single thread, a `Mutex` on tokio's pool) and calls into
+//! them; none of them waits or does I/O.
+
+pub mod acks;
+pub mod batch;
+pub mod cmds;
+pub mod delivery;
+pub mod handshake;
+pub mod incoming;
+pub mod requests;
+pub mod routes;

@@ -1,0 +1,540 @@
+//! One tokio client connection to one shard: a writer task draining a
+//! shared buffer (every request of a turn in one write), a reader task
+//! classifying frames (`core::incoming`) and completing requests
+//! (`core::requests`) or handing deliveries to consumers, and a beat task
+//! when heartbeats are on. Every lock here is held for a few field
+//! updates, never across an await or a waiter's call.
+
+use super::consumer::ConsumerShared;
+use super::io::{Dialer, Reader, Writer};
+use crate::client::core::handshake::Greeter;
+use crate::client::core::incoming::{classify, deliveries, Incoming, Response};
+use crate::client::core::requests::Requests;
+use crate::client::core::routes::OwnedMap;
+use crate::client::dial::io_error;
+use crate::client::{ClientError, ClientOptions, Delivery, Result, ServerInfo};
+use crate::protocol::frame::peek_len;
+use crate::protocol::{Cmd, Frame};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+
+pub(crate) type Waiter = Box<dyn FnOnce(Result<Response>) + Send>;
+
+/// Bytes queued for the socket before senders wait for the writer.
+const OUTBOX_HIGH_BYTES: usize = 4 << 20;
+
+/// A poisoned lock (a panic while it was held) still holds consistent
+/// data here: every critical section is a few assignments.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct State {
+    requests: Requests<Waiter>,
+    consumers: HashMap<u32, Arc<ConsumerShared>>,
+    /// Consumers with acks for the writer to send.
+    ack_dirty: Vec<u32>,
+    blocked: Option<String>,
+    map_changed: bool,
+}
+
+/// What waits for the socket.
+#[derive(Default)]
+struct Out {
+    buf: BytesMut,
+    /// Pushes so far, and the pushes written (the writer's last take).
+    pushes: u64,
+    written: u64,
+    closing: bool,
+    finished: bool,
+}
+
+/// A connection: `Send + Sync`, shared by the client, its producers and
+/// consumers.
+pub struct Conn {
+    info: ServerInfo,
+    state: Mutex<State>,
+    out: Mutex<Out>,
+    /// Wakes the writer (something to write, acks, closing).
+    kick: Notify,
+    /// The writer wrote (or finished): for those waiting on room or a flush.
+    wrote: Notify,
+    unblocked: Notify,
+    /// Bytes waiting for the writer, as of the last push or write: read
+    /// without the lock on every publish.
+    queued: AtomicUsize,
+    /// A request with no waiter failed: `take_error` has something.
+    stray_error: AtomicBool,
+}
+
+impl Conn {
+    /// A connection to `addr`, and the cluster map from its handshake
+    /// when `want_map`. Spawns its tasks on the current tokio runtime.
+    pub(crate) async fn open(
+        dialer: &Dialer,
+        addr: SocketAddr,
+        opts: &ClientOptions,
+        want_map: bool,
+    ) -> Result<(Arc<Conn>, Option<OwnedMap>)> {
+        let (mut r, mut w) = dialer.connect(addr, opts.connect_timeout).await?.split();
+        let greet = async {
+            let mut greeter = Greeter::new(opts, addr, want_map);
+            let mut out = BytesMut::new();
+            greeter.hello(&mut out);
+            w.write_all(&out).await.map_err(io_error)?;
+            let mut buf = BytesMut::new();
+            loop {
+                let used = greeter.feed(&buf)?;
+                let _ = buf.split_to(used);
+                if greeter.is_done() {
+                    break;
+                }
+                // Bounded: the greeter refuses a frame over its limit once
+                // its length is in; a read adds at most one buffer's worth.
+                if r.read_into(&mut buf).await.map_err(io_error)? == 0 {
+                    return Err(ClientError::Closed("the broker closed the connection".into()));
+                }
+            }
+            let (info, map) = greeter.finish()?;
+            Ok((info, map, buf))
+        };
+        let (info, map, buf) = match tokio::time::timeout(opts.connect_timeout, greet).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ClientError::Io("no reply to the handshake within the connect timeout".into())),
+        };
+        let conn = Arc::new(Conn {
+            info,
+            state: Mutex::new(State {
+                requests: Requests::default(),
+                consumers: HashMap::new(),
+                ack_dirty: Vec::new(),
+                blocked: None,
+                map_changed: false,
+            }),
+            out: Mutex::default(),
+            kick: Notify::new(),
+            wrote: Notify::new(),
+            unblocked: Notify::new(),
+            queued: AtomicUsize::new(0),
+            stray_error: AtomicBool::new(false),
+        });
+        tokio::spawn(conn.clone().write_loop(w));
+        tokio::spawn(conn.clone().read_loop(r, buf));
+        if conn.info.heartbeat_ms > 0 {
+            tokio::spawn(conn.clone().beat_loop());
+        }
+        Ok((conn, map))
+    }
+
+    /// What this connection's handshake said.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Whether the broker said the cluster map moved since the last call.
+    pub fn take_map_changed(&self) -> bool {
+        std::mem::take(&mut lock(&self.state).map_changed)
+    }
+
+    /// Whether the connection ended (or this client is closing it).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.state).requests.closed().is_some() || lock(&self.out).closing
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if let Some(e) = lock(&self.state).requests.closed().cloned() {
+            return Err(e);
+        }
+        if lock(&self.out).closing {
+            return Err(ClientError::Closed("connection closed by this client".into()));
+        }
+        Ok(())
+    }
+
+    /// Why the broker is not reading this connection right now (a memory
+    /// or disk alarm): publishes wait in the socket until it reads again.
+    pub fn blocked(&self) -> Option<String> {
+        lock(&self.state).blocked.clone()
+    }
+
+    /// Waits until the broker reads this connection again (or it closed).
+    pub async fn wait_unblocked(&self) {
+        loop {
+            let n = self.unblocked.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.blocked().is_none() || self.is_closed() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    /// Takes the error of a request that had no waiter, if any.
+    pub fn take_error(&self) -> Option<ClientError> {
+        if !self.stray_error.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        lock(&self.state).requests.take_error()
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        lock(&self.state).requests.next_id()
+    }
+
+    /// Waits while the socket has more than `OUTBOX_HIGH_BYTES` queued.
+    pub async fn wait_writable(&self) {
+        if self.queued.load(Ordering::Relaxed) <= OUTBOX_HIGH_BYTES {
+            return;
+        }
+        loop {
+            let n = self.wrote.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            {
+                let o = lock(&self.out);
+                if o.buf.len() <= OUTBOX_HIGH_BYTES || o.closing {
+                    return;
+                }
+            }
+            n.await;
+        }
+    }
+
+    /// Queues bytes for the writer; `waiter`, when given, receives the
+    /// reply to `request_id`. Returns the push's number (for `flushed`).
+    pub(crate) fn send_raw(
+        &self,
+        request_id: u64,
+        waiter: Option<Waiter>,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<u64> {
+        let refused = {
+            let mut s = lock(&self.state);
+            match s.requests.closed() {
+                Some(e) => Some(e.clone()),
+                None => {
+                    if let Some(w) = waiter {
+                        s.requests.wait_for(request_id, w);
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(e) = refused {
+            // `waiter` was moved only when the connection was open.
+            return Err(e);
+        }
+        let n = {
+            let mut o = lock(&self.out);
+            if o.closing {
+                None
+            } else {
+                encode(&mut o.buf);
+                o.pushes += 1;
+                self.queued.store(o.buf.len(), Ordering::Relaxed);
+                Some(o.pushes)
+            }
+        };
+        match n {
+            Some(n) => {
+                self.kick.notify_one();
+                Ok(n)
+            }
+            None => {
+                let e = ClientError::Closed("connection closed by this client".into());
+                let w = lock(&self.state).requests.settle(request_id, Err(e.clone()));
+                if let Some((w, r)) = w {
+                    w(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn request(&self, cmd: Cmd<'_>) -> Result<Response> {
+        let rid = self.next_request_id();
+        let (tx, rx) = oneshot::channel();
+        let waiter: Waiter = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        match self.send_raw(rid, Some(waiter), |b| Frame { request_id: rid, cmd }.encode(b)) {
+            Ok(_) => rx.await.unwrap_or_else(|_| Err(ClientError::Closed("the connection ended".into()))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A request answered with `Ok`: its value.
+    pub async fn simple(&self, cmd: Cmd<'_>) -> Result<u64> {
+        match self.request(cmd).await? {
+            Response::Ok(v) => Ok(v),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Pulls one message of `queue` for pull consumer `consumer_id`.
+    pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
+        match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
+            Response::Get(d) => Ok(d),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Acks (or nacks) one tag right away and waits until it is written.
+    pub async fn ack_now(&self, consumer_id: u32, tag: u64, nack: Option<bool>) -> Result<()> {
+        let rid = self.next_request_id();
+        let n = self.send_raw(rid, None, |b| crate::protocol::encode_ack(b, rid, nack, consumer_id, &[(tag, tag)]))?;
+        self.flushed(n).await;
+        self.check_open()
+    }
+
+    /// Waits until push `n` is written (or the connection closed).
+    async fn flushed(&self, n: u64) {
+        loop {
+            let w = self.wrote.notified();
+            tokio::pin!(w);
+            w.as_mut().enable();
+            {
+                let o = lock(&self.out);
+                if o.written >= n || o.finished {
+                    return;
+                }
+            }
+            w.await;
+        }
+    }
+
+    pub(crate) fn add_consumer(&self, id: u32, c: Arc<ConsumerShared>) {
+        lock(&self.state).consumers.insert(id, c);
+    }
+
+    pub(crate) fn remove_consumer(&self, id: u32) {
+        lock(&self.state).consumers.remove(&id);
+    }
+
+    /// A consumer has acks: the writer sends them on its next turn, with
+    /// whatever else was acked meanwhile.
+    pub(crate) fn acks_pending(&self, id: u32) {
+        lock(&self.state).ack_dirty.push(id);
+        self.kick.notify_one();
+    }
+
+    /// Queues every dirty consumer's acks.
+    fn queue_acks(&self) {
+        let dirty: Vec<Arc<ConsumerShared>> = {
+            let mut s = lock(&self.state);
+            if s.ack_dirty.is_empty() {
+                return;
+            }
+            let ids = std::mem::take(&mut s.ack_dirty);
+            ids.iter().filter_map(|id| s.consumers.get(id).cloned()).collect()
+        };
+        for c in dirty {
+            self.send_acks(&c);
+        }
+    }
+
+    /// Queues one consumer's collected acks and nacks now.
+    pub(crate) fn send_acks(&self, c: &ConsumerShared) -> Option<u64> {
+        let book = c.take_acks()?;
+        let rid = self.next_request_id();
+        self.send_raw(rid, None, |b| book.encode(b, rid, c.id())).ok()
+    }
+
+    /// Closes without waiting: what is queued is written, then the socket
+    /// shuts (the writer does both).
+    pub fn shut(&self) {
+        lock(&self.out).closing = true;
+        self.kick.notify_one();
+    }
+
+    /// Flushes what is queued (acks first), then closes the socket.
+    pub async fn close(&self) {
+        self.queue_acks();
+        self.shut();
+        loop {
+            let w = self.wrote.notified();
+            tokio::pin!(w);
+            w.as_mut().enable();
+            if lock(&self.out).finished {
+                return;
+            }
+            w.await;
+        }
+    }
+
+    async fn write_loop(self: Arc<Self>, mut w: Writer) {
+        let mut spare = BytesMut::with_capacity(64 * 1024);
+        loop {
+            let kicked = self.kick.notified();
+            self.queue_acks();
+            let (closing, n) = {
+                let mut o = lock(&self.out);
+                std::mem::swap(&mut o.buf, &mut spare);
+                self.queued.store(0, Ordering::Relaxed);
+                (o.closing, o.pushes)
+            };
+            if !spare.is_empty() {
+                if let Err(e) = w.write_all(&spare).await {
+                    self.fail(io_error(e));
+                    break;
+                }
+                spare.clear();
+                lock(&self.out).written = n;
+                self.wrote.notify_waiters();
+                continue;
+            }
+            if closing {
+                break;
+            }
+            kicked.await;
+        }
+        w.shutdown().await;
+        {
+            let mut o = lock(&self.out);
+            o.finished = true;
+            o.closing = true;
+        }
+        self.wrote.notify_waiters();
+    }
+
+    /// Beats (an unsolicited Pong, request id 0) every half interval in
+    /// which nothing else was sent, until the connection closes.
+    async fn beat_loop(self: Arc<Self>) {
+        let half = Duration::from_millis(u64::from(self.info.heartbeat_ms) / 2);
+        let mut seen = lock(&self.out).pushes;
+        while !self.is_closed() {
+            tokio::time::sleep(half).await;
+            if lock(&self.out).pushes == seen && !self.is_closed() {
+                let _ = self.send_raw(0, None, |b| Frame { request_id: 0, cmd: Cmd::Pong }.encode(b));
+            }
+            seen = lock(&self.out).pushes;
+        }
+    }
+
+    async fn read_loop(self: Arc<Self>, mut r: Reader, mut buf: BytesMut) {
+        let hb = u64::from(self.info.heartbeat_ms);
+        let frame_max = self.info.frame_bytes_max as usize;
+        let err = loop {
+            // Whole frames at the front go out as one chunk: deliveries
+            // are slices of it, no copy per message.
+            let mut whole = 0;
+            let bad = loop {
+                match peek_len(&buf[whole..], frame_max) {
+                    Ok(Some(len)) if whole + len <= buf.len() => whole += len,
+                    Ok(_) => break None,
+                    Err(e) => break Some(ClientError::Protocol(e.to_string())),
+                }
+            };
+            if whole > 0 {
+                let chunk = buf.split_to(whole).freeze();
+                if let Err(e) = self.on_chunk(&chunk) {
+                    break e;
+                }
+            }
+            if let Some(e) = bad {
+                break e;
+            }
+            // With heartbeats, a broker silent for two intervals is gone.
+            let read = if hb > 0 {
+                match tokio::time::timeout(Duration::from_millis(2 * hb), r.read_into(&mut buf)).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        break ClientError::Closed(format!(
+                            "nothing from the broker for two heartbeat intervals ({hb} ms)"
+                        ))
+                    }
+                }
+            } else {
+                r.read_into(&mut buf).await
+            };
+            match read {
+                Ok(0) if buf.is_empty() => break ClientError::Closed("the broker closed the connection".into()),
+                Ok(0) => break ClientError::Closed(format!("the broker closed inside a frame ({} bytes)", buf.len())),
+                Ok(_) => {}
+                Err(e) => break io_error(e),
+            }
+        };
+        self.fail(err);
+    }
+
+    fn on_chunk(&self, chunk: &Bytes) -> Result<()> {
+        let mut off = 0;
+        while off < chunk.len() {
+            let (f, len) = match crate::protocol::decode(&chunk[off..], self.info.frame_bytes_max as usize) {
+                Ok(crate::protocol::Decoded::Frame(f, len)) => (f, len),
+                Ok(crate::protocol::Decoded::Incomplete) => {
+                    return Err(ClientError::Protocol("a frame shorter than its length".into()))
+                }
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            };
+            off += len;
+            self.on_frame(chunk, f)?;
+        }
+        Ok(())
+    }
+
+    fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
+        match classify(chunk, f, &self.info)? {
+            Incoming::Deliver { consumer_id, first_tag, entries } => {
+                let c = lock(&self.state).consumers.get(&consumer_id).cloned();
+                match c {
+                    Some(c) => c.push_batch(deliveries(chunk, consumer_id, first_tag, entries)),
+                    None => tracing::debug!(consumer_id, "delivery for a consumer this client dropped"),
+                }
+            }
+            Incoming::Reply(rid, r) => {
+                let failed = r.is_err();
+                let settled = lock(&self.state).requests.settle(rid, r);
+                match settled {
+                    Some((w, r)) => w(r),
+                    // `settle` kept the error for `take_error`.
+                    None if failed => self.stray_error.store(true, Ordering::Release),
+                    None => {}
+                }
+            }
+            Incoming::Cancelled { consumer_id, error } => {
+                let c = lock(&self.state).consumers.remove(&consumer_id);
+                if let Some(c) = c {
+                    c.close(error);
+                }
+            }
+            Incoming::Ping(rid) => {
+                let _ = self.send_raw(rid, None, |b| Frame { request_id: rid, cmd: Cmd::Pong }.encode(b));
+            }
+            Incoming::Nothing => {}
+            Incoming::Blocked(reason) => lock(&self.state).blocked = Some(reason),
+            Incoming::Unblocked => {
+                lock(&self.state).blocked = None;
+                self.unblocked.notify_waiters();
+            }
+            Incoming::MapChanged(_) => lock(&self.state).map_changed = true,
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: every waiter and consumer hears why.
+    fn fail(&self, err: ClientError) {
+        let (waiters, consumers) = {
+            let mut s = lock(&self.state);
+            let w = s.requests.fail(&err);
+            let c: Vec<Arc<ConsumerShared>> = s.consumers.values().cloned().collect();
+            (w, c)
+        };
+        for w in waiters {
+            w(Err(err.clone()));
+        }
+        for c in consumers {
+            c.close(err.clone());
+        }
+        self.shut();
+        self.wrote.notify_waiters();
+        self.unblocked.notify_waiters();
+    }
+}

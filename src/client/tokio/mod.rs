@@ -1,0 +1,393 @@
+//! The tokio client: the glommio client's API on tokio, every handle
+//! `Send + Sync` (cargo feature `tokio`).
+//!
+//! The same shard-aware protocol: one connection per shard it uses, each
+//! queue's traffic straight to the shard (and, on a cluster, the node)
+//! that owns it. It is an I/O shell over the client's shared core
+//! (`client::core`): the handshake, request bookkeeping, frame dispatch,
+//! ack ranges, batches and cluster routes are the glommio client's; this
+//! module adds tokio sockets, tasks and timers.
+//!
+//! Call it from inside a tokio runtime with its I/O and time drivers on
+//! (`#[tokio::main]`, or a `Builder` with `enable_all`): each connection
+//! spawns a reader, a writer and (with heartbeats) a beat task.
+//!
+//! ```no_run
+//! # async fn demo() -> ringmq::client::Result<()> {
+//! use futures_lite::StreamExt;
+//! use ringmq::client::{tokio::Client, ClientOptions, ProducerOptions};
+//!
+//! let client = Client::connect(ClientOptions { url: "ringmq://127.0.0.1:5680".into(), ..Default::default() }).await?;
+//! client.declare("jobs", false).await?;
+//! let producer = client.producer("jobs", ProducerOptions::default()).await?;
+//! producer.send(b"hello").await?;
+//! let mut consumer = client.subscribe("jobs", 100).await?;
+//! if let Some(d) = consumer.next().await {
+//!     let d = d?;
+//!     consumer.ack(d.tag);
+//! }
+//! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod conn;
+mod consumer;
+mod io;
+mod producer;
+
+pub use conn::Conn;
+pub use consumer::Consumer;
+pub use producer::{Confirmation, Producer};
+
+use super::core::cmds;
+use super::core::incoming::Response;
+use super::core::routes::{OwnedMap, RouteBook};
+use super::{
+    ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, ProducerOptions, Result, ServerInfo, Target,
+};
+use crate::protocol::{self, Cmd};
+use conn::lock;
+use io::Dialer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An async client on tokio: `Send + Sync`, so one client can serve every
+/// task (wrap it in an `Arc`).
+pub struct Client {
+    opts: ClientOptions,
+    /// Plain or TLS, for every connection (the first and each shard's).
+    dialer: Dialer,
+    info: ServerInfo,
+    first: Arc<Conn>,
+    by_shard: Mutex<Vec<Option<Arc<Conn>>>>,
+    next_consumer_id: AtomicU32,
+    /// The pull-consumer id used for `get` on each queue.
+    pull_ids: Mutex<HashMap<String, u32>>,
+    /// On a clustered broker: the map and where queues live.
+    routes: Mutex<RouteBook>,
+    /// Connections to other nodes' shards.
+    remote: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+}
+
+impl Client {
+    /// Connects to `opts.url` (`ringmq://HOST:PORT`, or `ringmqs://` for
+    /// TLS) and shakes hands; the connections to other shards open on
+    /// first use.
+    pub async fn connect(opts: ClientOptions) -> Result<Client> {
+        // Credentials, vhost and options in the URL win (`client::url`).
+        let (opts, url) = opts.resolved()?;
+        let dialer = Dialer::new(&opts, &url)?;
+        // The map comes with the first connection's handshake.
+        let want_map = opts.shard_aware && opts.cluster_aware;
+        let (first, map) = Conn::open(&dialer, url.addr, &opts, want_map).await?;
+        let info = first.info().clone();
+        let mut by_shard = vec![None; info.shard_addrs.len()];
+        by_shard[usize::from(info.shard_id)] = Some(first.clone());
+        let mut routes = RouteBook::default();
+        if let Some(map) = map {
+            routes.set(map);
+        }
+        Ok(Client {
+            routes: Mutex::new(routes),
+            remote: Mutex::default(),
+            opts,
+            dialer,
+            info,
+            first,
+            by_shard: Mutex::new(by_shard),
+            next_consumer_id: AtomicU32::new(1),
+            pull_ids: Mutex::default(),
+        })
+    }
+
+    /// What the first connection's handshake said (shards, limits).
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Whether this client's connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.dialer.is_tls()
+    }
+
+    /// The cluster map as this client last fetched it (empty on a single node).
+    pub fn cluster_map(&self) -> OwnedMap {
+        lock(&self.routes).map().clone()
+    }
+
+    /// The connection that carries `queue`'s traffic: the owner's, opened
+    /// on first use, when shard-aware.
+    pub async fn conn_for(&self, queue: &str) -> Result<Arc<Conn>> {
+        if !self.opts.shard_aware {
+            return Ok(self.first.clone());
+        }
+        if lock(&self.routes).is_clustered() {
+            return self.cluster_conn(queue).await;
+        }
+        self.shard_conn(usize::from(self.info.owner_of(queue))).await
+    }
+
+    /// The connection to this node's shard `owner`, opened on first use.
+    async fn shard_conn(&self, owner: usize) -> Result<Arc<Conn>> {
+        let known = lock(&self.by_shard)[owner].clone().filter(|c| !c.is_closed());
+        if let Some(c) = known {
+            return Ok(c);
+        }
+        let (c, _) = Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts, false).await?;
+        if usize::from(c.info().shard_id) != owner {
+            return Err(ClientError::Protocol(format!("dialled shard {owner}, reached shard {}", c.info().shard_id)));
+        }
+        // Two tasks may have dialled at once: the first one kept wins.
+        let mut shards = lock(&self.by_shard);
+        match shards[owner].clone().filter(|k| !k.is_closed()) {
+            Some(kept) => {
+                c.shut();
+                Ok(kept)
+            }
+            None => {
+                shards[owner] = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    /// Fetches the map over the first connection.
+    async fn refresh_map(&self) -> Result<()> {
+        match self.first.request(Cmd::MapGet).await? {
+            Response::Map(m) => {
+                lock(&self.routes).set(m);
+                Ok(())
+            }
+            other => Err(ClientError::Protocol(format!("unexpected reply to MapGet: {other:?}"))),
+        }
+    }
+
+    /// On a clustered broker: the connection to `queue`'s owning node and
+    /// shard (opened on first use), or the first one when that node is out
+    /// of reach (its node forwards, and answers for a dead one).
+    async fn cluster_conn(&self, queue: &str) -> Result<Arc<Conn>> {
+        if self.first.take_map_changed() {
+            self.refresh_map().await?;
+        }
+        let cached = lock(&self.routes).cached(queue);
+        let addr = match cached {
+            Some(a) => a,
+            None => {
+                let v = self.first.simple(Cmd::Locate { queue }).await?;
+                let resolved = lock(&self.routes).resolve(queue, v, self.first.info());
+                match resolved {
+                    Some(a) => a,
+                    None => {
+                        self.refresh_map().await?;
+                        return Ok(self.first.clone());
+                    }
+                }
+            }
+        };
+        if let Some(own) = self.info.shard_addrs.iter().position(|a| *a == addr) {
+            return self.shard_conn(own).await;
+        }
+        let known = lock(&self.remote).get(&addr).filter(|c| !c.is_closed()).cloned();
+        if let Some(c) = known {
+            return Ok(c);
+        }
+        match Conn::open(&self.dialer, addr, &self.opts, false).await {
+            Ok((c, _)) => {
+                lock(&self.remote).insert(addr, c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, queue, "the queue's node is out of reach; through the first connection");
+                lock(&self.routes).forget(queue);
+                Ok(self.first.clone())
+            }
+        }
+    }
+
+    /// Declares a queue; returns its ready count.
+    pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
+        self.declare_with(queue, durable, &[]).await
+    }
+
+    /// Declares with queue arguments (policies: TTL, length limits,
+    /// dead-lettering, priorities...), a raw AMQP field table as built by
+    /// [`protocol::field_table::TableBuilder`]. A redeclare must repeat them.
+    pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
+        let flags = cmds::declare_flags(durable);
+        self.conn_for(queue).await?.simple(Cmd::Declare { flags, queue, args }).await
+    }
+
+    /// Checks that a queue exists; returns its ready count.
+    pub async fn declare_passive(&self, queue: &str) -> Result<u64> {
+        let cmd = Cmd::Declare { flags: protocol::op::DECLARE_PASSIVE, queue, args: &[] };
+        self.conn_for(queue).await?.simple(cmd).await
+    }
+
+    /// Deletes a queue; returns the messages it held.
+    pub async fn delete(&self, queue: &str) -> Result<u64> {
+        self.conn_for(queue).await?.simple(Cmd::Delete { flags: 0, queue }).await
+    }
+
+    /// Empties a queue; returns the messages removed.
+    pub async fn purge(&self, queue: &str) -> Result<u64> {
+        self.conn_for(queue).await?.simple(Cmd::Purge { queue }).await
+    }
+
+    /// A producer publishing straight into `queue`, over its owner's connection.
+    pub async fn producer(&self, queue: &str, opts: ProducerOptions) -> Result<Producer> {
+        Producer::new(self.conn_for(queue).await?, Target::Queue(queue.into()), opts)
+    }
+
+    /// A producer publishing through `exchange` with `routing_key`. It
+    /// uses the connection to the shard that owns a queue named like the
+    /// key, so a direct exchange routing by queue name saves a hop.
+    pub async fn exchange_producer(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        opts: ProducerOptions,
+    ) -> Result<Producer> {
+        let conn = if routing_key.is_empty() { self.first.clone() } else { self.conn_for(routing_key).await? };
+        let target = Target::Exchange { exchange: exchange.into(), routing_key: routing_key.into() };
+        Producer::new(conn, target, opts)
+    }
+
+    /// Declares an exchange: `kind` is direct, fanout, topic or headers.
+    pub async fn declare_exchange(&self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
+        self.first.simple(cmds::exchange_declare(exchange, kind, o)).await.map(|_| ())
+    }
+
+    /// Checks that an exchange exists.
+    pub async fn declare_exchange_passive(&self, exchange: &str) -> Result<()> {
+        self.first.simple(cmds::exchange_passive(exchange)).await.map(|_| ())
+    }
+
+    /// Deletes an exchange (`if_unused`: only without bindings from it).
+    pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
+        self.first.simple(cmds::exchange_delete(exchange, if_unused)).await.map(|_| ())
+    }
+
+    /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
+    /// headers exchanges `x-match` and the header values).
+    pub async fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let cmd = cmds::binding(false, false, exchange, queue, routing_key, args);
+        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+    }
+
+    /// Removes a binding made with [`Client::bind_queue`].
+    pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let cmd = cmds::binding(true, false, exchange, queue, routing_key, args);
+        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+    }
+
+    /// Binds exchange `destination` to exchange `source`.
+    pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let cmd = cmds::binding(false, true, source, destination, routing_key, args);
+        self.first.simple(cmd).await.map(|_| ())
+    }
+
+    /// Removes a binding made with [`Client::bind_exchange`].
+    pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let cmd = cmds::binding(true, true, source, destination, routing_key, args);
+        self.first.simple(cmd).await.map(|_| ())
+    }
+
+    /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
+    pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {
+        self.subscribe_with(queue, ConsumerOptions::new(prefetch)).await
+    }
+
+    /// `subscribe` with options beyond the prefetch (a consumer priority).
+    pub async fn subscribe_with(&self, queue: &str, options: ConsumerOptions) -> Result<Consumer> {
+        let id = self.next_id();
+        Consumer::subscribe(self.conn_for(queue).await?, queue, id, options).await
+    }
+
+    /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
+    /// a consumer of the replies sent to the returned name, with no queue
+    /// behind it. Requests carry the name as their `reply_to` property
+    /// (`PropsBuilder::reply_to`); a replier publishes to it as to a
+    /// queue. Replies are never acked, and are lost if this client is
+    /// gone. One per client.
+    pub async fn reply_consumer(&self) -> Result<(String, Consumer)> {
+        Consumer::reply_to(self.first.clone(), self.next_id()).await
+    }
+
+    /// Publishes one message (with properties) to `queue`, or to a direct
+    /// reply-to name, and waits for the confirm: for a replier, which
+    /// answers each request once.
+    pub async fn reply(&self, reply_to: &str, props: &[u8], body: &[u8]) -> Result<()> {
+        let p = self.producer(reply_to, ProducerOptions { batch_max: 1, ..Default::default() }).await?;
+        p.publish_with(props, body).await?.await
+    }
+
+    /// Pulls one message; it stays unacked until acked through the
+    /// returned delivery (see [`Client::ack_get`]).
+    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
+        // One pull consumer per queue: the broker keeps its unacked gets.
+        let known = lock(&self.pull_ids).get(queue).copied();
+        let id = known.unwrap_or_else(|| self.next_id());
+        let r = self.conn_for(queue).await?.get(queue, id, no_ack).await;
+        if known.is_none() && r.is_ok() && !no_ack {
+            lock(&self.pull_ids).insert(queue.to_string(), id);
+        }
+        r
+    }
+
+    /// Acks a message obtained with [`Client::get`].
+    pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
+        self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
+    }
+
+    fn next_id(&self) -> u32 {
+        loop {
+            let id = self.next_consumer_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Every connection this client opened, once each.
+    fn all_conns(&self) -> Vec<Arc<Conn>> {
+        let mut all = vec![self.first.clone()];
+        let shards: Vec<Arc<Conn>> = lock(&self.by_shard).iter().flatten().cloned().collect();
+        let remote: Vec<Arc<Conn>> = lock(&self.remote).values().cloned().collect();
+        for c in shards.into_iter().chain(remote) {
+            if !all.iter().any(|a| Arc::ptr_eq(a, &c)) {
+                all.push(c);
+            }
+        }
+        all
+    }
+
+    /// Closes every connection after flushing what is queued on them (acks
+    /// included). The closes run together: one to a broker that does not
+    /// read must not keep the others open.
+    pub async fn close(&self) {
+        let closing: Vec<_> =
+            self.all_conns().into_iter().map(|c| tokio::spawn(async move { c.close().await })).collect();
+        for task in closing {
+            let _ = task.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("url", &self.opts.url).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// A client dropped without [`Client::close`] still closes its
+/// connections: what is queued is written, then each socket shuts.
+impl Drop for Client {
+    fn drop(&mut self) {
+        for c in self.all_conns() {
+            c.shut();
+        }
+    }
+}
