@@ -189,8 +189,7 @@ fn framings_size_frames_from_their_header() {
 #[test]
 fn link_refuses_a_frame_over_the_handshake_limit_from_its_header() {
     let mut b = BytesMut::new();
-    protocol::link::Frame::Rpc { id: 1, kind: protocol::link::RpcKind::Append, payload: &[0; 100_000] }
-        .encode(&mut b);
+    protocol::link::Frame::Rpc { id: 1, kind: protocol::link::RpcKind::Append, payload: &[0; 100_000] }.encode(&mut b);
     b.truncate(protocol::link::HEADER_BYTES);
     let mut r = futures_lite::io::Cursor::new(b.to_vec());
     let max = protocol::link::HELLO_FRAME_BYTES_MAX;
