@@ -13,7 +13,7 @@
 #
 # Prints, per broker, size and client, the deliveries per second in all,
 # the MB/s of bodies and the broker's peak RSS (VmHWM) after the run; and
-# the loopback bandwidth from iperf3 when it is installed (the ceiling for
+# the loopback bandwidth from iperf3, installed if missing (the ceiling for
 # deliveries on one machine). Each run's line is in OUT_DIR/fanout.log.
 set -euo pipefail
 
@@ -68,6 +68,12 @@ say "building ringmq and the fan-out programs (release)"
 (cd "$ROOT" && cargo build --release --bin ringmq --example stream_fanout --example stream_fanout_amqp) >>"$LOG.build" 2>&1
 EX=$TARGET/release/examples
 
+# The ceiling for deliveries on one machine: installed from Debian's
+# packages when missing, as the RabbitMQ it compares against is.
+if ! command -v iperf3 >/dev/null && command -v apt-get >/dev/null; then
+    say "installing iperf3"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3; } >>"$LOG.build" 2>&1 || true
+fi
 if command -v iperf3 >/dev/null; then
     port=$(free_ports 1)
     iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
