@@ -131,19 +131,7 @@ pub fn properties_json(raw: &[u8]) -> (Value, Value) {
         return (json!({ "raw_base64": b64 }), Value::Null);
     };
     let mut o = Map::new();
-    let shorts = [
-        ("content_type", props::CONTENT_TYPE),
-        ("content_encoding", props::CONTENT_ENCODING),
-        ("correlation_id", props::CORRELATION_ID),
-        ("reply_to", props::REPLY_TO),
-        ("expiration", props::EXPIRATION),
-        ("message_id", props::MESSAGE_ID),
-        ("type", props::TYPE),
-        ("user_id", props::USER_ID),
-        ("app_id", props::APP_ID),
-        ("cluster_id", props::CLUSTER_ID),
-    ];
-    for (name, field) in shorts {
+    for (name, field) in props::SHORT_STRING_NAMES {
         if let Some(v) = p.short(field) {
             o.insert(name.into(), body_json(v).0);
         }

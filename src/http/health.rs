@@ -144,17 +144,7 @@ pub async fn aliveness(shard: &Rc<Shard>, vhost: &str, (user, password): (&str, 
     let Some(addr) = native_addr(shard) else {
         return failed("the node has no native listener", json!({}));
     };
-    let opts = ClientOptions {
-        url: format!("ringmq://{addr}"),
-        user: user.to_string(),
-        password: password.to_string(),
-        vhost: vhost.to_string(),
-        // One connection; the broker forwards to the queue's owner.
-        shard_aware: false,
-        cluster_aware: false,
-        heartbeat_ms: 0,
-        ..Default::default()
-    };
+    let opts = self_client(addr, vhost, (user, password));
     let limit = Duration::from_millis(shard.config.http_request_timeout_ms);
     let late = async {
         glommio::timer::sleep(limit).await;
@@ -164,6 +154,21 @@ pub async fn aliveness(shard: &Rc<Shard>, vhost: &str, (user, password): (&str, 
         Ok(()) => ok(json!({})),
         Err(Alive::Refused(status, why)) => error(status, &why),
         Err(Alive::Failed(why)) => failed(&why, json!({})),
+    }
+}
+
+/// A client of this node's native listener at `addr`, logged in as the
+/// requester: one connection, the broker forwards to each queue's owner.
+pub(super) fn self_client(addr: SocketAddr, vhost: &str, (user, password): (&str, &str)) -> ClientOptions {
+    ClientOptions {
+        url: format!("ringmq://{addr}"),
+        user: user.to_string(),
+        password: password.to_string(),
+        vhost: vhost.to_string(),
+        shard_aware: false,
+        cluster_aware: false,
+        heartbeat_ms: 0,
+        ..Default::default()
     }
 }
 

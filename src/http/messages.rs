@@ -15,9 +15,9 @@
 //! already required the administrator tag (every change does). Bodies are
 //! hostile: bounded in size and time, parsed as JSON, every field checked.
 
-use super::health::native_addr;
+use super::health::{native_addr, self_client};
 use super::{error, json_resp, no_content, users::read_body, Resp};
-use crate::client::{Client, ClientError, ClientOptions, Delivery, ProducerOptions};
+use crate::client::{Client, ClientError, Delivery, ProducerOptions};
 use crate::protocol::props::{self, Props, PropsBuilder};
 use crate::protocol::ErrorCode;
 use crate::server::admin::admin_on_owner;
@@ -70,16 +70,7 @@ async fn connect(shard: &Shard, vhost: &str, (user, password): (&str, &str)) -> 
     let Some(addr) = native_addr(shard) else {
         return Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, "the node has no native listener")));
     };
-    let opts = ClientOptions {
-        url: format!("ringmq://{addr}"),
-        user: user.to_string(),
-        password: password.to_string(),
-        vhost: vhost.to_string(),
-        shard_aware: false,
-        cluster_aware: false,
-        heartbeat_ms: 0,
-        ..Default::default()
-    };
+    let opts = self_client(addr, vhost, (user, password));
     Client::connect(opts).await.map_err(|e| Box::new(client_error(&e)))
 }
 
@@ -381,18 +372,7 @@ fn message_json(d: &Delivery, ask: &GetAsk) -> Value {
 fn props_json(raw: &[u8]) -> Value {
     let mut o = Map::new();
     let Ok(p) = Props::parse(raw) else { return Value::Object(o) };
-    let fields = [
-        ("content_type", props::CONTENT_TYPE),
-        ("content_encoding", props::CONTENT_ENCODING),
-        ("correlation_id", props::CORRELATION_ID),
-        ("reply_to", props::REPLY_TO),
-        ("expiration", props::EXPIRATION),
-        ("message_id", props::MESSAGE_ID),
-        ("type", props::TYPE),
-        ("user_id", props::USER_ID),
-        ("app_id", props::APP_ID),
-    ];
-    for (name, field) in fields {
+    for (name, field) in props::SHORT_STRING_NAMES {
         if let Some(v) = p.short(field) {
             o.insert(name.into(), Value::String(String::from_utf8_lossy(v).into_owned()));
         }

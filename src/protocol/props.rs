@@ -33,6 +33,21 @@ pub const APP_ID: usize = 12;
 pub const CLUSTER_ID: usize = 13;
 pub const FIELDS: usize = 14;
 
+/// The short-string properties by the names RabbitMQ's JSON uses (its
+/// management API, and `ringmq sub --format json`), in wire order.
+pub const SHORT_STRING_NAMES: [(&str, usize); 10] = [
+    ("content_type", CONTENT_TYPE),
+    ("content_encoding", CONTENT_ENCODING),
+    ("correlation_id", CORRELATION_ID),
+    ("reply_to", REPLY_TO),
+    ("expiration", EXPIRATION),
+    ("message_id", MESSAGE_ID),
+    ("type", TYPE),
+    ("user_id", USER_ID),
+    ("app_id", APP_ID),
+    ("cluster_id", CLUSTER_ID),
+];
+
 #[derive(Clone, Copy)]
 enum Kind {
     ShortStr,
