@@ -186,6 +186,16 @@ pub fn run(a: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Here, once, before the broker's threads and sockets exist: inside
+    // `Broker::start` the probe ran beside other brokers' sockets in one
+    // process (the test suite) and their connections were cut within
+    // milliseconds (the cause is not pinned down; without the probe there
+    // they are not).
+    if let Err(e) = ringmq::server::system::probe_io_uring() {
+        tracing::error!("{e}");
+        eprintln!("ringmq: cannot start: {e}");
+        return ExitCode::FAILURE;
+    }
     let shards = config.shard_count();
     let broker = match Broker::start(config) {
         Ok(b) => b,

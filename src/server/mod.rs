@@ -62,8 +62,6 @@ pub enum StartError {
     Definitions(String),
     #[error("glommio could not start shard {shard}: {message}. {hint}")]
     Executor { shard: usize, message: String, hint: String },
-    #[error("{0}")]
-    IoUring(String),
     #[error("cannot start the resource alarm monitor thread: {0}")]
     Monitor(std::io::Error),
     #[error("{ready} of {shards} shards were ready after {waited:?} (recovery or the routing table never finished); see the log")]
@@ -162,7 +160,6 @@ impl Broker {
         let stored_access = stored_access(&config)?;
         let n = config.shard_count();
         let memlock = system::raise_memlock();
-        system::probe_io_uring().map_err(StartError::IoUring)?;
         let tls = Arc::new(tls::TlsSet::load(&config).map_err(StartError::Tls)?);
         let bound = listener::Bound::bind(&config, n)?;
         let tls_shard_addrs = bound.native_tls.as_ref().map(|t| t.shard_addrs.clone()).unwrap_or_default();
