@@ -14,9 +14,10 @@
 
 mod common;
 
-use common::{http_get, queue_on, Raw, TestBroker};
+use common::scrape::{sample, scrape_until, AmqpHold};
+use common::{queue_on, Raw, TestBroker};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CAPTURE: &str = include_str!("data/rabbitmq_prometheus_names.txt");
 const NOT_PROVIDED: &str = include_str!("data/rabbitmq_not_provided.txt");
@@ -134,23 +135,6 @@ fn label_names(rest: &str) -> Vec<String> {
     names
 }
 
-/// The value of the sample written exactly as `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn scrape_until(b: &TestBroker, path: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = http_get(b.metrics, path);
-        if check(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path} never matched:\n{body}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Checks one endpoint's names; returns (served, not provided) RabbitMQ
 /// names for the report.
 fn compare(endpoint: &str, served: &BTreeMap<String, Family>, claimed: &[&str]) -> (usize, Vec<String>) {
@@ -234,8 +218,20 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
         (format!("rabbitmq_global_messages_delivered_consume_manual_ack_total{both}"), 4.0),
         (format!("rabbitmq_global_messages_delivered_consume_auto_ack_total{both}"), 0.0),
         ("rabbitmq_channel_messages_delivered_ack_total".into(), 4.0),
+        // The native login; the publishing connection; where the 4
+        // messages are (all in memory, none persistent: q0's and q1's
+        // are not durable).
+        ("rabbitmq_auth_attempts_succeeded_total{protocol=\"all\"}".into(), 1.0),
+        ("rabbitmq_auth_attempts_total{protocol=\"all\"}".into(), 1.0),
+        ("rabbitmq_global_publishers{protocol=\"all\"}".into(), 1.0),
+        ("rabbitmq_queue_messages_ram".into(), 4.0),
+        ("rabbitmq_queue_messages_unacked_ram".into(), 1.0),
+        ("rabbitmq_queue_messages_persistent".into(), 0.0),
+        ("rabbitmq_queue_messages_paged_out_bytes".into(), 0.0),
+        ("rabbitmq_connection_channels".into(), 0.0),
     ];
     let metrics = scrape_until(&b, "/metrics", |t| want.iter().all(|(s, v)| sample(t, s) == Some(*v)));
+    traffic_and_bytes(&metrics);
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(sample(&metrics, &format!("ringmq_build_info{{version=\"{version}\"}}")), Some(1.0));
     assert!(metrics.contains(&format!("rabbitmq_build_info{{rabbitmq_version=\"{version}\"")));
@@ -251,7 +247,11 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
 
     sockets(&metrics, 1.0);
 
-    let per_object = scrape_until(&b, "/metrics/per-object", |_| true);
+    // An AMQP channel open while per-object is scraped: its series are
+    // labelled by channel, and a family needs a sample to show its labels.
+    let amqp = AmqpHold::open(&b);
+    let per_object = scrape_until(&b, "/metrics/per-object", |t| t.contains("rabbitmq_consumer_prefetch{channel="));
+    drop(amqp);
     let q = |name: &str, queue: &str| sample(&per_object, &format!("{name}{{queue=\"{queue}\",vhost=\"/\"}}"));
     assert_eq!(q("rabbitmq_queue_messages_ready", &q1), Some(3.0));
     assert_eq!(q("rabbitmq_queue_messages_unacked", &q0), Some(1.0));
@@ -287,6 +287,19 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
     );
     // Every panel of the stock dashboard has its series.
     assert!(lacking.is_empty(), "the RabbitMQ-Overview dashboard lacks {lacking:?}");
+}
+
+/// The connection's traffic moved, and a queue's bytes add up: ready
+/// and unacked make the total, all in memory.
+fn traffic_and_bytes(text: &str) {
+    let get = |n: &str| sample(text, n).unwrap_or_else(|| panic!("{n} in\n{text}"));
+    for n in ["incoming_bytes", "incoming_packets", "outgoing_bytes", "outgoing_packets"] {
+        assert!(get(&format!("rabbitmq_connection_{n}_total")) > 0.0, "{n}");
+    }
+    let (ready, unacked) = (get("rabbitmq_queue_messages_ready_bytes"), get("rabbitmq_queue_messages_unacked_bytes"));
+    assert!(ready > 0.0 && unacked > 0.0);
+    assert_eq!(get("rabbitmq_queue_messages_bytes"), ready + unacked);
+    assert_eq!(get("rabbitmq_queue_messages_ram_bytes"), ready + unacked);
 }
 
 /// Sockets: the client connections open (at least `open`: the scrape's

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::scrape::sample;
 use common::{queue_on, Raw, TestBroker};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,11 +23,6 @@ fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> (u16,
     let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{raw}"));
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
-}
-
-/// The value of an unlabelled (or exactly labelled) sample.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Scrapes until `check` holds (acks land asynchronously), or panics.
@@ -191,6 +187,10 @@ fn management_api() {
     let conns = conns.as_array().unwrap();
     assert_eq!(conns.len(), 1, "{conns:?}");
     assert_eq!(conns[0]["protocol"], "ringmq");
+    // Its traffic: it published and was answered.
+    for k in ["recv_oct", "recv_cnt", "send_oct", "send_cnt"] {
+        assert!(conns[0][k].as_u64().is_some_and(|v| v > 0), "{k}: {conns:?}");
+    }
 
     // Deleting: the queue goes, a second delete is a 404.
     let (status, body) = http(b.metrics, "DELETE", &format!("/api/queues/%2F/{q1}"), Some(GUEST));

@@ -123,6 +123,9 @@ pub struct Channel {
     /// Publishes on this channel so far; confirm tags are `seq - confirm_base`.
     pub pub_seq: u64,
     pub confirm_base: u64,
+    /// Messages published on this channel, counted per batch sent
+    /// (`/api/channels`, the operators' per-channel series).
+    pub received: u64,
     pub outstanding: VecDeque<Outstanding>,
     pub content: Option<Content>,
     /// Exchange and routing key of the message being published.
@@ -173,6 +176,7 @@ impl Channel {
             flow: true,
             confirm: false,
             pub_seq: 0,
+            received: 0,
             confirm_base: 0,
             outstanding: VecDeque::new(),
             content: None,
@@ -433,6 +437,7 @@ pub fn rows(
             prefetch_count: ch.prefetch_consumer,
             global_prefetch_count: ch.prefetch_channel,
             messages_unacknowledged: ch.unacked,
+            published: ch.received,
             messages_unconfirmed: ch
                 .outstanding
                 .iter()
@@ -442,6 +447,8 @@ pub fn rows(
             consumer_count: count(n),
             confirm: ch.confirm,
             transactional: ch.tx.is_some(),
+            messages_uncommitted: ch.tx.as_ref().map_or(0, |t| t.uncommitted().0),
+            acks_uncommitted: ch.tx.as_ref().map_or(0, |t| t.uncommitted().1),
             flow: ch.flow,
             state: if ch.state == ChState::Open { "running" } else { "closing" },
         })

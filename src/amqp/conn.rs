@@ -141,6 +141,8 @@ pub struct AmqpConn {
     pub(super) published: Cell<bool>,
     /// The read buffer's capacity, for `held_bytes`.
     pub(super) read_held: Cell<usize>,
+    /// `FrameReader::read_totals` as of the last read (operators' traffic).
+    pub(super) read_totals: Cell<(u64, u64)>,
     /// Bytes of publishes the channels' open transactions buffer
     /// (`tx.rs`): under `tx_bytes_max`, and in `held_bytes`.
     pub(super) tx_held: Cell<u64>,
@@ -194,6 +196,7 @@ impl AmqpConn {
             resumed: Notify::default(),
             published: Cell::new(false),
             read_held: Cell::new(0),
+            read_totals: Cell::new((0, 0)),
             tx_held: Cell::new(0),
             clock: ReadClock::new(),
             logged_in: Cell::new(false),
@@ -350,6 +353,7 @@ impl AmqpConn {
             self.shard.wait_log_space().await;
             self.block_if_needed().await;
             self.read_held.set(reader.held_bytes());
+            self.read_totals.set(reader.read_totals());
             // Time the broker held back from reading is not the peer's.
             reader.excuse(held.elapsed());
             match self.read_more(r, reader).await {

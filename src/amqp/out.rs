@@ -102,7 +102,7 @@ impl ConnSink for AmqpConn {
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
         // Transactions' buffers count as read bytes held (memory alarm).
         let held = self.read_held.get() + crate::protocol::wire::usize_of(self.tx_held.get());
-        Some(SinkBuffers::on(&self.shard, &self.outbox, held, &self.gate))
+        Some(SinkBuffers::on(&self.shard, &self.outbox, (held, self.read_totals.get()), &self.gate))
     }
 }
 

@@ -275,6 +275,7 @@ fn complete(n: u16, ch: &mut Channel, body: Option<&[u8]>, core: &Core<'_>) {
 pub fn flush_batch(n: u16, ch: &mut Channel, core: &Core<'_>) {
     let Some(b) = ch.batch.take() else { return };
     core.count_received(b.count, ch.confirm);
+    ch.received += u64::from(b.count);
     let entries = ch.arena.split_to(b.len).freeze();
     if let Some(tx) = ch.tx.as_mut() {
         // Held until tx.commit (`tx.rs`), names as the client gave them.

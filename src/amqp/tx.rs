@@ -97,6 +97,12 @@ impl Tx {
         held.set(held.get().saturating_sub(self.bytes));
     }
 
+    /// Messages published and acks (nacks, rejects) it holds until commit.
+    pub fn uncommitted(&self) -> (u64, u64) {
+        let messages = self.publishes.iter().map(|b| u64::from(b.count)).sum();
+        (messages, self.acks.len() as u64)
+    }
+
     /// A publish batch the channel built (`publish::flush_batch`).
     pub fn push_publish(
         &mut self,

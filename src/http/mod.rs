@@ -393,7 +393,8 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     // RabbitMQ's per-queue names: per-object only, as RabbitMQ serves them
     // (`/metrics` has them aggregated, above).
     if per_object {
-        for series in &stats_rabbit::PER_QUEUE {
+        let detail = &crate::server::stats_rabbit_detail::PER_QUEUE;
+        for series in stats_rabbit::PER_QUEUE.iter().chain(detail) {
             per_queue_series(&mut parts, series, &stats).await;
         }
     }
@@ -467,6 +468,10 @@ fn conn_json(c: &ConnStats) -> Value {
         "state": "running",
         "channels": c.channels,
         "outbox_bytes": c.outbox_bytes,
+        "recv_oct": c.recv_oct,
+        "recv_cnt": c.recv_cnt,
+        "send_oct": c.send_oct,
+        "send_cnt": c.send_cnt,
     })
 }
 

@@ -99,8 +99,12 @@ pub struct NativeConn {
     /// The last read carried a publish: under a resource alarm the
     /// connection then stops being read (`block_on_alarm`).
     published: Cell<bool>,
+    /// It has published at least once (operators' `publishers`).
+    publisher: Cell<bool>,
     /// The read buffer's capacity, for `held_bytes`.
     read_held: Cell<usize>,
+    /// `FrameReader::read_totals` as of the last read (operators' traffic).
+    read_totals: Cell<(u64, u64)>,
     /// It asked for the cluster map (`MapGet`): it is told when it moves.
     map_watch: Cell<bool>,
     /// Over TLS: the Hello's shard map gives the shards' TLS addresses.
@@ -173,8 +177,12 @@ impl ConnSink for NativeConn {
         ("native", self.peer.clone())
     }
 
+    fn publishes(&self) -> bool {
+        self.publisher.get()
+    }
+
     fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers::on(&self.shard, &self.outbox, self.read_held.get(), &self.gate))
+        Some(SinkBuffers::on(&self.shard, &self.outbox, (self.read_held.get(), self.read_totals.get()), &self.gate))
     }
 
     fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
@@ -215,7 +223,9 @@ impl NativeConn {
             remote_paused: RefCell::new(Vec::new()),
             remote_resumed: Notify::default(),
             published: Cell::new(false),
+            publisher: Cell::new(false),
             read_held: Cell::new(0),
+            read_totals: Cell::new((0, 0)),
             map_watch: Cell::new(false),
             tls,
             vhost: std::cell::OnceCell::new(),
@@ -327,6 +337,7 @@ impl NativeConn {
                 Err(Err(e)) => return Err(Fatal::new(e.code(), e.to_string())),
             }
             self.read_held.set(reader.held_bytes());
+            self.read_totals.set(reader.read_totals());
             let held = Instant::now();
             self.outbox.wait_below(self.shard.config.outbox_bytes_max as usize).await;
             self.shard.wait_for_space().await;
@@ -421,11 +432,13 @@ impl NativeConn {
             }
             Cmd::Publish { flags, queue, entries } => {
                 self.published.set(true);
+                self.publisher.set(true);
                 shard.count_received(u64::from(entries.len()), flags & op::PUBLISH_CONFIRM != 0);
                 self.may_publish(rid, "")?;
                 self.publish(chunk, rid, flags, queue, entries)?
             }
             Cmd::PublishTo { flags, exchange, routing_key, entries } => {
+                self.publisher.set(true);
                 shard.count_received(u64::from(entries.len()), flags & op::PUBLISH_CONFIRM != 0);
                 self.publish_to(chunk, rid, flags, (exchange, routing_key), entries)?
             }

@@ -31,6 +31,9 @@ pub struct Outbox {
     /// A write made no progress for the send timeout.
     stalled: Cell<bool>,
     send_timeout: Cell<Option<Duration>>,
+    /// Bytes written so far, and the writes (one per batch the writer
+    /// took): the operators' per-connection traffic.
+    written: Cell<(u64, u64)>,
 }
 
 impl Outbox {
@@ -42,6 +45,11 @@ impl Outbox {
         f(&mut self.buf.borrow_mut());
         self.pushes.set(self.pushes.get().wrapping_add(1));
         self.wake_writer.notify();
+    }
+
+    /// Bytes written to the socket so far, and the batches they went in.
+    pub fn write_totals(&self) -> (u64, u64) {
+        self.written.get()
     }
 
     /// Pushes so far (it only grows): unchanged means nothing was sent.
@@ -169,6 +177,10 @@ impl Outbox {
             self.writing.set(spare.len());
             let r = self.write_progressing(&mut w, &spare).await;
             self.writing.set(0);
+            if r.is_ok() {
+                let (b, n) = self.written.get();
+                self.written.set((b + spare.len() as u64, n + 1));
+            }
             spare.clear();
             self.drained.notify();
             if let Err(e) = r {

@@ -156,6 +156,9 @@ pub struct FrameReader<F: Framing = Native> {
     /// Whether the last read had to wait for the socket: the executor
     /// then polled I/O and ran other tasks, so the caller need not yield.
     waited: bool,
+    /// Bytes read so far, and the reads that returned some: the
+    /// operators' per-connection traffic (one add per read, not per frame).
+    read_totals: (u64, u64),
     framing: PhantomData<F>,
 }
 
@@ -172,12 +175,18 @@ impl<F: Framing> FrameReader<F> {
             last_large: 0,
             spare_init: 0,
             waited: true,
+            read_totals: (0, 0),
             framing: PhantomData,
         }
     }
 
     pub fn frame_bytes_max(&self) -> usize {
         self.frame_bytes_max
+    }
+
+    /// Bytes read so far, and the reads that returned some.
+    pub fn read_totals(&self) -> (u64, u64) {
+        self.read_totals
     }
 
     /// Memory the read buffer holds (its capacity; a chunk handed out is
@@ -396,6 +405,7 @@ impl<F: Framing> FrameReader<F> {
             Ok(n) => {
                 self.truncate_read(start, want, n);
                 if n > 0 {
+                    self.read_totals = (self.read_totals.0 + n as u64, self.read_totals.1 + 1);
                     let now = Instant::now();
                     self.clock.last_byte = now;
                     if start == 0 {

@@ -20,6 +20,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of [`Reason::index`].
+    pub const ALL: [Reason; 3] = [Reason::Expired, Reason::Maxlen, Reason::Rejected];
+
+    /// Its place in [`Reason::ALL`] (the shard's counters by reason).
+    pub fn index(self) -> usize {
+        match self {
+            Reason::Expired => 0,
+            Reason::Maxlen => 1,
+            Reason::Rejected => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Reason::Rejected => "rejected",

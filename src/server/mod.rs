@@ -28,6 +28,8 @@ pub mod remote;
 pub mod shard;
 pub mod stats;
 pub mod stats_rabbit;
+pub mod stats_rabbit_detail;
+pub mod stats_rows;
 pub mod system;
 pub mod tls;
 pub mod types;

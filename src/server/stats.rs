@@ -53,91 +53,7 @@ impl HistogramSnapshot {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueStats {
-    pub name: String,
-    pub shard: u16,
-    pub durable: bool,
-    pub exclusive: bool,
-    pub auto_delete: bool,
-    pub ready: u64,
-    pub unacked: u64,
-    pub consumers: u64,
-    pub ready_bytes: u64,
-    /// Totals since the queue was created on this run of its shard.
-    pub published: u64,
-    pub delivered: u64,
-    /// The declare's arguments (a field table, no length prefix): what
-    /// the definitions export and `/api/queues` show.
-    #[serde(skip)]
-    pub args: bytes::Bytes,
-}
-
-/// One push consumer, as `ctl list-consumers` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConsumerStats {
-    /// The queue's qualified name (vhost and name).
-    pub queue: String,
-    pub shard: u16,
-    /// Its connection, `shard:conn_id` as `list-connections` names it.
-    pub connection: String,
-    pub consumer_id: u32,
-    /// 0: no limit.
-    pub prefetch: u32,
-    pub unacked: u32,
-    pub priority: i64,
-    pub exclusive: bool,
-}
-
-/// One AMQP channel, as `/api/channels` shows it (RabbitMQ's fields).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ChannelRow {
-    pub number: u16,
-    /// basic.qos: the per-consumer prefetch (`prefetch_count`) and the
-    /// channel-wide one (`global_prefetch_count`); 0 is no limit.
-    pub prefetch_count: u16,
-    pub global_prefetch_count: u16,
-    /// Deliveries on the channel not acked yet.
-    pub messages_unacknowledged: u32,
-    /// Publishes waiting for their confirm.
-    pub messages_unconfirmed: u64,
-    /// Its consumers (push, not cancelled).
-    pub consumer_count: u32,
-    pub confirm: bool,
-    pub transactional: bool,
-    /// channel.flow from the client (false: deliveries stopped).
-    pub flow: bool,
-    /// `running`, or `closing` after a channel.close.
-    pub state: &'static str,
-}
-
-/// A shard's channels: with their connection's name, user, vhost, peer.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChannelStats {
-    /// `shard:conn_id` (as `ConnStats::name`).
-    pub connection: String,
-    pub user: String,
-    pub vhost: String,
-    pub peer: String,
-    #[serde(flatten)]
-    pub row: ChannelRow,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnStats {
-    /// `shard:conn_id`: what `close-connection` and the HTTP API take.
-    pub name: String,
-    pub shard: u16,
-    pub protocol: &'static str,
-    pub peer: String,
-    /// The vhost it works in (`/` before login).
-    pub vhost: String,
-    /// Bytes held for its socket, queued and being written (bounded by
-    /// `outbox_bytes_max` plus one dispatch, see `server/gate.rs`).
-    pub outbox_bytes: u64,
-    /// Its open channels (AMQP; 0 for the native protocol, which has none).
-    pub channels: u64,
-}
+pub use super::stats_rows::{ChannelRow, ChannelStats, ConnStats, ConsumerStats, QueueStats};
 
 /// One shard's report. Counters are totals since the shard started.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -151,6 +67,10 @@ pub struct ShardStats {
     pub dead_lettered: u64,
     pub dead_lettered_dropped: u64,
     pub auth_failures: u64,
+    pub auth_successes: u64,
+    /// Messages removed without an ack: `[expired, maxlen, rejected]` by
+    /// `[no dead-letter exchange, one]` (`deadletter::Reason::index`).
+    pub dead_by_reason: [[u64; 2]; 3],
     pub tls_handshake_failures: u64,
     /// Queue declares, queues created and deleted; client connections
     /// accepted (`connections` of them are open now).
@@ -191,12 +111,20 @@ pub struct ShardStats {
     pub messages_unacked: u64,
     /// Bytes of the ready messages in all its queues.
     pub ready_bytes: u64,
+    /// Of all its queues (as `QueueStats`): unacked bytes, persistent
+    /// messages and bytes, spilled bytes.
+    pub unacked_bytes: u64,
+    pub persistent: u64,
+    pub persistent_bytes: u64,
+    pub spilled_bytes: u64,
     pub consumers: u64,
     pub connections: u64,
     /// Open AMQP channels of its connections.
     pub channels: u64,
     pub fsyncs: u64,
     pub fsync_nanos: u64,
+    /// The log's reads (spilled messages, compaction) and writes.
+    pub io: crate::storage::io_stats::IoTotals,
     /// Dead log segments reused as new ones (instead of deleted).
     pub segments_reused: u64,
     pub disk_bytes: u64,

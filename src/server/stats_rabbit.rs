@@ -16,6 +16,7 @@
 use super::alarm::AlarmSnapshot;
 use super::process_stats::ProcessStats;
 use super::stats::{push_escaped, ShardStats};
+use super::stats_rabbit_detail as detail;
 use std::fmt::Write;
 
 /// Who this broker is, for `rabbitmq_identity_info`: RabbitMQ's stock
@@ -300,6 +301,7 @@ fn node_values(shards: &[ShardStats], a: &AlarmSnapshot, p: &ProcessStats) -> [O
 pub fn aggregated_names() -> Vec<&'static str> {
     let mut v = common_names();
     v.extend(AGGREGATED_ONLY.iter().map(|s| s.0));
+    v.extend(detail::aggregated_names());
     v.extend([
         CONFIRMED.0,
         "rabbitmq_alarms_memory_used_watermark",
@@ -315,6 +317,7 @@ pub fn aggregated_names() -> Vec<&'static str> {
 pub fn per_object_names() -> Vec<&'static str> {
     let mut v = common_names();
     v.extend(PER_QUEUE.iter().map(|s| s.0));
+    v.extend(detail::per_object_names());
     v
 }
 
@@ -325,6 +328,7 @@ fn common_names() -> Vec<&'static str> {
     v.push(SYNC_SECONDS);
     v.extend(GLOBAL.iter().map(|s| s.0));
     v.extend(NODE_GAUGES.iter().map(|s| s.0));
+    v.extend(detail::common_names());
     v
 }
 
@@ -361,8 +365,12 @@ pub fn prometheus(
             let _ = writeln!(o, "{name} {v}");
         }
     }
-    if !per_object {
+    detail::common(&mut o, shards);
+    if per_object {
+        detail::per_object(&mut o, shards);
+    } else {
         aggregated_only(&mut o, shards, a);
+        detail::aggregated(&mut o, shards);
     }
     o
 }

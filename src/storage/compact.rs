@@ -114,8 +114,12 @@ impl<W> Storage<W> {
         let mut want = usize::try_from(size.saturating_sub(pos)).map_or(WINDOW, |left| left.min(WINDOW));
         let mut buf = Vec::new();
         for _ in 0..2 {
+            let since = std::time::Instant::now();
             buf = match file.read_at(pos, want).await {
-                Ok(b) => b,
+                Ok(b) => {
+                    self.io_counts.read(b.len(), since);
+                    b
+                }
                 Err(e) => {
                     self.give_up(seg, &e.to_string());
                     return Vec::new();

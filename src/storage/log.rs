@@ -131,6 +131,8 @@ pub struct Storage<W> {
     writing: std::cell::Cell<usize>,
     /// fdatasync calls and the nanoseconds they took (for metrics).
     syncs: std::cell::Cell<(u64, u64)>,
+    /// Reads and writes of the log's files (for metrics).
+    pub(super) io_counts: super::io_stats::IoCounters,
     /// Dead segments reused as new ones (for metrics).
     pub(super) reused: std::cell::Cell<u64>,
 }
@@ -194,6 +196,7 @@ impl<W> Storage<W> {
             lock: glommio::sync::Semaphore::new(1),
             writing: std::cell::Cell::new(0),
             syncs: std::cell::Cell::new((0, 0)),
+            io_counts: super::io_stats::IoCounters::default(),
             reused: std::cell::Cell::new(0),
         };
         s.start_segment(&mut s.st.borrow_mut(), tail_seg);
@@ -336,6 +339,11 @@ impl<W> Storage<W> {
     fn count_sync(&self, since: Instant) {
         let (n, t) = self.syncs.get();
         self.syncs.set((n + 1, t.saturating_add(crate::protocol::wire::u64_of(since.elapsed().as_nanos()))));
+    }
+
+    /// The log's reads and writes so far.
+    pub fn io_totals(&self) -> super::io_stats::IoTotals {
+        self.io_counts.totals()
     }
 
     /// Dead segments reused as new ones so far.
@@ -619,7 +627,9 @@ impl<W> Storage<W> {
         let len = align_block(c.bytes.len());
         c.bytes.resize(len, 0);
         let path = || segment_path(&self.opts.dir, c.seg);
+        let since = Instant::now();
         file.write_at(&c.bytes, pos).await.map_err(|e| StorageError::io(path(), e))?;
+        self.io_counts.write(len, since);
         self.writer.borrow_mut().pos = pos + len as u64;
         self.st.borrow_mut().dirty = true;
         Ok(c)

@@ -33,6 +33,7 @@ pub mod compact;
 pub mod definitions;
 mod housekeep;
 pub mod io;
+pub mod io_stats;
 pub mod log;
 pub mod meta;
 mod poison;

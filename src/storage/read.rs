@@ -50,11 +50,14 @@ impl<W> Storage<W> {
                 off: u32::try_from(start).unwrap_or(u32::MAX),
                 why: "read span too large",
             })?;
-            reads.push(glommio::spawn_local(async move { file.read_at(start, len).await }));
+            let since = std::time::Instant::now();
+            let read = glommio::spawn_local(async move { file.read_at(start, len).await });
+            reads.push((read, since));
         }
         let mut out = Vec::with_capacity(want.len());
-        for (&(i, j, seg, start, _), read) in spans.iter().zip(reads) {
+        for (&(i, j, seg, start, _), (read, since)) in spans.iter().zip(reads) {
             let buf = read.await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
+            self.io_counts.read(buf.len(), since);
             let buf = Bytes::from(buf);
             let seed = self.seed_of(seg);
             for &(seq, l) in &want[i..j] {

@@ -34,6 +34,8 @@ pub struct Consumer {
     pub unacked_live: u32,
     /// Entry bytes of the live unacked messages (the memory alarm).
     pub unacked_bytes: u64,
+    /// Persistent ones among them, and their bytes (operators' figures).
+    pub unacked_persistent: (u32, u64),
     /// (first tag, shard ms) of each delivery batch still holding an
     /// unacked message, oldest first: when the oldest unacked message went
     /// out (`consumer_timeout_ms`), kept per batch, not per message.
@@ -57,6 +59,7 @@ impl Consumer {
             unacked: VecDeque::new(),
             unacked_live: 0,
             unacked_bytes: 0,
+            unacked_persistent: (0, 0),
             sent_at: VecDeque::new(),
             stream_next: 0,
         }
@@ -110,6 +113,10 @@ impl Consumer {
     pub fn track(&mut self, m: Message) -> u64 {
         let tag = self.next_tag();
         self.unacked_bytes += m.entry.len() as u64;
+        if m.persistent {
+            let (n, b) = self.unacked_persistent;
+            self.unacked_persistent = (n + 1, b + m.entry.len() as u64);
+        }
         self.unacked.push_back(Some(m));
         self.unacked_live += 1;
         tag
@@ -151,6 +158,10 @@ impl Consumer {
                 if let Some(m) = self.unacked[i].take() {
                     self.unacked_live -= 1;
                     self.unacked_bytes = self.unacked_bytes.saturating_sub(m.entry.len() as u64);
+                    if m.persistent {
+                        let (n, b) = self.unacked_persistent;
+                        self.unacked_persistent = (n.saturating_sub(1), b.saturating_sub(m.entry.len() as u64));
+                    }
                     each(m);
                 }
             }
@@ -164,6 +175,7 @@ impl Consumer {
     pub fn drain_unacked(&mut self) -> impl Iterator<Item = Message> + '_ {
         self.unacked_live = 0;
         self.unacked_bytes = 0;
+        self.unacked_persistent = (0, 0);
         self.sent_at.clear();
         self.unacked.drain(..).flatten()
     }

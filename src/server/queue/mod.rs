@@ -179,6 +179,19 @@ impl Queue {
         self.consumers.iter().filter(|c| !c.pull).count()
     }
 
+    /// Persistent messages, ready and unacked, and their entry bytes.
+    pub fn persistent_totals(&self) -> (u64, u64) {
+        let (n, b) = self.ready.persistent();
+        self.consumers
+            .iter()
+            .fold((n as u64, b), |(n, b), c| (n + u64::from(c.unacked_persistent.0), b + c.unacked_persistent.1))
+    }
+
+    /// Entry bytes of the ready messages that are on disk only.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.ready.spilled_bytes()
+    }
+
     /// Puts messages back at the head, oldest first, marked redelivered.
     /// They keep their deadlines: a TTL counts from the first enqueue.
     fn requeue(&mut self, mut msgs: Vec<Message>) {

@@ -40,6 +40,10 @@ pub struct Ready {
     /// Spilled messages among them, and their entries' bytes.
     spilled: usize,
     spilled_bytes: u64,
+    /// Persistent messages among them, and their entries' bytes (the
+    /// operators' `messages_persistent`).
+    persistent: usize,
+    persistent_bytes: u64,
     /// Bytes of every message removed so far (wrapping): the bytes from
     /// the head to a message, counted once, stay known as the head moves
     /// (`Queue::fetch_windows`).
@@ -69,6 +73,8 @@ impl Ready {
             body_bytes: 0,
             spilled: 0,
             spilled_bytes: 0,
+            persistent: 0,
+            persistent_bytes: 0,
             removed: 0,
             cold: Cold::default(),
             hot_low,
@@ -92,6 +98,11 @@ impl Ready {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Persistent messages and their entries' bytes.
+    pub fn persistent(&self) -> (usize, u64) {
+        (self.persistent, self.persistent_bytes)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,6 +176,10 @@ impl Ready {
             self.spilled += 1;
             self.spilled_bytes += u64::from(s.loc.len);
         }
+        if m.persistent {
+            self.persistent += 1;
+            self.persistent_bytes += m.bytes() as u64;
+        }
     }
 
     fn sub(&mut self, m: &Message) {
@@ -175,6 +190,10 @@ impl Ready {
         if let Some(s) = m.spilled {
             self.spilled -= 1;
             self.spilled_bytes -= u64::from(s.loc.len);
+        }
+        if m.persistent {
+            self.persistent -= 1;
+            self.persistent_bytes -= m.bytes() as u64;
         }
     }
 
@@ -358,6 +377,9 @@ impl Ready {
         m.entry = entry;
         self.bytes = self.bytes - bytes + m.bytes() as u64;
         self.body_bytes = self.body_bytes - body + m.body_bytes();
+        if m.persistent {
+            self.persistent_bytes = self.persistent_bytes - bytes + m.bytes() as u64;
+        }
         self.spilled -= 1;
         self.spilled_bytes -= u64::from(loc.len);
         Some((m, s))
@@ -399,6 +421,8 @@ impl Ready {
         self.body_bytes = 0;
         self.spilled = 0;
         self.spilled_bytes = 0;
+        self.persistent = 0;
+        self.persistent_bytes = 0;
     }
 }
 

@@ -232,3 +232,25 @@ fn removals_per_settle_are_capped_and_the_rest_stay_due() {
     assert_eq!(collect_at(&mut q, 205), vec![(1, 1, strs(&["13"]))]);
     assert_eq!(dead(&mut q).len(), 2);
 }
+
+#[test]
+fn persistent_messages_are_counted_ready_and_unacked() {
+    let mut q = plain();
+    let persist = |q: &mut Queue, e: Vec<Bytes>| q.publish(true, true, 0, e.into_iter(), None, |_, _| {}).unwrap();
+    persist(&mut q, msgs(0..3));
+    publish(&mut q, msgs(3..5), 0).unwrap();
+    let one = msgs(0..1)[0].len() as u64;
+    assert_eq!(q.persistent_totals(), (3, 3 * one));
+    // Delivered: still counted (unacked); acked, rejected or requeued
+    // and taken again, counted where they are.
+    q.subscribe(C, 1, 2).unwrap();
+    collect(&mut q);
+    assert_eq!(q.persistent_totals(), (3, 3 * one));
+    q.ack(C, 1, &[(1, 1)]).unwrap();
+    assert_eq!(q.persistent_totals(), (2, 2 * one));
+    q.nack(C, 1, false, &[(2, 2)]).unwrap();
+    assert_eq!(q.persistent_totals(), (1, one));
+    assert_eq!(q.connection_closed(C), 0);
+    q.purge();
+    assert_eq!(q.persistent_totals(), (0, 0));
+}

@@ -250,12 +250,7 @@ impl Shard {
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats_base();
         for q in self.queues.borrow().values() {
-            s.queue_count += 1;
-            s.messages_ready += (q.ready_len() + q.stream_len()) as u64;
-            s.messages_unacked += q.unacked_len() as u64;
-            s.ready_bytes += q.ready_bytes() + q.stream_bytes();
-            s.messages_spilled += q.spilled_len() as u64;
-            s.consumers += q.consumer_count() as u64;
+            add_queue(&mut s, &self.queue_row(String::new(), q));
         }
         s
     }
@@ -319,17 +314,16 @@ impl Shard {
         for name in names.by_ref().take(n) {
             let Some(q) = queues.get(&name) else { continue };
             let row = self.queue_row(name, q);
-            s.queue_count += 1;
-            s.messages_ready += row.ready;
-            s.messages_unacked += row.unacked;
-            s.ready_bytes += row.ready_bytes;
-            s.messages_spilled += q.spilled_len() as u64;
-            s.consumers += row.consumers;
+            add_queue(s, &row);
             s.queues.push(row);
         }
     }
 
     fn queue_row(&self, name: String, q: &Queue) -> QueueStats {
+        let (_, unacked_bytes) = q.unacked_totals();
+        // A stream stores every message (a log), whatever its delivery mode.
+        let (persistent, persistent_bytes) =
+            if q.is_stream() { (q.stream_len() as u64, q.stream_bytes()) } else { q.persistent_totals() };
         QueueStats {
             name,
             shard: self.id,
@@ -340,6 +334,11 @@ impl Shard {
             unacked: q.unacked_len() as u64,
             consumers: q.consumer_count() as u64,
             ready_bytes: q.ready_bytes() + q.stream_bytes(),
+            unacked_bytes,
+            persistent,
+            persistent_bytes,
+            spilled: q.spilled_len() as u64,
+            spilled_bytes: q.spilled_bytes(),
             published: q.published_total,
             delivered: q.delivered_total,
             args: q.args.raw.clone(),
@@ -380,6 +379,8 @@ impl Shard {
             dead_lettered: c.dead_lettered.get(),
             dead_lettered_dropped: c.dead_lettered_dropped.get(),
             auth_failures: c.auth_failures.get(),
+            auth_successes: c.auth_successes.get(),
+            dead_by_reason: c.dead_by_reason.each_ref().map(|r| r.each_ref().map(Cell::get)),
             tls_handshake_failures: c.tls_handshake_failures.get(),
             queues_declared: c.queues_declared.get(),
             queues_created: c.queues_created.get(),
@@ -413,8 +414,29 @@ impl Shard {
             let outbox_bytes = sink.outbox_bytes() as u64;
             let vhost = sink.login_vhost().unwrap_or_else(|| crate::protocol::vhost::DEFAULT_VHOST.into());
             let name = format!("{}:{id}", self.id);
-            let channels = sink.channels() as u64;
-            s.conns.push(ConnStats { name, shard: self.id, protocol, peer, vhost, outbox_bytes, channels });
+            let channel_rows = sink.channel_rows();
+            let channels = channel_rows.len() as u64;
+            let publishers = if protocol == "amqp" {
+                channel_rows.iter().filter(|c| c.published > 0).count() as u64
+            } else {
+                u64::from(sink.publishes())
+            };
+            let [recv_oct, recv_cnt, send_oct, send_cnt] = sink.traffic();
+            s.conns.push(ConnStats {
+                name,
+                shard: self.id,
+                protocol,
+                peer,
+                vhost,
+                outbox_bytes,
+                channels,
+                recv_oct,
+                recv_cnt,
+                send_oct,
+                send_cnt,
+                channel_rows,
+                publishers,
+            });
         });
         s.connections = s.conns.len() as u64;
         s.channels = s.conns.iter().map(|c| c.channels).sum();
@@ -422,6 +444,7 @@ impl Shard {
             let (n, nanos) = d.log.sync_stats();
             s.fsyncs = n;
             s.fsync_nanos = nanos;
+            s.io = d.log.io_totals();
             s.segments_reused = d.log.segments_reused();
         }
         s.resident_bytes = self.resident_bytes();
@@ -430,6 +453,20 @@ impl Shard {
         s.disk_bytes = dir_bytes(&self.config.data_dir.join(format!("shard-{}", self.id)));
         s
     }
+}
+
+/// Adds a queue's row to the shard's totals.
+fn add_queue(s: &mut ShardStats, row: &QueueStats) {
+    s.queue_count += 1;
+    s.messages_ready += row.ready;
+    s.messages_unacked += row.unacked;
+    s.ready_bytes += row.ready_bytes;
+    s.messages_spilled += row.spilled;
+    s.consumers += row.consumers;
+    s.unacked_bytes += row.unacked_bytes;
+    s.persistent += row.persistent;
+    s.persistent_bytes += row.persistent_bytes;
+    s.spilled_bytes += row.spilled_bytes;
 }
 
 /// Bytes of the files in a shard's data dir (a few segments: cheap).

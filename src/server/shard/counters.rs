@@ -20,8 +20,15 @@ pub struct Counters {
     pub dead_lettered_dropped: Cell<u64>,
     /// Publish handled to confirm sent (`ringmq_publish_confirm_latency_seconds`).
     pub confirm_latency: crate::server::stats::LatencyHistogram,
-    /// Logins refused (`ringmq_auth_failures_total`).
+    /// Logins refused (`ringmq_auth_failures_total`), and logins let in
+    /// (`ringmq_auth_successes_total`): per login, never per message.
     pub auth_failures: Cell<u64>,
+    pub auth_successes: Cell<u64>,
+    /// Messages a queue removed without an ack, by reason (expired, over
+    /// a length limit, rejected), split by whether the queue has a
+    /// dead-letter exchange (RabbitMQ's `at_most_once` strategy) or not
+    /// (`disabled`, dropped): `[reason][has_dlx]`, per message removed.
+    pub dead_by_reason: [[Cell<u64>; 2]; 3],
     /// TLS handshakes that failed or timed out
     /// (`ringmq_tls_handshake_failures_total`).
     pub tls_handshake_failures: Cell<u64>,

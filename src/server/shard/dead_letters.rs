@@ -69,6 +69,10 @@ impl Shard {
         let seqs: Vec<(u64, usize)> =
             dead.iter().filter(|d| d.logged && d.msg.persistent).map(|d| (d.msg.seq, d.msg.bytes())).collect();
         self.log_gone(q, seqs);
+        let has_dlx = usize::from(q.args.dead_letter_exchange.is_some());
+        for d in &dead {
+            bump(&self.counters.dead_by_reason[d.reason.index()][has_dlx], 1);
+        }
         let Some(dlx) = q.args.dead_letter_exchange.as_deref() else { return };
         // The queue's arguments name exchanges and queues in its vhost;
         // x-death names them as its clients do.

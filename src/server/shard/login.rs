@@ -86,6 +86,9 @@ impl Shard {
             Credential::Certificate => users.authenticate_certificate(user, ip),
         };
         let r = r.map(|u| u.access());
+        if r.is_ok() {
+            bump(&self.counters.auth_successes, 1);
+        }
         if let Err(e) = r {
             bump(&self.counters.auth_failures, 1);
             if let Some(skipped) = self.login_log.admit(ip, Instant::now()) {

@@ -126,6 +126,17 @@ pub trait ConnSink {
     fn outbox_bytes(&self) -> usize {
         self.buffers().map_or(0, |b| b.outbox.pending_bytes())
     }
+    /// It has published (a native connection; AMQP counts its channels).
+    fn publishes(&self) -> bool {
+        false
+    }
+    /// Its traffic so far: bytes read, reads, bytes written, writes.
+    fn traffic(&self) -> [u64; 4] {
+        self.buffers().map_or([0; 4], |b| {
+            let (out_bytes, writes) = b.outbox.write_totals();
+            [b.read_totals.0, b.read_totals.1, out_bytes, writes]
+        })
+    }
 }
 
 /// What a connection's [`ConnSink::buffers`] lends the shard.
@@ -133,6 +144,9 @@ pub struct SinkBuffers<'a> {
     pub outbox: &'a crate::rt::Outbox,
     /// The read buffer's capacity.
     pub read_held: usize,
+    /// Bytes read so far, and the reads (`FrameReader::read_totals`, as of
+    /// the connection's last turn).
+    pub read_totals: (u64, u64),
     pub gate: &'a DeliveryGate,
     /// `outbox_bytes_max`: past it the queues stop dispatching to it.
     pub outbox_bytes_max: usize,
@@ -141,9 +155,9 @@ pub struct SinkBuffers<'a> {
 impl<'a> SinkBuffers<'a> {
     /// A connection's buffers on `shard`, under its `outbox_bytes_max`.
     #[inline]
-    pub fn on(shard: &Shard, outbox: &'a crate::rt::Outbox, read_held: usize, gate: &'a DeliveryGate) -> Self {
+    pub fn on(shard: &Shard, outbox: &'a crate::rt::Outbox, read: (usize, (u64, u64)), gate: &'a DeliveryGate) -> Self {
         let outbox_bytes_max = shard.config.outbox_bytes_max as usize;
-        Self { outbox, read_held, gate, outbox_bytes_max }
+        Self { outbox, read_held: read.0, read_totals: read.1, gate, outbox_bytes_max }
     }
 }
 
