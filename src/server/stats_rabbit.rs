@@ -7,7 +7,7 @@
 //!
 //! As RabbitMQ does, `/metrics` has them aggregated (no per-object
 //! labels) and `/metrics/per-object` has the queue series per queue
-//! (`queue`, `vhost`). [`AGGREGATED`] and [`PER_OBJECT`] list the names
+//! (`queue`, `vhost`). [`aggregated_names`] and [`per_object_names`] list the names
 //! each endpoint claims; `tests/metrics_names.rs` checks them, with their
 //! types and label names, against a capture from RabbitMQ 3.10
 //! (`tests/data/rabbitmq_prometheus_names.txt`), and docs/operations.md
