@@ -247,6 +247,14 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
 
     sockets(&metrics, 1.0);
 
+    // A head message with a timestamp property: its queue's is served
+    // (per object), and the oldest one on /metrics.
+    let q2 = queue_on(0, 2, "names-ts");
+    raw.declare(&q2);
+    let ts = 1_700_000_000;
+    raw.publish_props_confirmed(&q2, &ringmq::protocol::props::PropsBuilder::new().timestamp(ts).build(), b"t");
+    let head = "rabbitmq_queue_head_message_timestamp";
+    let metrics = scrape_until(&b, "/metrics", |t| sample(t, head) == Some(ts as f64));
     // An AMQP channel open while per-object is scraped: its series are
     // labelled by channel, and a family needs a sample to show its labels.
     let amqp = AmqpHold::open(&b);
@@ -262,6 +270,8 @@ fn rabbitmq_names_match_a_real_rabbitmq_and_the_list_is_complete() {
     assert_eq!(q("ringmq_queue_messages_published_total", &q1), Some(3.0));
     assert_eq!(q("ringmq_queue_messages_delivered_total", &q1), Some(0.0));
     assert!(q("rabbitmq_queue_messages_ready_bytes", &q1).is_some_and(|v| v >= 3.0));
+    assert_eq!(q(head, &q2), Some(ts as f64));
+    assert_eq!(q(head, &q1), None, "a head without a timestamp has no sample");
 
     let (served_m, missing_m) = compare("metrics", &parse(&metrics), &ringmq::server::stats_rabbit::aggregated_names());
     let (served_p, missing_p) =

@@ -394,7 +394,8 @@ async fn metrics(shard: &Rc<Shard>, per_object: bool) -> Resp {
     // (`/metrics` has them aggregated, above).
     if per_object {
         let detail = &crate::server::stats_rabbit_detail::PER_QUEUE;
-        for series in stats_rabbit::PER_QUEUE.iter().chain(detail) {
+        let head = std::iter::once(&crate::server::stats_rabbit_detail::HEAD_TIMESTAMP);
+        for series in stats_rabbit::PER_QUEUE.iter().chain(detail).chain(head) {
             per_queue_series(&mut parts, series, &stats).await;
         }
     }

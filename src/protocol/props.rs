@@ -150,6 +150,19 @@ pub fn expiration_ms(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(text).ok()?.parse::<u64>().ok().filter(|v| *v <= u64::from(u32::MAX))
 }
 
+/// The `timestamp` field of a property list (seconds since the epoch),
+/// without parsing its headers: no allocation.
+pub fn timestamp_of(raw: &[u8]) -> Option<u64> {
+    let (_, spans) = spans(raw).ok()?;
+    timestamp_in(raw, &spans)
+}
+
+fn timestamp_in(raw: &[u8], spans: &Spans) -> Option<u64> {
+    let r = spans[TIMESTAMP].as_ref()?;
+    let b: [u8; 8] = raw.get(r.start..r.end)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 /// A whole property list with its headers parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Props<'a> {
@@ -191,9 +204,7 @@ impl<'a> Props<'a> {
 
     /// The `timestamp` field (seconds since the epoch).
     pub fn timestamp(&self) -> Option<u64> {
-        let r = self.spans[TIMESTAMP].as_ref()?;
-        let b: [u8; 8] = self.raw.get(r.start..r.end)?.try_into().ok()?;
-        Some(u64::from_be_bytes(b))
+        timestamp_in(self.raw, &self.spans)
     }
 }
 

@@ -117,6 +117,9 @@ pub struct ShardStats {
     pub persistent: u64,
     pub persistent_bytes: u64,
     pub spilled_bytes: u64,
+    /// The oldest `timestamp` property among its queues' head messages
+    /// (seconds; 0: none has one).
+    pub head_timestamp_min: u64,
     pub consumers: u64,
     pub connections: u64,
     /// Open AMQP channels of its connections.
@@ -428,13 +431,18 @@ pub fn per_queue_header(o: &mut String, series: &PerQueue) {
 /// One sample of a per-queue series.
 pub fn per_queue_sample(o: &mut String, series: &PerQueue, q: &QueueStats) {
     use std::fmt::Write;
+    let v = (series.3)(q);
+    // A queue whose head has no timestamp has no sample, as in RabbitMQ.
+    if v == 0 && series.0 == super::stats_rabbit_detail::HEAD_TIMESTAMP.0 {
+        return;
+    }
     o.push_str(series.0);
     let (vhost, name) = crate::protocol::vhost::split(&q.name);
     o.push_str("{queue=\"");
     push_escaped(o, name);
     o.push_str("\",vhost=\"");
     push_escaped(o, vhost);
-    let _ = writeln!(o, "\"}} {}", (series.3)(q));
+    let _ = writeln!(o, "\"}} {v}");
 }
 
 /// A per-queue series: name, help, type (`gauge`, `counter`), value.

@@ -113,6 +113,14 @@ pub const PER_QUEUE: [super::stats::PerQueue; 10] = [
     ("rabbitmq_queue_messages_paged_out", "Messages paged out to disk", "gauge", |q| q.spilled),
 ];
 
+/// The head message's `timestamp` property, per queue where the head has
+/// one (a queue without is left out, as RabbitMQ leaves it); on
+/// `/metrics`, the oldest of them.
+pub const HEAD_TIMESTAMP: super::stats::PerQueue =
+    ("rabbitmq_queue_head_message_timestamp", "Timestamp of the first message in the queue, if any", "gauge", |q| {
+        q.head_timestamp
+    });
+
 /// `PER_QUEUE`'s last ones, which `stats_rabbit` serves summed.
 const AGGREGATED_ELSEWHERE: usize = 2;
 const PER_QUEUE_SUMMED: usize = PER_QUEUE.len() - AGGREGATED_ELSEWHERE;
@@ -198,6 +206,12 @@ pub fn aggregated(o: &mut String, shards: &[ShardStats]) {
         header(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", f(&queues));
     }
+    let (name, help, kind, _) = HEAD_TIMESTAMP;
+    header(o, name, kind, help);
+    let oldest = shards.iter().map(|s| s.head_timestamp_min).filter(|t| *t != 0).min();
+    if let Some(t) = oldest {
+        let _ = writeln!(o, "{name} {t}");
+    }
     for (name, kind, help, f) in PER_CONNECTION {
         header(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", conn_sum(shards, f));
@@ -242,6 +256,7 @@ pub fn common_names() -> Vec<&'static str> {
 /// Every name `aggregated` serves.
 pub fn aggregated_names() -> Vec<&'static str> {
     let mut v: Vec<&str> = PER_QUEUE[..PER_QUEUE_SUMMED].iter().map(|s| s.0).collect();
+    v.push(HEAD_TIMESTAMP.0);
     v.extend(PER_CONNECTION.iter().map(|s| s.0));
     v.extend(PER_CHANNEL[..CHANNEL_SUMMED].iter().map(|s| s.0));
     v
@@ -250,6 +265,7 @@ pub fn aggregated_names() -> Vec<&'static str> {
 /// Every name `per_object` serves, and the per-queue ones.
 pub fn per_object_names() -> Vec<&'static str> {
     let mut v: Vec<&str> = PER_QUEUE.iter().map(|s| s.0).collect();
+    v.push(HEAD_TIMESTAMP.0);
     v.extend(PER_CONNECTION.iter().map(|s| s.0));
     v.extend(PER_CHANNEL.iter().map(|s| s.0));
     v

@@ -23,6 +23,8 @@ pub struct QueueStats {
     pub persistent_bytes: u64,
     pub spilled: u64,
     pub spilled_bytes: u64,
+    /// The head message's `timestamp` property, seconds; 0: none.
+    pub head_timestamp: u64,
     /// Totals since the queue was created on this run of its shard.
     pub published: u64,
     pub delivered: u64,

@@ -483,6 +483,18 @@ impl Raw {
         rid
     }
 
+    /// Publishes one message with the AMQP property list `props`, and
+    /// waits for its confirm.
+    pub fn publish_props_confirmed(&mut self, queue: &str, props: &[u8], body: &[u8]) {
+        let rid = self.rid();
+        let mut b = BytesMut::new();
+        let mut w = BatchWriter::begin_publish(&mut b, rid, protocol::op::PUBLISH_CONFIRM, queue);
+        w.push(&mut b, 0, props, body);
+        w.finish(&mut b);
+        self.write(&b);
+        self.expect_confirm(rid, 1);
+    }
+
     /// Sends one PublishTo frame with CONFIRM carrying `n` small messages
     /// (`m0`, `m1`, ...) through `exchange`, routing key empty.
     pub fn publish_to(&mut self, exchange: &str, n: usize) -> u64 {

@@ -187,6 +187,18 @@ impl Queue {
             .fold((n as u64, b), |(n, b), c| (n + u64::from(c.unacked_persistent.0), b + c.unacked_persistent.1))
     }
 
+    /// The `timestamp` property of the message dispatch would take next
+    /// (seconds), when it has one and its entry is in memory; a stream's
+    /// have none here. Parsed when an operator asks, never per message.
+    pub fn head_timestamp(&self) -> Option<u64> {
+        let m = self.ready.front()?;
+        if m.spilled.is_some() {
+            return None;
+        }
+        let e = crate::protocol::batch::parse_entry(&m.entry).ok()?;
+        crate::protocol::props::timestamp_of(e.props)
+    }
+
     /// Entry bytes of the ready messages that are on disk only.
     pub fn spilled_bytes(&self) -> u64 {
         self.ready.spilled_bytes()

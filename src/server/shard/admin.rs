@@ -339,6 +339,7 @@ impl Shard {
             persistent_bytes,
             spilled: q.spilled_len() as u64,
             spilled_bytes: q.spilled_bytes(),
+            head_timestamp: q.head_timestamp().unwrap_or(0),
             published: q.published_total,
             delivered: q.delivered_total,
             args: q.args.raw.clone(),
@@ -467,6 +468,9 @@ fn add_queue(s: &mut ShardStats, row: &QueueStats) {
     s.persistent += row.persistent;
     s.persistent_bytes += row.persistent_bytes;
     s.spilled_bytes += row.spilled_bytes;
+    if row.head_timestamp != 0 && (s.head_timestamp_min == 0 || row.head_timestamp < s.head_timestamp_min) {
+        s.head_timestamp_min = row.head_timestamp;
+    }
 }
 
 /// Bytes of the files in a shard's data dir (a few segments: cheap).
