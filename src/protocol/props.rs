@@ -470,6 +470,10 @@ mod tests {
         assert_eq!((p.octet(DELIVERY_MODE), p.octet(PRIORITY), p.timestamp()), (Some(2), Some(3), Some(7)));
         assert_eq!(p.headers, Some(h));
         assert!(!p.is_set(CLUSTER_ID));
+        // The same without parsing the headers; none without the field or a list.
+        assert_eq!(timestamp_of(&raw), Some(7));
+        assert_eq!(timestamp_of(&PropsBuilder::new().priority(1).build()), None);
+        assert_eq!(timestamp_of(&[]), None);
     }
 
     #[test]
