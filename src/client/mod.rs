@@ -59,6 +59,7 @@ pub use consumer::Consumer;
 pub use core::batch::{ProducerOptions, Target};
 pub use core::delivery::{ConsumerOptions, Delivery};
 pub use core::incoming::Response;
+pub use core::recovery::{Event, Recovery, Unconfirmed};
 #[cfg(feature = "glommio")]
 pub use producer::{Confirmation, Producer};
 pub use url::{parse_broker_url, parse_url, BrokerUrl};
@@ -112,6 +113,10 @@ pub enum ClientError {
     /// limit, a name over 255 bytes, options that contradict each other).
     #[error("{0}")]
     Invalid(String),
+    /// Recovery's record is full (`Recovery::records_max`): the declare
+    /// or subscribe was refused before it was sent.
+    #[error("recovery records at most {max} {what}; refused one more")]
+    RecoveryLimit { what: &'static str, max: usize },
 }
 
 impl ClientError {
@@ -161,6 +166,11 @@ pub struct ClientOptions {
     pub tls_key_file: Option<PathBuf>,
     /// The vhost to work in; its queues are other vhosts' only by name.
     pub vhost: String,
+    /// Automatic recovery in the async clients (redial, declare again,
+    /// resubscribe, republish; docs/client.md, "Recovery"). `None`, the
+    /// default: a connection that ends stays ended. The blocking client
+    /// ignores it.
+    pub recovery: Option<Recovery>,
 }
 
 impl Default for ClientOptions {
@@ -178,6 +188,7 @@ impl Default for ClientOptions {
             tls_cert_file: None,
             tls_key_file: None,
             vhost: protocol::vhost::DEFAULT_VHOST.into(),
+            recovery: None,
         }
     }
 }
