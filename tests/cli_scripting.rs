@@ -306,7 +306,7 @@ fn list_consumers_shows_priority_and_unacked_and_refuses_an_argument() {
     let b = TestBroker::start();
     let (mut raw, _) = Raw::hello(b.native);
     raw.declare("scr-raw");
-    let rid = raw.send(Cmd::Subscribe { consumer_id: 41, prefetch: 3, queue: "scr-raw", priority: 5 });
+    let rid = raw.send(Cmd::Subscribe { consumer_id: 41, prefetch: 3, queue: "scr-raw", priority: 5, origin: false });
     raw.expect_ok(rid);
     let (mut other, _) = Raw::hello(b.native);
     other.publish_confirmed("scr-raw", &[b"one", b"two"]);

@@ -339,13 +339,13 @@ impl Conn {
 
     fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
         match classify(chunk, f, &self.info)? {
-            Incoming::Deliver { consumer_id, first_tag, entries } => {
+            Incoming::Deliver { consumer_id, first_tag, origin, entries } => {
                 let state = self.consumers.borrow().get(&consumer_id).cloned();
                 let Some(state) = state else {
                     tracing::debug!(consumer_id, "delivery for a consumer this client dropped");
                     return Ok(());
                 };
-                state.push_batch(deliveries(chunk, consumer_id, first_tag, entries));
+                state.push_batch(deliveries(chunk, consumer_id, first_tag, origin, entries));
             }
             Incoming::Reply(rid, r) => self.complete(rid, r),
             Incoming::Cancelled { consumer_id, error } => {

@@ -4,6 +4,7 @@
 
 use super::conn::Conn;
 use super::core::acks::AckBook;
+use super::core::cmds;
 use super::{ClientError, ConsumerOptions, Delivery, Result};
 use crate::protocol::Cmd;
 use futures_lite::Stream;
@@ -55,10 +56,7 @@ impl Consumer {
         let state = Rc::new(ConsumerState::default());
         // Registered first: the first delivery may follow the reply at once.
         conn.add_consumer(id, state.clone());
-        let cmd = match o.stream_at {
-            Some(at) => Cmd::StreamSubscribe { consumer_id: id, prefetch: o.prefetch, queue, at },
-            None => Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority },
-        };
+        let cmd = cmds::subscribe(id, queue, &o);
         if let Err(e) = conn.simple(cmd).await {
             conn.remove_consumer(id);
             return Err(e);
@@ -76,6 +74,7 @@ impl Consumer {
             prefetch: 1,
             queue: crate::protocol::reply_to::PSEUDO_QUEUE,
             priority: 0,
+            origin: false,
         };
         match conn.request(cmd).await {
             Ok(super::conn::Response::ReplyTo(name)) => Ok((name, Consumer { conn, id, state })),

@@ -571,10 +571,10 @@ impl Conn {
 
     fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
         match classify(chunk, f, &self.info)? {
-            Incoming::Deliver { consumer_id, first_tag, entries } => {
+            Incoming::Deliver { consumer_id, first_tag, origin, entries } => {
                 let c = lock(&self.state).consumers.get(&consumer_id).cloned();
                 match c {
-                    Some(c) => c.push_frame(chunk, first_tag, entries),
+                    Some(c) => c.push_frame(chunk, first_tag, origin, entries),
                     None => tracing::debug!(consumer_id, "delivery for a consumer this client dropped"),
                 }
             }

@@ -4,9 +4,10 @@
 
 use super::conn::{lock, Conn};
 use crate::client::core::acks::AckBook;
+use crate::client::core::cmds;
 use crate::client::core::incoming::{deliveries, Response};
 use crate::client::{ClientError, ConsumerOptions, Delivery, Result};
-use crate::protocol::{Cmd, Entries};
+use crate::protocol::{Cmd, DeliverOrigin, Entries};
 use bytes::Bytes;
 use futures_lite::Stream;
 use std::collections::VecDeque;
@@ -62,12 +63,18 @@ impl ConsumerShared {
     }
 
     /// The deliveries of one `Deliver` frame.
-    pub(crate) fn push_frame(&self, chunk: &Bytes, first_tag: u64, entries: Entries<'_>) {
+    pub(crate) fn push_frame(
+        &self,
+        chunk: &Bytes,
+        first_tag: u64,
+        origin: Option<DeliverOrigin<'_>>,
+        entries: Entries<'_>,
+    ) {
         let w = {
             let mut i = lock(&self.inner);
             let first = first_tag + i.tag_base;
             i.last_tag = i.last_tag.max(first + u64::from(entries.len()).saturating_sub(1));
-            i.ready.extend(deliveries(chunk, self.id, first, entries));
+            i.ready.extend(deliveries(chunk, self.id, first, origin, entries));
             i.waker.take()
         };
         if let Some(w) = w {
@@ -113,10 +120,7 @@ impl Consumer {
         let shared = ConsumerShared::new(id, conn.hub().is_some());
         // Registered first: the first delivery may follow the reply at once.
         conn.add_consumer(id, shared.clone());
-        let cmd = match o.stream_at {
-            Some(at) => Cmd::StreamSubscribe { consumer_id: id, prefetch: o.prefetch, queue, at },
-            None => Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority },
-        };
+        let cmd = cmds::subscribe(id, queue, &o);
         if let Err(e) = conn.simple(cmd).await {
             conn.remove_consumer(id);
             return Err(e);
@@ -138,6 +142,7 @@ impl Consumer {
             prefetch: 1,
             queue: crate::protocol::reply_to::PSEUDO_QUEUE,
             priority: 0,
+            origin: false,
         };
         match conn.request(cmd).await {
             Ok(Response::ReplyTo(name)) => Ok((name, Consumer { conn, shared })),

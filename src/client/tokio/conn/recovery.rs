@@ -4,11 +4,11 @@
 //! again under their ids, and back up.
 
 use super::{lock, Conn, Phase};
+use crate::client::core::cmds;
 use crate::client::core::recovery::Event;
 use crate::client::tokio::io::Dialer;
 use crate::client::tokio::recover::Hub;
 use crate::client::{ClientError, ClientOptions, Result};
-use crate::protocol::Cmd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -134,10 +134,7 @@ impl Conn {
             c.new_epoch();
             let o = rec.options;
             let queue = rec.queue.as_str();
-            let cmd = match o.stream_at {
-                Some(at) => Cmd::StreamSubscribe { consumer_id: id, prefetch: o.prefetch, queue, at },
-                None => Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority },
-            };
+            let cmd = cmds::subscribe(id, queue, &o);
             let r = self.simple(cmd).await.map(|_| ());
             if let Err(e) = &r {
                 lock(&self.state).consumers.remove(&id);
