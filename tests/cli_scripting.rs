@@ -125,8 +125,8 @@ fn sub_json_shows_text_and_binary_bodies_properties_and_headers() {
     assert_eq!(text["body"], "héllo");
     assert_eq!(text["body_encoding"], "utf8");
     assert_eq!(text["redelivered"], false);
-    assert_eq!(text["exchange"], Value::Null, "the native Deliver does not carry it");
-    assert_eq!(text["routing_key"], Value::Null);
+    assert_eq!(text["exchange"], "", "published to the queue: the default exchange");
+    assert_eq!(text["routing_key"], "scr-json");
     let p = &text["properties"];
     assert_eq!(p["content_type"], "application/octet-stream");
     assert_eq!(p["priority"], 4);
