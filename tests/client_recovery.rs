@@ -193,7 +193,7 @@ async fn scenario() {
                 }));
                 seq += 1;
                 // About 10k messages a second: enough in flight at the kill.
-                if seq % 100 == 0 {
+                if seq.is_multiple_of(100) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -247,18 +247,19 @@ async fn scenario() {
             consumer.ack(d.tag);
         }
     }
-    let b = books.lock().unwrap();
-    let duplicates: u64 = b.received.values().map(|n| u64::from(n - 1)).sum();
-    eprintln!(
-        "published {published}, confirmed {} ({before_kill} before the kill), failed {}, received {} distinct, \
-         {duplicates} duplicates, {} flagged redelivered",
-        confirmed.len(),
-        b.failed,
-        b.received.len(),
-        b.redelivered
-    );
-    assert_eq!(b.failed, 0, "with Republish no confirmation fails");
-    drop(b);
+    {
+        let b = books.lock().unwrap();
+        let duplicates: u64 = b.received.values().map(|n| u64::from(n - 1)).sum();
+        eprintln!(
+            "published {published}, confirmed {} ({before_kill} before the kill), failed {}, received {} distinct, \
+             {duplicates} duplicates, {} flagged redelivered",
+            confirmed.len(),
+            b.failed,
+            b.received.len(),
+            b.redelivered
+        );
+        assert_eq!(b.failed, 0, "with Republish no confirmation fails");
+    }
     eprintln!("producer's events: {:?}", pev.lock().unwrap());
     eprintln!("consumer's events: {:?}", cev.lock().unwrap());
 
