@@ -283,3 +283,134 @@ async fn scenario() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The glommio client, shorter: one client with recovery publishes and
+/// consumes on one executor while another thread kills the broker with -9
+/// and restarts it; publishing resumes and every confirmed message is
+/// received.
+#[test]
+fn glommio_client_recovers_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports();
+    let child = Arc::new(Mutex::new(serve(dir.path(), port)));
+    let killer = {
+        let (child, path) = (child.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            let mut c = child.lock().unwrap();
+            c.kill().expect("kill -9");
+            c.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            *c = serve(&path, port);
+        })
+    };
+    let (confirmed, missing, duplicates, events) =
+        common::run_local(Duration::from_secs(35), move || glommio_scenario(port));
+    killer.join().unwrap();
+    let mut c = child.lock().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    eprintln!("glommio: {confirmed} confirmed, {missing} missing, {duplicates} duplicates; events {events:?}");
+    assert_eq!(missing, 0, "every confirmed message received");
+    let pos = |f: &dyn Fn(&Event) -> bool| events.iter().position(f);
+    let disc = pos(&|e| matches!(e, Event::Disconnected { .. })).expect("Disconnected");
+    let rec = pos(&|e| matches!(e, Event::Reconnected { .. })).expect("Reconnected");
+    let topo = pos(&|e| matches!(e, Event::TopologyRecovered { failed: 0, .. })).expect("TopologyRecovered");
+    let sub = pos(&|e| matches!(e, Event::Resubscribed { .. })).expect("Resubscribed");
+    assert!(disc < rec && rec < topo && topo < sub, "{events:?}");
+}
+
+async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let c = ringmq::client::Client::connect(options(port, Unconfirmed::Republish)).await.unwrap();
+    let q = queue_on(0, 2, "grecover");
+    c.declare(&q, true).await.unwrap();
+    let events = Rc::new(RefCell::new(Vec::new()));
+    {
+        let (mut stream, events) = (c.events(), events.clone());
+        glommio::spawn_local(async move {
+            while let Some(e) = stream.next().await {
+                events.borrow_mut().push(e);
+            }
+        })
+        .detach();
+    }
+    let confirmed = Rc::new(RefCell::new(BTreeSet::new()));
+    let received: Rc<RefCell<HashMap<u64, u32>>> = Rc::default();
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let mut consumer = c.subscribe(&q, 200).await.unwrap();
+    let consuming = {
+        let (received, stop) = (received.clone(), stop.clone());
+        glommio::spawn_local(async move {
+            while !stop.get() {
+                let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
+                match next.await {
+                    Ok(Some(Ok(d))) => {
+                        *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
+                        consumer.ack(d.tag);
+                    }
+                    Ok(Some(Err(e))) => panic!("the consumer's stream yielded {e}"),
+                    Ok(None) => panic!("the consumer's stream ended"),
+                    Err(_) => {}
+                }
+            }
+            consumer
+        })
+    };
+    let producer = c
+        .producer(&q, ProducerOptions { persistent: true, batch_max: 32, in_flight_max: 8, ..Default::default() })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut at_reconnect = None;
+    let mut waits = Vec::new();
+    let mut seq = 0u64;
+    loop {
+        let recovered = events.borrow().iter().any(|e| matches!(e, Event::TopologyRecovered { .. }));
+        if recovered && at_reconnect.is_none() {
+            at_reconnect = Some(confirmed.borrow().len());
+        }
+        if at_reconnect.is_some_and(|n| confirmed.borrow().len() >= n + 1000) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "publishing resumed after the restart");
+        let conf = producer.publish(&seq_body(seq, 64)).await.expect("publish goes on through recovery");
+        let confirmed = confirmed.clone();
+        waits.push(glommio::spawn_local(async move {
+            match conf.await {
+                Ok(()) => {
+                    confirmed.borrow_mut().insert(seq);
+                }
+                Err(e) => panic!("confirmation of {seq}: {e}"),
+            }
+        }));
+        seq += 1;
+        if seq.is_multiple_of(100) {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    producer.flush().unwrap();
+    for w in waits {
+        w.await;
+    }
+    stop.set(true);
+    let mut consumer = consuming.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let missing = loop {
+        let missing = confirmed.borrow().iter().filter(|s| !received.borrow().contains_key(s)).count();
+        if missing == 0 || Instant::now() > deadline {
+            break missing;
+        }
+        let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
+        if let Ok(Some(Ok(d))) = next.await {
+            *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
+            consumer.ack(d.tag);
+        }
+    };
+    let duplicates = received.borrow().values().map(|n| u64::from(n - 1)).sum();
+    c.close().await;
+    let n = confirmed.borrow().len();
+    let events = events.borrow().clone();
+    (n, missing, duplicates, events)
+}

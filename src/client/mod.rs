@@ -44,6 +44,8 @@ mod dial;
 mod handshake;
 #[cfg(feature = "glommio")]
 mod producer;
+#[cfg(feature = "glommio")]
+mod recover;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tokio")]
@@ -62,6 +64,8 @@ pub use core::incoming::Response;
 pub use core::recovery::{Event, Recovery, Unconfirmed};
 #[cfg(feature = "glommio")]
 pub use producer::{Confirmation, Producer};
+#[cfg(feature = "glommio")]
+pub use recover::Events;
 pub use url::{parse_broker_url, parse_url, BrokerUrl};
 
 use crate::protocol::{self, ErrorCode};
