@@ -13,9 +13,12 @@
 //!   runtime (feature `client` alone: no io_uring, no async runtime).
 //!
 //! Both async clients are I/O shells over one runtime-free [`core`]: the
-//! handshake, request bookkeeping, frame dispatch, ack ranges, batches and
-//! cluster routes are written once; a shell adds sockets, tasks and
-//! timers.
+//! handshake, request bookkeeping, frame dispatch, ack ranges, batches,
+//! cluster routes and recovery's decisions (backoff, the record of what to
+//! declare again, events) are written once; a shell adds sockets, tasks
+//! and timers. With [`ClientOptions::recovery`] the async clients redial,
+//! declare again, resubscribe and republish on their own
+//! (`Client::events()` tells what happened).
 //!
 //! `ringmqs://HOST:PORT` connects over TLS (the `tls` cargo feature):
 //! the broker's certificate is verified against
