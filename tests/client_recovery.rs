@@ -97,18 +97,29 @@ fn saw(events: &Mutex<Vec<Event>>, f: impl Fn(&Event) -> bool) -> bool {
 fn kill_9_mid_run_and_the_application_carries_on() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(40), scenario()).await.expect("within 40 s");
+        tokio::time::timeout(Duration::from_secs(40), scenario(Unconfirmed::Republish)).await.expect("within 40 s");
     });
 }
 
-async fn scenario() {
+/// The same with `Unconfirmed::Fail`: what was in flight at the kill
+/// resolves with `Closed` (and a `Failed` event says how many batches);
+/// everything confirmed is still received.
+#[test]
+fn kill_9_with_unconfirmed_failed() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(40), scenario(Unconfirmed::Fail)).await.expect("within 40 s");
+    });
+}
+
+async fn scenario(unconfirmed: Unconfirmed) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports();
     let mut child = serve(dir.path(), port);
     let q = queue_on(1, 2, "recover");
     let transient = queue_on(0, 2, "transient");
 
-    let producer_client = Client::connect(options(port, Unconfirmed::Republish)).await.unwrap();
+    let producer_client = Client::connect(options(port, unconfirmed)).await.unwrap();
     let consumer_client = Client::connect(options(port, Unconfirmed::Republish)).await.unwrap();
     let (pev, cev) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     events_of(&producer_client, pev.clone());
@@ -258,7 +269,24 @@ async fn scenario() {
             b.received.len(),
             b.redelivered
         );
-        assert_eq!(b.failed, 0, "with Republish no confirmation fails");
+        let failed_batches: usize = pev
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                Event::Failed { batches, .. } => *batches,
+                _ => 0,
+            })
+            .sum();
+        match unconfirmed {
+            Unconfirmed::Republish => assert_eq!(b.failed, 0, "with Republish no confirmation fails"),
+            // Each failed batch held at most 32 messages.
+            Unconfirmed::Fail => assert!(
+                b.failed <= failed_batches as u64 * 32 && (b.failed > 0) == (failed_batches > 0),
+                "{} failed confirmations, {failed_batches} failed batches",
+                b.failed
+            ),
+        }
     }
     eprintln!("producer's events: {:?}", pev.lock().unwrap());
     eprintln!("consumer's events: {:?}", cev.lock().unwrap());
@@ -413,4 +441,64 @@ async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
     let n = confirmed.borrow().len();
     let events = events.borrow().clone();
     (n, missing, duplicates, events)
+}
+
+/// The record is bounded: past `records_max` a declare is refused with a
+/// typed error before it is sent (a redeclare is not a new record). And
+/// when the broker stays gone, recovery gives up after `attempts_max`
+/// redials: `GaveUp`, the consumer's stream ends with the error, requests
+/// fail with `Closed`, and the event stream ends.
+#[test]
+fn bounded_record_and_giving_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports();
+    let mut child = serve(dir.path(), port);
+    let url = format!("ringmq://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let opts = ClientOptions {
+            url,
+            recovery: Some(Recovery {
+                backoff_min: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(20),
+                attempts_max: 3,
+                records_max: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = Client::connect(opts).await.unwrap();
+        let (a, b2, c3) = (queue_on(0, 2, "lim"), queue_on(1, 2, "lim"), queue_on(0, 2, "lim"));
+        c.declare(&a, false).await.unwrap();
+        c.declare(&b2, false).await.unwrap();
+        c.declare(&a, false).await.expect("a redeclare is no new record");
+        match c.declare(&c3, false).await {
+            Err(ClientError::RecoveryLimit { what: "queues", max: 2 }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(c.declare_passive(&c3).await.is_err(), "the refused declare was not sent");
+        let mut consumer = c.subscribe(&a, 10).await.unwrap();
+        let mut events = c.events();
+        // A delete frees its record.
+        c.delete(&b2).await.unwrap();
+        c.declare(&c3, false).await.expect("room again after the delete");
+        // The broker goes for good.
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+                Ok(Some(e)) => seen.push(e),
+                Ok(None) => break,
+                Err(_) => panic!("the event stream did not end: {seen:?}"),
+            }
+        }
+        assert!(matches!(seen.first(), Some(Event::Disconnected { .. })), "{seen:?}");
+        assert!(matches!(seen.last(), Some(Event::GaveUp { .. })), "{seen:?}");
+        match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.expect("the stream ends") {
+            Some(Err(ClientError::Closed(m))) => assert!(m.contains("recovery gave up"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(c.declare(&a, false).await, Err(ClientError::Closed(_))));
+    });
 }

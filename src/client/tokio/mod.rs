@@ -159,6 +159,9 @@ impl Client {
     /// The connection that carries `queue`'s traffic: the owner's, opened
     /// on first use, when shard-aware.
     pub async fn conn_for(&self, queue: &str) -> Result<Arc<Conn>> {
+        if self.hub.as_ref().is_some_and(|h| h.is_closing()) {
+            return Err(ClientError::Closed("the client closed, or its recovery gave up".into()));
+        }
         if !self.opts.shard_aware {
             return Ok(self.first.clone());
         }

@@ -393,6 +393,26 @@ impl Inner {
     }
 }
 
+/// A producer dropped while recovery is under way: what it held (kept
+/// batches whose waiters are spent, the open batch) can no longer go out;
+/// their confirmations resolve with `Closed` instead of waiting forever.
+/// While up, sent batches resolve from their confirms (their waiters hold
+/// the outcome, not the producer).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.kept.is_none() || self.conn.is_up() {
+            return;
+        }
+        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
+        if let Some(k) = &self.kept {
+            for (_, (_, done)) in std::mem::take(&mut *lock(k)) {
+                done.set(Err(e.clone()));
+            }
+        }
+        lock(&self.open).done.set(Err(e));
+    }
+}
+
 async fn linger_loop(weak: Weak<Inner>) {
     loop {
         let (linger, pending) = {
