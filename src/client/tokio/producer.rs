@@ -176,11 +176,16 @@ impl Producer {
         };
         let (first, full, done, batch) = match pushed {
             Some(p) => p,
-            None => {
+            // Until the open batch has gone (with recovery, a connection
+            // that went down meanwhile holds it: then wait again).
+            None => loop {
                 i.wait_window().await;
                 i.flush()?;
-                push(&mut lock(&i.open))
-            }
+                let mut open = lock(&i.open);
+                if open.batch.fits(props, body, i.entries_bytes_max) {
+                    break push(&mut open);
+                }
+            },
         };
         if full {
             i.wait_window().await;
