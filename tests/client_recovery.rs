@@ -97,7 +97,7 @@ fn saw(events: &Mutex<Vec<Event>>, f: impl Fn(&Event) -> bool) -> bool {
 fn kill_9_mid_run_and_the_application_carries_on() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(40), scenario(Unconfirmed::Republish)).await.expect("within 40 s");
+        tokio::time::timeout(Duration::from_secs(40), scenario(Unconfirmed::Republish, 2)).await.expect("within 40 s");
     });
 }
 
@@ -108,11 +108,11 @@ fn kill_9_mid_run_and_the_application_carries_on() {
 fn kill_9_with_unconfirmed_failed() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(40), scenario(Unconfirmed::Fail)).await.expect("within 40 s");
+        tokio::time::timeout(Duration::from_secs(40), scenario(Unconfirmed::Fail, 1)).await.expect("within 40 s");
     });
 }
 
-async fn scenario(unconfirmed: Unconfirmed) {
+async fn scenario(unconfirmed: Unconfirmed, cycles: usize) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports();
     let mut child = serve(dir.path(), port);
@@ -217,21 +217,24 @@ async fn scenario(unconfirmed: Unconfirmed) {
     };
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before_kill = books.lock().unwrap().confirmed.len();
-    assert!(before_kill > 0, "confirms before the kill");
-    child.kill().expect("kill -9");
-    child.wait().unwrap();
-    let killed_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut child = serve(dir.path(), port);
-    eprintln!("killed with {before_kill} confirmed; restarted after {:?}", killed_at.elapsed());
-
-    // Publishing resumes: confirms after the restart.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while books.lock().unwrap().confirmed.len() < before_kill + 2000 {
-        assert!(Instant::now() < deadline, "publishing resumed after the restart");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let first_kill = books.lock().unwrap().confirmed.len();
+    assert!(first_kill > 0, "confirms before the kill");
+    for cycle in 0..cycles {
+        let before_kill = books.lock().unwrap().confirmed.len();
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        let killed_at = Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        child = serve(dir.path(), port);
+        eprintln!("kill {cycle}: {before_kill} confirmed; restarted after {:?}", killed_at.elapsed());
+        // Publishing resumes: confirms after the restart.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while books.lock().unwrap().confirmed.len() < before_kill + 2000 {
+            assert!(Instant::now() < deadline, "publishing resumed after restart {cycle}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    let before_kill = first_kill;
     stop.store(true, Ordering::Release);
     let published = publishing.await.unwrap();
     let consumer = consuming.await.unwrap();
@@ -296,6 +299,8 @@ async fn scenario(unconfirmed: Unconfirmed) {
         let list = ev.lock().unwrap().clone();
         let pos = |f: &dyn Fn(&Event) -> bool| list.iter().position(f);
         let disc = pos(&|e| matches!(e, Event::Disconnected { .. })).unwrap_or_else(|| panic!("{who}: {list:?}"));
+        let rounds = list.iter().filter(|e| matches!(e, Event::TopologyRecovered { .. })).count();
+        assert!(rounds >= cycles, "{who}: a recovery per kill: {list:?}");
         let rec = pos(&|e| matches!(e, Event::Reconnected { .. })).unwrap_or_else(|| panic!("{who}: {list:?}"));
         let topo = pos(&|e| matches!(e, Event::TopologyRecovered { failed: 0, .. }))
             .unwrap_or_else(|| panic!("{who}: {list:?}"));
