@@ -13,7 +13,8 @@
 //!
 //! The client library ([`client`]) stands on the codecs alone: its
 //! runtime-free core ([`client::core`]: handshake, requests, frame
-//! dispatch, acks, batches, cluster routes) under three shells, the
+//! dispatch, acks, batches, cluster routes, recovery's backoff, events and
+//! topology record) under three shells, the
 //! blocking client on std sockets (feature `client`), the glommio client
 //! on [`rt`] (feature `glommio`) and the tokio client ([`client::tokio`],
 //! feature `tokio`).

@@ -225,7 +225,7 @@ fn unknown_queue_is_refused_and_connection_stays_usable() {
         not_found(&mut r, rid);
         let rid = r.publish(&q, &[b"x"], false);
         not_found(&mut r, rid);
-        let rid = r.send(Cmd::Subscribe { consumer_id: 77, prefetch: 10, queue: &q, priority: 0 });
+        let rid = r.send(Cmd::Subscribe { consumer_id: 77, prefetch: 10, queue: &q, priority: 0, origin: false });
         not_found(&mut r, rid);
         let rid = r.send(Cmd::Get { no_ack: false, consumer_id: 78 + 10 * owner, queue: &q });
         not_found(&mut r, rid);
@@ -243,7 +243,7 @@ fn unknown_queue_is_refused_and_connection_stays_usable() {
         // Still usable, and the refused Subscribe did not keep its id.
         assert_eq!(r.declare(&q), 0);
         r.publish_confirmed(&q, &[b"after"]);
-        let rid = r.send(Cmd::Subscribe { consumer_id: 77, prefetch: 10, queue: &q, priority: 0 });
+        let rid = r.send(Cmd::Subscribe { consumer_id: 77, prefetch: 10, queue: &q, priority: 0, origin: false });
         let mut got = Vec::new();
         loop {
             let f = r.recv();
@@ -482,13 +482,13 @@ fn prefetch_out_of_range_is_refused() {
         let q = queue_on(owner, 2, "pf");
         r.declare(&q);
         for prefetch in [0, 101, u32::MAX] {
-            let rid = r.send(Cmd::Subscribe { consumer_id: 5, prefetch, queue: &q, priority: 0 });
+            let rid = r.send(Cmd::Subscribe { consumer_id: 5, prefetch, queue: &q, priority: 0, origin: false });
             let (got, _) = r.expect_error(ErrorCode::PrefetchOutOfRange);
             assert_eq!(got, rid);
         }
         r.ping();
         // The refused id is free, and prefetch_max itself is allowed.
-        let rid = r.send(Cmd::Subscribe { consumer_id: 5, prefetch: 100, queue: &q, priority: 0 });
+        let rid = r.send(Cmd::Subscribe { consumer_id: 5, prefetch: 100, queue: &q, priority: 0, origin: false });
         r.expect_ok(rid);
         let rid = r.send(Cmd::Unsubscribe { consumer_id: 5 });
         r.expect_ok(rid);
@@ -560,14 +560,14 @@ fn other_limits_are_enforced() {
     // consumers_per_connection_max (on an empty queue: no deliveries).
     r.declare("empty");
     for cid in [1, 2] {
-        let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1, queue: "empty", priority: 0 });
+        let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1, queue: "empty", priority: 0, origin: false });
         r.expect_ok(rid);
     }
-    let rid = r.send(Cmd::Subscribe { consumer_id: 3, prefetch: 1, queue: "empty", priority: 0 });
+    let rid = r.send(Cmd::Subscribe { consumer_id: 3, prefetch: 1, queue: "empty", priority: 0, origin: false });
     assert_eq!(r.expect_error(ErrorCode::ConsumerLimit).0, rid);
     let rid = r.send(Cmd::Unsubscribe { consumer_id: 2 });
     r.expect_ok(rid);
-    let rid = r.send(Cmd::Subscribe { consumer_id: 1, prefetch: 1, queue: "empty", priority: 0 });
+    let rid = r.send(Cmd::Subscribe { consumer_id: 1, prefetch: 1, queue: "empty", priority: 0, origin: false });
     assert_eq!(r.expect_error(ErrorCode::ConsumerExists).0, rid);
     let rid = r.send(Cmd::Unsubscribe { consumer_id: 9 });
     assert_eq!(r.expect_error(ErrorCode::UnknownConsumer).0, rid);

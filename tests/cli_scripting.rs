@@ -125,8 +125,8 @@ fn sub_json_shows_text_and_binary_bodies_properties_and_headers() {
     assert_eq!(text["body"], "héllo");
     assert_eq!(text["body_encoding"], "utf8");
     assert_eq!(text["redelivered"], false);
-    assert_eq!(text["exchange"], Value::Null, "the native Deliver does not carry it");
-    assert_eq!(text["routing_key"], Value::Null);
+    assert_eq!(text["exchange"], "", "published to the queue: the default exchange");
+    assert_eq!(text["routing_key"], "scr-json");
     let p = &text["properties"];
     assert_eq!(p["content_type"], "application/octet-stream");
     assert_eq!(p["priority"], 4);
@@ -306,7 +306,7 @@ fn list_consumers_shows_priority_and_unacked_and_refuses_an_argument() {
     let b = TestBroker::start();
     let (mut raw, _) = Raw::hello(b.native);
     raw.declare("scr-raw");
-    let rid = raw.send(Cmd::Subscribe { consumer_id: 41, prefetch: 3, queue: "scr-raw", priority: 5 });
+    let rid = raw.send(Cmd::Subscribe { consumer_id: 41, prefetch: 3, queue: "scr-raw", priority: 5, origin: false });
     raw.expect_ok(rid);
     let (mut other, _) = Raw::hello(b.native);
     other.publish_confirmed("scr-raw", &[b"one", b"two"]);

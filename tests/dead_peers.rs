@@ -158,7 +158,7 @@ fn peer_that_stops_reading_is_closed_after_send_timeout() {
     stuck.send(Cmd::Hello { version: VERSION, user: "guest", password: "guest", heartbeat_ms: None, vhost: None });
     assert!(matches!(stuck.recv().frame().cmd, Cmd::HelloOk(_)));
     let cid = stuck.consumer_id();
-    stuck.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1000, queue: "sink", priority: 0 });
+    stuck.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1000, queue: "sink", priority: 0, origin: false });
     let subscribed = Instant::now();
     // ...and it never reads again. It was handed about `outbox_bytes_max`
     // of the queue (the rest stays for others); those come back, marked

@@ -350,7 +350,7 @@ fn subscribe_ok_comes_before_deliveries() {
             let (mut r, _) = Raw::hello(b.shards[via]);
             r.declare(&q);
             r.publish_confirmed(&q, &[b"1", b"2"]);
-            let rid = r.send(Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: &q, priority: 0 });
+            let rid = r.send(Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: &q, priority: 0, origin: false });
             let first = r.recv();
             match first.frame() {
                 ringmq::protocol::Frame { request_id, cmd: Cmd::Ok { .. } } if request_id == rid => {}

@@ -92,7 +92,7 @@ fn native_operations_need_their_permission() {
     set_permissions(&b, "app", (".*", ".*", ""));
     let mut r = login(b.native, app);
     let cid = r.consumer_id();
-    let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch: 10, queue: "held", priority: 0 });
+    let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch: 10, queue: "held", priority: 0, origin: false });
     refused(&mut r, rid);
     let rid = r.send(Cmd::Get { no_ack: true, consumer_id: cid, queue: "held" });
     refused(&mut r, rid);

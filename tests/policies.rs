@@ -109,7 +109,7 @@ fn delivered(r: &mut Raw, cid: u32, n: usize) -> Vec<Msg> {
     while out.len() < n {
         let f = r.recv();
         match f.frame().cmd {
-            Cmd::Deliver { consumer_id, first_tag, entries } if consumer_id == cid => {
+            Cmd::Deliver { consumer_id, first_tag, entries, .. } if consumer_id == cid => {
                 out.extend(entries.iter().enumerate().map(|(i, e)| Msg {
                     tag: first_tag + i as u64,
                     redelivered: e.redelivered(),
@@ -125,7 +125,7 @@ fn delivered(r: &mut Raw, cid: u32, n: usize) -> Vec<Msg> {
 
 fn subscribe(r: &mut Raw, queue: &str, prefetch: u32) -> u32 {
     let cid = r.consumer_id();
-    let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue, priority: 0 });
+    let rid = r.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue, priority: 0, origin: false });
     r.expect_ok(rid);
     cid
 }

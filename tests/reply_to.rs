@@ -172,7 +172,8 @@ fn native_reply_to_over_the_wire() {
     let (mut rep, rep_shard) = Raw::hello(b.shards[1]);
     assert_ne!(req_shard, rep_shard, "requester and replier on different shards");
     let cid = req.consumer_id();
-    let rid = req.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0 });
+    let rid =
+        req.send(Cmd::Subscribe { consumer_id: cid, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0, origin: false });
     let name = match req.recv().frame() {
         Frame { request_id, cmd: Cmd::ReplyTo { consumer_id, name } } if request_id == rid && consumer_id == cid => {
             name.to_string()
@@ -183,7 +184,7 @@ fn native_reply_to_over_the_wire() {
     assert_eq!((to.shard, to.channel), (req_shard, cid));
     // One reply consumer a connection.
     let again = req.consumer_id();
-    req.send(Cmd::Subscribe { consumer_id: again, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0 });
+    req.send(Cmd::Subscribe { consumer_id: again, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0, origin: false });
     req.expect_error(ErrorCode::ConsumerExists);
 
     // A declare of the name: there (Ok 0); of the pseudo-queue: Ok.
@@ -200,7 +201,7 @@ fn native_reply_to_over_the_wire() {
     let mut tags = Vec::new();
     while tags.len() < 3 {
         match req.recv().frame() {
-            Frame { cmd: Cmd::Deliver { consumer_id, first_tag, entries }, .. } => {
+            Frame { cmd: Cmd::Deliver { consumer_id, first_tag, entries, .. }, .. } => {
                 assert_eq!(consumer_id, cid);
                 for (i, e) in entries.iter().enumerate() {
                     tags.push((first_tag + i as u64, e.body.to_vec()));
@@ -245,7 +246,8 @@ fn native_reply_to_over_the_wire() {
     req.expect_silence();
     // Subscribed again: a new name; the old one stays dead.
     let cid2 = req.consumer_id();
-    let rid = req.send(Cmd::Subscribe { consumer_id: cid2, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0 });
+    let rid =
+        req.send(Cmd::Subscribe { consumer_id: cid2, prefetch: 1, queue: PSEUDO_QUEUE, priority: 0, origin: false });
     let name2 = match req.recv().frame() {
         Frame { request_id, cmd: Cmd::ReplyTo { name, .. } } if request_id == rid => name.to_string(),
         other => panic!("expected ReplyTo, got {other:?}"),
@@ -256,7 +258,7 @@ fn native_reply_to_over_the_wire() {
     let rid = rep.publish(&name2, &[b"new"], true);
     rep.expect_confirm(rid, 1);
     match req.recv().frame() {
-        Frame { cmd: Cmd::Deliver { consumer_id, first_tag, entries }, .. } => {
+        Frame { cmd: Cmd::Deliver { consumer_id, first_tag, entries, .. }, .. } => {
             assert_eq!((consumer_id, first_tag, entries.len()), (cid2, 1, 1));
         }
         other => panic!("expected a Deliver, got {other:?}"),

@@ -81,7 +81,7 @@ fn declare_stream(r: &mut common::Raw, queue: &str, args: ringmq::protocol::fiel
 
 fn stream_subscribe(r: &mut common::Raw, queue: &str, prefetch: u32, at: ringmq::protocol::StreamAt) -> u32 {
     let cid = r.consumer_id();
-    let rid = r.send(ringmq::protocol::Cmd::StreamSubscribe { consumer_id: cid, prefetch, queue, at });
+    let rid = r.send(ringmq::protocol::Cmd::StreamSubscribe { consumer_id: cid, prefetch, queue, at, origin: false });
     r.expect_ok(rid);
     cid
 }
@@ -133,17 +133,23 @@ fn native_stream_consumer() {
     assert_eq!(w.expect_error(ErrorCode::StreamUnsupported).0, rid);
     // No prefetch, or a huge one: refused as for any consumer.
     let cid = w.consumer_id();
-    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: 0, queue: &q, at: StreamAt::First });
+    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: 0, queue: &q, at: StreamAt::First, origin: false });
     w.expect_error(ErrorCode::PrefetchOutOfRange);
     let cid = w.consumer_id();
-    w.send(Cmd::StreamSubscribe { consumer_id: cid, prefetch: u32::MAX, queue: &q, at: StreamAt::First });
+    w.send(Cmd::StreamSubscribe {
+        consumer_id: cid,
+        prefetch: u32::MAX,
+        queue: &q,
+        at: StreamAt::First,
+        origin: false,
+    });
     w.expect_error(ErrorCode::PrefetchOutOfRange);
     w.ping();
     // A position kind that does not exist: a malformed frame, fatal.
     let mut bytes = bytes::BytesMut::new();
     ringmq::protocol::Frame {
         request_id: 7,
-        cmd: Cmd::StreamSubscribe { consumer_id: 1, prefetch: 1, queue: &q, at: StreamAt::First },
+        cmd: Cmd::StreamSubscribe { consumer_id: 1, prefetch: 1, queue: &q, at: StreamAt::First, origin: false },
     }
     .encode(&mut bytes);
     let n = bytes.len();

@@ -13,7 +13,9 @@ mod common;
 use common::{queue_on, TestBroker, QUIET, STEP, TEST_DEADLINE};
 use futures_lite::StreamExt;
 use ringmq::client::tokio::{Client, Consumer};
-use ringmq::client::{ClientError, ClientOptions, Delivery, ExchangeOptions, ProducerOptions};
+use ringmq::client::{
+    ClientError, ClientOptions, ConsumerOptions as ClientConsumerOptions, Delivery, ExchangeOptions, ProducerOptions,
+};
 use ringmq::protocol::field_table::{Table, Value};
 use ringmq::protocol::props::{self, PropsBuilder};
 use ringmq::protocol::{Cmd, ErrorCode, Frame, HelloOk};
@@ -281,6 +283,62 @@ fn exchanges_and_properties() {
         let e = c.declare_exchange_passive("tdx").await.unwrap_err();
         assert!(e.code().is_some(), "{e}");
         c.close().await;
+    });
+}
+
+/// A consumer that asks (`ConsumerOptions::with_origin`, the wire's
+/// `SUBSCRIBE_ORIGIN`) gets each delivery's exchange and routing key, on
+/// the owning shard's connection and through another shard (which
+/// forwards); a run of one origin shares a frame, and a change starts the
+/// next. One that does not ask gets none.
+#[test]
+fn deliveries_carry_exchange_and_routing_key_when_asked() {
+    let b = TestBroker::start();
+    let url = b.url();
+    run(async move {
+        for shard_aware in [true, false] {
+            let c = connect(url.clone(), shard_aware).await;
+            let (q, plain) = (queue_on(1, 2, "orig"), queue_on(1, 2, "orig-plain"));
+            let x = format!("ox-{shard_aware}");
+            c.declare(&q, false).await.unwrap();
+            c.declare(&plain, false).await.unwrap();
+            c.declare_exchange(&x, "topic", ExchangeOptions::default()).await.unwrap();
+            c.bind_queue(&q, &x, "eu.#", &[]).await.unwrap();
+            c.bind_queue(&plain, &x, "eu.#", &[]).await.unwrap();
+            // Published before anyone consumes: delivered as one run.
+            let de = c.exchange_producer(&x, "eu.de", ProducerOptions::default()).await.unwrap();
+            let fr = c.exchange_producer(&x, "eu.fr", ProducerOptions::default()).await.unwrap();
+            let direct = c.producer(&q, ProducerOptions::default()).await.unwrap();
+            for i in 0..3 {
+                de.send(format!("de-{i}").as_bytes()).await.unwrap();
+            }
+            direct.send(b"direct").await.unwrap();
+            fr.send(b"fr-0").await.unwrap();
+            de.send(b"de-3").await.unwrap();
+            let mut with = c.subscribe_with(&q, ClientConsumerOptions::new(100).with_origin()).await.unwrap();
+            let want = [
+                ("de-0", x.as_str(), "eu.de"),
+                ("de-1", &x, "eu.de"),
+                ("de-2", &x, "eu.de"),
+                ("direct", "", q.as_str()),
+                ("fr-0", &x, "eu.fr"),
+                ("de-3", &x, "eu.de"),
+            ];
+            for (i, (text, exchange, key)) in want.iter().enumerate() {
+                let d = next(&mut with).await;
+                assert_eq!(body(&d), *text);
+                assert_eq!(d.tag, i as u64 + 1, "tags run across frames");
+                assert_eq!((d.exchange(), d.routing_key()), (Some(*exchange), Some(*key)), "{text}");
+                with.ack(d.tag);
+            }
+            let mut without = c.subscribe(&plain, 100).await.unwrap();
+            for _ in 0..5 {
+                let d = next(&mut without).await;
+                assert_eq!((d.exchange(), d.routing_key(), d.origin.is_none()), (None, None, true));
+                without.ack(d.tag);
+            }
+            c.close().await;
+        }
     });
 }
 

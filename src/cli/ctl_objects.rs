@@ -142,7 +142,7 @@ async fn get(c: &Client, queue: &str, count: u32, remove: bool) -> Result<Vec<Va
             }
         }
     }
-    let rows = taken.iter().map(|d| super::props::delivery_json(&d.body, &d.props, d.redelivered)).collect();
+    let rows = taken.iter().map(|d| super::props::delivery_json(&d.body, &d.props, d.redelivered, None)).collect();
     // Settle what was taken even when a later get failed: nothing stays
     // held (closing the connection would requeue it too).
     let conn = c.conn_for(queue).await?;

@@ -102,9 +102,10 @@ pub fn body_json(body: &[u8]) -> (Value, &'static str) {
     }
 }
 
-/// A delivery as one JSON object. `exchange` and `routing_key` are null:
-/// the native protocol's `Deliver` and `GetOk` do not carry them.
-pub fn delivery_json(body: &[u8], raw_props: &[u8], redelivered: bool) -> Value {
+/// A delivery as one JSON object. `exchange` and `routing_key` are null
+/// without `origin`: a `GetOk` does not carry them, and a `Deliver` only
+/// to a consumer that asked (`sub --format json` does).
+pub fn delivery_json(body: &[u8], raw_props: &[u8], redelivered: bool, origin: Option<(&str, &str)>) -> Value {
     let (body, encoding) = body_json(body);
     let (properties, headers) = properties_json(raw_props);
     json!({
@@ -112,8 +113,8 @@ pub fn delivery_json(body: &[u8], raw_props: &[u8], redelivered: bool) -> Value 
         "body_encoding": encoding,
         "properties": properties,
         "headers": headers,
-        "exchange": Value::Null,
-        "routing_key": Value::Null,
+        "exchange": origin.map_or(Value::Null, |o| json!(o.0)),
+        "routing_key": origin.map_or(Value::Null, |o| json!(o.1)),
         "redelivered": redelivered,
     })
 }
@@ -191,9 +192,11 @@ mod tests {
         assert_eq!(body_json(&[0xff, 0x00]), (json!("/wA="), "base64"));
         let (p, h) = properties_json(b"\x01opaque");
         assert_eq!((p["raw_base64"].as_str(), h), (Some("AW9wYXF1ZQ=="), Value::Null));
-        let d = delivery_json(b"x", &[], true);
+        let d = delivery_json(b"x", &[], true, None);
         assert_eq!(d["redelivered"], true);
         assert_eq!(d["exchange"], Value::Null);
+        let d = delivery_json(b"x", &[], false, Some(("", "q")));
+        assert_eq!((&d["exchange"], &d["routing_key"]), (&json!(""), &json!("q")));
         assert_eq!(d["properties"], json!({}));
     }
 }

@@ -6,7 +6,7 @@
 use super::{init_tool_logging, run_local};
 use clap::Args;
 use futures_lite::StreamExt;
-use ringmq::client::{Client, ClientError};
+use ringmq::client::{Client, ClientError, ConsumerOptions};
 use std::cell::Cell;
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,8 +31,8 @@ pub struct SubArgs {
     quiet: bool,
     /// `text`: each body on a line (lossy UTF-8). `json`: one JSON object
     /// per line with body (UTF-8, or base64 when it is not: see
-    /// `body_encoding`), properties, headers, exchange, routing_key
-    /// (null: the native protocol does not deliver them) and redelivered.
+    /// `body_encoding`), properties, headers, exchange (`""`: the default
+    /// exchange), routing_key and redelivered.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Declare the queue durable if it does not exist yet (as `pub
@@ -103,7 +103,11 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
         client.close().await;
         return Ok(End::Done);
     };
-    let mut consumer = client.subscribe(&a.queue, prefetch).await?;
+    // JSON shows each message's exchange and routing key: asked for only
+    // then (the broker adds them to the frames).
+    let options = ConsumerOptions::new(prefetch);
+    let options = if a.format == Format::Json { options.with_origin() } else { options };
+    let mut consumer = client.subscribe_with(&a.queue, options).await?;
     let idle = a.timeout.map(Duration::from_secs_f64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut first_at = None;
@@ -134,7 +138,11 @@ async fn receive(a: SubArgs, received: Rc<Cell<u64>>) -> Result<End, ClientError
         match (a.quiet, a.format) {
             (true, _) => {}
             (false, Format::Json) => {
-                let _ = writeln!(out, "{}", super::props::delivery_json(&d.body, &d.props, d.redelivered));
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    super::props::delivery_json(&d.body, &d.props, d.redelivered, d.exchange().zip(d.routing_key()))
+                );
             }
             (false, Format::Text) => {
                 let redelivered = if d.redelivered { " (redelivered)" } else { "" };

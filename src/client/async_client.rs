@@ -5,7 +5,9 @@
 
 use super::cluster;
 use super::core::cmds;
+use super::core::topology::{Binding, Topology};
 use super::dial::Dialer;
+use super::recover::{self, Events, Hub};
 use super::{
     ClientError, ClientOptions, Conn, Consumer, ConsumerOptions, Delivery, ExchangeOptions, Producer, ProducerOptions,
     Result, ServerInfo, Target,
@@ -20,7 +22,9 @@ use std::rc::Rc;
 pub struct Client {
     opts: ClientOptions,
     /// Plain or TLS, for every connection (the first and each shard's).
-    dialer: Dialer,
+    dialer: Rc<Dialer>,
+    /// With `ClientOptions::recovery`: what recovery shares.
+    hub: Option<Rc<Hub>>,
     info: ServerInfo,
     first: Rc<Conn>,
     by_shard: RefCell<Vec<Option<Rc<Conn>>>>,
@@ -36,10 +40,17 @@ impl Client {
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
         // Credentials, vhost and options in the URL win (`client::url`).
         let (opts, url) = opts.resolved()?;
-        let dialer = Dialer::new(&opts, &url)?;
+        if let Some(r) = &opts.recovery {
+            r.validate()?;
+        }
+        let dialer = Rc::new(Dialer::new(&opts, &url)?);
+        let hub = opts.recovery.clone().map(Hub::new);
         // The map comes with the first connection's handshake.
         let want_map = opts.shard_aware && opts.cluster_aware;
-        let (first, map) = Conn::open_with(&dialer, url.addr, &opts, want_map).await?;
+        let (first, map) = Conn::open_with(&dialer, url.addr, &opts, want_map, hub.clone()).await?;
+        if let Some(hub) = &hub {
+            glommio::spawn_local(recover::supervise(hub.clone(), dialer.clone(), opts.clone())).detach();
+        }
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
@@ -51,6 +62,7 @@ impl Client {
             routes,
             opts,
             dialer,
+            hub,
             info,
             first,
             by_shard: RefCell::new(by_shard),
@@ -64,6 +76,30 @@ impl Client {
         &self.info
     }
 
+    /// What recovery did (`ClientOptions::recovery`; docs/client.md,
+    /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
+    /// client closes or recovery gives up. Events wait in a bounded queue
+    /// that drops the oldest unread. Without recovery the stream is empty.
+    pub fn events(&self) -> Events {
+        Events::new(self.hub.clone())
+    }
+
+    /// Runs `f` on the recovery record, when recovery is on.
+    fn record(&self, f: impl FnOnce(&mut Topology)) {
+        if let Some(hub) = &self.hub {
+            f(&mut hub.topology.borrow_mut());
+        }
+    }
+
+    /// Refuses a new record past `Recovery::records_max` before anything
+    /// is sent.
+    fn admit(&self, f: impl FnOnce(&Topology) -> Result<()>) -> Result<()> {
+        match &self.hub {
+            Some(hub) => f(&hub.topology.borrow()),
+            None => Ok(()),
+        }
+    }
+
     /// Whether this client's connections are TLS.
     pub fn is_tls(&self) -> bool {
         self.dialer.is_tls()
@@ -72,6 +108,9 @@ impl Client {
     /// The connection that carries `queue`'s traffic: the owner's, opened
     /// on first use, when shard-aware.
     pub async fn conn_for(&self, queue: &str) -> Result<Rc<Conn>> {
+        if self.hub.as_ref().is_some_and(|h| h.is_closing()) {
+            return Err(ClientError::Closed("the client closed, or its recovery gave up".into()));
+        }
         if !self.opts.shard_aware {
             return Ok(self.first.clone());
         }
@@ -86,7 +125,7 @@ impl Client {
         if let Some(c) = self.by_shard.borrow()[owner].clone().filter(|c| !c.is_closed()) {
             return Ok(c);
         }
-        let c = Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts).await?;
+        let c = Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts, self.hub.clone()).await?;
         if usize::from(c.info().shard_id) != owner {
             return Err(ClientError::Protocol(format!("dialled shard {owner}, reached shard {}", c.info().shard_id)));
         }
@@ -107,7 +146,7 @@ impl Client {
         if let Some(c) = self.routes.conn(addr) {
             return Ok(c);
         }
-        match Conn::open(&self.dialer, addr, &self.opts).await {
+        match Conn::open(&self.dialer, addr, &self.opts, self.hub.clone()).await {
             Ok(c) => {
                 self.routes.keep(addr, c.clone());
                 Ok(c)
@@ -134,7 +173,10 @@ impl Client {
     /// dead-lettering, priorities...), a raw AMQP field table as built by
     /// [`protocol::field_table::TableBuilder`]. A redeclare must repeat them.
     pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
-        self.conn_for(queue).await?.declare(queue, cmds::declare_flags(durable), args).await
+        self.admit(|t| t.check_queue(queue))?;
+        let n = self.conn_for(queue).await?.declare(queue, cmds::declare_flags(durable), args).await?;
+        self.record(|t| t.queue_declared(queue, durable, args));
+        Ok(n)
     }
 
     /// Checks that a queue exists; returns its ready count.
@@ -144,7 +186,9 @@ impl Client {
 
     /// Deletes a queue; returns the messages it held.
     pub async fn delete(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.simple(protocol::Cmd::Delete { flags: 0, queue }).await
+        let n = self.conn_for(queue).await?.simple(protocol::Cmd::Delete { flags: 0, queue }).await?;
+        self.record(|t| t.queue_deleted(queue));
+        Ok(n)
     }
 
     /// Empties a queue; returns the messages removed.
@@ -175,7 +219,10 @@ impl Client {
     /// `args` an AMQP field table (without its length), e.g. with
     /// `alternate-exchange`.
     pub async fn declare_exchange(&self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
-        self.first.simple(cmds::exchange_declare(exchange, kind, o)).await.map(|_| ())
+        self.admit(|t| t.check_exchange(exchange))?;
+        self.first.simple(cmds::exchange_declare(exchange, kind, o)).await?;
+        self.record(|t| t.exchange_declared(exchange, kind, o));
+        Ok(())
     }
 
     /// Checks that an exchange exists.
@@ -185,32 +232,46 @@ impl Client {
 
     /// Deletes an exchange (`if_unused`: only without bindings from it).
     pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
-        self.first.simple(cmds::exchange_delete(exchange, if_unused)).await.map(|_| ())
+        self.first.simple(cmds::exchange_delete(exchange, if_unused)).await?;
+        self.record(|t| t.exchange_deleted(exchange));
+        Ok(())
     }
 
     /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
     /// headers exchanges `x-match` and the header values).
     pub async fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let b = binding(false, exchange, queue, routing_key, args);
+        self.admit(|t| t.check_binding(&b))?;
         let cmd = cmds::binding(false, false, exchange, queue, routing_key, args);
-        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+        self.conn_for(queue).await?.simple(cmd).await?;
+        self.record(|t| t.bound(b));
+        Ok(())
     }
 
     /// Removes a binding made with `bind_queue`.
     pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let cmd = cmds::binding(true, false, exchange, queue, routing_key, args);
-        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+        self.conn_for(queue).await?.simple(cmd).await?;
+        self.record(|t| t.unbound(&binding(false, exchange, queue, routing_key, args)));
+        Ok(())
     }
 
     /// Binds exchange `destination` to exchange `source`.
     pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let b = binding(true, source, destination, routing_key, args);
+        self.admit(|t| t.check_binding(&b))?;
         let cmd = cmds::binding(false, true, source, destination, routing_key, args);
-        self.first.simple(cmd).await.map(|_| ())
+        self.first.simple(cmd).await?;
+        self.record(|t| t.bound(b));
+        Ok(())
     }
 
     /// Removes a binding made with `bind_exchange`.
     pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let cmd = cmds::binding(true, true, source, destination, routing_key, args);
-        self.first.simple(cmd).await.map(|_| ())
+        self.first.simple(cmd).await?;
+        self.record(|t| t.unbound(&binding(true, source, destination, routing_key, args)));
+        Ok(())
     }
 
     /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
@@ -277,6 +338,9 @@ impl Client {
     /// node) must not keep the others open, with their consumers' unacked
     /// deliveries held on the broker.
     pub async fn close(&self) {
+        if let Some(hub) = &self.hub {
+            hub.close();
+        }
         let closing: Vec<_> =
             self.all_conns().into_iter().map(|c| glommio::spawn_local(async move { c.close().await })).collect();
         for task in closing {
@@ -292,8 +356,22 @@ impl Client {
 /// as the process lives.
 impl Drop for Client {
     fn drop(&mut self) {
+        if let Some(hub) = &self.hub {
+            hub.close();
+        }
         for c in self.all_conns() {
             c.shut();
         }
+    }
+}
+
+/// A binding as the recovery record keeps it.
+fn binding(to_exchange: bool, source: &str, destination: &str, routing_key: &str, args: &[u8]) -> Binding {
+    Binding {
+        to_exchange,
+        source: source.into(),
+        destination: destination.into(),
+        routing_key: routing_key.into(),
+        args: args.to_vec(),
     }
 }

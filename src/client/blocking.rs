@@ -126,9 +126,9 @@ impl Conn {
         let nothing = Ok((0, Ok(Reply::Ok(0))));
         match classify(chunk, f, &self.info)? {
             Incoming::Reply(rid, r) => Ok((rid, r)),
-            Incoming::Deliver { consumer_id, first_tag, entries } => {
+            Incoming::Deliver { consumer_id, first_tag, origin, entries } => {
                 let q = self.deliveries.entry(consumer_id).or_default();
-                q.extend(deliveries(chunk, consumer_id, first_tag, entries));
+                q.extend(deliveries(chunk, consumer_id, first_tag, origin, entries));
                 nothing
             }
             // Its deliveries already read stay readable; nothing more comes.
@@ -422,7 +422,7 @@ impl Client {
         let consumer_id = self.next_consumer_id;
         self.next_consumer_id += 1;
         let i = self.conn(queue)?;
-        let cmd = Cmd::Subscribe { consumer_id, prefetch: o.prefetch, queue, priority: o.priority };
+        let cmd = crate::client::core::cmds::subscribe(consumer_id, queue, &o);
         match self.request(i, |rid, b| Frame { request_id: rid, cmd }.encode(b))? {
             Reply::Ok(_) => Ok(Subscription { consumer_id, shard: i }),
             _ => Err(ClientError::Protocol("unexpected reply".into())),

@@ -6,7 +6,7 @@
 use super::consumer::ConsumerState;
 use super::core::acks::AckBook;
 pub use super::core::incoming::Response;
-use super::core::incoming::{classify, deliveries, Incoming};
+use super::core::incoming::{classify, Incoming};
 use super::core::requests::Requests;
 use super::dial::{io_error, Dialer};
 use super::handshake::{greet, Greeting};
@@ -15,21 +15,47 @@ use crate::protocol::{encode_ack, Cmd, Frame};
 use crate::rt::reader::{for_each_frame, Clock, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox, Slot, Transport};
 use bytes::{Bytes, BytesMut};
-use futures_lite::io::{split, ReadHalf};
+use futures_lite::io::{split, ReadHalf, WriteHalf};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-type Waiter = Box<dyn FnOnce(Result<Response>)>;
+mod recovery;
+
+pub(crate) type Waiter = Box<dyn FnOnce(Result<Response>)>;
+
+/// Where a connection is, with recovery on (without it: `Up`, then
+/// `Closed`); as the tokio client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Up,
+    /// The socket ended; recovery redials. Requests fail, publishers wait.
+    Down,
+    /// Redialled: the supervisor declares again, resubscribes and
+    /// republishes before the application's traffic goes on.
+    Replaying,
+    Closed,
+}
 
 /// Bytes queued for the socket before senders wait for the writer.
 const OUTBOX_HIGH_BYTES: usize = 4 << 20;
 
 pub struct Conn {
     info: ServerInfo,
-    outbox: Outbox,
+    /// Where it was dialled (and is redialled).
+    addr: SocketAddr,
+    /// With recovery on: the client's recovery hub.
+    hub: Option<Rc<super::recover::Hub>>,
+    /// The current socket's outbox: a redial brings a new one.
+    outbox: RefCell<Rc<Outbox>>,
+    /// Counts the sockets this connection has had: a task of an earlier
+    /// one stops at its next turn.
+    gen: Cell<u64>,
+    phase: Cell<Phase>,
+    /// The phase went back to `Up` (or `Closed`).
+    up: Notify,
     /// Request ids, their waiters, the last stray error and why the
     /// connection closed.
     requests: RefCell<Requests<Waiter>>,
@@ -51,11 +77,16 @@ impl Conn {
     pub async fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
         let (opts, url) = opts.resolved()?;
         let dialer = Dialer::new(&opts, &url)?;
-        Self::open(&dialer, addr, &opts).await
+        Self::open(&dialer, addr, &opts, None).await
     }
 
-    pub(crate) async fn open(dialer: &Dialer, addr: SocketAddr, opts: &ClientOptions) -> Result<Rc<Conn>> {
-        Ok(Self::open_with(dialer, addr, opts, false).await?.0)
+    pub(crate) async fn open(
+        dialer: &Dialer,
+        addr: SocketAddr,
+        opts: &ClientOptions,
+        hub: Option<Rc<super::recover::Hub>>,
+    ) -> Result<Rc<Conn>> {
+        Ok(Self::open_with(dialer, addr, opts, false, hub).await?.0)
     }
 
     /// A connection, and the cluster map from its handshake when
@@ -65,13 +96,17 @@ impl Conn {
         addr: SocketAddr,
         opts: &ClientOptions,
         want_map: bool,
+        hub: Option<Rc<super::recover::Hub>>,
     ) -> Result<(Rc<Conn>, Option<super::cluster::OwnedMap>)> {
-        let stream = dialer.connect(addr, opts.connect_timeout).await?;
-        let (mut r, mut w) = split(stream);
-        let Greeting { info, map, reader } = greet(&mut r, &mut w, addr, opts, want_map).await?;
+        let (r, w, Greeting { info, map, reader }) = Self::dial(dialer, addr, opts, want_map).await?;
         let conn = Rc::new(Conn {
             info,
-            outbox: Outbox::default(),
+            addr,
+            hub,
+            outbox: RefCell::default(),
+            gen: Cell::new(0),
+            phase: Cell::new(Phase::Up),
+            up: Notify::default(),
             requests: RefCell::default(),
             consumers: RefCell::new(HashMap::new()),
             ack_dirty: RefCell::new(Vec::new()),
@@ -80,17 +115,44 @@ impl Conn {
             unblocked: Notify::default(),
             map_changed: Cell::new(false),
         });
-        let c = conn.clone();
-        glommio::spawn_local(async move { c.outbox.write_loop(w).await }).detach();
-        let c = conn.clone();
-        glommio::spawn_local(async move { c.read_loop(r, reader).await }).detach();
+        if let Some(hub) = &conn.hub {
+            hub.add_conn(&conn);
+        }
         let c = conn.clone();
         glommio::spawn_local(async move { c.ack_loop().await }).detach();
-        if conn.info.heartbeat_ms > 0 {
-            let c = conn.clone();
-            glommio::spawn_local(async move { c.beat_loop().await }).detach();
-        }
+        conn.start(r, w, reader, 0);
         Ok((conn, map))
+    }
+
+    /// Connects and shakes hands.
+    async fn dial(
+        dialer: &Dialer,
+        addr: SocketAddr,
+        opts: &ClientOptions,
+        want_map: bool,
+    ) -> Result<(ReadHalf<Transport>, WriteHalf<Transport>, Greeting)> {
+        let stream = dialer.connect(addr, opts.connect_timeout).await?;
+        let (mut r, mut w) = split(stream);
+        let greeting = greet(&mut r, &mut w, addr, opts, want_map).await?;
+        Ok((r, w, greeting))
+    }
+
+    /// Spawns the tasks of socket number `gen`, writing through the
+    /// current outbox.
+    fn start(self: &Rc<Self>, r: ReadHalf<Transport>, w: WriteHalf<Transport>, reader: FrameReader, gen: u64) {
+        let outbox = self.outbox();
+        glommio::spawn_local(async move { outbox.write_loop(w).await }).detach();
+        let c = self.clone();
+        glommio::spawn_local(async move { c.read_loop(r, reader, gen).await }).detach();
+        if self.info.heartbeat_ms > 0 {
+            let c = self.clone();
+            glommio::spawn_local(async move { c.beat_loop(gen).await }).detach();
+        }
+    }
+
+    /// The current socket's outbox.
+    fn outbox(&self) -> Rc<Outbox> {
+        self.outbox.borrow().clone()
     }
 
     /// What the first connection's handshake said (shards, limits).
@@ -103,16 +165,21 @@ impl Conn {
         self.map_changed.replace(false)
     }
 
-    /// Whether the connection ended (or this client is closing it).
+    /// Whether the connection ended for good (or this client is closing
+    /// it). One that recovery is bringing back is not closed.
     pub fn is_closed(&self) -> bool {
-        self.requests.borrow().closed().is_some() || self.outbox.is_closing()
+        match self.phase.get() {
+            Phase::Closed => true,
+            Phase::Up => self.requests.borrow().closed().is_some() || self.outbox.borrow().is_closing(),
+            Phase::Down | Phase::Replaying => false,
+        }
     }
 
     fn check_open(&self) -> Result<()> {
         if let Some(e) = self.requests.borrow().closed().cloned() {
             return Err(e);
         }
-        if self.outbox.is_closing() {
+        if self.outbox.borrow().is_closing() {
             return Err(ClientError::Closed("connection closed by this client".into()));
         }
         Ok(())
@@ -120,8 +187,11 @@ impl Conn {
 
     /// Waits while the socket has more than `OUTBOX_HIGH_BYTES` queued.
     pub async fn wait_writable(&self) {
-        if self.outbox.queued_bytes() > OUTBOX_HIGH_BYTES {
-            self.outbox.wait_below(OUTBOX_HIGH_BYTES / 2).await;
+        if self.phase.get() != Phase::Up {
+            self.wait_up().await;
+        }
+        if self.outbox.borrow().queued_bytes() > OUTBOX_HIGH_BYTES {
+            self.outbox().wait_below(OUTBOX_HIGH_BYTES / 2).await;
         }
     }
 
@@ -169,12 +239,15 @@ impl Conn {
         if let Some(w) = waiter {
             self.requests.borrow_mut().wait_for(request_id, w);
         }
-        self.outbox.push(encode);
+        self.outbox.borrow().push(encode);
         Ok(())
     }
 
     /// Sends one request and waits for its reply.
     pub async fn request(&self, cmd: Cmd<'_>) -> Result<Response> {
+        if self.phase.get() == Phase::Down {
+            self.wait_up().await;
+        }
         let rid = self.next_request_id();
         let slot = Slot::new();
         let s = slot.clone();
@@ -207,7 +280,7 @@ impl Conn {
     pub async fn ack_now(&self, consumer_id: u32, tag: u64, nack: Option<bool>) -> Result<()> {
         let rid = self.next_request_id();
         self.send_raw(rid, None, |b| encode_ack(b, rid, nack, consumer_id, &[(tag, tag)]))?;
-        self.outbox.wait_below(0).await;
+        self.outbox().wait_below(0).await;
         self.check_open()
     }
 
@@ -264,37 +337,40 @@ impl Conn {
         self.ack_kick.notify();
         glommio::yield_if_needed().await;
         glommio::executor().yield_now().await;
-        self.outbox.wait_below(0).await;
+        self.outbox().wait_below(0).await;
     }
 
     /// Closes without waiting: what is queued is written, then the socket
     /// shuts (the writer does both).
     pub fn shut(&self) {
-        self.outbox.close();
+        self.outbox.borrow().close();
     }
 
     /// Flushes what is queued, then closes the socket.
     pub async fn close(&self) {
         self.close_acks_first().await;
-        self.outbox.close();
-        self.outbox.wait_finished().await;
+        let outbox = self.outbox();
+        outbox.close();
+        outbox.wait_finished().await;
     }
 
     /// Beats (an unsolicited Pong, request id 0) every half interval in
     /// which nothing else was sent, until the connection closes.
-    async fn beat_loop(&self) {
+    async fn beat_loop(&self, gen: u64) {
         let half = Duration::from_millis(u64::from(self.info.heartbeat_ms) / 2);
-        let mut seen = self.outbox.pushes();
-        while !self.is_closed() {
+        let outbox = self.outbox();
+        let mut seen = outbox.pushes();
+        let current = || self.gen.get() == gen && !self.is_closed();
+        while current() {
             glommio::timer::sleep(half).await;
-            if self.outbox.pushes() == seen && !self.is_closed() {
-                self.outbox.push(|b| Frame { request_id: 0, cmd: Cmd::Pong }.encode(b));
+            if outbox.pushes() == seen && current() {
+                outbox.push(|b| Frame { request_id: 0, cmd: Cmd::Pong }.encode(b));
             }
-            seen = self.outbox.pushes();
+            seen = outbox.pushes();
         }
     }
 
-    async fn read_loop(&self, mut r: ReadHalf<Transport>, mut reader: FrameReader) {
+    async fn read_loop(&self, mut r: ReadHalf<Transport>, mut reader: FrameReader, gen: u64) {
         let hb = u64::from(self.info.heartbeat_ms);
         // With heartbeats, a broker silent for two intervals is gone.
         let deadline = |c: &Clock| (hb > 0).then(|| c.last_byte + Duration::from_millis(2 * hb));
@@ -306,17 +382,22 @@ impl Conn {
                 }
                 Err(e) => break read_error(e),
             };
+            // A later socket replaced this one.
+            if self.gen.get() != gen {
+                return;
+            }
             match for_each_frame(&chunk, reader.frame_bytes_max(), |f| self.on_frame(&chunk, f)) {
                 Ok(used) => reader.keep(&chunk, used),
                 Err(Ok(e)) => break e,
                 Err(Err(d)) => break ClientError::Protocol(d.to_string()),
             }
         };
-        self.fail(err);
+        self.on_error(gen, err);
     }
 
     /// Ends the connection: every waiter and consumer hears why.
-    fn fail(&self, err: ClientError) {
+    pub(crate) fn fail(&self, err: ClientError) {
+        self.phase.set(Phase::Closed);
         let waiters = self.requests.borrow_mut().fail(&err);
         for w in waiters {
             w(Err(err.clone()));
@@ -325,9 +406,10 @@ impl Conn {
         for c in consumers {
             c.close(err.clone());
         }
-        self.outbox.close();
+        self.outbox.borrow().close();
         self.ack_kick.notify();
         self.unblocked.notify();
+        self.up.notify();
     }
 
     fn complete(&self, request_id: u64, r: Result<Response>) {
@@ -339,16 +421,19 @@ impl Conn {
 
     fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
         match classify(chunk, f, &self.info)? {
-            Incoming::Deliver { consumer_id, first_tag, entries } => {
+            Incoming::Deliver { consumer_id, first_tag, origin, entries } => {
                 let state = self.consumers.borrow().get(&consumer_id).cloned();
                 let Some(state) = state else {
                     tracing::debug!(consumer_id, "delivery for a consumer this client dropped");
                     return Ok(());
                 };
-                state.push_batch(deliveries(chunk, consumer_id, first_tag, entries));
+                state.push_frame(chunk, consumer_id, first_tag, origin, entries);
             }
             Incoming::Reply(rid, r) => self.complete(rid, r),
             Incoming::Cancelled { consumer_id, error } => {
+                if let Some(hub) = &self.hub {
+                    hub.topology.borrow_mut().consumer_removed(consumer_id);
+                }
                 let state = self.consumers.borrow_mut().remove(&consumer_id);
                 if let Some(state) = state {
                     state.close(error);

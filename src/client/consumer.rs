@@ -4,8 +4,11 @@
 
 use super::conn::Conn;
 use super::core::acks::AckBook;
+use super::core::cmds;
+use super::core::incoming::deliveries;
 use super::{ClientError, ConsumerOptions, Delivery, Result};
-use crate::protocol::Cmd;
+use crate::protocol::{Cmd, DeliverOrigin, Entries};
+use bytes::Bytes;
 use futures_lite::Stream;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -20,11 +23,45 @@ pub(crate) struct ConsumerState {
     closed: RefCell<Option<ClientError>>,
     error_reported: Cell<bool>,
     acks: RefCell<AckBook>,
+    /// Recovery subscribes it again after a redial.
+    recovers: bool,
+    /// Recovery: added to the broker's tags (which start again on each new
+    /// connection) so the application's go on counting up; acks of tags
+    /// below `epoch_start` are of an earlier connection and are dropped.
+    tag_base: Cell<u64>,
+    epoch_start: Cell<u64>,
+    last_tag: Cell<u64>,
 }
 
 impl ConsumerState {
-    pub(crate) fn push_batch(&self, ds: impl Iterator<Item = Delivery>) {
-        self.ready.borrow_mut().extend(ds);
+    fn new(recovers: bool) -> Rc<Self> {
+        Rc::new(Self { recovers, ..Self::default() })
+    }
+
+    pub(crate) fn recovers(&self) -> bool {
+        self.recovers
+    }
+
+    /// A new connection: its tags follow the last one handed out, and
+    /// acks collected for the old one are void.
+    pub(crate) fn new_epoch(&self) {
+        self.tag_base.set(self.last_tag.get());
+        self.epoch_start.set(self.last_tag.get() + 1);
+        self.acks.borrow_mut().take();
+    }
+
+    /// The deliveries of one `Deliver` frame.
+    pub(crate) fn push_frame(
+        &self,
+        chunk: &Bytes,
+        consumer_id: u32,
+        first_tag: u64,
+        origin: Option<DeliverOrigin<'_>>,
+        entries: Entries<'_>,
+    ) {
+        let first = first_tag + self.tag_base.get();
+        self.last_tag.set(self.last_tag.get().max(first + u64::from(entries.len()).saturating_sub(1)));
+        self.ready.borrow_mut().extend(deliveries(chunk, consumer_id, first, origin, entries));
         self.wake();
     }
 
@@ -52,16 +89,19 @@ pub struct Consumer {
 
 impl Consumer {
     pub(crate) async fn subscribe(conn: Rc<Conn>, queue: &str, id: u32, o: ConsumerOptions) -> Result<Consumer> {
-        let state = Rc::new(ConsumerState::default());
+        if let Some(hub) = conn.hub() {
+            hub.topology.borrow().check_consumer()?;
+        }
+        let state = ConsumerState::new(conn.hub().is_some());
         // Registered first: the first delivery may follow the reply at once.
         conn.add_consumer(id, state.clone());
-        let cmd = match o.stream_at {
-            Some(at) => Cmd::StreamSubscribe { consumer_id: id, prefetch: o.prefetch, queue, at },
-            None => Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority },
-        };
+        let cmd = cmds::subscribe(id, queue, &o);
         if let Err(e) = conn.simple(cmd).await {
             conn.remove_consumer(id);
             return Err(e);
+        }
+        if let Some(hub) = conn.hub() {
+            hub.topology.borrow_mut().consumer_added(id, queue, o);
         }
         Ok(Consumer { conn, id, state })
     }
@@ -69,13 +109,15 @@ impl Consumer {
     /// The consumer of direct replies (`protocol::reply_to`) on `conn`,
     /// and the generated name requests carry as their `reply_to`.
     pub(crate) async fn reply_to(conn: Rc<Conn>, id: u32) -> Result<(String, Consumer)> {
-        let state = Rc::new(ConsumerState::default());
+        // Not recovered: a new connection's reply-to name is another.
+        let state = ConsumerState::new(false);
         conn.add_consumer(id, state.clone());
         let cmd = Cmd::Subscribe {
             consumer_id: id,
             prefetch: 1,
             queue: crate::protocol::reply_to::PSEUDO_QUEUE,
             priority: 0,
+            origin: false,
         };
         match conn.request(cmd).await {
             Ok(super::conn::Response::ReplyTo(name)) => Ok((name, Consumer { conn, id, state })),
@@ -96,13 +138,21 @@ impl Consumer {
 
     /// Acks one delivery. Sent with the other acks of this turn.
     pub fn ack(&self, tag: u64) {
-        self.state.acks.borrow_mut().ack(tag);
+        let s = &self.state;
+        if tag < s.epoch_start.get() {
+            return;
+        }
+        s.acks.borrow_mut().ack(tag - s.tag_base.get());
         self.conn.acks_pending(self.id);
     }
 
     /// Rejects one delivery; `requeue` puts it back at the queue's head.
     pub fn nack(&self, tag: u64, requeue: bool) {
-        self.state.acks.borrow_mut().nack(tag, requeue);
+        let s = &self.state;
+        if tag < s.epoch_start.get() {
+            return;
+        }
+        s.acks.borrow_mut().nack(tag - s.tag_base.get(), requeue);
         self.conn.acks_pending(self.id);
     }
 
@@ -114,6 +164,9 @@ impl Consumer {
     /// Stops the subscription; the broker requeues what was not acked.
     pub async fn cancel(self) -> Result<()> {
         self.conn.send_acks(self.id, &self.state);
+        if let Some(hub) = self.conn.hub() {
+            hub.topology.borrow_mut().consumer_removed(self.id);
+        }
         let r = self.conn.simple(Cmd::Unsubscribe { consumer_id: self.id }).await;
         self.conn.remove_consumer(self.id);
         r.map(|_| ())
@@ -144,6 +197,9 @@ impl Drop for Consumer {
         // Acks taken so far must reach the broker even if the task never
         // yielded to the ack sender; closing the client flushes them.
         self.conn.send_acks(self.id, &self.state);
+        if let Some(hub) = self.conn.hub() {
+            hub.topology.borrow_mut().consumer_removed(self.id);
+        }
         self.conn.remove_consumer(self.id);
     }
 }

@@ -13,9 +13,12 @@
 //!   runtime (feature `client` alone: no io_uring, no async runtime).
 //!
 //! Both async clients are I/O shells over one runtime-free [`core`]: the
-//! handshake, request bookkeeping, frame dispatch, ack ranges, batches and
-//! cluster routes are written once; a shell adds sockets, tasks and
-//! timers.
+//! handshake, request bookkeeping, frame dispatch, ack ranges, batches,
+//! cluster routes and recovery's decisions (backoff, the record of what to
+//! declare again, events) are written once; a shell adds sockets, tasks
+//! and timers. With [`ClientOptions::recovery`] the async clients redial,
+//! declare again, resubscribe and republish on their own
+//! (`Client::events()` tells what happened).
 //!
 //! `ringmqs://HOST:PORT` connects over TLS (the `tls` cargo feature):
 //! the broker's certificate is verified against
@@ -44,6 +47,8 @@ mod dial;
 mod handshake;
 #[cfg(feature = "glommio")]
 mod producer;
+#[cfg(feature = "glommio")]
+mod recover;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tokio")]
@@ -59,8 +64,11 @@ pub use consumer::Consumer;
 pub use core::batch::{ProducerOptions, Target};
 pub use core::delivery::{ConsumerOptions, Delivery};
 pub use core::incoming::Response;
+pub use core::recovery::{Event, Recovery, Unconfirmed};
 #[cfg(feature = "glommio")]
 pub use producer::{Confirmation, Producer};
+#[cfg(feature = "glommio")]
+pub use recover::Events;
 pub use url::{parse_broker_url, parse_url, BrokerUrl};
 
 use crate::protocol::{self, ErrorCode};
@@ -112,6 +120,10 @@ pub enum ClientError {
     /// limit, a name over 255 bytes, options that contradict each other).
     #[error("{0}")]
     Invalid(String),
+    /// Recovery's record is full (`Recovery::records_max`): the declare
+    /// or subscribe was refused before it was sent.
+    #[error("recovery records at most {max} {what}; refused one more")]
+    RecoveryLimit { what: &'static str, max: usize },
 }
 
 impl ClientError {
@@ -161,6 +173,11 @@ pub struct ClientOptions {
     pub tls_key_file: Option<PathBuf>,
     /// The vhost to work in; its queues are other vhosts' only by name.
     pub vhost: String,
+    /// Automatic recovery in the async clients (redial, declare again,
+    /// resubscribe, republish; docs/client.md, "Recovery"). `None`, the
+    /// default: a connection that ends stays ended. The blocking client
+    /// ignores it.
+    pub recovery: Option<Recovery>,
 }
 
 impl Default for ClientOptions {
@@ -178,6 +195,7 @@ impl Default for ClientOptions {
             tls_cert_file: None,
             tls_key_file: None,
             vhost: protocol::vhost::DEFAULT_VHOST.into(),
+            recovery: None,
         }
     }
 }

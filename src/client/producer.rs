@@ -8,6 +8,7 @@ use super::core::batch::{self, Batch};
 use super::{ClientError, ProducerOptions, Result, Target};
 use crate::rt::{Notify, Slot, SlotWait};
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -27,8 +28,14 @@ impl Open {
     }
 }
 
-struct Inner {
+/// Batches sent and not yet confirmed, kept for recovery to send again
+/// (or fail), by batch id. Bounded by `in_flight_max`.
+type Kept = RefCell<BTreeMap<u64, (Rc<Batch>, Rc<Slot<Outcome>>)>>;
+
+pub(crate) struct Inner {
     conn: Rc<Conn>,
+    /// With recovery on and confirms: the unconfirmed batches.
+    kept: Option<Kept>,
     target: Target,
     opts: ProducerOptions,
     open: RefCell<Open>,
@@ -74,7 +81,9 @@ impl Future for Confirmation {
 impl Producer {
     pub(crate) fn new(conn: Rc<Conn>, target: Target, opts: ProducerOptions) -> Result<Producer> {
         let entries_bytes_max = batch::entries_bytes_max(&target, &opts, conn.info())?;
+        let keeps = opts.confirm && conn.hub().is_some();
         let inner = Rc::new(Inner {
+            kept: keeps.then(Kept::default),
             conn,
             target,
             opts,
@@ -84,6 +93,9 @@ impl Producer {
             space: Notify::default(),
             entries_bytes_max,
         });
+        if let (true, Some(hub)) = (keeps, inner.conn.hub()) {
+            hub.add_producer(&inner);
+        }
         let weak = Rc::downgrade(&inner);
         glommio::spawn_local(linger_loop(weak)).detach();
         Ok(Producer { inner })
@@ -167,6 +179,9 @@ impl Inner {
     /// Waits while `in_flight_max` batches await their confirms. The open
     /// batch keeps filling meanwhile, so a slow broker gets bigger batches.
     async fn wait_window(&self) {
+        if self.kept.is_some() {
+            self.conn.wait_up().await;
+        }
         while self.opts.confirm && self.in_flight.get() >= self.opts.in_flight_max {
             let n = self.space.notified();
             if self.in_flight.get() < self.opts.in_flight_max || self.conn.is_closed() {
@@ -177,6 +192,9 @@ impl Inner {
     }
 
     fn flush(self: &Rc<Self>) -> Result<()> {
+        if self.kept.is_some() {
+            return self.flush_kept();
+        }
         let mut slot = self.open.borrow_mut();
         if slot.batch.count() == 0 {
             return Ok(());
@@ -212,6 +230,117 @@ impl Inner {
             done.set(r.clone());
         }
         r
+    }
+}
+
+/// Recovery's side of a producer: batches kept until confirmed, sent again
+/// or failed after a redial.
+impl Inner {
+    pub(crate) fn conn(&self) -> &Rc<Conn> {
+        &self.conn
+    }
+
+    /// `flush` with recovery on: the batch is kept until its confirm; while
+    /// recovery is under way the open batch waits (it goes out after the
+    /// republished ones).
+    fn flush_kept(self: &Rc<Self>) -> Result<()> {
+        if !self.conn.is_up() {
+            return Ok(());
+        }
+        let open = {
+            let mut slot = self.open.borrow_mut();
+            if slot.batch.count() == 0 {
+                return Ok(());
+            }
+            let next = Open::new(slot.batch.id + 1);
+            std::mem::replace(&mut *slot, next)
+        };
+        let (id, batch, done) = (open.batch.id, Rc::new(open.batch), open.done);
+        self.in_flight.set(self.in_flight.get() + 1);
+        if let Some(kept) = &self.kept {
+            kept.borrow_mut().insert(id, (batch.clone(), done.clone()));
+        }
+        self.send_kept(id, &batch, &done)
+    }
+
+    /// Sends kept batch `id` under a new request id.
+    fn send_kept(self: &Rc<Self>, id: u64, batch: &Rc<Batch>, done: &Rc<Slot<Outcome>>) -> Result<()> {
+        let rid = self.conn.next_request_id();
+        let me = Rc::downgrade(self);
+        let (d, expect) = (done.clone(), batch.count());
+        let waiter = Box::new(move |r: Result<Response>| {
+            let outcome = match r {
+                Ok(Response::Confirm(n)) if n == expect => Ok(()),
+                Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
+                Err(e) => Err(e),
+            };
+            match me.upgrade() {
+                // The connection went down: recovery sends it again, or fails it.
+                Some(me) if outcome.is_err() && me.conn.is_down() => {}
+                Some(me) => me.settle_kept(id, outcome),
+                None => d.set(outcome),
+            }
+        }) as Box<dyn FnOnce(Result<Response>)>;
+        let flags = batch::publish_flags(&self.opts, &self.target);
+        let target = &self.target;
+        match self.conn.send_raw(rid, Some(waiter), |b| batch.encode(b, rid, flags, target)) {
+            Ok(()) => Ok(()),
+            // Refused while down: `send_raw` told the waiter, which kept it.
+            Err(_) if self.conn.is_down() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Batch `id` is settled: no longer kept, its confirmations resolve.
+    fn settle_kept(&self, id: u64, outcome: Outcome) {
+        let kept = self.kept.as_ref().and_then(|k| k.borrow_mut().remove(&id));
+        if let Some((_, done)) = kept {
+            self.in_flight.set(self.in_flight.get() - 1);
+            self.space.notify();
+            done.set(outcome);
+        }
+    }
+
+    /// Sends every kept batch again, in order; returns how many.
+    pub(crate) fn republish(self: &Rc<Self>) -> usize {
+        let all: Vec<_> = match &self.kept {
+            Some(k) => k.borrow().iter().map(|(id, (b, d))| (*id, b.clone(), d.clone())).collect(),
+            None => return 0,
+        };
+        for (id, b, d) in &all {
+            let _ = self.send_kept(*id, b, d);
+        }
+        all.len()
+    }
+
+    /// Fails every kept batch with `err`; returns how many.
+    pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
+        let ids: Vec<u64> = match &self.kept {
+            Some(k) => k.borrow().keys().copied().collect(),
+            None => return 0,
+        };
+        for id in &ids {
+            self.settle_kept(*id, Err(err.clone()));
+        }
+        ids.len()
+    }
+}
+
+/// A producer dropped while recovery is under way: what it held (kept
+/// batches whose waiters are spent, the open batch) can no longer go out;
+/// their confirmations resolve with `Closed` instead of waiting forever.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.kept.is_none() || self.conn.is_up() {
+            return;
+        }
+        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
+        if let Some(k) = &self.kept {
+            for (_, (_, done)) in std::mem::take(&mut *k.borrow_mut()) {
+                done.set(Err(e.clone()));
+            }
+        }
+        self.open.borrow().done.set(Err(e));
     }
 }
 

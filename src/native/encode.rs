@@ -2,7 +2,7 @@
 //! straight from the queue's stored entries into the connection's outbox.
 
 use crate::protocol::{self, BatchWriter, Cmd, Entry, ErrorCode, Frame};
-use crate::server::types::Reply;
+use crate::server::types::{Origin, Reply};
 use bytes::BytesMut;
 
 /// How deliveries are cut into frames.
@@ -35,6 +35,47 @@ pub(super) fn encode_deliveries<'a>(
         writer.push_raw_entry(buf, redelivered, entry);
     }
     if let Some(done) = w {
+        done.finish(buf);
+    }
+}
+
+/// [`encode_deliveries`] for a consumer that asked for exchange and
+/// routing key (`SUBSCRIBE_ORIGIN`): each frame carries them once, and a
+/// new frame starts where they change (messages of one publish share
+/// them, so runs are long). No origin: the default exchange, routed by
+/// the queue's name.
+pub(super) fn encode_deliveries_from<'a>(
+    buf: &mut BytesMut,
+    limits: &DeliverLimits,
+    consumer_id: u32,
+    first_tag: u64,
+    queue: &str,
+    msgs: impl Iterator<Item = (bool, &'a [u8], Option<&'a Origin>)>,
+) {
+    let same = |a: Option<&Origin>, b: Option<&Origin>| match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    };
+    let mut w: Option<(BatchWriter, Option<&Origin>)> = None;
+    for (tag, (redelivered, entry, origin)) in (first_tag..).zip(msgs) {
+        if let Some((open, o)) = &w {
+            if !same(*o, origin)
+                || open.count() as usize >= limits.count_max
+                || open.frame_len(buf) + entry.len() > limits.frame_bytes_max
+            {
+                if let Some((done, _)) = w.take() {
+                    done.finish(buf);
+                }
+            }
+        }
+        let (writer, _) = w.get_or_insert_with(|| {
+            let (exchange, key) = origin.map_or(("", queue), |o| (o.exchange.as_str(), o.routing_key.as_str()));
+            (BatchWriter::begin_deliver_from(buf, consumer_id, tag, exchange, key), origin)
+        });
+        writer.push_raw_entry(buf, redelivered, entry);
+    }
+    if let Some((done, _)) = w {
         done.finish(buf);
     }
 }

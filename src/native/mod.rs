@@ -37,7 +37,7 @@ use crate::server::shard::routing_replica::{check_exchange_name, check_table};
 use crate::server::shard::{ConnSink, Shard, SinkBuffers};
 use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request, StreamOffset, StreamStart};
 use bytes::Bytes;
-use encode::{clip, encode_deliveries, frame};
+use encode::{clip, encode_deliveries, encode_deliveries_from, frame};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -62,6 +62,10 @@ struct ConsumerRoute {
     queue: String,
     owner: u16,
     pull: bool,
+    /// It asked for the exchange and routing key with its deliveries
+    /// (`SUBSCRIBE_ORIGIN`): the queue's name as the client gave it (the
+    /// routing key of what came through the default exchange).
+    origin: Option<Rc<str>>,
 }
 
 pub struct NativeConn {
@@ -84,6 +88,10 @@ pub struct NativeConn {
     heartbeat_ms: Cell<u32>,
     beat_kick: Notify,
     consumers: RefCell<HashMap<u32, ConsumerRoute>>,
+    /// A consumer of this connection asked for exchange and routing key
+    /// (`SUBSCRIBE_ORIGIN`): deliveries look their consumer up. Never set,
+    /// they cost nothing more.
+    origin_wanted: Cell<bool>,
     /// A queue on this shard whose backlog passed `publish_pause_messages`
     /// in the last chunk: reading waits until it drains.
     paused_on: RefCell<Option<String>>,
@@ -139,11 +147,23 @@ impl ConnSink for NativeConn {
             }
         }
         let limits = self.limits();
+        if let Reply::Deliver { consumer_id, first_tag, msgs, .. } = &reply {
+            if let Some(queue) = self.origin_queue(*consumer_id) {
+                let ds = msgs.iter().map(|m| (m.redelivered, &m.entry[..], m.origin.as_deref()));
+                return self
+                    .outbox
+                    .push(|buf| encode_deliveries_from(buf, &limits, *consumer_id, *first_tag, &queue, ds));
+            }
+        }
         self.outbox.push(|buf| encode_reply(buf, &limits, &reply));
     }
 
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
         let limits = self.limits();
+        if let Some(queue) = self.origin_queue(consumer_id) {
+            let ds = msgs.map(|m| (m.redelivered, &m.entry[..], m.origin.as_deref()));
+            return self.outbox.push(|buf| encode_deliveries_from(buf, &limits, consumer_id, first_tag, &queue, ds));
+        }
         self.outbox.push(|buf| {
             encode_deliveries(buf, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry[..])))
         });
@@ -217,6 +237,7 @@ impl NativeConn {
             heartbeat_ms: Cell::new(0),
             beat_kick: Notify::default(),
             consumers: RefCell::new(HashMap::new()),
+            origin_wanted: Cell::new(false),
             pending_routes: RefCell::new(HashMap::new()),
             admin_busy: Rc::new(Cell::new(false)),
             paused_on: RefCell::new(None),
@@ -456,12 +477,12 @@ impl NativeConn {
             Cmd::Unbind { flags, source, destination, routing_key, args } => {
                 self.bind(chunk, rid, flags, (source, destination, routing_key), args, true)?
             }
-            Cmd::Subscribe { consumer_id, prefetch, queue, priority } => {
+            Cmd::Subscribe { consumer_id, prefetch, queue, priority, origin } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
                 if queue == protocol::reply_to::PSEUDO_QUEUE {
                     return self.reply_subscribe(rid, consumer_id);
                 }
-                self.subscribe(rid, (consumer_id, prefetch, priority), StreamStart::NATIVE, queue)?
+                self.subscribe(rid, (consumer_id, prefetch, priority, origin), StreamStart::NATIVE, queue)?
             }
             Cmd::StoreOffset { queue, reference, offset } => {
                 // Storing a read position is part of reading (RabbitMQ
@@ -479,7 +500,7 @@ impl NativeConn {
                 let req = Request::QueryOffset { queue: queue.to_string(), reference: reference.into() };
                 shard.submit(me, rid, shard.owner_of(&queue), req);
             }
-            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at } => {
+            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at, origin } => {
                 self.may(rid, Perm::Read, Kind::Queue, queue)?;
                 let offset = match at {
                     StreamAt::First => StreamOffset::First,
@@ -489,7 +510,7 @@ impl NativeConn {
                     StreamAt::Timestamp(ms) => StreamOffset::Timestamp(ms),
                 };
                 let start = StreamStart { offset, ..StreamStart::NATIVE };
-                self.subscribe(rid, (consumer_id, prefetch, 0), start, queue)?
+                self.subscribe(rid, (consumer_id, prefetch, 0, origin), start, queue)?
             }
             Cmd::Unsubscribe { consumer_id } if self.reply_unsubscribe(rid, consumer_id) => {}
             Cmd::Unsubscribe { consumer_id } => {
@@ -628,7 +649,7 @@ impl NativeConn {
     fn subscribe(
         &self,
         rid: u64,
-        (consumer_id, prefetch, priority): (u32, u32, i64),
+        (consumer_id, prefetch, priority, origin): (u32, u32, i64, bool),
         stream: StreamStart,
         queue: &str,
     ) -> Result<(), Fatal> {
@@ -641,8 +662,9 @@ impl NativeConn {
             });
         }
         check_queue_name(queue)?;
+        let origin = origin.then(|| Rc::<str>::from(queue));
         let queue = self.q(queue);
-        let owner = self.add_consumer(consumer_id, &queue, false)?;
+        let owner = self.add_consumer(consumer_id, &queue, false, origin)?;
         self.pending_routes.borrow_mut().insert(rid, consumer_id);
         let req = Request::Subscribe {
             consumer_id,
@@ -671,7 +693,7 @@ impl NativeConn {
             }
             None if no_ack => self.shard.owner_of(queue),
             None => {
-                let owner = self.add_consumer(consumer_id, queue, true)?;
+                let owner = self.add_consumer(consumer_id, queue, true, None)?;
                 self.pending_routes.borrow_mut().insert(rid, consumer_id);
                 owner
             }
@@ -680,7 +702,7 @@ impl NativeConn {
         Ok(())
     }
 
-    fn add_consumer(&self, consumer_id: u32, queue: &str, pull: bool) -> Result<u16, Fatal> {
+    fn add_consumer(&self, consumer_id: u32, queue: &str, pull: bool, origin: Option<Rc<str>>) -> Result<u16, Fatal> {
         let mut consumers = self.consumers.borrow_mut();
         if consumers.contains_key(&consumer_id) {
             return Err(Fatal::new(ErrorCode::ConsumerExists, format!("consumer id {consumer_id} is already in use")));
@@ -690,8 +712,22 @@ impl NativeConn {
             return Err(Fatal::new(ErrorCode::ConsumerLimit, format!("consumers_per_connection_max = {max} reached")));
         }
         let owner = self.shard.owner_of(queue);
-        consumers.insert(consumer_id, ConsumerRoute { queue: queue.into(), owner, pull });
+        if origin.is_some() {
+            self.origin_wanted.set(true);
+        }
+        consumers.insert(consumer_id, ConsumerRoute { queue: queue.into(), owner, pull, origin });
         Ok(owner)
+    }
+
+    /// The queue name to report for `consumer_id`'s deliveries through the
+    /// default exchange, when it asked for exchange and routing key. One
+    /// flag read for connections whose consumers never asked.
+    #[inline]
+    fn origin_queue(&self, consumer_id: u32) -> Option<Rc<str>> {
+        if !self.origin_wanted.get() {
+            return None;
+        }
+        self.consumers.borrow().get(&consumer_id).and_then(|c| c.origin.clone())
     }
 
     fn route(&self, consumer_id: u32) -> Result<(u16, String), Fatal> {

@@ -247,6 +247,23 @@ impl BatchWriter {
         Self::counted(buf, start)
     }
 
+    /// A `Deliver` whose entries were all published through `exchange`
+    /// with `routing_key` (`DELIVER_ORIGIN`); each at most 255 bytes.
+    pub fn begin_deliver_from(
+        buf: &mut BytesMut,
+        consumer_id: u32,
+        first_tag: u64,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Self {
+        let start = Self::header(buf, super::op::DELIVER, super::op::DELIVER_ORIGIN, 0);
+        buf.put_u32_le(consumer_id);
+        buf.put_u64_le(first_tag);
+        put_str8(buf, exchange);
+        put_str8(buf, routing_key);
+        Self::counted(buf, start)
+    }
+
     fn header(buf: &mut BytesMut, op: u8, flags: u8, request_id: u64) -> usize {
         let start = buf.len();
         buf.put_slice(FrameHeader::new(op, flags, request_id, 0).as_bytes());

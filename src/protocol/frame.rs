@@ -23,6 +23,16 @@ pub struct Frame<'a> {
     pub cmd: Cmd<'a>,
 }
 
+/// The exchange and routing key a `Deliver` frame's messages were
+/// published with (`DELIVER_ORIGIN`), for consumers that asked
+/// (`SUBSCRIBE_ORIGIN`). Through the default exchange: `""` and the
+/// queue's name. Each at most 255 bytes (a short string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverOrigin<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+}
+
 /// Where a `StreamSubscribe` starts: on the wire a kind byte and a `u64`
 /// (0 first, 1 last, 2 next, each with value 0; 3 an offset; 4 a wall-clock
 /// time in milliseconds since the epoch).
@@ -152,11 +162,14 @@ pub enum Cmd<'a> {
     /// `priority`: the consumer priority (AMQP's `x-priority`), 0 by
     /// default. It travels only when not 0, under `SUBSCRIBE_PRIORITY`, so
     /// a Subscribe without it is byte for byte what older clients send.
+    /// `origin` (flag `SUBSCRIBE_ORIGIN`): the consumer's `Deliver`
+    /// frames carry the exchange and routing key.
     Subscribe {
         consumer_id: u32,
         prefetch: u32,
         queue: &'a str,
         priority: i64,
+        origin: bool,
     },
     /// A stream consumer starting at `at` (`docs/streams.md`); a classic
     /// queue ignores `at`, as it ignores AMQP's `x-stream-offset`.
@@ -165,6 +178,7 @@ pub enum Cmd<'a> {
         prefetch: u32,
         queue: &'a str,
         at: StreamAt,
+        origin: bool,
     },
     /// Server-side offset tracking: `offset` stored for `reference` on the
     /// stream `queue`.
@@ -180,9 +194,12 @@ pub enum Cmd<'a> {
     Unsubscribe {
         consumer_id: u32,
     },
+    /// `origin` (flag `DELIVER_ORIGIN`): every entry of the frame was
+    /// published through it; only to consumers that asked.
     Deliver {
         consumer_id: u32,
         first_tag: u64,
+        origin: Option<DeliverOrigin<'a>>,
         entries: Entries<'a>,
     },
     /// The broker cancelled `consumer_id` (`code` says why, e.g.
@@ -428,7 +445,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
             if flags & op::SUBSCRIBE_PRIORITY != 0 && priority == 0 {
                 return Err(DecodeError::Malformed { what, why: "priority flag with priority 0" });
             }
-            Cmd::Subscribe { consumer_id, prefetch, queue, priority }
+            Cmd::Subscribe { consumer_id, prefetch, queue, priority, origin: flags & op::SUBSCRIBE_ORIGIN != 0 }
         }
         op::STREAM_SUBSCRIBE => {
             let (consumer_id, prefetch, queue) = (c.u32()?, c.u32()?, c.str8()?);
@@ -436,7 +453,7 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
                 what,
                 why: "stream position kind is not 0..=4, or a value is given for first, last or next",
             })?;
-            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at }
+            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at, origin: flags & op::SUBSCRIBE_ORIGIN != 0 }
         }
         op::STORE_OFFSET => Cmd::StoreOffset { queue: c.str8()?, reference: c.str8()?, offset: c.u64()? },
         op::QUERY_OFFSET => Cmd::QueryOffset { queue: c.str8()?, reference: c.str8()? },
@@ -444,8 +461,13 @@ fn decode_body(opcode: u8, flags: u8, body: &[u8], table_depth_max: usize) -> Re
         op::DELIVER => {
             let consumer_id = c.u32()?;
             let first_tag = c.u64()?;
+            let origin = if flags & op::DELIVER_ORIGIN != 0 {
+                Some(DeliverOrigin { exchange: c.str8()?, routing_key: c.str8()? })
+            } else {
+                None
+            };
             let count = c.u32()?;
-            Cmd::Deliver { consumer_id, first_tag, entries: Entries::parse(c.rest(), count)? }
+            Cmd::Deliver { consumer_id, first_tag, origin, entries: Entries::parse(c.rest(), count)? }
         }
         op::CONSUMER_CANCELLED => Cmd::ConsumerCancelled { consumer_id: c.u32()?, code: c.u16()?, message: c.str16()? },
         op::REPLY_TO => Cmd::ReplyTo { consumer_id: c.u32()?, name: c.str8()? },
@@ -562,12 +584,18 @@ impl Cmd<'_> {
             Cmd::Unbind { flags, .. } => (op::UNBIND, *flags),
             Cmd::PublishTo { flags, .. } => (op::PUBLISH_TO, *flags),
             Cmd::Confirm { .. } => (op::CONFIRM, 0),
-            Cmd::Subscribe { priority, .. } => (op::SUBSCRIBE, if *priority == 0 { 0 } else { op::SUBSCRIBE_PRIORITY }),
-            Cmd::StreamSubscribe { .. } => (op::STREAM_SUBSCRIBE, 0),
+            Cmd::Subscribe { priority, origin, .. } => (
+                op::SUBSCRIBE,
+                if *priority == 0 { 0 } else { op::SUBSCRIBE_PRIORITY }
+                    | if *origin { op::SUBSCRIBE_ORIGIN } else { 0 },
+            ),
+            Cmd::StreamSubscribe { origin, .. } => {
+                (op::STREAM_SUBSCRIBE, if *origin { op::SUBSCRIBE_ORIGIN } else { 0 })
+            }
             Cmd::StoreOffset { .. } => (op::STORE_OFFSET, 0),
             Cmd::QueryOffset { .. } => (op::QUERY_OFFSET, 0),
             Cmd::Unsubscribe { .. } => (op::UNSUBSCRIBE, 0),
-            Cmd::Deliver { .. } => (op::DELIVER, 0),
+            Cmd::Deliver { origin, .. } => (op::DELIVER, if origin.is_some() { op::DELIVER_ORIGIN } else { 0 }),
             Cmd::ConsumerCancelled { .. } => (op::CONSUMER_CANCELLED, 0),
             Cmd::ReplyTo { .. } => (op::REPLY_TO, 0),
             Cmd::Ack { .. } => (op::ACK, 0),
@@ -658,7 +686,7 @@ impl Cmd<'_> {
                 buf.put_slice(entries.raw());
             }
             Cmd::Confirm { count } => buf.put_u32_le(*count),
-            Cmd::Subscribe { consumer_id, prefetch, queue, priority } => {
+            Cmd::Subscribe { consumer_id, prefetch, queue, priority, .. } => {
                 buf.put_u32_le(*consumer_id);
                 buf.put_u32_le(*prefetch);
                 put_str8(buf, queue);
@@ -666,7 +694,7 @@ impl Cmd<'_> {
                     buf.put_i64_le(*priority);
                 }
             }
-            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at } => {
+            Cmd::StreamSubscribe { consumer_id, prefetch, queue, at, .. } => {
                 buf.put_u32_le(*consumer_id);
                 buf.put_u32_le(*prefetch);
                 put_str8(buf, queue);
@@ -684,9 +712,13 @@ impl Cmd<'_> {
                 put_str8(buf, reference);
             }
             Cmd::Unsubscribe { consumer_id } => buf.put_u32_le(*consumer_id),
-            Cmd::Deliver { consumer_id, first_tag, entries } => {
+            Cmd::Deliver { consumer_id, first_tag, origin, entries } => {
                 buf.put_u32_le(*consumer_id);
                 buf.put_u64_le(*first_tag);
+                if let Some(o) = origin {
+                    put_str8(buf, o.exchange);
+                    put_str8(buf, o.routing_key);
+                }
                 buf.put_u32_le(entries.len());
                 buf.put_slice(entries.raw());
             }

@@ -116,3 +116,55 @@ fn too_large_checked_from_header_alone() {
     assert_eq!(e, DecodeError::TooLarge { len: HEADER_BYTES + u32::MAX as usize, max: 1 << 20 });
     assert_eq!(e.code(), crate::protocol::ErrorCode::FrameTooLarge);
 }
+
+#[test]
+fn deliver_origin_decodes_and_is_bounded() {
+    // consumer 1, first tag 5, exchange "x", routing key "k.1", one entry "hi".
+    let mut body = vec![1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1, b'x', 3, b'k', b'.', b'1', 1, 0, 0, 0];
+    body.extend_from_slice(&[0, 2, 0, 0, 0, b'h', b'i']);
+    let buf = frame(op::DELIVER, op::DELIVER_ORIGIN, &body);
+    match decoded(&buf).unwrap().cmd {
+        Cmd::Deliver { consumer_id: 1, first_tag: 5, origin: Some(o), entries } => {
+            assert_eq!((o.exchange, o.routing_key), ("x", "k.1"));
+            assert_eq!(entries.iter().next().map(|e| e.body), Some(&b"hi"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the flag the same bytes do not parse: the names are not
+    // taken for entries.
+    assert!(decoded(&frame(op::DELIVER, 0, &body)).is_err());
+    // A routing key whose length runs past the frame.
+    let cut = [1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 200, b'k'];
+    assert!(decoded(&frame(op::DELIVER, op::DELIVER_ORIGIN, &cut)).is_err());
+    // Names that are not UTF-8.
+    let bad = [1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0];
+    assert!(decoded(&frame(op::DELIVER, op::DELIVER_ORIGIN, &bad)).is_err());
+}
+
+#[test]
+fn subscribe_origin_flag_round_trips_on_both_subscribes() {
+    for cmd in [
+        Cmd::Subscribe { consumer_id: 3, prefetch: 9, queue: "q", priority: 0, origin: true },
+        Cmd::Subscribe { consumer_id: 3, prefetch: 9, queue: "q", priority: -4, origin: true },
+        Cmd::StreamSubscribe { consumer_id: 3, prefetch: 9, queue: "s", at: StreamAt::Offset(7), origin: true },
+    ] {
+        let mut b = BytesMut::new();
+        Frame { request_id: 2, cmd: cmd.clone() }.encode(&mut b);
+        assert_eq!(decoded(&b).unwrap().cmd, cmd);
+    }
+    // A Subscribe without it is byte for byte what older clients send.
+    let mut b = BytesMut::new();
+    Frame {
+        request_id: 2,
+        cmd: Cmd::Subscribe { consumer_id: 3, prefetch: 9, queue: "q", priority: 0, origin: false },
+    }
+    .encode(&mut b);
+    assert_eq!(b[5], 0, "no flags");
+    // Bits past the defined ones are refused.
+    let body = [3, 0, 0, 0, 9, 0, 0, 0, 1, b'q'];
+    assert!(decoded(&frame(op::SUBSCRIBE, op::SUBSCRIBE_ORIGIN, &body)).is_ok());
+    assert!(decoded(&frame(op::SUBSCRIBE, 0x04, &body)).is_err());
+    let body = [3, 0, 0, 0, 9, 0, 0, 0, 1, b's', 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert!(decoded(&frame(op::STREAM_SUBSCRIBE, op::SUBSCRIBE_ORIGIN, &body)).is_ok());
+    assert!(decoded(&frame(op::STREAM_SUBSCRIBE, op::SUBSCRIBE_PRIORITY, &body)).is_err());
+}

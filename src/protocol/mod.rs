@@ -30,6 +30,6 @@ pub mod wire;
 
 pub use batch::{BatchWriter, Entries, Entry, Ranges, ENTRY_REDELIVERED};
 pub use error::{DecodeError, ErrorCode};
-pub use frame::{decode, encode_ack, Cmd, Decoded, Frame, HelloOk, StreamAt, MAGIC, VERSION};
+pub use frame::{decode, encode_ack, Cmd, Decoded, DeliverOrigin, Frame, HelloOk, StreamAt, MAGIC, VERSION};
 pub use header::{FrameHeader, HEADER_BYTES};
 pub use shard_hash::{shard_for, HASH_ID};

@@ -196,6 +196,13 @@ pub const BIND_TO_EXCHANGE: u8 = 0x01;
 /// `Subscribe`: a consumer priority (`i64`, not 0) follows the queue name;
 /// without the flag the priority is 0.
 pub const SUBSCRIBE_PRIORITY: u8 = 0x01;
+/// `Subscribe`, `StreamSubscribe`: this consumer's `Deliver` frames carry
+/// the exchange and routing key (`DELIVER_ORIGIN`). Without it they do
+/// not, and the broker does no work for them.
+pub const SUBSCRIBE_ORIGIN: u8 = 0x02;
+/// `Deliver`: the exchange and routing key (two short strings) follow
+/// `first_tag`; every entry of the frame was published with them.
+pub const DELIVER_ORIGIN: u8 = 0x01;
 /// `Nack`: put the messages back at the head of the queue.
 pub const NACK_REQUEUE: u8 = 0x01;
 /// `Get`: the message counts as acked once sent.
@@ -214,7 +221,9 @@ pub fn known_flags(opcode: u8) -> u8 {
         EXCHANGE_DECLARE => EXCHANGE_DECLARE_KNOWN,
         EXCHANGE_DELETE => EXCHANGE_IF_UNUSED,
         BIND | UNBIND => BIND_TO_EXCHANGE,
-        SUBSCRIBE => SUBSCRIBE_PRIORITY,
+        SUBSCRIBE => SUBSCRIBE_PRIORITY | SUBSCRIBE_ORIGIN,
+        STREAM_SUBSCRIBE => SUBSCRIBE_ORIGIN,
+        DELIVER => DELIVER_ORIGIN,
         NACK => NACK_REQUEUE,
         GET => GET_NO_ACK,
         _ => 0,

@@ -4,7 +4,7 @@
 
 use super::batch::{put_entry, BatchWriter, Entries, Entry, Ranges, ENTRY_HAS_PROPS, ENTRY_REDELIVERED};
 use super::error::{DecodeError, ErrorCode};
-use super::frame::{decode, encode_ack, peek_len, Cmd, Decoded, Frame, HelloOk, StreamAt};
+use super::frame::{decode, encode_ack, peek_len, Cmd, Decoded, DeliverOrigin, Frame, HelloOk, StreamAt};
 use super::header::{FrameHeader, HEADER_BYTES};
 use super::op;
 use bytes::BytesMut;
@@ -109,12 +109,14 @@ enum O {
         prefetch: u32,
         queue: String,
         priority: i64,
+        origin: bool,
     },
     StreamSubscribe {
         consumer_id: u32,
         prefetch: u32,
         queue: String,
         at: StreamAt,
+        origin: bool,
     },
     StoreOffset {
         queue: String,
@@ -131,6 +133,8 @@ enum O {
     Deliver {
         consumer_id: u32,
         first_tag: u64,
+        /// Exchange and routing key (`DELIVER_ORIGIN`).
+        origin: Option<(String, String)>,
         entries: Vec<OwnedEntry>,
     },
     Ack {
@@ -277,11 +281,24 @@ fn owned_cmd() -> impl Strategy<Value = O> {
             .prop_map(|(flags, exchange, key, entries)| { O::PublishTo { flags, exchange, key, entries } }),
         any::<u32>().prop_map(|count| O::Confirm { count }),
         // Priority 0 (no flag) as often as any other.
-        (any::<u32>(), any::<u32>(), queue(), prop_oneof![Just(0i64), any::<i64>()]).prop_map(
-            |(consumer_id, prefetch, queue, priority)| O::Subscribe { consumer_id, prefetch, queue, priority }
+        (any::<u32>(), any::<u32>(), queue(), prop_oneof![Just(0i64), any::<i64>()], any::<bool>()).prop_map(
+            |(consumer_id, prefetch, queue, priority, origin)| O::Subscribe {
+                consumer_id,
+                prefetch,
+                queue,
+                priority,
+                origin
+            }
         ),
-        (any::<u32>(), any::<u32>(), queue(), stream_at())
-            .prop_map(|(consumer_id, prefetch, queue, at)| { O::StreamSubscribe { consumer_id, prefetch, queue, at } }),
+        (any::<u32>(), any::<u32>(), queue(), stream_at(), any::<bool>()).prop_map(
+            |(consumer_id, prefetch, queue, at, origin)| O::StreamSubscribe {
+                consumer_id,
+                prefetch,
+                queue,
+                at,
+                origin
+            }
+        ),
         (queue(), queue(), any::<u64>()).prop_map(|(queue, reference, offset)| O::StoreOffset {
             queue,
             reference,
@@ -289,11 +306,19 @@ fn owned_cmd() -> impl Strategy<Value = O> {
         }),
         (queue(), queue()).prop_map(|(queue, reference)| O::QueryOffset { queue, reference }),
         any::<u32>().prop_map(|consumer_id| O::Unsubscribe { consumer_id }),
-        (any::<u32>(), any::<u64>(), entries()).prop_map(|(consumer_id, first_tag, entries)| O::Deliver {
-            consumer_id,
-            first_tag,
-            entries
-        }),
+        // The empty exchange (the default one) as often as a name.
+        (
+            any::<u32>(),
+            any::<u64>(),
+            proptest::option::of((prop_oneof![Just(String::new()), queue()], queue())),
+            entries()
+        )
+            .prop_map(|(consumer_id, first_tag, origin, entries)| O::Deliver {
+                consumer_id,
+                first_tag,
+                origin,
+                entries
+            }),
         (any::<u32>(), ranges()).prop_map(|(consumer_id, ranges)| O::Ack { consumer_id, ranges }),
         (any::<bool>(), any::<u32>(), ranges()).prop_map(|(requeue, consumer_id, ranges)| O::Nack {
             requeue,
@@ -402,18 +427,25 @@ fn with_frame<R>(request_id: u64, o: &O, f: impl FnOnce(&Frame<'_>) -> R) -> R {
             Cmd::PublishTo { flags: *flags, exchange, routing_key: key, entries: es(entries.len()) }
         }
         O::Confirm { count } => Cmd::Confirm { count: *count },
-        O::Subscribe { consumer_id, prefetch, queue, priority } => {
-            Cmd::Subscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, priority: *priority }
-        }
-        O::StreamSubscribe { consumer_id, prefetch, queue, at } => {
-            Cmd::StreamSubscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, at: *at }
+        O::Subscribe { consumer_id, prefetch, queue, priority, origin } => Cmd::Subscribe {
+            consumer_id: *consumer_id,
+            prefetch: *prefetch,
+            queue,
+            priority: *priority,
+            origin: *origin,
+        },
+        O::StreamSubscribe { consumer_id, prefetch, queue, at, origin } => {
+            Cmd::StreamSubscribe { consumer_id: *consumer_id, prefetch: *prefetch, queue, at: *at, origin: *origin }
         }
         O::StoreOffset { queue, reference, offset } => Cmd::StoreOffset { queue, reference, offset: *offset },
         O::QueryOffset { queue, reference } => Cmd::QueryOffset { queue, reference },
         O::Unsubscribe { consumer_id } => Cmd::Unsubscribe { consumer_id: *consumer_id },
-        O::Deliver { consumer_id, first_tag, entries } => {
-            Cmd::Deliver { consumer_id: *consumer_id, first_tag: *first_tag, entries: es(entries.len()) }
-        }
+        O::Deliver { consumer_id, first_tag, origin, entries } => Cmd::Deliver {
+            consumer_id: *consumer_id,
+            first_tag: *first_tag,
+            origin: origin.as_ref().map(|(exchange, routing_key)| DeliverOrigin { exchange, routing_key }),
+            entries: es(entries.len()),
+        },
         O::Ack { consumer_id, ranges } => Cmd::Ack { consumer_id: *consumer_id, ranges: rs(ranges.len()) },
         O::Nack { requeue, consumer_id, ranges } => {
             Cmd::Nack { requeue: *requeue, consumer_id: *consumer_id, ranges: rs(ranges.len()) }
@@ -584,16 +616,22 @@ fn declare_args_example_in_the_docs() {
 #[test]
 fn subscribe_priority_example_in_the_docs() {
     let mut buf = BytesMut::new();
-    Frame { request_id: 4, cmd: Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: "q", priority: -2 } }
-        .encode(&mut buf);
+    Frame {
+        request_id: 4,
+        cmd: Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: "q", priority: -2, origin: false },
+    }
+    .encode(&mut buf);
     let mut want = vec![0x12, 0, 0, 0, 0x30, 0x01, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]; // header
     want.extend_from_slice(&[1, 0, 0, 0, 10, 0, 0, 0]); // consumer_id, prefetch
     want.extend_from_slice(&[0x01, b'q']); // queue
     want.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]); // priority -2
     assert_eq!(&buf[..], &want[..]);
     let mut old = BytesMut::new();
-    Frame { request_id: 4, cmd: Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: "q", priority: 0 } }
-        .encode(&mut old);
+    Frame {
+        request_id: 4,
+        cmd: Cmd::Subscribe { consumer_id: 1, prefetch: 10, queue: "q", priority: 0, origin: false },
+    }
+    .encode(&mut old);
     assert_eq!(&old[..], &[&[0x0a, 0, 0, 0, 0x30, 0][..], &want[6..26]].concat()[..], "no flag, no field");
     // The flag with priority 0 has another encoding already: malformed.
     let mut zero = want.clone();
@@ -834,7 +872,29 @@ proptest! {
         }
         w.finish(&mut buf);
         let f = decode_whole(&buf)?;
-        let want = O::Deliver { consumer_id, first_tag, entries: es };
+        let want = O::Deliver { consumer_id, first_tag, origin: None, entries: es };
+        with_frame(0, &want, |w| -> Result<(), TestCaseError> {
+            prop_assert_eq!(&f, w);
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn batch_writer_deliver_from_decodes_to_its_origin_and_entries(
+        consumer_id in any::<u32>(),
+        first_tag in 1..u64::MAX,
+        exchange in prop_oneof![Just(String::new()), queue()],
+        key in queue(),
+        es in entries(),
+    ) {
+        let mut buf = BytesMut::new();
+        let mut w = BatchWriter::begin_deliver_from(&mut buf, consumer_id, first_tag, &exchange, &key);
+        for e in &es {
+            w.push(&mut buf, if e.0 { ENTRY_REDELIVERED } else { 0 }, &e.1, &e.2);
+        }
+        w.finish(&mut buf);
+        let f = decode_whole(&buf)?;
+        let want = O::Deliver { consumer_id, first_tag, origin: Some((exchange, key)), entries: es };
         with_frame(0, &want, |w| -> Result<(), TestCaseError> {
             prop_assert_eq!(&f, w);
             Ok(())

@@ -552,7 +552,7 @@ impl Raw {
     /// the consumer id and any deliveries that came with the reply.
     pub fn subscribe(&mut self, queue: &str, prefetch: u32) -> (u32, Vec<Delivered>) {
         let cid = self.consumer_id();
-        let rid = self.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue, priority: 0 });
+        let rid = self.send(Cmd::Subscribe { consumer_id: cid, prefetch, queue, priority: 0, origin: false });
         let mut early = Vec::new();
         loop {
             let f = self.recv();
@@ -639,7 +639,7 @@ pub struct Delivered {
 /// The messages of a Deliver frame.
 pub fn deliveries(f: &RawFrame) -> Vec<Delivered> {
     match f.frame().cmd {
-        Cmd::Deliver { consumer_id, first_tag, entries } => entries
+        Cmd::Deliver { consumer_id, first_tag, entries, .. } => entries
             .iter()
             .enumerate()
             .map(|(i, e)| Delivered {

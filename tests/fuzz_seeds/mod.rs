@@ -80,7 +80,7 @@ fn native_frames() -> Named {
     let cmds = [
         ("hello", Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: None, vhost: None }),
         ("declare", Cmd::Declare { flags: op::DECLARE_DURABLE, queue: "orders", args: &args }),
-        ("subscribe", Cmd::Subscribe { consumer_id: 1, prefetch: 100, queue: "orders", priority: 0 }),
+        ("subscribe", Cmd::Subscribe { consumer_id: 1, prefetch: 100, queue: "orders", priority: 0, origin: false }),
         ("ack", Cmd::Ack { consumer_id: 1, ranges: Ranges::parse(&ranges, 2).expect("ranges") }),
         ("nack", Cmd::Nack { requeue: true, consumer_id: 1, ranges: Ranges::parse(&ranges[..16], 1).expect("ranges") }),
         ("get", Cmd::Get { no_ack: false, consumer_id: 2, queue: "orders" }),
@@ -94,7 +94,10 @@ fn native_frames() -> Named {
             Cmd::Hello { version: 1, user: "guest", password: "guest", heartbeat_ms: Some(5000), vhost: Some("prod") },
         ),
         // Subscribe with the PRIORITY flag (a negative priority: signed).
-        ("subscribe_priority", Cmd::Subscribe { consumer_id: 3, prefetch: 10, queue: "orders", priority: -5 }),
+        (
+            "subscribe_priority",
+            Cmd::Subscribe { consumer_id: 3, prefetch: 10, queue: "orders", priority: -5, origin: false },
+        ),
         (
             "stream-subscribe",
             Cmd::StreamSubscribe {
@@ -102,6 +105,7 @@ fn native_frames() -> Named {
                 prefetch: 500,
                 queue: "events",
                 at: ringmq::protocol::StreamAt::Offset(1000),
+                origin: true,
             },
         ),
         ("store-offset", Cmd::StoreOffset { queue: "events", reference: "billing", offset: 1000 }),

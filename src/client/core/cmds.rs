@@ -47,3 +47,12 @@ pub fn binding<'a>(
         Cmd::Bind { flags, source, destination, routing_key, args }
     }
 }
+
+/// A consumer's subscribe: a `StreamSubscribe` when it starts at a stream
+/// position, else a `Subscribe`.
+pub fn subscribe<'a>(consumer_id: u32, queue: &'a str, o: &crate::client::ConsumerOptions) -> Cmd<'a> {
+    match o.stream_at {
+        Some(at) => Cmd::StreamSubscribe { consumer_id, prefetch: o.prefetch, queue, at, origin: o.origin },
+        None => Cmd::Subscribe { consumer_id, prefetch: o.prefetch, queue, priority: o.priority, origin: o.origin },
+    }
+}

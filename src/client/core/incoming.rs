@@ -2,11 +2,12 @@
 //! every shell: [`classify`] turns it into an [`Incoming`] the shell acts
 //! on (complete a waiter, hand deliveries to a consumer, answer a ping).
 
-use super::delivery::Delivery;
+use super::delivery::{Delivery, Origin};
 use super::routes::OwnedMap;
 use crate::client::{ClientError, Result, ServerInfo};
-use crate::protocol::{Cmd, Entries, Frame};
+use crate::protocol::{Cmd, DeliverOrigin, Entries, Frame};
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// A reply as the waiting request sees it.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub enum Incoming<'a> {
     Deliver {
         consumer_id: u32,
         first_tag: u64,
+        /// For consumers that asked (`SUBSCRIBE_ORIGIN`).
+        origin: Option<DeliverOrigin<'a>>,
         entries: Entries<'a>,
     },
     /// The broker ended a consumer (its queue deleted, ...).
@@ -54,13 +57,15 @@ pub enum Incoming<'a> {
 pub fn classify<'a>(chunk: &Bytes, f: Frame<'a>, info: &ServerInfo) -> Result<Incoming<'a>> {
     let rid = f.request_id;
     Ok(match f.cmd {
-        Cmd::Deliver { consumer_id, first_tag, entries } => Incoming::Deliver { consumer_id, first_tag, entries },
+        Cmd::Deliver { consumer_id, first_tag, origin, entries } => {
+            Incoming::Deliver { consumer_id, first_tag, origin, entries }
+        }
         Cmd::Confirm { count } => Incoming::Reply(rid, Ok(Response::Confirm(count))),
         Cmd::Ok { value } => Incoming::Reply(rid, Ok(Response::Ok(value))),
         Cmd::GetEmpty => Incoming::Reply(rid, Ok(Response::Get(None))),
         Cmd::ReplyTo { name, .. } => Incoming::Reply(rid, Ok(Response::ReplyTo(name.to_string()))),
         Cmd::GetOk { consumer_id, tag, entry, .. } => {
-            Incoming::Reply(rid, Ok(Response::Get(Some(Delivery::from_entry(chunk, consumer_id, tag, &entry)))))
+            Incoming::Reply(rid, Ok(Response::Get(Some(Delivery::from_entry(chunk, consumer_id, tag, &entry, None)))))
         }
         Cmd::Error { fatal, code, message } => {
             let e = ClientError::Server { code, message: message.into() };
@@ -86,14 +91,20 @@ pub fn classify<'a>(chunk: &Bytes, f: Frame<'a>, info: &ServerInfo) -> Result<In
     })
 }
 
-/// The deliveries of a `Deliver` frame, sliced out of `chunk`.
+/// The deliveries of a `Deliver` frame, sliced out of `chunk`; with an
+/// origin, they share one copy of it.
 pub fn deliveries<'a>(
     chunk: &'a Bytes,
     consumer_id: u32,
     first_tag: u64,
+    origin: Option<DeliverOrigin<'_>>,
     entries: Entries<'a>,
 ) -> impl Iterator<Item = Delivery> + 'a {
-    entries.iter().enumerate().map(move |(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e))
+    let origin: Option<Arc<Origin>> = origin.as_ref().map(Origin::from_wire);
+    entries
+        .iter()
+        .enumerate()
+        .map(move |(i, e)| Delivery::from_entry(chunk, consumer_id, first_tag + i as u64, &e, origin.clone()))
 }
 
 /// Rare (once a connection, and when the map moves): out of `classify`'s

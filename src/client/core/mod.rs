@@ -12,6 +12,8 @@
 //! - [`batch`]: a producer's open batch and its `Publish` frame.
 //! - [`routes`]: the cluster map and where each queue lives.
 //! - [`cmds`]: the requests behind the client's admin calls.
+//! - [`recovery`] and [`topology`]: automatic recovery's options, backoff,
+//!   events and the record of what to declare again.
 //!
 //! A shell keeps these in whatever cell its runtime wants (`RefCell` on
 //! glommio's single thread, a `Mutex` on tokio's pool) and calls into
@@ -23,5 +25,7 @@ pub mod cmds;
 pub mod delivery;
 pub mod handshake;
 pub mod incoming;
+pub mod recovery;
 pub mod requests;
 pub mod routes;
+pub mod topology;

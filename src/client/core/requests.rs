@@ -65,6 +65,13 @@ impl<W> Requests<W> {
         self.last_error.take()
     }
 
+    /// A redialled connection takes requests again (recovery): ids go on
+    /// counting, so a late reply of the old socket matches nothing.
+    pub fn reopen(&mut self) {
+        self.closed = None;
+        self.last_error = None;
+    }
+
     /// Ends the connection (the first reason stays): every waiter, to be
     /// told `err`.
     pub fn fail(&mut self, err: &ClientError) -> Vec<W> {

@@ -2,26 +2,30 @@
 //! shared buffer (every request of a turn in one write), a reader task
 //! classifying frames (`core::incoming`) and completing requests
 //! (`core::requests`) or handing deliveries to consumers, and a beat task
-//! when heartbeats are on. Every lock here is held for a few field
-//! updates, never across an await or a waiter's call.
+//! when heartbeats are on (`tasks`). Every lock here is held for a few
+//! field updates, never across an await or a waiter's call. With recovery
+//! (`recovery`) the connection outlives its socket: a redial gives it a
+//! new one and new tasks.
 
 use super::consumer::ConsumerShared;
 use super::io::{Dialer, Reader, Writer};
+use super::recover::Hub;
 use crate::client::core::handshake::Greeter;
-use crate::client::core::incoming::{classify, deliveries, Incoming, Response};
+use crate::client::core::incoming::{classify, Incoming, Response};
 use crate::client::core::requests::Requests;
 use crate::client::core::routes::OwnedMap;
 use crate::client::dial::io_error;
 use crate::client::{ClientError, ClientOptions, Delivery, Result, ServerInfo};
-use crate::protocol::frame::peek_len;
 use crate::protocol::{Cmd, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
+
+mod recovery;
+mod tasks;
 
 pub(crate) type Waiter = Box<dyn FnOnce(Result<Response>) + Send>;
 
@@ -34,7 +38,21 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where a connection is, with recovery on (without it: `Up`, then `Closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Up,
+    /// The socket ended; recovery redials. Requests fail, publishers wait.
+    Down,
+    /// Redialled: the supervisor declares again, resubscribes and
+    /// republishes before the application's traffic goes on.
+    Replaying,
+    /// For good.
+    Closed,
+}
+
 struct State {
+    phase: Phase,
     requests: Requests<Waiter>,
     consumers: HashMap<u32, Arc<ConsumerShared>>,
     /// Consumers with acks for the writer to send.
@@ -58,6 +76,18 @@ struct Out {
 /// consumers.
 pub struct Conn {
     info: ServerInfo,
+    /// Where it was dialled (and is redialled).
+    addr: SocketAddr,
+    /// With recovery on: the client's recovery hub.
+    hub: Option<Arc<Hub>>,
+    /// Counts the sockets this connection has had: a task of an earlier
+    /// one stops at its next turn.
+    gen: AtomicU64,
+    /// Not `Up` (recovery under way): publishers wait, the linger task
+    /// holds its batch.
+    down: AtomicBool,
+    /// The phase went back to `Up` (or `Closed`).
+    up: Notify,
     state: Mutex<State>,
     out: Mutex<Out>,
     /// Wakes the writer (something to write, acks, closing).
@@ -80,7 +110,54 @@ impl Conn {
         addr: SocketAddr,
         opts: &ClientOptions,
         want_map: bool,
+        hub: Option<Arc<Hub>>,
     ) -> Result<(Arc<Conn>, Option<OwnedMap>)> {
+        let (info, map, r, w, buf) = Self::dial(dialer, addr, opts, want_map).await?;
+        let conn = Arc::new(Conn {
+            info,
+            addr,
+            hub,
+            gen: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            up: Notify::new(),
+            state: Mutex::new(State {
+                phase: Phase::Up,
+                requests: Requests::default(),
+                consumers: HashMap::new(),
+                ack_dirty: Vec::new(),
+                blocked: None,
+                map_changed: false,
+            }),
+            out: Mutex::default(),
+            kick: Notify::new(),
+            wrote: Notify::new(),
+            unblocked: Notify::new(),
+            queued: AtomicUsize::new(0),
+            stray_error: AtomicBool::new(false),
+        });
+        if let Some(hub) = &conn.hub {
+            hub.add_conn(&conn);
+        }
+        conn.clone().start(r, w, buf, 0);
+        Ok((conn, map))
+    }
+
+    /// Spawns the tasks of socket number `gen`.
+    fn start(self: Arc<Self>, r: Reader, w: Writer, buf: BytesMut, gen: u64) {
+        tokio::spawn(self.clone().write_loop(w, gen));
+        if self.info.heartbeat_ms > 0 {
+            tokio::spawn(self.clone().beat_loop(gen));
+        }
+        tokio::spawn(self.read_loop(r, buf, gen));
+    }
+
+    /// Connects and shakes hands.
+    async fn dial(
+        dialer: &Dialer,
+        addr: SocketAddr,
+        opts: &ClientOptions,
+        want_map: bool,
+    ) -> Result<(ServerInfo, Option<OwnedMap>, Reader, Writer, BytesMut)> {
         let (mut r, mut w) = dialer.connect(addr, opts.connect_timeout).await?.split();
         let greet = async {
             let mut greeter = Greeter::new(opts, addr, want_map);
@@ -107,28 +184,7 @@ impl Conn {
             Ok(r) => r?,
             Err(_) => return Err(ClientError::Io("no reply to the handshake within the connect timeout".into())),
         };
-        let conn = Arc::new(Conn {
-            info,
-            state: Mutex::new(State {
-                requests: Requests::default(),
-                consumers: HashMap::new(),
-                ack_dirty: Vec::new(),
-                blocked: None,
-                map_changed: false,
-            }),
-            out: Mutex::default(),
-            kick: Notify::new(),
-            wrote: Notify::new(),
-            unblocked: Notify::new(),
-            queued: AtomicUsize::new(0),
-            stray_error: AtomicBool::new(false),
-        });
-        tokio::spawn(conn.clone().write_loop(w));
-        tokio::spawn(conn.clone().read_loop(r, buf));
-        if conn.info.heartbeat_ms > 0 {
-            tokio::spawn(conn.clone().beat_loop());
-        }
-        Ok((conn, map))
+        Ok((info, map, r, w, buf))
     }
 
     /// What this connection's handshake said.
@@ -141,9 +197,21 @@ impl Conn {
         std::mem::take(&mut lock(&self.state).map_changed)
     }
 
-    /// Whether the connection ended (or this client is closing it).
+    /// Whether the connection ended for good (or this client is closing
+    /// it). One that recovery is bringing back is not closed.
     pub fn is_closed(&self) -> bool {
-        lock(&self.state).requests.closed().is_some() || lock(&self.out).closing
+        let s = lock(&self.state);
+        s.phase == Phase::Closed || (s.phase == Phase::Up && s.requests.closed().is_some()) || lock(&self.out).closing
+    }
+
+    /// The client's recovery hub, when recovery is on.
+    pub(crate) fn hub(&self) -> Option<&Arc<Hub>> {
+        self.hub.as_ref()
+    }
+
+    /// The address it was dialled at.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn check_open(&self) -> Result<()> {
@@ -198,11 +266,15 @@ impl Conn {
             n.as_mut().enable();
             {
                 let o = lock(&self.out);
-                if o.buf.len() <= OUTBOX_HIGH_BYTES || o.closing {
+                if o.closing || (o.buf.len() <= OUTBOX_HIGH_BYTES && !self.down.load(Ordering::Acquire)) {
                     return;
                 }
             }
-            n.await;
+            if self.down.load(Ordering::Acquire) {
+                self.wait_up().await;
+            } else {
+                n.await;
+            }
         }
     }
 
@@ -257,8 +329,12 @@ impl Conn {
         }
     }
 
-    /// Sends one request and waits for its reply.
+    /// Sends one request and waits for its reply. While recovery redials,
+    /// waits for the connection to be back first.
     pub async fn request(&self, cmd: Cmd<'_>) -> Result<Response> {
+        if self.hub.is_some() && lock(&self.state).phase == Phase::Down {
+            self.wait_up().await;
+        }
         let rid = self.next_request_id();
         let (tx, rx) = oneshot::channel();
         let waiter: Waiter = Box::new(move |r| {
@@ -369,123 +445,12 @@ impl Conn {
         }
     }
 
-    async fn write_loop(self: Arc<Self>, mut w: Writer) {
-        let mut spare = BytesMut::with_capacity(64 * 1024);
-        loop {
-            let kicked = self.kick.notified();
-            self.queue_acks();
-            let (closing, n) = {
-                let mut o = lock(&self.out);
-                std::mem::swap(&mut o.buf, &mut spare);
-                self.queued.store(0, Ordering::Relaxed);
-                (o.closing, o.pushes)
-            };
-            if !spare.is_empty() {
-                if let Err(e) = w.write_all(&spare).await {
-                    self.fail(io_error(e));
-                    break;
-                }
-                spare.clear();
-                lock(&self.out).written = n;
-                self.wrote.notify_waiters();
-                continue;
-            }
-            if closing {
-                break;
-            }
-            kicked.await;
-        }
-        w.shutdown().await;
-        {
-            let mut o = lock(&self.out);
-            o.finished = true;
-            o.closing = true;
-        }
-        self.wrote.notify_waiters();
-    }
-
-    /// Beats (an unsolicited Pong, request id 0) every half interval in
-    /// which nothing else was sent, until the connection closes.
-    async fn beat_loop(self: Arc<Self>) {
-        let half = Duration::from_millis(u64::from(self.info.heartbeat_ms) / 2);
-        let mut seen = lock(&self.out).pushes;
-        while !self.is_closed() {
-            tokio::time::sleep(half).await;
-            if lock(&self.out).pushes == seen && !self.is_closed() {
-                let _ = self.send_raw(0, None, |b| Frame { request_id: 0, cmd: Cmd::Pong }.encode(b));
-            }
-            seen = lock(&self.out).pushes;
-        }
-    }
-
-    async fn read_loop(self: Arc<Self>, mut r: Reader, mut buf: BytesMut) {
-        let hb = u64::from(self.info.heartbeat_ms);
-        let frame_max = self.info.frame_bytes_max as usize;
-        let err = loop {
-            // Whole frames at the front go out as one chunk: deliveries
-            // are slices of it, no copy per message.
-            let mut whole = 0;
-            let bad = loop {
-                match peek_len(&buf[whole..], frame_max) {
-                    Ok(Some(len)) if whole + len <= buf.len() => whole += len,
-                    Ok(_) => break None,
-                    Err(e) => break Some(ClientError::Protocol(e.to_string())),
-                }
-            };
-            if whole > 0 {
-                let chunk = buf.split_to(whole).freeze();
-                if let Err(e) = self.on_chunk(&chunk) {
-                    break e;
-                }
-            }
-            if let Some(e) = bad {
-                break e;
-            }
-            // With heartbeats, a broker silent for two intervals is gone.
-            let read = if hb > 0 {
-                match tokio::time::timeout(Duration::from_millis(2 * hb), r.read_into(&mut buf)).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        break ClientError::Closed(format!(
-                            "nothing from the broker for two heartbeat intervals ({hb} ms)"
-                        ))
-                    }
-                }
-            } else {
-                r.read_into(&mut buf).await
-            };
-            match read {
-                Ok(0) if buf.is_empty() => break ClientError::Closed("the broker closed the connection".into()),
-                Ok(0) => break ClientError::Closed(format!("the broker closed inside a frame ({} bytes)", buf.len())),
-                Ok(_) => {}
-                Err(e) => break io_error(e),
-            }
-        };
-        self.fail(err);
-    }
-
-    fn on_chunk(&self, chunk: &Bytes) -> Result<()> {
-        let mut off = 0;
-        while off < chunk.len() {
-            let (f, len) = match crate::protocol::decode(&chunk[off..], self.info.frame_bytes_max as usize) {
-                Ok(crate::protocol::Decoded::Frame(f, len)) => (f, len),
-                Ok(crate::protocol::Decoded::Incomplete) => {
-                    return Err(ClientError::Protocol("a frame shorter than its length".into()))
-                }
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
-            };
-            off += len;
-            self.on_frame(chunk, f)?;
-        }
-        Ok(())
-    }
-
     fn on_frame(&self, chunk: &Bytes, f: Frame<'_>) -> Result<()> {
         match classify(chunk, f, &self.info)? {
-            Incoming::Deliver { consumer_id, first_tag, entries } => {
+            Incoming::Deliver { consumer_id, first_tag, origin, entries } => {
                 let c = lock(&self.state).consumers.get(&consumer_id).cloned();
                 match c {
-                    Some(c) => c.push_batch(deliveries(chunk, consumer_id, first_tag, entries)),
+                    Some(c) => c.push_frame(chunk, first_tag, origin, entries),
                     None => tracing::debug!(consumer_id, "delivery for a consumer this client dropped"),
                 }
             }
@@ -500,6 +465,9 @@ impl Conn {
                 }
             }
             Incoming::Cancelled { consumer_id, error } => {
+                if let Some(hub) = &self.hub {
+                    lock(&hub.topology).consumer_removed(consumer_id);
+                }
                 let c = lock(&self.state).consumers.remove(&consumer_id);
                 if let Some(c) = c {
                     c.close(error);
@@ -520,9 +488,10 @@ impl Conn {
     }
 
     /// Ends the connection: every waiter and consumer hears why.
-    fn fail(&self, err: ClientError) {
+    pub(crate) fn fail(&self, err: ClientError) {
         let (waiters, consumers) = {
             let mut s = lock(&self.state);
+            s.phase = Phase::Closed;
             let w = s.requests.fail(&err);
             let c: Vec<Arc<ConsumerShared>> = s.consumers.values().cloned().collect();
             (w, c)
@@ -534,7 +503,9 @@ impl Conn {
             c.close(err.clone());
         }
         self.shut();
+        self.down.store(false, Ordering::Release);
         self.wrote.notify_waiters();
         self.unblocked.notify_waiters();
+        self.up.notify_waiters();
     }
 }

@@ -4,9 +4,11 @@
 
 use super::conn::{lock, Conn};
 use crate::client::core::acks::AckBook;
-use crate::client::core::incoming::Response;
+use crate::client::core::cmds;
+use crate::client::core::incoming::{deliveries, Response};
 use crate::client::{ClientError, ConsumerOptions, Delivery, Result};
-use crate::protocol::Cmd;
+use crate::protocol::{Cmd, DeliverOrigin, Entries};
+use bytes::Bytes;
 use futures_lite::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -21,6 +23,14 @@ struct Inner {
     closed: Option<ClientError>,
     error_reported: bool,
     acks: AckBook,
+    /// Recovery: what is added to the broker's tags (which start again on
+    /// each new connection) so the application's go on counting up; tags
+    /// below `epoch_start` are of an earlier connection and their acks
+    /// are dropped (the broker requeued those messages).
+    tag_base: u64,
+    epoch_start: u64,
+    /// The highest tag handed out so far.
+    last_tag: u64,
 }
 
 /// What the connection's reader and the consumer share.
@@ -29,26 +39,51 @@ pub(crate) struct ConsumerShared {
     inner: Mutex<Inner>,
     /// Acks wait for the writer: the consumer is on its list once.
     dirty: AtomicBool,
+    /// Recovery subscribes it again after a redial.
+    recovers: bool,
 }
 
 impl ConsumerShared {
-    fn new(id: u32) -> Arc<Self> {
-        Arc::new(Self { id, inner: Mutex::default(), dirty: AtomicBool::new(false) })
+    fn new(id: u32, recovers: bool) -> Arc<Self> {
+        Arc::new(Self { id, inner: Mutex::default(), dirty: AtomicBool::new(false), recovers })
     }
 
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    pub(crate) fn recovers(&self) -> bool {
+        self.recovers
     }
 
-    pub(crate) fn push_batch(&self, ds: impl Iterator<Item = Delivery>) {
+    /// A new connection: its tags follow the last one handed out, and
+    /// acks collected for the old one are void.
+    pub(crate) fn new_epoch(&self) {
+        let mut i = lock(&self.inner);
+        i.tag_base = i.last_tag;
+        i.epoch_start = i.last_tag + 1;
+        i.acks = AckBook::default();
+        self.dirty.store(false, Ordering::Release);
+    }
+
+    /// The deliveries of one `Deliver` frame.
+    pub(crate) fn push_frame(
+        &self,
+        chunk: &Bytes,
+        first_tag: u64,
+        origin: Option<DeliverOrigin<'_>>,
+        entries: Entries<'_>,
+    ) {
         let w = {
             let mut i = lock(&self.inner);
-            i.ready.extend(ds);
+            let first = first_tag + i.tag_base;
+            i.last_tag = i.last_tag.max(first + u64::from(entries.len()).saturating_sub(1));
+            i.ready.extend(deliveries(chunk, self.id, first, origin, entries));
             i.waker.take()
         };
         if let Some(w) = w {
             w.wake();
         }
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 
     pub(crate) fn close(&self, e: ClientError) {
@@ -79,16 +114,19 @@ pub struct Consumer {
 
 impl Consumer {
     pub(crate) async fn subscribe(conn: Arc<Conn>, queue: &str, id: u32, o: ConsumerOptions) -> Result<Consumer> {
-        let shared = ConsumerShared::new(id);
+        if let Some(hub) = conn.hub() {
+            lock(&hub.topology).check_consumer()?;
+        }
+        let shared = ConsumerShared::new(id, conn.hub().is_some());
         // Registered first: the first delivery may follow the reply at once.
         conn.add_consumer(id, shared.clone());
-        let cmd = match o.stream_at {
-            Some(at) => Cmd::StreamSubscribe { consumer_id: id, prefetch: o.prefetch, queue, at },
-            None => Cmd::Subscribe { consumer_id: id, prefetch: o.prefetch, queue, priority: o.priority },
-        };
+        let cmd = cmds::subscribe(id, queue, &o);
         if let Err(e) = conn.simple(cmd).await {
             conn.remove_consumer(id);
             return Err(e);
+        }
+        if let Some(hub) = conn.hub() {
+            lock(&hub.topology).consumer_added(id, queue, o);
         }
         Ok(Consumer { conn, shared })
     }
@@ -96,13 +134,15 @@ impl Consumer {
     /// The consumer of direct replies (`protocol::reply_to`) on `conn`,
     /// and the generated name requests carry as their `reply_to`.
     pub(crate) async fn reply_to(conn: Arc<Conn>, id: u32) -> Result<(String, Consumer)> {
-        let shared = ConsumerShared::new(id);
+        // Not recovered: a new connection's reply-to name is another.
+        let shared = ConsumerShared::new(id, false);
         conn.add_consumer(id, shared.clone());
         let cmd = Cmd::Subscribe {
             consumer_id: id,
             prefetch: 1,
             queue: crate::protocol::reply_to::PSEUDO_QUEUE,
             priority: 0,
+            origin: false,
         };
         match conn.request(cmd).await {
             Ok(Response::ReplyTo(name)) => Ok((name, Consumer { conn, shared })),
@@ -129,13 +169,27 @@ impl Consumer {
 
     /// Acks one delivery. Sent with the other acks of the writer's next turn.
     pub fn ack(&self, tag: u64) {
-        lock(&self.shared.inner).acks.ack(tag);
+        {
+            let mut i = lock(&self.shared.inner);
+            if tag < i.epoch_start {
+                return;
+            }
+            let wire = tag - i.tag_base;
+            i.acks.ack(wire);
+        }
         self.pending();
     }
 
     /// Rejects one delivery; `requeue` puts it back at the queue's head.
     pub fn nack(&self, tag: u64, requeue: bool) {
-        lock(&self.shared.inner).acks.nack(tag, requeue);
+        {
+            let mut i = lock(&self.shared.inner);
+            if tag < i.epoch_start {
+                return;
+            }
+            let wire = tag - i.tag_base;
+            i.acks.nack(wire, requeue);
+        }
         self.pending();
     }
 
@@ -147,6 +201,9 @@ impl Consumer {
     /// Stops the subscription; the broker requeues what was not acked.
     pub async fn cancel(self) -> Result<()> {
         self.conn.send_acks(&self.shared);
+        if let Some(hub) = self.conn.hub() {
+            lock(&hub.topology).consumer_removed(self.shared.id);
+        }
         let r = self.conn.simple(Cmd::Unsubscribe { consumer_id: self.shared.id }).await;
         self.conn.remove_consumer(self.shared.id);
         r.map(|_| ())
@@ -185,6 +242,9 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         // Acks taken so far must reach the broker: queued now.
         self.conn.send_acks(&self.shared);
+        if let Some(hub) = self.conn.hub() {
+            lock(&hub.topology).consumer_removed(self.shared.id);
+        }
         self.conn.remove_consumer(self.shared.id);
     }
 }

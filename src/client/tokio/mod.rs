@@ -35,14 +35,17 @@ mod conn;
 mod consumer;
 mod io;
 mod producer;
+mod recover;
 
 pub use conn::Conn;
 pub use consumer::Consumer;
 pub use producer::{Confirmation, Producer};
+pub use recover::Events;
 
 use super::core::cmds;
 use super::core::incoming::Response;
 use super::core::routes::{OwnedMap, RouteBook};
+use super::core::topology::Binding;
 use super::{
     ClientError, ClientOptions, ConsumerOptions, Delivery, ExchangeOptions, ProducerOptions, Result, ServerInfo, Target,
 };
@@ -59,7 +62,9 @@ use std::sync::{Arc, Mutex};
 pub struct Client {
     opts: ClientOptions,
     /// Plain or TLS, for every connection (the first and each shard's).
-    dialer: Dialer,
+    dialer: Arc<Dialer>,
+    /// With `ClientOptions::recovery`: what recovery shares.
+    hub: Option<Arc<recover::Hub>>,
     info: ServerInfo,
     first: Arc<Conn>,
     by_shard: Mutex<Vec<Option<Arc<Conn>>>>,
@@ -79,10 +84,17 @@ impl Client {
     pub async fn connect(opts: ClientOptions) -> Result<Client> {
         // Credentials, vhost and options in the URL win (`client::url`).
         let (opts, url) = opts.resolved()?;
-        let dialer = Dialer::new(&opts, &url)?;
+        if let Some(r) = &opts.recovery {
+            r.validate()?;
+        }
+        let dialer = Arc::new(Dialer::new(&opts, &url)?);
+        let hub = opts.recovery.clone().map(recover::Hub::new);
         // The map comes with the first connection's handshake.
         let want_map = opts.shard_aware && opts.cluster_aware;
-        let (first, map) = Conn::open(&dialer, url.addr, &opts, want_map).await?;
+        let (first, map) = Conn::open(&dialer, url.addr, &opts, want_map, hub.clone()).await?;
+        if let Some(hub) = &hub {
+            tokio::spawn(recover::supervise(hub.clone(), dialer.clone(), opts.clone()));
+        }
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
@@ -95,6 +107,7 @@ impl Client {
             remote: Mutex::default(),
             opts,
             dialer,
+            hub,
             info,
             first,
             by_shard: Mutex::new(by_shard),
@@ -106,6 +119,31 @@ impl Client {
     /// What the first connection's handshake said (shards, limits).
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// What recovery did (`ClientOptions::recovery`; docs/client.md,
+    /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
+    /// client closes or recovery gives up. Events wait in a bounded queue
+    /// that drops the oldest unread; every call reads the same queue.
+    /// Without recovery the stream is empty.
+    pub fn events(&self) -> Events {
+        Events::new(self.hub.clone())
+    }
+
+    /// Runs `f` on the recovery record, when recovery is on.
+    fn record(&self, f: impl FnOnce(&mut super::core::topology::Topology)) {
+        if let Some(hub) = &self.hub {
+            f(&mut lock(&hub.topology));
+        }
+    }
+
+    /// Refuses a new record past `Recovery::records_max` before anything
+    /// is sent.
+    fn admit(&self, f: impl FnOnce(&super::core::topology::Topology) -> Result<()>) -> Result<()> {
+        match &self.hub {
+            Some(hub) => f(&lock(&hub.topology)),
+            None => Ok(()),
+        }
     }
 
     /// Whether this client's connections are TLS.
@@ -121,6 +159,9 @@ impl Client {
     /// The connection that carries `queue`'s traffic: the owner's, opened
     /// on first use, when shard-aware.
     pub async fn conn_for(&self, queue: &str) -> Result<Arc<Conn>> {
+        if self.hub.as_ref().is_some_and(|h| h.is_closing()) {
+            return Err(ClientError::Closed("the client closed, or its recovery gave up".into()));
+        }
         if !self.opts.shard_aware {
             return Ok(self.first.clone());
         }
@@ -136,7 +177,8 @@ impl Client {
         if let Some(c) = known {
             return Ok(c);
         }
-        let (c, _) = Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts, false).await?;
+        let (c, _) =
+            Conn::open(&self.dialer, self.info.shard_addrs[owner], &self.opts, false, self.hub.clone()).await?;
         if usize::from(c.info().shard_id) != owner {
             return Err(ClientError::Protocol(format!("dialled shard {owner}, reached shard {}", c.info().shard_id)));
         }
@@ -194,7 +236,7 @@ impl Client {
         if let Some(c) = known {
             return Ok(c);
         }
-        match Conn::open(&self.dialer, addr, &self.opts, false).await {
+        match Conn::open(&self.dialer, addr, &self.opts, false, self.hub.clone()).await {
             Ok((c, _)) => {
                 lock(&self.remote).insert(addr, c.clone());
                 Ok(c)
@@ -216,8 +258,11 @@ impl Client {
     /// dead-lettering, priorities...), a raw AMQP field table as built by
     /// [`protocol::field_table::TableBuilder`]. A redeclare must repeat them.
     pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
+        self.admit(|t| t.check_queue(queue))?;
         let flags = cmds::declare_flags(durable);
-        self.conn_for(queue).await?.simple(Cmd::Declare { flags, queue, args }).await
+        let n = self.conn_for(queue).await?.simple(Cmd::Declare { flags, queue, args }).await?;
+        self.record(|t| t.queue_declared(queue, durable, args));
+        Ok(n)
     }
 
     /// Checks that a queue exists; returns its ready count.
@@ -228,7 +273,9 @@ impl Client {
 
     /// Deletes a queue; returns the messages it held.
     pub async fn delete(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.simple(Cmd::Delete { flags: 0, queue }).await
+        let n = self.conn_for(queue).await?.simple(Cmd::Delete { flags: 0, queue }).await?;
+        self.record(|t| t.queue_deleted(queue));
+        Ok(n)
     }
 
     /// Empties a queue; returns the messages removed.
@@ -257,7 +304,10 @@ impl Client {
 
     /// Declares an exchange: `kind` is direct, fanout, topic or headers.
     pub async fn declare_exchange(&self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
-        self.first.simple(cmds::exchange_declare(exchange, kind, o)).await.map(|_| ())
+        self.admit(|t| t.check_exchange(exchange))?;
+        self.first.simple(cmds::exchange_declare(exchange, kind, o)).await?;
+        self.record(|t| t.exchange_declared(exchange, kind, o));
+        Ok(())
     }
 
     /// Checks that an exchange exists.
@@ -267,32 +317,46 @@ impl Client {
 
     /// Deletes an exchange (`if_unused`: only without bindings from it).
     pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
-        self.first.simple(cmds::exchange_delete(exchange, if_unused)).await.map(|_| ())
+        self.first.simple(cmds::exchange_delete(exchange, if_unused)).await?;
+        self.record(|t| t.exchange_deleted(exchange));
+        Ok(())
     }
 
     /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
     /// headers exchanges `x-match` and the header values).
     pub async fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let b = binding(false, exchange, queue, routing_key, args);
+        self.admit(|t| t.check_binding(&b))?;
         let cmd = cmds::binding(false, false, exchange, queue, routing_key, args);
-        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+        self.conn_for(queue).await?.simple(cmd).await?;
+        self.record(|t| t.bound(b));
+        Ok(())
     }
 
     /// Removes a binding made with [`Client::bind_queue`].
     pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let cmd = cmds::binding(true, false, exchange, queue, routing_key, args);
-        self.conn_for(queue).await?.simple(cmd).await.map(|_| ())
+        self.conn_for(queue).await?.simple(cmd).await?;
+        self.record(|t| t.unbound(&binding(false, exchange, queue, routing_key, args)));
+        Ok(())
     }
 
     /// Binds exchange `destination` to exchange `source`.
     pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
+        let b = binding(true, source, destination, routing_key, args);
+        self.admit(|t| t.check_binding(&b))?;
         let cmd = cmds::binding(false, true, source, destination, routing_key, args);
-        self.first.simple(cmd).await.map(|_| ())
+        self.first.simple(cmd).await?;
+        self.record(|t| t.bound(b));
+        Ok(())
     }
 
     /// Removes a binding made with [`Client::bind_exchange`].
     pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
         let cmd = cmds::binding(true, true, source, destination, routing_key, args);
-        self.first.simple(cmd).await.map(|_| ())
+        self.first.simple(cmd).await?;
+        self.record(|t| t.unbound(&binding(true, source, destination, routing_key, args)));
+        Ok(())
     }
 
     /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
@@ -368,6 +432,9 @@ impl Client {
     /// included). The closes run together: one to a broker that does not
     /// read must not keep the others open.
     pub async fn close(&self) {
+        if let Some(hub) = &self.hub {
+            hub.close();
+        }
         let closing: Vec<_> =
             self.all_conns().into_iter().map(|c| tokio::spawn(async move { c.close().await })).collect();
         for task in closing {
@@ -386,8 +453,22 @@ impl std::fmt::Debug for Client {
 /// connections: what is queued is written, then each socket shuts.
 impl Drop for Client {
     fn drop(&mut self) {
+        if let Some(hub) = &self.hub {
+            hub.close();
+        }
         for c in self.all_conns() {
             c.shut();
         }
+    }
+}
+
+/// A binding as the recovery record keeps it.
+fn binding(to_exchange: bool, source: &str, destination: &str, routing_key: &str, args: &[u8]) -> Binding {
+    Binding {
+        to_exchange,
+        source: source.into(),
+        destination: destination.into(),
+        routing_key: routing_key.into(),
+        args: args.to_vec(),
     }
 }

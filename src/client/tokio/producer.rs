@@ -7,6 +7,7 @@ use super::conn::{lock, Conn, Waiter};
 use crate::client::core::batch::{self, Batch};
 use crate::client::core::incoming::Response;
 use crate::client::{ClientError, ProducerOptions, Result, Target};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -95,8 +96,15 @@ impl Open {
     }
 }
 
-struct Inner {
+/// Batches sent and not yet confirmed, kept for recovery to send again
+/// (or fail): by batch id, so a republish keeps their order. Bounded by
+/// `in_flight_max`.
+type Kept = Mutex<BTreeMap<u64, (Arc<Batch>, Arc<Done>)>>;
+
+pub(crate) struct Inner {
     conn: Arc<Conn>,
+    /// With recovery on and confirms: the unconfirmed batches.
+    kept: Option<Kept>,
     target: Target,
     opts: ProducerOptions,
     flags: u8,
@@ -118,8 +126,10 @@ pub struct Producer {
 impl Producer {
     pub(crate) fn new(conn: Arc<Conn>, target: Target, opts: ProducerOptions) -> Result<Producer> {
         let entries_bytes_max = batch::entries_bytes_max(&target, &opts, conn.info())?;
+        let keeps = opts.confirm && conn.hub().is_some();
         let inner = Arc::new(Inner {
             flags: batch::publish_flags(&opts, &target),
+            kept: keeps.then(Kept::default),
             conn,
             target,
             opts,
@@ -129,6 +139,9 @@ impl Producer {
             space: Notify::new(),
             entries_bytes_max,
         });
+        if let (true, Some(hub)) = (keeps, inner.conn.hub()) {
+            hub.add_producer(&inner);
+        }
         tokio::spawn(linger_loop(Arc::downgrade(&inner)));
         Ok(Producer { inner })
     }
@@ -163,11 +176,16 @@ impl Producer {
         };
         let (first, full, done, batch) = match pushed {
             Some(p) => p,
-            None => {
+            // Until the open batch has gone (with recovery, a connection
+            // that went down meanwhile holds it: then wait again).
+            None => loop {
                 i.wait_window().await;
                 i.flush()?;
-                push(&mut lock(&i.open))
-            }
+                let mut open = lock(&i.open);
+                if open.batch.fits(props, body, i.entries_bytes_max) {
+                    break push(&mut open);
+                }
+            },
         };
         if full {
             i.wait_window().await;
@@ -223,6 +241,9 @@ impl Inner {
     /// Waits while `in_flight_max` batches await their confirms. The open
     /// batch keeps filling meanwhile, so a slow broker gets bigger batches.
     async fn wait_window(&self) {
+        if self.kept.is_some() {
+            self.conn.wait_up().await;
+        }
         if !self.opts.confirm {
             return;
         }
@@ -238,6 +259,9 @@ impl Inner {
     }
 
     fn flush(self: &Arc<Self>) -> Result<()> {
+        if self.kept.is_some() {
+            return self.flush_kept();
+        }
         let open = {
             let mut slot = lock(&self.open);
             if slot.batch.count() == 0 {
@@ -276,6 +300,121 @@ impl Inner {
             done.set(r.clone());
         }
         r
+    }
+}
+
+/// Recovery's side of a producer: batches kept until confirmed, sent again
+/// or failed after a redial.
+impl Inner {
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// `flush` with recovery on: the batch is kept until its confirm; while
+    /// recovery is under way the open batch waits (it goes out after the
+    /// republished ones).
+    fn flush_kept(self: &Arc<Self>) -> Result<()> {
+        if !self.conn.is_up() {
+            return Ok(());
+        }
+        let open = {
+            let mut slot = lock(&self.open);
+            if slot.batch.count() == 0 {
+                return Ok(());
+            }
+            let next = Open::new(slot.batch.id + 1);
+            std::mem::replace(&mut *slot, next)
+        };
+        let (id, batch, done) = (open.batch.id, Arc::new(open.batch), open.done);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Some(kept) = &self.kept {
+            lock(kept).insert(id, (batch.clone(), done.clone()));
+        }
+        self.send_kept(id, &batch, &done)
+    }
+
+    /// Sends kept batch `id` under a new request id.
+    fn send_kept(self: &Arc<Self>, id: u64, batch: &Arc<Batch>, done: &Arc<Done>) -> Result<()> {
+        let rid = self.conn.next_request_id();
+        let me: Weak<Inner> = Arc::downgrade(self);
+        let (d, expect) = (done.clone(), batch.count());
+        let waiter = Box::new(move |r: Result<Response>| {
+            let outcome = match r {
+                Ok(Response::Confirm(n)) if n == expect => Ok(()),
+                Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
+                Err(e) => Err(e),
+            };
+            match me.upgrade() {
+                // The connection went down: recovery sends it again, or fails it.
+                Some(me) if outcome.is_err() && me.conn.is_down() => {}
+                Some(me) => me.settle_kept(id, outcome),
+                None => d.set(outcome),
+            }
+        }) as Waiter;
+        let (flags, target) = (self.flags, &self.target);
+        match self.conn.send_raw(rid, Some(waiter), |b| batch.encode(b, rid, flags, target)) {
+            Ok(_) => Ok(()),
+            // Refused while down: kept for recovery.
+            Err(_) if self.conn.is_down() => Ok(()),
+            Err(e) => {
+                self.settle_kept(id, Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Batch `id` is settled: no longer kept, its confirmations resolve.
+    fn settle_kept(&self, id: u64, outcome: Outcome) {
+        let kept = self.kept.as_ref().and_then(|k| lock(k).remove(&id));
+        if let Some((_, done)) = kept {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.space.notify_waiters();
+            done.set(outcome);
+        }
+    }
+
+    /// Sends every kept batch again, in order; returns how many.
+    pub(crate) fn republish(self: &Arc<Self>) -> usize {
+        let all: Vec<_> = match &self.kept {
+            Some(k) => lock(k).iter().map(|(id, (b, d))| (*id, b.clone(), d.clone())).collect(),
+            None => return 0,
+        };
+        for (id, b, d) in &all {
+            let _ = self.send_kept(*id, b, d);
+        }
+        all.len()
+    }
+
+    /// Fails every kept batch with `err`; returns how many.
+    pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
+        let ids: Vec<u64> = match &self.kept {
+            Some(k) => lock(k).keys().copied().collect(),
+            None => return 0,
+        };
+        for id in &ids {
+            self.settle_kept(*id, Err(err.clone()));
+        }
+        ids.len()
+    }
+}
+
+/// A producer dropped while recovery is under way: what it held (kept
+/// batches whose waiters are spent, the open batch) can no longer go out;
+/// their confirmations resolve with `Closed` instead of waiting forever.
+/// While up, sent batches resolve from their confirms (their waiters hold
+/// the outcome, not the producer).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.kept.is_none() || self.conn.is_up() {
+            return;
+        }
+        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
+        if let Some(k) = &self.kept {
+            for (_, (_, done)) in std::mem::take(&mut *lock(k)) {
+                done.set(Err(e.clone()));
+            }
+        }
+        lock(&self.open).done.set(Err(e));
     }
 }
 

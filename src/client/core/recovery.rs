@@ -1,0 +1,233 @@
+//! Automatic recovery, the parts without I/O: the options, the redial
+//! [`Backoff`], the [`Event`]s an application reads and the bounded
+//! [`EventQueue`] they wait in. The record of what to declare again is
+//! [`super::topology`]. A shell (tokio, glommio) redials, replays and
+//! resubscribes; what it decides is decided here.
+
+use crate::client::ClientError;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What happens to batches published and not confirmed when a connection
+/// ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unconfirmed {
+    /// Sent again on the new connection (at-least-once: a consumer may see
+    /// a message twice, the second time not flagged `redelivered`).
+    #[default]
+    Republish,
+    /// Each such `Confirmation` resolves with `ClientError::Closed`; the
+    /// application decides.
+    Fail,
+}
+
+/// Automatic recovery (`ClientOptions::recovery`; docs/client.md,
+/// "Recovery"). Off (`None`) by default.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// The first wait before a redial; each failed attempt doubles it, up
+    /// to `backoff_max`, with up to a quarter of it added at random.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Redials (each over every address there is to try) before giving
+    /// up; 0: forever.
+    pub attempts_max: u32,
+    pub unconfirmed: Unconfirmed,
+    /// Queues, exchanges, bindings and consumers recorded for replay, each
+    /// at most this many: one more is refused
+    /// (`ClientError::RecoveryLimit`) before it is sent.
+    pub records_max: usize,
+    /// Events held for `Client::events()`; past it the oldest is dropped
+    /// (and counted): the client never waits for its reader.
+    pub events_max: usize,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Self {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            attempts_max: 0,
+            unconfirmed: Unconfirmed::Republish,
+            records_max: 10_000,
+            events_max: 1024,
+        }
+    }
+}
+
+impl Recovery {
+    /// Refuses options that cannot work (`Client::connect` checks them).
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
+            return Err(ClientError::Invalid(format!(
+                "recovery: backoff_min must be above 0 and at most backoff_max, got {:?} and {:?}",
+                self.backoff_min, self.backoff_max
+            )));
+        }
+        if self.records_max == 0 || self.events_max == 0 {
+            return Err(ClientError::Invalid("recovery: records_max and events_max must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Waits between redials: `backoff_min`, doubling to `backoff_max`, each
+/// with up to a quarter more at random, so clients of one broker do not
+/// all redial in the same millisecond.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+    attempts: u32,
+    attempts_max: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A backoff for `r`; `seed` drives the jitter (any value; 0 is made 1).
+    pub fn new(r: &Recovery, seed: u64) -> Self {
+        Self { next: r.backoff_min, max: r.backoff_max, attempts: 0, attempts_max: r.attempts_max, rng: seed.max(1) }
+    }
+
+    /// Attempts counted so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Counts an attempt that failed; the wait before the next one, or
+    /// `None` when `attempts_max` attempts have failed.
+    pub fn failed(&mut self) -> Option<Duration> {
+        self.attempts = self.attempts.saturating_add(1);
+        if self.attempts_max != 0 && self.attempts >= self.attempts_max {
+            return None;
+        }
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // xorshift64: jitter needs no more than this.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let quarter = u64::try_from(base.as_nanos() / 4).unwrap_or(u64::MAX);
+        let extra = if quarter == 0 { 0 } else { self.rng % quarter };
+        Some(base + Duration::from_nanos(extra))
+    }
+}
+
+/// What recovery did, for `Client::events()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A connection ended; recovery starts.
+    Disconnected { addr: SocketAddr, error: ClientError },
+    /// A connection is back, after `attempt` redials (1: the first worked).
+    Reconnected { addr: SocketAddr, attempt: u32 },
+    /// The recorded queues, exchanges and bindings were declared again;
+    /// `failed` of them were refused (each logged).
+    TopologyRecovered { records: usize, failed: usize },
+    /// A consumer subscribed again under its id: its stream goes on.
+    Resubscribed { consumer_id: u32 },
+    /// Unconfirmed batches sent again (`Unconfirmed::Republish`).
+    Republished { batches: usize },
+    /// Unconfirmed batches whose confirmations resolved with `error`
+    /// (`Unconfirmed::Fail`, or recovery gave up).
+    Failed { batches: usize, error: ClientError },
+    /// `attempts_max` redials failed: the client is closed for good.
+    GaveUp { error: ClientError },
+}
+
+/// Events waiting for the application: at most `max`; a new one past it
+/// drops the oldest, counted in [`EventQueue::dropped`].
+#[derive(Debug)]
+pub struct EventQueue {
+    events: VecDeque<Event>,
+    max: usize,
+    dropped: u64,
+}
+
+impl EventQueue {
+    pub fn new(max: usize) -> Self {
+        Self { events: VecDeque::new(), max: max.max(1), dropped: 0 }
+    }
+
+    /// Adds an event, dropping the oldest when full.
+    pub fn push(&mut self, e: Event) {
+        if self.events.len() >= self.max {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    pub fn pop(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Events dropped unread so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(min_ms: u64, max_ms: u64, attempts_max: u32) -> Recovery {
+        Recovery {
+            backoff_min: Duration::from_millis(min_ms),
+            backoff_max: Duration::from_millis(max_ms),
+            attempts_max,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_max_with_bounded_jitter() {
+        let mut b = Backoff::new(&rec(100, 1000, 0), 7);
+        let bases = [100, 200, 400, 800, 1000, 1000, 1000];
+        for base in bases {
+            let d = b.failed().expect("forever");
+            let base = Duration::from_millis(base);
+            assert!(d >= base && d <= base + base / 4, "{d:?} for base {base:?}");
+        }
+        assert_eq!(b.attempts(), 7);
+    }
+
+    #[test]
+    fn backoff_gives_up_after_attempts_max() {
+        let mut b = Backoff::new(&rec(1, 2, 3), 0);
+        assert!(b.failed().is_some());
+        assert!(b.failed().is_some());
+        assert_eq!(b.failed(), None);
+        assert_eq!(b.failed(), None);
+    }
+
+    #[test]
+    fn jitter_differs_between_seeds() {
+        let waits = |seed| {
+            let mut b = Backoff::new(&rec(1000, 1000, 0), seed);
+            (0..8).map(|_| b.failed()).collect::<Vec<_>>()
+        };
+        assert_ne!(waits(1), waits(2));
+    }
+
+    #[test]
+    fn validate_refuses_nonsense() {
+        assert!(rec(0, 10, 0).validate().is_err());
+        assert!(rec(10, 5, 0).validate().is_err());
+        assert!(Recovery { records_max: 0, ..Default::default() }.validate().is_err());
+        assert!(Recovery::default().validate().is_ok());
+    }
+
+    #[test]
+    fn event_queue_drops_the_oldest_and_counts() {
+        let mut q = EventQueue::new(2);
+        for id in 1..=5 {
+            q.push(Event::Resubscribed { consumer_id: id });
+        }
+        assert_eq!(q.dropped(), 3);
+        assert_eq!(q.pop(), Some(Event::Resubscribed { consumer_id: 4 }));
+        assert_eq!(q.pop(), Some(Event::Resubscribed { consumer_id: 5 }));
+        assert_eq!(q.pop(), None);
+    }
+}

@@ -1,0 +1,269 @@
+//! Automatic recovery on tokio (docs/client.md, "Recovery"): the client's
+//! [`Hub`] (the recovery options, the topology record, the events, the
+//! connections and producers to bring back) and the supervisor task that
+//! redials with backoff, declares again, resubscribes and republishes.
+//! What is decided (backoff, record, events) is `client::core`'s; this is
+//! the I/O.
+//!
+//! A connection keeps its identity across a redial: producers and
+//! consumers hold the same `Arc<Conn>`, which goes `Down` (requests fail,
+//! publishers wait), then `Replaying` (the supervisor's requests only)
+//! and `Up` again.
+
+use super::conn::{lock, Conn};
+use super::io::Dialer;
+use super::producer::Inner as ProducerInner;
+use crate::client::core::recovery::{Backoff, Event, EventQueue, Recovery, Unconfirmed};
+use crate::client::core::topology::Topology;
+use crate::client::{ClientError, ClientOptions};
+use futures_lite::Stream;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
+
+struct EventsInner {
+    queue: EventQueue,
+    waker: Option<Waker>,
+}
+
+/// What a client's connections, producers and consumers share for
+/// recovery. Exists only when `ClientOptions::recovery` is set.
+pub(crate) struct Hub {
+    pub(crate) recovery: Recovery,
+    pub(crate) topology: Mutex<Topology>,
+    events: Mutex<EventsInner>,
+    /// The client's connections, the first one first.
+    conns: Mutex<Vec<Weak<Conn>>>,
+    producers: Mutex<Vec<Weak<ProducerInner>>>,
+    /// A connection went down: the supervisor looks.
+    lost: Notify,
+    /// The client is closing (or recovery gave up): nothing is redialled.
+    closing: AtomicBool,
+}
+
+impl Hub {
+    pub(crate) fn new(recovery: Recovery) -> Arc<Hub> {
+        Arc::new(Hub {
+            topology: Mutex::new(Topology::new(recovery.records_max)),
+            events: Mutex::new(EventsInner { queue: EventQueue::new(recovery.events_max), waker: None }),
+            recovery,
+            conns: Mutex::default(),
+            producers: Mutex::default(),
+            lost: Notify::new(),
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    /// Adds an event for the application; never waits.
+    pub(crate) fn event(&self, e: Event) {
+        tracing::info!(event = ?e, "client recovery");
+        let w = {
+            let mut ev = lock(&self.events);
+            ev.queue.push(e);
+            ev.waker.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn add_conn(&self, c: &Arc<Conn>) {
+        let mut conns = lock(&self.conns);
+        conns.retain(|w| w.strong_count() > 0);
+        conns.push(Arc::downgrade(c));
+    }
+
+    pub(crate) fn add_producer(&self, p: &Arc<ProducerInner>) {
+        let mut ps = lock(&self.producers);
+        ps.retain(|w| w.strong_count() > 0);
+        ps.push(Arc::downgrade(p));
+    }
+
+    /// A connection is down: wake the supervisor.
+    pub(crate) fn conn_lost(&self) {
+        self.lost.notify_one();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// The client closes: the supervisor stops, the event stream ends.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.lost.notify_one();
+        if let Some(w) = lock(&self.events).waker.take() {
+            w.wake();
+        }
+    }
+
+    fn live_conns(&self) -> Vec<Arc<Conn>> {
+        lock(&self.conns).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn live_producers(&self) -> Vec<Arc<ProducerInner>> {
+        lock(&self.producers).iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// The client's recovery events (`Client::events()`): a `Stream` that
+/// ends when the client closes or recovery gives up. Events wait in a
+/// bounded queue (`Recovery::events_max`): unread, the oldest are dropped
+/// and counted ([`Events::dropped`]); the client never waits for them.
+pub struct Events {
+    hub: Option<Arc<Hub>>,
+}
+
+impl Events {
+    pub(crate) fn new(hub: Option<Arc<Hub>>) -> Self {
+        Self { hub }
+    }
+
+    /// Events dropped because they were not read in time.
+    pub fn dropped(&self) -> u64 {
+        self.hub.as_ref().map_or(0, |h| lock(&h.events).queue.dropped())
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let Some(hub) = &self.hub else { return Poll::Ready(None) };
+        let mut ev = lock(&hub.events);
+        if let Some(e) = ev.queue.pop() {
+            return Poll::Ready(Some(e));
+        }
+        if hub.is_closing() {
+            return Poll::Ready(None);
+        }
+        ev.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("dropped", &self.dropped()).finish()
+    }
+}
+
+/// The supervisor: one task per client with recovery, until it closes.
+pub(crate) async fn supervise(hub: Arc<Hub>, dialer: Arc<Dialer>, opts: ClientOptions) {
+    loop {
+        let lost = hub.lost.notified();
+        tokio::pin!(lost);
+        lost.as_mut().enable();
+        if hub.is_closing() {
+            return;
+        }
+        let down: Vec<Arc<Conn>> = hub.live_conns().into_iter().filter(|c| c.is_down()).collect();
+        if down.is_empty() {
+            lost.await;
+            continue;
+        }
+        if !recover(&hub, &dialer, &opts, &down).await {
+            return;
+        }
+    }
+}
+
+/// Brings `down` back; false when recovery gave up (or the client closed).
+async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, down: &[Arc<Conn>]) -> bool {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
+    let mut backoff = Backoff::new(&hub.recovery, seed);
+    // Connections that go down while others are redialled (a broker's
+    // sockets do not all end at once) join this round.
+    let mut down = down.to_vec();
+    let mut next = 0;
+    while next < down.len() {
+        let conn = down[next].clone();
+        next += 1;
+        loop {
+            if hub.is_closing() {
+                return false;
+            }
+            match conn.redial(dialer, opts).await {
+                Ok(()) => {
+                    hub.event(Event::Reconnected { addr: conn.addr(), attempt: backoff.attempts() + 1 });
+                    break;
+                }
+                Err(e) => match backoff.failed() {
+                    Some(wait) => {
+                        tracing::debug!(addr = %conn.addr(), error = %e, ?wait, "redial failed");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => {
+                        give_up(hub, e);
+                        return false;
+                    }
+                },
+            }
+        }
+        if next == down.len() {
+            for c in hub.live_conns() {
+                if c.is_down() && !down.iter().any(|d| Arc::ptr_eq(d, &c)) {
+                    down.push(c);
+                }
+            }
+        }
+    }
+    let down = &down[..];
+    // Declarations first, over the first connection (the broker forwards
+    // each to its owner and answers once it is made), so every queue is
+    // there before a consumer or a republished batch needs it.
+    let Some(first) = hub.live_conns().into_iter().next() else { return false };
+    let records = lock(&hub.topology).records().to_vec();
+    let mut failed = 0;
+    for r in &records {
+        if let Err(e) = first.simple(r.cmd()).await {
+            tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
+            failed += 1;
+        }
+    }
+    hub.event(Event::TopologyRecovered { records: records.len(), failed });
+    for conn in down {
+        for (id, r) in conn.resubscribe(hub).await {
+            match r {
+                Ok(()) => hub.event(Event::Resubscribed { consumer_id: id }),
+                Err(e) => tracing::warn!(consumer_id = id, error = %e, "recovery: subscribing again failed"),
+            }
+        }
+    }
+    let mut batches = 0;
+    let lost = ClientError::Closed("the connection ended before the broker confirmed".into());
+    for p in hub.live_producers().iter().filter(|p| down.iter().any(|c| Arc::ptr_eq(c, p.conn()))) {
+        batches += match hub.recovery.unconfirmed {
+            Unconfirmed::Republish => p.republish(),
+            Unconfirmed::Fail => p.fail_unconfirmed(&lost),
+        };
+    }
+    if batches > 0 {
+        hub.event(match hub.recovery.unconfirmed {
+            Unconfirmed::Republish => Event::Republished { batches },
+            Unconfirmed::Fail => Event::Failed { batches, error: lost },
+        });
+    }
+    for conn in down {
+        conn.set_up();
+    }
+    true
+}
+
+/// `attempts_max` redials failed: everything ends with `error`.
+fn give_up(hub: &Hub, error: ClientError) {
+    let error = ClientError::Closed(format!("recovery gave up: {error}"));
+    hub.closing.store(true, Ordering::Release);
+    for c in hub.live_conns() {
+        c.fail(error.clone());
+    }
+    let batches: usize = hub.live_producers().iter().map(|p| p.fail_unconfirmed(&error)).sum();
+    if batches > 0 {
+        hub.event(Event::Failed { batches, error: error.clone() });
+    }
+    hub.event(Event::GaveUp { error });
+}
