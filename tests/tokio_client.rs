@@ -442,7 +442,11 @@ fn fake_broker(after: Vec<u8>, heartbeat_ms: Option<u32>) -> std::net::SocketAdd
         let _ = s.write_all(&after);
         // Reads what the client sent (unread bytes would turn the close
         // into a reset), then closes: an end of stream where `after` ends.
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        // With heartbeats on, it stays silent until the client gives up on
+        // it (a loaded machine may space the client's beats past 300 ms:
+        // closing then would end the test with EOF, not the heartbeat).
+        let idle = if heartbeat_ms.is_some() { 10_000 } else { 300 };
+        s.set_read_timeout(Some(Duration::from_millis(idle))).unwrap();
         let mut sink = [0u8; 4096];
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
         let _ = s.shutdown(std::net::Shutdown::Write);
