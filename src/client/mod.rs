@@ -44,6 +44,7 @@ mod dial;
 mod handshake;
 #[cfg(feature = "glommio")]
 mod producer;
+mod streams;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tokio")]

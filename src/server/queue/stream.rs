@@ -32,8 +32,8 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 500_000_000;
 
 struct Stored {
     offset: u64,
-    /// Wall-clock milliseconds when it was appended (recovered messages:
-    /// when they were recovered; the log does not keep the time).
+    /// Wall-clock milliseconds when it was appended (logged per chunk;
+    /// recovered from a log written before chunk records: the recovery's).
     at_ms: u64,
     /// The first message of a publish batch (a chunk): where `last` starts.
     chunk: bool,
@@ -59,6 +59,13 @@ pub struct Stream {
     dropped: Vec<(u64, usize)>,
     /// Server-side offset tracking: the offset stored per reference.
     tracked: HashMap<String, u64>,
+    /// The last publish batch, for the log's chunk record: (first, count,
+    /// at_ms).
+    chunk: Option<(u64, u32, u64)>,
+    /// Recovery: the logged chunks not yet reached, in offset order, and
+    /// the first offset of the one being restored.
+    restoring: VecDeque<(u64, u32, u64)>,
+    restoring_first: Option<u64>,
 }
 
 impl Stream {
@@ -114,6 +121,24 @@ impl Stream {
             for m in self.msgs.drain(..n.min(self.msgs.len())) {
                 self.dropped.push((m.offset, m.entry.len()));
             }
+        }
+    }
+
+    /// Recovery, messages in offset order: when `seq` was appended and
+    /// whether it starts a chunk (the first of its chunk that is left),
+    /// from the logged chunks; without one (an older log), now, and a
+    /// chunk of its own.
+    fn restored_time(&mut self, seq: u64) -> (u64, bool) {
+        while self.restoring.front().is_some_and(|&(f, n, _)| f + u64::from(n) <= seq) {
+            self.restoring.pop_front();
+        }
+        match self.restoring.front() {
+            Some(&(first, _, at_ms)) if first <= seq => {
+                let starts = self.restoring_first != Some(first);
+                self.restoring_first = Some(first);
+                (at_ms, starts)
+            }
+            _ => (wall_ms(), true),
         }
     }
 
@@ -195,6 +220,30 @@ impl Queue {
         }
     }
 
+    /// The publish batch just appended to the stream, for the log's chunk
+    /// record: (first offset, count, appended at, Unix ms).
+    pub fn take_stream_chunk(&mut self) -> Option<(u64, u32, u64)> {
+        self.stream.as_mut().and_then(|s| s.chunk.take())
+    }
+
+    /// Recovery, before the messages: the stream's logged chunks (first,
+    /// count, at_ms), in offset order.
+    pub fn restore_stream_chunks(&mut self, chunks: Vec<(u64, u32, u64)>) {
+        if let Some(s) = self.stream.as_mut() {
+            s.restoring = chunks.into();
+        }
+    }
+
+    /// Recovery is over: retention as at the last append (by the logged
+    /// times, `x-max-age` may now drop more); the drops are for the log.
+    pub fn stream_restored(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            s.restoring = VecDeque::new();
+            s.restoring_first = None;
+            s.retain(wall_ms());
+        }
+    }
+
     /// What retention dropped since the last call: (offset, entry length),
     /// for the log.
     pub fn take_stream_dropped(&mut self) -> Vec<(u64, usize)> {
@@ -221,6 +270,9 @@ impl Queue {
         }
         let Some(s) = self.stream.as_mut() else { return Ok(0) };
         let now = wall_ms();
+        if n > 0 {
+            s.chunk = Some((self.next_seq, crate::protocol::wire::len32(n), now));
+        }
         for (i, entry) in entries.enumerate() {
             let entry = with_offset_header(&entry, self.next_seq);
             stored(self.next_seq, &entry);
@@ -277,7 +329,8 @@ impl Queue {
     /// Recovery: a message of the stream from the log, in offset order.
     pub(super) fn stream_restore(&mut self, seq: u64, entry: Bytes) {
         if let Some(s) = self.stream.as_mut() {
-            s.push(seq, wall_ms(), true, entry);
+            let (at_ms, chunk) = s.restored_time(seq);
+            s.push(seq, at_ms, chunk, entry);
         }
         self.next_seq = self.next_seq.max(seq + 1);
     }

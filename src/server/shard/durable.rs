@@ -154,6 +154,7 @@ impl Shard {
         for (reference, offset) in std::mem::take(&mut rq.offsets) {
             q.restore_offset(reference, offset);
         }
+        q.restore_stream_chunks(std::mem::take(&mut rq.chunks));
         q.touch(now);
         // Recovery kept the entries of the oldest in memory; the rest
         // go straight to the queue's compact cold part.
@@ -171,6 +172,14 @@ impl Shard {
             if cap > 4096 && rq.messages.len() * 2 < cap {
                 rq.messages.shrink_to_fit();
                 cap = rq.messages.capacity();
+            }
+        }
+        q.stream_restored();
+        let gone = q.take_stream_dropped();
+        if !gone.is_empty() {
+            let walk = |each: &mut dyn FnMut(u64, usize)| gone.iter().for_each(|&(s, len)| each(s, len));
+            if let Err(e) = log.purge(rq.id, walk) {
+                tracing::warn!(shard = self.id, queue = %q.name, "stream retention at recovery not logged: {e}");
             }
         }
         self.after_dispatch(&mut q);
@@ -353,9 +362,15 @@ impl Shard {
         }
     }
 
-    /// What a stream's retention dropped, logged gone in one purge record
-    /// (its ranges): the log reclaims the segments it held.
+    /// After an append to a stream: the batch's chunk record (its time),
+    /// then what retention dropped, logged gone in one purge record (its
+    /// ranges): the log reclaims the segments it held.
     pub(super) fn log_stream_dropped(&self, d: &Durable, id: u32, q: &mut Queue) {
+        if let Some((first, count, at_ms)) = q.take_stream_chunk() {
+            if let Err(e) = d.log.stream_chunk(id, first, count, at_ms) {
+                tracing::warn!(shard = self.id, queue = %q.name, "stream chunk time not logged: {e}");
+            }
+        }
         let gone = q.take_stream_dropped();
         if gone.is_empty() {
             return;

@@ -620,6 +620,7 @@ impl Shard {
                 let p = self.with_queue_at(queue, now, |q| {
                     let p = q.publish(persistent, partial, now, entries, origin, |_, _| {});
                     q.take_stream_dropped();
+                    q.take_stream_chunk();
                     p
                 })?;
                 Ok((p.accepted, None))
