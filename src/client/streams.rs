@@ -107,3 +107,15 @@ impl super::blocking::Client {
         found(self.simple_on(i, Cmd::QueryOffset { queue: stream, reference }))
     }
 }
+
+impl super::Delivery {
+    /// A stream delivery's offset: its `x-stream-offset` header (`None`
+    /// for a delivery from a classic queue).
+    pub fn stream_offset(&self) -> Option<u64> {
+        let props = crate::protocol::props::Props::parse(&self.props).ok()?;
+        match props.headers?.get("x-stream-offset")? {
+            crate::protocol::field_table::Value::I64(o) => u64::try_from(*o).ok(),
+            _ => None,
+        }
+    }
+}

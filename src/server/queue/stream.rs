@@ -24,21 +24,33 @@ use crate::protocol::batch::{parse_entry, put_entry};
 use crate::protocol::field_table::Value;
 use crate::protocol::props::{self, Props};
 use crate::protocol::ErrorCode;
+use crate::storage::Loc;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 500_000_000;
 
-struct Stored {
-    offset: u64,
+pub(super) struct Stored {
+    pub(super) offset: u64,
     /// Wall-clock milliseconds when it was appended (logged per chunk;
     /// recovered from a log written before chunk records: the recovery's).
     at_ms: u64,
     /// The first message of a publish batch (a chunk): where `last` starts.
     chunk: bool,
-    entry: Bytes,
+    /// The entry, or empty when it is only on disk (behind the stream's
+    /// in-memory window: read back from `loc`).
+    pub(super) entry: Bytes,
+    /// Where its publish record is in the log (`None`: not logged, so it
+    /// stays in memory).
+    pub(super) loc: Option<Loc>,
+    /// The entry's length, in memory or not.
+    pub(super) len: u32,
 }
+
+/// What one message of a stream costs in memory besides its entry (the
+/// memory alarm's count).
+pub const STORED_BYTES: u64 = std::mem::size_of::<Stored>() as u64;
 
 /// One retention segment: `count` messages from `first_index` on.
 struct Segment {
@@ -49,7 +61,15 @@ struct Segment {
 
 #[derive(Default)]
 pub struct Stream {
-    msgs: VecDeque<Stored>,
+    pub(super) msgs: VecDeque<Stored>,
+    /// Entry bytes held in memory, and the window they are kept under
+    /// (`stream_memory_bytes_max`): past it, the oldest in memory are
+    /// dropped to their `loc`. Before `hot_from`, nothing is in memory.
+    pub(super) hot_bytes: u64,
+    pub(super) hot_from: usize,
+    pub(super) memory_max: u64,
+    /// Consumers behind the window that need a read from the log.
+    pub(super) wants_read: Vec<(ConnRef, u32)>,
     segments: VecDeque<Segment>,
     bytes: u64,
     max_bytes: Option<u64>,
@@ -70,7 +90,13 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(max_bytes: Option<u64>, max_age_ms: Option<u64>, segment_bytes: Option<u64>) -> Self {
-        Self { max_bytes, max_age_ms, segment_bytes: segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT), ..Self::default() }
+        Self {
+            max_bytes,
+            max_age_ms,
+            segment_bytes: segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT),
+            memory_max: u64::MAX,
+            ..Self::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -90,8 +116,8 @@ impl Stream {
         self.msgs.front().map(|m| m.offset)
     }
 
-    fn push(&mut self, offset: u64, at_ms: u64, chunk: bool, entry: Bytes) {
-        let len = entry.len() as u64;
+    fn push(&mut self, offset: u64, at_ms: u64, chunk: bool, entry: Bytes, loc: Option<Loc>) {
+        let len = loc.map_or(entry.len() as u64, |l| u64::from(l.len));
         let roll = self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes);
         if roll {
             self.segments.push_back(Segment { count: 0, bytes: 0, newest_ms: at_ms });
@@ -102,7 +128,10 @@ impl Stream {
             s.newest_ms = s.newest_ms.max(at_ms);
         }
         self.bytes += len;
-        self.msgs.push_back(Stored { offset, at_ms, chunk, entry });
+        self.hot_bytes += entry.len() as u64;
+        let len = crate::protocol::wire::saturate(len);
+        self.msgs.push_back(Stored { offset, at_ms, chunk, entry, loc, len });
+        self.demote();
     }
 
     /// Drops whole segments, oldest first and never the last, while the
@@ -118,8 +147,11 @@ impl Stream {
             let n = oldest.count;
             self.bytes = self.bytes.saturating_sub(oldest.bytes);
             self.segments.pop_front();
-            for m in self.msgs.drain(..n.min(self.msgs.len())) {
-                self.dropped.push((m.offset, m.entry.len()));
+            let n = n.min(self.msgs.len());
+            self.hot_from = self.hot_from.saturating_sub(n);
+            for m in self.msgs.drain(..n) {
+                self.hot_bytes -= m.entry.len() as u64;
+                self.dropped.push((m.offset, crate::protocol::wire::usize_of(u64::from(m.len))));
             }
         }
     }
@@ -276,7 +308,8 @@ impl Queue {
         for (i, entry) in entries.enumerate() {
             let entry = with_offset_header(&entry, self.next_seq);
             stored(self.next_seq, &entry);
-            s.push(self.next_seq, now, i == 0, entry);
+            // Located after the batch (`stream_locate`): not demoted before.
+            s.push(self.next_seq, now, i == 0, entry, None);
             self.next_seq += 1;
         }
         s.retain(now);
@@ -326,11 +359,13 @@ impl Queue {
         }
     }
 
-    /// Recovery: a message of the stream from the log, in offset order.
-    pub(super) fn stream_restore(&mut self, seq: u64, entry: Bytes) {
+    /// Recovery: a message of the stream, in offset order; `entry` empty
+    /// when it was left on disk at `loc`.
+    pub fn stream_restore(&mut self, seq: u64, entry: Bytes, loc: Option<Loc>) {
         if let Some(s) = self.stream.as_mut() {
             let (at_ms, chunk) = s.restored_time(seq);
-            s.push(seq, at_ms, chunk, entry);
+            s.memory_max = self.limits.stream_memory_bytes_max;
+            s.push(seq, at_ms, chunk, entry, loc);
         }
         self.next_seq = self.next_seq.max(seq + 1);
     }
@@ -377,7 +412,8 @@ impl Queue {
     /// reference to the stored entry, never a copy.
     pub(super) fn dispatch_stream(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
         let mut done = Dispatched::default();
-        let Some(s) = self.stream.as_ref() else { return done };
+        let ra = self.limits.stream_read_ahead_bytes;
+        let Some(s) = self.stream.as_mut() else { return done };
         for c in self.consumers.iter_mut().filter(|c| !c.pull) {
             let mut credit = c.credit();
             let mut i = s.index_of(c.stream_next);
@@ -392,13 +428,23 @@ impl Queue {
             let first = c.next_tag();
             while credit > 0 && bytes > 0 {
                 let Some(m) = s.msgs.get(i) else { break };
-                bytes = bytes.saturating_sub(delivery_cost(m.entry.len()));
+                // In memory, or read ahead from the log; else a read is
+                // asked for (once) and this consumer waits for it.
+                let Some(entry) = super::stream_read::entry_for(c, m) else { break };
+                bytes = bytes.saturating_sub(delivery_cost(entry.len()));
                 credit -= 1;
-                c.track(Message::new(m.offset, m.entry.clone(), false));
+                c.track(Message::new(m.offset, entry, false));
                 c.stream_next = m.offset + 1;
                 i += 1;
             }
+            // Behind the window: the next read asked for ahead of need.
+            if super::stream_read::wants_read(c, s.msgs.get(i), ra) {
+                s.wants_read.push((c.owner, c.id));
+            }
             let count = c.next_tag() - first;
+            if count == 0 {
+                continue;
+            }
             c.mark_sent(first, now);
             let lo = crate::protocol::wire::usize_of(first - c.base_tag);
             out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));

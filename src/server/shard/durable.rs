@@ -197,6 +197,10 @@ impl Shard {
         batch: Vec<RecoveredMsg>,
         now: u64,
     ) -> Result<(), StorageError> {
+        if q.is_stream() {
+            self.restore_stream_batch(log, rq, q, batch);
+            return Ok(());
+        }
         // A queue that cannot hold spilled messages (priorities) gets
         // the entries recovery left on disk read back now.
         let spillable = q.can_spill();
@@ -231,6 +235,32 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// `restore_batch` for a stream: what recovery left on disk stays
+    /// there (read when a consumer gets to it); the stream keeps its window
+    /// of the newest in memory as they come in.
+    fn restore_stream_batch(
+        &self,
+        log: &Storage<Waiter>,
+        rq: &mut RecoveredQueue,
+        q: &mut Queue,
+        batch: Vec<RecoveredMsg>,
+    ) {
+        for m in batch {
+            match (rq.take_entry(&m), m.loc()) {
+                (Some(entry), _) if parse_entry(&entry).is_err() => {
+                    tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
+                    log.ack(rq.id, m.seq, entry.len());
+                }
+                (Some(entry), loc) => q.stream_restore(m.seq, entry, loc),
+                (None, Some(loc)) => q.stream_restore(m.seq, bytes::Bytes::new(), Some(loc)),
+                // Not expected: a record past the locations a queue keeps.
+                (None, None) => {
+                    tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered stream message has no location: dropped")
+                }
+            }
+        }
     }
 
     /// The group-commit loop: waits for appends, flushes them (one write,
