@@ -317,7 +317,7 @@ impl Default for Config {
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
             stream_offset_refs_max: 1_000,
-            stream_memory_bytes_max: 64 << 20,
+            stream_memory_bytes_max: 512 << 20,
             stream_read_ahead_bytes: 1 << 20,
             exchanges_max: 10_000,
             bindings_max: 1_000_000,
