@@ -123,13 +123,13 @@ impl Queue {
         (!want.is_empty()).then_some(want)
     }
 
-    /// A read is done: its entries (`None`: it failed) go to the
-    /// consumer's read-ahead, if it is still there.
-    pub fn stream_fill(&mut self, owner: ConnRef, id: u32, got: Option<(&[(u64, Loc)], Vec<Bytes>)>) {
+    /// A read of `want` is done: its entries (`None`: it failed) go to
+    /// the consumer's read-ahead, if it is still there.
+    pub fn stream_fill(&mut self, owner: ConnRef, id: u32, want: &[(u64, Loc)], got: Option<Vec<Bytes>>) {
         let Some(i) = self.consumer_index(owner, id) else { return };
         let c = &mut self.consumers[i];
         c.stream_reading = false;
-        for (&(offset, _), e) in got.into_iter().flat_map(|(want, entries)| want.iter().zip(entries)) {
+        for (&(offset, _), e) in want.iter().zip(got.unwrap_or_default()) {
             if c.stream_ahead.back().is_none_or(|(o, _)| *o < offset) {
                 c.stream_ahead_bytes += e.len() as u64;
                 c.stream_ahead.push_back((offset, e));

@@ -183,7 +183,7 @@ fn a_stream_past_its_window_is_read_from_the_log() {
     q.stream_locate(&locs);
     let one = stored[0].1.len() as u64;
     assert!(q.stream_mem_bytes() <= 200 && q.stream_mem_bytes() > 200 - one, "{}", q.stream_mem_bytes());
-    let cold = (10 - q.stream_mem_bytes() / one) as usize;
+    let cold = usize::try_from(10 - q.stream_mem_bytes() / one).unwrap();
     assert!(cold > 0);
     q.subscribe_stream(C, 1, 100, start(StreamOffset::First)).unwrap();
     // The head is on disk: nothing yet, a read asked for.
@@ -194,7 +194,7 @@ fn a_stream_past_its_window_is_read_from_the_log() {
     assert_eq!(q.stream_read_plan(C, 1, 1 << 20), None, "one read at a time");
     // A small read-ahead reads less (one record past the limit at most).
     let entries: Vec<Bytes> = stored[..cold].iter().map(|(_, e)| e.clone()).collect();
-    q.stream_fill(C, 1, Some((&plan, entries)));
+    q.stream_fill(C, 1, &plan, Some(entries));
     assert_eq!(q.stream_mem_bytes(), 200 - 200 % one + cold as u64 * one);
     assert_eq!(offsets(&mut q), vec![(1, (0..10).collect())]);
     assert_eq!(q.stream_mem_bytes(), 200 - 200 % one, "the read-ahead is delivered");
@@ -204,12 +204,12 @@ fn a_stream_past_its_window_is_read_from_the_log() {
     assert_eq!(q.take_stream_reads(), vec![(C, 2)]);
     let plan = q.stream_read_plan(C, 2, one).unwrap();
     assert_eq!(plan.len(), 1, "bytes_max bounds a read");
-    q.stream_fill(C, 2, None);
+    q.stream_fill(C, 2, &plan, None);
     assert_eq!(offsets(&mut q), vec![]);
     assert_eq!(q.take_stream_reads(), vec![(C, 2)]);
     // A consumer gone: its read is dropped when it comes back.
     let plan = q.stream_read_plan(C, 2, 1 << 20).unwrap();
     q.unsubscribe(C, 2).unwrap();
-    q.stream_fill(C, 2, Some((&plan, vec![stored[0].1.clone()])));
+    q.stream_fill(C, 2, &plan, Some(vec![stored[0].1.clone()]));
     assert_eq!(q.stream_mem_bytes(), 200 - 200 % one);
 }

@@ -91,7 +91,7 @@ impl Shard {
         r.in_flight.set(r.in_flight.get().saturating_sub(1));
         r.kick.notify();
         if let Some(q) = self.queues.borrow_mut().get_mut(&name) {
-            q.stream_fill(owner, id, got.map(|e| (want.as_slice(), e)));
+            q.stream_fill(owner, id, &want, got);
             self.settle(q);
         }
     }
