@@ -438,7 +438,7 @@ impl Queue {
                 i += 1;
             }
             // Behind the window: the next read asked for ahead of need.
-            if super::stream_read::wants_read(c, s.msgs.get(i), ra) {
+            if super::stream_read::wants_read(c, s.msgs.get(i), ra) && !s.wants_read.contains(&(c.owner, c.id)) {
                 s.wants_read.push((c.owner, c.id));
             }
             let count = c.next_tag() - first;
