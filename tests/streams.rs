@@ -414,8 +414,13 @@ fn read_all(url: String, q: &str, n: u64, body: impl Fn(u64) -> Vec<u8>) {
 }
 
 fn ready_bytes_in_memory(b: &TestBroker, shard: u16) -> u64 {
+    ready_bytes_at(b.metrics, shard)
+}
+
+/// `ringmq_memory_ready_bytes` of `shard`, from the metrics listener at `metrics`.
+fn ready_bytes_at(metrics: std::net::SocketAddr, shard: u16) -> u64 {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(b.metrics).unwrap();
+    let mut s = std::net::TcpStream::connect(metrics).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
@@ -477,4 +482,49 @@ fn stream_larger_than_memory_is_read_from_the_log() {
     eprintln!("in memory after the restart: {held}");
     assert!((1 << 19..=(1 << 20) + 8192).contains(&held), "the window after a restart: {held}");
     read_all(b.url(), &q, N, body);
+}
+
+/// The same across `kill -9` of `ringmq serve`: a stream ten times its
+/// window comes back whole, read from the log in order, and only its
+/// window is in memory after the recovery.
+#[test]
+fn stream_larger_than_memory_survives_kill_9() {
+    const N: u64 = 2500;
+    let body = |i: u64| -> Vec<u8> {
+        let mut b = format!("k9-{i:08}").into_bytes();
+        b.resize(4096, (i % 241) as u8);
+        b
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("ringmq.toml");
+    std::fs::write(&config, "stream_memory_bytes_max = 1048576\nstream_read_ahead_bytes = 131072\n").unwrap();
+    let extra = ["--config".as_ref(), config.as_os_str(), "--metrics-listen".as_ref(), "127.0.0.1:0".as_ref()];
+    let native = |line: &str| -> std::net::SocketAddr { common::process::field(line, "native").parse().unwrap() };
+    let q = common::queue_on(1, 2, "big-stream-k9");
+    let (child, line) = common::process::serve(&data, &extra);
+    let mut child = Killed(child);
+    let (mut r, _) = common::Raw::hello(native(&line));
+    declare_stream(&mut r, &q, ringmq::protocol::field_table::TableBuilder::new());
+    for batch in 0..N / 250 {
+        let bodies: Vec<Vec<u8>> = (batch * 250..(batch + 1) * 250).map(body).collect();
+        r.publish_confirmed(&q, &bodies.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let (restarted, line) = common::process::serve(&data, &extra);
+    child.0 = restarted;
+    let held = ready_bytes_at(common::process::field(&line, "metrics").parse().unwrap(), 1);
+    assert!((1 << 19..=(1 << 20) + 8192).contains(&held), "the window after the recovery: {held}");
+    read_all(format!("ringmq://{}", native(&line)), &q, N, body);
+}
+
+/// A `ringmq serve` child killed (-9) when the test ends, failed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
