@@ -51,6 +51,8 @@ pub(super) struct Stored {
 /// What one message of a stream costs in memory besides its entry (the
 /// memory alarm's count).
 pub const STORED_BYTES: u64 = std::mem::size_of::<Stored>() as u64;
+// docs/streams.md and operations.md say about 72 bytes a message.
+const _: () = assert!(STORED_BYTES <= 72);
 
 /// One retention segment: `count` messages from `first_index` on.
 struct Segment {

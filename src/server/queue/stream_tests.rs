@@ -174,7 +174,6 @@ fn the_offset_header_joins_existing_headers_and_opaque_props_stay() {
 /// and a closed consumer leave the counts right.
 #[test]
 fn a_stream_past_its_window_is_read_from_the_log() {
-    assert!(STREAM_STORED_BYTES <= 72, "docs/streams.md says about 72 bytes a message: {STREAM_STORED_BYTES}");
     let mut q = stream(TableBuilder::new());
     q.limits.stream_memory_bytes_max = 200;
     let mut stored = Vec::new();
