@@ -125,11 +125,18 @@ impl Queue {
 
     /// A read of `want` is done: its entries (`None`: it failed) go to
     /// the consumer's read-ahead, if it is still there.
+    /// Only entries whose message is still on disk where it was read from
+    /// are kept: not one of a stream deleted and declared again meanwhile.
     pub fn stream_fill(&mut self, owner: ConnRef, id: u32, want: &[(u64, Loc)], got: Option<Vec<Bytes>>) {
         let Some(i) = self.consumer_index(owner, id) else { return };
+        let Some(s) = self.stream.as_ref() else { return };
         let c = &mut self.consumers[i];
         c.stream_reading = false;
-        for (&(offset, _), e) in want.iter().zip(got.unwrap_or_default()) {
+        for (&(offset, loc), e) in want.iter().zip(got.unwrap_or_default()) {
+            let at = s.msgs.get(s.msgs.partition_point(|m| m.offset < offset));
+            if !at.is_some_and(|m| m.offset == offset && m.loc == Some(loc) && m.entry.is_empty()) {
+                continue;
+            }
             if c.stream_ahead.back().is_none_or(|(o, _)| *o < offset) {
                 c.stream_ahead_bytes += e.len() as u64;
                 c.stream_ahead.push_back((offset, e));

@@ -207,6 +207,14 @@ fn a_stream_past_its_window_is_read_from_the_log() {
     q.stream_fill(C, 2, &plan, None);
     assert_eq!(offsets(&mut q), vec![]);
     assert_eq!(q.take_stream_reads(), vec![(C, 2)]);
+    // Entries not from where the message is (now): dropped.
+    let plan = q.stream_read_plan(C, 2, 1 << 20).unwrap();
+    let elsewhere: Vec<(u64, crate::storage::Loc)> = plan
+        .iter()
+        .map(|&(o, l)| (o, crate::storage::Loc::new(2, u64::from(l.off), l.len as usize).unwrap()))
+        .collect();
+    q.stream_fill(C, 2, &elsewhere, Some(vec![stored[0].1.clone()]));
+    assert_eq!(q.stream_mem_bytes(), 200 - 200 % one);
     // A consumer gone: its read is dropped when it comes back.
     let plan = q.stream_read_plan(C, 2, 1 << 20).unwrap();
     q.unsubscribe(C, 2).unwrap();
