@@ -193,3 +193,47 @@ fn compaction_of_a_segment_larger_than_its_read_window() {
         assert!(!seg_file(&path, 1).exists(), "segment 1 compacted and deleted");
     });
 }
+
+/// A stream's chunk records (type 16: when each publish batch was
+/// appended) move forward with its live messages: after the segment
+/// they were written in is compacted and deleted, recovery still has the
+/// times.
+#[test]
+fn compaction_carries_stream_chunk_times_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run_local(Duration::from_secs(30), move || async move {
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (log, _) = Storage::<u64>::open(io, opts(&path)).await.unwrap();
+        let keep = log.declare("keep", &[]).unwrap();
+        let churn = log.declare("churn", &[]).unwrap();
+        for s in 0..20 {
+            log.publish(keep, s, &body("keep", s)).unwrap();
+            if s % 10 == 9 {
+                log.stream_chunk(keep, s - 9, 10, 1_000 * (s + 1)).unwrap();
+            }
+        }
+        for s in 0..600u64 {
+            log.publish(churn, s, &body("churn", s)).unwrap();
+            if s % 50 == 49 {
+                assert!(log.flush().await.result.is_ok());
+            }
+        }
+        log.stream_chunk(churn, 0, 600, 7).unwrap();
+        for s in 0..600u64 {
+            log.ack(churn, s, 700);
+        }
+        assert!(log.flush().await.result.is_ok());
+        assert_eq!(compact_all(&log).await, 20);
+        assert!(!seg_file(&path, 1).exists(), "the compacted segment is deleted");
+        log.close().await.result.unwrap();
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (log, rec) = Storage::<u64>::open(io, opts(&path)).await.expect("recovery");
+        log.close().await.result.unwrap();
+        let q = rec.queues.iter().find(|q| q.name == "keep").unwrap();
+        assert_eq!(q.chunks, vec![(0, 10, 10_000), (10, 10, 20_000)]);
+        assert_eq!(q.messages.len(), 20);
+        let churn = rec.queues.iter().find(|q| q.name == "churn").unwrap();
+        assert!(churn.chunks.is_empty() && churn.messages.is_empty());
+    });
+}

@@ -244,7 +244,7 @@ impl Client {
         self.conns.iter().flatten().find_map(|c| c.blocked.clone())
     }
 
-    fn conn(&mut self, queue: &str) -> Result<usize> {
+    pub(super) fn conn(&mut self, queue: &str) -> Result<usize> {
         let i = if self.opts.shard_aware { usize::from(self.info.owner_of(queue)) } else { self.first };
         if self.conns[i].is_none() {
             let addr = self.info.shard_addrs[i];
@@ -367,7 +367,7 @@ impl Client {
         self.simple_on(self.first, cmd)
     }
 
-    fn simple_on(&mut self, i: usize, cmd: Cmd<'_>) -> Result<u64> {
+    pub(super) fn simple_on(&mut self, i: usize, cmd: Cmd<'_>) -> Result<u64> {
         match self.request(i, |rid, b| Frame { request_id: rid, cmd }.encode(b))? {
             Reply::Ok(v) => Ok(v),
             _ => Err(ClientError::Protocol("unexpected reply".into())),

@@ -49,6 +49,7 @@ mod handshake;
 mod producer;
 #[cfg(feature = "glommio")]
 mod recover;
+mod streams;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tokio")]

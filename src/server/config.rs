@@ -116,6 +116,14 @@ pub struct Config {
     /// Each costs up to 280 bytes of memory and of log at every segment
     /// start (`docs/streams.md`).
     pub stream_offset_refs_max: u32,
+    /// Entry bytes of its newest messages one stream holds in memory; the
+    /// older ones keep only their place in the log, and a consumer behind
+    /// the window reads them from disk (`docs/streams.md`, Memory).
+    pub stream_memory_bytes_max: u64,
+    /// A stream consumer reading from disk: entry bytes read ahead of it
+    /// per read (one DMA read where the records lie together), held until
+    /// delivered.
+    pub stream_read_ahead_bytes: u64,
     /// Exchanges clients may declare (the default and `amq.*` ones are not
     /// counted); a declare past it is refused (`DefinitionLimit`, AMQP 406).
     pub exchanges_max: u32,
@@ -309,6 +317,8 @@ impl Default for Config {
             connections_per_shard_max: 10_000,
             queues_per_shard_max: 100_000,
             stream_offset_refs_max: 1_000,
+            stream_memory_bytes_max: 512 << 20,
+            stream_read_ahead_bytes: 1 << 20,
             exchanges_max: 10_000,
             bindings_max: 1_000_000,
             queue_messages_max: 100_000_000,
@@ -440,6 +450,14 @@ impl Config {
         let d = self.table_depth_max;
         let ceiling = crate::protocol::field_table::TABLE_DEPTH_CEILING;
         check(d >= 1 && d as usize <= ceiling, "table_depth_max", || format!("{d} is outside 1..={ceiling}"))?;
+        let sm = self.stream_memory_bytes_max;
+        check((1 << 20..=1 << 50).contains(&sm), "stream_memory_bytes_max", || {
+            format!("{sm} is outside 1048576..=1125899906842624")
+        })?;
+        let ra = self.stream_read_ahead_bytes;
+        check((64 << 10..=64 << 20).contains(&ra), "stream_read_ahead_bytes", || {
+            format!("{ra} is outside 65536..=67108864")
+        })?;
         let tb = self.tx_bytes_max;
         check((u64::from(m)..=1 << 40).contains(&tb), "tx_bytes_max", || {
             format!("{tb} is outside message_bytes_max ({m})..=1099511627776")

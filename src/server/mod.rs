@@ -514,6 +514,8 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     tasks.push(glommio::spawn_local(shard.clone().run_housekeeping()));
     // Reads spilled messages back (memory budget).
     tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
+    // Reads streams from the log for consumers behind their window.
+    tasks.push(glommio::spawn_local(shard.clone().run_stream_reader()));
     // TTL and x-expires: one timer task per shard.
     tasks.push(glommio::spawn_local(shard.clone().run_timers()));
     tasks.push(glommio::spawn_local(shard.clone().run_remote_resumes()));

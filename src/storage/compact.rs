@@ -136,8 +136,8 @@ impl<W> Storage<W> {
         }
         let mut found = Vec::new();
         let end = scan_at(&buf, crate::protocol::wire::usize_of(pos), self.seed_of(seg), |_, r| {
-            if let Record::Publish { queue, seq, entry } = r {
-                found.push((queue, seq, entry));
+            if matches!(r, Record::Publish { .. } | Record::StreamChunk { .. }) {
+                found.push(r);
             }
         });
         let next = match end.bad {
@@ -180,15 +180,30 @@ impl<W> Storage<W> {
         moved
     }
 
-    /// Re-appends the records of `found` that are still live in `seg`.
-    fn copy_live(&self, seg: u64, found: Vec<(u32, u64, &[u8])>) -> Vec<Moved> {
+    /// Re-appends the records of `found` that are still live in `seg`, and
+    /// the stream chunk records (their times) of messages still live
+    /// anywhere: retention drops a stream's oldest first, so a chunk whose
+    /// last message is gone has none left.
+    fn copy_live(&self, seg: u64, found: Vec<Record<'_>>) -> Vec<Moved> {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
         if st.poisoned.is_some() {
             return Vec::new();
         }
         let mut moved = Vec::new();
-        for (queue, seq, entry) in found {
+        for r in found {
+            let (queue, seq, entry) = match r {
+                Record::Publish { queue, seq, entry } => (queue, seq, entry),
+                Record::StreamChunk { queue, first, count, at_ms } => {
+                    let last = first + u64::from(count) - 1; // checked by the decoder
+                    if st.queues.get(&queue).is_some_and(|q| q.seg_of(last).is_some()) {
+                        let chunk = Record::StreamChunk { queue, first, count, at_ms };
+                        self.put(st, |b, seed| super::record::encode(b, seed, &chunk));
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
             let Some(q) = st.queues.get_mut(&queue) else { continue };
             if q.seg_of(seq) != Some(seg) {
                 continue;

@@ -385,6 +385,14 @@ impl<W> Storage<W> {
         })
     }
 
+    /// Logs a stream's publish batch: `count` messages from `first`,
+    /// appended at `at_ms` (after their publish records, in the same flush).
+    pub fn stream_chunk(&self, queue: u32, first: u64, count: u32, at_ms: u64) -> Result<(), StorageError> {
+        self.append(|st| {
+            self.put(st, |b, seed| encode(b, seed, &Record::StreamChunk { queue, first, count, at_ms }));
+        })
+    }
+
     /// Logs a queue's deletion; its messages stop pinning segments.
     pub fn delete(&self, queue: u32) -> Result<(), StorageError> {
         self.append(|st| {

@@ -48,6 +48,13 @@ pub const T_SEAL: u8 = 12;
 /// latest per (queue, reference) wins; re-logged at every segment start.
 pub const T_STREAM_OFFSET: u8 = 13;
 // 14..=15: reserved for the storage engine.
+/// A stream's chunk: the messages of one publish batch (`count` sequence
+/// numbers from `first`) and when they were appended (wall-clock ms), for
+/// `x-max-age`, timestamp offsets and `last` after a restart. Logged
+/// after the batch's publish records; compaction carries it forward while
+/// any of its messages is live.
+pub const T_STREAM_CHUNK: u8 = 16;
+// 17: reserved for streams.
 /// The longest reference a stream offset is stored under (a str8).
 pub const STREAM_REFERENCE_BYTES_MAX: usize = 255;
 
@@ -123,6 +130,14 @@ pub enum Record<'a> {
         offset: u64,
         reference: &'a [u8],
     },
+    /// A stream's publish batch: `count` messages from `first`, appended
+    /// at `at_ms` (Unix milliseconds).
+    StreamChunk {
+        queue: u32,
+        first: u64,
+        count: u32,
+        at_ms: u64,
+    },
     Seal,
 }
 
@@ -197,6 +212,13 @@ pub fn encode(buf: &mut Vec<u8>, seed: Seed, r: &Record<'_>) {
             let s = begin(buf, T_STREAM_OFFSET, *queue);
             buf.put_u64_le(*offset);
             buf.put_slice(reference);
+            finish(buf, s);
+        }
+        Record::StreamChunk { queue, first, count, at_ms } => {
+            let s = begin(buf, T_STREAM_CHUNK, *queue);
+            buf.put_u64_le(*first);
+            buf.put_u32_le(*count);
+            buf.put_u64_le(*at_ms);
             finish(buf, s);
         }
         Record::Seal => {
@@ -309,6 +331,14 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
             let reference = &p[8..];
             std::str::from_utf8(reference).ok()?;
             Record::StreamOffset { queue, offset: u64_at(p, 0), reference }
+        }
+        // A chunk names at least one message, all below SEQ_LIMIT.
+        T_STREAM_CHUNK if p.len() == STREAM_CHUNK_PAYLOAD => {
+            let (first, count) = (u64_at(p, 0), u32_at(p, 8));
+            if count == 0 || first.checked_add(u64::from(count)).is_none_or(|end| end > SEQ_LIMIT) {
+                return None;
+            }
+            Record::StreamChunk { queue, first, count, at_ms: u64_at(p, 12) }
         }
         _ => return None,
     })
@@ -455,7 +485,16 @@ const SEARCH_CRC_PER_BYTE: usize = 16;
 fn known_type(t: u8) -> bool {
     matches!(
         t,
-        T_SEGMENT | T_DECLARE | T_DELETE | T_PURGE | T_PUBLISH | T_ACK | T_QUEUE_ARGS | T_SEAL | T_STREAM_OFFSET
+        T_SEGMENT
+            | T_DECLARE
+            | T_DELETE
+            | T_PURGE
+            | T_PUBLISH
+            | T_ACK
+            | T_QUEUE_ARGS
+            | T_SEAL
+            | T_STREAM_OFFSET
+            | T_STREAM_CHUNK
     )
 }
 
@@ -475,6 +514,7 @@ fn plausible(rec: &[u8]) -> bool {
         // A name, and the arguments table of a declare (at most 64 KiB).
         T_DECLARE | T_QUEUE_ARGS => p.len() <= 8 + (64 << 10) + 1024,
         T_STREAM_OFFSET => stream_offset_len(p.len()),
+        T_STREAM_CHUNK => p.len() == STREAM_CHUNK_PAYLOAD,
         _ => false,
     }
 }
@@ -524,6 +564,9 @@ pub fn owned(entry: &[u8]) -> Bytes {
 #[cfg(test)]
 #[path = "record_tests.rs"]
 mod tests;
+
+/// A stream chunk record's payload: first (u64), count (u32), at_ms (u64).
+const STREAM_CHUNK_PAYLOAD: usize = 20;
 
 /// A stream offset record's payload: the offset and a 1..=255-byte reference.
 fn stream_offset_len(payload: usize) -> bool {

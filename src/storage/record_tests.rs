@@ -346,3 +346,26 @@ fn stream_offsets_round_trip_and_bad_ones_are_malformed() {
         assert_eq!((end.valid_end, end.bad), (at, Some("malformed record")), "case {i}");
     }
 }
+
+#[test]
+fn stream_chunks_round_trip_and_bad_ones_are_malformed() {
+    let mut b = sample();
+    let at = b.len();
+    let chunk = Record::StreamChunk { queue: 3, first: 7, count: 2, at_ms: 1_764_000_000_000 };
+    encode(&mut b, seed(), &chunk);
+    let (v, end) = records(&b);
+    assert_eq!(v.last(), Some(&chunk));
+    assert_eq!(end.bad, None);
+    // No message, or a range past the log's sequence numbers.
+    let bad = [(1, 0), (SEQ_LIMIT, 1), (SEQ_LIMIT - 1, 2), (u64::MAX, u32::MAX)];
+    for (i, (first, count)) in bad.into_iter().enumerate() {
+        let mut buf = b[..at].to_vec();
+        encode(&mut buf, seed(), &Record::StreamChunk { queue: 3, first, count, at_ms: 0 });
+        let end = scan(&buf, seed(), |_, _| {});
+        assert_eq!((end.valid_end, end.bad), (at, Some("malformed record")), "case {i}");
+    }
+    // A torn tail after one is still told from damage with data behind it.
+    let mut buf = b[..at].to_vec();
+    encode(&mut buf, seed(), &chunk);
+    assert!(valid_record_after(&[&b[..at], &[0xff; 8][..], &buf[at..]].concat(), at, seed()));
+}

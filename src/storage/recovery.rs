@@ -43,6 +43,10 @@ pub struct RecoveredQueue {
     /// A stream's stored consumer offsets: (reference, offset), the last
     /// logged for each reference.
     pub offsets: Vec<(String, u64)>,
+    /// A stream's chunks (publish batches) that still hold a recovered
+    /// message, in offset order: (first, count, appended at, Unix ms).
+    /// Logs written before chunk records existed have none.
+    pub chunks: Vec<(u64, u32, u64)>,
 }
 
 /// One recovered message: 24 bytes, so a backlog of 20 M messages
@@ -109,6 +113,9 @@ struct Replay {
     msgs: VecDeque<RecoveredMsg>,
     entries: HashMap<u64, Bytes>,
     offsets: BTreeMap<String, u64>,
+    /// Stream chunks by first offset: (count, at_ms); a copy compaction
+    /// made replaces the original.
+    chunks: BTreeMap<u64, (u32, u64)>,
 }
 
 /// Entry bytes held in memory by the replay so far, and the cap.
@@ -262,6 +269,7 @@ impl State {
                     msgs: VecDeque::new(),
                     entries: HashMap::new(),
                     offsets: BTreeMap::new(),
+                    chunks: BTreeMap::new(),
                 });
                 q.name = name;
                 q.next_seq = q.next_seq.max(next_seq);
@@ -286,6 +294,17 @@ impl State {
             Record::Purge { queue, ranges } | Record::Ack { queue, ranges } => {
                 if let Some(q) = self.queues.get_mut(&queue) {
                     q.remove_ranges(&ranges, &mut self.res);
+                    // Retention drops a stream's oldest first: chunks
+                    // wholly before its first message are gone for good.
+                    let front = q.msgs.front().map_or(q.next_seq, |m| m.seq);
+                    while q.chunks.first_key_value().is_some_and(|(&f, &(n, _))| f + u64::from(n) <= front) {
+                        q.chunks.pop_first();
+                    }
+                }
+            }
+            Record::StreamChunk { queue, first, count, at_ms } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.chunks.insert(first, (count, at_ms));
                 }
             }
             Record::Publish { queue, seq, entry } => {
@@ -301,18 +320,22 @@ impl State {
         let mut out: Vec<RecoveredQueue> = self
             .queues
             .into_iter()
-            .map(|(id, q)| RecoveredQueue {
-                id,
-                name: q.name,
-                args: q.args,
-                next_seq: q.next_seq,
-                messages: {
-                    let mut m = q.msgs;
-                    m.retain(|m| m.seg != 0);
-                    m
-                },
-                entries: q.entries,
-                offsets: q.offsets.into_iter().collect(),
+            .map(|(id, q)| {
+                let mut messages = q.msgs;
+                messages.retain(|m| m.seg != 0);
+                let front = messages.front().map_or(u64::MAX, |m| m.seq);
+                let chunks =
+                    q.chunks.into_iter().filter(|&(f, (n, _))| f + u64::from(n) > front).map(|(f, (n, at))| (f, n, at));
+                RecoveredQueue {
+                    id,
+                    name: q.name,
+                    args: q.args,
+                    next_seq: q.next_seq,
+                    messages,
+                    entries: q.entries,
+                    offsets: q.offsets.into_iter().collect(),
+                    chunks: chunks.collect(),
+                }
             })
             .collect();
         out.sort_by_key(|q| q.id);

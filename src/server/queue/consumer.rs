@@ -42,6 +42,13 @@ pub struct Consumer {
     sent_at: VecDeque<(u64, u64)>,
     /// A stream consumer's position: the offset it reads next.
     pub stream_next: u64,
+    /// A stream consumer behind the stream's in-memory window: entries
+    /// read from the log ahead of it (offset, entry), in offset order, at
+    /// most `stream_read_ahead_bytes` per read and one read at a time.
+    pub stream_ahead: VecDeque<(u64, bytes::Bytes)>,
+    pub stream_ahead_bytes: u64,
+    /// A read for it is in flight.
+    pub stream_reading: bool,
 }
 
 impl Consumer {
@@ -62,6 +69,9 @@ impl Consumer {
             unacked_persistent: (0, 0),
             sent_at: VecDeque::new(),
             stream_next: 0,
+            stream_ahead: VecDeque::new(),
+            stream_ahead_bytes: 0,
+            stream_reading: false,
         }
     }
 

@@ -25,6 +25,7 @@ mod limits;
 mod ready;
 mod spill;
 mod stream;
+mod stream_read;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
@@ -35,7 +36,7 @@ pub use dispatch::{delivery_cost, Dispatched, DELIVERY_FRAMING_BYTES};
 pub use limits::{Dead, Published};
 pub use ready::HOT_LOW;
 pub use spill::{Ahead, ReadAhead};
-pub use stream::{with_offset_header, Stream};
+pub use stream::{with_offset_header, Stream, STORED_BYTES as STREAM_STORED_BYTES};
 
 use super::deadletter::Reason;
 use super::policy::QueueArgs;
@@ -52,12 +53,21 @@ pub struct QueueLimits {
     /// Messages the queue removes without an ack (expired, dead-lettered)
     /// in one settle; the rest wait for the next (`dead_letter_batch_max`).
     pub removals_max: usize,
+    /// A stream's in-memory window of entry bytes (`stream_memory_bytes_max`).
+    pub stream_memory_bytes_max: u64,
+    /// A stream consumer's read-ahead from the log (`stream_read_ahead_bytes`).
+    pub stream_read_ahead_bytes: u64,
 }
 
 impl QueueLimits {
     /// `messages_max` with no cap on removals per settle (tests).
     pub const fn messages(messages_max: u64) -> Self {
-        Self { messages_max, removals_max: usize::MAX }
+        Self {
+            messages_max,
+            removals_max: usize::MAX,
+            stream_memory_bytes_max: u64::MAX,
+            stream_read_ahead_bytes: 1 << 20,
+        }
     }
 }
 
@@ -148,7 +158,7 @@ impl Queue {
     /// Its TTL counts from `now`: enqueue times are not logged.
     pub fn restore(&mut self, seq: u64, entry: Bytes, now: u64) {
         if self.stream.is_some() {
-            return self.stream_restore(seq, entry);
+            return self.stream_restore(seq, entry, None);
         }
         let mut msg = self.incoming(seq, entry, true, now, None);
         msg.redelivered = true;

@@ -48,7 +48,7 @@ impl Queue {
 
     /// Bytes of ready entries held in memory.
     pub fn mem_bytes(&self) -> u64 {
-        self.ready.bytes() - self.ready.spilled_bytes()
+        self.ready.bytes() - self.ready.spilled_bytes() + self.stream_mem_bytes()
     }
 
     /// Whether the message dispatch would take next is on disk only.
@@ -84,6 +84,9 @@ impl Queue {
     /// Recovery: room for `n` more ready messages, `spilled` of them left
     /// on disk.
     pub fn reserve_ready(&mut self, n: usize, spilled: usize) {
+        if self.stream.is_some() {
+            return; // a stream's messages are not in `ready`
+        }
         self.ready.reserve(n);
         if self.can_spill() {
             self.ready.reserve_cold(spilled);
@@ -118,6 +121,9 @@ impl Queue {
 
     /// Compaction moved the record of `seq`.
     pub fn relocate(&mut self, seq: u64, loc: Loc) {
+        if self.stream.is_some() {
+            return self.stream_relocate(seq, loc);
+        }
         self.ready.relocate(seq, loc);
     }
 

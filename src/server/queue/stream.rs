@@ -24,21 +24,35 @@ use crate::protocol::batch::{parse_entry, put_entry};
 use crate::protocol::field_table::Value;
 use crate::protocol::props::{self, Props};
 use crate::protocol::ErrorCode;
+use crate::storage::Loc;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 500_000_000;
 
-struct Stored {
-    offset: u64,
-    /// Wall-clock milliseconds when it was appended (recovered messages:
-    /// when they were recovered; the log does not keep the time).
+pub(super) struct Stored {
+    pub(super) offset: u64,
+    /// Wall-clock milliseconds when it was appended (logged per chunk;
+    /// recovered from a log written before chunk records: the recovery's).
     at_ms: u64,
     /// The first message of a publish batch (a chunk): where `last` starts.
     chunk: bool,
-    entry: Bytes,
+    /// The entry, or empty when it is only on disk (behind the stream's
+    /// in-memory window: read back from `loc`).
+    pub(super) entry: Bytes,
+    /// Where its publish record is in the log (`None`: not logged, so it
+    /// stays in memory).
+    pub(super) loc: Option<Loc>,
+    /// The entry's length, in memory or not.
+    pub(super) len: u32,
 }
+
+/// What one message of a stream costs in memory besides its entry (the
+/// memory alarm's count).
+pub const STORED_BYTES: u64 = std::mem::size_of::<Stored>() as u64;
+// docs/streams.md and operations.md say about 72 bytes a message.
+const _: () = assert!(STORED_BYTES <= 72);
 
 /// One retention segment: `count` messages from `first_index` on.
 struct Segment {
@@ -49,7 +63,15 @@ struct Segment {
 
 #[derive(Default)]
 pub struct Stream {
-    msgs: VecDeque<Stored>,
+    pub(super) msgs: VecDeque<Stored>,
+    /// Entry bytes held in memory, and the window they are kept under
+    /// (`stream_memory_bytes_max`): past it, the oldest in memory are
+    /// dropped to their `loc`. Before `hot_from`, nothing is in memory.
+    pub(super) hot_bytes: u64,
+    pub(super) hot_from: usize,
+    pub(super) memory_max: u64,
+    /// Consumers behind the window that need a read from the log.
+    pub(super) wants_read: Vec<(ConnRef, u32)>,
     segments: VecDeque<Segment>,
     bytes: u64,
     max_bytes: Option<u64>,
@@ -59,11 +81,24 @@ pub struct Stream {
     dropped: Vec<(u64, usize)>,
     /// Server-side offset tracking: the offset stored per reference.
     tracked: HashMap<String, u64>,
+    /// The last publish batch, for the log's chunk record: (first, count,
+    /// at_ms).
+    chunk: Option<(u64, u32, u64)>,
+    /// Recovery: the logged chunks not yet reached, in offset order, and
+    /// the first offset of the one being restored.
+    restoring: VecDeque<(u64, u32, u64)>,
+    restoring_first: Option<u64>,
 }
 
 impl Stream {
     pub fn new(max_bytes: Option<u64>, max_age_ms: Option<u64>, segment_bytes: Option<u64>) -> Self {
-        Self { max_bytes, max_age_ms, segment_bytes: segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT), ..Self::default() }
+        Self {
+            max_bytes,
+            max_age_ms,
+            segment_bytes: segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT),
+            memory_max: u64::MAX,
+            ..Self::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,8 +118,8 @@ impl Stream {
         self.msgs.front().map(|m| m.offset)
     }
 
-    fn push(&mut self, offset: u64, at_ms: u64, chunk: bool, entry: Bytes) {
-        let len = entry.len() as u64;
+    fn push(&mut self, offset: u64, at_ms: u64, chunk: bool, entry: Bytes, loc: Option<Loc>) {
+        let len = loc.map_or(entry.len() as u64, |l| u64::from(l.len));
         let roll = self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes);
         if roll {
             self.segments.push_back(Segment { count: 0, bytes: 0, newest_ms: at_ms });
@@ -95,7 +130,10 @@ impl Stream {
             s.newest_ms = s.newest_ms.max(at_ms);
         }
         self.bytes += len;
-        self.msgs.push_back(Stored { offset, at_ms, chunk, entry });
+        self.hot_bytes += entry.len() as u64;
+        let len = crate::protocol::wire::saturate(len);
+        self.msgs.push_back(Stored { offset, at_ms, chunk, entry, loc, len });
+        self.demote();
     }
 
     /// Drops whole segments, oldest first and never the last, while the
@@ -111,9 +149,30 @@ impl Stream {
             let n = oldest.count;
             self.bytes = self.bytes.saturating_sub(oldest.bytes);
             self.segments.pop_front();
-            for m in self.msgs.drain(..n.min(self.msgs.len())) {
-                self.dropped.push((m.offset, m.entry.len()));
+            let n = n.min(self.msgs.len());
+            self.hot_from = self.hot_from.saturating_sub(n);
+            for m in self.msgs.drain(..n) {
+                self.hot_bytes -= m.entry.len() as u64;
+                self.dropped.push((m.offset, crate::protocol::wire::usize_of(u64::from(m.len))));
             }
+        }
+    }
+
+    /// Recovery, messages in offset order: when `seq` was appended and
+    /// whether it starts a chunk (the first of its chunk that is left),
+    /// from the logged chunks; without one (an older log), now, and a
+    /// chunk of its own.
+    fn restored_time(&mut self, seq: u64) -> (u64, bool) {
+        while self.restoring.front().is_some_and(|&(f, n, _)| f + u64::from(n) <= seq) {
+            self.restoring.pop_front();
+        }
+        match self.restoring.front() {
+            Some(&(first, _, at_ms)) if first <= seq => {
+                let starts = self.restoring_first != Some(first);
+                self.restoring_first = Some(first);
+                (at_ms, starts)
+            }
+            _ => (wall_ms(), true),
         }
     }
 
@@ -195,6 +254,30 @@ impl Queue {
         }
     }
 
+    /// The publish batch just appended to the stream, for the log's chunk
+    /// record: (first offset, count, appended at, Unix ms).
+    pub fn take_stream_chunk(&mut self) -> Option<(u64, u32, u64)> {
+        self.stream.as_mut().and_then(|s| s.chunk.take())
+    }
+
+    /// Recovery, before the messages: the stream's logged chunks (first,
+    /// count, at_ms), in offset order.
+    pub fn restore_stream_chunks(&mut self, chunks: Vec<(u64, u32, u64)>) {
+        if let Some(s) = self.stream.as_mut() {
+            s.restoring = chunks.into();
+        }
+    }
+
+    /// Recovery is over: retention as at the last append (by the logged
+    /// times, `x-max-age` may now drop more); the drops are for the log.
+    pub fn stream_restored(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            s.restoring = VecDeque::new();
+            s.restoring_first = None;
+            s.retain(wall_ms());
+        }
+    }
+
     /// What retention dropped since the last call: (offset, entry length),
     /// for the log.
     pub fn take_stream_dropped(&mut self) -> Vec<(u64, usize)> {
@@ -221,10 +304,14 @@ impl Queue {
         }
         let Some(s) = self.stream.as_mut() else { return Ok(0) };
         let now = wall_ms();
+        if n > 0 {
+            s.chunk = Some((self.next_seq, crate::protocol::wire::len32(n), now));
+        }
         for (i, entry) in entries.enumerate() {
             let entry = with_offset_header(&entry, self.next_seq);
             stored(self.next_seq, &entry);
-            s.push(self.next_seq, now, i == 0, entry);
+            // Located after the batch (`stream_locate`): not demoted before.
+            s.push(self.next_seq, now, i == 0, entry, None);
             self.next_seq += 1;
         }
         s.retain(now);
@@ -274,10 +361,13 @@ impl Queue {
         }
     }
 
-    /// Recovery: a message of the stream from the log, in offset order.
-    pub(super) fn stream_restore(&mut self, seq: u64, entry: Bytes) {
+    /// Recovery: a message of the stream, in offset order; `entry` empty
+    /// when it was left on disk at `loc`.
+    pub fn stream_restore(&mut self, seq: u64, entry: Bytes, loc: Option<Loc>) {
         if let Some(s) = self.stream.as_mut() {
-            s.push(seq, wall_ms(), true, entry);
+            let (at_ms, chunk) = s.restored_time(seq);
+            s.memory_max = self.limits.stream_memory_bytes_max;
+            s.push(seq, at_ms, chunk, entry, loc);
         }
         self.next_seq = self.next_seq.max(seq + 1);
     }
@@ -324,7 +414,8 @@ impl Queue {
     /// reference to the stored entry, never a copy.
     pub(super) fn dispatch_stream(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
         let mut done = Dispatched::default();
-        let Some(s) = self.stream.as_ref() else { return done };
+        let ra = self.limits.stream_read_ahead_bytes;
+        let Some(s) = self.stream.as_mut() else { return done };
         for c in self.consumers.iter_mut().filter(|c| !c.pull) {
             let mut credit = c.credit();
             let mut i = s.index_of(c.stream_next);
@@ -339,13 +430,23 @@ impl Queue {
             let first = c.next_tag();
             while credit > 0 && bytes > 0 {
                 let Some(m) = s.msgs.get(i) else { break };
-                bytes = bytes.saturating_sub(delivery_cost(m.entry.len()));
+                // In memory, or read ahead from the log; else a read is
+                // asked for (once) and this consumer waits for it.
+                let Some(entry) = super::stream_read::entry_for(c, m) else { break };
+                bytes = bytes.saturating_sub(delivery_cost(entry.len()));
                 credit -= 1;
-                c.track(Message::new(m.offset, m.entry.clone(), false));
+                c.track(Message::new(m.offset, entry, false));
                 c.stream_next = m.offset + 1;
                 i += 1;
             }
+            // Behind the window: the next read asked for ahead of need.
+            if super::stream_read::wants_read(c, s.msgs.get(i), ra) && !s.wants_read.contains(&(c.owner, c.id)) {
+                s.wants_read.push((c.owner, c.id));
+            }
             let count = c.next_tag() - first;
+            if count == 0 {
+                continue;
+            }
             c.mark_sent(first, now);
             let lo = crate::protocol::wire::usize_of(first - c.base_tag);
             out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));

@@ -167,3 +167,57 @@ fn the_offset_header_joins_existing_headers_and_opaque_props_stay() {
     c.subscribe(C, 1, 10).unwrap();
     assert_eq!(collect(&mut c).len(), 1);
 }
+
+/// Past `stream_memory_bytes_max`, the oldest entries keep only their
+/// place in the log; a consumer behind the window asks for a read, gets
+/// one at a time, and is served from its read-ahead in order; retention
+/// and a closed consumer leave the counts right.
+#[test]
+fn a_stream_past_its_window_is_read_from_the_log() {
+    let mut q = stream(TableBuilder::new());
+    q.limits.stream_memory_bytes_max = 200;
+    let mut stored = Vec::new();
+    q.publish(false, true, 0, msgs(0..10).into_iter(), None, |seq, e| stored.push((seq, e.clone()))).unwrap();
+    let locs: Vec<(u64, crate::storage::Loc)> =
+        stored.iter().map(|(seq, e)| (*seq, crate::storage::Loc::new(1, seq * 4096, e.len()).unwrap())).collect();
+    q.stream_locate(&locs);
+    let one = stored[0].1.len() as u64;
+    assert!(q.stream_mem_bytes() <= 200 && q.stream_mem_bytes() > 200 - one, "{}", q.stream_mem_bytes());
+    let cold = usize::try_from(10 - q.stream_mem_bytes() / one).unwrap();
+    assert!(cold > 0);
+    q.subscribe_stream(C, 1, 100, start(StreamOffset::First)).unwrap();
+    // The head is on disk: nothing yet, a read asked for.
+    assert_eq!(offsets(&mut q), vec![]);
+    assert_eq!(q.take_stream_reads(), vec![(C, 1)]);
+    let plan = q.stream_read_plan(C, 1, 1 << 20).unwrap();
+    assert_eq!(plan, locs[..cold].to_vec(), "the records on disk, up to the first in memory");
+    assert_eq!(q.stream_read_plan(C, 1, 1 << 20), None, "one read at a time");
+    // A small read-ahead reads less (one record past the limit at most).
+    let entries: Vec<Bytes> = stored[..cold].iter().map(|(_, e)| e.clone()).collect();
+    q.stream_fill(C, 1, &plan, Some(entries));
+    assert_eq!(q.stream_mem_bytes(), 200 - 200 % one + cold as u64 * one);
+    assert_eq!(offsets(&mut q), vec![(1, (0..10).collect())]);
+    assert_eq!(q.stream_mem_bytes(), 200 - 200 % one, "the read-ahead is delivered");
+    // A failed read: asked again at the next dispatch.
+    q.subscribe_stream(C, 2, 2, start(StreamOffset::First)).unwrap();
+    assert_eq!(offsets(&mut q), vec![]);
+    assert_eq!(q.take_stream_reads(), vec![(C, 2)]);
+    let plan = q.stream_read_plan(C, 2, one).unwrap();
+    assert_eq!(plan.len(), 1, "bytes_max bounds a read");
+    q.stream_fill(C, 2, &plan, None);
+    assert_eq!(offsets(&mut q), vec![]);
+    assert_eq!(q.take_stream_reads(), vec![(C, 2)]);
+    // Entries not from where the message is (now): dropped.
+    let plan = q.stream_read_plan(C, 2, 1 << 20).unwrap();
+    let elsewhere: Vec<(u64, crate::storage::Loc)> = plan
+        .iter()
+        .map(|&(o, l)| (o, crate::storage::Loc::new(2, u64::from(l.off), l.len as usize).unwrap()))
+        .collect();
+    q.stream_fill(C, 2, &elsewhere, Some(vec![stored[0].1.clone()]));
+    assert_eq!(q.stream_mem_bytes(), 200 - 200 % one);
+    // A consumer gone: its read is dropped when it comes back.
+    let plan = q.stream_read_plan(C, 2, 1 << 20).unwrap();
+    q.unsubscribe(C, 2).unwrap();
+    q.stream_fill(C, 2, &plan, Some(vec![stored[0].1.clone()]));
+    assert_eq!(q.stream_mem_bytes(), 200 - 200 % one);
+}

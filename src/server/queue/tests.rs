@@ -208,7 +208,12 @@ fn unused_deadline_only_without_consumers() {
 #[test]
 fn removals_per_settle_are_capped_and_the_rest_stay_due() {
     let args = QueueArgs::parse(&TableBuilder::new().int("x-message-ttl", 10).build(), "q").unwrap();
-    let limits = QueueLimits { messages_max: 100, removals_max: 3 };
+    let limits = QueueLimits {
+        messages_max: 100,
+        removals_max: 3,
+        stream_memory_bytes_max: u64::MAX,
+        stream_read_ahead_bytes: 1 << 20,
+    };
     let mut q = Queue::new("q".into(), false, limits, args);
     publish(&mut q, msgs(0..8), 0).unwrap();
     let mut gone = Vec::new();

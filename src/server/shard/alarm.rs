@@ -63,7 +63,9 @@ const SPILLED_MESSAGE_BYTES: u64 = 16;
 fn queue_bytes(q: &Queue) -> u64 {
     // A stream's deliveries share its stored entries: counted once.
     if q.is_stream() {
-        return q.stream_bytes() + q.stream_len() as u64 * MESSAGE_OVERHEAD_BYTES;
+        // Entries in memory (its window, its consumers' read-ahead), and
+        // each message's place: what is behind the window is on disk.
+        return q.mem_bytes() + q.stream_len() as u64 * crate::server::queue::STREAM_STORED_BYTES;
     }
     let (unacked, unacked_bytes) = q.unacked_totals();
     let spilled = q.spilled_len() as u64;

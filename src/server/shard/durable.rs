@@ -154,6 +154,7 @@ impl Shard {
         for (reference, offset) in std::mem::take(&mut rq.offsets) {
             q.restore_offset(reference, offset);
         }
+        q.restore_stream_chunks(std::mem::take(&mut rq.chunks));
         q.touch(now);
         // Recovery kept the entries of the oldest in memory; the rest
         // go straight to the queue's compact cold part.
@@ -173,6 +174,14 @@ impl Shard {
                 cap = rq.messages.capacity();
             }
         }
+        q.stream_restored();
+        let gone = q.take_stream_dropped();
+        if !gone.is_empty() {
+            let walk = |each: &mut dyn FnMut(u64, usize)| gone.iter().for_each(|&(s, len)| each(s, len));
+            if let Err(e) = log.purge(rq.id, walk) {
+                tracing::warn!(shard = self.id, queue = %q.name, "stream retention at recovery not logged: {e}");
+            }
+        }
         self.after_dispatch(&mut q);
         Ok(q)
     }
@@ -188,6 +197,10 @@ impl Shard {
         batch: Vec<RecoveredMsg>,
         now: u64,
     ) -> Result<(), StorageError> {
+        if q.is_stream() {
+            self.restore_stream_batch(log, rq, q, batch);
+            return Ok(());
+        }
         // A queue that cannot hold spilled messages (priorities) gets
         // the entries recovery left on disk read back now.
         let spillable = q.can_spill();
@@ -222,6 +235,32 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// `restore_batch` for a stream: what recovery left on disk stays
+    /// there (read when a consumer gets to it); the stream keeps its window
+    /// of the newest in memory as they come in.
+    fn restore_stream_batch(
+        &self,
+        log: &Storage<Waiter>,
+        rq: &mut RecoveredQueue,
+        q: &mut Queue,
+        batch: Vec<RecoveredMsg>,
+    ) {
+        for m in batch {
+            match (rq.take_entry(&m), m.loc()) {
+                (Some(entry), _) if parse_entry(&entry).is_err() => {
+                    tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
+                    log.ack(rq.id, m.seq, entry.len());
+                }
+                (Some(entry), loc) => q.stream_restore(m.seq, entry, loc),
+                (None, Some(loc)) => q.stream_restore(m.seq, bytes::Bytes::new(), Some(loc)),
+                // Not expected: a record past the locations a queue keeps.
+                (None, None) => {
+                    tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered stream message has no location: dropped")
+                }
+            }
+        }
     }
 
     /// The group-commit loop: waits for appends, flushes them (one write,
@@ -353,9 +392,15 @@ impl Shard {
         }
     }
 
-    /// What a stream's retention dropped, logged gone in one purge record
-    /// (its ranges): the log reclaims the segments it held.
+    /// After an append to a stream: the batch's chunk record (its time),
+    /// then what retention dropped, logged gone in one purge record (its
+    /// ranges): the log reclaims the segments it held.
     pub(super) fn log_stream_dropped(&self, d: &Durable, id: u32, q: &mut Queue) {
+        if let Some((first, count, at_ms)) = q.take_stream_chunk() {
+            if let Err(e) = d.log.stream_chunk(id, first, count, at_ms) {
+                tracing::warn!(shard = self.id, queue = %q.name, "stream chunk time not logged: {e}");
+            }
+        }
         let gone = q.take_stream_dropped();
         if gone.is_empty() {
             return;

@@ -38,6 +38,7 @@ mod remote;
 mod requests;
 pub mod routing_replica;
 mod spill;
+mod stream_reads;
 mod timeout;
 mod timers;
 pub mod tx;
@@ -196,6 +197,7 @@ pub struct Shard {
     durable: RefCell<Option<Rc<durable::Durable>>>,
     /// The memory budget: resident bytes, read-backs of spilled messages.
     spill: spill::Spill,
+    stream_reads: stream_reads::StreamReads,
     /// This shard's copy of the routing table, and its fan-ins.
     pub routing: routing_replica::RoutingReplica,
     /// Shard 0: its agreement with the peers on routing changes (`meta.rs`).
@@ -265,6 +267,7 @@ impl Shard {
             counters: Counters::default(),
             durable: RefCell::new(None),
             spill: spill::Spill::default(),
+            stream_reads: stream_reads::StreamReads::default(),
             routing,
             meta: meta::MetaOwner::default(),
             timers: timers::Timers::default(),
@@ -634,6 +637,7 @@ impl Shard {
                 let p = self.with_queue_at(queue, now, |q| {
                     let p = q.publish(persistent, partial, now, entries, origin, |_, _| {});
                     q.take_stream_dropped();
+                    q.take_stream_chunk();
                     p
                 })?;
                 Ok((p.accepted, None))
@@ -647,8 +651,10 @@ impl Shard {
                             locs.push((seq, loc));
                         }
                     })?;
-                    // Past the memory budget, the newest keep only `loc`.
+                    // Past the memory budget, the newest keep only `loc`;
+                    // a stream keeps its window of the newest.
                     self.spill_over_budget(q, &locs);
+                    q.stream_locate(&locs);
                     self.log_stream_dropped(&d, id, q);
                     Ok(p)
                 })?;

@@ -25,6 +25,8 @@ impl QueueSet {
         let limits = QueueLimits {
             messages_max: config.queue_messages_max,
             removals_max: config.dead_letter_batch_max as usize,
+            stream_memory_bytes_max: config.stream_memory_bytes_max,
+            stream_read_ahead_bytes: config.stream_read_ahead_bytes,
         };
         Self { map: RefCell::default(), limits, streams: Cell::new(false) }
     }

@@ -75,6 +75,9 @@ impl Shard {
     /// read-back when its consumers are about to reach spilled messages,
     /// or when a spilled head is to be dead-lettered.
     pub(super) fn after_dispatch(&self, q: &mut Queue) {
+        if q.is_stream() {
+            self.stream_reads_due(q);
+        }
         self.account_queue(q);
         let now = q.mem_bytes();
         let r = &self.spill.resident;
