@@ -144,6 +144,13 @@ impl Queue {
         }
     }
 
+    /// A stream's messages kept on disk only (behind its window), and
+    /// their bytes (operators' `paged_out`); (0, 0) for a classic queue.
+    pub fn stream_on_disk(&self) -> (u64, u64) {
+        let Some(s) = self.stream.as_ref() else { return (0, 0) };
+        (s.hot_from as u64, s.bytes().saturating_sub(s.hot_bytes))
+    }
+
     /// Entry bytes a stream holds in memory: its window, and its
     /// consumers' read-ahead (0 for a classic queue).
     pub fn stream_mem_bytes(&self) -> u64 {

@@ -321,6 +321,7 @@ impl Shard {
 
     fn queue_row(&self, name: String, q: &Queue) -> QueueStats {
         let (_, unacked_bytes) = q.unacked_totals();
+        let stream_on_disk = q.stream_on_disk();
         // A stream stores every message (a log), whatever its delivery mode.
         let (persistent, persistent_bytes) =
             if q.is_stream() { (q.stream_len() as u64, q.stream_bytes()) } else { q.persistent_totals() };
@@ -337,8 +338,8 @@ impl Shard {
             unacked_bytes,
             persistent,
             persistent_bytes,
-            spilled: q.spilled_len() as u64,
-            spilled_bytes: q.spilled_bytes(),
+            spilled: q.spilled_len() as u64 + stream_on_disk.0,
+            spilled_bytes: q.spilled_bytes() + stream_on_disk.1,
             head_timestamp: q.head_timestamp().unwrap_or(0),
             published: q.published_total,
             delivered: q.delivered_total,
