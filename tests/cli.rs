@@ -72,7 +72,7 @@ fn start_server_with(config: &str) -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--no-pin", "--data-dir"])
         .arg(&data)
-        .args(["--amqp-listen", "127.0.0.1:0", "--config"])
+        .args(["--amqp-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--config"])
         .arg(&config_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

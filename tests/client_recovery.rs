@@ -41,6 +41,7 @@ fn free_ports() -> u16 {
 fn serve(dir: &std::path::Path, port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .args(["serve", "--cores", "2", "--no-pin", "--amqp-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")

@@ -7,8 +7,13 @@ use std::process::{Child, Command, Stdio};
 /// Starts `ringmq serve --data-dir dir` with `extra` flags; the child and
 /// its ready line (`ringmq ready native=... amqp=...`).
 pub fn serve(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Child, String) {
+    // Every listener on a port of its own: brokers of tests running side
+    // by side must not meet on the default metrics port.
+    let metrics: &[&str] =
+        if extra.iter().any(|a| *a == "--metrics-listen") { &[] } else { &["--metrics-listen", "127.0.0.1:0"] };
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .args(["serve", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"])
+        .args(metrics)
         .arg("--data-dir")
         .arg(dir)
         .args(extra)
