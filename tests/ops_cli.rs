@@ -220,3 +220,33 @@ fn ctl_manages_users() {
     ok(ctl(&b, &["delete-user", "ops"]));
     assert!(!ok(ctl(&b, &["list-users"])).contains("ops"));
 }
+
+/// A second broker on a port the first one holds refuses to start, with
+/// the address in its error: each listener, not silently sharing it
+/// (the shards' SO_REUSEPORT joins only this process's own sockets).
+#[test]
+fn a_second_broker_on_taken_ports_refuses_to_start() {
+    let b = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let free = "127.0.0.1:0".to_string();
+    let taken = [
+        ("--listen", b.native.to_string()),
+        ("--amqp-listen", b.amqp.to_string()),
+        ("--metrics-listen", b.metrics.to_string()),
+    ];
+    for (flag, addr) in &taken {
+        let mut args = vec!["serve", "--cores", "1", "--no-pin", "--data-dir"];
+        let data = dir.path().join(flag.trim_start_matches('-'));
+        args.push(data.to_str().unwrap());
+        for (f, _) in &taken {
+            args.extend([*f, if f == flag { addr.as_str() } else { free.as_str() }]);
+        }
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {addr}: started anyway");
+        assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"), "{flag}: {err}");
+    }
+    // The first broker is untouched.
+    let (mut raw, _) = Raw::hello(b.native);
+    raw.ping();
+}

@@ -19,11 +19,27 @@ pub struct BoundSocket(RawFd);
 impl BoundSocket {
     /// Binds with SO_REUSEPORT so every shard can share one address.
     pub fn bind(addr: SocketAddr) -> std::io::Result<(Self, SocketAddr)> {
+        Self::bind_with(addr, true)
+    }
+
+    /// Binds the first socket of an address: without SO_REUSEPORT at bind
+    /// time, so an address another process holds (another broker, even
+    /// one that set SO_REUSEPORT too) is refused with `AddrInUse` instead
+    /// of silently shared; SO_REUSEPORT is set before `listen`, so this
+    /// broker's other shards can still join it.
+    pub fn bind_first(addr: SocketAddr) -> std::io::Result<(Self, SocketAddr)> {
+        Self::bind_with(addr, false)
+    }
+
+    fn bind_with(addr: SocketAddr, join: bool) -> std::io::Result<(Self, SocketAddr)> {
         let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
+        s.set_reuse_port(join)?;
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
+        if !join {
+            s.set_reuse_port(true)?;
+        }
         s.listen(1024)?;
         let local = s.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("not an inet socket"))?;
         Ok((Self(s.into_raw_fd()), local))
@@ -128,7 +144,7 @@ pub fn set_keepalive(c: &super::config::Config, stream: &TcpStream) {
 /// Binds `addr` once per shard (SO_REUSEPORT); a port 0 resolves on the
 /// first bind and the rest share it.
 pub fn bind_shared(addr: SocketAddr, n: usize) -> Result<(Vec<BoundSocket>, SocketAddr), super::StartError> {
-    let (first, local) = bind(addr)?;
+    let (first, local) = bind_first(addr)?;
     let mut all = vec![first];
     for _ in 1..n {
         all.push(bind(local)?.0);
@@ -154,7 +170,7 @@ pub fn bind_own(
             return Err(super::StartError::Bind { addr: shared, source });
         };
         a.set_port(port);
-        let (s, addr) = bind(a)?;
+        let (s, addr) = bind_first(a)?;
         socks.push(s);
         addrs.push(addr);
     }
@@ -163,6 +179,12 @@ pub fn bind_own(
 
 fn bind(addr: SocketAddr) -> Result<(BoundSocket, SocketAddr), super::StartError> {
     BoundSocket::bind(addr).map_err(|source| super::StartError::Bind { addr, source })
+}
+
+/// The first (or only) socket of an address: refused if another process
+/// holds it (`BoundSocket::bind_first`).
+fn bind_first(addr: SocketAddr) -> Result<(BoundSocket, SocketAddr), super::StartError> {
+    BoundSocket::bind_first(addr).map_err(|source| super::StartError::Bind { addr, source })
 }
 
 /// The native protocol's listeners on one address family: the shared
@@ -210,8 +232,8 @@ impl Bound {
             native_tls: c.tls_listen.map(|a| NativeListeners::bind(a, n)).transpose()?,
             amqp: bind_shared(c.amqp_listen, n)?,
             amqps: c.amqps_listen.map(|a| bind_shared(a, n)).transpose()?,
-            http: bind(c.metrics_listen)?,
-            https: c.https_listen.map(bind).transpose()?,
+            http: bind_first(c.metrics_listen)?,
+            https: c.https_listen.map(bind_first).transpose()?,
         })
     }
 
