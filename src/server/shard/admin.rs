@@ -403,6 +403,7 @@ impl Shard {
             node_served: self.remote.served.get(),
             data_links: self.remote.links_up(),
             confirm_latency: c.confirm_latency.snapshot(),
+            sched: self.sched.snapshot(),
             ..Default::default()
         };
         // Connections are few next to queues: always listed (the metrics
