@@ -234,7 +234,7 @@ pub fn prometheus(o: &mut String, shards: &[crate::server::stats::ShardStats]) {
             histogram(o, run, s.shard, q.queue, &q.run);
         }
     }
-    let series: [(&str, &str, &str, fn(&QueueSchedSnapshot) -> f64); 3] = [
+    let series: [Series; 3] = [
         (
             "ringmq_sched_run_max_seconds",
             "gauge",
@@ -255,6 +255,9 @@ pub fn prometheus(o: &mut String, shards: &[crate::server::stats::ShardStats]) {
         }
     }
 }
+
+/// A plain series: name, type, help, and its value for one queue.
+type Series = (&'static str, &'static str, &'static str, fn(&QueueSchedSnapshot) -> f64);
 
 fn histogram(o: &mut String, name: &str, shard: u16, queue: &str, h: &crate::server::stats::HistogramSnapshot) {
     use std::fmt::Write;
