@@ -31,6 +31,8 @@ fn floor_at_a_fixed_rate() {
     assert!(f["writes"] >= 1.0 && f["writes"] <= 2000.0, "{stdout}");
     let (p50, p99, p999, max) = (f["p50_us"], f["p99_us"], f["p999_us"], f["max_us"]);
     assert!(p50 > 0.0 && p50 <= p99 && p99 <= p999 && p999 <= max, "{stdout}");
+    // The stall watch ran (a missed wake-up would be counted, not hung on).
+    assert!(f.contains_key("stalls") && f.contains_key("stall_ms_max"), "{stdout}");
     // Late sends are counted, never dropped: the run takes its second.
     assert!(f["seconds"] >= 1.0, "{stdout}");
 }
