@@ -270,3 +270,7 @@ fn histogram(o: &mut String, name: &str, shard: u16, queue: &str, h: &crate::ser
     let _ = writeln!(o, "{name}_sum{{shard=\"{shard}\",queue=\"{queue}\"}} {}", h.sum_nanos as f64 / 1e9);
     let _ = writeln!(o, "{name}_count{{shard=\"{shard}\",queue=\"{queue}\"}} {acc}");
 }
+
+#[cfg(test)]
+#[path = "sched_tests.rs"]
+mod tests;
