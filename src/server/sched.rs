@@ -256,6 +256,21 @@ pub fn prometheus(o: &mut String, shards: &[crate::server::stats::ShardStats]) {
     }
 }
 
+/// For `ctl status`: the latency queue's probes, over every shard, that ran
+/// more than 1 ms late, and the upper bound (seconds) of the latest bucket
+/// any of them reached (`+Inf` as infinity; 0 with no samples).
+pub fn latency_queue_lateness(shards: &[crate::server::stats::ShardStats]) -> (u64, f64) {
+    let one_ms = SCHED_BUCKETS_SECONDS.iter().position(|b| *b >= 0.001).unwrap_or(0);
+    let (mut late, mut worst) = (0u64, 0f64);
+    for q in shards.iter().flat_map(|s| &s.sched).filter(|q| q.queue == "latency") {
+        late += q.delay.buckets.iter().skip(one_ms + 1).sum::<u64>();
+        if let Some(i) = q.delay.buckets.iter().rposition(|n| *n > 0) {
+            worst = worst.max(SCHED_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY));
+        }
+    }
+    (late, worst)
+}
+
 /// A plain series: name, type, help, and its value for one queue.
 type Series = (&'static str, &'static str, &'static str, fn(&QueueSchedSnapshot) -> f64);
 

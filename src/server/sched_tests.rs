@@ -47,4 +47,7 @@ fn exposition_is_cumulative_per_shard_and_queue() {
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
     assert_eq!((counts[0], *counts.last().unwrap()), (1, 5));
     assert!(o.contains("ringmq_sched_delay_seconds_count{shard=\"1\",queue=\"bulk\"} 5"));
+    // `ctl status`: the latency queues' probes past 1 ms (30 ms, one a
+    // shard) and the latest bucket reached (0.05 s).
+    assert_eq!(latency_queue_lateness(&shards), (2, 0.05));
 }
