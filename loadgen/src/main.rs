@@ -116,10 +116,8 @@ struct RunArgs {
     /// amqps:// and ringmqs:// for TLS.
     #[arg(long)]
     url: Option<String>,
-    /// No broker: publish at --rate to a loopback sink that discards, and
-    /// print the generator's own latency floor (intended send time to
-    /// write returned) for --size, --batch, --duration, --warmup, pinned
-    /// to the first of --cores.
+    /// No broker: the generator's own latency floor at --rate against a
+    /// loopback sink (docs/loadgen.md; src/selfcheck.rs).
     #[arg(long, conflicts_with = "url", requires = "rate")]
     self_check: bool,
     /// TLS: the CA certificate (PEM) the broker's must chain to (default:
@@ -430,7 +428,7 @@ fn real_main() -> Result<i32> {
             Ok(0)
         }
         Some(Cmd::Tx(a)) => tx(a).map(|()| 0),
-        None if cli.run.self_check => self_check(cli.run).map(|()| 0),
+        None if cli.run.self_check => selfcheck::from_args(cli.run).map(|()| 0),
         None => {
             let (mut w, out) = workload(cli.run)?;
             let real_url = w.url.clone();
@@ -477,25 +475,6 @@ fn real_main() -> Result<i32> {
             Ok(verdict::EXIT_INTEGRITY)
         }
     }
-}
-
-/// `ringmq-loadgen --self-check`: one line, the generator's own floor.
-fn self_check(a: RunArgs) -> Result<()> {
-    let [rate] = a.rate[..] else {
-        bail!("--self-check takes one fixed --rate");
-    };
-    let core = match &a.cores {
-        Some(s) => parse_cores(s).context("--cores")?.first().copied(),
-        None => None,
-    };
-    let c =
-        selfcheck::SelfCheck { rate, size: a.size, batch: a.batch, duration_s: a.duration, warmup_s: a.warmup, core };
-    let floor = selfcheck::run(c.clone())?;
-    println!("{}", floor.line(&c));
-    if floor.bytes_read != floor.sent * c.size.max(1) as u64 {
-        bail!("the sink read {} bytes, {} were written", floor.bytes_read, floor.sent * c.size.max(1) as u64);
-    }
-    Ok(())
 }
 
 /// `ringmq-loadgen tx`: one line of results.

@@ -77,6 +77,24 @@ impl Floor {
     }
 }
 
+/// `ringmq-loadgen --self-check`: one line, the generator's own floor.
+pub(crate) fn from_args(a: crate::RunArgs) -> Result<()> {
+    let [rate] = a.rate[..] else {
+        bail!("--self-check takes one fixed --rate");
+    };
+    let core = match &a.cores {
+        Some(s) => crate::parse_cores(s).context("--cores")?.first().copied(),
+        None => None,
+    };
+    let c = SelfCheck { rate, size: a.size, batch: a.batch, duration_s: a.duration, warmup_s: a.warmup, core };
+    let floor = run(c.clone())?;
+    println!("{}", floor.line(&c));
+    if floor.bytes_read != floor.sent * c.size.max(1) as u64 {
+        bail!("the sink read {} bytes, {} were written", floor.bytes_read, floor.sent * c.size.max(1) as u64);
+    }
+    Ok(())
+}
+
 pub fn run(c: SelfCheck) -> Result<Floor> {
     if !(c.rate.is_finite() && c.rate > 0.0) {
         bail!("--self-check needs a fixed --rate (messages a second)");
