@@ -51,6 +51,7 @@
 //! | exchanges and bindings: which queues a message goes to (pure data, [`routing::RoutingTable`]) | [`routing`] (`docs/routing.md`) |
 //! | each shard's replica of the routing table, publishes through exchanges, changes sent to shard 0 | `server::shard::routing_replica`, `server::shard::meta` |
 //! | operators: per-shard counters (plain cells, bumped per batch), snapshots gathered over the mesh (`AdminReq`), Prometheus text with RabbitMQ's names beside ringmq's, the process's own figures | `server::shard::counters`, `server::shard::admin`, [`server::stats`], `server::stats_rows`, [`server::stats_rabbit`], `server::stats_rabbit_detail`, `storage::io_stats`, `server::process_stats` |
+//! | a shard's glommio task queues (latency, flush, bulk) and their scheduling figures (`ringmq_sched_*`) | [`server::sched`] |
 //! | definitions in RabbitMQ's JSON: parse, export, import as a client's declares (`Shard::ask`), `load_definitions` at boot | [`server::definitions`], `http::definitions`, `src/cli/ctl_defs.rs` |
 //! | the web UI (static files embedded) and its publish, get and purge | `http::ui`, `http::messages` |
 //! | `/metrics` and the HTTP management API (hyper on glommio, shard 0) | [`http`] |

@@ -13,6 +13,7 @@ mod plot;
 mod plot_series;
 mod runner;
 mod schedule;
+mod selfcheck;
 mod series;
 mod stall;
 mod stats;
@@ -115,6 +116,10 @@ struct RunArgs {
     /// amqps:// and ringmqs:// for TLS.
     #[arg(long)]
     url: Option<String>,
+    /// No broker: the generator's own latency floor at --rate against a
+    /// loopback sink (docs/loadgen.md; src/selfcheck.rs).
+    #[arg(long, conflicts_with = "url", requires = "rate")]
+    self_check: bool,
     /// TLS: the CA certificate (PEM) the broker's must chain to (default:
     /// the system's bundle). For amqps:// the URL's `cacertfile` wins.
     #[arg(long, value_name = "FILE")]
@@ -423,6 +428,7 @@ fn real_main() -> Result<i32> {
             Ok(0)
         }
         Some(Cmd::Tx(a)) => tx(a).map(|()| 0),
+        None if cli.run.self_check => selfcheck::from_args(cli.run).map(|()| 0),
         None => {
             let (mut w, out) = workload(cli.run)?;
             let real_url = w.url.clone();

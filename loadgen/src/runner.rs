@@ -298,7 +298,7 @@ async fn run_producer(
 
 /// The shortest sleep of a fixed-rate producer waiting for its next
 /// message to be due.
-const MIN_SLEEP_NS: u64 = 100_000;
+pub(crate) const MIN_SLEEP_NS: u64 = 100_000;
 
 /// First and longest wait between two connection attempts (`--reconnect`).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

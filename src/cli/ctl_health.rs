@@ -59,7 +59,18 @@ fn print_status(v: &Value, json: bool) {
     let mut row = v.clone();
     let alarms: Vec<&str> = v["alarms"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     row["alarms"] = if alarms.is_empty() { "none".into() } else { alarms.join(",").into() };
-    let cols = ["node", "ready", "uptime_ms", "shards", "connections", "channels", "queues", "exchanges", "alarms"];
+    let cols = [
+        "node",
+        "ready",
+        "uptime_ms",
+        "shards",
+        "connections",
+        "channels",
+        "queues",
+        "exchanges",
+        "alarms",
+        "sched_late_1ms",
+    ];
     print!("{}", table(&cols, &[row]));
     let listeners: Vec<Value> = v["listeners"].as_array().cloned().unwrap_or_default();
     println!();

@@ -47,6 +47,15 @@ pub async fn yield_to_io() {
 /// (A shorter preempt timer would do the same, but glommio 0.9 can park
 /// with runnable tasks when the timer fires before a run starts: see
 /// `server::run_shard`'s tick.)
+///
+/// Still needed with the shard's latency task queue (`server::sched`,
+/// issue 19): `yield_if_needed` there gives way only once the queue's
+/// 1 ms budget is spent or a socket on the latency ring turned ready, so
+/// one busy connection could still hold the shard's other sockets, the
+/// mesh and the timers (main ring) for up to a millisecond, twice the
+/// 500 µs slice; this timer gives way at the next reactor poll. Its cost
+/// is one TIMEOUT submission per yield, paid only by a task that found
+/// more work waiting (a read that waited does not arm it).
 pub async fn yield_to_reactor() {
     glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
 }

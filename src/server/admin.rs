@@ -37,19 +37,25 @@ pub fn start(
             format!("admin_requests_per_shard_max ({max}) operator requests in flight; try again"),
         ));
     };
-    busy.set(true);
-    let (sh, arg, busy) = (shard.clone(), arg.to_string(), busy.clone());
-    glommio::spawn_local(async move {
+    let (sh, arg, flag) = (shard.clone(), arg.to_string(), busy.clone());
+    // On the bulk queue (`server::sched`), not the connection's.
+    let task = shard.sched.spawn(super::sched::Class::Bulk, async move {
         let json = match command {
             op::ADMIN_IMPORT_DEFINITIONS => super::definitions::import_part(&sh, me, &arg).await.to_string(),
             _ => run(&sh, command, &arg).await,
         };
         sh.route_reply(me, Reply::AdminOk { request_id: rid, json });
-        busy.set(false);
+        flag.set(false);
         drop(permit);
-    })
-    .detach();
-    Ok(())
+    });
+    match task {
+        Ok(t) => {
+            busy.set(true);
+            t.detach();
+            Ok(())
+        }
+        Err(e) => Err((ErrorCode::Internal, e.to_string())),
+    }
 }
 
 /// Runs one admin command; the JSON text of its answer.

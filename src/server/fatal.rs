@@ -69,6 +69,8 @@ pub enum ShardEnd {
     CloseTimeout(std::time::Duration),
     #[error("the cluster member could not start: {0}")]
     Cluster(String),
+    #[error("a task queue refused a task: {0}")]
+    TaskQueue(String),
 }
 
 /// What a shard thread's join gave, as a failure (None: it ended well).

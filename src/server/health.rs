@@ -75,6 +75,7 @@ pub async fn status_json(shard: &Rc<Shard>) -> Value {
     let a = shard.alarms().snapshot();
     let stats = shard.gather_stats(false).await;
     let sum = |f: fn(&super::stats::ShardStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let (late, worst) = super::sched::latency_queue_lateness(&stats);
     let listeners: Vec<Value> =
         node.listeners().iter().map(|l| json!({ "protocol": l.protocol, "address": l.addr.to_string() })).collect();
     json!({
@@ -100,6 +101,10 @@ pub async fn status_json(shard: &Rc<Shard>) -> Value {
         "exchanges": shard.exchange_count(),
         "messages_ready": sum(|s| s.messages_ready),
         "messages_unacknowledged": sum(|s| s.messages_unacked),
+        // Shard scheduling (`ringmq_sched_delay_seconds`, latency queue):
+        // probes that ran over 1 ms late, and the worst bucket reached.
+        "sched_late_1ms": late,
+        "sched_delay_max_s": if worst.is_finite() { json!(worst) } else { json!("+Inf") },
     })
 }
 

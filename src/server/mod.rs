@@ -25,6 +25,7 @@ pub mod policy;
 pub mod process_stats;
 pub mod queue;
 pub mod remote;
+pub mod sched;
 pub mod shard;
 pub mod stats;
 pub mod stats_rabbit;
@@ -39,6 +40,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use listener::BoundSocket;
 use mesh::{Batch, Mesh};
+use sched::Class;
 use shard::Shard;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -468,10 +470,11 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     let node = shard::NodeShared { alarms: s.alarms, remote: s.remote, status: s.status };
     let shard = Rc::new(Shard::new(id, count, s.config.clone(), s.addrs, mesh, node, stored_access));
     *shard.remote.me.borrow_mut() = Rc::downgrade(&shard);
-    let mut tasks = Vec::new();
+    let sched = shard.sched.clone();
+    let mut tasks = sched.start_probes();
     for (peer, rx) in receivers.streams() {
         let sh = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
+        tasks.push(sched.spawn(Class::Latency, async move {
             while let Some(batch) = rx.recv().await {
                 // A disk behind: the peer's requests wait in the channel.
                 sh.wait_log_space().await;
@@ -484,15 +487,15 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
                 crate::rt::yield_to_reactor().await;
             }
             tracing::debug!(shard = sh.id, peer, "mesh receiver closed");
-        }));
+        })?);
     }
     for peer in (0..s.count).filter(|p| *p != s.id) {
         let sh = shard.clone();
-        tasks.push(glommio::spawn_local(async move {
+        tasks.push(sched.spawn(Class::Latency, async move {
             let sh2 = sh.clone();
             let peer = crate::protocol::wire::len16(peer);
             sh.mesh.flush_loop(peer, move |b| sh2.on_mesh_failure(peer, b)).await
-        }));
+        })?);
     }
     // Recovery and the routing table before the first connection (the
     // sockets are bound: the kernel holds connections meanwhile).
@@ -510,22 +513,24 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
             return Err(fatal::ShardEnd::Cluster(e));
         }
     }
-    tasks.push(glommio::spawn_local(shard.clone().run_flusher()));
-    tasks.push(glommio::spawn_local(shard.clone().run_housekeeping()));
+    // Group commit on its own queue; compaction, spill reads, sweeps and
+    // the definitions rewrite on the bulk one (`server::sched`).
+    tasks.push(sched.spawn(Class::Flush, shard.clone().run_flusher())?);
+    tasks.push(sched.spawn(Class::Bulk, shard.clone().run_housekeeping())?);
     // Reads spilled messages back (memory budget).
-    tasks.push(glommio::spawn_local(shard.clone().run_fetcher()));
+    tasks.push(sched.spawn(Class::Bulk, shard.clone().run_fetcher())?);
     // Reads streams from the log for consumers behind their window.
-    tasks.push(glommio::spawn_local(shard.clone().run_stream_reader()));
+    tasks.push(sched.spawn(Class::Bulk, shard.clone().run_stream_reader())?);
     // TTL and x-expires: one timer task per shard.
-    tasks.push(glommio::spawn_local(shard.clone().run_timers()));
-    tasks.push(glommio::spawn_local(shard.clone().run_remote_resumes()));
+    tasks.push(sched.spawn(Class::Bulk, shard.clone().run_timers())?);
+    tasks.push(sched.spawn(Class::Latency, shard.clone().run_remote_resumes())?);
     // Resource alarms: this shard's accounted bytes, and wake-ups of the
     // connections blocked on an alarm once it clears.
     tasks.push(glommio::spawn_local(shard.clone().run_alarm_tick()));
     // consumer_timeout_ms: one sweep per shard.
-    tasks.push(glommio::spawn_local(shard.clone().run_consumer_timeouts()));
+    tasks.push(sched.spawn(Class::Bulk, shard.clone().run_consumer_timeouts())?);
     if shard.id == shard::routing_replica::METADATA_SHARD {
-        tasks.push(glommio::spawn_local(shard.clone().run_definitions_writer()));
+        tasks.push(sched.spawn(Class::Bulk, shard.clone().run_definitions_writer())?);
         if let Err(e) = shard.publish_definitions() {
             tracing::error!(shard = s.id, "{e}");
             let _ = s.ready.send(Err(e.to_string()));
@@ -549,16 +554,16 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
         shard.close_storage().await;
         return Ok(());
     }
-    tasks.extend(serve_listeners(&shard, s.sockets, &s.tls, s.fronts));
+    tasks.extend(serve_listeners(&shard, s.sockets, &s.tls, s.fronts)?);
     if let Some(l) = s.data_listener {
         // SAFETY: the fd is this listener's own, handed over whole.
         let l = unsafe {
             <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(l))
         };
-        tasks.push(glommio::spawn_local(remote::serve::serve(shard.clone(), l)));
+        tasks.push(sched.spawn(Class::Latency, remote::serve::serve(shard.clone(), l))?);
     }
     if let Some(boot) = s.boot_defs {
-        tasks.push(glommio::spawn_local(definitions::boot::run(shard.clone(), boot, s.stop.clone())));
+        tasks.push(sched.spawn(Class::Bulk, definitions::boot::run(shard.clone(), boot, s.stop.clone()))?);
     }
     tracing::info!(shard = s.id, "shard ready");
     let _ = s.ready.send(Ok(s.id));
@@ -587,32 +592,36 @@ async fn run_shard(s: ShardStart) -> Result<(), fatal::ShardEnd> {
     }
 }
 
-/// Starts a front end's accept loop on each of the shard's sockets.
+/// Starts a front end's accept loop on each of the shard's sockets: the
+/// client protocols on the latency queue (a connection's tasks join the
+/// queue of the accept loop that spawns them), HTTP (scrapes, the
+/// management API) on the bulk one.
 fn serve_listeners(
     shard: &Rc<Shard>,
     sockets: listener::ShardSockets,
     tls: &tls::TlsSet,
     fronts: FrontEnds,
-) -> Vec<glommio::Task<()>> {
-    let mut serving: Vec<(FrontEnd, BoundSocket, Option<Arc<tls::ListenerTls>>)> = Vec::new();
+) -> Result<Vec<glommio::Task<()>>, fatal::ShardEnd> {
+    type Serving = (FrontEnd, BoundSocket, Option<Arc<tls::ListenerTls>>, Class);
+    let mut serving: Vec<Serving> = Vec::new();
     for sock in sockets.native {
-        serving.push((fronts.native, sock, None));
+        serving.push((fronts.native, sock, None, Class::Latency));
     }
     for sock in sockets.native_tls.into_iter().flatten() {
-        serving.push((fronts.native, sock, tls.native.clone()));
+        serving.push((fronts.native, sock, tls.native.clone(), Class::Latency));
     }
-    serving.push((fronts.amqp, sockets.amqp, None));
+    serving.push((fronts.amqp, sockets.amqp, None, Class::Latency));
     if let Some(sock) = sockets.amqps {
-        serving.push((fronts.amqp, sock, tls.amqps.clone()));
+        serving.push((fronts.amqp, sock, tls.amqps.clone(), Class::Latency));
     }
     if let Some(sock) = sockets.http {
-        serving.push((fronts.http, sock, None));
+        serving.push((fronts.http, sock, None, Class::Bulk));
     }
     if let Some(sock) = sockets.https {
-        serving.push((fronts.http, sock, tls.https.clone()));
+        serving.push((fronts.http, sock, tls.https.clone(), Class::Bulk));
     }
     serving
         .into_iter()
-        .map(|(front, sock, tls)| glommio::spawn_local(front(shard.clone(), sock.into_listener(), tls)))
+        .map(|(front, sock, tls, class)| shard.sched.spawn(class, front(shard.clone(), sock.into_listener(), tls)))
         .collect()
 }

@@ -140,6 +140,8 @@ pub struct ShardStats {
     /// Connections blocked by a resource alarm right now.
     pub blocked_connections: u64,
     pub confirm_latency: HistogramSnapshot,
+    /// Per task queue: scheduling delay and run lengths (`server::sched`).
+    pub sched: Vec<super::sched::QueueSchedSnapshot>,
     /// Filled only when the request asked for per-object detail.
     pub queues: Vec<QueueStats>,
     pub conns: Vec<ConnStats>,
@@ -181,6 +183,7 @@ pub fn prometheus_totals(shards: &[ShardStats]) -> String {
     queue_gauges(&mut o, shards);
     lifecycle_counters(&mut o, shards);
     confirm_latency_histogram(&mut o, shards);
+    super::sched::prometheus(&mut o, shards);
     o
 }
 

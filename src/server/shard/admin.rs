@@ -93,6 +93,7 @@ impl Shard {
         if targets.contains(&self.id) {
             let r = match make(self.id) {
                 AdminReq::Stats { detail: true } => AdminReply::Stats(Box::new(self.stats_detailed().await)),
+                AdminReq::Stats { detail: false } => AdminReply::Stats(Box::new(self.stats_sliced().await)),
                 AdminReq::Consumers => AdminReply::Consumers(self.consumers_listed().await),
                 AdminReq::Users(change) => AdminReply::Users(self.change_users(change).await),
                 AdminReq::Cluster(ask) => AdminReply::Cluster(self.cluster_admin(ask).await),
@@ -148,17 +149,27 @@ impl Shard {
     /// order with the mesh messages around it.
     pub(super) fn on_admin(self: &Rc<Self>, from: u16, token: u64, req: AdminReq) {
         let me = self.clone();
+        // On the bulk queue: the mesh receiver that takes the request is
+        // on the latency one, and a snapshot walks every queue.
         let later = move |reply: std::pin::Pin<Box<dyn std::future::Future<Output = AdminReply>>>| {
-            glommio::spawn_local(async move {
+            let sh = me.clone();
+            let spawned = me.sched.spawn(crate::server::sched::Class::Bulk, async move {
                 let reply = reply.await;
-                me.mesh.forward(from, MeshMsg::AdminReply { shard: me.id, token, reply });
-            })
-            .detach();
+                sh.mesh.forward(from, MeshMsg::AdminReply { shard: sh.id, token, reply });
+            });
+            match spawned {
+                Ok(t) => drop(t.detach()),
+                // The asking shard's wait times out and says so.
+                Err(e) => tracing::error!(shard = me.id, "admin request not run: {e}"),
+            };
         };
         let me = self.clone();
         match req {
             AdminReq::Stats { detail: true } => {
                 later(Box::pin(async move { AdminReply::Stats(Box::new(me.stats_detailed().await)) }))
+            }
+            AdminReq::Stats { detail: false } => {
+                later(Box::pin(async move { AdminReply::Stats(Box::new(me.stats_sliced().await)) }))
             }
             AdminReq::Cluster(ask) => later(Box::pin(async move { AdminReply::Cluster(me.cluster_admin(ask).await) })),
             AdminReq::Consumers => later(Box::pin(async move { AdminReply::Consumers(me.consumers_listed().await) })),
@@ -251,6 +262,31 @@ impl Shard {
         let mut s = self.stats_base();
         for q in self.queues.borrow().values() {
             add_queue(&mut s, &self.queue_row(String::new(), q));
+        }
+        s
+    }
+
+    /// `stats`, `STATS_CHUNK` queues at a time with the shard's sockets
+    /// served in between: a scrape of a shard with many queues must not
+    /// hold its connections up for a walk over all of them.
+    pub async fn stats_sliced(&self) -> ShardStats {
+        let mut s = self.stats_base();
+        let names: Vec<String> = self.queues.borrow().keys().cloned().collect();
+        for chunk in names.chunks(STATS_CHUNK) {
+            {
+                let queues = self.queues.borrow();
+                for q in chunk.iter().filter_map(|n| queues.get(n)) {
+                    s.queue_count += 1;
+                    s.messages_ready += (q.ready_len() + q.stream_len()) as u64;
+                    s.messages_unacked += q.unacked_len() as u64;
+                    s.ready_bytes += q.ready_bytes() + q.stream_bytes();
+                    s.messages_spilled += q.spilled_len() as u64;
+                    s.consumers += q.consumer_count() as u64;
+                }
+            }
+            if names.len() > STATS_CHUNK {
+                crate::rt::yield_to_io().await;
+            }
         }
         s
     }
@@ -406,6 +442,7 @@ impl Shard {
             node_served: self.remote.served.get(),
             data_links: self.remote.links_up(),
             confirm_latency: c.confirm_latency.snapshot(),
+            sched: self.sched.snapshot(),
             ..Default::default()
         };
         // Connections are few next to queues: always listed (the metrics

@@ -183,6 +183,8 @@ pub struct Shard {
     pub shard_addrs: ShardAddrs,
     pub mesh: Mesh,
     pub counters: Counters,
+    /// Its glommio task queues and their scheduling figures (`server::sched`).
+    pub sched: Rc<crate::server::sched::ShardSched>,
     /// The queues this shard owns (`queues.rs`).
     queues: queues::QueueSet,
     /// Publishers paused on this shard's queues (`pause.rs`).
@@ -265,6 +267,7 @@ impl Shard {
             shard_addrs,
             mesh,
             counters: Counters::default(),
+            sched: crate::server::sched::ShardSched::create(),
             durable: RefCell::new(None),
             spill: spill::Spill::default(),
             stream_reads: stream_reads::StreamReads::default(),
