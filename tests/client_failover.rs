@@ -5,15 +5,16 @@
 //! client's first connection (its declares, locates, admin calls) moves to
 //! another node of the cluster map, the events say so (Disconnected from
 //! n1, Reconnected to n2 or n3), the declarations are replayed through the
-//! new node (the queue on n2 is declared again, the one that lived on n1
-//! is counted as failed), publishing and consuming on n2 go on, and every
+//! new node (the queue on n2 is declared again, the two that lived on n1
+//! are counted as failed, and the connection to n1's other shard stays
+//! down without holding anything up), publishing and consuming on n2 go on, and every
 //! confirmed message is received at least once.
 #![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod cluster;
 mod common;
 
-use cluster::three;
+use cluster::{three, Node};
 use common::{body_seq, seq_body, STEP};
 use futures_lite::StreamExt;
 use ringmq::client::tokio::Client;
@@ -40,11 +41,18 @@ fn count(events: &Mutex<Vec<Event>>, f: impl Fn(&Event) -> bool) -> usize {
 fn first_connection_fails_over_when_its_node_dies_for_good() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = three(root.path());
-    let (u1, u2) = (format!("ringmq://{}", nodes[0].native), format!("ringmq://{}", nodes[1].native));
-    let n1_url = nodes[0].native;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let started = Instant::now();
     rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(40), scenario(&mut nodes)).await.expect("within 40 s")
+    });
+    assert!(started.elapsed() < Duration::from_secs(40), "under 40 s: {:?}", started.elapsed());
+}
+
+async fn scenario(nodes: &mut [Node]) {
+    let (u1, u2) = (format!("ringmq://{}", nodes[0].native), format!("ringmq://{}", nodes[1].native));
+    let n1_url = nodes[0].native;
+    {
         // The queue lives on n2: declared there first.
         let placer = Client::connect(ClientOptions { url: u2, ..Default::default() }).await.unwrap();
         placer.declare("fo-live", true).await.unwrap();
@@ -78,6 +86,12 @@ fn first_connection_fails_over_when_its_node_dies_for_good() {
         // Recorded: a redeclare of n2's queue, and a queue that lives on n1.
         client.declare("fo-live", true).await.unwrap();
         client.declare("fo-on-n1", false).await.unwrap();
+        // And one on n1's other shard, with a consumer: a second connection
+        // to n1, which stays down without holding up the failover.
+        let info = client.info().clone();
+        let other = (0..).map(|i| format!("fo-n1-other-{i}")).find(|q| info.owner_of(q) != info.shard_id).unwrap();
+        client.declare(&other, false).await.unwrap();
+        let mut stranded = client.subscribe(&other, 10).await.unwrap();
         let carrier = client.conn_for("fo-live").await.unwrap();
         assert!(!n1_shards.contains(&carrier.addr()), "fo-live's traffic goes straight to n2");
 
@@ -155,8 +169,8 @@ fn first_connection_fails_over_when_its_node_dies_for_good() {
         // (The map's order is the cluster's, not n1, n2, n3.)
         assert!(map.nodes.iter().any(|n| n.contains(&to)), "{to} is a shard of n2 or n3: {map:?}");
         let disconnected = |e: &Event| matches!(e, Event::Disconnected { addr, .. } if n1_shards.contains(addr));
-        assert!(count(&events, disconnected) >= 1, "Disconnected from n1 first");
-        let replayed = |e: &Event| matches!(e, Event::TopologyRecovered { records: 2, failed: 1 });
+        assert!(count(&events, disconnected) >= 2, "Disconnected from n1 (both connections) first");
+        let replayed = |e: &Event| matches!(e, Event::TopologyRecovered { records: 3, failed: 2 });
         let deadline = Instant::now() + Duration::from_secs(10);
         while count(&events, replayed) == 0 {
             assert!(
@@ -209,16 +223,17 @@ fn first_connection_fails_over_when_its_node_dies_for_good() {
                 consumer.ack(d.tag);
             }
         }
-        let b = books.lock().unwrap();
-        let duplicates: u32 = b.received.values().map(|n| n - 1).sum();
+        let duplicates: u32 = books.lock().unwrap().received.values().map(|n| n - 1).sum();
         eprintln!(
             "{before_kill} confirmed before the kill, {} in all, every one received ({duplicates} duplicates); \
              failed over to {to} after {failover:?}, a new queue declared after {admin_back:?}; events {:?}",
             confirmed.len(),
             events.lock().unwrap()
         );
-        drop(b);
+        // The consumer of the queue on n1 is still there, waiting for its
+        // node: no error, no end.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), stranded.next()).await;
+        assert!(quiet.is_err(), "n1's consumer waits: {quiet:?}");
         client.close().await;
-    });
-    assert!(started.elapsed() < Duration::from_secs(40), "under 40 s: {:?}", started.elapsed());
+    }
 }

@@ -444,6 +444,14 @@ impl Conn {
 
     /// Flushes what is queued (acks first), then closes the socket.
     pub async fn close(&self) {
+        // Down (recovery redialling, or waiting for a dead node): no socket,
+        // no writer to flush through; it ends here.
+        if self.is_down() {
+            self.fail(ClientError::Closed("connection closed by this client".into()));
+            lock(&self.out).finished = true;
+            self.wrote.notify_waiters();
+            return;
+        }
         self.queue_acks();
         self.shut();
         loop {
