@@ -180,6 +180,21 @@ async fn scenario(nodes: &mut [Node]) {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Each refusal was reported, with the broker's code.
+        let refused: Vec<_> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::RedeclareFailed { what, error } => Some((what.clone(), error.code())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused.iter().any(|(w, _)| w == "queue fo-on-n1"), "{refused:?}");
+        let gone = Some(ErrorCode::NodeUnavailable);
+        assert!(refused.iter().all(|(_, c)| *c == gone), "the broker answered NodeUnavailable: {refused:?}");
+        eprintln!("refused on replay: {refused:?}");
         // Admin traffic goes through the new node: a new queue is placed there.
         // (A new queue's placement needs the cluster's leader: while n2 and
         // n3 elect one, n1 having led, the broker answers ClusterUnavailable.)

@@ -124,6 +124,12 @@ pub enum Event {
     /// The recorded queues, exchanges and bindings were declared again;
     /// `failed` of them were refused (each logged).
     TopologyRecovered { records: usize, failed: usize },
+    /// A recorded declaration (`what`: `queue NAME`, `exchange NAME` or
+    /// `binding ...`) was refused when declared again, with `error` (on a
+    /// cluster, a queue whose node is down: `NodeUnavailable`). It stays
+    /// recorded: the next recovery declares it again. Comes before its
+    /// round's `TopologyRecovered`.
+    RedeclareFailed { what: String, error: ClientError },
     /// A consumer subscribed again under its id: its stream goes on.
     Resubscribed { consumer_id: u32 },
     /// Unconfirmed batches sent again (`Unconfirmed::Republish`).

@@ -314,6 +314,7 @@ async fn replay(hub: &Hub, first: &Conn, back: &[Arc<Conn>]) {
     for r in &records {
         if let Err(e) = first.simple(r.cmd()).await {
             tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
+            hub.event(Event::RedeclareFailed { what: r.describe(), error: e });
             failed += 1;
         }
     }
