@@ -13,7 +13,9 @@
 use super::conn::{lock, Conn};
 use super::io::Dialer;
 use super::producer::Inner as ProducerInner;
-use crate::client::core::recovery::{Backoff, Event, EventQueue, Recovery, Unconfirmed};
+use crate::client::core::recovery::{
+    failover_target, Backoff, Event, EventQueue, Recovery, Unconfirmed, FAILOVER_AFTER,
+};
 use crate::client::core::routes::OwnedMap;
 use crate::client::core::topology::Topology;
 use crate::client::{ClientError, ClientOptions};
@@ -67,25 +69,10 @@ impl Hub {
         *lock(&self.nodes) = map.nodes.clone();
     }
 
-    /// Where `first`, down, tries next: the node after `cursor` in the map
-    /// (round-robin; its own node included, so one that comes back is
-    /// found), at the shard of the same number there. `None` without a
-    /// map (a single node), or when the turn is its own node's: then it
-    /// redials its own shard.
+    /// Where `first`, down, tries next (`core::recovery::failover_target`).
     fn failover_target(&self, first: &Conn, cursor: &mut Option<usize>) -> Option<SocketAddr> {
-        let nodes = lock(&self.nodes);
-        if nodes.is_empty() {
-            return None;
-        }
         let at = first.node_info();
-        let own = nodes.iter().position(|n| n.iter().any(|a| at.shard_addrs.contains(a)));
-        let next = cursor.or(own).map_or(0, |c| (c + 1) % nodes.len());
-        *cursor = Some(next);
-        if Some(next) == own {
-            return None;
-        }
-        let n = &nodes[next];
-        n.get(usize::from(at.shard_id) % n.len().max(1)).copied()
+        failover_target(&lock(&self.nodes), &at.shard_addrs, at.shard_id, cursor)
     }
 
     /// Adds an event for the application; never waits.
@@ -202,12 +189,6 @@ pub(crate) async fn supervise(hub: Arc<Hub>, dialer: Arc<Dialer>, opts: ClientOp
     }
 }
 
-/// Failed redials of the first connection to its own node before it
-/// tries the other nodes of the cluster map (docs/client.md, "Failover"):
-/// two, so a restart or a short outage of its node does not move it, and a
-/// node gone for good costs about `3 * backoff_min` before it moves.
-const FAILOVER_AFTER: u32 = 2;
-
 /// Brings `down` back, round after round of redials with backoff; a
 /// connection back is replayed (declarations over the first connection,
 /// then its consumers and producers) as soon as the first connection is
@@ -229,6 +210,8 @@ async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, down: &[Arc<C
         }
         let conns = hub.live_conns();
         let Some(first) = conns.first().cloned() else { return false };
+        // One closed meanwhile (the application's close) is not brought back.
+        down.retain(|c| c.is_down());
         // Connections that went down meanwhile join this round (a broker's
         // sockets do not all end at once).
         for c in conns.into_iter().filter(|c| c.is_down()) {
