@@ -195,7 +195,7 @@ pub(crate) async fn supervise(hub: Arc<Hub>, dialer: Arc<Dialer>, opts: ClientOp
 /// up, while others stay down (another node's shards, gone for good, do
 /// not hold up the live ones). False when recovery gave up (or the
 /// client closed).
-async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, down: &[Arc<Conn>]) -> bool {
+async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[Arc<Conn>]) -> bool {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
@@ -219,15 +219,26 @@ async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, down: &[Arc<C
                 down.push(c);
             }
         }
-        let mut last_error = None;
-        let mut still = Vec::new();
-        for conn in down.drain(..) {
-            let to = if Arc::ptr_eq(&conn, &first) && backoff.attempts() >= FAILOVER_AFTER {
-                hub.failover_target(&conn, &mut cursor)
+        // The round's redials run together: an address that does not
+        // answer costs `connect_timeout` once per round, not once per
+        // connection to it, and does not hold up the others.
+        let mut dials = tokio::task::JoinSet::new();
+        for (i, conn) in down.iter().enumerate() {
+            let to = if Arc::ptr_eq(conn, &first) && backoff.attempts() >= FAILOVER_AFTER {
+                hub.failover_target(conn, &mut cursor)
             } else {
                 None
             };
-            match conn.redial(dialer, opts, to).await {
+            let (conn, dialer, opts) = (conn.clone(), dialer.clone(), opts.clone());
+            dials.spawn(async move { (i, to, conn.redial(&dialer, &opts, to).await) });
+        }
+        let mut results: Vec<_> = dials.join_all().await;
+        // In the order they went down (the first connection first).
+        results.sort_by_key(|(i, ..)| *i);
+        let mut last_error = None;
+        let mut still = Vec::new();
+        for ((_, to, r), conn) in results.into_iter().zip(down.drain(..)) {
+            match r {
                 Ok(()) => {
                     hub.event(Event::Reconnected { addr: conn.addr(), attempt: backoff.attempts() + 1 });
                     back.push(conn);
