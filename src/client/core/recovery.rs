@@ -30,8 +30,10 @@ pub struct Recovery {
     /// to `backoff_max`, with up to a quarter of it added at random.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Redials (each over every address there is to try) before giving
-    /// up; 0: forever.
+    /// Failed rounds of redials (each round tries every connection that
+    /// is down once) before giving up; 0: forever. On the tokio client,
+    /// when they run out with the first connection up (failed over), only
+    /// the connections still down end (docs/client.md, "Failover").
     pub attempts_max: u32,
     pub unconfirmed: Unconfirmed,
     /// Queues, exchanges, bindings and consumers recorded for replay, each
@@ -152,7 +154,9 @@ pub fn failover_target(
 pub enum Event {
     /// A connection ended; recovery starts.
     Disconnected { addr: SocketAddr, error: ClientError },
-    /// A connection is back, after `attempt` redials (1: the first worked).
+    /// A connection is back, in round `attempt` of redials (1: the first
+    /// worked), at `addr`: its own shard's address, or, when the first
+    /// connection failed over (tokio client), another node's shard.
     Reconnected { addr: SocketAddr, attempt: u32 },
     /// The recorded queues, exchanges and bindings were declared again;
     /// `failed` of them were refused (each logged).
