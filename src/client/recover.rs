@@ -201,6 +201,7 @@ async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, mut down: Vec
     for r in &records {
         if let Err(e) = first.simple(r.cmd()).await {
             tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
+            hub.event(Event::RedeclareFailed { what: r.describe(), error: e });
             failed += 1;
         }
     }

@@ -30,8 +30,10 @@ pub struct Recovery {
     /// to `backoff_max`, with up to a quarter of it added at random.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Redials (each over every address there is to try) before giving
-    /// up; 0: forever.
+    /// Failed rounds of redials (each round tries every connection that
+    /// is down once) before giving up; 0: forever. On the tokio client,
+    /// when they run out with the first connection up (failed over), only
+    /// the connections still down end (docs/client.md, "Failover").
     pub attempts_max: u32,
     pub unconfirmed: Unconfirmed,
     /// Queues, exchanges, bindings and consumers recorded for replay, each
@@ -114,16 +116,57 @@ impl Backoff {
     }
 }
 
+/// Failed rounds of redials of the first connection to its own node
+/// before it tries the other nodes of the cluster map (docs/client.md,
+/// "Failover"): two, so a restart or a short outage of its node does not
+/// move it, and a node gone for good costs about `3 * backoff_min` before
+/// it moves.
+pub const FAILOVER_AFTER: u32 = 2;
+
+/// Where the first connection, down, tries next once [`FAILOVER_AFTER`]
+/// rounds failed: the node after `cursor` in `nodes` (the last cluster
+/// map's, each node's shards' addresses), round-robin, its own node
+/// (the one listing an address of `at_shards`) included, so one that
+/// comes back is found, at the shard numbered `shard_id` there (modulo
+/// that node's shards). `None` without a map (a single node), or when the
+/// turn is its own node's: then it redials its own shard.
+pub fn failover_target(
+    nodes: &[Vec<SocketAddr>],
+    at_shards: &[SocketAddr],
+    shard_id: u16,
+    cursor: &mut Option<usize>,
+) -> Option<SocketAddr> {
+    if nodes.is_empty() {
+        return None;
+    }
+    let own = nodes.iter().position(|n| n.iter().any(|a| at_shards.contains(a)));
+    let next = cursor.or(own).map_or(0, |c| (c + 1) % nodes.len());
+    *cursor = Some(next);
+    if Some(next) == own {
+        return None;
+    }
+    let n = &nodes[next];
+    n.get(usize::from(shard_id) % n.len().max(1)).copied()
+}
+
 /// What recovery did, for `Client::events()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A connection ended; recovery starts.
     Disconnected { addr: SocketAddr, error: ClientError },
-    /// A connection is back, after `attempt` redials (1: the first worked).
+    /// A connection is back, in round `attempt` of redials (1: the first
+    /// worked), at `addr`: its own shard's address, or, when the first
+    /// connection failed over (tokio client), another node's shard.
     Reconnected { addr: SocketAddr, attempt: u32 },
     /// The recorded queues, exchanges and bindings were declared again;
     /// `failed` of them were refused (each logged).
     TopologyRecovered { records: usize, failed: usize },
+    /// A recorded declaration (`what`: `queue NAME`, `exchange NAME` or
+    /// `binding ...`) was refused when declared again, with `error` (on a
+    /// cluster, a queue whose node is down: `NodeUnavailable`). It stays
+    /// recorded: the next recovery declares it again. Comes before its
+    /// round's `TopologyRecovered`.
+    RedeclareFailed { what: String, error: ClientError },
     /// A consumer subscribed again under its id: its stream goes on.
     Resubscribed { consumer_id: u32 },
     /// Unconfirmed batches sent again (`Unconfirmed::Republish`).
@@ -217,6 +260,24 @@ mod tests {
         assert!(rec(10, 5, 0).validate().is_err());
         assert!(Recovery { records_max: 0, ..Default::default() }.validate().is_err());
         assert!(Recovery::default().validate().is_ok());
+    }
+
+    #[test]
+    fn failover_goes_round_robin_through_the_map_its_own_node_included() {
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let nodes = vec![vec![a(11), a(12)], vec![a(21), a(22)], vec![a(31)]];
+        let mut cursor = None;
+        // On node 1, shard 1: node 2's shard 1, node 3's only shard, then
+        // its own (None: redial its own shard), and round again.
+        let on_n1 = [a(11), a(12)];
+        let turns: Vec<_> = (0..5).map(|_| failover_target(&nodes, &on_n1, 1, &mut cursor)).collect();
+        assert_eq!(turns, [Some(a(22)), Some(a(31)), None, Some(a(22)), Some(a(31))]);
+        // A single node: no map, never anywhere else.
+        assert_eq!(failover_target(&[], &on_n1, 0, &mut None), None);
+        // Its node not in the map (a map from before it joined): from the first.
+        let mut cursor = None;
+        assert_eq!(failover_target(&nodes, &[a(99)], 0, &mut cursor), Some(a(11)));
+        assert_eq!(failover_target(&nodes, &[a(99)], 0, &mut cursor), Some(a(21)));
     }
 
     #[test]

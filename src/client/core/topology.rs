@@ -43,6 +43,16 @@ impl Record {
         }
     }
 
+    /// What it declares, for an event: `queue NAME`, `exchange NAME`,
+    /// `binding SOURCE -> DESTINATION (KEY)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Record::Queue { name, .. } => format!("queue {name}"),
+            Record::Exchange { name, .. } => format!("exchange {name}"),
+            Record::Binding(b) => format!("binding {} -> {} ({})", b.source, b.destination, b.routing_key),
+        }
+    }
+
     /// The queue whose owner should take it (a queue's declare, a binding
     /// to a queue); `None`: any connection will do.
     pub fn queue(&self) -> Option<&str> {

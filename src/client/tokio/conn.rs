@@ -75,9 +75,13 @@ struct Out {
 /// A connection: `Send + Sync`, shared by the client, its producers and
 /// consumers.
 pub struct Conn {
+    /// The first handshake's answer: the limits (a failover takes only a
+    /// node with the same ones) and the node and shard first reached.
     info: ServerInfo,
-    /// Where it was dialled (and is redialled).
-    addr: SocketAddr,
+    /// Where it is dialled (and redialled): moves on a failover.
+    addr: Mutex<SocketAddr>,
+    /// The current socket's handshake: another node's after a failover.
+    node: Mutex<ServerInfo>,
     /// With recovery on: the client's recovery hub.
     hub: Option<Arc<Hub>>,
     /// Counts the sockets this connection has had: a task of an earlier
@@ -114,8 +118,9 @@ impl Conn {
     ) -> Result<(Arc<Conn>, Option<OwnedMap>)> {
         let (info, map, r, w, buf) = Self::dial(dialer, addr, opts, want_map).await?;
         let conn = Arc::new(Conn {
+            node: Mutex::new(info.clone()),
             info,
-            addr,
+            addr: Mutex::new(addr),
             hub,
             gen: AtomicU64::new(0),
             down: AtomicBool::new(false),
@@ -187,9 +192,16 @@ impl Conn {
         Ok((info, map, r, w, buf))
     }
 
-    /// What this connection's handshake said.
+    /// What this connection's first handshake said (see [`Conn::node_info`]
+    /// for the node it reaches now, after a failover).
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// What the current socket's handshake said: the node and shard this
+    /// connection reaches now (another node's after a failover).
+    pub fn node_info(&self) -> ServerInfo {
+        lock(&self.node).clone()
     }
 
     /// Whether the broker said the cluster map moved since the last call.
@@ -209,9 +221,9 @@ impl Conn {
         self.hub.as_ref()
     }
 
-    /// The address it was dialled at.
+    /// The address it was dialled at (the new one after a failover).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        *lock(&self.addr)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -432,6 +444,14 @@ impl Conn {
 
     /// Flushes what is queued (acks first), then closes the socket.
     pub async fn close(&self) {
+        // Down (recovery redialling, or waiting for a dead node): no socket,
+        // no writer to flush through; it ends here.
+        if self.is_down() {
+            self.fail(ClientError::Closed("connection closed by this client".into()));
+            lock(&self.out).finished = true;
+            self.wrote.notify_waiters();
+            return;
+        }
         self.queue_acks();
         self.shut();
         loop {

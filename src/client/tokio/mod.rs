@@ -100,6 +100,9 @@ impl Client {
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
         let mut routes = RouteBook::default();
         if let Some(map) = map {
+            if let Some(hub) = &hub {
+                hub.set_map(&map);
+            }
             routes.set(map);
         }
         Ok(Client {
@@ -200,6 +203,9 @@ impl Client {
     async fn refresh_map(&self) -> Result<()> {
         match self.first.request(Cmd::MapGet).await? {
             Response::Map(m) => {
+                if let Some(hub) = &self.hub {
+                    hub.set_map(&m);
+                }
                 lock(&self.routes).set(m);
                 Ok(())
             }
@@ -219,7 +225,9 @@ impl Client {
             Some(a) => a,
             None => {
                 let v = self.first.simple(Cmd::Locate { queue }).await?;
-                let resolved = lock(&self.routes).resolve(queue, v, self.first.info());
+                // The node that answered: another than the URL's after a failover.
+                let via = self.first.node_info();
+                let resolved = lock(&self.routes).resolve(queue, v, &via);
                 match resolved {
                     Some(a) => a,
                     None => {

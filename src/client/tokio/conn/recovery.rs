@@ -8,7 +8,8 @@ use crate::client::core::cmds;
 use crate::client::core::recovery::Event;
 use crate::client::tokio::io::Dialer;
 use crate::client::tokio::recover::Hub;
-use crate::client::{ClientError, ClientOptions, Result};
+use crate::client::{ClientError, ClientOptions, Result, ServerInfo};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -64,7 +65,7 @@ impl Conn {
         self.wrote.notify_waiters();
         self.unblocked.notify_waiters();
         if let Some(hub) = &self.hub {
-            hub.event(Event::Disconnected { addr: self.addr, error: err });
+            hub.event(Event::Disconnected { addr: self.addr(), error: err });
             hub.conn_lost();
         }
     }
@@ -92,20 +93,35 @@ impl Conn {
         }
     }
 
-    /// Dials the same address again and shakes hands; the new socket must
-    /// reach the same shard. Leaves the connection `Replaying`.
-    pub(crate) async fn redial(self: &Arc<Self>, dialer: &Dialer, opts: &ClientOptions) -> Result<()> {
+    /// Dials the same node and shard again and shakes hands (the new
+    /// socket must reach that shard), or, with `to` (a failover, the first
+    /// connection only), another node's shard at `to`, which must have the
+    /// same limits. Leaves the connection `Replaying`.
+    pub(crate) async fn redial(
+        self: &Arc<Self>,
+        dialer: &Dialer,
+        opts: &ClientOptions,
+        to: Option<SocketAddr>,
+    ) -> Result<()> {
+        let was = self.node_info();
         // The shard's own port: the shared one may reach another shard.
-        let addr = self.info.shard_addrs.get(usize::from(self.info.shard_id)).copied().unwrap_or(self.addr);
+        let addr = to.unwrap_or_else(|| was.shard_addrs.get(usize::from(was.shard_id)).copied().unwrap_or(self.addr()));
         let (info, _, r, w, buf) = Self::dial(dialer, addr, opts, false).await?;
-        if info.shard_id != self.info.shard_id || info.shard_addrs.len() != self.info.shard_addrs.len() {
+        if to.is_none() && (info.shard_id != was.shard_id || info.shard_addrs.len() != was.shard_addrs.len()) {
             return Err(ClientError::Protocol(format!(
-                "{} answered as shard {} of {}, was shard {} of {}",
-                self.addr,
+                "{addr} answered as shard {} of {}, was shard {} of {}",
                 info.shard_id,
                 info.shard_addrs.len(),
-                self.info.shard_id,
-                self.info.shard_addrs.len()
+                was.shard_id,
+                was.shard_addrs.len()
+            )));
+        }
+        // The reader decodes with the first handshake's limits, and
+        // producers checked their batches against them.
+        let same = |i: &ServerInfo| (i.frame_bytes_max, i.message_bytes_max, i.prefetch_max, i.heartbeat_ms);
+        if same(&info) != same(&self.info) {
+            return Err(ClientError::Protocol(format!(
+                "{addr} has other limits than the node this client first reached"
             )));
         }
         let gen = {
@@ -120,6 +136,8 @@ impl Conn {
             o.written = o.pushes;
             self.gen.load(Ordering::Acquire)
         };
+        *lock(&self.addr) = addr;
+        *lock(&self.node) = info;
         self.clone().start(r, w, buf, gen);
         Ok(())
     }
