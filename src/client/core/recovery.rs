@@ -22,6 +22,26 @@ pub enum Unconfirmed {
     Fail,
 }
 
+impl Unconfirmed {
+    /// What a batch that was sent but not confirmed resolves with under
+    /// `Fail` (and what `Event::Failed` carries).
+    pub fn lost() -> ClientError {
+        ClientError::Closed("the connection ended before the broker confirmed".into())
+    }
+
+    /// The event for `batches` unconfirmed batches handled by this policy
+    /// after a redial; none when there were none.
+    pub fn event(self, batches: usize, lost: ClientError) -> Option<Event> {
+        if batches == 0 {
+            return None;
+        }
+        Some(match self {
+            Unconfirmed::Republish => Event::Republished { batches },
+            Unconfirmed::Fail => Event::Failed { batches, error: lost },
+        })
+    }
+}
+
 /// Automatic recovery (`ClientOptions::recovery`; docs/client.md,
 /// "Recovery"). Off (`None`) by default.
 #[derive(Debug, Clone)]
@@ -214,6 +234,17 @@ impl EventQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unconfirmed_batches_are_reported_by_policy_and_only_when_there_were_some() {
+        assert!(Unconfirmed::Republish.event(0, Unconfirmed::lost()).is_none());
+        assert!(matches!(
+            Unconfirmed::Republish.event(3, Unconfirmed::lost()),
+            Some(Event::Republished { batches: 3 })
+        ));
+        let failed = Unconfirmed::Fail.event(2, Unconfirmed::lost());
+        assert!(matches!(failed, Some(Event::Failed { batches: 2, error: ClientError::Closed(_) })), "{failed:?}");
+    }
 
     fn rec(min_ms: u64, max_ms: u64, attempts_max: u32) -> Recovery {
         Recovery {

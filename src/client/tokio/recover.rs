@@ -322,18 +322,15 @@ async fn replay(hub: &Hub, first: &Conn, back: &[Arc<Conn>]) {
         }
     }
     let mut batches = 0;
-    let lost = ClientError::Closed("the connection ended before the broker confirmed".into());
+    let lost = Unconfirmed::lost();
     for p in hub.live_producers().iter().filter(|p| back.iter().any(|c| Arc::ptr_eq(c, p.conn()))) {
         batches += match hub.recovery.unconfirmed {
             Unconfirmed::Republish => p.republish(),
             Unconfirmed::Fail => p.fail_unconfirmed(&lost),
         };
     }
-    if batches > 0 {
-        hub.event(match hub.recovery.unconfirmed {
-            Unconfirmed::Republish => Event::Republished { batches },
-            Unconfirmed::Fail => Event::Failed { batches, error: lost },
-        });
+    if let Some(e) = hub.recovery.unconfirmed.event(batches, lost) {
+        hub.event(e);
     }
     for conn in back {
         conn.set_up();
