@@ -10,6 +10,9 @@
 # Environment:
 #   CONSUMERS=10  SIZES="16 1024"  MESSAGES=1000000 (per size; 1 KiB: MESSAGES/4)
 #   ROUNDS=1  SKIP_RABBITMQ=1
+#   CLIENTS="amqp native" (which of ringmq's runs)
+#   SKIP_BUILD=1: use the binaries already in $CARGO_TARGET_DIR/release
+#     (to compare two builds kept apart, in alternating runs)
 #
 # Prints, per broker, size and client, the deliveries per second in all,
 # the MB/s of bodies and the broker's peak RSS (VmHWM) after the run; and
@@ -64,8 +67,11 @@ hwm_mb() { # pid
     awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"
 }
 
-say "building ringmq and the fan-out programs (release)"
-(cd "$ROOT" && cargo build --release --bin ringmq --example stream_fanout --example stream_fanout_amqp) >>"$LOG.build" 2>&1
+CLIENTS=${CLIENTS:-amqp native}
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    say "building ringmq and the fan-out programs (release)"
+    (cd "$ROOT" && cargo build --release --bin ringmq --example stream_fanout --example stream_fanout_amqp) >>"$LOG.build" 2>&1
+fi
 EX=$TARGET/release/examples
 
 # The ceiling for deliveries on one machine: installed from Debian's
@@ -92,14 +98,18 @@ for round in $(seq 1 "$ROUNDS"); do
         n=$MESSAGES
         [ "$size" -ge 1024 ] && n=$((MESSAGES / 4))
         # A fresh broker per run: each run's peak RSS is its own.
-        start_ringmq
-        line=$("$EX/stream_fanout_amqp" "amqp://guest:guest@127.0.0.1:$RINGMQ_AMQP_PORT/%2f" "$CONSUMERS" "$size" "$n" 2>>"$LOG")
-        echo "broker=ringmq client=amqp size=$size messages=$n consumers=$CONSUMERS round=$round $line rss_peak_mb=$(hwm_mb "$RINGMQ_PID")" | tee -a "$LOG" >&2
-        stop_ringmq
-        start_ringmq
-        line=$("$EX/stream_fanout" "ringmq://127.0.0.1:$RINGMQ_PORT" "$CONSUMERS" "$size" "$n" 2>>"$LOG" | tail -1)
-        echo "broker=ringmq client=native size=$size messages=$n consumers=$CONSUMERS round=$round $line rss_peak_mb=$(hwm_mb "$RINGMQ_PID")" | tee -a "$LOG" >&2
-        stop_ringmq
+        if [[ " $CLIENTS " == *" amqp "* ]]; then
+            start_ringmq
+            line=$("$EX/stream_fanout_amqp" "amqp://guest:guest@127.0.0.1:$RINGMQ_AMQP_PORT/%2f" "$CONSUMERS" "$size" "$n" 2>>"$LOG")
+            echo "broker=ringmq client=amqp size=$size messages=$n consumers=$CONSUMERS round=$round $line rss_peak_mb=$(hwm_mb "$RINGMQ_PID")" | tee -a "$LOG" >&2
+            stop_ringmq
+        fi
+        if [[ " $CLIENTS " == *" native "* ]]; then
+            start_ringmq
+            line=$("$EX/stream_fanout" "ringmq://127.0.0.1:$RINGMQ_PORT" "$CONSUMERS" "$size" "$n" 2>>"$LOG" | tail -1)
+            echo "broker=ringmq client=native size=$size messages=$n consumers=$CONSUMERS round=$round $line rss_peak_mb=$(hwm_mb "$RINGMQ_PID")" | tee -a "$LOG" >&2
+            stop_ringmq
+        fi
         if [ "${SKIP_RABBITMQ:-0}" != 1 ]; then
             line=$("$EX/stream_fanout_amqp" "amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f" "$CONSUMERS" "$size" "$n" 2>>"$LOG")
             echo "broker=rabbitmq client=amqp size=$size messages=$n consumers=$CONSUMERS round=$round $line rss_peak_mb=$(hwm_mb "$(rabbit_pid)")" | tee -a "$LOG" >&2

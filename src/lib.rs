@@ -42,7 +42,7 @@
 //! | streams (`x-queue-type: stream`): offsets, retention, a read position per consumer, stored in the shard's log (`docs/streams.md`) | `server::queue::stream`, `server::shard::requests` (subscribe), `server::shard::durable` (retention, chunk times and stored offsets logged, record types 16 and 13 in [`storage`]), `server::queue::stream_read` and `server::shard::stream_reads` (past the in-memory window: reads from the log ahead of consumers), `amqp::consume_args` (`x-stream-offset`), `native` (`StreamSubscribe`, `StoreOffset`, `QueryOffset`), `client::streams` (the client's calls) |
 //! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`] (a queue's side: `queue::spill`), `server::shard::spill` (the budget and the fetch task) |
-//! | write replies, one syscall per turn | [`rt::outbox`] |
+//! | write replies, one syscall per turn; large delivered entries by reference (vectored `sendmsg`) | [`rt::outbox`], [`rt::writev`] |
 //! | TLS on the listeners (native, AMQPS, HTTPS): handshake after the connection is counted, certificates reloaded on SIGHUP; one `Transport` for plain and TLS | [`server::tls`], [`server::listener`], [`rt::transport`] |
 //! | resource alarms: accounted memory and free disk against their limits, publishers blocked | [`server::alarm`], `server::shard::alarm` |
 //! | the client side: shard-aware producer and consumer; one core ([`client::core`]) under the glommio, tokio and blocking shells | [`client`], [`client::tokio`], [`client::blocking`] |

@@ -37,7 +37,7 @@ impl ConnSink for AmqpConn {
     }
 
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
-        let ds = msgs.clone().map(|m| (m.redelivered, &m.entry, m.origin.as_ref()));
+        let ds = msgs.clone().map(|m| (m.redelivered, m.entry, m.origin));
         if self.deliver_now(consumer_id, first_tag, ds) {
             return;
         }

@@ -132,8 +132,14 @@ impl Conn {
         want_map: bool,
     ) -> Result<(ReadHalf<Transport>, WriteHalf<Transport>, Greeting)> {
         let stream = dialer.connect(addr, opts.connect_timeout).await?;
+        // A plain socket is read straight into the reader's buffer (no
+        // zeroing first); the read half keeps the fd open.
+        let fd = (!stream.is_tls()).then(|| std::os::fd::AsRawFd::as_raw_fd(stream.tcp()));
         let (mut r, mut w) = split(stream);
-        let greeting = greet(&mut r, &mut w, addr, opts, want_map).await?;
+        let mut greeting = greet(&mut r, &mut w, addr, opts, want_map).await?;
+        if let Some(fd) = fd {
+            greeting.reader.read_directly(fd);
+        }
         Ok((r, w, greeting))
     }
 

@@ -55,9 +55,17 @@ async fn serve(shard: Rc<Shard>, accepted: Accepted) {
         }
     };
     tracing::debug!(shard = shard.id, %peer, conn = me.conn_id, tls = stream.is_tls(), "connection open");
+    // A plain socket's writer sends vectored: deliveries of stored entries
+    // go out by reference (rt::writev). TLS encrypts through a copy anyway.
+    let fd = (!stream.is_tls()).then(|| std::os::fd::AsRawFd::as_raw_fd(stream.tcp()));
     let (reader, writer) = split(stream);
     let w = conn.clone();
-    let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
+    let writer_task = glommio::spawn_local(async move {
+        match fd {
+            Some(fd) => w.outbox.write_loop_vectored(writer, fd).await,
+            None => w.outbox.write_loop(writer).await,
+        }
+    });
     let b = conn.clone();
     let beat_task = glommio::spawn_local(async move { b.beat_loop().await });
     let g = conn.clone();

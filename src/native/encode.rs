@@ -1,9 +1,17 @@
 //! Encoding what goes back to a native client: replies and deliveries,
 //! straight from the queue's stored entries into the connection's outbox.
 
-use crate::protocol::{self, BatchWriter, Cmd, Entry, ErrorCode, Frame};
+use crate::protocol::{self, BatchWriter, Cmd, Entry, ErrorCode, Frame, ENTRY_REDELIVERED};
+use crate::rt::outbox::OutBuf;
 use crate::server::types::{Origin, Reply};
-use bytes::BytesMut;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Entries of at least this many bytes are queued by reference (sent from
+/// where they are stored, no copy into the outbox) when the outbox sends
+/// vectored. Below it a copy costs less than what a reference costs: a
+/// reference count taken and dropped, and one more slice for the kernel
+/// to walk.
+pub const BY_REF_BYTES_MIN: usize = 512;
 
 /// How deliveries are cut into frames.
 pub struct DeliverLimits {
@@ -13,29 +21,49 @@ pub struct DeliverLimits {
 
 /// Appends Deliver frames, each within the message count and frame size
 /// limits (a single message always fits: message_bytes_max is validated
-/// to leave room for framing).
+/// to leave room for framing). Entries of [`BY_REF_BYTES_MIN`] or more go
+/// by reference when `out` takes references: the frame is its header in
+/// the outbox's buffer followed by the entries as stored (an entry whose
+/// redelivered flag must change gets its flags byte written and the rest
+/// referenced).
 pub(super) fn encode_deliveries<'a>(
-    buf: &mut BytesMut,
+    out: &mut OutBuf<'_>,
     limits: &DeliverLimits,
     consumer_id: u32,
     first_tag: u64,
-    msgs: impl Iterator<Item = (bool, &'a [u8])>,
+    msgs: impl Iterator<Item = (bool, &'a Bytes)>,
 ) {
-    let mut w: Option<BatchWriter> = None;
+    // The open frame, and where it starts in what `out` will send.
+    let mut w: Option<(BatchWriter, usize)> = None;
     for (tag, (redelivered, entry)) in (first_tag..).zip(msgs) {
-        let wire = entry.len();
-        if let Some(open) = &w {
-            if open.count() as usize >= limits.count_max || open.frame_len(buf) + wire > limits.frame_bytes_max {
-                if let Some(done) = w.take() {
-                    done.finish(buf);
+        if let Some((open, at)) = &w {
+            if open.count() as usize >= limits.count_max || out.len() - at + entry.len() > limits.frame_bytes_max {
+                if let Some((done, at)) = w.take() {
+                    let len = out.len() - at;
+                    done.finish_sized(out.buf, len);
                 }
             }
         }
-        let writer = w.get_or_insert_with(|| BatchWriter::begin_deliver(buf, consumer_id, tag));
-        writer.push_raw_entry(buf, redelivered, entry);
+        let (writer, _) = w.get_or_insert_with(|| {
+            let at = out.len();
+            (BatchWriter::begin_deliver(out.buf, consumer_id, tag), at)
+        });
+        if entry.len() < BY_REF_BYTES_MIN {
+            writer.push_raw_entry(out.buf, redelivered, entry);
+            continue;
+        }
+        let flags = (entry[0] & !ENTRY_REDELIVERED) | if redelivered { ENTRY_REDELIVERED } else { 0 };
+        if flags == entry[0] {
+            out.put_ref(entry.clone());
+        } else {
+            out.buf.put_u8(flags);
+            out.put_ref(entry.slice(1..));
+        }
+        writer.count_one();
     }
-    if let Some(done) = w {
-        done.finish(buf);
+    if let Some((done, at)) = w {
+        let len = out.len() - at;
+        done.finish_sized(out.buf, len);
     }
 }
 
@@ -83,9 +111,13 @@ pub(super) fn encode_deliveries_from<'a>(
 /// Appends the native encoding of a reply.
 pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
     match reply {
-        Reply::Deliver { consumer_id, first_tag, msgs, .. } => {
-            encode_deliveries(buf, limits, *consumer_id, *first_tag, msgs.iter().map(|m| (m.redelivered, &m.entry[..])))
-        }
+        Reply::Deliver { consumer_id, first_tag, msgs, .. } => encode_deliveries(
+            &mut OutBuf::copying(buf),
+            limits,
+            *consumer_id,
+            *first_tag,
+            msgs.iter().map(|m| (m.redelivered, &m.entry)),
+        ),
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
         Reply::Error { request_id, code, message } => {
             frame(buf, *request_id, Cmd::Error { fatal: code.is_fatal(), code: code.as_u16(), message: clip(message) })
@@ -142,3 +174,7 @@ pub(super) fn clip(s: &str) -> &str {
     }
     &s[..end]
 }
+
+#[cfg(test)]
+#[path = "encode_tests.rs"]
+mod tests;

@@ -154,6 +154,8 @@ impl ConnSink for NativeConn {
                     .outbox
                     .push(|buf| encode_deliveries_from(buf, &limits, *consumer_id, *first_tag, &queue, ds));
             }
+            let ds = msgs.iter().map(|m| (m.redelivered, &m.entry));
+            return self.outbox.push_parts(|out| encode_deliveries(out, &limits, *consumer_id, *first_tag, ds));
         }
         self.outbox.push(|buf| encode_reply(buf, &limits, &reply));
     }
@@ -161,11 +163,11 @@ impl ConnSink for NativeConn {
     fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
         let limits = self.limits();
         if let Some(queue) = self.origin_queue(consumer_id) {
-            let ds = msgs.map(|m| (m.redelivered, &m.entry[..], m.origin.as_deref()));
+            let ds = msgs.map(|m| (m.redelivered, &m.entry[..], m.origin.map(|o| &**o)));
             return self.outbox.push(|buf| encode_deliveries_from(buf, &limits, consumer_id, first_tag, &queue, ds));
         }
-        self.outbox.push(|buf| {
-            encode_deliveries(buf, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, &m.entry[..])))
+        self.outbox.push_parts(|out| {
+            encode_deliveries(out, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, m.entry)))
         });
     }
 

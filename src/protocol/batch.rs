@@ -306,7 +306,21 @@ impl BatchWriter {
     }
 
     pub fn finish(self, buf: &mut BytesMut) {
-        let body_len = len32(buf.len() - self.start - HEADER_BYTES);
+        let len = buf.len() - self.start;
+        self.finish_sized(buf, len);
+    }
+
+    /// Counts one entry its caller put (some of its bytes, perhaps, sent
+    /// from elsewhere: a stored entry by reference).
+    pub fn count_one(&mut self) {
+        self.count += 1;
+    }
+
+    /// [`BatchWriter::finish`] for a frame of `frame_len` bytes in all,
+    /// header included, of which some were not written into `buf` (sent
+    /// by reference after it).
+    pub fn finish_sized(self, buf: &mut BytesMut, frame_len: usize) {
+        let body_len = len32(frame_len - HEADER_BYTES);
         buf[self.start..self.start + 4].copy_from_slice(&body_len.to_le_bytes());
         buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
     }

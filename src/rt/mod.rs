@@ -11,6 +11,7 @@ pub mod notify;
 pub mod outbox;
 pub mod reader;
 pub mod transport;
+pub mod writev;
 
 pub use notify::Notify;
 pub use outbox::Outbox;

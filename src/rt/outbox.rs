@@ -3,9 +3,16 @@
 //! turn's confirms and deliveries share a syscall. A write that makes no
 //! progress for the send timeout (a peer that stopped reading) breaks the
 //! connection.
+//!
+//! On a plain socket whose writer was started with its fd
+//! ([`Outbox::write_loop_vectored`]), large buffers can be queued by
+//! reference ([`OutBuf::put_ref`]: a stream's stored entries) and go out in
+//! the same write as the encoded bytes around them, as one vectored
+//! `sendmsg` (`writev.rs`): no copy into the outbox.
 
+use super::writev::{self, Parts, IOV_MAX};
 use super::Notify;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -13,6 +20,13 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct Outbox {
     buf: RefCell<BytesMut>,
+    /// Buffers queued by reference: each is sent at its offset into `buf`
+    /// (ascending), and `ref_bytes` are their bytes.
+    refs: RefCell<Vec<(usize, Bytes)>>,
+    ref_bytes: Cell<usize>,
+    /// The writer sends vectored (a plain socket): `put_ref` keeps a
+    /// reference rather than copying.
+    vectored: Cell<bool>,
     /// Bytes the writer has taken from `buf` and not yet written (a socket
     /// that does not drain holds them here).
     writing: Cell<usize>,
@@ -45,6 +59,29 @@ impl Outbox {
         f(&mut self.buf.borrow_mut());
         self.pushes.set(self.pushes.get().wrapping_add(1));
         self.wake_writer.notify();
+    }
+
+    /// As [`Outbox::push`], where `f` may also queue buffers by reference
+    /// ([`OutBuf::put_ref`]; copied when the writer does not send
+    /// vectored).
+    pub fn push_parts(&self, f: impl FnOnce(&mut OutBuf<'_>)) {
+        if self.closing.get() || self.broken.get() {
+            return;
+        }
+        let mut buf = self.buf.borrow_mut();
+        let mut refs = self.refs.borrow_mut();
+        let queued = self.ref_bytes.get();
+        let mut out = OutBuf { buf: &mut buf, refs: self.vectored.get().then_some(&mut *refs), ref_bytes: queued };
+        f(&mut out);
+        self.ref_bytes.set(out.ref_bytes);
+        self.pushes.set(self.pushes.get().wrapping_add(1));
+        self.wake_writer.notify();
+    }
+
+    /// Whether [`OutBuf::put_ref`] keeps references (the writer sends
+    /// vectored) rather than copying.
+    pub fn sends_by_reference(&self) -> bool {
+        self.vectored.get()
     }
 
     /// Bytes written to the socket so far, and the batches they went in.
@@ -90,7 +127,7 @@ impl Outbox {
     }
 
     pub fn queued_bytes(&self) -> usize {
-        self.buf.borrow().len()
+        self.buf.borrow().len() + self.ref_bytes.get()
     }
 
     /// Memory the outbox holds: both of its buffers' capacities.
@@ -156,16 +193,27 @@ impl Outbox {
 
     /// The writer task: runs until closed and flushed, or the socket fails.
     pub async fn write_loop<W: AsyncWrite + Unpin>(&self, w: W) {
-        self.write_all_queued(w).await;
+        self.write_all_queued(w, None).await;
         self.finished.set(true);
         self.drained.notify();
     }
 
-    async fn write_all_queued<W: AsyncWrite + Unpin>(&self, mut w: W) {
+    /// [`Outbox::write_loop`] on a plain socket whose fd is `fd`: `w` must
+    /// be that socket's writing half (it keeps the fd open), so buffers
+    /// queued by reference can be sent with it in one vectored write.
+    pub async fn write_loop_vectored<W: AsyncWrite + Unpin>(&self, w: W, fd: std::os::fd::RawFd) {
+        self.vectored.set(true);
+        self.write_all_queued(w, Some(fd)).await;
+        self.finished.set(true);
+        self.drained.notify();
+    }
+
+    async fn write_all_queued<W: AsyncWrite + Unpin>(&self, mut w: W, fd: Option<std::os::fd::RawFd>) {
         let mut spare = BytesMut::new();
+        let mut spare_refs = Vec::new();
         loop {
             let n = self.wake_writer.notified();
-            if self.buf.borrow().is_empty() {
+            if self.queued_bytes() == 0 {
                 if self.closing.get() {
                     break;
                 }
@@ -173,15 +221,23 @@ impl Outbox {
                 continue;
             }
             std::mem::swap(&mut *self.buf.borrow_mut(), &mut spare);
+            std::mem::swap(&mut *self.refs.borrow_mut(), &mut spare_refs);
+            let len = spare.len() + self.ref_bytes.replace(0);
             self.spare_bytes.set(spare.capacity());
-            self.writing.set(spare.len());
-            let r = self.write_progressing(&mut w, &spare).await;
+            self.writing.set(len);
+            let r = match fd {
+                Some(fd) if !spare_refs.is_empty() => self.write_vectored(&mut w, fd, &spare, &spare_refs).await,
+                _ => self.write_progressing(&mut w, &spare).await,
+            };
             self.writing.set(0);
             if r.is_ok() {
                 let (b, n) = self.written.get();
-                self.written.set((b + spare.len() as u64, n + 1));
+                self.written.set((b + len as u64, n + 1));
             }
             spare.clear();
+            // The references go once written: a stored entry is not held
+            // longer than its bytes take to leave.
+            spare_refs.clear();
             self.drained.notify();
             if let Err(e) = r {
                 tracing::debug!(error = %e, "write failed; connection broken");
@@ -194,17 +250,38 @@ impl Outbox {
         let _ = w.close().await;
     }
 
-    /// Writes all of `bytes`; each write must move some bytes within the
-    /// send timeout (the whole buffer may take longer on a slow link).
-    async fn write_progressing<W: AsyncWrite + Unpin>(&self, w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-        let Some(t) = self.send_timeout.get() else {
-            w.write_all(bytes).await?;
-            return w.flush().await;
-        };
-        let mut off = 0;
-        while off < bytes.len() {
-            let rest = &bytes[off..];
-            let n = match glommio::timer::timeout(t, async { Ok(w.write(rest).await) }).await {
+    /// `bytes` with `refs` inserted (`writev::Parts`): vectored sends
+    /// while the socket takes them at once; when it is full, one ordinary
+    /// write of the next slice, which waits for room (within the send
+    /// timeout) as every write does.
+    async fn write_vectored<W: AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        fd: std::os::fd::RawFd,
+        bytes: &[u8],
+        refs: &[(usize, Bytes)],
+    ) -> std::io::Result<()> {
+        let mut parts = Parts::new(bytes, refs);
+        let mut slices = Vec::with_capacity(IOV_MAX.min(2 * refs.len() + 1));
+        while !parts.is_done() {
+            parts.slices(IOV_MAX, &mut slices);
+            let sent = writev::send_now(fd, &slices)?;
+            slices.clear();
+            let n = match sent {
+                Some(n) => n,
+                None => self.write_some(w, parts.current()).await?,
+            };
+            parts.advance(n);
+        }
+        Ok(())
+    }
+
+    /// One write of some of `bytes`, which must move bytes within the send
+    /// timeout, if there is one.
+    async fn write_some<W: AsyncWrite + Unpin>(&self, w: &mut W, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = match self.send_timeout.get() {
+            None => w.write(bytes).await?,
+            Some(t) => match glommio::timer::timeout(t, async { Ok(w.write(bytes).await) }).await {
                 Ok(r) => r?,
                 Err(_) => {
                     self.stalled.set(true);
@@ -214,11 +291,24 @@ impl Outbox {
                         format!("no write progress within send_timeout_ms = {ms}"),
                     ));
                 }
-            };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            off += n;
+            },
+        };
+        if n == 0 && !bytes.is_empty() {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        Ok(n)
+    }
+
+    /// Writes all of `bytes`; each write must move some bytes within the
+    /// send timeout (the whole buffer may take longer on a slow link).
+    async fn write_progressing<W: AsyncWrite + Unpin>(&self, w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(t) = self.send_timeout.get() else {
+            w.write_all(bytes).await?;
+            return w.flush().await;
+        };
+        let mut off = 0;
+        while off < bytes.len() {
+            off += self.write_some(w, &bytes[off..]).await?;
         }
         // TLS holds records it could not send yet (a plain socket holds
         // nothing: its flush is free): they go now, not with the next batch.
@@ -229,5 +319,50 @@ impl Outbox {
                 Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no flush progress within send_timeout_ms"))
             }
         }
+    }
+}
+
+/// The outbox's buffer as [`Outbox::push_parts`] lends it: encoded bytes
+/// go into `buf`; large ones may be queued by reference.
+pub struct OutBuf<'a> {
+    pub buf: &'a mut BytesMut,
+    refs: Option<&'a mut Vec<(usize, Bytes)>>,
+    /// Bytes queued by reference so far, this push's included.
+    ref_bytes: usize,
+}
+
+impl<'a> OutBuf<'a> {
+    /// Over a plain buffer: everything is copied into it.
+    pub fn copying(buf: &'a mut BytesMut) -> Self {
+        Self { buf, refs: None, ref_bytes: 0 }
+    }
+
+    /// Over `buf` with references recorded in `refs` (each at its offset
+    /// into `buf`), as the outbox's vectored writer takes them.
+    pub fn referencing(buf: &'a mut BytesMut, refs: &'a mut Vec<(usize, Bytes)>) -> Self {
+        let ref_bytes = refs.iter().map(|(_, b)| b.len()).sum();
+        Self { buf, refs: Some(refs), ref_bytes }
+    }
+
+    /// Appends `b`: by reference (sent from where it is) when the writer
+    /// sends vectored, else copied into `buf`.
+    pub fn put_ref(&mut self, b: Bytes) {
+        match &mut self.refs {
+            Some(refs) => {
+                self.ref_bytes += b.len();
+                refs.push((self.buf.len(), b));
+            }
+            None => self.buf.extend_from_slice(&b),
+        }
+    }
+
+    /// Bytes queued, both kinds: a position in what will be sent, for
+    /// frame lengths.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.ref_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -139,6 +139,12 @@ impl From<&Message> for Delivered {
     }
 }
 
+impl From<crate::server::queue::Delivery<'_>> for Delivered {
+    fn from(d: crate::server::queue::Delivery<'_>) -> Self {
+        Self { redelivered: d.redelivered, entry: d.entry.clone(), origin: d.origin.cloned() }
+    }
+}
+
 /// Where a stream consumer starts reading (AMQP `x-stream-offset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum StreamOffset {

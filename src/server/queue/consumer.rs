@@ -195,21 +195,67 @@ fn unknown_tag(first: u64, last: u64) -> QueueError {
     QueueError::new(ErrorCode::UnknownDeliveryTag, format!("delivery tags {first}..={last} are not all unacked"))
 }
 
-/// Messages just handed to one consumer, in tag order, borrowed from its
-/// unacked store.
+/// One delivery as a front end encodes it, borrowed from the queue.
+#[derive(Clone, Copy)]
+pub struct Delivery<'a> {
+    pub redelivered: bool,
+    pub entry: &'a bytes::Bytes,
+    pub origin: Option<&'a std::sync::Arc<crate::server::types::Origin>>,
+}
+
+/// Messages just handed to one consumer, in tag order: borrowed from its
+/// unacked store, or for a stream consumer from the stream itself (its
+/// unacked store keeps only tags and offsets, no reference to the entry).
 #[derive(Clone)]
-pub struct Deliveries<'a>(pub(super) std::collections::vec_deque::Iter<'a, Option<Message>>);
+pub struct Deliveries<'a>(Source<'a>);
+
+#[derive(Clone)]
+enum Source<'a> {
+    Unacked(std::collections::vec_deque::Iter<'a, Option<Message>>),
+    /// Entries taken from the consumer's read-ahead, then entries the
+    /// stream holds in memory.
+    Stream(std::slice::Iter<'a, bytes::Bytes>, std::collections::vec_deque::Iter<'a, super::stream::Stored>),
+}
+
+impl<'a> Deliveries<'a> {
+    pub(super) fn unacked(msgs: std::collections::vec_deque::Iter<'a, Option<Message>>) -> Self {
+        Self(Source::Unacked(msgs))
+    }
+
+    pub(super) fn stream(
+        ahead: &'a [bytes::Bytes],
+        in_memory: std::collections::vec_deque::Iter<'a, super::stream::Stored>,
+    ) -> Self {
+        Self(Source::Stream(ahead.iter(), in_memory))
+    }
+}
 
 impl<'a> Iterator for Deliveries<'a> {
-    type Item = &'a Message;
+    type Item = Delivery<'a>;
 
-    fn next(&mut self) -> Option<&'a Message> {
-        // Just tracked, so never acked yet: every slot is `Some`.
-        self.0.next().and_then(Option::as_ref)
+    fn next(&mut self) -> Option<Delivery<'a>> {
+        match &mut self.0 {
+            // Just tracked, so never acked yet: every slot is `Some`.
+            Source::Unacked(it) => it.next().and_then(Option::as_ref).map(|m| Delivery {
+                redelivered: m.redelivered,
+                entry: &m.entry,
+                origin: m.origin.as_ref(),
+            }),
+            // A stream's deliveries are never redelivered and carry no
+            // origin (its consumers are told the queue's name).
+            Source::Stream(ahead, mem) => {
+                let entry = ahead.next().or_else(|| mem.next().map(|m| &m.entry))?;
+                Some(Delivery { redelivered: false, entry, origin: None })
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.0.size_hint()
+        let n = match &self.0 {
+            Source::Unacked(it) => it.len(),
+            Source::Stream(ahead, mem) => ahead.len() + mem.len(),
+        };
+        (n, Some(n))
     }
 }
 

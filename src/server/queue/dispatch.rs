@@ -133,7 +133,12 @@ impl Queue {
                 }
                 c.mark_sent(first, now);
                 let lo = crate::protocol::wire::usize_of(first - c.base_tag);
-                out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));
+                out(
+                    c.owner,
+                    c.id,
+                    first,
+                    Deliveries::unacked(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))),
+                );
                 if bytes == 0 {
                     done.full.push(c.owner);
                 }

@@ -31,7 +31,7 @@ mod stream_tests;
 #[cfg(test)]
 mod tests;
 
-pub use consumer::Deliveries;
+pub use consumer::{Deliveries, Delivery};
 pub use dispatch::{delivery_cost, Dispatched, DELIVERY_FRAMING_BYTES};
 pub use limits::{Dead, Published};
 pub use ready::HOT_LOW;

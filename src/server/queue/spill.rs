@@ -269,7 +269,7 @@ mod tests {
         locs
     }
 
-    fn bodies<'a>(d: impl Iterator<Item = &'a Message>) -> Vec<Vec<u8>> {
+    fn bodies<'a>(d: impl Iterator<Item = super::super::Delivery<'a>>) -> Vec<Vec<u8>> {
         d.map(|m| parse_entry(&m.entry).unwrap().body.to_vec()).collect()
     }
 

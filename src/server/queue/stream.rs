@@ -410,12 +410,17 @@ impl Queue {
 
     /// Dispatch for a stream: each consumer reads on from its own position
     /// as far as its credit and its connection's room allow. What it gets
-    /// is tracked as unacked (an ack only gives the credit back), holding a
-    /// reference to the stored entry, never a copy.
+    /// is tracked as unacked by tag and offset only (an ack only gives the
+    /// credit back): the deliveries borrow the stored entries, so a
+    /// delivery takes no reference count here; the connection takes one
+    /// if it sends the entry by reference.
     pub(super) fn dispatch_stream(&mut self, out: Out<'_>, room: &dyn Fn(ConnRef) -> usize, now: u64) -> Dispatched {
         let mut done = Dispatched::default();
         let ra = self.limits.stream_read_ahead_bytes;
         let Some(s) = self.stream.as_mut() else { return done };
+        // Entries taken from a consumer's read-ahead (from the log), held
+        // for the one call of `out`.
+        let mut ahead: Vec<Bytes> = Vec::new();
         for c in self.consumers.iter_mut().filter(|c| !c.pull) {
             let mut credit = c.credit();
             let mut i = s.index_of(c.stream_next);
@@ -428,14 +433,29 @@ impl Queue {
                 continue;
             }
             let first = c.next_tag();
+            ahead.clear();
+            // The run in memory: from `mem_from` to `i`.
+            let mut mem_from = None;
             while credit > 0 && bytes > 0 {
                 let Some(m) = s.msgs.get(i) else { break };
-                // In memory, or read ahead from the log; else a read is
-                // asked for (once) and this consumer waits for it.
-                let Some(entry) = super::stream_read::entry_for(c, m) else { break };
-                bytes = bytes.saturating_sub(delivery_cost(entry.len()));
+                let len = if !m.entry.is_empty() {
+                    mem_from.get_or_insert(i);
+                    m.entry.len()
+                } else if mem_from.is_some() {
+                    // Back on disk after memory (not a window's shape): the
+                    // rest goes in the next pass.
+                    break;
+                } else {
+                    // Read ahead from the log; else a read is asked for
+                    // (once) and this consumer waits for it.
+                    let Some(entry) = super::stream_read::entry_from_log(c, m) else { break };
+                    let len = entry.len();
+                    ahead.push(entry);
+                    len
+                };
+                bytes = bytes.saturating_sub(delivery_cost(len));
                 credit -= 1;
-                c.track(Message::new(m.offset, entry, false));
+                c.track(Message::new(m.offset, Bytes::new(), false));
                 c.stream_next = m.offset + 1;
                 i += 1;
             }
@@ -448,8 +468,8 @@ impl Queue {
                 continue;
             }
             c.mark_sent(first, now);
-            let lo = crate::protocol::wire::usize_of(first - c.base_tag);
-            out(c.owner, c.id, first, Deliveries(c.unacked.range(lo..lo + crate::protocol::wire::usize_of(count))));
+            let in_memory = s.msgs.range(mem_from.unwrap_or(i)..i);
+            out(c.owner, c.id, first, Deliveries::stream(&ahead, in_memory));
             done.sent += crate::protocol::wire::usize_of(count);
             if bytes == 0 {
                 done.full.push(c.owner);

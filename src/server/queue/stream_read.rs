@@ -20,12 +20,10 @@ use bytes::Bytes;
 /// bounded as its bytes are).
 const READ_MSGS_MAX: usize = 8192;
 
-/// The entry of `m` for `c`: in memory, or from `c`'s read-ahead (what
-/// it has passed is dropped on the way). `None`: a read is needed.
-pub(super) fn entry_for(c: &mut Consumer, m: &Stored) -> Option<Bytes> {
-    if !m.entry.is_empty() {
-        return Some(m.entry.clone());
-    }
+/// The entry of `m`, which is not in memory, for `c`: from `c`'s
+/// read-ahead (what it has passed is dropped on the way). `None`: a read
+/// is needed.
+pub(super) fn entry_from_log(c: &mut Consumer, m: &Stored) -> Option<Bytes> {
     while c.stream_ahead.front().is_some_and(|(o, _)| *o < m.offset) {
         if let Some((_, e)) = c.stream_ahead.pop_front() {
             c.stream_ahead_bytes -= e.len() as u64;

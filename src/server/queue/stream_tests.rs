@@ -80,6 +80,26 @@ fn deliveries_share_the_stored_entry() {
     assert_eq!(ptrs[0], ptrs[1], "one stored copy for every consumer");
 }
 
+/// Unacked stream deliveries are tags and offsets: they hold no reference
+/// to the stored entry (no reference count per delivery or per ack), and
+/// acks still check every tag.
+#[test]
+fn unacked_stream_deliveries_hold_no_reference() {
+    let mut q = stream(TableBuilder::new());
+    publish(&mut q, msgs(0..3), 0).unwrap();
+    q.subscribe_stream(C, 1, 10, start(StreamOffset::First)).unwrap();
+    q.subscribe_stream(C, 2, 10, start(StreamOffset::First)).unwrap();
+    let mut n = 0;
+    q.dispatch(&mut |_, _, _, ms| n += ms.count(), 0);
+    assert_eq!(n, 6);
+    let s = q.stream.as_ref().unwrap();
+    assert!(s.msgs.iter().all(|m| m.entry.is_unique()), "only the stream holds the entries");
+    q.ack(C, 1, &[(3, 3), (1, 1)]).unwrap();
+    assert_eq!(q.ack(C, 1, &[(1, 2)]).unwrap_err().code, ErrorCode::UnknownDeliveryTag);
+    q.ack(C, 1, &[(2, 2)]).unwrap();
+    q.ack(C, 2, &[(1, 3)]).unwrap();
+}
+
 #[test]
 fn rabbitmq_refusals() {
     let mut q = stream(TableBuilder::new());

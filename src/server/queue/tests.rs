@@ -17,7 +17,11 @@ pub(super) fn msgs(r: std::ops::Range<u32>) -> Vec<Bytes> {
 }
 
 fn body(m: &Message) -> String {
-    String::from_utf8(crate::protocol::batch::parse_entry(&m.entry).unwrap().body.to_vec()).unwrap()
+    body_of(&m.entry)
+}
+
+fn body_of(entry: &[u8]) -> String {
+    String::from_utf8(crate::protocol::batch::parse_entry(entry).unwrap().body.to_vec()).unwrap()
 }
 
 pub(super) fn queue(args: TableBuilder) -> Queue {
@@ -36,7 +40,7 @@ fn collect_at(q: &mut Queue, now: u64) -> Vec<(u32, u64, Vec<String>)> {
     let mut v = Vec::new();
     q.dispatch(
         &mut |_, consumer_id, first_tag, msgs| {
-            v.push((consumer_id, first_tag, msgs.map(body).collect()));
+            v.push((consumer_id, first_tag, msgs.map(|d| body_of(d.entry)).collect()));
         },
         now,
     );
