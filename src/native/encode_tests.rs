@@ -4,7 +4,7 @@ use crate::protocol::{decode, Decoded};
 
 fn entry(body_len: usize, redelivered: bool) -> Bytes {
     let mut b = BytesMut::new();
-    let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..body_len).map(|i| u8::try_from(i % 251).unwrap()).collect();
     put_entry(&mut b, if redelivered { ENTRY_REDELIVERED } else { 0 }, b"p", &body);
     b.freeze()
 }

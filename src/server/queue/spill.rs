@@ -270,7 +270,7 @@ mod tests {
     }
 
     fn bodies<'a>(d: impl Iterator<Item = super::super::Delivery<'a>>) -> Vec<Vec<u8>> {
-        d.map(|m| parse_entry(&m.entry).unwrap().body.to_vec()).collect()
+        d.map(|m| parse_entry(m.entry).unwrap().body.to_vec()).collect()
     }
 
     fn ra(bytes: u64, msgs: usize) -> ReadAhead {

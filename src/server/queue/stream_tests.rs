@@ -21,7 +21,7 @@ fn offsets(q: &mut Queue) -> Vec<(u32, Vec<i64>)> {
         &mut |_, id, _, ms| {
             let o = ms
                 .map(|m| {
-                    let e = crate::protocol::batch::parse_entry(&m.entry).unwrap();
+                    let e = crate::protocol::batch::parse_entry(m.entry).unwrap();
                     let p = Props::parse(e.props).unwrap();
                     match p.headers.unwrap().get("x-stream-offset") {
                         Some(Value::I64(o)) => *o,
