@@ -154,3 +154,18 @@ fn redelivered_large_messages_carry_their_flag() {
     c.ack(cid, &[(again[0].tag, again[5].tag)]);
     c.ping();
 }
+
+/// A reader slower than the socket (a small receive buffer, and a pause
+/// before it reads): the vectored writes fill the socket, wait for room
+/// and go on mid-slice; every byte arrives, in order.
+#[test]
+fn a_full_socket_resumes_vectored_writes_where_they_stopped() {
+    let b = TestBroker::start();
+    let q = filled(&b, "slow");
+    let mut c = Raw::connect_small_rcvbuf(b.shards[0], 4096);
+    c.handshake();
+    let cid = stream_subscribe(&mut c, &q, 1000, StreamAt::First);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    check_in_order(&c.expect_deliveries(cid, N as usize), 0);
+    c.ping();
+}
