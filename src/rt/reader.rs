@@ -201,8 +201,8 @@ impl<F: Framing> FrameReader<F> {
 
     /// Reads of the plain socket `fd` (the one every read is given) try a
     /// non-blocking `recv` straight into the buffer's unwritten capacity
-    /// first, and go through the stream (zeroing what they read into, as
-    /// `AsyncRead` needs) only when nothing is there yet. A chunk handed
+    /// first while the socket has bytes waiting, and go through the stream
+    /// (zeroing what they read into, as `AsyncRead` needs) when it had none. A chunk handed
     /// out keeps its buffer, so most reads start a fresh one: without this,
     /// each byte read was first zeroed (a client reading a stream at
     /// gigabytes a second spent as much on the memset as on its frames).
@@ -401,7 +401,10 @@ impl<F: Framing> FrameReader<F> {
                 return Err(ReadError::Timeout { buffered: start });
             }
         }
-        if let Some(fd) = self.fd {
+        // Only while the socket has had bytes waiting (the last read did
+        // not wait): an idle socket's read would fail twice (here, then in
+        // the stream) before waiting.
+        if let Some(fd) = self.fd.filter(|_| !self.waited) {
             match self.recv_now(fd, want) {
                 Ok(Some(n)) => {
                     self.waited = false;
