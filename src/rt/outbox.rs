@@ -78,12 +78,6 @@ impl Outbox {
         self.wake_writer.notify();
     }
 
-    /// Whether [`OutBuf::put_ref`] keeps references (the writer sends
-    /// vectored) rather than copying.
-    pub fn sends_by_reference(&self) -> bool {
-        self.vectored.get()
-    }
-
     /// Bytes written to the socket so far, and the batches they went in.
     pub fn write_totals(&self) -> (u64, u64) {
         self.written.get()
