@@ -54,7 +54,7 @@ impl Client {
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
-        let routes = cluster::Routes::default();
+        let routes = cluster::Routes::new(hub.clone());
         if let Some(map) = map {
             routes.set(map);
         }

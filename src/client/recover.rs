@@ -1,11 +1,15 @@
 //! Automatic recovery on glommio (docs/client.md, "Recovery"), as the
 //! tokio client's (`client::tokio::recover`) on one thread: the client's
-//! [`Hub`] and the supervisor task that redials with backoff, declares
-//! again, resubscribes and republishes. What is decided is
-//! `client::core`'s (backoff, record, events); this is the I/O.
+//! [`Hub`] and the supervisor task that redials with backoff (failing the
+//! first connection over to another node of the cluster map when its own
+//! stays down), declares again, resubscribes and republishes. What is
+//! decided is `client::core`'s (`rounds`: where to, when to give up;
+//! backoff, record, events); this is the I/O.
 
 use super::conn::Conn;
-use super::core::recovery::{Backoff, Event, EventQueue, Recovery, Unconfirmed};
+use super::core::recovery::{Event, EventQueue, Recovery, Unconfirmed};
+use super::core::rounds::{redeclare, AfterRound, Rounds};
+use super::core::routes::OwnedMap;
 use super::core::topology::Topology;
 use super::dial::Dialer;
 use super::producer::Inner as ProducerInner;
@@ -13,6 +17,7 @@ use super::{ClientError, ClientOptions};
 use crate::rt::Notify;
 use futures_lite::Stream;
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -29,6 +34,9 @@ pub(crate) struct Hub {
     producers: RefCell<Vec<Weak<ProducerInner>>>,
     lost: Notify,
     closing: Cell<bool>,
+    /// Each node's shards' addresses, from the last cluster map the client
+    /// had: where the first connection fails over to.
+    nodes: RefCell<Vec<Vec<SocketAddr>>>,
 }
 
 impl Hub {
@@ -42,7 +50,13 @@ impl Hub {
             producers: RefCell::default(),
             lost: Notify::default(),
             closing: Cell::new(false),
+            nodes: RefCell::default(),
         })
+    }
+
+    /// The client has a (new) cluster map.
+    pub(crate) fn set_map(&self, map: &OwnedMap) {
+        *self.nodes.borrow_mut() = map.nodes.clone();
     }
 
     /// Adds an event for the application; never waits.
@@ -153,60 +167,96 @@ pub(crate) async fn supervise(hub: Rc<Hub>, dialer: Rc<Dialer>, opts: ClientOpti
     }
 }
 
-/// Brings `down` back; false when recovery gave up (or the client closed).
-async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, mut down: Vec<Rc<Conn>>) -> bool {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
-    let mut backoff = Backoff::new(&hub.recovery, seed);
-    let mut next = 0;
-    while next < down.len() {
-        let conn = down[next].clone();
-        next += 1;
-        loop {
-            if hub.is_closing() {
+/// Brings `down` back, round after round of redials with backoff, as the
+/// tokio client does (`core::rounds::Rounds` decides each round): the
+/// first connection fails over to another node of the cluster map when
+/// its own stays down; a connection back is replayed as soon as the first
+/// one is up, while others (a dead node's shards) stay down without
+/// holding up the live ones. False when recovery gave up (or the client
+/// closed).
+async fn recover(hub: &Hub, dialer: &Rc<Dialer>, opts: &ClientOptions, mut down: Vec<Rc<Conn>>) -> bool {
+    let mut rounds = Rounds::new(&hub.recovery);
+    // Redialled, waiting for the first connection to replay through.
+    let mut back: Vec<Rc<Conn>> = Vec::new();
+    loop {
+        if hub.is_closing() {
+            return false;
+        }
+        let conns = hub.live_conns();
+        let Some(first) = conns.first().cloned() else { return false };
+        // One closed meanwhile (the application's close) is not brought
+        // back; one that went down meanwhile joins this round.
+        down.retain(|c| c.is_down());
+        for c in conns.into_iter().filter(|c| c.is_down()) {
+            if !down.iter().chain(&back).any(|d| Rc::ptr_eq(d, &c)) {
+                down.push(c);
+            }
+        }
+        // The round's redials run together: an address that does not
+        // answer costs `connect_timeout` once per round.
+        let dials: Vec<_> = down
+            .iter()
+            .map(|conn| {
+                let to = rounds.target(Rc::ptr_eq(conn, &first), &hub.nodes.borrow(), &conn.node_info());
+                let (conn, dialer, opts) = (conn.clone(), dialer.clone(), opts.clone());
+                glommio::spawn_local(async move { (to, conn.redial(&dialer, &opts, to).await) })
+            })
+            .collect();
+        let mut last_error = None;
+        let mut still = Vec::new();
+        // In the order they went down (the first connection first).
+        for (dial, conn) in dials.into_iter().zip(std::mem::take(&mut down)) {
+            match dial.await {
+                (_, Ok(())) => {
+                    hub.event(rounds.reconnected(conn.addr()));
+                    back.push(conn);
+                }
+                (to, Err(e)) => {
+                    tracing::debug!(addr = %conn.addr(), ?to, error = %e, "redial failed");
+                    last_error = Some(e);
+                    still.push(conn);
+                }
+            }
+        }
+        down = still;
+        let first_up = !first.is_down();
+        if first_up && !back.is_empty() {
+            replay(hub, &first, &back).await;
+            back.clear();
+        }
+        match rounds.after(first_up, !down.is_empty() || !back.is_empty(), last_error) {
+            AfterRound::Done => return true,
+            AfterRound::Wait { wait, or_lost: true } => {
+                futures_lite::future::or(glommio::timer::sleep(wait), hub.lost.notified()).await;
+            }
+            AfterRound::Wait { wait, or_lost: false } => glommio::timer::sleep(wait).await,
+            AfterRound::EndStillDown(error) => {
+                for c in &down {
+                    c.fail(error.clone());
+                }
+                let batches = fail_unconfirmed(hub, &error, |p| down.iter().any(|c| Rc::ptr_eq(c, p.conn())));
+                if batches > 0 {
+                    hub.event(Event::Failed { batches, error });
+                }
+                return true;
+            }
+            AfterRound::GiveUp(error) => {
+                give_up(hub, error);
                 return false;
             }
-            match conn.redial(dialer, opts).await {
-                Ok(()) => {
-                    hub.event(Event::Reconnected { addr: conn.addr(), attempt: backoff.attempts() + 1 });
-                    break;
-                }
-                Err(e) => match backoff.failed() {
-                    Some(wait) => {
-                        tracing::debug!(addr = %conn.addr(), error = %e, ?wait, "redial failed");
-                        glommio::timer::sleep(wait).await;
-                    }
-                    None => {
-                        give_up(hub, e);
-                        return false;
-                    }
-                },
-            }
-        }
-        // Connections that went down meanwhile join this round.
-        if next == down.len() {
-            for c in hub.live_conns() {
-                if c.is_down() && !down.iter().any(|d| Rc::ptr_eq(d, &c)) {
-                    down.push(c);
-                }
-            }
         }
     }
+}
+
+/// `back` (redialled, `Replaying`) goes up again: the recorded topology
+/// declared again over `first`, consumers resubscribed, unconfirmed
+/// batches republished or failed.
+async fn replay(hub: &Hub, first: &Conn, back: &[Rc<Conn>]) {
     // Declarations first, over the first connection (the broker forwards
     // each to its owner and answers once it is made).
-    let Some(first) = hub.live_conns().into_iter().next() else { return false };
     let records = hub.topology.borrow().records().to_vec();
-    let mut failed = 0;
-    for r in &records {
-        if let Err(e) = first.simple(r.cmd()).await {
-            tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
-            hub.event(Event::RedeclareFailed { what: r.describe(), error: e });
-            failed += 1;
-        }
-    }
-    hub.event(Event::TopologyRecovered { records: records.len(), failed });
-    for conn in &down {
+    redeclare(&records, |cmd| first.simple(cmd), |e| hub.event(e)).await;
+    for conn in back {
         for (id, r) in conn.resubscribe(hub).await {
             match r {
                 Ok(()) => hub.event(Event::Resubscribed { consumer_id: id }),
@@ -214,9 +264,9 @@ async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, mut down: Vec
             }
         }
     }
-    let mut batches = 0;
     let lost = Unconfirmed::lost();
-    for p in hub.live_producers().iter().filter(|p| down.iter().any(|c| Rc::ptr_eq(c, p.conn()))) {
+    let mut batches = 0;
+    for p in hub.live_producers().iter().filter(|p| back.iter().any(|c| Rc::ptr_eq(c, p.conn()))) {
         batches += match hub.recovery.unconfirmed {
             Unconfirmed::Republish => p.republish(),
             Unconfirmed::Fail => p.fail_unconfirmed(&lost),
@@ -225,20 +275,24 @@ async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, mut down: Vec
     if let Some(e) = hub.recovery.unconfirmed.event(batches, lost) {
         hub.event(e);
     }
-    for conn in &down {
+    for conn in back {
         conn.set_up();
     }
-    true
 }
 
-/// `attempts_max` redials failed: everything ends with `error`.
+/// Fails the unconfirmed batches of the producers `which` picks; how many.
+fn fail_unconfirmed(hub: &Hub, error: &ClientError, which: impl Fn(&ProducerInner) -> bool) -> usize {
+    hub.live_producers().iter().filter(|p| which(p)).map(|p| p.fail_unconfirmed(error)).sum()
+}
+
+/// `attempts_max` rounds failed with the first connection down:
+/// everything ends with `error`.
 fn give_up(hub: &Hub, error: ClientError) {
-    let error = ClientError::Closed(format!("recovery gave up: {error}"));
     hub.closing.set(true);
     for c in hub.live_conns() {
         c.fail(error.clone());
     }
-    let batches: usize = hub.live_producers().iter().map(|p| p.fail_unconfirmed(&error)).sum();
+    let batches = fail_unconfirmed(hub, &error, |_| true);
     if batches > 0 {
         hub.event(Event::Failed { batches, error: error.clone() });
     }

@@ -13,7 +13,11 @@
 //! - [`routes`]: the cluster map and where each queue lives.
 //! - [`cmds`]: the requests behind the client's admin calls.
 //! - [`recovery`] and [`topology`]: automatic recovery's options, backoff,
-//!   events and the record of what to declare again.
+//!   events and the record of what to declare again; [`rounds`]: one
+//!   recovery's rounds of redials (where to, failover, when to give up)
+//!   and the declarations made again.
+//! - [`pull`]: a connection's `get` tags across recovery (a stale tag's
+//!   ack refused).
 //!
 //! A shell keeps these in whatever cell its runtime wants (`RefCell` on
 //! glommio's single thread, a `Mutex` on tokio's pool) and calls into
@@ -25,7 +29,9 @@ pub mod cmds;
 pub mod delivery;
 pub mod handshake;
 pub mod incoming;
+pub mod pull;
 pub mod recovery;
 pub mod requests;
+pub mod rounds;
 pub mod routes;
 pub mod topology;

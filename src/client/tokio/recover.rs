@@ -13,9 +13,8 @@
 use super::conn::{lock, Conn};
 use super::io::Dialer;
 use super::producer::Inner as ProducerInner;
-use crate::client::core::recovery::{
-    failover_target, Backoff, Event, EventQueue, Recovery, Unconfirmed, FAILOVER_AFTER,
-};
+use crate::client::core::recovery::{Event, EventQueue, Recovery, Unconfirmed};
+use crate::client::core::rounds::{redeclare, AfterRound, Rounds};
 use crate::client::core::routes::OwnedMap;
 use crate::client::core::topology::Topology;
 use crate::client::{ClientError, ClientOptions};
@@ -67,12 +66,6 @@ impl Hub {
     /// The client has a (new) cluster map.
     pub(crate) fn set_map(&self, map: &OwnedMap) {
         *lock(&self.nodes) = map.nodes.clone();
-    }
-
-    /// Where `first`, down, tries next (`core::recovery::failover_target`).
-    fn failover_target(&self, first: &Conn, cursor: &mut Option<usize>) -> Option<SocketAddr> {
-        let at = first.node_info();
-        failover_target(&lock(&self.nodes), &at.shard_addrs, at.shard_id, cursor)
     }
 
     /// Adds an event for the application; never waits.
@@ -193,17 +186,14 @@ pub(crate) async fn supervise(hub: Arc<Hub>, dialer: Arc<Dialer>, opts: ClientOp
 /// connection back is replayed (declarations over the first connection,
 /// then its consumers and producers) as soon as the first connection is
 /// up, while others stay down (another node's shards, gone for good, do
-/// not hold up the live ones). False when recovery gave up (or the
-/// client closed).
+/// not hold up the live ones). What each round decides is
+/// `core::rounds::Rounds`'. False when recovery gave up (or the client
+/// closed).
 async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[Arc<Conn>]) -> bool {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
-    let mut backoff = Backoff::new(&hub.recovery, seed);
+    let mut rounds = Rounds::new(&hub.recovery);
     let mut down = down.to_vec();
     // Redialled, waiting for the first connection to replay through.
     let mut back: Vec<Arc<Conn>> = Vec::new();
-    let mut cursor = None;
     loop {
         if hub.is_closing() {
             return false;
@@ -224,11 +214,7 @@ async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[
         // connection to it, and does not hold up the others.
         let mut dials = tokio::task::JoinSet::new();
         for (i, conn) in down.iter().enumerate() {
-            let to = if Arc::ptr_eq(conn, &first) && backoff.attempts() >= FAILOVER_AFTER {
-                hub.failover_target(conn, &mut cursor)
-            } else {
-                None
-            };
+            let to = rounds.target(Arc::ptr_eq(conn, &first), &lock(&hub.nodes), &conn.node_info());
             let (conn, dialer, opts) = (conn.clone(), dialer.clone(), opts.clone());
             dials.spawn(async move { (i, to, conn.redial(&dialer, &opts, to).await) });
         }
@@ -240,7 +226,7 @@ async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[
         for ((_, to, r), conn) in results.into_iter().zip(down.drain(..)) {
             match r {
                 Ok(()) => {
-                    hub.event(Event::Reconnected { addr: conn.addr(), attempt: backoff.attempts() + 1 });
+                    hub.event(rounds.reconnected(conn.addr()));
                     back.push(conn);
                 }
                 Err(e) => {
@@ -256,22 +242,13 @@ async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[
             replay(hub, &first, &back).await;
             back.clear();
         }
-        if down.is_empty() && back.is_empty() {
-            return true;
-        }
-        let error = last_error.unwrap_or_else(|| ClientError::Closed("the connection ended".into()));
-        match backoff.failed() {
-            // With the first connection up, only other nodes' shards are
-            // left: a connection lost meanwhile need not wait for them.
-            Some(wait) if first_up => {
+        match rounds.after(first_up, !down.is_empty() || !back.is_empty(), last_error) {
+            AfterRound::Done => return true,
+            AfterRound::Wait { wait, or_lost: true } => {
                 futures_lite::future::or(tokio::time::sleep(wait), hub.lost.notified()).await;
             }
-            Some(wait) => tokio::time::sleep(wait).await,
-            // The first connection is up: only the connections to shards
-            // that never came back end (their consumers and producers
-            // hear why); the client goes on.
-            None if first_up => {
-                let error = ClientError::Closed(format!("recovery gave up on this connection: {error}"));
+            AfterRound::Wait { wait, or_lost: false } => tokio::time::sleep(wait).await,
+            AfterRound::EndStillDown(error) => {
                 for c in &down {
                     c.fail(error.clone());
                 }
@@ -286,7 +263,7 @@ async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[
                 }
                 return true;
             }
-            None => {
+            AfterRound::GiveUp(error) => {
                 give_up(hub, error);
                 return false;
             }
@@ -304,15 +281,7 @@ async fn replay(hub: &Hub, first: &Conn, back: &[Arc<Conn>]) {
     // owner is out of reach fails (`NodeUnavailable`), is counted in the
     // event, and stays recorded for the next recovery.
     let records = lock(&hub.topology).records().to_vec();
-    let mut failed = 0;
-    for r in &records {
-        if let Err(e) = first.simple(r.cmd()).await {
-            tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
-            hub.event(Event::RedeclareFailed { what: r.describe(), error: e });
-            failed += 1;
-        }
-    }
-    hub.event(Event::TopologyRecovered { records: records.len(), failed });
+    redeclare(&records, |cmd| first.simple(cmd), |e| hub.event(e)).await;
     for conn in back {
         for (id, r) in conn.resubscribe(hub).await {
             match r {
@@ -339,7 +308,6 @@ async fn replay(hub: &Hub, first: &Conn, back: &[Arc<Conn>]) {
 
 /// `attempts_max` redials failed: everything ends with `error`.
 fn give_up(hub: &Hub, error: ClientError) {
-    let error = ClientError::Closed(format!("recovery gave up: {error}"));
     hub.closing.store(true, Ordering::Release);
     for c in hub.live_conns() {
         c.fail(error.clone());
