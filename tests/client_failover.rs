@@ -368,7 +368,11 @@ async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming
         if at_failover.is_some_and(|at| n >= at + 1500) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(25), "failed over and publishing went on: {:?}", events.borrow());
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "failed over and publishing went on: {:?}",
+            events.borrow()
+        );
         let c = producer.publish(&seq_body(seq, 64)).await.expect("publishing to n2 goes on");
         let confirmed = confirmed.clone();
         waits.push(glommio::spawn_local(async move {

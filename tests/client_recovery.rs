@@ -11,52 +11,15 @@
 
 mod common;
 
+use common::process::{free_ports, serve_at as serve};
 use common::{body_seq, queue_on, seq_body};
 use futures_lite::StreamExt;
 use ringmq::client::tokio::Client;
 use ringmq::client::{ClientError, ClientOptions, Event, ExchangeOptions, ProducerOptions, Recovery, Unconfirmed};
 use std::collections::{BTreeSet, HashMap};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A port P with P + 1 and P + 2 free too (the broker's two shards listen
-/// on P + 1 + i), so a restart gets the same addresses.
-fn free_ports() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p > 65_000 {
-            continue;
-        }
-        if (1..=2).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-    panic!("no three free ports in a row");
-}
-
-fn serve(dir: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["serve", "--cores", "2", "--no-pin", "--amqp-listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ringmq serve starts");
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("ready line");
-    assert!(line.contains(&format!("127.0.0.1:{port}")), "ready on the port asked for: {line}");
-    child
-}
 
 fn options(port: u16, unconfirmed: Unconfirmed) -> ClientOptions {
     ClientOptions {

@@ -1,5 +1,6 @@
 //! `ringmq serve` as a child process (for the tests that kill it with
-//! -9): started with two unpinned shards on ports 0, its ready line read.
+//! -9): started with two unpinned shards on ports 0 (or on given ports,
+//! to be restarted on them), its ready line read.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -35,4 +36,42 @@ pub fn field(line: &str, key: &str) -> String {
         .find_map(|w| w.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("no {key} in the ready line {line:?}"))
         .to_string()
+}
+
+/// A port P with P + 1 and P + 2 free too (the broker's two shards listen
+/// on P + 1 + i), so a restart gets the same addresses.
+pub fn free_ports() -> u16 {
+    for _ in 0..200 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p > 65_000 {
+            continue;
+        }
+        if (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no three free ports in a row");
+}
+
+/// Starts `ringmq serve` (two shards) on `port` (from [`free_ports`]) with
+/// its data in `dir`: again after a kill, on the same ports and data.
+pub fn serve_at(dir: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["serve", "--cores", "2", "--no-pin", "--amqp-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ringmq serve starts");
+    let mut line = String::new();
+    let out = child.stdout.take().expect("piped stdout");
+    BufReader::new(out).read_line(&mut line).expect("ready line");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "ready on the port asked for: {line}");
+    child
 }
