@@ -2,18 +2,20 @@
 //! tokio client's (`client::tokio::recover`) on one thread: the client's
 //! [`Hub`] and the supervisor task that redials with backoff (failing the
 //! first connection over to another node of the cluster map when its own
-//! stays down), declares again, resubscribes and republishes. What is
-//! decided is `client::core`'s (`rounds`: where to, when to give up;
-//! backoff, record, events); this is the I/O.
+//! stays down), declares again, resubscribes and republishes. The loop is
+//! the core's (`client::core::supervise`, shared with the tokio client);
+//! this is the I/O it runs on (`Sup`: glommio sockets, tasks, timers).
 
 use super::conn::Conn;
-use super::core::recovery::{Event, EventQueue, Recovery, Unconfirmed};
-use super::core::rounds::{redeclare, AfterRound, Rounds};
+use super::core::recovery::{Event, EventQueue, Recovery};
 use super::core::routes::OwnedMap;
+use super::core::supervise::{recover, Shell};
+use super::core::topology::Record;
 use super::core::topology::Topology;
 use super::dial::Dialer;
 use super::producer::Inner as ProducerInner;
-use super::{ClientError, ClientOptions};
+use super::{ClientError, ClientOptions, Result, ServerInfo};
+use crate::protocol::Cmd;
 use crate::rt::Notify;
 use futures_lite::Stream;
 use std::cell::{Cell, RefCell};
@@ -21,6 +23,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 /// What a client's connections, producers and consumers share for
 /// recovery. Exists only when `ClientOptions::recovery` is set.
@@ -161,140 +164,116 @@ pub(crate) async fn supervise(hub: Rc<Hub>, dialer: Rc<Dialer>, opts: ClientOpti
             lost.await;
             continue;
         }
-        if !recover(&hub, &dialer, &opts, down).await {
+        // The rounds, the failover and the replay are the core's loop.
+        if !recover(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, down).await {
             return;
         }
     }
 }
 
-/// Brings `down` back, round after round of redials with backoff, as the
-/// tokio client does (`core::rounds::Rounds` decides each round): the
-/// first connection fails over to another node of the cluster map when
-/// its own stays down; a connection back is replayed as soon as the first
-/// one is up, while others (a dead node's shards) stay down without
-/// holding up the live ones. False when recovery gave up (or the client
-/// closed).
-async fn recover(hub: &Hub, dialer: &Rc<Dialer>, opts: &ClientOptions, mut down: Vec<Rc<Conn>>) -> bool {
-    let mut rounds = Rounds::new(&hub.recovery);
-    // Redialled, waiting for the first connection to replay through.
-    let mut back: Vec<Rc<Conn>> = Vec::new();
-    loop {
-        if hub.is_closing() {
-            return false;
-        }
-        let conns = hub.live_conns();
-        let Some(first) = conns.first().cloned() else { return false };
-        // One closed meanwhile (the application's close) is not brought
-        // back; one that went down meanwhile joins this round.
-        down.retain(|c| c.is_down());
-        for c in conns.into_iter().filter(|c| c.is_down()) {
-            if !down.iter().chain(&back).any(|d| Rc::ptr_eq(d, &c)) {
-                down.push(c);
-            }
-        }
-        // The round's redials run together: an address that does not
-        // answer costs `connect_timeout` once per round.
-        let dials: Vec<_> = down
-            .iter()
-            .map(|conn| {
-                let to = rounds.target(Rc::ptr_eq(conn, &first), &hub.nodes.borrow(), &conn.node_info());
-                let (conn, dialer, opts) = (conn.clone(), dialer.clone(), opts.clone());
-                glommio::spawn_local(async move { (to, conn.redial(&dialer, &opts, to).await) })
+/// What the shared supervisor loop (`core::supervise`) runs on: this
+/// client's hub, dialer and options.
+struct Sup<'a> {
+    hub: &'a Hub,
+    dialer: &'a Rc<Dialer>,
+    opts: &'a ClientOptions,
+}
+
+impl Shell for Sup<'_> {
+    type Conn = Rc<Conn>;
+
+    fn recovery(&self) -> &Recovery {
+        &self.hub.recovery
+    }
+
+    fn closing(&self) -> bool {
+        self.hub.is_closing()
+    }
+
+    fn set_closing(&self) {
+        self.hub.closing.set(true);
+    }
+
+    fn conns(&self) -> Vec<Rc<Conn>> {
+        self.hub.live_conns()
+    }
+
+    fn same(a: &Rc<Conn>, b: &Rc<Conn>) -> bool {
+        Rc::ptr_eq(a, b)
+    }
+
+    fn is_down(c: &Rc<Conn>) -> bool {
+        c.is_down()
+    }
+
+    fn addr(c: &Rc<Conn>) -> SocketAddr {
+        c.addr()
+    }
+
+    fn node_info(c: &Rc<Conn>) -> ServerInfo {
+        c.node_info()
+    }
+
+    fn nodes(&self) -> Vec<Vec<SocketAddr>> {
+        self.hub.nodes.borrow().clone()
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.hub.topology.borrow().records().to_vec()
+    }
+
+    fn event(&self, e: Event) {
+        self.hub.event(e);
+    }
+
+    async fn redial_all(&self, dials: Vec<(Rc<Conn>, Option<SocketAddr>)>) -> Vec<Result<()>> {
+        let tasks: Vec<_> = dials
+            .into_iter()
+            .map(|(conn, to)| {
+                let (dialer, opts) = (self.dialer.clone(), self.opts.clone());
+                glommio::spawn_local(async move { conn.redial(&dialer, &opts, to).await })
             })
             .collect();
-        let mut last_error = None;
-        let mut still = Vec::new();
-        // In the order they went down (the first connection first).
-        for (dial, conn) in dials.into_iter().zip(std::mem::take(&mut down)) {
-            match dial.await {
-                (_, Ok(())) => {
-                    hub.event(rounds.reconnected(conn.addr()));
-                    back.push(conn);
-                }
-                (to, Err(e)) => {
-                    tracing::debug!(addr = %conn.addr(), ?to, error = %e, "redial failed");
-                    last_error = Some(e);
-                    still.push(conn);
-                }
-            }
+        let mut results = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            results.push(t.await);
         }
-        down = still;
-        let first_up = !first.is_down();
-        if first_up && !back.is_empty() {
-            replay(hub, &first, &back).await;
-            back.clear();
-        }
-        match rounds.after(first_up, !down.is_empty() || !back.is_empty(), last_error) {
-            AfterRound::Done => return true,
-            AfterRound::Wait { wait, or_lost: true } => {
-                futures_lite::future::or(glommio::timer::sleep(wait), hub.lost.notified()).await;
-            }
-            AfterRound::Wait { wait, or_lost: false } => glommio::timer::sleep(wait).await,
-            AfterRound::EndStillDown(error) => {
-                for c in &down {
-                    c.fail(error.clone());
-                }
-                let batches = fail_unconfirmed(hub, &error, |p| down.iter().any(|c| Rc::ptr_eq(c, p.conn())));
-                if batches > 0 {
-                    hub.event(Event::Failed { batches, error });
-                }
-                return true;
-            }
-            AfterRound::GiveUp(error) => {
-                give_up(hub, error);
-                return false;
-            }
-        }
+        results
     }
-}
 
-/// `back` (redialled, `Replaying`) goes up again: the recorded topology
-/// declared again over `first`, consumers resubscribed, unconfirmed
-/// batches republished or failed.
-async fn replay(hub: &Hub, first: &Conn, back: &[Rc<Conn>]) {
-    // Declarations first, over the first connection (the broker forwards
-    // each to its owner and answers once it is made).
-    let records = hub.topology.borrow().records().to_vec();
-    redeclare(&records, |cmd| first.simple(cmd), |e| hub.event(e)).await;
-    for conn in back {
-        for (id, r) in conn.resubscribe(hub).await {
-            match r {
-                Ok(()) => hub.event(Event::Resubscribed { consumer_id: id }),
-                Err(e) => tracing::warn!(consumer_id = id, error = %e, "recovery: subscribing again failed"),
-            }
+    async fn sleep(&self, wait: Duration, or_lost: bool) {
+        if or_lost {
+            futures_lite::future::or(glommio::timer::sleep(wait), self.hub.lost.notified()).await;
+        } else {
+            glommio::timer::sleep(wait).await;
         }
     }
-    let lost = Unconfirmed::lost();
-    let mut batches = 0;
-    for p in hub.live_producers().iter().filter(|p| back.iter().any(|c| Rc::ptr_eq(c, p.conn()))) {
-        batches += match hub.recovery.unconfirmed {
-            Unconfirmed::Republish => p.republish(),
-            Unconfirmed::Fail => p.fail_unconfirmed(&lost),
-        };
-    }
-    if let Some(e) = hub.recovery.unconfirmed.event(batches, lost) {
-        hub.event(e);
-    }
-    for conn in back {
-        conn.set_up();
-    }
-}
 
-/// Fails the unconfirmed batches of the producers `which` picks; how many.
-fn fail_unconfirmed(hub: &Hub, error: &ClientError, which: impl Fn(&ProducerInner) -> bool) -> usize {
-    hub.live_producers().iter().filter(|p| which(p)).map(|p| p.fail_unconfirmed(error)).sum()
-}
+    async fn simple<'a>(c: &'a Rc<Conn>, cmd: Cmd<'a>) -> Result<u64> {
+        c.simple(cmd).await
+    }
 
-/// `attempts_max` rounds failed with the first connection down:
-/// everything ends with `error`.
-fn give_up(hub: &Hub, error: ClientError) {
-    hub.closing.set(true);
-    for c in hub.live_conns() {
-        c.fail(error.clone());
+    async fn resubscribe<'a>(&'a self, c: &'a Rc<Conn>) -> Vec<(u32, Result<()>)> {
+        c.resubscribe(self.hub).await
     }
-    let batches = fail_unconfirmed(hub, &error, |_| true);
-    if batches > 0 {
-        hub.event(Event::Failed { batches, error: error.clone() });
+
+    fn unconfirmed(&self, on: Option<&[Rc<Conn>]>, fail: Option<&ClientError>) -> usize {
+        let ps = self.hub.live_producers();
+        let mine = |p: &&Rc<ProducerInner>| on.is_none_or(|cs| cs.iter().any(|c| Rc::ptr_eq(c, p.conn())));
+        ps.iter()
+            .filter(mine)
+            .map(|p| match fail {
+                Some(e) => p.fail_unconfirmed(e),
+                None => p.republish(),
+            })
+            .sum()
     }
-    hub.event(Event::GaveUp { error });
+
+    fn set_up(c: &Rc<Conn>) {
+        c.set_up();
+    }
+
+    fn fail(c: &Rc<Conn>, error: ClientError) {
+        c.fail(error);
+    }
 }

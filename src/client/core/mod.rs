@@ -16,6 +16,8 @@
 //!   events and the record of what to declare again; [`rounds`]: one
 //!   recovery's rounds of redials (where to, failover, when to give up)
 //!   and the declarations made again.
+//! - [`supervise`]: the supervisor's loop over those decisions, generic
+//!   over the shell's connections and I/O ([`supervise::Shell`]).
 //! - [`pull`]: a connection's `get` tags across recovery (a stale tag's
 //!   ack refused).
 //!
@@ -34,4 +36,5 @@ pub mod recovery;
 pub mod requests;
 pub mod rounds;
 pub mod routes;
+pub mod supervise;
 pub mod topology;
