@@ -9,7 +9,7 @@
 use super::conn::Conn;
 use super::core::recovery::{Event, EventQueue, Recovery};
 use super::core::routes::OwnedMap;
-use super::core::supervise::{recover, Shell};
+use super::core::supervise::{recover, shell_conn_methods, Shell};
 use super::core::topology::Record;
 use super::core::topology::Topology;
 use super::dial::Dialer;
@@ -182,6 +182,8 @@ struct Sup<'a> {
 impl Shell for Sup<'_> {
     type Conn = Rc<Conn>;
 
+    shell_conn_methods!(Rc);
+
     fn recovery(&self) -> &Recovery {
         &self.hub.recovery
     }
@@ -196,22 +198,6 @@ impl Shell for Sup<'_> {
 
     fn conns(&self) -> Vec<Rc<Conn>> {
         self.hub.live_conns()
-    }
-
-    fn same(a: &Rc<Conn>, b: &Rc<Conn>) -> bool {
-        Rc::ptr_eq(a, b)
-    }
-
-    fn is_down(c: &Rc<Conn>) -> bool {
-        c.is_down()
-    }
-
-    fn addr(c: &Rc<Conn>) -> SocketAddr {
-        c.addr()
-    }
-
-    fn node_info(c: &Rc<Conn>) -> ServerInfo {
-        c.node_info()
     }
 
     fn nodes(&self) -> Vec<Vec<SocketAddr>> {
@@ -247,33 +233,5 @@ impl Shell for Sup<'_> {
         } else {
             glommio::timer::sleep(wait).await;
         }
-    }
-
-    async fn simple<'a>(c: &'a Rc<Conn>, cmd: Cmd<'a>) -> Result<u64> {
-        c.simple(cmd).await
-    }
-
-    async fn resubscribe<'a>(&'a self, c: &'a Rc<Conn>) -> Vec<(u32, Result<()>)> {
-        c.resubscribe(self.hub).await
-    }
-
-    fn unconfirmed(&self, on: Option<&[Rc<Conn>]>, fail: Option<&ClientError>) -> usize {
-        let ps = self.hub.live_producers();
-        let mine = |p: &&Rc<ProducerInner>| on.is_none_or(|cs| cs.iter().any(|c| Rc::ptr_eq(c, p.conn())));
-        ps.iter()
-            .filter(mine)
-            .map(|p| match fail {
-                Some(e) => p.fail_unconfirmed(e),
-                None => p.republish(),
-            })
-            .sum()
-    }
-
-    fn set_up(c: &Rc<Conn>) {
-        c.set_up();
-    }
-
-    fn fail(c: &Rc<Conn>, error: ClientError) {
-        c.fail(error);
     }
 }

@@ -176,3 +176,58 @@ fn give_up<S: Shell>(s: &S, error: ClientError) {
     }
     s.event(Event::GaveUp { error });
 }
+
+/// The [`Shell`] methods that are the same in both shells but for the
+/// pointer (`Rc` on glommio, `Arc` on tokio): each connection's and
+/// producer's own methods, which the shells name alike. Used inside an
+/// `impl Shell` whose `Self` has a `hub` field.
+#[cfg(any(feature = "glommio", feature = "tokio"))]
+macro_rules! shell_conn_methods {
+    ($ptr:ident) => {
+        fn same(a: &$ptr<Conn>, b: &$ptr<Conn>) -> bool {
+            $ptr::ptr_eq(a, b)
+        }
+
+        fn is_down(c: &$ptr<Conn>) -> bool {
+            c.is_down()
+        }
+
+        fn addr(c: &$ptr<Conn>) -> SocketAddr {
+            c.addr()
+        }
+
+        fn node_info(c: &$ptr<Conn>) -> ServerInfo {
+            c.node_info()
+        }
+
+        async fn simple<'a>(c: &'a $ptr<Conn>, cmd: Cmd<'a>) -> Result<u64> {
+            c.simple(cmd).await
+        }
+
+        async fn resubscribe<'a>(&'a self, c: &'a $ptr<Conn>) -> Vec<(u32, Result<()>)> {
+            c.resubscribe(self.hub).await
+        }
+
+        fn unconfirmed(&self, on: Option<&[$ptr<Conn>]>, fail: Option<&ClientError>) -> usize {
+            let ps = self.hub.live_producers();
+            let mine = |p: &&$ptr<ProducerInner>| on.is_none_or(|cs| cs.iter().any(|c| $ptr::ptr_eq(c, p.conn())));
+            ps.iter()
+                .filter(mine)
+                .map(|p| match fail {
+                    Some(e) => p.fail_unconfirmed(e),
+                    None => p.republish(),
+                })
+                .sum()
+        }
+
+        fn set_up(c: &$ptr<Conn>) {
+            c.set_up();
+        }
+
+        fn fail(c: &$ptr<Conn>, error: ClientError) {
+            c.fail(error);
+        }
+    };
+}
+#[cfg(any(feature = "glommio", feature = "tokio"))]
+pub(crate) use shell_conn_methods;

@@ -15,7 +15,7 @@ use super::io::Dialer;
 use super::producer::Inner as ProducerInner;
 use crate::client::core::recovery::{Event, EventQueue, Recovery};
 use crate::client::core::routes::OwnedMap;
-use crate::client::core::supervise::{recover, Shell};
+use crate::client::core::supervise::{recover, shell_conn_methods, Shell};
 use crate::client::core::topology::Record;
 use crate::client::core::topology::Topology;
 use crate::client::{ClientError, ClientOptions, Result, ServerInfo};
@@ -197,6 +197,8 @@ struct Sup<'a> {
 impl Shell for Sup<'_> {
     type Conn = Arc<Conn>;
 
+    shell_conn_methods!(Arc);
+
     fn recovery(&self) -> &Recovery {
         &self.hub.recovery
     }
@@ -211,22 +213,6 @@ impl Shell for Sup<'_> {
 
     fn conns(&self) -> Vec<Arc<Conn>> {
         self.hub.live_conns()
-    }
-
-    fn same(a: &Arc<Conn>, b: &Arc<Conn>) -> bool {
-        Arc::ptr_eq(a, b)
-    }
-
-    fn is_down(c: &Arc<Conn>) -> bool {
-        c.is_down()
-    }
-
-    fn addr(c: &Arc<Conn>) -> SocketAddr {
-        c.addr()
-    }
-
-    fn node_info(c: &Arc<Conn>) -> ServerInfo {
-        c.node_info()
     }
 
     fn nodes(&self) -> Vec<Vec<SocketAddr>> {
@@ -258,33 +244,5 @@ impl Shell for Sup<'_> {
         } else {
             tokio::time::sleep(wait).await;
         }
-    }
-
-    async fn simple<'a>(c: &'a Arc<Conn>, cmd: Cmd<'a>) -> Result<u64> {
-        c.simple(cmd).await
-    }
-
-    async fn resubscribe<'a>(&'a self, c: &'a Arc<Conn>) -> Vec<(u32, Result<()>)> {
-        c.resubscribe(self.hub).await
-    }
-
-    fn unconfirmed(&self, on: Option<&[Arc<Conn>]>, fail: Option<&ClientError>) -> usize {
-        let ps = self.hub.live_producers();
-        let mine = |p: &&Arc<ProducerInner>| on.is_none_or(|cs| cs.iter().any(|c| Arc::ptr_eq(c, p.conn())));
-        ps.iter()
-            .filter(mine)
-            .map(|p| match fail {
-                Some(e) => p.fail_unconfirmed(e),
-                None => p.republish(),
-            })
-            .sum()
-    }
-
-    fn set_up(c: &Arc<Conn>) {
-        c.set_up();
-    }
-
-    fn fail(c: &Arc<Conn>, error: ClientError) {
-        c.fail(error);
     }
 }
