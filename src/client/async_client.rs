@@ -309,7 +309,12 @@ impl Client {
         r
     }
 
-    /// Acks a message obtained with [`Client::get`].
+    /// Acks a message obtained with [`Client::get`]. A delivery from a
+    /// socket that has since ended (recovery redialled) is refused with
+    /// [`ClientError::StaleDelivery`] and nothing is sent: its tag could
+    /// name another message on the new socket, and the broker requeued
+    /// the message, which comes again flagged `redelivered`
+    /// (docs/client.md, "Pull consumers across a reconnect").
     pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
         self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
     }

@@ -23,7 +23,8 @@
 //!
 //! A shell keeps these in whatever cell its runtime wants (`RefCell` on
 //! glommio's single thread, a `Mutex` on tokio's pool) and calls into
-//! them; none of them waits or does I/O.
+//! them; none of them does I/O, and only `rounds::redeclare` and
+//! `supervise::recover` wait, on futures the shell hands them.
 
 pub mod acks;
 pub mod batch;

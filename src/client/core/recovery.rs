@@ -51,8 +51,8 @@ pub struct Recovery {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Failed rounds of redials (each round tries every connection that
-    /// is down once) before giving up; 0: forever. On the tokio client,
-    /// when they run out with the first connection up (failed over), only
+    /// is down once) before giving up; 0: forever. When they run out with
+    /// the first connection up (failed over), only
     /// the connections still down end (docs/client.md, "Failover").
     pub attempts_max: u32,
     pub unconfirmed: Unconfirmed,
@@ -176,7 +176,7 @@ pub enum Event {
     Disconnected { addr: SocketAddr, error: ClientError },
     /// A connection is back, in round `attempt` of redials (1: the first
     /// worked), at `addr`: its own shard's address, or, when the first
-    /// connection failed over (tokio client), another node's shard.
+    /// connection failed over (either async client), another node's shard.
     Reconnected { addr: SocketAddr, attempt: u32 },
     /// The recorded queues, exchanges and bindings were declared again;
     /// `failed` of them were refused (each logged).
