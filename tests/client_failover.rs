@@ -260,8 +260,8 @@ async fn scenario(nodes: &mut [Node]) {
 /// subscribes to one on n1's other shard) while another thread kills n1
 /// with `kill -9` for good once confirms flow. Its first connection moves
 /// to n2 or n3, the declarations are replayed there (the queue on n1
-/// refused with `NodeUnavailable`), publishing goes on, and every
-/// confirmed message is received.
+/// refused with `NodeUnavailable`), a new queue is declared through it,
+/// publishing goes on, and every confirmed message is received.
 #[test]
 fn glommio_client_fails_over_too() {
     let root = tempfile::tempdir().unwrap();
@@ -404,6 +404,18 @@ async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming
         .collect();
     assert!(refused.iter().any(|(w, _)| w == "queue gfo-on-n1"), "{refused:?}");
     assert!(refused.iter().all(|(_, c)| *c == Some(ErrorCode::NodeUnavailable)), "{refused:?}");
+    // Admin traffic goes through the new node (once n2 and n3 elected a
+    // leader, n1 having led).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.declare("gfo-after", false).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(ErrorCode::ClusterUnavailable) && Instant::now() < deadline => {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("declaring through the new node: {e}"),
+        }
+    }
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let missing = loop {

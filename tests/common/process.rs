@@ -39,19 +39,25 @@ pub fn field(line: &str, key: &str) -> String {
 }
 
 /// A port P with P + 1 and P + 2 free too (the broker's two shards listen
-/// on P + 1 + i), so a restart gets the same addresses.
+/// on P + 1 + i), so a restart gets the same addresses. Taken from 10,000
+/// to 19,000: below the kernel's ephemeral range (32,768 up by default),
+/// where no outgoing connection of any process on the machine is given
+/// one of them while the broker is down between a kill and its restart
+/// (one was, once in four runs, when they came from port 0), and below
+/// the cluster tests' ports (20,000 up, `tests/cluster`).
 pub fn free_ports() -> u16 {
-    for _ in 0..200 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p > 65_000 {
-            continue;
-        }
-        if (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SLOTS: u32 = 3_000;
+    let base = std::process::id().wrapping_mul(7919) % SLOTS;
+    for _ in 0..SLOTS {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + u16::try_from(((base + n) % SLOTS) * 3).unwrap();
+        if (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok()) {
+            return port;
         }
     }
-    panic!("no three free ports in a row");
+    panic!("no three free ports in a row from 10,000 to 19,000");
 }
 
 /// Starts `ringmq serve` (two shards) on `port` (from [`free_ports`]) with
