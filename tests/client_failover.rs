@@ -308,16 +308,7 @@ async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming
     let mut n1_shards: Vec<SocketAddr> = client.info().shard_addrs.clone();
     n1_shards.push(n1_url);
     assert_eq!(client.cluster_map().nodes.len(), 3, "the map lists every node");
-    let events = Rc::new(RefCell::new(Vec::new()));
-    {
-        let (mut stream, events) = (client.events(), events.clone());
-        glommio::spawn_local(async move {
-            while let Some(e) = stream.next().await {
-                events.borrow_mut().push(e);
-            }
-        })
-        .detach();
-    }
+    let events = common::recovery::events(client.events());
     client.declare("gfo-live", true).await.unwrap();
     client.declare("gfo-on-n1", false).await.unwrap();
     let info = client.info().clone();
@@ -328,27 +319,10 @@ async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming
     assert!(!n1_shards.contains(&carrier.addr()), "gfo-live's traffic goes straight to n2");
 
     let confirmed = Rc::new(RefCell::new(BTreeSet::new()));
-    let received: Rc<RefCell<HashMap<u64, u32>>> = Rc::default();
+    let received: common::recovery::Received = Rc::default();
     let stop = Rc::new(std::cell::Cell::new(false));
-    let mut consumer = client.subscribe("gfo-live", 200).await.unwrap();
-    let consuming = {
-        let (received, stop) = (received.clone(), stop.clone());
-        glommio::spawn_local(async move {
-            while !stop.get() {
-                let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
-                match next.await {
-                    Ok(Some(Ok(d))) => {
-                        *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
-                        consumer.ack(d.tag);
-                    }
-                    Ok(Some(Err(e))) => panic!("the consumer's stream yielded {e}: its node lives"),
-                    Ok(None) => panic!("the consumer's stream ended"),
-                    Err(_) => {}
-                }
-            }
-            consumer
-        })
-    };
+    let consumer = client.subscribe("gfo-live", 200).await.unwrap();
+    let consuming = common::recovery::consume(consumer, received.clone(), stop.clone());
     let producer = client
         .producer("gfo-live", ProducerOptions { persistent: true, batch_max: 32, ..Default::default() })
         .await
@@ -417,18 +391,8 @@ async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming
         }
     }
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let missing = loop {
-        let missing = confirmed.borrow().iter().filter(|s| !received.borrow().contains_key(s)).count();
-        if missing == 0 || Instant::now() > deadline {
-            break missing;
-        }
-        let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
-        if let Ok(Some(Ok(d))) = next.await {
-            *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
-            consumer.ack(d.tag);
-        }
-    };
+    let all = confirmed.borrow().clone();
+    let missing = common::recovery::drain(&mut consumer, &all, &received).await;
     assert_eq!(missing, 0, "every confirmed message received");
     // n1's consumer waits for its node: no error, no end.
     let quiet = glommio::timer::timeout(Duration::from_millis(300), async { Ok(stranded.next().await) }).await;

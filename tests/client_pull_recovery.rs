@@ -145,8 +145,6 @@ fn glommio_get_ack_across_a_restart() {
 }
 
 async fn glommio_scenario(port: u16, ask: mpsc::Sender<Ask>, done: mpsc::Receiver<()>) {
-    use std::cell::RefCell;
-    use std::rc::Rc;
     let wait_done = || async {
         let deadline = Instant::now() + Duration::from_secs(15);
         while done.try_recv().is_err() {
@@ -155,17 +153,7 @@ async fn glommio_scenario(port: u16, ask: mpsc::Sender<Ask>, done: mpsc::Receive
         }
     };
     let c = ringmq::client::Client::connect(options(port)).await.unwrap();
-    let events = Rc::new(RefCell::new(Vec::new()));
-    {
-        let (mut stream, events) = (c.events(), events.clone());
-        glommio::spawn_local(async move {
-            while let Some(e) = stream.next().await {
-                events.borrow_mut().push(e);
-            }
-        })
-        .detach();
-    }
-    let saw = |f: &dyn Fn(&Event) -> bool| events.borrow().iter().any(f);
+    let events = common::recovery::events(c.events());
     c.declare(QUEUE, true).await.unwrap();
     let p = c.producer(QUEUE, ProducerOptions { persistent: true, ..Default::default() }).await.unwrap();
     for body in [b"m0", b"m1"] {
@@ -175,18 +163,11 @@ async fn glommio_scenario(port: u16, ask: mpsc::Sender<Ask>, done: mpsc::Receive
     assert_eq!(&old.body[..], b"m0");
     ask.send(Ask::Kill).unwrap();
     wait_done().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !saw(&|e| matches!(e, Event::Disconnected { .. })) {
-        assert!(Instant::now() < deadline, "Disconnected");
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
+    common::recovery::until(&events, "Disconnected", |e| matches!(e, Event::Disconnected { .. })).await;
     stale(c.ack_get(QUEUE, &old).await, &old);
     ask.send(Ask::Restart).unwrap();
     wait_done().await;
-    while !saw(&|e| matches!(e, Event::TopologyRecovered { .. })) {
-        assert!(Instant::now() < deadline, "recovered: {:?}", events.borrow());
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
+    common::recovery::until(&events, "recovered", |e| matches!(e, Event::TopologyRecovered { .. })).await;
     let again = c.get(QUEUE, false).await.unwrap().expect("m0 again");
     assert_eq!((&again.body[..], again.redelivered), (&b"m0"[..], true), "requeued, flagged redelivered");
     stale(c.ack_get(QUEUE, &old).await, &old);

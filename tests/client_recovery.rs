@@ -323,38 +323,11 @@ async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
     let c = ringmq::client::Client::connect(options(port, Unconfirmed::Republish)).await.unwrap();
     let q = queue_on(0, 2, "grecover");
     c.declare(&q, true).await.unwrap();
-    let events = Rc::new(RefCell::new(Vec::new()));
-    {
-        let (mut stream, events) = (c.events(), events.clone());
-        glommio::spawn_local(async move {
-            while let Some(e) = stream.next().await {
-                events.borrow_mut().push(e);
-            }
-        })
-        .detach();
-    }
+    let events = common::recovery::events(c.events());
     let confirmed = Rc::new(RefCell::new(BTreeSet::new()));
-    let received: Rc<RefCell<HashMap<u64, u32>>> = Rc::default();
+    let received: common::recovery::Received = Rc::default();
     let stop = Rc::new(std::cell::Cell::new(false));
-    let mut consumer = c.subscribe(&q, 200).await.unwrap();
-    let consuming = {
-        let (received, stop) = (received.clone(), stop.clone());
-        glommio::spawn_local(async move {
-            while !stop.get() {
-                let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
-                match next.await {
-                    Ok(Some(Ok(d))) => {
-                        *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
-                        consumer.ack(d.tag);
-                    }
-                    Ok(Some(Err(e))) => panic!("the consumer's stream yielded {e}"),
-                    Ok(None) => panic!("the consumer's stream ended"),
-                    Err(_) => {}
-                }
-            }
-            consumer
-        })
-    };
+    let consuming = common::recovery::consume(c.subscribe(&q, 200).await.unwrap(), received.clone(), stop.clone());
     let producer = c
         .producer(&q, ProducerOptions { persistent: true, batch_max: 32, in_flight_max: 8, ..Default::default() })
         .await
@@ -393,18 +366,8 @@ async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
     }
     stop.set(true);
     let mut consumer = consuming.await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let missing = loop {
-        let missing = confirmed.borrow().iter().filter(|s| !received.borrow().contains_key(s)).count();
-        if missing == 0 || Instant::now() > deadline {
-            break missing;
-        }
-        let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
-        if let Ok(Some(Ok(d))) = next.await {
-            *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
-            consumer.ack(d.tag);
-        }
-    };
+    let all = confirmed.borrow().clone();
+    let missing = common::recovery::drain(&mut consumer, &all, &received).await;
     let duplicates = received.borrow().values().map(|n| u64::from(n - 1)).sum();
     c.close().await;
     let n = confirmed.borrow().len();

@@ -10,6 +10,7 @@
 pub mod lapin_thread;
 pub mod pika;
 pub mod process;
+pub mod recovery;
 pub mod scrape;
 pub mod tls;
 

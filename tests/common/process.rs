@@ -2,22 +2,30 @@
 //! -9): started with two unpinned shards on ports 0 (or on given ports,
 //! to be restarted on them), its ready line read.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 /// Starts `ringmq serve --data-dir dir` with `extra` flags; the child and
 /// its ready line (`ringmq ready native=... amqp=...`).
-pub fn serve(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Child, String) {
+pub fn serve(dir: &std::path::Path, extra: &[&OsStr]) -> (Child, String) {
     // Every listener on a port of its own: brokers of tests running side
     // by side must not meet on the default metrics port.
     let metrics: &[&str] =
         if extra.iter().any(|a| *a == "--metrics-listen") { &[] } else { &["--metrics-listen", "127.0.0.1:0"] };
+    let mut flags: Vec<&OsStr> = ["--listen", "127.0.0.1:0"].map(OsStr::new).to_vec();
+    flags.extend(metrics.iter().map(OsStr::new));
+    flags.extend([OsStr::new("--data-dir"), dir.as_os_str()]);
+    flags.extend(extra);
+    ready(&flags)
+}
+
+/// Runs `ringmq serve` with two unpinned shards, AMQP on port 0 and
+/// `flags`; the child and its ready line.
+fn ready(flags: &[&OsStr]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["serve", "--cores", "2", "--no-pin", "--listen", "127.0.0.1:0", "--amqp-listen", "127.0.0.1:0"])
-        .args(metrics)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra)
+        .args(["serve", "--cores", "2", "--no-pin", "--amqp-listen", "127.0.0.1:0"])
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -63,21 +71,9 @@ pub fn free_ports() -> u16 {
 /// Starts `ringmq serve` (two shards) on `port` (from [`free_ports`]) with
 /// its data in `dir`: again after a kill, on the same ports and data.
 pub fn serve_at(dir: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["serve", "--cores", "2", "--no-pin", "--amqp-listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ringmq serve starts");
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped stdout");
-    BufReader::new(out).read_line(&mut line).expect("ready line");
+    let listen = format!("127.0.0.1:{port}");
+    let flags = ["--listen", &listen, "--metrics-listen", "127.0.0.1:0", "--data-dir"].map(OsStr::new);
+    let (child, line) = ready(&[&flags[..], &[dir.as_os_str()]].concat());
     assert!(line.contains(&format!("127.0.0.1:{port}")), "ready on the port asked for: {line}");
     child
 }
