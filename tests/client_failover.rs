@@ -347,23 +347,10 @@ async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming
             "failed over and publishing went on: {:?}",
             events.borrow()
         );
-        let c = producer.publish(&seq_body(seq, 64)).await.expect("publishing to n2 goes on");
-        let confirmed = confirmed.clone();
-        waits.push(glommio::spawn_local(async move {
-            match c.await {
-                Ok(()) => _ = confirmed.borrow_mut().insert(seq),
-                Err(e) => panic!("confirmation of {seq}: {e}: the queue's node lives"),
-            }
-        }));
+        waits.push(common::recovery::publish(&producer, seq, &confirmed).await);
         seq += 1;
-        if seq.is_multiple_of(100) {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
     }
-    producer.flush().unwrap();
-    for w in waits {
-        w.await;
-    }
+    common::recovery::settle(&producer, waits).await;
     stop.set(true);
     let mut consumer = consuming.await;
     let to = events.borrow().iter().find(|e| moved(e)).cloned();

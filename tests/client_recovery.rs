@@ -345,25 +345,10 @@ async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "publishing resumed after the restart");
-        let conf = producer.publish(&seq_body(seq, 64)).await.expect("publish goes on through recovery");
-        let confirmed = confirmed.clone();
-        waits.push(glommio::spawn_local(async move {
-            match conf.await {
-                Ok(()) => {
-                    confirmed.borrow_mut().insert(seq);
-                }
-                Err(e) => panic!("confirmation of {seq}: {e}"),
-            }
-        }));
+        waits.push(common::recovery::publish(&producer, seq, &confirmed).await);
         seq += 1;
-        if seq.is_multiple_of(100) {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
     }
-    producer.flush().unwrap();
-    for w in waits {
-        w.await;
-    }
+    common::recovery::settle(&producer, waits).await;
     stop.set(true);
     let mut consumer = consuming.await;
     let all = confirmed.borrow().clone();

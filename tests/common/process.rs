@@ -50,9 +50,8 @@ pub fn field(line: &str, key: &str) -> String {
 /// on P + 1 + i), so a restart gets the same addresses. Taken from 10,000
 /// to 19,000: below the kernel's ephemeral range (32,768 up by default),
 /// where no outgoing connection of any process on the machine is given
-/// one of them while the broker is down between a kill and its restart
-/// (one was, once in four runs, when they came from port 0), and below
-/// the cluster tests' ports (20,000 up, `tests/cluster`).
+/// one of them while the broker is down between a kill and its restart,
+/// and below the cluster tests' ports (20,000 up, `tests/cluster`).
 pub fn free_ports() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -69,11 +68,23 @@ pub fn free_ports() -> u16 {
 }
 
 /// Starts `ringmq serve` (two shards) on `port` (from [`free_ports`]) with
-/// its data in `dir`: again after a kill, on the same ports and data.
+/// its data in `dir`: again after a kill, on the same ports and data. A
+/// start refused because the port is still held is tried again for up to
+/// 5 s: right after a `kill -9` the dead broker's io_uring may hold its
+/// listening sockets a little longer (the ring is torn down after the
+/// process is reaped).
 pub fn serve_at(dir: &std::path::Path, port: u16) -> Child {
     let listen = format!("127.0.0.1:{port}");
     let flags = ["--listen", &listen, "--metrics-listen", "127.0.0.1:0", "--data-dir"].map(OsStr::new);
-    let (child, line) = ready(&[&flags[..], &[dir.as_os_str()]].concat());
-    assert!(line.contains(&format!("127.0.0.1:{port}")), "ready on the port asked for: {line}");
-    child
+    let flags = [&flags[..], &[dir.as_os_str()]].concat();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (mut child, line) = ready(&flags);
+        if line.contains(&listen) {
+            return child;
+        }
+        let _ = child.wait();
+        assert!(std::time::Instant::now() < deadline, "ready on {listen} within 5 s: {line:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

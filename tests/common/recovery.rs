@@ -5,7 +5,7 @@
 
 use super::body_seq;
 use futures_lite::StreamExt;
-use ringmq::client::{Consumer, Event, Events};
+use ringmq::client::{Consumer, Event, Events, Producer};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -75,5 +75,34 @@ pub async fn until(events: &RefCell<Vec<Event>>, what: &str, f: impl Fn(&Event) 
     while !events.borrow().iter().any(&f) {
         assert!(Instant::now() < deadline, "{what}: {:?}", events.borrow());
         glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sequence numbers confirmed.
+pub type Confirmed = Rc<RefCell<BTreeSet<u64>>>;
+
+/// Publishes sequence number `seq` (64 bytes); the task returned adds it
+/// to `confirmed` once confirmed (a refused confirmation fails the test).
+/// Every 100th waits 10 ms, so the consumer keeps up.
+pub async fn publish(producer: &Producer, seq: u64, confirmed: &Confirmed) -> glommio::Task<()> {
+    let c = producer.publish(&super::seq_body(seq, 64)).await.expect("publishing goes on through recovery");
+    let confirmed = confirmed.clone();
+    let wait = glommio::spawn_local(async move {
+        match c.await {
+            Ok(()) => _ = confirmed.borrow_mut().insert(seq),
+            Err(e) => panic!("confirmation of {seq}: {e}"),
+        }
+    });
+    if (seq + 1).is_multiple_of(100) {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    wait
+}
+
+/// Sends the open batch and waits for every confirmation.
+pub async fn settle(producer: &Producer, waits: Vec<glommio::Task<()>>) {
+    producer.flush().unwrap();
+    for w in waits {
+        w.await;
     }
 }
