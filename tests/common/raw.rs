@@ -4,7 +4,6 @@
 
 use super::*;
 
-
 /// One whole frame as received, decoded on demand.
 #[derive(Clone)]
 pub struct RawFrame(Vec<u8>);
@@ -473,4 +472,3 @@ impl Witnesses {
         }
     }
 }
-
