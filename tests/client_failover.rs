@@ -1,4 +1,4 @@
-//! Failover (docs/client.md, "Recovery", "Failover"; issue 21 item 2): a
+//! Failover (docs/client-recovery.md, "Recovery", "Failover"; issue 21 item 2): a
 //! tokio client with recovery, connected by URL to node n1 of a cluster of
 //! three `ringmq serve` processes, consumes and publishes with confirms on
 //! a queue that lives on n2; n1 is killed with `kill -9` for good. The

@@ -1,4 +1,4 @@
-//! A pull consumer's `get` and its ack across a reconnect (docs/client.md,
+//! A pull consumer's `get` and its ack across a reconnect (docs/client-recovery.md,
 //! "Pull consumers across a reconnect"; issue 21 item 2): a message is
 //! pulled with `get`, the broker is killed with `kill -9` and restarted on
 //! the same ports and data dir, and the old delivery's ack is refused with

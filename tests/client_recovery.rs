@@ -1,4 +1,4 @@
-//! Automatic recovery (docs/client.md, "Recovery"; issue 21 item 2):
+//! Automatic recovery (docs/client-recovery.md, "Recovery"; issue 21 item 2):
 //! `kill -9` a real `ringmq serve` while a tokio client with recovery
 //! publishes persistent messages with confirms and another consumes,
 //! restart it on the same ports and data dir, and check that the

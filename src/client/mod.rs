@@ -129,7 +129,7 @@ pub enum ClientError {
     /// ended (recovery redialled): refused before it is sent, since the
     /// tag could name another message on the new socket. The broker
     /// requeued the message when the old socket ended; it comes again,
-    /// flagged `redelivered` (docs/client.md, "Pull consumers across a
+    /// flagged `redelivered` (docs/client-recovery.md, "Pull consumers across a
     /// reconnect").
     #[error("delivery tag {tag} of pull consumer {consumer_id} is from a connection that ended; the broker requeued its message")]
     StaleDelivery { consumer_id: u32, tag: u64 },
@@ -183,7 +183,7 @@ pub struct ClientOptions {
     /// The vhost to work in; its queues are other vhosts' only by name.
     pub vhost: String,
     /// Automatic recovery in the async clients (redial, declare again,
-    /// resubscribe, republish; docs/client.md, "Recovery"). `None`, the
+    /// resubscribe, republish; docs/client-recovery.md, "Recovery"). `None`, the
     /// default: a connection that ends stays ended. The blocking client
     /// ignores it.
     pub recovery: Option<Recovery>,

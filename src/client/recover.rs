@@ -1,4 +1,4 @@
-//! Automatic recovery on glommio (docs/client.md, "Recovery"), as the
+//! Automatic recovery on glommio (docs/client-recovery.md, "Recovery"), as the
 //! tokio client's (`client::tokio::recover`) on one thread: the client's
 //! [`Hub`] and the supervisor task that redials with backoff (failing the
 //! first connection over to another node of the cluster map when its own

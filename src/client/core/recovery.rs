@@ -42,7 +42,7 @@ impl Unconfirmed {
     }
 }
 
-/// Automatic recovery (`ClientOptions::recovery`; docs/client.md,
+/// Automatic recovery (`ClientOptions::recovery`; docs/client-recovery.md,
 /// "Recovery"). Off (`None`) by default.
 #[derive(Debug, Clone)]
 pub struct Recovery {
@@ -53,7 +53,7 @@ pub struct Recovery {
     /// Failed rounds of redials (each round tries every connection that
     /// is down once) before giving up; 0: forever. When they run out with
     /// the first connection up (failed over), only
-    /// the connections still down end (docs/client.md, "Failover").
+    /// the connections still down end (docs/client-recovery.md, "Failover").
     pub attempts_max: u32,
     pub unconfirmed: Unconfirmed,
     /// Queues, exchanges, bindings and consumers recorded for replay, each
@@ -137,7 +137,7 @@ impl Backoff {
 }
 
 /// Failed rounds of redials of the first connection to its own node
-/// before it tries the other nodes of the cluster map (docs/client.md,
+/// before it tries the other nodes of the cluster map (docs/client-recovery.md,
 /// "Failover"): two, so a restart or a short outage of its node does not
 /// move it, and a node gone for good costs about `3 * backoff_min` before
 /// it moves.

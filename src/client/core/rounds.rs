@@ -1,5 +1,5 @@
 //! One recovery's rounds of redials, as both async shells (glommio,
-//! tokio) run them (docs/client.md, "Recovery", "Failover"): where each
+//! tokio) run them (docs/client-recovery.md, "Recovery", "Failover"): where each
 //! connection that is down is dialled, whether a redialled socket may
 //! stand in for the one lost, what becomes of a round that left some
 //! connections down, and the declarations made again. The shells dial,

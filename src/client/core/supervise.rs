@@ -1,5 +1,5 @@
 //! The recovery supervisor's loop, written once for both async shells
-//! (docs/client.md, "Recovery", "Failover"): rounds of redials
+//! (docs/client-recovery.md, "Recovery", "Failover"): rounds of redials
 //! ([`super::rounds::Rounds`] decides each), the first connection failing
 //! over to another node, a connection back replayed as soon as the first
 //! one is up (declarations, consumers, unconfirmed batches), connections

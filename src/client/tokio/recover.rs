@@ -1,4 +1,4 @@
-//! Automatic recovery on tokio (docs/client.md, "Recovery"): the client's
+//! Automatic recovery on tokio (docs/client-recovery.md, "Recovery"): the client's
 //! [`Hub`] (the recovery options, the topology record, the events, the
 //! connections and producers to bring back) and the supervisor task. Its
 //! loop (rounds of redials, failover, replay, giving up) is the core's
