@@ -72,6 +72,7 @@
 pub mod protocol;
 
 #[cfg(feature = "client")]
+#[deny(missing_docs)] // issue 21: rustdoc for every public item of the client library
 pub mod client;
 
 /// The socket plumbing the broker and the glommio client share.

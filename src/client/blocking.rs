@@ -196,6 +196,7 @@ fn greet(stream: &SyncStream, addr: SocketAddr, opts: &ClientOptions) -> Result<
 /// A subscription made with [`Client::subscribe`].
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    /// The broker's id for it: acks and cancels name it.
     pub consumer_id: u32,
     shard: usize,
 }

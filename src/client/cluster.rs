@@ -28,6 +28,7 @@ impl Routes {
         Self { hub, ..Default::default() }
     }
 
+    /// The cluster map as last fetched (empty on a single node).
     pub fn map(&self) -> OwnedMap {
         self.book.borrow().map().clone()
     }
@@ -85,6 +86,7 @@ impl Routes {
         self.conns.borrow().values().cloned().collect()
     }
 
+    /// Keeps `c` as the connection to `addr`, for queues whose owner is there.
     pub fn keep(&self, addr: SocketAddr, c: Rc<Conn>) {
         self.conns.borrow_mut().insert(addr, c);
     }

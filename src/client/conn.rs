@@ -43,6 +43,9 @@ enum Phase {
 /// Bytes queued for the socket before senders wait for the writer.
 const OUTBOX_HIGH_BYTES: usize = 4 << 20;
 
+/// One connection to one shard (glommio): the socket's reader and writer
+/// tasks, the requests waiting for their replies, the consumers it carries,
+/// and, with recovery, what it needs to be redialled.
 pub struct Conn {
     /// The first handshake's answer: the limits (a failover takes only a
     /// node with the same ones) and the node and shard first reached.

@@ -21,7 +21,12 @@ pub enum AfterRound {
     /// Another round after `wait`. `or_lost`: the first connection is up,
     /// so only other nodes' shards are left, and a connection lost
     /// meanwhile may cut the wait short (it need not wait for them).
-    Wait { wait: Duration, or_lost: bool },
+    Wait {
+        /// How long to wait before the next round.
+        wait: Duration,
+        /// A connection lost meanwhile may end the wait early.
+        or_lost: bool,
+    },
     /// `attempts_max` rounds failed with the first connection up: the
     /// connections still down end with this error (their consumers and
     /// producers hear it); the client goes on.

@@ -23,6 +23,7 @@ pub trait Shell {
     /// identity across redials.
     type Conn: Clone;
 
+    /// The recovery options the client was built with.
     fn recovery(&self) -> &Recovery;
     /// The client is closing (or recovery gave up): nothing is redialled.
     fn closing(&self) -> bool;
@@ -30,6 +31,7 @@ pub trait Shell {
     fn set_closing(&self);
     /// The client's live connections, the first one first.
     fn conns(&self) -> Vec<Self::Conn>;
+    /// Whether two handles are one connection.
     fn same(a: &Self::Conn, b: &Self::Conn) -> bool;
     /// Whether recovery is bringing it back.
     fn is_down(c: &Self::Conn) -> bool;
