@@ -203,3 +203,7 @@ impl<W> Storage<W> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "origin_tests.rs"]
+mod tests;

@@ -157,7 +157,7 @@ pub enum Record<'a> {
     Seal,
 }
 
-fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
+pub(super) fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
     let start = buf.len();
     buf.put_u32_le(0);
     buf.put_u32_le(0);
@@ -168,7 +168,7 @@ fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
     start
 }
 
-fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
+pub(super) fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
     let len = buf.len() - start;
     // A record is far below 4 GiB (a frame's entry at most); saturated,
     // a bug would show as a record that fails its length check.
