@@ -21,6 +21,17 @@ use std::time::Duration;
 /// A `ringmq serve` child killed (-9) when the test ends, failed or not.
 struct Killed(std::process::Child);
 
+impl Killed {
+    /// `kill -9`, then a new broker on the same data dir; its ready line.
+    fn kill_and_restart(&mut self, data: &Path, config: &Path) -> String {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+        let (child, line) = serve(data, config);
+        *self = child;
+        line
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -132,10 +143,7 @@ fn native_deliveries_report_their_origin_after_kill_9() {
         c.close().await;
         want
     });
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let (restarted, line) = serve(&data, &config);
-    child.0 = restarted;
+    let line = child.kill_and_restart(&data, &config);
     let (qc, w) = (q.clone(), want.clone());
     common::run_local(Duration::from_secs(60), move || async move {
         let c = Client::connect(ClientOptions { url: url(&line), ..Default::default() }).await.unwrap();
@@ -144,10 +152,7 @@ fn native_deliveries_report_their_origin_after_kill_9() {
         expect(&c, &qc, false, &w[..600], 0).await;
         c.close().await;
     });
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let (restarted, line) = serve(&data, &config);
-    child.0 = restarted;
+    let line = child.kill_and_restart(&data, &config);
     common::run_local(Duration::from_secs(60), move || async move {
         let c = Client::connect(ClientOptions { url: url(&line), ..Default::default() }).await.unwrap();
         expect(&c, &q, false, &want, 600).await;
@@ -178,10 +183,7 @@ fn stream_reads_from_the_log_report_their_origin_after_kill_9() {
         c.close().await;
         want
     });
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let (restarted, line) = serve(&data, &config);
-    child.0 = restarted;
+    let line = child.kill_and_restart(&data, &config);
     common::run_local(Duration::from_secs(60), move || async move {
         let c = Client::connect(ClientOptions { url: url(&line), ..Default::default() }).await.unwrap();
         expect(&c, &q, true, &want, 0).await;
@@ -204,10 +206,7 @@ fn pika_sees_exchange_and_routing_key_after_kill_9() {
     let (mut child, line) = serve(&data, &config);
     let env = [("MODE", "publish"), ("QUEUE", q.as_str())];
     run("origin.py", amqp(&line), &env, Duration::from_secs(60)).assert_ok("publish");
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let (restarted, line) = serve(&data, &config);
-    child.0 = restarted;
+    let line = child.kill_and_restart(&data, &config);
     let env = [("MODE", "check"), ("QUEUE", q.as_str())];
     run("origin.py", amqp(&line), &env, Duration::from_secs(60)).assert_ok("check after kill -9");
 }
