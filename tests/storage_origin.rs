@@ -143,7 +143,7 @@ fn compaction_and_reclaim_keep_the_origins_of_live_messages() {
         while c < 666 {
             log.publish(churn, c, &entry("churn", c)).unwrap();
             c += 1;
-            if c % 50 == 0 {
+            if c.is_multiple_of(50) {
                 assert!(log.flush().await.result.is_ok());
             }
         }
