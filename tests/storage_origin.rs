@@ -264,5 +264,11 @@ fn the_default_origin_costs_no_bytes_and_a_routed_batch_one_record() {
             one.len()
         );
         log.close().await.result.unwrap();
+        // 100 records of one origin, one after another: one run in memory.
+        let io: Rc<dyn LogIo> = Rc::new(DmaIo);
+        let (log, rec) = Storage::<u64>::open(io, common::log_options(&path, 4 << 20)).await.unwrap();
+        log.close().await.result.unwrap();
+        let runs: Vec<(u64, u32)> = rec.queues[0].origins.iter().map(|o| (o.first, o.count)).collect();
+        assert_eq!(runs, vec![(1000, 1000)]);
     });
 }

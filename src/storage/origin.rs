@@ -88,13 +88,36 @@ pub(super) fn decode_payload(p: &[u8]) -> Option<(u64, u32, &[u8], &[u8])> {
     Some((first, count, exchange, routing_key))
 }
 
-/// One origin record the log keeps while a message it covers is live.
+/// The coverage of one or more origin records: `count` sequence numbers
+/// (from its key in the map) published to `origin`.
 #[derive(Debug, Clone)]
 pub(super) struct OriginRun {
     pub(super) count: u32,
-    /// The segment the newest copy of the record is in.
+    /// The oldest segment a record of it was read from or written to
+    /// (recovery re-logs a run older than a message it covers).
     pub(super) seg: u64,
     pub(super) origin: Arc<Origin>,
+}
+
+/// Adds one record's coverage to `runs`: a record that continues (or
+/// lies within) the run before it, with an equal origin, extends that
+/// run instead of adding one. A publisher's batches through one exchange
+/// and key, and a record's copies, so cost one entry in memory, not one
+/// per batch (a backlog of millions of one-message AMQP publishes).
+pub(super) fn add_run(runs: &mut BTreeMap<u64, OriginRun>, first: u64, run: OriginRun) {
+    if let Some((&f, prev)) = runs.range_mut(..=first).next_back() {
+        let end = f.saturating_add(u64::from(prev.count));
+        let new_end = first.saturating_add(u64::from(run.count));
+        let same = Arc::ptr_eq(&prev.origin, &run.origin) || prev.origin == run.origin;
+        if same && first <= end {
+            if let Ok(n) = u32::try_from(new_end.max(end) - f) {
+                prev.count = n;
+                prev.seg = prev.seg.min(run.seg);
+                return;
+            }
+        }
+    }
+    runs.insert(first, run);
 }
 
 impl QState {
@@ -135,7 +158,7 @@ pub(super) fn put_origin<W>(log: &Storage<W>, st: &mut State<W>, queue: u32, fir
     let (seg, _) = log.put(st, |b, seed| encode(b, seed, &rec));
     run.seg = seg;
     if let Some(q) = st.queues.get_mut(&queue) {
-        q.origins.insert(first, run);
+        add_run(&mut q.origins, first, run);
     }
 }
 
@@ -167,7 +190,7 @@ pub(super) fn recovered_runs(q: &RecoveredQueue) -> (BTreeMap<u64, OriginRun>, V
     let runs: BTreeMap<u64, OriginRun> = q
         .origins
         .iter()
-        .map(|o| (o.first, OriginRun { count: o.count, seg: u64::from(o.seg), origin: o.origin.clone() }))
+        .map(|o| (o.first, OriginRun { count: o.count, seg: o.seg, origin: o.origin.clone() }))
         .collect();
     let mut stale = Vec::new();
     if runs.is_empty() {

@@ -8,7 +8,7 @@ use super::super::record::{
 };
 use super::*;
 use proptest::prelude::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 fn seed() -> Seed {
     Seed::of(3)
@@ -222,4 +222,23 @@ proptest! {
             Some(why) => prop_assert_eq!((end.valid_end, why), (at, "malformed record")),
         }
     }
+}
+
+/// Consecutive records of one origin, and a record's copies, are one run
+/// in memory; another origin, a gap, or a run past u32 starts another.
+#[test]
+fn runs_of_one_origin_merge() {
+    let (a, b) = (origin("a"), origin("b"));
+    let run = |count, seg, o: &Arc<Origin>| OriginRun { count, seg, origin: o.clone() };
+    let mut runs = BTreeMap::new();
+    add_run(&mut runs, 0, run(10, 3, &a));
+    add_run(&mut runs, 10, run(5, 2, &origin("a"))); // equal, not the same Arc
+    add_run(&mut runs, 4, run(3, 9, &a)); // a copy of a part
+    add_run(&mut runs, 15, run(1, 4, &b));
+    add_run(&mut runs, 17, run(2, 4, &b)); // a gap before it
+    add_run(&mut runs, 19, run(u32::MAX, 4, &b)); // continues, too long to merge
+    let got: Vec<(u64, u32, u64, String)> =
+        runs.iter().map(|(&f, r)| (f, r.count, r.seg, r.origin.exchange.clone())).collect();
+    let want = [(0, 15, 2, "a"), (15, 1, 4, "b"), (17, 2, 4, "b"), (19, u32::MAX, 4, "b")];
+    assert_eq!(got, want.map(|(f, n, s, x)| (f, n, s, x.to_string())));
 }

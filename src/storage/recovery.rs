@@ -10,6 +10,7 @@
 //! location in the log (read back when delivered).
 
 use super::io::{segment_path, LogIo, SegmentFile};
+use super::origin::{add_run, OriginRun};
 use super::record::{
     align_block, header_seed, owned, scan, stale_header, valid_record_after, Record, Seed, BLOCK, FORMAT_VERSION,
 };
@@ -55,13 +56,14 @@ pub struct RecoveredQueue {
     pub origins: VecDeque<RecoveredOrigin>,
 }
 
-/// An origin record as recovered: `count` messages from `first` were
-/// published to `origin`; `seg` is the segment of its last copy.
+/// Origin records as recovered: `count` messages from `first` were
+/// published to `origin` (consecutive records with one origin are one
+/// run); `seg` is the oldest segment one of them was read from.
 #[derive(Debug, Clone)]
 pub struct RecoveredOrigin {
     pub first: u64,
     pub count: u32,
-    pub seg: u32,
+    pub seg: u64,
     pub origin: Arc<Origin>,
 }
 
@@ -142,9 +144,9 @@ struct Replay {
     /// Stream chunks by first offset: (count, at_ms); a copy compaction
     /// made replaces the original.
     chunks: BTreeMap<u64, (u32, u64)>,
-    /// Origin records by first sequence number: (count, segment, origin);
-    /// a later copy replaces an earlier one.
-    origins: BTreeMap<u64, (u32, u32, Arc<Origin>)>,
+    /// Origin records by first sequence number, runs of one origin merged
+    /// (`origin::add_run`: copies and consecutive batches are one entry).
+    origins: BTreeMap<u64, OriginRun>,
 }
 
 /// Entry bytes held in memory by the replay so far, and the cap.
@@ -361,7 +363,7 @@ impl State {
                     _ => Arc::new(origin),
                 };
                 self.last_origin = Some(origin.clone());
-                q.origins.insert(first, (count, seg32, origin));
+                add_run(&mut q.origins, first, OriginRun { count, seg: u64::from(seg32), origin });
             }
         }
     }
@@ -381,11 +383,11 @@ impl State {
                 let origins = q
                     .origins
                     .into_iter()
-                    .filter(|&(first, (count, _, _))| {
-                        let i = messages.partition_point(|m| m.seq < first);
-                        messages.get(i).is_some_and(|m| m.seq - first < u64::from(count))
+                    .filter(|(first, r)| {
+                        let i = messages.partition_point(|m| m.seq < *first);
+                        messages.get(i).is_some_and(|m| m.seq - first < u64::from(r.count))
                     })
-                    .map(|(first, (count, seg, origin))| RecoveredOrigin { first, count, seg, origin })
+                    .map(|(first, r)| RecoveredOrigin { first, count: r.count, seg: r.seg, origin: r.origin })
                     .collect();
                 RecoveredQueue {
                     id,
