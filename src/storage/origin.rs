@@ -15,8 +15,9 @@
 //! - after a crash between those two, the start re-logs every record
 //!   that is older than a live message it covers (`Storage::open`).
 //!
-//! The log keeps each record (first, count, segment, and the origin, one
-//! `Arc` shared with the queue's messages) while any message it covers is
+//! The log keeps the runs its records make (first, count, oldest segment,
+//! and the origin, one `Arc` shared with the queue's messages; consecutive
+//! records of one origin are one run) while any message a run covers is
 //! live; an ack of the last drops it.
 
 use super::log::{State, Storage};
