@@ -353,14 +353,17 @@ impl State {
             }
             Record::Origin { queue, first, count, exchange, routing_key } => {
                 let Some(q) = self.queues.get_mut(&queue) else { return };
-                // UTF-8 checked by the decoder.
-                let origin = Origin {
-                    exchange: String::from_utf8_lossy(exchange).into_owned(),
-                    routing_key: String::from_utf8_lossy(routing_key).into_owned(),
-                };
+                // Compared as bytes first: a log of many batches through
+                // one exchange and key allocates their names once.
                 let origin = match &self.last_origin {
-                    Some(o) if **o == origin => o.clone(),
-                    _ => Arc::new(origin),
+                    Some(o) if o.exchange.as_bytes() == exchange && o.routing_key.as_bytes() == routing_key => {
+                        o.clone()
+                    }
+                    // UTF-8 checked by the decoder.
+                    _ => Arc::new(Origin {
+                        exchange: String::from_utf8_lossy(exchange).into_owned(),
+                        routing_key: String::from_utf8_lossy(routing_key).into_owned(),
+                    }),
                 };
                 self.last_origin = Some(origin.clone());
                 add_run(&mut q.origins, first, OriginRun { count, seg: u64::from(seg32), origin });
