@@ -13,8 +13,9 @@
 //!
 //! The client library ([`client`]) stands on the codecs alone: its
 //! runtime-free core ([`client::core`]: handshake, requests, frame
-//! dispatch, acks, batches, cluster routes, recovery's backoff, events and
-//! topology record) under three shells, the
+//! dispatch, acks, batches, cluster routes, recovery's backoff, events,
+//! topology record, rounds of redials and the supervisor's loop, `get`
+//! tags across reconnects) under three shells, the
 //! blocking client on std sockets (feature `client`), the glommio client
 //! on [`rt`] (feature `glommio`) and the tokio client ([`client::tokio`],
 //! feature `tokio`).

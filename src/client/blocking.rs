@@ -487,7 +487,9 @@ impl Client {
         }
     }
 
-    /// Acks a message from [`Client::get`].
+    /// Acks a message from [`Client::get`]. The blocking client does not
+    /// reconnect: after its connection ended this fails with that error,
+    /// and the broker has requeued the message (flagged `redelivered`).
     pub fn ack_get(&mut self, queue: &str, d: &Delivery) -> Result<()> {
         let i = self.conn(queue)?;
         self.send_ack(&Subscription { consumer_id: d.consumer_id, shard: i }, d.tag, None)

@@ -125,6 +125,14 @@ pub enum ClientError {
     /// or subscribe was refused before it was sent.
     #[error("recovery records at most {max} {what}; refused one more")]
     RecoveryLimit { what: &'static str, max: usize },
+    /// An ack of a message pulled with `get` on a socket that has since
+    /// ended (recovery redialled): refused before it is sent, since the
+    /// tag could name another message on the new socket. The broker
+    /// requeued the message when the old socket ended; it comes again,
+    /// flagged `redelivered` (docs/client-recovery.md, "Pull consumers across a
+    /// reconnect").
+    #[error("delivery tag {tag} of pull consumer {consumer_id} is from a connection that ended; the broker requeued its message")]
+    StaleDelivery { consumer_id: u32, tag: u64 },
 }
 
 impl ClientError {
@@ -175,7 +183,7 @@ pub struct ClientOptions {
     /// The vhost to work in; its queues are other vhosts' only by name.
     pub vhost: String,
     /// Automatic recovery in the async clients (redial, declare again,
-    /// resubscribe, republish; docs/client.md, "Recovery"). `None`, the
+    /// resubscribe, republish; docs/client-recovery.md, "Recovery"). `None`, the
     /// default: a connection that ends stays ended. The blocking client
     /// ignores it.
     pub recovery: Option<Recovery>,

@@ -42,7 +42,7 @@ impl Unconfirmed {
     }
 }
 
-/// Automatic recovery (`ClientOptions::recovery`; docs/client.md,
+/// Automatic recovery (`ClientOptions::recovery`; docs/client-recovery.md,
 /// "Recovery"). Off (`None`) by default.
 #[derive(Debug, Clone)]
 pub struct Recovery {
@@ -51,9 +51,9 @@ pub struct Recovery {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Failed rounds of redials (each round tries every connection that
-    /// is down once) before giving up; 0: forever. On the tokio client,
-    /// when they run out with the first connection up (failed over), only
-    /// the connections still down end (docs/client.md, "Failover").
+    /// is down once) before giving up; 0: forever. When they run out with
+    /// the first connection up (failed over), only
+    /// the connections still down end (docs/client-recovery.md, "Failover").
     pub attempts_max: u32,
     pub unconfirmed: Unconfirmed,
     /// Queues, exchanges, bindings and consumers recorded for replay, each
@@ -137,7 +137,7 @@ impl Backoff {
 }
 
 /// Failed rounds of redials of the first connection to its own node
-/// before it tries the other nodes of the cluster map (docs/client.md,
+/// before it tries the other nodes of the cluster map (docs/client-recovery.md,
 /// "Failover"): two, so a restart or a short outage of its node does not
 /// move it, and a node gone for good costs about `3 * backoff_min` before
 /// it moves.
@@ -176,7 +176,7 @@ pub enum Event {
     Disconnected { addr: SocketAddr, error: ClientError },
     /// A connection is back, in round `attempt` of redials (1: the first
     /// worked), at `addr`: its own shard's address, or, when the first
-    /// connection failed over (tokio client), another node's shard.
+    /// connection failed over (either async client), another node's shard.
     Reconnected { addr: SocketAddr, attempt: u32 },
     /// The recorded queues, exchanges and bindings were declared again;
     /// `failed` of them were refused (each logged).

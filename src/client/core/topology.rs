@@ -1,5 +1,5 @@
 //! What a client declared, for recovery to declare again after a redial
-//! (docs/client.md, "Recovery"): queues with their flags and arguments,
+//! (docs/client-recovery.md, "Recovery"): queues with their flags and arguments,
 //! exchanges, bindings, in the order they were made, and consumers by id.
 //! A delete removes the record (and the bindings that went with it on the
 //! broker). Bounded: each kind holds at most `max` records, and one more
