@@ -145,9 +145,13 @@ impl<W> Storage<W> {
         let mut segs: BTreeMap<u64, SegInfo> =
             rec.segments.iter().map(|&(s, size, seed)| (s, SegInfo { live: Live::default(), size, seed })).collect();
         let mut queues = HashMap::new();
+        let mut stale_origins = Vec::new();
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             qs.offsets = q.offsets.iter().cloned().collect();
+            let (origins, stale) = super::origin::recovered_runs(q);
+            qs.origins = origins;
+            stale_origins.extend(stale.into_iter().map(|first| (q.id, first)));
             for m in &q.messages {
                 let bytes = publish_bytes(usize::try_from(m.entry_len).unwrap_or(usize::MAX));
                 let seg = u64::from(m.seg);
@@ -199,7 +203,11 @@ impl<W> Storage<W> {
             io_counts: super::io_stats::IoCounters::default(),
             reused: std::cell::Cell::new(0),
         };
-        s.start_segment(&mut s.st.borrow_mut(), tail_seg);
+        {
+            let mut st = s.st.borrow_mut();
+            s.start_segment(&mut st, tail_seg);
+            s.relog_stale(&mut st, stale_origins);
+        }
         let f = s.sync_all().await;
         if let Err(e) = f.result {
             // A full disk must not keep the broker from serving what it
@@ -316,7 +324,7 @@ impl<W> Storage<W> {
         Loc::new(seg, off, entry.len())
     }
 
-    fn append<T>(&self, f: impl FnOnce(&mut State<W>) -> T) -> Result<T, StorageError> {
+    pub(super) fn append<T>(&self, f: impl FnOnce(&mut State<W>) -> T) -> Result<T, StorageError> {
         let mut st = self.st.borrow_mut();
         if let Some(p) = &st.poisoned {
             return Err(StorageError::Poisoned(p.clone()));
@@ -694,7 +702,9 @@ impl<W> Storage<W> {
 
 fn forget<W>(st: &mut State<W>, queue: u32, seq: u64, len: usize) {
     let bytes = publish_bytes(len);
-    if let Some(seg) = st.queues.get_mut(&queue).and_then(|q| q.remove(seq, bytes)) {
+    let Some(q) = st.queues.get_mut(&queue) else { return };
+    if let Some(seg) = q.remove(seq, bytes) {
+        q.forget_origin(seq);
         if let Some(l) = st.segs.get_mut(&seg) {
             l.live.sub(bytes);
         }

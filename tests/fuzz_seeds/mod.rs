@@ -14,7 +14,7 @@ use ringmq::protocol::{op, Cmd, Frame};
 use ringmq::routing::{BindingDef, Change, Dest, ExchangeDef, ExchangeKind};
 use ringmq::storage::io::{DmaIo, LogIo};
 use ringmq::storage::record::{align_block, BLOCK};
-use ringmq::storage::Storage;
+use ringmq::storage::{Origin, Storage};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -210,7 +210,8 @@ fn tables() -> Named {
 }
 
 /// Segment files as the storage layer writes them: a durable queue with
-/// arguments, publishes, acks, a purge and a delete of a second queue,
+/// arguments, publishes (two with an origin record), acks, a stream
+/// offset, a purge and a delete of a second queue,
 /// then a clean close (which seals). Each file is cut after its last
 /// written block.
 fn segment_files() -> (Named, Vec<u64>) {
@@ -230,6 +231,9 @@ fn segment_files() -> (Named, Vec<u64>) {
             log.publish(tmp, s, &e).expect("publish");
             lens.push(e.len());
         }
+        // Messages 3 and 4 came through an exchange (record type 18).
+        let origin = Origin { exchange: "amq.topic".into(), routing_key: "orders.eu".into() };
+        log.origin(q, 3, 2, &std::sync::Arc::new(origin)).expect("an origin");
         log.ack(q, 1, lens[1]);
         log.ack(q, 2, lens[2]);
         log.store_offset(q, "billing", 3).expect("a stream offset");

@@ -538,12 +538,21 @@ impl Shard {
             Some((d, id)) => {
                 let p = self.with_queue_at(queue, now, |q| {
                     let mut locs = Vec::new();
+                    let first = q.next_seq();
                     let p = q.publish(persistent, partial, now, entries, origin, |seq, e| {
                         // Not poisoned: checked by log_target, just now.
                         if let Ok(Some(loc)) = d.log.publish(id, seq, e) {
                             locs.push((seq, loc));
                         }
                     })?;
+                    // Where the batch came from, once, after its records
+                    // (the accepted ones have consecutive numbers from
+                    // `first`); nothing for the default exchange.
+                    if let Some(o) = origin {
+                        if let Err(e) = d.log.origin(id, first, p.accepted, o) {
+                            tracing::warn!(shard = self.id, queue, "message origin not logged: {e}");
+                        }
+                    }
                     // Past the memory budget, the newest keep only `loc`;
                     // a stream keeps its window of the newest.
                     self.spill_over_budget(q, &locs);
