@@ -33,6 +33,7 @@
 mod aligned;
 pub mod compact;
 pub mod definitions;
+mod flush;
 mod housekeep;
 pub mod io;
 pub mod io_stats;
