@@ -1325,6 +1325,12 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // ringmq patch: a preemption pending before any queue ran
+                // (a timer or an eventfd read completed since the reactor
+                // last polled) is not "nothing to run". Upstream returned
+                // false here, and `run` then parked the executor with its
+                // queues still runnable: asleep until some I/O or timer
+                // completed, or for good when none was pending.
                 break;
             }
             if !self.run_one_task_queue() {
@@ -1333,7 +1339,8 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
+        // ringmq patch: see above.
+        ran || !self.queues.borrow().active_executors.is_empty()
     }
 
     fn run_one_task_queue(&self) -> bool {
@@ -1475,8 +1482,19 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                //
+                // ringmq patch: an executor with no runnable task queue asks
+                // for an infinite preemption period, so the reactor arms no
+                // timer (it keeps the one it has instead of re-arming it per
+                // iteration: sys/uring.rs, `arm_latency_timer`).
                 this.parker
-                    .poll_io(|| Some(this.preempt_timer_duration()))
+                    .poll_io(|| {
+                        Some(if this.queues.borrow().active_executors.is_empty() {
+                            Duration::MAX
+                        } else {
+                            this.preempt_timer_duration()
+                        })
+                    })
                     .expect("Failed to poll io! This is actually pretty bad!");
 
                 // run user code

@@ -224,6 +224,14 @@ impl Source {
         })
     }
 
+    /// ringmq patch: whether the request is still queued or in the kernel
+    /// (its completion not consumed yet). The reactor keeps its timers and
+    /// its ring link armed across iterations while this holds, instead of
+    /// cancelling and re-submitting them every time (RINGMQ-PATCHES.md).
+    pub(crate) fn is_pending(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -1044,6 +1044,23 @@ impl SleepableRing {
         }
     }
 
+    /// ringmq patch: sleeps on a link to the latency ring submitted by an
+    /// earlier sleep and still in flight (`Reactor::link_rings_and_sleep`).
+    fn sleep_linked(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
@@ -1223,6 +1240,16 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // ringmq patch: when the latency ring's timer (the source above) is
+    // due, and the preemption period it was armed for (`None` for a user
+    // timer). Valid while that source is pending. `wait` keeps the timer
+    // while it is due no later than the one it would arm.
+    latency_timer_armed: Cell<Option<(Instant, Option<Duration>)>>,
+    // ringmq patch: the main ring's POLL_ADD on the latency ring's fd that
+    // wakes a sleep on the main ring. Kept while in flight, so a sleep
+    // woken by the main ring does not cancel it and the next sleep does
+    // not submit a new one.
+    link_rings_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1354,6 +1381,8 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            latency_timer_armed: Cell::new(None),
+            link_rings_src: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1726,6 +1755,16 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        // ringmq patch: a link still in flight from an earlier sleep (woken
+        // by the main ring) still watches the latency ring: sleep on it.
+        // Upstream made a new one per sleep and cancelled it on waking,
+        // a POLL_ADD and an ASYNC_CANCEL per sleep.
+        if let Some(link) = self.link_rings_src.take() {
+            if link.is_pending() {
+                self.link_rings_src.set(Some(link));
+                return ring.sleep_linked().or_else(Self::busy_ok).map(|_| {});
+            }
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1733,7 +1772,53 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
+        self.link_rings_src.set(Some(link_rings));
+        slept
+    }
+
+    /// ringmq patch: arms the latency ring's timer to fire in `dur` unless
+    /// the one armed is still pending and due no later; `preempt` is the
+    /// preemption period asked for (`None` for a user timer). Upstream
+    /// cancelled the timer and submitted a new one on every `wait` (a
+    /// TIMEOUT and an ASYNC_CANCEL per reactor iteration). A kept timer
+    /// fires early at worst: the running task queue yields a little
+    /// sooner, and the next `wait` arms a fresh one. Returns whether it
+    /// armed one (and queued the old one's cancellation).
+    fn arm_latency_timer(
+        &self,
+        lat_ring: &mut SleepableRing,
+        dur: Duration,
+        preempt: Option<Duration>,
+    ) -> bool {
+        let old = self.latency_preemption_timeout_src.take();
+        if let (Some(src), Some((due, armed_for))) = (&old, self.latency_timer_armed.get()) {
+            if src.is_pending() {
+                let keep = match (armed_for, preempt) {
+                    // Armed earlier for a period no longer than this one:
+                    // due no later, no clock read needed.
+                    (Some(a), Some(p)) if a <= p => true,
+                    // An overflowing deadline is never: keep what is armed.
+                    _ => Instant::now().checked_add(dur).map_or(true, |d| due <= d),
+                };
+                if keep {
+                    self.latency_preemption_timeout_src.set(old);
+                    return false;
+                }
+            }
+        }
+        // An executor with nothing to run asks for no preemption (an
+        // infinite period): arm nothing, so an idle executor is not woken
+        // by a preemption timer over and over.
+        let Some(due) = Instant::now().checked_add(dur) else {
+            self.latency_preemption_timeout_src.set(old);
+            return false;
+        };
+        drop(old);
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+        self.latency_timer_armed.set(Some((due, preempt)));
+        true
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1814,22 +1899,35 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // ringmq patch: upstream cancelled the latency ring's timer here on
+        // every call and armed a new one below. It is now kept while it is
+        // pending and due no later than the one this call would arm
+        // (`arm_latency_timer`). A timer kept through a sleep wakes the
+        // executor once, early, at worst.
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // ringmq patch: only when the last one fired. Upstream cancelled it
+        // and submitted a new one (a TIMEOUT, its linked eventfd WRITE and
+        // an ASYNC_CANCEL) on every call. Its count of main-ring completions
+        // now runs from when it was armed rather than from this call, so it
+        // preempts no later than upstream's, and at most once per
+        // `ring_depth` completions sooner.
+        let throughput = self.throughput_preemption_timeout_src.take();
+        match throughput {
+            Some(src) if src.is_pending() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            _ => {
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,9 +1949,11 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // ringmq patch: keeps a pending timer due no later.
+                if self.arm_latency_timer(&mut lat_ring, dur, None) {
+                    flush_cancellations!(into &mut woke; lat_ring);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1880,8 +1980,11 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // ringmq patch: keeps a pending timer due no later; a period of
+            // `Duration::MAX` (the executor has nothing runnable) arms none.
+            if self.arm_latency_timer(&mut lat_ring, preempt, Some(preempt)) {
+                flush_cancellations!(into &mut woke; lat_ring);
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
