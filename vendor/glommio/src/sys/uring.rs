@@ -855,10 +855,14 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
-
+        // ringmq patch: the clock is read only when there is something to
+        // submit. Upstream read it first, on every call, and the reactor
+        // calls this for each ring's cancellation and submission queues
+        // several times an iteration, mostly empty: about a tenth of a
+        // shard's CPU at 5 k msg/s went to `clock_gettime` from here.
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
+                let now = Instant::now();
                 let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
@@ -1204,10 +1208,14 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
-
+        // ringmq patch: the clock is read only when there is something to
+        // submit. Upstream read it first, on every call, and the reactor
+        // calls this for each ring's cancellation and submission queues
+        // several times an iteration, mostly empty: about a tenth of a
+        // shard's CPU at 5 k msg/s went to `clock_gettime` from here.
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
+                let now = Instant::now();
                 let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
