@@ -5,7 +5,8 @@
 #
 #   benches/tail.sh WORKLOAD [DURATION_S]       (default 30)
 #
-# WORKLOAD: native1k (1 KiB at 5 k/s), native16 (16 B at 100 k/s), amqp16
+# WORKLOAD: native1k (1 KiB at 5 k/s), idle1k (1 KiB at 200/s: the shard
+# parks between messages, benches/idle_wake.sh), native16 (16 B at 100 k/s), amqp16
 # (the loadgen's AMQP client, 16 B at 100 k/s), pers1k (1 KiB persistent
 # with confirms at 50 k/s; also prints the disk's own floor,
 # benches/disk_floor.py, at that rate just before). BIN (default
@@ -18,7 +19,7 @@
 # JSON (for `ringmq-loadgen plot --over-time`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WL=${1:?workload: native1k native16 amqp16 pers1k}
+WL=${1:?workload: native1k idle1k native16 amqp16 pers1k}
 DUR=${2:-30}
 BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 LOADGEN=${LOADGEN:-$BIN/ringmq-loadgen}
@@ -36,6 +37,7 @@ idle_pct() { # CPU idle share over one second
 
 case "$WL" in
   native1k) SCHEME=ringmq; ARGS="--size 1024 --rate 5000" ;;
+  idle1k) SCHEME=ringmq; ARGS="--size 1024 --rate 200" ;;
   native16) SCHEME=ringmq; ARGS="--size 16 --rate 100000" ;;
   amqp16) SCHEME=amqp; ARGS="--size 16 --rate 100000" ;;
   pers1k) SCHEME=ringmq; ARGS="--size 1024 --rate 50000 --persistent --confirm" ;;

@@ -1,4 +1,4 @@
-//! Automatic recovery (docs/client.md, "Recovery"): a tokio client that
+//! Automatic recovery (docs/client-recovery.md, "Recovery"): a tokio client that
 //! publishes persistent messages with confirms and consumes them, and
 //! goes on across a broker restart; its events are printed as they come.
 //!

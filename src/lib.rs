@@ -13,8 +13,9 @@
 //!
 //! The client library ([`client`]) stands on the codecs alone: its
 //! runtime-free core ([`client::core`]: handshake, requests, frame
-//! dispatch, acks, batches, cluster routes, recovery's backoff, events and
-//! topology record) under three shells, the
+//! dispatch, acks, batches, cluster routes, recovery's backoff, events,
+//! topology record, rounds of redials and the supervisor's loop, `get`
+//! tags across reconnects) under three shells, the
 //! blocking client on std sockets (feature `client`), the glommio client
 //! on [`rt`] (feature `glommio`) and the tokio client ([`client::tokio`],
 //! feature `tokio`).
@@ -40,7 +41,7 @@
 //! | deliver (encoded straight from the unacked store), ack, redeliver | [`server::queue`], [`native`], [`amqp`] |
 //! | queue policies: TTL, length limits, dead-lettering, priorities (`docs/policies.md`) | [`server::policy`], [`server::queue`], [`server::deadletter`], `server::shard::timers`, `server::shard::dead_letters` |
 //! | streams (`x-queue-type: stream`): offsets, retention, a read position per consumer, stored in the shard's log (`docs/streams.md`) | `server::queue::stream`, `server::shard::requests` (subscribe), `server::shard::durable` (retention, chunk times and stored offsets logged, record types 16 and 13 in [`storage`]), `server::queue::stream_read` and `server::shard::stream_reads` (past the in-memory window: reads from the log ahead of consumers), `amqp::consume_args` (`x-stream-offset`), `native` (`StreamSubscribe`, `StoreOffset`, `QueryOffset`), `client::streams` (the client's calls) |
-//! | log persistent messages and acks, group commit, recovery, reclaim | [`storage`], [`server::shard`] |
+//! | log persistent messages and acks, group commit, recovery, reclaim; a routed batch's exchange and routing key (record type 18) so recovered messages keep their origin | [`storage`] ([`storage::origin`]), [`server::shard`] |
 //! | past the memory budget: entries on disk only, 16 bytes a message in a queue's cold part, read back ahead of consumers | [`server::queue`] (a queue's side: `queue::spill`), `server::shard::spill` (the budget and the fetch task) |
 //! | write replies, one syscall per turn; large delivered entries by reference (vectored `sendmsg`) | [`rt::outbox`], [`rt::writev`] |
 //! | TLS on the listeners (native, AMQPS, HTTPS): handshake after the connection is counted, certificates reloaded on SIGHUP; one `Transport` for plain and TLS | [`server::tls`], [`server::listener`], [`rt::transport`] |
@@ -71,6 +72,7 @@
 pub mod protocol;
 
 #[cfg(feature = "client")]
+#[deny(missing_docs)] // issue 21: rustdoc for every public item of the client library
 pub mod client;
 
 /// The socket plumbing the broker and the glommio client share.

@@ -1,4 +1,4 @@
-//! Failover (docs/client.md, "Recovery", "Failover"; issue 21 item 2): a
+//! Failover (docs/client-recovery.md, "Recovery", "Failover"; issue 21 item 2): a
 //! tokio client with recovery, connected by URL to node n1 of a cluster of
 //! three `ringmq serve` processes, consumes and publishes with confirms on
 //! a queue that lives on n2; n1 is killed with `kill -9` for good. The
@@ -8,7 +8,9 @@
 //! new node (the queue on n2 is declared again, the two that lived on n1
 //! are counted as failed, and the connection to n1's other shard stays
 //! down without holding anything up), publishing and consuming on n2 go on, and every
-//! confirmed message is received at least once.
+//! confirmed message is received at least once. The glommio client does
+//! the same (`glommio_client_fails_over_too`): its rounds of redials are
+//! the same core's (`client::core::rounds`).
 #![allow(clippy::unwrap_used)] // a test may unwrap: a panic is its failure
 
 mod cluster;
@@ -251,4 +253,143 @@ async fn scenario(nodes: &mut [Node]) {
         assert!(quiet.is_err(), "n1's consumer waits: {quiet:?}");
         client.close().await;
     }
+}
+
+/// The glommio client, on one executor: connected by URL to n1, it
+/// consumes and publishes with confirms on a queue living on n2 (and
+/// subscribes to one on n1's other shard) while another thread kills n1
+/// with `kill -9` for good once confirms flow. Its first connection moves
+/// to n2 or n3, the declarations are replayed there (the queue on n1
+/// refused with `NodeUnavailable`), a new queue is declared through it,
+/// publishing goes on, and every confirmed message is received.
+#[test]
+fn glommio_client_fails_over_too() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = Arc::new(Mutex::new(three(root.path())));
+    let (u1, u2, n1_url) = {
+        let n = nodes.lock().unwrap();
+        (format!("ringmq://{}", n[0].native), format!("ringmq://{}", n[1].native), n[0].native)
+    };
+    let confirming = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (nodes, confirming) = (nodes.clone(), confirming.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !confirming.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            nodes.lock().unwrap()[0].kill();
+            Instant::now()
+        })
+    };
+    let started = Instant::now();
+    let report = common::run_local(Duration::from_secs(40), move || glommio_scenario(u1, u2, n1_url, confirming));
+    let killed_at = killer.join().unwrap();
+    eprintln!("glommio: {report}; the whole test {:?} ({:?} after the kill)", started.elapsed(), killed_at.elapsed());
+    drop(nodes);
+}
+
+async fn glommio_scenario(u1: String, u2: String, n1_url: SocketAddr, confirming: Arc<AtomicBool>) -> String {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let placer = ringmq::client::Client::connect(ClientOptions { url: u2, ..Default::default() }).await.unwrap();
+    placer.declare("gfo-live", true).await.unwrap();
+    placer.close().await;
+    let options = ClientOptions {
+        url: u1,
+        recovery: Some(Recovery {
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let client = ringmq::client::Client::connect(options).await.unwrap();
+    let mut n1_shards: Vec<SocketAddr> = client.info().shard_addrs.clone();
+    n1_shards.push(n1_url);
+    assert_eq!(client.cluster_map().nodes.len(), 3, "the map lists every node");
+    let events = common::recovery::events(client.events());
+    client.declare("gfo-live", true).await.unwrap();
+    client.declare("gfo-on-n1", false).await.unwrap();
+    let info = client.info().clone();
+    let other = (0..).map(|i| format!("gfo-n1-other-{i}")).find(|q| info.owner_of(q) != info.shard_id).unwrap();
+    client.declare(&other, false).await.unwrap();
+    let mut stranded = client.subscribe(&other, 10).await.unwrap();
+    let carrier = client.conn_for("gfo-live").await.unwrap();
+    assert!(!n1_shards.contains(&carrier.addr()), "gfo-live's traffic goes straight to n2");
+
+    let confirmed = Rc::new(RefCell::new(BTreeSet::new()));
+    let received: common::recovery::Received = Rc::default();
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let consumer = client.subscribe("gfo-live", 200).await.unwrap();
+    let consuming = common::recovery::consume(consumer, received.clone(), stop.clone());
+    let producer = client
+        .producer("gfo-live", ProducerOptions { persistent: true, batch_max: 32, ..Default::default() })
+        .await
+        .unwrap();
+    let moved = |e: &Event| matches!(e, Event::Reconnected { addr, .. } if !n1_shards.contains(addr));
+    let replayed = |e: &Event| matches!(e, Event::TopologyRecovered { records: 3, failed: 2 });
+    let started = Instant::now();
+    let (mut seq, mut waits, mut at_failover) = (0u64, Vec::new(), None);
+    loop {
+        let n = confirmed.borrow().len();
+        if n > 0 && started.elapsed() > Duration::from_millis(800) {
+            confirming.store(true, Ordering::Release);
+        }
+        if at_failover.is_none() && events.borrow().iter().any(replayed) {
+            at_failover = Some(n);
+        }
+        if at_failover.is_some_and(|at| n >= at + 1500) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "failed over and publishing went on: {:?}",
+            events.borrow()
+        );
+        waits.push(common::recovery::publish(&producer, seq, &confirmed).await);
+        seq += 1;
+    }
+    common::recovery::settle(&producer, waits).await;
+    stop.set(true);
+    let mut consumer = consuming.await;
+    let to = events.borrow().iter().find(|e| moved(e)).cloned();
+    assert!(to.is_some(), "Reconnected to n2 or n3: {:?}", events.borrow());
+    let refused: Vec<_> = events
+        .borrow()
+        .iter()
+        .filter_map(|e| match e {
+            Event::RedeclareFailed { what, error } => Some((what.clone(), error.code())),
+            _ => None,
+        })
+        .collect();
+    assert!(refused.iter().any(|(w, _)| w == "queue gfo-on-n1"), "{refused:?}");
+    assert!(refused.iter().all(|(_, c)| *c == Some(ErrorCode::NodeUnavailable)), "{refused:?}");
+    // Admin traffic goes through the new node (once n2 and n3 elected a
+    // leader, n1 having led).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.declare("gfo-after", false).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(ErrorCode::ClusterUnavailable) && Instant::now() < deadline => {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("declaring through the new node: {e}"),
+        }
+    }
+
+    let all = confirmed.borrow().clone();
+    let missing = common::recovery::drain(&mut consumer, &all, &received).await;
+    assert_eq!(missing, 0, "every confirmed message received");
+    // n1's consumer waits for its node: no error, no end.
+    let quiet = glommio::timer::timeout(Duration::from_millis(300), async { Ok(stranded.next().await) }).await;
+    assert!(quiet.is_err(), "n1's consumer waits: {quiet:?}");
+    client.close().await;
+    let duplicates: u32 = received.borrow().values().map(|n| n - 1).sum();
+    format!(
+        "{} confirmed, every one received ({duplicates} duplicates), {} after the failover; events {:?}",
+        confirmed.borrow().len(),
+        confirmed.borrow().len() - at_failover.unwrap_or(0),
+        events.borrow()
+    )
 }

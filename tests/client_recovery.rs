@@ -1,4 +1,4 @@
-//! Automatic recovery (docs/client.md, "Recovery"; issue 21 item 2):
+//! Automatic recovery (docs/client-recovery.md, "Recovery"; issue 21 item 2):
 //! `kill -9` a real `ringmq serve` while a tokio client with recovery
 //! publishes persistent messages with confirms and another consumes,
 //! restart it on the same ports and data dir, and check that the
@@ -11,52 +11,15 @@
 
 mod common;
 
+use common::process::{free_ports, serve_at as serve};
 use common::{body_seq, queue_on, seq_body};
 use futures_lite::StreamExt;
 use ringmq::client::tokio::Client;
 use ringmq::client::{ClientError, ClientOptions, Event, ExchangeOptions, ProducerOptions, Recovery, Unconfirmed};
 use std::collections::{BTreeSet, HashMap};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A port P with P + 1 and P + 2 free too (the broker's two shards listen
-/// on P + 1 + i), so a restart gets the same addresses.
-fn free_ports() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p > 65_000 {
-            continue;
-        }
-        if (1..=2).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-    panic!("no three free ports in a row");
-}
-
-fn serve(dir: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["serve", "--cores", "2", "--no-pin", "--amqp-listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ringmq serve starts");
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("ready line");
-    assert!(line.contains(&format!("127.0.0.1:{port}")), "ready on the port asked for: {line}");
-    child
-}
 
 fn options(port: u16, unconfirmed: Unconfirmed) -> ClientOptions {
     ClientOptions {
@@ -360,38 +323,11 @@ async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
     let c = ringmq::client::Client::connect(options(port, Unconfirmed::Republish)).await.unwrap();
     let q = queue_on(0, 2, "grecover");
     c.declare(&q, true).await.unwrap();
-    let events = Rc::new(RefCell::new(Vec::new()));
-    {
-        let (mut stream, events) = (c.events(), events.clone());
-        glommio::spawn_local(async move {
-            while let Some(e) = stream.next().await {
-                events.borrow_mut().push(e);
-            }
-        })
-        .detach();
-    }
+    let events = common::recovery::events(c.events());
     let confirmed = Rc::new(RefCell::new(BTreeSet::new()));
-    let received: Rc<RefCell<HashMap<u64, u32>>> = Rc::default();
+    let received: common::recovery::Received = Rc::default();
     let stop = Rc::new(std::cell::Cell::new(false));
-    let mut consumer = c.subscribe(&q, 200).await.unwrap();
-    let consuming = {
-        let (received, stop) = (received.clone(), stop.clone());
-        glommio::spawn_local(async move {
-            while !stop.get() {
-                let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
-                match next.await {
-                    Ok(Some(Ok(d))) => {
-                        *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
-                        consumer.ack(d.tag);
-                    }
-                    Ok(Some(Err(e))) => panic!("the consumer's stream yielded {e}"),
-                    Ok(None) => panic!("the consumer's stream ended"),
-                    Err(_) => {}
-                }
-            }
-            consumer
-        })
-    };
+    let consuming = common::recovery::consume(c.subscribe(&q, 200).await.unwrap(), received.clone(), stop.clone());
     let producer = c
         .producer(&q, ProducerOptions { persistent: true, batch_max: 32, in_flight_max: 8, ..Default::default() })
         .await
@@ -409,39 +345,14 @@ async fn glommio_scenario(port: u16) -> (usize, usize, u64, Vec<Event>) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "publishing resumed after the restart");
-        let conf = producer.publish(&seq_body(seq, 64)).await.expect("publish goes on through recovery");
-        let confirmed = confirmed.clone();
-        waits.push(glommio::spawn_local(async move {
-            match conf.await {
-                Ok(()) => {
-                    confirmed.borrow_mut().insert(seq);
-                }
-                Err(e) => panic!("confirmation of {seq}: {e}"),
-            }
-        }));
+        waits.push(common::recovery::publish(&producer, seq, &confirmed).await);
         seq += 1;
-        if seq.is_multiple_of(100) {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
     }
-    producer.flush().unwrap();
-    for w in waits {
-        w.await;
-    }
+    common::recovery::settle(&producer, waits).await;
     stop.set(true);
     let mut consumer = consuming.await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let missing = loop {
-        let missing = confirmed.borrow().iter().filter(|s| !received.borrow().contains_key(s)).count();
-        if missing == 0 || Instant::now() > deadline {
-            break missing;
-        }
-        let next = glommio::timer::timeout(Duration::from_millis(100), async { Ok(consumer.next().await) });
-        if let Ok(Some(Ok(d))) = next.await {
-            *received.borrow_mut().entry(body_seq(&d.body)).or_default() += 1;
-            consumer.ack(d.tag);
-        }
-    };
+    let all = confirmed.borrow().clone();
+    let missing = common::recovery::drain(&mut consumer, &all, &received).await;
     let duplicates = received.borrow().values().map(|n| u64::from(n - 1)).sum();
     c.close().await;
     let n = confirmed.borrow().len();

@@ -1,11 +1,10 @@
 //! Runs a workload: one glommio executor per worker core, producers and
 //! consumers spread over them, histograms merged at the end.
 
-use crate::amqp::{ConfirmSink, Sink};
+use crate::amqp::Sink;
 use crate::checker::{BitSet, Checker, OrderTrack};
 use crate::driver::{Consumer, Producer, Target};
-use crate::header::{now_ns, Header, HEADER_LEN};
-use crate::schedule::Schedule;
+use crate::header::now_ns;
 use crate::stats::{self, Percentiles, Summary};
 use anyhow::{anyhow, bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -18,7 +17,12 @@ use std::time::Duration;
 
 pub use crate::workload::Workload;
 
+mod consume;
+mod produce;
 mod progress;
+use consume::{consume, ConsumerSink};
+pub(crate) use produce::MIN_SLEEP_NS;
+use produce::{confirm_sink, run_producer};
 use progress::{hand_over_intervals, progress_loop};
 
 /// State shared by all workers (atomics only; touched a few times per batch).
@@ -88,98 +92,6 @@ struct WorkerStats {
     reconnects: u64,
 }
 
-struct ConsumerSink {
-    stats: Rc<RefCell<WorkerStats>>,
-    shared: Arc<Shared>,
-    /// The queue this consumer reads.
-    queue: usize,
-    order: OrderTrack,
-    window: Option<Window>,
-    new: u64,
-    /// When the current subscription last got a delivery, or began (ns).
-    last_any: u64,
-}
-
-impl ConsumerSink {
-    fn window(&mut self) -> Option<Window> {
-        if self.window.is_none() {
-            let t0 = self.shared.t0.load(Relaxed);
-            if t0 != 0 {
-                self.window = Some(Window::new(t0, &self.shared.w));
-            }
-        }
-        self.window
-    }
-}
-
-impl Sink for ConsumerSink {
-    fn deliver(&mut self, prefix: &[u8], now: u64) {
-        self.last_any = now;
-        let win = self.window();
-        let mut st = self.stats.borrow_mut();
-        let Some(h) = Header::read(prefix) else {
-            st.checker.malformed += 1;
-            return;
-        };
-        let Some(win) = win.filter(|w| h.intended_ns >= w.t0) else {
-            st.checker.foreign += 1;
-            return;
-        };
-        let seen = st.checker.record(&mut self.order, self.queue, h.producer, h.seq);
-        if seen == crate::checker::Seen::Duplicate {
-            return;
-        }
-        self.new += 1;
-        let lat = now.saturating_sub(h.intended_ns);
-        stats::record(&mut st.interval, lat);
-        if win.contains(h.intended_ns) {
-            stats::record(&mut st.latency, lat);
-        }
-        if win.contains(now) {
-            st.window_received += 1;
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.new > 0 {
-            self.shared.received.fetch_add(self.new, Relaxed);
-            self.shared.last_new.fetch_max(now_ns(), Relaxed);
-            self.new = 0;
-        }
-    }
-
-    fn should_stop(&mut self, now: u64) -> bool {
-        if self.shared.abort.load(Relaxed) {
-            return true;
-        }
-        let Some(win) = self.window() else {
-            return false;
-        };
-        let s = &self.shared;
-        if now < win.end {
-            return false;
-        }
-        if now >= win.end + (s.w.drain_s * 1e9) as u64 {
-            return true;
-        }
-        let producers_done = s.producers_done.load(Relaxed) == s.w.producers;
-        if let (Some(idle), true) = (s.w.drain_idle_s, producers_done) {
-            let idle = (idle * 1e9) as u64;
-            if now >= win.end + idle && now.saturating_sub(s.last_new.load(Relaxed)) >= idle {
-                return true;
-            }
-        }
-        s.w.producers == 0 || (producers_done && s.received.load(Relaxed) >= s.expected.load(Relaxed))
-    }
-
-    fn stale(&mut self, now: u64) -> Option<String> {
-        let idle = self.shared.w.resubscribe_idle_s?;
-        let silent = now.saturating_sub(self.last_any);
-        (self.shared.w.reconnect && silent >= (idle * 1e9) as u64)
-            .then(|| format!("no delivery for {idle} s: subscribing again"))
-    }
-}
-
 /// Waits until the main thread has set the start time, and that time has come.
 async fn wait_for_start(shared: &Shared) -> Result<u64> {
     loop {
@@ -198,111 +110,9 @@ async fn wait_for_start(shared: &Shared) -> Result<u64> {
     }
 }
 
-async fn run_producer(
-    p: usize,
-    prod: crate::driver::Producer,
-    shared: Arc<Shared>,
-    stats: Rc<RefCell<WorkerStats>>,
-) -> Result<()> {
-    let w = &shared.w;
-    let t0 = wait_for_start(&shared).await?;
-    let win = Window::new(t0, w);
-    let sched = w.rate.as_ref().map(|r| Schedule::with_profile(t0, w.warmup_s, r, w.producers, p));
-    let total = sched.as_ref().map(|s| s.count_before(win.end));
-    let batch = if w.confirm { w.batch.min(w.max_inflight) } else { w.batch }.max(1);
-    let per_message = w.expected_per_message(p);
-    let mut msgs: Vec<([u8; HEADER_LEN], u64)> = Vec::with_capacity(batch);
-    let mut seq = 0u64;
-    let header = |i: u64, t: u64| {
-        let h = Header { producer: p as u32, seq: i, intended_ns: t };
-        (h.to_bytes(), t)
-    };
-    let mut prod = Some(prod);
-    let result = async {
-        while !shared.abort.load(Relaxed) {
-            if prod.is_none() {
-                // --reconnect: the publishes due meanwhile go out once it
-                // is back, late (their latency counts from the schedule).
-                prod = reconnect_producer(p, &shared, &stats, win.end).await;
-            }
-            let Some(pr) = prod.as_mut() else { break };
-            let now = now_ns();
-            msgs.clear();
-            match (&sched, total) {
-                (Some(s), Some(total)) => {
-                    if seq >= total {
-                        break;
-                    }
-                    let due = s.due(now).min(total);
-                    if due <= seq {
-                        // Not less than MIN_SLEEP: a sleep per message at
-                        // 100 k/s would keep this core busy with timers.
-                        // The wait counts in the latency (measured from
-                        // the intended send time).
-                        let wait = s.intended(seq).saturating_sub(now).max(MIN_SLEEP_NS);
-                        glommio::timer::sleep(Duration::from_nanos(wait)).await;
-                        continue;
-                    }
-                    let n = (due - seq).min(batch as u64);
-                    msgs.extend((seq..seq + n).map(|i| header(i, s.intended(i))));
-                }
-                _ => {
-                    if now >= win.end {
-                        break;
-                    }
-                    msgs.extend((seq..seq + batch as u64).map(|i| header(i, now)));
-                }
-            }
-            let in_window = msgs.iter().filter(|m| win.contains(m.1)).count() as u64;
-            if let Err(e) = pr.publish(&msgs).await {
-                if !w.reconnect {
-                    return Err(e);
-                }
-                // Part of the batch may have reached the broker: it counts
-                // as sent, and none of it will be confirmed.
-                note_error(&stats, &format!("producer {p}"), &e);
-                if let Some(old) = prod.take() {
-                    // Closed, not dropped: a dropped client keeps its
-                    // connection open.
-                    let closing = async { old.finish(Duration::from_millis(500)).await.is_ok() };
-                    let late = async {
-                        glommio::timer::sleep(Duration::from_secs(3)).await;
-                        false
-                    };
-                    if !futures_lite::future::or(closing, late).await {
-                        eprintln!("[{:.3}] producer {p}: the failed connection did not close cleanly", wall());
-                    }
-                }
-            }
-            let n = msgs.len() as u64;
-            seq += n;
-            shared.sent.fetch_add(n, Relaxed);
-            shared.expected.fetch_add(n * per_message, Relaxed);
-            stats.borrow_mut().window_sent += in_window;
-            // A write the kernel takes at once never returns Pending, so a
-            // max-rate producer would keep consumers on this worker from
-            // running at all: give way once the time slice is used up.
-            glommio::yield_if_needed().await;
-        }
-        Ok::<(), anyhow::Error>(())
-    }
-    .await;
-    stats.borrow_mut().sent_by_producer.push((p, seq));
-    let fin = match prod {
-        Some(pr) => pr.finish(Duration::from_secs_f64(w.drain_s.max(1.0))).await,
-        None => Ok(()),
-    };
-    shared.producers_done.fetch_add(1, Relaxed);
-    result.and(fin)
-}
-
-/// The shortest sleep of a fixed-rate producer waiting for its next
-/// message to be due.
-pub(crate) const MIN_SLEEP_NS: u64 = 100_000;
-
 /// First and longest wait between two connection attempts (`--reconnect`).
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Counts one error by its kind: the text with digit runs folded to `N`
 /// (node ids, ports and counts differ; the kind does not).
@@ -335,77 +145,6 @@ fn note_error(stats: &Rc<RefCell<WorkerStats>>, what: &str, e: &anyhow::Error) {
     eprintln!("[{:.3}] {what}: {e:#}", wall());
     let kind = error_kind(what, &format_args!("{e:#}"));
     *stats.borrow_mut().errors.entry(kind).or_default() += 1;
-}
-
-/// Connects producer `p` again, with backoff, until it works or `until`
-/// (ns) passes.
-async fn reconnect_producer(
-    p: usize,
-    shared: &Arc<Shared>,
-    stats: &Rc<RefCell<WorkerStats>>,
-    until: u64,
-) -> Option<crate::driver::Producer> {
-    let w = &shared.w;
-    let mut backoff = BACKOFF_MIN;
-    while !shared.abort.load(Relaxed) && now_ns() < until {
-        glommio::timer::sleep(backoff).await;
-        let sink = confirm_sink(p, stats.clone(), shared.clone());
-        match shared.target.producer(&w.route(p), &w.spec(), sink).await {
-            Ok(pr) => {
-                stats.borrow_mut().reconnects += 1;
-                eprintln!("[{:.3}] producer {p}: connected again", wall());
-                return Some(pr);
-            }
-            Err(e) => {
-                note_error(stats, &format!("producer {p} reconnecting"), &e);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-    None
-}
-
-/// Runs a consumer until the run ends; with `--reconnect`, a failed
-/// connection or subscription is made again (with backoff) and the same
-/// sink (checker and order tracking) goes on.
-async fn consume(mut cons: Option<Consumer>, sink: &mut ConsumerSink) -> Result<()> {
-    let shared = sink.shared.clone();
-    let queue = &shared.w.queues[sink.queue];
-    let what = format!("consumer of {queue}");
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let c = match cons.take() {
-            Some(c) => c,
-            None => {
-                if sink.should_stop(now_ns()) {
-                    return Ok(());
-                }
-                glommio::timer::sleep(backoff).await;
-                match shared.target.consumer(queue, &shared.w.spec()).await {
-                    Ok(c) => {
-                        sink.stats.borrow_mut().reconnects += 1;
-                        sink.last_any = now_ns();
-                        eprintln!("[{:.3}] {what}: subscribed again", wall());
-                        backoff = BACKOFF_MIN;
-                        c
-                    }
-                    Err(e) => {
-                        note_error(&sink.stats, &format!("{what} reconnecting"), &e);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        continue;
-                    }
-                }
-            }
-        };
-        match c.run(&mut *sink).await {
-            Ok(()) => return Ok(()),
-            Err(e) if shared.w.reconnect => {
-                sink.flush();
-                note_error(&sink.stats, &what, &e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Body of worker thread `wi`: connects its clients, waits for the start,
@@ -534,34 +273,6 @@ async fn connect_clients(
         }
     }
     Ok((producers, consumers))
-}
-
-/// Counts producer `p`'s confirms and nacks, and records the latency of
-/// the confirms of messages meant to be sent inside the window.
-fn confirm_sink(p: usize, st: Rc<RefCell<WorkerStats>>, sh: Arc<Shared>) -> ConfirmSink {
-    let per_message = sh.w.expected_per_message(p);
-    let mut win: Option<Window> = None;
-    Box::new(move |intended, seq, outcome| {
-        let now = now_ns();
-        let mut st = st.borrow_mut();
-        if let Err(why) = outcome {
-            st.nacked += 1;
-            st.nacked_expected += per_message;
-            *st.errors.entry(error_kind("publish not confirmed", &why)).or_default() += 1;
-            return;
-        }
-        st.confirmed += 1;
-        if let Some(b) = st.confirmed_seqs.get_mut(p) {
-            b.insert(seq);
-        }
-        sh.confirmed.fetch_add(1, Relaxed);
-        let win = *win.get_or_insert_with(|| Window::new(sh.t0.load(Relaxed), &sh.w));
-        let lat = now.saturating_sub(intended);
-        stats::record(&mut st.confirm_interval, lat);
-        if win.contains(intended) {
-            stats::record(&mut st.confirm_latency, lat);
-        }
-    })
 }
 
 /// Declares (and purges) the queues, and the exchange with its bindings,

@@ -14,13 +14,13 @@ use super::channel::{ChState, Channels};
 use super::reading::{ReadClock, ReadEnd};
 use crate::protocol::amqp::frame::{self, Decoded, Frame, FRAME_MIN_SIZE};
 use crate::protocol::amqp::method::{self, code, id, Method, MethodId};
-use crate::protocol::amqp::wire::{self, put_longstr, put_shortstr, TableWriter};
+use crate::protocol::amqp::wire::put_shortstr;
 use crate::rt::reader::{Amqp, FrameReader, ReadError};
 use crate::rt::{Notify, Outbox};
 use crate::server::shard::conns::EVICTED;
 use crate::server::shard::{PromoteError, Shard};
 use crate::server::types::{ConnRef, Reply, Request};
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -52,7 +52,7 @@ const GENERATION: u64 = 1 << 30;
 
 const CHANNEL_MAX: u16 = 2047;
 const FRAME_MAX: u32 = 128 * 1024;
-const HEARTBEAT_S: u16 = 60;
+pub(super) const HEARTBEAT_S: u16 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -530,51 +530,6 @@ impl AmqpConn {
             }
             _ => Err(conn_fault(code::UNEXPECTED_FRAME, format!("method {mid:?} is not expected now"), mid)),
         }
-    }
-
-    fn put_start(&self, b: &mut BytesMut) {
-        method::put(b, 0, id::CONNECTION_START, |b| {
-            b.put_u8(0);
-            b.put_u8(9);
-            let t = TableWriter::begin(b);
-            t.str(b, "product", "ringmq");
-            t.str(b, "version", env!("CARGO_PKG_VERSION"));
-            t.str(b, "platform", "Rust");
-            t.str(b, "information", "https://github.com/ringmq (AMQP 0-9-1 front end, see docs/amqp.md)");
-            let caps = t.table(b, "capabilities");
-            caps.bool(b, "publisher_confirms", true);
-            caps.bool(b, "basic.nack", true);
-            caps.bool(b, "consumer_cancel_notify", true);
-            caps.bool(b, "exchange_exchange_bindings", true);
-            caps.bool(b, "connection.blocked", true);
-            caps.bool(b, "authentication_failure_close", true);
-            caps.bool(b, "per_consumer_qos", true);
-            caps.bool(b, "direct_reply_to", true);
-            caps.finish(b);
-            t.finish(b);
-            put_longstr(b, self.mechanisms());
-            put_longstr(b, b"en_US");
-        });
-    }
-
-    fn start_ok(&self, client_props: &[u8], mechanism: &str, response: &[u8]) -> Result<(), Fault> {
-        let user = self.log_in(mechanism, response)?;
-        *self.grants.borrow_mut() =
-            Some(crate::server::grants::Grants::new(&self.shard, &user, crate::auth::vhosts::DEFAULT_VHOST));
-        let mut st = self.st.borrow_mut();
-        st.cancel_notify = wire::has_capability(client_props, "consumer_cancel_notify");
-        st.blocked_cap = wire::has_capability(client_props, "connection.blocked");
-        st.phase = Phase::TuneOk;
-        let (channel_max, frame_max) = (st.channel_max, crate::protocol::wire::len32(st.frame_max));
-        self.outbox.push(|b| {
-            method::put(b, 0, id::CONNECTION_TUNE, |b| {
-                b.put_u16(channel_max);
-                b.put_u32(frame_max);
-                b.put_u16(HEARTBEAT_S);
-            })
-        });
-        tracing::debug!(peer = ?self.peer, %user, "AMQP login");
-        Ok(())
     }
 
     /// Gives the connection's consumers and exclusive queues back to their

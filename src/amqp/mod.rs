@@ -33,6 +33,8 @@ pub mod calls;
 pub mod channel;
 pub mod conn;
 mod consume_args;
+mod consuming;
+mod deliver;
 pub mod flow;
 mod grants;
 pub mod handlers;

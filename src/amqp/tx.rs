@@ -193,7 +193,7 @@ pub fn commit(c: &AmqpConn, core: &Core<'_>, st: &mut State, n: u16, mid: Method
     let seq = channel(st, n)?.push_op(OpKind::Commit { returns });
     core.commit_tx(rid(KIND_OP, n, seq), publishes, acks);
     // Credit the acks freed: held deliveries may go now.
-    super::out::drain_held(c, st, n);
+    super::deliver::drain_held(c, st, n);
     Ok(())
 }
 

@@ -54,7 +54,7 @@ impl Client {
         let info = first.info().clone();
         let mut by_shard = vec![None; info.shard_addrs.len()];
         by_shard[usize::from(info.shard_id)] = Some(first.clone());
-        let routes = cluster::Routes::default();
+        let routes = cluster::Routes::new(hub.clone());
         if let Some(map) = map {
             routes.set(map);
         }
@@ -76,7 +76,7 @@ impl Client {
         &self.info
     }
 
-    /// What recovery did (`ClientOptions::recovery`; docs/client.md,
+    /// What recovery did (`ClientOptions::recovery`; docs/client-recovery.md,
     /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
     /// client closes or recovery gives up. Events wait in a bounded queue
     /// that drops the oldest unread. Without recovery the stream is empty.
@@ -309,7 +309,12 @@ impl Client {
         r
     }
 
-    /// Acks a message obtained with [`Client::get`].
+    /// Acks a message obtained with [`Client::get`]. A delivery from a
+    /// socket that has since ended (recovery redialled) is refused with
+    /// [`ClientError::StaleDelivery`] and nothing is sent: its tag could
+    /// name another message on the new socket, and the broker requeued
+    /// the message, which comes again flagged `redelivered`
+    /// (docs/client-recovery.md, "Pull consumers across a reconnect").
     pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
         self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
     }

@@ -196,6 +196,7 @@ fn greet(stream: &SyncStream, addr: SocketAddr, opts: &ClientOptions) -> Result<
 /// A subscription made with [`Client::subscribe`].
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    /// The broker's id for it: acks and cancels name it.
     pub consumer_id: u32,
     shard: usize,
 }
@@ -487,7 +488,9 @@ impl Client {
         }
     }
 
-    /// Acks a message from [`Client::get`].
+    /// Acks a message from [`Client::get`]. The blocking client does not
+    /// reconnect: after its connection ended this fails with that error,
+    /// and the broker has requeued the message (flagged `redelivered`).
     pub fn ack_get(&mut self, queue: &str, d: &Delivery) -> Result<()> {
         let i = self.conn(queue)?;
         self.send_ack(&Subscription { consumer_id: d.consumer_id, shard: i }, d.tag, None)

@@ -4,6 +4,7 @@
 
 pub use super::core::routes::OwnedMap;
 use super::core::routes::RouteBook;
+use super::recover::Hub;
 use super::{ClientError, Conn, Response, Result};
 use crate::protocol::Cmd;
 use std::cell::RefCell;
@@ -17,9 +18,17 @@ use std::rc::Rc;
 pub struct Routes {
     book: RefCell<RouteBook>,
     conns: RefCell<HashMap<SocketAddr, Rc<Conn>>>,
+    /// With recovery: told each new map (where the first connection fails
+    /// over to).
+    hub: Option<Rc<Hub>>,
 }
 
 impl Routes {
+    pub(crate) fn new(hub: Option<Rc<Hub>>) -> Self {
+        Self { hub, ..Default::default() }
+    }
+
+    /// The cluster map as last fetched (empty on a single node).
     pub fn map(&self) -> OwnedMap {
         self.book.borrow().map().clone()
     }
@@ -31,6 +40,9 @@ impl Routes {
 
     /// Takes a new map (and forgets where queues were).
     pub fn set(&self, map: OwnedMap) {
+        if let Some(hub) = &self.hub {
+            hub.set_map(&map);
+        }
         self.book.borrow_mut().set(map);
     }
 
@@ -56,7 +68,8 @@ impl Routes {
             return Ok(Some(a));
         }
         let v = via.simple(Cmd::Locate { queue }).await?;
-        let addr = self.book.borrow_mut().resolve(queue, v, via.info());
+        // The node that answered: another than the URL's after a failover.
+        let addr = self.book.borrow_mut().resolve(queue, v, &via.node_info());
         if addr.is_none() {
             self.refresh(via).await?;
         }
@@ -73,6 +86,7 @@ impl Routes {
         self.conns.borrow().values().cloned().collect()
     }
 
+    /// Keeps `c` as the connection to `addr`, for queues whose owner is there.
     pub fn keep(&self, addr: SocketAddr, c: Rc<Conn>) {
         self.conns.borrow_mut().insert(addr, c);
     }

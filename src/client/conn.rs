@@ -7,6 +7,7 @@ use super::consumer::ConsumerState;
 use super::core::acks::AckBook;
 pub use super::core::incoming::Response;
 use super::core::incoming::{classify, Incoming};
+use super::core::pull::PullTags;
 use super::core::requests::Requests;
 use super::dial::{io_error, Dialer};
 use super::handshake::{greet, Greeting};
@@ -42,10 +43,17 @@ enum Phase {
 /// Bytes queued for the socket before senders wait for the writer.
 const OUTBOX_HIGH_BYTES: usize = 4 << 20;
 
+/// One connection to one shard (glommio): the socket's reader and writer
+/// tasks, the requests waiting for their replies, the consumers it carries,
+/// and, with recovery, what it needs to be redialled.
 pub struct Conn {
+    /// The first handshake's answer: the limits (a failover takes only a
+    /// node with the same ones) and the node and shard first reached.
     info: ServerInfo,
-    /// Where it was dialled (and is redialled).
-    addr: SocketAddr,
+    /// Where it is dialled (and redialled): moves on a failover.
+    addr: Cell<SocketAddr>,
+    /// The current socket's handshake: another node's after a failover.
+    node: RefCell<ServerInfo>,
     /// With recovery on: the client's recovery hub.
     hub: Option<Rc<super::recover::Hub>>,
     /// The current socket's outbox: a redial brings a new one.
@@ -69,6 +77,8 @@ pub struct Conn {
     unblocked: Notify,
     /// The broker said the cluster map moved (`MapChanged`).
     map_changed: Cell<bool>,
+    /// `get`'s tags across sockets: a stale one's ack is refused.
+    pulls: RefCell<PullTags>,
 }
 
 impl Conn {
@@ -100,8 +110,9 @@ impl Conn {
     ) -> Result<(Rc<Conn>, Option<super::cluster::OwnedMap>)> {
         let (r, w, Greeting { info, map, reader }) = Self::dial(dialer, addr, opts, want_map).await?;
         let conn = Rc::new(Conn {
+            node: RefCell::new(info.clone()),
             info,
-            addr,
+            addr: Cell::new(addr),
             hub,
             outbox: RefCell::default(),
             gen: Cell::new(0),
@@ -114,6 +125,7 @@ impl Conn {
             blocked: RefCell::new(None),
             unblocked: Notify::default(),
             map_changed: Cell::new(false),
+            pulls: RefCell::default(),
         });
         if let Some(hub) = &conn.hub {
             hub.add_conn(&conn);
@@ -161,9 +173,16 @@ impl Conn {
         self.outbox.borrow().clone()
     }
 
-    /// What the first connection's handshake said (shards, limits).
+    /// What this connection's first handshake said (shards, limits; see
+    /// [`Conn::node_info`] for the node it reaches now, after a failover).
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// What the current socket's handshake said: the node and shard this
+    /// connection reaches now (another node's after a failover).
+    pub fn node_info(&self) -> ServerInfo {
+        self.node.borrow().clone()
     }
 
     /// Whether the broker said the cluster map moved since the last call.
@@ -251,13 +270,23 @@ impl Conn {
 
     /// Sends one request and waits for its reply.
     pub async fn request(&self, cmd: Cmd<'_>) -> Result<Response> {
+        self.request_then(cmd, |r| r).await
+    }
+
+    /// `request`, the reply passed through `then` by the socket's reader
+    /// as it arrives (before that socket can have ended).
+    async fn request_then(
+        &self,
+        cmd: Cmd<'_>,
+        then: impl FnOnce(Result<Response>) -> Result<Response> + 'static,
+    ) -> Result<Response> {
         if self.phase.get() == Phase::Down {
             self.wait_up().await;
         }
         let rid = self.next_request_id();
         let slot = Slot::new();
         let s = slot.clone();
-        self.send_raw(rid, Some(Box::new(move |r| s.set(r))), |b| Frame { request_id: rid, cmd }.encode(b))?;
+        self.send_raw(rid, Some(Box::new(move |r| s.set(then(r)))), |b| Frame { request_id: rid, cmd }.encode(b))?;
         slot.wait().await
     }
 
@@ -274,16 +303,26 @@ impl Conn {
         self.simple(Cmd::Declare { flags, queue, args }).await
     }
 
-    /// Pulls one message of `queue` for pull consumer `consumer_id`.
-    pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
-        match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
+    /// Pulls one message of `queue` for pull consumer `consumer_id`. Its
+    /// tag goes on counting across the sockets this connection has had
+    /// (`core::pull`).
+    pub async fn get(self: &Rc<Self>, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
+        let me = Rc::downgrade(self);
+        let then = move |r| match me.upgrade() {
+            Some(c) => c.pulls.borrow_mut().reply(consumer_id, r),
+            None => r,
+        };
+        match self.request_then(Cmd::Get { no_ack, consumer_id, queue }, then).await? {
             Response::Get(d) => Ok(d),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
 
-    /// Acks (or nacks) one tag right away and waits until it is written.
+    /// Acks (or nacks) one tag of a `get` right away and waits until it
+    /// is written. A tag from a socket that has since ended is refused
+    /// ([`ClientError::StaleDelivery`]) and nothing is sent.
     pub async fn ack_now(&self, consumer_id: u32, tag: u64, nack: Option<bool>) -> Result<()> {
+        let tag = self.pulls.borrow().for_ack(consumer_id, tag)?;
         let rid = self.next_request_id();
         self.send_raw(rid, None, |b| encode_ack(b, rid, nack, consumer_id, &[(tag, tag)]))?;
         self.outbox().wait_below(0).await;
@@ -354,6 +393,12 @@ impl Conn {
 
     /// Flushes what is queued, then closes the socket.
     pub async fn close(&self) {
+        // Down (recovery redialling, or waiting for a dead node): no socket
+        // to flush through; it ends here, and recovery leaves it.
+        if self.is_down() {
+            self.fail(ClientError::Closed("connection closed by this client".into()));
+            return;
+        }
         self.close_acks_first().await;
         let outbox = self.outbox();
         outbox.close();

@@ -81,6 +81,8 @@ impl ConsumerState {
     }
 }
 
+/// A subscription to one queue (glommio): deliveries as a `Stream`, acks
+/// gathered into ranges and sent in batches.
 pub struct Consumer {
     conn: Rc<Conn>,
     id: u32,

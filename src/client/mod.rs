@@ -107,7 +107,12 @@ pub enum ClientError {
     /// [`ErrorCode`] ([`ClientError::code`]). Unless the broker said it
     /// was fatal, the connection goes on.
     #[error("broker error {code}: {message}")]
-    Server { code: u16, message: String },
+    Server {
+        /// The stable error code (`ErrorCode`'s number).
+        code: u16,
+        /// The broker's text.
+        message: String,
+    },
     /// The connection ended (the broker closed it, heartbeats stopped,
     /// this client closed it): every pending request and consumer of it
     /// hears this.
@@ -124,7 +129,25 @@ pub enum ClientError {
     /// Recovery's record is full (`Recovery::records_max`): the declare
     /// or subscribe was refused before it was sent.
     #[error("recovery records at most {max} {what}; refused one more")]
-    RecoveryLimit { what: &'static str, max: usize },
+    RecoveryLimit {
+        /// What is full: `queues`, `exchanges`, `bindings` or `consumers`.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+    },
+    /// An ack of a message pulled with `get` on a socket that has since
+    /// ended (recovery redialled): refused before it is sent, since the
+    /// tag could name another message on the new socket. The broker
+    /// requeued the message when the old socket ended; it comes again,
+    /// flagged `redelivered` (docs/client-recovery.md, "Pull consumers across a
+    /// reconnect").
+    #[error("delivery tag {tag} of pull consumer {consumer_id} is from a connection that ended; the broker requeued its message")]
+    StaleDelivery {
+        /// The pull consumer.
+        consumer_id: u32,
+        /// The stale tag.
+        tag: u64,
+    },
 }
 
 impl ClientError {
@@ -146,7 +169,9 @@ pub struct ClientOptions {
     /// `ringmq[s]://[USER[:PASSWORD]@]HOST:PORT[/VHOST][?OPTION=VALUE&...]`
     /// ([`url`]): what it says wins over the fields below.
     pub url: String,
+    /// The user to log in as (the URL's wins).
     pub user: String,
+    /// Its password (the URL's wins).
     pub password: String,
     /// Send each queue's traffic to the shard that owns it. Off: everything
     /// goes over the first connection and the broker forwards it.
@@ -171,11 +196,12 @@ pub struct ClientOptions {
     /// A client certificate chain (PEM) for brokers that ask for one
     /// (`tls_client_certs`), with its key in `tls_key_file`.
     pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     pub tls_key_file: Option<PathBuf>,
     /// The vhost to work in; its queues are other vhosts' only by name.
     pub vhost: String,
     /// Automatic recovery in the async clients (redial, declare again,
-    /// resubscribe, republish; docs/client.md, "Recovery"). `None`, the
+    /// resubscribe, republish; docs/client-recovery.md, "Recovery"). `None`, the
     /// default: a connection that ends stays ended. The blocking client
     /// ignores it.
     pub recovery: Option<Recovery>,
@@ -222,7 +248,9 @@ pub struct ServerInfo {
     pub shard_id: u16,
     /// The broker's limits: a frame, a message, a consumer's prefetch.
     pub frame_bytes_max: u32,
+    /// The largest message body it takes.
     pub message_bytes_max: u32,
+    /// The largest prefetch a consumer may ask for.
     pub prefetch_max: u32,
     /// Every shard's address on the listener reached (plain or TLS).
     pub shard_addrs: Vec<SocketAddr>,

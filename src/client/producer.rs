@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     entries_bytes_max: usize,
 }
 
+/// Publishes to one target (glommio): messages gathered into batches, and
+/// with confirms, each batch's confirmation awaited or handed back.
 pub struct Producer {
     inner: Rc<Inner>,
 }

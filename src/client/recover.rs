@@ -1,21 +1,29 @@
-//! Automatic recovery on glommio (docs/client.md, "Recovery"), as the
+//! Automatic recovery on glommio (docs/client-recovery.md, "Recovery"), as the
 //! tokio client's (`client::tokio::recover`) on one thread: the client's
-//! [`Hub`] and the supervisor task that redials with backoff, declares
-//! again, resubscribes and republishes. What is decided is
-//! `client::core`'s (backoff, record, events); this is the I/O.
+//! [`Hub`] and the supervisor task that redials with backoff (failing the
+//! first connection over to another node of the cluster map when its own
+//! stays down), declares again, resubscribes and republishes. The loop is
+//! the core's (`client::core::supervise`, shared with the tokio client);
+//! this is the I/O it runs on (`Sup`: glommio sockets, tasks, timers).
 
 use super::conn::Conn;
-use super::core::recovery::{Backoff, Event, EventQueue, Recovery, Unconfirmed};
+use super::core::recovery::{Event, EventQueue, Recovery};
+use super::core::routes::OwnedMap;
+use super::core::supervise::{recover, shell_conn_methods, Shell};
+use super::core::topology::Record;
 use super::core::topology::Topology;
 use super::dial::Dialer;
 use super::producer::Inner as ProducerInner;
-use super::{ClientError, ClientOptions};
+use super::{ClientError, ClientOptions, Result, ServerInfo};
+use crate::protocol::Cmd;
 use crate::rt::Notify;
 use futures_lite::Stream;
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 /// What a client's connections, producers and consumers share for
 /// recovery. Exists only when `ClientOptions::recovery` is set.
@@ -29,6 +37,9 @@ pub(crate) struct Hub {
     producers: RefCell<Vec<Weak<ProducerInner>>>,
     lost: Notify,
     closing: Cell<bool>,
+    /// Each node's shards' addresses, from the last cluster map the client
+    /// had: where the first connection fails over to.
+    nodes: RefCell<Vec<Vec<SocketAddr>>>,
 }
 
 impl Hub {
@@ -42,7 +53,13 @@ impl Hub {
             producers: RefCell::default(),
             lost: Notify::default(),
             closing: Cell::new(false),
+            nodes: RefCell::default(),
         })
+    }
+
+    /// The client has a (new) cluster map.
+    pub(crate) fn set_map(&self, map: &OwnedMap) {
+        *self.nodes.borrow_mut() = map.nodes.clone();
     }
 
     /// Adds an event for the application; never waits.
@@ -147,100 +164,74 @@ pub(crate) async fn supervise(hub: Rc<Hub>, dialer: Rc<Dialer>, opts: ClientOpti
             lost.await;
             continue;
         }
-        if !recover(&hub, &dialer, &opts, down).await {
+        // The rounds, the failover and the replay are the core's loop.
+        if !recover(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, down).await {
             return;
         }
     }
 }
 
-/// Brings `down` back; false when recovery gave up (or the client closed).
-async fn recover(hub: &Hub, dialer: &Dialer, opts: &ClientOptions, mut down: Vec<Rc<Conn>>) -> bool {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
-    let mut backoff = Backoff::new(&hub.recovery, seed);
-    let mut next = 0;
-    while next < down.len() {
-        let conn = down[next].clone();
-        next += 1;
-        loop {
-            if hub.is_closing() {
-                return false;
-            }
-            match conn.redial(dialer, opts).await {
-                Ok(()) => {
-                    hub.event(Event::Reconnected { addr: conn.addr(), attempt: backoff.attempts() + 1 });
-                    break;
-                }
-                Err(e) => match backoff.failed() {
-                    Some(wait) => {
-                        tracing::debug!(addr = %conn.addr(), error = %e, ?wait, "redial failed");
-                        glommio::timer::sleep(wait).await;
-                    }
-                    None => {
-                        give_up(hub, e);
-                        return false;
-                    }
-                },
-            }
-        }
-        // Connections that went down meanwhile join this round.
-        if next == down.len() {
-            for c in hub.live_conns() {
-                if c.is_down() && !down.iter().any(|d| Rc::ptr_eq(d, &c)) {
-                    down.push(c);
-                }
-            }
-        }
-    }
-    // Declarations first, over the first connection (the broker forwards
-    // each to its owner and answers once it is made).
-    let Some(first) = hub.live_conns().into_iter().next() else { return false };
-    let records = hub.topology.borrow().records().to_vec();
-    let mut failed = 0;
-    for r in &records {
-        if let Err(e) = first.simple(r.cmd()).await {
-            tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
-            hub.event(Event::RedeclareFailed { what: r.describe(), error: e });
-            failed += 1;
-        }
-    }
-    hub.event(Event::TopologyRecovered { records: records.len(), failed });
-    for conn in &down {
-        for (id, r) in conn.resubscribe(hub).await {
-            match r {
-                Ok(()) => hub.event(Event::Resubscribed { consumer_id: id }),
-                Err(e) => tracing::warn!(consumer_id = id, error = %e, "recovery: subscribing again failed"),
-            }
-        }
-    }
-    let mut batches = 0;
-    let lost = Unconfirmed::lost();
-    for p in hub.live_producers().iter().filter(|p| down.iter().any(|c| Rc::ptr_eq(c, p.conn()))) {
-        batches += match hub.recovery.unconfirmed {
-            Unconfirmed::Republish => p.republish(),
-            Unconfirmed::Fail => p.fail_unconfirmed(&lost),
-        };
-    }
-    if let Some(e) = hub.recovery.unconfirmed.event(batches, lost) {
-        hub.event(e);
-    }
-    for conn in &down {
-        conn.set_up();
-    }
-    true
+/// What the shared supervisor loop (`core::supervise`) runs on: this
+/// client's hub, dialer and options.
+struct Sup<'a> {
+    hub: &'a Hub,
+    dialer: &'a Rc<Dialer>,
+    opts: &'a ClientOptions,
 }
 
-/// `attempts_max` redials failed: everything ends with `error`.
-fn give_up(hub: &Hub, error: ClientError) {
-    let error = ClientError::Closed(format!("recovery gave up: {error}"));
-    hub.closing.set(true);
-    for c in hub.live_conns() {
-        c.fail(error.clone());
+impl Shell for Sup<'_> {
+    type Conn = Rc<Conn>;
+
+    shell_conn_methods!(Rc);
+
+    fn recovery(&self) -> &Recovery {
+        &self.hub.recovery
     }
-    let batches: usize = hub.live_producers().iter().map(|p| p.fail_unconfirmed(&error)).sum();
-    if batches > 0 {
-        hub.event(Event::Failed { batches, error: error.clone() });
+
+    fn closing(&self) -> bool {
+        self.hub.is_closing()
     }
-    hub.event(Event::GaveUp { error });
+
+    fn set_closing(&self) {
+        self.hub.closing.set(true);
+    }
+
+    fn conns(&self) -> Vec<Rc<Conn>> {
+        self.hub.live_conns()
+    }
+
+    fn nodes(&self) -> Vec<Vec<SocketAddr>> {
+        self.hub.nodes.borrow().clone()
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.hub.topology.borrow().records().to_vec()
+    }
+
+    fn event(&self, e: Event) {
+        self.hub.event(e);
+    }
+
+    async fn redial_all(&self, dials: Vec<(Rc<Conn>, Option<SocketAddr>)>) -> Vec<Result<()>> {
+        let tasks: Vec<_> = dials
+            .into_iter()
+            .map(|(conn, to)| {
+                let (dialer, opts) = (self.dialer.clone(), self.opts.clone());
+                glommio::spawn_local(async move { conn.redial(&dialer, &opts, to).await })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            results.push(t.await);
+        }
+        results
+    }
+
+    async fn sleep(&self, wait: Duration, or_lost: bool) {
+        if or_lost {
+            futures_lite::future::or(glommio::timer::sleep(wait), self.hub.lost.notified()).await;
+        } else {
+            glommio::timer::sleep(wait).await;
+        }
+    }
 }

@@ -32,10 +32,12 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     /// The client's certificate chain (PEM), with `key`.
     pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     pub key: Option<PathBuf>,
 }
 
 impl TlsFiles {
+    /// The files the client options name.
     pub fn from_options(o: &ClientOptions) -> Self {
         Self { ca: o.tls_ca_file.clone(), cert: o.tls_cert_file.clone(), key: o.tls_key_file.clone() }
     }
@@ -180,6 +182,7 @@ impl Tls {
         Tls::new(&TlsFiles::from_options(&opts), &url.host).map(Some)
     }
 
+    /// The name the broker's certificate is checked against.
     pub fn server_name(&self) -> String {
         self.name.to_str().into_owned()
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// A broker URL taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
+    /// The broker's address, resolved.
     pub addr: SocketAddr,
     /// The host as written (without brackets for IPv6): the name the
     /// broker's certificate is checked against.
@@ -29,6 +30,7 @@ pub struct BrokerUrl {
     pub tls: bool,
     /// Credentials, when the URL has them (percent-decoded).
     pub user: Option<String>,
+    /// The password, when the URL has one (percent-decoded).
     pub password: Option<String>,
     /// The vhost of the path, when it has one (percent-decoded).
     pub vhost: Option<String>,

@@ -1,4 +1,9 @@
 use super::*;
+use crate::protocol::error::DecodeError;
+use crate::protocol::header::{FrameHeader, HEADER_BYTES};
+use crate::protocol::op;
+use bytes::BytesMut;
+use zerocopy::IntoBytes;
 
 fn frame(opcode: u8, flags: u8, body: &[u8]) -> Vec<u8> {
     let mut v = FrameHeader::new(opcode, flags, 7, body.len() as u32).as_bytes().to_vec();

@@ -181,10 +181,31 @@ fn bind(addr: SocketAddr) -> Result<(BoundSocket, SocketAddr), super::StartError
     BoundSocket::bind(addr).map_err(|source| super::StartError::Bind { addr, source })
 }
 
+/// How long a start waits for an address in use to come free. A broker
+/// killed with `kill -9` holds its listening sockets until the kernel has
+/// torn its io_uring rings down, which can outlast its exit by a moment
+/// when requests were in flight: a restart right after must not fail on
+/// that. A port another live process holds is still refused, this much
+/// later.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The first (or only) socket of an address: refused if another process
-/// holds it (`BoundSocket::bind_first`).
+/// holds it (`BoundSocket::bind_first`) for longer than [`BIND_RETRY`].
 fn bind_first(addr: SocketAddr) -> Result<(BoundSocket, SocketAddr), super::StartError> {
-    BoundSocket::bind_first(addr).map_err(|source| super::StartError::Bind { addr, source })
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    let mut logged = false;
+    loop {
+        match BoundSocket::bind_first(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(%addr, "address in use; retrying for {BIND_RETRY:?} (a stopped broker's sockets may still be closing)");
+                    logged = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.map_err(|source| super::StartError::Bind { addr, source }),
+        }
+    }
 }
 
 /// The native protocol's listeners on one address family: the shared

@@ -84,12 +84,9 @@ pub struct Spilled {
     pub recovered: bool,
 }
 
-/// Where a message was published to (see `Message::origin`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
-    pub exchange: String,
-    pub routing_key: String,
-}
+/// Where a message was published to (see `Message::origin`); the log
+/// records it too (`storage::origin`), so it survives a restart.
+pub use crate::storage::Origin;
 
 impl Message {
     /// A message as published: no priority, no deadline, default exchange.

@@ -183,8 +183,8 @@ impl<W> Storage<W> {
         moved
     }
 
-    /// Re-appends the records of `found` that are still live in `seg`, and
-    /// the stream chunk records (their times) of messages still live
+    /// Re-appends the records of `found` that are still live in `seg`, the
+    /// origin records of those (`origin.rs`), and the stream chunk records (their times) of messages still live
     /// anywhere: retention drops a stream's oldest first, so a chunk whose
     /// last message is gone has none left.
     fn copy_live(&self, seg: u64, found: Vec<Record<'_>>) -> Vec<Moved> {
@@ -220,6 +220,10 @@ impl<W> Storage<W> {
             let loc = self.put_publish(st, queue, seq, entry);
             moved.push(Moved { queue, seq, loc });
         }
+        // Origin records are not copied as found: the log keeps the ones
+        // still needed and logs them again after the copies they cover.
+        let copied: Vec<(u32, u64)> = moved.iter().map(|m| (m.queue, m.seq)).collect();
+        super::origin::relog_after_copies(self, st, &copied);
         moved
     }
 

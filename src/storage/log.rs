@@ -6,11 +6,8 @@
 //! ones, and hands out each publish record's location (for spilling).
 
 use super::compact::Compaction;
-use super::io::{segment_path, LogIo, SegmentFile};
-use super::poison::drop_acks;
-use super::record::{
-    align_block, encode, encode_publish, merge_ranges, publish_bytes, to_ranges, Record, Seed, FORMAT_VERSION,
-};
+use super::io::{LogIo, SegmentFile};
+use super::record::{align_block, encode, encode_publish, merge_ranges, publish_bytes, Record, Seed, FORMAT_VERSION};
 use super::recovery::{recover, Recovered};
 use super::runs::{Live, QState};
 use super::{FsyncPolicy, Loc, StorageError, StorageOptions};
@@ -18,11 +15,11 @@ use crate::rt::Notify;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(super) struct Chunk {
     pub(super) seg: u64,
-    bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
 }
 
 /// One segment: its live messages, (once sealed) its size, and the seed
@@ -54,7 +51,7 @@ pub(super) struct State<W> {
     /// The tail segment ends with a seal record: the next append rolls.
     tail_sealed: bool,
     pub(super) chunks: Vec<Chunk>,
-    waiters: Vec<W>,
+    pub(super) waiters: Vec<W>,
     pub(super) acks_pending: bool,
     /// Every segment on disk (or about to be) with its live messages.
     pub(super) segs: BTreeMap<u64, SegInfo>,
@@ -69,8 +66,8 @@ pub(super) struct State<W> {
     /// fresh one regrew (and recopied) its contents several times a flush.
     spare_bufs: Vec<Vec<u8>>,
     /// Written since the last fdatasync.
-    dirty: bool,
-    last_sync: Instant,
+    pub(super) dirty: bool,
+    pub(super) last_sync: Instant,
 }
 
 /// Chunk buffers kept for reuse, and the largest kept: one that grew
@@ -85,7 +82,7 @@ impl<W> State<W> {
     }
 
     /// A written chunk's buffer, for the next appends.
-    fn keep_chunk_buf(&mut self, mut b: Vec<u8>) {
+    pub(super) fn keep_chunk_buf(&mut self, mut b: Vec<u8>) {
         if self.spare_bufs.len() < SPARE_BUFS_MAX && b.capacity() <= SPARE_BUF_BYTES_MAX {
             b.clear();
             self.spare_bufs.push(b);
@@ -110,7 +107,7 @@ pub struct Storage<W> {
     pub(super) opts: StorageOptions,
     pub(super) st: RefCell<State<W>>,
     pub(super) writer: RefCell<Writer>,
-    kick: Notify,
+    pub(super) kick: Notify,
     /// Wakes the housekeeping task (`housekeep.rs`): segments to delete,
     /// or a spare to prepare.
     pub(super) housekeeping: Notify,
@@ -126,11 +123,11 @@ pub struct Storage<W> {
     pub(super) compaction: RefCell<Option<Compaction>>,
     /// Open segments that spilled entries are read from.
     pub(super) readers: RefCell<HashMap<u64, Rc<dyn SegmentFile>>>,
-    lock: glommio::sync::Semaphore,
+    pub(super) lock: glommio::sync::Semaphore,
     /// Bytes of the write in progress (taken from `chunks`).
-    writing: std::cell::Cell<usize>,
+    pub(super) writing: std::cell::Cell<usize>,
     /// fdatasync calls and the nanoseconds they took (for metrics).
-    syncs: std::cell::Cell<(u64, u64)>,
+    pub(super) syncs: std::cell::Cell<(u64, u64)>,
     /// Reads and writes of the log's files (for metrics).
     pub(super) io_counts: super::io_stats::IoCounters,
     /// Dead segments reused as new ones (for metrics).
@@ -145,9 +142,13 @@ impl<W> Storage<W> {
         let mut segs: BTreeMap<u64, SegInfo> =
             rec.segments.iter().map(|&(s, size, seed)| (s, SegInfo { live: Live::default(), size, seed })).collect();
         let mut queues = HashMap::new();
+        let mut stale_origins = Vec::new();
         for q in &rec.queues {
             let mut qs = QState::new(q.name.clone(), q.args.clone(), q.next_seq);
             qs.offsets = q.offsets.iter().cloned().collect();
+            let (origins, stale) = super::origin::recovered_runs(q);
+            qs.origins = origins;
+            stale_origins.extend(stale.into_iter().map(|first| (q.id, first)));
             for m in &q.messages {
                 let bytes = publish_bytes(usize::try_from(m.entry_len).unwrap_or(usize::MAX));
                 let seg = u64::from(m.seg);
@@ -199,7 +200,11 @@ impl<W> Storage<W> {
             io_counts: super::io_stats::IoCounters::default(),
             reused: std::cell::Cell::new(0),
         };
-        s.start_segment(&mut s.st.borrow_mut(), tail_seg);
+        {
+            let mut st = s.st.borrow_mut();
+            s.start_segment(&mut st, tail_seg);
+            s.relog_stale(&mut st, stale_origins);
+        }
         let f = s.sync_all().await;
         if let Err(e) = f.result {
             // A full disk must not keep the broker from serving what it
@@ -278,7 +283,7 @@ impl<W> Storage<W> {
     /// nothing after it, which is what lets a segment file be reused
     /// (`record.rs`). The write that carries it is synced before anything
     /// lands in the next segment (`write_chunks`).
-    fn seal(&self, st: &mut State<W>) {
+    pub(super) fn seal(&self, st: &mut State<W>) {
         if st.tail_sealed {
             return;
         }
@@ -316,7 +321,7 @@ impl<W> Storage<W> {
         Loc::new(seg, off, entry.len())
     }
 
-    fn append<T>(&self, f: impl FnOnce(&mut State<W>) -> T) -> Result<T, StorageError> {
+    pub(super) fn append<T>(&self, f: impl FnOnce(&mut State<W>) -> T) -> Result<T, StorageError> {
         let mut st = self.st.borrow_mut();
         if let Some(p) = &st.poisoned {
             return Err(StorageError::Poisoned(p.clone()));
@@ -336,7 +341,7 @@ impl<W> Storage<W> {
         self.syncs.get()
     }
 
-    fn count_sync(&self, since: Instant) {
+    pub(super) fn count_sync(&self, since: Instant) {
         let (n, t) = self.syncs.get();
         self.syncs.set((n + 1, t.saturating_add(crate::protocol::wire::u64_of(since.elapsed().as_nanos()))));
     }
@@ -516,165 +521,6 @@ impl<W> Storage<W> {
         }
     }
 
-    fn interval(&self) -> Duration {
-        Duration::from_millis(self.opts.fsync_interval_ms)
-    }
-
-    /// Writes and (per policy) syncs everything pending, then hands the
-    /// dead segments to the reclaimer. One flush at a time.
-    pub async fn flush(&self) -> Flushed<W> {
-        let _permit = self.lock.acquire_permit(1).await.expect("the flush lock is never closed");
-        let (chunks, waiters, dead) = {
-            let mut st = self.st.borrow_mut();
-            let st = &mut *st;
-            if st.poisoned.is_some() {
-                drop_acks(st);
-            }
-            if st.acks_pending {
-                st.acks_pending = false;
-                let mut ids: Vec<u32> = st.queues.keys().copied().collect();
-                ids.sort_unstable();
-                for id in ids {
-                    let mut acks = std::mem::take(&mut st.queues.get_mut(&id).expect("listed").acks);
-                    if !acks.is_empty() {
-                        let ranges = to_ranges(&mut acks);
-                        self.put(st, |b, seed| encode(b, seed, &Record::Ack { queue: id, ranges }));
-                    }
-                }
-            }
-            let chunks = std::mem::take(&mut st.chunks);
-            if let Some(c) = chunks.last() {
-                st.tail_bytes += (align_block(c.bytes.len()) - c.bytes.len()) as u64;
-            }
-            let dead: Vec<u64> = st
-                .segs
-                .iter()
-                .take_while(|(s, i)| **s < st.tail_seg && i.live.count == 0)
-                .map(|(s, _)| *s)
-                .filter(|s| !st.doomed.contains(s))
-                .collect();
-            (chunks, std::mem::take(&mut st.waiters), dead)
-        };
-        if let Some(p) = self.poisoned() {
-            self.flushed.notify();
-            return Flushed { waiters, result: Err(p) };
-        }
-        let sync_due = {
-            let st = self.st.borrow();
-            // Compacted segments go only once their copies are synced.
-            dead.iter().any(|s| st.compacted.contains(s))
-                || match self.opts.fsync {
-                    FsyncPolicy::Always => true,
-                    FsyncPolicy::Interval => st.last_sync.elapsed() >= self.interval(),
-                    FsyncPolicy::Never => false,
-                }
-        };
-        self.writing.set(chunks.iter().map(|c| c.bytes.len()).sum());
-        let written = self.write_chunks(chunks, sync_due).await;
-        self.writing.set(0);
-        if let Err(e) = written {
-            let msg = self.poison(&e);
-            self.flushed.notify();
-            return Flushed { waiters, result: Err(msg) };
-        }
-        self.flushed.notify();
-        if !dead.is_empty() {
-            self.st.borrow_mut().doomed.extend(dead);
-            self.housekeeping.notify();
-        }
-        Flushed { waiters, result: Ok(()) }
-    }
-
-    async fn write_chunks(&self, chunks: Vec<Chunk>, sync_due: bool) -> Result<(), StorageError> {
-        for c in chunks {
-            let c = self.write_chunk(c).await?;
-            self.st.borrow_mut().keep_chunk_buf(c.bytes);
-        }
-        let dirty = self.st.borrow().dirty;
-        let file = self.writer.borrow().file.clone();
-        if let (true, true, Some((seg, file))) = (dirty, sync_due, file) {
-            let t = Instant::now();
-            file.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
-            self.count_sync(t);
-            let mut st = self.st.borrow_mut();
-            st.dirty = false;
-            st.last_sync = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// Writes one chunk at the writer's position (opening its segment
-    /// first when it is the next one); hands the chunk back.
-    async fn write_chunk(&self, mut c: Chunk) -> Result<Chunk, StorageError> {
-        let current = self.writer.borrow().file.as_ref().map(|(s, _)| *s);
-        if current != Some(c.seg) {
-            let old = self.writer.borrow_mut().file.take();
-            if let Some((seg, old)) = old {
-                // Sealed: make it whole before anything lands after it.
-                let t = Instant::now();
-                old.fdatasync().await.map_err(|e| StorageError::io(segment_path(&self.opts.dir, seg), e))?;
-                self.count_sync(t);
-            }
-            let path = segment_path(&self.opts.dir, c.seg);
-            let f = match self.take_spare(c.seg).await {
-                Some(f) => f,
-                None => {
-                    let f = self.io.create(&path).await.map_err(|e| StorageError::io(&path, e))?;
-                    self.io.sync_dir(&self.opts.dir).await.map_err(|e| StorageError::io(&self.opts.dir, e))?;
-                    f
-                }
-            };
-            *self.writer.borrow_mut() = Writer { file: Some((c.seg, f)), pos: 0 };
-            // The next one is prepared while this one fills.
-            self.housekeeping.notify();
-        }
-        let (file, pos) = {
-            let w = self.writer.borrow();
-            (w.file.as_ref().expect("opened above").1.clone(), w.pos)
-        };
-        let len = align_block(c.bytes.len());
-        c.bytes.resize(len, 0);
-        let path = || segment_path(&self.opts.dir, c.seg);
-        let since = Instant::now();
-        file.write_at(&c.bytes, pos).await.map_err(|e| StorageError::io(path(), e))?;
-        self.io_counts.write(len, since);
-        self.writer.borrow_mut().pos = pos + len as u64;
-        self.st.borrow_mut().dirty = true;
-        Ok(c)
-    }
-
-    /// Clean shutdown: seals the tail segment, flushes and syncs
-    /// everything, whatever the policy, and deletes the prepared segment.
-    /// The next start has no torn tail to cut. (Appends after it would go
-    /// to a new segment.)
-    pub async fn close(&self) -> Flushed<W> {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.poisoned.is_none() {
-                self.seal(&mut st);
-            }
-        }
-        let f = self.sync_all().await;
-        self.drop_spare().await;
-        f
-    }
-
-    /// Flushes and syncs everything, whatever the policy.
-    pub async fn sync_all(&self) -> Flushed<W> {
-        let f = self.flush().await;
-        if f.result.is_ok() && self.st.borrow().dirty {
-            let file = self.writer.borrow().file.clone();
-            if let Some((_, file)) = file {
-                if let Err(e) = file.fdatasync().await {
-                    let e = StorageError::io(&self.opts.dir, e);
-                    return Flushed { waiters: f.waiters, result: Err(self.poison(&e)) };
-                }
-            }
-            self.st.borrow_mut().dirty = false;
-        }
-        f
-    }
-
     /// The checksum seed of segment `seg`'s records.
     pub(super) fn seed_of(&self, seg: u64) -> Seed {
         self.st.borrow().segs.get(&seg).map_or(Seed::of(seg), |i| i.seed)
@@ -694,7 +540,9 @@ impl<W> Storage<W> {
 
 fn forget<W>(st: &mut State<W>, queue: u32, seq: u64, len: usize) {
     let bytes = publish_bytes(len);
-    if let Some(seg) = st.queues.get_mut(&queue).and_then(|q| q.remove(seq, bytes)) {
+    let Some(q) = st.queues.get_mut(&queue) else { return };
+    if let Some(seg) = q.remove(seq, bytes) {
+        q.forget_origin(seq);
         if let Some(l) = st.segs.get_mut(&seg) {
             l.live.sub(bytes);
         }

@@ -16,6 +16,8 @@
 //! | [`compact`] | re-appending the live records of a mostly dead segment |
 //! | [`read`] | reading spilled message entries back (DMA reads) |
 //! | `runs` | where each queue's live messages are, per segment |
+//! | [`origin`] | where messages were published to (exchange, routing key): the records, kept while they cover live messages |
+//! | `search` | is there a valid record after a bad one (torn tail or damage) |
 //! | [`sim`] | the power-loss simulator the tests run the log over |
 //! | [`meta`] | the data dir's shard count |
 //! | [`definitions`] | durable exchanges and bindings (shard 0 writes them) |
@@ -31,22 +33,26 @@
 mod aligned;
 pub mod compact;
 pub mod definitions;
+mod flush;
 mod housekeep;
 pub mod io;
 pub mod io_stats;
 pub mod log;
 pub mod meta;
+pub mod origin;
 mod poison;
 pub mod read;
 pub mod record;
 pub mod recovery;
 mod runs;
+mod search;
 pub mod sim;
 
 pub use compact::Moved;
 pub use log::{Flushed, Storage};
+pub use origin::Origin;
 pub use record::{SEQ_LIMIT, STREAM_REFERENCE_BYTES_MAX};
-pub use recovery::{Recovered, RecoveredMsg, RecoveredQueue, RecoveryReport};
+pub use recovery::{Recovered, RecoveredMsg, RecoveredOrigin, RecoveredQueue, RecoveryReport};
 
 use serde::Deserialize;
 use std::num::NonZeroU32;

@@ -55,6 +55,12 @@ pub const T_STREAM_OFFSET: u8 = 13;
 /// any of its messages is live.
 pub const T_STREAM_CHUNK: u8 = 16;
 // 17: reserved for streams.
+/// Where the messages of one publish batch were published to (exchange
+/// and routing key), when that is not the default exchange and the
+/// queue's name: `count` sequence numbers from `first`. Logged after the
+/// batch's publish records, so never in an older segment than they are
+/// (`origin.rs` keeps it so across compaction).
+pub const T_ORIGIN: u8 = 18;
 /// The longest reference a stream offset is stored under (a str8).
 pub const STREAM_REFERENCE_BYTES_MAX: usize = 255;
 
@@ -138,10 +144,20 @@ pub enum Record<'a> {
         count: u32,
         at_ms: u64,
     },
+    /// A publish batch's origin: `count` messages from `first` were
+    /// published through `exchange` (UTF-8, at most 65535 bytes) with
+    /// `routing_key` (UTF-8, the rest of the payload, at most 65535 bytes).
+    Origin {
+        queue: u32,
+        first: u64,
+        count: u32,
+        exchange: &'a [u8],
+        routing_key: &'a [u8],
+    },
     Seal,
 }
 
-fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
+pub(super) fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
     let start = buf.len();
     buf.put_u32_le(0);
     buf.put_u32_le(0);
@@ -152,7 +168,7 @@ fn begin(buf: &mut Vec<u8>, kind: u8, queue: u32) -> usize {
     start
 }
 
-fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
+pub(super) fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
     let len = buf.len() - start;
     // A record is far below 4 GiB (a frame's entry at most); saturated,
     // a bug would show as a record that fails its length check.
@@ -162,7 +178,7 @@ fn finish(buf: &mut Vec<u8>, start: usize, seed: Seed) {
     buf.resize(start + align8(len), 0);
 }
 
-fn checksum(rec: &[u8], seed: Seed) -> u32 {
+pub(super) fn checksum(rec: &[u8], seed: Seed) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c_append(seed.0, &rec[0..4]), &rec[8..])
 }
 
@@ -221,6 +237,11 @@ pub fn encode(buf: &mut Vec<u8>, seed: Seed, r: &Record<'_>) {
             buf.put_u64_le(*at_ms);
             finish(buf, s);
         }
+        Record::Origin { queue, first, count, exchange, routing_key } => {
+            let s = begin(buf, T_ORIGIN, *queue);
+            super::origin::put_payload(buf, *first, *count, exchange, routing_key);
+            finish(buf, s);
+        }
         Record::Seal => {
             let s = begin(buf, T_SEAL, 0);
             finish(buf, s);
@@ -262,17 +283,17 @@ pub fn merge_ranges(ranges: &mut Vec<(u64, u64)>) {
     *ranges = out;
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
 /// A length or count read from a file, as a `usize`: `None` where it does
 /// not fit (a 32-bit target), which every caller treats as damage.
-fn usize_at(b: &[u8], at: usize) -> Option<usize> {
+pub(super) fn usize_at(b: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32_at(b, at)).ok()
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -297,7 +318,7 @@ fn decode_ranges(p: &[u8]) -> Option<Vec<(u64, u64)>> {
 pub const SEQ_LIMIT: u64 = 1 << 62;
 
 /// Decodes a record whose checksum already matched.
-fn decode(rec: &[u8]) -> Option<Record<'_>> {
+pub(super) fn decode(rec: &[u8]) -> Option<Record<'_>> {
     let kind = rec[8];
     let queue = u32_at(rec, 12);
     let p = &rec[HEADER_BYTES..];
@@ -339,6 +360,10 @@ fn decode(rec: &[u8]) -> Option<Record<'_>> {
                 return None;
             }
             Record::StreamChunk { queue, first, count, at_ms: u64_at(p, 12) }
+        }
+        T_ORIGIN => {
+            let (first, count, exchange, routing_key) = super::origin::decode_payload(p)?;
+            Record::Origin { queue, first, count, exchange, routing_key }
         }
         _ => return None,
     })
@@ -473,88 +498,7 @@ pub fn len_at(b: &[u8]) -> Option<usize> {
     usize_at(b, 0)
 }
 
-/// CRC work (bytes checksummed) allowed per byte searched by
-/// [`valid_record_after`]: a crafted file cannot make the search quadratic.
-/// A reused segment's old records (another seed) each cost one checksum of
-/// their length, so an honest file needs about one byte per byte; the
-/// margin is for old payloads that look like headers.
-const SEARCH_CRC_PER_BYTE: usize = 16;
-
-/// Whether `t` is a record type the log writes: what a header must name
-/// before its checksum is worth computing.
-fn known_type(t: u8) -> bool {
-    matches!(
-        t,
-        T_SEGMENT
-            | T_DECLARE
-            | T_DELETE
-            | T_PURGE
-            | T_PUBLISH
-            | T_ACK
-            | T_QUEUE_ARGS
-            | T_SEAL
-            | T_STREAM_OFFSET
-            | T_STREAM_CHUNK
-    )
-}
-
-/// Whether a header-shaped `rec` has the shape its type gives a record,
-/// checked in O(1) before its checksum is paid for: a publish holds
-/// exactly one whole entry, acks and purges a whole number of ranges, a
-/// seal and a delete nothing. Old payloads in a reused segment that look
-/// like headers claiming megabytes otherwise spent the CRC budget, and a
-/// torn tail after kill -9 was taken for damage: the node refused to start.
-fn plausible(rec: &[u8]) -> bool {
-    let p = &rec[HEADER_BYTES..];
-    match rec[8] {
-        T_SEGMENT => p.len() == 28,
-        T_DELETE | T_SEAL => p.is_empty(),
-        T_ACK | T_PURGE => p.len() >= 4 && usize_at(p, 0).and_then(|n| n.checked_mul(16)) == Some(p.len() - 4),
-        T_PUBLISH => p.len() >= 8 && crate::protocol::batch::parse_entry(&p[8..]).is_ok(),
-        // A name, and the arguments table of a declare (at most 64 KiB).
-        T_DECLARE | T_QUEUE_ARGS => p.len() <= 8 + (64 << 10) + 1024,
-        T_STREAM_OFFSET => stream_offset_len(p.len()),
-        T_STREAM_CHUNK => p.len() == STREAM_CHUNK_PAYLOAD,
-        _ => false,
-    }
-}
-
-/// Whether a record that verifies under `seed` starts anywhere in `buf`
-/// after `bad` (the offset of a bad record): then the bad bytes are not a
-/// torn tail but damage with data behind it. Every 8-aligned offset is
-/// tried. Past the CRC budget the answer is `true`: when it cannot tell,
-/// recovery must not cut.
-pub fn valid_record_after(buf: &[u8], bad: usize, seed: Seed) -> bool {
-    let mut budget = buf.len().saturating_mul(SEARCH_CRC_PER_BYTE);
-    let mut o = align8(bad.saturating_add(1));
-    while o.saturating_add(HEADER_BYTES) <= buf.len() {
-        let rec_ok = match usize_at(buf, o) {
-            Some(len) if len >= HEADER_BYTES && len <= buf.len() - o => {
-                let rec = &buf[o..o + len];
-                // Cheap checks first: a type the log writes, reserved
-                // bytes zero. Without the type check, the payloads of a
-                // reused segment's old records (zeros and lengths) spent
-                // the budget, and a torn tail after kill -9 was taken for
-                // damage: the broker refused to start.
-                if known_type(rec[8]) && rec[9..12].iter().all(|&b| b == 0) && plausible(rec) {
-                    if budget < len {
-                        return true;
-                    }
-                    budget -= len;
-                    checksum(rec, seed) == u32_at(rec, 4) && decode(rec).is_some()
-                } else {
-                    false
-                }
-            }
-            _ => false,
-        };
-        if rec_ok {
-            return true;
-        }
-        o += 8;
-    }
-    false
-}
+pub use super::search::valid_record_after;
 
 /// A whole entry copied out of the segment buffer.
 pub fn owned(entry: &[u8]) -> Bytes {
@@ -566,9 +510,9 @@ pub fn owned(entry: &[u8]) -> Bytes {
 mod tests;
 
 /// A stream chunk record's payload: first (u64), count (u32), at_ms (u64).
-const STREAM_CHUNK_PAYLOAD: usize = 20;
+pub(super) const STREAM_CHUNK_PAYLOAD: usize = 20;
 
 /// A stream offset record's payload: the offset and a 1..=255-byte reference.
-fn stream_offset_len(payload: usize) -> bool {
+pub(super) fn stream_offset_len(payload: usize) -> bool {
     (8 + 1..=8 + STREAM_REFERENCE_BYTES_MAX).contains(&payload)
 }

@@ -10,13 +10,15 @@
 //! location in the log (read back when delivered).
 
 use super::io::{segment_path, LogIo, SegmentFile};
+use super::origin::{add_run, OriginRun};
 use super::record::{
     align_block, header_seed, owned, scan, stale_header, valid_record_after, Record, Seed, BLOCK, FORMAT_VERSION,
 };
-use super::{Loc, StorageError, StorageOptions};
+use super::{Loc, Origin, StorageError, StorageOptions};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The largest segment file recovery reads: the largest `segment_bytes`
@@ -47,6 +49,22 @@ pub struct RecoveredQueue {
     /// message, in offset order: (first, count, appended at, Unix ms).
     /// Logs written before chunk records existed have none.
     pub chunks: Vec<(u64, u32, u64)>,
+    /// Where its messages were published to, by origin record (type 18),
+    /// in sequence order: only those that cover a recovered message.
+    /// A message no record covers came through the default exchange with
+    /// the queue's name (or was logged before origin records existed).
+    pub origins: VecDeque<RecoveredOrigin>,
+}
+
+/// Origin records as recovered: `count` messages from `first` were
+/// published to `origin` (consecutive records with one origin are one
+/// run); `seg` is the oldest segment one of them was read from.
+#[derive(Debug, Clone)]
+pub struct RecoveredOrigin {
+    pub first: u64,
+    pub count: u32,
+    pub seg: u64,
+    pub origin: Arc<Origin>,
 }
 
 /// One recovered message: 24 bytes, so a backlog of 20 M messages
@@ -77,6 +95,16 @@ impl RecoveredQueue {
     /// The entry of `m` if recovery kept it in memory.
     pub fn take_entry(&mut self, m: &RecoveredMsg) -> Option<Bytes> {
         self.entries.remove(&m.seq)
+    }
+
+    /// The origin of message `seq`, asked in ascending order (the records
+    /// passed are dropped on the way); `None`: the default exchange.
+    pub fn take_origin(&mut self, seq: u64) -> Option<Arc<Origin>> {
+        // first + count <= SEQ_LIMIT: checked by the decoder.
+        while self.origins.front().is_some_and(|o| o.first + u64::from(o.count) <= seq) {
+            self.origins.pop_front();
+        }
+        self.origins.front().filter(|o| o.first <= seq).map(|o| o.origin.clone())
     }
 }
 
@@ -116,6 +144,9 @@ struct Replay {
     /// Stream chunks by first offset: (count, at_ms); a copy compaction
     /// made replaces the original.
     chunks: BTreeMap<u64, (u32, u64)>,
+    /// Origin records by first sequence number, runs of one origin merged
+    /// (`origin::add_run`: copies and consecutive batches are one entry).
+    origins: BTreeMap<u64, OriginRun>,
 }
 
 /// Entry bytes held in memory by the replay so far, and the cap.
@@ -229,8 +260,12 @@ pub async fn recover(io: &dyn LogIo, opts: &StorageOptions) -> Result<Recovered,
     let t0 = Instant::now();
     let mut segs = io.segments_in(&opts.dir).await.map_err(|e| StorageError::io(&opts.dir, e))?;
     let mut report = RecoveryReport::default();
-    let mut state =
-        State { queues: HashMap::new(), res: Resident { bytes: 0, max: opts.resident_bytes_max }, next_queue_id: 1 };
+    let mut state = State {
+        queues: HashMap::new(),
+        res: Resident { bytes: 0, max: opts.resident_bytes_max },
+        next_queue_id: 1,
+        last_origin: None,
+    };
     let mut keep = Vec::new();
     drop_unused_tail(io, &opts.dir, &mut segs).await?;
     let last = segs.last().copied();
@@ -252,6 +287,9 @@ struct State {
     res: Resident,
     /// Past every queue id a header or a declare named.
     next_queue_id: u32,
+    /// The origin of the last origin record: the next equal one shares it
+    /// (a publisher's batches mostly go one way).
+    last_origin: Option<Arc<Origin>>,
 }
 
 impl State {
@@ -270,6 +308,7 @@ impl State {
                     entries: HashMap::new(),
                     offsets: BTreeMap::new(),
                     chunks: BTreeMap::new(),
+                    origins: BTreeMap::new(),
                 });
                 q.name = name;
                 q.next_seq = q.next_seq.max(next_seq);
@@ -312,6 +351,23 @@ impl State {
                     q.publish(seg32, at, seq, entry, &mut self.res);
                 }
             }
+            Record::Origin { queue, first, count, exchange, routing_key } => {
+                let Some(q) = self.queues.get_mut(&queue) else { return };
+                // Compared as bytes first: a log of many batches through
+                // one exchange and key allocates their names once.
+                let origin = match &self.last_origin {
+                    Some(o) if o.exchange.as_bytes() == exchange && o.routing_key.as_bytes() == routing_key => {
+                        o.clone()
+                    }
+                    // UTF-8 checked by the decoder.
+                    _ => Arc::new(Origin {
+                        exchange: String::from_utf8_lossy(exchange).into_owned(),
+                        routing_key: String::from_utf8_lossy(routing_key).into_owned(),
+                    }),
+                };
+                self.last_origin = Some(origin.clone());
+                add_run(&mut q.origins, first, OriginRun { count, seg: u64::from(seg32), origin });
+            }
         }
     }
 
@@ -326,6 +382,16 @@ impl State {
                 let front = messages.front().map_or(u64::MAX, |m| m.seq);
                 let chunks =
                     q.chunks.into_iter().filter(|&(f, (n, _))| f + u64::from(n) > front).map(|(f, (n, at))| (f, n, at));
+                // Only the records that cover a recovered message.
+                let origins = q
+                    .origins
+                    .into_iter()
+                    .filter(|(first, r)| {
+                        let i = messages.partition_point(|m| m.seq < *first);
+                        messages.get(i).is_some_and(|m| m.seq - first < u64::from(r.count))
+                    })
+                    .map(|(first, r)| RecoveredOrigin { first, count: r.count, seg: r.seg, origin: r.origin })
+                    .collect();
                 RecoveredQueue {
                     id,
                     name: q.name,
@@ -335,6 +401,7 @@ impl State {
                     entries: q.entries,
                     offsets: q.offsets.into_iter().collect(),
                     chunks: chunks.collect(),
+                    origins,
                 }
             })
             .collect();

@@ -47,6 +47,9 @@ pub(super) struct QState {
     /// A stream's stored consumer offsets, re-logged at the start of
     /// every segment (as `args`) so reclaim never loses them.
     pub(super) offsets: BTreeMap<String, u64>,
+    /// The origin records (by first sequence number) that still cover a
+    /// live message (`origin.rs`).
+    pub(super) origins: BTreeMap<u64, super::origin::OriginRun>,
 }
 
 impl QState {
@@ -59,6 +62,7 @@ impl QState {
             by_seg: HashMap::new(),
             acks: Vec::new(),
             offsets: BTreeMap::new(),
+            origins: BTreeMap::new(),
         }
     }
 

@@ -152,12 +152,15 @@ pub fn recovery(data: &[u8]) {
     assert_eq!(summary(&once), summary(&twice), "a second recovery differs");
 }
 
-type Summary = Vec<(u32, String, Vec<u8>, u64, Vec<(u64, u32, u32, u32)>)>;
+type Summary = Vec<(u32, String, Vec<u8>, u64, Vec<(u64, u32, u32, u32)>, Vec<(u64, u32, String, String)>)>;
 
 fn summary(r: &Recovered) -> Summary {
     let msgs =
         |q: &ringmq::storage::RecoveredQueue| q.messages.iter().map(|m| (m.seq, m.seg, m.off, m.entry_len)).collect();
-    r.queues.iter().map(|q| (q.id, q.name.clone(), q.args.clone(), q.next_seq, msgs(q))).collect()
+    let origins = |q: &ringmq::storage::RecoveredQueue| {
+        q.origins.iter().map(|o| (o.first, o.count, o.origin.exchange.clone(), o.origin.routing_key.clone())).collect()
+    };
+    r.queues.iter().map(|q| (q.id, q.name.clone(), q.args.clone(), q.next_seq, msgs(q), origins(q))).collect()
 }
 
 /// Each recovered message is where recovery says, in the file, and its
@@ -169,6 +172,14 @@ fn check_recovered(r: &Recovered, dir: &Path) {
         assert!(q.messages.iter().zip(q.messages.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
         assert!(q.messages.iter().all(|m| m.seq < q.next_seq || m.seq == u64::MAX));
         assert!(q.entries.keys().all(|s| q.messages.iter().any(|m| m.seq == *s)), "an entry without a message");
+        // Origin records (type 18): in sequence order, within the
+        // sequence numbers a log can hold, each covering a message.
+        assert!(q.origins.iter().zip(q.origins.iter().skip(1)).all(|(a, b)| a.first < b.first));
+        for o in &q.origins {
+            assert!(o.count > 0 && o.first + u64::from(o.count) <= ringmq::storage::SEQ_LIMIT);
+            let covers = |m: &ringmq::storage::RecoveredMsg| m.seq >= o.first && m.seq - o.first < u64::from(o.count);
+            assert!(q.messages.iter().any(covers), "an origin that covers no recovered message");
+        }
         for m in &q.messages {
             let loc = m.loc().expect("a recovered message has a location");
             let file = std::fs::read(segment_path(dir, loc.segment())).expect("its segment is still there");

@@ -7,10 +7,12 @@
 use super::{Conn, Phase};
 use crate::client::core::cmds;
 use crate::client::core::recovery::Event;
+use crate::client::core::rounds::{check_redialled, redial_addr};
 use crate::client::dial::Dialer;
 use crate::client::handshake::Greeting;
 use crate::client::recover::Hub;
 use crate::client::{ClientError, ClientOptions, Result};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 impl Conn {
@@ -43,6 +45,8 @@ impl Conn {
         let ended: Vec<_> = ended.iter().filter_map(|id| self.consumers.borrow_mut().remove(id)).collect();
         self.ack_dirty.borrow_mut().clear();
         self.blocked.borrow_mut().take();
+        // Tags of `get`s on this socket are stale from now on.
+        self.pulls.borrow_mut().new_socket();
         for w in waiters {
             w(Err(err.clone()));
         }
@@ -51,7 +55,7 @@ impl Conn {
         }
         self.unblocked.notify();
         if let Some(hub) = &self.hub {
-            hub.event(Event::Disconnected { addr: self.addr, error: err });
+            hub.event(Event::Disconnected { addr: self.addr.get(), error: err });
             hub.conn_lost();
         }
     }
@@ -82,31 +86,34 @@ impl Conn {
         self.hub.as_ref()
     }
 
-    /// The address it was dialled at.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
+    /// The address it was dialled at (the new one after a failover).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.get()
     }
 
-    /// Dials the same shard again (its own port: the shared one may reach
-    /// another shard) and shakes hands. Leaves the connection `Replaying`.
-    pub(crate) async fn redial(self: &Rc<Self>, dialer: &Dialer, opts: &ClientOptions) -> Result<()> {
-        let addr = self.info.shard_addrs.get(usize::from(self.info.shard_id)).copied().unwrap_or(self.addr);
+    /// Dials the same node and shard again (its own port: the shared one
+    /// may reach another shard) and shakes hands, or, with `to` (a
+    /// failover, the first connection only), another node's shard at
+    /// `to`, which must have the same limits (`core::rounds`). Leaves the
+    /// connection `Replaying`.
+    pub(crate) async fn redial(
+        self: &Rc<Self>,
+        dialer: &Dialer,
+        opts: &ClientOptions,
+        to: Option<SocketAddr>,
+    ) -> Result<()> {
+        let was = self.node_info();
+        let addr = redial_addr(to, &was, self.addr());
         let (r, w, Greeting { info, reader, .. }) = Self::dial(dialer, addr, opts, false).await?;
-        if info.shard_id != self.info.shard_id || info.shard_addrs.len() != self.info.shard_addrs.len() {
-            return Err(ClientError::Protocol(format!(
-                "{addr} answered as shard {} of {}, was shard {} of {}",
-                info.shard_id,
-                info.shard_addrs.len(),
-                self.info.shard_id,
-                self.info.shard_addrs.len()
-            )));
-        }
+        check_redialled(addr, &info, &was, &self.info, to.is_some())?;
         if self.phase.get() != Phase::Down {
             return Err(ClientError::Closed("the connection was closed meanwhile".into()));
         }
         self.phase.set(Phase::Replaying);
         self.requests.borrow_mut().reopen();
         *self.outbox.borrow_mut() = Rc::default();
+        self.addr.set(addr);
+        *self.node.borrow_mut() = info;
         self.start(r, w, reader, self.gen.get());
         Ok(())
     }

@@ -45,7 +45,12 @@ pub enum Target {
     /// Straight into a queue (`Publish`).
     Queue(String),
     /// Through an exchange, with one routing key for every message (`PublishTo`).
-    Exchange { exchange: String, routing_key: String },
+    Exchange {
+        /// The exchange's name.
+        exchange: String,
+        /// The routing key every message of the producer carries.
+        routing_key: String,
+    },
 }
 
 /// Checks a producer's target and options against the broker's limits;

@@ -26,6 +26,7 @@ pub fn exchange_passive(exchange: &str) -> Cmd<'_> {
     Cmd::ExchangeDeclare { flags: op::EXCHANGE_PASSIVE, exchange, kind: "", args: &[] }
 }
 
+/// Deletes an exchange; `if_unused`: only when nothing is bound to it.
 pub fn exchange_delete(exchange: &str, if_unused: bool) -> Cmd<'_> {
     Cmd::ExchangeDelete { flags: if if_unused { op::EXCHANGE_IF_UNUSED } else { 0 }, exchange }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 pub struct Origin {
     /// `""`: the default exchange (then the routing key is the queue's name).
     pub exchange: String,
+    /// The routing key it was published with.
     pub routing_key: String,
 }
 
@@ -38,6 +39,7 @@ pub struct Delivery {
     /// AMQP basic properties as the publisher encoded them
     /// ([`crate::protocol::props`]); empty for none.
     pub props: Bytes,
+    /// The message body.
     pub body: Bytes,
 }
 

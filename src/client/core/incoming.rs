@@ -12,8 +12,11 @@ use std::sync::Arc;
 /// A reply as the waiting request sees it.
 #[derive(Debug, Clone)]
 pub enum Response {
+    /// Done; the value is the command's result (a count, an id), 0 if none.
     Ok(u64),
+    /// This many publishes of the batch confirmed.
     Confirm(u32),
+    /// A `get`'s message, or `None` when the queue was empty.
     Get(Option<Delivery>),
     /// The cluster map (`MapGet`'s answer), its addresses resolved.
     Map(OwnedMap),
@@ -28,15 +31,20 @@ pub enum Incoming<'a> {
     Reply(u64, Result<Response>),
     /// Deliveries for a consumer, tags counting up from `first_tag`.
     Deliver {
+        /// The consumer they are for.
         consumer_id: u32,
+        /// The first delivery's tag.
         first_tag: u64,
         /// For consumers that asked (`SUBSCRIBE_ORIGIN`).
         origin: Option<DeliverOrigin<'a>>,
+        /// The messages, borrowed from the read buffer.
         entries: Entries<'a>,
     },
     /// The broker ended a consumer (its queue deleted, ...).
     Cancelled {
+        /// The consumer ended.
         consumer_id: u32,
+        /// Why, as the broker said it.
         error: ClientError,
     },
     /// Answer with a `Pong` of the same request id.
@@ -45,6 +53,7 @@ pub enum Incoming<'a> {
     Nothing,
     /// The broker stopped reading this connection (a resource alarm).
     Blocked(String),
+    /// The alarm cleared: the broker reads this connection again.
     Unblocked,
     /// The cluster map moved: fetch it again before the next lookup.
     MapChanged(u32),

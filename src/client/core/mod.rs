@@ -13,11 +13,18 @@
 //! - [`routes`]: the cluster map and where each queue lives.
 //! - [`cmds`]: the requests behind the client's admin calls.
 //! - [`recovery`] and [`topology`]: automatic recovery's options, backoff,
-//!   events and the record of what to declare again.
+//!   events and the record of what to declare again; [`rounds`]: one
+//!   recovery's rounds of redials (where to, failover, when to give up)
+//!   and the declarations made again.
+//! - [`supervise`]: the supervisor's loop over those decisions, generic
+//!   over the shell's connections and I/O ([`supervise::Shell`]).
+//! - [`pull`]: a connection's `get` tags across recovery (a stale tag's
+//!   ack refused).
 //!
 //! A shell keeps these in whatever cell its runtime wants (`RefCell` on
 //! glommio's single thread, a `Mutex` on tokio's pool) and calls into
-//! them; none of them waits or does I/O.
+//! them; none of them does I/O, and only `rounds::redeclare` and
+//! `supervise::recover` wait, on futures the shell hands them.
 
 pub mod acks;
 pub mod batch;
@@ -25,7 +32,10 @@ pub mod cmds;
 pub mod delivery;
 pub mod handshake;
 pub mod incoming;
+pub mod pull;
 pub mod recovery;
 pub mod requests;
+pub mod rounds;
 pub mod routes;
+pub mod supervise;
 pub mod topology;

@@ -42,19 +42,21 @@ impl Unconfirmed {
     }
 }
 
-/// Automatic recovery (`ClientOptions::recovery`; docs/client.md,
+/// Automatic recovery (`ClientOptions::recovery`; docs/client-recovery.md,
 /// "Recovery"). Off (`None`) by default.
 #[derive(Debug, Clone)]
 pub struct Recovery {
     /// The first wait before a redial; each failed attempt doubles it, up
     /// to `backoff_max`, with up to a quarter of it added at random.
     pub backoff_min: Duration,
+    /// The longest wait between redials.
     pub backoff_max: Duration,
     /// Failed rounds of redials (each round tries every connection that
-    /// is down once) before giving up; 0: forever. On the tokio client,
-    /// when they run out with the first connection up (failed over), only
-    /// the connections still down end (docs/client.md, "Failover").
+    /// is down once) before giving up; 0: forever. When they run out with
+    /// the first connection up (failed over), only
+    /// the connections still down end (docs/client-recovery.md, "Failover").
     pub attempts_max: u32,
+    /// What becomes of batches sent but not confirmed when a connection ended.
     pub unconfirmed: Unconfirmed,
     /// Queues, exchanges, bindings and consumers recorded for replay, each
     /// at most this many: one more is refused
@@ -137,7 +139,7 @@ impl Backoff {
 }
 
 /// Failed rounds of redials of the first connection to its own node
-/// before it tries the other nodes of the cluster map (docs/client.md,
+/// before it tries the other nodes of the cluster map (docs/client-recovery.md,
 /// "Failover"): two, so a restart or a short outage of its node does not
 /// move it, and a node gone for good costs about `3 * backoff_min` before
 /// it moves.
@@ -173,29 +175,63 @@ pub fn failover_target(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A connection ended; recovery starts.
-    Disconnected { addr: SocketAddr, error: ClientError },
+    Disconnected {
+        /// The shard address it was connected to.
+        addr: SocketAddr,
+        /// Why it ended.
+        error: ClientError,
+    },
     /// A connection is back, in round `attempt` of redials (1: the first
     /// worked), at `addr`: its own shard's address, or, when the first
-    /// connection failed over (tokio client), another node's shard.
-    Reconnected { addr: SocketAddr, attempt: u32 },
+    /// connection failed over (either async client), another node's shard.
+    Reconnected {
+        /// Where it connected.
+        addr: SocketAddr,
+        /// The round of redials that worked (1: the first).
+        attempt: u32,
+    },
     /// The recorded queues, exchanges and bindings were declared again;
     /// `failed` of them were refused (each logged).
-    TopologyRecovered { records: usize, failed: usize },
+    TopologyRecovered {
+        /// Declarations replayed.
+        records: usize,
+        /// Of which refused.
+        failed: usize,
+    },
     /// A recorded declaration (`what`: `queue NAME`, `exchange NAME` or
     /// `binding ...`) was refused when declared again, with `error` (on a
     /// cluster, a queue whose node is down: `NodeUnavailable`). It stays
     /// recorded: the next recovery declares it again. Comes before its
     /// round's `TopologyRecovered`.
-    RedeclareFailed { what: String, error: ClientError },
+    RedeclareFailed {
+        /// The declaration: `queue NAME`, `exchange NAME` or `binding ...`.
+        what: String,
+        /// The broker's refusal.
+        error: ClientError,
+    },
     /// A consumer subscribed again under its id: its stream goes on.
-    Resubscribed { consumer_id: u32 },
+    Resubscribed {
+        /// The consumer, under the id it had.
+        consumer_id: u32,
+    },
     /// Unconfirmed batches sent again (`Unconfirmed::Republish`).
-    Republished { batches: usize },
+    Republished {
+        /// Batches sent again.
+        batches: usize,
+    },
     /// Unconfirmed batches whose confirmations resolved with `error`
     /// (`Unconfirmed::Fail`, or recovery gave up).
-    Failed { batches: usize, error: ClientError },
+    Failed {
+        /// Batches whose confirmations failed.
+        batches: usize,
+        /// What their confirmations resolved with.
+        error: ClientError,
+    },
     /// `attempts_max` redials failed: the client is closed for good.
-    GaveUp { error: ClientError },
+    GaveUp {
+        /// The last redial's error.
+        error: ClientError,
+    },
 }
 
 /// Events waiting for the application: at most `max`; a new one past it
@@ -208,6 +244,7 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
+    /// A queue of at most `max` events (at least 1).
     pub fn new(max: usize) -> Self {
         Self { events: VecDeque::new(), max: max.max(1), dropped: 0 }
     }
@@ -221,6 +258,7 @@ impl EventQueue {
         self.events.push_back(e);
     }
 
+    /// The oldest event not read yet.
     pub fn pop(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

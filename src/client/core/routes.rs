@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 /// listening on `0.0.0.0`, becomes the one this client reached).
 #[derive(Debug, Clone, Default)]
 pub struct OwnedMap {
+    /// The map's version: it moves with every membership change.
     pub version: u32,
     /// Each node's shards' native addresses, in map order.
     pub nodes: Vec<Vec<SocketAddr>>,

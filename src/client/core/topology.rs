@@ -1,5 +1,5 @@
 //! What a client declared, for recovery to declare again after a redial
-//! (docs/client.md, "Recovery"): queues with their flags and arguments,
+//! (docs/client-recovery.md, "Recovery"): queues with their flags and arguments,
 //! exchanges, bindings, in the order they were made, and consumers by id.
 //! A delete removes the record (and the bindings that went with it on the
 //! broker). Bounded: each kind holds at most `max` records, and one more
@@ -12,18 +12,42 @@ use std::collections::BTreeMap;
 /// One declaration to make again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Queue { name: String, durable: bool, args: Vec<u8> },
-    Exchange { name: String, kind: String, flags: u8, args: Vec<u8> },
+    /// A queue declared by this client.
+    Queue {
+        /// Its name.
+        name: String,
+        /// Declared durable.
+        durable: bool,
+        /// Its arguments, encoded as declared.
+        args: Vec<u8>,
+    },
+    /// An exchange declared by this client.
+    Exchange {
+        /// Its name.
+        name: String,
+        /// Its kind (`direct`, `fanout`, `topic`, `headers`).
+        kind: String,
+        /// The declare flags (`op::EXCHANGE_*`).
+        flags: u8,
+        /// Its arguments, encoded as declared.
+        args: Vec<u8>,
+    },
+    /// A binding made by this client.
     Binding(Binding),
 }
 
 /// A binding of a queue (or, `to_exchange`, an exchange) to `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
+    /// The destination is an exchange, not a queue.
     pub to_exchange: bool,
+    /// The exchange bound from.
     pub source: String,
+    /// The queue (or exchange) bound to.
     pub destination: String,
+    /// The binding key.
     pub routing_key: String,
+    /// The binding's arguments (headers exchanges), encoded.
     pub args: Vec<u8>,
 }
 
@@ -67,7 +91,9 @@ impl Record {
 /// A consumer to subscribe again under the same id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The queue it reads.
     pub queue: String,
+    /// The options it subscribed with.
     pub options: ConsumerOptions,
 }
 
@@ -120,15 +146,18 @@ impl Topology {
         self.admit("queues", self.queue_at(name).is_some(), self.count(|r| matches!(r, Record::Queue { .. })))
     }
 
+    /// Refuses a new exchange past `records_max` (one already recorded passes).
     pub fn check_exchange(&self, name: &str) -> Result<()> {
         self.admit("exchanges", self.exchange_at(name).is_some(), self.count(|r| matches!(r, Record::Exchange { .. })))
     }
 
+    /// Refuses a new binding past `records_max` (one already recorded passes).
     pub fn check_binding(&self, b: &Binding) -> Result<()> {
         let known = self.records.iter().any(|r| matches!(r, Record::Binding(x) if x == b));
         self.admit("bindings", known, self.count(|r| matches!(r, Record::Binding(_))))
     }
 
+    /// Refuses a consumer past `records_max`.
     pub fn check_consumer(&self) -> Result<()> {
         self.admit("consumers", false, self.consumers.len())
     }
@@ -179,6 +208,7 @@ impl Topology {
         });
     }
 
+    /// Records a binding made (once; a full record logs and skips it).
     pub fn bound(&mut self, b: Binding) {
         if self.records.iter().any(|r| matches!(r, Record::Binding(x) if *x == b)) {
             return;
@@ -189,6 +219,7 @@ impl Topology {
         }
     }
 
+    /// Forgets a binding removed.
     pub fn unbound(&mut self, b: &Binding) {
         self.records.retain(|r| !matches!(r, Record::Binding(x) if x == b));
     }

@@ -12,6 +12,7 @@ use super::io::{Dialer, Reader, Writer};
 use super::recover::Hub;
 use crate::client::core::handshake::Greeter;
 use crate::client::core::incoming::{classify, Incoming, Response};
+use crate::client::core::pull::PullTags;
 use crate::client::core::requests::Requests;
 use crate::client::core::routes::OwnedMap;
 use crate::client::dial::io_error;
@@ -59,6 +60,8 @@ struct State {
     ack_dirty: Vec<u32>,
     blocked: Option<String>,
     map_changed: bool,
+    /// `get`'s tags across sockets: a stale one's ack is refused.
+    pulls: PullTags,
 }
 
 /// What waits for the socket.
@@ -132,6 +135,7 @@ impl Conn {
                 ack_dirty: Vec::new(),
                 blocked: None,
                 map_changed: false,
+                pulls: PullTags::default(),
             }),
             out: Mutex::default(),
             kick: Notify::new(),
@@ -344,13 +348,23 @@ impl Conn {
     /// Sends one request and waits for its reply. While recovery redials,
     /// waits for the connection to be back first.
     pub async fn request(&self, cmd: Cmd<'_>) -> Result<Response> {
+        self.request_then(cmd, |r| r).await
+    }
+
+    /// `request`, the reply passed through `then` by the socket's reader
+    /// as it arrives (before that socket can have ended).
+    async fn request_then(
+        &self,
+        cmd: Cmd<'_>,
+        then: impl FnOnce(Result<Response>) -> Result<Response> + Send + 'static,
+    ) -> Result<Response> {
         if self.hub.is_some() && lock(&self.state).phase == Phase::Down {
             self.wait_up().await;
         }
         let rid = self.next_request_id();
         let (tx, rx) = oneshot::channel();
         let waiter: Waiter = Box::new(move |r| {
-            let _ = tx.send(r);
+            let _ = tx.send(then(r));
         });
         match self.send_raw(rid, Some(waiter), |b| Frame { request_id: rid, cmd }.encode(b)) {
             Ok(_) => rx.await.unwrap_or_else(|_| Err(ClientError::Closed("the connection ended".into()))),
@@ -366,16 +380,26 @@ impl Conn {
         }
     }
 
-    /// Pulls one message of `queue` for pull consumer `consumer_id`.
-    pub async fn get(&self, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
-        match self.request(Cmd::Get { no_ack, consumer_id, queue }).await? {
+    /// Pulls one message of `queue` for pull consumer `consumer_id`. Its
+    /// tag goes on counting across the sockets this connection has had
+    /// (`core::pull`).
+    pub async fn get(self: &Arc<Self>, queue: &str, consumer_id: u32, no_ack: bool) -> Result<Option<Delivery>> {
+        let me = Arc::downgrade(self);
+        let then = move |r| match me.upgrade() {
+            Some(c) => lock(&c.state).pulls.reply(consumer_id, r),
+            None => r,
+        };
+        match self.request_then(Cmd::Get { no_ack, consumer_id, queue }, then).await? {
             Response::Get(d) => Ok(d),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
 
-    /// Acks (or nacks) one tag right away and waits until it is written.
+    /// Acks (or nacks) one tag of a `get` right away and waits until it
+    /// is written. A tag from a socket that has since ended is refused
+    /// ([`ClientError::StaleDelivery`]) and nothing is sent.
     pub async fn ack_now(&self, consumer_id: u32, tag: u64, nack: Option<bool>) -> Result<()> {
+        let tag = lock(&self.state).pulls.for_ack(consumer_id, tag)?;
         let rid = self.next_request_id();
         let n = self.send_raw(rid, None, |b| crate::protocol::encode_ack(b, rid, nack, consumer_id, &[(tag, tag)]))?;
         self.flushed(n).await;

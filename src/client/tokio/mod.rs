@@ -124,7 +124,7 @@ impl Client {
         &self.info
     }
 
-    /// What recovery did (`ClientOptions::recovery`; docs/client.md,
+    /// What recovery did (`ClientOptions::recovery`; docs/client-recovery.md,
     /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
     /// client closes or recovery gives up. Events wait in a bounded queue
     /// that drops the oldest unread; every call reads the same queue.
@@ -409,7 +409,12 @@ impl Client {
         r
     }
 
-    /// Acks a message obtained with [`Client::get`].
+    /// Acks a message obtained with [`Client::get`]. A delivery from a
+    /// socket that has since ended (recovery redialled) is refused with
+    /// [`ClientError::StaleDelivery`] and nothing is sent: its tag could
+    /// name another message on the new socket, and the broker requeued
+    /// the message, which comes again flagged `redelivered`
+    /// (docs/client-recovery.md, "Pull consumers across a reconnect").
     pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
         self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
     }

@@ -1,9 +1,9 @@
-//! Automatic recovery on tokio (docs/client.md, "Recovery"): the client's
+//! Automatic recovery on tokio (docs/client-recovery.md, "Recovery"): the client's
 //! [`Hub`] (the recovery options, the topology record, the events, the
-//! connections and producers to bring back) and the supervisor task that
-//! redials with backoff, declares again, resubscribes and republishes.
-//! What is decided (backoff, record, events) is `client::core`'s; this is
-//! the I/O.
+//! connections and producers to bring back) and the supervisor task. Its
+//! loop (rounds of redials, failover, replay, giving up) is the core's
+//! (`client::core::supervise`, shared with the glommio client); this is
+//! the I/O it runs on (`Sup`: tokio sockets, tasks and timers).
 //!
 //! A connection keeps its identity across a redial: producers and
 //! consumers hold the same `Arc<Conn>`, which goes `Down` (requests fail,
@@ -13,18 +13,20 @@
 use super::conn::{lock, Conn};
 use super::io::Dialer;
 use super::producer::Inner as ProducerInner;
-use crate::client::core::recovery::{
-    failover_target, Backoff, Event, EventQueue, Recovery, Unconfirmed, FAILOVER_AFTER,
-};
+use crate::client::core::recovery::{Event, EventQueue, Recovery};
 use crate::client::core::routes::OwnedMap;
+use crate::client::core::supervise::{recover, shell_conn_methods, Shell};
+use crate::client::core::topology::Record;
 use crate::client::core::topology::Topology;
-use crate::client::{ClientError, ClientOptions};
+use crate::client::{ClientError, ClientOptions, Result, ServerInfo};
+use crate::protocol::Cmd;
 use futures_lite::Stream;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 struct EventsInner {
@@ -67,12 +69,6 @@ impl Hub {
     /// The client has a (new) cluster map.
     pub(crate) fn set_map(&self, map: &OwnedMap) {
         *lock(&self.nodes) = map.nodes.clone();
-    }
-
-    /// Where `first`, down, tries next (`core::recovery::failover_target`).
-    fn failover_target(&self, first: &Conn, cursor: &mut Option<usize>) -> Option<SocketAddr> {
-        let at = first.node_info();
-        failover_target(&lock(&self.nodes), &at.shard_addrs, at.shard_id, cursor)
     }
 
     /// Adds an event for the application; never waits.
@@ -183,170 +179,70 @@ pub(crate) async fn supervise(hub: Arc<Hub>, dialer: Arc<Dialer>, opts: ClientOp
             lost.await;
             continue;
         }
-        if !recover(&hub, &dialer, &opts, &down).await {
+        // The rounds, the failover and the replay are the core's loop.
+        if !recover(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, down).await {
             return;
         }
     }
 }
 
-/// Brings `down` back, round after round of redials with backoff; a
-/// connection back is replayed (declarations over the first connection,
-/// then its consumers and producers) as soon as the first connection is
-/// up, while others stay down (another node's shards, gone for good, do
-/// not hold up the live ones). False when recovery gave up (or the
-/// client closed).
-async fn recover(hub: &Hub, dialer: &Arc<Dialer>, opts: &ClientOptions, down: &[Arc<Conn>]) -> bool {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
-    let mut backoff = Backoff::new(&hub.recovery, seed);
-    let mut down = down.to_vec();
-    // Redialled, waiting for the first connection to replay through.
-    let mut back: Vec<Arc<Conn>> = Vec::new();
-    let mut cursor = None;
-    loop {
-        if hub.is_closing() {
-            return false;
-        }
-        let conns = hub.live_conns();
-        let Some(first) = conns.first().cloned() else { return false };
-        // One closed meanwhile (the application's close) is not brought back.
-        down.retain(|c| c.is_down());
-        // Connections that went down meanwhile join this round (a broker's
-        // sockets do not all end at once).
-        for c in conns.into_iter().filter(|c| c.is_down()) {
-            if !down.iter().chain(&back).any(|d| Arc::ptr_eq(d, &c)) {
-                down.push(c);
-            }
-        }
-        // The round's redials run together: an address that does not
-        // answer costs `connect_timeout` once per round, not once per
-        // connection to it, and does not hold up the others.
-        let mut dials = tokio::task::JoinSet::new();
-        for (i, conn) in down.iter().enumerate() {
-            let to = if Arc::ptr_eq(conn, &first) && backoff.attempts() >= FAILOVER_AFTER {
-                hub.failover_target(conn, &mut cursor)
-            } else {
-                None
-            };
-            let (conn, dialer, opts) = (conn.clone(), dialer.clone(), opts.clone());
-            dials.spawn(async move { (i, to, conn.redial(&dialer, &opts, to).await) });
-        }
-        let mut results: Vec<_> = dials.join_all().await;
-        // In the order they went down (the first connection first).
-        results.sort_by_key(|(i, ..)| *i);
-        let mut last_error = None;
-        let mut still = Vec::new();
-        for ((_, to, r), conn) in results.into_iter().zip(down.drain(..)) {
-            match r {
-                Ok(()) => {
-                    hub.event(Event::Reconnected { addr: conn.addr(), attempt: backoff.attempts() + 1 });
-                    back.push(conn);
-                }
-                Err(e) => {
-                    tracing::debug!(addr = %conn.addr(), ?to, error = %e, "redial failed");
-                    last_error = Some(e);
-                    still.push(conn);
-                }
-            }
-        }
-        down = still;
-        let first_up = !first.is_down();
-        if first_up && !back.is_empty() {
-            replay(hub, &first, &back).await;
-            back.clear();
-        }
-        if down.is_empty() && back.is_empty() {
-            return true;
-        }
-        let error = last_error.unwrap_or_else(|| ClientError::Closed("the connection ended".into()));
-        match backoff.failed() {
-            // With the first connection up, only other nodes' shards are
-            // left: a connection lost meanwhile need not wait for them.
-            Some(wait) if first_up => {
-                futures_lite::future::or(tokio::time::sleep(wait), hub.lost.notified()).await;
-            }
-            Some(wait) => tokio::time::sleep(wait).await,
-            // The first connection is up: only the connections to shards
-            // that never came back end (their consumers and producers
-            // hear why); the client goes on.
-            None if first_up => {
-                let error = ClientError::Closed(format!("recovery gave up on this connection: {error}"));
-                for c in &down {
-                    c.fail(error.clone());
-                }
-                let batches: usize = hub
-                    .live_producers()
-                    .iter()
-                    .filter(|p| down.iter().any(|c| Arc::ptr_eq(c, p.conn())))
-                    .map(|p| p.fail_unconfirmed(&error))
-                    .sum();
-                if batches > 0 {
-                    hub.event(Event::Failed { batches, error });
-                }
-                return true;
-            }
-            None => {
-                give_up(hub, error);
-                return false;
-            }
-        }
-    }
+/// What the shared supervisor loop (`core::supervise`) runs on: this
+/// client's hub, dialer and options.
+struct Sup<'a> {
+    hub: &'a Hub,
+    dialer: &'a Arc<Dialer>,
+    opts: &'a ClientOptions,
 }
 
-/// `back` (redialled, `Replaying`) goes up again: the recorded topology
-/// declared again over `first` (up, or among `back`), consumers
-/// resubscribed, unconfirmed batches republished or failed.
-async fn replay(hub: &Hub, first: &Conn, back: &[Arc<Conn>]) {
-    // Declarations first, over the first connection (the broker forwards
-    // each to its owner and answers once it is made), so every queue is
-    // there before a consumer or a republished batch needs it. One whose
-    // owner is out of reach fails (`NodeUnavailable`), is counted in the
-    // event, and stays recorded for the next recovery.
-    let records = lock(&hub.topology).records().to_vec();
-    let mut failed = 0;
-    for r in &records {
-        if let Err(e) = first.simple(r.cmd()).await {
-            tracing::warn!(record = ?r, error = %e, "recovery: declaring again failed");
-            hub.event(Event::RedeclareFailed { what: r.describe(), error: e });
-            failed += 1;
-        }
-    }
-    hub.event(Event::TopologyRecovered { records: records.len(), failed });
-    for conn in back {
-        for (id, r) in conn.resubscribe(hub).await {
-            match r {
-                Ok(()) => hub.event(Event::Resubscribed { consumer_id: id }),
-                Err(e) => tracing::warn!(consumer_id = id, error = %e, "recovery: subscribing again failed"),
-            }
-        }
-    }
-    let mut batches = 0;
-    let lost = Unconfirmed::lost();
-    for p in hub.live_producers().iter().filter(|p| back.iter().any(|c| Arc::ptr_eq(c, p.conn()))) {
-        batches += match hub.recovery.unconfirmed {
-            Unconfirmed::Republish => p.republish(),
-            Unconfirmed::Fail => p.fail_unconfirmed(&lost),
-        };
-    }
-    if let Some(e) = hub.recovery.unconfirmed.event(batches, lost) {
-        hub.event(e);
-    }
-    for conn in back {
-        conn.set_up();
-    }
-}
+impl Shell for Sup<'_> {
+    type Conn = Arc<Conn>;
 
-/// `attempts_max` redials failed: everything ends with `error`.
-fn give_up(hub: &Hub, error: ClientError) {
-    let error = ClientError::Closed(format!("recovery gave up: {error}"));
-    hub.closing.store(true, Ordering::Release);
-    for c in hub.live_conns() {
-        c.fail(error.clone());
+    shell_conn_methods!(Arc);
+
+    fn recovery(&self) -> &Recovery {
+        &self.hub.recovery
     }
-    let batches: usize = hub.live_producers().iter().map(|p| p.fail_unconfirmed(&error)).sum();
-    if batches > 0 {
-        hub.event(Event::Failed { batches, error: error.clone() });
+
+    fn closing(&self) -> bool {
+        self.hub.is_closing()
     }
-    hub.event(Event::GaveUp { error });
+
+    fn set_closing(&self) {
+        self.hub.closing.store(true, Ordering::Release);
+    }
+
+    fn conns(&self) -> Vec<Arc<Conn>> {
+        self.hub.live_conns()
+    }
+
+    fn nodes(&self) -> Vec<Vec<SocketAddr>> {
+        lock(&self.hub.nodes).clone()
+    }
+
+    fn records(&self) -> Vec<Record> {
+        lock(&self.hub.topology).records().to_vec()
+    }
+
+    fn event(&self, e: Event) {
+        self.hub.event(e);
+    }
+
+    async fn redial_all(&self, dials: Vec<(Arc<Conn>, Option<SocketAddr>)>) -> Vec<Result<()>> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (conn, to)) in dials.into_iter().enumerate() {
+            let (dialer, opts) = (self.dialer.clone(), self.opts.clone());
+            set.spawn(async move { (i, conn.redial(&dialer, &opts, to).await) });
+        }
+        let mut results: Vec<_> = set.join_all().await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn sleep(&self, wait: Duration, or_lost: bool) {
+        if or_lost {
+            futures_lite::future::or(tokio::time::sleep(wait), self.hub.lost.notified()).await;
+        } else {
+            tokio::time::sleep(wait).await;
+        }
+    }
 }

@@ -193,7 +193,7 @@ fn purge_sees_cold_messages_and_frees_them() {
     let n = super::HOT_LOW as u64 + 1000;
     for seq in 0..n {
         let e = entry(seq);
-        q.restore_spilled(seq, loc(seq, e.len()), entry_body_len(&e) as u32, 0);
+        q.restore_spilled(seq, loc(seq, e.len()), entry_body_len(&e) as u32, 0, None);
     }
     assert_eq!(q.ready.cold_len(), 1000);
     let (mut seen, mut bytes) = (Vec::new(), 0);

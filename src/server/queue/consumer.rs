@@ -212,8 +212,8 @@ pub struct Deliveries<'a>(Source<'a>);
 #[derive(Clone)]
 enum Source<'a> {
     Unacked(std::collections::vec_deque::Iter<'a, Option<Message>>),
-    /// Entries taken from the consumer's read-ahead, then entries the
-    /// stream holds in memory.
+    /// The stored messages of the run, in order; those whose entry is
+    /// not in memory take theirs from the read-ahead entries, in order.
     Stream(std::slice::Iter<'a, bytes::Bytes>, std::collections::vec_deque::Iter<'a, super::stream::Stored>),
 }
 
@@ -224,9 +224,9 @@ impl<'a> Deliveries<'a> {
 
     pub(super) fn stream(
         ahead: &'a [bytes::Bytes],
-        in_memory: std::collections::vec_deque::Iter<'a, super::stream::Stored>,
+        run: std::collections::vec_deque::Iter<'a, super::stream::Stored>,
     ) -> Self {
-        Self(Source::Stream(ahead.iter(), in_memory))
+        Self(Source::Stream(ahead.iter(), run))
     }
 }
 
@@ -241,11 +241,11 @@ impl<'a> Iterator for Deliveries<'a> {
                 entry: &m.entry,
                 origin: m.origin.as_ref(),
             }),
-            // A stream's deliveries are never redelivered and carry no
-            // origin (its consumers are told the queue's name).
-            Source::Stream(ahead, mem) => {
-                let entry = ahead.next().or_else(|| mem.next().map(|m| &m.entry))?;
-                Some(Delivery { redelivered: false, entry, origin: None })
+            // A stream's deliveries are never redelivered.
+            Source::Stream(ahead, run) => {
+                let m = run.next()?;
+                let entry = if m.entry.is_empty() { ahead.next()? } else { &m.entry };
+                Some(Delivery { redelivered: false, entry, origin: m.origin.as_ref() })
             }
         }
     }
@@ -253,7 +253,7 @@ impl<'a> Iterator for Deliveries<'a> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = match &self.0 {
             Source::Unacked(it) => it.len(),
-            Source::Stream(ahead, mem) => ahead.len() + mem.len(),
+            Source::Stream(_, run) => run.len(),
         };
         (n, Some(n))
     }

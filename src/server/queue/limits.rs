@@ -121,7 +121,7 @@ impl Queue {
         stored: impl FnMut(u64, &Bytes),
     ) -> Result<Published, QueueError> {
         if self.stream.is_some() {
-            let accepted = self.stream_publish(entries, stored)?;
+            let accepted = self.stream_publish(entries, origin, stored)?;
             return Ok(Published { accepted, rejected: 0 });
         }
         let n = entries.len();

@@ -40,11 +40,12 @@ pub use stream::{with_offset_header, Stream, STORED_BYTES as STREAM_STORED_BYTES
 
 use super::deadletter::Reason;
 use super::policy::QueueArgs;
-use super::types::{ConnRef, Delivered, Message, QueueError};
+use super::types::{ConnRef, Delivered, Message, Origin, QueueError};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
 use consumer::Consumer;
 use ready::Ready;
+use std::sync::Arc;
 
 /// Limits a queue enforces, from the broker config.
 #[derive(Debug, Clone, Copy)]
@@ -155,12 +156,13 @@ impl Queue {
 
     /// Recovery: a persistent message from the log, in sequence order,
     /// marked redelivered (it may have been delivered before the restart).
-    /// Its TTL counts from `now`: enqueue times are not logged.
-    pub fn restore(&mut self, seq: u64, entry: Bytes, now: u64) {
+    /// Its TTL counts from `now`: enqueue times are not logged. `origin`:
+    /// the exchange and routing key the log recorded for it.
+    pub fn restore(&mut self, seq: u64, entry: Bytes, now: u64, origin: Option<Arc<Origin>>) {
         if self.stream.is_some() {
-            return self.stream_restore(seq, entry, None);
+            return self.stream_restore(seq, entry, None, origin);
         }
-        let mut msg = self.incoming(seq, entry, true, now, None);
+        let mut msg = self.incoming(seq, entry, true, now, origin);
         msg.redelivered = true;
         self.ready.push_back(msg);
         self.next_seq = self.next_seq.max(seq + 1);

@@ -19,12 +19,13 @@
 //! This is the queue's side; the shard's side (the budget, the fetch task
 //! that reads entries back) is `server::shard::spill`.
 
-use super::super::types::Spilled;
+use super::super::types::{Origin, Spilled};
 use super::Queue;
 use crate::protocol::batch::{parse_entry, ENTRY_HAS_PROPS};
 use crate::protocol::props;
 use crate::storage::Loc;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// The shard's bookkeeping for one queue.
 #[derive(Debug, Default)]
@@ -96,9 +97,9 @@ impl Queue {
     /// Recovery: a persistent message left on disk, in sequence order, with
     /// its entry's body length (for `x-max-length-bytes`). Only for queues
     /// that `can_spill`: the shard reads the others' entries back first.
-    pub fn restore_spilled(&mut self, seq: u64, loc: Loc, body_len: u32, now: u64) {
+    pub fn restore_spilled(&mut self, seq: u64, loc: Loc, body_len: u32, now: u64, origin: Option<Arc<Origin>>) {
         debug_assert!(self.can_spill());
-        let mut m = self.incoming(seq, Bytes::new(), true, now, None);
+        let mut m = self.incoming(seq, Bytes::new(), true, now, origin);
         m.redelivered = true;
         m.spilled = Some(Spilled { loc, body_len, recovered: true });
         self.ready.push_back(m);
@@ -421,7 +422,7 @@ mod tests {
         let p = PropsBuilder::new().expiration_ms(50).build();
         let e = entry(&p, b"xyz");
         let l = loc(0, e.len());
-        q.restore_spilled(7, l, 3, 1000);
+        q.restore_spilled(7, l, 3, 1000, None);
         assert_eq!((q.ready_len(), q.ready.body_bytes(), q.ready_bytes(), q.next_seq()), (1, 3, e.len() as u64, 8));
         assert_eq!(q.next_deadline(), None, "unknown until read");
         assert!(q.fill(7, l, e));

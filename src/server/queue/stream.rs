@@ -16,7 +16,7 @@
 //! is older than `x-max-age`. What retention drops is handed to the shard
 //! (`take_stream_dropped`), which logs it gone so the log reclaims it.
 
-use super::super::types::{ConnRef, Message, QueueError, StreamOffset, StreamStart};
+use super::super::types::{ConnRef, Message, Origin, QueueError, StreamOffset, StreamStart};
 use super::consumer::{Consumer, Deliveries};
 use super::dispatch::{delivery_cost, Dispatched};
 use super::{Out, Queue};
@@ -27,6 +27,7 @@ use crate::protocol::ErrorCode;
 use crate::storage::Loc;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 500_000_000;
@@ -44,8 +45,18 @@ pub(super) struct Stored {
     /// Where its publish record is in the log (`None`: not logged, so it
     /// stays in memory).
     pub(super) loc: Option<Loc>,
-    /// The entry's length, in memory or not.
-    pub(super) len: u32,
+    /// The exchange and routing key it was published with (`None`: the
+    /// default exchange and the stream's name), as a classic queue's
+    /// `Message::origin`: shared by a batch, logged once per batch.
+    pub(super) origin: Option<Arc<Origin>>,
+}
+
+impl Stored {
+    /// The entry's length, in memory or not (a message without its entry
+    /// has a location).
+    fn len(&self) -> usize {
+        self.loc.map_or(self.entry.len(), |l| crate::protocol::wire::usize_of(u64::from(l.len)))
+    }
 }
 
 /// What one message of a stream costs in memory besides its entry (the
@@ -118,7 +129,15 @@ impl Stream {
         self.msgs.front().map(|m| m.offset)
     }
 
-    fn push(&mut self, offset: u64, at_ms: u64, chunk: bool, entry: Bytes, loc: Option<Loc>) {
+    fn push(
+        &mut self,
+        offset: u64,
+        at_ms: u64,
+        chunk: bool,
+        entry: Bytes,
+        loc: Option<Loc>,
+        origin: Option<Arc<Origin>>,
+    ) {
         let len = loc.map_or(entry.len() as u64, |l| u64::from(l.len));
         let roll = self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes);
         if roll {
@@ -131,8 +150,7 @@ impl Stream {
         }
         self.bytes += len;
         self.hot_bytes += entry.len() as u64;
-        let len = crate::protocol::wire::saturate(len);
-        self.msgs.push_back(Stored { offset, at_ms, chunk, entry, loc, len });
+        self.msgs.push_back(Stored { offset, at_ms, chunk, entry, loc, origin });
         self.demote();
     }
 
@@ -153,7 +171,7 @@ impl Stream {
             self.hot_from = self.hot_from.saturating_sub(n);
             for m in self.msgs.drain(..n) {
                 self.hot_bytes -= m.entry.len() as u64;
-                self.dropped.push((m.offset, crate::protocol::wire::usize_of(u64::from(m.len))));
+                self.dropped.push((m.offset, m.len()));
             }
         }
     }
@@ -289,6 +307,7 @@ impl Queue {
     pub(super) fn stream_publish(
         &mut self,
         entries: impl ExactSizeIterator<Item = Bytes>,
+        origin: Option<&Arc<Origin>>,
         mut stored: impl FnMut(u64, &Bytes),
     ) -> Result<u32, QueueError> {
         let n = entries.len();
@@ -311,7 +330,7 @@ impl Queue {
             let entry = with_offset_header(&entry, self.next_seq);
             stored(self.next_seq, &entry);
             // Located after the batch (`stream_locate`): not demoted before.
-            s.push(self.next_seq, now, i == 0, entry, None);
+            s.push(self.next_seq, now, i == 0, entry, None, origin.cloned());
             self.next_seq += 1;
         }
         s.retain(now);
@@ -362,12 +381,12 @@ impl Queue {
     }
 
     /// Recovery: a message of the stream, in offset order; `entry` empty
-    /// when it was left on disk at `loc`.
-    pub fn stream_restore(&mut self, seq: u64, entry: Bytes, loc: Option<Loc>) {
+    /// when it was left on disk at `loc`; `origin` as the log recorded it.
+    pub fn stream_restore(&mut self, seq: u64, entry: Bytes, loc: Option<Loc>, origin: Option<Arc<Origin>>) {
         if let Some(s) = self.stream.as_mut() {
             let (at_ms, chunk) = s.restored_time(seq);
             s.memory_max = self.limits.stream_memory_bytes_max;
-            s.push(seq, at_ms, chunk, entry, loc);
+            s.push(seq, at_ms, chunk, entry, loc, origin);
         }
         self.next_seq = self.next_seq.max(seq + 1);
     }
@@ -434,24 +453,18 @@ impl Queue {
             }
             let first = c.next_tag();
             ahead.clear();
-            // The run in memory: from `mem_from` to `i`.
-            let mut mem_from = None;
+            let from = i;
             while credit > 0 && bytes > 0 {
                 let Some(m) = s.msgs.get(i) else { break };
-                let len = if !m.entry.is_empty() {
-                    mem_from.get_or_insert(i);
-                    m.entry.len()
-                } else if mem_from.is_some() {
-                    // Back on disk after memory (not a window's shape): the
-                    // rest goes in the next pass.
-                    break;
-                } else {
+                let len = if m.entry.is_empty() {
                     // Read ahead from the log; else a read is asked for
                     // (once) and this consumer waits for it.
                     let Some(entry) = super::stream_read::entry_from_log(c, m) else { break };
                     let len = entry.len();
                     ahead.push(entry);
                     len
+                } else {
+                    m.entry.len()
                 };
                 bytes = bytes.saturating_sub(delivery_cost(len));
                 credit -= 1;
@@ -468,8 +481,7 @@ impl Queue {
                 continue;
             }
             c.mark_sent(first, now);
-            let in_memory = s.msgs.range(mem_from.unwrap_or(i)..i);
-            out(c.owner, c.id, first, Deliveries::stream(&ahead, in_memory));
+            out(c.owner, c.id, first, Deliveries::stream(&ahead, s.msgs.range(from..i)));
             done.sent += crate::protocol::wire::usize_of(count);
             if bytes == 0 {
                 done.full.push(c.owner);

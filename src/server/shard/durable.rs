@@ -221,9 +221,10 @@ impl Shard {
                 .into_iter(),
         };
         for m in batch {
+            let origin = rq.take_origin(m.seq);
             match (m.loc(), rq.take_entry(&m)) {
-                (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now),
-                (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now),
+                (Some(loc), None) if spillable => q.restore_spilled(m.seq, loc, m.body_len, now, origin),
+                (_, None) => q.restore(m.seq, read.next().unwrap_or_default(), now, origin),
                 // Delivered as it is: a record that verifies but
                 // does not hold one well-formed entry is dropped
                 // (and logged gone), never handed to a client.
@@ -231,7 +232,7 @@ impl Shard {
                     tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
                     log.ack(rq.id, m.seq, entry.len());
                 }
-                (_, Some(entry)) => q.restore(m.seq, entry, now),
+                (_, Some(entry)) => q.restore(m.seq, entry, now, origin),
             }
         }
         Ok(())
@@ -248,13 +249,14 @@ impl Shard {
         batch: Vec<RecoveredMsg>,
     ) {
         for m in batch {
+            let origin = rq.take_origin(m.seq);
             match (rq.take_entry(&m), m.loc()) {
                 (Some(entry), _) if parse_entry(&entry).is_err() => {
                     tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered message is not a well-formed entry: dropped");
                     log.ack(rq.id, m.seq, entry.len());
                 }
-                (Some(entry), loc) => q.stream_restore(m.seq, entry, loc),
-                (None, Some(loc)) => q.stream_restore(m.seq, bytes::Bytes::new(), Some(loc)),
+                (Some(entry), loc) => q.stream_restore(m.seq, entry, loc, origin),
+                (None, Some(loc)) => q.stream_restore(m.seq, bytes::Bytes::new(), Some(loc), origin),
                 // Not expected: a record past the locations a queue keeps.
                 (None, None) => {
                     tracing::error!(shard = self.id, queue = %rq.name, seq = m.seq, "recovered stream message has no location: dropped")

@@ -2,7 +2,6 @@
 //! handler that every path (direct or forwarded) ends in.
 
 use super::config::Config;
-use super::gate::DeliveryGate;
 use super::mesh::{Batch, Mesh, MeshMsg};
 use super::queue::{Deliveries, Queue};
 use super::types::{ConnRef, Delivered, Origin, PublishMode, QueueError, Reply, Request};
@@ -28,6 +27,7 @@ mod direct;
 pub use direct::ReplyOpts;
 mod durable;
 mod gate;
+mod get;
 mod login;
 pub use login::Credential;
 mod meta;
@@ -37,6 +37,7 @@ mod queues;
 mod remote;
 mod requests;
 pub mod routing_replica;
+mod sink;
 mod spill;
 mod stream_reads;
 mod timeout;
@@ -49,123 +50,8 @@ pub use counters::Counters;
 
 pub use crate::auth::access::stored_permission as users_stored_permission;
 pub use conns::{HttpSlot, PromoteError};
+pub use sink::{ConnSink, SinkBuffers};
 
-/// What a connection must offer the shard: a place to put replies.
-pub trait ConnSink {
-    fn send(&self, reply: Reply);
-    /// Encodes deliveries straight from the queue's unacked store.
-    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>);
-    /// Ends the connection after flushing what is queued (broker shutdown).
-    fn shut_down(&self, why: &str);
-    /// Ends a connection that has not logged in, telling it `why` where
-    /// its protocol can, and stops its reader at once: the shard evicted
-    /// it at `unauthenticated_connections_max`.
-    fn evict(&self, why: &str);
-    /// A direct reply (`protocol::reply_to`) for the reply consumer
-    /// `channel` (an AMQP channel, a native consumer id), if `token` is
-    /// that consumer's: delivered (or, with no `msgs`, only looked
-    /// for). `false`: no such consumer here, the reply is dropped.
-    fn direct_reply(&self, _channel: u32, _token: u64, _msgs: &[Bytes]) -> bool {
-        false
-    }
-    /// The cluster map moved to `version`: a native connection that asked
-    /// for the map is told.
-    fn map_changed(&self, _version: u32) {}
-    /// The user it logged in as; `None` before login (and for HTTP).
-    fn login_user(&self) -> Option<String> {
-        None
-    }
-    /// The vhost it works in; `None` before login (and for HTTP).
-    fn login_vhost(&self) -> Option<String> {
-        None
-    }
-    /// The protocol (`native`, `amqp`) and peer address, for operators.
-    fn describe(&self) -> (&'static str, String) {
-        ("native", String::new())
-    }
-    /// Its socket buffers and delivery gate, from which the four methods
-    /// below are answered alike for every front end; `None` (a sink with
-    /// no socket) holds nothing and always takes deliveries.
-    fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        None
-    }
-    /// Bytes the connection holds in memory (its outbox and read buffer),
-    /// for the memory alarm.
-    fn held_bytes(&self) -> usize {
-        self.buffers().map_or(0, |b| b.outbox.held_bytes() + b.read_held)
-    }
-    /// Bytes of deliveries its outbox has room for (`server/gate.rs`).
-    fn delivery_room(&self) -> usize {
-        self.buffers().map_or(usize::MAX, |b| b.outbox_bytes_max.saturating_sub(b.outbox.pending_bytes()))
-    }
-    /// Shard `owner` stopped dispatching to it until its outbox drains.
-    /// Must not call back into the shard.
-    fn deliveries_stopped(&self, owner: u16) {
-        if let Some(b) = self.buffers() {
-            b.gate.stopped_at(owner);
-        }
-    }
-    /// `bytes` of deliveries arrived from owner shard `owner` (another
-    /// shard): its gate grants them back as credit (`window` is the
-    /// owner's window).
-    fn delivered_from(&self, owner: u16, bytes: usize, window: usize) {
-        if let Some(b) = self.buffers() {
-            b.gate.received(owner, bytes, window);
-        }
-    }
-    /// Its open channels (`/api/overview`'s `channels`): AMQP's; the
-    /// native protocol has none.
-    fn channels(&self) -> usize {
-        0
-    }
-    /// A row per open channel (`/api/channels`); none for the native
-    /// protocol. Asked from the shard's own turn, off the message path.
-    fn channel_rows(&self) -> Vec<super::stats::ChannelRow> {
-        Vec::new()
-    }
-    /// Bytes it holds for its socket (queued and being written).
-    fn outbox_bytes(&self) -> usize {
-        self.buffers().map_or(0, |b| b.outbox.pending_bytes())
-    }
-    /// It has published (a native connection; AMQP counts its channels).
-    fn publishes(&self) -> bool {
-        false
-    }
-    /// Its traffic so far: bytes read, reads, bytes written, writes.
-    fn traffic(&self) -> [u64; 4] {
-        self.buffers().map_or([0; 4], |b| {
-            let (out_bytes, writes) = b.outbox.write_totals();
-            [b.read_totals.0, b.read_totals.1, out_bytes, writes]
-        })
-    }
-}
-
-/// What a connection's [`ConnSink::buffers`] lends the shard.
-pub struct SinkBuffers<'a> {
-    pub outbox: &'a crate::rt::Outbox,
-    /// The read buffer's capacity.
-    pub read_held: usize,
-    /// Bytes read so far, and the reads (`FrameReader::read_totals`, as of
-    /// the connection's last turn).
-    pub read_totals: (u64, u64),
-    pub gate: &'a DeliveryGate,
-    /// `outbox_bytes_max`: past it the queues stop dispatching to it.
-    pub outbox_bytes_max: usize,
-}
-
-impl<'a> SinkBuffers<'a> {
-    /// A connection's buffers on `shard`, under its `outbox_bytes_max`.
-    #[inline]
-    pub fn on(shard: &Shard, outbox: &'a crate::rt::Outbox, read: (usize, (u64, u64)), gate: &'a DeliveryGate) -> Self {
-        let outbox_bytes_max = shard.config.outbox_bytes_max as usize;
-        Self { outbox, read_held: read.0, read_totals: read.1, gate, outbox_bytes_max }
-    }
-}
-
-/// A shard thread's one owner of its state, behind an `Rc` shared by the
-/// shard's tasks and connections. The state is in parts, each with one
-/// job and its own file under `shard/` (docs/architecture.md, "A shard's
-/// parts"); the request handler here ties them together.
 /// Every shard's own native address, in shard order: a client that logs
 /// in on a TLS listener is given the TLS ones, so it stays on TLS.
 #[derive(Debug, Clone, Default)]
@@ -175,6 +61,10 @@ pub struct ShardAddrs {
     pub tls: Vec<String>,
 }
 
+/// A shard thread's one owner of its state, behind an `Rc` shared by the
+/// shard's tasks and connections. The state is in parts, each with one
+/// job and its own file under `shard/` (docs/architecture.md, "A shard's
+/// parts"); the request handler here ties them together.
 pub struct Shard {
     pub id: u16,
     pub count: u16,
@@ -648,12 +538,21 @@ impl Shard {
             Some((d, id)) => {
                 let p = self.with_queue_at(queue, now, |q| {
                     let mut locs = Vec::new();
+                    let first = q.next_seq();
                     let p = q.publish(persistent, partial, now, entries, origin, |seq, e| {
                         // Not poisoned: checked by log_target, just now.
                         if let Ok(Some(loc)) = d.log.publish(id, seq, e) {
                             locs.push((seq, loc));
                         }
                     })?;
+                    // Where the batch came from, once, after its records
+                    // (the accepted ones have consecutive numbers from
+                    // `first`); nothing for the default exchange.
+                    if let Some(o) = origin {
+                        if let Err(e) = d.log.origin(id, first, p.accepted, o) {
+                            tracing::warn!(shard = self.id, queue, "message origin not logged: {e}");
+                        }
+                    }
                     // Past the memory budget, the newest keep only `loc`;
                     // a stream keeps its window of the newest.
                     self.spill_over_budget(q, &locs);
@@ -664,45 +563,6 @@ impl Shard {
                 Ok((p.accepted, Some(d)))
             }
         }
-    }
-
-    fn get(&self, from: ConnRef, request_id: u64, consumer_id: u32, no_ack: bool, queue: &str) {
-        let now = self.timers.now_ms();
-        let r = self.with_queue(queue, |q| {
-            check_lock(q, from)?;
-            q.touch(now);
-            let got = self.get_logged(q, from, consumer_id, no_ack, now)?;
-            // Nothing taken because the head is on disk: answered after
-            // the shard has read it back.
-            Ok((got, q.ready_len(), q.head_spilled()))
-        });
-        let r = match r {
-            Ok((None, _, true)) => {
-                return self.get_after_fetch(queue, spill::PendingGet { from, request_id, consumer_id, no_ack })
-            }
-            Ok((got, remaining, _)) => Ok((got, remaining)),
-            Err(e) => Err(e),
-        };
-        let reply = match r {
-            Ok((Some((tag, msg)), remaining)) => {
-                bump(&self.counters.delivered, 1);
-                bump(
-                    if no_ack {
-                        &self.counters.delivered_get_auto_ack
-                    } else {
-                        &self.counters.delivered_get_manual_ack
-                    },
-                    1,
-                );
-                Reply::GetOk { request_id, consumer_id, tag, remaining: crate::protocol::wire::len32(remaining), msg }
-            }
-            Ok((None, _)) => {
-                bump(&self.counters.get_empty, 1);
-                Reply::GetEmpty { request_id }
-            }
-            Err(e) => Reply::Error { request_id, code: e.code, message: e.message },
-        };
-        self.route_reply(from, reply);
     }
 
     fn connection_closed(&self, from: ConnRef, names: &[String]) {

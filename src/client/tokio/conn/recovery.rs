@@ -6,9 +6,10 @@
 use super::{lock, Conn, Phase};
 use crate::client::core::cmds;
 use crate::client::core::recovery::Event;
+use crate::client::core::rounds::{check_redialled, redial_addr};
 use crate::client::tokio::io::Dialer;
 use crate::client::tokio::recover::Hub;
-use crate::client::{ClientError, ClientOptions, Result, ServerInfo};
+use crate::client::{ClientError, ClientOptions, Result};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ impl Conn {
             let ended: Vec<_> = ended.iter().filter_map(|id| s.consumers.remove(id)).collect();
             s.ack_dirty.clear();
             s.blocked = None;
+            // Tags of `get`s on this socket are stale from now on.
+            s.pulls.new_socket();
             (w, ended)
         };
         {
@@ -104,26 +107,9 @@ impl Conn {
         to: Option<SocketAddr>,
     ) -> Result<()> {
         let was = self.node_info();
-        // The shard's own port: the shared one may reach another shard.
-        let addr = to.unwrap_or_else(|| was.shard_addrs.get(usize::from(was.shard_id)).copied().unwrap_or(self.addr()));
+        let addr = redial_addr(to, &was, self.addr());
         let (info, _, r, w, buf) = Self::dial(dialer, addr, opts, false).await?;
-        if to.is_none() && (info.shard_id != was.shard_id || info.shard_addrs.len() != was.shard_addrs.len()) {
-            return Err(ClientError::Protocol(format!(
-                "{addr} answered as shard {} of {}, was shard {} of {}",
-                info.shard_id,
-                info.shard_addrs.len(),
-                was.shard_id,
-                was.shard_addrs.len()
-            )));
-        }
-        // The reader decodes with the first handshake's limits, and
-        // producers checked their batches against them.
-        let same = |i: &ServerInfo| (i.frame_bytes_max, i.message_bytes_max, i.prefetch_max, i.heartbeat_ms);
-        if same(&info) != same(&self.info) {
-            return Err(ClientError::Protocol(format!(
-                "{addr} has other limits than the node this client first reached"
-            )));
-        }
+        check_redialled(addr, &info, &was, &self.info, to.is_some())?;
         let gen = {
             let mut s = lock(&self.state);
             if s.phase != Phase::Down {
