@@ -1,16 +1,22 @@
-//! The longer client commands, each one method: a queue declare, a publish
-//! through an exchange, an exchange declare. `NativeConn::on_frame` (mod.rs)
+//! The client commands, each one method: a queue declare, a publish
+//! (direct or through an exchange), an exchange declare, a bind, a
+//! subscribe, a get. `NativeConn::on_frame` (mod.rs)
 //! dispatches to them; the short ones stay inline there.
 
 use super::{check_queue_name, refused, Fatal, NativeConn};
 use crate::auth::permissions::Perm;
+use crate::protocol::{self, ErrorCode};
 use crate::protocol::{op, Entries};
+use crate::routing::{BindingDef, Dest};
 use crate::server::grants::Kind;
 use crate::server::ops::{slice_of, PublishBatch};
 use crate::server::policy::QueueArgs;
+use crate::server::shard::routing_replica::check_exchange_name;
 use crate::server::shard::routing_replica::{check_table, exchange_def, PubOpts};
+use crate::server::types::StreamStart;
 use crate::server::types::{PublishMode, Request};
 use bytes::Bytes;
+use std::rc::Rc;
 
 impl NativeConn {
     /// `Declare`: a queue at its owner (passive: checked there).
@@ -118,6 +124,119 @@ impl NativeConn {
             ..def
         };
         shard.declare_exchange(me, rid, def);
+        Ok(())
+    }
+}
+
+impl NativeConn {
+    /// Bind or unbind; `names` is (source, destination, routing key).
+    pub(super) fn bind(
+        &self,
+        chunk: &Bytes,
+        rid: u64,
+        flags: u8,
+        names: (&str, &str, &str),
+        args: &[u8],
+        unbind: bool,
+    ) -> Result<(), Fatal> {
+        let (source, destination, key) = names;
+        check_table(args, self.shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
+        check_exchange_name(source).map_err(|e| refused(rid, e))?;
+        let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
+            check_exchange_name(destination).map_err(|e| refused(rid, e))?;
+            self.may(rid, Perm::Write, Kind::Exchange, destination)?;
+            Dest::Exchange(self.q(destination).into_owned())
+        } else {
+            check_queue_name(destination)?;
+            self.may(rid, Perm::Write, Kind::Queue, destination)?;
+            Dest::Queue(self.q(destination).into_owned())
+        };
+        self.may(rid, Perm::Read, Kind::Exchange, source)?;
+        let source = self.q(source).into_owned();
+        let binding = BindingDef { source, dest, key: key.into(), args: slice_of(chunk, args) };
+        self.shard.bind(self.me(), rid, binding, unbind);
+        Ok(())
+    }
+
+    pub(super) fn publish(
+        &self,
+        chunk: &Bytes,
+        rid: u64,
+        flags: u8,
+        queue: &str,
+        entries: protocol::Entries<'_>,
+    ) -> Result<(), Fatal> {
+        self.check_sizes(rid, &entries)?;
+        if protocol::reply_to::is_reply_name(queue) {
+            return self.publish_reply(chunk, rid, flags, queue, &entries);
+        }
+        let persistent = flags & op::PUBLISH_PERSISTENT != 0;
+        let confirm = flags & op::PUBLISH_CONFIRM != 0;
+        // Native batches are all or nothing: one Confirm covers them.
+        let mandatory = flags & op::PUBLISH_MANDATORY != 0;
+        let mode = PublishMode { persistent, confirm, partial: false, mandatory: Some(mandatory) };
+        let batch = PublishBatch::Read { chunk, entries };
+        let no_consumers = || self.consumers.borrow().is_empty();
+        let full = self.shard.publish_to_queue(self.me(), rid, mode, self.q(queue), batch, no_consumers);
+        if full.is_some() {
+            *self.paused_on.borrow_mut() = full;
+        }
+        Ok(())
+    }
+
+    pub(super) fn subscribe(
+        &self,
+        rid: u64,
+        (consumer_id, prefetch, priority, origin): (u32, u32, i64, bool),
+        stream: StreamStart,
+        queue: &str,
+    ) -> Result<(), Fatal> {
+        let c = &self.shard.config;
+        if prefetch == 0 || prefetch > c.prefetch_max {
+            return Err(Fatal {
+                request_id: rid,
+                code: ErrorCode::PrefetchOutOfRange,
+                message: format!("prefetch {prefetch} is outside 1..={}", c.prefetch_max),
+            });
+        }
+        check_queue_name(queue)?;
+        let origin = origin.then(|| Rc::<str>::from(queue));
+        let queue = self.q(queue);
+        let owner = self.add_consumer(consumer_id, &queue, false, origin)?;
+        self.pending_routes.borrow_mut().insert(rid, consumer_id);
+        let req = Request::Subscribe {
+            consumer_id,
+            prefetch,
+            queue: queue.into_owned(),
+            exclusive: false,
+            priority,
+            auto_ack: false,
+            stream,
+        };
+        self.shard.submit(self.me(), rid, owner, req);
+        Ok(())
+    }
+
+    pub(super) fn get(&self, rid: u64, no_ack: bool, consumer_id: u32, queue: &str) -> Result<(), Fatal> {
+        check_queue_name(queue)?;
+        let queue = &*self.q(queue);
+        let known = self.consumers.borrow().get(&consumer_id).map(|c| c.pull && c.queue == queue);
+        let owner = match known {
+            Some(true) => self.shard.owner_of(queue),
+            Some(false) => {
+                return Err(Fatal::new(
+                    ErrorCode::ConsumerExists,
+                    format!("consumer id {consumer_id} is in use for something else"),
+                ))
+            }
+            None if no_ack => self.shard.owner_of(queue),
+            None => {
+                let owner = self.add_consumer(consumer_id, queue, true, None)?;
+                self.pending_routes.borrow_mut().insert(rid, consumer_id);
+                owner
+            }
+        };
+        self.shard.submit(self.me(), rid, owner, Request::Get { consumer_id, no_ack, queue: queue.into() });
         Ok(())
     }
 }

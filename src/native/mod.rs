@@ -6,7 +6,8 @@
 //! |---|---|
 //! | the listener: accept, register, the connection's tasks | [`accept`] |
 //! | the connection: read loop, requests, consumer routes | this file |
-//! | the longer commands: queue declare, publish through an exchange, exchange declare | `cmds` |
+//! | the commands: queue declare, publish (direct or through an exchange), exchange declare, bind, subscribe, get | `cmds` |
+//! | what the shard hands the connection: replies, deliveries, evictions | `sink` |
 //! | handshake, login, heartbeats, read deadlines | `session` |
 //! | replies and deliveries into native frames | `encode` |
 
@@ -19,25 +20,25 @@ pub mod accept;
 mod cmds;
 mod encode;
 mod reply_to;
+
 mod session;
+mod sink;
 
 pub use accept::accept_loop;
 pub use encode::{encode_reply, DeliverLimits};
 
 use crate::auth::permissions::Perm;
 use crate::protocol::{self, op, Cmd, ErrorCode, Frame, StreamAt};
-use crate::routing::{BindingDef, Dest};
 use crate::rt::reader::{for_each_frame_limited, FrameReader, Native, HANDSHAKE_READ_BYTES, READ_BYTES};
 use crate::rt::{Notify, Outbox};
 use crate::server::gate::DeliveryGate;
 use crate::server::grants::{Grants, Kind};
-use crate::server::ops::{queue_name_ok, slice_of, PublishBatch};
-use crate::server::queue::Deliveries;
-use crate::server::shard::routing_replica::{check_exchange_name, check_table};
-use crate::server::shard::{ConnSink, Shard, SinkBuffers};
-use crate::server::types::{ConnRef, PublishMode, QueueError, Reply, Request, StreamOffset, StreamStart};
+use crate::server::ops::queue_name_ok;
+use crate::server::shard::routing_replica::check_exchange_name;
+use crate::server::shard::Shard;
+use crate::server::types::{ConnRef, QueueError, Reply, Request, StreamOffset, StreamStart};
 use bytes::Bytes;
-use encode::{clip, encode_deliveries, encode_deliveries_from, frame};
+use encode::{clip, frame};
 use futures_lite::AsyncRead;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -121,95 +122,6 @@ pub struct NativeConn {
     pub(super) vhost: std::cell::OnceCell<String>,
     /// Its direct reply-to consumer (`reply_to.rs`).
     reply: reply_to::ReplyConsumer,
-}
-
-impl ConnSink for NativeConn {
-    fn send(&self, reply: Reply) {
-        let settled = match &reply {
-            Reply::Error { request_id, .. } => Some((*request_id, true)),
-            Reply::Ok { request_id, .. } | Reply::GetOk { request_id, .. } | Reply::GetEmpty { request_id } => {
-                Some((*request_id, false))
-            }
-            _ => None,
-        };
-        match &reply {
-            Reply::ConsumerTimeout { consumer_id, .. } | Reply::ConsumerGone { consumer_id } => {
-                self.consumers.borrow_mut().remove(consumer_id);
-            }
-            Reply::PublishPaused { queue } => return self.remote_pause(queue, true),
-            Reply::PublishResumed { queue } => return self.remote_pause(queue, false),
-            _ => {}
-        }
-        if let Some((rid, refused)) = settled {
-            let claimed = self.pending_routes.borrow_mut().remove(&rid);
-            if let (Some(id), true) = (claimed, refused) {
-                self.consumers.borrow_mut().remove(&id);
-            }
-        }
-        let limits = self.limits();
-        if let Reply::Deliver { consumer_id, first_tag, msgs, .. } = &reply {
-            if let Some(queue) = self.origin_queue(*consumer_id) {
-                let ds = msgs.iter().map(|m| (m.redelivered, &m.entry[..], m.origin.as_deref()));
-                return self
-                    .outbox
-                    .push(|buf| encode_deliveries_from(buf, &limits, *consumer_id, *first_tag, &queue, ds));
-            }
-            let ds = msgs.iter().map(|m| (m.redelivered, &m.entry));
-            return self.outbox.push_parts(|out| encode_deliveries(out, &limits, *consumer_id, *first_tag, ds));
-        }
-        self.outbox.push(|buf| encode_reply(buf, &limits, &reply));
-    }
-
-    fn deliver(&self, consumer_id: u32, first_tag: u64, msgs: Deliveries<'_>) {
-        let limits = self.limits();
-        if let Some(queue) = self.origin_queue(consumer_id) {
-            let ds = msgs.map(|m| (m.redelivered, &m.entry[..], m.origin.map(|o| &**o)));
-            return self.outbox.push(|buf| encode_deliveries_from(buf, &limits, consumer_id, first_tag, &queue, ds));
-        }
-        self.outbox.push_parts(|out| {
-            encode_deliveries(out, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, m.entry)))
-        });
-    }
-
-    fn shut_down(&self, why: &str) {
-        self.send_error(0, ErrorCode::ShuttingDown, why);
-        self.outbox.close();
-    }
-
-    fn evict(&self, why: &str) {
-        self.send_error(0, ErrorCode::UnauthenticatedLimit, why);
-        self.outbox.abort();
-    }
-
-    fn map_changed(&self, version: u32) {
-        if self.map_watch.get() {
-            self.outbox.push(|b| frame(b, 0, Cmd::MapChanged { version }));
-        }
-    }
-
-    fn login_user(&self) -> Option<String> {
-        self.grants.borrow().as_ref().map(|g| g.user().to_string())
-    }
-
-    fn login_vhost(&self) -> Option<String> {
-        self.grants.borrow().as_ref().map(|g| g.vhost().to_string())
-    }
-
-    fn describe(&self) -> (&'static str, String) {
-        ("native", self.peer.clone())
-    }
-
-    fn publishes(&self) -> bool {
-        self.publisher.get()
-    }
-
-    fn buffers(&self) -> Option<SinkBuffers<'_>> {
-        Some(SinkBuffers::on(&self.shard, &self.outbox, (self.read_held.get(), self.read_totals.get()), &self.gate))
-    }
-
-    fn direct_reply(&self, channel: u32, token: u64, msgs: &[Bytes]) -> bool {
-        self.take_direct_reply(channel, token, msgs)
-    }
 }
 
 fn check_queue_name(q: &str) -> Result<(), Fatal> {
@@ -590,117 +502,6 @@ impl NativeConn {
                 message: format!("a message of {} bytes exceeds message_bytes_max {max}", e.props.len() + e.body.len()),
             });
         }
-        Ok(())
-    }
-
-    /// Bind or unbind; `names` is (source, destination, routing key).
-    fn bind(
-        &self,
-        chunk: &Bytes,
-        rid: u64,
-        flags: u8,
-        names: (&str, &str, &str),
-        args: &[u8],
-        unbind: bool,
-    ) -> Result<(), Fatal> {
-        let (source, destination, key) = names;
-        check_table(args, self.shard.config.table_depth_max).map_err(|e| refused(rid, e))?;
-        check_exchange_name(source).map_err(|e| refused(rid, e))?;
-        let dest = if flags & op::BIND_TO_EXCHANGE != 0 {
-            check_exchange_name(destination).map_err(|e| refused(rid, e))?;
-            self.may(rid, Perm::Write, Kind::Exchange, destination)?;
-            Dest::Exchange(self.q(destination).into_owned())
-        } else {
-            check_queue_name(destination)?;
-            self.may(rid, Perm::Write, Kind::Queue, destination)?;
-            Dest::Queue(self.q(destination).into_owned())
-        };
-        self.may(rid, Perm::Read, Kind::Exchange, source)?;
-        let source = self.q(source).into_owned();
-        let binding = BindingDef { source, dest, key: key.into(), args: slice_of(chunk, args) };
-        self.shard.bind(self.me(), rid, binding, unbind);
-        Ok(())
-    }
-
-    fn publish(
-        &self,
-        chunk: &Bytes,
-        rid: u64,
-        flags: u8,
-        queue: &str,
-        entries: protocol::Entries<'_>,
-    ) -> Result<(), Fatal> {
-        self.check_sizes(rid, &entries)?;
-        if protocol::reply_to::is_reply_name(queue) {
-            return self.publish_reply(chunk, rid, flags, queue, &entries);
-        }
-        let persistent = flags & op::PUBLISH_PERSISTENT != 0;
-        let confirm = flags & op::PUBLISH_CONFIRM != 0;
-        // Native batches are all or nothing: one Confirm covers them.
-        let mandatory = flags & op::PUBLISH_MANDATORY != 0;
-        let mode = PublishMode { persistent, confirm, partial: false, mandatory: Some(mandatory) };
-        let batch = PublishBatch::Read { chunk, entries };
-        let no_consumers = || self.consumers.borrow().is_empty();
-        let full = self.shard.publish_to_queue(self.me(), rid, mode, self.q(queue), batch, no_consumers);
-        if full.is_some() {
-            *self.paused_on.borrow_mut() = full;
-        }
-        Ok(())
-    }
-
-    fn subscribe(
-        &self,
-        rid: u64,
-        (consumer_id, prefetch, priority, origin): (u32, u32, i64, bool),
-        stream: StreamStart,
-        queue: &str,
-    ) -> Result<(), Fatal> {
-        let c = &self.shard.config;
-        if prefetch == 0 || prefetch > c.prefetch_max {
-            return Err(Fatal {
-                request_id: rid,
-                code: ErrorCode::PrefetchOutOfRange,
-                message: format!("prefetch {prefetch} is outside 1..={}", c.prefetch_max),
-            });
-        }
-        check_queue_name(queue)?;
-        let origin = origin.then(|| Rc::<str>::from(queue));
-        let queue = self.q(queue);
-        let owner = self.add_consumer(consumer_id, &queue, false, origin)?;
-        self.pending_routes.borrow_mut().insert(rid, consumer_id);
-        let req = Request::Subscribe {
-            consumer_id,
-            prefetch,
-            queue: queue.into_owned(),
-            exclusive: false,
-            priority,
-            auto_ack: false,
-            stream,
-        };
-        self.shard.submit(self.me(), rid, owner, req);
-        Ok(())
-    }
-
-    fn get(&self, rid: u64, no_ack: bool, consumer_id: u32, queue: &str) -> Result<(), Fatal> {
-        check_queue_name(queue)?;
-        let queue = &*self.q(queue);
-        let known = self.consumers.borrow().get(&consumer_id).map(|c| c.pull && c.queue == queue);
-        let owner = match known {
-            Some(true) => self.shard.owner_of(queue),
-            Some(false) => {
-                return Err(Fatal::new(
-                    ErrorCode::ConsumerExists,
-                    format!("consumer id {consumer_id} is in use for something else"),
-                ))
-            }
-            None if no_ack => self.shard.owner_of(queue),
-            None => {
-                let owner = self.add_consumer(consumer_id, queue, true, None)?;
-                self.pending_routes.borrow_mut().insert(rid, consumer_id);
-                owner
-            }
-        };
-        self.shard.submit(self.me(), rid, owner, Request::Get { consumer_id, no_ack, queue: queue.into() });
         Ok(())
     }
 
