@@ -16,7 +16,11 @@
 # (the machine is shared: say how quiet it was), the generator's
 # percentiles, its own stall count, and the broker's scheduling figures
 # (`ringmq_sched_*`, when the build has them). KEEP=DIR keeps the loadgen
-# JSON (for `ringmq-loadgen plot --over-time`).
+# JSON (for `ringmq-loadgen plot --over-time`). Prints the host's steal time
+# on each CPU over the run (the VM's CPU cap: a throttled VM freezes until
+# the host's 100 ms period ends). TRACE=1 also records every context switch
+# (`perf record -e sched:sched_switch`) and prints the longest times the
+# shard and the generator were off and on their CPUs (benches/sched_gaps.py).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WL=${1:?workload: native1k idle1k native16 amqp16 pers1k}
@@ -63,9 +67,25 @@ AMQP=$(grep -o 'amqp=[^ ]*' "$DIR/serve.out" | cut -d= -f2)
 METRICS=$(grep -o 'metrics=[^ ]*' "$DIR/serve.out" | cut -d= -f2)
 if [ "$SCHEME" = amqp ]; then URL="amqp://guest:guest@$AMQP/%2f"; else URL="ringmq://$NATIVE"; fi
 echo "idle before: $(idle_pct) %"
+# Steal time per CPU over the run: this machine is a VM whose host caps its
+# CPU time per 100 ms period; a throttled VM freezes until the period ends,
+# and every message in flight then waits (docs/benchmarks.md, "What the
+# machine itself does"). USER_HZ ticks of 10 ms, summed from ns by the kernel.
+steal() { awk '/^cpu[0-9]/ { printf "%s ", $9 }' /proc/stat; }
+STEAL0=$(steal)
+if [ -n "${TRACE:-}" ]; then # every context switch, for benches/sched_gaps.py
+  perf record -q -e sched:sched_switch -a -o "$DIR/perf.data" -- sleep $((DUR + 2)) 2>/dev/null &
+  PERF=$!
+fi
 # shellcheck disable=SC2086
 "$LOADGEN" --url "$URL" $ARGS --duration "$DUR" --warmup 2 --cores 1 --quiet \
   --json "$DIR/lg.json" >"$DIR/lg.out" 2>"$DIR/lg.err" || { cat "$DIR/lg.err" >&2; exit 1; }
+STEAL1=$(steal)
+if [ -n "${TRACE:-}" ]; then
+  wait "$PERF" || true
+  perf script -i "$DIR/perf.data" 2>/dev/null | python3 "$ROOT/benches/sched_gaps.py" 5
+fi
+python3 -c 'import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); print("host steal during the run: " + ", ".join("cpu%d %d ms" % (i, (int(y) - int(x)) * 10) for i, (x, y) in enumerate(zip(a, b))))' "$STEAL0" "$STEAL1"
 [ -n "${KEEP:-}" ] && cp "$DIR/lg.json" "$KEEP/$WL-$(date +%s).json"
 curl -s "http://$METRICS/metrics" >"$DIR/metrics"
 python3 - "$DIR/lg.json" "$DIR/metrics" "$WL" <<'PY'
