@@ -95,6 +95,10 @@ k = "confirm_latency_us" if sys.argv[3] == "pers1k" else "latency_us"
 p = j[k]
 print(f"{sys.argv[3]} {k} p50={p['p50']:.0f} p99={p['p99']:.0f} p999={p['p999']:.0f} max={p['max']:.0f} us; "
       f"delivered/s {j['delivered_per_s']:.0f}; lost {j['lost']}; generator stalls {j.get('stalls', 0)}")
+g = j.get("send_lag_us") or {}
+if g.get("count"):
+    print(f"  generator send lag p50={g['p50']:.0f} p99={g['p99']:.0f} p999={g['p999']:.0f} max={g['max']:.0f} us "
+          f"(its own lateness: a stall here is the generator's or its CPU's, not the broker's)")
 if sys.argv[3] == "pers1k":
     p = j["latency_us"]
     print(f"  end to end p50={p['p50']:.0f} p99={p['p99']:.0f} p999={p['p999']:.0f} max={p['max']:.0f} us")

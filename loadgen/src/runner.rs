@@ -73,6 +73,8 @@ impl Window {
 struct WorkerStats {
     latency: Histogram<u64>,
     confirm_latency: Histogram<u64>,
+    /// The generator's own lateness per batch (`Summary::send_lag_us`).
+    send_lag: Histogram<u64>,
     interval: Histogram<u64>,
     confirm_interval: Histogram<u64>,
     checker: Checker,
@@ -225,6 +227,7 @@ impl WorkerStats {
         WorkerStats {
             latency: stats::new_histogram(),
             confirm_latency: stats::new_histogram(),
+            send_lag: stats::new_histogram(),
             interval: stats::new_histogram(),
             confirm_interval: stats::new_histogram(),
             checker: Checker::new(w.queues.len(), w.producers),
@@ -377,6 +380,7 @@ pub fn run(w: Workload) -> Result<Summary> {
 fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
     let latency = stats::merge(results.iter().map(|r| &r.latency));
     let confirm = stats::merge(results.iter().map(|r| &r.confirm_latency));
+    let send_lag = stats::merge(results.iter().map(|r| &r.send_lag));
     let mut checker = Checker::new(w.queues.len(), w.producers);
     let mut sent = vec![0u64; w.producers];
     let (mut window_received, mut window_sent, mut confirmed, mut nacked) = (0, 0, 0, 0);
@@ -433,6 +437,7 @@ fn summarize(w: &Workload, results: Vec<WorkerStats>) -> Summary {
         reordered: checker.reordered,
         latency_us: Percentiles::from_hist(&latency),
         confirm_latency_us: Percentiles::from_hist(&confirm),
+        send_lag_us: Percentiles::from_hist(&send_lag),
         label: w.label.clone(),
         url: w.url.clone(),
         send_msgs_per_s: rate_of(window_sent),

@@ -77,6 +77,13 @@ pub struct Summary {
     pub reordered: u64,
     pub latency_us: Percentiles,
     pub confirm_latency_us: Percentiles,
+    /// How late the generator itself sent, at a fixed rate: for each
+    /// batch, the time from its first message's intended send to the
+    /// publish call. A stall of the generator (or of its CPU) shows here
+    /// as well as in the latency; one of the broker does not. Empty at
+    /// full speed.
+    #[serde(default)]
+    pub send_lag_us: Percentiles,
     /// Extra detail.
     pub label: String,
     pub url: String,
@@ -271,7 +278,9 @@ impl Summary {
             "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "latency (us)", "p50", "p90", "p99", "p99.9", "max", "count"
         );
-        for (name, p) in [("end to end", &self.latency_us), ("confirm", &self.confirm_latency_us)] {
+        let rows =
+            [("end to end", &self.latency_us), ("confirm", &self.confirm_latency_us), ("send lag", &self.send_lag_us)];
+        for (name, p) in rows {
             if p.count == 0 {
                 continue;
             }

@@ -135,6 +135,12 @@ fn fixed_rate_run_across_shards_loses_nothing() {
     let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
     assert_eq!(counted, count(&v, "received"), "every delivery is in one interval");
     assert!(points.iter().all(|p| p["p99_us"].as_f64() <= p["max_us"].as_f64()));
+    // The generator's own lateness: one sample per batch sent in the
+    // window.
+    let lag = &v["send_lag_us"];
+    let batches = lag["count"].as_u64().expect("send_lag_us.count");
+    assert!(batches > 0 && batches <= count(&v, "sent"), "{batches} send-lag samples for {sent} sent");
+    assert!(lag["p50"].as_f64() <= lag["max"].as_f64(), "{lag}");
     broker.stop().expect("the broker stops cleanly");
 }
 

@@ -58,6 +58,9 @@ pub(super) async fn run_producer(
                         glommio::timer::sleep(Duration::from_nanos(wait)).await;
                         continue;
                     }
+                    if win.contains(s.intended(seq)) {
+                        stats::record(&mut stats.borrow_mut().send_lag, now.saturating_sub(s.intended(seq)));
+                    }
                     let n = (due - seq).min(batch as u64);
                     msgs.extend((seq..seq + n).map(|i| header(i, s.intended(i))));
                 }
