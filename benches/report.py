@@ -258,7 +258,8 @@ def floor_variants_cell(out):
     parts = []
     for target, name in (("floor-epoll", "epoll"), ("floor-blocking", "blocking threads"),
                          ("floor-uring", "io_uring"), ("floor1w-epoll", "epoll, one write a message"),
-                         ("floorrate-epoll", "epoll at ringmq's rate")):
+                         ("floorrate-epoll", "epoll at ringmq's rate"),
+                         ("floorrate-uring", "io_uring at ringmq's rate")):
         c = cpu_cell(out, target)
         if c is None:
             continue

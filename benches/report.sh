@@ -42,7 +42,8 @@
 #             (`ordinary floor`) through ringmq-floor, a bare relay (one
 #             wake-up, one read and one write per arrival), on the brokers'
 #             cores: epoll, blocking and io_uring relays, one write per
-#             message instead of amqp091-go's three, and at ringmq's rate
+#             message instead of amqp091-go's three, and epoll and io_uring
+#             at ringmq's rate
 #   pika      benches/ordinary/pika_ordinary.py (pika's BlockingConnection,
 #             one basic_publish per call), auto_ack and one basic_ack per
 #             delivery, 16 B: broker CPU per message, msg/s, and the
@@ -450,7 +451,7 @@ if [ $LATENCY = 1 ]; then
             # run at ringmq's rate knows that rate).
             ringmq_rate=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["msgs_per_s"])' \
                 "$OUT/ordinary-16-ringmq-$r.json" 2>/dev/null || echo 0)
-            for v in floor-epoll floor-blocking floor-uring floor1w-epoll floorrate-epoll; do
+            for v in floor-epoll floor-blocking floor-uring floor1w-epoll floorrate-epoll floorrate-uring; do
                 mode=${v#*-}
                 flags=(-size 16)
                 case $v in
