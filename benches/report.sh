@@ -15,7 +15,7 @@
 #                other processes to use less than a fifth of a core (from
 #                /proc, over 4 s); rows that ran on a busy machine say so anyway
 #   RINGMQ_BIN, LOADGEN_BIN  use these binaries instead of building them
-#                (the table's commit is then the tree's: say what they are)
+#                (the table's commit then names the broker binary too)
 #   RUNS, DURATION, WARMUP, SIZES, RATE, FAST_RATE, PERS_RATE, PERS_HIGH_RATE,
 #   RECOVERY_COUNT override the defaults below.
 #   The layout (defaults for two cores; see "On a machine with more cores"):
