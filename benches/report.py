@@ -6,6 +6,7 @@
     report.py table OUT_DIR      the headline table (markdown) from a run's files
     report.py splice FILE BLOCK  replaces what lies between the report markers
                                  in FILE with the text of BLOCK
+    report.py pika-line BASE     one pika run (BASE.json, .cpu, .perf) in a line
 
 The table's figures are medians over the run's repetitions, with their range.
 """
@@ -153,21 +154,123 @@ def go_latency_cell(runs):
     return Cell(p["p99"], text)
 
 
-def cpu_cell(out, target):
-    vals = []
-    for p in sorted(glob.glob(os.path.join(out, f"ordinary-16-{target}-*.json"))):
-        with open(p) as f:
+def cpu_per_msg(base):
+    """µs of CPU per message delivered in one run: BASE.json's `received`
+    and the process's ticks over the run in BASE.cpu (None if either is
+    missing)."""
+    try:
+        with open(base + ".json") as f:
             r = json.load(f)
-        cpu = p[:-5] + ".cpu"
-        if not os.path.exists(cpu) or not r.get("received"):
-            continue
-        with open(cpu) as f:
+        with open(base + ".cpu") as f:
             ticks = float(f.read().split()[0])
-        vals.append(ticks / TCK / r["received"] * 1e6)
+    except (OSError, ValueError, IndexError):
+        return None
+    if not r.get("received"):
+        return None
+    return ticks / TCK / r["received"] * 1e6
+
+
+def cpu_cell(out, target, prefix="ordinary-16"):
+    vals = []
+    for p in sorted(glob.glob(os.path.join(out, f"{prefix}-{target}-[0-9]*.json"))):
+        v = cpu_per_msg(p[:-5])
+        if v is not None:
+            vals.append(v)
     if not vals:
         return None
     m, lo, hi = med_range(vals)
     return Cell(m, f"**{m:.1f} µs** ({spread(len(vals), lo, hi, lambda v: f'{v:.1f}')})")
+
+
+def sends(base):
+    """The broker's sends over one run (perf stat -x, output in BASE.perf):
+    socket send syscalls plus io_uring send operations; `write` is left
+    out (it is also eventfd and pipe wake-ups)."""
+    try:
+        lines = open(base + ".perf").read().splitlines()
+    except OSError:
+        return None
+    n, seen = 0, False
+    for line in lines:
+        f = line.split(",")
+        if len(f) < 3 or not f[0].strip().isdigit():
+            continue
+        if f[2].endswith(("sendto", "sendmsg", "writev", "io_uring_submit_req")):
+            n += int(f[0])
+            seen = True
+    return n if seen else None
+
+
+def pika_cell(out, ack, target):
+    """CPU per message, msg/s and sends per delivery of the pika runs."""
+    cpu, rates, per = [], [], []
+    for p in sorted(glob.glob(os.path.join(out, f"pika-{ack}-{target}-[0-9]*.json"))):
+        base = p[:-5]
+        r = json.load(open(p))
+        rates.append(r["msgs_per_s"])
+        v = cpu_per_msg(base)
+        if v is not None:
+            cpu.append(v)
+        s = sends(base)
+        if s is not None and r.get("received"):
+            per.append(s / r["received"])
+    if not cpu:
+        return None
+    m, lo, hi = med_range(cpu)
+    text = f"**{m:.1f} µs** ({spread(len(cpu), lo, hi, lambda v: f'{v:.1f}')})"
+    text += f"; {rate(statistics.median(rates))}"
+    if per:
+        text += f"; {statistics.median(per):.2f} sends per delivery"
+    return Cell(m, text)
+
+
+def pika_line(base):
+    r = json.load(open(base + ".json"))
+    cpu, s = cpu_per_msg(base), sends(base)
+    out = f"{r['msgs_per_s']:.0f} msg/s, {r['received']} delivered"
+    if cpu is not None:
+        out += f", {cpu:.1f} us of broker CPU a message"
+    if s is not None and r.get("received"):
+        out += f", {s / r['received']:.2f} sends a delivery"
+    return out
+
+
+def floor_ratio_cell(out, ringmq):
+    """The bare relay's CPU per message (the physical floor) and ringmq's
+    as a multiple of it."""
+    f = cpu_cell(out, "floor-epoll")
+    if f is None:
+        return None
+    text = f"bare relay (epoll), as fast as the client can: {f.text}"
+    if ringmq is not None and f.value:
+        text += f"; ringmq = **{ringmq.value / f.value:.1f}×** it"
+    # The relay at ringmq's own rate: as many arrivals a message as ringmq
+    # had, the nearest like-for-like floor.
+    at = cpu_cell(out, "floorrate-epoll")
+    if at is not None:
+        text += f". At ringmq's rate: {at.text}"
+        if ringmq is not None and at.value:
+            text += f"; ringmq = **{ringmq.value / at.value:.1f}×** it"
+    return Cell(f.value, text)
+
+
+def floor_variants_cell(out):
+    parts = []
+    for target, name in (("floor-epoll", "epoll"), ("floor-blocking", "blocking threads"),
+                         ("floor-uring", "io_uring"), ("floor1w-epoll", "epoll, one write a message"),
+                         ("floorrate-epoll", "epoll at ringmq's rate"),
+                         ("floorrate-uring", "io_uring at ringmq's rate")):
+        c = cpu_cell(out, target)
+        if c is None:
+            continue
+        t = f"{name} {c.text}"
+        rs = load_runs(out, f"ordinary-16-{target}-[0-9]*.json")
+        if rs:
+            t += f" at {rate(statistics.median(r['msgs_per_s'] for r in rs))}"
+        parts.append(t)
+    if not parts:
+        return None
+    return Cell(None, "; ".join(parts))
 
 
 def seconds_cell(out, target):
@@ -244,7 +347,9 @@ def table(out):
     rows = []  # (key, workload, ringmq cell, rabbitmq cell, ratio, floor)
 
     def row(key, workload, r, q, kind, floor=None, rabbit_text=None):
-        if r is None and q is None and rabbit_text is None:
+        # Nothing measured for ringmq or RabbitMQ (a workload ONLY left
+        # out): no row, whatever text RabbitMQ's cell would have had.
+        if r is None and q is None:
             return
         q_text = rabbit_text if rabbit_text else (q.text if q else "—")
         rows.append((key, workload, r.text if r else "—", q_text, ratio(r, q, kind) if kind else "—",
@@ -291,15 +396,28 @@ def table(out):
         floor_cell(out, hrate),
         rabbit_text="not offered: above RabbitMQ's own rate with confirms"
         + (f" ({rate(rabbit_max.value)} at full speed in this run, above)" if rabbit_max else ""))
+    r_cpu = cpu_cell(out, "ringmq")
     row("ordinary", "Ordinary client (amqp091-go, one publish per call, ack every 100), 16 B as fast "
-        "as the client can: **broker CPU per message** (target ≤ 3 µs, ≥ 20× less than RabbitMQ)",
-        cpu_cell(out, "ringmq"), cpu_cell(out, "rabbitmq"), "less")
+        "as the client can: **broker CPU per message** (target ≤ 3 µs, ≥ 20× less than RabbitMQ; "
+        "floor: the same client through a bare relay)",
+        r_cpu, cpu_cell(out, "rabbitmq"), "less", floor_ratio_cell(out, r_cpu))
+    fv = floor_variants_cell(out)
+    if fv:
+        rows.append(("ordinary", "The floor's variants: the bare relay's CPU per message (same client, same "
+                     "bytes; amqp091-go writes a publish's three frames with three writes)", "—", "—", "—", fv.text))
+    fl = throughput_cell(L("ordinary-16-floor-epoll-[0-9]*.json"))
     row("ordinary", "The same: messages/s (the client is the limit)",
-        throughput_cell(L("ordinary-16-ringmq-*.json")), throughput_cell(L("ordinary-16-rabbitmq-*.json")), "more")
+        throughput_cell(L("ordinary-16-ringmq-*.json")), throughput_cell(L("ordinary-16-rabbitmq-*.json")), "more",
+        Cell(fl.value, "bare relay: " + fl.text) if fl else None)
+    fl = go_latency_cell(L("ordinary-1024-floor-epoll-[0-9]*.json"))
     row("ordinary", f"Ordinary client, 1 KiB at a fixed {rate_:,} msg/s, latency from the actual send "
         "(target p50 ≤ 120 µs, p99 ≤ 400 µs)",
         go_latency_cell(L("ordinary-1024-ringmq-*.json")), go_latency_cell(L("ordinary-1024-rabbitmq-*.json")),
-        "lower")
+        "lower", Cell(fl.value, "bare relay: " + fl.text) if fl else None)
+    for ack, what in (("auto", "`auto_ack=True`"), ("each", "one `basic_ack` per delivery")):
+        row("pika", f"pika (BlockingConnection, one `basic_publish` per call), {what}, 16 B: broker CPU per "
+            "message; msg/s; the broker's sends per delivery", pika_cell(out, ack, "ringmq"),
+            pika_cell(out, ack, "rabbitmq"), "less")
     n = meta["recovery_count"]
     row("recovery", f"Recovery: restart after `kill -9` until a durable queue of {n:,} persistent 1 KiB "
         "messages is back (process start included)",
@@ -338,7 +456,7 @@ def table(out):
     o.append("")
     o.append("<details><summary>What each command runs</summary>")
     o.append("")
-    for key in ("tput", "pers", "fanout", "lat", "lat100k", "perslat", "ordinary", "recovery"):
+    for key in ("tput", "pers", "fanout", "lat", "lat100k", "perslat", "ordinary", "pika", "recovery"):
         if key in cmds:
             o.append(f"- `{key}`:")
             for c in cmds[key]:
@@ -366,5 +484,7 @@ if __name__ == "__main__":
         sys.stdout.write(table(sys.argv[2]))
     elif cmd == "splice":
         splice(sys.argv[2], sys.argv[3])
+    elif cmd == "pika-line":
+        print(pika_line(sys.argv[2]))
     else:
         sys.exit(f"report.py: unknown command {cmd}")

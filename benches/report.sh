@@ -14,6 +14,8 @@
 #   WAIT_QUIET=S before each workload, wait up to S seconds (default 0) for
 #                other processes to use less than a fifth of a core (from
 #                /proc, over 4 s); rows that ran on a busy machine say so anyway
+#   RINGMQ_BIN, LOADGEN_BIN  use these binaries instead of building them
+#                (the table's commit then names the broker binary too)
 #   RUNS, DURATION, WARMUP, SIZES, RATE, FAST_RATE, PERS_RATE, PERS_HIGH_RATE,
 #   RECOVERY_COUNT override the defaults below.
 #   The layout (defaults for two cores; see "On a machine with more cores"):
@@ -36,7 +38,16 @@
 #             own floor (benches/disk_floor.py) measured just before
 #   ordinary  benches/ordinary (amqp091-go, one publish per call): 16 B as fast
 #             as the client can (broker CPU per message from /proc), and 1 KiB
-#             at RATE msg/s
+#             at RATE msg/s; beside them the physical floor: the same client
+#             (`ordinary floor`) through ringmq-floor, a bare relay (one
+#             wake-up, one read and one write per arrival), on the brokers'
+#             cores: epoll, blocking and io_uring relays, one write per
+#             message instead of amqp091-go's three, and epoll and io_uring
+#             at ringmq's rate
+#   pika      benches/ordinary/pika_ordinary.py (pika's BlockingConnection,
+#             one basic_publish per call), auto_ack and one basic_ack per
+#             delivery, 16 B: broker CPU per message, msg/s, and the
+#             broker's send syscalls per delivery (perf stat)
 #
 # Layout on the machine: throughput workloads (tput, pers, fanout) run
 # ringmq with its default shards (one per core) and RabbitMQ unrestricted,
@@ -88,15 +99,21 @@ source "$ROOT/benches/rabbitmq-lib.sh"
 RINGMQ_PID=
 WATCH_PID=
 
-trap bench_cleanup EXIT
+# The relays and perf counters this script starts go with the brokers.
+trap 'set +eu; stop_floors 2>/dev/null; perf_stop 2>/dev/null; bench_cleanup' EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- build
 say "building (release; log in $LOG)"
-(cd "$ROOT" && nice -n 19 cargo build --release --bin ringmq && nice -n 19 cargo build --release -p ringmq-loadgen) \
+# RINGMQ_BIN / LOADGEN_BIN: binaries built already (an A/B's, or main's
+# for a change that leaves them alone); not built here then.
+(cd "$ROOT" && { [ -n "${RINGMQ_BIN:-}" ] || nice -n 19 cargo build --release --bin ringmq; } &&
+    { [ -n "${LOADGEN_BIN:-}" ] || nice -n 19 cargo build --release -p ringmq-loadgen; } &&
+    nice -n 19 cargo build --release -p ringmq-floor) \
     >>"$LOG" 2>&1 || { say "build failed; see $LOG"; exit 1; }
-BIN=$TARGET/release/ringmq
-LOADGEN=$TARGET/release/ringmq-loadgen
+BIN=${RINGMQ_BIN:-$TARGET/release/ringmq}
+LOADGEN=${LOADGEN_BIN:-$TARGET/release/ringmq-loadgen}
+FLOOR=$TARGET/release/ringmq-floor
 ORDINARY=$TMP/ordinary
 (cd "$ROOT" && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOCACHE=$TMP/gocache \
     nice -n 19 go build -o "$ORDINARY" benches/ordinary/ordinary.go) >>"$LOG" 2>&1 ||
@@ -105,7 +122,8 @@ ORDINARY=$TMP/ordinary
 # The code measured: the commit the binaries were built from, and whether
 # the tree differed from it.
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
-git -C "$ROOT" diff --quiet HEAD -- src loadgen benches Cargo.toml Cargo.lock || COMMIT="$COMMIT (with uncommitted changes)"
+git -C "$ROOT" diff --quiet HEAD -- src loadgen floor benches Cargo.toml Cargo.lock || COMMIT="$COMMIT (with uncommitted changes)"
+[ -z "${RINGMQ_BIN:-}" ] || COMMIT="$COMMIT (broker: $(basename "$(dirname "$RINGMQ_BIN")")/$(basename "$RINGMQ_BIN"))"
 
 # ---------------------------------------------------------------- bookkeeping
 python3 "$ROOT/benches/report.py" watch $$ "$OUT/noise.txt" &
@@ -159,6 +177,64 @@ lg() {
 
 # utime + stime of a process, in clock ticks (empty if it is gone).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; }
+
+# The bare relays (ringmq-floor), one process per mode, started on first
+# use on the brokers' cores, each measured alone from /proc.
+declare -A FLOOR_PID FLOOR_ADDR
+start_floor() { # mode
+    local out=$TMP/floor-$1.out i
+    taskset -c "0-$((LAT_SHARDS - 1))" "$FLOOR" --mode "$1" >"$out" 2>>"$OUT/floor.log" &
+    FLOOR_PID[$1]=$!
+    for i in $(seq 1 50); do
+        grep -q "ringmq-floor ready" "$out" 2>/dev/null && break
+        sleep 0.1
+    done
+    FLOOR_ADDR[$1]=$(grep -o 'addr=[^ ]*' "$out" | cut -d= -f2)
+    [ -n "${FLOOR_ADDR[$1]}" ] || say "  ringmq-floor --mode $1 did not start; see $OUT/floor.log"
+}
+stop_floors() {
+    local m
+    for m in "${!FLOOR_PID[@]}"; do
+        kill "${FLOOR_PID[$m]}" 2>/dev/null || true
+        wait "${FLOOR_PID[$m]}" 2>/dev/null || true
+    done
+    FLOOR_PID=() FLOOR_ADDR=()
+}
+# One `ordinary floor` run through the relay of MODE: BASE.json and the
+# relay's CPU ticks over the run in BASE.cpu.
+ordinary_floor() { # mode base flags...
+    local mode=$1 base=$2 pid c0 c1
+    shift 2
+    [ -n "${FLOOR_PID[$mode]:-}" ] && kill -0 "${FLOOR_PID[$mode]}" 2>/dev/null || start_floor "$mode"
+    pid=${FLOOR_PID[$mode]}
+    c0=$(cpu_ticks "$pid")
+    timeout $((${DURATION%.*} + ${WARMUP%.*} + 60)) taskset -c "$GEN_CORES_LAT" "$ORDINARY" floor \
+        -addr "${FLOOR_ADDR[$mode]}" -duration "$DURATION" -warmup "$WARMUP" -label "floor-$mode" \
+        -json "$base.json" "$@" >/dev/null 2>>"$LOG" || say "  ordinary floor ($mode $*) failed"
+    c1=$(cpu_ticks "$pid")
+    if [ -n "$c0" ] && [ -n "$c1" ]; then echo $((c1 - c0)) >"$base.cpu"; fi
+}
+
+# The broker's sends over a run, counted by perf (none if perf cannot):
+# socket send syscalls and io_uring send operations.
+# io_uring's are filtered to IORING_OP_SEND (26) and IORING_OP_SENDMSG (9).
+PERF_SENDS='syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,io_uring:io_uring_submit_req (opcode 26 or 9)'
+PERF_PID=
+perf_start() { # pid file
+    PERF_PID=
+    command -v perf >/dev/null || return 0
+    perf stat -x, -o "$2" -e syscalls:sys_enter_sendto -e syscalls:sys_enter_sendmsg -e syscalls:sys_enter_writev \
+        -e syscalls:sys_enter_write -e io_uring:io_uring_submit_req --filter 'opcode == 26 || opcode == 9' \
+        -p "$1" >/dev/null 2>>"$LOG" &
+    PERF_PID=$!
+    sleep 0.2
+}
+perf_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+}
 
 # ---------------------------------------------------------------- brokers
 # ringmq: data dir, then serve flags. Waits until it is ready.
@@ -263,7 +339,7 @@ fi
 
 # ---------------------------------------------------------------- recovery, then latency (one core each)
 LATENCY=0
-for k in recovery lat lat100k perslat ordinary; do want $k && LATENCY=1; done
+for k in recovery lat lat100k perslat ordinary pika; do want $k && LATENCY=1; done
 if [ $LATENCY = 1 ]; then
     mkdir -p "$TMP/b"
     RINGMQ_ARGS=(--cores "$LAT_SHARDS" --amqp-listen 127.0.0.1:0)
@@ -371,9 +447,63 @@ if [ $LATENCY = 1 ]; then
                 say "  $name: $(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print("16 B %.0f msg/s; 1 KiB at rate: p99 %.0f us" % (a["msgs_per_s"], b["latency_us"]["p99"]))' \
                     "$OUT/ordinary-16-$name-$r.json" "$OUT/ordinary-1024-$name-$r.json" 2>/dev/null || echo failed)"
             done
+            # The physical floor, after both brokers in each round (so the
+            # run at ringmq's rate knows that rate).
+            ringmq_rate=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["msgs_per_s"])' \
+                "$OUT/ordinary-16-ringmq-$r.json" 2>/dev/null || echo 0)
+            for v in floor-epoll floor-blocking floor-uring floor1w-epoll floorrate-epoll floorrate-uring; do
+                mode=${v#*-}
+                flags=(-size 16)
+                case $v in
+                    floor1w-*) flags+=(-writes 1) ;;
+                    floorrate-*)
+                        [ "$ringmq_rate" -gt 0 ] || continue
+                        flags+=(-rate "$ringmq_rate")
+                        ;;
+                esac
+                ordinary_floor "$mode" "$OUT/ordinary-16-$v-$r" "${flags[@]}"
+            done
+            ordinary_floor epoll "$OUT/ordinary-1024-floor-epoll-$r" -size 1024 -rate "$RATE"
+            say "  floor: $(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print("16 B %.0f msg/s; 1 KiB at rate: p99 %.0f us" % (a["msgs_per_s"], b["latency_us"]["p99"]))' \
+                "$OUT/ordinary-16-floor-epoll-$r.json" "$OUT/ordinary-1024-floor-epoll-$r.json" 2>/dev/null || echo failed)"
         done
+        stop_floors
         cmd ordinary "taskset -c $GEN_CORES_LAT ordinary run -url URL -size 16 -duration $DURATION -warmup $WARMUP   (broker CPU from /proc/PID/stat over the run)"
         cmd ordinary "taskset -c $GEN_CORES_LAT ordinary run -url URL -size 1024 -rate $RATE -duration $DURATION -warmup $WARMUP"
+        cmd ordinary "taskset -c 0-$((LAT_SHARDS - 1)) ringmq-floor --mode MODE; taskset -c $GEN_CORES_LAT ordinary floor -addr ADDR -size 16 [-writes 1] [-rate RINGMQ'S] -duration $DURATION -warmup $WARMUP   (the floor: MODE epoll, blocking, uring; its CPU from /proc/PID/stat)"
+        end
+    fi
+    if want pika; then
+        begin pika
+        PY=python3
+        [ -x "$ROOT/.venv/bin/python" ] && PY=$ROOT/.venv/bin/python
+        if ! "$PY" -c 'import pika' 2>>"$LOG"; then
+            say "  no pika for $PY (scripts/test.sh makes .venv with it): skipped"
+        else
+            for r in $(seq 1 "$RUNS"); do
+                for t in $(targets "$r"); do
+                    [ "$t" = ringmq ] && continue
+                    name=${t%-amqp}
+                    for ack in auto each; do
+                        [ "$name" = ringmq ] && ensure_ringmq
+                        case $name in ringmq) pid=$RINGMQ_PID ;; *) pid=$(rabbit_pid) ;; esac
+                        base=$OUT/pika-$ack-$name-$r
+                        perf_start "$pid" "$base.perf"
+                        c0=$(cpu_ticks "$pid")
+                        timeout $((${DURATION%.*} + ${WARMUP%.*} + 60)) taskset -c "$GEN_CORES_LAT" "$PY" \
+                            "$ROOT/benches/ordinary/pika_ordinary.py" --url "$(url_of "$t")" --ack "$ack" --size 16 \
+                            --duration "$DURATION" --warmup "$WARMUP" --label "$name" --json "$base.json" \
+                            >/dev/null 2>>"$LOG" || say "  pika ($ack) on $name failed"
+                        c1=$(cpu_ticks "$pid")
+                        perf_stop
+                        if [ -n "$c0" ] && [ -n "$c1" ]; then echo $((c1 - c0)) >"$base.cpu"; fi
+                        say "  $name, $ack: $(python3 "$ROOT/benches/report.py" pika-line "$base" 2>/dev/null || echo failed)"
+                    done
+                done
+            done
+        fi
+        cmd pika "taskset -c $GEN_CORES_LAT benches/ordinary/pika_ordinary.py --url URL --ack auto|each --size 16 --duration $DURATION --warmup $WARMUP   (broker CPU from /proc/PID/stat over the run)"
+        cmd pika "perf stat -x, -e $PERF_SENDS -p BROKER_PID   (over the same run: the broker's sends)"
         end
     fi
     stop_ringmq

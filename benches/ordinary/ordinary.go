@@ -10,21 +10,37 @@
 //	ordinary wait -url URL -count N [-timeout 300] [-delete]
 //	                                                until that queue holds N messages again
 //	                                                (then deletes it, with -delete)
+//	ordinary floor -addr HOST:PORT [-size 16] [-rate 0] [-writes 3] ...
+//	                                                the same traffic, byte for byte, to the
+//	                                                bare relay ringmq-floor (the physical floor)
 //
 // `run` publishes as fast as one client can (-rate 0) or at a fixed rate,
 // open loop, and measures each message's latency from its actual send
 // (the client's own timer overshoot left out) and from its intended send
-// time. Built in GOPATH mode against Debian's amqp091-go:
+// time.
+//
+// `floor` sends what `run` sends, without a broker: to ringmq-floor
+// (floor/ in the workspace), which forwards the publisher's bytes to the consumer
+// and reads its acks. Each message is the bytes of the AMQP publish
+// amqp091-go writes (method, header and body frames, the queue name as
+// routing key), in as many writes: amqp091-go 1.5 flushes each frame with
+// its own write (-writes 3); -writes 1 sends the three frames in one. The
+// consumer reads deliveries of the same size through a bufio.Reader (as
+// amqp091-go reads) and writes a basic.ack frame with `multiple` every
+// -ack-every. Built in GOPATH mode against Debian's amqp091-go:
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o ordinary benches/ordinary/ordinary.go
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -65,6 +81,8 @@ func main() {
 	hgrmOut := fs.String("hgrm", "", "run: write the latency from the actual send as an .hgrm table")
 	label := fs.String("label", "ordinary", "run: label in the summary")
 	del := fs.Bool("delete", false, "wait: delete the queue once it holds its messages")
+	addr := fs.String("addr", "127.0.0.1:5673", "floor: ringmq-floor's address")
+	writes := fs.Int("writes", 3, "floor: writes per message, 3 (a frame each, as amqp091-go 1.5) or 1")
 	must(fs.Parse(os.Args[2:]), "flags")
 	if *size < 16 {
 		die("-size must be at least 16")
@@ -76,6 +94,15 @@ func main() {
 			q = "ordinary-run"
 		}
 		run(*url, q, *size, *rate, *duration, *warmup, *prefetch, *ackEvery, *jsonOut, *hgrmOut, *label)
+	case "floor":
+		q := *queue
+		if q == "" {
+			q = "ordinary-run"
+		}
+		if *writes != 1 && *writes != 3 {
+			die("-writes must be 1 or 3")
+		}
+		floor(*addr, q, *size, *rate, *duration, *warmup, *ackEvery, *writes, *jsonOut, *hgrmOut, *label)
 	case "fill":
 		q := *queue
 		if q == "" {
@@ -345,4 +372,170 @@ func wait(url, q string, count int, timeout float64, del bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	die("%s held %d messages, not %d, after %.0f s", q, last, count, timeout)
+}
+
+// publishFrames is what amqp091-go writes for a basic.publish of a body
+// of `size` bytes to the default exchange with routing key q and no
+// properties: the method, content header and body frames, and the offset
+// of the body in them.
+func publishFrames(q string, size int) (method, header, body []byte) {
+	frame := func(typ byte, payload []byte) []byte {
+		f := make([]byte, 0, 8+len(payload))
+		f = append(f, typ, 0, 1)
+		f = binary.BigEndian.AppendUint32(f, uint32(len(payload)))
+		f = append(f, payload...)
+		return append(f, 0xCE)
+	}
+	var m []byte
+	m = binary.BigEndian.AppendUint16(m, 60) // basic
+	m = binary.BigEndian.AppendUint16(m, 40) // publish
+	m = binary.BigEndian.AppendUint16(m, 0)  // reserved
+	m = append(m, 0)                         // exchange ""
+	m = append(m, byte(len(q)))
+	m = append(m, q...)
+	m = append(m, 0) // mandatory, immediate
+	var h []byte
+	h = binary.BigEndian.AppendUint16(h, 60)
+	h = binary.BigEndian.AppendUint16(h, 0)
+	h = binary.BigEndian.AppendUint64(h, uint64(size))
+	h = binary.BigEndian.AppendUint16(h, 0) // no properties
+	return frame(1, m), frame(2, h), frame(3, make([]byte, size))
+}
+
+// ackFrame is a basic.ack of tag, with `multiple`.
+func ackFrame(tag uint64) []byte {
+	f := []byte{1, 0, 1, 0, 0, 0, 13, 0, 60, 0, 80}
+	f = binary.BigEndian.AppendUint64(f, tag)
+	return append(f, 1, 0xCE)
+}
+
+// floor runs `run`'s traffic against ringmq-floor: the same bytes per
+// message, the same writes, the same acks, and the same measurements.
+func floor(addr, q string, size int, rate, duration, warmup float64, ackEvery, writes int, jsonOut, hgrmOut, label string) {
+	dial := func(role byte) *net.TCPConn {
+		c, err := net.Dial("tcp", addr)
+		must(err, "connecting to ringmq-floor")
+		tc := c.(*net.TCPConn)
+		must(tc.SetNoDelay(true), "TCP_NODELAY")
+		_, err = tc.Write([]byte{role})
+		must(err, "role")
+		return tc
+	}
+	pconn := dial('P')
+	defer pconn.Close()
+	cconn := dial('C')
+	defer cconn.Close()
+	method, header, bodyFrame := publishFrames(q, size)
+	bodyAt := 7 // the body's offset in its frame
+	msgLen := len(method) + len(header) + len(bodyFrame)
+	whole := make([]byte, 0, msgLen)
+
+	start := time.Now()
+	winStart := time.Duration(warmup * 1e9)
+	winEnd := winStart + time.Duration(duration*1e9)
+	var sent int64
+	var done int32
+	var lat, latIntended []int64
+	var received, inWindow int64
+	cdone := make(chan struct{})
+	go func() {
+		defer close(cdone)
+		r := bufio.NewReader(cconn)
+		rec := make([]byte, msgLen)
+		var tag uint64
+		n := 0
+		for {
+			if r.Buffered() < msgLen {
+				// Idle for 3 s: the run is over (or the relay is gone).
+				must(cconn.SetReadDeadline(time.Now().Add(3*time.Second)), "deadline")
+			}
+			if _, err := io.ReadFull(r, rec); err != nil {
+				return // the idle timeout, or the relay closed
+			}
+			now := int64(time.Since(start))
+			b := rec[len(method)+len(header)+bodyAt:]
+			actual := int64(binary.LittleEndian.Uint64(b[0:8]))
+			intended := int64(binary.LittleEndian.Uint64(b[8:16]))
+			received++
+			tag++
+			if intended >= int64(winStart) && intended < int64(winEnd) {
+				lat = append(lat, now-actual)
+				latIntended = append(latIntended, now-intended)
+			}
+			if now >= int64(winStart) && now < int64(winEnd) {
+				inWindow++
+			}
+			n++
+			if n >= ackEvery {
+				_, err := cconn.Write(ackFrame(tag))
+				must(err, "ack")
+				n = 0
+			}
+			if atomic.LoadInt32(&done) == 1 && received >= atomic.LoadInt64(&sent) {
+				return
+			}
+		}
+	}()
+
+	body := bodyFrame[bodyAt : bodyAt+size]
+	var i int64
+	for {
+		var intended time.Duration
+		if rate > 0 {
+			intended = time.Duration(float64(i) / rate * 1e9)
+			if intended >= winEnd {
+				break
+			}
+			if wait := intended - time.Since(start); wait > 0 {
+				time.Sleep(wait)
+			}
+		} else {
+			intended = time.Since(start)
+			if intended >= winEnd {
+				break
+			}
+		}
+		binary.LittleEndian.PutUint64(body[0:8], uint64(time.Since(start)))
+		binary.LittleEndian.PutUint64(body[8:16], uint64(intended))
+		if writes == 3 {
+			for _, f := range [][]byte{method, header, bodyFrame} {
+				_, err := pconn.Write(f)
+				must(err, "publish")
+			}
+		} else {
+			whole = append(append(append(whole[:0], method...), header...), bodyFrame...)
+			_, err := pconn.Write(whole)
+			must(err, "publish")
+		}
+		i++
+		atomic.StoreInt64(&sent, i)
+	}
+	atomic.StoreInt32(&done, 1)
+	select {
+	case <-cdone:
+	case <-time.After(5 * time.Second):
+	}
+	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
+	sort.Slice(latIntended, func(a, b int) bool { return latIntended[a] < latIntended[b] })
+	summary := map[string]interface{}{
+		"label":                    label,
+		"size":                     size,
+		"rate":                     rate,
+		"sent":                     i,
+		"received":                 received,
+		"lost":                     i - received,
+		"msgs_per_s":               float64(inWindow) / duration,
+		"writes_per_msg":           writes,
+		"bytes_per_msg":            msgLen,
+		"latency_us":               pct(lat),
+		"latency_from_intended_us": pct(latIntended),
+	}
+	text, _ := json.MarshalIndent(summary, "", "  ")
+	fmt.Println(string(text))
+	if jsonOut != "" {
+		must(os.WriteFile(jsonOut, append(text, '\n'), 0o644), "writing -json")
+	}
+	if hgrmOut != "" {
+		must(os.WriteFile(hgrmOut, []byte(hgrm(lat)), 0o644), "writing -hgrm")
+	}
 }
