@@ -114,7 +114,7 @@ fn a_peer_sending_byte_by_byte() {
                 for b in f {
                     sock.write_all(&[*b]).unwrap();
                     k += 1;
-                    if k % 97 == 0 {
+                    if k.is_multiple_of(97) {
                         std::thread::sleep(Duration::from_micros(300));
                     }
                 }

@@ -20,6 +20,10 @@
 //!   [`FrameReader::consume`]; the buffer is reused, nothing in it outlives
 //!   the handling (AMQP copies what it keeps), so reads are not cut at frame
 //!   ends and the read size grows while reads fill it and never shrinks.
+//!
+//! The reads themselves are in `reader/io.rs`: through the stream, or on a plain
+//! socket ([`FrameReader::read_directly`]) a `recv` while bytes wait and a
+//! receive in the executor's ring once the socket is found empty.
 
 use crate::protocol::amqp::frame::FrameError;
 use crate::protocol::{self, DecodeError, Decoded, Frame};

@@ -210,4 +210,3 @@ async fn noting_pending<F: std::future::Future>(fut: F) -> (F::Output, bool) {
     .await;
     (out, pended)
 }
-
