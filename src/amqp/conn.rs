@@ -266,8 +266,13 @@ impl AmqpConn {
         }
     }
 
-    pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
+    /// `fd`: the plain socket under `r`, read directly and through the
+    /// ring ([`FrameReader::read_directly`]).
+    pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R, fd: Option<std::os::fd::RawFd>) {
         let mut reader = self.new_reader();
+        if let Some(fd) = fd {
+            reader.read_directly(fd);
+        }
         // A writer that broke (send_timeout_ms: the peer stopped reading)
         // ends the read too.
         let read = self.read_all(&mut r, &mut reader);

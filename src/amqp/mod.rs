@@ -84,6 +84,9 @@ async fn serve(shard: Rc<Shard>, accepted: Accepted) {
     if let Some(der) = stream.peer_certificate() {
         conn.set_client_certificate(der);
     }
+    // A plain socket is read directly and through the ring (rt::reader);
+    // the read half keeps the fd open while the reader uses it.
+    let fd = (!stream.is_tls()).then(|| std::os::fd::AsRawFd::as_raw_fd(stream.tcp()));
     let (reader, writer) = futures_lite::io::split(stream);
     let w = conn.clone();
     let writer_task = glommio::spawn_local(async move { w.outbox.write_loop(writer).await });
@@ -91,7 +94,7 @@ async fn serve(shard: Rc<Shard>, accepted: Accepted) {
     let ticker = glommio::spawn_local(async move { t.tick_loop().await });
     let g = conn.clone();
     let gate = glommio::spawn_local(async move { g.gate.run(&g.shard, me, &g.outbox).await });
-    conn.read_loop(reader).await;
+    conn.read_loop(reader, fd).await;
     ticker.await;
     writer_task.await;
     gate.await;

@@ -70,7 +70,7 @@ async fn serve(shard: Rc<Shard>, accepted: Accepted) {
     let beat_task = glommio::spawn_local(async move { b.beat_loop().await });
     let g = conn.clone();
     let gate = glommio::spawn_local(async move { g.gate.run(&g.shard, me, &g.outbox).await });
-    conn.read_loop(reader).await;
+    conn.read_loop(reader, fd).await;
     beat_task.await;
     writer_task.await;
     gate.await;

@@ -204,12 +204,14 @@ impl NativeConn {
     }
 
     /// Reads and handles frames until the peer closes, the stream breaks,
-    /// or a fatal error; then releases the connection's consumers.
-    pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R) {
+    /// or a fatal error; then releases the connection's consumers. `fd`:
+    /// the plain socket under `r`, read directly and through the ring
+    /// ([`FrameReader::read_directly`]).
+    pub async fn read_loop<R: AsyncRead + Unpin>(&self, mut r: R, fd: Option<std::os::fd::RawFd>) {
         // A writer that broke (the peer stopped reading: send_timeout_ms)
         // ends the read too, or a peer that neither reads nor writes
         // would hold the connection forever.
-        let result = futures_lite::future::or(self.read_frames(&mut r), async {
+        let result = futures_lite::future::or(self.read_frames(&mut r, fd), async {
             self.outbox.wait_ended().await;
             Ok(())
         })
@@ -236,11 +238,14 @@ impl NativeConn {
         self.shard.release_connection(self.me(), self.logged_in.get(), 0, queues);
     }
 
-    async fn read_frames<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<(), Fatal> {
+    async fn read_frames<R: AsyncRead + Unpin>(&self, r: &mut R, fd: Option<std::os::fd::RawFd>) -> Result<(), Fatal> {
         let c = &self.shard.config;
         // Before login, nothing larger than handshake_bytes_max is buffered.
         let budget = c.handshake_bytes_max.min(c.frame_bytes_max) as usize;
         let mut reader = FrameReader::<Native>::new(budget, HANDSHAKE_READ_BYTES);
+        if let Some(fd) = fd {
+            reader.read_directly(fd);
+        }
         let mut raised = false;
         loop {
             let chunk = match reader.fill(r, |clock| self.deadline(clock)).await {

@@ -20,11 +20,16 @@
 //!   [`FrameReader::consume`]; the buffer is reused, nothing in it outlives
 //!   the handling (AMQP copies what it keeps), so reads are not cut at frame
 //!   ends and the read size grows while reads fill it and never shrinks.
+//!
+//! The reads themselves are in `reader/io.rs`: through the stream, or on a plain
+//! socket ([`FrameReader::read_directly`]) a `recv` while bytes wait and a
+//! receive in the executor's ring once the socket is found empty.
 
 use crate::protocol::amqp::frame::FrameError;
 use crate::protocol::{self, DecodeError, Decoded, Frame};
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::AsyncRead;
+use glommio::net::RecvRing;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
@@ -136,6 +141,9 @@ pub struct Clock {
     pub last_byte: Instant,
 }
 
+mod io;
+pub use io::RING_RECV_BYTES;
+
 pub struct FrameReader<F: Framing = Native> {
     buf: BytesMut,
     frame_bytes_max: usize,
@@ -162,6 +170,15 @@ pub struct FrameReader<F: Framing = Native> {
     /// A plain socket's fd ([`FrameReader::read_directly`]): reads try a
     /// non-blocking `recv` into the buffer's unwritten capacity first.
     fd: Option<std::os::fd::RawFd>,
+    /// The same socket's receives through the executor's ring, made by the
+    /// first read that finds it empty. It owns the receive in flight, so a
+    /// read future dropped mid-way (a caller's `or`, a deadline) loses no
+    /// bytes: the next read returns them.
+    ring: Option<RecvRing>,
+    /// Whether the last read went through the ring and got less than it
+    /// asked: the socket was empty then, so the next read waits in the ring
+    /// again rather than try a `recv` that would most likely fail.
+    drained: bool,
     framing: PhantomData<F>,
 }
 
@@ -180,6 +197,8 @@ impl<F: Framing> FrameReader<F> {
             waited: true,
             read_totals: (0, 0),
             fd: None,
+            ring: None,
+            drained: false,
             framing: PhantomData,
         }
     }
@@ -193,21 +212,26 @@ impl<F: Framing> FrameReader<F> {
         self.read_totals
     }
 
-    /// Memory the read buffer holds (its capacity; a chunk handed out is
-    /// counted by whoever keeps it).
+    /// Memory the read buffer holds (its capacity, and the ring receive's
+    /// buffer; a chunk handed out is counted by whoever keeps it).
     pub fn held_bytes(&self) -> usize {
-        self.buf.capacity()
+        self.buf.capacity() + self.ring.as_ref().map_or(0, RecvRing::held_bytes)
     }
 
     /// Reads of the plain socket `fd` (the one every read is given) try a
     /// non-blocking `recv` straight into the buffer's unwritten capacity
-    /// first while the socket has bytes waiting, and go through the stream
-    /// (zeroing what they read into, as `AsyncRead` needs) when it had none. A chunk handed
-    /// out keeps its buffer, so most reads start a fresh one: without this,
-    /// each byte read was first zeroed (a client reading a stream at
-    /// gigabytes a second spent as much on the memset as on its frames).
-    /// The caller must pass the same socket's stream to every read, so the
-    /// fd stays open while the reader uses it.
+    /// first while the socket has bytes waiting, and when it has none wait
+    /// in the executor's ring with a receive ([`RecvRing`]) instead of
+    /// through the stream. A chunk handed out keeps its buffer, so most
+    /// reads start a fresh one: through the stream, each byte read was
+    /// first zeroed (a client reading a stream at gigabytes a second spent
+    /// as much on the memset as on its frames). And a read that waits costs
+    /// no syscall of its own: the stream's wait was a `recv` that failed, a
+    /// POLL_ADD and a second `recv` (an ordinary AMQP client, one publish
+    /// per write, paid all three per message). The stream is not read at
+    /// all. The caller must pass the same socket's stream to every read, so
+    /// the fd stays open while the reader uses it, and must not read the
+    /// socket any other way.
     pub fn read_directly(&mut self, fd: std::os::fd::RawFd) {
         self.fd = Some(fd);
     }
@@ -388,149 +412,6 @@ impl<F: Framing> FrameReader<F> {
             _ => Some(self.clock.last_byte),
         };
     }
-
-    async fn read_some<R: AsyncRead + Unpin>(
-        &mut self,
-        r: &mut R,
-        want: usize,
-        deadline: Option<Instant>,
-    ) -> Result<usize, ReadError<F::Error>> {
-        let start = self.buf.len();
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                return Err(ReadError::Timeout { buffered: start });
-            }
-        }
-        // Only while the socket has had bytes waiting (the last read did
-        // not wait): an idle socket's read would fail twice (here, then in
-        // the stream) before waiting.
-        if let Some(fd) = self.fd.filter(|_| !self.waited) {
-            match self.recv_now(fd, want) {
-                Ok(Some(n)) => {
-                    self.waited = false;
-                    self.count_read(n, start);
-                    return Ok(n);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-        }
-        self.extend_for_read(want);
-        let dst = &mut self.buf[start..];
-        let (res, waited) = match deadline {
-            None => noting_pending(r.read(dst)).await,
-            Some(d) => {
-                let t = d.saturating_duration_since(Instant::now());
-                match noting_pending(glommio::timer::timeout(t, async { Ok(r.read(dst).await) })).await {
-                    (Ok(res), waited) => (res, waited),
-                    (Err(_), _) => {
-                        self.waited = true;
-                        self.truncate_read(start, want, 0);
-                        return Err(ReadError::Timeout { buffered: start });
-                    }
-                }
-            }
-        };
-        self.waited = waited;
-        match res {
-            Ok(n) => {
-                self.truncate_read(start, want, n);
-                self.count_read(n, start);
-                Ok(n)
-            }
-            Err(e) => {
-                self.truncate_read(start, want, 0);
-                Err(ReadError::Io(e))
-            }
-        }
-    }
-
-    /// A read of `n` bytes after `start` buffered ones: the traffic and
-    /// the clock.
-    fn count_read(&mut self, n: usize, start: usize) {
-        if n > 0 {
-            self.read_totals = (self.read_totals.0 + n as u64, self.read_totals.1 + 1);
-            let now = Instant::now();
-            self.clock.last_byte = now;
-            if start == 0 {
-                self.clock.frame_started = Some(now);
-            }
-        }
-    }
-
-    /// One non-blocking `recv` of up to `want` bytes into the buffer's
-    /// capacity after its end, unwritten or not: `None` when the socket
-    /// has nothing yet.
-    fn recv_now(&mut self, fd: std::os::fd::RawFd, want: usize) -> std::io::Result<Option<usize>> {
-        let at = self.buf.as_ptr();
-        self.buf.reserve(want);
-        if self.buf.as_ptr() != at {
-            self.spare_init = 0;
-        }
-        let len = self.buf.len();
-        let spare = &mut self.buf.spare_capacity_mut()[..want];
-        // SAFETY: `fd` is the socket of the stream the caller reads through
-        // (`read_directly`'s contract), open while this borrow lasts.
-        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        // MSG_DONTWAIT (Linux): the shard's thread never blocks here.
-        match socket2::SockRef::from(&sock).recv_with_flags(spare, 0x40) {
-            Ok(n) => {
-                // SAFETY: the kernel wrote the first `n` bytes after `len`,
-                // within the capacity reserved above.
-                unsafe { self.buf.set_len(len + n) };
-                self.spare_init = self.spare_init.saturating_sub(n);
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Makes the buffer `want` bytes longer for a read into them, zeroing
-    /// only what no earlier read or fill wrote (`spare_init`).
-    fn extend_for_read(&mut self, want: usize) {
-        let at = self.buf.as_ptr();
-        self.buf.reserve(want);
-        if self.buf.as_ptr() != at {
-            // Moved within its allocation or to a new one: what follows
-            // the end may never have been written.
-            self.spare_init = 0;
-        }
-        let len = self.buf.len();
-        let reuse = self.spare_init.min(want);
-        debug_assert!(self.buf.capacity() - len >= want, "reserved above");
-        // SAFETY: `reuse` bytes after `len` lie within the capacity (they
-        // were reserved above) and were written by an earlier zero-fill or
-        // read since the buffer last moved (`spare_init` is reset whenever
-        // `as_ptr` changes and counts only bytes past the end); `BytesMut`
-        // never un-writes memory it keeps, and `advance` and `split` leave
-        // the bytes after the end where they were.
-        unsafe { self.buf.set_len(len + reuse) };
-        self.buf.resize(len + want, 0);
-        self.spare_init -= reuse;
-    }
-
-    /// Ends a read of `want` bytes at `start` that got `got`: the rest of
-    /// the window stays written, for the next read to reuse.
-    fn truncate_read(&mut self, start: usize, want: usize, got: usize) {
-        self.buf.truncate(start + got);
-        self.spare_init += want - got;
-    }
-}
-
-/// Awaits `fut` and says whether it ever returned `Pending`.
-async fn noting_pending<F: std::future::Future>(fut: F) -> (F::Output, bool) {
-    let mut fut = std::pin::pin!(fut);
-    let mut pended = false;
-    let out = std::future::poll_fn(|cx| {
-        let p = fut.as_mut().poll(cx);
-        pended |= p.is_pending();
-        p
-    })
-    .await;
-    (out, pended)
 }
 
 /// The next read size after a read of `want` bytes got `got`: double

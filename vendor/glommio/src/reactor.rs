@@ -526,6 +526,20 @@ impl Reactor {
         Ok(source)
     }
 
+    /// ringmq patch: `net::RecvRing`'s receive of up to `size` bytes, into
+    /// `buf` when it is given and large enough.
+    pub(crate) fn recv_ring(
+        &self,
+        fd: RawFd,
+        size: usize,
+        buf: Option<DmaBuffer>,
+        poll_first: bool,
+    ) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecv(buf), None);
+        self.sys.recv_ring(&source, size, poll_first);
+        source
+    }
+
     pub(crate) fn recv(&self, fd: RawFd, size: usize, flags: MsgFlags) -> Source {
         let source = self.new_source(fd, SourceType::SockRecv(None), None);
         self.sys.recv(&source, size, flags);

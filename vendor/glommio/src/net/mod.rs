@@ -107,11 +107,14 @@ fn yolo_sendmsg(
 }
 
 mod datagram;
+// ringmq patch: receives through the ring (RINGMQ-PATCHES.md).
+mod recv_ring;
 mod stream;
 mod tcp_socket;
 mod udp_socket;
 mod unix;
 pub use self::{
+    recv_ring::RecvRing,
     stream::{Buffered, Preallocated},
     tcp_socket::{AcceptedTcpStream, TcpListener, TcpStream},
     udp_socket::UdpSocket,

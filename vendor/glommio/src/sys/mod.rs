@@ -172,6 +172,9 @@ pub(crate) fn sendmsg_syscall(
 }
 
 mod dma_buffer;
+// ringmq patch: unused since the sleep's barrier became a fence
+// (RINGMQ-PATCHES.md); kept as upstream wrote it.
+#[allow(dead_code)]
 mod membarrier;
 pub(crate) mod source;
 pub(crate) mod sysfs;
@@ -306,6 +309,13 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // ringmq patch: pairs with the fence the sleeper makes between
+        // setting `should_notify` and sweeping its remote channels (see
+        // `Reactor::wait`): every caller has published its work (a channel
+        // push, a queued waker, a blocking result) before calling here, so
+        // either the sleeper's sweep sees that work or this reads `true`.
+        // Upstream relied on the sleeper's `membarrier` instead.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

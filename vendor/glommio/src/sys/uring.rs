@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -77,6 +77,10 @@ enum UringOpDescriptor {
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
     SockRecvMsg(usize, i32),
+    /// ringmq patch: a stream's receive of up to `.0` bytes into the
+    /// buffer its source already holds (`net::RecvRing`); `.1` asks the
+    /// kernel to wait for the socket before trying (POLL_FIRST).
+    SockRecvRing(usize, bool),
     Nop,
 }
 
@@ -402,6 +406,28 @@ fn fill_sqe<F>(
                 });
             }
 
+            UringOpDescriptor::SockRecvRing(len, poll_first) => {
+                // ringmq patch: the buffer is the source's own (reused from
+                // one receive to the next), kept alive with the source by the
+                // source map until the completion is consumed, also when the
+                // `Source` is dropped first.
+                source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
+                    match &mut src.source_type {
+                        SourceType::SockRecv(slot) => {
+                            if slot.as_ref().map_or(true, |b| b.len() < len) {
+                                *slot = Some(DmaBuffer::new(len).expect("failed to allocate buffer"));
+                            }
+                            let buf = slot.as_mut().expect("set above");
+                            sqe.prep_recv(op.fd, &mut buf.as_bytes_mut()[..len], MsgFlags::empty());
+                            if poll_first {
+                                sqe.raw_mut().ioprio |= IORING_RECVSEND_POLL_FIRST;
+                            }
+                        }
+                        _ => unreachable!(),
+                    };
+                });
+            }
+
             UringOpDescriptor::SockRecvMsg(len, flags) => {
                 let mut buf = DmaBuffer::new(len).expect("failed to allocate buffer");
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
@@ -435,6 +461,11 @@ fn fill_sqe<F>(
         sqe.set_flags(op.flags);
     }
 }
+
+/// ringmq patch: `IORING_RECVSEND_POLL_FIRST` (Linux 5.19), in a receive's
+/// `ioprio`: wait for the socket to be readable before trying, for a socket
+/// the caller has just found empty.
+const IORING_RECVSEND_POLL_FIRST: u16 = 1;
 
 fn transmute_error(res: io::Result<u32>) -> io::Result<usize> {
     res.map(|x| x as usize) // iou standardized on u32, which is good for low level but for higher layers usize is
@@ -1542,6 +1573,20 @@ impl Reactor {
         );
     }
 
+    /// ringmq patch: a stream's receive (`net::RecvRing`) on the main ring,
+    /// the one the executor sleeps on, as the socket's POLL_ADD it replaces
+    /// was: its completion wakes a parked executor directly and does not
+    /// preempt a running task queue (the latency ring's would).
+    pub(crate) fn recv_ring(&self, source: &Source, len: usize, poll_first: bool) {
+        let op = UringOpDescriptor::SockRecvRing(len, poll_first);
+        queue_request_into_ring(
+            &mut *self.main_ring.borrow_mut(),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
     pub(crate) fn recvmsg(&self, source: &Source, len: usize, flags: MsgFlags) {
         let op = UringOpDescriptor::SockRecvMsg(len, flags.bits());
         queue_request_into_ring(
@@ -1971,10 +2016,19 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // ringmq patch: a SeqCst fence, paired with the one every waker
+            // makes in `SleepNotifier::notify` between publishing its work
+            // and reading `should_notify`. Upstream made this a
+            // `membarrier::heavy()` (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`, an
+            // IPI to every CPU running one of the process's threads) so that
+            // wakers need only a compiler barrier; but the executor sleeps
+            // far more often than wakers notify while it sleeps, and a fence
+            // costs a notify tens of nanoseconds against microseconds a
+            // sleep. Dekker's pattern: either this sleep's remote-channel
+            // sweep below sees the waker's work, or the waker sees
+            // `should_notify` set and writes the eventfd
+            // (RINGMQ-PATCHES.md, "The fence before a sleep").
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
