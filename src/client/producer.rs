@@ -5,10 +5,10 @@
 
 use super::conn::{Conn, Response};
 use super::core::batch::{self, Batch};
+use super::core::kept::{self, confirm_outcome};
 use super::{ClientError, ProducerOptions, Result, Target};
 use crate::rt::{Notify, Slot, SlotWait};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -28,9 +28,8 @@ impl Open {
     }
 }
 
-/// Batches sent and not yet confirmed, kept for recovery to send again
-/// (or fail), by batch id. Bounded by `in_flight_max`.
-type Kept = RefCell<BTreeMap<u64, (Rc<Batch>, Rc<Slot<Outcome>>)>>;
+/// The unconfirmed batches, kept for recovery (`core::kept`).
+type Kept = RefCell<kept::Kept<Rc<Batch>, Rc<Slot<Outcome>>>>;
 
 pub(crate) struct Inner {
     conn: Rc<Conn>,
@@ -217,11 +216,7 @@ impl Inner {
                     me.in_flight.set(me.in_flight.get() - 1);
                     me.space.notify();
                 }
-                d.set(match r {
-                    Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                    Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                    Err(e) => Err(e),
-                });
+                d.set(confirm_outcome(r, expect));
             }) as Box<dyn FnOnce(Result<Response>)>)
         } else {
             None
@@ -260,7 +255,7 @@ impl Inner {
         let (id, batch, done) = (open.batch.id, Rc::new(open.batch), open.done);
         self.in_flight.set(self.in_flight.get() + 1);
         if let Some(kept) = &self.kept {
-            kept.borrow_mut().insert(id, (batch.clone(), done.clone()));
+            kept.borrow_mut().keep(id, batch.clone(), done.clone());
         }
         self.send_kept(id, &batch, &done)
     }
@@ -271,11 +266,7 @@ impl Inner {
         let me = Rc::downgrade(self);
         let (d, expect) = (done.clone(), batch.count());
         let waiter = Box::new(move |r: Result<Response>| {
-            let outcome = match r {
-                Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                Err(e) => Err(e),
-            };
+            let outcome = confirm_outcome(r, expect);
             match me.upgrade() {
                 // The connection went down: recovery sends it again, or fails it.
                 Some(me) if outcome.is_err() && me.conn.is_down() => {}
@@ -295,8 +286,8 @@ impl Inner {
 
     /// Batch `id` is settled: no longer kept, its confirmations resolve.
     fn settle_kept(&self, id: u64, outcome: Outcome) {
-        let kept = self.kept.as_ref().and_then(|k| k.borrow_mut().remove(&id));
-        if let Some((_, done)) = kept {
+        let done = self.kept.as_ref().and_then(|k| k.borrow_mut().settle(id));
+        if let Some(done) = done {
             self.in_flight.set(self.in_flight.get() - 1);
             self.space.notify();
             done.set(outcome);
@@ -305,10 +296,7 @@ impl Inner {
 
     /// Sends every kept batch again, in order; returns how many.
     pub(crate) fn republish(self: &Rc<Self>) -> usize {
-        let all: Vec<_> = match &self.kept {
-            Some(k) => k.borrow().iter().map(|(id, (b, d))| (*id, b.clone(), d.clone())).collect(),
-            None => return 0,
-        };
+        let all = self.kept.as_ref().map_or_else(Vec::new, |k| k.borrow().to_send());
         for (id, b, d) in &all {
             let _ = self.send_kept(*id, b, d);
         }
@@ -317,10 +305,7 @@ impl Inner {
 
     /// Fails every kept batch with `err`; returns how many.
     pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
-        let ids: Vec<u64> = match &self.kept {
-            Some(k) => k.borrow().keys().copied().collect(),
-            None => return 0,
-        };
+        let ids = self.kept.as_ref().map_or_else(Vec::new, |k| k.borrow().ids());
         for id in &ids {
             self.settle_kept(*id, Err(err.clone()));
         }
@@ -338,7 +323,7 @@ impl Drop for Inner {
         }
         let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
         if let Some(k) = &self.kept {
-            for (_, (_, done)) in std::mem::take(&mut *k.borrow_mut()) {
+            for done in k.borrow_mut().take_all() {
                 done.set(Err(e.clone()));
             }
         }

@@ -6,8 +6,8 @@
 use super::conn::{lock, Conn, Waiter};
 use crate::client::core::batch::{self, Batch};
 use crate::client::core::incoming::Response;
+use crate::client::core::kept::{self, confirm_outcome};
 use crate::client::{ClientError, ProducerOptions, Result, Target};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -96,10 +96,8 @@ impl Open {
     }
 }
 
-/// Batches sent and not yet confirmed, kept for recovery to send again
-/// (or fail): by batch id, so a republish keeps their order. Bounded by
-/// `in_flight_max`.
-type Kept = Mutex<BTreeMap<u64, (Arc<Batch>, Arc<Done>)>>;
+/// The unconfirmed batches, kept for recovery (`core::kept`).
+type Kept = Mutex<kept::Kept<Arc<Batch>, Arc<Done>>>;
 
 pub(crate) struct Inner {
     conn: Arc<Conn>,
@@ -282,11 +280,7 @@ impl Inner {
                     me.in_flight.fetch_sub(1, Ordering::AcqRel);
                     me.space.notify_waiters();
                 }
-                d.set(match r {
-                    Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                    Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                    Err(e) => Err(e),
-                });
+                d.set(confirm_outcome(r, expect));
             }) as Waiter)
         } else {
             None
@@ -328,7 +322,7 @@ impl Inner {
         let (id, batch, done) = (open.batch.id, Arc::new(open.batch), open.done);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Some(kept) = &self.kept {
-            lock(kept).insert(id, (batch.clone(), done.clone()));
+            lock(kept).keep(id, batch.clone(), done.clone());
         }
         self.send_kept(id, &batch, &done)
     }
@@ -339,11 +333,7 @@ impl Inner {
         let me: Weak<Inner> = Arc::downgrade(self);
         let (d, expect) = (done.clone(), batch.count());
         let waiter = Box::new(move |r: Result<Response>| {
-            let outcome = match r {
-                Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                Err(e) => Err(e),
-            };
+            let outcome = confirm_outcome(r, expect);
             match me.upgrade() {
                 // The connection went down: recovery sends it again, or fails it.
                 Some(me) if outcome.is_err() && me.conn.is_down() => {}
@@ -365,8 +355,8 @@ impl Inner {
 
     /// Batch `id` is settled: no longer kept, its confirmations resolve.
     fn settle_kept(&self, id: u64, outcome: Outcome) {
-        let kept = self.kept.as_ref().and_then(|k| lock(k).remove(&id));
-        if let Some((_, done)) = kept {
+        let done = self.kept.as_ref().and_then(|k| lock(k).settle(id));
+        if let Some(done) = done {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.space.notify_waiters();
             done.set(outcome);
@@ -375,10 +365,7 @@ impl Inner {
 
     /// Sends every kept batch again, in order; returns how many.
     pub(crate) fn republish(self: &Arc<Self>) -> usize {
-        let all: Vec<_> = match &self.kept {
-            Some(k) => lock(k).iter().map(|(id, (b, d))| (*id, b.clone(), d.clone())).collect(),
-            None => return 0,
-        };
+        let all = self.kept.as_ref().map_or_else(Vec::new, |k| lock(k).to_send());
         for (id, b, d) in &all {
             let _ = self.send_kept(*id, b, d);
         }
@@ -387,10 +374,7 @@ impl Inner {
 
     /// Fails every kept batch with `err`; returns how many.
     pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
-        let ids: Vec<u64> = match &self.kept {
-            Some(k) => lock(k).keys().copied().collect(),
-            None => return 0,
-        };
+        let ids = self.kept.as_ref().map_or_else(Vec::new, |k| lock(k).ids());
         for id in &ids {
             self.settle_kept(*id, Err(err.clone()));
         }
@@ -410,7 +394,7 @@ impl Drop for Inner {
         }
         let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
         if let Some(k) = &self.kept {
-            for (_, (_, done)) in std::mem::take(&mut *lock(k)) {
+            for done in lock(k).take_all() {
                 done.set(Err(e.clone()));
             }
         }
