@@ -166,15 +166,11 @@ impl Client {
         unbind_queue;
         /// Removes a binding made with `bind_exchange`.
         unbind_exchange;
-        /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
-        /// a consumer of the replies sent to the returned name, with no queue
-        /// behind it. Requests carry the name as their `reply_to` property
         /// (`PropsBuilder::reply_to`); a replier publishes to it as to a queue
         /// (AMQP: the default exchange, the name as the routing key). Replies
         /// are never acked (their tags are only counted), and are lost if
         /// this client is gone. One per client.
         reply_consumer;
-        /// Pulls one message; it stays unacked until acked through the
         /// returned delivery's consumer id (see [`Client::ack_get`]).
         get;
     }

@@ -17,16 +17,7 @@ use std::task::{Context, Poll};
 type Outcome = Result<()>;
 
 /// The batch being filled, and the outcome its messages await.
-struct Open {
-    batch: Batch,
-    done: Rc<Slot<Outcome>>,
-}
-
-impl Open {
-    fn new(id: u64) -> Self {
-        Self { batch: Batch::new(id), done: Slot::new() }
-    }
-}
+type Open = kept::Open<Rc<Slot<Outcome>>>;
 
 /// The unconfirmed batches, kept for recovery (`core::kept`).
 type Kept = RefCell<kept::Kept<Rc<Batch>, Rc<Slot<Outcome>>>>;
@@ -88,7 +79,7 @@ impl Producer {
             conn,
             target,
             opts,
-            open: RefCell::new(Open::new(1)),
+            open: RefCell::new(Open::new(1, Slot::new())),
             kick: Rc::default(),
             in_flight: Cell::new(0),
             space: Notify::default(),
@@ -196,13 +187,7 @@ impl Inner {
         if self.kept.is_some() {
             return self.flush_kept();
         }
-        let mut slot = self.open.borrow_mut();
-        if slot.batch.count() == 0 {
-            return Ok(());
-        }
-        let next = Open::new(slot.batch.id + 1);
-        let open = std::mem::replace(&mut *slot, next);
-        drop(slot);
+        let Some(open) = self.open.borrow_mut().take(Slot::new) else { return Ok(()) };
         let flags = batch::publish_flags(&self.opts, &self.target);
         let rid = self.conn.next_request_id();
         let done = open.done.clone();
@@ -244,14 +229,7 @@ impl Inner {
         if !self.conn.is_up() {
             return Ok(());
         }
-        let open = {
-            let mut slot = self.open.borrow_mut();
-            if slot.batch.count() == 0 {
-                return Ok(());
-            }
-            let next = Open::new(slot.batch.id + 1);
-            std::mem::replace(&mut *slot, next)
-        };
+        let Some(open) = self.open.borrow_mut().take(Slot::new) else { return Ok(()) };
         let (id, batch, done) = (open.batch.id, Rc::new(open.batch), open.done);
         self.in_flight.set(self.in_flight.get() + 1);
         if let Some(kept) = &self.kept {

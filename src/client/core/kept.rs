@@ -1,13 +1,38 @@
-//! A producer's kept batches: with recovery on and confirms, each batch
+//! A producer's open batch ([`Open`]) and its kept batches: with recovery
+//! on and confirms, each batch
 //! sent and not yet confirmed stays here until its confirm (or a failure)
 //! settles it, so that recovery can send it again after a redial, in
 //! order, or fail it. Generic over the shell's pointers (`Rc` on glommio,
 //! `Arc` on tokio) to the batch and to its outcome; the shell keeps it in
 //! its own cell and never holds that cell while sending.
 
+use super::batch::Batch;
 use super::incoming::Response;
 use crate::client::{ClientError, Result};
 use std::collections::BTreeMap;
+
+/// The batch being filled, and the outcome its messages await (`D`: the
+/// shell's handle on it).
+pub(crate) struct Open<D> {
+    pub(crate) batch: Batch,
+    pub(crate) done: D,
+}
+
+impl<D> Open<D> {
+    pub(crate) fn new(id: u64, done: D) -> Self {
+        Self { batch: Batch::new(id), done }
+    }
+
+    /// The open batch to send, if it has messages, replaced by the next
+    /// one (empty, awaited through `done()`).
+    pub(crate) fn take(&mut self, done: impl FnOnce() -> D) -> Option<Self> {
+        if self.batch.count() == 0 {
+            return None;
+        }
+        let next = Open::new(self.batch.id + 1, done());
+        Some(std::mem::replace(self, next))
+    }
+}
 
 /// Batches sent and not yet confirmed, by batch id (so a republish keeps
 /// their order), each with the outcome its messages await. Bounded by the

@@ -14,7 +14,8 @@
 /// consumers' ids by queue), and `Producer`, `Consumer` and
 /// `ProducerOptions`/`ConsumerOptions`/`ExchangeOptions`/`Delivery`/`Target`
 /// in scope. The rustdoc of the calls whose wording differs between the
-/// shells comes with the invocation.
+/// shells comes with the invocation (for `reply_consumer` and `get`, what
+/// follows the words they share).
 #[cfg(any(feature = "glommio", feature = "tokio"))]
 macro_rules! shell_client_methods {
     (
@@ -134,13 +135,7 @@ macro_rules! shell_client_methods {
         }
 
         /// Binds exchange `destination` to exchange `source`.
-        pub async fn bind_exchange(
-            &self,
-            destination: &str,
-            source: &str,
-            routing_key: &str,
-            args: &[u8],
-        ) -> Result<()> {
+        pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
             let b = $crate::client::core::topology::Binding::new(true, source, destination, routing_key, args);
             self.admit(|t| t.check_binding(&b))?;
             let cmd = $crate::client::core::cmds::binding(false, true, source, destination, routing_key, args);
@@ -150,13 +145,7 @@ macro_rules! shell_client_methods {
         }
 
         $(#[$unbind_exchange])*
-        pub async fn unbind_exchange(
-            &self,
-            destination: &str,
-            source: &str,
-            routing_key: &str,
-            args: &[u8],
-        ) -> Result<()> {
+        pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
             let cmd = $crate::client::core::cmds::binding(true, true, source, destination, routing_key, args);
             self.first.simple(cmd).await?;
             self.record(|t| t.unbound(&$crate::client::core::topology::Binding::new(true, source, destination, routing_key, args)));
@@ -174,11 +163,15 @@ macro_rules! shell_client_methods {
             Consumer::subscribe(self.conn_for(queue).await?, queue, id, options).await
         }
 
+        /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
+        /// a consumer of the replies sent to the returned name, with no queue
+        /// behind it. Requests carry the name as their `reply_to` property
         $(#[$reply_consumer])*
         pub async fn reply_consumer(&self) -> Result<(String, Consumer)> {
             Consumer::reply_to(self.first.clone(), self.next_id()).await
         }
 
+        /// Pulls one message; it stays unacked until acked through the
         $(#[$get])*
         pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
             // One pull consumer per queue: the broker keeps its unacked gets.

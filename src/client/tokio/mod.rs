@@ -258,14 +258,10 @@ impl Client {
         unbind_queue;
         /// Removes a binding made with [`Client::bind_exchange`].
         unbind_exchange;
-        /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
-        /// a consumer of the replies sent to the returned name, with no queue
-        /// behind it. Requests carry the name as their `reply_to` property
         /// (`PropsBuilder::reply_to`); a replier publishes to it as to a
         /// queue. Replies are never acked, and are lost if this client is
         /// gone. One per client.
         reply_consumer;
-        /// Pulls one message; it stays unacked until acked through the
         /// returned delivery (see [`Client::ack_get`]).
         get;
     }

@@ -85,16 +85,8 @@ impl Future for Confirmation {
     }
 }
 
-struct Open {
-    batch: Batch,
-    done: Arc<Done>,
-}
-
-impl Open {
-    fn new(id: u64) -> Self {
-        Self { batch: Batch::new(id), done: Arc::default() }
-    }
-}
+/// The batch being filled, and the outcome its messages await.
+type Open = kept::Open<Arc<Done>>;
 
 /// The unconfirmed batches, kept for recovery (`core::kept`).
 type Kept = Mutex<kept::Kept<Arc<Batch>, Arc<Done>>>;
@@ -131,7 +123,7 @@ impl Producer {
             conn,
             target,
             opts,
-            open: Mutex::new(Open::new(1)),
+            open: Mutex::new(Open::new(1, Arc::default())),
             kick: Notify::new(),
             in_flight: AtomicU32::new(0),
             space: Notify::new(),
@@ -260,14 +252,7 @@ impl Inner {
         if self.kept.is_some() {
             return self.flush_kept();
         }
-        let open = {
-            let mut slot = lock(&self.open);
-            if slot.batch.count() == 0 {
-                return Ok(());
-            }
-            let next = Open::new(slot.batch.id + 1);
-            std::mem::replace(&mut *slot, next)
-        };
+        let Some(open) = lock(&self.open).take(Arc::default) else { return Ok(()) };
         let rid = self.conn.next_request_id();
         let done = open.done.clone();
         let waiter = if self.opts.confirm {
@@ -311,14 +296,7 @@ impl Inner {
         if !self.conn.is_up() {
             return Ok(());
         }
-        let open = {
-            let mut slot = lock(&self.open);
-            if slot.batch.count() == 0 {
-                return Ok(());
-            }
-            let next = Open::new(slot.batch.id + 1);
-            std::mem::replace(&mut *slot, next)
-        };
+        let Some(open) = lock(&self.open).take(Arc::default) else { return Ok(()) };
         let (id, batch, done) = (open.batch.id, Arc::new(open.batch), open.done);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Some(kept) = &self.kept {
