@@ -70,19 +70,6 @@ impl Client {
         })
     }
 
-    /// What the first connection's handshake said (shards, limits).
-    pub fn info(&self) -> &ServerInfo {
-        &self.info
-    }
-
-    /// What recovery did (`ClientOptions::recovery`; docs/client-recovery.md,
-    /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
-    /// client closes or recovery gives up. Events wait in a bounded queue
-    /// that drops the oldest unread. Without recovery the stream is empty.
-    pub fn events(&self) -> Events {
-        Events::new(self.hub.clone())
-    }
-
     /// The recovery record, when recovery is on.
     fn topology(&self) -> Option<RefMut<'_, Topology>> {
         self.hub.as_ref().map(|h| h.topology.borrow_mut())
@@ -91,11 +78,6 @@ impl Client {
     /// The pull consumers' ids, by queue.
     fn pull_ids(&self) -> RefMut<'_, HashMap<String, u32>> {
         self.pull_ids.borrow_mut()
-    }
-
-    /// Whether this client's connections are TLS.
-    pub fn is_tls(&self) -> bool {
-        self.dialer.is_tls()
     }
 
     /// The connection that carries `queue`'s traffic: the owner's, opened
@@ -158,6 +140,8 @@ impl Client {
     }
 
     shell_client_methods! {
+        /// that drops the oldest unread. Without recovery the stream is empty.
+        events;
         /// Declares an exchange: `kind` is direct, fanout, topic or headers;
         /// `args` an AMQP field table (without its length), e.g. with
         /// `alternate-exchange`.

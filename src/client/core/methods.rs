@@ -4,27 +4,47 @@
 //! macro each shell's `impl Client` expands.
 
 /// Expands, inside a shell's `impl Client`, to the calls both shells share
-/// to the letter: declares, deletes and purges, exchanges and bindings,
+/// to the letter: `info`, `events`, `is_tls`, declares, deletes and purges, exchanges and bindings,
 /// producers, subscriptions and `get`, and the recovery record's helpers
 /// (`record`, `admit`).
 ///
-/// Needs from the shell, by name: `self.first` (the first connection),
+/// Needs from the shell, by name: `self.info`, `self.hub`, `self.dialer`,
+/// `self.first` (the first connection),
 /// `self.conn_for(queue)`, `self.next_id()`, `self.topology()` (the
 /// recovery record, when recovery is on), `self.pull_ids()` (the pull
 /// consumers' ids by queue), and `Producer`, `Consumer` and
-/// `ProducerOptions`/`ConsumerOptions`/`ExchangeOptions`/`Delivery`/`Target`
+/// `Events`, `ServerInfo`, `ProducerOptions`/`ConsumerOptions`/`ExchangeOptions`/`Delivery`/`Target`
 /// in scope. The rustdoc of the calls whose wording differs between the
-/// shells comes with the invocation (for `reply_consumer` and `get`, what
+/// shells comes with the invocation (for `events`, `reply_consumer` and `get`, what
 /// follows the words they share).
 #[cfg(any(feature = "glommio", feature = "tokio"))]
 macro_rules! shell_client_methods {
     (
+        $(#[$events:meta])* events;
         $(#[$declare_exchange:meta])* declare_exchange;
         $(#[$unbind_queue:meta])* unbind_queue;
         $(#[$unbind_exchange:meta])* unbind_exchange;
         $(#[$reply_consumer:meta])* reply_consumer;
         $(#[$get:meta])* get;
     ) => {
+        /// What the first connection's handshake said (shards, limits).
+        pub fn info(&self) -> &ServerInfo {
+            &self.info
+        }
+
+        /// What recovery did (`ClientOptions::recovery`; docs/client-recovery.md,
+        /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
+        /// client closes or recovery gives up. Events wait in a bounded queue
+        $(#[$events])*
+        pub fn events(&self) -> Events {
+            Events::new(self.hub.clone())
+        }
+
+        /// Whether this client's connections are TLS.
+        pub fn is_tls(&self) -> bool {
+            self.dialer.is_tls()
+        }
+
         /// Runs `f` on the recovery record, when recovery is on.
         fn record(&self, f: impl FnOnce(&mut $crate::client::core::topology::Topology)) {
             if let Some(mut t) = self.topology() {

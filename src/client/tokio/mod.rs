@@ -119,20 +119,6 @@ impl Client {
         })
     }
 
-    /// What the first connection's handshake said (shards, limits).
-    pub fn info(&self) -> &ServerInfo {
-        &self.info
-    }
-
-    /// What recovery did (`ClientOptions::recovery`; docs/client-recovery.md,
-    /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
-    /// client closes or recovery gives up. Events wait in a bounded queue
-    /// that drops the oldest unread; every call reads the same queue.
-    /// Without recovery the stream is empty.
-    pub fn events(&self) -> Events {
-        Events::new(self.hub.clone())
-    }
-
     /// The recovery record, when recovery is on.
     fn topology(&self) -> Option<MutexGuard<'_, Topology>> {
         self.hub.as_ref().map(|h| lock(&h.topology))
@@ -141,11 +127,6 @@ impl Client {
     /// The pull consumers' ids, by queue.
     fn pull_ids(&self) -> MutexGuard<'_, HashMap<String, u32>> {
         lock(&self.pull_ids)
-    }
-
-    /// Whether this client's connections are TLS.
-    pub fn is_tls(&self) -> bool {
-        self.dialer.is_tls()
     }
 
     /// The cluster map as this client last fetched it (empty on a single node).
@@ -252,6 +233,9 @@ impl Client {
     }
 
     shell_client_methods! {
+        /// that drops the oldest unread; every call reads the same queue.
+        /// Without recovery the stream is empty.
+        events;
         /// Declares an exchange: `kind` is direct, fanout, topic or headers.
         declare_exchange;
         /// Removes a binding made with [`Client::bind_queue`].
