@@ -5,10 +5,10 @@
 
 use super::conn::{Conn, Response};
 use super::core::batch::{self, Batch};
-use super::core::kept::{self, confirm_outcome};
+use super::core::kept::{self, confirm_outcome, shell_kept_methods};
 use super::{ClientError, ProducerOptions, Result, Target};
 use crate::rt::{Notify, Slot, SlotWait};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -20,7 +20,8 @@ type Outcome = Result<()>;
 type Open = kept::Open<Rc<Slot<Outcome>>>;
 
 /// The unconfirmed batches, kept for recovery (`core::kept`).
-type Kept = RefCell<kept::Kept<Rc<Batch>, Rc<Slot<Outcome>>>>;
+type Book = kept::Kept<Rc<Batch>, Rc<Slot<Outcome>>>;
+type Kept = RefCell<Book>;
 
 pub(crate) struct Inner {
     conn: Rc<Conn>,
@@ -215,27 +216,25 @@ impl Inner {
     }
 }
 
-/// Recovery's side of a producer: batches kept until confirmed, sent again
-/// or failed after a redial.
+/// What the shared recovery side (`core::kept::shell_kept_methods!`) needs
+/// of this shell's producer: its cells, its in-flight count, and how a kept
+/// batch is sent.
 impl Inner {
-    pub(crate) fn conn(&self) -> &Rc<Conn> {
-        &self.conn
+    fn kept_book(&self) -> Option<RefMut<'_, Book>> {
+        self.kept.as_ref().map(RefCell::borrow_mut)
     }
 
-    /// `flush` with recovery on: the batch is kept until its confirm; while
-    /// recovery is under way the open batch waits (it goes out after the
-    /// republished ones).
-    fn flush_kept(self: &Rc<Self>) -> Result<()> {
-        if !self.conn.is_up() {
-            return Ok(());
-        }
-        let Some(open) = self.open.borrow_mut().take(Slot::new) else { return Ok(()) };
-        let (id, batch, done) = (open.batch.id, Rc::new(open.batch), open.done);
+    fn open_batch(&self) -> RefMut<'_, Open> {
+        self.open.borrow_mut()
+    }
+
+    fn window_taken(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
-        if let Some(kept) = &self.kept {
-            kept.borrow_mut().keep(id, batch.clone(), done.clone());
-        }
-        self.send_kept(id, &batch, &done)
+    }
+
+    fn window_freed(&self) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        self.space.notify();
     }
 
     /// Sends kept batch `id` under a new request id.
@@ -261,53 +260,9 @@ impl Inner {
             Err(e) => Err(e),
         }
     }
-
-    /// Batch `id` is settled: no longer kept, its confirmations resolve.
-    fn settle_kept(&self, id: u64, outcome: Outcome) {
-        let done = self.kept.as_ref().and_then(|k| k.borrow_mut().settle(id));
-        if let Some(done) = done {
-            self.in_flight.set(self.in_flight.get() - 1);
-            self.space.notify();
-            done.set(outcome);
-        }
-    }
-
-    /// Sends every kept batch again, in order; returns how many.
-    pub(crate) fn republish(self: &Rc<Self>) -> usize {
-        let all = self.kept.as_ref().map_or_else(Vec::new, |k| k.borrow().to_send());
-        for (id, b, d) in &all {
-            let _ = self.send_kept(*id, b, d);
-        }
-        all.len()
-    }
-
-    /// Fails every kept batch with `err`; returns how many.
-    pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
-        let ids = self.kept.as_ref().map_or_else(Vec::new, |k| k.borrow().ids());
-        for id in &ids {
-            self.settle_kept(*id, Err(err.clone()));
-        }
-        ids.len()
-    }
 }
 
-/// A producer dropped while recovery is under way: what it held (kept
-/// batches whose waiters are spent, the open batch) can no longer go out;
-/// their confirmations resolve with `Closed` instead of waiting forever.
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if self.kept.is_none() || self.conn.is_up() {
-            return;
-        }
-        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
-        if let Some(k) = &self.kept {
-            for done in k.borrow_mut().take_all() {
-                done.set(Err(e.clone()));
-            }
-        }
-        self.open.borrow().done.set(Err(e));
-    }
-}
+shell_kept_methods!(Rc, Slot::new);
 
 async fn linger_loop(weak: Weak<Inner>) {
     let Some(kick) = weak.upgrade().map(|i| i.kick.clone()) else { return };

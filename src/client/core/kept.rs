@@ -86,6 +86,91 @@ pub(crate) fn confirm_outcome(r: Result<Response>, expect: u32) -> Result<()> {
     }
 }
 
+/// A producer's recovery side, the same in both shells but for the
+/// pointer (`Rc` on glommio, `Arc` on tokio) and the outcome's constructor
+/// (`$new_done`): `impl Inner` with `conn`, `flush_kept`, `settle_kept`,
+/// `republish` and `fail_unconfirmed`, and `Drop for Inner`. Needs from
+/// the shell's `Inner`: the fields `conn` and `kept`, and the methods
+/// `kept_book()` (the kept batches, when recovery is on), `open_batch()`
+/// (the open batch), `window_taken()`/`window_freed()` (the in-flight
+/// count, the second waking `publish`) and `send_kept`.
+#[cfg(any(feature = "glommio", feature = "tokio"))]
+macro_rules! shell_kept_methods {
+    ($ptr:ident, $new_done:expr) => {
+        /// Recovery's side of a producer: batches kept until confirmed, sent again
+        /// or failed after a redial.
+        impl Inner {
+            pub(crate) fn conn(&self) -> &$ptr<Conn> {
+                &self.conn
+            }
+
+            /// `flush` with recovery on: the batch is kept until its confirm; while
+            /// recovery is under way the open batch waits (it goes out after the
+            /// republished ones).
+            fn flush_kept(self: &$ptr<Self>) -> Result<()> {
+                if !self.conn.is_up() {
+                    return Ok(());
+                }
+                let Some(open) = self.open_batch().take($new_done) else { return Ok(()) };
+                let (id, batch, done) = (open.batch.id, $ptr::new(open.batch), open.done);
+                self.window_taken();
+                if let Some(mut kept) = self.kept_book() {
+                    kept.keep(id, batch.clone(), done.clone());
+                }
+                self.send_kept(id, &batch, &done)
+            }
+
+            /// Batch `id` is settled: no longer kept, its confirmations resolve.
+            fn settle_kept(&self, id: u64, outcome: Outcome) {
+                let done = self.kept_book().and_then(|mut k| k.settle(id));
+                if let Some(done) = done {
+                    self.window_freed();
+                    done.set(outcome);
+                }
+            }
+
+            /// Sends every kept batch again, in order; returns how many.
+            pub(crate) fn republish(self: &$ptr<Self>) -> usize {
+                let all = self.kept_book().map_or_else(Vec::new, |k| k.to_send());
+                for (id, b, d) in &all {
+                    let _ = self.send_kept(*id, b, d);
+                }
+                all.len()
+            }
+
+            /// Fails every kept batch with `err`; returns how many.
+            pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
+                let ids = self.kept_book().map_or_else(Vec::new, |k| k.ids());
+                for id in &ids {
+                    self.settle_kept(*id, Err(err.clone()));
+                }
+                ids.len()
+            }
+        }
+
+        /// A producer dropped while recovery is under way: what it held (kept
+        /// batches whose waiters are spent, the open batch) can no longer go out;
+        /// their confirmations resolve with `Closed` instead of waiting forever.
+        /// While up, sent batches resolve from their confirms (their waiters hold
+        /// the outcome, not the producer).
+        impl Drop for Inner {
+            fn drop(&mut self) {
+                if self.kept.is_none() || self.conn.is_up() {
+                    return;
+                }
+                let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
+                let dones = self.kept_book().map_or_else(Vec::new, |mut k| k.take_all());
+                for done in dones {
+                    done.set(Err(e.clone()));
+                }
+                self.open_batch().done.set(Err(e));
+            }
+        }
+    };
+}
+#[cfg(any(feature = "glommio", feature = "tokio"))]
+pub(crate) use shell_kept_methods;
+
 #[cfg(test)]
 mod tests {
     use super::*;

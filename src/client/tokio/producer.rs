@@ -6,12 +6,12 @@
 use super::conn::{lock, Conn, Waiter};
 use crate::client::core::batch::{self, Batch};
 use crate::client::core::incoming::Response;
-use crate::client::core::kept::{self, confirm_outcome};
+use crate::client::core::kept::{self, confirm_outcome, shell_kept_methods};
 use crate::client::{ClientError, ProducerOptions, Result, Target};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
@@ -89,7 +89,8 @@ impl Future for Confirmation {
 type Open = kept::Open<Arc<Done>>;
 
 /// The unconfirmed batches, kept for recovery (`core::kept`).
-type Kept = Mutex<kept::Kept<Arc<Batch>, Arc<Done>>>;
+type Book = kept::Kept<Arc<Batch>, Arc<Done>>;
+type Kept = Mutex<Book>;
 
 pub(crate) struct Inner {
     conn: Arc<Conn>,
@@ -282,27 +283,25 @@ impl Inner {
     }
 }
 
-/// Recovery's side of a producer: batches kept until confirmed, sent again
-/// or failed after a redial.
+/// What the shared recovery side (`core::kept::shell_kept_methods!`) needs
+/// of this shell's producer: its cells, its in-flight count, and how a kept
+/// batch is sent.
 impl Inner {
-    pub(crate) fn conn(&self) -> &Arc<Conn> {
-        &self.conn
+    fn kept_book(&self) -> Option<MutexGuard<'_, Book>> {
+        self.kept.as_ref().map(lock)
     }
 
-    /// `flush` with recovery on: the batch is kept until its confirm; while
-    /// recovery is under way the open batch waits (it goes out after the
-    /// republished ones).
-    fn flush_kept(self: &Arc<Self>) -> Result<()> {
-        if !self.conn.is_up() {
-            return Ok(());
-        }
-        let Some(open) = lock(&self.open).take(Arc::default) else { return Ok(()) };
-        let (id, batch, done) = (open.batch.id, Arc::new(open.batch), open.done);
+    fn open_batch(&self) -> MutexGuard<'_, Open> {
+        lock(&self.open)
+    }
+
+    fn window_taken(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Some(kept) = &self.kept {
-            lock(kept).keep(id, batch.clone(), done.clone());
-        }
-        self.send_kept(id, &batch, &done)
+    }
+
+    fn window_freed(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.space.notify_waiters();
     }
 
     /// Sends kept batch `id` under a new request id.
@@ -330,55 +329,9 @@ impl Inner {
             }
         }
     }
-
-    /// Batch `id` is settled: no longer kept, its confirmations resolve.
-    fn settle_kept(&self, id: u64, outcome: Outcome) {
-        let done = self.kept.as_ref().and_then(|k| lock(k).settle(id));
-        if let Some(done) = done {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.space.notify_waiters();
-            done.set(outcome);
-        }
-    }
-
-    /// Sends every kept batch again, in order; returns how many.
-    pub(crate) fn republish(self: &Arc<Self>) -> usize {
-        let all = self.kept.as_ref().map_or_else(Vec::new, |k| lock(k).to_send());
-        for (id, b, d) in &all {
-            let _ = self.send_kept(*id, b, d);
-        }
-        all.len()
-    }
-
-    /// Fails every kept batch with `err`; returns how many.
-    pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
-        let ids = self.kept.as_ref().map_or_else(Vec::new, |k| lock(k).ids());
-        for id in &ids {
-            self.settle_kept(*id, Err(err.clone()));
-        }
-        ids.len()
-    }
 }
 
-/// A producer dropped while recovery is under way: what it held (kept
-/// batches whose waiters are spent, the open batch) can no longer go out;
-/// their confirmations resolve with `Closed` instead of waiting forever.
-/// While up, sent batches resolve from their confirms (their waiters hold
-/// the outcome, not the producer).
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if self.kept.is_none() || self.conn.is_up() {
-            return;
-        }
-        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
-        if let Some(k) = &self.kept {
-            for done in lock(k).take_all() {
-                done.set(Err(e.clone()));
-            }
-        }
-        lock(&self.open).done.set(Err(e));
-    }
-}
+shell_kept_methods!(Arc, Arc::default);
 
 async fn linger_loop(weak: Weak<Inner>) {
     loop {
