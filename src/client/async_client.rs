@@ -4,16 +4,15 @@
 //! over the shared `core`.
 
 use super::cluster;
-use super::core::cmds;
-use super::core::topology::{Binding, Topology};
+use super::core::methods::shell_client_methods;
+use super::core::topology::Topology;
 use super::dial::Dialer;
 use super::recover::{self, Events, Hub};
 use super::{
     ClientError, ClientOptions, Conn, Consumer, ConsumerOptions, Delivery, ExchangeOptions, Producer, ProducerOptions,
     Result, ServerInfo, Target,
 };
-use crate::protocol;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -71,38 +70,14 @@ impl Client {
         })
     }
 
-    /// What the first connection's handshake said (shards, limits).
-    pub fn info(&self) -> &ServerInfo {
-        &self.info
+    /// The recovery record, when recovery is on.
+    fn topology(&self) -> Option<RefMut<'_, Topology>> {
+        self.hub.as_ref().map(|h| h.topology.borrow_mut())
     }
 
-    /// What recovery did (`ClientOptions::recovery`; docs/client-recovery.md,
-    /// "Recovery"): a `Stream` of [`crate::client::Event`]s, ending when the
-    /// client closes or recovery gives up. Events wait in a bounded queue
-    /// that drops the oldest unread. Without recovery the stream is empty.
-    pub fn events(&self) -> Events {
-        Events::new(self.hub.clone())
-    }
-
-    /// Runs `f` on the recovery record, when recovery is on.
-    fn record(&self, f: impl FnOnce(&mut Topology)) {
-        if let Some(hub) = &self.hub {
-            f(&mut hub.topology.borrow_mut());
-        }
-    }
-
-    /// Refuses a new record past `Recovery::records_max` before anything
-    /// is sent.
-    fn admit(&self, f: impl FnOnce(&Topology) -> Result<()>) -> Result<()> {
-        match &self.hub {
-            Some(hub) => f(&hub.topology.borrow()),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether this client's connections are TLS.
-    pub fn is_tls(&self) -> bool {
-        self.dialer.is_tls()
+    /// The pull consumers' ids, by queue.
+    fn pull_ids(&self) -> RefMut<'_, HashMap<String, u32>> {
+        self.pull_ids.borrow_mut()
     }
 
     /// The connection that carries `queue`'s traffic: the owner's, opened
@@ -164,159 +139,24 @@ impl Client {
         self.routes.map()
     }
 
-    /// Declares a queue; returns its ready count.
-    pub async fn declare(&self, queue: &str, durable: bool) -> Result<u64> {
-        self.declare_with(queue, durable, &[]).await
-    }
-
-    /// Declares with queue arguments (policies: TTL, length limits,
-    /// dead-lettering, priorities...), a raw AMQP field table as built by
-    /// [`protocol::field_table::TableBuilder`]. A redeclare must repeat them.
-    pub async fn declare_with(&self, queue: &str, durable: bool, args: &[u8]) -> Result<u64> {
-        self.admit(|t| t.check_queue(queue))?;
-        let n = self.conn_for(queue).await?.declare(queue, cmds::declare_flags(durable), args).await?;
-        self.record(|t| t.queue_declared(queue, durable, args));
-        Ok(n)
-    }
-
-    /// Checks that a queue exists; returns its ready count.
-    pub async fn declare_passive(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.declare(queue, protocol::op::DECLARE_PASSIVE, &[]).await
-    }
-
-    /// Deletes a queue; returns the messages it held.
-    pub async fn delete(&self, queue: &str) -> Result<u64> {
-        let n = self.conn_for(queue).await?.simple(protocol::Cmd::Delete { flags: 0, queue }).await?;
-        self.record(|t| t.queue_deleted(queue));
-        Ok(n)
-    }
-
-    /// Empties a queue; returns the messages removed.
-    pub async fn purge(&self, queue: &str) -> Result<u64> {
-        self.conn_for(queue).await?.simple(protocol::Cmd::Purge { queue }).await
-    }
-
-    /// A producer publishing straight into `queue`, over its owner's connection.
-    pub async fn producer(&self, queue: &str, opts: ProducerOptions) -> Result<Producer> {
-        Producer::new(self.conn_for(queue).await?, Target::Queue(queue.into()), opts)
-    }
-
-    /// A producer publishing through `exchange` with `routing_key`. It
-    /// uses the connection to the shard that owns a queue named like the
-    /// key, so a direct exchange routing by queue name saves a hop.
-    pub async fn exchange_producer(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        opts: ProducerOptions,
-    ) -> Result<Producer> {
-        let conn = if routing_key.is_empty() { self.first.clone() } else { self.conn_for(routing_key).await? };
-        let target = Target::Exchange { exchange: exchange.into(), routing_key: routing_key.into() };
-        Producer::new(conn, target, opts)
-    }
-
-    /// Declares an exchange: `kind` is direct, fanout, topic or headers;
-    /// `args` an AMQP field table (without its length), e.g. with
-    /// `alternate-exchange`.
-    pub async fn declare_exchange(&self, exchange: &str, kind: &str, o: ExchangeOptions<'_>) -> Result<()> {
-        self.admit(|t| t.check_exchange(exchange))?;
-        self.first.simple(cmds::exchange_declare(exchange, kind, o)).await?;
-        self.record(|t| t.exchange_declared(exchange, kind, o));
-        Ok(())
-    }
-
-    /// Checks that an exchange exists.
-    pub async fn declare_exchange_passive(&self, exchange: &str) -> Result<()> {
-        self.first.simple(cmds::exchange_passive(exchange)).await.map(|_| ())
-    }
-
-    /// Deletes an exchange (`if_unused`: only without bindings from it).
-    pub async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
-        self.first.simple(cmds::exchange_delete(exchange, if_unused)).await?;
-        self.record(|t| t.exchange_deleted(exchange));
-        Ok(())
-    }
-
-    /// Binds `queue` to `exchange` (`args`: an AMQP field table, for
-    /// headers exchanges `x-match` and the header values).
-    pub async fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let b = binding(false, exchange, queue, routing_key, args);
-        self.admit(|t| t.check_binding(&b))?;
-        let cmd = cmds::binding(false, false, exchange, queue, routing_key, args);
-        self.conn_for(queue).await?.simple(cmd).await?;
-        self.record(|t| t.bound(b));
-        Ok(())
-    }
-
-    /// Removes a binding made with `bind_queue`.
-    pub async fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let cmd = cmds::binding(true, false, exchange, queue, routing_key, args);
-        self.conn_for(queue).await?.simple(cmd).await?;
-        self.record(|t| t.unbound(&binding(false, exchange, queue, routing_key, args)));
-        Ok(())
-    }
-
-    /// Binds exchange `destination` to exchange `source`.
-    pub async fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let b = binding(true, source, destination, routing_key, args);
-        self.admit(|t| t.check_binding(&b))?;
-        let cmd = cmds::binding(false, true, source, destination, routing_key, args);
-        self.first.simple(cmd).await?;
-        self.record(|t| t.bound(b));
-        Ok(())
-    }
-
-    /// Removes a binding made with `bind_exchange`.
-    pub async fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, args: &[u8]) -> Result<()> {
-        let cmd = cmds::binding(true, true, source, destination, routing_key, args);
-        self.first.simple(cmd).await?;
-        self.record(|t| t.unbound(&binding(true, source, destination, routing_key, args)));
-        Ok(())
-    }
-
-    /// Subscribes to `queue` with at most `prefetch` unacked deliveries.
-    pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Consumer> {
-        self.subscribe_with(queue, ConsumerOptions::new(prefetch)).await
-    }
-
-    /// `subscribe` with options beyond the prefetch (a consumer priority).
-    pub async fn subscribe_with(&self, queue: &str, options: ConsumerOptions) -> Result<Consumer> {
-        let id = self.next_id();
-        Consumer::subscribe(self.conn_for(queue).await?, queue, id, options).await
-    }
-
-    /// Direct reply-to (RabbitMQ's `amq.rabbitmq.reply-to`; docs/client.md):
-    /// a consumer of the replies sent to the returned name, with no queue
-    /// behind it. Requests carry the name as their `reply_to` property
-    /// (`PropsBuilder::reply_to`); a replier publishes to it as to a queue
-    /// (AMQP: the default exchange, the name as the routing key). Replies
-    /// are never acked (their tags are only counted), and are lost if
-    /// this client is gone. One per client.
-    pub async fn reply_consumer(&self) -> Result<(String, Consumer)> {
-        Consumer::reply_to(self.first.clone(), self.next_id()).await
-    }
-
-    /// Pulls one message; it stays unacked until acked through the
-    /// returned delivery's consumer id (see [`Client::ack_get`]).
-    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
-        // One pull consumer per queue: the broker keeps its unacked gets.
-        let known = self.pull_ids.borrow().get(queue).copied();
-        let id = known.unwrap_or_else(|| self.next_id());
-        let r = self.conn_for(queue).await?.get(queue, id, no_ack).await;
-        if known.is_none() && r.is_ok() && !no_ack {
-            self.pull_ids.borrow_mut().insert(queue.to_string(), id);
-        }
-        r
-    }
-
-    /// Acks a message obtained with [`Client::get`]. A delivery from a
-    /// socket that has since ended (recovery redialled) is refused with
-    /// [`ClientError::StaleDelivery`] and nothing is sent: its tag could
-    /// name another message on the new socket, and the broker requeued
-    /// the message, which comes again flagged `redelivered`
-    /// (docs/client-recovery.md, "Pull consumers across a reconnect").
-    pub async fn ack_get(&self, queue: &str, d: &Delivery) -> Result<()> {
-        self.conn_for(queue).await?.ack_now(d.consumer_id, d.tag, None).await
+    shell_client_methods! {
+        /// that drops the oldest unread. Without recovery the stream is empty.
+        events;
+        /// Declares an exchange: `kind` is direct, fanout, topic or headers;
+        /// `args` an AMQP field table (without its length), e.g. with
+        /// `alternate-exchange`.
+        declare_exchange;
+        /// Removes a binding made with `bind_queue`.
+        unbind_queue;
+        /// Removes a binding made with `bind_exchange`.
+        unbind_exchange;
+        /// (`PropsBuilder::reply_to`); a replier publishes to it as to a queue
+        /// (AMQP: the default exchange, the name as the routing key). Replies
+        /// are never acked (their tags are only counted), and are lost if
+        /// this client is gone. One per client.
+        reply_consumer;
+        /// returned delivery's consumer id (see [`Client::ack_get`]).
+        get;
     }
 
     fn next_id(&self) -> u32 {
@@ -367,16 +207,5 @@ impl Drop for Client {
         for c in self.all_conns() {
             c.shut();
         }
-    }
-}
-
-/// A binding as the recovery record keeps it.
-fn binding(to_exchange: bool, source: &str, destination: &str, routing_key: &str, args: &[u8]) -> Binding {
-    Binding {
-        to_exchange,
-        source: source.into(),
-        destination: destination.into(),
-        routing_key: routing_key.into(),
-        args: args.to_vec(),
     }
 }

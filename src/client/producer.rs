@@ -5,10 +5,10 @@
 
 use super::conn::{Conn, Response};
 use super::core::batch::{self, Batch};
+use super::core::kept::{self, confirm_outcome, shell_kept_methods};
 use super::{ClientError, ProducerOptions, Result, Target};
 use crate::rt::{Notify, Slot, SlotWait};
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell, RefMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -17,20 +17,11 @@ use std::task::{Context, Poll};
 type Outcome = Result<()>;
 
 /// The batch being filled, and the outcome its messages await.
-struct Open {
-    batch: Batch,
-    done: Rc<Slot<Outcome>>,
-}
+type Open = kept::Open<Rc<Slot<Outcome>>>;
 
-impl Open {
-    fn new(id: u64) -> Self {
-        Self { batch: Batch::new(id), done: Slot::new() }
-    }
-}
-
-/// Batches sent and not yet confirmed, kept for recovery to send again
-/// (or fail), by batch id. Bounded by `in_flight_max`.
-type Kept = RefCell<BTreeMap<u64, (Rc<Batch>, Rc<Slot<Outcome>>)>>;
+/// The unconfirmed batches, kept for recovery (`core::kept`).
+type Book = kept::Kept<Rc<Batch>, Rc<Slot<Outcome>>>;
+type Kept = RefCell<Book>;
 
 pub(crate) struct Inner {
     conn: Rc<Conn>,
@@ -89,7 +80,7 @@ impl Producer {
             conn,
             target,
             opts,
-            open: RefCell::new(Open::new(1)),
+            open: RefCell::new(Open::new(1, Slot::new())),
             kick: Rc::default(),
             in_flight: Cell::new(0),
             space: Notify::default(),
@@ -197,13 +188,7 @@ impl Inner {
         if self.kept.is_some() {
             return self.flush_kept();
         }
-        let mut slot = self.open.borrow_mut();
-        if slot.batch.count() == 0 {
-            return Ok(());
-        }
-        let next = Open::new(slot.batch.id + 1);
-        let open = std::mem::replace(&mut *slot, next);
-        drop(slot);
+        let Some(open) = self.open.borrow_mut().take(Slot::new) else { return Ok(()) };
         let flags = batch::publish_flags(&self.opts, &self.target);
         let rid = self.conn.next_request_id();
         let done = open.done.clone();
@@ -217,11 +202,7 @@ impl Inner {
                     me.in_flight.set(me.in_flight.get() - 1);
                     me.space.notify();
                 }
-                d.set(match r {
-                    Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                    Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                    Err(e) => Err(e),
-                });
+                d.set(confirm_outcome(r, expect));
             }) as Box<dyn FnOnce(Result<Response>)>)
         } else {
             None
@@ -235,34 +216,25 @@ impl Inner {
     }
 }
 
-/// Recovery's side of a producer: batches kept until confirmed, sent again
-/// or failed after a redial.
+/// What the shared recovery side (`core::kept::shell_kept_methods!`) needs
+/// of this shell's producer: its cells, its in-flight count, and how a kept
+/// batch is sent.
 impl Inner {
-    pub(crate) fn conn(&self) -> &Rc<Conn> {
-        &self.conn
+    fn kept_book(&self) -> Option<RefMut<'_, Book>> {
+        self.kept.as_ref().map(RefCell::borrow_mut)
     }
 
-    /// `flush` with recovery on: the batch is kept until its confirm; while
-    /// recovery is under way the open batch waits (it goes out after the
-    /// republished ones).
-    fn flush_kept(self: &Rc<Self>) -> Result<()> {
-        if !self.conn.is_up() {
-            return Ok(());
-        }
-        let open = {
-            let mut slot = self.open.borrow_mut();
-            if slot.batch.count() == 0 {
-                return Ok(());
-            }
-            let next = Open::new(slot.batch.id + 1);
-            std::mem::replace(&mut *slot, next)
-        };
-        let (id, batch, done) = (open.batch.id, Rc::new(open.batch), open.done);
+    fn open_batch(&self) -> RefMut<'_, Open> {
+        self.open.borrow_mut()
+    }
+
+    fn window_taken(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
-        if let Some(kept) = &self.kept {
-            kept.borrow_mut().insert(id, (batch.clone(), done.clone()));
-        }
-        self.send_kept(id, &batch, &done)
+    }
+
+    fn window_freed(&self) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        self.space.notify();
     }
 
     /// Sends kept batch `id` under a new request id.
@@ -271,11 +243,7 @@ impl Inner {
         let me = Rc::downgrade(self);
         let (d, expect) = (done.clone(), batch.count());
         let waiter = Box::new(move |r: Result<Response>| {
-            let outcome = match r {
-                Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                Err(e) => Err(e),
-            };
+            let outcome = confirm_outcome(r, expect);
             match me.upgrade() {
                 // The connection went down: recovery sends it again, or fails it.
                 Some(me) if outcome.is_err() && me.conn.is_down() => {}
@@ -292,59 +260,9 @@ impl Inner {
             Err(e) => Err(e),
         }
     }
-
-    /// Batch `id` is settled: no longer kept, its confirmations resolve.
-    fn settle_kept(&self, id: u64, outcome: Outcome) {
-        let kept = self.kept.as_ref().and_then(|k| k.borrow_mut().remove(&id));
-        if let Some((_, done)) = kept {
-            self.in_flight.set(self.in_flight.get() - 1);
-            self.space.notify();
-            done.set(outcome);
-        }
-    }
-
-    /// Sends every kept batch again, in order; returns how many.
-    pub(crate) fn republish(self: &Rc<Self>) -> usize {
-        let all: Vec<_> = match &self.kept {
-            Some(k) => k.borrow().iter().map(|(id, (b, d))| (*id, b.clone(), d.clone())).collect(),
-            None => return 0,
-        };
-        for (id, b, d) in &all {
-            let _ = self.send_kept(*id, b, d);
-        }
-        all.len()
-    }
-
-    /// Fails every kept batch with `err`; returns how many.
-    pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
-        let ids: Vec<u64> = match &self.kept {
-            Some(k) => k.borrow().keys().copied().collect(),
-            None => return 0,
-        };
-        for id in &ids {
-            self.settle_kept(*id, Err(err.clone()));
-        }
-        ids.len()
-    }
 }
 
-/// A producer dropped while recovery is under way: what it held (kept
-/// batches whose waiters are spent, the open batch) can no longer go out;
-/// their confirmations resolve with `Closed` instead of waiting forever.
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if self.kept.is_none() || self.conn.is_up() {
-            return;
-        }
-        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
-        if let Some(k) = &self.kept {
-            for (_, (_, done)) in std::mem::take(&mut *k.borrow_mut()) {
-                done.set(Err(e.clone()));
-            }
-        }
-        self.open.borrow().done.set(Err(e));
-    }
-}
+shell_kept_methods!(Rc, Slot::new);
 
 async fn linger_loop(weak: Weak<Inner>) {
     let Some(kick) = weak.upgrade().map(|i| i.kick.clone()) else { return };

@@ -9,7 +9,7 @@
 use super::conn::Conn;
 use super::core::recovery::{Event, EventQueue, Recovery};
 use super::core::routes::OwnedMap;
-use super::core::supervise::{recover, shell_conn_methods, Shell};
+use super::core::supervise::{run, shell_conn_methods, Shell};
 use super::core::topology::Record;
 use super::core::topology::Topology;
 use super::dial::Dialer;
@@ -152,23 +152,10 @@ impl std::fmt::Debug for Events {
     }
 }
 
-/// The supervisor: one task per client with recovery, until it closes.
+/// The supervisor: one task per client with recovery, until it closes;
+/// the core's loop (`core::supervise::run`).
 pub(crate) async fn supervise(hub: Rc<Hub>, dialer: Rc<Dialer>, opts: ClientOptions) {
-    loop {
-        let lost = hub.lost.notified();
-        if hub.is_closing() {
-            return;
-        }
-        let down: Vec<Rc<Conn>> = hub.live_conns().into_iter().filter(|c| c.is_down()).collect();
-        if down.is_empty() {
-            lost.await;
-            continue;
-        }
-        // The rounds, the failover and the replay are the core's loop.
-        if !recover(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, down).await {
-            return;
-        }
-    }
+    run(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, || hub.lost.notified()).await;
 }
 
 /// What the shared supervisor loop (`core::supervise`) runs on: this

@@ -9,9 +9,11 @@
 //! - [`requests::Requests`]: request ids and their waiters; an error with
 //!   no waiter kept for the next call.
 //! - [`acks::AckBook`]: a consumer's acks and nacks as ascending ranges.
-//! - [`batch`]: a producer's open batch and its `Publish` frame.
+//! - [`batch`]: a producer's open batch and its `Publish` frame; `kept`:
+//!   its batches kept for republishing after a reconnect.
 //! - [`routes`]: the cluster map and where each queue lives.
-//! - [`cmds`]: the requests behind the client's admin calls.
+//! - [`cmds`]: the requests behind the client's admin calls; `methods`:
+//!   the async clients' admin, producer and subscribe calls, written once.
 //! - [`recovery`] and [`topology`]: automatic recovery's options, backoff,
 //!   events and the record of what to declare again; [`rounds`]: one
 //!   recovery's rounds of redials (where to, failover, when to give up)
@@ -32,6 +34,9 @@ pub mod cmds;
 pub mod delivery;
 pub mod handshake;
 pub mod incoming;
+#[cfg(any(feature = "glommio", feature = "tokio"))]
+pub(crate) mod kept;
+pub(crate) mod methods;
 pub mod pull;
 pub mod recovery;
 pub mod requests;

@@ -65,6 +65,28 @@ pub trait Shell {
     fn fail(c: &Self::Conn, error: ClientError);
 }
 
+/// The supervisor: one task per client with recovery, until the client
+/// closes or recovery gives up. `lost` returns a wait for the next lost
+/// connection, armed when it returns: a connection lost between the look
+/// at the connections and the wait still wakes it.
+pub async fn run<S: Shell, L: Future<Output = ()>>(s: &S, lost: impl Fn() -> L) {
+    loop {
+        let lost = lost();
+        if s.closing() {
+            return;
+        }
+        let down: Vec<S::Conn> = s.conns().into_iter().filter(S::is_down).collect();
+        if down.is_empty() {
+            lost.await;
+            continue;
+        }
+        // The rounds, the failover and the replay.
+        if !recover(s, down).await {
+            return;
+        }
+    }
+}
+
 /// Brings `down` back, round after round of redials with backoff. False
 /// when recovery gave up (or the client closed).
 pub async fn recover<S: Shell>(s: &S, mut down: Vec<S::Conn>) -> bool {

@@ -51,6 +51,20 @@ pub struct Binding {
     pub args: Vec<u8>,
 }
 
+impl Binding {
+    /// A binding as the recovery record keeps it.
+    #[cfg(any(feature = "glommio", feature = "tokio"))]
+    pub(crate) fn new(to_exchange: bool, source: &str, destination: &str, routing_key: &str, args: &[u8]) -> Binding {
+        Binding {
+            to_exchange,
+            source: source.into(),
+            destination: destination.into(),
+            routing_key: routing_key.into(),
+            args: args.to_vec(),
+        }
+    }
+}
+
 impl Record {
     /// The request that declares it again.
     pub fn cmd(&self) -> Cmd<'_> {

@@ -6,12 +6,12 @@
 use super::conn::{lock, Conn, Waiter};
 use crate::client::core::batch::{self, Batch};
 use crate::client::core::incoming::Response;
+use crate::client::core::kept::{self, confirm_outcome, shell_kept_methods};
 use crate::client::{ClientError, ProducerOptions, Result, Target};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
@@ -85,21 +85,12 @@ impl Future for Confirmation {
     }
 }
 
-struct Open {
-    batch: Batch,
-    done: Arc<Done>,
-}
+/// The batch being filled, and the outcome its messages await.
+type Open = kept::Open<Arc<Done>>;
 
-impl Open {
-    fn new(id: u64) -> Self {
-        Self { batch: Batch::new(id), done: Arc::default() }
-    }
-}
-
-/// Batches sent and not yet confirmed, kept for recovery to send again
-/// (or fail): by batch id, so a republish keeps their order. Bounded by
-/// `in_flight_max`.
-type Kept = Mutex<BTreeMap<u64, (Arc<Batch>, Arc<Done>)>>;
+/// The unconfirmed batches, kept for recovery (`core::kept`).
+type Book = kept::Kept<Arc<Batch>, Arc<Done>>;
+type Kept = Mutex<Book>;
 
 pub(crate) struct Inner {
     conn: Arc<Conn>,
@@ -133,7 +124,7 @@ impl Producer {
             conn,
             target,
             opts,
-            open: Mutex::new(Open::new(1)),
+            open: Mutex::new(Open::new(1, Arc::default())),
             kick: Notify::new(),
             in_flight: AtomicU32::new(0),
             space: Notify::new(),
@@ -262,14 +253,7 @@ impl Inner {
         if self.kept.is_some() {
             return self.flush_kept();
         }
-        let open = {
-            let mut slot = lock(&self.open);
-            if slot.batch.count() == 0 {
-                return Ok(());
-            }
-            let next = Open::new(slot.batch.id + 1);
-            std::mem::replace(&mut *slot, next)
-        };
+        let Some(open) = lock(&self.open).take(Arc::default) else { return Ok(()) };
         let rid = self.conn.next_request_id();
         let done = open.done.clone();
         let waiter = if self.opts.confirm {
@@ -282,11 +266,7 @@ impl Inner {
                     me.in_flight.fetch_sub(1, Ordering::AcqRel);
                     me.space.notify_waiters();
                 }
-                d.set(match r {
-                    Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                    Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                    Err(e) => Err(e),
-                });
+                d.set(confirm_outcome(r, expect));
             }) as Waiter)
         } else {
             None
@@ -303,34 +283,25 @@ impl Inner {
     }
 }
 
-/// Recovery's side of a producer: batches kept until confirmed, sent again
-/// or failed after a redial.
+/// What the shared recovery side (`core::kept::shell_kept_methods!`) needs
+/// of this shell's producer: its cells, its in-flight count, and how a kept
+/// batch is sent.
 impl Inner {
-    pub(crate) fn conn(&self) -> &Arc<Conn> {
-        &self.conn
+    fn kept_book(&self) -> Option<MutexGuard<'_, Book>> {
+        self.kept.as_ref().map(lock)
     }
 
-    /// `flush` with recovery on: the batch is kept until its confirm; while
-    /// recovery is under way the open batch waits (it goes out after the
-    /// republished ones).
-    fn flush_kept(self: &Arc<Self>) -> Result<()> {
-        if !self.conn.is_up() {
-            return Ok(());
-        }
-        let open = {
-            let mut slot = lock(&self.open);
-            if slot.batch.count() == 0 {
-                return Ok(());
-            }
-            let next = Open::new(slot.batch.id + 1);
-            std::mem::replace(&mut *slot, next)
-        };
-        let (id, batch, done) = (open.batch.id, Arc::new(open.batch), open.done);
+    fn open_batch(&self) -> MutexGuard<'_, Open> {
+        lock(&self.open)
+    }
+
+    fn window_taken(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Some(kept) = &self.kept {
-            lock(kept).insert(id, (batch.clone(), done.clone()));
-        }
-        self.send_kept(id, &batch, &done)
+    }
+
+    fn window_freed(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.space.notify_waiters();
     }
 
     /// Sends kept batch `id` under a new request id.
@@ -339,11 +310,7 @@ impl Inner {
         let me: Weak<Inner> = Arc::downgrade(self);
         let (d, expect) = (done.clone(), batch.count());
         let waiter = Box::new(move |r: Result<Response>| {
-            let outcome = match r {
-                Ok(Response::Confirm(n)) if n == expect => Ok(()),
-                Ok(other) => Err(ClientError::Protocol(format!("publish of {expect} answered with {other:?}"))),
-                Err(e) => Err(e),
-            };
+            let outcome = confirm_outcome(r, expect);
             match me.upgrade() {
                 // The connection went down: recovery sends it again, or fails it.
                 Some(me) if outcome.is_err() && me.conn.is_down() => {}
@@ -362,61 +329,9 @@ impl Inner {
             }
         }
     }
-
-    /// Batch `id` is settled: no longer kept, its confirmations resolve.
-    fn settle_kept(&self, id: u64, outcome: Outcome) {
-        let kept = self.kept.as_ref().and_then(|k| lock(k).remove(&id));
-        if let Some((_, done)) = kept {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.space.notify_waiters();
-            done.set(outcome);
-        }
-    }
-
-    /// Sends every kept batch again, in order; returns how many.
-    pub(crate) fn republish(self: &Arc<Self>) -> usize {
-        let all: Vec<_> = match &self.kept {
-            Some(k) => lock(k).iter().map(|(id, (b, d))| (*id, b.clone(), d.clone())).collect(),
-            None => return 0,
-        };
-        for (id, b, d) in &all {
-            let _ = self.send_kept(*id, b, d);
-        }
-        all.len()
-    }
-
-    /// Fails every kept batch with `err`; returns how many.
-    pub(crate) fn fail_unconfirmed(&self, err: &ClientError) -> usize {
-        let ids: Vec<u64> = match &self.kept {
-            Some(k) => lock(k).keys().copied().collect(),
-            None => return 0,
-        };
-        for id in &ids {
-            self.settle_kept(*id, Err(err.clone()));
-        }
-        ids.len()
-    }
 }
 
-/// A producer dropped while recovery is under way: what it held (kept
-/// batches whose waiters are spent, the open batch) can no longer go out;
-/// their confirmations resolve with `Closed` instead of waiting forever.
-/// While up, sent batches resolve from their confirms (their waiters hold
-/// the outcome, not the producer).
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if self.kept.is_none() || self.conn.is_up() {
-            return;
-        }
-        let e = ClientError::Closed("the producer was dropped while its connection was recovering".into());
-        if let Some(k) = &self.kept {
-            for (_, (_, done)) in std::mem::take(&mut *lock(k)) {
-                done.set(Err(e.clone()));
-            }
-        }
-        lock(&self.open).done.set(Err(e));
-    }
-}
+shell_kept_methods!(Arc, Arc::default);
 
 async fn linger_loop(weak: Weak<Inner>) {
     loop {

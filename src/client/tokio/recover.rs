@@ -15,7 +15,7 @@ use super::io::Dialer;
 use super::producer::Inner as ProducerInner;
 use crate::client::core::recovery::{Event, EventQueue, Recovery};
 use crate::client::core::routes::OwnedMap;
-use crate::client::core::supervise::{recover, shell_conn_methods, Shell};
+use crate::client::core::supervise::{run, shell_conn_methods, Shell};
 use crate::client::core::topology::Record;
 use crate::client::core::topology::Topology;
 use crate::client::{ClientError, ClientOptions, Result, ServerInfo};
@@ -165,25 +165,17 @@ impl std::fmt::Debug for Events {
     }
 }
 
-/// The supervisor: one task per client with recovery, until it closes.
+/// The supervisor: one task per client with recovery, until it closes;
+/// the core's loop (`core::supervise::run`).
 pub(crate) async fn supervise(hub: Arc<Hub>, dialer: Arc<Dialer>, opts: ClientOptions) {
-    loop {
-        let lost = hub.lost.notified();
-        tokio::pin!(lost);
-        lost.as_mut().enable();
-        if hub.is_closing() {
-            return;
-        }
-        let down: Vec<Arc<Conn>> = hub.live_conns().into_iter().filter(|c| c.is_down()).collect();
-        if down.is_empty() {
-            lost.await;
-            continue;
-        }
-        // The rounds, the failover and the replay are the core's loop.
-        if !recover(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, down).await {
-            return;
-        }
-    }
+    // Armed before the loop looks at the connections (`enable`): a loss
+    // notified in between is not missed.
+    let lost = || {
+        let mut n = Box::pin(hub.lost.notified());
+        n.as_mut().enable();
+        n
+    };
+    run(&Sup { hub: &hub, dialer: &dialer, opts: &opts }, lost).await;
 }
 
 /// What the shared supervisor loop (`core::supervise`) runs on: this
