@@ -21,7 +21,6 @@
 //!   the handling (AMQP copies what it keeps), so reads are not cut at frame
 //!   ends and the read size grows while reads fill it and never shrinks.
 
-use crate::protocol::amqp::frame::FrameError;
 use crate::protocol::{self, DecodeError, Decoded, Frame};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
@@ -38,61 +37,7 @@ pub const HANDSHAKE_READ_BYTES: usize = 4 * 1024;
 /// partial frame.
 const LARGE_FRAME_BYTES: usize = READ_BYTES / 4;
 
-/// What the reader needs to know of a protocol's frames: how many bytes
-/// of a header give the frame's size, and that size, checked against the
-/// limit, before the body is read.
-pub trait Framing {
-    /// Bytes of a frame's front that [`Framing::frame_len`] needs.
-    const HEADER_BYTES: usize;
-    /// A header that is not one, or a frame over the limit.
-    type Error: std::fmt::Debug + std::fmt::Display;
-    /// The whole size of the frame `buf` starts with; `None` while fewer
-    /// than `HEADER_BYTES` are there; an error for a bad header or a frame
-    /// above `frame_bytes_max`.
-    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, Self::Error>;
-}
-
-/// The native protocol's frames ([`crate::protocol::frame`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Native;
-
-impl Framing for Native {
-    const HEADER_BYTES: usize = protocol::HEADER_BYTES;
-    type Error = DecodeError;
-    #[inline(always)]
-    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, DecodeError> {
-        protocol::frame::peek_len(buf, frame_bytes_max)
-    }
-}
-
-/// AMQP 0-9-1 frames ([`crate::protocol::amqp::frame`]); the 8-byte
-/// protocol header in front of them is read with
-/// [`FrameReader::read_at_least`].
-#[derive(Debug, Clone, Copy)]
-pub struct Amqp;
-
-impl Framing for Amqp {
-    const HEADER_BYTES: usize = protocol::amqp::frame::SIZE_PREFIX;
-    type Error = FrameError;
-    #[inline(always)]
-    fn frame_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameError> {
-        protocol::amqp::frame::peek_len(buf, frame_max)
-    }
-}
-
-/// The inter-node link's frames ([`crate::protocol::link`]): cluster
-/// members' handshakes and Raft RPCs.
-#[derive(Debug, Clone, Copy)]
-pub struct Link;
-
-impl Framing for Link {
-    const HEADER_BYTES: usize = protocol::link::HEADER_BYTES;
-    type Error = protocol::link::DecodeError;
-    #[inline(always)]
-    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, protocol::link::DecodeError> {
-        protocol::link::peek_len(buf, frame_bytes_max)
-    }
-}
+pub use super::framing::{Amqp, Framing, Link, Native};
 
 #[derive(Debug)]
 pub enum ReadError<E = DecodeError> {
@@ -162,6 +107,12 @@ pub struct FrameReader<F: Framing = Native> {
     /// A plain socket's fd ([`FrameReader::read_directly`]): reads try a
     /// non-blocking `recv` into the buffer's unwritten capacity first.
     fd: Option<std::os::fd::RawFd>,
+    /// [`FrameReader::expect_whole_frames`]: the largest large frame read
+    /// whole so far, which later reads may be sized for at once; 0 when
+    /// not asked for.
+    whole_frames: Option<usize>,
+    /// Bytes copied into a larger buffer to grow a partly read frame.
+    copied_growing: u64,
     framing: PhantomData<F>,
 }
 
@@ -180,6 +131,8 @@ impl<F: Framing> FrameReader<F> {
             waited: true,
             read_totals: (0, 0),
             fd: None,
+            whole_frames: None,
+            copied_growing: 0,
             framing: PhantomData,
         }
     }
@@ -210,6 +163,19 @@ impl<F: Framing> FrameReader<F> {
     /// fd stays open while the reader uses it.
     pub fn read_directly(&mut self, fd: std::os::fd::RawFd) {
         self.fd = Some(fd);
+    }
+
+    /// Sizes reads for whole large frames once the peer has sent one: a
+    /// frame no larger than the largest it sent whole is read into one
+    /// buffer of its size (no growing step by step, which copied what had
+    /// arrived at each step: more than the frame's bytes again for a
+    /// 256 KiB frame), and after a large frame the next read expects one
+    /// like it, whole. Memory per connection stays bounded by what the
+    /// peer has really sent (a header alone still buys only the doubling
+    /// steps); an idle connection may hold one such frame's buffer. For
+    /// a client reading its broker's deliveries.
+    pub fn expect_whole_frames(&mut self) {
+        self.whole_frames.get_or_insert(0);
     }
 
     /// New limits, e.g. once the peer has logged in.
@@ -255,6 +221,9 @@ impl<F: Framing> FrameReader<F> {
             if let Some(n) = need {
                 if self.buf.len() >= n {
                     self.last_large = if n > LARGE_FRAME_BYTES { n } else { 0 };
+                    if let Some(w) = self.whole_frames.as_mut() {
+                        *w = (*w).max(self.last_large);
+                    }
                     return Ok(self.buf.split().freeze());
                 }
             }
@@ -263,6 +232,9 @@ impl<F: Framing> FrameReader<F> {
                 // a busy peer's frames keep sharing reads (reading only to
                 // its end halved the frames per read: 18 % off e2e 16 B).
                 Some(n) if !self.buf.is_empty() && n <= LARGE_FRAME_BYTES => (n - self.buf.len()).max(self.window),
+                // A large one no larger than one the peer sent whole: the
+                // rest of it at once.
+                Some(n) if !self.buf.is_empty() && self.whole_frames.is_some_and(|w| n <= w) => n - self.buf.len(),
                 // A large one: grow with what arrived, at most doubling per
                 // read, from a small step, so a header alone never buys its
                 // body's size (a peer that sends only headers holds a few
@@ -274,6 +246,7 @@ impl<F: Framing> FrameReader<F> {
                 // The next frame's size is not known yet: after a large
                 // frame (a logged-in peer that sent it whole), expect another
                 // like it, up to two reads' worth.
+                _ if self.last_large > 0 && self.whole_frames.is_some() => self.last_large,
                 _ if self.last_large > 0 => self.last_large.min(2 * self.read_bytes),
                 _ => self.window,
             };
@@ -301,6 +274,9 @@ impl<F: Framing> FrameReader<F> {
         grown.extend_from_slice(&self.buf);
         self.buf = grown;
         self.spare_init = 0;
+        if len > 0 {
+            self.copied_growing += len as u64;
+        }
     }
 
     /// Returns the unused tail of a chunk (a partial frame) to the buffer.
@@ -415,7 +391,15 @@ impl<F: Framing> FrameReader<F> {
                 Err(e) => return Err(ReadError::Io(e)),
             }
         }
-        self.extend_for_read(want);
+        // Through the stream, which waits for the socket. Reading whole
+        // frames directly (each into a fresh buffer of its size), the
+        // stream reads only a small window (zeroed first, as `AsyncRead`
+        // needs initialized bytes: zeroing the whole frame's buffer cost
+        // a pass over every byte received) and whatever else the socket
+        // then holds is received straight into the capacity.
+        let small = self.fd.is_some() && self.whole_frames.is_some();
+        let through = if small { want.min(HANDSHAKE_READ_BYTES) } else { want };
+        self.extend_for_read(through);
         let dst = &mut self.buf[start..];
         let (res, waited) = match deadline {
             None => noting_pending(r.read(dst)).await,
@@ -425,7 +409,7 @@ impl<F: Framing> FrameReader<F> {
                     (Ok(res), waited) => (res, waited),
                     (Err(_), _) => {
                         self.waited = true;
-                        self.truncate_read(start, want, 0);
+                        self.truncate_read(start, through, 0);
                         return Err(ReadError::Timeout { buffered: start });
                     }
                 }
@@ -433,13 +417,20 @@ impl<F: Framing> FrameReader<F> {
         };
         self.waited = waited;
         match res {
-            Ok(n) => {
-                self.truncate_read(start, want, n);
+            Ok(mut n) => {
+                self.truncate_read(start, through, n);
+                if let Some(fd) = self.fd.filter(|_| n == through && n < want) {
+                    match self.recv_now(fd, want - n) {
+                        Ok(Some(more)) => n += more,
+                        Ok(None) => {}
+                        Err(e) => return Err(ReadError::Io(e)),
+                    }
+                }
                 self.count_read(n, start);
                 Ok(n)
             }
             Err(e) => {
-                self.truncate_read(start, want, 0);
+                self.truncate_read(start, through, 0);
                 Err(ReadError::Io(e))
             }
         }
