@@ -71,8 +71,11 @@ fn frames_by_reference_are_the_copied_frames() {
     }
 }
 
-/// The Deliver frames in `bytes`: (first tag, entries' (redelivered, body)).
-fn decoded(bytes: &[u8], limits: &DeliverLimits) -> Vec<(u64, Vec<(bool, Vec<u8>)>)> {
+/// A Deliver frame's first tag and its entries' (redelivered, body).
+type DecodedFrame = (u64, Vec<(bool, Vec<u8>)>);
+
+/// The Deliver frames in `bytes`.
+fn decoded(bytes: &[u8], limits: &DeliverLimits) -> Vec<DecodedFrame> {
     let mut rest = bytes;
     let mut frames = Vec::new();
     while !rest.is_empty() {
