@@ -47,5 +47,8 @@ pub async fn greet(
     }
     let (info, map) = greeter.finish()?;
     reader.set_limits(info.frame_bytes_max as usize, READ_BYTES);
+    // Deliveries come in large frames of like sizes (`deliver_batch_max`
+    // entries): read each whole into a buffer of its size.
+    reader.expect_whole_frames();
     Ok(Greeting { info, map, reader })
 }

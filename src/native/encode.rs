@@ -25,19 +25,26 @@ pub struct DeliverLimits {
 /// by reference when `out` takes references: the frame is its header in
 /// the outbox's buffer followed by the entries as stored (an entry whose
 /// redelivered flag must change gets its flags byte written and the rest
-/// referenced).
+/// referenced). Entries given with the buffer they lie in (a stream's
+/// publish batch, `run`) that follow each other there, flags as stored,
+/// go as one slice of it: one reference for the lot, by reference once
+/// the lot reaches [`BY_REF_BYTES_MIN`] whatever each entry's size.
 pub(super) fn encode_deliveries<'a>(
     out: &mut OutBuf<'_>,
     limits: &DeliverLimits,
     consumer_id: u32,
     first_tag: u64,
-    msgs: impl Iterator<Item = (bool, &'a Bytes)>,
+    msgs: impl Iterator<Item = (bool, &'a Bytes, Option<&'a Bytes>)>,
 ) {
     // The open frame, and where it starts in what `out` will send.
     let mut w: Option<(BatchWriter, usize)> = None;
-    for (tag, (redelivered, entry)) in (first_tag..).zip(msgs) {
+    // Entries of the open frame not yet put into `out`: `run[from..to]`.
+    let mut pending: Option<(&Bytes, usize, usize)> = None;
+    for (tag, (redelivered, entry, run)) in (first_tag..).zip(msgs) {
         if let Some((open, at)) = &w {
-            if open.count() as usize >= limits.count_max || out.len() - at + entry.len() > limits.frame_bytes_max {
+            let len = out.len() + pending.map_or(0, |(_, from, to)| to - from) - at;
+            if open.count() as usize >= limits.count_max || len + entry.len() > limits.frame_bytes_max {
+                put_pending(out, &mut pending);
                 if let Some((done, at)) = w.take() {
                     let len = out.len() - at;
                     done.finish_sized(out.buf, len);
@@ -48,11 +55,23 @@ pub(super) fn encode_deliveries<'a>(
             let at = out.len();
             (BatchWriter::begin_deliver(out.buf, consumer_id, tag), at)
         });
+        let flags = (entry[0] & !ENTRY_REDELIVERED) | if redelivered { ENTRY_REDELIVERED } else { 0 };
+        if let Some((run, at)) = run.filter(|_| flags == entry[0]).and_then(|r| Some((r, place_in(r, entry)?))) {
+            match &mut pending {
+                Some((p, _, to)) if std::ptr::eq(*p, run) && *to == at => *to += entry.len(),
+                _ => {
+                    put_pending(out, &mut pending);
+                    pending = Some((run, at, at + entry.len()));
+                }
+            }
+            writer.count_one();
+            continue;
+        }
+        put_pending(out, &mut pending);
         if entry.len() < BY_REF_BYTES_MIN {
             writer.push_raw_entry(out.buf, redelivered, entry);
             continue;
         }
-        let flags = (entry[0] & !ENTRY_REDELIVERED) | if redelivered { ENTRY_REDELIVERED } else { 0 };
         if flags == entry[0] {
             out.put_ref(entry.clone());
         } else {
@@ -61,9 +80,28 @@ pub(super) fn encode_deliveries<'a>(
         }
         writer.count_one();
     }
+    put_pending(out, &mut pending);
     if let Some((done, at)) = w {
         let len = out.len() - at;
         done.finish_sized(out.buf, len);
+    }
+}
+
+/// Where `entry` lies in `run`, when it is a slice of it.
+fn place_in(run: &Bytes, entry: &Bytes) -> Option<usize> {
+    let at = (entry.as_ptr() as usize).checked_sub(run.as_ptr() as usize)?;
+    (at.checked_add(entry.len())? <= run.len()).then_some(at)
+}
+
+/// Puts the entries gathered from one run into `out`: by reference as one
+/// slice of the run, or copied when they come to less than
+/// [`BY_REF_BYTES_MIN`].
+fn put_pending(out: &mut OutBuf<'_>, pending: &mut Option<(&Bytes, usize, usize)>) {
+    let Some((run, from, to)) = pending.take() else { return };
+    if to - from < BY_REF_BYTES_MIN {
+        out.buf.extend_from_slice(&run[from..to]);
+    } else {
+        out.put_ref(run.slice(from..to));
     }
 }
 
@@ -116,7 +154,7 @@ pub fn encode_reply(buf: &mut BytesMut, limits: &DeliverLimits, reply: &Reply) {
             limits,
             *consumer_id,
             *first_tag,
-            msgs.iter().map(|m| (m.redelivered, &m.entry)),
+            msgs.iter().map(|m| (m.redelivered, &m.entry, None)),
         ),
         Reply::Ok { request_id, value } => frame(buf, *request_id, Cmd::Ok { value: *value }),
         Reply::Error { request_id, code, message } => {

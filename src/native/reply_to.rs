@@ -96,7 +96,8 @@ impl NativeConn {
         let first_tag = self.reply.tag.get() + 1;
         self.reply.tag.set(self.reply.tag.get().saturating_add(msgs.len() as u64));
         let limits = self.limits();
-        self.outbox.push_parts(|b| encode_deliveries(b, &limits, channel, first_tag, msgs.iter().map(|m| (false, m))));
+        self.outbox
+            .push_parts(|b| encode_deliveries(b, &limits, channel, first_tag, msgs.iter().map(|m| (false, m, None))));
         true
     }
 }

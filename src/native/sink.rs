@@ -41,7 +41,7 @@ impl ConnSink for NativeConn {
                     .outbox
                     .push(|buf| encode_deliveries_from(buf, &limits, *consumer_id, *first_tag, &queue, ds));
             }
-            let ds = msgs.iter().map(|m| (m.redelivered, &m.entry));
+            let ds = msgs.iter().map(|m| (m.redelivered, &m.entry, None));
             return self.outbox.push_parts(|out| encode_deliveries(out, &limits, *consumer_id, *first_tag, ds));
         }
         self.outbox.push(|buf| encode_reply(buf, &limits, &reply));
@@ -54,7 +54,7 @@ impl ConnSink for NativeConn {
             return self.outbox.push(|buf| encode_deliveries_from(buf, &limits, consumer_id, first_tag, &queue, ds));
         }
         self.outbox.push_parts(|out| {
-            encode_deliveries(out, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, m.entry)))
+            encode_deliveries(out, &limits, consumer_id, first_tag, msgs.map(|m| (m.redelivered, m.entry, m.run)))
         });
     }
 

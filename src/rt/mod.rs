@@ -7,6 +7,7 @@
 // with the reason).
 #![deny(clippy::cast_possible_truncation)]
 
+pub mod framing;
 pub mod notify;
 pub mod outbox;
 pub mod reader;

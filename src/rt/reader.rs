@@ -25,7 +25,6 @@
 //! socket ([`FrameReader::read_directly`]) a `recv` while bytes wait and a
 //! receive in the executor's ring once the socket is found empty.
 
-use crate::protocol::amqp::frame::FrameError;
 use crate::protocol::{self, DecodeError, Decoded, Frame};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::AsyncRead;
@@ -43,61 +42,7 @@ pub const HANDSHAKE_READ_BYTES: usize = 4 * 1024;
 /// partial frame.
 const LARGE_FRAME_BYTES: usize = READ_BYTES / 4;
 
-/// What the reader needs to know of a protocol's frames: how many bytes
-/// of a header give the frame's size, and that size, checked against the
-/// limit, before the body is read.
-pub trait Framing {
-    /// Bytes of a frame's front that [`Framing::frame_len`] needs.
-    const HEADER_BYTES: usize;
-    /// A header that is not one, or a frame over the limit.
-    type Error: std::fmt::Debug + std::fmt::Display;
-    /// The whole size of the frame `buf` starts with; `None` while fewer
-    /// than `HEADER_BYTES` are there; an error for a bad header or a frame
-    /// above `frame_bytes_max`.
-    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, Self::Error>;
-}
-
-/// The native protocol's frames ([`crate::protocol::frame`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Native;
-
-impl Framing for Native {
-    const HEADER_BYTES: usize = protocol::HEADER_BYTES;
-    type Error = DecodeError;
-    #[inline(always)]
-    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, DecodeError> {
-        protocol::frame::peek_len(buf, frame_bytes_max)
-    }
-}
-
-/// AMQP 0-9-1 frames ([`crate::protocol::amqp::frame`]); the 8-byte
-/// protocol header in front of them is read with
-/// [`FrameReader::read_at_least`].
-#[derive(Debug, Clone, Copy)]
-pub struct Amqp;
-
-impl Framing for Amqp {
-    const HEADER_BYTES: usize = protocol::amqp::frame::SIZE_PREFIX;
-    type Error = FrameError;
-    #[inline(always)]
-    fn frame_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameError> {
-        protocol::amqp::frame::peek_len(buf, frame_max)
-    }
-}
-
-/// The inter-node link's frames ([`crate::protocol::link`]): cluster
-/// members' handshakes and Raft RPCs.
-#[derive(Debug, Clone, Copy)]
-pub struct Link;
-
-impl Framing for Link {
-    const HEADER_BYTES: usize = protocol::link::HEADER_BYTES;
-    type Error = protocol::link::DecodeError;
-    #[inline(always)]
-    fn frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, protocol::link::DecodeError> {
-        protocol::link::peek_len(buf, frame_bytes_max)
-    }
-}
+pub use super::framing::{Amqp, Framing, Link, Native};
 
 #[derive(Debug)]
 pub enum ReadError<E = DecodeError> {
@@ -179,6 +124,12 @@ pub struct FrameReader<F: Framing = Native> {
     /// asked: the socket was empty then, so the next read waits in the ring
     /// again rather than try a `recv` that would most likely fail.
     drained: bool,
+    /// [`FrameReader::expect_whole_frames`]: the largest large frame read
+    /// whole so far, which later reads may be sized for at once; 0 when
+    /// not asked for.
+    whole_frames: Option<usize>,
+    /// Bytes copied into a larger buffer to grow a partly read frame.
+    copied_growing: u64,
     framing: PhantomData<F>,
 }
 
@@ -199,6 +150,8 @@ impl<F: Framing> FrameReader<F> {
             fd: None,
             ring: None,
             drained: false,
+            whole_frames: None,
+            copied_growing: 0,
             framing: PhantomData,
         }
     }
@@ -234,6 +187,20 @@ impl<F: Framing> FrameReader<F> {
     /// socket any other way.
     pub fn read_directly(&mut self, fd: std::os::fd::RawFd) {
         self.fd = Some(fd);
+    }
+
+    /// Sizes reads for whole large frames once the peer has sent one: a
+    /// frame no larger than the largest it sent whole is read into one
+    /// buffer of its size (no growing step by step, which copied what had
+    /// arrived at each step: more than the frame's bytes again for a
+    /// 256 KiB frame), and after a large frame the next read takes only
+    /// the next header, into room for a frame like the last, and then the
+    /// rest to its end (nothing of a following frame to copy out). Memory per connection stays bounded by what the
+    /// peer has really sent (a header alone still buys only the doubling
+    /// steps); an idle connection may hold one such frame's buffer. For
+    /// a client reading its broker's deliveries.
+    pub fn expect_whole_frames(&mut self) {
+        self.whole_frames.get_or_insert(0);
     }
 
     /// New limits, e.g. once the peer has logged in.
@@ -279,6 +246,9 @@ impl<F: Framing> FrameReader<F> {
             if let Some(n) = need {
                 if self.buf.len() >= n {
                     self.last_large = if n > LARGE_FRAME_BYTES { n } else { 0 };
+                    if let Some(w) = self.whole_frames.as_mut() {
+                        *w = (*w).max(self.last_large);
+                    }
                     return Ok(self.buf.split().freeze());
                 }
             }
@@ -287,6 +257,9 @@ impl<F: Framing> FrameReader<F> {
                 // a busy peer's frames keep sharing reads (reading only to
                 // its end halved the frames per read: 18 % off e2e 16 B).
                 Some(n) if !self.buf.is_empty() && n <= LARGE_FRAME_BYTES => (n - self.buf.len()).max(self.window),
+                // A large one no larger than one the peer sent whole: the
+                // rest of it at once.
+                Some(n) if !self.buf.is_empty() && self.whole_frames.is_some_and(|w| n <= w) => n - self.buf.len(),
                 // A large one: grow with what arrived, at most doubling per
                 // read, from a small step, so a header alone never buys its
                 // body's size (a peer that sends only headers holds a few
@@ -298,12 +271,22 @@ impl<F: Framing> FrameReader<F> {
                 // The next frame's size is not known yet: after a large
                 // frame (a logged-in peer that sent it whole), expect another
                 // like it, up to two reads' worth.
+                // Reading whole frames: room for one like it, but only its
+                // header read first, so the rest is read to its end exactly
+                // (a frame smaller than the last would otherwise leave the
+                // next one's start to be copied out by `keep`).
+                _ if self.last_large > 0 && self.whole_frames.is_some() => {
+                    self.make_room(self.last_large);
+                    F::HEADER_BYTES.saturating_sub(self.buf.len()).max(1)
+                }
                 _ if self.last_large > 0 => self.last_large.min(2 * self.read_bytes),
                 _ => self.window,
             };
             self.make_room(want);
             let n = self.read_some(r, want, deadline(&self.clock)).await?;
-            self.window = next_window(want, n, self.read_bytes);
+            if want >= HANDSHAKE_READ_BYTES || self.whole_frames.is_none() {
+                self.window = next_window(want, n, self.read_bytes);
+            }
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Eof
@@ -325,6 +308,9 @@ impl<F: Framing> FrameReader<F> {
         grown.extend_from_slice(&self.buf);
         self.buf = grown;
         self.spare_init = 0;
+        if len > 0 {
+            self.copied_growing += len as u64;
+        }
     }
 
     /// Returns the unused tail of a chunk (a partial frame) to the buffer.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::amqp::frame::FrameError;
 use crate::protocol::BatchWriter;
 
 /// Publish frames of one 40 KiB message each.
@@ -209,4 +210,86 @@ fn in_place_refuses_a_frame_over_the_limit_from_its_header() {
     let res = futures_lite::future::block_on(reader.fill_in_place(&mut r, |_| None));
     assert!(matches!(res, Err(ReadError::Decode(FrameError::TooLarge { size: 100_008, max: 4096 }))), "{res:?}");
     assert!(reader.held_bytes() <= HANDSHAKE_READ_BYTES);
+}
+
+/// Publish frames of one message of `body` bytes each, and their length.
+fn frames_of(n: usize, body: usize) -> (Vec<u8>, usize) {
+    let mut b = BytesMut::new();
+    for i in 0..n {
+        let mut w = BatchWriter::begin_publish(&mut b, i as u64, 0, "q");
+        w.push(&mut b, 0, &[], &vec![u8::try_from(i % 200).unwrap(); body]);
+        w.finish(&mut b);
+    }
+    let len = b.len() / n;
+    (b.to_vec(), len)
+}
+
+/// Reading whole frames (a client reading deliveries): once the peer has
+/// sent a large frame whole, frames no larger are read into one buffer of
+/// their size, each chunk exactly one frame, with nothing copied to grow
+/// a buffer however the socket cuts the bytes; a header claiming more than
+/// the peer ever sent whole still buys only the doubling steps.
+#[test]
+fn whole_frames_are_read_into_one_buffer_each() {
+    let (mut bytes, len) = frames_of(6, 200 << 10);
+    for step in [usize::MAX, 64 << 10, 7000] {
+        let mut r = Trickle { data: bytes.clone(), pos: 0, step, pend: step == 7000, pended: false };
+        let mut reader = FrameReader::<Native>::new(4 << 20, READ_BYTES);
+        reader.expect_whole_frames();
+        let mut got = Vec::new();
+        futures_lite::future::block_on(async {
+            while got.len() < bytes.len() {
+                let chunk = reader.fill(&mut r, |_| None).await.expect("a frame");
+                let used = for_each_frame::<()>(&chunk, 4 << 20, |_| Ok(())).expect("frames");
+                assert_eq!(used, len, "one frame a chunk");
+                assert_eq!(chunk.len(), len, "read to the frame's end, no further");
+                got.extend_from_slice(&chunk[..used]);
+                if got.len() == len {
+                    assert!(reader.copied_growing > 0, "the first frame grows step by step");
+                    reader.copied_growing = 0;
+                }
+                reader.keep(&chunk, used);
+            }
+        });
+        assert_eq!(got, bytes, "every byte, step {step}");
+        assert_eq!(reader.copied_growing, 0, "nothing copied after the first frame, step {step}");
+    }
+    // Frames of changing sizes (a last batch smaller than the ones
+    // before): each is read to its end and no further, so nothing of the
+    // next one is copied out of a chunk.
+    let mut mixed = Vec::new();
+    let mut lens = Vec::new();
+    for body in [200 << 10, 150 << 10, 200 << 10, 20 << 10, 120 << 10, 200 << 10] {
+        let (f, l) = frames_of(1, body);
+        mixed.extend_from_slice(&f);
+        lens.push(l);
+    }
+    let mut r = Trickle { data: mixed.clone(), pos: 0, step: usize::MAX, pend: false, pended: false };
+    let mut reader = FrameReader::<Native>::new(4 << 20, READ_BYTES);
+    reader.expect_whole_frames();
+    let mut got = Vec::new();
+    futures_lite::future::block_on(async {
+        for (i, &l) in lens.iter().enumerate() {
+            let chunk = reader.fill(&mut r, |_| None).await.expect("a frame");
+            let used = for_each_frame::<()>(&chunk, 4 << 20, |_| Ok(())).expect("frames");
+            assert_eq!((used, chunk.len()), (l, l), "frame {i}: one whole frame, nothing after it");
+            got.extend_from_slice(&chunk);
+            reader.keep(&chunk, used);
+        }
+    });
+    assert_eq!(got, mixed);
+    // Then a header claiming a frame four times larger, and nothing else.
+    let (big, _) = frames_of(1, 800 << 10);
+    bytes.extend_from_slice(&big[..Native::HEADER_BYTES]);
+    let mut r = futures_lite::io::Cursor::new(bytes);
+    let mut reader = FrameReader::<Native>::new(4 << 20, READ_BYTES);
+    reader.expect_whole_frames();
+    futures_lite::future::block_on(async {
+        for _ in 0..6 {
+            let chunk = reader.fill(&mut r, |_| None).await.expect("a frame");
+            reader.keep(&chunk, chunk.len());
+        }
+        assert!(matches!(reader.fill(&mut r, |_| None).await, Err(ReadError::Truncated { .. })));
+    });
+    assert!(reader.held_bytes() <= len + HANDSHAKE_READ_BYTES, "{} held", reader.held_bytes());
 }

@@ -201,6 +201,10 @@ pub struct Delivery<'a> {
     pub redelivered: bool,
     pub entry: &'a bytes::Bytes,
     pub origin: Option<&'a std::sync::Arc<crate::server::types::Origin>>,
+    /// A buffer `entry` may be a slice of, with the entries stored after
+    /// it (a stream's publish batch): consecutive deliveries that lie back
+    /// to back in it can be sent as one slice of it.
+    pub run: Option<&'a bytes::Bytes>,
 }
 
 /// Messages just handed to one consumer, in tag order: borrowed from its
@@ -214,7 +218,26 @@ enum Source<'a> {
     Unacked(std::collections::vec_deque::Iter<'a, Option<Message>>),
     /// The stored messages of the run, in order; those whose entry is
     /// not in memory take theirs from the read-ahead entries, in order.
-    Stream(std::slice::Iter<'a, bytes::Bytes>, std::collections::vec_deque::Iter<'a, super::stream::Stored>),
+    Stream(std::slice::Iter<'a, bytes::Bytes>, std::collections::vec_deque::Iter<'a, super::stream::Stored>, Runs<'a>),
+}
+
+/// A stream's publish-batch buffers ([`super::stream::Run`]), walked
+/// forward alongside the messages being delivered.
+#[derive(Clone)]
+struct Runs<'a> {
+    runs: &'a std::collections::VecDeque<super::stream::Run>,
+    /// The first run that may hold the next message.
+    at: usize,
+}
+
+impl<'a> Runs<'a> {
+    /// The buffer holding message `offset`'s entry, if a run covers it.
+    fn holding(&mut self, offset: u64) -> Option<&'a bytes::Bytes> {
+        while self.runs.get(self.at).is_some_and(|r| r.end <= offset) {
+            self.at += 1;
+        }
+        self.runs.get(self.at).filter(|r| r.first <= offset).map(|r| &r.bytes)
+    }
 }
 
 impl<'a> Deliveries<'a> {
@@ -225,8 +248,10 @@ impl<'a> Deliveries<'a> {
     pub(super) fn stream(
         ahead: &'a [bytes::Bytes],
         run: std::collections::vec_deque::Iter<'a, super::stream::Stored>,
+        runs: &'a std::collections::VecDeque<super::stream::Run>,
     ) -> Self {
-        Self(Source::Stream(ahead.iter(), run))
+        let at = run.clone().next().map_or(0, |m| runs.partition_point(|r| r.end <= m.offset));
+        Self(Source::Stream(ahead.iter(), run, Runs { runs, at }))
     }
 }
 
@@ -240,12 +265,21 @@ impl<'a> Iterator for Deliveries<'a> {
                 redelivered: m.redelivered,
                 entry: &m.entry,
                 origin: m.origin.as_ref(),
+                run: None,
             }),
             // A stream's deliveries are never redelivered.
-            Source::Stream(ahead, run) => {
+            Source::Stream(ahead, run, runs) => {
                 let m = run.next()?;
-                let entry = if m.entry.is_empty() { ahead.next()? } else { &m.entry };
-                Some(Delivery { redelivered: false, entry, origin: m.origin.as_ref() })
+                if m.entry.is_empty() {
+                    return Some(Delivery {
+                        redelivered: false,
+                        entry: ahead.next()?,
+                        origin: m.origin.as_ref(),
+                        run: None,
+                    });
+                }
+                let run = runs.holding(m.offset);
+                Some(Delivery { redelivered: false, entry: &m.entry, origin: m.origin.as_ref(), run })
             }
         }
     }
@@ -253,7 +287,7 @@ impl<'a> Iterator for Deliveries<'a> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = match &self.0 {
             Source::Unacked(it) => it.len(),
-            Source::Stream(_, run) => run.len(),
+            Source::Stream(_, run, _) => run.len(),
         };
         (n, Some(n))
     }

@@ -23,6 +23,7 @@ use super::{Out, Queue};
 use crate::protocol::batch::{parse_entry, put_entry};
 use crate::protocol::field_table::Value;
 use crate::protocol::props::{self, Props};
+use crate::protocol::Entry;
 use crate::protocol::ErrorCode;
 use crate::storage::Loc;
 use bytes::{Bytes, BytesMut};
@@ -65,6 +66,15 @@ pub const STORED_BYTES: u64 = std::mem::size_of::<Stored>() as u64;
 // docs/streams.md and operations.md say about 72 bytes a message.
 const _: () = assert!(STORED_BYTES <= 72);
 
+/// One publish batch's marked entries in one buffer (`mark_batch`): the
+/// messages `first..end` whose entries are slices of `bytes` lie in it in
+/// offset order, back to back. Kept while any of them is in memory.
+pub(super) struct Run {
+    pub(super) first: u64,
+    pub(super) end: u64,
+    pub(super) bytes: Bytes,
+}
+
 /// One retention segment: `count` messages from `first_index` on.
 struct Segment {
     count: usize,
@@ -83,6 +93,9 @@ pub struct Stream {
     pub(super) memory_max: u64,
     /// Consumers behind the window that need a read from the log.
     pub(super) wants_read: Vec<(ConnRef, u32)>,
+    /// The publish batches' buffers, in offset order, while some of their
+    /// entries are in memory (`Run`).
+    pub(super) runs: VecDeque<Run>,
     segments: VecDeque<Segment>,
     bytes: u64,
     max_bytes: Option<u64>,
@@ -221,20 +234,68 @@ impl Stream {
 /// RabbitMQ's), or as it is when its properties are not AMQP's or the new
 /// ones would not fit the entry's `u16` length.
 pub fn with_offset_header(entry: &Bytes, offset: u64) -> Bytes {
-    let Ok(e) = parse_entry(entry) else { return entry.clone() };
+    let Some(props) = marked_props(entry, offset) else { return entry.clone() };
+    let mut out = BytesMut::new();
+    put_marked(&mut out, entry, &props);
+    out.freeze()
+}
+
+/// The properties `entry` is stored with in a stream: its own with the
+/// `x-stream-offset` header set; `None` when it is kept as it is.
+fn marked_props(entry: &[u8], offset: u64) -> Option<Vec<u8>> {
+    let e = parse_entry(entry).ok()?;
     let parsed = if e.props.is_empty() { None } else { Props::parse(e.props).ok() };
     if parsed.is_none() && !e.props.is_empty() {
-        return entry.clone();
+        return None;
     }
     let mut headers = parsed.and_then(|p| p.headers).unwrap_or_default();
     headers.set("x-stream-offset", Value::I64(i64::try_from(offset).unwrap_or(i64::MAX)));
-    let Ok(new_props) = props::rewrite(e.props, &headers, false) else { return entry.clone() };
-    if new_props.len() > usize::from(u16::MAX) {
-        return entry.clone();
+    let new_props = props::rewrite(e.props, &headers, false).ok()?;
+    (new_props.len() <= usize::from(u16::MAX)).then_some(new_props)
+}
+
+/// Appends `entry` (which parses: `marked_props` gave `props` for it)
+/// with its properties replaced by `props`.
+fn put_marked(out: &mut BytesMut, entry: &[u8], props: &[u8]) {
+    let body = parse_entry(entry).map_or(&[][..], |e| e.body);
+    out.reserve(Entry::wire_len(props.len(), body.len()));
+    put_entry(out, 0, props, body);
+}
+
+/// A publish batch's entries as marked for the stream, written one after
+/// another into one buffer of exactly their size (a *run*), so that
+/// consecutive deliveries of them are one slice of it (`native::encode`:
+/// one reference and one `iovec` for many entries). An entry kept as it
+/// came (opaque properties) stays its own buffer.
+fn mark_batch(entries: impl Iterator<Item = Bytes>, first: u64, n: usize) -> (Bytes, Vec<Marked>) {
+    let mut kept = Vec::with_capacity(n);
+    let mut size = 0;
+    for (entry, offset) in entries.zip(first..) {
+        let props = marked_props(&entry, offset);
+        if let (Some(p), Ok(e)) = (&props, parse_entry(&entry)) {
+            size += Entry::wire_len(p.len(), e.body.len());
+        }
+        kept.push((entry, props));
     }
-    let mut out = BytesMut::with_capacity(new_props.len() + e.body.len() + 8);
-    put_entry(&mut out, 0, &new_props, e.body);
-    out.freeze()
+    let mut run = BytesMut::with_capacity(size);
+    let mut marked = Vec::with_capacity(n);
+    for (entry, props) in kept {
+        match props {
+            Some(p) => {
+                let at = run.len();
+                put_marked(&mut run, &entry, &p);
+                marked.push(Marked::InRun(at, run.len()));
+            }
+            None => marked.push(Marked::Kept(entry)),
+        }
+    }
+    (run.freeze(), marked)
+}
+
+enum Marked {
+    /// `run[from..to]`.
+    InRun(usize, usize),
+    Kept(Bytes),
 }
 
 fn unsupported(what: &str, queue: &str) -> QueueError {
@@ -326,14 +387,22 @@ impl Queue {
         if n > 0 {
             s.chunk = Some((self.next_seq, crate::protocol::wire::len32(n), now));
         }
-        for (i, entry) in entries.enumerate() {
-            let entry = with_offset_header(&entry, self.next_seq);
+        let (run, marked) = mark_batch(entries, self.next_seq, n);
+        if !run.is_empty() {
+            s.runs.push_back(Run { first: self.next_seq, end: self.next_seq + n as u64, bytes: run.clone() });
+        }
+        for (i, m) in marked.into_iter().enumerate() {
+            let entry = match m {
+                Marked::InRun(from, to) => run.slice(from..to),
+                Marked::Kept(entry) => entry,
+            };
             stored(self.next_seq, &entry);
             // Located after the batch (`stream_locate`): not demoted before.
             s.push(self.next_seq, now, i == 0, entry, None, origin.cloned());
             self.next_seq += 1;
         }
         s.retain(now);
+        s.drop_cold_runs();
         self.published_total += n as u64;
         Ok(crate::protocol::wire::len32(n))
     }
@@ -481,7 +550,7 @@ impl Queue {
                 continue;
             }
             c.mark_sent(first, now);
-            out(c.owner, c.id, first, Deliveries::stream(&ahead, s.msgs.range(from..i)));
+            out(c.owner, c.id, first, Deliveries::stream(&ahead, s.msgs.range(from..i), &s.runs));
             done.sent += crate::protocol::wire::usize_of(count);
             if bytes == 0 {
                 done.full.push(c.owner);

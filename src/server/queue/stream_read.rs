@@ -62,6 +62,17 @@ impl Stream {
         }
     }
 
+    /// Lets go of the publish batches' buffers none of whose entries is
+    /// in memory any more (demoted to the log, or dropped by retention).
+    /// A batch partly demoted keeps its buffer until the rest goes: the
+    /// window may be passed by at most one batch's bytes.
+    pub(super) fn drop_cold_runs(&mut self) {
+        let first_hot = self.msgs.get(self.hot_from).map_or(u64::MAX, |m| m.offset);
+        while self.runs.front().is_some_and(|r| r.end <= first_hot) {
+            self.runs.pop_front();
+        }
+    }
+
     fn at_mut(&mut self, offset: u64) -> Option<&mut Stored> {
         let i = self.msgs.partition_point(|m| m.offset < offset);
         self.msgs.get_mut(i).filter(|m| m.offset == offset)
@@ -81,6 +92,7 @@ impl Queue {
             }
         }
         s.demote();
+        s.drop_cold_runs();
     }
 
     /// Compaction moved a stream message's record.

@@ -86,7 +86,9 @@ fn deliveries_share_the_stored_entry() {
 #[test]
 fn unacked_stream_deliveries_hold_no_reference() {
     let mut q = stream(TableBuilder::new());
-    publish(&mut q, msgs(0..3), 0).unwrap();
+    // Opaque properties: each entry is kept as its own buffer (not in a
+    // run shared with the others), so `is_unique` tells who holds it.
+    publish(&mut q, (0..3).map(|i| entry(&[0xff], &i.to_string())).collect(), 0).unwrap();
     q.subscribe_stream(C, 1, 10, start(StreamOffset::First)).unwrap();
     q.subscribe_stream(C, 2, 10, start(StreamOffset::First)).unwrap();
     let mut n = 0;
@@ -137,6 +139,10 @@ fn retention_drops_whole_segments_oldest_first() {
     assert_eq!(firsts, (0..dropped.len() as u64).collect::<Vec<_>>());
     assert!(q.stream_bytes() <= 300 + 100, "{}", q.stream_bytes());
     assert!(q.take_stream_dropped().is_empty());
+    // The runs of wholly dropped batches are let go.
+    let s = q.stream.as_ref().unwrap();
+    let first = s.first_offset().unwrap();
+    assert!(s.runs.front().is_some_and(|r| r.first <= first && r.end > first), "first kept {first}");
     // A consumer asking for a dropped offset starts at the first kept.
     q.subscribe_stream(C, 1, 100, start(StreamOffset::Offset(0))).unwrap();
     let got = offsets(&mut q);
@@ -240,4 +246,64 @@ fn a_stream_past_its_window_is_read_from_the_log() {
     q.unsubscribe(C, 2).unwrap();
     q.stream_fill(C, 2, &plan, Some(vec![stored[0].1.clone()]));
     assert_eq!(q.stream_mem_bytes(), 200 - 200 % one);
+}
+
+/// The entries of one publish batch lie back to back in one buffer (its
+/// run), which deliveries carry so a connection can send many as one
+/// slice; an entry kept as it came is not in it; the run is let go once
+/// none of its entries is in memory.
+#[test]
+fn a_publish_batch_is_stored_as_one_run() {
+    let mut q = stream(TableBuilder::new());
+    let mut stored = Vec::new();
+    let mut batch = msgs(0..5);
+    batch.insert(2, entry(&[0xff], "opaque"));
+    q.publish(false, true, 0, batch.into_iter(), None, |seq, e| stored.push((seq, e.clone()))).unwrap();
+    q.publish(false, true, 0, msgs(10..14).into_iter(), None, |seq, e| stored.push((seq, e.clone()))).unwrap();
+    assert_eq!(q.stream.as_ref().unwrap().runs.len(), 2);
+    q.subscribe_stream(C, 1, 100, start(StreamOffset::First)).unwrap();
+    let mut got: Vec<(usize, usize, Option<usize>, usize)> = Vec::new();
+    q.dispatch(
+        &mut |_, _, _, ms| {
+            got.extend(ms.map(|m| {
+                (
+                    m.entry.as_ptr() as usize,
+                    m.entry.len(),
+                    m.run.map(|r| r.as_ptr() as usize),
+                    m.run.map_or(0, |r| r.len()),
+                )
+            }))
+        },
+        0,
+    );
+    assert_eq!(got.len(), 10);
+    let (run1, run2) = (got[0].2.unwrap(), got[6].2.unwrap());
+    assert_ne!(run1, run2);
+    let inside = |(p, len, run, run_len): (usize, usize, Option<usize>, usize)| {
+        run.is_some_and(|r| p >= r && p + len <= r + run_len)
+    };
+    for (i, &d) in got.iter().enumerate() {
+        assert_eq!(inside(d), i != 2, "entry {i}: only the opaque one is outside its batch's run");
+    }
+    // Back to back, in offset order, from the first byte of the run.
+    assert_eq!(got[0].0, run1);
+    assert_eq!(got[0].0 + got[0].1, got[1].0);
+    assert_eq!(got[3].0 + got[3].1, got[4].0);
+    assert_eq!(got[1].0 + got[1].1, got[3].0, "the opaque entry takes no room in the run");
+    assert_eq!(got[9].0 + got[9].1, run2 + got[9].3, "the run is exactly its entries");
+    // What the log stores is what is delivered.
+    assert_eq!(stored[1].1.as_ptr() as usize, got[1].0);
+    // Demoted to the log: the first batch's run goes once all of it is out
+    // of memory, the second's stays while any of its entries is in.
+    let one = got[9].1 as u64;
+    q.limits.stream_memory_bytes_max = 2 * one;
+    let locs: Vec<(u64, crate::storage::Loc)> =
+        stored.iter().map(|(seq, e)| (*seq, crate::storage::Loc::new(1, seq * 4096, e.len()).unwrap())).collect();
+    q.stream_locate(&locs);
+    let s = q.stream.as_ref().unwrap();
+    assert_eq!(s.runs.len(), 1);
+    assert_eq!(s.runs[0].first, 6);
+    q.limits.stream_memory_bytes_max = 0;
+    q.stream_locate(&[]);
+    assert!(q.stream.as_ref().unwrap().runs.is_empty());
 }
