@@ -11,11 +11,33 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub const READ_BYTES: usize = 64 * 1024;
 /// The consumer's acks: small, and only read to be dropped.
 pub const ACK_READ_BYTES: usize = 4096;
+/// How long a finished pair's consumer may take to close after the end.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends a pair whose publisher closed: the consumer gets the bytes still
+/// held (`rest`), then the end of the stream, and its last acks are read
+/// until it closes too (or [`LINGER`] passes). Closing a socket with acks
+/// still unread would send it a reset instead of the end.
+fn finish(consumer: &mut TcpStream, rest: &[u8], moved: &mut Moved) -> Result<()> {
+    consumer.set_nonblocking(false)?;
+    consumer.write_all(rest).context("writing to the consumer")?;
+    consumer.shutdown(Shutdown::Write)?;
+    consumer.set_read_timeout(Some(LINGER))?;
+    let mut buf = [0u8; ACK_READ_BYTES];
+    loop {
+        match consumer.read(&mut buf) {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(k) => moved.acked += k as u64,
+        }
+    }
+}
 
 /// A thread blocked in `read` on the publisher, writing each arrival to the
 /// consumer; another thread reading (and dropping) the consumer's acks.
 pub fn blocking(mut publisher: TcpStream, mut consumer: TcpStream) -> Result<Moved> {
     let mut acks = consumer.try_clone()?;
+    // The ack reader ends when the consumer closes, or this long after.
+    acks.set_read_timeout(Some(LINGER))?;
     let ack_reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; ACK_READ_BYTES];
         let mut n = 0u64;
@@ -41,8 +63,9 @@ pub fn blocking(mut publisher: TcpStream, mut consumer: TcpStream) -> Result<Mov
         moved.relayed += n as u64;
         moved.arrivals += 1;
     };
-    // Ends the ack reader's read as well.
-    let _ = consumer.shutdown(Shutdown::Both);
+    // The end for the consumer; the ack reader reads its last acks until
+    // it closes (closing with acks unread would reset it instead).
+    let _ = consumer.shutdown(Shutdown::Write);
     moved.acked = ack_reader.join().unwrap_or(0);
     r.map(|()| moved)
 }
@@ -112,7 +135,10 @@ pub fn epoll(mut publisher: TcpStream, mut consumer: TcpStream) -> Result<Moved>
             let (fd, events) = (ev.u64 as RawFd, ev.events);
             if fd == pfd {
                 let k = match publisher.read(&mut buf) {
-                    Ok(0) => return Ok(moved),
+                    Ok(0) => {
+                        finish(&mut consumer, &buf[pending.0..pending.1], &mut moved)?;
+                        return Ok(moved);
+                    }
                     Ok(k) => k,
                     Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e).context("reading the publisher"),
