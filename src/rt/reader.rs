@@ -193,9 +193,8 @@ impl<F: Framing> FrameReader<F> {
     /// frame no larger than the largest it sent whole is read into one
     /// buffer of its size (no growing step by step, which copied what had
     /// arrived at each step: more than the frame's bytes again for a
-    /// 256 KiB frame), and after a large frame the next read takes only
-    /// the next header, into room for a frame like the last, and then the
-    /// rest to its end (nothing of a following frame to copy out). Memory per connection stays bounded by what the
+    /// 256 KiB frame), and after a large frame the next read expects one
+    /// like it, whole. Memory per connection stays bounded by what the
     /// peer has really sent (a header alone still buys only the doubling
     /// steps); an idle connection may hold one such frame's buffer. For
     /// a client reading its broker's deliveries.
@@ -271,22 +270,13 @@ impl<F: Framing> FrameReader<F> {
                 // The next frame's size is not known yet: after a large
                 // frame (a logged-in peer that sent it whole), expect another
                 // like it, up to two reads' worth.
-                // Reading whole frames: room for one like it, but only its
-                // header read first, so the rest is read to its end exactly
-                // (a frame smaller than the last would otherwise leave the
-                // next one's start to be copied out by `keep`).
-                _ if self.last_large > 0 && self.whole_frames.is_some() => {
-                    self.make_room(self.last_large);
-                    F::HEADER_BYTES.saturating_sub(self.buf.len()).max(1)
-                }
+                _ if self.last_large > 0 && self.whole_frames.is_some() => self.last_large,
                 _ if self.last_large > 0 => self.last_large.min(2 * self.read_bytes),
                 _ => self.window,
             };
             self.make_room(want);
             let n = self.read_some(r, want, deadline(&self.clock)).await?;
-            if want >= HANDSHAKE_READ_BYTES || self.whole_frames.is_none() {
-                self.window = next_window(want, n, self.read_bytes);
-            }
+            self.window = next_window(want, n, self.read_bytes);
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Eof
