@@ -226,23 +226,11 @@ func run(url, q string, size int, rate, duration, warmup float64, prefetch, ackE
 	ctx := context.Background()
 	var i int64
 	for {
-		var intended time.Duration
-		if rate > 0 {
-			intended = time.Duration(float64(i) / rate * 1e9)
-			if intended >= winEnd {
-				break
-			}
-			if wait := intended - time.Since(start); wait > 0 {
-				time.Sleep(wait)
-			}
-		} else {
-			intended = time.Since(start)
-			if intended >= winEnd {
-				break
-			}
+		intended, ok := nextDue(i, rate, start, winEnd)
+		if !ok {
+			break
 		}
-		binary.LittleEndian.PutUint64(body[0:8], uint64(time.Since(start)))
-		binary.LittleEndian.PutUint64(body[8:16], uint64(intended))
+		stamp(body, start, intended)
 		must(pch.PublishWithContext(ctx, "", q, false, false, amqp.Publishing{Body: body}), "basic.publish")
 		i++
 		atomic.StoreInt64(&sent, i)
@@ -480,23 +468,11 @@ func floor(addr, q string, size int, rate, duration, warmup float64, ackEvery, w
 	body := bodyFrame[bodyAt : bodyAt+size]
 	var i int64
 	for {
-		var intended time.Duration
-		if rate > 0 {
-			intended = time.Duration(float64(i) / rate * 1e9)
-			if intended >= winEnd {
-				break
-			}
-			if wait := intended - time.Since(start); wait > 0 {
-				time.Sleep(wait)
-			}
-		} else {
-			intended = time.Since(start)
-			if intended >= winEnd {
-				break
-			}
+		intended, ok := nextDue(i, rate, start, winEnd)
+		if !ok {
+			break
 		}
-		binary.LittleEndian.PutUint64(body[0:8], uint64(time.Since(start)))
-		binary.LittleEndian.PutUint64(body[8:16], uint64(intended))
+		stamp(body, start, intended)
 		if writes == 3 {
 			for _, f := range [][]byte{method, header, bodyFrame} {
 				_, err := pconn.Write(f)
@@ -538,4 +514,28 @@ func floor(addr, q string, size int, rate, duration, warmup float64, ackEvery, w
 	if hgrmOut != "" {
 		must(os.WriteFile(hgrmOut, []byte(hgrm(lat)), 0o644), "writing -hgrm")
 	}
+}
+
+// nextDue returns message i's intended send time, sleeping until then at a
+// fixed rate (at full speed it is now); false once the window has ended.
+func nextDue(i int64, rate float64, start time.Time, winEnd time.Duration) (time.Duration, bool) {
+	if rate <= 0 {
+		now := time.Since(start)
+		return now, now < winEnd
+	}
+	intended := time.Duration(float64(i) / rate * 1e9)
+	if intended >= winEnd {
+		return 0, false
+	}
+	if wait := intended - time.Since(start); wait > 0 {
+		time.Sleep(wait)
+	}
+	return intended, true
+}
+
+// stamp writes the actual and the intended send time into the body's
+// first 16 bytes, for the consumer's two latencies.
+func stamp(body []byte, start time.Time, intended time.Duration) {
+	binary.LittleEndian.PutUint64(body[0:8], uint64(time.Since(start)))
+	binary.LittleEndian.PutUint64(body[8:16], uint64(intended))
 }
