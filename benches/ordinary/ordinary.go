@@ -240,27 +240,16 @@ func run(url, q string, size int, rate, duration, warmup float64, prefetch, ackE
 	case <-cdone:
 	case <-time.After(5 * time.Second):
 	}
-	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
-	sort.Slice(latIntended, func(a, b int) bool { return latIntended[a] < latIntended[b] })
 	summary := map[string]interface{}{
-		"label":                    label,
-		"size":                     size,
-		"rate":                     rate,
-		"sent":                     i,
-		"received":                 received,
-		"lost":                     i - received,
-		"msgs_per_s":               float64(inWindow) / duration,
-		"latency_us":               pct(lat),
-		"latency_from_intended_us": pct(latIntended),
+		"label":      label,
+		"size":       size,
+		"rate":       rate,
+		"sent":       i,
+		"received":   received,
+		"lost":       i - received,
+		"msgs_per_s": float64(inWindow) / duration,
 	}
-	text, _ := json.MarshalIndent(summary, "", "  ")
-	fmt.Println(string(text))
-	if jsonOut != "" {
-		must(os.WriteFile(jsonOut, append(text, '\n'), 0o644), "writing -json")
-	}
-	if hgrmOut != "" {
-		must(os.WriteFile(hgrmOut, []byte(hgrm(lat)), 0o644), "writing -hgrm")
-	}
+	report(summary, lat, latIntended, jsonOut, hgrmOut)
 }
 
 // hgrm writes sorted ns latencies as HdrHistogram's percentile table in µs
@@ -491,29 +480,18 @@ func floor(addr, q string, size int, rate, duration, warmup float64, ackEvery, w
 	case <-cdone:
 	case <-time.After(5 * time.Second):
 	}
-	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
-	sort.Slice(latIntended, func(a, b int) bool { return latIntended[a] < latIntended[b] })
 	summary := map[string]interface{}{
-		"label":                    label,
-		"size":                     size,
-		"rate":                     rate,
-		"sent":                     i,
-		"received":                 received,
-		"lost":                     i - received,
-		"msgs_per_s":               float64(inWindow) / duration,
-		"writes_per_msg":           writes,
-		"bytes_per_msg":            msgLen,
-		"latency_us":               pct(lat),
-		"latency_from_intended_us": pct(latIntended),
+		"label":          label,
+		"size":           size,
+		"rate":           rate,
+		"sent":           i,
+		"received":       received,
+		"lost":           i - received,
+		"msgs_per_s":     float64(inWindow) / duration,
+		"writes_per_msg": writes,
+		"bytes_per_msg":  msgLen,
 	}
-	text, _ := json.MarshalIndent(summary, "", "  ")
-	fmt.Println(string(text))
-	if jsonOut != "" {
-		must(os.WriteFile(jsonOut, append(text, '\n'), 0o644), "writing -json")
-	}
-	if hgrmOut != "" {
-		must(os.WriteFile(hgrmOut, []byte(hgrm(lat)), 0o644), "writing -hgrm")
-	}
+	report(summary, lat, latIntended, jsonOut, hgrmOut)
 }
 
 // nextDue returns message i's intended send time, sleeping until then at a
@@ -538,4 +516,22 @@ func nextDue(i int64, rate float64, start time.Time, winEnd time.Duration) (time
 func stamp(body []byte, start time.Time, intended time.Duration) {
 	binary.LittleEndian.PutUint64(body[0:8], uint64(time.Since(start)))
 	binary.LittleEndian.PutUint64(body[8:16], uint64(intended))
+}
+
+// report adds the two latencies (from the actual and from the intended
+// send, ns each, sorted here) to a run's summary, prints it, and writes the
+// -json and -hgrm files asked for.
+func report(summary map[string]interface{}, lat, latIntended []int64, jsonOut, hgrmOut string) {
+	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
+	sort.Slice(latIntended, func(a, b int) bool { return latIntended[a] < latIntended[b] })
+	summary["latency_us"] = pct(lat)
+	summary["latency_from_intended_us"] = pct(latIntended)
+	text, _ := json.MarshalIndent(summary, "", "  ")
+	fmt.Println(string(text))
+	if jsonOut != "" {
+		must(os.WriteFile(jsonOut, append(text, '\n'), 0o644), "writing -json")
+	}
+	if hgrmOut != "" {
+		must(os.WriteFile(hgrmOut, []byte(hgrm(lat)), 0o644), "writing -hgrm")
+	}
 }
