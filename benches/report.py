@@ -414,6 +414,17 @@ def table(out):
         "(target p50 ≤ 120 µs, p99 ≤ 400 µs)",
         go_latency_cell(L("ordinary-1024-ringmq-*.json")), go_latency_cell(L("ordinary-1024-rabbitmq-*.json")),
         "lower", Cell(fl.value, "bare relay: " + fl.text) if fl else None)
+    spin = meta.get("ordinary_spin_us", 0)
+    d_cpu, s_cpu = cpu_cell(out, "ringmq", "ordinary-1024"), cpu_cell(out, "spin", "ordinary-1024")
+    if s_cpu and d_cpu:
+        cost = Cell(None, f"broker CPU a message at this rate: {s_cpu.text} spinning, {d_cpu.text} parking at once")
+    else:
+        cost = None
+    s_lat = go_latency_cell(L("ordinary-1024-spin-*.json"))
+    if s_lat:
+        row("ordinary", f"The same, ringmq with `idle_spin_us = {spin}` (its shard polls that long before it "
+            "parks, so a burst's first write does not wait for the host to run an idle CPU again)",
+            s_lat, go_latency_cell(L("ordinary-1024-rabbitmq-*.json")), "lower", cost)
     for ack, what in (("auto", "`auto_ack=True`"), ("each", "one `basic_ack` per delivery")):
         row("pika", f"pika (BlockingConnection, one `basic_publish` per call), {what}, 16 B: broker CPU per "
             "message; msg/s; the broker's sends per delivery", pika_cell(out, ack, "ringmq"),

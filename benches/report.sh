@@ -17,7 +17,7 @@
 #   RINGMQ_BIN, LOADGEN_BIN  use these binaries instead of building them
 #                (the table's commit then names the broker binary too)
 #   RUNS, DURATION, WARMUP, SIZES, RATE, FAST_RATE, PERS_RATE, PERS_HIGH_RATE,
-#   RECOVERY_COUNT override the defaults below.
+#   RECOVERY_COUNT, ORDINARY_SPIN_US override the defaults below.
 #   The layout (defaults for two cores; see "On a machine with more cores"):
 #   GEN_CORES_TPUT=0  the generator's cores for the throughput workloads
 #   LAT_SHARDS=1      the latency workloads' broker cores: ringmq --cores N (shards
@@ -43,7 +43,8 @@
 #             wake-up, one read and one write per arrival), on the brokers'
 #             cores: epoll, blocking and io_uring relays, one write per
 #             message instead of amqp091-go's three, and epoll and io_uring
-#             at ringmq's rate
+#             at ringmq's rate; and the 1 KiB run once more against ringmq
+#             with idle_spin_us = ORDINARY_SPIN_US (default 100; 0 skips it)
 #   pika      benches/ordinary/pika_ordinary.py (pika's BlockingConnection,
 #             one basic_publish per call), auto_ack and one basic_ack per
 #             delivery, 16 B: broker CPU per message, msg/s, and the
@@ -77,6 +78,7 @@ RATE=${RATE:-5000}
 FAST_RATE=${FAST_RATE:-100000}
 PERS_RATE=${PERS_RATE:-5000}
 PERS_HIGH_RATE=${PERS_HIGH_RATE:-50000}
+ORDINARY_SPIN_US=${ORDINARY_SPIN_US:-100}
 GEN_CORES_TPUT=${GEN_CORES_TPUT:-0}
 LAT_SHARDS=${LAT_SHARDS:-1}
 GEN_CORES_LAT=${GEN_CORES_LAT:-1}
@@ -440,10 +442,13 @@ if [ $LATENCY = 1 ]; then
                     -json "$OUT/ordinary-16-$name-$r.json" >/dev/null 2>>"$LOG" || say "  ordinary 16 B on $name failed"
                 c1=$(cpu_ticks "$pid")
                 if [ -n "$c0" ] && [ -n "$c1" ]; then echo $((c1 - c0)) >"$OUT/ordinary-16-$name-$r.cpu"; fi
+                c0=$(cpu_ticks "$pid")
                 timeout $((${DURATION%.*} + ${WARMUP%.*} + 60)) taskset -c "$GEN_CORES_LAT" "$ORDINARY" run -url "$(url_of "$t")" \
                     -size 1024 -rate "$RATE" -duration "$DURATION" -warmup "$WARMUP" -label "$name" \
                     -json "$OUT/ordinary-1024-$name-$r.json" -hgrm "$OUT/ordinary-1024-$name-$r.hgrm" \
                     >/dev/null 2>>"$LOG" || say "  ordinary 1 KiB on $name failed"
+                c1=$(cpu_ticks "$pid")
+                if [ -n "$c0" ] && [ -n "$c1" ]; then echo $((c1 - c0)) >"$OUT/ordinary-1024-$name-$r.cpu"; fi
                 say "  $name: $(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print("16 B %.0f msg/s; 1 KiB at rate: p99 %.0f us" % (a["msgs_per_s"], b["latency_us"]["p99"]))' \
                     "$OUT/ordinary-16-$name-$r.json" "$OUT/ordinary-1024-$name-$r.json" 2>/dev/null || echo failed)"
             done
@@ -464,12 +469,34 @@ if [ $LATENCY = 1 ]; then
                 ordinary_floor "$mode" "$OUT/ordinary-16-$v-$r" "${flags[@]}"
             done
             ordinary_floor epoll "$OUT/ordinary-1024-floor-epoll-$r" -size 1024 -rate "$RATE"
+            # ringmq again with its shard spinning before it parks
+            # (`idle_spin_us`): on a VM an idle core halts, and the first
+            # write of a burst waits for the host to run it again.
+            if [ "$ORDINARY_SPIN_US" -gt 0 ]; then
+                stop_ringmq
+                printf 'idle_spin_us = %s\n' "$ORDINARY_SPIN_US" >"$TMP/spin.toml"
+                rm -rf "$TMP/spin"
+                start_ringmq "$TMP/spin" --config "$TMP/spin.toml" "${RINGMQ_ARGS[@]}"
+                await_ringmq 30
+                c0=$(cpu_ticks "$RINGMQ_PID")
+                timeout $((${DURATION%.*} + ${WARMUP%.*} + 60)) taskset -c "$GEN_CORES_LAT" "$ORDINARY" run -url "$RINGMQ_AMQP" \
+                    -size 1024 -rate "$RATE" -duration "$DURATION" -warmup "$WARMUP" -label ringmq-spin \
+                    -json "$OUT/ordinary-1024-spin-$r.json" >/dev/null 2>>"$LOG" || say "  ordinary 1 KiB, spinning, failed"
+                c1=$(cpu_ticks "$RINGMQ_PID")
+                if [ -n "$c0" ] && [ -n "$c1" ]; then echo $((c1 - c0)) >"$OUT/ordinary-1024-spin-$r.cpu"; fi
+                stop_ringmq
+                start_ringmq "$TMP/b" "${RINGMQ_ARGS[@]}"
+                await_ringmq 30
+                say "  ringmq, idle_spin_us = $ORDINARY_SPIN_US: $(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print("1 KiB at rate: p99 %.0f us" % b["latency_us"]["p99"])' \
+                    "$OUT/ordinary-1024-spin-$r.json" 2>/dev/null || echo failed)"
+            fi
             say "  floor: $(python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); print("16 B %.0f msg/s; 1 KiB at rate: p99 %.0f us" % (a["msgs_per_s"], b["latency_us"]["p99"]))' \
                 "$OUT/ordinary-16-floor-epoll-$r.json" "$OUT/ordinary-1024-floor-epoll-$r.json" 2>/dev/null || echo failed)"
         done
         stop_floors
         cmd ordinary "taskset -c $GEN_CORES_LAT ordinary run -url URL -size 16 -duration $DURATION -warmup $WARMUP   (broker CPU from /proc/PID/stat over the run)"
         cmd ordinary "taskset -c $GEN_CORES_LAT ordinary run -url URL -size 1024 -rate $RATE -duration $DURATION -warmup $WARMUP"
+        [ "$ORDINARY_SPIN_US" -gt 0 ] && cmd ordinary "ringmq serve --config FILE (idle_spin_us = $ORDINARY_SPIN_US) --cores $LAT_SHARDS; taskset -c $GEN_CORES_LAT ordinary run -url URL -size 1024 -rate $RATE -duration $DURATION -warmup $WARMUP   (broker CPU from /proc/PID/stat over the run, as for the default's 1 KiB run)"
         cmd ordinary "taskset -c 0-$((LAT_SHARDS - 1)) ringmq-floor --mode MODE; taskset -c $GEN_CORES_LAT ordinary floor -addr ADDR -size 16 [-writes 1] [-rate RINGMQ'S] -duration $DURATION -warmup $WARMUP   (the floor: MODE epoll, blocking, uring; its CPU from /proc/PID/stat)"
         end
     fi
@@ -531,7 +558,7 @@ json.dump({
     "machine_long": "$(nproc) vCPUs ($CPU), $MEM GiB RAM, Linux $(uname -r), loopback only; brokers and clients share the cores",
     "rabbitmq_version": "$RABBIT_VERSION",
     "rate": $RATE, "fast_rate": $FAST_RATE, "pers_rate": $PERS_RATE, "pers_high_rate": $PERS_HIGH_RATE,
-    "recovery_count": $RECOVERY_COUNT,
+    "recovery_count": $RECOVERY_COUNT, "ordinary_spin_us": $ORDINARY_SPIN_US,
 }, open(sys.argv[1], "w"))
 EOF
 python3 "$ROOT/benches/report.py" table "$OUT" >"$OUT/table.md"
