@@ -170,6 +170,116 @@ fn latency_queue_is_preempted_on_time() {
     assert!(waits[waits.len() - 1] < Duration::from_millis(50), "worst {:?}", waits[waits.len() - 1]);
 }
 
+/// The preemption timer moved out of a sleep's way (patch 8): a queue with
+/// `Latency::Matters(1 ms)` alternates a sleep of 3 ms (longer than the
+/// period, so the kept timer would wake it and the reactor learns to move
+/// the timer to the sleep's own expiry) with a spin until `need_preempt`.
+/// Every sleep still wakes on its timer, not before and not much after, and
+/// after every wake the queue is still preempted about a period later (the
+/// timer moved back).
+#[test]
+fn a_moved_preemption_timer_still_preempts_and_timers_still_fire() {
+    let builder = LocalExecutorBuilder::new(Placement::Unbound);
+    let (lates, mut waits) = run_on_executor(builder, || async {
+        let tq =
+            glommio::executor().create_task_queue(Shares::default(), Latency::Matters(Duration::from_millis(1)), "lat");
+        glommio::spawn_local_into(
+            async {
+                let (mut lates, mut waits) = (Vec::new(), Vec::new());
+                for i in 0..60u64 {
+                    let want = Duration::from_millis(3 + i % 3);
+                    let t = Instant::now();
+                    glommio::timer::sleep(want).await;
+                    let took = t.elapsed();
+                    assert!(took >= want, "woke after {took:?}, before its timer {want:?}");
+                    lates.push(took - want);
+                    let t = Instant::now();
+                    while !glommio::executor().need_preempt() {
+                        assert!(t.elapsed() < WATCHDOG, "never preempted after a sleep");
+                        std::hint::spin_loop();
+                    }
+                    waits.push(t.elapsed());
+                    glommio::yield_if_needed().await;
+                }
+                (lates, waits)
+            },
+            tq,
+        )
+        .unwrap()
+        .await
+    });
+    lates.iter().for_each(|late| assert!(*late < Duration::from_secs(1), "a timer {late:?} late"));
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    assert!(median <= Duration::from_millis(2), "median wait for preemption after a sleep {median:?}");
+    assert!(waits[waits.len() - 1] < Duration::from_millis(100), "worst {:?}", waits[waits.len() - 1]);
+}
+
+/// The same with no timer of its own: a consumer woken only by another
+/// executor's messages every 3 ms. After every other message it goes back
+/// to sleep at once, its preemption timer pending, and the reactor moves
+/// that timer far away (no user timer to move it to). It must still wake
+/// for every message, and the timer moved back must still preempt it
+/// (checked after the other messages).
+#[test]
+fn a_preemption_timer_parked_far_away_loses_no_wake() {
+    let (sender, receiver) = glommio::channels::shared_channel::new_bounded::<Instant>(16);
+    let consumer = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let tq = glommio::executor().create_task_queue(
+                Shares::default(),
+                Latency::Matters(Duration::from_millis(1)),
+                "lat",
+            );
+            glommio::spawn_local_into(
+                async move {
+                    let rx = receiver.connect().await;
+                    let (mut worst, mut waits, mut n) = (Duration::ZERO, Vec::new(), 0u64);
+                    while let Some(sent) = rx.recv().await {
+                        worst = worst.max(sent.elapsed());
+                        n += 1;
+                        // Every other message leaves its wake-up's timer
+                        // pending into the next sleep, to be moved away.
+                        if n % 2 == 1 {
+                            continue;
+                        }
+                        let t = Instant::now();
+                        while !glommio::executor().need_preempt() {
+                            assert!(t.elapsed() < WATCHDOG, "never preempted after a wake");
+                            std::hint::spin_loop();
+                        }
+                        waits.push(t.elapsed());
+                        glommio::yield_if_needed().await;
+                    }
+                    (worst, waits)
+                },
+                tq,
+            )
+            .unwrap()
+            .await
+        })
+        .unwrap();
+    let producer = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let tx = sender.connect().await;
+            for _ in 0..60 {
+                glommio::timer::sleep(Duration::from_millis(3)).await;
+                tx.send(Instant::now()).await.unwrap();
+            }
+        })
+        .unwrap();
+    producer.join().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(consumer.join().unwrap()));
+    let (worst, mut waits) = rx.recv_timeout(WATCHDOG).expect("the consumer stalled");
+    assert_eq!(waits.len(), 30);
+    // The message's own wait includes the consumer's spin for the one before.
+    assert!(worst < Duration::from_secs(1), "a message waited {worst:?}");
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    assert!(median <= Duration::from_millis(2), "median wait for preemption after a wake {median:?}");
+}
+
 /// A small xorshift for the gaps below: varied, and the same every run.
 fn gaps(seed: u64) -> impl FnMut() -> Duration {
     let mut x = seed;
