@@ -73,10 +73,6 @@ enum UringOpDescriptor {
     Statx(*const u8, *mut Statx),
     Timeout(*const uring_sys::__kernel_timespec, u32),
     TimeoutRemove(u64),
-    /// ringmq patch: moves the pending timeout whose user data is `.0` to
-    /// fire `.1` from now (IORING_TIMEOUT_UPDATE, Linux 5.11), posting no
-    /// completion when it succeeds (IOSQE_CQE_SKIP_SUCCESS, Linux 5.17).
-    TimeoutUpdate(u64, *const uring_sys::__kernel_timespec),
     SockSend(*const u8, usize, i32),
     SockSendMsg(*mut libc::msghdr, i32),
     SockRecv(usize, i32),
@@ -355,17 +351,6 @@ fn fill_sqe<F>(
             UringOpDescriptor::TimeoutRemove(timer) => {
                 sqe.prep_timeout_remove(timer as _);
             }
-            UringOpDescriptor::TimeoutUpdate(timer, timespec) => {
-                // No source of its own: a failure's completion (the timer
-                // fired first, and its own completion wakes the ring
-                // anyway) is dropped like a cancellation's.
-                user_data = 0;
-                sqe.prep_timeout_remove(timer);
-                let raw = sqe.raw_mut();
-                raw.off_addr2.addr2 = timespec as u64;
-                raw.cmd_flags.timeout_flags = IORING_TIMEOUT_UPDATE;
-                raw.flags |= IOSQE_CQE_SKIP_SUCCESS;
-            }
             UringOpDescriptor::Close => {
                 sqe.prep_close(op.fd);
             }
@@ -481,17 +466,6 @@ fn fill_sqe<F>(
 /// `ioprio`: wait for the socket to be readable before trying, for a socket
 /// the caller has just found empty.
 const IORING_RECVSEND_POLL_FIRST: u16 = 1;
-
-/// ringmq patch (8): how far a preemption timer is moved before a sleep
-/// with no user timer due: never reached in practice, as the next wake-up
-/// moves it back to a preemption period.
-const PARKED_TIMER: Duration = Duration::from_secs(3600);
-
-/// ringmq patch: a TIMEOUT_REMOVE that moves the timer instead of removing it.
-const IORING_TIMEOUT_UPDATE: u32 = 1 << 1;
-
-/// ringmq patch: no completion when the request succeeds.
-const IOSQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 
 fn transmute_error(res: io::Result<u32>) -> io::Result<usize> {
     res.map(|x| x as usize) // iou standardized on u32, which is good for low level but for higher layers usize is
@@ -984,24 +958,6 @@ impl SleepableRing {
         self.ring.raw().ring_fd
     }
 
-    /// ringmq patch: queues a move of the pending timer `src` to fire `ts`
-    /// from now. `ts` must stay put until the queue is flushed.
-    fn prepare_timer_update(&mut self, src: &Source, ts: *const uring_sys::__kernel_timespec) -> bool {
-        let Some(id) = src.inner.borrow().enqueued.as_ref().map(|e| e.id) else {
-            return false;
-        };
-        self.submission_queue()
-            .borrow_mut()
-            .submissions
-            .push_back(UringDescriptor {
-                args: UringOpDescriptor::TimeoutUpdate(to_user_data(id), ts),
-                fd: -1,
-                flags: SubmissionFlags::empty(),
-                user_data: 0,
-            });
-        true
-    }
-
     /// This function prepares a timer that fires unconditionally after a
     /// certain duration. The timer is added at the front of the queue such
     /// that it will be the first SQE submitted the next time we enter the
@@ -1331,13 +1287,6 @@ pub(crate) struct Reactor {
     // timer). Valid while that source is pending. `wait` keeps the timer
     // while it is due no later than the one it would arm.
     latency_timer_armed: Cell<Option<(Instant, Option<Duration>)>>,
-    // ringmq patch: the new expiry of a timer being moved (`move_latency_timer`);
-    // the kernel reads it while the update is submitted, so it is boxed
-    // and lives as long as the reactor.
-    latency_timer_update: Box<Cell<uring_sys::__kernel_timespec>>,
-    // ringmq patch (8): whether a sleep moves a pending preemption timer out
-    // of its way (`defer_preemption_timer`), learnt from the last sleeps.
-    defer_timers: Cell<bool>,
     // ringmq patch: the main ring's POLL_ADD on the latency ring's fd that
     // wakes a sleep on the main ring. Kept while in flight, so a sleep
     // woken by the main ring does not cancel it and the next sleep does
@@ -1475,8 +1424,6 @@ impl Reactor {
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             latency_timer_armed: Cell::new(None),
-            latency_timer_update: Box::new(Cell::new(uring_sys::__kernel_timespec { tv_sec: 0, tv_nsec: 0 })),
-            defer_timers: Cell::new(false),
             link_rings_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1914,15 +1861,6 @@ impl Reactor {
                     self.latency_preemption_timeout_src.set(old);
                     return false;
                 }
-                // ringmq patch (8): a pending timer due too late is moved,
-                // not cancelled and replaced: no cancellation, and no
-                // completion on the latency ring (which would read as a
-                // preemption at once).
-                if let Some(src) = old {
-                    let moved = self.move_latency_timer(lat_ring, &src, dur, preempt);
-                    self.latency_preemption_timeout_src.set(Some(src));
-                    return moved;
-                }
             }
         }
         // An executor with nothing to run asks for no preemption (an
@@ -1937,80 +1875,6 @@ impl Reactor {
             .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
         self.latency_timer_armed.set(Some((due, preempt)));
         true
-    }
-
-    /// ringmq patch (8): queues a move of the pending latency timer `src` to
-    /// fire in `dur` and records it as armed for `preempt`. Returns whether
-    /// a request was queued (the caller flushes the ring).
-    fn move_latency_timer(
-        &self,
-        lat_ring: &mut SleepableRing,
-        src: &Source,
-        dur: Duration,
-        preempt: Option<Duration>,
-    ) -> bool {
-        let (Some(due), Ok(ts)) = (Instant::now().checked_add(dur), TimeSpec64::try_from(dur)) else {
-            return false;
-        };
-        self.latency_timer_update.set(ts.raw);
-        if !lat_ring.prepare_timer_update(src, self.latency_timer_update.as_ptr()) {
-            return false;
-        }
-        self.latency_timer_armed.set(Some((due, preempt)));
-        true
-    }
-
-    /// ringmq patch (8): before a sleep, a pending preemption timer is of no
-    /// use (nothing runs to be preempted) but wakes the executor if it
-    /// fires first. While sleeps outlast it (`defer_timers`), it is moved to
-    /// the next user timer's expiry (`user_timer`), or far enough away that
-    /// it never fires before the next wake-up moves it back. Returns when
-    /// it was due, if it was moved (a request queued).
-    fn defer_preemption_timer(
-        &self,
-        lat_ring: &mut SleepableRing,
-        user_timer: Option<Duration>,
-    ) -> Option<Instant> {
-        let Some((due, Some(_))) = self.latency_timer_armed.get() else {
-            return None;
-        };
-        if !self.defer_timers.get() {
-            return None;
-        }
-        let src = self.latency_preemption_timeout_src.take()?;
-        let moved = src.is_pending()
-            && self.move_latency_timer(lat_ring, &src, user_timer.unwrap_or(PARKED_TIMER), None);
-        self.latency_preemption_timeout_src.set(Some(src));
-        moved.then_some(due)
-    }
-
-    /// ringmq patch (8): after a sleep, whether to move the preemption timer
-    /// out of the way of the next one. A move costs a submission before the
-    /// sleep and one after (to move it back), so it pays only when sleeps
-    /// outlast the timer: at moderate rates, where the timer woke nearly
-    /// every sleep, not at high ones, where sleeps are microseconds long.
-    /// `deferred`: when the timer was due, if this sleep moved it.
-    fn learn_timer_deferral(&self, deferred: Option<Instant>) {
-        match deferred {
-            // Woken before the timer would have fired: the move bought
-            // nothing. One clock read per deferred sleep.
-            Some(due) => {
-                if Instant::now() < due {
-                    self.defer_timers.set(false);
-                }
-            }
-            // A preemption timer kept through the sleep fired (its
-            // completion consumed): it may have been what woke us.
-            None => {
-                if let Some((_, Some(_))) = self.latency_timer_armed.get() {
-                    let src = self.latency_preemption_timeout_src.take();
-                    if src.as_ref().is_some_and(|s| !s.is_pending()) {
-                        self.defer_timers.set(true);
-                    }
-                    self.latency_preemption_timeout_src.set(src);
-                }
-            }
-        }
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -2140,15 +2004,12 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            // ringmq patch (8): a pending preemption timer is moved to the
-            // user timer's expiry (or far away) rather than left to wake
-            // the sleep; otherwise a pending timer due no later is kept.
-            let deferred = self.defer_preemption_timer(&mut lat_ring, user_timer);
-            let armed = deferred.is_none()
-                && user_timer.is_some_and(|dur| self.arm_latency_timer(&mut lat_ring, dur, None));
-            if deferred.is_some() || armed {
-                flush_cancellations!(into &mut woke; lat_ring);
-                assert!(flush_rings!(lat_ring)? > 0);
+            if let Some(dur) = user_timer {
+                // ringmq patch: keeps a pending timer due no later.
+                if self.arm_latency_timer(&mut lat_ring, dur, None) {
+                    flush_cancellations!(into &mut woke; lat_ring);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -2177,7 +2038,6 @@ impl Reactor {
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
-                    self.learn_timer_deferral(deferred);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
