@@ -315,3 +315,69 @@ fn tx_returns_come_before_commit_ok_and_replies_keep_their_order() {
     assert_eq!(c.method().0, id::TX_COMMIT_OK);
     assert_eq!(c.method().0, id::TX_ROLLBACK_OK);
 }
+
+/// Publishes that reach the broker in one write after an idle spell (an
+/// unbatched client's burst: the broker handles the first one alone, then
+/// the rest of the chunk) and in one large write (handled whole) are all
+/// delivered, in the order sent, to a consumer on the same connection.
+#[test]
+fn bursts_after_an_idle_spell_are_delivered_whole_and_in_order() {
+    let b = TestBroker::start();
+    let mut c = Raw::handshake(b.amqp, 0);
+    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
+    c.put_method(1, id::QUEUE_DECLARE, |b| {
+        b.put_u16(0);
+        put_shortstr(b, "burst");
+        b.put_u8(0);
+        b.put_u32(0);
+    });
+    assert_eq!(c.method().0, id::QUEUE_DECLARE_OK);
+    c.put_method(1, id::BASIC_CONSUME, |b| {
+        b.put_u16(0);
+        put_shortstr(b, "burst");
+        put_shortstr(b, "tag");
+        b.put_u8(0b10); // no-ack
+        b.put_u32(0);
+    });
+    assert_eq!(c.method().0, id::BASIC_CONSUME_OK);
+    let burst = |from: usize, n: usize, size: usize| {
+        let mut f = BytesMut::new();
+        for i in from..from + n {
+            method::put(&mut f, 1, id::BASIC_PUBLISH, |b| {
+                b.put_u16(0);
+                put_shortstr(b, "");
+                put_shortstr(b, "burst");
+                b.put_u8(0);
+            });
+            let mut body = format!("{i:08}").into_bytes();
+            body.resize(size, b'.');
+            frame::put_content_header(&mut f, 1, 60, body.len() as u64, &[0, 0]);
+            frame::put_body(&mut f, 1, &body, 4096);
+        }
+        f
+    };
+    // Small bursts after pauses (the first publish alone, then the rest),
+    // then one write of about 100 KiB (whole).
+    let mut sent = 0;
+    for n in [1, 2, 7, 20] {
+        std::thread::sleep(Duration::from_millis(30));
+        c.send(&burst(sent, n, 100));
+        sent += n;
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    c.send(&burst(sent, 100, 1000));
+    sent += 100;
+    let mut got = Vec::new();
+    while got.len() < sent {
+        let (mid, _) = c.method();
+        assert_eq!(mid, id::BASIC_DELIVER);
+        assert!(matches!(c.next(Duration::from_secs(5)), Got::Frame(frame::HEADER, 1, _)));
+        match c.next(Duration::from_secs(5)) {
+            Got::Frame(frame::BODY, 1, p) => got.push(String::from_utf8_lossy(&p[..8]).into_owned()),
+            other => panic!("expected a body, got {other:?}"),
+        }
+    }
+    let want: Vec<String> = (0..sent).map(|i| format!("{i:08}")).collect();
+    assert_eq!(got, want, "every message, in the order sent");
+}
