@@ -79,6 +79,19 @@ impl Raw {
         self.send(&b);
     }
 
+    /// Channel 1, opened, with the queue `name` declared on it.
+    fn channel_with_queue(&mut self, name: &str) {
+        self.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
+        assert_eq!(self.method().0, id::CHANNEL_OPEN_OK);
+        self.put_method(1, id::QUEUE_DECLARE, |b| {
+            b.put_u16(0);
+            put_shortstr(b, name);
+            b.put_u8(0);
+            b.put_u32(0);
+        });
+        assert_eq!(self.method().0, id::QUEUE_DECLARE_OK);
+    }
+
     /// Header, start-ok (guest), tune-ok with `heartbeat`, open.
     fn handshake(addr: SocketAddr, heartbeat: u16) -> Raw {
         let mut c = Raw::connect(addr);
@@ -229,27 +242,22 @@ fn framing_errors_close_the_connection() {
 /// A publish whose method frame ends one read and whose content starts the
 /// next still reaches its queue after the batch of the first read went out,
 /// and so does one that changes persistence without changing its target.
+/// A basic.publish on channel 1 to the default exchange, routed to `queue`.
+fn put_publish(b: &mut BytesMut, queue: &str) {
+    method::put(b, 1, id::BASIC_PUBLISH, |b| {
+        b.put_u16(0);
+        put_shortstr(b, "");
+        put_shortstr(b, queue);
+        b.put_u8(0);
+    })
+}
+
 #[test]
 fn publishes_split_across_reads_all_arrive() {
     let b = TestBroker::start();
     let mut c = Raw::handshake(b.amqp, 0);
-    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
-    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
-    c.put_method(1, id::QUEUE_DECLARE, |b| {
-        b.put_u16(0);
-        put_shortstr(b, "split");
-        b.put_u8(0);
-        b.put_u32(0);
-    });
-    assert_eq!(c.method().0, id::QUEUE_DECLARE_OK);
-    let publish = |b: &mut BytesMut| {
-        method::put(b, 1, id::BASIC_PUBLISH, |b| {
-            b.put_u16(0);
-            put_shortstr(b, "");
-            put_shortstr(b, "split");
-            b.put_u8(0);
-        })
-    };
+    c.channel_with_queue("split");
+    let publish = |b: &mut BytesMut| put_publish(b, "split");
     // Transient, transient, persistent (delivery-mode 2), transient.
     let props: [&[u8]; 4] = [&[0, 0], &[0, 0], &[0x10, 0, 2], &[0, 0]];
     let mut f = BytesMut::new();
@@ -324,15 +332,7 @@ fn tx_returns_come_before_commit_ok_and_replies_keep_their_order() {
 fn bursts_after_an_idle_spell_are_delivered_whole_and_in_order() {
     let b = TestBroker::start();
     let mut c = Raw::handshake(b.amqp, 0);
-    c.put_method(1, id::CHANNEL_OPEN, |b| put_shortstr(b, ""));
-    assert_eq!(c.method().0, id::CHANNEL_OPEN_OK);
-    c.put_method(1, id::QUEUE_DECLARE, |b| {
-        b.put_u16(0);
-        put_shortstr(b, "burst");
-        b.put_u8(0);
-        b.put_u32(0);
-    });
-    assert_eq!(c.method().0, id::QUEUE_DECLARE_OK);
+    c.channel_with_queue("burst");
     c.put_method(1, id::BASIC_CONSUME, |b| {
         b.put_u16(0);
         put_shortstr(b, "burst");
@@ -344,12 +344,7 @@ fn bursts_after_an_idle_spell_are_delivered_whole_and_in_order() {
     let burst = |from: usize, n: usize, size: usize| {
         let mut f = BytesMut::new();
         for i in from..from + n {
-            method::put(&mut f, 1, id::BASIC_PUBLISH, |b| {
-                b.put_u16(0);
-                put_shortstr(b, "");
-                put_shortstr(b, "burst");
-                b.put_u8(0);
-            });
+            put_publish(&mut f, "burst");
             let mut body = format!("{i:08}").into_bytes();
             body.resize(size, b'.');
             frame::put_content_header(&mut f, 1, 60, body.len() as u64, &[0, 0]);
